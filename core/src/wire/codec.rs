@@ -1,0 +1,199 @@
+//! [`Codec`]: bytes to messages and back, for both encodings.
+
+use std::cell::Cell;
+
+use serde::de::DeserializeSeed;
+use serde::Serialize;
+
+use super::de::{BatchSeed, FrameSeed};
+use super::ser::WireMessage;
+use super::{FrameError, Message, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK};
+use crate::packet::bad_request;
+
+/// Deepest nesting a frame may have, counting the frame itself; deeper
+/// input is rejected as PF400 rather than risking the stack.
+pub const MAX_DEPTH: usize = 128;
+
+/// The two encodings of the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Codec {
+    /// UTF-8 JSON in text frames (the default, and the seed's format).
+    #[default]
+    Json,
+    /// MessagePack in binary frames, with compact packet keys.
+    MsgPack,
+}
+
+/// What one frame decoded to: a single message or a batch, each element
+/// either a message or the ingredients of the `error` frame that answers it.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A frame holding one message object.
+    Single(Result<Message, FrameError>),
+    /// A frame holding an array of message objects.
+    Batch(Vec<Result<Message, FrameError>>),
+}
+
+impl IntoIterator for Decoded {
+    type Item = Result<Message, FrameError>;
+    type IntoIter = DecodedIter;
+
+    fn into_iter(self) -> DecodedIter {
+        match self {
+            Decoded::Single(one) => DecodedIter::Single(Some(one)),
+            Decoded::Batch(all) => DecodedIter::Batch(all.into_iter()),
+        }
+    }
+}
+
+/// Iterator over the messages of a [`Decoded`] frame.
+#[derive(Debug)]
+pub enum DecodedIter {
+    /// Over a single message.
+    Single(Option<Result<Message, FrameError>>),
+    /// Over a batch.
+    Batch(std::vec::IntoIter<Result<Message, FrameError>>),
+}
+
+impl Iterator for DecodedIter {
+    type Item = Result<Message, FrameError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            DecodedIter::Single(one) => one.take(),
+            DecodedIter::Batch(all) => all.next(),
+        }
+    }
+}
+
+impl Codec {
+    /// The codec named by a `Sec-WebSocket-Protocol` value; `None` (no
+    /// header) means JSON. An unknown name gives `None`.
+    pub fn from_subprotocol(name: Option<&str>) -> Option<Codec> {
+        match name {
+            None | Some(SUBPROTOCOL_JSON) => Some(Codec::Json),
+            Some(SUBPROTOCOL_MSGPACK) => Some(Codec::MsgPack),
+            Some(_) => None,
+        }
+    }
+
+    /// The subprotocol name for this codec.
+    pub fn subprotocol(self) -> &'static str {
+        match self {
+            Codec::Json => SUBPROTOCOL_JSON,
+            Codec::MsgPack => SUBPROTOCOL_MSGPACK,
+        }
+    }
+
+    /// Whether frames of this codec go in binary (not text) WebSocket frames.
+    pub fn is_binary(self) -> bool {
+        self == Codec::MsgPack
+    }
+
+    /// Decodes one WebSocket frame's bytes. Never panics; input that is not
+    /// a document of this encoding gives a single `FrameError` with
+    /// `unparsable` set (and the `seq`, when it was read before the fault).
+    pub fn decode(self, bytes: &[u8]) -> Decoded {
+        let seen_seq = Cell::new(0);
+        let decoded = match self {
+            Codec::Json => decode_json(bytes, &seen_seq),
+            Codec::MsgPack => decode_msgpack(bytes, &seen_seq),
+        };
+        decoded.unwrap_or_else(|reason| {
+            Decoded::Single(Err(FrameError {
+                seq: seen_seq.get(),
+                kind: None,
+                packet_id: None,
+                error: bad_request(format!("malformed frame: {reason}")),
+                unparsable: true,
+            }))
+        })
+    }
+
+    /// Appends the encoding of `message` to `out`.
+    pub fn encode(self, message: &Message, out: &mut Vec<u8>) {
+        self.write(&WireMessage { message, compact: self == Codec::MsgPack }, out);
+    }
+
+    /// The encoding of `message`, in a new buffer.
+    pub fn encode_to_vec(self, message: &Message) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        self.encode(message, &mut out);
+        out
+    }
+
+    /// Appends a batch frame (an array of messages) to `out`.
+    pub fn encode_batch<'a, I>(self, messages: I, out: &mut Vec<u8>)
+    where
+        I: IntoIterator<Item = &'a Message>,
+        I::IntoIter: ExactSizeIterator,
+    {
+        let messages = messages.into_iter();
+        match self {
+            Codec::Json => {
+                out.push(b'[');
+                for (i, message) in messages.enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    self.encode(message, out);
+                }
+                out.push(b']');
+            }
+            Codec::MsgPack => {
+                let len = u32::try_from(messages.len()).expect("a batch holds fewer than 2^32 messages");
+                rmp::encode::write_array_len(out, len).expect("writing to a Vec cannot fail");
+                for message in messages {
+                    self.encode(message, out);
+                }
+            }
+        }
+    }
+
+    fn write<T: Serialize>(self, value: &T, out: &mut Vec<u8>) {
+        // Every value here is JSON-shaped with string keys, which both
+        // serializers accept, and writing to a Vec cannot fail.
+        match self {
+            Codec::Json => serde_json::to_writer(out, value).expect("JSON-shaped values always encode"),
+            Codec::MsgPack => {
+                value
+                    .serialize(&mut rmp_serde::Serializer::new(out))
+                    .expect("JSON-shaped values always encode");
+            }
+        }
+    }
+}
+
+fn is_json_array(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
+}
+
+fn is_msgpack_array(bytes: &[u8]) -> bool {
+    matches!(bytes.first(), Some(0x90..=0x9f | 0xdc | 0xdd))
+}
+
+fn decode_json(bytes: &[u8], seen_seq: &Cell<u64>) -> Result<Decoded, String> {
+    // serde_json's own recursion limit (128) is the MAX_DEPTH bound here.
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let decoded = if is_json_array(bytes) {
+        Decoded::Batch(BatchSeed(seen_seq).deserialize(&mut de).map_err(|e| e.to_string())?)
+    } else {
+        Decoded::Single(FrameSeed(seen_seq).deserialize(&mut de).map_err(|e| e.to_string())?)
+    };
+    de.end().map_err(|e| e.to_string())?;
+    Ok(decoded)
+}
+
+fn decode_msgpack(bytes: &[u8], seen_seq: &Cell<u64>) -> Result<Decoded, String> {
+    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+    de.set_max_depth(MAX_DEPTH);
+    let decoded = if is_msgpack_array(bytes) {
+        Decoded::Batch(BatchSeed(seen_seq).deserialize(&mut de).map_err(|e| e.to_string())?)
+    } else {
+        Decoded::Single(FrameSeed(seen_seq).deserialize(&mut de).map_err(|e| e.to_string())?)
+    };
+    if de.position() != bytes.len() as u64 {
+        return Err("trailing bytes after the MessagePack document".into());
+    }
+    Ok(decoded)
+}

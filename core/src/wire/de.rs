@@ -1,0 +1,994 @@
+//! Tolerant decoding: a well-formed frame always decodes to either a
+//! [`Message`] or a [`FrameError`] that names the broken rule; only bytes
+//! that are not a JSON/MessagePack document at all make serde fail.
+//!
+//! Every visitor here works for both codecs (they go through serde's data
+//! model), and for a buffered [`serde_json::Value`] when a frame puts its
+//! `payload` before its `type`.
+
+use std::cell::Cell;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+use super::{FrameError, Hello, Message, MessageKind};
+use crate::error::PfError;
+use crate::packet::{
+    bad_request, check_dependency_id, check_timeout, describe, quote, Element, Group, Packet,
+    PacketId, Priority, PROTOCOL_VERSION,
+};
+use crate::result::PacketResult;
+
+/// Whatever a field held, kept so that validation can say what it got.
+#[derive(Debug)]
+enum Loose {
+    Null,
+    Bool(bool),
+    Int(i128),
+    Float(f64),
+    Str(String),
+    List(Vec<Loose>),
+    Object,
+    Bytes,
+}
+
+impl Loose {
+    fn describe(&self) -> String {
+        match self {
+            Loose::Null => "null".into(),
+            Loose::Bool(b) => b.to_string(),
+            Loose::Int(i) => i.to_string(),
+            Loose::Float(f) => format!("{f:?}"),
+            Loose::Str(s) => quote(s),
+            Loose::List(_) => "an array".into(),
+            Loose::Object => "an object".into(),
+            Loose::Bytes => "binary data".into(),
+        }
+    }
+
+    fn into_string(self, field: &str, expected: &str) -> Result<String, PfError> {
+        match self {
+            Loose::Str(s) => Ok(s),
+            other => Err(bad_request(format!("{field} must be {expected}, got {}", other.describe()))),
+        }
+    }
+
+    fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Loose::Int(i) => u64::try_from(i).ok(),
+            _ => None,
+        }
+    }
+}
+
+struct LooseVisitor;
+
+impl<'de> Visitor<'de> for LooseVisitor {
+    type Value = Loose;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Loose, E> {
+        Ok(Loose::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Loose, E> {
+        Ok(Loose::Int(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Loose, E> {
+        Ok(Loose::Int(v.into()))
+    }
+    fn visit_i128<E>(self, v: i128) -> Result<Loose, E> {
+        Ok(Loose::Int(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Loose, E> {
+        Ok(Loose::Float(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Loose, E> {
+        Ok(Loose::Str(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Loose, E> {
+        Ok(Loose::Str(v))
+    }
+    fn visit_bytes<E>(self, _: &[u8]) -> Result<Loose, E> {
+        Ok(Loose::Bytes)
+    }
+    fn visit_unit<E>(self) -> Result<Loose, E> {
+        Ok(Loose::Null)
+    }
+    fn visit_none<E>(self) -> Result<Loose, E> {
+        Ok(Loose::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Loose, D::Error> {
+        d.deserialize_any(LooseVisitor)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Loose, A::Error> {
+        // No capacity from the size hint: a hostile length prefix must not
+        // reserve memory that the input does not back.
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Loose>()? {
+            items.push(item);
+        }
+        Ok(Loose::List(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Loose, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Loose::Object)
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Loose {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(LooseVisitor)
+    }
+}
+
+/// A payload read from a map, for each payload type.
+trait FromMap: Sized {
+    type Out;
+    fn from_map<'de, A: MapAccess<'de>>(self, map: A) -> Result<Self::Out, A::Error>;
+}
+
+/// Accepts any value: a map goes to `T`, anything else is kept as [`Loose`]
+/// so the caller can say "payload must be an object, got 3".
+struct ObjectOr<T>(T);
+
+macro_rules! delegate_to_loose {
+    ($($name:ident($($arg:ident: $ty:ty)?)),* $(,)?) => {$(
+        fn $name<E: de::Error>(self, $($arg: $ty)?) -> Result<Self::Value, E> {
+            LooseVisitor.$name($($arg)?).map(Err)
+        }
+    )*};
+}
+
+impl<'de, T: FromMap> Visitor<'de> for ObjectOr<T> {
+    type Value = Result<T::Out, Loose>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        self.0.from_map(map).map(Ok)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        LooseVisitor.visit_seq(seq).map(Err)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    delegate_to_loose!(
+        visit_bool(v: bool),
+        visit_i64(v: i64),
+        visit_u64(v: u64),
+        visit_i128(v: i128),
+        visit_f64(v: f64),
+        visit_str(v: &str),
+        visit_bytes(v: &[u8]),
+        visit_unit(),
+        visit_none(),
+    );
+}
+
+fn object_or<'de, T: FromMap, D: Deserializer<'de>>(
+    d: D,
+    reader: T,
+) -> Result<Result<T::Out, Loose>, D::Error> {
+    d.deserialize_any(ObjectOr(reader))
+}
+
+/// Reads a map key as a field name of `F`; keys that are not strings, or
+/// not known, become `F::default()` (ignored), as PROTOCOL.md asks.
+struct Key<F>(F);
+
+impl<'de, F: FieldName> de::Deserialize<'de> for Key<F> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor<F>(PhantomData<F>);
+        impl<'de, F: FieldName> Visitor<'de> for KeyVisitor<F> {
+            type Value = Key<F>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<F>, E> {
+                Ok(Key(F::from_name(v)))
+            }
+            fn visit_bytes<E>(self, _: &[u8]) -> Result<Key<F>, E> {
+                Ok(Key(F::default()))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Key<F>, E> {
+                Ok(Key(F::default()))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Key<F>, E> {
+                Ok(Key(F::default()))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Key<F>, E> {
+                Ok(Key(F::default()))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Key<F>, E> {
+                Ok(Key(F::default()))
+            }
+            fn visit_unit<E>(self) -> Result<Key<F>, E> {
+                Ok(Key(F::default()))
+            }
+        }
+        d.deserialize_identifier(KeyVisitor(PhantomData))
+    }
+}
+
+trait FieldName: Default {
+    fn from_name(name: &str) -> Self;
+}
+
+// ---------------------------------------------------------------- packet
+
+#[derive(Default)]
+enum PacketField {
+    Version,
+    Id,
+    Group,
+    Element,
+    Data,
+    Priority,
+    Timeout,
+    Dependencies,
+    Metadata,
+    #[default]
+    Other,
+}
+
+impl FieldName for PacketField {
+    fn from_name(name: &str) -> Self {
+        // Full names and the compact ("atom") forms are both accepted.
+        match name {
+            "version" | "v" => PacketField::Version,
+            "id" => PacketField::Id,
+            "group" | "g" => PacketField::Group,
+            "element" | "e" => PacketField::Element,
+            "data" | "d" => PacketField::Data,
+            "priority" | "p" => PacketField::Priority,
+            "timeout_ms" | "t" => PacketField::Timeout,
+            "dependencies" | "deps" => PacketField::Dependencies,
+            "metadata" | "m" => PacketField::Metadata,
+            _ => PacketField::Other,
+        }
+    }
+}
+
+/// A packet, or the first rule it breaks (with its id when that was valid).
+pub(super) type CheckedPacket = Result<Packet, (PfError, Option<PacketId>)>;
+
+#[derive(Default)]
+struct PacketFields {
+    version: Option<Loose>,
+    id: Option<Loose>,
+    group: Option<Loose>,
+    element: Option<Loose>,
+    data: Option<Value>,
+    priority: Option<Loose>,
+    timeout: Option<Loose>,
+    dependencies: Option<Loose>,
+    metadata: Option<Value>,
+}
+
+struct PacketMap;
+
+impl FromMap for PacketMap {
+    type Out = CheckedPacket;
+
+    fn from_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<CheckedPacket, A::Error> {
+        let mut f = PacketFields::default();
+        while let Some(Key(field)) = map.next_key::<Key<PacketField>>()? {
+            match field {
+                PacketField::Version => f.version = Some(map.next_value()?),
+                PacketField::Id => f.id = Some(map.next_value()?),
+                PacketField::Group => f.group = Some(map.next_value()?),
+                PacketField::Element => f.element = Some(map.next_value()?),
+                PacketField::Data => f.data = Some(map.next_value()?),
+                PacketField::Priority => f.priority = Some(map.next_value()?),
+                PacketField::Timeout => f.timeout = Some(map.next_value()?),
+                PacketField::Dependencies => f.dependencies = Some(map.next_value()?),
+                PacketField::Metadata => f.metadata = Some(map.next_value()?),
+                PacketField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(f.into_packet())
+    }
+}
+
+fn required(field: Option<Loose>, name: &str) -> Result<Loose, PfError> {
+    field.ok_or_else(|| bad_request(format!("{name} is required")))
+}
+
+impl PacketFields {
+    fn into_packet(self) -> CheckedPacket {
+        // The id is read first so that every later error can carry it.
+        let id = match self.id {
+            None => return Err((bad_request("id is required".into()), None)),
+            Some(v) => v
+                .into_string("id", "a string of 1-128 bytes")
+                .and_then(|s| PacketId::new(&s))
+                .map_err(|e| (e, None))?,
+        };
+        let with_id = |e: PfError| (e, Some(id.clone()));
+        let rest = (|| {
+            match required(self.version, "version")? {
+                Loose::Str(v) if v == PROTOCOL_VERSION => {}
+                other => {
+                    return Err(bad_request(format!(
+                        "version must be \"1.0\", got {}",
+                        other.describe()
+                    )))
+                }
+            }
+            let group = Group::parse(
+                &required(self.group, "group")?
+                    .into_string("group", "one of cf, df, ed, co, mc, rm")?,
+            )?;
+            let element = Element::new(&required(self.element, "element")?.into_string(
+                "element",
+                "1-64 characters of [A-Za-z0-9_.-]",
+            )?)?;
+            let priority = match self.priority {
+                None | Some(Loose::Null) => Priority::DEFAULT,
+                Some(Loose::Int(i)) => Priority::new(i64::try_from(i).unwrap_or(i64::MAX))?,
+                Some(other) => {
+                    return Err(bad_request(format!(
+                        "priority must be an integer 1-10, got {}",
+                        other.describe()
+                    )))
+                }
+            };
+            let timeout_ms = match self.timeout {
+                None | Some(Loose::Null) => None,
+                Some(v) => match v.as_u64() {
+                    Some(t) => {
+                        check_timeout(t)?;
+                        Some(t)
+                    }
+                    None => {
+                        return Err(bad_request(format!(
+                            "timeout_ms must be a positive integer <= 86400000, got {}",
+                            v.describe()
+                        )))
+                    }
+                },
+            };
+            let dependencies = match self.dependencies {
+                None | Some(Loose::Null) => Vec::new(),
+                Some(Loose::List(items)) => {
+                    if items.len() > crate::packet::MAX_DEPENDENCIES {
+                        return Err(bad_request(format!(
+                            "dependencies must list at most 64 packet ids, got {}",
+                            items.len()
+                        )));
+                    }
+                    let mut ids = Vec::with_capacity(items.len());
+                    for (i, item) in items.into_iter().enumerate() {
+                        let field = format!("dependencies[{i}]");
+                        let s = item.into_string(&field, "a packet id string")?;
+                        check_dependency_id(&s, i)?;
+                        ids.push(PacketId::new(&s)?);
+                    }
+                    ids
+                }
+                Some(other) => {
+                    return Err(bad_request(format!(
+                        "dependencies must be an array of packet ids, got {}",
+                        other.describe()
+                    )))
+                }
+            };
+            let metadata = match self.metadata {
+                None | Some(Value::Null) => None,
+                Some(Value::Object(m)) => Some(m),
+                Some(other) => {
+                    return Err(bad_request(format!(
+                        "metadata must be an object, got {}",
+                        describe(&other)
+                    )))
+                }
+            };
+            let packet = Packet {
+                id: id.clone(),
+                group,
+                element,
+                data: self.data.unwrap_or(Value::Null),
+                priority,
+                timeout_ms,
+                dependencies,
+                metadata,
+            };
+            packet.validate()?;
+            Ok(packet)
+        })();
+        rest.map_err(with_id)
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Packet {
+    /// Decodes and validates a packet (full or compact keys).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match object_or(d, PacketMap)? {
+            Ok(Ok(packet)) => Ok(packet),
+            Ok(Err((e, _))) => Err(de::Error::custom(e.message)),
+            Err(other) => Err(de::Error::custom(format!(
+                "packet must be an object, got {}",
+                other.describe()
+            ))),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- result
+
+#[derive(Default)]
+enum ResultField {
+    PacketId,
+    Status,
+    Data,
+    Error,
+    Duration,
+    #[default]
+    Other,
+}
+
+impl FieldName for ResultField {
+    fn from_name(name: &str) -> Self {
+        match name {
+            "packet_id" => ResultField::PacketId,
+            "status" => ResultField::Status,
+            "data" => ResultField::Data,
+            "error" => ResultField::Error,
+            "duration_ms" => ResultField::Duration,
+            _ => ResultField::Other,
+        }
+    }
+}
+
+type CheckedResult = Result<PacketResult, (PfError, Option<PacketId>)>;
+
+struct ResultMap;
+
+impl FromMap for ResultMap {
+    type Out = CheckedResult;
+
+    fn from_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<CheckedResult, A::Error> {
+        let (mut id, mut status, mut data, mut error, mut duration) = (None, None, None, None, None);
+        while let Some(Key(field)) = map.next_key::<Key<ResultField>>()? {
+            match field {
+                ResultField::PacketId => id = Some(map.next_value::<Loose>()?),
+                ResultField::Status => status = Some(map.next_value::<Loose>()?),
+                ResultField::Data => data = Some(map.next_value::<Value>()?),
+                ResultField::Error => error = Some(map.next_value::<ErrorObject>()?),
+                ResultField::Duration => duration = Some(map.next_value::<Loose>()?),
+                ResultField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let packet_id = match id {
+            None => return Ok(Err((bad_request("packet_id is required".into()), None))),
+            Some(v) => match v
+                .into_string("packet_id", "a string of 1-128 bytes")
+                .and_then(|s| PacketId::new(&s))
+            {
+                Ok(id) => id,
+                Err(e) => return Ok(Err((e, None))),
+            },
+        };
+        let fail = |e: PfError| Ok(Err((e, Some(packet_id.clone()))));
+        let duration_ms = match duration {
+            None | Some(Loose::Null) => 0,
+            // A float duration from a peer that measures in fractions is rounded down.
+            Some(Loose::Float(f)) if f >= 0.0 && f.is_finite() => f as u64,
+            Some(v) => match v.as_u64() {
+                Some(d) => d,
+                None => {
+                    return fail(bad_request(format!(
+                        "duration_ms must be a non-negative integer, got {}",
+                        v.describe()
+                    )))
+                }
+            },
+        };
+        let outcome = match status {
+            Some(Loose::Str(s)) if s == "success" => Ok(data.unwrap_or(Value::Null)),
+            Some(Loose::Str(s)) if s == "error" => match error {
+                Some(ErrorObject(Ok(e))) => Err(e),
+                Some(ErrorObject(Err(e))) => return fail(e),
+                None => return fail(bad_request("error is required when status is \"error\"".into())),
+            },
+            Some(other) => {
+                return fail(bad_request(format!(
+                    "status must be \"success\" or \"error\", got {}",
+                    other.describe()
+                )))
+            }
+            None => return fail(bad_request("status is required".into())),
+        };
+        Ok(Ok(PacketResult { packet_id, outcome, duration_ms }))
+    }
+}
+
+/// The `{code, message}` object of a failed result.
+struct ErrorObject(Result<PfError, PfError>);
+
+impl<'de> de::Deserialize<'de> for ErrorObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(ErrorObject(match object_or(d, ErrorMap)? {
+            Ok(checked) => checked.map(|(e, _)| e).map_err(|(e, _)| e),
+            Err(other) => Err(bad_request(format!(
+                "error must be an object with code and message, got {}",
+                other.describe()
+            ))),
+        }))
+    }
+}
+
+// ---------------------------------------------------------------- error
+
+#[derive(Default)]
+enum ErrorField {
+    Code,
+    Message,
+    PacketId,
+    #[default]
+    Other,
+}
+
+impl FieldName for ErrorField {
+    fn from_name(name: &str) -> Self {
+        match name {
+            "code" => ErrorField::Code,
+            "message" => ErrorField::Message,
+            "packet_id" => ErrorField::PacketId,
+            _ => ErrorField::Other,
+        }
+    }
+}
+
+type CheckedError = Result<(PfError, Option<PacketId>), (PfError, Option<PacketId>)>;
+
+struct ErrorMap;
+
+impl FromMap for ErrorMap {
+    type Out = CheckedError;
+
+    fn from_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<CheckedError, A::Error> {
+        let (mut code, mut message, mut packet_id) = (None, None, None);
+        while let Some(Key(field)) = map.next_key::<Key<ErrorField>>()? {
+            match field {
+                ErrorField::Code => code = Some(map.next_value::<Loose>()?),
+                ErrorField::Message => message = Some(map.next_value::<Loose>()?),
+                ErrorField::PacketId => packet_id = Some(map.next_value::<Loose>()?),
+                ErrorField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let packet_id = match packet_id {
+            None | Some(Loose::Null) => None,
+            Some(v) => match v.into_string("packet_id", "a string").and_then(|s| PacketId::new(&s)) {
+                Ok(id) => Some(id),
+                Err(e) => return Ok(Err((e, None))),
+            },
+        };
+        let code = match code {
+            None => return Ok(Err((bad_request("code is required".into()), packet_id))),
+            Some(v) => match v.into_string("code", "a string such as \"PF500\"") {
+                Ok(c) => c,
+                Err(e) => return Ok(Err((e, packet_id))),
+            },
+        };
+        let message = match message {
+            None | Some(Loose::Null) => String::new(),
+            Some(v) => match v.into_string("message", "a string") {
+                Ok(m) => m,
+                Err(e) => return Ok(Err((e, packet_id))),
+            },
+        };
+        Ok(Ok((PfError { code, message }, packet_id)))
+    }
+}
+
+// ---------------------------------------------------------------- hello
+
+#[derive(Default)]
+enum HelloField {
+    NodeId,
+    Name,
+    Runtime,
+    Protocol,
+    Handlers,
+    Features,
+    MaxInflight,
+    Token,
+    #[default]
+    Other,
+}
+
+impl FieldName for HelloField {
+    fn from_name(name: &str) -> Self {
+        match name {
+            "node_id" => HelloField::NodeId,
+            "name" => HelloField::Name,
+            "runtime" => HelloField::Runtime,
+            "protocol" => HelloField::Protocol,
+            "handlers" => HelloField::Handlers,
+            "features" => HelloField::Features,
+            "max_inflight" => HelloField::MaxInflight,
+            "token" => HelloField::Token,
+            _ => HelloField::Other,
+        }
+    }
+}
+
+struct HelloMap;
+
+fn optional_string(v: Option<Loose>, field: &str) -> Result<String, PfError> {
+    match v {
+        None | Some(Loose::Null) => Ok(String::new()),
+        Some(v) => v.into_string(field, "a string"),
+    }
+}
+
+fn string_list(v: Option<Loose>, field: &str) -> Result<Vec<String>, PfError> {
+    match v {
+        None | Some(Loose::Null) => Ok(Vec::new()),
+        Some(Loose::List(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| item.into_string(&format!("{field}[{i}]"), "a string"))
+            .collect(),
+        Some(other) => Err(bad_request(format!(
+            "{field} must be an array of strings, got {}",
+            other.describe()
+        ))),
+    }
+}
+
+fn parse_handler_key(key: &str, index: usize) -> Result<(Group, Element), PfError> {
+    let (g, e) = key.split_once(':').ok_or_else(|| {
+        bad_request(format!("handlers[{index}] must be \"group:element\", got {}", quote(key)))
+    })?;
+    let prefix = |err: PfError| bad_request(format!("handlers[{index}]: {}", err.message));
+    Ok((Group::parse(g).map_err(prefix)?, Element::new(e).map_err(prefix)?))
+}
+
+impl FromMap for HelloMap {
+    type Out = Result<Hello, PfError>;
+
+    fn from_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Out, A::Error> {
+        let mut raw: [Option<Loose>; 8] = Default::default();
+        while let Some(Key(field)) = map.next_key::<Key<HelloField>>()? {
+            let slot = match field {
+                HelloField::NodeId => 0,
+                HelloField::Name => 1,
+                HelloField::Runtime => 2,
+                HelloField::Protocol => 3,
+                HelloField::Handlers => 4,
+                HelloField::Features => 5,
+                HelloField::MaxInflight => 6,
+                HelloField::Token => 7,
+                HelloField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            raw[slot] = Some(map.next_value()?);
+        }
+        let [node_id, name, runtime, protocol, handlers, features, max_inflight, token] = raw;
+        Ok((|| {
+            let handlers = string_list(handlers, "handlers")?
+                .iter()
+                .enumerate()
+                .map(|(i, key)| parse_handler_key(key, i))
+                .collect::<Result<Vec<_>, _>>()?;
+            let max_inflight = match max_inflight {
+                None | Some(Loose::Null) => 0,
+                Some(v) => v.as_u64().ok_or_else(|| {
+                    bad_request(format!(
+                        "max_inflight must be a non-negative integer, got {}",
+                        v.describe()
+                    ))
+                })?,
+            };
+            let token = match token {
+                None | Some(Loose::Null) => None,
+                Some(v) => Some(v.into_string("token", "a string")?),
+            };
+            Ok(Hello {
+                node_id: optional_string(node_id, "node_id")?,
+                name: optional_string(name, "name")?,
+                runtime: optional_string(runtime, "runtime")?,
+                protocol: optional_string(protocol, "protocol")?,
+                handlers,
+                features: string_list(features, "features")?,
+                max_inflight,
+                token,
+            })
+        })())
+    }
+}
+
+// ---------------------------------------------------------------- heartbeat
+
+struct HeartbeatMap;
+
+impl FromMap for HeartbeatMap {
+    type Out = Result<u64, PfError>;
+
+    fn from_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Out, A::Error> {
+        let mut timestamp = None;
+        while let Some(key) = map.next_key::<Key<TimestampField>>()? {
+            match key.0 {
+                TimestampField::Timestamp => timestamp = Some(map.next_value::<Loose>()?),
+                TimestampField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(match timestamp {
+            None | Some(Loose::Null) => Ok(0),
+            // Some runtimes send fractional milliseconds.
+            Some(Loose::Float(f)) if f >= 0.0 && f.is_finite() => Ok(f as u64),
+            Some(v) => v.as_u64().ok_or_else(|| {
+                bad_request(format!(
+                    "timestamp must be a non-negative integer (ms since epoch), got {}",
+                    v.describe()
+                ))
+            }),
+        })
+    }
+}
+
+#[derive(Default)]
+enum TimestampField {
+    Timestamp,
+    #[default]
+    Other,
+}
+
+impl FieldName for TimestampField {
+    fn from_name(name: &str) -> Self {
+        if name == "timestamp" {
+            TimestampField::Timestamp
+        } else {
+            TimestampField::Other
+        }
+    }
+}
+
+// ---------------------------------------------------------------- frame
+
+#[derive(Default)]
+enum FrameField {
+    Type,
+    Seq,
+    Payload,
+    #[default]
+    Other,
+}
+
+impl FieldName for FrameField {
+    fn from_name(name: &str) -> Self {
+        match name {
+            "type" => FrameField::Type,
+            "seq" => FrameField::Seq,
+            "payload" => FrameField::Payload,
+            _ => FrameField::Other,
+        }
+    }
+}
+
+/// A decoded payload, before the frame's `seq` is attached.
+enum Body {
+    /// The message, its `seq` still 0.
+    Message(Message),
+    Invalid(PfError, Option<PacketId>),
+}
+
+/// Decodes a payload for a known frame type.
+struct PayloadSeed(MessageKind);
+
+impl<'de> DeserializeSeed<'de> for PayloadSeed {
+    type Value = Body;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Body, D::Error> {
+        let kind = self.0;
+        let not_object = |other: Loose| {
+            Body::Invalid(
+                bad_request(format!(
+                    "payload of a {} frame must be an object, got {}",
+                    kind.as_str(),
+                    other.describe()
+                )),
+                None,
+            )
+        };
+        Ok(match kind {
+            MessageKind::Submit => match object_or(d, PacketMap)? {
+                Ok(Ok(packet)) => Body::Message(Message::Submit { seq: 0, packet }),
+                Ok(Err((e, id))) => Body::Invalid(e, id),
+                Err(other) => not_object(other),
+            },
+            MessageKind::Result => match object_or(d, ResultMap)? {
+                Ok(Ok(result)) => Body::Message(Message::Result { seq: 0, result }),
+                Ok(Err((e, id))) => Body::Invalid(e, id),
+                Err(other) => not_object(other),
+            },
+            MessageKind::Error => match object_or(d, ErrorMap)? {
+                Ok(Ok((error, packet_id))) => {
+                    Body::Message(Message::Error { seq: 0, error, packet_id })
+                }
+                Ok(Err((e, id))) => Body::Invalid(e, id),
+                Err(other) => not_object(other),
+            },
+            MessageKind::Hello => match object_or(d, HelloMap)? {
+                Ok(Ok(hello)) => Body::Message(Message::Hello { seq: 0, hello }),
+                Ok(Err(e)) => Body::Invalid(e, None),
+                Err(other) => not_object(other),
+            },
+            MessageKind::Heartbeat => match object_or(d, HeartbeatMap)? {
+                Ok(Ok(timestamp)) => {
+                    Body::Message(Message::Heartbeat { seq: 0, timestamp })
+                }
+                Ok(Err(e)) => Body::Invalid(e, None),
+                // A heartbeat's payload carries nothing we rely on: accept any.
+                Err(_) => Body::Message(Message::Heartbeat { seq: 0, timestamp: 0 }),
+            },
+        })
+    }
+}
+
+enum Payload {
+    Decoded(Body),
+    /// The payload came before `type`: kept as a value and decoded after.
+    Buffered(Value),
+}
+
+/// One message, or the error frame's ingredients.
+pub(super) type CheckedMessage = Result<Message, FrameError>;
+
+/// Decodes one frame object. The `seq` is written to `seen_seq` as soon as
+/// it is read, so that a frame whose bytes break off later can still be
+/// answered with its `seq`.
+pub(super) struct FrameSeed<'a>(pub(super) &'a Cell<u64>);
+
+impl FromMap for FrameSeed<'_> {
+    type Out = CheckedMessage;
+
+    fn from_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Out, A::Error> {
+        let (mut kind, mut seq, mut payload) = (None::<Loose>, None::<Loose>, None);
+        while let Some(Key(field)) = map.next_key::<Key<FrameField>>()? {
+            match field {
+                FrameField::Type => kind = Some(map.next_value()?),
+                FrameField::Seq => {
+                    let value: Loose = map.next_value()?;
+                    self.0.set(value.as_u64().unwrap_or(0));
+                    seq = Some(value);
+                }
+                FrameField::Payload => {
+                    let known = match &kind {
+                        Some(Loose::Str(s)) => MessageKind::parse(s),
+                        _ => None,
+                    };
+                    payload = Some(match known {
+                        Some(k) => Payload::Decoded(map.next_value_seed(PayloadSeed(k))?),
+                        None => Payload::Buffered(map.next_value()?),
+                    });
+                }
+                FrameField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(assemble(kind, seq, payload))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for FrameSeed<'_> {
+    type Value = CheckedMessage;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<CheckedMessage, D::Error> {
+        Ok(match object_or(d, self)? {
+            Ok(checked) => checked,
+            Err(other) => Err(FrameError {
+                seq: 0,
+                kind: None,
+                packet_id: None,
+                error: bad_request(format!("a frame must be an object, got {}", other.describe())),
+                unparsable: false,
+            }),
+        })
+    }
+}
+
+/// Decodes a batch: an array of frame objects, each checked on its own.
+pub(super) struct BatchSeed<'a>(pub(super) &'a Cell<u64>);
+
+impl<'de> DeserializeSeed<'de> for BatchSeed<'_> {
+    type Value = Vec<CheckedMessage>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BatchSeed<'_> {
+    type Value = Vec<CheckedMessage>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of frames")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        // Capacity from the size hint is capped: the hint of a MessagePack
+        // array is whatever its header claims.
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(256));
+        while let Some(item) = seq.next_element_seed(FrameSeed(self.0))? {
+            out.push(item);
+        }
+        Ok(out)
+    }
+}
+
+fn assemble(
+    kind: Option<Loose>,
+    seq: Option<Loose>,
+    payload: Option<Payload>,
+) -> CheckedMessage {
+    let invalid = |seq: u64, kind: Option<MessageKind>, error: PfError, packet_id| FrameError {
+        seq,
+        kind,
+        packet_id,
+        error,
+        unparsable: false,
+    };
+    let seq = match seq {
+        None | Some(Loose::Null) => 0,
+        Some(v) => match v.as_u64() {
+            Some(s) => s,
+            None => {
+                let e = bad_request(format!(
+                    "seq must be an unsigned 64-bit integer, got {}",
+                    v.describe()
+                ));
+                return Err(invalid(0, None, e, None));
+            }
+        },
+    };
+    let kind = match kind {
+        None => return Err(invalid(seq, None, bad_request("type is required".into()), None)),
+        Some(Loose::Str(s)) => match MessageKind::parse(&s) {
+            Some(k) => k,
+            None => {
+                let e = bad_request(format!(
+                    "unknown message type {}; expected submit, result, error, heartbeat or hello",
+                    quote(&s)
+                ));
+                return Err(invalid(seq, None, e, None));
+            }
+        },
+        Some(other) => {
+            let e = bad_request(format!("type must be a string, got {}", other.describe()));
+            return Err(invalid(seq, None, e, None));
+        }
+    };
+    let body = match payload {
+        Some(Payload::Decoded(body)) => body,
+        Some(Payload::Buffered(value)) => match PayloadSeed(kind).deserialize(value) {
+            Ok(body) => body,
+            Err(e) => Body::Invalid(bad_request(format!("payload: {e}")), None),
+        },
+        None if kind == MessageKind::Heartbeat => Body::Message(Message::Heartbeat { seq: 0, timestamp: 0 }),
+        None => Body::Invalid(bad_request("payload is required".into()), None),
+    };
+    match body {
+        Body::Message(message) => Ok(message.with_seq(seq)),
+        Body::Invalid(error, packet_id) => Err(invalid(seq, Some(kind), error, packet_id)),
+    }
+}

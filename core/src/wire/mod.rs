@@ -1,0 +1,206 @@
+//! The wire protocol: message frames and the two codecs (JSON text frames,
+//! MessagePack binary frames), single messages and batches.
+//!
+//! Decoding is split in two layers on purpose. Syntax errors (bytes that are
+//! not JSON/MessagePack at all) end the decode of the whole frame. Rule
+//! violations inside a well-formed frame (a priority of 11, an unknown
+//! `type`) do not: the decoder keeps reading so that the answer can carry the
+//! frame's `seq` and the packet's id, as PROTOCOL.md asks ("a submit with a
+//! bad field gets an `error` with the same `seq`, naming the field").
+
+mod codec;
+mod de;
+mod ser;
+
+pub use codec::{Codec, Decoded, MAX_DEPTH};
+
+use crate::error::PfError;
+use crate::packet::{Element, Group, Packet, PacketId};
+use crate::result::PacketResult;
+
+/// WebSocket subprotocol for JSON text frames (also the default when none is asked for).
+pub const SUBPROTOCOL_JSON: &str = "packetflow.v1.json";
+/// WebSocket subprotocol for MessagePack binary frames.
+pub const SUBPROTOCOL_MSGPACK: &str = "packetflow.v1.msgpack";
+/// Feature name announced in `hello` by peers that accept batched frames.
+pub const FEATURE_BATCH: &str = "batch";
+/// Feature name announced in `hello` by peers that speak MessagePack.
+pub const FEATURE_MSGPACK: &str = "msgpack";
+
+/// The `type` of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    /// `hello`
+    Hello,
+    /// `submit`
+    Submit,
+    /// `result`
+    Result,
+    /// `error`
+    Error,
+    /// `heartbeat`
+    Heartbeat,
+}
+
+impl MessageKind {
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Hello => "hello",
+            MessageKind::Submit => "submit",
+            MessageKind::Result => "result",
+            MessageKind::Error => "error",
+            MessageKind::Heartbeat => "heartbeat",
+        }
+    }
+
+    fn parse(name: &str) -> Option<MessageKind> {
+        [
+            MessageKind::Submit,
+            MessageKind::Result,
+            MessageKind::Error,
+            MessageKind::Heartbeat,
+            MessageKind::Hello,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
+    }
+}
+
+/// A peer's self-description; each `hello` replaces the previous one.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Hello {
+    /// Stable id of the node.
+    pub node_id: String,
+    /// Human-readable name.
+    pub name: String,
+    /// Host runtime, e.g. `rust`, `python`, `node`, `elixir`.
+    pub runtime: String,
+    /// Protocol version spoken, `"1.0"`.
+    pub protocol: String,
+    /// The `group:element` keys the peer serves.
+    pub handlers: Vec<(Group, Element)>,
+    /// Optional features, e.g. [`FEATURE_BATCH`].
+    pub features: Vec<String>,
+    /// How many packets the peer accepts in flight at once (0: unspecified).
+    pub max_inflight: u64,
+    /// Credentials, when the node asks for them.
+    pub token: Option<String>,
+}
+
+impl Hello {
+    /// Whether the peer announced `feature`.
+    pub fn has_feature(&self, feature: &str) -> bool {
+        self.features.iter().any(|f| f == feature)
+    }
+}
+
+/// One protocol message with its sequence number.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// Announce or re-announce this node.
+    Hello {
+        /// Sequence number (unused by receivers).
+        seq: u64,
+        /// The announcement.
+        hello: Hello,
+    },
+    /// Ask the peer to process a packet.
+    Submit {
+        /// Chosen by the submitter; the answer carries it back.
+        seq: u64,
+        /// The work.
+        packet: Packet,
+    },
+    /// The answer to a submit.
+    Result {
+        /// The submit's `seq` (0 from seed peers: match by `packet_id`).
+        seq: u64,
+        /// The outcome.
+        result: PacketResult,
+    },
+    /// The rejection of a frame.
+    Error {
+        /// The rejected frame's `seq`.
+        seq: u64,
+        /// What was wrong.
+        error: PfError,
+        /// The packet's id, when it could be read.
+        packet_id: Option<PacketId>,
+    },
+    /// Liveness signal.
+    Heartbeat {
+        /// Sequence number (unused by receivers).
+        seq: u64,
+        /// Sender's clock, ms since the Unix epoch.
+        timestamp: u64,
+    },
+}
+
+impl Message {
+    /// The frame's `seq`.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Message::Hello { seq, .. }
+            | Message::Submit { seq, .. }
+            | Message::Result { seq, .. }
+            | Message::Error { seq, .. }
+            | Message::Heartbeat { seq, .. } => *seq,
+        }
+    }
+
+    /// The same message with another `seq`.
+    pub fn with_seq(mut self, new_seq: u64) -> Message {
+        match &mut self {
+            Message::Hello { seq, .. }
+            | Message::Submit { seq, .. }
+            | Message::Result { seq, .. }
+            | Message::Error { seq, .. }
+            | Message::Heartbeat { seq, .. } => *seq = new_seq,
+        }
+        self
+    }
+
+    /// The frame's `type`.
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            Message::Hello { .. } => MessageKind::Hello,
+            Message::Submit { .. } => MessageKind::Submit,
+            Message::Result { .. } => MessageKind::Result,
+            Message::Error { .. } => MessageKind::Error,
+            Message::Heartbeat { .. } => MessageKind::Heartbeat,
+        }
+    }
+}
+
+/// A frame (or one element of a batch) that was rejected, with what is
+/// needed to answer it: the `error` frame to send back carries `seq` and,
+/// when it could be read, the packet's id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameError {
+    /// The frame's `seq`, or 0 when it could not be read.
+    pub seq: u64,
+    /// The frame's `type`, when it was a known one.
+    pub kind: Option<MessageKind>,
+    /// The id of the packet (or of the result's packet), when it was valid.
+    pub packet_id: Option<PacketId>,
+    /// PF400 (or PF413) with a message naming the field.
+    pub error: PfError,
+    /// True when the bytes were not a well-formed JSON/MessagePack document
+    /// at all (as opposed to a well-formed frame breaking a rule).
+    pub unparsable: bool,
+}
+
+impl FrameError {
+    /// The `error` message that answers this frame.
+    pub fn to_message(&self) -> Message {
+        Message::Error {
+            seq: self.seq,
+            error: self.error.clone(),
+            packet_id: self.packet_id.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
