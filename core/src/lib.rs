@@ -34,3 +34,5 @@ pub use packet::{Element, Group, Packet, PacketId, Priority};
 pub use result::PacketResult;
 pub use serde_json::{json, Map, Value};
 pub use wire::{Codec, Message};
+pub mod reactor;
+pub use reactor::{Context, Handler, HandlerError, HandlerResult, Reactor, ReactorConfig};

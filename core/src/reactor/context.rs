@@ -1,0 +1,70 @@
+//! [`Context`]: what a handler knows about the packet it serves.
+
+use serde_json::{Map, Value};
+use tokio::time::{Duration, Instant};
+
+use super::Reactor;
+use crate::error::{ErrorCode, PfError};
+use crate::packet::{Packet, PacketId, META_TRACE_ID};
+
+/// The packet's identity, metadata and deadline, and a way to call other
+/// handlers on its behalf.
+#[derive(Clone)]
+pub struct Context {
+    pub(crate) reactor: Reactor,
+    pub(crate) packet_id: PacketId,
+    pub(crate) metadata: Option<Map<String, Value>>,
+    pub(crate) deadline: Instant,
+}
+
+impl Context {
+    /// The id of the packet being handled.
+    pub fn packet_id(&self) -> &PacketId {
+        &self.packet_id
+    }
+
+    /// The packet's metadata, if it had any.
+    pub fn metadata(&self) -> Option<&Map<String, Value>> {
+        self.metadata.as_ref()
+    }
+
+    /// When the submitter stops waiting.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Time left before the deadline (zero once it passed).
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// The trace id shared by this packet and its child calls: the
+    /// packet's `pf.trace_id`, or its own id when it started the trace.
+    pub fn trace_id(&self) -> &str {
+        self.metadata
+            .as_ref()
+            .and_then(|m| m.get(META_TRACE_ID))
+            .and_then(Value::as_str)
+            .unwrap_or(self.packet_id.as_str())
+    }
+
+    /// Submits a child packet to `group:element` and returns its data.
+    ///
+    /// The child inherits what is left of this packet's deadline and its
+    /// trace id, so a chain of calls can never outlive the first submit.
+    pub async fn call(&self, group: &str, element: &str, data: Value) -> Result<Value, PfError> {
+        let remaining_ms = self.remaining().as_millis();
+        if remaining_ms == 0 {
+            return Err(PfError::new(
+                ErrorCode::Timeout,
+                format!("no time left to call {group}:{element}"),
+            ));
+        }
+        let mut meta = Map::new();
+        meta.insert(META_TRACE_ID.to_owned(), Value::String(self.trace_id().to_owned()));
+        let child = Packet::build(group, element, data)?
+            .with_timeout_ms(remaining_ms.min(u128::from(crate::packet::MAX_TIMEOUT_MS)) as u64)
+            .with_metadata(meta);
+        self.reactor.submit(child).await.outcome
+    }
+}

@@ -1,0 +1,425 @@
+//! The in-process [`Reactor`]: handler table, scheduler, deadlines,
+//! dependencies, in-flight table and stats. It needs no network: this is
+//! the embedded default, and a network node is a reactor plus transport.
+
+mod context;
+mod handler;
+mod inflight;
+mod scheduler;
+mod stats;
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio::time::{Duration, Instant};
+
+pub use context::Context;
+pub use handler::{Handler, HandlerError, HandlerResult};
+pub use stats::{HandlerStats, ReactorStats};
+
+use crate::error::{ErrorCode, PfError};
+use crate::packet::{Element, Group, Packet, PacketId};
+use crate::result::PacketResult;
+use inflight::{DependencyState, Inflight, Outcome};
+use scheduler::{Admission, Refused, Scheduler};
+use stats::Stats;
+
+/// Settings of a [`Reactor`].
+#[derive(Debug, Clone)]
+pub struct ReactorConfig {
+    /// Name shown in stats and announced to peers.
+    pub name: String,
+    /// Most handlers running at once; more packets wait in the queue.
+    pub max_inflight: usize,
+    /// Most packets waiting for a slot; past it, submits get PF429.
+    pub max_queue: usize,
+    /// How many finished packet ids are remembered, so that a packet that
+    /// depends on one that already finished does not wait for it.
+    pub finished_memory: usize,
+}
+
+impl Default for ReactorConfig {
+    fn default() -> Self {
+        ReactorConfig {
+            name: "packetflow".into(),
+            max_inflight: 1024,
+            max_queue: 65_536,
+            finished_memory: 4096,
+        }
+    }
+}
+
+/// Where packets with no local handler go: a network node's router.
+pub trait Forwarder: Send + Sync + 'static {
+    /// A future answering `packet` elsewhere, or `None` when no peer can
+    /// take it (the reactor then answers PF001).
+    fn forward(&self, packet: Packet, deadline: Instant) -> Option<BoxFuture<'static, PacketResult>>;
+}
+
+/// A registered handler with its counters.
+struct Route {
+    handler: Handler,
+    stats: Arc<Stats>,
+}
+
+/// Handlers by group, then element. Replaced whole on (un)registration and
+/// read without locks; looking up borrows the packet's `&str`, so no key is
+/// ever formatted per packet.
+#[derive(Default, Clone)]
+struct HandlerTable {
+    by_group: [HashMap<Element, Arc<Route>>; 6],
+}
+
+impl HandlerTable {
+    fn get(&self, group: Group, element: &str) -> Option<&Arc<Route>> {
+        self.by_group[group.index()].get(element)
+    }
+}
+
+struct Inner {
+    config: ReactorConfig,
+    handlers: ArcSwap<HandlerTable>,
+    /// Serialises writers of `handlers` (readers never take it).
+    registering: Mutex<()>,
+    forwarder: ArcSwapOption<Box<dyn Forwarder>>,
+    inflight: Arc<Inflight>,
+    scheduler: Arc<Scheduler>,
+    unrouted: AtomicU64,
+    stopped: AtomicBool,
+    shutdown: Notify,
+}
+
+/// The in-process runtime: register handlers, submit packets, get results.
+///
+/// Cheap to clone (a handle). `submit` must run inside a Tokio runtime with
+/// its time driver enabled (deadlines are Tokio timers).
+#[derive(Clone)]
+pub struct Reactor {
+    inner: Arc<Inner>,
+}
+
+impl Default for Reactor {
+    fn default() -> Self {
+        Reactor::new(ReactorConfig::default())
+    }
+}
+
+fn since_ms(start: Instant) -> u64 {
+    start.elapsed().as_millis() as u64
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into());
+    format!("handler panicked: {text}")
+}
+
+impl Reactor {
+    /// A reactor with the given settings.
+    pub fn new(config: ReactorConfig) -> Reactor {
+        Reactor {
+            inner: Arc::new(Inner {
+                scheduler: Arc::new(Scheduler::new(config.max_inflight, config.max_queue)),
+                inflight: Arc::new(Inflight::new(config.finished_memory)),
+                config,
+                handlers: ArcSwap::from_pointee(HandlerTable::default()),
+                registering: Mutex::new(()),
+                forwarder: ArcSwapOption::empty(),
+                unrouted: AtomicU64::new(0),
+                stopped: AtomicBool::new(false),
+                shutdown: Notify::new(),
+            }),
+        }
+    }
+
+    /// The settings this reactor was made with.
+    pub fn config(&self) -> &ReactorConfig {
+        &self.inner.config
+    }
+
+    /// Registers (or replaces) the handler of `group:element`.
+    pub fn register_handler(&self, group: &str, element: &str, handler: Handler) -> Result<(), PfError> {
+        let (group, element) = (Group::parse(group)?, Element::new(element)?);
+        let _writer = self.inner.registering.lock();
+        let mut table = HandlerTable::clone(&self.inner.handlers.load());
+        let slot = &mut table.by_group[group.index()];
+        // Counters survive a replacement: they describe the key, not the fn.
+        let stats = slot.get(&element).map(|r| r.stats.clone()).unwrap_or_else(|| Arc::new(Stats::new()));
+        slot.insert(element, Arc::new(Route { handler, stats }));
+        self.inner.handlers.store(Arc::new(table));
+        Ok(())
+    }
+
+    /// Registers an async handler `(data, ctx) -> Result<Value, HandlerError>`.
+    pub fn register<F, Fut>(&self, group: &str, element: &str, f: F) -> Result<(), PfError>
+    where
+        F: Fn(Value, Context) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = HandlerResult> + Send + 'static,
+    {
+        self.register_handler(group, element, Handler::from_async(f))
+    }
+
+    /// Registers a sync handler `(data, &ctx) -> Result<Value, HandlerError>`,
+    /// run inline on the submitting task (keep it short and non-blocking).
+    pub fn register_sync<F>(&self, group: &str, element: &str, f: F) -> Result<(), PfError>
+    where
+        F: Fn(Value, &Context) -> HandlerResult + Send + Sync + 'static,
+    {
+        self.register_handler(group, element, Handler::from_sync(f))
+    }
+
+    /// Removes the handler of `group:element`; `false` if there was none.
+    pub fn unregister(&self, group: &str, element: &str) -> bool {
+        let (Ok(group), Ok(element)) = (Group::parse(group), Element::new(element)) else {
+            return false;
+        };
+        let _writer = self.inner.registering.lock();
+        let mut table = HandlerTable::clone(&self.inner.handlers.load());
+        let removed = table.by_group[group.index()].remove(&element).is_some();
+        if removed {
+            self.inner.handlers.store(Arc::new(table));
+        }
+        removed
+    }
+
+    /// The `group:element` keys with a local handler.
+    pub fn handler_keys(&self) -> Vec<(Group, Element)> {
+        let table = self.inner.handlers.load();
+        let mut keys: Vec<_> = Group::ALL
+            .iter()
+            .flat_map(|g| table.by_group[g.index()].keys().map(move |e| (*g, e.clone())))
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Installs the router that takes packets with no local handler.
+    pub fn set_forwarder(&self, forwarder: Box<dyn Forwarder>) {
+        self.inner.forwarder.store(Some(Arc::new(forwarder)));
+    }
+
+    /// Whether [`stop`](Self::stop) was called.
+    pub fn is_stopped(&self) -> bool {
+        self.inner.stopped.load(Ordering::Acquire)
+    }
+
+    /// Stops the reactor: packets in flight and later submits are answered
+    /// PF503. Idempotent.
+    pub fn stop(&self) {
+        self.inner.stopped.store(true, Ordering::Release);
+        self.inner.shutdown.notify_waiters();
+    }
+
+    /// Submits a packet and waits for its one answer.
+    ///
+    /// Always completes: with the handler's value, or PF400 (invalid
+    /// packet), PF001 (no handler), PF409 (id already in flight), PF424 (a
+    /// dependency failed or timed out), PF429 (queue full), PF408 (deadline),
+    /// PF500 (handler error or panic) or PF503 (reactor stopped). Dropping
+    /// the returned future abandons the packet; its dependents see it fail.
+    pub async fn submit(&self, packet: Packet) -> PacketResult {
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(packet.timeout_ms());
+        self.submit_until(packet, start, deadline).await
+    }
+
+    /// Submits a packet and returns its data, or its error.
+    pub async fn call(&self, packet: Packet) -> Result<Value, PfError> {
+        self.submit(packet).await.outcome
+    }
+
+    /// Like [`submit`](Self::submit) with an explicit start and deadline
+    /// (a forwarded packet keeps the deadline it arrived with).
+    pub async fn submit_until(&self, packet: Packet, start: Instant, deadline: Instant) -> PacketResult {
+        let fail = |id: PacketId, code: ErrorCode, message: String| {
+            PacketResult::error(id, code, message, since_ms(start))
+        };
+        if let Err(e) = packet.validate() {
+            return PacketResult::failure(packet.id, e, 0);
+        }
+        if self.is_stopped() {
+            return fail(packet.id, ErrorCode::Unavailable, "the reactor is stopped".into());
+        }
+        let handlers = self.inner.handlers.load();
+        let Some(route) = handlers.get(packet.group, packet.element.as_str()).cloned() else {
+            drop(handlers);
+            return self.forward_or_reject(packet, start, deadline).await;
+        };
+        drop(handlers);
+        let Some(mut guard) = self.inner.inflight.begin(&packet.id) else {
+            let message = format!("a packet with id {} is already in flight", packet.id);
+            return fail(packet.id, ErrorCode::DuplicateId, message);
+        };
+        let id = packet.id.clone();
+        let outcome = self.run_local(packet, &route, deadline).await;
+        let elapsed = start.elapsed();
+        route.stats.record(elapsed.as_micros() as u64, outcome.is_err());
+        if outcome.is_ok() {
+            guard.succeed();
+        }
+        drop(guard);
+        PacketResult { packet_id: id, outcome, duration_ms: elapsed.as_millis() as u64 }
+    }
+
+    async fn forward_or_reject(&self, packet: Packet, start: Instant, deadline: Instant) -> PacketResult {
+        let key = format!("{}:{}", packet.group, packet.element);
+        if let Some(forwarder) = self.inner.forwarder.load_full() {
+            // The in-flight mark covers forwarded packets too (PF409).
+            let Some(mut guard) = self.inner.inflight.begin(&packet.id) else {
+                let message = format!("a packet with id {} is already in flight", packet.id);
+                return PacketResult::error(packet.id, ErrorCode::DuplicateId, message, since_ms(start));
+            };
+            let id = packet.id.clone();
+            match forwarder.forward(packet, deadline) {
+                Some(answer) => {
+                    let result = answer.await;
+                    if result.is_success() {
+                        guard.succeed();
+                    }
+                    return result;
+                }
+                None => {
+                    drop(guard);
+                    return self.unrouted(id, &key, start);
+                }
+            }
+        }
+        self.unrouted(packet.id, &key, start)
+    }
+
+    fn unrouted(&self, id: PacketId, key: &str, start: Instant) -> PacketResult {
+        self.inner.unrouted.fetch_add(1, Ordering::Relaxed);
+        PacketResult::error(id, ErrorCode::NoHandler, format!("no handler for {key}"), since_ms(start))
+    }
+
+    async fn run_local(&self, packet: Packet, route: &Route, deadline: Instant) -> Result<Value, PfError> {
+        if !packet.dependencies.is_empty() {
+            self.await_dependencies(&packet, deadline).await?;
+        }
+        let _permit = match self.inner.scheduler.acquire(packet.priority) {
+            Ok(Admission::Now(permit)) => permit,
+            Ok(Admission::Later(waiting)) => {
+                self.bounded(waiting.granted(), deadline, || {
+                    format!("timed out after waiting in the queue for {}:{}", packet.group, packet.element)
+                })
+                .await?
+            }
+            Err(Refused::QueueFull) => {
+                return Err(PfError::new(
+                    ErrorCode::Overloaded,
+                    format!(
+                        "the queue is full ({} packets waiting); retry later",
+                        self.inner.config.max_queue
+                    ),
+                ))
+            }
+        };
+        let Packet { id, group, element, data, metadata, .. } = packet;
+        let ctx = Context { reactor: self.clone(), packet_id: id, metadata, deadline };
+        match &route.handler {
+            Handler::Sync(f) => std::panic::catch_unwind(AssertUnwindSafe(|| f(data, &ctx)))
+                .unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic)))),
+            Handler::Async(f) => {
+                let running = AssertUnwindSafe(f(data, ctx)).catch_unwind();
+                let outcome = self
+                    .bounded(running, deadline, || format!("{group}:{element} did not answer in time"))
+                    .await?;
+                outcome.unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))
+            }
+        }
+    }
+
+    /// Runs `work` until it ends, the deadline passes (PF408) or the
+    /// reactor stops (PF503). Work that is ready at once costs no timer.
+    async fn bounded<F: std::future::Future>(
+        &self,
+        work: F,
+        deadline: Instant,
+        late: impl FnOnce() -> String,
+    ) -> Result<F::Output, PfError> {
+        let mut work = std::pin::pin!(work);
+        if let Poll::Ready(out) = futures::poll!(work.as_mut()) {
+            return Ok(out);
+        }
+        let stopping = self.inner.shutdown.notified();
+        if self.is_stopped() {
+            return Err(stopped_error());
+        }
+        tokio::select! {
+            biased;
+            out = &mut work => Ok(out),
+            _ = stopping => Err(stopped_error()),
+            _ = tokio::time::sleep_until(deadline) => Err(PfError::new(ErrorCode::Timeout, late())),
+        }
+    }
+
+    async fn await_dependencies(&self, packet: &Packet, deadline: Instant) -> Result<(), PfError> {
+        let failed = |dep: &PacketId, why: &str| {
+            PfError::new(ErrorCode::DependencyFailed, format!("dependency {dep} {why}"))
+        };
+        for dep in &packet.dependencies {
+            if *dep == packet.id {
+                return Err(failed(dep, "is the packet itself"));
+            }
+            let outcome = match self.inner.inflight.watch(dep) {
+                DependencyState::Done(outcome) => outcome,
+                DependencyState::Pending(rx) => {
+                    let waited = self.bounded(rx, deadline, String::new).await;
+                    if waited.is_err() {
+                        self.inner.inflight.forget_waiter(dep);
+                    }
+                    match waited {
+                        Ok(Ok(outcome)) => outcome,
+                        Ok(Err(_)) => Outcome::Failed,
+                        Err(e) if e.is(ErrorCode::Timeout) => {
+                            return Err(failed(dep, "did not complete before this packet's deadline"))
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            if outcome == Outcome::Failed {
+                return Err(failed(dep, "failed"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> ReactorStats {
+        let table = self.inner.handlers.load();
+        let mut handlers: Vec<HandlerStats> = Group::ALL
+            .iter()
+            .flat_map(|g| {
+                table.by_group[g.index()].iter().map(move |(e, route)| route.stats.snapshot(*g, e))
+            })
+            .collect();
+        handlers.sort_by(|a, b| (a.group, &a.element).cmp(&(b.group, &b.element)));
+        ReactorStats {
+            name: self.inner.config.name.clone(),
+            handlers,
+            in_flight: self.inner.inflight.len(),
+            queued: self.inner.scheduler.queued(),
+            unrouted: self.inner.unrouted.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn stopped_error() -> PfError {
+    PfError::new(ErrorCode::Unavailable, "the reactor is stopping")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,155 @@
+//! Bounded concurrency with a bounded, priority-ordered wait queue.
+//!
+//! A packet that finds a free slot takes it with one short lock and runs at
+//! once in its submitter's task. Otherwise it waits in a heap ordered by
+//! priority (10 first), then by arrival (FIFO within a priority). A finishing
+//! packet hands its slot straight to the best waiter, so the order holds even
+//! when many packets finish at once.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::packet::Priority;
+
+struct Waiter {
+    priority: Priority,
+    arrival: u64,
+    wake: oneshot::Sender<()>,
+}
+
+impl PartialEq for Waiter {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Waiter {}
+impl PartialOrd for Waiter {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Waiter {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Max-heap: higher priority first, then earlier arrival first.
+        self.priority.cmp(&other.priority).then_with(|| other.arrival.cmp(&self.arrival))
+    }
+}
+
+struct State {
+    running: usize,
+    arrivals: u64,
+    queue: BinaryHeap<Waiter>,
+}
+
+pub(crate) struct Scheduler {
+    max_running: usize,
+    max_queued: usize,
+    state: Mutex<State>,
+}
+
+/// Why a packet could not get a slot.
+pub(crate) enum Refused {
+    /// The wait queue is full (PF429).
+    QueueFull,
+}
+
+/// What `acquire` returns when the packet must wait.
+pub(crate) enum Admission {
+    /// A slot was free.
+    Now(Permit),
+    /// Wait for the slot on this receiver (and give it back via `Waiting`'s
+    /// drop if the wait is abandoned).
+    Later(Waiting),
+}
+
+/// A held slot; dropping it hands the slot to the next waiter.
+pub(crate) struct Permit {
+    scheduler: Arc<Scheduler>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.scheduler.release();
+    }
+}
+
+/// A place in the wait queue.
+pub(crate) struct Waiting {
+    scheduler: Arc<Scheduler>,
+    wake: Option<oneshot::Receiver<()>>,
+}
+
+impl Waiting {
+    /// Waits for the slot. Cancel-safe: dropping the future (deadline,
+    /// shutdown) leaves the slot accounting correct through `Drop`.
+    pub(crate) async fn granted(mut self) -> Permit {
+        let rx = self.wake.as_mut().expect("granted is called once");
+        // The sender lives in the queue until it is woken or purged; a
+        // purge only happens to closed receivers, so this always resolves.
+        let _ = rx.await;
+        self.wake = None;
+        Permit { scheduler: self.scheduler.clone() }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.wake.take() {
+            rx.close();
+            // The slot may have been handed over just before the wait was
+            // abandoned: pass it on rather than lose it.
+            if rx.try_recv().is_ok() {
+                self.scheduler.release();
+            }
+        }
+    }
+}
+
+impl Scheduler {
+    pub(crate) fn new(max_running: usize, max_queued: usize) -> Scheduler {
+        Scheduler {
+            max_running: max_running.max(1),
+            max_queued,
+            state: Mutex::new(State { running: 0, arrivals: 0, queue: BinaryHeap::new() }),
+        }
+    }
+
+    pub(crate) fn acquire(self: &Arc<Self>, priority: Priority) -> Result<Admission, Refused> {
+        let mut state = self.state.lock();
+        if state.running < self.max_running && state.queue.is_empty() {
+            state.running += 1;
+            return Ok(Admission::Now(Permit { scheduler: self.clone() }));
+        }
+        if state.queue.len() >= self.max_queued {
+            // Waiters that gave up are only removed lazily; purge them
+            // before refusing, so that abandoned waits never cause a PF429.
+            state.queue.retain(|w| !w.wake.is_closed());
+            if state.queue.len() >= self.max_queued {
+                return Err(Refused::QueueFull);
+            }
+        }
+        let (wake, rx) = oneshot::channel();
+        let arrival = state.arrivals;
+        state.arrivals += 1;
+        state.queue.push(Waiter { priority, arrival, wake });
+        Ok(Admission::Later(Waiting { scheduler: self.clone(), wake: Some(rx) }))
+    }
+
+    fn release(&self) {
+        let mut state = self.state.lock();
+        while let Some(next) = state.queue.pop() {
+            if next.wake.send(()).is_ok() {
+                return; // the slot moves to `next`; `running` is unchanged
+            }
+        }
+        state.running -= 1;
+    }
+
+    pub(crate) fn queued(&self) -> usize {
+        self.state.lock().queue.len()
+    }
+}
