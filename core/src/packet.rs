@@ -104,9 +104,10 @@ impl fmt::Display for Group {
     }
 }
 
-/// An element name: 1–64 bytes of `[A-Za-z0-9_.-]`.
+/// An element name: 1–64 bytes of `[A-Za-z0-9_.-]`. Names up to 24 bytes
+/// (nearly all) are stored inline: decoding one allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Element(Box<str>);
+pub struct Element(compact_str::CompactString);
 
 impl Element {
     /// Validates `name` as an element name.
@@ -119,7 +120,7 @@ impl Element {
                 quote(name)
             )));
         }
-        Ok(Element(name.into()))
+        Ok(Element(compact_str::CompactString::new(name)))
     }
 
     /// The name.

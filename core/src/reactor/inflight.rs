@@ -1,7 +1,9 @@
 //! Which packet ids are in flight (PF409), which recently finished and how,
 //! and who waits for them (dependencies, PF424).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -46,8 +48,8 @@ impl Inflight {
     pub(crate) fn new(memory: usize) -> Inflight {
         Inflight {
             table: Mutex::new(Table {
-                entries: HashMap::new(),
-                finished: HashMap::new(),
+                entries: HashMap::default(),
+                finished: HashMap::default(),
                 finished_order: VecDeque::new(),
             }),
             memory,

@@ -6,6 +6,7 @@
 //! model), and for a buffered [`serde_json::Value`] when a frame puts its
 //! `payload` before its `type`.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
@@ -23,18 +24,19 @@ use crate::result::PacketResult;
 
 /// Whatever a field held, kept so that validation can say what it got.
 #[derive(Debug)]
-enum Loose {
+enum Loose<'de> {
     Null,
     Bool(bool),
     Int(i128),
     Float(f64),
-    Str(String),
-    List(Vec<Loose>),
+    /// Borrowed from the input when the codec allows (no escapes in JSON).
+    Str(Cow<'de, str>),
+    List(Vec<Loose<'de>>),
     Object,
     Bytes,
 }
 
-impl Loose {
+impl<'de> Loose<'de> {
     fn describe(&self) -> String {
         match self {
             Loose::Null => "null".into(),
@@ -48,7 +50,7 @@ impl Loose {
         }
     }
 
-    fn into_string(self, field: &str, expected: &str) -> Result<String, PfError> {
+    fn into_str(self, field: &str, expected: &str) -> Result<Cow<'de, str>, PfError> {
         match self {
             Loose::Str(s) => Ok(s),
             other => Err(bad_request(format!("{field} must be {expected}, got {}", other.describe()))),
@@ -66,60 +68,63 @@ impl Loose {
 struct LooseVisitor;
 
 impl<'de> Visitor<'de> for LooseVisitor {
-    type Value = Loose;
+    type Value = Loose<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any value")
     }
-    fn visit_bool<E>(self, v: bool) -> Result<Loose, E> {
+    fn visit_bool<E>(self, v: bool) -> Result<Loose<'de>, E> {
         Ok(Loose::Bool(v))
     }
-    fn visit_i64<E>(self, v: i64) -> Result<Loose, E> {
+    fn visit_i64<E>(self, v: i64) -> Result<Loose<'de>, E> {
         Ok(Loose::Int(v.into()))
     }
-    fn visit_u64<E>(self, v: u64) -> Result<Loose, E> {
+    fn visit_u64<E>(self, v: u64) -> Result<Loose<'de>, E> {
         Ok(Loose::Int(v.into()))
     }
-    fn visit_i128<E>(self, v: i128) -> Result<Loose, E> {
+    fn visit_i128<E>(self, v: i128) -> Result<Loose<'de>, E> {
         Ok(Loose::Int(v))
     }
-    fn visit_f64<E>(self, v: f64) -> Result<Loose, E> {
+    fn visit_f64<E>(self, v: f64) -> Result<Loose<'de>, E> {
         Ok(Loose::Float(v))
     }
-    fn visit_str<E>(self, v: &str) -> Result<Loose, E> {
-        Ok(Loose::Str(v.to_owned()))
+    fn visit_str<E>(self, v: &str) -> Result<Loose<'de>, E> {
+        Ok(Loose::Str(Cow::Owned(v.to_owned())))
     }
-    fn visit_string<E>(self, v: String) -> Result<Loose, E> {
-        Ok(Loose::Str(v))
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Loose<'de>, E> {
+        Ok(Loose::Str(Cow::Borrowed(v)))
     }
-    fn visit_bytes<E>(self, _: &[u8]) -> Result<Loose, E> {
+    fn visit_string<E>(self, v: String) -> Result<Loose<'de>, E> {
+        Ok(Loose::Str(Cow::Owned(v)))
+    }
+    fn visit_bytes<E>(self, _: &[u8]) -> Result<Loose<'de>, E> {
         Ok(Loose::Bytes)
     }
-    fn visit_unit<E>(self) -> Result<Loose, E> {
+    fn visit_unit<E>(self) -> Result<Loose<'de>, E> {
         Ok(Loose::Null)
     }
-    fn visit_none<E>(self) -> Result<Loose, E> {
+    fn visit_none<E>(self) -> Result<Loose<'de>, E> {
         Ok(Loose::Null)
     }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Loose, D::Error> {
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Loose<'de>, D::Error> {
         d.deserialize_any(LooseVisitor)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Loose, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Loose<'de>, A::Error> {
         // No capacity from the size hint: a hostile length prefix must not
         // reserve memory that the input does not back.
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element::<Loose>()? {
+        while let Some(item) = seq.next_element::<Loose<'de>>()? {
             items.push(item);
         }
         Ok(Loose::List(items))
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Loose, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Loose<'de>, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(Loose::Object)
     }
 }
 
-impl<'de> de::Deserialize<'de> for Loose {
+impl<'de> de::Deserialize<'de> for Loose<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(LooseVisitor)
     }
@@ -144,7 +149,7 @@ macro_rules! delegate_to_loose {
 }
 
 impl<'de, T: FromMap> Visitor<'de> for ObjectOr<T> {
-    type Value = Result<T::Out, Loose>;
+    type Value = Result<T::Out, Loose<'de>>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an object")
@@ -174,7 +179,7 @@ impl<'de, T: FromMap> Visitor<'de> for ObjectOr<T> {
 fn object_or<'de, T: FromMap, D: Deserializer<'de>>(
     d: D,
     reader: T,
-) -> Result<Result<T::Out, Loose>, D::Error> {
+) -> Result<Result<T::Out, Loose<'de>>, D::Error> {
     d.deserialize_any(ObjectOr(reader))
 }
 
@@ -256,18 +261,18 @@ impl FieldName for PacketField {
 }
 
 /// A packet, or the first rule it breaks (with its id when that was valid).
-pub(super) type CheckedPacket = Result<Packet, (PfError, Option<PacketId>)>;
+pub(super) type CheckedPacket = Result<Box<Packet>, (PfError, Option<PacketId>)>;
 
 #[derive(Default)]
-struct PacketFields {
-    version: Option<Loose>,
-    id: Option<Loose>,
-    group: Option<Loose>,
-    element: Option<Loose>,
+struct PacketFields<'de> {
+    version: Option<Loose<'de>>,
+    id: Option<Loose<'de>>,
+    group: Option<Loose<'de>>,
+    element: Option<Loose<'de>>,
     data: Option<Value>,
-    priority: Option<Loose>,
-    timeout: Option<Loose>,
-    dependencies: Option<Loose>,
+    priority: Option<Loose<'de>>,
+    timeout: Option<Loose<'de>>,
+    dependencies: Option<Loose<'de>>,
     metadata: Option<Value>,
 }
 
@@ -298,17 +303,17 @@ impl FromMap for PacketMap {
     }
 }
 
-fn required(field: Option<Loose>, name: &str) -> Result<Loose, PfError> {
+fn required<'de>(field: Option<Loose<'de>>, name: &str) -> Result<Loose<'de>, PfError> {
     field.ok_or_else(|| bad_request(format!("{name} is required")))
 }
 
-impl PacketFields {
+impl PacketFields<'_> {
     fn into_packet(self) -> CheckedPacket {
         // The id is read first so that every later error can carry it.
         let id = match self.id {
             None => return Err((bad_request("id is required".into()), None)),
             Some(v) => v
-                .into_string("id", "a string of 1-128 bytes")
+                .into_str("id", "a string of 1-128 bytes")
                 .and_then(|s| PacketId::new(&s))
                 .map_err(|e| (e, None))?,
         };
@@ -325,9 +330,9 @@ impl PacketFields {
             }
             let group = Group::parse(
                 &required(self.group, "group")?
-                    .into_string("group", "one of cf, df, ed, co, mc, rm")?,
+                    .into_str("group", "one of cf, df, ed, co, mc, rm")?,
             )?;
-            let element = Element::new(&required(self.element, "element")?.into_string(
+            let element = Element::new(&required(self.element, "element")?.into_str(
                 "element",
                 "1-64 characters of [A-Za-z0-9_.-]",
             )?)?;
@@ -368,7 +373,7 @@ impl PacketFields {
                     let mut ids = Vec::with_capacity(items.len());
                     for (i, item) in items.into_iter().enumerate() {
                         let field = format!("dependencies[{i}]");
-                        let s = item.into_string(&field, "a packet id string")?;
+                        let s = item.into_str(&field, "a packet id string")?;
                         check_dependency_id(&s, i)?;
                         ids.push(PacketId::new(&s)?);
                     }
@@ -391,7 +396,7 @@ impl PacketFields {
                     )))
                 }
             };
-            let packet = Packet {
+            let packet = Box::new(Packet {
                 id: id.clone(),
                 group,
                 element,
@@ -400,7 +405,7 @@ impl PacketFields {
                 timeout_ms,
                 dependencies,
                 metadata,
-            };
+            });
             packet.validate()?;
             Ok(packet)
         })();
@@ -412,7 +417,7 @@ impl<'de> de::Deserialize<'de> for Packet {
     /// Decodes and validates a packet (full or compact keys).
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match object_or(d, PacketMap)? {
-            Ok(Ok(packet)) => Ok(packet),
+            Ok(Ok(packet)) => Ok(*packet),
             Ok(Err((e, _))) => Err(de::Error::custom(e.message)),
             Err(other) => Err(de::Error::custom(format!(
                 "packet must be an object, got {}",
@@ -459,11 +464,11 @@ impl FromMap for ResultMap {
         let (mut id, mut status, mut data, mut error, mut duration) = (None, None, None, None, None);
         while let Some(Key(field)) = map.next_key::<Key<ResultField>>()? {
             match field {
-                ResultField::PacketId => id = Some(map.next_value::<Loose>()?),
-                ResultField::Status => status = Some(map.next_value::<Loose>()?),
+                ResultField::PacketId => id = Some(map.next_value::<Loose<'de>>()?),
+                ResultField::Status => status = Some(map.next_value::<Loose<'de>>()?),
                 ResultField::Data => data = Some(map.next_value::<Value>()?),
                 ResultField::Error => error = Some(map.next_value::<ErrorObject>()?),
-                ResultField::Duration => duration = Some(map.next_value::<Loose>()?),
+                ResultField::Duration => duration = Some(map.next_value::<Loose<'de>>()?),
                 ResultField::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -472,7 +477,7 @@ impl FromMap for ResultMap {
         let packet_id = match id {
             None => return Ok(Err((bad_request("packet_id is required".into()), None))),
             Some(v) => match v
-                .into_string("packet_id", "a string of 1-128 bytes")
+                .into_str("packet_id", "a string of 1-128 bytes")
                 .and_then(|s| PacketId::new(&s))
             {
                 Ok(id) => id,
@@ -561,9 +566,9 @@ impl FromMap for ErrorMap {
         let (mut code, mut message, mut packet_id) = (None, None, None);
         while let Some(Key(field)) = map.next_key::<Key<ErrorField>>()? {
             match field {
-                ErrorField::Code => code = Some(map.next_value::<Loose>()?),
-                ErrorField::Message => message = Some(map.next_value::<Loose>()?),
-                ErrorField::PacketId => packet_id = Some(map.next_value::<Loose>()?),
+                ErrorField::Code => code = Some(map.next_value::<Loose<'de>>()?),
+                ErrorField::Message => message = Some(map.next_value::<Loose<'de>>()?),
+                ErrorField::PacketId => packet_id = Some(map.next_value::<Loose<'de>>()?),
                 ErrorField::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -571,26 +576,26 @@ impl FromMap for ErrorMap {
         }
         let packet_id = match packet_id {
             None | Some(Loose::Null) => None,
-            Some(v) => match v.into_string("packet_id", "a string").and_then(|s| PacketId::new(&s)) {
+            Some(v) => match v.into_str("packet_id", "a string").and_then(|s| PacketId::new(&s)) {
                 Ok(id) => Some(id),
                 Err(e) => return Ok(Err((e, None))),
             },
         };
         let code = match code {
             None => return Ok(Err((bad_request("code is required".into()), packet_id))),
-            Some(v) => match v.into_string("code", "a string such as \"PF500\"") {
+            Some(v) => match v.into_str("code", "a string such as \"PF500\"") {
                 Ok(c) => c,
                 Err(e) => return Ok(Err((e, packet_id))),
             },
         };
         let message = match message {
             None | Some(Loose::Null) => String::new(),
-            Some(v) => match v.into_string("message", "a string") {
-                Ok(m) => m,
+            Some(v) => match v.into_str("message", "a string") {
+                Ok(m) => m.into_owned(),
                 Err(e) => return Ok(Err((e, packet_id))),
             },
         };
-        Ok(Ok((PfError { code, message }, packet_id)))
+        Ok(Ok((PfError { code: code.into_owned(), message }, packet_id)))
     }
 }
 
@@ -628,20 +633,20 @@ impl FieldName for HelloField {
 
 struct HelloMap;
 
-fn optional_string(v: Option<Loose>, field: &str) -> Result<String, PfError> {
+fn optional_string(v: Option<Loose<'_>>, field: &str) -> Result<String, PfError> {
     match v {
         None | Some(Loose::Null) => Ok(String::new()),
-        Some(v) => v.into_string(field, "a string"),
+        Some(v) => v.into_str(field, "a string").map(Cow::into_owned),
     }
 }
 
-fn string_list(v: Option<Loose>, field: &str) -> Result<Vec<String>, PfError> {
+fn string_list(v: Option<Loose<'_>>, field: &str) -> Result<Vec<String>, PfError> {
     match v {
         None | Some(Loose::Null) => Ok(Vec::new()),
         Some(Loose::List(items)) => items
             .into_iter()
             .enumerate()
-            .map(|(i, item)| item.into_string(&format!("{field}[{i}]"), "a string"))
+            .map(|(i, item)| item.into_str(&format!("{field}[{i}]"), "a string").map(Cow::into_owned))
             .collect(),
         Some(other) => Err(bad_request(format!(
             "{field} must be an array of strings, got {}",
@@ -662,7 +667,7 @@ impl FromMap for HelloMap {
     type Out = Result<Hello, PfError>;
 
     fn from_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Out, A::Error> {
-        let mut raw: [Option<Loose>; 8] = Default::default();
+        let mut raw: [Option<Loose<'de>>; 8] = Default::default();
         while let Some(Key(field)) = map.next_key::<Key<HelloField>>()? {
             let slot = match field {
                 HelloField::NodeId => 0,
@@ -698,7 +703,7 @@ impl FromMap for HelloMap {
             };
             let token = match token {
                 None | Some(Loose::Null) => None,
-                Some(v) => Some(v.into_string("token", "a string")?),
+                Some(v) => Some(v.into_str("token", "a string")?.into_owned()),
             };
             Ok(Hello {
                 node_id: optional_string(node_id, "node_id")?,
@@ -725,7 +730,7 @@ impl FromMap for HeartbeatMap {
         let mut timestamp = None;
         while let Some(key) = map.next_key::<Key<TimestampField>>()? {
             match key.0 {
-                TimestampField::Timestamp => timestamp = Some(map.next_value::<Loose>()?),
+                TimestampField::Timestamp => timestamp = Some(map.next_value::<Loose<'de>>()?),
                 TimestampField::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -828,7 +833,7 @@ impl<'de> DeserializeSeed<'de> for PayloadSeed {
                 Err(other) => not_object(other),
             },
             MessageKind::Hello => match object_or(d, HelloMap)? {
-                Ok(Ok(hello)) => Body::Message(Message::Hello { seq: 0, hello }),
+                Ok(Ok(hello)) => Body::Message(Message::Hello { seq: 0, hello: Box::new(hello) }),
                 Ok(Err(e)) => Body::Invalid(e, None),
                 Err(other) => not_object(other),
             },
@@ -862,12 +867,12 @@ impl FromMap for FrameSeed<'_> {
     type Out = CheckedMessage;
 
     fn from_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Out, A::Error> {
-        let (mut kind, mut seq, mut payload) = (None::<Loose>, None::<Loose>, None);
+        let (mut kind, mut seq, mut payload) = (None::<Loose<'de>>, None::<Loose<'de>>, None);
         while let Some(Key(field)) = map.next_key::<Key<FrameField>>()? {
             match field {
                 FrameField::Type => kind = Some(map.next_value()?),
                 FrameField::Seq => {
-                    let value: Loose = map.next_value()?;
+                    let value: Loose<'de> = map.next_value()?;
                     self.0.set(value.as_u64().unwrap_or(0));
                     seq = Some(value);
                 }
@@ -937,8 +942,8 @@ impl<'de> Visitor<'de> for BatchSeed<'_> {
 }
 
 fn assemble(
-    kind: Option<Loose>,
-    seq: Option<Loose>,
+    kind: Option<Loose<'_>>,
+    seq: Option<Loose<'_>>,
     payload: Option<Payload>,
 ) -> CheckedMessage {
     let invalid = |seq: u64, kind: Option<MessageKind>, error: PfError, packet_id| FrameError {

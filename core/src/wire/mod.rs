@@ -103,14 +103,14 @@ pub enum Message {
         /// Sequence number (unused by receivers).
         seq: u64,
         /// The announcement.
-        hello: Hello,
+        hello: Box<Hello>,
     },
     /// Ask the peer to process a packet.
     Submit {
         /// Chosen by the submitter; the answer carries it back.
         seq: u64,
         /// The work.
-        packet: Packet,
+        packet: Box<Packet>,
     },
     /// The answer to a submit.
     Result {

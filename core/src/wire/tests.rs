@@ -234,7 +234,7 @@ fn sample_messages() -> Vec<Message> {
         .with_metadata(json!({"pf.hops": 2, "k": "v"}).as_object().unwrap().clone());
     let id = packet.id.clone();
     vec![
-        Message::Submit { seq: 1, packet },
+        Message::Submit { seq: 1, packet: Box::new(packet) },
         Message::Result { seq: 1, result: PacketResult::success(id.clone(), json!([1, {}]), 3) },
         Message::Result {
             seq: 0,
@@ -249,7 +249,7 @@ fn sample_messages() -> Vec<Message> {
         Message::Heartbeat { seq: 4, timestamp: 1_700_000_000_000 },
         Message::Hello {
             seq: 0,
-            hello: Hello {
+            hello: Box::new(Hello {
                 node_id: "n".into(),
                 name: "node".into(),
                 runtime: "rust".into(),
@@ -258,7 +258,7 @@ fn sample_messages() -> Vec<Message> {
                 features: vec!["batch".into(), "msgpack".into()],
                 max_inflight: 100,
                 token: Some("secret".into()),
-            },
+            }),
         },
     ]
 }
@@ -282,7 +282,7 @@ fn round_trips_are_exact_in_both_codecs_single_and_batched() {
 #[test]
 fn msgpack_uses_compact_packet_keys() {
     let packet = Packet::build("df", "t", json!(1)).unwrap();
-    let bytes = Codec::MsgPack.encode_to_vec(&Message::Submit { seq: 1, packet });
+    let bytes = Codec::MsgPack.encode_to_vec(&Message::Submit { seq: 1, packet: Box::new(packet) });
     let as_value: Value = rmp_serde::from_slice(&bytes).unwrap();
     let keys: Vec<&String> = as_value["payload"].as_object().unwrap().keys().collect();
     assert_eq!(keys, ["v", "id", "g", "e", "d", "p"]);

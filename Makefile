@@ -1,0 +1,28 @@
+# PacketFlow: `make test` runs every suite, `make demo` runs the demo.
+# Everything builds with one cargo profile (release) into one target dir.
+
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(CURDIR)/target
+export PACKETFLOW_ROOT := $(CURDIR)
+
+SUITES := rust python node elixir interop
+
+.PHONY: test demo bench $(addprefix test-,$(SUITES))
+
+test: $(addprefix test-,$(SUITES))
+	@echo "all suites passed"
+
+test-rust:
+	cargo test --workspace --release
+
+# Each language suite lives beside its code, in a script that installs what
+# it needs and runs the tests; a suite whose folder does not exist yet is
+# reported as absent rather than silently passing.
+test-python test-node test-elixir test-interop:
+	@bash scripts/run-suite.sh $(patsubst test-%,%,$@)
+
+demo:
+	@bash scripts/demo.sh
+
+bench:
+	cargo bench -p packetflow --bench core

@@ -1,0 +1,332 @@
+//! Core benchmarks, each beside its floor measured in the same run:
+//!
+//! 1. dispatch: handler lookup + invoke of a trivial sync handler, against a
+//!    bare `HashMap<String, Box<dyn Fn>>` lookup + call (and the seed's
+//!    per-packet `format!` of the key, for scale);
+//! 2. frame: JSON submit frame decode -> reactor submit -> result frame
+//!    encode, against serde_json alone decoding typed structs and encoding;
+//! 3. submit: in-process async submit -> async handler -> result through the
+//!    scheduler with 100 in flight on a current-thread runtime (one core),
+//!    against a plain async dispatch (map lookup + await) with 100 in flight.
+//!
+//! `cargo bench -p packetflow --bench core -- [--n N] [--reps R]`
+//! Prints one line per variant: median ns/packet over R repetitions, with
+//! the min-max range, and packets/s.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::Pin;
+use std::time::Instant;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use packetflow::wire::Decoded;
+use packetflow::{json, Codec, Group, Message, Packet, Reactor, Value};
+use serde::{Deserialize, Serialize};
+
+const KEYS: [(&str, &str); 24] = [
+    ("cf", "seq"), ("cf", "branch"), ("cf", "loop"), ("cf", "gate"),
+    ("df", "produce"), ("df", "consume"), ("df", "transform"), ("df", "reduce"),
+    ("ed", "signal"), ("ed", "timer"), ("ed", "watch"), ("ed", "react"),
+    ("co", "sync"), ("co", "broadcast"), ("co", "gather"), ("co", "vote"),
+    ("mc", "spawn"), ("mc", "migrate"), ("mc", "scale"), ("mc", "tune"),
+    ("rm", "alloc"), ("rm", "free"), ("rm", "lock"), ("rm", "cache"),
+];
+
+struct Args {
+    n: usize,
+    reps: usize,
+}
+
+fn args() -> Args {
+    let a: Vec<String> = std::env::args().collect();
+    let get = |flag: &str, default: usize| {
+        a.iter()
+            .position(|x| x == flag)
+            .and_then(|i| a.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    Args { n: get("--n", 2_000_000), reps: get("--reps", 5) }
+}
+
+/// Runs `f(n)` `reps` times after a warm-up; returns ns/packet (median, min, max).
+fn measure(n: usize, reps: usize, mut f: impl FnMut(usize)) -> (f64, f64, f64) {
+    f(n / 10);
+    let mut v: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f(n);
+            t.elapsed().as_nanos() as f64 / n as f64
+        })
+        .collect();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+fn report(name: &str, (median, min, max): (f64, f64, f64)) -> f64 {
+    println!(
+        "{name:<58} {median:>9.1} ns/packet ({min:.1}-{max:.1})  {:>12.0} packets/s",
+        1e9 / median
+    );
+    median
+}
+
+fn bench_dispatch(a: &Args) {
+    println!("## 1. dispatch: lookup + invoke of a trivial sync handler");
+    let mut floor: HashMap<String, Box<dyn Fn(&str) -> usize>> = HashMap::new();
+    for (i, (g, e)) in KEYS.iter().enumerate() {
+        floor.insert(format!("{g}:{e}"), Box::new(move |s: &str| s.len() + i));
+    }
+    let keys: Vec<String> = KEYS.iter().map(|(g, e)| format!("{g}:{e}")).collect();
+    let f = report(
+        "floor: HashMap<String, Box<dyn Fn>> lookup + call",
+        measure(a.n, a.reps, |n| {
+            let mut acc = 0;
+            for i in 0..n {
+                let k = &keys[i % keys.len()];
+                acc += floor.get(k.as_str()).unwrap()(k);
+            }
+            black_box(acc);
+        }),
+    );
+    report(
+        "seed style: format!(\"{group}:{element}\") per packet",
+        measure(a.n, a.reps, |n| {
+            let mut acc = 0;
+            for i in 0..n {
+                let (g, e) = KEYS[i % KEYS.len()];
+                let k = format!("{g}:{e}");
+                acc += floor.get(&k).unwrap()(&k);
+            }
+            black_box(acc);
+        }),
+    );
+    let reactor = Reactor::default();
+    for (i, (g, e)) in KEYS.iter().enumerate() {
+        reactor.register_sync(g, e, move |_, _| Ok(Value::from(i))).unwrap();
+    }
+    let ctx = reactor.context_for_bench();
+    let parsed: Vec<(Group, &str)> = KEYS.iter().map(|(g, e)| (Group::parse(g).unwrap(), *e)).collect();
+    let ours = report(
+        "packetflow: Reactor handler lookup + invoke",
+        measure(a.n, a.reps, |n| {
+            let mut acc = 0u64;
+            for i in 0..n {
+                let (g, e) = parsed[i % parsed.len()];
+                let out = reactor.dispatch_sync_for_bench(g, e, Value::Null, &ctx).unwrap();
+                acc += out.unwrap().as_u64().unwrap();
+            }
+            black_box(acc);
+        }),
+    );
+    println!("ratio packetflow/floor: {:.2}\n", ours / f);
+}
+
+#[derive(Deserialize)]
+struct FloorFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    _ty: Cow<'a, str>,
+    seq: u64,
+    #[serde(borrow)]
+    payload: FloorPacket<'a>,
+}
+
+#[derive(Deserialize)]
+struct FloorPacket<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    group: Cow<'a, str>,
+    #[serde(borrow)]
+    element: Cow<'a, str>,
+    data: Value,
+}
+
+#[derive(Serialize)]
+struct FloorOut<'a> {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    seq: u64,
+    payload: FloorResult<'a>,
+}
+
+#[derive(Serialize)]
+struct FloorResult<'a> {
+    packet_id: &'a str,
+    status: &'static str,
+    data: Value,
+    duration_ms: u64,
+}
+
+fn frames(count: usize) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|i| {
+            let p = Packet::build("df", "transform", json!("hello world")).unwrap();
+            Codec::Json.encode_to_vec(&Message::Submit { seq: i as u64 + 1, packet: Box::new(p) })
+        })
+        .collect()
+}
+
+fn bench_frame(a: &Args) {
+    println!("## 2. JSON frame decode -> dispatch -> result encode");
+    let input = frames(1024);
+    let mut upper: HashMap<String, Box<dyn Fn(&Value) -> Value>> = HashMap::new();
+    upper.insert(
+        "df:transform".into(),
+        Box::new(|v| Value::String(v.as_str().unwrap_or_default().to_uppercase())),
+    );
+    let mut out = Vec::with_capacity(256);
+    let f = report(
+        "floor: serde_json typed decode + HashMap dispatch + encode",
+        measure(a.n / 4, a.reps, |n| {
+            for i in 0..n {
+                let frame: FloorFrame = serde_json::from_slice(&input[i % input.len()]).unwrap();
+                let p = frame.payload;
+                let key = [p.group.as_ref(), p.element.as_ref()].join(":");
+                let data = upper.get(&key).unwrap()(&p.data);
+                out.clear();
+                let res = FloorResult { packet_id: &p.id, status: "success", data, duration_ms: 0 };
+                serde_json::to_writer(&mut out, &FloorOut { ty: "result", seq: frame.seq, payload: res })
+                    .unwrap();
+                black_box(&out);
+            }
+        }),
+    );
+    let reactor = Reactor::default();
+    reactor
+        .register_sync("df", "transform", |v, _| {
+            Ok(Value::String(v.as_str().unwrap_or_default().to_uppercase()))
+        })
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let ours = report(
+        "packetflow: Codec::decode -> Reactor::submit -> Codec::encode",
+        measure(a.n / 4, a.reps, |n| {
+            rt.block_on(async {
+                for i in 0..n {
+                    let Decoded::Single(Ok(Message::Submit { seq, packet })) =
+                        Codec::Json.decode(&input[i % input.len()])
+                    else {
+                        panic!("bad frame")
+                    };
+                    let result = reactor.submit(*packet).await;
+                    out.clear();
+                    Codec::Json.encode(&Message::Result { seq, result }, &mut out);
+                    black_box(&out);
+                }
+            })
+        }),
+    );
+    println!("ratio packetflow/floor: {:.2}", ours / f);
+    // The three steps alone, to see where the time goes.
+    report(
+        "  of which: Codec::decode",
+        measure(a.n / 4, a.reps, |n| {
+            for i in 0..n {
+                black_box(Codec::Json.decode(&input[i % input.len()]));
+            }
+        }),
+    );
+    let packets: Vec<Packet> = (0..1024)
+        .map(|_| Packet::build("df", "transform", json!("hello world")).unwrap())
+        .collect();
+    report(
+        "  of which: Reactor::submit (sync handler, packet clone)",
+        measure(a.n / 4, a.reps, |n| {
+            rt.block_on(async {
+                for i in 0..n {
+                    black_box(reactor.submit(packets[i % packets.len()].clone()).await);
+                }
+            })
+        }),
+    );
+    let result = Message::Result {
+        seq: 1,
+        result: packetflow::PacketResult::success(packets[0].id.clone(), json!("HELLO WORLD"), 0),
+    };
+    report(
+        "  of which: Codec::encode of the result",
+        measure(a.n / 4, a.reps, |n| {
+            for _ in 0..n {
+                out.clear();
+                Codec::Json.encode(&result, &mut out);
+                black_box(&out);
+            }
+        }),
+    );
+    println!();
+}
+
+type BoxedHandler = Box<dyn Fn(Value) -> Pin<Box<dyn Future<Output = Value>>>>;
+
+fn bench_submit(a: &Args) {
+    println!("## 3. async submit -> async handler -> result, 100 in flight, one core");
+    const WINDOW: usize = 100;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+
+    let mut floor: HashMap<String, BoxedHandler> = HashMap::new();
+    floor.insert("df:echo".into(), Box::new(|v| Box::pin(async move { v })));
+    let key = "df:echo".to_string();
+    let f = report(
+        "floor: HashMap lookup + boxed async fn, 100 in flight",
+        measure(a.n / 2, a.reps, |n| {
+            rt.block_on(async {
+                let mut inflight = FuturesUnordered::new();
+                let mut sent = 0;
+                let mut done = 0;
+                while done < n {
+                    while sent < n && inflight.len() < WINDOW {
+                        inflight.push(floor.get(&key).unwrap()(Value::from(sent)));
+                        sent += 1;
+                    }
+                    black_box(inflight.next().await);
+                    done += 1;
+                }
+            })
+        }),
+    );
+
+    let reactor = Reactor::default();
+    reactor.register("df", "echo", |v, _| async move { Ok(v) }).unwrap();
+    let template = Packet::build("df", "echo", Value::Null).unwrap();
+    let ours = report(
+        "packetflow: Reactor::submit (fresh UUID id per packet)",
+        measure(a.n / 2, a.reps, |n| {
+            rt.block_on(async {
+                let mut inflight = FuturesUnordered::new();
+                let mut sent = 0;
+                let mut done = 0;
+                while done < n {
+                    while sent < n && inflight.len() < WINDOW {
+                        let p = Packet::new(template.group, template.element.clone(), Value::from(sent));
+                        inflight.push(reactor.submit(p));
+                        sent += 1;
+                    }
+                    let r = inflight.next().await.unwrap();
+                    assert!(r.is_success());
+                    done += 1;
+                }
+            })
+        }),
+    );
+    println!("ratio packetflow/floor: {:.2}", ours / f);
+    println!("packetflow submits/s on one core: {:.0}\n", 1e9 / ours);
+}
+
+fn main() {
+    let a = args();
+    println!("packetflow core benchmarks: n={} reps={}\n", a.n, a.reps);
+    let only: Option<String> = std::env::args().skip_while(|x| x != "--only").nth(1);
+    let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    if run("dispatch") {
+        bench_dispatch(&a);
+    }
+    if run("frame") {
+        bench_frame(&a);
+    }
+    if run("submit") {
+        bench_submit(&a);
+    }
+}
