@@ -1,0 +1,393 @@
+'use strict';
+/**
+ * PacketFlow for Node.js: a native reactor with an idiomatic Promise API.
+ *
+ * The reactor (routing, scheduling, deadlines, dependencies, error codes)
+ * is the Rust core; this file only adapts it to JavaScript:
+ * - handlers run on this thread, delivered in batches by the addon;
+ * - a handler may return a value or a Promise; a throw or a rejection
+ *   becomes a PF500 answer with the error's message;
+ * - `submit` resolves to a {@link Result}, `call` to the data or rejects
+ *   with a {@link PacketFlowError}.
+ *
+ * Field names are camelCase throughout (`packetId`, `durationMs`,
+ * `timeoutMs`); the wire's snake_case names exist only on the wire.
+ * @module packetflow
+ */
+
+const path = require('node:path');
+const { performance } = require('node:perf_hooks');
+
+/** Loads the addon that `npm install` built (see scripts/build.js). */
+function loadAddon() {
+  const file = path.join(__dirname, 'packetflow.node');
+  try {
+    return require(file);
+  } catch (error) {
+    if (error && error.code === 'MODULE_NOT_FOUND') {
+      throw new Error(
+        `packetflow: the native addon ${file} is missing. It is built from source by the ` +
+          "package's install script (it needs Rust's cargo): run `npm rebuild packetflow`, " +
+          'or `npm run build` in the package folder.',
+      );
+    }
+    throw error;
+  }
+}
+
+const { NativeReactor } = loadAddon();
+
+/**
+ * The error of a failed packet: `.code` is the protocol's code
+ * (`PF001`, `PF408`, `PF500`, ...), `.message` says what happened.
+ */
+class PacketFlowError extends Error {
+  /**
+   * @param {string} code a `PFnnn` code
+   * @param {string} message what went wrong
+   */
+  constructor(code, message) {
+    super(message);
+    /** @type {string} */
+    this.code = code;
+  }
+}
+Object.defineProperty(PacketFlowError.prototype, 'name', {
+  value: 'PacketFlowError',
+  writable: true,
+  configurable: true,
+});
+
+/** Entries per invocation in a batch from the addon (see src/bridge.rs). */
+const STRIDE = 7;
+
+function codeOf(error) {
+  // A handler may pass on the code of a failed inner call by rethrowing its
+  // PacketFlowError; anything else it throws is a PF500 failure.
+  return error instanceof PacketFlowError ? error.code : undefined;
+}
+
+function typeName(value) {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'array';
+  return typeof value;
+}
+
+/**
+ * What a handler knows about the packet it serves, and how it calls other
+ * handlers on that packet's behalf.
+ */
+class Context {
+  #state;
+  #token;
+  #traceId;
+  #deadline;
+
+  /** @internal */
+  constructor(state, token, packetId, traceId, metadata, deadline) {
+    this.#state = state;
+    this.#token = token;
+    this.#traceId = traceId;
+    this.#deadline = deadline;
+    /** The id of the packet being handled. @type {string} */
+    this.packetId = packetId;
+    /** The packet's metadata, or `null`. @type {Record<string, unknown> | null} */
+    this.metadata = metadata;
+  }
+
+  /** The trace id shared by this packet and its child calls. */
+  get traceId() {
+    return this.#traceId === undefined ? this.packetId : this.#traceId;
+  }
+
+  /** Milliseconds left before the packet's deadline (0 once it passed). */
+  get remainingMs() {
+    return Math.max(0, this.#deadline - performance.now());
+  }
+
+  /**
+   * Calls `group:element` with `data` as a child of this packet: the child
+   * inherits what is left of the deadline and the trace id. Resolves to the
+   * child's data or rejects with a {@link PacketFlowError}. Call it before
+   * the handler answers.
+   * @param {string} group
+   * @param {string} element
+   * @param {unknown} [data]
+   * @returns {Promise<unknown>}
+   */
+  call(group, element, data) {
+    try {
+      return this.#state.native.contextCall(this.#token, group, element, data);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+}
+
+/**
+ * The JS side of the bridge: runs the handlers of a batch and sends their
+ * answers back in batches (sync answers at once, async ones once per
+ * microtask turn).
+ */
+class Dispatch {
+  constructor() {
+    /** Handler functions by slot; a slot is never reused (see register). */
+    this.fns = [];
+    this.native = null;
+    this.ok = [];
+    this.failed = [];
+    this.flushing = false;
+    this.flush = () => {
+      this.flushing = false;
+      const { ok, failed } = this;
+      this.ok = [];
+      this.failed = [];
+      this.native.complete(ok, failed);
+    };
+  }
+
+  run(batch) {
+    const ok = [];
+    const failed = [];
+    const now = performance.now();
+    for (let i = 0; i < batch.length; i += STRIDE) {
+      const slot = batch[i];
+      if (slot === undefined) continue;
+      const token = batch[i + 1];
+      const ctx = new Context(this, token, batch[i + 3], batch[i + 4], batch[i + 5], now + batch[i + 6]);
+      let out;
+      try {
+        out = this.fns[slot](batch[i + 2], ctx);
+        if (out !== null && typeof out === 'object' && typeof out.then === 'function') {
+          this.later(token, out);
+          continue;
+        }
+      } catch (error) {
+        failed.push(token, codeOf(error), error);
+        continue;
+      }
+      ok.push(token, out);
+    }
+    if (ok.length > 0 || failed.length > 0) this.native.complete(ok, failed);
+  }
+
+  later(token, promise) {
+    promise.then(
+      (value) => {
+        this.ok.push(token, value);
+        this.soon();
+      },
+      (error) => {
+        this.failed.push(token, codeOf(error), error);
+        this.soon();
+      },
+    );
+  }
+
+  soon() {
+    if (!this.flushing) {
+      this.flushing = true;
+      queueMicrotask(this.flush);
+    }
+  }
+}
+
+/** The addon calls this with each batch of handler invocations. */
+function dispatch(state, batch) {
+  if (state !== undefined) state.run(batch);
+}
+
+const OPTIONS = new Set(['name', 'maxInflight', 'maxQueue', 'finishedMemory']);
+
+function integerOption(options, key, min) {
+  const value = options[key];
+  if (value === undefined) return undefined;
+  if (!Number.isInteger(value) || value < min || value > 0xffffffff) {
+    throw new TypeError(
+      `${key} must be an integer from ${min} to 4294967295, got ${
+        typeof value === 'number' ? value : typeName(value)
+      }`,
+    );
+  }
+  return value;
+}
+
+/**
+ * Normalises `submit`/`call` arguments: a packet object, or
+ * `(group, element, data, options)`.
+ */
+function packetOf(args) {
+  const [first] = args;
+  if (typeof first === 'string') {
+    const options = args[3] === undefined ? {} : args[3];
+    if (options === null || typeof options !== 'object') {
+      throw new TypeError(`options must be an object, got ${typeName(options)}`);
+    }
+    return { ...options, group: first, element: args[1], data: args[2] };
+  }
+  if (first === null || typeof first !== 'object' || Array.isArray(first)) {
+    throw new TypeError(`packet must be an object, got ${typeName(first)}`);
+  }
+  return first;
+}
+
+/**
+ * A PacketFlow reactor: register handlers, submit packets, get results.
+ *
+ * ```js
+ * const { Reactor } = require('packetflow');
+ * const r = new Reactor({ name: 'demo' });
+ * r.register('df', 'transform', async (data) => data.toUpperCase());
+ * const result = await r.submit({ group: 'df', element: 'transform', data: 'hi' });
+ * await r.stop();
+ * ```
+ */
+class Reactor {
+  #native;
+  #dispatch;
+  #name;
+
+  /**
+   * @param {{name?: string, maxInflight?: number, maxQueue?: number, finishedMemory?: number}} [options]
+   */
+  constructor(options = {}) {
+    if (options === null || typeof options !== 'object') {
+      throw new TypeError(`options must be an object, got ${typeName(options)}`);
+    }
+    for (const key of Object.keys(options)) {
+      if (!OPTIONS.has(key)) {
+        throw new TypeError(`unknown option ${JSON.stringify(key)} (expected one of ${[...OPTIONS].join(', ')})`);
+      }
+    }
+    const name = options.name === undefined ? 'packetflow' : options.name;
+    if (typeof name !== 'string') throw new TypeError(`name must be a string, got ${typeName(name)}`);
+    const maxInflight = integerOption(options, 'maxInflight', 1);
+    const maxQueue = integerOption(options, 'maxQueue', 0);
+    const finishedMemory = integerOption(options, 'finishedMemory', 0);
+    this.#dispatch = new Dispatch();
+    this.#native = new NativeReactor(
+      name,
+      maxInflight,
+      maxQueue,
+      finishedMemory,
+      dispatch,
+      this.#dispatch,
+      PacketFlowError,
+    );
+    this.#dispatch.native = this.#native;
+    this.#name = name;
+  }
+
+  /** The reactor's name. @type {string} */
+  get name() {
+    return this.#name;
+  }
+
+  /** Whether {@link Reactor#stop} was called. @type {boolean} */
+  get stopped() {
+    return this.#native.stopped;
+  }
+
+  /**
+   * Registers (or replaces) the handler of `group:element`. It is called
+   * with `(data, ctx)` and may return the result or a Promise of it.
+   * @param {string} group one of cf, df, ed, co, mc, rm
+   * @param {string} element 1-64 characters of [A-Za-z0-9_.-]
+   * @param {(data: any, ctx: Context) => unknown} handler
+   */
+  register(group, element, handler) {
+    if (typeof handler !== 'function') {
+      throw new TypeError(`handler must be a function, got ${typeName(handler)}`);
+    }
+    const fns = this.#dispatch.fns;
+    // A new slot per registration: packets already given to the previous
+    // handler of this key still find it (as in the core, which lets them
+    // finish with the handler they were routed to).
+    fns.push(handler);
+    try {
+      this.#native.register(group, element, fns.length - 1);
+    } catch (error) {
+      fns[fns.length - 1] = undefined;
+      throw error;
+    }
+  }
+
+  /**
+   * Removes the handler of `group:element`.
+   * @returns {boolean} whether there was one
+   */
+  unregister(group, element) {
+    return this.#native.unregister(group, element);
+  }
+
+  /**
+   * Submits a packet and resolves to its {@link Result} (success or error:
+   * every submitted packet gets one). Rejects with a `TypeError` for values
+   * that are not JSON-shaped, or a `PacketFlowError` (PF400) for a packet
+   * that breaks a protocol rule, before anything is submitted.
+   * @returns {Promise<object>}
+   */
+  submit(...args) {
+    try {
+      const p = packetOf(args);
+      return this.#native.submit(
+        p.group,
+        p.element,
+        p.data,
+        p.priority,
+        p.timeoutMs,
+        p.id,
+        p.dependencies,
+        p.metadata,
+        false,
+      );
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * Like {@link Reactor#submit}, but resolves to the result's data and
+   * rejects with a {@link PacketFlowError} when the packet failed.
+   * @returns {Promise<unknown>}
+   */
+  call(...args) {
+    try {
+      const p = packetOf(args);
+      return this.#native.submit(
+        p.group,
+        p.element,
+        p.data,
+        p.priority,
+        p.timeoutMs,
+        p.id,
+        p.dependencies,
+        p.metadata,
+        true,
+      );
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * Stops the reactor: packets in flight and later submits are answered
+   * PF503. Resolves once every Promise of this reactor has settled.
+   * Idempotent.
+   * @returns {Promise<void>}
+   */
+  stop() {
+    try {
+      return this.#native.stop();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** A snapshot of the reactor's counters. */
+  stats() {
+    return this.#native.stats();
+  }
+}
+
+module.exports = { Reactor, PacketFlowError, Context };

@@ -1,0 +1,352 @@
+//! Direct conversion between JS values and the core's `serde_json::Value`,
+//! with `JSON.stringify`'s rules where they are safe and a `TypeError`
+//! where they would lose data silently.
+//!
+//! JS → JSON:
+//! - `null`, booleans, strings, arrays and objects convert as they are;
+//!   an object's own enumerable string keys are read in `JSON.stringify`'s
+//!   order, and an object with a `toJSON` method (a `Date`, a `Buffer`)
+//!   is converted through it.
+//! - Numbers: integral values within ±2^53 become JSON integers (`-0` is
+//!   `0`), others floats; `NaN` and `±Infinity` are refused.
+//! - `undefined` is dropped from objects and becomes `null` in arrays and at
+//!   the top level, as `JSON.stringify` does.
+//! - `BigInt`, functions, symbols, circular references and nesting deeper
+//!   than [`MAX_DEPTH`] raise a `TypeError` naming the type and its path in
+//!   the value (`data.a[2]: BigInt is not JSON-serializable`).
+//!
+//! JSON → JS builds plain objects and arrays; a `"__proto__"` key becomes an
+//! own property, as `JSON.parse` makes it, never the prototype.
+//!
+//! Nothing goes through JSON text: each value is walked once.
+
+use std::fmt::Write as _;
+use std::ptr;
+
+use napi::sys;
+use serde_json::{Map, Number, Value};
+
+use crate::js::{self, NapiResult};
+
+/// Deepest nesting accepted from JS; deeper values are almost certainly
+/// runaway structures, and refusing them keeps every later walk (encoding,
+/// dropping) far from the stack's limit.
+pub const MAX_DEPTH: usize = 512;
+
+/// Largest integer a double holds exactly (2^53).
+pub const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_992.0;
+
+/// One step of the path to the offending part of a value.
+pub enum Step {
+    Key(String),
+    Index(u32),
+}
+
+/// Why a JS value could not become JSON.
+pub enum ConvertError {
+    /// Not JSON-shaped: becomes a `TypeError` (`<path>: <what>`).
+    NotJson {
+        /// Steps from the offending value up to the root, innermost first.
+        steps: Vec<Step>,
+        what: String,
+        /// For a cycle: how many steps from the root the repeated object sits.
+        cycle_at: Option<usize>,
+    },
+    /// A JS exception (from a getter or `toJSON`) is pending.
+    Thrown,
+    /// An N-API call failed for another reason.
+    Napi(napi::Error),
+}
+
+impl From<napi::Error> for ConvertError {
+    fn from(e: napi::Error) -> Self {
+        if e.status == napi::Status::PendingException {
+            ConvertError::Thrown
+        } else {
+            ConvertError::Napi(e)
+        }
+    }
+}
+
+fn not_json(what: impl Into<String>) -> ConvertError {
+    ConvertError::NotJson { steps: Vec::new(), what: what.into(), cycle_at: None }
+}
+
+fn is_identifier(key: &str) -> bool {
+    let mut chars = key.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == '$')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+}
+
+/// Writes `root` followed by `steps` (root-first order) in JS notation:
+/// `data.a[2]["odd key"]`.
+fn write_path<'a>(out: &mut String, root: &str, steps: impl Iterator<Item = &'a Step>) {
+    out.push_str(root);
+    for step in steps {
+        match step {
+            Step::Key(k) if is_identifier(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            Step::Key(k) => {
+                out.push('[');
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(']');
+            }
+            Step::Index(i) => {
+                let _ = write!(out, "[{i}]");
+            }
+        }
+    }
+}
+
+impl ConvertError {
+    fn at(mut self, step: Step) -> Self {
+        if let ConvertError::NotJson { steps, .. } = &mut self {
+            steps.push(step);
+        }
+        self
+    }
+
+    /// The message of the `TypeError`, with the path rooted at `root`.
+    pub fn message(&self, root: &str) -> Option<String> {
+        let ConvertError::NotJson { steps, what, cycle_at } = self else {
+            return None;
+        };
+        let mut out = String::new();
+        write_path(&mut out, root, steps.iter().rev());
+        out.push_str(": ");
+        out.push_str(what);
+        if let Some(depth) = cycle_at {
+            out.push_str(" (it refers back to ");
+            write_path(&mut out, root, steps.iter().rev().take(*depth));
+            out.push(')');
+        }
+        Some(out)
+    }
+}
+
+/// Converts JS values to JSON values on the JS thread.
+pub struct FromJs {
+    env: sys::napi_env,
+    /// The objects being converted, root first, for cycle detection.
+    ancestors: Vec<sys::napi_value>,
+}
+
+/// The key under which a value sits, passed to `toJSON` like
+/// `JSON.stringify` does.
+#[derive(Clone, Copy)]
+enum Key {
+    Root,
+    Name(sys::napi_value),
+    Index(u32),
+}
+
+impl FromJs {
+    pub fn new(env: sys::napi_env) -> Self {
+        FromJs { env, ancestors: Vec::new() }
+    }
+
+    /// Converts a top-level value (`undefined` becomes `null`).
+    pub unsafe fn convert(&mut self, value: sys::napi_value) -> Result<Value, ConvertError> {
+        self.ancestors.clear();
+        Ok(self.value(value, Key::Root, true)?.unwrap_or(Value::Null))
+    }
+
+    /// Converts an object to a JSON object (metadata): anything else is a
+    /// `TypeError` naming what it was.
+    pub unsafe fn convert_object(&mut self, value: sys::napi_value) -> Result<Map<String, Value>, ConvertError> {
+        match self.convert(value)? {
+            Value::Object(map) => Ok(map),
+            other => Err(not_json(format!("must be an object, got {}", json_kind(&other)))),
+        }
+    }
+
+    /// `None` means "undefined": dropped from objects, `null` elsewhere.
+    unsafe fn value(&mut self, value: sys::napi_value, key: Key, to_json: bool) -> Result<Option<Value>, ConvertError> {
+        let env = self.env;
+        Ok(Some(match js::type_of(env, value)? {
+            sys::ValueType::napi_undefined => return Ok(None),
+            sys::ValueType::napi_null => Value::Null,
+            sys::ValueType::napi_boolean => Value::Bool(js::get_bool(env, value)?),
+            sys::ValueType::napi_number => number(js::get_double(env, value)?)?,
+            sys::ValueType::napi_string => Value::String(js::get_string(env, value)?),
+            sys::ValueType::napi_object => return self.object(value, key, to_json).map(Some),
+            sys::ValueType::napi_bigint => return Err(not_json("BigInt is not JSON-serializable")),
+            sys::ValueType::napi_function => return Err(not_json("Function is not JSON-serializable")),
+            sys::ValueType::napi_symbol => return Err(not_json("Symbol is not JSON-serializable")),
+            _ => return Err(not_json("External is not JSON-serializable")),
+        }))
+    }
+
+    unsafe fn object(&mut self, value: sys::napi_value, key: Key, to_json: bool) -> Result<Value, ConvertError> {
+        let env = self.env;
+        let array = js::is_array(env, value)?;
+        if !array && to_json {
+            let method = js::get_named(env, value, c"toJSON")?;
+            if js::type_of(env, method)? == sys::ValueType::napi_function {
+                let arg = match key {
+                    Key::Root => js::string(env, "")?,
+                    Key::Name(name) => name,
+                    Key::Index(i) => js::string(env, &i.to_string())?,
+                };
+                let mut out = ptr::null_mut();
+                js::check(sys::napi_call_function(env, value, method, 1, &arg, &mut out))?;
+                return Ok(self.value(out, key, false)?.unwrap_or(Value::Null));
+            }
+        }
+        for (depth, ancestor) in self.ancestors.iter().enumerate() {
+            let mut same = false;
+            js::check(sys::napi_strict_equals(env, *ancestor, value, &mut same))?;
+            if same {
+                let kind = if array { "Array" } else { "Object" };
+                return Err(ConvertError::NotJson {
+                    steps: Vec::new(),
+                    what: format!("circular reference ({kind}) is not JSON-serializable"),
+                    cycle_at: Some(depth),
+                });
+            }
+        }
+        if self.ancestors.len() >= MAX_DEPTH {
+            return Err(not_json(format!("nesting deeper than {MAX_DEPTH} levels is not supported")));
+        }
+        self.ancestors.push(value);
+        let out = if array { self.array(value) } else { self.plain_object(value) };
+        self.ancestors.pop();
+        out
+    }
+
+    unsafe fn array(&mut self, array: sys::napi_value) -> Result<Value, ConvertError> {
+        let len = js::array_len(self.env, array)?;
+        let mut items = Vec::with_capacity(len as usize);
+        for i in 0..len {
+            let item = js::get_element(self.env, array, i)?;
+            let converted = self.value(item, Key::Index(i), true).map_err(|e| e.at(Step::Index(i)))?;
+            items.push(converted.unwrap_or(Value::Null));
+        }
+        Ok(Value::Array(items))
+    }
+
+    unsafe fn plain_object(&mut self, object: sys::napi_value) -> Result<Value, ConvertError> {
+        let env = self.env;
+        let mut keys = ptr::null_mut();
+        js::check(sys::napi_get_all_property_names(
+            env,
+            object,
+            sys::KeyCollectionMode::own_only,
+            sys::KeyFilter::enumerable | sys::KeyFilter::skip_symbols,
+            sys::KeyConversion::numbers_to_strings,
+            &mut keys,
+        ))?;
+        let len = js::array_len(env, keys)?;
+        let mut map = Map::with_capacity(len as usize);
+        for i in 0..len {
+            let key = js::get_element(env, keys, i)?;
+            let name = js::get_string(env, key)?;
+            let mut item = ptr::null_mut();
+            js::check(sys::napi_get_property(env, object, key, &mut item))?;
+            match self.value(item, Key::Name(key), true) {
+                Ok(Some(v)) => {
+                    map.insert(name, v);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(e.at(Step::Key(name))),
+            }
+        }
+        Ok(Value::Object(map))
+    }
+}
+
+fn number(n: f64) -> Result<Value, ConvertError> {
+    if n.is_nan() {
+        return Err(not_json("NaN is not JSON-serializable"));
+    }
+    if n.is_infinite() {
+        let sign = if n > 0.0 { "" } else { "-" };
+        return Err(not_json(format!("{sign}Infinity is not JSON-serializable")));
+    }
+    if n.fract() == 0.0 && n.abs() <= MAX_SAFE_INTEGER {
+        // Also turns -0 into 0, as JSON.stringify prints it.
+        return Ok(Value::Number(Number::from(n as i64)));
+    }
+    Ok(Number::from_f64(n).map(Value::Number).unwrap_or(Value::Null))
+}
+
+/// A JSON value's kind, for messages.
+pub fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// The one key that `napi_set_property` would treat as a setter.
+const PROTO_KEY: &str = "__proto__";
+
+/// Converts a JSON value to a JS value.
+pub unsafe fn to_js(env: sys::napi_env, value: &Value) -> NapiResult<sys::napi_value> {
+    match value {
+        Value::Null => Ok(js::null(env)),
+        Value::Bool(b) => js::boolean(env, *b),
+        Value::Number(n) => {
+            let mut out = ptr::null_mut();
+            if let Some(i) = n.as_i64() {
+                js::check(sys::napi_create_int64(env, i, &mut out))?;
+                Ok(out)
+            } else {
+                js::double(env, n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        Value::String(s) => js::string(env, s),
+        Value::Array(items) => {
+            let array = js::new_array(env, items.len())?;
+            for (i, item) in items.iter().enumerate() {
+                js::set_element(env, array, i as u32, to_js(env, item)?)?;
+            }
+            Ok(array)
+        }
+        Value::Object(map) => object_to_js(env, map),
+    }
+}
+
+/// Converts a JSON object to a plain JS object.
+pub unsafe fn object_to_js(env: sys::napi_env, map: &Map<String, Value>) -> NapiResult<sys::napi_value> {
+    let object = js::new_object(env)?;
+    for (k, v) in map {
+        let key = js::string(env, k)?;
+        let item = to_js(env, v)?;
+        if k == PROTO_KEY {
+            define_own(env, object, key, item)?;
+        } else {
+            js::set_property(env, object, key, item)?;
+        }
+    }
+    Ok(object)
+}
+
+/// Defines an own enumerable data property (what `JSON.parse` does for
+/// every key), bypassing setters such as `__proto__`'s.
+unsafe fn define_own(
+    env: sys::napi_env,
+    object: sys::napi_value,
+    key: sys::napi_value,
+    value: sys::napi_value,
+) -> NapiResult<()> {
+    use sys::PropertyAttributes as A;
+    let descriptor = sys::napi_property_descriptor {
+        utf8name: ptr::null(),
+        name: key,
+        method: None,
+        getter: None,
+        setter: None,
+        value,
+        attributes: A::writable | A::enumerable | A::configurable,
+        data: ptr::null_mut(),
+    };
+    js::check(sys::napi_define_properties(env, object, 1, &descriptor))
+}
+

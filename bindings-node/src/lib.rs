@@ -1,0 +1,50 @@
+//! # packetflow (Node.js addon)
+//!
+//! The native half of the `packetflow` npm package: a PacketFlow
+//! [`Reactor`](packetflow::Reactor) driven from JavaScript. `index.js` wraps
+//! the `NativeReactor` class into the public `Reactor`; this crate holds no
+//! protocol logic. It only
+//! - converts values between JS and the core's JSON values ([`convert`]),
+//! - maps errors to their JS idiom in one place ([`error`]),
+//! - bridges the core's threads and the JS thread ([`bridge`]): handler
+//!   invocations and answers cross in batches through one weak
+//!   threadsafe function per reactor.
+//!
+//! The core runs on one Tokio runtime shared by every reactor of the process
+//! (and every worker thread), started on first use.
+
+use std::sync::OnceLock;
+
+use tokio::runtime::Runtime;
+
+mod bridge;
+mod convert;
+mod error;
+mod js;
+mod reactor;
+
+pub use reactor::NativeReactor;
+
+/// Worker threads of the shared runtime: `PACKETFLOW_WORKER_THREADS` when
+/// set, else one, which leaves the other core to the JS thread on a
+/// two-core machine and keeps hand-offs between the two cheap.
+fn worker_threads() -> usize {
+    std::env::var("PACKETFLOW_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(1)
+}
+
+/// The runtime every reactor of this process runs on.
+pub(crate) fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(worker_threads())
+            .thread_name("packetflow")
+            .enable_all()
+            .build()
+            .expect("the packetflow runtime could not start")
+    })
+}

@@ -1,0 +1,403 @@
+//! `NativeReactor`: the addon's class, wrapped by `Reactor` in `index.js`.
+//!
+//! Every method runs on the JS thread. Methods that start work return a
+//! Promise at once and never block: the packet runs on the binding's Tokio
+//! runtime, and its answer comes back through the bridge's mailbox.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use napi::bindgen_prelude::{FnArgs, Function, FromNapiValue};
+use napi::{sys, Env};
+use napi_derive::napi;
+use packetflow::{
+    Context, ErrorCode, Handler, Packet, PacketId, PfError, Priority, Reactor, ReactorConfig, Value,
+};
+use tokio::sync::oneshot;
+
+use crate::bridge::{drain, Answer, Invocation, Item, Local, LocalRef, Shared, Tsfn};
+use crate::convert::{FromJs, MAX_SAFE_INTEGER};
+use crate::error::{convert_error_text, exception_text, throw_convert_error, throw_pf_error};
+use crate::js::{self, JsAny, NapiResult};
+use crate::runtime;
+
+/// How an argument that must be a string is read: a `TypeError` names the
+/// argument and the type it had.
+unsafe fn string_arg(env: sys::napi_env, value: JsAny, name: &str) -> NapiResult<String> {
+    if js::type_of(env, value.0)? != sys::ValueType::napi_string {
+        let got = js::describe_type(env, value.0);
+        return Err(js::throw_type_error(env, &format!("{name} must be a string, got {got}")));
+    }
+    js::get_string(env, value.0)
+}
+
+/// An optional integer option (`undefined` → `None`); non-integers and
+/// negative numbers are a `TypeError`, range rules are the core's.
+unsafe fn integer_option(env: sys::napi_env, value: JsAny, name: &str) -> NapiResult<Option<i64>> {
+    match js::type_of(env, value.0)? {
+        sys::ValueType::napi_undefined => Ok(None),
+        sys::ValueType::napi_number => {
+            let n = js::get_double(env, value.0)?;
+            if n.fract() != 0.0 || !n.is_finite() || n < 0.0 || n > MAX_SAFE_INTEGER {
+                let shown = if n.is_finite() { format!("{n}") } else { format!("{n:?}").replace("inf", "Infinity") };
+                return Err(js::throw_type_error(
+                    env,
+                    &format!("{name} must be a non-negative integer, got {shown}"),
+                ));
+            }
+            Ok(Some(n as i64))
+        }
+        _ => {
+            let got = js::describe_type(env, value.0);
+            Err(js::throw_type_error(env, &format!("{name} must be an integer, got {got}")))
+        }
+    }
+}
+
+/// The addon's reactor. Not for direct use: `index.js` wraps it.
+#[napi]
+pub struct NativeReactor {
+    reactor: Reactor,
+    shared: Arc<Shared>,
+    local: LocalRef,
+}
+
+impl NativeReactor {
+    fn error_class(&self, env: sys::napi_env) -> NapiResult<sys::napi_value> {
+        let _ = env;
+        unsafe { self.local.borrow().error_class() }
+    }
+
+    /// Throws `error` as a `PacketFlowError`.
+    unsafe fn throw(&self, env: sys::napi_env, error: &PfError) -> napi::Error {
+        match self.error_class(env) {
+            Ok(class) => throw_pf_error(env, class, error),
+            Err(e) => e,
+        }
+    }
+
+    /// Builds the packet of a submit from its JS parts.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn packet(
+        &self,
+        env: sys::napi_env,
+        group: JsAny,
+        element: JsAny,
+        data: JsAny,
+        priority: JsAny,
+        timeout_ms: JsAny,
+        id: JsAny,
+        dependencies: JsAny,
+        metadata: JsAny,
+    ) -> NapiResult<Packet> {
+        let group = string_arg(env, group, "group")?;
+        let element = string_arg(env, element, "element")?;
+        let priority = integer_option(env, priority, "priority")?;
+        let timeout_ms = integer_option(env, timeout_ms, "timeoutMs")?;
+        let id = match js::type_of(env, id.0)? {
+            sys::ValueType::napi_undefined => None,
+            _ => Some(string_arg(env, id, "id")?),
+        };
+        let dependencies = self.dependencies(env, dependencies)?;
+        let mut from_js = FromJs::new(env);
+        let metadata = match js::type_of(env, metadata.0)? {
+            sys::ValueType::napi_undefined | sys::ValueType::napi_null => None,
+            _ => Some(from_js.convert_object(metadata.0).map_err(|e| throw_convert_error(env, e, "metadata"))?),
+        };
+        let data = from_js.convert(data.0).map_err(|e| throw_convert_error(env, e, "data"))?;
+        let built = (|| -> Result<Packet, PfError> {
+            let mut packet = Packet::build(&group, &element, data)?;
+            if let Some(id) = id {
+                packet.id = PacketId::new(&id)?;
+            }
+            if let Some(p) = priority {
+                packet = packet.with_priority(Priority::new(p)?);
+            }
+            if let Some(t) = timeout_ms {
+                packet = packet.with_timeout_ms(t as u64);
+            }
+            if !dependencies.is_empty() {
+                let ids = dependencies
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| {
+                        PacketId::new(d).map_err(|e| PfError {
+                            message: e.message.replacen("id ", &format!("dependencies[{i}] "), 1),
+                            ..e
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                packet = packet.with_dependencies(ids);
+            }
+            if let Some(m) = metadata {
+                packet = packet.with_metadata(m);
+            }
+            // A packet the core would refuse is refused here, synchronously:
+            // `submit` only resolves to a Result for packets it submitted.
+            packet.validate()?;
+            Ok(packet)
+        })();
+        built.map_err(|e| self.throw(env, &e))
+    }
+
+    unsafe fn dependencies(&self, env: sys::napi_env, value: JsAny) -> NapiResult<Vec<String>> {
+        match js::type_of(env, value.0)? {
+            sys::ValueType::napi_undefined | sys::ValueType::napi_null => return Ok(Vec::new()),
+            sys::ValueType::napi_object if js::is_array(env, value.0)? => {}
+            _ => {
+                let got = js::describe_type(env, value.0);
+                return Err(js::throw_type_error(env, &format!("dependencies must be an array of strings, got {got}")));
+            }
+        }
+        let len = js::array_len(env, value.0)?;
+        let mut out = Vec::with_capacity(len as usize);
+        for i in 0..len {
+            let item = JsAny(js::get_element(env, value.0, i)?);
+            out.push(string_arg(env, item, &format!("dependencies[{i}]"))?);
+        }
+        Ok(out)
+    }
+
+    /// Runs `work` on the runtime and returns the Promise it settles.
+    unsafe fn spawn<F>(&self, work: F) -> NapiResult<JsAny>
+    where
+        F: std::future::Future<Output = Answer> + Send + 'static,
+    {
+        let (deferred, promise) = self.local.borrow_mut().promise()?;
+        let shared = self.shared.clone();
+        runtime().spawn(async move {
+            let answer = work.await;
+            shared.push(Item::Settle(deferred, answer));
+        });
+        Ok(JsAny(promise))
+    }
+}
+
+#[napi]
+impl NativeReactor {
+    /// `new NativeReactor(name, maxInflight, maxQueue, finishedMemory,
+    /// dispatch, state, PacketFlowError)`; `index.js` checks the options.
+    #[napi(constructor)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        env: Env,
+        name: String,
+        max_inflight: Option<u32>,
+        max_queue: Option<u32>,
+        finished_memory: Option<u32>,
+        dispatch: JsAny,
+        state: JsAny,
+        error_class: JsAny,
+    ) -> napi::Result<Self> {
+        let raw_env = env.raw();
+        let defaults = ReactorConfig::default();
+        let config = ReactorConfig {
+            name,
+            max_inflight: max_inflight.map(|n| n as usize).unwrap_or(defaults.max_inflight),
+            max_queue: max_queue.map(|n| n as usize).unwrap_or(defaults.max_queue),
+            finished_memory: finished_memory.map(|n| n as usize).unwrap_or(defaults.finished_memory),
+        };
+        let shared = Shared::new();
+        let local: LocalRef = Rc::new(RefCell::new(unsafe { Local::new(raw_env, error_class.0, state.0, &shared)? }));
+        let function: Function<FnArgs<(JsAny, JsAny)>, JsAny> =
+            unsafe { Function::from_napi_value(raw_env, dispatch.0)? };
+        let weak_shared = Arc::downgrade(&shared);
+        let callback_local = local.clone();
+        let tsfn: Tsfn = function
+            .build_threadsafe_function::<()>()
+            .weak::<true>()
+            .callee_handled::<false>()
+            .build_callback(move |ctx| {
+                let env = ctx.env.raw();
+                Ok(match weak_shared.upgrade() {
+                    Some(shared) => unsafe { drain(env, &shared, &callback_local) },
+                    None => FnArgs::from(unsafe { (JsAny(js::undefined(env)), JsAny(js::undefined(env))) }),
+                })
+            })?;
+        shared.set_tsfn(tsfn);
+        Ok(NativeReactor { reactor: Reactor::new(config), shared, local })
+    }
+
+    /// Registers the JS handler in dispatcher slot `slot` for `group:element`.
+    #[napi]
+    pub fn register(&self, env: Env, group: JsAny, element: JsAny, slot: u32) -> napi::Result<()> {
+        let env = env.raw();
+        unsafe {
+            let group = string_arg(env, group, "group")?;
+            let element = string_arg(env, element, "element")?;
+            let shared = self.shared.clone();
+            let handler = Handler::from_async(move |data: Value, ctx: Context| {
+                let (reply, answer) = oneshot::channel();
+                shared.push(Item::Invoke(Invocation { slot, data, ctx, reply }));
+                async move {
+                    answer.await.unwrap_or_else(|_| {
+                        Err(PfError::new(ErrorCode::Unavailable, "the JS handler is unreachable: node is exiting"))
+                    })
+                }
+            });
+            self.reactor.register_handler(&group, &element, handler).map_err(|e| self.throw(env, &e))
+        }
+    }
+
+    /// Removes the handler of `group:element`; `false` if there was none.
+    #[napi]
+    pub fn unregister(&self, env: Env, group: JsAny, element: JsAny) -> napi::Result<bool> {
+        let env = env.raw();
+        unsafe {
+            let group = string_arg(env, group, "group")?;
+            let element = string_arg(env, element, "element")?;
+            Ok(self.reactor.unregister(&group, &element))
+        }
+    }
+
+    /// Submits a packet; the Promise resolves to a `Result` (or, with
+    /// `asCall`, to the data, rejecting with a `PacketFlowError`).
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub fn submit(
+        &self,
+        env: Env,
+        group: JsAny,
+        element: JsAny,
+        data: JsAny,
+        priority: JsAny,
+        timeout_ms: JsAny,
+        id: JsAny,
+        dependencies: JsAny,
+        metadata: JsAny,
+        as_call: bool,
+    ) -> napi::Result<JsAny> {
+        let env = env.raw();
+        unsafe {
+            let packet = self.packet(env, group, element, data, priority, timeout_ms, id, dependencies, metadata)?;
+            let reactor = self.reactor.clone();
+            if as_call {
+                self.spawn(async move { Answer::Data(reactor.call(packet).await) })
+            } else {
+                self.spawn(async move { Answer::Result(reactor.submit(packet).await) })
+            }
+        }
+    }
+
+    /// `ctx.call` of the running handler `token`: a child packet that
+    /// inherits the deadline and trace id (the core decides how).
+    #[napi]
+    pub fn context_call(&self, env: Env, token: f64, group: JsAny, element: JsAny, data: JsAny) -> napi::Result<JsAny> {
+        let env = env.raw();
+        unsafe {
+            let group = string_arg(env, group, "group")?;
+            let element = string_arg(env, element, "element")?;
+            let data = FromJs::new(env).convert(data.0).map_err(|e| throw_convert_error(env, e, "data"))?;
+            let ctx = self.local.borrow().running.get(&(token as u64)).map(|r| r.ctx.clone());
+            let Some(ctx) = ctx else {
+                let error = PfError::new(
+                    ErrorCode::Unavailable,
+                    "ctx.call was used after its handler answered; call it before returning",
+                );
+                let (deferred, promise) = self.local.borrow_mut().promise()?;
+                self.shared.push(Item::Settle(deferred, Answer::Data(Err(error))));
+                return Ok(JsAny(promise));
+            };
+            self.spawn(async move { Answer::Data(ctx.call(&group, &element, data).await) })
+        }
+    }
+
+    /// Answers of JS handlers, in batches: `ok` is `[token, value, ...]`,
+    /// `failed` is `[token, code | undefined, message, ...]`.
+    #[napi]
+    pub fn complete(&self, env: Env, ok: JsAny, failed: JsAny) -> napi::Result<()> {
+        let env = env.raw();
+        unsafe {
+            let ok_len = js::array_len(env, ok.0)?;
+            let mut from_js = FromJs::new(env);
+            let mut i = 0;
+            while i + 1 < ok_len {
+                let token = js::get_double(env, js::get_element(env, ok.0, i)?)? as u64;
+                let value = js::get_element(env, ok.0, i + 1)?;
+                let outcome = from_js
+                    .convert(value)
+                    .map_err(|e| PfError::failed(convert_error_text(env, e, "result")));
+                self.answer(token, outcome);
+                i += 2;
+            }
+            let failed_len = js::array_len(env, failed.0)?;
+            let mut i = 0;
+            while i + 2 < failed_len {
+                let token = js::get_double(env, js::get_element(env, failed.0, i)?)? as u64;
+                let code = js::get_element(env, failed.0, i + 1)?;
+                let code = match js::type_of(env, code)? {
+                    sys::ValueType::napi_string => js::get_string(env, code)?,
+                    _ => ErrorCode::HandlerFailed.as_str().to_owned(),
+                };
+                let message = exception_text(env, js::get_element(env, failed.0, i + 2)?);
+                self.answer(token, Err(PfError { code, message }));
+                i += 3;
+            }
+            Ok(())
+        }
+    }
+
+    /// Stops the reactor (pending packets and later submits get PF503); the
+    /// Promise resolves once every Promise this reactor made has settled.
+    #[napi]
+    pub fn stop(&self) -> napi::Result<JsAny> {
+        self.reactor.stop();
+        unsafe { self.local.borrow_mut().idle().map(JsAny) }
+    }
+
+    /// Whether `stop` was called.
+    #[napi(getter)]
+    pub fn stopped(&self) -> bool {
+        self.reactor.is_stopped()
+    }
+
+    /// A snapshot of the counters, with camelCase keys.
+    #[napi]
+    pub fn stats(&self, env: Env) -> napi::Result<JsAny> {
+        let stats = self.reactor.stats();
+        let handlers: Vec<Value> = stats
+            .handlers
+            .iter()
+            .map(|h| {
+                serde_json::json!({
+                    "group": h.group.as_str(),
+                    "element": h.element.as_str(),
+                    "count": h.count,
+                    "errors": h.errors,
+                    "sumUs": h.sum_us,
+                    "p50Us": h.p50_us,
+                    "p99Us": h.p99_us,
+                    "latencyBuckets": h.latency_buckets.iter().map(|(le, n)| serde_json::json!([le, n])).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let value = serde_json::json!({
+            "name": stats.name,
+            "inFlight": stats.in_flight,
+            "queued": stats.queued,
+            "unrouted": stats.unrouted,
+            "handlers": handlers,
+        });
+        unsafe { crate::convert::to_js(env.raw(), &value).map(JsAny) }
+    }
+}
+
+impl NativeReactor {
+    fn answer(&self, token: u64, outcome: Result<Value, PfError>) {
+        let running = self.local.borrow_mut().running.remove(&token);
+        if let Some(running) = running {
+            // The packet may have timed out meanwhile: then nobody listens.
+            let _ = running.reply.send(outcome);
+        }
+    }
+}
+
+impl Drop for NativeReactor {
+    fn drop(&mut self) {
+        // The JS object is gone, so nobody can submit to or stop this
+        // reactor any more: stop it so that nothing it holds waits.
+        self.reactor.stop();
+    }
+}
+
