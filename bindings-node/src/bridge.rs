@@ -1,18 +1,25 @@
 //! The bridge between the core's threads and the JS thread.
 //!
-//! Two kinds of work cross to JS: a handler invocation (a packet reached a
-//! handler written in JS) and a settlement (a submit's answer, to resolve its
-//! Promise). Both go into one mailbox, and one weak threadsafe-function call
-//! carries everything that is in it:
+//! Two kinds of work cross to the JS thread:
+//! - **handler invocations**: a packet reached a handler written in JS;
+//! - **ready tasks**: a Promise made by the binding (`submit`, `call`,
+//!   `ctx.call`) has a core future that can make progress.
 //!
-//! - A producer pushes its item and makes the threadsafe call only if none
-//!   is already on its way (`scheduled`). When the JS thread is idle the
-//!   first item crosses at once; under load, everything that piles up while
-//!   JS is busy crosses in the next single call. There is no timer.
-//! - On the JS thread the mailbox is emptied whole: Promises are settled in
-//!   Rust, and the invocations go to the JS dispatcher as one flat array.
-//!   The dispatcher answers synchronous handlers in one `complete` call,
-//!   and asynchronous ones in one `complete` call per microtask turn.
+//! A submit from JS never hops threads: its core future is a [`Task`] polled
+//! on the JS thread (first inside `submit` itself), and when a handler's
+//! answer comes back through `complete`, the woken tasks are polled at once
+//! and their Promises settled in the same call. The Tokio runtime only runs
+//! timers (deadlines) and, later, the network; a wake-up from there queues
+//! the task for the JS thread.
+//!
+//! Everything queued for the JS thread crosses in one weak threadsafe-function
+//! call: a producer pushes its work and makes the call only if none is on
+//! its way already (`scheduled`). When the JS thread is idle the first item
+//! crosses at once; under load, everything that piles up while JS is busy
+//! crosses in the next single call. There is no timer. The invocations of a
+//! call go to the JS dispatcher as one flat array; it answers synchronous
+//! handlers in one `complete` call and asynchronous ones in one `complete`
+//! call per microtask turn.
 //!
 //! The threadsafe function is weak (unref'd): a reactor never keeps node
 //! alive by itself. While a Promise made by the binding is pending, the
@@ -21,10 +28,13 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::ptr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
+use std::task::{Poll, Wake, Waker};
 
 use napi::bindgen_prelude::FnArgs;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -36,6 +46,7 @@ use tokio::sync::oneshot;
 use crate::convert::{object_to_js, to_js};
 use crate::error::pf_error_to_js;
 use crate::js::{self, JsAny, NapiResult};
+use crate::runtime;
 
 /// The dispatcher's threadsafe function: weak, and called with plain
 /// arguments (`CalleeHandled = false`), never node's `(err, value)`.
@@ -44,6 +55,10 @@ pub type Tsfn = ThreadsafeFunction<(), JsAny, FnArgs<(JsAny, JsAny)>, Status, fa
 /// Entries per invocation in the array handed to the JS dispatcher:
 /// `slot, token, data, packetId, traceId | undefined, metadata | null, remainingMs`.
 pub const INVOCATION_STRIDE: u32 = 7;
+
+/// Rounds of polling woken tasks in one go before yielding to the event
+/// loop (a task woken again while it is polled goes to the next round).
+const MAX_POLL_ROUNDS: usize = 64;
 
 /// A Promise's resolver; only ever used on the JS thread that made it.
 pub struct Deferred(pub sys::napi_deferred);
@@ -68,16 +83,52 @@ pub struct Invocation {
     pub reply: oneshot::Sender<HandlerResult>,
 }
 
-/// Work for the JS thread.
-pub enum Item {
-    Invoke(Invocation),
-    Settle(Deferred, Answer),
+type AnswerFuture = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+struct TaskState {
+    future: Option<AnswerFuture>,
+    deferred: Option<Deferred>,
 }
 
-/// The thread-safe half: the mailbox and the threadsafe function.
+/// A core future behind a binding Promise, polled only on the JS thread.
+pub struct Task {
+    state: Mutex<TaskState>,
+    /// In the ready queue already: a second wake adds nothing.
+    queued: AtomicBool,
+    shared: Weak<Shared>,
+}
+
+impl Task {
+    pub fn new(shared: &Arc<Shared>, future: AnswerFuture, deferred: Deferred) -> Arc<Task> {
+        Arc::new(Task {
+            state: Mutex::new(TaskState { future: Some(future), deferred: Some(deferred) }),
+            queued: AtomicBool::new(false),
+            shared: Arc::downgrade(shared),
+        })
+    }
+}
+
+impl Wake for Task {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(shared) = self.shared.upgrade() {
+            shared.ready.lock().push(self.clone());
+            shared.schedule();
+        }
+    }
+}
+
+/// The thread-safe half: the queues and the threadsafe function.
 pub struct Shared {
-    queue: Mutex<Vec<Item>>,
-    /// A threadsafe call is on its way and will empty the mailbox.
+    invocations: Mutex<Vec<Invocation>>,
+    ready: Mutex<Vec<Arc<Task>>>,
+    /// A threadsafe call is on its way and will empty the queues.
     scheduled: AtomicBool,
     /// The environment is gone: nothing can cross any more.
     closed: AtomicBool,
@@ -87,22 +138,26 @@ pub struct Shared {
 impl Shared {
     pub fn new() -> Arc<Shared> {
         Arc::new(Shared {
-            queue: Mutex::new(Vec::new()),
+            invocations: Mutex::new(Vec::new()),
+            ready: Mutex::new(Vec::new()),
             scheduled: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             tsfn: OnceLock::new(),
         })
     }
 
-    /// Queues work for the JS thread; callable from any thread.
-    pub fn push(&self, item: Item) {
+    /// Queues a handler invocation for the JS thread; callable from any thread.
+    pub fn invoke(&self, invocation: Invocation) {
         if self.closed.load(Ordering::Acquire) {
-            // Dropping an invocation drops its reply sender: the handler
-            // answers PF503. A dropped Deferred is never settled: its
-            // environment no longer exists.
+            // Dropping the invocation drops its reply sender: PF503.
             return;
         }
-        self.queue.lock().push(item);
+        self.invocations.lock().push(invocation);
+        self.schedule();
+    }
+
+    /// Makes sure a threadsafe call is on its way.
+    fn schedule(&self) {
         if self.scheduled.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -113,10 +168,13 @@ impl Shared {
             .unwrap_or(false);
         if !delivered {
             // The environment is closing (node is exiting or the worker is
-            // terminating): drop what can no longer be delivered.
+            // terminating): drop what can no longer be delivered. Dropped
+            // invocations answer PF503; Promises of a gone environment are
+            // never settled.
             self.closed.store(true, Ordering::Release);
-            let dropped = std::mem::take(&mut *self.queue.lock());
-            drop(dropped);
+            let invocations = std::mem::take(&mut *self.invocations.lock());
+            let tasks = std::mem::take(&mut *self.ready.lock());
+            drop((invocations, tasks));
         }
     }
 
@@ -150,7 +208,8 @@ pub struct Local {
     idle_waiters: Vec<Deferred>,
     pub running: HashMap<u64, Running>,
     next_token: u64,
-    spare: Vec<Item>,
+    spare_invocations: Vec<Invocation>,
+    spare_tasks: Vec<Arc<Task>>,
     shared: Weak<Shared>,
 }
 
@@ -175,7 +234,8 @@ impl Local {
             idle_waiters: Vec::new(),
             running: HashMap::new(),
             next_token: 1,
-            spare: Vec::new(),
+            spare_invocations: Vec::new(),
+            spare_tasks: Vec::new(),
             shared: Arc::downgrade(shared),
         })
     }
@@ -330,62 +390,116 @@ unsafe fn settle(
     }
 }
 
-/// The threadsafe function's callback, on the JS thread: empties the
-/// mailbox, settles Promises and returns the dispatcher's arguments
-/// `(state, invocations)`, or `(undefined, undefined)` when no handler is due.
+/// Settles a finished task's Promise.
+unsafe fn finish(env: sys::napi_env, local: &LocalRef, keys: &mut Option<ResultKeys>, deferred: Deferred, answer: Answer) {
+    let mut local = local.borrow_mut();
+    let class = local.error_class().unwrap_or(ptr::null_mut());
+    let _ = settle(env, keys, class, deferred, &answer);
+    local.settled();
+    drop(local);
+    // The answer (possibly a large value) is dropped after the borrow ends.
+    drop(answer);
+}
+
+/// Polls `task` once on the JS thread; settles its Promise when it is done.
+/// The caller has entered the runtime's context (timers need it).
+unsafe fn poll_task(env: sys::napi_env, local: &LocalRef, keys: &mut Option<ResultKeys>, task: &Arc<Task>) {
+    // Cleared before polling, so that a wake during the poll queues it again.
+    task.queued.store(false, Ordering::Release);
+    let waker = Waker::from(task.clone());
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut state = task.state.lock();
+    let Some(future) = state.future.as_mut() else { return };
+    if let Poll::Ready(answer) = future.as_mut().poll(&mut cx) {
+        state.future = None;
+        let deferred = state.deferred.take();
+        drop(state);
+        if let Some(deferred) = deferred {
+            finish(env, local, keys, deferred, answer);
+        }
+    }
+}
+
+/// Starts a new task: polls it at once (a packet that can run starts now).
+pub unsafe fn start(env: sys::napi_env, shared: &Shared, local: &LocalRef, task: Arc<Task>) {
+    let _runtime = runtime().enter();
+    let mut keys = None;
+    poll_task(env, local, &mut keys, &task);
+    drop(task);
+    run_ready(env, shared, local, &mut keys);
+}
+
+/// Polls the tasks that were woken, until none is left (or a bounded number
+/// of rounds, after which the next threadsafe call goes on).
+pub unsafe fn poll_ready(env: sys::napi_env, shared: &Shared, local: &LocalRef) {
+    let _runtime = runtime().enter();
+    run_ready(env, shared, local, &mut None);
+}
+
+unsafe fn run_ready(env: sys::napi_env, shared: &Shared, local: &LocalRef, keys: &mut Option<ResultKeys>) {
+    for _ in 0..MAX_POLL_ROUNDS {
+        let mut tasks = {
+            let spare = std::mem::take(&mut local.borrow_mut().spare_tasks);
+            std::mem::replace(&mut *shared.ready.lock(), spare)
+        };
+        if tasks.is_empty() {
+            local.borrow_mut().spare_tasks = tasks;
+            return;
+        }
+        for task in tasks.drain(..) {
+            poll_task(env, local, keys, &task);
+        }
+        local.borrow_mut().spare_tasks = tasks;
+    }
+    if !shared.ready.lock().is_empty() {
+        shared.schedule();
+    }
+}
+
+/// The threadsafe function's callback, on the JS thread: polls woken
+/// tasks, then returns the dispatcher's arguments `(state, invocations)`, or
+/// `(undefined, undefined)` when no handler is due.
 pub unsafe fn drain(env: sys::napi_env, shared: &Shared, local: &LocalRef) -> FnArgs<(JsAny, JsAny)> {
     let nothing = || FnArgs::from((JsAny(js::undefined(env)), JsAny(js::undefined(env))));
-    // Clear the flag before taking the queue: a producer that pushes after
-    // the take sees it clear and schedules the next call, so no item waits.
+    // Clear the flag before taking the queues: a producer that pushes after
+    // the take sees it clear and schedules the next call, so nothing waits.
     shared.scheduled.store(false, Ordering::Release);
+    poll_ready(env, shared, local);
     let mut items = {
-        let mut local = local.borrow_mut();
-        let spare = std::mem::take(&mut local.spare);
-        std::mem::replace(&mut *shared.queue.lock(), spare)
+        let spare = std::mem::take(&mut local.borrow_mut().spare_invocations);
+        std::mem::replace(&mut *shared.invocations.lock(), spare)
     };
     if items.is_empty() {
-        local.borrow_mut().spare = items;
+        local.borrow_mut().spare_invocations = items;
         return nothing();
     }
     let mut local = local.borrow_mut();
-    let class = local.error_class().unwrap_or(ptr::null_mut());
-    let mut keys = None;
-    let invocations = items.iter().filter(|i| matches!(i, Item::Invoke(_))).count();
-    let state = if invocations > 0 { js::deref(env, local.state) } else { None };
-    let batch = if state.is_some() { js::new_array(env, invocations * INVOCATION_STRIDE as usize).ok() } else { None };
+    let state = js::deref(env, local.state);
+    let batch = if state.is_some() { js::new_array(env, items.len() * INVOCATION_STRIDE as usize).ok() } else { None };
     let mut index = 0u32;
-    for item in items.drain(..) {
-        match item {
-            Item::Settle(deferred, answer) => {
-                let _ = settle(env, &mut keys, class, deferred, &answer);
-                local.settled();
-            }
-            Item::Invoke(invocation) => match batch {
-                Some(batch) => {
-                    let token = local.token();
-                    let added = add_invocation(env, batch, index, token, &invocation).is_ok();
-                    index += INVOCATION_STRIDE;
-                    if added {
-                        let Invocation { reply, ctx, .. } = invocation;
-                        local.running.insert(token, Running { reply, ctx });
-                    } else {
-                        js::take_exception(env);
-                        let _ = invocation.reply.send(Err(PfError::failed("the packet could not be passed to the JS handler")));
-                    }
-                }
-                None => {
-                    let _ = invocation.reply.send(Err(PfError::new(
-                        packetflow::ErrorCode::Unavailable,
-                        "the JS reactor object was garbage-collected",
-                    )));
-                }
-            },
+    for invocation in items.drain(..) {
+        let Some(batch) = batch else {
+            let _ = invocation.reply.send(Err(PfError::new(
+                packetflow::ErrorCode::Unavailable,
+                "the JS reactor object was garbage-collected",
+            )));
+            continue;
+        };
+        let token = local.token();
+        let added = add_invocation(env, batch, index, token, &invocation).is_ok();
+        index += INVOCATION_STRIDE;
+        if added {
+            let Invocation { reply, ctx, .. } = invocation;
+            local.running.insert(token, Running { reply, ctx });
+        } else {
+            // Its entries stay holes, which the dispatcher skips.
+            js::take_exception(env);
+            let _ = invocation.reply.send(Err(PfError::failed("the packet could not be passed to the JS handler")));
         }
     }
-    local.spare = items;
+    local.spare_invocations = items;
     match (state, batch) {
-        // Entries that could not be filled stay holes, which the dispatcher skips.
-        (Some(state), Some(batch)) if index > 0 => FnArgs::from((JsAny(state), JsAny(batch))),
+        (Some(state), Some(batch)) => FnArgs::from((JsAny(state), JsAny(batch))),
         _ => nothing(),
     }
 }

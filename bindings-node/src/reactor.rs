@@ -16,11 +16,10 @@ use packetflow::{
 };
 use tokio::sync::oneshot;
 
-use crate::bridge::{drain, Answer, Invocation, Item, Local, LocalRef, Shared, Tsfn};
+use crate::bridge::{drain, poll_ready, start, Answer, Invocation, Local, LocalRef, Shared, Task, Tsfn};
 use crate::convert::{FromJs, MAX_SAFE_INTEGER};
 use crate::error::{convert_error_text, exception_text, throw_convert_error, throw_pf_error};
 use crate::js::{self, JsAny, NapiResult};
-use crate::runtime;
 
 /// How an argument that must be a string is read: a `TypeError` names the
 /// argument and the type it had.
@@ -159,17 +158,15 @@ impl NativeReactor {
         Ok(out)
     }
 
-    /// Runs `work` on the runtime and returns the Promise it settles.
-    unsafe fn spawn<F>(&self, work: F) -> NapiResult<JsAny>
+    /// Starts `work` as a task polled on this thread and returns the
+    /// Promise it settles.
+    unsafe fn start<F>(&self, env: sys::napi_env, work: F) -> NapiResult<JsAny>
     where
         F: std::future::Future<Output = Answer> + Send + 'static,
     {
         let (deferred, promise) = self.local.borrow_mut().promise()?;
-        let shared = self.shared.clone();
-        runtime().spawn(async move {
-            let answer = work.await;
-            shared.push(Item::Settle(deferred, answer));
-        });
+        let task = Task::new(&self.shared, Box::pin(work), deferred);
+        start(env, &self.shared, &self.local, task);
         Ok(JsAny(promise))
     }
 }
@@ -229,7 +226,7 @@ impl NativeReactor {
             let shared = self.shared.clone();
             let handler = Handler::from_async(move |data: Value, ctx: Context| {
                 let (reply, answer) = oneshot::channel();
-                shared.push(Item::Invoke(Invocation { slot, data, ctx, reply }));
+                shared.invoke(Invocation { slot, data, ctx, reply });
                 async move {
                     answer.await.unwrap_or_else(|_| {
                         Err(PfError::new(ErrorCode::Unavailable, "the JS handler is unreachable: node is exiting"))
@@ -273,9 +270,9 @@ impl NativeReactor {
             let packet = self.packet(env, group, element, data, priority, timeout_ms, id, dependencies, metadata)?;
             let reactor = self.reactor.clone();
             if as_call {
-                self.spawn(async move { Answer::Data(reactor.call(packet).await) })
+                self.start(env, async move { Answer::Data(reactor.call(packet).await) })
             } else {
-                self.spawn(async move { Answer::Result(reactor.submit(packet).await) })
+                self.start(env, async move { Answer::Result(reactor.submit(packet).await) })
             }
         }
     }
@@ -295,11 +292,9 @@ impl NativeReactor {
                     ErrorCode::Unavailable,
                     "ctx.call was used after its handler answered; call it before returning",
                 );
-                let (deferred, promise) = self.local.borrow_mut().promise()?;
-                self.shared.push(Item::Settle(deferred, Answer::Data(Err(error))));
-                return Ok(JsAny(promise));
+                return self.start(env, async move { Answer::Data(Err(error)) });
             };
-            self.spawn(async move { Answer::Data(ctx.call(&group, &element, data).await) })
+            self.start(env, async move { Answer::Data(ctx.call(&group, &element, data).await) })
         }
     }
 
@@ -334,6 +329,8 @@ impl NativeReactor {
                 self.answer(token, Err(PfError { code, message }));
                 i += 3;
             }
+            // The answers woke their packets' tasks: finish them now.
+            poll_ready(env, &self.shared, &self.local);
             Ok(())
         }
     }
@@ -341,9 +338,13 @@ impl NativeReactor {
     /// Stops the reactor (pending packets and later submits get PF503); the
     /// Promise resolves once every Promise this reactor made has settled.
     #[napi]
-    pub fn stop(&self) -> napi::Result<JsAny> {
+    pub fn stop(&self, env: Env) -> napi::Result<JsAny> {
         self.reactor.stop();
-        unsafe { self.local.borrow_mut().idle().map(JsAny) }
+        unsafe {
+            // Stopping woke every waiting packet: answer them (PF503) now.
+            poll_ready(env.raw(), &self.shared, &self.local);
+            self.local.borrow_mut().idle().map(JsAny)
+        }
     }
 
     /// Whether `stop` was called.

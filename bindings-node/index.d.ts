@@ -1,0 +1,205 @@
+// Types of the `packetflow` package (hand-written; checked by `tsc --noEmit`
+// against test/types/example.ts in the test suite).
+
+/** A JSON value: what crosses between handlers and nodes. */
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+
+/**
+ * A value the binding accepts as JSON, with `JSON.stringify`'s leniency:
+ * `undefined` is dropped from objects (and is `null` in arrays), and
+ * objects with a `toJSON` method (`Date`, `Buffer`) convert through it.
+ * `BigInt`, functions, symbols, cycles, `NaN` and `±Infinity` raise a
+ * `TypeError` naming the type and its path (`data.a[2]: BigInt is not
+ * JSON-serializable`).
+ */
+export type JsonInput = unknown;
+
+/** The six behavioural groups of the protocol. */
+export type Group = 'cf' | 'df' | 'ed' | 'co' | 'mc' | 'rm';
+
+/** A protocol error code (`PF001`, `PF408`, `PF500`, ...). */
+export type ErrorCode =
+  | 'PF001'
+  | 'PF400'
+  | 'PF401'
+  | 'PF403'
+  | 'PF408'
+  | 'PF409'
+  | 'PF413'
+  | 'PF424'
+  | 'PF429'
+  | 'PF500'
+  | 'PF503'
+  | 'PF508'
+  | (string & {});
+
+/** Settings of a {@link Reactor}. */
+export interface ReactorOptions {
+  /** Name shown in stats and announced to peers. Default `"packetflow"`. */
+  name?: string;
+  /** Most handlers running at once; more packets wait in the queue. Default 1024. */
+  maxInflight?: number;
+  /** Most packets waiting for a slot; past it, submits get PF429. Default 65536. */
+  maxQueue?: number;
+  /** How many finished packet ids are remembered for dependencies. Default 4096. */
+  finishedMemory?: number;
+}
+
+/** Options of a packet, besides its address and data. */
+export interface SubmitOptions {
+  /** 1-10, 10 most urgent; default 5. Out of range: PF400. */
+  priority?: number;
+  /** How long to wait for the result, in ms (1 to 86,400,000); default 30,000. */
+  timeoutMs?: number;
+  /** The packet id; default a fresh UUID v4. Must be unique among packets in flight (PF409). */
+  id?: string;
+  /** Ids of packets that must complete successfully first (PF424 otherwise); at most 64. */
+  dependencies?: string[];
+  /** Free-form metadata; keys starting with `pf.` are reserved for the runtime. */
+  metadata?: Record<string, JsonInput>;
+}
+
+/** A packet to submit: its address, its data and options. */
+export interface PacketInit<T = JsonInput> extends SubmitOptions {
+  /** One of cf, df, ed, co, mc, rm. */
+  group: Group | (string & {});
+  /** 1-64 characters of `[A-Za-z0-9_.-]`. */
+  element: string;
+  /** Any JSON value; `undefined` is sent as `null`. */
+  data?: T;
+}
+
+/** A successful {@link Result}. */
+export interface SuccessResult<T = JsonValue> {
+  /** The id of the packet this answers. */
+  packetId: string;
+  status: 'success';
+  /** The handler's value. */
+  data: T;
+  error: null;
+  /** Time from acceptance to answer, in whole milliseconds. */
+  durationMs: number;
+}
+
+/** A failed {@link Result}. */
+export interface ErrorResult {
+  /** The id of the packet this answers. */
+  packetId: string;
+  status: 'error';
+  data: null;
+  /** What went wrong, with its protocol code. */
+  error: PacketFlowError;
+  /** Time from acceptance to answer, in whole milliseconds. */
+  durationMs: number;
+}
+
+/**
+ * The one answer every submitted packet gets (the wire's `Result`, with
+ * camelCase field names): narrow it on `status`.
+ */
+export type Result<T = JsonValue> = SuccessResult<T> | ErrorResult;
+
+/** The error of a failed packet. */
+export declare class PacketFlowError extends Error {
+  /**
+   * @param code a `PFnnn` code
+   * @param message what went wrong
+   */
+  constructor(code: ErrorCode, message: string);
+  /** The protocol's code: `PF001` no handler, `PF408` timeout, `PF500` handler failed, ... */
+  code: ErrorCode;
+  name: string;
+}
+
+/** What a handler knows about the packet it serves. */
+export declare class Context {
+  private constructor();
+  /** The id of the packet being handled. */
+  readonly packetId: string;
+  /** The packet's metadata, or `null`. */
+  readonly metadata: Record<string, JsonValue> | null;
+  /** The trace id shared by this packet and its child calls. */
+  readonly traceId: string;
+  /** Milliseconds left before the packet's deadline (0 once it passed). */
+  readonly remainingMs: number;
+  /**
+   * Calls `group:element` as a child of this packet (it inherits the
+   * remaining deadline and the trace id). Resolves to the child's data or
+   * rejects with a {@link PacketFlowError}; call it before the handler answers.
+   */
+  call<R = JsonValue>(group: Group | (string & {}), element: string, data?: JsonInput): Promise<R>;
+}
+
+/**
+ * A handler: gets the packet's data and its {@link Context}, returns the
+ * result or a Promise of it. A throw or a rejection answers PF500 with the
+ * error's message (a rethrown {@link PacketFlowError} keeps its code).
+ */
+export type Handler<T = any, R = JsonInput> = (data: T, ctx: Context) => R | PromiseLike<R>;
+
+/** Counters of one `group:element`. */
+export interface HandlerStats {
+  group: Group;
+  element: string;
+  /** Packets answered (successes and errors). */
+  count: number;
+  /** Packets answered with an error. */
+  errors: number;
+  /** Sum of latencies, in microseconds. */
+  sumUs: number;
+  /** Median latency, in microseconds (histogram bucket bound, at most 25% over). */
+  p50Us: number;
+  /** 99th-percentile latency, in microseconds. */
+  p99Us: number;
+  /** Non-empty histogram buckets: `[upper bound in µs, count]`. */
+  latencyBuckets: Array<[number, number]>;
+}
+
+/** A snapshot of a reactor's counters. */
+export interface ReactorStats {
+  name: string;
+  /** One entry per registered handler. */
+  handlers: HandlerStats[];
+  /** Packets accepted and not yet answered. */
+  inFlight: number;
+  /** Packets waiting for a free slot. */
+  queued: number;
+  /** Packets answered PF001 (no handler). */
+  unrouted: number;
+}
+
+/** A PacketFlow reactor: register handlers, submit packets, get results. */
+export declare class Reactor {
+  /** @throws TypeError for an unknown option or a value of the wrong type. */
+  constructor(options?: ReactorOptions);
+  /** The reactor's name. */
+  readonly name: string;
+  /** Whether {@link Reactor.stop} was called. */
+  readonly stopped: boolean;
+  /**
+   * Registers (or replaces) the handler of `group:element`; sync and async
+   * functions both work.
+   * @throws PacketFlowError (PF400) for an invalid group or element; TypeError for a non-function.
+   */
+  register<T = any, R = JsonInput>(group: Group | (string & {}), element: string, handler: Handler<T, R>): void;
+  /** Removes the handler of `group:element`; `false` if there was none. */
+  unregister(group: Group | (string & {}), element: string): boolean;
+  /**
+   * Submits a packet; resolves to its {@link Result}, success or error.
+   * Rejects (before submitting) with a `TypeError` for a value that is not
+   * JSON-shaped, or a {@link PacketFlowError} PF400 for a packet that breaks
+   * a protocol rule.
+   */
+  submit<R = JsonValue>(packet: PacketInit): Promise<Result<R>>;
+  submit<R = JsonValue>(group: Group | (string & {}), element: string, data?: JsonInput, options?: SubmitOptions): Promise<Result<R>>;
+  /** Submits a packet; resolves to its data or rejects with a {@link PacketFlowError}. */
+  call<R = JsonValue>(packet: PacketInit): Promise<R>;
+  call<R = JsonValue>(group: Group | (string & {}), element: string, data?: JsonInput, options?: SubmitOptions): Promise<R>;
+  /**
+   * Stops the reactor: packets in flight and later submits are answered
+   * PF503. Resolves once every Promise of this reactor has settled. Idempotent.
+   */
+  stop(): Promise<void>;
+  /** A snapshot of the counters. */
+  stats(): ReactorStats;
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The Node suite: installs what it needs, builds the addon from source
+# through npm's install script, then runs every test of the package.
+#   1. a consumer project runs `npm install <this folder>`: the addon is
+#      built from source, and both `require` and `import` work;
+#   2. `npm install` inside the folder (dev dependencies: typescript);
+#   3. `node --test test/*.test.js` (round trips, error codes, values, lifecycle);
+#   4. `tsc --noEmit` of an example against index.d.ts.
+set -euo pipefail
+
+pkg="$(cd "$(dirname "$0")/.." && pwd)"
+root="$(cd "$pkg/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+export PATH="$PATH:$HOME/.cargo/bin"
+export npm_config_audit=false npm_config_fund=false npm_config_update_notifier=false
+
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "== node/npm missing: installing them with apt"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
+echo "== node $(node --version), npm $(npm --version), $(cargo --version)"
+
+echo "== npm install <folder> from a fresh consumer project (builds the addon)"
+consumer="$(mktemp -d)"
+trap 'rm -rf "$consumer"' EXIT
+rm -f "$pkg/packetflow.node"
+(
+  cd "$consumer"
+  npm init -y >/dev/null
+  npm install "$pkg"
+  test -f "$pkg/packetflow.node" || { echo "the install script did not build packetflow.node" >&2; exit 1; }
+  node -e "
+    const { Reactor } = require('packetflow');
+    const r = new Reactor();
+    r.register('df', 'up', (s) => s.toUpperCase());
+    r.call('df', 'up', 'cjs').then((v) => { if (v !== 'CJS') process.exit(1); console.log('require: ok'); return r.stop(); });
+  "
+  node --input-type=module -e "
+    import { Reactor } from 'packetflow';
+    const r = new Reactor();
+    r.register('df', 'up', (s) => s.toUpperCase());
+    if ((await r.call('df', 'up', 'esm')) !== 'ESM') process.exit(1);
+    console.log('import: ok');
+    await r.stop();
+  "
+)
+
+echo "== npm install (in the package)"
+cd "$pkg"
+npm install
+
+echo "== node --test"
+node --test test/*.test.js
+
+echo "== tsc --noEmit (index.d.ts against test/types/example.ts)"
+npx --no-install tsc --noEmit -p test/types
+echo "== node suite passed"

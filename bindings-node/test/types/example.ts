@@ -1,0 +1,73 @@
+// Compiled with `tsc --noEmit` by the test suite: the types must accept
+// idiomatic code and reject misuse (each @ts-expect-error must be an error).
+import { Reactor, PacketFlowError, Context, Result, ReactorStats, JsonValue, Handler } from 'packetflow';
+
+interface Order {
+  id: number;
+  items: string[];
+}
+
+async function main(): Promise<void> {
+  const r = new Reactor({ name: 'typed', maxInflight: 8, maxQueue: 100 });
+  r.register<Order, { count: number }>('df', 'count', async (order, ctx: Context) => {
+    const id: string = ctx.packetId;
+    const left: number = ctx.remainingMs;
+    const trace: string = ctx.traceId;
+    void [id, left, trace];
+    return { count: order.items.length };
+  });
+  r.register('df', 'sync', (n: number) => n * 2);
+  const upper: Handler<string, string> = (s) => s.toUpperCase();
+  r.register('df', 'upper', upper);
+  r.register('cf', 'child', async (data, ctx) => ctx.call<number>('df', 'sync', data));
+
+  const result: Result<{ count: number }> = await r.submit({
+    group: 'df',
+    element: 'count',
+    data: { id: 1, items: ['a', 'b'] },
+    priority: 7,
+    timeoutMs: 1000,
+    dependencies: [],
+    metadata: { tenant: 'acme' },
+  });
+  if (result.status === 'success') {
+    const n: number = result.data.count;
+    void n;
+  } else {
+    const code: string = result.error.code;
+    const message: string = result.error.message;
+    void [code, message];
+  }
+  const doubled = await r.call<number>('df', 'sync', 21, { priority: 10 });
+  const sum: number = doubled + 1;
+  void sum;
+  try {
+    await r.call({ group: 'df', element: 'missing' });
+  } catch (e) {
+    if (e instanceof PacketFlowError) {
+      const code: string = e.code;
+      void code;
+    }
+  }
+  const stats: ReactorStats = r.stats();
+  const first: number = stats.handlers[0].p99Us + stats.inFlight;
+  void first;
+  const anything: JsonValue = await r.call('df', 'upper', 'x');
+  void anything;
+  const removed: boolean = r.unregister('df', 'upper');
+  void removed;
+  const stopped: boolean = r.stopped;
+  void stopped;
+
+  // @ts-expect-error: the element is required
+  await r.submit({ group: 'df' });
+  // @ts-expect-error: a handler must be a function
+  r.register('df', 'x', 'not a function');
+  // @ts-expect-error: unknown option
+  new Reactor({ maxInFlight: 1 });
+  // @ts-expect-error: priority is a number
+  await r.submit({ group: 'df', element: 'x', priority: 'high' });
+  await r.stop();
+}
+
+void main();

@@ -1,0 +1,142 @@
+'use strict';
+// Bad values and bad arguments: a TypeError naming the type and where it was.
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { Reactor } = require('..');
+
+function typeError(message) {
+  return (error) => {
+    assert.ok(error instanceof TypeError, `expected a TypeError, got ${error && error.stack}`);
+    assert.equal(error.message, message);
+    return true;
+  };
+}
+
+test('values that are not JSON-shaped raise a TypeError with type and path', async () => {
+  const r = new Reactor();
+  let ran = 0;
+  r.register('df', 'echo', (d) => {
+    ran += 1;
+    return d;
+  });
+  const cases = [
+    [{ a: [1, 2, 10n] }, 'data.a[2]: BigInt is not JSON-serializable'],
+    [5n, 'data: BigInt is not JSON-serializable'],
+    [{ f: () => 1 }, 'data.f: Function is not JSON-serializable'],
+    [[Symbol('s')], 'data[0]: Symbol is not JSON-serializable'],
+    [{ n: NaN }, 'data.n: NaN is not JSON-serializable'],
+    [{ deep: { x: [Infinity] } }, 'data.deep.x[0]: Infinity is not JSON-serializable'],
+    [[-Infinity], 'data[0]: -Infinity is not JSON-serializable'],
+    [{ 'odd key': { 'a-b': 1n } }, 'data["odd key"]["a-b"]: BigInt is not JSON-serializable'],
+  ];
+  for (const [data, message] of cases) {
+    await assert.rejects(r.submit({ group: 'df', element: 'echo', data }), typeError(message));
+    await assert.rejects(r.call('df', 'echo', data), typeError(message));
+  }
+  assert.equal(ran, 0, 'nothing was submitted');
+  await r.stop();
+});
+
+test('circular references are refused, naming where the cycle closes', async () => {
+  const r = new Reactor();
+  r.register('df', 'echo', (d) => d);
+  const self = { name: 'loop' };
+  self.self = self;
+  await assert.rejects(
+    r.call('df', 'echo', self),
+    typeError('data.self: circular reference (Object) is not JSON-serializable (it refers back to data)'),
+  );
+  const list = [1];
+  const holder = { inner: { list } };
+  list.push(holder);
+  await assert.rejects(
+    r.call('df', 'echo', holder),
+    typeError('data.inner.list[1]: circular reference (Object) is not JSON-serializable (it refers back to data)'),
+  );
+  const arr = [];
+  arr.push({ back: arr });
+  await assert.rejects(
+    r.call('df', 'echo', { arr }),
+    typeError('data.arr[0].back: circular reference (Array) is not JSON-serializable (it refers back to data.arr)'),
+  );
+  // The same object twice, not nested in itself, is fine (as in JSON.stringify).
+  const shared = { v: 1 };
+  assert.deepEqual(await r.call('df', 'echo', { a: shared, b: shared }), { a: { v: 1 }, b: { v: 1 } });
+  await r.stop();
+});
+
+test('metadata must be a JSON object', async () => {
+  const r = new Reactor();
+  r.register('df', 'x', () => 1);
+  await assert.rejects(r.submit({ group: 'df', element: 'x', metadata: [1] }), typeError('metadata: must be an object, got array'));
+  await assert.rejects(r.submit({ group: 'df', element: 'x', metadata: { k: 1n } }), typeError('metadata.k: BigInt is not JSON-serializable'));
+  await r.stop();
+});
+
+test('a getter or toJSON that throws rejects with what it threw', async () => {
+  const r = new Reactor();
+  r.register('df', 'echo', (d) => d);
+  const boom = new Error('getter boom');
+  const data = {
+    get bad() {
+      throw boom;
+    },
+  };
+  await assert.rejects(r.call('df', 'echo', data), (e) => e === boom);
+  r.register('df', 'bad-result', () => ({
+    toJSON() {
+      throw new Error('toJSON boom');
+    },
+  }));
+  await assert.rejects(r.call('df', 'bad-result', null), { code: 'PF500', message: 'toJSON boom' });
+  await r.stop();
+});
+
+test('nesting beyond the limit is refused, not a crash', async () => {
+  const r = new Reactor();
+  r.register('df', 'echo', (d) => d);
+  let deep = 1;
+  for (let i = 0; i < 10000; i++) deep = [deep];
+  await assert.rejects(r.call('df', 'echo', deep), (e) => e instanceof TypeError && /nesting deeper than 512 levels/.test(e.message));
+  let ok = 1;
+  for (let i = 0; i < 500; i++) ok = { k: ok };
+  assert.ok(await r.call('df', 'echo', ok));
+  await r.stop();
+});
+
+test('bad arguments raise TypeErrors naming the argument', async () => {
+  const r = new Reactor();
+  r.register('df', 'x', () => 1);
+  await assert.rejects(r.submit(null), typeError('packet must be an object, got null'));
+  await assert.rejects(r.submit('df'), typeError('element must be a string, got undefined'));
+  await assert.rejects(r.submit({ group: 5, element: 'x' }), typeError('group must be a string, got number'));
+  await assert.rejects(r.submit({ group: 'df', element: 'x', priority: 'high' }), typeError('priority must be an integer, got string'));
+  await assert.rejects(r.submit({ group: 'df', element: 'x', priority: 2.5 }), typeError('priority must be a non-negative integer, got 2.5'));
+  await assert.rejects(r.submit({ group: 'df', element: 'x', timeoutMs: -5 }), typeError('timeoutMs must be a non-negative integer, got -5'));
+  await assert.rejects(r.submit({ group: 'df', element: 'x', id: 7 }), typeError('id must be a string, got number'));
+  await assert.rejects(r.submit({ group: 'df', element: 'x', dependencies: 'a' }), typeError('dependencies must be an array of strings, got string'));
+  await assert.rejects(r.submit({ group: 'df', element: 'x', dependencies: ['a', 2] }), typeError('dependencies[1] must be a string, got number'));
+  await assert.rejects(r.call('df', 'x', 1, 'opts'), typeError('options must be an object, got string'));
+  assert.throws(() => r.register('df', 'x', 'not a function'), typeError('handler must be a function, got string'));
+  assert.throws(() => r.register('df', 5, () => 1), typeError('element must be a string, got number'));
+  assert.throws(() => new Reactor({ maxInflight: 0 }), typeError('maxInflight must be an integer from 1 to 4294967295, got 0'));
+  assert.throws(() => new Reactor({ name: 1 }), typeError('name must be a string, got number'));
+  assert.throws(() => new Reactor({ maxInFlight: 1 }), (e) => e instanceof TypeError && /unknown option "maxInFlight"/.test(e.message));
+  await r.stop();
+});
+
+test('ctx.call refuses bad values with a TypeError', async () => {
+  const r = new Reactor();
+  r.register('df', 'inner', (d) => d);
+  r.register('df', 'outer', async (d, ctx) => {
+    try {
+      await ctx.call('df', 'inner', { big: 1n });
+      return 'no error';
+    } catch (e) {
+      return `${e.name}: ${e.message}`;
+    }
+  });
+  assert.equal(await r.call('df', 'outer', null), 'TypeError: data.big: BigInt is not JSON-serializable');
+  await r.stop();
+});
