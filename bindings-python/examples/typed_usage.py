@@ -1,0 +1,63 @@
+"""A typed tour of the API; `mypy --strict` checks it against the stubs
+(scripts/test.sh), and running it exercises it for real."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Dict, List, Optional
+
+import packetflow
+from packetflow import Context, PacketFlowError, Reactor, ReactorStats, Result
+
+
+def shout(data: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
+    return {"text": str(data["text"]).upper(), "id": ctx.packet_id}
+
+
+async def main() -> List[str]:
+    seen: List[str] = []
+    async with Reactor(name="typed", max_inflight=64) as r:
+        r.register("df", "shout", shout)
+
+        @r.handler("df", "words")
+        async def words(data: str, ctx: Context) -> List[str]:
+            remaining: int = ctx.remaining_ms
+            trace: str = ctx.trace_id
+            meta: Optional[Dict[str, Any]] = ctx.metadata
+            seen.append(f"{trace}:{remaining > 0}:{meta}")
+            loud: Dict[str, Any] = await ctx.call("df", "shout", {"text": data})
+            return str(loud["text"]).split()
+
+        result: Result = await r.submit("df", "words", "hello typed world", priority=7, timeout_ms=2_000)
+        if result.ok:
+            seen.extend(result.data)
+        status: str = result.status
+        duration: int = result.duration_ms
+        err: Optional[PacketFlowError] = result.error
+        assert err is None and status == "success" and duration >= 0
+
+        try:
+            await r.call("df", "missing", None)
+        except packetflow.NoHandlerError as e:
+            seen.append(e.code)
+        except PacketFlowError as e:
+            seen.append(f"unexpected {e.code}: {e.message}")
+
+        stats: ReactorStats = r.stats()
+        seen.append(f"{stats['name']}:{len(stats['handlers'])}")
+        removed: bool = r.unregister("df", "shout")
+        assert removed
+    return seen
+
+
+def blocking() -> Any:
+    with Reactor() as r:
+        r.register("cf", "echo", lambda data, ctx: data)
+        res: Result = r.submit_sync("cf", "echo", [1, 2, 3], metadata={"k": "v"})
+        value: Any = r.call_sync("cf", "echo", {"ok": True}, dependencies=[res.packet_id])
+        return value
+
+
+if __name__ == "__main__":
+    print(asyncio.run(main()))
+    print(blocking())

@@ -1,0 +1,234 @@
+"""Type stubs of ``packetflow._native``, the Rust extension module.
+
+Everything here is re-exported by ``packetflow``; import it from there.
+"""
+
+from types import TracebackType
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Literal,
+    Optional,
+    Type,
+    TypeVar,
+    Union,
+)
+
+from ._errors import PacketFlowError
+from ._types import ReactorStats
+
+__version__: str
+
+JSONValue = Union[None, bool, int, float, str, List[Any], Dict[str, Any]]
+"""What crosses as packet data: JSON-shaped values (tuples cross as lists)."""
+
+_Handler = Callable[[Any, "Context"], Any]
+_H = TypeVar("_H", bound=Callable[..., Any])
+
+class Result:
+    """The outcome of one packet.
+
+    ``status`` is ``"success"`` (``data`` holds the handler's value) or
+    ``"error"`` (``error`` holds a :class:`PacketFlowError` with its code and
+    message; ``data`` is ``None``).
+    """
+
+    @property
+    def packet_id(self) -> str:
+        """The id of the packet this answers."""
+    @property
+    def status(self) -> Literal["success", "error"]:
+        """``"success"`` or ``"error"``."""
+    @property
+    def data(self) -> Any:
+        """The handler's value (``None`` on error)."""
+    @property
+    def error(self) -> Optional[PacketFlowError]:
+        """The error, or ``None`` on success."""
+    @property
+    def duration_ms(self) -> int:
+        """Milliseconds from acceptance to answer."""
+    @property
+    def ok(self) -> bool:
+        """Whether the packet succeeded."""
+    def unwrap(self) -> Any:
+        """Returns ``data`` on success; raises ``error`` otherwise."""
+
+class Context:
+    """What a handler knows about the packet it serves.
+
+    Handlers get it as their second argument. A child packet submitted with
+    :meth:`call` inherits what is left of the deadline and the trace id.
+    """
+
+    @property
+    def packet_id(self) -> str:
+        """The id of the packet being handled."""
+    @property
+    def metadata(self) -> Optional[Dict[str, Any]]:
+        """The packet's metadata (a new dict on each access), or ``None``."""
+    @property
+    def trace_id(self) -> str:
+        """The trace id shared by this packet and its child calls."""
+    @property
+    def remaining_ms(self) -> int:
+        """Milliseconds left before the packet's deadline (0 once passed)."""
+    def call(self, group: str, element: str, data: Any = None) -> Awaitable[Any]:
+        """Submits a child packet and returns an awaitable of its data.
+
+        Raises :class:`PacketFlowError` (the subclass of its code) when the
+        child fails. For ``async def`` handlers; ``def`` handlers use
+        :meth:`call_sync`.
+        """
+    def call_sync(self, group: str, element: str, data: Any = None) -> Any:
+        """Like :meth:`call`, blocking this thread (GIL released) until the
+        child answers; for ``def`` handlers."""
+
+class HandlerDecorator:
+    """What :meth:`Reactor.handler` returns: applied to a function, it
+    registers that function and returns it unchanged."""
+
+    def __call__(self, fn: _H) -> _H:
+        """Registers ``fn`` and returns it."""
+
+class Reactor:
+    """Registers handlers and routes packets to them.
+
+    ``async with Reactor() as r:`` (or ``with``) stops it on exit.
+    ``submit``/``call`` are awaitables for code inside an asyncio event
+    loop; ``submit_sync``/``call_sync`` block the calling thread (with the
+    GIL released) for code without one. A reactor that is garbage-collected
+    stops like :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        name: str = "packetflow",
+        *,
+        max_inflight: Optional[int] = None,
+        max_queue: Optional[int] = None,
+        finished_memory: Optional[int] = None,
+        handler_threads: int = 8,
+    ) -> None:
+        """Creates a reactor.
+
+        ``max_inflight``: most handlers running at once (default 1024);
+        ``max_queue``: most packets waiting for a slot, past which submits
+        get PF429 (default 65536); ``finished_memory``: how many finished
+        ids are remembered for late dependents (default 4096);
+        ``handler_threads``: most threads running ``def`` handlers.
+        """
+    @property
+    def name(self) -> str:
+        """The reactor's name."""
+    @property
+    def stopped(self) -> bool:
+        """Whether :meth:`stop` was called."""
+    def register(self, group: str, element: str, fn: _Handler) -> None:
+        """Registers (or replaces) the handler of ``group:element``.
+
+        ``fn(data, ctx)`` is a ``def`` function (run on a handler thread,
+        off the event loop) or an ``async def`` function (run on the event
+        loop running when it is registered; if none runs, on the loop that
+        submits the packet). Its return value is the result's data; an
+        exception fails the packet with PF500 (or with the code of a raised
+        :class:`PacketFlowError`). Raises :class:`InvalidPacketError` for a
+        bad group or element and ``TypeError`` if ``fn`` is not callable.
+        """
+    def handler(self, group: str, element: str) -> HandlerDecorator:
+        """Decorator form of :meth:`register`; returns the function unchanged."""
+    def unregister(self, group: str, element: str) -> bool:
+        """Removes the handler of ``group:element``; ``False`` if there was none."""
+    def submit(
+        self,
+        group: str,
+        element: str,
+        data: Any = None,
+        priority: int = 5,
+        timeout_ms: Optional[int] = None,
+        dependencies: Optional[Iterable[str]] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+        packet_id: Optional[str] = None,
+    ) -> Awaitable[Result]:
+        """Submits a packet; an awaitable of its :class:`Result`.
+
+        Every packet gets exactly one answer: the handler's value or an
+        error result (PF001 no handler, PF408 deadline, PF409 duplicate id,
+        PF424 failed dependency, PF429 queue full, PF500 handler failure,
+        PF503 stopped). Bad arguments raise at once:
+        :class:`InvalidPacketError` (PF400) for a bad group, element,
+        priority (1-10), timeout (1-86400000 ms) or id; ``TypeError`` or
+        ``ValueError`` naming the spot for data JSON cannot carry.
+        """
+    def call(
+        self,
+        group: str,
+        element: str,
+        data: Any = None,
+        priority: int = 5,
+        timeout_ms: Optional[int] = None,
+        dependencies: Optional[Iterable[str]] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+        packet_id: Optional[str] = None,
+    ) -> Awaitable[Any]:
+        """Submits a packet; an awaitable of its data. A failed packet
+        raises :class:`PacketFlowError` (the subclass of its code)."""
+    def submit_sync(
+        self,
+        group: str,
+        element: str,
+        data: Any = None,
+        priority: int = 5,
+        timeout_ms: Optional[int] = None,
+        dependencies: Optional[Iterable[str]] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+        packet_id: Optional[str] = None,
+    ) -> Result:
+        """Like :meth:`submit`, blocking the calling thread (GIL released);
+        for code without a running event loop (raises ``RuntimeError``
+        inside one). Ctrl-C interrupts the wait."""
+    def call_sync(
+        self,
+        group: str,
+        element: str,
+        data: Any = None,
+        priority: int = 5,
+        timeout_ms: Optional[int] = None,
+        dependencies: Optional[Iterable[str]] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+        packet_id: Optional[str] = None,
+    ) -> Any:
+        """Like :meth:`call`, blocking the calling thread (GIL released);
+        for code without a running event loop."""
+    def stop(self) -> Awaitable[None]:
+        """Stops the reactor: packets in flight and later submits are
+        answered PF503. Idempotent."""
+    def stop_sync(self) -> None:
+        """Stops the reactor at once, from any thread (see :meth:`stop`)."""
+    def stats(self) -> ReactorStats:
+        """A snapshot of the counters (see :class:`ReactorStats`)."""
+    def __aenter__(self) -> Awaitable["Reactor"]:
+        """``async with Reactor() as r``: the reactor itself."""
+    def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> Awaitable[None]:
+        """Stops the reactor on leaving ``async with``."""
+    def __enter__(self) -> "Reactor":
+        """``with Reactor() as r``: the reactor itself."""
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        """Stops the reactor on leaving ``with``."""
+
+def _shutdown() -> None:
+    """Called at interpreter exit: background threads stop using Python."""

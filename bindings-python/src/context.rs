@@ -1,0 +1,116 @@
+//! `packetflow.Context`: what a handler knows about the packet it serves.
+
+use packetflow::{Context, Element, Group};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+use crate::bridge::{self, Answer};
+use crate::{blocking, convert, errors, pystr};
+
+/// Passed to every handler with the packet's data: the packet's id,
+/// metadata, trace id and time left, and ``call`` to submit child packets
+/// on its behalf (a child inherits what is left of the deadline and the
+/// trace id, so a chain of calls never outlives the first submit).
+#[pyclass(frozen, name = "Context", module = "packetflow")]
+pub(crate) struct PyContext {
+    inner: Context,
+}
+
+impl PyContext {
+    pub(crate) fn new(inner: Context) -> PyContext {
+        PyContext { inner }
+    }
+}
+
+/// Checks `group:element` at the call site (PF400 raises at once).
+pub(crate) fn target(py: Python<'_>, group: &Bound<'_, PyString>, element: &Bound<'_, PyString>) -> PyResult<(String, String)> {
+    let g = pystr::as_str(group)?;
+    let e = pystr::as_str(element)?;
+    Group::parse(g).map_err(|err| errors::to_pyerr(py, &err))?;
+    Element::new(e).map_err(|err| errors::to_pyerr(py, &err))?;
+    Ok((g.to_owned(), e.to_owned()))
+}
+
+fn data_value(data: Option<&Bound<'_, PyAny>>) -> PyResult<packetflow::Value> {
+    match data {
+        Some(d) => convert::to_value(d, "data"),
+        None => Ok(packetflow::Value::Null),
+    }
+}
+
+#[pymethods]
+impl PyContext {
+    /// The id of the packet being handled.
+    #[getter]
+    fn packet_id(&self) -> &str {
+        self.inner.packet_id().as_str()
+    }
+
+    /// The packet's metadata (a new dict on each access), or ``None``.
+    #[getter]
+    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        self.inner.metadata().map(|m| convert::object_to_py(py, m)).transpose()
+    }
+
+    /// The trace id shared by this packet and its child calls.
+    #[getter]
+    fn trace_id(&self) -> &str {
+        self.inner.trace_id()
+    }
+
+    /// Milliseconds left before the packet's deadline (0 once it passed).
+    #[getter]
+    fn remaining_ms(&self) -> u64 {
+        self.inner.remaining().as_millis() as u64
+    }
+
+    /// Submits a child packet to ``group:element`` and returns an awaitable
+    /// of its data; it raises :class:`PacketFlowError` if the child fails.
+    /// Use it from ``async def`` handlers; ``def`` handlers use
+    /// :meth:`call_sync`.
+    #[pyo3(signature = (group, element, data=None))]
+    fn call<'py>(
+        &self,
+        py: Python<'py>,
+        group: &Bound<'py, PyString>,
+        element: &Bound<'py, PyString>,
+        data: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let bridge = bridge::current(py, "ctx.call()")?;
+        let (group, element) = target(py, group, element)?;
+        let data = data_value(data)?;
+        let ctx = self.inner.clone();
+        bridge::spawn(py, &bridge, async move { Answer::Data(ctx.call(&group, &element, data).await) })
+    }
+
+    /// Like :meth:`call`, blocking the calling thread (with the GIL
+    /// released) until the child answers; for ``def`` handlers.
+    #[pyo3(signature = (group, element, data=None))]
+    fn call_sync<'py>(
+        &self,
+        py: Python<'py>,
+        group: &Bound<'py, PyString>,
+        element: &Bound<'py, PyString>,
+        data: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (group, element) = target(py, group, element)?;
+        let data = data_value(data)?;
+        let ctx = self.inner.clone();
+        let out = blocking::wait(py, "ctx.call_sync()", "ctx.call()", async move {
+            ctx.call(&group, &element, data).await
+        })?;
+        match out {
+            Ok(value) => convert::to_py(py, &value),
+            Err(err) => Err(errors::to_pyerr(py, &err)),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Context(packet_id={:?}, trace_id={:?}, remaining_ms={})",
+            self.inner.packet_id().as_str(),
+            self.inner.trace_id(),
+            self.inner.remaining().as_millis()
+        )
+    }
+}

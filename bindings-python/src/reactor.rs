@@ -1,0 +1,427 @@
+//! `packetflow.Reactor`: the Python face of the core reactor.
+
+use std::sync::Arc;
+
+use packetflow::{Packet, PacketId, Priority, Reactor, ReactorConfig, Value};
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+
+use crate::bridge::{self, Answer, Bridge};
+use crate::context::target;
+use crate::handler::{self, LoopBinding, PyHandler};
+use crate::pool::Pool;
+use crate::result::PyPacketResult;
+use crate::{blocking, convert, errors, pystr};
+
+/// State shared by a reactor and its handlers.
+pub(crate) struct Shared {
+    /// The loop that `async def` handlers registered outside any loop run
+    /// on when their packet does not come from a loop.
+    home: Mutex<Option<Arc<Bridge>>>,
+}
+
+impl Shared {
+    /// The home loop's bridge, unless that loop is closed.
+    pub(crate) fn home(&self) -> Option<Arc<Bridge>> {
+        self.home.lock().clone().filter(|b| !b.is_closed())
+    }
+
+    /// Makes `bridge` the home loop if there is none (or it closed).
+    fn adopt(&self, bridge: &Arc<Bridge>) {
+        let mut home = self.home.lock();
+        if home.as_ref().map_or(true, |b| b.is_closed()) {
+            *home = Some(bridge.clone());
+        }
+    }
+}
+
+/// Registers handlers and routes packets to them.
+///
+/// Create one with ``Reactor(name=...)``; use it as ``async with Reactor()
+/// as r:`` (or ``with``) to stop it on exit. ``submit``/``call`` are
+/// awaitables for code running in an asyncio event loop; ``submit_sync``/
+/// ``call_sync`` block the calling thread (with the GIL released) for code
+/// without one. A reactor that is garbage-collected stops like ``stop()``.
+#[pyclass(frozen, name = "Reactor", module = "packetflow", weakref)]
+pub(crate) struct PyReactor {
+    core: Reactor,
+    shared: Arc<Shared>,
+    pool: Arc<Pool>,
+}
+
+impl Drop for PyReactor {
+    fn drop(&mut self) {
+        self.core.stop();
+        self.pool.stop();
+    }
+}
+
+/// The options of `submit` and friends, checked and turned into a packet.
+#[allow(clippy::too_many_arguments)]
+fn build_packet(
+    py: Python<'_>,
+    group: &Bound<'_, PyString>,
+    element: &Bound<'_, PyString>,
+    data: Option<&Bound<'_, PyAny>>,
+    priority: i64,
+    timeout_ms: Option<i64>,
+    dependencies: Option<&Bound<'_, PyAny>>,
+    metadata: Option<&Bound<'_, PyAny>>,
+    packet_id: Option<&Bound<'_, PyString>>,
+) -> PyResult<Packet> {
+    let pf = |e: packetflow::PfError| errors::to_pyerr(py, &e);
+    let data = match data {
+        Some(d) => convert::to_value(d, "data")?,
+        None => Value::Null,
+    };
+    let mut packet = Packet::build(pystr::as_str(group)?, pystr::as_str(element)?, data).map_err(pf)?;
+    if priority != 5 {
+        packet = packet.with_priority(Priority::new(priority).map_err(pf)?);
+    }
+    if let Some(t) = timeout_ms {
+        // The core checks the range; a negative number cannot even be
+        // represented there, so it is refused here with the same words.
+        let t = u64::try_from(t).unwrap_or(0);
+        packet = packet.with_timeout_ms(t);
+    }
+    if let Some(deps) = dependencies {
+        if deps.is_instance_of::<PyString>() {
+            return Err(PyTypeError::new_err("dependencies must be a list of packet ids, got str"));
+        }
+        let mut ids = Vec::new();
+        for (i, dep) in deps.try_iter()?.enumerate() {
+            let dep = dep?;
+            let Ok(s) = dep.cast::<PyString>() else {
+                return Err(PyTypeError::new_err(format!(
+                    "dependencies[{i}] must be str, got {}",
+                    dep.get_type().name()?
+                )));
+            };
+            ids.push(PacketId::new(pystr::as_str(s)?).map_err(|e| {
+                errors::to_pyerr(py, &packetflow::PfError { message: format!("dependencies[{i}]: {}", e.message), ..e })
+            })?);
+        }
+        packet = packet.with_dependencies(ids);
+    }
+    if let Some(meta) = metadata {
+        if !meta.is_none() {
+            let Ok(dict) = meta.cast::<PyDict>() else {
+                return Err(PyTypeError::new_err(format!(
+                    "metadata must be a dict, got {}",
+                    meta.get_type().name()?
+                )));
+            };
+            let Value::Object(map) = convert::to_value(dict.as_any(), "metadata")? else {
+                unreachable!("a dict converts to an object")
+            };
+            packet = packet.with_metadata(map);
+        }
+    }
+    if let Some(id) = packet_id {
+        packet.id = PacketId::new(pystr::as_str(id)?).map_err(pf)?;
+    }
+    packet.validate().map_err(pf)?;
+    Ok(packet)
+}
+
+fn stats_dict<'py>(py: Python<'py>, stats: packetflow::reactor::ReactorStats) -> PyResult<Bound<'py, PyDict>> {
+    let out = PyDict::new(py);
+    out.set_item("name", stats.name)?;
+    out.set_item("in_flight", stats.in_flight)?;
+    out.set_item("queued", stats.queued)?;
+    out.set_item("unrouted", stats.unrouted)?;
+    let handlers = PyList::empty(py);
+    for h in stats.handlers {
+        let d = PyDict::new(py);
+        d.set_item("group", h.group.as_str())?;
+        d.set_item("element", h.element.as_str())?;
+        d.set_item("count", h.count)?;
+        d.set_item("errors", h.errors)?;
+        d.set_item("sum_us", h.sum_us)?;
+        d.set_item("p50_us", h.p50_us)?;
+        d.set_item("p99_us", h.p99_us)?;
+        d.set_item("latency_buckets", h.latency_buckets)?;
+        handlers.append(d)?;
+    }
+    out.set_item("handlers", handlers)?;
+    Ok(out)
+}
+
+#[pymethods]
+impl PyReactor {
+    /// Creates a reactor. ``max_inflight``: most handlers running at once;
+    /// ``max_queue``: most packets waiting for a slot (past it, PF429);
+    /// ``finished_memory``: how many finished ids are remembered for late
+    /// dependents; ``handler_threads``: most threads running ``def``
+    /// handlers. Omitted numbers take the core's defaults.
+    #[new]
+    #[pyo3(signature = (name = "packetflow", *, max_inflight = None, max_queue = None, finished_memory = None, handler_threads = 8))]
+    fn new(
+        name: &str,
+        max_inflight: Option<usize>,
+        max_queue: Option<usize>,
+        finished_memory: Option<usize>,
+        handler_threads: usize,
+    ) -> PyResult<Self> {
+        crate::runtime::check_not_forked()?;
+        let defaults = ReactorConfig::default();
+        if max_inflight == Some(0) {
+            return Err(PyValueError::new_err("max_inflight must be at least 1"));
+        }
+        if handler_threads == 0 {
+            return Err(PyValueError::new_err("handler_threads must be at least 1"));
+        }
+        let config = ReactorConfig {
+            name: name.to_owned(),
+            max_inflight: max_inflight.unwrap_or(defaults.max_inflight),
+            max_queue: max_queue.unwrap_or(defaults.max_queue),
+            finished_memory: finished_memory.unwrap_or(defaults.finished_memory),
+        };
+        Ok(PyReactor {
+            core: Reactor::new(config),
+            shared: Arc::new(Shared { home: Mutex::new(None) }),
+            pool: Pool::new(handler_threads),
+        })
+    }
+
+    /// The reactor's name.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.core.config().name
+    }
+
+    /// Whether :meth:`stop` was called.
+    #[getter]
+    fn stopped(&self) -> bool {
+        self.core.is_stopped()
+    }
+
+    /// Registers (or replaces) the handler of ``group:element``.
+    ///
+    /// ``fn(data, ctx)`` may be a ``def`` function (run on a handler thread,
+    /// off the event loop) or an ``async def`` function (run on the event
+    /// loop running when it is registered; if none runs, on the loop that
+    /// submits the packet, else the loop the reactor was last entered from).
+    /// Its return value is the result's data; an exception makes the packet
+    /// fail with PF500 (or with the code of a raised PacketFlowError).
+    fn register(
+        &self,
+        py: Python<'_>,
+        group: &Bound<'_, PyString>,
+        element: &Bound<'_, PyString>,
+        r#fn: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let func = r#fn;
+        let (g, e) = target(py, group, element)?;
+        if !func.is_callable() {
+            return Err(PyTypeError::new_err(format!(
+                "the handler of {g}:{e} must be callable, got {}",
+                func.get_type().name()?
+            )));
+        }
+        let h = Arc::new(PyHandler { func: func.clone().unbind(), key: format!("{g}:{e}") });
+        let core_handler = if handler::is_async(py, func)? {
+            let binding = match bridge::running_loop(py)? {
+                Some(_) => LoopBinding::Fixed(bridge::current(py, "register()")?),
+                None => LoopBinding::Floating,
+            };
+            handler::async_handler(h, binding, self.shared.clone())
+        } else {
+            handler::sync_handler(h, self.pool.clone())
+        };
+        self.core.register_handler(&g, &e, core_handler).map_err(|err| errors::to_pyerr(py, &err))
+    }
+
+    /// A decorator registering the decorated function as the handler of
+    /// ``group:element`` (the function is returned unchanged).
+    fn handler(
+        slf: &Bound<'_, Self>,
+        py: Python<'_>,
+        group: &Bound<'_, PyString>,
+        element: &Bound<'_, PyString>,
+    ) -> PyResult<HandlerDecorator> {
+        let (g, e) = target(py, group, element)?;
+        Ok(HandlerDecorator { reactor: slf.clone().unbind(), group: g, element: e })
+    }
+
+    /// Removes the handler of ``group:element``; ``False`` if there was none.
+    fn unregister(&self, group: &Bound<'_, PyString>, element: &Bound<'_, PyString>) -> PyResult<bool> {
+        Ok(self.core.unregister(pystr::as_str(group)?, pystr::as_str(element)?))
+    }
+
+    /// Submits a packet; an awaitable of its :class:`Result`.
+    ///
+    /// The packet always gets one answer: the handler's value, or an error
+    /// result (PF001 no handler, PF408 deadline, PF409 duplicate id, PF424
+    /// failed dependency, PF429 queue full, PF500 handler failure, PF503
+    /// stopped). Invalid arguments raise at once: ``InvalidPacketError``
+    /// (PF400) for a bad group, element, priority, timeout or id, and
+    /// ``TypeError``/``ValueError`` for data that JSON cannot carry.
+    #[pyo3(signature = (group, element, data = None, priority = 5, timeout_ms = None, dependencies = None, metadata = None, packet_id = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn submit<'py>(
+        &self,
+        py: Python<'py>,
+        group: &Bound<'py, PyString>,
+        element: &Bound<'py, PyString>,
+        data: Option<&Bound<'py, PyAny>>,
+        priority: i64,
+        timeout_ms: Option<i64>,
+        dependencies: Option<&Bound<'py, PyAny>>,
+        metadata: Option<&Bound<'py, PyAny>>,
+        packet_id: Option<&Bound<'py, PyString>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let bridge = bridge::current(py, "Reactor.submit()")?;
+        self.shared.adopt(&bridge);
+        let packet =
+            build_packet(py, group, element, data, priority, timeout_ms, dependencies, metadata, packet_id)?;
+        let core = self.core.clone();
+        bridge::spawn(py, &bridge, async move { Answer::Result(core.submit(packet).await) })
+    }
+
+    /// Submits a packet; an awaitable of its data. A failed packet raises
+    /// :class:`PacketFlowError` (the subclass of its code).
+    #[pyo3(signature = (group, element, data = None, priority = 5, timeout_ms = None, dependencies = None, metadata = None, packet_id = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn call<'py>(
+        &self,
+        py: Python<'py>,
+        group: &Bound<'py, PyString>,
+        element: &Bound<'py, PyString>,
+        data: Option<&Bound<'py, PyAny>>,
+        priority: i64,
+        timeout_ms: Option<i64>,
+        dependencies: Option<&Bound<'py, PyAny>>,
+        metadata: Option<&Bound<'py, PyAny>>,
+        packet_id: Option<&Bound<'py, PyString>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let bridge = bridge::current(py, "Reactor.call()")?;
+        self.shared.adopt(&bridge);
+        let packet =
+            build_packet(py, group, element, data, priority, timeout_ms, dependencies, metadata, packet_id)?;
+        let core = self.core.clone();
+        bridge::spawn(py, &bridge, async move { Answer::Data(core.call(packet).await) })
+    }
+
+    /// Like :meth:`submit`, blocking the calling thread (GIL released) until
+    /// the answer; for code without a running event loop.
+    #[pyo3(signature = (group, element, data = None, priority = 5, timeout_ms = None, dependencies = None, metadata = None, packet_id = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn submit_sync(
+        &self,
+        py: Python<'_>,
+        group: &Bound<'_, PyString>,
+        element: &Bound<'_, PyString>,
+        data: Option<&Bound<'_, PyAny>>,
+        priority: i64,
+        timeout_ms: Option<i64>,
+        dependencies: Option<&Bound<'_, PyAny>>,
+        metadata: Option<&Bound<'_, PyAny>>,
+        packet_id: Option<&Bound<'_, PyString>>,
+    ) -> PyResult<PyPacketResult> {
+        let packet =
+            build_packet(py, group, element, data, priority, timeout_ms, dependencies, metadata, packet_id)?;
+        let core = self.core.clone();
+        let result = blocking::wait(py, "Reactor.submit_sync()", "Reactor.submit()", async move {
+            core.submit(packet).await
+        })?;
+        Ok(PyPacketResult::from_core(py, result))
+    }
+
+    /// Like :meth:`call`, blocking the calling thread (GIL released) until
+    /// the answer; for code without a running event loop.
+    #[pyo3(signature = (group, element, data = None, priority = 5, timeout_ms = None, dependencies = None, metadata = None, packet_id = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn call_sync<'py>(
+        &self,
+        py: Python<'py>,
+        group: &Bound<'py, PyString>,
+        element: &Bound<'py, PyString>,
+        data: Option<&Bound<'py, PyAny>>,
+        priority: i64,
+        timeout_ms: Option<i64>,
+        dependencies: Option<&Bound<'py, PyAny>>,
+        metadata: Option<&Bound<'py, PyAny>>,
+        packet_id: Option<&Bound<'py, PyString>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let packet =
+            build_packet(py, group, element, data, priority, timeout_ms, dependencies, metadata, packet_id)?;
+        let core = self.core.clone();
+        let out =
+            blocking::wait(py, "Reactor.call_sync()", "Reactor.call()", async move { core.call(packet).await })?;
+        match out {
+            Ok(value) => convert::to_py(py, &value),
+            Err(err) => Err(errors::to_pyerr(py, &err)),
+        }
+    }
+
+    /// Stops the reactor (an awaitable): packets in flight and later
+    /// submits are answered PF503. Idempotent.
+    fn stop<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let bridge = bridge::current(py, "Reactor.stop()")?;
+        self.stop_sync();
+        bridge::ready(py, &bridge, py.None().into_bound(py))
+    }
+
+    /// Stops the reactor at once, from any thread (see :meth:`stop`).
+    fn stop_sync(&self) {
+        self.core.stop();
+        self.pool.stop();
+    }
+
+    /// A snapshot of the counters: ``name``, ``in_flight``, ``queued``,
+    /// ``unrouted`` and, per handler, ``count``, ``errors``, ``sum_us``,
+    /// ``p50_us``, ``p99_us`` and ``latency_buckets``.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        stats_dict(py, self.core.stats())
+    }
+
+    fn __aenter__<'py>(slf: &Bound<'py, Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let bridge = bridge::current(py, "async with Reactor()")?;
+        slf.get().shared.adopt(&bridge);
+        bridge::ready(py, &bridge, slf.clone().into_any())
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __aexit__<'py>(&self, py: Python<'py>, _exc: &Bound<'py, pyo3::types::PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+        self.stop(py)
+    }
+
+    fn __enter__<'py>(slf: &Bound<'py, Self>) -> Bound<'py, Self> {
+        slf.clone()
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, _exc: &Bound<'_, pyo3::types::PyTuple>) {
+        self.stop_sync();
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Reactor(name={:?}, stopped={})",
+            self.core.config().name,
+            if self.core.is_stopped() { "True" } else { "False" }
+        )
+    }
+}
+
+/// What ``Reactor.handler(group, element)`` returns: call it with a
+/// function to register that function.
+#[pyclass(frozen, module = "packetflow._native")]
+pub(crate) struct HandlerDecorator {
+    reactor: Py<PyReactor>,
+    group: String,
+    element: String,
+}
+
+#[pymethods]
+impl HandlerDecorator {
+    fn __call__<'py>(&self, py: Python<'py>, func: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let group = PyString::new(py, &self.group);
+        let element = PyString::new(py, &self.element);
+        self.reactor.bind(py).get().register(py, &group, &element, &func)?;
+        Ok(func)
+    }
+}
