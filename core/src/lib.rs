@@ -34,5 +34,10 @@ pub use packet::{Element, Group, Packet, PacketId, Priority};
 pub use result::PacketResult;
 pub use serde_json::{json, Map, Value};
 pub use wire::{Codec, Message};
+
+#[cfg(feature = "net")]
+pub mod net;
+#[cfg(feature = "net")]
+pub use net::{Node, NodeConfig};
 pub mod reactor;
-pub use reactor::{Context, Handler, HandlerError, HandlerResult, Reactor, ReactorConfig};
+pub use reactor::{Context, Handler, HandlerError, HandlerResult, Origin, Reactor, ReactorConfig};

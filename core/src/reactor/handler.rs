@@ -24,7 +24,7 @@ impl PfError {
     }
 }
 
-type SyncFn = dyn Fn(Value, &Context) -> HandlerResult + Send + Sync;
+pub(crate) type SyncFn = dyn Fn(Value, &Context) -> HandlerResult + Send + Sync;
 type AsyncFn = dyn Fn(Value, Context) -> BoxFuture<'static, HandlerResult> + Send + Sync;
 
 /// A registered handler, sync or async.

@@ -58,11 +58,21 @@ impl Default for ReactorConfig {
     }
 }
 
+/// The connection a packet arrived on, as a network node numbers them; a
+/// forwarder never sends a packet back where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Origin(pub u64);
+
 /// Where packets with no local handler go: a network node's router.
 pub trait Forwarder: Send + Sync + 'static {
     /// A future answering `packet` elsewhere, or `None` when no peer can
     /// take it (the reactor then answers PF001).
-    fn forward(&self, packet: Packet, deadline: Instant) -> Option<BoxFuture<'static, PacketResult>>;
+    fn forward(
+        &self,
+        packet: Packet,
+        deadline: Instant,
+        origin: Option<Origin>,
+    ) -> Option<BoxFuture<'static, PacketResult>>;
 }
 
 /// A registered handler with its counters.
@@ -96,6 +106,8 @@ struct Inner {
     unrouted: AtomicU64,
     stopped: AtomicBool,
     shutdown: Notify,
+    /// Bumped on every (un)registration, so a node can re-announce.
+    handlers_version: tokio::sync::watch::Sender<u64>,
 }
 
 /// The in-process runtime: register handlers, submit packets, get results.
@@ -140,6 +152,7 @@ impl Reactor {
                 unrouted: AtomicU64::new(0),
                 stopped: AtomicBool::new(false),
                 shutdown: Notify::new(),
+                handlers_version: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -159,6 +172,7 @@ impl Reactor {
         let stats = slot.get(&element).map(|r| r.stats.clone()).unwrap_or_else(|| Arc::new(Stats::new()));
         slot.insert(element, Arc::new(Route { handler, stats }));
         self.inner.handlers.store(Arc::new(table));
+        self.inner.handlers_version.send_modify(|v| *v += 1);
         Ok(())
     }
 
@@ -190,6 +204,7 @@ impl Reactor {
         let removed = table.by_group[group.index()].remove(&element).is_some();
         if removed {
             self.inner.handlers.store(Arc::new(table));
+            self.inner.handlers_version.send_modify(|v| *v += 1);
         }
         removed
     }
@@ -203,6 +218,16 @@ impl Reactor {
             .collect();
         keys.sort();
         keys
+    }
+
+    /// A receiver that changes whenever a handler is registered or removed.
+    pub fn watch_handlers(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.handlers_version.subscribe()
+    }
+
+    /// Whether `group:element` has a local handler.
+    pub fn has_handler(&self, group: Group, element: &str) -> bool {
+        self.inner.handlers.load().get(group, element).is_some()
     }
 
     /// Installs the router that takes packets with no local handler.
@@ -232,7 +257,7 @@ impl Reactor {
     pub async fn submit(&self, packet: Packet) -> PacketResult {
         let start = Instant::now();
         let deadline = start + Duration::from_millis(packet.timeout_ms());
-        self.submit_until(packet, start, deadline).await
+        self.submit_from(packet, start, deadline, None).await
     }
 
     /// Submits a packet and returns its data, or its error.
@@ -240,9 +265,77 @@ impl Reactor {
         self.submit(packet).await.outcome
     }
 
-    /// Like [`submit`](Self::submit) with an explicit start and deadline
-    /// (a forwarded packet keeps the deadline it arrived with).
-    pub async fn submit_until(&self, packet: Packet, start: Instant, deadline: Instant) -> PacketResult {
+    /// Like [`submit`](Self::submit) with an explicit start and deadline,
+    /// for a packet that arrived on connection `origin` (if any).
+    pub async fn submit_from(
+        &self,
+        packet: Packet,
+        start: Instant,
+        deadline: Instant,
+        origin: Option<Origin>,
+    ) -> PacketResult {
+        match self.submit_now(packet, start, deadline) {
+            Ok(result) => result,
+            Err(packet) => self.submit_waiting(packet, start, deadline, origin).await,
+        }
+    }
+
+    /// Answers `packet` without awaiting when it can: a valid packet with
+    /// no dependencies for a local sync handler runs here and now. Gives the
+    /// packet back otherwise, for [`submit_from`](Self::submit_from).
+    ///
+    /// This is the fast path of a node's connection: no future, no task.
+    pub fn submit_now(&self, packet: Packet, start: Instant, deadline: Instant) -> Result<PacketResult, Packet> {
+        if !packet.dependencies.is_empty() || self.is_stopped() || packet.validate().is_err() {
+            return Err(packet);
+        }
+        let handlers = self.inner.handlers.load();
+        let Some(route) = handlers.get(packet.group, packet.element.as_str()) else {
+            return Err(packet);
+        };
+        let Handler::Sync(f) = &route.handler else {
+            return Err(packet);
+        };
+        let Some(mut guard) = self.inner.inflight.begin(&packet.id) else {
+            return Err(packet); // the slow path answers PF409
+        };
+        let id = packet.id.clone();
+        let outcome = self.run_sync(f.as_ref(), packet, deadline);
+        Ok(self.finish(&route.stats, &mut guard, id, outcome, start))
+    }
+
+    /// Records the outcome of a local packet and builds its result.
+    fn finish(
+        &self,
+        stats: &Stats,
+        guard: &mut inflight::InflightGuard,
+        id: PacketId,
+        outcome: Result<Value, PfError>,
+        start: Instant,
+    ) -> PacketResult {
+        let elapsed = start.elapsed();
+        stats.record(elapsed.as_micros() as u64, outcome.is_err());
+        if outcome.is_ok() {
+            guard.succeed();
+        }
+        PacketResult { packet_id: id, outcome, duration_ms: elapsed.as_millis() as u64 }
+    }
+
+    /// Runs a sync handler, turning a panic into PF500.
+    fn run_sync(&self, f: &handler::SyncFn, packet: Packet, deadline: Instant) -> Result<Value, PfError> {
+        let Packet { id, data, metadata, .. } = packet;
+        let ctx = Context { reactor: self.clone(), packet_id: id, metadata, deadline };
+        std::panic::catch_unwind(AssertUnwindSafe(|| f(data, &ctx)))
+            .unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))
+    }
+
+    async fn submit_waiting(
+        &self,
+        packet: Packet,
+        start: Instant,
+        deadline: Instant,
+        origin: Option<Origin>,
+    ) -> PacketResult {
         let fail = |id: PacketId, code: ErrorCode, message: String| {
             PacketResult::error(id, code, message, since_ms(start))
         };
@@ -255,7 +348,7 @@ impl Reactor {
         let handlers = self.inner.handlers.load();
         let Some(route) = handlers.get(packet.group, packet.element.as_str()).cloned() else {
             drop(handlers);
-            return self.forward_or_reject(packet, start, deadline).await;
+            return self.forward_or_reject(packet, start, deadline, origin).await;
         };
         drop(handlers);
         let Some(mut guard) = self.inner.inflight.begin(&packet.id) else {
@@ -264,16 +357,16 @@ impl Reactor {
         };
         let id = packet.id.clone();
         let outcome = self.run_local(packet, &route, deadline).await;
-        let elapsed = start.elapsed();
-        route.stats.record(elapsed.as_micros() as u64, outcome.is_err());
-        if outcome.is_ok() {
-            guard.succeed();
-        }
-        drop(guard);
-        PacketResult { packet_id: id, outcome, duration_ms: elapsed.as_millis() as u64 }
+        self.finish(&route.stats, &mut guard, id, outcome, start)
     }
 
-    async fn forward_or_reject(&self, packet: Packet, start: Instant, deadline: Instant) -> PacketResult {
+    async fn forward_or_reject(
+        &self,
+        packet: Packet,
+        start: Instant,
+        deadline: Instant,
+        origin: Option<Origin>,
+    ) -> PacketResult {
         let key = format!("{}:{}", packet.group, packet.element);
         if let Some(forwarder) = self.inner.forwarder.load_full() {
             // The in-flight mark covers forwarded packets too (PF409).
@@ -282,7 +375,7 @@ impl Reactor {
                 return PacketResult::error(packet.id, ErrorCode::DuplicateId, message, since_ms(start));
             };
             let id = packet.id.clone();
-            match forwarder.forward(packet, deadline) {
+            match forwarder.forward(packet, deadline, origin) {
                 Some(answer) => {
                     let result = answer.await;
                     if result.is_success() {
@@ -311,10 +404,7 @@ impl Reactor {
         if let Handler::Sync(f) = &route.handler {
             // A sync handler runs to completion without yielding, so it never
             // holds a slot while others wait: it needs no admission.
-            let Packet { id, data, metadata, .. } = packet;
-            let ctx = Context { reactor: self.clone(), packet_id: id, metadata, deadline };
-            return std::panic::catch_unwind(AssertUnwindSafe(|| f(data, &ctx)))
-                .unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))));
+            return self.run_sync(f.as_ref(), packet, deadline);
         }
         let _permit = match self.inner.scheduler.acquire(packet.priority) {
             Ok(Admission::Now(permit)) => permit,

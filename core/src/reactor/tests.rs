@@ -361,7 +361,12 @@ async fn a_thousand_concurrent_submits_are_all_answered() {
 struct EchoForwarder;
 
 impl Forwarder for EchoForwarder {
-    fn forward(&self, packet: Packet, _deadline: Instant) -> Option<BoxFuture<'static, PacketResult>> {
+    fn forward(
+        &self,
+        packet: Packet,
+        _deadline: Instant,
+        _origin: Option<Origin>,
+    ) -> Option<BoxFuture<'static, PacketResult>> {
         (packet.element.as_str() == "remote").then(|| {
             async move { PacketResult::success(packet.id, json!("forwarded"), 0) }.boxed()
         })

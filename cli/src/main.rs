@@ -1,0 +1,224 @@
+//! `packetflow`: run a hub, submit a packet, read a node's health, or
+//! benchmark any node that speaks the protocol (ours or a seed peer).
+
+mod bench;
+mod builtin;
+mod health;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use packetflow::{Codec, Node, NodeConfig, Packet, PacketResult, Priority, Reactor, ReactorConfig, Value};
+
+#[derive(Parser)]
+#[command(name = "packetflow", version, about = "PacketFlow: polyglot packet routing over WebSocket")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node (a hub) until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+    /// Submit one packet to a node and print its Result as JSON.
+    ///
+    /// Exits 0 on success; on an error result it prints the Result, writes
+    /// `PFnnn: message` to stderr and exits 1; exits 2 when the node cannot
+    /// be reached or the arguments are wrong.
+    Submit(SubmitArgs),
+    /// Print a node's /health document.
+    Health {
+        /// The node's URL (ws://HOST:PORT/packetflow/v1 or http://HOST:PORT).
+        url: String,
+    },
+    /// Measure a node: sequential round trips and pipelined throughput.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: String,
+    /// Node name announced to peers.
+    #[arg(long, default_value = "packetflow-hub")]
+    name: String,
+    /// Peers to dial (repeatable).
+    #[arg(long = "connect", value_name = "URL")]
+    connect: Vec<String>,
+    /// Built-in handler to serve, as GROUP:ELEMENT=KIND (repeatable); KIND
+    /// is one of: echo, uppercase, sleep (waits `data` ms), fail.
+    #[arg(long = "handler", value_name = "KEY=KIND")]
+    handlers: Vec<String>,
+    /// Heartbeat interval in ms (a peer silent for 3 is closed).
+    #[arg(long, default_value_t = 30_000)]
+    heartbeat_ms: u64,
+    /// Worker threads (0: a single-threaded runtime).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Most packets running at once; more wait in the queue.
+    #[arg(long, default_value_t = 1024)]
+    max_inflight: usize,
+    /// Most packets waiting; past it, PF429.
+    #[arg(long, default_value_t = 65_536)]
+    max_queue: usize,
+}
+
+#[derive(Args)]
+struct SubmitArgs {
+    /// The node's URL.
+    #[arg(long, default_value = "ws://127.0.0.1:8443/packetflow/v1")]
+    url: String,
+    /// Group: cf, df, ed, co, mc or rm.
+    group: String,
+    /// Element name.
+    element: String,
+    /// The packet's data, as JSON.
+    data: String,
+    /// Priority 1-10.
+    #[arg(long, default_value_t = 5)]
+    priority: i64,
+    /// How long to wait for the result.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Speak MessagePack instead of JSON.
+    #[arg(long)]
+    msgpack: bool,
+    /// Affinity key (`pf.route_key`).
+    #[arg(long)]
+    route_key: Option<String>,
+}
+
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads == 0 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let threads = match &cli.command {
+        Command::Serve(args) => args.threads,
+        _ => 0,
+    };
+    let rt = match runtime(threads) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    rt.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Submit(args) => submit(args).await,
+            Command::Health { url } => health::print(&url).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    })
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    let reactor = Reactor::new(ReactorConfig {
+        name: args.name.clone(),
+        max_inflight: args.max_inflight,
+        max_queue: args.max_queue,
+        ..ReactorConfig::default()
+    });
+    for spec in &args.handlers {
+        if let Err(e) = builtin::register(&reactor, spec) {
+            eprintln!("error: --handler {spec}: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let config = NodeConfig {
+        heartbeat_interval: std::time::Duration::from_millis(args.heartbeat_ms.max(1)),
+        ..NodeConfig::default()
+    };
+    let node = Node::new(reactor, config);
+    let bound = match node.listen(&args.listen).await {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("packetflow: {} listening on ws://{bound}/packetflow/v1 (node {})", args.name, node.node_id());
+    for url in &args.connect {
+        match node.connect(url).await {
+            Ok(()) => eprintln!("packetflow: connected to {url}"),
+            Err(e) => {
+                eprintln!("error: {}", e.message);
+                node.stop().await;
+                return ExitCode::from(2);
+            }
+        }
+    }
+    wait_for_signal().await;
+    eprintln!("packetflow: stopping");
+    node.stop().await;
+    eprintln!("packetflow: stopped");
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn build_packet(args: &SubmitArgs) -> Result<Packet, String> {
+    let data: Value = serde_json::from_str(&args.data).map_err(|e| format!("DATA is not JSON: {e}"))?;
+    let mut packet = Packet::build(&args.group, &args.element, data).map_err(|e| e.message)?;
+    packet.priority = Priority::new(args.priority).map_err(|e| e.message)?;
+    packet.timeout_ms = args.timeout_ms;
+    if let Some(key) = &args.route_key {
+        let mut meta = packetflow::Map::new();
+        meta.insert("pf.route_key".into(), Value::String(key.clone()));
+        packet.metadata = Some(meta);
+    }
+    packet.validate().map_err(|e| e.message)?;
+    Ok(packet)
+}
+
+async fn submit(args: SubmitArgs) -> ExitCode {
+    let packet = match build_packet(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let node = Node::new(Reactor::new(ReactorConfig { name: "packetflow-cli".into(), ..Default::default() }), NodeConfig::default());
+    let codec = if args.msgpack { Codec::MsgPack } else { Codec::Json };
+    if let Err(e) = node.connect_with(&args.url, codec).await {
+        eprintln!("error: {}", e.message);
+        return ExitCode::from(2);
+    }
+    let result = node.reactor().submit(packet).await;
+    node.stop().await;
+    print_result(&result)
+}
+
+fn print_result(result: &PacketResult) -> ExitCode {
+    println!("{}", serde_json::to_string(result).expect("a result always encodes"));
+    match &result.outcome {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}: {}", e.code, e.message);
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! The documents served on a node's port: `/health` (JSON) and `/metrics`
+//! (Prometheus text format).
+
+use std::fmt::Write;
+
+use serde_json::{json, Value};
+
+use super::NodeInner;
+use crate::reactor::HandlerStats;
+
+/// Upper bounds of the exported latency buckets, in seconds. The reactor's
+/// own histogram is finer (about 19% per bucket); each of its buckets is
+/// counted under the first bound not below its upper edge.
+const LE_SECONDS: [f64; 14] =
+    [0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+
+pub(crate) fn health(node: &NodeInner) -> Value {
+    let stats = node.reactor.stats();
+    let peers: Vec<Value> = node
+        .peers
+        .read()
+        .all()
+        .map(|p| {
+            let hello = p.hello();
+            json!({
+                "remote": p.remote,
+                "node_id": hello.as_ref().map(|h| h.node_id.clone()),
+                "name": hello.as_ref().map(|h| h.name.clone()),
+                "runtime": hello.as_ref().map(|h| h.runtime.clone()),
+                "handlers": hello.as_ref().map(|h| h.handlers.iter().map(|(g, e)| format!("{g}:{e}")).collect::<Vec<_>>()),
+                "in_flight": p.in_flight(),
+            })
+        })
+        .collect();
+    let handlers: Vec<String> =
+        node.reactor.handler_keys().iter().map(|(g, e)| format!("{g}:{e}")).collect();
+    json!({
+        "status": if node.is_stopped() { "stopping" } else { "ok" },
+        "node_id": node.node_id,
+        "name": stats.name,
+        "runtime": node.config.runtime,
+        "protocol": crate::packet::PROTOCOL_VERSION,
+        "listening": node.listening.lock().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "uptime_s": node.started.elapsed().as_secs(),
+        "handlers": handlers,
+        "peers": peers,
+        "in_flight": stats.in_flight,
+        "queued": stats.queued,
+        "unrouted": stats.unrouted,
+    })
+}
+
+fn labels(h: &HandlerStats) -> String {
+    format!("group=\"{}\",element=\"{}\"", h.group, h.element)
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+pub(crate) fn prometheus(node: &NodeInner) -> String {
+    let stats = node.reactor.stats();
+    let mut out = String::with_capacity(1024 + stats.handlers.len() * 1200);
+    family(&mut out, "packetflow_packets_total", "counter", "Packets answered by local handlers.");
+    for h in &stats.handlers {
+        let _ = writeln!(out, "packetflow_packets_total{{{}}} {}", labels(h), h.count);
+    }
+    family(&mut out, "packetflow_errors_total", "counter", "Packets answered with an error by local handlers.");
+    for h in &stats.handlers {
+        let _ = writeln!(out, "packetflow_errors_total{{{}}} {}", labels(h), h.errors);
+    }
+    family(&mut out, "packetflow_latency_seconds", "histogram", "Time from acceptance to answer.");
+    for h in &stats.handlers {
+        let l = labels(h);
+        let mut cumulative = 0u64;
+        let mut buckets = h.latency_buckets.iter().peekable();
+        for le in LE_SECONDS {
+            while let Some((upper_us, n)) = buckets.peek() {
+                if (*upper_us as f64) / 1e6 > le {
+                    break;
+                }
+                cumulative += n;
+                buckets.next();
+            }
+            let _ = writeln!(out, "packetflow_latency_seconds_bucket{{{l},le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "packetflow_latency_seconds_bucket{{{l},le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(out, "packetflow_latency_seconds_sum{{{l}}} {}", h.sum_us as f64 / 1e6);
+        let _ = writeln!(out, "packetflow_latency_seconds_count{{{l}}} {}", h.count);
+    }
+    let gauges = [
+        ("packetflow_in_flight", "gauge", "Packets accepted and not yet answered.", stats.in_flight as u64),
+        ("packetflow_queued", "gauge", "Packets waiting for a free slot.", stats.queued as u64),
+        ("packetflow_peers", "gauge", "Connected peers.", node.peers.read().len() as u64),
+        ("packetflow_unrouted_total", "counter", "Packets answered PF001.", stats.unrouted),
+        ("packetflow_uptime_seconds", "gauge", "Seconds since the node started.", node.started.elapsed().as_secs()),
+    ];
+    for (name, kind, help, value) in gauges {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    out
+}

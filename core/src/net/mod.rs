@@ -1,0 +1,522 @@
+//! The network [`Node`]: a [`Reactor`] plus WebSocket transport.
+//!
+//! Both ends of a connection are the same: either side can submit and
+//! either can serve. `listen` accepts peers (and answers `GET /health` and
+//! `GET /metrics` on the same port); `connect` dials one and redials with
+//! jittered backoff after a loss. Packets with no local handler are routed
+//! to peers as PROTOCOL.md says (see [`peers`]).
+//!
+//! Hello exchange: a node answers the upgrade with an `x-packetflow-node`
+//! header. A dialer that sees it sends `hello` first and waits for the
+//! answering `hello` before `connect` returns, so routes are known as soon
+//! as the call ends. A peer that never sends `hello` (a seed peer) is never
+//! sent one either (the seed's reactors do not know the type).
+
+mod conn;
+mod http;
+mod metrics;
+mod peers;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use futures::future::BoxFuture;
+use parking_lot::{Mutex, RwLock};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::{timeout, Duration, Instant};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request as WsRequest, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::error::{ErrorCode, PfError};
+use crate::packet::{Element, Group, Packet, META_HOPS, META_ROUTE_KEY, PROTOCOL_VERSION};
+use crate::reactor::{Forwarder, Origin, Reactor};
+use crate::result::PacketResult;
+use crate::wire::{Codec, Hello, Message, FEATURE_BATCH, FEATURE_MSGPACK};
+use peers::{Peer, PeerTable};
+
+/// The WebSocket path every node serves.
+pub const WS_PATH: &str = "/packetflow/v1";
+/// Default port of a node.
+pub const DEFAULT_PORT: u16 = 8443;
+/// Response header by which a node tells a dialer it speaks `hello`.
+pub const NODE_HEADER: &str = "x-packetflow-node";
+
+/// Settings of a [`Node`]; every bound has a safe default.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Host runtime announced in `hello` (`rust`, `python`, `node`, `elixir`).
+    pub runtime: String,
+    /// Interval between heartbeats; a peer silent for 3 is closed.
+    pub heartbeat_interval: Duration,
+    /// Largest frame accepted; larger ones close the connection with 1009.
+    pub max_frame_bytes: usize,
+    /// Most submits from one connection in flight (or answered but not yet
+    /// written) at once; past it they are answered PF429.
+    pub max_inflight_per_conn: usize,
+    /// Most submits this node forwards to one peer at once (PF429 past it).
+    pub max_pending_per_peer: usize,
+    /// Unparsable or invalid frames in a row before closing with 1008.
+    pub max_bad_frames: u32,
+    /// Hop limit (`pf.hops`); past it a packet is answered PF508.
+    pub max_hops: u64,
+    /// Bound on an upgrade handshake, either way (slow clients are dropped).
+    pub handshake_timeout: Duration,
+    /// Longest pause between redials of a lost peer.
+    pub max_redial_backoff: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            runtime: "rust".into(),
+            heartbeat_interval: Duration::from_secs(30),
+            max_frame_bytes: 1 << 20,
+            max_inflight_per_conn: 4096,
+            max_pending_per_peer: 65_536,
+            max_bad_frames: 100,
+            max_hops: 8,
+            handshake_timeout: Duration::from_secs(10),
+            max_redial_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+pub(crate) struct NodeInner {
+    pub(crate) reactor: Reactor,
+    pub(crate) config: NodeConfig,
+    pub(crate) node_id: String,
+    pub(crate) peers: RwLock<PeerTable>,
+    conn_ids: AtomicU64,
+    stopped: AtomicBool,
+    stop_signal: Notify,
+    live_connections: AtomicUsize,
+    all_closed: Notify,
+    started: Instant,
+    listening: Mutex<Vec<SocketAddr>>,
+}
+
+/// A reactor on the network: listens, dials, routes. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+impl Node {
+    /// Puts `reactor` on the network. Must be called inside a Tokio runtime
+    /// (a task re-announces handlers to peers when they change).
+    pub fn new(reactor: Reactor, config: NodeConfig) -> Node {
+        let inner = Arc::new(NodeInner {
+            reactor: reactor.clone(),
+            config,
+            node_id: crate::packet::PacketId::random().to_string(),
+            peers: RwLock::new(PeerTable::default()),
+            conn_ids: AtomicU64::new(1),
+            stopped: AtomicBool::new(false),
+            stop_signal: Notify::new(),
+            live_connections: AtomicUsize::new(0),
+            all_closed: Notify::new(),
+            started: Instant::now(),
+            listening: Mutex::new(Vec::new()),
+        });
+        reactor.set_forwarder(Box::new(Router { node: Arc::downgrade(&inner) }));
+        let weak = Arc::downgrade(&inner);
+        let mut changes = reactor.watch_handlers();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                match weak.upgrade() {
+                    Some(node) if !node.is_stopped() => node.announce_to_all(),
+                    _ => break,
+                }
+            }
+        });
+        Node { inner }
+    }
+
+    /// The reactor this node serves.
+    pub fn reactor(&self) -> &Reactor {
+        &self.inner.reactor
+    }
+
+    /// This node's id, as announced in `hello`.
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    /// Accepts peers on `addr` (`HOST:PORT`; port 0 picks a free one) and
+    /// returns the address bound.
+    pub async fn listen(&self, addr: &str) -> Result<SocketAddr, PfError> {
+        let listener = TcpListener::bind(addr).await.map_err(|e| {
+            PfError::new(ErrorCode::Unavailable, format!("cannot listen on {addr}: {e}"))
+        })?;
+        let local = listener.local_addr().map_err(|e| {
+            PfError::new(ErrorCode::Unavailable, format!("cannot listen on {addr}: {e}"))
+        })?;
+        self.inner.listening.lock().push(local);
+        let node = self.inner.clone();
+        tokio::spawn(async move {
+            let mut stopping = std::pin::pin!(node.stopping());
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, remote)) => {
+                            tokio::spawn(accept(node.clone(), stream, remote));
+                        }
+                        // Out of descriptors and the like: pause instead of spinning.
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    },
+                    _ = &mut stopping => break,
+                }
+            }
+        });
+        Ok(local)
+    }
+
+    /// Dials a peer (`ws://HOST:PORT/packetflow/v1`) speaking JSON; see
+    /// [`connect_with`](Self::connect_with).
+    pub async fn connect(&self, url: &str) -> Result<(), PfError> {
+        self.connect_with(url, Codec::Json).await
+    }
+
+    /// Dials a peer with the given encoding. Returns once the connection is
+    /// up (and, for a PacketFlow peer, its routes are known); after a loss
+    /// it redials with jittered exponential backoff until the node stops.
+    pub async fn connect_with(&self, url: &str, codec: Codec) -> Result<(), PfError> {
+        let mut connection = dial(self.inner.clone(), url, codec).await?;
+        let node = self.inner.clone();
+        let url = url.to_owned();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                let _ = connection.await;
+                loop {
+                    if node.is_stopped() {
+                        return;
+                    }
+                    let jittered = backoff.mul_f64(0.5 + fastrand::f64());
+                    tokio::select! {
+                        _ = tokio::time::sleep(jittered) => {}
+                        _ = node.stopping() => return,
+                    }
+                    match dial(node.clone(), &url, codec).await {
+                        Ok(handle) => {
+                            connection = handle;
+                            backoff = Duration::from_millis(50);
+                            break;
+                        }
+                        Err(_) => backoff = (backoff * 2).min(node.config.max_redial_backoff),
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Stops the node: work in flight is answered PF503, every connection
+    /// is closed with code 1001, listeners stop. Waits (a bounded time) for
+    /// the connections to close.
+    pub async fn stop(&self) {
+        let node = &self.inner;
+        node.stopped.store(true, Ordering::Release);
+        node.stop_signal.notify_waiters();
+        node.reactor.stop();
+        let all_closed = node.all_closed.notified();
+        if node.live_connections.load(Ordering::Acquire) > 0 {
+            let _ = timeout(Duration::from_secs(5), all_closed).await;
+        }
+    }
+
+    /// The `GET /health` document.
+    pub fn health(&self) -> Value {
+        metrics::health(&self.inner)
+    }
+
+    /// The `GET /metrics` document (Prometheus text format).
+    pub fn metrics(&self) -> String {
+        metrics::prometheus(&self.inner)
+    }
+
+    /// How many peers are connected.
+    pub fn peer_count(&self) -> usize {
+        self.inner.peers.read().len()
+    }
+}
+
+impl NodeInner {
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the node stops.
+    pub(crate) async fn stopping(&self) {
+        let notified = self.stop_signal.notified();
+        if self.is_stopped() {
+            return;
+        }
+        notified.await;
+    }
+
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        self.conn_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// What this node tells `peer` it can serve: its own handlers and the
+    /// routes other peers announced (never the peer's own back to it).
+    fn routes_for(&self, peer: &Peer) -> BTreeSet<(Group, Element)> {
+        let mut keys: BTreeSet<(Group, Element)> = self.reactor.handler_keys().into_iter().collect();
+        keys.extend(self.peers.read().keys_except(peer.id).cloned());
+        keys
+    }
+
+    /// Sends `hello` to `peer` if it speaks hello (or `force`) and what we
+    /// announce changed since last time.
+    pub(crate) fn announce_to(&self, peer: &Peer, force: bool) {
+        if !force && peer.hello().is_none() {
+            return;
+        }
+        let handlers = self.routes_for(peer);
+        if !peer.note_announced(&handlers) && !force {
+            return;
+        }
+        let hello = Hello {
+            node_id: self.node_id.clone(),
+            name: self.reactor.config().name.clone(),
+            runtime: self.config.runtime.clone(),
+            protocol: PROTOCOL_VERSION.into(),
+            handlers: handlers.into_iter().collect(),
+            features: vec![FEATURE_BATCH.into(), FEATURE_MSGPACK.into()],
+            max_inflight: self.config.max_inflight_per_conn as u64,
+            token: None,
+        };
+        peer.send(Message::Hello { seq: 0, hello: Box::new(hello) });
+    }
+
+    /// Re-announces to every peer that speaks hello.
+    pub(crate) fn announce_to_all(&self) {
+        let peers: Vec<Arc<Peer>> = self.peers.read().all().cloned().collect();
+        for peer in peers {
+            self.announce_to(&peer, false);
+        }
+    }
+}
+
+fn ws_config(node: &NodeInner) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(node.config.max_frame_bytes))
+        .max_frame_size(Some(node.config.max_frame_bytes))
+}
+
+/// Keeps the count of live connections, waking `stop` at zero.
+struct LiveConnection(Arc<NodeInner>);
+
+impl LiveConnection {
+    fn new(node: &Arc<NodeInner>) -> LiveConnection {
+        node.live_connections.fetch_add(1, Ordering::AcqRel);
+        LiveConnection(node.clone())
+    }
+}
+
+impl Drop for LiveConnection {
+    fn drop(&mut self) {
+        if self.0.live_connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.all_closed.notify_waiters();
+        }
+    }
+}
+
+/// Serves one accepted TCP connection: HTTP endpoints or a WebSocket peer.
+async fn accept(node: Arc<NodeInner>, mut stream: TcpStream, remote: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let Ok(Ok((request, head))) = timeout(node.config.handshake_timeout, http::read_head(&mut stream)).await
+    else {
+        return; // slow or broken client: dropped without an answer
+    };
+    match request {
+        http::Request::Get(path) => {
+            let path = path.split('?').next().unwrap_or_default();
+            let _ = match path {
+                "/health" => {
+                    let body = metrics::health(&node).to_string();
+                    http::respond(&mut stream, 200, "application/json", &body).await
+                }
+                "/metrics" => {
+                    let body = metrics::prometheus(&node);
+                    http::respond(&mut stream, 200, "text/plain; version=0.0.4", &body).await
+                }
+                _ => http::respond(&mut stream, 404, "text/plain", "not found\n").await,
+            };
+        }
+        http::Request::Bad(status, why) => {
+            let _ = http::respond(&mut stream, status, "text/plain", &format!("{why}\n")).await;
+        }
+        http::Request::Upgrade => upgrade(node, stream, head, remote).await,
+    }
+}
+
+/// Picks the first encoding the client offered that this node speaks.
+fn choose_codec(request: &WsRequest) -> Result<(Codec, Option<&'static str>), String> {
+    let offered: Vec<String> = request
+        .headers()
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if offered.is_empty() {
+        return Ok((Codec::Json, None));
+    }
+    offered
+        .iter()
+        .find_map(|p| Codec::from_subprotocol(Some(p)))
+        .map(|c| (c, Some(c.subprotocol())))
+        .ok_or_else(|| {
+            format!(
+                "unsupported subprotocol {}; this node speaks packetflow.v1.json and packetflow.v1.msgpack",
+                offered.join(", ")
+            )
+        })
+}
+
+fn reject(status: StatusCode, why: String) -> ErrorResponse {
+    let mut response = ErrorResponse::new(Some(why));
+    *response.status_mut() = status;
+    response
+}
+
+async fn upgrade(node: Arc<NodeInner>, stream: TcpStream, head: Vec<u8>, remote: SocketAddr) {
+    let chosen = Arc::new(Mutex::new(Codec::Json));
+    let chosen_in_callback = chosen.clone();
+    let node_id = node.node_id.clone();
+    let callback = move |request: &WsRequest, mut response: Response| {
+        let path = request.uri().path();
+        if path != WS_PATH {
+            return Err(reject(StatusCode::NOT_FOUND, format!("no WebSocket endpoint at {path}; use {WS_PATH}")));
+        }
+        let (codec, echo) = choose_codec(request).map_err(|why| reject(StatusCode::BAD_REQUEST, why))?;
+        *chosen_in_callback.lock() = codec;
+        let headers = response.headers_mut();
+        if let Some(protocol) = echo {
+            headers.insert("sec-websocket-protocol", HeaderValue::from_static(protocol));
+        }
+        if let Ok(id) = HeaderValue::from_str(&node_id) {
+            headers.insert(NODE_HEADER, id);
+        }
+        Ok(response)
+    };
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(
+        http::Replay::new(head, stream),
+        callback,
+        Some(ws_config(&node)),
+    );
+    let Ok(Ok(ws)) = timeout(node.config.handshake_timeout, handshake).await else { return };
+    let codec = *chosen.lock();
+    let _live = LiveConnection::new(&node);
+    conn::run(node, ws, codec, remote.to_string(), false, None).await;
+}
+
+fn dial_error(url: &str, why: impl std::fmt::Display) -> PfError {
+    PfError::new(ErrorCode::Unavailable, format!("cannot connect to {url}: {why}"))
+}
+
+/// Dials once; returns the running connection's task.
+async fn dial(node: Arc<NodeInner>, url: &str, codec: Codec) -> Result<JoinHandle<()>, PfError> {
+    if node.is_stopped() {
+        return Err(dial_error(url, "the node is stopped"));
+    }
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| PfError::new(ErrorCode::BadRequest, format!("invalid peer URL {url:?}: {e}")))?;
+    // JSON is the default: asking for it explicitly would make a seed
+    // server (which echoes no subprotocol) fail the handshake.
+    if codec == Codec::MsgPack {
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", HeaderValue::from_static(codec.subprotocol()));
+    }
+    let connecting = tokio_tungstenite::connect_async_with_config(request, Some(ws_config(&node)), true);
+    let (ws, response) = timeout(node.config.handshake_timeout, connecting)
+        .await
+        .map_err(|_| dial_error(url, "handshake timed out"))?
+        .map_err(|e| dial_error(url, e))?;
+    let speaks_hello = response.headers().contains_key(NODE_HEADER);
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let live = LiveConnection::new(&node);
+    let running = conn::run(node.clone(), ws, codec, url.to_owned(), speaks_hello, speaks_hello.then_some(ready_tx));
+    let handle = tokio::spawn(async move {
+        let _live = live;
+        running.await;
+    });
+    if speaks_hello {
+        match timeout(node.config.handshake_timeout, ready_rx).await {
+            Ok(Ok(())) => {}
+            _ => return Err(dial_error(url, "the peer did not answer hello")),
+        }
+    }
+    Ok(handle)
+}
+
+/// The reactor's forwarder: routes packets with no local handler to peers.
+struct Router {
+    node: Weak<NodeInner>,
+}
+
+impl Forwarder for Router {
+    fn forward(
+        &self,
+        packet: Packet,
+        deadline: Instant,
+        origin: Option<Origin>,
+    ) -> Option<BoxFuture<'static, PacketResult>> {
+        let node = self.node.upgrade()?;
+        let route_key = packet.meta(META_ROUTE_KEY).and_then(Value::as_str);
+        let peer = node.peers.read().route(packet.group, packet.element.as_str(), route_key, origin.map(|o| o.0))?;
+        Some(Box::pin(forward_to(node, peer, packet, deadline)))
+    }
+}
+
+async fn forward_to(node: Arc<NodeInner>, peer: Arc<Peer>, mut packet: Packet, deadline: Instant) -> PacketResult {
+    let start = Instant::now();
+    let id = packet.id.clone();
+    let fail = |code: ErrorCode, message: String| PacketResult::error(id.clone(), code, message, since_ms(start));
+    let hops = packet.meta(META_HOPS).and_then(Value::as_u64).unwrap_or(0) + 1;
+    if hops > node.config.max_hops {
+        let limit = node.config.max_hops;
+        return fail(ErrorCode::LoopDetected, format!("routing loop: the packet exceeded the hop limit of {limit}"));
+    }
+    let remaining_ms = deadline.saturating_duration_since(start).as_millis() as u64;
+    if remaining_ms == 0 {
+        return fail(ErrorCode::Timeout, "no time left to forward the packet".into());
+    }
+    // The peer gets what is left of the deadline, and one more hop.
+    packet.timeout_ms = Some(remaining_ms.min(crate::packet::MAX_TIMEOUT_MS));
+    packet.metadata.get_or_insert_with(Default::default).insert(META_HOPS.into(), hops.into());
+    let (reply, answer) = oneshot::channel();
+    let Some(seq) = peer.begin_submit(id.clone(), reply, node.config.max_pending_per_peer) else {
+        let limit = node.config.max_pending_per_peer;
+        return fail(ErrorCode::Overloaded, format!("peer {} already has {limit} packets in flight", peer.remote));
+    };
+    if !peer.send(Message::Submit { seq, packet: Box::new(packet) }) {
+        peer.abandon_submit(seq);
+        return fail(ErrorCode::Unavailable, format!("peer {} went away", peer.remote));
+    }
+    match tokio::time::timeout_at(deadline, answer).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => fail(ErrorCode::Unavailable, format!("peer {} went away", peer.remote)),
+        Err(_) => {
+            peer.abandon_submit(seq);
+            fail(ErrorCode::Timeout, format!("no answer from peer {} before the deadline", peer.remote))
+        }
+    }
+}
+
+fn since_ms(start: Instant) -> u64 {
+    start.elapsed().as_millis() as u64
+}

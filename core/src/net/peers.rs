@@ -1,0 +1,365 @@
+//! The peers a node is connected to, what each announced, and the routing
+//! decision of PROTOCOL.md: peers that announced `group:element` (rendezvous
+//! hash of `pf.route_key`, else least in flight), else a seed peer (one that
+//! never sent `hello`), never the connection the packet came from.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use foldhash::HashMap;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{mpsc, oneshot};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::packet::{Element, Group, PacketId};
+use crate::result::PacketResult;
+use crate::wire::{Hello, Message};
+
+/// Identifies one connection of this node.
+pub(crate) type ConnId = u64;
+
+/// What a connection's writer task is asked to do.
+pub(crate) enum Outgoing {
+    /// Send a frame.
+    Frame(Message),
+    /// Send these frames, in order, with one flush.
+    Frames(Vec<Message>),
+    /// Send a close frame with this code and reason, then stop.
+    Close(u16, String),
+}
+
+/// A forwarded submit waiting for the peer's answer.
+struct PendingSubmit {
+    packet_id: PacketId,
+    reply: oneshot::Sender<PacketResult>,
+}
+
+/// Submits this node sent to the peer and not yet answered, by `seq`, and
+/// by packet id for peers that answer with `seq: 0` (the seed's reactor).
+#[derive(Default)]
+struct Pending {
+    by_seq: HashMap<u64, PendingSubmit>,
+    by_id: HashMap<PacketId, u64>,
+}
+
+/// One connected peer, shared by its connection tasks and the router.
+pub(crate) struct Peer {
+    pub(crate) id: ConnId,
+    /// Where it is: the remote address, or the URL dialed.
+    pub(crate) remote: String,
+    pub(crate) outbox: mpsc::UnboundedSender<Outgoing>,
+    hello: RwLock<Option<Arc<Hello>>>,
+    /// The handler keys last announced to this peer (to skip repeats).
+    announced: Mutex<Option<BTreeSet<(Group, Element)>>>,
+    pending: Mutex<Pending>,
+    in_flight: AtomicUsize,
+    /// Frames queued for the writer: a peer that stops reading makes this
+    /// grow, and the reader refuses work (then closes) past a bound.
+    backlog: AtomicUsize,
+    next_seq: AtomicU64,
+}
+
+impl Peer {
+    pub(crate) fn new(id: ConnId, remote: String, outbox: mpsc::UnboundedSender<Outgoing>) -> Peer {
+        Peer {
+            id,
+            remote,
+            outbox,
+            hello: RwLock::new(None),
+            announced: Mutex::new(None),
+            pending: Mutex::new(Pending::default()),
+            in_flight: AtomicUsize::new(0),
+            backlog: AtomicUsize::new(0),
+            next_seq: AtomicU64::new(1),
+        }
+    }
+
+    pub(crate) fn hello(&self) -> Option<Arc<Hello>> {
+        self.hello.read().clone()
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn send_all(&self, messages: Vec<Message>) -> bool {
+        self.backlog.fetch_add(messages.len(), Ordering::Relaxed);
+        self.outbox.send(Outgoing::Frames(messages)).is_ok()
+    }
+
+    pub(crate) fn send(&self, message: Message) -> bool {
+        self.backlog.fetch_add(1, Ordering::Relaxed);
+        self.outbox.send(Outgoing::Frame(message)).is_ok()
+    }
+
+    /// Registers a forwarded submit and returns its `seq`, or `None` when
+    /// the peer already has `limit` of ours in flight.
+    pub(crate) fn begin_submit(
+        &self,
+        packet_id: PacketId,
+        reply: oneshot::Sender<PacketResult>,
+        limit: usize,
+    ) -> Option<u64> {
+        let mut pending = self.pending.lock();
+        if pending.by_seq.len() >= limit {
+            return None;
+        }
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        pending.by_id.insert(packet_id.clone(), seq);
+        pending.by_seq.insert(seq, PendingSubmit { packet_id, reply });
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(seq)
+    }
+
+    /// The packet id of the pending submit with this `seq`.
+    pub(crate) fn pending_id(&self, seq: u64) -> Option<PacketId> {
+        self.pending.lock().by_seq.get(&seq).map(|p| p.packet_id.clone())
+    }
+
+    /// Messages queued for the writer and not yet taken.
+    pub(crate) fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::Relaxed)
+    }
+
+    /// The writer took `n` messages.
+    pub(crate) fn taken(&self, n: usize) {
+        self.backlog.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Forgets a forwarded submit whose submitter stopped waiting.
+    pub(crate) fn abandon_submit(&self, seq: u64) {
+        let mut pending = self.pending.lock();
+        if let Some(p) = pending.by_seq.remove(&seq) {
+            pending.by_id.remove(&p.packet_id);
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Delivers an answer. The `seq` wins when it names a pending submit of
+    /// that packet; otherwise (seq 0, or a peer that does not echo it) the
+    /// packet id decides. Returns false when nothing was waiting.
+    pub(crate) fn complete(&self, seq: u64, packet_id: Option<&PacketId>, result: PacketResult) -> bool {
+        let mut pending = self.pending.lock();
+        let by_seq_matches = pending
+            .by_seq
+            .get(&seq)
+            .is_some_and(|p| packet_id.is_none_or(|id| *id == p.packet_id));
+        let seq = if by_seq_matches {
+            seq
+        } else {
+            match packet_id.and_then(|id| pending.by_id.get(id)) {
+                Some(seq) => *seq,
+                None => return false,
+            }
+        };
+        let Some(p) = pending.by_seq.remove(&seq) else { return false };
+        pending.by_id.remove(&p.packet_id);
+        drop(pending);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let _ = p.reply.send(result);
+        true
+    }
+
+    /// Answers every pending submit with `make(packet_id)` (peer lost).
+    pub(crate) fn fail_all(&self, make: impl Fn(PacketId) -> PacketResult) {
+        let drained: Vec<PendingSubmit> = {
+            let mut pending = self.pending.lock();
+            pending.by_id.clear();
+            pending.by_seq.drain().map(|(_, p)| p).collect()
+        };
+        self.in_flight.store(0, Ordering::Relaxed);
+        for p in drained {
+            let _ = p.reply.send(make(p.packet_id));
+        }
+    }
+
+    /// Records what this node last announced to the peer; false if it is
+    /// the same as before (no need to send it again).
+    pub(crate) fn note_announced(&self, keys: &BTreeSet<(Group, Element)>) -> bool {
+        let mut last = self.announced.lock();
+        if last.as_ref() == Some(keys) {
+            return false;
+        }
+        *last = Some(keys.clone());
+        true
+    }
+}
+
+/// Every connected peer and the route index built from their hellos.
+#[derive(Default)]
+pub(crate) struct PeerTable {
+    peers: HashMap<ConnId, Arc<Peer>>,
+    by_key: HashMap<(Group, Element), Vec<ConnId>>,
+}
+
+impl PeerTable {
+    pub(crate) fn insert(&mut self, peer: Arc<Peer>) {
+        self.peers.insert(peer.id, peer);
+    }
+
+    pub(crate) fn remove(&mut self, id: ConnId) -> Option<Arc<Peer>> {
+        let peer = self.peers.remove(&id)?;
+        if peer.hello.read().is_some() {
+            self.reindex();
+        }
+        Some(peer)
+    }
+
+    /// Stores a peer's (new) hello and rebuilds the route index.
+    pub(crate) fn set_hello(&mut self, id: ConnId, hello: Hello) {
+        if let Some(peer) = self.peers.get(&id) {
+            *peer.hello.write() = Some(Arc::new(hello));
+            self.reindex();
+        }
+    }
+
+    fn reindex(&mut self) {
+        self.by_key.clear();
+        for peer in self.peers.values() {
+            if let Some(hello) = peer.hello.read().as_ref() {
+                for key in &hello.handlers {
+                    self.by_key.entry(key.clone()).or_default().push(peer.id);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<Peer>> {
+        self.peers.values()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Keys announced by any peer other than `except`.
+    pub(crate) fn keys_except(&self, except: ConnId) -> impl Iterator<Item = &(Group, Element)> {
+        self.by_key.iter().filter(move |(_, ids)| ids.iter().any(|id| *id != except)).map(|(k, _)| k)
+    }
+
+    /// Picks the peer for `group:element` (see the module docs).
+    pub(crate) fn route(
+        &self,
+        group: Group,
+        element: &str,
+        route_key: Option<&str>,
+        origin: Option<ConnId>,
+    ) -> Option<Arc<Peer>> {
+        let key = (group, Element::new(element).ok()?);
+        let announced = self
+            .by_key
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter(|id| Some(**id) != origin)
+            .filter_map(|id| self.peers.get(id));
+        let chosen = match route_key {
+            Some(rk) => announced.max_by_key(|p| rendezvous_score(rk, p)),
+            None => announced.min_by_key(|p| p.in_flight()),
+        };
+        chosen.or_else(|| {
+            // The default route: a peer that never announced anything.
+            self.peers
+                .values()
+                .filter(|p| Some(p.id) != origin && p.hello.read().is_none())
+                .min_by_key(|p| p.in_flight())
+        })
+        .cloned()
+    }
+}
+
+/// Highest random weight of (route key, peer): the same key keeps going to
+/// the same peer while it is connected, and moves only if that peer leaves.
+fn rendezvous_score(route_key: &str, peer: &Peer) -> u64 {
+    let node_id = peer.hello.read().as_ref().map(|h| h.node_id.clone()).unwrap_or_default();
+    let mut bytes = Vec::with_capacity(route_key.len() + node_id.len() + 1);
+    bytes.extend_from_slice(route_key.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(node_id.as_bytes());
+    xxh3_64(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: ConnId, handlers: Option<&[&str]>, table: &mut PeerTable) -> Arc<Peer> {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let p = Arc::new(Peer::new(id, format!("peer{id}"), tx));
+        table.insert(p.clone());
+        if let Some(keys) = handlers {
+            let handlers = keys
+                .iter()
+                .map(|k| {
+                    let (g, e) = k.split_once(':').unwrap();
+                    (Group::parse(g).unwrap(), Element::new(e).unwrap())
+                })
+                .collect();
+            table.set_hello(id, Hello { node_id: format!("node-{id}"), handlers, ..Hello::default() });
+        }
+        p
+    }
+
+    #[test]
+    fn announced_peers_first_then_seed_peers_never_the_origin() {
+        let mut t = PeerTable::default();
+        peer(1, Some(&["df:a"]), &mut t);
+        peer(2, None, &mut t);
+        assert_eq!(t.route(Group::DataFlow, "a", None, None).unwrap().id, 1);
+        assert_eq!(t.route(Group::DataFlow, "b", None, None).unwrap().id, 2);
+        assert_eq!(t.route(Group::DataFlow, "a", None, Some(1)).unwrap().id, 2);
+        assert!(t.route(Group::DataFlow, "b", None, Some(2)).is_none());
+    }
+
+    #[test]
+    fn least_in_flight_without_a_route_key() {
+        let mut t = PeerTable::default();
+        let a = peer(1, Some(&["df:a"]), &mut t);
+        peer(2, Some(&["df:a"]), &mut t);
+        let (tx, _rx) = oneshot::channel();
+        a.begin_submit(PacketId::new("x").unwrap(), tx, 10).unwrap();
+        assert_eq!(t.route(Group::DataFlow, "a", None, None).unwrap().id, 2);
+    }
+
+    #[test]
+    fn rendezvous_is_stable_and_moves_only_keys_of_a_leaving_peer() {
+        let mut t = PeerTable::default();
+        for id in 1..=4 {
+            peer(id, Some(&["df:a"]), &mut t);
+        }
+        let keys: Vec<String> = (0..200).map(|i| format!("user-{i}")).collect();
+        let before: Vec<ConnId> =
+            keys.iter().map(|k| t.route(Group::DataFlow, "a", Some(k), None).unwrap().id).collect();
+        let again: Vec<ConnId> =
+            keys.iter().map(|k| t.route(Group::DataFlow, "a", Some(k), None).unwrap().id).collect();
+        assert_eq!(before, again);
+        assert!((1..=4).all(|id| before.contains(&id)), "keys spread over all peers");
+        t.remove(3);
+        for (k, old) in keys.iter().zip(&before) {
+            let new = t.route(Group::DataFlow, "a", Some(k), None).unwrap().id;
+            if *old != 3 {
+                assert_eq!(new, *old, "a key whose peer stayed does not move");
+            }
+        }
+    }
+
+    #[test]
+    fn answers_match_by_seq_or_by_packet_id() {
+        let mut t = PeerTable::default();
+        let p = peer(1, None, &mut t);
+        let (tx1, mut rx1) = oneshot::channel();
+        let (tx2, mut rx2) = oneshot::channel();
+        let id1 = PacketId::new("one").unwrap();
+        let id2 = PacketId::new("two").unwrap();
+        let s1 = p.begin_submit(id1.clone(), tx1, 10).unwrap();
+        p.begin_submit(id2.clone(), tx2, 10).unwrap();
+        // A seed peer answers with seq 0: matched by packet id.
+        assert!(p.complete(0, Some(&id2), PacketResult::success(id2.clone(), 2.into(), 0)));
+        assert_eq!(rx2.try_recv().unwrap().outcome, Ok(2.into()));
+        assert!(p.complete(s1, Some(&id1), PacketResult::success(id1.clone(), 1.into(), 0)));
+        assert!(rx1.try_recv().is_ok());
+        assert!(!p.complete(s1, Some(&id1), PacketResult::success(id1.clone(), 1.into(), 0)));
+        assert_eq!(p.in_flight(), 0);
+    }
+}
