@@ -116,24 +116,36 @@ class Context {
    * @returns {Promise<unknown>}
    */
   call(group, element, data) {
+    const state = this.#state;
+    const id = state.nextId++;
+    const promise = new Promise((resolve, reject) => state.pending.set(id, { resolve, reject }));
     try {
-      return this.#state.native.contextCall(this.#token, group, element, data);
+      state.native.contextCall(this.#token, group, element, data, id);
     } catch (error) {
+      state.pending.delete(id);
       return Promise.reject(error);
     }
+    return promise;
   }
 }
 
 /**
  * The JS side of the bridge: runs the handlers of a batch and sends their
  * answers back in batches (sync answers at once, async ones once per
- * microtask turn).
+ * microtask turn); keeps the reactor's Promises and settles them in batches.
  */
 class Dispatch {
   constructor() {
     /** Handler functions by slot; a slot is never reused (see register). */
     this.fns = [];
     this.native = null;
+    /**
+     * Pending Promises by id: a `resolve` function for `submit` (it never
+     * rejects once submitted), `{resolve, reject}` for `call`/`ctx.call`.
+     */
+    this.pending = new Map();
+    this.nextId = 1;
+    this.idleWaiters = [];
     this.ok = [];
     this.failed = [];
     this.flushing = false;
@@ -190,11 +202,63 @@ class Dispatch {
       queueMicrotask(this.flush);
     }
   }
+
+  /** Settles a batch of answers: `id, kind, packetId, data | code, message, durationMs`. */
+  settle(batch) {
+    const pending = this.pending;
+    for (let i = 0; i < batch.length; i += SETTLE_STRIDE) {
+      const id = batch[i];
+      const entry = pending.get(id);
+      if (entry === undefined) continue;
+      pending.delete(id);
+      switch (batch[i + 1]) {
+        case 0:
+          entry({ packetId: batch[i + 2], status: 'success', data: batch[i + 3], error: null, durationMs: batch[i + 5] });
+          break;
+        case 1:
+          entry({
+            packetId: batch[i + 2],
+            status: 'error',
+            data: null,
+            error: new PacketFlowError(batch[i + 3], batch[i + 4]),
+            durationMs: batch[i + 5],
+          });
+          break;
+        case 2:
+          entry.resolve(batch[i + 3]);
+          break;
+        default:
+          entry.reject(new PacketFlowError(batch[i + 3], batch[i + 4]));
+      }
+    }
+    if (pending.size === 0 && this.idleWaiters.length > 0) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const resolve of waiters) resolve();
+    }
+  }
+
+  /** Resolves once no Promise of the reactor is pending. */
+  idle() {
+    if (this.pending.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
 }
 
-/** The addon calls this with each batch of handler invocations. */
-function dispatch(state, batch) {
+/** Entries per answer in a settle batch (see src/bridge.rs). */
+const SETTLE_STRIDE = 6;
+
+/**
+ * The addon calls this with a batch of handler invocations as arguments
+ * (and with none from its wake-up call, which has nothing to do here).
+ */
+function dispatch(state, ...batch) {
   if (state !== undefined) state.run(batch);
+}
+
+/** The addon calls this with a batch of answers as arguments. */
+function settle(state, ...batch) {
+  state.settle(batch);
 }
 
 const OPTIONS = new Set(['name', 'maxInflight', 'maxQueue', 'finishedMemory']);
@@ -271,6 +335,7 @@ class Reactor {
       maxQueue,
       finishedMemory,
       dispatch,
+      settle,
       this.#dispatch,
       PacketFlowError,
     );
@@ -328,20 +393,15 @@ class Reactor {
    * @returns {Promise<object>}
    */
   submit(...args) {
+    const state = this.#dispatch;
+    const id = state.nextId++;
     try {
       const p = packetOf(args);
-      return this.#native.submit(
-        p.group,
-        p.element,
-        p.data,
-        p.priority,
-        p.timeoutMs,
-        p.id,
-        p.dependencies,
-        p.metadata,
-        false,
-      );
+      const promise = new Promise((resolve) => state.pending.set(id, resolve));
+      this.#native.submit(p.group, p.element, p.data, p.priority, p.timeoutMs, p.id, p.dependencies, p.metadata, false, id);
+      return promise;
     } catch (error) {
+      state.pending.delete(id);
       return Promise.reject(error);
     }
   }
@@ -352,20 +412,15 @@ class Reactor {
    * @returns {Promise<unknown>}
    */
   call(...args) {
+    const state = this.#dispatch;
+    const id = state.nextId++;
     try {
       const p = packetOf(args);
-      return this.#native.submit(
-        p.group,
-        p.element,
-        p.data,
-        p.priority,
-        p.timeoutMs,
-        p.id,
-        p.dependencies,
-        p.metadata,
-        true,
-      );
+      const promise = new Promise((resolve, reject) => state.pending.set(id, { resolve, reject }));
+      this.#native.submit(p.group, p.element, p.data, p.priority, p.timeoutMs, p.id, p.dependencies, p.metadata, true, id);
+      return promise;
     } catch (error) {
+      state.pending.delete(id);
       return Promise.reject(error);
     }
   }
@@ -378,10 +433,11 @@ class Reactor {
    */
   stop() {
     try {
-      return this.#native.stop();
+      this.#native.stop();
     } catch (error) {
       return Promise.reject(error);
     }
+    return this.#dispatch.idle();
   }
 
   /** A snapshot of the reactor's counters. */

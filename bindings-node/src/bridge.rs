@@ -16,10 +16,15 @@
 //! call: a producer pushes its work and makes the call only if none is on
 //! its way already (`scheduled`). When the JS thread is idle the first item
 //! crosses at once; under load, everything that piles up while JS is busy
-//! crosses in the next single call. There is no timer. The invocations of a
-//! call go to the JS dispatcher as one flat array; it answers synchronous
-//! handlers in one `complete` call and asynchronous ones in one `complete`
-//! call per microtask turn.
+//! crosses in the next single call. There is no timer.
+//!
+//! Crossing into JS is itself batched: the invocations of a call go to the
+//! JS dispatcher as the arguments of one function call, and the answers of
+//! the Promises settled in one go go to the JS settler the same way (the
+//! Promises are made in JS, which builds the `Result` objects). Arguments are
+//! far cheaper than filling arrays or objects property by property through
+//! N-API. The dispatcher answers synchronous handlers in one `complete`
+//! call and asynchronous ones in one `complete` call per microtask turn.
 //!
 //! The threadsafe function is weak (unref'd): a reactor never keeps node
 //! alive by itself. While a Promise made by the binding is pending, the
@@ -36,7 +41,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Poll, Wake, Waker};
 
-use napi::bindgen_prelude::FnArgs;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{sys, Status};
 use packetflow::{Context, HandlerResult, PacketResult, PfError, Value};
@@ -44,28 +48,30 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use crate::convert::{object_to_js, to_js};
-use crate::error::pf_error_to_js;
 use crate::js::{self, JsAny, NapiResult};
 use crate::runtime;
 
-/// The dispatcher's threadsafe function: weak, and called with plain
-/// arguments (`CalleeHandled = false`), never node's `(err, value)`.
-pub type Tsfn = ThreadsafeFunction<(), JsAny, FnArgs<(JsAny, JsAny)>, Status, false, true, 0>;
+/// The wake-up threadsafe function: weak, and called with plain arguments
+/// (`CalleeHandled = false`, never node's `(err, value)`). Its callback does
+/// the work and calls the dispatcher itself; the function it then calls
+/// (the dispatcher, with no arguments) returns at once.
+pub type Tsfn = ThreadsafeFunction<(), JsAny, (), Status, false, true, 0>;
 
-/// Entries per invocation in the array handed to the JS dispatcher:
+/// Arguments per invocation passed to the JS dispatcher, after the state:
 /// `slot, token, data, packetId, traceId | undefined, metadata | null, remainingMs`.
-pub const INVOCATION_STRIDE: u32 = 7;
+const INVOCATION_STRIDE: usize = 7;
+
+/// Arguments per answer passed to the JS settler, after the state:
+/// `promiseId, kind, packetId, data | code, message, durationMs`.
+const ANSWER_STRIDE: usize = 6;
+
+/// Most entries passed in one JS call (a bigger batch takes several calls),
+/// which keeps argument lists far below engine limits.
+const MAX_ENTRIES_PER_CALL: usize = 512;
 
 /// Rounds of polling woken tasks in one go before yielding to the event
 /// loop (a task woken again while it is polled goes to the next round).
 const MAX_POLL_ROUNDS: usize = 64;
-
-/// A Promise's resolver; only ever used on the JS thread that made it.
-pub struct Deferred(pub sys::napi_deferred);
-
-// SAFETY: the pointer is only carried by other threads, never dereferenced
-// there; it is resolved or rejected on the JS thread that created it.
-unsafe impl Send for Deferred {}
 
 /// What a settled Promise resolves to.
 pub enum Answer {
@@ -87,7 +93,8 @@ type AnswerFuture = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
 struct TaskState {
     future: Option<AnswerFuture>,
-    deferred: Option<Deferred>,
+    /// The id under which the JS side keeps the task's Promise.
+    promise: f64,
 }
 
 /// A core future behind a binding Promise, polled only on the JS thread.
@@ -99,9 +106,9 @@ pub struct Task {
 }
 
 impl Task {
-    pub fn new(shared: &Arc<Shared>, future: AnswerFuture, deferred: Deferred) -> Arc<Task> {
+    pub fn new(shared: &Arc<Shared>, future: AnswerFuture, promise: f64) -> Arc<Task> {
         Arc::new(Task {
-            state: Mutex::new(TaskState { future: Some(future), deferred: Some(deferred) }),
+            state: Mutex::new(TaskState { future: Some(future), promise }),
             queued: AtomicBool::new(false),
             shared: Arc::downgrade(shared),
         })
@@ -200,12 +207,14 @@ pub struct Local {
     pub env: sys::napi_env,
     /// The `PacketFlowError` class (strong reference).
     error_class: sys::napi_ref,
-    /// The JS reactor's dispatch state: weak while idle, strong while busy.
+    /// The module's dispatcher and settler functions (strong references;
+    /// they belong to the module, not to a reactor, so they pin nothing).
+    dispatch_fn: sys::napi_ref,
+    settle_fn: sys::napi_ref,
+    /// The JS reactor's state: weak while idle, strong while busy.
     state: sys::napi_ref,
-    /// Promises made by this reactor that are not settled yet.
+    /// Promises of this reactor that are not settled yet.
     busy: u32,
-    /// Promises of `stop()` callers waiting for `busy` to reach zero.
-    idle_waiters: Vec<Deferred>,
     pub running: HashMap<u64, Running>,
     next_token: u64,
     spare_invocations: Vec<Invocation>,
@@ -215,23 +224,29 @@ pub struct Local {
 
 pub type LocalRef = Rc<RefCell<Local>>;
 
+unsafe fn reference(env: sys::napi_env, value: sys::napi_value, count: u32) -> NapiResult<sys::napi_ref> {
+    let mut out = ptr::null_mut();
+    js::check(sys::napi_create_reference(env, value, count, &mut out))?;
+    Ok(out)
+}
+
+/// The JS side of a reactor: its state object and the module's functions.
+pub struct JsSide {
+    pub state: sys::napi_value,
+    pub dispatch: sys::napi_value,
+    pub settle: sys::napi_value,
+    pub error_class: sys::napi_value,
+}
+
 impl Local {
-    pub unsafe fn new(
-        env: sys::napi_env,
-        error_class: sys::napi_value,
-        state: sys::napi_value,
-        shared: &Arc<Shared>,
-    ) -> NapiResult<Local> {
-        let mut class_ref = ptr::null_mut();
-        js::check(sys::napi_create_reference(env, error_class, 1, &mut class_ref))?;
-        let mut state_ref = ptr::null_mut();
-        js::check(sys::napi_create_reference(env, state, 0, &mut state_ref))?;
+    pub unsafe fn new(env: sys::napi_env, side: &JsSide, shared: &Arc<Shared>) -> NapiResult<Local> {
         Ok(Local {
             env,
-            error_class: class_ref,
-            state: state_ref,
+            error_class: reference(env, side.error_class, 1)?,
+            dispatch_fn: reference(env, side.dispatch, 1)?,
+            settle_fn: reference(env, side.settle, 1)?,
+            state: reference(env, side.state, 0)?,
             busy: 0,
-            idle_waiters: Vec::new(),
             running: HashMap::new(),
             next_token: 1,
             spare_invocations: Vec::new(),
@@ -244,29 +259,19 @@ impl Local {
         js::deref(self.env, self.error_class).ok_or_else(|| napi::Error::from_reason("PacketFlowError class is gone"))
     }
 
-    /// A new Promise that this reactor will settle; node stays alive until it is.
-    pub unsafe fn promise(&mut self) -> NapiResult<(Deferred, sys::napi_value)> {
-        let mut deferred = ptr::null_mut();
-        let mut promise = ptr::null_mut();
-        js::check(sys::napi_create_promise(self.env, &mut deferred, &mut promise))?;
+    /// A Promise of this reactor begins; node stays alive until it settles.
+    unsafe fn begin(&mut self) {
         if self.busy == 0 {
             self.hold(true);
         }
         self.busy += 1;
-        Ok((Deferred(deferred), promise))
     }
 
-    /// A Promise resolved once no Promise of this reactor is pending.
-    pub unsafe fn idle(&mut self) -> NapiResult<sys::napi_value> {
-        let mut deferred = ptr::null_mut();
-        let mut promise = ptr::null_mut();
-        js::check(sys::napi_create_promise(self.env, &mut deferred, &mut promise))?;
+    unsafe fn end(&mut self) {
+        self.busy -= 1;
         if self.busy == 0 {
-            sys::napi_resolve_deferred(self.env, deferred, js::undefined(self.env));
-        } else {
-            self.idle_waiters.push(Deferred(deferred));
+            self.hold(false);
         }
-        Ok(promise)
     }
 
     /// References (or releases) the threadsafe function and the JS state,
@@ -288,16 +293,6 @@ impl Local {
         }
     }
 
-    unsafe fn settled(&mut self) {
-        self.busy -= 1;
-        if self.busy == 0 {
-            self.hold(false);
-            for waiter in self.idle_waiters.drain(..) {
-                sys::napi_resolve_deferred(self.env, waiter.0, js::undefined(self.env));
-            }
-        }
-    }
-
     fn token(&mut self) -> u64 {
         let token = self.next_token;
         self.next_token += 1;
@@ -308,102 +303,88 @@ impl Local {
 impl Drop for Local {
     fn drop(&mut self) {
         unsafe {
-            sys::napi_delete_reference(self.env, self.error_class);
-            sys::napi_delete_reference(self.env, self.state);
-        }
-    }
-}
-
-/// Property names of a `Result`, made once per batch.
-struct ResultKeys {
-    packet_id: sys::napi_value,
-    status: sys::napi_value,
-    data: sys::napi_value,
-    error: sys::napi_value,
-    duration_ms: sys::napi_value,
-    success: sys::napi_value,
-    error_status: sys::napi_value,
-}
-
-impl ResultKeys {
-    unsafe fn new(env: sys::napi_env) -> NapiResult<ResultKeys> {
-        Ok(ResultKeys {
-            packet_id: js::string(env, "packetId")?,
-            status: js::string(env, "status")?,
-            data: js::string(env, "data")?,
-            error: js::string(env, "error")?,
-            duration_ms: js::string(env, "durationMs")?,
-            success: js::string(env, "success")?,
-            error_status: js::string(env, "error")?,
-        })
-    }
-}
-
-/// `{packetId, status, data, error, durationMs}`: camelCase like the rest
-/// of the JS API; `data` is `null` on error and `error` is `null` on success.
-unsafe fn result_object(
-    env: sys::napi_env,
-    keys: &ResultKeys,
-    class: sys::napi_value,
-    result: &PacketResult,
-) -> NapiResult<sys::napi_value> {
-    let object = js::new_object(env)?;
-    js::set_property(env, object, keys.packet_id, js::string(env, result.packet_id.as_str())?)?;
-    let (status, data, error) = match &result.outcome {
-        Ok(data) => (keys.success, to_js(env, data)?, js::null(env)),
-        Err(e) => (keys.error_status, js::null(env), pf_error_to_js(env, class, e)?),
-    };
-    js::set_property(env, object, keys.status, status)?;
-    js::set_property(env, object, keys.data, data)?;
-    js::set_property(env, object, keys.error, error)?;
-    js::set_property(env, object, keys.duration_ms, js::double(env, result.duration_ms as f64)?)?;
-    Ok(object)
-}
-
-unsafe fn settle(
-    env: sys::napi_env,
-    keys: &mut Option<ResultKeys>,
-    class: sys::napi_value,
-    deferred: Deferred,
-    answer: &Answer,
-) -> NapiResult<()> {
-    let outcome = match answer {
-        Answer::Result(result) => {
-            if keys.is_none() {
-                *keys = Some(ResultKeys::new(env)?);
+            for reference in [self.error_class, self.dispatch_fn, self.settle_fn, self.state] {
+                sys::napi_delete_reference(self.env, reference);
             }
-            result_object(env, keys.as_ref().expect("made above"), class, result).map(Ok)
-        }
-        Answer::Data(Ok(data)) => to_js(env, data).map(Ok),
-        Answer::Data(Err(e)) => pf_error_to_js(env, class, e).map(Err),
-    };
-    match outcome {
-        Ok(Ok(value)) => js::check(sys::napi_resolve_deferred(env, deferred.0, value)),
-        Ok(Err(error)) => js::check(sys::napi_reject_deferred(env, deferred.0, error)),
-        Err(e) => {
-            // Building the answer failed (out of memory, or a pending
-            // exception): the Promise still ends, with that failure.
-            let error = js::take_exception(env)
-                .unwrap_or_else(|| js::string(env, &e.reason).unwrap_or_else(|_| js::undefined(env)));
-            js::check(sys::napi_reject_deferred(env, deferred.0, error))
         }
     }
 }
 
-/// Settles a finished task's Promise.
-unsafe fn finish(env: sys::napi_env, local: &LocalRef, keys: &mut Option<ResultKeys>, deferred: Deferred, answer: Answer) {
-    let mut local = local.borrow_mut();
-    let class = local.error_class().unwrap_or(ptr::null_mut());
-    let _ = settle(env, keys, class, deferred, &answer);
-    local.settled();
-    drop(local);
-    // The answer (possibly a large value) is dropped after the borrow ends.
-    drop(answer);
+/// Calls `function(state, ...args)` in chunks of at most
+/// [`MAX_ENTRIES_PER_CALL`] entries of `stride` arguments. A throw (a bug in
+/// index.js: user code never runs here) is left pending for the caller.
+unsafe fn call_in_chunks(
+    env: sys::napi_env,
+    function: sys::napi_value,
+    state: sys::napi_value,
+    args: &mut Vec<sys::napi_value>,
+    stride: usize,
+) -> NapiResult<()> {
+    let undefined = js::undefined(env);
+    let chunk = MAX_ENTRIES_PER_CALL * stride;
+    let mut start = 0;
+    while start < args.len() {
+        let end = (start + chunk).min(args.len());
+        let mut call = Vec::with_capacity(end - start + 1);
+        call.push(state);
+        call.extend_from_slice(&args[start..end]);
+        let mut out = ptr::null_mut();
+        js::check(sys::napi_call_function(env, undefined, function, call.len(), call.as_ptr(), &mut out))?;
+        start = end;
+    }
+    args.clear();
+    Ok(())
 }
 
-/// Polls `task` once on the JS thread; settles its Promise when it is done.
-/// The caller has entered the runtime's context (timers need it).
-unsafe fn poll_task(env: sys::napi_env, local: &LocalRef, keys: &mut Option<ResultKeys>, task: &Arc<Task>) {
+/// Answers collected while polling, passed to the JS settler in one call.
+pub struct Settled {
+    args: Vec<sys::napi_value>,
+}
+
+impl Settled {
+    pub fn new() -> Settled {
+        Settled { args: Vec::new() }
+    }
+
+    /// `promiseId, kind, packetId, data | code, message, durationMs`, where
+    /// kind is 0 success Result, 1 error Result, 2 data, 3 rejection.
+    unsafe fn push(&mut self, env: sys::napi_env, promise: f64, answer: Answer) -> NapiResult<()> {
+        let undefined = js::undefined(env);
+        let id = js::double(env, promise)?;
+        let entry = match &answer {
+            Answer::Result(result) => {
+                let packet_id = js::string(env, result.packet_id.as_str())?;
+                let duration = js::double(env, result.duration_ms as f64)?;
+                match &result.outcome {
+                    Ok(data) => [id, js::double(env, 0.0)?, packet_id, to_js(env, data)?, undefined, duration],
+                    Err(e) => [
+                        id,
+                        js::double(env, 1.0)?,
+                        packet_id,
+                        js::string(env, &e.code)?,
+                        js::string(env, &e.message)?,
+                        duration,
+                    ],
+                }
+            }
+            Answer::Data(Ok(data)) => [id, js::double(env, 2.0)?, undefined, to_js(env, data)?, undefined, undefined],
+            Answer::Data(Err(e)) => [
+                id,
+                js::double(env, 3.0)?,
+                undefined,
+                js::string(env, &e.code)?,
+                js::string(env, &e.message)?,
+                undefined,
+            ],
+        };
+        self.args.extend_from_slice(&entry);
+        Ok(())
+    }
+}
+
+/// Polls `task` once on the JS thread; when it is done, its answer joins
+/// `settled`. The caller has entered the runtime's context (timers need it).
+unsafe fn poll_task(env: sys::napi_env, local: &LocalRef, settled: &mut Settled, task: &Arc<Task>) {
     // Cleared before polling, so that a wake during the poll queues it again.
     task.queued.store(false, Ordering::Release);
     let waker = Waker::from(task.clone());
@@ -412,31 +393,42 @@ unsafe fn poll_task(env: sys::napi_env, local: &LocalRef, keys: &mut Option<Resu
     let Some(future) = state.future.as_mut() else { return };
     if let Poll::Ready(answer) = future.as_mut().poll(&mut cx) {
         state.future = None;
-        let deferred = state.deferred.take();
+        let promise = state.promise;
         drop(state);
-        if let Some(deferred) = deferred {
-            finish(env, local, keys, deferred, answer);
+        if settled.push(env, promise, answer).is_err() {
+            // Building the answer failed (out of memory): the Promise still
+            // ends, with that failure.
+            js::take_exception(env);
+            let fallback = Answer::Data(Err(PfError::failed("the answer could not be converted to JS")));
+            let _ = settled.push(env, promise, fallback);
         }
+        local.borrow_mut().end();
     }
 }
 
-/// Starts a new task: polls it at once (a packet that can run starts now).
-pub unsafe fn start(env: sys::napi_env, shared: &Shared, local: &LocalRef, task: Arc<Task>) {
+/// Starts a task for the Promise `promise` (made by the JS side): polls it
+/// at once, so a packet that can run starts now, and settles what finished.
+pub unsafe fn start(env: sys::napi_env, shared: &Shared, local: &LocalRef, task: Arc<Task>) -> NapiResult<()> {
     let _runtime = runtime().enter();
-    let mut keys = None;
-    poll_task(env, local, &mut keys, &task);
+    local.borrow_mut().begin();
+    let mut settled = Settled::new();
+    poll_task(env, local, &mut settled, &task);
     drop(task);
-    run_ready(env, shared, local, &mut keys);
+    run_ready(env, shared, local, &mut settled);
+    deliver(env, local, &mut settled)
 }
 
-/// Polls the tasks that were woken, until none is left (or a bounded number
-/// of rounds, after which the next threadsafe call goes on).
-pub unsafe fn poll_ready(env: sys::napi_env, shared: &Shared, local: &LocalRef) {
+/// Polls the tasks that were woken and settles the Promises that finished.
+pub unsafe fn poll_ready(env: sys::napi_env, shared: &Shared, local: &LocalRef) -> NapiResult<()> {
     let _runtime = runtime().enter();
-    run_ready(env, shared, local, &mut None);
+    let mut settled = Settled::new();
+    run_ready(env, shared, local, &mut settled);
+    deliver(env, local, &mut settled)
 }
 
-unsafe fn run_ready(env: sys::napi_env, shared: &Shared, local: &LocalRef, keys: &mut Option<ResultKeys>) {
+/// Polls woken tasks until none is left (or a bounded number of rounds,
+/// after which the next threadsafe call goes on).
+unsafe fn run_ready(env: sys::napi_env, shared: &Shared, local: &LocalRef, settled: &mut Settled) {
     for _ in 0..MAX_POLL_ROUNDS {
         let mut tasks = {
             let spare = std::mem::take(&mut local.borrow_mut().spare_tasks);
@@ -447,7 +439,7 @@ unsafe fn run_ready(env: sys::napi_env, shared: &Shared, local: &LocalRef, keys:
             return;
         }
         for task in tasks.drain(..) {
-            poll_task(env, local, keys, &task);
+            poll_task(env, local, settled, &task);
         }
         local.borrow_mut().spare_tasks = tasks;
     }
@@ -456,61 +448,91 @@ unsafe fn run_ready(env: sys::napi_env, shared: &Shared, local: &LocalRef, keys:
     }
 }
 
-/// The threadsafe function's callback, on the JS thread: polls woken
-/// tasks, then returns the dispatcher's arguments `(state, invocations)`, or
-/// `(undefined, undefined)` when no handler is due.
-pub unsafe fn drain(env: sys::napi_env, shared: &Shared, local: &LocalRef) -> FnArgs<(JsAny, JsAny)> {
-    let nothing = || FnArgs::from((JsAny(js::undefined(env)), JsAny(js::undefined(env))));
+/// Hands the settled answers to the JS settler, in one call.
+unsafe fn deliver(env: sys::napi_env, local: &LocalRef, settled: &mut Settled) -> NapiResult<()> {
+    if settled.args.is_empty() {
+        return Ok(());
+    }
+    let (settle, state) = {
+        let local = local.borrow();
+        (js::deref(env, local.settle_fn), js::deref(env, local.state))
+    };
+    match (settle, state) {
+        (Some(settle), Some(state)) => call_in_chunks(env, settle, state, &mut settled.args, ANSWER_STRIDE),
+        // The JS reactor is gone, and with it everyone who could await.
+        _ => Ok(()),
+    }
+}
+
+/// The threadsafe function's callback, on the JS thread: polls woken tasks,
+/// settles their Promises, then passes the pending invocations to the JS
+/// dispatcher. A failure here is a bug in index.js: it is reported as an
+/// uncaught exception, like any failing callback.
+pub unsafe fn drain(env: sys::napi_env, shared: &Shared, local: &LocalRef) {
     // Clear the flag before taking the queues: a producer that pushes after
     // the take sees it clear and schedules the next call, so nothing waits.
     shared.scheduled.store(false, Ordering::Release);
-    poll_ready(env, shared, local);
+    let mut outcome = poll_ready(env, shared, local);
+    if outcome.is_ok() {
+        outcome = dispatch(env, shared, local);
+    }
+    if outcome.is_err() {
+        if let Some(error) = js::take_exception(env) {
+            sys::napi_fatal_exception(env, error);
+        }
+    }
+}
+
+unsafe fn dispatch(env: sys::napi_env, shared: &Shared, local: &LocalRef) -> NapiResult<()> {
     let mut items = {
         let spare = std::mem::take(&mut local.borrow_mut().spare_invocations);
         std::mem::replace(&mut *shared.invocations.lock(), spare)
     };
     if items.is_empty() {
         local.borrow_mut().spare_invocations = items;
-        return nothing();
+        return Ok(());
     }
-    let mut local = local.borrow_mut();
-    let state = js::deref(env, local.state);
-    let batch = if state.is_some() { js::new_array(env, items.len() * INVOCATION_STRIDE as usize).ok() } else { None };
-    let mut index = 0u32;
-    for invocation in items.drain(..) {
-        let Some(batch) = batch else {
-            let _ = invocation.reply.send(Err(PfError::new(
-                packetflow::ErrorCode::Unavailable,
-                "the JS reactor object was garbage-collected",
-            )));
-            continue;
-        };
-        let token = local.token();
-        let added = add_invocation(env, batch, index, token, &invocation).is_ok();
-        index += INVOCATION_STRIDE;
-        if added {
-            let Invocation { reply, ctx, .. } = invocation;
-            local.running.insert(token, Running { reply, ctx });
-        } else {
-            // Its entries stay holes, which the dispatcher skips.
-            js::take_exception(env);
-            let _ = invocation.reply.send(Err(PfError::failed("the packet could not be passed to the JS handler")));
+    let (function, state) = {
+        let local = local.borrow();
+        (js::deref(env, local.dispatch_fn), js::deref(env, local.state))
+    };
+    let mut args = Vec::with_capacity(items.len() * INVOCATION_STRIDE);
+    {
+        let mut local = local.borrow_mut();
+        for invocation in items.drain(..) {
+            if state.is_none() {
+                let _ = invocation.reply.send(Err(PfError::new(
+                    packetflow::ErrorCode::Unavailable,
+                    "the JS reactor object was garbage-collected",
+                )));
+                continue;
+            }
+            let token = local.token();
+            match invocation_args(env, token, &invocation) {
+                Ok(entry) => {
+                    args.extend_from_slice(&entry);
+                    let Invocation { reply, ctx, .. } = invocation;
+                    local.running.insert(token, Running { reply, ctx });
+                }
+                Err(_) => {
+                    js::take_exception(env);
+                    let _ = invocation
+                        .reply
+                        .send(Err(PfError::failed("the packet could not be passed to the JS handler")));
+                }
+            }
         }
+        local.spare_invocations = items;
     }
-    local.spare_invocations = items;
-    match (state, batch) {
-        (Some(state), Some(batch)) => FnArgs::from((JsAny(state), JsAny(batch))),
-        _ => nothing(),
+    match (function, state) {
+        (Some(function), Some(state)) if !args.is_empty() => {
+            call_in_chunks(env, function, state, &mut args, INVOCATION_STRIDE)
+        }
+        _ => Ok(()),
     }
 }
 
-unsafe fn add_invocation(
-    env: sys::napi_env,
-    batch: sys::napi_value,
-    at: u32,
-    token: u64,
-    invocation: &Invocation,
-) -> NapiResult<()> {
+unsafe fn invocation_args(env: sys::napi_env, token: u64, invocation: &Invocation) -> NapiResult<[sys::napi_value; INVOCATION_STRIDE]> {
     let ctx = &invocation.ctx;
     let packet_id = ctx.packet_id().as_str();
     let trace_id = ctx.trace_id();
@@ -519,7 +541,7 @@ unsafe fn add_invocation(
         Some(m) => object_to_js(env, m)?,
         None => js::null(env),
     };
-    let values = [
+    Ok([
         js::double(env, invocation.slot as f64)?,
         js::double(env, token as f64)?,
         to_js(env, &invocation.data)?,
@@ -527,9 +549,5 @@ unsafe fn add_invocation(
         trace,
         metadata,
         js::double(env, ctx.remaining().as_secs_f64() * 1000.0)?,
-    ];
-    for (i, value) in values.into_iter().enumerate() {
-        js::set_element(env, batch, at + i as u32, value)?;
-    }
-    Ok(())
+    ])
 }

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{FnArgs, Function, FromNapiValue};
+use napi::bindgen_prelude::{Function, FromNapiValue};
 use napi::{sys, Env};
 use napi_derive::napi;
 use packetflow::{
@@ -16,7 +16,7 @@ use packetflow::{
 };
 use tokio::sync::oneshot;
 
-use crate::bridge::{drain, poll_ready, start, Answer, Invocation, Local, LocalRef, Shared, Task, Tsfn};
+use crate::bridge::{drain, poll_ready, start, Answer, Invocation, JsSide, Local, LocalRef, Shared, Task, Tsfn};
 use crate::convert::{FromJs, MAX_SAFE_INTEGER};
 use crate::error::{convert_error_text, exception_text, throw_convert_error, throw_pf_error};
 use crate::js::{self, JsAny, NapiResult};
@@ -158,23 +158,23 @@ impl NativeReactor {
         Ok(out)
     }
 
-    /// Starts `work` as a task polled on this thread and returns the
-    /// Promise it settles.
-    unsafe fn start<F>(&self, env: sys::napi_env, work: F) -> NapiResult<JsAny>
+    /// Starts `work` as a task polled on this thread, for the Promise the
+    /// JS side keeps under `promise`.
+    unsafe fn start<F>(&self, env: sys::napi_env, promise: f64, work: F) -> NapiResult<()>
     where
         F: std::future::Future<Output = Answer> + Send + 'static,
     {
-        let (deferred, promise) = self.local.borrow_mut().promise()?;
-        let task = Task::new(&self.shared, Box::pin(work), deferred);
-        start(env, &self.shared, &self.local, task);
-        Ok(JsAny(promise))
+        let task = Task::new(&self.shared, Box::pin(work), promise);
+        start(env, &self.shared, &self.local, task)
     }
 }
 
 #[napi]
 impl NativeReactor {
     /// `new NativeReactor(name, maxInflight, maxQueue, finishedMemory,
-    /// dispatch, state, PacketFlowError)`; `index.js` checks the options.
+    /// dispatch, settle, state, PacketFlowError)`; `index.js` checks the
+    /// options. `dispatch(state, ...invocations)` runs handlers and
+    /// `settle(state, ...answers)` settles Promises (see src/bridge.rs).
     #[napi(constructor)]
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -184,6 +184,7 @@ impl NativeReactor {
         max_queue: Option<u32>,
         finished_memory: Option<u32>,
         dispatch: JsAny,
+        settle: JsAny,
         state: JsAny,
         error_class: JsAny,
     ) -> napi::Result<Self> {
@@ -196,9 +197,9 @@ impl NativeReactor {
             finished_memory: finished_memory.map(|n| n as usize).unwrap_or(defaults.finished_memory),
         };
         let shared = Shared::new();
-        let local: LocalRef = Rc::new(RefCell::new(unsafe { Local::new(raw_env, error_class.0, state.0, &shared)? }));
-        let function: Function<FnArgs<(JsAny, JsAny)>, JsAny> =
-            unsafe { Function::from_napi_value(raw_env, dispatch.0)? };
+        let side = JsSide { state: state.0, dispatch: dispatch.0, settle: settle.0, error_class: error_class.0 };
+        let local: LocalRef = Rc::new(RefCell::new(unsafe { Local::new(raw_env, &side, &shared)? }));
+        let function: Function<(), JsAny> = unsafe { Function::from_napi_value(raw_env, dispatch.0)? };
         let weak_shared = Arc::downgrade(&shared);
         let callback_local = local.clone();
         let tsfn: Tsfn = function
@@ -206,11 +207,10 @@ impl NativeReactor {
             .weak::<true>()
             .callee_handled::<false>()
             .build_callback(move |ctx| {
-                let env = ctx.env.raw();
-                Ok(match weak_shared.upgrade() {
-                    Some(shared) => unsafe { drain(env, &shared, &callback_local) },
-                    None => FnArgs::from(unsafe { (JsAny(js::undefined(env)), JsAny(js::undefined(env))) }),
-                })
+                if let Some(shared) = weak_shared.upgrade() {
+                    unsafe { drain(ctx.env.raw(), &shared, &callback_local) };
+                }
+                Ok(())
             })?;
         shared.set_tsfn(tsfn);
         Ok(NativeReactor { reactor: Reactor::new(config), shared, local })
@@ -248,8 +248,8 @@ impl NativeReactor {
         }
     }
 
-    /// Submits a packet; the Promise resolves to a `Result` (or, with
-    /// `asCall`, to the data, rejecting with a `PacketFlowError`).
+    /// Submits a packet for the JS Promise `promise`, settled with a
+    /// `Result` (or, with `asCall`, with the data or a `PacketFlowError`).
     #[napi]
     #[allow(clippy::too_many_arguments)]
     pub fn submit(
@@ -264,15 +264,16 @@ impl NativeReactor {
         dependencies: JsAny,
         metadata: JsAny,
         as_call: bool,
-    ) -> napi::Result<JsAny> {
+        promise: f64,
+    ) -> napi::Result<()> {
         let env = env.raw();
         unsafe {
             let packet = self.packet(env, group, element, data, priority, timeout_ms, id, dependencies, metadata)?;
             let reactor = self.reactor.clone();
             if as_call {
-                self.start(env, async move { Answer::Data(reactor.call(packet).await) })
+                self.start(env, promise, async move { Answer::Data(reactor.call(packet).await) })
             } else {
-                self.start(env, async move { Answer::Result(reactor.submit(packet).await) })
+                self.start(env, promise, async move { Answer::Result(reactor.submit(packet).await) })
             }
         }
     }
@@ -280,7 +281,15 @@ impl NativeReactor {
     /// `ctx.call` of the running handler `token`: a child packet that
     /// inherits the deadline and trace id (the core decides how).
     #[napi]
-    pub fn context_call(&self, env: Env, token: f64, group: JsAny, element: JsAny, data: JsAny) -> napi::Result<JsAny> {
+    pub fn context_call(
+        &self,
+        env: Env,
+        token: f64,
+        group: JsAny,
+        element: JsAny,
+        data: JsAny,
+        promise: f64,
+    ) -> napi::Result<()> {
         let env = env.raw();
         unsafe {
             let group = string_arg(env, group, "group")?;
@@ -292,9 +301,9 @@ impl NativeReactor {
                     ErrorCode::Unavailable,
                     "ctx.call was used after its handler answered; call it before returning",
                 );
-                return self.start(env, async move { Answer::Data(Err(error)) });
+                return self.start(env, promise, async move { Answer::Data(Err(error)) });
             };
-            self.start(env, async move { Answer::Data(ctx.call(&group, &element, data).await) })
+            self.start(env, promise, async move { Answer::Data(ctx.call(&group, &element, data).await) })
         }
     }
 
@@ -330,21 +339,16 @@ impl NativeReactor {
                 i += 3;
             }
             // The answers woke their packets' tasks: finish them now.
-            poll_ready(env, &self.shared, &self.local);
-            Ok(())
+            poll_ready(env, &self.shared, &self.local)
         }
     }
 
-    /// Stops the reactor (pending packets and later submits get PF503); the
-    /// Promise resolves once every Promise this reactor made has settled.
+    /// Stops the reactor: packets in flight and later submits get PF503.
     #[napi]
-    pub fn stop(&self, env: Env) -> napi::Result<JsAny> {
+    pub fn stop(&self, env: Env) -> napi::Result<()> {
         self.reactor.stop();
-        unsafe {
-            // Stopping woke every waiting packet: answer them (PF503) now.
-            poll_ready(env.raw(), &self.shared, &self.local);
-            self.local.borrow_mut().idle().map(JsAny)
-        }
+        // Stopping woke every waiting packet: answer them (PF503) now.
+        unsafe { poll_ready(env.raw(), &self.shared, &self.local) }
     }
 
     /// Whether `stop` was called.

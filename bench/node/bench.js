@@ -1,0 +1,120 @@
+#!/usr/bin/env node
+'use strict';
+// In-process throughput of the Node binding, with its baseline in the same
+// run: N calls `await submit → JS handler → result`, `--inflight` of them in
+// flight at once (each worker awaits its call, then starts the next).
+//
+//   node bench/node/bench.js [--n 200000] [--inflight 100] [--trials 5]
+//
+// Variants (all with the same async uppercase handler):
+//   plain-js   Map lookup of `group:element` + await handler + result object
+//   submit     await r.submit({group, element, data}) → Result
+//   call       await r.call({group, element, data}) → data
+//   submit-sync  the same with a sync handler
+// Prints one JSON line per trial and a summary table (median, min–max).
+
+const path = require('node:path');
+const { performance } = require('node:perf_hooks');
+
+const args = process.argv.slice(2);
+function option(name, fallback) {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? Number(args[i + 1]) : fallback;
+}
+const N = option('n', 200000);
+const INFLIGHT = option('inflight', 100);
+const TRIALS = option('trials', 5);
+const WARMUP = Math.min(N, 20000);
+
+const { Reactor } = require(path.resolve(__dirname, '../../bindings-node'));
+
+const upper = async (data) => data.toUpperCase();
+const upperSync = (data) => data.toUpperCase();
+
+/** Runs `n` calls of `once()` with `inflight` workers; returns calls/s. */
+async function drive(n, inflight, once) {
+  let next = 0;
+  let errors = 0;
+  async function worker() {
+    while (next < n) {
+      next += 1;
+      const ok = await once();
+      if (!ok) errors += 1;
+    }
+  }
+  const start = performance.now();
+  await Promise.all(Array.from({ length: inflight }, worker));
+  const seconds = (performance.now() - start) / 1000;
+  if (errors > 0) throw new Error(`${errors} calls failed`);
+  return n / seconds;
+}
+
+function plainJs() {
+  // The baseline: what a hand-written JS dispatcher does per packet.
+  const handlers = new Map([['df:transform', upper]]);
+  let id = 0;
+  return async () => {
+    const packet = { id: String(++id), group: 'df', element: 'transform', data: 'hello world' };
+    const start = performance.now();
+    const handler = handlers.get(`${packet.group}:${packet.element}`);
+    const data = await handler(packet.data);
+    const result = { packetId: packet.id, status: 'success', data, error: null, durationMs: performance.now() - start };
+    return result.data === 'HELLO WORLD';
+  };
+}
+
+function pfSubmit(reactor, element) {
+  const packet = { group: 'df', element, data: 'hello world' };
+  return async () => {
+    const result = await reactor.submit(packet);
+    return result.status === 'success' && result.data === 'HELLO WORLD';
+  };
+}
+
+function pfCall(reactor) {
+  const packet = { group: 'df', element: 'transform', data: 'hello world' };
+  return async () => (await reactor.call(packet)) === 'HELLO WORLD';
+}
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+async function main() {
+  const reactor = new Reactor({ name: 'bench' });
+  reactor.register('df', 'transform', upper);
+  reactor.register('df', 'transform-sync', upperSync);
+  const variants = {
+    'plain-js': plainJs(),
+    submit: pfSubmit(reactor, 'transform'),
+    call: pfCall(reactor),
+    'submit-sync': pfSubmit(reactor, 'transform-sync'),
+  };
+  const results = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
+  for (const [name, once] of Object.entries(variants)) await drive(WARMUP, INFLIGHT, once);
+  for (let trial = 1; trial <= TRIALS; trial++) {
+    // Interleave variants within a trial so that drift hits all of them.
+    for (const [name, once] of Object.entries(variants)) {
+      const rate = await drive(N, INFLIGHT, once);
+      results[name].push(rate);
+      console.log(JSON.stringify({ trial, variant: name, n: N, inflight: INFLIGHT, callsPerSec: Math.round(rate) }));
+    }
+  }
+  await reactor.stop();
+  const base = median(results['plain-js']);
+  console.log(`\n| variant | calls/s median (min–max) | vs plain-js |`);
+  console.log(`|---|---|---|`);
+  for (const [name, rates] of Object.entries(results)) {
+    const m = median(rates);
+    const k = (x) => `${Math.round(x / 1000)}k`;
+    console.log(`| ${name} | ${k(m)} (${k(Math.min(...rates))}–${k(Math.max(...rates))}) | ${(m / base).toFixed(3)} |`);
+  }
+  console.log(`\nnode ${process.version}, N=${N}, inflight=${INFLIGHT}, trials=${TRIALS}, ` +
+    `PACKETFLOW_WORKER_THREADS=${process.env.PACKETFLOW_WORKER_THREADS || '(default)'}`);
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});
