@@ -76,6 +76,9 @@ pub(crate) struct Bridge {
     /// Identifies the thread that runs the loop (see [`thread_key`]).
     thread: usize,
     inbox: Mutex<Vec<Item>>,
+    /// The emptied vector of the last drain, swapped in at the next one so
+    /// the inbox keeps its capacity instead of regrowing every time.
+    spare: Mutex<Vec<Item>>,
     wake_pending: AtomicBool,
     wakeup: Wakeup,
     closed: AtomicBool,
@@ -191,6 +194,20 @@ impl Bridge {
         read.set_nonblocking(true)?;
         write.set_nonblocking(true)?;
         let fd = read.as_raw_fd();
+        let bridge = Bridge::build(py, lp, Wakeup::Socket { read, write })?;
+        let callback = bridge.drain_callback.get(py).expect("set by build").clone_ref(py);
+        match lp.call_method1("add_reader", (fd, callback)) {
+            Ok(_) => Ok(bridge),
+            // No readers on this loop (e.g. a proactor loop): use the
+            // threadsafe wake-up instead.
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyNotImplementedError>(py) => {
+                Bridge::build(py, lp, Wakeup::Threadsafe)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn build(py: Python<'_>, lp: &Bound<'_, PyAny>, wakeup: Wakeup) -> PyResult<Arc<Bridge>> {
         let bridge = Arc::new(Bridge {
             event_loop: lp.clone().unbind(),
             create_future: lp.getattr("create_future")?.unbind(),
@@ -198,34 +215,14 @@ impl Bridge {
             drain_callback: PyOnceLock::new(),
             thread: thread_key(),
             inbox: Mutex::new(Vec::new()),
+            spare: Mutex::new(Vec::new()),
             wake_pending: AtomicBool::new(false),
-            wakeup: Wakeup::Socket { read, write },
+            wakeup,
             closed: AtomicBool::new(false),
         });
         let callback = Py::new(py, Drainer { bridge: Arc::downgrade(&bridge) })?.into_any();
-        let _ = bridge.drain_callback.set(py, callback.clone_ref(py));
-        match lp.call_method1("add_reader", (fd, callback)) {
-            Ok(_) => Ok(bridge),
-            Err(e) if e.is_instance_of::<pyo3::exceptions::PyNotImplementedError>(py) => {
-                // No readers on this loop (e.g. a proactor loop): rebuild
-                // the bridge with the threadsafe wake-up.
-                let fallback = Arc::new(Bridge {
-                    event_loop: lp.clone().unbind(),
-                    create_future: bridge.create_future.clone_ref(py),
-                    call_soon: bridge.call_soon.clone_ref(py),
-                    drain_callback: PyOnceLock::new(),
-                    thread: thread_key(),
-                    inbox: Mutex::new(Vec::new()),
-                    wake_pending: AtomicBool::new(false),
-                    wakeup: Wakeup::Threadsafe,
-                    closed: AtomicBool::new(false),
-                });
-                let callback = Py::new(py, Drainer { bridge: Arc::downgrade(&fallback) })?.into_any();
-                let _ = fallback.drain_callback.set(py, callback);
-                Ok(fallback)
-            }
-            Err(e) => Err(e),
-        }
+        let _ = bridge.drain_callback.set(py, callback);
+        Ok(bridge)
     }
 
     /// The loop this bridge serves.
@@ -317,13 +314,15 @@ impl Bridge {
                 }
             }
         }
-        let items = std::mem::take(&mut *self.inbox.lock());
+        let mut items = std::mem::take(&mut *self.spare.lock());
+        std::mem::swap(&mut items, &mut *self.inbox.lock());
         if items.is_empty() {
+            *self.spare.lock() = items;
             return Ok(());
         }
         let _active = ActiveGuard::enter(self);
         let _runtime = runtime::runtime()?.enter();
-        for item in items {
+        for item in items.drain(..) {
             match item {
                 Item::Poll(task) => task.run(py),
                 Item::Invoke(inv) => handler::run_invocation(py, self, inv),
@@ -332,6 +331,7 @@ impl Bridge {
                 }
             }
         }
+        *self.spare.lock() = items;
         match take_deferred() {
             Some(err) => Err(err),
             None => Ok(()),
@@ -362,6 +362,9 @@ impl Drainer {
 struct TaskState {
     work: BoxFuture<'static, Answer>,
     target: Py<PyAny>,
+    /// The [`CancelHook`] on `target`, removed before `target` is resolved
+    /// (a done-callback left there would cost one more turn of the loop).
+    hook: Option<Py<PyAny>>,
 }
 
 /// A core future awaited by an asyncio future of one loop, polled on that
@@ -397,6 +400,9 @@ impl LoopTask {
             let state = guard.take().expect("checked above");
             drop(guard);
             let target = state.target.bind(py);
+            if let Some(hook) = &state.hook {
+                let _ = target.call_method1(pyo3::intern!(py, "remove_done_callback"), (hook,));
+            }
             // The awaiting task may have been cancelled meanwhile.
             if !target.call_method0("done").and_then(|d| d.is_truthy()).unwrap_or(true) {
                 deliver(py, target, answer);
@@ -454,7 +460,7 @@ pub(crate) fn spawn<'py>(
     let task = Arc::new(LoopTask {
         bridge: bridge.clone(),
         scheduled: AtomicBool::new(false),
-        state: Mutex::new(Some(TaskState { work: Box::pin(work), target: target.clone().unbind() })),
+        state: Mutex::new(Some(TaskState { work: Box::pin(work), target: target.clone().unbind(), hook: None })),
     });
     let finished = {
         let _active = ActiveGuard::enter(bridge);
@@ -474,8 +480,11 @@ pub(crate) fn spawn<'py>(
         }
     };
     if !finished {
-        let hook = Py::new(py, CancelHook { task: Arc::downgrade(&task) })?;
-        target.call_method1(pyo3::intern!(py, "add_done_callback"), (hook,))?;
+        let hook = Py::new(py, CancelHook { task: Arc::downgrade(&task) })?.into_any();
+        target.call_method1(pyo3::intern!(py, "add_done_callback"), (&hook,))?;
+        if let Some(state) = task.state.lock().as_mut() {
+            state.hook = Some(hook);
+        }
     }
     if let Some(err) = take_deferred() {
         return Err(err);

@@ -11,6 +11,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
@@ -26,13 +27,50 @@ use crate::bridge::{self, Bridge, Item};
 use crate::context::PyContext;
 use crate::pool::{Pool, SyncCall};
 use crate::reactor::Shared;
-use crate::{convert, errors};
+use crate::{convert, coroutine, errors};
 
 /// A registered Python callable.
 pub(crate) struct PyHandler {
     pub(crate) func: Py<PyAny>,
     /// `group:element`, for messages.
     pub(crate) key: String,
+    /// How many of the last eager starts of this `async def` handler
+    /// suspended (saturating at [`SUSPEND_LIMIT`]).
+    suspended: AtomicU32,
+    /// Calls counted while eager starts are off, to try one now and then.
+    skipped: AtomicU32,
+}
+
+/// After this many eager starts in a row that suspended, a handler's
+/// coroutine goes straight into a task: starting it eagerly only pays off
+/// when it can finish without suspending.
+const SUSPEND_LIMIT: u32 = 4;
+/// While eager starts are off, one call in this many still tries one, so a
+/// handler whose behaviour changes gets them back.
+const PROBE_EVERY: u32 = 128;
+
+impl PyHandler {
+    pub(crate) fn new(func: Py<PyAny>, key: String) -> PyHandler {
+        PyHandler { func, key, suspended: AtomicU32::new(0), skipped: AtomicU32::new(0) }
+    }
+
+    fn start_eagerly(&self) -> bool {
+        if self.suspended.load(Ordering::Relaxed) < SUSPEND_LIMIT {
+            return true;
+        }
+        self.skipped.fetch_add(1, Ordering::Relaxed) % PROBE_EVERY == PROBE_EVERY - 1
+    }
+
+    fn note_eager_start(&self, suspended: bool) {
+        if suspended {
+            let n = self.suspended.load(Ordering::Relaxed);
+            if n < SUSPEND_LIMIT {
+                self.suspended.store(n + 1, Ordering::Relaxed);
+            }
+        } else {
+            self.suspended.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 /// An `async def` handler call waiting for its loop.
@@ -126,7 +164,8 @@ enum Started {
     Suspended,
 }
 
-static CONTINUE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// `packetflow._support.run_handler` and its not-started marker.
+static SUPPORT: PyOnceLock<(Py<PyAny>, Py<PyAny>)> = PyOnceLock::new();
 
 /// Calls the handler and runs its coroutine up to its first suspension.
 /// When it suspends, the rest runs in an asyncio task whose result goes to
@@ -134,7 +173,7 @@ static CONTINUE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 fn start_async(
     py: Python<'_>,
     bridge: &Arc<Bridge>,
-    handler: &PyHandler,
+    handler: &Arc<PyHandler>,
     data: &Value,
     ctx: Context,
     reply: &mut Option<oneshot::Sender<HandlerResult>>,
@@ -149,28 +188,40 @@ fn start_async(
         Ok(coro) => coro,
         Err(err) => return Started::Done(outcome_of(py, handler, Err(err))),
     };
-    let step = coro.call_method1(pyo3::intern!(py, "send"), (py.None(),));
-    let pending = match step {
-        Ok(pending) => pending,
-        Err(err) if err.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => {
-            let value = err.value(py).getattr(pyo3::intern!(py, "value"));
-            return Started::Done(outcome_of(py, handler, value));
-        }
-        Err(err) => return Started::Done(outcome_of(py, handler, Err(err))),
+    let eager = handler.start_eagerly();
+    let pending = if eager {
+        let pending = match coroutine::step(&coro) {
+            coroutine::Step::Yielded(pending) => pending,
+            coroutine::Step::Returned(value) => {
+                handler.note_eager_start(false);
+                return Started::Done(outcome_of(py, handler, Ok(value)));
+            }
+            coroutine::Step::NotACoroutine => {
+                // A function that returned a plain value: that is the answer.
+                return Started::Done(outcome_of(py, handler, Ok(coro)));
+            }
+            coroutine::Step::Raised(err) => {
+                handler.note_eager_start(false);
+                return Started::Done(outcome_of(py, handler, Err(err)));
+            }
+        };
+        handler.note_eager_start(true);
+        Some(pending)
+    } else {
+        None
     };
     let task = (|| {
-        let cont = CONTINUE.get_or_try_init(py, || {
-            Ok::<_, PyErr>(py.import("packetflow._support")?.getattr("continue_coroutine")?.unbind())
+        let support = SUPPORT.get_or_try_init(py, || {
+            let module = py.import("packetflow._support")?;
+            Ok::<_, PyErr>((module.getattr("run_handler")?.unbind(), module.getattr("NOT_STARTED")?.unbind()))
         })?;
-        let wrapper = cont.bind(py).call1((&coro, pending))?;
-        let task = bridge.event_loop().bind(py).call_method1(pyo3::intern!(py, "create_task"), (wrapper,))?;
-        let hook = ReplyHook {
-            reply: Mutex::new(reply.take()),
-            handler_key: handler.key.clone(),
-            func: handler.func.clone_ref(py),
+        let pending = match pending {
+            Some(pending) => pending,
+            None => support.1.bind(py).clone(),
         };
-        task.call_method1(pyo3::intern!(py, "add_done_callback"), (Py::new(py, hook)?,))?;
-        Ok::<_, PyErr>(task)
+        let reply = Py::new(py, Reply { reply: Mutex::new(reply.take()), handler: handler.clone() })?;
+        let wrapper = support.0.bind(py).call1((&coro, pending, reply))?;
+        bridge.event_loop().bind(py).call_method1(pyo3::intern!(py, "create_task"), (wrapper,))
     })();
     match task {
         Ok(task) => {
@@ -188,34 +239,47 @@ fn start_async(
     }
 }
 
-/// Sends a suspended handler's result when its task ends.
+/// How a suspended handler's task reports its end (called by
+/// `packetflow._support.run_handler` inside the task, so no done-callback
+/// round through the loop is needed).
 #[pyclass(frozen, module = "packetflow._native")]
-struct ReplyHook {
+struct Reply {
     reply: Mutex<Option<oneshot::Sender<HandlerResult>>>,
-    handler_key: String,
-    func: Py<PyAny>,
+    handler: Arc<PyHandler>,
 }
 
-#[pymethods]
-impl ReplyHook {
-    fn __call__(&self, py: Python<'_>, task: &Bound<'_, PyAny>) -> PyResult<()> {
-        let Some(reply) = self.reply.lock().take() else { return Ok(()) };
-        if reply.is_closed() {
-            return Ok(());
+impl Reply {
+    fn send(&self, outcome: impl FnOnce() -> HandlerResult) {
+        let Some(reply) = self.reply.lock().take() else { return };
+        if !reply.is_closed() {
+            let _ = reply.send(outcome());
         }
-        let outcome = if task.call_method0("cancelled")?.is_truthy()? {
-            Err(PfError::new(ErrorCode::Unavailable, format!("{} was cancelled", self.handler_key)))
-        } else {
-            let handler = PyHandler { func: self.func.clone_ref(py), key: self.handler_key.clone() };
-            let result = task.call_method0("result");
-            match result {
-                // A KeyboardInterrupt in a task has already propagated out
-                // of the loop; do not raise it a second time.
-                Err(err) => Err(errors::from_handler_exception(py, &err)),
-                ok => outcome_of(py, &handler, ok),
+    }
+}
+
+static CANCELLED_ERROR: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+#[pymethods]
+impl Reply {
+    /// The handler returned `value`.
+    fn done(&self, py: Python<'_>, value: Bound<'_, PyAny>) {
+        self.send(|| outcome_of(py, &self.handler, Ok(value)));
+    }
+
+    /// The handler raised `exc` (re-raised by the caller if it is not an
+    /// `Exception`, so it is not raised a second time here).
+    fn fail(&self, py: Python<'_>, exc: Bound<'_, PyAny>) -> PyResult<()> {
+        let cancelled = CANCELLED_ERROR
+            .get_or_try_init(py, || Ok::<_, PyErr>(py.import("asyncio")?.getattr("CancelledError")?.unbind()))?;
+        let was_cancelled = exc.is_instance(cancelled.bind(py))?;
+        let err = PyErr::from_value(exc);
+        self.send(|| {
+            if was_cancelled {
+                Err(PfError::new(ErrorCode::Unavailable, format!("{} was cancelled", self.handler.key)))
+            } else {
+                Err(errors::from_handler_exception(py, &err))
             }
-        };
-        let _ = reply.send(outcome);
+        });
         Ok(())
     }
 }

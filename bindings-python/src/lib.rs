@@ -8,6 +8,7 @@ mod blocking;
 mod bridge;
 mod context;
 mod convert;
+mod coroutine;
 mod errors;
 mod handler;
 mod pool;

@@ -221,7 +221,7 @@ impl PyReactor {
                 func.get_type().name()?
             )));
         }
-        let h = Arc::new(PyHandler { func: func.clone().unbind(), key: format!("{g}:{e}") });
+        let h = Arc::new(PyHandler::new(func.clone().unbind(), format!("{g}:{e}")));
         let core_handler = if handler::is_async(py, func)? {
             let binding = match bridge::running_loop(py)? {
                 Some(_) => LoopBinding::Fixed(bridge::current(py, "register()")?),

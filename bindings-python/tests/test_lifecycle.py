@@ -163,8 +163,8 @@ def test_ctrl_c_interrupts_a_blocking_call() -> None:
         import time, packetflow
         r = packetflow.Reactor()
         r.register("df", "slow", lambda d, c: time.sleep(60))
-        print("ready", flush=True)
         try:
+            print("ready", flush=True)
             r.call_sync("df", "slow", timeout_ms=60000)
         except KeyboardInterrupt:
             print("interrupted", flush=True)

@@ -10,7 +10,7 @@ class _Resume:
 
     An ``async def`` handler is started eagerly: when it finishes without
     suspending, no task is ever made. When it suspends, what it waits on
-    (``pending``) is handed to a task running :func:`continue_coroutine`,
+    (``pending``) is handed to a task running :func:`run_handler`,
     which keeps stepping the same coroutine: values and exceptions sent in
     by the task (wake-ups, cancellation) go on to the coroutine.
     """
@@ -40,6 +40,25 @@ class _Resume:
                     return stop.value
 
 
-async def continue_coroutine(coro: Coroutine[Any, Any, Any], pending: Any) -> Any:
-    """Runs the rest of an eagerly started coroutine inside a task."""
-    return await _Resume(coro, pending)
+NOT_STARTED = object()
+"""Passed as ``pending`` when the coroutine has not been started."""
+
+
+async def run_handler(coro: Coroutine[Any, Any, Any], pending: Any, reply: Any) -> None:
+    """The task of an ``async def`` handler: runs the coroutine (the rest of
+    it, if it was started eagerly and is waiting on ``pending``) and hands
+    its value or exception to ``reply`` (a native object)."""
+    try:
+        if pending is NOT_STARTED:
+            value = await coro
+        else:
+            value = await _Resume(coro, pending)
+    except Exception as exc:  # noqa: BLE001 - becomes the packet's error
+        reply.fail(exc)
+    except BaseException as exc:
+        # Cancellation, KeyboardInterrupt, SystemExit: the packet is told,
+        # then the exception goes on as asyncio expects.
+        reply.fail(exc)
+        raise
+    else:
+        reply.done(value)
