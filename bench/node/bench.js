@@ -11,7 +11,8 @@
 //   submit     await r.submit({group, element, data}) → Result
 //   call       await r.call({group, element, data}) → data
 //   submit-sync  the same with a sync handler
-// Prints one JSON line per trial and a summary table (median, min–max).
+// Prints one JSON line per trial and a summary table (median, min–max, and
+// CPU time per call, which a busy shared machine disturbs far less).
 
 const path = require('node:path');
 const { performance } = require('node:perf_hooks');
@@ -31,7 +32,11 @@ const { Reactor } = require(path.resolve(__dirname, '../../bindings-node'));
 const upper = async (data) => data.toUpperCase();
 const upperSync = (data) => data.toUpperCase();
 
-/** Runs `n` calls of `once()` with `inflight` workers; returns calls/s. */
+/**
+ * Runs `n` calls of `once()` with `inflight` workers; returns calls/s and
+ * the process's CPU time per call in µs (all threads: the noise-robust
+ * figure on a shared machine).
+ */
 async function drive(n, inflight, once) {
   let next = 0;
   let errors = 0;
@@ -42,11 +47,13 @@ async function drive(n, inflight, once) {
       if (!ok) errors += 1;
     }
   }
+  const cpu = process.cpuUsage();
   const start = performance.now();
   await Promise.all(Array.from({ length: inflight }, worker));
   const seconds = (performance.now() - start) / 1000;
+  const used = process.cpuUsage(cpu);
   if (errors > 0) throw new Error(`${errors} calls failed`);
-  return n / seconds;
+  return { rate: n / seconds, cpuUs: (used.user + used.system) / n };
 }
 
 function plainJs() {
@@ -92,23 +99,29 @@ async function main() {
     'submit-sync': pfSubmit(reactor, 'transform-sync'),
   };
   const results = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
-  for (const [name, once] of Object.entries(variants)) await drive(WARMUP, INFLIGHT, once);
+  const cpu = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
+  for (const once of Object.values(variants)) await drive(WARMUP, INFLIGHT, once);
   for (let trial = 1; trial <= TRIALS; trial++) {
     // Interleave variants within a trial so that drift hits all of them.
     for (const [name, once] of Object.entries(variants)) {
-      const rate = await drive(N, INFLIGHT, once);
+      const { rate, cpuUs } = await drive(N, INFLIGHT, once);
       results[name].push(rate);
-      console.log(JSON.stringify({ trial, variant: name, n: N, inflight: INFLIGHT, callsPerSec: Math.round(rate) }));
+      cpu[name].push(cpuUs);
+      console.log(JSON.stringify({ trial, variant: name, n: N, inflight: INFLIGHT, callsPerSec: Math.round(rate), cpuUsPerCall: +cpuUs.toFixed(3) }));
     }
   }
   await reactor.stop();
   const base = median(results['plain-js']);
-  console.log(`\n| variant | calls/s median (min–max) | vs plain-js |`);
-  console.log(`|---|---|---|`);
+  console.log(`\n| variant | calls/s median (min–max) | vs plain-js | CPU µs/call median | calls/s per CPU-second |`);
+  console.log(`|---|---|---|---|---|`);
   for (const [name, rates] of Object.entries(results)) {
     const m = median(rates);
+    const c = median(cpu[name]);
     const k = (x) => `${Math.round(x / 1000)}k`;
-    console.log(`| ${name} | ${k(m)} (${k(Math.min(...rates))}–${k(Math.max(...rates))}) | ${(m / base).toFixed(3)} |`);
+    console.log(
+      `| ${name} | ${k(m)} (${k(Math.min(...rates))}–${k(Math.max(...rates))}) | ${(m / base).toFixed(3)} | ` +
+        `${c.toFixed(2)} | ${k(1e6 / c)} |`,
+    );
   }
   console.log(`\nnode ${process.version}, N=${N}, inflight=${INFLIGHT}, trials=${TRIALS}, ` +
     `PACKETFLOW_WORKER_THREADS=${process.env.PACKETFLOW_WORKER_THREADS || '(default)'}`);
