@@ -1,0 +1,44 @@
+defmodule PacketFlow.Native do
+  @moduledoc false
+  # The NIF library built from native/packetflow_nif. Every function here is
+  # replaced by its native implementation when the module loads; none of
+  # them blocks a scheduler (long work runs on the library's own threads and
+  # answers with a message).
+
+  @on_load :load_nif
+
+  @doc false
+  def load_nif do
+    path = :filename.join(:code.priv_dir(:packetflow), ~c"native/libpacketflow_nif")
+
+    case :erlang.load_nif(path, 0) do
+      :ok ->
+        :ok
+
+      {:error, {:reload, _}} ->
+        :ok
+
+      {:error, reason} ->
+        IO.warn("PacketFlow cannot load its native library #{path}.so: #{inspect(reason)}", [])
+        {:error, reason}
+    end
+  end
+
+  defp not_loaded, do: :erlang.nif_error(:nif_not_loaded)
+
+  def reactor_new(_name, _max_inflight, _max_queue, _owner, _dispatcher), do: not_loaded()
+  def reactor_register(_reactor, _group, _element, _handler_id), do: not_loaded()
+  def reactor_unregister(_reactor, _group, _element), do: not_loaded()
+  def reactor_submit(_reactor, _tag, _packet), do: not_loaded()
+  def reactor_stop(_reactor), do: not_loaded()
+  def reactor_stats(_reactor), do: not_loaded()
+  def packet_new(_fields), do: not_loaded()
+  def reply_ok(_token, _value), do: not_loaded()
+  def reply_failed(_token, _message), do: not_loaded()
+  def reply_error(_token, _code, _message), do: not_loaded()
+  def context_remaining_ms(_token), do: not_loaded()
+  def context_trace_id(_token), do: not_loaded()
+  def context_call(_token, _group, _element, _data, _ref), do: not_loaded()
+  def live_reactors, do: not_loaded()
+  def live_invocations, do: not_loaded()
+end

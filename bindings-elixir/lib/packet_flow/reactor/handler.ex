@@ -1,0 +1,30 @@
+defmodule PacketFlow.Reactor.Handler do
+  @moduledoc false
+  # Runs one handler call inside its Task and sends the answer back through
+  # the NIF. Whatever the handler does (return, raise, throw, exit), exactly
+  # one answer is sent.
+
+  alias PacketFlow.{Context, Error, Native}
+
+  @spec run(function(), PacketFlow.value(), Context.t()) :: :ok
+  def run(fun, data, %Context{token: token} = ctx) do
+    fun.(data, ctx)
+  rescue
+    e -> Native.reply_failed(token, describe_exception(e))
+  catch
+    :throw, value -> Native.reply_failed(token, "handler threw #{inspect(value)}")
+    :exit, reason -> Native.reply_failed(token, "handler exited: #{Exception.format_exit(reason)}")
+  else
+    {:ok, value} -> Native.reply_ok(token, value)
+    {:error, %Error{code: code, message: message}} -> Native.reply_error(token, code, message)
+    {:error, reason} -> Native.reply_failed(token, "handler returned an error: #{describe_reason(reason)}")
+    value -> Native.reply_ok(token, value)
+  end
+
+  defp describe_exception(%module{} = e) do
+    "#{inspect(module)}: #{Exception.message(e)}"
+  end
+
+  defp describe_reason(reason) when is_binary(reason), do: reason
+  defp describe_reason(reason), do: inspect(reason)
+end

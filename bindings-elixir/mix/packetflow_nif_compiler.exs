@@ -1,0 +1,126 @@
+defmodule Mix.Tasks.Compile.PacketflowNif do
+  @moduledoc """
+  Builds PacketFlow's native library with cargo and installs it as
+  `priv/native/libpacketflow_nif.so`, where `PacketFlow.Native` loads it.
+
+  It runs `cargo build --release` on `native/packetflow_nif`. The cargo
+  target directory is `CARGO_TARGET_DIR` when set, otherwise the one cargo
+  reports for the crate (its workspace's). Set `PACKETFLOW_SKIP_NIF_BUILD=1`
+  to use the library already in `priv/native/` as it is.
+  """
+  use Mix.Task.Compiler
+
+  @crate "packetflow_nif"
+  @root Path.expand("..", __DIR__)
+
+  @impl true
+  def run(_args) do
+    if System.get_env("PACKETFLOW_SKIP_NIF_BUILD") in ["1", "true"] do
+      link_priv()
+      {:noop, []}
+    else
+      build()
+    end
+  end
+
+  defp build do
+    manifest = Path.join([@root, "native", @crate, "Cargo.toml"])
+
+    with :ok <- cargo(["build", "--release", "--lib", "--manifest-path", manifest]),
+         {:ok, target_dir} <- target_dir(manifest) do
+      built = Path.join([target_dir, "release", library_file()])
+      installed = Path.join([@root, "priv", "native", "lib#{@crate}.so"])
+      status = install(built, installed)
+      link_priv()
+      {status, []}
+    else
+      {:error, message} ->
+        Mix.shell().error(message)
+        {:error, [diagnostic(message)]}
+    end
+  end
+
+  defp cargo(args) do
+    case System.find_executable("cargo") do
+      nil ->
+        {:error, "cargo is not on the PATH: PacketFlow's native library is built from Rust sources"}
+
+      cargo ->
+        case System.cmd(cargo, args, stderr_to_stdout: true, into: IO.stream(:stdio, :line)) do
+          {_, 0} -> :ok
+          {_, code} -> {:error, "cargo #{Enum.join(args, " ")} failed with exit status #{code}"}
+        end
+    end
+  end
+
+  defp target_dir(manifest) do
+    case System.get_env("CARGO_TARGET_DIR") do
+      dir when is_binary(dir) and dir != "" ->
+        {:ok, Path.expand(dir)}
+
+      _ ->
+        args = ["metadata", "--format-version", "1", "--no-deps", "--manifest-path", manifest]
+
+        with {out, 0} <- System.cmd("cargo", args, stderr_to_stdout: true),
+             [_, dir] <- Regex.run(~r/"target_directory":"((?:[^"\\]|\\.)*)"/, out) do
+          {:ok, String.replace(dir, "\\\\", "\\")}
+        else
+          _ -> {:error, "cannot find cargo's target directory for #{manifest}"}
+        end
+    end
+  end
+
+  defp library_file do
+    case :os.type() do
+      {:unix, :darwin} -> "lib#{@crate}.dylib"
+      {:win32, _} -> "#{@crate}.dll"
+      _ -> "lib#{@crate}.so"
+    end
+  end
+
+  # Replaces the installed library only when cargo produced a new one. The
+  # old file is removed first, never overwritten: a VM that has it loaded
+  # maps its pages, and writing into them would crash that VM.
+  defp install(built, installed) do
+    if same_file?(built, installed) do
+      :noop
+    else
+      File.mkdir_p!(Path.dirname(installed))
+      _ = File.rm(installed)
+      File.cp!(built, installed)
+      :ok
+    end
+  end
+
+  defp same_file?(a, b) do
+    with {:ok, sa} <- File.stat(a, time: :posix),
+         {:ok, sb} <- File.stat(b, time: :posix) do
+      sa.size == sb.size and sa.mtime <= sb.mtime
+    else
+      _ -> false
+    end
+  end
+
+  # Mix links priv/ into _build only if it existed before the compilers
+  # ran, which it does not on a clean checkout.
+  defp link_priv do
+    source = Path.join(@root, "priv")
+    target = Path.join(Mix.Project.app_path(), "priv")
+
+    if File.dir?(source) do
+      _ = Mix.Utils.symlink_or_copy(source, target)
+    end
+
+    :ok
+  end
+
+  defp diagnostic(message) do
+    %Mix.Task.Compiler.Diagnostic{
+      compiler_name: "packetflow_nif",
+      file: Path.join([@root, "native", @crate, "Cargo.toml"]),
+      message: message,
+      position: nil,
+      severity: :error
+    }
+  end
+end

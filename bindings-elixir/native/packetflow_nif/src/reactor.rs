@@ -1,0 +1,131 @@
+//! The reactor resource owned by a `PacketFlow.Reactor` GenServer.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use packetflow::{PacketResult, Reactor, ReactorConfig};
+use rustler::{Encoder, Env, LocalPid, Resource, ResourceArc, Term};
+
+use crate::invocation::{self, Call};
+use crate::outbox::{Item, Outbox};
+use crate::packet::PacketRes;
+use crate::{atoms, terms};
+
+static LIVE: AtomicU64 = AtomicU64::new(0);
+
+/// A core reactor and the two outboxes that feed its Elixir side.
+pub struct ReactorRes {
+    reactor: Reactor,
+    results: Arc<Outbox<Finished>>,
+    calls: Arc<Outbox<Call>>,
+}
+
+#[rustler::resource_impl]
+impl Resource for ReactorRes {}
+
+// A NIF that panics is turned into an exception by rustler; the state here
+// stays consistent across such a panic (parking_lot locks do not poison).
+impl std::panic::RefUnwindSafe for ReactorRes {}
+
+impl Drop for ReactorRes {
+    /// The last reference went away (the GenServer ended, however it
+    /// ended): stop the core so that nothing keeps waiting for it.
+    fn drop(&mut self) {
+        self.reactor.stop();
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A submit's result, tagged for the GenServer that holds its caller.
+struct Finished {
+    tag: u64,
+    result: PacketResult,
+}
+
+impl Item for Finished {
+    fn encode<'a>(self, env: Env<'a>) -> Term<'a> {
+        (self.tag, terms::result(env, &self.result)).encode(env)
+    }
+}
+
+/// A reactor whose results go to `owner` as `{:pf_results, [{tag, result}]}`
+/// and whose handler calls go to `dispatcher` as `{:pf_calls, [call]}`.
+#[rustler::nif]
+fn reactor_new(
+    name: String,
+    max_inflight: usize,
+    max_queue: usize,
+    owner: LocalPid,
+    dispatcher: LocalPid,
+) -> ResourceArc<ReactorRes> {
+    let config = ReactorConfig {
+        name,
+        max_inflight: max_inflight.max(1),
+        max_queue,
+        ..ReactorConfig::default()
+    };
+    LIVE.fetch_add(1, Ordering::Relaxed);
+    ResourceArc::new(ReactorRes {
+        reactor: Reactor::new(config),
+        results: Outbox::new(owner, atoms::pf_results),
+        calls: Outbox::new(dispatcher, atoms::pf_calls),
+    })
+}
+
+/// Routes `group:element` to the dispatcher's handler `handler_id`:
+/// `:ok` or `{:error, %PacketFlow.Error{}}` (PF400 for a bad name).
+#[rustler::nif]
+fn reactor_register<'a>(
+    env: Env<'a>,
+    r: ResourceArc<ReactorRes>,
+    group: String,
+    element: String,
+    handler_id: u64,
+) -> Term<'a> {
+    let handler = invocation::handler(handler_id, Arc::clone(&r.calls));
+    match r.reactor.register_handler(&group, &element, handler) {
+        Ok(()) => atoms::ok().encode(env),
+        Err(e) => (atoms::error(), terms::error(env, &e)).encode(env),
+    }
+}
+
+/// Removes the handler of `group:element`; `false` if there was none.
+#[rustler::nif]
+fn reactor_unregister(r: ResourceArc<ReactorRes>, group: String, element: String) -> bool {
+    r.reactor.unregister(&group, &element)
+}
+
+/// Starts a packet; its result arrives later tagged with `tag`.
+/// `false` if the packet was already submitted once.
+#[rustler::nif]
+fn reactor_submit(r: ResourceArc<ReactorRes>, tag: u64, packet: ResourceArc<PacketRes>) -> bool {
+    let Some(packet) = packet.take() else {
+        return false;
+    };
+    let reactor = r.reactor.clone();
+    let results = Arc::clone(&r.results);
+    crate::runtime::handle().spawn(async move {
+        let result = reactor.submit(packet).await;
+        results.push(Finished { tag, result });
+    });
+    true
+}
+
+/// Stops the core: packets in flight and later submits are answered PF503.
+#[rustler::nif]
+fn reactor_stop(r: ResourceArc<ReactorRes>) -> rustler::Atom {
+    r.reactor.stop();
+    atoms::ok()
+}
+
+/// A snapshot of the reactor's counters.
+#[rustler::nif]
+fn reactor_stats<'a>(env: Env<'a>, r: ResourceArc<ReactorRes>) -> Term<'a> {
+    terms::stats(env, &r.reactor.stats())
+}
+
+/// Reactor resources not yet freed (for tests of resource cleanup).
+#[rustler::nif]
+fn live_reactors() -> u64 {
+    LIVE.load(Ordering::Relaxed)
+}

@@ -1,0 +1,34 @@
+//! The one Tokio runtime every reactor of this VM shares.
+//!
+//! Its threads are not BEAM scheduler threads, which is what lets the
+//! outboxes send messages with `OwnedEnv::send_and_clear`.
+
+use std::sync::OnceLock;
+
+use tokio::runtime::{Builder, Handle, Runtime};
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+/// How many Tokio threads to run: `PACKETFLOW_THREADS` if set, else one per
+/// core up to two (the BEAM's schedulers want the rest of the machine).
+fn worker_threads() -> usize {
+    std::env::var("PACKETFLOW_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(2)))
+}
+
+/// The shared runtime's handle, building the runtime on first use.
+pub fn handle() -> &'static Handle {
+    RUNTIME
+        .get_or_init(|| {
+            Builder::new_multi_thread()
+                .worker_threads(worker_threads())
+                .thread_name("packetflow")
+                .enable_time()
+                .build()
+                .expect("cannot start the PacketFlow runtime threads")
+        })
+        .handle()
+}

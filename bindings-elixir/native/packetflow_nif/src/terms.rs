@@ -1,0 +1,78 @@
+//! The Elixir structs the NIF hands out: `%PacketFlow.Error{}`,
+//! `%PacketFlow.Result{}` and the stats map.
+
+use packetflow::reactor::ReactorStats;
+use packetflow::{PacketResult, PfError};
+use rustler::{Encoder, Env, Term};
+
+use crate::{atoms, convert};
+
+/// The one place a core [`PfError`] becomes its Elixir form,
+/// `%PacketFlow.Error{code: "PF500", message: "..."}`.
+pub fn error<'a>(env: Env<'a>, e: &PfError) -> Term<'a> {
+    let keys = [
+        atoms::struct_().encode(env),
+        atoms::exception().encode(env),
+        atoms::code().encode(env),
+        atoms::message().encode(env),
+    ];
+    let values = [
+        atoms::error_module().encode(env),
+        true.encode(env),
+        e.code.as_str().encode(env),
+        e.message.as_str().encode(env),
+    ];
+    Term::map_from_term_arrays(env, &keys, &values).expect("distinct keys")
+}
+
+/// `%PacketFlow.Result{packet_id, status, data, error, duration_ms}`.
+pub fn result<'a>(env: Env<'a>, r: &PacketResult) -> Term<'a> {
+    let nil = atoms::nil().encode(env);
+    let (status, data, err) = match &r.outcome {
+        Ok(v) => (atoms::success(), convert::to_term(env, v), nil),
+        Err(e) => (atoms::error(), nil, error(env, e)),
+    };
+    let keys = [
+        atoms::struct_().encode(env),
+        atoms::packet_id().encode(env),
+        atoms::status().encode(env),
+        atoms::data().encode(env),
+        atoms::error().encode(env),
+        atoms::duration_ms().encode(env),
+    ];
+    let values = [
+        atoms::result_module().encode(env),
+        r.packet_id.as_str().encode(env),
+        status.encode(env),
+        data,
+        err,
+        r.duration_ms.encode(env),
+    ];
+    Term::map_from_term_arrays(env, &keys, &values).expect("distinct keys")
+}
+
+/// `%{name, in_flight, queued, unrouted, handlers: [%{group, element, ...}]}`.
+pub fn stats<'a>(env: Env<'a>, s: &ReactorStats) -> Term<'a> {
+    let handlers: Vec<Term<'a>> = s
+        .handlers
+        .iter()
+        .map(|h| {
+            rustler::term_map!(env, {
+                atoms::group() => h.group.as_str(),
+                atoms::element() => h.element.as_str(),
+                atoms::count() => h.count,
+                atoms::errors() => h.errors,
+                atoms::sum_us() => h.sum_us,
+                atoms::p50_us() => h.p50_us,
+                atoms::p99_us() => h.p99_us,
+            })
+        })
+        .collect();
+    rustler::term_map!(env, {
+        atoms::name() => s.name.as_str(),
+        atoms::in_flight() => s.in_flight as u64,
+        atoms::queued() => s.queued as u64,
+        atoms::unrouted() => s.unrouted,
+        atoms::handlers() => handlers,
+    })
+}
