@@ -314,6 +314,9 @@ impl Bridge {
                 }
             }
         }
+        // Timers and I/O of the core futures polled below belong to the
+        // runtime (checked before anything is taken from the inbox).
+        let _runtime = runtime::runtime()?.enter();
         let mut items = std::mem::take(&mut *self.spare.lock());
         std::mem::swap(&mut items, &mut *self.inbox.lock());
         if items.is_empty() {
@@ -321,7 +324,6 @@ impl Bridge {
             return Ok(());
         }
         let _active = ActiveGuard::enter(self);
-        let _runtime = runtime::runtime()?.enter();
         for item in items.drain(..) {
             match item {
                 Item::Poll(task) => task.run(py),

@@ -350,18 +350,10 @@ pub(crate) fn sync_handler(handler: Arc<PyHandler>, pool: Arc<Pool>) -> Handler 
     }))
 }
 
-/// Runs a `def` handler on a pool thread that holds the GIL.
-pub(crate) fn run_sync(py: Python<'_>, call: SyncCall) {
-    let SyncCall { handler, data, ctx, reply } = call;
-    if reply.is_closed() {
-        return; // the packet already ended
-    }
-    let returned = (|| {
-        let data = convert::to_py(py, &data)?;
-        let ctx = make_context(py, ctx)?;
-        handler.func.bind(py).call1((data, ctx))
-    })();
-    let outcome = match returned {
+/// The packet's outcome for what a `def` handler returned or raised (on
+/// its handler thread).
+pub(crate) fn sync_outcome(py: Python<'_>, handler: &PyHandler, returned: PyResult<Bound<'_, PyAny>>) -> HandlerResult {
+    match returned {
         Ok(value) => match convert::try_to_value(&value) {
             Ok(v) => Ok(v),
             Err(_) if is_awaitable(py, &value) => {
@@ -377,14 +369,8 @@ pub(crate) fn run_sync(py: Python<'_>, call: SyncCall) {
                 e.describe("result")
             ))),
         },
-        Err(err) => {
-            let outcome = outcome_of(py, &handler, Err(err));
-            // An interrupt cannot be raised again on a pool thread.
-            let _ = bridge::take_deferred();
-            outcome
-        }
-    };
-    let _ = reply.send(outcome);
+        Err(err) => Err(errors::from_handler_exception(py, &err)),
+    }
 }
 
 static ISAWAITABLE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();

@@ -1,22 +1,35 @@
 //! The threads that run `def` handlers, off the event loop.
 //!
-//! Calls wait in one queue. A thread that wakes takes the GIL once and runs
-//! every call it finds before letting go, so a burst of packets costs one GIL
-//! acquisition, not one per packet. While a thread drains, one more is kept
-//! on standby (waiting for the GIL): if a handler blocks and releases the GIL
-//! (`time.sleep`, I/O), the standby thread takes over the queue, so one slow
-//! handler does not hold up the others. Threads are started on demand, up to
-//! the reactor's `handler_threads`.
+//! They are Python daemon threads running `packetflow._support.
+//! handler_thread`, a short loop that asks [`PoolHandle::next`] for a call,
+//! makes it, and reports the outcome. Making the call from Python (rather
+//! than from Rust holding the GIL) keeps Rust frames off the stack while
+//! user code runs: when the interpreter exits with a handler still running,
+//! CPython ends that thread as it ends any daemon thread, which it could not
+//! do safely through Rust frames.
+//!
+//! Calls wait in one queue. `next` hands out the next call without letting
+//! go of the GIL while there is one, so a burst of packets is served under
+//! one GIL acquisition; it releases the GIL only to wait. While a thread
+//! works, one more is kept on standby (woken, waiting for the GIL): if a
+//! handler blocks and releases the GIL (`time.sleep`, I/O), the standby
+//! thread takes over the queue, so one slow handler does not hold up the
+//! others. Threads are started on demand, up to the reactor's
+//! `handler_threads`.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
 
 use packetflow::{Context, ErrorCode, HandlerResult, PfError, Value};
 use parking_lot::{Condvar, Mutex};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use tokio::sync::oneshot;
 
+use crate::context::PyContext;
 use crate::handler::{self, PyHandler};
-use crate::runtime;
+use crate::{convert, runtime};
 
 /// One `def` handler call.
 pub(crate) struct SyncCall {
@@ -33,9 +46,9 @@ struct State {
     idle: usize,
     /// Wake-ups sent that no thread has taken yet.
     notified: usize,
-    /// Threads awake (waiting for the GIL or running calls).
+    /// Threads awake (running a call, or woken and waiting for the GIL).
     active: usize,
-    /// A helper was woken while another thread drains.
+    /// A helper was woken while another thread works.
     standby: bool,
     stopped: bool,
 }
@@ -53,6 +66,14 @@ static POOLS: Mutex<Vec<Weak<Pool>>> = Mutex::new(Vec::new());
 fn stopped_error() -> PfError {
     PfError::new(ErrorCode::Unavailable, "the reactor is stopped")
 }
+
+thread_local! {
+    /// The call a handler thread is making: where its outcome goes.
+    static CURRENT: RefCell<Option<(Arc<PyHandler>, oneshot::Sender<HandlerResult>)>> =
+        const { RefCell::new(None) };
+}
+
+static START_THREAD: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 impl Pool {
     pub(crate) fn new(max_threads: usize) -> Arc<Pool> {
@@ -76,7 +97,7 @@ impl Pool {
         pool
     }
 
-    /// Queues a call and makes sure a thread will run it.
+    /// Queues a call and makes sure a thread will make it.
     pub(crate) fn push(&self, call: SyncCall) {
         let mut st = self.state.lock();
         if st.stopped {
@@ -93,69 +114,35 @@ impl Pool {
         } else {
             false
         };
-        if wanted {
-            self.wake_or_spawn(&mut st);
+        if !wanted {
+            return;
         }
-    }
-
-    fn wake_or_spawn(&self, st: &mut State) {
         if st.idle > st.notified {
             st.notified += 1;
             self.wake.notify_one();
         } else if st.threads < self.max_threads {
-            let Some(pool) = self.this.upgrade() else { return };
-            let spawned = std::thread::Builder::new()
-                .name("packetflow-handler".into())
-                .spawn(move || pool.work());
-            if spawned.is_ok() {
-                st.threads += 1;
+            st.threads += 1;
+            st.active += 1; // the new thread starts awake
+            drop(st);
+            if !self.start_thread() {
+                let mut st = self.state.lock();
+                st.threads -= 1;
+                st.active -= 1;
             }
         }
     }
 
-    fn work(&self) {
-        let mut st = self.state.lock();
-        loop {
-            if st.queue.is_empty() {
-                if st.stopped {
-                    st.threads -= 1;
-                    return;
-                }
-                // Nothing left for a helper to take over: the next drain
-                // may want a new one.
-                st.standby = false;
-                st.idle += 1;
-                self.wake.wait(&mut st);
-                st.idle -= 1;
-                st.notified = st.notified.saturating_sub(1);
-                continue;
-            }
-            st.active += 1;
-            drop(st);
-            let attached = runtime::attach_from_background(|py| {
-                self.state.lock().standby = false;
-                loop {
-                    let next = self.state.lock().queue.pop_front();
-                    match next {
-                        Some(call) => handler::run_sync(py, call),
-                        None => break,
-                    }
-                }
-            });
-            st = self.state.lock();
-            st.active -= 1;
-            if attached.is_none() {
-                // The interpreter is going away: answer what is left and go.
-                st.stopped = true;
-                let left: Vec<_> = st.queue.drain(..).collect();
-                st.threads -= 1;
-                drop(st);
-                for call in left {
-                    let _ = call.reply.send(Err(stopped_error()));
-                }
-                return;
-            }
-        }
+    /// Starts one more handler thread; `false` if it could not be.
+    fn start_thread(&self) -> bool {
+        let Some(pool) = self.this.upgrade() else { return false };
+        runtime::attach_from_background(|py| {
+            let start = START_THREAD.get_or_try_init(py, || {
+                Ok::<_, PyErr>(py.import("packetflow._support")?.getattr("start_handler_thread")?.unbind())
+            })?;
+            start.bind(py).call1((PoolHandle { pool },))?;
+            Ok::<_, PyErr>(())
+        })
+        .is_some_and(|started| started.is_ok())
     }
 
     /// Stops the threads once the queue is empty; later calls get PF503.
@@ -176,5 +163,81 @@ pub(crate) fn stop_all() {
     let pools: Vec<_> = POOLS.lock().iter().filter_map(Weak::upgrade).collect();
     for pool in pools {
         pool.stop();
+    }
+}
+
+/// A handler thread's view of its pool.
+#[pyclass(frozen, module = "packetflow._native")]
+pub(crate) struct PoolHandle {
+    pool: Arc<Pool>,
+}
+
+#[pymethods]
+impl PoolHandle {
+    /// The next call as `(fn, data, ctx)`, waiting (GIL released) while
+    /// there is none; `None` once the pool is stopped.
+    fn next<'py>(&self, py: Python<'py>) -> PyResult<Option<(Py<PyAny>, Bound<'py, PyAny>, Bound<'py, PyContext>)>> {
+        // A call left unanswered (the loop around this was interrupted)
+        // ends here, as a failure.
+        CURRENT.with(|c| c.borrow_mut().take());
+        let pool = &self.pool;
+        loop {
+            let mut st = pool.state.lock();
+            if let Some(call) = st.queue.pop_front() {
+                drop(st);
+                if call.reply.is_closed() {
+                    continue; // its packet already ended (deadline, stop)
+                }
+                let SyncCall { handler, data, ctx, reply } = call;
+                let data = match convert::to_py(py, &data) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let _ = reply.send(Err(PfError::failed(format!("could not convert the data: {e}"))));
+                        continue;
+                    }
+                };
+                let ctx = Bound::new(py, PyContext::new(ctx))?;
+                let func = handler.func.clone_ref(py);
+                CURRENT.with(|c| *c.borrow_mut() = Some((handler, reply)));
+                return Ok(Some((func, data, ctx)));
+            }
+            if st.stopped {
+                st.threads -= 1;
+                st.active -= 1;
+                return Ok(None);
+            }
+            // Nothing to do: wait without the GIL. Nothing is left for a
+            // helper to take over either, so the next push may want one.
+            st.active -= 1;
+            st.standby = false;
+            drop(st);
+            py.detach(|| {
+                let mut st = pool.state.lock();
+                while st.queue.is_empty() && !st.stopped {
+                    st.idle += 1;
+                    pool.wake.wait(&mut st);
+                    st.idle -= 1;
+                    st.notified = st.notified.saturating_sub(1);
+                }
+                st.active += 1;
+            });
+            // Holding the GIL again: if this thread was the standby, the
+            // one it stood by for has let go of it.
+            pool.state.lock().standby = false;
+        }
+    }
+
+    /// Reports the value the current call's handler returned.
+    fn finish(&self, py: Python<'_>, value: Bound<'_, PyAny>) {
+        if let Some((handler, reply)) = CURRENT.with(|c| c.borrow_mut().take()) {
+            let _ = reply.send(handler::sync_outcome(py, &handler, Ok(value)));
+        }
+    }
+
+    /// Reports the exception the current call's handler raised.
+    fn fail(&self, py: Python<'_>, exc: Bound<'_, PyAny>) {
+        if let Some((handler, reply)) = CURRENT.with(|c| c.borrow_mut().take()) {
+            let _ = reply.send(handler::sync_outcome(py, &handler, Err(PyErr::from_value(exc))));
+        }
     }
 }

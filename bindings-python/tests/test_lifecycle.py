@@ -102,6 +102,35 @@ def test_exit_without_stop_does_not_hang() -> None:
     assert "leaving" in proc.stdout
 
 
+@pytest.mark.parametrize("work", ["sleeps", "computes"])
+def test_exit_while_sync_handlers_still_run_does_not_crash(work: str) -> None:
+    """The interpreter exits while handler threads are inside user code,
+    either about to take the GIL back (sleeps) or holding it (computes)."""
+    proc = run_script(
+        f"""
+        import asyncio, time, packetflow
+        r = packetflow.Reactor()
+        def sleeps(d, c):
+            for _ in range(100000):
+                time.sleep(0.0001)
+        def computes(d, c):
+            x = 0
+            for i in range(10**9):
+                x += i
+        r.register("df", "work", {work})
+        async def main():
+            for _ in range(4):
+                asyncio.ensure_future(r.submit("df", "work"))
+            await asyncio.sleep(0.05)
+            print("leaving", flush=True)
+        asyncio.run(main())
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "leaving" in proc.stdout
+    assert "Fatal" not in proc.stderr
+
+
 def test_exit_after_sync_use_without_stop() -> None:
     proc = run_script(
         """

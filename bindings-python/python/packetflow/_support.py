@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Coroutine, Generator
 
 
@@ -62,3 +63,31 @@ async def run_handler(coro: Coroutine[Any, Any, Any], pending: Any, reply: Any) 
         raise
     else:
         reply.done(value)
+
+
+def handler_thread(pool: Any) -> None:
+    """The loop of a thread running ``def`` handlers: take a call, make it,
+    report how it went. The call is made from here, in Python, so that no
+    native frame is on the stack while user code runs."""
+    next_call = pool.next
+    finish = pool.finish
+    fail = pool.fail
+    while True:
+        job = next_call()
+        if job is None:
+            return
+        fn, data, ctx = job
+        job = None
+        try:
+            value = fn(data, ctx)
+        except BaseException as exc:  # noqa: BLE001 - becomes the packet's error
+            fail(exc)
+        else:
+            finish(value)
+        # Drop this call's objects before waiting for the next one.
+        fn = data = ctx = value = None
+
+
+def start_handler_thread(pool: Any) -> None:
+    """Starts one more handler thread (a daemon: it never holds up exit)."""
+    threading.Thread(target=handler_thread, args=(pool,), name="packetflow-handler", daemon=True).start()
