@@ -65,13 +65,14 @@ pub(crate) async fn run<S>(
     }
     let (sink, stream) = ws.split();
     let writer = tokio::spawn(write_loop(node.clone(), sink, outbox_rx, codec, peer.clone()));
-    let mut reader = Reader { node: node.clone(), peer: peer.clone(), bad_in_a_row: 0, ready, closing: false, answers: Vec::new() };
+    let mut reader = Reader { node: node.clone(), peer: peer.clone(), bad_in_a_row: 0, ready, answers: Vec::new() };
     reader.read_loop(stream).await;
 
     let removed = node.peers.write().remove(id);
     let why = format!("peer {} went away", peer.remote);
     peer.fail_all(|packet_id| PacketResult::error(packet_id, ErrorCode::Unavailable, why.clone(), 0));
     if removed.is_some_and(|p| p.hello().is_some()) {
+        node.routes_changed();
         node.announce_to_all();
     }
     // The writer ends once every sender is gone; this one was the last
@@ -86,8 +87,6 @@ struct Reader {
     peer: Arc<Peer>,
     bad_in_a_row: u32,
     ready: Option<Ready>,
-    /// Set when this side decided to close; the read loop ends.
-    closing: bool,
     /// Answers produced since the last hand-off to the writer.
     answers: Vec<Message>,
 }
@@ -107,6 +106,9 @@ impl Reader {
         let node = self.node.clone();
         let mut stopping = std::pin::pin!(node.stopping());
         loop {
+            if !self.wait_for_writer(stopping.as_mut()).await {
+                break;
+            }
             tokio::select! {
                 biased;
                 Some((seq, result)) = running.next(), if !running.is_empty() => {
@@ -139,6 +141,14 @@ impl Reader {
                     }
                 }
                 _ = &mut stopping => {
+                    // The reactor is stopped first, so what still runs here
+                    // resolves to PF503 at once: send those answers, then close.
+                    let answered = async {
+                        while let Some((seq, result)) = running.next().await {
+                            self.answers.push(Message::Result { seq, result });
+                        }
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(1), answered).await;
                     self.close(CLOSE_AWAY, "node stopping");
                     break;
                 }
@@ -152,6 +162,29 @@ impl Reader {
         // Local work for this peer still running: answer it where possible
         // (the writer may already be gone; the reactor bounds the rest).
         drop(running);
+    }
+
+    /// Backpressure: while more answers wait to be written than the
+    /// connection may have in flight, stop reading (TCP then slows the
+    /// peer down). A peer that reads nothing for the handshake timeout is
+    /// closed; false then.
+    async fn wait_for_writer(&mut self, mut stopping: std::pin::Pin<&mut impl std::future::Future<Output = ()>>) -> bool {
+        let limit = self.node.config.max_inflight_per_conn;
+        while self.peer.backlog() > limit {
+            let drained = self.peer.drained.notified();
+            if self.peer.backlog() <= limit {
+                break;
+            }
+            tokio::select! {
+                _ = drained => {}
+                _ = &mut stopping => return false,
+                _ = tokio::time::sleep(self.node.config.handshake_timeout) => {
+                    self.close(CLOSE_POLICY, "peer is not reading its answers");
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Handles what the stream yielded; false when the connection ends.
@@ -173,11 +206,13 @@ impl Reader {
         }
     }
 
-    fn close(&self, code: u16, reason: &str) {
+    /// Asks the writer to close, after the answers gathered so far.
+    fn close(&mut self, code: u16, reason: &str) {
+        self.flush_answers();
         let _ = self.peer.outbox.send(Outgoing::Close(code, reason.into()));
     }
 
-    fn on_read_error(&self, e: tungstenite::Error) {
+    fn on_read_error(&mut self, e: tungstenite::Error) {
         match e {
             tungstenite::Error::Capacity(_) => {
                 let limit = self.node.config.max_frame_bytes;
@@ -201,9 +236,6 @@ impl Reader {
                 Ok(message) => {
                     self.bad_in_a_row = 0;
                     self.on_message(message, running);
-                    if self.closing {
-                        return false;
-                    }
                 }
                 Err(e) => {
                     self.bad_in_a_row += 1;
@@ -239,12 +271,6 @@ impl Reader {
         match message {
             Message::Submit { seq, packet } => {
                 let limit = self.node.config.max_inflight_per_conn;
-                if self.peer.backlog() > 4 * limit {
-                    // The peer sends but does not read what we answer.
-                    self.close(CLOSE_POLICY, "peer is not reading its answers");
-                    self.closing = true;
-                    return;
-                }
                 if running.len() + self.peer.backlog() + self.answers.len() >= limit {
                     let message = format!(
                         "this connection has {limit} packets in flight or unsent; retry later"
@@ -274,6 +300,7 @@ impl Reader {
             Message::Hello { hello, .. } => {
                 let first = self.peer.hello().is_none();
                 self.node.peers.write().set_hello(self.peer.id, *hello);
+                self.node.routes_changed();
                 // Answer a peer's first hello with ours, then tell every
                 // other peer about the routes this one brings.
                 self.node.announce_to(&self.peer, first);
@@ -319,6 +346,7 @@ async fn write_loop<S>(
             }
         }
         let mut close = None;
+        let from_outbox = frames.len();
         for item in queue.drain(..) {
             match item {
                 Outgoing::Frame(m) => frames.push(m),
@@ -329,11 +357,13 @@ async fn write_loop<S>(
                 }
             }
         }
-        peer.taken(frames.len());
+        // Heartbeats are made here, not queued: only queued frames count.
+        peer.taken(frames.len() - from_outbox);
         let batch = peer.hello().is_some_and(|h| h.has_feature(FEATURE_BATCH));
         if write_frames(&mut sink, codec, &mut frames, batch).await.is_err() {
             break;
         }
+        peer.drained.notify_waiters();
         if let Some((code, reason)) = close {
             let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
             let _ = sink.send(WsMessage::Close(Some(frame))).await;

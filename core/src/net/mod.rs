@@ -100,6 +100,8 @@ pub(crate) struct NodeInner {
     all_closed: Notify,
     started: Instant,
     listening: Mutex<Vec<SocketAddr>>,
+    /// Bumped whenever a peer's announced routes change.
+    routes_version: tokio::sync::watch::Sender<u64>,
 }
 
 /// A reactor on the network: listens, dials, routes. Cheap to clone.
@@ -124,6 +126,7 @@ impl Node {
             all_closed: Notify::new(),
             started: Instant::now(),
             listening: Mutex::new(Vec::new()),
+            routes_version: tokio::sync::watch::Sender::new(0),
         });
         reactor.set_forwarder(Box::new(Router { node: Arc::downgrade(&inner) }));
         let weak = Arc::downgrade(&inner);
@@ -223,9 +226,11 @@ impl Node {
     /// the connections to close.
     pub async fn stop(&self) {
         let node = &self.inner;
+        // The reactor first: work in flight resolves to PF503, which the
+        // connections then send before they close.
+        node.reactor.stop();
         node.stopped.store(true, Ordering::Release);
         node.stop_signal.notify_waiters();
-        node.reactor.stop();
         let all_closed = node.all_closed.notified();
         if node.live_connections.load(Ordering::Acquire) > 0 {
             let _ = timeout(Duration::from_secs(5), all_closed).await;
@@ -240,6 +245,18 @@ impl Node {
     /// The `GET /metrics` document (Prometheus text format).
     pub fn metrics(&self) -> String {
         metrics::prometheus(&self.inner)
+    }
+
+    /// Whether some peer announced `group:element` (a submit would be
+    /// forwarded there).
+    pub fn can_route(&self, group: Group, element: &str) -> bool {
+        self.inner.peers.read().route(group, element, None, None).is_some_and(|p| p.hello().is_some())
+    }
+
+    /// A receiver that changes whenever the routes peers announced change
+    /// (a peer's hello, a peer leaving).
+    pub fn watch_routes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.routes_version.subscribe()
     }
 
     /// How many peers are connected.
@@ -295,6 +312,11 @@ impl NodeInner {
             token: None,
         };
         peer.send(Message::Hello { seq: 0, hello: Box::new(hello) });
+    }
+
+    /// Tells watchers that peers' routes changed.
+    pub(crate) fn routes_changed(&self) {
+        self.routes_version.send_modify(|v| *v += 1);
     }
 
     /// Re-announces to every peer that speaks hello.

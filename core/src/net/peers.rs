@@ -57,6 +57,8 @@ pub(crate) struct Peer {
     /// Frames queued for the writer: a peer that stops reading makes this
     /// grow, and the reader refuses work (then closes) past a bound.
     backlog: AtomicUsize,
+    /// Signalled by the writer after each write, for a reader that paused.
+    pub(crate) drained: tokio::sync::Notify,
     next_seq: AtomicU64,
 }
 
@@ -71,6 +73,7 @@ impl Peer {
             pending: Mutex::new(Pending::default()),
             in_flight: AtomicUsize::new(0),
             backlog: AtomicUsize::new(0),
+            drained: tokio::sync::Notify::new(),
             next_seq: AtomicU64::new(1),
         }
     }

@@ -1,0 +1,146 @@
+//! Helpers for the integration tests: nodes on ephemeral loopback ports,
+//! and a raw WebSocket peer written from the seed spec alone (it never
+//! sends `hello` and answers submits with `seq: 0`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use packetflow::{Node, NodeConfig, Reactor, ReactorConfig, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single wait in a test may take before it fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A node named `name`, listening on an ephemeral loopback port.
+pub async fn node(name: &str, config: NodeConfig) -> (Node, SocketAddr) {
+    let reactor = Reactor::new(ReactorConfig { name: name.into(), ..ReactorConfig::default() });
+    node_with(reactor, config).await
+}
+
+/// Puts `reactor` on an ephemeral loopback port.
+pub async fn node_with(reactor: Reactor, config: NodeConfig) -> (Node, SocketAddr) {
+    let node = Node::new(reactor, config);
+    let addr = node.listen("127.0.0.1:0").await.expect("listen on loopback");
+    (node, addr)
+}
+
+/// The WebSocket URL of a node.
+pub fn url(addr: SocketAddr) -> String {
+    format!("ws://{addr}/packetflow/v1")
+}
+
+/// Registers `df:upper` (uppercase a string) on `reactor`.
+pub fn register_upper(reactor: &Reactor) {
+    reactor
+        .register_sync("df", "upper", |data, _| {
+            Ok(Value::String(data.as_str().unwrap_or_default().to_uppercase()))
+        })
+        .unwrap();
+}
+
+/// A peer written from the seed spec alone: raw frames, no `hello`.
+pub struct RawPeer {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl RawPeer {
+    /// Connects speaking JSON (no subprotocol header, like the seed).
+    pub async fn connect(url: &str) -> RawPeer {
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        RawPeer { ws }
+    }
+
+    /// Connects asking for MessagePack.
+    pub async fn connect_msgpack(url: &str) -> RawPeer {
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", HeaderValue::from_static("packetflow.v1.msgpack"));
+        let (ws, response) = tokio_tungstenite::connect_async(request).await.expect("connect");
+        assert_eq!(response.headers()["sec-websocket-protocol"], "packetflow.v1.msgpack");
+        RawPeer { ws }
+    }
+
+    /// Sends a raw WebSocket message.
+    pub async fn send(&mut self, message: WsMessage) {
+        self.ws.send(message).await.expect("send");
+    }
+
+    /// Sends a text frame.
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.send(WsMessage::Text(text.into().into())).await;
+    }
+
+    /// Sends a JSON value as a text frame.
+    pub async fn send_json(&mut self, value: &Value) {
+        self.send_text(value.to_string()).await;
+    }
+
+    /// The next frame that is not a heartbeat, decoded (JSON text or
+    /// MessagePack binary); `None` once the connection is closed.
+    pub async fn recv(&mut self) -> Option<Value> {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a frame in time");
+            let value: Value = match frame {
+                Some(Ok(WsMessage::Text(t))) => serde_json::from_str(&t).expect("JSON frame"),
+                Some(Ok(WsMessage::Binary(b))) => {
+                    rmp_serde::from_slice::<Value>(&b).expect("MessagePack frame")
+                }
+                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => continue,
+            };
+            if value["type"] != "heartbeat" {
+                return Some(value);
+            }
+        }
+    }
+
+    /// Like [`recv`](Self::recv), failing the test if the connection closed.
+    pub async fn recv_open(&mut self) -> Value {
+        self.recv().await.expect("the connection stayed open")
+    }
+
+    /// Waits for the close frame; returns its code.
+    pub async fn closed_with(&mut self) -> Option<u16> {
+        self.frames_until_close().await.1
+    }
+
+    /// Every JSON frame (heartbeats aside) until the close frame, and the
+    /// close code.
+    pub async fn frames_until_close(&mut self) -> (Vec<Value>, Option<u16>) {
+        let mut frames = Vec::new();
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await.expect("closed in time") {
+                Some(Ok(WsMessage::Close(frame))) => return (frames, frame.map(|f: CloseFrame| f.code.into())),
+                Some(Ok(WsMessage::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).expect("JSON frame");
+                    if v["type"] != "heartbeat" {
+                        frames.push(v);
+                    }
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return (frames, None),
+            }
+        }
+    }
+
+    /// Closes the connection.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// A seed-style submit frame.
+pub fn submit_frame(seq: u64, id: &str, group: &str, element: &str, data: Value) -> Value {
+    serde_json::json!({"type": "submit", "seq": seq, "payload": {
+        "version": "1.0", "id": id, "group": group, "element": element, "data": data, "priority": 5}})
+}

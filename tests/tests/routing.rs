@@ -1,0 +1,145 @@
+//! Nodes routing packets to each other over loopback WebSocket.
+
+use packetflow::{json, ErrorCode, NodeConfig, Packet, Value};
+use packetflow_tests::*;
+
+fn code(result: &packetflow::PacketResult) -> Option<ErrorCode> {
+    result.err().and_then(|e| e.kind())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_serve_each_other() {
+    let (a, _) = node("a", NodeConfig::default()).await;
+    let (b, b_addr) = node("b", NodeConfig::default()).await;
+    register_upper(a.reactor());
+    b.reactor().register_sync("df", "double", |d, _| Ok(json!(d.as_i64().unwrap() * 2))).unwrap();
+    a.connect(&url(b_addr)).await.unwrap();
+    // Both directions over the one connection a dialed.
+    let r = a.reactor().call(Packet::build("df", "double", json!(21)).unwrap()).await;
+    assert_eq!(r, Ok(json!(42)));
+    let r = b.reactor().call(Packet::build("df", "upper", json!("from b")).unwrap()).await;
+    assert_eq!(r, Ok(json!("FROM B")));
+    let r = a.reactor().submit(Packet::build("df", "nowhere", json!(1)).unwrap()).await;
+    assert_eq!(code(&r), Some(ErrorCode::NoHandler));
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_through_a_hub_with_late_registration() {
+    let (hub, hub_addr) = node("hub", NodeConfig::default()).await;
+    let (service, _) = node("service", NodeConfig::default()).await;
+    let (client, _) = node("client", NodeConfig::default()).await;
+    register_upper(service.reactor());
+    service.connect(&url(hub_addr)).await.unwrap();
+    client.connect(&url(hub_addr)).await.unwrap();
+    let r = client.reactor().call(Packet::build("df", "upper", json!("via hub")).unwrap()).await;
+    assert_eq!(r, Ok(json!("VIA HUB")));
+    // A handler registered later is announced through the hub as well.
+    service.reactor().register_sync("co", "vote", |_, ctx| {
+        Ok(json!({"hops": ctx.metadata().and_then(|m| m.get("pf.hops")).cloned()}))
+    })
+    .unwrap();
+    // The announcement travels two hops: wait for it to reach the client.
+    let mut routes = client.watch_routes();
+    while !client.can_route(packetflow::Group::Collective, "vote") {
+        tokio::time::timeout(WAIT, routes.changed()).await.expect("route announced in time").unwrap();
+    }
+    let answer = client.reactor().call(Packet::build("co", "vote", json!(null)).unwrap()).await;
+    assert_eq!(answer, Ok(json!({"hops": 2})), "client -> hub -> service is two hops");
+    for n in [client, service, hub] {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_peer_serves_as_the_default_route() {
+    let (n, addr) = node("n", NodeConfig::default()).await;
+    let mut seed = RawPeer::connect(&url(addr)).await;
+    let reactor = n.reactor().clone();
+    let submitting = tokio::spawn(async move {
+        reactor.call(Packet::build("ed", "notify_users", json!({"message": "hi"})).unwrap()).await
+    });
+    // The seed peer sees a plain submit frame, with no hello before it...
+    let frame = seed.recv_open().await;
+    assert_eq!(frame["type"], "submit");
+    assert_eq!(frame["payload"]["element"], "notify_users");
+    // ...and answers the seed's way: seq 0, matched by packet_id.
+    let id = frame["payload"]["id"].clone();
+    seed.send_json(&json!({"type": "result", "seq": 0, "payload": {
+        "packet_id": id, "status": "success", "data": {"sent": true}, "duration_ms": 1}}))
+        .await;
+    assert_eq!(submitting.await.unwrap(), Ok(json!({"sent": true})));
+    n.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_peer_submits_and_gets_its_seq_back() {
+    let (n, addr) = node("n", NodeConfig::default()).await;
+    register_upper(n.reactor());
+    let mut seed = RawPeer::connect(&url(addr)).await;
+    seed.send_json(&submit_frame(12345, "550e8400-e29b-41d4-a716-446655440000", "df", "upper", json!("hello world"))).await;
+    let answer = seed.recv_open().await;
+    assert_eq!(answer["type"], "result");
+    assert_eq!(answer["seq"], 12345);
+    assert_eq!(answer["payload"]["packet_id"], "550e8400-e29b-41d4-a716-446655440000");
+    assert_eq!(answer["payload"]["status"], "success");
+    assert_eq!(answer["payload"]["data"], "HELLO WORLD");
+    // A heartbeat from the seed is accepted silently; the next answer still flows.
+    seed.send_json(&json!({"type": "heartbeat", "seq": 2, "payload": {"timestamp": 1}})).await;
+    seed.send_json(&submit_frame(3, "second", "df", "missing", json!(1))).await;
+    let answer = seed.recv_open().await;
+    assert_eq!(answer["payload"]["error"]["code"], "PF001");
+    n.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msgpack_peers_get_binary_frames_with_compact_keys() {
+    let (n, addr) = node("n", NodeConfig::default()).await;
+    register_upper(n.reactor());
+    let mut peer = RawPeer::connect_msgpack(&url(addr)).await;
+    let frame = json!({"type": "submit", "seq": 9, "payload": {"v": "1.0", "id": "m1", "g": "df", "e": "upper", "d": "packed", "p": 5}});
+    peer.send(tokio_tungstenite::tungstenite::Message::Binary(rmp_serde::to_vec_named(&frame).unwrap().into())).await;
+    let answer = peer.recv_open().await;
+    assert_eq!(answer["seq"], 9);
+    assert_eq!(answer["payload"]["data"], "PACKED");
+    // And a msgpack dialer node routes through a JSON hub.
+    let (other, _) = node("other", NodeConfig::default()).await;
+    other.connect_with(&url(addr), packetflow::Codec::MsgPack).await.unwrap();
+    let r = other.reactor().call(Packet::build("df", "upper", json!("x")).unwrap()).await;
+    assert_eq!(r, Ok(Value::from("X")));
+    other.stop().await;
+    n.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pf508_past_the_hop_limit() {
+    let (hub, hub_addr) = node("hub", NodeConfig::default()).await;
+    let (service, _) = node("service", NodeConfig::default()).await;
+    register_upper(service.reactor());
+    service.connect(&url(hub_addr)).await.unwrap();
+    let mut raw = RawPeer::connect(&url(hub_addr)).await;
+    let mut frame = submit_frame(1, "looping", "df", "upper", json!("x"));
+    frame["payload"]["metadata"] = json!({"pf.hops": 8});
+    raw.send_json(&frame).await;
+    let answer = raw.recv_open().await;
+    assert_eq!(answer["payload"]["error"]["code"], "PF508");
+    frame["payload"]["metadata"] = json!({"pf.hops": 7});
+    frame["payload"]["id"] = json!("fine");
+    raw.send_json(&frame).await;
+    assert_eq!(raw.recv_open().await["payload"]["data"], "X");
+    service.stop().await;
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packet_is_never_sent_back_where_it_came_from() {
+    // The only peer that could take df:echo is the one that sent it.
+    let (n, addr) = node("n", NodeConfig::default()).await;
+    let mut seed = RawPeer::connect(&url(addr)).await;
+    seed.send_json(&submit_frame(4, "boomerang", "df", "echo", json!(1))).await;
+    let answer = seed.recv_open().await;
+    assert_eq!(answer["seq"], 4);
+    assert_eq!(answer["payload"]["error"]["code"], "PF001");
+    n.stop().await;
+}
