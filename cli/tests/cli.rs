@@ -1,0 +1,139 @@
+//! The `packetflow` binary end to end: a hub, submits against it, health,
+//! a short benchmark, and clean shutdown on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_packetflow");
+
+/// A `packetflow serve` on an ephemeral port, killed when dropped.
+struct Hub {
+    child: Child,
+    url: String,
+}
+
+impl Hub {
+    fn start(extra: &[&str]) -> Hub {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start packetflow serve");
+        // The first line names the bound address.
+        let mut line = String::new();
+        BufReader::new(child.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("ws://"))
+            .unwrap_or_else(|| panic!("no URL in {line:?}"))
+            .to_owned();
+        Hub { child, url }
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let mut child = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        rx.recv_timeout(Duration::from_secs(10)).expect("serve stops on SIGTERM").unwrap()
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run packetflow")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn submit_prints_the_result_and_sets_the_exit_code() {
+    let hub = Hub::start(&["--handler", "df:transform=uppercase", "--handler", "df:fail=fail"]);
+    let ok = run(&["submit", "--url", &hub.url, "df", "transform", "\"hello world\""]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let result: serde_json::Value = serde_json::from_str(&stdout(&ok)).unwrap();
+    assert_eq!(result["status"], "success");
+    assert_eq!(result["data"], "HELLO WORLD");
+
+    let packed = run(&["submit", "--url", &hub.url, "--msgpack", "df", "transform", "\"packed\""]);
+    assert!(packed.status.success());
+    assert!(stdout(&packed).contains("\"PACKED\""));
+
+    let missing = run(&["submit", "--url", &hub.url, "df", "nothing", "1"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).starts_with("PF001: no handler for df:nothing"), "{}", stderr(&missing));
+
+    let failing = run(&["submit", "--url", &hub.url, "df", "fail", "{\"a\":1}"]);
+    assert_eq!(failing.status.code(), Some(1));
+    assert!(stderr(&failing).starts_with("PF500"));
+
+    let status = hub.terminate();
+    assert!(status.success(), "serve exits 0 on SIGTERM");
+}
+
+#[test]
+fn bad_arguments_are_named() {
+    let bad_json = run(&["submit", "df", "transform", "{not json"]);
+    assert_eq!(bad_json.status.code(), Some(2));
+    assert!(stderr(&bad_json).contains("DATA is not JSON"));
+    let bad_priority = run(&["submit", "--priority", "11", "df", "transform", "1"]);
+    assert!(stderr(&bad_priority).contains("priority must be an integer 1-10, got 11"));
+    let bad_group = run(&["submit", "zz", "transform", "1"]);
+    assert!(stderr(&bad_group).contains("group must be one of"));
+    let unreachable = run(&["submit", "--url", "ws://127.0.0.1:1/packetflow/v1", "df", "t", "1"]);
+    assert_eq!(unreachable.status.code(), Some(2));
+    assert!(stderr(&unreachable).contains("cannot connect to ws://127.0.0.1:1/packetflow/v1"));
+    let bad_handler = run(&["serve", "--listen", "127.0.0.1:0", "--handler", "df:x=teleport"]);
+    assert_eq!(bad_handler.status.code(), Some(2));
+    assert!(stderr(&bad_handler).contains("unknown handler kind \"teleport\""));
+}
+
+#[test]
+fn health_and_bench_against_a_hub() {
+    let hub = Hub::start(&["--handler", "df:transform=uppercase"]);
+    let health = run(&["health", &hub.url]);
+    assert!(health.status.success());
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&health)).unwrap();
+    assert_eq!(doc["handlers"], serde_json::json!(["df:transform"]));
+    let bench = run(&[
+        "bench", "--url", &hub.url, "--n", "2000", "--seq-n", "200", "--warmup", "50",
+        "--conns", "2", "--expect", "\"HELLO WORLD\"", "--json",
+    ]);
+    assert!(bench.status.success(), "{}", stderr(&bench));
+    let out = stdout(&bench);
+    assert!(out.contains("seq  n=200: p50"), "{out}");
+    assert!(out.contains("pipe 2x100 n=2000"), "{out}");
+    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["errors"], 0);
+    assert!(summary["pipe_packets_per_s"].as_f64().unwrap() > 0.0);
+    // A wrong expectation is reported as errors, not hidden.
+    let wrong = run(&["bench", "--url", &hub.url, "--mode", "pipe", "--n", "100", "--warmup", "0", "--expect", "\"nope\""]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(stderr(&wrong).contains("100 answers were errors"));
+}
+
+#[test]
+fn every_command_has_help() {
+    for cmd in [vec!["--help"], vec!["serve", "--help"], vec!["submit", "--help"], vec!["health", "--help"], vec!["bench", "--help"]] {
+        let out = run(&cmd);
+        assert!(out.status.success());
+        assert!(stdout(&out).contains("Usage: packetflow"), "{cmd:?}");
+    }
+}
