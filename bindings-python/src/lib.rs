@@ -19,6 +19,9 @@ mod runtime;
 
 use pyo3::prelude::*;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Called at interpreter exit (registered with `atexit` by the package):
 /// background threads stop touching Python, handler threads stop.
 #[pyfunction]
