@@ -497,33 +497,30 @@ unsafe fn dispatch(env: sys::napi_env, shared: &Shared, local: &LocalRef) -> Nap
         (js::deref(env, local.dispatch_fn), js::deref(env, local.state))
     };
     let mut args = Vec::with_capacity(items.len() * INVOCATION_STRIDE);
-    {
-        let mut local = local.borrow_mut();
-        for invocation in items.drain(..) {
-            if state.is_none() {
-                let _ = invocation.reply.send(Err(PfError::new(
-                    packetflow::ErrorCode::Unavailable,
-                    "the JS reactor object was garbage-collected",
-                )));
-                continue;
+    for invocation in items.drain(..) {
+        if state.is_none() {
+            let _ = invocation.reply.send(Err(PfError::new(
+                packetflow::ErrorCode::Unavailable,
+                "the JS reactor object was garbage-collected",
+            )));
+            continue;
+        }
+        // No borrow is held while values are converted: creating JS values
+        // can run user code (a setter on Object.prototype) that re-enters.
+        let token = local.borrow_mut().token();
+        match invocation_args(env, token, &invocation) {
+            Ok(entry) => {
+                args.extend_from_slice(&entry);
+                let Invocation { reply, ctx, .. } = invocation;
+                local.borrow_mut().running.insert(token, Running { reply, ctx });
             }
-            let token = local.token();
-            match invocation_args(env, token, &invocation) {
-                Ok(entry) => {
-                    args.extend_from_slice(&entry);
-                    let Invocation { reply, ctx, .. } = invocation;
-                    local.running.insert(token, Running { reply, ctx });
-                }
-                Err(_) => {
-                    js::take_exception(env);
-                    let _ = invocation
-                        .reply
-                        .send(Err(PfError::failed("the packet could not be passed to the JS handler")));
-                }
+            Err(_) => {
+                js::take_exception(env);
+                let _ = invocation.reply.send(Err(PfError::failed("the packet could not be passed to the JS handler")));
             }
         }
-        local.spare_invocations = items;
     }
+    local.borrow_mut().spare_invocations = items;
     match (function, state) {
         (Some(function), Some(state)) if !args.is_empty() => {
             call_in_chunks(env, function, state, &mut args, INVOCATION_STRIDE)

@@ -25,9 +25,9 @@ function latch() {
  * Runs `node file` and resolves to {code, signal, stdout, stderr}; kills it
  * (and fails) if it has not exited within `ms`.
  */
-function runNode(file, ms, env = {}) {
+function runNode(file, ms, env = {}, nodeArgs = []) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [file], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...nodeArgs, file], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));

@@ -42,3 +42,10 @@ test('a worker thread with a busy reactor can be terminated', async () => {
   assert.equal(out.code, 0, out.stderr);
   assert.deepEqual(out.stdout.trim().split('\n'), ['worker ok', 'terminated']);
 });
+
+test('reactors dropped without stop() are collected cleanly', async () => {
+  const out = await runNode(fixture('collected.js'), 20000, {}, ['--expose-gc']);
+  assert.equal(out.signal, null, out.stderr);
+  assert.equal(out.code, 0, out.stderr);
+  assert.equal(out.stdout.trim(), 'alive');
+});

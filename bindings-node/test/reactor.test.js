@@ -4,7 +4,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { Reactor, PacketFlowError, Context } = require('..');
-const { within } = require('./helpers');
+const { within, latch } = require('./helpers');
 
 test('async handler round trip resolves to a camelCase Result', async () => {
   const r = new Reactor({ name: 'rt' });
@@ -211,6 +211,27 @@ test('handlers run on the JS thread, never inside submit()', async () => {
   inSubmit = false;
   await pending;
   assert.equal(ranInside, false);
+  await r.stop();
+});
+
+test('priority decides which waiting packet runs first', async () => {
+  const r = new Reactor({ maxInflight: 1 });
+  const release = latch();
+  const order = [];
+  r.register('df', 'gate', () => release.opened);
+  r.register('df', 'log', (name) => {
+    order.push(name);
+    return name;
+  });
+  const gate = r.submit('df', 'gate', null);
+  const waiting = [
+    r.submit({ group: 'df', element: 'log', data: 'low', priority: 1 }),
+    r.submit({ group: 'df', element: 'log', data: 'default' }),
+    r.submit({ group: 'df', element: 'log', data: 'urgent', priority: 10 }),
+  ];
+  release.open('open');
+  await within(Promise.all([gate, ...waiting]), 5000);
+  assert.deepEqual(order, ['urgent', 'default', 'low']);
   await r.stop();
 });
 
