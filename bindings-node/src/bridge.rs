@@ -216,6 +216,8 @@ pub struct Local {
     /// Promises of this reactor that are not settled yet.
     busy: u32,
     pub running: HashMap<u64, Running>,
+    /// Size of `running` after its last sweep (see `sweep`).
+    swept_at: usize,
     next_token: u64,
     spare_invocations: Vec<Invocation>,
     spare_tasks: Vec<Arc<Task>>,
@@ -248,6 +250,7 @@ impl Local {
             state: reference(env, side.state, 0)?,
             busy: 0,
             running: HashMap::new(),
+            swept_at: 0,
             next_token: 1,
             spare_invocations: Vec::new(),
             spare_tasks: Vec::new(),
@@ -290,6 +293,17 @@ impl Local {
             sys::napi_reference_ref(env, self.state, &mut count);
         } else {
             sys::napi_reference_unref(env, self.state, &mut count);
+        }
+    }
+
+    /// Forgets running handlers whose packet already ended (it timed out or
+    /// the reactor stopped) and that never answered: a handler whose Promise
+    /// never settles must not hold its context forever. Amortised: a sweep
+    /// runs only when the table has doubled since the last one.
+    fn sweep(&mut self) {
+        if self.running.len() >= 1024 && self.running.len() >= 2 * self.swept_at {
+            self.running.retain(|_, r| !r.reply.is_closed());
+            self.swept_at = self.running.len();
         }
     }
 
@@ -512,7 +526,9 @@ unsafe fn dispatch(env: sys::napi_env, shared: &Shared, local: &LocalRef) -> Nap
             Ok(entry) => {
                 args.extend_from_slice(&entry);
                 let Invocation { reply, ctx, .. } = invocation;
-                local.borrow_mut().running.insert(token, Running { reply, ctx });
+                let mut local = local.borrow_mut();
+                local.running.insert(token, Running { reply, ctx });
+                local.sweep();
             }
             Err(_) => {
                 js::take_exception(env);

@@ -287,3 +287,17 @@ test('ES module import gives the same API', async () => {
   assert.equal(esm.PacketFlowError, PacketFlowError);
   assert.equal(esm.default.Reactor, Reactor);
 });
+
+test('handlers that never answer do not pile up after their deadline', async () => {
+  const r = new Reactor({ maxInflight: 5000 });
+  r.register('df', 'never', () => new Promise(() => {}));
+  r.register('df', 'ok', () => 'ok');
+  const submits = [];
+  for (let i = 0; i < 3000; i++) submits.push(r.submit({ group: 'df', element: 'never', timeoutMs: 50 }));
+  const results = await within(Promise.all(submits), 10000);
+  assert.ok(results.every((x) => x.error && x.error.code === 'PF408'));
+  assert.equal(r.stats().inFlight, 0);
+  // The reactor keeps serving afterwards.
+  assert.equal(await r.call('df', 'ok', null), 'ok');
+  await r.stop();
+});
