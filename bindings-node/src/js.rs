@@ -94,11 +94,24 @@ pub unsafe fn string(env: sys::napi_env, s: &str) -> NapiResult<sys::napi_value>
 
 /// Reads a JS string as UTF-8 (lone surrogates become U+FFFD, as N-API does).
 pub unsafe fn get_string(env: sys::napi_env, value: sys::napi_value) -> NapiResult<String> {
+    // Short strings (element names, ids, small data) are read in one call
+    // into a stack buffer. N-API writes whole characters only, so a string
+    // that left room for a 4-byte character (plus the NUL) was read whole.
+    const STACK: usize = 64;
+    let mut stack = [0u8; STACK];
+    let mut written = 0;
+    check(sys::napi_get_value_string_utf8(env, value, stack.as_mut_ptr().cast(), STACK, &mut written))?;
+    if written < STACK - 4 {
+        let bytes = &stack[..written];
+        return Ok(match std::str::from_utf8(bytes) {
+            Ok(text) => text.to_owned(),
+            Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+        });
+    }
     let mut len = 0;
     check(sys::napi_get_value_string_utf8(env, value, ptr::null_mut(), 0, &mut len))?;
     // N-API writes a terminating NUL, hence the extra byte.
     let mut buf: Vec<u8> = Vec::with_capacity(len + 1);
-    let mut written = 0;
     check(sys::napi_get_value_string_utf8(
         env,
         value,

@@ -140,3 +140,22 @@ test('ctx.call refuses bad values with a TypeError', async () => {
   assert.equal(await r.call('df', 'outer', null), 'TypeError: data.big: BigInt is not JSON-serializable');
   await r.stop();
 });
+
+test('strings of every length and width round trip (short and long paths)', async () => {
+  const r = new Reactor();
+  r.register('df', 'echo', (d) => d);
+  const pieces = ['a', 'é', '✓', '𝄞'];
+  for (const piece of pieces) {
+    for (let n = 0; n <= 70; n++) {
+      const s = piece.repeat(n);
+      assert.equal(await r.call('df', 'echo', s), s, `${JSON.stringify(piece)} x ${n}`);
+      assert.deepEqual(await r.call('df', 'echo', { [s]: s }), { [s]: s });
+    }
+  }
+  const mixed = 'x'.repeat(58) + '𝄞' + 'y';
+  assert.equal(await r.call('df', 'echo', mixed), mixed);
+  assert.equal(await r.call('df', 'echo', '\ud800'), '\ufffd', 'a lone surrogate becomes U+FFFD');
+  const long = 'long ✓ '.repeat(10000);
+  assert.equal(await r.call('df', 'echo', long), long);
+  await r.stop();
+});
