@@ -48,7 +48,9 @@ defmodule PacketFlow do
   @doc false
   @spec name!(term(), String.t()) :: String.t()
   def name!(name, _what) when is_binary(name), do: name
-  def name!(name, _what) when is_atom(name) and name not in [nil, true, false], do: Atom.to_string(name)
+
+  def name!(name, _what) when is_atom(name) and name not in [nil, true, false],
+    do: Atom.to_string(name)
 
   def name!(other, what) do
     raise ArgumentError, "#{what} must be a string or an atom, got: #{inspect(other)}"

@@ -43,7 +43,8 @@ defmodule Mix.Tasks.Compile.PacketflowNif do
   defp cargo(args) do
     case System.find_executable("cargo") do
       nil ->
-        {:error, "cargo is not on the PATH: PacketFlow's native library is built from Rust sources"}
+        {:error,
+         "cargo is not on the PATH: PacketFlow's native library is built from Rust sources"}
 
       cargo ->
         case System.cmd(cargo, args, stderr_to_stdout: true, into: IO.stream(:stdio, :line)) do

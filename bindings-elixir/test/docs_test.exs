@@ -2,11 +2,19 @@ defmodule PacketFlow.DocsTest do
   @moduledoc "The public API is documented and typed (what `mix docs` will show)."
   use ExUnit.Case, async: true
 
-  @public [PacketFlow, PacketFlow.Reactor, PacketFlow.Context, PacketFlow.Result, PacketFlow.Error]
+  @public [
+    PacketFlow,
+    PacketFlow.Reactor,
+    PacketFlow.Context,
+    PacketFlow.Result,
+    PacketFlow.Error
+  ]
 
   test "every public module has a @moduledoc" do
     for mod <- @public do
-      assert {:docs_v1, _, :elixir, _, %{"en" => text}, _, _} = Code.fetch_docs(mod), "#{inspect(mod)} has no @moduledoc"
+      assert {:docs_v1, _, :elixir, _, %{"en" => text}, _, _} = Code.fetch_docs(mod),
+             "#{inspect(mod)} has no @moduledoc"
+
       assert String.length(text) > 40
     end
   end

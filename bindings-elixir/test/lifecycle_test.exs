@@ -26,7 +26,10 @@ defmodule PacketFlow.LifecycleTest do
 
     tasks =
       for p <- 1..10 do
-        Task.async(fn -> for i <- 1..100, do: {:ok, %{"p" => ^p, "i" => ^i}} = Reactor.call(r, "co", "id", %{p: p, i: i}) end)
+        Task.async(fn ->
+          for i <- 1..100,
+              do: {:ok, %{"p" => ^p, "i" => ^i}} = Reactor.call(r, "co", "id", %{p: p, i: i})
+        end)
       end
 
     Task.await_many(tasks, 30_000)
@@ -48,19 +51,35 @@ defmodule PacketFlow.LifecycleTest do
     assert {:error, %PacketFlow.Error{code: "PF503"}} = Task.await(caller)
     assert_receive {:DOWN, ^ref, :process, ^task_pid, _}, 2_000
     refute Process.alive?(r)
-    wait_until(fn -> Native.live_reactors() == before end, 2_000, "the reactor resource to be freed")
+
+    wait_until(
+      fn -> Native.live_reactors() == before end,
+      2_000,
+      "the reactor resource to be freed"
+    )
+
     wait_until(fn -> Native.live_invocations() == 0 end, 2_000, "invocations to be freed")
   end
 
   test "a supervisor shutting down stops its reactors" do
     before = Native.live_reactors()
-    {:ok, sup} = Supervisor.start_link([{Reactor, name: :sup_reactor_a}, {Reactor, name: :sup_reactor_b}], strategy: :one_for_one)
+
+    {:ok, sup} =
+      Supervisor.start_link([{Reactor, name: :sup_reactor_a}, {Reactor, name: :sup_reactor_b}],
+        strategy: :one_for_one
+      )
+
     assert Native.live_reactors() == before + 2
     :ok = Reactor.register(:sup_reactor_a, "df", "x", fn d -> d end)
     assert {:ok, 1} = Reactor.call(:sup_reactor_a, "df", "x", 1)
     :ok = Supervisor.stop(sup)
     assert GenServer.whereis(:sup_reactor_a) == nil
-    wait_until(fn -> Native.live_reactors() == before end, 2_000, "both reactor resources to be freed")
+
+    wait_until(
+      fn -> Native.live_reactors() == before end,
+      2_000,
+      "both reactor resources to be freed"
+    )
   end
 
   @tag :capture_log
@@ -76,7 +95,12 @@ defmodule PacketFlow.LifecycleTest do
     assert_receive {:DOWN, ref, :process, ^r, :killed} when ref == elem(refs, 0)
     # Its dispatcher follows it (and logs why, captured here).
     assert_receive {:DOWN, ref, :process, ^dispatcher, :killed} when ref == elem(refs, 1)
-    wait_until(fn -> Native.live_reactors() == before end, 2_000, "the reactor resource to be freed")
+
+    wait_until(
+      fn -> Native.live_reactors() == before end,
+      2_000,
+      "the reactor resource to be freed"
+    )
   end
 
   test "the reactor's GenServer stays responsive while handlers run" do
@@ -87,6 +111,8 @@ defmodule PacketFlow.LifecycleTest do
     # 50 handlers are busy; the reactor still answers at once.
     assert %{in_flight: 50} = Reactor.stats(r)
     Enum.each(pids, &send(&1, :release))
-    assert Enum.sort(Enum.map(Task.await_many(holders), fn {:ok, v} -> v end)) == Enum.to_list(1..50)
+
+    assert Enum.sort(Enum.map(Task.await_many(holders), fn {:ok, v} -> v end)) ==
+             Enum.to_list(1..50)
   end
 end

@@ -22,8 +22,15 @@ defmodule PacketFlow.ReactorTest do
   test "submit returns a full result and honours a given id", %{r: r} do
     :ok = Reactor.register(r, "df", "echo", fn data, _ -> data end)
 
-    assert {:ok, %Result{status: :success, data: %{"a" => 1}, error: nil, packet_id: "my-id-1"} = res} =
-             Reactor.submit(r, %{group: "df", element: "echo", data: %{a: 1}, id: "my-id-1", priority: 9})
+    assert {:ok,
+            %Result{status: :success, data: %{"a" => 1}, error: nil, packet_id: "my-id-1"} = res} =
+             Reactor.submit(r, %{
+               group: "df",
+               element: "echo",
+               data: %{a: 1},
+               id: "my-id-1",
+               priority: 9
+             })
 
     assert is_integer(res.duration_ms) and res.duration_ms >= 0
     assert Result.success?(res)
@@ -33,10 +40,17 @@ defmodule PacketFlow.ReactorTest do
   test "handler results may be tagged tuples", %{r: r} do
     :ok = Reactor.register(r, "df", "ok", fn d, _ -> {:ok, d} end)
     :ok = Reactor.register(r, "df", "err", fn _, _ -> {:error, "went wrong"} end)
-    :ok = Reactor.register(r, "df", "coded", fn _, _ -> {:error, %Error{code: "PF429", message: "busy"}} end)
+
+    :ok =
+      Reactor.register(r, "df", "coded", fn _, _ ->
+        {:error, %Error{code: "PF429", message: "busy"}}
+      end)
 
     assert {:ok, [1]} = Reactor.call(r, "df", "ok", [1])
-    assert {:error, %Error{code: "PF500", message: "handler returned an error: went wrong"}} = Reactor.call(r, "df", "err")
+
+    assert {:error, %Error{code: "PF500", message: "handler returned an error: went wrong"}} =
+             Reactor.call(r, "df", "err")
+
     assert {:error, %Error{code: "PF429", message: "busy"}} = Reactor.call(r, "df", "coded")
   end
 
@@ -50,7 +64,12 @@ defmodule PacketFlow.ReactorTest do
       end)
 
     {:ok, res} =
-      Reactor.submit(r, %{group: "ed", element: "inspect", timeout_ms: 5_000, metadata: %{"user" => "ann", tags: [1]}})
+      Reactor.submit(r, %{
+        group: "ed",
+        element: "inspect",
+        timeout_ms: 5_000,
+        metadata: %{"user" => "ann", tags: [1]}
+      })
 
     assert_receive {:ctx, ctx, remaining, trace}
     assert ctx.packet_id == res.packet_id
@@ -61,7 +80,10 @@ defmodule PacketFlow.ReactorTest do
   end
 
   test "a handler calls another through its context, sharing the trace", %{r: r} do
-    :ok = Reactor.register(r, "df", "inner", fn data, ctx -> %{"got" => data, "trace" => Context.trace_id(ctx)} end)
+    :ok =
+      Reactor.register(r, "df", "inner", fn data, ctx ->
+        %{"got" => data, "trace" => Context.trace_id(ctx)}
+      end)
 
     :ok =
       Reactor.register(r, "df", "outer", fn data, ctx ->
@@ -93,12 +115,23 @@ defmodule PacketFlow.ReactorTest do
   end
 
   test "bad handler names are PF400 errors; bad handlers raise", %{r: r} do
-    assert {:error, %Error{code: "PF400", message: msg}} = Reactor.register(r, "zz", "x", fn d -> d end)
+    assert {:error, %Error{code: "PF400", message: msg}} =
+             Reactor.register(r, "zz", "x", fn d -> d end)
+
     assert msg =~ "group must be one of"
-    assert {:error, %Error{code: "PF400", message: msg}} = Reactor.register(r, "df", "has space", fn d -> d end)
+
+    assert {:error, %Error{code: "PF400", message: msg}} =
+             Reactor.register(r, "df", "has space", fn d -> d end)
+
     assert msg =~ "element must be"
-    assert_raise ArgumentError, ~r/arity 1 or 2/, fn -> Reactor.register(r, "df", "x", fn -> 1 end) end
-    assert_raise ArgumentError, ~r/group must be a string or an atom/, fn -> Reactor.register(r, 1, "x", fn d -> d end) end
+
+    assert_raise ArgumentError, ~r/arity 1 or 2/, fn ->
+      Reactor.register(r, "df", "x", fn -> 1 end)
+    end
+
+    assert_raise ArgumentError, ~r/group must be a string or an atom/, fn ->
+      Reactor.register(r, 1, "x", fn d -> d end)
+    end
   end
 
   test "stats count answers per handler", %{r: r} do
@@ -125,7 +158,11 @@ defmodule PacketFlow.ReactorTest do
 
     waiting =
       for p <- [1, 5, 10, 5] do
-        t = Task.async(fn -> Reactor.submit(r, %{group: "cf", element: "order", data: p, priority: p}) end)
+        t =
+          Task.async(fn ->
+            Reactor.submit(r, %{group: "cf", element: "order", data: p, priority: p})
+          end)
+
         t
       end
 
@@ -133,13 +170,23 @@ defmodule PacketFlow.ReactorTest do
     send(gate_pid, :release)
     assert {:ok, "g"} = Task.await(gate)
     Enum.each(waiting, &Task.await/1)
-    order = for _ <- 1..4, do: (receive do {:ran, p} -> p end)
+
+    order =
+      for _ <- 1..4,
+          do:
+            (receive do
+               {:ran, p} -> p
+             end)
+
     assert order == [10, 5, 5, 1]
   end
 
   test "child_spec uses the name as id and starts under a supervisor" do
     name = :"reactor_#{System.unique_integer([:positive])}"
-    assert %{id: ^name, start: {Reactor, :start_link, [[name: ^name]]}} = Reactor.child_spec(name: name)
+
+    assert %{id: ^name, start: {Reactor, :start_link, [[name: ^name]]}} =
+             Reactor.child_spec(name: name)
+
     {:ok, sup} = Supervisor.start_link([{Reactor, name: name}], strategy: :one_for_one)
     :ok = Reactor.register(name, "df", "x", fn d -> d end)
     assert {:ok, 3} = Reactor.call(name, "df", "x", 3)
@@ -149,6 +196,9 @@ defmodule PacketFlow.ReactorTest do
 
   test "start_link rejects bad options" do
     assert_raise ArgumentError, fn -> Reactor.start_link(bogus: 1) end
-    assert_raise ArgumentError, ~r/max_inflight must be a positive integer/, fn -> Reactor.start_link(max_inflight: 0) end
+
+    assert_raise ArgumentError, ~r/max_inflight must be a positive integer/, fn ->
+      Reactor.start_link(max_inflight: 0)
+    end
   end
 end

@@ -26,7 +26,9 @@ defmodule PacketFlow.TestHelpers do
         result
 
       _ ->
-        if System.monotonic_time(:millisecond) > deadline, do: flunk("timed out waiting for #{what}")
+        if System.monotonic_time(:millisecond) > deadline,
+          do: flunk("timed out waiting for #{what}")
+
         receive do
         after
           1 -> do_wait(check, deadline, what)

@@ -48,6 +48,7 @@ defmodule PacketFlow.ValuesTest do
 
   test "the handler sees the same values", %{r: r} do
     :ok = Reactor.register(r, "df", "types", fn d -> Enum.map(d, &type_of/1) end)
+
     assert {:ok, ["integer", "float", "binary", "boolean", "nil", "list", "map"]} =
              Reactor.call(r, "df", "types", [1, 2.0, "s", true, nil, [], %{}])
   end
@@ -114,8 +115,14 @@ defmodule PacketFlow.ValuesTest do
       Reactor.submit(r, %{group: "df", element: "echo", colour: "blue"})
     end
 
-    assert_raise ArgumentError, ~r/the packet needs a :group/, fn -> Reactor.submit(r, %{element: "echo"}) end
-    assert_raise ArgumentError, ~r/group must be a string, got a tuple/, fn -> Reactor.submit(r, %{group: {:df}, element: "x"}) end
+    assert_raise ArgumentError, ~r/the packet needs a :group/, fn ->
+      Reactor.submit(r, %{element: "echo"})
+    end
+
+    assert_raise ArgumentError, ~r/group must be a string, got a tuple/, fn ->
+      Reactor.submit(r, %{group: {:df}, element: "x"})
+    end
+
     assert_raise ArgumentError, ~r/a packet must be a map/, fn -> Reactor.submit(r, "df:echo") end
   end
 
@@ -126,7 +133,12 @@ defmodule PacketFlow.ValuesTest do
   end
 
   test "a child call with bad data raises in the handler (PF500 for the parent)", %{r: r} do
-    :ok = Reactor.register(r, "df", "parent", fn _, ctx -> Context.call(ctx, "df", "echo", {:tuple}) end)
-    assert {:error, %Error{code: "PF500", message: "ArgumentError: data is a tuple" <> _}} = Reactor.call(r, "df", "parent")
+    :ok =
+      Reactor.register(r, "df", "parent", fn _, ctx ->
+        Context.call(ctx, "df", "echo", {:tuple})
+      end)
+
+    assert {:error, %Error{code: "PF500", message: "ArgumentError: data is a tuple" <> _}} =
+             Reactor.call(r, "df", "parent")
   end
 end

@@ -46,14 +46,19 @@ defmodule PacketFlow.Context do
   @spec call(t(), PacketFlow.name(), PacketFlow.name(), PacketFlow.value()) ::
           {:ok, PacketFlow.value()} | {:error, PacketFlow.Error.t()}
   def call(%__MODULE__{token: token} = ctx, group, element, data \\ nil) do
-    ref = make_ref()
+    tag = System.unique_integer([:positive])
+    group = PacketFlow.name!(group, "group")
+    element = PacketFlow.name!(element, "element")
 
-    case Native.context_call(token, PacketFlow.name!(group, "group"), PacketFlow.name!(element, "element"), data, ref) do
-      :ok ->
+    case Native.context_call(token, group, element, data, tag) do
+      {:ok, answer} ->
+        answer
+
+      :pending ->
         wait = remaining_ms(ctx) + @grace_ms
 
         receive do
-          {^ref, answer} -> answer
+          {:pf_child, ^tag, answer} -> answer
         after
           wait -> exit({:timeout, {__MODULE__, :call, [group, element]}})
         end

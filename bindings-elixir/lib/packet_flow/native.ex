@@ -38,7 +38,7 @@ defmodule PacketFlow.Native do
   def reply_error(_token, _code, _message), do: not_loaded()
   def context_remaining_ms(_token), do: not_loaded()
   def context_trace_id(_token), do: not_loaded()
-  def context_call(_token, _group, _element, _data, _ref), do: not_loaded()
+  def context_call(_token, _group, _element, _data, _tag), do: not_loaded()
   def live_reactors, do: not_loaded()
   def live_invocations, do: not_loaded()
 end

@@ -143,9 +143,14 @@ defmodule PacketFlow.Reactor do
   defp config!(opts) do
     name =
       case Keyword.fetch(opts, :reactor_name) do
-        {:ok, n} when is_binary(n) -> n
-        {:ok, other} -> raise ArgumentError, "reactor_name must be a string, got: #{inspect(other)}"
-        :error -> default_name(opts[:name])
+        {:ok, n} when is_binary(n) ->
+          n
+
+        {:ok, other} ->
+          raise ArgumentError, "reactor_name must be a string, got: #{inspect(other)}"
+
+        :error ->
+          default_name(opts[:name])
       end
 
     %{
@@ -158,6 +163,7 @@ defmodule PacketFlow.Reactor do
   defp default_name(name) when is_atom(name) and name != nil do
     name |> Atom.to_string() |> String.replace_prefix("Elixir.", "")
   end
+
   defp default_name(_), do: "packetflow"
 
   defp positive!(opts, key, default) do
@@ -169,8 +175,11 @@ defmodule PacketFlow.Reactor do
 
   defp non_negative!(opts, key, default) do
     case Keyword.get(opts, key, default) do
-      n when is_integer(n) and n >= 0 -> n
-      other -> raise ArgumentError, "#{key} must be a non-negative integer, got: #{inspect(other)}"
+      n when is_integer(n) and n >= 0 ->
+        n
+
+      other ->
+        raise ArgumentError, "#{key} must be a non-negative integer, got: #{inspect(other)}"
     end
   end
 
@@ -188,9 +197,15 @@ defmodule PacketFlow.Reactor do
   def register(reactor, group, element, fun) do
     fun =
       cond do
-        is_function(fun, 2) -> fun
-        is_function(fun, 1) -> fn data, _ctx -> fun.(data) end
-        true -> raise ArgumentError, "a handler must be a function of arity 1 or 2, got: #{inspect(fun)}"
+        is_function(fun, 2) ->
+          fun
+
+        is_function(fun, 1) ->
+          fn data, _ctx -> fun.(data) end
+
+        true ->
+          raise ArgumentError,
+                "a handler must be a function of arity 1 or 2, got: #{inspect(fun)}"
       end
 
     key = {PacketFlow.name!(group, "group"), PacketFlow.name!(element, "element")}
@@ -267,7 +282,9 @@ defmodule PacketFlow.Reactor do
     # cleanly (answering what is in flight) instead of dying with it.
     Process.flag(:trap_exit, true)
     {:ok, dispatcher} = Dispatcher.start_link()
-    native = Native.reactor_new(config.name, config.max_inflight, config.max_queue, self(), dispatcher)
+
+    native =
+      Native.reactor_new(config.name, config.max_inflight, config.max_queue, self(), dispatcher)
 
     {:ok,
      %{
@@ -284,10 +301,12 @@ defmodule PacketFlow.Reactor do
   def handle_call({:submit, packet}, from, state) do
     tag = state.next_tag
 
-    if Native.reactor_submit(state.native, tag, packet) do
-      {:noreply, %{state | next_tag: tag + 1, pending: Map.put(state.pending, tag, from)}}
-    else
-      {:reply, {:error, :already_submitted}, state}
+    case Native.reactor_submit(state.native, tag, packet) do
+      :pending ->
+        {:noreply, %{state | next_tag: tag + 1, pending: Map.put(state.pending, tag, from)}}
+
+      {:done, result} ->
+        {:reply, {:ok, result}, state}
     end
   end
 
@@ -329,6 +348,10 @@ defmodule PacketFlow.Reactor do
   end
 
   @impl true
+  def handle_info({:pf_result, tag, result}, state) do
+    {:noreply, %{state | pending: reply_all([{tag, result}], state.pending)}}
+  end
+
   def handle_info({:pf_results, results}, state) do
     {:noreply, %{state | pending: reply_all(results, state.pending)}}
   end
@@ -377,6 +400,7 @@ defmodule PacketFlow.Reactor do
     wait = max(deadline - System.monotonic_time(:millisecond), 0)
 
     receive do
+      {:pf_result, tag, result} -> drain(reply_all([{tag, result}], pending), deadline)
       {:pf_results, results} -> drain(reply_all(results, pending), deadline)
     after
       wait -> :ok

@@ -15,7 +15,8 @@ defmodule PacketFlow.Reactor.Dispatcher do
 
   use GenServer
 
-  alias PacketFlow.{Context, Native}
+  alias PacketFlow.Native
+  alias PacketFlow.Reactor.Handler
 
   @spec start_link() :: GenServer.on_start()
   def start_link, do: GenServer.start_link(__MODULE__, :ok)
@@ -33,20 +34,26 @@ defmodule PacketFlow.Reactor.Dispatcher do
   end
 
   @impl true
-  def handle_call({:put, id, handler}, _from, handlers), do: {:reply, :ok, Map.put(handlers, id, handler)}
+  def handle_call({:put, id, handler}, _from, handlers),
+    do: {:reply, :ok, Map.put(handlers, id, handler)}
+
   def handle_call({:delete, id}, _from, handlers), do: {:reply, :ok, Map.delete(handlers, id)}
 
   @impl true
   def handle_info({:pf_calls, calls}, handlers) do
-    Enum.each(calls, fn {id, data, %Context{} = ctx} ->
+    Enum.each(calls, fn {id, data, packet_id, metadata, token} ->
       case handlers do
         %{^id => {fun, _key}} ->
-          {:ok, _pid} = Task.start_link(PacketFlow.Reactor.Handler, :run, [fun, data, ctx])
+          {:ok, _pid} = Task.start_link(Handler, :run, [fun, data, packet_id, metadata, token])
 
         _ ->
           # Unregistered while the packet was on its way: answered as the
           # core answers a packet that finds no handler.
-          Native.reply_error(ctx.token, "PF001", "no handler: it was unregistered while the packet was on its way")
+          Native.reply_error(
+            token,
+            "PF001",
+            "no handler: it was unregistered while the packet was on its way"
+          )
       end
     end)
 

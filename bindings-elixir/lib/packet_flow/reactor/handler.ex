@@ -6,19 +6,29 @@ defmodule PacketFlow.Reactor.Handler do
 
   alias PacketFlow.{Context, Error, Native}
 
-  @spec run(function(), PacketFlow.value(), Context.t()) :: :ok
-  def run(fun, data, %Context{token: token} = ctx) do
-    fun.(data, ctx)
+  @spec run(function(), PacketFlow.value(), String.t(), map() | nil, reference()) :: :ok
+  def run(fun, data, packet_id, metadata, token) do
+    fun.(data, %Context{packet_id: packet_id, metadata: metadata, token: token})
   rescue
     e -> Native.reply_failed(token, describe_exception(e))
   catch
-    :throw, value -> Native.reply_failed(token, "handler threw #{inspect(value)}")
-    :exit, reason -> Native.reply_failed(token, "handler exited: #{Exception.format_exit(reason)}")
+    :throw, value ->
+      Native.reply_failed(token, "handler threw #{inspect(value)}")
+
+    :exit, reason ->
+      Native.reply_failed(token, "handler exited: #{Exception.format_exit(reason)}")
   else
-    {:ok, value} -> Native.reply_ok(token, value)
-    {:error, %Error{code: code, message: message}} -> Native.reply_error(token, code, message)
-    {:error, reason} -> Native.reply_failed(token, "handler returned an error: #{describe_reason(reason)}")
-    value -> Native.reply_ok(token, value)
+    {:ok, value} ->
+      Native.reply_ok(token, value)
+
+    {:error, %Error{code: code, message: message}} ->
+      Native.reply_error(token, code, message)
+
+    {:error, reason} ->
+      Native.reply_failed(token, "handler returned an error: #{describe_reason(reason)}")
+
+    value ->
+      Native.reply_ok(token, value)
   end
 
   defp describe_exception(%module{} = e) do

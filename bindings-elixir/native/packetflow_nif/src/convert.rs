@@ -29,7 +29,10 @@ pub struct BadValue {
 
 impl BadValue {
     fn new(problem: impl Into<String>) -> BadValue {
-        BadValue { problem: problem.into(), path: Vec::new() }
+        BadValue {
+            problem: problem.into(),
+            path: Vec::new(),
+        }
     }
 
     fn within(mut self, segment: Segment) -> BadValue {
@@ -77,7 +80,9 @@ pub fn to_value(term: Term) -> Result<Value, BadValue> {
 
 fn walk(term: Term, depth: usize) -> Result<Value, BadValue> {
     if depth > MAX_DEPTH {
-        return Err(BadValue::new(format!("is nested deeper than {MAX_DEPTH} levels")));
+        return Err(BadValue::new(format!(
+            "is nested deeper than {MAX_DEPTH} levels"
+        )));
     }
     match term.get_type() {
         TermType::Binary => string_of(term).map(Value::String),
@@ -117,7 +122,9 @@ fn integer(term: Term) -> Result<Value, BadValue> {
     if let Ok(u) = term.decode::<u64>() {
         return Ok(Value::from(u));
     }
-    Err(BadValue::new("is an integer outside the 64-bit range, which cannot cross as a JSON number"))
+    Err(BadValue::new(
+        "is an integer outside the 64-bit range, which cannot cross as a JSON number",
+    ))
 }
 
 fn atom(term: Term) -> Value {
@@ -213,15 +220,18 @@ pub fn to_term<'a>(env: Env<'a>, value: &Value) -> Term<'a> {
             let terms: Vec<Term<'a>> = items.iter().map(|v| to_term(env, v)).collect();
             terms.encode(env)
         }
-        Value::Object(object) => {
-            let mut keys = Vec::with_capacity(object.len());
-            let mut values = Vec::with_capacity(object.len());
-            for (k, v) in object {
-                keys.push(k.as_str().encode(env));
-                values.push(to_term(env, v));
-            }
-            // Keys of a JSON object are distinct, so this cannot fail.
-            Term::map_from_term_arrays(env, &keys, &values).unwrap_or_else(|_| atoms::nil().encode(env))
-        }
+        Value::Object(object) => object_to_term(env, object),
     }
+}
+
+/// Converts a JSON object to a map with string keys.
+pub fn object_to_term<'a>(env: Env<'a>, object: &Map<String, Value>) -> Term<'a> {
+    let mut keys = Vec::with_capacity(object.len());
+    let mut values = Vec::with_capacity(object.len());
+    for (k, v) in object {
+        keys.push(k.as_str().encode(env));
+        values.push(to_term(env, v));
+    }
+    // Keys of a JSON object are distinct, so this cannot fail.
+    Term::map_from_term_arrays(env, &keys, &values).unwrap_or_else(|_| atoms::nil().encode(env))
 }

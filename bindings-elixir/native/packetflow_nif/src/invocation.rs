@@ -1,6 +1,7 @@
 //! Handler invocations: the core calls a registered handler, the NIF sends
 //! `{handler_id, data, %PacketFlow.Context{}}` to the dispatcher process,
-//! and the Elixir handler answers through [`reply_ok`] or [`reply_error`].
+//! and the Elixir handler answers through `reply_ok`, `reply_failed` or
+//! `reply_error`.
 //!
 //! The context's `token` is an [`Invocation`] resource holding the channel
 //! back to the waiting core task. If the handler's process dies without
@@ -12,11 +13,12 @@ use std::sync::Arc;
 
 use packetflow::{Context, Handler, HandlerResult, PfError, Value};
 use parking_lot::Mutex;
-use rustler::{Encoder, Env, LocalPid, OwnedEnv, Reference, Resource, ResourceArc, Term};
+use rustler::{Encoder, Env, LocalPid, OwnedEnv, Resource, ResourceArc, Term};
 use tokio::sync::oneshot;
 
+use crate::exec::{inline, send_from, Deliver, Job};
 use crate::outbox::{Item, Outbox};
-use crate::{atoms, convert, runtime, terms};
+use crate::{atoms, convert, terms};
 
 static LIVE: AtomicU64 = AtomicU64::new(0);
 
@@ -56,26 +58,23 @@ pub struct Call {
 }
 
 impl Item for Call {
+    /// `{handler_id, data, packet_id, metadata, token}`; the handler's
+    /// process makes the `%PacketFlow.Context{}` from it.
     fn encode<'a>(self, env: Env<'a>) -> Term<'a> {
         let ctx = &self.token.ctx;
         let metadata = match ctx.metadata() {
-            Some(m) => convert::to_term(env, &Value::Object(m.clone())),
+            Some(m) => convert::object_to_term(env, m),
             None => atoms::nil().encode(env),
         };
-        let keys = [
-            atoms::struct_().encode(env),
-            atoms::packet_id().encode(env),
-            atoms::metadata().encode(env),
-            atoms::token().encode(env),
-        ];
-        let values = [
-            atoms::context_module().encode(env),
-            ctx.packet_id().as_str().encode(env),
+        let packet_id = ctx.packet_id().as_str().encode(env);
+        (
+            self.handler_id,
+            convert::to_term(env, &self.data),
+            packet_id,
             metadata,
             self.token.encode(env),
-        ];
-        let context = Term::map_from_term_arrays(env, &keys, &values).expect("distinct keys");
-        (self.handler_id, convert::to_term(env, &self.data), context).encode(env)
+        )
+            .encode(env)
     }
 }
 
@@ -85,8 +84,20 @@ pub fn handler(handler_id: u64, calls: Arc<Outbox<Call>>) -> Handler {
     Handler::from_async(move |data, ctx| {
         let (tx, rx) = oneshot::channel();
         LIVE.fetch_add(1, Ordering::Relaxed);
-        let token = ResourceArc::new(Invocation { reply: Mutex::new(Some(tx)), ctx });
-        calls.push(Call { handler_id, data, token });
+        let token = ResourceArc::new(Invocation {
+            reply: Mutex::new(Some(tx)),
+            ctx,
+        });
+        if let Err(call) = inline::push_call(
+            &calls,
+            Call {
+                handler_id,
+                data,
+                token,
+            },
+        ) {
+            calls.push(call);
+        }
         async move { rx.await.unwrap_or_else(|_| Err(abandoned())) }
     })
 }
@@ -99,25 +110,30 @@ pub fn abandoned() -> PfError {
 /// Answers an invocation with the handler's value. A value that cannot
 /// cross as JSON answers PF500 naming its type and path instead.
 #[rustler::nif]
-fn reply_ok(token: ResourceArc<Invocation>, value: Term) -> rustler::Atom {
+fn reply_ok<'a>(env: Env<'a>, token: ResourceArc<Invocation>, value: Term<'a>) -> rustler::Atom {
     let outcome = convert::to_value(value)
         .map_err(|bad| PfError::failed(bad.describe("the handler's result")));
-    token.answer(outcome);
+    inline::run(env, || token.answer(outcome));
     atoms::ok()
 }
 
 /// Answers an invocation with a handler failure (PF500) and `message`.
 #[rustler::nif]
-fn reply_failed(token: ResourceArc<Invocation>, message: String) -> rustler::Atom {
-    token.answer(Err(PfError::failed(message)));
+fn reply_failed(env: Env, token: ResourceArc<Invocation>, message: String) -> rustler::Atom {
+    inline::run(env, || token.answer(Err(PfError::failed(message))));
     atoms::ok()
 }
 
 /// Answers an invocation with an error the handler chose, code included
 /// (passing on the error of a child call, for instance).
 #[rustler::nif]
-fn reply_error(token: ResourceArc<Invocation>, code: String, message: String) -> rustler::Atom {
-    token.answer(Err(PfError { code, message }));
+fn reply_error(
+    env: Env,
+    token: ResourceArc<Invocation>,
+    code: String,
+    message: String,
+) -> rustler::Atom {
+    inline::run(env, || token.answer(Err(PfError { code, message })));
     atoms::ok()
 }
 
@@ -133,9 +149,37 @@ fn context_trace_id(token: ResourceArc<Invocation>) -> String {
     token.ctx.trace_id().to_owned()
 }
 
-/// Starts a child call on behalf of the packet; the calling process later
-/// receives `{ref, {:ok, data} | {:error, %PacketFlow.Error{}}}`.
-/// Returns `:ok`, or `{:badarg, message}` when `data` cannot cross.
+/// Where a child call's answer goes: `{:pf_child, tag, answer}` to the
+/// handler process that made it.
+struct ChildAnswer {
+    caller: LocalPid,
+    tag: u64,
+}
+
+impl ChildAnswer {
+    fn message<'a>(&self, env: Env<'a>, outcome: &Result<Value, PfError>) -> Term<'a> {
+        let answer = match outcome {
+            Ok(v) => (atoms::ok(), convert::to_term(env, v)).encode(env),
+            Err(e) => (atoms::error(), terms::error(env, e)).encode(env),
+        };
+        (atoms::pf_child(), self.tag, answer).encode(env)
+    }
+}
+
+impl Deliver<Result<Value, PfError>> for ChildAnswer {
+    fn inline(&self, env: Env, outcome: Result<Value, PfError>) {
+        send_from(env, &self.caller, |menv| self.message(menv, &outcome));
+    }
+
+    fn later(&self, outcome: Result<Value, PfError>) {
+        let _ = OwnedEnv::new().send_and_clear(&self.caller, |env| self.message(env, &outcome));
+    }
+}
+
+/// Starts a child call on behalf of the packet. Returns `{:ok, answer}` when
+/// it is answered at once, `:pending` when the calling process will receive
+/// `{:pf_child, tag, answer}`, or `{:badarg, message}` when `data` cannot
+/// cross; `answer` is `{:ok, data}` or `{:error, %PacketFlow.Error{}}`.
 #[rustler::nif]
 fn context_call<'a>(
     env: Env<'a>,
@@ -143,27 +187,23 @@ fn context_call<'a>(
     group: String,
     element: String,
     data: Term<'a>,
-    reference: Reference<'a>,
+    tag: u64,
 ) -> Term<'a> {
     let data = match convert::to_value(data) {
         Ok(v) => v,
         Err(bad) => return (atoms::badarg(), bad.describe("data")).encode(env),
     };
-    let caller: LocalPid = env.pid();
-    let mut owned = OwnedEnv::new();
-    let reference = owned.save(reference);
     let ctx = token.ctx.clone();
-    runtime::handle().spawn(async move {
-        let outcome = ctx.call(&group, &element, data).await;
-        let _ = owned.send_and_clear(&caller, |env| {
-            let answer = match &outcome {
-                Ok(v) => (atoms::ok(), convert::to_term(env, v)).encode(env),
-                Err(e) => (atoms::error(), terms::error(env, e)).encode(env),
-            };
-            (reference.load(env), answer).encode(env)
-        });
-    });
-    atoms::ok().encode(env)
+    let deliver = ChildAnswer {
+        caller: env.pid(),
+        tag,
+    };
+    let call = async move { ctx.call(&group, &element, data).await };
+    inline::run(env, || match Job::start(call, deliver) {
+        Some(Ok(v)) => (atoms::ok(), (atoms::ok(), convert::to_term(env, &v))).encode(env),
+        Some(Err(e)) => (atoms::ok(), (atoms::error(), terms::error(env, &e))).encode(env),
+        None => atoms::pending().encode(env),
+    })
 }
 
 /// Invocations not yet dropped (for tests of resource cleanup).

@@ -5,23 +5,29 @@
 //! bridges the BEAM's processes to the core's Tokio runtime.
 //!
 //! ## How it never blocks a scheduler
-//! - A submit hands the packet to a Tokio task and returns at once; the
+//! - A submit starts the core's submit future and returns at once; the
 //!   result comes back later as a message to the reactor's GenServer.
 //! - A handler invocation is a message to the reactor's dispatcher
 //!   process carrying an [`invocation::Invocation`] resource; the Elixir
-//!   handler runs in its own process and answers through a NIF that only
+//!   handler runs in its own process and answers through a NIF that
 //!   completes a channel.
-//! - Messages leave Tokio threads (never scheduler threads, where
-//!   `OwnedEnv::send_and_clear` would panic) through an [`outbox::Outbox`],
-//!   which sends everything that is ready in one message.
+//! - Core futures are polled where they are woken ([`exec`]): inside these
+//!   NIFs, with messages sent by the calling process, or on a Tokio thread
+//!   (deadlines, shutdown), with messages leaving through an
+//!   [`outbox::Outbox`] that sends everything ready in one message
+//!   (`OwnedEnv::send_and_clear`, which must not run on a scheduler thread).
 
 mod atoms;
 mod convert;
+mod exec;
 mod invocation;
 mod outbox;
 mod packet;
 mod reactor;
 mod runtime;
 mod terms;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 rustler::init!("Elixir.PacketFlow.Native");

@@ -34,7 +34,8 @@ impl PacketRes {
     }
 }
 
-const FIELDS: &str = ":group, :element, :data, :id, :priority, :timeout_ms, :dependencies, :metadata";
+const FIELDS: &str =
+    ":group, :element, :data, :id, :priority, :timeout_ms, :dependencies, :metadata";
 
 #[derive(Default)]
 struct Fields<'a> {
@@ -57,7 +58,10 @@ fn name_of(term: Term, field: &str) -> Result<String, String> {
             .decode::<String>()
             .map_err(|_| format!("{field} must be a UTF-8 string")),
         TermType::Atom => Ok(term.atom_to_string().unwrap_or_default()),
-        _ => Err(format!("{field} must be a string, got {}", article(convert::kind_of(term)))),
+        _ => Err(format!(
+            "{field} must be a string, got {}",
+            article(convert::kind_of(term))
+        )),
     }
 }
 
@@ -81,27 +85,43 @@ fn build(term: Term) -> Result<Built, String> {
     })?;
     let mut f = Fields::default();
     for (key, value) in iter {
-        let name = if key.get_type() == TermType::Atom {
-            key.atom_to_string().unwrap_or_default()
+        // Keys are compared as atoms (no string is made per field).
+        let slot = if key == atoms::group().to_term(key.get_env()) {
+            &mut f.group
+        } else if key == atoms::element().to_term(key.get_env()) {
+            &mut f.element
+        } else if key == atoms::data().to_term(key.get_env()) {
+            &mut f.data
+        } else if key == atoms::id().to_term(key.get_env()) {
+            &mut f.id
+        } else if key == atoms::priority().to_term(key.get_env()) {
+            &mut f.priority
+        } else if key == atoms::timeout_ms().to_term(key.get_env()) {
+            &mut f.timeout_ms
+        } else if key == atoms::dependencies().to_term(key.get_env()) {
+            &mut f.dependencies
+        } else if key == atoms::metadata().to_term(key.get_env()) {
+            &mut f.metadata
+        } else if key.get_type() == TermType::Atom {
+            let name = key.atom_to_string().unwrap_or_default();
+            return Err(format!("unknown packet field :{name} (known: {FIELDS})"));
         } else {
-            return Err(format!("packet fields are atoms ({FIELDS}), got {}", article(convert::kind_of(key))));
-        };
-        let slot = match name.as_str() {
-            "group" => &mut f.group,
-            "element" => &mut f.element,
-            "data" => &mut f.data,
-            "id" => &mut f.id,
-            "priority" => &mut f.priority,
-            "timeout_ms" => &mut f.timeout_ms,
-            "dependencies" => &mut f.dependencies,
-            "metadata" => &mut f.metadata,
-            other => return Err(format!("unknown packet field :{other} (known: {FIELDS})")),
+            return Err(format!(
+                "packet fields are atoms ({FIELDS}), got {}",
+                article(convert::kind_of(key))
+            ));
         };
         *slot = Some(value);
     }
 
-    let group = name_of(present(f.group).ok_or("the packet needs a :group")?, "group")?;
-    let element = name_of(present(f.element).ok_or("the packet needs an :element")?, "element")?;
+    let group = name_of(
+        present(f.group).ok_or("the packet needs a :group")?,
+        "group",
+    )?;
+    let element = name_of(
+        present(f.element).ok_or("the packet needs an :element")?,
+        "element",
+    )?;
     let data = match f.data {
         Some(t) => convert::to_value(t).map_err(|bad| bad.describe("data"))?,
         None => Value::Null,
@@ -112,20 +132,29 @@ fn build(term: Term) -> Result<Built, String> {
     };
     let priority = match present(f.priority) {
         Some(t) => Some(t.decode::<i64>().map_err(|_| {
-            format!("priority must be an integer, got {}", article(convert::kind_of(t)))
+            format!(
+                "priority must be an integer, got {}",
+                article(convert::kind_of(t))
+            )
         })?),
         None => None,
     };
     let timeout_ms = match present(f.timeout_ms) {
         Some(t) => Some(t.decode::<u64>().map_err(|_| {
-            format!("timeout_ms must be a non-negative integer, got {}", article(convert::kind_of(t)))
+            format!(
+                "timeout_ms must be a non-negative integer, got {}",
+                article(convert::kind_of(t))
+            )
         })?),
         None => None,
     };
     let dependencies = match present(f.dependencies) {
         Some(t) => {
             let items: Vec<Term> = t.decode().map_err(|_| {
-                format!("dependencies must be a list of packet ids, got {}", article(convert::kind_of(t)))
+                format!(
+                    "dependencies must be a list of packet ids, got {}",
+                    article(convert::kind_of(t))
+                )
             })?;
             let mut ids = Vec::with_capacity(items.len());
             for (i, item) in items.into_iter().enumerate() {
@@ -142,7 +171,12 @@ fn build(term: Term) -> Result<Built, String> {
                 _ => unreachable!("a map converts to an object"),
             }
         }
-        Some(t) => return Err(format!("metadata must be a map, got {}", article(convert::kind_of(t)))),
+        Some(t) => {
+            return Err(format!(
+                "metadata must be a map, got {}",
+                article(convert::kind_of(t))
+            ))
+        }
         None => None,
     };
 
@@ -159,14 +193,20 @@ fn build(term: Term) -> Result<Built, String> {
             packet.timeout_ms = Some(t);
         }
         if let Some(deps) = dependencies {
-            packet.dependencies = deps.iter().map(|d| PacketId::new(d)).collect::<Result<_, _>>()?;
+            packet.dependencies = deps
+                .iter()
+                .map(|d| PacketId::new(d))
+                .collect::<Result<_, _>>()?;
         }
         packet.metadata = metadata;
         packet.validate()?;
         Ok(packet)
     })();
     Ok(checked.map_err(|e| {
-        let id = id.as_deref().and_then(|i| PacketId::new(i).ok()).unwrap_or_else(PacketId::random);
+        let id = id
+            .as_deref()
+            .and_then(|i| PacketId::new(i).ok())
+            .unwrap_or_else(PacketId::random);
         PacketResult::failure(id, e, 0)
     }))
 }
@@ -178,7 +218,12 @@ fn packet_new<'a>(env: Env<'a>, term: Term<'a>) -> Term<'a> {
     match build(term) {
         Ok(Ok(packet)) => {
             let timeout_ms = packet.timeout_ms();
-            (atoms::ok(), ResourceArc::new(PacketRes(Mutex::new(Some(packet)))), timeout_ms).encode(env)
+            (
+                atoms::ok(),
+                ResourceArc::new(PacketRes(Mutex::new(Some(packet)))),
+                timeout_ms,
+            )
+                .encode(env)
         }
         Ok(Err(result)) => (atoms::invalid(), terms::result(env, &result)).encode(env),
         Err(message) => (atoms::badarg(), message).encode(env),

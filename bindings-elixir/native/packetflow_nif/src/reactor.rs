@@ -6,6 +6,7 @@ use std::sync::Arc;
 use packetflow::{PacketResult, Reactor, ReactorConfig};
 use rustler::{Encoder, Env, LocalPid, Resource, ResourceArc, Term};
 
+use crate::exec::{inline, send_from, Deliver, Job};
 use crate::invocation::{self, Call};
 use crate::outbox::{Item, Outbox};
 use crate::packet::PacketRes;
@@ -95,20 +96,52 @@ fn reactor_unregister(r: ResourceArc<ReactorRes>, group: String, element: String
     r.reactor.unregister(&group, &element)
 }
 
-/// Starts a packet; its result arrives later tagged with `tag`.
-/// `false` if the packet was already submitted once.
+/// Where a submit's result goes: the reactor's GenServer, tagged.
+struct ToOwner {
+    tag: u64,
+    results: Arc<Outbox<Finished>>,
+}
+
+impl Deliver<PacketResult> for ToOwner {
+    fn inline(&self, env: Env, result: PacketResult) {
+        send_from(env, self.results.pid(), |menv| {
+            (atoms::pf_result(), self.tag, terms::result(menv, &result)).encode(menv)
+        });
+    }
+
+    fn later(&self, result: PacketResult) {
+        self.results.push(Finished {
+            tag: self.tag,
+            result,
+        });
+    }
+}
+
+/// Starts a packet. Returns `{:done, result}` when it is answered at once
+/// (no handler, duplicate id, queue full...), else `:pending`: the result
+/// arrives later as `{:pf_result, tag, result}` (or within a
+/// `{:pf_results, [{tag, result}]}` batch). `:taken` if the packet was
+/// already submitted once.
 #[rustler::nif]
-fn reactor_submit(r: ResourceArc<ReactorRes>, tag: u64, packet: ResourceArc<PacketRes>) -> bool {
+fn reactor_submit<'a>(
+    env: Env<'a>,
+    r: ResourceArc<ReactorRes>,
+    tag: u64,
+    packet: ResourceArc<PacketRes>,
+) -> Term<'a> {
     let Some(packet) = packet.take() else {
-        return false;
+        return atoms::taken().encode(env);
     };
     let reactor = r.reactor.clone();
-    let results = Arc::clone(&r.results);
-    crate::runtime::handle().spawn(async move {
-        let result = reactor.submit(packet).await;
-        results.push(Finished { tag, result });
-    });
-    true
+    let deliver = ToOwner {
+        tag,
+        results: Arc::clone(&r.results),
+    };
+    let submit = async move { reactor.submit(packet).await };
+    inline::run(env, || match Job::start(submit, deliver) {
+        Some(result) => (atoms::done(), terms::result(env, &result)).encode(env),
+        None => atoms::pending().encode(env),
+    })
 }
 
 /// Stops the core: packets in flight and later submits are answered PF503.

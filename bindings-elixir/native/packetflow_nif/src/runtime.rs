@@ -9,14 +9,15 @@ use tokio::runtime::{Builder, Handle, Runtime};
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 
-/// How many Tokio threads to run: `PACKETFLOW_THREADS` if set, else one per
-/// core up to two (the BEAM's schedulers want the rest of the machine).
+/// How many Tokio threads to run: `PACKETFLOW_THREADS` if set, else one.
+/// Most work runs inside NIFs on the BEAM's own schedulers (see `exec`);
+/// this thread drives timers and what they wake.
 fn worker_threads() -> usize {
     std::env::var("PACKETFLOW_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|n| *n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(2)))
+        .unwrap_or(1)
 }
 
 /// The shared runtime's handle, building the runtime on first use.

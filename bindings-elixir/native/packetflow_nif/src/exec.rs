@@ -1,0 +1,318 @@
+//! Where core futures run: on the thread that wakes them.
+//!
+//! A submit is a core future. Handing every one to Tokio would cost two
+//! cross-thread wake-ups per packet (BEAM → Tokio for the submit, and again
+//! for the handler's answer), the most expensive step on a small machine.
+//! Instead a submit is a [`Job`]: a future with a waker that polls it where
+//! it is woken.
+//!
+//! - Inside one of this library's NIFs (submit, a handler's reply, a child
+//!   call) an [`inline`] scope is active: a job woken there is polled before
+//!   the NIF returns, and what it produces (a handler invocation, a result)
+//!   is sent with the calling process's environment, `enif_send` between
+//!   processes, no other thread involved. Polling never blocks: a core
+//!   future only takes short locks and registers timers.
+//! - Anywhere else (a deadline timer firing on a Tokio thread, a resource
+//!   destructor) the job is polled on a Tokio thread and its output leaves
+//!   through an [`Outbox`](crate::outbox::Outbox).
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use parking_lot::Mutex;
+use rustler::sys::enif_send;
+use rustler::{Encoder, Env, LocalPid, OwnedEnv, Term};
+
+use crate::invocation::Call;
+use crate::outbox::Outbox;
+use crate::{atoms, runtime};
+
+/// Where a job's output goes, depending on where it finished.
+pub trait Deliver<T>: Send + Sync + 'static {
+    /// Finished inside a NIF: send with that process's environment.
+    fn inline(&self, env: Env, value: T);
+    /// Finished on a Tokio thread.
+    fn later(&self, value: T);
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+const IDLE: u8 = 0;
+const SCHEDULED: u8 = 1;
+const RUNNING: u8 = 2;
+const NOTIFIED: u8 = 3;
+const DONE: u8 = 4;
+
+/// A future polled by whoever wakes it (see the module docs).
+pub struct Job<T, D> {
+    state: AtomicU8,
+    future: Mutex<Option<BoxFuture<T>>>,
+    deliver: D,
+}
+
+/// A scheduled job, type-erased.
+trait Runnable: Send + Sync {
+    fn run_inline(self: Arc<Self>, env: Env);
+    fn run_later(self: Arc<Self>);
+}
+
+impl<T: Send + 'static, D: Deliver<T>> Job<T, D> {
+    /// Polls `future` once, now (inside an inline scope). Returns its
+    /// output if it is already done; otherwise the job is delivered to
+    /// `deliver` when it finishes.
+    pub fn start(future: impl Future<Output = T> + Send + 'static, deliver: D) -> Option<T> {
+        debug_assert!(inline::active(), "jobs start inside an inline scope");
+        let job = Arc::new(Job {
+            state: AtomicU8::new(SCHEDULED),
+            future: Mutex::new(Some(Box::pin(future))),
+            deliver,
+        });
+        job.poll_once()
+    }
+
+    /// Polls until the future is pending with no wake-up missed, or done.
+    fn poll_once(self: &Arc<Self>) -> Option<T> {
+        if self
+            .state
+            .compare_exchange(SCHEDULED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return None;
+        }
+        let waker = Waker::from(Arc::clone(self));
+        let mut cx = Context::from_waker(&waker);
+        let mut slot = self.future.lock();
+        loop {
+            let Some(future) = slot.as_mut() else {
+                self.state.store(DONE, Ordering::Release);
+                return None;
+            };
+            match future.as_mut().poll(&mut cx) {
+                Poll::Ready(value) => {
+                    *slot = None;
+                    self.state.store(DONE, Ordering::Release);
+                    return Some(value);
+                }
+                Poll::Pending => {
+                    // A wake-up that came while polling set NOTIFIED: poll
+                    // again rather than lose it.
+                    match self.state.compare_exchange(
+                        RUNNING,
+                        IDLE,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => return None,
+                        Err(_) => self.state.store(RUNNING, Ordering::Release),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<T: Send + 'static, D: Deliver<T>> Runnable for Job<T, D> {
+    fn run_inline(self: Arc<Self>, env: Env) {
+        if let Some(value) = self.poll_once() {
+            self.deliver.inline(env, value);
+        }
+    }
+
+    fn run_later(self: Arc<Self>) {
+        if let Some(value) = self.poll_once() {
+            self.deliver.later(value);
+        }
+    }
+}
+
+impl<T: Send + 'static, D: Deliver<T>> Wake for Job<T, D> {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            let next = match state {
+                IDLE => SCHEDULED,
+                RUNNING => NOTIFIED,
+                _ => return, // already scheduled, notified or done
+            };
+            match self
+                .state
+                .compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) if next == SCHEDULED => {
+                    return inline::schedule(Arc::clone(self) as Arc<dyn Runnable>)
+                }
+                Ok(_) => return,
+                Err(actual) => state = actual,
+            }
+        }
+    }
+}
+
+fn schedule_later(job: Arc<dyn Runnable>) {
+    runtime::handle().spawn(async move { job.run_later() });
+}
+
+thread_local! {
+    /// A message environment per scheduler thread, reused for every send.
+    static MESSAGE_ENV: RefCell<Option<OwnedEnv>> = const { RefCell::new(None) };
+}
+
+/// Sends a message from inside a NIF whose environment is `caller`,
+/// building it in a process-independent environment that `enif_send`
+/// hands over whole to the receiver. Building it in the caller's heap
+/// instead would copy it, and would leave references to resources there
+/// until the caller's next garbage collection (keeping an abandoned
+/// invocation alive).
+pub fn send_from(
+    caller: Env,
+    to: &LocalPid,
+    build: impl for<'m> FnOnce(Env<'m>) -> Term<'m>,
+) -> bool {
+    MESSAGE_ENV.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let owned = slot.get_or_insert_with(OwnedEnv::new);
+        let sent = owned.run(|env| {
+            let message = build(env);
+            // SAFETY: `caller` is the environment of the running NIF's
+            // process, `env` a process-independent one holding `message`.
+            unsafe {
+                enif_send(
+                    caller.as_c_arg(),
+                    to.as_c_arg(),
+                    env.as_c_arg(),
+                    message.as_c_arg(),
+                ) == 1
+            }
+        });
+        // A successful send invalidates the environment; a failed one
+        // leaves the message in it. Either way it is cleared for reuse.
+        owned.clear();
+        sent
+    })
+}
+
+/// The inline scope: what a NIF collects while it runs and sends before it
+/// returns.
+pub mod inline {
+    use super::*;
+
+    struct Scope {
+        woken: Vec<Arc<dyn Runnable>>,
+        calls: Vec<(Arc<Outbox<Call>>, Call)>,
+    }
+
+    thread_local! {
+        static SCOPE: RefCell<Option<Scope>> = const { RefCell::new(None) };
+    }
+
+    /// Whether an inline scope is active on this thread.
+    pub fn active() -> bool {
+        SCOPE.with(|s| s.borrow().is_some())
+    }
+
+    pub(super) fn schedule(job: Arc<dyn Runnable>) {
+        let job = SCOPE.with(|s| match s.borrow_mut().as_mut() {
+            Some(scope) => {
+                scope.woken.push(job);
+                None
+            }
+            None => Some(job),
+        });
+        if let Some(job) = job {
+            schedule_later(job);
+        }
+    }
+
+    /// Queues a handler invocation to leave with this NIF's environment;
+    /// gives it back when no scope is active.
+    pub fn push_call(outbox: &Arc<Outbox<Call>>, call: Call) -> Result<(), Call> {
+        SCOPE.with(|s| match s.borrow_mut().as_mut() {
+            Some(scope) => {
+                scope.calls.push((Arc::clone(outbox), call));
+                Ok(())
+            }
+            None => Err(call),
+        })
+    }
+
+    /// Ends the scope even if the NIF panicked: jobs still scheduled go to
+    /// Tokio (a lost job would never answer), calls to their outboxes.
+    struct Guard;
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            if let Some(scope) = SCOPE.with(|s| s.borrow_mut().take()) {
+                scope.woken.into_iter().for_each(schedule_later);
+                for (outbox, call) in scope.calls {
+                    outbox.push(call);
+                }
+            }
+        }
+    }
+
+    /// Runs `body` in an inline scope of the NIF whose environment is
+    /// `env`, then polls every job it woke and sends what they produced.
+    pub fn run<'a, R>(env: Env<'a>, body: impl FnOnce() -> R) -> R {
+        // NIFs never nest, so a scope is never already active here.
+        SCOPE.with(|s| {
+            *s.borrow_mut() = Some(Scope {
+                woken: Vec::new(),
+                calls: Vec::new(),
+            })
+        });
+        let guard = Guard;
+        // Core futures create Tokio timers, which need the runtime's context.
+        let _runtime = runtime::handle().enter();
+        let out = body();
+        loop {
+            let next = SCOPE.with(|s| {
+                let mut s = s.borrow_mut();
+                let scope = s.as_mut().expect("scope is active");
+                if let Some(job) = scope.woken.pop() {
+                    return Some(Err(job));
+                }
+                if scope.calls.is_empty() {
+                    None
+                } else {
+                    Some(Ok(std::mem::take(&mut scope.calls)))
+                }
+            });
+            match next {
+                None => break,
+                Some(Err(job)) => job.run_inline(env),
+                Some(Ok(calls)) => send_calls(env, calls),
+            }
+        }
+        drop(guard);
+        out
+    }
+
+    /// Sends invocations as `{:pf_calls, [call, ...]}`, one message per
+    /// dispatcher (there is normally one).
+    fn send_calls(env: Env, mut calls: Vec<(Arc<Outbox<Call>>, Call)>) {
+        while !calls.is_empty() {
+            let outbox = Arc::clone(&calls[0].0);
+            let (mine, rest): (Vec<_>, Vec<_>) = calls
+                .into_iter()
+                .partition(|(o, _)| Arc::ptr_eq(o, &outbox));
+            calls = rest;
+            // A dispatcher that is gone takes its invocations with it; each
+            // one then answers PF500 when its token is freed.
+            send_from(env, outbox.pid(), |menv| {
+                let items: Vec<Term> = mine
+                    .into_iter()
+                    .map(|(_, call)| crate::outbox::Item::encode(call, menv))
+                    .collect();
+                (atoms::pf_calls(), items).encode(menv)
+            });
+        }
+    }
+}
