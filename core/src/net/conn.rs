@@ -27,7 +27,7 @@ use crate::error::{ErrorCode, PfError};
 use crate::packet::PacketId;
 use crate::reactor::Origin;
 use crate::result::PacketResult;
-use crate::wire::{Codec, FrameError, Message, MessageKind, FEATURE_BATCH};
+use crate::wire::{Codec, FrameError, Message, MessageKind, WireFrame, FEATURE_BATCH};
 
 /// Close codes this node sends.
 pub(crate) const CLOSE_AWAY: u16 = 1001;
@@ -65,7 +65,7 @@ pub(crate) async fn run<S>(
     }
     let (sink, stream) = ws.split();
     let writer = tokio::spawn(write_loop(node.clone(), sink, outbox_rx, codec, peer.clone()));
-    let mut reader = Reader { node: node.clone(), peer: peer.clone(), bad_in_a_row: 0, ready, answers: Vec::new() };
+    let mut reader = Reader { node: node.clone(), peer: peer.clone(), bad_in_a_row: 0, ready, answers: Vec::new(), now: Instant::now() };
     reader.read_loop(stream).await;
 
     let removed = node.peers.write().remove(id);
@@ -89,6 +89,9 @@ struct Reader {
     ready: Option<Ready>,
     /// Answers produced since the last hand-off to the writer.
     answers: Vec<Message>,
+    /// When the current burst of frames was read: the start of every
+    /// packet in it (one clock read per burst, not per packet).
+    now: Instant,
 }
 
 type Running = FuturesUnordered<futures::future::BoxFuture<'static, (u64, PacketResult)>>;
@@ -116,6 +119,7 @@ impl Reader {
                 }
                 frame = stream.next() => {
                     silent_ticks = 0;
+                    self.now = Instant::now();
                     if !self.on_read(frame, &mut running) {
                         break;
                     }
@@ -279,7 +283,7 @@ impl Reader {
                     self.answers.push(Message::Result { seq, result });
                     return;
                 }
-                let start = Instant::now();
+                let start = self.now;
                 let deadline = start + Duration::from_millis(packet.timeout_ms());
                 match self.node.reactor.submit_now(*packet, start, deadline) {
                     Ok(result) => self.answers.push(Message::Result { seq, result }),
@@ -387,27 +391,20 @@ where
         return Ok(());
     }
     if batch && frames.len() > 1 {
-        let mut bytes = Vec::with_capacity(frames.len() * 160);
-        codec.encode_batch(frames.iter(), &mut bytes);
-        sink.feed(to_ws(codec, bytes)).await?;
+        sink.feed(to_ws(codec.batch_frame(frames))).await?;
     } else {
         for m in frames.iter() {
-            let mut bytes = Vec::with_capacity(160);
-            codec.encode(m, &mut bytes);
-            sink.feed(to_ws(codec, bytes)).await?;
+            sink.feed(to_ws(codec.frame(m))).await?;
         }
     }
     frames.clear();
     sink.flush().await
 }
 
-fn to_ws(codec: Codec, bytes: Vec<u8>) -> WsMessage {
-    match codec {
-        Codec::MsgPack => WsMessage::Binary(bytes.into()),
-        // The JSON encoder only writes UTF-8.
-        Codec::Json => WsMessage::Text(
-            String::from_utf8(bytes).expect("JSON encoder output is UTF-8").into(),
-        ),
+fn to_ws(frame: WireFrame) -> WsMessage {
+    match frame {
+        WireFrame::Text(text) => WsMessage::Text(text.into()),
+        WireFrame::Binary(bytes) => WsMessage::Binary(bytes.into()),
     }
 }
 

@@ -1,11 +1,13 @@
 //! Which packet ids are in flight (PF409), which recently finished and how,
 //! and who waits for them (dependencies, PF424).
+//!
+//! One map holds all three, so a packet costs one lookup to start and one
+//! to finish; finished ids are forgotten oldest first past `memory`.
 
 use std::collections::VecDeque;
-
-use foldhash::HashMap;
 use std::sync::Arc;
 
+use foldhash::HashMap;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
@@ -18,18 +20,24 @@ pub(crate) enum Outcome {
     Failed,
 }
 
-#[derive(Default)]
+enum State {
+    /// A packet with this id runs now.
+    Running,
+    /// It finished (and is remembered for late dependents).
+    Finished(Outcome),
+    /// Not seen yet; dependents wait for it.
+    Awaited,
+}
+
 struct Entry {
-    /// True while a packet with this id runs; false when the entry only
-    /// holds waiters for an id not submitted yet.
-    running: bool,
+    state: State,
     waiters: Vec<oneshot::Sender<Outcome>>,
 }
 
 struct Table {
     entries: HashMap<PacketId, Entry>,
-    finished: HashMap<PacketId, Outcome>,
-    finished_order: VecDeque<PacketId>,
+    /// Finished ids, oldest first, for forgetting them.
+    finished: VecDeque<PacketId>,
 }
 
 pub(crate) struct Inflight {
@@ -46,40 +54,37 @@ pub(crate) enum DependencyState {
 
 impl Inflight {
     pub(crate) fn new(memory: usize) -> Inflight {
-        Inflight {
-            table: Mutex::new(Table {
-                entries: HashMap::default(),
-                finished: HashMap::default(),
-                finished_order: VecDeque::new(),
-            }),
-            memory,
-        }
+        Inflight { table: Mutex::new(Table { entries: HashMap::default(), finished: VecDeque::new() }), memory }
     }
 
-    /// Marks `id` as running; `None` if it already is (PF409).
+    /// Marks `id` as running; `None` if it already is (PF409). A new run of
+    /// a finished id replaces what was remembered of it.
     pub(crate) fn begin(self: &Arc<Self>, id: &PacketId) -> Option<InflightGuard> {
         let mut t = self.table.lock();
-        let entry = t.entries.entry(id.clone()).or_default();
-        if entry.running {
-            return None;
+        match t.entries.get_mut(id) {
+            Some(Entry { state: State::Running, .. }) => return None,
+            Some(entry) => entry.state = State::Running,
+            None => {
+                t.entries.insert(id.clone(), Entry { state: State::Running, waiters: Vec::new() });
+            }
         }
-        entry.running = true;
-        // A new run of a finished id: its dependents wait for this run.
-        t.finished.remove(id);
         Some(InflightGuard { table: self.clone(), id: id.clone(), outcome: Outcome::Failed })
     }
 
     /// The state of a dependency, registering a waiter when it is not done.
     pub(crate) fn watch(&self, id: &PacketId) -> DependencyState {
         let mut t = self.table.lock();
-        if let Some(outcome) = t.finished.get(id) {
-            return DependencyState::Done(*outcome);
+        let entry = t
+            .entries
+            .entry(id.clone())
+            .or_insert_with(|| Entry { state: State::Awaited, waiters: Vec::new() });
+        if let State::Finished(outcome) = entry.state {
+            return DependencyState::Done(outcome);
         }
-        let (tx, rx) = oneshot::channel();
-        let entry = t.entries.entry(id.clone()).or_default();
         // Waiters of abandoned dependents are dropped here so an id that
         // never arrives cannot collect senders without bound.
         entry.waiters.retain(|w| !w.is_closed());
+        let (tx, rx) = oneshot::channel();
         entry.waiters.push(tx);
         DependencyState::Pending(rx)
     }
@@ -89,38 +94,40 @@ impl Inflight {
         let mut t = self.table.lock();
         if let Some(entry) = t.entries.get_mut(id) {
             entry.waiters.retain(|w| !w.is_closed());
-            if !entry.running && entry.waiters.is_empty() {
+            if matches!(entry.state, State::Awaited) && entry.waiters.is_empty() {
                 t.entries.remove(id);
             }
         }
     }
 
+    /// Packets running now.
     pub(crate) fn len(&self) -> usize {
-        self.table.lock().entries.values().filter(|e| e.running).count()
+        self.table.lock().entries.values().filter(|e| matches!(e.state, State::Running)).count()
     }
 
-    /// Entries of any kind (running or only awaited), for leak checks.
+    /// Entries of any kind that are not just remembered outcomes, for leak checks.
     #[cfg(test)]
     pub(crate) fn entry_count(&self) -> usize {
-        self.table.lock().entries.len()
+        self.table.lock().entries.values().filter(|e| !matches!(e.state, State::Finished(_))).count()
     }
 
     fn finish(&self, id: &PacketId, outcome: Outcome) {
         let mut t = self.table.lock();
-        if let Some(entry) = t.entries.remove(id) {
-            for w in entry.waiters {
-                let _ = w.send(outcome);
-            }
+        let Some(entry) = t.entries.get_mut(id) else { return };
+        entry.state = State::Finished(outcome);
+        for w in entry.waiters.drain(..) {
+            let _ = w.send(outcome);
         }
         if self.memory == 0 {
+            t.entries.remove(id);
             return;
         }
-        if t.finished.insert(id.clone(), outcome).is_none() {
-            t.finished_order.push_back(id.clone());
-            if t.finished_order.len() > self.memory {
-                if let Some(old) = t.finished_order.pop_front() {
-                    t.finished.remove(&old);
-                }
+        t.finished.push_back(id.clone());
+        if t.finished.len() > self.memory {
+            let oldest = t.finished.pop_front().expect("longer than memory");
+            // The id may run again or be awaited by now: forget only an outcome.
+            if matches!(t.entries.get(&oldest), Some(Entry { state: State::Finished(_), .. })) {
+                t.entries.remove(&oldest);
             }
         }
     }

@@ -24,6 +24,29 @@ pub enum Codec {
     MsgPack,
 }
 
+/// An encoded WebSocket frame: text for JSON, binary for MessagePack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WireFrame {
+    /// A JSON document, for a text frame.
+    Text(String),
+    /// A MessagePack document, for a binary frame.
+    Binary(Vec<u8>),
+}
+
+/// Messages serialized as one array (a batch frame).
+struct Batch<'a>(&'a [Message], bool);
+
+impl Serialize for Batch<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for message in self.0 {
+            seq.serialize_element(&WireMessage { message, compact: self.1 })?;
+        }
+        seq.end()
+    }
+}
+
 /// What one frame decoded to: a single message or a batch, each element
 /// either a message or the ingredients of the `error` frame that answers it.
 #[derive(Debug)]
@@ -123,29 +146,28 @@ impl Codec {
     }
 
     /// Appends a batch frame (an array of messages) to `out`.
-    pub fn encode_batch<'a, I>(self, messages: I, out: &mut Vec<u8>)
-    where
-        I: IntoIterator<Item = &'a Message>,
-        I::IntoIter: ExactSizeIterator,
-    {
-        let messages = messages.into_iter();
+    pub fn encode_batch(self, messages: &[Message], out: &mut Vec<u8>) {
+        self.write(&Batch(messages, self == Codec::MsgPack), out);
+    }
+
+    /// One message as a ready WebSocket frame.
+    pub fn frame(self, message: &Message) -> WireFrame {
+        self.frame_of(&WireMessage { message, compact: self == Codec::MsgPack })
+    }
+
+    /// Several messages as one batch frame.
+    pub fn batch_frame(self, messages: &[Message]) -> WireFrame {
+        self.frame_of(&Batch(messages, self == Codec::MsgPack))
+    }
+
+    fn frame_of<T: Serialize>(self, value: &T) -> WireFrame {
         match self {
-            Codec::Json => {
-                out.push(b'[');
-                for (i, message) in messages.enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    self.encode(message, out);
-                }
-                out.push(b']');
-            }
+            // to_string knows its output is UTF-8: no second validation.
+            Codec::Json => WireFrame::Text(serde_json::to_string(value).expect("JSON-shaped values always encode")),
             Codec::MsgPack => {
-                let len = u32::try_from(messages.len()).expect("a batch holds fewer than 2^32 messages");
-                rmp::encode::write_array_len(out, len).expect("writing to a Vec cannot fail");
-                for message in messages {
-                    self.encode(message, out);
-                }
+                let mut out = Vec::with_capacity(128);
+                self.write(value, &mut out);
+                WireFrame::Binary(out)
             }
         }
     }

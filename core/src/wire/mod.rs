@@ -12,7 +12,7 @@ mod codec;
 mod de;
 mod ser;
 
-pub use codec::{Codec, Decoded, MAX_DEPTH};
+pub use codec::{Codec, Decoded, DecodedIter, WireFrame, MAX_DEPTH};
 
 use crate::error::PfError;
 use crate::packet::{Element, Group, Packet, PacketId};
