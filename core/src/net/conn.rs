@@ -1,27 +1,34 @@
-//! One WebSocket connection: a reader task that decodes frames and runs
-//! submits, and a writer task that owns the socket's write half.
+//! One WebSocket connection, driven by one task that owns the whole socket.
 //!
-//! Why two tasks: a writer blocked on a peer that does not read must never
-//! stop this node from reading (two nodes writing to each other with full
-//! buffers would otherwise deadlock). The writer coalesces: it takes every
-//! queued message at once and writes them with one flush (or, to a peer
-//! that announced `batch`, as one array frame). It never waits to fill a
-//! batch, so an idle connection adds no latency.
+//! The task reads frames, runs submits, and writes answers, all without a
+//! hand-off to another task: answers produced while reading a burst of
+//! frames go out together with one flush (or, to a peer that announced
+//! `batch`, as one array frame), and nothing waits to fill a batch, so an
+//! idle connection adds no latency. Frames from other tasks (forwarded
+//! submits, hellos) arrive through the peer's outbox.
+//!
+//! Reading and writing are polled side by side, so a peer that stops
+//! reading never stops this node from reading (two nodes writing to each
+//! other with full buffers would otherwise deadlock). What bounds memory is
+//! backpressure: while more answers wait to be written than the connection
+//! may have in flight, the task stops reading, and TCP slows the peer down.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use futures::stream::FuturesUnordered;
-use futures::{FutureExt, SinkExt, StreamExt};
-use futures_util::stream::{SplitSink, SplitStream};
+use futures::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{Duration, Instant, MissedTickBehavior};
+use tokio::time::{Duration, Instant, Interval, MissedTickBehavior, Sleep};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::WebSocketStream;
 
-use super::peers::{Outgoing, Peer};
+use super::peers::Peer;
 use super::NodeInner;
 use crate::error::{ErrorCode, PfError};
 use crate::packet::PacketId;
@@ -34,16 +41,18 @@ pub(crate) const CLOSE_AWAY: u16 = 1001;
 pub(crate) const CLOSE_POLICY: u16 = 1008;
 pub(crate) const CLOSE_TOO_BIG: u16 = 1009;
 
-/// Most outbox items taken for one write.
-const WRITE_BATCH: usize = 64;
-/// Most frames read back to back before the answers are handed over.
+/// Most frames read back to back before the answers are written.
 const READ_BURST: usize = 256;
+/// How long a stopping node waits for its work in flight to be answered.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// What the dialer learns when the connection is ready.
 pub(crate) type Ready = oneshot::Sender<()>;
 
-/// Runs a connection until it ends; returns when both tasks are done and
-/// everything the peer held has been answered PF503.
+type Running = FuturesUnordered<futures::future::BoxFuture<'static, (u64, PacketResult)>>;
+
+/// Runs a connection until it ends; returns once everything the peer held
+/// has been answered PF503.
 pub(crate) async fn run<S>(
     node: Arc<NodeInner>,
     ws: WebSocketStream<S>,
@@ -55,165 +64,261 @@ pub(crate) async fn run<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (outbox, outbox_rx) = mpsc::unbounded_channel();
-    let id = node.next_conn_id();
-    let peer = Arc::new(Peer::new(id, remote, outbox));
+    let peer = Arc::new(Peer::new(node.next_conn_id(), remote, outbox));
     node.peers.write().insert(peer.clone());
     if send_hello {
         // Dialing a PacketFlow node: announce ourselves first; it answers
         // with its own hello (seed peers are never sent one).
         node.announce_to(&peer, true);
     }
-    let (sink, stream) = ws.split();
-    let writer = tokio::spawn(write_loop(node.clone(), sink, outbox_rx, codec, peer.clone()));
-    let mut reader = Reader { node: node.clone(), peer: peer.clone(), bad_in_a_row: 0, ready, answers: Vec::new(), now: Instant::now() };
-    reader.read_loop(stream).await;
+    let interval = node.config.heartbeat_interval;
+    let ticker = |period| {
+        let mut t = tokio::time::interval_at(Instant::now() + period, period);
+        t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        t
+    };
+    let stopping_node = node.clone();
+    let mut conn = Connection {
+        node: node.clone(),
+        peer: peer.clone(),
+        ws,
+        codec,
+        outbox: outbox_rx,
+        running: FuturesUnordered::new(),
+        out: Vec::new(),
+        needs_flush: false,
+        closing: None,
+        close_sent: false,
+        ready,
+        bad_in_a_row: 0,
+        heartbeat: ticker(interval),
+        silent_ticks: 0,
+        stalled_since: None,
+        stopping: Box::pin(async move { stopping_node.stopping().await }),
+        stop_grace: None,
+    };
+    std::future::poll_fn(|cx| conn.poll(cx)).await;
+    drop(conn);
 
-    let removed = node.peers.write().remove(id);
+    let removed = node.peers.write().remove(peer.id);
     let why = format!("peer {} went away", peer.remote);
     peer.fail_all(|packet_id| PacketResult::error(packet_id, ErrorCode::Unavailable, why.clone(), 0));
     if removed.is_some_and(|p| p.hello().is_some()) {
         node.routes_changed();
         node.announce_to_all();
     }
-    // The writer ends once every sender is gone; this one was the last
-    // besides in-flight forwarders, which fail fast on a closed outbox.
-    let _ = peer.outbox.send(Outgoing::Close(CLOSE_AWAY, "connection ended".into()));
-    drop(peer);
-    let _ = writer.await;
 }
 
-struct Reader {
+struct Connection<S> {
     node: Arc<NodeInner>,
     peer: Arc<Peer>,
-    bad_in_a_row: u32,
+    ws: WebSocketStream<S>,
+    codec: Codec,
+    outbox: mpsc::UnboundedReceiver<Message>,
+    /// Local submits still running (the ones that did not finish at once).
+    running: Running,
+    /// Messages to write, in order.
+    out: Vec<Message>,
+    /// Frames were handed to the socket and not flushed yet.
+    needs_flush: bool,
+    /// Set once this side decided to close: the code and reason to send
+    /// after `out` is written.
+    closing: Option<(u16, String)>,
+    close_sent: bool,
     ready: Option<Ready>,
-    /// Answers produced since the last hand-off to the writer.
-    answers: Vec<Message>,
-    /// When the current burst of frames was read: the start of every
-    /// packet in it (one clock read per burst, not per packet).
-    now: Instant,
+    bad_in_a_row: u32,
+    /// Sends heartbeats and, on the same beat, checks the peer's liveness.
+    heartbeat: Interval,
+    silent_ticks: u32,
+    /// Since when reading is paused because the peer does not read.
+    stalled_since: Option<Instant>,
+    stopping: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Set when the node stops: work in flight gets this long to answer.
+    stop_grace: Option<Pin<Box<Sleep>>>,
 }
 
-type Running = FuturesUnordered<futures::future::BoxFuture<'static, (u64, PacketResult)>>;
-
-impl Reader {
-    async fn read_loop<S>(&mut self, mut stream: SplitStream<WebSocketStream<S>>)
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        let mut running: Running = FuturesUnordered::new();
-        let interval = self.node.config.heartbeat_interval;
-        let mut liveness = tokio::time::interval_at(Instant::now() + interval, interval);
-        liveness.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut silent_ticks = 0u32;
-        let node = self.node.clone();
-        let mut stopping = std::pin::pin!(node.stopping());
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// Drives the connection; ready when it is over.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            if !self.wait_for_writer(stopping.as_mut()).await {
-                break;
+            let mut progress = false;
+            if self.closing.is_none() {
+                progress |= self.poll_stop(cx);
             }
-            tokio::select! {
-                biased;
-                Some((seq, result)) = running.next(), if !running.is_empty() => {
-                    self.answers.push(Message::Result { seq, result });
-                }
-                frame = stream.next() => {
-                    silent_ticks = 0;
-                    self.now = Instant::now();
-                    if !self.on_read(frame, &mut running) {
-                        break;
-                    }
-                    // Take every frame already received before answering, so
-                    // the answers leave together (one write, or one batch).
-                    for _ in 0..READ_BURST {
-                        match stream.next().now_or_never() {
-                            Some(frame) => {
-                                if !self.on_read(frame, &mut running) {
-                                    self.flush_answers();
-                                    return;
-                                }
-                            }
-                            None => break,
-                        }
-                    }
-                }
-                _ = liveness.tick() => {
-                    silent_ticks += 1;
-                    if silent_ticks >= 3 {
-                        self.close(CLOSE_AWAY, "no frame for 3 heartbeat intervals");
-                        break;
-                    }
-                }
-                _ = &mut stopping => {
-                    // The reactor is stopped first, so what still runs here
-                    // resolves to PF503 at once: send those answers, then close.
-                    let answered = async {
-                        while let Some((seq, result)) = running.next().await {
-                            self.answers.push(Message::Result { seq, result });
-                        }
-                    };
-                    let _ = tokio::time::timeout(Duration::from_secs(1), answered).await;
-                    self.close(CLOSE_AWAY, "node stopping");
-                    break;
+            progress |= self.poll_running(cx);
+            progress |= self.poll_outbox(cx);
+            if self.closing.is_none() && self.stop_grace.is_none() {
+                match self.poll_read(cx) {
+                    Poll::Ready(true) => progress = true,
+                    Poll::Ready(false) => return Poll::Ready(()),
+                    Poll::Pending => {}
                 }
             }
-            while let Some(Some((seq, result))) = running.next().now_or_never() {
-                self.answers.push(Message::Result { seq, result });
+            progress |= self.poll_timers(cx);
+            match self.poll_write(cx) {
+                Poll::Ready(Ok(())) if self.close_sent => return Poll::Ready(()),
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                _ => {}
             }
-            self.flush_answers();
+            if !progress {
+                return Poll::Pending;
+            }
         }
-        self.flush_answers();
-        // Local work for this peer still running: answer it where possible
-        // (the writer may already be gone; the reactor bounds the rest).
-        drop(running);
     }
 
-    /// Backpressure: while more answers wait to be written than the
-    /// connection may have in flight, stop reading (TCP then slows the
-    /// peer down). A peer that reads nothing for the handshake timeout is
-    /// closed; false then.
-    async fn wait_for_writer(&mut self, mut stopping: std::pin::Pin<&mut impl std::future::Future<Output = ()>>) -> bool {
+    /// The node is stopping: stop reading, let running work answer (it is
+    /// PF503 by now, the reactor stops first), then close with 1001.
+    fn poll_stop(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.stop_grace.is_none() {
+            if self.stopping.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            self.stop_grace = Some(Box::pin(tokio::time::sleep(STOP_GRACE)));
+        }
+        let grace_over = self.stop_grace.as_mut().is_some_and(|s| s.as_mut().poll(cx).is_ready());
+        if self.running.is_empty() || grace_over {
+            self.close(CLOSE_AWAY, "node stopping");
+            return true;
+        }
+        false
+    }
+
+    fn poll_running(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        while let Poll::Ready(Some((seq, result))) = Pin::new(&mut self.running).poll_next(cx) {
+            self.out.push(Message::Result { seq, result });
+            progress = true;
+        }
+        progress
+    }
+
+    fn poll_outbox(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        while let Poll::Ready(item) = self.outbox.poll_recv(cx) {
+            progress = true;
+            match item {
+                Some(m) => self.out.push(m),
+                // The peer table holds a sender while the connection lives.
+                None => break,
+            }
+        }
+        progress
+    }
+
+    /// Reads a burst of frames. Ready(true) when something was read,
+    /// Ready(false) when the connection is over, Pending otherwise
+    /// (including while paused for backpressure).
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
         let limit = self.node.config.max_inflight_per_conn;
-        while self.peer.backlog() > limit {
-            let drained = self.peer.drained.notified();
-            if self.peer.backlog() <= limit {
-                break;
-            }
-            tokio::select! {
-                _ = drained => {}
-                _ = &mut stopping => return false,
-                _ = tokio::time::sleep(self.node.config.handshake_timeout) => {
-                    self.close(CLOSE_POLICY, "peer is not reading its answers");
-                    return false;
+        if self.out.len() > limit {
+            // The peer does not read as fast as it sends: stop reading until
+            // the writer catches up (its flush wakes this task).
+            self.stalled_since.get_or_insert_with(Instant::now);
+            return Poll::Pending;
+        }
+        self.stalled_since = None;
+        let now = Instant::now();
+        let mut read_any = false;
+        for _ in 0..READ_BURST {
+            match Pin::new(&mut self.ws).poll_next(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    read_any = true;
+                    self.silent_ticks = 0;
+                    if !self.on_frame(frame, now) || self.closing.is_some() {
+                        return Poll::Ready(true);
+                    }
                 }
+                Poll::Ready(Some(Err(e))) => {
+                    self.on_read_error(e);
+                    // Try to say why (1009, 1008); the socket may be gone.
+                    return Poll::Ready(self.closing.is_some());
+                }
+                Poll::Ready(None) => return Poll::Ready(false),
+                Poll::Pending => break,
             }
+        }
+        if read_any {
+            Poll::Ready(true)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn poll_timers(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.heartbeat.poll_tick(cx).is_pending() {
+            return false;
+        }
+        if let Some(since) = self.stalled_since {
+            if since.elapsed() >= self.node.config.handshake_timeout {
+                self.close(CLOSE_POLICY, "peer is not reading its answers");
+                return true;
+            }
+        }
+        self.silent_ticks += 1;
+        if self.silent_ticks >= 3 {
+            self.close(CLOSE_AWAY, "no frame for 3 heartbeat intervals");
+        } else if self.closing.is_none() {
+            self.out.push(Message::Heartbeat { seq: 0, timestamp: epoch_ms() });
         }
         true
     }
 
-    /// Handles what the stream yielded; false when the connection ends.
-    fn on_read(&mut self, frame: Option<Result<WsMessage, tungstenite::Error>>, running: &mut Running) -> bool {
-        match frame {
-            Some(Ok(frame)) => self.on_frame(frame, running),
-            Some(Err(e)) => {
-                self.on_read_error(e);
-                false
+    /// Writes what is queued (then the close frame, once closing) and
+    /// flushes. Ready(Ok) when everything went out, Pending while the
+    /// socket is full, Ready(Err) when it is broken.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), tungstenite::Error>> {
+        if !self.out.is_empty() {
+            let batch = self.peer.hello().is_some_and(|h| h.has_feature(FEATURE_BATCH));
+            if batch && self.out.len() > 1 {
+                if Pin::new(&mut self.ws).poll_ready(cx)?.is_pending() {
+                    return Poll::Pending;
+                }
+                let frame = to_ws(self.codec.batch_frame(&self.out));
+                Pin::new(&mut self.ws).start_send(frame)?;
+                self.out.clear();
+            } else {
+                let mut sent = 0;
+                for m in &self.out {
+                    if Pin::new(&mut self.ws).poll_ready(cx)?.is_pending() {
+                        break;
+                    }
+                    Pin::new(&mut self.ws).start_send(to_ws(self.codec.frame(m)))?;
+                    sent += 1;
+                }
+                self.out.drain(..sent);
             }
-            None => false,
+            self.needs_flush = true;
+        }
+        if self.out.is_empty() && !self.close_sent {
+            if let Some((code, reason)) = self.closing.take() {
+                if Pin::new(&mut self.ws).poll_ready(cx)?.is_pending() {
+                    self.closing = Some((code, reason));
+                    return Poll::Pending;
+                }
+                let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+                Pin::new(&mut self.ws).start_send(WsMessage::Close(Some(frame)))?;
+                self.close_sent = true;
+                self.needs_flush = true;
+            }
+        }
+        if self.needs_flush {
+            if Pin::new(&mut self.ws).poll_flush(cx)?.is_pending() {
+                return Poll::Pending;
+            }
+            self.needs_flush = false;
+        }
+        if self.out.is_empty() {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
         }
     }
 
-    /// Hands the answers gathered so far to the writer in one message.
-    fn flush_answers(&mut self) {
-        if !self.answers.is_empty() {
-            self.peer.send_all(std::mem::take(&mut self.answers));
-        }
-    }
-
-    /// Asks the writer to close, after the answers gathered so far.
+    /// Decides to close after what is queued; reading stops.
     fn close(&mut self, code: u16, reason: &str) {
-        self.flush_answers();
-        let _ = self.peer.outbox.send(Outgoing::Close(code, reason.into()));
+        if self.closing.is_none() && !self.close_sent {
+            self.closing = Some((code, reason.into()));
+        }
     }
 
     fn on_read_error(&mut self, e: tungstenite::Error) {
@@ -228,7 +333,7 @@ impl Reader {
     }
 
     /// Handles one frame; false when the connection must end.
-    fn on_frame(&mut self, frame: WsMessage, running: &mut Running) -> bool {
+    fn on_frame(&mut self, frame: WsMessage, now: Instant) -> bool {
         let decoded = match &frame {
             WsMessage::Text(text) => Codec::Json.decode(text.as_bytes()),
             WsMessage::Binary(bytes) => Codec::MsgPack.decode(bytes),
@@ -239,14 +344,14 @@ impl Reader {
             match item {
                 Ok(message) => {
                     self.bad_in_a_row = 0;
-                    self.on_message(message, running);
+                    self.on_message(message, now);
                 }
                 Err(e) => {
                     self.bad_in_a_row += 1;
                     self.on_rejected(e);
                     if self.bad_in_a_row >= self.node.config.max_bad_frames {
                         self.close(CLOSE_POLICY, "too many malformed frames in a row");
-                        return false;
+                        return true;
                     }
                 }
             }
@@ -267,31 +372,29 @@ impl Reader {
         // Never answer an answer with an error about itself: two nodes could
         // otherwise bounce error frames forever.
         if e.kind != Some(MessageKind::Error) {
-            self.answers.push(e.to_message());
+            self.out.push(e.to_message());
         }
     }
 
-    fn on_message(&mut self, message: Message, running: &mut Running) {
+    fn on_message(&mut self, message: Message, now: Instant) {
         match message {
             Message::Submit { seq, packet } => {
                 let limit = self.node.config.max_inflight_per_conn;
-                if running.len() + self.peer.backlog() + self.answers.len() >= limit {
-                    let message = format!(
-                        "this connection has {limit} packets in flight or unsent; retry later"
-                    );
+                if self.running.len() + self.out.len() >= limit {
+                    let message =
+                        format!("this connection has {limit} packets in flight or unsent; retry later");
                     let result = PacketResult::error(packet.id, ErrorCode::Overloaded, message, 0);
-                    self.answers.push(Message::Result { seq, result });
+                    self.out.push(Message::Result { seq, result });
                     return;
                 }
-                let start = self.now;
-                let deadline = start + Duration::from_millis(packet.timeout_ms());
-                match self.node.reactor.submit_now(*packet, start, deadline) {
-                    Ok(result) => self.answers.push(Message::Result { seq, result }),
+                let deadline = now + Duration::from_millis(packet.timeout_ms());
+                match self.node.reactor.submit_now(*packet, now, deadline) {
+                    Ok(result) => self.out.push(Message::Result { seq, result }),
                     Err(packet) => {
                         let reactor = self.node.reactor.clone();
                         let origin = Some(Origin(self.peer.id));
-                        running.push(Box::pin(async move {
-                            (seq, reactor.submit_from(packet, start, deadline, origin).await)
+                        self.running.push(Box::pin(async move {
+                            (seq, reactor.submit_from(packet, now, deadline, origin).await)
                         }));
                     }
                 }
@@ -324,81 +427,6 @@ impl Reader {
             self.peer.complete(seq, Some(&id), result);
         }
     }
-}
-
-async fn write_loop<S>(
-    node: Arc<NodeInner>,
-    mut sink: SplitSink<WebSocketStream<S>, WsMessage>,
-    mut outbox: mpsc::UnboundedReceiver<Outgoing>,
-    codec: Codec,
-    peer: Arc<Peer>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let interval = node.config.heartbeat_interval;
-    let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut queue: Vec<Outgoing> = Vec::with_capacity(WRITE_BATCH);
-    let mut frames: Vec<Message> = Vec::with_capacity(WRITE_BATCH);
-    drop(node);
-    'outer: loop {
-        tokio::select! {
-            biased;
-            n = outbox.recv_many(&mut queue, WRITE_BATCH) => if n == 0 { break },
-            _ = heartbeat.tick() => {
-                frames.push(Message::Heartbeat { seq: 0, timestamp: epoch_ms() });
-            }
-        }
-        let mut close = None;
-        let from_outbox = frames.len();
-        for item in queue.drain(..) {
-            match item {
-                Outgoing::Frame(m) => frames.push(m),
-                Outgoing::Frames(mut ms) => frames.append(&mut ms),
-                Outgoing::Close(code, reason) => {
-                    close = Some((code, reason));
-                    break;
-                }
-            }
-        }
-        // Heartbeats are made here, not queued: only queued frames count.
-        peer.taken(frames.len() - from_outbox);
-        let batch = peer.hello().is_some_and(|h| h.has_feature(FEATURE_BATCH));
-        if write_frames(&mut sink, codec, &mut frames, batch).await.is_err() {
-            break;
-        }
-        peer.drained.notify_waiters();
-        if let Some((code, reason)) = close {
-            let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
-            let _ = sink.send(WsMessage::Close(Some(frame))).await;
-            break 'outer;
-        }
-    }
-    let _ = sink.close().await;
-}
-
-/// Writes every message in `frames` (emptying it) with a single flush.
-async fn write_frames<S>(
-    sink: &mut SplitSink<WebSocketStream<S>, WsMessage>,
-    codec: Codec,
-    frames: &mut Vec<Message>,
-    batch: bool,
-) -> Result<(), tungstenite::Error>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    if frames.is_empty() {
-        return Ok(());
-    }
-    if batch && frames.len() > 1 {
-        sink.feed(to_ws(codec.batch_frame(frames))).await?;
-    } else {
-        for m in frames.iter() {
-            sink.feed(to_ws(codec.frame(m))).await?;
-        }
-    }
-    frames.clear();
-    sink.flush().await
 }
 
 fn to_ws(frame: WireFrame) -> WsMessage {

@@ -19,16 +19,6 @@ use crate::wire::{Hello, Message};
 /// Identifies one connection of this node.
 pub(crate) type ConnId = u64;
 
-/// What a connection's writer task is asked to do.
-pub(crate) enum Outgoing {
-    /// Send a frame.
-    Frame(Message),
-    /// Send these frames, in order, with one flush.
-    Frames(Vec<Message>),
-    /// Send a close frame with this code and reason, then stop.
-    Close(u16, String),
-}
-
 /// A forwarded submit waiting for the peer's answer.
 struct PendingSubmit {
     packet_id: PacketId,
@@ -48,22 +38,18 @@ pub(crate) struct Peer {
     pub(crate) id: ConnId,
     /// Where it is: the remote address, or the URL dialed.
     pub(crate) remote: String,
-    pub(crate) outbox: mpsc::UnboundedSender<Outgoing>,
+    /// Frames for the connection's task to write (from other tasks).
+    pub(crate) outbox: mpsc::UnboundedSender<Message>,
     hello: RwLock<Option<Arc<Hello>>>,
     /// The handler keys last announced to this peer (to skip repeats).
     announced: Mutex<Option<BTreeSet<(Group, Element)>>>,
     pending: Mutex<Pending>,
     in_flight: AtomicUsize,
-    /// Frames queued for the writer: a peer that stops reading makes this
-    /// grow, and the reader refuses work (then closes) past a bound.
-    backlog: AtomicUsize,
-    /// Signalled by the writer after each write, for a reader that paused.
-    pub(crate) drained: tokio::sync::Notify,
     next_seq: AtomicU64,
 }
 
 impl Peer {
-    pub(crate) fn new(id: ConnId, remote: String, outbox: mpsc::UnboundedSender<Outgoing>) -> Peer {
+    pub(crate) fn new(id: ConnId, remote: String, outbox: mpsc::UnboundedSender<Message>) -> Peer {
         Peer {
             id,
             remote,
@@ -72,8 +58,6 @@ impl Peer {
             announced: Mutex::new(None),
             pending: Mutex::new(Pending::default()),
             in_flight: AtomicUsize::new(0),
-            backlog: AtomicUsize::new(0),
-            drained: tokio::sync::Notify::new(),
             next_seq: AtomicU64::new(1),
         }
     }
@@ -86,14 +70,8 @@ impl Peer {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn send_all(&self, messages: Vec<Message>) -> bool {
-        self.backlog.fetch_add(messages.len(), Ordering::Relaxed);
-        self.outbox.send(Outgoing::Frames(messages)).is_ok()
-    }
-
     pub(crate) fn send(&self, message: Message) -> bool {
-        self.backlog.fetch_add(1, Ordering::Relaxed);
-        self.outbox.send(Outgoing::Frame(message)).is_ok()
+        self.outbox.send(message).is_ok()
     }
 
     /// Registers a forwarded submit and returns its `seq`, or `None` when
@@ -118,16 +96,6 @@ impl Peer {
     /// The packet id of the pending submit with this `seq`.
     pub(crate) fn pending_id(&self, seq: u64) -> Option<PacketId> {
         self.pending.lock().by_seq.get(&seq).map(|p| p.packet_id.clone())
-    }
-
-    /// Messages queued for the writer and not yet taken.
-    pub(crate) fn backlog(&self) -> usize {
-        self.backlog.load(Ordering::Relaxed)
-    }
-
-    /// The writer took `n` messages.
-    pub(crate) fn taken(&self, n: usize) {
-        self.backlog.fetch_sub(n, Ordering::Relaxed);
     }
 
     /// Forgets a forwarded submit whose submitter stopped waiting.
