@@ -38,8 +38,10 @@ defmodule Consumer.MixProject do
   def application, do: [extra_applications: [:logger]]
 end
 MIX
-mix compile
-mix run -e '
+# Without CARGO_TARGET_DIR the package asks cargo where its target
+# directory is (the workspace's, the same one as above).
+env -u CARGO_TARGET_DIR mix compile
+env -u CARGO_TARGET_DIR mix run -e '
 {:ok, r} = PacketFlow.Reactor.start_link(name: Consumer.Reactor)
 :ok = PacketFlow.Reactor.register(r, "df", "upper", fn data, _ctx -> String.upcase(data) end)
 {:ok, "FROM A FRESH PROJECT"} = PacketFlow.Reactor.call(r, "df", "upper", "from a fresh project")

@@ -349,7 +349,7 @@ defmodule PacketFlow.Reactor do
 
   @impl true
   def handle_info({:pf_result, tag, result}, state) do
-    {:noreply, %{state | pending: reply_all([{tag, result}], state.pending)}}
+    {:noreply, %{state | pending: reply_one(tag, result, state.pending)}}
   end
 
   def handle_info({:pf_results, results}, state) do
@@ -379,17 +379,20 @@ defmodule PacketFlow.Reactor do
     :ok
   end
 
-  defp reply_all(results, pending) do
-    Enum.reduce(results, pending, fn {tag, result}, pending ->
-      case Map.pop(pending, tag) do
-        {nil, pending} ->
-          pending
+  defp reply_all([], pending), do: pending
 
-        {from, pending} ->
-          GenServer.reply(from, {:ok, result})
-          pending
-      end
-    end)
+  defp reply_all([{tag, result} | rest], pending),
+    do: reply_all(rest, reply_one(tag, result, pending))
+
+  defp reply_one(tag, result, pending) do
+    case pending do
+      %{^tag => from} ->
+        GenServer.reply(from, {:ok, result})
+        Map.delete(pending, tag)
+
+      _ ->
+        pending
+    end
   end
 
   # After the core stopped, every packet in flight is answered PF503 within
@@ -400,7 +403,7 @@ defmodule PacketFlow.Reactor do
     wait = max(deadline - System.monotonic_time(:millisecond), 0)
 
     receive do
-      {:pf_result, tag, result} -> drain(reply_all([{tag, result}], pending), deadline)
+      {:pf_result, tag, result} -> drain(reply_one(tag, result, pending), deadline)
       {:pf_results, results} -> drain(reply_all(results, pending), deadline)
     after
       wait -> :ok

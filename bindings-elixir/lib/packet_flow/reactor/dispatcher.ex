@@ -41,22 +41,7 @@ defmodule PacketFlow.Reactor.Dispatcher do
 
   @impl true
   def handle_info({:pf_calls, calls}, handlers) do
-    Enum.each(calls, fn {id, data, packet_id, metadata, token} ->
-      case handlers do
-        %{^id => {fun, _key}} ->
-          {:ok, _pid} = Task.start_link(Handler, :run, [fun, data, packet_id, metadata, token])
-
-        _ ->
-          # Unregistered while the packet was on its way: answered as the
-          # core answers a packet that finds no handler.
-          Native.reply_error(
-            token,
-            "PF001",
-            "no handler: it was unregistered while the packet was on its way"
-          )
-      end
-    end)
-
+    start_all(calls, handlers)
     {:noreply, handlers}
   end
 
@@ -69,5 +54,25 @@ defmodule PacketFlow.Reactor.Dispatcher do
     # collect now rather than at some later garbage collection.
     :erlang.garbage_collect()
     {:noreply, handlers}
+  end
+
+  defp start_all([], _handlers), do: :ok
+
+  defp start_all([{id, data, packet_id, metadata, token} | rest], handlers) do
+    case handlers do
+      %{^id => {fun, _key}} ->
+        {:ok, _pid} = Task.start_link(Handler, :run, [fun, data, packet_id, metadata, token])
+
+      _ ->
+        # Unregistered while the packet was on its way: answered as the
+        # core answers a packet that finds no handler.
+        Native.reply_error(
+          token,
+          "PF001",
+          "no handler: it was unregistered while the packet was on its way"
+        )
+    end
+
+    start_all(rest, handlers)
   end
 end

@@ -76,42 +76,70 @@ fn present(term: Option<Term>) -> Option<Term> {
     term.filter(|t| *t != atoms::nil().to_term(t.get_env()))
 }
 
-fn build(term: Term) -> Result<Built, String> {
-    let iter = MapIterator::new(term).ok_or_else(|| {
-        format!(
-            "a packet must be a map or keyword list with {FIELDS}, got {}",
-            article(convert::kind_of(term))
-        )
-    })?;
-    let mut f = Fields::default();
-    for (key, value) in iter {
-        // Keys are compared as atoms (no string is made per field).
-        let slot = if key == atoms::group().to_term(key.get_env()) {
-            &mut f.group
-        } else if key == atoms::element().to_term(key.get_env()) {
-            &mut f.element
-        } else if key == atoms::data().to_term(key.get_env()) {
-            &mut f.data
-        } else if key == atoms::id().to_term(key.get_env()) {
-            &mut f.id
-        } else if key == atoms::priority().to_term(key.get_env()) {
-            &mut f.priority
-        } else if key == atoms::timeout_ms().to_term(key.get_env()) {
-            &mut f.timeout_ms
-        } else if key == atoms::dependencies().to_term(key.get_env()) {
-            &mut f.dependencies
-        } else if key == atoms::metadata().to_term(key.get_env()) {
-            &mut f.metadata
-        } else if key.get_type() == TermType::Atom {
-            let name = key.atom_to_string().unwrap_or_default();
-            return Err(format!("unknown packet field :{name} (known: {FIELDS})"));
-        } else {
-            return Err(format!(
+const KNOWN: [&str; 8] = [
+    "group",
+    "element",
+    "data",
+    "id",
+    "priority",
+    "timeout_ms",
+    "dependencies",
+    "metadata",
+];
+
+/// The message naming the first key of `map` that is not a packet field.
+fn unknown_field(map: Term) -> String {
+    for (key, _) in MapIterator::new(map).into_iter().flatten() {
+        if key.get_type() != TermType::Atom {
+            return format!(
                 "packet fields are atoms ({FIELDS}), got {}",
                 article(convert::kind_of(key))
-            ));
-        };
-        *slot = Some(value);
+            );
+        }
+        let name = key.atom_to_string().unwrap_or_default();
+        if !KNOWN.contains(&name.as_str()) {
+            return format!("unknown packet field :{name} (known: {FIELDS})");
+        }
+    }
+    format!("a packet has only the fields {FIELDS}")
+}
+
+fn build(term: Term) -> Result<Built, String> {
+    if term.get_type() != TermType::Map {
+        return Err(format!(
+            "a packet must be a map or keyword list with {FIELDS}, got {}",
+            article(convert::kind_of(term))
+        ));
+    }
+    // Known keys are looked up directly; only a map with more keys than
+    // were found is walked, to name the unknown one.
+    let env = term.get_env();
+    let get = |key: rustler::Atom| term.map_get(key.to_term(env)).ok();
+    let f = Fields {
+        group: get(atoms::group()),
+        element: get(atoms::element()),
+        data: get(atoms::data()),
+        id: get(atoms::id()),
+        priority: get(atoms::priority()),
+        timeout_ms: get(atoms::timeout_ms()),
+        dependencies: get(atoms::dependencies()),
+        metadata: get(atoms::metadata()),
+    };
+    let found = [
+        f.group,
+        f.element,
+        f.data,
+        f.id,
+        f.priority,
+        f.timeout_ms,
+        f.dependencies,
+        f.metadata,
+    ]
+    .iter()
+    .filter(|t| t.is_some())
+    .count();
+    if term.map_size().unwrap_or(0) > found {
+        return Err(unknown_field(term));
     }
 
     let group = name_of(
