@@ -143,3 +143,39 @@ async fn a_packet_is_never_sent_back_where_it_came_from() {
     assert_eq!(answer["payload"]["error"]["code"], "PF001");
     n.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spokes_reach_a_seed_peer_through_the_hub_it_is_connected_to() {
+    let (hub, hub_addr) = node("hub", NodeConfig::default()).await;
+    let (spoke, _) = node("spoke", NodeConfig::default()).await;
+    spoke.connect(&url(hub_addr)).await.unwrap();
+    // Before a seed peer shows itself, the spoke has no route.
+    let r = spoke.reactor().submit(Packet::build("df", "seedwork", json!(1)).unwrap()).await;
+    assert_eq!(code(&r), Some(ErrorCode::NoHandler));
+    // The seed peer's first frame (the seed reactor sends a heartbeat on open)
+    // makes the hub announce a default route.
+    let mut seed = RawPeer::connect(&url(hub_addr)).await;
+    seed.send_json(&json!({"type": "heartbeat", "seq": 1, "payload": {"timestamp": 1}})).await;
+    let mut routes = spoke.watch_routes();
+    while !spoke.can_route(packetflow::Group::DataFlow, "seedwork") {
+        tokio::time::timeout(WAIT, routes.changed()).await.expect("default route announced").unwrap();
+    }
+    let reactor = spoke.reactor().clone();
+    let waiting = tokio::spawn(async move {
+        reactor.call(Packet::build("df", "seedwork", json!({"n": 2})).unwrap()).await
+    });
+    let frame = seed.recv_open().await;
+    assert_eq!(frame["payload"]["element"], "seedwork");
+    assert_eq!(frame["payload"]["metadata"]["pf.hops"], 2, "spoke -> hub -> seed");
+    seed.send_json(&json!({"type": "result", "seq": 0, "payload": {
+        "packet_id": frame["payload"]["id"], "status": "success", "data": "done", "duration_ms": 0}}))
+        .await;
+    assert_eq!(waiting.await.unwrap(), Ok(json!("done")));
+    // When the seed peer leaves, the default route is withdrawn.
+    seed.close().await;
+    while spoke.can_route(packetflow::Group::DataFlow, "seedwork") {
+        tokio::time::timeout(WAIT, routes.changed()).await.expect("default route withdrawn").unwrap();
+    }
+    spoke.stop().await;
+    hub.stop().await;
+}

@@ -103,9 +103,14 @@ pub(crate) async fn run<S>(
     let removed = node.peers.write().remove(peer.id);
     let why = format!("peer {} went away", peer.remote);
     peer.fail_all(|packet_id| PacketResult::error(packet_id, ErrorCode::Unavailable, why.clone(), 0));
-    if removed.is_some_and(|p| p.hello().is_some()) {
-        node.routes_changed();
-        node.announce_to_all();
+    match removed {
+        Some(p) if p.hello().is_some() => {
+            node.routes_changed();
+            node.announce_to_all();
+        }
+        // A seed peer leaving may withdraw this node's default route.
+        Some(p) if p.is_proven_seed() => node.announce_to_all(),
+        _ => {}
     }
 }
 
@@ -377,6 +382,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     fn on_message(&mut self, message: Message, now: Instant) {
+        if message.kind() != MessageKind::Hello && self.peer.note_frame_without_hello() {
+            // A seed peer just showed itself: other peers may now route
+            // what nobody announced through this node.
+            self.node.announce_to_all();
+        }
         match message {
             Message::Submit { seq, packet } => {
                 let limit = self.node.config.max_inflight_per_conn;

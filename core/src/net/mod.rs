@@ -38,8 +38,8 @@ use crate::error::{ErrorCode, PfError};
 use crate::packet::{Element, Group, Packet, META_HOPS, META_ROUTE_KEY, PROTOCOL_VERSION};
 use crate::reactor::{Forwarder, Origin, Reactor};
 use crate::result::PacketResult;
-use crate::wire::{Codec, Hello, Message, FEATURE_BATCH, FEATURE_MSGPACK};
-use peers::{Peer, PeerTable};
+use crate::wire::{Codec, Hello, Message, FEATURE_BATCH, FEATURE_DEFAULT_ROUTE, FEATURE_MSGPACK};
+use peers::{Announcement, Peer, PeerTable};
 
 /// The WebSocket path every node serves.
 pub const WS_PATH: &str = "/packetflow/v1";
@@ -284,11 +284,13 @@ impl NodeInner {
     }
 
     /// What this node tells `peer` it can serve: its own handlers and the
-    /// routes other peers announced (never the peer's own back to it).
-    fn routes_for(&self, peer: &Peer) -> BTreeSet<(Group, Element)> {
+    /// routes other peers announced (never the peer's own back to it), and
+    /// whether another peer is a seed peer it can send anything to.
+    fn routes_for(&self, peer: &Peer) -> Announcement {
         let mut keys: BTreeSet<(Group, Element)> = self.reactor.handler_keys().into_iter().collect();
-        keys.extend(self.peers.read().keys_except(peer.id).cloned());
-        keys
+        let peers = self.peers.read();
+        keys.extend(peers.keys_except(peer.id).cloned());
+        Announcement { keys, default_route: peers.has_seed_except(peer.id) }
     }
 
     /// Sends `hello` to `peer` if it speaks hello (or `force`) and what we
@@ -297,17 +299,21 @@ impl NodeInner {
         if !force && peer.hello().is_none() {
             return;
         }
-        let handlers = self.routes_for(peer);
-        if !peer.note_announced(&handlers) && !force {
+        let announcement = self.routes_for(peer);
+        if !peer.note_announced(&announcement) && !force {
             return;
+        }
+        let mut features = vec![FEATURE_BATCH.into(), FEATURE_MSGPACK.into()];
+        if announcement.default_route {
+            features.push(FEATURE_DEFAULT_ROUTE.into());
         }
         let hello = Hello {
             node_id: self.node_id.clone(),
             name: self.reactor.config().name.clone(),
             runtime: self.config.runtime.clone(),
             protocol: PROTOCOL_VERSION.into(),
-            handlers: handlers.into_iter().collect(),
-            features: vec![FEATURE_BATCH.into(), FEATURE_MSGPACK.into()],
+            handlers: announcement.keys.into_iter().collect(),
+            features,
             max_inflight: self.config.max_inflight_per_conn as u64,
             token: None,
         };

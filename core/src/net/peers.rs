@@ -4,7 +4,7 @@
 //! never sent `hello`), never the connection the packet came from.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use foldhash::HashMap;
@@ -14,7 +14,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::packet::{Element, Group, PacketId};
 use crate::result::PacketResult;
-use crate::wire::{Hello, Message};
+use crate::wire::{Hello, Message, FEATURE_DEFAULT_ROUTE};
 
 /// Identifies one connection of this node.
 pub(crate) type ConnId = u64;
@@ -41,8 +41,11 @@ pub(crate) struct Peer {
     /// Frames for the connection's task to write (from other tasks).
     pub(crate) outbox: mpsc::UnboundedSender<Message>,
     hello: RwLock<Option<Arc<Hello>>>,
-    /// The handler keys last announced to this peer (to skip repeats).
-    announced: Mutex<Option<BTreeSet<(Group, Element)>>>,
+    /// What was last announced to this peer (to skip repeats).
+    announced: Mutex<Option<Announcement>>,
+    /// A peer without hello that has sent something: a seed peer for sure
+    /// (a PacketFlow node's first frame is its hello).
+    proven_seed: AtomicBool,
     pending: Mutex<Pending>,
     in_flight: AtomicUsize,
     next_seq: AtomicU64,
@@ -56,6 +59,7 @@ impl Peer {
             outbox,
             hello: RwLock::new(None),
             announced: Mutex::new(None),
+            proven_seed: AtomicBool::new(false),
             pending: Mutex::new(Pending::default()),
             in_flight: AtomicUsize::new(0),
             next_seq: AtomicU64::new(1),
@@ -147,14 +151,34 @@ impl Peer {
 
     /// Records what this node last announced to the peer; false if it is
     /// the same as before (no need to send it again).
-    pub(crate) fn note_announced(&self, keys: &BTreeSet<(Group, Element)>) -> bool {
+    pub(crate) fn note_announced(&self, announcement: &Announcement) -> bool {
         let mut last = self.announced.lock();
-        if last.as_ref() == Some(keys) {
+        if last.as_ref() == Some(announcement) {
             return false;
         }
-        *last = Some(keys.clone());
+        *last = Some(announcement.clone());
         true
     }
+
+    /// Notes that the peer sent a frame; true the first time a peer without
+    /// hello does (it just became a proven seed peer).
+    pub(crate) fn note_frame_without_hello(&self) -> bool {
+        !self.proven_seed.load(Ordering::Relaxed)
+            && self.hello.read().is_none()
+            && !self.proven_seed.swap(true, Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_proven_seed(&self) -> bool {
+        self.proven_seed.load(Ordering::Relaxed) && self.hello.read().is_none()
+    }
+}
+
+/// What a node announces to one peer: the keys it can serve or route, and
+/// whether it has a default route (a seed peer) for everything else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Announcement {
+    pub(crate) keys: BTreeSet<(Group, Element)>,
+    pub(crate) default_route: bool,
 }
 
 /// Every connected peer and the route index built from their hellos.
@@ -229,14 +253,29 @@ impl PeerTable {
             Some(rk) => announced.max_by_key(|p| rendezvous_score(rk, p)),
             None => announced.min_by_key(|p| p.in_flight()),
         };
-        chosen.or_else(|| {
-            // The default route: a peer that never announced anything.
-            self.peers
-                .values()
-                .filter(|p| Some(p.id) != origin && p.hello.read().is_none())
-                .min_by_key(|p| p.in_flight())
-        })
-        .cloned()
+        chosen
+            .or_else(|| {
+                // The default route: a peer that never announced anything.
+                self.peers
+                    .values()
+                    .filter(|p| Some(p.id) != origin && p.hello.read().is_none())
+                    .min_by_key(|p| p.in_flight())
+            })
+            .or_else(|| {
+                // Else a node that has such a default route itself (a hub
+                // with seed peers), so spokes reach seed peers through it.
+                self.peers
+                    .values()
+                    .filter(|p| Some(p.id) != origin)
+                    .filter(|p| p.hello.read().as_ref().is_some_and(|h| h.has_feature(FEATURE_DEFAULT_ROUTE)))
+                    .min_by_key(|p| p.in_flight())
+            })
+            .cloned()
+    }
+
+    /// Whether a proven seed peer other than `except` is connected.
+    pub(crate) fn has_seed_except(&self, except: ConnId) -> bool {
+        self.peers.values().any(|p| p.id != except && p.is_proven_seed())
     }
 }
 

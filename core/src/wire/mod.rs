@@ -26,6 +26,9 @@ pub const SUBPROTOCOL_MSGPACK: &str = "packetflow.v1.msgpack";
 pub const FEATURE_BATCH: &str = "batch";
 /// Feature name announced in `hello` by peers that speak MessagePack.
 pub const FEATURE_MSGPACK: &str = "msgpack";
+/// Feature name announced in `hello` by a node that has a default route (a
+/// seed peer): packets no one announced may be sent to it.
+pub const FEATURE_DEFAULT_ROUTE: &str = "default-route";
 
 /// The `type` of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
