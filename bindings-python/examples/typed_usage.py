@@ -43,6 +43,13 @@ async def main() -> List[str]:
         except PacketFlowError as e:
             seen.append(f"unexpected {e.code}: {e.message}")
 
+        # Two reactors over loopback: this one serves, `client` routes to it.
+        bound: str = await r.listen("127.0.0.1:0")
+        async with Reactor(name="client") as client:
+            await client.connect(f"ws://{bound}/packetflow/v1")
+            remote: List[str] = await client.call("df", "words", "over the wire")
+            seen.extend(remote)
+
         stats: ReactorStats = r.stats()
         seen.append(f"{stats['name']}:{len(stats['handlers'])}")
         removed: bool = r.unregister("df", "shout")

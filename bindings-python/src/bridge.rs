@@ -44,9 +44,7 @@ pub(crate) enum Answer {
     Result(PacketResult),
     /// `call`, `ctx.call`: the data, or the error raised.
     Data(Result<Value, PfError>),
-    /// An operation with no value: `None`, or the error raised. (Nothing
-    /// in-process needs it yet; the network node's `listen`/`connect` will.)
-    #[allow(dead_code)]
+    /// An operation with no value: `None`, or the error raised.
     Unit(Result<(), PfError>),
 }
 
@@ -164,8 +162,8 @@ pub(crate) fn running_loop(py: Python<'_>) -> PyResult<Option<Bound<'_, PyAny>>>
 pub(crate) fn current(py: Python<'_>, what: &str) -> PyResult<Arc<Bridge>> {
     let Some(lp) = running_loop(py)? else {
         return Err(PyRuntimeError::new_err(format!(
-            "{what} must be awaited inside a running asyncio event loop; \
-             without one, use its _sync variant"
+            "{what} must be called from code running in an asyncio event loop (it \
+             returns an awaitable of that loop); without a running loop, use its _sync variant"
         )));
     };
     let cached = CURRENT.with(|c| {
@@ -302,7 +300,12 @@ impl Bridge {
 
     /// Runs everything queued so far, on the loop's thread.
     fn drain(self: &Arc<Self>, py: Python<'_>) -> PyResult<()> {
-        self.wake_pending.store(false, Ordering::SeqCst);
+        // Order matters. The wake-up bytes are consumed first, then the
+        // flag is cleared, then the inbox is taken: a push that lands after
+        // the flag is cleared writes a new byte (another drain follows); one
+        // that lands before it is in the inbox taken below. Clearing the
+        // flag before reading the socket could eat the byte of a push whose
+        // flag stays set, and every later push would then skip its wake-up.
         if let Wakeup::Socket { read, .. } = &self.wakeup {
             let mut sink = [0u8; 256];
             loop {
@@ -314,6 +317,7 @@ impl Bridge {
                 }
             }
         }
+        self.wake_pending.store(false, Ordering::SeqCst);
         // Timers and I/O of the core futures polled below belong to the
         // runtime (checked before anything is taken from the inbox).
         let _runtime = runtime::runtime()?.enter();
@@ -501,3 +505,4 @@ pub(crate) fn ready<'py>(py: Python<'py>, bridge: &Bridge, value: Bound<'py, PyA
     fut.call_method1(pyo3::intern!(py, "set_result"), (value,))?;
     Ok(fut)
 }
+

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use packetflow::{Packet, PacketId, Priority, Reactor, ReactorConfig, Value};
+use packetflow::{Node, NodeConfig, Packet, PacketId, Priority, Reactor, ReactorConfig, Value};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -49,12 +49,43 @@ pub(crate) struct PyReactor {
     core: Reactor,
     shared: Arc<Shared>,
     pool: Arc<Pool>,
+    /// The network node, made by the first `listen` or `connect`.
+    node: Mutex<Option<Node>>,
 }
 
 impl Drop for PyReactor {
     fn drop(&mut self) {
         self.core.stop();
         self.pool.stop();
+        // Nothing can wait here: the node closes its connections in the
+        // background.
+        if let Some(node) = self.node.lock().take() {
+            if !crate::runtime::shutting_down() {
+                if let Ok(rt) = crate::runtime::runtime() {
+                    rt.spawn(async move { node.stop().await });
+                }
+            }
+        }
+    }
+}
+
+impl PyReactor {
+    /// The reactor's network node, made on first use.
+    fn node(&self) -> PyResult<Node> {
+        let mut node = self.node.lock();
+        if let Some(existing) = &*node {
+            return Ok(existing.clone());
+        }
+        // The node starts a task of its own: it needs the runtime's context.
+        let _runtime = crate::runtime::runtime()?.enter();
+        let config = NodeConfig { runtime: "python".into(), ..NodeConfig::default() };
+        let made = Node::new(self.core.clone(), config);
+        *node = Some(made.clone());
+        Ok(made)
+    }
+
+    fn existing_node(&self) -> Option<Node> {
+        self.node.lock().clone()
     }
 }
 
@@ -183,6 +214,7 @@ impl PyReactor {
             core: Reactor::new(config),
             shared: Arc::new(Shared { home: Mutex::new(None) }),
             pool: Pool::new(handler_threads),
+            node: Mutex::new(None),
         })
     }
 
@@ -357,18 +389,78 @@ impl PyReactor {
         }
     }
 
-    /// Stops the reactor (an awaitable): packets in flight and later
-    /// submits are answered PF503. Idempotent.
-    fn stop<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let bridge = bridge::current(py, "Reactor.stop()")?;
-        self.stop_sync();
-        bridge::ready(py, &bridge, py.None().into_bound(py))
+    /// Accepts peers on ``addr`` (``"HOST:PORT"``; port 0 picks a free
+    /// one); an awaitable of the address bound, ``"HOST:PORT"``. Peers
+    /// connect to ``ws://HOST:PORT/packetflow/v1``, where ``GET /health`` and
+    /// ``GET /metrics`` are served too. Raises ``UnavailableError`` (PF503)
+    /// if the address cannot be bound.
+    fn listen<'py>(&self, py: Python<'py>, addr: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+        let bridge = bridge::current(py, "Reactor.listen()")?;
+        let addr = pystr::as_str(addr)?.to_owned();
+        let node = self.node()?;
+        bridge::spawn(py, &bridge, async move {
+            Answer::Data(node.listen(&addr).await.map(|bound| Value::String(bound.to_string())))
+        })
     }
 
-    /// Stops the reactor at once, from any thread (see :meth:`stop`).
-    fn stop_sync(&self) {
+    /// Dials a peer (``"ws://HOST:PORT/packetflow/v1"``); an awaitable that
+    /// resolves once the connection is up and the peer's handlers are
+    /// known. Packets with no local handler are then routed to peers. A lost
+    /// connection is redialled with backoff until the reactor stops.
+    /// Raises ``UnavailableError`` (PF503) if the peer cannot be reached and
+    /// ``InvalidPacketError`` (PF400) for a malformed URL.
+    fn connect<'py>(&self, py: Python<'py>, url: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+        let bridge = bridge::current(py, "Reactor.connect()")?;
+        let url = pystr::as_str(url)?.to_owned();
+        let node = self.node()?;
+        bridge::spawn(py, &bridge, async move { Answer::Unit(node.connect(&url).await) })
+    }
+
+    /// Like :meth:`listen`, blocking the calling thread (GIL released).
+    fn listen_sync(&self, py: Python<'_>, addr: &Bound<'_, PyString>) -> PyResult<String> {
+        let addr = pystr::as_str(addr)?.to_owned();
+        let node = self.node()?;
+        let bound = blocking::wait(py, "Reactor.listen_sync()", "Reactor.listen()", async move {
+            node.listen(&addr).await
+        })?;
+        bound.map(|a| a.to_string()).map_err(|err| errors::to_pyerr(py, &err))
+    }
+
+    /// Like :meth:`connect`, blocking the calling thread (GIL released).
+    fn connect_sync(&self, py: Python<'_>, url: &Bound<'_, PyString>) -> PyResult<()> {
+        let url = pystr::as_str(url)?.to_owned();
+        let node = self.node()?;
+        blocking::wait(py, "Reactor.connect_sync()", "Reactor.connect()", async move { node.connect(&url).await })?
+            .map_err(|err| errors::to_pyerr(py, &err))
+    }
+
+    /// Stops the reactor (an awaitable): packets in flight and later
+    /// submits are answered PF503; on the network, connections are closed
+    /// (after sending those answers) and listeners stop. Idempotent.
+    fn stop<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let bridge = bridge::current(py, "Reactor.stop()")?;
         self.core.stop();
         self.pool.stop();
+        match self.existing_node() {
+            Some(node) => bridge::spawn(py, &bridge, async move {
+                node.stop().await;
+                Answer::Unit(Ok(()))
+            }),
+            None => bridge::ready(py, &bridge, py.None().into_bound(py)),
+        }
+    }
+
+    /// Stops the reactor from code without a running event loop (see
+    /// :meth:`stop`); inside one, connections close in the background.
+    fn stop_sync(&self, py: Python<'_>) -> PyResult<()> {
+        self.core.stop();
+        self.pool.stop();
+        let Some(node) = self.existing_node() else { return Ok(()) };
+        if bridge::running_loop(py)?.is_some() {
+            crate::runtime::runtime()?.spawn(async move { node.stop().await });
+            return Ok(());
+        }
+        blocking::wait(py, "Reactor.stop_sync()", "Reactor.stop()", async move { node.stop().await })
     }
 
     /// A snapshot of the counters: ``name``, ``in_flight``, ``queued``,
@@ -394,8 +486,8 @@ impl PyReactor {
     }
 
     #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, _exc: &Bound<'_, pyo3::types::PyTuple>) {
-        self.stop_sync();
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<()> {
+        self.stop_sync(py)
     }
 
     fn __repr__(&self) -> String {

@@ -323,7 +323,7 @@ async def test_submit_outside_a_loop_is_refused_clearly() -> None:
     t.start()
     t.join(5)
     r.stop_sync()
-    assert errors and "running asyncio event loop" in str(errors[0])
+    assert errors and "must be called from code running in an asyncio event loop" in str(errors[0])
 
 
 async def test_blocking_api_inside_a_loop_is_refused(reactor: Reactor) -> None:

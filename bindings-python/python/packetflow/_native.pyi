@@ -204,11 +204,35 @@ class Reactor:
     ) -> Any:
         """Like :meth:`call`, blocking the calling thread (GIL released);
         for code without a running event loop."""
+    def listen(self, addr: str) -> Awaitable[str]:
+        """Accepts peers on ``addr`` (``"HOST:PORT"``; port 0 picks a free
+        one); an awaitable of the address bound (``"HOST:PORT"``).
+
+        Peers connect to ``ws://HOST:PORT/packetflow/v1``; ``GET /health``
+        and ``GET /metrics`` are served on the same port. Raises
+        :class:`UnavailableError` (PF503) if the address cannot be bound.
+        """
+    def connect(self, url: str) -> Awaitable[None]:
+        """Dials a peer (``"ws://HOST:PORT/packetflow/v1"``).
+
+        Resolves once the connection is up and the peer's handlers are
+        known; packets with no local handler are then routed to peers. A
+        lost connection is redialled with backoff until the reactor stops.
+        Raises :class:`UnavailableError` (PF503) if the peer cannot be
+        reached, :class:`InvalidPacketError` (PF400) for a malformed URL.
+        """
+    def listen_sync(self, addr: str) -> str:
+        """Like :meth:`listen`, blocking the calling thread (GIL released)."""
+    def connect_sync(self, url: str) -> None:
+        """Like :meth:`connect`, blocking the calling thread (GIL released)."""
     def stop(self) -> Awaitable[None]:
         """Stops the reactor: packets in flight and later submits are
-        answered PF503. Idempotent."""
+        answered PF503; connections are closed after sending those answers
+        and listeners stop. Idempotent."""
     def stop_sync(self) -> None:
-        """Stops the reactor at once, from any thread (see :meth:`stop`)."""
+        """Stops the reactor from code without a running event loop (see
+        :meth:`stop`); called inside one, connections close in the
+        background."""
     def stats(self) -> ReactorStats:
         """A snapshot of the counters (see :class:`ReactorStats`)."""
     def __aenter__(self) -> Awaitable["Reactor"]:

@@ -1,0 +1,189 @@
+"""Two reactors over loopback WebSocket: listen, connect, route, answer."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any, AsyncIterator, List, Tuple
+
+import pytest
+
+import packetflow
+from packetflow import Context, Reactor
+
+from .conftest import wait_for
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[Tuple[Reactor, Reactor, str]]:
+    """A server reactor listening on a free loopback port and a client
+    reactor connected to it."""
+    server = Reactor(name="server")
+    client = Reactor(name="client")
+    try:
+
+        @server.handler("df", "upper")
+        async def upper(data: Any, ctx: Context) -> Any:
+            return data.upper()
+
+        @server.handler("df", "slow_upper")
+        async def slow_upper(data: Any, ctx: Context) -> Any:
+            await asyncio.sleep(0)
+            return data.upper()
+
+        server.register("df", "sync_upper", lambda data, ctx: data.upper())
+
+        def fails(data: Any, ctx: Context) -> Any:
+            raise ValueError(f"cannot take {data!r}")
+
+        server.register("df", "fails", fails)
+        addr = await server.listen("127.0.0.1:0")
+        host, port = addr.rsplit(":", 1)
+        assert host == "127.0.0.1" and int(port) > 0
+        await client.connect(f"ws://{addr}/packetflow/v1")
+        yield server, client, addr
+    finally:
+        await client.stop()
+        await server.stop()
+
+
+async def test_calls_cross_the_network(pair: Tuple[Reactor, Reactor, str]) -> None:
+    server, client, _ = pair
+    assert await client.call("df", "upper", "hi") == "HI"
+    assert await client.call("df", "slow_upper", "there") == "THERE"
+    assert await client.call("df", "sync_upper", "yo") == "YO"
+    res = await client.submit("df", "upper", "x", packet_id="net-1")
+    assert (res.packet_id, res.status, res.data) == ("net-1", "success", "X")
+    counts = {h["element"]: h["count"] for h in server.stats()["handlers"]}
+    assert counts["upper"] == 2 and counts["sync_upper"] == 1
+
+
+async def test_errors_keep_their_codes_over_the_network(pair: Tuple[Reactor, Reactor, str]) -> None:
+    _, client, _ = pair
+    res = await client.submit("df", "fails", 7)
+    assert isinstance(res.error, packetflow.HandlerError)
+    assert res.error.message == "ValueError: cannot take 7"
+    missing = await client.submit("df", "nowhere")
+    assert isinstance(missing.error, packetflow.NoHandlerError)
+    with pytest.raises(packetflow.NoHandlerError):
+        await client.call("cf", "nowhere")
+
+
+async def test_timeouts_over_the_network(pair: Tuple[Reactor, Reactor, str]) -> None:
+    server, client, _ = pair
+    cancelled = asyncio.Event()
+
+    @server.handler("df", "hang")
+    async def hang(data: Any, ctx: Context) -> Any:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    # The server announces its new handler to the client.
+    for _ in range(200):
+        res = await client.submit("df", "hang", None, timeout_ms=100)
+        if res.error is None or res.error.code != "PF001":
+            break
+        await asyncio.sleep(0.01)
+    assert isinstance(res.error, packetflow.PacketTimeoutError), res
+    await wait_for(cancelled)
+
+
+async def test_a_thousand_concurrent_calls_over_the_network(pair: Tuple[Reactor, Reactor, str]) -> None:
+    _, client, _ = pair
+    for element in ("upper", "slow_upper", "sync_upper"):
+        words = [f"w{i}" for i in range(1000)]
+        out = await asyncio.wait_for(asyncio.gather(*(client.call("df", element, w) for w in words)), 60)
+        assert out == [w.upper() for w in words]
+
+
+async def test_wakeups_are_never_lost_under_sustained_load(pair: Tuple[Reactor, Reactor, str]) -> None:
+    """Every answer crosses threads twice (network task -> handler loop ->
+    network task); a lost wake-up would leave packets hanging here."""
+    _, client, _ = pair
+
+    async def worker(k: int) -> None:
+        for i in range(150):
+            assert await client.call("df", "upper" if i % 2 else "sync_upper", f"k{k}i{i}") == f"K{k}I{i}"
+
+    await asyncio.wait_for(asyncio.gather(*(worker(k) for k in range(100))), 120)
+
+
+async def test_stopping_the_server_answers_pf503(pair: Tuple[Reactor, Reactor, str]) -> None:
+    server, client, _ = pair
+    started = asyncio.Event()
+
+    @server.handler("df", "block")
+    async def block(data: Any, ctx: Context) -> Any:
+        started.set()
+        await asyncio.Event().wait()
+
+    for _ in range(200):
+        pending = asyncio.ensure_future(client.submit("df", "block", None, timeout_ms=10_000))
+        done, _ = await asyncio.wait({pending}, timeout=0.01)
+        if not done:
+            break
+        assert pending.result().error is not None and pending.result().error.code == "PF001"  # type: ignore[union-attr]
+    await wait_for(started)
+    await server.stop()
+    res = await asyncio.wait_for(pending, 10)
+    assert isinstance(res.error, packetflow.UnavailableError), res
+
+
+async def test_listen_and_connect_failures(reactor: Reactor) -> None:
+    with pytest.raises(packetflow.UnavailableError, match="cannot listen"):
+        await reactor.listen("256.0.0.1:1")
+    with pytest.raises(packetflow.PacketFlowError):
+        await reactor.connect("ws://127.0.0.1:1/packetflow/v1")
+    with pytest.raises(packetflow.InvalidPacketError, match="invalid peer URL"):
+        await reactor.connect("not a url")
+
+
+def test_sync_faces_of_the_network() -> None:
+    server = Reactor(name="sync-server")
+    client = Reactor(name="sync-client")
+    try:
+        server.register("df", "upper", lambda d, c: d.upper())
+        addr = server.listen_sync("127.0.0.1:0")
+        client.connect_sync(f"ws://{addr}/packetflow/v1")
+        assert client.call_sync("df", "upper", "sync") == "SYNC"
+    finally:
+        client.stop_sync()
+        server.stop_sync()
+
+
+def test_a_node_served_from_a_background_loop() -> None:
+    """A server whose loop runs in another thread answers a client that
+    only uses the blocking API."""
+    loop = asyncio.new_event_loop()
+    t = threading.Thread(target=loop.run_forever, daemon=True)
+    t.start()
+    server = Reactor(name="bg-server")
+    client = Reactor(name="bg-client")
+    try:
+
+        async def setup() -> str:
+            @server.handler("df", "where")
+            async def where(data: Any, ctx: Context) -> Any:
+                return threading.get_ident()
+
+            return await server.listen("127.0.0.1:0")
+
+        addr = asyncio.run_coroutine_threadsafe(setup(), loop).result(10)
+        client.connect_sync(f"ws://{addr}/packetflow/v1")
+        start = time.monotonic()
+        seen: List[int] = [client.call_sync("df", "where") for _ in range(50)]
+        assert set(seen) == {t.ident}
+        assert time.monotonic() - start < 10
+    finally:
+        client.stop_sync()
+        async def teardown() -> None:
+            await server.stop()
+
+        asyncio.run_coroutine_threadsafe(teardown(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(5)
+        loop.close()
