@@ -1,0 +1,114 @@
+"""Served over the network: the CLI's pipelined load (1 connection x 100 in
+flight) against a Python handler behind a PacketFlow node, next to the plain
+Python `websockets` server of shared/peers doing the same work, in one run.
+
+    python bench/python/network.py [--trials 5] [--n 200000]
+
+Needs the CLI (`cargo build --release -p packetflow-cli`) and `websockets`
+(`pip install websockets`) in the Python running this. Each server starts
+fresh for each trial in its own session (as shared/peers/bench.py does);
+the order of servers is shuffled per trial. Prints one JSON line per run and
+a table of medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = ROOT / "target" / "release" / "packetflow"
+PEER_SERVER = ROOT.parent / "shared" / "peers" / "python" / "server.py"
+NET_SERVER = Path(__file__).resolve().parent / "net_server.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: "subprocess.Popen[bytes]", timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} never opened")
+
+
+SERVERS = {
+    "python websockets (peers/python/server.py)": lambda port: [sys.executable, str(PEER_SERVER), str(port)],
+    "packetflow node, async def handler": lambda port: [sys.executable, str(NET_SERVER), str(port), "async"],
+    "packetflow node, def handler": lambda port: [sys.executable, str(NET_SERVER), str(port), "sync"],
+}
+
+
+def run_one(name: str, n: int) -> Dict[str, float]:
+    port = free_port()
+    proc = subprocess.Popen(SERVERS[name](port), stdout=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_port(port, proc)
+        out = subprocess.run(
+            [str(CLI), "bench", "--url", f"ws://127.0.0.1:{port}/packetflow/v1", "--mode", "pipe",
+             "--conns", "1", "--inflight", "100", "--n", str(n), "--data", '"hello world"',
+             "--expect", '"HELLO WORLD"', "--pid", str(proc.pid), "--json", "--timeout-s", "120"],
+            capture_output=True, text=True, timeout=180,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"bench failed: {out.stderr or out.stdout}")
+        line = [l for l in out.stdout.splitlines() if l.startswith("{")][-1]
+        return json.loads(line)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trials", type=int, default=5)
+    ap.add_argument("--n", type=int, default=200_000)
+    args = ap.parse_args()
+    rates: Dict[str, List[float]] = {}
+    cpu: Dict[str, List[float]] = {}
+    for trial in range(args.trials):
+        names = list(SERVERS)
+        random.shuffle(names)
+        for name in names:
+            fig = run_one(name, args.n)
+            row = {"server": name, "trial": trial, **fig}
+            print(json.dumps(row), flush=True)
+            rates.setdefault(name, []).append(float(fig["pipe_packets_per_s"]))
+            if fig.get("server_cpu_us_per_packet") is not None:
+                cpu.setdefault(name, []).append(float(fig["server_cpu_us_per_packet"]))
+    print()
+    print(f"1 connection x 100 in flight, {args.n} packets, {args.trials} trials (medians)")
+    print("| server | packets/s, median (min-max) | server CPU µs/packet |")
+    print("|---|---|---|")
+    base = statistics.median(rates["python websockets (peers/python/server.py)"])
+    for name, r in rates.items():
+        c = f"{statistics.median(cpu[name]):.1f}" if name in cpu else "-"
+        print(f"| {name} | {statistics.median(r):,.0f} ({min(r):,.0f}-{max(r):,.0f}), "
+              f"{statistics.median(r) / base:.2f}x | {c} |")
+
+
+if __name__ == "__main__":
+    main()
