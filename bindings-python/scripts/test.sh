@@ -50,7 +50,9 @@ echo "== pytest"
 cd "$here"
 timeout 900 "$py" -m pytest -q -p no:cacheprovider tests
 
-echo "== mypy --strict on the typed example"
+echo "== mypy --strict on the typed example, stubtest against the built module"
 timeout 300 "$py" -m mypy --strict --no-incremental examples/typed_usage.py
+# From outside the source tree, so the installed package is the one checked.
+(cd "$root/target" && timeout 300 "$py" -m mypy.stubtest packetflow --ignore-missing-stub)
 timeout 60 "$py" examples/typed_usage.py >/dev/null
 echo "python suite passed"

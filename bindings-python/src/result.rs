@@ -73,16 +73,17 @@ impl PyPacketResult {
 
     fn __repr__(&self, py: Python<'_>) -> String {
         let shown = |obj: &Py<PyAny>| obj.bind(py).repr().map(|r| r.to_string()).unwrap_or_default();
+        let id = pyo3::types::PyString::new(py, &self.packet_id).into_any().unbind();
         match &self.error {
             None => format!(
-                "Result(packet_id={:?}, status='success', data={}, duration_ms={})",
-                self.packet_id,
+                "Result(packet_id={}, status='success', data={}, duration_ms={})",
+                shown(&id),
                 shown(&self.data),
                 self.duration_ms
             ),
             Some(e) => format!(
-                "Result(packet_id={:?}, status='error', error={}, duration_ms={})",
-                self.packet_id,
+                "Result(packet_id={}, status='error', error={}, duration_ms={})",
+                shown(&id),
                 shown(e),
                 self.duration_ms
             ),

@@ -26,7 +26,7 @@ async def test_submit_returns_a_result_with_every_field(reactor: Reactor) -> Non
     assert res.error is None
     assert isinstance(res.duration_ms, int) and res.duration_ms >= 0
     assert res.unwrap() == {"text": "HI"}
-    assert "status='success'" in repr(res)
+    assert repr(res) == "Result(packet_id='p-1', status='success', data={'text': 'HI'}, duration_ms=%d)" % res.duration_ms
 
 
 async def test_call_returns_the_data(reactor: Reactor) -> None:

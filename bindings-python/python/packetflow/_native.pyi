@@ -10,12 +10,11 @@ from typing import (
     Callable,
     Dict,
     Iterable,
-    List,
     Literal,
     Optional,
     Type,
     TypeVar,
-    Union,
+    final,
 )
 
 from ._errors import PacketFlowError
@@ -23,12 +22,10 @@ from ._types import ReactorStats
 
 __version__: str
 
-JSONValue = Union[None, bool, int, float, str, List[Any], Dict[str, Any]]
-"""What crosses as packet data: JSON-shaped values (tuples cross as lists)."""
-
 _Handler = Callable[[Any, "Context"], Any]
 _H = TypeVar("_H", bound=Callable[..., Any])
 
+@final
 class Result:
     """The outcome of one packet.
 
@@ -58,6 +55,7 @@ class Result:
     def unwrap(self) -> Any:
         """Returns ``data`` on success; raises ``error`` otherwise."""
 
+@final
 class Context:
     """What a handler knows about the packet it serves.
 
@@ -88,6 +86,7 @@ class Context:
         """Like :meth:`call`, blocking this thread (GIL released) until the
         child answers; for ``def`` handlers."""
 
+@final
 class HandlerDecorator:
     """What :meth:`Reactor.handler` returns: applied to a function, it
     registers that function and returns it unchanged."""
@@ -95,6 +94,7 @@ class HandlerDecorator:
     def __call__(self, fn: _H) -> _H:
         """Registers ``fn`` and returns it."""
 
+@final
 class Reactor:
     """Registers handlers and routes packets to them.
 
@@ -105,15 +105,15 @@ class Reactor:
     stops like :meth:`stop`.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         name: str = "packetflow",
         *,
         max_inflight: Optional[int] = None,
         max_queue: Optional[int] = None,
         finished_memory: Optional[int] = None,
         handler_threads: int = 8,
-    ) -> None:
+    ) -> "Reactor":
         """Creates a reactor.
 
         ``max_inflight``: most handlers running at once (default 1024);
