@@ -340,7 +340,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Handles one frame; false when the connection must end.
     fn on_frame(&mut self, frame: WsMessage, now: Instant) -> bool {
         let decoded = match &frame {
-            WsMessage::Text(text) => Codec::Json.decode(text.as_bytes()),
+            WsMessage::Text(text) => Codec::decode_text(text.as_str()),
             WsMessage::Binary(bytes) => Codec::MsgPack.decode(bytes),
             WsMessage::Close(_) => return false,
             _ => return true, // ping/pong: liveness only (tungstenite answers pings)

@@ -1,13 +1,19 @@
 //! Which packet ids are in flight (PF409), which recently finished and how,
 //! and who waits for them (dependencies, PF424).
 //!
-//! One map holds all three, so a packet costs one lookup to start and one
-//! to finish; finished ids are forgotten oldest first past `memory`.
+//! Every packet passes through here twice, so the table is built for that:
+//! an id is hashed once (the guard keeps the hash), packets in flight live in
+//! a table keyed by that hash and compared by id, and finished outcomes are
+//! remembered by hash alone (no string, no reference count) in a ring of
+//! `memory` entries, oldest forgotten first. Two ids of one hash among the
+//! last `memory` finished ones (odds about `memory / 2^64`) would share an
+//! outcome.
 
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use foldhash::HashMap;
+use hashbrown::HashTable;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
@@ -20,28 +26,26 @@ pub(crate) enum Outcome {
     Failed,
 }
 
-enum State {
-    /// A packet with this id runs now.
-    Running,
-    /// It finished (and is remembered for late dependents).
-    Finished(Outcome),
-    /// Not seen yet; dependents wait for it.
-    Awaited,
-}
-
 struct Entry {
-    state: State,
+    id: PacketId,
+    hash: u64,
+    /// True while a packet with this id runs; false while the entry only
+    /// holds waiters for an id not submitted yet.
+    running: bool,
     waiters: Vec<oneshot::Sender<Outcome>>,
 }
 
 struct Table {
-    entries: HashMap<PacketId, Entry>,
-    /// Finished ids, oldest first, for forgetting them.
-    finished: VecDeque<PacketId>,
+    live: HashTable<Entry>,
+    running: usize,
+    finished: HashTable<(u64, Outcome)>,
+    /// Hashes of finished ids, oldest first.
+    finished_order: VecDeque<u64>,
 }
 
 pub(crate) struct Inflight {
     table: Mutex<Table>,
+    hasher: foldhash::fast::RandomState,
     /// How many finished ids are remembered for late dependents.
     memory: usize,
 }
@@ -52,83 +56,115 @@ pub(crate) enum DependencyState {
     Pending(oneshot::Receiver<Outcome>),
 }
 
-impl Inflight {
-    pub(crate) fn new(memory: usize) -> Inflight {
-        Inflight { table: Mutex::new(Table { entries: HashMap::default(), finished: VecDeque::new() }), memory }
+impl Table {
+    fn live_mut(&mut self, hash: u64, id: &PacketId) -> Option<&mut Entry> {
+        self.live.find_mut(hash, |e| e.id == *id)
     }
 
-    /// Marks `id` as running; `None` if it already is (PF409). A new run of
-    /// a finished id replaces what was remembered of it.
+    fn remove_live(&mut self, hash: u64, id: &PacketId) -> Option<Entry> {
+        self.live.find_entry(hash, |e| e.id == *id).ok().map(|found| found.remove().0)
+    }
+}
+
+impl Inflight {
+    pub(crate) fn new(memory: usize) -> Inflight {
+        Inflight {
+            table: Mutex::new(Table {
+                live: HashTable::new(),
+                running: 0,
+                finished: HashTable::new(),
+                finished_order: VecDeque::new(),
+            }),
+            hasher: foldhash::fast::RandomState::default(),
+            memory,
+        }
+    }
+
+    fn hash(&self, id: &PacketId) -> u64 {
+        self.hasher.hash_one(id.as_str())
+    }
+
+    /// Marks `id` as running; `None` if it already is (PF409).
     pub(crate) fn begin(self: &Arc<Self>, id: &PacketId) -> Option<InflightGuard> {
+        let hash = self.hash(id);
         let mut t = self.table.lock();
-        match t.entries.get_mut(id) {
-            Some(Entry { state: State::Running, .. }) => return None,
-            Some(entry) => entry.state = State::Running,
+        match t.live_mut(hash, id) {
+            Some(entry) if entry.running => return None,
+            Some(entry) => entry.running = true,
             None => {
-                t.entries.insert(id.clone(), Entry { state: State::Running, waiters: Vec::new() });
+                let entry = Entry { id: id.clone(), hash, running: true, waiters: Vec::new() };
+                t.live.insert_unique(hash, entry, |e| e.hash);
             }
         }
-        Some(InflightGuard { table: self.clone(), id: id.clone(), outcome: Outcome::Failed })
+        t.running += 1;
+        drop(t);
+        Some(InflightGuard { table: self.clone(), id: id.clone(), hash, outcome: Outcome::Failed })
     }
 
     /// The state of a dependency, registering a waiter when it is not done.
     pub(crate) fn watch(&self, id: &PacketId) -> DependencyState {
+        let hash = self.hash(id);
         let mut t = self.table.lock();
-        let entry = t
-            .entries
-            .entry(id.clone())
-            .or_insert_with(|| Entry { state: State::Awaited, waiters: Vec::new() });
-        if let State::Finished(outcome) = entry.state {
-            return DependencyState::Done(outcome);
-        }
-        // Waiters of abandoned dependents are dropped here so an id that
-        // never arrives cannot collect senders without bound.
-        entry.waiters.retain(|w| !w.is_closed());
         let (tx, rx) = oneshot::channel();
-        entry.waiters.push(tx);
+        if let Some(entry) = t.live_mut(hash, id) {
+            // Waiters of abandoned dependents are dropped here so an id that
+            // never arrives cannot collect senders without bound.
+            entry.waiters.retain(|w| !w.is_closed());
+            entry.waiters.push(tx);
+            return DependencyState::Pending(rx);
+        }
+        if let Some((_, outcome)) = t.finished.find(hash, |(h, _)| *h == hash) {
+            return DependencyState::Done(*outcome);
+        }
+        let entry = Entry { id: id.clone(), hash, running: false, waiters: vec![tx] };
+        t.live.insert_unique(hash, entry, |e| e.hash);
         DependencyState::Pending(rx)
     }
 
     /// Removes the waiting-only entry of `id` if nobody waits on it any more.
     pub(crate) fn forget_waiter(&self, id: &PacketId) {
+        let hash = self.hash(id);
         let mut t = self.table.lock();
-        if let Some(entry) = t.entries.get_mut(id) {
-            entry.waiters.retain(|w| !w.is_closed());
-            if matches!(entry.state, State::Awaited) && entry.waiters.is_empty() {
-                t.entries.remove(id);
-            }
+        let Some(entry) = t.live_mut(hash, id) else { return };
+        entry.waiters.retain(|w| !w.is_closed());
+        if !entry.running && entry.waiters.is_empty() {
+            t.remove_live(hash, id);
         }
     }
 
     /// Packets running now.
     pub(crate) fn len(&self) -> usize {
-        self.table.lock().entries.values().filter(|e| matches!(e.state, State::Running)).count()
+        self.table.lock().running
     }
 
-    /// Entries of any kind that are not just remembered outcomes, for leak checks.
+    /// Entries of ids running or awaited, for leak checks.
     #[cfg(test)]
     pub(crate) fn entry_count(&self) -> usize {
-        self.table.lock().entries.values().filter(|e| !matches!(e.state, State::Finished(_))).count()
+        self.table.lock().live.len()
     }
 
-    fn finish(&self, id: &PacketId, outcome: Outcome) {
+    fn finish(&self, hash: u64, id: &PacketId, outcome: Outcome) {
         let mut t = self.table.lock();
-        let Some(entry) = t.entries.get_mut(id) else { return };
-        entry.state = State::Finished(outcome);
-        for w in entry.waiters.drain(..) {
-            let _ = w.send(outcome);
-        }
-        if self.memory == 0 {
-            t.entries.remove(id);
-            return;
-        }
-        t.finished.push_back(id.clone());
-        if t.finished.len() > self.memory {
-            let oldest = t.finished.pop_front().expect("longer than memory");
-            // The id may run again or be awaited by now: forget only an outcome.
-            if matches!(t.entries.get(&oldest), Some(Entry { state: State::Finished(_), .. })) {
-                t.entries.remove(&oldest);
+        let Some(entry) = t.remove_live(hash, id) else { return };
+        t.running -= 1;
+        if self.memory > 0 {
+            match t.finished.find_mut(hash, |(h, _)| *h == hash) {
+                Some(remembered) => remembered.1 = outcome,
+                None => {
+                    t.finished.insert_unique(hash, (hash, outcome), |(h, _)| *h);
+                    t.finished_order.push_back(hash);
+                    if t.finished_order.len() > self.memory {
+                        let oldest = t.finished_order.pop_front().expect("longer than memory");
+                        if let Ok(found) = t.finished.find_entry(oldest, |(h, _)| *h == oldest) {
+                            found.remove();
+                        }
+                    }
+                }
             }
+        }
+        drop(t);
+        for w in entry.waiters {
+            let _ = w.send(outcome);
         }
     }
 }
@@ -139,6 +175,7 @@ impl Inflight {
 pub(crate) struct InflightGuard {
     table: Arc<Inflight>,
     id: PacketId,
+    hash: u64,
     outcome: Outcome,
 }
 
@@ -150,6 +187,6 @@ impl InflightGuard {
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.table.finish(&self.id, self.outcome);
+        self.table.finish(self.hash, &self.id, self.outcome);
     }
 }

@@ -122,15 +122,17 @@ impl Codec {
             Codec::Json => decode_json(bytes, &seen_seq),
             Codec::MsgPack => decode_msgpack(bytes, &seen_seq),
         };
-        decoded.unwrap_or_else(|reason| {
-            Decoded::Single(Err(FrameError {
-                seq: seen_seq.get(),
-                kind: None,
-                packet_id: None,
-                error: bad_request(format!("malformed frame: {reason}")),
-                unparsable: true,
-            }))
-        })
+        decoded.unwrap_or_else(|reason| malformed(reason, seen_seq.get()))
+    }
+
+    /// Decodes a JSON text frame whose UTF-8 was already checked (a
+    /// WebSocket text frame): the same as [`decode`](Self::decode) with
+    /// `Codec::Json`, without checking the UTF-8 a second time.
+    pub fn decode_text(text: &str) -> Decoded {
+        let seen_seq = Cell::new(0);
+        let de = serde_json::Deserializer::from_str(text);
+        decode_json_from(de, text.as_bytes(), &seen_seq)
+            .unwrap_or_else(|reason| malformed(reason, seen_seq.get()))
     }
 
     /// Appends the encoding of `message` to `out`.
@@ -194,9 +196,26 @@ fn is_msgpack_array(bytes: &[u8]) -> bool {
     matches!(bytes.first(), Some(0x90..=0x9f | 0xdc | 0xdd))
 }
 
+fn malformed(reason: String, seq: u64) -> Decoded {
+    Decoded::Single(Err(FrameError {
+        seq,
+        kind: None,
+        packet_id: None,
+        error: bad_request(format!("malformed frame: {reason}")),
+        unparsable: true,
+    }))
+}
+
 fn decode_json(bytes: &[u8], seen_seq: &Cell<u64>) -> Result<Decoded, String> {
+    decode_json_from(serde_json::Deserializer::from_slice(bytes), bytes, seen_seq)
+}
+
+fn decode_json_from<'de, R: serde_json::de::Read<'de>>(
+    mut de: serde_json::Deserializer<R>,
+    bytes: &[u8],
+    seen_seq: &Cell<u64>,
+) -> Result<Decoded, String> {
     // serde_json's own recursion limit (128) is the MAX_DEPTH bound here.
-    let mut de = serde_json::Deserializer::from_slice(bytes);
     let decoded = if is_json_array(bytes) {
         Decoded::Batch(BatchSeed(seen_seq).deserialize(&mut de).map_err(|e| e.to_string())?)
     } else {

@@ -348,3 +348,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn decode_text_agrees_with_decode() {
+    for m in sample_messages() {
+        let bytes = Codec::Json.encode_to_vec(&m);
+        let text = std::str::from_utf8(&bytes).unwrap();
+        let a: Vec<_> = Codec::decode_text(text).into_iter().collect();
+        let b: Vec<_> = Codec::Json.decode(&bytes).into_iter().collect();
+        assert_eq!(a, b);
+    }
+    let e = match Codec::decode_text(r#"{"type":"submit","seq":3,"payload":"#) {
+        Decoded::Single(Err(e)) => e,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((e.seq, e.unparsable), (3, true));
+}
