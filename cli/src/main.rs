@@ -4,6 +4,7 @@
 mod bench;
 mod builtin;
 mod health;
+mod stream;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,21 @@ enum Command {
     /// `PFnnn: message` to stderr and exits 1; exits 2 when the node cannot
     /// be reached or the arguments are wrong.
     Submit(SubmitArgs),
+    /// Submit packets read as JSON lines on stdin; print one
+    /// `{"id", "result"}` line per packet as its result arrives.
+    ///
+    /// A request line is `{"id": ANY, "group", "element", "data",
+    /// "priority"?, "timeout_ms"?, "metadata"?, "dependencies"?,
+    /// "packet_id"?}`; a line that is not a valid request is answered
+    /// `{"id", "error": "..."}` naming what is wrong.
+    Stream {
+        /// The node's URL.
+        #[arg(long, default_value = "ws://127.0.0.1:8443/packetflow/v1")]
+        url: String,
+        /// Speak MessagePack instead of JSON.
+        #[arg(long)]
+        msgpack: bool,
+    },
     /// Print a node's /health document.
     Health {
         /// The node's URL (ws://HOST:PORT/packetflow/v1 or http://HOST:PORT).
@@ -116,6 +132,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Submit(args) => submit(args).await,
             Command::Health { url } => health::print(&url).await,
+            Command::Stream { url, msgpack } => stream::run(&url, msgpack).await,
             Command::Bench(args) => bench::run(args).await,
         }
     })

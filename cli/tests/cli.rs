@@ -137,3 +137,24 @@ fn every_command_has_help() {
         assert!(stdout(&out).contains("Usage: packetflow"), "{cmd:?}");
     }
 }
+
+#[test]
+fn stream_answers_each_request_line() {
+    use std::io::Write;
+    let hub = Hub::start(&["--handler", "df:echo=echo"]);
+    let mut child = Command::new(BIN)
+        .args(["stream", "--url", &hub.url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = b"{\"id\":1,\"group\":\"df\",\"element\":\"echo\",\"data\":{\"k\":[1,2]}}\n{\"id\":2,\"group\":\"df\",\"element\":\"echo\",\"priority\":11}\n";
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let mut lines: Vec<serde_json::Value> =
+        stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    lines.sort_by_key(|l| l["id"].as_u64());
+    assert_eq!(lines[0]["result"]["data"], serde_json::json!({"k": [1, 2]}));
+    assert_eq!(lines[1]["error"], "priority must be an integer 1-10, got 11");
+}

@@ -1,0 +1,91 @@
+//! `packetflow stream`: submit packets read as JSON lines on stdin, print
+//! one result per line as each arrives. For scripts and tests that drive a
+//! node from another language without a binding.
+
+use std::process::ExitCode;
+
+use packetflow::{Codec, Node, NodeConfig, Packet, PacketId, Priority, Reactor, ReactorConfig, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+/// One request line: `{"id": ANY, "group", "element", "data", "priority"?,
+/// "timeout_ms"?, "metadata"?, "dependencies"?, "packet_id"?}`.
+fn packet_of(request: &Value) -> Result<Packet, String> {
+    let field = |name: &str| request.get(name).and_then(Value::as_str).ok_or(format!("{name} must be a string"));
+    let mut packet = Packet::build(field("group")?, field("element")?, request.get("data").cloned().unwrap_or(Value::Null))
+        .map_err(|e| e.message)?;
+    if let Some(p) = request.get("priority") {
+        packet.priority = Priority::new(p.as_i64().ok_or("priority must be an integer")?).map_err(|e| e.message)?;
+    }
+    if let Some(t) = request.get("timeout_ms") {
+        packet.timeout_ms = Some(t.as_u64().ok_or("timeout_ms must be a positive integer")?);
+    }
+    if let Some(Value::Object(m)) = request.get("metadata") {
+        packet.metadata = Some(m.clone());
+    }
+    if let Some(id) = request.get("packet_id").and_then(Value::as_str) {
+        packet.id = PacketId::new(id).map_err(|e| e.message)?;
+    }
+    if let Some(Value::Array(deps)) = request.get("dependencies") {
+        packet.dependencies = deps
+            .iter()
+            .map(|d| d.as_str().ok_or("dependencies must be strings".to_owned()).and_then(|s| PacketId::new(s).map_err(|e| e.message)))
+            .collect::<Result<_, _>>()?;
+    }
+    packet.validate().map_err(|e| e.message)?;
+    Ok(packet)
+}
+
+pub async fn run(url: &str, msgpack: bool) -> ExitCode {
+    let node = Node::new(Reactor::new(ReactorConfig { name: "packetflow-stream".into(), ..Default::default() }), NodeConfig::default());
+    let codec = if msgpack { Codec::MsgPack } else { Codec::Json };
+    if let Err(e) = node.connect_with(url, codec).await {
+        eprintln!("error: {}", e.message);
+        return ExitCode::from(2);
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let writer = tokio::spawn(async move {
+        let mut stdout = tokio::io::stdout();
+        while let Some(line) = rx.recv().await {
+            if stdout.write_all(line.as_bytes()).await.is_err() || stdout.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut running = Vec::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let tx = tx.clone();
+        let request: Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = tx.send(format!("{}\n", serde_json::json!({"id": null, "error": format!("not JSON: {e}")})));
+                continue;
+            }
+        };
+        let id = request.get("id").cloned().unwrap_or(Value::Null);
+        match packet_of(&request) {
+            Err(e) => {
+                let _ = tx.send(format!("{}\n", serde_json::json!({"id": id, "error": e})));
+            }
+            Ok(packet) => {
+                let reactor = node.reactor().clone();
+                running.push(tokio::spawn(async move {
+                    let result = reactor.submit(packet).await;
+                    let line = serde_json::json!({"id": id, "result": result});
+                    let _ = tx.send(format!("{line}\n"));
+                }));
+            }
+        }
+    }
+    for task in running {
+        let _ = task.await;
+    }
+    drop(tx);
+    let _ = writer.await;
+    node.stop().await;
+    ExitCode::SUCCESS
+}
