@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Elixir suite: installs Elixir/OTP from Debian when missing, builds the
-# NIF through Mix, runs the ExUnit tests, then checks that a fresh Mix
-# project depending on this package by path compiles and runs.
+# NIF through Mix, runs the ExUnit tests and Dialyzer, then checks that a
+# fresh Mix project depending on this package by path compiles and runs.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -20,6 +20,9 @@ cd "$here"
 echo "== elixir: mix test"
 MIX_ENV=test mix compile --warnings-as-errors
 MIX_ENV=test mix test
+
+echo "== elixir: dialyzer (@spec checks)"
+MIX_ENV=test bash "$here/scripts/dialyzer.sh"
 
 echo "== elixir: a fresh Mix project with {:packetflow, path: ...}"
 scratch="$(mktemp -d)"

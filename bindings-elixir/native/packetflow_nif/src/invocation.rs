@@ -1,7 +1,7 @@
 //! Handler invocations: the core calls a registered handler, the NIF sends
-//! `{handler_id, data, %PacketFlow.Context{}}` to the dispatcher process,
-//! and the Elixir handler answers through `reply_ok`, `reply_failed` or
-//! `reply_error`.
+//! `{handler_id, data, packet_id, metadata, token}` to the dispatcher
+//! process, which runs the Elixir handler in a Task; the handler answers
+//! through `reply_ok`, `reply_failed` or `reply_error`.
 //!
 //! The context's `token` is an [`Invocation`] resource holding the channel
 //! back to the waiting core task. If the handler's process dies without
