@@ -122,7 +122,7 @@ async def submit(url):
     r = SeedReactor(url)
     await r.start()
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
+    reader = asyncio.StreamReader(limit=16 * 1024 * 1024)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     work = []
 

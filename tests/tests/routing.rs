@@ -179,3 +179,37 @@ async fn spokes_reach_a_seed_peer_through_the_hub_it_is_connected_to() {
     spoke.stop().await;
     hub.stop().await;
 }
+
+/// A seed peer that serves `element` (answering with seq 0, as the seed
+/// does) and answers PF001 for anything else.
+async fn seed_server(mut peer: RawPeer, element: &'static str) {
+    while let Some(frame) = peer.recv().await {
+        if frame["type"] != "submit" {
+            continue;
+        }
+        let p = &frame["payload"];
+        let payload = if p["element"] == element {
+            json!({"packet_id": p["id"], "status": "success", "data": element, "duration_ms": 0})
+        } else {
+            json!({"packet_id": p["id"], "status": "error", "duration_ms": 0,
+                   "error": {"code": "PF001", "message": format!("No handler for df:{}", p["element"])}})
+        };
+        peer.send_json(&json!({"type": "result", "seq": 0, "payload": payload})).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_seed_peers_each_get_what_they_serve() {
+    let (n, addr) = node("n", NodeConfig::default()).await;
+    tokio::spawn(seed_server(RawPeer::connect(&url(addr)).await, "alpha"));
+    tokio::spawn(seed_server(RawPeer::connect(&url(addr)).await, "beta"));
+    for _ in 0..3 {
+        for element in ["alpha", "beta"] {
+            let r = n.reactor().call(Packet::build("df", element, json!(null)).unwrap()).await;
+            assert_eq!(r, Ok(json!(element)), "{element} reached the seed peer that serves it");
+        }
+    }
+    let r = n.reactor().submit(Packet::build("df", "gamma", json!(null)).unwrap()).await;
+    assert_eq!(code(&r), Some(ErrorCode::NoHandler), "nobody serves gamma");
+    n.stop().await;
+}

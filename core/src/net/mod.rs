@@ -505,12 +505,42 @@ impl Forwarder for Router {
     ) -> Option<BoxFuture<'static, PacketResult>> {
         let node = self.node.upgrade()?;
         let route_key = packet.meta(META_ROUTE_KEY).and_then(Value::as_str);
-        let peer = node.peers.read().route(packet.group, packet.element.as_str(), route_key, origin.map(|o| o.0))?;
-        Some(Box::pin(forward_to(node, peer, packet, deadline)))
+        let origin = origin.map(|o| o.0);
+        let peer = node.peers.read().route(packet.group, packet.element.as_str(), route_key, origin)?;
+        Some(Box::pin(forward(node, peer, packet, deadline, origin)))
     }
 }
 
-async fn forward_to(node: Arc<NodeInner>, peer: Arc<Peer>, mut packet: Packet, deadline: Instant) -> PacketResult {
+/// Forwards to `peer`; a seed peer (which announced nothing) that answers
+/// PF001 is remembered as lacking the key and the next seed peer is tried,
+/// so several seed peers on one node each get the packets they serve.
+async fn forward(
+    node: Arc<NodeInner>,
+    mut peer: Arc<Peer>,
+    packet: Packet,
+    deadline: Instant,
+    origin: Option<u64>,
+) -> PacketResult {
+    let key = (packet.group, packet.element.clone());
+    loop {
+        if peer.hello().is_some() {
+            return forward_to(&node, &peer, packet, deadline).await;
+        }
+        let result = forward_to(&node, &peer, packet.clone(), deadline).await;
+        let lacks_key = result.err().is_some_and(|e| e.is(ErrorCode::NoHandler));
+        peer.learn(key.clone(), !lacks_key);
+        if !lacks_key {
+            return result;
+        }
+        let next = node.peers.read().route(key.0, key.1.as_str(), None, origin);
+        match next {
+            Some(next) if next.id != peer.id && next.hello().is_none() => peer = next,
+            _ => return result,
+        }
+    }
+}
+
+async fn forward_to(node: &NodeInner, peer: &Peer, mut packet: Packet, deadline: Instant) -> PacketResult {
     let start = Instant::now();
     let id = packet.id.clone();
     let fail = |code: ErrorCode, message: String| PacketResult::error(id.clone(), code, message, since_ms(start));

@@ -46,6 +46,9 @@ pub(crate) struct Peer {
     /// A peer without hello that has sent something: a seed peer for sure
     /// (a PacketFlow node's first frame is its hello).
     proven_seed: AtomicBool,
+    /// For a seed peer (which announces nothing): the keys it was seen to
+    /// serve (true) or to lack (false, it answered PF001).
+    learned: Mutex<HashMap<(Group, Element), bool>>,
     pending: Mutex<Pending>,
     in_flight: AtomicUsize,
     next_seq: AtomicU64,
@@ -60,6 +63,7 @@ impl Peer {
             hello: RwLock::new(None),
             announced: Mutex::new(None),
             proven_seed: AtomicBool::new(false),
+            learned: Mutex::new(HashMap::default()),
             pending: Mutex::new(Pending::default()),
             in_flight: AtomicUsize::new(0),
             next_seq: AtomicU64::new(1),
@@ -168,6 +172,20 @@ impl Peer {
             && !self.proven_seed.swap(true, Ordering::Relaxed)
     }
 
+    /// Remembers whether this seed peer serves `key` (bounded: forgets
+    /// everything past 4096 keys and starts over).
+    pub(crate) fn learn(&self, key: (Group, Element), serves: bool) {
+        let mut learned = self.learned.lock();
+        if learned.len() >= 4096 && !learned.contains_key(&key) {
+            learned.clear();
+        }
+        learned.insert(key, serves);
+    }
+
+    fn serves(&self, key: &(Group, Element)) -> Option<bool> {
+        self.learned.lock().get(key).copied()
+    }
+
     pub(crate) fn is_proven_seed(&self) -> bool {
         self.proven_seed.load(Ordering::Relaxed) && self.hello.read().is_none()
     }
@@ -256,10 +274,18 @@ impl PeerTable {
         chosen
             .or_else(|| {
                 // The default route: a peer that never announced anything.
+                // One seen serving the key first, one that answered PF001
+                // for it never, the least busy among the rest.
                 self.peers
                     .values()
                     .filter(|p| Some(p.id) != origin && p.hello.read().is_none())
-                    .min_by_key(|p| p.in_flight())
+                    .filter_map(|p| match p.serves(&key) {
+                        Some(false) => None,
+                        Some(true) => Some((0, p.in_flight(), p)),
+                        None => Some((1, p.in_flight(), p)),
+                    })
+                    .min_by_key(|(rank, in_flight, _)| (*rank, *in_flight))
+                    .map(|(_, _, p)| p)
             })
             .or_else(|| {
                 // Else a node that has such a default route itself (a hub

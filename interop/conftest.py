@@ -1,0 +1,207 @@
+"""Fixtures of the interop suite: a hub (`packetflow serve`), handler
+processes of every language connected to it, and long-lived submitter
+processes that take JSON-line requests on stdin and print one result line
+each (see participants/README.md for that small contract).
+
+Every process runs on loopback, is bounded by timeouts, and is killed at the
+end of the session.
+"""
+import json
+import os
+import queue
+import shutil
+import subprocess
+import threading
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+CLI = os.path.join(TARGET, "release", "packetflow")
+WAIT = 30.0  # seconds any single expected line may take
+
+
+class Proc:
+    """A child process whose stdout lines (and stderr lines) are read by
+    threads into queues, so a test can wait for a line with a timeout."""
+
+    def __init__(self, cmd, name, cwd=None, env=None):
+        self.name = name
+        self.p = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True)
+        self.out = queue.Queue()
+        self.err = queue.Queue()
+        self.err_lines = []
+        for stream, q in ((self.p.stdout, self.out), (self.p.stderr, self.err)):
+            threading.Thread(target=self._pump, args=(stream, q), daemon=True).start()
+
+    @staticmethod
+    def _pump(stream, q):
+        for line in stream:
+            q.put(line.rstrip("\n"))
+        q.put(None)
+
+    def line(self, q=None, timeout=WAIT):
+        q = q or self.out
+        try:
+            line = q.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"{self.name}: no output within {timeout}s; stderr: {self.stderr_so_far()}")
+        if line is None:
+            raise AssertionError(f"{self.name} exited ({self.p.poll()}); stderr: {self.stderr_so_far()}")
+        return line
+
+    def wait_for(self, text, stream="stdout", timeout=WAIT):
+        q = self.out if stream == "stdout" else self.err
+        while True:
+            line = self.line(q, timeout)
+            if stream == "stderr":
+                self.err_lines.append(line)
+            if text in line:
+                return line
+
+    def stderr_so_far(self):
+        lines = list(self.err_lines)
+        while True:
+            try:
+                line = self.err.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                lines.append(line)
+        self.err_lines = lines
+        return "\n".join(lines[-20:])
+
+    def send(self, obj):
+        self.p.stdin.write(json.dumps(obj) + "\n")
+        self.p.stdin.flush()
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait(timeout=10)
+
+
+class Submitter:
+    """A long-lived submitter process: one request line in, one result out."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.next_id = 0
+        self.early = {}
+
+    def request(self, group, element, data, timeout_ms=None):
+        self.next_id += 1
+        rid = self.next_id
+        req = {"id": rid, "group": group, "element": element, "data": data}
+        if timeout_ms:
+            req["timeout_ms"] = timeout_ms
+        self.proc.send(req)
+        return self.wait(rid)
+
+    def wait(self, rid):
+        while rid not in self.early:
+            answer = json.loads(self.proc.line())
+            self.early[answer.get("id")] = answer
+        answer = self.early.pop(rid)
+        assert "error" not in answer or "result" in answer, f"{self.proc.name} refused the request: {answer}"
+        return answer["result"]
+
+
+def node_bin():
+    return shutil.which("node") or "node"
+
+
+class Participant:
+    """How to run one language as a handler (serve) and as a submitter."""
+
+    def __init__(self, name, serve, submit, ready, codecs, big_ints=True):
+        self.name, self._serve, self._submit, self.ready = name, serve, submit, ready
+        self.codecs = codecs
+        # Whether the language keeps integers beyond 2^53 exactly.
+        self.big_ints = big_ints
+
+    def serve(self, hub_url, codec):
+        proc = Proc(self._serve(hub_url, self.name, codec), f"{self.name} handler")
+        stream, text = self.ready
+        proc.wait_for(text, stream)
+        return proc
+
+    def submitter(self, hub_url, codec):
+        return Submitter(Proc(self._submit(hub_url, codec), f"{self.name} submitter"))
+
+
+def _rust_serve(hub, name, codec):
+    cmd = [CLI, "serve", "--listen", "127.0.0.1:0", "--name", name, "--connect", hub]
+    for kind, builtin in (("echo", "echo"), ("fail", "fail"), ("slow", "sleep")):
+        cmd += ["--handler", f"df:{kind}_{name}={builtin}"]
+    return cmd
+
+
+PARTICIPANTS = {
+    "rust": Participant(
+        "rust",
+        _rust_serve,
+        lambda hub, codec: [CLI, "stream", "--url", hub] + (["--msgpack"] if codec == "msgpack" else []),
+        ("stderr", "connected to"),
+        ["json", "msgpack"],
+    ),
+    "seedjs": Participant(
+        "seedjs",
+        lambda hub, name, codec: [node_bin(), os.path.join(HERE, "seed", "seed_peer.js"), "serve", hub, name],
+        lambda hub, codec: [node_bin(), os.path.join(HERE, "seed", "seed_peer.js"), "submit", hub],
+        ("stdout", "ready"),
+        ["json"],
+        big_ints=False,  # JSON.parse turns them into the nearest double
+    ),
+    "seedpy": Participant(
+        "seedpy",
+        lambda hub, name, codec: ["python3", os.path.join(HERE, "seed", "seed_peer.py"), "serve", hub, name],
+        lambda hub, codec: ["python3", os.path.join(HERE, "seed", "seed_peer.py"), "submit", hub],
+        ("stdout", "ready"),
+        ["json"],
+    ),
+}
+
+
+class World:
+    """Hubs with one handler process each, and submitters, made on demand
+    and shared by the tests of a session."""
+
+    def __init__(self):
+        self.procs = []
+        self.hubs = {}
+        self.submitters = {}
+
+    def hub(self, handler, codec):
+        """A hub whose only handler process is `handler` (seed peers are a
+        hub's default route, so each needs a hub of its own)."""
+        key = (handler, codec)
+        if key not in self.hubs:
+            hub = Proc([CLI, "serve", "--listen", "127.0.0.1:0", "--name", f"hub-{handler}"], f"hub for {handler}")
+            self.procs.append(hub)
+            line = hub.wait_for("listening on", "stderr")
+            url = next(w for w in line.split() if w.startswith("ws://"))
+            self.procs.append(PARTICIPANTS[handler].serve(url, codec))
+            self.hubs[key] = url
+        return self.hubs[key]
+
+    def submitter(self, submitter, hub_url, codec):
+        key = (submitter, hub_url, codec)
+        if key not in self.submitters:
+            s = PARTICIPANTS[submitter].submitter(hub_url, codec)
+            self.procs.append(s.proc)
+            self.submitters[key] = s
+        return self.submitters[key]
+
+    def close(self):
+        for p in reversed(self.procs):
+            p.kill()
+
+
+@pytest.fixture(scope="session")
+def world():
+    w = World()
+    yield w
+    w.close()
