@@ -74,18 +74,40 @@ fn not_json(kind: &str) -> BadValue {
 }
 
 /// Converts a term to a JSON value.
+///
+/// The time this takes is reported to the scheduler
+/// (`enif_consume_timeslice`), so that a large value makes the calling
+/// process yield sooner instead of overrunning its time slice unseen.
 pub fn to_value(term: Term) -> Result<Value, BadValue> {
-    walk(term, 0)
+    let mut work = 0;
+    let value = walk(term, 0, &mut work);
+    account(term.get_env(), work);
+    value
 }
 
-fn walk(term: Term, depth: usize) -> Result<Value, BadValue> {
+/// Roughly how many terms (or KiB of string) take 1% of a 1 ms slice.
+const WORK_PER_PERCENT: usize = 300;
+
+fn account(env: Env, work: usize) {
+    let percent = work / WORK_PER_PERCENT;
+    if percent > 0 {
+        rustler::schedule::consume_timeslice(env, percent.min(100) as i32);
+    }
+}
+
+fn walk(term: Term, depth: usize, work: &mut usize) -> Result<Value, BadValue> {
+    *work += 1;
     if depth > MAX_DEPTH {
         return Err(BadValue::new(format!(
             "is nested deeper than {MAX_DEPTH} levels"
         )));
     }
     match term.get_type() {
-        TermType::Binary => string_of(term).map(Value::String),
+        TermType::Binary => {
+            let s = string_of(term)?;
+            *work += s.len() / 1024;
+            Ok(Value::String(s))
+        }
         TermType::Integer => integer(term),
         TermType::Float => {
             let f: f64 = term.decode().map_err(|_| not_json("a float"))?;
@@ -93,8 +115,8 @@ fn walk(term: Term, depth: usize) -> Result<Value, BadValue> {
             Ok(Number::from_f64(f).map_or(Value::Null, Value::Number))
         }
         TermType::Atom => Ok(atom(term)),
-        TermType::List => list(term, depth),
-        TermType::Map => map(term, depth),
+        TermType::List => list(term, depth, work),
+        TermType::Map => map(term, depth, work),
         TermType::Tuple => Err(not_json("a tuple")),
         TermType::Pid => Err(not_json("a pid")),
         TermType::Ref => Err(not_json("a reference")),
@@ -139,14 +161,16 @@ fn atom(term: Term) -> Value {
     }
 }
 
-fn list(term: Term, depth: usize) -> Result<Value, BadValue> {
+fn list(term: Term, depth: usize, work: &mut usize) -> Result<Value, BadValue> {
     let mut items = Vec::new();
     let mut rest = term;
     loop {
         match rest.list_get_cell() {
             Ok((head, tail)) => {
                 let index = items.len();
-                items.push(walk(head, depth + 1).map_err(|e| e.within(Segment::Index(index)))?);
+                items.push(
+                    walk(head, depth + 1, work).map_err(|e| e.within(Segment::Index(index)))?,
+                );
                 rest = tail;
             }
             Err(_) if rest.is_empty_list() => return Ok(Value::Array(items)),
@@ -157,7 +181,7 @@ fn list(term: Term, depth: usize) -> Result<Value, BadValue> {
     }
 }
 
-fn map(term: Term, depth: usize) -> Result<Value, BadValue> {
+fn map(term: Term, depth: usize, work: &mut usize) -> Result<Value, BadValue> {
     let size = term.map_size().unwrap_or(0);
     let mut object = Map::with_capacity(size);
     let iter = rustler::MapIterator::new(term).ok_or_else(|| not_json("a map"))?;
@@ -172,7 +196,7 @@ fn map(term: Term, depth: usize) -> Result<Value, BadValue> {
                 )))
             }
         };
-        let value = walk(v, depth + 1).map_err(|e| e.within(Segment::Key(key.clone())))?;
+        let value = walk(v, depth + 1, work).map_err(|e| e.within(Segment::Key(key.clone())))?;
         if object.insert(key.clone(), value).is_some() {
             return Err(BadValue::new(format!(
                 "has the key {key:?} twice (once as an atom, once as a string)"
