@@ -213,3 +213,34 @@ async fn several_seed_peers_each_get_what_they_serve() {
     assert_eq!(code(&r), Some(ErrorCode::NoHandler), "nobody serves gamma");
     n.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_announced_batch_gets_coalesced_answers() {
+    let (n, addr) = node("n", NodeConfig::default()).await;
+    register_upper(n.reactor());
+    let mut peer = RawPeer::connect(&url(addr)).await;
+    peer.send_json(&json!({"type": "hello", "seq": 0, "payload": {
+        "node_id": "raw", "name": "raw", "runtime": "test", "protocol": "1.0",
+        "handlers": [], "features": ["batch"], "max_inflight": 1000}}))
+        .await;
+    assert_eq!(peer.recv_open().await["type"], "hello", "the node answers hello with its own");
+    // Fifty submits in one batch frame: their answers leave together.
+    let batch: Vec<Value> = (1..=50).map(|i| submit_frame(i, &format!("b{i}"), "df", "upper", json!("x"))).collect();
+    peer.send_text(Value::Array(batch).to_string()).await;
+    let mut answered = std::collections::BTreeSet::new();
+    let mut frames = 0;
+    while answered.len() < 50 {
+        let frame = peer.recv_open().await;
+        frames += 1;
+        let items = match frame {
+            Value::Array(items) => items,
+            single => vec![single],
+        };
+        for item in items {
+            assert_eq!(item["payload"]["data"], "X");
+            answered.insert(item["seq"].as_u64().unwrap());
+        }
+    }
+    assert!(frames < 50, "answers were coalesced ({frames} frames for 50 answers)");
+    n.stop().await;
+}
