@@ -165,6 +165,52 @@ PARTICIPANTS = {
 }
 
 
+PYTHON_VENV = os.path.join(TARGET, "python-venv", "bin", "python")
+NODE_PACKAGE = os.path.join(ROOT, "bindings-node")
+
+
+def _python_participant():
+    script = os.path.join(HERE, "participants", "pf_python.py")
+    return Participant(
+        "python",
+        lambda hub, name, codec: [PYTHON_VENV, script, "serve", hub, name, codec],
+        lambda hub, codec: [PYTHON_VENV, script, "submit", hub, codec],
+        ("stdout", "ready"),
+        ["json", "msgpack"],
+    )
+
+
+def _node_participant():
+    script = os.path.join(HERE, "participants", "pf_node.js")
+    return Participant(
+        "node",
+        lambda hub, name, codec: [node_bin(), script, "serve", hub, name, codec],
+        lambda hub, codec: [node_bin(), script, "submit", hub, codec],
+        ("stdout", "ready"),
+        ["json", "msgpack"],
+        big_ints=False,  # a JS number is a double
+    )
+
+
+def _probe(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+# The bindings take part once built (their suites build them) and once they
+# have the network calls; the Rust CLI and the seed peers always do.
+if os.path.exists(PYTHON_VENV) and _probe([PYTHON_VENV, "-c", "import packetflow; packetflow.Reactor.connect"]):
+    PARTICIPANTS["python"] = _python_participant()
+    if not _probe([PYTHON_VENV, "-c", "import inspect, packetflow, sys; "
+                   "sys.exit('msgpack' not in inspect.signature(packetflow.Reactor.connect).parameters)"]):
+        PARTICIPANTS["python"].codecs = ["json"]
+if _probe([node_bin(), "-e", f"process.exit(typeof require({NODE_PACKAGE!r}).Reactor.prototype.connect === 'function' ? 0 : 1)"]):
+    os.environ.setdefault("PACKETFLOW_NODE", NODE_PACKAGE)
+    PARTICIPANTS["node"] = _node_participant()
+
+
 class World:
     """Hubs with one handler process each, and submitters, made on demand
     and shared by the tests of a session."""

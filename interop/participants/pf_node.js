@@ -1,0 +1,52 @@
+// The Node.js participant of the interop suite (see README.md here), built
+// on the `packetflow` npm package.
+//
+//   node pf_node.js serve HUB_URL NAME [json|msgpack]
+//   node pf_node.js submit HUB_URL [json|msgpack]
+'use strict';
+
+const readline = require('readline');
+const { Reactor } = require(process.env.PACKETFLOW_NODE || 'packetflow');
+
+async function serve(url, name, codec) {
+  const r = new Reactor({ name: `interop-${name}` });
+  r.register('df', `echo_${name}`, async (data) => data);
+  r.register('df', `fail_${name}`, () => { throw new Error(`boom from ${name}`); });
+  r.register('df', `slow_${name}`, (ms) => new Promise((resolve) => setTimeout(() => resolve(ms), ms)));
+  // A relay for the chain topology: calls df:echo_<to> through ctx.call.
+  r.register('df', `relay_${name}`, async (data, ctx) => ({
+    via: name,
+    answer: await ctx.call('df', `echo_${data.to}`, data.data),
+  }));
+  await r.connect(url, { msgpack: codec === 'msgpack' });
+  process.stdout.write('ready\n');
+  // Serve until the suite closes stdin (or kills the process).
+  process.stdin.on('end', () => r.stop());
+  process.stdin.resume();
+}
+
+async function submit(url, codec) {
+  const r = new Reactor({ name: 'interop-node-submitter' });
+  await r.connect(url, { msgpack: codec === 'msgpack' });
+  const lines = readline.createInterface({ input: process.stdin });
+  const work = [];
+  for await (const line of lines) {
+    if (!line.trim()) continue;
+    const req = JSON.parse(line);
+    work.push(r.submit({ group: req.group, element: req.element, data: req.data, timeoutMs: req.timeout_ms })
+      .then((res) => {
+        const result = res.status === 'success'
+          ? { status: 'success', data: res.data }
+          : { status: 'error', error: { code: res.error.code, message: res.error.message } };
+        process.stdout.write(JSON.stringify({ id: req.id, result }) + '\n');
+      }));
+  }
+  await Promise.all(work);
+  await r.stop();
+}
+
+const [mode, ...args] = process.argv.slice(2);
+const run = mode === 'serve' ? serve(args[0], args[1], args[2] || 'json')
+  : mode === 'submit' ? submit(args[0], args[1] || 'json')
+  : Promise.reject(new Error('usage: pf_node.js serve URL NAME [codec] | submit URL [codec]'));
+run.catch((e) => { console.error(e); process.exit(1); });

@@ -1,0 +1,78 @@
+"""The Python participant of the interop suite (see README.md here), built
+on the `packetflow` Python package.
+
+    python pf_python.py serve HUB_URL NAME [json|msgpack]
+    python pf_python.py submit HUB_URL [json|msgpack]
+"""
+import asyncio
+import json
+import sys
+
+import packetflow
+
+
+async def connect(r: packetflow.Reactor, url: str, codec: str) -> None:
+    if codec == "msgpack":
+        await r.connect(url, msgpack=True)
+    else:
+        await r.connect(url)
+
+
+async def serve(url: str, name: str, codec: str) -> None:
+    async with packetflow.Reactor(name=f"interop-{name}") as r:
+
+        @r.handler("df", f"echo_{name}")
+        async def echo(data, ctx):
+            return data
+
+        @r.handler("df", f"fail_{name}")
+        def fail(data, ctx):
+            raise RuntimeError(f"boom from {name}")
+
+        @r.handler("df", f"slow_{name}")
+        async def slow(ms, ctx):
+            await asyncio.sleep(ms / 1000)
+            return ms
+
+        await connect(r, url, codec)
+        print("ready", flush=True)
+        # Serve until the suite closes stdin (or kills the process).
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, sys.stdin.read)
+
+
+async def submit(url: str, codec: str) -> None:
+    async with packetflow.Reactor(name="interop-python-submitter") as r:
+        await connect(r, url, codec)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=16 * 1024 * 1024)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        pending = []
+
+        async def one(req):
+            result = await r.submit(req["group"], req["element"], req.get("data"), timeout_ms=req.get("timeout_ms"))
+            out = {"status": result.status, "data": result.data} if result.ok else {
+                "status": "error", "error": {"code": result.error.code, "message": result.error.message}}
+            sys.stdout.write(json.dumps({"id": req["id"], "result": out}) + "\n")
+            sys.stdout.flush()
+
+        while line := await reader.readline():
+            if line.strip():
+                pending.append(asyncio.create_task(one(json.loads(line))))
+        await asyncio.gather(*pending)
+
+
+if __name__ == "__main__":
+    mode, args = sys.argv[1], sys.argv[2:]
+    codec = "json"
+    if mode == "serve":
+        if len(args) > 2:
+            codec = args[2]
+        asyncio.run(serve(args[0], args[1], codec))
+    elif mode == "submit":
+        if len(args) > 1:
+            codec = args[1]
+        asyncio.run(submit(args[0], codec))
+    else:
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
