@@ -45,6 +45,8 @@ defmodule PacketFlow.Reactor.Dispatcher do
     {:noreply, handlers}
   end
 
+  # A task that answered unlinks itself before it ends (see Handler.run/6),
+  # so normal exits mostly never arrive here.
   def handle_info({:EXIT, _task, :normal}, handlers), do: {:noreply, handlers}
 
   def handle_info({:EXIT, _task, _reason}, handlers) do
@@ -61,7 +63,8 @@ defmodule PacketFlow.Reactor.Dispatcher do
   defp start_all([{id, data, packet_id, metadata, token} | rest], handlers) do
     case handlers do
       %{^id => {fun, _key}} ->
-        {:ok, _pid} = Task.start_link(Handler, :run, [fun, data, packet_id, metadata, token])
+        {:ok, _pid} =
+          Task.start_link(Handler, :run, [fun, data, packet_id, metadata, token, self()])
 
       _ ->
         # Unregistered while the packet was on its way: answered as the

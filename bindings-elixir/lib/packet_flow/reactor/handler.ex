@@ -6,9 +6,17 @@ defmodule PacketFlow.Reactor.Handler do
 
   alias PacketFlow.{Context, Error, Native}
 
-  @spec run(function(), PacketFlow.value(), String.t(), map() | nil, reference()) :: :ok
-  def run(fun, data, packet_id, metadata, token) do
-    fun.(data, %Context{packet_id: packet_id, metadata: metadata, token: token})
+  @spec run(function(), PacketFlow.value(), String.t(), map() | nil, reference(), pid()) :: true
+  def run(fun, data, packet_id, metadata, token, dispatcher) do
+    answer(fun, data, %Context{packet_id: packet_id, metadata: metadata, token: token})
+    # Answered: leave the dispatcher's watch before ending, which spares it
+    # one exit message per call. Until here, a task that dies unanswered
+    # still reaches it as an exit signal.
+    Process.unlink(dispatcher)
+  end
+
+  defp answer(fun, data, %Context{token: token} = ctx) do
+    fun.(data, ctx)
   rescue
     e -> Native.reply_failed(token, describe_exception(e))
   catch
