@@ -168,6 +168,22 @@ export interface ReactorStats {
   unrouted: number;
 }
 
+/** Where a reactor listens, as {@link Reactor.listen} resolves it. */
+export interface ListenAddress {
+  /** The IP address bound (`127.0.0.1`, `::1`, `0.0.0.0`, ...). */
+  host: string;
+  /** The port bound (the one the system picked when 0 was asked for). */
+  port: number;
+  /** The URL peers pass to {@link Reactor.connect}: `ws://HOST:PORT/packetflow/v1`. */
+  url: string;
+}
+
+/** Options of {@link Reactor.connect}. */
+export interface ConnectOptions {
+  /** Speak MessagePack (binary frames) instead of JSON. Default `false`. */
+  msgpack?: boolean;
+}
+
 /** A PacketFlow reactor: register handlers, submit packets, get results. */
 export declare class Reactor {
   /** @throws TypeError for an unknown option or a value of the wrong type. */
@@ -196,8 +212,31 @@ export declare class Reactor {
   call<R = JsonValue>(packet: PacketInit): Promise<R>;
   call<R = JsonValue>(group: Group | (string & {}), element: string, data?: JsonInput, options?: SubmitOptions): Promise<R>;
   /**
+   * Accepts peers on `addr` (`'HOST:PORT'`; port 0 picks a free one) and
+   * resolves to the address bound. The same port answers `GET /health` and
+   * `GET /metrics`. From then until {@link Reactor.stop} the reactor keeps
+   * node alive (it is a server). Rejects with a {@link PacketFlowError}
+   * PF503 if the address cannot be bound or the reactor is stopped, and
+   * with a `TypeError` if `addr` is not a string.
+   */
+  listen(addr: string): Promise<ListenAddress>;
+  /**
+   * Dials a peer (`'ws://HOST:PORT/packetflow/v1'`, e.g. the `url` its
+   * `listen` resolved to) and resolves once the connection is up and the
+   * peer's handlers are known: packets with no local handler are then routed
+   * to peers. A lost connection is redialled with backoff until
+   * {@link Reactor.stop}; until then the reactor keeps node alive. Rejects
+   * with a {@link PacketFlowError}: PF503 if the peer cannot be reached (or
+   * the reactor is stopped), PF400 for a malformed URL; with a `TypeError`
+   * for arguments of the wrong type or an unknown option.
+   */
+  connect(url: string, options?: ConnectOptions): Promise<void>;
+  /**
    * Stops the reactor: packets in flight and later submits are answered
-   * PF503. Resolves once every Promise of this reactor has settled. Idempotent.
+   * PF503 (`stopped` is true at once). On the network, connections send
+   * those answers and close (code 1001), listeners stop, and node is no
+   * longer kept alive. Resolves once the connections are closed and every
+   * Promise of this reactor has settled. Idempotent.
    */
   stop(): Promise<void>;
   /** A snapshot of the counters. */

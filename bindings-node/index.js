@@ -426,18 +426,83 @@ class Reactor {
   }
 
   /**
+   * Accepts peers on `addr` (`'HOST:PORT'`; port 0 picks a free one) and
+   * resolves to the address bound, `{host, port, url}`: `url` is what peers
+   * pass to {@link Reactor#connect}. The same port answers `GET /health`
+   * and `GET /metrics`. From then until {@link Reactor#stop}, the reactor
+   * keeps node alive (it is a server). Rejects with a `PacketFlowError`
+   * PF503 if the address cannot be bound or the reactor is stopped.
+   * @param {string} addr
+   * @returns {Promise<{host: string, port: number, url: string}>}
+   */
+  listen(addr) {
+    return this.#network((id) => this.#native.listen(addr, id));
+  }
+
+  /**
+   * Dials a peer (`'ws://HOST:PORT/packetflow/v1'`) and resolves once the
+   * connection is up and the peer's handlers are known: packets with no
+   * local handler are then routed to peers. A lost connection is redialled
+   * with backoff until {@link Reactor#stop}; until then the reactor keeps
+   * node alive. Rejects with a `PacketFlowError` (PF503 if the peer cannot
+   * be reached or the reactor is stopped, PF400 for a malformed URL).
+   * @param {string} url
+   * @param {{msgpack?: boolean}} [options] `msgpack: true` speaks MessagePack instead of JSON
+   * @returns {Promise<void>}
+   */
+  connect(url, options = {}) {
+    if (options === null || typeof options !== 'object') {
+      return Promise.reject(new TypeError(`options must be an object, got ${typeName(options)}`));
+    }
+    for (const key of Object.keys(options)) {
+      if (key !== 'msgpack') {
+        return Promise.reject(new TypeError(`unknown option ${JSON.stringify(key)} (expected msgpack)`));
+      }
+    }
+    const msgpack = options.msgpack === undefined ? false : options.msgpack;
+    if (typeof msgpack !== 'boolean') {
+      return Promise.reject(new TypeError(`msgpack must be a boolean, got ${typeName(msgpack)}`));
+    }
+    return this.#network((id) => this.#native.connect(url, msgpack, id)).then(() => undefined);
+  }
+
+  /** Runs a network call for a new Promise; on success, holds node alive. */
+  #network(begin) {
+    const state = this.#dispatch;
+    const id = state.nextId++;
+    const promise = new Promise((resolve, reject) => state.pending.set(id, { resolve, reject }));
+    try {
+      begin(id);
+    } catch (error) {
+      state.pending.delete(id);
+      return Promise.reject(error);
+    }
+    const native = this.#native;
+    return promise.then((value) => {
+      native.holdNetwork();
+      return value;
+    });
+  }
+
+  /**
    * Stops the reactor: packets in flight and later submits are answered
-   * PF503. Resolves once every Promise of this reactor has settled.
-   * Idempotent.
+   * PF503 (`stopped` is true at once). On the network, connections send
+   * those answers and close (code 1001), listeners stop, and node is no
+   * longer kept alive. Resolves once the connections are closed and every
+   * Promise of this reactor has settled. Idempotent.
    * @returns {Promise<void>}
    */
   stop() {
+    const state = this.#dispatch;
+    const id = state.nextId++;
+    const stopped = new Promise((resolve, reject) => state.pending.set(id, { resolve, reject }));
     try {
-      this.#native.stop();
+      this.#native.stop(id);
     } catch (error) {
+      state.pending.delete(id);
       return Promise.reject(error);
     }
-    return this.#dispatch.idle();
+    return stopped.then(() => state.idle());
   }
 
   /** A snapshot of the reactor's counters. */

@@ -4,7 +4,9 @@
 #   1. a consumer project runs `npm install <this folder>`: the addon is
 #      built from source, and both `require` and `import` work;
 #   2. `npm install` inside the folder (dev dependencies: typescript);
-#   3. `node --test test/*.test.js` (round trips, error codes, values, lifecycle);
+#   3. `node --test test/*.test.js` (round trips, error codes, values,
+#      lifecycle, the network: two reactors over loopback WebSocket and a
+#      `packetflow serve` hub, whose CLI binary is built here);
 #   4. `tsc --noEmit` of an example against index.d.ts.
 set -euo pipefail
 
@@ -49,6 +51,10 @@ rm -f "$pkg/packetflow.node"
 echo "== npm install (in the package)"
 cd "$pkg"
 npm install
+
+echo "== cargo build --release -p packetflow-cli (the hub the network tests start)"
+(cd "$root" && cargo build --release -p packetflow-cli)
+export PACKETFLOW_CLI="$CARGO_TARGET_DIR/release/packetflow"
 
 echo "== node --test"
 node --test test/*.test.js

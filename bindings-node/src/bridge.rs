@@ -8,15 +8,24 @@
 //! A submit from JS never hops threads: its core future is a [`Task`] polled
 //! on the JS thread (first inside `submit` itself), and when a handler's
 //! answer comes back through `complete`, the woken tasks are polled at once
-//! and their Promises settled in the same call. The Tokio runtime only runs
-//! timers (deadlines) and, later, the network; a wake-up from there queues
-//! the task for the JS thread.
+//! and their Promises settled in the same call. The Tokio runtime runs
+//! timers (deadlines) and the network; a wake-up from there queues the task
+//! for the JS thread.
+//!
+//! A packet that arrives from the network is run by its connection's task
+//! on the runtime's thread, which calls the JS handler's Rust side there:
+//! that queues an invocation for the JS thread, and the packet's future
+//! waits for the answer that `complete` sends back.
 //!
 //! Everything queued for the JS thread crosses in one weak threadsafe-function
 //! call: a producer pushes its work and makes the call only if none is on
-//! its way already (`scheduled`). When the JS thread is idle the first item
-//! crosses at once; under load, everything that piles up while JS is busy
-//! crosses in the next single call. There is no timer.
+//! its way already (`scheduled`). On the JS thread (a `ctx.call`, a submit)
+//! the call is made at once; on a runtime thread it is made by a small task
+//! spawned there, which runs once the connection's task yields (`deferred`),
+//! so every invocation of a burst of frames crosses in one call instead of
+//! the first one crossing alone while the rest are still being read. Under
+//! load, everything that piles up while JS is busy crosses in the next
+//! single call. There is no timer.
 //!
 //! Crossing into JS is itself batched: the invocations of a call go to the
 //! JS dispatcher as the arguments of one function call, and the answers of
@@ -27,9 +36,11 @@
 //! call and asynchronous ones in one `complete` call per microtask turn.
 //!
 //! The threadsafe function is weak (unref'd): a reactor never keeps node
-//! alive by itself. While a Promise made by the binding is pending, the
-//! function is referenced (and the JS reactor object pinned), so node waits
-//! for that answer; when the last one settles it is released again.
+//! alive by itself. While a Promise made by the binding is pending, or while
+//! the reactor is on the network (from a successful `listen` or `connect`
+//! until `stop`), the function is referenced (and the JS reactor object
+//! pinned), so node waits for that answer or keeps serving peers; then it is
+//! released again.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -137,6 +148,8 @@ pub struct Shared {
     ready: Mutex<Vec<Arc<Task>>>,
     /// A threadsafe call is on its way and will empty the queues.
     scheduled: AtomicBool,
+    /// A task of the runtime will make the threadsafe call when it runs.
+    deferred: AtomicBool,
     /// The environment is gone: nothing can cross any more.
     closed: AtomicBool,
     tsfn: OnceLock<Tsfn>,
@@ -148,19 +161,51 @@ impl Shared {
             invocations: Mutex::new(Vec::new()),
             ready: Mutex::new(Vec::new()),
             scheduled: AtomicBool::new(false),
+            deferred: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             tsfn: OnceLock::new(),
         })
     }
 
     /// Queues a handler invocation for the JS thread; callable from any thread.
-    pub fn invoke(&self, invocation: Invocation) {
+    ///
+    /// On a thread of the core's runtime (a packet that came from the
+    /// network, run by its connection's task), the threadsafe call is made
+    /// only once that task yields: everything the task hands over while it
+    /// reads a burst of frames crosses in that one call.
+    pub fn invoke(self: &Arc<Self>, invocation: Invocation) {
         if self.closed.load(Ordering::Acquire) {
             // Dropping the invocation drops its reply sender: PF503.
             return;
         }
         self.invocations.lock().push(invocation);
-        self.schedule();
+        if crate::on_runtime_thread() {
+            self.schedule_after_task();
+        } else {
+            self.schedule();
+        }
+    }
+
+    /// Makes sure a threadsafe call is made once the running task yields.
+    fn schedule_after_task(self: &Arc<Self>) {
+        if self.scheduled.load(Ordering::Acquire) || self.deferred.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // A task spawned from a runtime thread runs after the current one
+        // returns (at once, on the same thread, when nothing else waits).
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let shared = self.clone();
+                runtime.spawn(async move {
+                    shared.deferred.store(false, Ordering::Release);
+                    shared.schedule();
+                });
+            }
+            Err(_) => {
+                self.deferred.store(false, Ordering::Release);
+                self.schedule();
+            }
+        }
     }
 
     /// Makes sure a threadsafe call is on its way.
@@ -215,6 +260,11 @@ pub struct Local {
     state: sys::napi_ref,
     /// Promises of this reactor that are not settled yet.
     busy: u32,
+    /// The reactor listened or connected and was not stopped since: it is
+    /// a server (or a peer's client) and keeps node alive.
+    networked: bool,
+    /// Whether the threadsafe function and the JS state are referenced now.
+    held: bool,
     pub running: HashMap<u64, Running>,
     /// Size of `running` after its last sweep (see `sweep`).
     swept_at: usize,
@@ -249,6 +299,8 @@ impl Local {
             settle_fn: reference(env, side.settle, 1)?,
             state: reference(env, side.state, 0)?,
             busy: 0,
+            networked: false,
+            held: false,
             running: HashMap::new(),
             swept_at: 0,
             next_token: 1,
@@ -264,16 +316,27 @@ impl Local {
 
     /// A Promise of this reactor begins; node stays alive until it settles.
     unsafe fn begin(&mut self) {
-        if self.busy == 0 {
-            self.hold(true);
-        }
         self.busy += 1;
+        self.update_hold();
     }
 
     unsafe fn end(&mut self) {
         self.busy -= 1;
-        if self.busy == 0 {
-            self.hold(false);
+        self.update_hold();
+    }
+
+    /// Marks the reactor as on the network (it listened or connected) or
+    /// off it (it stopped): while on it, node stays alive.
+    pub unsafe fn set_networked(&mut self, on: bool) {
+        self.networked = on;
+        self.update_hold();
+    }
+
+    unsafe fn update_hold(&mut self) {
+        let want = self.busy > 0 || self.networked;
+        if want != self.held {
+            self.held = want;
+            self.hold(want);
         }
     }
 

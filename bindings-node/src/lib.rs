@@ -13,6 +13,7 @@
 //! The core runs on one Tokio runtime shared by every reactor of the process
 //! (and every worker thread), started on first use.
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 
 use tokio::runtime::Runtime;
@@ -26,26 +27,57 @@ mod reactor;
 pub use reactor::NativeReactor;
 
 /// Worker threads of the shared runtime: `PACKETFLOW_WORKER_THREADS` when
-/// set, else one, which leaves the other core to the JS thread on a
-/// two-core machine and keeps hand-offs between the two cheap.
+/// set (0: a current-thread runtime driven by one thread of its own), else
+/// one, which leaves the other core to the JS thread on a two-core machine
+/// and keeps hand-offs between the two cheap.
 fn worker_threads() -> usize {
     std::env::var("PACKETFLOW_WORKER_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
-        .filter(|n| *n > 0)
         .unwrap_or(1)
+}
+
+thread_local! {
+    /// Set on the threads that run the runtime's tasks.
+    static ON_RUNTIME: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread runs the runtime's tasks (it is not the JS thread).
+pub(crate) fn on_runtime_thread() -> bool {
+    ON_RUNTIME.with(|on| on.get())
 }
 
 /// The runtime every reactor of this process runs on.
 pub(crate) fn runtime() -> &'static Runtime {
-    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    static RUNTIME: OnceLock<&'static Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(worker_threads())
+        let threads = worker_threads();
+        let mut builder = if threads == 0 {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(threads);
+            b
+        };
+        let built = builder
             .thread_name("packetflow")
             .enable_all()
             .build()
-            .expect("the packetflow runtime could not start")
+            .expect("the packetflow runtime could not start");
+        // It lives as long as the process (node never unloads the addon).
+        let runtime: &'static Runtime = Box::leak(Box::new(built));
+        if threads == 0 {
+            // A current-thread runtime runs its tasks (and drives timers and
+            // sockets) only inside `block_on`: one thread does that forever.
+            std::thread::Builder::new()
+                .name("packetflow".into())
+                .spawn(move || {
+                    ON_RUNTIME.with(|on| on.set(true));
+                    runtime.block_on(std::future::pending::<()>())
+                })
+                .expect("the packetflow runtime thread could not start");
+        }
+        runtime
     })
 }
 

@@ -5,14 +5,17 @@
 //! runtime, and its answer comes back through the bridge's mailbox.
 
 use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use napi::bindgen_prelude::{Function, FromNapiValue};
 use napi::{sys, Env};
 use napi_derive::napi;
+use packetflow::net::WS_PATH;
 use packetflow::{
-    Context, ErrorCode, Handler, Packet, PacketId, PfError, Priority, Reactor, ReactorConfig, Value,
+    Codec, Context, ErrorCode, Handler, Node, NodeConfig, Packet, PacketId, PfError, Priority, Reactor,
+    ReactorConfig, Value,
 };
 use tokio::sync::oneshot;
 
@@ -20,6 +23,7 @@ use crate::bridge::{drain, poll_ready, start, Answer, Invocation, JsSide, Local,
 use crate::convert::{FromJs, MAX_SAFE_INTEGER};
 use crate::error::{convert_error_text, exception_text, throw_convert_error, throw_pf_error};
 use crate::js::{self, JsAny, NapiResult};
+use crate::runtime;
 
 /// How an argument that must be a string is read: a `TypeError` names the
 /// argument and the type it had.
@@ -60,6 +64,9 @@ pub struct NativeReactor {
     reactor: Reactor,
     shared: Arc<Shared>,
     local: LocalRef,
+    /// The network node, made by the first `listen` or `connect`: a
+    /// reactor that never goes on the network costs nothing for it.
+    node: RefCell<Option<Node>>,
 }
 
 impl NativeReactor {
@@ -213,7 +220,7 @@ impl NativeReactor {
                 Ok(())
             })?;
         shared.set_tsfn(tsfn);
-        Ok(NativeReactor { reactor: Reactor::new(config), shared, local })
+        Ok(NativeReactor { reactor: Reactor::new(config), shared, local, node: RefCell::new(None) })
     }
 
     /// Registers the JS handler in dispatcher slot `slot` for `group:element`.
@@ -343,12 +350,76 @@ impl NativeReactor {
         }
     }
 
-    /// Stops the reactor: packets in flight and later submits get PF503.
+    /// Stops the reactor (packets in flight and later submits get PF503)
+    /// and, if it is on the network, its node: connections send those
+    /// answers, then close with 1001; listeners stop. Settles the Promise
+    /// `promise` (with `null`) once the connections are closed.
     #[napi]
-    pub fn stop(&self, env: Env) -> napi::Result<()> {
-        self.reactor.stop();
-        // Stopping woke every waiting packet: answer them (PF503) now.
-        unsafe { poll_ready(env.raw(), &self.shared, &self.local) }
+    pub fn stop(&self, env: Env, promise: f64) -> napi::Result<()> {
+        let env = env.raw();
+        let node = self.node.borrow().clone();
+        unsafe {
+            // The node's stop stops the reactor in its first poll, inside
+            // `start`: `stopped` is true when this returns either way.
+            let outcome = match node {
+                Some(node) => self.start(env, promise, async move {
+                    node.stop().await;
+                    Answer::Data(Ok(Value::Null))
+                }),
+                None => {
+                    self.reactor.stop();
+                    self.start(env, promise, async { Answer::Data(Ok(Value::Null)) })
+                }
+            };
+            // No longer a server: only the Promises still pending keep
+            // node alive now (the one of this stop among them).
+            self.local.borrow_mut().set_networked(false);
+            outcome
+        }
+    }
+
+    /// Accepts peers on `addr` (`HOST:PORT`); settles the Promise `promise`
+    /// with `{host, port, url}` of the address bound.
+    #[napi]
+    pub fn listen(&self, env: Env, addr: JsAny, promise: f64) -> napi::Result<()> {
+        let env = env.raw();
+        unsafe {
+            let addr = string_arg(env, addr, "addr")?;
+            let Some(node) = self.node() else {
+                return self.start(env, promise, async { Answer::Data(Err(stopped_error())) });
+            };
+            self.start(env, promise, async move {
+                Answer::Data(node.listen(&addr).await.map(|bound| bound_address(&bound)))
+            })
+        }
+    }
+
+    /// Dials the peer at `url`, in MessagePack when `msgpack`; settles the
+    /// Promise `promise` (with `null`) once the peer's routes are known.
+    #[napi]
+    pub fn connect(&self, env: Env, url: JsAny, msgpack: bool, promise: f64) -> napi::Result<()> {
+        let env = env.raw();
+        unsafe {
+            let url = string_arg(env, url, "url")?;
+            let Some(node) = self.node() else {
+                return self.start(env, promise, async { Answer::Data(Err(stopped_error())) });
+            };
+            let codec = if msgpack { Codec::MsgPack } else { Codec::Json };
+            self.start(env, promise, async move {
+                Answer::Data(node.connect_with(&url, codec).await.map(|()| Value::Null))
+            })
+        }
+    }
+
+    /// Called once a `listen` or `connect` succeeded: from now until
+    /// `stop`, the reactor keeps node alive (it serves peers, or redials
+    /// them). Nothing happens if it was stopped meanwhile.
+    #[napi]
+    pub fn hold_network(&self, env: Env) {
+        if !self.reactor.is_stopped() {
+            let _ = env;
+            unsafe { self.local.borrow_mut().set_networked(true) };
+        }
     }
 
     /// Whether `stop` was called.
@@ -388,7 +459,37 @@ impl NativeReactor {
     }
 }
 
+/// The error of `listen` or `connect` on a stopped reactor.
+fn stopped_error() -> PfError {
+    PfError::new(ErrorCode::Unavailable, "the reactor is stopped")
+}
+
+/// What `listen` resolves to: `{host, port, url}`, the URL being the one
+/// peers dial.
+fn bound_address(bound: &SocketAddr) -> Value {
+    serde_json::json!({
+        "host": bound.ip().to_string(),
+        "port": bound.port(),
+        "url": format!("ws://{bound}{WS_PATH}"),
+    })
+}
+
 impl NativeReactor {
+    /// The reactor's node, made on first use; `None` once the reactor is
+    /// stopped (a stopped reactor never goes on the network again).
+    fn node(&self) -> Option<Node> {
+        if self.reactor.is_stopped() {
+            return None;
+        }
+        let mut slot = self.node.borrow_mut();
+        let node = slot.get_or_insert_with(|| {
+            // The node starts a task of its own: it needs the runtime.
+            let _runtime = runtime().enter();
+            Node::new(self.reactor.clone(), NodeConfig { runtime: "node".into(), ..NodeConfig::default() })
+        });
+        Some(node.clone())
+    }
+
     fn answer(&self, token: u64, outcome: Result<Value, PfError>) {
         let running = self.local.borrow_mut().running.remove(&token);
         if let Some(running) = running {
@@ -401,8 +502,15 @@ impl NativeReactor {
 impl Drop for NativeReactor {
     fn drop(&mut self) {
         // The JS object is gone, so nobody can submit to or stop this
-        // reactor any more: stop it so that nothing it holds waits.
+        // reactor any more: stop it so that nothing it holds waits. (A
+        // reactor on the network is pinned until `stop`, so a node is only
+        // left here when its environment is torn down: a worker thread
+        // terminated, or node exiting.) Its connections close in the
+        // background; nothing can wait here.
         self.reactor.stop();
+        if let Some(node) = self.node.get_mut().take() {
+            runtime().spawn(async move { node.stop().await });
+        }
     }
 }
 

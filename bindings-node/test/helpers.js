@@ -2,6 +2,8 @@
 // Shared by the tests: bounded waits, never sleeps standing in for sync.
 
 const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
 
 /** Rejects if `promise` does not settle within `ms`. */
 function within(promise, ms, what = 'operation') {
@@ -43,4 +45,84 @@ function runNode(file, ms, env = {}, nodeArgs = []) {
   });
 }
 
-module.exports = { within, latch, runNode };
+/**
+ * Starts `command` and resolves to `{child, match}` once `pattern` matches
+ * a whole line of its `stream` ('stdout' or 'stderr'); kills it and rejects if
+ * that has not happened within `ms` or if it exits first. The caller stops
+ * the child (see `stopChild`).
+ */
+function startUntil(command, args, pattern, { stream = 'stdout', ms = 10000, env = {} } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const seen = { stdout: '', stderr: '' };
+    let done = false;
+    const finish = (error, value) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      if (error) {
+        child.kill('SIGKILL');
+        reject(error);
+      } else {
+        resolve(value);
+      }
+    };
+    const timer = setTimeout(
+      () => finish(new Error(`${command} printed no line matching ${pattern} within ${ms} ms (${stream}: ${seen[stream]})`)),
+      ms,
+    );
+    for (const name of ['stdout', 'stderr']) {
+      child[name].setEncoding('utf8');
+      child[name].on('data', (chunk) => {
+        seen[name] += chunk;
+        if (name !== stream) return;
+        // Whole lines only: a chunk may end in the middle of one.
+        const lines = seen[name].slice(0, seen[name].lastIndexOf('\n') + 1);
+        const match = lines.match(pattern);
+        if (match) finish(null, { child, match, seen });
+      });
+    }
+    child.on('error', (error) => finish(error));
+    child.on('exit', (code, signal) =>
+      finish(new Error(`${command} exited (${code ?? signal}) before printing ${pattern}: ${seen.stderr}`)),
+    );
+  });
+}
+
+/**
+ * Resolves to `{code, signal}` once `child` has exited; sends `signal` first
+ * if given. Kills it and rejects if it has not exited within `ms`.
+ */
+function stopChild(child, signal, ms = 10000) {
+  return new Promise((resolve, reject) => {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      resolve({ code: child.exitCode, signal: child.signalCode });
+      return;
+    }
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`process ${child.pid} did not exit within ${ms} ms`));
+    }, ms);
+    child.once('exit', (code, sig) => {
+      clearTimeout(timer);
+      resolve({ code, signal: sig });
+    });
+    if (signal) child.kill(signal);
+  });
+}
+
+/**
+ * The `packetflow` CLI binary (the hub): `PACKETFLOW_CLI`, else the
+ * workspace's release build (scripts/test.sh builds it).
+ */
+function cliPath() {
+  const root = path.resolve(__dirname, '..', '..');
+  const target = process.env.CARGO_TARGET_DIR || path.join(root, 'target');
+  const cli = process.env.PACKETFLOW_CLI || path.join(target, 'release', 'packetflow');
+  if (!fs.existsSync(cli)) {
+    throw new Error(`the packetflow CLI is not at ${cli}: build it with \`cargo build --release -p packetflow-cli\``);
+  }
+  return cli;
+}
+
+module.exports = { within, latch, runNode, startUntil, stopChild, cliPath };

@@ -1,6 +1,6 @@
 // Compiled with `tsc --noEmit` by the test suite: the types must accept
 // idiomatic code and reject misuse (each @ts-expect-error must be an error).
-import { Reactor, PacketFlowError, Context, Result, ReactorStats, JsonValue, Handler } from 'packetflow';
+import { Reactor, PacketFlowError, Context, Result, ReactorStats, JsonValue, Handler, ListenAddress } from 'packetflow';
 
 interface Order {
   id: number;
@@ -58,6 +58,23 @@ async function main(): Promise<void> {
   void removed;
   const stopped: boolean = r.stopped;
   void stopped;
+
+  // On the network: one reactor listens, another connects to it.
+  const bound: ListenAddress = await r.listen('127.0.0.1:0');
+  const port: number = bound.port;
+  const host: string = bound.host;
+  void [port, host];
+  const peer = new Reactor({ name: 'peer' });
+  await peer.connect(bound.url);
+  const connected: void = await peer.connect(bound.url, { msgpack: true });
+  void connected;
+  await peer.stop();
+  // @ts-expect-error: listen takes 'HOST:PORT', not a port number
+  await r.listen(8443);
+  // @ts-expect-error: msgpack is a boolean
+  await peer.connect(bound.url, { msgpack: 'yes' });
+  // @ts-expect-error: unknown connect option
+  await peer.connect(bound.url, { codec: 'msgpack' });
 
   // @ts-expect-error: the element is required
   await r.submit({ group: 'df' });
