@@ -15,9 +15,10 @@ defmodule PacketFlow.Reactor do
   ## How work flows
 
   * `submit/2` converts the packet in the calling process, then a
-    `GenServer.call` hands it to the native reactor, which returns at once.
-    The result arrives later as a message that the GenServer turns into the
-    call's reply, so the GenServer is never blocked by a handler.
+    `GenServer.call` hands it to the native reactor, which starts it and
+    returns at once. The result arrives later as a message that the
+    GenServer turns into the call's reply, so the GenServer is never
+    blocked by a handler.
   * Each handler invocation arrives as a message at the reactor's
     dispatcher, which starts the handler in its own `Task`, linked to the
     dispatcher (which traps its exits). The handler's answer goes back
