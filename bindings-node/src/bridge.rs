@@ -19,7 +19,8 @@
 //!
 //! Everything queued for the JS thread crosses in one weak threadsafe-function
 //! call: a producer pushes its work and makes the call only if none is on
-//! its way already (`scheduled`). On the JS thread (a `ctx.call`, a submit)
+//! its way already and the JS thread is not busy with the queues already
+//! (then it looks again when done: see [`drain`]). On the JS thread (a `ctx.call`, a submit)
 //! the call is made at once; on a runtime thread it is made by a small task
 //! spawned there, which runs once the connection's task yields (`deferred`),
 //! so every invocation of a burst of frames crosses in one call instead of
@@ -48,7 +49,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::ptr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Poll, Wake, Waker};
 
@@ -142,12 +143,21 @@ impl Wake for Task {
     }
 }
 
+/// [`Shared::state`]: the JS thread will not look at the queues unless a
+/// threadsafe call is made.
+const IDLE: u8 = 0;
+/// A threadsafe call is on its way and will empty the queues.
+const SCHEDULED: u8 = 1;
+/// The JS thread is emptying the queues, and looks again (its own
+/// threadsafe call) once what it took is handled: producers need not call.
+const ACTIVE: u8 = 2;
+
 /// The thread-safe half: the queues and the threadsafe function.
 pub struct Shared {
     invocations: Mutex<Vec<Invocation>>,
     ready: Mutex<Vec<Arc<Task>>>,
-    /// A threadsafe call is on its way and will empty the queues.
-    scheduled: AtomicBool,
+    /// `IDLE`, `SCHEDULED` or `ACTIVE`.
+    state: AtomicU8,
     /// A task of the runtime will make the threadsafe call when it runs.
     deferred: AtomicBool,
     /// The environment is gone: nothing can cross any more.
@@ -160,7 +170,7 @@ impl Shared {
         Arc::new(Shared {
             invocations: Mutex::new(Vec::new()),
             ready: Mutex::new(Vec::new()),
-            scheduled: AtomicBool::new(false),
+            state: AtomicU8::new(IDLE),
             deferred: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             tsfn: OnceLock::new(),
@@ -188,7 +198,7 @@ impl Shared {
 
     /// Makes sure a threadsafe call is made once the running task yields.
     fn schedule_after_task(self: &Arc<Self>) {
-        if self.scheduled.load(Ordering::Acquire) || self.deferred.swap(true, Ordering::AcqRel) {
+        if self.state.load(Ordering::SeqCst) != IDLE || self.deferred.swap(true, Ordering::AcqRel) {
             return;
         }
         // A task spawned from a runtime thread runs after the current one
@@ -208,11 +218,16 @@ impl Shared {
         }
     }
 
-    /// Makes sure a threadsafe call is on its way.
+    /// Makes sure the JS thread looks at the queues: a threadsafe call is
+    /// made unless one is on its way or the JS thread will look anyway.
     fn schedule(&self) {
-        if self.scheduled.swap(true, Ordering::AcqRel) {
-            return;
+        if self.state.compare_exchange(IDLE, SCHEDULED, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            self.signal();
         }
+    }
+
+    /// Makes the threadsafe call.
+    fn signal(&self) {
         let delivered = self
             .tsfn
             .get()
@@ -228,6 +243,10 @@ impl Shared {
             let tasks = std::mem::take(&mut *self.ready.lock());
             drop((invocations, tasks));
         }
+    }
+
+    fn has_work(&self) -> bool {
+        !self.invocations.lock().is_empty() || !self.ready.lock().is_empty()
     }
 
     pub fn set_tsfn(&self, tsfn: Tsfn) {
@@ -497,15 +516,21 @@ pub unsafe fn start(env: sys::napi_env, shared: &Shared, local: &LocalRef, task:
 
 /// Polls the tasks that were woken and settles the Promises that finished.
 pub unsafe fn poll_ready(env: sys::napi_env, shared: &Shared, local: &LocalRef) -> NapiResult<()> {
+    poll_ready_any(env, shared, local).map(|_| ())
+}
+
+/// [`poll_ready`], telling whether any task was polled.
+unsafe fn poll_ready_any(env: sys::napi_env, shared: &Shared, local: &LocalRef) -> NapiResult<bool> {
     let _runtime = runtime().enter();
     let mut settled = Settled::new();
-    run_ready(env, shared, local, &mut settled);
-    deliver(env, local, &mut settled)
+    let polled = run_ready(env, shared, local, &mut settled);
+    deliver(env, local, &mut settled).map(|()| polled)
 }
 
 /// Polls woken tasks until none is left (or a bounded number of rounds,
-/// after which the next threadsafe call goes on).
-unsafe fn run_ready(env: sys::napi_env, shared: &Shared, local: &LocalRef, settled: &mut Settled) {
+/// after which the next threadsafe call goes on); whether any was polled.
+unsafe fn run_ready(env: sys::napi_env, shared: &Shared, local: &LocalRef, settled: &mut Settled) -> bool {
+    let mut polled = false;
     for _ in 0..MAX_POLL_ROUNDS {
         let mut tasks = {
             let spare = std::mem::take(&mut local.borrow_mut().spare_tasks);
@@ -513,8 +538,9 @@ unsafe fn run_ready(env: sys::napi_env, shared: &Shared, local: &LocalRef, settl
         };
         if tasks.is_empty() {
             local.borrow_mut().spare_tasks = tasks;
-            return;
+            return polled;
         }
+        polled = true;
         for task in tasks.drain(..) {
             poll_task(env, local, settled, &task);
         }
@@ -523,6 +549,7 @@ unsafe fn run_ready(env: sys::napi_env, shared: &Shared, local: &LocalRef, settl
     if !shared.ready.lock().is_empty() {
         shared.schedule();
     }
+    polled
 }
 
 /// Hands the settled answers to the JS settler, in one call.
@@ -545,29 +572,45 @@ unsafe fn deliver(env: sys::napi_env, local: &LocalRef, settled: &mut Settled) -
 /// settles their Promises, then passes the pending invocations to the JS
 /// dispatcher. A failure here is a bug in index.js: it is reported as an
 /// uncaught exception, like any failing callback.
+///
+/// While it finds work, the JS thread keeps looking: it makes its own
+/// threadsafe call, which runs once what it took is handled (async answers
+/// included: they come in this turn's microtasks), and producers meanwhile
+/// only queue (`ACTIVE`), with no call and no wake-up of their own. Work that
+/// arrives while JS is busy thus crosses in one batch. The first call that
+/// finds nothing sets `IDLE` again.
 pub unsafe fn drain(env: sys::napi_env, shared: &Shared, local: &LocalRef) {
-    // Clear the flag before taking the queues: a producer that pushes after
-    // the take sees it clear and schedules the next call, so nothing waits.
-    shared.scheduled.store(false, Ordering::Release);
-    let mut outcome = poll_ready(env, shared, local);
-    if outcome.is_ok() {
-        outcome = dispatch(env, shared, local);
-    }
-    if outcome.is_err() {
-        if let Some(error) = js::take_exception(env) {
-            sys::napi_fatal_exception(env, error);
+    shared.state.store(ACTIVE, Ordering::SeqCst);
+    let outcome = poll_ready_any(env, shared, local)
+        .and_then(|polled| dispatch(env, shared, local).map(|dispatched| polled || dispatched));
+    match outcome {
+        Ok(true) => shared.signal(),
+        Ok(false) => {
+            shared.state.store(IDLE, Ordering::SeqCst);
+            // A producer that queued after the queues were taken saw ACTIVE
+            // and made no call: look again.
+            if shared.has_work() {
+                shared.schedule();
+            }
+        }
+        Err(_) => {
+            shared.signal();
+            if let Some(error) = js::take_exception(env) {
+                sys::napi_fatal_exception(env, error);
+            }
         }
     }
 }
 
-unsafe fn dispatch(env: sys::napi_env, shared: &Shared, local: &LocalRef) -> NapiResult<()> {
+/// Passes the queued invocations to the JS dispatcher; whether there were any.
+unsafe fn dispatch(env: sys::napi_env, shared: &Shared, local: &LocalRef) -> NapiResult<bool> {
     let mut items = {
         let spare = std::mem::take(&mut local.borrow_mut().spare_invocations);
         std::mem::replace(&mut *shared.invocations.lock(), spare)
     };
     if items.is_empty() {
         local.borrow_mut().spare_invocations = items;
-        return Ok(());
+        return Ok(false);
     }
     let (function, state) = {
         let local = local.borrow();
@@ -602,9 +645,9 @@ unsafe fn dispatch(env: sys::napi_env, shared: &Shared, local: &LocalRef) -> Nap
     local.borrow_mut().spare_invocations = items;
     match (function, state) {
         (Some(function), Some(state)) if !args.is_empty() => {
-            call_in_chunks(env, function, state, &mut args, INVOCATION_STRIDE)
+            call_in_chunks(env, function, state, &mut args, INVOCATION_STRIDE).map(|()| true)
         }
-        _ => Ok(()),
+        _ => Ok(true),
     }
 }
 

@@ -11,7 +11,8 @@
 //!   threadsafe function per reactor.
 //!
 //! The core runs on one Tokio runtime shared by every reactor of the process
-//! (and every worker thread), started on first use.
+//! (and every worker thread), started on first use: timers, and the network
+//! (connections' tasks run there).
 
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -27,14 +28,17 @@ mod reactor;
 pub use reactor::NativeReactor;
 
 /// Worker threads of the shared runtime: `PACKETFLOW_WORKER_THREADS` when
-/// set (0: a current-thread runtime driven by one thread of its own), else
-/// one, which leaves the other core to the JS thread on a two-core machine
-/// and keeps hand-offs between the two cheap.
+/// set (N > 0: a multi-thread runtime with N workers), else 0: a
+/// current-thread runtime driven by one thread of its own. Measured (see
+/// bench/node/RESULTS.md): with a JS handler served over the network, the
+/// current-thread runtime needs far fewer context switches and less CPU per
+/// packet than one multi-thread worker, and leaves the other core to the JS
+/// thread; in-process calls cost the same with either.
 fn worker_threads() -> usize {
     std::env::var("PACKETFLOW_WORKER_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(1)
+        .unwrap_or(0)
 }
 
 thread_local! {
