@@ -83,7 +83,8 @@ function startUntil(command, args, pattern, { stream = 'stdout', ms = 10000, env
       });
     }
     child.on('error', (error) => finish(error));
-    child.on('exit', (code, signal) =>
+    // 'close' comes after the exit and the last output (which 'exit' may precede).
+    child.on('close', (code, signal) =>
       finish(new Error(`${command} exited (${code ?? signal}) before printing ${pattern}: ${seen.stderr}`)),
     );
   });

@@ -246,3 +246,10 @@ test('against a `packetflow serve` hub: Rust handlers, JS handlers, and JS to JS
   assert.deepEqual(exit, { code: 0, signal: null });
   await assert.rejects(within(b.call('df', 'transform', 'x'), 10000), (e) => e instanceof PacketFlowError && ['PF001', 'PF503'].includes(e.code));
 });
+
+test('terminating a worker thread whose reactor listens: its peer gets errors, the process exits cleanly', async () => {
+  const { child, seen } = await startUntil(process.execPath, [fixture('net-worker.js')], /^error (PF001|PF503)$/m);
+  const exit = await stopChild(child, undefined, 10000);
+  assert.deepEqual(exit, { code: 0, signal: null }, seen.stderr);
+  assert.deepEqual(seen.stdout.trim().split('\n').slice(0, 2), ['in the worker', 'terminated']);
+});
