@@ -192,10 +192,7 @@ async fn measure(args: BenchArgs) -> Result<(), String> {
     }
     if args.mode != Mode::Seq {
         let figures = pipelined(&args, &work).await?;
-        print!(
-            "pipe {}x{} n={}: {:.0} packets/s",
-            args.conns, args.inflight, figures.answered, figures.rate
-        );
+        print!("pipe {}x{} n={}: {:.0} packets/s", args.conns, args.inflight, figures.answered, figures.rate);
         summary.insert("conns".into(), args.conns.into());
         summary.insert("inflight".into(), args.inflight.into());
         summary.insert("pipe_packets_per_s".into(), figures.rate.round().into());
@@ -291,7 +288,12 @@ async fn pipe_connection(
     Ok(errors)
 }
 
-async fn pipe_round(args: &BenchArgs, work: &Arc<Work>, n: usize, done: &Arc<AtomicUsize>) -> Result<(usize, Duration), String> {
+async fn pipe_round(
+    args: &BenchArgs,
+    work: &Arc<Work>,
+    n: usize,
+    done: &Arc<AtomicUsize>,
+) -> Result<(usize, Duration), String> {
     let mut conns = Vec::with_capacity(args.conns);
     for _ in 0..args.conns {
         conns.push(open(&args.url, work.codec).await?);

@@ -25,11 +25,8 @@ pub async fn get(url: &str, path: &str) -> Result<(u16, String), String> {
     stream.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed HTTP response")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or("malformed HTTP status line")?;
+    let status =
+        head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("malformed HTTP status line")?;
     Ok((status, body.to_owned()))
 }
 

@@ -218,7 +218,10 @@ async fn submit(args: SubmitArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let node = Node::new(Reactor::new(ReactorConfig { name: "packetflow-cli".into(), ..Default::default() }), NodeConfig::default());
+    let node = Node::new(
+        Reactor::new(ReactorConfig { name: "packetflow-cli".into(), ..Default::default() }),
+        NodeConfig::default(),
+    );
     let codec = if args.msgpack { Codec::MsgPack } else { Codec::Json };
     if let Err(e) = node.connect_with(&args.url, codec).await {
         eprintln!("error: {}", e.message);

@@ -11,11 +11,17 @@ use tokio::sync::mpsc;
 /// One request line: `{"id": ANY, "group", "element", "data", "priority"?,
 /// "timeout_ms"?, "metadata"?, "dependencies"?, "packet_id"?}`.
 fn packet_of(request: &Value) -> Result<Packet, String> {
-    let field = |name: &str| request.get(name).and_then(Value::as_str).ok_or(format!("{name} must be a string"));
-    let mut packet = Packet::build(field("group")?, field("element")?, request.get("data").cloned().unwrap_or(Value::Null))
-        .map_err(|e| e.message)?;
+    let field =
+        |name: &str| request.get(name).and_then(Value::as_str).ok_or(format!("{name} must be a string"));
+    let mut packet = Packet::build(
+        field("group")?,
+        field("element")?,
+        request.get("data").cloned().unwrap_or(Value::Null),
+    )
+    .map_err(|e| e.message)?;
     if let Some(p) = request.get("priority") {
-        packet.priority = Priority::new(p.as_i64().ok_or("priority must be an integer")?).map_err(|e| e.message)?;
+        packet.priority =
+            Priority::new(p.as_i64().ok_or("priority must be an integer")?).map_err(|e| e.message)?;
     }
     if let Some(t) = request.get("timeout_ms") {
         packet.timeout_ms = Some(t.as_u64().ok_or("timeout_ms must be a positive integer")?);
@@ -29,7 +35,11 @@ fn packet_of(request: &Value) -> Result<Packet, String> {
     if let Some(Value::Array(deps)) = request.get("dependencies") {
         packet.dependencies = deps
             .iter()
-            .map(|d| d.as_str().ok_or("dependencies must be strings".to_owned()).and_then(|s| PacketId::new(s).map_err(|e| e.message)))
+            .map(|d| {
+                d.as_str()
+                    .ok_or("dependencies must be strings".to_owned())
+                    .and_then(|s| PacketId::new(s).map_err(|e| e.message))
+            })
             .collect::<Result<_, _>>()?;
     }
     packet.validate().map_err(|e| e.message)?;
@@ -37,7 +47,10 @@ fn packet_of(request: &Value) -> Result<Packet, String> {
 }
 
 pub async fn run(url: &str, msgpack: bool) -> ExitCode {
-    let node = Node::new(Reactor::new(ReactorConfig { name: "packetflow-stream".into(), ..Default::default() }), NodeConfig::default());
+    let node = Node::new(
+        Reactor::new(ReactorConfig { name: "packetflow-stream".into(), ..Default::default() }),
+        NodeConfig::default(),
+    );
     let codec = if msgpack { Codec::MsgPack } else { Codec::Json };
     if let Err(e) = node.connect_with(url, codec).await {
         eprintln!("error: {}", e.message);
@@ -62,7 +75,10 @@ pub async fn run(url: &str, msgpack: bool) -> ExitCode {
         let request: Value = match serde_json::from_str(&line) {
             Ok(v) => v,
             Err(e) => {
-                let _ = tx.send(format!("{}\n", serde_json::json!({"id": null, "error": format!("not JSON: {e}")})));
+                let _ = tx.send(format!(
+                    "{}\n",
+                    serde_json::json!({"id": null, "error": format!("not JSON: {e}")})
+                ));
                 continue;
             }
         };

@@ -113,8 +113,20 @@ fn health_and_bench_against_a_hub() {
     let doc: serde_json::Value = serde_json::from_str(&stdout(&health)).unwrap();
     assert_eq!(doc["handlers"], serde_json::json!(["df:transform"]));
     let bench = run(&[
-        "bench", "--url", &hub.url, "--n", "2000", "--seq-n", "200", "--warmup", "50",
-        "--conns", "2", "--expect", "\"HELLO WORLD\"", "--json",
+        "bench",
+        "--url",
+        &hub.url,
+        "--n",
+        "2000",
+        "--seq-n",
+        "200",
+        "--warmup",
+        "50",
+        "--conns",
+        "2",
+        "--expect",
+        "\"HELLO WORLD\"",
+        "--json",
     ]);
     assert!(bench.status.success(), "{}", stderr(&bench));
     let out = stdout(&bench);
@@ -124,14 +136,22 @@ fn health_and_bench_against_a_hub() {
     assert_eq!(summary["errors"], 0);
     assert!(summary["pipe_packets_per_s"].as_f64().unwrap() > 0.0);
     // A wrong expectation is reported as errors, not hidden.
-    let wrong = run(&["bench", "--url", &hub.url, "--mode", "pipe", "--n", "100", "--warmup", "0", "--expect", "\"nope\""]);
+    let wrong = run(&[
+        "bench", "--url", &hub.url, "--mode", "pipe", "--n", "100", "--warmup", "0", "--expect", "\"nope\"",
+    ]);
     assert_eq!(wrong.status.code(), Some(1));
     assert!(stderr(&wrong).contains("100 answers were errors"));
 }
 
 #[test]
 fn every_command_has_help() {
-    for cmd in [vec!["--help"], vec!["serve", "--help"], vec!["submit", "--help"], vec!["health", "--help"], vec!["bench", "--help"]] {
+    for cmd in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["submit", "--help"],
+        vec!["health", "--help"],
+        vec!["bench", "--help"],
+    ] {
         let out = run(&cmd);
         assert!(out.status.success());
         assert!(stdout(&out).contains("Usage: packetflow"), "{cmd:?}");

@@ -26,12 +26,30 @@ use packetflow::{json, Codec, Group, Message, Packet, Reactor, Value};
 use serde::{Deserialize, Serialize};
 
 const KEYS: [(&str, &str); 24] = [
-    ("cf", "seq"), ("cf", "branch"), ("cf", "loop"), ("cf", "gate"),
-    ("df", "produce"), ("df", "consume"), ("df", "transform"), ("df", "reduce"),
-    ("ed", "signal"), ("ed", "timer"), ("ed", "watch"), ("ed", "react"),
-    ("co", "sync"), ("co", "broadcast"), ("co", "gather"), ("co", "vote"),
-    ("mc", "spawn"), ("mc", "migrate"), ("mc", "scale"), ("mc", "tune"),
-    ("rm", "alloc"), ("rm", "free"), ("rm", "lock"), ("rm", "cache"),
+    ("cf", "seq"),
+    ("cf", "branch"),
+    ("cf", "loop"),
+    ("cf", "gate"),
+    ("df", "produce"),
+    ("df", "consume"),
+    ("df", "transform"),
+    ("df", "reduce"),
+    ("ed", "signal"),
+    ("ed", "timer"),
+    ("ed", "watch"),
+    ("ed", "react"),
+    ("co", "sync"),
+    ("co", "broadcast"),
+    ("co", "gather"),
+    ("co", "vote"),
+    ("mc", "spawn"),
+    ("mc", "migrate"),
+    ("mc", "scale"),
+    ("mc", "tune"),
+    ("rm", "alloc"),
+    ("rm", "free"),
+    ("rm", "lock"),
+    ("rm", "cache"),
 ];
 
 struct Args {
@@ -66,10 +84,7 @@ fn measure(n: usize, reps: usize, mut f: impl FnMut(usize)) -> (f64, f64, f64) {
 }
 
 fn report(name: &str, (median, min, max): (f64, f64, f64)) -> f64 {
-    println!(
-        "{name:<58} {median:>9.1} ns/packet ({min:.1}-{max:.1})  {:>12.0} packets/s",
-        1e9 / median
-    );
+    println!("{name:<58} {median:>9.1} ns/packet ({min:.1}-{max:.1})  {:>12.0} packets/s", 1e9 / median);
     median
 }
 
@@ -229,9 +244,8 @@ fn bench_frame(a: &Args) {
             }
         }),
     );
-    let packets: Vec<Packet> = (0..1024)
-        .map(|_| Packet::build("df", "transform", json!("hello world")).unwrap())
-        .collect();
+    let packets: Vec<Packet> =
+        (0..1024).map(|_| Packet::build("df", "transform", json!("hello world")).unwrap()).collect();
     report(
         "  of which: Reactor::submit (sync handler, packet clone)",
         measure(a.n / 4, a.reps, |n| {

@@ -20,11 +20,12 @@ fn show(label: &str, result: &packetflow::PacketResult) {
 async fn main() {
     // One slot, so that waiting packets show the priority order.
     let reactor = Reactor::new(ReactorConfig { name: "demo".into(), max_inflight: 1, ..Default::default() });
-    reactor.register_sync("df", "transform", |data, _| match data {
-        Value::String(s) => Ok(Value::String(s.to_uppercase())),
-        other => Err(PfError::failed(format!("expected a string, got {other}"))),
-    })
-    .unwrap();
+    reactor
+        .register_sync("df", "transform", |data, _| match data {
+            Value::String(s) => Ok(Value::String(s.to_uppercase())),
+            other => Err(PfError::failed(format!("expected a string, got {other}"))),
+        })
+        .unwrap();
     let order = Arc::new(Log::default());
     let gate = Arc::new(Notify::new());
     let (log, g) = (order.clone(), gate.clone());
@@ -50,7 +51,10 @@ async fn main() {
     reactor.register_sync("rm", "fail", |_, _| Err(PfError::failed("disk quota exceeded"))).unwrap();
 
     println!("PacketFlow demo: one in-process reactor, no network\n");
-    show("df:transform \"hello world\"", &reactor.submit(Packet::build("df", "transform", json!("hello world")).unwrap()).await);
+    show(
+        "df:transform \"hello world\"",
+        &reactor.submit(Packet::build("df", "transform", json!("hello world")).unwrap()).await,
+    );
 
     // Priorities: hold the only slot, queue five packets, then release.
     let holder = tokio::spawn({
@@ -82,7 +86,10 @@ async fn main() {
     shipping.await.unwrap();
     println!("  {:<34} -> ran {}", "ship (depends on charge), charge", order.take().join(", "));
 
-    show("ed:slow with timeout_ms 50", &reactor.submit(Packet::build("ed", "slow", json!(null)).unwrap().with_timeout_ms(50)).await);
+    show(
+        "ed:slow with timeout_ms 50",
+        &reactor.submit(Packet::build("ed", "slow", json!(null)).unwrap().with_timeout_ms(50)).await,
+    );
     show("rm:fail", &reactor.submit(Packet::build("rm", "fail", json!(null)).unwrap()).await);
     show("mc:unknown", &reactor.submit(Packet::build("mc", "unknown", json!(1)).unwrap()).await);
 
@@ -90,7 +97,10 @@ async fn main() {
     println!("\nstats:");
     for h in stats.handlers {
         let key = format!("{}:{}", h.group, h.element);
-        println!("  {key:<14} count {:>2}  errors {}  p50 {} µs  p99 {} µs", h.count, h.errors, h.p50_us, h.p99_us);
+        println!(
+            "  {key:<14} count {:>2}  errors {}  p50 {} µs  p99 {} µs",
+            h.count, h.errors, h.p50_us, h.p99_us
+        );
     }
 }
 

@@ -86,15 +86,9 @@ impl Group {
 
     /// Parses a wire code, naming the expected values when it is wrong.
     pub fn parse(code: &str) -> Result<Group, PfError> {
-        Group::ALL
-            .into_iter()
-            .find(|g| g.as_str() == code)
-            .ok_or_else(|| {
-                bad_request(format!(
-                    "group must be one of cf, df, ed, co, mc, rm, got {}",
-                    quote(code)
-                ))
-            })
+        Group::ALL.into_iter().find(|g| g.as_str() == code).ok_or_else(|| {
+            bad_request(format!("group must be one of cf, df, ed, co, mc, rm, got {}", quote(code)))
+        })
     }
 }
 
@@ -112,8 +106,7 @@ pub struct Element(compact_str::CompactString);
 impl Element {
     /// Validates `name` as an element name.
     pub fn new(name: &str) -> Result<Element, PfError> {
-        let valid_chars =
-            name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        let valid_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
         if name.is_empty() || name.len() > MAX_ELEMENT_LEN || !valid_chars {
             return Err(bad_request(format!(
                 "element must be 1-64 characters of [A-Za-z0-9_.-], got {}",
@@ -317,9 +310,7 @@ impl Packet {
 
 pub(crate) fn check_timeout(t: u64) -> Result<(), PfError> {
     if t == 0 || t > MAX_TIMEOUT_MS {
-        return Err(bad_request(format!(
-            "timeout_ms must be a positive integer <= 86400000, got {t}"
-        )));
+        return Err(bad_request(format!("timeout_ms must be a positive integer <= 86400000, got {t}")));
     }
     Ok(())
 }
@@ -338,11 +329,7 @@ fn check_reserved_metadata(meta: &Map<String, Value>) -> Result<(), PfError> {
             _ => true,
         };
         if !ok {
-            let expected = if value_is_key_for_integer(key) {
-                "a non-negative integer"
-            } else {
-                "a string"
-            };
+            let expected = if value_is_key_for_integer(key) { "a non-negative integer" } else { "a string" };
             return Err(bad_request(format!(
                 "metadata[\"{key}\"] must be {expected}, got {}",
                 describe(value)
@@ -407,10 +394,7 @@ mod tests {
     #[test]
     fn priority_rules() {
         assert_eq!(Priority::new(10).unwrap().get(), 10);
-        assert_eq!(
-            Priority::new(11).unwrap_err().message,
-            "priority must be an integer 1-10, got 11"
-        );
+        assert_eq!(Priority::new(11).unwrap_err().message, "priority must be an integer 1-10, got 11");
         assert!(Priority::new(0).is_err());
     }
 

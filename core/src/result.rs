@@ -31,12 +31,7 @@ impl PacketResult {
     }
 
     /// Shorthand for a failure with a known code.
-    pub fn error(
-        packet_id: PacketId,
-        code: ErrorCode,
-        message: impl Into<String>,
-        duration_ms: u64,
-    ) -> Self {
+    pub fn error(packet_id: PacketId, code: ErrorCode, message: impl Into<String>, duration_ms: u64) -> Self {
         Self::failure(packet_id, PfError::new(code, message), duration_ms)
     }
 

@@ -120,7 +120,9 @@ impl RawPeer {
         let mut frames = Vec::new();
         loop {
             match tokio::time::timeout(WAIT, self.ws.next()).await.expect("closed in time") {
-                Some(Ok(WsMessage::Close(frame))) => return (frames, frame.map(|f: CloseFrame| f.code.into())),
+                Some(Ok(WsMessage::Close(frame))) => {
+                    return (frames, frame.map(|f: CloseFrame| f.code.into()))
+                }
                 Some(Ok(WsMessage::Text(t))) => {
                     let v: Value = serde_json::from_str(&t).expect("JSON frame");
                     if v["type"] != "heartbeat" {

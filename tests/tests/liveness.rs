@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::SinkExt;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 use packetflow::{json, ErrorCode, NodeConfig, Packet, Reactor, ReactorConfig};
 use packetflow_tests::*;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 fn short_heartbeats() -> NodeConfig {
     NodeConfig { heartbeat_interval: Duration::from_millis(40), ..NodeConfig::default() }
@@ -20,9 +20,8 @@ async fn a_silent_peer_is_closed_after_three_intervals_and_its_packets_get_pf503
     let (n, addr) = node("n", short_heartbeats()).await;
     let mut silent = RawPeer::connect(&url(addr)).await;
     let reactor = n.reactor().clone();
-    let waiting = tokio::spawn(async move {
-        reactor.submit(Packet::build("df", "held", json!(1)).unwrap()).await
-    });
+    let waiting =
+        tokio::spawn(async move { reactor.submit(Packet::build("df", "held", json!(1)).unwrap()).await });
     // The silent peer receives the submit (it is the default route) and the
     // node's heartbeats, but never answers or sends anything.
     let frame = silent.recv_open().await;
@@ -115,7 +114,10 @@ async fn a_dialer_redials_after_the_peer_restarts() {
     register_upper(service.reactor());
     let (client, _) = node("client", NodeConfig::default()).await;
     client.connect(&url(addr)).await.unwrap();
-    assert_eq!(client.reactor().call(Packet::build("df", "upper", json!("one")).unwrap()).await, Ok(json!("ONE")));
+    assert_eq!(
+        client.reactor().call(Packet::build("df", "upper", json!("one")).unwrap()).await,
+        Ok(json!("ONE"))
+    );
     service.stop().await;
     // A new service on the same port; the client finds it by itself.
     let reactor = Reactor::new(ReactorConfig { name: "service2".into(), ..Default::default() });
@@ -133,7 +135,10 @@ async fn a_dialer_redials_after_the_peer_restarts() {
     while !is_new_peer(&client) {
         tokio::time::timeout(WAIT, routes.changed()).await.expect("redialed in time").unwrap();
     }
-    assert_eq!(client.reactor().call(Packet::build("df", "upper", json!("two")).unwrap()).await, Ok(json!("TWO")));
+    assert_eq!(
+        client.reactor().call(Packet::build("df", "upper", json!("two")).unwrap()).await,
+        Ok(json!("TWO"))
+    );
     client.stop().await;
     service2.stop().await;
 }

@@ -36,10 +36,12 @@ async fn three_nodes_through_a_hub_with_late_registration() {
     let r = client.reactor().call(Packet::build("df", "upper", json!("via hub")).unwrap()).await;
     assert_eq!(r, Ok(json!("VIA HUB")));
     // A handler registered later is announced through the hub as well.
-    service.reactor().register_sync("co", "vote", |_, ctx| {
-        Ok(json!({"hops": ctx.metadata().and_then(|m| m.get("pf.hops")).cloned()}))
-    })
-    .unwrap();
+    service
+        .reactor()
+        .register_sync("co", "vote", |_, ctx| {
+            Ok(json!({"hops": ctx.metadata().and_then(|m| m.get("pf.hops")).cloned()}))
+        })
+        .unwrap();
     // The announcement travels two hops: wait for it to reach the client.
     let mut routes = client.watch_routes();
     while !client.can_route(packetflow::Group::Collective, "vote") {
@@ -78,7 +80,14 @@ async fn a_seed_peer_submits_and_gets_its_seq_back() {
     let (n, addr) = node("n", NodeConfig::default()).await;
     register_upper(n.reactor());
     let mut seed = RawPeer::connect(&url(addr)).await;
-    seed.send_json(&submit_frame(12345, "550e8400-e29b-41d4-a716-446655440000", "df", "upper", json!("hello world"))).await;
+    seed.send_json(&submit_frame(
+        12345,
+        "550e8400-e29b-41d4-a716-446655440000",
+        "df",
+        "upper",
+        json!("hello world"),
+    ))
+    .await;
     let answer = seed.recv_open().await;
     assert_eq!(answer["type"], "result");
     assert_eq!(answer["seq"], 12345);
@@ -99,7 +108,10 @@ async fn msgpack_peers_get_binary_frames_with_compact_keys() {
     register_upper(n.reactor());
     let mut peer = RawPeer::connect_msgpack(&url(addr)).await;
     let frame = json!({"type": "submit", "seq": 9, "payload": {"v": "1.0", "id": "m1", "g": "df", "e": "upper", "d": "packed", "p": 5}});
-    peer.send(tokio_tungstenite::tungstenite::Message::Binary(rmp_serde::to_vec_named(&frame).unwrap().into())).await;
+    peer.send(tokio_tungstenite::tungstenite::Message::Binary(
+        rmp_serde::to_vec_named(&frame).unwrap().into(),
+    ))
+    .await;
     let answer = peer.recv_open().await;
     assert_eq!(answer["seq"], 9);
     assert_eq!(answer["payload"]["data"], "PACKED");
@@ -161,9 +173,10 @@ async fn spokes_reach_a_seed_peer_through_the_hub_it_is_connected_to() {
         tokio::time::timeout(WAIT, routes.changed()).await.expect("default route announced").unwrap();
     }
     let reactor = spoke.reactor().clone();
-    let waiting = tokio::spawn(async move {
-        reactor.call(Packet::build("df", "seedwork", json!({"n": 2})).unwrap()).await
-    });
+    let waiting =
+        tokio::spawn(
+            async move { reactor.call(Packet::build("df", "seedwork", json!({"n": 2})).unwrap()).await },
+        );
     let frame = seed.recv_open().await;
     assert_eq!(frame["payload"]["element"], "seedwork");
     assert_eq!(frame["payload"]["metadata"]["pf.hops"], 2, "spoke -> hub -> seed");
@@ -225,7 +238,8 @@ async fn a_peer_that_announced_batch_gets_coalesced_answers() {
         .await;
     assert_eq!(peer.recv_open().await["type"], "hello", "the node answers hello with its own");
     // Fifty submits in one batch frame: their answers leave together.
-    let batch: Vec<Value> = (1..=50).map(|i| submit_frame(i, &format!("b{i}"), "df", "upper", json!("x"))).collect();
+    let batch: Vec<Value> =
+        (1..=50).map(|i| submit_frame(i, &format!("b{i}"), "df", "upper", json!("x"))).collect();
     peer.send_text(Value::Array(batch).to_string()).await;
     let mut answered = std::collections::BTreeSet::new();
     let mut frames = 0;

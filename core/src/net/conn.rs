@@ -369,7 +369,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         // rather than at its deadline.
         if matches!(e.kind, Some(MessageKind::Result | MessageKind::Error)) {
             if let Some(id) = &e.packet_id {
-                let message = format!("peer {} sent an invalid answer: {}", self.peer.remote, e.error.message);
+                let message =
+                    format!("peer {} sent an invalid answer: {}", self.peer.remote, e.error.message);
                 let result = PacketResult::error(id.clone(), ErrorCode::HandlerFailed, message, 0);
                 self.peer.complete(e.seq, Some(id), result);
             }

@@ -94,7 +94,11 @@ impl<S> Replay<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if this.offset < this.prefix.len() {
             let rest = &this.prefix[this.offset..];

@@ -32,8 +32,7 @@ pub(crate) fn health(node: &NodeInner) -> Value {
             })
         })
         .collect();
-    let handlers: Vec<String> =
-        node.reactor.handler_keys().iter().map(|(g, e)| format!("{g}:{e}")).collect();
+    let handlers: Vec<String> = node.reactor.handler_keys().iter().map(|(g, e)| format!("{g}:{e}")).collect();
     json!({
         "status": if node.is_stopped() { "stopping" } else { "ok" },
         "node_id": node.node_id,
@@ -65,7 +64,12 @@ pub(crate) fn prometheus(node: &NodeInner) -> String {
     for h in &stats.handlers {
         let _ = writeln!(out, "packetflow_packets_total{{{}}} {}", labels(h), h.count);
     }
-    family(&mut out, "packetflow_errors_total", "counter", "Packets answered with an error by local handlers.");
+    family(
+        &mut out,
+        "packetflow_errors_total",
+        "counter",
+        "Packets answered with an error by local handlers.",
+    );
     for h in &stats.handlers {
         let _ = writeln!(out, "packetflow_errors_total{{{}}} {}", labels(h), h.errors);
     }
@@ -93,7 +97,12 @@ pub(crate) fn prometheus(node: &NodeInner) -> String {
         ("packetflow_queued", "gauge", "Packets waiting for a free slot.", stats.queued as u64),
         ("packetflow_peers", "gauge", "Connected peers.", node.peers.read().len() as u64),
         ("packetflow_unrouted_total", "counter", "Packets answered PF001.", stats.unrouted),
-        ("packetflow_uptime_seconds", "gauge", "Seconds since the node started.", node.started.elapsed().as_secs()),
+        (
+            "packetflow_uptime_seconds",
+            "gauge",
+            "Seconds since the node started.",
+            node.started.elapsed().as_secs(),
+        ),
     ];
     for (name, kind, help, value) in gauges {
         family(&mut out, name, kind, help);

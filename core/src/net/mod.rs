@@ -4,7 +4,7 @@
 //! either can serve. `listen` accepts peers (and answers `GET /health` and
 //! `GET /metrics` on the same port); `connect` dials one and redials with
 //! jittered backoff after a loss. Packets with no local handler are routed
-//! to peers as PROTOCOL.md says (see [`peers`]).
+//! to peers as PROTOCOL.md says (see `docs/protocol.md`, "Routing").
 //!
 //! Hello exchange: a node answers the upgrade with an `x-packetflow-node`
 //! header. A dialer that sees it sends `hello` first and waits for the
@@ -155,12 +155,12 @@ impl Node {
     /// Accepts peers on `addr` (`HOST:PORT`; port 0 picks a free one) and
     /// returns the address bound.
     pub async fn listen(&self, addr: &str) -> Result<SocketAddr, PfError> {
-        let listener = TcpListener::bind(addr).await.map_err(|e| {
-            PfError::new(ErrorCode::Unavailable, format!("cannot listen on {addr}: {e}"))
-        })?;
-        let local = listener.local_addr().map_err(|e| {
-            PfError::new(ErrorCode::Unavailable, format!("cannot listen on {addr}: {e}"))
-        })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| PfError::new(ErrorCode::Unavailable, format!("cannot listen on {addr}: {e}")))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| PfError::new(ErrorCode::Unavailable, format!("cannot listen on {addr}: {e}")))?;
         self.inner.listening.lock().push(local);
         let node = self.inner.clone();
         tokio::spawn(async move {
@@ -423,10 +423,16 @@ async fn upgrade(node: Arc<NodeInner>, stream: TcpStream, head: Vec<u8>, remote:
     let chosen = Arc::new(Mutex::new(Codec::Json));
     let chosen_in_callback = chosen.clone();
     let node_id = node.node_id.clone();
+    // The error side is tungstenite's HTTP response type, large by nature;
+    // it is built only to refuse an upgrade.
+    #[allow(clippy::result_large_err)]
     let callback = move |request: &WsRequest, mut response: Response| {
         let path = request.uri().path();
         if path != WS_PATH {
-            return Err(reject(StatusCode::NOT_FOUND, format!("no WebSocket endpoint at {path}; use {WS_PATH}")));
+            return Err(reject(
+                StatusCode::NOT_FOUND,
+                format!("no WebSocket endpoint at {path}; use {WS_PATH}"),
+            ));
         }
         let (codec, echo) = choose_codec(request).map_err(|why| reject(StatusCode::BAD_REQUEST, why))?;
         *chosen_in_callback.lock() = codec;
@@ -465,9 +471,7 @@ async fn dial(node: Arc<NodeInner>, url: &str, codec: Codec) -> Result<JoinHandl
     // JSON is the default: asking for it explicitly would make a seed
     // server (which echoes no subprotocol) fail the handshake.
     if codec == Codec::MsgPack {
-        request
-            .headers_mut()
-            .insert("sec-websocket-protocol", HeaderValue::from_static(codec.subprotocol()));
+        request.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static(codec.subprotocol()));
     }
     let connecting = tokio_tungstenite::connect_async_with_config(request, Some(ws_config(&node)), true);
     let (ws, response) = timeout(node.config.handshake_timeout, connecting)
@@ -477,7 +481,8 @@ async fn dial(node: Arc<NodeInner>, url: &str, codec: Codec) -> Result<JoinHandl
     let speaks_hello = response.headers().contains_key(NODE_HEADER);
     let (ready_tx, ready_rx) = oneshot::channel();
     let live = LiveConnection::new(&node);
-    let running = conn::run(node.clone(), ws, codec, url.to_owned(), speaks_hello, speaks_hello.then_some(ready_tx));
+    let running =
+        conn::run(node.clone(), ws, codec, url.to_owned(), speaks_hello, speaks_hello.then_some(ready_tx));
     let handle = tokio::spawn(async move {
         let _live = live;
         running.await;
@@ -543,11 +548,15 @@ async fn forward(
 async fn forward_to(node: &NodeInner, peer: &Peer, mut packet: Packet, deadline: Instant) -> PacketResult {
     let start = Instant::now();
     let id = packet.id.clone();
-    let fail = |code: ErrorCode, message: String| PacketResult::error(id.clone(), code, message, since_ms(start));
+    let fail =
+        |code: ErrorCode, message: String| PacketResult::error(id.clone(), code, message, since_ms(start));
     let hops = packet.meta(META_HOPS).and_then(Value::as_u64).unwrap_or(0) + 1;
     if hops > node.config.max_hops {
         let limit = node.config.max_hops;
-        return fail(ErrorCode::LoopDetected, format!("routing loop: the packet exceeded the hop limit of {limit}"));
+        return fail(
+            ErrorCode::LoopDetected,
+            format!("routing loop: the packet exceeded the hop limit of {limit}"),
+        );
     }
     let remaining_ms = deadline.saturating_duration_since(start).as_millis() as u64;
     if remaining_ms == 0 {
@@ -559,7 +568,10 @@ async fn forward_to(node: &NodeInner, peer: &Peer, mut packet: Packet, deadline:
     let (reply, answer) = oneshot::channel();
     let Some(seq) = peer.begin_submit(id.clone(), reply, node.config.max_pending_per_peer) else {
         let limit = node.config.max_pending_per_peer;
-        return fail(ErrorCode::Overloaded, format!("peer {} already has {limit} packets in flight", peer.remote));
+        return fail(
+            ErrorCode::Overloaded,
+            format!("peer {} already has {limit} packets in flight", peer.remote),
+        );
     };
     if !peer.send(Message::Submit { seq, packet: Box::new(packet) }) {
         peer.abandon_submit(seq);

@@ -120,10 +120,8 @@ impl Peer {
     /// packet id decides. Returns false when nothing was waiting.
     pub(crate) fn complete(&self, seq: u64, packet_id: Option<&PacketId>, result: PacketResult) -> bool {
         let mut pending = self.pending.lock();
-        let by_seq_matches = pending
-            .by_seq
-            .get(&seq)
-            .is_some_and(|p| packet_id.is_none_or(|id| *id == p.packet_id));
+        let by_seq_matches =
+            pending.by_seq.get(&seq).is_some_and(|p| packet_id.is_none_or(|id| *id == p.packet_id));
         let seq = if by_seq_matches {
             seq
         } else {

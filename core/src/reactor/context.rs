@@ -55,10 +55,7 @@ impl Context {
     pub async fn call(&self, group: &str, element: &str, data: Value) -> Result<Value, PfError> {
         let remaining_ms = self.remaining().as_millis();
         if remaining_ms == 0 {
-            return Err(PfError::new(
-                ErrorCode::Timeout,
-                format!("no time left to call {group}:{element}"),
-            ));
+            return Err(PfError::new(ErrorCode::Timeout, format!("no time left to call {group}:{element}")));
         }
         let mut meta = Map::new();
         meta.insert(META_TRACE_ID.to_owned(), Value::String(self.trace_id().to_owned()));

@@ -285,7 +285,14 @@ impl Reactor {
     /// packet back otherwise, for [`submit_from`](Self::submit_from).
     ///
     /// This is the fast path of a node's connection: no future, no task.
-    pub fn submit_now(&self, packet: Packet, start: Instant, deadline: Instant) -> Result<PacketResult, Packet> {
+    // The packet comes back (by value, no allocation) only on the slow path.
+    #[allow(clippy::result_large_err)]
+    pub fn submit_now(
+        &self,
+        packet: Packet,
+        start: Instant,
+        deadline: Instant,
+    ) -> Result<PacketResult, Packet> {
         if !packet.dependencies.is_empty() || self.is_stopped() || packet.validate().is_err() {
             return Err(packet);
         }
@@ -428,9 +435,8 @@ impl Reactor {
         let ctx = Context { reactor: self.clone(), packet_id: id, metadata, deadline };
         let Handler::Async(f) = &route.handler else { unreachable!("sync handlers returned above") };
         let running = AssertUnwindSafe(f(data, ctx)).catch_unwind();
-        let outcome = self
-            .bounded(running, deadline, || format!("{group}:{element} did not answer in time"))
-            .await?;
+        let outcome =
+            self.bounded(running, deadline, || format!("{group}:{element} did not answer in time")).await?;
         outcome.unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))
     }
 
@@ -500,7 +506,13 @@ impl Reactor {
     /// runs it on `data` with a context for a fresh packet: the dispatch
     /// step alone, without scheduling. For the dispatch benchmark.
     #[doc(hidden)]
-    pub fn dispatch_sync_for_bench(&self, group: Group, element: &str, data: Value, ctx: &Context) -> Option<HandlerResult> {
+    pub fn dispatch_sync_for_bench(
+        &self,
+        group: Group,
+        element: &str,
+        data: Value,
+        ctx: &Context,
+    ) -> Option<HandlerResult> {
         match &self.inner.handlers.load().get(group, element)?.handler {
             Handler::Sync(f) => Some(f(data, ctx)),
             Handler::Async(_) => None,
@@ -523,9 +535,7 @@ impl Reactor {
         let table = self.inner.handlers.load();
         let mut handlers: Vec<HandlerStats> = Group::ALL
             .iter()
-            .flat_map(|g| {
-                table.by_group[g.index()].iter().map(move |(e, route)| route.stats.snapshot(*g, e))
-            })
+            .flat_map(|g| table.by_group[g.index()].iter().map(move |(e, route)| route.stats.snapshot(*g, e)))
             .collect();
         handlers.sort_by(|a, b| (a.group, &a.element).cmp(&(b.group, &b.element)));
         ReactorStats {

@@ -28,8 +28,7 @@ fn upper_reactor() -> Reactor {
 #[tokio::test]
 async fn sync_and_async_handlers_answer() {
     let r = upper_reactor();
-    r.register("df", "double", |data, _ctx| async move { Ok(json!(data.as_i64().unwrap() * 2)) })
-        .unwrap();
+    r.register("df", "double", |data, _ctx| async move { Ok(json!(data.as_i64().unwrap() * 2)) }).unwrap();
     let res = r.submit(packet("df", "transform", json!("hello world"))).await;
     assert_eq!(res.outcome, Ok(json!("HELLO WORLD")));
     assert_eq!(r.call(packet("df", "double", json!(21))).await, Ok(json!(42)));
@@ -171,17 +170,16 @@ async fn pf424_when_a_dependency_never_completes() {
         .with_dependencies(vec![PacketId::new("ghost").unwrap()]);
     let res = r.submit(dependent).await;
     assert_eq!(code_of(&res), Some(ErrorCode::DependencyFailed));
-    assert_eq!(
-        res.err().unwrap().message,
-        "dependency ghost did not complete before this packet's deadline"
-    );
+    assert_eq!(res.err().unwrap().message, "dependency ghost did not complete before this packet's deadline");
     // The abandoned wait left nothing behind.
     assert_eq!(r.inner.inflight.entry_count(), 0);
 }
 
 /// A reactor with one slot whose handler blocks until released, so tests
 /// can fill the queue deterministically.
-fn one_slot_reactor(max_queue: usize) -> (Reactor, Arc<Notify>, Arc<Notify>, Arc<parking_lot::Mutex<Vec<u8>>>) {
+fn one_slot_reactor(
+    max_queue: usize,
+) -> (Reactor, Arc<Notify>, Arc<Notify>, Arc<parking_lot::Mutex<Vec<u8>>>) {
     let r = Reactor::new(ReactorConfig { max_inflight: 1, max_queue, ..ReactorConfig::default() });
     let release = Arc::new(Notify::new());
     let entered = Arc::new(Notify::new());
@@ -323,8 +321,7 @@ async fn ctx_call_inherits_deadline_and_trace_id() {
     assert_eq!(trace, Some(json!(root_id.as_str())));
     assert!(remaining <= Duration::from_millis(5000));
     // A call's error passes through `?` with its code.
-    r.register("cf", "broken", |_, ctx| async move { ctx.call("df", "nowhere", json!(1)).await })
-        .unwrap();
+    r.register("cf", "broken", |_, ctx| async move { ctx.call("df", "nowhere", json!(1)).await }).unwrap();
     let res = r.submit(packet("cf", "broken", json!(null))).await;
     assert_eq!(code_of(&res), Some(ErrorCode::NoHandler));
 }
@@ -367,9 +364,8 @@ impl Forwarder for EchoForwarder {
         _deadline: Instant,
         _origin: Option<Origin>,
     ) -> Option<BoxFuture<'static, PacketResult>> {
-        (packet.element.as_str() == "remote").then(|| {
-            async move { PacketResult::success(packet.id, json!("forwarded"), 0) }.boxed()
-        })
+        (packet.element.as_str() == "remote")
+            .then(|| async move { PacketResult::success(packet.id, json!("forwarded"), 0) }.boxed())
     }
 }
 

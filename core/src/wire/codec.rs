@@ -165,7 +165,9 @@ impl Codec {
     fn frame_of<T: Serialize>(self, value: &T) -> WireFrame {
         match self {
             // to_string knows its output is UTF-8: no second validation.
-            Codec::Json => WireFrame::Text(serde_json::to_string(value).expect("JSON-shaped values always encode")),
+            Codec::Json => {
+                WireFrame::Text(serde_json::to_string(value).expect("JSON-shaped values always encode"))
+            }
             Codec::MsgPack => {
                 let mut out = Vec::with_capacity(128);
                 self.write(value, &mut out);

@@ -17,8 +17,8 @@ use serde_json::Value;
 use super::{FrameError, Hello, Message, MessageKind};
 use crate::error::PfError;
 use crate::packet::{
-    bad_request, check_dependency_id, check_timeout, describe, quote, Element, Group, Packet,
-    PacketId, Priority, PROTOCOL_VERSION,
+    bad_request, check_dependency_id, check_timeout, describe, quote, Element, Group, Packet, PacketId,
+    Priority, PROTOCOL_VERSION,
 };
 use crate::result::PacketResult;
 
@@ -133,7 +133,7 @@ impl<'de> de::Deserialize<'de> for Loose<'de> {
 /// A payload read from a map, for each payload type.
 trait FromMap: Sized {
     type Out;
-    fn from_map<'de, A: MapAccess<'de>>(self, map: A) -> Result<Self::Out, A::Error>;
+    fn read_map<'de, A: MapAccess<'de>>(self, map: A) -> Result<Self::Out, A::Error>;
 }
 
 /// Accepts any value: a map goes to `T`, anything else is kept as [`Loose`]
@@ -155,7 +155,7 @@ impl<'de, T: FromMap> Visitor<'de> for ObjectOr<T> {
         f.write_str("an object")
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        self.0.from_map(map).map(Ok)
+        self.0.read_map(map).map(Ok)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
         LooseVisitor.visit_seq(seq).map(Err)
@@ -281,7 +281,7 @@ struct PacketMap;
 impl FromMap for PacketMap {
     type Out = CheckedPacket;
 
-    fn from_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<CheckedPacket, A::Error> {
+    fn read_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<CheckedPacket, A::Error> {
         let mut f = PacketFields::default();
         while let Some(Key(field)) = map.next_key::<Key<PacketField>>()? {
             match field {
@@ -322,20 +322,16 @@ impl PacketFields<'_> {
             match required(self.version, "version")? {
                 Loose::Str(v) if v == PROTOCOL_VERSION => {}
                 other => {
-                    return Err(bad_request(format!(
-                        "version must be \"1.0\", got {}",
-                        other.describe()
-                    )))
+                    return Err(bad_request(format!("version must be \"1.0\", got {}", other.describe())))
                 }
             }
             let group = Group::parse(
-                &required(self.group, "group")?
-                    .into_str("group", "one of cf, df, ed, co, mc, rm")?,
+                &required(self.group, "group")?.into_str("group", "one of cf, df, ed, co, mc, rm")?,
             )?;
-            let element = Element::new(&required(self.element, "element")?.into_str(
-                "element",
-                "1-64 characters of [A-Za-z0-9_.-]",
-            )?)?;
+            let element = Element::new(
+                &required(self.element, "element")?
+                    .into_str("element", "1-64 characters of [A-Za-z0-9_.-]")?,
+            )?;
             let priority = match self.priority {
                 None | Some(Loose::Null) => Priority::DEFAULT,
                 Some(Loose::Int(i)) => Priority::new(i64::try_from(i).unwrap_or(i64::MAX))?,
@@ -390,10 +386,7 @@ impl PacketFields<'_> {
                 None | Some(Value::Null) => None,
                 Some(Value::Object(m)) => Some(m),
                 Some(other) => {
-                    return Err(bad_request(format!(
-                        "metadata must be an object, got {}",
-                        describe(&other)
-                    )))
+                    return Err(bad_request(format!("metadata must be an object, got {}", describe(&other))))
                 }
             };
             let packet = Box::new(Packet {
@@ -419,10 +412,9 @@ impl<'de> de::Deserialize<'de> for Packet {
         match object_or(d, PacketMap)? {
             Ok(Ok(packet)) => Ok(*packet),
             Ok(Err((e, _))) => Err(de::Error::custom(e.message)),
-            Err(other) => Err(de::Error::custom(format!(
-                "packet must be an object, got {}",
-                other.describe()
-            ))),
+            Err(other) => {
+                Err(de::Error::custom(format!("packet must be an object, got {}", other.describe())))
+            }
         }
     }
 }
@@ -460,7 +452,7 @@ struct ResultMap;
 impl FromMap for ResultMap {
     type Out = CheckedResult;
 
-    fn from_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<CheckedResult, A::Error> {
+    fn read_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<CheckedResult, A::Error> {
         let (mut id, mut status, mut data, mut error, mut duration) = (None, None, None, None, None);
         while let Some(Key(field)) = map.next_key::<Key<ResultField>>()? {
             match field {
@@ -476,13 +468,12 @@ impl FromMap for ResultMap {
         }
         let packet_id = match id {
             None => return Ok(Err((bad_request("packet_id is required".into()), None))),
-            Some(v) => match v
-                .into_str("packet_id", "a string of 1-128 bytes")
-                .and_then(|s| PacketId::new(&s))
-            {
-                Ok(id) => id,
-                Err(e) => return Ok(Err((e, None))),
-            },
+            Some(v) => {
+                match v.into_str("packet_id", "a string of 1-128 bytes").and_then(|s| PacketId::new(&s)) {
+                    Ok(id) => id,
+                    Err(e) => return Ok(Err((e, None))),
+                }
+            }
         };
         let fail = |e: PfError| Ok(Err((e, Some(packet_id.clone()))));
         let duration_ms = match duration {
@@ -562,7 +553,7 @@ struct ErrorMap;
 impl FromMap for ErrorMap {
     type Out = CheckedError;
 
-    fn from_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<CheckedError, A::Error> {
+    fn read_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<CheckedError, A::Error> {
         let (mut code, mut message, mut packet_id) = (None, None, None);
         while let Some(Key(field)) = map.next_key::<Key<ErrorField>>()? {
             match field {
@@ -648,10 +639,9 @@ fn string_list(v: Option<Loose<'_>>, field: &str) -> Result<Vec<String>, PfError
             .enumerate()
             .map(|(i, item)| item.into_str(&format!("{field}[{i}]"), "a string").map(Cow::into_owned))
             .collect(),
-        Some(other) => Err(bad_request(format!(
-            "{field} must be an array of strings, got {}",
-            other.describe()
-        ))),
+        Some(other) => {
+            Err(bad_request(format!("{field} must be an array of strings, got {}", other.describe())))
+        }
     }
 }
 
@@ -666,7 +656,7 @@ fn parse_handler_key(key: &str, index: usize) -> Result<(Group, Element), PfErro
 impl FromMap for HelloMap {
     type Out = Result<Hello, PfError>;
 
-    fn from_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Out, A::Error> {
+    fn read_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Out, A::Error> {
         let mut raw: [Option<Loose<'de>>; 8] = Default::default();
         while let Some(Key(field)) = map.next_key::<Key<HelloField>>()? {
             let slot = match field {
@@ -695,10 +685,7 @@ impl FromMap for HelloMap {
             let max_inflight = match max_inflight {
                 None | Some(Loose::Null) => 0,
                 Some(v) => v.as_u64().ok_or_else(|| {
-                    bad_request(format!(
-                        "max_inflight must be a non-negative integer, got {}",
-                        v.describe()
-                    ))
+                    bad_request(format!("max_inflight must be a non-negative integer, got {}", v.describe()))
                 })?,
             };
             let token = match token {
@@ -726,7 +713,7 @@ struct HeartbeatMap;
 impl FromMap for HeartbeatMap {
     type Out = Result<u64, PfError>;
 
-    fn from_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Out, A::Error> {
+    fn read_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Out, A::Error> {
         let mut timestamp = None;
         while let Some(key) = map.next_key::<Key<TimestampField>>()? {
             match key.0 {
@@ -826,9 +813,7 @@ impl<'de> DeserializeSeed<'de> for PayloadSeed {
                 Err(other) => not_object(other),
             },
             MessageKind::Error => match object_or(d, ErrorMap)? {
-                Ok(Ok((error, packet_id))) => {
-                    Body::Message(Message::Error { seq: 0, error, packet_id })
-                }
+                Ok(Ok((error, packet_id))) => Body::Message(Message::Error { seq: 0, error, packet_id }),
                 Ok(Err((e, id))) => Body::Invalid(e, id),
                 Err(other) => not_object(other),
             },
@@ -838,9 +823,7 @@ impl<'de> DeserializeSeed<'de> for PayloadSeed {
                 Err(other) => not_object(other),
             },
             MessageKind::Heartbeat => match object_or(d, HeartbeatMap)? {
-                Ok(Ok(timestamp)) => {
-                    Body::Message(Message::Heartbeat { seq: 0, timestamp })
-                }
+                Ok(Ok(timestamp)) => Body::Message(Message::Heartbeat { seq: 0, timestamp }),
                 Ok(Err(e)) => Body::Invalid(e, None),
                 // A heartbeat's payload carries nothing we rely on: accept any.
                 Err(_) => Body::Message(Message::Heartbeat { seq: 0, timestamp: 0 }),
@@ -866,7 +849,7 @@ pub(super) struct FrameSeed<'a>(pub(super) &'a Cell<u64>);
 impl FromMap for FrameSeed<'_> {
     type Out = CheckedMessage;
 
-    fn from_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Out, A::Error> {
+    fn read_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Out, A::Error> {
         let (mut kind, mut seq, mut payload) = (None::<Loose<'de>>, None::<Loose<'de>>, None);
         while let Some(Key(field)) = map.next_key::<Key<FrameField>>()? {
             match field {
@@ -941,11 +924,7 @@ impl<'de> Visitor<'de> for BatchSeed<'_> {
     }
 }
 
-fn assemble(
-    kind: Option<Loose<'_>>,
-    seq: Option<Loose<'_>>,
-    payload: Option<Payload>,
-) -> CheckedMessage {
+fn assemble(kind: Option<Loose<'_>>, seq: Option<Loose<'_>>, payload: Option<Payload>) -> CheckedMessage {
     let invalid = |seq: u64, kind: Option<MessageKind>, error: PfError, packet_id| FrameError {
         seq,
         kind,
@@ -958,10 +937,7 @@ fn assemble(
         Some(v) => match v.as_u64() {
             Some(s) => s,
             None => {
-                let e = bad_request(format!(
-                    "seq must be an unsigned 64-bit integer, got {}",
-                    v.describe()
-                ));
+                let e = bad_request(format!("seq must be an unsigned 64-bit integer, got {}", v.describe()));
                 return Err(invalid(0, None, e, None));
             }
         },

@@ -197,11 +197,7 @@ pub struct FrameError {
 impl FrameError {
     /// The `error` message that answers this frame.
     pub fn to_message(&self) -> Message {
-        Message::Error {
-            seq: self.seq,
-            error: self.error.clone(),
-            packet_id: self.packet_id.clone(),
-        }
+        Message::Error { seq: self.seq, error: self.error.clone(), packet_id: self.packet_id.clone() }
     }
 }
 

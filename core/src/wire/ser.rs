@@ -160,9 +160,7 @@ impl Serialize for WireMessage<'_> {
             Message::Error { error, packet_id, .. } => {
                 m.serialize_entry("payload", &ErrorBody(error, packet_id.as_ref()))?
             }
-            Message::Heartbeat { timestamp, .. } => {
-                m.serialize_entry("payload", &Timestamp(*timestamp))?
-            }
+            Message::Heartbeat { timestamp, .. } => m.serialize_entry("payload", &Timestamp(*timestamp))?,
             Message::Hello { hello, .. } => m.serialize_entry("payload", hello)?,
         }
         m.end()

@@ -89,9 +89,7 @@ fn unknown_fields_are_ignored_everywhere() {
 #[test]
 fn payload_before_type_still_decodes() {
     let text = format!(r#"{{"payload":{},"seq":4,"type":"submit"}}"#, good_packet());
-    let Message::Submit { seq: 4, packet } = single(Codec::Json, text.as_bytes()).unwrap() else {
-        panic!()
-    };
+    let Message::Submit { seq: 4, packet } = single(Codec::Json, text.as_bytes()).unwrap() else { panic!() };
     assert_eq!(packet.id.as_str(), "p-1");
     // ...and a bad field there is still reported with the seq and id.
     let text = format!(r#"{{"payload":{},"seq":4,"type":"submit"}}"#, with("priority", json!(0)));
@@ -110,13 +108,19 @@ fn each_packet_rule_names_its_field() {
         (with("element", json!("a b")), "element must be 1-64 characters of [A-Za-z0-9_.-], got \"a b\""),
         (with("element", json!(3)), "element must be 1-64 characters of [A-Za-z0-9_.-], got 3"),
         (with("timeout_ms", json!(0)), "timeout_ms must be a positive integer <= 86400000, got 0"),
-        (with("timeout_ms", json!(86_400_001)), "timeout_ms must be a positive integer <= 86400000, got 86400001"),
+        (
+            with("timeout_ms", json!(86_400_001)),
+            "timeout_ms must be a positive integer <= 86400000, got 86400001",
+        ),
         (with("timeout_ms", json!(-5)), "timeout_ms must be a positive integer <= 86400000, got -5"),
         (with("dependencies", json!("a")), "dependencies must be an array of packet ids, got \"a\""),
         (with("dependencies", json!([1])), "dependencies[0] must be a packet id string, got 1"),
         (with("dependencies", json!([""])), "dependencies[0] must be a string of 1-128 bytes, got 0 bytes"),
         (with("metadata", json!([])), "metadata must be an object, got an array"),
-        (with("metadata", json!({"pf.hops": -1})), "metadata[\"pf.hops\"] must be a non-negative integer, got -1"),
+        (
+            with("metadata", json!({"pf.hops": -1})),
+            "metadata[\"pf.hops\"] must be a non-negative integer, got -1",
+        ),
         (with("metadata", json!({"pf.route_key": 1})), "metadata[\"pf.route_key\"] must be a string, got 1"),
     ];
     for (payload, message) in cases {
@@ -200,10 +204,10 @@ fn result_and_error_payloads_are_checked() {
     .unwrap();
     let Message::Result { result, .. } = ok else { panic!() };
     assert_eq!(result.err().unwrap().message, "boom");
-    let Message::Error { error, packet_id, .. } =
-        json_frame(json!({"type":"error","seq":5,"payload":{"code":"PF429","message":"full","packet_id":"q"}}))
-            .unwrap()
-    else {
+    let Message::Error { error, packet_id, .. } = json_frame(
+        json!({"type":"error","seq":5,"payload":{"code":"PF429","message":"full","packet_id":"q"}}),
+    )
+    .unwrap() else {
         panic!()
     };
     assert!(error.is(ErrorCode::Overloaded));
@@ -215,8 +219,7 @@ fn hello_is_decoded_and_checked() {
     let Message::Hello { hello, .. } = json_frame(json!({"type":"hello","seq":0,"payload":{
         "node_id":"n1","name":"py","runtime":"python","protocol":"1.0",
         "handlers":["df:transform","co:vote"],"features":["batch"],"max_inflight":64}}))
-    .unwrap()
-    else {
+    .unwrap() else {
         panic!()
     };
     assert_eq!(hello.handlers.len(), 2);
@@ -240,11 +243,7 @@ fn sample_messages() -> Vec<Message> {
             seq: 0,
             result: PacketResult::error(id.clone(), ErrorCode::Timeout, "late", 30000),
         },
-        Message::Error {
-            seq: 2,
-            error: PfError::new(ErrorCode::BadRequest, "bad"),
-            packet_id: Some(id),
-        },
+        Message::Error { seq: 2, error: PfError::new(ErrorCode::BadRequest, "bad"), packet_id: Some(id) },
         Message::Error { seq: 3, error: PfError::new(ErrorCode::TooLarge, "big"), packet_id: None },
         Message::Heartbeat { seq: 4, timestamp: 1_700_000_000_000 },
         Message::Hello {
