@@ -77,11 +77,14 @@ function startServer(command, argv, env, ready, ms = 15000) {
   });
 }
 
-/** Stops a server: SIGTERM, then SIGKILL if it has not exited within 5 s. */
-function stopServer(child) {
+/** Stops a server: SIGTERM, then SIGKILL (and a warning) if it has not exited within 5 s. */
+function stopServer(child, name) {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
-    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+    const timer = setTimeout(() => {
+      console.error(`warning: ${name} did not exit within 5 s of SIGTERM; killed`);
+      child.kill('SIGKILL');
+    }, 5000);
     child.removeAllListeners('exit');
     child.on('exit', () => {
       clearTimeout(timer);
@@ -91,16 +94,24 @@ function stopServer(child) {
   });
 }
 
+/** GNU time, when installed: the load generator's own CPU time is measured too. */
+const TIME = fs.existsSync('/usr/bin/time') ? '/usr/bin/time' : null;
+
 function load(cli, url, pid) {
-  const run = spawnSync(
-    cli,
-    ['bench', '--url', url, '--mode', 'pipe', '--conns', String(CONNS), '--inflight', String(INFLIGHT),
-      '--n', String(N), '--pid', String(pid), '--expect', '"HELLO WORLD"', '--json'],
-    { encoding: 'utf8', timeout: 300000 },
-  );
+  const argv = ['bench', '--url', url, '--mode', 'pipe', '--conns', String(CONNS), '--inflight', String(INFLIGHT),
+    '--n', String(N), '--pid', String(pid), '--expect', '"HELLO WORLD"', '--json'];
+  const run = TIME
+    ? spawnSync(TIME, ['-f', 'loadgen-cpu %U %S', cli, ...argv], { encoding: 'utf8', timeout: 300000 })
+    : spawnSync(cli, argv, { encoding: 'utf8', timeout: 300000 });
   if (run.status !== 0) throw new Error(`packetflow bench failed: ${run.stderr}${run.stdout}`);
   const lines = run.stdout.trim().split('\n');
-  return JSON.parse(lines[lines.length - 1]);
+  const figures = JSON.parse(lines[lines.length - 1]);
+  const cpu = /loadgen-cpu ([\d.]+) ([\d.]+)/.exec(run.stderr);
+  if (cpu) {
+    // Its warm-up round (a tenth of n) is in this time too.
+    figures.loadgen_cpu_us_per_packet = ((Number(cpu[1]) + Number(cpu[2])) * 1e6) / (N * 1.1);
+  }
+  return figures;
 }
 
 function shuffle(list) {
@@ -157,6 +168,7 @@ async function main() {
     })),
   ];
 
+  const loadBefore = os.loadavg()[0];
   const results = new Map(servers.map((s) => [s.name, []]));
   let port = 9400 + Math.floor(Math.random() * 400);
   for (let trial = 1; trial <= TRIALS; trial++) {
@@ -172,7 +184,7 @@ async function main() {
         rates.set(server.name, figures.pipe_packets_per_s);
         results.get(server.name).push(figures);
       } finally {
-        await stopServer(child);
+        await stopServer(child, server.name);
       }
     }
     const base = rates.get(servers[0].name);
@@ -184,17 +196,21 @@ async function main() {
 
   console.log(
     `\n${os.cpus().length} vCPU, node ${process.version}; ${TRIALS} trials; pipe ${CONNS}×${INFLIGHT}, ` +
-      `n=${N}; medians (min–max)\n`,
+      `n=${N}; load average ${loadBefore.toFixed(2)} before, ${os.loadavg()[0].toFixed(2)} after; medians (min–max)\n`,
   );
-  console.log('| server | packets/s | vs plain `ws` (same trial) | server CPU µs/packet | peak RSS MiB |');
-  console.log('|---|---|---|---|---|');
+  console.log('| server | packets/s | vs plain `ws` (same trial) | server CPU µs/packet | load generator CPU µs/packet | peak RSS MiB |');
+  console.log('|---|---|---|---|---|---|');
   for (const server of servers) {
     const rs = results.get(server.name);
     const col = (key) => rs.map((r) => r[key]).filter((v) => v !== undefined);
     console.log(
       `| ${server.name} | ${cell(col('pipe_packets_per_s'))} | ${
         server.baseline ? '1.00' : cell(col('ratio'), 2)
-      } | ${cell(col('server_cpu_us_per_packet'), 2)} | ${cell(col('server_peak_rss_kib'), 1, 1024)} |`,
+      } | ${cell(col('server_cpu_us_per_packet'), 2)} | ${cell(col('loadgen_cpu_us_per_packet'), 2)} | ${cell(
+        col('server_peak_rss_kib'),
+        1,
+        1024,
+      )} |`,
     );
   }
 }
