@@ -6,7 +6,7 @@
 // the CLI's pipelined load, in one run.
 //
 //   node bench/node/network.js [--trials 5] [--n 200000] [--conns 1] [--inflight 100]
-//                              [--threads 1] [--peers ../shared/peers]
+//                              [--threads 1] [--peers ../shared/peers] [--with-hub]
 //
 // `--threads` lists the binding's runtime settings to measure, comma
 // separated (PACKETFLOW_WORKER_THREADS: 0 = current-thread runtime on one
@@ -16,6 +16,8 @@
 // (the CLI is built here). Per trial, every server starts fresh and the
 // order is shuffled. Prints one JSON line per measurement, then a Markdown
 // table of medians (min–max); the ratio is taken within each trial.
+// `--with-hub` adds `packetflow serve` with its built-in (Rust, sync)
+// uppercase handler: the ceiling for any binding of this core.
 
 const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -34,6 +36,7 @@ const CONNS = Number(option('conns', 1));
 const INFLIGHT = Number(option('inflight', 100));
 const THREADS = String(option('threads', 'default')).split(',');
 const PEERS = path.resolve(option('peers', path.join(root, '..', 'shared', 'peers')));
+const WITH_HUB = args.includes('--with-hub');
 
 function fail(message) {
   console.error(`network.js: ${message}`);
@@ -166,6 +169,16 @@ async function main() {
         ),
       path: '/packetflow/v1',
     })),
+    ...(WITH_HUB
+      ? [
+          {
+            name: 'ceiling: `packetflow serve`, built-in Rust uppercase (no JS)',
+            start: (port) =>
+              startServer(cli, ['serve', '--listen', `127.0.0.1:${port}`, '--handler', 'df:transform=uppercase'], {}, 'listening on'),
+            path: '/packetflow/v1',
+          },
+        ]
+      : []),
   ];
 
   const loadBefore = os.loadavg()[0];

@@ -1,8 +1,10 @@
 //! `NativeReactor`: the addon's class, wrapped by `Reactor` in `index.js`.
 //!
-//! Every method runs on the JS thread. Methods that start work return a
-//! Promise at once and never block: the packet runs on the binding's Tokio
-//! runtime, and its answer comes back through the bridge's mailbox.
+//! Every method runs on the JS thread. Methods that start work (`submit`,
+//! `contextCall`, `listen`, `connect`, `stop`) settle a Promise that the JS
+//! side made and never block: their core future is polled on the JS thread
+//! whenever it can make progress (see the bridge), and the network node runs
+//! its connections on the binding's Tokio runtime.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
