@@ -8,7 +8,7 @@ const assert = require('node:assert/strict');
 const path = require('node:path');
 const { execFile } = require('node:child_process');
 const { Reactor, PacketFlowError } = require('..');
-const { within, latch, startUntil, stopChild, cliPath } = require('./helpers');
+const { within, latch, runNode, startUntil, stopChild, cliPath } = require('./helpers');
 
 const fixture = (name) => path.join(__dirname, 'fixtures', name);
 
@@ -252,4 +252,10 @@ test('terminating a worker thread whose reactor listens: its peer gets errors, t
   const exit = await stopChild(child, undefined, 10000);
   assert.deepEqual(exit, { code: 0, signal: null }, seen.stderr);
   assert.deepEqual(seen.stdout.trim().split('\n').slice(0, 2), ['in the worker', 'terminated']);
+});
+
+test('a listening reactor that JS no longer references keeps serving through garbage collections', async () => {
+  const out = await runNode(fixture('net-orphan.js'), 15000, {}, ['--expose-gc']);
+  assert.equal(out.code, 0, out.stderr);
+  assert.equal(out.stdout.trim(), 'STILL SERVING');
 });
