@@ -19,14 +19,14 @@
 //!
 //! Everything queued for the JS thread crosses in one weak threadsafe-function
 //! call: a producer pushes its work and makes the call only if none is on
-//! its way already and the JS thread is not busy with the queues already
-//! (then it looks again when done: see [`drain`]). On the JS thread (a `ctx.call`, a submit)
-//! the call is made at once; on a runtime thread it is made by a small task
-//! spawned there, which runs once the connection's task yields (`deferred`),
-//! so every invocation of a burst of frames crosses in one call instead of
-//! the first one crossing alone while the rest are still being read. Under
-//! load, everything that piles up while JS is busy crosses in the next
-//! single call. There is no timer.
+//! its way and the JS thread is not busy with the queues (then it looks
+//! again when done: see [`drain`]). On the JS thread (a `ctx.call`, a
+//! submit) the call is made at once; on a runtime thread it is made by a
+//! small task spawned there, which runs once the connection's task yields
+//! (`deferred`), so every invocation of a burst of frames crosses in one
+//! call instead of the first one crossing alone while the rest are still
+//! being read. Under load, everything that piles up while JS is busy crosses
+//! in the next single call. There is no timer.
 //!
 //! Crossing into JS is itself batched: the invocations of a call go to the
 //! JS dispatcher as the arguments of one function call, and the answers of
@@ -45,8 +45,8 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::ptr;
 use std::rc::Rc;
@@ -355,7 +355,8 @@ impl Local {
     }
 
     pub unsafe fn error_class(&self) -> NapiResult<sys::napi_value> {
-        js::deref(self.env, self.error_class).ok_or_else(|| napi::Error::from_reason("PacketFlowError class is gone"))
+        js::deref(self.env, self.error_class)
+            .ok_or_else(|| napi::Error::from_reason("PacketFlowError class is gone"))
     }
 
     /// A Promise of this reactor begins; node stays alive until it settles.
@@ -477,7 +478,9 @@ impl Settled {
                 let packet_id = js::string(env, result.packet_id.as_str())?;
                 let duration = js::double(env, result.duration_ms as f64)?;
                 match &result.outcome {
-                    Ok(data) => [id, js::double(env, 0.0)?, packet_id, to_js(env, data)?, undefined, duration],
+                    Ok(data) => {
+                        [id, js::double(env, 0.0)?, packet_id, to_js(env, data)?, undefined, duration]
+                    }
                     Err(e) => [
                         id,
                         js::double(env, 1.0)?,
@@ -488,7 +491,9 @@ impl Settled {
                     ],
                 }
             }
-            Answer::Data(Ok(data)) => [id, js::double(env, 2.0)?, undefined, to_js(env, data)?, undefined, undefined],
+            Answer::Data(Ok(data)) => {
+                [id, js::double(env, 2.0)?, undefined, to_js(env, data)?, undefined, undefined]
+            }
             Answer::Data(Err(e)) => [
                 id,
                 js::double(env, 3.0)?,
@@ -529,7 +534,12 @@ unsafe fn poll_task(env: sys::napi_env, local: &LocalRef, settled: &mut Settled,
 
 /// Starts a task for the Promise `promise` (made by the JS side): polls it
 /// at once, so a packet that can run starts now, and settles what finished.
-pub unsafe fn start(env: sys::napi_env, shared: &Shared, local: &LocalRef, task: Arc<Task>) -> NapiResult<()> {
+pub unsafe fn start(
+    env: sys::napi_env,
+    shared: &Shared,
+    local: &LocalRef,
+    task: Arc<Task>,
+) -> NapiResult<()> {
     let _runtime = runtime().enter();
     local.borrow_mut().begin();
     let mut settled = Settled::new();
@@ -665,7 +675,9 @@ unsafe fn dispatch(env: sys::napi_env, shared: &Shared, local: &LocalRef) -> Nap
             }
             Err(_) => {
                 js::take_exception(env);
-                let _ = invocation.reply.send(Err(PfError::failed("the packet could not be passed to the JS handler")));
+                let _ = invocation
+                    .reply
+                    .send(Err(PfError::failed("the packet could not be passed to the JS handler")));
             }
         }
     }

@@ -155,7 +155,10 @@ impl FromJs {
 
     /// Converts an object to a JSON object (metadata): anything else is a
     /// `TypeError` naming what it was.
-    pub unsafe fn convert_object(&mut self, value: sys::napi_value) -> Result<Map<String, Value>, ConvertError> {
+    pub unsafe fn convert_object(
+        &mut self,
+        value: sys::napi_value,
+    ) -> Result<Map<String, Value>, ConvertError> {
         match self.convert(value)? {
             Value::Object(map) => Ok(map),
             other => Err(not_json(format!("must be an object, got {}", json_kind(&other)))),
@@ -163,7 +166,12 @@ impl FromJs {
     }
 
     /// `None` means "undefined": dropped from objects, `null` elsewhere.
-    unsafe fn value(&mut self, value: sys::napi_value, key: Key, to_json: bool) -> Result<Option<Value>, ConvertError> {
+    unsafe fn value(
+        &mut self,
+        value: sys::napi_value,
+        key: Key,
+        to_json: bool,
+    ) -> Result<Option<Value>, ConvertError> {
         let env = self.env;
         Ok(Some(match js::type_of(env, value)? {
             sys::ValueType::napi_undefined => return Ok(None),
@@ -179,7 +187,12 @@ impl FromJs {
         }))
     }
 
-    unsafe fn object(&mut self, value: sys::napi_value, key: Key, to_json: bool) -> Result<Value, ConvertError> {
+    unsafe fn object(
+        &mut self,
+        value: sys::napi_value,
+        key: Key,
+        to_json: bool,
+    ) -> Result<Value, ConvertError> {
         let env = self.env;
         let array = js::is_array(env, value)?;
         if !array && to_json {
@@ -349,4 +362,3 @@ unsafe fn define_own(
     };
     js::check(sys::napi_define_properties(env, object, 1, &descriptor))
 }
-

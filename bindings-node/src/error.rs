@@ -11,7 +11,11 @@ use crate::convert::ConvertError;
 use crate::js::{self, NapiResult};
 
 /// `new PacketFlowError(code, message)`: the only way a `PfError` reaches JS.
-pub unsafe fn pf_error_to_js(env: sys::napi_env, class: sys::napi_value, error: &PfError) -> NapiResult<sys::napi_value> {
+pub unsafe fn pf_error_to_js(
+    env: sys::napi_env,
+    class: sys::napi_value,
+    error: &PfError,
+) -> NapiResult<sys::napi_value> {
     let args = [js::string(env, &error.code)?, js::string(env, &error.message)?];
     let mut out = ptr::null_mut();
     js::check(sys::napi_new_instance(env, class, args.len(), args.as_ptr(), &mut out))?;

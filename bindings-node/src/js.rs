@@ -112,13 +112,7 @@ pub unsafe fn get_string(env: sys::napi_env, value: sys::napi_value) -> NapiResu
     check(sys::napi_get_value_string_utf8(env, value, ptr::null_mut(), 0, &mut len))?;
     // N-API writes a terminating NUL, hence the extra byte.
     let mut buf: Vec<u8> = Vec::with_capacity(len + 1);
-    check(sys::napi_get_value_string_utf8(
-        env,
-        value,
-        buf.as_mut_ptr().cast(),
-        len + 1,
-        &mut written,
-    ))?;
+    check(sys::napi_get_value_string_utf8(env, value, buf.as_mut_ptr().cast(), len + 1, &mut written))?;
     buf.set_len(written);
     Ok(String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
@@ -147,7 +141,11 @@ pub unsafe fn array_len(env: sys::napi_env, array: sys::napi_value) -> NapiResul
     Ok(len)
 }
 
-pub unsafe fn get_element(env: sys::napi_env, array: sys::napi_value, index: u32) -> NapiResult<sys::napi_value> {
+pub unsafe fn get_element(
+    env: sys::napi_env,
+    array: sys::napi_value,
+    index: u32,
+) -> NapiResult<sys::napi_value> {
     let mut value = ptr::null_mut();
     check(sys::napi_get_element(env, array, index, &mut value))?;
     Ok(value)
@@ -174,7 +172,11 @@ pub unsafe fn new_object(env: sys::napi_env) -> NapiResult<sys::napi_value> {
     Ok(value)
 }
 
-pub unsafe fn get_named(env: sys::napi_env, object: sys::napi_value, key: &CStr) -> NapiResult<sys::napi_value> {
+pub unsafe fn get_named(
+    env: sys::napi_env,
+    object: sys::napi_value,
+    key: &CStr,
+) -> NapiResult<sys::napi_value> {
     let mut value = ptr::null_mut();
     check(sys::napi_get_named_property(env, object, key.as_ptr(), &mut value))?;
     Ok(value)

@@ -35,10 +35,7 @@ pub use reactor::NativeReactor;
 /// packet than one multi-thread worker, and leaves the other core to the JS
 /// thread; in-process calls cost the same with either.
 fn worker_threads() -> usize {
-    std::env::var("PACKETFLOW_WORKER_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(0)
+    std::env::var("PACKETFLOW_WORKER_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(0)
 }
 
 thread_local! {

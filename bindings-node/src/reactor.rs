@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{Function, FromNapiValue};
+use napi::bindgen_prelude::{FromNapiValue, Function};
 use napi::{sys, Env};
 use napi_derive::napi;
 use packetflow::net::WS_PATH;
@@ -21,7 +21,9 @@ use packetflow::{
 };
 use tokio::sync::oneshot;
 
-use crate::bridge::{drain, poll_ready, start, Answer, Invocation, JsSide, Local, LocalRef, Shared, Task, Tsfn};
+use crate::bridge::{
+    drain, poll_ready, start, Answer, Invocation, JsSide, Local, LocalRef, Shared, Task, Tsfn,
+};
 use crate::convert::{FromJs, MAX_SAFE_INTEGER};
 use crate::error::{convert_error_text, exception_text, throw_convert_error, throw_pf_error};
 use crate::js::{self, JsAny, NapiResult};
@@ -44,8 +46,9 @@ unsafe fn integer_option(env: sys::napi_env, value: JsAny, name: &str) -> NapiRe
         sys::ValueType::napi_undefined => Ok(None),
         sys::ValueType::napi_number => {
             let n = js::get_double(env, value.0)?;
-            if n.fract() != 0.0 || !n.is_finite() || n < 0.0 || n > MAX_SAFE_INTEGER {
-                let shown = if n.is_finite() { format!("{n}") } else { format!("{n:?}").replace("inf", "Infinity") };
+            if n.fract() != 0.0 || !n.is_finite() || !(0.0..=MAX_SAFE_INTEGER).contains(&n) {
+                let shown =
+                    if n.is_finite() { format!("{n}") } else { format!("{n:?}").replace("inf", "Infinity") };
                 return Err(js::throw_type_error(
                     env,
                     &format!("{name} must be a non-negative integer, got {shown}"),
@@ -111,7 +114,9 @@ impl NativeReactor {
         let mut from_js = FromJs::new(env);
         let metadata = match js::type_of(env, metadata.0)? {
             sys::ValueType::napi_undefined | sys::ValueType::napi_null => None,
-            _ => Some(from_js.convert_object(metadata.0).map_err(|e| throw_convert_error(env, e, "metadata"))?),
+            _ => Some(
+                from_js.convert_object(metadata.0).map_err(|e| throw_convert_error(env, e, "metadata"))?,
+            ),
         };
         let data = from_js.convert(data.0).map_err(|e| throw_convert_error(env, e, "data"))?;
         let built = (|| -> Result<Packet, PfError> {
@@ -155,7 +160,10 @@ impl NativeReactor {
             sys::ValueType::napi_object if js::is_array(env, value.0)? => {}
             _ => {
                 let got = js::describe_type(env, value.0);
-                return Err(js::throw_type_error(env, &format!("dependencies must be an array of strings, got {got}")));
+                return Err(js::throw_type_error(
+                    env,
+                    &format!("dependencies must be an array of strings, got {got}"),
+                ));
             }
         }
         let len = js::array_len(env, value.0)?;
@@ -206,7 +214,8 @@ impl NativeReactor {
             finished_memory: finished_memory.map(|n| n as usize).unwrap_or(defaults.finished_memory),
         };
         let shared = Shared::new();
-        let side = JsSide { state: state.0, dispatch: dispatch.0, settle: settle.0, error_class: error_class.0 };
+        let side =
+            JsSide { state: state.0, dispatch: dispatch.0, settle: settle.0, error_class: error_class.0 };
         let local: LocalRef = Rc::new(RefCell::new(unsafe { Local::new(raw_env, &side, &shared)? }));
         let function: Function<(), JsAny> = unsafe { Function::from_napi_value(raw_env, dispatch.0)? };
         let weak_shared = Arc::downgrade(&shared);
@@ -238,7 +247,10 @@ impl NativeReactor {
                 shared.invoke(Invocation { slot, data, ctx, reply });
                 async move {
                     answer.await.unwrap_or_else(|_| {
-                        Err(PfError::new(ErrorCode::Unavailable, "the JS handler is unreachable: node is exiting"))
+                        Err(PfError::new(
+                            ErrorCode::Unavailable,
+                            "the JS handler is unreachable: node is exiting",
+                        ))
                     })
                 }
             });
@@ -277,7 +289,8 @@ impl NativeReactor {
     ) -> napi::Result<()> {
         let env = env.raw();
         unsafe {
-            let packet = self.packet(env, group, element, data, priority, timeout_ms, id, dependencies, metadata)?;
+            let packet =
+                self.packet(env, group, element, data, priority, timeout_ms, id, dependencies, metadata)?;
             let reactor = self.reactor.clone();
             if as_call {
                 self.start(env, promise, async move { Answer::Data(reactor.call(packet).await) })
@@ -328,9 +341,8 @@ impl NativeReactor {
             while i + 1 < ok_len {
                 let token = js::get_double(env, js::get_element(env, ok.0, i)?)? as u64;
                 let value = js::get_element(env, ok.0, i + 1)?;
-                let outcome = from_js
-                    .convert(value)
-                    .map_err(|e| PfError::failed(convert_error_text(env, e, "result")));
+                let outcome =
+                    from_js.convert(value).map_err(|e| PfError::failed(convert_error_text(env, e, "result")));
                 self.answer(token, outcome);
                 i += 2;
             }
@@ -515,4 +527,3 @@ impl Drop for NativeReactor {
         }
     }
 }
-
