@@ -116,20 +116,21 @@ def node_bin():
 class Participant:
     """How to run one language as a handler (serve) and as a submitter."""
 
-    def __init__(self, name, serve, submit, ready, codecs, big_ints=True):
+    def __init__(self, name, serve, submit, ready, codecs, big_ints=True, cwd=None):
         self.name, self._serve, self._submit, self.ready = name, serve, submit, ready
+        self.cwd = cwd
         self.codecs = codecs
         # Whether the language keeps integers beyond 2^53 exactly.
         self.big_ints = big_ints
 
     def serve(self, hub_url, codec):
-        proc = Proc(self._serve(hub_url, self.name, codec), f"{self.name} handler")
+        proc = Proc(self._serve(hub_url, self.name, codec), f"{self.name} handler", cwd=self.cwd)
         stream, text = self.ready
         proc.wait_for(text, stream)
         return proc
 
     def submitter(self, hub_url, codec):
-        return Submitter(Proc(self._submit(hub_url, codec), f"{self.name} submitter"))
+        return Submitter(Proc(self._submit(hub_url, codec), f"{self.name} submitter", cwd=self.cwd))
 
 
 def _rust_serve(hub, name, codec):
@@ -165,7 +166,7 @@ PARTICIPANTS = {
 }
 
 
-PYTHON_VENV = os.path.join(TARGET, "python-venv", "bin", "python")
+PYTHON_VENV = os.path.join(ROOT, "target", "python-venv", "bin", "python")
 NODE_PACKAGE = os.path.join(ROOT, "bindings-node")
 
 
@@ -192,9 +193,24 @@ def _node_participant():
     )
 
 
-def _probe(cmd):
+ELIXIR_PROJECT = os.path.join(HERE, "participants", "pf_elixir")
+
+
+def _elixir_participant():
+    run = ["mix", "run", "--no-compile", "-e", "PfElixir.main(System.argv())", "--"]
+    return Participant(
+        "elixir",
+        lambda hub, name, codec: run + ["serve", hub, name, codec],
+        lambda hub, codec: run + ["submit", hub, codec],
+        ("stdout", "ready"),
+        ["json", "msgpack"],
+        cwd=ELIXIR_PROJECT,
+    )
+
+
+def _probe(cmd, cwd=None):
     try:
-        return subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
+        return subprocess.run(cmd, capture_output=True, timeout=120, cwd=cwd).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -209,6 +225,11 @@ if os.path.exists(PYTHON_VENV) and _probe([PYTHON_VENV, "-c", "import packetflow
 if _probe([node_bin(), "-e", f"process.exit(typeof require({NODE_PACKAGE!r}).Reactor.prototype.connect === 'function' ? 0 : 1)"]):
     os.environ.setdefault("PACKETFLOW_NODE", NODE_PACKAGE)
     PARTICIPANTS["node"] = _node_participant()
+if shutil.which("mix") and _probe(["mix", "run", "--no-compile", "-e",
+                                   "Code.ensure_loaded!(PacketFlow.Reactor); "
+                                   "function_exported?(PacketFlow.Reactor, :connect, 3) || System.halt(1)"],
+                                  cwd=ELIXIR_PROJECT):
+    PARTICIPANTS["elixir"] = _elixir_participant()
 
 
 class World:

@@ -1,0 +1,26 @@
+// The demo's Node.js service: a tiny translator, and a pipeline that calls
+// the Python and Elixir services through ctx.call.
+'use strict';
+
+const { Reactor } = require(process.env.PACKETFLOW_NODE || 'packetflow');
+
+const WORDS = { hello: 'bonjour', good: 'bon', morning: 'matin', world: 'monde', thanks: 'merci' };
+
+async function main(hub) {
+  const r = new Reactor({ name: 'node-service' });
+  r.register('df', 'translate', (text) => ({
+    text: text.split(/\s+/).map((w) => WORDS[w.toLowerCase()] || w).join(' '),
+    served_by: 'node',
+  }));
+  r.register('cf', 'pipeline', async (text, ctx) => {
+    const mood = await ctx.call('df', 'sentiment', text);
+    const tally = await ctx.call('co', 'vote', [mood.label, mood.label, 'neutral']);
+    return { steps: ['node', mood.served_by, tally.served_by], mood: mood.label, verdict: tally.winner };
+  });
+  await r.connect(hub);
+  process.stdout.write('ready\n');
+  process.stdin.on('end', () => r.stop());
+  process.stdin.resume();
+}
+
+main(process.argv[2]).catch((e) => { console.error(e); process.exit(1); });

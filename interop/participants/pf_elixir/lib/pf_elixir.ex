@@ -1,0 +1,71 @@
+defmodule PfElixir do
+  @moduledoc """
+  The Elixir participant of the interop suite (see ../README.md):
+
+      mix run --no-compile -e 'PfElixir.main(System.argv())' -- serve HUB_URL NAME [json|msgpack]
+      mix run --no-compile -e 'PfElixir.main(System.argv())' -- submit HUB_URL [json|msgpack]
+  """
+
+  alias PacketFlow.Reactor
+
+  @doc "Runs the mode named by the arguments."
+  @spec main([String.t()]) :: :ok
+  def main(["serve", url, name | codec]), do: serve(url, name, codec_of(codec))
+  def main(["submit", url | codec]), do: submit(url, codec_of(codec))
+
+  defp codec_of(["msgpack"]), do: [msgpack: true]
+  defp codec_of(_), do: []
+
+  defp serve(url, name, opts) do
+    {:ok, r} = Reactor.start_link(reactor_name: "interop-#{name}")
+    :ok = Reactor.register(r, "df", "echo_#{name}", fn data, _ctx -> data end)
+    :ok = Reactor.register(r, "df", "fail_#{name}", fn _data, _ctx -> raise "boom from #{name}" end)
+
+    :ok =
+      Reactor.register(r, "df", "slow_#{name}", fn ms, _ctx ->
+        Process.sleep(ms)
+        ms
+      end)
+
+    :ok = Reactor.connect(r, url, opts)
+    IO.puts("ready")
+    IO.read(:stdio, :eof)
+    Reactor.stop(r)
+  end
+
+  defp submit(url, opts) do
+    {:ok, r} = Reactor.start_link(reactor_name: "interop-elixir-submitter")
+    :ok = Reactor.connect(r, url, opts)
+    parent = self()
+
+    count =
+      IO.stream(:stdio, :line)
+      |> Stream.reject(&(String.trim(&1) == ""))
+      |> Enum.reduce(0, fn line, n ->
+        spawn_link(fn -> send(parent, {:answer, answer(r, line)}) end)
+        n + 1
+      end)
+
+    for _ <- 1..count//1 do
+      receive do
+        {:answer, line} -> IO.puts(line)
+      end
+    end
+
+    Reactor.stop(r)
+  end
+
+  defp answer(r, line) do
+    req = PacketFlow.JSON.decode!(line)
+    packet = %{group: req["group"], element: req["element"], data: req["data"], timeout_ms: req["timeout_ms"]}
+    {:ok, result} = Reactor.submit(r, packet)
+
+    out =
+      case result.status do
+        :success -> %{"status" => "success", "data" => result.data}
+        :error -> %{"status" => "error", "error" => %{"code" => result.error.code, "message" => result.error.message}}
+      end
+
+    PacketFlow.JSON.encode!(%{"id" => req["id"], "result" => out})
+  end
+end
