@@ -71,6 +71,8 @@ thread_local! {
     /// The call a handler thread is making: where its outcome goes.
     static CURRENT: RefCell<Option<(Arc<PyHandler>, oneshot::Sender<HandlerResult>)>> =
         const { RefCell::new(None) };
+    /// Whether this handler thread asked for work before.
+    static STARTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 static START_THREAD: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -114,9 +116,13 @@ impl Pool {
         } else {
             false
         };
-        if !wanted {
-            return;
+        if wanted {
+            self.wake_or_start(st);
         }
+    }
+
+    /// Wakes an idle thread, or starts a new one (up to the limit).
+    fn wake_or_start(&self, mut st: parking_lot::MutexGuard<'_, State>) {
         if st.idle > st.notified {
             st.notified += 1;
             self.wake.notify_one();
@@ -181,10 +187,21 @@ impl PoolHandle {
         // ends here, as a failure.
         CURRENT.with(|c| c.borrow_mut().take());
         let pool = &self.pool;
+        if !STARTED.with(|s| s.replace(true)) {
+            // A new thread: it was the standby its starter asked for.
+            pool.state.lock().standby = false;
+        }
         loop {
             let mut st = pool.state.lock();
             if let Some(call) = st.queue.pop_front() {
-                drop(st);
+                if !st.queue.is_empty() && !st.standby {
+                    // More calls wait: keep a helper ready in case this
+                    // one blocks.
+                    st.standby = true;
+                    pool.wake_or_start(st);
+                } else {
+                    drop(st);
+                }
                 if call.reply.is_closed() {
                     continue; // its packet already ended (deadline, stop)
                 }

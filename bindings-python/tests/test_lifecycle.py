@@ -42,8 +42,8 @@ async def test_loop_keeps_running_while_sync_handlers_block(reactor: Reactor) ->
     assert await reactor.call("df", "sleep", 0.3) == "slept"
     elapsed = time.monotonic() - start
     t.cancel()
-    # A blocked loop would have ticked at most once or twice.
-    assert ticks >= 10, (ticks, elapsed)
+    # A blocked loop would have ticked at most once (30 ticks when idle).
+    assert ticks >= 5, (ticks, elapsed)
 
 
 async def test_a_blocking_sync_handler_does_not_hold_up_the_others(reactor: Reactor) -> None:
@@ -52,7 +52,7 @@ async def test_a_blocking_sync_handler_does_not_hold_up_the_others(reactor: Reac
     results = await asyncio.wait_for(asyncio.gather(*(reactor.call("df", "sleep", 0.3) for _ in range(4))), 10)
     elapsed = time.monotonic() - start
     assert results == [0.3] * 4
-    assert elapsed < 1.0, elapsed  # serialised they would take 1.2 s
+    assert elapsed < 0.9, elapsed  # serialised they would take 1.2 s; in parallel 0.3 s
 
 
 async def test_cancelling_an_await_abandons_the_packet(reactor: Reactor) -> None:
@@ -197,6 +197,11 @@ def test_ctrl_c_interrupts_a_blocking_call() -> None:
             r.call_sync("df", "slow", timeout_ms=60000)
         except KeyboardInterrupt:
             print("interrupted", flush=True)
+            # Rarely (about 1 run in 200 on a loaded machine) this child was
+            # seen to die from a SIGINT arriving after this point, during
+            # interpreter exit; only the interruption is under test here.
+            import signal
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         """
     )
     assert "interrupted" in done.stdout, done.stderr
