@@ -374,7 +374,9 @@ impl Reactor {
         deadline: Instant,
         origin: Option<Origin>,
     ) -> PacketResult {
-        let key = format!("{}:{}", packet.group, packet.element);
+        // The key is formatted only if nobody takes the packet (element
+        // names up to 24 bytes clone without allocating).
+        let (group, element) = (packet.group, packet.element.clone());
         if let Some(forwarder) = self.inner.forwarder.load_full() {
             // The in-flight mark covers forwarded packets too (PF409).
             let Some(mut guard) = self.inner.inflight.begin(&packet.id) else {
@@ -392,16 +394,17 @@ impl Reactor {
                 }
                 None => {
                     drop(guard);
-                    return self.unrouted(id, &key, start);
+                    return self.unrouted(id, group, &element, start);
                 }
             }
         }
-        self.unrouted(packet.id, &key, start)
+        self.unrouted(packet.id, group, &element, start)
     }
 
-    fn unrouted(&self, id: PacketId, key: &str, start: Instant) -> PacketResult {
+    fn unrouted(&self, id: PacketId, group: Group, element: &Element, start: Instant) -> PacketResult {
         self.inner.unrouted.fetch_add(1, Ordering::Relaxed);
-        PacketResult::error(id, ErrorCode::NoHandler, format!("no handler for {key}"), since_ms(start))
+        let message = format!("no handler for {group}:{element}");
+        PacketResult::error(id, ErrorCode::NoHandler, message, since_ms(start))
     }
 
     async fn run_local(&self, packet: Packet, route: &Route, deadline: Instant) -> Result<Value, PfError> {
