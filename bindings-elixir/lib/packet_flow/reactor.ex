@@ -29,7 +29,23 @@ defmodule PacketFlow.Reactor do
     the native reactor: packets still in flight are answered PF503, handler
     tasks are shut down, and the native resources are freed.
 
-  Networking (`listen`/`connect`) is not part of this version.
+
+  ## On the network
+
+  A reactor joins other PacketFlow nodes (any language, or the
+  `packetflow serve` hub) over WebSocket: `listen/2` accepts peers,
+  `connect/3` dials one, or both at start:
+
+      {PacketFlow.Reactor,
+       name: MyApp.Reactor,
+       listen: "127.0.0.1:8443",
+       connect: ["ws://hub.internal:8443/packetflow/v1"]}
+
+  A submit with no local handler goes to a peer that announced one; the
+  reactor's own handlers serve submits from its peers. Connections are
+  owned by the native node: a lost connection is redialled with backoff
+  until the reactor stops, and stopping the reactor closes them (packets in
+  flight are answered PF503 first).
   """
 
   use GenServer
@@ -78,12 +94,33 @@ defmodule PacketFlow.Reactor do
     packets wait in a priority queue.
   * `:max_queue` - most packets waiting (default 65 536); past it, submits
     are answered PF429.
+  * `:listen` - an address to accept peers on (`"127.0.0.1:8443"`; port 0
+    picks a free one), as with `listen/2` before `start_link/1` returns.
+  * `:connect` - peers to dial before `start_link/1` returns: a URL, or a
+    list of URLs and `{url, connect_options}` pairs (see `connect/3`).
+
+  When listening or dialling fails, the reactor does not start:
+  `start_link/1` returns `{:error, %PacketFlow.Error{}}` (and, as with any
+  `init/1` that stops, the linked caller receives the exit).
   """
   @type option ::
           {:name, GenServer.name()}
           | {:reactor_name, String.t()}
           | {:max_inflight, pos_integer()}
           | {:max_queue, non_neg_integer()}
+          | {:listen, String.t()}
+          | {:connect, String.t() | [String.t() | {String.t(), [connect_option()]}]}
+
+  @typedoc """
+  Options of `connect/3`:
+
+  * `:msgpack` - speak MessagePack on this connection instead of JSON
+    (default `false`); the peer must offer it.
+  """
+  @type connect_option :: {:msgpack, boolean()}
+
+  @typedoc "Where `listen/2` accepts peers: the address bound and the URL to dial."
+  @type listening :: %{host: String.t(), port: :inet.port_number(), url: String.t()}
 
   @typedoc "Counters from `stats/1`."
   @type stats :: %{
@@ -104,12 +141,16 @@ defmodule PacketFlow.Reactor do
           ]
         }
 
-  @options [:name, :reactor_name, :max_inflight, :max_queue]
+  @options [:name, :reactor_name, :max_inflight, :max_queue, :listen, :connect]
   # Extra wait past a packet's own deadline before a submit gives up on the
   # GenServer: the core answers every packet by its deadline.
   @grace_ms 5_000
   # How long stop/1 lets packets in flight collect their PF503 answers.
   @drain_ms 2_000
+  # Longest wait for a listen or connect. The core bounds both (binding
+  # fails at once; a dial gives up after its handshake timeout), so this
+  # only guards against a core that never answers.
+  @network_timeout_ms 60_000
 
   @doc """
   A child spec; the child id is the `:name` option when given, so several
@@ -157,8 +198,42 @@ defmodule PacketFlow.Reactor do
     %{
       name: name,
       max_inflight: positive!(opts, :max_inflight, 1024),
-      max_queue: non_negative!(opts, :max_queue, 65_536)
+      max_queue: non_negative!(opts, :max_queue, 65_536),
+      listen: listen_option!(Keyword.get(opts, :listen)),
+      connect: connect_option!(Keyword.get(opts, :connect, []))
     }
+  end
+
+  defp listen_option!(nil), do: nil
+  defp listen_option!(addr) when is_binary(addr), do: addr
+
+  defp listen_option!(other),
+    do: raise(ArgumentError, "listen must be an address string, got: #{inspect(other)}")
+
+  defp connect_option!(url) when is_binary(url), do: [{url, msgpack?(url, [])}]
+
+  defp connect_option!(peers) when is_list(peers) do
+    Enum.map(peers, fn
+      url when is_binary(url) -> {url, false}
+      {url, opts} when is_binary(url) and is_list(opts) -> {url, msgpack?(url, opts)}
+      other -> raise ArgumentError, "connect entries are URLs or {url, opts}, got: #{inspect(other)}"
+    end)
+  end
+
+  defp connect_option!(other),
+    do: raise(ArgumentError, "connect must be a URL or a list of URLs, got: #{inspect(other)}")
+
+  defp msgpack?(url, opts) do
+    case Keyword.validate(opts, msgpack: false) do
+      {:ok, [msgpack: flag]} when is_boolean(flag) ->
+        flag
+
+      {:ok, [msgpack: other]} ->
+        raise ArgumentError, "msgpack must be a boolean, got: #{inspect(other)} (for #{url})"
+
+      {:error, unknown} ->
+        raise ArgumentError, "unknown connect options #{inspect(unknown)} (for #{url})"
+    end
   end
 
   defp default_name(name) when is_atom(name) and name != nil do
@@ -264,6 +339,33 @@ defmodule PacketFlow.Reactor do
     Result.to_tuple(result)
   end
 
+  @doc """
+  Accepts peers on `addr` (`"HOST:PORT"`; port 0 picks a free one).
+
+  Peers dial `url` (`ws://HOST:PORT/packetflow/v1`); the same port answers
+  `GET /health` and `GET /metrics`. Returns `{:error, %PacketFlow.Error{}}`
+  when the address cannot be bound.
+  """
+  @spec listen(t(), String.t()) :: {:ok, listening()} | {:error, PacketFlow.Error.t()}
+  def listen(reactor, addr) when is_binary(addr) do
+    GenServer.call(reactor, {:network, {:listen, addr}}, @network_timeout_ms + @grace_ms)
+  end
+
+  @doc """
+  Dials a peer at `url` (`ws://HOST:PORT/packetflow/v1`). See
+  `t:connect_option/0`.
+
+  Returns `:ok` once the connection is up and the peer's handlers are
+  known, so a submit right after is routed to them. A connection lost later
+  is redialled with backoff until the reactor stops. Returns
+  `{:error, %PacketFlow.Error{}}` when the first dial fails.
+  """
+  @spec connect(t(), String.t(), [connect_option()]) :: :ok | {:error, PacketFlow.Error.t()}
+  def connect(reactor, url, opts \\ []) when is_binary(url) and is_list(opts) do
+    request = {:connect, url, msgpack?(url, opts)}
+    GenServer.call(reactor, {:network, request}, @network_timeout_ms + @grace_ms)
+  end
+
   @doc "A snapshot of the reactor's counters. See `t:stats/0`."
   @spec stats(t()) :: stats()
   def stats(reactor), do: GenServer.call(reactor, :stats)
@@ -287,16 +389,60 @@ defmodule PacketFlow.Reactor do
     native =
       Native.reactor_new(config.name, config.max_inflight, config.max_queue, self(), dispatcher)
 
-    {:ok,
-     %{
-       native: native,
-       dispatcher: dispatcher,
-       pending: %{},
-       next_tag: 0,
-       handler_ids: %{},
-       next_handler_id: 1
-     }}
+    state = %{
+      native: native,
+      dispatcher: dispatcher,
+      pending: %{},
+      network: %{},
+      # Tags below this one were used by the `:listen`/`:connect` options.
+      next_tag: 1 + length(config.connect),
+      handler_ids: %{},
+      next_handler_id: 1
+    }
+
+    case join_network(state, config) do
+      :ok ->
+        {:ok, state}
+
+      {:error, error} ->
+        Native.reactor_stop(native)
+        Process.exit(dispatcher, :shutdown)
+        {:stop, error}
+    end
   end
+
+  # The `:listen` and `:connect` options, in order, before start_link
+  # returns; the first failure stops the start.
+  defp join_network(state, config) do
+    requests =
+      List.wrap(config.listen && {:listen, config.listen}) ++
+        Enum.map(config.connect, fn {url, msgpack} -> {:connect, url, msgpack} end)
+
+    requests
+    |> Enum.with_index()
+    |> Enum.reduce_while(:ok, fn {request, tag}, :ok ->
+      start_network(state.native, request, tag)
+
+      receive do
+        {:pf_net, ^tag, {:ok, _}} -> {:cont, :ok}
+        {:pf_net, ^tag, {:error, _} = error} -> {:halt, error}
+      after
+        @network_timeout_ms -> {:halt, {:error, network_timeout(request)}}
+      end
+    end)
+  end
+
+  # The answer arrives as `{:pf_net, tag, {:ok, _} | {:error, _}}`.
+  defp start_network(native, {:listen, addr}, tag), do: Native.reactor_listen(native, addr, tag)
+
+  defp start_network(native, {:connect, url, msgpack}, tag),
+    do: Native.reactor_connect(native, url, msgpack, tag)
+
+  defp network_timeout({:listen, addr}),
+    do: %PacketFlow.Error{code: "PF408", message: "listening on #{addr} did not finish"}
+
+  defp network_timeout({:connect, url, _}),
+    do: %PacketFlow.Error{code: "PF408", message: "dialling #{url} did not finish"}
 
   @impl true
   def handle_call({:submit, packet}, from, state) do
@@ -344,6 +490,14 @@ defmodule PacketFlow.Reactor do
     end
   end
 
+  def handle_call({:network, request}, from, state) do
+    # Network calls share the submits' tag counter; their replies come
+    # as :pf_net messages, so the tags are never confused.
+    tag = state.next_tag
+    :ok = start_network(state.native, request, tag)
+    {:noreply, %{state | next_tag: state.next_tag + 1, network: Map.put(state.network, tag, from)}}
+  end
+
   def handle_call(:stats, _from, state) do
     {:reply, Native.reactor_stats(state.native), state}
   end
@@ -355,6 +509,17 @@ defmodule PacketFlow.Reactor do
 
   def handle_info({:pf_results, results}, state) do
     {:noreply, %{state | pending: reply_all(results, state.pending)}}
+  end
+
+  def handle_info({:pf_net, tag, outcome}, state) do
+    case Map.pop(state.network, tag) do
+      {nil, _} ->
+        {:noreply, state}
+
+      {from, network} ->
+        GenServer.reply(from, network_reply(outcome))
+        {:noreply, %{state | network: network}}
+    end
   end
 
   def handle_info({:EXIT, pid, reason}, %{dispatcher: pid} = state) do
@@ -371,6 +536,9 @@ defmodule PacketFlow.Reactor do
   end
 
   def handle_info(_other, state), do: {:noreply, state}
+
+  defp network_reply({:ok, :ok}), do: :ok
+  defp network_reply(outcome), do: outcome
 
   @impl true
   def terminate(_reason, state) do

@@ -29,10 +29,7 @@ pub struct BadValue {
 
 impl BadValue {
     fn new(problem: impl Into<String>) -> BadValue {
-        BadValue {
-            problem: problem.into(),
-            path: Vec::new(),
-        }
+        BadValue { problem: problem.into(), path: Vec::new() }
     }
 
     fn within(mut self, segment: Segment) -> BadValue {
@@ -98,9 +95,7 @@ fn account(env: Env, work: usize) {
 fn walk(term: Term, depth: usize, work: &mut usize) -> Result<Value, BadValue> {
     *work += 1;
     if depth > MAX_DEPTH {
-        return Err(BadValue::new(format!(
-            "is nested deeper than {MAX_DEPTH} levels"
-        )));
+        return Err(BadValue::new(format!("is nested deeper than {MAX_DEPTH} levels")));
     }
     match term.get_type() {
         TermType::Binary => {
@@ -144,9 +139,7 @@ fn integer(term: Term) -> Result<Value, BadValue> {
     if let Ok(u) = term.decode::<u64>() {
         return Ok(Value::from(u));
     }
-    Err(BadValue::new(
-        "is an integer outside the 64-bit range, which cannot cross as a JSON number",
-    ))
+    Err(BadValue::new("is an integer outside the 64-bit range, which cannot cross as a JSON number"))
 }
 
 fn atom(term: Term) -> Value {
@@ -168,9 +161,7 @@ fn list(term: Term, depth: usize, work: &mut usize) -> Result<Value, BadValue> {
         match rest.list_get_cell() {
             Ok((head, tail)) => {
                 let index = items.len();
-                items.push(
-                    walk(head, depth + 1, work).map_err(|e| e.within(Segment::Index(index)))?,
-                );
+                items.push(walk(head, depth + 1, work).map_err(|e| e.within(Segment::Index(index)))?);
                 rest = tail;
             }
             Err(_) if rest.is_empty_list() => return Ok(Value::Array(items)),

@@ -76,11 +76,7 @@ impl<T: Send + 'static, D: Deliver<T>> Job<T, D> {
 
     /// Polls until the future is pending with no wake-up missed, or done.
     fn poll_once(self: &Arc<Self>) -> Option<T> {
-        if self
-            .state
-            .compare_exchange(SCHEDULED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
+        if self.state.compare_exchange(SCHEDULED, RUNNING, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return None;
         }
         let waker = Waker::from(Arc::clone(self));
@@ -100,12 +96,7 @@ impl<T: Send + 'static, D: Deliver<T>> Job<T, D> {
                 Poll::Pending => {
                     // A wake-up that came while polling set NOTIFIED: poll
                     // again rather than lose it.
-                    match self.state.compare_exchange(
-                        RUNNING,
-                        IDLE,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
+                    match self.state.compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire) {
                         Ok(_) => return None,
                         Err(_) => self.state.store(RUNNING, Ordering::Release),
                     }
@@ -142,13 +133,8 @@ impl<T: Send + 'static, D: Deliver<T>> Wake for Job<T, D> {
                 RUNNING => NOTIFIED,
                 _ => return, // already scheduled, notified or done
             };
-            match self
-                .state
-                .compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) if next == SCHEDULED => {
-                    return inline::schedule(Arc::clone(self) as Arc<dyn Runnable>)
-                }
+            match self.state.compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) if next == SCHEDULED => return inline::schedule(Arc::clone(self) as Arc<dyn Runnable>),
                 Ok(_) => return,
                 Err(actual) => state = actual,
             }
@@ -171,11 +157,7 @@ thread_local! {
 /// instead would copy it, and would leave references to resources there
 /// until the caller's next garbage collection (keeping an abandoned
 /// invocation alive).
-pub fn send_from(
-    caller: Env,
-    to: &LocalPid,
-    build: impl for<'m> FnOnce(Env<'m>) -> Term<'m>,
-) -> bool {
+pub fn send_from(caller: Env, to: &LocalPid, build: impl for<'m> FnOnce(Env<'m>) -> Term<'m>) -> bool {
     MESSAGE_ENV.with(|slot| {
         let mut slot = slot.borrow_mut();
         let owned = slot.get_or_insert_with(OwnedEnv::new);
@@ -183,14 +165,7 @@ pub fn send_from(
             let message = build(env);
             // SAFETY: `caller` is the environment of the running NIF's
             // process, `env` a process-independent one holding `message`.
-            unsafe {
-                enif_send(
-                    caller.as_c_arg(),
-                    to.as_c_arg(),
-                    env.as_c_arg(),
-                    message.as_c_arg(),
-                ) == 1
-            }
+            unsafe { enif_send(caller.as_c_arg(), to.as_c_arg(), env.as_c_arg(), message.as_c_arg()) == 1 }
         });
         // A successful send invalidates the environment; a failed one
         // leaves the message in it. Either way it is cleared for reuse.
@@ -262,12 +237,7 @@ pub mod inline {
     /// `env`, then polls every job it woke and sends what they produced.
     pub fn run<'a, R>(env: Env<'a>, body: impl FnOnce() -> R) -> R {
         // NIFs never nest, so a scope is never already active here.
-        SCOPE.with(|s| {
-            *s.borrow_mut() = Some(Scope {
-                woken: Vec::new(),
-                calls: Vec::new(),
-            })
-        });
+        SCOPE.with(|s| *s.borrow_mut() = Some(Scope { woken: Vec::new(), calls: Vec::new() }));
         let guard = Guard;
         // Core futures create Tokio timers, which need the runtime's context.
         let _runtime = runtime::handle().enter();
@@ -300,17 +270,14 @@ pub mod inline {
     fn send_calls(env: Env, mut calls: Vec<(Arc<Outbox<Call>>, Call)>) {
         while !calls.is_empty() {
             let outbox = Arc::clone(&calls[0].0);
-            let (mine, rest): (Vec<_>, Vec<_>) = calls
-                .into_iter()
-                .partition(|(o, _)| Arc::ptr_eq(o, &outbox));
+            let (mine, rest): (Vec<_>, Vec<_>) =
+                calls.into_iter().partition(|(o, _)| Arc::ptr_eq(o, &outbox));
             calls = rest;
             // A dispatcher that is gone takes its invocations with it; each
             // one then answers PF500 when its token is freed.
             send_from(env, outbox.pid(), |menv| {
-                let items: Vec<Term> = mine
-                    .into_iter()
-                    .map(|(_, call)| crate::outbox::Item::encode(call, menv))
-                    .collect();
+                let items: Vec<Term> =
+                    mine.into_iter().map(|(_, call)| crate::outbox::Item::encode(call, menv)).collect();
                 (atoms::pf_calls(), items).encode(menv)
             });
         }

@@ -67,13 +67,7 @@ impl Item for Call {
             None => atoms::nil().encode(env),
         };
         let packet_id = ctx.packet_id().as_str().encode(env);
-        (
-            self.handler_id,
-            convert::to_term(env, &self.data),
-            packet_id,
-            metadata,
-            self.token.encode(env),
-        )
+        (self.handler_id, convert::to_term(env, &self.data), packet_id, metadata, self.token.encode(env))
             .encode(env)
     }
 }
@@ -84,18 +78,8 @@ pub fn handler(handler_id: u64, calls: Arc<Outbox<Call>>) -> Handler {
     Handler::from_async(move |data, ctx| {
         let (tx, rx) = oneshot::channel();
         LIVE.fetch_add(1, Ordering::Relaxed);
-        let token = ResourceArc::new(Invocation {
-            reply: Mutex::new(Some(tx)),
-            ctx,
-        });
-        if let Err(call) = inline::push_call(
-            &calls,
-            Call {
-                handler_id,
-                data,
-                token,
-            },
-        ) {
+        let token = ResourceArc::new(Invocation { reply: Mutex::new(Some(tx)), ctx });
+        if let Err(call) = inline::push_call(&calls, Call { handler_id, data, token }) {
             calls.push(call);
         }
         async move { rx.await.unwrap_or_else(|_| Err(abandoned())) }
@@ -111,8 +95,8 @@ pub fn abandoned() -> PfError {
 /// cross as JSON answers PF500 naming its type and path instead.
 #[rustler::nif]
 fn reply_ok<'a>(env: Env<'a>, token: ResourceArc<Invocation>, value: Term<'a>) -> rustler::Atom {
-    let outcome = convert::to_value(value)
-        .map_err(|bad| PfError::failed(bad.describe("the handler's result")));
+    let outcome =
+        convert::to_value(value).map_err(|bad| PfError::failed(bad.describe("the handler's result")));
     inline::run(env, || token.answer(outcome));
     atoms::ok()
 }
@@ -127,12 +111,7 @@ fn reply_failed(env: Env, token: ResourceArc<Invocation>, message: String) -> ru
 /// Answers an invocation with an error the handler chose, code included
 /// (passing on the error of a child call, for instance).
 #[rustler::nif]
-fn reply_error(
-    env: Env,
-    token: ResourceArc<Invocation>,
-    code: String,
-    message: String,
-) -> rustler::Atom {
+fn reply_error(env: Env, token: ResourceArc<Invocation>, code: String, message: String) -> rustler::Atom {
     inline::run(env, || token.answer(Err(PfError { code, message })));
     atoms::ok()
 }
@@ -194,10 +173,7 @@ fn context_call<'a>(
         Err(bad) => return (atoms::badarg(), bad.describe("data")).encode(env),
     };
     let ctx = token.ctx.clone();
-    let deliver = ChildAnswer {
-        caller: env.pid(),
-        tag,
-    };
+    let deliver = ChildAnswer { caller: env.pid(), tag };
     let call = async move { ctx.call(&group, &element, data).await };
     inline::run(env, || match Job::start(call, deliver) {
         Some(Ok(v)) => (atoms::ok(), (atoms::ok(), convert::to_term(env, &v))).encode(env),

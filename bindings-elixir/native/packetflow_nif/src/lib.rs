@@ -21,6 +21,8 @@ mod atoms;
 mod convert;
 mod exec;
 mod invocation;
+mod json;
+mod network;
 mod outbox;
 mod packet;
 mod reactor;

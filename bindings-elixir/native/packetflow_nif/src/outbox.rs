@@ -31,11 +31,7 @@ pub struct Outbox<T: Item> {
 impl<T: Item> Outbox<T> {
     /// An outbox sending `{tag(), [items]}` to `pid`.
     pub fn new(pid: LocalPid, tag: fn() -> Atom) -> Arc<Outbox<T>> {
-        Arc::new(Outbox {
-            pid,
-            tag,
-            queue: Mutex::new(Vec::new()),
-        })
+        Arc::new(Outbox { pid, tag, queue: Mutex::new(Vec::new()) })
     }
 
     /// The process this outbox sends to.

@@ -34,8 +34,7 @@ impl PacketRes {
     }
 }
 
-const FIELDS: &str =
-    ":group, :element, :data, :id, :priority, :timeout_ms, :dependencies, :metadata";
+const FIELDS: &str = ":group, :element, :data, :id, :priority, :timeout_ms, :dependencies, :metadata";
 
 #[derive(Default)]
 struct Fields<'a> {
@@ -54,14 +53,9 @@ type Built = Result<Packet, PacketResult>;
 
 fn name_of(term: Term, field: &str) -> Result<String, String> {
     match term.get_type() {
-        TermType::Binary => term
-            .decode::<String>()
-            .map_err(|_| format!("{field} must be a UTF-8 string")),
+        TermType::Binary => term.decode::<String>().map_err(|_| format!("{field} must be a UTF-8 string")),
         TermType::Atom => Ok(term.atom_to_string().unwrap_or_default()),
-        _ => Err(format!(
-            "{field} must be a string, got {}",
-            article(convert::kind_of(term))
-        )),
+        _ => Err(format!("{field} must be a string, got {}", article(convert::kind_of(term)))),
     }
 }
 
@@ -76,25 +70,14 @@ fn present(term: Option<Term>) -> Option<Term> {
     term.filter(|t| *t != atoms::nil().to_term(t.get_env()))
 }
 
-const KNOWN: [&str; 8] = [
-    "group",
-    "element",
-    "data",
-    "id",
-    "priority",
-    "timeout_ms",
-    "dependencies",
-    "metadata",
-];
+const KNOWN: [&str; 8] =
+    ["group", "element", "data", "id", "priority", "timeout_ms", "dependencies", "metadata"];
 
 /// The message naming the first key of `map` that is not a packet field.
 fn unknown_field(map: Term) -> String {
     for (key, _) in MapIterator::new(map).into_iter().flatten() {
         if key.get_type() != TermType::Atom {
-            return format!(
-                "packet fields are atoms ({FIELDS}), got {}",
-                article(convert::kind_of(key))
-            );
+            return format!("packet fields are atoms ({FIELDS}), got {}", article(convert::kind_of(key)));
         }
         let name = key.atom_to_string().unwrap_or_default();
         if !KNOWN.contains(&name.as_str()) {
@@ -125,31 +108,16 @@ fn build(term: Term) -> Result<Built, String> {
         dependencies: get(atoms::dependencies()),
         metadata: get(atoms::metadata()),
     };
-    let found = [
-        f.group,
-        f.element,
-        f.data,
-        f.id,
-        f.priority,
-        f.timeout_ms,
-        f.dependencies,
-        f.metadata,
-    ]
-    .iter()
-    .filter(|t| t.is_some())
-    .count();
+    let found = [f.group, f.element, f.data, f.id, f.priority, f.timeout_ms, f.dependencies, f.metadata]
+        .iter()
+        .filter(|t| t.is_some())
+        .count();
     if term.map_size().unwrap_or(0) > found {
         return Err(unknown_field(term));
     }
 
-    let group = name_of(
-        present(f.group).ok_or("the packet needs a :group")?,
-        "group",
-    )?;
-    let element = name_of(
-        present(f.element).ok_or("the packet needs an :element")?,
-        "element",
-    )?;
+    let group = name_of(present(f.group).ok_or("the packet needs a :group")?, "group")?;
+    let element = name_of(present(f.element).ok_or("the packet needs an :element")?, "element")?;
     let data = match f.data {
         Some(t) => convert::to_value(t).map_err(|bad| bad.describe("data"))?,
         None => Value::Null,
@@ -159,30 +127,22 @@ fn build(term: Term) -> Result<Built, String> {
         None => None,
     };
     let priority = match present(f.priority) {
-        Some(t) => Some(t.decode::<i64>().map_err(|_| {
-            format!(
-                "priority must be an integer, got {}",
-                article(convert::kind_of(t))
-            )
-        })?),
+        Some(t) => Some(
+            t.decode::<i64>()
+                .map_err(|_| format!("priority must be an integer, got {}", article(convert::kind_of(t))))?,
+        ),
         None => None,
     };
     let timeout_ms = match present(f.timeout_ms) {
         Some(t) => Some(t.decode::<u64>().map_err(|_| {
-            format!(
-                "timeout_ms must be a non-negative integer, got {}",
-                article(convert::kind_of(t))
-            )
+            format!("timeout_ms must be a non-negative integer, got {}", article(convert::kind_of(t)))
         })?),
         None => None,
     };
     let dependencies = match present(f.dependencies) {
         Some(t) => {
             let items: Vec<Term> = t.decode().map_err(|_| {
-                format!(
-                    "dependencies must be a list of packet ids, got {}",
-                    article(convert::kind_of(t))
-                )
+                format!("dependencies must be a list of packet ids, got {}", article(convert::kind_of(t)))
             })?;
             let mut ids = Vec::with_capacity(items.len());
             for (i, item) in items.into_iter().enumerate() {
@@ -199,12 +159,7 @@ fn build(term: Term) -> Result<Built, String> {
                 _ => unreachable!("a map converts to an object"),
             }
         }
-        Some(t) => {
-            return Err(format!(
-                "metadata must be a map, got {}",
-                article(convert::kind_of(t))
-            ))
-        }
+        Some(t) => return Err(format!("metadata must be a map, got {}", article(convert::kind_of(t)))),
         None => None,
     };
 
@@ -221,20 +176,14 @@ fn build(term: Term) -> Result<Built, String> {
             packet.timeout_ms = Some(t);
         }
         if let Some(deps) = dependencies {
-            packet.dependencies = deps
-                .iter()
-                .map(|d| PacketId::new(d))
-                .collect::<Result<_, _>>()?;
+            packet.dependencies = deps.iter().map(|d| PacketId::new(d)).collect::<Result<_, _>>()?;
         }
         packet.metadata = metadata;
         packet.validate()?;
         Ok(packet)
     })();
     Ok(checked.map_err(|e| {
-        let id = id
-            .as_deref()
-            .and_then(|i| PacketId::new(i).ok())
-            .unwrap_or_else(PacketId::random);
+        let id = id.as_deref().and_then(|i| PacketId::new(i).ok()).unwrap_or_else(PacketId::random);
         PacketResult::failure(id, e, 0)
     }))
 }
@@ -246,12 +195,7 @@ fn packet_new<'a>(env: Env<'a>, term: Term<'a>) -> Term<'a> {
     match build(term) {
         Ok(Ok(packet)) => {
             let timeout_ms = packet.timeout_ms();
-            (
-                atoms::ok(),
-                ResourceArc::new(PacketRes(Mutex::new(Some(packet)))),
-                timeout_ms,
-            )
-                .encode(env)
+            (atoms::ok(), ResourceArc::new(PacketRes(Mutex::new(Some(packet)))), timeout_ms).encode(env)
         }
         Ok(Err(result)) => (atoms::invalid(), terms::result(env, &result)).encode(env),
         Err(message) => (atoms::badarg(), message).encode(env),

@@ -3,20 +3,24 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use packetflow::{PacketResult, Reactor, ReactorConfig};
+use packetflow::{Node, NodeConfig, PacketResult, Reactor, ReactorConfig};
+use parking_lot::Mutex;
 use rustler::{Encoder, Env, LocalPid, Resource, ResourceArc, Term};
 
 use crate::exec::{inline, send_from, Deliver, Job};
 use crate::invocation::{self, Call};
 use crate::outbox::{Item, Outbox};
 use crate::packet::PacketRes;
-use crate::{atoms, terms};
+use crate::{atoms, runtime, terms};
 
 static LIVE: AtomicU64 = AtomicU64::new(0);
 
-/// A core reactor and the two outboxes that feed its Elixir side.
+/// A core reactor, its network node once it has one, and the two outboxes
+/// that feed its Elixir side.
 pub struct ReactorRes {
     reactor: Reactor,
+    /// Made by the first `listen` or `connect`.
+    node: Mutex<Option<Node>>,
     results: Arc<Outbox<Finished>>,
     calls: Arc<Outbox<Call>>,
 }
@@ -33,6 +37,10 @@ impl Drop for ReactorRes {
     /// ended): stop the core so that nothing keeps waiting for it.
     fn drop(&mut self) {
         self.reactor.stop();
+        if let Some(node) = self.node.get_mut().take() {
+            // Closing connections is async; the task owns what it needs.
+            runtime::handle().spawn(async move { node.stop().await });
+        }
         LIVE.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -59,15 +67,12 @@ fn reactor_new(
     owner: LocalPid,
     dispatcher: LocalPid,
 ) -> ResourceArc<ReactorRes> {
-    let config = ReactorConfig {
-        name,
-        max_inflight: max_inflight.max(1),
-        max_queue,
-        ..ReactorConfig::default()
-    };
+    let config =
+        ReactorConfig { name, max_inflight: max_inflight.max(1), max_queue, ..ReactorConfig::default() };
     LIVE.fetch_add(1, Ordering::Relaxed);
     ResourceArc::new(ReactorRes {
         reactor: Reactor::new(config),
+        node: Mutex::new(None),
         results: Outbox::new(owner, atoms::pf_results),
         calls: Outbox::new(dispatcher, atoms::pf_calls),
     })
@@ -110,10 +115,7 @@ impl Deliver<PacketResult> for ToOwner {
     }
 
     fn later(&self, result: PacketResult) {
-        self.results.push(Finished {
-            tag: self.tag,
-            result,
-        });
+        self.results.push(Finished { tag: self.tag, result });
     }
 }
 
@@ -133,10 +135,7 @@ fn reactor_submit<'a>(
         return atoms::taken().encode(env);
     };
     let reactor = r.reactor.clone();
-    let deliver = ToOwner {
-        tag,
-        results: Arc::clone(&r.results),
-    };
+    let deliver = ToOwner { tag, results: Arc::clone(&r.results) };
     let submit = async move { reactor.submit(packet).await };
     inline::run(env, || match Job::start(submit, deliver) {
         Some(result) => (atoms::done(), terms::result(env, &result)).encode(env),
@@ -145,10 +144,35 @@ fn reactor_submit<'a>(
 }
 
 /// Stops the core: packets in flight and later submits are answered PF503.
+/// On the network, connections close (after sending those answers) and
+/// listeners stop, in the background.
 #[rustler::nif]
 fn reactor_stop(r: ResourceArc<ReactorRes>) -> rustler::Atom {
     r.reactor.stop();
+    if let Some(node) = r.node.lock().clone() {
+        runtime::handle().spawn(async move { node.stop().await });
+    }
     atoms::ok()
+}
+
+impl ReactorRes {
+    /// This reactor's network node, made on first use.
+    pub fn node(&self) -> Node {
+        self.node
+            .lock()
+            .get_or_insert_with(|| {
+                // `Node::new` spawns a task, so it runs inside the runtime.
+                let _runtime = runtime::handle().enter();
+                let config = NodeConfig { runtime: "elixir".into(), ..NodeConfig::default() };
+                Node::new(self.reactor.clone(), config)
+            })
+            .clone()
+    }
+
+    /// The process that receives this reactor's results (its GenServer).
+    pub fn owner(&self) -> &LocalPid {
+        self.results.pid()
+    }
 }
 
 /// A snapshot of the reactor's counters.

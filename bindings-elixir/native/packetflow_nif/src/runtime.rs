@@ -11,7 +11,7 @@ static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 
 /// How many Tokio threads to run: `PACKETFLOW_THREADS` if set, else one.
 /// Most work runs inside NIFs on the BEAM's own schedulers (see `exec`);
-/// this thread drives timers and what they wake.
+/// this thread drives timers, network connections and what they wake.
 fn worker_threads() -> usize {
     std::env::var("PACKETFLOW_THREADS")
         .ok()
@@ -27,7 +27,7 @@ pub fn handle() -> &'static Handle {
             Builder::new_multi_thread()
                 .worker_threads(worker_threads())
                 .thread_name("packetflow")
-                .enable_time()
+                .enable_all()
                 .build()
                 .expect("cannot start the PacketFlow runtime threads")
         })
