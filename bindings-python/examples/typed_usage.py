@@ -46,7 +46,7 @@ async def main() -> List[str]:
         # Two reactors over loopback: this one serves, `client` routes to it.
         bound: str = await r.listen("127.0.0.1:0")
         async with Reactor(name="client") as client:
-            await client.connect(f"ws://{bound}/packetflow/v1")
+            await client.connect(f"ws://{bound}/packetflow/v1", msgpack=True)
             remote: List[str] = await client.call("df", "words", "over the wire")
             seen.extend(remote)
 

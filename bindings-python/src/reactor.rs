@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use packetflow::{Node, NodeConfig, Packet, PacketId, Priority, Reactor, ReactorConfig, Value};
+use packetflow::{Codec, Node, NodeConfig, Packet, PacketId, Priority, Reactor, ReactorConfig, Value};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -86,6 +86,15 @@ impl PyReactor {
 
     fn existing_node(&self) -> Option<Node> {
         self.node.lock().clone()
+    }
+}
+
+/// The wire format of a connection `connect` dials.
+fn codec(msgpack: bool) -> Codec {
+    if msgpack {
+        Codec::MsgPack
+    } else {
+        Codec::Json
     }
 }
 
@@ -407,13 +416,22 @@ impl PyReactor {
     /// resolves once the connection is up and the peer's handlers are
     /// known. Packets with no local handler are then routed to peers. A lost
     /// connection is redialled with backoff until the reactor stops.
+    /// ``msgpack=True`` speaks MessagePack on this connection instead of
+    /// JSON (the same values cross either way).
     /// Raises ``UnavailableError`` (PF503) if the peer cannot be reached and
     /// ``InvalidPacketError`` (PF400) for a malformed URL.
-    fn connect<'py>(&self, py: Python<'py>, url: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (url, *, msgpack = false))]
+    fn connect<'py>(
+        &self,
+        py: Python<'py>,
+        url: &Bound<'py, PyString>,
+        msgpack: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let bridge = bridge::current(py, "Reactor.connect()")?;
         let url = pystr::as_str(url)?.to_owned();
         let node = self.node()?;
-        bridge::spawn(py, &bridge, async move { Answer::Unit(node.connect(&url).await) })
+        let codec = codec(msgpack);
+        bridge::spawn(py, &bridge, async move { Answer::Unit(node.connect_with(&url, codec).await) })
     }
 
     /// Like :meth:`listen`, blocking the calling thread (GIL released).
@@ -427,11 +445,15 @@ impl PyReactor {
     }
 
     /// Like :meth:`connect`, blocking the calling thread (GIL released).
-    fn connect_sync(&self, py: Python<'_>, url: &Bound<'_, PyString>) -> PyResult<()> {
+    #[pyo3(signature = (url, *, msgpack = false))]
+    fn connect_sync(&self, py: Python<'_>, url: &Bound<'_, PyString>, msgpack: bool) -> PyResult<()> {
         let url = pystr::as_str(url)?.to_owned();
         let node = self.node()?;
-        blocking::wait(py, "Reactor.connect_sync()", "Reactor.connect()", async move { node.connect(&url).await })?
-            .map_err(|err| errors::to_pyerr(py, &err))
+        let codec = codec(msgpack);
+        blocking::wait(py, "Reactor.connect_sync()", "Reactor.connect()", async move {
+            node.connect_with(&url, codec).await
+        })?
+        .map_err(|err| errors::to_pyerr(py, &err))
     }
 
     /// Stops the reactor (an awaitable): packets in flight and later

@@ -135,6 +135,120 @@ async def test_stopping_the_server_answers_pf503() -> None:
         await server.stop()
 
 
+# Values of every JSON kind, with the integer edges that MessagePack encodes
+# in different widths (fixint, 8/16/32/64-bit, signed and unsigned).
+MSGPACK_VALUES: List[Any] = [
+    None,
+    True,
+    False,
+    0,
+    127,
+    128,
+    -32,
+    -33,
+    255,
+    65536,
+    -(2**31),
+    2**53 + 1,
+    2**63 - 1,
+    -(2**63),
+    2**64 - 1,
+    -3.5,
+    1e300,
+    "",
+    "héllo ✓ 𝄞",
+    "x" * 70000,
+    [],
+    {},
+    [1, "two", [3, [4]], {"five": 5.0}],
+    {"nested": {"deep": {"list": [None, {"x": "y"}]}}, "odd key": 1, "7": "seven"},
+]
+
+
+async def test_msgpack_connections_carry_the_same_values() -> None:
+    server = Reactor(name="msgpack-server")
+    client = Reactor(name="msgpack-client")
+    try:
+        server.register("df", "echo", lambda data, ctx: data)
+
+        def fails(data: Any, ctx: Context) -> Any:
+            raise ValueError(f"cannot take {data!r}")
+
+        server.register("df", "fails", fails)
+
+        @client.handler("cf", "client_side")
+        async def client_side(data: Any, ctx: Context) -> Any:
+            return {"got": data}
+
+        addr = await server.listen("127.0.0.1:0")
+        await client.connect(f"ws://{addr}/packetflow/v1", msgpack=True)
+        for value in MSGPACK_VALUES:
+            out = await asyncio.wait_for(client.call("df", "echo", value), 10)
+            assert out == value and type(out) is type(value), (value, out)
+        # Key order survives too.
+        ordered = await client.call("df", "echo", {"b": 1, "a": 2, "10": 3})
+        assert list(ordered) == ["b", "a", "10"]
+        # Errors cross with their codes; the other direction works too.
+        with pytest.raises(packetflow.HandlerError, match="ValueError: cannot take 7"):
+            await client.call("df", "fails", 7)
+        assert await asyncio.wait_for(server.call("cf", "client_side", 2**64 - 1), 10) == {"got": 2**64 - 1}
+    finally:
+        await client.stop()
+        await server.stop()
+
+
+def test_msgpack_connect_sync() -> None:
+    server = Reactor(name="msgpack-sync-server")
+    client = Reactor(name="msgpack-sync-client")
+    try:
+        server.register("df", "echo", lambda d, c: d)
+        addr = server.listen_sync("127.0.0.1:0")
+        client.connect_sync(f"ws://{addr}/packetflow/v1", msgpack=True)
+        value = {"big": -(2**63), "list": [1.5, "two", None]}
+        assert client.call_sync("df", "echo", value) == value
+    finally:
+        client.stop_sync()
+        server.stop_sync()
+
+
+async def _handshake_of(connect: Any) -> str:
+    """The HTTP upgrade request that `connect(url)` sends to a bare TCP
+    listener (which then hangs up, so the connect fails)."""
+    seen: "asyncio.Future[str]" = asyncio.get_running_loop().create_future()
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not seen.done():
+            seen.set_result(head.decode("latin-1").lower())
+        writer.close()
+
+    listener = await asyncio.start_server(accept, "127.0.0.1", 0)
+    try:
+        port = listener.sockets[0].getsockname()[1]
+        with pytest.raises(packetflow.PacketFlowError):
+            await asyncio.wait_for(connect(f"ws://127.0.0.1:{port}/packetflow/v1"), 10)
+        return await asyncio.wait_for(seen, 10)
+    finally:
+        listener.close()
+        await listener.wait_closed()
+
+
+async def test_msgpack_asks_the_peer_for_the_msgpack_subprotocol(reactor: Reactor) -> None:
+    head = await _handshake_of(lambda url: reactor.connect(url, msgpack=True))
+    assert "sec-websocket-protocol: packetflow.v1.msgpack" in head, head
+    head = await _handshake_of(reactor.connect)
+    assert "packetflow.v1.msgpack" not in head, head
+
+
+async def test_msgpack_is_keyword_only_and_a_bool(reactor: Reactor) -> None:
+    with pytest.raises(TypeError):
+        await reactor.connect("ws://127.0.0.1:1/packetflow/v1", True)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        await reactor.connect("ws://127.0.0.1:1/packetflow/v1", msgpack="yes")  # type: ignore[arg-type]
+    with pytest.raises(packetflow.PacketFlowError):
+        await reactor.connect("ws://127.0.0.1:1/packetflow/v1", msgpack=True)
+
+
 async def test_listen_and_connect_failures(reactor: Reactor) -> None:
     with pytest.raises(packetflow.UnavailableError, match="cannot listen"):
         await reactor.listen("256.0.0.1:1")

@@ -12,10 +12,9 @@ import packetflow
 
 
 async def connect(r: packetflow.Reactor, url: str, codec: str) -> None:
-    if codec == "msgpack":
-        await r.connect(url, msgpack=True)
-    else:
-        await r.connect(url)
+    if codec not in ("json", "msgpack"):
+        raise SystemExit(f"unknown codec {codec!r} (expected json or msgpack)")
+    await r.connect(url, msgpack=(codec == "msgpack"))
 
 
 async def serve(url: str, name: str, codec: str) -> None:

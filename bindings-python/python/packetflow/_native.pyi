@@ -212,18 +212,20 @@ class Reactor:
         and ``GET /metrics`` are served on the same port. Raises
         :class:`UnavailableError` (PF503) if the address cannot be bound.
         """
-    def connect(self, url: str) -> Awaitable[None]:
+    def connect(self, url: str, *, msgpack: bool = False) -> Awaitable[None]:
         """Dials a peer (``"ws://HOST:PORT/packetflow/v1"``).
 
         Resolves once the connection is up and the peer's handlers are
         known; packets with no local handler are then routed to peers. A
         lost connection is redialled with backoff until the reactor stops.
+        ``msgpack=True`` speaks MessagePack on this connection instead of
+        JSON; the same values cross either way.
         Raises :class:`UnavailableError` (PF503) if the peer cannot be
         reached, :class:`InvalidPacketError` (PF400) for a malformed URL.
         """
     def listen_sync(self, addr: str) -> str:
         """Like :meth:`listen`, blocking the calling thread (GIL released)."""
-    def connect_sync(self, url: str) -> None:
+    def connect_sync(self, url: str, *, msgpack: bool = False) -> None:
         """Like :meth:`connect`, blocking the calling thread (GIL released)."""
     def stop(self) -> Awaitable[None]:
         """Stops the reactor: packets in flight and later submits are
