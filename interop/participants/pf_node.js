@@ -8,8 +8,16 @@
 const readline = require('readline');
 const { Reactor } = require(process.env.PACKETFLOW_NODE || 'packetflow');
 
+// The reactor limits the suite asks for (PF_MAX_INFLIGHT, PF_MAX_QUEUE).
+function limits() {
+  const out = {};
+  if (process.env.PF_MAX_INFLIGHT) out.maxInflight = Number(process.env.PF_MAX_INFLIGHT);
+  if (process.env.PF_MAX_QUEUE) out.maxQueue = Number(process.env.PF_MAX_QUEUE);
+  return out;
+}
+
 async function serve(url, name, codec) {
-  const r = new Reactor({ name: `interop-${name}` });
+  const r = new Reactor({ name: `interop-${name}`, ...limits() });
   r.register('df', `echo_${name}`, async (data) => data);
   r.register('df', `fail_${name}`, () => { throw new Error(`boom from ${name}`); });
   r.register('df', `slow_${name}`, (ms) => new Promise((resolve) => setTimeout(() => resolve(ms), ms)));

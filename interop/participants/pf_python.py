@@ -2,10 +2,12 @@
 on the `packetflow` Python package.
 
     python pf_python.py serve HUB_URL NAME [json|msgpack]
+    python pf_python.py listen NAME
     python pf_python.py submit HUB_URL [json|msgpack]
 """
 import asyncio
 import json
+import os
 import sys
 
 import packetflow
@@ -17,8 +19,16 @@ async def connect(r: packetflow.Reactor, url: str, codec: str) -> None:
     await r.connect(url, msgpack=(codec == "msgpack"))
 
 
+def limits() -> dict:
+    """The reactor limits the suite asks for (PF_MAX_INFLIGHT, PF_MAX_QUEUE)."""
+    wanted = {"max_inflight": os.environ.get("PF_MAX_INFLIGHT"), "max_queue": os.environ.get("PF_MAX_QUEUE")}
+    return {k: int(v) for k, v in wanted.items() if v}
+
+
 async def serve(url: str, name: str, codec: str) -> None:
-    async with packetflow.Reactor(name=f"interop-{name}") as r:
+    """Serves the handlers on a hub at `url`, or, with `url` None, listens
+    on a free loopback port and prints `ready URL`."""
+    async with packetflow.Reactor(name=f"interop-{name}", **limits()) as r:
 
         @r.handler("df", f"echo_{name}")
         async def echo(data, ctx):
@@ -33,8 +43,12 @@ async def serve(url: str, name: str, codec: str) -> None:
             await asyncio.sleep(ms / 1000)
             return ms
 
-        await connect(r, url, codec)
-        print("ready", flush=True)
+        if url is None:
+            bound = await r.listen("127.0.0.1:0")
+            print(f"ready ws://{bound}/packetflow/v1", flush=True)
+        else:
+            await connect(r, url, codec)
+            print("ready", flush=True)
         # Serve until the suite closes stdin (or kills the process).
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, sys.stdin.read)
@@ -68,6 +82,8 @@ if __name__ == "__main__":
         if len(args) > 2:
             codec = args[2]
         asyncio.run(serve(args[0], args[1], codec))
+    elif mode == "listen":
+        asyncio.run(serve(None, args[0], codec))
     elif mode == "submit":
         if len(args) > 1:
             codec = args[1]

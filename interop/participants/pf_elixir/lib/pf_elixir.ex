@@ -16,8 +16,15 @@ defmodule PfElixir do
   defp codec_of(["msgpack"]), do: [msgpack: true]
   defp codec_of(_), do: []
 
+  # The reactor limits the suite asks for (PF_MAX_INFLIGHT, PF_MAX_QUEUE).
+  defp limits do
+    for {var, key} <- [{"PF_MAX_INFLIGHT", :max_inflight}, {"PF_MAX_QUEUE", :max_queue}],
+        value = System.get_env(var),
+        do: {key, String.to_integer(value)}
+  end
+
   defp serve(url, name, opts) do
-    {:ok, r} = Reactor.start_link(reactor_name: "interop-#{name}")
+    {:ok, r} = Reactor.start_link([reactor_name: "interop-#{name}"] ++ limits())
     :ok = Reactor.register(r, "df", "echo_#{name}", fn data, _ctx -> data end)
     :ok = Reactor.register(r, "df", "fail_#{name}", fn _data, _ctx -> raise "boom from #{name}" end)
 
@@ -38,21 +45,36 @@ defmodule PfElixir do
     :ok = Reactor.connect(r, url, opts)
     parent = self()
 
-    count =
-      IO.stream(:stdio, :line)
-      |> Stream.reject(&(String.trim(&1) == ""))
-      |> Enum.reduce(0, fn line, n ->
-        spawn_link(fn -> send(parent, {:answer, answer(r, line)}) end)
-        n + 1
-      end)
+    # A reader starts one process per request line; this process prints
+    # each answer as it arrives, and stops once stdin ended and every
+    # request was answered.
+    spawn_link(fn ->
+      count =
+        IO.stream(:stdio, :line)
+        |> Stream.reject(&(String.trim(&1) == ""))
+        |> Enum.reduce(0, fn line, n ->
+          spawn_link(fn -> send(parent, {:answer, answer(r, line)}) end)
+          n + 1
+        end)
 
-    for _ <- 1..count//1 do
-      receive do
-        {:answer, line} -> IO.puts(line)
-      end
-    end
+      send(parent, {:eof, count})
+    end)
 
+    print_answers(0, nil)
     Reactor.stop(r)
+  end
+
+  defp print_answers(printed, total) when printed == total, do: :ok
+
+  defp print_answers(printed, total) do
+    receive do
+      {:answer, line} ->
+        IO.puts(line)
+        print_answers(printed + 1, total)
+
+      {:eof, count} ->
+        print_answers(printed, count)
+    end
   end
 
   defp answer(r, line) do
