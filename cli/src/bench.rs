@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
 use packetflow::{Codec, Element, Group, Message, Packet, PacketId, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -76,6 +74,8 @@ pub struct BenchArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout_s: u64,
+    #[command(flatten)]
+    dial: crate::DialArgs,
 }
 
 struct Work {
@@ -130,17 +130,12 @@ fn seq_from_id(id: &str) -> u64 {
     id.strip_prefix('b').and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = tokio_tungstenite::WebSocketStream<packetflow::net::ClientStream>;
 
-async fn open(url: &str, codec: Codec) -> Result<Ws, String> {
-    let mut request = url.into_client_request().map_err(|e| format!("invalid URL {url:?}: {e}"))?;
-    if codec == Codec::MsgPack {
-        request.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static(codec.subprotocol()));
-    }
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
-        .await
-        .map_err(|e| format!("cannot connect to {url}: {e}"))?;
-    Ok(ws)
+/// A bare WebSocket (no node: no hello is sent), with the token, if any, in
+/// the upgrade's Authorization header, over TLS for `wss://`.
+async fn open(url: &str, args: &BenchArgs, codec: Codec) -> Result<Ws, String> {
+    packetflow::net::open_websocket(url, args.dial.options(codec), None).await.map_err(|e| e.to_string())
 }
 
 pub async fn run(args: BenchArgs) -> ExitCode {
@@ -224,7 +219,7 @@ async fn next_answers(ws: &mut Ws, work: &Work) -> Result<Vec<(u64, bool)>, Stri
 }
 
 async fn sequential(args: &BenchArgs, work: &Work) -> Result<Vec<f64>, String> {
-    let mut ws = open(&args.url, work.codec).await?;
+    let mut ws = open(&args.url, args, work.codec).await?;
     let mut rtts = Vec::with_capacity(args.seq_n);
     for i in 0..(args.warmup + args.seq_n) as u64 {
         let seq = i + 1;
@@ -296,7 +291,7 @@ async fn pipe_round(
 ) -> Result<(usize, Duration), String> {
     let mut conns = Vec::with_capacity(args.conns);
     for _ in 0..args.conns {
-        conns.push(open(&args.url, work.codec).await?);
+        conns.push(open(&args.url, args, work.codec).await?);
     }
     let start = Instant::now();
     let tasks: Vec<_> = conns

@@ -16,10 +16,14 @@ fn authority(url: &str) -> Result<String, String> {
 }
 
 /// Fetches `path` from the node at `url`; returns the status and body.
-pub async fn get(url: &str, path: &str) -> Result<(u16, String), String> {
+pub async fn get(url: &str, path: &str, token: Option<&str>) -> Result<(u16, String), String> {
+    if url.starts_with("wss://") || url.starts_with("https://") {
+        return Err("health speaks plain HTTP only; for a TLS node, query it from the host it runs on".into());
+    }
     let host = authority(url)?;
     let mut stream = TcpStream::connect(&host).await.map_err(|e| format!("cannot reach {host}: {e}"))?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let authorization = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{authorization}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
@@ -30,8 +34,8 @@ pub async fn get(url: &str, path: &str) -> Result<(u16, String), String> {
     Ok((status, body.to_owned()))
 }
 
-pub async fn print(url: &str) -> ExitCode {
-    match get(url, "/health").await {
+pub async fn print(url: &str, token: Option<String>) -> ExitCode {
+    match get(url, "/health", token.as_deref()).await {
         Ok((200, body)) => {
             println!("{body}");
             ExitCode::SUCCESS

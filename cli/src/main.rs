@@ -6,10 +6,17 @@ mod builtin;
 mod health;
 mod stream;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use packetflow::{Codec, Node, NodeConfig, Packet, PacketResult, Priority, Reactor, ReactorConfig, Value};
+use packetflow::{
+    Codec, ConnectOptions, ListenOptions, Node, NodeConfig, Packet, PacketResult, Priority, Reactor,
+    ReactorConfig, Value,
+};
+
+/// Environment variable read for the token when `--token` is not given.
+const TOKEN_ENV: &str = "PACKETFLOW_TOKEN";
 
 #[derive(Parser)]
 #[command(name = "packetflow", version, about = "PacketFlow: polyglot packet routing over WebSocket")]
@@ -36,20 +43,51 @@ enum Command {
     /// "packet_id"?}`; a line that is not a valid request is answered
     /// `{"id", "error": "..."}` naming what is wrong.
     Stream {
-        /// The node's URL.
+        /// The node's URL (ws:// or wss://).
         #[arg(long, default_value = "ws://127.0.0.1:8443/packetflow/v1")]
         url: String,
         /// Speak MessagePack instead of JSON.
         #[arg(long)]
         msgpack: bool,
+        #[command(flatten)]
+        dial: DialArgs,
     },
     /// Print a node's /health document.
     Health {
         /// The node's URL (ws://HOST:PORT/packetflow/v1 or http://HOST:PORT).
         url: String,
+        /// Token to present (a node with auth shows only its status
+        /// without one); default: $PACKETFLOW_TOKEN.
+        #[arg(long)]
+        token: Option<String>,
     },
     /// Measure a node: sequential round trips and pipelined throughput.
     Bench(bench::BenchArgs),
+}
+
+/// How to dial a node: the token to present and the CA to trust.
+#[derive(Args)]
+pub struct DialArgs {
+    /// Token to present to the node (in the upgrade's Authorization header
+    /// and in hello); default: $PACKETFLOW_TOKEN.
+    #[arg(long)]
+    token: Option<String>,
+    /// PEM file of the CA a wss:// node's certificate must chain to
+    /// (default: the system's root certificates).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+}
+
+impl DialArgs {
+    /// The connect options for `codec`.
+    pub fn options(&self, codec: Codec) -> ConnectOptions {
+        ConnectOptions { codec, token: token_or_env(&self.token), tls_ca: self.ca.clone() }
+    }
+}
+
+/// `--token`, else the environment's token (an empty one counts as none).
+pub fn token_or_env(flag: &Option<String>) -> Option<String> {
+    flag.clone().or_else(|| std::env::var(TOKEN_ENV).ok()).filter(|t| !t.is_empty())
 }
 
 #[derive(Args)]
@@ -79,6 +117,36 @@ struct ServeArgs {
     /// Most packets waiting; past it, PF429.
     #[arg(long, default_value_t = 65_536)]
     max_queue: usize,
+    /// Require a token from every peer: a tokens file (.toml or .json) with
+    /// each token's name and the keys it may submit and serve
+    /// (docs/security.md).
+    #[arg(long, value_name = "FILE")]
+    auth: Option<PathBuf>,
+    /// Serve wss:// with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Largest frame accepted in bytes; a larger one closes the connection
+    /// with 1009 (PF413).
+    #[arg(long, default_value_t = NodeConfig::default().max_frame_bytes)]
+    max_frame_bytes: usize,
+    /// Most submits in flight per connection; past it, PF429.
+    #[arg(long, default_value_t = NodeConfig::default().max_inflight_per_conn)]
+    max_inflight_per_conn: usize,
+    /// Most connections held at once; past it, HTTP 503.
+    #[arg(long, default_value_t = NodeConfig::default().max_connections)]
+    max_connections: usize,
+    /// Most submits per second per connection; past it, PF429 (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    max_submits_per_sec: u32,
+    /// Most bytes of submits held for packets in flight; past it, PF429.
+    #[arg(long, default_value_t = NodeConfig::default().max_queued_bytes)]
+    max_queued_bytes: usize,
+    /// Token and CA used for the --connect peers.
+    #[command(flatten)]
+    dial: DialArgs,
 }
 
 #[derive(Args)]
@@ -104,6 +172,8 @@ struct SubmitArgs {
     /// Affinity key (`pf.route_key`).
     #[arg(long)]
     route_key: Option<String>,
+    #[command(flatten)]
+    dial: DialArgs,
 }
 
 fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
@@ -131,8 +201,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Submit(args) => submit(args).await,
-            Command::Health { url } => health::print(&url).await,
-            Command::Stream { url, msgpack } => stream::run(&url, msgpack).await,
+            Command::Health { url, token } => health::print(&url, token_or_env(&token)).await,
+            Command::Stream { url, msgpack, dial } => {
+                stream::run(&url, dial.options(if msgpack { Codec::MsgPack } else { Codec::Json })).await
+            }
             Command::Bench(args) => bench::run(args).await,
         }
     })
@@ -153,22 +225,56 @@ async fn serve(args: ServeArgs) -> ExitCode {
     }
     let config = NodeConfig {
         heartbeat_interval: std::time::Duration::from_millis(args.heartbeat_ms.max(1)),
+        max_frame_bytes: args.max_frame_bytes.max(1),
+        max_inflight_per_conn: args.max_inflight_per_conn.max(1),
+        max_connections: args.max_connections.max(1),
+        max_submits_per_sec: (args.max_submits_per_sec > 0).then_some(args.max_submits_per_sec),
+        max_queued_bytes: args.max_queued_bytes,
         ..NodeConfig::default()
     };
+    // Read the tokens here too, to say how many (names only, never values).
+    let tokens = match &args.auth {
+        Some(path) => match packetflow::TokenSpec::load(path) {
+            Ok(specs) => specs,
+            Err(e) => {
+                eprintln!("error: --auth: {}", e.message);
+                return ExitCode::from(2);
+            }
+        },
+        None => Vec::new(),
+    };
+    let auth_summary = (!tokens.is_empty() || args.auth.is_some()).then(|| {
+        let names: Vec<&str> = tokens.iter().map(|t| t.name.as_str()).collect();
+        format!("auth on, {} tokens ({})", names.len(), names.join(", "))
+    });
+    let options = ListenOptions {
+        auth_file: args.auth.clone(),
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        ..Default::default()
+    };
+    let scheme = if options.tls_cert.is_some() { "wss" } else { "ws" };
     let node = Node::new(reactor, config);
-    let bound = match node.listen(&args.listen).await {
+    let bound = match node.listen_with(&args.listen, options).await {
         Ok(addr) => addr,
         Err(e) => {
             eprintln!("error: {}", e.message);
             return ExitCode::from(2);
         }
     };
-    eprintln!("packetflow: {} listening on ws://{bound}/packetflow/v1 (node {})", args.name, node.node_id());
+    eprintln!(
+        "packetflow: {} listening on {scheme}://{bound}/packetflow/v1 (node {})",
+        args.name,
+        node.node_id()
+    );
+    if let Some(summary) = auth_summary {
+        eprintln!("packetflow: {summary}");
+    }
     for url in &args.connect {
-        match node.connect(url).await {
+        match node.connect_with(url, args.dial.options(Codec::Json)).await {
             Ok(()) => eprintln!("packetflow: connected to {url}"),
             Err(e) => {
-                eprintln!("error: {}", e.message);
+                eprintln!("error: {e}");
                 node.stop().await;
                 return ExitCode::from(2);
             }
@@ -223,8 +329,9 @@ async fn submit(args: SubmitArgs) -> ExitCode {
         NodeConfig::default(),
     );
     let codec = if args.msgpack { Codec::MsgPack } else { Codec::Json };
-    if let Err(e) = node.connect_with(&args.url, codec).await {
-        eprintln!("error: {}", e.message);
+    if let Err(e) = node.connect_with(&args.url, args.dial.options(codec)).await {
+        eprintln!("error: {e}");
+        node.stop().await;
         return ExitCode::from(2);
     }
     let result = node.reactor().submit(packet).await;

@@ -4,7 +4,9 @@
 
 use std::process::ExitCode;
 
-use packetflow::{Codec, Node, NodeConfig, Packet, PacketId, Priority, Reactor, ReactorConfig, Value};
+use packetflow::{
+    ConnectOptions, Node, NodeConfig, Packet, PacketId, Priority, Reactor, ReactorConfig, Value,
+};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
@@ -46,14 +48,14 @@ fn packet_of(request: &Value) -> Result<Packet, String> {
     Ok(packet)
 }
 
-pub async fn run(url: &str, msgpack: bool) -> ExitCode {
+pub async fn run(url: &str, options: ConnectOptions) -> ExitCode {
     let node = Node::new(
         Reactor::new(ReactorConfig { name: "packetflow-stream".into(), ..Default::default() }),
         NodeConfig::default(),
     );
-    let codec = if msgpack { Codec::MsgPack } else { Codec::Json };
-    if let Err(e) = node.connect_with(url, codec).await {
-        eprintln!("error: {}", e.message);
+    if let Err(e) = node.connect_with(url, options).await {
+        eprintln!("error: {e}");
+        node.stop().await;
         return ExitCode::from(2);
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();

@@ -26,7 +26,7 @@ impl Hub {
         BufReader::new(child.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
         let url = line
             .split_whitespace()
-            .find(|w| w.starts_with("ws://"))
+            .find(|w| w.starts_with("ws://") || w.starts_with("wss://"))
             .unwrap_or_else(|| panic!("no URL in {line:?}"))
             .to_owned();
         Hub { child, url }
@@ -177,4 +177,171 @@ fn stream_answers_each_request_line() {
     lines.sort_by_key(|l| l["id"].as_u64());
     assert_eq!(lines[0]["result"]["data"], serde_json::json!({"k": [1, 2]}));
     assert_eq!(lines[1]["error"], "priority must be an integer 1-10, got 11");
+}
+
+/// A temporary directory removed when dropped.
+struct Dir(std::path::PathBuf);
+
+impl Dir {
+    fn new(label: &str) -> Dir {
+        let path = std::env::temp_dir().join(format!("packetflow-cli-{label}-{}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        Dir(path)
+    }
+
+    fn file(&self, name: &str, text: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const CLIENT_TOKEN: &str = "cli-client-token-0123456789";
+
+fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_remove("PACKETFLOW_TOKEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run packetflow")
+}
+
+#[test]
+fn serve_with_auth_lets_in_only_its_tokens() {
+    let dir = Dir::new("auth");
+    let tokens = dir.file(
+        "tokens.toml",
+        &format!("[[tokens]]\nname = \"client\"\ntoken = \"{CLIENT_TOKEN}\"\nsubmit = [\"df:*\"]\n"),
+    );
+    let hub =
+        Hub::start(&["--auth", &tokens, "--handler", "df:transform=uppercase", "--handler", "cf:x=echo"]);
+    let url = hub.url.as_str();
+    let missing = run_env(&["submit", "--url", url, "df", "transform", "\"a\""], &[]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("PF401"), "{}", stderr(&missing));
+    let wrong =
+        run_env(&["submit", "--url", url, "--token", "wrong-token-0123456789", "df", "transform", "1"], &[]);
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(
+        stderr(&wrong).contains("PF401") && !stderr(&wrong).contains("wrong-token"),
+        "{}",
+        stderr(&wrong)
+    );
+    let ok = run_env(&["submit", "--url", url, "--token", CLIENT_TOKEN, "df", "transform", "\"a\""], &[]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("\"A\""));
+    let from_env =
+        run_env(&["submit", "--url", url, "df", "transform", "\"b\""], &[("PACKETFLOW_TOKEN", CLIENT_TOKEN)]);
+    assert!(from_env.status.success(), "{}", stderr(&from_env));
+    let forbidden = run_env(&["submit", "--url", url, "--token", CLIENT_TOKEN, "cf", "x", "1"], &[]);
+    assert_eq!(forbidden.status.code(), Some(1));
+    assert!(
+        stderr(&forbidden).starts_with("PF403: token \"client\" may not submit cf:x"),
+        "{}",
+        stderr(&forbidden)
+    );
+    // Health: the status only without a token, everything with one.
+    let bare = run_env(&["health", url], &[]);
+    assert_eq!(stdout(&bare).trim(), r#"{"status":"ok"}"#);
+    let full = run_env(&["health", "--token", CLIENT_TOKEN, url], &[]);
+    assert!(stdout(&full).contains("\"handlers\""), "{}", stdout(&full));
+    assert!(hub.terminate().success());
+}
+
+#[test]
+fn serve_refuses_a_bad_tokens_file_naming_it() {
+    let dir = Dir::new("badauth");
+    let tokens = dir.file("tokens.toml", "[[tokens]]\nname = \"x\"\ntoken = \"short\"\n");
+    let out = run(&["serve", "--listen", "127.0.0.1:0", "--auth", &tokens]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains(&format!("error: --auth: tokens file {tokens}")), "{}", stderr(&out));
+    assert!(stderr(&out).contains("at least 16 bytes"));
+    let half = run(&["serve", "--listen", "127.0.0.1:0", "--tls-cert", &tokens]);
+    assert_eq!(half.status.code(), Some(2), "--tls-cert needs --tls-key");
+}
+
+#[test]
+fn serve_over_tls_and_submit_with_a_ca_file() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = Dir::new("tls");
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &Issuer::from_params(&ca_params, &ca_key))
+        .unwrap();
+    let ca_file = dir.file("ca.pem", &ca.pem());
+    let cert_file = dir.file("cert.pem", &cert.pem());
+    let key_file = dir.file("key.pem", &key.serialize_pem());
+    let hub = Hub::start(&["--tls-cert", &cert_file, "--tls-key", &key_file, "--handler", "df:t=uppercase"]);
+    assert!(hub.url.starts_with("wss://127.0.0.1:"), "{}", hub.url);
+    let ok = run(&["submit", "--url", &hub.url, "--ca", &ca_file, "df", "t", "\"sealed\""]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("\"SEALED\""));
+    let untrusted = run(&["submit", "--url", &hub.url, "df", "t", "1"]);
+    assert_eq!(untrusted.status.code(), Some(2));
+    assert!(stderr(&untrusted).contains("certificate"), "{}", stderr(&untrusted));
+    let bench = run(&[
+        "bench",
+        "--url",
+        &hub.url,
+        "--ca",
+        &ca_file,
+        "--mode",
+        "pipe",
+        "--n",
+        "500",
+        "--warmup",
+        "0",
+        "--expect",
+        "\"HELLO WORLD\"",
+        "--element",
+        "t",
+    ]);
+    assert!(bench.status.success(), "{}", stderr(&bench));
+    assert!(hub.terminate().success());
+}
+
+#[test]
+fn serve_limits_are_flags() {
+    use std::io::Write;
+    let hub =
+        Hub::start(&["--handler", "df:echo=echo", "--max-submits-per-sec", "1", "--max-frame-bytes", "2000"]);
+    let mut child = Command::new(BIN)
+        .args(["stream", "--url", &hub.url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = |id: u32| format!("{{\"id\":{id},\"group\":\"df\",\"element\":\"echo\",\"data\":{id}}}\n");
+    let input = format!("{}{}{}", line(1), line(2), line(3));
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> =
+        stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let limited = lines.iter().filter(|l| l["result"]["error"]["code"] == "PF429").count();
+    let served = lines.iter().filter(|l| l["result"]["status"] == "success").count();
+    assert_eq!((served, limited), (1, 2), "{lines:?}");
+    // A frame past --max-frame-bytes closes the connection (1009): the
+    // submit ends with PF503, its connection gone.
+    let big = format!("\"{}\"", "x".repeat(3000));
+    let too_big = run(&["submit", "--url", &hub.url, "df", "echo", &big]);
+    assert_eq!(too_big.status.code(), Some(1));
+    assert!(stderr(&too_big).starts_with("PF503"), "{}", stderr(&too_big));
+    let help = stdout(&run(&["serve", "--help"]));
+    for flag in ["--auth", "--tls-cert", "--max-connections", "--max-queued-bytes", "--max-inflight-per-conn"]
+    {
+        assert!(help.contains(flag), "{flag}");
+    }
 }

@@ -59,6 +59,20 @@ impl RawPeer {
         RawPeer { ws }
     }
 
+    /// Connects presenting `token` as `Authorization: Bearer` on the
+    /// upgrade (and never sending `hello`, like a seed client).
+    pub async fn connect_with_token(url: &str, token: &str) -> RawPeer {
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        RawPeer { ws }
+    }
+
     /// Connects asking for MessagePack.
     pub async fn connect_msgpack(url: &str) -> RawPeer {
         let mut request = url.into_client_request().unwrap();
@@ -114,6 +128,19 @@ impl RawPeer {
         self.frames_until_close().await.1
     }
 
+    /// Waits for the close frame; returns its code and reason.
+    pub async fn close_frame(&mut self) -> Option<(u16, String)> {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await.expect("closed in time") {
+                Some(Ok(WsMessage::Close(frame))) => {
+                    return frame.map(|f: CloseFrame| (f.code.into(), f.reason.to_string()))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
     /// Every JSON frame (heartbeats aside) until the close frame, and the
     /// close code.
     pub async fn frames_until_close(&mut self) -> (Vec<Value>, Option<u16>) {
@@ -138,6 +165,34 @@ impl RawPeer {
     /// Closes the connection.
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
+    }
+}
+
+/// A directory under the system's temporary directory, unique to this
+/// process and call, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    /// Creates it.
+    pub fn new(label: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("packetflow-{label}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("create a temporary directory");
+        TempDir(path)
+    }
+
+    /// Writes `text` to `name` inside it; returns the file's path.
+    pub fn file(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write a temporary file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

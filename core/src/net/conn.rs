@@ -12,6 +12,13 @@
 //! other with full buffers would otherwise deadlock). What bounds memory is
 //! backpressure: while more answers wait to be written than the connection
 //! may have in flight, the task stops reading, and TCP slows the peer down.
+//!
+//! On a listener with auth, a connection is admitted once: at the upgrade
+//! (a valid `Authorization: Bearer`) or by its first frame, which must then
+//! be a `hello` with a valid token. Until then it is not in the peer table
+//! (nothing is routed to it, nothing it sends is served). After that each
+//! submit costs one check of the token's compiled submit patterns, skipped
+//! for a token allowed `*`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,13 +35,14 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::WebSocketStream;
 
+use super::auth::{AuthTable, Grant};
 use super::peers::Peer;
 use super::NodeInner;
 use crate::error::{ErrorCode, PfError};
 use crate::packet::PacketId;
 use crate::reactor::Origin;
 use crate::result::PacketResult;
-use crate::wire::{Codec, FrameError, Message, MessageKind, WireFrame, FEATURE_BATCH};
+use crate::wire::{Codec, Decoded, FrameError, Message, MessageKind, WireFrame, FEATURE_BATCH};
 
 /// Close codes this node sends.
 pub(crate) const CLOSE_AWAY: u16 = 1001;
@@ -46,26 +54,60 @@ const READ_BURST: usize = 256;
 /// How long a stopping node waits for its work in flight to be answered.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
-/// What the dialer learns when the connection is ready.
-pub(crate) type Ready = oneshot::Sender<()>;
+/// What the dialer learns when the connection is ready (or refused).
+pub(crate) type Ready = oneshot::Sender<Result<(), PfError>>;
 
-type Running = FuturesUnordered<futures::future::BoxFuture<'static, (u64, PacketResult)>>;
+/// A running local submit: its `seq`, the bytes charged for it, its result.
+type Running = FuturesUnordered<futures::future::BoxFuture<'static, (u64, usize, PacketResult)>>;
+
+/// Whether a connection is let in.
+pub(crate) enum Admission {
+    /// No auth on this listener, or a connection this node dialed.
+    Open,
+    /// A valid token came with the upgrade.
+    Granted(Arc<Grant>),
+    /// Auth is on and no token came with the upgrade: the first frame must
+    /// be a `hello` carrying one.
+    AwaitHello(Arc<AuthTable>),
+    /// The upgrade carried a token that is not valid: PF401, close 1008.
+    Refused(&'static str),
+}
+
+/// How to run a connection.
+pub(crate) struct Setup {
+    pub(crate) codec: Codec,
+    /// The remote address, or the URL dialed.
+    pub(crate) remote: String,
+    /// Send `hello` first (dialing a PacketFlow node).
+    pub(crate) send_hello: bool,
+    pub(crate) ready: Option<Ready>,
+    pub(crate) admission: Admission,
+    /// Token to put in the first `hello`.
+    pub(crate) token: Option<String>,
+}
 
 /// Runs a connection until it ends; returns once everything the peer held
 /// has been answered PF503.
-pub(crate) async fn run<S>(
-    node: Arc<NodeInner>,
-    ws: WebSocketStream<S>,
-    codec: Codec,
-    remote: String,
-    send_hello: bool,
-    ready: Option<Ready>,
-) where
+pub(crate) async fn run<S>(node: Arc<NodeInner>, ws: WebSocketStream<S>, setup: Setup)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Setup { codec, remote, send_hello, ready, admission, token } = setup;
     let (outbox, outbox_rx) = mpsc::unbounded_channel();
     let peer = Arc::new(Peer::new(node.next_conn_id(), remote, outbox));
-    node.peers.write().insert(peer.clone());
+    peer.set_hello_token(token);
+    let (awaiting, refused) = match admission {
+        Admission::Open => (None, None),
+        Admission::Granted(grant) => {
+            peer.set_grant(grant);
+            (None, None)
+        }
+        Admission::AwaitHello(table) => (Some(table), None),
+        Admission::Refused(why) => (None, Some(why)),
+    };
+    if awaiting.is_none() && refused.is_none() {
+        node.peers.write().insert(peer.clone());
+    }
     if send_hello {
         // Dialing a PacketFlow node: announce ourselves first; it answers
         // with its own hello (seed peers are never sent one).
@@ -78,6 +120,10 @@ pub(crate) async fn run<S>(
         t
     };
     let stopping_node = node.clone();
+    let submit_rules = peer.grant().filter(|g| g.submit.is_some()).cloned();
+    let rate = node.config.max_submits_per_sec.filter(|r| *r > 0).map(|r| RateLimit::new(r, Instant::now()));
+    let auth_deadline =
+        awaiting.as_ref().map(|_| Box::pin(tokio::time::sleep(node.config.handshake_timeout)));
     let mut conn = Connection {
         node: node.clone(),
         peer: peer.clone(),
@@ -96,7 +142,15 @@ pub(crate) async fn run<S>(
         stalled_since: None,
         stopping: Box::pin(async move { stopping_node.stopping().await }),
         stop_grace: None,
+        awaiting,
+        auth_deadline,
+        submit_rules,
+        rate,
+        charged: 0,
     };
+    if let Some(why) = refused {
+        conn.refuse(0, None, why);
+    }
     std::future::poll_fn(|cx| conn.poll(cx)).await;
     drop(conn);
 
@@ -140,6 +194,51 @@ struct Connection<S> {
     stopping: Pin<Box<dyn Future<Output = ()> + Send>>,
     /// Set when the node stops: work in flight gets this long to answer.
     stop_grace: Option<Pin<Box<Sleep>>>,
+    /// Set until a connection to a listener with auth shows a valid token.
+    awaiting: Option<Arc<AuthTable>>,
+    /// When an unauthenticated connection is refused for saying nothing.
+    auth_deadline: Option<Pin<Box<Sleep>>>,
+    /// The token's grant when it restricts submits (`None`: anything goes,
+    /// and the check is skipped).
+    submit_rules: Option<Arc<Grant>>,
+    rate: Option<RateLimit>,
+    /// Bytes of this connection's running submits counted in the node's
+    /// queued bytes (returned as they finish, or when the connection ends).
+    charged: usize,
+}
+
+impl<S> Drop for Connection<S> {
+    fn drop(&mut self) {
+        if self.charged > 0 {
+            self.node.queued_bytes.fetch_sub(self.charged, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Submits per second of one connection: a bucket holding one second's
+/// worth, refilled continuously.
+struct RateLimit {
+    per_sec: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(per_sec: u32, now: Instant) -> RateLimit {
+        RateLimit { per_sec: f64::from(per_sec), tokens: f64::from(per_sec), last: now }
+    }
+
+    fn allow(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = self.last.max(now);
+        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.per_sec);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -160,6 +259,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
             }
             progress |= self.poll_timers(cx);
+            if self.auth_deadline.is_some() {
+                progress |= self.poll_auth_deadline(cx);
+            }
             match self.poll_write(cx) {
                 Poll::Ready(Ok(())) if self.close_sent => return Poll::Ready(()),
                 Poll::Ready(Err(_)) => return Poll::Ready(()),
@@ -190,11 +292,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     fn poll_running(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
-        while let Poll::Ready(Some((seq, result))) = Pin::new(&mut self.running).poll_next(cx) {
+        while let Poll::Ready(Some((seq, size, result))) = Pin::new(&mut self.running).poll_next(cx) {
+            self.release(size);
             self.out.push(Message::Result { seq, result });
             progress = true;
         }
         progress
+    }
+
+    /// A connection that never showed a token is refused once the
+    /// handshake time is over.
+    fn poll_auth_deadline(&mut self, cx: &mut Context<'_>) -> bool {
+        let fired = self.auth_deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready());
+        if fired {
+            self.auth_deadline = None;
+            if self.awaiting.take().is_some() {
+                let ms = self.node.config.handshake_timeout.as_millis();
+                self.refuse(0, None, &format!("no token was presented within {ms} ms"));
+            }
+        }
+        fired
+    }
+
+    /// Answers PF401 and closes with 1008 (PROTOCOL.md: missing or wrong
+    /// credentials). The message never contains the token.
+    fn refuse(&mut self, seq: u64, packet_id: Option<PacketId>, why: &str) {
+        self.awaiting = None;
+        self.auth_deadline = None;
+        let error = PfError::new(ErrorCode::Unauthorized, why);
+        self.out.push(Message::Error { seq, error, packet_id });
+        self.close(CLOSE_POLICY, "PF401 unauthorized");
+    }
+
+    /// Counts `size` bytes against the node's queued-bytes limit; false
+    /// (nothing counted) when that would pass the limit.
+    fn charge(&mut self, size: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let limit = self.node.config.max_queued_bytes;
+        let total = self.node.queued_bytes.fetch_add(size, Relaxed) + size;
+        if total > limit {
+            self.node.queued_bytes.fetch_sub(size, Relaxed);
+            return false;
+        }
+        self.charged += size;
+        true
+    }
+
+    fn release(&mut self, size: usize) {
+        if size > 0 {
+            self.charged -= size;
+            self.node.queued_bytes.fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     fn poll_outbox(&mut self, cx: &mut Context<'_>) -> bool {
@@ -339,17 +487,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Handles one frame; false when the connection must end.
     fn on_frame(&mut self, frame: WsMessage, now: Instant) -> bool {
-        let decoded = match &frame {
-            WsMessage::Text(text) => Codec::decode_text(text.as_str()),
-            WsMessage::Binary(bytes) => Codec::MsgPack.decode(bytes),
+        let (decoded, len) = match &frame {
+            WsMessage::Text(text) => (Codec::decode_text(text.as_str()), text.len()),
+            WsMessage::Binary(bytes) => (Codec::MsgPack.decode(bytes), bytes.len()),
             WsMessage::Close(_) => return false,
             _ => return true, // ping/pong: liveness only (tungstenite answers pings)
+        };
+        // Each message of a batch is counted its share of the frame.
+        let size = match &decoded {
+            Decoded::Single(_) => len,
+            Decoded::Batch(all) => len / all.len().max(1),
         };
         for item in decoded {
             match item {
                 Ok(message) => {
                     self.bad_in_a_row = 0;
-                    self.on_message(message, now);
+                    self.on_message(message, now, size);
                 }
                 Err(e) => {
                     self.bad_in_a_row += 1;
@@ -382,7 +535,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    fn on_message(&mut self, message: Message, now: Instant) {
+    fn on_message(&mut self, message: Message, now: Instant, size: usize) {
+        if self.closing.is_some() {
+            // Refused or closing: what follows in the burst is not served.
+            return;
+        }
+        if self.awaiting.is_some() && !self.admit(&message) {
+            return;
+        }
         if message.kind() != MessageKind::Hello && self.peer.note_frame_without_hello() {
             // A seed peer just showed itself: other peers may now route
             // what nobody announced through this node.
@@ -390,6 +550,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         match message {
             Message::Submit { seq, packet } => {
+                // PROTOCOL.md: PF403 when the token may not submit the key.
+                // Checked where the submit entered this node; a hub then
+                // forwards it like any other packet.
+                if let Some(grant) = &self.submit_rules {
+                    if !grant.may_submit(packet.group, packet.element.as_str()) {
+                        let message = format!(
+                            "token {:?} may not submit {}:{}",
+                            grant.name,
+                            packet.group,
+                            packet.element.as_str()
+                        );
+                        let result = PacketResult::error(packet.id, ErrorCode::Forbidden, message, 0);
+                        self.out.push(Message::Result { seq, result });
+                        return;
+                    }
+                }
+                if let Some(rate) = &mut self.rate {
+                    if !rate.allow(now) {
+                        let per_sec = rate.per_sec;
+                        let message =
+                            format!("rate limit: this connection may submit {per_sec} packets per second");
+                        let result = PacketResult::error(packet.id, ErrorCode::Overloaded, message, 0);
+                        self.out.push(Message::Result { seq, result });
+                        return;
+                    }
+                }
                 let limit = self.node.config.max_inflight_per_conn;
                 if self.running.len() + self.out.len() >= limit {
                     let message =
@@ -402,10 +588,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 match self.node.reactor.submit_now(*packet, now, deadline) {
                     Ok(result) => self.out.push(Message::Result { seq, result }),
                     Err(packet) => {
+                        // Held until answered (running here or forwarded):
+                        // counted against the node's queued bytes.
+                        if !self.charge(size) {
+                            let limit = self.node.config.max_queued_bytes;
+                            let message = format!(
+                                "this node holds its limit of {limit} bytes of packets in flight; retry later"
+                            );
+                            let result = PacketResult::error(packet.id, ErrorCode::Overloaded, message, 0);
+                            self.out.push(Message::Result { seq, result });
+                            return;
+                        }
                         let reactor = self.node.reactor.clone();
                         let origin = Some(Origin(self.peer.id));
                         self.running.push(Box::pin(async move {
-                            (seq, reactor.submit_from(packet, now, deadline, origin).await)
+                            (seq, size, reactor.submit_from(packet, now, deadline, origin).await)
                         }));
                     }
                 }
@@ -415,7 +612,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 self.peer.complete(seq, Some(&id), result);
             }
             Message::Error { seq, error, packet_id } => self.on_error_frame(seq, error, packet_id),
-            Message::Hello { hello, .. } => {
+            Message::Hello { seq, mut hello } => {
+                self.check_serve(seq, &mut hello);
                 let first = self.peer.hello().is_none();
                 self.node.peers.write().set_hello(self.peer.id, *hello);
                 self.node.routes_changed();
@@ -424,14 +622,77 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 self.node.announce_to(&self.peer, first);
                 self.node.announce_to_all();
                 if let Some(ready) = self.ready.take() {
-                    let _ = ready.send(());
+                    let _ = ready.send(Ok(()));
                 }
             }
             Message::Heartbeat { .. } => {}
         }
     }
 
-    fn on_error_frame(&self, seq: u64, error: PfError, packet_id: Option<PacketId>) {
+    /// Lets the connection in if `message` is a `hello` with a valid
+    /// token; refuses it otherwise. True when admitted.
+    fn admit(&mut self, message: &Message) -> bool {
+        let Some(table) = self.awaiting.take() else { return true };
+        let why = match message {
+            Message::Hello { hello, .. } => match hello.token.as_deref().map(|t| table.check(t)) {
+                Some(Some(grant)) => {
+                    self.auth_deadline = None;
+                    if grant.submit.is_some() {
+                        self.submit_rules = Some(grant.clone());
+                    }
+                    self.peer.set_grant(grant);
+                    self.node.peers.write().insert(self.peer.clone());
+                    return true;
+                }
+                Some(None) => "the token presented is not valid",
+                None => "this node requires a token: none was presented (hello.token or Authorization: Bearer)",
+            },
+            _ => "this node requires a token: the first frame must be a hello with a token, or the upgrade must carry Authorization: Bearer",
+        };
+        let (seq, packet_id) = match message {
+            Message::Submit { seq, packet } => (*seq, Some(packet.id.clone())),
+            other => (other.seq(), None),
+        };
+        self.refuse(seq, packet_id, why);
+        false
+    }
+
+    /// Drops from `hello` the keys the peer's token may not serve and
+    /// answers them PF403, naming them (the rest of the hello stands).
+    fn check_serve(&mut self, seq: u64, hello: &mut crate::wire::Hello) {
+        let Some(grant) = self.peer.grant().filter(|g| g.serve.is_some()).cloned() else { return };
+        let mut denied = Vec::new();
+        hello.handlers.retain(|(group, element)| {
+            let allowed = grant.may_serve(*group, element.as_str());
+            if !allowed {
+                denied.push(format!("{group}:{}", element.as_str()));
+            }
+            allowed
+        });
+        if denied.is_empty() {
+            return;
+        }
+        const SHOWN: usize = 20;
+        let mut keys = denied.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+        if denied.len() > SHOWN {
+            keys.push_str(&format!(" and {} more", denied.len() - SHOWN));
+        }
+        let message =
+            format!("token {:?} may not serve {keys}; those handlers are not announced", grant.name);
+        self.out.push(Message::Error {
+            seq,
+            error: PfError::new(ErrorCode::Forbidden, message),
+            packet_id: None,
+        });
+    }
+
+    fn on_error_frame(&mut self, seq: u64, error: PfError, packet_id: Option<PacketId>) {
+        // A node refusing our token: the dial fails with its PF401.
+        if error.is(ErrorCode::Unauthorized) {
+            if let Some(ready) = self.ready.take() {
+                let _ = ready.send(Err(error.clone()));
+            }
+        }
         let id = packet_id.or_else(|| self.peer.pending_id(seq));
         if let Some(id) = id {
             let result = PacketResult::failure(id.clone(), error, 0);

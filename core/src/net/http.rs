@@ -7,7 +7,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 
 /// Longest request head accepted; longer ones are refused (431).
 const MAX_HEAD: usize = 16 * 1024;
@@ -16,15 +15,20 @@ const MAX_HEAD: usize = 16 * 1024;
 pub(crate) enum Request {
     /// A WebSocket upgrade (path checked by the handshake callback).
     Upgrade,
-    /// A plain `GET` of a path.
-    Get(String),
+    /// A plain `GET` of a path, with its `Authorization` header if any.
+    Get {
+        /// The path asked for (query included).
+        path: String,
+        /// The `Authorization` header's value.
+        authorization: Option<String>,
+    },
     /// Something else; answered 400/405 and closed.
     Bad(u16, &'static str),
 }
 
 /// Reads the request head (bounded in size; the caller bounds the time),
 /// returning what it asks for and every byte read so far.
-pub(crate) async fn read_head(stream: &mut TcpStream) -> io::Result<(Request, Vec<u8>)> {
+pub(crate) async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<(Request, Vec<u8>)> {
     let mut buf = Vec::with_capacity(1024);
     loop {
         let mut chunk = [0u8; 2048];
@@ -41,9 +45,14 @@ pub(crate) async fn read_head(stream: &mut TcpStream) -> io::Result<(Request, Ve
                     h.name.eq_ignore_ascii_case("upgrade")
                         && String::from_utf8_lossy(h.value).eq_ignore_ascii_case("websocket")
                 });
+                let authorization = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("authorization"))
+                    .map(|h| String::from_utf8_lossy(h.value).into_owned());
                 let request = match (req.method, req.path) {
                     _ if upgrade => Request::Upgrade,
-                    (Some("GET"), Some(path)) => Request::Get(path.to_owned()),
+                    (Some("GET"), Some(path)) => Request::Get { path: path.to_owned(), authorization },
                     (Some(_), _) => Request::Bad(405, "only GET and WebSocket upgrades are served here"),
                     _ => Request::Bad(400, "malformed request"),
                 };
@@ -57,8 +66,8 @@ pub(crate) async fn read_head(stream: &mut TcpStream) -> io::Result<(Request, Ve
 }
 
 /// Writes a complete HTTP/1.1 response and shuts the write side down.
-pub(crate) async fn respond(
-    stream: &mut TcpStream,
+pub(crate) async fn respond<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     status: u16,
     content_type: &str,
     body: &str,
@@ -66,13 +75,16 @@ pub(crate) async fn respond(
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
         _ => "Error",
     };
+    let challenge = if status == 401 { "www-authenticate: Bearer\r\n" } else { "" };
     let head = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{challenge}connection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;

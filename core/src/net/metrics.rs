@@ -14,6 +14,15 @@ use crate::reactor::HandlerStats;
 const LE_SECONDS: [f64; 14] =
     [0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
 
+/// `ok`, or `stopping` once the node stops.
+pub(crate) fn status(node: &NodeInner) -> &'static str {
+    if node.is_stopped() {
+        "stopping"
+    } else {
+        "ok"
+    }
+}
+
 pub(crate) fn health(node: &NodeInner) -> Value {
     let stats = node.reactor.stats();
     let peers: Vec<Value> = node
@@ -34,7 +43,7 @@ pub(crate) fn health(node: &NodeInner) -> Value {
         .collect();
     let handlers: Vec<String> = node.reactor.handler_keys().iter().map(|(g, e)| format!("{g}:{e}")).collect();
     json!({
-        "status": if node.is_stopped() { "stopping" } else { "ok" },
+        "status": status(node),
         "node_id": node.node_id,
         "name": stats.name,
         "runtime": node.config.runtime,
@@ -46,6 +55,8 @@ pub(crate) fn health(node: &NodeInner) -> Value {
         "in_flight": stats.in_flight,
         "queued": stats.queued,
         "unrouted": stats.unrouted,
+        "connections": node.accepted_connections(),
+        "queued_bytes": node.queued_bytes.load(std::sync::atomic::Ordering::Relaxed),
     })
 }
 
@@ -96,6 +107,18 @@ pub(crate) fn prometheus(node: &NodeInner) -> String {
         ("packetflow_in_flight", "gauge", "Packets accepted and not yet answered.", stats.in_flight as u64),
         ("packetflow_queued", "gauge", "Packets waiting for a free slot.", stats.queued as u64),
         ("packetflow_peers", "gauge", "Connected peers.", node.peers.read().len() as u64),
+        (
+            "packetflow_connections",
+            "gauge",
+            "Connections the listeners hold (peers and HTTP requests).",
+            node.accepted_connections() as u64,
+        ),
+        (
+            "packetflow_queued_bytes",
+            "gauge",
+            "Bytes of submits held for packets in flight.",
+            node.queued_bytes.load(std::sync::atomic::Ordering::Relaxed) as u64,
+        ),
         ("packetflow_unrouted_total", "counter", "Packets answered PF001.", stats.unrouted),
         (
             "packetflow_uptime_seconds",

@@ -11,11 +11,21 @@
 //! answering `hello` before `connect` returns, so routes are known as soon
 //! as the call ends. A peer that never sends `hello` (a seed peer) is never
 //! sent one either (the seed's reactors do not know the type).
+//!
+//! Security (`docs/security.md`): [`Node::listen_with`] takes
+//! [`ListenOptions`] (tokens with per-token permissions, a TLS certificate),
+//! [`Node::connect_with`] takes [`ConnectOptions`] (the token to present, a
+//! CA file for `wss://`); the limits are fields of [`NodeConfig`].
 
+mod auth;
 mod conn;
 mod http;
 mod metrics;
+mod options;
 mod peers;
+mod tls;
+
+pub use options::{ConnectOptions, ListenOptions, TokenSpec, MIN_TOKEN_LEN};
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -25,20 +35,24 @@ use std::sync::{Arc, Weak};
 use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
-use tokio::time::{timeout, Duration, Instant};
+use tokio::time::{timeout, timeout_at, Duration, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request as WsRequest, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::WebSocketStream;
 
 use crate::error::{ErrorCode, PfError};
 use crate::packet::{Element, Group, Packet, META_HOPS, META_ROUTE_KEY, PROTOCOL_VERSION};
 use crate::reactor::{Forwarder, Origin, Reactor};
 use crate::result::PacketResult;
 use crate::wire::{Codec, Hello, Message, FEATURE_BATCH, FEATURE_DEFAULT_ROUTE, FEATURE_MSGPACK};
+use auth::AuthTable;
+use conn::{Admission, Setup};
 use peers::{Announcement, Peer, PeerTable};
 
 /// The WebSocket path every node serves.
@@ -48,18 +62,33 @@ pub const DEFAULT_PORT: u16 = 8443;
 /// Response header by which a node tells a dialer it speaks `hello`.
 pub const NODE_HEADER: &str = "x-packetflow-node";
 
-/// Settings of a [`Node`]; every bound has a safe default.
+/// Settings of a [`Node`]; every bound has a safe default (the table in
+/// `docs/protocol.md`, "Liveness and limits", lists them).
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     /// Host runtime announced in `hello` (`rust`, `python`, `node`, `elixir`).
     pub runtime: String,
     /// Interval between heartbeats; a peer silent for 3 is closed.
     pub heartbeat_interval: Duration,
-    /// Largest frame accepted; larger ones close the connection with 1009.
+    /// Largest frame accepted; larger ones close the connection with 1009
+    /// (reason `PF413`). Default 1 MiB.
     pub max_frame_bytes: usize,
     /// Most submits from one connection in flight (or answered but not yet
-    /// written) at once; past it they are answered PF429.
+    /// written) at once; past it they are answered PF429. Default 4096.
     pub max_inflight_per_conn: usize,
+    /// Most connections this node's listeners hold at once (WebSocket
+    /// peers and HTTP requests alike; connections it dialed are not
+    /// counted). Past it a new one is answered HTTP 503 and closed.
+    /// Default 1024.
+    pub max_connections: usize,
+    /// Most submits one connection may send per second (a bucket holding
+    /// one second's worth); past it they are answered PF429. `None` (the
+    /// default): no rate limit, the in-flight window bounds a connection.
+    pub max_submits_per_sec: Option<u32>,
+    /// Most bytes of submit frames the node holds, over all connections,
+    /// for packets still running or forwarded (answered-at-once packets
+    /// are not counted); past it submits are answered PF429. Default 64 MiB.
+    pub max_queued_bytes: usize,
     /// Most submits this node forwards to one peer at once (PF429 past it).
     pub max_pending_per_peer: usize,
     /// Unparsable or invalid frames in a row before closing with 1008.
@@ -79,6 +108,9 @@ impl Default for NodeConfig {
             heartbeat_interval: Duration::from_secs(30),
             max_frame_bytes: 1 << 20,
             max_inflight_per_conn: 4096,
+            max_connections: 1024,
+            max_submits_per_sec: None,
+            max_queued_bytes: 64 << 20,
             max_pending_per_peer: 65_536,
             max_bad_frames: 100,
             max_hops: 8,
@@ -102,6 +134,21 @@ pub(crate) struct NodeInner {
     listening: Mutex<Vec<SocketAddr>>,
     /// Bumped whenever a peer's announced routes change.
     routes_version: tokio::sync::watch::Sender<u64>,
+    /// Connections the listeners hold (bounded by `max_connections`).
+    accepted: AtomicUsize,
+    /// Connections being answered 503 (bounded by `MAX_REFUSING`).
+    refusing: AtomicUsize,
+    /// Bytes of submits held for packets in flight (`max_queued_bytes`).
+    pub(crate) queued_bytes: AtomicUsize,
+}
+
+/// Most connections answered HTTP 503 at once; more are dropped unanswered.
+const MAX_REFUSING: usize = 64;
+
+/// What a listener asks of its connections.
+struct Listener {
+    auth: Option<Arc<AuthTable>>,
+    tls: Option<tls::Acceptor>,
 }
 
 /// A reactor on the network: listens, dials, routes. Cheap to clone.
@@ -127,6 +174,9 @@ impl Node {
             started: Instant::now(),
             listening: Mutex::new(Vec::new()),
             routes_version: tokio::sync::watch::Sender::new(0),
+            accepted: AtomicUsize::new(0),
+            refusing: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
         });
         reactor.set_forwarder(Box::new(Router { node: Arc::downgrade(&inner) }));
         let weak = Arc::downgrade(&inner);
@@ -153,8 +203,32 @@ impl Node {
     }
 
     /// Accepts peers on `addr` (`HOST:PORT`; port 0 picks a free one) and
-    /// returns the address bound.
+    /// returns the address bound. No auth, no TLS: see
+    /// [`listen_with`](Self::listen_with).
     pub async fn listen(&self, addr: &str) -> Result<SocketAddr, PfError> {
+        self.listen_with(addr, ListenOptions::default()).await
+    }
+
+    /// Accepts peers on `addr` as [`listen`](Self::listen) does, requiring
+    /// a token when `options` give tokens and speaking `wss://` when they
+    /// give a certificate and key.
+    ///
+    /// The tokens file and the TLS files are read here, before binding: a
+    /// missing or malformed one is a PF400 naming the file (and, for a
+    /// tokens file, the entry and field; never a token's value).
+    pub async fn listen_with(&self, addr: &str, options: ListenOptions) -> Result<SocketAddr, PfError> {
+        let auth = if options.requires_auth() {
+            let mut specs = match &options.auth_file {
+                Some(path) => TokenSpec::load(path)?,
+                None => Vec::new(),
+            };
+            specs.extend(options.tokens.iter().cloned());
+            Some(Arc::new(AuthTable::new(&specs)?))
+        } else {
+            None
+        };
+        let tls = tls::listener_acceptor(options.tls_cert.as_deref(), options.tls_key.as_deref())?;
+        let context = Arc::new(Listener { auth, tls });
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| PfError::new(ErrorCode::Unavailable, format!("cannot listen on {addr}: {e}")))?;
@@ -169,7 +243,9 @@ impl Node {
                 tokio::select! {
                     accepted = listener.accept() => match accepted {
                         Ok((stream, remote)) => {
-                            tokio::spawn(accept(node.clone(), stream, remote));
+                            if let Some(slot) = Slot::take(&node) {
+                                tokio::spawn(accept(node.clone(), stream, remote, context.clone(), slot));
+                            }
                         }
                         // Out of descriptors and the like: pause instead of spinning.
                         Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -181,19 +257,27 @@ impl Node {
         Ok(local)
     }
 
-    /// Dials a peer (`ws://HOST:PORT/packetflow/v1`) speaking JSON; see
+    /// Dials a peer (`ws://HOST:PORT/packetflow/v1`, or `wss://` verified
+    /// against the system roots) speaking JSON, with no token; see
     /// [`connect_with`](Self::connect_with).
     pub async fn connect(&self, url: &str) -> Result<(), PfError> {
-        self.connect_with(url, Codec::Json).await
+        self.connect_with(url, ConnectOptions::default()).await
     }
 
-    /// Dials a peer with the given encoding. Returns once the connection is
-    /// up (and, for a PacketFlow peer, its routes are known); after a loss
-    /// it redials with jittered exponential backoff until the node stops.
-    pub async fn connect_with(&self, url: &str, codec: Codec) -> Result<(), PfError> {
-        let mut connection = dial(self.inner.clone(), url, codec).await?;
+    /// Dials a peer with the given options (or just a [`Codec`]). Returns
+    /// once the connection is up (and, for a PacketFlow peer, its routes are
+    /// known); after a loss it redials with jittered exponential backoff
+    /// until the node stops.
+    ///
+    /// Errors: PF400 for a malformed URL or an unreadable CA file; PF401
+    /// when the node refuses the token (or wanted one); PF429 when it has
+    /// reached its connection limit; PF503 when it cannot be reached or the
+    /// TLS handshake fails (the message says why, e.g. an unknown issuer).
+    pub async fn connect_with(&self, url: &str, options: impl Into<ConnectOptions>) -> Result<(), PfError> {
+        let options = options.into();
+        let dialing = Arc::new(Dialing::new(url, options)?);
+        let mut connection = dial(self.inner.clone(), &dialing).await?;
         let node = self.inner.clone();
-        let url = url.to_owned();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
             loop {
@@ -207,7 +291,7 @@ impl Node {
                         _ = tokio::time::sleep(jittered) => {}
                         _ = node.stopping() => return,
                     }
-                    match dial(node.clone(), &url, codec).await {
+                    match dial(node.clone(), &dialing).await {
                         Ok(handle) => {
                             connection = handle;
                             backoff = Duration::from_millis(50);
@@ -279,6 +363,10 @@ impl NodeInner {
         notified.await;
     }
 
+    pub(crate) fn accepted_connections(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn next_conn_id(&self) -> u64 {
         self.conn_ids.fetch_add(1, Ordering::Relaxed)
     }
@@ -315,7 +403,8 @@ impl NodeInner {
             handlers: announcement.keys.into_iter().collect(),
             features,
             max_inflight: self.config.max_inflight_per_conn as u64,
-            token: None,
+            // Only in the first hello of a connection this node dialed.
+            token: if force { peer.take_hello_token() } else { None },
         };
         peer.send(Message::Hello { seq: 0, hello: Box::new(hello) });
     }
@@ -362,24 +451,108 @@ impl Drop for LiveConnection {
     }
 }
 
-/// Serves one accepted TCP connection: HTTP endpoints or a WebSocket peer.
-async fn accept(node: Arc<NodeInner>, mut stream: TcpStream, remote: SocketAddr) {
+/// A place among the connections a node's listeners hold, or, past the
+/// limit, among those being refused.
+struct Slot {
+    node: Arc<NodeInner>,
+    refusing: bool,
+}
+
+impl Slot {
+    /// `None` when even the refusals are at their bound (the connection is
+    /// then dropped unanswered).
+    fn take(node: &Arc<NodeInner>) -> Option<Slot> {
+        let limit = node.config.max_connections;
+        let taken =
+            node.accepted.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1));
+        if taken.is_ok() {
+            return Some(Slot { node: node.clone(), refusing: false });
+        }
+        let refusing = node
+            .refusing
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_REFUSING).then_some(n + 1));
+        refusing.is_ok().then(|| Slot { node: node.clone(), refusing: true })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let counter = if self.refusing { &self.node.refusing } else { &self.node.accepted };
+        counter.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves one accepted TCP connection: TLS first when the listener has a
+/// certificate, then HTTP endpoints or a WebSocket peer. The handshake
+/// timeout bounds all of it.
+async fn accept(
+    node: Arc<NodeInner>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    listener: Arc<Listener>,
+    slot: Slot,
+) {
     let _ = stream.set_nodelay(true);
-    let Ok(Ok((request, head))) = timeout(node.config.handshake_timeout, http::read_head(&mut stream)).await
-    else {
+    let deadline = Instant::now() + node.config.handshake_timeout;
+    match &listener.tls {
+        None => serve(node, stream, remote, &listener, slot, deadline).await,
+        #[cfg(feature = "tls")]
+        Some(acceptor) => {
+            let Ok(Ok(stream)) = timeout_at(deadline, acceptor.accept(stream)).await else {
+                return; // not TLS, or a failed handshake: nothing to answer in
+            };
+            serve(node, stream, remote, &listener, slot, deadline).await
+        }
+        #[cfg(not(feature = "tls"))]
+        Some(never) => match *never {},
+    }
+}
+
+async fn serve<S>(
+    node: Arc<NodeInner>,
+    mut stream: S,
+    remote: SocketAddr,
+    listener: &Listener,
+    slot: Slot,
+    deadline: Instant,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok(Ok((request, head))) = timeout_at(deadline, http::read_head(&mut stream)).await else {
         return; // slow or broken client: dropped without an answer
     };
+    if slot.refusing {
+        let limit = node.config.max_connections;
+        let why = format!("this node holds its limit of {limit} connections; retry later (PF429)\n");
+        let _ = timeout_at(deadline, http::respond(&mut stream, 503, "text/plain", &why)).await;
+        return;
+    }
     match request {
-        http::Request::Get(path) => {
+        http::Request::Get { path, authorization } => {
+            // With auth on, only a valid token sees more than the status.
+            let authorized = match &listener.auth {
+                None => true,
+                Some(table) => {
+                    authorization.as_deref().and_then(auth::bearer).and_then(|t| table.check(t)).is_some()
+                }
+            };
             let path = path.split('?').next().unwrap_or_default();
             let _ = match path {
-                "/health" => {
+                "/health" if authorized => {
                     let body = metrics::health(&node).to_string();
                     http::respond(&mut stream, 200, "application/json", &body).await
                 }
-                "/metrics" => {
+                "/health" => {
+                    let body = serde_json::json!({"status": metrics::status(&node)}).to_string();
+                    http::respond(&mut stream, 200, "application/json", &body).await
+                }
+                "/metrics" if authorized => {
                     let body = metrics::prometheus(&node);
                     http::respond(&mut stream, 200, "text/plain; version=0.0.4", &body).await
+                }
+                "/metrics" => {
+                    let why = "this node requires a token (Authorization: Bearer) for /metrics\n";
+                    http::respond(&mut stream, 401, "text/plain", why).await
                 }
                 _ => http::respond(&mut stream, 404, "text/plain", "not found\n").await,
             };
@@ -387,7 +560,7 @@ async fn accept(node: Arc<NodeInner>, mut stream: TcpStream, remote: SocketAddr)
         http::Request::Bad(status, why) => {
             let _ = http::respond(&mut stream, status, "text/plain", &format!("{why}\n")).await;
         }
-        http::Request::Upgrade => upgrade(node, stream, head, remote).await,
+        http::Request::Upgrade => upgrade(node, stream, head, remote, listener, slot, deadline).await,
     }
 }
 
@@ -423,10 +596,35 @@ fn reject(status: StatusCode, why: String) -> ErrorResponse {
     response
 }
 
-async fn upgrade(node: Arc<NodeInner>, stream: TcpStream, head: Vec<u8>, remote: SocketAddr) {
-    let chosen = Arc::new(Mutex::new(Codec::Json));
-    let chosen_in_callback = chosen.clone();
+/// Decides, from the upgrade's headers, whether a connection is let in
+/// (the decision is taken once per connection: here or at its first frame).
+fn admission(auth: Option<&Arc<AuthTable>>, request: &WsRequest) -> Admission {
+    let Some(table) = auth else { return Admission::Open };
+    let Some(header) = request.headers().get("authorization") else {
+        return Admission::AwaitHello(table.clone());
+    };
+    match header.to_str().ok().and_then(auth::bearer).map(|t| table.check(t)) {
+        Some(Some(grant)) => Admission::Granted(grant),
+        Some(None) => Admission::Refused("the token presented in Authorization is not valid"),
+        None => Admission::Refused("the Authorization header must be `Bearer TOKEN`"),
+    }
+}
+
+async fn upgrade<S>(
+    node: Arc<NodeInner>,
+    stream: S,
+    head: Vec<u8>,
+    remote: SocketAddr,
+    listener: &Listener,
+    slot: Slot,
+    deadline: Instant,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let decided = Arc::new(Mutex::new((Codec::Json, Admission::Open)));
+    let decided_in_callback = decided.clone();
     let node_id = node.node_id.clone();
+    let auth = listener.auth.clone();
     // The error side is tungstenite's HTTP response type, large by nature;
     // it is built only to refuse an upgrade.
     #[allow(clippy::result_large_err)]
@@ -439,7 +637,7 @@ async fn upgrade(node: Arc<NodeInner>, stream: TcpStream, head: Vec<u8>, remote:
             ));
         }
         let (codec, echo) = choose_codec(request).map_err(|why| reject(StatusCode::BAD_REQUEST, why))?;
-        *chosen_in_callback.lock() = codec;
+        *decided_in_callback.lock() = (codec, admission(auth.as_ref(), request));
         let headers = response.headers_mut();
         if let Some(protocol) = echo {
             headers.insert("sec-websocket-protocol", HeaderValue::from_static(protocol));
@@ -454,46 +652,284 @@ async fn upgrade(node: Arc<NodeInner>, stream: TcpStream, head: Vec<u8>, remote:
         callback,
         Some(ws_config(&node)),
     );
-    let Ok(Ok(ws)) = timeout(node.config.handshake_timeout, handshake).await else { return };
-    let codec = *chosen.lock();
+    let Ok(Ok(ws)) = timeout_at(deadline, handshake).await else { return };
+    let (codec, admission) = std::mem::replace(&mut *decided.lock(), (Codec::Json, Admission::Open));
     let _live = LiveConnection::new(&node);
-    conn::run(node, ws, codec, remote.to_string(), false, None).await;
+    let _slot = slot;
+    let setup =
+        Setup { codec, remote: remote.to_string(), send_hello: false, ready: None, admission, token: None };
+    conn::run(node, ws, setup).await;
 }
 
 fn dial_error(url: &str, why: impl std::fmt::Display) -> PfError {
     PfError::new(ErrorCode::Unavailable, format!("cannot connect to {url}: {why}"))
 }
 
+/// A `connect_with` call's settings, kept for its redials.
+struct Dialing {
+    url: String,
+    codec: Codec,
+    token: Option<String>,
+    /// Set for `wss://` URLs.
+    tls: Option<(tls::Connector, String)>,
+    host: String,
+    port: u16,
+}
+
+impl Dialing {
+    fn new(url: &str, options: ConnectOptions) -> Result<Dialing, PfError> {
+        let invalid =
+            |why: String| PfError::new(ErrorCode::BadRequest, format!("invalid peer URL {url:?}: {why}"));
+        let request = url.into_client_request().map_err(|e| invalid(e.to_string()))?;
+        let uri = request.uri();
+        let secure = match uri.scheme_str() {
+            Some("ws") => false,
+            Some("wss") => true,
+            other => return Err(invalid(format!("the scheme must be ws or wss, got {other:?}"))),
+        };
+        let host = uri.host().ok_or_else(|| invalid("no host".into()))?;
+        // An IPv6 literal comes bracketed; sockets and TLS want it bare.
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        if let Some(token) = &options.token {
+            if HeaderValue::from_str(&format!("Bearer {token}")).is_err() || token.is_empty() {
+                return Err(PfError::new(
+                    ErrorCode::BadRequest,
+                    "the token must be non-empty visible ASCII (it travels in an HTTP header)",
+                ));
+            }
+        }
+        let tls = if secure {
+            #[cfg(feature = "tls")]
+            let name = {
+                tls::server_name(&host)?;
+                host.clone()
+            };
+            #[cfg(not(feature = "tls"))]
+            let name = host.clone();
+            Some((tls::connector(options.tls_ca.as_deref())?, name))
+        } else {
+            None
+        };
+        Ok(Dialing { url: url.to_owned(), codec: options.codec, token: options.token, tls, host, port })
+    }
+
+    fn request(&self) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, PfError> {
+        let mut request = self.url.as_str().into_client_request().map_err(|e| {
+            PfError::new(ErrorCode::BadRequest, format!("invalid peer URL {:?}: {e}", self.url))
+        })?;
+        let headers = request.headers_mut();
+        // JSON is the default: asking for it explicitly would make a seed
+        // server (which echoes no subprotocol) fail the handshake.
+        if self.codec == Codec::MsgPack {
+            headers.insert("sec-websocket-protocol", HeaderValue::from_static(self.codec.subprotocol()));
+        }
+        if let Some(token) = &self.token {
+            if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
+                headers.insert("authorization", value);
+            }
+        }
+        Ok(request)
+    }
+}
+
+/// A refused upgrade or a failed handshake, as the dialer reports it.
+fn handshake_error(url: &str, e: tokio_tungstenite::tungstenite::Error) -> PfError {
+    use tokio_tungstenite::tungstenite::Error;
+    match e {
+        Error::Http(response) => {
+            let status = response.status();
+            let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+            let why = format!("the node answered HTTP {status}: {}", body.trim());
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                PfError::new(ErrorCode::Overloaded, format!("cannot connect to {url}: {why}"))
+            } else {
+                dial_error(url, why)
+            }
+        }
+        other => dial_error(url, other),
+    }
+}
+
 /// Dials once; returns the running connection's task.
-async fn dial(node: Arc<NodeInner>, url: &str, codec: Codec) -> Result<JoinHandle<()>, PfError> {
+async fn dial(node: Arc<NodeInner>, dialing: &Dialing) -> Result<JoinHandle<()>, PfError> {
     if node.is_stopped() {
-        return Err(dial_error(url, "the node is stopped"));
+        return Err(dial_error(&dialing.url, "the node is stopped"));
     }
-    let mut request = url
-        .into_client_request()
-        .map_err(|e| PfError::new(ErrorCode::BadRequest, format!("invalid peer URL {url:?}: {e}")))?;
-    // JSON is the default: asking for it explicitly would make a seed
-    // server (which echoes no subprotocol) fail the handshake.
-    if codec == Codec::MsgPack {
-        request.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static(codec.subprotocol()));
+    let deadline = Instant::now() + node.config.handshake_timeout;
+    let (ws, response) = dialing.open(deadline, ws_config(&node)).await?;
+    start_dialed(node, ws, response, dialing).await
+}
+
+impl Dialing {
+    /// TCP, then TLS for `wss://`, then the WebSocket upgrade, all before
+    /// `deadline`.
+    async fn open(
+        &self,
+        deadline: Instant,
+        config: WebSocketConfig,
+    ) -> Result<
+        (WebSocketStream<ClientStream>, tokio_tungstenite::tungstenite::handshake::client::Response),
+        PfError,
+    > {
+        let url = self.url.as_str();
+        let request = self.request()?;
+        let tcp = timeout_at(deadline, TcpStream::connect((self.host.as_str(), self.port)))
+            .await
+            .map_err(|_| dial_error(url, "connecting timed out"))?
+            .map_err(|e| dial_error(url, e))?;
+        let _ = tcp.set_nodelay(true);
+        let stream = match &self.tls {
+            None => ClientStream::Plain(tcp),
+            #[cfg(feature = "tls")]
+            Some((connector, name)) => {
+                let server_name = tls::server_name(name)?;
+                let stream = timeout_at(deadline, connector.connect(server_name, tcp))
+                    .await
+                    .map_err(|_| dial_error(url, "TLS handshake timed out"))?
+                    .map_err(|e| dial_error(url, format!("TLS handshake failed: {e}")))?;
+                ClientStream::Tls(Box::new(stream))
+            }
+            #[cfg(not(feature = "tls"))]
+            Some((never, _)) => match *never {},
+        };
+        timeout_at(deadline, tokio_tungstenite::client_async_with_config(request, stream, Some(config)))
+            .await
+            .map_err(|_| dial_error(url, "handshake timed out"))?
+            .map_err(|e| handshake_error(url, e))
     }
-    let connecting = tokio_tungstenite::connect_async_with_config(request, Some(ws_config(&node)), true);
-    let (ws, response) = timeout(node.config.handshake_timeout, connecting)
-        .await
-        .map_err(|_| dial_error(url, "handshake timed out"))?
-        .map_err(|e| dial_error(url, e))?;
+}
+
+/// Opens a bare WebSocket to `url` (`ws://` or `wss://`) with the token and
+/// CA of `options`, as a node dials, but without a node: for tools that
+/// speak frames themselves (a load generator, tests). `config` bounds
+/// frame sizes and buffers as a node's own connections do by default.
+/// Errors as [`Node::connect_with`]. The handshake is bounded to 10 s.
+pub async fn open_websocket(
+    url: &str,
+    options: ConnectOptions,
+    config: Option<WebSocketConfig>,
+) -> Result<WebSocketStream<ClientStream>, PfError> {
+    let dialing = Dialing::new(url, options)?;
+    let deadline = Instant::now() + NodeConfig::default().handshake_timeout;
+    Ok(dialing.open(deadline, config.unwrap_or_default()).await?.0)
+}
+
+/// The stream under a dialed connection: plain TCP, or TLS for `wss://`.
+pub enum ClientStream {
+    /// `ws://`.
+    Plain(TcpStream),
+    /// `wss://`.
+    #[cfg(feature = "tls")]
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
+            ClientStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
+            ClientStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "tls")]
+            ClientStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "tls")]
+            ClientStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "tls")]
+            ClientStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientStream::Plain(s) => s.is_write_vectored(),
+            #[cfg(feature = "tls")]
+            ClientStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// Runs a dialed connection; for a PacketFlow node, waits for its hello.
+async fn start_dialed<S>(
+    node: Arc<NodeInner>,
+    ws: WebSocketStream<S>,
+    response: tokio_tungstenite::tungstenite::handshake::client::Response,
+    dialing: &Dialing,
+) -> Result<JoinHandle<()>, PfError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let url = dialing.url.as_str();
     let speaks_hello = response.headers().contains_key(NODE_HEADER);
     let (ready_tx, ready_rx) = oneshot::channel();
     let live = LiveConnection::new(&node);
-    let running =
-        conn::run(node.clone(), ws, codec, url.to_owned(), speaks_hello, speaks_hello.then_some(ready_tx));
+    let setup = Setup {
+        codec: dialing.codec,
+        remote: url.to_owned(),
+        send_hello: speaks_hello,
+        ready: speaks_hello.then_some(ready_tx),
+        admission: Admission::Open,
+        token: dialing.token.clone(),
+    };
+    let running = conn::run(node.clone(), ws, setup);
     let handle = tokio::spawn(async move {
         let _live = live;
         running.await;
     });
     if speaks_hello {
         match timeout(node.config.handshake_timeout, ready_rx).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(refused))) => {
+                return Err(PfError::new(
+                    ErrorCode::Unauthorized,
+                    format!("{url} refused: {}", refused.message),
+                ))
+            }
             _ => return Err(dial_error(url, "the peer did not answer hello")),
         }
     }

@@ -5,13 +5,14 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use foldhash::HashMap;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot};
 use xxhash_rust::xxh3::xxh3_64;
 
+use super::auth::Grant;
 use crate::packet::{Element, Group, PacketId};
 use crate::result::PacketResult;
 use crate::wire::{Hello, Message, FEATURE_DEFAULT_ROUTE};
@@ -52,6 +53,11 @@ pub(crate) struct Peer {
     pending: Mutex<Pending>,
     in_flight: AtomicUsize,
     next_seq: AtomicU64,
+    /// What the peer's token allows, on a listener with auth (unset: all).
+    grant: OnceLock<Arc<Grant>>,
+    /// The token to put in the first `hello` this node sends (dialed
+    /// connections); taken when sent.
+    hello_token: Mutex<Option<String>>,
 }
 
 impl Peer {
@@ -67,7 +73,31 @@ impl Peer {
             pending: Mutex::new(Pending::default()),
             in_flight: AtomicUsize::new(0),
             next_seq: AtomicU64::new(1),
+            grant: OnceLock::new(),
+            hello_token: Mutex::new(None),
         }
+    }
+
+    /// Records what the peer's token allows (once, when it is admitted).
+    pub(crate) fn set_grant(&self, grant: Arc<Grant>) {
+        let _ = self.grant.set(grant);
+    }
+
+    pub(crate) fn grant(&self) -> Option<&Arc<Grant>> {
+        self.grant.get()
+    }
+
+    /// Whether this peer may be sent `group:element` to serve.
+    pub(crate) fn may_serve(&self, group: Group, element: &str) -> bool {
+        self.grant.get().is_none_or(|g| g.may_serve(group, element))
+    }
+
+    pub(crate) fn set_hello_token(&self, token: Option<String>) {
+        *self.hello_token.lock() = token;
+    }
+
+    pub(crate) fn take_hello_token(&self) -> Option<String> {
+        self.hello_token.lock().take()
     }
 
     pub(crate) fn hello(&self) -> Option<Arc<Hello>> {
@@ -274,9 +304,12 @@ impl PeerTable {
                 // The default route: a peer that never announced anything.
                 // One seen serving the key first, one that answered PF001
                 // for it never, the least busy among the rest.
+                // A peer without hello serves only what its token allows
+                // (announced keys were filtered when its hello arrived).
                 self.peers
                     .values()
                     .filter(|p| Some(p.id) != origin && p.hello.read().is_none())
+                    .filter(|p| p.may_serve(group, element))
                     .filter_map(|p| match p.serves(&key) {
                         Some(false) => None,
                         Some(true) => Some((0, p.in_flight(), p)),
@@ -292,6 +325,7 @@ impl PeerTable {
                     .values()
                     .filter(|p| Some(p.id) != origin)
                     .filter(|p| p.hello.read().as_ref().is_some_and(|h| h.has_feature(FEATURE_DEFAULT_ROUTE)))
+                    .filter(|p| p.may_serve(group, element))
                     .min_by_key(|p| p.in_flight())
             })
             .cloned()

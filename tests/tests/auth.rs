@@ -1,0 +1,387 @@
+//! Token auth over real loopback sockets: who gets in (PF401, close 1008),
+//! what each token may submit and serve (PF403 naming the key), and how a
+//! hub applies the permission where a submit entered it.
+
+use packetflow::{json, ConnectOptions, ErrorCode, ListenOptions, Node, NodeConfig, Packet, TokenSpec};
+use packetflow_tests::*;
+use tokio::time::Duration;
+
+const CLIENT: &str = "client-token-0123456789";
+const SERVICE: &str = "service-token-0123456789";
+const ADMIN: &str = "admin-token-0123456789ab";
+
+fn token(name: &str, token: &str, submit: &[&str], serve: &[&str]) -> TokenSpec {
+    TokenSpec {
+        name: name.into(),
+        token: Some(token.into()),
+        token_sha256: None,
+        submit: submit.iter().map(|s| s.to_string()).collect(),
+        serve: serve.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn tokens() -> Vec<TokenSpec> {
+    vec![
+        token("client", CLIENT, &["df:*", "*:user.*", "cf:start"], &[]),
+        token("service", SERVICE, &[], &["df:upper", "df:public"]),
+        token("admin", ADMIN, &["*"], &["*"]),
+    ]
+}
+
+/// A hub requiring the test tokens, serving `df:upper` itself.
+async fn hub_with(config: NodeConfig) -> (Node, String) {
+    let hub = Node::new(
+        packetflow::Reactor::new(packetflow::ReactorConfig { name: "hub".into(), ..Default::default() }),
+        config,
+    );
+    let options = ListenOptions { tokens: tokens(), ..ListenOptions::default() };
+    let addr = hub.listen_with("127.0.0.1:0", options).await.expect("listen with auth");
+    (hub, url(addr))
+}
+
+async fn hub() -> (Node, String) {
+    hub_with(NodeConfig::default()).await
+}
+
+fn with_token(t: &str) -> ConnectOptions {
+    ConnectOptions { token: Some(t.into()), ..ConnectOptions::default() }
+}
+
+fn hello_frame(token: Option<&str>, handlers: &[&str]) -> packetflow::Value {
+    let mut payload = json!({"node_id": "raw-1", "name": "raw", "runtime": "test", "protocol": "1.0",
+        "handlers": handlers, "features": [], "max_inflight": 10});
+    if let Some(t) = token {
+        payload["token"] = json!(t);
+    }
+    json!({"type": "hello", "seq": 0, "payload": payload})
+}
+
+/// Waits until `check` holds for `node`'s routes, or fails after WAIT.
+async fn until_routes(node: &Node, check: impl Fn(&Node) -> bool) {
+    let mut changes = node.watch_routes();
+    tokio::time::timeout(WAIT, async {
+        while !check(node) {
+            changes.changed().await.expect("node alive");
+        }
+    })
+    .await
+    .expect("routes in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_and_a_service_with_good_tokens_meet_through_the_hub() {
+    let (hub, hub_url) = hub().await;
+    hub.reactor().register_sync("rm", "lock", |_, _| Ok(json!("locked"))).unwrap();
+    let (service, _) = node("service", NodeConfig::default()).await;
+    register_upper(service.reactor());
+    service.connect_with(&hub_url, with_token(SERVICE)).await.expect("the service's token is good");
+    let (client, _) = node("client", NodeConfig::default()).await;
+    client.connect_with(&hub_url, with_token(CLIENT)).await.expect("the client's token is good");
+    until_routes(&client, |c| {
+        c.can_route(packetflow::Group::DataFlow, "upper")
+            && c.can_route(packetflow::Group::ResourceMgmt, "lock")
+    })
+    .await;
+    // The client may submit df:*; the hub forwards to the service, whose
+    // token allows serving df:upper (and submitting nothing: that governs
+    // what the service sends, not what the hub sends it).
+    let answer = client.reactor().call(Packet::build("df", "upper", json!("through")).unwrap()).await;
+    assert_eq!(answer, Ok(json!("THROUGH")));
+    // Outside the client's token: refused at the hub, where it entered
+    // (the hub serves rm:lock and announced it).
+    let refused = client.reactor().submit(Packet::build("rm", "lock", json!(1)).unwrap()).await;
+    let err = refused.err().unwrap();
+    assert!(err.is(ErrorCode::Forbidden), "{err:?}");
+    assert_eq!(err.message, "token \"client\" may not submit rm:lock");
+    for n in [client, service, hub] {
+        n.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_token_in_hello_gets_pf401_and_close_1008() {
+    let (hub, hub_url) = hub().await;
+    let mut peer = RawPeer::connect(&hub_url).await;
+    peer.send_json(&hello_frame(Some("not-a-token-at-all-00"), &[])).await;
+    let (frames, code) = peer.frames_until_close().await;
+    assert_eq!(frames.len(), 1, "one error, then the close: {frames:?}");
+    assert_eq!(frames[0]["type"], "error");
+    assert_eq!(frames[0]["payload"]["code"], "PF401");
+    assert_eq!(frames[0]["payload"]["message"], "the token presented is not valid");
+    assert!(!frames[0].to_string().contains("not-a-token"), "the token is never echoed");
+    assert_eq!(code, Some(1008));
+    assert_eq!(hub.peer_count(), 0, "never entered the peer table");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_dialing_with_a_wrong_token_gets_pf401() {
+    let (hub, hub_url) = hub().await;
+    let (client, _) = node("client", NodeConfig::default()).await;
+    let err = client.connect_with(&hub_url, with_token("wrong-token-0123456789")).await.unwrap_err();
+    assert_eq!(err.code, "PF401", "{err:?}");
+    assert!(err.message.contains("not valid"), "{}", err.message);
+    assert!(!err.message.contains("wrong-token"), "{}", err.message);
+    client.stop().await;
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_token_is_refused_when_auth_is_on() {
+    let (hub, hub_url) = hub().await;
+    let (client, _) = node("client", NodeConfig::default()).await;
+    let err = client.connect(&hub_url).await.unwrap_err();
+    assert_eq!(err.code, "PF401");
+    assert!(err.message.contains("requires a token"), "{}", err.message);
+    let mut peer = RawPeer::connect(&hub_url).await;
+    peer.send_json(&hello_frame(None, &[])).await;
+    let (frames, code) = peer.frames_until_close().await;
+    assert_eq!(frames[0]["payload"]["code"], "PF401");
+    assert_eq!(code, Some(1008));
+    client.stop().await;
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_seed_peer_without_a_token_is_refused_only_when_auth_is_on() {
+    // Auth on: its first frame (a submit, no hello) is answered PF401 with
+    // the submit's seq and packet id, and the connection closes with 1008.
+    let (hub, hub_url) = hub().await;
+    let mut seed = RawPeer::connect(&hub_url).await;
+    seed.send_json(&submit_frame(7, "seed-1", "df", "upper", json!("x"))).await;
+    let (frames, code) = seed.frames_until_close().await;
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0]["seq"], 7);
+    assert_eq!(frames[0]["payload"]["code"], "PF401");
+    assert_eq!(frames[0]["payload"]["packet_id"], "seed-1");
+    assert_eq!(code, Some(1008));
+    hub.stop().await;
+    // Auth off: the same peer is served.
+    let (open, addr) = node("open", NodeConfig::default()).await;
+    register_upper(open.reactor());
+    let mut seed = RawPeer::connect(&url(addr)).await;
+    seed.send_json(&submit_frame(7, "seed-1", "df", "upper", json!("x"))).await;
+    assert_eq!(seed.recv_open().await["payload"]["data"], "X");
+    open.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_that_presents_nothing_is_refused_after_the_handshake_time() {
+    let config = NodeConfig { handshake_timeout: Duration::from_millis(150), ..NodeConfig::default() };
+    let (hub, hub_url) = hub_with(config).await;
+    let mut silent = RawPeer::connect(&hub_url).await;
+    let (frames, code) = silent.frames_until_close().await;
+    assert_eq!(frames[0]["payload"]["code"], "PF401");
+    assert_eq!(frames[0]["payload"]["message"], "no token was presented within 150 ms");
+    assert_eq!(code, Some(1008));
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_in_the_upgrade_header_admits_a_peer_that_sends_no_hello() {
+    let (hub, hub_url) = hub().await;
+    register_upper(hub.reactor());
+    let mut seed = RawPeer::connect_with_token(&hub_url, CLIENT).await;
+    seed.send_json(&submit_frame(1, "h1", "df", "upper", json!("header"))).await;
+    let answer = seed.recv_open().await;
+    assert_eq!(answer["payload"]["data"], "HEADER", "{answer}");
+    seed.close().await;
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_in_hello_admits_a_peer_and_its_routes() {
+    let (hub, hub_url) = hub().await;
+    let mut peer = RawPeer::connect(&hub_url).await;
+    peer.send_json(&hello_frame(Some(SERVICE), &["df:upper"])).await;
+    let answer = peer.recv_open().await;
+    assert_eq!(answer["type"], "hello", "the hub answers with its own hello: {answer}");
+    assert!(answer["payload"].get("token").is_none(), "a hub never sends a token back");
+    until_routes(&hub, |h| h.can_route(packetflow::Group::DataFlow, "upper")).await;
+    peer.close().await;
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_header_token_is_refused_even_before_a_good_hello() {
+    let (hub, hub_url) = hub().await;
+    let mut peer = RawPeer::connect_with_token(&hub_url, "wrong-token-0123456789").await;
+    peer.send_json(&hello_frame(Some(ADMIN), &[])).await;
+    let (frames, code) = peer.frames_until_close().await;
+    assert_eq!(frames[0]["payload"]["code"], "PF401");
+    assert_eq!(frames[0]["payload"]["message"], "the token presented in Authorization is not valid");
+    assert_eq!(code, Some(1008));
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn pf403_on_a_submit_outside_the_token_names_the_key_and_the_connection_stays() {
+    let (hub, hub_url) = hub().await;
+    register_upper(hub.reactor());
+    let mut peer = RawPeer::connect_with_token(&hub_url, CLIENT).await;
+    peer.send_json(&submit_frame(1, "f1", "rm", "lock", json!(1))).await;
+    let answer = peer.recv_open().await;
+    assert_eq!(answer["type"], "result");
+    assert_eq!(answer["seq"], 1);
+    assert_eq!(answer["payload"]["status"], "error");
+    assert_eq!(answer["payload"]["error"]["code"], "PF403");
+    assert_eq!(answer["payload"]["error"]["message"], "token \"client\" may not submit rm:lock");
+    peer.send_json(&submit_frame(2, "f2", "df", "upper", json!("still"))).await;
+    assert_eq!(peer.recv_open().await["payload"]["data"], "STILL");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn wildcard_patterns_decide_what_a_token_may_submit() {
+    // client: df:*, *:user.*, cf:start. Allowed keys with no handler get
+    // PF001; the others PF403.
+    let (hub, hub_url) = hub().await;
+    let mut peer = RawPeer::connect_with_token(&hub_url, CLIENT).await;
+    let cases = [
+        ("df", "anything", "PF001"),
+        ("ed", "user.created", "PF001"),
+        ("co", "user.x", "PF001"),
+        ("ed", "users", "PF403"),
+        ("cf", "start", "PF001"),
+        ("cf", "stop", "PF403"),
+        ("mc", "spawn", "PF403"),
+    ];
+    for (i, (group, element, code)) in cases.iter().enumerate() {
+        let seq = i as u64 + 1;
+        peer.send_json(&submit_frame(seq, &format!("w{seq}"), group, element, json!(null))).await;
+        let answer = peer.recv_open().await;
+        assert_eq!(answer["payload"]["error"]["code"], *code, "{group}:{element}: {answer}");
+    }
+    // The admin token (`*`) may submit anything.
+    let mut admin = RawPeer::connect_with_token(&hub_url, ADMIN).await;
+    admin.send_json(&submit_frame(1, "a1", "mc", "spawn", json!(null))).await;
+    assert_eq!(admin.recv_open().await["payload"]["error"]["code"], "PF001");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn pf403_on_an_announce_outside_the_token_names_the_key() {
+    let (hub, hub_url) = hub().await;
+    let mut peer = RawPeer::connect(&hub_url).await;
+    peer.send_json(&hello_frame(Some(SERVICE), &["df:public", "df:secret", "rm:lock"])).await;
+    let error = peer.recv_open().await;
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["payload"]["code"], "PF403");
+    assert_eq!(
+        error["payload"]["message"],
+        "token \"service\" may not serve df:secret, rm:lock; those handlers are not announced"
+    );
+    assert_eq!(peer.recv_open().await["type"], "hello", "the rest of the hello stands");
+    until_routes(&hub, |h| h.can_route(packetflow::Group::DataFlow, "public")).await;
+    assert!(!hub.can_route(packetflow::Group::DataFlow, "secret"));
+    assert!(!hub.can_route(packetflow::Group::ResourceMgmt, "lock"));
+    // Nothing is routed there for the refused key: PF001 at the hub.
+    let r = hub.reactor().submit(Packet::build("df", "secret", json!(1)).unwrap()).await;
+    assert!(r.err().unwrap().is(ErrorCode::NoHandler));
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_serving_outside_its_token_is_routed_only_what_it_may_serve() {
+    let (hub, hub_url) = hub().await;
+    let (service, _) = node("service", NodeConfig::default()).await;
+    register_upper(service.reactor());
+    service.reactor().register_sync("df", "secret", |_, _| Ok(json!("leaked"))).unwrap();
+    service.connect_with(&hub_url, with_token(SERVICE)).await.expect("connect succeeds; one key is refused");
+    until_routes(&hub, |h| h.can_route(packetflow::Group::DataFlow, "upper")).await;
+    assert!(!hub.can_route(packetflow::Group::DataFlow, "secret"));
+    let r = hub.reactor().call(Packet::build("df", "upper", json!("ok")).unwrap()).await;
+    assert_eq!(r, Ok(json!("OK")));
+    let r = hub.reactor().submit(Packet::build("df", "secret", json!(1)).unwrap()).await;
+    assert!(r.err().unwrap().is(ErrorCode::NoHandler));
+    service.stop().await;
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_peer_without_hello_is_a_default_route_only_for_what_its_token_serves() {
+    let (hub, hub_url) = hub().await;
+    // A seed-style service admitted by its header: it never announces, so
+    // it is the hub's default route, but only for df:upper and df:public.
+    let mut seed = RawPeer::connect_with_token(&hub_url, SERVICE).await;
+    seed.send_json(&json!({"type": "heartbeat", "seq": 0, "payload": {"timestamp": 1}})).await;
+    let reactor = hub.reactor().clone();
+    let allowed =
+        tokio::spawn(async move { reactor.submit(Packet::build("df", "public", json!(1)).unwrap()).await });
+    let forwarded = seed.recv_open().await;
+    assert_eq!(forwarded["type"], "submit");
+    assert_eq!(forwarded["payload"]["element"], "public");
+    let id = forwarded["payload"]["id"].as_str().unwrap();
+    seed.send_json(&json!({"type": "result", "seq": 0,
+        "payload": {"packet_id": id, "status": "success", "data": "served", "duration_ms": 0}}))
+        .await;
+    assert_eq!(allowed.await.unwrap().outcome, Ok(json!("served")));
+    let refused = hub.reactor().submit(Packet::build("df", "other", json!(1)).unwrap()).await;
+    assert!(refused.err().unwrap().is(ErrorCode::NoHandler), "not routed to a peer that may not serve it");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn health_shows_only_the_status_and_metrics_refuse_without_a_token() {
+    let (hub, hub_url) = hub().await;
+    let addr = hub_url.trim_start_matches("ws://").trim_end_matches("/packetflow/v1").to_owned();
+    let (status, body) = http_get(&addr, "/health", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, r#"{"status":"ok"}"#);
+    let (status, body) = http_get(&addr, "/health", Some(CLIENT)).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"node_id\""), "{body}");
+    assert_eq!(http_get(&addr, "/metrics", None).await.0, 401);
+    assert_eq!(http_get(&addr, "/metrics", Some("wrong-token-0123456789")).await.0, 401);
+    let (status, body) = http_get(&addr, "/metrics", Some(ADMIN)).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("packetflow_connections"), "{body}");
+    hub.stop().await;
+}
+
+async fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut out)).await.unwrap().unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (head.split_whitespace().nth(1).unwrap().parse().unwrap(), body.to_owned())
+}
+
+#[tokio::test]
+async fn a_tokens_file_is_read_by_listen_and_its_errors_name_it() {
+    let dir = TempDir::new("auth");
+    let file = dir.file(
+        "tokens.json",
+        &format!(r#"{{"tokens": [{{"name": "client", "token": "{CLIENT}", "submit": ["df:*"]}}]}}"#),
+    );
+    let (n, _) = node("n", NodeConfig::default()).await;
+    register_upper(n.reactor());
+    let addr = n
+        .listen_with("127.0.0.1:0", ListenOptions { auth_file: Some(file), ..ListenOptions::default() })
+        .await
+        .unwrap();
+    let mut peer = RawPeer::connect_with_token(&url(addr), CLIENT).await;
+    peer.send_json(&submit_frame(1, "t1", "df", "upper", json!("file"))).await;
+    assert_eq!(peer.recv_open().await["payload"]["data"], "FILE");
+
+    let missing = dir.0.join("absent.toml");
+    let err = n
+        .listen_with(
+            "127.0.0.1:0",
+            ListenOptions { auth_file: Some(missing.clone()), ..ListenOptions::default() },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, "PF400");
+    assert!(err.message.contains(&missing.display().to_string()), "{}", err.message);
+    let short = dir.file("short.toml", "[[tokens]]\nname = \"s\"\ntoken = \"short\"\n");
+    let err = n
+        .listen_with("127.0.0.1:0", ListenOptions { auth_file: Some(short), ..ListenOptions::default() })
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("at least 16 bytes"), "{}", err.message);
+    n.stop().await;
+}
