@@ -142,8 +142,7 @@ pub struct PacketId(Arc<str>);
 impl PacketId {
     /// Validates `id` as a packet id.
     pub fn new(id: &str) -> Result<PacketId, PfError> {
-        Self::check(id, "id")?;
-        Ok(PacketId(id.into()))
+        Self::checked(id, || "id".into())
     }
 
     /// A fresh UUID v4 id, the default.
@@ -157,14 +156,17 @@ impl PacketId {
         &self.0
     }
 
-    fn check(id: &str, field: &str) -> Result<(), PfError> {
+    /// The id, if its length is valid; `field` names it in the error (and is
+    /// only formatted then).
+    fn checked(id: &str, field: impl FnOnce() -> String) -> Result<PacketId, PfError> {
         if id.is_empty() || id.len() > MAX_ID_LEN {
             return Err(bad_request(format!(
-                "{field} must be a string of 1-128 bytes, got {} bytes",
+                "{} must be a string of 1-128 bytes, got {} bytes",
+                field(),
                 id.len()
             )));
         }
-        Ok(())
+        Ok(PacketId(id.into()))
     }
 }
 
@@ -315,8 +317,8 @@ pub(crate) fn check_timeout(t: u64) -> Result<(), PfError> {
     Ok(())
 }
 
-pub(crate) fn check_dependency_id(id: &str, index: usize) -> Result<(), PfError> {
-    PacketId::check(id, &format!("dependencies[{index}]"))
+pub(crate) fn dependency_id(id: &str, index: usize) -> Result<PacketId, PfError> {
+    PacketId::checked(id, || format!("dependencies[{index}]"))
 }
 
 /// The reserved keys this version knows, with the JSON type each must have.

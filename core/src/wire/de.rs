@@ -17,8 +17,8 @@ use serde_json::Value;
 use super::{FrameError, Hello, Message, MessageKind};
 use crate::error::PfError;
 use crate::packet::{
-    bad_request, check_dependency_id, check_timeout, describe, quote, Element, Group, Packet, PacketId,
-    Priority, PROTOCOL_VERSION,
+    bad_request, check_timeout, dependency_id, describe, quote, Element, Group, Packet, PacketId, Priority,
+    PROTOCOL_VERSION,
 };
 use crate::result::PacketResult;
 
@@ -370,8 +370,7 @@ impl PacketFields<'_> {
                     for (i, item) in items.into_iter().enumerate() {
                         let field = format!("dependencies[{i}]");
                         let s = item.into_str(&field, "a packet id string")?;
-                        check_dependency_id(&s, i)?;
-                        ids.push(PacketId::new(&s)?);
+                        ids.push(dependency_id(&s, i)?);
                     }
                     ids
                 }
