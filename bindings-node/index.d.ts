@@ -1,16 +1,26 @@
 // Types of the `packetflow` package (hand-written; checked by `tsc --noEmit`
 // against test/types/example.ts in the test suite).
 
-/** A JSON value: what crosses between handlers and nodes. */
-export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+/**
+ * A JSON value: what crosses between handlers and nodes.
+ *
+ * Integers are exact: one outside the safe range (|n| > 2^53 − 1, i.e.
+ * beyond `Number.MAX_SAFE_INTEGER`) arrives as a `bigint` holding its exact
+ * value; safe integers and floats arrive as `number`s.
+ */
+export type JsonValue = null | boolean | number | bigint | string | JsonValue[] | { [key: string]: JsonValue };
 
 /**
  * A value the binding accepts as JSON, with `JSON.stringify`'s leniency:
  * `undefined` is dropped from objects (and is `null` in arrays), and
  * objects with a `toJSON` method (`Date`, `Buffer`) convert through it.
- * `BigInt`, functions, symbols, cycles, `NaN` and `±Infinity` raise a
- * `TypeError` naming the type and its path (`data.a[2]: BigInt is not
- * JSON-serializable`).
+ * A `bigint` from −2^63 to 2^64 − 1 crosses as that exact integer; a
+ * `number` that is not a safe integer crosses as the float it is.
+ * Functions, symbols, cycles, `NaN` and `±Infinity` raise a `TypeError`
+ * naming the type and its path (`data.a[2]: Function is not
+ * JSON-serializable`); a `bigint` beyond 64 bits raises a `RangeError`
+ * naming its path (`data.id: BigInt 18446744073709551616n is outside the
+ * range of 64-bit integers (...)`).
  */
 export type JsonInput = unknown;
 
@@ -203,8 +213,8 @@ export declare class Reactor {
   /**
    * Submits a packet; resolves to its {@link Result}, success or error.
    * Rejects (before submitting) with a `TypeError` for a value that is not
-   * JSON-shaped, or a {@link PacketFlowError} PF400 for a packet that breaks
-   * a protocol rule.
+   * JSON-shaped, a `RangeError` for a `bigint` beyond 64 bits, or a
+   * {@link PacketFlowError} PF400 for a packet that breaks a protocol rule.
    */
   submit<R = JsonValue>(packet: PacketInit): Promise<Result<R>>;
   submit<R = JsonValue>(group: Group | (string & {}), element: string, data?: JsonInput, options?: SubmitOptions): Promise<Result<R>>;

@@ -388,8 +388,9 @@ class Reactor {
   /**
    * Submits a packet and resolves to its {@link Result} (success or error:
    * every submitted packet gets one). Rejects with a `TypeError` for values
-   * that are not JSON-shaped, or a `PacketFlowError` (PF400) for a packet
-   * that breaks a protocol rule, before anything is submitted.
+   * that are not JSON-shaped, a `RangeError` for a `BigInt` beyond 64 bits,
+   * or a `PacketFlowError` (PF400) for a packet that breaks a protocol rule,
+   * before anything is submitted.
    * @returns {Promise<object>}
    */
   submit(...args) {

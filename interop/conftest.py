@@ -203,7 +203,6 @@ def _node_participant():
         lambda hub, codec: [node_bin(), script, "submit", hub, codec],
         ("stdout", "ready"),
         ["json", "msgpack"],
-        big_ints=False,  # a JS number is a double
     )
 
 

@@ -7,16 +7,21 @@
 //!   an object's own enumerable string keys are read in `JSON.stringify`'s
 //!   order, and an object with a `toJSON` method (a `Date`, a `Buffer`)
 //!   is converted through it.
-//! - Numbers: integral values within ±2^53 become JSON integers (`-0` is
-//!   `0`), others floats; `NaN` and `±Infinity` are refused.
+//! - Numbers: safe integers (|n| ≤ 2^53 − 1) become JSON integers (`-0` is
+//!   `0`), other numbers floats (a double is what the number holds);
+//!   `NaN` and `±Infinity` are refused.
+//! - A `BigInt` within the 64-bit range (i64 or u64) becomes that exact
+//!   integer; one outside it raises a `RangeError` naming its path.
 //! - `undefined` is dropped from objects and becomes `null` in arrays and at
 //!   the top level, as `JSON.stringify` does.
-//! - `BigInt`, functions, symbols, circular references and nesting deeper
-//!   than [`MAX_DEPTH`] raise a `TypeError` naming the type and its path in
-//!   the value (`data.a[2]: BigInt is not JSON-serializable`).
+//! - Functions, symbols, circular references and nesting deeper than
+//!   [`MAX_DEPTH`] raise a `TypeError` naming the type and its path in the
+//!   value (`data.a[2]: Function is not JSON-serializable`).
 //!
 //! JSON → JS builds plain objects and arrays; a `"__proto__"` key becomes an
-//! own property, as `JSON.parse` makes it, never the prototype.
+//! own property, as `JSON.parse` makes it, never the prototype. Integers
+//! outside the safe range become `BigInt`s with the exact value (a double
+//! would round them); safe integers and floats become numbers.
 //!
 //! Nothing goes through JSON text: each value is walked once.
 
@@ -33,8 +38,13 @@ use crate::js::{self, NapiResult};
 /// dropping) far from the stack's limit.
 pub const MAX_DEPTH: usize = 512;
 
-/// Largest integer a double holds exactly (2^53).
-pub const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_992.0;
+/// `Number.MAX_SAFE_INTEGER` (2^53 − 1): the largest integer `n` such that
+/// `n` and `n + 1` are both exact doubles. Integers from the wire beyond it
+/// arrive as `BigInt`s; numbers beyond it go as floats.
+pub const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+
+/// [`MAX_SAFE_INTEGER`] as an integer, for values from the wire.
+const MAX_SAFE_I64: i64 = 9_007_199_254_740_991;
 
 /// One step of the path to the offending part of a value.
 pub enum Step {
@@ -42,15 +52,28 @@ pub enum Step {
     Index(u32),
 }
 
+/// Which JS error class a refused value raises.
+#[derive(Clone, Copy)]
+pub enum Refusal {
+    /// Not JSON-shaped (a function, a cycle, `NaN`, ...): `TypeError`.
+    Type,
+    /// The right type, but a value the wire cannot carry exactly (a
+    /// `BigInt` beyond 64 bits): `RangeError`.
+    Range,
+}
+
 /// Why a JS value could not become JSON.
 pub enum ConvertError {
-    /// Not JSON-shaped: becomes a `TypeError` (`<path>: <what>`).
+    /// Not JSON-shaped, or out of range: becomes a `TypeError` or a
+    /// `RangeError` (`<path>: <what>`).
     NotJson {
         /// Steps from the offending value up to the root, innermost first.
         steps: Vec<Step>,
         what: String,
         /// For a cycle: how many steps from the root the repeated object sits.
         cycle_at: Option<usize>,
+        /// The error class it becomes.
+        refusal: Refusal,
     },
     /// A JS exception (from a getter or `toJSON`) is pending.
     Thrown,
@@ -69,7 +92,11 @@ impl From<napi::Error> for ConvertError {
 }
 
 fn not_json(what: impl Into<String>) -> ConvertError {
-    ConvertError::NotJson { steps: Vec::new(), what: what.into(), cycle_at: None }
+    ConvertError::NotJson { steps: Vec::new(), what: what.into(), cycle_at: None, refusal: Refusal::Type }
+}
+
+fn out_of_range(what: String) -> ConvertError {
+    ConvertError::NotJson { steps: Vec::new(), what, cycle_at: None, refusal: Refusal::Range }
 }
 
 fn is_identifier(key: &str) -> bool {
@@ -108,9 +135,10 @@ impl ConvertError {
         self
     }
 
-    /// The message of the `TypeError`, with the path rooted at `root`.
+    /// The message of the `TypeError` or `RangeError`, with the path rooted
+    /// at `root`.
     pub fn message(&self, root: &str) -> Option<String> {
-        let ConvertError::NotJson { steps, what, cycle_at } = self else {
+        let ConvertError::NotJson { steps, what, cycle_at, .. } = self else {
             return None;
         };
         let mut out = String::new();
@@ -180,7 +208,7 @@ impl FromJs {
             sys::ValueType::napi_number => number(js::get_double(env, value)?)?,
             sys::ValueType::napi_string => Value::String(js::get_string(env, value)?),
             sys::ValueType::napi_object => return self.object(value, key, to_json).map(Some),
-            sys::ValueType::napi_bigint => return Err(not_json("BigInt is not JSON-serializable")),
+            sys::ValueType::napi_bigint => bigint(env, value)?,
             sys::ValueType::napi_function => return Err(not_json("Function is not JSON-serializable")),
             sys::ValueType::napi_symbol => return Err(not_json("Symbol is not JSON-serializable")),
             _ => return Err(not_json("External is not JSON-serializable")),
@@ -217,6 +245,7 @@ impl FromJs {
                     steps: Vec::new(),
                     what: format!("circular reference ({kind}) is not JSON-serializable"),
                     cycle_at: Some(depth),
+                    refusal: Refusal::Type,
                 });
             }
         }
@@ -282,7 +311,50 @@ fn number(n: f64) -> Result<Value, ConvertError> {
         // Also turns -0 into 0, as JSON.stringify prints it.
         return Ok(Value::Number(Number::from(n as i64)));
     }
+    // Beyond the safe range a number is a double that may already have
+    // been rounded: it goes as the float it is (a `BigInt` sends an exact
+    // integer).
     Ok(Number::from_f64(n).map(Value::Number).unwrap_or(Value::Null))
+}
+
+/// A `BigInt` as the exact 64-bit integer it holds (i64, else u64), or a
+/// `RangeError` when it needs more bits.
+unsafe fn bigint(env: sys::napi_env, value: sys::napi_value) -> Result<Value, ConvertError> {
+    let mut lossless = false;
+    let mut signed = 0i64;
+    js::check(sys::napi_get_value_bigint_int64(env, value, &mut signed, &mut lossless))?;
+    if lossless {
+        return Ok(Value::Number(Number::from(signed)));
+    }
+    let mut unsigned = 0u64;
+    js::check(sys::napi_get_value_bigint_uint64(env, value, &mut unsigned, &mut lossless))?;
+    if lossless {
+        return Ok(Value::Number(Number::from(unsigned)));
+    }
+    Err(out_of_range(format!(
+        "BigInt {} is outside the range of 64-bit integers ({} to {})",
+        shown_bigint(env, value),
+        i64::MIN,
+        u64::MAX
+    )))
+}
+
+/// A `BigInt`'s decimal digits for a message (`123n`), shortened when long.
+unsafe fn shown_bigint(env: sys::napi_env, value: sys::napi_value) -> String {
+    const LONGEST: usize = 40;
+    let mut text = ptr::null_mut();
+    if sys::napi_coerce_to_string(env, value, &mut text) != sys::Status::napi_ok {
+        js::take_exception(env);
+        return "(unreadable)".into();
+    }
+    let Ok(digits) = js::get_string(env, text) else {
+        return "(unreadable)".into();
+    };
+    if digits.len() <= LONGEST {
+        return format!("{digits}n");
+    }
+    let count = digits.trim_start_matches('-').len();
+    format!("{}…n ({count} digits)", &digits[..LONGEST / 2])
 }
 
 /// A JSON value's kind, for messages.
@@ -305,15 +377,7 @@ pub unsafe fn to_js(env: sys::napi_env, value: &Value) -> NapiResult<sys::napi_v
     match value {
         Value::Null => Ok(js::null(env)),
         Value::Bool(b) => js::boolean(env, *b),
-        Value::Number(n) => {
-            let mut out = ptr::null_mut();
-            if let Some(i) = n.as_i64() {
-                js::check(sys::napi_create_int64(env, i, &mut out))?;
-                Ok(out)
-            } else {
-                js::double(env, n.as_f64().unwrap_or(f64::NAN))
-            }
-        }
+        Value::Number(n) => number_to_js(env, n),
         Value::String(s) => js::string(env, s),
         Value::Array(items) => {
             let array = js::new_array(env, items.len())?;
@@ -323,6 +387,26 @@ pub unsafe fn to_js(env: sys::napi_env, value: &Value) -> NapiResult<sys::napi_v
             Ok(array)
         }
         Value::Object(map) => object_to_js(env, map),
+    }
+}
+
+/// A JSON number as a JS number, or as a `BigInt` for an integer a double
+/// would round (|n| > 2^53 − 1).
+#[inline]
+unsafe fn number_to_js(env: sys::napi_env, n: &Number) -> NapiResult<sys::napi_value> {
+    let mut out = ptr::null_mut();
+    if let Some(i) = n.as_i64() {
+        if (-MAX_SAFE_I64..=MAX_SAFE_I64).contains(&i) {
+            js::check(sys::napi_create_int64(env, i, &mut out))?;
+        } else {
+            js::check(sys::napi_create_bigint_int64(env, i, &mut out))?;
+        }
+        Ok(out)
+    } else if let Some(u) = n.as_u64() {
+        js::check(sys::napi_create_bigint_uint64(env, u, &mut out))?;
+        Ok(out)
+    } else {
+        js::double(env, n.as_f64().unwrap_or(f64::NAN))
     }
 }
 

@@ -1,13 +1,14 @@
 //! Errors into their JS idiom, in one place: a [`PfError`] becomes a
 //! `PacketFlowError` (the class `index.js` defines, with `.code` and
-//! `.message`); a value that is not JSON-shaped becomes a `TypeError`.
+//! `.message`); a value that is not JSON-shaped becomes a `TypeError`, a
+//! `BigInt` beyond 64 bits a `RangeError`.
 
 use std::ptr;
 
 use napi::sys;
 use packetflow::PfError;
 
-use crate::convert::ConvertError;
+use crate::convert::{ConvertError, Refusal};
 use crate::js::{self, NapiResult};
 
 /// `new PacketFlowError(code, message)`: the only way a `PfError` reaches JS.
@@ -34,13 +35,17 @@ pub unsafe fn throw_pf_error(env: sys::napi_env, class: sys::napi_value, error: 
     }
 }
 
-/// Throws a failed conversion: a `TypeError` naming the path from `root`,
-/// or the JS exception a getter or `toJSON` already threw.
+/// Throws a failed conversion: a `TypeError` (or, for a value out of
+/// range, a `RangeError`) naming the path from `root`, or the JS exception a
+/// getter or `toJSON` already threw.
 pub unsafe fn throw_convert_error(env: sys::napi_env, error: ConvertError, root: &str) -> napi::Error {
     match error {
-        ConvertError::NotJson { .. } => {
+        ConvertError::NotJson { refusal, .. } => {
             let message = error.message(root).unwrap_or_default();
-            js::throw_type_error(env, &message)
+            match refusal {
+                Refusal::Type => js::throw_type_error(env, &message),
+                Refusal::Range => js::throw_range_error(env, &message),
+            }
         }
         ConvertError::Thrown => napi::Error::from_status(napi::Status::PendingException),
         ConvertError::Napi(e) => e,

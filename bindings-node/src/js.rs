@@ -200,6 +200,20 @@ pub unsafe fn throw_type_error(env: sys::napi_env, message: &str) -> napi::Error
     napi::Error::from_status(Status::PendingException)
 }
 
+/// Throws a `RangeError` with `message` and returns the error that tells
+/// napi-rs an exception is already pending.
+pub unsafe fn throw_range_error(env: sys::napi_env, message: &str) -> napi::Error {
+    let thrown = string(env, message).and_then(|text| {
+        let mut error = ptr::null_mut();
+        check(sys::napi_create_range_error(env, ptr::null_mut(), text, &mut error))?;
+        Ok(error)
+    });
+    if let Ok(error) = thrown {
+        sys::napi_throw(env, error);
+    }
+    napi::Error::from_status(Status::PendingException)
+}
+
 /// A new `TypeError` with `message`.
 pub unsafe fn type_error(env: sys::napi_env, message: &str) -> NapiResult<sys::napi_value> {
     let text = string(env, message)?;

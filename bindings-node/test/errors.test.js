@@ -50,9 +50,12 @@ test('PF500: a throw, a rejection and a non-Error throw carry the message', asyn
 
 test('PF500: a handler result that is not JSON-shaped names the type and path', async () => {
   const r = new Reactor();
-  r.register('df', 'bigint', () => ({ list: [1, 2n] }));
+  r.register('df', 'bigint', () => ({ list: [1, 2n ** 64n] }));
   r.register('df', 'fn', async () => ({ f() {} }));
-  await assert.rejects(r.call('df', 'bigint', null), isPf('PF500', /^result\.list\[1\]: BigInt is not JSON-serializable$/));
+  await assert.rejects(
+    r.call('df', 'bigint', null),
+    isPf('PF500', /^result\.list\[1\]: BigInt 18446744073709551616n is outside the range of 64-bit integers \(-9223372036854775808 to 18446744073709551615\)$/),
+  );
   await assert.rejects(r.call('df', 'fn', null), isPf('PF500', /^result\.f: Function is not JSON-serializable$/));
   await r.stop();
 });

@@ -5,7 +5,9 @@
 //   node pf_node.js submit HUB_URL [json|msgpack]
 'use strict';
 
+const path = require('path');
 const readline = require('readline');
+const { createRequire } = require('module');
 const { Reactor } = require(process.env.PACKETFLOW_NODE || 'packetflow');
 
 // The reactor limits the suite asks for (PF_MAX_INFLIGHT, PF_MAX_QUEUE).
@@ -15,6 +17,27 @@ function limits() {
   if (process.env.PF_MAX_QUEUE) out.maxQueue = Number(process.env.PF_MAX_QUEUE);
   return out;
 }
+
+// Requests and results are JSON lines whose integers may exceed 2^53:
+// JSON.parse would round them, and JSON.stringify throws on the BigInts the
+// binding hands back for them. lossless-json (installed with ../seed's
+// packages) reads an integer beyond the safe range as an exact BigInt, which
+// the binding sends as that exact integer, and writes BigInts as digits.
+let lossless;
+try {
+  lossless = createRequire(path.join(__dirname, '..', 'seed', 'package.json'))('lossless-json');
+} catch (e) {
+  throw new Error(`pf_node.js needs lossless-json: run \`npm install\` in interop/seed (${e.message})`);
+}
+
+/** A JSON number's text as a number, or as a BigInt for an unsafe integer. */
+function parseNumber(text) {
+  const n = Number(text);
+  return lossless.isInteger(text) && !Number.isSafeInteger(n) ? BigInt(text) : n;
+}
+
+const parseLine = (line) => lossless.parse(line, null, parseNumber);
+const toLine = (value) => lossless.stringify(value);
 
 async function serve(url, name, codec) {
   const r = new Reactor({ name: `interop-${name}`, ...limits() });
@@ -40,13 +63,17 @@ async function submit(url, codec) {
   const work = [];
   for await (const line of lines) {
     if (!line.trim()) continue;
-    const req = JSON.parse(line);
+    const req = parseLine(line);
     work.push(r.submit({ group: req.group, element: req.element, data: req.data, timeoutMs: req.timeout_ms })
       .then((res) => {
         const result = res.status === 'success'
           ? { status: 'success', data: res.data }
           : { status: 'error', error: { code: res.error.code, message: res.error.message } };
-        process.stdout.write(JSON.stringify({ id: req.id, result }) + '\n');
+        process.stdout.write(toLine({ id: req.id, result }) + '\n');
+      }, (refused) => {
+        // Not submitted (a value the binding cannot send, e.g. an integer
+        // beyond 64 bits): say why instead of a result.
+        process.stdout.write(toLine({ id: req.id, error: `${refused.name}: ${refused.message}` }) + '\n');
       }));
   }
   await Promise.all(work);

@@ -54,6 +54,13 @@ async function main(): Promise<void> {
   void first;
   const anything: JsonValue = await r.call('df', 'upper', 'x');
   void anything;
+  // Integers beyond the safe range cross as exact bigints, both ways.
+  const big: JsonValue = { id: BigInt('9223372036854775807'), list: [BigInt(1), 2.5] };
+  const echoed: JsonValue = await r.call('df', 'echo', big);
+  if (typeof echoed === 'bigint') {
+    const exact: bigint = echoed;
+    void exact;
+  }
   const removed: boolean = r.unregister('df', 'upper');
   void removed;
   const stopped: boolean = r.stopped;
