@@ -1,6 +1,6 @@
 // A PacketFlow peer written from the seed specification alone
 // (seeds/003-protocol-spec-v1.md): a plain `ws` client, JSON frames, no
-// `hello`, heartbeat on open, results answered with `seq: 0`.
+// `hello`, heartbeat on open and every 30 s, results answered with `seq: 0`.
 //
 //   node seed_peer.js serve HUB_URL NAME   serve df:echo_NAME, df:fail_NAME, df:slow_NAME
 //   node seed_peer.js submit HUB_URL       JSON requests on stdin, one result per line on stdout
@@ -24,10 +24,15 @@ class SeedReactor {
       this.ws.on('message', (data) => this.handleMessage(data));
       this.ws.on('open', () => {
         this.sendHeartbeat();
+        // As the seed's reactor does: a heartbeat every 30 seconds (unref'd,
+        // so it never keeps the process alive on its own).
+        this.beat = setInterval(() => this.sendHeartbeat(), 30000);
+        this.beat.unref();
         resolve();
       });
       this.ws.on('error', reject);
       this.ws.on('close', () => {
+        clearInterval(this.beat);
         for (const [, p] of this.pending) p.reject(new Error('connection closed'));
         this.pending.clear();
       });

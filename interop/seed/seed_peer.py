@@ -1,6 +1,6 @@
 """A PacketFlow peer written from the seed specification alone
 (seeds/003-protocol-spec-v1.md): a plain `websockets` client, JSON frames, no
-`hello`, heartbeat on open, results answered with `seq: 0`.
+`hello`, heartbeat on open and every 30 s, results answered with `seq: 0`.
 
     python3 seed_peer.py serve HUB_URL NAME   serve df:echo_NAME, df:fail_NAME, df:slow_NAME
     python3 seed_peer.py submit HUB_URL       JSON requests on stdin, one result per line on stdout
@@ -26,6 +26,13 @@ class SeedReactor:
         self.ws = await websockets.connect(self.endpoint, compression=None, max_size=None)
         await self.send_heartbeat()
         self.reader = asyncio.create_task(self.read_loop())
+        self.beat = asyncio.create_task(self.beat_forever())
+
+    async def beat_forever(self):
+        # As the seed's reactor does: a heartbeat every 30 seconds.
+        while True:
+            await asyncio.sleep(30)
+            await self.send_heartbeat()
 
     async def stop(self):
         await self.ws.close()

@@ -71,7 +71,8 @@ impl MessageKind {
 }
 
 /// A peer's self-description; each `hello` replaces the previous one.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// Its `Debug` form never shows the token.
+#[derive(Clone, PartialEq, Default)]
 pub struct Hello {
     /// Stable id of the node.
     pub node_id: String,
@@ -89,6 +90,21 @@ pub struct Hello {
     pub max_inflight: u64,
     /// Credentials, when the node asks for them.
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Hello {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hello")
+            .field("node_id", &self.node_id)
+            .field("name", &self.name)
+            .field("runtime", &self.runtime)
+            .field("protocol", &self.protocol)
+            .field("handlers", &self.handlers)
+            .field("features", &self.features)
+            .field("max_inflight", &self.max_inflight)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Hello {

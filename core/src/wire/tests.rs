@@ -363,3 +363,11 @@ fn decode_text_agrees_with_decode() {
     };
     assert_eq!((e.seq, e.unparsable), (3, true));
 }
+
+#[test]
+fn a_hello_never_shows_its_token_in_debug_output() {
+    let hello = Hello { name: "n".into(), token: Some("s3cret-token-value".into()), ..Hello::default() };
+    let shown = format!("{hello:?} {:?}", Message::Hello { seq: 0, hello: Box::new(hello.clone()) });
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("<redacted>"), "{shown}");
+}
