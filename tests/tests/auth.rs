@@ -385,3 +385,53 @@ async fn a_tokens_file_is_read_by_listen_and_its_errors_name_it() {
     assert!(err.message.contains("at least 16 bytes"), "{}", err.message);
     n.stop().await;
 }
+
+/// A node that refuses every token and then keeps the socket open, so a
+/// refused dialer's route would linger if it had one.
+async fn refusing_node_that_never_closes() -> (String, tokio::sync::oneshot::Receiver<Option<u16>>) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let speaks_hello = |_: &Request, mut response: Response| {
+            response.headers_mut().insert("x-packetflow-node", "1".parse().unwrap());
+            Ok(response)
+        };
+        let mut ws = tokio_tungstenite::accept_hdr_async(stream, speaks_hello).await.unwrap();
+        let _hello = ws.next().await;
+        let refusal = json!({"type": "error", "seq": 0, "payload": {"code": "PF401", "message": "no"}});
+        ws.send(WsMessage::Text(refusal.to_string().into())).await.unwrap();
+        // Read until the dialer closes (bounded by the test's timeout).
+        let mut code = None;
+        while let Some(Ok(frame)) = ws.next().await {
+            if let WsMessage::Close(frame) = frame {
+                code = frame.map(|f| u16::from(f.code));
+                break;
+            }
+        }
+        let _ = closed_tx.send(code);
+    });
+    (format!("ws://{addr}/packetflow/v1"), closed_rx)
+}
+
+#[tokio::test]
+async fn a_refused_dial_leaves_no_route_and_the_dialer_closes_it() {
+    let (refusing_url, closed) = refusing_node_that_never_closes().await;
+    let (client, _) = node("client", NodeConfig::default()).await;
+    let err = client.connect_with(&refusing_url, with_token("some-token-0123456789")).await.unwrap_err();
+    assert_eq!(err.code, "PF401", "{err:?}");
+    // Never a route, not even while the socket is still open: a submit right
+    // after the failed dial finds no handler rather than the refusing peer.
+    assert_eq!(client.peer_count(), 0);
+    let r = client.reactor().call(Packet::build("df", "anything", json!(1)).unwrap()).await;
+    assert_eq!(r.unwrap_err().code, "PF001");
+    let code =
+        tokio::time::timeout(Duration::from_secs(5), closed).await.expect("the dialer closes").unwrap();
+    assert_eq!(code, Some(1008));
+    client.stop().await;
+}

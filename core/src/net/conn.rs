@@ -105,7 +105,11 @@ where
         Admission::AwaitHello(table) => (Some(table), None),
         Admission::Refused(why) => (None, Some(why)),
     };
-    if awaiting.is_none() && refused.is_none() {
+    // A node we dial that speaks hello becomes a route with its hello, not
+    // before: until then it would look like a seed peer (a default route),
+    // and a dial it refuses must leave no route behind.
+    let listed_on_hello = awaiting.is_none() && refused.is_none() && send_hello;
+    if awaiting.is_none() && refused.is_none() && !send_hello {
         node.peers.write().insert(peer.clone());
     }
     if send_hello {
@@ -147,6 +151,7 @@ where
         submit_rules,
         rate,
         charged: 0,
+        listed_on_hello,
     };
     if let Some(why) = refused {
         conn.refuse(0, None, why);
@@ -198,6 +203,9 @@ struct Connection<S> {
     awaiting: Option<Arc<AuthTable>>,
     /// When an unauthenticated connection is refused for saying nothing.
     auth_deadline: Option<Pin<Box<Sleep>>>,
+    /// A dialed node that speaks hello: it enters the peer table with its
+    /// first hello.
+    listed_on_hello: bool,
     /// The token's grant when it restricts submits (`None`: anything goes,
     /// and the check is skipped).
     submit_rules: Option<Arc<Grant>>,
@@ -615,7 +623,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Message::Hello { seq, mut hello } => {
                 self.check_serve(seq, &mut hello);
                 let first = self.peer.hello().is_none();
-                self.node.peers.write().set_hello(self.peer.id, *hello);
+                {
+                    let mut peers = self.node.peers.write();
+                    if std::mem::take(&mut self.listed_on_hello) {
+                        peers.insert(self.peer.clone());
+                    }
+                    peers.set_hello(self.peer.id, *hello);
+                }
                 self.node.routes_changed();
                 // Answer a peer's first hello with ours, then tell every
                 // other peer about the routes this one brings.
@@ -691,6 +705,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if error.is(ErrorCode::Unauthorized) {
             if let Some(ready) = self.ready.take() {
                 let _ = ready.send(Err(error.clone()));
+                // The dial failed: this side ends the connection too.
+                self.close(CLOSE_POLICY, "refused by the peer");
             }
         }
         let id = packet_id.or_else(|| self.peer.pending_id(seq));
