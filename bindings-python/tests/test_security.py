@@ -5,6 +5,7 @@ exceptions."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import pathlib
 from typing import Any, AsyncIterator, List, Tuple
 
@@ -281,3 +282,23 @@ async def test_bad_tls_files_are_pf400(reactor: Reactor, tls: Tls, tmp_path: pat
     # Both or neither.
     with pytest.raises(packetflow.InvalidPacketError):
         await reactor.listen("127.0.0.1:0", tls_cert=tls.cert)
+
+
+async def test_a_token_given_by_its_sha256() -> None:
+    digest = hashlib.sha256(CLIENT_TOKEN.encode()).hexdigest()
+    server = serving("hashed")
+    try:
+        addr = await server.listen(
+            "127.0.0.1:0", tokens=[{"name": "hashed", "token_sha256": digest.upper(), "submit": ["df:upper"]}]
+        )
+        async with Reactor(name="hashed-client") as client:
+            await client.connect(url_of(addr), token=CLIENT_TOKEN)
+            assert await client.call("df", "upper", "h") == "H"
+            with pytest.raises(packetflow.PermissionDeniedError):
+                await client.call("df", "secret")
+        async with Reactor(name="hashed-refused") as client:
+            # The digest itself is not the token.
+            with pytest.raises(packetflow.AuthenticationError):
+                await client.connect(url_of(addr), token=digest)
+    finally:
+        await server.stop()
