@@ -184,14 +184,65 @@ export interface ListenAddress {
   host: string;
   /** The port bound (the one the system picked when 0 was asked for). */
   port: number;
-  /** The URL peers pass to {@link Reactor.connect}: `ws://HOST:PORT/packetflow/v1`. */
+  /**
+   * The URL peers pass to {@link Reactor.connect}: `ws://HOST:PORT/packetflow/v1`
+   * (`wss://` when the listener speaks TLS).
+   */
   url: string;
+}
+
+/**
+ * One token a listener accepts, and what a peer presenting it may do; the
+ * fields of an entry of a tokens file (`token_sha256` there). Give exactly
+ * one of `token` and `tokenSha256`.
+ */
+export interface TokenSpec {
+  /** Shown in error messages and logs (never the token). Required, unique. */
+  name: string;
+  /** The secret a peer presents: at least 16 bytes of visible ASCII. */
+  token?: string;
+  /** Instead of `token`: its SHA-256 as 64 hex digits, so the code holds no secret. */
+  tokenSha256?: string;
+  /**
+   * `group:element` patterns this token may submit: `'*'`, `'df:*'`,
+   * `'df:transform'`, `'df:user.*'`, `'*:user.*'`. Missing or empty: nothing.
+   */
+  submit?: string[];
+  /** Patterns this token may serve (announce); missing or empty: nothing. */
+  serve?: string[];
+}
+
+/**
+ * Options of {@link Reactor.listen}. Auth is on when `authFile` or
+ * `tokens` is given (their tokens add up); TLS when `tlsCert` and
+ * `tlsKey` are (both or neither).
+ */
+export interface ListenOptions {
+  /** A tokens file (`.toml` or `.json`, see docs/security.md), read when listening starts. */
+  authFile?: string;
+  /** Tokens given in code, in addition to those of `authFile`. */
+  tokens?: TokenSpec[];
+  /** PEM certificate chain (leaf first): the listener speaks `wss://` only. */
+  tlsCert?: string;
+  /** PEM private key (PKCS#8, PKCS#1 or SEC1) of `tlsCert`. */
+  tlsKey?: string;
 }
 
 /** Options of {@link Reactor.connect}. */
 export interface ConnectOptions {
   /** Speak MessagePack (binary frames) instead of JSON. Default `false`. */
   msgpack?: boolean;
+  /**
+   * The token presented to a node that requires one (as
+   * `Authorization: Bearer` and in `hello`). Sent in the clear over
+   * `ws://`: use `wss://` beyond loopback.
+   */
+  token?: string;
+  /**
+   * A PEM file of the authorities a `wss://` node's certificate must chain
+   * to; without it, the system's root certificates.
+   */
+  tlsCa?: string;
 }
 
 /** A PacketFlow reactor: register handlers, submit packets, get results. */
@@ -225,20 +276,24 @@ export declare class Reactor {
    * Accepts peers on `addr` (`'HOST:PORT'`; port 0 picks a free one) and
    * resolves to the address bound. The same port answers `GET /health` and
    * `GET /metrics`. From then until {@link Reactor.stop} the reactor keeps
-   * node alive (it is a server). Rejects with a {@link PacketFlowError}
-   * PF503 if the address cannot be bound or the reactor is stopped, and
-   * with a `TypeError` if `addr` is not a string.
+   * node alive (it is a server). See {@link ListenOptions} for tokens and
+   * TLS. Rejects with a {@link PacketFlowError}: PF503 if the address
+   * cannot be bound or the reactor is stopped, PF400 for a bad tokens file,
+   * token or TLS file (the message names it); with a `TypeError` naming the
+   * argument or option for a value of the wrong type or an unknown option.
    */
-  listen(addr: string): Promise<ListenAddress>;
+  listen(addr: string, options?: ListenOptions): Promise<ListenAddress>;
   /**
    * Dials a peer (`'ws://HOST:PORT/packetflow/v1'`, e.g. the `url` its
    * `listen` resolved to) and resolves once the connection is up and the
    * peer's handlers are known: packets with no local handler are then routed
    * to peers. A lost connection is redialled with backoff until
    * {@link Reactor.stop}; until then the reactor keeps node alive. Rejects
-   * with a {@link PacketFlowError}: PF503 if the peer cannot be reached (or
-   * the reactor is stopped), PF400 for a malformed URL; with a `TypeError`
-   * for arguments of the wrong type or an unknown option.
+   * with a {@link PacketFlowError}: PF401 when the node refuses the token
+   * (or wanted one), PF503 if the peer cannot be reached, the TLS handshake
+   * fails (the message says why) or the reactor is stopped, PF400 for a
+   * malformed URL, token or CA file; with a `TypeError` for arguments of
+   * the wrong type or an unknown option.
    */
   connect(url: string, options?: ConnectOptions): Promise<void>;
   /**

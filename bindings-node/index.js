@@ -263,6 +263,90 @@ function settle(state, ...batch) {
 
 const OPTIONS = new Set(['name', 'maxInflight', 'maxQueue', 'finishedMemory']);
 
+/** Throws a TypeError for keys of `options` not in `known`; `unknown(key)` starts the message. */
+function onlyKeys(options, known, unknown = (key) => `unknown option ${key}`) {
+  for (const key of Object.keys(options)) {
+    if (!known.includes(key)) {
+      throw new TypeError(`${unknown(JSON.stringify(key))} (expected ${known.join(', ')})`);
+    }
+  }
+}
+
+/** An options object: `undefined` is `{}`, anything but a plain object a TypeError. */
+function optionsObject(options) {
+  if (options === undefined) return {};
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw new TypeError(`options must be an object, got ${typeName(options)}`);
+  }
+  return options;
+}
+
+/** An optional string option (a file path or a token): `undefined` if absent. */
+function stringOption(value, name) {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string') throw new TypeError(`${name} must be a string, got ${typeName(value)}`);
+  return value;
+}
+
+/** An optional array of strings (patterns). */
+function patternsOption(value, name) {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value)) throw new TypeError(`${name} must be an array of strings, got ${typeName(value)}`);
+  value.forEach((p, i) => stringOption(p, `${name}[${i}]`));
+  return value.slice();
+}
+
+const TOKEN_KEYS = ['name', 'token', 'tokenSha256', 'submit', 'serve'];
+
+/**
+ * `listen`'s options, checked: token entries become plain objects with
+ * the five keys. Messages name the option or the entry and field, never a
+ * token's value; what the values mean (token length, patterns, files) is
+ * the core's to judge.
+ */
+function listenOptions(options) {
+  options = optionsObject(options);
+  onlyKeys(options, ['authFile', 'tokens', 'tlsCert', 'tlsKey']);
+  let tokens;
+  if (options.tokens !== undefined) {
+    if (!Array.isArray(options.tokens)) {
+      throw new TypeError(`tokens must be an array, got ${typeName(options.tokens)}`);
+    }
+    tokens = options.tokens.map((entry, i) => {
+      const at = `tokens[${i}]`;
+      if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) {
+        throw new TypeError(`${at} must be an object, got ${typeName(entry)}`);
+      }
+      onlyKeys(entry, TOKEN_KEYS, (key) => `${at} has an unknown key ${key}`);
+      if (entry.name === undefined) throw new TypeError(`${at}.name is missing`);
+      return {
+        name: stringOption(entry.name, `${at}.name`),
+        token: stringOption(entry.token, `${at}.token`),
+        tokenSha256: stringOption(entry.tokenSha256, `${at}.tokenSha256`),
+        submit: patternsOption(entry.submit, `${at}.submit`),
+        serve: patternsOption(entry.serve, `${at}.serve`),
+      };
+    });
+  }
+  return {
+    authFile: stringOption(options.authFile, 'authFile'),
+    tokens,
+    tlsCert: stringOption(options.tlsCert, 'tlsCert'),
+    tlsKey: stringOption(options.tlsKey, 'tlsKey'),
+  };
+}
+
+/** `connect`'s options, checked. */
+function connectOptions(options) {
+  options = optionsObject(options);
+  onlyKeys(options, ['msgpack', 'token', 'tlsCa']);
+  const msgpack = options.msgpack === undefined ? false : options.msgpack;
+  if (typeof msgpack !== 'boolean') {
+    throw new TypeError(`msgpack must be a boolean, got ${typeName(msgpack)}`);
+  }
+  return { msgpack, token: stringOption(options.token, 'token'), tlsCa: stringOption(options.tlsCa, 'tlsCa') };
+}
+
 function integerOption(options, key, min) {
   const value = options[key];
   if (value === undefined) return undefined;
@@ -429,42 +513,65 @@ class Reactor {
   /**
    * Accepts peers on `addr` (`'HOST:PORT'`; port 0 picks a free one) and
    * resolves to the address bound, `{host, port, url}`: `url` is what peers
-   * pass to {@link Reactor#connect}. The same port answers `GET /health`
-   * and `GET /metrics`. From then until {@link Reactor#stop}, the reactor
-   * keeps node alive (it is a server). Rejects with a `PacketFlowError`
-   * PF503 if the address cannot be bound or the reactor is stopped.
+   * pass to {@link Reactor#connect} (`wss://` when `tlsCert` is given). The
+   * same port answers `GET /health` and `GET /metrics`. From then until
+   * {@link Reactor#stop}, the reactor keeps node alive (it is a server).
+   *
+   * `authFile` (a tokens file, `.toml` or `.json`) and/or `tokens` turn
+   * auth on: every peer must present one of the tokens and may only submit
+   * and serve what its token allows. `tlsCert` (a PEM chain, leaf first)
+   * and `tlsKey` (its PEM key), both or neither, make the listener speak
+   * `wss://` only. The files are read here.
+   *
+   * Rejects with a `PacketFlowError`: PF503 if the address cannot be bound
+   * or the reactor is stopped, PF400 for a bad tokens file, token or TLS
+   * file (the message names it); with a `TypeError` naming the option for
+   * a value of the wrong type or an unknown option.
    * @param {string} addr
+   * @param {{authFile?: string, tokens?: Array<{name: string, token?: string, tokenSha256?: string, submit?: string[], serve?: string[]}>, tlsCert?: string, tlsKey?: string}} [options]
    * @returns {Promise<{host: string, port: number, url: string}>}
    */
-  listen(addr) {
-    return this.#network((id) => this.#native.listen(addr, id));
+  listen(addr, options = {}) {
+    let checked;
+    try {
+      checked = listenOptions(options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const { authFile, tokens, tlsCert, tlsKey } = checked;
+    return this.#network((id) => this.#native.listen(addr, authFile, tokens, tlsCert, tlsKey, id));
   }
 
   /**
-   * Dials a peer (`'ws://HOST:PORT/packetflow/v1'`) and resolves once the
-   * connection is up and the peer's handlers are known: packets with no
-   * local handler are then routed to peers. A lost connection is redialled
-   * with backoff until {@link Reactor#stop}; until then the reactor keeps
-   * node alive. Rejects with a `PacketFlowError` (PF503 if the peer cannot
-   * be reached or the reactor is stopped, PF400 for a malformed URL).
+   * Dials a peer (`'ws://HOST:PORT/packetflow/v1'`, or `wss://`) and
+   * resolves once the connection is up and the peer's handlers are known:
+   * packets with no local handler are then routed to peers. A lost
+   * connection is redialled with backoff until {@link Reactor#stop}; until
+   * then the reactor keeps node alive.
+   *
+   * `msgpack: true` speaks MessagePack instead of JSON; `token` is
+   * presented to a node that requires one (in the clear over `ws://`: use
+   * `wss://` beyond loopback); `tlsCa` is a PEM file of the authorities a
+   * `wss://` node's certificate must chain to (default: the system's roots).
+   *
+   * Rejects with a `PacketFlowError`: PF401 when the node refuses the token
+   * (or wanted one), PF503 if the peer cannot be reached, the TLS handshake
+   * fails or the reactor is stopped, PF400 for a malformed URL, token or CA
+   * file; with a `TypeError` naming the option for a value of the wrong
+   * type or an unknown option.
    * @param {string} url
-   * @param {{msgpack?: boolean}} [options] `msgpack: true` speaks MessagePack instead of JSON
+   * @param {{msgpack?: boolean, token?: string, tlsCa?: string}} [options]
    * @returns {Promise<void>}
    */
   connect(url, options = {}) {
-    if (options === null || typeof options !== 'object') {
-      return Promise.reject(new TypeError(`options must be an object, got ${typeName(options)}`));
+    let checked;
+    try {
+      checked = connectOptions(options);
+    } catch (error) {
+      return Promise.reject(error);
     }
-    for (const key of Object.keys(options)) {
-      if (key !== 'msgpack') {
-        return Promise.reject(new TypeError(`unknown option ${JSON.stringify(key)} (expected msgpack)`));
-      }
-    }
-    const msgpack = options.msgpack === undefined ? false : options.msgpack;
-    if (typeof msgpack !== 'boolean') {
-      return Promise.reject(new TypeError(`msgpack must be a boolean, got ${typeName(msgpack)}`));
-    }
-    return this.#network((id) => this.#native.connect(url, msgpack, id)).then(() => undefined);
+    const { msgpack, token, tlsCa } = checked;
+    return this.#network((id) => this.#native.connect(url, msgpack, token, tlsCa, id)).then(() => undefined);
   }
 
   /** Runs a network call for a new Promise; on success, holds node alive. */

@@ -16,6 +16,14 @@ if ! command -v mix >/dev/null 2>&1; then
   apt-get install -y --no-install-recommends elixir erlang-dev
 fi
 
+# The TLS tests make their certificates with openssl.
+if ! command -v openssl >/dev/null 2>&1; then
+  echo "== elixir: installing openssl from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update
+  apt-get install -y --no-install-recommends openssl
+fi
+
 cd "$here"
 echo "== elixir: mix test"
 MIX_ENV=test mix compile --warnings-as-errors

@@ -49,6 +49,61 @@ defmodule PacketFlow.TestHelpers do
     end
   end
 
+  @doc "A fresh temporary folder, removed when the test ends."
+  def temp_dir! do
+    dir = Path.join(System.tmp_dir!(), "packetflow-test-#{System.unique_integer([:positive])}")
+    File.mkdir_p!(dir)
+    ExUnit.Callbacks.on_exit(fn -> File.rm_rf(dir) end)
+    dir
+  end
+
+  @doc """
+  Makes TLS files in `dir` with openssl (scripts/test.sh installs it): a CA
+  made for this run and a certificate it issued for 127.0.0.1 and
+  localhost, with its key (P-256: quick to make). Returns
+  `%{ca: path, cert: path, key: path}`; `name` prefixes the files.
+  """
+  def make_tls!(dir, name \\ "node") do
+    file = fn f -> Path.join(dir, "#{name}-#{f}") end
+    ec = ~w(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+
+    openssl!(
+      ["req", "-x509"] ++
+        ec ++
+        [
+          "-keyout",
+          file.("ca.key"),
+          "-out",
+          file.("ca.pem"),
+          "-days",
+          "2",
+          "-subj",
+          "/CN=#{name} test CA"
+        ]
+    )
+
+    openssl!(
+      ["req"] ++
+        ec ++ ["-keyout", file.("node.key"), "-out", file.("node.csr"), "-subj", "/CN=127.0.0.1"]
+    )
+
+    File.write!(file.("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+
+    openssl!(
+      ~w(x509 -req -in #{file.("node.csr")} -CA #{file.("ca.pem")} -CAkey #{file.("ca.key")} -CAcreateserial) ++
+        ["-out", file.("node.crt"), "-days", "2", "-extfile", file.("ext.cnf")]
+    )
+
+    %{ca: file.("ca.pem"), cert: file.("node.crt"), key: file.("node.key")}
+  end
+
+  defp openssl!(args) do
+    case System.cmd("openssl", args, stderr_to_stdout: true) do
+      {_, 0} -> :ok
+      {out, status} -> flunk("openssl #{Enum.join(args, " ")} failed (#{status}): #{out}")
+    end
+  end
+
   def receive_started!(timeout \\ 2_000) do
     receive do
       {:started, pid, data} -> {pid, data}

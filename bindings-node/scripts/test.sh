@@ -6,7 +6,8 @@
 #   2. `npm install` inside the folder (dev dependencies: typescript);
 #   3. `node --test test/*.test.js` (round trips, error codes, values,
 #      lifecycle, the network: two reactors over loopback WebSocket and a
-#      `packetflow serve` hub, whose CLI binary is built here);
+#      `packetflow serve` hub, whose CLI binary is built here; tokens and
+#      wss://, with certificates made by openssl, installed here if missing);
 #   4. `tsc --noEmit` of an example against index.d.ts.
 set -euo pipefail
 
@@ -20,6 +21,12 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "== node/npm missing: installing them with apt"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
+# The TLS tests make their certificates with openssl.
+if ! command -v openssl >/dev/null; then
+  echo "== openssl missing: installing it with apt"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
 fi
 echo "== node $(node --version), npm $(npm --version), $(cargo --version)"
 

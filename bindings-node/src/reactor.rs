@@ -8,6 +8,7 @@
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -16,8 +17,8 @@ use napi::{sys, Env};
 use napi_derive::napi;
 use packetflow::net::WS_PATH;
 use packetflow::{
-    Codec, Context, ErrorCode, Handler, Node, NodeConfig, Packet, PacketId, PfError, Priority, Reactor,
-    ReactorConfig, Value,
+    Codec, ConnectOptions, Context, ErrorCode, Handler, ListenOptions, Node, NodeConfig, Packet, PacketId,
+    PfError, Priority, Reactor, ReactorConfig, TokenSpec, Value,
 };
 use tokio::sync::oneshot;
 
@@ -37,6 +38,62 @@ unsafe fn string_arg(env: sys::napi_env, value: JsAny, name: &str) -> NapiResult
         return Err(js::throw_type_error(env, &format!("{name} must be a string, got {got}")));
     }
     js::get_string(env, value.0)
+}
+
+/// An optional string option: `undefined` (or `null`) is `None`.
+unsafe fn optional_string(env: sys::napi_env, value: JsAny, name: &str) -> NapiResult<Option<String>> {
+    match js::type_of(env, value.0)? {
+        sys::ValueType::napi_undefined | sys::ValueType::napi_null => Ok(None),
+        _ => string_arg(env, value, name).map(Some),
+    }
+}
+
+/// An array of strings (`undefined` is empty).
+unsafe fn string_list(env: sys::napi_env, value: sys::napi_value, name: &str) -> NapiResult<Vec<String>> {
+    if js::type_of(env, value)? == sys::ValueType::napi_undefined {
+        return Ok(Vec::new());
+    }
+    if !js::is_array(env, value)? {
+        let got = js::describe_type(env, value);
+        return Err(js::throw_type_error(env, &format!("{name} must be an array of strings, got {got}")));
+    }
+    let len = js::array_len(env, value)?;
+    let mut out = Vec::with_capacity(len as usize);
+    for i in 0..len {
+        out.push(string_arg(env, JsAny(js::get_element(env, value, i)?), &format!("{name}[{i}]"))?);
+    }
+    Ok(out)
+}
+
+/// The `tokens` of `listen`, as `index.js` normalised them: an array of
+/// `{name, token, tokenSha256, submit, serve}` (`undefined` is none).
+/// Errors name the entry and field, never a token's value.
+unsafe fn token_specs(env: sys::napi_env, tokens: JsAny) -> NapiResult<Vec<TokenSpec>> {
+    if js::type_of(env, tokens.0)? == sys::ValueType::napi_undefined {
+        return Ok(Vec::new());
+    }
+    if !js::is_array(env, tokens.0)? {
+        let got = js::describe_type(env, tokens.0);
+        return Err(js::throw_type_error(env, &format!("tokens must be an array, got {got}")));
+    }
+    let len = js::array_len(env, tokens.0)?;
+    let mut specs = Vec::with_capacity(len as usize);
+    for i in 0..len {
+        let entry = js::get_element(env, tokens.0, i)?;
+        if js::type_of(env, entry)? != sys::ValueType::napi_object || js::is_array(env, entry)? {
+            let got = js::describe_type(env, entry);
+            return Err(js::throw_type_error(env, &format!("tokens[{i}] must be an object, got {got}")));
+        }
+        let field = |key: &std::ffi::CStr| js::get_named(env, entry, key).map(JsAny);
+        specs.push(TokenSpec {
+            name: string_arg(env, field(c"name")?, &format!("tokens[{i}].name"))?,
+            token: optional_string(env, field(c"token")?, &format!("tokens[{i}].token"))?,
+            token_sha256: optional_string(env, field(c"tokenSha256")?, &format!("tokens[{i}].tokenSha256"))?,
+            submit: string_list(env, field(c"submit")?.0, &format!("tokens[{i}].submit"))?,
+            serve: string_list(env, field(c"serve")?.0, &format!("tokens[{i}].serve"))?,
+        });
+    }
+    Ok(specs)
 }
 
 /// An optional integer option (`undefined` → `None`); non-integers and
@@ -392,35 +449,70 @@ impl NativeReactor {
         }
     }
 
-    /// Accepts peers on `addr` (`HOST:PORT`); settles the Promise `promise`
-    /// with `{host, port, url}` of the address bound.
+    /// Accepts peers on `addr` (`HOST:PORT`) with the options `index.js`
+    /// checked (each `undefined` when not given; `tokens` an array of
+    /// `{name, token, tokenSha256, submit, serve}`); settles the Promise
+    /// `promise` with `{host, port, url}` of the address bound.
     #[napi]
-    pub fn listen(&self, env: Env, addr: JsAny, promise: f64) -> napi::Result<()> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn listen(
+        &self,
+        env: Env,
+        addr: JsAny,
+        auth_file: JsAny,
+        tokens: JsAny,
+        tls_cert: JsAny,
+        tls_key: JsAny,
+        promise: f64,
+    ) -> napi::Result<()> {
         let env = env.raw();
         unsafe {
             let addr = string_arg(env, addr, "addr")?;
+            let options = ListenOptions {
+                auth_file: optional_string(env, auth_file, "authFile")?.map(PathBuf::from),
+                tokens: token_specs(env, tokens)?,
+                tls_cert: optional_string(env, tls_cert, "tlsCert")?.map(PathBuf::from),
+                tls_key: optional_string(env, tls_key, "tlsKey")?.map(PathBuf::from),
+            };
             let Some(node) = self.node() else {
                 return self.start(env, promise, async { Answer::Data(Err(stopped_error())) });
             };
+            let secure = options.tls_cert.is_some();
             self.start(env, promise, async move {
-                Answer::Data(node.listen(&addr).await.map(|bound| bound_address(&bound)))
+                Answer::Data(
+                    node.listen_with(&addr, options).await.map(|bound| bound_address(&bound, secure)),
+                )
             })
         }
     }
 
-    /// Dials the peer at `url`, in MessagePack when `msgpack`; settles the
-    /// Promise `promise` (with `null`) once the peer's routes are known.
+    /// Dials the peer at `url`, in MessagePack when `msgpack`, presenting
+    /// `token` and trusting `tls_ca` when given (`undefined` otherwise);
+    /// settles the Promise `promise` (with `null`) once the peer's routes
+    /// are known.
     #[napi]
-    pub fn connect(&self, env: Env, url: JsAny, msgpack: bool, promise: f64) -> napi::Result<()> {
+    pub fn connect(
+        &self,
+        env: Env,
+        url: JsAny,
+        msgpack: bool,
+        token: JsAny,
+        tls_ca: JsAny,
+        promise: f64,
+    ) -> napi::Result<()> {
         let env = env.raw();
         unsafe {
             let url = string_arg(env, url, "url")?;
+            let options = ConnectOptions {
+                codec: if msgpack { Codec::MsgPack } else { Codec::Json },
+                token: optional_string(env, token, "token")?,
+                tls_ca: optional_string(env, tls_ca, "tlsCa")?.map(PathBuf::from),
+            };
             let Some(node) = self.node() else {
                 return self.start(env, promise, async { Answer::Data(Err(stopped_error())) });
             };
-            let codec = if msgpack { Codec::MsgPack } else { Codec::Json };
             self.start(env, promise, async move {
-                Answer::Data(node.connect_with(&url, codec).await.map(|()| Value::Null))
+                Answer::Data(node.connect_with(&url, options).await.map(|()| Value::Null))
             })
         }
     }
@@ -479,12 +571,13 @@ fn stopped_error() -> PfError {
 }
 
 /// What `listen` resolves to: `{host, port, url}`, the URL being the one
-/// peers dial.
-fn bound_address(bound: &SocketAddr) -> Value {
+/// peers dial (`wss://` when the listener speaks TLS).
+fn bound_address(bound: &SocketAddr, secure: bool) -> Value {
+    let scheme = if secure { "wss" } else { "ws" };
     serde_json::json!({
         "host": bound.ip().to_string(),
         "port": bound.port(),
-        "url": format!("ws://{bound}{WS_PATH}"),
+        "url": format!("{scheme}://{bound}{WS_PATH}"),
     })
 }
 

@@ -1,8 +1,9 @@
 'use strict';
 // Shared by the tests: bounded waits, never sleeps standing in for sync.
 
-const { spawn } = require('node:child_process');
+const { spawn, execFileSync } = require('node:child_process');
 const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
 
 /** Rejects if `promise` does not settle within `ms`. */
@@ -126,4 +127,29 @@ function cliPath() {
   return cli;
 }
 
-module.exports = { within, latch, runNode, startUntil, stopChild, cliPath };
+/** A fresh temporary folder, removed when the test `t` ends. */
+function tempDir(t) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'packetflow-test-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/**
+ * Makes TLS files in `dir` with openssl (scripts/test.sh installs it): a CA
+ * made for this run (`ca`), and a certificate it issued for 127.0.0.1 and
+ * localhost (`cert`) with its key (`key`). P-256 keys: quick to make.
+ * Returns the three paths. `name` prefixes the files.
+ */
+function makeTls(dir, name = 'node') {
+  const file = (f) => path.join(dir, `${name}-${f}`);
+  const run = (args) => execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'], timeout: 30000 });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  run(['req', '-x509', ...ec, '-keyout', file('ca.key'), '-out', file('ca.pem'), '-days', '2', '-subj', `/CN=${name} test CA`]);
+  run(['req', ...ec, '-keyout', file('node.key'), '-out', file('node.csr'), '-subj', '/CN=127.0.0.1']);
+  fs.writeFileSync(file('ext.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
+  run(['x509', '-req', '-in', file('node.csr'), '-CA', file('ca.pem'), '-CAkey', file('ca.key'), '-CAcreateserial',
+    '-out', file('node.crt'), '-days', '2', '-extfile', file('ext.cnf')]);
+  return { ca: file('ca.pem'), cert: file('node.crt'), key: file('node.key') };
+}
+
+module.exports = { within, latch, runNode, startUntil, stopChild, cliPath, tempDir, makeTls };

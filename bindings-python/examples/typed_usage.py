@@ -7,7 +7,7 @@ import asyncio
 from typing import Any, Dict, List, Optional
 
 import packetflow
-from packetflow import Context, PacketFlowError, Reactor, ReactorStats, Result
+from packetflow import Context, PacketFlowError, Reactor, ReactorStats, Result, TokenSpec
 
 
 def shout(data: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
@@ -49,6 +49,13 @@ async def main() -> List[str]:
             await client.connect(f"ws://{bound}/packetflow/v1", msgpack=True)
             remote: List[str] = await client.call("df", "words", "over the wire")
             seen.extend(remote)
+
+        # A listener that wants a token; this one may only submit df:*.
+        tokens: List[TokenSpec] = [{"name": "typed", "token": "typed-example-token-01", "submit": ["df:*"]}]
+        guarded: str = await r.listen("127.0.0.1:0", tokens=tokens)
+        async with Reactor(name="token-client") as client:
+            await client.connect(f"ws://{guarded}/packetflow/v1", token="typed-example-token-01", tls_ca=None)
+            seen.extend(await client.call("df", "words", "with a token"))
 
         stats: ReactorStats = r.stats()
         seen.append(f"{stats['name']}:{len(stats['handlers'])}")

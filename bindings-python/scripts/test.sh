@@ -33,7 +33,7 @@ fi
 py="$venv/bin/python"
 
 echo "== python test tools"
-"$py" -m pip install -q "pytest>=7,<10" "pytest-asyncio>=0.23,<2" "mypy>=1.8,<3"
+"$py" -m pip install -q "pytest>=7,<10" "pytest-asyncio>=0.23,<2" "mypy>=1.8,<3" "trustme>=1.1,<2"
 
 echo "== pip install ./bindings-python (maturin build, release profile)"
 (cd "$root" && "$py" -m pip install -q --force-reinstall --no-deps ./bindings-python)

@@ -11,6 +11,7 @@ mod convert;
 mod coroutine;
 mod errors;
 mod handler;
+mod options;
 mod pool;
 mod pystr;
 mod reactor;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use packetflow::{Codec, Node, NodeConfig, Packet, PacketId, Priority, Reactor, ReactorConfig, Value};
+use packetflow::{Node, NodeConfig, Packet, PacketId, Priority, Reactor, ReactorConfig, Value};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -13,7 +13,7 @@ use crate::context::target;
 use crate::handler::{self, LoopBinding, PyHandler};
 use crate::pool::Pool;
 use crate::result::PyPacketResult;
-use crate::{blocking, convert, errors, pystr};
+use crate::{blocking, convert, errors, options, pystr};
 
 /// State shared by a reactor and its handlers.
 pub(crate) struct Shared {
@@ -86,15 +86,6 @@ impl PyReactor {
 
     fn existing_node(&self) -> Option<Node> {
         self.node.lock().clone()
-    }
-}
-
-/// The wire format of a connection `connect` dials.
-fn codec(msgpack: bool) -> Codec {
-    if msgpack {
-        Codec::MsgPack
-    } else {
-        Codec::Json
     }
 }
 
@@ -400,58 +391,100 @@ impl PyReactor {
 
     /// Accepts peers on ``addr`` (``"HOST:PORT"``; port 0 picks a free
     /// one); an awaitable of the address bound, ``"HOST:PORT"``. Peers
-    /// connect to ``ws://HOST:PORT/packetflow/v1``, where ``GET /health`` and
-    /// ``GET /metrics`` are served too. Raises ``UnavailableError`` (PF503)
-    /// if the address cannot be bound.
-    fn listen<'py>(&self, py: Python<'py>, addr: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+    /// connect to ``ws://HOST:PORT/packetflow/v1`` (``wss://`` with TLS),
+    /// where ``GET /health`` and ``GET /metrics`` are served too.
+    ///
+    /// ``auth_file`` (a tokens file, ``.toml`` or ``.json``) and/or
+    /// ``tokens`` (a list of :class:`TokenSpec` dicts) make every peer
+    /// present one of the tokens, and limit what it may submit and serve.
+    /// ``tls_cert`` and ``tls_key`` (PEM files, both or neither) make the
+    /// listener speak ``wss://`` only. Raises ``UnavailableError`` (PF503)
+    /// if the address cannot be bound, ``InvalidPacketError`` (PF400) for a
+    /// bad tokens file, token or TLS file, and ``TypeError``/``ValueError``
+    /// naming the argument for values of the wrong shape.
+    #[pyo3(signature = (addr, *, auth_file = None, tokens = None, tls_cert = None, tls_key = None))]
+    fn listen<'py>(
+        &self,
+        py: Python<'py>,
+        addr: &Bound<'py, PyString>,
+        auth_file: Option<&Bound<'py, PyAny>>,
+        tokens: Option<&Bound<'py, PyAny>>,
+        tls_cert: Option<&Bound<'py, PyAny>>,
+        tls_key: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let bridge = bridge::current(py, "Reactor.listen()")?;
         let addr = pystr::as_str(addr)?.to_owned();
+        let options = options::listen(auth_file, tokens, tls_cert, tls_key)?;
         let node = self.node()?;
         bridge::spawn(py, &bridge, async move {
-            Answer::Data(node.listen(&addr).await.map(|bound| Value::String(bound.to_string())))
+            Answer::Data(node.listen_with(&addr, options).await.map(|bound| Value::String(bound.to_string())))
         })
     }
 
-    /// Dials a peer (``"ws://HOST:PORT/packetflow/v1"``); an awaitable that
-    /// resolves once the connection is up and the peer's handlers are
-    /// known. Packets with no local handler are then routed to peers. A lost
-    /// connection is redialled with backoff until the reactor stops.
-    /// ``msgpack=True`` speaks MessagePack on this connection instead of
-    /// JSON (the same values cross either way).
-    /// Raises ``UnavailableError`` (PF503) if the peer cannot be reached and
-    /// ``InvalidPacketError`` (PF400) for a malformed URL.
-    #[pyo3(signature = (url, *, msgpack = false))]
+    /// Dials a peer (``"ws://HOST:PORT/packetflow/v1"``, or ``wss://``); an
+    /// awaitable that resolves once the connection is up and the peer's
+    /// handlers are known. Packets with no local handler are then routed to
+    /// peers. A lost connection is redialled with backoff until the reactor
+    /// stops. ``msgpack=True`` speaks MessagePack on this connection instead
+    /// of JSON (the same values cross either way). ``token`` is presented to
+    /// a node that requires one; ``tls_ca`` (a PEM file) is what a
+    /// ``wss://`` node's certificate must chain to (default: the system's
+    /// roots).
+    /// Raises ``AuthenticationError`` (PF401) when the node refuses the
+    /// token, ``UnavailableError`` (PF503) if the peer cannot be reached or
+    /// the TLS handshake fails, ``InvalidPacketError`` (PF400) for a
+    /// malformed URL, token or CA file.
+    #[pyo3(signature = (url, *, msgpack = false, token = None, tls_ca = None))]
     fn connect<'py>(
         &self,
         py: Python<'py>,
         url: &Bound<'py, PyString>,
         msgpack: bool,
+        token: Option<&Bound<'py, PyAny>>,
+        tls_ca: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let bridge = bridge::current(py, "Reactor.connect()")?;
         let url = pystr::as_str(url)?.to_owned();
+        let options = options::connect(msgpack, token, tls_ca)?;
         let node = self.node()?;
-        let codec = codec(msgpack);
-        bridge::spawn(py, &bridge, async move { Answer::Unit(node.connect_with(&url, codec).await) })
+        bridge::spawn(py, &bridge, async move { Answer::Unit(node.connect_with(&url, options).await) })
     }
 
     /// Like :meth:`listen`, blocking the calling thread (GIL released).
-    fn listen_sync(&self, py: Python<'_>, addr: &Bound<'_, PyString>) -> PyResult<String> {
+    #[pyo3(signature = (addr, *, auth_file = None, tokens = None, tls_cert = None, tls_key = None))]
+    fn listen_sync(
+        &self,
+        py: Python<'_>,
+        addr: &Bound<'_, PyString>,
+        auth_file: Option<&Bound<'_, PyAny>>,
+        tokens: Option<&Bound<'_, PyAny>>,
+        tls_cert: Option<&Bound<'_, PyAny>>,
+        tls_key: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<String> {
         let addr = pystr::as_str(addr)?.to_owned();
+        let options = options::listen(auth_file, tokens, tls_cert, tls_key)?;
         let node = self.node()?;
         let bound = blocking::wait(py, "Reactor.listen_sync()", "Reactor.listen()", async move {
-            node.listen(&addr).await
+            node.listen_with(&addr, options).await
         })?;
         bound.map(|a| a.to_string()).map_err(|err| errors::to_pyerr(py, &err))
     }
 
     /// Like :meth:`connect`, blocking the calling thread (GIL released).
-    #[pyo3(signature = (url, *, msgpack = false))]
-    fn connect_sync(&self, py: Python<'_>, url: &Bound<'_, PyString>, msgpack: bool) -> PyResult<()> {
+    #[pyo3(signature = (url, *, msgpack = false, token = None, tls_ca = None))]
+    fn connect_sync(
+        &self,
+        py: Python<'_>,
+        url: &Bound<'_, PyString>,
+        msgpack: bool,
+        token: Option<&Bound<'_, PyAny>>,
+        tls_ca: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let url = pystr::as_str(url)?.to_owned();
+        let options = options::connect(msgpack, token, tls_ca)?;
         let node = self.node()?;
-        let codec = codec(msgpack);
         blocking::wait(py, "Reactor.connect_sync()", "Reactor.connect()", async move {
-            node.connect_with(&url, codec).await
+            node.connect_with(&url, options).await
         })?
         .map_err(|err| errors::to_pyerr(py, &err))
     }

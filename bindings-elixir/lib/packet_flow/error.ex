@@ -9,13 +9,15 @@ defmodule PacketFlow.Error do
   | code | meaning |
   |---|---|
   | `"PF001"` | no handler for `group:element` here or on any reachable peer |
-  | `"PF400"` | malformed packet; the message names the field |
+  | `"PF400"` | malformed packet (the message names the field), or a bad tokens file, token or TLS file given to `PacketFlow.Reactor.listen/3` or `connect/3` |
+  | `"PF401"` | a node refused the token presented by `PacketFlow.Reactor.connect/3` (or wanted one) |
+  | `"PF403"` | the connection's token may not submit this `group:element` |
   | `"PF408"` | `timeout_ms` elapsed before a result |
   | `"PF409"` | a packet with the same id is already in flight |
   | `"PF424"` | a dependency failed or timed out |
   | `"PF429"` | overloaded: the queue is full (backpressure) |
   | `"PF500"` | the handler raised, threw, exited or returned something that is not a JSON value |
-  | `"PF503"` | the reactor (or the peer holding the packet) is stopping or gone |
+  | `"PF503"` | the reactor (or the peer holding the packet) is stopping or gone; a peer that cannot be reached or fails the TLS handshake |
 
   Codes from newer peers pass through unchanged.
   """

@@ -33,7 +33,7 @@ defmodule PacketFlow.Reactor do
   ## On the network
 
   A reactor joins other PacketFlow nodes (any language, or the
-  `packetflow serve` hub) over WebSocket: `listen/2` accepts peers,
+  `packetflow serve` hub) over WebSocket: `listen/3` accepts peers,
   `connect/3` dials one, or both at start:
 
       {PacketFlow.Reactor,
@@ -46,6 +46,29 @@ defmodule PacketFlow.Reactor do
   owned by the native node: a lost connection is redialled with backoff
   until the reactor stops, and stopping the reactor closes them (packets in
   flight are answered PF503 first).
+
+  A listener can require a token from every peer and speak `wss://`; a
+  dialer presents its token and trusts a CA file (see `t:listen_option/0`
+  and `t:connect_option/0`):
+
+      {PacketFlow.Reactor,
+       name: MyApp.Hub,
+       listen:
+         {"0.0.0.0:8443",
+          auth_file: "/etc/packetflow/tokens.toml",
+          tls_cert: "/etc/packetflow/node.crt",
+          tls_key: "/etc/packetflow/node.key"}}
+
+      {PacketFlow.Reactor,
+       name: MyApp.Billing,
+       connect: [
+         {"wss://hub.internal:8443/packetflow/v1",
+          token: System.fetch_env!("PACKETFLOW_TOKEN"), tls_ca: "/etc/packetflow/ca.pem"}
+       ]}
+
+  A refused token is `{:error, %PacketFlow.Error{code: "PF401"}}` from
+  `connect/3` (or from `start_link/1`); a submit outside what the token
+  allows is answered PF403.
   """
 
   use GenServer
@@ -95,7 +118,8 @@ defmodule PacketFlow.Reactor do
   * `:max_queue` - most packets waiting (default 65 536); past it, submits
     are answered PF429.
   * `:listen` - an address to accept peers on (`"127.0.0.1:8443"`; port 0
-    picks a free one), as with `listen/2` before `start_link/1` returns.
+    picks a free one), or `{address, listen_options}` (see
+    `t:listen_option/0`), as with `listen/3` before `start_link/1` returns.
   * `:connect` - peers to dial before `start_link/1` returns: a URL, or a
     list of URLs and `{url, connect_options}` pairs (see `connect/3`).
 
@@ -108,18 +132,71 @@ defmodule PacketFlow.Reactor do
           | {:reactor_name, String.t()}
           | {:max_inflight, pos_integer()}
           | {:max_queue, non_neg_integer()}
-          | {:listen, String.t()}
+          | {:listen, String.t() | {String.t(), [listen_option()]}}
           | {:connect, String.t() | [String.t() | {String.t(), [connect_option()]}]}
+
+  @typedoc """
+  Options of `listen/3`:
+
+  * `:auth_file` - a tokens file (`.toml` or `.json`, format in
+    `docs/security.md`), read when listening starts.
+  * `:tokens` - tokens given in code (see `t:token_spec/0`), in addition to
+    those of `:auth_file`.
+  * `:tls_cert` - a PEM certificate chain, leaf first; with `:tls_key`
+    (both or neither) the listener speaks `wss://` only.
+  * `:tls_key` - the PEM private key (PKCS#8, PKCS#1 or SEC1) of `:tls_cert`.
+
+  Auth is on when `:auth_file` or `:tokens` is given: every peer must then
+  present one of the tokens, and may only submit and serve what that token
+  allows.
+  """
+  @type listen_option ::
+          {:auth_file, Path.t()}
+          | {:tokens, [token_spec()]}
+          | {:tls_cert, Path.t()}
+          | {:tls_key, Path.t()}
+
+  @typedoc """
+  One token a listener accepts, as a map or keyword list (the fields of an
+  entry of a tokens file):
+
+  * `:name` (required) - shown in error messages and logs, never the token.
+  * `:token` - the secret, at least 16 bytes of visible ASCII; or
+  * `:token_sha256` - instead of `:token`, its SHA-256 in hex, so that the
+    code need not hold the secret. Give exactly one of the two.
+  * `:submit`, `:serve` - the `group:element` patterns a peer with this
+    token may submit and serve: `"*"`, `"df:*"`, `"df:transform"`,
+    `"df:user.*"`. Missing means none.
+  """
+  @type token_spec ::
+          %{
+            required(:name) => String.t(),
+            optional(:token) => String.t(),
+            optional(:token_sha256) => String.t(),
+            optional(:submit) => [String.t()],
+            optional(:serve) => [String.t()]
+          }
+          | [
+              {:name, String.t()}
+              | {:token, String.t()}
+              | {:token_sha256, String.t()}
+              | {:submit, [String.t()]}
+              | {:serve, [String.t()]}
+            ]
 
   @typedoc """
   Options of `connect/3`:
 
   * `:msgpack` - speak MessagePack on this connection instead of JSON
     (default `false`); the peer must offer it.
+  * `:token` - the token presented to a node that requires one (sent in
+    the clear over `ws://`: use `wss://` beyond loopback).
+  * `:tls_ca` - a PEM file of the authorities a `wss://` node's
+    certificate must chain to (default: the system's root certificates).
   """
-  @type connect_option :: {:msgpack, boolean()}
+  @type connect_option :: {:msgpack, boolean()} | {:token, String.t()} | {:tls_ca, Path.t()}
 
-  @typedoc "Where `listen/2` accepts peers: the address bound and the URL to dial."
+  @typedoc "Where `listen/3` accepts peers: the address bound and the URL to dial (`wss://` with TLS)."
   @type listening :: %{host: String.t(), port: :inet.port_number(), url: String.t()}
 
   @typedoc "Counters from `stats/1`."
@@ -204,37 +281,187 @@ defmodule PacketFlow.Reactor do
     }
   end
 
+  # A network request as the GenServer runs it: `{:listen, addr, options}`
+  # or `{:connect, url, options}`, the options already in the NIF's shape
+  # and wrapped in a function, so that a token never shows in a crash
+  # report or an inspected message (a function inspects as its name).
   defp listen_option!(nil), do: nil
-  defp listen_option!(addr) when is_binary(addr), do: addr
+  defp listen_option!(addr) when is_binary(addr), do: listen_request!(addr, [])
+
+  defp listen_option!({addr, opts}) when is_binary(addr) and is_list(opts),
+    do: listen_request!(addr, opts)
 
   defp listen_option!(other),
-    do: raise(ArgumentError, "listen must be an address string, got: #{inspect(other)}")
+    do:
+      raise(
+        ArgumentError,
+        "listen must be an address string or {address, listen_options}, got: #{inspect(other)}"
+      )
 
-  defp connect_option!(url) when is_binary(url), do: [{url, msgpack?(url, [])}]
+  defp connect_option!(url) when is_binary(url), do: [connect_request!(url, [])]
 
   defp connect_option!(peers) when is_list(peers) do
     Enum.map(peers, fn
-      url when is_binary(url) -> {url, false}
-      {url, opts} when is_binary(url) and is_list(opts) -> {url, msgpack?(url, opts)}
-      other -> raise ArgumentError, "connect entries are URLs or {url, opts}, got: #{inspect(other)}"
+      url when is_binary(url) ->
+        connect_request!(url, [])
+
+      {url, opts} when is_binary(url) and is_list(opts) ->
+        connect_request!(url, opts)
+
+      other ->
+        raise ArgumentError, "connect entries are URLs or {url, opts}, got: #{inspect(other)}"
     end)
   end
 
   defp connect_option!(other),
     do: raise(ArgumentError, "connect must be a URL or a list of URLs, got: #{inspect(other)}")
 
-  defp msgpack?(url, opts) do
-    case Keyword.validate(opts, msgpack: false) do
-      {:ok, [msgpack: flag]} when is_boolean(flag) ->
-        flag
+  defp listen_request!(addr, opts) do
+    opts = options!(opts, [:auth_file, :tokens, :tls_cert, :tls_key], "listen", addr)
 
-      {:ok, [msgpack: other]} ->
-        raise ArgumentError, "msgpack must be a boolean, got: #{inspect(other)} (for #{url})"
+    native =
+      {path!(opts[:auth_file], :auth_file, addr), tokens!(opts[:tokens], addr),
+       path!(opts[:tls_cert], :tls_cert, addr), path!(opts[:tls_key], :tls_key, addr)}
 
-      {:error, unknown} ->
-        raise ArgumentError, "unknown connect options #{inspect(unknown)} (for #{url})"
+    {:listen, addr, fn -> native end}
+  end
+
+  defp connect_request!(url, opts) do
+    opts = options!(opts, [:msgpack, :token, :tls_ca], "connect", url)
+
+    msgpack =
+      case Keyword.get(opts, :msgpack, false) do
+        flag when is_boolean(flag) ->
+          flag
+
+        other ->
+          raise ArgumentError, "msgpack must be a boolean, got: #{inspect(other)} (for #{url})"
+      end
+
+    native = {msgpack, secret!(opts[:token], "token", url), path!(opts[:tls_ca], :tls_ca, url)}
+    {:connect, url, fn -> native end}
+  end
+
+  # A keyword list of known options (the last of a repeated key wins, as
+  # with `Keyword.get/2`).
+  defp options!(opts, known, what, where) do
+    if not Keyword.keyword?(opts) do
+      raise ArgumentError,
+            "#{what} options must be a keyword list, got: #{inspect(opts)} (for #{where})"
+    end
+
+    case Enum.uniq(Keyword.keys(opts) -- known) do
+      [] ->
+        opts
+
+      unknown ->
+        raise ArgumentError,
+              "unknown #{what} options #{inspect(unknown)} (for #{where}); expected #{inspect(known)}"
     end
   end
+
+  defp path!(nil, _key, _where), do: nil
+  defp path!(path, _key, _where) when is_binary(path), do: path
+
+  defp path!(path, key, where) when is_list(path) do
+    IO.chardata_to_string(path)
+  rescue
+    ArgumentError ->
+      raise ArgumentError, "#{key} must be a path, got: #{inspect(path)} (for #{where})"
+  end
+
+  defp path!(other, key, where),
+    do: raise(ArgumentError, "#{key} must be a path, got: #{inspect(other)} (for #{where})")
+
+  # A string that may be a secret: an error names its type, never its value.
+  defp secret!(nil, _what, _where), do: nil
+  defp secret!(text, _what, _where) when is_binary(text), do: text
+
+  defp secret!(other, what, where),
+    do: raise(ArgumentError, "#{what} must be a string, got #{kind(other)} (for #{where})")
+
+  @token_keys [:name, :token, :token_sha256, :submit, :serve]
+
+  defp tokens!(nil, _addr), do: []
+
+  defp tokens!(tokens, addr) when is_list(tokens) do
+    tokens
+    |> Enum.with_index()
+    |> Enum.map(fn {entry, i} -> token!(entry, "tokens[#{i}]", addr) end)
+  end
+
+  defp tokens!(other, addr),
+    do: raise(ArgumentError, "tokens must be a list, got #{kind(other)} (for #{addr})")
+
+  defp token!(entry, at, addr) when is_list(entry) do
+    if Keyword.keyword?(entry) do
+      token!(Map.new(entry), at, addr)
+    else
+      raise ArgumentError,
+            "#{at} must be a map or a keyword list, got #{kind(entry)} (for #{addr})"
+    end
+  end
+
+  defp token!(entry, at, addr) when is_map(entry) and not is_struct(entry) do
+    case Map.keys(entry) -- @token_keys do
+      [] ->
+        :ok
+
+      [key | _] ->
+        raise ArgumentError,
+              "#{at} has an unknown key #{inspect(key)}; expected #{inspect(@token_keys)} (for #{addr})"
+    end
+
+    name =
+      case Map.fetch(entry, :name) do
+        {:ok, name} when is_binary(name) -> name
+        {:ok, other} -> raise ArgumentError, "#{at}.name must be a string, got: #{inspect(other)}"
+        :error -> raise ArgumentError, "#{at} has no :name (for #{addr})"
+      end
+
+    {name, secret!(entry[:token], "#{at}.token", addr),
+     secret!(entry[:token_sha256], "#{at}.token_sha256", addr),
+     patterns!(entry[:submit], "#{at}.submit", addr),
+     patterns!(entry[:serve], "#{at}.serve", addr)}
+  end
+
+  defp token!(other, at, addr),
+    do:
+      raise(
+        ArgumentError,
+        "#{at} must be a map or a keyword list, got #{kind(other)} (for #{addr})"
+      )
+
+  defp patterns!(nil, _what, _addr), do: []
+
+  defp patterns!(list, what, addr) when is_list(list) do
+    list
+    |> Enum.with_index()
+    |> Enum.map(fn
+      {pattern, _} when is_binary(pattern) ->
+        pattern
+
+      {other, i} ->
+        raise ArgumentError,
+              "#{what}[#{i}] must be a string, got: #{inspect(other)} (for #{addr})"
+    end)
+  end
+
+  defp patterns!(other, what, addr),
+    do:
+      raise(
+        ArgumentError,
+        "#{what} must be a list of patterns, got: #{inspect(other)} (for #{addr})"
+      )
+
+  defp kind(value) when is_integer(value), do: "an integer"
+  defp kind(value) when is_float(value), do: "a float"
+  defp kind(value) when is_atom(value), do: "an atom"
+  defp kind(value) when is_binary(value), do: "a string"
+  defp kind(value) when is_list(value), do: "a list"
+  defp kind(value) when is_map(value), do: "a map"
+  defp kind(value) when is_tuple(value), do: "a tuple"
+  defp kind(_value), do: "a term"
 
   defp default_name(name) when is_atom(name) and name != nil do
     name |> Atom.to_string() |> String.replace_prefix("Elixir.", "")
@@ -342,27 +569,38 @@ defmodule PacketFlow.Reactor do
   @doc """
   Accepts peers on `addr` (`"HOST:PORT"`; port 0 picks a free one).
 
-  Peers dial `url` (`ws://HOST:PORT/packetflow/v1`); the same port answers
-  `GET /health` and `GET /metrics`. Returns `{:error, %PacketFlow.Error{}}`
-  when the address cannot be bound.
+  Peers dial `url` (`ws://HOST:PORT/packetflow/v1`, or `wss://` with TLS);
+  the same port answers `GET /health` and `GET /metrics`. See
+  `t:listen_option/0` for tokens and TLS; the files are read here.
+
+  Returns `{:error, %PacketFlow.Error{}}` with PF503 when the address
+  cannot be bound, PF400 for a bad tokens file, token or TLS file (the
+  message names it, never a token's value). Raises `ArgumentError` naming
+  the option for unknown options or values of the wrong type.
   """
-  @spec listen(t(), String.t()) :: {:ok, listening()} | {:error, PacketFlow.Error.t()}
-  def listen(reactor, addr) when is_binary(addr) do
-    GenServer.call(reactor, {:network, {:listen, addr}}, @network_timeout_ms + @grace_ms)
+  @spec listen(t(), String.t(), [listen_option()]) ::
+          {:ok, listening()} | {:error, PacketFlow.Error.t()}
+  def listen(reactor, addr, opts \\ []) when is_binary(addr) and is_list(opts) do
+    request = listen_request!(addr, opts)
+    GenServer.call(reactor, {:network, request}, @network_timeout_ms + @grace_ms)
   end
 
   @doc """
-  Dials a peer at `url` (`ws://HOST:PORT/packetflow/v1`). See
+  Dials a peer at `url` (`ws://HOST:PORT/packetflow/v1`, or `wss://`). See
   `t:connect_option/0`.
 
   Returns `:ok` once the connection is up and the peer's handlers are
   known, so a submit right after is routed to them. A connection lost later
   is redialled with backoff until the reactor stops. Returns
-  `{:error, %PacketFlow.Error{}}` when the first dial fails.
+  `{:error, %PacketFlow.Error{}}` when the first dial fails: PF401 when the
+  node refuses the token (or wanted one), PF503 when it cannot be reached
+  or the TLS handshake fails (the message says why), PF400 for a malformed
+  URL, token or CA file. Raises `ArgumentError` naming the option for
+  unknown options or values of the wrong type.
   """
   @spec connect(t(), String.t(), [connect_option()]) :: :ok | {:error, PacketFlow.Error.t()}
   def connect(reactor, url, opts \\ []) when is_binary(url) and is_list(opts) do
-    request = {:connect, url, msgpack?(url, opts)}
+    request = connect_request!(url, opts)
     GenServer.call(reactor, {:network, request}, @network_timeout_ms + @grace_ms)
   end
 
@@ -414,9 +652,7 @@ defmodule PacketFlow.Reactor do
   # The `:listen` and `:connect` options, in order, before start_link
   # returns; the first failure stops the start.
   defp join_network(state, config) do
-    requests =
-      List.wrap(config.listen && {:listen, config.listen}) ++
-        Enum.map(config.connect, fn {url, msgpack} -> {:connect, url, msgpack} end)
+    requests = List.wrap(config.listen) ++ config.connect
 
     requests
     |> Enum.with_index()
@@ -433,12 +669,15 @@ defmodule PacketFlow.Reactor do
   end
 
   # The answer arrives as `{:pf_net, tag, {:ok, _} | {:error, _}}`.
-  defp start_network(native, {:listen, addr}, tag), do: Native.reactor_listen(native, addr, tag)
+  defp start_network(native, {:listen, addr, options}, tag),
+    do: Native.reactor_listen(native, addr, options.(), tag)
 
-  defp start_network(native, {:connect, url, msgpack}, tag),
-    do: Native.reactor_connect(native, url, msgpack, tag)
+  defp start_network(native, {:connect, url, options}, tag) do
+    {msgpack, token, tls_ca} = options.()
+    Native.reactor_connect(native, url, msgpack, token, tls_ca, tag)
+  end
 
-  defp network_timeout({:listen, addr}),
+  defp network_timeout({:listen, addr, _}),
     do: %PacketFlow.Error{code: "PF408", message: "listening on #{addr} did not finish"}
 
   defp network_timeout({:connect, url, _}),

@@ -1,6 +1,18 @@
 // Compiled with `tsc --noEmit` by the test suite: the types must accept
 // idiomatic code and reject misuse (each @ts-expect-error must be an error).
-import { Reactor, PacketFlowError, Context, Result, ReactorStats, JsonValue, Handler, ListenAddress } from 'packetflow';
+import {
+  Reactor,
+  PacketFlowError,
+  Context,
+  Result,
+  ReactorStats,
+  JsonValue,
+  Handler,
+  ListenAddress,
+  ListenOptions,
+  ConnectOptions,
+  TokenSpec,
+} from 'packetflow';
 
 interface Order {
   id: number;
@@ -76,6 +88,24 @@ async function main(): Promise<void> {
   const connected: void = await peer.connect(bound.url, { msgpack: true });
   void connected;
   await peer.stop();
+
+  // Tokens and TLS.
+  const tokens: TokenSpec[] = [
+    { name: 'client', token: 'a-token-of-16-bytes-or-more', submit: ['df:*'] },
+    { name: 'service', tokenSha256: '0'.repeat(64), serve: ['df:transform'] },
+  ];
+  const listenOptions: ListenOptions = { authFile: 'tokens.toml', tokens, tlsCert: 'node.crt', tlsKey: 'node.key' };
+  const secure: ListenAddress = await r.listen('127.0.0.1:0', listenOptions);
+  const connectOptions: ConnectOptions = { token: 'a-token-of-16-bytes-or-more', tlsCa: 'ca.pem', msgpack: false };
+  await peer.connect(secure.url, connectOptions);
+  // @ts-expect-error: the option is camelCase
+  await r.listen('127.0.0.1:0', { tls_cert: 'node.crt' });
+  // @ts-expect-error: a token needs a name
+  await r.listen('127.0.0.1:0', { tokens: [{ token: 'a-token-of-16-bytes-or-more' }] });
+  // @ts-expect-error: patterns are an array
+  await r.listen('127.0.0.1:0', { tokens: [{ name: 'x', submit: 'df:*' }] });
+  // @ts-expect-error: the token is a string
+  await peer.connect(secure.url, { token: 42 });
   // @ts-expect-error: listen takes 'HOST:PORT', not a port number
   await r.listen(8443);
   // @ts-expect-error: msgpack is a boolean

@@ -48,7 +48,7 @@ from ._errors import (
 )
 from ._native import Context, Reactor, Result, __version__
 from ._native import _shutdown as _native_shutdown
-from ._types import HandlerStats, ReactorStats
+from ._types import HandlerStats, ReactorStats, TokenSpec
 
 __all__ = [
     "Reactor",
@@ -56,6 +56,7 @@ __all__ = [
     "Result",
     "ReactorStats",
     "HandlerStats",
+    "TokenSpec",
     "PacketFlowError",
     "NoHandlerError",
     "InvalidPacketError",

@@ -3,6 +3,7 @@
 Everything here is re-exported by ``packetflow``; import it from there.
 """
 
+import os
 from types import TracebackType
 from typing import (
     Any,
@@ -14,16 +15,18 @@ from typing import (
     Optional,
     Type,
     TypeVar,
+    Union,
     final,
 )
 
 from ._errors import PacketFlowError
-from ._types import ReactorStats
+from ._types import ReactorStats, TokenSpec
 
 __version__: str
 
 _Handler = Callable[[Any, "Context"], Any]
 _H = TypeVar("_H", bound=Callable[..., Any])
+_Path = Union[str, os.PathLike[str]]
 
 @final
 class Result:
@@ -204,28 +207,79 @@ class Reactor:
     ) -> Any:
         """Like :meth:`call`, blocking the calling thread (GIL released);
         for code without a running event loop."""
-    def listen(self, addr: str) -> Awaitable[str]:
+    def listen(
+        self,
+        addr: str,
+        *,
+        auth_file: Optional[_Path] = None,
+        tokens: Optional[Iterable[TokenSpec]] = None,
+        tls_cert: Optional[_Path] = None,
+        tls_key: Optional[_Path] = None,
+    ) -> Awaitable[str]:
         """Accepts peers on ``addr`` (``"HOST:PORT"``; port 0 picks a free
         one); an awaitable of the address bound (``"HOST:PORT"``).
 
-        Peers connect to ``ws://HOST:PORT/packetflow/v1``; ``GET /health``
-        and ``GET /metrics`` are served on the same port. Raises
-        :class:`UnavailableError` (PF503) if the address cannot be bound.
+        Peers connect to ``ws://HOST:PORT/packetflow/v1`` (``wss://`` with
+        TLS); ``GET /health`` and ``GET /metrics`` are served on the same
+        port.
+
+        ``auth_file`` (a tokens file, ``.toml`` or ``.json``) and/or
+        ``tokens`` (a list of :class:`TokenSpec` dicts, added to the file's)
+        turn auth on: every peer must present one of the tokens, and may
+        only submit and serve what its token allows. ``tls_cert`` (a PEM
+        chain, leaf first) and ``tls_key`` (its PEM key), both or neither,
+        make the listener speak ``wss://`` only. Files are read here.
+
+        Raises :class:`UnavailableError` (PF503) if the address cannot be
+        bound, :class:`InvalidPacketError` (PF400) for a bad tokens file,
+        token or TLS file (the message names it), ``TypeError`` or
+        ``ValueError`` naming the argument for a value of the wrong shape.
         """
-    def connect(self, url: str, *, msgpack: bool = False) -> Awaitable[None]:
-        """Dials a peer (``"ws://HOST:PORT/packetflow/v1"``).
+    def connect(
+        self,
+        url: str,
+        *,
+        msgpack: bool = False,
+        token: Optional[str] = None,
+        tls_ca: Optional[_Path] = None,
+    ) -> Awaitable[None]:
+        """Dials a peer (``"ws://HOST:PORT/packetflow/v1"``, or ``wss://``).
 
         Resolves once the connection is up and the peer's handlers are
         known; packets with no local handler are then routed to peers. A
         lost connection is redialled with backoff until the reactor stops.
         ``msgpack=True`` speaks MessagePack on this connection instead of
-        JSON; the same values cross either way.
-        Raises :class:`UnavailableError` (PF503) if the peer cannot be
-        reached, :class:`InvalidPacketError` (PF400) for a malformed URL.
+        JSON; the same values cross either way. ``token`` is presented to a
+        node that requires one (in the clear over ``ws://``: use ``wss://``
+        beyond loopback). ``tls_ca`` is a PEM file of the authorities a
+        ``wss://`` node's certificate must chain to (default: the system's
+        roots).
+
+        Raises :class:`AuthenticationError` (PF401) when the node refuses
+        the token or wanted one, :class:`UnavailableError` (PF503) if the
+        peer cannot be reached or the TLS handshake fails,
+        :class:`InvalidPacketError` (PF400) for a malformed URL, token or
+        CA file, ``TypeError`` naming the argument for a value of the
+        wrong type.
         """
-    def listen_sync(self, addr: str) -> str:
+    def listen_sync(
+        self,
+        addr: str,
+        *,
+        auth_file: Optional[_Path] = None,
+        tokens: Optional[Iterable[TokenSpec]] = None,
+        tls_cert: Optional[_Path] = None,
+        tls_key: Optional[_Path] = None,
+    ) -> str:
         """Like :meth:`listen`, blocking the calling thread (GIL released)."""
-    def connect_sync(self, url: str, *, msgpack: bool = False) -> None:
+    def connect_sync(
+        self,
+        url: str,
+        *,
+        msgpack: bool = False,
+        token: Optional[str] = None,
+        tls_ca: Optional[_Path] = None,
+    ) -> None:
         """Like :meth:`connect`, blocking the calling thread (GIL released)."""
     def stop(self) -> Awaitable[None]:
         """Stops the reactor: packets in flight and later submits are

@@ -1,10 +1,10 @@
-"""Typed shapes of the plain dicts the API returns."""
+"""Typed shapes of the plain dicts the API takes and returns."""
 
 from __future__ import annotations
 
 from typing import List, Tuple, TypedDict
 
-__all__ = ["HandlerStats", "ReactorStats"]
+__all__ = ["HandlerStats", "ReactorStats", "TokenSpec"]
 
 
 class HandlerStats(TypedDict):
@@ -28,3 +28,25 @@ class ReactorStats(TypedDict):
     queued: int
     unrouted: int
     handlers: List[HandlerStats]
+
+
+class _TokenName(TypedDict):
+    name: str
+
+
+class TokenSpec(_TokenName, total=False):
+    """One token a listener accepts (``Reactor.listen(..., tokens=[...])``).
+
+    ``name`` (required) is shown in error messages, never the token. Give
+    exactly one of ``token`` (the secret, at least 16 bytes of visible
+    ASCII) and ``token_sha256`` (its SHA-256 in hex, so the code need not
+    hold the secret). ``submit`` and ``serve`` are the ``group:element``
+    patterns a peer with this token may submit and serve: ``"*"``,
+    ``"df:*"``, ``"df:transform"``, ``"df:user.*"``; a missing list allows
+    nothing. The same fields as an entry of a tokens file.
+    """
+
+    token: str
+    token_sha256: str
+    submit: List[str]
+    serve: List[str]

@@ -5,8 +5,9 @@
 //! `{:pf_net, tag, {:ok, value} | {:error, %PacketFlow.Error{}}}`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
-use packetflow::{Codec, PfError};
+use packetflow::{Codec, ConnectOptions, ListenOptions, PfError, TokenSpec};
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, ResourceArc, Term};
 
 use crate::reactor::ReactorRes;
@@ -14,7 +15,8 @@ use crate::{atoms, runtime, terms};
 
 /// What a finished network call answers with.
 enum Answer {
-    Listening(SocketAddr),
+    /// The address bound, and whether the listener speaks TLS.
+    Listening(SocketAddr, bool),
     Connected,
 }
 
@@ -22,12 +24,13 @@ impl Answer {
     fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
         match self {
             Answer::Connected => atoms::ok().encode(env),
-            Answer::Listening(addr) => {
+            Answer::Listening(addr, secure) => {
+                let scheme = if *secure { "wss" } else { "ws" };
                 let keys = [atoms::host().encode(env), atoms::port().encode(env), atoms::url().encode(env)];
                 let values = [
                     addr.ip().to_string().encode(env),
                     addr.port().encode(env),
-                    format!("ws://{addr}{}", packetflow::net::WS_PATH).encode(env),
+                    format!("{scheme}://{addr}{}", packetflow::net::WS_PATH).encode(env),
                 ];
                 Term::map_from_term_arrays(env, &keys, &values).expect("distinct keys")
             }
@@ -49,28 +52,68 @@ fn answer(owner: &LocalPid, tag: u64, outcome: Result<Answer, PfError>) {
     });
 }
 
-/// Starts listening on `addr` (`HOST:PORT`, port 0 for any free one); the
-/// answer is `{:ok, %{host, port, url}}`.
+/// One token as `PacketFlow.Reactor` passes it (checked there):
+/// `{name, token | nil, token_sha256 | nil, submit, serve}`.
+type TokenTerm = (String, Option<String>, Option<String>, Vec<String>, Vec<String>);
+
+/// `listen`'s options as `PacketFlow.Reactor` passes them (checked there):
+/// `{auth_file | nil, tokens, tls_cert | nil, tls_key | nil}`.
+type ListenTerm = (Option<String>, Vec<TokenTerm>, Option<String>, Option<String>);
+
+fn listen_options((auth_file, tokens, tls_cert, tls_key): ListenTerm) -> ListenOptions {
+    ListenOptions {
+        auth_file: auth_file.map(PathBuf::from),
+        tokens: tokens
+            .into_iter()
+            .map(|(name, token, token_sha256, submit, serve)| TokenSpec {
+                name,
+                token,
+                token_sha256,
+                submit,
+                serve,
+            })
+            .collect(),
+        tls_cert: tls_cert.map(PathBuf::from),
+        tls_key: tls_key.map(PathBuf::from),
+    }
+}
+
+/// Starts listening on `addr` (`HOST:PORT`, port 0 for any free one) with
+/// `options`; the answer is `{:ok, %{host, port, url}}`.
 #[rustler::nif]
-fn reactor_listen(r: ResourceArc<ReactorRes>, addr: String, tag: u64) -> Atom {
+fn reactor_listen(r: ResourceArc<ReactorRes>, addr: String, options: ListenTerm, tag: u64) -> Atom {
     let node = r.node();
     let owner = *r.owner();
+    let options = listen_options(options);
+    let secure = options.tls_cert.is_some();
     runtime::handle().spawn(async move {
-        let outcome = node.listen(&addr).await.map(Answer::Listening);
+        let outcome = node.listen_with(&addr, options).await.map(|bound| Answer::Listening(bound, secure));
         answer(&owner, tag, outcome);
     });
     atoms::ok()
 }
 
-/// Dials `url`, speaking MessagePack when `msgpack` is true; the answer is
-/// `{:ok, :ok}` once the peer's handlers are known.
+/// Dials `url`, speaking MessagePack when `msgpack` is true, presenting
+/// `token` and trusting the CA file `tls_ca` when given (`nil` otherwise);
+/// the answer is `{:ok, :ok}` once the peer's handlers are known.
 #[rustler::nif]
-fn reactor_connect(r: ResourceArc<ReactorRes>, url: String, msgpack: bool, tag: u64) -> Atom {
+fn reactor_connect(
+    r: ResourceArc<ReactorRes>,
+    url: String,
+    msgpack: bool,
+    token: Option<String>,
+    tls_ca: Option<String>,
+    tag: u64,
+) -> Atom {
     let node = r.node();
     let owner = *r.owner();
-    let codec = if msgpack { Codec::MsgPack } else { Codec::Json };
+    let options = ConnectOptions {
+        codec: if msgpack { Codec::MsgPack } else { Codec::Json },
+        token,
+        tls_ca: tls_ca.map(PathBuf::from),
+    };
     runtime::handle().spawn(async move {
-        let outcome = node.connect_with(&url, codec).await.map(|()| Answer::Connected);
+        let outcome = node.connect_with(&url, options).await.map(|()| Answer::Connected);
         answer(&owner, tag, outcome);
     });
     atoms::ok()
