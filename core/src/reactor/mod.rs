@@ -463,10 +463,13 @@ impl Reactor {
             if inner.stopped.load(Ordering::Acquire) {
                 return Err(stopped_error());
             }
+            // Stopping is checked first: once the reactor stops, what is in
+            // flight is answered PF503, even a handler that ended in the same
+            // moment because the stop ended it (its host tore it down).
             tokio::select! {
                 biased;
-                out = work => Ok(out),
                 _ = stopping => Err(stopped_error()),
+                out = work => Ok(out),
                 _ = tokio::time::sleep_until(deadline) => Err(PfError::new(ErrorCode::Timeout, late())),
             }
         })
