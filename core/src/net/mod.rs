@@ -779,8 +779,11 @@ impl Dialing {
             .map_err(|_| dial_error(url, "connecting timed out"))?
             .map_err(|e| dial_error(url, e))?;
         let _ = tcp.set_nodelay(true);
-        let stream = match &self.tls {
-            None => ClientStream::Plain(tcp),
+        let stream: ClientStream = match &self.tls {
+            #[cfg(feature = "tls")]
+            None => tokio_util::either::Either::Left(tcp),
+            #[cfg(not(feature = "tls"))]
+            None => tcp,
             #[cfg(feature = "tls")]
             Some((connector, name)) => {
                 let server_name = tls::server_name(name)?;
@@ -788,7 +791,7 @@ impl Dialing {
                     .await
                     .map_err(|_| dial_error(url, "TLS handshake timed out"))?
                     .map_err(|e| dial_error(url, format!("TLS handshake failed: {e}")))?;
-                ClientStream::Tls(Box::new(stream))
+                tokio_util::either::Either::Right(Box::new(stream))
             }
             #[cfg(not(feature = "tls"))]
             Some((never, _)) => match *never {},
@@ -815,84 +818,14 @@ pub async fn open_websocket(
     Ok(dialing.open(deadline, config.unwrap_or_default()).await?.0)
 }
 
-/// The stream under a dialed connection: plain TCP, or TLS for `wss://`.
-pub enum ClientStream {
-    /// `ws://`.
-    Plain(TcpStream),
-    /// `wss://`.
-    #[cfg(feature = "tls")]
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for ClientStream {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-            #[cfg(feature = "tls")]
-            ClientStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ClientStream {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-            #[cfg(feature = "tls")]
-            ClientStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
-            #[cfg(feature = "tls")]
-            ClientStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-            #[cfg(feature = "tls")]
-            ClientStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
-            #[cfg(feature = "tls")]
-            ClientStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            ClientStream::Plain(s) => s.is_write_vectored(),
-            #[cfg(feature = "tls")]
-            ClientStream::Tls(s) => s.is_write_vectored(),
-        }
-    }
-}
+/// The stream under a dialed connection: plain TCP for `ws://`, TLS for
+/// `wss://`.
+#[cfg(feature = "tls")]
+pub type ClientStream =
+    tokio_util::either::Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
+/// The stream under a dialed connection (built without TLS: plain TCP).
+#[cfg(not(feature = "tls"))]
+pub type ClientStream = TcpStream;
 
 /// Runs a dialed connection; for a PacketFlow node, waits for its hello.
 async fn start_dialed<S>(
