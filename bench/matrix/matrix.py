@@ -38,6 +38,7 @@ import os
 import queue
 import random
 import re
+import resource
 import signal
 import socket
 import statistics
@@ -169,7 +170,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_ticks() -> Tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]  # idle + iowait
+    return sum(v[:8]) - idle, sum(v[:8])
+
+
+def busy_pct(t0: Tuple[int, int], t1: Tuple[int, int]) -> float:
+    return 100.0 * (t1[0] - t0[0]) / max(1, t1[1] - t0[1])
+
+
 def run_json(cmd: List[str], cwd: Path = ROOT, env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """Runs a measuring process; returns its last JSON line, plus `process_cpu_s`:
+    the CPU time of its whole life (start-up included), from rusage."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run(cmd, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
                        timeout=RUN_TIMEOUT, start_new_session=True)
     if p.returncode != 0:
@@ -177,7 +193,9 @@ def run_json(cmd: List[str], cwd: Path = ROOT, env: Optional[Dict[str, str]] = N
     lines = [line for line in p.stdout.splitlines() if line.startswith("{")]
     if not lines:
         raise RuntimeError(f"{cmd} printed no JSON: {p.stdout[-500:]}")
-    return json.loads(lines[-1])
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {**json.loads(lines[-1]), "process_cpu_s": cpu}
 
 
 def free_port() -> int:
@@ -227,7 +245,8 @@ def submit(lang: str, mode: str, url: str, a: argparse.Namespace) -> Dict[str, A
         r = run_json(cmd)
         if mode == "seq":
             return {"p50_us": r["seq_p50_us"], "p95_us": r["seq_p95_us"], "p99_us": r["seq_p99_us"]}
-        return {"pps": r["pipe_packets_per_s"]}
+        # the whole process's CPU (start-up is small next to 220k packets)
+        return {"pps": r["pipe_packets_per_s"], "cpu_us_per_packet": r["process_cpu_s"] * 1e6 / (a.n + a.n // 10)}
     args = [mode, url] + (["--n", str(a.seq_n), "--warmup", "500"] if mode == "seq"
                           else ["--n", str(a.n), "--inflight", str(a.inflight), "--warmup", str(a.n // 10)])
     if lang == "python":
@@ -248,12 +267,12 @@ def pair_job(sub: str, han: str, topology: str, a: argparse.Namespace) -> Dict[s
         row: Dict[str, Any] = {"job": "pair", "topology": topology, "submitter": sub, "handler": han}
         seq = submit(sub, "seq", url, a)
         pids = [handler_pid] + ([hub.p.pid] if hub else [])
-        cpu0 = [cpu_seconds(pid) for pid in pids]
+        cpu0, m0 = [cpu_seconds(pid) for pid in pids], machine_ticks()
         pipe = submit(sub, "pipe", url, a)
-        cpu1 = [cpu_seconds(pid) for pid in pids]
+        cpu1, m1 = [cpu_seconds(pid) for pid in pids], machine_ticks()
         packets = a.n + a.n // 10  # the warm-up is inside the sampled window
         per = [(c1 - c0) * 1e6 / packets for c0, c1 in zip(cpu0, cpu1)]
-        row.update({"seq": seq, "pipe": pipe, "handler_cpu_us_per_packet": per[0],
+        row.update({"seq": seq, "pipe": pipe, "machine_busy_pct": busy_pct(m0, m1), "handler_cpu_us_per_packet": per[0],
                     "hub_cpu_us_per_packet": per[1] if hub else None})
         return row
     finally:
@@ -282,12 +301,13 @@ def baseline_job(lang: str, a: argparse.Namespace, peers: Path) -> Dict[str, Any
         wait_port(port, server)
     try:
         seq = run_json(client + ["seq", url, "--n", str(a.seq_n), "--warmup", "500"], env=env)
-        cpu0 = cpu_seconds(server.p.pid)
+        cpu0, m0 = cpu_seconds(server.p.pid), machine_ticks()
         pipe = run_json(client + ["pipe", url, "--conns", "1", "--inflight", str(a.inflight), "--n", str(a.n),
                                   "--warmup", str(a.n // 10)], env=env)
-        cpu1 = cpu_seconds(server.p.pid)
-        return {"job": "baseline", "lang": lang,
+        cpu1, m1 = cpu_seconds(server.p.pid), machine_ticks()
+        return {"job": "baseline", "lang": lang, "machine_busy_pct": busy_pct(m0, m1),
                 "seq": {k: seq[k] for k in ("p50_us", "p95_us", "p99_us")}, "pipe": {"pps": pipe["pps"]},
+                "client_cpu_us_per_packet": pipe["process_cpu_s"] * 1e6 / (a.n + a.n // 10),
                 "server_cpu_us_per_packet": (cpu1 - cpu0) * 1e6 / (a.n + a.n // 10)}
     finally:
         server.stop()
@@ -346,7 +366,9 @@ def report(rows: List[Dict[str, Any]], a: argparse.Namespace, loads: List[float]
     out.append(f"{trials} trials (jobs shuffled per trial, every process fresh); medians with (min–max). "
                f"pipe: 1 connection × {a.inflight} in flight, {a.n:,} packets after {a.n // 10:,} warm-up; "
                f"seq: {a.seq_n:,} round trips after 500 warm-up, p50 / p99 in µs. "
-               f"Load average (1 min) during the run: {min(loads):.1f}–{max(loads):.1f}.")
+               f"Load average (1 min) during the run: {min(loads):.1f}–{max(loads):.1f}; both cores busy "
+               f"{med([r['machine_busy_pct'] for r in rows]):.0f}% (median over the pipelined runs, every "
+               "process on the machine counted).")
     native_pps = {lang: med(base_vals(lang, pps)) for lang in a.baselines if base_vals(lang, pps)}
     native_p50 = {lang: med(base_vals(lang, p50)) for lang in a.baselines if base_vals(lang, p50)}
     header = "| submitter ↓ handler → | " + " | ".join(a.handlers) + " |\n|---|" + "---|" * len(a.handlers)
@@ -366,8 +388,8 @@ def report(rows: List[Dict[str, Any]], a: argparse.Namespace, loads: List[float]
             out.append(f"| **{sub}** | " + " | ".join(cells) + " |")
         parts = "submitter / hub / handler" if topology == "hub" else "submitter / handler"
         out.append(f"\nCPU µs per packet during the pipelined run ({parts}; medians; the submitter's over the "
-                   "measured window, the others' over the whole run including the warm-up; `packetflow bench` "
-                   "does not report its own):\n")
+                   "measured window, except `packetflow bench`'s: its whole process; the others' over the whole "
+                   "run including the warm-up):\n")
         out.append(header)
         for sub in a.submitters:
             cells = []
@@ -380,14 +402,15 @@ def report(rows: List[Dict[str, Any]], a: argparse.Namespace, loads: List[float]
             out.append(f"| **{sub}** | " + " | ".join(cells) + " |")
 
     out.append("\n### Baselines: the plain same-language pairs of ../shared/peers (no hub, one hop)\n")
-    out.append("| pair | pipe 1×100 pkt/s | seq p50 µs | seq p99 µs | server CPU µs/pkt |")
+    out.append("| pair | pipe 1×100 pkt/s | seq p50 µs | seq p99 µs | client / server CPU µs/pkt |")
     out.append("|---|---|---|---|---|")
     for lang in a.baselines:
         v = base_vals(lang, pps)
         if v:
             out.append(f"| {BASELINE_NAMES[lang]} | {rng_k(v)} | {us(base_vals(lang, p50))} | "
                        f"{us(base_vals(lang, p99))} | "
-                       f"{med(base_vals(lang, lambda r: r['server_cpu_us_per_packet'])):.2f} |")
+                       f"{med(base_vals(lang, lambda r: r['client_cpu_us_per_packet'])):.1f} / "
+                       f"{med(base_vals(lang, lambda r: r['server_cpu_us_per_packet'])):.1f} |")
 
     for topology in a.topologies:
         title = "through a hub (the criterion)" if topology == "hub" else "direct (for comparison: no hub)"
@@ -478,7 +501,7 @@ def main() -> None:
                 f.flush()
                 what = f"{job[1]} → {job[2]} ({job[3]})" if job[0] == "pair" else f"baseline {job[1]}"
                 print(f"trial {trial + 1}/{a.trials} {what}: {row['pipe']['pps']:,.0f} pkt/s, "
-                      f"p50 {row['seq']['p50_us']:.0f} µs, load {load:.1f} ({time.monotonic() - t_start:.0f}s)",
+                      f"p50 {row['seq']['p50_us']:.0f} µs, machine busy {row['machine_busy_pct']:.0f}%, load {load:.1f} ({time.monotonic() - t_start:.0f}s)",
                       file=sys.stderr, flush=True)
     loads.append(os.getloadavg()[0])
     print(f"raw rows: {raw}", file=sys.stderr)
