@@ -371,6 +371,14 @@ def report(rows: List[Dict[str, Any]], a: argparse.Namespace, loads: List[float]
                "process on the machine counted).")
     native_pps = {lang: med(base_vals(lang, pps)) for lang in a.baselines if base_vals(lang, pps)}
     native_p50 = {lang: med(base_vals(lang, p50)) for lang in a.baselines if base_vals(lang, p50)}
+    native_cpu = {lang: med(base_vals(lang, lambda r: r["client_cpu_us_per_packet"] + r["server_cpu_us_per_packet"]))
+                  for lang in a.baselines if base_vals(lang, pps)}
+
+    def total_cpu(r: Dict[str, Any]) -> Optional[float]:
+        parts = [r["pipe"].get("cpu_us_per_packet"), r["handler_cpu_us_per_packet"]]
+        parts += [r["hub_cpu_us_per_packet"]] if r["topology"] == "hub" else []
+        return None if None in parts else sum(parts)
+
     header = "| submitter ↓ handler → | " + " | ".join(a.handlers) + " |\n|---|" + "---|" * len(a.handlers)
 
     for topology in a.topologies:
@@ -420,8 +428,9 @@ def report(rows: List[Dict[str, Any]], a: argparse.Namespace, loads: List[float]
                    "held to that language's plain pair (at least as high a bar as the true one unless a plain Elixir "
                    "pair were faster); Elixir with Rust has no bar (Elixir is the slower, and unmeasured). "
                    "Same-language pairs are listed for reference (not part of the criterion).\n")
-        out.append("| submitter → handler | pkt/s | bar | ratio | | seq p50 µs | bar | bar / p50 | |")
-        out.append("|---|---|---|---|---|---|---|---|---|")
+        out.append("| submitter → handler | pkt/s | bar | ratio | | seq p50 µs | bar | bar / p50 | | "
+                   "CPU µs/pkt, all processes: pair (bar's) |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|")
         for sub in a.submitters:
             for han in a.handlers:
                 if not vals(topology, sub, han, pps):
@@ -430,15 +439,17 @@ def report(rows: List[Dict[str, Any]], a: argparse.Namespace, loads: List[float]
                 name = f"{sub} → {han}" + (" (same language)" if sub == han else "")
                 pair = {sub, han}
                 cands = [lang for lang in pair if lang in native_pps]
+                cpu = med(vals(topology, sub, han, total_cpu))
                 if not cands or ("elixir" in pair and "rust" in pair):
-                    out.append(f"| {name} | {k(got_t)} | no bar | | | {got_l:,.0f} | no bar | | |")
+                    out.append(f"| {name} | {k(got_t)} | no bar | | | {got_l:,.0f} | no bar | | | {cpu:.1f} |")
                     continue
                 slow_t = min(cands, key=lambda lang: native_pps[lang])
                 slow_l = max(cands, key=lambda lang: native_p50[lang])
                 rt, rl = got_t / native_pps[slow_t], native_p50[slow_l] / got_l
                 verdict = lambda r: ("pass" if r >= 1 else "**miss**") if sub != han else ""  # noqa: E731
                 out.append(f"| {name} | {k(got_t)} | {slow_t} {k(native_pps[slow_t])} | {rt:.2f} | {verdict(rt)} | "
-                           f"{got_l:,.0f} | {slow_l} {native_p50[slow_l]:,.0f} | {rl:.2f} | {verdict(rl)} |")
+                           f"{got_l:,.0f} | {slow_l} {native_p50[slow_l]:,.0f} | {rl:.2f} | {verdict(rl)} | "
+                           f"{cpu:.1f} ({native_cpu[slow_t]:.1f}) |")
     return "\n".join(out)
 
 
@@ -458,6 +469,7 @@ def main() -> None:
     ap.add_argument("--peers", default=str(ROOT.parent / "shared" / "peers"))
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--seed", type=int, default=None, help="shuffle seed (default: random)")
+    ap.add_argument("--report", metavar="RAW_JSONL", help="print the tables of an earlier run's raw rows; run nothing")
     ap.add_argument("--erl-flags", default=None,
                     help="ERL_FLAGS for the Elixir processes, e.g. '+sbwt none +sbwtdcpu none +sbwtdio none'")
     a = ap.parse_args()
@@ -475,6 +487,14 @@ def main() -> None:
         if lang not in ("node", "python", "rust"):
             ap.error(f"no baseline for {lang!r} (node, python, rust)")
     peers = Path(a.peers).resolve()
+    if a.report:
+        rows = [json.loads(line) for line in Path(a.report).read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if r.get("job") == "baseline" or
+                (r.get("job") == "pair" and r["topology"] in a.topologies)]
+        for key in ("n", "seq_n", "inflight"):  # the settings of that run, when recorded
+            setattr(a, key, rows[0].get(key, getattr(a, key)) if rows else getattr(a, key))
+        print(report(rows, a, [r["loadavg_1m"] for r in rows]))
+        return
     if not a.no_build:
         build(peers)
 
@@ -495,7 +515,8 @@ def main() -> None:
                 load = os.getloadavg()[0]
                 loads.append(load)
                 row = pair_job(job[1], job[2], job[3], a) if job[0] == "pair" else baseline_job(job[1], a, peers)
-                row.update({"trial": trial, "loadavg_1m": load, "time": time.strftime("%H:%M:%S")})
+                row.update({"trial": trial, "loadavg_1m": load, "time": time.strftime("%H:%M:%S"), "n": a.n,
+                            "seq_n": a.seq_n, "inflight": a.inflight})
                 rows.append(row)
                 f.write(json.dumps(row) + "\n")
                 f.flush()
