@@ -34,14 +34,16 @@ async def main(url: str, listen: Optional[str]) -> None:
             bound = await r.listen(listen)
             print(f"ready {os.getpid()} ws://{bound}/packetflow/v1", flush=True)
         loop = asyncio.get_running_loop()
-        stop = loop.create_future()
-        loop.add_signal_handler(signal.SIGTERM, lambda: stop.done() or stop.set_result(None))
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
         # Watch stdin on the loop (no thread left blocked in a read at exit).
         stdin = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
         eof = asyncio.ensure_future(stdin.read())
-        await asyncio.wait([stop, eof], return_when=asyncio.FIRST_COMPLETED)
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([stopped, eof], return_when=asyncio.FIRST_COMPLETED)
         eof.cancel()
+        stopped.cancel()
 
 
 if __name__ == "__main__":

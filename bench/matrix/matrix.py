@@ -488,12 +488,12 @@ def main() -> None:
             ap.error(f"no baseline for {lang!r} (node, python, rust)")
     peers = Path(a.peers).resolve()
     if a.report:
-        rows = [json.loads(line) for line in Path(a.report).read_text().splitlines() if line.strip()]
-        rows = [r for r in rows if r.get("job") == "baseline" or
-                (r.get("job") == "pair" and r["topology"] in a.topologies)]
+        earlier = [json.loads(line) for line in Path(a.report).read_text().splitlines() if line.strip()]
+        earlier = [r for r in earlier if r.get("job") == "baseline" or
+                   (r.get("job") == "pair" and r["topology"] in a.topologies)]
         for key in ("n", "seq_n", "inflight"):  # the settings of that run, when recorded
-            setattr(a, key, rows[0].get(key, getattr(a, key)) if rows else getattr(a, key))
-        print(report(rows, a, [r["loadavg_1m"] for r in rows]))
+            setattr(a, key, earlier[0].get(key, getattr(a, key)) if earlier else getattr(a, key))
+        print(report(earlier, a, [r["loadavg_1m"] for r in earlier]))
         return
     if not a.no_build:
         build(peers)
