@@ -1,0 +1,44 @@
+#!/usr/bin/env node
+'use strict';
+// The Node.js handler of the matrix: a `packetflow` Reactor serving
+// `df:transform` (uppercase a string), connected to a hub or listening.
+//
+//   node bench/matrix/handler.js HUB_URL
+//   node bench/matrix/handler.js --listen 127.0.0.1:0
+//
+// Prints `ready PID` on stdout once `connect` has resolved (the hub then
+// knows the handler), or `ready PID URL` once listening; serves until stdin
+// closes or SIGTERM, then stops.
+
+const path = require('node:path');
+const { Reactor } = require(path.resolve(__dirname, '../../bindings-node'));
+
+const listen = process.argv[2] === '--listen' ? process.argv[3] : null;
+const url = listen ? null : process.argv[2];
+if (!url && !listen) {
+  console.error('usage: node handler.js HUB_URL | --listen HOST:PORT');
+  process.exit(2);
+}
+
+const r = new Reactor({ name: 'matrix-node-handler' });
+r.register('df', 'transform', async (data) => data.toUpperCase());
+
+let stopping = false;
+function stop() {
+  if (stopping) return;
+  stopping = true;
+  r.stop().then(() => process.exit(0));
+}
+
+(listen ? r.listen(listen) : r.connect(url)).then(
+  (bound) => {
+    process.stdout.write(listen ? `ready ${process.pid} ${bound.url}\n` : `ready ${process.pid}\n`);
+    process.stdin.on('end', stop);
+    process.stdin.resume();
+  },
+  (error) => {
+    console.error(`cannot ${listen ? 'listen' : 'connect'}: ${error.code} ${error.message}`);
+    process.exit(1);
+  },
+);
+process.on('SIGTERM', stop);

@@ -1,0 +1,533 @@
+#!/usr/bin/env python3
+"""The cross-language matrix: for each (submitter language, handler language),
+sequential round trips and pipelined throughput through a `packetflow serve`
+hub, beside the plain same-language pairs of ../shared/peers, in one run.
+
+    python3 bench/matrix/matrix.py [--trials 3] [--n 200000] [--seq-n 2000]
+        [--submitters python,node,elixir,rust] [--handlers python,node,elixir,rust]
+        [--baselines node,python,rust] [--no-build] [--peers ../shared/peers]
+
+Per trial, every job (one per pair, one per baseline) runs in shuffled order
+with processes started fresh, each in its own session:
+
+- pair: a hub (`packetflow serve --listen 127.0.0.1:0`), the handler of one
+  language connected to it (ready once its `connect` returned: the hub then
+  knows the route), then the submitter of the other: `seq` (500 warm-up, then
+  N round trips one after another: p50/p99) and `pipe` (100 in flight on one
+  connection, a warm-up of n/10, then n packets: packets/s). The CPU time of
+  the hub and of the handler is sampled around the pipelined run.
+- baseline: the plain peer server and its own client (Node `ws`, Python
+  `websockets`, the Rust tokio-tungstenite server driven by the reference
+  load generator), same modes and counts.
+
+Handlers: bench/matrix/handler.{py,js,exs}, and for Rust `packetflow serve
+--connect HUB --handler df:transform=uppercase` (a second node, dialling the
+hub). Submitters: bench/matrix/submit.{py,js,exs}, and for Rust `packetflow
+bench` (a plain WebSocket load generator, no node of its own).
+
+Prints the Markdown tables (the matrix; each cross-language pair against the
+baseline of the slower of its two languages) and writes every raw row to
+target/matrix/raw-STAMP.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import random
+import re
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+ROOT = Path(__file__).resolve().parents[2]
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+CLI = TARGET / "release" / "packetflow"
+VENV_PY = TARGET / "python-venv" / "bin" / "python"
+PEERS_NODE_MODULES = TARGET / "matrix" / "peers-node" / "node_modules"
+PEERS_RUST_BIN = TARGET / "peers" / "release"
+ELIXIR = ROOT / "bindings-elixir"
+HERE = ROOT / "bench" / "matrix"
+LANGS = ["python", "node", "elixir", "rust"]
+EXPECT = '"HELLO WORLD"'
+START_TIMEOUT = 60.0  # seconds for a process to say it is ready
+RUN_TIMEOUT = 300  # seconds for one measurement process
+ELIXIR_ENV = {"MIX_ENV": "prod"}
+
+
+# --------------------------------------------------------------------------- build
+
+
+def build(peers: Path) -> None:
+    """Builds what the run needs into this worktree's target dir (nothing into peers)."""
+
+    def run(cmd: List[str], cwd: Path = ROOT, env: Optional[Dict[str, str]] = None) -> None:
+        print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
+        subprocess.run(cmd, cwd=cwd, env={**os.environ, **(env or {})}, check=True)
+
+    target_env = {"CARGO_TARGET_DIR": str(TARGET)}
+    run(["cargo", "build", "--release", "-q", "-p", "packetflow-cli"], env=target_env)
+    run(["cargo", "build", "--release", "-q", "--manifest-path", str(peers / "rust" / "Cargo.toml"),
+         "--target-dir", str(TARGET / "peers")])
+    if not VENV_PY.exists():
+        run([sys.executable, "-m", "venv", str(VENV_PY.parent.parent)])
+    if subprocess.run([str(VENV_PY), "-c", "import packetflow, websockets"], capture_output=True).returncode:
+        # maturin in a target dir of its own, as bindings-python/scripts/test.sh does
+        run([str(VENV_PY), "-m", "pip", "install", "-q", "./bindings-python", "websockets>=17,<18"],
+            env={"CARGO_TARGET_DIR": str(TARGET / "maturin")})
+    if not (ROOT / "bindings-node" / "packetflow.node").exists():
+        run(["npm", "install", "--silent", "--no-audit", "--no-fund"], cwd=ROOT / "bindings-node", env=target_env)
+    if not (PEERS_NODE_MODULES / "ws").exists():
+        # the same dependency as peers/node/package.json, installed here
+        spec = json.loads((peers / "node" / "package.json").read_text())["dependencies"]["ws"]
+        run(["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(PEERS_NODE_MODULES.parent),
+             f"ws@{spec}"])
+    run(["mix", "compile"], cwd=ELIXIR, env={**target_env, **ELIXIR_ENV})
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Proc:
+    """A process in its own session whose stdout and stderr are read by
+    threads (so it never blocks on a full pipe); lines go to a queue."""
+
+    def __init__(self, cmd: List[str], cwd: Path = ROOT, env: Optional[Dict[str, str]] = None):
+        self.cmd = cmd
+        self.lines: "queue.Queue[Tuple[str, str]]" = queue.Queue()
+        self.tail: List[str] = []
+        self.p = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **(env or {})}, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  start_new_session=True)
+        for name, stream in (("stdout", self.p.stdout), ("stderr", self.p.stderr)):
+            threading.Thread(target=self._pump, args=(name, stream), daemon=True).start()
+
+    def _pump(self, name: str, stream: Any) -> None:
+        for line in stream:
+            self.tail = (self.tail + [line.rstrip()])[-20:]
+            self.lines.put((name, line))
+        self.lines.put((name, ""))  # EOF
+
+    def wait_for(self, stream: str, pattern: "re.Pattern[str]", timeout: float = START_TIMEOUT) -> "re.Match[str]":
+        """Waits for a line of `stream` matching `pattern` (no sleeps: a queue get with a deadline)."""
+        deadline = time.monotonic() + timeout
+        eofs = 0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(f"{self.cmd[:3]}: no {pattern.pattern!r} within {timeout:.0f}s; last lines: {self.tail}")
+            try:
+                name, line = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line == "":
+                eofs += 1
+                if eofs == 2:
+                    raise RuntimeError(f"{self.cmd[:3]} exited ({self.p.wait()}) before {pattern.pattern!r}; "
+                                       f"last lines: {self.tail}")
+                continue
+            if name == stream:
+                m = pattern.search(line)
+                if m:
+                    return m
+
+    def stop(self) -> None:
+        """Closes stdin (the participants' cue to stop), then SIGTERM, then SIGKILL, to the process group."""
+        if self.p.poll() is None:
+            try:
+                assert self.p.stdin is not None
+                self.p.stdin.close()
+            except OSError:
+                pass
+            try:
+                os.killpg(self.p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                print(f"warning: {self.cmd[:3]} needed SIGKILL", file=sys.stderr)
+        try:
+            os.killpg(self.p.pid, signal.SIGKILL)  # whatever is left of the group
+        except ProcessLookupError:
+            pass
+        self.p.wait(10)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (every thread), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_ticks() -> Tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]  # idle + iowait
+    return sum(v[:8]) - idle, sum(v[:8])
+
+
+def busy_pct(t0: Tuple[int, int], t1: Tuple[int, int]) -> float:
+    return 100.0 * (t1[0] - t0[0]) / max(1, t1[1] - t0[1])
+
+
+def run_json(cmd: List[str], cwd: Path = ROOT, env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """Runs a measuring process; returns its last JSON line, plus `process_cpu_s`:
+    the CPU time of its whole life (start-up included), from rusage."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    p = subprocess.run(cmd, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                       timeout=RUN_TIMEOUT, start_new_session=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"{cmd} failed ({p.returncode}): {p.stderr[-2000:]}{p.stdout[-500:]}")
+    lines = [line for line in p.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"{cmd} printed no JSON: {p.stdout[-500:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {**json.loads(lines[-1]), "process_cpu_s": cpu}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- participants
+
+READY = re.compile(r"^ready (\d+)(?: (ws://\S+))?")
+HUB_LISTENING = re.compile(r"listening on (ws://\S+)")
+RUST_CONNECTED = re.compile(r"packetflow: connected to ")
+
+
+def start_handler(lang: str, hub: Optional[str]) -> Tuple[Proc, int, str]:
+    """Starts the handler of `lang`, connected to `hub`, or listening when `hub`
+    is None. Returns once it is ready (connected: the hub knows its route), with
+    the OS pid doing the work and the URL submitters dial."""
+    if lang == "rust":
+        if hub is None:
+            p = Proc([str(CLI), "serve", "--listen", "127.0.0.1:0", "--name", "matrix-rust-handler",
+                      "--handler", "df:transform=uppercase"])
+            return p, p.p.pid, p.wait_for("stderr", HUB_LISTENING).group(1)
+        p = Proc([str(CLI), "serve", "--listen", "127.0.0.1:0", "--name", "matrix-rust-handler", "--connect", hub,
+                  "--handler", "df:transform=uppercase"])
+        p.wait_for("stderr", RUST_CONNECTED)
+        return p, p.p.pid, hub
+    where = [hub] if hub is not None else ["--listen", "127.0.0.1:0"]
+    cmd = {
+        "python": ([str(VENV_PY), str(HERE / "handler.py")] + where, ROOT, None),
+        "node": (["node", str(HERE / "handler.js")] + where, ROOT, None),
+        "elixir": (["mix", "run", "--no-compile", str(HERE / "handler.exs")] + where, ELIXIR, ELIXIR_ENV),
+    }[lang]
+    p = Proc(cmd[0], cwd=cmd[1], env=cmd[2])
+    m = p.wait_for("stdout", READY)
+    return p, int(m.group(1)), m.group(2) or hub or ""
+
+
+def submit(lang: str, mode: str, url: str, a: argparse.Namespace) -> Dict[str, Any]:
+    """Runs the submitter of `lang`; returns p50_us/p99_us (seq) or pps (pipe)."""
+    if lang == "rust":
+        cmd = [str(CLI), "bench", "--url", url, "--mode", mode, "--expect", EXPECT, "--json",
+               "--timeout-s", str(RUN_TIMEOUT - 10)]
+        cmd += (["--seq-n", str(a.seq_n), "--warmup", "500"] if mode == "seq"
+                else ["--n", str(a.n), "--conns", "1", "--inflight", str(a.inflight), "--warmup", "1"])
+        r = run_json(cmd)
+        if mode == "seq":
+            return {"p50_us": r["seq_p50_us"], "p95_us": r["seq_p95_us"], "p99_us": r["seq_p99_us"]}
+        # the whole process's CPU (start-up is small next to 220k packets)
+        return {"pps": r["pipe_packets_per_s"], "cpu_us_per_packet": r["process_cpu_s"] * 1e6 / (a.n + a.n // 10)}
+    args = [mode, url] + (["--n", str(a.seq_n), "--warmup", "500"] if mode == "seq"
+                          else ["--n", str(a.n), "--inflight", str(a.inflight), "--warmup", str(a.n // 10)])
+    if lang == "python":
+        return run_json([str(VENV_PY), str(HERE / "submit.py")] + args)
+    if lang == "node":
+        return run_json(["node", str(HERE / "submit.js")] + args)
+    return run_json(["mix", "run", "--no-compile", str(HERE / "submit.exs")] + args, cwd=ELIXIR, env=ELIXIR_ENV)
+
+
+def pair_job(sub: str, han: str, topology: str, a: argparse.Namespace) -> Dict[str, Any]:
+    """One (submitter, handler) pair: through a fresh hub, or `direct` (the
+    submitter dials the handler, which listens)."""
+    hub = Proc([str(CLI), "serve", "--listen", "127.0.0.1:0", "--name", "matrix-hub"]) if topology == "hub" else None
+    handler: Optional[Proc] = None
+    try:
+        hub_url = hub.wait_for("stderr", HUB_LISTENING).group(1) if hub else None
+        handler, handler_pid, url = start_handler(han, hub_url)
+        row: Dict[str, Any] = {"job": "pair", "topology": topology, "submitter": sub, "handler": han}
+        seq = submit(sub, "seq", url, a)
+        pids = [handler_pid] + ([hub.p.pid] if hub else [])
+        cpu0, m0 = [cpu_seconds(pid) for pid in pids], machine_ticks()
+        pipe = submit(sub, "pipe", url, a)
+        cpu1, m1 = [cpu_seconds(pid) for pid in pids], machine_ticks()
+        packets = a.n + a.n // 10  # the warm-up is inside the sampled window
+        per = [(c1 - c0) * 1e6 / packets for c0, c1 in zip(cpu0, cpu1)]
+        row.update({"seq": seq, "pipe": pipe, "machine_busy_pct": busy_pct(m0, m1), "handler_cpu_us_per_packet": per[0],
+                    "hub_cpu_us_per_packet": per[1] if hub else None})
+        return row
+    finally:
+        if handler is not None:
+            handler.stop()
+        if hub is not None:
+            hub.stop()
+
+
+def baseline_job(lang: str, a: argparse.Namespace, peers: Path) -> Dict[str, Any]:
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}/"
+    env: Dict[str, str] = {}
+    if lang == "node":
+        env = {"NODE_PATH": str(PEERS_NODE_MODULES)}  # `ws`, installed in this target dir
+        server = Proc(["node", str(peers / "node" / "server.js"), str(port)], env=env)
+        client = ["node", str(peers / "node" / "client.js")]
+        server.wait_for("stderr", re.compile("server on"))
+    elif lang == "python":
+        server = Proc([str(VENV_PY), str(peers / "python" / "server.py"), str(port)])
+        client = [str(VENV_PY), str(peers / "python" / "client.py")]
+        server.wait_for("stderr", re.compile("server on"))
+    else:  # rust: the reference server, driven by the reference load generator
+        server = Proc([str(PEERS_RUST_BIN / "wsserver"), str(port), "0"])
+        client = [str(PEERS_RUST_BIN / "loadgen")]
+        wait_port(port, server)
+    try:
+        seq = run_json(client + ["seq", url, "--n", str(a.seq_n), "--warmup", "500"], env=env)
+        cpu0, m0 = cpu_seconds(server.p.pid), machine_ticks()
+        pipe = run_json(client + ["pipe", url, "--conns", "1", "--inflight", str(a.inflight), "--n", str(a.n),
+                                  "--warmup", str(a.n // 10)], env=env)
+        cpu1, m1 = cpu_seconds(server.p.pid), machine_ticks()
+        return {"job": "baseline", "lang": lang, "machine_busy_pct": busy_pct(m0, m1),
+                "seq": {k: seq[k] for k in ("p50_us", "p95_us", "p99_us")}, "pipe": {"pps": pipe["pps"]},
+                "client_cpu_us_per_packet": pipe["process_cpu_s"] * 1e6 / (a.n + a.n // 10),
+                "server_cpu_us_per_packet": (cpu1 - cpu0) * 1e6 / (a.n + a.n // 10)}
+    finally:
+        server.stop()
+
+
+def wait_port(port: int, proc: Proc, timeout: float = START_TIMEOUT) -> None:
+    """For the one peer that prints nothing when it listens: connect attempts, each bounded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.p.poll() is not None:
+            raise RuntimeError(f"{proc.cmd[:2]} exited ({proc.p.returncode}); last lines: {proc.tail}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)  # retry pacing of a poll, not synchronisation
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+# --------------------------------------------------------------------------- report
+
+
+def med(xs: List[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def k(x: float) -> str:
+    return f"{x / 1000:,.1f}k" if x < 1e6 else f"{x / 1e6:,.2f}M"
+
+
+def rng_k(xs: List[float]) -> str:
+    return f"{k(med(xs))} ({k(min(xs))}–{k(max(xs))})" if xs else "–"
+
+
+def us(xs: List[float]) -> str:
+    return f"{med(xs):,.0f}" if xs else "–"
+
+
+BASELINE_NAMES = {"node": "Node `ws` client → `ws` server", "python": "Python `websockets` client → server",
+                  "rust": "Rust reference `loadgen` → tokio-tungstenite server (current_thread)"}
+
+
+def report(rows: List[Dict[str, Any]], a: argparse.Namespace, loads: List[float]) -> str:
+    def vals(topology: str, sub: str, han: str, get: Callable[[Dict[str, Any]], Any]) -> List[float]:
+        return [get(r) for r in rows if r["job"] == "pair" and r["topology"] == topology and r["submitter"] == sub
+                and r["handler"] == han and get(r) is not None]
+
+    def base_vals(lang: str, get: Callable[[Dict[str, Any]], float]) -> List[float]:
+        return [get(r) for r in rows if r["job"] == "baseline" and r["lang"] == lang]
+
+    pps = lambda r: r["pipe"]["pps"]  # noqa: E731
+    p50 = lambda r: r["seq"]["p50_us"]  # noqa: E731
+    p99 = lambda r: r["seq"]["p99_us"]  # noqa: E731
+    trials = max([r["trial"] for r in rows] + [-1]) + 1
+    out: List[str] = []
+    out.append(f"{trials} trials (jobs shuffled per trial, every process fresh); medians with (min–max). "
+               f"pipe: 1 connection × {a.inflight} in flight, {a.n:,} packets after {a.n // 10:,} warm-up; "
+               f"seq: {a.seq_n:,} round trips after 500 warm-up, p50 / p99 in µs. "
+               f"Load average (1 min) during the run: {min(loads):.1f}–{max(loads):.1f}; both cores busy "
+               f"{med([r['machine_busy_pct'] for r in rows]):.0f}% (median over the pipelined runs, every "
+               "process on the machine counted).")
+    native_pps = {lang: med(base_vals(lang, pps)) for lang in a.baselines if base_vals(lang, pps)}
+    native_p50 = {lang: med(base_vals(lang, p50)) for lang in a.baselines if base_vals(lang, p50)}
+    native_cpu = {lang: med(base_vals(lang, lambda r: r["client_cpu_us_per_packet"] + r["server_cpu_us_per_packet"]))
+                  for lang in a.baselines if base_vals(lang, pps)}
+
+    def total_cpu(r: Dict[str, Any]) -> Optional[float]:
+        parts = [r["pipe"].get("cpu_us_per_packet"), r["handler_cpu_us_per_packet"]]
+        parts += [r["hub_cpu_us_per_packet"]] if r["topology"] == "hub" else []
+        return None if None in parts else sum(parts)
+
+    header = "| submitter ↓ handler → | " + " | ".join(a.handlers) + " |\n|---|" + "---|" * len(a.handlers)
+
+    for topology in a.topologies:
+        what = ("through a hub (`packetflow serve`): submitter → hub → handler" if topology == "hub"
+                else "direct: the submitter dials the handler, which listens (no hub)")
+        out.append(f"\n### Pairs {what}\n")
+        out.append("Cells: pipelined packets/s; seq p50 / p99 µs.\n")
+        out.append(header)
+        for sub in a.submitters:
+            cells = []
+            for han in a.handlers:
+                v = vals(topology, sub, han, pps)
+                cells.append(f"{rng_k(v)}; {us(vals(topology, sub, han, p50))} / {us(vals(topology, sub, han, p99))}"
+                             if v else "–")
+            out.append(f"| **{sub}** | " + " | ".join(cells) + " |")
+        parts = "submitter / hub / handler" if topology == "hub" else "submitter / handler"
+        out.append(f"\nCPU µs per packet during the pipelined run ({parts}; medians; the submitter's over the "
+                   "measured window, except `packetflow bench`'s: its whole process; the others' over the whole "
+                   "run including the warm-up):\n")
+        out.append(header)
+        for sub in a.submitters:
+            cells = []
+            for han in a.handlers:
+                s_ = vals(topology, sub, han, lambda r: r["pipe"].get("cpu_us_per_packet"))
+                h = vals(topology, sub, han, lambda r: r["hub_cpu_us_per_packet"])
+                w = vals(topology, sub, han, lambda r: r["handler_cpu_us_per_packet"])
+                f = [f"{med(s_):.1f}" if s_ else "–"] + ([f"{med(h):.1f}"] if topology == "hub" else [])
+                cells.append(" / ".join(f + [f"{med(w):.1f}"]) if w else "–")
+            out.append(f"| **{sub}** | " + " | ".join(cells) + " |")
+
+    out.append("\n### Baselines: the plain same-language pairs of ../shared/peers (no hub, one hop)\n")
+    out.append("| pair | pipe 1×100 pkt/s | seq p50 µs | seq p99 µs | client / server CPU µs/pkt |")
+    out.append("|---|---|---|---|---|")
+    for lang in a.baselines:
+        v = base_vals(lang, pps)
+        if v:
+            out.append(f"| {BASELINE_NAMES[lang]} | {rng_k(v)} | {us(base_vals(lang, p50))} | "
+                       f"{us(base_vals(lang, p99))} | "
+                       f"{med(base_vals(lang, lambda r: r['client_cpu_us_per_packet'])):.1f} / "
+                       f"{med(base_vals(lang, lambda r: r['server_cpu_us_per_packet'])):.1f} |")
+
+    for topology in a.topologies:
+        title = "through a hub (the criterion)" if topology == "hub" else "direct (for comparison: no hub)"
+        out.append(f"\n### Each pair {title} against the plain pair of its slower language\n")
+        out.append("Slower = lower native packets/s (throughput) or higher native p50 (latency), from the baselines "
+                   "of this run. Elixir has no plain peer in ../shared/peers: a pair of Elixir and Python or Node is "
+                   "held to that language's plain pair (at least as high a bar as the true one unless a plain Elixir "
+                   "pair were faster); Elixir with Rust has no bar (Elixir is the slower, and unmeasured). "
+                   "Same-language pairs are listed for reference (not part of the criterion).\n")
+        out.append("| submitter → handler | pkt/s | bar | ratio | | seq p50 µs | bar | bar / p50 | | "
+                   "CPU µs/pkt, all processes: pair (bar's) |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|")
+        for sub in a.submitters:
+            for han in a.handlers:
+                if not vals(topology, sub, han, pps):
+                    continue
+                got_t, got_l = med(vals(topology, sub, han, pps)), med(vals(topology, sub, han, p50))
+                name = f"{sub} → {han}" + (" (same language)" if sub == han else "")
+                pair = {sub, han}
+                cands = [lang for lang in pair if lang in native_pps]
+                cpu = med(vals(topology, sub, han, total_cpu))
+                if not cands or ("elixir" in pair and "rust" in pair):
+                    out.append(f"| {name} | {k(got_t)} | no bar | | | {got_l:,.0f} | no bar | | | {cpu:.1f} |")
+                    continue
+                slow_t = min(cands, key=lambda lang: native_pps[lang])
+                slow_l = max(cands, key=lambda lang: native_p50[lang])
+                rt, rl = got_t / native_pps[slow_t], native_p50[slow_l] / got_l
+                verdict = lambda r: ("pass" if r >= 1 else "**miss**") if sub != han else ""  # noqa: E731
+                out.append(f"| {name} | {k(got_t)} | {slow_t} {k(native_pps[slow_t])} | {rt:.2f} | {verdict(rt)} | "
+                           f"{got_l:,.0f} | {slow_l} {native_p50[slow_l]:,.0f} | {rl:.2f} | {verdict(rl)} | "
+                           f"{cpu:.1f} ({native_cpu[slow_t]:.1f}) |")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--n", type=int, default=200_000, help="pipelined packets per run")
+    ap.add_argument("--seq-n", type=int, default=2000, help="measured sequential round trips per run")
+    ap.add_argument("--inflight", type=int, default=100)
+    ap.add_argument("--submitters", default=",".join(LANGS))
+    ap.add_argument("--handlers", default=",".join(LANGS))
+    ap.add_argument("--baselines", default="node,python,rust")
+    ap.add_argument("--topologies", default="hub", help="hub, direct, or hub,direct")
+    ap.add_argument("--peers", default=str(ROOT.parent / "shared" / "peers"))
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--seed", type=int, default=None, help="shuffle seed (default: random)")
+    ap.add_argument("--report", metavar="RAW_JSONL", help="print the tables of an earlier run's raw rows; run nothing")
+    ap.add_argument("--erl-flags", default=None,
+                    help="ERL_FLAGS for the Elixir processes, e.g. '+sbwt none +sbwtdcpu none +sbwtdio none'")
+    a = ap.parse_args()
+    if a.erl_flags is not None:
+        ELIXIR_ENV["ERL_FLAGS"] = a.erl_flags
+    a.submitters, a.handlers = a.submitters.split(","), a.handlers.split(",")
+    a.baselines = [b for b in a.baselines.split(",") if b]
+    a.topologies = a.topologies.split(",")
+    if not set(a.topologies) <= {"hub", "direct"}:
+        ap.error("--topologies: hub and/or direct")
+    for lang in a.submitters + a.handlers:
+        if lang not in LANGS:
+            ap.error(f"unknown language {lang!r} (expected one of {LANGS})")
+    for lang in a.baselines:
+        if lang not in ("node", "python", "rust"):
+            ap.error(f"no baseline for {lang!r} (node, python, rust)")
+    peers = Path(a.peers).resolve()
+    if a.report:
+        earlier = [json.loads(line) for line in Path(a.report).read_text().splitlines() if line.strip()]
+        earlier = [r for r in earlier if r.get("job") == "baseline" or
+                   (r.get("job") == "pair" and r["topology"] in a.topologies)]
+        for key in ("n", "seq_n", "inflight"):  # the settings of that run, when recorded
+            setattr(a, key, earlier[0].get(key, getattr(a, key)) if earlier else getattr(a, key))
+        print(report(earlier, a, [r["loadavg_1m"] for r in earlier]))
+        return
+    if not a.no_build:
+        build(peers)
+
+    jobs: List[Tuple[str, ...]] = [("pair", s, h, t) for t in a.topologies for s in a.submitters for h in a.handlers]
+    jobs += [("baseline", b) for b in a.baselines]
+    rng = random.Random(a.seed)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    raw = TARGET / "matrix" / f"raw-{stamp}.jsonl"
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    rows: List[Dict[str, Any]] = []
+    loads: List[float] = []
+    t_start = time.monotonic()
+    with raw.open("w") as f:
+        for trial in range(a.trials):
+            order = jobs[:]
+            rng.shuffle(order)
+            for job in order:
+                load = os.getloadavg()[0]
+                loads.append(load)
+                row = pair_job(job[1], job[2], job[3], a) if job[0] == "pair" else baseline_job(job[1], a, peers)
+                row.update({"trial": trial, "loadavg_1m": load, "time": time.strftime("%H:%M:%S"), "n": a.n,
+                            "seq_n": a.seq_n, "inflight": a.inflight})
+                rows.append(row)
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                what = f"{job[1]} → {job[2]} ({job[3]})" if job[0] == "pair" else f"baseline {job[1]}"
+                print(f"trial {trial + 1}/{a.trials} {what}: {row['pipe']['pps']:,.0f} pkt/s, "
+                      f"p50 {row['seq']['p50_us']:.0f} µs, machine busy {row['machine_busy_pct']:.0f}%, load {load:.1f} ({time.monotonic() - t_start:.0f}s)",
+                      file=sys.stderr, flush=True)
+    loads.append(os.getloadavg()[0])
+    print(f"raw rows: {raw}", file=sys.stderr)
+    print(report(rows, a, loads))
+
+
+if __name__ == "__main__":
+    main()
