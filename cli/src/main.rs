@@ -176,6 +176,9 @@ struct SubmitArgs {
     dial: DialArgs,
 }
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if threads == 0 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
