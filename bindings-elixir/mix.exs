@@ -2,6 +2,12 @@
 # from outside lib/ because lib/ is not compiled yet when compilers run.
 Code.require_file("mix/packetflow_nif_compiler.exs", __DIR__)
 
+# `mix packetflow.publish` assembles the Hex package from the repository;
+# the package itself does not ship it.
+if File.regular?(Path.join(__DIR__, "mix/packetflow_publish.exs")) do
+  Code.require_file("mix/packetflow_publish.exs", __DIR__)
+end
+
 defmodule PacketFlow.MixProject do
   use Mix.Project
 
@@ -31,6 +37,9 @@ defmodule PacketFlow.MixProject do
     [extra_applications: [:logger]]
   end
 
+  # What the Hex tarball holds. `mix packetflow.publish` makes the two
+  # vendored paths (the core crate and the pinned Cargo.lock), which exist
+  # only in the package, never in the repository.
   defp package do
     [
       licenses: ["MIT", "Apache-2.0"],
@@ -40,6 +49,8 @@ defmodule PacketFlow.MixProject do
         "mix/packetflow_nif_compiler.exs",
         "native/packetflow_nif/Cargo.toml",
         "native/packetflow_nif/src",
+        "native/packetflow_nif/Cargo.lock",
+        "native/packetflow_core",
         "mix.exs",
         ".formatter.exs",
         "README.md"

@@ -3,10 +3,21 @@ defmodule Mix.Tasks.Compile.PacketflowNif do
   Builds PacketFlow's native library with cargo and installs it as
   `priv/native/libpacketflow_nif.so`, where `PacketFlow.Native` loads it.
 
-  It runs `cargo build --release` on `native/packetflow_nif`. The cargo
-  target directory is `CARGO_TARGET_DIR` when set, otherwise the one cargo
-  reports for the crate (its workspace's). Set `PACKETFLOW_SKIP_NIF_BUILD=1`
-  to use the library already in `priv/native/` as it is.
+  It runs `cargo build --release` on `native/packetflow_nif`, which is
+  laid out one of two ways:
+
+    * in the repository, a member of the root Cargo workspace, depending on
+      the core crate in `core/`; the target directory is `CARGO_TARGET_DIR`
+      when set, otherwise the one cargo reports for the crate (the
+      workspace's);
+    * in the Hex package (made by `mix packetflow.publish`), a workspace of
+      its own beside the vendored core crate `native/packetflow_core`, with
+      a `Cargo.lock` that cargo must follow (`--locked`); the target
+      directory is `CARGO_TARGET_DIR` when set, otherwise
+      `native/packetflow_nif` under the Mix build path (`_build/ENV/`).
+
+  Set `PACKETFLOW_SKIP_NIF_BUILD=1` to use the library already in
+  `priv/native/` as it is.
   """
   use Mix.Task.Compiler
 
@@ -25,10 +36,11 @@ defmodule Mix.Tasks.Compile.PacketflowNif do
 
   defp build do
     manifest = Path.join([@root, "native", @crate, "Cargo.toml"])
+    layout = layout()
 
-    with :ok <- cargo(["build", "--release", "--lib", "--manifest-path", manifest]),
-         {:ok, target_dir} <- target_dir(manifest) do
-      built = Path.join([target_dir, "release", library_file()])
+    with {:ok, target_dir} <- target_dir(layout, manifest),
+         :ok <- cargo(build_args(layout, manifest, target_dir)) do
+      built = Path.join([target_dir, "release", library_file(lib_name(manifest))])
       installed = Path.join([@root, "priv", "native", "lib#{@crate}.so"])
       status = install(built, installed)
       link_priv()
@@ -38,6 +50,27 @@ defmodule Mix.Tasks.Compile.PacketflowNif do
         Mix.shell().error(message)
         {:error, [diagnostic(message)]}
     end
+  end
+
+  # The Hex package carries the core crate beside the NIF crate.
+  defp layout do
+    if File.regular?(Path.join([@root, "native", "packetflow_core", "Cargo.toml"])),
+      do: :package,
+      else: :workspace
+  end
+
+  defp build_args(layout, manifest, target_dir) do
+    args = [
+      "build",
+      "--release",
+      "--lib",
+      "--manifest-path",
+      manifest,
+      "--target-dir",
+      target_dir
+    ]
+
+    if layout == :package, do: args ++ ["--locked"], else: args
   end
 
   defp cargo(args) do
@@ -54,10 +87,13 @@ defmodule Mix.Tasks.Compile.PacketflowNif do
     end
   end
 
-  defp target_dir(manifest) do
+  defp target_dir(layout, manifest) do
     case System.get_env("CARGO_TARGET_DIR") do
       dir when is_binary(dir) and dir != "" ->
         {:ok, Path.expand(dir)}
+
+      _ when layout == :package ->
+        {:ok, Path.join([Mix.Project.build_path(), "native", @crate])}
 
       _ ->
         args = ["metadata", "--format-version", "1", "--no-deps", "--manifest-path", manifest]
@@ -71,11 +107,20 @@ defmodule Mix.Tasks.Compile.PacketflowNif do
     end
   end
 
-  defp library_file do
+  # The package's manifest names the library after its version (see
+  # `mix packetflow.publish`); the repository's uses the crate name.
+  defp lib_name(manifest) do
+    case Regex.run(~r/^\[lib\][^\[]*?^name\s*=\s*"([^"]+)"/ms, File.read!(manifest)) do
+      [_, name] -> name
+      nil -> @crate
+    end
+  end
+
+  defp library_file(name) do
     case :os.type() do
-      {:unix, :darwin} -> "lib#{@crate}.dylib"
-      {:win32, _} -> "#{@crate}.dll"
-      _ -> "lib#{@crate}.so"
+      {:unix, :darwin} -> "lib#{name}.dylib"
+      {:win32, _} -> "#{name}.dll"
+      _ -> "lib#{name}.so"
     end
   end
 

@@ -1,0 +1,507 @@
+defmodule Mix.Tasks.Packetflow.Publish do
+  @shortdoc "Assembles the self-contained Hex package (and publishes it with --publish)"
+  @moduledoc """
+  Assembles PacketFlow's Hex package in a directory of its own, ready for
+  `mix hex.publish`, and publishes it when asked to.
+
+      mix packetflow.publish [--out DIR] [--publish [HEX_PUBLISH_ARGS...]]
+
+  In the repository the NIF crate `native/packetflow_nif` is a member of
+  the root Cargo workspace: it inherits its version, edition and dependency
+  versions from the root `Cargo.toml` and depends on the core crate in
+  `core/`, outside this package. The package made here builds on its own:
+
+    * `native/packetflow_core/` is the core crate as `cargo package` makes
+      it (its sources and a manifest with every workspace value written
+      out);
+    * `native/packetflow_nif/Cargo.toml` is the NIF manifest with the
+      workspace values written out, `packetflow` pointing at
+      `../packetflow_core`, the root's `[profile.*]` tables and an empty
+      `[workspace]` table (cargo does not look in parent directories);
+    * `native/packetflow_nif/Cargo.lock` is the repository's `Cargo.lock`,
+      trimmed by cargo to the crates the NIF uses; every version in it is
+      one the repository builds with, and the package's compiler builds
+      with `cargo build --locked`.
+
+  The directory holds exactly the files that `package[:files]` in `mix.exs`
+  lists (what `mix hex.build` would put in the tarball). The default is
+  `_build/hex/packetflow-VERSION`; an existing directory is replaced only
+  if it is empty or an earlier package.
+
+  Without `--publish` the task prints the command that publishes the
+  directory. With `--publish` it runs Hex's `hex.publish` task in that
+  directory, passing it the arguments that follow (for instance
+  `--publish package` to publish without documentation); Hex must be
+  installed (`mix local.hex`).
+
+  This task exists only in the repository: it is not part of the package.
+  """
+  use Mix.Task
+
+  @nif "packetflow_nif"
+  @core "packetflow_core"
+  @root Path.expand("..", __DIR__)
+
+  # Paths of the package that this task makes rather than copies.
+  @generated ["native/#{@core}", "native/#{@nif}/Cargo.lock"]
+
+  @impl true
+  def run(args) do
+    {opts, hex_args} = parse_args(args)
+    config = Mix.Project.config()
+
+    unless config[:app] == :packetflow do
+      Mix.raise("mix packetflow.publish runs in the packetflow project (bindings-elixir/)")
+    end
+
+    repo = Path.expand("..", @root)
+
+    unless File.regular?(Path.join(repo, "Cargo.toml")) and
+             File.regular?(Path.join([repo, "core", "Cargo.toml"])) do
+      Mix.raise(
+        "mix packetflow.publish assembles the package from the repository " <>
+          "(#{repo} has no Cargo workspace with core/)"
+      )
+    end
+
+    version = config[:version]
+    out = Path.expand(opts[:out] || Path.join([@root, "_build", "hex", "packetflow-#{version}"]))
+    files = get_in(config, [:package, :files]) || Mix.raise("mix.exs has no package[:files]")
+
+    shipped = assemble(repo, files, out)
+    Mix.shell().info("packetflow #{version}: #{length(shipped)} files in #{out}")
+
+    if opts[:publish] do
+      publish(out, hex_args)
+    else
+      Mix.shell().info("Publish it with:\n\n    cd #{out} && mix hex.publish\n")
+    end
+  end
+
+  defp parse_args(args) do
+    # Everything after --publish belongs to hex.publish.
+    {own, hex_args} =
+      case Enum.split_while(args, &(&1 != "--publish")) do
+        {own, ["--publish" | rest]} -> {own ++ ["--publish"], rest}
+        {own, []} -> {own, []}
+      end
+
+    {opts, rest} = OptionParser.parse!(own, strict: [out: :string, publish: :boolean])
+
+    if rest != [] do
+      Mix.raise("mix packetflow.publish: unexpected argument #{inspect(hd(rest))}")
+    end
+
+    {opts, hex_args}
+  end
+
+  @doc """
+  Builds the package from the repository `repo` into `out` and returns the
+  shipped files (paths relative to `out`).
+  """
+  @spec assemble(Path.t(), [String.t()], Path.t()) :: [String.t()]
+  def assemble(repo, files, out) do
+    stage =
+      Path.join(System.tmp_dir!(), "packetflow-package-#{System.unique_integer([:positive])}")
+
+    try do
+      File.mkdir_p!(stage)
+      copy_sources(files, stage)
+      vendor_core(repo, stage)
+      write_nif_manifest(repo, stage)
+      write_lockfile(repo, stage)
+      ship(files, stage, out)
+    after
+      File.rm_rf!(stage)
+    end
+  end
+
+  defp copy_sources(files, stage) do
+    for entry <- files do
+      matches = Path.wildcard(Path.join(@root, entry), match_dot: true)
+
+      cond do
+        matches != [] ->
+          for source <- matches do
+            target = Path.join(stage, Path.relative_to(source, @root))
+            File.mkdir_p!(Path.dirname(target))
+            File.cp_r!(source, target)
+          end
+
+        generated?(entry) ->
+          :ok
+
+        true ->
+          Mix.raise("package[:files] lists #{inspect(entry)}, which does not exist in #{@root}")
+      end
+    end
+
+    :ok
+  end
+
+  defp generated?(entry),
+    do: Enum.any?(@generated, &(entry == &1 or String.starts_with?(&1, entry <> "/")))
+
+  # The core crate as cargo packages it: cargo resolves the workspace
+  # inheritance and picks the files a crate ships.
+  defp vendor_core(repo, stage) do
+    work = Path.join(stage, ".cargo-package")
+
+    cargo!(
+      ["package", "-p", "packetflow", "--no-verify", "--allow-dirty", "--target-dir", work],
+      cd: repo
+    )
+
+    crate =
+      case Path.wildcard(Path.join([work, "package", "packetflow-*.crate"])) do
+        [crate] -> crate
+        other -> Mix.raise("cargo package left #{length(other)} packetflow crates in #{work}")
+      end
+
+    unpacked = Path.join(work, "unpacked")
+
+    :ok =
+      :erl_tar.extract(String.to_charlist(crate), [:compressed, cwd: String.to_charlist(unpacked)])
+
+    [top] = File.ls!(unpacked)
+    target = Path.join([stage, "native", @core])
+    File.mkdir_p!(Path.dirname(target))
+    File.rename!(Path.join(unpacked, top), target)
+
+    # The NIF's lock file pins the versions; cargo's bookkeeping is not shipped.
+    for extra <- [".cargo_vcs_info.json", "Cargo.lock", "Cargo.toml.orig"] do
+      File.rm!(Path.join(target, extra))
+    end
+
+    File.rm_rf!(work)
+    :ok
+  end
+
+  defp write_nif_manifest(repo, stage) do
+    workspace = parse_toml_tables(File.read!(Path.join(repo, "Cargo.toml")))
+    source = Path.join([@root, "native", @nif, "Cargo.toml"])
+    manifest = standalone_manifest(File.read!(source), workspace, source)
+    File.write!(Path.join([stage, "native", @nif, "Cargo.toml"]), manifest)
+  end
+
+  defp write_lockfile(repo, stage) do
+    repo_lock = File.read!(Path.join(repo, "Cargo.lock"))
+    lock = Path.join([stage, "native", @nif, "Cargo.lock"])
+    File.write!(lock, repo_lock)
+    manifest = Path.join([stage, "native", @nif, "Cargo.toml"])
+
+    # Cargo drops the entries the NIF does not use and keeps every other
+    # version as it was; --locked would refuse, since dropping is a change.
+    cargo!(["metadata", "--format-version", "1", "--manifest-path", manifest],
+      cd: stage,
+      quiet: true
+    )
+
+    pinned = MapSet.new(lock_entries(repo_lock))
+
+    case Enum.reject(lock_entries(File.read!(lock)), &MapSet.member?(pinned, &1)) do
+      [] ->
+        :ok
+
+      new ->
+        Mix.raise(
+          "the package's Cargo.lock has versions the repository's lock does not: " <>
+            Enum.map_join(new, ", ", fn {name, version} -> "#{name} #{version}" end)
+        )
+    end
+  end
+
+  # Runs cargo offline first (the repository's build has fetched every
+  # crate), then online; raises with cargo's output when both fail.
+  defp cargo!(args, opts) do
+    cargo = System.find_executable("cargo") || Mix.raise("cargo is not on the PATH")
+    run = fn extra -> System.cmd(cargo, args ++ extra, cd: opts[:cd], stderr_to_stdout: true) end
+
+    with {_, code} when code != 0 <- run.(["--offline"]),
+         {output, code} when code != 0 <- run.([]) do
+      Mix.raise("cargo #{Enum.join(args, " ")} failed with exit status #{code}:\n#{output}")
+    else
+      {output, 0} ->
+        if opts[:quiet], do: :ok, else: Mix.shell().info(String.trim_trailing(output))
+    end
+  end
+
+  defp lock_entries(lock) do
+    for [_, name, version] <-
+          Regex.scan(~r/^name = "([^"]+)"\nversion = "([^"]+)"/m, lock),
+        do: {name, version}
+  end
+
+  # Copies from the stage exactly what package[:files] selects, as Hex
+  # would: each entry is a wildcard, a directory brings its whole tree.
+  defp ship(files, stage, out) do
+    shipped =
+      files
+      |> Enum.flat_map(&Path.wildcard(Path.join(stage, &1), match_dot: true))
+      |> Enum.flat_map(&tree/1)
+      |> Enum.map(&Path.relative_to(&1, stage))
+      |> Enum.uniq()
+      |> Enum.sort()
+
+    for path <- @generated,
+        not Enum.any?(shipped, &(&1 == path or String.starts_with?(&1, path <> "/"))) do
+      Mix.raise(
+        "package[:files] in mix.exs must list #{inspect(path)}: the package cannot build without it"
+      )
+    end
+
+    clear_out!(out)
+
+    for path <- shipped do
+      target = Path.join(out, path)
+      File.mkdir_p!(Path.dirname(target))
+      File.cp!(Path.join(stage, path), target)
+    end
+
+    shipped
+  end
+
+  defp tree(path) do
+    if File.dir?(path) do
+      path |> File.ls!() |> Enum.sort() |> Enum.flat_map(&tree(Path.join(path, &1)))
+    else
+      [path]
+    end
+  end
+
+  # Replaces `out` only when it is empty or holds an earlier package.
+  defp clear_out!(out) do
+    cond do
+      not File.exists?(out) ->
+        :ok
+
+      File.dir?(out) and File.ls!(out) == [] ->
+        :ok
+
+      File.regular?(Path.join(out, "mix.exs")) and
+          File.read!(Path.join(out, "mix.exs")) =~ "app: :packetflow" ->
+        File.rm_rf!(out)
+
+      true ->
+        Mix.raise("#{out} exists and is not an earlier packetflow package: choose another --out")
+    end
+  end
+
+  defp publish(out, hex_args) do
+    if Mix.Task.get("hex.publish") == nil and not Code.ensure_loaded?(Mix.Tasks.Hex.Publish) do
+      Mix.raise(
+        "Hex is not installed (mix local.hex). The package is ready; publish it with:\n\n" <>
+          "    cd #{out} && mix hex.publish\n"
+      )
+    end
+
+    # The package's mix.exs defines the same modules as this project's.
+    Code.compiler_options(ignore_module_conflict: true)
+
+    Mix.Project.in_project(:packetflow, out, fn _ ->
+      Mix.Task.run("hex.publish", hex_args)
+    end)
+  end
+
+  ## The NIF manifest without the workspace
+
+  @doc false
+  # Writes out a member's manifest without workspace inheritance. Handles
+  # the forms Cargo allows on one line (`key.workspace = true`,
+  # `name = { workspace = true, ... }`) and refuses anything else that
+  # mentions the workspace.
+  @spec standalone_manifest(String.t(), %{String.t() => [{String.t(), String.t()}]}, Path.t()) ::
+          String.t()
+  def standalone_manifest(text, workspace, source) do
+    package = Map.new(Map.get(workspace, "workspace.package", []))
+    deps = Map.new(Map.get(workspace, "workspace.dependencies", []))
+
+    {lines, _section} =
+      text
+      |> String.split("\n")
+      |> Enum.map_reduce(nil, fn line, section ->
+        case Regex.run(~r/^\s*\[+([^\]]+)\]+\s*(#.*)?$/, line) do
+          [_, "lib" | _] -> {Enum.join([line | lib_name(package, source)], "\n"), "lib"}
+          [_, name | _] -> {line, String.trim(name)}
+          nil -> {rewrite_line(line, section, package, deps, source), section}
+        end
+      end)
+
+    profiles =
+      for {"profile." <> _ = name, entries} <- Map.get(workspace, :order, []) do
+        Enum.join(["[#{name}]" | Enum.map(entries, fn {k, v} -> "#{k} = #{v}" end)], "\n")
+      end
+
+    body = lines |> Enum.join("\n") |> String.trim_trailing()
+
+    Enum.join(
+      [
+        "# The NIF crate of the packetflow Hex package: a workspace of its own,",
+        "# depending on the core crate vendored beside it.",
+        body,
+        "",
+        "# Cargo must not look for a workspace in the directories above.",
+        "[workspace]",
+        "" | Enum.map(profiles, &(&1 <> "\n"))
+      ],
+      "\n"
+    )
+  end
+
+  # The library's file name carries the version: a cdylib's file name has
+  # no hash in it, so in a target directory shared with the repository's
+  # build (or another version's) two crates named alike would overwrite
+  # each other's library and both would look up to date to cargo.
+  defp lib_name(package, source) do
+    version = Map.get(package, "version") || unknown(source, "workspace.package", "version")
+    suffix = version |> String.trim("\"") |> String.replace(~r/[^A-Za-z0-9]/, "_")
+
+    [
+      "# The version in the library's name keeps it apart from other builds",
+      "# of this crate in a shared CARGO_TARGET_DIR.",
+      ~s(name = "#{@nif}_#{suffix}")
+    ]
+  end
+
+  defp rewrite_line(line, section, package, deps, source) do
+    cond do
+      not String.contains?(line, "workspace") or
+          String.starts_with?(String.trim_leading(line), "#") ->
+        line
+
+      section == "package" and Regex.match?(~r/^\s*([\w-]+)\.workspace\s*=\s*true\s*$/, line) ->
+        [_, key] = Regex.run(~r/^\s*([\w-]+)\./, line)
+        "#{key} = #{Map.get(package, key) || unknown(source, "workspace.package", key)}"
+
+      section in ["dependencies", "build-dependencies", "dev-dependencies"] ->
+        rewrite_dependency(line, deps, source)
+
+      true ->
+        Mix.raise(
+          "#{source}: cannot write out #{inspect(String.trim(line))} without the workspace"
+        )
+    end
+  end
+
+  defp rewrite_dependency(line, deps, source) do
+    {name, local} =
+      case Regex.run(~r/^\s*([\w-]+)\.workspace\s*=\s*true\s*$/, line) do
+        [_, name] ->
+          {name, []}
+
+        nil ->
+          case Regex.run(~r/^\s*([\w-]+)\s*=\s*\{(.*)\}\s*$/, line) do
+            [_, name, table] -> {name, inline_table(table)}
+            nil -> Mix.raise("#{source}: cannot write out #{inspect(String.trim(line))}")
+          end
+      end
+
+    unless List.keyfind(local, "workspace", 0) in [nil, {"workspace", "true"}] do
+      Mix.raise(
+        "#{source}: #{name} has workspace = #{elem(List.keyfind(local, "workspace", 0), 1)}"
+      )
+    end
+
+    base =
+      if name == "packetflow" do
+        [{"path", ~s("../#{@core}")}]
+      else
+        case Map.get(deps, name) || unknown(source, "workspace.dependencies", name) do
+          "{" <> _ = table -> table |> String.trim() |> String.slice(1..-2//1) |> inline_table()
+          version -> [{"version", version}]
+        end
+      end
+
+    merged =
+      Enum.reduce(List.keydelete(local, "workspace", 0), base, fn
+        {"features", extra}, acc ->
+          features =
+            Enum.uniq(
+              strings(elem(List.keyfind(acc, "features", 0) || {"", "[]"}, 1)) ++ strings(extra)
+            )
+
+          List.keystore(
+            acc,
+            "features",
+            0,
+            {"features", "[" <> Enum.map_join(features, ", ", &~s("#{&1}")) <> "]"}
+          )
+
+        {key, value}, acc ->
+          List.keystore(acc, key, 0, {key, value})
+      end)
+
+    "#{name} = { " <> Enum.map_join(merged, ", ", fn {k, v} -> "#{k} = #{v}" end) <> " }"
+  end
+
+  defp unknown(source, table, key),
+    do: Mix.raise("#{source} inherits #{key}, which [#{table}] does not define")
+
+  defp strings(list), do: for([_, s] <- Regex.scan(~r/"([^"]*)"/, list), do: s)
+
+  # Splits the inside of an inline table at its top-level commas.
+  defp inline_table(text) do
+    text
+    |> split_top_level()
+    |> Enum.map(&String.trim/1)
+    |> Enum.reject(&(&1 == ""))
+    |> Enum.map(fn pair ->
+      [key, value] = String.split(pair, "=", parts: 2)
+      {String.trim(key), String.trim(value)}
+    end)
+  end
+
+  defp split_top_level(text), do: split_top_level(String.graphemes(text), 0, false, "", [])
+
+  defp split_top_level([], _depth, _quoted, current, acc), do: Enum.reverse([current | acc])
+
+  defp split_top_level(["\"" | rest], depth, quoted, cur, acc),
+    do: split_top_level(rest, depth, not quoted, cur <> "\"", acc)
+
+  defp split_top_level([c | rest], depth, true, cur, acc),
+    do: split_top_level(rest, depth, true, cur <> c, acc)
+
+  defp split_top_level(["," | rest], 0, false, cur, acc),
+    do: split_top_level(rest, 0, false, "", [cur | acc])
+
+  defp split_top_level([c | rest], depth, false, cur, acc) when c in ["[", "{"],
+    do: split_top_level(rest, depth + 1, false, cur <> c, acc)
+
+  defp split_top_level([c | rest], depth, false, cur, acc) when c in ["]", "}"],
+    do: split_top_level(rest, depth - 1, false, cur <> c, acc)
+
+  defp split_top_level([c | rest], depth, false, cur, acc),
+    do: split_top_level(rest, depth, false, cur <> c, acc)
+
+  @doc false
+  # The one-line `key = value` entries of each table of a manifest, by
+  # table name, plus `:order` (the tables in the order they appear).
+  @spec parse_toml_tables(String.t()) :: map()
+  def parse_toml_tables(text) do
+    {tables, _} =
+      text
+      |> String.split("\n")
+      |> Enum.reduce({[], nil}, fn line, {tables, current} ->
+        trimmed = String.trim(line)
+
+        cond do
+          trimmed == "" or String.starts_with?(trimmed, "#") ->
+            {tables, current}
+
+          match = Regex.run(~r/^\[([^\[\]]+)\]$/, trimmed) ->
+            {[{Enum.at(match, 1), []} | tables], Enum.at(match, 1)}
+
+          current != nil and trimmed =~ ~r/^[\w.-]+\s*=/ ->
+            [key, value] = String.split(trimmed, "=", parts: 2)
+            [{^current, entries} | older] = tables
+            {[{current, entries ++ [{String.trim(key), String.trim(value)}]} | older], current}
+
+          true ->
+            {tables, current}
+        end
+      end)
+
+    order = Enum.reverse(tables)
+    order |> Map.new() |> Map.put(:order, order)
+  end
+end
