@@ -1,10 +1,10 @@
 defmodule Mix.Tasks.Packetflow.Publish do
-  @shortdoc "Assembles the self-contained Hex package (and publishes it with --publish)"
+  @shortdoc "Assembles the self-contained Hex package and publishes it"
   @moduledoc """
-  Assembles PacketFlow's Hex package in a directory of its own, ready for
-  `mix hex.publish`, and publishes it when asked to.
+  Assembles PacketFlow's Hex package in a directory of its own and
+  publishes it with Hex.
 
-      mix packetflow.publish [--out DIR] [--publish [HEX_PUBLISH_ARGS...]]
+      mix packetflow.publish [--out DIR] [--no-publish] [-- HEX_PUBLISH_ARGS...]
 
   In the repository the NIF crate `native/packetflow_nif` is a member of
   the root Cargo workspace: it inherits its version, edition and dependency
@@ -28,11 +28,14 @@ defmodule Mix.Tasks.Packetflow.Publish do
   `_build/hex/packetflow-VERSION`; an existing directory is replaced only
   if it is empty or an earlier package.
 
-  Without `--publish` the task prints the command that publishes the
-  directory. With `--publish` it runs Hex's `hex.publish` task in that
-  directory, passing it the arguments that follow (for instance
-  `--publish package` to publish without documentation); Hex must be
-  installed (`mix local.hex`).
+  Then, when Hex is installed (`mix local.hex`), it runs Hex's
+  `hex.publish` task in that directory, which shows the package and asks
+  for confirmation. The arguments after `--` go to `hex.publish`; the
+  default is `package` (the package has no ex_doc dependency: publish the
+  documentation separately with `mix hex.publish docs` from a project that
+  has one). Without Hex, or with `--no-publish`, the task stops after
+  assembling and prints the command that publishes the directory;
+  `--publish` makes a missing Hex an error.
 
   This task exists only in the repository: it is not part of the package.
   """
@@ -68,21 +71,36 @@ defmodule Mix.Tasks.Packetflow.Publish do
     out = Path.expand(opts[:out] || Path.join([@root, "_build", "hex", "packetflow-#{version}"]))
     files = get_in(config, [:package, :files]) || Mix.raise("mix.exs has no package[:files]")
 
+    replaceable!(out)
     shipped = assemble(repo, files, out)
     Mix.shell().info("packetflow #{version}: #{length(shipped)} files in #{out}")
 
-    if opts[:publish] do
-      publish(out, hex_args)
-    else
-      Mix.shell().info("Publish it with:\n\n    cd #{out} && mix hex.publish\n")
+    command = "cd #{out} && mix hex.publish #{Enum.join(hex_args, " ")}"
+
+    case {opts[:publish], hex_available?()} do
+      {false, _} ->
+        Mix.shell().info("Publish it with:\n\n    #{command}\n")
+
+      {nil, false} ->
+        Mix.shell().info(
+          "Hex is not installed (mix local.hex). Publish it with:\n\n    #{command}\n"
+        )
+
+      {true, false} ->
+        Mix.raise(
+          "Hex is not installed (mix local.hex). The package is ready:\n\n    #{command}\n"
+        )
+
+      {_, true} ->
+        publish(out, hex_args)
     end
   end
 
+  # Arguments after `--` belong to hex.publish.
   defp parse_args(args) do
-    # Everything after --publish belongs to hex.publish.
     {own, hex_args} =
-      case Enum.split_while(args, &(&1 != "--publish")) do
-        {own, ["--publish" | rest]} -> {own ++ ["--publish"], rest}
+      case Enum.split_while(args, &(&1 != "--")) do
+        {own, ["--" | rest]} -> {own, rest}
         {own, []} -> {own, []}
       end
 
@@ -92,7 +110,11 @@ defmodule Mix.Tasks.Packetflow.Publish do
       Mix.raise("mix packetflow.publish: unexpected argument #{inspect(hd(rest))}")
     end
 
-    {opts, hex_args}
+    {opts, if(hex_args == [], do: ["package"], else: hex_args)}
+  end
+
+  defp hex_available? do
+    Mix.Task.get("hex.publish") != nil
   end
 
   @doc """
@@ -250,7 +272,8 @@ defmodule Mix.Tasks.Packetflow.Publish do
       )
     end
 
-    clear_out!(out)
+    replaceable!(out)
+    File.rm_rf!(out)
 
     for path <- shipped do
       target = Path.join(out, path)
@@ -269,8 +292,8 @@ defmodule Mix.Tasks.Packetflow.Publish do
     end
   end
 
-  # Replaces `out` only when it is empty or holds an earlier package.
-  defp clear_out!(out) do
+  # `out` is replaced only when it is empty or holds an earlier package.
+  defp replaceable!(out) do
     cond do
       not File.exists?(out) ->
         :ok
@@ -280,7 +303,7 @@ defmodule Mix.Tasks.Packetflow.Publish do
 
       File.regular?(Path.join(out, "mix.exs")) and
           File.read!(Path.join(out, "mix.exs")) =~ "app: :packetflow" ->
-        File.rm_rf!(out)
+        :ok
 
       true ->
         Mix.raise("#{out} exists and is not an earlier packetflow package: choose another --out")
@@ -288,13 +311,6 @@ defmodule Mix.Tasks.Packetflow.Publish do
   end
 
   defp publish(out, hex_args) do
-    if Mix.Task.get("hex.publish") == nil and not Code.ensure_loaded?(Mix.Tasks.Hex.Publish) do
-      Mix.raise(
-        "Hex is not installed (mix local.hex). The package is ready; publish it with:\n\n" <>
-          "    cd #{out} && mix hex.publish\n"
-      )
-    end
-
     # The package's mix.exs defines the same modules as this project's.
     Code.compiler_options(ignore_module_conflict: true)
 

@@ -59,4 +59,77 @@ env -u CARGO_TARGET_DIR mix run -e '
 :ok = PacketFlow.Reactor.stop(r)
 IO.puts("fresh project: ok")
 '
+
+echo "== elixir: the Hex package, assembled outside the repository and built from there"
+pkg="$scratch/package"
+(cd "$here" && mix packetflow.publish --no-publish --out "$pkg")
+nif_manifest="$pkg/native/packetflow_nif/Cargo.toml"
+# Standalone crates: nothing inherited, cargo stops at the NIF's own
+# workspace, the core is the vendored copy, versions come from the lock.
+if grep -nE '(\.workspace|workspace *= *true)' "$nif_manifest" "$pkg/native/packetflow_core/Cargo.toml"; then
+  echo "the package's manifests still inherit from the repository's workspace" >&2; exit 1
+fi
+grep -qx '\[workspace\]' "$nif_manifest"
+grep -qx 'packetflow = { path = "../packetflow_core" }' "$nif_manifest"
+test -s "$pkg/native/packetflow_nif/Cargo.lock"
+lock_sum="$(sha256sum < "$pkg/native/packetflow_nif/Cargo.lock")"
+# Exactly what package[:files] selects (Hex's rule: wildcards, directories
+# whole), worked out here from the package's own mix.exs.
+(cd "$pkg" && mix run --no-compile --no-deps-check --no-start -e '
+  files = Mix.Project.config()[:package][:files]
+  expand = fn expand, path ->
+    if File.dir?(path), do: Enum.flat_map(File.ls!(path), &expand.(expand, Path.join(path, &1))), else: [path]
+  end
+  files |> Enum.flat_map(&Path.wildcard(&1, match_dot: true)) |> Enum.flat_map(&expand.(expand, &1))
+  |> Enum.uniq() |> Enum.sort() |> Enum.each(&IO.puts/1)
+') > "$scratch/selected.txt"
+(cd "$pkg" && find . -type f ! -path "./_build/*" | sed 's|^\./||' | LC_ALL=C sort) > "$scratch/shipped.txt"
+LC_ALL=C sort -o "$scratch/selected.txt" "$scratch/selected.txt"
+diff -u "$scratch/selected.txt" "$scratch/shipped.txt"
+rm -rf "$pkg/_build"
+
+cd "$scratch"
+mix new from_package >/dev/null
+cd from_package
+cat > mix.exs <<MIX
+defmodule FromPackage.MixProject do
+  use Mix.Project
+
+  def project do
+    [app: :from_package, version: "0.1.0", elixir: "~> 1.14", deps: [{:packetflow, path: "$pkg"}]]
+  end
+
+  def application, do: [extra_applications: [:logger]]
+end
+MIX
+# The repository's target directory is shared (its dependencies are
+# compiled already); the vendored crates are built from the package.
+mix compile 2>&1 | tee "$scratch/package-build.log"
+grep -q "Compiling packetflow v[0-9.]* ($pkg/native/packetflow_core)" "$scratch/package-build.log"
+grep -q "Compiling packetflow_nif v[0-9.]* ($pkg/native/packetflow_nif)" "$scratch/package-build.log"
+test "$(sha256sum < "$pkg/native/packetflow_nif/Cargo.lock")" = "$lock_sum"
+lib_name="$(sed -n 's/^name = "\(packetflow_nif_[A-Za-z0-9_]*\)"$/\1/p' "$nif_manifest")"
+package_lib="$CARGO_TARGET_DIR/release/lib$lib_name.so"
+cmp "$package_lib" "$pkg/priv/native/libpacketflow_nif.so"
+mix run -e '
+{:ok, r} = PacketFlow.Reactor.start_link([])
+:ok = PacketFlow.Reactor.register(r, "df", "upper", fn data, _ctx -> String.upcase(data) end)
+{:ok, "FROM THE PACKAGE"} = PacketFlow.Reactor.call(r, "df", "upper", "from the package")
+{:error, %PacketFlow.Error{code: "PF001"}} = PacketFlow.Reactor.call(r, "df", "missing")
+:ok = PacketFlow.Reactor.stop(r)
+IO.puts("package project: ok")
+'
+# The repository's own library is still its own: the package's build in
+# the shared target directory did not replace it, and cargo has nothing
+# to redo for it.
+cd "$here"
+MIX_ENV=test mix compile 2>&1 | tee "$scratch/repo-rebuild.log"
+if grep -q "Compiling packetflow" "$scratch/repo-rebuild.log"; then
+  echo "the repository's crates were rebuilt after the package's build" >&2; exit 1
+fi
+cmp "$CARGO_TARGET_DIR/release/libpacketflow_nif.so" "$here/priv/native/libpacketflow_nif.so"
+if cmp -s "$package_lib" "$here/priv/native/libpacketflow_nif.so"; then
+  echo "the repository loads the package's library" >&2; exit 1
+fi
+
 echo "== elixir: all passed"
