@@ -310,13 +310,20 @@ defmodule Mix.Tasks.Packetflow.Publish do
     end
   end
 
+  # Runs hex.publish in this VM (it asks for confirmation on this
+  # terminal) with the package as the current project. The package's
+  # mix.exs defines the same project module as this one, and Mix allows a
+  # project module once in its stack: this project steps aside meanwhile.
   defp publish(out, hex_args) do
-    # The package's mix.exs defines the same modules as this project's.
     Code.compiler_options(ignore_module_conflict: true)
+    current = Mix.Project.pop()
 
-    Mix.Project.in_project(:packetflow, out, fn _ ->
-      Mix.Task.run("hex.publish", hex_args)
-    end)
+    try do
+      Mix.Project.in_project(:packetflow, out, fn _ -> Mix.Task.run("hex.publish", hex_args) end)
+    after
+      if current, do: Mix.Project.push(current.name, current.file)
+      Code.compiler_options(ignore_module_conflict: false)
+    end
   end
 
   ## The NIF manifest without the workspace

@@ -132,4 +132,22 @@ if cmp -s "$package_lib" "$here/priv/native/libpacketflow_nif.so"; then
   echo "the repository loads the package's library" >&2; exit 1
 fi
 
+echo "== elixir: mix packetflow.publish hands the package to hex.publish"
+# Hex is not installed here: a stand-in hex.publish task records where it
+# ran and with what.
+cat > "$scratch/hex_stub.exs" <<'STUB'
+defmodule Mix.Tasks.Hex.Publish do
+  use Mix.Task
+  def run(args) do
+    IO.puts("hex.publish #{inspect(args)} in #{File.cwd!()} for #{Mix.Project.project_file()}")
+  end
+end
+STUB
+mix run --no-compile --no-deps-check --no-start -r "$scratch/hex_stub.exs" -e "
+Mix.Task.run(\"packetflow.publish\", [\"--out\", \"$scratch/published\", \"--\", \"package\", \"--yes\"])
+IO.puts(\"then in \" <> Mix.Project.project_file())
+" | tee "$scratch/publish.log"
+grep -qxF "hex.publish [\"package\", \"--yes\"] in $scratch/published for $scratch/published/mix.exs" "$scratch/publish.log"
+grep -qxF "then in $here/mix.exs" "$scratch/publish.log"
+
 echo "== elixir: all passed"
