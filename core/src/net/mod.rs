@@ -95,7 +95,10 @@ pub struct NodeConfig {
     pub max_bad_frames: u32,
     /// Hop limit (`pf.hops`); past it a packet is answered PF508.
     pub max_hops: u64,
-    /// Bound on an upgrade handshake, either way (slow clients are dropped).
+    /// Bound on an upgrade handshake, either way (slow clients are dropped),
+    /// and on a close: a connection this node decided to close is dropped
+    /// this long after, even if its close frame could not be written (a
+    /// peer that stopped reading).
     pub handshake_timeout: Duration,
     /// Longest pause between redials of a lost peer.
     pub max_redial_backoff: Duration,
