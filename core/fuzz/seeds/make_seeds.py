@@ -116,6 +116,19 @@ def main():
     write(session, "auth-wrong-header", b"\x0e" + SEP.join(plain))
     write(session, "auth-no-token", b"\x02" + SEP.join(plain))
     write(session, "tight", b"\x10" + SEP.join([b"[" + b",".join(plain * 4) + b"]"] + plain))
+    # Raw mode (flag 32): bytes straight to the port.
+    write(session, "raw-health", b"\x20GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    write(session, "raw-metrics-auth", b"\x22GET /metrics HTTP/1.1\r\nAuthorization: Bearer fuzz-good-token-0123456789\r\n\r\n")
+    write(session, "raw-post", b"\x20POST /packetflow/v1 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc")
+    write(session, "raw-truncated", b"\x20GET /packetflow/v1 HTTP/1.1\r\nUpgrade: websocket\r\n")
+    upgrade = (b"GET /packetflow/v1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    frame = js(submit(1, "r1", "echo", "raw"))
+    masked = bytes([0x81, 0x80 | len(frame), 0, 0, 0, 0]) + frame  # zero mask key: payload as is
+    write(session, "raw-upgrade-only", b"\x20" + upgrade)
+    # A frame sent before the 101 (RFC 6455 4.1 forbids it): the upgrade is
+    # refused and the connection dropped.
+    write(session, "raw-upgrade-pipelined-frame", b"\x20" + upgrade + masked)
 
 
 if __name__ == "__main__":

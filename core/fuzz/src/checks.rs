@@ -139,6 +139,12 @@ impl SessionFlags {
     pub fn tight(self) -> bool {
         self.0 & 16 != 0
     }
+    /// Bit 5: raw mode: the rest of the input goes to the node as raw
+    /// bytes (an HTTP request head and whatever follows), not as frames
+    /// after a proper upgrade.
+    pub fn raw(self) -> bool {
+        self.0 & 32 != 0
+    }
 }
 
 /// Close code of a node that closes for policy (bad frames, PF401).
@@ -439,6 +445,9 @@ pub fn node_session(bytes: &[u8]) {
     PANICKED.store(false, Ordering::SeqCst);
     let Some((&flags, rest)) = bytes.split_first() else { return };
     let flags = SessionFlags(flags);
+    if flags.raw() {
+        return raw_session(flags, rest);
+    }
     let frames = client_frames(rest);
     let expected = expect(flags, &frames);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -464,6 +473,52 @@ pub fn node_session(bytes: &[u8]) {
         node.stop().await;
         let stats = node.reactor().stats();
         assert_eq!((stats.in_flight, stats.queued), (0, 0), "work left behind: {stats:?}");
+    });
+    assert!(!PANICKED.load(Ordering::SeqCst), "a task panicked during the session");
+}
+
+/// Raw bytes to a node's port (HTTP endpoints, malformed heads and
+/// upgrades, frames without masking...): no panic, the session ends once
+/// the client stops sending (bounded in virtual time), and nothing is left
+/// counted afterwards.
+fn raw_session(flags: SessionFlags, bytes: &[u8]) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let node = session_node(flags);
+        let (mut client, server_io) = tokio::io::duplex(64 * 1024);
+        let server = node.serve_stream(server_io, listen_options(flags));
+        let client = async move {
+            // Write and read side by side: the node may answer (and close)
+            // before it read everything.
+            let (mut read, mut write) = tokio::io::split(&mut client);
+            let writing = async {
+                let _ = write.write_all(bytes).await;
+                let _ = write.shutdown().await;
+            };
+            let reading = async {
+                let mut sink = Vec::new();
+                let _ = read.read_to_end(&mut sink).await;
+                if std::env::var_os("PACKETFLOW_FUZZ_VERBOSE").is_some() {
+                    eprintln!("raw answer: {:?}", String::from_utf8_lossy(&sink[..sink.len().min(400)]));
+                }
+            };
+            tokio::join!(writing, reading);
+        };
+        let session = async { tokio::join!(server, client).0 };
+        tokio::time::timeout(SESSION_LIMIT, session)
+            .await
+            .expect("a raw session ends once the client stops sending")
+            .expect("serve_stream");
+        let health = node.health();
+        assert_eq!(health["connections"], 0, "the connection is still counted: {health}");
+        assert_eq!(health["queued_bytes"], 0, "bytes still counted as queued: {health}");
+        assert_eq!(node.peer_count(), 0, "the peer is still in the table");
+        node.stop().await;
     });
     assert!(!PANICKED.load(Ordering::SeqCst), "a task panicked during the session");
 }
