@@ -201,3 +201,111 @@ pub fn submit_frame(seq: u64, id: &str, group: &str, element: &str, data: Value)
     serde_json::json!({"type": "submit", "seq": seq, "payload": {
         "version": "1.0", "id": id, "group": group, "element": element, "data": data, "priority": 5}})
 }
+
+/// A node in a child process (the `fault-node` binary of this crate, whose
+/// path a test gets from `env!("CARGO_BIN_EXE_fault-node")`). Killed when
+/// dropped; it also exits by itself when this process goes away (its
+/// stdin closes).
+pub struct ChildNode {
+    child: std::process::Child,
+    /// The first line it printed: `listening ws://...` or `ready`.
+    pub first_line: String,
+}
+
+impl ChildNode {
+    /// Starts `binary` with `args` and waits (bounded) for its first line.
+    pub fn start(binary: &str, args: &[&str]) -> ChildNode {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(binary)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
+        let stdout = child.stdout.take().expect("a piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next());
+            for _ in lines {} // keep the pipe drained
+        });
+        let first_line = match rx.recv_timeout(WAIT) {
+            Ok(Some(Ok(line))) => line,
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{binary} {args:?} printed no first line: {other:?}")
+            }
+        };
+        ChildNode { child, first_line }
+    }
+
+    /// The WebSocket URL a hub printed.
+    pub fn url(&self) -> String {
+        let url = self.first_line.strip_prefix("listening ").expect("a hub's first line");
+        url.to_owned()
+    }
+
+    /// The `HOST:PORT` a hub listens on.
+    pub fn addr(&self) -> String {
+        let url = self.url();
+        let rest = url.strip_prefix("ws://").expect("a ws:// URL");
+        rest.split('/').next().unwrap_or_default().to_owned()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its resident memory now, in KiB (`VmRSS` of `/proc/PID/status`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a VmRSS line")
+    }
+
+    /// Kills it with SIGKILL (no chance to close anything cleanly) and
+    /// reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.1 GET on `addr` (`HOST:PORT`): the status and the body.
+pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.expect("connect for HTTP");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write the request");
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+        .await
+        .expect("an HTTP answer in time")
+        .expect("read the answer");
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// Waits (bounded by [`WAIT`]) until `check` holds, looking again every few
+/// milliseconds; fails naming `what`.
+pub async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -139,6 +139,7 @@ where
         needs_flush: false,
         closing: None,
         close_sent: false,
+        close_deadline: None,
         ready,
         bad_in_a_row: 0,
         heartbeat: ticker(interval),
@@ -189,6 +190,11 @@ struct Connection<S> {
     /// after `out` is written.
     closing: Option<(u16, String)>,
     close_sent: bool,
+    /// Set once this side decided to close: past it the socket is dropped
+    /// even if the close frame (or what was queued before it) could not be
+    /// written, so a peer that stopped reading cannot hold the connection
+    /// and its buffers forever.
+    close_deadline: Option<Pin<Box<Sleep>>>,
     ready: Option<Ready>,
     bad_in_a_row: u32,
     /// Sends heartbeats and, on the same beat, checks the peer's liveness.
@@ -274,6 +280,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Poll::Ready(Ok(())) if self.close_sent => return Poll::Ready(()),
                 Poll::Ready(Err(_)) => return Poll::Ready(()),
                 _ => {}
+            }
+            if self.close_deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready()) {
+                return Poll::Ready(());
             }
             if !progress {
                 return Poll::Pending;
@@ -479,6 +488,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     fn close(&mut self, code: u16, reason: &str) {
         if self.closing.is_none() && !self.close_sent {
             self.closing = Some((code, reason.into()));
+        }
+        if self.close_deadline.is_none() {
+            let grace = self.node.config.handshake_timeout;
+            self.close_deadline = Some(Box::pin(tokio::time::sleep(grace)));
         }
     }
 

@@ -95,7 +95,10 @@ pub struct NodeConfig {
     pub max_bad_frames: u32,
     /// Hop limit (`pf.hops`); past it a packet is answered PF508.
     pub max_hops: u64,
-    /// Bound on an upgrade handshake, either way (slow clients are dropped).
+    /// Bound on an upgrade handshake, either way (slow clients are dropped),
+    /// and on a close: a connection this node decided to close is dropped
+    /// this long after, even if its close frame could not be written (a
+    /// peer that stopped reading).
     pub handshake_timeout: Duration,
     /// Longest pause between redials of a lost peer.
     pub max_redial_backoff: Duration,
@@ -149,6 +152,24 @@ const MAX_REFUSING: usize = 64;
 struct Listener {
     auth: Option<Arc<AuthTable>>,
     tls: Option<tls::Acceptor>,
+}
+
+impl Listener {
+    /// Reads the tokens and TLS files `options` name.
+    fn new(options: &ListenOptions) -> Result<Listener, PfError> {
+        let auth = if options.requires_auth() {
+            let mut specs = match &options.auth_file {
+                Some(path) => TokenSpec::load(path)?,
+                None => Vec::new(),
+            };
+            specs.extend(options.tokens.iter().cloned());
+            Some(Arc::new(AuthTable::new(&specs)?))
+        } else {
+            None
+        };
+        let tls = tls::listener_acceptor(options.tls_cert.as_deref(), options.tls_key.as_deref())?;
+        Ok(Listener { auth, tls })
+    }
 }
 
 /// A reactor on the network: listens, dials, routes. Cheap to clone.
@@ -217,18 +238,7 @@ impl Node {
     /// missing or malformed one is a PF400 naming the file (and, for a
     /// tokens file, the entry and field; never a token's value).
     pub async fn listen_with(&self, addr: &str, options: ListenOptions) -> Result<SocketAddr, PfError> {
-        let auth = if options.requires_auth() {
-            let mut specs = match &options.auth_file {
-                Some(path) => TokenSpec::load(path)?,
-                None => Vec::new(),
-            };
-            specs.extend(options.tokens.iter().cloned());
-            Some(Arc::new(AuthTable::new(&specs)?))
-        } else {
-            None
-        };
-        let tls = tls::listener_acceptor(options.tls_cert.as_deref(), options.tls_key.as_deref())?;
-        let context = Arc::new(Listener { auth, tls });
+        let context = Arc::new(Listener::new(&options)?);
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| PfError::new(ErrorCode::Unavailable, format!("cannot listen on {addr}: {e}")))?;
@@ -244,6 +254,7 @@ impl Node {
                     accepted = listener.accept() => match accepted {
                         Ok((stream, remote)) => {
                             if let Some(slot) = Slot::take(&node) {
+                                let _ = stream.set_nodelay(true);
                                 tokio::spawn(accept(node.clone(), stream, remote, context.clone(), slot));
                             }
                         }
@@ -255,6 +266,26 @@ impl Node {
             }
         });
         Ok(local)
+    }
+
+    /// Serves one already-connected byte stream as a listener with
+    /// `options` serves an accepted connection (TLS when `options` give a
+    /// certificate, then the HTTP request, then the WebSocket peer), and
+    /// returns when that connection ends. It counts against
+    /// `max_connections` like an accepted socket. For driving a node
+    /// through an in-memory stream (fuzzing, tests); errors as
+    /// [`listen_with`](Self::listen_with).
+    #[doc(hidden)]
+    pub async fn serve_stream<S>(&self, stream: S, options: ListenOptions) -> Result<(), PfError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let listener = Arc::new(Listener::new(&options)?);
+        if let Some(slot) = Slot::take(&self.inner) {
+            let remote = SocketAddr::from(([127, 0, 0, 1], 0));
+            accept(self.inner.clone(), stream, remote, listener, slot).await;
+        }
+        Ok(())
     }
 
     /// Dials a peer (`ws://HOST:PORT/packetflow/v1`, or `wss://` verified
@@ -482,17 +513,13 @@ impl Drop for Slot {
     }
 }
 
-/// Serves one accepted TCP connection: TLS first when the listener has a
+/// Serves one accepted connection: TLS first when the listener has a
 /// certificate, then HTTP endpoints or a WebSocket peer. The handshake
 /// timeout bounds all of it.
-async fn accept(
-    node: Arc<NodeInner>,
-    stream: TcpStream,
-    remote: SocketAddr,
-    listener: Arc<Listener>,
-    slot: Slot,
-) {
-    let _ = stream.set_nodelay(true);
+async fn accept<S>(node: Arc<NodeInner>, stream: S, remote: SocketAddr, listener: Arc<Listener>, slot: Slot)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let deadline = Instant::now() + node.config.handshake_timeout;
     match &listener.tls {
         None => serve(node, stream, remote, &listener, slot, deadline).await,

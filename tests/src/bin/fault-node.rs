@@ -1,0 +1,123 @@
+//! A node in its own process, for the fault tests (`tests/tests/faults.rs`)
+//! that need a peer they can kill outright (SIGKILL) or whose memory they
+//! can read from `/proc`.
+//!
+//! ```text
+//! fault-node hub [--listen ADDR] [--heartbeat-ms N] [--handshake-ms N] [--max-inflight-per-conn N]
+//! fault-node service --connect URL
+//! ```
+//!
+//! Both serve `df:upper` (uppercase a string) and `df:big` (a string of
+//! `data` bytes); a service also serves `df:stuck` (never answers) and
+//! `df:work` (answers its data after a millisecond). A hub prints
+//! `listening ws://ADDR/packetflow/v1`, a service `ready` once connected,
+//! each as its first line on stdout. Either exits when its stdin closes,
+//! so a test that dies takes its children with it.
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use packetflow::{Node, NodeConfig, PfError, Reactor, ReactorConfig, Value};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(mode) = args.first().cloned() else {
+        eprintln!("usage: fault-node hub|service [options]");
+        return ExitCode::from(2);
+    };
+    let option = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let number = |name: &str, default: u64| match option(name) {
+        Some(v) => v.parse::<u64>().unwrap_or_else(|_| panic!("{name} takes a number, got {v:?}")),
+        None => default,
+    };
+    let config = NodeConfig {
+        heartbeat_interval: Duration::from_millis(number("--heartbeat-ms", 30_000)),
+        handshake_timeout: Duration::from_millis(number("--handshake-ms", 10_000)),
+        max_inflight_per_conn: number("--max-inflight-per-conn", 4096) as usize,
+        max_redial_backoff: Duration::from_millis(200),
+        ..NodeConfig::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime");
+    runtime.block_on(async move {
+        let reactor =
+            Reactor::new(ReactorConfig { name: format!("fault-{mode}"), ..ReactorConfig::default() });
+        register_common(&reactor);
+        let node = Node::new(reactor.clone(), config);
+        let first_line = match mode.as_str() {
+            "hub" => {
+                let listen = option("--listen").unwrap_or_else(|| "127.0.0.1:0".into());
+                match node.listen(&listen).await {
+                    Ok(addr) => format!("listening ws://{addr}/packetflow/v1"),
+                    Err(e) => {
+                        eprintln!("error: {}", e.message);
+                        return ExitCode::from(1);
+                    }
+                }
+            }
+            "service" => {
+                register_service(&reactor);
+                let Some(url) = option("--connect") else {
+                    eprintln!("service needs --connect URL");
+                    return ExitCode::from(2);
+                };
+                if let Err(e) = node.connect(&url).await {
+                    eprintln!("error: {}", e.message);
+                    return ExitCode::from(1);
+                }
+                "ready".to_owned()
+            }
+            other => {
+                eprintln!("unknown mode {other:?}: use hub or service");
+                return ExitCode::from(2);
+            }
+        };
+        println!("{first_line}");
+        let _ = std::io::stdout().flush();
+        // Until the parent closes stdin (or kills this process).
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            let stdin = std::io::stdin();
+            let mut lock = stdin.lock();
+            while lock.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                line.clear();
+            }
+        })
+        .await;
+        node.stop().await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn register_common(reactor: &Reactor) {
+    reactor
+        .register_sync("df", "upper", |data, _| {
+            Ok(Value::String(data.as_str().unwrap_or_default().to_uppercase()))
+        })
+        .unwrap();
+    reactor
+        .register_sync("df", "big", |data, _| {
+            let size = data.as_u64().ok_or_else(|| PfError::failed("big needs a size"))?.min(1 << 20);
+            Ok(Value::String("x".repeat(size as usize)))
+        })
+        .unwrap();
+}
+
+fn register_service(reactor: &Reactor) {
+    reactor
+        .register("df", "stuck", |_, _| async move {
+            std::future::pending::<()>().await;
+            Ok(Value::Null)
+        })
+        .unwrap();
+    reactor
+        .register("df", "work", |data, _| async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Ok(data)
+        })
+        .unwrap();
+}
