@@ -481,7 +481,8 @@ def report(soak, args, languages):
     print(f"soak: {args.seconds:.0f} s, languages {','.join(languages)}, {args.rate:.0f} req/s per submitter")
     print(f"sent {t.sent}  answered {t.answered}  lost {t.lost}  duplicated {t.duplicated}  wrong {t.wrong_count}")
     print(f"answers: {t.ok} success, " + ", ".join(f"{n} {c}" for c, n in sorted(t.codes.items())))
-    print(f"events: {len(soak.events) - 1} joins/leaves")
+    churn = [e for _, e in soak.events if "joined" in e or "leaving" in e or "killed" in e]
+    print(f"events: {len(churn)} joins and leaves, {sum('killed' in e for e in churn)} of them SIGKILLs")
     print("hub RSS over time:")
     print("   t (s)   RSS (MiB)   peers   in flight   sent   answered")
     for s in soak.rss:
