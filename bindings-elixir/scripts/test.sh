@@ -32,23 +32,29 @@ MIX_ENV=test mix test
 echo "== elixir: dialyzer (@spec checks)"
 MIX_ENV=test bash "$here/scripts/dialyzer.sh"
 
-echo "== elixir: a fresh Mix project with {:packetflow, path: ...}"
-scratch="$(mktemp -d)"
-trap 'rm -rf "$scratch"' EXIT
-cd "$scratch"
-mix new consumer >/dev/null
-cd consumer
-cat > mix.exs <<MIX
-defmodule Consumer.MixProject do
+# A fresh Mix project APP (module MODULE) in the current directory that
+# depends on the package at PATH by path; leaves the shell inside it.
+new_consumer() {
+  mix new "$1" --module "$2" >/dev/null
+  cd "$1"
+  cat > mix.exs <<MIX
+defmodule $2.MixProject do
   use Mix.Project
 
   def project do
-    [app: :consumer, version: "0.1.0", elixir: "~> 1.14", deps: [{:packetflow, path: "$here"}]]
+    [app: :$1, version: "0.1.0", elixir: "~> 1.14", deps: [{:packetflow, path: "$3"}]]
   end
 
   def application, do: [extra_applications: [:logger]]
 end
 MIX
+}
+
+echo "== elixir: a fresh Mix project with {:packetflow, path: ...}"
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+cd "$scratch"
+new_consumer consumer Consumer "$here"
 # Without CARGO_TARGET_DIR the package asks cargo where its target
 # directory is (the workspace's, the same one as above).
 env -u CARGO_TARGET_DIR mix compile
@@ -89,19 +95,7 @@ diff -u "$scratch/selected.txt" "$scratch/shipped.txt"
 rm -rf "$pkg/_build"
 
 cd "$scratch"
-mix new from_package >/dev/null
-cd from_package
-cat > mix.exs <<MIX
-defmodule FromPackage.MixProject do
-  use Mix.Project
-
-  def project do
-    [app: :from_package, version: "0.1.0", elixir: "~> 1.14", deps: [{:packetflow, path: "$pkg"}]]
-  end
-
-  def application, do: [extra_applications: [:logger]]
-end
-MIX
+new_consumer from_package FromPackage "$pkg"
 # The repository's target directory is shared (its dependencies are
 # compiled already); the vendored crates are built from the package.
 mix compile 2>&1 | tee "$scratch/package-build.log"
