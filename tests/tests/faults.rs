@@ -130,7 +130,7 @@ async fn a_peer_that_stops_reading_is_closed_and_the_hub_memory_stays_bounded() 
             Err(_) => break, // stalled
         }
         assert!(sent < 1_000_000, "the hub never stopped reading a peer that does not read");
-        if sent % 512 == 0 {
+        if sent.is_multiple_of(512) {
             peak = peak.max(hub.rss_kib());
         }
     }
@@ -357,9 +357,11 @@ async fn a_hub_killed_and_restarted_while_peers_redial_answers_every_submit_once
                             }
                         }
                         Some(ErrorCode::Unavailable) => {
-                            drop(tally.unavailable.fetch_add(1, Ordering::Relaxed))
+                            tally.unavailable.fetch_add(1, Ordering::Relaxed);
                         }
-                        Some(ErrorCode::NoHandler) => drop(tally.no_route.fetch_add(1, Ordering::Relaxed)),
+                        Some(ErrorCode::NoHandler) => {
+                            tally.no_route.fetch_add(1, Ordering::Relaxed);
+                        }
                         Some(other) => panic!("unexpected {other:?} while the hub restarts: {result:?}"),
                     }
                     if result.err().is_some() {
