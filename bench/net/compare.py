@@ -10,41 +10,17 @@ sequential RTT with server and client pinned to core 0, pipelined 1x100 and
 of medians with (min-max).
 """
 import argparse
-import json
 import os
 import random
-import socket
-import statistics
 import subprocess
 import sys
-import time
+from pathlib import Path
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import benchlib  # noqa: E402
+from benchlib import median_range as fmt, run_json  # noqa: E402
 
-
-def build(peers):
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "packetflow-cli"], cwd=ROOT, check=True)
-    peers_target = os.path.join(target, "peers")
-    subprocess.run(["cargo", "build", "--release", "-q", "--manifest-path", os.path.join(peers, "rust", "Cargo.toml"),
-                    "--target-dir", peers_target], check=True)
-    return os.path.join(target, "release", "packetflow"), os.path.join(peers_target, "release")
-
-
-def wait_port(port, timeout=10.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f"nothing listening on {port}")
-
-
-def run_json(cmd):
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+ROOT = str(benchlib.ROOT)
 
 
 def pin(pid, cpus):
@@ -52,9 +28,9 @@ def pin(pid, cpus):
 
 
 def trial(name, cmd, port, path, loadgen):
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    p = benchlib.start(cmd)
     try:
-        wait_port(port)
+        benchlib.wait_port(port, p)
         url = f"ws://127.0.0.1:{port}{path}"
         pid = str(p.pid)
         r = {}
@@ -65,16 +41,7 @@ def trial(name, cmd, port, path, loadgen):
         r["pipe8"] = run_json([loadgen, "pipe", url, "--conns", "8", "--inflight", "100", "--n", "400000", "--pid", pid])
         return r
     finally:
-        p.terminate()
-        p.wait(timeout=10)
-
-
-def fmt(values, nd=0):
-    if not values:
-        return "–"
-    m = statistics.median(values)
-    f = f"{{:.{nd}f}}"
-    return f"{f.format(m)} ({f.format(min(values))}–{f.format(max(values))})"
+        benchlib.stop(p)
 
 
 def main():
@@ -82,7 +49,8 @@ def main():
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--peers", default=os.path.join(os.path.dirname(ROOT), "shared", "peers"))
     args = ap.parse_args()
-    packetflow, peers_bin = build(args.peers)
+    packetflow = str(benchlib.build_cli())
+    peers_bin = str(benchlib.build_reference_peers(args.peers))
     loadgen = os.path.join(peers_bin, "loadgen")
     servers = {
         "reference tokio-tungstenite, current_thread": ([os.path.join(peers_bin, "wsserver"), "9301", "0"], 9301, "/"),

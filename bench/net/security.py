@@ -16,43 +16,19 @@ then 2,000 sequential round trips (p50). Prints a Markdown table of
 medians with (min-max).
 """
 import argparse
-import json
 import os
 import random
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
+from pathlib import Path
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import benchlib  # noqa: E402
+from benchlib import median_range as fmt, run_json  # noqa: E402
+
 TOKEN_ALL = "bench-token-all-0123456789"
 TOKEN_DF = "bench-token-df-0123456789"
-
-
-def build():
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "packetflow-cli"], cwd=ROOT, check=True)
-    return os.path.join(target, "release", "packetflow")
-
-
-def wait_port(port, timeout=10.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f"nothing listening on {port}")
-
-
-def run_json(cmd):
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    if out.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def make_files(tmp):
@@ -75,9 +51,9 @@ def make_files(tmp):
 
 
 def trial(cmd, port, bench, n, dial):
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    p = benchlib.start(cmd)
     try:
-        wait_port(port)
+        benchlib.wait_port(port, p)
         scheme = "wss" if "--ca" in dial else "ws"
         url = f"{scheme}://127.0.0.1:{port}/packetflow/v1"
         common = [bench, "bench", "--url", url, "--expect", '"HELLO WORLD"', "--json"] + dial
@@ -89,16 +65,7 @@ def trial(cmd, port, bench, n, dial):
         return {"pps": pipe["pipe_packets_per_s"], "cpu": pipe.get("server_cpu_us_per_packet"),
                 "p50": seq["seq_p50_us"]}
     finally:
-        p.terminate()
-        p.wait(timeout=10)
-
-
-def fmt(values, nd=0):
-    values = [v for v in values if v is not None]
-    if not values:
-        return "–"
-    f = f"{{:.{nd}f}}"
-    return f"{f.format(statistics.median(values))} ({f.format(min(values))}–{f.format(max(values))})"
+        benchlib.stop(p)
 
 
 def main():
@@ -107,7 +74,7 @@ def main():
     ap.add_argument("--before", help="a packetflow binary built before auth/TLS, measured beside")
     ap.add_argument("--n", type=int, default=200000)
     args = ap.parse_args()
-    packetflow = build()
+    packetflow = str(benchlib.build_cli())
     with tempfile.TemporaryDirectory() as tmp:
         tokens, ca, crt, key = make_files(tmp)
         base = ["serve", "--handler", "df:transform=uppercase"]

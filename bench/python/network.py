@@ -15,40 +15,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Dict, List
 
-ROOT = Path(__file__).resolve().parents[2]
-CLI = ROOT / "target" / "release" / "packetflow"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import benchlib  # noqa: E402
+
+ROOT = benchlib.ROOT
+CLI = benchlib.CLI
 PEER_SERVER = ROOT.parent / "shared" / "peers" / "python" / "server.py"
 NET_SERVER = Path(__file__).resolve().parent / "net_server.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, proc: "subprocess.Popen[bytes]", timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited early with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"port {port} never opened")
 
 
 SERVERS = {
@@ -59,27 +38,18 @@ SERVERS = {
 
 
 def run_one(name: str, n: int) -> Dict[str, float]:
-    port = free_port()
-    proc = subprocess.Popen(SERVERS[name](port), stdout=subprocess.DEVNULL, start_new_session=True)
+    port = benchlib.free_port()
+    proc = benchlib.start(SERVERS[name](port), stderr=None)
     try:
-        wait_for_port(port, proc)
-        out = subprocess.run(
+        benchlib.wait_port(port, proc)
+        return benchlib.run_json(
             [str(CLI), "bench", "--url", f"ws://127.0.0.1:{port}/packetflow/v1", "--mode", "pipe",
              "--conns", "1", "--inflight", "100", "--n", str(n), "--data", '"hello world"',
              "--expect", '"HELLO WORLD"', "--pid", str(proc.pid), "--json", "--timeout-s", "120"],
-            capture_output=True, text=True, timeout=180,
+            timeout=180,
         )
-        if out.returncode != 0:
-            raise RuntimeError(f"bench failed: {out.stderr or out.stdout}")
-        line = [l for l in out.stdout.splitlines() if l.startswith("{")][-1]
-        return json.loads(line)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        benchlib.stop(proc)
 
 
 def main() -> None:

@@ -152,4 +152,19 @@ function makeTls(dir, name = 'node') {
   return { ca: file('ca.pem'), cert: file('node.crt'), key: file('node.key') };
 }
 
-module.exports = { within, latch, runNode, startUntil, stopChild, cliPath, tempDir, makeTls };
+/**
+ * A reactor serving `df:echo`, and how many times that handler ran: tests
+ * of values refused before submitting check that it never did.
+ */
+function countingEcho() {
+  const { Reactor } = require('..');
+  const r = new Reactor();
+  const counter = { reactor: r, ran: 0 };
+  r.register('df', 'echo', (d) => {
+    counter.ran += 1;
+    return d;
+  });
+  return counter;
+}
+
+module.exports = { countingEcho, within, latch, runNode, startUntil, stopChild, cliPath, tempDir, makeTls };

@@ -6,7 +6,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { Reactor, PacketFlowError } = require('..');
-const { within } = require('./helpers');
+const { countingEcho, within } = require('./helpers');
 
 const I64_MIN = -(2n ** 63n);
 const I64_MAX = 2n ** 63n - 1n;
@@ -106,12 +106,8 @@ test('metadata and ctx.call carry big integers exactly', async () => {
 });
 
 test('a BigInt beyond 64 bits is a RangeError naming its path', async () => {
-  const r = new Reactor();
-  let ran = 0;
-  r.register('df', 'echo', (d) => {
-    ran += 1;
-    return d;
-  });
+  const echo = countingEcho();
+  const r = echo.reactor;
   const cases = [
     [2n ** 64n, 'data', '18446744073709551616n'],
     [{ a: [1, U64_MAX + 1n] }, 'data.a[1]', '18446744073709551616n'],
@@ -127,7 +123,7 @@ test('a BigInt beyond 64 bits is a RangeError naming its path', async () => {
     r.submit({ group: 'df', element: 'echo', metadata: { k: 2n ** 64n } }),
     rangeError('metadata.k', '18446744073709551616n'),
   );
-  assert.equal(ran, 0, 'nothing was submitted');
+  assert.equal(echo.ran, 0, 'nothing was submitted');
   // From ctx.call: the same RangeError, which the handler can catch.
   r.register('df', 'outer', async (d, ctx) => {
     try {

@@ -4,6 +4,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { Reactor } = require('..');
+const { countingEcho } = require('./helpers');
 
 function typeError(message) {
   return (error) => {
@@ -14,12 +15,8 @@ function typeError(message) {
 }
 
 test('values that are not JSON-shaped raise a TypeError with type and path', async () => {
-  const r = new Reactor();
-  let ran = 0;
-  r.register('df', 'echo', (d) => {
-    ran += 1;
-    return d;
-  });
+  const echo = countingEcho();
+  const r = echo.reactor;
   const cases = [
     [{ a: [1, 2, () => 1] }, 'data.a[2]: Function is not JSON-serializable'],
     [class {}, 'data: Function is not JSON-serializable'],
@@ -34,7 +31,7 @@ test('values that are not JSON-shaped raise a TypeError with type and path', asy
     await assert.rejects(r.submit({ group: 'df', element: 'echo', data }), typeError(message));
     await assert.rejects(r.call('df', 'echo', data), typeError(message));
   }
-  assert.equal(ran, 0, 'nothing was submitted');
+  assert.equal(echo.ran, 0, 'nothing was submitted');
   await r.stop();
 });
 

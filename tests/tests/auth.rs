@@ -10,21 +10,11 @@ const CLIENT: &str = "client-token-0123456789";
 const SERVICE: &str = "service-token-0123456789";
 const ADMIN: &str = "admin-token-0123456789ab";
 
-fn token(name: &str, token: &str, submit: &[&str], serve: &[&str]) -> TokenSpec {
-    TokenSpec {
-        name: name.into(),
-        token: Some(token.into()),
-        token_sha256: None,
-        submit: submit.iter().map(|s| s.to_string()).collect(),
-        serve: serve.iter().map(|s| s.to_string()).collect(),
-    }
-}
-
 fn tokens() -> Vec<TokenSpec> {
     vec![
-        token("client", CLIENT, &["df:*", "*:user.*", "cf:start"], &[]),
-        token("service", SERVICE, &[], &["df:upper", "df:public"]),
-        token("admin", ADMIN, &["*"], &["*"]),
+        TokenSpec::new("client", CLIENT, &["df:*", "*:user.*", "cf:start"], &[]),
+        TokenSpec::new("service", SERVICE, &[], &["df:upper", "df:public"]),
+        TokenSpec::new("admin", ADMIN, &["*"], &["*"]),
     ]
 }
 

@@ -165,12 +165,7 @@ async fn tls_and_auth_together() {
     let pki = Pki::new();
     let token = "tls-client-token-0123456789";
     let options = ListenOptions {
-        tokens: vec![TokenSpec {
-            name: "tls-client".into(),
-            token: Some(token.into()),
-            submit: vec!["df:upper".into()],
-            ..TokenSpec::default()
-        }],
+        tokens: vec![TokenSpec::new("tls-client", token, &["df:upper"], &[])],
         ..pki.listen_options()
     };
     let (server, port) = tls_node(options).await;

@@ -360,17 +360,10 @@ fn listen_options(flags: SessionFlags) -> ListenOptions {
     if !flags.auth() {
         return ListenOptions::default();
     }
-    let spec = |name: &str, token: &str, submit: &[&str], serve: &[&str]| TokenSpec {
-        name: name.into(),
-        token: Some(token.into()),
-        token_sha256: None,
-        submit: submit.iter().map(|s| s.to_string()).collect(),
-        serve: serve.iter().map(|s| s.to_string()).collect(),
-    };
     ListenOptions {
         tokens: vec![
-            spec("good", GOOD_TOKEN, &["*"], &["df:*", "co:*"]),
-            spec("narrow", NARROW_TOKEN, &["df:echo"], &["df:*"]),
+            TokenSpec::new("good", GOOD_TOKEN, &["*"], &["df:*", "co:*"]),
+            TokenSpec::new("narrow", NARROW_TOKEN, &["df:echo"], &["df:*"]),
         ],
         ..ListenOptions::default()
     }
@@ -450,11 +443,7 @@ pub fn node_session(bytes: &[u8]) {
     }
     let frames = client_frames(rest);
     let expected = expect(flags, &frames);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("a runtime");
+    let runtime = paused_runtime();
     runtime.block_on(async move {
         let node = session_node(flags);
         let (client_io, server_io) = tokio::io::duplex(64 * 1024);
@@ -466,11 +455,7 @@ pub fn node_session(bytes: &[u8]) {
             eprintln!("expected {expected:#?}\nanswers {answers:?}\nclosed by the node: {closed_by_node:?}");
         }
         check_answers(&expected, &answers, closed_by_node);
-        let health = node.health();
-        assert_eq!(health["connections"], 0, "the connection is still counted: {health}");
-        assert_eq!(health["queued_bytes"], 0, "bytes still counted as queued: {health}");
-        assert_eq!(node.peer_count(), 0, "the peer is still in the table");
-        node.stop().await;
+        stop_clean(&node).await;
         let stats = node.reactor().stats();
         assert_eq!((stats.in_flight, stats.queued), (0, 0), "work left behind: {stats:?}");
     });
@@ -482,11 +467,7 @@ pub fn node_session(bytes: &[u8]) {
 /// the client stops sending (bounded in virtual time), and nothing is left
 /// counted afterwards.
 fn raw_session(flags: SessionFlags, bytes: &[u8]) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("a runtime");
+    let runtime = paused_runtime();
     runtime.block_on(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let node = session_node(flags);
@@ -514,13 +495,25 @@ fn raw_session(flags: SessionFlags, bytes: &[u8]) {
             .await
             .expect("a raw session ends once the client stops sending")
             .expect("serve_stream");
-        let health = node.health();
-        assert_eq!(health["connections"], 0, "the connection is still counted: {health}");
-        assert_eq!(health["queued_bytes"], 0, "bytes still counted as queued: {health}");
-        assert_eq!(node.peer_count(), 0, "the peer is still in the table");
-        node.stop().await;
+        stop_clean(&node).await;
     });
     assert!(!PANICKED.load(Ordering::SeqCst), "a task panicked during the session");
+}
+
+/// A runtime on virtual time: a session's timers (handshake, heartbeat,
+/// deadlines) elapse as soon as everything is idle, so a run stays fast.
+fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("a runtime")
+}
+
+/// After a session: nothing of the connection is left counted, then the
+/// node stops.
+async fn stop_clean(node: &Node) {
+    let health = node.health();
+    assert_eq!(health["connections"], 0, "the connection is still counted: {health}");
+    assert_eq!(health["queued_bytes"], 0, "bytes still counted as queued: {health}");
+    assert_eq!(node.peer_count(), 0, "the peer is still in the table");
+    node.stop().await;
 }
 
 /// The client side: upgrade, send every frame while reading answers, close

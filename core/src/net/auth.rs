@@ -63,15 +63,28 @@ impl fmt::Debug for TokenSpec {
 }
 
 impl TokenSpec {
-    /// A token allowed to submit and serve everything.
-    pub fn allow_all(name: impl Into<String>, token: impl Into<String>) -> TokenSpec {
+    /// A token allowed to submit the keys matching `submit` and serve those
+    /// matching `serve` (patterns as described above; checked when the
+    /// listener starts).
+    pub fn new(
+        name: impl Into<String>,
+        token: impl Into<String>,
+        submit: &[&str],
+        serve: &[&str],
+    ) -> TokenSpec {
+        let patterns = |list: &[&str]| list.iter().map(|p| p.to_string()).collect();
         TokenSpec {
             name: name.into(),
             token: Some(token.into()),
             token_sha256: None,
-            submit: vec!["*".into()],
-            serve: vec!["*".into()],
+            submit: patterns(submit),
+            serve: patterns(serve),
         }
+    }
+
+    /// A token allowed to submit and serve everything.
+    pub fn allow_all(name: impl Into<String>, token: impl Into<String>) -> TokenSpec {
+        TokenSpec::new(name, token, &["*"], &["*"])
     }
 
     /// Reads a tokens file: TOML when its name ends in `.toml`, JSON when
@@ -347,16 +360,6 @@ pub(crate) fn bearer(header: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
-    fn spec(name: &str, token: &str, submit: &[&str], serve: &[&str]) -> TokenSpec {
-        TokenSpec {
-            name: name.into(),
-            token: Some(token.into()),
-            token_sha256: None,
-            submit: submit.iter().map(|s| s.to_string()).collect(),
-            serve: serve.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-
     #[test]
     fn patterns_match_groups_elements_wildcards_and_prefixes() {
         let p = Patterns::compile(&["df:*".into(), "cf:start".into(), "*:user.*".into()]).unwrap().unwrap();
@@ -389,8 +392,8 @@ mod tests {
     #[test]
     fn the_table_finds_the_right_grant_and_refuses_others() {
         let table = AuthTable::new(&[
-            spec("reader", "reader-token-0123456789", &["df:get"], &[]),
-            spec("admin", "admin-token-0123456789ab", &["*"], &["*"]),
+            TokenSpec::new("reader", "reader-token-0123456789", &["df:get"], &[]),
+            TokenSpec::new("admin", "admin-token-0123456789ab", &["*"], &["*"]),
         ])
         .unwrap();
         assert_eq!(&*table.check("admin-token-0123456789ab").unwrap().name, "admin");
@@ -416,30 +419,31 @@ mod tests {
 
     #[test]
     fn bad_tables_are_refused_without_showing_tokens() {
-        let short = AuthTable::new(&[spec("a", "short", &[], &[])]).unwrap_err();
+        let short = AuthTable::new(&[TokenSpec::new("a", "short", &[], &[])]).unwrap_err();
         assert!(short.message.contains("at least 16"), "{}", short.message);
         let twice = AuthTable::new(&[
-            spec("a", "same-token-0123456789", &[], &[]),
-            spec("b", "same-token-0123456789", &[], &[]),
+            TokenSpec::new("a", "same-token-0123456789", &[], &[]),
+            TokenSpec::new("b", "same-token-0123456789", &[], &[]),
         ])
         .unwrap_err();
         assert!(twice.message.contains("the same token as \"a\""), "{}", twice.message);
         assert!(!twice.message.contains("same-token"));
         let names = AuthTable::new(&[
-            spec("a", "one-token-0123456789", &[], &[]),
-            spec("a", "two-token-0123456789", &[], &[]),
+            TokenSpec::new("a", "one-token-0123456789", &[], &[]),
+            TokenSpec::new("a", "two-token-0123456789", &[], &[]),
         ])
         .unwrap_err();
         assert!(names.message.contains("used twice"));
         let neither = AuthTable::new(&[TokenSpec { name: "x".into(), ..TokenSpec::default() }]).unwrap_err();
         assert!(neither.message.contains("exactly one of token and token_sha256"));
-        let pattern = AuthTable::new(&[spec("p", "pattern-token-0123456789", &["df"], &[])]).unwrap_err();
+        let pattern =
+            AuthTable::new(&[TokenSpec::new("p", "pattern-token-0123456789", &["df"], &[])]).unwrap_err();
         assert!(pattern.message.contains("submit: pattern \"df\""), "{}", pattern.message);
     }
 
     #[test]
     fn debug_output_never_shows_a_token() {
-        let s = spec("visible-name", "very-secret-token-value", &["*"], &[]);
+        let s = TokenSpec::new("visible-name", "very-secret-token-value", &["*"], &[]);
         let shown = format!("{s:?}");
         assert!(shown.contains("visible-name") && !shown.contains("very-secret"), "{shown}");
         let table = AuthTable::new(&[s]).unwrap();
