@@ -166,9 +166,8 @@ pub(crate) fn current(py: Python<'_>, what: &str) -> PyResult<Arc<Bridge>> {
              returns an awaitable of that loop); without a running loop, use its _sync variant"
         )));
     };
-    let cached = CURRENT.with(|c| {
-        c.borrow().as_ref().filter(|b| b.event_loop.as_ptr() == lp.as_ptr()).cloned()
-    });
+    let cached =
+        CURRENT.with(|c| c.borrow().as_ref().filter(|b| b.event_loop.as_ptr() == lp.as_ptr()).cloned());
     if let Some(bridge) = cached {
         return Ok(bridge);
     }
@@ -426,7 +425,9 @@ impl LoopTask {
 /// Resolves `target` with `answer`.
 fn deliver(py: Python<'_>, target: &Bound<'_, PyAny>, answer: Answer) {
     let outcome: PyResult<Bound<'_, PyAny>> = match answer {
-        Answer::Result(result) => Py::new(py, PyPacketResult::from_core(py, result)).map(|r| r.into_bound(py).into_any()),
+        Answer::Result(result) => {
+            Py::new(py, PyPacketResult::from_core(py, result)).map(|r| r.into_bound(py).into_any())
+        }
         Answer::Data(Ok(value)) => convert::to_py(py, &value),
         Answer::Data(Err(e)) | Answer::Unit(Err(e)) => Err(errors::to_pyerr(py, &e)),
         Answer::Unit(Ok(())) => Ok(py.None().into_bound(py)),
@@ -466,7 +467,11 @@ pub(crate) fn spawn<'py>(
     let task = Arc::new(LoopTask {
         bridge: bridge.clone(),
         scheduled: AtomicBool::new(false),
-        state: Mutex::new(Some(TaskState { work: Box::pin(work), target: target.clone().unbind(), hook: None })),
+        state: Mutex::new(Some(TaskState {
+            work: Box::pin(work),
+            target: target.clone().unbind(),
+            hook: None,
+        })),
     });
     let finished = {
         let _active = ActiveGuard::enter(bridge);
@@ -500,9 +505,12 @@ pub(crate) fn spawn<'py>(
 
 /// A future that is already resolved with `value`, for awaitable APIs that
 /// have nothing to wait for.
-pub(crate) fn ready<'py>(py: Python<'py>, bridge: &Bridge, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn ready<'py>(
+    py: Python<'py>,
+    bridge: &Bridge,
+    value: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
     let fut = bridge.create_future(py)?;
     fut.call_method1(pyo3::intern!(py, "set_result"), (value,))?;
     Ok(fut)
 }
-

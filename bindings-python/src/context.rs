@@ -23,7 +23,11 @@ impl PyContext {
 }
 
 /// Checks `group:element` at the call site (PF400 raises at once).
-pub(crate) fn target(py: Python<'_>, group: &Bound<'_, PyString>, element: &Bound<'_, PyString>) -> PyResult<(String, String)> {
+pub(crate) fn target(
+    py: Python<'_>,
+    group: &Bound<'_, PyString>,
+    element: &Bound<'_, PyString>,
+) -> PyResult<(String, String)> {
     let g = pystr::as_str(group)?;
     let e = pystr::as_str(element)?;
     Group::parse(g).map_err(|err| errors::to_pyerr(py, &err))?;

@@ -67,11 +67,7 @@ pub(crate) fn from_handler_exception(py: Python<'_>, err: &PyErr) -> PfError {
             }
         }
     }
-    let type_name = value
-        .get_type()
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "Exception".to_owned());
+    let type_name = value.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "Exception".to_owned());
     let text = value.str().map(|s| s.to_string()).unwrap_or_default();
     let message = if text.is_empty() { type_name } else { format!("{type_name}: {text}") };
     PfError::new(ErrorCode::HandlerFailed, message)

@@ -269,8 +269,9 @@ impl Reply {
     /// The handler raised `exc` (re-raised by the caller if it is not an
     /// `Exception`, so it is not raised a second time here).
     fn fail(&self, py: Python<'_>, exc: Bound<'_, PyAny>) -> PyResult<()> {
-        let cancelled = CANCELLED_ERROR
-            .get_or_try_init(py, || Ok::<_, PyErr>(py.import("asyncio")?.getattr("CancelledError")?.unbind()))?;
+        let cancelled = CANCELLED_ERROR.get_or_try_init(py, || {
+            Ok::<_, PyErr>(py.import("asyncio")?.getattr("CancelledError")?.unbind())
+        })?;
         let was_cancelled = exc.is_instance(cancelled.bind(py))?;
         let err = PyErr::from_value(exc);
         self.send(|| {
@@ -352,7 +353,11 @@ pub(crate) fn sync_handler(handler: Arc<PyHandler>, pool: Arc<Pool>) -> Handler 
 
 /// The packet's outcome for what a `def` handler returned or raised (on
 /// its handler thread).
-pub(crate) fn sync_outcome(py: Python<'_>, handler: &PyHandler, returned: PyResult<Bound<'_, PyAny>>) -> HandlerResult {
+pub(crate) fn sync_outcome(
+    py: Python<'_>,
+    handler: &PyHandler,
+    returned: PyResult<Bound<'_, PyAny>>,
+) -> HandlerResult {
     match returned {
         Ok(value) => match convert::try_to_value(&value) {
             Ok(v) => Ok(v),
@@ -376,9 +381,9 @@ pub(crate) fn sync_outcome(py: Python<'_>, handler: &PyHandler, returned: PyResu
 static ISAWAITABLE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 fn is_awaitable(py: Python<'_>, value: &Bound<'_, PyAny>) -> bool {
-    let Ok(check) = ISAWAITABLE.get_or_try_init(py, || {
-        Ok::<_, PyErr>(py.import("inspect")?.getattr("isawaitable")?.unbind())
-    }) else {
+    let Ok(check) = ISAWAITABLE
+        .get_or_try_init(py, || Ok::<_, PyErr>(py.import("inspect")?.getattr("isawaitable")?.unbind()))
+    else {
         return false;
     };
     check.bind(py).call1((value,)).and_then(|r| r.is_truthy()).unwrap_or(false)
@@ -390,7 +395,9 @@ static ISCOROUTINEFUNCTION: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 /// `__call__` is one).
 pub(crate) fn is_async(py: Python<'_>, func: &Bound<'_, PyAny>) -> PyResult<bool> {
     let check = ISCOROUTINEFUNCTION
-        .get_or_try_init(py, || Ok::<_, PyErr>(py.import("inspect")?.getattr("iscoroutinefunction")?.unbind()))?
+        .get_or_try_init(py, || {
+            Ok::<_, PyErr>(py.import("inspect")?.getattr("iscoroutinefunction")?.unbind())
+        })?
         .bind(py);
     if check.call1((func,))?.is_truthy()? {
         return Ok(true);

@@ -182,7 +182,10 @@ pub(crate) struct PoolHandle {
 impl PoolHandle {
     /// The next call as `(fn, data, ctx)`, waiting (GIL released) while
     /// there is none; `None` once the pool is stopped.
-    fn next<'py>(&self, py: Python<'py>) -> PyResult<Option<(Py<PyAny>, Bound<'py, PyAny>, Bound<'py, PyContext>)>> {
+    fn next<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<Option<(Py<PyAny>, Bound<'py, PyAny>, Bound<'py, PyContext>)>> {
         // A call left unanswered (the loop around this was interrupted)
         // ends here, as a failure.
         CURRENT.with(|c| c.borrow_mut().take());

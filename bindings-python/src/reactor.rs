@@ -131,7 +131,10 @@ fn build_packet(
                 )));
             };
             ids.push(PacketId::new(pystr::as_str(s)?).map_err(|e| {
-                errors::to_pyerr(py, &packetflow::PfError { message: format!("dependencies[{i}]: {}", e.message), ..e })
+                errors::to_pyerr(
+                    py,
+                    &packetflow::PfError { message: format!("dependencies[{i}]: {}", e.message), ..e },
+                )
             })?);
         }
         packet = packet.with_dependencies(ids);
@@ -157,7 +160,10 @@ fn build_packet(
     Ok(packet)
 }
 
-fn stats_dict<'py>(py: Python<'py>, stats: packetflow::reactor::ReactorStats) -> PyResult<Bound<'py, PyDict>> {
+fn stats_dict<'py>(
+    py: Python<'py>,
+    stats: packetflow::reactor::ReactorStats,
+) -> PyResult<Bound<'py, PyDict>> {
     let out = PyDict::new(py);
     out.set_item("name", stats.name)?;
     out.set_item("in_flight", stats.in_flight)?;
@@ -382,7 +388,12 @@ impl PyReactor {
             build_packet(py, group, element, data, priority, timeout_ms, dependencies, metadata, packet_id)?;
         let core = self.core.clone();
         let out =
-            blocking::wait(py, "Reactor.call_sync()", "Reactor.call()", async move { core.call(packet).await })?;
+            blocking::wait(
+                py,
+                "Reactor.call_sync()",
+                "Reactor.call()",
+                async move { core.call(packet).await },
+            )?;
         match out {
             Ok(value) => convert::to_py(py, &value),
             Err(err) => Err(errors::to_pyerr(py, &err)),
@@ -532,7 +543,11 @@ impl PyReactor {
     }
 
     #[pyo3(signature = (*_exc))]
-    fn __aexit__<'py>(&self, py: Python<'py>, _exc: &Bound<'py, pyo3::types::PyTuple>) -> PyResult<Bound<'py, PyAny>> {
+    fn __aexit__<'py>(
+        &self,
+        py: Python<'py>,
+        _exc: &Bound<'py, pyo3::types::PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         self.stop(py)
     }
 

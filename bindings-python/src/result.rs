@@ -37,7 +37,9 @@ impl PyPacketResult {
                 Err(e) => (py.None(), Some(e.into_value(py).into_any())),
             },
             Err(err) => {
-                let exc = errors::exception(py, &err).map(Bound::unbind).unwrap_or_else(|e| e.into_value(py).into_any());
+                let exc = errors::exception(py, &err)
+                    .map(Bound::unbind)
+                    .unwrap_or_else(|e| e.into_value(py).into_any());
                 (py.None(), Some(exc))
             }
         };
