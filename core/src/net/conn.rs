@@ -36,11 +36,11 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::WebSocketStream;
 
 use super::auth::{AuthTable, Grant};
-use super::peers::Peer;
-use super::NodeInner;
+use super::peers::{Peer, Relayed, Reply};
+use super::{NodeInner, Relaying};
 use crate::error::{ErrorCode, PfError};
 use crate::packet::PacketId;
-use crate::reactor::Origin;
+use crate::reactor::{Immediate, Origin};
 use crate::result::PacketResult;
 use crate::wire::{Codec, Decoded, FrameError, Message, MessageKind, WireFrame, FEATURE_BATCH};
 
@@ -128,6 +128,7 @@ where
     let rate = node.config.max_submits_per_sec.filter(|r| *r > 0).map(|r| RateLimit::new(r, Instant::now()));
     let auth_deadline =
         awaiting.as_ref().map(|_| Box::pin(tokio::time::sleep(node.config.handshake_timeout)));
+    let (relay_tx, relay_rx) = mpsc::unbounded_channel();
     let mut conn = Connection {
         node: node.clone(),
         peer: peer.clone(),
@@ -153,6 +154,9 @@ where
         rate,
         charged: 0,
         listed_on_hello,
+        relay_tx,
+        relay_rx,
+        relays: Relays::default(),
     };
     if let Some(why) = refused {
         conn.refuse(0, None, why);
@@ -219,6 +223,113 @@ struct Connection<S> {
     /// Bytes of this connection's running submits counted in the node's
     /// queued bytes (returned as they finish, or when the connection ends).
     charged: usize,
+    /// Answers to the packets relayed for this connection (given to the
+    /// peers they went to).
+    relay_tx: mpsc::UnboundedSender<Relayed>,
+    relay_rx: mpsc::UnboundedReceiver<Relayed>,
+    /// The relayed packets not answered yet, and their deadlines.
+    relays: Relays,
+}
+
+/// The packets a connection relayed to peers and that are not answered
+/// yet: how many, and their deadlines, with one timer for all of them.
+///
+/// Deadlines are kept in arrival order (with one `timeout_ms` for all
+/// packets, the usual case, that is deadline order) and in a heap for the
+/// packets whose deadline is earlier than the last one's. An entry is not
+/// removed when its answer comes: at its deadline the peer says whether it
+/// still waits (then it is answered PF408). Entries of answered packets are
+/// dropped in bulk once they outnumber the unanswered ones, so memory stays
+/// proportional to the packets in flight.
+#[derive(Default)]
+struct Relays {
+    /// Relayed packets not answered yet.
+    open: usize,
+    in_order: std::collections::VecDeque<Expiry>,
+    early: std::collections::BinaryHeap<std::cmp::Reverse<Expiry>>,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// When the timer fires (`None`: disarmed).
+    armed: Option<Instant>,
+}
+
+/// When a relayed packet (submit `seq` on `peer`) expires.
+struct Expiry {
+    deadline: Instant,
+    seq: u64,
+    peer: Arc<Peer>,
+}
+
+impl PartialEq for Expiry {
+    fn eq(&self, other: &Self) -> bool {
+        self.deadline == other.deadline && self.seq == other.seq && self.peer.id == other.peer.id
+    }
+}
+impl Eq for Expiry {}
+impl PartialOrd for Expiry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Expiry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.deadline, self.peer.id, self.seq).cmp(&(other.deadline, other.peer.id, other.seq))
+    }
+}
+
+impl Relays {
+    /// Records a packet relayed as submit `seq` to `peer`.
+    fn push(&mut self, deadline: Instant, peer: Arc<Peer>, seq: u64) {
+        self.open += 1;
+        let expiry = Expiry { deadline, seq, peer };
+        if self.in_order.back().is_none_or(|last| last.deadline <= deadline) {
+            self.in_order.push_back(expiry);
+        } else {
+            self.early.push(std::cmp::Reverse(expiry));
+        }
+        if self.armed.is_none_or(|at| deadline < at) {
+            self.arm(deadline);
+        }
+        if self.in_order.len() + self.early.len() > 2 * self.open + 1024 {
+            self.in_order.retain(|e| e.peer.is_pending(e.seq));
+            self.early.retain(|e| e.0.peer.is_pending(e.0.seq));
+        }
+    }
+
+    fn arm(&mut self, at: Instant) {
+        match &mut self.timer {
+            Some(timer) => timer.as_mut().reset(at),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+        self.armed = Some(at);
+    }
+
+    /// The entries past their deadline once the timer fired (re-armed for
+    /// the next one); empty while it has not.
+    fn expired(&mut self, cx: &mut Context<'_>) -> Vec<Expiry> {
+        let mut due = Vec::new();
+        let Some(timer) = self.timer.as_mut() else { return due };
+        if self.armed.is_none() || timer.as_mut().poll(cx).is_pending() {
+            return due;
+        }
+        self.armed = None;
+        let now = Instant::now();
+        while self.in_order.front().is_some_and(|e| e.deadline <= now) {
+            due.extend(self.in_order.pop_front());
+        }
+        while self.early.peek().is_some_and(|e| e.0.deadline <= now) {
+            due.extend(self.early.pop().map(|e| e.0));
+        }
+        let next = match (self.in_order.front(), self.early.peek()) {
+            (Some(a), Some(b)) => Some(a.deadline.min(b.0.deadline)),
+            (Some(a), None) => Some(a.deadline),
+            (None, Some(b)) => Some(b.0.deadline),
+            (None, None) => None,
+        };
+        if let Some(at) = next {
+            self.arm(at);
+        }
+        due
+    }
 }
 
 impl<S> Drop for Connection<S> {
@@ -264,6 +375,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 progress |= self.poll_stop(cx);
             }
             progress |= self.poll_running(cx);
+            progress |= self.poll_relayed(cx);
             progress |= self.poll_outbox(cx);
             if self.closing.is_none() && self.stop_grace.is_none() {
                 match self.poll_read(cx) {
@@ -300,7 +412,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.stop_grace = Some(Box::pin(tokio::time::sleep(STOP_GRACE)));
         }
         let grace_over = self.stop_grace.as_mut().is_some_and(|s| s.as_mut().poll(cx).is_ready());
-        if self.running.is_empty() || grace_over {
+        if (self.running.is_empty() && self.relays.open == 0) || grace_over {
             self.close(CLOSE_AWAY, "node stopping");
             return true;
         }
@@ -313,6 +425,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.release(size);
             self.out.push(Message::Result { seq, result });
             progress = true;
+        }
+        progress
+    }
+
+    /// Answers of relayed packets, and the ones whose deadline passed.
+    fn poll_relayed(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        while let Poll::Ready(Some(Relayed { seq, size, result })) = self.relay_rx.poll_recv(cx) {
+            self.relays.open -= 1;
+            self.release(size);
+            self.out.push(Message::Result { seq, result });
+            progress = true;
+        }
+        for expiry in self.relays.expired(cx) {
+            progress = true;
+            // Still pending: the peer did not answer in time. (Otherwise its
+            // answer is on its way through the relay channel.)
+            let Some((packet_id, Reply::Relay(relay))) = expiry.peer.abandon_submit(expiry.seq) else {
+                continue;
+            };
+            self.relays.open -= 1;
+            self.release(relay.size);
+            let message = format!("no answer from peer {} before the deadline", expiry.peer.remote);
+            let elapsed = relay.start.elapsed().as_millis() as u64;
+            let result = PacketResult::error(packet_id, ErrorCode::Timeout, message, elapsed);
+            self.out.push(Message::Result { seq: relay.seq, result });
         }
         progress
     }
@@ -598,7 +736,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     }
                 }
                 let limit = self.node.config.max_inflight_per_conn;
-                if self.running.len() + self.out.len() >= limit {
+                if self.running.len() + self.relays.open + self.out.len() >= limit {
                     let message =
                         format!("this connection has {limit} packets in flight or unsent; retry later");
                     let result = PacketResult::error(packet.id, ErrorCode::Overloaded, message, 0);
@@ -606,27 +744,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     return;
                 }
                 let deadline = now + Duration::from_millis(packet.timeout_ms());
-                match self.node.reactor.submit_now(*packet, now, deadline) {
-                    Ok(result) => self.out.push(Message::Result { seq, result }),
-                    Err(packet) => {
-                        // Held until answered (running here or forwarded):
-                        // counted against the node's queued bytes.
-                        if !self.charge(size) {
-                            let limit = self.node.config.max_queued_bytes;
-                            let message = format!(
-                                "this node holds its limit of {limit} bytes of packets in flight; retry later"
-                            );
-                            let result = PacketResult::error(packet.id, ErrorCode::Overloaded, message, 0);
+                let (packet, elsewhere) = match self.node.reactor.try_submit(*packet, now, deadline) {
+                    Immediate::Done(result) => {
+                        self.out.push(Message::Result { seq, result });
+                        return;
+                    }
+                    Immediate::Elsewhere(packet) => (packet, true),
+                    Immediate::Later(packet) => (packet, false),
+                };
+                // Held until answered (running here or forwarded):
+                // counted against the node's queued bytes.
+                if !self.charge(size) {
+                    let limit = self.node.config.max_queued_bytes;
+                    let message = format!(
+                        "this node holds its limit of {limit} bytes of packets in flight; retry later"
+                    );
+                    let result = PacketResult::error(packet.id, ErrorCode::Overloaded, message, 0);
+                    self.out.push(Message::Result { seq, result });
+                    return;
+                }
+                let origin = Origin(self.peer.id);
+                let packet = if elsewhere {
+                    match self.node.relay(packet, deadline, origin, seq, size, &self.relay_tx) {
+                        Relaying::Sent { peer, seq } => {
+                            self.relays.push(deadline, peer, seq);
+                            return;
+                        }
+                        Relaying::Answered(result) => {
+                            self.release(size);
                             self.out.push(Message::Result { seq, result });
                             return;
                         }
-                        let reactor = self.node.reactor.clone();
-                        let origin = Some(Origin(self.peer.id));
-                        self.running.push(Box::pin(async move {
-                            (seq, size, reactor.submit_from(packet, now, deadline, origin).await)
-                        }));
+                        Relaying::Declined(packet) => packet,
                     }
-                }
+                } else {
+                    packet
+                };
+                let reactor = self.node.reactor.clone();
+                self.running.push(Box::pin(async move {
+                    (seq, size, reactor.submit_later(packet, now, deadline, Some(origin)).await)
+                }));
             }
             Message::Result { seq, result } => {
                 let id = result.packet_id.clone();

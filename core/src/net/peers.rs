@@ -14,6 +14,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::auth::Grant;
 use crate::packet::{Element, Group, PacketId};
+use crate::reactor::InflightGuard;
 use crate::result::PacketResult;
 use crate::wire::{Hello, Message, FEATURE_DEFAULT_ROUTE};
 
@@ -23,7 +24,57 @@ pub(crate) type ConnId = u64;
 /// A forwarded submit waiting for the peer's answer.
 struct PendingSubmit {
     packet_id: PacketId,
-    reply: oneshot::Sender<PacketResult>,
+    reply: Reply,
+}
+
+/// Where the answer to a forwarded submit goes.
+pub(crate) enum Reply {
+    /// To a future awaiting it (a packet forwarded through the reactor).
+    Wait(oneshot::Sender<PacketResult>),
+    /// Straight to the connection the packet came in on (a packet relayed
+    /// without a future: see `NodeInner::relay`).
+    Relay(Relay),
+}
+
+/// A packet relayed for a connection: what that connection needs to answer
+/// it, and the in-flight mark it holds in the reactor until then.
+pub(crate) struct Relay {
+    /// The submitting connection's answers.
+    pub(crate) to: mpsc::UnboundedSender<Relayed>,
+    /// The submit's `seq` on that connection.
+    pub(crate) seq: u64,
+    /// Bytes charged to the node's queued bytes for it.
+    pub(crate) size: usize,
+    /// When it was forwarded.
+    pub(crate) start: tokio::time::Instant,
+    pub(crate) guard: InflightGuard,
+}
+
+/// The answer to a relayed packet, for the connection it came in on.
+pub(crate) struct Relayed {
+    pub(crate) seq: u64,
+    pub(crate) size: usize,
+    pub(crate) result: PacketResult,
+}
+
+impl Reply {
+    /// Hands `result` on. A relayed packet leaves the reactor's in-flight
+    /// table here, succeeded or failed as its result says.
+    pub(crate) fn deliver(self, result: PacketResult) {
+        match self {
+            Reply::Wait(tx) => {
+                let _ = tx.send(result);
+            }
+            Reply::Relay(Relay { to, seq, size, mut guard, .. }) => {
+                if result.is_success() {
+                    guard.succeed();
+                }
+                drop(guard);
+                // A closed connection released its charged bytes when it ended.
+                let _ = to.send(Relayed { seq, size, result });
+            }
+        }
+    }
 }
 
 /// Submits this node sent to the peer and not yet answered, by `seq`, and
@@ -104,6 +155,11 @@ impl Peer {
         self.hello.read().clone()
     }
 
+    /// Whether the peer sent `hello` (a PacketFlow node, not a seed peer).
+    pub(crate) fn has_hello(&self) -> bool {
+        self.hello.read().is_some()
+    }
+
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
@@ -114,12 +170,7 @@ impl Peer {
 
     /// Registers a forwarded submit and returns its `seq`, or `None` when
     /// the peer already has `limit` of ours in flight.
-    pub(crate) fn begin_submit(
-        &self,
-        packet_id: PacketId,
-        reply: oneshot::Sender<PacketResult>,
-        limit: usize,
-    ) -> Option<u64> {
+    pub(crate) fn begin_submit(&self, packet_id: PacketId, reply: Reply, limit: usize) -> Option<u64> {
         let mut pending = self.pending.lock();
         if pending.by_seq.len() >= limit {
             return None;
@@ -136,13 +187,20 @@ impl Peer {
         self.pending.lock().by_seq.get(&seq).map(|p| p.packet_id.clone())
     }
 
-    /// Forgets a forwarded submit whose submitter stopped waiting.
-    pub(crate) fn abandon_submit(&self, seq: u64) {
+    /// Forgets a forwarded submit whose submitter stopped waiting; gives
+    /// back its packet id and reply, if it was still pending.
+    pub(crate) fn abandon_submit(&self, seq: u64) -> Option<(PacketId, Reply)> {
         let mut pending = self.pending.lock();
-        if let Some(p) = pending.by_seq.remove(&seq) {
-            pending.by_id.remove(&p.packet_id);
-            self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        }
+        let p = pending.by_seq.remove(&seq)?;
+        pending.by_id.remove(&p.packet_id);
+        drop(pending);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        Some((p.packet_id, p.reply))
+    }
+
+    /// Whether the forwarded submit `seq` still waits for its answer.
+    pub(crate) fn is_pending(&self, seq: u64) -> bool {
+        self.pending.lock().by_seq.contains_key(&seq)
     }
 
     /// Delivers an answer. The `seq` wins when it names a pending submit of
@@ -164,7 +222,7 @@ impl Peer {
         pending.by_id.remove(&p.packet_id);
         drop(pending);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let _ = p.reply.send(result);
+        p.reply.deliver(result);
         true
     }
 
@@ -176,8 +234,8 @@ impl Peer {
             pending.by_seq.drain().map(|(_, p)| p).collect()
         };
         self.in_flight.store(0, Ordering::Relaxed);
-        for p in drained {
-            let _ = p.reply.send(make(p.packet_id));
+        for PendingSubmit { packet_id, reply } in drained {
+            reply.deliver(make(packet_id));
         }
     }
 
@@ -386,7 +444,7 @@ mod tests {
         let a = peer(1, Some(&["df:a"]), &mut t);
         peer(2, Some(&["df:a"]), &mut t);
         let (tx, _rx) = oneshot::channel();
-        a.begin_submit(PacketId::new("x").unwrap(), tx, 10).unwrap();
+        a.begin_submit(PacketId::new("x").unwrap(), Reply::Wait(tx), 10).unwrap();
         assert_eq!(t.route(Group::DataFlow, "a", None, None).unwrap().id, 2);
     }
 
@@ -420,8 +478,8 @@ mod tests {
         let (tx2, mut rx2) = oneshot::channel();
         let id1 = PacketId::new("one").unwrap();
         let id2 = PacketId::new("two").unwrap();
-        let s1 = p.begin_submit(id1.clone(), tx1, 10).unwrap();
-        p.begin_submit(id2.clone(), tx2, 10).unwrap();
+        let s1 = p.begin_submit(id1.clone(), Reply::Wait(tx1), 10).unwrap();
+        p.begin_submit(id2.clone(), Reply::Wait(tx2), 10).unwrap();
         // A seed peer answers with seq 0: matched by packet id.
         assert!(p.complete(0, Some(&id2), PacketResult::success(id2.clone(), 2.into(), 0)));
         assert_eq!(rx2.try_recv().unwrap().outcome, Ok(2.into()));
