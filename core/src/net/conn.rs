@@ -421,6 +421,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     fn poll_running(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
+        if self.running.is_empty() {
+            // Nothing to poll (polling would only register the waker again);
+            // a future pushed later is polled on the next turn of the loop.
+            return false;
+        }
         while let Poll::Ready(Some((seq, size, result))) = Pin::new(&mut self.running).poll_next(cx) {
             self.release(size);
             self.out.push(Message::Result { seq, result });
@@ -744,7 +749,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     return;
                 }
                 let deadline = now + Duration::from_millis(packet.timeout_ms());
-                let (packet, elsewhere) = match self.node.reactor.try_submit(*packet, now, deadline) {
+                let (packet, elsewhere) = match self.node.reactor.try_submit(packet, now, deadline) {
                     Immediate::Done(result) => {
                         self.out.push(Message::Result { seq, result });
                         return;
@@ -782,7 +787,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 };
                 let reactor = self.node.reactor.clone();
                 self.running.push(Box::pin(async move {
-                    (seq, size, reactor.submit_later(packet, now, deadline, Some(origin)).await)
+                    (seq, size, reactor.submit_later(*packet, now, deadline, Some(origin)).await)
                 }));
             }
             Message::Result { seq, result } => {

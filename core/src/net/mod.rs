@@ -951,7 +951,7 @@ async fn forward_to(node: &NodeInner, peer: &Peer, packet: Packet, deadline: Ins
     let fail =
         |code: ErrorCode, message: String| PacketResult::error(id.clone(), code, message, since_ms(start));
     let (reply, answer) = oneshot::channel();
-    let seq = match send_to(node, peer, packet, start, deadline, Reply::Wait(reply)) {
+    let seq = match send_to(node, peer, Box::new(packet), start, deadline, Reply::Wait(reply)) {
         Ok(seq) => seq,
         Err((code, message)) => return fail(code, message),
     };
@@ -971,7 +971,7 @@ async fn forward_to(node: &NodeInner, peer: &Peer, packet: Packet, deadline: Ins
 fn send_to(
     node: &NodeInner,
     peer: &Peer,
-    mut packet: Packet,
+    mut packet: Box<Packet>,
     start: Instant,
     deadline: Instant,
     reply: Reply,
@@ -998,7 +998,7 @@ fn send_to(
             format!("peer {} already has {limit} packets in flight", peer.remote),
         ));
     };
-    if !peer.send(Message::Submit { seq, packet: Box::new(packet) }) {
+    if !peer.send(Message::Submit { seq, packet }) {
         peer.abandon_submit(seq);
         return Err((ErrorCode::Unavailable, format!("peer {} went away", peer.remote)));
     }
@@ -1016,7 +1016,7 @@ pub(crate) enum Relaying {
     Answered(PacketResult),
     /// Not for this path: no route (PF001), or a seed peer (whose keys
     /// the reactor's forwarder learns). Submit it through the reactor.
-    Declined(Packet),
+    Declined(Box<Packet>),
 }
 
 impl NodeInner {
@@ -1028,7 +1028,7 @@ impl NodeInner {
     /// remaining timeout and errors; the connection enforces the deadline.
     pub(crate) fn relay(
         &self,
-        packet: Packet,
+        packet: Box<Packet>,
         deadline: Instant,
         origin: Origin,
         seq: u64,
@@ -1045,7 +1045,7 @@ impl NodeInner {
         let Some(guard) = self.reactor.begin_forward(&packet.id) else {
             let message = format!("a packet with id {} is already in flight", packet.id);
             return Relaying::Answered(PacketResult::error(
-                packet.id,
+                packet.id.clone(),
                 ErrorCode::DuplicateId,
                 message,
                 since_ms(start),

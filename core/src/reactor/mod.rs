@@ -67,15 +67,40 @@ pub struct Origin(pub u64);
 /// What [`Reactor::try_submit`] did with a packet.
 // A packet is given back by value (no allocation) on the slow paths.
 #[allow(clippy::large_enum_variant)]
-pub(crate) enum Immediate {
+pub(crate) enum Immediate<P> {
     /// Answered at once (a local sync handler).
     Done(PacketResult),
     /// Valid, without dependencies, with no local handler: it goes to a
     /// peer or is answered PF001.
-    Elsewhere(Packet),
+    Elsewhere(P),
     /// Needs the awaiting path ([`Reactor::submit_later`]): a local async
     /// handler, dependencies, an invalid packet, a stopped reactor.
-    Later(Packet),
+    Later(P),
+}
+
+/// A packet held by value or in a box (as a decoded frame holds it, so that
+/// forwarding it needs no new box).
+pub(crate) trait OwnedPacket {
+    fn packet(&self) -> &Packet;
+    fn into_packet(self) -> Packet;
+}
+
+impl OwnedPacket for Packet {
+    fn packet(&self) -> &Packet {
+        self
+    }
+    fn into_packet(self) -> Packet {
+        self
+    }
+}
+
+impl OwnedPacket for Box<Packet> {
+    fn packet(&self) -> &Packet {
+        self
+    }
+    fn into_packet(self) -> Packet {
+        *self
+    }
 }
 
 /// Where packets with no local handler go: a network node's router.
@@ -317,22 +342,28 @@ impl Reactor {
     /// [`submit_now`](Self::submit_now), telling apart the packets given
     /// back: a valid packet with no dependencies and no local handler
     /// ([`Immediate::Elsewhere`]) is one a node may forward at once.
-    pub(crate) fn try_submit(&self, packet: Packet, start: Instant, deadline: Instant) -> Immediate {
+    pub(crate) fn try_submit<P: OwnedPacket>(
+        &self,
+        owned: P,
+        start: Instant,
+        deadline: Instant,
+    ) -> Immediate<P> {
+        let packet = owned.packet();
         if !packet.dependencies.is_empty() || self.is_stopped() || packet.validate().is_err() {
-            return Immediate::Later(packet);
+            return Immediate::Later(owned);
         }
         let handlers = self.inner.handlers.load();
         let Some(route) = handlers.get(packet.group, packet.element.as_str()) else {
-            return Immediate::Elsewhere(packet);
+            return Immediate::Elsewhere(owned);
         };
         let Handler::Sync(f) = &route.handler else {
-            return Immediate::Later(packet);
+            return Immediate::Later(owned);
         };
         let Some(mut guard) = self.inner.inflight.begin(&packet.id) else {
-            return Immediate::Later(packet); // the slow path answers PF409
+            return Immediate::Later(owned); // the slow path answers PF409
         };
         let id = packet.id.clone();
-        let outcome = self.run_sync(f.as_ref(), packet, deadline);
+        let outcome = self.run_sync(f.as_ref(), owned.into_packet(), deadline);
         Immediate::Done(self.finish(&route.stats, &mut guard, id, outcome, start))
     }
 

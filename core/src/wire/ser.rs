@@ -166,3 +166,205 @@ impl Serialize for WireMessage<'_> {
         m.end()
     }
 }
+
+/// Writes a `submit` or `result` message as JSON, byte for byte as serde_json
+/// writes its [`WireMessage`], but with the frame's own keys and
+/// punctuation copied as they are instead of going through serde (which
+/// escapes every key, one call each): these two are the messages of every
+/// packet, and a hub writes two of them per packet it forwards. Strings are
+/// copied as they are when they need no escape, and values (`data`,
+/// `metadata`) still go through serde_json. Returns false, having written
+/// nothing, for the other kinds.
+pub(super) fn write_json_fast(message: &Message, out: &mut Vec<u8>) -> bool {
+    match message {
+        Message::Submit { seq, packet } => {
+            let p = &**packet;
+            out.extend_from_slice(b"{\"type\":\"submit\",\"seq\":");
+            json_u64(*seq, out);
+            out.extend_from_slice(b",\"payload\":{\"version\":\"");
+            out.extend_from_slice(PROTOCOL_VERSION.as_bytes());
+            out.extend_from_slice(b"\",\"id\":");
+            json_str(p.id.as_str(), out);
+            out.extend_from_slice(b",\"group\":");
+            json_str(p.group.as_str(), out);
+            out.extend_from_slice(b",\"element\":");
+            json_str(p.element.as_str(), out);
+            out.extend_from_slice(b",\"data\":");
+            json_value(&p.data, out);
+            out.extend_from_slice(b",\"priority\":");
+            json_u64(p.priority.get().into(), out);
+            if let Some(t) = p.timeout_ms {
+                out.extend_from_slice(b",\"timeout_ms\":");
+                json_u64(t, out);
+            }
+            if !p.dependencies.is_empty() {
+                out.extend_from_slice(b",\"dependencies\":[");
+                for (i, dep) in p.dependencies.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    json_str(dep.as_str(), out);
+                }
+                out.push(b']');
+            }
+            if let Some(meta) = &p.metadata {
+                out.extend_from_slice(b",\"metadata\":");
+                json_value(meta, out);
+            }
+            out.extend_from_slice(b"}}");
+            true
+        }
+        Message::Result { seq, result } => {
+            out.extend_from_slice(b"{\"type\":\"result\",\"seq\":");
+            json_u64(*seq, out);
+            out.extend_from_slice(b",\"payload\":{\"packet_id\":");
+            json_str(result.packet_id.as_str(), out);
+            match &result.outcome {
+                Ok(data) => {
+                    out.extend_from_slice(b",\"status\":\"success\",\"data\":");
+                    json_value(data, out);
+                }
+                Err(e) => {
+                    out.extend_from_slice(b",\"status\":\"error\",\"error\":{\"code\":");
+                    json_str(&e.code, out);
+                    out.extend_from_slice(b",\"message\":");
+                    json_str(&e.message, out);
+                    out.push(b'}');
+                }
+            }
+            out.extend_from_slice(b",\"duration_ms\":");
+            json_u64(result.duration_ms, out);
+            out.extend_from_slice(b"}}");
+            true
+        }
+        _ => false,
+    }
+}
+
+/// A JSON string: copied between quotes when nothing in it needs an escape
+/// (what serde_json escapes: control characters, `"` and `\`), else
+/// written by serde_json.
+fn json_str(s: &str, out: &mut Vec<u8>) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        json_value(s, out);
+    }
+}
+
+fn json_u64(n: u64, out: &mut Vec<u8>) {
+    json_value(&n, out);
+}
+
+fn json_value<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
+    // JSON-shaped values with string keys always encode; a Vec never fails.
+    serde_json::to_writer(out, value).expect("JSON-shaped values always encode");
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use crate::error::{ErrorCode, PfError};
+    use crate::packet::{Element, Group, Packet, PacketId, Priority};
+    use crate::result::PacketResult;
+    use crate::wire::{Codec, Message};
+
+    /// The fast writer's frame, checked against serde's byte for byte and
+    /// decoded back to the same message.
+    fn check(message: &Message) {
+        let fast = Codec::Json.encode_to_vec(message);
+        let reference = Codec::Json.encode_with_serde(message);
+        assert_eq!(String::from_utf8_lossy(&fast), String::from_utf8_lossy(&reference));
+        match Codec::Json.frame(message) {
+            crate::wire::WireFrame::Text(text) => assert_eq!(text.as_bytes(), &reference[..]),
+            other => panic!("a JSON frame is text, got {other:?}"),
+        }
+        let back = Codec::Json.decode(&fast).into_iter().next().unwrap().unwrap();
+        assert_eq!(&back, message);
+    }
+
+    fn submit(id: &str, data: serde_json::Value) -> Packet {
+        let mut p = Packet::new(Group::DataFlow, Element::new("transform").unwrap(), data);
+        p.id = PacketId::new(id).unwrap();
+        p
+    }
+
+    #[test]
+    fn submits_and_results_match_serde() {
+        let plain = submit("550e8400-e29b-41d4-a716-446655440000", json!("hello world"));
+        check(&Message::Submit { seq: 1, packet: Box::new(plain.clone()) });
+        let mut full =
+            submit("quote\"back\\slash\nnew\u{1}ctl é ✓", json!({"f": 1.5, "n": null, "a": [1, -2, "x\ty"]}));
+        full.group = Group::ResourceMgmt;
+        full.priority = Priority::new(10).unwrap();
+        full.timeout_ms = Some(86_400_000);
+        full.dependencies = vec![PacketId::new("a").unwrap(), PacketId::new("b\"c").unwrap()];
+        full.metadata = Some(
+            json!({"z": 1, "pf.hops": 3, "a": {"deep": [true]}, "pf.trace_id": "t"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        check(&Message::Submit { seq: u64::MAX, packet: Box::new(full.clone()) });
+        let mut empty_meta = plain.clone();
+        empty_meta.metadata = Some(serde_json::Map::new());
+        check(&Message::Submit { seq: 0, packet: Box::new(empty_meta) });
+        for data in [json!(null), json!(0), json!(-1), json!(1e300), json!("HELLO"), json!([]), json!({})] {
+            let ok = PacketResult::success(plain.id.clone(), data, 12);
+            check(&Message::Result { seq: 7, result: ok });
+        }
+        let failed = PacketResult::failure(
+            full.id.clone(),
+            PfError::new(ErrorCode::HandlerFailed, "boom: \"quoted\"\n\ttabbed \u{7f} é"),
+            u64::MAX,
+        );
+        check(&Message::Result { seq: 8, result: failed });
+        // Other kinds go through serde; batches mix both.
+        let heartbeat = Message::Heartbeat { seq: 3, timestamp: 99 };
+        check(&heartbeat);
+        let error = Message::Error {
+            seq: 4,
+            error: PfError::new(ErrorCode::BadRequest, "priority must be an integer 1-10, got 11"),
+            packet_id: Some(PacketId::new("p").unwrap()),
+        };
+        let batch = vec![
+            Message::Submit { seq: 1, packet: Box::new(plain.clone()) },
+            heartbeat,
+            Message::Result { seq: 2, result: PacketResult::success(plain.id.clone(), json!(1), 0) },
+            error,
+            Message::Submit { seq: 5, packet: Box::new(full) },
+        ];
+        let mut fast = Vec::new();
+        Codec::Json.encode_batch(&batch, &mut fast);
+        let reference = serde_json::to_vec(&super::super::codec::tests_batch(&batch)).unwrap();
+        assert_eq!(String::from_utf8_lossy(&fast), String::from_utf8_lossy(&reference));
+        match Codec::Json.batch_frame(&batch) {
+            crate::wire::WireFrame::Text(text) => assert_eq!(text.as_bytes(), &reference[..]),
+            other => panic!("a JSON frame is text, got {other:?}"),
+        }
+        let mut one = Vec::new();
+        Codec::Json.encode_batch(&batch[..1], &mut one);
+        let mut none = Vec::new();
+        Codec::Json.encode_batch(&[], &mut none);
+        assert_eq!(none, b"[]");
+        assert_eq!(one[0], b'[');
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, .. ProptestConfig::default() })]
+        #[test]
+        fn any_strings_match_serde(id in "\\PC{1,40}|[\\x00-\\x7f]{1,40}", text in any::<String>(), seq in any::<u64>(), ms in any::<u64>()) {
+            let packet = submit(&id, json!({ "text": text.clone() }));
+            check(&Message::Submit { seq, packet: Box::new(packet.clone()) });
+            let result = PacketResult::failure(packet.id.clone(), PfError::new(ErrorCode::HandlerFailed, text.clone()), ms);
+            check(&Message::Result { seq, result });
+            let result = PacketResult::success(packet.id, json!(text), ms);
+            check(&Message::Result { seq, result });
+        }
+    }
+}
