@@ -42,7 +42,7 @@ use crate::error::{ErrorCode, PfError};
 use crate::packet::PacketId;
 use crate::reactor::{Immediate, Origin};
 use crate::result::PacketResult;
-use crate::wire::{Codec, Decoded, FrameError, Message, MessageKind, WireFrame, FEATURE_BATCH};
+use crate::wire::{Codec, Decoded, FrameError, Message, MessageKind, Outgoing, WireFrame, FEATURE_BATCH};
 
 /// Close codes this node sends.
 pub(crate) const CLOSE_AWAY: u16 = 1001;
@@ -183,11 +183,11 @@ struct Connection<S> {
     peer: Arc<Peer>,
     ws: WebSocketStream<S>,
     codec: Codec,
-    outbox: mpsc::UnboundedReceiver<Message>,
+    outbox: mpsc::UnboundedReceiver<Outgoing>,
     /// Local submits still running (the ones that did not finish at once).
     running: Running,
     /// Messages to write, in order.
-    out: Vec<Message>,
+    out: Vec<Outgoing>,
     /// Frames were handed to the socket and not flushed yet.
     needs_flush: bool,
     /// Set once this side decided to close: the code and reason to send
@@ -428,7 +428,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         while let Poll::Ready(Some((seq, size, result))) = Pin::new(&mut self.running).poll_next(cx) {
             self.release(size);
-            self.out.push(Message::Result { seq, result });
+            self.queue(Message::Result { seq, result });
             progress = true;
         }
         progress
@@ -440,7 +440,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         while let Poll::Ready(Some(Relayed { seq, size, result })) = self.relay_rx.poll_recv(cx) {
             self.relays.open -= 1;
             self.release(size);
-            self.out.push(Message::Result { seq, result });
+            self.queue(Message::Result { seq, result });
             progress = true;
         }
         for expiry in self.relays.expired(cx) {
@@ -455,7 +455,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             let message = format!("no answer from peer {} before the deadline", expiry.peer.remote);
             let elapsed = relay.start.elapsed().as_millis() as u64;
             let result = PacketResult::error(packet_id, ErrorCode::Timeout, message, elapsed);
-            self.out.push(Message::Result { seq: relay.seq, result });
+            self.queue(Message::Result { seq: relay.seq, result });
         }
         progress
     }
@@ -480,7 +480,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.awaiting = None;
         self.auth_deadline = None;
         let error = PfError::new(ErrorCode::Unauthorized, why);
-        self.out.push(Message::Error { seq, error, packet_id });
+        self.queue(Message::Error { seq, error, packet_id });
         self.close(CLOSE_POLICY, "PF401 unauthorized");
     }
 
@@ -503,6 +503,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.charged -= size;
             self.node.queued_bytes.fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+
+    /// Queues `message` for writing.
+    fn queue(&mut self, message: Message) {
+        self.out.push(Outgoing::Message(message));
     }
 
     fn poll_outbox(&mut self, cx: &mut Context<'_>) -> bool {
@@ -571,7 +576,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if self.silent_ticks >= 3 {
             self.close(CLOSE_AWAY, "no frame for 3 heartbeat intervals");
         } else if self.closing.is_none() {
-            self.out.push(Message::Heartbeat { seq: 0, timestamp: epoch_ms() });
+            self.queue(Message::Heartbeat { seq: 0, timestamp: epoch_ms() });
         }
         true
     }
@@ -586,7 +591,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 if Pin::new(&mut self.ws).poll_ready(cx)?.is_pending() {
                     return Poll::Pending;
                 }
-                let frame = to_ws(self.codec.batch_frame(&self.out));
+                let frame = to_ws(self.codec.batch_frame_outgoing(&self.out));
                 Pin::new(&mut self.ws).start_send(frame)?;
                 self.out.clear();
             } else {
@@ -595,7 +600,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     if Pin::new(&mut self.ws).poll_ready(cx)?.is_pending() {
                         break;
                     }
-                    Pin::new(&mut self.ws).start_send(to_ws(self.codec.frame(m)))?;
+                    Pin::new(&mut self.ws).start_send(to_ws(self.codec.frame_outgoing(m)))?;
                     sent += 1;
                 }
                 self.out.drain(..sent);
@@ -695,7 +700,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         // Never answer an answer with an error about itself: two nodes could
         // otherwise bounce error frames forever.
         if e.kind != Some(MessageKind::Error) {
-            self.out.push(e.to_message());
+            self.queue(e.to_message());
         }
     }
 
@@ -726,7 +731,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                             packet.element.as_str()
                         );
                         let result = PacketResult::error(packet.id, ErrorCode::Forbidden, message, 0);
-                        self.out.push(Message::Result { seq, result });
+                        self.queue(Message::Result { seq, result });
                         return;
                     }
                 }
@@ -736,7 +741,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         let message =
                             format!("rate limit: this connection may submit {per_sec} packets per second");
                         let result = PacketResult::error(packet.id, ErrorCode::Overloaded, message, 0);
-                        self.out.push(Message::Result { seq, result });
+                        self.queue(Message::Result { seq, result });
                         return;
                     }
                 }
@@ -745,13 +750,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     let message =
                         format!("this connection has {limit} packets in flight or unsent; retry later");
                     let result = PacketResult::error(packet.id, ErrorCode::Overloaded, message, 0);
-                    self.out.push(Message::Result { seq, result });
+                    self.queue(Message::Result { seq, result });
                     return;
                 }
                 let deadline = now + Duration::from_millis(packet.timeout_ms());
                 let (packet, elsewhere) = match self.node.reactor.try_submit(packet, now, deadline) {
                     Immediate::Done(result) => {
-                        self.out.push(Message::Result { seq, result });
+                        self.queue(Message::Result { seq, result });
                         return;
                     }
                     Immediate::Elsewhere(packet) => (packet, true),
@@ -765,7 +770,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         "this node holds its limit of {limit} bytes of packets in flight; retry later"
                     );
                     let result = PacketResult::error(packet.id, ErrorCode::Overloaded, message, 0);
-                    self.out.push(Message::Result { seq, result });
+                    self.queue(Message::Result { seq, result });
                     return;
                 }
                 let origin = Origin(self.peer.id);
@@ -777,7 +782,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         }
                         Relaying::Answered(result) => {
                             self.release(size);
-                            self.out.push(Message::Result { seq, result });
+                            self.queue(Message::Result { seq, result });
                             return;
                         }
                         Relaying::Declined(packet) => packet,
@@ -868,7 +873,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         let message =
             format!("token {:?} may not serve {keys}; those handlers are not announced", grant.name);
-        self.out.push(Message::Error {
+        self.queue(Message::Error {
             seq,
             error: PfError::new(ErrorCode::Forbidden, message),
             packet_id: None,

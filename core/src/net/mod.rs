@@ -911,7 +911,7 @@ impl Forwarder for Router {
         let node = self.node.upgrade()?;
         let route_key = packet.meta(META_ROUTE_KEY).and_then(Value::as_str);
         let origin = origin.map(|o| o.0);
-        let peer = node.peers.read().route(packet.group, packet.element.as_str(), route_key, origin)?;
+        let peer = node.peers.read().route_element(packet.group, &packet.element, route_key, origin)?;
         Some(Box::pin(forward(node, peer, packet, deadline, origin)))
     }
 }
@@ -937,7 +937,7 @@ async fn forward(
         if !lacks_key {
             return result;
         }
-        let next = node.peers.read().route(key.0, key.1.as_str(), None, origin);
+        let next = node.peers.read().route_element(key.0, &key.1, None, origin);
         match next {
             Some(next) if next.id != peer.id && next.hello().is_none() => peer = next,
             _ => return result,
@@ -988,9 +988,9 @@ fn send_to(
     if remaining_ms == 0 {
         return Err((ErrorCode::Timeout, "no time left to forward the packet".into()));
     }
-    // The peer gets what is left of the deadline, and one more hop.
+    // The peer gets what is left of the deadline, and one more hop (written
+    // into the metadata as the frame is encoded).
     packet.timeout_ms = Some(remaining_ms.min(crate::packet::MAX_TIMEOUT_MS));
-    packet.metadata.get_or_insert_with(Default::default).insert(META_HOPS.into(), hops.into());
     let Some(seq) = peer.begin_submit(packet.id.clone(), reply, node.config.max_pending_per_peer) else {
         let limit = node.config.max_pending_per_peer;
         return Err((
@@ -998,7 +998,7 @@ fn send_to(
             format!("peer {} already has {limit} packets in flight", peer.remote),
         ));
     };
-    if !peer.send(Message::Submit { seq, packet }) {
+    if !peer.send_forward(seq, packet, hops) {
         peer.abandon_submit(seq);
         return Err((ErrorCode::Unavailable, format!("peer {} went away", peer.remote)));
     }
@@ -1036,7 +1036,7 @@ impl NodeInner {
         to: &tokio::sync::mpsc::UnboundedSender<peers::Relayed>,
     ) -> Relaying {
         let route_key = packet.meta(META_ROUTE_KEY).and_then(Value::as_str);
-        let route = self.peers.read().route(packet.group, packet.element.as_str(), route_key, Some(origin.0));
+        let route = self.peers.read().route_element(packet.group, &packet.element, route_key, Some(origin.0));
         let peer = match route {
             Some(peer) if peer.has_hello() => peer,
             _ => return Relaying::Declined(packet),

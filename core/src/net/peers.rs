@@ -13,10 +13,10 @@ use tokio::sync::{mpsc, oneshot};
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::auth::Grant;
-use crate::packet::{Element, Group, PacketId};
+use crate::packet::{Element, Group, Packet, PacketId};
 use crate::reactor::InflightGuard;
 use crate::result::PacketResult;
-use crate::wire::{Hello, Message, FEATURE_DEFAULT_ROUTE};
+use crate::wire::{Hello, Message, Outgoing, FEATURE_DEFAULT_ROUTE};
 
 /// Identifies one connection of this node.
 pub(crate) type ConnId = u64;
@@ -91,7 +91,7 @@ pub(crate) struct Peer {
     /// Where it is: the remote address, or the URL dialed.
     pub(crate) remote: String,
     /// Frames for the connection's task to write (from other tasks).
-    pub(crate) outbox: mpsc::UnboundedSender<Message>,
+    pub(crate) outbox: mpsc::UnboundedSender<Outgoing>,
     hello: RwLock<Option<Arc<Hello>>>,
     /// What was last announced to this peer (to skip repeats).
     announced: Mutex<Option<Announcement>>,
@@ -112,7 +112,7 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub(crate) fn new(id: ConnId, remote: String, outbox: mpsc::UnboundedSender<Message>) -> Peer {
+    pub(crate) fn new(id: ConnId, remote: String, outbox: mpsc::UnboundedSender<Outgoing>) -> Peer {
         Peer {
             id,
             remote,
@@ -165,7 +165,12 @@ impl Peer {
     }
 
     pub(crate) fn send(&self, message: Message) -> bool {
-        self.outbox.send(message).is_ok()
+        self.outbox.send(Outgoing::Message(message)).is_ok()
+    }
+
+    /// Sends `packet` as submit `seq` with `metadata["pf.hops"] = hops`.
+    pub(crate) fn send_forward(&self, seq: u64, packet: Box<Packet>, hops: u64) -> bool {
+        self.outbox.send(Outgoing::Forward { seq, packet, hops }).is_ok()
     }
 
     /// Registers a forwarded submit and returns its `seq`, or `None` when
@@ -345,7 +350,19 @@ impl PeerTable {
         route_key: Option<&str>,
         origin: Option<ConnId>,
     ) -> Option<Arc<Peer>> {
-        let key = (group, Element::new(element).ok()?);
+        self.route_element(group, &Element::new(element).ok()?, route_key, origin)
+    }
+
+    /// [`route`](Self::route) for an element already checked (a packet's).
+    pub(crate) fn route_element(
+        &self,
+        group: Group,
+        element: &Element,
+        route_key: Option<&str>,
+        origin: Option<ConnId>,
+    ) -> Option<Arc<Peer>> {
+        let key = (group, element.clone());
+        let element = element.as_str();
         let announced = self
             .by_key
             .get(&key)

@@ -6,8 +6,8 @@ use serde::de::DeserializeSeed;
 use serde::Serialize;
 
 use super::de::{BatchSeed, FrameSeed};
-use super::ser::{write_json_fast, WireMessage};
-use super::{FrameError, Message, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK};
+use super::ser::{write_json_fast, write_json_outgoing, WireMessage, WireOutgoing};
+use super::{FrameError, Message, Outgoing, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK};
 use crate::packet::bad_request;
 
 /// Deepest nesting a frame may have, counting the frame itself; deeper
@@ -42,6 +42,20 @@ impl Serialize for Batch<'_> {
         let mut seq = s.serialize_seq(Some(self.0.len()))?;
         for message in self.0 {
             seq.serialize_element(&WireMessage { message, compact: self.1 })?;
+        }
+        seq.end()
+    }
+}
+
+/// Queued messages serialized as one array (a batch frame).
+struct OutgoingBatch<'a>(&'a [Outgoing]);
+
+impl Serialize for OutgoingBatch<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for outgoing in self.0 {
+            seq.serialize_element(&WireOutgoing { outgoing, compact: true })?;
         }
         seq.end()
     }
@@ -188,6 +202,37 @@ impl Codec {
                 WireFrame::Text(String::from_utf8(out).expect("JSON is UTF-8"))
             }
             Codec::MsgPack => self.frame_of(&Batch(messages, true)),
+        }
+    }
+
+    /// A queued message as a ready WebSocket frame.
+    pub(crate) fn frame_outgoing(self, outgoing: &Outgoing) -> WireFrame {
+        match self {
+            Codec::Json => {
+                let mut out = Vec::with_capacity(128);
+                write_json_outgoing(outgoing, &mut out);
+                WireFrame::Text(String::from_utf8(out).expect("JSON is UTF-8"))
+            }
+            Codec::MsgPack => self.frame_of(&WireOutgoing { outgoing, compact: true }),
+        }
+    }
+
+    /// Several queued messages as one batch frame.
+    pub(crate) fn batch_frame_outgoing(self, all: &[Outgoing]) -> WireFrame {
+        match self {
+            Codec::Json => {
+                let mut out = Vec::with_capacity(128 * all.len());
+                out.push(b'[');
+                for (i, outgoing) in all.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_json_outgoing(outgoing, &mut out);
+                }
+                out.push(b']');
+                WireFrame::Text(String::from_utf8(out).expect("JSON is UTF-8"))
+            }
+            Codec::MsgPack => self.frame_of(&OutgoingBatch(all)),
         }
     }
 

@@ -3,9 +3,9 @@
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
-use super::{Hello, Message};
+use super::{Hello, Message, Outgoing};
 use crate::error::PfError;
-use crate::packet::{Packet, PacketId, PROTOCOL_VERSION};
+use crate::packet::{Packet, PacketId, META_HOPS, PROTOCOL_VERSION};
 use crate::result::PacketResult;
 
 /// Key names for a packet's fields, full or compact.
@@ -45,6 +45,33 @@ const COMPACT_KEYS: PacketKeys = PacketKeys {
 pub(super) struct WirePacket<'a> {
     pub(super) packet: &'a Packet,
     pub(super) compact: bool,
+    /// Written as `metadata["pf.hops"]` (in place of the packet's own, or
+    /// after its other keys), for a forwarded submit.
+    pub(super) hops: Option<u64>,
+}
+
+/// A packet's metadata with `pf.hops` set to `hops`, serialized as the map
+/// would be after `insert("pf.hops", hops)`: an existing key keeps its
+/// place, a new one comes last.
+struct MetadataWithHops<'a>(Option<&'a serde_json::Map<String, serde_json::Value>>, u64);
+
+impl Serialize for MetadataWithHops<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let had = self.0.is_some_and(|m| m.contains_key(META_HOPS));
+        let len = self.0.map_or(0, |m| m.len()) + usize::from(!had);
+        let mut m = s.serialize_map(Some(len))?;
+        for (k, v) in self.0.into_iter().flatten() {
+            if k == META_HOPS {
+                m.serialize_entry(k, &self.1)?;
+            } else {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        if !had {
+            m.serialize_entry(META_HOPS, &self.1)?;
+        }
+        m.end()
+    }
 }
 
 impl Serialize for WirePacket<'_> {
@@ -54,7 +81,7 @@ impl Serialize for WirePacket<'_> {
         let len = 6
             + usize::from(p.timeout_ms.is_some())
             + usize::from(!p.dependencies.is_empty())
-            + usize::from(p.metadata.is_some());
+            + usize::from(p.metadata.is_some() || self.hops.is_some());
         let mut m = s.serialize_map(Some(len))?;
         m.serialize_entry(k.version, PROTOCOL_VERSION)?;
         m.serialize_entry("id", p.id.as_str())?;
@@ -69,8 +96,13 @@ impl Serialize for WirePacket<'_> {
             let ids: Vec<&str> = p.dependencies.iter().map(PacketId::as_str).collect();
             m.serialize_entry(k.dependencies, &ids)?;
         }
-        if let Some(meta) = &p.metadata {
-            m.serialize_entry(k.metadata, meta)?;
+        match self.hops {
+            Some(hops) => m.serialize_entry(k.metadata, &MetadataWithHops(p.metadata.as_ref(), hops))?,
+            None => {
+                if let Some(meta) = &p.metadata {
+                    m.serialize_entry(k.metadata, meta)?;
+                }
+            }
         }
         m.end()
     }
@@ -79,7 +111,7 @@ impl Serialize for WirePacket<'_> {
 impl Serialize for Packet {
     /// The JSON form, with full keys.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        WirePacket { packet: self, compact: false }.serialize(s)
+        WirePacket { packet: self, compact: false, hops: None }.serialize(s)
     }
 }
 
@@ -146,6 +178,28 @@ pub(super) struct WireMessage<'a> {
     pub(super) compact: bool,
 }
 
+/// A queued message as it goes on the wire.
+pub(super) struct WireOutgoing<'a> {
+    pub(super) outgoing: &'a Outgoing,
+    pub(super) compact: bool,
+}
+
+impl Serialize for WireOutgoing<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.outgoing {
+            Outgoing::Message(message) => WireMessage { message, compact: self.compact }.serialize(s),
+            Outgoing::Forward { seq, packet, hops } => {
+                let mut m = s.serialize_map(Some(3))?;
+                m.serialize_entry("type", "submit")?;
+                m.serialize_entry("seq", seq)?;
+                let packet = WirePacket { packet, compact: self.compact, hops: Some(*hops) };
+                m.serialize_entry("payload", &packet)?;
+                m.end()
+            }
+        }
+    }
+}
+
 impl Serialize for WireMessage<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let msg = self.message;
@@ -154,7 +208,7 @@ impl Serialize for WireMessage<'_> {
         m.serialize_entry("seq", &msg.seq())?;
         match msg {
             Message::Submit { packet, .. } => {
-                m.serialize_entry("payload", &WirePacket { packet, compact: self.compact })?
+                m.serialize_entry("payload", &WirePacket { packet, compact: self.compact, hops: None })?
             }
             Message::Result { result, .. } => m.serialize_entry("payload", result)?,
             Message::Error { error, packet_id, .. } => {
@@ -178,40 +232,7 @@ impl Serialize for WireMessage<'_> {
 pub(super) fn write_json_fast(message: &Message, out: &mut Vec<u8>) -> bool {
     match message {
         Message::Submit { seq, packet } => {
-            let p = &**packet;
-            out.extend_from_slice(b"{\"type\":\"submit\",\"seq\":");
-            json_u64(*seq, out);
-            out.extend_from_slice(b",\"payload\":{\"version\":\"");
-            out.extend_from_slice(PROTOCOL_VERSION.as_bytes());
-            out.extend_from_slice(b"\",\"id\":");
-            json_str(p.id.as_str(), out);
-            out.extend_from_slice(b",\"group\":");
-            json_str(p.group.as_str(), out);
-            out.extend_from_slice(b",\"element\":");
-            json_str(p.element.as_str(), out);
-            out.extend_from_slice(b",\"data\":");
-            json_value(&p.data, out);
-            out.extend_from_slice(b",\"priority\":");
-            json_u64(p.priority.get().into(), out);
-            if let Some(t) = p.timeout_ms {
-                out.extend_from_slice(b",\"timeout_ms\":");
-                json_u64(t, out);
-            }
-            if !p.dependencies.is_empty() {
-                out.extend_from_slice(b",\"dependencies\":[");
-                for (i, dep) in p.dependencies.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    json_str(dep.as_str(), out);
-                }
-                out.push(b']');
-            }
-            if let Some(meta) = &p.metadata {
-                out.extend_from_slice(b",\"metadata\":");
-                json_value(meta, out);
-            }
-            out.extend_from_slice(b"}}");
+            json_submit(*seq, packet, None, out);
             true
         }
         Message::Result { seq, result } => {
@@ -238,6 +259,85 @@ pub(super) fn write_json_fast(message: &Message, out: &mut Vec<u8>) -> bool {
             true
         }
         _ => false,
+    }
+}
+
+/// A submit as JSON (see [`write_json_fast`]), with `metadata["pf.hops"]`
+/// set to `hops` when given.
+fn json_submit(seq: u64, p: &Packet, hops: Option<u64>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"type\":\"submit\",\"seq\":");
+    json_u64(seq, out);
+    out.extend_from_slice(b",\"payload\":{\"version\":\"");
+    out.extend_from_slice(PROTOCOL_VERSION.as_bytes());
+    out.extend_from_slice(b"\",\"id\":");
+    json_str(p.id.as_str(), out);
+    out.extend_from_slice(b",\"group\":");
+    json_str(p.group.as_str(), out);
+    out.extend_from_slice(b",\"element\":");
+    json_str(p.element.as_str(), out);
+    out.extend_from_slice(b",\"data\":");
+    json_value(&p.data, out);
+    out.extend_from_slice(b",\"priority\":");
+    json_u64(p.priority.get().into(), out);
+    if let Some(t) = p.timeout_ms {
+        out.extend_from_slice(b",\"timeout_ms\":");
+        json_u64(t, out);
+    }
+    if !p.dependencies.is_empty() {
+        out.extend_from_slice(b",\"dependencies\":[");
+        for (i, dep) in p.dependencies.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json_str(dep.as_str(), out);
+        }
+        out.push(b']');
+    }
+    match (hops, &p.metadata) {
+        (None, None) => {}
+        (None, Some(meta)) => {
+            out.extend_from_slice(b",\"metadata\":");
+            json_value(meta, out);
+        }
+        (Some(hops), meta) => {
+            out.extend_from_slice(b",\"metadata\":{");
+            let mut had = false;
+            for (i, (k, v)) in meta.iter().flat_map(|m| m.iter()).enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                json_str(k, out);
+                out.push(b':');
+                if k == META_HOPS {
+                    had = true;
+                    json_u64(hops, out);
+                } else {
+                    json_value(v, out);
+                }
+            }
+            if !had {
+                if meta.as_ref().is_some_and(|m| !m.is_empty()) {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"\"pf.hops\":");
+                json_u64(hops, out);
+            }
+            out.push(b'}');
+        }
+    }
+    out.extend_from_slice(b"}}");
+}
+
+/// A queued message as JSON: [`write_json_fast`] for the messages it
+/// takes, serde for the rest.
+pub(super) fn write_json_outgoing(outgoing: &Outgoing, out: &mut Vec<u8>) {
+    match outgoing {
+        Outgoing::Forward { seq, packet, hops } => json_submit(*seq, packet, Some(*hops), out),
+        Outgoing::Message(message) => {
+            if !write_json_fast(message, out) {
+                json_value(&WireMessage { message, compact: false }, out);
+            }
+        }
     }
 }
 
@@ -353,6 +453,48 @@ mod tests {
         Codec::Json.encode_batch(&[], &mut none);
         assert_eq!(none, b"[]");
         assert_eq!(one[0], b'[');
+    }
+
+    /// A forwarded submit encodes as the submit whose metadata got
+    /// `pf.hops` inserted, in both codecs, alone and in a batch.
+    #[test]
+    fn forwarded_submits_encode_as_with_the_hop_inserted() {
+        use crate::wire::Outgoing;
+        let metas = [
+            None,
+            Some(json!({})),
+            Some(json!({"pf.hops": 2})),
+            Some(json!({"a": 1, "pf.hops": 7, "z": {"k": [1]}})),
+            Some(json!({"pf.trace_id": "t", "user\"s": "x\ny", "pf.route_key": "k"})),
+        ];
+        for (i, meta) in metas.into_iter().enumerate() {
+            let mut packet = submit(&format!("fwd-{i}"), json!({"n": i}));
+            packet.timeout_ms = Some(1234);
+            packet.metadata = meta.map(|m| m.as_object().unwrap().clone());
+            let hops = 3 + i as u64;
+            let seq = 40 + i as u64;
+            let mut expected = packet.clone();
+            expected.metadata.get_or_insert_with(Default::default).insert("pf.hops".into(), hops.into());
+            let expected = Message::Submit { seq, packet: Box::new(expected) };
+            let heartbeat = Message::Heartbeat { seq: 1, timestamp: 2 };
+            for codec in [Codec::Json, Codec::MsgPack] {
+                let forward = || Outgoing::Forward { seq, packet: Box::new(packet.clone()), hops };
+                assert_eq!(codec.frame_outgoing(&forward()), codec.frame(&expected), "{codec:?} {i}");
+                let batch =
+                    [Outgoing::Message(expected.clone()), Outgoing::Message(heartbeat.clone()), forward()];
+                let reference = [expected.clone(), heartbeat.clone(), expected.clone()];
+                assert_eq!(
+                    codec.batch_frame_outgoing(&batch),
+                    codec.batch_frame(&reference),
+                    "{codec:?} {i}"
+                );
+                let back = match codec.frame_outgoing(&forward()) {
+                    crate::wire::WireFrame::Text(t) => codec.decode(t.as_bytes()),
+                    crate::wire::WireFrame::Binary(b) => codec.decode(&b),
+                };
+                assert_eq!(back.into_iter().next().unwrap().unwrap(), expected, "{codec:?} {i}");
+            }
+        }
     }
 
     proptest! {

@@ -366,7 +366,11 @@ fn json_numbers_decode_to_the_nearest_double_and_cross_unchanged() {
         let Message::Submit { packet, .. } = &message else { panic!("{message:?}") };
         assert_eq!(packet.data.as_f64(), Some(nearest), "{text}");
         for codec in [Codec::Json, Codec::MsgPack] {
-            assert_eq!(single(codec, &codec.encode_to_vec(&message)), Ok(message.clone()), "{text} {codec:?}");
+            assert_eq!(
+                single(codec, &codec.encode_to_vec(&message)),
+                Ok(message.clone()),
+                "{text} {codec:?}"
+            );
         }
     }
 }
