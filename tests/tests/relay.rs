@@ -319,3 +319,51 @@ async fn a_deadline_is_kept_while_thousands_of_relayed_packets_come_and_go() {
     service.stop().await;
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submitter_leaving_ends_the_in_flight_marks_of_its_relayed_packets() {
+    let (hub, hub_addr) = node("hub", NodeConfig::default()).await;
+    let mut silent = RawPeer::connect(&url(hub_addr)).await;
+    silent
+        .send_json(&json!({"type": "hello", "seq": 1, "payload": {
+            "node_id": "silent", "name": "silent", "runtime": "test", "protocol": "1.0",
+            "handlers": ["df:void"], "features": [], "max_inflight": 0}}))
+        .await;
+    until("the hub routes df:void", || hub.can_route(packetflow::Group::DataFlow, "void")).await;
+    let mut raw = RawPeer::connect(&url(hub_addr)).await;
+    raw.send_json(&submit_frame(1, "left-behind", "df", "void", json!(null))).await;
+    until("the packet is in flight on the hub", || hub.reactor().stats().in_flight == 1).await;
+    raw.close().await;
+    // As when a forwarding future was dropped: the mark ends (the id may be
+    // submitted again), the bytes are released; the peer still owes its answer.
+    until("the in-flight mark ends", || hub.reactor().stats().in_flight == 0).await;
+    let doc = health(hub_addr).await;
+    assert_eq!(doc["queued_bytes"], 0, "{doc}");
+    let peer = doc["peers"].as_array().unwrap().iter().find(|p| p["node_id"] == "silent").cloned();
+    assert_eq!(peer.expect("the silent peer is listed")["in_flight"], 1, "{doc}");
+    let mut again = RawPeer::connect(&url(hub_addr)).await;
+    let mut frame = submit_frame(2, "left-behind", "df", "void", json!(null));
+    frame["payload"]["timeout_ms"] = json!(200);
+    again.send_json(&frame).await;
+    let answer = again.recv_open().await;
+    assert_eq!(answer["payload"]["error"]["code"], "PF408", "not PF409: {answer}");
+    // The late answer to the first one is dropped quietly.
+    silent
+        .send_json(&json!({"type": "result", "seq": 1, "payload": {
+            "packet_id": "left-behind", "status": "success", "data": 1, "duration_ms": 1}}))
+        .await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let doc = health(hub_addr).await;
+        let peer = doc["peers"].as_array().unwrap().iter().find(|p| p["node_id"] == "silent").cloned();
+        if peer.expect("the silent peer is listed")["in_flight"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the silent peer's answer was not taken: {doc}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(hub.reactor().stats().in_flight, 0);
+    hub.stop().await;
+    let (frames, code) = again.frames_until_close().await;
+    assert_eq!((frames.len(), code), (0, Some(1001)), "{frames:?}");
+}

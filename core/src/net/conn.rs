@@ -337,6 +337,13 @@ impl<S> Drop for Connection<S> {
         if self.charged > 0 {
             self.node.queued_bytes.fetch_sub(self.charged, std::sync::atomic::Ordering::Relaxed);
         }
+        // Packets relayed for this connection and not answered: nobody
+        // waits for them any more (see `Peer::orphan`).
+        if self.relays.open > 0 {
+            for e in self.relays.in_order.iter().chain(self.relays.early.iter().map(|e| &e.0)) {
+                e.peer.orphan(e.seq);
+            }
+        }
     }
 }
 

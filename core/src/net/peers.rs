@@ -34,6 +34,9 @@ pub(crate) enum Reply {
     /// Straight to the connection the packet came in on (a packet relayed
     /// without a future: see `NodeInner::relay`).
     Relay(Relay),
+    /// Nowhere: the connection that relayed the packet is gone (the answer
+    /// is still awaited, and dropped when it comes).
+    Orphaned,
 }
 
 /// A packet relayed for a connection: what that connection needs to answer
@@ -73,6 +76,7 @@ impl Reply {
                 // A closed connection released its charged bytes when it ended.
                 let _ = to.send(Relayed { seq, size, result });
             }
+            Reply::Orphaned => {}
         }
     }
 }
@@ -201,6 +205,18 @@ impl Peer {
         drop(pending);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         Some((p.packet_id, p.reply))
+    }
+
+    /// Detaches the submit `seq` from the connection that relayed it (which
+    /// is gone): its in-flight mark in the reactor ends now, as it did when
+    /// a forwarding future was dropped, while the submit stays pending with
+    /// this peer until answered.
+    pub(crate) fn orphan(&self, seq: u64) {
+        let detached = match self.pending.lock().by_seq.get_mut(&seq) {
+            Some(p) if matches!(p.reply, Reply::Relay(_)) => std::mem::replace(&mut p.reply, Reply::Orphaned),
+            _ => return,
+        };
+        drop(detached);
     }
 
     /// Whether the forwarded submit `seq` still waits for its answer.
