@@ -157,6 +157,7 @@ where
         relay_tx,
         relay_rx,
         relays: Relays::default(),
+        hello_seen: false,
     };
     if let Some(why) = refused {
         conn.refuse(0, None, why);
@@ -229,6 +230,8 @@ struct Connection<S> {
     relay_rx: mpsc::UnboundedReceiver<Relayed>,
     /// The relayed packets not answered yet, and their deadlines.
     relays: Relays,
+    /// The peer sent a `hello` (it is a node, never a seed peer).
+    hello_seen: bool,
 }
 
 /// The packets a connection relayed to peers and that are not answered
@@ -719,7 +722,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if self.awaiting.is_some() && !self.admit(&message) {
             return;
         }
-        if message.kind() != MessageKind::Hello && self.peer.note_frame_without_hello() {
+        // A peer that sent hello is not a seed peer: no need to ask again.
+        if message.kind() == MessageKind::Hello {
+            self.hello_seen = true;
+        } else if !self.hello_seen && self.peer.note_frame_without_hello() {
             // A seed peer just showed itself: other peers may now route
             // what nobody announced through this node.
             self.node.announce_to_all();
@@ -803,8 +809,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }));
             }
             Message::Result { seq, result } => {
-                let id = result.packet_id.clone();
-                self.peer.complete(seq, Some(&id), result);
+                self.peer.complete_result(seq, result);
             }
             Message::Error { seq, error, packet_id } => self.on_error_frame(seq, error, packet_id),
             Message::Hello { seq, mut hello } => {

@@ -228,23 +228,37 @@ impl Peer {
     /// that packet; otherwise (seq 0, or a peer that does not echo it) the
     /// packet id decides. Returns false when nothing was waiting.
     pub(crate) fn complete(&self, seq: u64, packet_id: Option<&PacketId>, result: PacketResult) -> bool {
+        match self.take_pending(seq, packet_id) {
+            Some(reply) => {
+                reply.deliver(result);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// [`complete`](Self::complete) with the packet id the result carries.
+    pub(crate) fn complete_result(&self, seq: u64, result: PacketResult) -> bool {
+        match self.take_pending(seq, Some(&result.packet_id)) {
+            Some(reply) => {
+                reply.deliver(result);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes the pending submit an answer (`seq`, `packet_id`) is for.
+    fn take_pending(&self, seq: u64, packet_id: Option<&PacketId>) -> Option<Reply> {
         let mut pending = self.pending.lock();
         let by_seq_matches =
             pending.by_seq.get(&seq).is_some_and(|p| packet_id.is_none_or(|id| *id == p.packet_id));
-        let seq = if by_seq_matches {
-            seq
-        } else {
-            match packet_id.and_then(|id| pending.by_id.get(id)) {
-                Some(seq) => *seq,
-                None => return false,
-            }
-        };
-        let Some(p) = pending.by_seq.remove(&seq) else { return false };
+        let seq = if by_seq_matches { seq } else { *packet_id.and_then(|id| pending.by_id.get(id))? };
+        let p = pending.by_seq.remove(&seq)?;
         pending.by_id.remove(&p.packet_id);
         drop(pending);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        p.reply.deliver(result);
-        true
+        Some(p.reply)
     }
 
     /// Answers every pending submit with `make(packet_id)` (peer lost).
