@@ -36,13 +36,13 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::WebSocketStream;
 
 use super::auth::{AuthTable, Grant};
-use super::peers::Peer;
-use super::NodeInner;
+use super::peers::{Peer, Relayed, Reply};
+use super::{NodeInner, Relaying};
 use crate::error::{ErrorCode, PfError};
 use crate::packet::PacketId;
-use crate::reactor::Origin;
+use crate::reactor::{Immediate, Origin};
 use crate::result::PacketResult;
-use crate::wire::{Codec, Decoded, FrameError, Message, MessageKind, WireFrame, FEATURE_BATCH};
+use crate::wire::{Codec, Decoded, FrameError, Message, MessageKind, Outgoing, WireFrame, FEATURE_BATCH};
 
 /// Close codes this node sends.
 pub(crate) const CLOSE_AWAY: u16 = 1001;
@@ -128,6 +128,7 @@ where
     let rate = node.config.max_submits_per_sec.filter(|r| *r > 0).map(|r| RateLimit::new(r, Instant::now()));
     let auth_deadline =
         awaiting.as_ref().map(|_| Box::pin(tokio::time::sleep(node.config.handshake_timeout)));
+    let (relay_tx, relay_rx) = mpsc::unbounded_channel();
     let mut conn = Connection {
         node: node.clone(),
         peer: peer.clone(),
@@ -153,6 +154,10 @@ where
         rate,
         charged: 0,
         listed_on_hello,
+        relay_tx,
+        relay_rx,
+        relays: Relays::default(),
+        hello_seen: false,
     };
     if let Some(why) = refused {
         conn.refuse(0, None, why);
@@ -179,11 +184,11 @@ struct Connection<S> {
     peer: Arc<Peer>,
     ws: WebSocketStream<S>,
     codec: Codec,
-    outbox: mpsc::UnboundedReceiver<Message>,
+    outbox: mpsc::UnboundedReceiver<Outgoing>,
     /// Local submits still running (the ones that did not finish at once).
     running: Running,
     /// Messages to write, in order.
-    out: Vec<Message>,
+    out: Vec<Outgoing>,
     /// Frames were handed to the socket and not flushed yet.
     needs_flush: bool,
     /// Set once this side decided to close: the code and reason to send
@@ -219,12 +224,128 @@ struct Connection<S> {
     /// Bytes of this connection's running submits counted in the node's
     /// queued bytes (returned as they finish, or when the connection ends).
     charged: usize,
+    /// Answers to the packets relayed for this connection (given to the
+    /// peers they went to).
+    relay_tx: mpsc::UnboundedSender<Relayed>,
+    relay_rx: mpsc::UnboundedReceiver<Relayed>,
+    /// The relayed packets not answered yet, and their deadlines.
+    relays: Relays,
+    /// The peer sent a `hello` (it is a node, never a seed peer).
+    hello_seen: bool,
+}
+
+/// The packets a connection relayed to peers and that are not answered
+/// yet: how many, and their deadlines, with one timer for all of them.
+///
+/// Deadlines are kept in arrival order (with one `timeout_ms` for all
+/// packets, the usual case, that is deadline order) and in a heap for the
+/// packets whose deadline is earlier than the last one's. An entry is not
+/// removed when its answer comes: at its deadline the peer says whether it
+/// still waits (then it is answered PF408). Entries of answered packets are
+/// dropped in bulk once they outnumber the unanswered ones, so memory stays
+/// proportional to the packets in flight.
+#[derive(Default)]
+struct Relays {
+    /// Relayed packets not answered yet.
+    open: usize,
+    in_order: std::collections::VecDeque<Expiry>,
+    early: std::collections::BinaryHeap<std::cmp::Reverse<Expiry>>,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// When the timer fires (`None`: disarmed).
+    armed: Option<Instant>,
+}
+
+/// When a relayed packet (submit `seq` on `peer`) expires.
+struct Expiry {
+    deadline: Instant,
+    seq: u64,
+    peer: Arc<Peer>,
+}
+
+impl PartialEq for Expiry {
+    fn eq(&self, other: &Self) -> bool {
+        self.deadline == other.deadline && self.seq == other.seq && self.peer.id == other.peer.id
+    }
+}
+impl Eq for Expiry {}
+impl PartialOrd for Expiry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Expiry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.deadline, self.peer.id, self.seq).cmp(&(other.deadline, other.peer.id, other.seq))
+    }
+}
+
+impl Relays {
+    /// Records a packet relayed as submit `seq` to `peer`.
+    fn push(&mut self, deadline: Instant, peer: Arc<Peer>, seq: u64) {
+        self.open += 1;
+        let expiry = Expiry { deadline, seq, peer };
+        if self.in_order.back().is_none_or(|last| last.deadline <= deadline) {
+            self.in_order.push_back(expiry);
+        } else {
+            self.early.push(std::cmp::Reverse(expiry));
+        }
+        if self.armed.is_none_or(|at| deadline < at) {
+            self.arm(deadline);
+        }
+        if self.in_order.len() + self.early.len() > 2 * self.open + 1024 {
+            self.in_order.retain(|e| e.peer.is_pending(e.seq));
+            self.early.retain(|e| e.0.peer.is_pending(e.0.seq));
+        }
+    }
+
+    fn arm(&mut self, at: Instant) {
+        match &mut self.timer {
+            Some(timer) => timer.as_mut().reset(at),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+        self.armed = Some(at);
+    }
+
+    /// The entries past their deadline once the timer fired (re-armed for
+    /// the next one); empty while it has not.
+    fn expired(&mut self, cx: &mut Context<'_>) -> Vec<Expiry> {
+        let mut due = Vec::new();
+        let Some(timer) = self.timer.as_mut() else { return due };
+        if self.armed.is_none() || timer.as_mut().poll(cx).is_pending() {
+            return due;
+        }
+        self.armed = None;
+        let now = Instant::now();
+        while self.in_order.front().is_some_and(|e| e.deadline <= now) {
+            due.extend(self.in_order.pop_front());
+        }
+        while self.early.peek().is_some_and(|e| e.0.deadline <= now) {
+            due.extend(self.early.pop().map(|e| e.0));
+        }
+        let next = match (self.in_order.front(), self.early.peek()) {
+            (Some(a), Some(b)) => Some(a.deadline.min(b.0.deadline)),
+            (Some(a), None) => Some(a.deadline),
+            (None, Some(b)) => Some(b.0.deadline),
+            (None, None) => None,
+        };
+        if let Some(at) = next {
+            self.arm(at);
+        }
+        due
+    }
 }
 
 impl<S> Drop for Connection<S> {
     fn drop(&mut self) {
         if self.charged > 0 {
             self.node.queued_bytes.fetch_sub(self.charged, std::sync::atomic::Ordering::Relaxed);
+        }
+        // Packets relayed for this connection and not answered: nobody
+        // waits for them any more (see `Peer::orphan`).
+        if self.relays.open > 0 {
+            for e in self.relays.in_order.iter().chain(self.relays.early.iter().map(|e| &e.0)) {
+                e.peer.orphan(e.seq);
+            }
         }
     }
 }
@@ -264,6 +385,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 progress |= self.poll_stop(cx);
             }
             progress |= self.poll_running(cx);
+            progress |= self.poll_relayed(cx);
             progress |= self.poll_outbox(cx);
             if self.closing.is_none() && self.stop_grace.is_none() {
                 match self.poll_read(cx) {
@@ -300,7 +422,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.stop_grace = Some(Box::pin(tokio::time::sleep(STOP_GRACE)));
         }
         let grace_over = self.stop_grace.as_mut().is_some_and(|s| s.as_mut().poll(cx).is_ready());
-        if self.running.is_empty() || grace_over {
+        if (self.running.is_empty() && self.relays.open == 0) || grace_over {
             self.close(CLOSE_AWAY, "node stopping");
             return true;
         }
@@ -309,10 +431,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     fn poll_running(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
+        if self.running.is_empty() {
+            // Nothing to poll (polling would only register the waker again);
+            // a future pushed later is polled on the next turn of the loop.
+            return false;
+        }
         while let Poll::Ready(Some((seq, size, result))) = Pin::new(&mut self.running).poll_next(cx) {
             self.release(size);
-            self.out.push(Message::Result { seq, result });
+            self.queue(Message::Result { seq, result });
             progress = true;
+        }
+        progress
+    }
+
+    /// Answers of relayed packets, and the ones whose deadline passed.
+    fn poll_relayed(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        while let Poll::Ready(Some(Relayed { seq, size, result })) = self.relay_rx.poll_recv(cx) {
+            self.relays.open -= 1;
+            self.release(size);
+            self.queue(Message::Result { seq, result });
+            progress = true;
+        }
+        for expiry in self.relays.expired(cx) {
+            progress = true;
+            // Still pending: the peer did not answer in time. (Otherwise its
+            // answer is on its way through the relay channel.)
+            let Some((packet_id, Reply::Relay(relay))) = expiry.peer.abandon_submit(expiry.seq) else {
+                continue;
+            };
+            self.relays.open -= 1;
+            self.release(relay.size);
+            let message = format!("no answer from peer {} before the deadline", expiry.peer.remote);
+            let elapsed = relay.start.elapsed().as_millis() as u64;
+            let result = PacketResult::error(packet_id, ErrorCode::Timeout, message, elapsed);
+            self.queue(Message::Result { seq: relay.seq, result });
         }
         progress
     }
@@ -337,7 +490,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.awaiting = None;
         self.auth_deadline = None;
         let error = PfError::new(ErrorCode::Unauthorized, why);
-        self.out.push(Message::Error { seq, error, packet_id });
+        self.queue(Message::Error { seq, error, packet_id });
         self.close(CLOSE_POLICY, "PF401 unauthorized");
     }
 
@@ -360,6 +513,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.charged -= size;
             self.node.queued_bytes.fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+
+    /// Queues `message` for writing.
+    fn queue(&mut self, message: Message) {
+        self.out.push(Outgoing::Message(message));
     }
 
     fn poll_outbox(&mut self, cx: &mut Context<'_>) -> bool {
@@ -428,7 +586,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if self.silent_ticks >= 3 {
             self.close(CLOSE_AWAY, "no frame for 3 heartbeat intervals");
         } else if self.closing.is_none() {
-            self.out.push(Message::Heartbeat { seq: 0, timestamp: epoch_ms() });
+            self.queue(Message::Heartbeat { seq: 0, timestamp: epoch_ms() });
         }
         true
     }
@@ -443,7 +601,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 if Pin::new(&mut self.ws).poll_ready(cx)?.is_pending() {
                     return Poll::Pending;
                 }
-                let frame = to_ws(self.codec.batch_frame(&self.out));
+                let frame = to_ws(self.codec.batch_frame_outgoing(&self.out));
                 Pin::new(&mut self.ws).start_send(frame)?;
                 self.out.clear();
             } else {
@@ -452,7 +610,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     if Pin::new(&mut self.ws).poll_ready(cx)?.is_pending() {
                         break;
                     }
-                    Pin::new(&mut self.ws).start_send(to_ws(self.codec.frame(m)))?;
+                    Pin::new(&mut self.ws).start_send(to_ws(self.codec.frame_outgoing(m)))?;
                     sent += 1;
                 }
                 self.out.drain(..sent);
@@ -552,7 +710,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         // Never answer an answer with an error about itself: two nodes could
         // otherwise bounce error frames forever.
         if e.kind != Some(MessageKind::Error) {
-            self.out.push(e.to_message());
+            self.queue(e.to_message());
         }
     }
 
@@ -564,7 +722,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if self.awaiting.is_some() && !self.admit(&message) {
             return;
         }
-        if message.kind() != MessageKind::Hello && self.peer.note_frame_without_hello() {
+        // A peer that sent hello is not a seed peer: no need to ask again.
+        if message.kind() == MessageKind::Hello {
+            self.hello_seen = true;
+        } else if !self.hello_seen && self.peer.note_frame_without_hello() {
             // A seed peer just showed itself: other peers may now route
             // what nobody announced through this node.
             self.node.announce_to_all();
@@ -583,7 +744,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                             packet.element.as_str()
                         );
                         let result = PacketResult::error(packet.id, ErrorCode::Forbidden, message, 0);
-                        self.out.push(Message::Result { seq, result });
+                        self.queue(Message::Result { seq, result });
                         return;
                     }
                 }
@@ -593,44 +754,62 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         let message =
                             format!("rate limit: this connection may submit {per_sec} packets per second");
                         let result = PacketResult::error(packet.id, ErrorCode::Overloaded, message, 0);
-                        self.out.push(Message::Result { seq, result });
+                        self.queue(Message::Result { seq, result });
                         return;
                     }
                 }
                 let limit = self.node.config.max_inflight_per_conn;
-                if self.running.len() + self.out.len() >= limit {
+                if self.running.len() + self.relays.open + self.out.len() >= limit {
                     let message =
                         format!("this connection has {limit} packets in flight or unsent; retry later");
                     let result = PacketResult::error(packet.id, ErrorCode::Overloaded, message, 0);
-                    self.out.push(Message::Result { seq, result });
+                    self.queue(Message::Result { seq, result });
                     return;
                 }
                 let deadline = now + Duration::from_millis(packet.timeout_ms());
-                match self.node.reactor.submit_now(*packet, now, deadline) {
-                    Ok(result) => self.out.push(Message::Result { seq, result }),
-                    Err(packet) => {
-                        // Held until answered (running here or forwarded):
-                        // counted against the node's queued bytes.
-                        if !self.charge(size) {
-                            let limit = self.node.config.max_queued_bytes;
-                            let message = format!(
-                                "this node holds its limit of {limit} bytes of packets in flight; retry later"
-                            );
-                            let result = PacketResult::error(packet.id, ErrorCode::Overloaded, message, 0);
-                            self.out.push(Message::Result { seq, result });
+                let (packet, elsewhere) = match self.node.reactor.try_submit(packet, now, deadline) {
+                    Immediate::Done(result) => {
+                        self.queue(Message::Result { seq, result });
+                        return;
+                    }
+                    Immediate::Elsewhere(packet) => (packet, true),
+                    Immediate::Later(packet) => (packet, false),
+                };
+                // Held until answered (running here or forwarded):
+                // counted against the node's queued bytes.
+                if !self.charge(size) {
+                    let limit = self.node.config.max_queued_bytes;
+                    let message = format!(
+                        "this node holds its limit of {limit} bytes of packets in flight; retry later"
+                    );
+                    let result = PacketResult::error(packet.id, ErrorCode::Overloaded, message, 0);
+                    self.queue(Message::Result { seq, result });
+                    return;
+                }
+                let origin = Origin(self.peer.id);
+                let packet = if elsewhere {
+                    match self.node.relay(packet, deadline, origin, seq, size, &self.relay_tx) {
+                        Relaying::Sent { peer, seq } => {
+                            self.relays.push(deadline, peer, seq);
                             return;
                         }
-                        let reactor = self.node.reactor.clone();
-                        let origin = Some(Origin(self.peer.id));
-                        self.running.push(Box::pin(async move {
-                            (seq, size, reactor.submit_from(packet, now, deadline, origin).await)
-                        }));
+                        Relaying::Answered(result) => {
+                            self.release(size);
+                            self.queue(Message::Result { seq, result });
+                            return;
+                        }
+                        Relaying::Declined(packet) => packet,
                     }
-                }
+                } else {
+                    packet
+                };
+                let reactor = self.node.reactor.clone();
+                self.running.push(Box::pin(async move {
+                    (seq, size, reactor.submit_later(*packet, now, deadline, Some(origin)).await)
+                }));
             }
             Message::Result { seq, result } => {
-                let id = result.packet_id.clone();
-                self.peer.complete(seq, Some(&id), result);
+                self.peer.complete_result(seq, result);
             }
             Message::Error { seq, error, packet_id } => self.on_error_frame(seq, error, packet_id),
             Message::Hello { seq, mut hello } => {
@@ -706,7 +885,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         let message =
             format!("token {:?} may not serve {keys}; those handlers are not announced", grant.name);
-        self.out.push(Message::Error {
+        self.queue(Message::Error {
             seq,
             error: PfError::new(ErrorCode::Forbidden, message),
             packet_id: None,

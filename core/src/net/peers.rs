@@ -13,9 +13,10 @@ use tokio::sync::{mpsc, oneshot};
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::auth::Grant;
-use crate::packet::{Element, Group, PacketId};
+use crate::packet::{Element, Group, Packet, PacketId};
+use crate::reactor::InflightGuard;
 use crate::result::PacketResult;
-use crate::wire::{Hello, Message, FEATURE_DEFAULT_ROUTE};
+use crate::wire::{Hello, Message, Outgoing, FEATURE_DEFAULT_ROUTE};
 
 /// Identifies one connection of this node.
 pub(crate) type ConnId = u64;
@@ -23,7 +24,61 @@ pub(crate) type ConnId = u64;
 /// A forwarded submit waiting for the peer's answer.
 struct PendingSubmit {
     packet_id: PacketId,
-    reply: oneshot::Sender<PacketResult>,
+    reply: Reply,
+}
+
+/// Where the answer to a forwarded submit goes.
+pub(crate) enum Reply {
+    /// To a future awaiting it (a packet forwarded through the reactor).
+    Wait(oneshot::Sender<PacketResult>),
+    /// Straight to the connection the packet came in on (a packet relayed
+    /// without a future: see `NodeInner::relay`).
+    Relay(Relay),
+    /// Nowhere: the connection that relayed the packet is gone (the answer
+    /// is still awaited, and dropped when it comes).
+    Orphaned,
+}
+
+/// A packet relayed for a connection: what that connection needs to answer
+/// it, and the in-flight mark it holds in the reactor until then.
+pub(crate) struct Relay {
+    /// The submitting connection's answers.
+    pub(crate) to: mpsc::UnboundedSender<Relayed>,
+    /// The submit's `seq` on that connection.
+    pub(crate) seq: u64,
+    /// Bytes charged to the node's queued bytes for it.
+    pub(crate) size: usize,
+    /// When it was forwarded.
+    pub(crate) start: tokio::time::Instant,
+    pub(crate) guard: InflightGuard,
+}
+
+/// The answer to a relayed packet, for the connection it came in on.
+pub(crate) struct Relayed {
+    pub(crate) seq: u64,
+    pub(crate) size: usize,
+    pub(crate) result: PacketResult,
+}
+
+impl Reply {
+    /// Hands `result` on. A relayed packet leaves the reactor's in-flight
+    /// table here, succeeded or failed as its result says.
+    pub(crate) fn deliver(self, result: PacketResult) {
+        match self {
+            Reply::Wait(tx) => {
+                let _ = tx.send(result);
+            }
+            Reply::Relay(Relay { to, seq, size, mut guard, .. }) => {
+                if result.is_success() {
+                    guard.succeed();
+                }
+                drop(guard);
+                // A closed connection released its charged bytes when it ended.
+                let _ = to.send(Relayed { seq, size, result });
+            }
+            Reply::Orphaned => {}
+        }
+    }
 }
 
 /// Submits this node sent to the peer and not yet answered, by `seq`, and
@@ -40,7 +95,7 @@ pub(crate) struct Peer {
     /// Where it is: the remote address, or the URL dialed.
     pub(crate) remote: String,
     /// Frames for the connection's task to write (from other tasks).
-    pub(crate) outbox: mpsc::UnboundedSender<Message>,
+    pub(crate) outbox: mpsc::UnboundedSender<Outgoing>,
     hello: RwLock<Option<Arc<Hello>>>,
     /// What was last announced to this peer (to skip repeats).
     announced: Mutex<Option<Announcement>>,
@@ -61,7 +116,7 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub(crate) fn new(id: ConnId, remote: String, outbox: mpsc::UnboundedSender<Message>) -> Peer {
+    pub(crate) fn new(id: ConnId, remote: String, outbox: mpsc::UnboundedSender<Outgoing>) -> Peer {
         Peer {
             id,
             remote,
@@ -104,22 +159,27 @@ impl Peer {
         self.hello.read().clone()
     }
 
+    /// Whether the peer sent `hello` (a PacketFlow node, not a seed peer).
+    pub(crate) fn has_hello(&self) -> bool {
+        self.hello.read().is_some()
+    }
+
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
 
     pub(crate) fn send(&self, message: Message) -> bool {
-        self.outbox.send(message).is_ok()
+        self.outbox.send(Outgoing::Message(message)).is_ok()
+    }
+
+    /// Sends `packet` as submit `seq` with `metadata["pf.hops"] = hops`.
+    pub(crate) fn send_forward(&self, seq: u64, packet: Box<Packet>, hops: u64) -> bool {
+        self.outbox.send(Outgoing::Forward { seq, packet, hops }).is_ok()
     }
 
     /// Registers a forwarded submit and returns its `seq`, or `None` when
     /// the peer already has `limit` of ours in flight.
-    pub(crate) fn begin_submit(
-        &self,
-        packet_id: PacketId,
-        reply: oneshot::Sender<PacketResult>,
-        limit: usize,
-    ) -> Option<u64> {
+    pub(crate) fn begin_submit(&self, packet_id: PacketId, reply: Reply, limit: usize) -> Option<u64> {
         let mut pending = self.pending.lock();
         if pending.by_seq.len() >= limit {
             return None;
@@ -136,36 +196,69 @@ impl Peer {
         self.pending.lock().by_seq.get(&seq).map(|p| p.packet_id.clone())
     }
 
-    /// Forgets a forwarded submit whose submitter stopped waiting.
-    pub(crate) fn abandon_submit(&self, seq: u64) {
+    /// Forgets a forwarded submit whose submitter stopped waiting; gives
+    /// back its packet id and reply, if it was still pending.
+    pub(crate) fn abandon_submit(&self, seq: u64) -> Option<(PacketId, Reply)> {
         let mut pending = self.pending.lock();
-        if let Some(p) = pending.by_seq.remove(&seq) {
-            pending.by_id.remove(&p.packet_id);
-            self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        }
+        let p = pending.by_seq.remove(&seq)?;
+        pending.by_id.remove(&p.packet_id);
+        drop(pending);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        Some((p.packet_id, p.reply))
+    }
+
+    /// Detaches the submit `seq` from the connection that relayed it (which
+    /// is gone): its in-flight mark in the reactor ends now, as it did when
+    /// a forwarding future was dropped, while the submit stays pending with
+    /// this peer until answered.
+    pub(crate) fn orphan(&self, seq: u64) {
+        let detached = match self.pending.lock().by_seq.get_mut(&seq) {
+            Some(p) if matches!(p.reply, Reply::Relay(_)) => std::mem::replace(&mut p.reply, Reply::Orphaned),
+            _ => return,
+        };
+        drop(detached);
+    }
+
+    /// Whether the forwarded submit `seq` still waits for its answer.
+    pub(crate) fn is_pending(&self, seq: u64) -> bool {
+        self.pending.lock().by_seq.contains_key(&seq)
     }
 
     /// Delivers an answer. The `seq` wins when it names a pending submit of
     /// that packet; otherwise (seq 0, or a peer that does not echo it) the
     /// packet id decides. Returns false when nothing was waiting.
     pub(crate) fn complete(&self, seq: u64, packet_id: Option<&PacketId>, result: PacketResult) -> bool {
+        match self.take_pending(seq, packet_id) {
+            Some(reply) => {
+                reply.deliver(result);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// [`complete`](Self::complete) with the packet id the result carries.
+    pub(crate) fn complete_result(&self, seq: u64, result: PacketResult) -> bool {
+        match self.take_pending(seq, Some(&result.packet_id)) {
+            Some(reply) => {
+                reply.deliver(result);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes the pending submit an answer (`seq`, `packet_id`) is for.
+    fn take_pending(&self, seq: u64, packet_id: Option<&PacketId>) -> Option<Reply> {
         let mut pending = self.pending.lock();
         let by_seq_matches =
             pending.by_seq.get(&seq).is_some_and(|p| packet_id.is_none_or(|id| *id == p.packet_id));
-        let seq = if by_seq_matches {
-            seq
-        } else {
-            match packet_id.and_then(|id| pending.by_id.get(id)) {
-                Some(seq) => *seq,
-                None => return false,
-            }
-        };
-        let Some(p) = pending.by_seq.remove(&seq) else { return false };
+        let seq = if by_seq_matches { seq } else { *packet_id.and_then(|id| pending.by_id.get(id))? };
+        let p = pending.by_seq.remove(&seq)?;
         pending.by_id.remove(&p.packet_id);
         drop(pending);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let _ = p.reply.send(result);
-        true
+        Some(p.reply)
     }
 
     /// Answers every pending submit with `make(packet_id)` (peer lost).
@@ -176,8 +269,8 @@ impl Peer {
             pending.by_seq.drain().map(|(_, p)| p).collect()
         };
         self.in_flight.store(0, Ordering::Relaxed);
-        for p in drained {
-            let _ = p.reply.send(make(p.packet_id));
+        for PendingSubmit { packet_id, reply } in drained {
+            reply.deliver(make(packet_id));
         }
     }
 
@@ -287,7 +380,19 @@ impl PeerTable {
         route_key: Option<&str>,
         origin: Option<ConnId>,
     ) -> Option<Arc<Peer>> {
-        let key = (group, Element::new(element).ok()?);
+        self.route_element(group, &Element::new(element).ok()?, route_key, origin)
+    }
+
+    /// [`route`](Self::route) for an element already checked (a packet's).
+    pub(crate) fn route_element(
+        &self,
+        group: Group,
+        element: &Element,
+        route_key: Option<&str>,
+        origin: Option<ConnId>,
+    ) -> Option<Arc<Peer>> {
+        let key = (group, element.clone());
+        let element = element.as_str();
         let announced = self
             .by_key
             .get(&key)
@@ -386,7 +491,7 @@ mod tests {
         let a = peer(1, Some(&["df:a"]), &mut t);
         peer(2, Some(&["df:a"]), &mut t);
         let (tx, _rx) = oneshot::channel();
-        a.begin_submit(PacketId::new("x").unwrap(), tx, 10).unwrap();
+        a.begin_submit(PacketId::new("x").unwrap(), Reply::Wait(tx), 10).unwrap();
         assert_eq!(t.route(Group::DataFlow, "a", None, None).unwrap().id, 2);
     }
 
@@ -420,8 +525,8 @@ mod tests {
         let (tx2, mut rx2) = oneshot::channel();
         let id1 = PacketId::new("one").unwrap();
         let id2 = PacketId::new("two").unwrap();
-        let s1 = p.begin_submit(id1.clone(), tx1, 10).unwrap();
-        p.begin_submit(id2.clone(), tx2, 10).unwrap();
+        let s1 = p.begin_submit(id1.clone(), Reply::Wait(tx1), 10).unwrap();
+        p.begin_submit(id2.clone(), Reply::Wait(tx2), 10).unwrap();
         // A seed peer answers with seq 0: matched by packet id.
         assert!(p.complete(0, Some(&id2), PacketResult::success(id2.clone(), 2.into(), 0)));
         assert_eq!(rx2.try_recv().unwrap().outcome, Ok(2.into()));

@@ -4,12 +4,14 @@
 //! Every packet passes through here twice, so the table is built for that:
 //! an id is hashed once (the guard keeps the hash), packets in flight live in
 //! a table keyed by that hash and compared by id, and finished outcomes are
-//! remembered by hash alone (no string, no reference count) in a ring of
-//! `memory` entries, oldest forgotten first. Two ids of one hash among the
-//! last `memory` finished ones (odds about `memory / 2^64`) would share an
-//! outcome.
+//! remembered by hash alone (no string, no reference count) for the last
+//! `memory` ids that finished, oldest forgotten first. Two ids of one hash
+//! among the last `memory` finished ones (odds about `memory / 2^64`) would
+//! share an outcome. Forgetting is done in bulk (a sequential sweep once the
+//! table holds twice `memory`), not by looking up the oldest entry at each
+//! finish: that entry is long out of the CPU's caches, and that lookup was
+//! the costliest step of a packet here.
 
-use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -38,9 +40,9 @@ struct Entry {
 struct Table {
     live: HashTable<Entry>,
     running: usize,
-    finished: HashTable<(u64, Outcome)>,
-    /// Hashes of finished ids, oldest first.
-    finished_order: VecDeque<u64>,
+    finished: HashTable<Finished>,
+    /// How many ids were added to `finished` so far (the last one's `at`).
+    finishes: u64,
 }
 
 pub(crate) struct Inflight {
@@ -54,6 +56,15 @@ pub(crate) struct Inflight {
 pub(crate) enum DependencyState {
     Done(Outcome),
     Pending(oneshot::Receiver<Outcome>),
+}
+
+/// A finished id's outcome, by hash.
+struct Finished {
+    hash: u64,
+    outcome: Outcome,
+    /// Its number among the ids added to `finished` (1, 2, ...): it is
+    /// remembered while it is one of the last `memory`.
+    at: u64,
 }
 
 impl Table {
@@ -73,7 +84,7 @@ impl Inflight {
                 live: HashTable::new(),
                 running: 0,
                 finished: HashTable::new(),
-                finished_order: VecDeque::new(),
+                finishes: 0,
             }),
             hasher: foldhash::fast::RandomState::default(),
             memory,
@@ -113,8 +124,9 @@ impl Inflight {
             entry.waiters.push(tx);
             return DependencyState::Pending(rx);
         }
-        if let Some((_, outcome)) = t.finished.find(hash, |(h, _)| *h == hash) {
-            return DependencyState::Done(*outcome);
+        let remembered_since = t.finishes.saturating_sub(self.memory as u64);
+        if let Some(f) = t.finished.find(hash, |f| f.hash == hash).filter(|f| f.at > remembered_since) {
+            return DependencyState::Done(f.outcome);
         }
         let entry = Entry { id: id.clone(), hash, running: false, waiters: vec![tx] };
         t.live.insert_unique(hash, entry, |e| e.hash);
@@ -148,16 +160,24 @@ impl Inflight {
         let Some(entry) = t.remove_live(hash, id) else { return };
         t.running -= 1;
         if self.memory > 0 {
-            match t.finished.find_mut(hash, |(h, _)| *h == hash) {
-                Some(remembered) => remembered.1 = outcome,
+            let memory = self.memory as u64;
+            let Table { finished, finishes, .. } = &mut *t;
+            let remembered_since = finishes.saturating_sub(memory);
+            match finished.find_mut(hash, |f| f.hash == hash) {
+                // Finished again while remembered: the new outcome, kept as
+                // long as the first one would have been.
+                Some(f) if f.at > remembered_since => f.outcome = outcome,
+                // Forgotten already (not swept yet): remembered anew.
+                Some(f) => {
+                    *finishes += 1;
+                    *f = Finished { hash, outcome, at: *finishes };
+                }
                 None => {
-                    t.finished.insert_unique(hash, (hash, outcome), |(h, _)| *h);
-                    t.finished_order.push_back(hash);
-                    if t.finished_order.len() > self.memory {
-                        let oldest = t.finished_order.pop_front().expect("longer than memory");
-                        if let Ok(found) = t.finished.find_entry(oldest, |(h, _)| *h == oldest) {
-                            found.remove();
-                        }
+                    *finishes += 1;
+                    let at = *finishes;
+                    finished.insert_unique(hash, Finished { hash, outcome, at }, |f| f.hash);
+                    if finished.len() >= 2 * self.memory {
+                        finished.retain(|f| f.at + memory > at);
                     }
                 }
             }
@@ -188,5 +208,68 @@ impl InflightGuard {
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.table.finish(self.hash, &self.id, self.outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finish(table: &Arc<Inflight>, id: &str, ok: bool) {
+        let mut guard = table.begin(&PacketId::new(id).unwrap()).expect("not in flight");
+        if ok {
+            guard.succeed();
+        }
+    }
+
+    fn remembered(table: &Inflight, id: &str) -> Option<Outcome> {
+        let id = PacketId::new(id).unwrap();
+        let outcome = match table.watch(&id) {
+            DependencyState::Done(outcome) => Some(outcome),
+            DependencyState::Pending(_) => None,
+        };
+        // The waiter registered by `watch` is gone by now.
+        table.forget_waiter(&id);
+        outcome
+    }
+
+    #[test]
+    fn remembers_exactly_the_last_memory_finished_ids() {
+        let table = Arc::new(Inflight::new(4));
+        // Enough finishes to sweep the table several times.
+        for i in 0..50 {
+            finish(&table, &format!("p{i}"), i % 2 == 0);
+            for j in 0..=i {
+                let expected =
+                    (j + 4 > i).then_some(if j % 2 == 0 { Outcome::Succeeded } else { Outcome::Failed });
+                assert_eq!(remembered(&table, &format!("p{j}")), expected, "p{j} after p{i}");
+            }
+            assert!(table.table.lock().finished.len() < 8, "swept");
+        }
+        assert_eq!(table.entry_count(), 0, "no waiter left behind");
+    }
+
+    #[test]
+    fn an_id_finished_again_keeps_its_place_or_is_remembered_anew() {
+        let table = Arc::new(Inflight::new(2));
+        finish(&table, "a", true);
+        finish(&table, "b", true);
+        // Still remembered: the new outcome, in its old place.
+        finish(&table, "a", false);
+        assert_eq!(remembered(&table, "a"), Some(Outcome::Failed));
+        finish(&table, "c", true);
+        assert_eq!(remembered(&table, "a"), None, "a is older than b and c");
+        // Forgotten (but not swept yet): remembered anew.
+        finish(&table, "a", true);
+        assert_eq!(remembered(&table, "a"), Some(Outcome::Succeeded));
+        assert_eq!(remembered(&table, "c"), Some(Outcome::Succeeded));
+        assert_eq!(remembered(&table, "b"), None);
+    }
+
+    #[test]
+    fn memory_zero_remembers_nothing() {
+        let table = Arc::new(Inflight::new(0));
+        finish(&table, "a", true);
+        assert_eq!(remembered(&table, "a"), None);
     }
 }

@@ -29,6 +29,7 @@ pub use stats::{HandlerStats, ReactorStats};
 use crate::error::{ErrorCode, PfError};
 use crate::packet::{Element, Group, Packet, PacketId};
 use crate::result::PacketResult;
+pub(crate) use inflight::InflightGuard;
 use inflight::{DependencyState, Inflight, Outcome};
 use scheduler::{Admission, Refused, Scheduler};
 use stats::Stats;
@@ -62,6 +63,45 @@ impl Default for ReactorConfig {
 /// forwarder never sends a packet back where it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Origin(pub u64);
+
+/// What [`Reactor::try_submit`] did with a packet.
+// A packet is given back by value (no allocation) on the slow paths.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Immediate<P> {
+    /// Answered at once (a local sync handler).
+    Done(PacketResult),
+    /// Valid, without dependencies, with no local handler: it goes to a
+    /// peer or is answered PF001.
+    Elsewhere(P),
+    /// Needs the awaiting path ([`Reactor::submit_later`]): a local async
+    /// handler, dependencies, an invalid packet, a stopped reactor.
+    Later(P),
+}
+
+/// A packet held by value or in a box (as a decoded frame holds it, so that
+/// forwarding it needs no new box).
+pub(crate) trait OwnedPacket {
+    fn packet(&self) -> &Packet;
+    fn into_packet(self) -> Packet;
+}
+
+impl OwnedPacket for Packet {
+    fn packet(&self) -> &Packet {
+        self
+    }
+    fn into_packet(self) -> Packet {
+        self
+    }
+}
+
+impl OwnedPacket for Box<Packet> {
+    fn packet(&self) -> &Packet {
+        self
+    }
+    fn into_packet(self) -> Packet {
+        *self
+    }
+}
 
 /// Where packets with no local handler go: a network node's router.
 pub trait Forwarder: Send + Sync + 'static {
@@ -293,22 +333,57 @@ impl Reactor {
         start: Instant,
         deadline: Instant,
     ) -> Result<PacketResult, Packet> {
+        match self.try_submit(packet, start, deadline) {
+            Immediate::Done(result) => Ok(result),
+            Immediate::Elsewhere(packet) | Immediate::Later(packet) => Err(packet),
+        }
+    }
+
+    /// [`submit_now`](Self::submit_now), telling apart the packets given
+    /// back: a valid packet with no dependencies and no local handler
+    /// ([`Immediate::Elsewhere`]) is one a node may forward at once.
+    pub(crate) fn try_submit<P: OwnedPacket>(
+        &self,
+        owned: P,
+        start: Instant,
+        deadline: Instant,
+    ) -> Immediate<P> {
+        let packet = owned.packet();
         if !packet.dependencies.is_empty() || self.is_stopped() || packet.validate().is_err() {
-            return Err(packet);
+            return Immediate::Later(owned);
         }
         let handlers = self.inner.handlers.load();
         let Some(route) = handlers.get(packet.group, packet.element.as_str()) else {
-            return Err(packet);
+            return Immediate::Elsewhere(owned);
         };
         let Handler::Sync(f) = &route.handler else {
-            return Err(packet);
+            return Immediate::Later(owned);
         };
         let Some(mut guard) = self.inner.inflight.begin(&packet.id) else {
-            return Err(packet); // the slow path answers PF409
+            return Immediate::Later(owned); // the slow path answers PF409
         };
         let id = packet.id.clone();
-        let outcome = self.run_sync(f.as_ref(), packet, deadline);
-        Ok(self.finish(&route.stats, &mut guard, id, outcome, start))
+        let outcome = self.run_sync(f.as_ref(), owned.into_packet(), deadline);
+        Immediate::Done(self.finish(&route.stats, &mut guard, id, outcome, start))
+    }
+
+    /// The slow path of [`submit_from`](Self::submit_from), for a packet
+    /// [`try_submit`](Self::try_submit) gave back (it is not tried again).
+    pub(crate) async fn submit_later(
+        &self,
+        packet: Packet,
+        start: Instant,
+        deadline: Instant,
+        origin: Option<Origin>,
+    ) -> PacketResult {
+        self.submit_waiting(packet, start, deadline, origin).await
+    }
+
+    /// Marks a packet that a node forwards by itself (not through
+    /// [`Forwarder`]) as in flight, as forwarding through the reactor does;
+    /// `None` when its id already is (PF409).
+    pub(crate) fn begin_forward(&self, id: &PacketId) -> Option<InflightGuard> {
+        self.inner.inflight.begin(id)
     }
 
     /// Records the outcome of a local packet and builds its result.

@@ -6,8 +6,8 @@ use serde::de::DeserializeSeed;
 use serde::Serialize;
 
 use super::de::{BatchSeed, FrameSeed};
-use super::ser::WireMessage;
-use super::{FrameError, Message, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK};
+use super::ser::{write_json_fast, write_json_outgoing, WireMessage, WireOutgoing};
+use super::{FrameError, Message, Outgoing, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK};
 use crate::packet::bad_request;
 
 /// Deepest nesting a frame may have, counting the frame itself; deeper
@@ -42,6 +42,20 @@ impl Serialize for Batch<'_> {
         let mut seq = s.serialize_seq(Some(self.0.len()))?;
         for message in self.0 {
             seq.serialize_element(&WireMessage { message, compact: self.1 })?;
+        }
+        seq.end()
+    }
+}
+
+/// Queued messages serialized as one array (a batch frame).
+struct OutgoingBatch<'a>(&'a [Outgoing]);
+
+impl Serialize for OutgoingBatch<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for outgoing in self.0 {
+            seq.serialize_element(&WireOutgoing { outgoing, compact: true })?;
         }
         seq.end()
     }
@@ -137,6 +151,9 @@ impl Codec {
 
     /// Appends the encoding of `message` to `out`.
     pub fn encode(self, message: &Message, out: &mut Vec<u8>) {
+        if self == Codec::Json && write_json_fast(message, out) {
+            return;
+        }
         self.write(&WireMessage { message, compact: self == Codec::MsgPack }, out);
     }
 
@@ -149,17 +166,83 @@ impl Codec {
 
     /// Appends a batch frame (an array of messages) to `out`.
     pub fn encode_batch(self, messages: &[Message], out: &mut Vec<u8>) {
-        self.write(&Batch(messages, self == Codec::MsgPack), out);
+        match self {
+            Codec::Json => {
+                out.push(b'[');
+                for (i, message) in messages.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    self.encode(message, out);
+                }
+                out.push(b']');
+            }
+            Codec::MsgPack => self.write(&Batch(messages, true), out),
+        }
     }
 
     /// One message as a ready WebSocket frame.
     pub fn frame(self, message: &Message) -> WireFrame {
-        self.frame_of(&WireMessage { message, compact: self == Codec::MsgPack })
+        match self {
+            Codec::Json => {
+                let mut out = Vec::with_capacity(128);
+                self.encode(message, &mut out);
+                WireFrame::Text(String::from_utf8(out).expect("JSON is UTF-8"))
+            }
+            Codec::MsgPack => self.frame_of(&WireMessage { message, compact: true }),
+        }
     }
 
     /// Several messages as one batch frame.
     pub fn batch_frame(self, messages: &[Message]) -> WireFrame {
-        self.frame_of(&Batch(messages, self == Codec::MsgPack))
+        match self {
+            Codec::Json => {
+                let mut out = Vec::with_capacity(128 * messages.len());
+                self.encode_batch(messages, &mut out);
+                WireFrame::Text(String::from_utf8(out).expect("JSON is UTF-8"))
+            }
+            Codec::MsgPack => self.frame_of(&Batch(messages, true)),
+        }
+    }
+
+    /// A queued message as a ready WebSocket frame.
+    pub(crate) fn frame_outgoing(self, outgoing: &Outgoing) -> WireFrame {
+        match self {
+            Codec::Json => {
+                let mut out = Vec::with_capacity(128);
+                write_json_outgoing(outgoing, &mut out);
+                WireFrame::Text(String::from_utf8(out).expect("JSON is UTF-8"))
+            }
+            Codec::MsgPack => self.frame_of(&WireOutgoing { outgoing, compact: true }),
+        }
+    }
+
+    /// Several queued messages as one batch frame.
+    pub(crate) fn batch_frame_outgoing(self, all: &[Outgoing]) -> WireFrame {
+        match self {
+            Codec::Json => {
+                let mut out = Vec::with_capacity(128 * all.len());
+                out.push(b'[');
+                for (i, outgoing) in all.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_json_outgoing(outgoing, &mut out);
+                }
+                out.push(b']');
+                WireFrame::Text(String::from_utf8(out).expect("JSON is UTF-8"))
+            }
+            Codec::MsgPack => self.frame_of(&OutgoingBatch(all)),
+        }
+    }
+
+    /// The encoding of `message` through serde alone (the reference the
+    /// fast JSON writer must match byte for byte).
+    #[cfg(test)]
+    pub(crate) fn encode_with_serde(self, message: &Message) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write(&WireMessage { message, compact: self == Codec::MsgPack }, &mut out);
+        out
     }
 
     fn frame_of<T: Serialize>(self, value: &T) -> WireFrame {
@@ -188,6 +271,12 @@ impl Codec {
             }
         }
     }
+}
+
+/// A batch as serde writes it (the reference for the fast JSON writer).
+#[cfg(test)]
+pub(super) fn tests_batch(messages: &[Message]) -> impl Serialize + '_ {
+    Batch(messages, false)
 }
 
 fn is_json_array(bytes: &[u8]) -> bool {

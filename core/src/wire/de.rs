@@ -317,7 +317,6 @@ impl PacketFields<'_> {
                 .and_then(|s| PacketId::new(&s))
                 .map_err(|e| (e, None))?,
         };
-        let with_id = |e: PfError| (e, Some(id.clone()));
         let rest = (|| {
             match required(self.version, "version")? {
                 Loose::Str(v) if v == PROTOCOL_VERSION => {}
@@ -388,20 +387,28 @@ impl PacketFields<'_> {
                     return Err(bad_request(format!("metadata must be an object, got {}", describe(&other))))
                 }
             };
-            let packet = Box::new(Packet {
-                id: id.clone(),
-                group,
-                element,
-                data: self.data.unwrap_or(Value::Null),
-                priority,
-                timeout_ms,
-                dependencies,
-                metadata,
-            });
-            packet.validate()?;
-            Ok(packet)
+            Ok((group, element, priority, timeout_ms, dependencies, metadata))
         })();
-        rest.map_err(with_id)
+        // The id moves into the packet (no reference count taken for it)
+        // unless the packet is refused.
+        let (group, element, priority, timeout_ms, dependencies, metadata) = match rest {
+            Ok(fields) => fields,
+            Err(e) => return Err((e, Some(id))),
+        };
+        let packet = Box::new(Packet {
+            id,
+            group,
+            element,
+            data: self.data.unwrap_or(Value::Null),
+            priority,
+            timeout_ms,
+            dependencies,
+            metadata,
+        });
+        match packet.validate() {
+            Ok(()) => Ok(packet),
+            Err(e) => Err((e, Some(packet.id.clone()))),
+        }
     }
 }
 

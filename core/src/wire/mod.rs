@@ -192,6 +192,23 @@ impl Message {
     }
 }
 
+/// A message as a node's connection queues it for writing: a [`Message`],
+/// or a submit this node forwards one hop further, whose `pf.hops` is
+/// written into its metadata as it is encoded (the packet's metadata is
+/// left as it came: no map is built for the hop count). Encoded exactly as
+/// the submit with `metadata["pf.hops"] = hops` would be.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    Message(Message),
+    Forward { seq: u64, packet: Box<Packet>, hops: u64 },
+}
+
+impl From<Message> for Outgoing {
+    fn from(message: Message) -> Outgoing {
+        Outgoing::Message(message)
+    }
+}
+
 /// A frame (or one element of a batch) that was rejected, with what is
 /// needed to answer it: the `error` frame to send back carries `seq` and,
 /// when it could be read, the packet's id.
