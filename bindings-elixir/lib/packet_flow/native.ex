@@ -41,6 +41,7 @@ defmodule PacketFlow.Native do
   def reply_error(_token, _code, _message, _idle), do: not_loaded()
   def pool_new, do: not_loaded()
   def pool_trim(_pool), do: not_loaded()
+  def pool_route(_pool), do: not_loaded()
   def pool_forget(_pool, _worker), do: not_loaded()
   def pool_idle(_pool), do: not_loaded()
   def context_remaining_ms(_token), do: not_loaded()

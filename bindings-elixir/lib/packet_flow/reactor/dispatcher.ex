@@ -3,6 +3,9 @@ defmodule PacketFlow.Reactor.Dispatcher do
   # Owns a reactor's handler functions and its worker pool (see
   # PacketFlow.Reactor.Worker). Handler calls reach it only when no worker
   # is idle, as `{:pf_calls, [call]}` batches: it starts a worker for each.
+  # Calls that arrive from the network wait in a native queue; the NIF
+  # wakes the dispatcher once for all of them (`:pf_route`), and it routes
+  # them to idle workers from here.
   #
   # Workers are linked to the dispatcher, which traps their exits: when the
   # dispatcher stops (with its reactor) they are shut down with it, and a
@@ -70,6 +73,11 @@ defmodule PacketFlow.Reactor.Dispatcher do
   @impl true
   def handle_info({:pf_calls, calls}, state) do
     start_all(calls, state)
+    {:noreply, state}
+  end
+
+  def handle_info(:pf_route, state) do
+    Native.pool_route(state.pool)
     {:noreply, state}
   end
 

@@ -35,6 +35,7 @@ rustler::atoms! {
     timeout_ms,
     dependencies,
     pf_call,
+    pf_route,
     noproc,
     pf_calls,
     pf_result,

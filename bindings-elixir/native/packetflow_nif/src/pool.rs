@@ -12,6 +12,12 @@
 //! calls go to the dispatcher as `{:pf_calls, [call, ...]}`, which starts a
 //! worker for each; those join the stack once they have answered.
 //!
+//! Calls made off the schedulers (on the library's network and timer
+//! thread) wait in a queue, and the dispatcher is woken once for all of
+//! them (`:pf_route`): it routes them from a scheduler ([`pool_route`]).
+//! Sending each one to its worker from that thread would cost a
+//! cross-thread wake-up per call.
+//!
 //! The pool shrinks without a timer per worker: every few seconds the
 //! dispatcher takes off the stack the workers that stayed idle since the
 //! last time ([`pool_trim`]) and tells them to end.
@@ -33,6 +39,8 @@ pub struct Pool {
     /// Idle workers, each with the trim round it became idle in.
     idle: Mutex<Vec<(LocalPid, u64)>>,
     round: AtomicU64,
+    /// Calls made off the schedulers, for the dispatcher to route.
+    queue: Mutex<Vec<Call>>,
 }
 
 impl Pool {
@@ -52,25 +60,36 @@ impl Pool {
         self.route(calls, |to, build| send_from(env, to, |m| build(m)));
     }
 
-    /// Sends `calls` from a thread that is not a scheduler.
-    fn route_here(&self, calls: Vec<Call>) {
+    /// Queues `calls` for the dispatcher, waking it when the queue was
+    /// empty (otherwise a wake-up is already on its way). Runs anywhere
+    /// but inside a NIF, where [`route_inline`](Self::route_inline) is used.
+    pub fn route_anywhere(self: &Arc<Self>, calls: Vec<Call>) {
+        let first = {
+            let mut queue = self.queue.lock();
+            let first = queue.is_empty();
+            queue.extend(calls);
+            first
+        };
+        if !first {
+            return;
+        }
+        if rustler::thread::is_scheduler_thread() {
+            // Only a NIF's own environment can send from a scheduler.
+            let pool = Arc::clone(self);
+            runtime::handle().spawn(async move { pool.wake_dispatcher() });
+        } else {
+            self.wake_dispatcher();
+        }
+    }
+
+    fn wake_dispatcher(&self) {
         THREAD_ENV.with(|slot| {
             let mut slot = slot.borrow_mut();
             let owned = slot.get_or_insert_with(OwnedEnv::new);
-            self.route(calls, |to, build| owned.send_and_clear(to, |m| build(m)).is_ok());
+            // A dispatcher that is gone leaves the queue to be freed with
+            // the pool; each call then answers PF500.
+            let _ = owned.send_and_clear(&self.dispatcher, |env| atoms::pf_route().encode(env));
         });
-    }
-
-    /// Sends `calls` from wherever this runs: directly off a scheduler,
-    /// through the runtime on one (where only a NIF's own environment can
-    /// send, and there is none here).
-    pub fn route_anywhere(self: &Arc<Self>, calls: Vec<Call>) {
-        if rustler::thread::is_scheduler_thread() {
-            let pool = Arc::clone(self);
-            runtime::handle().spawn(async move { pool.route_here(calls) });
-        } else {
-            self.route_here(calls);
-        }
     }
 
     /// Each call to an idle worker; what finds none, to the dispatcher in
@@ -127,7 +146,20 @@ fn pool_new(env: Env) -> ResourceArc<PoolRes> {
         dispatcher: env.pid(),
         idle: Mutex::new(Vec::new()),
         round: AtomicU64::new(0),
+        queue: Mutex::new(Vec::new()),
     })))
+}
+
+/// Routes the queued calls (called by the dispatcher on `:pf_route`):
+/// each to an idle worker, the rest back to the dispatcher as
+/// `{:pf_calls, calls}`.
+#[rustler::nif]
+fn pool_route(env: Env, pool: ResourceArc<PoolRes>) -> rustler::Atom {
+    let calls = std::mem::take(&mut *pool.0.queue.lock());
+    if !calls.is_empty() {
+        pool.0.route_inline(env, calls);
+    }
+    atoms::ok()
 }
 
 /// Takes off the idle stack the workers that have been idle since the
