@@ -536,9 +536,12 @@ defmodule PacketFlow.Reactor do
   invalid field, PF408 timeout, PF409 duplicate id, PF424 dependency
   failed, PF429 queue full, PF500 handler failed, PF503 stopping).
 
-  The packet is converted in the calling process. Raises `ArgumentError`
-  when it is not a map or keyword list of known fields, or when a value is
-  not JSON-shaped (the message names the type and the path).
+  The packet is converted and submitted by the calling process, which
+  then waits for its result message (never through the reactor's
+  GenServer). Raises `ArgumentError` when it is not a map or keyword list
+  of known fields, or when a value is not JSON-shaped (the message names
+  the type and the path). Exits with `{:noproc, _}` when the reactor is not
+  running, as a `GenServer.call` would.
   """
   @spec submit(t(), packet()) :: {:ok, Result.t()}
   def submit(reactor, packet) when is_list(packet), do: submit(reactor, Map.new(packet))
