@@ -14,20 +14,28 @@ defmodule PacketFlow.Reactor do
 
   ## How work flows
 
-  * `submit/2` converts the packet in the calling process, then a
-    `GenServer.call` hands it to the native reactor, which starts it and
-    returns at once. The result arrives later as a message that the
-    GenServer turns into the call's reply, so the GenServer is never
-    blocked by a handler.
-  * Each handler invocation arrives as a message at the reactor's
-    dispatcher, which starts the handler in its own `Task`, linked to the
-    dispatcher (which traps its exits). The handler's answer goes back
-    through a NIF. A handler that raises, throws or exits answers PF500 with
-    its message; a handler process that is killed answers PF500 too. Neither
-    affects the reactor.
+  * `submit/2` and `call/5` run in the calling process: a NIF converts
+    the packet and hands it to the native reactor (found by the
+    GenServer's pid, without a message to it), and the result arrives as a
+    message to the caller, which waits for it with a `receive`. The
+    GenServer only registers handlers, joins the network and owns the
+    native reactor; it is never on a packet's path. A caller that dies
+    while waiting leaks nothing: its packet is still answered, and the
+    answer is dropped.
+  * Handlers run in a pool of long-lived worker processes, linked to the
+    reactor's dispatcher (which traps their exits). Each handler call goes
+    to an idle worker, never to a busy one, so a slow or blocked handler
+    delays no other call: when every worker is busy, another is started.
+    The handler's answer goes back through a NIF. A handler that raises,
+    throws or exits answers PF500 with its message; a worker that is
+    killed answers PF500 too. Neither affects the reactor, and the pool
+    replaces the worker when it needs one. Before its next call a worker
+    clears what a handler left behind: its process dictionary (Logger
+    metadata included), the `:trap_exit` flag, and stray messages. A
+    worker that stays idle for 10-20 seconds ends.
   * Stopping the reactor (`stop/1`, or its supervisor shutting down) stops
     the native reactor: packets still in flight are answered PF503, handler
-    tasks are shut down, and the native resources are freed.
+    workers are shut down, and the native resources are freed.
 
 
   ## On the network
@@ -219,11 +227,9 @@ defmodule PacketFlow.Reactor do
         }
 
   @options [:name, :reactor_name, :max_inflight, :max_queue, :listen, :connect]
-  # Extra wait past a packet's own deadline before a submit gives up on the
-  # GenServer: the core answers every packet by its deadline.
+  # Extra wait past a packet's own deadline before a submit stops waiting
+  # for its result: the core answers every packet by its deadline.
   @grace_ms 5_000
-  # How long stop/1 lets packets in flight collect their PF503 answers.
-  @drain_ms 2_000
   # Longest wait for a listen or connect. The core bounds both (binding
   # fails at once; a dial gives up after its handshake timeout), so this
   # only guards against a core that never answers.
@@ -530,23 +536,35 @@ defmodule PacketFlow.Reactor do
   invalid field, PF408 timeout, PF409 duplicate id, PF424 dependency
   failed, PF429 queue full, PF500 handler failed, PF503 stopping).
 
-  The packet is converted in the calling process. Raises `ArgumentError`
-  when it is not a map or keyword list of known fields, or when a value is
-  not JSON-shaped (the message names the type and the path).
+  The packet is converted and submitted by the calling process, which
+  then waits for its result message (never through the reactor's
+  GenServer). Raises `ArgumentError` when it is not a map or keyword list
+  of known fields, or when a value is not JSON-shaped (the message names
+  the type and the path). Exits with `{:noproc, _}` when the reactor is not
+  running, as a `GenServer.call` would.
   """
   @spec submit(t(), packet()) :: {:ok, Result.t()}
   def submit(reactor, packet) when is_list(packet), do: submit(reactor, Map.new(packet))
 
   def submit(reactor, packet) do
-    case Native.packet_new(packet) do
-      {:ok, native_packet, timeout_ms} ->
-        GenServer.call(reactor, {:submit, native_packet}, timeout_ms + @grace_ms)
+    tag = make_ref()
 
-      {:invalid, result} ->
+    case Native.reactor_submit(GenServer.whereis(reactor), packet, tag) do
+      {:pending, timeout_ms} ->
+        receive do
+          {:pf_result, ^tag, result} -> {:ok, result}
+        after
+          timeout_ms + @grace_ms -> exit({:timeout, {__MODULE__, :submit, [reactor, packet]}})
+        end
+
+      {:done, result} ->
         {:ok, result}
 
       {:badarg, message} ->
         raise ArgumentError, message
+
+      :noproc ->
+        exit({:noproc, {__MODULE__, :submit, [reactor, packet]}})
     end
   end
 
@@ -561,7 +579,12 @@ defmodule PacketFlow.Reactor do
   @spec call(t(), PacketFlow.name(), PacketFlow.name(), PacketFlow.value(), keyword()) ::
           {:ok, PacketFlow.value()} | {:error, PacketFlow.Error.t()}
   def call(reactor, group, element, data \\ nil, opts \\ []) when is_list(opts) do
-    packet = opts |> Map.new() |> Map.merge(%{group: group, element: element, data: data})
+    packet =
+      case opts do
+        [] -> %{group: group, element: element, data: data}
+        _ -> opts |> Map.new() |> Map.merge(%{group: group, element: element, data: data})
+      end
+
     {:ok, result} = submit(reactor, packet)
     Result.to_tuple(result)
   end
@@ -609,7 +632,7 @@ defmodule PacketFlow.Reactor do
   def stats(reactor), do: GenServer.call(reactor, :stats)
 
   @doc """
-  Stops the reactor. Packets in flight are answered PF503, handler tasks
+  Stops the reactor. Packets in flight are answered PF503, handler workers
   are shut down and the native reactor is freed.
   """
   @spec stop(t(), timeout()) :: :ok
@@ -623,14 +646,12 @@ defmodule PacketFlow.Reactor do
     # cleanly (answering what is in flight) instead of dying with it.
     Process.flag(:trap_exit, true)
     {:ok, dispatcher} = Dispatcher.start_link()
-
-    native =
-      Native.reactor_new(config.name, config.max_inflight, config.max_queue, self(), dispatcher)
+    pool = Dispatcher.pool(dispatcher)
+    native = Native.reactor_new(config.name, config.max_inflight, config.max_queue, pool)
 
     state = %{
       native: native,
       dispatcher: dispatcher,
-      pending: %{},
       network: %{},
       # Tags below this one were used by the `:listen`/`:connect` options.
       next_tag: 1 + length(config.connect),
@@ -684,18 +705,6 @@ defmodule PacketFlow.Reactor do
     do: %PacketFlow.Error{code: "PF408", message: "dialling #{url} did not finish"}
 
   @impl true
-  def handle_call({:submit, packet}, from, state) do
-    tag = state.next_tag
-
-    case Native.reactor_submit(state.native, tag, packet) do
-      :pending ->
-        {:noreply, %{state | next_tag: tag + 1, pending: Map.put(state.pending, tag, from)}}
-
-      {:done, result} ->
-        {:reply, {:ok, result}, state}
-    end
-  end
-
   def handle_call({:register, {group, element} = key, fun}, _from, state) do
     {id, state} =
       case state.handler_ids do
@@ -704,7 +713,7 @@ defmodule PacketFlow.Reactor do
       end
 
     # The dispatcher learns the function before the core can route to it.
-    :ok = Dispatcher.put(state.dispatcher, id, {fun, "#{group}:#{element}"})
+    :ok = Dispatcher.put(state.dispatcher, id, fun)
 
     case Native.reactor_register(state.native, group, element, id) do
       :ok ->
@@ -742,14 +751,6 @@ defmodule PacketFlow.Reactor do
   end
 
   @impl true
-  def handle_info({:pf_result, tag, result}, state) do
-    {:noreply, %{state | pending: reply_one(tag, result, state.pending)}}
-  end
-
-  def handle_info({:pf_results, results}, state) do
-    {:noreply, %{state | pending: reply_all(results, state.pending)}}
-  end
-
   def handle_info({:pf_net, tag, outcome}, state) do
     case Map.pop(state.network, tag) do
       {nil, _} ->
@@ -781,40 +782,10 @@ defmodule PacketFlow.Reactor do
 
   @impl true
   def terminate(_reason, state) do
+    # Packets in flight are answered PF503 by the core, straight to the
+    # processes that submitted them.
     Native.reactor_stop(state.native)
-    drain(state.pending, System.monotonic_time(:millisecond) + @drain_ms)
     Process.exit(state.dispatcher, :shutdown)
     :ok
-  end
-
-  defp reply_all([], pending), do: pending
-
-  defp reply_all([{tag, result} | rest], pending),
-    do: reply_all(rest, reply_one(tag, result, pending))
-
-  defp reply_one(tag, result, pending) do
-    case pending do
-      %{^tag => from} ->
-        GenServer.reply(from, {:ok, result})
-        Map.delete(pending, tag)
-
-      _ ->
-        pending
-    end
-  end
-
-  # After the core stopped, every packet in flight is answered PF503 within
-  # moments; relay those answers so no caller is left with an exit.
-  defp drain(pending, _deadline) when map_size(pending) == 0, do: :ok
-
-  defp drain(pending, deadline) do
-    wait = max(deadline - System.monotonic_time(:millisecond), 0)
-
-    receive do
-      {:pf_result, tag, result} -> drain(reply_one(tag, result, pending), deadline)
-      {:pf_results, results} -> drain(reply_all(results, pending), deadline)
-    after
-      wait -> :ok
-    end
   end
 end

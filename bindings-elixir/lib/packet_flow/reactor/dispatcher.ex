@@ -1,81 +1,123 @@
 defmodule PacketFlow.Reactor.Dispatcher do
   @moduledoc false
-  # Receives handler invocations from the native reactor, in batches, and
-  # starts one Task per invocation. The tasks are linked to the dispatcher,
-  # which traps their exits: when the dispatcher stops (with its reactor)
-  # they are shut down with it, and a task that dies never takes anything
-  # else down.
+  # Owns a reactor's handler functions and its worker pool (see
+  # PacketFlow.Reactor.Worker). Handler calls reach it only when no worker
+  # is idle, as `{:pf_calls, [call]}` batches: it starts a worker for each.
+  # Calls that arrive from the network wait in a native queue; the NIF
+  # wakes the dispatcher once for all of them (`:pf_route`), and it routes
+  # them to idle workers from here.
   #
-  # Tasks are started with Task.start_link rather than through a
-  # Task.Supervisor: starting a child through a supervisor is a synchronous
-  # call to it (about 4-6 us here, measured), which at 100k handler calls a
-  # second would cost half a core on its own. The dispatcher keeps the
-  # supervisor's guarantees that matter here: tasks are linked to a process
-  # of the reactor's tree, their exits are observed, and they end with it.
+  # Workers are linked to the dispatcher, which traps their exits: when the
+  # dispatcher stops (with its reactor) they are shut down with it, and a
+  # worker that dies never takes anything else down. Workers are started
+  # with spawn_link rather than through a supervisor: starting a child
+  # through a supervisor is a synchronous call to it (4-6 us here,
+  # measured), and nothing would restart a worker anyway (the pool makes a
+  # new one when it needs one).
+  #
+  # Workers cache the functions they look up here; `generation` (an
+  # :atomics counter) moves on every register and unregister, which makes
+  # them look again, so a call always runs the function registered when
+  # its worker starts it.
 
   use GenServer
 
+  # Workers idle through a whole period (so for trim_ms to 2 * trim_ms) end.
+  @trim_ms 10_000
+
   alias PacketFlow.Native
-  alias PacketFlow.Reactor.Handler
+  alias PacketFlow.Reactor.Worker
 
   @spec start_link() :: GenServer.on_start()
   def start_link, do: GenServer.start_link(__MODULE__, :ok)
 
-  @spec put(pid(), pos_integer(), {function(), String.t()}) :: :ok
-  def put(dispatcher, id, handler), do: GenServer.call(dispatcher, {:put, id, handler})
+  @doc false
+  @spec pool(pid()) :: reference()
+  def pool(dispatcher), do: GenServer.call(dispatcher, :pool)
+
+  @spec put(pid(), pos_integer(), function()) :: :ok
+  def put(dispatcher, id, fun), do: GenServer.call(dispatcher, {:put, id, fun})
 
   @spec delete(pid(), pos_integer()) :: :ok
   def delete(dispatcher, id), do: GenServer.call(dispatcher, {:delete, id})
 
+  @doc false
+  @spec handler(pid(), pos_integer()) :: function() | nil
+  def handler(dispatcher, id), do: GenServer.call(dispatcher, {:handler, id})
+
   @impl true
   def init(:ok) do
     Process.flag(:trap_exit, true)
-    {:ok, %{}}
+    Process.send_after(self(), :trim, @trim_ms)
+    {:ok, %{handlers: %{}, pool: Native.pool_new(), generation: :atomics.new(1, [])}}
   end
 
   @impl true
-  def handle_call({:put, id, handler}, _from, handlers),
-    do: {:reply, :ok, Map.put(handlers, id, handler)}
+  def handle_call(:pool, _from, state), do: {:reply, state.pool, state}
 
-  def handle_call({:delete, id}, _from, handlers), do: {:reply, :ok, Map.delete(handlers, id)}
-
-  @impl true
-  def handle_info({:pf_calls, calls}, handlers) do
-    start_all(calls, handlers)
-    {:noreply, handlers}
+  def handle_call({:put, id, fun}, _from, state) do
+    state = %{state | handlers: Map.put(state.handlers, id, fun)}
+    :atomics.add(state.generation, 1, 1)
+    {:reply, :ok, state}
   end
 
-  # A task that answered unlinks itself before it ends (see Handler.run/6),
-  # so normal exits mostly never arrive here.
-  def handle_info({:EXIT, _task, :normal}, handlers), do: {:noreply, handlers}
+  def handle_call({:delete, id}, _from, state) do
+    state = %{state | handlers: Map.delete(state.handlers, id)}
+    :atomics.add(state.generation, 1, 1)
+    {:reply, :ok, state}
+  end
 
-  def handle_info({:EXIT, _task, _reason}, handlers) do
-    # A handler task was killed before answering. Its packet is answered
-    # PF500 when the last reference to its invocation goes away; this
-    # process may still hold one from the message that started it, so
-    # collect now rather than at some later garbage collection.
+  def handle_call({:handler, id}, _from, state),
+    do: {:reply, Map.get(state.handlers, id), state}
+
+  @impl true
+  def handle_info({:pf_calls, calls}, state) do
+    start_all(calls, state)
+    {:noreply, state}
+  end
+
+  def handle_info(:pf_route, state) do
+    Native.pool_route(state.pool)
+    {:noreply, state}
+  end
+
+  def handle_info(:trim, state) do
+    for worker <- Native.pool_trim(state.pool), do: send(worker, :pf_retire)
+    Process.send_after(self(), :trim, @trim_ms)
+    {:noreply, state}
+  end
+
+  # A worker that was idle too long left the pool and ended.
+  def handle_info({:EXIT, _worker, :normal}, state), do: {:noreply, state}
+
+  def handle_info({:EXIT, worker, _reason}, state) do
+    # A worker died (killed, or taken down by a process it was linked to).
+    # Its call, if it had one, is answered PF500 when the last reference
+    # to the call's token goes away; this process may still hold one from
+    # the message that started the worker, so collect now rather than at
+    # some later garbage collection.
+    Native.pool_forget(state.pool, worker)
     :erlang.garbage_collect()
-    {:noreply, handlers}
+    {:noreply, state}
   end
 
-  defp start_all([], _handlers), do: :ok
+  defp start_all([], _state), do: :ok
 
-  defp start_all([{id, data, packet_id, metadata, token} | rest], handlers) do
-    case handlers do
-      %{^id => {fun, _key}} ->
-        {:ok, _pid} =
-          Task.start_link(Handler, :run, [fun, data, packet_id, metadata, token, self()])
+  defp start_all([{id, _data, _packet_id, _metadata, token} = call | rest], state) do
+    case state.handlers do
+      %{^id => fun} ->
+        Worker.start_link(self(), state.pool, state.generation, call, fun)
 
       _ ->
-        # Unregistered while the packet was on its way: answered as the
-        # core answers a packet that finds no handler.
         Native.reply_error(
           token,
           "PF001",
-          "no handler: it was unregistered while the packet was on its way"
+          "no handler: it was unregistered while the packet was on its way",
+          false
         )
+
     end
 
-    start_all(rest, handlers)
+    start_all(rest, state)
   end
 end

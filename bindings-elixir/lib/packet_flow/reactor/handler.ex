@@ -1,42 +1,51 @@
 defmodule PacketFlow.Reactor.Handler do
   @moduledoc false
-  # Runs one handler call inside its Task and sends the answer back through
-  # the NIF. Whatever the handler does (return, raise, throw, exit), exactly
-  # one answer is sent.
+  # Runs one handler call inside a pool worker and sends the answer back
+  # through the NIF, which also puts the worker back on the idle stack.
+  # Whatever the handler does (return, raise, throw, exit), exactly one
+  # answer is sent; if the worker dies instead, freeing the call's token
+  # answers PF500.
 
   alias PacketFlow.{Context, Error, Native}
 
-  @spec run(function(), PacketFlow.value(), String.t(), map() | nil, reference(), pid()) :: true
-  def run(fun, data, packet_id, metadata, token, dispatcher) do
+  @spec run(function() | nil, PacketFlow.value(), String.t(), map() | nil, reference()) :: :ok
+  def run(nil, _data, _packet_id, _metadata, token) do
+    # Unregistered while the packet was on its way: answered as the core
+    # answers a packet that finds no handler.
+    Native.reply_error(
+      token,
+      "PF001",
+      "no handler: it was unregistered while the packet was on its way",
+      true
+    )
+  end
+
+  def run(fun, data, packet_id, metadata, token) do
     answer(fun, data, %Context{packet_id: packet_id, metadata: metadata, token: token})
-    # Answered: leave the dispatcher's watch before ending, which spares it
-    # one exit message per call. Until here, a task that dies unanswered
-    # still reaches it as an exit signal.
-    Process.unlink(dispatcher)
   end
 
   defp answer(fun, data, %Context{token: token} = ctx) do
     fun.(data, ctx)
   rescue
-    e -> Native.reply_failed(token, describe_exception(e))
+    e -> Native.reply_failed(token, describe_exception(e), true)
   catch
     :throw, value ->
-      Native.reply_failed(token, "handler threw #{inspect(value)}")
+      Native.reply_failed(token, "handler threw #{inspect(value)}", true)
 
     :exit, reason ->
-      Native.reply_failed(token, "handler exited: #{Exception.format_exit(reason)}")
+      Native.reply_failed(token, "handler exited: #{Exception.format_exit(reason)}", true)
   else
     {:ok, value} ->
-      Native.reply_ok(token, value)
+      Native.reply_ok(token, value, true)
 
     {:error, %Error{code: code, message: message}} ->
-      Native.reply_error(token, code, message)
+      Native.reply_error(token, code, message, true)
 
     {:error, reason} ->
-      Native.reply_failed(token, "handler returned an error: #{describe_reason(reason)}")
+      Native.reply_failed(token, "handler returned an error: #{describe_reason(reason)}", true)
 
     value ->
-      Native.reply_ok(token, value)
+      Native.reply_ok(token, value, true)
   end
 
   defp describe_exception(%module{} = e) do

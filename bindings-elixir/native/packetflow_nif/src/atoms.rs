@@ -34,7 +34,9 @@ rustler::atoms! {
     priority,
     timeout_ms,
     dependencies,
-    pf_results,
+    pf_call,
+    pf_route,
+    noproc,
     pf_calls,
     pf_result,
     pf_child,
@@ -44,7 +46,6 @@ rustler::atoms! {
     url,
     pending,
     done,
-    taken,
     result_module = "Elixir.PacketFlow.Result",
     error_module = "Elixir.PacketFlow.Error",
 }

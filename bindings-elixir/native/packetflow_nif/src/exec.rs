@@ -14,7 +14,7 @@
 //!   future only takes short locks and registers timers.
 //! - Anywhere else (a deadline timer firing on a Tokio thread, a resource
 //!   destructor) the job is polled on a Tokio thread and its output leaves
-//!   through an [`Outbox`](crate::outbox::Outbox).
+//!   directly from that thread (`enif_send` with no caller environment).
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -25,11 +25,11 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use parking_lot::Mutex;
 use rustler::sys::enif_send;
-use rustler::{Encoder, Env, LocalPid, OwnedEnv, Term};
+use rustler::{Env, LocalPid, OwnedEnv, Term};
 
 use crate::invocation::Call;
-use crate::outbox::Outbox;
-use crate::{atoms, runtime};
+use crate::pool::Pool;
+use crate::runtime;
 
 /// Where a job's output goes, depending on where it finished.
 pub trait Deliver<T>: Send + Sync + 'static {
@@ -181,7 +181,7 @@ pub mod inline {
 
     struct Scope {
         woken: Vec<Arc<dyn Runnable>>,
-        calls: Vec<(Arc<Outbox<Call>>, Call)>,
+        calls: Vec<(Arc<Pool>, Call)>,
     }
 
     thread_local! {
@@ -208,10 +208,10 @@ pub mod inline {
 
     /// Queues a handler invocation to leave with this NIF's environment;
     /// gives it back when no scope is active.
-    pub fn push_call(outbox: &Arc<Outbox<Call>>, call: Call) -> Result<(), Call> {
+    pub fn push_call(pool: &Arc<Pool>, call: Call) -> Result<(), Call> {
         SCOPE.with(|s| match s.borrow_mut().as_mut() {
             Some(scope) => {
-                scope.calls.push((Arc::clone(outbox), call));
+                scope.calls.push((Arc::clone(pool), call));
                 Ok(())
             }
             None => Err(call),
@@ -219,15 +219,15 @@ pub mod inline {
     }
 
     /// Ends the scope even if the NIF panicked: jobs still scheduled go to
-    /// Tokio (a lost job would never answer), calls to their outboxes.
+    /// Tokio (a lost job would never answer), calls through the runtime.
     struct Guard;
 
     impl Drop for Guard {
         fn drop(&mut self) {
             if let Some(scope) = SCOPE.with(|s| s.borrow_mut().take()) {
                 scope.woken.into_iter().for_each(schedule_later);
-                for (outbox, call) in scope.calls {
-                    outbox.push(call);
+                for (pool, call) in scope.calls {
+                    pool.route_anywhere(vec![call]);
                 }
             }
         }
@@ -265,21 +265,14 @@ pub mod inline {
         out
     }
 
-    /// Sends invocations as `{:pf_calls, [call, ...]}`, one message per
-    /// dispatcher (there is normally one).
-    fn send_calls(env: Env, mut calls: Vec<(Arc<Outbox<Call>>, Call)>) {
+    /// Sends invocations to their pools' workers (there is normally one
+    /// pool).
+    fn send_calls(env: Env, mut calls: Vec<(Arc<Pool>, Call)>) {
         while !calls.is_empty() {
-            let outbox = Arc::clone(&calls[0].0);
-            let (mine, rest): (Vec<_>, Vec<_>) =
-                calls.into_iter().partition(|(o, _)| Arc::ptr_eq(o, &outbox));
+            let pool = Arc::clone(&calls[0].0);
+            let (mine, rest): (Vec<_>, Vec<_>) = calls.into_iter().partition(|(p, _)| Arc::ptr_eq(p, &pool));
             calls = rest;
-            // A dispatcher that is gone takes its invocations with it; each
-            // one then answers PF500 when its token is freed.
-            send_from(env, outbox.pid(), |menv| {
-                let items: Vec<Term> =
-                    mine.into_iter().map(|(_, call)| crate::outbox::Item::encode(call, menv)).collect();
-                (atoms::pf_calls(), items).encode(menv)
-            });
+            pool.route_inline(env, mine.into_iter().map(|(_, call)| call).collect());
         }
     }
 }

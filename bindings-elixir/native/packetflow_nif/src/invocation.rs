@@ -1,7 +1,8 @@
 //! Handler invocations: the core calls a registered handler, the NIF sends
-//! `{handler_id, data, packet_id, metadata, token}` to the dispatcher
-//! process, which runs the Elixir handler in a Task; the handler answers
-//! through `reply_ok`, `reply_failed` or `reply_error`.
+//! `{handler_id, data, packet_id, metadata, token}` to an idle worker of the
+//! reactor's [`Pool`] (or to its dispatcher, which starts one); the worker
+//! runs the Elixir handler and answers through `reply_ok`, `reply_failed`
+//! or `reply_error`.
 //!
 //! The context's `token` is an [`Invocation`] resource holding the channel
 //! back to the waiting core task. If the handler's process dies without
@@ -17,7 +18,7 @@ use rustler::{Encoder, Env, LocalPid, OwnedEnv, Resource, ResourceArc, Term};
 use tokio::sync::oneshot;
 
 use crate::exec::{inline, send_from, Deliver, Job};
-use crate::outbox::{Item, Outbox};
+use crate::pool::Pool;
 use crate::{atoms, convert, terms};
 
 static LIVE: AtomicU64 = AtomicU64::new(0);
@@ -26,6 +27,8 @@ static LIVE: AtomicU64 = AtomicU64::new(0);
 pub struct Invocation {
     reply: Mutex<Option<oneshot::Sender<HandlerResult>>>,
     ctx: Context,
+    /// Where the worker that answers goes back to.
+    pool: Arc<Pool>,
 }
 
 #[rustler::resource_impl]
@@ -42,7 +45,16 @@ impl Drop for Invocation {
 }
 
 impl Invocation {
-    fn answer(&self, outcome: HandlerResult) {
+    /// Answers the call. When `idle`, the calling process is a pool worker
+    /// that takes calls again from now on.
+    fn answer(&self, env: Env, idle: bool, outcome: HandlerResult) {
+        if idle {
+            self.pool.push(env.pid());
+        }
+        inline::run(env, || self.answer_now(outcome));
+    }
+
+    fn answer_now(&self, outcome: HandlerResult) {
         if let Some(tx) = self.reply.lock().take() {
             // The receiver is gone when the packet already timed out.
             let _ = tx.send(outcome);
@@ -50,17 +62,18 @@ impl Invocation {
     }
 }
 
-/// A handler call on its way to the dispatcher.
+/// A handler call on its way to a worker.
 pub struct Call {
     handler_id: u64,
     data: Value,
     token: ResourceArc<Invocation>,
 }
 
-impl Item for Call {
-    /// `{handler_id, data, packet_id, metadata, token}`; the handler's
-    /// process makes the `%PacketFlow.Context{}` from it.
-    fn encode<'a>(self, env: Env<'a>) -> Term<'a> {
+impl Call {
+    /// `(handler_id, data, packet_id, metadata, token)`; the worker makes
+    /// the `%PacketFlow.Context{}` from them. The call stays whole, so a
+    /// send that failed can be retried elsewhere.
+    pub fn terms<'a>(&self, env: Env<'a>) -> (u64, Term<'a>, Term<'a>, Term<'a>, Term<'a>) {
         let ctx = &self.token.ctx;
         let metadata = match ctx.metadata() {
             Some(m) => convert::object_to_term(env, m),
@@ -68,19 +81,19 @@ impl Item for Call {
         };
         let packet_id = ctx.packet_id().as_str().encode(env);
         (self.handler_id, convert::to_term(env, &self.data), packet_id, metadata, self.token.encode(env))
-            .encode(env)
     }
 }
 
-/// The core handler of one registered Elixir function: it forwards each
-/// call to the dispatcher and waits for the answer.
-pub fn handler(handler_id: u64, calls: Arc<Outbox<Call>>) -> Handler {
+/// The core handler of one registered Elixir function: it hands each call
+/// to the reactor's worker pool and waits for the answer.
+pub fn handler(handler_id: u64, pool: Arc<Pool>) -> Handler {
     Handler::from_async(move |data, ctx| {
         let (tx, rx) = oneshot::channel();
         LIVE.fetch_add(1, Ordering::Relaxed);
-        let token = ResourceArc::new(Invocation { reply: Mutex::new(Some(tx)), ctx });
-        if let Err(call) = inline::push_call(&calls, Call { handler_id, data, token }) {
-            calls.push(call);
+        let token =
+            ResourceArc::new(Invocation { reply: Mutex::new(Some(tx)), ctx, pool: Arc::clone(&pool) });
+        if let Err(call) = inline::push_call(&pool, Call { handler_id, data, token }) {
+            pool.route_anywhere(vec![call]);
         }
         async move { rx.await.unwrap_or_else(|_| Err(abandoned())) }
     })
@@ -92,27 +105,34 @@ pub fn abandoned() -> PfError {
 }
 
 /// Answers an invocation with the handler's value. A value that cannot
-/// cross as JSON answers PF500 naming its type and path instead.
+/// cross as JSON answers PF500 naming its type and path instead. `idle`:
+/// the caller is a pool worker ready for its next call.
 #[rustler::nif]
-fn reply_ok<'a>(env: Env<'a>, token: ResourceArc<Invocation>, value: Term<'a>) -> rustler::Atom {
+fn reply_ok<'a>(env: Env<'a>, token: ResourceArc<Invocation>, value: Term<'a>, idle: bool) -> rustler::Atom {
     let outcome =
         convert::to_value(value).map_err(|bad| PfError::failed(bad.describe("the handler's result")));
-    inline::run(env, || token.answer(outcome));
+    token.answer(env, idle, outcome);
     atoms::ok()
 }
 
 /// Answers an invocation with a handler failure (PF500) and `message`.
 #[rustler::nif]
-fn reply_failed(env: Env, token: ResourceArc<Invocation>, message: String) -> rustler::Atom {
-    inline::run(env, || token.answer(Err(PfError::failed(message))));
+fn reply_failed(env: Env, token: ResourceArc<Invocation>, message: String, idle: bool) -> rustler::Atom {
+    token.answer(env, idle, Err(PfError::failed(message)));
     atoms::ok()
 }
 
 /// Answers an invocation with an error the handler chose, code included
 /// (passing on the error of a child call, for instance).
 #[rustler::nif]
-fn reply_error(env: Env, token: ResourceArc<Invocation>, code: String, message: String) -> rustler::Atom {
-    inline::run(env, || token.answer(Err(PfError { code, message })));
+fn reply_error(
+    env: Env,
+    token: ResourceArc<Invocation>,
+    code: String,
+    message: String,
+    idle: bool,
+) -> rustler::Atom {
+    token.answer(env, idle, Err(PfError { code, message }));
     atoms::ok()
 }
 

@@ -5,17 +5,18 @@
 //! bridges the BEAM's processes to the core's Tokio runtime.
 //!
 //! ## How it never blocks a scheduler
-//! - A submit starts the core's submit future and returns at once; the
-//!   result comes back later as a message to the reactor's GenServer.
-//! - A handler invocation is a message to the reactor's dispatcher
-//!   process carrying an [`invocation::Invocation`] resource; the Elixir
-//!   handler runs in its own process and answers through a NIF that
+//! - A submit, made by the calling process itself, starts the core's submit
+//!   future and returns at once; the result comes back later as a message
+//!   to that process.
+//! - A handler invocation is a message to an idle worker of the reactor's
+//!   [`pool::Pool`] carrying an [`invocation::Invocation`] resource; the
+//!   Elixir handler runs in that worker and answers through a NIF that
 //!   completes a channel.
 //! - Core futures are polled where they are woken ([`exec`]): inside these
 //!   NIFs, with messages sent by the calling process, or on a Tokio thread
-//!   (deadlines, shutdown), with messages leaving through an
-//!   [`outbox::Outbox`] that sends everything ready in one message
-//!   (`OwnedEnv::send_and_clear`, which must not run on a scheduler thread).
+//!   (deadlines, shutdown, the network), sending from there
+//!   (`enif_send` without a caller, which must not run on a scheduler
+//!   thread).
 
 mod atoms;
 mod convert;
@@ -23,8 +24,8 @@ mod exec;
 mod invocation;
 mod json;
 mod network;
-mod outbox;
 mod packet;
+mod pool;
 mod reactor;
 mod runtime;
 mod terms;

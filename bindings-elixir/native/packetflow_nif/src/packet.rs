@@ -8,31 +8,9 @@
 //! as it would on the wire.
 
 use packetflow::{Element, Group, Packet, PacketId, PacketResult, Priority, Value};
-use parking_lot::Mutex;
-use rustler::{Encoder, Env, MapIterator, Resource, ResourceArc, Term, TermType};
+use rustler::{MapIterator, Term, TermType};
 
-use crate::{atoms, convert, terms};
-
-/// A packet built by `packet_new`, taken by `reactor_submit`.
-///
-/// Building happens in the submitting process, so the reactor's GenServer
-/// never spends its time converting data, and a bad value raises in the
-/// caller rather than in the reactor.
-pub struct PacketRes(Mutex<Option<Packet>>);
-
-#[rustler::resource_impl]
-impl Resource for PacketRes {}
-
-// A NIF that panics is turned into an exception by rustler; the state here
-// stays consistent across such a panic (parking_lot locks do not poison).
-impl std::panic::RefUnwindSafe for PacketRes {}
-
-impl PacketRes {
-    /// The packet, once; `None` if it was already submitted.
-    pub fn take(&self) -> Option<Packet> {
-        self.0.lock().take()
-    }
-}
+use crate::{atoms, convert};
 
 const FIELDS: &str = ":group, :element, :data, :id, :priority, :timeout_ms, :dependencies, :metadata";
 
@@ -87,7 +65,7 @@ fn unknown_field(map: Term) -> String {
     format!("a packet has only the fields {FIELDS}")
 }
 
-fn build(term: Term) -> Result<Built, String> {
+pub fn build(term: Term) -> Result<Built, String> {
     if term.get_type() != TermType::Map {
         return Err(format!(
             "a packet must be a map or keyword list with {FIELDS}, got {}",
@@ -186,18 +164,4 @@ fn build(term: Term) -> Result<Built, String> {
         let id = id.as_deref().and_then(|i| PacketId::new(i).ok()).unwrap_or_else(PacketId::random);
         PacketResult::failure(id, e, 0)
     }))
-}
-
-/// Builds a packet from a map: `{:ok, packet, timeout_ms}`,
-/// `{:invalid, %PacketFlow.Result{}}` (PF400) or `{:badarg, message}`.
-#[rustler::nif]
-fn packet_new<'a>(env: Env<'a>, term: Term<'a>) -> Term<'a> {
-    match build(term) {
-        Ok(Ok(packet)) => {
-            let timeout_ms = packet.timeout_ms();
-            (atoms::ok(), ResourceArc::new(PacketRes(Mutex::new(Some(packet)))), timeout_ms).encode(env)
-        }
-        Ok(Err(result)) => (atoms::invalid(), terms::result(env, &result)).encode(env),
-        Err(message) => (atoms::badarg(), message).encode(env),
-    }
 }

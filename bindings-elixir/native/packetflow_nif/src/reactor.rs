@@ -1,28 +1,42 @@
-//! The reactor resource owned by a `PacketFlow.Reactor` GenServer.
+//! The reactor resource owned by a `PacketFlow.Reactor` GenServer, and the
+//! submit path, which any process takes without going through it.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use packetflow::{Node, NodeConfig, PacketResult, Reactor, ReactorConfig};
-use parking_lot::Mutex;
-use rustler::{Encoder, Env, LocalPid, Resource, ResourceArc, Term};
+use parking_lot::{Mutex, RwLock};
+use rustler::sys::enif_send;
+use rustler::env::SavedTerm;
+use rustler::{Encoder, Env, LocalPid, OwnedEnv, Resource, ResourceArc, Term};
 
-use crate::exec::{inline, send_from, Deliver, Job};
-use crate::invocation::{self, Call};
-use crate::outbox::{Item, Outbox};
-use crate::packet::PacketRes;
-use crate::{atoms, runtime, terms};
+use crate::exec::{inline, Deliver, Job};
+use crate::invocation;
+use crate::pool::{Pool, PoolRes};
+use crate::{atoms, packet, runtime, terms};
 
 static LIVE: AtomicU64 = AtomicU64::new(0);
 
-/// A core reactor, its network node once it has one, and the two outboxes
-/// that feed its Elixir side.
+/// The running reactors by the pid of their GenServer, so that a submit
+/// reaches the core straight from the calling process. Entries hold the
+/// core's handle, not the resource: the GenServer's resource still goes
+/// when the GenServer does, and its destructor removes the entry.
+fn registry() -> &'static RwLock<HashMap<LocalPid, Reactor>> {
+    static REGISTRY: OnceLock<RwLock<HashMap<LocalPid, Reactor>>> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+/// A core reactor, its network node once it has one, and the worker pool
+/// of its handlers.
 pub struct ReactorRes {
     reactor: Reactor,
     /// Made by the first `listen` or `connect`.
     node: Mutex<Option<Node>>,
-    results: Arc<Outbox<Finished>>,
-    calls: Arc<Outbox<Call>>,
+    pool: Arc<Pool>,
+    /// The GenServer: network answers go there, and it is the key of this
+    /// reactor in the registry.
+    owner: LocalPid,
 }
 
 #[rustler::resource_impl]
@@ -36,6 +50,7 @@ impl Drop for ReactorRes {
     /// The last reference went away (the GenServer ended, however it
     /// ended): stop the core so that nothing keeps waiting for it.
     fn drop(&mut self) {
+        registry().write().remove(&self.owner);
         self.reactor.stop();
         if let Some(node) = self.node.get_mut().take() {
             // Closing connections is async; the task owns what it needs.
@@ -45,40 +60,26 @@ impl Drop for ReactorRes {
     }
 }
 
-/// A submit's result, tagged for the GenServer that holds its caller.
-struct Finished {
-    tag: u64,
-    result: PacketResult,
-}
-
-impl Item for Finished {
-    fn encode<'a>(self, env: Env<'a>) -> Term<'a> {
-        (self.tag, terms::result(env, &self.result)).encode(env)
-    }
-}
-
-/// A reactor whose results go to `owner` as `{:pf_results, [{tag, result}]}`
-/// and whose handler calls go to `dispatcher` as `{:pf_calls, [call]}`.
+/// A reactor owned by the calling process (its GenServer), whose handler
+/// calls go to `pool`'s workers.
 #[rustler::nif]
 fn reactor_new(
+    env: Env,
     name: String,
     max_inflight: usize,
     max_queue: usize,
-    owner: LocalPid,
-    dispatcher: LocalPid,
+    pool: ResourceArc<PoolRes>,
 ) -> ResourceArc<ReactorRes> {
     let config =
         ReactorConfig { name, max_inflight: max_inflight.max(1), max_queue, ..ReactorConfig::default() };
     LIVE.fetch_add(1, Ordering::Relaxed);
-    ResourceArc::new(ReactorRes {
-        reactor: Reactor::new(config),
-        node: Mutex::new(None),
-        results: Outbox::new(owner, atoms::pf_results),
-        calls: Outbox::new(dispatcher, atoms::pf_calls),
-    })
+    let owner = env.pid();
+    let reactor = Reactor::new(config);
+    registry().write().insert(owner, reactor.clone());
+    ResourceArc::new(ReactorRes { reactor, node: Mutex::new(None), pool: Arc::clone(&pool.0), owner })
 }
 
-/// Routes `group:element` to the dispatcher's handler `handler_id`:
+/// Routes `group:element` to the workers' handler `handler_id`:
 /// `:ok` or `{:error, %PacketFlow.Error{}}` (PF400 for a bad name).
 #[rustler::nif]
 fn reactor_register<'a>(
@@ -88,7 +89,7 @@ fn reactor_register<'a>(
     element: String,
     handler_id: u64,
 ) -> Term<'a> {
-    let handler = invocation::handler(handler_id, Arc::clone(&r.calls));
+    let handler = invocation::handler(handler_id, Arc::clone(&r.pool));
     match r.reactor.register_handler(&group, &element, handler) {
         Ok(()) => atoms::ok().encode(env),
         Err(e) => (atoms::error(), terms::error(env, &e)).encode(env),
@@ -101,45 +102,69 @@ fn reactor_unregister(r: ResourceArc<ReactorRes>, group: String, element: String
     r.reactor.unregister(&group, &element)
 }
 
-/// Where a submit's result goes: the reactor's GenServer, tagged.
-struct ToOwner {
-    tag: u64,
-    results: Arc<Outbox<Finished>>,
+/// Where a submit's result goes: `{:pf_result, ref, result}` to the process
+/// that submitted, built in an environment made for it at submit time
+/// (which holds the caller's `ref`). A caller that is gone by then is no
+/// concern: the send fails and the environment is freed.
+struct ToCaller {
+    caller: LocalPid,
+    message: Mutex<(OwnedEnv, SavedTerm)>,
 }
 
-impl Deliver<PacketResult> for ToOwner {
-    fn inline(&self, env: Env, result: PacketResult) {
-        send_from(env, self.results.pid(), |menv| {
-            (atoms::pf_result(), self.tag, terms::result(menv, &result)).encode(menv)
+impl ToCaller {
+    fn send(&self, from: Option<Env>, result: &PacketResult) {
+        let slot = self.message.lock();
+        let (owned, tag) = &*slot;
+        owned.run(|menv| {
+            let message = (atoms::pf_result(), tag.load(menv), terms::result(menv, result)).encode(menv);
+            let from = from.map_or(std::ptr::null_mut(), |env| env.as_c_arg());
+            // SAFETY: `from` is the running NIF's environment or null (on a
+            // runtime thread); `menv` is process-independent and holds the
+            // whole message. It is not used again after this send; the
+            // `OwnedEnv` frees it when this value is dropped.
+            unsafe { enif_send(from, self.caller.as_c_arg(), menv.as_c_arg(), message.as_c_arg()) };
         });
+    }
+}
+
+impl Deliver<PacketResult> for ToCaller {
+    fn inline(&self, env: Env, result: PacketResult) {
+        self.send(Some(env), &result);
     }
 
     fn later(&self, result: PacketResult) {
-        self.results.push(Finished { tag: self.tag, result });
+        self.send(None, &result);
     }
 }
 
-/// Starts a packet. Returns `{:done, result}` when it is answered at once
-/// (no handler, duplicate id, queue full...), else `:pending`: the result
-/// arrives later as `{:pf_result, tag, result}` (or within a
-/// `{:pf_results, [{tag, result}]}` batch). `:taken` if the packet was
-/// already submitted once.
+/// Builds a packet from `fields` (a map) and submits it to the reactor
+/// whose GenServer is `reactor`, on behalf of the calling process:
+///
+/// - `{:pending, timeout_ms}`: the result will arrive as
+///   `{:pf_result, tag, %PacketFlow.Result{}}`;
+/// - `{:done, result}`: answered at once (no handler, duplicate id, queue
+///   full, or a field that breaks a protocol rule: PF400);
+/// - `{:badarg, message}`: a field of the wrong type;
+/// - `:noproc`: `reactor` is not the pid of a running reactor.
 #[rustler::nif]
-fn reactor_submit<'a>(
-    env: Env<'a>,
-    r: ResourceArc<ReactorRes>,
-    tag: u64,
-    packet: ResourceArc<PacketRes>,
-) -> Term<'a> {
-    let Some(packet) = packet.take() else {
-        return atoms::taken().encode(env);
+fn reactor_submit<'a>(env: Env<'a>, reactor: Term<'a>, fields: Term<'a>, tag: Term<'a>) -> Term<'a> {
+    let packet = match packet::build(fields) {
+        Ok(Ok(packet)) => packet,
+        Ok(Err(result)) => return (atoms::done(), terms::result(env, &result)).encode(env),
+        Err(message) => return (atoms::badarg(), message).encode(env),
     };
-    let reactor = r.reactor.clone();
-    let deliver = ToOwner { tag, results: Arc::clone(&r.results) };
+    let found = reactor.decode::<LocalPid>().ok().and_then(|pid| registry().read().get(&pid).cloned());
+    let Some(reactor) = found else {
+        return atoms::noproc().encode(env);
+    };
+    let timeout_ms = packet.timeout_ms();
+    let owned = OwnedEnv::new();
+    let saved = owned.save(tag);
+    let deliver = ToCaller { caller: env.pid(), message: Mutex::new((owned, saved)) };
     let submit = async move { reactor.submit(packet).await };
     inline::run(env, || match Job::start(submit, deliver) {
         Some(result) => (atoms::done(), terms::result(env, &result)).encode(env),
-        None => atoms::pending().encode(env),
+        None => (atoms::pending(), timeout_ms).encode(env),
     })
 }
 
@@ -148,6 +173,7 @@ fn reactor_submit<'a>(
 /// listeners stop, in the background.
 #[rustler::nif]
 fn reactor_stop(r: ResourceArc<ReactorRes>) -> rustler::Atom {
+    registry().write().remove(&r.owner);
     r.reactor.stop();
     if let Some(node) = r.node.lock().clone() {
         runtime::handle().spawn(async move { node.stop().await });
@@ -169,9 +195,10 @@ impl ReactorRes {
             .clone()
     }
 
-    /// The process that receives this reactor's results (its GenServer).
+    /// The process that receives this reactor's network answers (its
+    /// GenServer).
     pub fn owner(&self) -> &LocalPid {
-        self.results.pid()
+        &self.owner
     }
 }
 

@@ -1,7 +1,7 @@
 //! The one Tokio runtime every reactor of this VM shares.
 //!
 //! Its threads are not BEAM scheduler threads, which is what lets the
-//! outboxes send messages with `OwnedEnv::send_and_clear`.
+//! library send messages from them without a caller environment.
 
 use std::sync::OnceLock;
 

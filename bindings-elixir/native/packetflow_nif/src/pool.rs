@@ -1,0 +1,199 @@
+//! The handler worker pool of one reactor: which Elixir processes are idle
+//! and may take the next handler call.
+//!
+//! A worker is a long-lived process started by the reactor's dispatcher.
+//! It answers a call through a reply NIF, which puts it back on the idle
+//! stack before the answer wakes the core, so the call that answer lets
+//! start (the next queued packet) can go to the same warm process.
+//!
+//! A call goes to the most recently idle worker, as
+//! `{:pf_call, handler_id, data, packet_id, metadata, token}`, and only to an
+//! idle one: a slow handler never holds up another call. When none is idle,
+//! calls go to the dispatcher as `{:pf_calls, [call, ...]}`, which starts a
+//! worker for each; those join the stack once they have answered.
+//!
+//! Calls made off the schedulers (on the library's network and timer
+//! thread) wait in a queue, and the dispatcher is woken once for all of
+//! them (`:pf_route`): it routes them from a scheduler ([`pool_route`]).
+//! Sending each one to its worker from that thread would cost a
+//! cross-thread wake-up per call.
+//!
+//! The pool shrinks without a timer per worker: every few seconds the
+//! dispatcher takes off the stack the workers that stayed idle since the
+//! last time ([`pool_trim`]) and tells them to end.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rustler::{Encoder, Env, LocalPid, OwnedEnv, Resource, ResourceArc, Term};
+
+use crate::exec::send_from;
+use crate::invocation::Call;
+use crate::{atoms, runtime};
+
+/// Idle workers, most recent last, and the dispatcher that starts more.
+pub struct Pool {
+    dispatcher: LocalPid,
+    /// Idle workers, each with the trim round it became idle in.
+    idle: Mutex<Vec<(LocalPid, u64)>>,
+    round: AtomicU64,
+    /// Calls made off the schedulers, for the dispatcher to route.
+    queue: Mutex<Vec<Call>>,
+}
+
+impl Pool {
+    /// The most recently idle worker, taken off the stack.
+    fn pop(&self) -> Option<LocalPid> {
+        self.idle.lock().pop().map(|(pid, _)| pid)
+    }
+
+    /// `worker` takes calls again.
+    pub fn push(&self, worker: LocalPid) {
+        let round = self.round.load(Ordering::Relaxed);
+        self.idle.lock().push((worker, round));
+    }
+
+    /// Sends `calls` from inside a NIF whose environment is `env`.
+    pub fn route_inline(&self, env: Env, calls: Vec<Call>) {
+        self.route(calls, |to, build| send_from(env, to, |m| build(m)));
+    }
+
+    /// Queues `calls` for the dispatcher, waking it when the queue was
+    /// empty (otherwise a wake-up is already on its way). Runs anywhere
+    /// but inside a NIF, where [`route_inline`](Self::route_inline) is used.
+    pub fn route_anywhere(self: &Arc<Self>, calls: Vec<Call>) {
+        let first = {
+            let mut queue = self.queue.lock();
+            let first = queue.is_empty();
+            queue.extend(calls);
+            first
+        };
+        if !first {
+            return;
+        }
+        if rustler::thread::is_scheduler_thread() {
+            // Only a NIF's own environment can send from a scheduler.
+            let pool = Arc::clone(self);
+            runtime::handle().spawn(async move { pool.wake_dispatcher() });
+        } else {
+            self.wake_dispatcher();
+        }
+    }
+
+    fn wake_dispatcher(&self) {
+        THREAD_ENV.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            let owned = slot.get_or_insert_with(OwnedEnv::new);
+            // A dispatcher that is gone leaves the queue to be freed with
+            // the pool; each call then answers PF500.
+            let _ = owned.send_and_clear(&self.dispatcher, |env| atoms::pf_route().encode(env));
+        });
+    }
+
+    /// Each call to an idle worker; what finds none, to the dispatcher in
+    /// one message. A worker that is already gone (killed while idle, not
+    /// yet forgotten) is skipped.
+    fn route<S>(&self, calls: Vec<Call>, mut send: S)
+    where
+        S: FnMut(&LocalPid, &mut dyn for<'m> FnMut(Env<'m>) -> Term<'m>) -> bool,
+    {
+        let mut spill = Vec::new();
+        for call in calls {
+            let mut sent = false;
+            while let Some(worker) = self.pop() {
+                if send(&worker, &mut |menv| {
+                    let (id, data, packet_id, metadata, token) = call.terms(menv);
+                    (atoms::pf_call(), id, data, packet_id, metadata, token).encode(menv)
+                }) {
+                    sent = true;
+                    break;
+                }
+            }
+            if !sent {
+                spill.push(call);
+            }
+        }
+        if !spill.is_empty() {
+            // A dispatcher that is gone takes its calls with it; each then
+            // answers PF500 when its token is freed.
+            send(&self.dispatcher, &mut |menv| {
+                let items: Vec<Term> = spill.iter().map(|call| call.terms(menv).encode(menv)).collect();
+                (atoms::pf_calls(), items).encode(menv)
+            });
+        }
+    }
+}
+
+thread_local! {
+    /// A message environment per runtime thread, reused for every send.
+    static THREAD_ENV: RefCell<Option<OwnedEnv>> = const { RefCell::new(None) };
+}
+
+/// The pool as the dispatcher and its workers hold it.
+pub struct PoolRes(pub Arc<Pool>);
+
+#[rustler::resource_impl]
+impl Resource for PoolRes {}
+
+impl std::panic::RefUnwindSafe for PoolRes {}
+
+/// A pool whose dispatcher is the calling process.
+#[rustler::nif]
+fn pool_new(env: Env) -> ResourceArc<PoolRes> {
+    ResourceArc::new(PoolRes(Arc::new(Pool {
+        dispatcher: env.pid(),
+        idle: Mutex::new(Vec::new()),
+        round: AtomicU64::new(0),
+        queue: Mutex::new(Vec::new()),
+    })))
+}
+
+/// Routes the queued calls (called by the dispatcher on `:pf_route`):
+/// each to an idle worker, the rest back to the dispatcher as
+/// `{:pf_calls, calls}`.
+#[rustler::nif]
+fn pool_route(env: Env, pool: ResourceArc<PoolRes>) -> rustler::Atom {
+    let calls = std::mem::take(&mut *pool.0.queue.lock());
+    if !calls.is_empty() {
+        pool.0.route_inline(env, calls);
+    }
+    atoms::ok()
+}
+
+/// Takes off the idle stack the workers that have been idle since the
+/// previous trim, and returns them (no call can reach them any more: the
+/// caller tells them to end). Starts a new round.
+#[rustler::nif]
+fn pool_trim(pool: ResourceArc<PoolRes>) -> Vec<LocalPid> {
+    let pool = &pool.0;
+    let mut idle = pool.idle.lock();
+    let round = pool.round.fetch_add(1, Ordering::Relaxed);
+    // The longest idle are at the bottom of the stack.
+    let stale = idle.iter().take_while(|(_, r)| *r < round).count();
+    idle.drain(..stale).map(|(pid, _)| pid).collect()
+}
+
+/// Forgets a worker that ended; `true` if it was idle.
+#[rustler::nif]
+fn pool_forget(pool: ResourceArc<PoolRes>, worker: LocalPid) -> bool {
+    forget(&pool.0, worker)
+}
+
+fn forget(pool: &Pool, worker: LocalPid) -> bool {
+    let mut idle = pool.idle.lock();
+    match idle.iter().position(|(p, _)| *p == worker) {
+        Some(i) => {
+            idle.remove(i);
+            true
+        }
+        None => false,
+    }
+}
+
+/// How many workers are idle (for tests).
+#[rustler::nif]
+fn pool_idle(pool: ResourceArc<PoolRes>) -> usize {
+    pool.0.idle.lock().len()
+}
