@@ -223,15 +223,7 @@ async fn relayed_packets_are_answered_pf503_when_the_serving_peer_goes_or_the_hu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hub_answers_pf408_itself_for_a_peer_that_never_answers() {
     let (hub, hub_addr) = node("hub", NodeConfig::default()).await;
-    // A peer that says hello (so it is a node, not a seed peer), announces
-    // df:void, takes the submits and never answers them.
-    let mut silent = RawPeer::connect(&url(hub_addr)).await;
-    silent
-        .send_json(&json!({"type": "hello", "seq": 1, "payload": {
-            "node_id": "silent", "name": "silent", "runtime": "test", "protocol": "1.0",
-            "handlers": ["df:void"], "features": [], "max_inflight": 0}}))
-        .await;
-    until("the hub routes df:void", || hub.can_route(packetflow::Group::DataFlow, "void")).await;
+    let mut silent = silent_peer(&hub, hub_addr).await;
     let mut raw = RawPeer::connect(&url(hub_addr)).await;
     let start = Instant::now();
     let mut late = submit_frame(1, "late", "df", "void", json!(null));
@@ -282,13 +274,7 @@ async fn the_hub_answers_pf408_itself_for_a_peer_that_never_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadline_is_kept_while_thousands_of_relayed_packets_come_and_go() {
     let (hub, hub_addr, service, _) = hub_and_service().await;
-    let mut silent = RawPeer::connect(&url(hub_addr)).await;
-    silent
-        .send_json(&json!({"type": "hello", "seq": 1, "payload": {
-            "node_id": "silent", "name": "silent", "runtime": "test", "protocol": "1.0",
-            "handlers": ["df:void"], "features": [], "max_inflight": 0}}))
-        .await;
-    until("the hub routes df:void", || hub.can_route(packetflow::Group::DataFlow, "void")).await;
+    let _silent = silent_peer(&hub, hub_addr).await;
     let mut raw = RawPeer::connect(&url(hub_addr)).await;
     let start = Instant::now();
     let mut stuck = submit_frame(1, "stuck", "df", "void", json!(null));
@@ -323,13 +309,7 @@ async fn a_deadline_is_kept_while_thousands_of_relayed_packets_come_and_go() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submitter_leaving_ends_the_in_flight_marks_of_its_relayed_packets() {
     let (hub, hub_addr) = node("hub", NodeConfig::default()).await;
-    let mut silent = RawPeer::connect(&url(hub_addr)).await;
-    silent
-        .send_json(&json!({"type": "hello", "seq": 1, "payload": {
-            "node_id": "silent", "name": "silent", "runtime": "test", "protocol": "1.0",
-            "handlers": ["df:void"], "features": [], "max_inflight": 0}}))
-        .await;
-    until("the hub routes df:void", || hub.can_route(packetflow::Group::DataFlow, "void")).await;
+    let mut silent = silent_peer(&hub, hub_addr).await;
     let mut raw = RawPeer::connect(&url(hub_addr)).await;
     raw.send_json(&submit_frame(1, "left-behind", "df", "void", json!(null))).await;
     until("the packet is in flight on the hub", || hub.reactor().stats().in_flight == 1).await;
@@ -366,4 +346,18 @@ async fn a_submitter_leaving_ends_the_in_flight_marks_of_its_relayed_packets() {
     hub.stop().await;
     let (frames, code) = again.frames_until_close().await;
     assert_eq!((frames.len(), code), (0, Some(1001)), "{frames:?}");
+}
+
+/// A peer that says hello (so it is a node, not a seed peer), announces
+/// df:void, takes the submits and never answers them; returned once the hub
+/// routes df:void to it.
+async fn silent_peer(hub: &Node, hub_addr: std::net::SocketAddr) -> RawPeer {
+    let mut silent = RawPeer::connect(&url(hub_addr)).await;
+    silent
+        .send_json(&json!({"type": "hello", "seq": 1, "payload": {
+            "node_id": "silent", "name": "silent", "runtime": "test", "protocol": "1.0",
+            "handlers": ["df:void"], "features": [], "max_inflight": 0}}))
+        .await;
+    until("the hub routes df:void", || hub.can_route(packetflow::Group::DataFlow, "void")).await;
+    silent
 }

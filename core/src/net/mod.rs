@@ -247,6 +247,9 @@ impl Node {
             .map_err(|e| PfError::new(ErrorCode::Unavailable, format!("cannot listen on {addr}: {e}")))?;
         self.inner.listening.lock().push(local);
         let node = self.inner.clone();
+        // `stop` waits for the listening socket too: once it returns, the
+        // address can be bound again.
+        let live = LiveConnection::new(&self.inner);
         tokio::spawn(async move {
             let mut stopping = std::pin::pin!(node.stopping());
             loop {
@@ -264,6 +267,8 @@ impl Node {
                     _ = &mut stopping => break,
                 }
             }
+            drop(listener);
+            drop(live);
         });
         Ok(local)
     }
@@ -464,7 +469,8 @@ fn ws_config(node: &NodeInner) -> WebSocketConfig {
         .max_frame_size(Some(node.config.max_frame_bytes))
 }
 
-/// Keeps the count of live connections, waking `stop` at zero.
+/// Keeps the count of live connections (and listening sockets), waking
+/// `stop` at zero.
 struct LiveConnection(Arc<NodeInner>);
 
 impl LiveConnection {
