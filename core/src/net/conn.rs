@@ -805,7 +805,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 };
                 let reactor = self.node.reactor.clone();
                 self.running.push(Box::pin(async move {
-                    (seq, size, reactor.submit_later(*packet, now, deadline, Some(origin)).await)
+                    (seq, size, reactor.submit_waiting(*packet, now, deadline, Some(origin)).await)
                 }));
             }
             Message::Result { seq, result } => {

@@ -73,7 +73,7 @@ pub(crate) enum Immediate<P> {
     /// Valid, without dependencies, with no local handler: it goes to a
     /// peer or is answered PF001.
     Elsewhere(P),
-    /// Needs the awaiting path ([`Reactor::submit_later`]): a local async
+    /// Needs the awaiting path ([`Reactor::submit_waiting`]): a local async
     /// handler, dependencies, an invalid packet, a stopped reactor.
     Later(P),
 }
@@ -367,17 +367,6 @@ impl Reactor {
         Immediate::Done(self.finish(&route.stats, &mut guard, id, outcome, start))
     }
 
-    /// The slow path of [`submit_from`](Self::submit_from), for a packet
-    /// [`try_submit`](Self::try_submit) gave back (it is not tried again).
-    pub(crate) async fn submit_later(
-        &self,
-        packet: Packet,
-        start: Instant,
-        deadline: Instant,
-        origin: Option<Origin>,
-    ) -> PacketResult {
-        self.submit_waiting(packet, start, deadline, origin).await
-    }
 
     /// Marks a packet that a node forwards by itself (not through
     /// [`Forwarder`]) as in flight, as forwarding through the reactor does;
@@ -411,7 +400,10 @@ impl Reactor {
             .unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))
     }
 
-    async fn submit_waiting(
+    /// The slow path of [`submit_from`](Self::submit_from), also for a
+    /// packet [`try_submit`](Self::try_submit) gave back (it is not tried
+    /// again).
+    pub(crate) async fn submit_waiting(
         &self,
         packet: Packet,
         start: Instant,
