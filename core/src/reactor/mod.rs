@@ -367,7 +367,6 @@ impl Reactor {
         Immediate::Done(self.finish(&route.stats, &mut guard, id, outcome, start))
     }
 
-
     /// Marks a packet that a node forwards by itself (not through
     /// [`Forwarder`]) as in flight, as forwarding through the reactor does;
     /// `None` when its id already is (PF409).

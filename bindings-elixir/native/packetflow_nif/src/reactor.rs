@@ -7,8 +7,8 @@ use std::sync::{Arc, OnceLock};
 
 use packetflow::{Node, NodeConfig, PacketResult, Reactor, ReactorConfig};
 use parking_lot::{Mutex, RwLock};
-use rustler::sys::enif_send;
 use rustler::env::SavedTerm;
+use rustler::sys::enif_send;
 use rustler::{Encoder, Env, LocalPid, OwnedEnv, Resource, ResourceArc, Term};
 
 use crate::exec::{inline, Deliver, Job};
