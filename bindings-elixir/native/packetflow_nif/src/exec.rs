@@ -12,9 +12,13 @@
 //!   is sent with the calling process's environment, `enif_send` between
 //!   processes, no other thread involved. Polling never blocks: a core
 //!   future only takes short locks and registers timers.
-//! - Anywhere else (a deadline timer firing on a Tokio thread, a resource
-//!   destructor) the job is polled on a Tokio thread and its output leaves
-//!   directly from that thread (`enif_send` with no caller environment).
+//! - Anywhere else (an answer read from the network or a deadline timer
+//!   firing on the Tokio thread, a resource destructor) the job waits in
+//!   its reactor's pool queue, and the pool's dispatcher polls it from a
+//!   scheduler ([`Pool::poll_anywhere`]): one wake-up for every job woken
+//!   meanwhile, each output sent between processes. Should the dispatcher
+//!   be gone, the job is polled on the Tokio thread and its output leaves
+//!   from there (`enif_send` with no caller environment).
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -35,7 +39,7 @@ use crate::runtime;
 pub trait Deliver<T>: Send + Sync + 'static {
     /// Finished inside a NIF: send with that process's environment.
     fn inline(&self, env: Env, value: T);
-    /// Finished on a Tokio thread.
+    /// Finished on the Tokio thread (the reactor's dispatcher is gone).
     fn later(&self, value: T);
 }
 
@@ -52,24 +56,33 @@ pub struct Job<T, D> {
     state: AtomicU8,
     future: Mutex<Option<BoxFuture<T>>>,
     deliver: D,
+    /// The pool whose dispatcher polls the job when it is woken outside
+    /// any NIF.
+    home: Arc<Pool>,
 }
 
 /// A scheduled job, type-erased.
-trait Runnable: Send + Sync {
+pub trait Runnable: Send + Sync {
+    /// Polls inside an inline scope of the NIF whose environment is `env`.
     fn run_inline(self: Arc<Self>, env: Env);
+    /// Polls outside the schedulers.
     fn run_later(self: Arc<Self>);
+    /// Queues the job for its pool's dispatcher.
+    fn defer(self: Arc<Self>);
 }
 
 impl<T: Send + 'static, D: Deliver<T>> Job<T, D> {
     /// Polls `future` once, now (inside an inline scope). Returns its
     /// output if it is already done; otherwise the job is delivered to
-    /// `deliver` when it finishes.
-    pub fn start(future: impl Future<Output = T> + Send + 'static, deliver: D) -> Option<T> {
+    /// `deliver` when it finishes. `home`: the pool of the reactor the job
+    /// belongs to.
+    pub fn start(future: impl Future<Output = T> + Send + 'static, deliver: D, home: &Arc<Pool>) -> Option<T> {
         debug_assert!(inline::active(), "jobs start inside an inline scope");
         let job = Arc::new(Job {
             state: AtomicU8::new(SCHEDULED),
             future: Mutex::new(Some(Box::pin(future))),
             deliver,
+            home: Arc::clone(home),
         });
         job.poll_once()
     }
@@ -118,6 +131,11 @@ impl<T: Send + 'static, D: Deliver<T>> Runnable for Job<T, D> {
             self.deliver.later(value);
         }
     }
+
+    fn defer(self: Arc<Self>) {
+        let home = Arc::clone(&self.home);
+        home.poll_anywhere(self);
+    }
 }
 
 impl<T: Send + 'static, D: Deliver<T>> Wake for Job<T, D> {
@@ -140,10 +158,6 @@ impl<T: Send + 'static, D: Deliver<T>> Wake for Job<T, D> {
             }
         }
     }
-}
-
-fn schedule_later(job: Arc<dyn Runnable>) {
-    runtime::handle().spawn(async move { job.run_later() });
 }
 
 thread_local! {
@@ -202,7 +216,7 @@ pub mod inline {
             None => Some(job),
         });
         if let Some(job) = job {
-            schedule_later(job);
+            job.defer();
         }
     }
 
@@ -218,14 +232,14 @@ pub mod inline {
         })
     }
 
-    /// Ends the scope even if the NIF panicked: jobs still scheduled go to
-    /// Tokio (a lost job would never answer), calls through the runtime.
+    /// Ends the scope even if the NIF panicked: jobs still scheduled and
+    /// calls go to their pools' dispatchers (a lost job would never answer).
     struct Guard;
 
     impl Drop for Guard {
         fn drop(&mut self) {
             if let Some(scope) = SCOPE.with(|s| s.borrow_mut().take()) {
-                scope.woken.into_iter().for_each(schedule_later);
+                scope.woken.into_iter().for_each(Runnable::defer);
                 for (pool, call) in scope.calls {
                     pool.route_anywhere(vec![call]);
                 }
@@ -272,7 +286,7 @@ pub mod inline {
             let pool = Arc::clone(&calls[0].0);
             let (mine, rest): (Vec<_>, Vec<_>) = calls.into_iter().partition(|(p, _)| Arc::ptr_eq(p, &pool));
             calls = rest;
-            pool.route_inline(env, mine.into_iter().map(|(_, call)| call).collect());
+            pool.route_inline(env, mine.into_iter().map(|(_, call)| call));
         }
     }
 }

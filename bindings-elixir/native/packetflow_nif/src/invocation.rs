@@ -1,8 +1,9 @@
 //! Handler invocations: the core calls a registered handler, the NIF sends
-//! `{handler_id, data, packet_id, metadata, token}` to an idle worker of the
-//! reactor's [`Pool`] (or to its dispatcher, which starts one); the worker
-//! runs the Elixir handler and answers through `reply_ok`, `reply_failed`
-//! or `reply_error`.
+//! `{:pf_call, handler_id, data, packet_id, metadata, token}` to an idle
+//! worker of the reactor's [`Pool`] (or to its dispatcher, which starts
+//! one); the worker runs the Elixir handler and answers through
+//! `reply_ok`, `reply_failed` or `reply_error`, which return the worker's
+//! next call in the same shape when one is waiting.
 //!
 //! The context's `token` is an [`Invocation`] resource holding the channel
 //! back to the waiting core task. If the handler's process dies without
@@ -46,12 +47,15 @@ impl Drop for Invocation {
 
 impl Invocation {
     /// Answers the call. When `idle`, the calling process is a pool worker
-    /// that takes calls again from now on.
-    fn answer(&self, env: Env, idle: bool, outcome: HandlerResult) {
-        if idle {
-            self.pool.push(env.pid());
-        }
+    /// that takes calls again from now on: returns its next call
+    /// (`{:pf_call, ...}`) if one is waiting, else `:ok`.
+    fn answer<'a>(&self, env: Env<'a>, idle: bool, outcome: HandlerResult) -> Term<'a> {
+        let next = if idle { self.pool.next_or_idle(env.pid()) } else { None };
         inline::run(env, || self.answer_now(outcome));
+        match next {
+            Some(call) => call.message(env),
+            None => atoms::ok().encode(env),
+        }
     }
 
     fn answer_now(&self, outcome: HandlerResult) {
@@ -70,6 +74,13 @@ pub struct Call {
 }
 
 impl Call {
+    /// `{:pf_call, handler_id, data, packet_id, metadata, token}`, as a
+    /// worker receives it.
+    pub fn message<'a>(&self, env: Env<'a>) -> Term<'a> {
+        let (id, data, packet_id, metadata, token) = self.terms(env);
+        (atoms::pf_call(), id, data, packet_id, metadata, token).encode(env)
+    }
+
     /// `(handler_id, data, packet_id, metadata, token)`; the worker makes
     /// the `%PacketFlow.Context{}` from them. The call stays whole, so a
     /// send that failed can be retried elsewhere.
@@ -106,34 +117,34 @@ pub fn abandoned() -> PfError {
 
 /// Answers an invocation with the handler's value. A value that cannot
 /// cross as JSON answers PF500 naming its type and path instead. `idle`:
-/// the caller is a pool worker ready for its next call.
+/// the caller is a pool worker ready for its next call, which is returned
+/// (`{:pf_call, ...}`) when one is waiting; otherwise `:ok`.
 #[rustler::nif]
-fn reply_ok<'a>(env: Env<'a>, token: ResourceArc<Invocation>, value: Term<'a>, idle: bool) -> rustler::Atom {
+fn reply_ok<'a>(env: Env<'a>, token: ResourceArc<Invocation>, value: Term<'a>, idle: bool) -> Term<'a> {
     let outcome =
         convert::to_value(value).map_err(|bad| PfError::failed(bad.describe("the handler's result")));
-    token.answer(env, idle, outcome);
-    atoms::ok()
+    token.answer(env, idle, outcome)
 }
 
-/// Answers an invocation with a handler failure (PF500) and `message`.
+/// Answers an invocation with a handler failure (PF500) and `message`;
+/// returns as [`reply_ok`] does.
 #[rustler::nif]
-fn reply_failed(env: Env, token: ResourceArc<Invocation>, message: String, idle: bool) -> rustler::Atom {
-    token.answer(env, idle, Err(PfError::failed(message)));
-    atoms::ok()
+fn reply_failed<'a>(env: Env<'a>, token: ResourceArc<Invocation>, message: String, idle: bool) -> Term<'a> {
+    token.answer(env, idle, Err(PfError::failed(message)))
 }
 
 /// Answers an invocation with an error the handler chose, code included
-/// (passing on the error of a child call, for instance).
+/// (passing on the error of a child call, for instance); returns as
+/// [`reply_ok`] does.
 #[rustler::nif]
-fn reply_error(
-    env: Env,
+fn reply_error<'a>(
+    env: Env<'a>,
     token: ResourceArc<Invocation>,
     code: String,
     message: String,
     idle: bool,
-) -> rustler::Atom {
-    token.answer(env, idle, Err(PfError { code, message }));
-    atoms::ok()
+) -> Term<'a> {
+    token.answer(env, idle, Err(PfError { code, message }))
 }
 
 /// Milliseconds left before the packet's deadline.
@@ -195,7 +206,7 @@ fn context_call<'a>(
     let ctx = token.ctx.clone();
     let deliver = ChildAnswer { caller: env.pid(), tag };
     let call = async move { ctx.call(&group, &element, data).await };
-    inline::run(env, || match Job::start(call, deliver) {
+    inline::run(env, || match Job::start(call, deliver, &token.pool) {
         Some(Ok(v)) => (atoms::ok(), (atoms::ok(), convert::to_term(env, &v))).encode(env),
         Some(Err(e)) => (atoms::ok(), (atoms::error(), terms::error(env, &e))).encode(env),
         None => atoms::pending().encode(env),

@@ -2,9 +2,12 @@
 //! and may take the next handler call.
 //!
 //! A worker is a long-lived process started by the reactor's dispatcher.
-//! It answers a call through a reply NIF, which puts it back on the idle
-//! stack before the answer wakes the core, so the call that answer lets
-//! start (the next queued packet) can go to the same warm process.
+//! It answers a call through a reply NIF, which hands it the oldest call
+//! waiting in the queue below, if any, as the NIF's return value: under
+//! load a worker goes from call to call without a message or a process
+//! switch. Otherwise the NIF puts it back on the idle stack before the
+//! answer wakes the core, so the call that answer lets start (the next
+//! queued packet) can go to the same warm process.
 //!
 //! A call goes to the most recently idle worker, as
 //! `{:pf_call, handler_id, data, packet_id, metadata, token}`, and only to an
@@ -16,20 +19,24 @@
 //! thread) wait in a queue, and the dispatcher is woken once for all of
 //! them (`:pf_route`): it routes them from a scheduler ([`pool_route`]).
 //! Sending each one to its worker from that thread would cost a
-//! cross-thread wake-up per call.
+//! cross-thread wake-up per call. Submits and child calls of this reactor
+//! that are woken there (an answer read from the network, a deadline)
+//! take the same way: the dispatcher polls them and sends their results
+//! from its scheduler, where a message between processes wakes no thread.
 //!
 //! The pool shrinks without a timer per worker: every few seconds the
 //! dispatcher takes off the stack the workers that stayed idle since the
 //! last time ([`pool_trim`]) and tells them to end.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rustler::{Encoder, Env, LocalPid, OwnedEnv, Resource, ResourceArc, Term};
 
-use crate::exec::send_from;
+use crate::exec::{inline, send_from, Runnable};
 use crate::invocation::Call;
 use crate::{atoms, runtime};
 
@@ -39,8 +46,23 @@ pub struct Pool {
     /// Idle workers, each with the trim round it became idle in.
     idle: Mutex<Vec<(LocalPid, u64)>>,
     round: AtomicU64,
-    /// Calls made off the schedulers, for the dispatcher to route.
-    queue: Mutex<Vec<Call>>,
+    /// Work from off the schedulers, for the dispatcher.
+    queue: Mutex<Deferred>,
+}
+
+/// What waits for the dispatcher's next `:pf_route`.
+#[derive(Default)]
+struct Deferred {
+    /// Handler calls to route to workers, oldest first.
+    calls: VecDeque<Call>,
+    /// Jobs woken off the schedulers, to poll.
+    jobs: Vec<Arc<dyn Runnable>>,
+}
+
+impl Deferred {
+    fn is_empty(&self) -> bool {
+        self.calls.is_empty() && self.jobs.is_empty()
+    }
 }
 
 impl Pool {
@@ -55,19 +77,40 @@ impl Pool {
         self.idle.lock().push((worker, round));
     }
 
+    /// For a worker that has just answered: the oldest call waiting for
+    /// the dispatcher, which it takes on now; when there is none, the
+    /// worker goes back on the idle stack.
+    pub fn next_or_idle(&self, worker: LocalPid) -> Option<Call> {
+        let next = self.queue.lock().calls.pop_front();
+        if next.is_none() {
+            self.push(worker);
+        }
+        next
+    }
+
     /// Sends `calls` from inside a NIF whose environment is `env`.
-    pub fn route_inline(&self, env: Env, calls: Vec<Call>) {
+    pub fn route_inline(&self, env: Env, calls: impl IntoIterator<Item = Call>) {
         self.route(calls, |to, build| send_from(env, to, |m| build(m)));
     }
 
-    /// Queues `calls` for the dispatcher, waking it when the queue was
-    /// empty (otherwise a wake-up is already on its way). Runs anywhere
-    /// but inside a NIF, where [`route_inline`](Self::route_inline) is used.
+    /// Queues `calls` for the dispatcher. Runs anywhere but inside a NIF,
+    /// where [`route_inline`](Self::route_inline) is used.
     pub fn route_anywhere(self: &Arc<Self>, calls: Vec<Call>) {
+        self.defer(|queue| queue.calls.extend(calls));
+    }
+
+    /// Queues a job woken outside any NIF, for the dispatcher to poll.
+    pub fn poll_anywhere(self: &Arc<Self>, job: Arc<dyn Runnable>) {
+        self.defer(|queue| queue.jobs.push(job));
+    }
+
+    /// Adds to the queue, waking the dispatcher when it was empty
+    /// (otherwise a wake-up is already on its way).
+    fn defer(self: &Arc<Self>, add: impl FnOnce(&mut Deferred)) {
         let first = {
             let mut queue = self.queue.lock();
             let first = queue.is_empty();
-            queue.extend(calls);
+            add(&mut queue);
             first
         };
         if !first {
@@ -83,19 +126,24 @@ impl Pool {
     }
 
     fn wake_dispatcher(&self) {
-        THREAD_ENV.with(|slot| {
+        let woken = THREAD_ENV.with(|slot| {
             let mut slot = slot.borrow_mut();
             let owned = slot.get_or_insert_with(OwnedEnv::new);
-            // A dispatcher that is gone leaves the queue to be freed with
-            // the pool; each call then answers PF500.
-            let _ = owned.send_and_clear(&self.dispatcher, |env| atoms::pf_route().encode(env));
+            owned.send_and_clear(&self.dispatcher, |env| atoms::pf_route().encode(env)).is_ok()
         });
+        if !woken {
+            // The dispatcher is gone (its reactor stopped). Its calls are
+            // dropped, each answering PF500 as its token is freed; its jobs
+            // still run here, so that every submitter hears back.
+            let deferred = std::mem::take(&mut *self.queue.lock());
+            deferred.jobs.into_iter().for_each(Runnable::run_later);
+        }
     }
 
     /// Each call to an idle worker; what finds none, to the dispatcher in
     /// one message. A worker that is already gone (killed while idle, not
     /// yet forgotten) is skipped.
-    fn route<S>(&self, calls: Vec<Call>, mut send: S)
+    fn route<S>(&self, calls: impl IntoIterator<Item = Call>, mut send: S)
     where
         S: FnMut(&LocalPid, &mut dyn for<'m> FnMut(Env<'m>) -> Term<'m>) -> bool,
     {
@@ -103,10 +151,7 @@ impl Pool {
         for call in calls {
             let mut sent = false;
             while let Some(worker) = self.pop() {
-                if send(&worker, &mut |menv| {
-                    let (id, data, packet_id, metadata, token) = call.terms(menv);
-                    (atoms::pf_call(), id, data, packet_id, metadata, token).encode(menv)
-                }) {
+                if send(&worker, &mut |menv| call.message(menv)) {
                     sent = true;
                     break;
                 }
@@ -146,16 +191,20 @@ fn pool_new(env: Env) -> ResourceArc<PoolRes> {
         dispatcher: env.pid(),
         idle: Mutex::new(Vec::new()),
         round: AtomicU64::new(0),
-        queue: Mutex::new(Vec::new()),
+        queue: Mutex::new(Deferred::default()),
     })))
 }
 
-/// Routes the queued calls (called by the dispatcher on `:pf_route`):
-/// each to an idle worker, the rest back to the dispatcher as
-/// `{:pf_calls, calls}`.
+/// Does what waits in the queue (called by the dispatcher on
+/// `:pf_route`): polls the woken jobs, sending what they produce from here,
+/// and routes the calls, each to an idle worker, the rest back to the
+/// dispatcher as `{:pf_calls, calls}`.
 #[rustler::nif]
 fn pool_route(env: Env, pool: ResourceArc<PoolRes>) -> rustler::Atom {
-    let calls = std::mem::take(&mut *pool.0.queue.lock());
+    let Deferred { calls, jobs } = std::mem::take(&mut *pool.0.queue.lock());
+    if !jobs.is_empty() {
+        inline::run(env, || jobs.into_iter().for_each(|job| job.run_inline(env)));
+    }
     if !calls.is_empty() {
         pool.0.route_inline(env, calls);
     }

@@ -18,12 +18,13 @@ use crate::{atoms, packet, runtime, terms};
 
 static LIVE: AtomicU64 = AtomicU64::new(0);
 
-/// The running reactors by the pid of their GenServer, so that a submit
-/// reaches the core straight from the calling process. Entries hold the
-/// core's handle, not the resource: the GenServer's resource still goes
-/// when the GenServer does, and its destructor removes the entry.
-fn registry() -> &'static RwLock<HashMap<LocalPid, Reactor>> {
-    static REGISTRY: OnceLock<RwLock<HashMap<LocalPid, Reactor>>> = OnceLock::new();
+/// The running reactors (and their pools) by the pid of their GenServer,
+/// so that a submit reaches the core straight from the calling process.
+/// Entries hold the core's handle, not the resource: the GenServer's
+/// resource still goes when the GenServer does, and its destructor removes
+/// the entry.
+fn registry() -> &'static RwLock<HashMap<LocalPid, (Reactor, Arc<Pool>)>> {
+    static REGISTRY: OnceLock<RwLock<HashMap<LocalPid, (Reactor, Arc<Pool>)>>> = OnceLock::new();
     REGISTRY.get_or_init(Default::default)
 }
 
@@ -75,7 +76,7 @@ fn reactor_new(
     LIVE.fetch_add(1, Ordering::Relaxed);
     let owner = env.pid();
     let reactor = Reactor::new(config);
-    registry().write().insert(owner, reactor.clone());
+    registry().write().insert(owner, (reactor.clone(), Arc::clone(&pool.0)));
     ResourceArc::new(ReactorRes { reactor, node: Mutex::new(None), pool: Arc::clone(&pool.0), owner })
 }
 
@@ -154,7 +155,7 @@ fn reactor_submit<'a>(env: Env<'a>, reactor: Term<'a>, fields: Term<'a>, tag: Te
         Err(message) => return (atoms::badarg(), message).encode(env),
     };
     let found = reactor.decode::<LocalPid>().ok().and_then(|pid| registry().read().get(&pid).cloned());
-    let Some(reactor) = found else {
+    let Some((reactor, pool)) = found else {
         return atoms::noproc().encode(env);
     };
     let timeout_ms = packet.timeout_ms();
@@ -162,7 +163,7 @@ fn reactor_submit<'a>(env: Env<'a>, reactor: Term<'a>, fields: Term<'a>, tag: Te
     let saved = owned.save(tag);
     let deliver = ToCaller { caller: env.pid(), message: Mutex::new((owned, saved)) };
     let submit = async move { reactor.submit(packet).await };
-    inline::run(env, || match Job::start(submit, deliver) {
+    inline::run(env, || match Job::start(submit, deliver, &pool) {
         Some(result) => (atoms::done(), terms::result(env, &result)).encode(env),
         None => (atoms::pending(), timeout_ms).encode(env),
     })
