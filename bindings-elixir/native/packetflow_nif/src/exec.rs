@@ -76,7 +76,11 @@ impl<T: Send + 'static, D: Deliver<T>> Job<T, D> {
     /// output if it is already done; otherwise the job is delivered to
     /// `deliver` when it finishes. `home`: the pool of the reactor the job
     /// belongs to.
-    pub fn start(future: impl Future<Output = T> + Send + 'static, deliver: D, home: &Arc<Pool>) -> Option<T> {
+    pub fn start(
+        future: impl Future<Output = T> + Send + 'static,
+        deliver: D,
+        home: &Arc<Pool>,
+    ) -> Option<T> {
         debug_assert!(inline::active(), "jobs start inside an inline scope");
         let job = Arc::new(Job {
             state: AtomicU8::new(SCHEDULED),
