@@ -115,7 +115,6 @@ defmodule PacketFlow.Reactor.Dispatcher do
           "no handler: it was unregistered while the packet was on its way",
           false
         )
-
     end
 
     start_all(rest, state)

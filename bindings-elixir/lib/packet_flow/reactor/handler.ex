@@ -11,7 +11,8 @@ defmodule PacketFlow.Reactor.Handler do
   alias PacketFlow.{Context, Error, Native}
 
   @spec run(function() | nil, PacketFlow.value(), String.t(), map() | nil, reference()) ::
-          :ok | {:pf_call, pos_integer(), PacketFlow.value(), String.t(), map() | nil, reference()}
+          :ok
+          | {:pf_call, pos_integer(), PacketFlow.value(), String.t(), map() | nil, reference()}
   def run(nil, _data, _packet_id, _metadata, token) do
     # Unregistered while the packet was on its way: answered as the core
     # answers a packet that finds no handler.
