@@ -60,7 +60,9 @@ defmodule PacketFlow.PoolTest do
     # While it is blocked, other calls are served by other workers, at once.
     results =
       1..50
-      |> Enum.map(fn i -> Task.async(fn -> Reactor.call(r, "df", "echo", i, timeout_ms: 2_000) end) end)
+      |> Enum.map(fn i ->
+        Task.async(fn -> Reactor.call(r, "df", "echo", i, timeout_ms: 2_000) end)
+      end)
       |> Task.await_many(5_000)
 
     assert results == Enum.map(1..50, &{:ok, &1})
@@ -101,6 +103,67 @@ defmodule PacketFlow.PoolTest do
     assert pid == inspect(worker)
   end
 
+  # A reactor `r` serving over loopback, and a client reactor connected to
+  # it: the client's calls reach `r`'s workers from the library's network
+  # thread (through the pool's queue), not from a caller's NIF.
+  defp over_network!(r) do
+    {:ok, %{url: url}} = Reactor.listen(r, "127.0.0.1:0")
+    client = start_reactor!()
+    :ok = Reactor.connect(client, url)
+    client
+  end
+
+  test "a blocked handler holds up no call that arrives over the network", %{r: r} do
+    :ok = Reactor.register(r, "df", "hold", blocking_handler(self()))
+    :ok = Reactor.register(r, "df", "echo", fn d -> d end)
+    client = over_network!(r)
+    holder = Task.async(fn -> Reactor.call(client, "df", "hold", "held", timeout_ms: 10_000) end)
+    {held_by, "held"} = receive_started!()
+
+    # Enough calls at once that workers answering one take the next from the
+    # queue; none of them waits for the blocked one.
+    results =
+      1..300
+      |> Enum.map(fn i ->
+        Task.async(fn -> Reactor.call(client, "df", "echo", i, timeout_ms: 2_000) end)
+      end)
+      |> Task.await_many(5_000)
+
+    assert results == Enum.map(1..300, &{:ok, &1})
+    send(held_by, :release)
+    assert {:ok, "held"} = Task.await(holder)
+  end
+
+  test "workers clear what handlers left behind between calls taken from the queue", %{r: r} do
+    :ok =
+      Reactor.register(r, "df", "messy", fn _ ->
+        Process.put(:left, :behind)
+        send(self(), :stray)
+        "done"
+      end)
+
+    :ok =
+      Reactor.register(r, "df", "inspect", fn _ ->
+        {:message_queue_len, n} = Process.info(self(), :message_queue_len)
+        %{"dictionary" => length(Process.get()), "messages" => n}
+      end)
+
+    client = over_network!(r)
+
+    results =
+      1..400
+      |> Enum.map(fn i ->
+        element = if rem(i, 2) == 0, do: "messy", else: "inspect"
+        Task.async(fn -> Reactor.call(client, "df", element, i, timeout_ms: 5_000) end)
+      end)
+      |> Task.await_many(10_000)
+
+    for {result, i} <- Enum.with_index(results, 1) do
+      expected = if rem(i, 2) == 0, do: "done", else: %{"dictionary" => 0, "messages" => 0}
+      assert result == {:ok, expected}, "call #{i}"
+    end
+  end
+
   test "a caller killed while its call runs leaks nothing", %{r: r} do
     :ok = Reactor.register(r, "df", "hold", blocking_handler(self()))
     :ok = Reactor.register(r, "df", "echo", fn d -> d end)
@@ -112,7 +175,10 @@ defmodule PacketFlow.PoolTest do
     # The handler still answers; the result has no one to go to.
     send(worker, :release)
     wait_until(fn -> Reactor.stats(r).in_flight == 0 end, 2_000, "the packet to finish")
-    assert [%{count: 1, errors: 0}] = Enum.filter(Reactor.stats(r).handlers, &(&1.element == "hold"))
+
+    assert [%{count: 1, errors: 0}] =
+             Enum.filter(Reactor.stats(r).handlers, &(&1.element == "hold"))
+
     assert {:ok, 2} = Reactor.call(r, "df", "echo", 2)
   end
 
@@ -171,9 +237,14 @@ defmodule PacketFlow.PoolTest do
     {:ok, r} = Reactor.start_link()
     :ok = Reactor.stop(r)
     assert {:noproc, {Reactor, :submit, _}} = catch_exit(Reactor.call(r, "df", "x", 1))
-    assert {:noproc, {Reactor, :submit, _}} = catch_exit(Reactor.call(:no_such_reactor, "df", "x"))
+
+    assert {:noproc, {Reactor, :submit, _}} =
+             catch_exit(Reactor.call(:no_such_reactor, "df", "x"))
+
     # A malformed packet is still reported as such first.
-    assert_raise ArgumentError, fn -> Reactor.submit(r, %{group: "df", element: "x", data: {1}}) end
+    assert_raise ArgumentError, fn ->
+      Reactor.submit(r, %{group: "df", element: "x", data: {1}})
+    end
   end
 
   test "stopping the reactor ends its idle workers" do
