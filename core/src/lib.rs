@@ -38,6 +38,6 @@ pub use wire::{Codec, Message};
 #[cfg(feature = "net")]
 pub mod net;
 #[cfg(feature = "net")]
-pub use net::{ConnectOptions, ListenOptions, Node, NodeConfig, TokenSpec};
+pub use net::{ConnectOptions, ConnectionSpawner, ListenOptions, Node, NodeConfig, TokenSpec};
 pub mod reactor;
 pub use reactor::{Context, Handler, HandlerError, HandlerResult, Origin, Reactor, ReactorConfig};

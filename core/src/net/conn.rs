@@ -51,6 +51,9 @@ pub(crate) const CLOSE_TOO_BIG: u16 = 1009;
 
 /// Most frames read back to back before the answers are written.
 const READ_BURST: usize = 256;
+/// Turns of [`Connection::poll`] (each reads up to [`READ_BURST`] frames and
+/// writes what is ready) before it yields.
+const POLL_TURNS: usize = 4;
 /// How long a stopping node waits for its work in flight to be answered.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
@@ -379,7 +382,7 @@ impl RateLimit {
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Drives the connection; ready when it is over.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
+        for _ in 0..POLL_TURNS {
             let mut progress = false;
             if self.closing.is_none() {
                 progress |= self.poll_stop(cx);
@@ -410,6 +413,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 return Poll::Pending;
             }
         }
+        // Still busy: let others run first (an executor outside Tokio has no
+        // budget of its own to stop a flood of frames).
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     /// The node is stopping: stop reading, let running work answer (it is

@@ -28,6 +28,7 @@ mod tls;
 pub use options::{ConnectOptions, ListenOptions, TokenSpec, MIN_TOKEN_LEN};
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -38,7 +39,6 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Notify};
-use tokio::task::JoinHandle;
 use tokio::time::{timeout, timeout_at, Duration, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request as WsRequest, Response};
@@ -102,6 +102,31 @@ pub struct NodeConfig {
     pub handshake_timeout: Duration,
     /// Longest pause between redials of a lost peer.
     pub max_redial_backoff: Duration,
+    /// Where connections run; `None` (the default): on the Tokio runtime.
+    pub spawner: Option<ConnectionSpawner>,
+}
+
+/// Runs a node's connections somewhere other than on the Tokio runtime's
+/// own threads: a binding may poll them on its host's threads (the BEAM's
+/// schedulers, for instance), so that reading a frame, running its handler
+/// and writing the answer need no hand-off between threads. The function
+/// is given each connection as a future and must poll it to completion
+/// with a Tokio runtime's context entered (its timers and sockets belong to
+/// that runtime, whose I/O driver still wakes it).
+#[derive(Clone)]
+pub struct ConnectionSpawner(Arc<dyn Fn(BoxFuture<'static, ()>) + Send + Sync>);
+
+impl ConnectionSpawner {
+    /// A spawner that hands each connection's future to `spawn`.
+    pub fn new(spawn: impl Fn(BoxFuture<'static, ()>) + Send + Sync + 'static) -> Self {
+        ConnectionSpawner(Arc::new(spawn))
+    }
+}
+
+impl std::fmt::Debug for ConnectionSpawner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectionSpawner")
+    }
 }
 
 impl Default for NodeConfig {
@@ -119,6 +144,7 @@ impl Default for NodeConfig {
             max_hops: 8,
             handshake_timeout: Duration::from_secs(10),
             max_redial_backoff: Duration::from_secs(5),
+            spawner: None,
         }
     }
 }
@@ -258,7 +284,8 @@ impl Node {
                         Ok((stream, remote)) => {
                             if let Some(slot) = Slot::take(&node) {
                                 let _ = stream.set_nodelay(true);
-                                tokio::spawn(accept(node.clone(), stream, remote, context.clone(), slot));
+                                let accepted = accept(node.clone(), stream, remote, context.clone(), slot);
+                                drop(node.spawn_connection(accepted));
                             }
                         }
                         // Out of descriptors and the like: pause instead of spinning.
@@ -386,6 +413,30 @@ impl Node {
 }
 
 impl NodeInner {
+    /// Runs a connection where the config says (see [`ConnectionSpawner`]);
+    /// the future returned is ready when it is over.
+    fn spawn_connection(&self, connection: impl Future<Output = ()> + Send + 'static) -> Ended {
+        match &self.config.spawner {
+            None => {
+                let task = tokio::spawn(connection);
+                Box::pin(async move {
+                    let _ = task.await;
+                })
+            }
+            Some(spawner) => {
+                // Dropped when the connection ends (or its future is dropped).
+                let (over_tx, over_rx) = oneshot::channel::<()>();
+                (spawner.0)(Box::pin(async move {
+                    connection.await;
+                    drop(over_tx);
+                }));
+                Box::pin(async move {
+                    let _ = over_rx.await;
+                })
+            }
+        }
+    }
+
     pub(crate) fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::Acquire)
     }
@@ -784,8 +835,11 @@ fn handshake_error(url: &str, e: tokio_tungstenite::tungstenite::Error) -> PfErr
     }
 }
 
-/// Dials once; returns the running connection's task.
-async fn dial(node: Arc<NodeInner>, dialing: &Dialing) -> Result<JoinHandle<()>, PfError> {
+/// Ready when a connection is over.
+type Ended = BoxFuture<'static, ()>;
+
+/// Dials once; returns a future ready when the connection is over.
+async fn dial(node: Arc<NodeInner>, dialing: &Dialing) -> Result<Ended, PfError> {
     if node.is_stopped() {
         return Err(dial_error(&dialing.url, "the node is stopped"));
     }
@@ -866,7 +920,7 @@ async fn start_dialed<S>(
     ws: WebSocketStream<S>,
     response: tokio_tungstenite::tungstenite::handshake::client::Response,
     dialing: &Dialing,
-) -> Result<JoinHandle<()>, PfError>
+) -> Result<Ended, PfError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -883,7 +937,7 @@ where
         token: dialing.token.clone(),
     };
     let running = conn::run(node.clone(), ws, setup);
-    let handle = tokio::spawn(async move {
+    let handle = node.spawn_connection(async move {
         let _live = live;
         running.await;
     });

@@ -59,7 +59,14 @@ pub struct Job<T, D> {
     /// The pool whose dispatcher polls the job when it is woken outside
     /// any NIF.
     home: Arc<Pool>,
+    /// Always polled by the dispatcher, even when woken inside a NIF.
+    lazy: bool,
 }
+
+/// Polls of one job in a row (each after a wake-up that came during the
+/// previous one) before it goes back to the queue: bounds the time one
+/// NIF spends on a busy job. A lazy job is polled once.
+const REPOLLS: usize = 16;
 
 /// A scheduled job, type-erased.
 pub trait Runnable: Send + Sync {
@@ -69,6 +76,8 @@ pub trait Runnable: Send + Sync {
     fn run_later(self: Arc<Self>);
     /// Queues the job for its pool's dispatcher.
     fn defer(self: Arc<Self>);
+    /// Whether the job is always left to the dispatcher.
+    fn lazy(&self) -> bool;
 }
 
 impl<T: Send + 'static, D: Deliver<T>> Job<T, D> {
@@ -87,6 +96,7 @@ impl<T: Send + 'static, D: Deliver<T>> Job<T, D> {
             future: Mutex::new(Some(Box::pin(future))),
             deliver,
             home: Arc::clone(home),
+            lazy: false,
         });
         job.poll_once()
     }
@@ -99,7 +109,10 @@ impl<T: Send + 'static, D: Deliver<T>> Job<T, D> {
         let waker = Waker::from(Arc::clone(self));
         let mut cx = Context::from_waker(&waker);
         let mut slot = self.future.lock();
-        loop {
+        // A lazy job woken while it ran goes back to the queue at once: its
+        // dispatcher has its own messages to handle in between.
+        let polls = if self.lazy { 1 } else { REPOLLS };
+        for _ in 0..polls {
             let Some(future) = slot.as_mut() else {
                 self.state.store(DONE, Ordering::Release);
                 return None;
@@ -120,7 +133,36 @@ impl<T: Send + 'static, D: Deliver<T>> Job<T, D> {
                 }
             }
         }
+        // Still woken after all those polls: the rest is for the dispatcher.
+        drop(slot);
+        self.state.store(SCHEDULED, Ordering::Release);
+        self.home.poll_anywhere(Arc::clone(self) as Arc<dyn Runnable>);
+        None
     }
+}
+
+/// A job whose output nobody waits for.
+struct Detached;
+
+impl Deliver<()> for Detached {
+    fn inline(&self, _env: Env, _value: ()) {}
+    fn later(&self, _value: ()) {}
+}
+
+/// Runs `future` as a job of `home`'s reactor, always polled by its
+/// dispatcher: whatever wakes it in the meantime (the network, handlers'
+/// answers) is handled in one poll. A node's connections run this way (see
+/// `ReactorRes::node`): their reads, handler calls and writes happen on the
+/// schedulers, in batches.
+pub fn spawn(future: impl Future<Output = ()> + Send + 'static, home: &Arc<Pool>) {
+    let job = Arc::new(Job {
+        state: AtomicU8::new(SCHEDULED),
+        future: Mutex::new(Some(Box::pin(future))),
+        deliver: Detached,
+        home: Arc::clone(home),
+        lazy: true,
+    });
+    job.defer();
 }
 
 impl<T: Send + 'static, D: Deliver<T>> Runnable for Job<T, D> {
@@ -139,6 +181,10 @@ impl<T: Send + 'static, D: Deliver<T>> Runnable for Job<T, D> {
     fn defer(self: Arc<Self>) {
         let home = Arc::clone(&self.home);
         home.poll_anywhere(self);
+    }
+
+    fn lazy(&self) -> bool {
+        self.lazy
     }
 }
 
@@ -200,6 +246,8 @@ pub mod inline {
     struct Scope {
         woken: Vec<Arc<dyn Runnable>>,
         calls: Vec<(Arc<Pool>, Call)>,
+        /// Pools whose dispatcher is to be woken (`:pf_route`).
+        wake: Vec<Arc<Pool>>,
     }
 
     thread_local! {
@@ -211,7 +259,10 @@ pub mod inline {
         SCOPE.with(|s| s.borrow().is_some())
     }
 
-    pub(super) fn schedule(job: Arc<dyn Runnable>) {
+    pub(crate) fn schedule(job: Arc<dyn Runnable>) {
+        if job.lazy() {
+            return job.defer();
+        }
         let job = SCOPE.with(|s| match s.borrow_mut().as_mut() {
             Some(scope) => {
                 scope.woken.push(job);
@@ -222,6 +273,18 @@ pub mod inline {
         if let Some(job) = job {
             job.defer();
         }
+    }
+
+    /// Wakes `pool`'s dispatcher with this NIF's environment when it ends;
+    /// gives the pool back when no scope is active.
+    pub fn wake_dispatcher(pool: &Arc<Pool>) -> Result<(), ()> {
+        SCOPE.with(|s| match s.borrow_mut().as_mut() {
+            Some(scope) => {
+                scope.wake.push(Arc::clone(pool));
+                Ok(())
+            }
+            None => Err(()),
+        })
     }
 
     /// Queues a handler invocation to leave with this NIF's environment;
@@ -247,6 +310,9 @@ pub mod inline {
                 for (pool, call) in scope.calls {
                     pool.route_anywhere(vec![call]);
                 }
+                for pool in scope.wake {
+                    pool.wake_dispatcher_soon();
+                }
             }
         }
     }
@@ -255,7 +321,9 @@ pub mod inline {
     /// `env`, then polls every job it woke and sends what they produced.
     pub fn run<'a, R>(env: Env<'a>, body: impl FnOnce() -> R) -> R {
         // NIFs never nest, so a scope is never already active here.
-        SCOPE.with(|s| *s.borrow_mut() = Some(Scope { woken: Vec::new(), calls: Vec::new() }));
+        SCOPE.with(|s| {
+            *s.borrow_mut() = Some(Scope { woken: Vec::new(), calls: Vec::new(), wake: Vec::new() })
+        });
         let guard = Guard;
         // Core futures create Tokio timers, which need the runtime's context.
         let _runtime = runtime::handle().enter();
@@ -278,6 +346,11 @@ pub mod inline {
                 Some(Err(job)) => job.run_inline(env),
                 Some(Ok(calls)) => send_calls(env, calls),
             }
+        }
+        let wake =
+            SCOPE.with(|s| std::mem::take(&mut s.borrow_mut().as_mut().expect("scope is active").wake));
+        for pool in wake {
+            pool.wake_dispatcher_from(env);
         }
         drop(guard);
         out

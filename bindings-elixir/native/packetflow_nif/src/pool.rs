@@ -20,9 +20,11 @@
 //! them (`:pf_route`): it routes them from a scheduler ([`pool_route`]).
 //! Sending each one to its worker from that thread would cost a
 //! cross-thread wake-up per call. Submits and child calls of this reactor
-//! that are woken there (an answer read from the network, a deadline)
-//! take the same way: the dispatcher polls them and sends their results
-//! from its scheduler, where a message between processes wakes no thread.
+//! that are woken there (a deadline, a connection closing) take the same
+//! way: the dispatcher polls them and sends their results from its
+//! scheduler, where a message between processes wakes no thread. So do
+//! the reactor's network connections, from wherever they are woken
+//! (`exec::spawn`): the dispatcher reads, dispatches and writes for them.
 //!
 //! The pool shrinks without a timer per worker: every few seconds the
 //! dispatcher takes off the stack the workers that stayed idle since the
@@ -116,12 +118,24 @@ impl Pool {
         if !first {
             return;
         }
-        if rustler::thread::is_scheduler_thread() {
-            // Only a NIF's own environment can send from a scheduler.
-            let pool = Arc::clone(self);
-            runtime::handle().spawn(async move { pool.wake_dispatcher() });
-        } else {
+        if !rustler::thread::is_scheduler_thread() {
             self.wake_dispatcher();
+        } else if inline::wake_dispatcher(self).is_err() {
+            // Only a NIF's own environment can send from a scheduler.
+            self.wake_dispatcher_soon();
+        }
+    }
+
+    /// Wakes the dispatcher from a thread of the runtime.
+    pub fn wake_dispatcher_soon(self: &Arc<Self>) {
+        let pool = Arc::clone(self);
+        runtime::handle().spawn(async move { pool.wake_dispatcher() });
+    }
+
+    /// Wakes the dispatcher from inside a NIF whose environment is `env`.
+    pub fn wake_dispatcher_from(&self, env: Env) {
+        if !send_from(env, &self.dispatcher, |m| atoms::pf_route().encode(m)) {
+            self.dispatcher_gone();
         }
     }
 
@@ -132,11 +146,20 @@ impl Pool {
             owned.send_and_clear(&self.dispatcher, |env| atoms::pf_route().encode(env)).is_ok()
         });
         if !woken {
-            // The dispatcher is gone (its reactor stopped). Its calls are
-            // dropped, each answering PF500 as its token is freed; its jobs
-            // still run here, so that every submitter hears back.
-            let deferred = std::mem::take(&mut *self.queue.lock());
-            deferred.jobs.into_iter().for_each(Runnable::run_later);
+            self.dispatcher_gone();
+        }
+    }
+
+    /// The dispatcher is gone (its reactor stopped). Its calls are dropped,
+    /// each answering PF500 as its token is freed; its jobs still run, on
+    /// the runtime's thread, so that every submitter hears back.
+    fn dispatcher_gone(&self) {
+        let deferred = std::mem::take(&mut *self.queue.lock());
+        let run = move || deferred.jobs.into_iter().for_each(Runnable::run_later);
+        if rustler::thread::is_scheduler_thread() {
+            runtime::handle().spawn(async move { run() });
+        } else {
+            run();
         }
     }
 

@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use packetflow::{Node, NodeConfig, PacketResult, Reactor, ReactorConfig};
+use packetflow::{ConnectionSpawner, Node, NodeConfig, PacketResult, Reactor, ReactorConfig};
 use parking_lot::{Mutex, RwLock};
 use rustler::env::SavedTerm;
 use rustler::sys::enif_send;
 use rustler::{Encoder, Env, LocalPid, OwnedEnv, Resource, ResourceArc, Term};
 
-use crate::exec::{inline, Deliver, Job};
+use crate::exec::{self, inline, Deliver, Job};
 use crate::invocation;
 use crate::pool::{Pool, PoolRes};
 use crate::{atoms, packet, runtime, terms};
@@ -190,7 +190,12 @@ impl ReactorRes {
             .get_or_insert_with(|| {
                 // `Node::new` spawns a task, so it runs inside the runtime.
                 let _runtime = runtime::handle().enter();
-                let config = NodeConfig { runtime: "elixir".into(), ..NodeConfig::default() };
+                // Connections run as jobs of this reactor: read, handled and
+                // answered on the schedulers (see `exec`).
+                let pool = Arc::clone(&self.pool);
+                let spawner = ConnectionSpawner::new(move |connection| exec::spawn(connection, &pool));
+                let config =
+                    NodeConfig { runtime: "elixir".into(), spawner: Some(spawner), ..NodeConfig::default() };
                 Node::new(self.reactor.clone(), config)
             })
             .clone()
