@@ -205,6 +205,16 @@ pub struct PoolRes(pub Arc<Pool>);
 #[rustler::resource_impl]
 impl Resource for PoolRes {}
 
+impl Drop for PoolRes {
+    /// The dispatcher and its workers are gone. A `:pf_route` sent just
+    /// before the dispatcher ended went with its mailbox: what it was for
+    /// runs on the runtime's thread (later work finds the dispatcher gone
+    /// when waking it, and does the same).
+    fn drop(&mut self) {
+        self.0.dispatcher_gone();
+    }
+}
+
 impl std::panic::RefUnwindSafe for PoolRes {}
 
 /// A pool whose dispatcher is the calling process.

@@ -173,9 +173,11 @@ fn reactor_submit<'a>(env: Env<'a>, reactor: Term<'a>, fields: Term<'a>, tag: Te
 /// On the network, connections close (after sending those answers) and
 /// listeners stop, in the background.
 #[rustler::nif]
-fn reactor_stop(r: ResourceArc<ReactorRes>) -> rustler::Atom {
+fn reactor_stop(env: Env, r: ResourceArc<ReactorRes>) -> rustler::Atom {
     registry().write().remove(&r.owner);
-    r.reactor.stop();
+    // Submits answered PF503 here are polled and answered before this
+    // returns (the dispatcher, which would otherwise, is stopping too).
+    inline::run(env, || r.reactor.stop());
     if let Some(node) = r.node.lock().clone() {
         runtime::handle().spawn(async move { node.stop().await });
     }
