@@ -18,13 +18,15 @@ use crate::{atoms, packet, runtime, terms};
 
 static LIVE: AtomicU64 = AtomicU64::new(0);
 
+type Registry = RwLock<HashMap<LocalPid, (Reactor, Arc<Pool>)>>;
+
 /// The running reactors (and their pools) by the pid of their GenServer,
 /// so that a submit reaches the core straight from the calling process.
 /// Entries hold the core's handle, not the resource: the GenServer's
 /// resource still goes when the GenServer does, and its destructor removes
 /// the entry.
-fn registry() -> &'static RwLock<HashMap<LocalPid, (Reactor, Arc<Pool>)>> {
-    static REGISTRY: OnceLock<RwLock<HashMap<LocalPid, (Reactor, Arc<Pool>)>>> = OnceLock::new();
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
     REGISTRY.get_or_init(Default::default)
 }
 
