@@ -92,7 +92,7 @@ impl Pool {
 
     /// Sends `calls` from inside a NIF whose environment is `env`.
     pub fn route_inline(&self, env: Env, calls: impl IntoIterator<Item = Call>) {
-        self.route(calls, |to, build| send_from(env, to, |m| build(m)));
+        self.route(calls, |to, build| send_from(env, to, build));
     }
 
     /// Queues `calls` for the dispatcher. Runs anywhere but inside a NIF,
