@@ -151,15 +151,13 @@ impl Pool {
     }
 
     /// The dispatcher is gone (its reactor stopped). Its calls are dropped,
-    /// each answering PF500 as its token is freed; its jobs still run, on
-    /// the runtime's thread, so that every submitter hears back.
+    /// each answering PF500 as its token is freed; its jobs still run, in a
+    /// task of the runtime (never nested in the poll that woke them), so
+    /// that every submitter hears back.
     fn dispatcher_gone(&self) {
         let deferred = std::mem::take(&mut *self.queue.lock());
-        let run = move || deferred.jobs.into_iter().for_each(Runnable::run_later);
-        if rustler::thread::is_scheduler_thread() {
-            runtime::handle().spawn(async move { run() });
-        } else {
-            run();
+        if !deferred.jobs.is_empty() {
+            runtime::handle().spawn(async move { deferred.jobs.into_iter().for_each(Runnable::run_later) });
         }
     }
 
