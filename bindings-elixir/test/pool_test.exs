@@ -104,8 +104,8 @@ defmodule PacketFlow.PoolTest do
   end
 
   # A reactor `r` serving over loopback, and a client reactor connected to
-  # it: the client's calls reach `r`'s workers from the library's network
-  # thread (through the pool's queue), not from a caller's NIF.
+  # it: the client's calls reach `r`'s workers from its connection (polled
+  # by its dispatcher), not from a caller's NIF.
   defp over_network!(r) do
     {:ok, %{url: url}} = Reactor.listen(r, "127.0.0.1:0")
     client = start_reactor!()
@@ -120,8 +120,8 @@ defmodule PacketFlow.PoolTest do
     holder = Task.async(fn -> Reactor.call(client, "df", "hold", "held", timeout_ms: 10_000) end)
     {held_by, "held"} = receive_started!()
 
-    # Enough calls at once that workers answering one take the next from the
-    # queue; none of them waits for the blocked one.
+    # Many calls at once, arriving in batches; none of them waits for the
+    # blocked one.
     results =
       1..300
       |> Enum.map(fn i ->
@@ -134,7 +134,9 @@ defmodule PacketFlow.PoolTest do
     assert {:ok, "held"} = Task.await(holder)
   end
 
-  test "workers clear what handlers left behind between calls taken from the queue", %{r: r} do
+  test "workers clear what handlers left behind between calls that arrive over the network", %{
+    r: r
+  } do
     :ok =
       Reactor.register(r, "df", "messy", fn _ ->
         Process.put(:left, :behind)

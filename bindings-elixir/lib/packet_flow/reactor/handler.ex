@@ -1,18 +1,14 @@
 defmodule PacketFlow.Reactor.Handler do
   @moduledoc false
   # Runs one handler call inside a pool worker and sends the answer back
-  # through the NIF, which returns the worker's next call
-  # (`{:pf_call, ...}`) or, when none is waiting, puts the worker back on
-  # the idle stack and returns `:ok`.
+  # through the NIF, which also puts the worker back on the idle stack.
   # Whatever the handler does (return, raise, throw, exit), exactly one
   # answer is sent; if the worker dies instead, freeing the call's token
   # answers PF500.
 
   alias PacketFlow.{Context, Error, Native}
 
-  @spec run(function() | nil, PacketFlow.value(), String.t(), map() | nil, reference()) ::
-          :ok
-          | {:pf_call, pos_integer(), PacketFlow.value(), String.t(), map() | nil, reference()}
+  @spec run(function() | nil, PacketFlow.value(), String.t(), map() | nil, reference()) :: :ok
   def run(nil, _data, _packet_id, _metadata, token) do
     # Unregistered while the packet was on its way: answered as the core
     # answers a packet that finds no handler.

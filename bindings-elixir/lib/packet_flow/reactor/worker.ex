@@ -2,19 +2,17 @@ defmodule PacketFlow.Reactor.Worker do
   @moduledoc false
   # A long-lived process of a reactor's handler pool.
   #
-  # The dispatcher starts a worker for a call that found no idle worker.
-  # Its answer (a reply NIF) returns the oldest call waiting in the pool's
-  # queue, if any, which it runs next; otherwise the NIF puts it on the
-  # pool's idle stack, and from then on sends it calls directly, one at a
+  # The dispatcher starts a worker for a call that found no idle worker; once
+  # it has answered, the worker's reply puts it on the pool's idle stack
+  # (in the NIF), and from then on the NIF sends it calls directly, one at a
   # time, as `{:pf_call, handler_id, data, packet_id, metadata, token}`.
-  # A call only ever goes to a worker that is free, so a slow or blocked
-  # handler delays no other call: when every worker is busy, the next call
-  # starts a new one.
+  # A call only ever goes to an idle worker, so a slow or blocked handler
+  # delays no other call: when every worker is busy, the next call starts a
+  # new one.
   #
   # What a handler leaves behind is cleared before the next call: its
   # process dictionary (Logger metadata included), a trap_exit flag, and
-  # any stray message it left in the mailbox (no call or retirement can be
-  # waiting there while the worker is off the idle stack). A worker that stayed idle for
+  # any stray message it left in the mailbox. A worker that stayed idle for
   # a whole trim period of the dispatcher is taken off the idle stack and
   # told to end (`:pf_retire`), so waiting for a call sets no timer. A worker that dies (killed, or taken down by a
   # process a handler linked to it) answers its call PF500 when the call's
@@ -45,18 +43,9 @@ defmodule PacketFlow.Reactor.Worker do
   end
 
   defp run({_id, data, packet_id, metadata, token}, fun, state) do
-    next = Handler.run(fun, data, packet_id, metadata, token)
+    Handler.run(fun, data, packet_id, metadata, token)
     tidy()
-
-    case next do
-      {:pf_call, id, data, packet_id, metadata, token} ->
-        drop_strays()
-        {fun, state} = handler(id, state)
-        run({id, data, packet_id, metadata, token}, fun, state)
-
-      :ok ->
-        loop(state)
-    end
+    loop(state)
   end
 
   defp loop(state) do
@@ -92,13 +81,5 @@ defmodule PacketFlow.Reactor.Worker do
   defp tidy do
     if Process.get() != [], do: :erlang.erase()
     Process.flag(:trap_exit, false)
-  end
-
-  defp drop_strays do
-    receive do
-      _stray -> drop_strays()
-    after
-      0 -> :ok
-    end
   end
 end

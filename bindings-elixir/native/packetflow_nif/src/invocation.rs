@@ -2,8 +2,7 @@
 //! `{:pf_call, handler_id, data, packet_id, metadata, token}` to an idle
 //! worker of the reactor's [`Pool`] (or to its dispatcher, which starts
 //! one); the worker runs the Elixir handler and answers through
-//! `reply_ok`, `reply_failed` or `reply_error`, which return the worker's
-//! next call in the same shape when one is waiting.
+//! `reply_ok`, `reply_failed` or `reply_error`.
 //!
 //! The context's `token` is an [`Invocation`] resource holding the channel
 //! back to the waiting core task. If the handler's process dies without
@@ -47,15 +46,12 @@ impl Drop for Invocation {
 
 impl Invocation {
     /// Answers the call. When `idle`, the calling process is a pool worker
-    /// that takes calls again from now on: returns its next call
-    /// (`{:pf_call, ...}`) if one is waiting, else `:ok`.
-    fn answer<'a>(&self, env: Env<'a>, idle: bool, outcome: HandlerResult) -> Term<'a> {
-        let next = if idle { self.pool.next_or_idle(env.pid()) } else { None };
-        inline::run(env, || self.answer_now(outcome));
-        match next {
-            Some(call) => call.message(env),
-            None => atoms::ok().encode(env),
+    /// that takes calls again from now on.
+    fn answer(&self, env: Env, idle: bool, outcome: HandlerResult) {
+        if idle {
+            self.pool.push(env.pid());
         }
+        inline::run(env, || self.answer_now(outcome));
     }
 
     fn answer_now(&self, outcome: HandlerResult) {
@@ -117,34 +113,34 @@ pub fn abandoned() -> PfError {
 
 /// Answers an invocation with the handler's value. A value that cannot
 /// cross as JSON answers PF500 naming its type and path instead. `idle`:
-/// the caller is a pool worker ready for its next call, which is returned
-/// (`{:pf_call, ...}`) when one is waiting; otherwise `:ok`.
+/// the caller is a pool worker ready for its next call.
 #[rustler::nif]
-fn reply_ok<'a>(env: Env<'a>, token: ResourceArc<Invocation>, value: Term<'a>, idle: bool) -> Term<'a> {
+fn reply_ok<'a>(env: Env<'a>, token: ResourceArc<Invocation>, value: Term<'a>, idle: bool) -> rustler::Atom {
     let outcome =
         convert::to_value(value).map_err(|bad| PfError::failed(bad.describe("the handler's result")));
-    token.answer(env, idle, outcome)
+    token.answer(env, idle, outcome);
+    atoms::ok()
 }
 
-/// Answers an invocation with a handler failure (PF500) and `message`;
-/// returns as [`reply_ok`] does.
+/// Answers an invocation with a handler failure (PF500) and `message`.
 #[rustler::nif]
-fn reply_failed<'a>(env: Env<'a>, token: ResourceArc<Invocation>, message: String, idle: bool) -> Term<'a> {
-    token.answer(env, idle, Err(PfError::failed(message)))
+fn reply_failed(env: Env, token: ResourceArc<Invocation>, message: String, idle: bool) -> rustler::Atom {
+    token.answer(env, idle, Err(PfError::failed(message)));
+    atoms::ok()
 }
 
 /// Answers an invocation with an error the handler chose, code included
-/// (passing on the error of a child call, for instance); returns as
-/// [`reply_ok`] does.
+/// (passing on the error of a child call, for instance).
 #[rustler::nif]
-fn reply_error<'a>(
-    env: Env<'a>,
+fn reply_error(
+    env: Env,
     token: ResourceArc<Invocation>,
     code: String,
     message: String,
     idle: bool,
-) -> Term<'a> {
-    token.answer(env, idle, Err(PfError { code, message }))
+) -> rustler::Atom {
+    token.answer(env, idle, Err(PfError { code, message }));
+    atoms::ok()
 }
 
 /// Milliseconds left before the packet's deadline.

@@ -2,12 +2,9 @@
 //! and may take the next handler call.
 //!
 //! A worker is a long-lived process started by the reactor's dispatcher.
-//! It answers a call through a reply NIF, which hands it the oldest call
-//! waiting in the queue below, if any, as the NIF's return value: under
-//! load a worker goes from call to call without a message or a process
-//! switch. Otherwise the NIF puts it back on the idle stack before the
-//! answer wakes the core, so the call that answer lets start (the next
-//! queued packet) can go to the same warm process.
+//! It answers a call through a reply NIF, which puts it back on the idle
+//! stack before the answer wakes the core, so the call that answer lets
+//! start (the next queued packet) can go to the same warm process.
 //!
 //! A call goes to the most recently idle worker, as
 //! `{:pf_call, handler_id, data, packet_id, metadata, token}`, and only to an
@@ -31,7 +28,6 @@
 //! last time ([`pool_trim`]) and tells them to end.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -55,8 +51,8 @@ pub struct Pool {
 /// What waits for the dispatcher's next `:pf_route`.
 #[derive(Default)]
 struct Deferred {
-    /// Handler calls to route to workers, oldest first.
-    calls: VecDeque<Call>,
+    /// Handler calls to route to workers.
+    calls: Vec<Call>,
     /// Jobs woken off the schedulers, to poll.
     jobs: Vec<Arc<dyn Runnable>>,
 }
@@ -77,17 +73,6 @@ impl Pool {
     pub fn push(&self, worker: LocalPid) {
         let round = self.round.load(Ordering::Relaxed);
         self.idle.lock().push((worker, round));
-    }
-
-    /// For a worker that has just answered: the oldest call waiting for
-    /// the dispatcher, which it takes on now; when there is none, the
-    /// worker goes back on the idle stack.
-    pub fn next_or_idle(&self, worker: LocalPid) -> Option<Call> {
-        let next = self.queue.lock().calls.pop_front();
-        if next.is_none() {
-            self.push(worker);
-        }
-        next
     }
 
     /// Sends `calls` from inside a NIF whose environment is `env`.
