@@ -276,14 +276,14 @@ pub mod inline {
     }
 
     /// Wakes `pool`'s dispatcher with this NIF's environment when it ends;
-    /// gives the pool back when no scope is active.
-    pub fn wake_dispatcher(pool: &Arc<Pool>) -> Result<(), ()> {
+    /// `false` when no scope is active.
+    pub fn wake_dispatcher(pool: &Arc<Pool>) -> bool {
         SCOPE.with(|s| match s.borrow_mut().as_mut() {
             Some(scope) => {
                 scope.wake.push(Arc::clone(pool));
-                Ok(())
+                true
             }
-            None => Err(()),
+            None => false,
         })
     }
 

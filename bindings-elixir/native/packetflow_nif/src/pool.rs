@@ -105,7 +105,7 @@ impl Pool {
         }
         if !rustler::thread::is_scheduler_thread() {
             self.wake_dispatcher();
-        } else if inline::wake_dispatcher(self).is_err() {
+        } else if !inline::wake_dispatcher(self) {
             // Only a NIF's own environment can send from a scheduler.
             self.wake_dispatcher_soon();
         }
