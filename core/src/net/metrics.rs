@@ -57,6 +57,10 @@ pub(crate) fn health(node: &NodeInner) -> Value {
         "unrouted": stats.unrouted,
         "connections": node.accepted_connections(),
         "queued_bytes": node.queued_bytes.load(std::sync::atomic::Ordering::Relaxed),
+        "busy_poll": node.busy_poll.as_ref().map(|b| json!({
+            "window_us": b.window().as_micros() as u64,
+            "spinning": b.is_spinning(),
+        })),
     })
 }
 

@@ -1,0 +1,94 @@
+//! A hub with `NodeConfig::busy_poll`: it relays as any hub does, spins
+//! after frames while few packets are held, sleeps once its window passes
+//! with no frame or while many packets are held, and says which in
+//! `/health`.
+
+use std::time::Duration;
+
+use packetflow::{json, Node, NodeConfig, Reactor, ReactorConfig, Value};
+use packetflow_tests::*;
+
+fn spinning(hub: &Node) -> bool {
+    hub.health()["busy_poll"]["spinning"].as_bool().expect("health shows busy_poll.spinning")
+}
+
+/// A hub busy-polling for `window`, a handler node dialing it that serves
+/// `df:upper` and `df:held` (answers once `release` is sent), and a seed-style
+/// client of the hub.
+async fn hub_handler_client(window: Duration) -> (Node, Node, RawPeer, tokio::sync::watch::Sender<bool>) {
+    let (hub, addr) = node("hub", NodeConfig { busy_poll: Some(window), ..NodeConfig::default() }).await;
+    let reactor = Reactor::new(ReactorConfig { name: "handler".into(), ..ReactorConfig::default() });
+    register_upper(&reactor);
+    let (release, released) = tokio::sync::watch::channel(false);
+    reactor
+        .register("df", "held", move |data: Value, _| {
+            let mut released = released.clone();
+            async move {
+                released.wait_for(|r| *r).await.expect("the test holds the sender");
+                Ok(data)
+            }
+        })
+        .unwrap();
+    let handler = Node::new(reactor, NodeConfig::default());
+    handler.connect(&url(addr)).await.expect("the handler dials the hub");
+    let client = RawPeer::connect(&url(addr)).await;
+    (hub, handler, client, release)
+}
+
+#[tokio::test]
+async fn relays_spins_after_frames_and_sleeps_when_its_window_passes() {
+    let window = Duration::from_millis(300);
+    let (hub, _handler, mut client, _release) = hub_handler_client(window).await;
+    assert_eq!(hub.health()["busy_poll"]["window_us"], json!(300_000));
+    until("the hub sleeps after the hello exchange", || !spinning(&hub)).await;
+    for i in 0..50u64 {
+        client.send_json(&submit_frame(i + 1, &format!("p{i}"), "df", "upper", json!(format!("x{i}")))).await;
+        let answer = client.recv_open().await;
+        assert_eq!(answer["type"], "result", "{answer}");
+        assert_eq!(answer["seq"], json!(i + 1), "{answer}");
+        assert_eq!(answer["payload"]["data"], json!(format!("X{i}")), "{answer}");
+    }
+    // The client's frames (the last a moment ago) woke it.
+    let answered = std::time::Instant::now();
+    let spun = spinning(&hub);
+    assert!(spun || answered.elapsed() >= window, "not spinning right after a round trip");
+    until("the hub sleeps once its window passed", || !spinning(&hub)).await;
+}
+
+#[tokio::test]
+async fn sleeps_while_many_packets_are_held_and_answers_them_all() {
+    // A window of an hour: only the packets held can make it sleep.
+    let (hub, _handler, mut client, release) = hub_handler_client(Duration::from_secs(3600)).await;
+    client.send_json(&submit_frame(1, "warm", "df", "upper", json!("a"))).await;
+    assert_eq!(client.recv_open().await["payload"]["data"], json!("A"));
+    assert!(spinning(&hub), "frames a moment ago, a window of an hour");
+    let held = 20u64;
+    for i in 0..held {
+        client.send_json(&submit_frame(i + 2, &format!("h{i}"), "df", "held", json!(i))).await;
+    }
+    until("the hub sleeps with 20 packets held", || {
+        hub.health()["queued_bytes"].as_u64().unwrap_or(0) > 0 && !spinning(&hub)
+    })
+    .await;
+    release.send(true).unwrap();
+    let mut seqs: Vec<u64> = Vec::new();
+    for _ in 0..held {
+        let answer = client.recv_open().await;
+        assert_eq!(answer["type"], "result", "{answer}");
+        assert_eq!(answer["payload"]["status"], "success", "{answer}");
+        seqs.push(answer["seq"].as_u64().unwrap());
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (2..held + 2).collect::<Vec<_>>());
+    // Few packets held again: the next frames make it spin.
+    client.send_json(&submit_frame(100, "after", "df", "upper", json!("b"))).await;
+    assert_eq!(client.recv_open().await["payload"]["data"], json!("B"));
+    until("the hub spins again once few packets are held", || spinning(&hub)).await;
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn off_by_default() {
+    let (hub, _) = node("hub", NodeConfig::default()).await;
+    assert_eq!(hub.health()["busy_poll"], Value::Null);
+}
