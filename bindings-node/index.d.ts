@@ -53,6 +53,13 @@ export interface ReactorOptions {
   maxQueue?: number;
   /** How many finished packet ids are remembered for dependencies. Default 4096. */
   finishedMemory?: number;
+  /**
+   * Microseconds to keep polling the network, instead of sleeping, after
+   * frames arrive (while at most 8 packets are held for peers): lower
+   * latency where waking a thread is slow, as on virtual machines, for up
+   * to a core spinning while traffic is sparse. Default 0: off.
+   */
+  busyPollUs?: number;
 }
 
 /** Options of a packet, besides its address and data. */

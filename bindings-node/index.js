@@ -261,7 +261,7 @@ function settle(state, ...batch) {
   state.settle(batch);
 }
 
-const OPTIONS = new Set(['name', 'maxInflight', 'maxQueue', 'finishedMemory']);
+const OPTIONS = new Set(['name', 'maxInflight', 'maxQueue', 'finishedMemory', 'busyPollUs']);
 
 /** Throws a TypeError for keys of `options` not in `known`; `unknown(key)` starts the message. */
 function onlyKeys(options, known, unknown = (key) => `unknown option ${key}`) {
@@ -396,7 +396,8 @@ class Reactor {
   #name;
 
   /**
-   * @param {{name?: string, maxInflight?: number, maxQueue?: number, finishedMemory?: number}} [options]
+   * @param {{name?: string, maxInflight?: number, maxQueue?: number, finishedMemory?: number,
+   *   busyPollUs?: number}} [options]
    */
   constructor(options = {}) {
     if (options === null || typeof options !== 'object') {
@@ -412,12 +413,14 @@ class Reactor {
     const maxInflight = integerOption(options, 'maxInflight', 1);
     const maxQueue = integerOption(options, 'maxQueue', 0);
     const finishedMemory = integerOption(options, 'finishedMemory', 0);
+    const busyPollUs = integerOption(options, 'busyPollUs', 0);
     this.#dispatch = new Dispatch();
     this.#native = new NativeReactor(
       name,
       maxInflight,
       maxQueue,
       finishedMemory,
+      busyPollUs,
       dispatch,
       settle,
       this.#dispatch,

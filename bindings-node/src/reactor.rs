@@ -129,6 +129,8 @@ pub struct NativeReactor {
     /// The network node, made by the first `listen` or `connect`: a
     /// reactor that never goes on the network costs nothing for it.
     node: RefCell<Option<Node>>,
+    /// `NodeConfig::busy_poll` of that node.
+    busy_poll: Option<std::time::Duration>,
 }
 
 impl NativeReactor {
@@ -246,7 +248,7 @@ impl NativeReactor {
 #[napi]
 impl NativeReactor {
     /// `new NativeReactor(name, maxInflight, maxQueue, finishedMemory,
-    /// dispatch, settle, state, PacketFlowError)`; `index.js` checks the
+    /// busyPollUs, dispatch, settle, state, PacketFlowError)`; `index.js` checks the
     /// options. `dispatch(state, ...invocations)` runs handlers and
     /// `settle(state, ...answers)` settles Promises (see src/bridge.rs).
     #[napi(constructor)]
@@ -257,6 +259,7 @@ impl NativeReactor {
         max_inflight: Option<u32>,
         max_queue: Option<u32>,
         finished_memory: Option<u32>,
+        busy_poll_us: Option<u32>,
         dispatch: JsAny,
         settle: JsAny,
         state: JsAny,
@@ -288,7 +291,15 @@ impl NativeReactor {
                 Ok(())
             })?;
         shared.set_tsfn(tsfn);
-        Ok(NativeReactor { reactor: Reactor::new(config), shared, local, node: RefCell::new(None) })
+        let busy_poll =
+            busy_poll_us.filter(|us| *us > 0).map(|us| std::time::Duration::from_micros(us.into()));
+        Ok(NativeReactor {
+            reactor: Reactor::new(config),
+            shared,
+            local,
+            node: RefCell::new(None),
+            busy_poll,
+        })
     }
 
     /// Registers the JS handler in dispatcher slot `slot` for `group:element`.
@@ -592,7 +603,9 @@ impl NativeReactor {
         let node = slot.get_or_insert_with(|| {
             // The node starts a task of its own: it needs the runtime.
             let _runtime = runtime().enter();
-            Node::new(self.reactor.clone(), NodeConfig { runtime: "node".into(), ..NodeConfig::default() })
+            let config =
+                NodeConfig { runtime: "node".into(), busy_poll: self.busy_poll, ..NodeConfig::default() };
+            Node::new(self.reactor.clone(), config)
         });
         Some(node.clone())
     }

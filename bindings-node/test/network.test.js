@@ -65,6 +65,18 @@ test('many concurrent submits over the network are all answered', async (t) => {
   all.forEach((v, i) => assert.equal(v, i * 2));
 });
 
+test('busy-polling reactors (busyPollUs) serve each other both ways', async (t) => {
+  const { server, client, listen, connect } = await pair(t, { busyPollUs: 500 }, { busyPollUs: 500 });
+  server.register('df', 'double', async (n) => n * 2);
+  client.register('df', 'triple', (n) => n * 3);
+  await connect((await listen()).url);
+  for (let i = 0; i < 200; i++) {
+    assert.equal(await within(client.call('df', 'double', i), 5000), i * 2);
+  }
+  const all = await within(Promise.all(Array.from({ length: 500 }, (_, i) => server.call('df', 'triple', i))), 10000);
+  all.forEach((v, i) => assert.equal(v, i * 3));
+});
+
 test('MessagePack connections carry the same values', async (t) => {
   const { server, client, listen, connect } = await pair(t, {}, {}, { msgpack: true });
   server.register('df', 'echo', (d) => d);

@@ -119,6 +119,7 @@ test('bad arguments raise TypeErrors naming the argument', async () => {
   assert.throws(() => r.register('df', 5, () => 1), typeError('element must be a string, got number'));
   assert.throws(() => new Reactor({ maxInflight: 0 }), typeError('maxInflight must be an integer from 1 to 4294967295, got 0'));
   assert.throws(() => new Reactor({ name: 1 }), typeError('name must be a string, got number'));
+  assert.throws(() => new Reactor({ busyPollUs: -1 }), typeError('busyPollUs must be an integer from 0 to 4294967295, got -1'));
   assert.throws(() => new Reactor({ maxInFlight: 1 }), (e) => e instanceof TypeError && /unknown option "maxInFlight"/.test(e.message));
   await r.stop();
 });

@@ -51,6 +51,8 @@ pub(crate) struct PyReactor {
     pool: Arc<Pool>,
     /// The network node, made by the first `listen` or `connect`.
     node: Mutex<Option<Node>>,
+    /// `NodeConfig::busy_poll` of that node.
+    busy_poll: Option<std::time::Duration>,
 }
 
 impl Drop for PyReactor {
@@ -78,7 +80,8 @@ impl PyReactor {
         }
         // The node starts a task of its own: it needs the runtime's context.
         let _runtime = crate::runtime::runtime()?.enter();
-        let config = NodeConfig { runtime: "python".into(), ..NodeConfig::default() };
+        let config =
+            NodeConfig { runtime: "python".into(), busy_poll: self.busy_poll, ..NodeConfig::default() };
         let made = Node::new(self.core.clone(), config);
         *node = Some(made.clone());
         Ok(made)
@@ -192,15 +195,18 @@ impl PyReactor {
     /// ``max_queue``: most packets waiting for a slot (past it, PF429);
     /// ``finished_memory``: how many finished ids are remembered for late
     /// dependents; ``handler_threads``: most threads running ``def``
-    /// handlers. Omitted numbers take the core's defaults.
+    /// handlers; ``busy_poll_us``: microseconds to keep polling the network
+    /// after frames arrive instead of sleeping (0: off). Omitted numbers
+    /// take the core's defaults.
     #[new]
-    #[pyo3(signature = (name = "packetflow", *, max_inflight = None, max_queue = None, finished_memory = None, handler_threads = 8))]
+    #[pyo3(signature = (name = "packetflow", *, max_inflight = None, max_queue = None, finished_memory = None, handler_threads = 8, busy_poll_us = 0))]
     fn new(
         name: &str,
         max_inflight: Option<usize>,
         max_queue: Option<usize>,
         finished_memory: Option<usize>,
         handler_threads: usize,
+        busy_poll_us: u32,
     ) -> PyResult<Self> {
         crate::runtime::check_not_forked()?;
         let defaults = ReactorConfig::default();
@@ -221,6 +227,7 @@ impl PyReactor {
             shared: Arc::new(Shared { home: Mutex::new(None) }),
             pool: Pool::new(handler_threads),
             node: Mutex::new(None),
+            busy_poll: (busy_poll_us > 0).then(|| std::time::Duration::from_micros(busy_poll_us.into())),
         })
     }
 

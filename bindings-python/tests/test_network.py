@@ -165,6 +165,30 @@ MSGPACK_VALUES: List[Any] = [
 ]
 
 
+async def test_busy_polling_reactors_serve_each_other() -> None:
+    server = Reactor(name="busy-server", busy_poll_us=500)
+    client = Reactor(name="busy-client", busy_poll_us=500)
+    try:
+        server.register("df", "double", lambda data, ctx: data * 2)
+        client.register("df", "triple", lambda data, ctx: data * 3)
+        addr = await server.listen("127.0.0.1:0")
+        await client.connect(f"ws://{addr}/packetflow/v1")
+        for i in range(200):
+            assert await asyncio.wait_for(client.call("df", "double", i), 10) == i * 2
+        many = await asyncio.wait_for(asyncio.gather(*(server.call("df", "triple", i) for i in range(500))), 20)
+        assert many == [i * 3 for i in range(500)]
+    finally:
+        await client.stop()
+        await server.stop()
+
+
+def test_busy_poll_us_is_a_non_negative_int() -> None:
+    with pytest.raises(OverflowError, match="busy_poll_us"):
+        Reactor(busy_poll_us=-1)
+    with pytest.raises(TypeError, match="busy_poll_us"):
+        Reactor(busy_poll_us="fast")  # type: ignore[arg-type]
+
+
 async def test_msgpack_connections_carry_the_same_values() -> None:
     server = Reactor(name="msgpack-server")
     client = Reactor(name="msgpack-client")

@@ -20,7 +20,7 @@ interface Order {
 }
 
 async function main(): Promise<void> {
-  const r = new Reactor({ name: 'typed', maxInflight: 8, maxQueue: 100 });
+  const r = new Reactor({ name: 'typed', maxInflight: 8, maxQueue: 100, busyPollUs: 0 });
   r.register<Order, { count: number }>('df', 'count', async (order, ctx: Context) => {
     const id: string = ctx.packetId;
     const left: number = ctx.remainingMs;
