@@ -20,7 +20,8 @@ if (!url && !listen) {
   process.exit(2);
 }
 
-const r = new Reactor({ name: 'matrix-node-handler' });
+// MATRIX_BUSY_POLL_US (set by matrix.py's busy- topologies): the reactor's busyPollUs.
+const r = new Reactor({ name: 'matrix-node-handler', busyPollUs: Number(process.env.MATRIX_BUSY_POLL_US || 0) });
 r.register('df', 'transform', async (data) => data.toUpperCase());
 
 let stopping = false;

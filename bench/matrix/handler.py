@@ -21,7 +21,9 @@ import packetflow
 
 
 async def main(url: str, listen: Optional[str]) -> None:
-    async with packetflow.Reactor(name="matrix-python-handler") as r:
+    # MATRIX_BUSY_POLL_US (set by matrix.py's busy- topologies): the reactor's busy_poll_us.
+    busy_poll_us = int(os.environ.get("MATRIX_BUSY_POLL_US", "0"))
+    async with packetflow.Reactor(name="matrix-python-handler", busy_poll_us=busy_poll_us) as r:
 
         async def transform(data: Any, ctx: packetflow.Context) -> Any:
             return data.upper()

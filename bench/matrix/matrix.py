@@ -6,6 +6,7 @@ hub, beside the plain same-language pairs of ../shared/peers, in one run.
     python3 bench/matrix/matrix.py [--trials 3] [--n 200000] [--seq-n 2000]
         [--submitters python,node,elixir,rust] [--handlers python,node,elixir,rust]
         [--baselines node,python,rust] [--no-build] [--peers ../shared/peers]
+        [--topologies hub,busy-hub,busy-all,direct,busy-direct] [--busy-poll-us 200]
 
 Per trial, every job (one per pair, one per baseline) runs in shuffled order
 with processes started fresh, each in its own session:
@@ -19,6 +20,17 @@ with processes started fresh, each in its own session:
 - baseline: the plain peer server and its own client (Node `ws`, Python
   `websockets`, the Rust tokio-tungstenite server driven by the reference
   load generator), same modes and counts.
+
+Topologies: `hub` (above), `direct` (the handler listens, the submitter dials
+it), and with busy-polling for `--busy-poll-us` µs (a process keeps polling
+its sockets instead of sleeping while traffic is sparse): `busy-hub` (the hub
+only), `busy-all` (through a hub, every process that can), `busy-direct`
+(direct, every process that can). The hub and the Rust handler busy-poll
+through `packetflow serve --busy-poll-us`, the Node and Python reactors
+through their `busyPollUs` / `busy_poll_us` option (the scripts read
+MATRIX_BUSY_POLL_US). The Elixir binding runs its connections on the BEAM's
+schedulers (which busy-wait by themselves, `+sbwt`) and `packetflow bench`
+has no node: they run as in the other topologies.
 
 Handlers: bench/matrix/handler.{py,js,exs}, and for Rust `packetflow serve
 --connect HUB --handler df:transform=uppercase` (a second node, dialling the
@@ -211,23 +223,30 @@ HUB_LISTENING = re.compile(r"listening on (ws://\S+)")
 RUST_CONNECTED = re.compile(r"packetflow: connected to ")
 
 
-def start_handler(lang: str, hub: Optional[str]) -> Tuple[Proc, int, str]:
+def busy_env(busy_us: int) -> Dict[str, str]:
+    """What tells the Node and Python scripts to busy-poll."""
+    return {"MATRIX_BUSY_POLL_US": str(busy_us)} if busy_us else {}
+
+
+def start_handler(lang: str, hub: Optional[str], busy_us: int = 0) -> Tuple[Proc, int, str]:
     """Starts the handler of `lang`, connected to `hub`, or listening when `hub`
-    is None. Returns once it is ready (connected: the hub knows its route), with
-    the OS pid doing the work and the URL submitters dial."""
+    is None (busy-polling for `busy_us` µs where it can). Returns once it is
+    ready (connected: the hub knows its route), with the OS pid doing the work
+    and the URL submitters dial."""
     if lang == "rust":
+        busy = ["--busy-poll-us", str(busy_us)] if busy_us else []
         if hub is None:
             p = Proc([str(CLI), "serve", "--listen", "127.0.0.1:0", "--name", "matrix-rust-handler",
-                      "--handler", "df:transform=uppercase"])
+                      "--handler", "df:transform=uppercase"] + busy)
             return p, p.p.pid, p.wait_for("stderr", HUB_LISTENING).group(1)
         p = Proc([str(CLI), "serve", "--listen", "127.0.0.1:0", "--name", "matrix-rust-handler", "--connect", hub,
-                  "--handler", "df:transform=uppercase"])
+                  "--handler", "df:transform=uppercase"] + busy)
         p.wait_for("stderr", RUST_CONNECTED)
         return p, p.p.pid, hub
     where = [hub] if hub is not None else ["--listen", "127.0.0.1:0"]
     cmd = {
-        "python": ([str(VENV_PY), str(HERE / "handler.py")] + where, ROOT, None),
-        "node": (["node", str(HERE / "handler.js")] + where, ROOT, None),
+        "python": ([str(VENV_PY), str(HERE / "handler.py")] + where, ROOT, busy_env(busy_us)),
+        "node": (["node", str(HERE / "handler.js")] + where, ROOT, busy_env(busy_us)),
         "elixir": (["mix", "run", "--no-compile", str(HERE / "handler.exs")] + where, ELIXIR, ELIXIR_ENV),
     }[lang]
     p = Proc(cmd[0], cwd=cmd[1], env=cmd[2])
@@ -235,8 +254,9 @@ def start_handler(lang: str, hub: Optional[str]) -> Tuple[Proc, int, str]:
     return p, int(m.group(1)), m.group(2) or hub or ""
 
 
-def submit(lang: str, mode: str, url: str, a: argparse.Namespace) -> Dict[str, Any]:
-    """Runs the submitter of `lang`; returns p50_us/p99_us (seq) or pps (pipe)."""
+def submit(lang: str, mode: str, url: str, a: argparse.Namespace, busy_us: int = 0) -> Dict[str, Any]:
+    """Runs the submitter of `lang` (busy-polling for `busy_us` µs where it can);
+    returns p50_us/p99_us (seq) or pps (pipe)."""
     if lang == "rust":
         cmd = [str(CLI), "bench", "--url", url, "--mode", mode, "--expect", EXPECT, "--json",
                "--timeout-s", str(RUN_TIMEOUT - 10)]
@@ -250,25 +270,30 @@ def submit(lang: str, mode: str, url: str, a: argparse.Namespace) -> Dict[str, A
     args = [mode, url] + (["--n", str(a.seq_n), "--warmup", "500"] if mode == "seq"
                           else ["--n", str(a.n), "--inflight", str(a.inflight), "--warmup", str(a.n // 10)])
     if lang == "python":
-        return run_json([str(VENV_PY), str(HERE / "submit.py")] + args)
+        return run_json([str(VENV_PY), str(HERE / "submit.py")] + args, env=busy_env(busy_us))
     if lang == "node":
-        return run_json(["node", str(HERE / "submit.js")] + args)
+        return run_json(["node", str(HERE / "submit.js")] + args, env=busy_env(busy_us))
     return run_json(["mix", "run", "--no-compile", str(HERE / "submit.exs")] + args, cwd=ELIXIR, env=ELIXIR_ENV)
 
 
 def pair_job(sub: str, han: str, topology: str, a: argparse.Namespace) -> Dict[str, Any]:
     """One (submitter, handler) pair: through a fresh hub, or `direct` (the
-    submitter dials the handler, which listens)."""
-    hub = Proc([str(CLI), "serve", "--listen", "127.0.0.1:0", "--name", "matrix-hub"]) if topology == "hub" else None
+    submitter dials the handler, which listens); see TOPOLOGY_NAMES."""
+    hub_busy_us = a.busy_poll_us if topology in ("busy-hub", "busy-all") else 0
+    busy_us = a.busy_poll_us if topology in ("busy-all", "busy-direct") else 0
+    busy = ["--busy-poll-us", str(hub_busy_us)] if hub_busy_us else []
+    hub = (Proc([str(CLI), "serve", "--listen", "127.0.0.1:0", "--name", "matrix-hub"] + busy)
+           if has_hub(topology) else None)
     handler: Optional[Proc] = None
     try:
         hub_url = hub.wait_for("stderr", HUB_LISTENING).group(1) if hub else None
-        handler, handler_pid, url = start_handler(han, hub_url)
-        row: Dict[str, Any] = {"job": "pair", "topology": topology, "submitter": sub, "handler": han}
-        seq = submit(sub, "seq", url, a)
+        handler, handler_pid, url = start_handler(han, hub_url, busy_us)
+        row: Dict[str, Any] = {"job": "pair", "topology": topology, "submitter": sub, "handler": han,
+                               "busy_poll_us": a.busy_poll_us if topology.startswith("busy-") else None}
+        seq = submit(sub, "seq", url, a, busy_us)
         pids = [handler_pid] + ([hub.p.pid] if hub else [])
         cpu0, m0 = [cpu_seconds(pid) for pid in pids], machine_ticks()
-        pipe = submit(sub, "pipe", url, a)
+        pipe = submit(sub, "pipe", url, a, busy_us)
         cpu1, m1 = [cpu_seconds(pid) for pid in pids], machine_ticks()
         packets = a.n + a.n // 10  # the warm-up is inside the sampled window
         per = [(c1 - c0) * 1e6 / packets for c0, c1 in zip(cpu0, cpu1)]
@@ -346,6 +371,18 @@ def us(xs: List[float]) -> str:
     return f"{med(xs):,.0f}" if xs else "–"
 
 
+TOPOLOGY_NAMES = {
+    "hub": "through a hub (`packetflow serve`): submitter → hub → handler",
+    "busy-hub": "through a busy-polling hub (`--busy-poll-us`): submitter → hub → handler",
+    "busy-all": "through a hub, every process that can busy-polling: submitter → hub → handler",
+    "direct": "direct: the submitter dials the handler, which listens (no hub)",
+    "busy-direct": "direct, every process that can busy-polling (no hub)",
+}
+
+
+def has_hub(topology: str) -> bool:
+    return topology in ("hub", "busy-hub", "busy-all")
+
 BASELINE_NAMES = {"node": "Node `ws` client → `ws` server", "python": "Python `websockets` client → server",
                   "rust": "Rust reference `loadgen` → tokio-tungstenite server (current_thread)"}
 
@@ -376,14 +413,13 @@ def report(rows: List[Dict[str, Any]], a: argparse.Namespace, loads: List[float]
 
     def total_cpu(r: Dict[str, Any]) -> Optional[float]:
         parts = [r["pipe"].get("cpu_us_per_packet"), r["handler_cpu_us_per_packet"]]
-        parts += [r["hub_cpu_us_per_packet"]] if r["topology"] == "hub" else []
+        parts += [r["hub_cpu_us_per_packet"]] if has_hub(r["topology"]) else []
         return None if None in parts else sum(parts)
 
     header = "| submitter ↓ handler → | " + " | ".join(a.handlers) + " |\n|---|" + "---|" * len(a.handlers)
 
     for topology in a.topologies:
-        what = ("through a hub (`packetflow serve`): submitter → hub → handler" if topology == "hub"
-                else "direct: the submitter dials the handler, which listens (no hub)")
+        what = TOPOLOGY_NAMES[topology]
         out.append(f"\n### Pairs {what}\n")
         out.append("Cells: pipelined packets/s; seq p50 / p99 µs.\n")
         out.append(header)
@@ -394,7 +430,7 @@ def report(rows: List[Dict[str, Any]], a: argparse.Namespace, loads: List[float]
                 cells.append(f"{rng_k(v)}; {us(vals(topology, sub, han, p50))} / {us(vals(topology, sub, han, p99))}"
                              if v else "–")
             out.append(f"| **{sub}** | " + " | ".join(cells) + " |")
-        parts = "submitter / hub / handler" if topology == "hub" else "submitter / handler"
+        parts = "submitter / hub / handler" if has_hub(topology) else "submitter / handler"
         out.append(f"\nCPU µs per packet during the pipelined run ({parts}; medians; the submitter's over the "
                    "measured window, except `packetflow bench`'s: its whole process; the others' over the whole "
                    "run including the warm-up):\n")
@@ -405,7 +441,7 @@ def report(rows: List[Dict[str, Any]], a: argparse.Namespace, loads: List[float]
                 s_ = vals(topology, sub, han, lambda r: r["pipe"].get("cpu_us_per_packet"))
                 h = vals(topology, sub, han, lambda r: r["hub_cpu_us_per_packet"])
                 w = vals(topology, sub, han, lambda r: r["handler_cpu_us_per_packet"])
-                f = [f"{med(s_):.1f}" if s_ else "–"] + ([f"{med(h):.1f}"] if topology == "hub" else [])
+                f = [f"{med(s_):.1f}" if s_ else "–"] + ([f"{med(h):.1f}"] if has_hub(topology) else [])
                 cells.append(" / ".join(f + [f"{med(w):.1f}"]) if w else "–")
             out.append(f"| **{sub}** | " + " | ".join(cells) + " |")
 
@@ -421,7 +457,10 @@ def report(rows: List[Dict[str, Any]], a: argparse.Namespace, loads: List[float]
                        f"{med(base_vals(lang, lambda r: r['server_cpu_us_per_packet'])):.1f} |")
 
     for topology in a.topologies:
-        title = "through a hub (the criterion)" if topology == "hub" else "direct (for comparison: no hub)"
+        title = {"hub": "through a hub (the criterion)", "busy-hub": "through a busy-polling hub (the criterion)",
+                 "busy-all": "through a hub, all busy-polling (the criterion)",
+                 "direct": "direct (for comparison: no hub)",
+                 "busy-direct": "direct, busy-polling (for comparison: no hub)"}[topology]
         out.append(f"\n### Each pair {title} against the plain pair of its slower language\n")
         out.append("Slower = lower native packets/s (throughput) or higher native p50 (latency), from the baselines "
                    "of this run. Elixir has no plain peer in ../shared/peers: a pair of Elixir and Python or Node is "
@@ -465,7 +504,8 @@ def main() -> None:
     ap.add_argument("--submitters", default=",".join(LANGS))
     ap.add_argument("--handlers", default=",".join(LANGS))
     ap.add_argument("--baselines", default="node,python,rust")
-    ap.add_argument("--topologies", default="hub", help="hub, direct, or hub,direct")
+    ap.add_argument("--topologies", default="hub", help="some of " + ", ".join(TOPOLOGY_NAMES) + " (comma-separated)")
+    ap.add_argument("--busy-poll-us", type=int, default=200, help="the busy- topologies' window")
     ap.add_argument("--peers", default=str(ROOT.parent / "shared" / "peers"))
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--seed", type=int, default=None, help="shuffle seed (default: random)")
@@ -478,8 +518,8 @@ def main() -> None:
     a.submitters, a.handlers = a.submitters.split(","), a.handlers.split(",")
     a.baselines = [b for b in a.baselines.split(",") if b]
     a.topologies = a.topologies.split(",")
-    if not set(a.topologies) <= {"hub", "direct"}:
-        ap.error("--topologies: hub and/or direct")
+    if not set(a.topologies) <= set(TOPOLOGY_NAMES):
+        ap.error(f"--topologies: some of {', '.join(TOPOLOGY_NAMES)}")
     for lang in a.submitters + a.handlers:
         if lang not in LANGS:
             ap.error(f"unknown language {lang!r} (expected one of {LANGS})")
