@@ -25,6 +25,9 @@ if ! command -v openssl >/dev/null 2>&1; then
 fi
 
 cd "$here"
+echo "== elixir: mix format --check-formatted"
+mix format --check-formatted
+
 echo "== elixir: mix test"
 MIX_ENV=test mix compile --warnings-as-errors
 MIX_ENV=test mix test

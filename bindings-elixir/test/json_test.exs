@@ -7,7 +7,13 @@ defmodule PacketFlow.JSONTest do
   test "round trips JSON-shaped values exactly" do
     value = %{
       "unicode" => "héllo 𝄞 日本",
-      "ints" => [0, -1, 9_007_199_254_740_993, -9_223_372_036_854_775_808, 18_446_744_073_709_551_615],
+      "ints" => [
+        0,
+        -1,
+        9_007_199_254_740_993,
+        -9_223_372_036_854_775_808,
+        18_446_744_073_709_551_615
+      ],
       "floats" => [0.5, -1.0e300, 1.0e-300],
       "deep" => Enum.reduce(1..100, "leaf", fn _, acc -> [acc] end),
       "empty" => [%{}, []],

@@ -28,7 +28,12 @@ defmodule PacketFlow.NetworkTest do
 
     assert {:ok, "OVER THE WIRE"} = Reactor.call(client, "df", "upper", "over the wire")
 
-    value = %{"list" => [1, -2, 3.5, nil, true], "nested" => %{"é" => "𝄞"}, "big" => 9_223_372_036_854_775_807}
+    value = %{
+      "list" => [1, -2, 3.5, nil, true],
+      "nested" => %{"é" => "𝄞"},
+      "big" => 9_223_372_036_854_775_807
+    }
+
     assert {:ok, ^value} = Reactor.call(client, "df", "echo", value)
 
     assert {:ok, %Result{status: :success, data: "X", packet_id: id}} =
@@ -42,7 +47,9 @@ defmodule PacketFlow.NetworkTest do
     client = start_reactor!()
     :ok = Reactor.connect(client, url)
 
-    assert {:error, %Error{code: "PF500", message: message}} = Reactor.call(client, "df", "crash", 1)
+    assert {:error, %Error{code: "PF500", message: message}} =
+             Reactor.call(client, "df", "crash", 1)
+
     assert message =~ "remote boom"
   end
 
@@ -115,9 +122,18 @@ defmodule PacketFlow.NetworkTest do
   end
 
   test "bad network options raise ArgumentError" do
-    assert_raise ArgumentError, ~r/listen must be an address/, fn -> Reactor.start_link(listen: 8443) end
-    assert_raise ArgumentError, ~r/connect entries/, fn -> Reactor.start_link(connect: [:nope]) end
+    assert_raise ArgumentError, ~r/listen must be an address/, fn ->
+      Reactor.start_link(listen: 8443)
+    end
+
+    assert_raise ArgumentError, ~r/connect entries/, fn ->
+      Reactor.start_link(connect: [:nope])
+    end
+
     r = start_reactor!()
-    assert_raise ArgumentError, ~r/unknown connect options/, fn -> Reactor.connect(r, "ws://x", tls: 1) end
+
+    assert_raise ArgumentError, ~r/unknown connect options/, fn ->
+      Reactor.connect(r, "ws://x", tls: 1)
+    end
   end
 end

@@ -173,6 +173,9 @@ pub(crate) fn stop_all() {
 }
 
 /// A handler thread's view of its pool.
+/// A call for a handler thread: the handler, the data, the context.
+type NextCall<'py> = (Py<PyAny>, Bound<'py, PyAny>, Bound<'py, PyContext>);
+
 #[pyclass(frozen, module = "packetflow._native")]
 pub(crate) struct PoolHandle {
     pool: Arc<Pool>,
@@ -182,10 +185,7 @@ pub(crate) struct PoolHandle {
 impl PoolHandle {
     /// The next call as `(fn, data, ctx)`, waiting (GIL released) while
     /// there is none; `None` once the pool is stopped.
-    fn next<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> PyResult<Option<(Py<PyAny>, Bound<'py, PyAny>, Bound<'py, PyContext>)>> {
+    fn next<'py>(&self, py: Python<'py>) -> PyResult<Option<NextCall<'py>>> {
         // A call left unanswered (the loop around this was interrupted)
         // ends here, as a failure.
         CURRENT.with(|c| c.borrow_mut().take());

@@ -31,7 +31,7 @@ impl Shared {
     /// Makes `bridge` the home loop if there is none (or it closed).
     fn adopt(&self, bridge: &Arc<Bridge>) {
         let mut home = self.home.lock();
-        if home.as_ref().map_or(true, |b| b.is_closed()) {
+        if home.as_ref().is_none_or(|b| b.is_closed()) {
             *home = Some(bridge.clone());
         }
     }

@@ -88,9 +88,14 @@ fn report(name: &str, (median, min, max): (f64, f64, f64)) -> f64 {
     median
 }
 
+/// The floor of dispatch: a map of boxed closures, no reactor.
+type StrHandlers = HashMap<String, Box<dyn Fn(&str) -> usize>>;
+/// The floor of the frame path's handler lookup.
+type ValueHandlers = HashMap<String, Box<dyn Fn(&Value) -> Value>>;
+
 fn bench_dispatch(a: &Args) {
     println!("## 1. dispatch: lookup + invoke of a trivial sync handler");
-    let mut floor: HashMap<String, Box<dyn Fn(&str) -> usize>> = HashMap::new();
+    let mut floor: StrHandlers = HashMap::new();
     for (i, (g, e)) in KEYS.iter().enumerate() {
         floor.insert(format!("{g}:{e}"), Box::new(move |s: &str| s.len() + i));
     }
@@ -187,7 +192,7 @@ fn frames(count: usize) -> Vec<Vec<u8>> {
 fn bench_frame(a: &Args) {
     println!("## 2. JSON frame decode -> dispatch -> result encode");
     let input = frames(1024);
-    let mut upper: HashMap<String, Box<dyn Fn(&Value) -> Value>> = HashMap::new();
+    let mut upper: ValueHandlers = HashMap::new();
     upper.insert(
         "df:transform".into(),
         Box::new(|v| Value::String(v.as_str().unwrap_or_default().to_uppercase())),

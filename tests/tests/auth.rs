@@ -388,6 +388,8 @@ async fn refusing_node_that_never_closes() -> (String, tokio::sync::oneshot::Rec
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
+        // The callback's type is tungstenite's (an `ErrorResponse` error).
+        #[allow(clippy::result_large_err)]
         let speaks_hello = |_: &Request, mut response: Response| {
             response.headers_mut().insert("x-packetflow-node", "1".parse().unwrap());
             Ok(response)

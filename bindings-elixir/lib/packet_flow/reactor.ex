@@ -743,7 +743,9 @@ defmodule PacketFlow.Reactor do
     # as :pf_net messages, so the tags are never confused.
     tag = state.next_tag
     :ok = start_network(state.native, request, tag)
-    {:noreply, %{state | next_tag: state.next_tag + 1, network: Map.put(state.network, tag, from)}}
+
+    {:noreply,
+     %{state | next_tag: state.next_tag + 1, network: Map.put(state.network, tag, from)}}
   end
 
   def handle_call(:stats, _from, state) do

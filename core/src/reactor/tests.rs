@@ -175,11 +175,13 @@ async fn pf424_when_a_dependency_never_completes() {
     assert_eq!(r.inner.inflight.entry_count(), 0);
 }
 
+/// [`one_slot_reactor`]: the reactor, the release and entered signals, and
+/// what ran, in order.
+type OneSlot = (Reactor, Arc<Notify>, Arc<Notify>, Arc<parking_lot::Mutex<Vec<u8>>>);
+
 /// A reactor with one slot whose handler blocks until released, so tests
 /// can fill the queue deterministically.
-fn one_slot_reactor(
-    max_queue: usize,
-) -> (Reactor, Arc<Notify>, Arc<Notify>, Arc<parking_lot::Mutex<Vec<u8>>>) {
+fn one_slot_reactor(max_queue: usize) -> OneSlot {
     let r = Reactor::new(ReactorConfig { max_inflight: 1, max_queue, ..ReactorConfig::default() });
     let release = Arc::new(Notify::new());
     let entered = Arc::new(Notify::new());
