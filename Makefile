@@ -15,6 +15,8 @@ test: $(addprefix test-,$(SUITES))
 # The default members: core, cli and the integration tests (the binding
 # crates are tested from their own languages).
 test-rust:
+	@if cargo fmt --version >/dev/null 2>&1; then cargo fmt --all -- --check; \
+	else echo "rustfmt is not installed: formatting not checked"; fi
 	cargo test --release
 
 # Each language suite lives beside its code, in a script that installs what
