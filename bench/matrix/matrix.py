@@ -5,7 +5,7 @@ hub, beside the plain same-language pairs of ../shared/peers, in one run.
 
     python3 bench/matrix/matrix.py [--trials 3] [--n 200000] [--seq-n 2000]
         [--submitters python,node,elixir,rust] [--handlers python,node,elixir,rust]
-        [--baselines node,python,rust] [--no-build] [--peers ../shared/peers]
+        [--baselines node,python,rust,node-relay] [--no-build] [--peers ../shared/peers]
         [--topologies hub,busy-hub,busy-all,direct,busy-direct] [--busy-poll-us 200]
 
 Per trial, every job (one per pair, one per baseline) runs in shuffled order
@@ -19,7 +19,11 @@ with processes started fresh, each in its own session:
   the hub and of the handler is sampled around the pipelined run.
 - baseline: the plain peer server and its own client (Node `ws`, Python
   `websockets`, the Rust tokio-tungstenite server driven by the reference
-  load generator), same modes and counts.
+  load generator), same modes and counts. `node-relay` (not run unless asked
+  for): the plain Node pair with a plain `ws` relay between them
+  (bench/matrix/relay.js: each message passed on as it came), the least a
+  two-hop path can be in plain Node; the pairs held to Node are then also
+  compared with it.
 
 Topologies: `hub` (above), `direct` (the handler listens, the submitter dials
 it), and with busy-polling for `--busy-poll-us` µs (a process keeps polling
@@ -311,11 +315,17 @@ def baseline_job(lang: str, a: argparse.Namespace, peers: Path) -> Dict[str, Any
     port = free_port()
     url = f"ws://127.0.0.1:{port}/"
     env: Dict[str, str] = {}
-    if lang == "node":
+    relay: Optional[Proc] = None
+    if lang in ("node", "node-relay"):
         env = {"NODE_PATH": str(PEERS_NODE_MODULES)}  # `ws`, installed in this target dir
         server = Proc(["node", str(peers / "node" / "server.js"), str(port)], env=env)
         client = ["node", str(peers / "node" / "client.js")]
         server.wait_for("stderr", re.compile("server on"))
+        if lang == "node-relay":  # the client dials a plain relay in front of the server
+            relay_port = free_port()
+            relay = Proc(["node", str(HERE / "relay.js"), str(relay_port), url], env=env)
+            relay.wait_for("stderr", re.compile("relay on"))
+            url = f"ws://127.0.0.1:{relay_port}/"
     elif lang == "python":
         server = Proc([str(VENV_PY), str(peers / "python" / "server.py"), str(port)])
         client = [str(VENV_PY), str(peers / "python" / "client.py")]
@@ -326,15 +336,19 @@ def baseline_job(lang: str, a: argparse.Namespace, peers: Path) -> Dict[str, Any
         wait_port(port, server)
     try:
         seq = run_json(client + ["seq", url, "--n", str(a.seq_n), "--warmup", "500"], env=env)
-        cpu0, m0 = cpu_seconds(server.p.pid), machine_ticks()
+        pids = [server.p.pid] + ([relay.p.pid] if relay else [])
+        cpu0, m0 = [cpu_seconds(pid) for pid in pids], machine_ticks()
         pipe = run_json(client + ["pipe", url, "--conns", "1", "--inflight", str(a.inflight), "--n", str(a.n),
                                   "--warmup", str(a.n // 10)], env=env)
-        cpu1, m1 = cpu_seconds(server.p.pid), machine_ticks()
+        cpu1, m1 = [cpu_seconds(pid) for pid in pids], machine_ticks()
+        per = [(c1 - c0) * 1e6 / (a.n + a.n // 10) for c0, c1 in zip(cpu0, cpu1)]
         return {"job": "baseline", "lang": lang, "machine_busy_pct": busy_pct(m0, m1),
                 "seq": {k: seq[k] for k in ("p50_us", "p95_us", "p99_us")}, "pipe": {"pps": pipe["pps"]},
                 "client_cpu_us_per_packet": pipe["process_cpu_s"] * 1e6 / (a.n + a.n // 10),
-                "server_cpu_us_per_packet": (cpu1 - cpu0) * 1e6 / (a.n + a.n // 10)}
+                "server_cpu_us_per_packet": per[0], "relay_cpu_us_per_packet": per[1] if relay else None}
     finally:
+        if relay is not None:
+            relay.stop()
         server.stop()
 
 
@@ -384,7 +398,8 @@ def has_hub(topology: str) -> bool:
     return topology in ("hub", "busy-hub", "busy-all")
 
 BASELINE_NAMES = {"node": "Node `ws` client → `ws` server", "python": "Python `websockets` client → server",
-                  "rust": "Rust reference `loadgen` → tokio-tungstenite server (current_thread)"}
+                  "rust": "Rust reference `loadgen` → tokio-tungstenite server (current_thread)",
+                  "node-relay": "Node `ws` client → plain `ws` relay (relay.js) → `ws` server: two hops"}
 
 
 def report(rows: List[Dict[str, Any]], a: argparse.Namespace, loads: List[float]) -> str:
@@ -454,7 +469,9 @@ def report(rows: List[Dict[str, Any]], a: argparse.Namespace, loads: List[float]
             out.append(f"| {BASELINE_NAMES[lang]} | {rng_k(v)} | {us(base_vals(lang, p50))} | "
                        f"{us(base_vals(lang, p99))} | "
                        f"{med(base_vals(lang, lambda r: r['client_cpu_us_per_packet'])):.1f} / "
-                       f"{med(base_vals(lang, lambda r: r['server_cpu_us_per_packet'])):.1f} |")
+                       f"{med(base_vals(lang, lambda r: r['server_cpu_us_per_packet'])):.1f}"
+                       + (f" + relay {med(base_vals(lang, lambda r: r['relay_cpu_us_per_packet'])):.1f}"
+                          if lang == "node-relay" else "") + " |")
 
     for topology in a.topologies:
         title = {"hub": "through a hub (the criterion)", "busy-hub": "through a busy-polling hub (the criterion)",
@@ -489,6 +506,27 @@ def report(rows: List[Dict[str, Any]], a: argparse.Namespace, loads: List[float]
                 out.append(f"| {name} | {k(got_t)} | {slow_t} {k(native_pps[slow_t])} | {rt:.2f} | {verdict(rt)} | "
                            f"{got_l:,.0f} | {slow_l} {native_p50[slow_l]:,.0f} | {rl:.2f} | {verdict(rl)} | "
                            f"{cpu:.1f} ({native_cpu[slow_t]:.1f}) |")
+    if base_vals("node-relay", pps):
+        relay_pps, relay_p50 = med(base_vals("node-relay", pps)), med(base_vals("node-relay", p50))
+        for topology in [t for t in a.topologies if has_hub(t)]:
+            out.append(f"\n### Pairs held to Node, {TOPOLOGY_NAMES[topology].split(':')[0]}, against the plain "
+                       "two-hop pair (`ws` through a plain `ws` relay)\n")
+            out.append(f"The plain two-hop pair: {k(relay_pps)} packets/s, p50 {relay_p50:,.0f} µs (one hop: "
+                       f"{k(native_pps['node']) if 'node' in native_pps else '–'}, "
+                       f"{native_p50['node'] if 'node' in native_p50 else float('nan'):,.0f} µs).\n")
+            out.append("| submitter → handler | pkt/s | ratio | | seq p50 µs | bar / p50 | |")
+            out.append("|---|---|---|---|---|---|---|")
+            for sub in a.submitters:
+                for han in a.handlers:
+                    pair = {sub, han}
+                    if "node" not in pair or "python" in pair or not vals(topology, sub, han, pps):
+                        continue
+                    got_t, got_l = med(vals(topology, sub, han, pps)), med(vals(topology, sub, han, p50))
+                    rt, rl = got_t / relay_pps, relay_p50 / got_l
+                    verdict = lambda r: ("pass" if r >= 1 else "**miss**") if sub != han else ""  # noqa: E731
+                    name = f"{sub} → {han}" + (" (same language)" if sub == han else "")
+                    out.append(f"| {name} | {k(got_t)} | {rt:.2f} | {verdict(rt)} | {got_l:,.0f} | {rl:.2f} | "
+                               f"{verdict(rl)} |")
     return "\n".join(out)
 
 
@@ -503,7 +541,7 @@ def main() -> None:
     ap.add_argument("--inflight", type=int, default=100)
     ap.add_argument("--submitters", default=",".join(LANGS))
     ap.add_argument("--handlers", default=",".join(LANGS))
-    ap.add_argument("--baselines", default="node,python,rust")
+    ap.add_argument("--baselines", default="node,python,rust", help="some of " + ", ".join(BASELINE_NAMES))
     ap.add_argument("--topologies", default="hub", help="some of " + ", ".join(TOPOLOGY_NAMES) + " (comma-separated)")
     ap.add_argument("--busy-poll-us", type=int, default=200, help="the busy- topologies' window")
     ap.add_argument("--peers", default=str(ROOT.parent / "shared" / "peers"))
@@ -524,8 +562,8 @@ def main() -> None:
         if lang not in LANGS:
             ap.error(f"unknown language {lang!r} (expected one of {LANGS})")
     for lang in a.baselines:
-        if lang not in ("node", "python", "rust"):
-            ap.error(f"no baseline for {lang!r} (node, python, rust)")
+        if lang not in BASELINE_NAMES:
+            ap.error(f"no baseline for {lang!r} ({', '.join(BASELINE_NAMES)})")
     peers = Path(a.peers).resolve()
     if a.report:
         earlier = [json.loads(line) for line in Path(a.report).read_text().splitlines() if line.strip()]
