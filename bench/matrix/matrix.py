@@ -19,11 +19,10 @@ with processes started fresh, each in its own session:
   the hub and of the handler is sampled around the pipelined run.
 - baseline: the plain peer server and its own client (Node `ws`, Python
   `websockets`, the Rust tokio-tungstenite server driven by the reference
-  load generator), same modes and counts. `node-relay` (not run unless asked
-  for): the plain Node pair with a plain `ws` relay between them
-  (bench/matrix/relay.js: each message passed on as it came), the least a
-  two-hop path can be in plain Node; the pairs held to Node are then also
-  compared with it.
+  load generator), same modes and counts; and `node-relay`: the plain Node
+  pair with a plain `ws` relay between them (bench/matrix/relay.js: each
+  message passed on as it came), the least a two-hop path can be in plain
+  Node; the pairs held to Node are then also compared with it.
 
 Topologies: `hub` (above), `direct` (the handler listens, the submitter dials
 it), and with busy-polling for `--busy-poll-us` µs (a process keeps polling
@@ -541,7 +540,7 @@ def main() -> None:
     ap.add_argument("--inflight", type=int, default=100)
     ap.add_argument("--submitters", default=",".join(LANGS))
     ap.add_argument("--handlers", default=",".join(LANGS))
-    ap.add_argument("--baselines", default="node,python,rust", help="some of " + ", ".join(BASELINE_NAMES))
+    ap.add_argument("--baselines", default="node,python,rust,node-relay", help="some of " + ", ".join(BASELINE_NAMES))
     ap.add_argument("--topologies", default="hub", help="some of " + ", ".join(TOPOLOGY_NAMES) + " (comma-separated)")
     ap.add_argument("--busy-poll-us", type=int, default=200, help="the busy- topologies' window")
     ap.add_argument("--peers", default=str(ROOT.parent / "shared" / "peers"))
