@@ -1,11 +1,11 @@
-//! A hub with `NodeConfig::busy_poll`: it relays as any hub does, spins
-//! after frames while few packets are held, sleeps once its window passes
-//! with no frame or while many packets are held, and says which in
-//! `/health`.
+//! Nodes with `NodeConfig::busy_poll`: a hub relays as any hub does, spins
+//! after frames while few packets are in flight, sleeps once its window
+//! passes with no frame or while many packets are in flight (relayed, or a
+//! node's own submits), and says which in `/health`.
 
 use std::time::Duration;
 
-use packetflow::{json, Node, NodeConfig, Reactor, ReactorConfig, Value};
+use packetflow::{json, Node, NodeConfig, Packet, Reactor, ReactorConfig, Value};
 use packetflow_tests::*;
 
 fn spinning(hub: &Node) -> bool {
@@ -17,6 +17,16 @@ fn spinning(hub: &Node) -> bool {
 /// client of the hub.
 async fn hub_handler_client(window: Duration) -> (Node, Node, RawPeer, tokio::sync::watch::Sender<bool>) {
     let (hub, addr) = node("hub", NodeConfig { busy_poll: Some(window), ..NodeConfig::default() }).await;
+    let (reactor, release) = handler_reactor();
+    let handler = Node::new(reactor, NodeConfig::default());
+    handler.connect(&url(addr)).await.expect("the handler dials the hub");
+    let client = RawPeer::connect(&url(addr)).await;
+    (hub, handler, client, release)
+}
+
+/// A reactor serving `df:upper` and `df:held`, which answers once `true`
+/// is sent on the sender returned.
+fn handler_reactor() -> (Reactor, tokio::sync::watch::Sender<bool>) {
     let reactor = Reactor::new(ReactorConfig { name: "handler".into(), ..ReactorConfig::default() });
     register_upper(&reactor);
     let (release, released) = tokio::sync::watch::channel(false);
@@ -29,10 +39,7 @@ async fn hub_handler_client(window: Duration) -> (Node, Node, RawPeer, tokio::sy
             }
         })
         .unwrap();
-    let handler = Node::new(reactor, NodeConfig::default());
-    handler.connect(&url(addr)).await.expect("the handler dials the hub");
-    let client = RawPeer::connect(&url(addr)).await;
-    (hub, handler, client, release)
+    (reactor, release)
 }
 
 #[tokio::test]
@@ -85,6 +92,38 @@ async fn sleeps_while_many_packets_are_held_and_answers_them_all() {
     assert_eq!(client.recv_open().await["payload"]["data"], json!("B"));
     until("the hub spins again once few packets are held", || spinning(&hub)).await;
     hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_submitting_node_sleeps_while_many_of_its_submits_wait_on_a_peer() {
+    let (reactor, release) = handler_reactor();
+    let (_handler, addr) = node_with(reactor, NodeConfig::default()).await;
+    let window = Duration::from_secs(3600);
+    let client = Node::new(
+        Reactor::new(ReactorConfig { name: "client".into(), ..ReactorConfig::default() }),
+        NodeConfig { busy_poll: Some(window), ..NodeConfig::default() },
+    );
+    client.connect(&url(addr)).await.expect("connect");
+    let upper = client.reactor().call(Packet::build("df", "upper", json!("a")).unwrap()).await;
+    assert_eq!(upper.expect("df:upper over the network"), json!("A"));
+    assert!(spinning(&client), "an answer a moment ago, a window of an hour");
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let reactor = client.reactor().clone();
+            tokio::spawn(async move { reactor.call(Packet::build("df", "held", json!(i)).unwrap()).await })
+        })
+        .collect();
+    until("the client sleeps with 20 of its submits in flight", || {
+        client.health()["in_flight"].as_u64() == Some(20) && !spinning(&client)
+    })
+    .await;
+    release.send(true).unwrap();
+    for (i, call) in calls.into_iter().enumerate() {
+        assert_eq!(call.await.unwrap().expect("df:held answered"), json!(i));
+    }
+    client.reactor().call(Packet::build("df", "upper", json!("b")).unwrap()).await.expect("df:upper");
+    until("the client spins again", || spinning(&client)).await;
+    client.stop().await;
 }
 
 #[tokio::test]

@@ -11,36 +11,40 @@
 //! the way of a thread with work.
 //!
 //! It spins only while traffic is sparse, where wake-ups make up the
-//! latency: once more than [`MAX_HELD`] packets are held (running here or
-//! relayed, not answered yet), frames come back to back anyway, and a
-//! spinning thread would only take CPU from the work.
+//! latency: once more than [`MAX_HELD`] packets are in flight through the
+//! node (the reactor's count: running here, submitted to a peer or relayed,
+//! not answered yet), frames come back to back anyway, and a spinning
+//! thread would only take CPU from the work.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
-/// Packets held above which the node sleeps between frames as usual.
+/// Packets in flight above which the node sleeps between frames as usual.
 pub(crate) const MAX_HELD: usize = 8;
+
+/// How many packets are in flight through the node.
+type Held = Box<dyn Fn() -> usize + Send + Sync>;
 
 pub(crate) struct BusyPoll {
     window: Duration,
+    held: Held,
     /// Bursts of frames read, over all connections.
     bursts: AtomicU64,
-    /// Packets held for peers: charged and not answered yet.
-    held: AtomicUsize,
     asleep: AtomicBool,
     closed: AtomicBool,
     wake: Notify,
 }
 
 impl BusyPoll {
-    pub(crate) fn new(window: Duration) -> Arc<BusyPoll> {
+    /// Spins for `window` after frames while `held()` is at most [`MAX_HELD`].
+    pub(crate) fn new(window: Duration, held: impl Fn() -> usize + Send + Sync + 'static) -> Arc<BusyPoll> {
         Arc::new(BusyPoll {
             window,
+            held: Box::new(held),
             bursts: AtomicU64::new(0),
-            held: AtomicUsize::new(0),
             asleep: AtomicBool::new(true),
             closed: AtomicBool::new(false),
             wake: Notify::new(),
@@ -52,20 +56,9 @@ impl BusyPoll {
         // SeqCst on both sides (here and in `run`) so that the spinner
         // either sees this burst or is woken by it; on x86 it costs the same.
         self.bursts.fetch_add(1, SeqCst);
-        if self.asleep.load(SeqCst) && self.held.load(SeqCst) <= MAX_HELD {
+        if self.asleep.load(SeqCst) && (self.held)() <= MAX_HELD {
             self.wake.notify_one();
         }
-    }
-
-    /// A packet is held until answered.
-    pub(crate) fn hold(&self) {
-        self.held.fetch_add(1, SeqCst);
-    }
-
-    /// `packets` held packets were answered (or dropped with their
-    /// connection).
-    pub(crate) fn release(&self, packets: usize) {
-        self.held.fetch_sub(packets, SeqCst);
     }
 
     /// Ends [`BusyPoll::run`].
@@ -91,7 +84,7 @@ impl BusyPoll {
         loop {
             let woken = self.wake.notified();
             self.asleep.store(true, SeqCst);
-            if self.bursts.load(SeqCst) == seen || self.held.load(SeqCst) > MAX_HELD {
+            if self.bursts.load(SeqCst) == seen || (self.held)() > MAX_HELD {
                 woken.await;
             }
             self.asleep.store(false, SeqCst);
@@ -107,7 +100,7 @@ impl BusyPoll {
                 } else if last_burst.elapsed() >= self.window {
                     break;
                 }
-                if self.held.load(SeqCst) > MAX_HELD {
+                if (self.held)() > MAX_HELD {
                     break;
                 }
                 // Let any thread with work have this core first (when none
@@ -136,9 +129,11 @@ mod tests {
         }
     }
 
+    use std::sync::atomic::AtomicUsize;
+
     #[tokio::test]
     async fn spins_after_frames_and_sleeps_when_the_window_passes() {
-        let busy = BusyPoll::new(Duration::from_millis(20));
+        let busy = BusyPoll::new(Duration::from_millis(20), || 0);
         let task = tokio::spawn(busy.clone().run());
         until_spinning(&busy, false).await;
         busy.frames_arrived();
@@ -153,13 +148,13 @@ mod tests {
 
     #[tokio::test]
     async fn does_not_spin_while_many_packets_are_held() {
-        let busy = BusyPoll::new(Duration::from_secs(3600));
+        let held = Arc::new(AtomicUsize::new(0));
+        let count = held.clone();
+        let busy = BusyPoll::new(Duration::from_secs(3600), move || count.load(SeqCst));
         let task = tokio::spawn(busy.clone().run());
         busy.frames_arrived();
         until_spinning(&busy, true).await;
-        for _ in 0..=MAX_HELD {
-            busy.hold();
-        }
+        held.store(MAX_HELD + 1, SeqCst);
         // A window of an hour, yet it stops: too many packets held.
         until_spinning(&busy, false).await;
         busy.frames_arrived();
@@ -167,7 +162,7 @@ mod tests {
             tokio::task::yield_now().await;
             assert!(!busy.is_spinning(), "frames woke it while {} packets are held", MAX_HELD + 1);
         }
-        busy.release(MAX_HELD + 1);
+        held.store(MAX_HELD, SeqCst);
         busy.frames_arrived();
         until_spinning(&busy, true).await;
         busy.close();

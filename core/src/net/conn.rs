@@ -156,7 +156,6 @@ where
         submit_rules,
         rate,
         charged: 0,
-        held: 0,
         listed_on_hello,
         relay_tx,
         relay_rx,
@@ -228,8 +227,6 @@ struct Connection<S> {
     /// Bytes of this connection's running submits counted in the node's
     /// queued bytes (returned as they finish, or when the connection ends).
     charged: usize,
-    /// Packets counted in `charged` (for busy-polling's count of held packets).
-    held: usize,
     /// Answers to the packets relayed for this connection (given to the
     /// peers they went to).
     relay_tx: mpsc::UnboundedSender<Relayed>,
@@ -345,9 +342,6 @@ impl<S> Drop for Connection<S> {
     fn drop(&mut self) {
         if self.charged > 0 {
             self.node.queued_bytes.fetch_sub(self.charged, std::sync::atomic::Ordering::Relaxed);
-        }
-        if let Some(busy) = self.node.busy_poll.as_ref().filter(|_| self.held > 0) {
-            busy.release(self.held);
         }
         // Packets relayed for this connection and not answered: nobody
         // waits for them any more (see `Peer::orphan`).
@@ -518,19 +512,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             return false;
         }
         self.charged += size;
-        self.held += 1;
-        if let Some(busy) = &self.node.busy_poll {
-            busy.hold();
-        }
         true
     }
 
-    /// Returns what [`Connection::charge`] counted for one packet.
     fn release(&mut self, size: usize) {
-        self.held -= 1;
-        if let Some(busy) = &self.node.busy_poll {
-            busy.release(1);
-        }
         if size > 0 {
             self.charged -= size;
             self.node.queued_bytes.fetch_sub(size, std::sync::atomic::Ordering::Relaxed);

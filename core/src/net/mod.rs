@@ -106,7 +106,8 @@ pub struct NodeConfig {
     /// Where connections run; `None` (the default): on the Tokio runtime.
     pub spawner: Option<ConnectionSpawner>,
     /// Keep polling the sockets, without sleeping, for this long after
-    /// frames arrive, while at most 8 packets are held for peers. Trades
+    /// frames arrive, while at most 8 packets are in flight (running here,
+    /// submitted to a peer or relayed, not answered yet). Trades
     /// CPU (up to a core spinning while traffic is sparse) for latency
     /// where waking a sleeping thread is slow, as on virtual machines.
     /// Meant for a single-threaded runtime (on a multi-threaded one it
@@ -221,7 +222,10 @@ impl Node {
     /// (a task re-announces handlers to peers when they change).
     pub fn new(reactor: Reactor, config: NodeConfig) -> Node {
         let busy_poll = match (config.busy_poll, &config.spawner) {
-            (Some(window), None) if !window.is_zero() => Some(busy_poll::BusyPoll::new(window)),
+            (Some(window), None) if !window.is_zero() => {
+                let reactor = reactor.clone();
+                Some(busy_poll::BusyPoll::new(window, move || reactor.in_flight()))
+            }
             _ => None,
         };
         if let Some(busy) = &busy_poll {

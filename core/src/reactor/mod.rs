@@ -275,6 +275,12 @@ impl Reactor {
         self.inner.forwarder.store(Some(Arc::new(forwarder)));
     }
 
+    /// Packets in flight: running here, or sent to a peer and not answered
+    /// (what [`ReactorStats::in_flight`] reports, without the rest).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.inner.inflight.len()
+    }
+
     /// Whether [`stop`](Self::stop) was called.
     pub fn is_stopped(&self) -> bool {
         self.inner.stopped.load(Ordering::Acquire)
