@@ -87,10 +87,18 @@ async fn sleeps_while_many_packets_are_held_and_answers_them_all() {
     }
     seqs.sort_unstable();
     assert_eq!(seqs, (2..held + 2).collect::<Vec<_>>());
-    // Few packets held again: the next frames make it spin.
-    client.send_json(&submit_frame(100, "after", "df", "upper", json!("b"))).await;
-    assert_eq!(client.recv_open().await["payload"]["data"], json!("B"));
-    until("the hub spins again once few packets are held", || spinning(&hub)).await;
+    // Calm again (no crowd for a while): round trips make it spin, and with
+    // a window of an hour it goes on spinning after them.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for seq in 100.. {
+        client.send_json(&submit_frame(seq, &format!("after{seq}"), "df", "upper", json!("b"))).await;
+        assert_eq!(client.recv_open().await["payload"]["data"], json!("B"));
+        if spinning(&hub) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the hub never spun again once calm");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     hub.stop().await;
 }
 
@@ -121,8 +129,16 @@ async fn a_submitting_node_sleeps_while_many_of_its_submits_wait_on_a_peer() {
     for (i, call) in calls.into_iter().enumerate() {
         assert_eq!(call.await.unwrap().expect("df:held answered"), json!(i));
     }
-    client.reactor().call(Packet::build("df", "upper", json!("b")).unwrap()).await.expect("df:upper");
-    until("the client spins again", || spinning(&client)).await;
+    // Calm again: round trips make it spin, and it goes on spinning.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        client.reactor().call(Packet::build("df", "upper", json!("b")).unwrap()).await.expect("df:upper");
+        if spinning(&client) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the client never spun again once calm");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     client.stop().await;
 }
 
