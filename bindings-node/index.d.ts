@@ -55,7 +55,7 @@ export interface ReactorOptions {
   finishedMemory?: number;
   /**
    * Microseconds to keep polling the network, instead of sleeping, after
-   * frames arrive (while at most 8 packets are held for peers): lower
+   * frames arrive (while at most 8 packets are in flight): lower
    * latency where waking a thread is slow, as on virtual machines, for up
    * to a core spinning while traffic is sparse. Default 0: off.
    */

@@ -145,7 +145,7 @@ struct ServeArgs {
     #[arg(long, default_value_t = NodeConfig::default().max_queued_bytes)]
     max_queued_bytes: usize,
     /// Keep polling sockets for this many microseconds after frames arrive
-    /// instead of sleeping (while at most 8 packets are held): lower
+    /// instead of sleeping (while at most 8 packets are in flight): lower
     /// latency where wake-ups are slow, such as virtual machines, for up to
     /// a core spinning while traffic is sparse. 0: off.
     #[arg(long, default_value_t = 0, value_name = "MICROSECONDS")]

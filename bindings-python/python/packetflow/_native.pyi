@@ -126,8 +126,8 @@ class Reactor:
         ids are remembered for late dependents (default 4096);
         ``handler_threads``: most threads running ``def`` handlers;
         ``busy_poll_us``: microseconds to keep polling the network, instead
-        of sleeping, after frames arrive (while at most 8 packets are held
-        for peers): lower latency where waking a thread is slow, as on
+        of sleeping, after frames arrive (while at most 8 packets are in
+        flight; docs/latency.md): lower latency where waking a thread is slow, as on
         virtual machines, for up to a core spinning while traffic is sparse
         (default 0: off).
         """

@@ -107,7 +107,8 @@ pub struct NodeConfig {
     pub spawner: Option<ConnectionSpawner>,
     /// Keep polling the sockets, without sleeping, for this long after
     /// frames arrive, while at most 8 packets are in flight (running here,
-    /// submitted to a peer or relayed, not answered yet). Trades
+    /// submitted to a peer or relayed, not answered yet), and, with none in
+    /// flight, only once 50 ms passed without more. Trades
     /// CPU (up to a core spinning while traffic is sparse) for latency
     /// where waking a sleeping thread is slow, as on virtual machines.
     /// Meant for a single-threaded runtime (on a multi-threaded one it
