@@ -12,6 +12,21 @@ fn spinning(hub: &Node) -> bool {
     hub.health()["busy_poll"]["spinning"].as_bool().expect("health shows busy_poll.spinning")
 }
 
+/// Makes a round trip every few milliseconds until `node` spins after one
+/// (the 50 ms calm a node needs after a crowd); fails with `what` past
+/// [`WAIT`].
+async fn round_trips_until_spinning(node: &Node, what: &str, mut round_trip: impl AsyncFnMut()) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        round_trip().await;
+        if spinning(node) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// A hub busy-polling for `window`, a handler node dialing it that serves
 /// `df:upper` and `df:held` (answers once `release` is sent), and a seed-style
 /// client of the hub.
@@ -89,16 +104,13 @@ async fn sleeps_while_many_packets_are_held_and_answers_them_all() {
     assert_eq!(seqs, (2..held + 2).collect::<Vec<_>>());
     // Calm again (no crowd for a while): round trips make it spin, and with
     // a window of an hour it goes on spinning after them.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    for seq in 100.. {
+    let mut seq = 100;
+    round_trips_until_spinning(&hub, "the hub never spun again once calm", async || {
+        seq += 1;
         client.send_json(&submit_frame(seq, &format!("after{seq}"), "df", "upper", json!("b"))).await;
         assert_eq!(client.recv_open().await["payload"]["data"], json!("B"));
-        if spinning(&hub) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the hub never spun again once calm");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    })
+    .await;
     hub.stop().await;
 }
 
@@ -130,15 +142,10 @@ async fn a_submitting_node_sleeps_while_many_of_its_submits_wait_on_a_peer() {
         assert_eq!(call.await.unwrap().expect("df:held answered"), json!(i));
     }
     // Calm again: round trips make it spin, and it goes on spinning.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    round_trips_until_spinning(&client, "the client never spun again once calm", async || {
         client.reactor().call(Packet::build("df", "upper", json!("b")).unwrap()).await.expect("df:upper");
-        if spinning(&client) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the client never spun again once calm");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    })
+    .await;
     client.stop().await;
 }
 
