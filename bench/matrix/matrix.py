@@ -95,12 +95,17 @@ def build(peers: Path) -> None:
          "--target-dir", str(TARGET / "peers")])
     if not VENV_PY.exists():
         run([sys.executable, "-m", "venv", str(VENV_PY.parent.parent)])
-    if subprocess.run([str(VENV_PY), "-c", "import packetflow, websockets"], capture_output=True).returncode:
-        # maturin in a target dir of its own, as bindings-python/scripts/test.sh does
-        run([str(VENV_PY), "-m", "pip", "install", "-q", "./bindings-python", "websockets>=17,<18"],
-            env={"CARGO_TARGET_DIR": str(TARGET / "maturin")})
+    # Every time: the package must hold this tree's core (maturin, in a target
+    # dir of its own as bindings-python/scripts/test.sh has it, rebuilds only
+    # what changed).
+    run([str(VENV_PY), "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", "./bindings-python"],
+        env={"CARGO_TARGET_DIR": str(TARGET / "maturin")})
+    if subprocess.run([str(VENV_PY), "-c", "import websockets"], capture_output=True).returncode:
+        run([str(VENV_PY), "-m", "pip", "install", "-q", "websockets>=17,<18"])
     if not (ROOT / "bindings-node" / "packetflow.node").exists():
         run(["npm", "install", "--silent", "--no-audit", "--no-fund"], cwd=ROOT / "bindings-node", env=target_env)
+    else:  # the addon must hold this tree's core: cargo rebuilds what changed
+        run(["node", "scripts/build.js"], cwd=ROOT / "bindings-node", env=target_env)
     if not (PEERS_NODE_MODULES / "ws").exists():
         # the same dependency as peers/node/package.json, installed here
         spec = json.loads((peers / "node" / "package.json").read_text())["dependencies"]["ws"]
