@@ -172,10 +172,10 @@ pub(crate) fn stop_all() {
     }
 }
 
-/// A handler thread's view of its pool.
 /// A call for a handler thread: the handler, the data, the context.
 type NextCall<'py> = (Py<PyAny>, Bound<'py, PyAny>, Bound<'py, PyContext>);
 
+/// A handler thread's view of its pool.
 #[pyclass(frozen, module = "packetflow._native")]
 pub(crate) struct PoolHandle {
     pool: Arc<Pool>,
