@@ -8,34 +8,12 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
-use crate::bridge::{self, Answer, Bridge};
+use crate::bridge::{self, HomeLoop};
 use crate::context::target;
 use crate::handler::{self, LoopBinding, PyHandler};
 use crate::pool::Pool;
 use crate::result::PyPacketResult;
-use crate::{blocking, convert, errors, options, pystr};
-
-/// State shared by a reactor and its handlers.
-pub(crate) struct Shared {
-    /// The loop that `async def` handlers registered outside any loop run
-    /// on when their packet does not come from a loop.
-    home: Mutex<Option<Arc<Bridge>>>,
-}
-
-impl Shared {
-    /// The home loop's bridge, unless that loop is closed.
-    pub(crate) fn home(&self) -> Option<Arc<Bridge>> {
-        self.home.lock().clone().filter(|b| !b.is_closed())
-    }
-
-    /// Makes `bridge` the home loop if there is none (or it closed).
-    fn adopt(&self, bridge: &Arc<Bridge>) {
-        let mut home = self.home.lock();
-        if home.as_ref().is_none_or(|b| b.is_closed()) {
-            *home = Some(bridge.clone());
-        }
-    }
-}
+use crate::{awaitable, blocking, convert, errors, options, pystr};
 
 /// Registers handlers and routes packets to them.
 ///
@@ -47,7 +25,9 @@ impl Shared {
 #[pyclass(frozen, name = "Reactor", module = "packetflow", weakref)]
 pub(crate) struct PyReactor {
     core: Reactor,
-    shared: Arc<Shared>,
+    /// Where `async def` handlers registered outside any loop run when
+    /// their packet does not come from a loop.
+    home: Arc<HomeLoop>,
     pool: Arc<Pool>,
     /// The network node, made by the first `listen` or `connect`.
     node: Mutex<Option<Node>>,
@@ -224,7 +204,7 @@ impl PyReactor {
         };
         Ok(PyReactor {
             core: Reactor::new(config),
-            shared: Arc::new(Shared { home: Mutex::new(None) }),
+            home: Arc::new(HomeLoop::default()),
             pool: Pool::new(handler_threads),
             node: Mutex::new(None),
             busy_poll: (busy_poll_us > 0).then(|| std::time::Duration::from_micros(busy_poll_us.into())),
@@ -248,7 +228,9 @@ impl PyReactor {
     /// ``fn(data, ctx)`` may be a ``def`` function (run on a handler thread,
     /// off the event loop) or an ``async def`` function (run on the event
     /// loop running when it is registered; if none runs, on the loop that
-    /// submits the packet, else the loop the reactor was last entered from).
+    /// submits the packet, else the loop the reactor was last entered from),
+    /// each call in an asyncio task of its own. Every call runs in a fresh
+    /// ``contextvars.Context``, as it would behind a network hop.
     /// Its return value is the result's data; an exception makes the packet
     /// fail with PF500 (or with the code of a raised PacketFlowError).
     fn register(
@@ -266,13 +248,13 @@ impl PyReactor {
                 func.get_type().name()?
             )));
         }
-        let h = Arc::new(PyHandler::new(func.clone().unbind(), format!("{g}:{e}")));
+        let h = Arc::new(PyHandler::new(py, func.clone().unbind(), format!("{g}:{e}")));
         let core_handler = if handler::is_async(py, func)? {
             let binding = match bridge::running_loop(py)? {
                 Some(_) => LoopBinding::Fixed(bridge::current(py, "register()")?),
-                None => LoopBinding::Floating,
+                None => LoopBinding::Floating(self.home.clone()),
             };
-            handler::async_handler(h, binding, self.shared.clone())
+            handler::async_handler(h, binding)
         } else {
             handler::sync_handler(h, self.pool.clone())
         };
@@ -319,11 +301,11 @@ impl PyReactor {
         packet_id: Option<&Bound<'py, PyString>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let bridge = bridge::current(py, "Reactor.submit()")?;
-        self.shared.adopt(&bridge);
+        self.home.adopt(&bridge);
         let packet =
             build_packet(py, group, element, data, priority, timeout_ms, dependencies, metadata, packet_id)?;
         let core = self.core.clone();
-        bridge::spawn(py, &bridge, async move { Answer::Result(core.submit(packet).await) })
+        awaitable::spawn(py, &bridge, async move { core.submit(packet).await })
     }
 
     /// Submits a packet; an awaitable of its data. A failed packet raises
@@ -343,11 +325,11 @@ impl PyReactor {
         packet_id: Option<&Bound<'py, PyString>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let bridge = bridge::current(py, "Reactor.call()")?;
-        self.shared.adopt(&bridge);
+        self.home.adopt(&bridge);
         let packet =
             build_packet(py, group, element, data, priority, timeout_ms, dependencies, metadata, packet_id)?;
         let core = self.core.clone();
-        bridge::spawn(py, &bridge, async move { Answer::Data(core.call(packet).await) })
+        awaitable::spawn(py, &bridge, async move { core.call(packet).await })
     }
 
     /// Like :meth:`submit`, blocking the calling thread (GIL released) until
@@ -434,8 +416,8 @@ impl PyReactor {
         let addr = pystr::as_str(addr)?.to_owned();
         let options = options::listen(auth_file, tokens, tls_cert, tls_key)?;
         let node = self.node()?;
-        bridge::spawn(py, &bridge, async move {
-            Answer::Data(node.listen_with(&addr, options).await.map(|bound| Value::String(bound.to_string())))
+        awaitable::spawn(py, &bridge, async move {
+            node.listen_with(&addr, options).await.map(|bound| Value::String(bound.to_string()))
         })
     }
 
@@ -465,7 +447,7 @@ impl PyReactor {
         let url = pystr::as_str(url)?.to_owned();
         let options = options::connect(msgpack, token, tls_ca)?;
         let node = self.node()?;
-        bridge::spawn(py, &bridge, async move { Answer::Unit(node.connect_with(&url, options).await) })
+        awaitable::spawn(py, &bridge, async move { node.connect_with(&url, options).await })
     }
 
     /// Like :meth:`listen`, blocking the calling thread (GIL released).
@@ -515,11 +497,11 @@ impl PyReactor {
         self.core.stop();
         self.pool.stop();
         match self.existing_node() {
-            Some(node) => bridge::spawn(py, &bridge, async move {
+            Some(node) => awaitable::spawn(py, &bridge, async move {
                 node.stop().await;
-                Answer::Unit(Ok(()))
+                Ok::<(), packetflow::PfError>(())
             }),
-            None => bridge::ready(py, &bridge, py.None().into_bound(py)),
+            None => awaitable::ready(py, &bridge, py.None().into_bound(py)),
         }
     }
 
@@ -545,8 +527,8 @@ impl PyReactor {
 
     fn __aenter__<'py>(slf: &Bound<'py, Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let bridge = bridge::current(py, "async with Reactor()")?;
-        slf.get().shared.adopt(&bridge);
-        bridge::ready(py, &bridge, slf.clone().into_any())
+        slf.get().home.adopt(&bridge);
+        awaitable::ready(py, &bridge, slf.clone().into_any())
     }
 
     #[pyo3(signature = (*_exc))]

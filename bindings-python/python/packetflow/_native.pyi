@@ -143,7 +143,9 @@ class Reactor:
         ``fn(data, ctx)`` is a ``def`` function (run on a handler thread,
         off the event loop) or an ``async def`` function (run on the event
         loop running when it is registered; if none runs, on the loop that
-        submits the packet). Its return value is the result's data; an
+        submits the packet), each call in an asyncio task of its own. Every
+        call runs in a fresh ``contextvars.Context``, as it would behind a
+        network hop. A cancelled handler task fails its packet with PF500. Its return value is the result's data; an
         exception fails the packet with PF500 (or with the code of a raised
         :class:`PacketFlowError`). Raises :class:`InvalidPacketError` for a
         bad group or element and ``TypeError`` if ``fn`` is not callable.
