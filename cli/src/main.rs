@@ -106,16 +106,16 @@ struct ServeArgs {
     #[arg(long = "handler", value_name = "KEY=KIND")]
     handlers: Vec<String>,
     /// Heartbeat interval in ms (a peer silent for 3 is closed).
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, default_value_t = NodeConfig::default().heartbeat_interval.as_millis() as u64)]
     heartbeat_ms: u64,
     /// Worker threads (0: a single-threaded runtime).
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Most packets running at once; more wait in the queue.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = ReactorConfig::default().max_inflight)]
     max_inflight: usize,
     /// Most packets waiting; past it, PF429.
-    #[arg(long, default_value_t = 65_536)]
+    #[arg(long, default_value_t = ReactorConfig::default().max_queue)]
     max_queue: usize,
     /// Require a token from every peer: a tokens file (.toml or .json) with
     /// each token's name and the keys it may submit and serve
@@ -167,10 +167,10 @@ struct SubmitArgs {
     /// The packet's data, as JSON.
     data: String,
     /// Priority 1-10 (absent: the protocol's default).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     priority: Option<i64>,
     /// How long to wait for the result, in ms (absent: the protocol's default).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     timeout_ms: Option<i64>,
     /// Speak MessagePack instead of JSON.
     #[arg(long)]
@@ -220,12 +220,17 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
-    let reactor = Reactor::new(ReactorConfig {
+    let reactor_config = ReactorConfig {
         name: args.name.clone(),
         max_inflight: args.max_inflight,
         max_queue: args.max_queue,
         ..ReactorConfig::default()
-    });
+    };
+    if let Err(e) = reactor_config.validate() {
+        eprintln!("error: {}", e.message);
+        return ExitCode::from(2);
+    }
+    let reactor = Reactor::new(reactor_config);
     for spec in &args.handlers {
         if let Err(e) = builtin::register(&reactor, spec) {
             eprintln!("error: --handler {spec}: {e}");

@@ -103,6 +103,11 @@ fn bad_arguments_are_named() {
     let bad_handler = run(&["serve", "--listen", "127.0.0.1:0", "--handler", "df:x=teleport"]);
     assert_eq!(bad_handler.status.code(), Some(2));
     assert!(stderr(&bad_handler).contains("unknown handler kind \"teleport\""));
+    let no_slots = run(&["serve", "--listen", "127.0.0.1:0", "--max-inflight", "0"]);
+    assert_eq!(no_slots.status.code(), Some(2));
+    assert!(stderr(&no_slots).contains("max_inflight must be at least 1, got 0"), "{}", stderr(&no_slots));
+    let bad_timeout = run(&["submit", "--timeout-ms", "-5", "df", "transform", "1"]);
+    assert!(stderr(&bad_timeout).contains("timeout_ms must be a positive integer <= 86400000, got -5"));
 }
 
 #[test]
