@@ -61,6 +61,14 @@ fn _shutdown() {
     pool::stop_all();
 }
 
+/// The protocol's error codes, each with its one-line description, as the
+/// core lists them: `[(code, description), ...]`. The package's exception
+/// table is tested against it, so that a new code cannot be forgotten.
+#[pyfunction]
+fn error_codes() -> Vec<(&'static str, &'static str)> {
+    packetflow::ErrorCode::ALL.iter().map(|code| (code.as_str(), code.description())).collect()
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     runtime::install_fork_hook();
@@ -69,6 +77,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<result::PyPacketResult>()?;
     m.add_class::<reactor::HandlerDecorator>()?;
     m.add_function(wrap_pyfunction!(_shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(error_codes, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use packetflow::{Node, NodeConfig, Packet, PacketId, Priority, Reactor, ReactorConfig, Value};
+use packetflow::{Node, NodeConfig, Packet, PacketParts, Reactor, ReactorConfig, Value};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -72,75 +72,33 @@ impl PyReactor {
     }
 }
 
-/// The options of `submit` and friends, checked and turned into a packet.
+/// The arguments of `submit` and friends as the core's packet: values are
+/// converted (`data` and `metadata` to JSON values, the other fields to
+/// [`Field`]s), and the core checks and builds the packet, so a bad field
+/// is the PF400 a peer sending it in a frame would get.
 #[allow(clippy::too_many_arguments)]
 fn build_packet(
     py: Python<'_>,
-    group: &Bound<'_, PyString>,
-    element: &Bound<'_, PyString>,
+    group: &Bound<'_, PyAny>,
+    element: &Bound<'_, PyAny>,
     data: Option<&Bound<'_, PyAny>>,
-    priority: i64,
-    timeout_ms: Option<i64>,
+    priority: Option<&Bound<'_, PyAny>>,
+    timeout_ms: Option<&Bound<'_, PyAny>>,
     dependencies: Option<&Bound<'_, PyAny>>,
     metadata: Option<&Bound<'_, PyAny>>,
-    packet_id: Option<&Bound<'_, PyString>>,
+    packet_id: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Packet> {
-    let pf = |e: packetflow::PfError| errors::to_pyerr(py, &e);
-    let data = match data {
-        Some(d) => convert::to_value(d, "data")?,
-        None => Value::Null,
+    let parts = PacketParts {
+        id: packet_id.map(convert::to_field),
+        group: Some(convert::to_field(group)),
+        element: Some(convert::to_field(element)),
+        data: data.map(|d| convert::to_value(d, "data")).transpose()?,
+        priority: priority.map(convert::to_field),
+        timeout_ms: timeout_ms.map(convert::to_field),
+        dependencies: dependencies.map(convert::to_field),
+        metadata: metadata.map(|m| convert::to_value(m, "metadata")).transpose()?,
     };
-    let mut packet = Packet::build(pystr::as_str(group)?, pystr::as_str(element)?, data).map_err(pf)?;
-    if priority != 5 {
-        packet = packet.with_priority(Priority::new(priority).map_err(pf)?);
-    }
-    if let Some(t) = timeout_ms {
-        // The core checks the range; a negative number cannot even be
-        // represented there, so it is refused here with the same words.
-        let t = u64::try_from(t).unwrap_or(0);
-        packet = packet.with_timeout_ms(t);
-    }
-    if let Some(deps) = dependencies {
-        if deps.is_instance_of::<PyString>() {
-            return Err(PyTypeError::new_err("dependencies must be a list of packet ids, got str"));
-        }
-        let mut ids = Vec::new();
-        for (i, dep) in deps.try_iter()?.enumerate() {
-            let dep = dep?;
-            let Ok(s) = dep.cast::<PyString>() else {
-                return Err(PyTypeError::new_err(format!(
-                    "dependencies[{i}] must be str, got {}",
-                    dep.get_type().name()?
-                )));
-            };
-            ids.push(PacketId::new(pystr::as_str(s)?).map_err(|e| {
-                errors::to_pyerr(
-                    py,
-                    &packetflow::PfError { message: format!("dependencies[{i}]: {}", e.message), ..e },
-                )
-            })?);
-        }
-        packet = packet.with_dependencies(ids);
-    }
-    if let Some(meta) = metadata {
-        if !meta.is_none() {
-            let Ok(dict) = meta.cast::<PyDict>() else {
-                return Err(PyTypeError::new_err(format!(
-                    "metadata must be a dict, got {}",
-                    meta.get_type().name()?
-                )));
-            };
-            let Value::Object(map) = convert::to_value(dict.as_any(), "metadata")? else {
-                unreachable!("a dict converts to an object")
-            };
-            packet = packet.with_metadata(map);
-        }
-    }
-    if let Some(id) = packet_id {
-        packet.id = PacketId::new(pystr::as_str(id)?).map_err(pf)?;
-    }
-    packet.validate().map_err(pf)?;
-    Ok(packet)
+    parts.into_packet().map_err(|e| errors::to_pyerr(py, &e))
 }
 
 fn stats_dict<'py>(
@@ -176,38 +134,43 @@ impl PyReactor {
     /// ``finished_memory``: how many finished ids are remembered for late
     /// dependents; ``handler_threads``: most threads running ``def``
     /// handlers; ``busy_poll_us``: microseconds to keep polling the network
-    /// after frames arrive instead of sleeping (0: off). Omitted numbers
-    /// take the core's defaults.
+    /// after frames arrive instead of sleeping (0: off). Omitted options
+    /// take the core's defaults, and the core checks the values (PF400).
     #[new]
-    #[pyo3(signature = (name = "packetflow", *, max_inflight = None, max_queue = None, finished_memory = None, handler_threads = 8, busy_poll_us = 0))]
+    #[pyo3(signature = (name = "packetflow", *, max_inflight = None, max_queue = None, finished_memory = None, handler_threads = 8, busy_poll_us = None))]
     fn new(
+        py: Python<'_>,
         name: &str,
         max_inflight: Option<usize>,
         max_queue: Option<usize>,
         finished_memory: Option<usize>,
         handler_threads: usize,
-        busy_poll_us: u32,
+        busy_poll_us: Option<u32>,
     ) -> PyResult<Self> {
         crate::runtime::check_not_forked()?;
         let defaults = ReactorConfig::default();
-        if max_inflight == Some(0) {
-            return Err(PyValueError::new_err("max_inflight must be at least 1"));
-        }
-        if handler_threads == 0 {
-            return Err(PyValueError::new_err("handler_threads must be at least 1"));
-        }
         let config = ReactorConfig {
             name: name.to_owned(),
             max_inflight: max_inflight.unwrap_or(defaults.max_inflight),
             max_queue: max_queue.unwrap_or(defaults.max_queue),
             finished_memory: finished_memory.unwrap_or(defaults.finished_memory),
         };
+        config.validate().map_err(|e| errors::to_pyerr(py, &e))?;
+        // The handler threads are this binding's own: it checks their number.
+        if handler_threads == 0 {
+            return Err(PyValueError::new_err("handler_threads must be at least 1, got 0"));
+        }
+        let busy_poll = match busy_poll_us {
+            None => NodeConfig::default().busy_poll,
+            Some(0) => None,
+            Some(us) => Some(std::time::Duration::from_micros(us.into())),
+        };
         Ok(PyReactor {
             core: Reactor::new(config),
             home: Arc::new(HomeLoop::default()),
             pool: Pool::new(handler_threads),
             node: Mutex::new(None),
-            busy_poll: (busy_poll_us > 0).then(|| std::time::Duration::from_micros(busy_poll_us.into())),
+            busy_poll,
         })
     }
 
@@ -286,19 +249,19 @@ impl PyReactor {
     /// stopped). Invalid arguments raise at once: ``InvalidPacketError``
     /// (PF400) for a bad group, element, priority, timeout or id, and
     /// ``TypeError``/``ValueError`` for data that JSON cannot carry.
-    #[pyo3(signature = (group, element, data = None, priority = 5, timeout_ms = None, dependencies = None, metadata = None, packet_id = None))]
+    #[pyo3(signature = (group, element, data = None, priority = None, timeout_ms = None, dependencies = None, metadata = None, packet_id = None))]
     #[allow(clippy::too_many_arguments)]
     fn submit<'py>(
         &self,
         py: Python<'py>,
-        group: &Bound<'py, PyString>,
-        element: &Bound<'py, PyString>,
+        group: &Bound<'py, PyAny>,
+        element: &Bound<'py, PyAny>,
         data: Option<&Bound<'py, PyAny>>,
-        priority: i64,
-        timeout_ms: Option<i64>,
+        priority: Option<&Bound<'py, PyAny>>,
+        timeout_ms: Option<&Bound<'py, PyAny>>,
         dependencies: Option<&Bound<'py, PyAny>>,
         metadata: Option<&Bound<'py, PyAny>>,
-        packet_id: Option<&Bound<'py, PyString>>,
+        packet_id: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let bridge = bridge::current(py, "Reactor.submit()")?;
         self.home.adopt(&bridge);
@@ -310,19 +273,19 @@ impl PyReactor {
 
     /// Submits a packet; an awaitable of its data. A failed packet raises
     /// :class:`PacketFlowError` (the subclass of its code).
-    #[pyo3(signature = (group, element, data = None, priority = 5, timeout_ms = None, dependencies = None, metadata = None, packet_id = None))]
+    #[pyo3(signature = (group, element, data = None, priority = None, timeout_ms = None, dependencies = None, metadata = None, packet_id = None))]
     #[allow(clippy::too_many_arguments)]
     fn call<'py>(
         &self,
         py: Python<'py>,
-        group: &Bound<'py, PyString>,
-        element: &Bound<'py, PyString>,
+        group: &Bound<'py, PyAny>,
+        element: &Bound<'py, PyAny>,
         data: Option<&Bound<'py, PyAny>>,
-        priority: i64,
-        timeout_ms: Option<i64>,
+        priority: Option<&Bound<'py, PyAny>>,
+        timeout_ms: Option<&Bound<'py, PyAny>>,
         dependencies: Option<&Bound<'py, PyAny>>,
         metadata: Option<&Bound<'py, PyAny>>,
-        packet_id: Option<&Bound<'py, PyString>>,
+        packet_id: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let bridge = bridge::current(py, "Reactor.call()")?;
         self.home.adopt(&bridge);
@@ -334,19 +297,19 @@ impl PyReactor {
 
     /// Like :meth:`submit`, blocking the calling thread (GIL released) until
     /// the answer; for code without a running event loop.
-    #[pyo3(signature = (group, element, data = None, priority = 5, timeout_ms = None, dependencies = None, metadata = None, packet_id = None))]
+    #[pyo3(signature = (group, element, data = None, priority = None, timeout_ms = None, dependencies = None, metadata = None, packet_id = None))]
     #[allow(clippy::too_many_arguments)]
     fn submit_sync(
         &self,
         py: Python<'_>,
-        group: &Bound<'_, PyString>,
-        element: &Bound<'_, PyString>,
+        group: &Bound<'_, PyAny>,
+        element: &Bound<'_, PyAny>,
         data: Option<&Bound<'_, PyAny>>,
-        priority: i64,
-        timeout_ms: Option<i64>,
+        priority: Option<&Bound<'_, PyAny>>,
+        timeout_ms: Option<&Bound<'_, PyAny>>,
         dependencies: Option<&Bound<'_, PyAny>>,
         metadata: Option<&Bound<'_, PyAny>>,
-        packet_id: Option<&Bound<'_, PyString>>,
+        packet_id: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyPacketResult> {
         let packet =
             build_packet(py, group, element, data, priority, timeout_ms, dependencies, metadata, packet_id)?;
@@ -359,19 +322,19 @@ impl PyReactor {
 
     /// Like :meth:`call`, blocking the calling thread (GIL released) until
     /// the answer; for code without a running event loop.
-    #[pyo3(signature = (group, element, data = None, priority = 5, timeout_ms = None, dependencies = None, metadata = None, packet_id = None))]
+    #[pyo3(signature = (group, element, data = None, priority = None, timeout_ms = None, dependencies = None, metadata = None, packet_id = None))]
     #[allow(clippy::too_many_arguments)]
     fn call_sync<'py>(
         &self,
         py: Python<'py>,
-        group: &Bound<'py, PyString>,
-        element: &Bound<'py, PyString>,
+        group: &Bound<'py, PyAny>,
+        element: &Bound<'py, PyAny>,
         data: Option<&Bound<'py, PyAny>>,
-        priority: i64,
-        timeout_ms: Option<i64>,
+        priority: Option<&Bound<'py, PyAny>>,
+        timeout_ms: Option<&Bound<'py, PyAny>>,
         dependencies: Option<&Bound<'py, PyAny>>,
         metadata: Option<&Bound<'py, PyAny>>,
-        packet_id: Option<&Bound<'py, PyString>>,
+        packet_id: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let packet =
             build_packet(py, group, element, data, priority, timeout_ms, dependencies, metadata, packet_id)?;
