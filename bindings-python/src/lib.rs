@@ -30,8 +30,8 @@
 //! ```
 //!
 //! `bridge` knows loops and threads but not packets: what it polls and runs
-//! comes from above through [`bridge::Pollable`] and [`bridge::LoopJob`];
-//! `pool` knows threads but not handlers ([`pool::PoolJob`]).
+//! comes from above through `bridge::Pollable` and `bridge::LoopJob`;
+//! `pool` knows threads but not handlers (`pool::PoolJob`).
 
 mod awaitable;
 mod blocking;

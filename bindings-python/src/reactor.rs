@@ -74,7 +74,7 @@ impl PyReactor {
 
 /// The arguments of `submit` and friends as the core's packet: values are
 /// converted (`data` and `metadata` to JSON values, the other fields to
-/// [`Field`]s), and the core checks and builds the packet, so a bad field
+/// [`Field`](packetflow::Field)s), and the core checks and builds the packet, so a bad field
 /// is the PF400 a peer sending it in a frame would get.
 #[allow(clippy::too_many_arguments)]
 fn build_packet(
