@@ -49,4 +49,13 @@ defmodule PacketFlow.Native do
   def context_call(_token, _group, _element, _data, _tag), do: not_loaded()
   def live_reactors, do: not_loaded()
   def live_invocations, do: not_loaded()
+
+  # Test probes: the executor and the pool driven alone (test/layers_test.exs).
+  def probe_home, do: not_loaded()
+  def probe_home_run(_home), do: not_loaded()
+  def probe_job(_home, _tag), do: not_loaded()
+  def probe_fire(_triggers, _value), do: not_loaded()
+  def probe_fire_later(_triggers, _value), do: not_loaded()
+  def probe_pool_route(_pool, _terms), do: not_loaded()
+  def probe_pool_push(_pool), do: not_loaded()
 end

@@ -41,6 +41,8 @@ rustler::atoms! {
     pf_result,
     pf_child,
     pf_net,
+    pf_probe,
+    fired,
     host,
     port,
     url,

@@ -8,18 +8,28 @@
 //! back to the waiting core task. If the handler's process dies without
 //! answering, the last reference to the token goes with it and dropping the
 //! channel answers the packet PF500, so nothing waits for a dead process.
+//!
+//! Where a call leaves from: a call made inside a NIF of this library
+//! (a submit, a reply that lets the next queued packet start, a connection
+//! polled by the dispatcher) waits in this thread's outbox and leaves with
+//! the NIF's environment as it ends, all of them in one pass over the idle
+//! stack; a call made anywhere else (a deadline freeing a slot on the
+//! runtime's thread) is queued with the dispatcher, which routes it from a
+//! scheduler.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use packetflow::{Context, Handler, HandlerResult, PfError, Value};
 use parking_lot::Mutex;
-use rustler::{Encoder, Env, LocalPid, OwnedEnv, Resource, ResourceArc, Term};
+use rustler::{Encoder, Env, Resource, ResourceArc, Term};
 use tokio::sync::oneshot;
 
-use crate::exec::{inline, send_from, Deliver, Job};
-use crate::pool::Pool;
-use crate::{atoms, convert, terms};
+use crate::exec::inline::{self, Outbox};
+use crate::exec::{Home, Runnable};
+use crate::pool::{Pool, WorkerCall};
+use crate::{atoms, convert};
 
 static LIVE: AtomicU64 = AtomicU64::new(0);
 
@@ -45,6 +55,16 @@ impl Drop for Invocation {
 }
 
 impl Invocation {
+    /// The core's context of the packet being handled.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// The process that polls this reactor's jobs woken off the schedulers.
+    pub fn home(&self) -> &Arc<Home> {
+        self.pool.home()
+    }
+
     /// Answers the call. When `idle`, the calling process is a pool worker
     /// that takes calls again from now on.
     fn answer(&self, env: Env, idle: bool, outcome: HandlerResult) {
@@ -70,17 +90,9 @@ pub struct Call {
 }
 
 impl Call {
-    /// `{:pf_call, handler_id, data, packet_id, metadata, token}`, as a
-    /// worker receives it.
-    pub fn message<'a>(&self, env: Env<'a>) -> Term<'a> {
-        let (id, data, packet_id, metadata, token) = self.terms(env);
-        (atoms::pf_call(), id, data, packet_id, metadata, token).encode(env)
-    }
-
     /// `(handler_id, data, packet_id, metadata, token)`; the worker makes
-    /// the `%PacketFlow.Context{}` from them. The call stays whole, so a
-    /// send that failed can be retried elsewhere.
-    pub fn terms<'a>(&self, env: Env<'a>) -> (u64, Term<'a>, Term<'a>, Term<'a>, Term<'a>) {
+    /// the `%PacketFlow.Context{}` from them.
+    fn terms<'a>(&self, env: Env<'a>) -> (u64, Term<'a>, Term<'a>, Term<'a>, Term<'a>) {
         let ctx = &self.token.ctx;
         let metadata = match ctx.metadata() {
             Some(m) => convert::object_to_term(env, m),
@@ -88,6 +100,19 @@ impl Call {
         };
         let packet_id = ctx.packet_id().as_str().encode(env);
         (self.handler_id, convert::to_term(env, &self.data), packet_id, metadata, self.token.encode(env))
+    }
+}
+
+impl WorkerCall for Call {
+    /// `{:pf_call, handler_id, data, packet_id, metadata, token}`.
+    fn message<'a>(&self, env: Env<'a>) -> Term<'a> {
+        let (id, data, packet_id, metadata, token) = self.terms(env);
+        (atoms::pf_call(), id, data, packet_id, metadata, token).encode(env)
+    }
+
+    /// `{handler_id, data, packet_id, metadata, token}`.
+    fn spilled<'a>(&self, env: Env<'a>) -> Term<'a> {
+        self.terms(env).encode(env)
     }
 }
 
@@ -99,9 +124,7 @@ pub fn handler(handler_id: u64, pool: Arc<Pool>) -> Handler {
         LIVE.fetch_add(1, Ordering::Relaxed);
         let token =
             ResourceArc::new(Invocation { reply: Mutex::new(Some(tx)), ctx, pool: Arc::clone(&pool) });
-        if let Err(call) = inline::push_call(&pool, Call { handler_id, data, token }) {
-            pool.route_anywhere(vec![call]);
-        }
+        send(&pool, Call { handler_id, data, token });
         async move { rx.await.unwrap_or_else(|_| Err(abandoned())) }
     })
 }
@@ -109,6 +132,82 @@ pub fn handler(handler_id: u64, pool: Arc<Pool>) -> Handler {
 /// What a handler's answer becomes when its process ended without one.
 pub fn abandoned() -> PfError {
     PfError::failed("the handler's process ended without answering")
+}
+
+thread_local! {
+    /// Calls made in the running NIF, by pool.
+    static OUTGOING: RefCell<Vec<(Arc<Pool>, Call)>> = const { RefCell::new(Vec::new()) };
+}
+
+static CALLS: Outbox = Outbox { send: send_outgoing, abandon: defer_outgoing };
+
+/// Sends `call` to a worker of `pool`: with the running NIF's environment
+/// as it ends, or through the dispatcher when no NIF of this library runs.
+fn send(pool: &Arc<Pool>, call: Call) {
+    if !inline::active() {
+        return defer(pool, call);
+    }
+    let first = OUTGOING.with(|o| {
+        let mut o = o.borrow_mut();
+        o.push((Arc::clone(pool), call));
+        o.len() == 1
+    });
+    if first {
+        inline::at_end(&CALLS);
+    }
+}
+
+/// Sends the calls made in this NIF to their pools' workers (there is
+/// normally one pool).
+fn send_outgoing(env: Env) {
+    let mut calls = OUTGOING.with(|o| std::mem::take(&mut *o.borrow_mut()));
+    while !calls.is_empty() {
+        let pool = Arc::clone(&calls[0].0);
+        let (mine, rest): (Vec<_>, Vec<_>) = calls.into_iter().partition(|(p, _)| Arc::ptr_eq(p, &pool));
+        calls = rest;
+        pool.route(env, mine.into_iter().map(|(_, call)| call));
+    }
+}
+
+/// The NIF panicked before sending its calls: their dispatchers route them.
+fn defer_outgoing() {
+    for (pool, call) in OUTGOING.with(|o| std::mem::take(&mut *o.borrow_mut())) {
+        defer(&pool, call);
+    }
+}
+
+fn defer(pool: &Arc<Pool>, call: Call) {
+    let late = Arc::new(LateCall { pool: Arc::clone(pool), call: Mutex::new(Some(call)) });
+    pool.home().defer(late);
+}
+
+/// A call made off the schedulers, waiting for the dispatcher to route it.
+struct LateCall {
+    pool: Arc<Pool>,
+    call: Mutex<Option<Call>>,
+}
+
+impl Runnable for LateCall {
+    fn run_inline(self: Arc<Self>, env: Env) {
+        if let Some(call) = self.call.lock().take() {
+            self.pool.route(env, Some(call));
+        }
+    }
+
+    /// The dispatcher is gone: the call is dropped, and freeing its token
+    /// answers PF500 (the core answered PF503 first if the reactor stopped).
+    fn run_later(self: Arc<Self>) {
+        self.call.lock().take();
+    }
+
+    fn defer(self: Arc<Self>) {
+        let home = Arc::clone(self.pool.home());
+        home.defer(self);
+    }
+
+    fn lazy(&self) -> bool {
+        true
+    }
 }
 
 /// Answers an invocation with the handler's value. A value that cannot
@@ -141,72 +240,6 @@ fn reply_error(
 ) -> rustler::Atom {
     token.answer(env, idle, Err(PfError { code, message }));
     atoms::ok()
-}
-
-/// Milliseconds left before the packet's deadline.
-#[rustler::nif]
-fn context_remaining_ms(token: ResourceArc<Invocation>) -> u64 {
-    token.ctx.remaining().as_millis() as u64
-}
-
-/// The trace id the packet shares with its child calls.
-#[rustler::nif]
-fn context_trace_id(token: ResourceArc<Invocation>) -> String {
-    token.ctx.trace_id().to_owned()
-}
-
-/// Where a child call's answer goes: `{:pf_child, tag, answer}` to the
-/// handler process that made it.
-struct ChildAnswer {
-    caller: LocalPid,
-    tag: u64,
-}
-
-impl ChildAnswer {
-    fn message<'a>(&self, env: Env<'a>, outcome: &Result<Value, PfError>) -> Term<'a> {
-        let answer = match outcome {
-            Ok(v) => (atoms::ok(), convert::to_term(env, v)).encode(env),
-            Err(e) => (atoms::error(), terms::error(env, e)).encode(env),
-        };
-        (atoms::pf_child(), self.tag, answer).encode(env)
-    }
-}
-
-impl Deliver<Result<Value, PfError>> for ChildAnswer {
-    fn inline(&self, env: Env, outcome: Result<Value, PfError>) {
-        send_from(env, &self.caller, |menv| self.message(menv, &outcome));
-    }
-
-    fn later(&self, outcome: Result<Value, PfError>) {
-        let _ = OwnedEnv::new().send_and_clear(&self.caller, |env| self.message(env, &outcome));
-    }
-}
-
-/// Starts a child call on behalf of the packet. Returns `{:ok, answer}` when
-/// it is answered at once, `:pending` when the calling process will receive
-/// `{:pf_child, tag, answer}`, or `{:badarg, message}` when `data` cannot
-/// cross; `answer` is `{:ok, data}` or `{:error, %PacketFlow.Error{}}`.
-#[rustler::nif]
-fn context_call<'a>(
-    env: Env<'a>,
-    token: ResourceArc<Invocation>,
-    group: String,
-    element: String,
-    data: Term<'a>,
-    tag: u64,
-) -> Term<'a> {
-    let data = match convert::to_value(data) {
-        Ok(v) => v,
-        Err(bad) => return (atoms::badarg(), bad.describe("data")).encode(env),
-    };
-    let ctx = token.ctx.clone();
-    let deliver = ChildAnswer { caller: env.pid(), tag };
-    let call = async move { ctx.call(&group, &element, data).await };
-    inline::run(env, || match Job::start(call, deliver, &token.pool) {
-        Some(Ok(v)) => (atoms::ok(), (atoms::ok(), convert::to_term(env, &v))).encode(env),
-        Some(Err(e)) => (atoms::ok(), (atoms::error(), terms::error(env, &e))).encode(env),
-        None => atoms::pending().encode(env),
-    })
 }
 
 /// Invocations not yet dropped (for tests of resource cleanup).

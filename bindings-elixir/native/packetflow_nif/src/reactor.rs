@@ -165,7 +165,7 @@ fn reactor_submit<'a>(env: Env<'a>, reactor: Term<'a>, fields: Term<'a>, tag: Te
     let saved = owned.save(tag);
     let deliver = ToCaller { caller: env.pid(), message: Mutex::new((owned, saved)) };
     let submit = async move { reactor.submit(packet).await };
-    inline::run(env, || match Job::start(submit, deliver, &pool) {
+    inline::run(env, || match Job::start(submit, deliver, pool.home()) {
         Some(result) => (atoms::done(), terms::result(env, &result)).encode(env),
         None => (atoms::pending(), timeout_ms).encode(env),
     })
@@ -197,7 +197,7 @@ impl ReactorRes {
                 // Connections run as jobs of this reactor: read, handled and
                 // answered on the schedulers (see `exec`).
                 let pool = Arc::clone(&self.pool);
-                let spawner = ConnectionSpawner::new(move |connection| exec::spawn(connection, &pool));
+                let spawner = ConnectionSpawner::new(move |connection| exec::spawn(connection, pool.home()));
                 let config =
                     NodeConfig { runtime: "elixir".into(), spawner: Some(spawner), ..NodeConfig::default() };
                 Node::new(self.reactor.clone(), config)
