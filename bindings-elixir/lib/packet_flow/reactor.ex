@@ -230,10 +230,6 @@ defmodule PacketFlow.Reactor do
   # Extra wait past a packet's own deadline before a submit stops waiting
   # for its result: the core answers every packet by its deadline.
   @grace_ms 5_000
-  # Longest wait for a listen or connect. The core bounds both (binding
-  # fails at once; a dial gives up after its handshake timeout), so this
-  # only guards against a core that never answers.
-  @network_timeout_ms 60_000
 
   @doc """
   A child spec; the child id is the `:name` option when given, so several
@@ -494,7 +490,8 @@ defmodule PacketFlow.Reactor do
 
   @doc """
   Registers `fun` as the handler of `group:element`, replacing any handler
-  it had.
+  it had. Packets already routed to the handler it replaces still run that
+  one.
 
   `fun` takes `(data, ctx)` or `(data)`; see `t:handler/0` for what it may
   return. Returns `{:error, %PacketFlow.Error{code: "PF400"}}` when a name
@@ -521,7 +518,13 @@ defmodule PacketFlow.Reactor do
     GenServer.call(reactor, {:register, key, fun})
   end
 
-  @doc "Removes the handler of `group:element`; `false` if there was none."
+  @doc """
+  Removes the handler of `group:element`; `false` if there was none.
+
+  Packets already routed to it (running, or on their way to a handler
+  process) still run it, as they would on any PacketFlow node; later
+  submits find no handler.
+  """
   @spec unregister(t(), PacketFlow.name(), PacketFlow.name()) :: boolean()
   def unregister(reactor, group, element) do
     key = {PacketFlow.name!(group, "group"), PacketFlow.name!(element, "element")}
@@ -605,7 +608,8 @@ defmodule PacketFlow.Reactor do
           {:ok, listening()} | {:error, PacketFlow.Error.t()}
   def listen(reactor, addr, opts \\ []) when is_binary(addr) and is_list(opts) do
     request = listen_request!(addr, opts)
-    GenServer.call(reactor, {:network, request}, @network_timeout_ms + @grace_ms)
+    # The core answers: binding succeeds or fails at once.
+    GenServer.call(reactor, {:network, request}, :infinity)
   end
 
   @doc """
@@ -617,14 +621,17 @@ defmodule PacketFlow.Reactor do
   is redialled with backoff until the reactor stops. Returns
   `{:error, %PacketFlow.Error{}}` when the first dial fails: PF401 when the
   node refuses the token (or wanted one), PF503 when it cannot be reached
-  or the TLS handshake fails (the message says why), PF400 for a malformed
-  URL, token or CA file. Raises `ArgumentError` naming the option for
+  or the TLS handshake fails, or when the node does not finish the
+  handshake within the core's handshake timeout (10 s; the message says
+  why), PF400 for a malformed URL, token or CA file. Raises `ArgumentError` naming the option for
   unknown options or values of the wrong type.
   """
   @spec connect(t(), String.t(), [connect_option()]) :: :ok | {:error, PacketFlow.Error.t()}
   def connect(reactor, url, opts \\ []) when is_binary(url) and is_list(opts) do
     request = connect_request!(url, opts)
-    GenServer.call(reactor, {:network, request}, @network_timeout_ms + @grace_ms)
+    # The core answers: it bounds the whole dial (TCP, TLS, upgrade, hello)
+    # by its handshake timeout.
+    GenServer.call(reactor, {:network, request}, :infinity)
   end
 
   @doc "A snapshot of the reactor's counters. See `t:stats/0`."
@@ -655,7 +662,6 @@ defmodule PacketFlow.Reactor do
       network: %{},
       # Tags below this one were used by the `:listen`/`:connect` options.
       next_tag: 1 + length(config.connect),
-      handler_ids: %{},
       next_handler_id: 1
     }
 
@@ -680,11 +686,10 @@ defmodule PacketFlow.Reactor do
     |> Enum.reduce_while(:ok, fn {request, tag}, :ok ->
       start_network(state.native, request, tag)
 
+      # The core answers every request, a dial within its handshake timeout.
       receive do
         {:pf_net, ^tag, {:ok, _}} -> {:cont, :ok}
         {:pf_net, ^tag, {:error, _} = error} -> {:halt, error}
-      after
-        @network_timeout_ms -> {:halt, {:error, network_timeout(request)}}
       end
     end)
   end
@@ -698,44 +703,21 @@ defmodule PacketFlow.Reactor do
     Native.reactor_connect(native, url, msgpack, token, tls_ca, tag)
   end
 
-  defp network_timeout({:listen, addr, _}),
-    do: %PacketFlow.Error{code: "PF408", message: "listening on #{addr} did not finish"}
-
-  defp network_timeout({:connect, url, _}),
-    do: %PacketFlow.Error{code: "PF408", message: "dialling #{url} did not finish"}
-
   @impl true
-  def handle_call({:register, {group, element} = key, fun}, _from, state) do
-    {id, state} =
-      case state.handler_ids do
-        %{^key => id} -> {id, state}
-        _ -> {state.next_handler_id, %{state | next_handler_id: state.next_handler_id + 1}}
-      end
-
+  def handle_call({:register, {group, element}, fun}, _from, state) do
+    # Every registration has an id of its own: a packet routed to it runs
+    # this function even if the key is registered again or removed before
+    # it runs. The NIF tells the dispatcher to forget the function once
+    # the core lets go of the registration (see PacketFlow.Reactor.Dispatcher).
+    id = state.next_handler_id
+    state = %{state | next_handler_id: id + 1}
     # The dispatcher learns the function before the core can route to it.
     :ok = Dispatcher.put(state.dispatcher, id, fun)
-
-    case Native.reactor_register(state.native, group, element, id) do
-      :ok ->
-        {:reply, :ok, %{state | handler_ids: Map.put(state.handler_ids, key, id)}}
-
-      {:error, _} = error ->
-        if not Map.has_key?(state.handler_ids, key), do: Dispatcher.delete(state.dispatcher, id)
-        {:reply, error, state}
-    end
+    {:reply, Native.reactor_register(state.native, group, element, id), state}
   end
 
-  def handle_call({:unregister, {group, element} = key}, _from, state) do
-    removed = Native.reactor_unregister(state.native, group, element)
-
-    case Map.pop(state.handler_ids, key) do
-      {nil, _} ->
-        {:reply, removed, state}
-
-      {id, ids} ->
-        :ok = Dispatcher.delete(state.dispatcher, id)
-        {:reply, removed, %{state | handler_ids: ids}}
-    end
+  def handle_call({:unregister, {group, element}}, _from, state) do
+    {:reply, Native.reactor_unregister(state.native, group, element), state}
   end
 
   def handle_call({:network, request}, from, state) do

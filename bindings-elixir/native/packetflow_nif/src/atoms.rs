@@ -41,6 +41,7 @@ rustler::atoms! {
     pf_result,
     pf_child,
     pf_net,
+    pf_forget,
     pf_probe,
     fired,
     host,

@@ -9,6 +9,13 @@
 //! answering, the last reference to the token goes with it and dropping the
 //! channel answers the packet PF500, so nothing waits for a dead process.
 //!
+//! A packet runs the registration it was routed to (docs/protocol.md): each
+//! registration has a handler id of its own, never reused, and its function
+//! stays with the dispatcher while the core still routes to it or one of
+//! its calls is unanswered. Both hold its [`Registration`]; when the last
+//! one lets go, the dispatcher is told to forget the function
+//! (`{:pf_forget, handler_id}`).
+//!
 //! Where a call leaves from: a call made inside a NIF of this library
 //! (a submit, a reply that lets the next queued packet start, a connection
 //! polled by the dispatcher) waits in this thread's outbox and leaves with
@@ -27,7 +34,7 @@ use rustler::{Encoder, Env, Resource, ResourceArc, Term};
 use tokio::sync::oneshot;
 
 use crate::exec::inline::{self, Outbox};
-use crate::exec::{Home, Runnable};
+use crate::exec::{send_from, Home, Runnable};
 use crate::pool::{Pool, WorkerCall};
 use crate::{atoms, convert};
 
@@ -35,7 +42,9 @@ static LIVE: AtomicU64 = AtomicU64::new(0);
 
 /// One handler call waiting for its answer.
 pub struct Invocation {
-    reply: Mutex<Option<oneshot::Sender<HandlerResult>>>,
+    /// The channel to the core task, and the registration the call runs,
+    /// both let go when the call is answered.
+    pending: Mutex<Option<(oneshot::Sender<HandlerResult>, Arc<Registration>)>>,
     ctx: Context,
     /// Where the worker that answers goes back to.
     pool: Arc<Pool>,
@@ -75,7 +84,8 @@ impl Invocation {
     }
 
     fn answer_now(&self, outcome: HandlerResult) {
-        if let Some(tx) = self.reply.lock().take() {
+        let pending = self.pending.lock().take();
+        if let Some((tx, _registration)) = pending {
             // The receiver is gone when the packet already timed out.
             let _ = tx.send(outcome);
         }
@@ -116,17 +126,60 @@ impl WorkerCall for Call {
     }
 }
 
-/// The core handler of one registered Elixir function: it hands each call
-/// to the reactor's worker pool and waits for the answer.
+/// The core handler of one registration of an Elixir function (handler id
+/// `handler_id`, which the dispatcher maps to the function): it hands each
+/// call to the reactor's worker pool and waits for the answer.
 pub fn handler(handler_id: u64, pool: Arc<Pool>) -> Handler {
+    let registration = Arc::new(Registration { handler_id, home: Arc::clone(pool.home()) });
     Handler::from_async(move |data, ctx| {
         let (tx, rx) = oneshot::channel();
         LIVE.fetch_add(1, Ordering::Relaxed);
-        let token =
-            ResourceArc::new(Invocation { reply: Mutex::new(Some(tx)), ctx, pool: Arc::clone(&pool) });
+        let pending = Mutex::new(Some((tx, Arc::clone(&registration))));
+        let token = ResourceArc::new(Invocation { pending, ctx, pool: Arc::clone(&pool) });
         send(&pool, Call { handler_id, data, token });
         async move { rx.await.unwrap_or_else(|_| Err(abandoned())) }
     })
+}
+
+/// One registration of a handler function, held by the core's handler and
+/// by each unanswered call; its function is needed until it is dropped.
+struct Registration {
+    handler_id: u64,
+    home: Arc<Home>,
+}
+
+impl Drop for Registration {
+    /// Tells the dispatcher to forget the function, from a scheduler (this
+    /// runs wherever the last holder lets go: a reply NIF, the runtime's
+    /// thread, a garbage collection).
+    fn drop(&mut self) {
+        let forget = Arc::new(Forget { handler_id: self.handler_id, home: Arc::clone(&self.home) });
+        self.home.defer(forget);
+    }
+}
+
+/// `{:pf_forget, handler_id}` on its way to the dispatcher.
+struct Forget {
+    handler_id: u64,
+    home: Arc<Home>,
+}
+
+impl Runnable for Forget {
+    fn run_inline(self: Arc<Self>, env: Env) {
+        send_from(env, self.home.process(), |m| (atoms::pf_forget(), self.handler_id).encode(m));
+    }
+
+    /// The dispatcher is gone, and its functions with it.
+    fn run_later(self: Arc<Self>) {}
+
+    fn defer(self: Arc<Self>) {
+        let home = Arc::clone(&self.home);
+        home.defer(self);
+    }
+
+    fn lazy(&self) -> bool {
+        true
+    }
 }
 
 /// What a handler's answer becomes when its process ended without one.

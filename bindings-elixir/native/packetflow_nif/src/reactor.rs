@@ -82,8 +82,11 @@ fn reactor_new(
     ResourceArc::new(ReactorRes { reactor, node: Mutex::new(None), pool: Arc::clone(&pool.0), owner })
 }
 
-/// Routes `group:element` to the workers' handler `handler_id`:
-/// `:ok` or `{:error, %PacketFlow.Error{}}` (PF400 for a bad name).
+/// Routes `group:element` to the workers' handler `handler_id`, a new id
+/// for every registration: `:ok` or `{:error, %PacketFlow.Error{}}` (PF400
+/// for a bad name). The function of a registration the core lets go of (a
+/// refused one, or one replaced or removed once its packets are answered)
+/// is forgotten by the dispatcher (see `invocation`).
 #[rustler::nif]
 fn reactor_register<'a>(
     env: Env<'a>,
@@ -93,16 +96,20 @@ fn reactor_register<'a>(
     handler_id: u64,
 ) -> Term<'a> {
     let handler = invocation::handler(handler_id, Arc::clone(&r.pool));
-    match r.reactor.register_handler(&group, &element, handler) {
+    // In an inline scope, so that a registration dropped here (refused, or
+    // replaced with nothing left in flight) is forgotten with this NIF's
+    // environment.
+    inline::run(env, || match r.reactor.register_handler(&group, &element, handler) {
         Ok(()) => atoms::ok().encode(env),
         Err(e) => (atoms::error(), terms::error(env, &e)).encode(env),
-    }
+    })
 }
 
 /// Removes the handler of `group:element`; `false` if there was none.
+/// Packets already routed to it still run it.
 #[rustler::nif]
-fn reactor_unregister(r: ResourceArc<ReactorRes>, group: String, element: String) -> bool {
-    r.reactor.unregister(&group, &element)
+fn reactor_unregister(env: Env, r: ResourceArc<ReactorRes>, group: String, element: String) -> bool {
+    inline::run(env, || r.reactor.unregister(&group, &element))
 }
 
 /// Where a submit's result goes: `{:pf_result, ref, result}` to the process
