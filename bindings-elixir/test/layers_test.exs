@@ -36,6 +36,12 @@ defmodule PacketFlow.LayersTest do
       refute_received {:pf_probe, _, _}
     end
 
+    test "woken while it is being polled, it is polled again at once" do
+      home = Native.probe_home()
+      assert {:done, 5} = Native.probe_job_woken_while_polled(home, 5)
+      refute_received :pf_route
+    end
+
     test "whose home's process is gone, it still runs and delivers" do
       test = self()
 

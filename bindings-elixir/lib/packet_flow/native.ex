@@ -54,6 +54,7 @@ defmodule PacketFlow.Native do
   def probe_home, do: not_loaded()
   def probe_home_run(_home), do: not_loaded()
   def probe_job(_home, _tag), do: not_loaded()
+  def probe_job_woken_while_polled(_home, _value), do: not_loaded()
   def probe_fire(_triggers, _value), do: not_loaded()
   def probe_fire_later(_triggers, _value), do: not_loaded()
   def probe_pool_route(_pool, _terms), do: not_loaded()

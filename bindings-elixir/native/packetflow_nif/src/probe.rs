@@ -79,6 +79,30 @@ fn probe_job(env: Env, home: ResourceArc<HomeRes>, tag: u64) -> ResourceArc<Trig
     ResourceArc::new(Trigger(Mutex::new(Some(tx))))
 }
 
+/// A job whose first poll is woken from another thread before it returns
+/// Pending, and whose second poll answers `value`: `{:done, value}` when
+/// the executor polled it again at once, as it must, `:pending` when the
+/// wake-up was lost.
+#[rustler::nif]
+fn probe_job_woken_while_polled<'a>(env: Env<'a>, home: ResourceArc<HomeRes>, value: u64) -> Term<'a> {
+    let mut polls = 0;
+    let future = std::future::poll_fn(move |cx| {
+        polls += 1;
+        if polls > 1 {
+            return std::task::Poll::Ready(value);
+        }
+        let waker = cx.waker().clone();
+        // Joined before this poll returns: the wake-up lands while it runs.
+        let _ = std::thread::spawn(move || waker.wake()).join();
+        std::task::Poll::Pending
+    });
+    let deliver = ToMaker { maker: env.pid(), tag: 0 };
+    match inline::run(env, || Job::start(future, deliver, &home.0)) {
+        Some(v) => (atoms::done(), v).encode(env),
+        None => atoms::pending().encode(env),
+    }
+}
+
 fn fire(trigger: &Trigger, value: u64) {
     if let Some(tx) = trigger.0.lock().take() {
         let _ = tx.send(value);
