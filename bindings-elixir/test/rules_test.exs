@@ -4,7 +4,7 @@ defmodule PacketFlow.RulesTest do
   use ExUnit.Case, async: true
   import PacketFlow.TestHelpers
 
-  alias PacketFlow.{Error, Reactor}
+  alias PacketFlow.{Context, Error, Reactor}
 
   # Registers `df:which`, answering `answer`, reporting its worker to the
   # test.
@@ -135,6 +135,54 @@ defmodule PacketFlow.RulesTest do
       # The core's handshake timeout (10 s), not a timer of the binding's.
       assert waited >= 9_000 and waited < 30_000
       send(acceptor, :done)
+    end
+  end
+
+  describe "ctx.call after the handler answered" do
+    test "fails with the core's PF503, and calls before the answer work" do
+      r = start_reactor!()
+      test = self()
+      :ok = Reactor.register(r, "df", "echo", fn d -> d end)
+
+      :ok =
+        Reactor.register(r, "df", "leaky", fn _data, ctx ->
+          {:ok, "before"} = Context.call(ctx, "df", "echo", "before")
+          # The context outlives the handler in another process.
+          spawn(fn ->
+            receive do
+              :call -> send(test, {:late, Context.call(ctx, "df", "echo", "after")})
+            end
+          end)
+          |> then(&send(test, {:keeper, &1}))
+
+          "answered"
+        end)
+
+      assert {:ok, "answered"} = Reactor.call(r, "df", "leaky")
+      assert_receive {:keeper, keeper}
+      send(keeper, :call)
+      assert_receive {:late, {:error, %Error{code: "PF503", message: message}}}, 2_000
+      assert message == "ctx.call to df:echo after the handler answered; call before returning"
+    end
+
+    test "is PF503 too when the packet came over the network" do
+      server = start_reactor!()
+      test = self()
+      :ok = Reactor.register(server, "df", "echo", fn d -> d end)
+
+      :ok =
+        Reactor.register(server, "df", "leaky", fn _data, ctx ->
+          send(test, {:ctx, ctx})
+          "answered"
+        end)
+
+      {:ok, %{url: url}} = Reactor.listen(server, "127.0.0.1:0")
+      client = start_reactor!(connect: url)
+      assert {:ok, "answered"} = Reactor.call(client, "df", "leaky")
+      assert_receive {:ctx, ctx}
+
+      assert {:error, %Error{code: "PF503", message: "ctx.call to df:echo after" <> _}} =
+               Context.call(ctx, "df", "echo", 1)
     end
   end
 

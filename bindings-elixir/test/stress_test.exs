@@ -92,6 +92,10 @@ defmodule PacketFlow.StressTest do
 
   defp kind(i), do: Enum.at(["echo", "relay", "parent"], rem(i, 3))
 
+  # Without child calls: in a reactor with few slots, parents waiting for
+  # children that wait for a slot would time out.
+  defp flat_kind(i), do: Enum.at(["echo", "relay"], rem(i, 2))
+
   test "many submitters, handlers completed by other processes: each packet answered once" do
     {n, per} = {100, 30}
     r = start_reactor!()
@@ -193,7 +197,7 @@ defmodule PacketFlow.StressTest do
     for {outcomes, left} <- Task.await_many(loopers, @wait) do
       assert left == []
       assert [last | answered] = outcomes
-      assert last in [:noproc, "PF503"]
+      assert last in [:noproc, "PF503"], "ended with #{inspect(last)}"
       assert Enum.all?(answered, &(&1 == :ok))
     end
 
@@ -255,7 +259,7 @@ defmodule PacketFlow.StressTest do
 
     outcome =
       try do
-        case Reactor.submit(r, %{group: "df", element: kind(i), data: data}) do
+        case Reactor.submit(r, %{group: "df", element: flat_kind(i), data: data}) do
           {:ok, %Result{status: :success, data: %{"done" => ^data}}} -> :ok
           {:ok, %Result{error: %Error{code: code}}} -> code
         end

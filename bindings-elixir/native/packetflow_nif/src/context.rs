@@ -1,6 +1,7 @@
 //! What a running handler asks of its packet through `%PacketFlow.Context{}`:
 //! the time left, the trace id, and child calls made on its behalf.
 
+use packetflow::reactor::late_call_error;
 use packetflow::{PfError, Value};
 use rustler::{Encoder, Env, LocalPid, OwnedEnv, ResourceArc, Term};
 
@@ -51,6 +52,10 @@ impl Deliver<Result<Value, PfError>> for ChildAnswer {
 /// it is answered at once, `:pending` when the calling process will receive
 /// `{:pf_child, tag, answer}`, or `{:badarg, message}` when `data` cannot
 /// cross; `answer` is `{:ok, data}` or `{:error, %PacketFlow.Error{}}`.
+///
+/// A call after the handler answered is the core's late call (PF503), even
+/// before the core has seen that answer (it may still be on its way to a
+/// connection polled by the dispatcher).
 #[rustler::nif]
 fn context_call<'a>(
     env: Env<'a>,
@@ -64,6 +69,10 @@ fn context_call<'a>(
         Ok(v) => v,
         Err(bad) => return (atoms::badarg(), bad.describe("data")).encode(env),
     };
+    if token.answered() {
+        let late = late_call_error(&group, &element);
+        return (atoms::ok(), (atoms::error(), terms::error(env, &late))).encode(env);
+    }
     let ctx = token.context().clone();
     let deliver = ChildAnswer { caller: env.pid(), tag };
     let call = async move { ctx.call(&group, &element, data).await };

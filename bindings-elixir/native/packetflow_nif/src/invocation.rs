@@ -69,6 +69,12 @@ impl Invocation {
         &self.ctx
     }
 
+    /// Whether the handler answered (or its process ended without an
+    /// answer).
+    pub fn answered(&self) -> bool {
+        self.pending.lock().is_none()
+    }
+
     /// The process that polls this reactor's jobs woken off the schedulers.
     pub fn home(&self) -> &Arc<Home> {
         self.pool.home()

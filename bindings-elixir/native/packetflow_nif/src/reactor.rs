@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use packetflow::{ConnectionSpawner, Node, NodeConfig, PacketResult, Reactor, ReactorConfig};
+use packetflow::{ConnectionSpawner, Node, NodeConfig, PacketResult, PfError, Reactor, ReactorConfig};
 use parking_lot::{Mutex, RwLock};
 use rustler::env::SavedTerm;
 use rustler::sys::enif_send;
@@ -63,23 +63,60 @@ impl Drop for ReactorRes {
     }
 }
 
-/// A reactor owned by the calling process (its GenServer), whose handler
-/// calls go to `pool`'s workers.
+/// The core's reactor settings: its defaults for what is not given (`nil`),
+/// checked by the core (PF400 naming the option).
+fn config(
+    name: Option<String>,
+    max_inflight: Option<usize>,
+    max_queue: Option<usize>,
+) -> Result<ReactorConfig, PfError> {
+    let defaults = ReactorConfig::default();
+    let config = ReactorConfig {
+        name: name.unwrap_or(defaults.name),
+        max_inflight: max_inflight.unwrap_or(defaults.max_inflight),
+        max_queue: max_queue.unwrap_or(defaults.max_queue),
+        ..defaults
+    };
+    config.validate().map(|()| config)
+}
+
+/// Whether the core accepts these reactor settings: `:ok` or
+/// `{:error, %PacketFlow.Error{}}`.
 #[rustler::nif]
-fn reactor_new(
-    env: Env,
-    name: String,
-    max_inflight: usize,
-    max_queue: usize,
+fn reactor_check_config<'a>(
+    env: Env<'a>,
+    name: Option<String>,
+    max_inflight: Option<usize>,
+    max_queue: Option<usize>,
+) -> Term<'a> {
+    match config(name, max_inflight, max_queue) {
+        Ok(_) => atoms::ok().encode(env),
+        Err(e) => (atoms::error(), terms::error(env, &e)).encode(env),
+    }
+}
+
+/// A reactor owned by the calling process (its GenServer), whose handler
+/// calls go to `pool`'s workers: `{:ok, reactor}` or `{:error,
+/// %PacketFlow.Error{}}` for settings the core refuses.
+#[rustler::nif]
+fn reactor_new<'a>(
+    env: Env<'a>,
+    name: Option<String>,
+    max_inflight: Option<usize>,
+    max_queue: Option<usize>,
     pool: ResourceArc<PoolRes>,
-) -> ResourceArc<ReactorRes> {
-    let config =
-        ReactorConfig { name, max_inflight: max_inflight.max(1), max_queue, ..ReactorConfig::default() };
+) -> Term<'a> {
+    let config = match config(name, max_inflight, max_queue) {
+        Ok(config) => config,
+        Err(e) => return (atoms::error(), terms::error(env, &e)).encode(env),
+    };
     LIVE.fetch_add(1, Ordering::Relaxed);
     let owner = env.pid();
     let reactor = Reactor::new(config);
     registry().write().insert(owner, (reactor.clone(), Arc::clone(&pool.0)));
-    ResourceArc::new(ReactorRes { reactor, node: Mutex::new(None), pool: Arc::clone(&pool.0), owner })
+    let resource =
+        ResourceArc::new(ReactorRes { reactor, node: Mutex::new(None), pool: Arc::clone(&pool.0), owner });
+    (atoms::ok(), resource).encode(env)
 }
 
 /// Routes `group:element` to the workers' handler `handler_id`, a new id
