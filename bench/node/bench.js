@@ -118,8 +118,11 @@ async function main() {
   const cpu = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
   for (const once of Object.values(variants)) await drive(WARMUP, INFLIGHT, once);
   for (let trial = 1; trial <= TRIALS; trial++) {
-    // Interleave variants within a trial so that drift hits all of them.
-    for (const [name, once] of Object.entries(variants)) {
+    // Interleave variants within a trial so that drift hits all of them,
+    // in reverse order every other trial so that none always goes first.
+    const order = Object.entries(variants);
+    if (trial % 2 === 0) order.reverse();
+    for (const [name, once] of order) {
       const { rate, cpuUs } = await drive(N, INFLIGHT, once);
       results[name].push(rate);
       cpu[name].push(cpuUs);
