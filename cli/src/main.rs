@@ -11,8 +11,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use packetflow::{
-    Codec, ConnectOptions, ListenOptions, Node, NodeConfig, Packet, PacketResult, Priority, Reactor,
-    ReactorConfig, Value,
+    packet::META_ROUTE_KEY, Codec, ConnectOptions, Field, ListenOptions, Node, NodeConfig, Packet,
+    PacketParts, PacketResult, Reactor, ReactorConfig, Value,
 };
 
 /// Environment variable read for the token when `--token` is not given.
@@ -166,12 +166,12 @@ struct SubmitArgs {
     element: String,
     /// The packet's data, as JSON.
     data: String,
-    /// Priority 1-10.
-    #[arg(long, default_value_t = 5)]
-    priority: i64,
-    /// How long to wait for the result.
+    /// Priority 1-10 (absent: the protocol's default).
     #[arg(long)]
-    timeout_ms: Option<u64>,
+    priority: Option<i64>,
+    /// How long to wait for the result, in ms (absent: the protocol's default).
+    #[arg(long)]
+    timeout_ms: Option<i64>,
     /// Speak MessagePack instead of JSON.
     #[arg(long)]
     msgpack: bool,
@@ -314,16 +314,18 @@ async fn wait_for_signal() {
 
 fn build_packet(args: &SubmitArgs) -> Result<Packet, String> {
     let data: Value = serde_json::from_str(&args.data).map_err(|e| format!("DATA is not JSON: {e}"))?;
-    let mut packet = Packet::build(&args.group, &args.element, data).map_err(|e| e.message)?;
-    packet.priority = Priority::new(args.priority).map_err(|e| e.message)?;
-    packet.timeout_ms = args.timeout_ms;
-    if let Some(key) = &args.route_key {
-        let mut meta = packetflow::Map::new();
-        meta.insert("pf.route_key".into(), Value::String(key.clone()));
-        packet.metadata = Some(meta);
+    let metadata = args.route_key.as_ref().map(|key| serde_json::json!({ META_ROUTE_KEY: key }));
+    PacketParts {
+        group: Some(args.group.as_str().into()),
+        element: Some(args.element.as_str().into()),
+        data: Some(data),
+        priority: args.priority.map(Field::from),
+        timeout_ms: args.timeout_ms.map(Field::from),
+        metadata,
+        ..Default::default()
     }
-    packet.validate().map_err(|e| e.message)?;
-    Ok(packet)
+    .into_packet()
+    .map_err(|e| e.message)
 }
 
 async fn submit(args: SubmitArgs) -> ExitCode {

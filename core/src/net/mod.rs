@@ -26,7 +26,7 @@ mod options;
 mod peers;
 mod tls;
 
-pub use options::{ConnectOptions, ListenOptions, TokenSpec, MIN_TOKEN_LEN};
+pub use options::{ConnectOptions, KeyStyle, ListenOptions, TokenSpec, MIN_TOKEN_LEN};
 
 use std::collections::BTreeSet;
 use std::future::Future;
