@@ -254,7 +254,10 @@ export interface ConnectOptions {
 
 /** A PacketFlow reactor: register handlers, submit packets, get results. */
 export declare class Reactor {
-  /** @throws TypeError for an unknown option or a value of the wrong type. */
+  /**
+   * @throws TypeError for an unknown option or a value of the wrong type;
+   * PacketFlowError (PF400) for a value the core refuses (`maxInflight: 0`).
+   */
   constructor(options?: ReactorOptions);
   /** The reactor's name. */
   readonly name: string;

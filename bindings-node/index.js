@@ -288,49 +288,17 @@ function stringOption(value, name) {
   return value;
 }
 
-/** An optional array of strings (patterns). */
-function patternsOption(value, name) {
-  if (value === undefined) return undefined;
-  if (!Array.isArray(value)) throw new TypeError(`${name} must be an array of strings, got ${typeName(value)}`);
-  value.forEach((p, i) => stringOption(p, `${name}[${i}]`));
-  return value.slice();
-}
-
-const TOKEN_KEYS = ['name', 'token', 'tokenSha256', 'submit', 'serve'];
-
 /**
- * `listen`'s options, checked: token entries become plain objects with
- * the five keys. Messages name the option or the entry and field, never a
- * token's value; what the values mean (token length, patterns, files) is
- * the core's to judge.
+ * `listen`'s options, checked for their JS types. `tokens` goes to the core
+ * as given: it judges a token list as it judges a tokens file (messages name
+ * the entry and field, never a token's value).
  */
 function listenOptions(options) {
   options = optionsObject(options);
   onlyKeys(options, ['authFile', 'tokens', 'tlsCert', 'tlsKey']);
-  let tokens;
-  if (options.tokens !== undefined) {
-    if (!Array.isArray(options.tokens)) {
-      throw new TypeError(`tokens must be an array, got ${typeName(options.tokens)}`);
-    }
-    tokens = options.tokens.map((entry, i) => {
-      const at = `tokens[${i}]`;
-      if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) {
-        throw new TypeError(`${at} must be an object, got ${typeName(entry)}`);
-      }
-      onlyKeys(entry, TOKEN_KEYS, (key) => `${at} has an unknown key ${key}`);
-      if (entry.name === undefined) throw new TypeError(`${at}.name is missing`);
-      return {
-        name: stringOption(entry.name, `${at}.name`),
-        token: stringOption(entry.token, `${at}.token`),
-        tokenSha256: stringOption(entry.tokenSha256, `${at}.tokenSha256`),
-        submit: patternsOption(entry.submit, `${at}.submit`),
-        serve: patternsOption(entry.serve, `${at}.serve`),
-      };
-    });
-  }
   return {
     authFile: stringOption(options.authFile, 'authFile'),
-    tokens,
+    tokens: options.tokens,
     tlsCert: stringOption(options.tlsCert, 'tlsCert'),
     tlsKey: stringOption(options.tlsKey, 'tlsKey'),
   };
@@ -347,14 +315,16 @@ function connectOptions(options) {
   return { msgpack, token: stringOption(options.token, 'token'), tlsCa: stringOption(options.tlsCa, 'tlsCa') };
 }
 
-function integerOption(options, key, min) {
+/**
+ * A numeric reactor option as the integer the addon takes (`undefined` if
+ * absent): its value is the core's to judge (`ReactorConfig::validate`).
+ */
+function integerOption(options, key) {
   const value = options[key];
   if (value === undefined) return undefined;
-  if (!Number.isInteger(value) || value < min || value > 0xffffffff) {
+  if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
     throw new TypeError(
-      `${key} must be an integer from ${min} to 4294967295, got ${
-        typeof value === 'number' ? value : typeName(value)
-      }`,
+      `${key} must be an integer from 0 to 4294967295, got ${typeof value === 'number' ? value : typeName(value)}`,
     );
   }
   return value;
@@ -393,7 +363,6 @@ function packetOf(args) {
 class Reactor {
   #native;
   #dispatch;
-  #name;
 
   /**
    * @param {{name?: string, maxInflight?: number, maxQueue?: number, finishedMemory?: number,
@@ -408,12 +377,11 @@ class Reactor {
         throw new TypeError(`unknown option ${JSON.stringify(key)} (expected one of ${[...OPTIONS].join(', ')})`);
       }
     }
-    const name = options.name === undefined ? 'packetflow' : options.name;
-    if (typeof name !== 'string') throw new TypeError(`name must be a string, got ${typeName(name)}`);
-    const maxInflight = integerOption(options, 'maxInflight', 1);
-    const maxQueue = integerOption(options, 'maxQueue', 0);
-    const finishedMemory = integerOption(options, 'finishedMemory', 0);
-    const busyPollUs = integerOption(options, 'busyPollUs', 0);
+    const name = stringOption(options.name, 'name');
+    const maxInflight = integerOption(options, 'maxInflight');
+    const maxQueue = integerOption(options, 'maxQueue');
+    const finishedMemory = integerOption(options, 'finishedMemory');
+    const busyPollUs = integerOption(options, 'busyPollUs');
     this.#dispatch = new Dispatch();
     this.#native = new NativeReactor(
       name,
@@ -427,12 +395,11 @@ class Reactor {
       PacketFlowError,
     );
     this.#dispatch.native = this.#native;
-    this.#name = name;
   }
 
   /** The reactor's name. @type {string} */
   get name() {
-    return this.#name;
+    return this.#native.name;
   }
 
   /** Whether {@link Reactor#stop} was called. @type {boolean} */

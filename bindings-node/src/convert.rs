@@ -29,6 +29,7 @@ use std::fmt::Write as _;
 
 use napi::bindgen_prelude::{i64n, JsObjectValue, Null, Object};
 use napi::{Env, JsValue, Property, Unknown, ValueType};
+use packetflow::Field;
 use serde_json::{Map, Number, Value};
 
 use crate::js::{self, NapiResult};
@@ -181,15 +182,6 @@ impl<'env> FromJs<'env> {
         Ok(self.value(value, Key::Root, true)?.unwrap_or(Value::Null))
     }
 
-    /// Converts an object to a JSON object (metadata): anything else is a
-    /// `TypeError` naming what it was.
-    pub fn convert_object(&mut self, value: Unknown<'env>) -> Result<Map<String, Value>, ConvertError> {
-        match self.convert(value)? {
-            Value::Object(map) => Ok(map),
-            other => Err(not_json(format!("must be an object, got {}", json_kind(&other)))),
-        }
-    }
-
     /// `None` means "undefined": dropped from objects, `null` elsewhere.
     fn value(
         &mut self,
@@ -329,6 +321,23 @@ fn bigint_to_number(negative: bool, words: &[u64]) -> Option<Number> {
     (magnitude <= i64::MIN.unsigned_abs()).then(|| Number::from((magnitude as i64).wrapping_neg()))
 }
 
+/// The integer of a `BigInt`'s sign and 64-bit words when it fits an i128.
+fn bigint_to_i128(negative: bool, words: &[u64]) -> Option<i128> {
+    let significant = words.iter().rposition(|w| *w != 0).map_or(0, |last| last + 1);
+    if significant > 2 {
+        return None;
+    }
+    let low = words.first().copied().unwrap_or(0) as u128;
+    let high = if significant == 2 { words[1] as u128 } else { 0 };
+    let magnitude = (high << 64) | low;
+    if negative {
+        // -2^127 is the most negative i128.
+        (magnitude <= i128::MIN.unsigned_abs()).then(|| (magnitude as i128).wrapping_neg())
+    } else {
+        i128::try_from(magnitude).ok()
+    }
+}
+
 /// A `BigInt`'s decimal digits for a message (`123n`), shortened when long.
 fn shown_bigint(value: &Unknown<'_>) -> String {
     const LONGEST: usize = 40;
@@ -343,16 +352,58 @@ fn shown_bigint(value: &Unknown<'_>) -> String {
     format!("{}…n ({count} digits)", &digits[..LONGEST / 2])
 }
 
-/// A JSON value's kind, for messages.
-pub fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
+/// A packet field (group, element, id, priority, timeout, dependencies) as
+/// the submitter gave it, for the core to judge: `undefined` is an absent
+/// field (`None`), anything else the [`Field`] of its JS type. Nothing is
+/// checked here: `PacketParts::into_packet` does that, in the words the wire
+/// decoder uses.
+pub fn field(value: &Unknown<'_>) -> NapiResult<Option<Field<'static>>> {
+    if value.get_type()? == ValueType::Undefined {
+        return Ok(None);
     }
+    field_of(value, true).map(Some)
+}
+
+/// `items`: whether an array's items are converted (a packet field holds
+/// one level of list at most; a nested array is only "an array").
+fn field_of(value: &Unknown<'_>, items: bool) -> NapiResult<Field<'static>> {
+    Ok(match value.get_type()? {
+        ValueType::Undefined | ValueType::Null => Field::Null,
+        ValueType::Boolean => Field::Bool(js::read_bool(value)?),
+        ValueType::Number => {
+            let n = js::read_f64(value)?;
+            // A number is an integer where it holds one exactly.
+            if n.fract() == 0.0 && n.abs() <= MAX_SAFE_INTEGER {
+                Field::Int(n as i128)
+            } else {
+                Field::Float(n)
+            }
+        }
+        ValueType::String => Field::Str(js::read_string(value)?.into()),
+        ValueType::BigInt => {
+            let big = js::read_bigint(value)?;
+            match bigint_to_i128(big.sign_bit, &big.words) {
+                Some(n) => Field::Int(n),
+                None => Field::Other("a BigInt beyond 128 bits".into()),
+            }
+        }
+        ValueType::Object if value.is_array()? => {
+            let array = js::as_object(value);
+            let len = if items { array.get_array_length_unchecked()? } else { 0 };
+            let mut list = Vec::with_capacity(len as usize);
+            for i in 0..len {
+                list.push(field_of(&array.get_element(i)?, false)?);
+            }
+            Field::List(list)
+        }
+        ValueType::Object if value.is_buffer()? || value.is_typedarray()? || value.is_arraybuffer()? => {
+            Field::Bytes
+        }
+        ValueType::Object => Field::Object,
+        ValueType::Function => Field::Other("a function".into()),
+        ValueType::Symbol => Field::Other("a symbol".into()),
+        _ => Field::Other("an external value".into()),
+    })
 }
 
 /// The one key that `napi_set_property` would treat as a setter.

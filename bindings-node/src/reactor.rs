@@ -13,12 +13,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use napi::bindgen_prelude::{Array, Function, JsObjectValue, Object};
-use napi::{Env, JsValue, Unknown, ValueType};
+use napi::{Env, Unknown, ValueType};
 use napi_derive::napi;
 use packetflow::net::WS_PATH;
+use packetflow::reactor::late_call_error;
 use packetflow::{
-    Codec, ConnectOptions, Context, ErrorCode, Handler, ListenOptions, Node, NodeConfig, Packet, PacketId,
-    PfError, Priority, Reactor, ReactorConfig, TokenSpec, Value,
+    Codec, ConnectOptions, Context, ErrorCode, Handler, KeyStyle, ListenOptions, Node, NodeConfig, Packet,
+    PacketParts, PfError, Reactor, ReactorConfig, TokenSpec, Value,
 };
 use tokio::sync::oneshot;
 
@@ -26,7 +27,7 @@ use crate::bridge::{
     drain, poll_ready, start, Answer, BatchFn, ErrorClassRef, Invocation, JsSide, Local, LocalRef, Shared,
     Task, Tsfn,
 };
-use crate::convert::{to_js, FromJs, MAX_SAFE_INTEGER};
+use crate::convert::{field, to_js, FromJs};
 use crate::error::{
     convert_error_text, exception_text, throw_convert_error, throw_pf_error, throw_type_error,
 };
@@ -51,79 +52,22 @@ fn optional_string(env: &Env, value: &Unknown<'_>, name: &str) -> NapiResult<Opt
     }
 }
 
-/// An array of strings (`undefined` is empty).
-fn string_list(env: &Env, value: &Unknown<'_>, name: &str) -> NapiResult<Vec<String>> {
-    if value.get_type()? == ValueType::Undefined {
-        return Ok(Vec::new());
-    }
-    if !value.is_array()? {
-        let got = js::describe_type(value);
-        return Err(throw_type_error(env, &format!("{name} must be an array of strings, got {got}")));
-    }
-    let array = js::as_object(value);
-    let len = array.get_array_length_unchecked()?;
-    let mut out = Vec::with_capacity(len as usize);
-    for i in 0..len {
-        out.push(string_arg(env, &array.get_element(i)?, &format!("{name}[{i}]"))?);
-    }
-    Ok(out)
+/// The `tokens` of `listen` as the core's token specs: the value is
+/// converted as data is, and `TokenSpec::parse_list` judges it as it judges
+/// a tokens file (with `tokenSha256` for the hashed token's key).
+fn token_specs(env: &Env, tokens: Unknown<'_>) -> Result<Vec<TokenSpec>, TokenError> {
+    let list = FromJs::new(env)
+        .convert(tokens)
+        .map_err(|e| TokenError::Convert(throw_convert_error(env, e, "tokens")))?;
+    TokenSpec::parse_list(&list, KeyStyle::Camel).map_err(TokenError::Core)
 }
 
-/// The `tokens` of `listen`, as `index.js` normalised them: an array of
-/// `{name, token, tokenSha256, submit, serve}` (`undefined` is none).
-/// Errors name the entry and field, never a token's value.
-fn token_specs(env: &Env, tokens: &Unknown<'_>) -> NapiResult<Vec<TokenSpec>> {
-    if tokens.get_type()? == ValueType::Undefined {
-        return Ok(Vec::new());
-    }
-    if !tokens.is_array()? {
-        let got = js::describe_type(tokens);
-        return Err(throw_type_error(env, &format!("tokens must be an array, got {got}")));
-    }
-    let list = js::as_object(tokens);
-    let len = list.get_array_length_unchecked()?;
-    let mut specs = Vec::with_capacity(len as usize);
-    for i in 0..len {
-        let entry: Unknown = list.get_element(i)?;
-        if entry.get_type()? != ValueType::Object || entry.is_array()? {
-            let got = js::describe_type(&entry);
-            return Err(throw_type_error(env, &format!("tokens[{i}] must be an object, got {got}")));
-        }
-        let entry = js::as_object(&entry);
-        let field = |key: &std::ffi::CStr| entry.get_c_named_property_unchecked::<Unknown>(key);
-        specs.push(TokenSpec {
-            name: string_arg(env, &field(c"name")?, &format!("tokens[{i}].name"))?,
-            token: optional_string(env, &field(c"token")?, &format!("tokens[{i}].token"))?,
-            token_sha256: optional_string(env, &field(c"tokenSha256")?, &format!("tokens[{i}].tokenSha256"))?,
-            submit: string_list(env, &field(c"submit")?, &format!("tokens[{i}].submit"))?,
-            serve: string_list(env, &field(c"serve")?, &format!("tokens[{i}].serve"))?,
-        });
-    }
-    Ok(specs)
-}
-
-/// An optional integer option (`undefined` → `None`); non-integers and
-/// negative numbers are a `TypeError`, range rules are the core's.
-fn integer_option(env: &Env, value: &Unknown<'_>, name: &str) -> NapiResult<Option<i64>> {
-    match value.get_type()? {
-        ValueType::Undefined => Ok(None),
-        ValueType::Number => {
-            let n = js::read_f64(value)?;
-            if n.fract() != 0.0 || !n.is_finite() || !(0.0..=MAX_SAFE_INTEGER).contains(&n) {
-                let shown =
-                    if n.is_finite() { format!("{n}") } else { format!("{n:?}").replace("inf", "Infinity") };
-                return Err(throw_type_error(
-                    env,
-                    &format!("{name} must be a non-negative integer, got {shown}"),
-                ));
-            }
-            Ok(Some(n as i64))
-        }
-        _ => {
-            let got = js::describe_type(value);
-            Err(throw_type_error(env, &format!("{name} must be an integer, got {got}")))
-        }
-    }
+/// Why the `tokens` of `listen` were refused.
+enum TokenError {
+    /// Not JSON-shaped: the `TypeError` is thrown already.
+    Convert(napi::Error),
+    /// The core's PF400.
+    Core(PfError),
 }
 
 /// The addon's reactor. Not for direct use: `index.js` wraps it.
@@ -148,7 +92,9 @@ impl NativeReactor {
         }
     }
 
-    /// Builds the packet of a submit from its JS parts.
+    /// Builds the packet of a submit from its JS parts: the values are
+    /// converted, and the core's `PacketParts` judges them (PF400 naming
+    /// the field).
     #[allow(clippy::too_many_arguments)]
     fn packet(
         &self,
@@ -162,75 +108,25 @@ impl NativeReactor {
         dependencies: Unknown<'_>,
         metadata: Unknown<'_>,
     ) -> NapiResult<Packet> {
-        let group = string_arg(env, &group, "group")?;
-        let element = string_arg(env, &element, "element")?;
-        let priority = integer_option(env, &priority, "priority")?;
-        let timeout_ms = integer_option(env, &timeout_ms, "timeoutMs")?;
-        let id = match id.get_type()? {
-            ValueType::Undefined => None,
-            _ => Some(string_arg(env, &id, "id")?),
-        };
-        let dependencies = self.dependencies(env, &dependencies)?;
         let mut from_js = FromJs::new(env);
         let metadata = match metadata.get_type()? {
-            ValueType::Undefined | ValueType::Null => None,
-            _ => Some(from_js.convert_object(metadata).map_err(|e| throw_convert_error(env, e, "metadata"))?),
+            ValueType::Undefined => None,
+            _ => Some(from_js.convert(metadata).map_err(|e| throw_convert_error(env, e, "metadata"))?),
         };
         let data = from_js.convert(data).map_err(|e| throw_convert_error(env, e, "data"))?;
-        let built = (|| -> Result<Packet, PfError> {
-            let mut packet = Packet::build(&group, &element, data)?;
-            if let Some(id) = id {
-                packet.id = PacketId::new(&id)?;
-            }
-            if let Some(p) = priority {
-                packet = packet.with_priority(Priority::new(p)?);
-            }
-            if let Some(t) = timeout_ms {
-                packet = packet.with_timeout_ms(t as u64);
-            }
-            if !dependencies.is_empty() {
-                let ids = dependencies
-                    .iter()
-                    .enumerate()
-                    .map(|(i, d)| {
-                        PacketId::new(d).map_err(|e| PfError {
-                            message: e.message.replacen("id ", &format!("dependencies[{i}] "), 1),
-                            ..e
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                packet = packet.with_dependencies(ids);
-            }
-            if let Some(m) = metadata {
-                packet = packet.with_metadata(m);
-            }
-            // A packet the core would refuse is refused here, synchronously:
-            // `submit` only resolves to a Result for packets it submitted.
-            packet.validate()?;
-            Ok(packet)
-        })();
-        built.map_err(|e| self.throw(env, &e))
-    }
-
-    fn dependencies(&self, env: &Env, value: &Unknown<'_>) -> NapiResult<Vec<String>> {
-        match value.get_type()? {
-            ValueType::Undefined | ValueType::Null => return Ok(Vec::new()),
-            ValueType::Object if value.is_array()? => {}
-            _ => {
-                let got = js::describe_type(value);
-                return Err(throw_type_error(
-                    env,
-                    &format!("dependencies must be an array of strings, got {got}"),
-                ));
-            }
-        }
-        let array = js::as_object(value);
-        let len = array.get_array_length_unchecked()?;
-        let mut out = Vec::with_capacity(len as usize);
-        for i in 0..len {
-            out.push(string_arg(env, &array.get_element(i)?, &format!("dependencies[{i}]"))?);
-        }
-        Ok(out)
+        let parts = PacketParts {
+            id: field(&id)?,
+            group: field(&group)?,
+            element: field(&element)?,
+            data: Some(data),
+            priority: field(&priority)?,
+            timeout_ms: field(&timeout_ms)?,
+            dependencies: field(&dependencies)?,
+            metadata,
+        };
+        // A packet the core would refuse is refused here, synchronously:
+        // `submit` only resolves to a Result for packets it submitted.
+        parts.into_packet().map_err(|e| self.throw(env, &e))
     }
 
     /// Starts `work` as a task polled on this thread, for the Promise the
@@ -247,14 +143,16 @@ impl NativeReactor {
 #[napi]
 impl NativeReactor {
     /// `new NativeReactor(name, maxInflight, maxQueue, finishedMemory,
-    /// busyPollUs, dispatch, settle, state, PacketFlowError)`; `index.js` checks the
-    /// options. `dispatch(state, ...invocations)` runs handlers and
+    /// busyPollUs, dispatch, settle, state, PacketFlowError)`: each option
+    /// `undefined` when not given (the core's default), `index.js` having
+    /// converted the others to integers; the core checks their values.
+    /// `dispatch(state, ...invocations)` runs handlers and
     /// `settle(state, ...answers)` settles Promises (see src/bridge.rs).
     #[napi(constructor)]
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         env: Env,
-        name: String,
+        name: Option<String>,
         max_inflight: Option<u32>,
         max_queue: Option<u32>,
         finished_memory: Option<u32>,
@@ -266,11 +164,14 @@ impl NativeReactor {
     ) -> napi::Result<Self> {
         let defaults = ReactorConfig::default();
         let config = ReactorConfig {
-            name,
-            max_inflight: max_inflight.map(|n| n as usize).unwrap_or(defaults.max_inflight),
-            max_queue: max_queue.map(|n| n as usize).unwrap_or(defaults.max_queue),
-            finished_memory: finished_memory.map(|n| n as usize).unwrap_or(defaults.finished_memory),
+            name: name.unwrap_or(defaults.name),
+            max_inflight: max_inflight.map_or(defaults.max_inflight, |n| n as usize),
+            max_queue: max_queue.map_or(defaults.max_queue, |n| n as usize),
+            finished_memory: finished_memory.map_or(defaults.finished_memory, |n| n as usize),
         };
+        if let Err(e) = config.validate() {
+            return Err(throw_pf_error(&env, &error_class.borrow_back(&env)?, &e));
+        }
         let shared = Shared::new();
         let side = JsSide { state, dispatch: dispatch.create_ref()?, settle, error_class };
         let local: LocalRef = Rc::new(RefCell::new(Local::new(&env, side, &shared)?));
@@ -296,6 +197,12 @@ impl NativeReactor {
             node: RefCell::new(None),
             busy_poll,
         })
+    }
+
+    /// The reactor's name.
+    #[napi(getter)]
+    pub fn name(&self) -> String {
+        self.reactor.config().name.clone()
     }
 
     /// Registers the JS handler in dispatcher slot `slot` for `group:element`.
@@ -378,10 +285,9 @@ impl NativeReactor {
         let data = FromJs::new(&env).convert(data).map_err(|e| throw_convert_error(&env, e, "data"))?;
         let ctx = self.local.borrow().running.get(&(token as u64)).map(|r| r.ctx.clone());
         let Some(ctx) = ctx else {
-            let error = PfError::new(
-                ErrorCode::Unavailable,
-                "ctx.call was used after its handler answered; call it before returning",
-            );
+            // The handler answered, and its context went with it: the
+            // core's answer to a late call.
+            let error = late_call_error(&group, &element);
             return self.start(&env, promise, async move { Answer::Data(Err(error)) });
         };
         self.start(&env, promise, async move { Answer::Data(ctx.call(&group, &element, data).await) })
@@ -445,8 +351,8 @@ impl NativeReactor {
     }
 
     /// Accepts peers on `addr` (`HOST:PORT`) with the options `index.js`
-    /// checked (each `undefined` when not given; `tokens` an array of
-    /// `{name, token, tokenSha256, submit, serve}`); settles the Promise
+    /// checked (each `undefined` when not given; `tokens` as the user gave
+    /// them, for the core to judge); settles the Promise
     /// `promise` with `{host, port, url}` of the address bound.
     #[napi]
     #[allow(clippy::too_many_arguments)]
@@ -461,9 +367,14 @@ impl NativeReactor {
         promise: f64,
     ) -> napi::Result<()> {
         let addr = string_arg(&env, &addr, "addr")?;
+        let tokens = match token_specs(&env, tokens) {
+            Ok(tokens) => tokens,
+            Err(TokenError::Convert(thrown)) => return Err(thrown),
+            Err(TokenError::Core(e)) => return Err(self.throw(&env, &e)),
+        };
         let options = ListenOptions {
             auth_file: optional_string(&env, &auth_file, "authFile")?.map(PathBuf::from),
-            tokens: token_specs(&env, &tokens)?,
+            tokens,
             tls_cert: optional_string(&env, &tls_cert, "tlsCert")?.map(PathBuf::from),
             tls_key: optional_string(&env, &tls_key, "tlsKey")?.map(PathBuf::from),
         };
@@ -549,6 +460,23 @@ impl NativeReactor {
         });
         to_js(env, &value)
     }
+}
+
+/// One protocol error code and what it means, as the core lists them.
+#[napi(object)]
+pub struct ErrorCodeInfo {
+    pub code: String,
+    pub description: String,
+}
+
+/// Every error code of the protocol, from the core's own list: the package's
+/// tables (index.d.ts's `ErrorCode`) are checked against it by the tests.
+#[napi]
+pub fn error_codes() -> Vec<ErrorCodeInfo> {
+    ErrorCode::ALL
+        .iter()
+        .map(|c| ErrorCodeInfo { code: c.as_str().to_owned(), description: c.description().to_owned() })
+        .collect()
 }
 
 /// The error of `listen` or `connect` on a stopped reactor.
