@@ -10,7 +10,8 @@
 // `--packages` measures several builds of the package side by side (A/B),
 // each a folder with index.js and packetflow.node (default: bindings-node):
 // every variant of every package runs in each trial, interleaved, in this
-// one process.
+// one process. Two packages at most: a third addon in one process exhausts
+// the static TLS block (`cannot allocate memory in static TLS block`).
 //
 // Variants (all with the same async uppercase handler):
 //   plain-js   Map lookup of `group:element` + await handler + result object
