@@ -298,6 +298,21 @@ test('register replaces, unregister removes', async () => {
   await r.stop();
 });
 
+test('a packet runs the registration it was routed to, even when replaced or removed on its way', async () => {
+  const r = new Reactor();
+  r.register('co', 'w', () => 'first');
+  // submit hands the packet to the bridge at once; JS runs it on a later
+  // turn, after the registration below changed.
+  const routed = r.call('co', 'w', null);
+  r.register('co', 'w', () => 'second');
+  assert.equal(await routed, 'first');
+  const routedAgain = r.call('co', 'w', null);
+  assert.equal(r.unregister('co', 'w'), true);
+  assert.equal(await routedAgain, 'second', 'no code of its own for "unregistered on its way"');
+  await assert.rejects(r.call('co', 'w', null), { code: 'PF001' });
+  await r.stop();
+});
+
 test('name, stopped, and stop() is idempotent', async () => {
   const r = new Reactor({ name: 'n1' });
   assert.equal(r.name, 'n1');
