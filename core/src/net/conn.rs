@@ -36,8 +36,11 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::WebSocketStream;
 
 use super::auth::{AuthTable, Grant};
-use super::peers::{Peer, Relayed, Reply};
-use super::{NodeInner, Relaying};
+use super::forward::RelayOutcome;
+use super::node::NodeInner;
+use super::peers::{Peer, RelayAnswer, Reply};
+use super::rate_limit::RateLimit;
+use super::relay_deadlines::RelayDeadlines;
 use crate::error::{ErrorCode, PfError};
 use crate::packet::PacketId;
 use crate::reactor::{Immediate, Origin};
@@ -63,8 +66,9 @@ pub(crate) type Ready = oneshot::Sender<Result<(), PfError>>;
 /// A running local submit: its `seq`, the bytes charged for it, its result.
 type Running = FuturesUnordered<futures::future::BoxFuture<'static, (u64, usize, PacketResult)>>;
 
-/// Whether a connection is let in.
-pub(crate) enum Admission {
+/// The auth check of a connection's upgrade: whether it is let in, or
+/// must still show a token in its first frame.
+pub(crate) enum AuthVerdict {
     /// No auth on this listener, or a connection this node dialed.
     Open,
     /// A valid token came with the upgrade.
@@ -84,7 +88,7 @@ pub(crate) struct Setup {
     /// Send `hello` first (dialing a PacketFlow node).
     pub(crate) send_hello: bool,
     pub(crate) ready: Option<Ready>,
-    pub(crate) admission: Admission,
+    pub(crate) verdict: AuthVerdict,
     /// Token to put in the first `hello`.
     pub(crate) token: Option<String>,
 }
@@ -95,18 +99,18 @@ pub(crate) async fn run<S>(node: Arc<NodeInner>, ws: WebSocketStream<S>, setup: 
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Setup { codec, remote, send_hello, ready, admission, token } = setup;
+    let Setup { codec, remote, send_hello, ready, verdict, token } = setup;
     let (outbox, outbox_rx) = mpsc::unbounded_channel();
     let peer = Arc::new(Peer::new(node.next_conn_id(), remote, outbox));
     peer.set_hello_token(token);
-    let (awaiting, refused) = match admission {
-        Admission::Open => (None, None),
-        Admission::Granted(grant) => {
+    let (awaiting, refused) = match verdict {
+        AuthVerdict::Open => (None, None),
+        AuthVerdict::Granted(grant) => {
             peer.set_grant(grant);
             (None, None)
         }
-        Admission::AwaitHello(table) => (Some(table), None),
-        Admission::Refused(why) => (None, Some(why)),
+        AuthVerdict::AwaitHello(table) => (Some(table), None),
+        AuthVerdict::Refused(why) => (None, Some(why)),
     };
     // A node we dial that speaks hello becomes a route with its hello, not
     // before: until then it would look like a seed peer (a default route),
@@ -159,7 +163,7 @@ where
         listed_on_hello,
         relay_tx,
         relay_rx,
-        relays: Relays::default(),
+        relay_deadlines: RelayDeadlines::default(),
         hello_seen: false,
     };
     if let Some(why) = refused {
@@ -229,113 +233,12 @@ struct Connection<S> {
     charged: usize,
     /// Answers to the packets relayed for this connection (given to the
     /// peers they went to).
-    relay_tx: mpsc::UnboundedSender<Relayed>,
-    relay_rx: mpsc::UnboundedReceiver<Relayed>,
+    relay_tx: mpsc::UnboundedSender<RelayAnswer>,
+    relay_rx: mpsc::UnboundedReceiver<RelayAnswer>,
     /// The relayed packets not answered yet, and their deadlines.
-    relays: Relays,
+    relay_deadlines: RelayDeadlines,
     /// The peer sent a `hello` (it is a node, never a seed peer).
     hello_seen: bool,
-}
-
-/// The packets a connection relayed to peers and that are not answered
-/// yet: how many, and their deadlines, with one timer for all of them.
-///
-/// Deadlines are kept in arrival order (with one `timeout_ms` for all
-/// packets, the usual case, that is deadline order) and in a heap for the
-/// packets whose deadline is earlier than the last one's. An entry is not
-/// removed when its answer comes: at its deadline the peer says whether it
-/// still waits (then it is answered PF408). Entries of answered packets are
-/// dropped in bulk once they outnumber the unanswered ones, so memory stays
-/// proportional to the packets in flight.
-#[derive(Default)]
-struct Relays {
-    /// Relayed packets not answered yet.
-    open: usize,
-    in_order: std::collections::VecDeque<Expiry>,
-    early: std::collections::BinaryHeap<std::cmp::Reverse<Expiry>>,
-    timer: Option<Pin<Box<Sleep>>>,
-    /// When the timer fires (`None`: disarmed).
-    armed: Option<Instant>,
-}
-
-/// When a relayed packet (submit `seq` on `peer`) expires.
-struct Expiry {
-    deadline: Instant,
-    seq: u64,
-    peer: Arc<Peer>,
-}
-
-impl PartialEq for Expiry {
-    fn eq(&self, other: &Self) -> bool {
-        self.deadline == other.deadline && self.seq == other.seq && self.peer.id == other.peer.id
-    }
-}
-impl Eq for Expiry {}
-impl PartialOrd for Expiry {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Expiry {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.deadline, self.peer.id, self.seq).cmp(&(other.deadline, other.peer.id, other.seq))
-    }
-}
-
-impl Relays {
-    /// Records a packet relayed as submit `seq` to `peer`.
-    fn push(&mut self, deadline: Instant, peer: Arc<Peer>, seq: u64) {
-        self.open += 1;
-        let expiry = Expiry { deadline, seq, peer };
-        if self.in_order.back().is_none_or(|last| last.deadline <= deadline) {
-            self.in_order.push_back(expiry);
-        } else {
-            self.early.push(std::cmp::Reverse(expiry));
-        }
-        if self.armed.is_none_or(|at| deadline < at) {
-            self.arm(deadline);
-        }
-        if self.in_order.len() + self.early.len() > 2 * self.open + 1024 {
-            self.in_order.retain(|e| e.peer.is_pending(e.seq));
-            self.early.retain(|e| e.0.peer.is_pending(e.0.seq));
-        }
-    }
-
-    fn arm(&mut self, at: Instant) {
-        match &mut self.timer {
-            Some(timer) => timer.as_mut().reset(at),
-            None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
-        }
-        self.armed = Some(at);
-    }
-
-    /// The entries past their deadline once the timer fired (re-armed for
-    /// the next one); empty while it has not.
-    fn expired(&mut self, cx: &mut Context<'_>) -> Vec<Expiry> {
-        let mut due = Vec::new();
-        let Some(timer) = self.timer.as_mut() else { return due };
-        if self.armed.is_none() || timer.as_mut().poll(cx).is_pending() {
-            return due;
-        }
-        self.armed = None;
-        let now = Instant::now();
-        while self.in_order.front().is_some_and(|e| e.deadline <= now) {
-            due.extend(self.in_order.pop_front());
-        }
-        while self.early.peek().is_some_and(|e| e.0.deadline <= now) {
-            due.extend(self.early.pop().map(|e| e.0));
-        }
-        let next = match (self.in_order.front(), self.early.peek()) {
-            (Some(a), Some(b)) => Some(a.deadline.min(b.0.deadline)),
-            (Some(a), None) => Some(a.deadline),
-            (None, Some(b)) => Some(b.0.deadline),
-            (None, None) => None,
-        };
-        if let Some(at) = next {
-            self.arm(at);
-        }
-        due
-    }
 }
 
 impl<S> Drop for Connection<S> {
@@ -345,37 +248,7 @@ impl<S> Drop for Connection<S> {
         }
         // Packets relayed for this connection and not answered: nobody
         // waits for them any more (see `Peer::orphan`).
-        if self.relays.open > 0 {
-            for e in self.relays.in_order.iter().chain(self.relays.early.iter().map(|e| &e.0)) {
-                e.peer.orphan(e.seq);
-            }
-        }
-    }
-}
-
-/// Submits per second of one connection: a bucket holding one second's
-/// worth, refilled continuously.
-struct RateLimit {
-    per_sec: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl RateLimit {
-    fn new(per_sec: u32, now: Instant) -> RateLimit {
-        RateLimit { per_sec: f64::from(per_sec), tokens: f64::from(per_sec), last: now }
-    }
-
-    fn allow(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = self.last.max(now);
-        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.per_sec);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.relay_deadlines.orphan_all();
     }
 }
 
@@ -429,7 +302,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.stop_grace = Some(Box::pin(tokio::time::sleep(STOP_GRACE)));
         }
         let grace_over = self.stop_grace.as_mut().is_some_and(|s| s.as_mut().poll(cx).is_ready());
-        if (self.running.is_empty() && self.relays.open == 0) || grace_over {
+        if (self.running.is_empty() && self.relay_deadlines.open() == 0) || grace_over {
             self.close(CLOSE_AWAY, "node stopping");
             return true;
         }
@@ -454,25 +327,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Answers of relayed packets, and the ones whose deadline passed.
     fn poll_relayed(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
-        while let Poll::Ready(Some(Relayed { seq, size, result })) = self.relay_rx.poll_recv(cx) {
-            self.relays.open -= 1;
+        while let Poll::Ready(Some(RelayAnswer { seq, size, result })) = self.relay_rx.poll_recv(cx) {
+            self.relay_deadlines.answered();
             self.release(size);
             self.queue(Message::Result { seq, result });
             progress = true;
         }
-        for expiry in self.relays.expired(cx) {
+        for expiry in self.relay_deadlines.expired(cx) {
             progress = true;
             // Still pending: the peer did not answer in time. (Otherwise its
             // answer is on its way through the relay channel.)
-            let Some((packet_id, Reply::Relay(relay))) = expiry.peer.abandon_submit(expiry.seq) else {
+            let Some((packet_id, Reply::Relay(return_address))) = expiry.peer.abandon_submit(expiry.seq)
+            else {
                 continue;
             };
-            self.relays.open -= 1;
-            self.release(relay.size);
+            self.relay_deadlines.answered();
+            self.release(return_address.size);
             let message = format!("no answer from peer {} before the deadline", expiry.peer.remote);
-            let elapsed = relay.start.elapsed().as_millis() as u64;
+            let elapsed = return_address.start.elapsed().as_millis() as u64;
             let result = PacketResult::error(packet_id, ErrorCode::Timeout, message, elapsed);
-            self.queue(Message::Result { seq: relay.seq, result });
+            self.queue(Message::Result { seq: return_address.seq, result });
         }
         progress
     }
@@ -760,7 +634,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 if let Some(rate) = &mut self.rate {
                     if !rate.allow(now) {
-                        let per_sec = rate.per_sec;
+                        let per_sec = rate.per_sec();
                         let message =
                             format!("rate limit: this connection may submit {per_sec} packets per second");
                         let result = PacketResult::error(packet.id, ErrorCode::Overloaded, message, 0);
@@ -769,7 +643,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     }
                 }
                 let limit = self.node.config.max_inflight_per_conn;
-                if self.running.len() + self.relays.open + self.out.len() >= limit {
+                if self.running.len() + self.relay_deadlines.open() + self.out.len() >= limit {
                     let message =
                         format!("this connection has {limit} packets in flight or unsent; retry later");
                     let result = PacketResult::error(packet.id, ErrorCode::Overloaded, message, 0);
@@ -799,16 +673,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 let origin = Origin(self.peer.id);
                 let packet = if elsewhere {
                     match self.node.relay(packet, deadline, origin, seq, size, &self.relay_tx) {
-                        Relaying::Sent { peer, seq } => {
-                            self.relays.push(deadline, peer, seq);
+                        RelayOutcome::Sent { peer, seq } => {
+                            self.relay_deadlines.push(deadline, peer, seq);
                             return;
                         }
-                        Relaying::Answered(result) => {
+                        RelayOutcome::Answered(result) => {
                             self.release(size);
                             self.queue(Message::Result { seq, result });
                             return;
                         }
-                        Relaying::Declined(packet) => packet,
+                        RelayOutcome::Declined(packet) => packet,
                     }
                 } else {
                     packet

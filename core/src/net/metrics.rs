@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use serde_json::{json, Value};
 
-use super::NodeInner;
+use super::node::NodeInner;
 use crate::reactor::HandlerStats;
 
 /// Upper bounds of the exported latency buckets, in seconds. The reactor's

@@ -33,17 +33,18 @@ pub(crate) enum Reply {
     Wait(oneshot::Sender<PacketResult>),
     /// Straight to the connection the packet came in on (a packet relayed
     /// without a future: see `NodeInner::relay`).
-    Relay(Relay),
+    Relay(ReturnAddress),
     /// Nowhere: the connection that relayed the packet is gone (the answer
     /// is still awaited, and dropped when it comes).
     Orphaned,
 }
 
-/// A packet relayed for a connection: what that connection needs to answer
-/// it, and the in-flight mark it holds in the reactor until then.
-pub(crate) struct Relay {
+/// Where the answer to a packet relayed for a connection goes back: what
+/// that connection needs to answer it, and the in-flight mark the packet
+/// holds in the reactor until then.
+pub(crate) struct ReturnAddress {
     /// The submitting connection's answers.
-    pub(crate) to: mpsc::UnboundedSender<Relayed>,
+    pub(crate) to: mpsc::UnboundedSender<RelayAnswer>,
     /// The submit's `seq` on that connection.
     pub(crate) seq: u64,
     /// Bytes charged to the node's queued bytes for it.
@@ -54,7 +55,7 @@ pub(crate) struct Relay {
 }
 
 /// The answer to a relayed packet, for the connection it came in on.
-pub(crate) struct Relayed {
+pub(crate) struct RelayAnswer {
     pub(crate) seq: u64,
     pub(crate) size: usize,
     pub(crate) result: PacketResult,
@@ -68,13 +69,13 @@ impl Reply {
             Reply::Wait(tx) => {
                 let _ = tx.send(result);
             }
-            Reply::Relay(Relay { to, seq, size, mut guard, .. }) => {
+            Reply::Relay(ReturnAddress { to, seq, size, mut guard, .. }) => {
                 if result.is_success() {
                     guard.succeed();
                 }
                 drop(guard);
                 // A closed connection released its charged bytes when it ended.
-                let _ = to.send(Relayed { seq, size, result });
+                let _ = to.send(RelayAnswer { seq, size, result });
             }
             Reply::Orphaned => {}
         }
