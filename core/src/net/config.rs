@@ -47,6 +47,14 @@ pub struct NodeConfig {
     pub handshake_timeout: Duration,
     /// Longest pause between redials of a lost peer.
     pub max_redial_backoff: Duration,
+    /// How long a peer that dialed this node has, after its upgrade, to
+    /// send `hello` before it is taken for a seed peer: a default route
+    /// here, announced to the other peers as `default-route`. A PacketFlow
+    /// dialer sends `hello` first, so this only needs to cover a round
+    /// trip; a seed peer may say nothing for its first 30 s. A `hello`
+    /// that comes later still makes the peer a node (the default route is
+    /// then withdrawn). Default 500 ms.
+    pub seed_peer_grace: Duration,
     /// Where connections run; `None` (the default): on the Tokio runtime.
     pub spawner: Option<ConnectionSpawner>,
     /// Keep polling the sockets, without sleeping, for this long after
@@ -99,6 +107,7 @@ impl Default for NodeConfig {
             max_hops: 8,
             handshake_timeout: Duration::from_secs(10),
             max_redial_backoff: Duration::from_secs(5),
+            seed_peer_grace: Duration::from_millis(500),
             spawner: None,
             busy_poll: None,
         }

@@ -91,6 +91,10 @@ pub(crate) struct Setup {
     pub(crate) verdict: AuthVerdict,
     /// Token to put in the first `hello`.
     pub(crate) token: Option<String>,
+    /// How long the peer has to send `hello` before it is taken for a
+    /// seed peer (zero: it is one, a dialed node that did not answer with
+    /// the node header); `None` for a dialed PacketFlow node.
+    pub(crate) seed_grace: Option<Duration>,
 }
 
 /// Runs a connection until it ends; returns once everything the peer held
@@ -99,7 +103,7 @@ pub(crate) async fn run<S>(node: Arc<NodeInner>, ws: WebSocketStream<S>, setup: 
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Setup { codec, remote, send_hello, ready, verdict, token } = setup;
+    let Setup { codec, remote, send_hello, ready, verdict, token, seed_grace } = setup;
     let (outbox, outbox_rx) = mpsc::unbounded_channel();
     let peer = Arc::new(Peer::new(node.next_conn_id(), remote, outbox));
     peer.set_hello_token(token);
@@ -116,8 +120,21 @@ where
     // before: until then it would look like a seed peer (a default route),
     // and a dial it refuses must leave no route behind.
     let listed_on_hello = awaiting.is_none() && refused.is_none() && send_hello;
-    if awaiting.is_none() && refused.is_none() && !send_hello {
+    let listed_now = awaiting.is_none() && refused.is_none() && !send_hello;
+    if listed_now {
         node.peers.write().insert(peer.clone());
+    }
+    // A PacketFlow dialer sends hello first: a peer that has not by the end
+    // of the grace period is a seed peer, whose reactor may send nothing
+    // for a while (the seed's first heartbeat comes after 30 s). Other
+    // peers are then told of the default route through this node without
+    // waiting for its first frame. (A connection still to show its token
+    // is not a peer yet; its token comes in a hello.)
+    let mut seed_deadline = None;
+    match seed_grace.filter(|_| listed_now) {
+        Some(grace) if !grace.is_zero() => seed_deadline = Some(Box::pin(tokio::time::sleep(grace))),
+        Some(_) if peer.note_seed() => node.announce_to_all(),
+        _ => {}
     }
     if send_hello {
         // Dialing a PacketFlow node: announce ourselves first; it answers
@@ -165,6 +182,7 @@ where
         relay_rx,
         relay_deadlines: RelayDeadlines::default(),
         hello_seen: false,
+        seed_deadline,
     };
     if let Some(why) = refused {
         conn.refuse(0, None, why);
@@ -239,6 +257,9 @@ struct Connection<S> {
     relay_deadlines: RelayDeadlines,
     /// The peer sent a `hello` (it is a node, never a seed peer).
     hello_seen: bool,
+    /// When a peer that has sent nothing is taken for a seed peer (unset
+    /// once it sent a frame, or when it cannot be one).
+    seed_deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl<S> Drop for Connection<S> {
@@ -273,6 +294,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             progress |= self.poll_timers(cx);
             if self.auth_deadline.is_some() {
                 progress |= self.poll_auth_deadline(cx);
+            }
+            if self.seed_deadline.is_some() {
+                progress |= self.poll_seed_deadline(cx);
             }
             match self.poll_write(cx) {
                 Poll::Ready(Ok(())) if self.close_sent => return Poll::Ready(()),
@@ -360,6 +384,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if self.awaiting.take().is_some() {
                 let ms = self.node.config.handshake_timeout.as_millis();
                 self.refuse(0, None, &format!("no token was presented within {ms} ms"));
+            }
+        }
+        fired
+    }
+
+    /// A peer that sent nothing, not even `hello`, within the grace period
+    /// is a seed peer: other peers may now route through this node what
+    /// nobody announced.
+    fn poll_seed_deadline(&mut self, cx: &mut Context<'_>) -> bool {
+        let fired = self.seed_deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready());
+        if fired {
+            self.seed_deadline = None;
+            if !self.hello_seen && self.peer.note_seed() {
+                self.node.announce_to_all();
             }
         }
         fired
@@ -609,9 +647,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         // A peer that sent hello is not a seed peer: no need to ask again.
         if message.kind() == MessageKind::Hello {
             self.hello_seen = true;
-        } else if !self.hello_seen && self.peer.note_frame_without_hello() {
+            self.seed_deadline = None;
+        } else if !self.hello_seen && self.peer.note_seed() {
             // A seed peer just showed itself: other peers may now route
             // what nobody announced through this node.
+            self.seed_deadline = None;
             self.node.announce_to_all();
         }
         match message {

@@ -246,6 +246,8 @@ where
         ready: speaks_hello.then_some(ready_tx),
         verdict: AuthVerdict::Open,
         token: dialing.token.clone(),
+        // A node that did not send the node header is a seed peer.
+        seed_grace: (!speaks_hello).then_some(Duration::ZERO),
     };
     let running = conn::run(node.clone(), ws, setup);
     let handle = node.spawn_connection(async move {

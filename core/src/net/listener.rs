@@ -324,7 +324,14 @@ async fn upgrade<S>(
     let (codec, verdict) = std::mem::replace(&mut *decided.lock(), (Codec::Json, AuthVerdict::Open));
     let _live = LiveConnection::new(&node);
     let _slot = slot;
-    let setup =
-        Setup { codec, remote: remote.to_string(), send_hello: false, ready: None, verdict, token: None };
+    let setup = Setup {
+        codec,
+        remote: remote.to_string(),
+        send_hello: false,
+        ready: None,
+        verdict,
+        token: None,
+        seed_grace: Some(node.config.seed_peer_grace),
+    };
     conn::run(node, ws, setup).await;
 }

@@ -100,8 +100,10 @@ pub(crate) struct Peer {
     hello: RwLock<Option<Arc<Hello>>>,
     /// What was last announced to this peer (to skip repeats).
     announced: Mutex<Option<Announcement>>,
-    /// A peer without hello that has sent something: a seed peer for sure
-    /// (a PacketFlow node's first frame is its hello).
+    /// A peer without hello that has sent something, or nothing within
+    /// `NodeConfig::seed_peer_grace` of connecting: a seed peer (a
+    /// PacketFlow node's first frame is its hello). A later hello still
+    /// makes it a node.
     proven_seed: AtomicBool,
     /// For a seed peer (which announces nothing): the keys it was seen to
     /// serve (true) or to lack (false, it answered PF001).
@@ -286,9 +288,10 @@ impl Peer {
         true
     }
 
-    /// Notes that the peer sent a frame; true the first time a peer without
-    /// hello does (it just became a proven seed peer).
-    pub(crate) fn note_frame_without_hello(&self) -> bool {
+    /// Notes that the peer showed itself as a seed peer (a frame before any
+    /// hello, or no hello within the grace period); true the first time,
+    /// for a peer still without hello (it just became a proven seed peer).
+    pub(crate) fn note_seed(&self) -> bool {
         !self.proven_seed.load(Ordering::Relaxed)
             && self.hello.read().is_none()
             && !self.proven_seed.swap(true, Ordering::Relaxed)
