@@ -13,8 +13,16 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 pub struct NodeConfig {
     /// Host runtime announced in `hello` (`rust`, `python`, `node`, `elixir`).
     pub runtime: String,
-    /// Interval between heartbeats; a peer silent for 3 is closed.
+    /// Interval between heartbeats towards seed peers (and nodes that
+    /// offer no interval of their own); a peer silent for 3 is closed.
+    /// Default 30 s, the seed's rule.
     pub heartbeat_interval: Duration,
+    /// The heartbeat interval offered to PacketFlow peers in `hello`: two
+    /// nodes that both offer one beat at the larger of the two, and a peer
+    /// silent for 3 of those intervals is declared dead (its packets are
+    /// answered PF503). Zero offers none (the 30 s rule then applies).
+    /// Default 1 s.
+    pub peer_heartbeat_interval: Duration,
     /// Largest frame accepted; larger ones close the connection with 1009
     /// (reason `PF413`). Default 1 MiB.
     pub max_frame_bytes: usize,
@@ -97,6 +105,7 @@ impl Default for NodeConfig {
         NodeConfig {
             runtime: "rust".into(),
             heartbeat_interval: Duration::from_secs(30),
+            peer_heartbeat_interval: Duration::from_secs(1),
             max_frame_bytes: 1 << 20,
             max_inflight_per_conn: 4096,
             max_connections: 1024,

@@ -32,6 +32,7 @@ mod dialer;
 mod forward;
 mod http;
 mod listener;
+mod liveness;
 mod metrics;
 mod node;
 mod options;
