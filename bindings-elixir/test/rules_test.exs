@@ -36,10 +36,7 @@ defmodule PacketFlow.RulesTest do
     {call, worker}
   end
 
-  defp handler_functions(r) do
-    %{dispatcher: dispatcher} = :sys.get_state(r)
-    map_size(:sys.get_state(dispatcher).handlers)
-  end
+  defp handler_functions(r), do: map_size(:sys.get_state(dispatcher_of(r)).handlers)
 
   describe "a packet runs the registration it was routed to" do
     test "replacing the handler does not change what a packet on its way runs" do

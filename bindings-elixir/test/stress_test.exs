@@ -150,7 +150,7 @@ defmodule PacketFlow.StressTest do
     # Every answer is in, so every report is in the mailbox.
     workers = for _ <- 1..500, uniq: true, do: served!()
     assert length(workers) == 1
-    assert Native.pool_idle(:sys.get_state(:sys.get_state(r).dispatcher).pool) == 1
+    assert Native.pool_idle(:sys.get_state(dispatcher_of(r)).pool) == 1
   end
 
   test "stopping during traffic: each submit answered once, PF503 for what was in flight" do
@@ -239,7 +239,7 @@ defmodule PacketFlow.StressTest do
     for _ <- 1..4, do: receive_started!()
     # A suspended dispatcher polls nothing: what it was left would not be
     # answered before it is resumed.
-    %{dispatcher: dispatcher} = :sys.get_state(r)
+    dispatcher = dispatcher_of(r)
     ref = Process.monitor(dispatcher)
     true = :erlang.suspend_process(dispatcher)
     :ok = Reactor.stop(r)
