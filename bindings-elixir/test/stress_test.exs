@@ -154,7 +154,7 @@ defmodule PacketFlow.StressTest do
   end
 
   test "stopping during traffic: each submit answered once, PF503 for what was in flight" do
-    before = Native.live_reactors()
+    before = settled_reactors!()
     {:ok, r} = Reactor.start_link(max_inflight: 8)
     Process.unlink(r)
     test = self()
