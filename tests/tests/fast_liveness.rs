@@ -41,6 +41,13 @@ fn health_of(node: &Node) -> Value {
     node.health()
 }
 
+/// `n` peers connected, every one with its hello in (a connection is
+/// listed before its hello arrives, as a seed peer would be).
+fn announced(hub: &Node, n: usize) -> bool {
+    let peers = health_of(hub)["peers"].as_array().cloned().unwrap_or_default();
+    peers.len() == n && peers.iter().all(|p| p["node_id"].is_string())
+}
+
 fn metric(node: &Node, name: &str) -> u64 {
     let text = node.metrics();
     let line = text
@@ -55,7 +62,7 @@ async fn a_frozen_service_is_routed_around_within_seconds_and_comes_back() {
     let (hub, addr) = node("hub", NodeConfig::default()).await;
     let a = ChildNode::start(FAULT_NODE, &["service", "--connect", &url(addr)]);
     let b = ChildNode::start(FAULT_NODE, &["service", "--connect", &url(addr)]);
-    until("both services announced", || hub.peer_count() == 2).await;
+    until("both services announced", || announced(&hub, 2)).await;
     let keys: Vec<String> = (0..20).map(|i| format!("key-{i}")).collect();
     let before = owners(&hub, &keys, 2000).await;
     assert!(before.values().all(|o| o.is_some()), "{before:?}");
@@ -93,7 +100,7 @@ async fn a_frozen_service_is_routed_around_within_seconds_and_comes_back() {
 
     // Thawed, it redials, and its keys go back to it.
     signal(a.pid(), "-CONT");
-    until("the thawed service is back", || hub.peer_count() == 2).await;
+    until("the thawed service is back with its hello", || announced(&hub, 2)).await;
     let after = owners(&hub, &keys, 2000).await;
     assert_eq!(after, before, "every key back with its first owner");
     drop((a, b));
@@ -181,7 +188,7 @@ async fn a_deadline_passed_in_a_peers_silence_makes_it_suspect_and_routing_skips
     }
     quiet.connect(&url(proxy.addr)).await.unwrap();
     other.connect(&url(hub_addr)).await.unwrap();
-    until("both announced", || hub.peer_count() == 2).await;
+    until("both announced", || announced(&hub, 2)).await;
     proxy.cut.store(true, Ordering::Relaxed);
     let cut = Instant::now();
     // Every key owned by the quiet node times out once (1.6 s, beyond one
@@ -213,7 +220,7 @@ async fn a_deadline_passed_in_a_peers_silence_makes_it_suspect_and_routing_skips
 async fn a_busy_service_is_never_suspect_nor_dead() {
     let (hub, addr) = node("hub", NodeConfig::default()).await;
     let service = ChildNode::start(FAULT_NODE, &["service", "--connect", &url(addr)]);
-    until("the service announced", || hub.peer_count() == 1).await;
+    until("the service announced", || announced(&hub, 1)).await;
     let answered = Arc::new(AtomicU64::new(0));
     let end = Instant::now() + Duration::from_secs(60);
     // Pipelined load through the hub at full speed on both cores, and a
