@@ -29,4 +29,4 @@ demo:
 	@bash scripts/demo.sh
 
 bench:
-	cargo bench -p packetflow --bench core
+	cargo bench -p packetflow --bench core --features bench-hooks

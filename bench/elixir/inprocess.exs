@@ -3,7 +3,10 @@
 # measured in the same run.
 #
 #   cd bindings-elixir && MIX_ENV=prod mix run ../bench/elixir/inprocess.exs \
-#       [--n 200000] [--inflight 100] [--trials 5]
+#       [--n 200000] [--inflight 100] [--trials 5] [--json]
+#
+# --json: one JSON line per variant and trial instead of the table (for
+# bench/elixir/ab.py).
 #
 # Every variant runs `n` calls from `inflight` processes, each making its
 # next call as soon as the last one returned. Variants are interleaved in
@@ -75,7 +78,7 @@ defmodule Bench do
   def median(xs), do: xs |> Enum.sort() |> Enum.at(div(length(xs), 2))
 end
 
-{opts, _, _} = OptionParser.parse(System.argv(), strict: [n: :integer, inflight: :integer, trials: :integer])
+{opts, _, _} = OptionParser.parse(System.argv(), strict: [n: :integer, inflight: :integer, trials: :integer, json: :boolean])
 n = Keyword.get(opts, :n, 200_000)
 inflight = Keyword.get(opts, :inflight, 100)
 trials = Keyword.get(opts, :trials, 5)
@@ -103,6 +106,14 @@ runs =
   for _ <- 1..trials do
     for {_, fun} <- variants, do: Bench.measure(inflight, per, fun)
   end
+
+if opts[:json] do
+  for {run, trial} <- Enum.with_index(runs), {{label, _}, {rate, cpu}} <- Enum.zip(variants, run) do
+    IO.puts(PacketFlow.JSON.encode!(%{variant: label, trial: trial, calls_per_s: rate, cpu_us_per_call: cpu}))
+  end
+
+  System.halt(0)
+end
 
 IO.puts(
   "n=#{inflight * per} inflight=#{inflight} trials=#{trials} schedulers=#{System.schedulers_online()} " <>

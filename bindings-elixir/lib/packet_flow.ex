@@ -16,9 +16,9 @@ defmodule PacketFlow do
         PacketFlow.Reactor.submit(reactor, %{group: "df", element: "upper", data: "hi", priority: 9})
 
   The runtime is PacketFlow's Rust core, loaded as a NIF. It never blocks a
-  scheduler: a submit returns at once and its result comes back as a
-  message that the reactor's GenServer turns into the reply; each handler
-  call runs in its own Task. See `PacketFlow.Reactor` for the API,
+  scheduler: a submit is one NIF call in the calling process, whose result
+  comes back to it as a message; handlers run in a pool of worker
+  processes. See `PacketFlow.Reactor` for the API,
   `PacketFlow.Context` for what a handler receives, and `PacketFlow.Error`
   for the error codes.
 

@@ -168,4 +168,19 @@ defmodule PacketFlow.ErrorsTest do
     assert_raise Error, "PF408: too slow", fn -> raise e end
     assert Native.live_reactors() >= 1
   end
+
+  test "the table of codes is the core's, in the docs too" do
+    codes = Error.codes()
+    names = Enum.map(codes, &elem(&1, 0))
+    assert "PF413" in names and "PF508" in names
+    assert Enum.all?(codes, fn {code, meaning} -> code =~ ~r/^PF\d{3}$/ and meaning != "" end)
+
+    # The module's documentation was made from the same list (it is
+    # compiled again whenever the native library changes).
+    {:docs_v1, _, _, _, %{"en" => doc}, _, _} = Code.fetch_docs(Error)
+
+    for {code, meaning} <- codes do
+      assert doc =~ "| `\"#{code}\"` | #{meaning} |"
+    end
+  end
 end

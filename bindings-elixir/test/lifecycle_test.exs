@@ -37,7 +37,7 @@ defmodule PacketFlow.LifecycleTest do
   end
 
   test "stopping a reactor frees its native resources and ends its handler tasks" do
-    before = Native.live_reactors()
+    before = settled_reactors!()
     {:ok, r} = Reactor.start_link()
     assert Native.live_reactors() == before + 1
     test = self()
@@ -62,7 +62,7 @@ defmodule PacketFlow.LifecycleTest do
   end
 
   test "a supervisor shutting down stops its reactors" do
-    before = Native.live_reactors()
+    before = settled_reactors!()
 
     {:ok, sup} =
       Supervisor.start_link([{Reactor, name: :sup_reactor_a}, {Reactor, name: :sup_reactor_b}],
@@ -84,7 +84,7 @@ defmodule PacketFlow.LifecycleTest do
 
   @tag :capture_log
   test "a reactor killed outright still frees its native reactor" do
-    before = Native.live_reactors()
+    before = settled_reactors!()
     {:ok, r} = Reactor.start_link()
     Process.unlink(r)
     # Its only link left is its dispatcher (reading its state instead would

@@ -194,11 +194,23 @@ defmodule PacketFlow.ReactorTest do
     Supervisor.stop(sup)
   end
 
-  test "start_link rejects bad options" do
+  test "start_link rejects bad options: types here, values by the core" do
     assert_raise ArgumentError, fn -> Reactor.start_link(bogus: 1) end
 
-    assert_raise ArgumentError, ~r/max_inflight must be a positive integer/, fn ->
-      Reactor.start_link(max_inflight: 0)
+    assert_raise ArgumentError, ~r/max_inflight must be a non-negative integer, got: -1/, fn ->
+      Reactor.start_link(max_inflight: -1)
     end
+
+    assert_raise ArgumentError, ~r/max_queue must be a non-negative integer, got: "10"/, fn ->
+      Reactor.start_link(max_queue: "10")
+    end
+
+    error = assert_raise Error, fn -> Reactor.start_link(max_inflight: 0) end
+    assert %Error{code: "PF400", message: "max_inflight must be at least 1, got 0"} = error
+  end
+
+  test "options not given take the core's defaults" do
+    r = start_reactor!()
+    assert Reactor.stats(r).name == "packetflow"
   end
 end

@@ -163,27 +163,41 @@ defmodule PacketFlow.SecurityTest do
       {[auth_file: 5], ~r/^auth_file must be a path, got: 5 \(for 127\.0\.0\.1:0\)$/},
       {[tls_cert: :cert], ~r/^tls_cert must be a path, got: :cert/},
       {[tls_key: [1.5]], ~r/^tls_key must be a path, got: \[1\.5\]/},
-      {[tokens: "abc"], ~r/^tokens must be a list, got a string/},
-      {[tokens: %{name: "x"}], ~r/^tokens must be a list, got a map/},
-      {[tokens: ["x"]], ~r/^tokens\[0\] must be a map or a keyword list, got a string/},
-      {[tokens: [[1, 2]]], ~r/^tokens\[0\] must be a map or a keyword list, got a list/},
-      {[tokens: [%{token: @client_token}]], ~r/^tokens\[0\] has no :name/},
-      {[tokens: [%{name: "a", sumbit: []}]],
-       ~r/^tokens\[0\] has an unknown key :sumbit; expected/},
-      {[tokens: [%{"name" => "a"}]], ~r/^tokens\[0\] has an unknown key "name"/},
-      {[tokens: [%{name: 1}]], ~r/^tokens\[0\]\.name must be a string, got: 1/},
-      {[tokens: [%{name: "a", token: 12_345}]],
-       ~r/^tokens\[0\]\.token must be a string, got an integer/},
-      {[tokens: [%{name: "a", submit: "df:*"}]],
-       ~r/^tokens\[0\]\.submit must be a list of patterns/},
-      {[tokens: [%{name: "a", serve: ["df:*", 7]}]],
-       ~r/^tokens\[0\]\.serve\[1\] must be a string, got: 7/},
       {[tls: true], ~r/^unknown listen options \[:tls\]/},
       {[:auth_file], ~r/^listen options must be a keyword list/}
     ]
 
     for {opts, message} <- cases do
       assert_raise ArgumentError, message, fn -> Reactor.listen(r, "127.0.0.1:0", opts) end
+    end
+
+    # Token entries are the core's to judge, as a tokens file's are.
+    token_cases = [
+      {"abc", "tokens must be a list of token maps, got a string"},
+      {%{name: "x"}, "tokens must be a list of token maps, got a map"},
+      {["x"],
+       "tokens[0] must be a map (name, token or token_sha256, submit, serve), got a string"},
+      {[[1, 2]],
+       "tokens[0] must be a map (name, token or token_sha256, submit, serve), got an array"},
+      {[%{token: @client_token}], "tokens[0].name is missing"},
+      {[%{name: "a", sumbit: []}],
+       ~s(tokens[0]: unknown field "sumbit"; expected name, token or token_sha256, submit, serve)},
+      {[%{name: 1}], "tokens[0].name must be a string, got 1"},
+      {[%{name: "a", token: 12_345}], "tokens[0].token must be a string, got a number"},
+      {[%{name: "a", submit: "df:*"}],
+       ~s(tokens[0].submit must be an array of patterns, got "df:*")},
+      {[%{name: "a", serve: ["df:*", 7]}], "tokens[0].serve must hold strings, got 7"},
+      {[[name: "a", token: ~c"secret-as-charlist"]],
+       "tokens[0].token must be a string, got an array"},
+      {[%{name: "a", token: {:secret}}], "tokens[0].token is a tuple"}
+    ]
+
+    for {tokens, text} <- token_cases do
+      assert {:error, %Error{code: "PF400", message: message}} =
+               Reactor.listen(r, "127.0.0.1:0", tokens: tokens)
+
+      assert String.starts_with?(message, text), "#{inspect(tokens)}: #{message}"
+      refute message =~ "secret"
     end
 
     # A token's value never shows, even when it has the wrong type.

@@ -36,6 +36,41 @@ defmodule PacketFlow.TestHelpers do
     end
   end
 
+  @doc """
+  The number of native reactors once those of earlier tests are freed: 0
+  (for tests that are not async, so nothing else makes reactors
+  meanwhile). A process that ends releases its references to native
+  resources after it has told its monitors, so a reactor of the previous
+  test may still be counted for a moment.
+  """
+  def settled_reactors! do
+    wait_until(
+      fn -> PacketFlow.Native.live_reactors() == 0 end,
+      5_000,
+      "earlier reactors to be freed"
+    )
+
+    0
+  end
+
+  @doc """
+  The dispatcher process of reactor `r`, found among its links (reading the
+  reactor's state instead would copy its native reactor into the caller and
+  keep it alive as long as the caller, which the tests counting native
+  resources would see).
+  """
+  def dispatcher_of(r) do
+    {:links, links} = Process.info(GenServer.whereis(r), :links)
+
+    Enum.find(links, fn pid ->
+      is_pid(pid) and
+        match?(
+          {:dictionary, %{"$initial_call": {PacketFlow.Reactor.Dispatcher, :init, 1}}},
+          with({:dictionary, d} <- Process.info(pid, :dictionary), do: {:dictionary, Map.new(d)})
+        )
+    end) || flunk("no dispatcher among the reactor's links")
+  end
+
   @doc "A handler that reports `{:started, pid, data}` to `test` and waits for `:release`."
   def blocking_handler(test) do
     fn data, _ctx ->

@@ -3,7 +3,7 @@ defmodule PacketFlow.ValuesTest do
   use ExUnit.Case, async: true
   import PacketFlow.TestHelpers
 
-  alias PacketFlow.{Context, Error, Reactor}
+  alias PacketFlow.{Context, Error, Reactor, Result}
 
   setup do
     r = start_reactor!()
@@ -90,40 +90,56 @@ defmodule PacketFlow.ValuesTest do
   defp deep(0), do: []
   defp deep(n), do: [deep(n - 1)]
 
-  test "bad metadata and bad packet fields raise ArgumentError", %{r: r} do
+  test "what cannot be a packet's parts raises ArgumentError", %{r: r} do
     assert_raise ArgumentError, ~r/metadata.when is a tuple/, fn ->
       Reactor.submit(r, %{group: "df", element: "echo", metadata: %{when: {2024, 1, 1}}})
-    end
-
-    assert_raise ArgumentError, ~r/metadata must be a map, got a list/, fn ->
-      Reactor.submit(r, %{group: "df", element: "echo", metadata: [1]})
-    end
-
-    assert_raise ArgumentError, ~r/priority must be an integer, got a binary/, fn ->
-      Reactor.submit(r, %{group: "df", element: "echo", priority: "high"})
-    end
-
-    assert_raise ArgumentError, ~r/timeout_ms must be a non-negative integer/, fn ->
-      Reactor.submit(r, %{group: "df", element: "echo", timeout_ms: -1})
-    end
-
-    assert_raise ArgumentError, ~r/dependencies\[1\] must be a string, got an integer/, fn ->
-      Reactor.submit(r, %{group: "df", element: "echo", dependencies: ["a", 2]})
     end
 
     assert_raise ArgumentError, ~r/unknown packet field :colour/, fn ->
       Reactor.submit(r, %{group: "df", element: "echo", colour: "blue"})
     end
 
-    assert_raise ArgumentError, ~r/the packet needs a :group/, fn ->
-      Reactor.submit(r, %{element: "echo"})
-    end
-
-    assert_raise ArgumentError, ~r/group must be a string, got a tuple/, fn ->
-      Reactor.submit(r, %{group: {:df}, element: "x"})
+    assert_raise ArgumentError, ~r/packet fields are atoms/, fn ->
+      Reactor.submit(r, %{"group" => "df", "element" => "echo"})
     end
 
     assert_raise ArgumentError, ~r/a packet must be a map/, fn -> Reactor.submit(r, "df:echo") end
+  end
+
+  test "fields of the wrong kind are the core's PF400, in the wire decoder's words", %{r: r} do
+    cases = [
+      {%{metadata: [1]}, "metadata must be an object, got an array"},
+      {%{priority: "high"}, ~s(priority must be an integer 1-10, got "high")},
+      {%{priority: 1.5}, "priority must be an integer 1-10, got 1.5"},
+      {%{timeout_ms: -1}, "timeout_ms must be a positive integer <= 86400000, got -1"},
+      {%{dependencies: ["a", 2]}, "dependencies[1] must be a packet id string, got 2"},
+      {%{dependencies: ["a", ""]},
+       "dependencies[1] must be a string of 1-128 bytes, got 0 bytes"},
+      {%{dependencies: ["a", [1]]}, "dependencies[1] must be a packet id string, got an array"},
+      {%{dependencies: ["a", {:b}]}, "dependencies[1] must be a packet id string, got a tuple"},
+      {%{dependencies: "a"}, ~s(dependencies must be an array of packet ids, got "a")},
+      {%{group: nil}, "group must be one of cf, df, ed, co, mc, rm, got null"},
+      {%{group: {:df}}, "group must be one of cf, df, ed, co, mc, rm, got a tuple"},
+      {%{element: self()}, "element must be 1-64 characters of [A-Za-z0-9_.-], got a pid"},
+      {%{element: <<255>>}, "element must be 1-64 characters of [A-Za-z0-9_.-], got binary data"},
+      {%{id: true}, "id must be a string of 1-128 bytes, got true"},
+      {%{id: %{}}, "id must be a string of 1-128 bytes, got an object"},
+      {%{id: [1 | 2]}, "id must be a string of 1-128 bytes, got an improper list"}
+    ]
+
+    for {fields, text} <- cases do
+      packet = Map.merge(%{group: "df", element: "echo"}, fields)
+
+      assert {:ok, %Result{status: :error, error: %Error{code: "PF400", message: ^text}}} =
+               Reactor.submit(r, packet)
+    end
+
+    assert {:ok, %Result{error: %Error{code: "PF400", message: "group is required"}}} =
+             Reactor.submit(r, %{element: "echo"})
+
+    # A refused packet's result carries the id it was given.
+    assert {:ok, %Result{packet_id: "mine", error: %Error{code: "PF400"}}} =
+             Reactor.submit(r, %{id: "mine", group: "df", element: "echo", priority: 0})
   end
 
   test "a handler result that cannot cross is PF500 naming type and path", %{r: r} do

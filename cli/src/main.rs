@@ -108,6 +108,11 @@ struct ServeArgs {
     /// Heartbeat interval in ms (a peer silent for 3 is closed).
     #[arg(long, default_value_t = NodeConfig::default().heartbeat_interval.as_millis() as u64)]
     heartbeat_ms: u64,
+    /// Heartbeat interval in ms offered to PacketFlow peers in `hello`
+    /// (the larger offer wins; a peer silent for 3 is declared dead; 0:
+    /// none offered, the seed's rule above applies).
+    #[arg(long, default_value_t = NodeConfig::default().peer_heartbeat_interval.as_millis() as u64)]
+    peer_heartbeat_ms: u64,
     /// Worker threads (0: a single-threaded runtime).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -238,15 +243,20 @@ async fn serve(args: ServeArgs) -> ExitCode {
         }
     }
     let config = NodeConfig {
-        heartbeat_interval: std::time::Duration::from_millis(args.heartbeat_ms.max(1)),
-        max_frame_bytes: args.max_frame_bytes.max(1),
-        max_inflight_per_conn: args.max_inflight_per_conn.max(1),
-        max_connections: args.max_connections.max(1),
+        heartbeat_interval: std::time::Duration::from_millis(args.heartbeat_ms),
+        peer_heartbeat_interval: std::time::Duration::from_millis(args.peer_heartbeat_ms),
+        max_frame_bytes: args.max_frame_bytes,
+        max_inflight_per_conn: args.max_inflight_per_conn,
+        max_connections: args.max_connections,
         max_submits_per_sec: (args.max_submits_per_sec > 0).then_some(args.max_submits_per_sec),
         max_queued_bytes: args.max_queued_bytes,
         busy_poll: (args.busy_poll_us > 0).then(|| std::time::Duration::from_micros(args.busy_poll_us)),
         ..NodeConfig::default()
     };
+    if let Err(e) = config.validate() {
+        eprintln!("error: {}", e.message);
+        return ExitCode::from(2);
+    }
     // Read the tokens here too, to say how many (names only, never values).
     let tokens = match &args.auth {
         Some(path) => match packetflow::TokenSpec::load(path) {

@@ -106,6 +106,13 @@ fn bad_arguments_are_named() {
     let no_slots = run(&["serve", "--listen", "127.0.0.1:0", "--max-inflight", "0"]);
     assert_eq!(no_slots.status.code(), Some(2));
     assert!(stderr(&no_slots).contains("max_inflight must be at least 1, got 0"), "{}", stderr(&no_slots));
+    let no_frames = run(&["serve", "--listen", "127.0.0.1:0", "--max-frame-bytes", "0"]);
+    assert_eq!(no_frames.status.code(), Some(2));
+    assert!(
+        stderr(&no_frames).contains("max_frame_bytes must be at least 1, got 0"),
+        "{}",
+        stderr(&no_frames)
+    );
     let bad_timeout = run(&["submit", "--timeout-ms", "-5", "df", "transform", "1"]);
     assert!(stderr(&bad_timeout).contains("timeout_ms must be a positive integer <= 86400000, got -5"));
 }

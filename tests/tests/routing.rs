@@ -1,6 +1,8 @@
 //! Nodes routing packets to each other over loopback WebSocket.
 
-use packetflow::{json, ErrorCode, NodeConfig, Packet, Value};
+use std::time::Duration;
+
+use packetflow::{json, ErrorCode, Group, Node, NodeConfig, Packet, Value};
 use packetflow_tests::*;
 
 fn code(result: &packetflow::PacketResult) -> Option<ErrorCode> {
@@ -158,14 +160,16 @@ async fn a_packet_is_never_sent_back_where_it_came_from() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spokes_reach_a_seed_peer_through_the_hub_it_is_connected_to() {
-    let (hub, hub_addr) = node("hub", NodeConfig::default()).await;
+    // A long grace period: here the seed peer's first frame alone shows it.
+    let hub_config = NodeConfig { seed_peer_grace: Duration::from_secs(3600), ..NodeConfig::default() };
+    let (hub, hub_addr) = node("hub", hub_config).await;
     let (spoke, _) = node("spoke", NodeConfig::default()).await;
     spoke.connect(&url(hub_addr)).await.unwrap();
     // Before a seed peer shows itself, the spoke has no route.
     let r = spoke.reactor().submit(Packet::build("df", "seedwork", json!(1)).unwrap()).await;
     assert_eq!(code(&r), Some(ErrorCode::NoHandler));
-    // The seed peer's first frame (the seed reactor sends a heartbeat on open)
-    // makes the hub announce a default route.
+    // The seed peer's first frame, if not a hello, makes the hub announce a
+    // default route at once.
     let mut seed = RawPeer::connect(&url(hub_addr)).await;
     seed.send_json(&json!({"type": "heartbeat", "seq": 1, "payload": {"timestamp": 1}})).await;
     let mut routes = spoke.watch_routes();
@@ -189,6 +193,131 @@ async fn spokes_reach_a_seed_peer_through_the_hub_it_is_connected_to() {
     while spoke.can_route(packetflow::Group::DataFlow, "seedwork") {
         tokio::time::timeout(WAIT, routes.changed()).await.expect("default route withdrawn").unwrap();
     }
+    spoke.stop().await;
+    hub.stop().await;
+}
+
+/// Waits, on `node`'s route changes (each within [`WAIT`]), until `check`
+/// holds.
+async fn until_routes(node: &Node, what: &str, check: impl Fn(&Node) -> bool) {
+    let mut routes = node.watch_routes();
+    while !check(node) {
+        tokio::time::timeout(WAIT, routes.changed())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting until {what}"))
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_seed_peer_behind_a_hub_serves_a_spoke_before_sending_anything() {
+    // The seed's reactor sends nothing for its first 30 s (its first
+    // heartbeat): a peer that has not said hello by the end of the grace
+    // period is a seed peer, and the hub announces a default route for it.
+    let (hub, hub_addr) = node("hub", NodeConfig::default()).await;
+    let (spoke, _) = node("spoke", NodeConfig::default()).await;
+    spoke.connect(&url(hub_addr)).await.unwrap();
+    let mut seed = RawPeer::connect(&url(hub_addr)).await;
+    until_routes(&spoke, "the hub announces a default route for its silent seed peer", |n| {
+        n.can_route(Group::DataFlow, "seedwork")
+    })
+    .await;
+    let reactor = spoke.reactor().clone();
+    let waiting =
+        tokio::spawn(async move { reactor.call(Packet::build("df", "seedwork", json!(7)).unwrap()).await });
+    // The first frame the seed peer sees is the submit; it has sent none.
+    let frame = seed.recv_open().await;
+    assert_eq!(frame["type"], "submit");
+    assert_eq!(frame["payload"]["element"], "seedwork");
+    assert_eq!(frame["payload"]["metadata"]["pf.hops"], 2, "spoke -> hub -> seed");
+    seed.send_json(&json!({"type": "result", "seq": 0, "payload": {
+        "packet_id": frame["payload"]["id"], "status": "success", "data": "served", "duration_ms": 0}}))
+        .await;
+    assert_eq!(waiting.await.unwrap(), Ok(json!("served")));
+    spoke.stop().await;
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_after_the_grace_period_still_makes_the_peer_a_node() {
+    // A slow PacketFlow dialer: taken for a seed peer first, then its
+    // hello makes it a node (its keys routed to it, the default route gone).
+    let config = NodeConfig { seed_peer_grace: Duration::from_millis(50), ..NodeConfig::default() };
+    let (hub, hub_addr) = node("hub", config).await;
+    let (spoke, _) = node("spoke", NodeConfig::default()).await;
+    spoke.connect(&url(hub_addr)).await.unwrap();
+    let mut late = RawPeer::connect(&url(hub_addr)).await;
+    until_routes(&spoke, "the silent peer is taken for a seed peer", |n| {
+        n.can_route(Group::DataFlow, "anything")
+    })
+    .await;
+    late.send_json(&json!({"type": "hello", "seq": 1, "payload": {
+        "node_id": "late", "name": "late", "runtime": "test", "protocol": "1.0",
+        "handlers": ["df:late"], "features": [], "max_inflight": 100}}))
+        .await;
+    assert_eq!(late.recv_open().await["type"], "hello", "the hub answers the late hello");
+    until_routes(&spoke, "the late peer's key replaces the default route", |n| {
+        n.can_route(Group::DataFlow, "late") && !n.can_route(Group::DataFlow, "anything")
+    })
+    .await;
+    let reactor = spoke.reactor().clone();
+    let waiting =
+        tokio::spawn(async move { reactor.call(Packet::build("df", "late", json!(1)).unwrap()).await });
+    let frame = late.recv_open().await;
+    assert_eq!(frame["type"], "submit");
+    assert_eq!(frame["payload"]["element"], "late");
+    let seq = frame["seq"].as_u64().unwrap();
+    assert_ne!(seq, 0, "a node's submits carry a seq");
+    late.send_json(&json!({"type": "result", "seq": seq, "payload": {
+        "packet_id": frame["payload"]["id"], "status": "success", "data": "late", "duration_ms": 0}}))
+        .await;
+    assert_eq!(waiting.await.unwrap(), Ok(json!("late")));
+    let r = spoke.reactor().submit(Packet::build("df", "other", json!(1)).unwrap()).await;
+    assert_eq!(code(&r), Some(ErrorCode::NoHandler), "a node is no default route");
+    spoke.stop().await;
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_server_the_hub_dialed_is_announced_at_once() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+    // A seed server answers the upgrade without the node header: the hub
+    // knows at once that it dialed a seed peer (its own grace period, long
+    // here, plays no part).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let seed_url = url(listener.local_addr().unwrap());
+    let accepting = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        tokio_tungstenite::accept_async(stream).await.unwrap()
+    });
+    let hub_config = NodeConfig { seed_peer_grace: Duration::from_secs(3600), ..NodeConfig::default() };
+    let (hub, hub_addr) = node("hub", hub_config).await;
+    let (spoke, _) = node("spoke", NodeConfig::default()).await;
+    spoke.connect(&url(hub_addr)).await.unwrap();
+    hub.connect(&seed_url).await.unwrap();
+    let mut seed = tokio::time::timeout(WAIT, accepting).await.expect("dialed in time").unwrap();
+    until_routes(&spoke, "the hub announces the seed server as a default route", |n| {
+        n.can_route(Group::DataFlow, "seedwork")
+    })
+    .await;
+    let reactor = spoke.reactor().clone();
+    let waiting =
+        tokio::spawn(async move { reactor.call(Packet::build("df", "seedwork", json!(1)).unwrap()).await });
+    let frame: Value = loop {
+        match tokio::time::timeout(WAIT, seed.next()).await.expect("a frame in time") {
+            Some(Ok(WsMessage::Text(text))) => break serde_json::from_str(&text).unwrap(),
+            Some(Ok(_)) => continue,
+            other => panic!("the seed server's connection ended: {other:?}"),
+        }
+    };
+    assert_eq!(frame["type"], "submit", "the hub never sends a seed peer hello");
+    assert_eq!(frame["payload"]["element"], "seedwork");
+    let answer = json!({"type": "result", "seq": 0, "payload": {
+        "packet_id": frame["payload"]["id"], "status": "success", "data": "seeded", "duration_ms": 0}});
+    seed.send(WsMessage::Text(answer.to_string().into())).await.unwrap();
+    assert_eq!(waiting.await.unwrap(), Ok(json!("seeded")));
     spoke.stop().await;
     hub.stop().await;
 }

@@ -39,7 +39,9 @@ defmodule PacketFlow.Context do
 
   The child packet inherits what is left of this packet's deadline and its
   trace id, so a chain of calls never outlives the first submit. Waiting
-  happens in the calling process (a receive), never in a NIF.
+  happens in the calling process (a receive), never in a NIF. Once the
+  handler has answered, a call fails with PF503 (a child must not outlive
+  its parent): make child calls before returning.
 
   Raises `ArgumentError` if `data` is not JSON-shaped.
   """

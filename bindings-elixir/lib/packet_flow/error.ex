@@ -1,4 +1,11 @@
 defmodule PacketFlow.Error do
+  # The table of codes comes from the core (`ErrorCode::ALL` and its
+  # descriptions, through the native library), read when this module is
+  # compiled: a code the core adds shows here without an edit. The module
+  # is recompiled whenever the library changes.
+  @external_resource Path.expand("../../priv/native/libpacketflow_nif.so", __DIR__)
+  @codes PacketFlow.Native.error_codes()
+
   @moduledoc """
   A PacketFlow error: a protocol code and a message for people.
 
@@ -6,20 +13,20 @@ defmodule PacketFlow.Error do
   `%PacketFlow.Result{}` carries in `:error`. It is an exception too, so it
   can be raised where failing loudly suits better.
 
+  The codes, as the core defines them (`codes/0` lists them at run time):
+
   | code | meaning |
   |---|---|
-  | `"PF001"` | no handler for `group:element` here or on any reachable peer |
-  | `"PF400"` | malformed packet (the message names the field), or a bad tokens file, token or TLS file given to `PacketFlow.Reactor.listen/3` or `connect/3` |
-  | `"PF401"` | a node refused the token presented by `PacketFlow.Reactor.connect/3` (or wanted one) |
-  | `"PF403"` | the connection's token may not submit this `group:element` |
-  | `"PF408"` | `timeout_ms` elapsed before a result |
-  | `"PF409"` | a packet with the same id is already in flight |
-  | `"PF424"` | a dependency failed or timed out |
-  | `"PF429"` | overloaded: the queue is full (backpressure) |
-  | `"PF500"` | the handler raised, threw, exited or returned something that is not a JSON value |
-  | `"PF503"` | the reactor (or the peer holding the packet) is stopping or gone; a peer that cannot be reached or fails the TLS handshake |
+  #{Enum.map_join(@codes, "\n", fn {code, meaning} -> "| `\"#{code}\"` | #{meaning} |" end)}
 
-  Codes from newer peers pass through unchanged.
+  In this package: PF400 also answers a bad tokens file, token entry or TLS
+  file given to `PacketFlow.Reactor.listen/3` or `connect/3`, and reactor
+  options the core refuses (raised by `PacketFlow.Reactor.start_link/1`);
+  PF401 is a node refusing the token `connect/3` presented; PF500 is a
+  handler that raised, threw, exited, returned something that is not a
+  JSON value, or whose process ended without answering; PF503 is also a
+  `PacketFlow.Context.call/4` made after its handler answered. Codes from
+  newer peers pass through unchanged.
   """
 
   defexception [:code, :message]
@@ -28,6 +35,13 @@ defmodule PacketFlow.Error do
   @type code :: String.t()
 
   @type t :: %__MODULE__{code: code(), message: String.t()}
+
+  @doc """
+  The core's error codes, each with what it means:
+  `[{"PF001", "no handler for group:element ..."}, ...]`.
+  """
+  @spec codes() :: [{code(), String.t()}]
+  def codes, do: PacketFlow.Native.error_codes()
 
   @doc "The code and the message, as in `\"PF408: df:slow did not answer in time\"`."
   @impl true

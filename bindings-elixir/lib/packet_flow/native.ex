@@ -26,6 +26,7 @@ defmodule PacketFlow.Native do
 
   defp not_loaded, do: :erlang.nif_error(:nif_not_loaded)
 
+  def reactor_check_config(_name, _max_inflight, _max_queue), do: not_loaded()
   def reactor_new(_name, _max_inflight, _max_queue, _pool), do: not_loaded()
   def reactor_register(_reactor, _group, _element, _handler_id), do: not_loaded()
   def reactor_unregister(_reactor, _group, _element), do: not_loaded()
@@ -34,6 +35,7 @@ defmodule PacketFlow.Native do
   def reactor_stats(_reactor), do: not_loaded()
   def reactor_listen(_reactor, _addr, _options, _tag), do: not_loaded()
   def reactor_connect(_reactor, _url, _msgpack, _token, _tls_ca, _tag), do: not_loaded()
+  def error_codes, do: not_loaded()
   def json_encode(_term), do: not_loaded()
   def json_decode(_text), do: not_loaded()
   def reply_ok(_token, _value, _idle), do: not_loaded()
@@ -49,4 +51,14 @@ defmodule PacketFlow.Native do
   def context_call(_token, _group, _element, _data, _tag), do: not_loaded()
   def live_reactors, do: not_loaded()
   def live_invocations, do: not_loaded()
+
+  # Test probes: the executor and the pool driven alone (test/layers_test.exs).
+  def probe_home, do: not_loaded()
+  def probe_home_run(_home), do: not_loaded()
+  def probe_job(_home, _tag), do: not_loaded()
+  def probe_job_woken_while_polled(_home, _value), do: not_loaded()
+  def probe_fire(_triggers, _value), do: not_loaded()
+  def probe_fire_later(_triggers, _value), do: not_loaded()
+  def probe_pool_route(_pool, _terms), do: not_loaded()
+  def probe_pool_push(_pool), do: not_loaded()
 end

@@ -120,11 +120,11 @@ defmodule PacketFlow.Reactor do
   * `:name` - registers the reactor process (any `GenServer` name); an atom
     name also names the reactor in its stats.
   * `:reactor_name` - the name shown in stats (default: from `:name`, else
-    `"packetflow"`).
-  * `:max_inflight` - most handlers running at once (default 1024); more
-    packets wait in a priority queue.
-  * `:max_queue` - most packets waiting (default 65 536); past it, submits
-    are answered PF429.
+    the core's default, `"packetflow"`).
+  * `:max_inflight` - most handlers running at once (the core's default:
+    1024); more packets wait in a priority queue.
+  * `:max_queue` - most packets waiting (the core's default: 65 536); past
+    it, submits are answered PF429.
   * `:listen` - an address to accept peers on (`"127.0.0.1:8443"`; port 0
     picks a free one), or `{address, listen_options}` (see
     `t:listen_option/0`), as with `listen/3` before `start_link/1` returns.
@@ -149,7 +149,8 @@ defmodule PacketFlow.Reactor do
   * `:auth_file` - a tokens file (`.toml` or `.json`, format in
     `docs/security.md`), read when listening starts.
   * `:tokens` - tokens given in code (see `t:token_spec/0`), in addition to
-    those of `:auth_file`.
+    those of `:auth_file`; the core checks them as it checks a tokens file
+    (PF400 naming `tokens[i].field`, never a token's value).
   * `:tls_cert` - a PEM certificate chain, leaf first; with `:tls_key`
     (both or neither) the listener speaks `wss://` only.
   * `:tls_key` - the PEM private key (PKCS#8, PKCS#1 or SEC1) of `:tls_cert`.
@@ -230,10 +231,6 @@ defmodule PacketFlow.Reactor do
   # Extra wait past a packet's own deadline before a submit stops waiting
   # for its result: the core answers every packet by its deadline.
   @grace_ms 5_000
-  # Longest wait for a listen or connect. The core bounds both (binding
-  # fails at once; a dial gives up after its handshake timeout), so this
-  # only guards against a core that never answers.
-  @network_timeout_ms 60_000
 
   @doc """
   A child spec; the child id is the `:name` option when given, so several
@@ -252,7 +249,9 @@ defmodule PacketFlow.Reactor do
   @doc """
   Starts a reactor linked to the caller. See `t:option/0`.
 
-  Raises `ArgumentError` for unknown options or values of the wrong type.
+  Raises `ArgumentError` for unknown options or values of the wrong type,
+  and the core's `PacketFlow.Error` (PF400, naming the option) for values
+  it refuses, such as `max_inflight: 0`.
   """
   @spec start_link([option()]) :: GenServer.on_start()
   def start_link(opts \\ []) do
@@ -275,16 +274,22 @@ defmodule PacketFlow.Reactor do
           raise ArgumentError, "reactor_name must be a string, got: #{inspect(other)}"
 
         :error ->
-          default_name(opts[:name])
+          name_of(opts[:name])
       end
 
-    %{
+    config = %{
       name: name,
-      max_inflight: positive!(opts, :max_inflight, 1024),
-      max_queue: non_negative!(opts, :max_queue, 65_536),
+      max_inflight: count!(opts, :max_inflight),
+      max_queue: count!(opts, :max_queue),
       listen: listen_option!(Keyword.get(opts, :listen)),
       connect: connect_option!(Keyword.get(opts, :connect, []))
     }
+
+    # The core judges the values (and fills in its defaults for nil).
+    case Native.reactor_check_config(config.name, config.max_inflight, config.max_queue) do
+      :ok -> config
+      {:error, error} -> raise error
+    end
   end
 
   # A network request as the GenServer runs it: `{:listen, addr, options}`
@@ -326,7 +331,7 @@ defmodule PacketFlow.Reactor do
     opts = options!(opts, [:auth_file, :tokens, :tls_cert, :tls_key], "listen", addr)
 
     native =
-      {path!(opts[:auth_file], :auth_file, addr), tokens!(opts[:tokens], addr),
+      {path!(opts[:auth_file], :auth_file, addr), tokens(opts[:tokens]),
        path!(opts[:tls_cert], :tls_cert, addr), path!(opts[:tls_key], :tls_key, addr)}
 
     {:listen, addr, fn -> native end}
@@ -386,79 +391,16 @@ defmodule PacketFlow.Reactor do
   defp secret!(other, what, where),
     do: raise(ArgumentError, "#{what} must be a string, got #{kind(other)} (for #{where})")
 
-  @token_keys [:name, :token, :token_sha256, :submit, :serve]
+  # Token entries as the core reads them: a list of maps. Keyword lists
+  # become maps; everything else goes as it is, for the core to judge.
+  defp tokens(list) when is_list(list), do: Enum.map(list, &token_entry/1)
+  defp tokens(other), do: other
 
-  defp tokens!(nil, _addr), do: []
-
-  defp tokens!(tokens, addr) when is_list(tokens) do
-    tokens
-    |> Enum.with_index()
-    |> Enum.map(fn {entry, i} -> token!(entry, "tokens[#{i}]", addr) end)
+  defp token_entry(entry) when is_list(entry) do
+    if Keyword.keyword?(entry), do: Map.new(entry), else: entry
   end
 
-  defp tokens!(other, addr),
-    do: raise(ArgumentError, "tokens must be a list, got #{kind(other)} (for #{addr})")
-
-  defp token!(entry, at, addr) when is_list(entry) do
-    if Keyword.keyword?(entry) do
-      token!(Map.new(entry), at, addr)
-    else
-      raise ArgumentError,
-            "#{at} must be a map or a keyword list, got #{kind(entry)} (for #{addr})"
-    end
-  end
-
-  defp token!(entry, at, addr) when is_map(entry) and not is_struct(entry) do
-    case Map.keys(entry) -- @token_keys do
-      [] ->
-        :ok
-
-      [key | _] ->
-        raise ArgumentError,
-              "#{at} has an unknown key #{inspect(key)}; expected #{inspect(@token_keys)} (for #{addr})"
-    end
-
-    name =
-      case Map.fetch(entry, :name) do
-        {:ok, name} when is_binary(name) -> name
-        {:ok, other} -> raise ArgumentError, "#{at}.name must be a string, got: #{inspect(other)}"
-        :error -> raise ArgumentError, "#{at} has no :name (for #{addr})"
-      end
-
-    {name, secret!(entry[:token], "#{at}.token", addr),
-     secret!(entry[:token_sha256], "#{at}.token_sha256", addr),
-     patterns!(entry[:submit], "#{at}.submit", addr),
-     patterns!(entry[:serve], "#{at}.serve", addr)}
-  end
-
-  defp token!(other, at, addr),
-    do:
-      raise(
-        ArgumentError,
-        "#{at} must be a map or a keyword list, got #{kind(other)} (for #{addr})"
-      )
-
-  defp patterns!(nil, _what, _addr), do: []
-
-  defp patterns!(list, what, addr) when is_list(list) do
-    list
-    |> Enum.with_index()
-    |> Enum.map(fn
-      {pattern, _} when is_binary(pattern) ->
-        pattern
-
-      {other, i} ->
-        raise ArgumentError,
-              "#{what}[#{i}] must be a string, got: #{inspect(other)} (for #{addr})"
-    end)
-  end
-
-  defp patterns!(other, what, addr),
-    do:
-      raise(
-        ArgumentError,
-        "#{what} must be a list of patterns, got: #{inspect(other)} (for #{addr})"
-      )
+  defp token_entry(entry), do: entry
 
   defp kind(value) when is_integer(value), do: "an integer"
   defp kind(value) when is_float(value), do: "a float"
@@ -469,22 +411,18 @@ defmodule PacketFlow.Reactor do
   defp kind(value) when is_tuple(value), do: "a tuple"
   defp kind(_value), do: "a term"
 
-  defp default_name(name) when is_atom(name) and name != nil do
+  # An atom name names the reactor in its stats; otherwise the core's
+  # default name.
+  defp name_of(name) when is_atom(name) and name != nil do
     name |> Atom.to_string() |> String.replace_prefix("Elixir.", "")
   end
 
-  defp default_name(_), do: "packetflow"
+  defp name_of(_), do: nil
 
-  defp positive!(opts, key, default) do
-    case Keyword.get(opts, key, default) do
-      n when is_integer(n) and n > 0 -> n
-      other -> raise ArgumentError, "#{key} must be a positive integer, got: #{inspect(other)}"
-    end
-  end
-
-  defp non_negative!(opts, key, default) do
-    case Keyword.get(opts, key, default) do
-      n when is_integer(n) and n >= 0 ->
+  # A count option as the NIF takes it (nil: the core's default).
+  defp count!(opts, key) do
+    case Keyword.get(opts, key) do
+      n when (is_integer(n) and n >= 0) or n == nil ->
         n
 
       other ->
@@ -494,7 +432,8 @@ defmodule PacketFlow.Reactor do
 
   @doc """
   Registers `fun` as the handler of `group:element`, replacing any handler
-  it had.
+  it had. Packets already routed to the handler it replaces still run that
+  one.
 
   `fun` takes `(data, ctx)` or `(data)`; see `t:handler/0` for what it may
   return. Returns `{:error, %PacketFlow.Error{code: "PF400"}}` when a name
@@ -521,7 +460,13 @@ defmodule PacketFlow.Reactor do
     GenServer.call(reactor, {:register, key, fun})
   end
 
-  @doc "Removes the handler of `group:element`; `false` if there was none."
+  @doc """
+  Removes the handler of `group:element`; `false` if there was none.
+
+  Packets already routed to it (running, or on their way to a handler
+  process) still run it, as they would on any PacketFlow node; later
+  submits find no handler.
+  """
   @spec unregister(t(), PacketFlow.name(), PacketFlow.name()) :: boolean()
   def unregister(reactor, group, element) do
     key = {PacketFlow.name!(group, "group"), PacketFlow.name!(element, "element")}
@@ -597,15 +542,16 @@ defmodule PacketFlow.Reactor do
   `t:listen_option/0` for tokens and TLS; the files are read here.
 
   Returns `{:error, %PacketFlow.Error{}}` with PF503 when the address
-  cannot be bound, PF400 for a bad tokens file, token or TLS file (the
-  message names it, never a token's value). Raises `ArgumentError` naming
-  the option for unknown options or values of the wrong type.
+  cannot be bound, PF400 for a bad tokens file, token entry or TLS file
+  (the message names it, never a token's value). Raises `ArgumentError`
+  naming the option for unknown options, or paths that are not strings.
   """
   @spec listen(t(), String.t(), [listen_option()]) ::
           {:ok, listening()} | {:error, PacketFlow.Error.t()}
   def listen(reactor, addr, opts \\ []) when is_binary(addr) and is_list(opts) do
     request = listen_request!(addr, opts)
-    GenServer.call(reactor, {:network, request}, @network_timeout_ms + @grace_ms)
+    # The core answers: binding succeeds or fails at once.
+    GenServer.call(reactor, {:network, request}, :infinity)
   end
 
   @doc """
@@ -617,14 +563,17 @@ defmodule PacketFlow.Reactor do
   is redialled with backoff until the reactor stops. Returns
   `{:error, %PacketFlow.Error{}}` when the first dial fails: PF401 when the
   node refuses the token (or wanted one), PF503 when it cannot be reached
-  or the TLS handshake fails (the message says why), PF400 for a malformed
-  URL, token or CA file. Raises `ArgumentError` naming the option for
+  or the TLS handshake fails, or when the node does not finish the
+  handshake within the core's handshake timeout (10 s; the message says
+  why), PF400 for a malformed URL, token or CA file. Raises `ArgumentError` naming the option for
   unknown options or values of the wrong type.
   """
   @spec connect(t(), String.t(), [connect_option()]) :: :ok | {:error, PacketFlow.Error.t()}
   def connect(reactor, url, opts \\ []) when is_binary(url) and is_list(opts) do
     request = connect_request!(url, opts)
-    GenServer.call(reactor, {:network, request}, @network_timeout_ms + @grace_ms)
+    # The core answers: it bounds the whole dial (TCP, TLS, upgrade, hello)
+    # by its handshake timeout.
+    GenServer.call(reactor, {:network, request}, :infinity)
   end
 
   @doc "A snapshot of the reactor's counters. See `t:stats/0`."
@@ -647,15 +596,24 @@ defmodule PacketFlow.Reactor do
     Process.flag(:trap_exit, true)
     {:ok, dispatcher} = Dispatcher.start_link()
     pool = Dispatcher.pool(dispatcher)
-    native = Native.reactor_new(config.name, config.max_inflight, config.max_queue, pool)
 
+    case Native.reactor_new(config.name, config.max_inflight, config.max_queue, pool) do
+      {:ok, native} ->
+        start(native, dispatcher, config)
+
+      {:error, error} ->
+        Process.exit(dispatcher, :shutdown)
+        {:stop, error}
+    end
+  end
+
+  defp start(native, dispatcher, config) do
     state = %{
       native: native,
       dispatcher: dispatcher,
       network: %{},
       # Tags below this one were used by the `:listen`/`:connect` options.
       next_tag: 1 + length(config.connect),
-      handler_ids: %{},
       next_handler_id: 1
     }
 
@@ -678,18 +636,23 @@ defmodule PacketFlow.Reactor do
     requests
     |> Enum.with_index()
     |> Enum.reduce_while(:ok, fn {request, tag}, :ok ->
-      start_network(state.native, request, tag)
+      case start_network(state.native, request, tag) do
+        :ok ->
+          # The core answers every request, a dial within its handshake
+          # timeout.
+          receive do
+            {:pf_net, ^tag, {:ok, _}} -> {:cont, :ok}
+            {:pf_net, ^tag, {:error, _} = error} -> {:halt, error}
+          end
 
-      receive do
-        {:pf_net, ^tag, {:ok, _}} -> {:cont, :ok}
-        {:pf_net, ^tag, {:error, _} = error} -> {:halt, error}
-      after
-        @network_timeout_ms -> {:halt, {:error, network_timeout(request)}}
+        {:error, _} = error ->
+          {:halt, error}
       end
     end)
   end
 
-  # The answer arrives as `{:pf_net, tag, {:ok, _} | {:error, _}}`.
+  # The answer arrives as `{:pf_net, tag, {:ok, _} | {:error, _}}`; options
+  # the core refuses are `{:error, _}` at once.
   defp start_network(native, {:listen, addr, options}, tag),
     do: Native.reactor_listen(native, addr, options.(), tag)
 
@@ -698,54 +661,33 @@ defmodule PacketFlow.Reactor do
     Native.reactor_connect(native, url, msgpack, token, tls_ca, tag)
   end
 
-  defp network_timeout({:listen, addr, _}),
-    do: %PacketFlow.Error{code: "PF408", message: "listening on #{addr} did not finish"}
-
-  defp network_timeout({:connect, url, _}),
-    do: %PacketFlow.Error{code: "PF408", message: "dialling #{url} did not finish"}
-
   @impl true
-  def handle_call({:register, {group, element} = key, fun}, _from, state) do
-    {id, state} =
-      case state.handler_ids do
-        %{^key => id} -> {id, state}
-        _ -> {state.next_handler_id, %{state | next_handler_id: state.next_handler_id + 1}}
-      end
-
+  def handle_call({:register, {group, element}, fun}, _from, state) do
+    # Every registration has an id of its own: a packet routed to it runs
+    # this function even if the key is registered again or removed before
+    # it runs. The NIF tells the dispatcher to forget the function once
+    # the core lets go of the registration (see PacketFlow.Reactor.Dispatcher).
+    id = state.next_handler_id
+    state = %{state | next_handler_id: id + 1}
     # The dispatcher learns the function before the core can route to it.
     :ok = Dispatcher.put(state.dispatcher, id, fun)
-
-    case Native.reactor_register(state.native, group, element, id) do
-      :ok ->
-        {:reply, :ok, %{state | handler_ids: Map.put(state.handler_ids, key, id)}}
-
-      {:error, _} = error ->
-        if not Map.has_key?(state.handler_ids, key), do: Dispatcher.delete(state.dispatcher, id)
-        {:reply, error, state}
-    end
+    {:reply, Native.reactor_register(state.native, group, element, id), state}
   end
 
-  def handle_call({:unregister, {group, element} = key}, _from, state) do
-    removed = Native.reactor_unregister(state.native, group, element)
-
-    case Map.pop(state.handler_ids, key) do
-      {nil, _} ->
-        {:reply, removed, state}
-
-      {id, ids} ->
-        :ok = Dispatcher.delete(state.dispatcher, id)
-        {:reply, removed, %{state | handler_ids: ids}}
-    end
+  def handle_call({:unregister, {group, element}}, _from, state) do
+    {:reply, Native.reactor_unregister(state.native, group, element), state}
   end
 
   def handle_call({:network, request}, from, state) do
     # Network calls share the submits' tag counter; their replies come
     # as :pf_net messages, so the tags are never confused.
     tag = state.next_tag
-    :ok = start_network(state.native, request, tag)
+    state = %{state | next_tag: tag + 1}
 
-    {:noreply,
-     %{state | next_tag: state.next_tag + 1, network: Map.put(state.network, tag, from)}}
+    case start_network(state.native, request, tag) do
+      :ok -> {:noreply, %{state | network: Map.put(state.network, tag, from)}}
+      {:error, _} = error -> {:reply, error, state}
+    end
   end
 
   def handle_call(:stats, _from, state) do

@@ -36,8 +36,12 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::WebSocketStream;
 
 use super::auth::{AuthTable, Grant};
-use super::peers::{Peer, Relayed, Reply};
-use super::{NodeInner, Relaying};
+use super::forward::RelayOutcome;
+use super::liveness;
+use super::node::NodeInner;
+use super::peers::{Peer, RelayAnswer, Reply};
+use super::rate_limit::RateLimit;
+use super::relay_deadlines::RelayDeadlines;
 use crate::error::{ErrorCode, PfError};
 use crate::packet::PacketId;
 use crate::reactor::{Immediate, Origin};
@@ -63,8 +67,9 @@ pub(crate) type Ready = oneshot::Sender<Result<(), PfError>>;
 /// A running local submit: its `seq`, the bytes charged for it, its result.
 type Running = FuturesUnordered<futures::future::BoxFuture<'static, (u64, usize, PacketResult)>>;
 
-/// Whether a connection is let in.
-pub(crate) enum Admission {
+/// The auth check of a connection's upgrade: whether it is let in, or
+/// must still show a token in its first frame.
+pub(crate) enum AuthVerdict {
     /// No auth on this listener, or a connection this node dialed.
     Open,
     /// A valid token came with the upgrade.
@@ -84,9 +89,13 @@ pub(crate) struct Setup {
     /// Send `hello` first (dialing a PacketFlow node).
     pub(crate) send_hello: bool,
     pub(crate) ready: Option<Ready>,
-    pub(crate) admission: Admission,
+    pub(crate) verdict: AuthVerdict,
     /// Token to put in the first `hello`.
     pub(crate) token: Option<String>,
+    /// How long the peer has to send `hello` before it is taken for a
+    /// seed peer (zero: it is one, a dialed node that did not answer with
+    /// the node header); `None` for a dialed PacketFlow node.
+    pub(crate) seed_grace: Option<Duration>,
 }
 
 /// Runs a connection until it ends; returns once everything the peer held
@@ -95,25 +104,38 @@ pub(crate) async fn run<S>(node: Arc<NodeInner>, ws: WebSocketStream<S>, setup: 
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Setup { codec, remote, send_hello, ready, admission, token } = setup;
+    let Setup { codec, remote, send_hello, ready, verdict, token, seed_grace } = setup;
     let (outbox, outbox_rx) = mpsc::unbounded_channel();
     let peer = Arc::new(Peer::new(node.next_conn_id(), remote, outbox));
     peer.set_hello_token(token);
-    let (awaiting, refused) = match admission {
-        Admission::Open => (None, None),
-        Admission::Granted(grant) => {
+    let (awaiting, refused) = match verdict {
+        AuthVerdict::Open => (None, None),
+        AuthVerdict::Granted(grant) => {
             peer.set_grant(grant);
             (None, None)
         }
-        Admission::AwaitHello(table) => (Some(table), None),
-        Admission::Refused(why) => (None, Some(why)),
+        AuthVerdict::AwaitHello(table) => (Some(table), None),
+        AuthVerdict::Refused(why) => (None, Some(why)),
     };
     // A node we dial that speaks hello becomes a route with its hello, not
     // before: until then it would look like a seed peer (a default route),
     // and a dial it refuses must leave no route behind.
     let listed_on_hello = awaiting.is_none() && refused.is_none() && send_hello;
-    if awaiting.is_none() && refused.is_none() && !send_hello {
+    let listed_now = awaiting.is_none() && refused.is_none() && !send_hello;
+    if listed_now {
         node.peers.write().insert(peer.clone());
+    }
+    // A PacketFlow dialer sends hello first: a peer that has not by the end
+    // of the grace period is a seed peer, whose reactor may send nothing
+    // for a while (the seed's first heartbeat comes after 30 s). Other
+    // peers are then told of the default route through this node without
+    // waiting for its first frame. (A connection still to show its token
+    // is not a peer yet; its token comes in a hello.)
+    let mut seed_deadline = None;
+    match seed_grace.filter(|_| listed_now) {
+        Some(grace) if !grace.is_zero() => seed_deadline = Some(Box::pin(tokio::time::sleep(grace))),
+        Some(_) if peer.note_seed() => node.announce_to_all(),
+        _ => {}
     }
     if send_hello {
         // Dialing a PacketFlow node: announce ourselves first; it answers
@@ -121,11 +143,8 @@ where
         node.announce_to(&peer, true);
     }
     let interval = node.config.heartbeat_interval;
-    let ticker = |period| {
-        let mut t = tokio::time::interval_at(Instant::now() + period, period);
-        t.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        t
-    };
+    peer.liveness.set_interval(interval);
+    peer.liveness.heard(Instant::now());
     let stopping_node = node.clone();
     let submit_rules = peer.grant().filter(|g| g.submit.is_some()).cloned();
     let rate = node.config.max_submits_per_sec.filter(|r| *r > 0).map(|r| RateLimit::new(r, Instant::now()));
@@ -146,7 +165,8 @@ where
         close_deadline: None,
         ready,
         bad_in_a_row: 0,
-        heartbeat: ticker(interval),
+        heartbeat: heartbeat_ticker(interval),
+        busy_noted: false,
         silent_ticks: 0,
         stalled_since: None,
         stopping: Box::pin(async move { stopping_node.stopping().await }),
@@ -159,8 +179,9 @@ where
         listed_on_hello,
         relay_tx,
         relay_rx,
-        relays: Relays::default(),
+        relay_deadlines: RelayDeadlines::default(),
         hello_seen: false,
+        seed_deadline,
     };
     if let Some(why) = refused {
         conn.refuse(0, None, why);
@@ -180,6 +201,13 @@ where
         Some(p) if p.is_proven_seed() => node.announce_to_all(),
         _ => {}
     }
+}
+
+/// Beats every `period`, the first beat one period from now.
+fn heartbeat_ticker(period: Duration) -> Interval {
+    let mut t = tokio::time::interval_at(Instant::now() + period, period);
+    t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    t
 }
 
 struct Connection<S> {
@@ -207,6 +235,8 @@ struct Connection<S> {
     bad_in_a_row: u32,
     /// Sends heartbeats and, on the same beat, checks the peer's liveness.
     heartbeat: Interval,
+    /// This read burst already told the busy-poller that work arrived.
+    busy_noted: bool,
     silent_ticks: u32,
     /// Since when reading is paused because the peer does not read.
     stalled_since: Option<Instant>,
@@ -229,113 +259,15 @@ struct Connection<S> {
     charged: usize,
     /// Answers to the packets relayed for this connection (given to the
     /// peers they went to).
-    relay_tx: mpsc::UnboundedSender<Relayed>,
-    relay_rx: mpsc::UnboundedReceiver<Relayed>,
+    relay_tx: mpsc::UnboundedSender<RelayAnswer>,
+    relay_rx: mpsc::UnboundedReceiver<RelayAnswer>,
     /// The relayed packets not answered yet, and their deadlines.
-    relays: Relays,
+    relay_deadlines: RelayDeadlines,
     /// The peer sent a `hello` (it is a node, never a seed peer).
     hello_seen: bool,
-}
-
-/// The packets a connection relayed to peers and that are not answered
-/// yet: how many, and their deadlines, with one timer for all of them.
-///
-/// Deadlines are kept in arrival order (with one `timeout_ms` for all
-/// packets, the usual case, that is deadline order) and in a heap for the
-/// packets whose deadline is earlier than the last one's. An entry is not
-/// removed when its answer comes: at its deadline the peer says whether it
-/// still waits (then it is answered PF408). Entries of answered packets are
-/// dropped in bulk once they outnumber the unanswered ones, so memory stays
-/// proportional to the packets in flight.
-#[derive(Default)]
-struct Relays {
-    /// Relayed packets not answered yet.
-    open: usize,
-    in_order: std::collections::VecDeque<Expiry>,
-    early: std::collections::BinaryHeap<std::cmp::Reverse<Expiry>>,
-    timer: Option<Pin<Box<Sleep>>>,
-    /// When the timer fires (`None`: disarmed).
-    armed: Option<Instant>,
-}
-
-/// When a relayed packet (submit `seq` on `peer`) expires.
-struct Expiry {
-    deadline: Instant,
-    seq: u64,
-    peer: Arc<Peer>,
-}
-
-impl PartialEq for Expiry {
-    fn eq(&self, other: &Self) -> bool {
-        self.deadline == other.deadline && self.seq == other.seq && self.peer.id == other.peer.id
-    }
-}
-impl Eq for Expiry {}
-impl PartialOrd for Expiry {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Expiry {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.deadline, self.peer.id, self.seq).cmp(&(other.deadline, other.peer.id, other.seq))
-    }
-}
-
-impl Relays {
-    /// Records a packet relayed as submit `seq` to `peer`.
-    fn push(&mut self, deadline: Instant, peer: Arc<Peer>, seq: u64) {
-        self.open += 1;
-        let expiry = Expiry { deadline, seq, peer };
-        if self.in_order.back().is_none_or(|last| last.deadline <= deadline) {
-            self.in_order.push_back(expiry);
-        } else {
-            self.early.push(std::cmp::Reverse(expiry));
-        }
-        if self.armed.is_none_or(|at| deadline < at) {
-            self.arm(deadline);
-        }
-        if self.in_order.len() + self.early.len() > 2 * self.open + 1024 {
-            self.in_order.retain(|e| e.peer.is_pending(e.seq));
-            self.early.retain(|e| e.0.peer.is_pending(e.0.seq));
-        }
-    }
-
-    fn arm(&mut self, at: Instant) {
-        match &mut self.timer {
-            Some(timer) => timer.as_mut().reset(at),
-            None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
-        }
-        self.armed = Some(at);
-    }
-
-    /// The entries past their deadline once the timer fired (re-armed for
-    /// the next one); empty while it has not.
-    fn expired(&mut self, cx: &mut Context<'_>) -> Vec<Expiry> {
-        let mut due = Vec::new();
-        let Some(timer) = self.timer.as_mut() else { return due };
-        if self.armed.is_none() || timer.as_mut().poll(cx).is_pending() {
-            return due;
-        }
-        self.armed = None;
-        let now = Instant::now();
-        while self.in_order.front().is_some_and(|e| e.deadline <= now) {
-            due.extend(self.in_order.pop_front());
-        }
-        while self.early.peek().is_some_and(|e| e.0.deadline <= now) {
-            due.extend(self.early.pop().map(|e| e.0));
-        }
-        let next = match (self.in_order.front(), self.early.peek()) {
-            (Some(a), Some(b)) => Some(a.deadline.min(b.0.deadline)),
-            (Some(a), None) => Some(a.deadline),
-            (None, Some(b)) => Some(b.0.deadline),
-            (None, None) => None,
-        };
-        if let Some(at) = next {
-            self.arm(at);
-        }
-        due
-    }
+    /// When a peer that has sent nothing is taken for a seed peer (unset
+    /// once it sent a frame, or when it cannot be one).
+    seed_deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl<S> Drop for Connection<S> {
@@ -345,37 +277,7 @@ impl<S> Drop for Connection<S> {
         }
         // Packets relayed for this connection and not answered: nobody
         // waits for them any more (see `Peer::orphan`).
-        if self.relays.open > 0 {
-            for e in self.relays.in_order.iter().chain(self.relays.early.iter().map(|e| &e.0)) {
-                e.peer.orphan(e.seq);
-            }
-        }
-    }
-}
-
-/// Submits per second of one connection: a bucket holding one second's
-/// worth, refilled continuously.
-struct RateLimit {
-    per_sec: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl RateLimit {
-    fn new(per_sec: u32, now: Instant) -> RateLimit {
-        RateLimit { per_sec: f64::from(per_sec), tokens: f64::from(per_sec), last: now }
-    }
-
-    fn allow(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = self.last.max(now);
-        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.per_sec);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.relay_deadlines.orphan_all();
     }
 }
 
@@ -400,6 +302,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             progress |= self.poll_timers(cx);
             if self.auth_deadline.is_some() {
                 progress |= self.poll_auth_deadline(cx);
+            }
+            if self.seed_deadline.is_some() {
+                progress |= self.poll_seed_deadline(cx);
             }
             match self.poll_write(cx) {
                 Poll::Ready(Ok(())) if self.close_sent => return Poll::Ready(()),
@@ -429,7 +334,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.stop_grace = Some(Box::pin(tokio::time::sleep(STOP_GRACE)));
         }
         let grace_over = self.stop_grace.as_mut().is_some_and(|s| s.as_mut().poll(cx).is_ready());
-        if (self.running.is_empty() && self.relays.open == 0) || grace_over {
+        if (self.running.is_empty() && self.relay_deadlines.open() == 0) || grace_over {
             self.close(CLOSE_AWAY, "node stopping");
             return true;
         }
@@ -454,25 +359,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Answers of relayed packets, and the ones whose deadline passed.
     fn poll_relayed(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
-        while let Poll::Ready(Some(Relayed { seq, size, result })) = self.relay_rx.poll_recv(cx) {
-            self.relays.open -= 1;
+        while let Poll::Ready(Some(RelayAnswer { seq, size, result })) = self.relay_rx.poll_recv(cx) {
+            self.relay_deadlines.answered();
             self.release(size);
             self.queue(Message::Result { seq, result });
             progress = true;
         }
-        for expiry in self.relays.expired(cx) {
+        for expiry in self.relay_deadlines.expired(cx) {
             progress = true;
             // Still pending: the peer did not answer in time. (Otherwise its
             // answer is on its way through the relay channel.)
-            let Some((packet_id, Reply::Relay(relay))) = expiry.peer.abandon_submit(expiry.seq) else {
+            let Some((packet_id, Reply::Relay(return_address))) = expiry.peer.abandon_submit(expiry.seq)
+            else {
                 continue;
             };
-            self.relays.open -= 1;
-            self.release(relay.size);
+            self.relay_deadlines.answered();
+            self.release(return_address.size);
+            self.node.deadline_passed(&expiry.peer, return_address.start);
             let message = format!("no answer from peer {} before the deadline", expiry.peer.remote);
-            let elapsed = relay.start.elapsed().as_millis() as u64;
+            let elapsed = return_address.start.elapsed().as_millis() as u64;
             let result = PacketResult::error(packet_id, ErrorCode::Timeout, message, elapsed);
-            self.queue(Message::Result { seq: relay.seq, result });
+            self.queue(Message::Result { seq: return_address.seq, result });
         }
         progress
     }
@@ -486,6 +393,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if self.awaiting.take().is_some() {
                 let ms = self.node.config.handshake_timeout.as_millis();
                 self.refuse(0, None, &format!("no token was presented within {ms} ms"));
+            }
+        }
+        fired
+    }
+
+    /// A peer that sent nothing, not even `hello`, within the grace period
+    /// is a seed peer: other peers may now route through this node what
+    /// nobody announced.
+    fn poll_seed_deadline(&mut self, cx: &mut Context<'_>) -> bool {
+        let fired = self.seed_deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready());
+        if fired {
+            self.seed_deadline = None;
+            if !self.hello_seen && self.peer.note_seed() {
+                self.node.announce_to_all();
             }
         }
         fired
@@ -554,11 +475,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.stalled_since = None;
         let now = Instant::now();
         let mut read_any = false;
+        self.busy_noted = false;
         for _ in 0..READ_BURST {
             match Pin::new(&mut self.ws).poll_next(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(busy) = self.node.busy_poll.as_ref().filter(|_| !read_any) {
-                        busy.frames_arrived();
+                    if !read_any && self.peer.liveness.heard(now) {
+                        // Suspect no more: its keys may come back to it.
+                        self.node.routes_changed();
                     }
                     read_any = true;
                     self.silent_ticks = 0;
@@ -592,8 +515,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 return true;
             }
         }
-        self.silent_ticks += 1;
-        if self.silent_ticks >= 3 {
+        // While reading is paused (the peer does not read our answers),
+        // its frames wait unread: silence then proves nothing.
+        if self.stalled_since.is_none() && self.closing.is_none() {
+            self.silent_ticks += 1;
+        }
+        if self.silent_ticks >= 3 && self.closing.is_none() {
+            self.node.declare_dead(&self.peer);
             self.close(CLOSE_AWAY, "no frame for 3 heartbeat intervals");
         } else if self.closing.is_none() {
             self.queue(Message::Heartbeat { seq: 0, timestamp: epoch_ms() });
@@ -729,15 +657,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             // Refused or closing: what follows in the burst is not served.
             return;
         }
+        // Work arrived: keep polling for more (a heartbeat is not work, and
+        // must not set an idle node spinning once a second).
+        if !self.busy_noted && !matches!(message, Message::Heartbeat { .. }) {
+            self.busy_noted = true;
+            if let Some(busy) = &self.node.busy_poll {
+                busy.frames_arrived();
+            }
+        }
         if self.awaiting.is_some() && !self.admit(&message) {
             return;
         }
         // A peer that sent hello is not a seed peer: no need to ask again.
         if message.kind() == MessageKind::Hello {
             self.hello_seen = true;
-        } else if !self.hello_seen && self.peer.note_frame_without_hello() {
+            self.seed_deadline = None;
+        } else if !self.hello_seen && self.peer.note_seed() {
             // A seed peer just showed itself: other peers may now route
             // what nobody announced through this node.
+            self.seed_deadline = None;
             self.node.announce_to_all();
         }
         match message {
@@ -760,7 +698,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 if let Some(rate) = &mut self.rate {
                     if !rate.allow(now) {
-                        let per_sec = rate.per_sec;
+                        let per_sec = rate.per_sec();
                         let message =
                             format!("rate limit: this connection may submit {per_sec} packets per second");
                         let result = PacketResult::error(packet.id, ErrorCode::Overloaded, message, 0);
@@ -769,7 +707,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     }
                 }
                 let limit = self.node.config.max_inflight_per_conn;
-                if self.running.len() + self.relays.open + self.out.len() >= limit {
+                if self.running.len() + self.relay_deadlines.open() + self.out.len() >= limit {
                     let message =
                         format!("this connection has {limit} packets in flight or unsent; retry later");
                     let result = PacketResult::error(packet.id, ErrorCode::Overloaded, message, 0);
@@ -799,16 +737,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 let origin = Origin(self.peer.id);
                 let packet = if elsewhere {
                     match self.node.relay(packet, deadline, origin, seq, size, &self.relay_tx) {
-                        Relaying::Sent { peer, seq } => {
-                            self.relays.push(deadline, peer, seq);
+                        RelayOutcome::Sent { peer, seq } => {
+                            self.relay_deadlines.push(deadline, peer, seq);
                             return;
                         }
-                        Relaying::Answered(result) => {
+                        RelayOutcome::Answered(result) => {
                             self.release(size);
                             self.queue(Message::Result { seq, result });
                             return;
                         }
-                        Relaying::Declined(packet) => packet,
+                        RelayOutcome::Declined(packet) => packet,
                     }
                 } else {
                     packet
@@ -824,6 +762,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Message::Error { seq, error, packet_id } => self.on_error_frame(seq, error, packet_id),
             Message::Hello { seq, mut hello } => {
                 self.check_serve(seq, &mut hello);
+                self.agree_heartbeat(hello.heartbeat_ms);
                 let first = self.peer.hello().is_none();
                 {
                     let mut peers = self.node.peers.write();
@@ -842,6 +781,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
             }
             Message::Heartbeat { .. } => {}
+        }
+    }
+
+    /// Beats at the interval this node and the peer agree on (the larger
+    /// of their offers), when both offer one; else the seed's rule stays.
+    fn agree_heartbeat(&mut self, offered_ms: u64) {
+        let ours = self.node.config.peer_heartbeat_interval;
+        let Some(interval) = liveness::agreed_interval(ours, offered_ms) else { return };
+        if interval != self.peer.liveness.interval() {
+            self.peer.liveness.set_interval(interval);
+            self.heartbeat = heartbeat_ticker(interval);
+            self.silent_ticks = 0;
         }
     }
 

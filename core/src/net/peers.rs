@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::auth::Grant;
+use super::liveness::Liveness;
 use crate::packet::{Element, Group, Packet, PacketId};
 use crate::reactor::InflightGuard;
 use crate::result::PacketResult;
@@ -33,17 +34,18 @@ pub(crate) enum Reply {
     Wait(oneshot::Sender<PacketResult>),
     /// Straight to the connection the packet came in on (a packet relayed
     /// without a future: see `NodeInner::relay`).
-    Relay(Relay),
+    Relay(ReturnAddress),
     /// Nowhere: the connection that relayed the packet is gone (the answer
     /// is still awaited, and dropped when it comes).
     Orphaned,
 }
 
-/// A packet relayed for a connection: what that connection needs to answer
-/// it, and the in-flight mark it holds in the reactor until then.
-pub(crate) struct Relay {
+/// Where the answer to a packet relayed for a connection goes back: what
+/// that connection needs to answer it, and the in-flight mark the packet
+/// holds in the reactor until then.
+pub(crate) struct ReturnAddress {
     /// The submitting connection's answers.
-    pub(crate) to: mpsc::UnboundedSender<Relayed>,
+    pub(crate) to: mpsc::UnboundedSender<RelayAnswer>,
     /// The submit's `seq` on that connection.
     pub(crate) seq: u64,
     /// Bytes charged to the node's queued bytes for it.
@@ -54,7 +56,7 @@ pub(crate) struct Relay {
 }
 
 /// The answer to a relayed packet, for the connection it came in on.
-pub(crate) struct Relayed {
+pub(crate) struct RelayAnswer {
     pub(crate) seq: u64,
     pub(crate) size: usize,
     pub(crate) result: PacketResult,
@@ -68,13 +70,13 @@ impl Reply {
             Reply::Wait(tx) => {
                 let _ = tx.send(result);
             }
-            Reply::Relay(Relay { to, seq, size, mut guard, .. }) => {
+            Reply::Relay(ReturnAddress { to, seq, size, mut guard, .. }) => {
                 if result.is_success() {
                     guard.succeed();
                 }
                 drop(guard);
                 // A closed connection released its charged bytes when it ended.
-                let _ = to.send(Relayed { seq, size, result });
+                let _ = to.send(RelayAnswer { seq, size, result });
             }
             Reply::Orphaned => {}
         }
@@ -99,8 +101,10 @@ pub(crate) struct Peer {
     hello: RwLock<Option<Arc<Hello>>>,
     /// What was last announced to this peer (to skip repeats).
     announced: Mutex<Option<Announcement>>,
-    /// A peer without hello that has sent something: a seed peer for sure
-    /// (a PacketFlow node's first frame is its hello).
+    /// A peer without hello that has sent something, or nothing within
+    /// `NodeConfig::seed_peer_grace` of connecting: a seed peer (a
+    /// PacketFlow node's first frame is its hello). A later hello still
+    /// makes it a node.
     proven_seed: AtomicBool,
     /// For a seed peer (which announces nothing): the keys it was seen to
     /// serve (true) or to lack (false, it answered PF001).
@@ -113,6 +117,8 @@ pub(crate) struct Peer {
     /// The token to put in the first `hello` this node sends (dialed
     /// connections); taken when sent.
     hello_token: Mutex<Option<String>>,
+    /// Alive, suspect or dead, and since when it was heard.
+    pub(crate) liveness: Liveness,
 }
 
 impl Peer {
@@ -130,6 +136,7 @@ impl Peer {
             next_seq: AtomicU64::new(1),
             grant: OnceLock::new(),
             hello_token: Mutex::new(None),
+            liveness: Liveness::new(tokio::time::Duration::from_secs(30)),
         }
     }
 
@@ -285,9 +292,10 @@ impl Peer {
         true
     }
 
-    /// Notes that the peer sent a frame; true the first time a peer without
-    /// hello does (it just became a proven seed peer).
-    pub(crate) fn note_frame_without_hello(&self) -> bool {
+    /// Notes that the peer showed itself as a seed peer (a frame before any
+    /// hello, or no hello within the grace period); true the first time,
+    /// for a peer still without hello (it just became a proven seed peer).
+    pub(crate) fn note_seed(&self) -> bool {
         !self.proven_seed.load(Ordering::Relaxed)
             && self.hello.read().is_none()
             && !self.proven_seed.swap(true, Ordering::Relaxed)
@@ -400,9 +408,13 @@ impl PeerTable {
             .flatten()
             .filter(|id| Some(**id) != origin)
             .filter_map(|id| self.peers.get(id));
+        // A suspect peer gets nothing while another can take the packet:
+        // a route key then moves to its next rendezvous choice.
+        let any_trusted = announced.clone().any(|p| !p.liveness.is_suspect());
+        let candidates = announced.filter(|p| !any_trusted || !p.liveness.is_suspect());
         let chosen = match route_key {
-            Some(rk) => announced.max_by_key(|p| rendezvous_score(rk, p)),
-            None => announced.min_by_key(|p| p.in_flight()),
+            Some(rk) => candidates.max_by_key(|p| rendezvous_score(rk, p)),
+            None => candidates.min_by_key(|p| p.in_flight()),
         };
         chosen
             .or_else(|| {
@@ -420,7 +432,7 @@ impl PeerTable {
                         Some(true) => Some((0, p.in_flight(), p)),
                         None => Some((1, p.in_flight(), p)),
                     })
-                    .min_by_key(|(rank, in_flight, _)| (*rank, *in_flight))
+                    .min_by_key(|(rank, in_flight, p)| (p.liveness.is_suspect(), *rank, *in_flight))
                     .map(|(_, _, p)| p)
             })
             .or_else(|| {
@@ -431,7 +443,7 @@ impl PeerTable {
                     .filter(|p| Some(p.id) != origin)
                     .filter(|p| p.hello.read().as_ref().is_some_and(|h| h.has_feature(FEATURE_DEFAULT_ROUTE)))
                     .filter(|p| p.may_serve(group, element))
-                    .min_by_key(|p| p.in_flight())
+                    .min_by_key(|p| (p.liveness.is_suspect(), p.in_flight()))
             })
             .cloned()
     }

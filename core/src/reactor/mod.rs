@@ -31,7 +31,7 @@ use crate::packet::{Element, Group, Packet, PacketId};
 use crate::result::PacketResult;
 pub(crate) use inflight::InflightGuard;
 use inflight::{DependencyState, Inflight, Outcome};
-use scheduler::{Admission, Refused, Scheduler};
+use scheduler::{Refused, RunSlot, Scheduler};
 use stats::Stats;
 
 /// Settings of a [`Reactor`].
@@ -499,8 +499,8 @@ impl Reactor {
             return self.run_sync(f.as_ref(), packet, deadline);
         }
         let _permit = match self.inner.scheduler.acquire(packet.priority) {
-            Ok(Admission::Now(permit)) => permit,
-            Ok(Admission::Later(waiting)) => {
+            Ok(RunSlot::Now(permit)) => permit,
+            Ok(RunSlot::Later(waiting)) => {
                 self.bounded(waiting.granted(), deadline, || {
                     format!("timed out after waiting in the queue for {}:{}", packet.group, packet.element)
                 })
@@ -592,7 +592,9 @@ impl Reactor {
 
     /// Looks up the handler of `group:element` and, if it is a sync one,
     /// runs it on `data` with a context for a fresh packet: the dispatch
-    /// step alone, without scheduling. For the dispatch benchmark.
+    /// step alone, without scheduling. For the dispatch benchmark only:
+    /// built with the `bench-hooks` feature, which `core/benches` needs.
+    #[cfg(feature = "bench-hooks")]
     #[doc(hidden)]
     pub fn dispatch_sync_for_bench(
         &self,
@@ -607,7 +609,9 @@ impl Reactor {
         }
     }
 
-    /// A context as a handler of a fresh packet sees it. For benchmarks.
+    /// A context as a handler of a fresh packet sees it. For benchmarks
+    /// only (the `bench-hooks` feature).
+    #[cfg(feature = "bench-hooks")]
     #[doc(hidden)]
     pub fn context_for_bench(&self) -> Context {
         Context {

@@ -57,8 +57,9 @@ pub(crate) enum Refused {
     QueueFull,
 }
 
-/// What `acquire` returns when the packet must wait.
-pub(crate) enum Admission {
+/// A run slot as `acquire` hands it out: held at once, or a place in the
+/// wait queue.
+pub(crate) enum RunSlot {
     /// A slot was free.
     Now(Permit),
     /// Wait for the slot on this receiver (and give it back via `Waiting`'s
@@ -118,11 +119,11 @@ impl Scheduler {
         }
     }
 
-    pub(crate) fn acquire(self: &Arc<Self>, priority: Priority) -> Result<Admission, Refused> {
+    pub(crate) fn acquire(self: &Arc<Self>, priority: Priority) -> Result<RunSlot, Refused> {
         let mut state = self.state.lock();
         if state.running < self.max_running && state.queue.is_empty() {
             state.running += 1;
-            return Ok(Admission::Now(Permit { scheduler: self.clone() }));
+            return Ok(RunSlot::Now(Permit { scheduler: self.clone() }));
         }
         if state.queue.len() >= self.max_queued {
             // Waiters that gave up are only removed lazily; purge them
@@ -136,7 +137,7 @@ impl Scheduler {
         let arrival = state.arrivals;
         state.arrivals += 1;
         state.queue.push(Waiter { priority, arrival, wake });
-        Ok(Admission::Later(Waiting { scheduler: self.clone(), wake: Some(rx) }))
+        Ok(RunSlot::Later(Waiting { scheduler: self.clone(), wake: Some(rx) }))
     }
 
     fn release(&self) {

@@ -488,6 +488,7 @@ enum HelloField {
     Handlers,
     Features,
     MaxInflight,
+    HeartbeatMs,
     Token,
     #[default]
     Other,
@@ -503,6 +504,7 @@ impl FieldName for HelloField {
             "handlers" => HelloField::Handlers,
             "features" => HelloField::Features,
             "max_inflight" => HelloField::MaxInflight,
+            "heartbeat_ms" => HelloField::HeartbeatMs,
             "token" => HelloField::Token,
             _ => HelloField::Other,
         }
@@ -544,7 +546,7 @@ impl FromMap for HelloMap {
     type Out = Result<Hello, PfError>;
 
     fn read_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Out, A::Error> {
-        let mut raw: [Option<Field<'de>>; 8] = Default::default();
+        let mut raw: [Option<Field<'de>>; 9] = Default::default();
         while let Some(Key(field)) = map.next_key::<Key<HelloField>>()? {
             let slot = match field {
                 HelloField::NodeId => 0,
@@ -555,6 +557,7 @@ impl FromMap for HelloMap {
                 HelloField::Features => 5,
                 HelloField::MaxInflight => 6,
                 HelloField::Token => 7,
+                HelloField::HeartbeatMs => 8,
                 HelloField::Other => {
                     map.next_value::<IgnoredAny>()?;
                     continue;
@@ -562,19 +565,21 @@ impl FromMap for HelloMap {
             };
             raw[slot] = Some(map.next_value()?);
         }
-        let [node_id, name, runtime, protocol, handlers, features, max_inflight, token] = raw;
+        let [node_id, name, runtime, protocol, handlers, features, max_inflight, token, heartbeat_ms] = raw;
         Ok((|| {
             let handlers = string_list(handlers, "handlers")?
                 .iter()
                 .enumerate()
                 .map(|(i, key)| parse_handler_key(key, i))
                 .collect::<Result<Vec<_>, _>>()?;
-            let max_inflight = match max_inflight {
-                None | Some(Field::Null) => 0,
+            let count = |v: Option<Field<'_>>, field: &str| match v {
+                None | Some(Field::Null) => Ok(0),
                 Some(v) => v.as_u64().ok_or_else(|| {
-                    bad_request(format!("max_inflight must be a non-negative integer, got {}", v.describe()))
-                })?,
+                    bad_request(format!("{field} must be a non-negative integer, got {}", v.describe()))
+                }),
             };
+            let max_inflight = count(max_inflight, "max_inflight")?;
+            let heartbeat_ms = count(heartbeat_ms, "heartbeat_ms")?;
             let token = match token {
                 None | Some(Field::Null) => None,
                 Some(v) => Some(v.into_str("token", "a string")?.into_owned()),
@@ -587,6 +592,7 @@ impl FromMap for HelloMap {
                 handlers,
                 features: string_list(features, "features")?,
                 max_inflight,
+                heartbeat_ms,
                 token,
             })
         })())

@@ -256,6 +256,7 @@ fn sample_messages() -> Vec<Message> {
                 handlers: vec![(Group::DataFlow, Element::new("transform").unwrap())],
                 features: vec!["batch".into(), "msgpack".into()],
                 max_inflight: 100,
+                heartbeat_ms: 1000,
                 token: Some("secret".into()),
             }),
         },

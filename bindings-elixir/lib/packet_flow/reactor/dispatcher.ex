@@ -3,9 +3,10 @@ defmodule PacketFlow.Reactor.Dispatcher do
   # Owns a reactor's handler functions and its worker pool (see
   # PacketFlow.Reactor.Worker). Handler calls reach it only when no worker
   # is idle, as `{:pf_calls, [call]}` batches: it starts a worker for each.
-  # Calls that arrive from the network wait in a native queue; the NIF
-  # wakes the dispatcher once for all of them (`:pf_route`), and it routes
-  # them to idle workers from here.
+  # It is also the home of the reactor's native work woken off the
+  # schedulers (the reactor's connections, submits answered by a deadline):
+  # that work waits in a native queue, the NIF wakes the dispatcher once for
+  # all of it (`:pf_route`), and it runs it from here (`pool_route`).
   #
   # Workers are linked to the dispatcher, which traps their exits: when the
   # dispatcher stops (with its reactor) they are shut down with it, and a
@@ -15,10 +16,16 @@ defmodule PacketFlow.Reactor.Dispatcher do
   # measured), and nothing would restart a worker anyway (the pool makes a
   # new one when it needs one).
   #
+  # Handler functions are kept by registration id, a new id for every
+  # registration, so a call runs the function of the registration the core
+  # routed its packet to, whatever was registered or removed since. The NIF
+  # sends `{:pf_forget, id}` once neither the core nor any unanswered call
+  # holds the registration; the function is dropped then.
+  #
   # Workers cache the functions they look up here; `generation` (an
-  # :atomics counter) moves on every register and unregister, which makes
-  # them look again, so a call always runs the function registered when
-  # its worker starts it.
+  # :atomics counter) moves whenever a function is forgotten, which makes
+  # them drop their caches at their next call (an idle worker ends within
+  # two trim periods anyway).
 
   use GenServer
 
@@ -38,11 +45,8 @@ defmodule PacketFlow.Reactor.Dispatcher do
   @spec put(pid(), pos_integer(), function()) :: :ok
   def put(dispatcher, id, fun), do: GenServer.call(dispatcher, {:put, id, fun})
 
-  @spec delete(pid(), pos_integer()) :: :ok
-  def delete(dispatcher, id), do: GenServer.call(dispatcher, {:delete, id})
-
   @doc false
-  @spec handler(pid(), pos_integer()) :: function() | nil
+  @spec handler(pid(), pos_integer()) :: function()
   def handler(dispatcher, id), do: GenServer.call(dispatcher, {:handler, id})
 
   @impl true
@@ -56,15 +60,8 @@ defmodule PacketFlow.Reactor.Dispatcher do
   def handle_call(:pool, _from, state), do: {:reply, state.pool, state}
 
   def handle_call({:put, id, fun}, _from, state) do
-    state = %{state | handlers: Map.put(state.handlers, id, fun)}
-    :atomics.add(state.generation, 1, 1)
-    {:reply, :ok, state}
-  end
-
-  def handle_call({:delete, id}, _from, state) do
-    state = %{state | handlers: Map.delete(state.handlers, id)}
-    :atomics.add(state.generation, 1, 1)
-    {:reply, :ok, state}
+    # A new id: no worker has it cached, so no cache is stale.
+    {:reply, :ok, %{state | handlers: Map.put(state.handlers, id, fun)}}
   end
 
   def handle_call({:handler, id}, _from, state),
@@ -79,6 +76,11 @@ defmodule PacketFlow.Reactor.Dispatcher do
   def handle_info(:pf_route, state) do
     Native.pool_route(state.pool)
     {:noreply, state}
+  end
+
+  def handle_info({:pf_forget, id}, state) do
+    :atomics.add(state.generation, 1, 1)
+    {:noreply, %{state | handlers: Map.delete(state.handlers, id)}}
   end
 
   def handle_info(:trim, state) do
@@ -103,20 +105,10 @@ defmodule PacketFlow.Reactor.Dispatcher do
 
   defp start_all([], _state), do: :ok
 
-  defp start_all([{id, _data, _packet_id, _metadata, token} = call | rest], state) do
-    case state.handlers do
-      %{^id => fun} ->
-        Worker.start_link(self(), state.pool, state.generation, call, fun)
-
-      _ ->
-        Native.reply_error(
-          token,
-          "PF001",
-          "no handler: it was unregistered while the packet was on its way",
-          false
-        )
-    end
-
+  defp start_all([{id, _data, _packet_id, _metadata, _token} = call | rest], state) do
+    # The function is here: a registration is only forgotten once its
+    # calls are answered.
+    Worker.start_link(self(), state.pool, state.generation, call, Map.get(state.handlers, id))
     start_all(rest, state)
   end
 end

@@ -8,18 +8,7 @@ defmodule PacketFlow.Reactor.Handler do
 
   alias PacketFlow.{Context, Error, Native}
 
-  @spec run(function() | nil, PacketFlow.value(), String.t(), map() | nil, reference()) :: :ok
-  def run(nil, _data, _packet_id, _metadata, token) do
-    # Unregistered while the packet was on its way: answered as the core
-    # answers a packet that finds no handler.
-    Native.reply_error(
-      token,
-      "PF001",
-      "no handler: it was unregistered while the packet was on its way",
-      true
-    )
-  end
-
+  @spec run(function(), PacketFlow.value(), String.t(), map() | nil, reference()) :: :ok
   def run(fun, data, packet_id, metadata, token) do
     answer(fun, data, %Context{packet_id: packet_id, metadata: metadata, token: token})
   end

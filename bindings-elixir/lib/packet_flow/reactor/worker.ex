@@ -21,7 +21,8 @@ defmodule PacketFlow.Reactor.Worker do
   alias PacketFlow.Reactor.{Dispatcher, Handler}
 
   # What a worker knows: its dispatcher and pool, the handlers it has looked
-  # up (valid while the dispatcher's generation counter has not moved).
+  # up by registration id (kept while the dispatcher's generation counter,
+  # moved when a registration is forgotten, stays where it was).
   defstruct [:dispatcher, :pool, :generation, :seen, cache: %{}]
 
   @doc false
@@ -62,8 +63,9 @@ defmodule PacketFlow.Reactor.Worker do
     end
   end
 
-  # The function of handler `id` now: from the cache when no handler was
-  # registered or removed since it was filled, else from the dispatcher.
+  # The function of registration `id`: from the cache, which is emptied
+  # when the dispatcher has forgotten a registration, else from the
+  # dispatcher.
   defp handler(id, state) do
     now = :atomics.get(state.generation, 1)
     state = if now == state.seen, do: state, else: %{state | seen: now, cache: %{}}

@@ -8,24 +8,43 @@
 //! back to the waiting core task. If the handler's process dies without
 //! answering, the last reference to the token goes with it and dropping the
 //! channel answers the packet PF500, so nothing waits for a dead process.
+//!
+//! A packet runs the registration it was routed to (docs/protocol.md): each
+//! registration has a handler id of its own, never reused, and its function
+//! stays with the dispatcher while the core still routes to it or one of
+//! its calls is unanswered. Both hold its [`Registration`]; when the last
+//! one lets go, the dispatcher is told to forget the function
+//! (`{:pf_forget, handler_id}`).
+//!
+//! Where a call leaves from: a call made inside a NIF of this library
+//! (a submit, a reply that lets the next queued packet start, a connection
+//! polled by the dispatcher) waits in this thread's outbox and leaves with
+//! the NIF's environment as it ends, all of them in one pass over the idle
+//! stack; a call made anywhere else (a deadline freeing a slot on the
+//! runtime's thread) is queued with the dispatcher, which routes it from a
+//! scheduler.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use packetflow::{Context, Handler, HandlerResult, PfError, Value};
 use parking_lot::Mutex;
-use rustler::{Encoder, Env, LocalPid, OwnedEnv, Resource, ResourceArc, Term};
+use rustler::{Encoder, Env, Resource, ResourceArc, Term};
 use tokio::sync::oneshot;
 
-use crate::exec::{inline, send_from, Deliver, Job};
-use crate::pool::Pool;
-use crate::{atoms, convert, terms};
+use crate::exec::inline::{self, Outbox};
+use crate::exec::{send_from, Home, Runnable};
+use crate::pool::{Pool, WorkerCall};
+use crate::{atoms, convert};
 
 static LIVE: AtomicU64 = AtomicU64::new(0);
 
 /// One handler call waiting for its answer.
 pub struct Invocation {
-    reply: Mutex<Option<oneshot::Sender<HandlerResult>>>,
+    /// The channel to the core task, and the registration the call runs,
+    /// both let go when the call is answered.
+    pending: Mutex<Option<(oneshot::Sender<HandlerResult>, Arc<Registration>)>>,
     ctx: Context,
     /// Where the worker that answers goes back to.
     pool: Arc<Pool>,
@@ -45,6 +64,22 @@ impl Drop for Invocation {
 }
 
 impl Invocation {
+    /// The core's context of the packet being handled.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Whether the handler answered (or its process ended without an
+    /// answer).
+    pub fn answered(&self) -> bool {
+        self.pending.lock().is_none()
+    }
+
+    /// The process that polls this reactor's jobs woken off the schedulers.
+    pub fn home(&self) -> &Arc<Home> {
+        self.pool.home()
+    }
+
     /// Answers the call. When `idle`, the calling process is a pool worker
     /// that takes calls again from now on.
     fn answer(&self, env: Env, idle: bool, outcome: HandlerResult) {
@@ -55,7 +90,8 @@ impl Invocation {
     }
 
     fn answer_now(&self, outcome: HandlerResult) {
-        if let Some(tx) = self.reply.lock().take() {
+        let pending = self.pending.lock().take();
+        if let Some((tx, _registration)) = pending {
             // The receiver is gone when the packet already timed out.
             let _ = tx.send(outcome);
         }
@@ -70,17 +106,9 @@ pub struct Call {
 }
 
 impl Call {
-    /// `{:pf_call, handler_id, data, packet_id, metadata, token}`, as a
-    /// worker receives it.
-    pub fn message<'a>(&self, env: Env<'a>) -> Term<'a> {
-        let (id, data, packet_id, metadata, token) = self.terms(env);
-        (atoms::pf_call(), id, data, packet_id, metadata, token).encode(env)
-    }
-
     /// `(handler_id, data, packet_id, metadata, token)`; the worker makes
-    /// the `%PacketFlow.Context{}` from them. The call stays whole, so a
-    /// send that failed can be retried elsewhere.
-    pub fn terms<'a>(&self, env: Env<'a>) -> (u64, Term<'a>, Term<'a>, Term<'a>, Term<'a>) {
+    /// the `%PacketFlow.Context{}` from them.
+    fn terms<'a>(&self, env: Env<'a>) -> (u64, Term<'a>, Term<'a>, Term<'a>, Term<'a>) {
         let ctx = &self.token.ctx;
         let metadata = match ctx.metadata() {
             Some(m) => convert::object_to_term(env, m),
@@ -91,24 +119,154 @@ impl Call {
     }
 }
 
-/// The core handler of one registered Elixir function: it hands each call
-/// to the reactor's worker pool and waits for the answer.
+impl WorkerCall for Call {
+    /// `{:pf_call, handler_id, data, packet_id, metadata, token}`.
+    fn message<'a>(&self, env: Env<'a>) -> Term<'a> {
+        let (id, data, packet_id, metadata, token) = self.terms(env);
+        (atoms::pf_call(), id, data, packet_id, metadata, token).encode(env)
+    }
+
+    /// `{handler_id, data, packet_id, metadata, token}`.
+    fn spilled<'a>(&self, env: Env<'a>) -> Term<'a> {
+        self.terms(env).encode(env)
+    }
+}
+
+/// The core handler of one registration of an Elixir function (handler id
+/// `handler_id`, which the dispatcher maps to the function): it hands each
+/// call to the reactor's worker pool and waits for the answer.
 pub fn handler(handler_id: u64, pool: Arc<Pool>) -> Handler {
+    let registration = Arc::new(Registration { handler_id, home: Arc::clone(pool.home()) });
     Handler::from_async(move |data, ctx| {
         let (tx, rx) = oneshot::channel();
         LIVE.fetch_add(1, Ordering::Relaxed);
-        let token =
-            ResourceArc::new(Invocation { reply: Mutex::new(Some(tx)), ctx, pool: Arc::clone(&pool) });
-        if let Err(call) = inline::push_call(&pool, Call { handler_id, data, token }) {
-            pool.route_anywhere(vec![call]);
-        }
+        let pending = Mutex::new(Some((tx, Arc::clone(&registration))));
+        let token = ResourceArc::new(Invocation { pending, ctx, pool: Arc::clone(&pool) });
+        send(&pool, Call { handler_id, data, token });
         async move { rx.await.unwrap_or_else(|_| Err(abandoned())) }
     })
+}
+
+/// One registration of a handler function, held by the core's handler and
+/// by each unanswered call; its function is needed until it is dropped.
+struct Registration {
+    handler_id: u64,
+    home: Arc<Home>,
+}
+
+impl Drop for Registration {
+    /// Tells the dispatcher to forget the function, from a scheduler (this
+    /// runs wherever the last holder lets go: a reply NIF, the runtime's
+    /// thread, a garbage collection).
+    fn drop(&mut self) {
+        let forget = Arc::new(Forget { handler_id: self.handler_id, home: Arc::clone(&self.home) });
+        self.home.defer(forget);
+    }
+}
+
+/// `{:pf_forget, handler_id}` on its way to the dispatcher.
+struct Forget {
+    handler_id: u64,
+    home: Arc<Home>,
+}
+
+impl Runnable for Forget {
+    fn run_inline(self: Arc<Self>, env: Env) {
+        send_from(env, self.home.process(), |m| (atoms::pf_forget(), self.handler_id).encode(m));
+    }
+
+    /// The dispatcher is gone, and its functions with it.
+    fn run_later(self: Arc<Self>) {}
+
+    fn defer(self: Arc<Self>) {
+        let home = Arc::clone(&self.home);
+        home.defer(self);
+    }
+
+    fn lazy(&self) -> bool {
+        true
+    }
 }
 
 /// What a handler's answer becomes when its process ended without one.
 pub fn abandoned() -> PfError {
     PfError::failed("the handler's process ended without answering")
+}
+
+thread_local! {
+    /// Calls made in the running NIF, by pool.
+    static OUTGOING: RefCell<Vec<(Arc<Pool>, Call)>> = const { RefCell::new(Vec::new()) };
+}
+
+static CALLS: Outbox = Outbox { send: send_outgoing, abandon: defer_outgoing };
+
+/// Sends `call` to a worker of `pool`: with the running NIF's environment
+/// as it ends, or through the dispatcher when no NIF of this library runs.
+fn send(pool: &Arc<Pool>, call: Call) {
+    if !inline::active() {
+        return defer(pool, call);
+    }
+    let first = OUTGOING.with(|o| {
+        let mut o = o.borrow_mut();
+        o.push((Arc::clone(pool), call));
+        o.len() == 1
+    });
+    if first {
+        inline::at_end(&CALLS);
+    }
+}
+
+/// Sends the calls made in this NIF to their pools' workers (there is
+/// normally one pool).
+fn send_outgoing(env: Env) {
+    let mut calls = OUTGOING.with(|o| std::mem::take(&mut *o.borrow_mut()));
+    while !calls.is_empty() {
+        let pool = Arc::clone(&calls[0].0);
+        let (mine, rest): (Vec<_>, Vec<_>) = calls.into_iter().partition(|(p, _)| Arc::ptr_eq(p, &pool));
+        calls = rest;
+        pool.route(env, mine.into_iter().map(|(_, call)| call));
+    }
+}
+
+/// The NIF panicked before sending its calls: their dispatchers route them.
+fn defer_outgoing() {
+    for (pool, call) in OUTGOING.with(|o| std::mem::take(&mut *o.borrow_mut())) {
+        defer(&pool, call);
+    }
+}
+
+fn defer(pool: &Arc<Pool>, call: Call) {
+    let late = Arc::new(LateCall { pool: Arc::clone(pool), call: Mutex::new(Some(call)) });
+    pool.home().defer(late);
+}
+
+/// A call made off the schedulers, waiting for the dispatcher to route it.
+struct LateCall {
+    pool: Arc<Pool>,
+    call: Mutex<Option<Call>>,
+}
+
+impl Runnable for LateCall {
+    fn run_inline(self: Arc<Self>, env: Env) {
+        if let Some(call) = self.call.lock().take() {
+            self.pool.route(env, Some(call));
+        }
+    }
+
+    /// The dispatcher is gone: the call is dropped, and freeing its token
+    /// answers PF500 (the core answered PF503 first if the reactor stopped).
+    fn run_later(self: Arc<Self>) {
+        self.call.lock().take();
+    }
+
+    fn defer(self: Arc<Self>) {
+        let home = Arc::clone(self.pool.home());
+        home.defer(self);
+    }
+
+    fn lazy(&self) -> bool {
+        true
+    }
 }
 
 /// Answers an invocation with the handler's value. A value that cannot
@@ -141,72 +299,6 @@ fn reply_error(
 ) -> rustler::Atom {
     token.answer(env, idle, Err(PfError { code, message }));
     atoms::ok()
-}
-
-/// Milliseconds left before the packet's deadline.
-#[rustler::nif]
-fn context_remaining_ms(token: ResourceArc<Invocation>) -> u64 {
-    token.ctx.remaining().as_millis() as u64
-}
-
-/// The trace id the packet shares with its child calls.
-#[rustler::nif]
-fn context_trace_id(token: ResourceArc<Invocation>) -> String {
-    token.ctx.trace_id().to_owned()
-}
-
-/// Where a child call's answer goes: `{:pf_child, tag, answer}` to the
-/// handler process that made it.
-struct ChildAnswer {
-    caller: LocalPid,
-    tag: u64,
-}
-
-impl ChildAnswer {
-    fn message<'a>(&self, env: Env<'a>, outcome: &Result<Value, PfError>) -> Term<'a> {
-        let answer = match outcome {
-            Ok(v) => (atoms::ok(), convert::to_term(env, v)).encode(env),
-            Err(e) => (atoms::error(), terms::error(env, e)).encode(env),
-        };
-        (atoms::pf_child(), self.tag, answer).encode(env)
-    }
-}
-
-impl Deliver<Result<Value, PfError>> for ChildAnswer {
-    fn inline(&self, env: Env, outcome: Result<Value, PfError>) {
-        send_from(env, &self.caller, |menv| self.message(menv, &outcome));
-    }
-
-    fn later(&self, outcome: Result<Value, PfError>) {
-        let _ = OwnedEnv::new().send_and_clear(&self.caller, |env| self.message(env, &outcome));
-    }
-}
-
-/// Starts a child call on behalf of the packet. Returns `{:ok, answer}` when
-/// it is answered at once, `:pending` when the calling process will receive
-/// `{:pf_child, tag, answer}`, or `{:badarg, message}` when `data` cannot
-/// cross; `answer` is `{:ok, data}` or `{:error, %PacketFlow.Error{}}`.
-#[rustler::nif]
-fn context_call<'a>(
-    env: Env<'a>,
-    token: ResourceArc<Invocation>,
-    group: String,
-    element: String,
-    data: Term<'a>,
-    tag: u64,
-) -> Term<'a> {
-    let data = match convert::to_value(data) {
-        Ok(v) => v,
-        Err(bad) => return (atoms::badarg(), bad.describe("data")).encode(env),
-    };
-    let ctx = token.ctx.clone();
-    let deliver = ChildAnswer { caller: env.pid(), tag };
-    let call = async move { ctx.call(&group, &element, data).await };
-    inline::run(env, || match Job::start(call, deliver, &token.pool) {
-        Some(Ok(v)) => (atoms::ok(), (atoms::ok(), convert::to_term(env, &v))).encode(env),
-        Some(Err(e)) => (atoms::ok(), (atoms::error(), terms::error(env, &e))).encode(env),
-        None => atoms::pending().encode(env),
-    })
 }
 
 /// Invocations not yet dropped (for tests of resource cleanup).

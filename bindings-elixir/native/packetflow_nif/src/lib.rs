@@ -1,8 +1,31 @@
 //! The Erlang NIF behind the `PacketFlow` Elixir package.
 //!
 //! It holds no protocol logic: it converts terms to and from the core's
-//! JSON values, maps core errors to `%PacketFlow.Error{}` structs, and
-//! bridges the BEAM's processes to the core's Tokio runtime.
+//! values, maps core errors to `%PacketFlow.Error{}` structs, and bridges
+//! the BEAM's processes to the core's Tokio runtime.
+//!
+//! ## Layers
+//!
+//! Each module uses only those below it, so each can be read (and is
+//! tested, in `test/`) without those above:
+//!
+//! ```text
+//!   reactor, network   the reactor resource owned by the GenServer; submits from any
+//!        │             process; listen and connect
+//!   context            what a running handler asks: time left, trace id, child calls
+//!        │
+//!   invocation         a handler call: its token resource, its message to a worker,
+//!        │             the reply NIFs
+//!   pool               which worker processes are idle; routing calls to them, the
+//!        │             rest to the dispatcher
+//!   exec               the generic executor: futures polled where they are woken
+//!        │             (inside a NIF, or by a home process from a scheduler)
+//!   runtime            the Tokio runtime (timers, sockets)
+//!
+//!   beside them, used at every level: convert (terms ⇄ values), terms (the
+//!   structs handed out), packet (a submit's fields), atoms, json, probe
+//!   (NIFs that let the tests drive exec and pool alone)
+//! ```
 //!
 //! ## How it never blocks a scheduler
 //! - A submit, made by the calling process itself, starts the core's submit
@@ -13,12 +36,12 @@
 //!   Elixir handler runs in that worker and answers through a NIF that
 //!   completes a channel.
 //! - Core futures are polled where they are woken ([`exec`]): inside these
-//!   NIFs, with messages sent by the calling process, or on a Tokio thread
-//!   (deadlines, shutdown, the network), sending from there
-//!   (`enif_send` without a caller, which must not run on a scheduler
-//!   thread).
+//!   NIFs, with messages sent by the calling process, or by the reactor's
+//!   dispatcher process when woken on a Tokio thread (deadlines, shutdown,
+//!   the network).
 
 mod atoms;
+mod context;
 mod convert;
 mod exec;
 mod invocation;
@@ -26,6 +49,7 @@ mod json;
 mod network;
 mod packet;
 mod pool;
+mod probe;
 mod reactor;
 mod runtime;
 mod terms;

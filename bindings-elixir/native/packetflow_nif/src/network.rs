@@ -7,11 +7,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use packetflow::{Codec, ConnectOptions, ListenOptions, PfError, TokenSpec};
+use packetflow::{Codec, ConnectOptions, ErrorCode, KeyStyle, ListenOptions, PfError, TokenSpec};
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, ResourceArc, Term};
 
 use crate::reactor::ReactorRes;
-use crate::{atoms, runtime, terms};
+use crate::{atoms, convert, runtime, terms};
 
 /// What a finished network call answers with.
 enum Answer {
@@ -52,45 +52,47 @@ fn answer(owner: &LocalPid, tag: u64, outcome: Result<Answer, PfError>) {
     });
 }
 
-/// One token as `PacketFlow.Reactor` passes it (checked there):
-/// `{name, token | nil, token_sha256 | nil, submit, serve}`.
-type TokenTerm = (String, Option<String>, Option<String>, Vec<String>, Vec<String>);
+/// `listen`'s options as `PacketFlow.Reactor` passes them:
+/// `{auth_file | nil, tokens, tls_cert | nil, tls_key | nil}`, `tokens`
+/// being `nil` or what the caller gave, keyword lists made maps.
+type ListenTerm<'a> = (Option<String>, Term<'a>, Option<String>, Option<String>);
 
-/// `listen`'s options as `PacketFlow.Reactor` passes them (checked there):
-/// `{auth_file | nil, tokens, tls_cert | nil, tls_key | nil}`.
-type ListenTerm = (Option<String>, Vec<TokenTerm>, Option<String>, Option<String>);
-
-fn listen_options((auth_file, tokens, tls_cert, tls_key): ListenTerm) -> ListenOptions {
-    ListenOptions {
+/// The options, with the token list parsed by the core (PF400 naming
+/// `tokens[i].field`, never a token's value).
+fn listen_options((auth_file, tokens, tls_cert, tls_key): ListenTerm) -> Result<ListenOptions, PfError> {
+    let tokens = convert::to_value(tokens)
+        .map_err(|bad| PfError::new(ErrorCode::BadRequest, bad.describe("tokens")))?;
+    Ok(ListenOptions {
         auth_file: auth_file.map(PathBuf::from),
-        tokens: tokens
-            .into_iter()
-            .map(|(name, token, token_sha256, submit, serve)| TokenSpec {
-                name,
-                token,
-                token_sha256,
-                submit,
-                serve,
-            })
-            .collect(),
+        tokens: TokenSpec::parse_list(&tokens, KeyStyle::Snake)?,
         tls_cert: tls_cert.map(PathBuf::from),
         tls_key: tls_key.map(PathBuf::from),
-    }
+    })
 }
 
 /// Starts listening on `addr` (`HOST:PORT`, port 0 for any free one) with
-/// `options`; the answer is `{:ok, %{host, port, url}}`.
+/// `options`: `:ok`, and the answer `{:ok, %{host, port, url}}` later, or
+/// `{:error, %PacketFlow.Error{}}` at once for options the core refuses.
 #[rustler::nif]
-fn reactor_listen(r: ResourceArc<ReactorRes>, addr: String, options: ListenTerm, tag: u64) -> Atom {
+fn reactor_listen<'a>(
+    env: Env<'a>,
+    r: ResourceArc<ReactorRes>,
+    addr: String,
+    options: ListenTerm<'a>,
+    tag: u64,
+) -> Term<'a> {
+    let options = match listen_options(options) {
+        Ok(options) => options,
+        Err(e) => return (atoms::error(), terms::error(env, &e)).encode(env),
+    };
     let node = r.node();
     let owner = *r.owner();
-    let options = listen_options(options);
     let secure = options.tls_cert.is_some();
     runtime::handle().spawn(async move {
         let outcome = node.listen_with(&addr, options).await.map(|bound| Answer::Listening(bound, secure));
         answer(&owner, tag, outcome);
     });
-    atoms::ok()
+    atoms::ok().encode(env)
 }
 
 /// Dials `url`, speaking MessagePack when `msgpack` is true, presenting

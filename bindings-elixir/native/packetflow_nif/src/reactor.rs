@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use packetflow::{ConnectionSpawner, Node, NodeConfig, PacketResult, Reactor, ReactorConfig};
+use packetflow::{ConnectionSpawner, Node, NodeConfig, PacketResult, PfError, Reactor, ReactorConfig};
 use parking_lot::{Mutex, RwLock};
 use rustler::env::SavedTerm;
 use rustler::sys::enif_send;
@@ -63,27 +63,67 @@ impl Drop for ReactorRes {
     }
 }
 
-/// A reactor owned by the calling process (its GenServer), whose handler
-/// calls go to `pool`'s workers.
+/// The core's reactor settings: its defaults for what is not given (`nil`),
+/// checked by the core (PF400 naming the option).
+fn config(
+    name: Option<String>,
+    max_inflight: Option<usize>,
+    max_queue: Option<usize>,
+) -> Result<ReactorConfig, PfError> {
+    let defaults = ReactorConfig::default();
+    let config = ReactorConfig {
+        name: name.unwrap_or(defaults.name),
+        max_inflight: max_inflight.unwrap_or(defaults.max_inflight),
+        max_queue: max_queue.unwrap_or(defaults.max_queue),
+        ..defaults
+    };
+    config.validate().map(|()| config)
+}
+
+/// Whether the core accepts these reactor settings: `:ok` or
+/// `{:error, %PacketFlow.Error{}}`.
 #[rustler::nif]
-fn reactor_new(
-    env: Env,
-    name: String,
-    max_inflight: usize,
-    max_queue: usize,
+fn reactor_check_config<'a>(
+    env: Env<'a>,
+    name: Option<String>,
+    max_inflight: Option<usize>,
+    max_queue: Option<usize>,
+) -> Term<'a> {
+    match config(name, max_inflight, max_queue) {
+        Ok(_) => atoms::ok().encode(env),
+        Err(e) => (atoms::error(), terms::error(env, &e)).encode(env),
+    }
+}
+
+/// A reactor owned by the calling process (its GenServer), whose handler
+/// calls go to `pool`'s workers: `{:ok, reactor}` or `{:error,
+/// %PacketFlow.Error{}}` for settings the core refuses.
+#[rustler::nif]
+fn reactor_new<'a>(
+    env: Env<'a>,
+    name: Option<String>,
+    max_inflight: Option<usize>,
+    max_queue: Option<usize>,
     pool: ResourceArc<PoolRes>,
-) -> ResourceArc<ReactorRes> {
-    let config =
-        ReactorConfig { name, max_inflight: max_inflight.max(1), max_queue, ..ReactorConfig::default() };
+) -> Term<'a> {
+    let config = match config(name, max_inflight, max_queue) {
+        Ok(config) => config,
+        Err(e) => return (atoms::error(), terms::error(env, &e)).encode(env),
+    };
     LIVE.fetch_add(1, Ordering::Relaxed);
     let owner = env.pid();
     let reactor = Reactor::new(config);
     registry().write().insert(owner, (reactor.clone(), Arc::clone(&pool.0)));
-    ResourceArc::new(ReactorRes { reactor, node: Mutex::new(None), pool: Arc::clone(&pool.0), owner })
+    let resource =
+        ResourceArc::new(ReactorRes { reactor, node: Mutex::new(None), pool: Arc::clone(&pool.0), owner });
+    (atoms::ok(), resource).encode(env)
 }
 
-/// Routes `group:element` to the workers' handler `handler_id`:
-/// `:ok` or `{:error, %PacketFlow.Error{}}` (PF400 for a bad name).
+/// Routes `group:element` to the workers' handler `handler_id`, a new id
+/// for every registration: `:ok` or `{:error, %PacketFlow.Error{}}` (PF400
+/// for a bad name). The function of a registration the core lets go of (a
+/// refused one, or one replaced or removed once its packets are answered)
+/// is forgotten by the dispatcher (see `invocation`).
 #[rustler::nif]
 fn reactor_register<'a>(
     env: Env<'a>,
@@ -93,16 +133,20 @@ fn reactor_register<'a>(
     handler_id: u64,
 ) -> Term<'a> {
     let handler = invocation::handler(handler_id, Arc::clone(&r.pool));
-    match r.reactor.register_handler(&group, &element, handler) {
+    // In an inline scope, so that a registration dropped here (refused, or
+    // replaced with nothing left in flight) is forgotten with this NIF's
+    // environment.
+    inline::run(env, || match r.reactor.register_handler(&group, &element, handler) {
         Ok(()) => atoms::ok().encode(env),
         Err(e) => (atoms::error(), terms::error(env, &e)).encode(env),
-    }
+    })
 }
 
 /// Removes the handler of `group:element`; `false` if there was none.
+/// Packets already routed to it still run it.
 #[rustler::nif]
-fn reactor_unregister(r: ResourceArc<ReactorRes>, group: String, element: String) -> bool {
-    r.reactor.unregister(&group, &element)
+fn reactor_unregister(env: Env, r: ResourceArc<ReactorRes>, group: String, element: String) -> bool {
+    inline::run(env, || r.reactor.unregister(&group, &element))
 }
 
 /// Where a submit's result goes: `{:pf_result, ref, result}` to the process
@@ -165,7 +209,7 @@ fn reactor_submit<'a>(env: Env<'a>, reactor: Term<'a>, fields: Term<'a>, tag: Te
     let saved = owned.save(tag);
     let deliver = ToCaller { caller: env.pid(), message: Mutex::new((owned, saved)) };
     let submit = async move { reactor.submit(packet).await };
-    inline::run(env, || match Job::start(submit, deliver, &pool) {
+    inline::run(env, || match Job::start(submit, deliver, pool.home()) {
         Some(result) => (atoms::done(), terms::result(env, &result)).encode(env),
         None => (atoms::pending(), timeout_ms).encode(env),
     })
@@ -197,7 +241,7 @@ impl ReactorRes {
                 // Connections run as jobs of this reactor: read, handled and
                 // answered on the schedulers (see `exec`).
                 let pool = Arc::clone(&self.pool);
-                let spawner = ConnectionSpawner::new(move |connection| exec::spawn(connection, &pool));
+                let spawner = ConnectionSpawner::new(move |connection| exec::spawn(connection, pool.home()));
                 let config =
                     NodeConfig { runtime: "elixir".into(), spawner: Some(spawner), ..NodeConfig::default() };
                 Node::new(self.reactor.clone(), config)

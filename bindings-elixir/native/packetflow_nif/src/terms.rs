@@ -2,7 +2,7 @@
 //! `%PacketFlow.Result{}` and the stats map.
 
 use packetflow::reactor::ReactorStats;
-use packetflow::{PacketResult, PfError};
+use packetflow::{ErrorCode, PacketResult, PfError};
 use rustler::{Encoder, Env, Term};
 
 use crate::{atoms, convert};
@@ -75,4 +75,11 @@ pub fn stats<'a>(env: Env<'a>, s: &ReactorStats) -> Term<'a> {
         atoms::unrouted() => s.unrouted,
         atoms::handlers() => handlers,
     })
+}
+
+/// The core's error codes, each with its one-line description:
+/// `[{"PF001", "no handler ..."}, ...]`, for `PacketFlow.Error`'s table.
+#[rustler::nif]
+fn error_codes() -> Vec<(&'static str, &'static str)> {
+    ErrorCode::ALL.iter().map(|c| (c.as_str(), c.description())).collect()
 }

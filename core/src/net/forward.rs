@@ -1,0 +1,196 @@
+//! The two ways a packet with no local handler leaves this node for a peer:
+//!
+//! - through the reactor's [`Forwarder`] ([`Router`]): a future per packet
+//!   awaits the peer's answer. Local submits take this path, and so do
+//!   packets for seed peers (whose keys are learned from their answers);
+//! - relayed by the connection it came in on ([`NodeInner::relay`]): no
+//!   future, the peer's answer goes straight back to that connection. A
+//!   submit from a peer for a key another peer announced takes this path.
+//!
+//! Both mark the packet in flight (PF409), add a hop (PF508 past the limit),
+//! pass on what is left of the deadline and answer with the same errors.
+
+use std::sync::{Arc, Weak};
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::node::NodeInner;
+use super::peers::{Peer, RelayAnswer, Reply, ReturnAddress};
+use crate::error::ErrorCode;
+use crate::packet::{Packet, META_HOPS, META_ROUTE_KEY};
+use crate::reactor::{Forwarder, Origin};
+use crate::result::PacketResult;
+
+/// The reactor's forwarder: routes packets with no local handler to peers.
+pub(super) struct Router {
+    pub(super) node: Weak<NodeInner>,
+}
+
+impl Forwarder for Router {
+    fn forward(
+        &self,
+        packet: Packet,
+        deadline: Instant,
+        origin: Option<Origin>,
+    ) -> Option<BoxFuture<'static, PacketResult>> {
+        let node = self.node.upgrade()?;
+        let route_key = packet.meta(META_ROUTE_KEY).and_then(Value::as_str);
+        let origin = origin.map(|o| o.0);
+        let peer = node.peers.read().route_element(packet.group, &packet.element, route_key, origin)?;
+        Some(Box::pin(forward(node, peer, packet, deadline, origin)))
+    }
+}
+
+/// Forwards to `peer`; a seed peer (which announced nothing) that answers
+/// PF001 is remembered as lacking the key and the next seed peer is tried,
+/// so several seed peers on one node each get the packets they serve.
+async fn forward(
+    node: Arc<NodeInner>,
+    mut peer: Arc<Peer>,
+    packet: Packet,
+    deadline: Instant,
+    origin: Option<u64>,
+) -> PacketResult {
+    let key = (packet.group, packet.element.clone());
+    loop {
+        if peer.hello().is_some() {
+            return forward_to(&node, &peer, packet, deadline).await;
+        }
+        let result = forward_to(&node, &peer, packet.clone(), deadline).await;
+        let lacks_key = result.err().is_some_and(|e| e.is(ErrorCode::NoHandler));
+        peer.learn(key.clone(), !lacks_key);
+        if !lacks_key {
+            return result;
+        }
+        let next = node.peers.read().route_element(key.0, &key.1, None, origin);
+        match next {
+            Some(next) if next.id != peer.id && next.hello().is_none() => peer = next,
+            _ => return result,
+        }
+    }
+}
+
+async fn forward_to(node: &NodeInner, peer: &Peer, packet: Packet, deadline: Instant) -> PacketResult {
+    let start = Instant::now();
+    let id = packet.id.clone();
+    let fail =
+        |code: ErrorCode, message: String| PacketResult::error(id.clone(), code, message, since_ms(start));
+    let (reply, answer) = oneshot::channel();
+    let seq = match send_to(node, peer, Box::new(packet), start, deadline, Reply::Wait(reply)) {
+        Ok(seq) => seq,
+        Err((code, message)) => return fail(code, message),
+    };
+    match tokio::time::timeout_at(deadline, answer).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => fail(ErrorCode::Unavailable, format!("peer {} went away", peer.remote)),
+        Err(_) => {
+            peer.abandon_submit(seq);
+            node.deadline_passed(peer, start);
+            fail(ErrorCode::Timeout, format!("no answer from peer {} before the deadline", peer.remote))
+        }
+    }
+}
+
+/// Sends `packet` to `peer` as one more hop, with what is left of its
+/// deadline, its answer to go to `reply`; returns the submit's `seq` on
+/// that peer, or the error that answers the packet (`reply` is dropped).
+fn send_to(
+    node: &NodeInner,
+    peer: &Peer,
+    mut packet: Box<Packet>,
+    start: Instant,
+    deadline: Instant,
+    reply: Reply,
+) -> Result<u64, (ErrorCode, String)> {
+    let hops = packet.meta(META_HOPS).and_then(Value::as_u64).unwrap_or(0) + 1;
+    if hops > node.config.max_hops {
+        let limit = node.config.max_hops;
+        return Err((
+            ErrorCode::LoopDetected,
+            format!("routing loop: the packet exceeded the hop limit of {limit}"),
+        ));
+    }
+    let remaining_ms = deadline.saturating_duration_since(start).as_millis() as u64;
+    if remaining_ms == 0 {
+        return Err((ErrorCode::Timeout, "no time left to forward the packet".into()));
+    }
+    // The peer gets what is left of the deadline, and one more hop (written
+    // into the metadata as the frame is encoded).
+    packet.timeout_ms = Some(remaining_ms.min(crate::packet::MAX_TIMEOUT_MS));
+    let Some(seq) = peer.begin_submit(packet.id.clone(), reply, node.config.max_pending_per_peer) else {
+        let limit = node.config.max_pending_per_peer;
+        return Err((
+            ErrorCode::Overloaded,
+            format!("peer {} already has {limit} packets in flight", peer.remote),
+        ));
+    };
+    if !peer.send_forward(seq, packet, hops) {
+        peer.abandon_submit(seq);
+        return Err((ErrorCode::Unavailable, format!("peer {} went away", peer.remote)));
+    }
+    Ok(seq)
+}
+
+/// What [`NodeInner::relay`] did with a packet.
+// The packet is given back by value (no allocation) when declined.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum RelayOutcome {
+    /// Sent to `peer` as its submit `seq`; the answer will come through
+    /// the connection's relay channel, unless the deadline passes first.
+    Sent { peer: Arc<Peer>, seq: u64 },
+    /// Answered at once (PF409, PF508, PF408, PF429, PF503).
+    Answered(PacketResult),
+    /// Not for this path: no route (PF001), or a seed peer (whose keys
+    /// the reactor's forwarder learns). Submit it through the reactor.
+    Declined(Box<Packet>),
+}
+
+impl NodeInner {
+    /// Forwards a packet that has no local handler (`Immediate::Elsewhere`)
+    /// to a peer that announced its key, without a future: the peer's
+    /// answer goes straight to the submitting connection `origin` through
+    /// `to`, tagged with its `seq` and `size`. Observably the same as the
+    /// reactor's forwarder: the same in-flight mark (PF409), hop count,
+    /// remaining timeout and errors; the connection enforces the deadline.
+    pub(crate) fn relay(
+        &self,
+        packet: Box<Packet>,
+        deadline: Instant,
+        origin: Origin,
+        seq: u64,
+        size: usize,
+        to: &mpsc::UnboundedSender<RelayAnswer>,
+    ) -> RelayOutcome {
+        let route_key = packet.meta(META_ROUTE_KEY).and_then(Value::as_str);
+        let route = self.peers.read().route_element(packet.group, &packet.element, route_key, Some(origin.0));
+        let peer = match route {
+            Some(peer) if peer.has_hello() => peer,
+            _ => return RelayOutcome::Declined(packet),
+        };
+        let start = Instant::now();
+        let Some(guard) = self.reactor.begin_forward(&packet.id) else {
+            let message = format!("a packet with id {} is already in flight", packet.id);
+            return RelayOutcome::Answered(PacketResult::error(
+                packet.id.clone(),
+                ErrorCode::DuplicateId,
+                message,
+                since_ms(start),
+            ));
+        };
+        let id = packet.id.clone();
+        let reply = Reply::Relay(ReturnAddress { to: to.clone(), seq, size, start, guard });
+        match send_to(self, &peer, packet, start, deadline, reply) {
+            Ok(seq) => RelayOutcome::Sent { peer, seq },
+            Err((code, message)) => {
+                RelayOutcome::Answered(PacketResult::error(id, code, message, since_ms(start)))
+            }
+        }
+    }
+}
+
+fn since_ms(start: Instant) -> u64 {
+    start.elapsed().as_millis() as u64
+}
