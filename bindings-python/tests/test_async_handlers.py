@@ -192,3 +192,36 @@ async def test_keyboard_interrupt_raised_by_a_handler_goes_on_after_the_answer(r
     stats = reactor.stats()
     assert stats["in_flight"] == 0
     assert [(h["count"], h["errors"]) for h in stats["handlers"]] == [(1, 1)]
+
+
+async def test_without_an_eager_first_step_a_handler_still_runs_in_its_own_task() -> None:
+    """When the loop's newest ready handle is not the task's step (here a
+    task factory that schedules something after making the task), the step
+    is left to the loop: the handler answers a turn later, in its own task
+    and context all the same."""
+    loop = asyncio.get_running_loop()
+    scheduled_after: List["asyncio.Task[Any]"] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> "asyncio.Task[Any]":
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        loop.call_soon(scheduled_after.append, task)
+        return task
+
+    loop.set_task_factory(factory)  # type: ignore[arg-type]
+    try:
+        async with Reactor(name="no-eager") as r:
+            submitter = asyncio.current_task()
+
+            @r.handler("df", "later")
+            async def later(data: Any, ctx: Context) -> Any:
+                task = asyncio.current_task()
+                await asyncio.sleep(0)
+                return [task is asyncio.current_task(), task is not submitter, SEEN_BY.get()]
+
+            SEEN_BY.set("submitter")
+            pending = r.submit("df", "later")
+            assert not pending.done()  # type: ignore[attr-defined]
+            assert (await asyncio.wait_for(pending, 5)).data == [True, True, "unset"]
+            assert [t.get_name() for t in scheduled_after] == ["df:later"]
+    finally:
+        loop.set_task_factory(None)
