@@ -234,8 +234,13 @@ impl Bridge {
         write.set_nonblocking(true)?;
         let fd = read.as_raw_fd();
         let bridge = Bridge::build(py, lp, Wakeup::Socket { read, write })?;
-        let callback = bridge.drain_callback.get(py).expect("set by build").clone_ref(py);
-        match lp.call_method1("add_reader", (fd, callback)) {
+        // The reader's callback is held by the loop alone: when the loop is
+        // closed, it lets go of it, and the bridge learns it (see
+        // `Drainer`'s `Drop`), so that work pushed from other threads from
+        // then on is answered instead of waiting for a drain that will never
+        // come.
+        let reader = Py::new(py, Drainer { bridge: Arc::downgrade(&bridge), watches_loop: true })?;
+        match lp.call_method1("add_reader", (fd, reader)) {
             Ok(_) => Ok(bridge),
             // No readers on this loop (e.g. a proactor loop): use the
             // threadsafe wake-up instead.
@@ -261,7 +266,8 @@ impl Bridge {
             wakeup,
             closed: AtomicBool::new(false),
         });
-        let callback = Py::new(py, Drainer { bridge: Arc::downgrade(&bridge) })?.into_any();
+        let callback =
+            Py::new(py, Drainer { bridge: Arc::downgrade(&bridge), watches_loop: false })?.into_any();
         let _ = bridge.drain_callback.set(py, callback);
         Ok(bridge)
     }
@@ -439,10 +445,24 @@ impl Bridge {
     }
 }
 
-/// The loop's reader callback.
+/// The drain as a callable for the loop: the reader callback of the
+/// wake-up socket, or what `call_soon` schedules.
 #[pyclass(frozen, module = "packetflow._native")]
 struct Drainer {
     bridge: Weak<Bridge>,
+    /// Registered with `add_reader`, and held by the loop alone: dropped
+    /// when the loop is closed (its selector lets go of its readers).
+    watches_loop: bool,
+}
+
+impl Drop for Drainer {
+    fn drop(&mut self) {
+        if self.watches_loop {
+            if let Some(bridge) = self.bridge.upgrade() {
+                bridge.close();
+            }
+        }
+    }
 }
 
 #[pymethods]
