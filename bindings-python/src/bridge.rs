@@ -1,60 +1,56 @@
-//! The bridge between one asyncio event loop and the core.
+//! The bridge between one asyncio event loop and the core's threads.
 //!
 //! Each loop that uses PacketFlow gets one [`Bridge`]: an inbox of work that
-//! must happen on that loop (core futures to poll, `async def` handlers to
-//! start, handler tasks to cancel) and a way to wake the loop. Other threads
-//! wake it by writing a byte to a socket the loop watches (`add_reader`), so
-//! waking needs no GIL; the loop's own thread schedules a drain with
-//! `call_soon`. One wake covers everything pushed until the drain runs, so
-//! many handler calls and results cross into Python under one GIL hold, and
-//! a lone one crosses at once (no timers).
+//! must happen on that loop's thread, with the GIL (core futures to poll,
+//! jobs such as starting a handler's task, tasks to cancel), and a way to
+//! wake the loop. Other threads wake it by writing a byte to a socket the
+//! loop watches (`add_reader`), so waking needs no GIL; the loop's own
+//! thread schedules a drain with `call_soon`. One wake covers everything
+//! pushed until the drain runs, so many handler calls and results cross
+//! into Python under one GIL hold, and a lone one crosses at once (no
+//! timers).
 //!
-//! A future awaited from Python (`submit`, `call`, `ctx.call`) is polled on
-//! the loop that awaits it: first inline, inside the `submit` call itself,
-//! where a packet whose handler answers at once (an `async def` on this loop
-//! that does not suspend, PF001, PF429, ...) completes with no thread
-//! hand-off at all; later from the inbox, when its waker fires (a result from
-//! the handler pool, a timer of the runtime, another loop). Polling a core
-//! future never blocks: it only moves the packet along.
+//! This module knows loops, threads and the inbox, nothing about packets or
+//! handlers: what is polled ([`Pollable`]) and what a job does ([`LoopJob`])
+//! belongs to the layers above ([`awaitable`](crate::awaitable),
+//! [`handler`](crate::handler)).
 
-use std::cell::RefCell;
-use std::future::Future;
+use std::cell::{Cell, RefCell};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::task::{Context as TaskContext, Poll, Wake, Waker};
 
-use futures::future::BoxFuture;
-use packetflow::{ErrorCode, PacketResult, PfError, Value};
 use parking_lot::Mutex;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
-use crate::handler::{self, Invocation};
-use crate::result::PyPacketResult;
-use crate::{convert, errors, runtime};
+use crate::runtime;
 
-/// What a future awaited from Python ends with; converted to Python objects
-/// on the loop, with the GIL.
-pub(crate) enum Answer {
-    /// `submit`: a `Result` object.
-    Result(PacketResult),
-    /// `call`, `ctx.call`: the data, or the error raised.
-    Data(Result<Value, PfError>),
-    /// An operation with no value: `None`, or the error raised.
-    Unit(Result<(), PfError>),
+/// Something the loop's thread polls when its waker fired (a core future
+/// awaited from Python).
+pub(crate) trait Pollable: Send + Sync {
+    /// Polls once, on the loop's thread, with the GIL, inside a drain.
+    fn poll_on_loop(self: Arc<Self>, py: Python<'_>);
+}
+
+/// A piece of work that must run on the loop's thread.
+pub(crate) trait LoopJob: Send {
+    /// Runs it, on the loop's thread, with the GIL, inside a drain.
+    fn run(self: Box<Self>, py: Python<'_>, bridge: &Arc<Bridge>);
+    /// The loop closed before it could run: answer whoever waits for it.
+    fn loop_closed(self: Box<Self>);
 }
 
 /// Work for the loop's thread.
 pub(crate) enum Item {
     /// A core future whose waker fired.
-    Poll(Arc<LoopTask>),
-    /// An `async def` handler to start on this loop.
-    Invoke(Invocation),
-    /// A handler task whose packet ended without it (deadline, stop).
+    Poll(Arc<dyn Pollable>),
+    /// A job to run there.
+    Job(Box<dyn LoopJob>),
+    /// An asyncio task to cancel (its work is no longer wanted).
     Cancel(Py<PyAny>),
 }
 
@@ -69,6 +65,10 @@ enum Wakeup {
 pub(crate) struct Bridge {
     event_loop: Py<PyAny>,
     create_future: Py<PyAny>,
+    create_task: Py<PyAny>,
+    /// The loop's queue of ready handles (`BaseEventLoop._ready`), if it
+    /// has one: see [`Bridge::start_eagerly`].
+    ready: Option<Py<PyAny>>,
     call_soon: Py<PyAny>,
     drain_callback: PyOnceLock<Py<PyAny>>,
     /// Identifies the thread that runs the loop (see [`thread_key`]).
@@ -85,13 +85,33 @@ pub(crate) struct Bridge {
 thread_local! {
     static THREAD_MARK: u8 = const { 0 };
     /// The bridge whose loop this thread is serving right now (inside a
-    /// drain or an inline poll), if any: handlers of that loop may run at once.
+    /// drain or an inline poll of a core future), if any: work for that
+    /// loop may be done at once instead of through its inbox.
     static ACTIVE: RefCell<Option<Arc<Bridge>>> = const { RefCell::new(None) };
     /// The bridge of the loop this thread ran last.
     static CURRENT: RefCell<Option<Arc<Bridge>>> = const { RefCell::new(None) };
-    /// A KeyboardInterrupt or SystemExit raised by a handler run inline,
-    /// re-raised once the packet has been answered.
+    /// Set while a handler's task hands its answer over (see [`answering`]).
+    static ANSWERING: Cell<bool> = const { Cell::new(false) };
+    /// A KeyboardInterrupt or SystemExit raised by Python code run inside a
+    /// poll or a drain (a handler's first step), raised again once that
+    /// poll or drain is over.
     static DEFERRED: RefCell<Option<PyErr>> = const { RefCell::new(None) };
+}
+
+/// Keeps an exception that must not be lost but cannot be raised where it
+/// was caught (inside a poll of a core future), for [`take_deferred`].
+pub(crate) fn defer_raise(err: PyErr) {
+    DEFERRED.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(err);
+        }
+    });
+}
+
+/// Takes the exception kept by [`defer_raise`], if any.
+pub(crate) fn take_deferred() -> Option<PyErr> {
+    DEFERRED.with(|d| d.borrow_mut().take())
 }
 
 /// A cheap, stable identity for the calling thread.
@@ -100,12 +120,12 @@ fn thread_key() -> usize {
 }
 
 /// Marks `bridge` active on this thread for the guard's life.
-struct ActiveGuard {
+pub(crate) struct ActiveGuard {
     previous: Option<Arc<Bridge>>,
 }
 
 impl ActiveGuard {
-    fn enter(bridge: &Arc<Bridge>) -> ActiveGuard {
+    pub(crate) fn enter(bridge: &Arc<Bridge>) -> ActiveGuard {
         let previous = ACTIVE.with(|a| a.borrow_mut().replace(bridge.clone()));
         ActiveGuard { previous }
     }
@@ -128,22 +148,44 @@ pub(crate) fn is_active(bridge: &Arc<Bridge>) -> bool {
     ACTIVE.with(|a| a.borrow().as_ref().is_some_and(|b| Arc::ptr_eq(b, bridge)))
 }
 
-/// Keeps a KeyboardInterrupt/SystemExit raised by a handler for later.
-pub(crate) fn defer_raise(err: PyErr) {
-    DEFERRED.with(|d| {
-        let mut d = d.borrow_mut();
-        if d.is_none() {
-            *d = Some(err);
+/// Runs `send`, the hand-over of a handler's answer on the thread of the
+/// handler's loop. A core future of this loop that the answer wakes may be
+/// polled at once, inside `send` (see [`Bridge::may_poll_here`]), instead
+/// of on the loop's next turn: a handler answering a submitter of its own
+/// loop costs no drain.
+pub(crate) fn answering<R>(send: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            ANSWERING.with(|a| a.set(self.0));
         }
-    });
-}
-
-/// Takes the interrupt kept by [`defer_raise`], if any.
-pub(crate) fn take_deferred() -> Option<PyErr> {
-    DEFERRED.with(|d| d.borrow_mut().take())
+    }
+    let _reset = Reset(ANSWERING.with(|a| a.replace(true)));
+    send()
 }
 
 static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// `asyncio.current_task` and the functions a task step uses to mark
+/// itself current (`asyncio.tasks._enter_task`, `_leave_task`).
+struct TaskFunctions {
+    current: Py<PyAny>,
+    enter: Py<PyAny>,
+    leave: Py<PyAny>,
+}
+
+static TASK_FUNCTIONS: PyOnceLock<TaskFunctions> = PyOnceLock::new();
+
+fn task_functions(py: Python<'_>) -> PyResult<&TaskFunctions> {
+    TASK_FUNCTIONS.get_or_try_init(py, || {
+        let tasks = py.import("asyncio.tasks")?;
+        Ok::<_, PyErr>(TaskFunctions {
+            current: tasks.getattr("current_task")?.unbind(),
+            enter: tasks.getattr("_enter_task")?.unbind(),
+            leave: tasks.getattr("_leave_task")?.unbind(),
+        })
+    })
+}
 
 /// The running loop of this thread, or `None`.
 pub(crate) fn running_loop(py: Python<'_>) -> PyResult<Option<Bound<'_, PyAny>>> {
@@ -192,8 +234,13 @@ impl Bridge {
         write.set_nonblocking(true)?;
         let fd = read.as_raw_fd();
         let bridge = Bridge::build(py, lp, Wakeup::Socket { read, write })?;
-        let callback = bridge.drain_callback.get(py).expect("set by build").clone_ref(py);
-        match lp.call_method1("add_reader", (fd, callback)) {
+        // The reader's callback is held by the loop alone: when the loop is
+        // closed, it lets go of it, and the bridge learns it (see
+        // `Drainer`'s `Drop`), so that work pushed from other threads from
+        // then on is answered instead of waiting for a drain that will never
+        // come.
+        let reader = Py::new(py, Drainer { bridge: Arc::downgrade(&bridge), watches_loop: true })?;
+        match lp.call_method1("add_reader", (fd, reader)) {
             Ok(_) => Ok(bridge),
             // No readers on this loop (e.g. a proactor loop): use the
             // threadsafe wake-up instead.
@@ -208,6 +255,8 @@ impl Bridge {
         let bridge = Arc::new(Bridge {
             event_loop: lp.clone().unbind(),
             create_future: lp.getattr("create_future")?.unbind(),
+            create_task: lp.getattr("create_task")?.unbind(),
+            ready: lp.getattr("_ready").ok().map(Bound::unbind),
             call_soon: lp.getattr("call_soon")?.unbind(),
             drain_callback: PyOnceLock::new(),
             thread: thread_key(),
@@ -217,14 +266,10 @@ impl Bridge {
             wakeup,
             closed: AtomicBool::new(false),
         });
-        let callback = Py::new(py, Drainer { bridge: Arc::downgrade(&bridge) })?.into_any();
+        let callback =
+            Py::new(py, Drainer { bridge: Arc::downgrade(&bridge), watches_loop: false })?.into_any();
         let _ = bridge.drain_callback.set(py, callback);
         Ok(bridge)
-    }
-
-    /// The loop this bridge serves.
-    pub(crate) fn event_loop(&self) -> &Py<PyAny> {
-        &self.event_loop
     }
 
     /// Whether the loop is known to be closed.
@@ -233,15 +278,28 @@ impl Bridge {
     }
 
     /// Marks the loop closed: work pushed from now on is refused, and what
-    /// waits in the inbox is answered (handler calls) or dropped (polls).
+    /// waits in the inbox is answered (jobs) or dropped (polls, cancels).
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         let items = std::mem::take(&mut *self.inbox.lock());
         for item in items {
-            if let Item::Invoke(inv) = item {
-                inv.refuse(loop_closed_error());
+            if let Item::Job(job) = item {
+                job.loop_closed();
             }
         }
+    }
+
+    /// Whether the calling thread runs this loop.
+    pub(crate) fn on_loop_thread(&self) -> bool {
+        thread_key() == self.thread
+    }
+
+    /// Whether a core future of this loop that was just woken may be polled
+    /// at once, on the calling thread: it is the loop's thread, inside
+    /// [`answering`] and outside any other poll (so no lock of a future
+    /// being polled is held).
+    pub(crate) fn may_poll_here(&self) -> bool {
+        ANSWERING.with(Cell::get) && self.on_loop_thread() && active().is_none() && !self.is_closed()
     }
 
     /// A new asyncio future of this loop.
@@ -249,11 +307,54 @@ impl Bridge {
         self.create_future.bind(py).call0()
     }
 
+    /// The loop's `create_task`.
+    pub(crate) fn create_task<'py>(&self, py: Python<'py>) -> &Bound<'py, PyAny> {
+        self.create_task.bind(py)
+    }
+
+    /// Runs the first step of `task`, just made by this loop's
+    /// `create_task`, now rather than on the loop's next turn, as Python
+    /// 3.12's eager tasks do: a handler that answers without suspending
+    /// then answers inside `submit`, with no turn of the loop in between.
+    ///
+    /// The step runs as the loop would run it (the handle `create_task`
+    /// scheduled, so in the task's own context and with `current_task()`
+    /// the task); the task that was current, if any, steps aside meanwhile
+    /// (`asyncio.tasks._leave_task`/`_enter_task`). Nothing is done unless
+    /// the loop's newest ready handle is this task's step: a loop without a
+    /// `_ready` queue (uvloop) or a task factory that did something else
+    /// leaves the step to the loop's next turn. Errors are the step's own
+    /// KeyboardInterrupt or SystemExit (the task has recorded them).
+    pub(crate) fn start_eagerly(&self, py: Python<'_>, task: &Bound<'_, PyAny>) -> PyResult<()> {
+        let Some(ready) = &self.ready else { return Ok(()) };
+        let ready = ready.bind(py);
+        let Ok(handle) = ready.get_item(-1) else { return Ok(()) };
+        let Ok(callback) = handle.getattr(pyo3::intern!(py, "_callback")) else { return Ok(()) };
+        match callback.getattr(pyo3::intern!(py, "__self__")) {
+            Ok(owner) if owner.is(task) => {}
+            _ => return Ok(()),
+        }
+        let Ok(context) = handle.getattr(pyo3::intern!(py, "_context")) else { return Ok(()) };
+        let tasks = task_functions(py)?;
+        let lp = self.event_loop.bind(py);
+        let current = tasks.current.bind(py).call1((lp,))?;
+        if !current.is_none() {
+            tasks.leave.bind(py).call1((lp, &current))?;
+        }
+        let stepped = ready
+            .call_method0(pyo3::intern!(py, "pop"))
+            .and_then(|_| context.call_method1(pyo3::intern!(py, "run"), (callback,)).map(drop));
+        if !current.is_none() {
+            tasks.enter.bind(py).call1((lp, &current))?;
+        }
+        stepped
+    }
+
     /// Queues `item` for the loop and wakes it if no wake-up is pending.
     pub(crate) fn push(&self, item: Item) {
         if self.is_closed() {
-            if let Item::Invoke(inv) = item {
-                inv.refuse(loop_closed_error());
+            if let Item::Job(job) = item {
+                job.loop_closed();
             }
             return;
         }
@@ -264,7 +365,7 @@ impl Bridge {
     }
 
     fn signal(&self) {
-        if thread_key() == self.thread {
+        if self.on_loop_thread() {
             // The loop's own thread (a handler's done-callback, a drain):
             // it holds the GIL, so schedule the drain directly.
             Python::attach(|py| {
@@ -329,8 +430,8 @@ impl Bridge {
         let _active = ActiveGuard::enter(self);
         for item in items.drain(..) {
             match item {
-                Item::Poll(task) => task.run(py),
-                Item::Invoke(inv) => handler::run_invocation(py, self, inv),
+                Item::Poll(task) => task.poll_on_loop(py),
+                Item::Job(job) => job.run(py, self),
                 Item::Cancel(task) => {
                     let _ = task.bind(py).call_method0("cancel");
                 }
@@ -344,14 +445,24 @@ impl Bridge {
     }
 }
 
-fn loop_closed_error() -> PfError {
-    PfError::new(ErrorCode::Unavailable, "the event loop this handler runs on is closed")
-}
-
-/// The loop's reader callback.
+/// The drain as a callable for the loop: the reader callback of the
+/// wake-up socket, or what `call_soon` schedules.
 #[pyclass(frozen, module = "packetflow._native")]
 struct Drainer {
     bridge: Weak<Bridge>,
+    /// Registered with `add_reader`, and held by the loop alone: dropped
+    /// when the loop is closed (its selector lets go of its readers).
+    watches_loop: bool,
+}
+
+impl Drop for Drainer {
+    fn drop(&mut self) {
+        if self.watches_loop {
+            if let Some(bridge) = self.bridge.upgrade() {
+                bridge.close();
+            }
+        }
+    }
 }
 
 #[pymethods]
@@ -364,153 +475,25 @@ impl Drainer {
     }
 }
 
-struct TaskState {
-    work: BoxFuture<'static, Answer>,
-    target: Py<PyAny>,
-    /// The [`CancelHook`] on `target`, removed before `target` is resolved
-    /// (a done-callback left there would cost one more turn of the loop).
-    hook: Option<Py<PyAny>>,
+/// The loop a reactor falls back on for `async def` handlers registered
+/// outside any loop, when their packet does not come from a loop: the loop
+/// the reactor was last used from.
+#[derive(Default)]
+pub(crate) struct HomeLoop {
+    bridge: Mutex<Option<Arc<Bridge>>>,
 }
 
-/// A core future awaited by an asyncio future of one loop, polled on that
-/// loop whenever its waker fires.
-pub(crate) struct LoopTask {
-    bridge: Arc<Bridge>,
-    scheduled: AtomicBool,
-    state: Mutex<Option<TaskState>>,
-}
-
-impl Wake for LoopTask {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
+impl HomeLoop {
+    /// The home loop's bridge, unless that loop is closed.
+    pub(crate) fn get(&self) -> Option<Arc<Bridge>> {
+        self.bridge.lock().clone().filter(|b| !b.is_closed())
     }
 
-    fn wake_by_ref(self: &Arc<Self>) {
-        if !self.scheduled.swap(true, Ordering::AcqRel) {
-            self.bridge.push(Item::Poll(self.clone()));
+    /// Makes `bridge` the home loop if there is none (or it closed).
+    pub(crate) fn adopt(&self, bridge: &Arc<Bridge>) {
+        let mut home = self.bridge.lock();
+        if home.as_ref().is_none_or(|b| b.is_closed()) {
+            *home = Some(bridge.clone());
         }
     }
-}
-
-impl LoopTask {
-    /// Polls the future once (on the loop's thread, with the GIL); when it
-    /// ends, resolves the asyncio future.
-    fn run(self: &Arc<Self>, py: Python<'_>) {
-        self.scheduled.store(false, Ordering::Release);
-        let mut guard = self.state.lock();
-        let Some(state) = guard.as_mut() else { return };
-        let waker = Waker::from(self.clone());
-        let mut cx = TaskContext::from_waker(&waker);
-        if let Poll::Ready(answer) = state.work.as_mut().poll(&mut cx) {
-            let state = guard.take().expect("checked above");
-            drop(guard);
-            let target = state.target.bind(py);
-            if let Some(hook) = &state.hook {
-                let _ = target.call_method1(pyo3::intern!(py, "remove_done_callback"), (hook,));
-            }
-            // The awaiting task may have been cancelled meanwhile.
-            if !target.call_method0("done").and_then(|d| d.is_truthy()).unwrap_or(true) {
-                deliver(py, target, answer);
-            }
-        }
-    }
-
-    /// Drops the work (its packet is abandoned, as the core defines).
-    fn abandon(&self) {
-        let state = self.state.lock().take();
-        drop(state);
-    }
-}
-
-/// Resolves `target` with `answer`.
-fn deliver(py: Python<'_>, target: &Bound<'_, PyAny>, answer: Answer) {
-    let outcome: PyResult<Bound<'_, PyAny>> = match answer {
-        Answer::Result(result) => {
-            Py::new(py, PyPacketResult::from_core(py, result)).map(|r| r.into_bound(py).into_any())
-        }
-        Answer::Data(Ok(value)) => convert::to_py(py, &value),
-        Answer::Data(Err(e)) | Answer::Unit(Err(e)) => Err(errors::to_pyerr(py, &e)),
-        Answer::Unit(Ok(())) => Ok(py.None().into_bound(py)),
-    };
-    let _ = match outcome {
-        Ok(value) => target.call_method1(pyo3::intern!(py, "set_result"), (value,)),
-        Err(err) => target.call_method1(pyo3::intern!(py, "set_exception"), (err.into_value(py),)),
-    };
-}
-
-/// Cancels the core work when the asyncio future is cancelled.
-#[pyclass(frozen, module = "packetflow._native")]
-struct CancelHook {
-    task: Weak<LoopTask>,
-}
-
-#[pymethods]
-impl CancelHook {
-    fn __call__(&self, future: &Bound<'_, PyAny>) -> PyResult<()> {
-        if future.call_method0("cancelled")?.is_truthy()? {
-            if let Some(task) = self.task.upgrade() {
-                task.abandon();
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Runs `work` for an awaiting Python caller on `bridge`'s loop and returns
-/// the asyncio future it resolves.
-pub(crate) fn spawn<'py>(
-    py: Python<'py>,
-    bridge: &Arc<Bridge>,
-    work: impl Future<Output = Answer> + Send + 'static,
-) -> PyResult<Bound<'py, PyAny>> {
-    let target = bridge.create_future(py)?;
-    let task = Arc::new(LoopTask {
-        bridge: bridge.clone(),
-        scheduled: AtomicBool::new(false),
-        state: Mutex::new(Some(TaskState {
-            work: Box::pin(work),
-            target: target.clone().unbind(),
-            hook: None,
-        })),
-    });
-    let finished = {
-        let _active = ActiveGuard::enter(bridge);
-        let _runtime = runtime::runtime()?.enter();
-        let mut guard = task.state.lock();
-        let state = guard.as_mut().expect("just built");
-        let waker = Waker::from(task.clone());
-        let mut cx = TaskContext::from_waker(&waker);
-        match state.work.as_mut().poll(&mut cx) {
-            Poll::Ready(answer) => {
-                guard.take();
-                drop(guard);
-                deliver(py, &target, answer);
-                true
-            }
-            Poll::Pending => false,
-        }
-    };
-    if !finished {
-        let hook = Py::new(py, CancelHook { task: Arc::downgrade(&task) })?.into_any();
-        target.call_method1(pyo3::intern!(py, "add_done_callback"), (&hook,))?;
-        if let Some(state) = task.state.lock().as_mut() {
-            state.hook = Some(hook);
-        }
-    }
-    if let Some(err) = take_deferred() {
-        return Err(err);
-    }
-    Ok(target)
-}
-
-/// A future that is already resolved with `value`, for awaitable APIs that
-/// have nothing to wait for.
-pub(crate) fn ready<'py>(
-    py: Python<'py>,
-    bridge: &Bridge,
-    value: Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let fut = bridge.create_future(py)?;
-    fut.call_method1(pyo3::intern!(py, "set_result"), (value,))?;
-    Ok(fut)
 }

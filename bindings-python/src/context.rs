@@ -4,8 +4,7 @@ use packetflow::{Context, Element, Group};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use crate::bridge::{self, Answer};
-use crate::{blocking, convert, errors, pystr};
+use crate::{awaitable, blocking, bridge, convert, errors, pystr};
 
 /// Passed to every handler with the packet's data: the packet's id,
 /// metadata, trace id and time left, and ``call`` to submit child packets
@@ -84,7 +83,7 @@ impl PyContext {
         let (group, element) = target(py, group, element)?;
         let data = data_value(data)?;
         let ctx = self.inner.clone();
-        bridge::spawn(py, &bridge, async move { Answer::Data(ctx.call(&group, &element, data).await) })
+        awaitable::spawn(py, &bridge, async move { ctx.call(&group, &element, data).await })
     }
 
     /// Like :meth:`call`, blocking the calling thread (with the GIL

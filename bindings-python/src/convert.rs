@@ -1,17 +1,20 @@
 //! Python objects <-> `serde_json::Value`, walked directly (never through
-//! JSON text).
+//! JSON text), and Python objects -> packet [`Field`]s.
 //!
 //! A value that JSON cannot carry is refused where it is found: the error is
 //! a `TypeError` (wrong type) or `ValueError` (right type, value out of
 //! range) whose message names the spot, e.g.
-//! `data["a"][2]: set is not JSON-serializable`.
+//! `data["a"][2]: set is not JSON-serializable`. A packet field is never
+//! refused here: [`to_field`] only says what the object is, and the core
+//! judges it (`PacketParts`), in the words it uses for a frame.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use packetflow::{Map, Value};
+use packetflow::{Field, Map, Value};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::pystr;
 
@@ -236,4 +239,68 @@ pub(crate) fn object_to_py<'py>(py: Python<'py>, map: &Map<String, Value>) -> Py
         dict.set_item(PyString::new(py, k), to_py(py, v)?)?;
     }
     Ok(dict)
+}
+
+/// A packet field (`group`, `priority`, `dependencies`, ...) as given, for
+/// the core to judge: `None` is null, `bool`, `int`, `float` and `str` are
+/// themselves, a `list` or `tuple` is a list, a `dict` an object, `bytes` binary
+/// data, and anything else is described by its type ("a set").
+pub(crate) fn to_field<'a>(obj: &'a Bound<'_, PyAny>) -> Field<'a> {
+    match obj.cast::<PyString>() {
+        Ok(s) => match pystr::as_str(s) {
+            Ok(text) => Field::Str(Cow::Borrowed(text)),
+            Err(_) => not_utf8(),
+        },
+        Err(_) => non_str_field(obj),
+    }
+}
+
+/// [`to_field`] for an element of a list, which does not outlive the walk.
+fn to_owned_field(obj: &Bound<'_, PyAny>) -> Field<'static> {
+    match obj.cast::<PyString>() {
+        Ok(s) => match pystr::as_str(s) {
+            Ok(text) => Field::Str(Cow::Owned(text.to_owned())),
+            Err(_) => not_utf8(),
+        },
+        Err(_) => non_str_field(obj),
+    }
+}
+
+fn not_utf8() -> Field<'static> {
+    Field::Other(Cow::Borrowed("a str that is not valid UTF-8 (lone surrogate)"))
+}
+
+fn non_str_field(obj: &Bound<'_, PyAny>) -> Field<'static> {
+    if obj.is_none() {
+        return Field::Null;
+    }
+    if obj.is_instance_of::<PyBool>() {
+        return Field::Bool(obj.is_truthy().unwrap_or(false));
+    }
+    if obj.is_instance_of::<PyInt>() {
+        return match obj.extract::<i128>() {
+            Ok(i) => Field::Int(i),
+            // Wider than any field allows: shown as it is.
+            Err(_) => Field::Other(Cow::Owned(obj.str().map(|s| s.to_string()).unwrap_or_default())),
+        };
+    }
+    if let Ok(f) = obj.cast::<PyFloat>() {
+        return Field::Float(f.value());
+    }
+    if let Ok(list) = obj.cast::<PyList>() {
+        return Field::List(list.iter().map(|item| to_owned_field(&item)).collect());
+    }
+    if let Ok(tuple) = obj.cast::<PyTuple>() {
+        return Field::List(tuple.iter().map(|item| to_owned_field(&item)).collect());
+    }
+    if obj.is_instance_of::<PyDict>() {
+        return Field::Object;
+    }
+    if obj.is_instance_of::<PyBytes>() || obj.is_instance_of::<PyByteArray>() {
+        return Field::Bytes;
+    }
+    let name = type_name(obj);
+    let article =
+        if name.starts_with(['a', 'e', 'i', 'o', 'u', 'A', 'E', 'I', 'O', 'U']) { "an" } else { "a" };
+    Field::Other(Cow::Owned(format!("{article} {name}")))
 }

@@ -1,17 +1,25 @@
 //! Python handlers as core handlers.
 //!
 //! - A `def` handler runs off the event loop, on a thread of the reactor's
-//!   [`Pool`](crate::pool::Pool), which takes the GIL once for every call
-//!   that is ready.
+//!   [`Pool`], which takes the GIL once for every call that is ready; each
+//!   call runs in a fresh `contextvars.Context`.
 //! - An `async def` handler runs on the loop that registered it (or, when it
 //!   was registered outside any loop, on the loop that submits the packet,
-//!   else the reactor's home loop). On that loop the coroutine is started at
-//!   once: one that finishes without suspending costs no task at all; one
-//!   that suspends continues in an asyncio task.
+//!   else the reactor's [`HomeLoop`]), in an asyncio task of its own started
+//!   in a fresh, empty `contextvars.Context`: what it would see behind a
+//!   network hop. Its task is never the submitter's, so
+//!   `asyncio.current_task()`, `asyncio.timeout()` and cancellation concern
+//!   the handler alone, and no context variable of the submitter (or of the
+//!   code that registered it) reaches it. The task's first step runs at
+//!   once, where the call reaches the loop (inside `submit`, or a drain of
+//!   the loop's inbox), as Python 3.12's eager tasks do: a handler that
+//!   answers without suspending costs no turn of the loop. A handler whose
+//!   task is cancelled fails its packet with PF500, unless the packet ended
+//!   first (deadline, stop: the core has answered, and the task was
+//!   cancelled because of it).
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
@@ -21,82 +29,42 @@ use parking_lot::Mutex;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyString};
 use tokio::sync::oneshot;
 
-use crate::bridge::{self, Bridge, Item};
+use crate::bridge::{self, Bridge, HomeLoop, Item, LoopJob};
 use crate::context::PyContext;
-use crate::pool::{Pool, SyncCall};
-use crate::reactor::Shared;
-use crate::{convert, coroutine, errors};
+use crate::pool::{NextCall, Pool, PoolJob};
+use crate::{convert, errors};
 
 /// A registered Python callable.
 pub(crate) struct PyHandler {
-    pub(crate) func: Py<PyAny>,
+    func: Py<PyAny>,
     /// `group:element`, for messages.
-    pub(crate) key: String,
-    /// How many of the last eager starts of this `async def` handler
-    /// suspended (saturating at [`SUSPEND_LIMIT`]).
-    suspended: AtomicU32,
-    /// Calls counted while eager starts are off, to try one now and then.
-    skipped: AtomicU32,
+    key: String,
+    /// The same as a `str`: the name of an `async def` handler's tasks.
+    task_name: Py<PyString>,
 }
-
-/// After this many eager starts in a row that suspended, a handler's
-/// coroutine goes straight into a task: starting it eagerly only pays off
-/// when it can finish without suspending.
-const SUSPEND_LIMIT: u32 = 4;
-/// While eager starts are off, one call in this many still tries one, so a
-/// handler whose behaviour changes gets them back.
-const PROBE_EVERY: u32 = 128;
 
 impl PyHandler {
-    pub(crate) fn new(func: Py<PyAny>, key: String) -> PyHandler {
-        PyHandler { func, key, suspended: AtomicU32::new(0), skipped: AtomicU32::new(0) }
+    pub(crate) fn new(py: Python<'_>, func: Py<PyAny>, key: String) -> PyHandler {
+        let task_name = PyString::new(py, &key).unbind();
+        PyHandler { func, key, task_name }
     }
 
-    fn start_eagerly(&self) -> bool {
-        if self.suspended.load(Ordering::Relaxed) < SUSPEND_LIMIT {
-            return true;
-        }
-        self.skipped.fetch_add(1, Ordering::Relaxed) % PROBE_EVERY == PROBE_EVERY - 1
-    }
-
-    fn note_eager_start(&self, suspended: bool) {
-        if suspended {
-            let n = self.suspended.load(Ordering::Relaxed);
-            if n < SUSPEND_LIMIT {
-                self.suspended.store(n + 1, Ordering::Relaxed);
-            }
-        } else {
-            self.suspended.store(0, Ordering::Relaxed);
-        }
+    /// The packet's error for a value the handler returned that JSON
+    /// cannot carry.
+    fn not_json(&self, e: &convert::ConvertError) -> PfError {
+        PfError::failed(format!(
+            "{} returned a value that cannot cross as JSON: {}",
+            self.key,
+            e.describe("result")
+        ))
     }
 }
 
-/// An `async def` handler call waiting for its loop.
-pub(crate) struct Invocation {
-    handler: Arc<PyHandler>,
-    data: Value,
-    ctx: Context,
-    reply: oneshot::Sender<HandlerResult>,
-    slot: Arc<TaskSlot>,
-}
-
-impl Invocation {
-    /// Answers the call without running it.
-    pub(crate) fn refuse(self, err: PfError) {
-        let _ = self.reply.send(Err(err));
-    }
-}
-
-/// Where a suspended handler's asyncio task is kept, so that the packet can
-/// cancel it if it ends first.
-pub(crate) struct TaskSlot {
-    task: Mutex<Option<Py<PyAny>>>,
-    bridge: Arc<Bridge>,
-}
-
-/// Waits for a handler's answer; cancels its task if dropped first.
+/// Waits for a handler's answer; cancels its task (if it has one) when
+/// dropped first, i.e. when the packet ended without it.
 struct HandlerWait {
     rx: oneshot::Receiver<HandlerResult>,
     slot: Option<Arc<TaskSlot>>,
@@ -128,118 +96,123 @@ impl Drop for HandlerWait {
     }
 }
 
-fn interrupt(py: Python<'_>, err: &PyErr) -> bool {
-    // KeyboardInterrupt, SystemExit and the like: not a handler failure the
-    // packet can absorb; the packet fails, then the exception goes on.
-    !err.is_instance_of::<PyException>(py)
+// ---- `async def` handlers: a task of their loop per call ----
+
+/// Where a handler call's asyncio task is kept, so that the packet can
+/// cancel it if it ends first.
+struct TaskSlot {
+    task: Mutex<Option<Py<PyAny>>>,
+    bridge: Arc<Bridge>,
 }
 
-/// The packet's outcome for what a handler returned.
-fn outcome_of(py: Python<'_>, handler: &PyHandler, returned: PyResult<Bound<'_, PyAny>>) -> HandlerResult {
-    match returned {
-        Ok(value) => convert::try_to_value(&value).map_err(|e| {
-            PfError::failed(format!(
-                "{} returned a value that cannot cross as JSON: {}",
-                handler.key,
-                e.describe("result")
-            ))
-        }),
-        Err(err) => {
-            let failure = errors::from_handler_exception(py, &err);
-            if interrupt(py, &err) {
-                bridge::defer_raise(err);
-            }
-            Err(failure)
+/// An `async def` handler call on its way to its loop.
+struct Invocation {
+    handler: Arc<PyHandler>,
+    data: Value,
+    ctx: Context,
+    reply: oneshot::Sender<HandlerResult>,
+    slot: Arc<TaskSlot>,
+}
+
+impl LoopJob for Invocation {
+    fn run(self: Box<Self>, py: Python<'_>, bridge: &Arc<Bridge>) {
+        if self.reply.is_closed() {
+            return; // the packet already ended (deadline, stop)
         }
+        let Invocation { handler, data, ctx, reply, slot } = *self;
+        start_task(py, bridge, &handler, &data, ctx, reply, &slot);
+    }
+
+    fn loop_closed(self: Box<Self>) {
+        let message = format!("the event loop {} runs on is closed", self.handler.key);
+        let _ = self.reply.send(Err(PfError::new(ErrorCode::Unavailable, message)));
     }
 }
 
-fn make_context(py: Python<'_>, ctx: Context) -> PyResult<Bound<'_, PyContext>> {
-    Bound::new(py, PyContext::new(ctx))
+/// `packetflow._support.run_handler` and `contextvars.Context`.
+struct Support {
+    run_handler: Py<PyAny>,
+    new_context: Py<PyAny>,
+    /// Whether `create_task` takes `context=` (Python 3.11 and later).
+    context_keyword: bool,
 }
 
-/// What starting an `async def` handler gave.
-enum Started {
-    Done(HandlerResult),
-    Suspended,
+static SUPPORT: PyOnceLock<Support> = PyOnceLock::new();
+
+fn support(py: Python<'_>) -> PyResult<&Support> {
+    SUPPORT.get_or_try_init(py, || {
+        Ok::<_, PyErr>(Support {
+            run_handler: py.import("packetflow._support")?.getattr("run_handler")?.unbind(),
+            new_context: py.import("contextvars")?.getattr("Context")?.unbind(),
+            context_keyword: py.version_info() >= (3, 11),
+        })
+    })
 }
 
-/// `packetflow._support.run_handler` and its not-started marker.
-static SUPPORT: PyOnceLock<(Py<PyAny>, Py<PyAny>)> = PyOnceLock::new();
-
-/// Calls the handler and runs its coroutine up to its first suspension.
-/// When it suspends, the rest runs in an asyncio task whose result goes to
-/// `reply`; when it does not, the result is returned and `reply` is unused.
-fn start_async(
+/// Starts an `async def` handler call as a task of `bridge`'s loop, in a
+/// fresh context; the task reports its outcome to `reply` itself.
+fn start_task(
     py: Python<'_>,
-    bridge: &Arc<Bridge>,
+    bridge: &Bridge,
     handler: &Arc<PyHandler>,
     data: &Value,
     ctx: Context,
-    reply: &mut Option<oneshot::Sender<HandlerResult>>,
-    slot: &Arc<TaskSlot>,
-) -> Started {
-    let called = (|| {
+    reply: oneshot::Sender<HandlerResult>,
+    slot: &TaskSlot,
+) {
+    let report = match Py::new(py, Reply { reply: Mutex::new(Some(reply)), handler: handler.clone() }) {
+        Ok(report) => report,
+        // The answer channel went with the failed object: the packet ends
+        // with "the handler ended without an answer".
+        Err(_) => return,
+    };
+    let started = (|| {
+        let support = support(py)?;
         let data = convert::to_py(py, data)?;
-        let ctx = make_context(py, ctx)?;
-        handler.func.bind(py).call1((data, ctx))
-    })();
-    let coro = match called {
-        Ok(coro) => coro,
-        Err(err) => return Started::Done(outcome_of(py, handler, Err(err))),
-    };
-    let eager = handler.start_eagerly();
-    let pending = if eager {
-        let pending = match coroutine::step(&coro) {
-            coroutine::Step::Yielded(pending) => pending,
-            coroutine::Step::Returned(value) => {
-                handler.note_eager_start(false);
-                return Started::Done(outcome_of(py, handler, Ok(value)));
-            }
-            coroutine::Step::NotACoroutine => {
-                // A function that returned a plain value: that is the answer.
-                return Started::Done(outcome_of(py, handler, Ok(coro)));
-            }
-            coroutine::Step::Raised(err) => {
-                handler.note_eager_start(false);
-                return Started::Done(outcome_of(py, handler, Err(err)));
-            }
+        let ctx = Bound::new(py, PyContext::new(ctx))?;
+        let coro = support.run_handler.bind(py).call1((&handler.func, data, ctx, &report))?;
+        let context = support.new_context.bind(py).call0()?;
+        let task = if support.context_keyword {
+            let kwargs = PyDict::new(py);
+            kwargs.set_item(pyo3::intern!(py, "name"), &handler.task_name)?;
+            kwargs.set_item(pyo3::intern!(py, "context"), context)?;
+            bridge.create_task(py).call((&coro,), Some(&kwargs))
+        } else {
+            // A task copies the context that is current when it is made.
+            context.call_method1(pyo3::intern!(py, "run"), (bridge.create_task(py), &coro)).and_then(|task| {
+                task.call_method1(pyo3::intern!(py, "set_name"), (&handler.task_name,)).map(|_| task)
+            })
         };
-        handler.note_eager_start(true);
-        Some(pending)
-    } else {
-        None
-    };
-    let task = (|| {
-        let support = SUPPORT.get_or_try_init(py, || {
-            let module = py.import("packetflow._support")?;
-            Ok::<_, PyErr>((module.getattr("run_handler")?.unbind(), module.getattr("NOT_STARTED")?.unbind()))
-        })?;
-        let pending = match pending {
-            Some(pending) => pending,
-            None => support.1.bind(py).clone(),
-        };
-        let reply = Py::new(py, Reply { reply: Mutex::new(reply.take()), handler: handler.clone() })?;
-        let wrapper = support.0.bind(py).call1((&coro, pending, reply))?;
-        bridge.event_loop().bind(py).call_method1(pyo3::intern!(py, "create_task"), (wrapper,))
-    })();
-    match task {
-        Ok(task) => {
-            *slot.task.lock() = Some(task.unbind());
-            Started::Suspended
+        if task.is_err() {
+            let _ = coro.call_method0(pyo3::intern!(py, "close"));
         }
-        Err(err) => {
-            let _ = coro.call_method0("close");
-            Started::Done(Err(PfError::failed(format!(
-                "{} could not be scheduled on its event loop: {}",
+        task
+    })();
+    match started {
+        Ok(task) => {
+            *slot.task.lock() = Some(task.clone().unbind());
+            // Its first step now: a handler that does not suspend answers
+            // before this returns.
+            if let Err(err) = bridge.start_eagerly(py, &task) {
+                // A KeyboardInterrupt or SystemExit raised by the handler
+                // goes on once the packet is answered; anything else left
+                // the step to run on the loop's next turn.
+                if !err.is_instance_of::<PyException>(py) {
+                    bridge::defer_raise(err);
+                }
+            }
+        }
+        Err(err) => report.get().send(|| {
+            Err(PfError::failed(format!(
+                "{} could not be started on its event loop: {}",
                 handler.key,
                 errors::from_handler_exception(py, &err).message
-            ))))
-        }
+            )))
+        }),
     }
 }
 
-/// How a suspended handler's task reports its end (called by
+/// How a handler's task reports its end (called by
 /// `packetflow._support.run_handler` inside the task, so no done-callback
 /// round through the loop is needed).
 #[pyclass(frozen, module = "packetflow._native")]
@@ -252,7 +225,11 @@ impl Reply {
     fn send(&self, outcome: impl FnOnce() -> HandlerResult) {
         let Some(reply) = self.reply.lock().take() else { return };
         if !reply.is_closed() {
-            let _ = reply.send(outcome());
+            // The submitter may be waiting on this loop: let it see the
+            // answer now rather than on the loop's next turn.
+            bridge::answering(|| {
+                let _ = reply.send(outcome());
+            });
         }
     }
 }
@@ -262,12 +239,15 @@ static CANCELLED_ERROR: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 #[pymethods]
 impl Reply {
     /// The handler returned `value`.
-    fn done(&self, py: Python<'_>, value: Bound<'_, PyAny>) {
-        self.send(|| outcome_of(py, &self.handler, Ok(value)));
+    fn done(&self, value: Bound<'_, PyAny>) -> PyResult<()> {
+        self.send(|| convert::try_to_value(&value).map_err(|e| self.handler.not_json(&e)));
+        bridge::take_deferred().map_or(Ok(()), Err)
     }
 
     /// The handler raised `exc` (re-raised by the caller if it is not an
-    /// `Exception`, so it is not raised a second time here).
+    /// `Exception`, so it is not raised a second time here). A cancelled
+    /// task is a handler failure like any other: when the packet ended
+    /// first (deadline, stop), nobody waits for this answer any more.
     fn fail(&self, py: Python<'_>, exc: Bound<'_, PyAny>) -> PyResult<()> {
         let cancelled = CANCELLED_ERROR.get_or_try_init(py, || {
             Ok::<_, PyErr>(py.import("asyncio")?.getattr("CancelledError")?.unbind())
@@ -276,26 +256,12 @@ impl Reply {
         let err = PyErr::from_value(exc);
         self.send(|| {
             if was_cancelled {
-                Err(PfError::new(ErrorCode::Unavailable, format!("{} was cancelled", self.handler.key)))
+                Err(PfError::failed(format!("{} was cancelled", self.handler.key)))
             } else {
                 Err(errors::from_handler_exception(py, &err))
             }
         });
-        Ok(())
-    }
-}
-
-/// Runs an invocation that reached its loop's inbox.
-pub(crate) fn run_invocation(py: Python<'_>, bridge: &Arc<Bridge>, inv: Invocation) {
-    if inv.reply.is_closed() {
-        return; // the packet already ended (deadline, stop)
-    }
-    let Invocation { handler, data, ctx, reply, slot } = inv;
-    let mut reply = Some(reply);
-    if let Started::Done(outcome) = start_async(py, bridge, &handler, &data, ctx, &mut reply, &slot) {
-        if let Some(reply) = reply {
-            let _ = reply.send(outcome);
-        }
+        bridge::take_deferred().map_or(Ok(()), Err)
     }
 }
 
@@ -303,16 +269,17 @@ pub(crate) fn run_invocation(py: Python<'_>, bridge: &Arc<Bridge>, inv: Invocati
 pub(crate) enum LoopBinding {
     /// The loop that was running when it was registered.
     Fixed(Arc<Bridge>),
-    /// Registered outside a loop: the submitting loop, else the home loop.
-    Floating,
+    /// Registered outside a loop: the submitting loop, else the reactor's
+    /// home loop.
+    Floating(Arc<HomeLoop>),
 }
 
 /// The core handler for an `async def` Python handler.
-pub(crate) fn async_handler(handler: Arc<PyHandler>, binding: LoopBinding, shared: Arc<Shared>) -> Handler {
+pub(crate) fn async_handler(handler: Arc<PyHandler>, binding: LoopBinding) -> Handler {
     Handler::Async(Arc::new(move |data: Value, ctx: Context| -> BoxFuture<'static, HandlerResult> {
         let target = match &binding {
             LoopBinding::Fixed(b) => Some(b.clone()),
-            LoopBinding::Floating => bridge::active().or_else(|| shared.home()),
+            LoopBinding::Floating(home) => bridge::active().or_else(|| home.get()),
         };
         let Some(target) = target else {
             return future::ready(Err(PfError::failed(format!(
@@ -326,38 +293,79 @@ pub(crate) fn async_handler(handler: Arc<PyHandler>, binding: LoopBinding, share
         let slot = Arc::new(TaskSlot { task: Mutex::new(None), bridge: target.clone() });
         if bridge::is_active(&target) {
             // This thread is serving the handler's loop right now (an inline
-            // poll or a drain), with the GIL: start the coroutine at once.
-            let mut reply = Some(tx);
-            let started =
-                Python::attach(|py| start_async(py, &target, &handler, &data, ctx, &mut reply, &slot));
-            match started {
-                Started::Done(outcome) => future::ready(outcome).boxed(),
-                Started::Suspended => HandlerWait { rx, slot: Some(slot) }.boxed(),
-            }
+            // poll or a drain), with the GIL: make the task at once.
+            Python::attach(|py| start_task(py, &target, &handler, &data, ctx, tx, &slot));
         } else {
-            let inv = Invocation { handler: handler.clone(), data, ctx, reply: tx, slot: slot.clone() };
-            target.push(Item::Invoke(inv));
-            HandlerWait { rx, slot: Some(slot) }.boxed()
+            let call = Invocation { handler: handler.clone(), data, ctx, reply: tx, slot: slot.clone() };
+            target.push(Item::Job(Box::new(call)));
         }
+        HandlerWait { rx, slot: Some(slot) }.boxed()
     }))
+}
+
+// ---- `def` handlers: a call on a handler thread ----
+
+/// A `def` handler call waiting for a handler thread.
+struct SyncCall {
+    handler: Arc<PyHandler>,
+    data: Value,
+    /// Taken when the call is made.
+    ctx: Option<Context>,
+    /// Taken when the call is answered.
+    reply: Option<oneshot::Sender<HandlerResult>>,
+}
+
+impl SyncCall {
+    fn answer(&mut self, outcome: HandlerResult) {
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+impl PoolJob for SyncCall {
+    fn abandoned(&self) -> bool {
+        self.reply.as_ref().is_none_or(oneshot::Sender::is_closed)
+    }
+
+    fn start<'py>(&mut self, py: Python<'py>) -> Option<NextCall<'py>> {
+        let ctx = self.ctx.take()?;
+        let made = (|| {
+            let data = convert::to_py(py, &self.data)?;
+            let ctx = Bound::new(py, PyContext::new(ctx))?.into_any();
+            Ok::<_, PyErr>((self.handler.func.bind(py).clone(), data, ctx))
+        })();
+        match made {
+            Ok(call) => Some(call),
+            Err(e) => {
+                self.answer(Err(PfError::failed(format!("could not convert the data: {e}"))));
+                None
+            }
+        }
+    }
+
+    fn finish(mut self: Box<Self>, py: Python<'_>, outcome: PyResult<Bound<'_, PyAny>>) {
+        let outcome = sync_outcome(py, &self.handler, outcome);
+        self.answer(outcome);
+    }
+
+    fn refuse(mut self: Box<Self>) {
+        self.answer(Err(PfError::new(ErrorCode::Unavailable, "the reactor is stopped")));
+    }
 }
 
 /// The core handler for a `def` Python handler.
 pub(crate) fn sync_handler(handler: Arc<PyHandler>, pool: Arc<Pool>) -> Handler {
     Handler::Async(Arc::new(move |data: Value, ctx: Context| -> BoxFuture<'static, HandlerResult> {
         let (tx, rx) = oneshot::channel();
-        pool.push(SyncCall { handler: handler.clone(), data, ctx, reply: tx });
+        pool.push(Box::new(SyncCall { handler: handler.clone(), data, ctx: Some(ctx), reply: Some(tx) }));
         HandlerWait { rx, slot: None }.boxed()
     }))
 }
 
 /// The packet's outcome for what a `def` handler returned or raised (on
 /// its handler thread).
-pub(crate) fn sync_outcome(
-    py: Python<'_>,
-    handler: &PyHandler,
-    returned: PyResult<Bound<'_, PyAny>>,
-) -> HandlerResult {
+fn sync_outcome(py: Python<'_>, handler: &PyHandler, returned: PyResult<Bound<'_, PyAny>>) -> HandlerResult {
     match returned {
         Ok(value) => match convert::try_to_value(&value) {
             Ok(v) => Ok(v),
@@ -368,11 +376,7 @@ pub(crate) fn sync_outcome(
                     handler.key
                 )))
             }
-            Err(e) => Err(PfError::failed(format!(
-                "{} returned a value that cannot cross as JSON: {}",
-                handler.key,
-                e.describe("result")
-            ))),
+            Err(e) => Err(handler.not_json(&e)),
         },
         Err(err) => Err(errors::from_handler_exception(py, &err)),
     }

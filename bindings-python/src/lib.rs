@@ -1,17 +1,47 @@
 //! The native module of the `packetflow` Python package (`packetflow._native`).
 //!
 //! It holds no protocol logic: it converts values between Python and the
-//! core ([`convert`]), maps errors ([`errors`]) and bridges asyncio to the
-//! core's runtime ([`bridge`], [`pool`], [`blocking`]).
+//! core, maps errors, and bridges asyncio and Python threads to the core's
+//! runtime. How the bridge works, and why, is told in `docs/bindings.md`.
+//!
+//! # Layers
+//!
+//! Each module uses only modules below it (no cycles), so each can be read
+//! on its own, bottom up:
+//!
+//! ```text
+//!   reactor     packetflow.Reactor: registers handlers, submits, listens   (+ options)
+//!      |
+//!   handler     Python functions as core handlers: a task per async call,
+//!      |        a pool job per sync call
+//!   context     packetflow.Context: a handler's view of its packet, ctx.call
+//!      |
+//!   awaitable   core futures awaited from Python (asyncio futures)
+//!   blocking    core futures waited on by a thread (the _sync methods)
+//!   pool        threads that run `def` handlers (generic jobs)
+//!      |
+//!   bridge      one asyncio loop's inbox, wake-up and drain (generic work)
+//!      |
+//!   runtime     the Tokio runtime, fork and exit guards
+//!
+//!   values, used by any layer:  convert (Python <-> JSON values), errors
+//!   (PfError <-> exceptions), result (packetflow.Result), outcome (a core
+//!   future's output as a Python value), pystr (borrowed str text)
+//! ```
+//!
+//! `bridge` knows loops and threads but not packets: what it polls and runs
+//! comes from above through `bridge::Pollable` and `bridge::LoopJob`;
+//! `pool` knows threads but not handlers (`pool::PoolJob`).
 
+mod awaitable;
 mod blocking;
 mod bridge;
 mod context;
 mod convert;
-mod coroutine;
 mod errors;
 mod handler;
 mod options;
+mod outcome;
 mod pool;
 mod pystr;
 mod reactor;
@@ -31,6 +61,14 @@ fn _shutdown() {
     pool::stop_all();
 }
 
+/// The protocol's error codes, each with its one-line description, as the
+/// core lists them: `[(code, description), ...]`. The package's exception
+/// table is tested against it, so that a new code cannot be forgotten.
+#[pyfunction]
+fn error_codes() -> Vec<(&'static str, &'static str)> {
+    packetflow::ErrorCode::ALL.iter().map(|code| (code.as_str(), code.description())).collect()
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     runtime::install_fork_hook();
@@ -39,6 +77,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<result::PyPacketResult>()?;
     m.add_class::<reactor::HandlerDecorator>()?;
     m.add_function(wrap_pyfunction!(_shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(error_codes, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -2,7 +2,9 @@
 //!
 //! They are Python daemon threads running `packetflow._support.
 //! handler_thread`, a short loop that asks [`PoolHandle::next`] for a call,
-//! makes it, and reports the outcome. Making the call from Python (rather
+//! makes it, and reports the outcome. What a call is (which function, what
+//! arguments, where its outcome goes) is the [`PoolJob`]'s business: this
+//! module only queues jobs and runs threads. Making the call from Python (rather
 //! than from Rust holding the GIL) keeps Rust frames off the stack while
 //! user code runs: when the interpreter exits with a handler still running,
 //! CPython ends that thread as it ends any daemon thread, which it could not
@@ -21,26 +23,31 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
 
-use packetflow::{Context, ErrorCode, HandlerResult, PfError, Value};
 use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use tokio::sync::oneshot;
 
-use crate::context::PyContext;
-use crate::handler::{self, PyHandler};
-use crate::{convert, runtime};
+use crate::runtime;
 
-/// One `def` handler call.
-pub(crate) struct SyncCall {
-    pub(crate) handler: Arc<PyHandler>,
-    pub(crate) data: Value,
-    pub(crate) ctx: Context,
-    pub(crate) reply: oneshot::Sender<HandlerResult>,
+/// A call for a handler thread: a callable and its two arguments.
+pub(crate) type NextCall<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>);
+
+/// One call to make on a handler thread.
+pub(crate) trait PoolJob: Send + 'static {
+    /// Whether nobody waits for the outcome any more (the job is dropped
+    /// unrun).
+    fn abandoned(&self) -> bool;
+    /// The call to make, built on the handler thread with the GIL; `None`
+    /// when it could not be built (the job has answered its caller).
+    fn start<'py>(&mut self, py: Python<'py>) -> Option<NextCall<'py>>;
+    /// Reports what the call returned or raised.
+    fn finish(self: Box<Self>, py: Python<'_>, outcome: PyResult<Bound<'_, PyAny>>);
+    /// Answers without running: the pool is stopped.
+    fn refuse(self: Box<Self>);
 }
 
 struct State {
-    queue: VecDeque<SyncCall>,
+    queue: VecDeque<Box<dyn PoolJob>>,
     threads: usize,
     /// Threads waiting for work.
     idle: usize,
@@ -63,14 +70,9 @@ pub(crate) struct Pool {
 
 static POOLS: Mutex<Vec<Weak<Pool>>> = Mutex::new(Vec::new());
 
-fn stopped_error() -> PfError {
-    PfError::new(ErrorCode::Unavailable, "the reactor is stopped")
-}
-
 thread_local! {
     /// The call a handler thread is making: where its outcome goes.
-    static CURRENT: RefCell<Option<(Arc<PyHandler>, oneshot::Sender<HandlerResult>)>> =
-        const { RefCell::new(None) };
+    static CURRENT: RefCell<Option<Box<dyn PoolJob>>> = const { RefCell::new(None) };
     /// Whether this handler thread asked for work before.
     static STARTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
@@ -100,14 +102,14 @@ impl Pool {
     }
 
     /// Queues a call and makes sure a thread will make it.
-    pub(crate) fn push(&self, call: SyncCall) {
+    pub(crate) fn push(&self, job: Box<dyn PoolJob>) {
         let mut st = self.state.lock();
         if st.stopped {
             drop(st);
-            let _ = call.reply.send(Err(stopped_error()));
+            job.refuse();
             return;
         }
-        st.queue.push_back(call);
+        st.queue.push_back(job);
         let wanted = if st.active == 0 {
             st.notified == 0
         } else if !st.standby {
@@ -151,15 +153,15 @@ impl Pool {
         .is_some_and(|started| started.is_ok())
     }
 
-    /// Stops the threads once the queue is empty; later calls get PF503.
+    /// Stops the threads; queued and later calls are refused.
     pub(crate) fn stop(&self) {
         let mut st = self.state.lock();
         st.stopped = true;
         let left: Vec<_> = st.queue.drain(..).collect();
         self.wake.notify_all();
         drop(st);
-        for call in left {
-            let _ = call.reply.send(Err(stopped_error()));
+        for job in left {
+            job.refuse();
         }
     }
 }
@@ -171,9 +173,6 @@ pub(crate) fn stop_all() {
         pool.stop();
     }
 }
-
-/// A call for a handler thread: the handler, the data, the context.
-type NextCall<'py> = (Py<PyAny>, Bound<'py, PyAny>, Bound<'py, PyContext>);
 
 /// A handler thread's view of its pool.
 #[pyclass(frozen, module = "packetflow._native")]
@@ -196,7 +195,7 @@ impl PoolHandle {
         }
         loop {
             let mut st = pool.state.lock();
-            if let Some(call) = st.queue.pop_front() {
+            if let Some(mut job) = st.queue.pop_front() {
                 if !st.queue.is_empty() && !st.standby {
                     // More calls wait: keep a helper ready in case this
                     // one blocks.
@@ -205,21 +204,12 @@ impl PoolHandle {
                 } else {
                     drop(st);
                 }
-                if call.reply.is_closed() {
+                if job.abandoned() {
                     continue; // its packet already ended (deadline, stop)
                 }
-                let SyncCall { handler, data, ctx, reply } = call;
-                let data = match convert::to_py(py, &data) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        let _ = reply.send(Err(PfError::failed(format!("could not convert the data: {e}"))));
-                        continue;
-                    }
-                };
-                let ctx = Bound::new(py, PyContext::new(ctx))?;
-                let func = handler.func.clone_ref(py);
-                CURRENT.with(|c| *c.borrow_mut() = Some((handler, reply)));
-                return Ok(Some((func, data, ctx)));
+                let Some(call) = job.start(py) else { continue };
+                CURRENT.with(|c| *c.borrow_mut() = Some(job));
+                return Ok(Some(call));
             }
             if st.stopped {
                 st.threads -= 1;
@@ -249,15 +239,15 @@ impl PoolHandle {
 
     /// Reports the value the current call's handler returned.
     fn finish(&self, py: Python<'_>, value: Bound<'_, PyAny>) {
-        if let Some((handler, reply)) = CURRENT.with(|c| c.borrow_mut().take()) {
-            let _ = reply.send(handler::sync_outcome(py, &handler, Ok(value)));
+        if let Some(job) = CURRENT.with(|c| c.borrow_mut().take()) {
+            job.finish(py, Ok(value));
         }
     }
 
     /// Reports the exception the current call's handler raised.
     fn fail(&self, py: Python<'_>, exc: Bound<'_, PyAny>) {
-        if let Some((handler, reply)) = CURRENT.with(|c| c.borrow_mut().take()) {
-            let _ = reply.send(handler::sync_outcome(py, &handler, Err(PyErr::from_value(exc))));
+        if let Some(job) = CURRENT.with(|c| c.borrow_mut().take()) {
+            job.finish(py, Err(PyErr::from_value(exc)));
         }
     }
 }

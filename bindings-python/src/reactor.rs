@@ -2,40 +2,18 @@
 
 use std::sync::Arc;
 
-use packetflow::{Node, NodeConfig, Packet, PacketId, Priority, Reactor, ReactorConfig, Value};
+use packetflow::{Node, NodeConfig, Packet, PacketParts, Reactor, ReactorConfig, Value};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
-use crate::bridge::{self, Answer, Bridge};
+use crate::bridge::{self, HomeLoop};
 use crate::context::target;
 use crate::handler::{self, LoopBinding, PyHandler};
 use crate::pool::Pool;
 use crate::result::PyPacketResult;
-use crate::{blocking, convert, errors, options, pystr};
-
-/// State shared by a reactor and its handlers.
-pub(crate) struct Shared {
-    /// The loop that `async def` handlers registered outside any loop run
-    /// on when their packet does not come from a loop.
-    home: Mutex<Option<Arc<Bridge>>>,
-}
-
-impl Shared {
-    /// The home loop's bridge, unless that loop is closed.
-    pub(crate) fn home(&self) -> Option<Arc<Bridge>> {
-        self.home.lock().clone().filter(|b| !b.is_closed())
-    }
-
-    /// Makes `bridge` the home loop if there is none (or it closed).
-    fn adopt(&self, bridge: &Arc<Bridge>) {
-        let mut home = self.home.lock();
-        if home.as_ref().is_none_or(|b| b.is_closed()) {
-            *home = Some(bridge.clone());
-        }
-    }
-}
+use crate::{awaitable, blocking, convert, errors, options, pystr};
 
 /// Registers handlers and routes packets to them.
 ///
@@ -47,7 +25,9 @@ impl Shared {
 #[pyclass(frozen, name = "Reactor", module = "packetflow", weakref)]
 pub(crate) struct PyReactor {
     core: Reactor,
-    shared: Arc<Shared>,
+    /// Where `async def` handlers registered outside any loop run when
+    /// their packet does not come from a loop.
+    home: Arc<HomeLoop>,
     pool: Arc<Pool>,
     /// The network node, made by the first `listen` or `connect`.
     node: Mutex<Option<Node>>,
@@ -92,75 +72,33 @@ impl PyReactor {
     }
 }
 
-/// The options of `submit` and friends, checked and turned into a packet.
+/// The arguments of `submit` and friends as the core's packet: values are
+/// converted (`data` and `metadata` to JSON values, the other fields to
+/// [`Field`](packetflow::Field)s), and the core checks and builds the packet, so a bad field
+/// is the PF400 a peer sending it in a frame would get.
 #[allow(clippy::too_many_arguments)]
 fn build_packet(
     py: Python<'_>,
-    group: &Bound<'_, PyString>,
-    element: &Bound<'_, PyString>,
+    group: &Bound<'_, PyAny>,
+    element: &Bound<'_, PyAny>,
     data: Option<&Bound<'_, PyAny>>,
-    priority: i64,
-    timeout_ms: Option<i64>,
+    priority: Option<&Bound<'_, PyAny>>,
+    timeout_ms: Option<&Bound<'_, PyAny>>,
     dependencies: Option<&Bound<'_, PyAny>>,
     metadata: Option<&Bound<'_, PyAny>>,
-    packet_id: Option<&Bound<'_, PyString>>,
+    packet_id: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Packet> {
-    let pf = |e: packetflow::PfError| errors::to_pyerr(py, &e);
-    let data = match data {
-        Some(d) => convert::to_value(d, "data")?,
-        None => Value::Null,
+    let parts = PacketParts {
+        id: packet_id.map(convert::to_field),
+        group: Some(convert::to_field(group)),
+        element: Some(convert::to_field(element)),
+        data: data.map(|d| convert::to_value(d, "data")).transpose()?,
+        priority: priority.map(convert::to_field),
+        timeout_ms: timeout_ms.map(convert::to_field),
+        dependencies: dependencies.map(convert::to_field),
+        metadata: metadata.map(|m| convert::to_value(m, "metadata")).transpose()?,
     };
-    let mut packet = Packet::build(pystr::as_str(group)?, pystr::as_str(element)?, data).map_err(pf)?;
-    if priority != 5 {
-        packet = packet.with_priority(Priority::new(priority).map_err(pf)?);
-    }
-    if let Some(t) = timeout_ms {
-        // The core checks the range; a negative number cannot even be
-        // represented there, so it is refused here with the same words.
-        let t = u64::try_from(t).unwrap_or(0);
-        packet = packet.with_timeout_ms(t);
-    }
-    if let Some(deps) = dependencies {
-        if deps.is_instance_of::<PyString>() {
-            return Err(PyTypeError::new_err("dependencies must be a list of packet ids, got str"));
-        }
-        let mut ids = Vec::new();
-        for (i, dep) in deps.try_iter()?.enumerate() {
-            let dep = dep?;
-            let Ok(s) = dep.cast::<PyString>() else {
-                return Err(PyTypeError::new_err(format!(
-                    "dependencies[{i}] must be str, got {}",
-                    dep.get_type().name()?
-                )));
-            };
-            ids.push(PacketId::new(pystr::as_str(s)?).map_err(|e| {
-                errors::to_pyerr(
-                    py,
-                    &packetflow::PfError { message: format!("dependencies[{i}]: {}", e.message), ..e },
-                )
-            })?);
-        }
-        packet = packet.with_dependencies(ids);
-    }
-    if let Some(meta) = metadata {
-        if !meta.is_none() {
-            let Ok(dict) = meta.cast::<PyDict>() else {
-                return Err(PyTypeError::new_err(format!(
-                    "metadata must be a dict, got {}",
-                    meta.get_type().name()?
-                )));
-            };
-            let Value::Object(map) = convert::to_value(dict.as_any(), "metadata")? else {
-                unreachable!("a dict converts to an object")
-            };
-            packet = packet.with_metadata(map);
-        }
-    }
-    if let Some(id) = packet_id {
-        packet.id = PacketId::new(pystr::as_str(id)?).map_err(pf)?;
-    }
-    packet.validate().map_err(pf)?;
-    Ok(packet)
+    parts.into_packet().map_err(|e| errors::to_pyerr(py, &e))
 }
 
 fn stats_dict<'py>(
@@ -196,38 +134,43 @@ impl PyReactor {
     /// ``finished_memory``: how many finished ids are remembered for late
     /// dependents; ``handler_threads``: most threads running ``def``
     /// handlers; ``busy_poll_us``: microseconds to keep polling the network
-    /// after frames arrive instead of sleeping (0: off). Omitted numbers
-    /// take the core's defaults.
+    /// after frames arrive instead of sleeping (0: off). Omitted options
+    /// take the core's defaults, and the core checks the values (PF400).
     #[new]
-    #[pyo3(signature = (name = "packetflow", *, max_inflight = None, max_queue = None, finished_memory = None, handler_threads = 8, busy_poll_us = 0))]
+    #[pyo3(signature = (name = "packetflow", *, max_inflight = None, max_queue = None, finished_memory = None, handler_threads = 8, busy_poll_us = None))]
     fn new(
+        py: Python<'_>,
         name: &str,
         max_inflight: Option<usize>,
         max_queue: Option<usize>,
         finished_memory: Option<usize>,
         handler_threads: usize,
-        busy_poll_us: u32,
+        busy_poll_us: Option<u32>,
     ) -> PyResult<Self> {
         crate::runtime::check_not_forked()?;
         let defaults = ReactorConfig::default();
-        if max_inflight == Some(0) {
-            return Err(PyValueError::new_err("max_inflight must be at least 1"));
-        }
-        if handler_threads == 0 {
-            return Err(PyValueError::new_err("handler_threads must be at least 1"));
-        }
         let config = ReactorConfig {
             name: name.to_owned(),
             max_inflight: max_inflight.unwrap_or(defaults.max_inflight),
             max_queue: max_queue.unwrap_or(defaults.max_queue),
             finished_memory: finished_memory.unwrap_or(defaults.finished_memory),
         };
+        config.validate().map_err(|e| errors::to_pyerr(py, &e))?;
+        // The handler threads are this binding's own: it checks their number.
+        if handler_threads == 0 {
+            return Err(PyValueError::new_err("handler_threads must be at least 1, got 0"));
+        }
+        let busy_poll = match busy_poll_us {
+            None => NodeConfig::default().busy_poll,
+            Some(0) => None,
+            Some(us) => Some(std::time::Duration::from_micros(us.into())),
+        };
         Ok(PyReactor {
             core: Reactor::new(config),
-            shared: Arc::new(Shared { home: Mutex::new(None) }),
+            home: Arc::new(HomeLoop::default()),
             pool: Pool::new(handler_threads),
             node: Mutex::new(None),
-            busy_poll: (busy_poll_us > 0).then(|| std::time::Duration::from_micros(busy_poll_us.into())),
+            busy_poll,
         })
     }
 
@@ -248,7 +191,9 @@ impl PyReactor {
     /// ``fn(data, ctx)`` may be a ``def`` function (run on a handler thread,
     /// off the event loop) or an ``async def`` function (run on the event
     /// loop running when it is registered; if none runs, on the loop that
-    /// submits the packet, else the loop the reactor was last entered from).
+    /// submits the packet, else the loop the reactor was last entered from),
+    /// each call in an asyncio task of its own. Every call runs in a fresh
+    /// ``contextvars.Context``, as it would behind a network hop.
     /// Its return value is the result's data; an exception makes the packet
     /// fail with PF500 (or with the code of a raised PacketFlowError).
     fn register(
@@ -266,13 +211,13 @@ impl PyReactor {
                 func.get_type().name()?
             )));
         }
-        let h = Arc::new(PyHandler::new(func.clone().unbind(), format!("{g}:{e}")));
+        let h = Arc::new(PyHandler::new(py, func.clone().unbind(), format!("{g}:{e}")));
         let core_handler = if handler::is_async(py, func)? {
             let binding = match bridge::running_loop(py)? {
                 Some(_) => LoopBinding::Fixed(bridge::current(py, "register()")?),
-                None => LoopBinding::Floating,
+                None => LoopBinding::Floating(self.home.clone()),
             };
-            handler::async_handler(h, binding, self.shared.clone())
+            handler::async_handler(h, binding)
         } else {
             handler::sync_handler(h, self.pool.clone())
         };
@@ -304,67 +249,67 @@ impl PyReactor {
     /// stopped). Invalid arguments raise at once: ``InvalidPacketError``
     /// (PF400) for a bad group, element, priority, timeout or id, and
     /// ``TypeError``/``ValueError`` for data that JSON cannot carry.
-    #[pyo3(signature = (group, element, data = None, priority = 5, timeout_ms = None, dependencies = None, metadata = None, packet_id = None))]
+    #[pyo3(signature = (group, element, data = None, priority = None, timeout_ms = None, dependencies = None, metadata = None, packet_id = None))]
     #[allow(clippy::too_many_arguments)]
     fn submit<'py>(
         &self,
         py: Python<'py>,
-        group: &Bound<'py, PyString>,
-        element: &Bound<'py, PyString>,
+        group: &Bound<'py, PyAny>,
+        element: &Bound<'py, PyAny>,
         data: Option<&Bound<'py, PyAny>>,
-        priority: i64,
-        timeout_ms: Option<i64>,
+        priority: Option<&Bound<'py, PyAny>>,
+        timeout_ms: Option<&Bound<'py, PyAny>>,
         dependencies: Option<&Bound<'py, PyAny>>,
         metadata: Option<&Bound<'py, PyAny>>,
-        packet_id: Option<&Bound<'py, PyString>>,
+        packet_id: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let bridge = bridge::current(py, "Reactor.submit()")?;
-        self.shared.adopt(&bridge);
+        self.home.adopt(&bridge);
         let packet =
             build_packet(py, group, element, data, priority, timeout_ms, dependencies, metadata, packet_id)?;
         let core = self.core.clone();
-        bridge::spawn(py, &bridge, async move { Answer::Result(core.submit(packet).await) })
+        awaitable::spawn(py, &bridge, async move { core.submit(packet).await })
     }
 
     /// Submits a packet; an awaitable of its data. A failed packet raises
     /// :class:`PacketFlowError` (the subclass of its code).
-    #[pyo3(signature = (group, element, data = None, priority = 5, timeout_ms = None, dependencies = None, metadata = None, packet_id = None))]
+    #[pyo3(signature = (group, element, data = None, priority = None, timeout_ms = None, dependencies = None, metadata = None, packet_id = None))]
     #[allow(clippy::too_many_arguments)]
     fn call<'py>(
         &self,
         py: Python<'py>,
-        group: &Bound<'py, PyString>,
-        element: &Bound<'py, PyString>,
+        group: &Bound<'py, PyAny>,
+        element: &Bound<'py, PyAny>,
         data: Option<&Bound<'py, PyAny>>,
-        priority: i64,
-        timeout_ms: Option<i64>,
+        priority: Option<&Bound<'py, PyAny>>,
+        timeout_ms: Option<&Bound<'py, PyAny>>,
         dependencies: Option<&Bound<'py, PyAny>>,
         metadata: Option<&Bound<'py, PyAny>>,
-        packet_id: Option<&Bound<'py, PyString>>,
+        packet_id: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let bridge = bridge::current(py, "Reactor.call()")?;
-        self.shared.adopt(&bridge);
+        self.home.adopt(&bridge);
         let packet =
             build_packet(py, group, element, data, priority, timeout_ms, dependencies, metadata, packet_id)?;
         let core = self.core.clone();
-        bridge::spawn(py, &bridge, async move { Answer::Data(core.call(packet).await) })
+        awaitable::spawn(py, &bridge, async move { core.call(packet).await })
     }
 
     /// Like :meth:`submit`, blocking the calling thread (GIL released) until
     /// the answer; for code without a running event loop.
-    #[pyo3(signature = (group, element, data = None, priority = 5, timeout_ms = None, dependencies = None, metadata = None, packet_id = None))]
+    #[pyo3(signature = (group, element, data = None, priority = None, timeout_ms = None, dependencies = None, metadata = None, packet_id = None))]
     #[allow(clippy::too_many_arguments)]
     fn submit_sync(
         &self,
         py: Python<'_>,
-        group: &Bound<'_, PyString>,
-        element: &Bound<'_, PyString>,
+        group: &Bound<'_, PyAny>,
+        element: &Bound<'_, PyAny>,
         data: Option<&Bound<'_, PyAny>>,
-        priority: i64,
-        timeout_ms: Option<i64>,
+        priority: Option<&Bound<'_, PyAny>>,
+        timeout_ms: Option<&Bound<'_, PyAny>>,
         dependencies: Option<&Bound<'_, PyAny>>,
         metadata: Option<&Bound<'_, PyAny>>,
-        packet_id: Option<&Bound<'_, PyString>>,
+        packet_id: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyPacketResult> {
         let packet =
             build_packet(py, group, element, data, priority, timeout_ms, dependencies, metadata, packet_id)?;
@@ -377,19 +322,19 @@ impl PyReactor {
 
     /// Like :meth:`call`, blocking the calling thread (GIL released) until
     /// the answer; for code without a running event loop.
-    #[pyo3(signature = (group, element, data = None, priority = 5, timeout_ms = None, dependencies = None, metadata = None, packet_id = None))]
+    #[pyo3(signature = (group, element, data = None, priority = None, timeout_ms = None, dependencies = None, metadata = None, packet_id = None))]
     #[allow(clippy::too_many_arguments)]
     fn call_sync<'py>(
         &self,
         py: Python<'py>,
-        group: &Bound<'py, PyString>,
-        element: &Bound<'py, PyString>,
+        group: &Bound<'py, PyAny>,
+        element: &Bound<'py, PyAny>,
         data: Option<&Bound<'py, PyAny>>,
-        priority: i64,
-        timeout_ms: Option<i64>,
+        priority: Option<&Bound<'py, PyAny>>,
+        timeout_ms: Option<&Bound<'py, PyAny>>,
         dependencies: Option<&Bound<'py, PyAny>>,
         metadata: Option<&Bound<'py, PyAny>>,
-        packet_id: Option<&Bound<'py, PyString>>,
+        packet_id: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let packet =
             build_packet(py, group, element, data, priority, timeout_ms, dependencies, metadata, packet_id)?;
@@ -434,8 +379,8 @@ impl PyReactor {
         let addr = pystr::as_str(addr)?.to_owned();
         let options = options::listen(auth_file, tokens, tls_cert, tls_key)?;
         let node = self.node()?;
-        bridge::spawn(py, &bridge, async move {
-            Answer::Data(node.listen_with(&addr, options).await.map(|bound| Value::String(bound.to_string())))
+        awaitable::spawn(py, &bridge, async move {
+            node.listen_with(&addr, options).await.map(|bound| Value::String(bound.to_string()))
         })
     }
 
@@ -465,7 +410,7 @@ impl PyReactor {
         let url = pystr::as_str(url)?.to_owned();
         let options = options::connect(msgpack, token, tls_ca)?;
         let node = self.node()?;
-        bridge::spawn(py, &bridge, async move { Answer::Unit(node.connect_with(&url, options).await) })
+        awaitable::spawn(py, &bridge, async move { node.connect_with(&url, options).await })
     }
 
     /// Like :meth:`listen`, blocking the calling thread (GIL released).
@@ -515,11 +460,11 @@ impl PyReactor {
         self.core.stop();
         self.pool.stop();
         match self.existing_node() {
-            Some(node) => bridge::spawn(py, &bridge, async move {
+            Some(node) => awaitable::spawn(py, &bridge, async move {
                 node.stop().await;
-                Answer::Unit(Ok(()))
+                Ok::<(), packetflow::PfError>(())
             }),
-            None => bridge::ready(py, &bridge, py.None().into_bound(py)),
+            None => awaitable::ready(py, &bridge, py.None().into_bound(py)),
         }
     }
 
@@ -545,8 +490,8 @@ impl PyReactor {
 
     fn __aenter__<'py>(slf: &Bound<'py, Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let bridge = bridge::current(py, "async with Reactor()")?;
-        slf.get().shared.adopt(&bridge);
-        bridge::ready(py, &bridge, slf.clone().into_any())
+        slf.get().home.adopt(&bridge);
+        awaitable::ready(py, &bridge, slf.clone().into_any())
     }
 
     #[pyo3(signature = (*_exc))]

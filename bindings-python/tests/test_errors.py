@@ -41,7 +41,17 @@ async def test_pf001_no_handler(reactor: Reactor) -> None:
         ({"timeout_ms": 86_400_001}, "timeout_ms must be a positive integer"),
         ({"packet_id": ""}, "id must be a string of 1-128 bytes"),
         ({"packet_id": "x" * 129}, "id must be a string of 1-128 bytes"),
-        ({"dependencies": [""]}, "dependencies[0]: id must be"),
+        ({"dependencies": [""]}, "dependencies[0] must be a string of 1-128 bytes, got 0 bytes"),
+        ({"dependencies": ["a", 2]}, "dependencies[1] must be a packet id string, got 2"),
+        ({"dependencies": "abc"}, 'dependencies must be an array of packet ids, got "abc"'),
+        ({"dependencies": {"a"}}, "dependencies must be an array of packet ids, got a set"),
+        ({"priority": "high"}, 'priority must be an integer 1-10, got "high"'),
+        ({"priority": 2.5}, "priority must be an integer 1-10, got 2.5"),
+        ({"timeout_ms": "1s"}, 'timeout_ms must be a positive integer <= 86400000, got "1s"'),
+        ({"packet_id": 5}, "id must be a string of 1-128 bytes, got 5"),
+        ({"group": None}, "group must be one of cf, df, ed, co, mc, rm, got null"),
+        ({"element": b"raw"}, "element must be 1-64 characters of [A-Za-z0-9_.-], got binary data"),
+        ({"metadata": [1]}, "metadata must be an object, got an array"),
         ({"dependencies": [str(i) for i in range(65)]}, "at most 64 packet ids"),
         ({"metadata": {"pf.hops": "three"}}, 'metadata["pf.hops"] must be a non-negative integer'),
     ],
@@ -238,3 +248,32 @@ def test_error_classes_and_pickling() -> None:
         packetflow.UnavailableError,
     ):
         assert issubclass(cls, packetflow.PacketFlowError)
+
+
+def test_the_exception_table_covers_every_code_of_the_core() -> None:
+    """One class per code the core knows (packetflow._native.error_codes()),
+    none for a code it does not: a code added to the core fails here until
+    it has its class."""
+    from packetflow import _errors, _native
+
+    core = dict(_native.error_codes())
+    assert core, "the core lists no codes"
+    assert set(_errors._BY_CODE) == set(core)
+    for code, description in core.items():
+        cls = packetflow.error_class(code)
+        assert cls is not packetflow.PacketFlowError, code
+        assert issubclass(cls, packetflow.PacketFlowError)
+        assert cls.__name__ in packetflow.__all__, cls
+        # The class says which code it stands for, first thing.
+        assert (cls.__doc__ or "").startswith(f"{code}: "), (code, cls.__doc__)
+        assert description
+    # Each class stands for one code.
+    assert len(set(_errors._BY_CODE.values())) == len(core)
+
+
+def test_reactor_options_are_checked_by_the_core() -> None:
+    with pytest.raises(packetflow.InvalidPacketError) as info:
+        Reactor(max_inflight=0)
+    assert (info.value.code, info.value.message) == ("PF400", "max_inflight must be at least 1, got 0")
+    with pytest.raises(ValueError, match="handler_threads must be at least 1, got 0"):
+        Reactor(handler_threads=0)

@@ -269,3 +269,36 @@ def test_asyncio_run_twice_with_a_handler_registered_outside() -> None:
     for i in range(3):
         assert asyncio.run(once(i)) == i
     r.stop_sync()
+
+
+def test_a_handler_whose_loop_closed_is_answered_at_once() -> None:
+    """The loop an ``async def`` handler was registered on ran in a thread
+    that has finished (``asyncio.run`` returned, the loop closed): a packet
+    for it is answered PF503 at once, not left waiting for its deadline."""
+    r = Reactor(name="closed-loop")
+
+    async def register() -> None:
+        @r.handler("df", "gone")
+        async def gone(data: Any, ctx: Context) -> Any:
+            return data
+
+        assert await r.call("df", "gone", 1) == 1
+
+    t = threading.Thread(target=asyncio.run, args=(register(),))
+    t.start()
+    t.join(10)
+    assert not t.is_alive()
+    try:
+        start = time.monotonic()
+        res = r.submit_sync("df", "gone", 2, timeout_ms=20_000)
+        assert res.error is not None
+        assert (res.error.code, res.error.message) == ("PF503", "the event loop df:gone runs on is closed")
+        assert time.monotonic() - start < 5
+
+        async def from_a_loop() -> Any:
+            return await r.submit("df", "gone", 3, timeout_ms=20_000)
+
+        res = asyncio.run(from_a_loop())
+        assert res.error is not None and res.error.code == "PF503"
+    finally:
+        r.stop_sync()

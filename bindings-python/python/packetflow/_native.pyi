@@ -10,9 +10,11 @@ from typing import (
     Awaitable,
     Callable,
     Dict,
-    Iterable,
+    List,
     Literal,
     Optional,
+    Sequence,
+    Tuple,
     Type,
     TypeVar,
     Union,
@@ -116,20 +118,22 @@ class Reactor:
         max_queue: Optional[int] = None,
         finished_memory: Optional[int] = None,
         handler_threads: int = 8,
-        busy_poll_us: int = 0,
+        busy_poll_us: Optional[int] = None,
     ) -> "Reactor":
         """Creates a reactor.
 
-        ``max_inflight``: most handlers running at once (default 1024);
-        ``max_queue``: most packets waiting for a slot, past which submits
-        get PF429 (default 65536); ``finished_memory``: how many finished
-        ids are remembered for late dependents (default 4096);
-        ``handler_threads``: most threads running ``def`` handlers;
-        ``busy_poll_us``: microseconds to keep polling the network, instead
-        of sleeping, after frames arrive (while at most 8 packets are in
-        flight; docs/latency.md): lower latency where waking a thread is slow, as on
-        virtual machines, for up to a core spinning while traffic is sparse
-        (default 0: off).
+        ``max_inflight``: most handlers running at once; ``max_queue``:
+        most packets waiting for a slot, past which submits get PF429;
+        ``finished_memory``: how many finished ids are remembered for late
+        dependents; ``handler_threads``: most threads running ``def``
+        handlers; ``busy_poll_us``: microseconds to keep polling the
+        network, instead of sleeping, after frames arrive (while at most 8
+        packets are in flight; docs/latency.md): lower latency where waking
+        a thread is slow, as on virtual machines, for up to a core spinning
+        while traffic is sparse (0: off). Options left out take the core's
+        defaults (``ReactorConfig``, ``NodeConfig``; busy polling is off);
+        the core checks the values: :class:`InvalidPacketError` (PF400)
+        names a bad one.
         """
     @property
     def name(self) -> str:
@@ -143,7 +147,9 @@ class Reactor:
         ``fn(data, ctx)`` is a ``def`` function (run on a handler thread,
         off the event loop) or an ``async def`` function (run on the event
         loop running when it is registered; if none runs, on the loop that
-        submits the packet). Its return value is the result's data; an
+        submits the packet), each call in an asyncio task of its own. Every
+        call runs in a fresh ``contextvars.Context``, as it would behind a
+        network hop. A cancelled handler task fails its packet with PF500. Its return value is the result's data; an
         exception fails the packet with PF500 (or with the code of a raised
         :class:`PacketFlowError`). Raises :class:`InvalidPacketError` for a
         bad group or element and ``TypeError`` if ``fn`` is not callable.
@@ -157,9 +163,9 @@ class Reactor:
         group: str,
         element: str,
         data: Any = None,
-        priority: int = 5,
+        priority: Optional[int] = None,
         timeout_ms: Optional[int] = None,
-        dependencies: Optional[Iterable[str]] = None,
+        dependencies: Optional[Sequence[str]] = None,
         metadata: Optional[Dict[str, Any]] = None,
         packet_id: Optional[str] = None,
     ) -> Awaitable[Result]:
@@ -168,19 +174,23 @@ class Reactor:
         Every packet gets exactly one answer: the handler's value or an
         error result (PF001 no handler, PF408 deadline, PF409 duplicate id,
         PF424 failed dependency, PF429 queue full, PF500 handler failure,
-        PF503 stopped). Bad arguments raise at once:
-        :class:`InvalidPacketError` (PF400) for a bad group, element,
-        priority (1-10), timeout (1-86400000 ms) or id; ``TypeError`` or
-        ``ValueError`` naming the spot for data JSON cannot carry.
+        PF503 stopped). ``priority`` (1-10) and ``timeout_ms`` (1-86400000)
+        left out or ``None`` take the protocol's defaults; ``dependencies``
+        is a list (or tuple) of packet ids. Bad arguments raise at once:
+        :class:`InvalidPacketError` (PF400) from the core for a bad group,
+        element, priority, timeout, id, dependency or metadata, in the
+        words a peer sending it in a frame gets (the message names the
+        field); ``TypeError`` or ``ValueError`` naming the spot for
+        ``data`` or ``metadata`` JSON cannot carry.
         """
     def call(
         self,
         group: str,
         element: str,
         data: Any = None,
-        priority: int = 5,
+        priority: Optional[int] = None,
         timeout_ms: Optional[int] = None,
-        dependencies: Optional[Iterable[str]] = None,
+        dependencies: Optional[Sequence[str]] = None,
         metadata: Optional[Dict[str, Any]] = None,
         packet_id: Optional[str] = None,
     ) -> Awaitable[Any]:
@@ -191,9 +201,9 @@ class Reactor:
         group: str,
         element: str,
         data: Any = None,
-        priority: int = 5,
+        priority: Optional[int] = None,
         timeout_ms: Optional[int] = None,
-        dependencies: Optional[Iterable[str]] = None,
+        dependencies: Optional[Sequence[str]] = None,
         metadata: Optional[Dict[str, Any]] = None,
         packet_id: Optional[str] = None,
     ) -> Result:
@@ -205,9 +215,9 @@ class Reactor:
         group: str,
         element: str,
         data: Any = None,
-        priority: int = 5,
+        priority: Optional[int] = None,
         timeout_ms: Optional[int] = None,
-        dependencies: Optional[Iterable[str]] = None,
+        dependencies: Optional[Sequence[str]] = None,
         metadata: Optional[Dict[str, Any]] = None,
         packet_id: Optional[str] = None,
     ) -> Any:
@@ -218,7 +228,7 @@ class Reactor:
         addr: str,
         *,
         auth_file: Optional[_Path] = None,
-        tokens: Optional[Iterable[TokenSpec]] = None,
+        tokens: Optional[Sequence[TokenSpec]] = None,
         tls_cert: Optional[_Path] = None,
         tls_key: Optional[_Path] = None,
     ) -> Awaitable[str]:
@@ -238,8 +248,10 @@ class Reactor:
 
         Raises :class:`UnavailableError` (PF503) if the address cannot be
         bound, :class:`InvalidPacketError` (PF400) for a bad tokens file,
-        token or TLS file (the message names it), ``TypeError`` or
-        ``ValueError`` naming the argument for a value of the wrong shape.
+        token list or TLS file (the core judges ``tokens`` as it judges a
+        tokens file; the message names the entry and field, never a token),
+        ``TypeError`` naming the argument for a path of the wrong type or a
+        ``tokens`` value JSON cannot carry.
         """
     def connect(
         self,
@@ -273,7 +285,7 @@ class Reactor:
         addr: str,
         *,
         auth_file: Optional[_Path] = None,
-        tokens: Optional[Iterable[TokenSpec]] = None,
+        tokens: Optional[Sequence[TokenSpec]] = None,
         tls_cert: Optional[_Path] = None,
         tls_key: Optional[_Path] = None,
     ) -> str:
@@ -315,6 +327,10 @@ class Reactor:
         tb: Optional[TracebackType],
     ) -> None:
         """Stops the reactor on leaving ``with``."""
+
+def error_codes() -> List[Tuple[str, str]]:
+    """The protocol's error codes as the core lists them, each with its
+    one-line description: ``[("PF001", "no handler for ..."), ...]``."""
 
 def _shutdown() -> None:
     """Called at interpreter exit: background threads stop using Python."""

@@ -3,57 +3,16 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Coroutine, Generator
+from contextvars import Context
+from typing import Any, Awaitable, Callable
 
 
-class _Resume:
-    """Continues a coroutine that was started outside any task.
-
-    An ``async def`` handler is started eagerly: when it finishes without
-    suspending, no task is ever made. When it suspends, what it waits on
-    (``pending``) is handed to a task running :func:`run_handler`,
-    which keeps stepping the same coroutine: values and exceptions sent in
-    by the task (wake-ups, cancellation) go on to the coroutine.
-    """
-
-    __slots__ = ("_coro", "_pending")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], pending: Any) -> None:
-        self._coro = coro
-        self._pending = pending
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro = self._coro
-        pending = self._pending
-        self._pending = None
-        while True:
-            try:
-                sent = yield pending
-            except BaseException as exc:  # noqa: BLE001 - forwarded as is
-                try:
-                    pending = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    pending = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
-
-
-NOT_STARTED = object()
-"""Passed as ``pending`` when the coroutine has not been started."""
-
-
-async def run_handler(coro: Coroutine[Any, Any, Any], pending: Any, reply: Any) -> None:
-    """The task of an ``async def`` handler: runs the coroutine (the rest of
-    it, if it was started eagerly and is waiting on ``pending``) and hands
-    its value or exception to ``reply`` (a native object)."""
+async def run_handler(fn: Callable[[Any, Any], Awaitable[Any]], data: Any, ctx: Any, reply: Any) -> None:
+    """The task of one ``async def`` handler call: calls ``fn(data, ctx)``,
+    awaits it and hands its value or exception to ``reply`` (a native
+    object). The task is the handler's own, made in a fresh context."""
     try:
-        if pending is NOT_STARTED:
-            value = await coro
-        else:
-            value = await _Resume(coro, pending)
+        value = await fn(data, ctx)
     except Exception as exc:  # noqa: BLE001 - becomes the packet's error
         reply.fail(exc)
     except BaseException as exc:
@@ -68,7 +27,8 @@ async def run_handler(coro: Coroutine[Any, Any, Any], pending: Any, reply: Any) 
 def handler_thread(pool: Any) -> None:
     """The loop of a thread running ``def`` handlers: take a call, make it,
     report how it went. The call is made from here, in Python, so that no
-    native frame is on the stack while user code runs."""
+    native frame is on the stack while user code runs; each call runs in a
+    fresh context, as an ``async def`` handler's task does."""
     next_call = pool.next
     finish = pool.finish
     fail = pool.fail
@@ -79,7 +39,7 @@ def handler_thread(pool: Any) -> None:
         fn, data, ctx = job
         job = None
         try:
-            value = fn(data, ctx)
+            value = Context().run(fn, data, ctx)
         except BaseException as exc:  # noqa: BLE001 - becomes the packet's error
             fail(exc)
         else:

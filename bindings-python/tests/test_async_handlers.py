@@ -1,0 +1,227 @@
+"""`async def` handlers run as they would behind a network hop: in an asyncio
+task of their own, with a clean context (``contextvars.Context()``), never
+inside the submitter's task or context."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+import threading
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+import packetflow
+from packetflow import Context, Reactor
+
+from .conftest import wait_for
+
+SEEN_BY = contextvars.ContextVar("SEEN_BY", default="unset")
+
+
+async def test_a_handler_runs_in_one_task_of_its_own(reactor: Reactor) -> None:
+    tasks: List[Optional["asyncio.Task[Any]"]] = []
+
+    @reactor.handler("df", "tasks")
+    async def record(data: Any, ctx: Context) -> Any:
+        tasks.append(asyncio.current_task())
+        await asyncio.sleep(0)
+        tasks.append(asyncio.current_task())
+        await asyncio.sleep(0.01)
+        tasks.append(asyncio.current_task())
+        return data
+
+    submitter = asyncio.current_task()
+    assert await reactor.call("df", "tasks", 1) == 1
+    assert len(tasks) == 3
+    assert tasks[0] is not None
+    assert tasks[0] is not submitter
+    assert tasks[0] is tasks[1] is tasks[2]
+    # A handler that never suspends gets a task too.
+
+    @reactor.handler("df", "quick")
+    async def quick(data: Any, ctx: Context) -> Any:
+        return asyncio.current_task() is submitter
+
+    assert await reactor.call("df", "quick") is False
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is new in 3.11")
+async def test_asyncio_timeout_inside_a_handler_times_out_the_handler(reactor: Reactor) -> None:
+    @reactor.handler("df", "bounded")
+    async def bounded(data: Any, ctx: Context) -> Any:
+        try:
+            async with asyncio.timeout(0.05):  # type: ignore[attr-defined,unused-ignore]
+                await asyncio.sleep(5)
+        except TimeoutError:
+            return "own timeout"
+        return "slept"
+
+    submitter = asyncio.current_task()
+    assert submitter is not None
+    assert await asyncio.wait_for(reactor.call("df", "bounded"), 5) == "own timeout"
+    assert submitter.cancelling() == 0  # type: ignore[attr-defined,unused-ignore]
+
+
+async def test_a_handler_does_not_see_the_submitters_context(reactor: Reactor) -> None:
+    @reactor.handler("df", "context")
+    async def context(data: Any, ctx: Context) -> Any:
+        before = SEEN_BY.get()
+        SEEN_BY.set(f"handler {data}")
+        await asyncio.sleep(0)
+        return [before, SEEN_BY.get()]
+
+    SEEN_BY.set("submitter")
+    assert await reactor.call("df", "context", 1) == ["unset", "handler 1"]
+    # What a handler sets stays in its own context: not in the submitter's,
+    # nor in the next call's.
+    assert SEEN_BY.get() == "submitter"
+    assert await reactor.call("df", "context", 2) == ["unset", "handler 2"]
+
+
+async def test_each_sync_handler_call_gets_a_clean_context() -> None:
+    def context(data: Any, ctx: Context) -> Any:
+        before = SEEN_BY.get()
+        SEEN_BY.set(f"handler {data}")
+        return before
+
+    # One handler thread: both calls run on it, one after the other.
+    async with Reactor(name="sync-context", handler_threads=1) as r:
+        r.register("df", "sync-context", context)
+        SEEN_BY.set("submitter")
+        assert await r.call("df", "sync-context", 1) == "unset"
+        assert await r.call("df", "sync-context", 2) == "unset"
+
+
+def test_a_handler_does_not_see_the_context_it_was_registered_in() -> None:
+    """Clean means clean: not a copy of the registering code's context
+    either (a handler bound to a loop of another thread, reached from this
+    one, runs there in a fresh context)."""
+    r = Reactor(name="registered-context")
+    other = asyncio.new_event_loop()
+    ready = threading.Event()
+
+    async def register() -> None:
+        SEEN_BY.set("registrar")
+
+        @r.handler("df", "there")
+        async def there(data: Any, ctx: Context) -> Any:
+            return SEEN_BY.get()
+
+    def run_other() -> None:
+        other.run_until_complete(register())
+        ready.set()
+        other.run_forever()
+
+    t = threading.Thread(target=run_other, daemon=True)
+    t.start()
+    try:
+        assert ready.wait(5)
+        assert r.call_sync("df", "there") == "unset"
+    finally:
+        r.stop_sync()
+        other.call_soon_threadsafe(other.stop)
+        t.join(5)
+        other.close()
+
+
+async def test_a_handler_that_cancels_its_own_task_fails_with_pf500(reactor: Reactor) -> None:
+    @reactor.handler("df", "self-cancel")
+    async def self_cancel(data: Any, ctx: Context) -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await asyncio.sleep(1)
+        return "not cancelled"
+
+    submitter = asyncio.current_task()
+    assert submitter is not None
+    with pytest.raises(packetflow.HandlerError) as info:
+        await asyncio.wait_for(reactor.call("df", "self-cancel"), 5)
+    assert info.value.code == "PF500"
+    assert info.value.message == "df:self-cancel was cancelled"
+    assert not submitter.cancelled()
+    if sys.version_info >= (3, 11):
+        assert submitter.cancelling() == 0  # type: ignore[attr-defined,unused-ignore]
+
+
+async def test_cancelling_a_handlers_task_from_outside_answers_pf500(reactor: Reactor) -> None:
+    started = asyncio.Event()
+    handler_tasks: Dict[str, "asyncio.Task[Any]"] = {}
+
+    @reactor.handler("df", "hold")
+    async def hold(data: Any, ctx: Context) -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        handler_tasks["hold"] = task
+        started.set()
+        await asyncio.Event().wait()
+
+    pending = asyncio.ensure_future(reactor.submit("df", "hold"))
+    await wait_for(started)
+    handler_tasks["hold"].cancel()
+    res = await asyncio.wait_for(pending, 5)
+    assert res.error is not None
+    assert (res.error.code, res.error.message) == ("PF500", "df:hold was cancelled")
+
+
+async def test_a_handler_that_does_not_suspend_answers_inside_submit(reactor: Reactor) -> None:
+    """The handler's task takes its first step at once (as Python 3.12's
+    eager tasks do), still as its own task: no turn of the loop is needed
+    when it answers without suspending."""
+    submitter = asyncio.current_task()
+
+    @reactor.handler("df", "at-once")
+    async def at_once(data: Any, ctx: Context) -> Any:
+        task = asyncio.current_task()
+        return task is not None and task is not submitter and task.get_name() == "df:at-once"
+
+    pending = reactor.submit("df", "at-once")
+    assert pending.done()  # type: ignore[attr-defined]
+    assert (await pending).data is True
+
+
+async def test_keyboard_interrupt_raised_by_a_handler_goes_on_after_the_answer(reactor: Reactor) -> None:
+    @reactor.handler("df", "interrupt")
+    async def interrupt(data: Any, ctx: Context) -> Any:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        reactor.submit("df", "interrupt")
+    stats = reactor.stats()
+    assert stats["in_flight"] == 0
+    assert [(h["count"], h["errors"]) for h in stats["handlers"]] == [(1, 1)]
+
+
+async def test_without_an_eager_first_step_a_handler_still_runs_in_its_own_task() -> None:
+    """When the loop's newest ready handle is not the task's step (here a
+    task factory that schedules something after making the task), the step
+    is left to the loop: the handler answers a turn later, in its own task
+    and context all the same."""
+    loop = asyncio.get_running_loop()
+    scheduled_after: List["asyncio.Task[Any]"] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> "asyncio.Task[Any]":
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        loop.call_soon(scheduled_after.append, task)
+        return task
+
+    loop.set_task_factory(factory)  # type: ignore[arg-type]
+    try:
+        async with Reactor(name="no-eager") as r:
+            submitter = asyncio.current_task()
+
+            @r.handler("df", "later")
+            async def later(data: Any, ctx: Context) -> Any:
+                task = asyncio.current_task()
+                await asyncio.sleep(0)
+                return [task is asyncio.current_task(), task is not submitter, SEEN_BY.get()]
+
+            SEEN_BY.set("submitter")
+            pending = r.submit("df", "later")
+            assert not pending.done()  # type: ignore[attr-defined]
+            assert (await asyncio.wait_for(pending, 5)).data == [True, True, "unset"]
+            assert [t.get_name() for t in scheduled_after] == ["df:later"]
+    finally:
+        loop.set_task_factory(None)
