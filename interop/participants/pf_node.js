@@ -3,6 +3,7 @@
 //
 //   node pf_node.js serve HUB_URL NAME [json|msgpack]
 //   node pf_node.js submit HUB_URL [json|msgpack]
+//   node pf_node.js dial URL
 'use strict';
 
 const path = require('path');
@@ -49,11 +50,43 @@ async function serve(url, name, codec) {
     via: name,
     answer: await ctx.call('df', `echo_${data.to}`, data.data),
   }));
+  registerRuleHandlers(r, name);
   await r.connect(url, { msgpack: codec === 'msgpack' });
   process.stdout.write('ready\n');
   // Serve until the suite closes stdin (or kills the process).
   process.stdin.on('end', () => r.stop());
   process.stdin.resume();
+}
+
+// The handlers of test_rules.py: a context kept past its answer, and a
+// handler replaced while a packet runs it.
+function registerRuleHandlers(r, name) {
+  let kept;
+  r.register('df', `keep_${name}`, (data, ctx) => { kept = ctx; return 'kept'; });
+  r.register('df', `late_${name}`, async (data) => {
+    try {
+      return { data: await kept.call('df', `echo_${name}`, data) };
+    } catch (e) {
+      return { code: e.code, message: e.message };
+    }
+  });
+  r.register('df', `version_${name}`, (ms) => new Promise((resolve) => setTimeout(() => resolve('v1'), ms)));
+  r.register('df', `replace_${name}`, () => {
+    r.register('df', `version_${name}`, () => 'v2');
+    return 'replaced';
+  });
+}
+
+// Dials `url` and prints how that ended, as {code, message}.
+async function dial(url) {
+  const r = new Reactor({ name: 'interop-node-dialer' });
+  try {
+    await r.connect(url);
+    process.stdout.write(JSON.stringify({ code: null, message: 'connected' }) + '\n');
+  } catch (e) {
+    process.stdout.write(JSON.stringify({ code: e.code, message: e.message }) + '\n');
+  }
+  await r.stop();
 }
 
 async function submit(url, codec) {
@@ -83,5 +116,6 @@ async function submit(url, codec) {
 const [mode, ...args] = process.argv.slice(2);
 const run = mode === 'serve' ? serve(args[0], args[1], args[2] || 'json')
   : mode === 'submit' ? submit(args[0], args[1] || 'json')
-  : Promise.reject(new Error('usage: pf_node.js serve URL NAME [codec] | submit URL [codec]'));
+  : mode === 'dial' ? dial(args[0])
+  : Promise.reject(new Error('usage: pf_node.js serve URL NAME [codec] | submit URL [codec] | dial URL'));
 run.catch((e) => { console.error(e); process.exit(1); });

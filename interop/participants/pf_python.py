@@ -4,6 +4,7 @@ on the `packetflow` Python package.
     python pf_python.py serve HUB_URL NAME [json|msgpack]
     python pf_python.py listen NAME
     python pf_python.py submit HUB_URL [json|msgpack]
+    python pf_python.py dial URL
 """
 import asyncio
 import json
@@ -43,6 +44,7 @@ async def serve(url: str, name: str, codec: str) -> None:
             await asyncio.sleep(ms / 1000)
             return ms
 
+        register_rule_handlers(r, name)
         if url is None:
             bound = await r.listen("127.0.0.1:0")
             print(f"ready ws://{bound}/packetflow/v1", flush=True)
@@ -52,6 +54,44 @@ async def serve(url: str, name: str, codec: str) -> None:
         # Serve until the suite closes stdin (or kills the process).
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, sys.stdin.read)
+
+
+def register_rule_handlers(r: packetflow.Reactor, name: str) -> None:
+    """The handlers of test_rules.py: a context kept past its answer, and a
+    handler replaced while a packet runs it."""
+    kept = {}
+
+    @r.handler("df", f"keep_{name}")
+    def keep(data, ctx):
+        kept["ctx"] = ctx
+        return "kept"
+
+    @r.handler("df", f"late_{name}")
+    async def late(data, ctx):
+        try:
+            return {"data": await kept["ctx"].call("df", f"echo_{name}", data)}
+        except packetflow.PacketFlowError as e:
+            return {"code": e.code, "message": e.message}
+
+    @r.handler("df", f"version_{name}")
+    async def first(ms, ctx):
+        await asyncio.sleep(ms / 1000)
+        return "v1"
+
+    @r.handler("df", f"replace_{name}")
+    async def replace(data, ctx):
+        r.register("df", f"version_{name}", lambda ms, ctx: "v2")
+        return "replaced"
+
+
+async def dial(url: str) -> None:
+    """Dials `url` and prints how that ended, as {"code", "message"}."""
+    async with packetflow.Reactor(name="interop-python-dialer") as r:
+        try:
+            await r.connect(url)
+            print(json.dumps({"code": None, "message": "connected"}), flush=True)
+        except packetflow.PacketFlowError as e:
+            print(json.dumps({"code": e.code, "message": e.message}), flush=True)
 
 
 async def submit(url: str, codec: str) -> None:
@@ -84,6 +124,8 @@ if __name__ == "__main__":
         asyncio.run(serve(args[0], args[1], codec))
     elif mode == "listen":
         asyncio.run(serve(None, args[0], codec))
+    elif mode == "dial":
+        asyncio.run(dial(args[0]))
     elif mode == "submit":
         if len(args) > 1:
             codec = args[1]

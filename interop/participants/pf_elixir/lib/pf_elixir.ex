@@ -4,6 +4,7 @@ defmodule PfElixir do
 
       mix run --no-compile -e 'PfElixir.main(System.argv())' -- serve HUB_URL NAME [json|msgpack]
       mix run --no-compile -e 'PfElixir.main(System.argv())' -- submit HUB_URL [json|msgpack]
+      mix run --no-compile -e 'PfElixir.main(System.argv())' -- dial URL
   """
 
   alias PacketFlow.Reactor
@@ -12,6 +13,7 @@ defmodule PfElixir do
   @spec main([String.t()]) :: :ok
   def main(["serve", url, name | codec]), do: serve(url, name, codec_of(codec))
   def main(["submit", url | codec]), do: submit(url, codec_of(codec))
+  def main(["dial", url]), do: dial(url)
 
   defp codec_of(["msgpack"]), do: [msgpack: true]
   defp codec_of(_), do: []
@@ -34,9 +36,56 @@ defmodule PfElixir do
         ms
       end)
 
+    register_rule_handlers(r, name)
     :ok = Reactor.connect(r, url, opts)
     IO.puts("ready")
     IO.read(:stdio, :eof)
+    Reactor.stop(r)
+  end
+
+  # The handlers of test_rules.py: a context kept past its answer, and a
+  # handler replaced while a packet runs it.
+  defp register_rule_handlers(r, name) do
+    {:ok, kept} = Agent.start_link(fn -> nil end)
+
+    :ok =
+      Reactor.register(r, "df", "keep_#{name}", fn _data, ctx ->
+        Agent.update(kept, fn _ -> ctx end)
+        "kept"
+      end)
+
+    :ok =
+      Reactor.register(r, "df", "late_#{name}", fn data, _ctx ->
+        case PacketFlow.Context.call(Agent.get(kept, & &1), "df", "echo_#{name}", data) do
+          {:ok, value} -> %{"data" => value}
+          {:error, %PacketFlow.Error{code: code, message: message}} -> %{"code" => code, "message" => message}
+        end
+      end)
+
+    :ok =
+      Reactor.register(r, "df", "version_#{name}", fn ms, _ctx ->
+        Process.sleep(ms)
+        "v1"
+      end)
+
+    :ok =
+      Reactor.register(r, "df", "replace_#{name}", fn _data, _ctx ->
+        :ok = Reactor.register(r, "df", "version_#{name}", fn _ms, _ctx -> "v2" end)
+        "replaced"
+      end)
+  end
+
+  # Dials `url` and prints how that ended, as {code, message}.
+  defp dial(url) do
+    {:ok, r} = Reactor.start_link(reactor_name: "interop-elixir-dialer")
+
+    out =
+      case Reactor.connect(r, url, []) do
+        :ok -> %{"code" => nil, "message" => "connected"}
+        {:error, %PacketFlow.Error{code: code, message: message}} -> %{"code" => code, "message" => message}
+      end
+
+    IO.puts(PacketFlow.JSON.encode!(out))
     Reactor.stop(r)
   end
 
