@@ -1,5 +1,7 @@
-// Types of the `packetflow` package (hand-written; checked by `tsc --noEmit`
-// against test/types/example.ts in the test suite).
+// Types of the `packetflow` package, hand-written. The test suite checks
+// them with `tsc --noEmit` twice: index.js against them (tsconfig.json:
+// the implementation must match them, both ways), and
+// test/types/example.ts (idiomatic code must compile, misuse must not).
 
 /**
  * A JSON value: what crosses between handlers and nodes.
@@ -130,7 +132,8 @@ export declare class PacketFlowError extends Error {
 
 /** What a handler knows about the packet it serves. */
 export declare class Context {
-  private constructor();
+  /** Contexts are made by the reactor, for its handlers. */
+  private constructor(...internal: never[]);
   /** The id of the packet being handled. */
   readonly packetId: string;
   /** The packet's metadata, or `null`. */
@@ -254,7 +257,10 @@ export interface ConnectOptions {
 
 /** A PacketFlow reactor: register handlers, submit packets, get results. */
 export declare class Reactor {
-  /** @throws TypeError for an unknown option or a value of the wrong type. */
+  /**
+   * @throws TypeError for an unknown option or a value of the wrong type;
+   * PacketFlowError (PF400) for a value the core refuses (`maxInflight: 0`).
+   */
   constructor(options?: ReactorOptions);
   /** The reactor's name. */
   readonly name: string;

@@ -18,13 +18,17 @@
 const path = require('node:path');
 const { performance } = require('node:perf_hooks');
 
-/** Loads the addon that `npm install` built (see scripts/build.js). */
+/**
+ * Loads the addon that `npm install` built (see scripts/build.js). Its
+ * `NativeReactor` (src/reactor.rs) is for this file only.
+ * @returns {any}
+ */
 function loadAddon() {
   const file = path.join(__dirname, 'packetflow.node');
   try {
     return require(file);
   } catch (error) {
-    if (error && error.code === 'MODULE_NOT_FOUND') {
+    if (/** @type {NodeJS.ErrnoException} */ (error).code === 'MODULE_NOT_FOUND') {
       throw new Error(
         `packetflow: the native addon ${file} is missing. It is built from source by the ` +
           "package's install script (it needs Rust's cargo): run `npm rebuild packetflow`, " +
@@ -58,15 +62,33 @@ Object.defineProperty(PacketFlowError.prototype, 'name', {
   configurable: true,
 });
 
+/**
+ * A pending `submit`: its resolve function (it never rejects once submitted).
+ * @typedef {(result: import('./index').Result) => void} SubmitPending
+ */
+/**
+ * A pending `call`, `ctx.call`, `listen`, `connect` or `stop`.
+ * @typedef {{resolve: (value: any) => void, reject: (error: unknown) => void}} CallPending
+ */
+/** @typedef {SubmitPending | CallPending} Pending */
+
 /** Entries per invocation in a batch from the addon (see src/bridge.rs). */
 const STRIDE = 7;
 
+/**
+ * @param {unknown} error what a handler threw or rejected with
+ * @returns {string | undefined}
+ */
 function codeOf(error) {
   // A handler may pass on the code of a failed inner call by rethrowing its
   // PacketFlowError; anything else it throws is a PF500 failure.
   return error instanceof PacketFlowError ? error.code : undefined;
 }
 
+/**
+ * @param {unknown} value
+ * @returns {string}
+ */
 function typeName(value) {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'array';
@@ -83,7 +105,16 @@ class Context {
   #traceId;
   #deadline;
 
-  /** @internal */
+  /**
+   * Made by the dispatcher only (index.d.ts declares it private).
+   * @internal
+   * @param {Dispatch} state
+   * @param {number} token
+   * @param {string} packetId
+   * @param {string | undefined} traceId
+   * @param {Record<string, import('./index').JsonValue> | null} metadata
+   * @param {number} deadline
+   */
   constructor(state, token, packetId, traceId, metadata, deadline) {
     this.#state = state;
     this.#token = token;
@@ -91,7 +122,7 @@ class Context {
     this.#deadline = deadline;
     /** The id of the packet being handled. @type {string} */
     this.packetId = packetId;
-    /** The packet's metadata, or `null`. @type {Record<string, unknown> | null} */
+    /** The packet's metadata, or `null`. @type {Record<string, import('./index').JsonValue> | null} */
     this.metadata = metadata;
   }
 
@@ -110,14 +141,16 @@ class Context {
    * inherits what is left of the deadline and the trace id. Resolves to the
    * child's data or rejects with a {@link PacketFlowError}. Call it before
    * the handler answers.
-   * @param {string} group
+   * @template [R=import('./index').JsonValue]
+   * @param {import('./index').Group | (string & {})} group
    * @param {string} element
-   * @param {unknown} [data]
-   * @returns {Promise<unknown>}
+   * @param {import('./index').JsonInput} [data]
+   * @returns {Promise<R>}
    */
   call(group, element, data) {
     const state = this.#state;
     const id = state.nextId++;
+    /** @type {Promise<R>} */
     const promise = new Promise((resolve, reject) => state.pending.set(id, { resolve, reject }));
     try {
       state.native.contextCall(this.#token, group, element, data, id);
@@ -136,17 +169,25 @@ class Context {
  */
 class Dispatch {
   constructor() {
-    /** Handler functions by slot; a slot is never reused (see register). */
+    /**
+     * Handler functions by slot; a slot is never reused (see register).
+     * @type {Array<import('./index').Handler | undefined>}
+     */
     this.fns = [];
+    /** The addon's reactor. @type {any} */
     this.native = null;
     /**
      * Pending Promises by id: a `resolve` function for `submit` (it never
      * rejects once submitted), `{resolve, reject}` for `call`/`ctx.call`.
+     * @type {Map<number, Pending>}
      */
     this.pending = new Map();
     this.nextId = 1;
+    /** @type {Array<() => void>} */
     this.idleWaiters = [];
+    /** Async answers of this microtask turn: `token, value, ...`. @type {unknown[]} */
     this.ok = [];
+    /** Async failures of this turn: `token, code | undefined, error, ...`. @type {unknown[]} */
     this.failed = [];
     this.flushing = false;
     this.flush = () => {
@@ -158,6 +199,7 @@ class Dispatch {
     };
   }
 
+  /** @param {any[]} batch invocations, {@link STRIDE} entries each */
   run(batch) {
     const ok = [];
     const failed = [];
@@ -169,9 +211,9 @@ class Dispatch {
       const ctx = new Context(this, token, batch[i + 3], batch[i + 4], batch[i + 5], now + batch[i + 6]);
       let out;
       try {
-        out = this.fns[slot](batch[i + 2], ctx);
-        if (out !== null && typeof out === 'object' && typeof out.then === 'function') {
-          this.later(token, out);
+        out = /** @type {import('./index').Handler} */ (this.fns[slot])(batch[i + 2], ctx);
+        if (out !== null && typeof out === 'object' && typeof (/** @type {any} */ (out).then) === 'function') {
+          this.later(token, /** @type {PromiseLike<unknown>} */ (out));
           continue;
         }
       } catch (error) {
@@ -183,6 +225,10 @@ class Dispatch {
     if (ok.length > 0 || failed.length > 0) this.native.complete(ok, failed);
   }
 
+  /**
+   * @param {number} token
+   * @param {PromiseLike<unknown>} promise
+   */
   later(token, promise) {
     promise.then(
       (value) => {
@@ -203,7 +249,10 @@ class Dispatch {
     }
   }
 
-  /** Settles a batch of answers: `id, kind, packetId, data | code, message, durationMs`. */
+  /**
+   * Settles a batch of answers: `id, kind, packetId, data | code, message, durationMs`.
+   * @param {any[]} batch
+   */
   settle(batch) {
     const pending = this.pending;
     for (let i = 0; i < batch.length; i += SETTLE_STRIDE) {
@@ -213,10 +262,10 @@ class Dispatch {
       pending.delete(id);
       switch (batch[i + 1]) {
         case 0:
-          entry({ packetId: batch[i + 2], status: 'success', data: batch[i + 3], error: null, durationMs: batch[i + 5] });
+          /** @type {SubmitPending} */ (entry)({ packetId: batch[i + 2], status: 'success', data: batch[i + 3], error: null, durationMs: batch[i + 5] });
           break;
         case 1:
-          entry({
+          /** @type {SubmitPending} */ (entry)({
             packetId: batch[i + 2],
             status: 'error',
             data: null,
@@ -225,10 +274,10 @@ class Dispatch {
           });
           break;
         case 2:
-          entry.resolve(batch[i + 3]);
+          /** @type {CallPending} */ (entry).resolve(batch[i + 3]);
           break;
         default:
-          entry.reject(new PacketFlowError(batch[i + 3], batch[i + 4]));
+          /** @type {CallPending} */ (entry).reject(new PacketFlowError(batch[i + 3], batch[i + 4]));
       }
     }
     if (pending.size === 0 && this.idleWaiters.length > 0) {
@@ -238,7 +287,10 @@ class Dispatch {
     }
   }
 
-  /** Resolves once no Promise of the reactor is pending. */
+  /**
+   * Resolves once no Promise of the reactor is pending.
+   * @returns {Promise<void>}
+   */
   idle() {
     if (this.pending.size === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
@@ -252,18 +304,31 @@ const SETTLE_STRIDE = 6;
  * The addon calls this with a batch of handler invocations as arguments
  * (and with none from its wake-up call, which has nothing to do here).
  */
+/**
+ * @param {Dispatch | undefined} state
+ * @param {...any} batch
+ */
 function dispatch(state, ...batch) {
   if (state !== undefined) state.run(batch);
 }
 
-/** The addon calls this with a batch of answers as arguments. */
+/**
+ * The addon calls this with a batch of answers as arguments.
+ * @param {Dispatch} state
+ * @param {...any} batch
+ */
 function settle(state, ...batch) {
   state.settle(batch);
 }
 
 const OPTIONS = new Set(['name', 'maxInflight', 'maxQueue', 'finishedMemory', 'busyPollUs']);
 
-/** Throws a TypeError for keys of `options` not in `known`; `unknown(key)` starts the message. */
+/**
+ * Throws a TypeError for keys of `options` not in `known`; `unknown(key)` starts the message.
+ * @param {object} options
+ * @param {string[]} known
+ * @param {(key: string) => string} [unknown]
+ */
 function onlyKeys(options, known, unknown = (key) => `unknown option ${key}`) {
   for (const key of Object.keys(options)) {
     if (!known.includes(key)) {
@@ -272,7 +337,12 @@ function onlyKeys(options, known, unknown = (key) => `unknown option ${key}`) {
   }
 }
 
-/** An options object: `undefined` is `{}`, anything but a plain object a TypeError. */
+/**
+ * An options object: `undefined` is `{}`, anything but a plain object a TypeError.
+ * @template {object} T
+ * @param {T | undefined} options
+ * @returns {Partial<T>}
+ */
 function optionsObject(options) {
   if (options === undefined) return {};
   if (options === null || typeof options !== 'object' || Array.isArray(options)) {
@@ -281,62 +351,39 @@ function optionsObject(options) {
   return options;
 }
 
-/** An optional string option (a file path or a token): `undefined` if absent. */
+/**
+ * An optional string option (a file path or a token): `undefined` if absent.
+ * @param {unknown} value
+ * @param {string} name
+ * @returns {string | undefined}
+ */
 function stringOption(value, name) {
   if (value === undefined) return undefined;
   if (typeof value !== 'string') throw new TypeError(`${name} must be a string, got ${typeName(value)}`);
   return value;
 }
 
-/** An optional array of strings (patterns). */
-function patternsOption(value, name) {
-  if (value === undefined) return undefined;
-  if (!Array.isArray(value)) throw new TypeError(`${name} must be an array of strings, got ${typeName(value)}`);
-  value.forEach((p, i) => stringOption(p, `${name}[${i}]`));
-  return value.slice();
-}
-
-const TOKEN_KEYS = ['name', 'token', 'tokenSha256', 'submit', 'serve'];
-
 /**
- * `listen`'s options, checked: token entries become plain objects with
- * the five keys. Messages name the option or the entry and field, never a
- * token's value; what the values mean (token length, patterns, files) is
- * the core's to judge.
+ * `listen`'s options, checked for their JS types. `tokens` goes to the core
+ * as given: it judges a token list as it judges a tokens file (messages name
+ * the entry and field, never a token's value).
  */
+/** @param {import('./index').ListenOptions | undefined} options */
 function listenOptions(options) {
   options = optionsObject(options);
   onlyKeys(options, ['authFile', 'tokens', 'tlsCert', 'tlsKey']);
-  let tokens;
-  if (options.tokens !== undefined) {
-    if (!Array.isArray(options.tokens)) {
-      throw new TypeError(`tokens must be an array, got ${typeName(options.tokens)}`);
-    }
-    tokens = options.tokens.map((entry, i) => {
-      const at = `tokens[${i}]`;
-      if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) {
-        throw new TypeError(`${at} must be an object, got ${typeName(entry)}`);
-      }
-      onlyKeys(entry, TOKEN_KEYS, (key) => `${at} has an unknown key ${key}`);
-      if (entry.name === undefined) throw new TypeError(`${at}.name is missing`);
-      return {
-        name: stringOption(entry.name, `${at}.name`),
-        token: stringOption(entry.token, `${at}.token`),
-        tokenSha256: stringOption(entry.tokenSha256, `${at}.tokenSha256`),
-        submit: patternsOption(entry.submit, `${at}.submit`),
-        serve: patternsOption(entry.serve, `${at}.serve`),
-      };
-    });
-  }
   return {
     authFile: stringOption(options.authFile, 'authFile'),
-    tokens,
+    tokens: options.tokens,
     tlsCert: stringOption(options.tlsCert, 'tlsCert'),
     tlsKey: stringOption(options.tlsKey, 'tlsKey'),
   };
 }
 
-/** `connect`'s options, checked. */
+/**
+ * `connect`'s options, checked.
+ * @param {import('./index').ConnectOptions | undefined} options
+ */
 function connectOptions(options) {
   options = optionsObject(options);
   onlyKeys(options, ['msgpack', 'token', 'tlsCa']);
@@ -347,14 +394,21 @@ function connectOptions(options) {
   return { msgpack, token: stringOption(options.token, 'token'), tlsCa: stringOption(options.tlsCa, 'tlsCa') };
 }
 
-function integerOption(options, key, min) {
+/**
+ * A numeric reactor option as the integer the addon takes (`undefined` if
+ * absent): its value is the core's to judge (`ReactorConfig::validate`).
+ */
+/**
+ * @param {import('./index').ReactorOptions} options
+ * @param {'maxInflight' | 'maxQueue' | 'finishedMemory' | 'busyPollUs'} key
+ * @returns {number | undefined}
+ */
+function integerOption(options, key) {
   const value = options[key];
   if (value === undefined) return undefined;
-  if (!Number.isInteger(value) || value < min || value > 0xffffffff) {
+  if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
     throw new TypeError(
-      `${key} must be an integer from ${min} to 4294967295, got ${
-        typeof value === 'number' ? value : typeName(value)
-      }`,
+      `${key} must be an integer from 0 to 4294967295, got ${typeof value === 'number' ? value : typeName(value)}`,
     );
   }
   return value;
@@ -363,6 +417,10 @@ function integerOption(options, key, min) {
 /**
  * Normalises `submit`/`call` arguments: a packet object, or
  * `(group, element, data, options)`.
+ */
+/**
+ * @param {any[]} args
+ * @returns {import('./index').PacketInit}
  */
 function packetOf(args) {
   const [first] = args;
@@ -393,11 +451,9 @@ function packetOf(args) {
 class Reactor {
   #native;
   #dispatch;
-  #name;
 
   /**
-   * @param {{name?: string, maxInflight?: number, maxQueue?: number, finishedMemory?: number,
-   *   busyPollUs?: number}} [options]
+   * @param {import('./index').ReactorOptions} [options]
    */
   constructor(options = {}) {
     if (options === null || typeof options !== 'object') {
@@ -408,12 +464,11 @@ class Reactor {
         throw new TypeError(`unknown option ${JSON.stringify(key)} (expected one of ${[...OPTIONS].join(', ')})`);
       }
     }
-    const name = options.name === undefined ? 'packetflow' : options.name;
-    if (typeof name !== 'string') throw new TypeError(`name must be a string, got ${typeName(name)}`);
-    const maxInflight = integerOption(options, 'maxInflight', 1);
-    const maxQueue = integerOption(options, 'maxQueue', 0);
-    const finishedMemory = integerOption(options, 'finishedMemory', 0);
-    const busyPollUs = integerOption(options, 'busyPollUs', 0);
+    const name = stringOption(options.name, 'name');
+    const maxInflight = integerOption(options, 'maxInflight');
+    const maxQueue = integerOption(options, 'maxQueue');
+    const finishedMemory = integerOption(options, 'finishedMemory');
+    const busyPollUs = integerOption(options, 'busyPollUs');
     this.#dispatch = new Dispatch();
     this.#native = new NativeReactor(
       name,
@@ -427,12 +482,11 @@ class Reactor {
       PacketFlowError,
     );
     this.#dispatch.native = this.#native;
-    this.#name = name;
   }
 
   /** The reactor's name. @type {string} */
   get name() {
-    return this.#name;
+    return this.#native.name;
   }
 
   /** Whether {@link Reactor#stop} was called. @type {boolean} */
@@ -443,9 +497,12 @@ class Reactor {
   /**
    * Registers (or replaces) the handler of `group:element`. It is called
    * with `(data, ctx)` and may return the result or a Promise of it.
-   * @param {string} group one of cf, df, ed, co, mc, rm
+   * @template [T=any]
+   * @template [R=import('./index').JsonInput]
+   * @param {import('./index').Group | (string & {})} group one of cf, df, ed, co, mc, rm
    * @param {string} element 1-64 characters of [A-Za-z0-9_.-]
-   * @param {(data: any, ctx: Context) => unknown} handler
+   * @param {import('./index').Handler<T, R>} handler
+   * @returns {void}
    */
   register(group, element, handler) {
     if (typeof handler !== 'function') {
@@ -455,7 +512,7 @@ class Reactor {
     // A new slot per registration: packets already given to the previous
     // handler of this key still find it (as in the core, which lets them
     // finish with the handler they were routed to).
-    fns.push(handler);
+    fns.push(/** @type {import('./index').Handler} */ (handler));
     try {
       this.#native.register(group, element, fns.length - 1);
     } catch (error) {
@@ -466,6 +523,8 @@ class Reactor {
 
   /**
    * Removes the handler of `group:element`.
+   * @param {import('./index').Group | (string & {})} group
+   * @param {string} element
    * @returns {boolean} whether there was one
    */
   unregister(group, element) {
@@ -478,7 +537,23 @@ class Reactor {
    * that are not JSON-shaped, a `RangeError` for a `BigInt` beyond 64 bits,
    * or a `PacketFlowError` (PF400) for a packet that breaks a protocol rule,
    * before anything is submitted.
-   * @returns {Promise<object>}
+   * @template [R=import('./index').JsonValue]
+   * @overload
+   * @param {import('./index').PacketInit} packet
+   * @returns {Promise<import('./index').Result<R>>}
+   */
+  /**
+   * @template [R=import('./index').JsonValue]
+   * @overload
+   * @param {import('./index').Group | (string & {})} group
+   * @param {string} element
+   * @param {import('./index').JsonInput} [data]
+   * @param {import('./index').SubmitOptions} [options]
+   * @returns {Promise<import('./index').Result<R>>}
+   */
+  /**
+   * @param {any[]} args
+   * @returns {Promise<any>}
    */
   submit(...args) {
     const state = this.#dispatch;
@@ -497,7 +572,23 @@ class Reactor {
   /**
    * Like {@link Reactor#submit}, but resolves to the result's data and
    * rejects with a {@link PacketFlowError} when the packet failed.
-   * @returns {Promise<unknown>}
+   * @template [R=import('./index').JsonValue]
+   * @overload
+   * @param {import('./index').PacketInit} packet
+   * @returns {Promise<R>}
+   */
+  /**
+   * @template [R=import('./index').JsonValue]
+   * @overload
+   * @param {import('./index').Group | (string & {})} group
+   * @param {string} element
+   * @param {import('./index').JsonInput} [data]
+   * @param {import('./index').SubmitOptions} [options]
+   * @returns {Promise<R>}
+   */
+  /**
+   * @param {any[]} args
+   * @returns {Promise<any>}
    */
   call(...args) {
     const state = this.#dispatch;
@@ -531,8 +622,8 @@ class Reactor {
    * file (the message names it); with a `TypeError` naming the option for
    * a value of the wrong type or an unknown option.
    * @param {string} addr
-   * @param {{authFile?: string, tokens?: Array<{name: string, token?: string, tokenSha256?: string, submit?: string[], serve?: string[]}>, tlsCert?: string, tlsKey?: string}} [options]
-   * @returns {Promise<{host: string, port: number, url: string}>}
+   * @param {import('./index').ListenOptions} [options]
+   * @returns {Promise<import('./index').ListenAddress>}
    */
   listen(addr, options = {}) {
     let checked;
@@ -542,7 +633,7 @@ class Reactor {
       return Promise.reject(error);
     }
     const { authFile, tokens, tlsCert, tlsKey } = checked;
-    return this.#network((id) => this.#native.listen(addr, authFile, tokens, tlsCert, tlsKey, id));
+    return this.#network((/** @type {number} */ id) => this.#native.listen(addr, authFile, tokens, tlsCert, tlsKey, id));
   }
 
   /**
@@ -563,7 +654,7 @@ class Reactor {
    * file; with a `TypeError` naming the option for a value of the wrong
    * type or an unknown option.
    * @param {string} url
-   * @param {{msgpack?: boolean, token?: string, tlsCa?: string}} [options]
+   * @param {import('./index').ConnectOptions} [options]
    * @returns {Promise<void>}
    */
   connect(url, options = {}) {
@@ -574,10 +665,14 @@ class Reactor {
       return Promise.reject(error);
     }
     const { msgpack, token, tlsCa } = checked;
-    return this.#network((id) => this.#native.connect(url, msgpack, token, tlsCa, id)).then(() => undefined);
+    return this.#network((/** @type {number} */ id) => this.#native.connect(url, msgpack, token, tlsCa, id)).then(() => undefined);
   }
 
-  /** Runs a network call for a new Promise; on success, holds node alive. */
+  /**
+   * Runs a network call for a new Promise; on success, holds node alive.
+   * @param {(id: number) => void} begin starts the call for the Promise `id`
+   * @returns {Promise<any>}
+   */
   #network(begin) {
     const state = this.#dispatch;
     const id = state.nextId++;
@@ -622,4 +717,26 @@ class Reactor {
   }
 }
 
-module.exports = { Reactor, PacketFlowError, Context };
+/**
+ * Names of `T`'s public members that `Declared` lacks: `never` when the
+ * declarations cover the implementation.
+ * @template T, Declared
+ * @typedef {Exclude<keyof T, keyof Declared>} Undeclared
+ */
+/**
+ * Accepts `never` only: a type argument that is not `never` is a type error.
+ * @template {never} T
+ * @typedef {T} None
+ */
+/**
+ * What the classes have beyond index.d.ts: nothing (else tsc fails here).
+ * @typedef {None<Undeclared<Reactor, import('./index').Reactor>
+ *   | Undeclared<Context, import('./index').Context>
+ *   | Undeclared<PacketFlowError, import('./index').PacketFlowError>>} NothingUndeclared
+ */
+
+// index.d.ts declares what this file exports, and tsc (checkJs, see
+// tsconfig.json; run by the test suite) holds the exports to it: every
+// declared member exists here with a compatible type (`@satisfies`), and
+// nothing public exists here that is not declared (`NothingUndeclared`).
+module.exports = /** @satisfies {typeof import('./index')} */ ({ Reactor, PacketFlowError, Context });

@@ -5,6 +5,13 @@
 // flight at once (each worker awaits its call, then starts the next).
 //
 //   node bench/node/bench.js [--n 200000] [--inflight 100] [--trials 5]
+//                            [--packages DIR[,DIR...]]
+//
+// `--packages` measures several builds of the package side by side (A/B),
+// each a folder with index.js and packetflow.node (default: bindings-node):
+// every variant of every package runs in each trial, interleaved, in this
+// one process. Two packages at most: a third addon in one process exhausts
+// the static TLS block (`cannot allocate memory in static TLS block`).
 //
 // Variants (all with the same async uppercase handler):
 //   plain-js   Map lookup of `group:element` + await handler + result object
@@ -22,12 +29,18 @@ function option(name, fallback) {
   const i = args.indexOf(`--${name}`);
   return i >= 0 ? Number(args[i + 1]) : fallback;
 }
+function textOption(name, fallback) {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : fallback;
+}
 const N = option('n', 200000);
 const INFLIGHT = option('inflight', 100);
 const TRIALS = option('trials', 5);
 const WARMUP = Math.min(N, 20000);
 
-const { Reactor } = require(path.resolve(__dirname, '../../bindings-node'));
+const PACKAGES = textOption('packages', path.resolve(__dirname, '../../bindings-node'))
+  .split(',')
+  .map((dir) => path.resolve(dir));
 
 const upper = async (data) => data.toUpperCase();
 const upperSync = (data) => data.toUpperCase();
@@ -89,28 +102,35 @@ function median(xs) {
 }
 
 async function main() {
-  const reactor = new Reactor({ name: 'bench' });
-  reactor.register('df', 'transform', upper);
-  reactor.register('df', 'transform-sync', upperSync);
-  const variants = {
-    'plain-js': plainJs(),
-    submit: pfSubmit(reactor, 'transform'),
-    call: pfCall(reactor),
-    'submit-sync': pfSubmit(reactor, 'transform-sync'),
-  };
+  const variants = { 'plain-js': plainJs() };
+  const reactors = [];
+  for (const dir of PACKAGES) {
+    const { Reactor } = require(dir);
+    const reactor = new Reactor({ name: 'bench' });
+    reactor.register('df', 'transform', upper);
+    reactor.register('df', 'transform-sync', upperSync);
+    reactors.push(reactor);
+    const suffix = PACKAGES.length > 1 ? `@${path.basename(dir)}` : '';
+    variants[`submit${suffix}`] = pfSubmit(reactor, 'transform');
+    variants[`call${suffix}`] = pfCall(reactor);
+    variants[`submit-sync${suffix}`] = pfSubmit(reactor, 'transform-sync');
+  }
   const results = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
   const cpu = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
   for (const once of Object.values(variants)) await drive(WARMUP, INFLIGHT, once);
   for (let trial = 1; trial <= TRIALS; trial++) {
-    // Interleave variants within a trial so that drift hits all of them.
-    for (const [name, once] of Object.entries(variants)) {
+    // Interleave variants within a trial so that drift hits all of them,
+    // in reverse order every other trial so that none always goes first.
+    const order = Object.entries(variants);
+    if (trial % 2 === 0) order.reverse();
+    for (const [name, once] of order) {
       const { rate, cpuUs } = await drive(N, INFLIGHT, once);
       results[name].push(rate);
       cpu[name].push(cpuUs);
       console.log(JSON.stringify({ trial, variant: name, n: N, inflight: INFLIGHT, callsPerSec: Math.round(rate), cpuUsPerCall: +cpuUs.toFixed(3) }));
     }
   }
-  await reactor.stop();
+  for (const reactor of reactors) await reactor.stop();
   const base = median(results['plain-js']);
   console.log(`\n| variant | calls/s median (min–max) | vs plain-js | CPU µs/call median | calls/s per CPU-second |`);
   console.log(`|---|---|---|---|---|`);
@@ -124,7 +144,8 @@ async function main() {
     );
   }
   console.log(`\nnode ${process.version}, N=${N}, inflight=${INFLIGHT}, trials=${TRIALS}, ` +
-    `PACKETFLOW_WORKER_THREADS=${process.env.PACKETFLOW_WORKER_THREADS || '(default)'}`);
+    `PACKETFLOW_WORKER_THREADS=${process.env.PACKETFLOW_WORKER_THREADS || '(default)'}; ` +
+    `packages ${PACKAGES.join(', ')}`);
 }
 
 main().catch((error) => {

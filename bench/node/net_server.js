@@ -6,11 +6,14 @@
 //
 //   node bench/node/net_server.js [PORT=9401]
 //
+// PACKETFLOW_PACKAGE names the package folder to load (default
+// bindings-node): network.js --packages measures builds side by side.
+//
 // Prints `listening on URL` on stderr once it accepts peers; stops cleanly
 // (and exits) on SIGTERM or SIGINT.
 
 const path = require('node:path');
-const { Reactor } = require(path.resolve(__dirname, '../../bindings-node'));
+const { Reactor } = require(process.env.PACKETFLOW_PACKAGE || path.resolve(__dirname, '../../bindings-node'));
 
 const port = Number(process.argv[2] || process.env.PORT || 9401);
 const r = new Reactor({ name: 'bench' });

@@ -7,6 +7,7 @@
 //
 //   node bench/node/network.js [--trials 5] [--n 200000] [--conns 1] [--inflight 100]
 //                              [--threads 1] [--peers ../shared/peers] [--with-hub]
+//                              [--packages DIR[,DIR...]]
 //
 // `--threads` lists the binding's runtime settings to measure, comma
 // separated (PACKETFLOW_WORKER_THREADS: 0 = current-thread runtime on one
@@ -18,6 +19,8 @@
 // table of medians (min–max); the ratio is taken within each trial.
 // `--with-hub` adds `packetflow serve` with its built-in (Rust, sync)
 // uppercase handler: the ceiling for any binding of this core.
+// `--packages` measures several builds of the package (folders with
+// index.js and packetflow.node) side by side, each a server of every trial.
 
 const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -37,6 +40,10 @@ const INFLIGHT = Number(option('inflight', 100));
 const THREADS = String(option('threads', 'default')).split(',');
 const PEERS = path.resolve(option('peers', path.join(root, '..', 'shared', 'peers')));
 const WITH_HUB = args.includes('--with-hub');
+const PACKAGES = option('packages', '')
+  .split(',')
+  .filter(Boolean)
+  .map((dir) => path.resolve(dir));
 
 function fail(message) {
   console.error(`network.js: ${message}`);
@@ -155,20 +162,26 @@ async function main() {
       start: (port) => startServer(process.execPath, [serverJs, String(port)], { NODE_PATH: wsModules }, 'node ws server on'),
       path: '/',
     },
-    ...THREADS.map((threads) => ({
-      name:
-        threads === 'default'
-          ? 'PacketFlow node, JS handler (`Reactor.listen`)'
-          : `PacketFlow node, JS handler, PACKETFLOW_WORKER_THREADS=${threads}`,
-      start: (port) =>
-        startServer(
-          process.execPath,
-          [path.join(__dirname, 'net_server.js'), String(port)],
-          threads === 'default' ? {} : { PACKETFLOW_WORKER_THREADS: threads },
-          'listening on',
-        ),
-      path: '/packetflow/v1',
-    })),
+    ...(PACKAGES.length > 0 ? PACKAGES : [null]).flatMap((pkg) =>
+      THREADS.map((threads) => ({
+        name:
+          (threads === 'default'
+            ? 'PacketFlow node, JS handler (`Reactor.listen`)'
+            : `PacketFlow node, JS handler, PACKETFLOW_WORKER_THREADS=${threads}`) +
+          (pkg ? ` [${path.basename(pkg)}]` : ''),
+        start: (port) =>
+          startServer(
+            process.execPath,
+            [path.join(__dirname, 'net_server.js'), String(port)],
+            {
+              ...(threads === 'default' ? {} : { PACKETFLOW_WORKER_THREADS: threads }),
+              ...(pkg ? { PACKETFLOW_PACKAGE: pkg } : {}),
+            },
+            'listening on',
+          ),
+        path: '/packetflow/v1',
+      })),
+    ),
     ...(WITH_HUB
       ? [
           {

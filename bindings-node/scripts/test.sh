@@ -8,7 +8,9 @@
 #      lifecycle, the network: two reactors over loopback WebSocket and a
 #      `packetflow serve` hub, whose CLI binary is built here; tokens and
 #      wss://, with certificates made by openssl, installed here if missing);
-#   4. `tsc --noEmit` of an example against index.d.ts.
+#   4. `tsc --noEmit` twice: index.js (checkJs, JSDoc types) against
+#      index.d.ts, so the two cannot drift apart, and an example of idiomatic
+#      use and misuse against index.d.ts.
 set -euo pipefail
 
 pkg="$(cd "$(dirname "$0")/.." && pwd)"
@@ -66,6 +68,8 @@ export PACKETFLOW_CLI="$CARGO_TARGET_DIR/release/packetflow"
 echo "== node --test"
 node --test test/*.test.js
 
-echo "== tsc --noEmit (index.d.ts against test/types/example.ts)"
+echo "== tsc --noEmit -p . (index.js against index.d.ts)"
+npx --no-install tsc --noEmit -p .
+echo "== tsc --noEmit -p test/types (index.d.ts against test/types/example.ts)"
 npx --no-install tsc --noEmit -p test/types
 echo "== node suite passed"

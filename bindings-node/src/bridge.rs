@@ -54,21 +54,23 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Poll, Wake, Waker};
 
+use napi::bindgen_prelude::{FnArgs, Function, FunctionRef, Null, Object};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::{sys, Status};
+use napi::{sys, Env, JsValue, Status, Unknown};
 use packetflow::{Context, HandlerResult, PacketResult, PfError, Value};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use crate::convert::{object_to_js, to_js};
-use crate::js::{self, JsAny, NapiResult};
+use crate::error::ErrorClass;
+use crate::js::{self, NapiResult, Spread};
 use crate::runtime;
 
 /// The wake-up threadsafe function: weak, and called with plain arguments
 /// (`CalleeHandled = false`, never node's `(err, value)`). Its callback does
 /// the work and calls the dispatcher itself; the function it then calls
 /// (the dispatcher, with no arguments) returns at once.
-pub type Tsfn = ThreadsafeFunction<(), JsAny, (), Status, false, true, 0>;
+pub type Tsfn = ThreadsafeFunction<(), (), (), Status, false, true, 0>;
 
 /// Arguments per invocation passed to the JS dispatcher, after the state:
 /// `slot, token, data, packetId, traceId | undefined, metadata | null, remainingMs`.
@@ -254,9 +256,29 @@ impl Shared {
         let _ = self.tsfn.set(tsfn);
     }
 
-    fn raw_tsfn(&self) -> Option<sys::napi_threadsafe_function> {
-        let tsfn = self.tsfn.get()?;
-        (!tsfn.aborted()).then(|| tsfn.raw())
+    /// References the threadsafe function (node waits for it) or releases
+    /// it (node may exit while it is idle). On the JS thread of `env`.
+    ///
+    /// napi-rs deprecates its own `refer`/`unref` (and they take `&mut`,
+    /// where producers on other threads share the function), hence the
+    /// direct N-API calls.
+    fn refer_tsfn(&self, env: &Env, on: bool) {
+        let Some(tsfn) = self.tsfn.get() else { return };
+        if tsfn.aborted() {
+            return;
+        }
+        // SAFETY: called on the JS thread of `env`, the environment the
+        // function was made in; it is not aborted (checked just above, and
+        // only that thread's environment teardown aborts it). Node counts
+        // refs and unrefs of a threadsafe function as a flag, so repeated
+        // calls are harmless.
+        unsafe {
+            if on {
+                sys::napi_ref_threadsafe_function(env.raw(), tsfn.raw());
+            } else {
+                sys::napi_unref_threadsafe_function(env.raw(), tsfn.raw());
+            }
+        }
     }
 }
 
@@ -290,18 +312,90 @@ pub struct Running {
     pub ctx: Context,
 }
 
+/// The module's dispatcher or settler: `fn(state, ...entries)`.
+pub type BatchFn = FunctionRef<Spread, ()>;
+
+/// The `PacketFlowError` class, kept across calls.
+pub type ErrorClassRef = FunctionRef<FnArgs<(String, String)>, ()>;
+
+/// A reference to the JS reactor's state object (its `Dispatch`): weak
+/// while the reactor is idle, so that an unused reactor can be collected,
+/// strong while it is busy, so that the Promises it settles stay reachable.
+///
+/// napi-rs' references are strong until dropped; this one's count moves
+/// between 0 and 1, hence the direct N-API calls. It is made, used and
+/// deleted on the JS thread of `env` (it lives in [`Local`], which never
+/// leaves that thread).
+struct StateRef {
+    env: Env,
+    raw: sys::napi_ref,
+    strong: bool,
+}
+
+impl StateRef {
+    fn new(env: &Env, state: &Object<'_>) -> NapiResult<StateRef> {
+        let mut raw = ptr::null_mut();
+        // SAFETY: on the JS thread of `env`, with a live object of it; N-API
+        // only writes the out-pointer.
+        let status = unsafe { sys::napi_create_reference(env.raw(), state.raw(), 0, &mut raw) };
+        if status != sys::Status::napi_ok {
+            return Err(napi::Error::from_status(Status::from(status)));
+        }
+        Ok(StateRef { env: *env, raw, strong: false })
+    }
+
+    /// The state object, or `None` once it was collected.
+    fn get<'env>(&self, env: &'env Env) -> Option<Unknown<'env>> {
+        let mut value = ptr::null_mut();
+        // SAFETY: `self.raw` is a live reference of this environment
+        // (deleted only in `drop`), read on its JS thread; N-API writes a
+        // value of the current handle scope, or null once it was collected.
+        let status = unsafe { sys::napi_get_reference_value(env.raw(), self.raw, &mut value) };
+        (status == sys::Status::napi_ok && !value.is_null())
+            // SAFETY: a live value of `env`'s current handle scope (above).
+            .then(|| unsafe { Unknown::from_raw_unchecked(env.raw(), value) })
+    }
+
+    /// Makes the reference strong (count 1) or weak (count 0).
+    fn set_strong(&mut self, strong: bool) {
+        if strong == self.strong {
+            return;
+        }
+        let mut count = 0;
+        // SAFETY: `self.raw` is a live reference of `self.env`, used on its
+        // JS thread; `strong` tracks its count, so it never goes below 0.
+        unsafe {
+            if strong {
+                sys::napi_reference_ref(self.env.raw(), self.raw, &mut count);
+            } else {
+                sys::napi_reference_unref(self.env.raw(), self.raw, &mut count);
+            }
+        }
+        self.strong = strong;
+    }
+}
+
+impl Drop for StateRef {
+    fn drop(&mut self) {
+        // SAFETY: `Local` (and so this) is dropped on the JS thread of
+        // `self.env`: by the reactor's finalizer or the threadsafe
+        // function's, both run there. The reference is deleted once.
+        unsafe { sys::napi_delete_reference(self.env.raw(), self.raw) };
+    }
+}
+
 /// The JS-thread half: references into the JS heap and the table of
 /// running handlers. Never leaves the JS thread (it is `Rc<RefCell<_>>`).
 pub struct Local {
-    pub env: sys::napi_env,
-    /// The `PacketFlowError` class (strong reference).
-    error_class: sys::napi_ref,
+    env: Env,
+    /// The `PacketFlowError` class.
+    error_class: ErrorClassRef,
     /// The module's dispatcher and settler functions (strong references;
     /// they belong to the module, not to a reactor, so they pin nothing).
-    dispatch_fn: sys::napi_ref,
-    settle_fn: sys::napi_ref,
+    dispatch_fn: BatchFn,
+    settle_fn: BatchFn,
     /// The JS reactor's state: weak while idle, strong while busy.
-    state: sys::napi_ref,
+    state: StateRef,
     /// Promises of this reactor that are not settled yet.
     busy: u32,
     /// The reactor listened or connected and was not stopped since: it is
@@ -320,28 +414,22 @@ pub struct Local {
 
 pub type LocalRef = Rc<RefCell<Local>>;
 
-unsafe fn reference(env: sys::napi_env, value: sys::napi_value, count: u32) -> NapiResult<sys::napi_ref> {
-    let mut out = ptr::null_mut();
-    js::check(sys::napi_create_reference(env, value, count, &mut out))?;
-    Ok(out)
-}
-
 /// The JS side of a reactor: its state object and the module's functions.
-pub struct JsSide {
-    pub state: sys::napi_value,
-    pub dispatch: sys::napi_value,
-    pub settle: sys::napi_value,
-    pub error_class: sys::napi_value,
+pub struct JsSide<'env> {
+    pub state: Object<'env>,
+    pub dispatch: BatchFn,
+    pub settle: BatchFn,
+    pub error_class: ErrorClassRef,
 }
 
 impl Local {
-    pub unsafe fn new(env: sys::napi_env, side: &JsSide, shared: &Arc<Shared>) -> NapiResult<Local> {
+    pub fn new(env: &Env, side: JsSide<'_>, shared: &Arc<Shared>) -> NapiResult<Local> {
         Ok(Local {
-            env,
-            error_class: reference(env, side.error_class, 1)?,
-            dispatch_fn: reference(env, side.dispatch, 1)?,
-            settle_fn: reference(env, side.settle, 1)?,
-            state: reference(env, side.state, 0)?,
+            env: *env,
+            error_class: side.error_class,
+            dispatch_fn: side.dispatch,
+            settle_fn: side.settle,
+            state: StateRef::new(env, &side.state)?,
             busy: 0,
             networked: false,
             held: false,
@@ -354,30 +442,29 @@ impl Local {
         })
     }
 
-    pub unsafe fn error_class(&self) -> NapiResult<sys::napi_value> {
-        js::deref(self.env, self.error_class)
-            .ok_or_else(|| napi::Error::from_reason("PacketFlowError class is gone"))
+    pub fn error_class<'env>(&self, env: &'env Env) -> NapiResult<ErrorClass<'env>> {
+        self.error_class.borrow_back(env)
     }
 
     /// A Promise of this reactor begins; node stays alive until it settles.
-    unsafe fn begin(&mut self) {
+    fn begin(&mut self) {
         self.busy += 1;
         self.update_hold();
     }
 
-    unsafe fn end(&mut self) {
+    fn end(&mut self) {
         self.busy -= 1;
         self.update_hold();
     }
 
     /// Marks the reactor as on the network (it listened or connected) or
     /// off it (it stopped): while on it, node stays alive.
-    pub unsafe fn set_networked(&mut self, on: bool) {
+    pub fn set_networked(&mut self, on: bool) {
         self.networked = on;
         self.update_hold();
     }
 
-    unsafe fn update_hold(&mut self) {
+    fn update_hold(&mut self) {
         let want = self.busy > 0 || self.networked;
         if want != self.held {
             self.held = want;
@@ -387,21 +474,11 @@ impl Local {
 
     /// References (or releases) the threadsafe function and the JS state,
     /// so that node waits for pending answers and no longer.
-    unsafe fn hold(&mut self, on: bool) {
-        let env = self.env;
-        if let Some(raw) = self.shared.upgrade().and_then(|s| s.raw_tsfn()) {
-            if on {
-                sys::napi_ref_threadsafe_function(env, raw);
-            } else {
-                sys::napi_unref_threadsafe_function(env, raw);
-            }
+    fn hold(&mut self, on: bool) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.refer_tsfn(&self.env, on);
         }
-        let mut count = 0;
-        if on {
-            sys::napi_reference_ref(env, self.state, &mut count);
-        } else {
-            sys::napi_reference_unref(env, self.state, &mut count);
-        }
+        self.state.set_strong(on);
     }
 
     /// Forgets running handlers whose packet already ended (it timed out or
@@ -422,36 +499,20 @@ impl Local {
     }
 }
 
-impl Drop for Local {
-    fn drop(&mut self) {
-        unsafe {
-            for reference in [self.error_class, self.dispatch_fn, self.settle_fn, self.state] {
-                sys::napi_delete_reference(self.env, reference);
-            }
-        }
-    }
-}
-
 /// Calls `function(state, ...args)` in chunks of at most
 /// [`MAX_ENTRIES_PER_CALL`] entries of `stride` arguments. A throw (a bug in
-/// index.js: user code never runs here) is left pending for the caller.
-unsafe fn call_in_chunks(
-    env: sys::napi_env,
-    function: sys::napi_value,
-    state: sys::napi_value,
-    args: &mut Vec<sys::napi_value>,
+/// index.js: user code never runs here) comes back as the error.
+fn call_in_chunks(
+    function: &Function<'_, Spread, ()>,
+    state: Unknown<'_>,
+    args: &mut Spread,
     stride: usize,
 ) -> NapiResult<()> {
-    let undefined = js::undefined(env);
     let chunk = MAX_ENTRIES_PER_CALL * stride;
     let mut start = 0;
     while start < args.len() {
         let end = (start + chunk).min(args.len());
-        let mut call = Vec::with_capacity(end - start + 1);
-        call.push(state);
-        call.extend_from_slice(&args[start..end]);
-        let mut out = ptr::null_mut();
-        js::check(sys::napi_call_function(env, undefined, function, call.len(), call.as_ptr(), &mut out))?;
+        function.call(args.slice(state, start..end))?;
         start = end;
     }
     args.clear();
@@ -460,57 +521,59 @@ unsafe fn call_in_chunks(
 
 /// Answers collected while polling, passed to the JS settler in one call.
 pub struct Settled {
-    args: Vec<sys::napi_value>,
+    args: Spread,
 }
 
 impl Settled {
     pub fn new() -> Settled {
-        Settled { args: Vec::new() }
+        Settled { args: Spread::default() }
     }
 
     /// `promiseId, kind, packetId, data | code, message, durationMs`, where
     /// kind is 0 success Result, 1 error Result, 2 data, 3 rejection.
-    unsafe fn push(&mut self, env: sys::napi_env, promise: f64, answer: Answer) -> NapiResult<()> {
-        let undefined = js::undefined(env);
-        let id = js::double(env, promise)?;
+    fn push(&mut self, env: &Env, promise: f64, answer: Answer) -> NapiResult<()> {
+        let undefined = js::unknown(env, ())?;
+        let id = js::unknown(env, promise)?;
         let entry = match &answer {
             Answer::Result(result) => {
-                let packet_id = js::string(env, result.packet_id.as_str())?;
-                let duration = js::double(env, result.duration_ms as f64)?;
+                let packet_id = js::unknown(env, result.packet_id.as_str())?;
+                let duration = js::unknown(env, result.duration_ms as f64)?;
                 match &result.outcome {
                     Ok(data) => {
-                        [id, js::double(env, 0.0)?, packet_id, to_js(env, data)?, undefined, duration]
+                        [id, js::unknown(env, 0.0)?, packet_id, to_js(env, data)?, undefined, duration]
                     }
                     Err(e) => [
                         id,
-                        js::double(env, 1.0)?,
+                        js::unknown(env, 1.0)?,
                         packet_id,
-                        js::string(env, &e.code)?,
-                        js::string(env, &e.message)?,
+                        js::unknown(env, e.code.as_str())?,
+                        js::unknown(env, e.message.as_str())?,
                         duration,
                     ],
                 }
             }
             Answer::Data(Ok(data)) => {
-                [id, js::double(env, 2.0)?, undefined, to_js(env, data)?, undefined, undefined]
+                [id, js::unknown(env, 2.0)?, undefined, to_js(env, data)?, undefined, undefined]
             }
             Answer::Data(Err(e)) => [
                 id,
-                js::double(env, 3.0)?,
+                js::unknown(env, 3.0)?,
                 undefined,
-                js::string(env, &e.code)?,
-                js::string(env, &e.message)?,
+                js::unknown(env, e.code.as_str())?,
+                js::unknown(env, e.message.as_str())?,
                 undefined,
             ],
         };
-        self.args.extend_from_slice(&entry);
+        for value in entry {
+            self.args.push(value);
+        }
         Ok(())
     }
 }
 
 /// Polls `task` once on the JS thread; when it is done, its answer joins
 /// `settled`. The caller has entered the runtime's context (timers need it).
-unsafe fn poll_task(env: sys::napi_env, local: &LocalRef, settled: &mut Settled, task: &Arc<Task>) {
+fn poll_task(env: &Env, local: &LocalRef, settled: &mut Settled, task: &Arc<Task>) {
     // Cleared before polling, so that a wake during the poll queues it again.
     task.queued.store(false, Ordering::Release);
     let waker = Waker::from(task.clone());
@@ -534,12 +597,7 @@ unsafe fn poll_task(env: sys::napi_env, local: &LocalRef, settled: &mut Settled,
 
 /// Starts a task for the Promise `promise` (made by the JS side): polls it
 /// at once, so a packet that can run starts now, and settles what finished.
-pub unsafe fn start(
-    env: sys::napi_env,
-    shared: &Shared,
-    local: &LocalRef,
-    task: Arc<Task>,
-) -> NapiResult<()> {
+pub fn start(env: &Env, shared: &Shared, local: &LocalRef, task: Arc<Task>) -> NapiResult<()> {
     let _runtime = runtime().enter();
     local.borrow_mut().begin();
     let mut settled = Settled::new();
@@ -550,12 +608,12 @@ pub unsafe fn start(
 }
 
 /// Polls the tasks that were woken and settles the Promises that finished.
-pub unsafe fn poll_ready(env: sys::napi_env, shared: &Shared, local: &LocalRef) -> NapiResult<()> {
+pub fn poll_ready(env: &Env, shared: &Shared, local: &LocalRef) -> NapiResult<()> {
     poll_ready_any(env, shared, local).map(|_| ())
 }
 
 /// [`poll_ready`], telling whether any task was polled.
-unsafe fn poll_ready_any(env: sys::napi_env, shared: &Shared, local: &LocalRef) -> NapiResult<bool> {
+fn poll_ready_any(env: &Env, shared: &Shared, local: &LocalRef) -> NapiResult<bool> {
     let _runtime = runtime().enter();
     let mut settled = Settled::new();
     let polled = run_ready(env, shared, local, &mut settled);
@@ -564,7 +622,7 @@ unsafe fn poll_ready_any(env: sys::napi_env, shared: &Shared, local: &LocalRef) 
 
 /// Polls woken tasks until none is left (or a bounded number of rounds,
 /// after which the next threadsafe call goes on); whether any was polled.
-unsafe fn run_ready(env: sys::napi_env, shared: &Shared, local: &LocalRef, settled: &mut Settled) -> bool {
+fn run_ready(env: &Env, shared: &Shared, local: &LocalRef, settled: &mut Settled) -> bool {
     let mut polled = false;
     for _ in 0..MAX_POLL_ROUNDS {
         let mut tasks = {
@@ -588,18 +646,18 @@ unsafe fn run_ready(env: sys::napi_env, shared: &Shared, local: &LocalRef, settl
 }
 
 /// Hands the settled answers to the JS settler, in one call.
-unsafe fn deliver(env: sys::napi_env, local: &LocalRef, settled: &mut Settled) -> NapiResult<()> {
+fn deliver(env: &Env, local: &LocalRef, settled: &mut Settled) -> NapiResult<()> {
     if settled.args.is_empty() {
         return Ok(());
     }
     let (settle, state) = {
         let local = local.borrow();
-        (js::deref(env, local.settle_fn), js::deref(env, local.state))
+        (local.settle_fn.borrow_back(env)?, local.state.get(env))
     };
-    match (settle, state) {
-        (Some(settle), Some(state)) => call_in_chunks(env, settle, state, &mut settled.args, ANSWER_STRIDE),
+    match state {
+        Some(state) => call_in_chunks(&settle, state, &mut settled.args, ANSWER_STRIDE),
         // The JS reactor is gone, and with it everyone who could await.
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 
@@ -614,7 +672,7 @@ unsafe fn deliver(env: sys::napi_env, local: &LocalRef, settled: &mut Settled) -
 /// only queue (`ACTIVE`), with no call and no wake-up of their own. Work that
 /// arrives while JS is busy thus crosses in one batch. The first call that
 /// finds nothing sets `IDLE` again.
-pub unsafe fn drain(env: sys::napi_env, shared: &Shared, local: &LocalRef) {
+pub fn drain(env: &Env, shared: &Shared, local: &LocalRef) {
     shared.state.store(ACTIVE, Ordering::SeqCst);
     let outcome = poll_ready_any(env, shared, local)
         .and_then(|polled| dispatch(env, shared, local).map(|dispatched| polled || dispatched));
@@ -628,17 +686,18 @@ pub unsafe fn drain(env: sys::napi_env, shared: &Shared, local: &LocalRef) {
                 shared.schedule();
             }
         }
-        Err(_) => {
+        Err(error) => {
             shared.signal();
-            if let Some(error) = js::take_exception(env) {
-                sys::napi_fatal_exception(env, error);
+            match js::take_exception(env) {
+                Some(thrown) => env.fatal_exception(napi::Error::from(thrown)),
+                None => env.fatal_exception(error),
             }
         }
     }
 }
 
 /// Passes the queued invocations to the JS dispatcher; whether there were any.
-unsafe fn dispatch(env: sys::napi_env, shared: &Shared, local: &LocalRef) -> NapiResult<bool> {
+fn dispatch(env: &Env, shared: &Shared, local: &LocalRef) -> NapiResult<bool> {
     let mut items = {
         let spare = std::mem::take(&mut local.borrow_mut().spare_invocations);
         std::mem::replace(&mut *shared.invocations.lock(), spare)
@@ -649,9 +708,9 @@ unsafe fn dispatch(env: sys::napi_env, shared: &Shared, local: &LocalRef) -> Nap
     }
     let (function, state) = {
         let local = local.borrow();
-        (js::deref(env, local.dispatch_fn), js::deref(env, local.state))
+        (local.dispatch_fn.borrow_back(env)?, local.state.get(env))
     };
-    let mut args = Vec::with_capacity(items.len() * INVOCATION_STRIDE);
+    let mut args = Spread::with_capacity(items.len() * INVOCATION_STRIDE);
     // One clock read for the batch: what is left of each deadline.
     let now = tokio::time::Instant::now();
     for invocation in items.drain(..) {
@@ -667,7 +726,9 @@ unsafe fn dispatch(env: sys::napi_env, shared: &Shared, local: &LocalRef) -> Nap
         let token = local.borrow_mut().token();
         match invocation_args(env, token, &invocation, now) {
             Ok(entry) => {
-                args.extend_from_slice(&entry);
+                for value in entry {
+                    args.push(value);
+                }
                 let Invocation { reply, ctx, .. } = invocation;
                 let mut local = local.borrow_mut();
                 local.running.insert(token, Running { reply, ctx });
@@ -682,36 +743,36 @@ unsafe fn dispatch(env: sys::napi_env, shared: &Shared, local: &LocalRef) -> Nap
         }
     }
     local.borrow_mut().spare_invocations = items;
-    match (function, state) {
-        (Some(function), Some(state)) if !args.is_empty() => {
-            call_in_chunks(env, function, state, &mut args, INVOCATION_STRIDE).map(|()| true)
+    match state {
+        Some(state) if !args.is_empty() => {
+            call_in_chunks(&function, state, &mut args, INVOCATION_STRIDE).map(|()| true)
         }
         _ => Ok(true),
     }
 }
 
-unsafe fn invocation_args(
-    env: sys::napi_env,
+fn invocation_args<'env>(
+    env: &'env Env,
     token: u64,
     invocation: &Invocation,
     now: tokio::time::Instant,
-) -> NapiResult<[sys::napi_value; INVOCATION_STRIDE]> {
+) -> NapiResult<[Unknown<'env>; INVOCATION_STRIDE]> {
     let ctx = &invocation.ctx;
     let remaining = ctx.deadline().saturating_duration_since(now);
     let packet_id = ctx.packet_id().as_str();
     let trace_id = ctx.trace_id();
-    let trace = if trace_id == packet_id { js::undefined(env) } else { js::string(env, trace_id)? };
+    let trace = if trace_id == packet_id { js::unknown(env, ())? } else { js::unknown(env, trace_id)? };
     let metadata = match ctx.metadata() {
         Some(m) => object_to_js(env, m)?,
-        None => js::null(env),
+        None => js::unknown(env, Null)?,
     };
     Ok([
-        js::double(env, invocation.slot as f64)?,
-        js::double(env, token as f64)?,
+        js::unknown(env, invocation.slot as f64)?,
+        js::unknown(env, token as f64)?,
         to_js(env, &invocation.data)?,
-        js::string(env, packet_id)?,
+        js::unknown(env, packet_id)?,
         trace,
         metadata,
-        js::double(env, remaining.as_secs_f64() * 1000.0)?,
+        js::unknown(env, remaining.as_secs_f64() * 1000.0)?,
     ])
 }

@@ -26,9 +26,10 @@
 //! Nothing goes through JSON text: each value is walked once.
 
 use std::fmt::Write as _;
-use std::ptr;
 
-use napi::sys;
+use napi::bindgen_prelude::{i64n, JsObjectValue, Null, Object};
+use napi::{Env, JsValue, Property, Unknown, ValueType};
+use packetflow::Field;
 use serde_json::{Map, Number, Value};
 
 use crate::js::{self, NapiResult};
@@ -155,91 +156,71 @@ impl ConvertError {
 }
 
 /// Converts JS values to JSON values on the JS thread.
-pub struct FromJs {
-    env: sys::napi_env,
+pub struct FromJs<'env> {
+    env: &'env Env,
     /// The objects being converted, root first, for cycle detection.
-    ancestors: Vec<sys::napi_value>,
+    ancestors: Vec<Object<'env>>,
 }
 
 /// The key under which a value sits, passed to `toJSON` like
 /// `JSON.stringify` does.
 #[derive(Clone, Copy)]
-enum Key {
+enum Key<'env> {
     Root,
-    Name(sys::napi_value),
+    Name(Unknown<'env>),
     Index(u32),
 }
 
-impl FromJs {
-    pub fn new(env: sys::napi_env) -> Self {
+impl<'env> FromJs<'env> {
+    pub fn new(env: &'env Env) -> Self {
         FromJs { env, ancestors: Vec::new() }
     }
 
     /// Converts a top-level value (`undefined` becomes `null`).
-    pub unsafe fn convert(&mut self, value: sys::napi_value) -> Result<Value, ConvertError> {
+    pub fn convert(&mut self, value: Unknown<'env>) -> Result<Value, ConvertError> {
         self.ancestors.clear();
         Ok(self.value(value, Key::Root, true)?.unwrap_or(Value::Null))
     }
 
-    /// Converts an object to a JSON object (metadata): anything else is a
-    /// `TypeError` naming what it was.
-    pub unsafe fn convert_object(
-        &mut self,
-        value: sys::napi_value,
-    ) -> Result<Map<String, Value>, ConvertError> {
-        match self.convert(value)? {
-            Value::Object(map) => Ok(map),
-            other => Err(not_json(format!("must be an object, got {}", json_kind(&other)))),
-        }
-    }
-
     /// `None` means "undefined": dropped from objects, `null` elsewhere.
-    unsafe fn value(
+    fn value(
         &mut self,
-        value: sys::napi_value,
-        key: Key,
+        value: Unknown<'env>,
+        key: Key<'env>,
         to_json: bool,
     ) -> Result<Option<Value>, ConvertError> {
-        let env = self.env;
-        Ok(Some(match js::type_of(env, value)? {
-            sys::ValueType::napi_undefined => return Ok(None),
-            sys::ValueType::napi_null => Value::Null,
-            sys::ValueType::napi_boolean => Value::Bool(js::get_bool(env, value)?),
-            sys::ValueType::napi_number => number(js::get_double(env, value)?)?,
-            sys::ValueType::napi_string => Value::String(js::get_string(env, value)?),
-            sys::ValueType::napi_object => return self.object(value, key, to_json).map(Some),
-            sys::ValueType::napi_bigint => bigint(env, value)?,
-            sys::ValueType::napi_function => return Err(not_json("Function is not JSON-serializable")),
-            sys::ValueType::napi_symbol => return Err(not_json("Symbol is not JSON-serializable")),
+        Ok(Some(match value.get_type()? {
+            ValueType::Undefined => return Ok(None),
+            ValueType::Null => Value::Null,
+            ValueType::Boolean => Value::Bool(js::read_bool(&value)?),
+            ValueType::Number => number(js::read_f64(&value)?)?,
+            ValueType::String => Value::String(js::read_string(&value)?),
+            ValueType::Object => return self.object(js::as_object(&value), key, to_json).map(Some),
+            ValueType::BigInt => bigint(&value)?,
+            ValueType::Function => return Err(not_json("Function is not JSON-serializable")),
+            ValueType::Symbol => return Err(not_json("Symbol is not JSON-serializable")),
             _ => return Err(not_json("External is not JSON-serializable")),
         }))
     }
 
-    unsafe fn object(
-        &mut self,
-        value: sys::napi_value,
-        key: Key,
-        to_json: bool,
-    ) -> Result<Value, ConvertError> {
+    fn object(&mut self, value: Object<'env>, key: Key<'env>, to_json: bool) -> Result<Value, ConvertError> {
         let env = self.env;
-        let array = js::is_array(env, value)?;
+        let array = value.is_array()?;
         if !array && to_json {
-            let method = js::get_named(env, value, c"toJSON")?;
-            if js::type_of(env, method)? == sys::ValueType::napi_function {
+            let method: Unknown<'env> = value.get_c_named_property_unchecked(c"toJSON")?;
+            if method.get_type()? == ValueType::Function {
                 let arg = match key {
-                    Key::Root => js::string(env, "")?,
+                    Key::Root => js::unknown(env, "")?,
                     Key::Name(name) => name,
-                    Key::Index(i) => js::string(env, &i.to_string())?,
+                    Key::Index(i) => js::unknown(env, i.to_string())?,
                 };
-                let mut out = ptr::null_mut();
-                js::check(sys::napi_call_function(env, value, method, 1, &arg, &mut out))?;
+                // A throw stays pending: `Thrown`.
+                let out = js::as_function(&method)?.apply(value, arg)?;
                 return Ok(self.value(out, key, false)?.unwrap_or(Value::Null));
             }
         }
         for (depth, ancestor) in self.ancestors.iter().enumerate() {
-            let mut same = false;
-            js::check(sys::napi_strict_equals(env, *ancestor, value, &mut same))?;
-            if same {
+            if env.strict_equals(*ancestor, value)? {
                 let kind = if array { "Array" } else { "Object" };
                 return Err(ConvertError::NotJson {
                     steps: Vec::new(),
@@ -258,35 +239,25 @@ impl FromJs {
         out
     }
 
-    unsafe fn array(&mut self, array: sys::napi_value) -> Result<Value, ConvertError> {
-        let len = js::array_len(self.env, array)?;
+    fn array(&mut self, array: Object<'env>) -> Result<Value, ConvertError> {
+        let len = array.get_array_length_unchecked()?;
         let mut items = Vec::with_capacity(len as usize);
         for i in 0..len {
-            let item = js::get_element(self.env, array, i)?;
+            let item: Unknown<'env> = array.get_element(i)?;
             let converted = self.value(item, Key::Index(i), true).map_err(|e| e.at(Step::Index(i)))?;
             items.push(converted.unwrap_or(Value::Null));
         }
         Ok(Value::Array(items))
     }
 
-    unsafe fn plain_object(&mut self, object: sys::napi_value) -> Result<Value, ConvertError> {
-        let env = self.env;
-        let mut keys = ptr::null_mut();
-        js::check(sys::napi_get_all_property_names(
-            env,
-            object,
-            sys::KeyCollectionMode::own_only,
-            sys::KeyFilter::enumerable | sys::KeyFilter::skip_symbols,
-            sys::KeyConversion::numbers_to_strings,
-            &mut keys,
-        ))?;
-        let len = js::array_len(env, keys)?;
+    fn plain_object(&mut self, object: Object<'env>) -> Result<Value, ConvertError> {
+        let keys = js::own_enumerable_keys(&object)?;
+        let len = keys.get_array_length_unchecked()?;
         let mut map = Map::with_capacity(len as usize);
         for i in 0..len {
-            let key = js::get_element(env, keys, i)?;
-            let name = js::get_string(env, key)?;
-            let mut item = ptr::null_mut();
-            js::check(sys::napi_get_property(env, object, key, &mut item))?;
+            let key: Unknown<'env> = keys.get_element(i)?;
+            let name = js::read_string(&key)?;
+            let item: Unknown<'env> = object.get_property_unchecked(key)?;
             match self.value(item, Key::Name(key), true) {
                 Ok(Some(v)) => {
                     map.insert(name, v);
@@ -319,35 +290,59 @@ fn number(n: f64) -> Result<Value, ConvertError> {
 
 /// A `BigInt` as the exact 64-bit integer it holds (i64, else u64), or a
 /// `RangeError` when it needs more bits.
-unsafe fn bigint(env: sys::napi_env, value: sys::napi_value) -> Result<Value, ConvertError> {
-    let mut lossless = false;
-    let mut signed = 0i64;
-    js::check(sys::napi_get_value_bigint_int64(env, value, &mut signed, &mut lossless))?;
-    if lossless {
-        return Ok(Value::Number(Number::from(signed)));
-    }
-    let mut unsigned = 0u64;
-    js::check(sys::napi_get_value_bigint_uint64(env, value, &mut unsigned, &mut lossless))?;
-    if lossless {
-        return Ok(Value::Number(Number::from(unsigned)));
+fn bigint(value: &Unknown<'_>) -> Result<Value, ConvertError> {
+    let big = js::read_bigint(value)?;
+    if let Some(n) = bigint_to_number(big.sign_bit, &big.words) {
+        return Ok(Value::Number(n));
     }
     Err(out_of_range(format!(
         "BigInt {} is outside the range of 64-bit integers ({} to {})",
-        shown_bigint(env, value),
+        shown_bigint(value),
         i64::MIN,
         u64::MAX
     )))
 }
 
-/// A `BigInt`'s decimal digits for a message (`123n`), shortened when long.
-unsafe fn shown_bigint(env: sys::napi_env, value: sys::napi_value) -> String {
-    const LONGEST: usize = 40;
-    let mut text = ptr::null_mut();
-    if sys::napi_coerce_to_string(env, value, &mut text) != sys::Status::napi_ok {
-        js::take_exception(env);
-        return "(unreadable)".into();
+/// The integer of a `BigInt`'s sign and 64-bit words (least significant
+/// first) when it fits an i64 or a u64.
+fn bigint_to_number(negative: bool, words: &[u64]) -> Option<Number> {
+    // N-API gives the fewest words that hold the value; zero may come as
+    // no word at all.
+    let significant = words.iter().rposition(|w| *w != 0).map_or(0, |last| last + 1);
+    let magnitude = match significant {
+        0 => 0,
+        1 => words[0],
+        _ => return None,
+    };
+    if !negative {
+        return Some(Number::from(magnitude));
     }
-    let Ok(digits) = js::get_string(env, text) else {
+    // -2^63 is the most negative i64.
+    (magnitude <= i64::MIN.unsigned_abs()).then(|| Number::from((magnitude as i64).wrapping_neg()))
+}
+
+/// The integer of a `BigInt`'s sign and 64-bit words when it fits an i128.
+fn bigint_to_i128(negative: bool, words: &[u64]) -> Option<i128> {
+    let significant = words.iter().rposition(|w| *w != 0).map_or(0, |last| last + 1);
+    if significant > 2 {
+        return None;
+    }
+    let low = words.first().copied().unwrap_or(0) as u128;
+    let high = if significant == 2 { words[1] as u128 } else { 0 };
+    let magnitude = (high << 64) | low;
+    if negative {
+        // -2^127 is the most negative i128.
+        (magnitude <= i128::MIN.unsigned_abs()).then(|| (magnitude as i128).wrapping_neg())
+    } else {
+        i128::try_from(magnitude).ok()
+    }
+}
+
+/// A `BigInt`'s decimal digits for a message (`123n`), shortened when long.
+fn shown_bigint(value: &Unknown<'_>) -> String {
+    const LONGEST: usize = 40;
+    let digits = value.coerce_to_string().and_then(|text| js::read_string(&text.to_unknown()));
+    let Ok(digits) = digits else {
         return "(unreadable)".into();
     };
     if digits.len() <= LONGEST {
@@ -357,34 +352,76 @@ unsafe fn shown_bigint(env: sys::napi_env, value: sys::napi_value) -> String {
     format!("{}…n ({count} digits)", &digits[..LONGEST / 2])
 }
 
-/// A JSON value's kind, for messages.
-pub fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
+/// A packet field (group, element, id, priority, timeout, dependencies) as
+/// the submitter gave it, for the core to judge: `undefined` is an absent
+/// field (`None`), anything else the [`Field`] of its JS type. Nothing is
+/// checked here: `PacketParts::into_packet` does that, in the words the wire
+/// decoder uses.
+pub fn field(value: &Unknown<'_>) -> NapiResult<Option<Field<'static>>> {
+    if value.get_type()? == ValueType::Undefined {
+        return Ok(None);
     }
+    field_of(value, true).map(Some)
+}
+
+/// `items`: whether an array's items are converted (a packet field holds
+/// one level of list at most; a nested array is only "an array").
+fn field_of(value: &Unknown<'_>, items: bool) -> NapiResult<Field<'static>> {
+    Ok(match value.get_type()? {
+        ValueType::Undefined | ValueType::Null => Field::Null,
+        ValueType::Boolean => Field::Bool(js::read_bool(value)?),
+        ValueType::Number => {
+            let n = js::read_f64(value)?;
+            // A number is an integer where it holds one exactly.
+            if n.fract() == 0.0 && n.abs() <= MAX_SAFE_INTEGER {
+                Field::Int(n as i128)
+            } else {
+                Field::Float(n)
+            }
+        }
+        ValueType::String => Field::Str(js::read_string(value)?.into()),
+        ValueType::BigInt => {
+            let big = js::read_bigint(value)?;
+            match bigint_to_i128(big.sign_bit, &big.words) {
+                Some(n) => Field::Int(n),
+                None => Field::Other("a BigInt beyond 128 bits".into()),
+            }
+        }
+        ValueType::Object if value.is_array()? => {
+            let array = js::as_object(value);
+            let len = if items { array.get_array_length_unchecked()? } else { 0 };
+            let mut list = Vec::with_capacity(len as usize);
+            for i in 0..len {
+                list.push(field_of(&array.get_element(i)?, false)?);
+            }
+            Field::List(list)
+        }
+        ValueType::Object if value.is_buffer()? || value.is_typedarray()? || value.is_arraybuffer()? => {
+            Field::Bytes
+        }
+        ValueType::Object => Field::Object,
+        ValueType::Function => Field::Other("a function".into()),
+        ValueType::Symbol => Field::Other("a symbol".into()),
+        _ => Field::Other("an external value".into()),
+    })
 }
 
 /// The one key that `napi_set_property` would treat as a setter.
 const PROTO_KEY: &str = "__proto__";
 
 /// Converts a JSON value to a JS value.
-pub unsafe fn to_js(env: sys::napi_env, value: &Value) -> NapiResult<sys::napi_value> {
+pub fn to_js<'env>(env: &'env Env, value: &Value) -> NapiResult<Unknown<'env>> {
     match value {
-        Value::Null => Ok(js::null(env)),
-        Value::Bool(b) => js::boolean(env, *b),
+        Value::Null => js::unknown(env, Null),
+        Value::Bool(b) => js::unknown(env, *b),
         Value::Number(n) => number_to_js(env, n),
-        Value::String(s) => js::string(env, s),
+        Value::String(s) => js::unknown(env, s.as_str()),
         Value::Array(items) => {
-            let array = js::new_array(env, items.len())?;
+            let mut array = env.create_array(items.len() as u32)?;
             for (i, item) in items.iter().enumerate() {
-                js::set_element(env, array, i as u32, to_js(env, item)?)?;
+                array.set(i as u32, to_js(env, item)?)?;
             }
-            Ok(array)
+            Ok(array.to_unknown())
         }
         Value::Object(map) => object_to_js(env, map),
     }
@@ -393,56 +430,34 @@ pub unsafe fn to_js(env: sys::napi_env, value: &Value) -> NapiResult<sys::napi_v
 /// A JSON number as a JS number, or as a `BigInt` for an integer a double
 /// would round (|n| > 2^53 − 1).
 #[inline]
-unsafe fn number_to_js(env: sys::napi_env, n: &Number) -> NapiResult<sys::napi_value> {
-    let mut out = ptr::null_mut();
+fn number_to_js<'env>(env: &'env Env, n: &Number) -> NapiResult<Unknown<'env>> {
     if let Some(i) = n.as_i64() {
         if (-MAX_SAFE_I64..=MAX_SAFE_I64).contains(&i) {
-            js::check(sys::napi_create_int64(env, i, &mut out))?;
+            js::unknown(env, i)
         } else {
-            js::check(sys::napi_create_bigint_int64(env, i, &mut out))?;
+            js::unknown(env, i64n(i))
         }
-        Ok(out)
     } else if let Some(u) = n.as_u64() {
-        js::check(sys::napi_create_bigint_uint64(env, u, &mut out))?;
-        Ok(out)
+        // `u64` converts to a `BigInt`.
+        js::unknown(env, u)
     } else {
-        js::double(env, n.as_f64().unwrap_or(f64::NAN))
+        js::unknown(env, n.as_f64().unwrap_or(f64::NAN))
     }
 }
 
 /// Converts a JSON object to a plain JS object.
-pub unsafe fn object_to_js(env: sys::napi_env, map: &Map<String, Value>) -> NapiResult<sys::napi_value> {
-    let object = js::new_object(env)?;
+pub fn object_to_js<'env>(env: &'env Env, map: &Map<String, Value>) -> NapiResult<Unknown<'env>> {
+    let mut object = Object::new(env)?;
     for (k, v) in map {
-        let key = js::string(env, k)?;
+        let key = js::unknown(env, k.as_str())?;
         let item = to_js(env, v)?;
         if k == PROTO_KEY {
-            define_own(env, object, key, item)?;
+            // An own enumerable data property (what `JSON.parse` makes of
+            // every key), bypassing the `__proto__` setter.
+            object.define_properties(&[Property::new().with_name(env, key)?.with_value(&item)])?;
         } else {
-            js::set_property(env, object, key, item)?;
+            object.set_property(key, item)?;
         }
     }
-    Ok(object)
-}
-
-/// Defines an own enumerable data property (what `JSON.parse` does for
-/// every key), bypassing setters such as `__proto__`'s.
-unsafe fn define_own(
-    env: sys::napi_env,
-    object: sys::napi_value,
-    key: sys::napi_value,
-    value: sys::napi_value,
-) -> NapiResult<()> {
-    use sys::PropertyAttributes as A;
-    let descriptor = sys::napi_property_descriptor {
-        utf8name: ptr::null(),
-        name: key,
-        method: None,
-        getter: None,
-        setter: None,
-        value,
-        attributes: A::writable | A::enumerable | A::configurable,
-        data: ptr::null_mut(),
-    };
-    js::check(sys::napi_define_properties(env, object, 1, &descriptor))
+    Ok(object.to_unknown())
 }

@@ -1,106 +1,54 @@
-//! Thin wrappers over the raw N-API calls the converters and the bridge
-//! make on the JS thread.
+//! Reading JS values on the JS thread, on top of napi-rs' typed values.
 //!
-//! The hot paths (value conversion, batch delivery) talk to N-API directly
-//! rather than through napi-rs' typed values: a conversion of a small object
-//! is a handful of calls, and every avoided wrapper shows in the benchmark.
-//! Every function here must be called on the thread that owns `env`.
+//! The binding talks to N-API through napi-rs' safe types (`Env`,
+//! `Unknown`, `Object`, `Array`, `Function`, `FunctionRef`, `BigInt`,
+//! `ThreadsafeFunction`). napi-rs marks a few steps `unsafe` although N-API
+//! checks them itself: reading an `Unknown` as a string, a number, a boolean
+//! or a `BigInt` (`napi_get_value_*` refuses a value of another type with a
+//! status, which becomes an `Err`). Those steps live here, each behind a safe
+//! function whose `SAFETY:` comment says why it is sound; so do the two
+//! N-API calls napi-rs has no safe form of (taking a pending exception, and
+//! a string read in one call), and the spreading of a batch into the
+//! arguments of one JS call.
+//!
+//! Every value here is used on the thread that owns its `Env`, within the
+//! N-API callback scope it was made or received in (its lifetime says so).
 
-use std::ffi::CStr;
 use std::ptr;
 
-use napi::bindgen_prelude::{FromNapiValue, ToNapiValue, TypeName, ValidateNapiValue};
-use napi::{sys, Status, ValueType};
+use napi::bindgen_prelude::{BigInt, FromNapiValue, Function, JsValuesTupleIntoVec, Object, ToNapiValue};
+use napi::{sys, Env, JsValue, Status, Unknown, ValueType};
 
-/// A raw JS value passed through napi-derive signatures untouched, so that
-/// the binding can inspect its type itself and name it in error messages.
-#[derive(Clone, Copy)]
-pub struct JsAny(pub sys::napi_value);
-
-impl FromNapiValue for JsAny {
-    unsafe fn from_napi_value(_env: sys::napi_env, value: sys::napi_value) -> napi::Result<Self> {
-        Ok(JsAny(value))
-    }
-}
-
-impl ToNapiValue for JsAny {
-    unsafe fn to_napi_value(_env: sys::napi_env, value: Self) -> napi::Result<sys::napi_value> {
-        Ok(value.0)
-    }
-}
-
-impl TypeName for JsAny {
-    fn type_name() -> &'static str {
-        "unknown"
-    }
-    fn value_type() -> ValueType {
-        ValueType::Unknown
-    }
-}
-
-impl ValidateNapiValue for JsAny {}
-
-/// The outcome of a raw N-API call, as napi-rs' error type.
+/// The outcome of an N-API call, as napi-rs' error type.
 pub type NapiResult<T> = Result<T, napi::Error>;
 
-/// Turns an N-API status into a `Result`; a pending JS exception stays
-/// pending and is reported as `Status::PendingException`.
-#[inline]
-pub fn check(status: sys::napi_status) -> NapiResult<()> {
-    if status == sys::Status::napi_ok {
-        Ok(())
-    } else {
-        Err(napi::Error::from_status(Status::from(status)))
-    }
+/// The error that tells napi-rs a JS exception is already pending: it
+/// leaves it to propagate as it is.
+pub fn pending() -> napi::Error {
+    napi::Error::from_status(Status::PendingException)
 }
 
-/// The JS type of a value.
-#[inline]
-pub unsafe fn type_of(env: sys::napi_env, value: sys::napi_value) -> NapiResult<sys::napi_valuetype> {
-    let mut kind = 0;
-    check(sys::napi_typeof(env, value, &mut kind))?;
-    Ok(kind)
-}
-
-pub unsafe fn undefined(env: sys::napi_env) -> sys::napi_value {
-    let mut value = ptr::null_mut();
-    sys::napi_get_undefined(env, &mut value);
-    value
-}
-
-pub unsafe fn null(env: sys::napi_env) -> sys::napi_value {
-    let mut value = ptr::null_mut();
-    sys::napi_get_null(env, &mut value);
-    value
-}
-
-pub unsafe fn boolean(env: sys::napi_env, b: bool) -> NapiResult<sys::napi_value> {
-    let mut value = ptr::null_mut();
-    check(sys::napi_get_boolean(env, b, &mut value))?;
-    Ok(value)
-}
-
-pub unsafe fn double(env: sys::napi_env, n: f64) -> NapiResult<sys::napi_value> {
-    let mut value = ptr::null_mut();
-    check(sys::napi_create_double(env, n, &mut value))?;
-    Ok(value)
-}
-
-pub unsafe fn string(env: sys::napi_env, s: &str) -> NapiResult<sys::napi_value> {
-    let mut value = ptr::null_mut();
-    check(sys::napi_create_string_utf8(env, s.as_ptr().cast(), s.len() as isize, &mut value))?;
-    Ok(value)
-}
-
-/// Reads a JS string as UTF-8 (lone surrogates become U+FFFD, as N-API does).
-pub unsafe fn get_string(env: sys::napi_env, value: sys::napi_value) -> NapiResult<String> {
-    // Short strings (element names, ids, small data) are read in one call
-    // into a stack buffer. N-API writes whole characters only, so a string
-    // that left room for a 4-byte character (plus the NUL) was read whole.
+/// Reads a JS string as UTF-8 (lone surrogates become U+FFFD, as N-API
+/// does); any other type is an `Err` (`StringExpected`).
+///
+/// Short strings (element names, ids, small data) are read in one N-API call
+/// into a stack buffer, where napi-rs' `String` conversion makes two (the
+/// length, then the bytes) and zeroes a heap buffer first: strings are read
+/// several times per packet.
+pub fn read_string(value: &Unknown<'_>) -> NapiResult<String> {
     const STACK: usize = 64;
+    let (env, raw) = (value.value().env, value.raw());
     let mut stack = [0u8; STACK];
     let mut written = 0;
-    check(sys::napi_get_value_string_utf8(env, value, stack.as_mut_ptr().cast(), STACK, &mut written))?;
+    // SAFETY: `env` and `raw` come from a live `Unknown` used on its JS
+    // thread; the buffer pointer and its length describe `stack`, which N-API
+    // fills with at most STACK - 1 bytes and a NUL. A value that is not a
+    // string makes N-API return `napi_string_expected` and write nothing.
+    let status =
+        unsafe { sys::napi_get_value_string_utf8(env, raw, stack.as_mut_ptr().cast(), STACK, &mut written) };
+    check(status)?;
+    // N-API writes whole characters only: a string that left room for a
+    // 4-byte character (plus the NUL) was read whole.
     if written < STACK - 4 {
         let bytes = &stack[..written];
         return Ok(match std::str::from_utf8(bytes) {
@@ -108,153 +56,119 @@ pub unsafe fn get_string(env: sys::napi_env, value: sys::napi_value) -> NapiResu
             Err(_) => String::from_utf8_lossy(bytes).into_owned(),
         });
     }
-    let mut len = 0;
-    check(sys::napi_get_value_string_utf8(env, value, ptr::null_mut(), 0, &mut len))?;
-    // N-API writes a terminating NUL, hence the extra byte.
-    let mut buf: Vec<u8> = Vec::with_capacity(len + 1);
-    check(sys::napi_get_value_string_utf8(env, value, buf.as_mut_ptr().cast(), len + 1, &mut written))?;
-    buf.set_len(written);
-    Ok(String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    // SAFETY: as above; napi-rs' `String` conversion reads the string's
+    // length, then its bytes into a buffer of that size.
+    unsafe { String::from_napi_value(env, raw) }
 }
 
-pub unsafe fn get_double(env: sys::napi_env, value: sys::napi_value) -> NapiResult<f64> {
-    let mut n = 0.0;
-    check(sys::napi_get_value_double(env, value, &mut n))?;
-    Ok(n)
-}
-
-pub unsafe fn get_bool(env: sys::napi_env, value: sys::napi_value) -> NapiResult<bool> {
-    let mut b = false;
-    check(sys::napi_get_value_bool(env, value, &mut b))?;
-    Ok(b)
-}
-
-pub unsafe fn is_array(env: sys::napi_env, value: sys::napi_value) -> NapiResult<bool> {
-    let mut b = false;
-    check(sys::napi_is_array(env, value, &mut b))?;
-    Ok(b)
-}
-
-pub unsafe fn array_len(env: sys::napi_env, array: sys::napi_value) -> NapiResult<u32> {
-    let mut len = 0;
-    check(sys::napi_get_array_length(env, array, &mut len))?;
-    Ok(len)
-}
-
-pub unsafe fn get_element(
-    env: sys::napi_env,
-    array: sys::napi_value,
-    index: u32,
-) -> NapiResult<sys::napi_value> {
-    let mut value = ptr::null_mut();
-    check(sys::napi_get_element(env, array, index, &mut value))?;
-    Ok(value)
-}
-
-pub unsafe fn new_array(env: sys::napi_env, len: usize) -> NapiResult<sys::napi_value> {
-    let mut value = ptr::null_mut();
-    check(sys::napi_create_array_with_length(env, len, &mut value))?;
-    Ok(value)
-}
-
-pub unsafe fn set_element(
-    env: sys::napi_env,
-    array: sys::napi_value,
-    index: u32,
-    value: sys::napi_value,
-) -> NapiResult<()> {
-    check(sys::napi_set_element(env, array, index, value))
-}
-
-pub unsafe fn new_object(env: sys::napi_env) -> NapiResult<sys::napi_value> {
-    let mut value = ptr::null_mut();
-    check(sys::napi_create_object(env, &mut value))?;
-    Ok(value)
-}
-
-pub unsafe fn get_named(
-    env: sys::napi_env,
-    object: sys::napi_value,
-    key: &CStr,
-) -> NapiResult<sys::napi_value> {
-    let mut value = ptr::null_mut();
-    check(sys::napi_get_named_property(env, object, key.as_ptr(), &mut value))?;
-    Ok(value)
-}
-
-pub unsafe fn set_property(
-    env: sys::napi_env,
-    object: sys::napi_value,
-    key: sys::napi_value,
-    value: sys::napi_value,
-) -> NapiResult<()> {
-    check(sys::napi_set_property(env, object, key, value))
-}
-
-/// Throws a `TypeError` with `message` and returns the error that tells
-/// napi-rs an exception is already pending.
-pub unsafe fn throw_type_error(env: sys::napi_env, message: &str) -> napi::Error {
-    if let Ok(error) = type_error(env, message) {
-        sys::napi_throw(env, error);
+/// Turns an N-API status into a `Result`; a pending JS exception stays
+/// pending and is reported as `Status::PendingException`.
+fn check(status: sys::napi_status) -> NapiResult<()> {
+    if status == sys::Status::napi_ok {
+        Ok(())
+    } else {
+        Err(napi::Error::from_status(Status::from(status)))
     }
-    napi::Error::from_status(Status::PendingException)
 }
 
-/// Throws a `RangeError` with `message` and returns the error that tells
-/// napi-rs an exception is already pending.
-pub unsafe fn throw_range_error(env: sys::napi_env, message: &str) -> napi::Error {
-    let thrown = string(env, message).and_then(|text| {
-        let mut error = ptr::null_mut();
-        check(sys::napi_create_range_error(env, ptr::null_mut(), text, &mut error))?;
-        Ok(error)
-    });
-    if let Ok(error) = thrown {
-        sys::napi_throw(env, error);
-    }
-    napi::Error::from_status(Status::PendingException)
+/// Reads a JS number; any other type is an `Err` (`NumberExpected`).
+pub fn read_f64(value: &Unknown<'_>) -> NapiResult<f64> {
+    // SAFETY: `f64`'s conversion is `napi_get_value_double`, which checks
+    // the type itself; the value is live on its JS thread.
+    unsafe { value.cast::<f64>() }
 }
 
-/// A new `TypeError` with `message`.
-pub unsafe fn type_error(env: sys::napi_env, message: &str) -> NapiResult<sys::napi_value> {
-    let text = string(env, message)?;
-    let mut error = ptr::null_mut();
-    check(sys::napi_create_type_error(env, ptr::null_mut(), text, &mut error))?;
-    Ok(error)
+/// Reads a JS boolean; any other type is an `Err` (`BooleanExpected`).
+pub fn read_bool(value: &Unknown<'_>) -> NapiResult<bool> {
+    // SAFETY: `bool`'s conversion is `napi_get_value_bool`, which checks
+    // the type itself; the value is live on its JS thread.
+    unsafe { value.cast::<bool>() }
 }
 
-/// Takes the pending JS exception, if any.
-pub unsafe fn take_exception(env: sys::napi_env) -> Option<sys::napi_value> {
+/// Reads a JS `BigInt` (sign and 64-bit words); any other type is an `Err`
+/// (`BigintExpected`).
+pub fn read_bigint(value: &Unknown<'_>) -> NapiResult<BigInt> {
+    // SAFETY: `BigInt`'s conversion is `napi_get_value_bigint_words`, which
+    // checks the type itself, first for the word count and then into a
+    // buffer of that many words; the value is live on its JS thread.
+    unsafe { value.cast::<BigInt>() }
+}
+
+/// A value whose type was found to be `object` (an array included), as an
+/// `Object`.
+pub fn as_object<'env>(value: &Unknown<'env>) -> Object<'env> {
+    // `Object::from_raw` is safe: every call on an `Object` is checked by
+    // N-API, which refuses a non-object with `napi_object_expected`.
+    Object::from_raw(value.value().env, value.raw())
+}
+
+/// A value whose type was found to be `function`, as a `Function` taking
+/// one argument.
+pub fn as_function<'env>(value: &Unknown<'env>) -> NapiResult<Function<'env, Unknown<'env>, Unknown<'env>>> {
+    // SAFETY: `Function`'s conversion keeps the handle as it is; calling it
+    // is `napi_call_function`, which refuses a non-function with
+    // `napi_function_expected`. The value is live on its JS thread.
+    unsafe { value.cast() }
+}
+
+/// The own enumerable string keys of an object, in `JSON.stringify`'s
+/// order, as an array of strings (index keys made strings).
+///
+/// napi-rs' `get_all_property_names` takes one key filter where this needs
+/// two at once (enumerable, and no symbols), hence the direct call.
+pub fn own_enumerable_keys<'env>(object: &Object<'env>) -> NapiResult<Object<'env>> {
+    let env = object.value().env;
+    let mut keys = ptr::null_mut();
+    // SAFETY: `env` and the object's handle come from a live `Object` used
+    // on its JS thread; N-API refuses a non-object with a status and only
+    // writes the out-pointer, a value of the current handle scope.
+    check(unsafe {
+        sys::napi_get_all_property_names(
+            env,
+            object.raw(),
+            sys::KeyCollectionMode::own_only,
+            sys::KeyFilter::enumerable | sys::KeyFilter::skip_symbols,
+            sys::KeyConversion::numbers_to_strings,
+            &mut keys,
+        )
+    })?;
+    Ok(Object::from_raw(env, keys))
+}
+
+/// Takes the pending JS exception, if any, so that the binding can read it
+/// (napi-rs only takes one inside `Function::call`).
+pub fn take_exception<'env>(env: &'env Env) -> Option<Unknown<'env>> {
+    let raw_env = env.raw();
     let mut pending = false;
-    sys::napi_is_exception_pending(env, &mut pending);
-    if !pending {
-        return None;
-    }
     let mut error = ptr::null_mut();
-    sys::napi_get_and_clear_last_exception(env, &mut error);
-    Some(error)
-}
-
-/// The value held by a reference, or `None` once it was collected.
-pub unsafe fn deref(env: sys::napi_env, reference: sys::napi_ref) -> Option<sys::napi_value> {
-    let mut value = ptr::null_mut();
-    let status = sys::napi_get_reference_value(env, reference, &mut value);
-    (status == sys::Status::napi_ok && !value.is_null()).then_some(value)
+    // SAFETY: `env` is the live environment of this JS thread; both calls
+    // only write the out-pointers given, and the exception taken is a value
+    // of that environment's current handle scope.
+    unsafe {
+        if sys::napi_is_exception_pending(raw_env, &mut pending) != sys::Status::napi_ok || !pending {
+            return None;
+        }
+        if sys::napi_get_and_clear_last_exception(raw_env, &mut error) != sys::Status::napi_ok {
+            return None;
+        }
+        Some(Unknown::from_raw_unchecked(raw_env, error))
+    }
 }
 
 /// A short name of a JS value's type for error messages: `string`,
 /// `number`, `array`, `null`, ...
-pub unsafe fn describe_type(env: sys::napi_env, value: sys::napi_value) -> &'static str {
-    match type_of(env, value) {
-        Ok(sys::ValueType::napi_undefined) => "undefined",
-        Ok(sys::ValueType::napi_null) => "null",
-        Ok(sys::ValueType::napi_boolean) => "boolean",
-        Ok(sys::ValueType::napi_number) => "number",
-        Ok(sys::ValueType::napi_string) => "string",
-        Ok(sys::ValueType::napi_symbol) => "symbol",
-        Ok(sys::ValueType::napi_function) => "function",
-        Ok(sys::ValueType::napi_bigint) => "bigint",
-        Ok(sys::ValueType::napi_object) => {
-            if is_array(env, value).unwrap_or(false) {
+pub fn describe_type(value: &Unknown<'_>) -> &'static str {
+    match value.get_type() {
+        Ok(ValueType::Undefined) => "undefined",
+        Ok(ValueType::Null) => "null",
+        Ok(ValueType::Boolean) => "boolean",
+        Ok(ValueType::Number) => "number",
+        Ok(ValueType::String) => "string",
+        Ok(ValueType::Symbol) => "symbol",
+        Ok(ValueType::Function) => "function",
+        Ok(ValueType::BigInt) => "bigint",
+        Ok(ValueType::Object) => {
+            if value.is_array().unwrap_or(false) {
                 "array"
             } else {
                 "object"
@@ -262,4 +176,58 @@ pub unsafe fn describe_type(env: sys::napi_env, value: sys::napi_value) -> &'sta
         }
         _ => "an unknown type",
     }
+}
+
+/// Values passed as the separate arguments of one JS call
+/// (`fn(state, ...values)`): the bridge hands batches to the JS dispatcher
+/// and settler this way, which is far cheaper than filling an array.
+///
+/// Only JS values get in (`push` takes an `Unknown`), each made in the
+/// current handle scope of the JS thread that makes the call; it keeps
+/// their handles, as napi-rs' argument lists do.
+#[derive(Default)]
+pub struct Spread {
+    values: Vec<sys::napi_value>,
+}
+
+impl Spread {
+    pub fn with_capacity(capacity: usize) -> Self {
+        Spread { values: Vec::with_capacity(capacity) }
+    }
+
+    pub fn push(&mut self, value: Unknown<'_>) {
+        self.values.push(value.raw());
+    }
+
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// `first`, then `self[range]`, as a new list.
+    pub fn slice(&self, first: Unknown<'_>, range: std::ops::Range<usize>) -> Spread {
+        let mut values = Vec::with_capacity(1 + range.len());
+        values.push(first.raw());
+        values.extend_from_slice(&self.values[range]);
+        Spread { values }
+    }
+
+    pub fn clear(&mut self) {
+        self.values.clear();
+    }
+}
+
+impl JsValuesTupleIntoVec for Spread {
+    fn into_vec(self, _env: sys::napi_env) -> NapiResult<Vec<sys::napi_value>> {
+        Ok(self.values)
+    }
+}
+
+/// Turns a value napi-rs can convert into an `Unknown` of `env`.
+#[inline]
+pub fn unknown<T: ToNapiValue>(env: &Env, value: T) -> NapiResult<Unknown<'_>> {
+    value.into_unknown(env)
 }

@@ -23,6 +23,7 @@ mod bridge;
 mod convert;
 mod error;
 mod js;
+mod probe;
 mod reactor;
 
 pub use reactor::NativeReactor;

@@ -12,112 +12,62 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{FromNapiValue, Function};
-use napi::{sys, Env};
+use napi::bindgen_prelude::{Array, Function, JsObjectValue, Object};
+use napi::{Env, Unknown, ValueType};
 use napi_derive::napi;
 use packetflow::net::WS_PATH;
+use packetflow::reactor::late_call_error;
 use packetflow::{
-    Codec, ConnectOptions, Context, ErrorCode, Handler, ListenOptions, Node, NodeConfig, Packet, PacketId,
-    PfError, Priority, Reactor, ReactorConfig, TokenSpec, Value,
+    Codec, ConnectOptions, Context, ErrorCode, Handler, KeyStyle, ListenOptions, Node, NodeConfig, Packet,
+    PacketParts, PfError, Reactor, ReactorConfig, TokenSpec, Value,
 };
 use tokio::sync::oneshot;
 
 use crate::bridge::{
-    drain, poll_ready, start, Answer, Invocation, JsSide, Local, LocalRef, Shared, Task, Tsfn,
+    drain, poll_ready, start, Answer, BatchFn, ErrorClassRef, Invocation, JsSide, Local, LocalRef, Shared,
+    Task, Tsfn,
 };
-use crate::convert::{FromJs, MAX_SAFE_INTEGER};
-use crate::error::{convert_error_text, exception_text, throw_convert_error, throw_pf_error};
-use crate::js::{self, JsAny, NapiResult};
+use crate::convert::{field, to_js, FromJs};
+use crate::error::{
+    convert_error_text, exception_text, throw_convert_error, throw_pf_error, throw_type_error,
+};
+use crate::js::{self, NapiResult, Spread};
 use crate::runtime;
 
 /// How an argument that must be a string is read: a `TypeError` names the
 /// argument and the type it had.
-unsafe fn string_arg(env: sys::napi_env, value: JsAny, name: &str) -> NapiResult<String> {
-    if js::type_of(env, value.0)? != sys::ValueType::napi_string {
-        let got = js::describe_type(env, value.0);
-        return Err(js::throw_type_error(env, &format!("{name} must be a string, got {got}")));
+fn string_arg(env: &Env, value: &Unknown<'_>, name: &str) -> NapiResult<String> {
+    if value.get_type()? != ValueType::String {
+        let got = js::describe_type(value);
+        return Err(throw_type_error(env, &format!("{name} must be a string, got {got}")));
     }
-    js::get_string(env, value.0)
+    js::read_string(value)
 }
 
 /// An optional string option: `undefined` (or `null`) is `None`.
-unsafe fn optional_string(env: sys::napi_env, value: JsAny, name: &str) -> NapiResult<Option<String>> {
-    match js::type_of(env, value.0)? {
-        sys::ValueType::napi_undefined | sys::ValueType::napi_null => Ok(None),
+fn optional_string(env: &Env, value: &Unknown<'_>, name: &str) -> NapiResult<Option<String>> {
+    match value.get_type()? {
+        ValueType::Undefined | ValueType::Null => Ok(None),
         _ => string_arg(env, value, name).map(Some),
     }
 }
 
-/// An array of strings (`undefined` is empty).
-unsafe fn string_list(env: sys::napi_env, value: sys::napi_value, name: &str) -> NapiResult<Vec<String>> {
-    if js::type_of(env, value)? == sys::ValueType::napi_undefined {
-        return Ok(Vec::new());
-    }
-    if !js::is_array(env, value)? {
-        let got = js::describe_type(env, value);
-        return Err(js::throw_type_error(env, &format!("{name} must be an array of strings, got {got}")));
-    }
-    let len = js::array_len(env, value)?;
-    let mut out = Vec::with_capacity(len as usize);
-    for i in 0..len {
-        out.push(string_arg(env, JsAny(js::get_element(env, value, i)?), &format!("{name}[{i}]"))?);
-    }
-    Ok(out)
+/// The `tokens` of `listen` as the core's token specs: the value is
+/// converted as data is, and `TokenSpec::parse_list` judges it as it judges
+/// a tokens file (with `tokenSha256` for the hashed token's key).
+fn token_specs(env: &Env, tokens: Unknown<'_>) -> Result<Vec<TokenSpec>, TokenError> {
+    let list = FromJs::new(env)
+        .convert(tokens)
+        .map_err(|e| TokenError::Convert(throw_convert_error(env, e, "tokens")))?;
+    TokenSpec::parse_list(&list, KeyStyle::Camel).map_err(TokenError::Core)
 }
 
-/// The `tokens` of `listen`, as `index.js` normalised them: an array of
-/// `{name, token, tokenSha256, submit, serve}` (`undefined` is none).
-/// Errors name the entry and field, never a token's value.
-unsafe fn token_specs(env: sys::napi_env, tokens: JsAny) -> NapiResult<Vec<TokenSpec>> {
-    if js::type_of(env, tokens.0)? == sys::ValueType::napi_undefined {
-        return Ok(Vec::new());
-    }
-    if !js::is_array(env, tokens.0)? {
-        let got = js::describe_type(env, tokens.0);
-        return Err(js::throw_type_error(env, &format!("tokens must be an array, got {got}")));
-    }
-    let len = js::array_len(env, tokens.0)?;
-    let mut specs = Vec::with_capacity(len as usize);
-    for i in 0..len {
-        let entry = js::get_element(env, tokens.0, i)?;
-        if js::type_of(env, entry)? != sys::ValueType::napi_object || js::is_array(env, entry)? {
-            let got = js::describe_type(env, entry);
-            return Err(js::throw_type_error(env, &format!("tokens[{i}] must be an object, got {got}")));
-        }
-        let field = |key: &std::ffi::CStr| js::get_named(env, entry, key).map(JsAny);
-        specs.push(TokenSpec {
-            name: string_arg(env, field(c"name")?, &format!("tokens[{i}].name"))?,
-            token: optional_string(env, field(c"token")?, &format!("tokens[{i}].token"))?,
-            token_sha256: optional_string(env, field(c"tokenSha256")?, &format!("tokens[{i}].tokenSha256"))?,
-            submit: string_list(env, field(c"submit")?.0, &format!("tokens[{i}].submit"))?,
-            serve: string_list(env, field(c"serve")?.0, &format!("tokens[{i}].serve"))?,
-        });
-    }
-    Ok(specs)
-}
-
-/// An optional integer option (`undefined` → `None`); non-integers and
-/// negative numbers are a `TypeError`, range rules are the core's.
-unsafe fn integer_option(env: sys::napi_env, value: JsAny, name: &str) -> NapiResult<Option<i64>> {
-    match js::type_of(env, value.0)? {
-        sys::ValueType::napi_undefined => Ok(None),
-        sys::ValueType::napi_number => {
-            let n = js::get_double(env, value.0)?;
-            if n.fract() != 0.0 || !n.is_finite() || !(0.0..=MAX_SAFE_INTEGER).contains(&n) {
-                let shown =
-                    if n.is_finite() { format!("{n}") } else { format!("{n:?}").replace("inf", "Infinity") };
-                return Err(js::throw_type_error(
-                    env,
-                    &format!("{name} must be a non-negative integer, got {shown}"),
-                ));
-            }
-            Ok(Some(n as i64))
-        }
-        _ => {
-            let got = js::describe_type(env, value.0);
-            Err(js::throw_type_error(env, &format!("{name} must be an integer, got {got}")))
-        }
-    }
+/// Why the `tokens` of `listen` were refused.
+enum TokenError {
+    /// Not JSON-shaped: the `TypeError` is thrown already.
+    Convert(napi::Error),
+    /// The core's PF400.
+    Core(PfError),
 }
 
 /// The addon's reactor. Not for direct use: `index.js` wraps it.
@@ -134,109 +84,54 @@ pub struct NativeReactor {
 }
 
 impl NativeReactor {
-    fn error_class(&self, env: sys::napi_env) -> NapiResult<sys::napi_value> {
-        let _ = env;
-        unsafe { self.local.borrow().error_class() }
-    }
-
     /// Throws `error` as a `PacketFlowError`.
-    unsafe fn throw(&self, env: sys::napi_env, error: &PfError) -> napi::Error {
-        match self.error_class(env) {
-            Ok(class) => throw_pf_error(env, class, error),
+    fn throw(&self, env: &Env, error: &PfError) -> napi::Error {
+        match self.local.borrow().error_class(env) {
+            Ok(class) => throw_pf_error(env, &class, error),
             Err(e) => e,
         }
     }
 
-    /// Builds the packet of a submit from its JS parts.
+    /// Builds the packet of a submit from its JS parts: the values are
+    /// converted, and the core's `PacketParts` judges them (PF400 naming
+    /// the field).
     #[allow(clippy::too_many_arguments)]
-    unsafe fn packet(
+    fn packet(
         &self,
-        env: sys::napi_env,
-        group: JsAny,
-        element: JsAny,
-        data: JsAny,
-        priority: JsAny,
-        timeout_ms: JsAny,
-        id: JsAny,
-        dependencies: JsAny,
-        metadata: JsAny,
+        env: &Env,
+        group: Unknown<'_>,
+        element: Unknown<'_>,
+        data: Unknown<'_>,
+        priority: Unknown<'_>,
+        timeout_ms: Unknown<'_>,
+        id: Unknown<'_>,
+        dependencies: Unknown<'_>,
+        metadata: Unknown<'_>,
     ) -> NapiResult<Packet> {
-        let group = string_arg(env, group, "group")?;
-        let element = string_arg(env, element, "element")?;
-        let priority = integer_option(env, priority, "priority")?;
-        let timeout_ms = integer_option(env, timeout_ms, "timeoutMs")?;
-        let id = match js::type_of(env, id.0)? {
-            sys::ValueType::napi_undefined => None,
-            _ => Some(string_arg(env, id, "id")?),
-        };
-        let dependencies = self.dependencies(env, dependencies)?;
         let mut from_js = FromJs::new(env);
-        let metadata = match js::type_of(env, metadata.0)? {
-            sys::ValueType::napi_undefined | sys::ValueType::napi_null => None,
-            _ => Some(
-                from_js.convert_object(metadata.0).map_err(|e| throw_convert_error(env, e, "metadata"))?,
-            ),
+        let metadata = match metadata.get_type()? {
+            ValueType::Undefined => None,
+            _ => Some(from_js.convert(metadata).map_err(|e| throw_convert_error(env, e, "metadata"))?),
         };
-        let data = from_js.convert(data.0).map_err(|e| throw_convert_error(env, e, "data"))?;
-        let built = (|| -> Result<Packet, PfError> {
-            let mut packet = Packet::build(&group, &element, data)?;
-            if let Some(id) = id {
-                packet.id = PacketId::new(&id)?;
-            }
-            if let Some(p) = priority {
-                packet = packet.with_priority(Priority::new(p)?);
-            }
-            if let Some(t) = timeout_ms {
-                packet = packet.with_timeout_ms(t as u64);
-            }
-            if !dependencies.is_empty() {
-                let ids = dependencies
-                    .iter()
-                    .enumerate()
-                    .map(|(i, d)| {
-                        PacketId::new(d).map_err(|e| PfError {
-                            message: e.message.replacen("id ", &format!("dependencies[{i}] "), 1),
-                            ..e
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                packet = packet.with_dependencies(ids);
-            }
-            if let Some(m) = metadata {
-                packet = packet.with_metadata(m);
-            }
-            // A packet the core would refuse is refused here, synchronously:
-            // `submit` only resolves to a Result for packets it submitted.
-            packet.validate()?;
-            Ok(packet)
-        })();
-        built.map_err(|e| self.throw(env, &e))
-    }
-
-    unsafe fn dependencies(&self, env: sys::napi_env, value: JsAny) -> NapiResult<Vec<String>> {
-        match js::type_of(env, value.0)? {
-            sys::ValueType::napi_undefined | sys::ValueType::napi_null => return Ok(Vec::new()),
-            sys::ValueType::napi_object if js::is_array(env, value.0)? => {}
-            _ => {
-                let got = js::describe_type(env, value.0);
-                return Err(js::throw_type_error(
-                    env,
-                    &format!("dependencies must be an array of strings, got {got}"),
-                ));
-            }
-        }
-        let len = js::array_len(env, value.0)?;
-        let mut out = Vec::with_capacity(len as usize);
-        for i in 0..len {
-            let item = JsAny(js::get_element(env, value.0, i)?);
-            out.push(string_arg(env, item, &format!("dependencies[{i}]"))?);
-        }
-        Ok(out)
+        let data = from_js.convert(data).map_err(|e| throw_convert_error(env, e, "data"))?;
+        let parts = PacketParts {
+            id: field(&id)?,
+            group: field(&group)?,
+            element: field(&element)?,
+            data: Some(data),
+            priority: field(&priority)?,
+            timeout_ms: field(&timeout_ms)?,
+            dependencies: field(&dependencies)?,
+            metadata,
+        };
+        // A packet the core would refuse is refused here, synchronously:
+        // `submit` only resolves to a Result for packets it submitted.
+        parts.into_packet().map_err(|e| self.throw(env, &e))
     }
 
     /// Starts `work` as a task polled on this thread, for the Promise the
     /// JS side keeps under `promise`.
-    unsafe fn start<F>(&self, env: sys::napi_env, promise: f64, work: F) -> NapiResult<()>
+    fn start<F>(&self, env: &Env, promise: f64, work: F) -> NapiResult<()>
     where
         F: std::future::Future<Output = Answer> + Send + 'static,
     {
@@ -248,45 +143,47 @@ impl NativeReactor {
 #[napi]
 impl NativeReactor {
     /// `new NativeReactor(name, maxInflight, maxQueue, finishedMemory,
-    /// busyPollUs, dispatch, settle, state, PacketFlowError)`; `index.js` checks the
-    /// options. `dispatch(state, ...invocations)` runs handlers and
+    /// busyPollUs, dispatch, settle, state, PacketFlowError)`: each option
+    /// `undefined` when not given (the core's default), `index.js` having
+    /// converted the others to integers; the core checks their values.
+    /// `dispatch(state, ...invocations)` runs handlers and
     /// `settle(state, ...answers)` settles Promises (see src/bridge.rs).
     #[napi(constructor)]
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         env: Env,
-        name: String,
+        name: Option<String>,
         max_inflight: Option<u32>,
         max_queue: Option<u32>,
         finished_memory: Option<u32>,
         busy_poll_us: Option<u32>,
-        dispatch: JsAny,
-        settle: JsAny,
-        state: JsAny,
-        error_class: JsAny,
+        dispatch: Function<'_, Spread, ()>,
+        settle: BatchFn,
+        state: Object<'_>,
+        error_class: ErrorClassRef,
     ) -> napi::Result<Self> {
-        let raw_env = env.raw();
         let defaults = ReactorConfig::default();
         let config = ReactorConfig {
-            name,
-            max_inflight: max_inflight.map(|n| n as usize).unwrap_or(defaults.max_inflight),
-            max_queue: max_queue.map(|n| n as usize).unwrap_or(defaults.max_queue),
-            finished_memory: finished_memory.map(|n| n as usize).unwrap_or(defaults.finished_memory),
+            name: name.unwrap_or(defaults.name),
+            max_inflight: max_inflight.map_or(defaults.max_inflight, |n| n as usize),
+            max_queue: max_queue.map_or(defaults.max_queue, |n| n as usize),
+            finished_memory: finished_memory.map_or(defaults.finished_memory, |n| n as usize),
         };
+        if let Err(e) = config.validate() {
+            return Err(throw_pf_error(&env, &error_class.borrow_back(&env)?, &e));
+        }
         let shared = Shared::new();
-        let side =
-            JsSide { state: state.0, dispatch: dispatch.0, settle: settle.0, error_class: error_class.0 };
-        let local: LocalRef = Rc::new(RefCell::new(unsafe { Local::new(raw_env, &side, &shared)? }));
-        let function: Function<(), JsAny> = unsafe { Function::from_napi_value(raw_env, dispatch.0)? };
+        let side = JsSide { state, dispatch: dispatch.create_ref()?, settle, error_class };
+        let local: LocalRef = Rc::new(RefCell::new(Local::new(&env, side, &shared)?));
         let weak_shared = Arc::downgrade(&shared);
         let callback_local = local.clone();
-        let tsfn: Tsfn = function
+        let tsfn: Tsfn = dispatch
             .build_threadsafe_function::<()>()
             .weak::<true>()
             .callee_handled::<false>()
             .build_callback(move |ctx| {
                 if let Some(shared) = weak_shared.upgrade() {
-                    unsafe { drain(ctx.env.raw(), &shared, &callback_local) };
+                    drain(&ctx.env, &shared, &callback_local);
                 }
                 Ok(())
             })?;
@@ -302,39 +199,45 @@ impl NativeReactor {
         })
     }
 
+    /// The reactor's name.
+    #[napi(getter)]
+    pub fn name(&self) -> String {
+        self.reactor.config().name.clone()
+    }
+
     /// Registers the JS handler in dispatcher slot `slot` for `group:element`.
     #[napi]
-    pub fn register(&self, env: Env, group: JsAny, element: JsAny, slot: u32) -> napi::Result<()> {
-        let env = env.raw();
-        unsafe {
-            let group = string_arg(env, group, "group")?;
-            let element = string_arg(env, element, "element")?;
-            let shared = self.shared.clone();
-            let handler = Handler::from_async(move |data: Value, ctx: Context| {
-                let (reply, answer) = oneshot::channel();
-                shared.invoke(Invocation { slot, data, ctx, reply });
-                async move {
-                    answer.await.unwrap_or_else(|_| {
-                        Err(PfError::new(
-                            ErrorCode::Unavailable,
-                            "the JS handler is unreachable: node is exiting",
-                        ))
-                    })
-                }
-            });
-            self.reactor.register_handler(&group, &element, handler).map_err(|e| self.throw(env, &e))
-        }
+    pub fn register(
+        &self,
+        env: Env,
+        group: Unknown<'_>,
+        element: Unknown<'_>,
+        slot: u32,
+    ) -> napi::Result<()> {
+        let group = string_arg(&env, &group, "group")?;
+        let element = string_arg(&env, &element, "element")?;
+        let shared = self.shared.clone();
+        let handler = Handler::from_async(move |data: Value, ctx: Context| {
+            let (reply, answer) = oneshot::channel();
+            shared.invoke(Invocation { slot, data, ctx, reply });
+            async move {
+                answer.await.unwrap_or_else(|_| {
+                    Err(PfError::new(
+                        ErrorCode::Unavailable,
+                        "the JS handler is unreachable: node is exiting",
+                    ))
+                })
+            }
+        });
+        self.reactor.register_handler(&group, &element, handler).map_err(|e| self.throw(&env, &e))
     }
 
     /// Removes the handler of `group:element`; `false` if there was none.
     #[napi]
-    pub fn unregister(&self, env: Env, group: JsAny, element: JsAny) -> napi::Result<bool> {
-        let env = env.raw();
-        unsafe {
-            let group = string_arg(env, group, "group")?;
-            let element = string_arg(env, element, "element")?;
-            Ok(self.reactor.unregister(&group, &element))
-        }
+    pub fn unregister(&self, env: Env, group: Unknown<'_>, element: Unknown<'_>) -> napi::Result<bool> {
+        let group = string_arg(&env, &group, "group")?;
+        let element = string_arg(&env, &element, "element")?;
+        Ok(self.reactor.unregister(&group, &element))
     }
 
     /// Submits a packet for the JS Promise `promise`, settled with a
@@ -344,27 +247,24 @@ impl NativeReactor {
     pub fn submit(
         &self,
         env: Env,
-        group: JsAny,
-        element: JsAny,
-        data: JsAny,
-        priority: JsAny,
-        timeout_ms: JsAny,
-        id: JsAny,
-        dependencies: JsAny,
-        metadata: JsAny,
+        group: Unknown<'_>,
+        element: Unknown<'_>,
+        data: Unknown<'_>,
+        priority: Unknown<'_>,
+        timeout_ms: Unknown<'_>,
+        id: Unknown<'_>,
+        dependencies: Unknown<'_>,
+        metadata: Unknown<'_>,
         as_call: bool,
         promise: f64,
     ) -> napi::Result<()> {
-        let env = env.raw();
-        unsafe {
-            let packet =
-                self.packet(env, group, element, data, priority, timeout_ms, id, dependencies, metadata)?;
-            let reactor = self.reactor.clone();
-            if as_call {
-                self.start(env, promise, async move { Answer::Data(reactor.call(packet).await) })
-            } else {
-                self.start(env, promise, async move { Answer::Result(reactor.submit(packet).await) })
-            }
+        let packet =
+            self.packet(&env, group, element, data, priority, timeout_ms, id, dependencies, metadata)?;
+        let reactor = self.reactor.clone();
+        if as_call {
+            self.start(&env, promise, async move { Answer::Data(reactor.call(packet).await) })
+        } else {
+            self.start(&env, promise, async move { Answer::Result(reactor.submit(packet).await) })
         }
     }
 
@@ -375,61 +275,54 @@ impl NativeReactor {
         &self,
         env: Env,
         token: f64,
-        group: JsAny,
-        element: JsAny,
-        data: JsAny,
+        group: Unknown<'_>,
+        element: Unknown<'_>,
+        data: Unknown<'_>,
         promise: f64,
     ) -> napi::Result<()> {
-        let env = env.raw();
-        unsafe {
-            let group = string_arg(env, group, "group")?;
-            let element = string_arg(env, element, "element")?;
-            let data = FromJs::new(env).convert(data.0).map_err(|e| throw_convert_error(env, e, "data"))?;
-            let ctx = self.local.borrow().running.get(&(token as u64)).map(|r| r.ctx.clone());
-            let Some(ctx) = ctx else {
-                let error = PfError::new(
-                    ErrorCode::Unavailable,
-                    "ctx.call was used after its handler answered; call it before returning",
-                );
-                return self.start(env, promise, async move { Answer::Data(Err(error)) });
-            };
-            self.start(env, promise, async move { Answer::Data(ctx.call(&group, &element, data).await) })
-        }
+        let group = string_arg(&env, &group, "group")?;
+        let element = string_arg(&env, &element, "element")?;
+        let data = FromJs::new(&env).convert(data).map_err(|e| throw_convert_error(&env, e, "data"))?;
+        let ctx = self.local.borrow().running.get(&(token as u64)).map(|r| r.ctx.clone());
+        let Some(ctx) = ctx else {
+            // The handler answered, and its context went with it: the
+            // core's answer to a late call.
+            let error = late_call_error(&group, &element);
+            return self.start(&env, promise, async move { Answer::Data(Err(error)) });
+        };
+        self.start(&env, promise, async move { Answer::Data(ctx.call(&group, &element, data).await) })
     }
 
     /// Answers of JS handlers, in batches: `ok` is `[token, value, ...]`,
     /// `failed` is `[token, code | undefined, message, ...]`.
     #[napi]
-    pub fn complete(&self, env: Env, ok: JsAny, failed: JsAny) -> napi::Result<()> {
-        let env = env.raw();
-        unsafe {
-            let ok_len = js::array_len(env, ok.0)?;
-            let mut from_js = FromJs::new(env);
-            let mut i = 0;
-            while i + 1 < ok_len {
-                let token = js::get_double(env, js::get_element(env, ok.0, i)?)? as u64;
-                let value = js::get_element(env, ok.0, i + 1)?;
-                let outcome =
-                    from_js.convert(value).map_err(|e| PfError::failed(convert_error_text(env, e, "result")));
-                self.answer(token, outcome);
-                i += 2;
-            }
-            let failed_len = js::array_len(env, failed.0)?;
-            let mut i = 0;
-            while i + 2 < failed_len {
-                let token = js::get_double(env, js::get_element(env, failed.0, i)?)? as u64;
-                let code = js::get_element(env, failed.0, i + 1)?;
-                let code = match js::type_of(env, code)? {
-                    sys::ValueType::napi_string => js::get_string(env, code)?,
-                    _ => ErrorCode::HandlerFailed.as_str().to_owned(),
-                };
-                let message = exception_text(env, js::get_element(env, failed.0, i + 2)?);
-                self.answer(token, Err(PfError { code, message }));
-                i += 3;
-            }
-            // The answers woke their packets' tasks: finish them now.
-            poll_ready(env, &self.shared, &self.local)
+    pub fn complete(&self, env: Env, ok: Array<'_>, failed: Array<'_>) -> napi::Result<()> {
+        let mut from_js = FromJs::new(&env);
+        let ok_len = ok.len();
+        let mut i = 0;
+        while i + 1 < ok_len {
+            let token = js::read_f64(&ok.get_element(i)?)? as u64;
+            let value: Unknown = ok.get_element(i + 1)?;
+            let outcome =
+                from_js.convert(value).map_err(|e| PfError::failed(convert_error_text(&env, e, "result")));
+            self.answer(token, outcome);
+            i += 2;
         }
+        let failed_len = failed.len();
+        let mut i = 0;
+        while i + 2 < failed_len {
+            let token = js::read_f64(&failed.get_element(i)?)? as u64;
+            let code: Unknown = failed.get_element(i + 1)?;
+            let code = match code.get_type()? {
+                ValueType::String => js::read_string(&code)?,
+                _ => ErrorCode::HandlerFailed.as_str().to_owned(),
+            };
+            let message = exception_text(&env, &failed.get_element(i + 2)?);
+            self.answer(token, Err(PfError { code, message }));
+            i += 3;
+        }
+        // The answers woke their packets' tasks: finish them now.
+        poll_ready(&env, &self.shared, &self.local)
     }
 
     /// Stops the reactor (packets in flight and later submits get PF503)
@@ -438,63 +331,60 @@ impl NativeReactor {
     /// `promise` (with `null`) once the connections are closed.
     #[napi]
     pub fn stop(&self, env: Env, promise: f64) -> napi::Result<()> {
-        let env = env.raw();
         let node = self.node.borrow().clone();
-        unsafe {
-            // The node's stop stops the reactor in its first poll, inside
-            // `start`: `stopped` is true when this returns either way.
-            let outcome = match node {
-                Some(node) => self.start(env, promise, async move {
-                    node.stop().await;
-                    Answer::Data(Ok(Value::Null))
-                }),
-                None => {
-                    self.reactor.stop();
-                    self.start(env, promise, async { Answer::Data(Ok(Value::Null)) })
-                }
-            };
-            // No longer a server: only the Promises still pending keep
-            // node alive now (the one of this stop among them).
-            self.local.borrow_mut().set_networked(false);
-            outcome
-        }
+        // The node's stop stops the reactor in its first poll, inside
+        // `start`: `stopped` is true when this returns either way.
+        let outcome = match node {
+            Some(node) => self.start(&env, promise, async move {
+                node.stop().await;
+                Answer::Data(Ok(Value::Null))
+            }),
+            None => {
+                self.reactor.stop();
+                self.start(&env, promise, async { Answer::Data(Ok(Value::Null)) })
+            }
+        };
+        // No longer a server: only the Promises still pending keep
+        // node alive now (the one of this stop among them).
+        self.local.borrow_mut().set_networked(false);
+        outcome
     }
 
     /// Accepts peers on `addr` (`HOST:PORT`) with the options `index.js`
-    /// checked (each `undefined` when not given; `tokens` an array of
-    /// `{name, token, tokenSha256, submit, serve}`); settles the Promise
+    /// checked (each `undefined` when not given; `tokens` as the user gave
+    /// them, for the core to judge); settles the Promise
     /// `promise` with `{host, port, url}` of the address bound.
     #[napi]
     #[allow(clippy::too_many_arguments)]
     pub fn listen(
         &self,
         env: Env,
-        addr: JsAny,
-        auth_file: JsAny,
-        tokens: JsAny,
-        tls_cert: JsAny,
-        tls_key: JsAny,
+        addr: Unknown<'_>,
+        auth_file: Unknown<'_>,
+        tokens: Unknown<'_>,
+        tls_cert: Unknown<'_>,
+        tls_key: Unknown<'_>,
         promise: f64,
     ) -> napi::Result<()> {
-        let env = env.raw();
-        unsafe {
-            let addr = string_arg(env, addr, "addr")?;
-            let options = ListenOptions {
-                auth_file: optional_string(env, auth_file, "authFile")?.map(PathBuf::from),
-                tokens: token_specs(env, tokens)?,
-                tls_cert: optional_string(env, tls_cert, "tlsCert")?.map(PathBuf::from),
-                tls_key: optional_string(env, tls_key, "tlsKey")?.map(PathBuf::from),
-            };
-            let Some(node) = self.node() else {
-                return self.start(env, promise, async { Answer::Data(Err(stopped_error())) });
-            };
-            let secure = options.tls_cert.is_some();
-            self.start(env, promise, async move {
-                Answer::Data(
-                    node.listen_with(&addr, options).await.map(|bound| bound_address(&bound, secure)),
-                )
-            })
-        }
+        let addr = string_arg(&env, &addr, "addr")?;
+        let tokens = match token_specs(&env, tokens) {
+            Ok(tokens) => tokens,
+            Err(TokenError::Convert(thrown)) => return Err(thrown),
+            Err(TokenError::Core(e)) => return Err(self.throw(&env, &e)),
+        };
+        let options = ListenOptions {
+            auth_file: optional_string(&env, &auth_file, "authFile")?.map(PathBuf::from),
+            tokens,
+            tls_cert: optional_string(&env, &tls_cert, "tlsCert")?.map(PathBuf::from),
+            tls_key: optional_string(&env, &tls_key, "tlsKey")?.map(PathBuf::from),
+        };
+        let Some(node) = self.node() else {
+            return self.start(&env, promise, async { Answer::Data(Err(stopped_error())) });
+        };
+        let secure = options.tls_cert.is_some();
+        self.start(&env, promise, async move {
+            Answer::Data(node.listen_with(&addr, options).await.map(|bound| bound_address(&bound, secure)))
+        })
     }
 
     /// Dials the peer at `url`, in MessagePack when `msgpack`, presenting
@@ -505,37 +395,33 @@ impl NativeReactor {
     pub fn connect(
         &self,
         env: Env,
-        url: JsAny,
+        url: Unknown<'_>,
         msgpack: bool,
-        token: JsAny,
-        tls_ca: JsAny,
+        token: Unknown<'_>,
+        tls_ca: Unknown<'_>,
         promise: f64,
     ) -> napi::Result<()> {
-        let env = env.raw();
-        unsafe {
-            let url = string_arg(env, url, "url")?;
-            let options = ConnectOptions {
-                codec: if msgpack { Codec::MsgPack } else { Codec::Json },
-                token: optional_string(env, token, "token")?,
-                tls_ca: optional_string(env, tls_ca, "tlsCa")?.map(PathBuf::from),
-            };
-            let Some(node) = self.node() else {
-                return self.start(env, promise, async { Answer::Data(Err(stopped_error())) });
-            };
-            self.start(env, promise, async move {
-                Answer::Data(node.connect_with(&url, options).await.map(|()| Value::Null))
-            })
-        }
+        let url = string_arg(&env, &url, "url")?;
+        let options = ConnectOptions {
+            codec: if msgpack { Codec::MsgPack } else { Codec::Json },
+            token: optional_string(&env, &token, "token")?,
+            tls_ca: optional_string(&env, &tls_ca, "tlsCa")?.map(PathBuf::from),
+        };
+        let Some(node) = self.node() else {
+            return self.start(&env, promise, async { Answer::Data(Err(stopped_error())) });
+        };
+        self.start(&env, promise, async move {
+            Answer::Data(node.connect_with(&url, options).await.map(|()| Value::Null))
+        })
     }
 
     /// Called once a `listen` or `connect` succeeded: from now until
     /// `stop`, the reactor keeps node alive (it serves peers, or redials
     /// them). Nothing happens if it was stopped meanwhile.
     #[napi]
-    pub fn hold_network(&self, env: Env) {
+    pub fn hold_network(&self) {
         if !self.reactor.is_stopped() {
-            let _ = env;
-            unsafe { self.local.borrow_mut().set_networked(true) };
+            self.local.borrow_mut().set_networked(true);
         }
     }
 
@@ -547,7 +433,7 @@ impl NativeReactor {
 
     /// A snapshot of the counters, with camelCase keys.
     #[napi]
-    pub fn stats(&self, env: Env) -> napi::Result<JsAny> {
+    pub fn stats<'env>(&self, env: &'env Env) -> napi::Result<Unknown<'env>> {
         let stats = self.reactor.stats();
         let handlers: Vec<Value> = stats
             .handlers
@@ -572,8 +458,25 @@ impl NativeReactor {
             "unrouted": stats.unrouted,
             "handlers": handlers,
         });
-        unsafe { crate::convert::to_js(env.raw(), &value).map(JsAny) }
+        to_js(env, &value)
     }
+}
+
+/// One protocol error code and what it means, as the core lists them.
+#[napi(object)]
+pub struct ErrorCodeInfo {
+    pub code: String,
+    pub description: String,
+}
+
+/// Every error code of the protocol, from the core's own list: the package's
+/// tables (index.d.ts's `ErrorCode`) are checked against it by the tests.
+#[napi]
+pub fn error_codes() -> Vec<ErrorCodeInfo> {
+    ErrorCode::ALL
+        .iter()
+        .map(|c| ErrorCodeInfo { code: c.as_str().to_owned(), description: c.description().to_owned() })
+        .collect()
 }
 
 /// The error of `listen` or `connect` on a stopped reactor.

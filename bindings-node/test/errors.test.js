@@ -4,6 +4,8 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
 const { Reactor, PacketFlowError } = require('..');
 const { within, latch } = require('./helpers');
 
@@ -158,4 +160,19 @@ test('PF400: a packet that breaks a protocol rule is refused before submission',
   assert.throws(() => r.register('xx', 'y', () => 1), isPf('PF400', /group must be/));
   assert.equal(r.stats().inFlight, 0);
   await r.stop();
+});
+
+test("index.d.ts's ErrorCode lists exactly the core's codes", () => {
+  const { errorCodes } = require(path.join(__dirname, '..', 'packetflow.node'));
+  const core = errorCodes();
+  assert.ok(core.length >= 12, 'the core lists its codes');
+  for (const { code, description } of core) {
+    assert.match(code, /^PF\d{3}$/);
+    assert.ok(description.length > 0, `${code} has a description`);
+  }
+  const types = fs.readFileSync(path.join(__dirname, '..', 'index.d.ts'), 'utf8');
+  const union = /export type ErrorCode =([^;]*);/.exec(types);
+  assert.ok(union, 'index.d.ts declares ErrorCode');
+  const declared = [...union[1].matchAll(/'(PF\d{3})'/g)].map((m) => m[1]);
+  assert.deepEqual(declared.slice().sort(), core.map((c) => c.code).sort());
 });

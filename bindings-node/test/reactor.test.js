@@ -162,16 +162,42 @@ test('ctx.call failures reject with PacketFlowError and can be passed on', async
   await r.stop();
 });
 
-test('ctx.call after the handler answered rejects with PF503', async () => {
+test("ctx.call after the handler answered rejects with the core's PF503", async () => {
   const r = new Reactor();
   let kept;
+  let innerRuns = 0;
   r.register('df', 'leak', (data, ctx) => {
     kept = ctx;
     return 1;
   });
-  r.register('df', 'inner', () => 2);
+  r.register('df', 'inner', () => {
+    innerRuns += 1;
+    return 2;
+  });
+  const late = { name: 'PacketFlowError', code: 'PF503', message: 'ctx.call to df:inner after the handler answered; call before returning' };
   await r.call('df', 'leak', null);
-  await assert.rejects(kept.call('df', 'inner', null), (e) => e instanceof PacketFlowError && e.code === 'PF503');
+  await assert.rejects(kept.call('df', 'inner', null), late);
+
+  // A handler still running when its packet ended (PF408): the core refuses
+  // the call in the same words, and no child packet is made.
+  const { opened: ended, open: end } = latch();
+  const { opened: called, open: call } = latch();
+  r.register('df', 'slow', async (data, ctx) => {
+    await ended;
+    try {
+      await ctx.call('df', 'inner', null);
+      call(null);
+    } catch (error) {
+      call(error);
+    }
+  });
+  const result = await r.submit({ group: 'df', element: 'slow', timeoutMs: 20 });
+  assert.equal(result.error.code, 'PF408');
+  end();
+  const error = await within(called, 5000, 'the late ctx.call');
+  assert.ok(error instanceof PacketFlowError);
+  assert.deepEqual({ code: error.code, message: error.message }, { code: late.code, message: late.message });
+  assert.equal(innerRuns, 0, 'no child packet was made');
   await r.stop();
 });
 
@@ -269,6 +295,21 @@ test('register replaces, unregister removes', async () => {
   assert.equal(r.unregister('co', 'v'), true);
   assert.equal(r.unregister('co', 'v'), false);
   await assert.rejects(r.call('co', 'v', null), { code: 'PF001' });
+  await r.stop();
+});
+
+test('a packet runs the registration it was routed to, even when replaced or removed on its way', async () => {
+  const r = new Reactor();
+  r.register('co', 'w', () => 'first');
+  // submit hands the packet to the bridge at once; JS runs it on a later
+  // turn, after the registration below changed.
+  const routed = r.call('co', 'w', null);
+  r.register('co', 'w', () => 'second');
+  assert.equal(await routed, 'first');
+  const routedAgain = r.call('co', 'w', null);
+  assert.equal(r.unregister('co', 'w'), true);
+  assert.equal(await routedAgain, 'second', 'no code of its own for "unregistered on its way"');
+  await assert.rejects(r.call('co', 'w', null), { code: 'PF001' });
   await r.stop();
 });
 

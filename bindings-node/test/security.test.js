@@ -116,7 +116,7 @@ test('tokens from a file and inline add up; bad files and tokens are PF400', asy
     assert.ok(!error.message.includes('tiny'));
     return true;
   });
-  await assert.rejects(r.listen('127.0.0.1:0', { tokens: [{ name: 'none' }] }), isPf('PF400', /exactly one of token and token_sha256/));
+  await assert.rejects(r.listen('127.0.0.1:0', { tokens: [{ name: 'none' }] }), isPf('PF400', /exactly one of token and tokenSha256/));
   await assert.rejects(
     r.listen('127.0.0.1:0', { tokens: [{ name: 'p', token: CLIENT_TOKEN, serve: ['zz:x'] }] }),
     isPf('PF400', /serve/),
@@ -132,27 +132,34 @@ test('tokens from a file and inline add up; bad files and tokens are PF400', asy
   await assert.rejects(r.connect('ws://127.0.0.1:1/packetflow/v1', { token: 'has a\nnewline' }), isPf('PF400', /visible ASCII/));
 });
 
-test('options of the wrong shape are TypeErrors naming the option', async (t) => {
+test('options of the wrong shape are TypeErrors naming the option; token lists are judged by the core', async (t) => {
   const r = reactor(t, 'shapes');
   const listenCases = [
     [{ authFile: 5 }, 'authFile must be a string, got number'],
     [{ tlsCert: Buffer.from('x') }, 'tlsCert must be a string, got object'],
     [{ tlsKey: ['k'] }, 'tlsKey must be a string, got array'],
-    [{ tokens: 'abc' }, 'tokens must be an array, got string'],
-    [{ tokens: { name: 'x' } }, 'tokens must be an array, got object'],
-    [{ tokens: ['x'] }, 'tokens[0] must be an object, got string'],
-    [{ tokens: [null] }, 'tokens[0] must be an object, got null'],
-    [{ tokens: [{ token: CLIENT_TOKEN }] }, 'tokens[0].name is missing'],
-    [{ tokens: [{ name: 'a', sumbit: [] }] }, 'tokens[0] has an unknown key "sumbit" (expected name, token, tokenSha256, submit, serve)'],
-    [{ tokens: [{ name: 'a', token_sha256: 'ab' }] }, /tokens\[0\] has an unknown key "token_sha256"/],
-    [{ tokens: [{ name: 1 }] }, 'tokens[0].name must be a string, got number'],
-    [{ tokens: [{ name: 'a', token: 12345 }] }, 'tokens[0].token must be a string, got number'],
-    [{ tokens: [{ name: 'a', submit: 'df:*' }] }, 'tokens[0].submit must be an array of strings, got string'],
-    [{ tokens: [{ name: 'a', serve: ['df:*', 7] }] }, 'tokens[0].serve[1] must be a string, got number'],
+    [{ tokens: [{ name: 'a', token: () => 1 }] }, 'tokens[0].token: Function is not JSON-serializable'],
     [{ auth_file: 'x.toml' }, 'unknown option "auth_file" (expected authFile, tokens, tlsCert, tlsKey)'],
   ];
   for (const [options, message] of listenCases) {
     await assert.rejects(r.listen('127.0.0.1:0', options), { name: 'TypeError', message }, JSON.stringify(options));
+  }
+  // The core's TokenSpec::parse_list, with the JS spelling tokenSha256.
+  const tokenCases = [
+    ['abc', 'tokens must be a list of token maps, got a string'],
+    [{ name: 'x' }, 'tokens must be a list of token maps, got a map'],
+    [['x'], 'tokens[0] must be a map (name, token or tokenSha256, submit, serve), got a string'],
+    [[null], 'tokens[0] must be a map (name, token or tokenSha256, submit, serve), got null'],
+    [[{ token: CLIENT_TOKEN }], 'tokens[0].name is missing'],
+    [[{ name: 'a', sumbit: [] }], 'tokens[0]: unknown field "sumbit"; expected name, token or tokenSha256, submit, serve'],
+    [[{ name: 'a', token_sha256: 'ab' }], 'tokens[0]: unknown field "token_sha256"; expected name, token or tokenSha256, submit, serve'],
+    [[{ name: 1 }], 'tokens[0].name must be a string, got 1'],
+    [[{ name: 'a', token: 12345 }], 'tokens[0].token must be a string, got a number'],
+    [[{ name: 'a', submit: 'df:*' }], 'tokens[0].submit must be an array of patterns, got "df:*"'],
+    [[{ name: 'a', serve: ['df:*', 7] }], 'tokens[0].serve must hold strings, got 7'],
+  ];
+  for (const [tokens, message] of tokenCases) {
+    await assert.rejects(r.listen('127.0.0.1:0', { tokens }), { name: 'PacketFlowError', code: 'PF400', message }, JSON.stringify(tokens));
   }
   await assert.rejects(r.listen('127.0.0.1:0', 'tls'), { name: 'TypeError', message: 'options must be an object, got string' });
   const url = 'ws://127.0.0.1:1/packetflow/v1';

@@ -66,7 +66,9 @@ test('circular references are refused, naming where the cycle closes', async () 
 test('metadata must be a JSON object', async () => {
   const r = new Reactor();
   r.register('df', 'x', () => 1);
-  await assert.rejects(r.submit({ group: 'df', element: 'x', metadata: [1] }), typeError('metadata: must be an object, got array'));
+  // JSON-shaped but not an object: the core's rule and words (PF400).
+  await assert.rejects(r.submit({ group: 'df', element: 'x', metadata: [1] }), { name: 'PacketFlowError', code: 'PF400', message: 'metadata must be an object, got an array' });
+  // Not JSON-shaped: the conversion's TypeError.
   await assert.rejects(r.submit({ group: 'df', element: 'x', metadata: { k: NaN } }), typeError('metadata.k: NaN is not JSON-serializable'));
   await r.stop();
 });
@@ -102,25 +104,44 @@ test('nesting beyond the limit is refused, not a crash', async () => {
   await r.stop();
 });
 
-test('bad arguments raise TypeErrors naming the argument', async () => {
+test('bad arguments of the wrong JS type raise TypeErrors naming the argument', async () => {
   const r = new Reactor();
   r.register('df', 'x', () => 1);
   await assert.rejects(r.submit(null), typeError('packet must be an object, got null'));
-  await assert.rejects(r.submit('df'), typeError('element must be a string, got undefined'));
-  await assert.rejects(r.submit({ group: 5, element: 'x' }), typeError('group must be a string, got number'));
-  await assert.rejects(r.submit({ group: 'df', element: 'x', priority: 'high' }), typeError('priority must be an integer, got string'));
-  await assert.rejects(r.submit({ group: 'df', element: 'x', priority: 2.5 }), typeError('priority must be a non-negative integer, got 2.5'));
-  await assert.rejects(r.submit({ group: 'df', element: 'x', timeoutMs: -5 }), typeError('timeoutMs must be a non-negative integer, got -5'));
-  await assert.rejects(r.submit({ group: 'df', element: 'x', id: 7 }), typeError('id must be a string, got number'));
-  await assert.rejects(r.submit({ group: 'df', element: 'x', dependencies: 'a' }), typeError('dependencies must be an array of strings, got string'));
-  await assert.rejects(r.submit({ group: 'df', element: 'x', dependencies: ['a', 2] }), typeError('dependencies[1] must be a string, got number'));
   await assert.rejects(r.call('df', 'x', 1, 'opts'), typeError('options must be an object, got string'));
   assert.throws(() => r.register('df', 'x', 'not a function'), typeError('handler must be a function, got string'));
   assert.throws(() => r.register('df', 5, () => 1), typeError('element must be a string, got number'));
-  assert.throws(() => new Reactor({ maxInflight: 0 }), typeError('maxInflight must be an integer from 1 to 4294967295, got 0'));
   assert.throws(() => new Reactor({ name: 1 }), typeError('name must be a string, got number'));
   assert.throws(() => new Reactor({ busyPollUs: -1 }), typeError('busyPollUs must be an integer from 0 to 4294967295, got -1'));
+  assert.throws(() => new Reactor({ maxQueue: 1.5 }), typeError('maxQueue must be an integer from 0 to 4294967295, got 1.5'));
   assert.throws(() => new Reactor({ maxInFlight: 1 }), (e) => e instanceof TypeError && /unknown option "maxInFlight"/.test(e.message));
+  await r.stop();
+});
+
+test("packet fields and option values are the core's to judge: PF400 in its words", async () => {
+  const r = new Reactor();
+  r.register('df', 'x', () => 1);
+  const pf400 = (message) => ({ name: 'PacketFlowError', code: 'PF400', message });
+  const cases = [
+    [['df'], 'element is required'],
+    [[{ group: 5, element: 'x' }], 'group must be one of cf, df, ed, co, mc, rm, got 5'],
+    [[{ group: () => 1, element: 'x' }], 'group must be one of cf, df, ed, co, mc, rm, got a function'],
+    [[{ group: 'df', element: Buffer.from('x') }], 'element must be 1-64 characters of [A-Za-z0-9_.-], got binary data'],
+    [[{ group: 'df', element: 'x', priority: 'high' }], 'priority must be an integer 1-10, got "high"'],
+    [[{ group: 'df', element: 'x', priority: 2.5 }], 'priority must be an integer 1-10, got 2.5'],
+    [[{ group: 'df', element: 'x', priority: 1n << 200n }], 'priority must be an integer 1-10, got a BigInt beyond 128 bits'],
+    [[{ group: 'df', element: 'x', timeoutMs: -5 }], 'timeout_ms must be a positive integer <= 86400000, got -5'],
+    [[{ group: 'df', element: 'x', id: 7 }], 'id must be a string of 1-128 bytes, got 7'],
+    [[{ group: 'df', element: 'x', dependencies: 'a' }], 'dependencies must be an array of packet ids, got "a"'],
+    [[{ group: 'df', element: 'x', dependencies: ['a', 2] }], 'dependencies[1] must be a packet id string, got 2'],
+    [[{ group: 'df', element: 'x', dependencies: ['a', ['b']] }], 'dependencies[1] must be a packet id string, got an array'],
+  ];
+  for (const [args, message] of cases) {
+    await assert.rejects(r.submit(...args), pf400(message), message);
+  }
+  // A BigInt is an exact integer, and null is the default, as on the wire.
+  assert.equal((await r.submit({ group: 'df', element: 'x', priority: 5n, id: null })).status, 'success');
+  assert.throws(() => new Reactor({ maxInflight: 0 }), pf400('max_inflight must be at least 1, got 0'));
   await r.stop();
 });
 

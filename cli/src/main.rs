@@ -11,8 +11,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use packetflow::{
-    Codec, ConnectOptions, ListenOptions, Node, NodeConfig, Packet, PacketResult, Priority, Reactor,
-    ReactorConfig, Value,
+    packet::META_ROUTE_KEY, Codec, ConnectOptions, Field, ListenOptions, Node, NodeConfig, Packet,
+    PacketParts, PacketResult, Reactor, ReactorConfig, Value,
 };
 
 /// Environment variable read for the token when `--token` is not given.
@@ -106,16 +106,21 @@ struct ServeArgs {
     #[arg(long = "handler", value_name = "KEY=KIND")]
     handlers: Vec<String>,
     /// Heartbeat interval in ms (a peer silent for 3 is closed).
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, default_value_t = NodeConfig::default().heartbeat_interval.as_millis() as u64)]
     heartbeat_ms: u64,
+    /// Heartbeat interval in ms offered to PacketFlow peers in `hello`
+    /// (the larger offer wins; a peer silent for 3 is declared dead; 0:
+    /// none offered, the seed's rule above applies).
+    #[arg(long, default_value_t = NodeConfig::default().peer_heartbeat_interval.as_millis() as u64)]
+    peer_heartbeat_ms: u64,
     /// Worker threads (0: a single-threaded runtime).
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Most packets running at once; more wait in the queue.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = ReactorConfig::default().max_inflight)]
     max_inflight: usize,
     /// Most packets waiting; past it, PF429.
-    #[arg(long, default_value_t = 65_536)]
+    #[arg(long, default_value_t = ReactorConfig::default().max_queue)]
     max_queue: usize,
     /// Require a token from every peer: a tokens file (.toml or .json) with
     /// each token's name and the keys it may submit and serve
@@ -166,12 +171,12 @@ struct SubmitArgs {
     element: String,
     /// The packet's data, as JSON.
     data: String,
-    /// Priority 1-10.
-    #[arg(long, default_value_t = 5)]
-    priority: i64,
-    /// How long to wait for the result.
-    #[arg(long)]
-    timeout_ms: Option<u64>,
+    /// Priority 1-10 (absent: the protocol's default).
+    #[arg(long, allow_negative_numbers = true)]
+    priority: Option<i64>,
+    /// How long to wait for the result, in ms (absent: the protocol's default).
+    #[arg(long, allow_negative_numbers = true)]
+    timeout_ms: Option<i64>,
     /// Speak MessagePack instead of JSON.
     #[arg(long)]
     msgpack: bool,
@@ -220,12 +225,17 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
-    let reactor = Reactor::new(ReactorConfig {
+    let reactor_config = ReactorConfig {
         name: args.name.clone(),
         max_inflight: args.max_inflight,
         max_queue: args.max_queue,
         ..ReactorConfig::default()
-    });
+    };
+    if let Err(e) = reactor_config.validate() {
+        eprintln!("error: {}", e.message);
+        return ExitCode::from(2);
+    }
+    let reactor = Reactor::new(reactor_config);
     for spec in &args.handlers {
         if let Err(e) = builtin::register(&reactor, spec) {
             eprintln!("error: --handler {spec}: {e}");
@@ -233,15 +243,20 @@ async fn serve(args: ServeArgs) -> ExitCode {
         }
     }
     let config = NodeConfig {
-        heartbeat_interval: std::time::Duration::from_millis(args.heartbeat_ms.max(1)),
-        max_frame_bytes: args.max_frame_bytes.max(1),
-        max_inflight_per_conn: args.max_inflight_per_conn.max(1),
-        max_connections: args.max_connections.max(1),
+        heartbeat_interval: std::time::Duration::from_millis(args.heartbeat_ms),
+        peer_heartbeat_interval: std::time::Duration::from_millis(args.peer_heartbeat_ms),
+        max_frame_bytes: args.max_frame_bytes,
+        max_inflight_per_conn: args.max_inflight_per_conn,
+        max_connections: args.max_connections,
         max_submits_per_sec: (args.max_submits_per_sec > 0).then_some(args.max_submits_per_sec),
         max_queued_bytes: args.max_queued_bytes,
         busy_poll: (args.busy_poll_us > 0).then(|| std::time::Duration::from_micros(args.busy_poll_us)),
         ..NodeConfig::default()
     };
+    if let Err(e) = config.validate() {
+        eprintln!("error: {}", e.message);
+        return ExitCode::from(2);
+    }
     // Read the tokens here too, to say how many (names only, never values).
     let tokens = match &args.auth {
         Some(path) => match packetflow::TokenSpec::load(path) {
@@ -314,16 +329,18 @@ async fn wait_for_signal() {
 
 fn build_packet(args: &SubmitArgs) -> Result<Packet, String> {
     let data: Value = serde_json::from_str(&args.data).map_err(|e| format!("DATA is not JSON: {e}"))?;
-    let mut packet = Packet::build(&args.group, &args.element, data).map_err(|e| e.message)?;
-    packet.priority = Priority::new(args.priority).map_err(|e| e.message)?;
-    packet.timeout_ms = args.timeout_ms;
-    if let Some(key) = &args.route_key {
-        let mut meta = packetflow::Map::new();
-        meta.insert("pf.route_key".into(), Value::String(key.clone()));
-        packet.metadata = Some(meta);
+    let metadata = args.route_key.as_ref().map(|key| serde_json::json!({ META_ROUTE_KEY: key }));
+    PacketParts {
+        group: Some(args.group.as_str().into()),
+        element: Some(args.element.as_str().into()),
+        data: Some(data),
+        priority: args.priority.map(Field::from),
+        timeout_ms: args.timeout_ms.map(Field::from),
+        metadata,
+        ..Default::default()
     }
-    packet.validate().map_err(|e| e.message)?;
-    Ok(packet)
+    .into_packet()
+    .map_err(|e| e.message)
 }
 
 async fn submit(args: SubmitArgs) -> ExitCode {

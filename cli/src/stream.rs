@@ -5,47 +5,28 @@
 use std::process::ExitCode;
 
 use packetflow::{
-    ConnectOptions, Node, NodeConfig, Packet, PacketId, Priority, Reactor, ReactorConfig, Value,
+    ConnectOptions, Field, Node, NodeConfig, Packet, PacketParts, Reactor, ReactorConfig, Value,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 /// One request line: `{"id": ANY, "group", "element", "data", "priority"?,
-/// "timeout_ms"?, "metadata"?, "dependencies"?, "packet_id"?}`.
+/// "timeout_ms"?, "metadata"?, "dependencies"?, "packet_id"?}`. The packet's
+/// fields are judged by the core, as a frame's would be.
 fn packet_of(request: &Value) -> Result<Packet, String> {
-    let field =
-        |name: &str| request.get(name).and_then(Value::as_str).ok_or(format!("{name} must be a string"));
-    let mut packet = Packet::build(
-        field("group")?,
-        field("element")?,
-        request.get("data").cloned().unwrap_or(Value::Null),
-    )
-    .map_err(|e| e.message)?;
-    if let Some(p) = request.get("priority") {
-        packet.priority =
-            Priority::new(p.as_i64().ok_or("priority must be an integer")?).map_err(|e| e.message)?;
+    let field = |name: &str| request.get(name).map(Field::from);
+    PacketParts {
+        id: field("packet_id"),
+        group: field("group"),
+        element: field("element"),
+        data: request.get("data").cloned(),
+        priority: field("priority"),
+        timeout_ms: field("timeout_ms"),
+        dependencies: field("dependencies"),
+        metadata: request.get("metadata").cloned(),
     }
-    if let Some(t) = request.get("timeout_ms") {
-        packet.timeout_ms = Some(t.as_u64().ok_or("timeout_ms must be a positive integer")?);
-    }
-    if let Some(Value::Object(m)) = request.get("metadata") {
-        packet.metadata = Some(m.clone());
-    }
-    if let Some(id) = request.get("packet_id").and_then(Value::as_str) {
-        packet.id = PacketId::new(id).map_err(|e| e.message)?;
-    }
-    if let Some(Value::Array(deps)) = request.get("dependencies") {
-        packet.dependencies = deps
-            .iter()
-            .map(|d| {
-                d.as_str()
-                    .ok_or("dependencies must be strings".to_owned())
-                    .and_then(|s| PacketId::new(s).map_err(|e| e.message))
-            })
-            .collect::<Result<_, _>>()?;
-    }
-    packet.validate().map_err(|e| e.message)?;
-    Ok(packet)
+    .into_packet()
+    .map_err(|e| e.message)
 }
 
 pub async fn run(url: &str, options: ConnectOptions) -> ExitCode {

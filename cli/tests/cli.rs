@@ -103,6 +103,18 @@ fn bad_arguments_are_named() {
     let bad_handler = run(&["serve", "--listen", "127.0.0.1:0", "--handler", "df:x=teleport"]);
     assert_eq!(bad_handler.status.code(), Some(2));
     assert!(stderr(&bad_handler).contains("unknown handler kind \"teleport\""));
+    let no_slots = run(&["serve", "--listen", "127.0.0.1:0", "--max-inflight", "0"]);
+    assert_eq!(no_slots.status.code(), Some(2));
+    assert!(stderr(&no_slots).contains("max_inflight must be at least 1, got 0"), "{}", stderr(&no_slots));
+    let no_frames = run(&["serve", "--listen", "127.0.0.1:0", "--max-frame-bytes", "0"]);
+    assert_eq!(no_frames.status.code(), Some(2));
+    assert!(
+        stderr(&no_frames).contains("max_frame_bytes must be at least 1, got 0"),
+        "{}",
+        stderr(&no_frames)
+    );
+    let bad_timeout = run(&["submit", "--timeout-ms", "-5", "df", "transform", "1"]);
+    assert!(stderr(&bad_timeout).contains("timeout_ms must be a positive integer <= 86400000, got -5"));
 }
 
 #[test]
@@ -168,7 +180,7 @@ fn stream_answers_each_request_line() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let input = b"{\"id\":1,\"group\":\"df\",\"element\":\"echo\",\"data\":{\"k\":[1,2]}}\n{\"id\":2,\"group\":\"df\",\"element\":\"echo\",\"priority\":11}\n";
+    let input = b"{\"id\":1,\"group\":\"df\",\"element\":\"echo\",\"data\":{\"k\":[1,2]}}\n{\"id\":2,\"group\":\"df\",\"element\":\"echo\",\"priority\":11}\n{\"id\":3,\"group\":\"df\",\"element\":\"echo\",\"dependencies\":[\"a\",\"\"]}\n{\"id\":4,\"group\":\"df\",\"element\":\"echo\",\"timeout_ms\":\"soon\"}\n";
     child.stdin.take().unwrap().write_all(input).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
@@ -177,6 +189,9 @@ fn stream_answers_each_request_line() {
     lines.sort_by_key(|l| l["id"].as_u64());
     assert_eq!(lines[0]["result"]["data"], serde_json::json!({"k": [1, 2]}));
     assert_eq!(lines[1]["error"], "priority must be an integer 1-10, got 11");
+    // The core's words for a bad dependency, with its index, as a frame gets them.
+    assert_eq!(lines[2]["error"], "dependencies[1] must be a string of 1-128 bytes, got 0 bytes");
+    assert_eq!(lines[3]["error"], "timeout_ms must be a positive integer <= 86400000, got \"soon\"");
 }
 
 /// A temporary directory removed when dropped.

@@ -67,6 +67,25 @@ impl ErrorCode {
         }
     }
 
+    /// What the code means, in one line: the table of `docs/protocol.md`,
+    /// and the text each binding's error table is checked against.
+    pub const fn description(self) -> &'static str {
+        match self {
+            ErrorCode::NoHandler => "no handler for group:element here or on any reachable peer",
+            ErrorCode::BadRequest => "malformed frame or packet; the message names the field",
+            ErrorCode::Unauthorized => "missing or wrong credentials",
+            ErrorCode::Forbidden => "credentials valid but not allowed for this group:element",
+            ErrorCode::Timeout => "timeout_ms elapsed before a result",
+            ErrorCode::DuplicateId => "a packet with the same id is already in flight",
+            ErrorCode::TooLarge => "frame larger than the node's limit",
+            ErrorCode::DependencyFailed => "a dependency failed or timed out",
+            ErrorCode::Overloaded => "overloaded: queue full, window exhausted or rate limit",
+            ErrorCode::HandlerFailed => "the handler raised, panicked or returned something unencodable",
+            ErrorCode::Unavailable => "the peer holding the packet went away, or the node is stopping",
+            ErrorCode::LoopDetected => "routing loop: the hop limit was exceeded",
+        }
+    }
+
     /// Parses the wire form; `None` for a code this version does not know.
     pub fn parse(code: &str) -> Option<ErrorCode> {
         ErrorCode::ALL.into_iter().find(|c| c.as_str() == code)
@@ -136,5 +155,14 @@ mod tests {
         assert_eq!(e.to_string(), "PF408: took too long");
         assert!(e.is(ErrorCode::Timeout));
         assert_eq!(e.kind(), Some(ErrorCode::Timeout));
+    }
+
+    #[test]
+    fn the_protocol_document_lists_every_code() {
+        let doc = include_str!("../../docs/protocol.md");
+        for code in ErrorCode::ALL {
+            let row = format!("| {} | ", code.as_str());
+            assert!(doc.contains(&row), "docs/protocol.md has no row for {code}");
+        }
     }
 }

@@ -30,7 +30,7 @@ pub mod result;
 pub mod wire;
 
 pub use error::{ErrorCode, PfError};
-pub use packet::{Element, Group, Packet, PacketId, Priority};
+pub use packet::{Element, Field, Group, Packet, PacketId, PacketParts, Priority};
 pub use result::PacketResult;
 pub use serde_json::{json, Map, Value};
 pub use wire::{Codec, Message};
@@ -38,6 +38,6 @@ pub use wire::{Codec, Message};
 #[cfg(feature = "net")]
 pub mod net;
 #[cfg(feature = "net")]
-pub use net::{ConnectOptions, ConnectionSpawner, ListenOptions, Node, NodeConfig, TokenSpec};
+pub use net::{ConnectOptions, ConnectionSpawner, KeyStyle, ListenOptions, Node, NodeConfig, TokenSpec};
 pub mod reactor;
 pub use reactor::{Context, Handler, HandlerError, HandlerResult, Origin, Reactor, ReactorConfig};

@@ -28,7 +28,7 @@ async fn a_silent_peer_is_closed_after_three_intervals_and_its_packets_get_pf503
     assert_eq!(frame["type"], "submit");
     let result = waiting.await.unwrap();
     assert!(result.err().unwrap().is(ErrorCode::Unavailable), "{result:?}");
-    assert!(result.err().unwrap().message.contains("went away"));
+    assert!(result.err().unwrap().message.contains("declared dead"), "{result:?}");
     assert_eq!(silent.closed_with().await, Some(1001));
     n.stop().await;
 }

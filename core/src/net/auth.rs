@@ -121,6 +121,27 @@ impl TokenSpec {
         AuthTable::new(&specs).map_err(|e| bad(format!("tokens file {shown}: {}", e.message)))?;
         Ok(specs)
     }
+
+    /// Token entries given in code, as a binding received them (converted
+    /// to JSON values): an array of maps with the keys `name`, `token` or
+    /// `token_sha256` (spelled as `style` says), `submit`, `serve`. Checked
+    /// as a tokens file is; messages name `tokens[i].field`, never a
+    /// token's value. `null` is no tokens.
+    pub fn parse_list(list: &Value, style: KeyStyle) -> Result<Vec<TokenSpec>, PfError> {
+        let entries = match list {
+            Value::Null => return Ok(Vec::new()),
+            Value::Array(entries) => entries,
+            other => return Err(bad(format!("tokens must be a list of token maps, got {}", kind(other)))),
+        };
+        let specs = entries
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| spec_of(entry, i, style, "a map"))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad)?;
+        AuthTable::build(&specs, style)?;
+        Ok(specs)
+    }
 }
 
 fn bad(message: String) -> PfError {
@@ -142,49 +163,73 @@ fn specs_of(document: &Value) -> Result<Vec<TokenSpec>, String> {
         return Err(format!("unknown top-level field {other:?}; expected only `tokens`"));
     }
     let entries = root.get("tokens").and_then(Value::as_array).ok_or("expected a `tokens` array")?;
-    let mut specs = Vec::with_capacity(entries.len());
-    for (i, entry) in entries.iter().enumerate() {
-        let at = format!("tokens[{i}]");
-        let table = entry.as_object().ok_or(format!("{at} must be a table"))?;
-        let string = |field: &str, secret: bool| -> Result<Option<String>, String> {
-            match table.get(field) {
-                None => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(other) if secret => Err(format!("{at}.{field} must be a string, got {}", kind(other))),
-                Some(other) => Err(format!("{at}.{field} must be a string, got {other}")),
-            }
-        };
-        let list = |field: &str| -> Result<Vec<String>, String> {
-            match table.get(field) {
-                None => Ok(Vec::new()),
-                Some(Value::Array(items)) => items
-                    .iter()
-                    .map(|p| {
-                        p.as_str()
-                            .map(str::to_owned)
-                            .ok_or(format!("{at}.{field} must hold strings, got {p}"))
-                    })
-                    .collect(),
-                Some(other) => Err(format!("{at}.{field} must be an array of patterns, got {other}")),
-            }
-        };
-        if let Some(other) = table
-            .keys()
-            .find(|k| !matches!(k.as_str(), "name" | "token" | "token_sha256" | "submit" | "serve"))
-        {
-            return Err(format!(
-                "{at}: unknown field {other:?}; expected name, token or token_sha256, submit, serve"
-            ));
+    entries.iter().enumerate().map(|(i, entry)| spec_of(entry, i, KeyStyle::Snake, "a table")).collect()
+}
+
+/// One entry of a tokens list; `container` names what an entry must be
+/// (a file's "a table", a binding's "a map").
+fn spec_of(entry: &Value, i: usize, style: KeyStyle, container: &str) -> Result<TokenSpec, String> {
+    let at = format!("tokens[{i}]");
+    let sha_key = style.sha256_key();
+    let table = entry.as_object().ok_or_else(|| {
+        format!("{at} must be {container} (name, token or {sha_key}, submit, serve), got {}", kind(entry))
+    })?;
+    let string = |field: &str, secret: bool| -> Result<Option<String>, String> {
+        match table.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) if secret => Err(format!("{at}.{field} must be a string, got {}", kind(other))),
+            Some(other) => Err(format!("{at}.{field} must be a string, got {other}")),
         }
-        specs.push(TokenSpec {
-            name: string("name", false)?.ok_or(format!("{at}.name is missing"))?,
-            token: string("token", true)?,
-            token_sha256: string("token_sha256", true)?,
-            submit: list("submit")?,
-            serve: list("serve")?,
-        });
+    };
+    let list = |field: &str| -> Result<Vec<String>, String> {
+        match table.get(field) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|p| {
+                    p.as_str().map(str::to_owned).ok_or(format!("{at}.{field} must hold strings, got {p}"))
+                })
+                .collect(),
+            Some(other) => Err(format!("{at}.{field} must be an array of patterns, got {other}")),
+        }
+    };
+    if let Some(other) =
+        table.keys().find(|k| !matches!(k.as_str(), "name" | "token" | "submit" | "serve") && *k != sha_key)
+    {
+        return Err(format!(
+            "{at}: unknown field {other:?}; expected name, token or {sha_key}, submit, serve"
+        ));
     }
-    Ok(specs)
+    Ok(TokenSpec {
+        name: string("name", false)?.ok_or(format!("{at}.name is missing"))?,
+        token: string("token", true)?,
+        token_sha256: string(sha_key, true)?,
+        submit: list("submit")?,
+        serve: list("serve")?,
+    })
+}
+
+/// How a host spells the keys of a token entry: `token_sha256` (files,
+/// Python, Elixir) or `tokenSha256` (JavaScript). Messages use the same
+/// spelling, so they name the key the user wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyStyle {
+    /// `token_sha256`.
+    #[default]
+    Snake,
+    /// `tokenSha256`.
+    Camel,
+}
+
+impl KeyStyle {
+    /// The key of the hashed token.
+    pub const fn sha256_key(self) -> &'static str {
+        match self {
+            KeyStyle::Snake => "token_sha256",
+            KeyStyle::Camel => "tokenSha256",
+        }
+    }
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -194,7 +239,7 @@ fn kind(v: &Value) -> &'static str {
         Value::Number(_) => "a number",
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
-        Value::Object(_) => "a table",
+        Value::Object(_) => "a map",
     }
 }
 
@@ -309,6 +354,12 @@ impl AuthTable {
     /// Compiles and checks `specs`: names present and unique, exactly one
     /// secret each, long enough, no two tokens alike, valid patterns.
     pub(crate) fn new(specs: &[TokenSpec]) -> Result<AuthTable, PfError> {
+        AuthTable::build(specs, KeyStyle::Snake)
+    }
+
+    /// [`new`](Self::new), with messages naming keys as `style` spells them.
+    fn build(specs: &[TokenSpec], style: KeyStyle) -> Result<AuthTable, PfError> {
+        let sha_key = style.sha256_key();
         let mut entries: Vec<([u8; 32], Arc<Grant>)> = Vec::with_capacity(specs.len());
         for (i, spec) in specs.iter().enumerate() {
             let at = format!("token {:?} (entry {i})", spec.name);
@@ -324,8 +375,8 @@ impl AuthTable {
                     return Err(bad(format!("{at}: the token must be at least {MIN_TOKEN_LEN} bytes")))
                 }
                 (None, Some(hex)) => hex_digest(hex)
-                    .ok_or_else(|| bad(format!("{at}: token_sha256 must be 64 hexadecimal digits")))?,
-                _ => return Err(bad(format!("{at}: give exactly one of token and token_sha256"))),
+                    .ok_or_else(|| bad(format!("{at}: {sha_key} must be 64 hexadecimal digits")))?,
+                _ => return Err(bad(format!("{at}: give exactly one of token and {sha_key}"))),
             };
             if let Some((_, other)) = entries.iter().find(|(d, _)| bool::from(d.ct_eq(&hashed))) {
                 return Err(bad(format!("{at}: the same token as {:?}", other.name)));
@@ -525,5 +576,55 @@ serve = ["df:invoice"]
         }
         let missing = TokenSpec::load("/nonexistent/tokens.toml").unwrap_err();
         assert!(missing.message.contains("cannot read tokens file /nonexistent/tokens.toml"));
+    }
+
+    #[test]
+    fn lists_given_in_code_are_checked_as_files_are_in_the_hosts_spelling() {
+        let list = serde_json::json!([
+            {"name": "billing", "token": "billing-token-0123456789", "submit": ["df:*"], "serve": null},
+            {"name": "hashed", "tokenSha256": "ab".repeat(32)},
+        ]);
+        let specs = TokenSpec::parse_list(&list, KeyStyle::Camel).unwrap();
+        assert_eq!(specs[0], TokenSpec::new("billing", "billing-token-0123456789", &["df:*"], &[]));
+        assert_eq!(specs[1].token_sha256.as_deref(), Some(&*"ab".repeat(32)));
+        assert_eq!(TokenSpec::parse_list(&Value::Null, KeyStyle::Snake).unwrap(), vec![]);
+        let cases = [
+            (serde_json::json!("x"), KeyStyle::Snake, "tokens must be a list of token maps, got a string"),
+            (
+                serde_json::json!([7]),
+                KeyStyle::Camel,
+                "tokens[0] must be a map (name, token or tokenSha256, submit, serve), got a number",
+            ),
+            (
+                serde_json::json!([{"name": "a", "tokenSha256": "zz"}]),
+                KeyStyle::Snake,
+                "tokens[0]: unknown field \"tokenSha256\"; expected name, token or token_sha256, submit, serve",
+            ),
+            (
+                serde_json::json!([{"name": "a", "tokenSha256": "zz"}]),
+                KeyStyle::Camel,
+                "token \"a\" (entry 0): tokenSha256 must be 64 hexadecimal digits",
+            ),
+            (serde_json::json!([{"token": "secret-token-0123456789"}]), KeyStyle::Snake, "tokens[0].name is missing"),
+            (
+                serde_json::json!([{"name": "a", "token": 5}]),
+                KeyStyle::Snake,
+                "tokens[0].token must be a string, got a number",
+            ),
+            (
+                serde_json::json!([{"name": "a", "token": "short-token"}]),
+                KeyStyle::Snake,
+                "token \"a\" (entry 0): the token must be at least 16 bytes",
+            ),
+            (
+                serde_json::json!([{"name": "a", "token": "secret-token-0123456789", "serve": ["df"]}]),
+                KeyStyle::Snake,
+                "token \"a\" (entry 0): serve: pattern \"df\" is not `*` or GROUP:ELEMENT",
+            ),
+        ];
+        for (list, style, says) in cases {
+            let e = TokenSpec::parse_list(&list, style).unwrap_err();
+            assert_eq!((e.code.as_str(), e.message.as_str()), ("PF400", says));
+        }
     }
 }

@@ -13,8 +13,16 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 pub struct NodeConfig {
     /// Host runtime announced in `hello` (`rust`, `python`, `node`, `elixir`).
     pub runtime: String,
-    /// Interval between heartbeats; a peer silent for 3 is closed.
+    /// Interval between heartbeats towards seed peers (and nodes that
+    /// offer no interval of their own); a peer silent for 3 is closed.
+    /// Default 30 s, the seed's rule.
     pub heartbeat_interval: Duration,
+    /// The heartbeat interval offered to PacketFlow peers in `hello`: two
+    /// nodes that both offer one beat at the larger of the two, and a peer
+    /// silent for 3 of those intervals is declared dead (its packets are
+    /// answered PF503). Zero offers none (the 30 s rule then applies).
+    /// Default 1 s.
+    pub peer_heartbeat_interval: Duration,
     /// Largest frame accepted; larger ones close the connection with 1009
     /// (reason `PF413`). Default 1 MiB.
     pub max_frame_bytes: usize,
@@ -92,11 +100,37 @@ impl std::fmt::Debug for ConnectionSpawner {
     }
 }
 
+impl NodeConfig {
+    /// Checks the values a user may set: each bound must let something
+    /// through (a zero here would refuse everything or spin). PF400 naming
+    /// the field.
+    pub fn validate(&self) -> Result<(), crate::PfError> {
+        let positive = [
+            ("heartbeat_interval", self.heartbeat_interval.is_zero()),
+            ("handshake_timeout", self.handshake_timeout.is_zero()),
+            ("max_frame_bytes", self.max_frame_bytes == 0),
+            ("max_inflight_per_conn", self.max_inflight_per_conn == 0),
+            ("max_connections", self.max_connections == 0),
+            ("max_queued_bytes", self.max_queued_bytes == 0),
+            ("max_pending_per_peer", self.max_pending_per_peer == 0),
+            ("max_hops", self.max_hops == 0),
+        ];
+        match positive.into_iter().find(|(_, zero)| *zero) {
+            Some((field, _)) => Err(crate::PfError::new(
+                crate::ErrorCode::BadRequest,
+                format!("{field} must be at least 1, got 0"),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
             runtime: "rust".into(),
             heartbeat_interval: Duration::from_secs(30),
+            peer_heartbeat_interval: Duration::from_secs(1),
             max_frame_bytes: 1 << 20,
             max_inflight_per_conn: 4096,
             max_connections: 1024,
@@ -125,5 +159,24 @@ impl NodeConfig {
             .read_buffer_size(16 * 1024)
             .max_message_size(Some(self.max_frame_bytes))
             .max_frame_size(Some(self.max_frame_bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bound_must_let_something_through() {
+        assert!(NodeConfig::default().validate().is_ok());
+        let e = NodeConfig { max_connections: 0, ..NodeConfig::default() }.validate().unwrap_err();
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("PF400", "max_connections must be at least 1, got 0")
+        );
+        let e = NodeConfig { heartbeat_interval: Duration::ZERO, ..NodeConfig::default() }
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.message, "heartbeat_interval must be at least 1, got 0");
     }
 }

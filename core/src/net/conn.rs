@@ -37,6 +37,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::auth::{AuthTable, Grant};
 use super::forward::RelayOutcome;
+use super::liveness;
 use super::node::NodeInner;
 use super::peers::{Peer, RelayAnswer, Reply};
 use super::rate_limit::RateLimit;
@@ -142,11 +143,8 @@ where
         node.announce_to(&peer, true);
     }
     let interval = node.config.heartbeat_interval;
-    let ticker = |period| {
-        let mut t = tokio::time::interval_at(Instant::now() + period, period);
-        t.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        t
-    };
+    peer.liveness.set_interval(interval);
+    peer.liveness.heard(Instant::now());
     let stopping_node = node.clone();
     let submit_rules = peer.grant().filter(|g| g.submit.is_some()).cloned();
     let rate = node.config.max_submits_per_sec.filter(|r| *r > 0).map(|r| RateLimit::new(r, Instant::now()));
@@ -167,7 +165,8 @@ where
         close_deadline: None,
         ready,
         bad_in_a_row: 0,
-        heartbeat: ticker(interval),
+        heartbeat: heartbeat_ticker(interval),
+        busy_noted: false,
         silent_ticks: 0,
         stalled_since: None,
         stopping: Box::pin(async move { stopping_node.stopping().await }),
@@ -204,6 +203,13 @@ where
     }
 }
 
+/// Beats every `period`, the first beat one period from now.
+fn heartbeat_ticker(period: Duration) -> Interval {
+    let mut t = tokio::time::interval_at(Instant::now() + period, period);
+    t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    t
+}
+
 struct Connection<S> {
     node: Arc<NodeInner>,
     peer: Arc<Peer>,
@@ -229,6 +235,8 @@ struct Connection<S> {
     bad_in_a_row: u32,
     /// Sends heartbeats and, on the same beat, checks the peer's liveness.
     heartbeat: Interval,
+    /// This read burst already told the busy-poller that work arrived.
+    busy_noted: bool,
     silent_ticks: u32,
     /// Since when reading is paused because the peer does not read.
     stalled_since: Option<Instant>,
@@ -367,6 +375,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             };
             self.relay_deadlines.answered();
             self.release(return_address.size);
+            self.node.deadline_passed(&expiry.peer, return_address.start);
             let message = format!("no answer from peer {} before the deadline", expiry.peer.remote);
             let elapsed = return_address.start.elapsed().as_millis() as u64;
             let result = PacketResult::error(packet_id, ErrorCode::Timeout, message, elapsed);
@@ -466,11 +475,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.stalled_since = None;
         let now = Instant::now();
         let mut read_any = false;
+        self.busy_noted = false;
         for _ in 0..READ_BURST {
             match Pin::new(&mut self.ws).poll_next(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(busy) = self.node.busy_poll.as_ref().filter(|_| !read_any) {
-                        busy.frames_arrived();
+                    if !read_any && self.peer.liveness.heard(now) {
+                        // Suspect no more: its keys may come back to it.
+                        self.node.routes_changed();
                     }
                     read_any = true;
                     self.silent_ticks = 0;
@@ -504,8 +515,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 return true;
             }
         }
-        self.silent_ticks += 1;
-        if self.silent_ticks >= 3 {
+        // While reading is paused (the peer does not read our answers),
+        // its frames wait unread: silence then proves nothing.
+        if self.stalled_since.is_none() && self.closing.is_none() {
+            self.silent_ticks += 1;
+        }
+        if self.silent_ticks >= 3 && self.closing.is_none() {
+            self.node.declare_dead(&self.peer);
             self.close(CLOSE_AWAY, "no frame for 3 heartbeat intervals");
         } else if self.closing.is_none() {
             self.queue(Message::Heartbeat { seq: 0, timestamp: epoch_ms() });
@@ -641,6 +657,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             // Refused or closing: what follows in the burst is not served.
             return;
         }
+        // Work arrived: keep polling for more (a heartbeat is not work, and
+        // must not set an idle node spinning once a second).
+        if !self.busy_noted && !matches!(message, Message::Heartbeat { .. }) {
+            self.busy_noted = true;
+            if let Some(busy) = &self.node.busy_poll {
+                busy.frames_arrived();
+            }
+        }
         if self.awaiting.is_some() && !self.admit(&message) {
             return;
         }
@@ -738,6 +762,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Message::Error { seq, error, packet_id } => self.on_error_frame(seq, error, packet_id),
             Message::Hello { seq, mut hello } => {
                 self.check_serve(seq, &mut hello);
+                self.agree_heartbeat(hello.heartbeat_ms);
                 let first = self.peer.hello().is_none();
                 {
                     let mut peers = self.node.peers.write();
@@ -756,6 +781,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
             }
             Message::Heartbeat { .. } => {}
+        }
+    }
+
+    /// Beats at the interval this node and the peer agree on (the larger
+    /// of their offers), when both offer one; else the seed's rule stays.
+    fn agree_heartbeat(&mut self, offered_ms: u64) {
+        let ours = self.node.config.peer_heartbeat_interval;
+        let Some(interval) = liveness::agreed_interval(ours, offered_ms) else { return };
+        if interval != self.peer.liveness.interval() {
+            self.peer.liveness.set_interval(interval);
+            self.heartbeat = heartbeat_ticker(interval);
+            self.silent_ticks = 0;
         }
     }
 

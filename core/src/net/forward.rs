@@ -88,6 +88,7 @@ async fn forward_to(node: &NodeInner, peer: &Peer, packet: Packet, deadline: Ins
         Ok(Err(_)) => fail(ErrorCode::Unavailable, format!("peer {} went away", peer.remote)),
         Err(_) => {
             peer.abandon_submit(seq);
+            node.deadline_passed(peer, start);
             fail(ErrorCode::Timeout, format!("no answer from peer {} before the deadline", peer.remote))
         }
     }

@@ -25,6 +25,7 @@ pub(crate) fn status(node: &NodeInner) -> &'static str {
 
 pub(crate) fn health(node: &NodeInner) -> Value {
     let stats = node.reactor.stats();
+    let now = tokio::time::Instant::now();
     let peers: Vec<Value> = node
         .peers
         .read()
@@ -38,8 +39,20 @@ pub(crate) fn health(node: &NodeInner) -> Value {
                 "runtime": hello.as_ref().map(|h| h.runtime.clone()),
                 "handlers": hello.as_ref().map(|h| h.handlers.iter().map(|(g, e)| format!("{g}:{e}")).collect::<Vec<_>>()),
                 "in_flight": p.in_flight(),
+                "state": if p.liveness.is_suspect() { "suspect" } else { "alive" },
+                "last_heard_ms": p.liveness.last_heard_age(now).as_millis() as u64,
+                "heartbeat_ms": p.liveness.interval().as_millis() as u64,
             })
         })
+        .collect();
+    // Peers declared dead lately: gone from the table, listed a while.
+    let dead: Vec<Value> = node
+        .peer_events
+        .recent_deaths()
+        .into_iter()
+        .map(
+            |(remote, ago)| json!({"remote": remote, "state": "dead", "dead_for_ms": ago.as_millis() as u64}),
+        )
         .collect();
     let handlers: Vec<String> = node.reactor.handler_keys().iter().map(|(g, e)| format!("{g}:{e}")).collect();
     json!({
@@ -52,6 +65,7 @@ pub(crate) fn health(node: &NodeInner) -> Value {
         "uptime_s": node.started.elapsed().as_secs(),
         "handlers": handlers,
         "peers": peers,
+        "dead_peers": dead,
         "in_flight": stats.in_flight,
         "queued": stats.queued,
         "unrouted": stats.unrouted,
@@ -124,6 +138,18 @@ pub(crate) fn prometheus(node: &NodeInner) -> String {
             node.queued_bytes.load(std::sync::atomic::Ordering::Relaxed) as u64,
         ),
         ("packetflow_unrouted_total", "counter", "Packets answered PF001.", stats.unrouted),
+        (
+            "packetflow_peer_suspicions_total",
+            "counter",
+            "Times a peer turned suspect (a packet's deadline passed in its silence).",
+            node.peer_events.suspicions.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "packetflow_peer_deaths_total",
+            "counter",
+            "Peers declared dead (silent for 3 heartbeat intervals).",
+            node.peer_events.deaths.load(std::sync::atomic::Ordering::Relaxed),
+        ),
         (
             "packetflow_uptime_seconds",
             "gauge",

@@ -32,6 +32,7 @@ mod dialer;
 mod forward;
 mod http;
 mod listener;
+mod liveness;
 mod metrics;
 mod node;
 mod options;
@@ -43,7 +44,7 @@ mod tls;
 pub use config::{ConnectionSpawner, NodeConfig};
 pub use dialer::{open_websocket, ClientStream};
 pub use node::Node;
-pub use options::{ConnectOptions, ListenOptions, TokenSpec, MIN_TOKEN_LEN};
+pub use options::{ConnectOptions, KeyStyle, ListenOptions, TokenSpec, MIN_TOKEN_LEN};
 
 /// The WebSocket path every node serves.
 pub const WS_PATH: &str = "/packetflow/v1";

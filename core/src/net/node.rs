@@ -16,6 +16,7 @@ use tokio::time::{timeout, Duration, Instant};
 
 use super::config::NodeConfig;
 use super::forward::Router;
+use super::liveness::PeerEvents;
 use super::options::{ConnectOptions, ListenOptions};
 use super::peers::{Announcement, Peer, PeerTable};
 use super::{busy_poll, dialer, listener, metrics};
@@ -51,6 +52,8 @@ pub(crate) struct NodeInner {
     pub(crate) queued_bytes: AtomicUsize,
     /// Set with `NodeConfig::busy_poll`.
     pub(crate) busy_poll: Option<Arc<busy_poll::BusyPoll>>,
+    /// Suspicions and deaths of peers.
+    pub(crate) peer_events: PeerEvents,
 }
 
 /// A reactor on the network: listens, dials, routes. Cheap to clone.
@@ -90,6 +93,7 @@ impl Node {
             refusing: AtomicUsize::new(0),
             queued_bytes: AtomicUsize::new(0),
             busy_poll,
+            peer_events: PeerEvents::default(),
         });
         reactor.set_forwarder(Box::new(Router { node: Arc::downgrade(&inner) }));
         let weak = Arc::downgrade(&inner);
@@ -303,10 +307,44 @@ impl NodeInner {
             handlers: announcement.keys.into_iter().collect(),
             features,
             max_inflight: self.config.max_inflight_per_conn as u64,
+            heartbeat_ms: self.config.peer_heartbeat_interval.as_millis() as u64,
             // Only in the first hello of a connection this node dialed.
             token: if force { peer.take_hello_token() } else { None },
         };
         peer.send(Message::Hello { seq: 0, hello: Box::new(hello) });
+    }
+
+    /// Ends what `peer` held at once: it said nothing for three heartbeat
+    /// intervals. It leaves the routing table now and every packet waiting
+    /// on it is answered PF503, without waiting for its socket to close
+    /// (a frozen peer may never read the close frame).
+    pub(crate) fn declare_dead(&self, peer: &Peer) {
+        self.peer_events.died(&peer.remote);
+        let silent = peer.liveness.last_heard_age(Instant::now());
+        let removed = self.peers.write().remove(peer.id);
+        let why = format!("peer {} declared dead: nothing heard for {} ms", peer.remote, silent.as_millis());
+        peer.fail_all(|packet_id| {
+            crate::result::PacketResult::error(
+                packet_id,
+                crate::error::ErrorCode::Unavailable,
+                why.clone(),
+                0,
+            )
+        });
+        if removed.is_some_and(|p| p.hello().is_some()) {
+            self.routes_changed();
+        }
+        self.announce_to_all();
+    }
+
+    /// A packet sent to `peer` at `sent` passed its deadline unanswered:
+    /// the peer turns suspect if nothing came from it since (see
+    /// [`Liveness`](super::liveness::Liveness)).
+    pub(crate) fn deadline_passed(&self, peer: &Peer, sent: Instant) {
+        if peer.liveness.deadline_passed(sent, Instant::now()) {
+            self.peer_events.suspected();
+            self.routes_changed();
+        }
     }
 
     /// Tells watchers that peers' routes changed.

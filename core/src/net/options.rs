@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use crate::wire::Codec;
 
-pub use super::auth::{TokenSpec, MIN_TOKEN_LEN};
+pub use super::auth::{KeyStyle, TokenSpec, MIN_TOKEN_LEN};
 
 /// Options of [`Node::listen_with`](super::Node::listen_with).
 ///

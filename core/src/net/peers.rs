@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::auth::Grant;
+use super::liveness::Liveness;
 use crate::packet::{Element, Group, Packet, PacketId};
 use crate::reactor::InflightGuard;
 use crate::result::PacketResult;
@@ -116,6 +117,8 @@ pub(crate) struct Peer {
     /// The token to put in the first `hello` this node sends (dialed
     /// connections); taken when sent.
     hello_token: Mutex<Option<String>>,
+    /// Alive, suspect or dead, and since when it was heard.
+    pub(crate) liveness: Liveness,
 }
 
 impl Peer {
@@ -133,6 +136,7 @@ impl Peer {
             next_seq: AtomicU64::new(1),
             grant: OnceLock::new(),
             hello_token: Mutex::new(None),
+            liveness: Liveness::new(tokio::time::Duration::from_secs(30)),
         }
     }
 
@@ -404,9 +408,13 @@ impl PeerTable {
             .flatten()
             .filter(|id| Some(**id) != origin)
             .filter_map(|id| self.peers.get(id));
+        // A suspect peer gets nothing while another can take the packet:
+        // a route key then moves to its next rendezvous choice.
+        let any_trusted = announced.clone().any(|p| !p.liveness.is_suspect());
+        let candidates = announced.filter(|p| !any_trusted || !p.liveness.is_suspect());
         let chosen = match route_key {
-            Some(rk) => announced.max_by_key(|p| rendezvous_score(rk, p)),
-            None => announced.min_by_key(|p| p.in_flight()),
+            Some(rk) => candidates.max_by_key(|p| rendezvous_score(rk, p)),
+            None => candidates.min_by_key(|p| p.in_flight()),
         };
         chosen
             .or_else(|| {
@@ -424,7 +432,7 @@ impl PeerTable {
                         Some(true) => Some((0, p.in_flight(), p)),
                         None => Some((1, p.in_flight(), p)),
                     })
-                    .min_by_key(|(rank, in_flight, _)| (*rank, *in_flight))
+                    .min_by_key(|(rank, in_flight, p)| (p.liveness.is_suspect(), *rank, *in_flight))
                     .map(|(_, _, p)| p)
             })
             .or_else(|| {
@@ -435,7 +443,7 @@ impl PeerTable {
                     .filter(|p| Some(p.id) != origin)
                     .filter(|p| p.hello.read().as_ref().is_some_and(|h| h.has_feature(FEATURE_DEFAULT_ROUTE)))
                     .filter(|p| p.may_serve(group, element))
-                    .min_by_key(|p| p.in_flight())
+                    .min_by_key(|p| (p.liveness.is_suspect(), p.in_flight()))
             })
             .cloned()
     }

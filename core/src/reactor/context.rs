@@ -52,7 +52,12 @@ impl Context {
     ///
     /// The child inherits what is left of this packet's deadline and its
     /// trace id, so a chain of calls can never outlive the first submit.
+    /// Once this packet was answered, a call fails at once with
+    /// [`late_call_error`]: a child must not outlive its parent.
     pub async fn call(&self, group: &str, element: &str, data: Value) -> Result<Value, PfError> {
+        if !self.reactor.inner.inflight.is_running(&self.packet_id) {
+            return Err(late_call_error(group, element));
+        }
         let remaining_ms = self.remaining().as_millis();
         if remaining_ms == 0 {
             return Err(PfError::new(ErrorCode::Timeout, format!("no time left to call {group}:{element}")));
@@ -64,4 +69,14 @@ impl Context {
             .with_metadata(meta);
         self.reactor.submit(child).await.outcome
     }
+}
+
+/// The answer to a `ctx.call` made after its packet was answered (PF503),
+/// the same from every binding: a binding that no longer holds the
+/// [`Context`] of a packet answers a late call with this too.
+pub fn late_call_error(group: &str, element: &str) -> PfError {
+    PfError::new(
+        ErrorCode::Unavailable,
+        format!("ctx.call to {group}:{element} after the handler answered; call before returning"),
+    )
 }

@@ -112,6 +112,12 @@ impl Inflight {
         Some(InflightGuard { table: self.clone(), id: id.clone(), hash, outcome: Outcome::Failed })
     }
 
+    /// Whether a packet with `id` is running (its answer not given yet).
+    pub(crate) fn is_running(&self, id: &PacketId) -> bool {
+        let hash = self.hash(id);
+        self.table.lock().live_mut(hash, id).is_some_and(|e| e.running)
+    }
+
     /// The state of a dependency, registering a waiter when it is not done.
     pub(crate) fn watch(&self, id: &PacketId) -> DependencyState {
         let hash = self.hash(id);

@@ -22,7 +22,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
-pub use context::Context;
+pub use context::{late_call_error, Context};
 pub use handler::{Handler, HandlerError, HandlerResult};
 pub use stats::{HandlerStats, ReactorStats};
 
@@ -46,6 +46,16 @@ pub struct ReactorConfig {
     /// How many finished packet ids are remembered, so that a packet that
     /// depends on one that already finished does not wait for it.
     pub finished_memory: usize,
+}
+
+impl ReactorConfig {
+    /// Checks the values a user may set: PF400 naming the option.
+    pub fn validate(&self) -> Result<(), PfError> {
+        if self.max_inflight == 0 {
+            return Err(PfError::new(ErrorCode::BadRequest, "max_inflight must be at least 1, got 0"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ReactorConfig {

@@ -380,3 +380,33 @@ async fn packets_without_a_local_handler_go_to_the_forwarder() {
     let res = r.submit(packet("df", "other", json!(1))).await;
     assert_eq!(code_of(&res), Some(ErrorCode::NoHandler));
 }
+
+#[tokio::test]
+async fn a_context_calls_while_its_packet_runs_and_never_after() {
+    let r = upper_reactor();
+    let kept: Arc<Mutex<Option<Context>>> = Arc::default();
+    let slot = kept.clone();
+    r.register("cf", "keep", move |data, ctx| {
+        let slot = slot.clone();
+        async move {
+            let inner = ctx.call("df", "transform", data).await;
+            *slot.lock() = Some(ctx);
+            inner
+        }
+    })
+    .unwrap();
+    assert_eq!(r.call(packet("cf", "keep", json!("in time"))).await, Ok(json!("IN TIME")));
+    let ctx = kept.lock().take().expect("the handler kept its context");
+    let late = ctx.call("df", "transform", json!("late")).await.unwrap_err();
+    assert_eq!(late, late_call_error("df", "transform"));
+    assert!(late.is(ErrorCode::Unavailable));
+    // Only the late call was refused; the packet it would have made never ran.
+    assert_eq!(r.stats().handlers.iter().find(|h| h.element.as_str() == "transform").unwrap().count, 1);
+}
+
+#[test]
+fn config_values_are_checked() {
+    assert!(ReactorConfig::default().validate().is_ok());
+    let e = ReactorConfig { max_inflight: 0, ..Default::default() }.validate().unwrap_err();
+    assert_eq!((e.code.as_str(), e.message.as_str()), ("PF400", "max_inflight must be at least 1, got 0"));
+}

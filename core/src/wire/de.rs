@@ -17,116 +17,72 @@ use serde_json::Value;
 use super::{FrameError, Hello, Message, MessageKind};
 use crate::error::PfError;
 use crate::packet::{
-    bad_request, check_timeout, dependency_id, describe, quote, Element, Group, Packet, PacketId, Priority,
-    PROTOCOL_VERSION,
+    bad_request, quote, Element, Field, Group, Packet, PacketId, PacketParts, PROTOCOL_VERSION,
 };
 use crate::result::PacketResult;
 
-/// Whatever a field held, kept so that validation can say what it got.
-#[derive(Debug)]
-enum Loose<'de> {
-    Null,
-    Bool(bool),
-    Int(i128),
-    Float(f64),
-    /// Borrowed from the input when the codec allows (no escapes in JSON).
-    Str(Cow<'de, str>),
-    List(Vec<Loose<'de>>),
-    Object,
-    Bytes,
-}
+struct FieldVisitor;
 
-impl<'de> Loose<'de> {
-    fn describe(&self) -> String {
-        match self {
-            Loose::Null => "null".into(),
-            Loose::Bool(b) => b.to_string(),
-            Loose::Int(i) => i.to_string(),
-            Loose::Float(f) => format!("{f:?}"),
-            Loose::Str(s) => quote(s),
-            Loose::List(_) => "an array".into(),
-            Loose::Object => "an object".into(),
-            Loose::Bytes => "binary data".into(),
-        }
-    }
-
-    fn into_str(self, field: &str, expected: &str) -> Result<Cow<'de, str>, PfError> {
-        match self {
-            Loose::Str(s) => Ok(s),
-            other => Err(bad_request(format!("{field} must be {expected}, got {}", other.describe()))),
-        }
-    }
-
-    fn as_u64(&self) -> Option<u64> {
-        match *self {
-            Loose::Int(i) => u64::try_from(i).ok(),
-            _ => None,
-        }
-    }
-}
-
-struct LooseVisitor;
-
-impl<'de> Visitor<'de> for LooseVisitor {
-    type Value = Loose<'de>;
+impl<'de> Visitor<'de> for FieldVisitor {
+    type Value = Field<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any value")
     }
-    fn visit_bool<E>(self, v: bool) -> Result<Loose<'de>, E> {
-        Ok(Loose::Bool(v))
+    fn visit_bool<E>(self, v: bool) -> Result<Field<'de>, E> {
+        Ok(Field::Bool(v))
     }
-    fn visit_i64<E>(self, v: i64) -> Result<Loose<'de>, E> {
-        Ok(Loose::Int(v.into()))
+    fn visit_i64<E>(self, v: i64) -> Result<Field<'de>, E> {
+        Ok(Field::Int(v.into()))
     }
-    fn visit_u64<E>(self, v: u64) -> Result<Loose<'de>, E> {
-        Ok(Loose::Int(v.into()))
+    fn visit_u64<E>(self, v: u64) -> Result<Field<'de>, E> {
+        Ok(Field::Int(v.into()))
     }
-    fn visit_i128<E>(self, v: i128) -> Result<Loose<'de>, E> {
-        Ok(Loose::Int(v))
+    fn visit_i128<E>(self, v: i128) -> Result<Field<'de>, E> {
+        Ok(Field::Int(v))
     }
-    fn visit_f64<E>(self, v: f64) -> Result<Loose<'de>, E> {
-        Ok(Loose::Float(v))
+    fn visit_f64<E>(self, v: f64) -> Result<Field<'de>, E> {
+        Ok(Field::Float(v))
     }
-    fn visit_str<E>(self, v: &str) -> Result<Loose<'de>, E> {
-        Ok(Loose::Str(Cow::Owned(v.to_owned())))
+    fn visit_str<E>(self, v: &str) -> Result<Field<'de>, E> {
+        Ok(Field::Str(Cow::Owned(v.to_owned())))
     }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Loose<'de>, E> {
-        Ok(Loose::Str(Cow::Borrowed(v)))
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Field<'de>, E> {
+        Ok(Field::Str(Cow::Borrowed(v)))
     }
-    fn visit_string<E>(self, v: String) -> Result<Loose<'de>, E> {
-        Ok(Loose::Str(Cow::Owned(v)))
+    fn visit_string<E>(self, v: String) -> Result<Field<'de>, E> {
+        Ok(Field::Str(Cow::Owned(v)))
     }
-    fn visit_bytes<E>(self, _: &[u8]) -> Result<Loose<'de>, E> {
-        Ok(Loose::Bytes)
+    fn visit_bytes<E>(self, _: &[u8]) -> Result<Field<'de>, E> {
+        Ok(Field::Bytes)
     }
-    fn visit_unit<E>(self) -> Result<Loose<'de>, E> {
-        Ok(Loose::Null)
+    fn visit_unit<E>(self) -> Result<Field<'de>, E> {
+        Ok(Field::Null)
     }
-    fn visit_none<E>(self) -> Result<Loose<'de>, E> {
-        Ok(Loose::Null)
+    fn visit_none<E>(self) -> Result<Field<'de>, E> {
+        Ok(Field::Null)
     }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Loose<'de>, D::Error> {
-        d.deserialize_any(LooseVisitor)
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Field<'de>, D::Error> {
+        d.deserialize_any(FieldVisitor)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Loose<'de>, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Field<'de>, A::Error> {
         // No capacity from the size hint: a hostile length prefix must not
         // reserve memory that the input does not back.
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element::<Loose<'de>>()? {
+        while let Some(item) = seq.next_element::<Field<'de>>()? {
             items.push(item);
         }
-        Ok(Loose::List(items))
+        Ok(Field::List(items))
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Loose<'de>, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field<'de>, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Loose::Object)
+        Ok(Field::Object)
     }
 }
 
-impl<'de> de::Deserialize<'de> for Loose<'de> {
+impl<'de> de::Deserialize<'de> for Field<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(LooseVisitor)
+        d.deserialize_any(FieldVisitor)
     }
 }
 
@@ -136,20 +92,20 @@ trait FromMap: Sized {
     fn read_map<'de, A: MapAccess<'de>>(self, map: A) -> Result<Self::Out, A::Error>;
 }
 
-/// Accepts any value: a map goes to `T`, anything else is kept as [`Loose`]
+/// Accepts any value: a map goes to `T`, anything else is kept as [`Field`]
 /// so the caller can say "payload must be an object, got 3".
 struct ObjectOr<T>(T);
 
 macro_rules! delegate_to_loose {
     ($($name:ident($($arg:ident: $ty:ty)?)),* $(,)?) => {$(
         fn $name<E: de::Error>(self, $($arg: $ty)?) -> Result<Self::Value, E> {
-            LooseVisitor.$name($($arg)?).map(Err)
+            FieldVisitor.$name($($arg)?).map(Err)
         }
     )*};
 }
 
 impl<'de, T: FromMap> Visitor<'de> for ObjectOr<T> {
-    type Value = Result<T::Out, Loose<'de>>;
+    type Value = Result<T::Out, Field<'de>>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an object")
@@ -158,7 +114,7 @@ impl<'de, T: FromMap> Visitor<'de> for ObjectOr<T> {
         self.0.read_map(map).map(Ok)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        LooseVisitor.visit_seq(seq).map(Err)
+        FieldVisitor.visit_seq(seq).map(Err)
     }
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
@@ -179,7 +135,7 @@ impl<'de, T: FromMap> Visitor<'de> for ObjectOr<T> {
 fn object_or<'de, T: FromMap, D: Deserializer<'de>>(
     d: D,
     reader: T,
-) -> Result<Result<T::Out, Loose<'de>>, D::Error> {
+) -> Result<Result<T::Out, Field<'de>>, D::Error> {
     d.deserialize_any(ObjectOr(reader))
 }
 
@@ -265,14 +221,14 @@ pub(super) type CheckedPacket = Result<Box<Packet>, (PfError, Option<PacketId>)>
 
 #[derive(Default)]
 struct PacketFields<'de> {
-    version: Option<Loose<'de>>,
-    id: Option<Loose<'de>>,
-    group: Option<Loose<'de>>,
-    element: Option<Loose<'de>>,
+    version: Option<Field<'de>>,
+    id: Option<Field<'de>>,
+    group: Option<Field<'de>>,
+    element: Option<Field<'de>>,
     data: Option<Value>,
-    priority: Option<Loose<'de>>,
-    timeout: Option<Loose<'de>>,
-    dependencies: Option<Loose<'de>>,
+    priority: Option<Field<'de>>,
+    timeout: Option<Field<'de>>,
+    dependencies: Option<Field<'de>>,
     metadata: Option<Value>,
 }
 
@@ -303,7 +259,7 @@ impl FromMap for PacketMap {
     }
 }
 
-fn required<'de>(field: Option<Loose<'de>>, name: &str) -> Result<Loose<'de>, PfError> {
+fn required<'de>(field: Option<Field<'de>>, name: &str) -> Result<Field<'de>, PfError> {
     field.ok_or_else(|| bad_request(format!("{name} is required")))
 }
 
@@ -312,103 +268,28 @@ impl PacketFields<'_> {
         // The id is read first so that every later error can carry it.
         let id = match self.id {
             None => return Err((bad_request("id is required".into()), None)),
-            Some(v) => v
-                .into_str("id", "a string of 1-128 bytes")
-                .and_then(|s| PacketId::new(&s))
-                .map_err(|e| (e, None))?,
+            Some(v) => crate::packet::parts::packet_id(v).map_err(|e| (e, None))?,
         };
-        let rest = (|| {
-            match required(self.version, "version")? {
-                Loose::Str(v) if v == PROTOCOL_VERSION => {}
-                other => {
-                    return Err(bad_request(format!("version must be \"1.0\", got {}", other.describe())))
-                }
+        match required(self.version, "version") {
+            Ok(Field::Str(v)) if v == PROTOCOL_VERSION => {}
+            Ok(other) => {
+                let e = bad_request(format!("version must be \"1.0\", got {}", other.describe()));
+                return Err((e, Some(id)));
             }
-            let group = Group::parse(
-                &required(self.group, "group")?.into_str("group", "one of cf, df, ed, co, mc, rm")?,
-            )?;
-            let element = Element::new(
-                &required(self.element, "element")?
-                    .into_str("element", "1-64 characters of [A-Za-z0-9_.-]")?,
-            )?;
-            let priority = match self.priority {
-                None | Some(Loose::Null) => Priority::DEFAULT,
-                Some(Loose::Int(i)) => Priority::new(i64::try_from(i).unwrap_or(i64::MAX))?,
-                Some(other) => {
-                    return Err(bad_request(format!(
-                        "priority must be an integer 1-10, got {}",
-                        other.describe()
-                    )))
-                }
-            };
-            let timeout_ms = match self.timeout {
-                None | Some(Loose::Null) => None,
-                Some(v) => match v.as_u64() {
-                    Some(t) => {
-                        check_timeout(t)?;
-                        Some(t)
-                    }
-                    None => {
-                        return Err(bad_request(format!(
-                            "timeout_ms must be a positive integer <= 86400000, got {}",
-                            v.describe()
-                        )))
-                    }
-                },
-            };
-            let dependencies = match self.dependencies {
-                None | Some(Loose::Null) => Vec::new(),
-                Some(Loose::List(items)) => {
-                    if items.len() > crate::packet::MAX_DEPENDENCIES {
-                        return Err(bad_request(format!(
-                            "dependencies must list at most 64 packet ids, got {}",
-                            items.len()
-                        )));
-                    }
-                    let mut ids = Vec::with_capacity(items.len());
-                    for (i, item) in items.into_iter().enumerate() {
-                        let field = format!("dependencies[{i}]");
-                        let s = item.into_str(&field, "a packet id string")?;
-                        ids.push(dependency_id(&s, i)?);
-                    }
-                    ids
-                }
-                Some(other) => {
-                    return Err(bad_request(format!(
-                        "dependencies must be an array of packet ids, got {}",
-                        other.describe()
-                    )))
-                }
-            };
-            let metadata = match self.metadata {
-                None | Some(Value::Null) => None,
-                Some(Value::Object(m)) => Some(m),
-                Some(other) => {
-                    return Err(bad_request(format!("metadata must be an object, got {}", describe(&other))))
-                }
-            };
-            Ok((group, element, priority, timeout_ms, dependencies, metadata))
-        })();
-        // The id moves into the packet (no reference count taken for it)
-        // unless the packet is refused.
-        let (group, element, priority, timeout_ms, dependencies, metadata) = match rest {
-            Ok(fields) => fields,
             Err(e) => return Err((e, Some(id))),
-        };
-        let packet = Box::new(Packet {
-            id,
-            group,
-            element,
-            data: self.data.unwrap_or(Value::Null),
-            priority,
-            timeout_ms,
-            dependencies,
-            metadata,
-        });
-        match packet.validate() {
-            Ok(()) => Ok(packet),
-            Err(e) => Err((e, Some(packet.id.clone()))),
         }
+        let parts = PacketParts {
+            id: None,
+            group: self.group,
+            element: self.element,
+            data: self.data,
+            priority: self.priority,
+            timeout_ms: self.timeout,
+            dependencies: self.dependencies,
+            metadata: self.metadata,
+        };
+        // Boxed: a decoded message stays small however big a packet is.
+        parts.with_id(id).map(Box::new).map_err(|(e, id)| (e, Some(id)))
     }
 }
 
@@ -462,11 +343,11 @@ impl FromMap for ResultMap {
         let (mut id, mut status, mut data, mut error, mut duration) = (None, None, None, None, None);
         while let Some(Key(field)) = map.next_key::<Key<ResultField>>()? {
             match field {
-                ResultField::PacketId => id = Some(map.next_value::<Loose<'de>>()?),
-                ResultField::Status => status = Some(map.next_value::<Loose<'de>>()?),
+                ResultField::PacketId => id = Some(map.next_value::<Field<'de>>()?),
+                ResultField::Status => status = Some(map.next_value::<Field<'de>>()?),
                 ResultField::Data => data = Some(map.next_value::<Value>()?),
                 ResultField::Error => error = Some(map.next_value::<ErrorObject>()?),
-                ResultField::Duration => duration = Some(map.next_value::<Loose<'de>>()?),
+                ResultField::Duration => duration = Some(map.next_value::<Field<'de>>()?),
                 ResultField::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -483,9 +364,9 @@ impl FromMap for ResultMap {
         };
         let fail = |e: PfError| Ok(Err((e, Some(packet_id.clone()))));
         let duration_ms = match duration {
-            None | Some(Loose::Null) => 0,
+            None | Some(Field::Null) => 0,
             // A float duration from a peer that measures in fractions is rounded down.
-            Some(Loose::Float(f)) if f >= 0.0 && f.is_finite() => f as u64,
+            Some(Field::Float(f)) if f >= 0.0 && f.is_finite() => f as u64,
             Some(v) => match v.as_u64() {
                 Some(d) => d,
                 None => {
@@ -497,8 +378,8 @@ impl FromMap for ResultMap {
             },
         };
         let outcome = match status {
-            Some(Loose::Str(s)) if s == "success" => Ok(data.unwrap_or(Value::Null)),
-            Some(Loose::Str(s)) if s == "error" => match error {
+            Some(Field::Str(s)) if s == "success" => Ok(data.unwrap_or(Value::Null)),
+            Some(Field::Str(s)) if s == "error" => match error {
                 Some(ErrorObject(Ok(e))) => Err(e),
                 Some(ErrorObject(Err(e))) => return fail(e),
                 None => return fail(bad_request("error is required when status is \"error\"".into())),
@@ -563,16 +444,16 @@ impl FromMap for ErrorMap {
         let (mut code, mut message, mut packet_id) = (None, None, None);
         while let Some(Key(field)) = map.next_key::<Key<ErrorField>>()? {
             match field {
-                ErrorField::Code => code = Some(map.next_value::<Loose<'de>>()?),
-                ErrorField::Message => message = Some(map.next_value::<Loose<'de>>()?),
-                ErrorField::PacketId => packet_id = Some(map.next_value::<Loose<'de>>()?),
+                ErrorField::Code => code = Some(map.next_value::<Field<'de>>()?),
+                ErrorField::Message => message = Some(map.next_value::<Field<'de>>()?),
+                ErrorField::PacketId => packet_id = Some(map.next_value::<Field<'de>>()?),
                 ErrorField::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
         let packet_id = match packet_id {
-            None | Some(Loose::Null) => None,
+            None | Some(Field::Null) => None,
             Some(v) => match v.into_str("packet_id", "a string").and_then(|s| PacketId::new(&s)) {
                 Ok(id) => Some(id),
                 Err(e) => return Ok(Err((e, None))),
@@ -586,7 +467,7 @@ impl FromMap for ErrorMap {
             },
         };
         let message = match message {
-            None | Some(Loose::Null) => String::new(),
+            None | Some(Field::Null) => String::new(),
             Some(v) => match v.into_str("message", "a string") {
                 Ok(m) => m.into_owned(),
                 Err(e) => return Ok(Err((e, packet_id))),
@@ -607,6 +488,7 @@ enum HelloField {
     Handlers,
     Features,
     MaxInflight,
+    HeartbeatMs,
     Token,
     #[default]
     Other,
@@ -622,6 +504,7 @@ impl FieldName for HelloField {
             "handlers" => HelloField::Handlers,
             "features" => HelloField::Features,
             "max_inflight" => HelloField::MaxInflight,
+            "heartbeat_ms" => HelloField::HeartbeatMs,
             "token" => HelloField::Token,
             _ => HelloField::Other,
         }
@@ -630,17 +513,17 @@ impl FieldName for HelloField {
 
 struct HelloMap;
 
-fn optional_string(v: Option<Loose<'_>>, field: &str) -> Result<String, PfError> {
+fn optional_string(v: Option<Field<'_>>, field: &str) -> Result<String, PfError> {
     match v {
-        None | Some(Loose::Null) => Ok(String::new()),
+        None | Some(Field::Null) => Ok(String::new()),
         Some(v) => v.into_str(field, "a string").map(Cow::into_owned),
     }
 }
 
-fn string_list(v: Option<Loose<'_>>, field: &str) -> Result<Vec<String>, PfError> {
+fn string_list(v: Option<Field<'_>>, field: &str) -> Result<Vec<String>, PfError> {
     match v {
-        None | Some(Loose::Null) => Ok(Vec::new()),
-        Some(Loose::List(items)) => items
+        None | Some(Field::Null) => Ok(Vec::new()),
+        Some(Field::List(items)) => items
             .into_iter()
             .enumerate()
             .map(|(i, item)| item.into_str(&format!("{field}[{i}]"), "a string").map(Cow::into_owned))
@@ -663,7 +546,7 @@ impl FromMap for HelloMap {
     type Out = Result<Hello, PfError>;
 
     fn read_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Out, A::Error> {
-        let mut raw: [Option<Loose<'de>>; 8] = Default::default();
+        let mut raw: [Option<Field<'de>>; 9] = Default::default();
         while let Some(Key(field)) = map.next_key::<Key<HelloField>>()? {
             let slot = match field {
                 HelloField::NodeId => 0,
@@ -674,6 +557,7 @@ impl FromMap for HelloMap {
                 HelloField::Features => 5,
                 HelloField::MaxInflight => 6,
                 HelloField::Token => 7,
+                HelloField::HeartbeatMs => 8,
                 HelloField::Other => {
                     map.next_value::<IgnoredAny>()?;
                     continue;
@@ -681,21 +565,23 @@ impl FromMap for HelloMap {
             };
             raw[slot] = Some(map.next_value()?);
         }
-        let [node_id, name, runtime, protocol, handlers, features, max_inflight, token] = raw;
+        let [node_id, name, runtime, protocol, handlers, features, max_inflight, token, heartbeat_ms] = raw;
         Ok((|| {
             let handlers = string_list(handlers, "handlers")?
                 .iter()
                 .enumerate()
                 .map(|(i, key)| parse_handler_key(key, i))
                 .collect::<Result<Vec<_>, _>>()?;
-            let max_inflight = match max_inflight {
-                None | Some(Loose::Null) => 0,
+            let count = |v: Option<Field<'_>>, field: &str| match v {
+                None | Some(Field::Null) => Ok(0),
                 Some(v) => v.as_u64().ok_or_else(|| {
-                    bad_request(format!("max_inflight must be a non-negative integer, got {}", v.describe()))
-                })?,
+                    bad_request(format!("{field} must be a non-negative integer, got {}", v.describe()))
+                }),
             };
+            let max_inflight = count(max_inflight, "max_inflight")?;
+            let heartbeat_ms = count(heartbeat_ms, "heartbeat_ms")?;
             let token = match token {
-                None | Some(Loose::Null) => None,
+                None | Some(Field::Null) => None,
                 Some(v) => Some(v.into_str("token", "a string")?.into_owned()),
             };
             Ok(Hello {
@@ -706,6 +592,7 @@ impl FromMap for HelloMap {
                 handlers,
                 features: string_list(features, "features")?,
                 max_inflight,
+                heartbeat_ms,
                 token,
             })
         })())
@@ -723,16 +610,16 @@ impl FromMap for HeartbeatMap {
         let mut timestamp = None;
         while let Some(key) = map.next_key::<Key<TimestampField>>()? {
             match key.0 {
-                TimestampField::Timestamp => timestamp = Some(map.next_value::<Loose<'de>>()?),
+                TimestampField::Timestamp => timestamp = Some(map.next_value::<Field<'de>>()?),
                 TimestampField::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
         Ok(match timestamp {
-            None | Some(Loose::Null) => Ok(0),
+            None | Some(Field::Null) => Ok(0),
             // Some runtimes send fractional milliseconds.
-            Some(Loose::Float(f)) if f >= 0.0 && f.is_finite() => Ok(f as u64),
+            Some(Field::Float(f)) if f >= 0.0 && f.is_finite() => Ok(f as u64),
             Some(v) => v.as_u64().ok_or_else(|| {
                 bad_request(format!(
                     "timestamp must be a non-negative integer (ms since epoch), got {}",
@@ -797,7 +684,7 @@ impl<'de> DeserializeSeed<'de> for PayloadSeed {
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Body, D::Error> {
         let kind = self.0;
-        let not_object = |other: Loose| {
+        let not_object = |other: Field| {
             Body::Invalid(
                 bad_request(format!(
                     "payload of a {} frame must be an object, got {}",
@@ -856,18 +743,18 @@ impl FromMap for FrameSeed<'_> {
     type Out = CheckedMessage;
 
     fn read_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Out, A::Error> {
-        let (mut kind, mut seq, mut payload) = (None::<Loose<'de>>, None::<Loose<'de>>, None);
+        let (mut kind, mut seq, mut payload) = (None::<Field<'de>>, None::<Field<'de>>, None);
         while let Some(Key(field)) = map.next_key::<Key<FrameField>>()? {
             match field {
                 FrameField::Type => kind = Some(map.next_value()?),
                 FrameField::Seq => {
-                    let value: Loose<'de> = map.next_value()?;
+                    let value: Field<'de> = map.next_value()?;
                     self.0.set(value.as_u64().unwrap_or(0));
                     seq = Some(value);
                 }
                 FrameField::Payload => {
                     let known = match &kind {
-                        Some(Loose::Str(s)) => MessageKind::parse(s),
+                        Some(Field::Str(s)) => MessageKind::parse(s),
                         _ => None,
                     };
                     payload = Some(match known {
@@ -930,7 +817,7 @@ impl<'de> Visitor<'de> for BatchSeed<'_> {
     }
 }
 
-fn assemble(kind: Option<Loose<'_>>, seq: Option<Loose<'_>>, payload: Option<Payload>) -> CheckedMessage {
+fn assemble(kind: Option<Field<'_>>, seq: Option<Field<'_>>, payload: Option<Payload>) -> CheckedMessage {
     let invalid = |seq: u64, kind: Option<MessageKind>, error: PfError, packet_id| FrameError {
         seq,
         kind,
@@ -939,7 +826,7 @@ fn assemble(kind: Option<Loose<'_>>, seq: Option<Loose<'_>>, payload: Option<Pay
         unparsable: false,
     };
     let seq = match seq {
-        None | Some(Loose::Null) => 0,
+        None | Some(Field::Null) => 0,
         Some(v) => match v.as_u64() {
             Some(s) => s,
             None => {
@@ -950,7 +837,7 @@ fn assemble(kind: Option<Loose<'_>>, seq: Option<Loose<'_>>, payload: Option<Pay
     };
     let kind = match kind {
         None => return Err(invalid(seq, None, bad_request("type is required".into()), None)),
-        Some(Loose::Str(s)) => match MessageKind::parse(&s) {
+        Some(Field::Str(s)) => match MessageKind::parse(&s) {
             Some(k) => k,
             None => {
                 let e = bad_request(format!(

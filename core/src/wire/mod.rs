@@ -88,6 +88,10 @@ pub struct Hello {
     pub features: Vec<String>,
     /// How many packets the peer accepts in flight at once (0: unspecified).
     pub max_inflight: u64,
+    /// The heartbeat interval the peer offers, in ms (0: none offered, the
+    /// seed's 30 s rule). Two nodes that both offer one beat at the larger
+    /// of the two (docs/protocol.md, "Liveness").
+    pub heartbeat_ms: u64,
     /// Credentials, when the node asks for them.
     pub token: Option<String>,
 }
@@ -102,6 +106,7 @@ impl std::fmt::Debug for Hello {
             .field("handlers", &self.handlers)
             .field("features", &self.features)
             .field("max_inflight", &self.max_inflight)
+            .field("heartbeat_ms", &self.heartbeat_ms)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .finish()
     }

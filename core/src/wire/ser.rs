@@ -155,6 +155,9 @@ impl Serialize for Hello {
         m.serialize_entry("handlers", &keys)?;
         m.serialize_entry("features", &self.features)?;
         m.serialize_entry("max_inflight", &self.max_inflight)?;
+        if self.heartbeat_ms > 0 {
+            m.serialize_entry("heartbeat_ms", &self.heartbeat_ms)?;
+        }
         if let Some(token) = &self.token {
             m.serialize_entry("token", token)?;
         }

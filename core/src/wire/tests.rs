@@ -256,6 +256,7 @@ fn sample_messages() -> Vec<Message> {
                 handlers: vec![(Group::DataFlow, Element::new("transform").unwrap())],
                 features: vec!["batch".into(), "msgpack".into()],
                 max_inflight: 100,
+                heartbeat_ms: 1000,
                 token: Some("secret".into()),
             }),
         },
@@ -397,4 +398,71 @@ fn a_hello_never_shows_its_token_in_debug_output() {
     let shown = format!("{hello:?} {:?}", Message::Hello { seq: 0, hello: Box::new(hello.clone()) });
     assert!(!shown.contains("s3cret"), "{shown}");
     assert!(shown.contains("<redacted>"), "{shown}");
+}
+
+/// The parts of a decoded packet object, as a binding would give them.
+fn parts_of(p: &Value) -> crate::packet::PacketParts<'_> {
+    use crate::packet::Field;
+    let field = |k: &str| p.get(k).map(Field::from);
+    crate::packet::PacketParts {
+        id: field("id"),
+        group: field("group"),
+        element: field("element"),
+        data: p.get("data").cloned(),
+        priority: field("priority"),
+        timeout_ms: field("timeout_ms"),
+        dependencies: field("dependencies"),
+        metadata: p.get("metadata").cloned(),
+    }
+}
+
+fn any_field_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        (-3i64..14).prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        (-1e3f64..1e9).prop_map(Value::from),
+        "[a-z:._ -]{0,6}".prop_map(Value::from),
+        Just(Value::from("x".repeat(129))),
+        Just(json!({"pf.hops": "x"})),
+        Just(json!({"pf.trace_id": "t", "k": [1]})),
+        prop::collection::vec(prop_oneof![Just(json!("d")), Just(json!("")), Just(json!(3))], 0..3)
+            .prop_map(Value::from),
+    ]
+}
+
+proptest! {
+    /// A binding building a packet from parts gets exactly what a peer
+    /// sending the same fields in a frame gets: the same packet, or the
+    /// same message.
+    #[test]
+    fn parts_follow_the_decoders_rules_and_words(
+        fields in prop::collection::vec(
+            (prop::sample::select(vec!["id", "group", "element", "data", "priority",
+                                       "timeout_ms", "dependencies", "metadata"]),
+             any_field_value()),
+            0..5)
+    ) {
+        let mut p = good_packet();
+        for (k, v) in fields {
+            p[k] = v;
+        }
+        // The one difference, by design: a frame must carry an id, a
+        // binding's submit gets a fresh one.
+        if p["id"].is_null() {
+            p["id"] = json!("p-2");
+        }
+        let decoded = json_frame(submit(p.clone()));
+        let built = parts_of(&p).into_packet();
+        match (decoded, built) {
+            (Ok(Message::Submit { packet, .. }), Ok(built)) => {
+                prop_assert_eq!(&packet.id, &built.id);
+                prop_assert_eq!(*packet, built);
+            }
+            (Err(frame), Err(e)) => prop_assert_eq!(frame.error.message, e.message),
+            (d, b) => prop_assert!(false, "decoder {:?} but parts {:?}", d, b),
+        }
+    }
 }

@@ -9,7 +9,8 @@
 //!
 //! Both serve `df:upper` (uppercase a string) and `df:big` (a string of
 //! `data` bytes); a service also serves `df:stuck` (never answers) and
-//! `df:work` (answers its data after a millisecond). A hub prints
+//! `df:work` (answers its data after a millisecond) and `df:whoami` (its
+//! process id, so a test can tell which service took a packet). A hub prints
 //! `listening ws://ADDR/packetflow/v1`, a service `ready` once connected,
 //! each as its first line on stdout. Either exits when its stdin closes,
 //! so a test that dies takes its children with it.
@@ -114,6 +115,7 @@ fn register_service(reactor: &Reactor) {
             Ok(Value::Null)
         })
         .unwrap();
+    reactor.register_sync("df", "whoami", |_, _| Ok(Value::from(std::process::id()))).unwrap();
     reactor
         .register("df", "work", |data, _| async move {
             tokio::time::sleep(Duration::from_millis(1)).await;

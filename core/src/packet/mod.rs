@@ -13,6 +13,9 @@ use serde_json::{Map, Value};
 
 use crate::error::{ErrorCode, PfError};
 
+pub(crate) mod parts;
+pub use parts::{Field, PacketParts};
+
 /// The protocol version every packet carries.
 pub const PROTOCOL_VERSION: &str = "1.0";
 /// Longest packet id, in bytes.
@@ -315,10 +318,6 @@ pub(crate) fn check_timeout(t: u64) -> Result<(), PfError> {
         return Err(bad_request(format!("timeout_ms must be a positive integer <= 86400000, got {t}")));
     }
     Ok(())
-}
-
-pub(crate) fn dependency_id(id: &str, index: usize) -> Result<PacketId, PfError> {
-    PacketId::checked(id, || format!("dependencies[{index}]"))
 }
 
 /// The reserved keys this version knows, with the JSON type each must have.
