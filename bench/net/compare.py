@@ -2,12 +2,17 @@
 """A PacketFlow node beside the reference tokio-tungstenite + serde_json node,
 both driven by the one reference load generator, in one run.
 
-    python3 bench/net/compare.py [--trials 3] [--peers ../shared/peers]
+    python3 bench/net/compare.py [--trials 3] [--peers ../shared/peers] [--also NAME=BINARY ...]
 
 Per trial and server (started fresh, in its own session, order shuffled):
 sequential RTT with server and client pinned to core 0, pipelined 1x100 and
-8x100 with the server's CPU per packet and peak RSS. Prints a Markdown table
-of medians with (min-max).
+8x100 with the server's CPU per packet and peak RSS (VmHWM: the most the
+server held at any time in its run, all three loads included). Prints a
+Markdown table of medians with (min-max).
+
+--also NAME=BINARY adds another `packetflow` binary (an older build, another
+allocator) as two more servers, current_thread and 2 workers, measured in the
+same trials as this tree's.
 """
 import argparse
 import os
@@ -48,6 +53,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--peers", default=os.path.join(os.path.dirname(ROOT), "shared", "peers"))
+    ap.add_argument("--also", action="append", default=[], metavar="NAME=BINARY",
+                    help="another packetflow binary to measure beside this tree's")
     args = ap.parse_args()
     packetflow = str(benchlib.build_cli())
     peers_bin = str(benchlib.build_reference_peers(args.peers))
@@ -60,6 +67,15 @@ def main():
         "packetflow serve, 2 workers": ([packetflow, "serve", "--listen", "127.0.0.1:9304", "--threads", "2",
                                         "--handler", "df:transform=uppercase"], 9304, "/packetflow/v1"),
     }
+    port = 9305
+    for also in args.also:
+        label, _, binary = also.partition("=")
+        if not binary:
+            sys.exit(f"--also wants NAME=BINARY, got {also!r}")
+        for threads, mode in (("0", "current_thread"), ("2", "2 workers")):
+            servers[f"{label}, {mode}"] = ([binary, "serve", "--listen", f"127.0.0.1:{port}", "--threads", threads,
+                                            "--handler", "df:transform=uppercase"], port, "/packetflow/v1")
+            port += 1
     results = {n: [] for n in servers}
     for t in range(args.trials):
         order = list(servers)

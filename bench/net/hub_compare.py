@@ -5,10 +5,13 @@ and prints the median and range of each figure per binary.
 
     python3 bench/net/hub_compare.py [--rounds N] [--mode pipe|seq] [--pin] [--port P] HUB_BINARY...
 
-pipe: packets/s pipelined (1 connection x 100 in flight) and the hub's CPU
-time per packet; seq: p50 and p99 of sequential round trips through the hub.
+pipe: packets/s pipelined (1 connection x 100 in flight), the hub's CPU
+time per packet and its peak RSS (sampled every 10 ms); seq: p50 and p99 of sequential round trips through the hub.
 The handler node is each run's hub binary too. --pin puts the hub on CPU 0
-and the rest on CPU 1 (PIN=1 of hub_relay.sh).
+and the rest on CPU 1 (PIN=1 of hub_relay.sh). Each binary after the first
+also gets the median of its per-round ratios to the first binary's figure
+(each round's runs are neighbours in time, so on a shared machine that
+ratio is steadier than the medians).
 """
 import argparse
 import json
@@ -19,7 +22,8 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIGURES = {
-    "pipe": [("server_cpu_us_per_packet", "hub CPU us/packet", 2), ("pipe_packets_per_s", "packets/s", 0)],
+    "pipe": [("server_cpu_us_per_packet", "hub CPU us/packet", 2), ("pipe_packets_per_s", "packets/s", 0),
+             ("server_peak_rss_kib", "hub peak RSS KiB", 0)],
     "seq": [("seq_p50_us", "p50 us", 1), ("seq_p99_us", "p99 us", 1)],
 }
 
@@ -55,14 +59,17 @@ def main():
         for binary in args.binaries:
             results[binary].append(run(binary, port, args.mode, args.pin))
             port += 1
+    first = results[args.binaries[0]]
     for binary, runs in results.items():
         cells = []
         for key, label, digits in FIGURES[args.mode]:
             values = [r[key] for r in runs]
-            cells.append(
-                f"{label} {statistics.median(values):.{digits}f} "
-                f"({min(values):.{digits}f}-{max(values):.{digits}f})"
-            )
+            cell = (f"{label} {statistics.median(values):.{digits}f} "
+                    f"({min(values):.{digits}f}-{max(values):.{digits}f})")
+            if runs is not first:
+                ratios = [r[key] / f[key] for r, f in zip(runs, first) if f[key]]
+                cell += f" [x{statistics.median(ratios):.3f} per round]"
+            cells.append(cell)
         print(f"{binary}: " + ", ".join(cells) + f" [{len(runs)} runs]")
 
 

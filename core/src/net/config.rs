@@ -61,7 +61,8 @@ pub struct NodeConfig {
     /// dialer sends `hello` first, so this only needs to cover a round
     /// trip; a seed peer may say nothing for its first 30 s. A `hello`
     /// that comes later still makes the peer a node (the default route is
-    /// then withdrawn). Default 500 ms.
+    /// then withdrawn). Zero: every peer is taken for a seed peer until its
+    /// hello arrives. Default 500 ms.
     pub seed_peer_grace: Duration,
     /// Where connections run; `None` (the default): on the Tokio runtime.
     pub spawner: Option<ConnectionSpawner>,
