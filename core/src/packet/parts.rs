@@ -208,7 +208,11 @@ impl PacketParts<'_> {
         )?;
         let priority = match self.priority.take() {
             None | Some(Field::Null) => Priority::DEFAULT,
-            Some(Field::Int(i)) => Priority::new(i64::try_from(i).unwrap_or(i64::MAX))?,
+            // Out of i64's range is out of 1-10 too: say what was given.
+            Some(Field::Int(i)) => match i64::try_from(i) {
+                Ok(i) => Priority::new(i)?,
+                Err(_) => return Err(bad_request(format!("priority must be an integer 1-10, got {i}"))),
+            },
             Some(other) => {
                 return Err(bad_request(format!(
                     "priority must be an integer 1-10, got {}",
@@ -338,6 +342,10 @@ mod tests {
         assert_eq!(
             error(PacketParts { priority: Some(Field::Other("a function".into())), ..parts() }),
             "priority must be an integer 1-10, got a function"
+        );
+        assert_eq!(
+            error(PacketParts { priority: Some(Field::Int(1 << 80)), ..parts() }),
+            "priority must be an integer 1-10, got 1208925819614629174706176"
         );
         assert_eq!(
             error(PacketParts { timeout_ms: Some(Field::Int(-1)), ..parts() }),
