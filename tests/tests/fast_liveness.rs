@@ -107,7 +107,8 @@ async fn a_frozen_service_is_routed_around_within_seconds_and_comes_back() {
     hub.stop().await;
 }
 
-/// A TCP proxy that can stop forwarding (both ways) without closing.
+/// A TCP proxy that can stop forwarding (both ways) without closing: once
+/// cut, neither data nor a close gets through.
 struct Proxy {
     addr: std::net::SocketAddr,
     cut: Arc<AtomicBool>,
@@ -141,6 +142,9 @@ async fn pump(
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = match from.read(&mut buf).await {
+            // A cut link carries no close either: the other side keeps
+            // its socket open and hears nothing (the runtime's end drops it).
+            Ok(0) | Err(_) if cut.load(Ordering::Relaxed) => std::future::pending().await,
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
