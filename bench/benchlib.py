@@ -96,6 +96,22 @@ def run_json(cmd: List[str], timeout: float = 300) -> Dict[str, Any]:
     return json.loads(lines[-1])  # type: ignore[no-any-return]
 
 
+def pipelined_upper(port: int, proc: "subprocess.Popen[Any]", n: int) -> Dict[str, Any]:
+    """`packetflow bench` pipelined (1 connection, 100 in flight) against
+    an uppercasing server that `proc` started on `port`: its JSON figures,
+    the server's CPU included. Stops `proc` when done."""
+    try:
+        wait_port(port, proc)
+        return run_json(
+            [str(CLI), "bench", "--url", f"ws://127.0.0.1:{port}/packetflow/v1", "--mode", "pipe",
+             "--conns", "1", "--inflight", "100", "--n", str(n), "--data", '"hello world"',
+             "--expect", '"HELLO WORLD"', "--pid", str(proc.pid), "--json", "--timeout-s", "120"],
+            timeout=180,
+        )
+    finally:
+        stop(proc)
+
+
 def median_range(values: Iterable[Optional[float]], digits: int = 0) -> str:
     """`median (min–max)` of the values that are there, or `–`."""
     present = [v for v in values if v is not None]

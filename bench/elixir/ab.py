@@ -53,13 +53,7 @@ def served(package: Path, port: int, n: int) -> Dict[str, float]:
     command = ["mix", "run", "--no-compile", str(ROOT / "bench/elixir/net_server.exs"), str(port)]
     proc, url, pid = network.start(command, package, PROD)
     try:
-        out = subprocess.run(
-            [str(network.CLI), "bench", "--url", url, "--mode", "pipe", "--conns", "1", "--inflight", "100",
-             "--n", str(n), "--expect", '"HELLO WORLD"', "--pid", str(pid), "--json"],
-            capture_output=True, text=True, timeout=300)
-        if out.returncode != 0:
-            raise RuntimeError(f"bench failed: {out.stderr or out.stdout}")
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return network.pipelined(url, pid, n)
     finally:
         network.stop(proc)
 

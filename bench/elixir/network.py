@@ -71,17 +71,23 @@ SERVERS = {
 }
 
 
+def pipelined(url: str, pid: int, n: int) -> Dict[str, float]:
+    """`packetflow bench` pipelined (1 connection, 100 in flight) against
+    the uppercasing handler at `url`, whose process is `pid`."""
+    out = subprocess.run(
+        [str(CLI), "bench", "--url", url, "--mode", "pipe", "--conns", "1", "--inflight", "100",
+         "--n", str(n), "--expect", '"HELLO WORLD"', "--pid", str(pid), "--json"],
+        capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError(f"bench failed: {out.stderr or out.stdout}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def run_one(name: str, port: int, n: int) -> Dict[str, float]:
     command, cwd, env = SERVERS[name]
     proc, url, pid = start(command(port), cwd, env)
     try:
-        out = subprocess.run(
-            [str(CLI), "bench", "--url", url, "--mode", "pipe", "--conns", "1", "--inflight", "100",
-             "--n", str(n), "--expect", '"HELLO WORLD"', "--pid", str(pid), "--json"],
-            capture_output=True, text=True, timeout=300)
-        if out.returncode != 0:
-            raise RuntimeError(f"bench failed: {out.stderr or out.stdout}")
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return pipelined(url, pid, n)
     finally:
         stop(proc)
 

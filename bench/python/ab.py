@@ -50,16 +50,7 @@ def inprocess(path: str, n: int, only: str) -> List[Dict[str, float]]:
 def network(path: str, n: int, kind: str) -> Dict[str, float]:
     port = benchlib.free_port()
     proc = benchlib.start([sys.executable, str(HERE / "net_server.py"), str(port), kind], env=env_for(path))
-    try:
-        benchlib.wait_port(port, proc)
-        return benchlib.run_json(
-            [str(benchlib.CLI), "bench", "--url", f"ws://127.0.0.1:{port}/packetflow/v1", "--mode", "pipe",
-             "--conns", "1", "--inflight", "100", "--n", str(n), "--data", '"hello world"',
-             "--expect", '"HELLO WORLD"', "--pid", str(proc.pid), "--json", "--timeout-s", "120"],
-            timeout=180,
-        )
-    finally:
-        benchlib.stop(proc)
+    return benchlib.pipelined_upper(port, proc, n)
 
 
 def main() -> None:

@@ -39,17 +39,7 @@ SERVERS = {
 
 def run_one(name: str, n: int) -> Dict[str, float]:
     port = benchlib.free_port()
-    proc = benchlib.start(SERVERS[name](port), stderr=None)
-    try:
-        benchlib.wait_port(port, proc)
-        return benchlib.run_json(
-            [str(CLI), "bench", "--url", f"ws://127.0.0.1:{port}/packetflow/v1", "--mode", "pipe",
-             "--conns", "1", "--inflight", "100", "--n", str(n), "--data", '"hello world"',
-             "--expect", '"HELLO WORLD"', "--pid", str(proc.pid), "--json", "--timeout-s", "120"],
-            timeout=180,
-        )
-    finally:
-        benchlib.stop(proc)
+    return benchlib.pipelined_upper(port, benchlib.start(SERVERS[name](port), stderr=None), n)
 
 
 def main() -> None:
