@@ -83,12 +83,14 @@ pub(crate) async fn respond<S: AsyncWrite + Unpin>(
         _ => "Error",
     };
     let challenge = if status == 401 { "www-authenticate: Bearer\r\n" } else { "" };
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{challenge}connection: close\r\n\r\n",
+    // Head and body leave in one write: a WebSocket client (tungstenite)
+    // keeps as the refusal's body only what arrived with the head, so a
+    // body sent in a second segment would be lost to the dialer's message.
+    let answer = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{challenge}connection: close\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
+    stream.write_all(answer.as_bytes()).await?;
     stream.shutdown().await
 }
 
