@@ -35,6 +35,7 @@ export type ErrorCode =
   | 'PF400'
   | 'PF401'
   | 'PF403'
+  | 'PF404'
   | 'PF408'
   | 'PF409'
   | 'PF413'

@@ -168,6 +168,7 @@ impl NativeReactor {
             max_inflight: max_inflight.map_or(defaults.max_inflight, |n| n as usize),
             max_queue: max_queue.map_or(defaults.max_queue, |n| n as usize),
             finished_memory: finished_memory.map_or(defaults.finished_memory, |n| n as usize),
+            ..defaults
         };
         if let Err(e) = config.validate() {
             return Err(throw_pf_error(&env, &error_class.borrow_back(&env)?, &e));

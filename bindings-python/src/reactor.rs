@@ -154,6 +154,7 @@ impl PyReactor {
             max_inflight: max_inflight.unwrap_or(defaults.max_inflight),
             max_queue: max_queue.unwrap_or(defaults.max_queue),
             finished_memory: finished_memory.unwrap_or(defaults.finished_memory),
+            ..defaults
         };
         config.validate().map_err(|e| errors::to_pyerr(py, &e))?;
         // The handler threads are this binding's own: it checks their number.
