@@ -71,6 +71,22 @@ impl ActorRef {
         Packet::new(ACTOR_GROUP, self.element(), data).with_metadata(meta)
     }
 
+    /// A packet carrying `op` to this actor with the options a binding was
+    /// given: `parts` supplies the data (the message, or a create's initial
+    /// state), the id, priority, timeout and metadata, checked with the
+    /// decoder's rules and words; its group and element are this actor's.
+    pub fn packet_from(&self, op: Op, mut parts: crate::packet::PacketParts<'_>) -> Result<Packet, PfError> {
+        parts.group = Some(ACTOR_GROUP.as_str().into());
+        parts.element = Some(self.element().as_str().to_owned().into());
+        let mut packet = parts.into_packet()?;
+        let meta = packet.metadata.get_or_insert_with(Map::new);
+        meta.insert(META_ACTOR_ID.to_owned(), Value::String(self.id.to_string()));
+        if op != Op::Send {
+            meta.insert(META_ACTOR_OP.to_owned(), Value::String(op.as_str().to_owned()));
+        }
+        Ok(packet)
+    }
+
     /// The key the store and the rendezvous hash use: `type/id`.
     pub fn key(&self) -> String {
         format!("{}/{}", self.actor_type, self.id)
@@ -256,6 +272,23 @@ mod tests {
         assert_eq!(packet.meta(META_ACTOR_OP), None);
         let stop = actor.packet(Op::Stop, Value::Null);
         assert_eq!(stop.meta(META_ACTOR_OP), Some(&json!("stop")));
+    }
+
+    #[test]
+    fn a_bindings_options_are_checked_by_the_decoders_rules() {
+        use crate::packet::PacketParts;
+        let actor = ActorRef::new("counter", "c1").unwrap();
+        let parts = PacketParts {
+            priority: Some(9i64.into()),
+            data: Some(json!({"type": "inc"})),
+            ..Default::default()
+        };
+        let packet = actor.packet_from(Op::Send, parts).unwrap();
+        assert_eq!((packet.priority.get(), packet.element.as_str()), (9, "actor.counter"));
+        assert_eq!(packet.meta(META_ACTOR_ID), Some(&json!("c1")));
+        let parts = PacketParts { timeout_ms: Some(0i64.into()), ..Default::default() };
+        let err = actor.packet_from(Op::Stop, parts).unwrap_err();
+        assert!(err.message.starts_with("timeout_ms must be a positive integer"), "{}", err.message);
     }
 
     #[test]

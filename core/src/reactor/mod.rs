@@ -785,6 +785,7 @@ impl Reactor {
             in_flight: self.inner.inflight.len(),
             queued: self.inner.scheduler.queued(),
             unrouted: self.inner.unrouted.load(Ordering::Relaxed),
+            actors: self.actors().stats(),
         }
     }
 }
