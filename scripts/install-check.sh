@@ -17,6 +17,9 @@
 #      (scripts/install_check/roundtrip.py).
 # Before that, a source build is asked for in the npm and Mix projects and
 # must fail for want of cargo: the check would fail if an artifact needed it.
+# Last, with cargo, the fallbacks: the npm package built from the crate it
+# carries, the Python package from the sdist (the Hex package's source
+# build is in the Elixir suite).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dist="$root/dist"
@@ -140,4 +143,44 @@ echo "== the round trip through a packetflow hub"
 cp "$here/service.js" "$work/npm/service.js"
 cp "$here/service.exs" "$work/install_check/service.exs"
 without_cargo timeout 300 "$work/venv/bin/python" "$here/roundtrip.py" packetflow "$work/npm" "$work/install_check"
+echo "== the source builds, with cargo: npm --build-from-source, pip from the sdist"
+# Where no prebuilt fits, the npm package builds from the crate inside it
+# and pip from the sdist. Both reuse what the suites compiled, so only the
+# crates at their new paths are compiled (the npm package's library has
+# its version in its name, apart from the repository's).
+target="${CARGO_TARGET_DIR:-$root/target}"
+mkdir "$work/npm-source"
+(
+  cd "$work/npm-source"
+  npm init -y >/dev/null
+  CARGO_TARGET_DIR="$target" nice -n 10 npm install --foreground-scripts --build-from-source "$tgz" > "$work/npm-source.log" 2>&1 ||
+    { tail -n 40 "$work/npm-source.log" >&2; exit 1; }
+  grep -q "packetflow: built packetflow.node" "$work/npm-source.log" || { cat "$work/npm-source.log" >&2; exit 1; }
+  node -e "
+    const { Reactor } = require('packetflow');
+    const r = new Reactor();
+    r.register('df', 'up', (s) => s.toUpperCase());
+    r.call('df', 'up', 'built').then((v) => { if (v !== 'BUILT') process.exit(1); console.log('npm package built from source: ok'); return r.stop(); });
+  "
+)
+# The sdist's build names its library as the repository's does
+# (lib_native.so, no hash in a cdylib's name), so it gets a target dir of
+# its own, seeded once with a copy of the Python suite's compiled
+# dependencies.
+sdist_target="$target/sdist-check"
+if [[ ! -d "$sdist_target/release" && -d "$target/maturin/release" ]]; then
+  mkdir -p "$sdist_target"
+  cp -a "$target/maturin/release" "$sdist_target/release"
+fi
+python3 -m venv "$work/venv-source"
+CARGO_TARGET_DIR="$sdist_target" nice -n 10 "$work/venv-source/bin/python" -m pip install -q --no-cache-dir \
+  --no-binary packetflow "$dist/packetflow-$version.tar.gz"
+"$work/venv-source/bin/python" -c '
+import packetflow
+async def main():
+    async with packetflow.Reactor() as r:
+        r.register("df", "up", lambda s, ctx: s.upper())
+        assert await r.call("df", "up", "sdist") == "SDIST"
+import asyncio; asyncio.run(main()); print("Python package built from the sdist: ok")
+'
 echo "install check passed"

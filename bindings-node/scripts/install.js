@@ -27,7 +27,8 @@ const fromSource =
  * @returns {string | null}
  */
 function loadFailure(file) {
-  const probe = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(file)})`], { encoding: 'utf8' });
+  const script = `try { require(${JSON.stringify(file)}); } catch (e) { process.stderr.write(String(e.message)); process.exit(1); }`;
+  const probe = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
   if (probe.status === 0) return null;
   return (probe.stderr || probe.error?.message || `exit status ${probe.status}`).trim().split('\n')[0];
 }
