@@ -96,7 +96,13 @@ pub async fn run(command: ActorCommand) -> ExitCode {
 
 /// The packet for `op` on (`actor_type`, `id`), its data parsed from
 /// `json`; the core checks every part and names the one that is wrong.
-fn request(actor_type: &str, id: Option<&str>, op: Op, json: Option<&String>, options: &PacketArgs) -> Result<Packet, String> {
+fn request(
+    actor_type: &str,
+    id: Option<&str>,
+    op: Op,
+    json: Option<&String>,
+    options: &PacketArgs,
+) -> Result<Packet, String> {
     let data: Value = match json {
         Some(text) => serde_json::from_str(text).map_err(|e| format!("the {} is not JSON: {e}", what(op)))?,
         None => Value::Null,

@@ -28,7 +28,11 @@ struct Args {
 fn args() -> Args {
     let a: Vec<String> = std::env::args().collect();
     let get = |flag: &str, default: usize| {
-        a.iter().position(|x| x == flag).and_then(|i| a.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+        a.iter()
+            .position(|x| x == flag)
+            .and_then(|i| a.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
     };
     Args { n: get("--n", 1_000_000), reps: get("--reps", 5) }
 }

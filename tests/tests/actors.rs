@@ -93,6 +93,8 @@ async fn each_actor_lives_on_one_node_and_moves_when_its_host_leaves() {
     assert!(moved.iter().all(|h| h.len() == 1), "each moved actor on one of A, B: {moved:?}");
 
     // A seed-spec peer messages an actor with a plain submit frame.
+    let c0 = ActorRef::new("counter", "c0").unwrap();
+    let before = hub_actors.send(&c0, json!({"type": "get"})).await.unwrap()["value"].as_i64().unwrap();
     let mut seed = RawPeer::connect(&hub_url).await;
     seed.send_json(&json!({"type": "submit", "seq": 1, "payload": {
         "version": "1.0", "id": "seed-1", "group": "rm", "element": "actor.counter",
@@ -100,13 +102,13 @@ async fn each_actor_lives_on_one_node_and_moves_when_its_host_leaves() {
         .await;
     let answer = seed.recv_open().await;
     assert_eq!(answer["payload"]["status"], "success", "{answer}");
-    assert_eq!(answer["payload"]["data"], json!({"value": 12}));
+    assert_eq!(answer["payload"]["data"], json!({"value": before + 10}));
     // The seed peer repeats the same packet (a retry): applied once.
     seed.send_json(&json!({"type": "submit", "seq": 2, "payload": {
         "version": "1.0", "id": "seed-1", "group": "rm", "element": "actor.counter",
         "data": {"type": "increment", "by": 10}, "metadata": {"pf.actor_id": "c0"}}}))
         .await;
-    assert_eq!(seed.recv_open().await["payload"]["data"], json!({"value": 12}));
+    assert_eq!(seed.recv_open().await["payload"]["data"], json!({"value": before + 10}));
 
     for n in [a, b, hub] {
         n.stop().await;
