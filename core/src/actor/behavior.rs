@@ -30,7 +30,7 @@ pub trait Behavior: Send + Sync + 'static {
     fn handle(
         &self,
         message_type: &str,
-        message: Value,
+        message: &Value,
         state: &mut Value,
         ctx: &ActorContext,
     ) -> Result<Reply, PfError>;
@@ -38,12 +38,12 @@ pub trait Behavior: Send + Sync + 'static {
 
 impl<F> Behavior for F
 where
-    F: Fn(&str, Value, &mut Value, &ActorContext) -> Result<Reply, PfError> + Send + Sync + 'static,
+    F: Fn(&str, &Value, &mut Value, &ActorContext) -> Result<Reply, PfError> + Send + Sync + 'static,
 {
     fn handle(
         &self,
         message_type: &str,
-        message: Value,
+        message: &Value,
         state: &mut Value,
         ctx: &ActorContext,
     ) -> Result<Reply, PfError> {

@@ -15,7 +15,7 @@ use crate::reactor::ReactorConfig;
 /// The seed's counter: `increment` adds `by` (default 1), `get_value`
 /// reads, `fail` raises after changing the state, `panic` panics.
 fn counter(state_key: &'static str) -> ActorType {
-    ActorType::new(move |kind: &str, message: Value, state: &mut Value, _: &ActorContext| match kind {
+    ActorType::new(move |kind: &str, message: &Value, state: &mut Value, _: &ActorContext| match kind {
         "increment" => {
             let by = message.get("by").and_then(Value::as_i64).unwrap_or(1);
             let value = state[state_key].as_i64().unwrap_or(0) + by;
@@ -180,6 +180,11 @@ async fn an_unknown_id_is_pf404_unless_the_type_declares_an_initial_state() {
     actors.register("tally", counter("n").with_initial_state(json!({"n": 100}))).unwrap();
     let tally = ActorRef::new("tally", "t1").unwrap();
     assert_eq!(actors.send(&tally, json!({"type": "increment"})).await.unwrap(), json!({"value": 101}));
+    // A virtual type's actors can still be created with a state of their own.
+    actors.create("tally", Some("t2"), json!({"n": 5})).await.unwrap();
+    let t2 = ActorRef::new("tally", "t2").unwrap();
+    assert_eq!(actors.send(&t2, json!({"type": "increment"})).await.unwrap(), json!({"value": 6}));
+    assert_eq!(actors.create("tally", Some("t1"), json!({})).await.unwrap_err().code, "PF409");
 }
 
 #[tokio::test]
