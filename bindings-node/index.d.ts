@@ -290,7 +290,7 @@ export declare class Actors {
   send<R = JsonValue>(actor: ActorRef, message: ActorMessage, options?: MessageOptions): Promise<R>;
   /**
    * Sends `message` without waiting for its turn: it holds its place in the
-   * mailbox when this returns. Node may exit before the turn runs.
+   * mailbox when this returns. Node stays up until a local actor has run it.
    * @throws PacketFlowError (PF400) for a message the core refuses.
    */
   tell(actor: ActorRef, message: ActorMessage, options?: MessageOptions): void;

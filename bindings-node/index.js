@@ -753,8 +753,8 @@ class Actors {
    * holds its place in the mailbox when this returns, so tells from one
    * sender keep their order. A failed turn is counted in the type's
    * `tellsFailed`. Throws a {@link PacketFlowError} (PF400) for a message
-   * the core refuses. Node may exit before the turn runs: await a `send`
-   * (or `r.stop()`) to wait for what was told.
+   * the core refuses. Node stays up until the told message has run (a
+   * local actor's mailbox counts as pending work).
    * @param {import('./index').ActorRef} actor
    * @param {import('./index').ActorMessage} message
    * @param {import('./index').MessageOptions} [options]

@@ -15,7 +15,7 @@ use packetflow::actor::Op;
 use packetflow::reactor::late_call_error;
 use packetflow::{ActorRef, ActorType, PacketParts, PfError, Value};
 
-use crate::bridge::Answer;
+use crate::bridge::{poll_ready, Answer};
 use crate::convert::{field, FromJs};
 use crate::error::throw_convert_error;
 use crate::reactor::{string_arg, NativeReactor};
@@ -79,6 +79,13 @@ impl NativeReactor {
         actor.packet_from(op, parts).map_err(|e| self.throw(env, &e))
     }
 
+    /// Polls at once the mailbox a tell may have started: from its first
+    /// poll it counts as pending work, so node stays up until the told
+    /// message has run.
+    fn run_spawned(&self, env: &Env) -> napi::Result<()> {
+        poll_ready(env, &self.shared, &self.local)
+    }
+
     /// The context of the running handler or turn `token`, or the core's
     /// answer to a call made after it answered.
     fn running_context(&self, token: f64, actor: &ActorRef) -> Result<packetflow::Context, PfError> {
@@ -115,9 +122,11 @@ impl NativeReactor {
                     .map_err(|e| throw_convert_error(&env, e, "initialState"))?,
             ),
         };
-        let shared = self.shared.clone();
-        let mut spec =
-            ActorType::from_async(move |input| shared.run_turn(slot, input)).with_message_types(methods);
+        let (turns, mailboxes) = (self.shared.clone(), self.shared.clone());
+        // The mailbox runs on the JS thread too: a turn then needs no thread hop.
+        let mut spec = ActorType::from_async(move |input| turns.run_turn(slot, input))
+            .with_message_types(methods)
+            .with_spawner(move |mailbox| mailboxes.spawn(mailbox));
         if let Some(state) = initial_state {
             spec = spec.with_initial_state(state);
         }
@@ -181,9 +190,12 @@ impl NativeReactor {
         let actor = self.actor_ref(&env, &actor_type, &id, ACTOR_ARG)?;
         let options = MessageOptions { priority, timeout_ms, packet_id, metadata };
         let packet = self.actor_packet(&env, &actor, Op::Send, message, options)?;
-        // A tell queues the message or spawns its delivery: in the runtime.
-        let _runtime = runtime().enter();
-        self.reactor.actors().tell_packet(&actor, packet).map_err(|e| self.throw(&env, &e))
+        {
+            // A tell queues the message or spawns its delivery: in the runtime.
+            let _runtime = runtime().enter();
+            self.reactor.actors().tell_packet(&actor, packet).map_err(|e| self.throw(&env, &e))?;
+        }
+        self.run_spawned(&env)
     }
 
     /// The ids of the actors of `actorType` this reactor hosts (`count`:
@@ -246,6 +258,7 @@ impl NativeReactor {
             let _runtime = runtime().enter();
             ctx.tell(&actor, message)
         });
-        told.map_err(|e| self.throw(&env, &e))
+        told.map_err(|e| self.throw(&env, &e))?;
+        self.run_spawned(&env)
     }
 }

@@ -134,11 +134,15 @@ type AnswerFuture = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
 struct TaskState {
     future: Option<AnswerFuture>,
-    /// The id under which the JS side keeps the task's Promise.
-    promise: f64,
+    /// The id under which the JS side keeps the task's Promise (`None`: a
+    /// background task, whose end settles nothing).
+    promise: Option<f64>,
+    /// Counted among the reactor's pending work (from its first poll).
+    begun: bool,
 }
 
-/// A core future behind a binding Promise, polled only on the JS thread.
+/// A core future behind a binding Promise (or a background task of the
+/// core's, such as an actor's mailbox), polled only on the JS thread.
 pub struct Task {
     state: Mutex<TaskState>,
     /// In the ready queue already: a second wake adds nothing.
@@ -148,8 +152,12 @@ pub struct Task {
 
 impl Task {
     pub fn new(shared: &Arc<Shared>, future: AnswerFuture, promise: f64) -> Arc<Task> {
+        Task::with(shared, future, Some(promise))
+    }
+
+    fn with(shared: &Arc<Shared>, future: AnswerFuture, promise: Option<f64>) -> Arc<Task> {
         Arc::new(Task {
-            state: Mutex::new(TaskState { future: Some(future), promise }),
+            state: Mutex::new(TaskState { future: Some(future), promise, begun: false }),
             queued: AtomicBool::new(false),
             shared: Arc::downgrade(shared),
         })
@@ -223,6 +231,17 @@ impl Shared {
         } else {
             self.schedule();
         }
+    }
+
+    /// Runs `future` to completion on the JS thread (an actor's mailbox, so
+    /// that its turns cost no thread hop); callable from any thread. Node
+    /// stays alive while it runs.
+    pub fn spawn(self: &Arc<Self>, future: Pin<Box<dyn Future<Output = ()> + Send>>) {
+        let future = Box::pin(async move {
+            future.await;
+            Answer::Data(Ok(Value::Null))
+        });
+        Task::with(self, future, None).wake_by_ref();
     }
 
     /// Runs the JS handler in dispatcher slot `slot` on a packet: its answer,
@@ -693,17 +712,26 @@ fn poll_task(env: &Env, local: &LocalRef, settled: &mut Settled, task: &Arc<Task
     let waker = Waker::from(task.clone());
     let mut cx = std::task::Context::from_waker(&waker);
     let mut state = task.state.lock();
+    if state.future.is_none() {
+        return;
+    }
+    if !state.begun {
+        state.begun = true;
+        local.borrow_mut().begin();
+    }
     let Some(future) = state.future.as_mut() else { return };
     if let Poll::Ready(answer) = future.as_mut().poll(&mut cx) {
         state.future = None;
         let promise = state.promise;
         drop(state);
-        if settled.push(env, promise, answer).is_err() {
-            // Building the answer failed (out of memory): the Promise still
-            // ends, with that failure.
-            js::take_exception(env);
-            let fallback = Answer::Data(Err(PfError::failed("the answer could not be converted to JS")));
-            let _ = settled.push(env, promise, fallback);
+        if let Some(promise) = promise {
+            if settled.push(env, promise, answer).is_err() {
+                // Building the answer failed (out of memory): the Promise
+                // still ends, with that failure.
+                js::take_exception(env);
+                let fallback = Answer::Data(Err(PfError::failed("the answer could not be converted to JS")));
+                let _ = settled.push(env, promise, fallback);
+            }
         }
         local.borrow_mut().end();
     }
@@ -713,7 +741,6 @@ fn poll_task(env: &Env, local: &LocalRef, settled: &mut Settled, task: &Arc<Task
 /// at once, so a packet that can run starts now, and settles what finished.
 pub fn start(env: &Env, shared: &Shared, local: &LocalRef, task: Arc<Task>) -> NapiResult<()> {
     let _runtime = runtime().enter();
-    local.borrow_mut().begin();
     let mut settled = Settled::new();
     poll_task(env, local, &mut settled, &task);
     drop(task);
