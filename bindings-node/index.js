@@ -377,7 +377,7 @@ class Dispatch {
       }
       turns.push(token, out, ctx.state, stopRequested(ctx));
     }
-    this.native.complete(EMPTY, failed, turns);
+    if (failed.length > 0 || turns.length > 0) this.native.complete(EMPTY, failed, turns);
   }
 
   /**

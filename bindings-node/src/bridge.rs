@@ -712,17 +712,15 @@ fn poll_task(env: &Env, local: &LocalRef, settled: &mut Settled, task: &Arc<Task
     let waker = Waker::from(task.clone());
     let mut cx = std::task::Context::from_waker(&waker);
     let mut state = task.state.lock();
-    if state.future.is_none() {
-        return;
-    }
-    if !state.begun {
-        state.begun = true;
+    let TaskState { future, promise, begun } = &mut *state;
+    let Some(running) = future.as_mut() else { return };
+    if !*begun {
+        *begun = true;
         local.borrow_mut().begin();
     }
-    let Some(future) = state.future.as_mut() else { return };
-    if let Poll::Ready(answer) = future.as_mut().poll(&mut cx) {
-        state.future = None;
-        let promise = state.promise;
+    if let Poll::Ready(answer) = running.as_mut().poll(&mut cx) {
+        *future = None;
+        let promise = *promise;
         drop(state);
         if let Some(promise) = promise {
             if settled.push(env, promise, answer).is_err() {
@@ -849,7 +847,7 @@ fn dispatch(env: &Env, shared: &Shared, local: &LocalRef) -> NapiResult<bool> {
         return Ok(false);
     }
     let state = local.borrow().state.get(env);
-    let mut calls = Spread::default();
+    let mut calls = Spread::with_capacity(items.len() * INVOCATION_STRIDE);
     let mut turns = Spread::default();
     // One clock read for the batch: what is left of each deadline.
     let now = tokio::time::Instant::now();
@@ -862,16 +860,16 @@ fn dispatch(env: &Env, shared: &Shared, local: &LocalRef) -> NapiResult<bool> {
         // No borrow is held while values are converted: creating JS values
         // can run user code (a setter on Object.prototype) that re-enters.
         let token = local.borrow_mut().token();
-        let (converted, running) = match invocation {
+        let (converted, running, to) = match invocation {
             Invocation::Call { slot, data, ctx, reply } => {
                 let converted =
                     call_args(env, slot, token, &data, &ctx, now).map(|entry| calls.extend(entry));
-                (converted, Running::Call { ctx, reply })
+                (converted, Running::Call { ctx, reply }, "handler")
             }
             Invocation::Turn { slot, message, state, ctx, reply } => {
                 let converted =
                     turn_args(env, slot, token, &message, &state, &ctx, now).map(|entry| turns.extend(entry));
-                (converted, Running::Turn { ctx, reply })
+                (converted, Running::Turn { ctx, reply }, "actor behaviour")
             }
         };
         match converted {
@@ -882,7 +880,7 @@ fn dispatch(env: &Env, shared: &Shared, local: &LocalRef) -> NapiResult<bool> {
             }
             Err(_) => {
                 js::take_exception(env);
-                running.fail(PfError::failed("the packet could not be passed to JS"));
+                running.fail(PfError::failed(format!("the packet could not be passed to the JS {to}")));
             }
         }
     }
