@@ -75,6 +75,9 @@ pub struct TurnOutput {
 pub(crate) type AsyncTurn =
     dyn Fn(TurnInput) -> BoxFuture<'static, Result<TurnOutput, PfError>> + Send + Sync;
 
+/// Runs a mailbox task of an actor type (see [`ActorType::with_spawner`]).
+pub(crate) type Spawner = Arc<dyn Fn(BoxFuture<'static, ()>) + Send + Sync>;
+
 /// A behaviour, run inline (sync) or awaited (async).
 #[derive(Clone)]
 pub(crate) enum Turns {
@@ -88,13 +91,19 @@ pub struct ActorType {
     pub(crate) turns: Turns,
     pub(crate) initial_state: Option<Value>,
     pub(crate) message_types: Option<Arc<[String]>>,
+    pub(crate) spawner: Option<Spawner>,
 }
 
 impl ActorType {
     /// A type whose messages run `behavior` inline, on the sender's task
     /// (keep it short and non-blocking; it cannot await).
     pub fn new(behavior: impl Behavior) -> ActorType {
-        ActorType { turns: Turns::Sync(Arc::new(behavior)), initial_state: None, message_types: None }
+        ActorType {
+            turns: Turns::Sync(Arc::new(behavior)),
+            initial_state: None,
+            message_types: None,
+            spawner: None,
+        }
     }
 
     /// A type whose turns are async: `turn` gets the message and a copy of
@@ -107,7 +116,7 @@ impl ActorType {
         Fut: Future<Output = Result<TurnOutput, PfError>> + Send + 'static,
     {
         let turn: Arc<AsyncTurn> = Arc::new(move |input| Box::pin(turn(input)));
-        ActorType { turns: Turns::Async(turn), initial_state: None, message_types: None }
+        ActorType { turns: Turns::Async(turn), initial_state: None, message_types: None, spawner: None }
     }
 
     /// Declares the state an actor of this type starts with: a message for
@@ -115,6 +124,20 @@ impl ActorType {
     /// virtual actor) instead of answering PF404.
     pub fn with_initial_state(mut self, state: Value) -> ActorType {
         self.initial_state = Some(state);
+        self
+    }
+
+    /// Runs the tasks that work through this type's mailboxes with `spawn`
+    /// instead of `tokio::spawn`: a binding whose turns run on one thread
+    /// (a JS thread, an event loop) polls them there, so that a turn costs
+    /// no thread hop. `spawn` may be called from any thread; it must poll
+    /// each future to completion, inside the reactor's Tokio runtime
+    /// context (timers).
+    pub fn with_spawner(
+        mut self,
+        spawn: impl Fn(BoxFuture<'static, ()>) + Send + Sync + 'static,
+    ) -> ActorType {
+        self.spawner = Some(Arc::new(spawn));
         self
     }
 

@@ -436,3 +436,27 @@ async fn wait_until(condition: impl Fn() -> bool) {
 fn packet_ids_of_turns_are_plain_packet_ids() {
     assert!(PacketId::new("turn-1").is_ok());
 }
+
+#[tokio::test]
+async fn a_types_spawner_runs_its_mailboxes() {
+    let reactor = Reactor::default();
+    let actors = reactor.actors();
+    let spawned = Arc::new(AtomicUsize::new(0));
+    let counted = spawned.clone();
+    let spec = ActorType::from_async(|input: TurnInput| async move {
+        let mut state = input.state;
+        state["value"] = json!(state["value"].as_i64().unwrap_or(0) + 1);
+        Ok(TurnOutput { reply: Reply::Value(state.clone()), state })
+    })
+    .with_spawner(move |mailbox| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(mailbox);
+    });
+    actors.register("counter", spec).unwrap();
+    let counter = actors.create("counter", Some("c"), json!({"value": 0})).await.unwrap();
+    let sends = (0..50).map(|_| actors.send(&counter, json!({"type": "increment"})));
+    futures::future::join_all(sends).await.into_iter().for_each(|r| drop(r.unwrap()));
+    let after = actors.send(&counter, json!({"type": "increment"})).await.unwrap();
+    assert_eq!(after, json!({"value": 51}), "one turn at a time, none lost");
+    assert!(spawned.load(Ordering::SeqCst) >= 2, "the create's and the sends' mailboxes ran through it");
+}
