@@ -109,6 +109,14 @@ struct ServeArgs {
     /// is one of: echo, uppercase, sleep (waits `data` ms), fail.
     #[arg(long = "handler", value_name = "KEY=KIND")]
     handlers: Vec<String>,
+    /// Built-in actor type to host, as TYPE=KIND (repeatable); KIND is
+    /// counter (the seed's: increment by `by`, get_value; any id starts at 0).
+    #[arg(long = "actor", value_name = "TYPE=KIND")]
+    actors: Vec<String>,
+    /// Keep actor state in this redb file (default: in memory): an
+    /// acknowledged turn survives a crash of the process.
+    #[arg(long, value_name = "FILE")]
+    actor_store: Option<PathBuf>,
     /// Heartbeat interval in ms (a peer silent for 3 is closed).
     #[arg(long, default_value_t = NodeConfig::default().heartbeat_interval.as_millis() as u64)]
     heartbeat_ms: u64,
@@ -244,6 +252,20 @@ async fn serve(args: ServeArgs) -> ExitCode {
     for spec in &args.handlers {
         if let Err(e) = builtin::register(&reactor, spec) {
             eprintln!("error: --handler {spec}: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if let Some(path) = &args.actor_store {
+        let opened = packetflow::actor::FileStore::open(path)
+            .and_then(|store| reactor.actors().set_store(std::sync::Arc::new(store)));
+        if let Err(e) = opened {
+            eprintln!("error: --actor-store: {}", e.message);
+            return ExitCode::from(2);
+        }
+    }
+    for spec in &args.actors {
+        if let Err(e) = builtin::register_actor(&reactor, spec) {
+            eprintln!("error: --actor {spec}: {e}");
             return ExitCode::from(2);
         }
     }

@@ -110,7 +110,7 @@ async function submit(url, codec) {
   for await (const line of lines) {
     if (!line.trim()) continue;
     const req = parseLine(line);
-    work.push(r.submit({ group: req.group, element: req.element, data: req.data, timeoutMs: req.timeout_ms })
+    work.push(r.submit({ group: req.group, element: req.element, data: req.data, timeoutMs: req.timeout_ms, metadata: req.metadata })
       .then((res) => {
         const result = res.status === 'success'
           ? { status: 'success', data: res.data }
