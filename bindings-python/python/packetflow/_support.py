@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
+from collections.abc import Mapping
 from contextvars import Context
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, List, Optional, Tuple
 
 
 async def run_handler(fn: Callable[[Any, Any], Awaitable[Any]], data: Any, ctx: Any, reply: Any) -> None:
@@ -51,3 +53,47 @@ def handler_thread(pool: Any) -> None:
 def start_handler_thread(pool: Any) -> None:
     """Starts one more handler thread (a daemon: it never holds up exit)."""
     threading.Thread(target=handler_thread, args=(pool,), name="packetflow-handler", daemon=True).start()
+
+
+def actor_methods(behavior: Any, name: str) -> Tuple[Optional[type], List[Tuple[str, Callable[..., Any]]], Any]:
+    """Reads an actor behaviour: ``(class or None, [(method name,
+    function)], declared initial state or None)``.
+
+    A class contributes its public functions (static and class methods
+    included; names starting with ``_`` and ``initial_state`` are left out)
+    and its ``initial_state`` attribute; a mapping, its items. Raises
+    ``TypeError`` naming what is wrong."""
+    if isinstance(behavior, type):
+        try:
+            # Each turn gets an instance made like this, holding the state.
+            setattr(object.__new__(behavior), "state", None)
+        except (AttributeError, TypeError) as exc:
+            raise TypeError(
+                f"actor type {name}: an instance of {behavior.__qualname__} must accept a "
+                f"`state` attribute ({exc})"
+            ) from None
+        methods = []
+        for attr in dir(behavior):
+            if attr.startswith("_") or attr == "initial_state":
+                continue
+            raw = inspect.getattr_static(behavior, attr)
+            if inspect.isfunction(raw) or isinstance(raw, (staticmethod, classmethod)):
+                methods.append((attr, getattr(behavior, attr)))
+        declared = getattr(behavior, "initial_state", None)
+    elif isinstance(behavior, Mapping):
+        methods = []
+        for key, fn in behavior.items():
+            if not isinstance(key, str):
+                raise TypeError(f"actor type {name}: method names must be str, got {type(key).__name__}")
+            if not callable(fn):
+                raise TypeError(f"actor type {name}: method {key!r} must be callable, got {type(fn).__name__}")
+            methods.append((key, fn))
+        declared = None
+    else:
+        raise TypeError(
+            f"actor type {name}: the behaviour must be a class or a mapping of message types to "
+            f"functions, got {type(behavior).__name__}"
+        )
+    if not methods:
+        raise TypeError(f"actor type {name}: the behaviour has no methods (one per message type)")
+    return (behavior if isinstance(behavior, type) else None), methods, declared
