@@ -75,6 +75,10 @@ pub struct TurnOutput {
 pub(crate) type AsyncTurn =
     dyn Fn(TurnInput) -> BoxFuture<'static, Result<TurnOutput, PfError>> + Send + Sync;
 
+/// What runs the loop serving an actor's queued messages (see
+/// [`ActorType::with_spawner`]).
+pub(crate) type Spawner = dyn Fn(BoxFuture<'static, ()>) + Send + Sync;
+
 /// A behaviour, run inline (sync) or awaited (async).
 #[derive(Clone)]
 pub(crate) enum Turns {
@@ -88,13 +92,20 @@ pub struct ActorType {
     pub(crate) turns: Turns,
     pub(crate) initial_state: Option<Value>,
     pub(crate) message_types: Option<Arc<[String]>>,
+    /// Runs mailbox loops instead of a Tokio task.
+    pub(crate) spawner: Option<Arc<Spawner>>,
 }
 
 impl ActorType {
     /// A type whose messages run `behavior` inline, on the sender's task
     /// (keep it short and non-blocking; it cannot await).
     pub fn new(behavior: impl Behavior) -> ActorType {
-        ActorType { turns: Turns::Sync(Arc::new(behavior)), initial_state: None, message_types: None }
+        ActorType {
+            turns: Turns::Sync(Arc::new(behavior)),
+            initial_state: None,
+            message_types: None,
+            spawner: None,
+        }
     }
 
     /// A type whose turns are async: `turn` gets the message and a copy of
@@ -107,7 +118,7 @@ impl ActorType {
         Fut: Future<Output = Result<TurnOutput, PfError>> + Send + 'static,
     {
         let turn: Arc<AsyncTurn> = Arc::new(move |input| Box::pin(turn(input)));
-        ActorType { turns: Turns::Async(turn), initial_state: None, message_types: None }
+        ActorType { turns: Turns::Async(turn), initial_state: None, message_types: None, spawner: None }
     }
 
     /// Declares the state an actor of this type starts with: a message for
@@ -115,6 +126,20 @@ impl ActorType {
     /// virtual actor) instead of answering PF404.
     pub fn with_initial_state(mut self, state: Value) -> ActorType {
         self.initial_state = Some(state);
+        self
+    }
+
+    /// Runs the loop that serves an actor's queued messages (one turn after
+    /// the other, until none is left) with `spawn` instead of a Tokio task.
+    /// For a binding whose turns run on a thread of its own (an event loop,
+    /// an interpreter's thread): driven there, the end of one turn and the
+    /// start of the next need no hop between threads. `spawn` must poll the
+    /// future to its end, inside the runtime's context (it uses its timers).
+    pub fn with_spawner(
+        mut self,
+        spawn: impl Fn(BoxFuture<'static, ()>) + Send + Sync + 'static,
+    ) -> ActorType {
+        self.spawner = Some(Arc::new(spawn));
         self
     }
 

@@ -317,7 +317,11 @@ impl TypeHost {
 
     fn spawn_drain(self: &Arc<Self>, actor: ActorRef, cell: Arc<Cell>, loading: bool) {
         let host = self.clone();
-        tokio::spawn(async move { host.drain(actor, cell, loading).await });
+        let drain = async move { host.drain(actor, cell, loading).await };
+        match &self.spec.spawner {
+            Some(spawn) => spawn(Box::pin(drain)),
+            None => drop(tokio::spawn(drain)),
+        }
     }
 
     /// The holder's loop: loads the actor if asked, then runs queued

@@ -431,3 +431,32 @@ async fn wait_until(condition: impl Fn() -> bool) {
 fn packet_ids_of_turns_are_plain_packet_ids() {
     assert!(PacketId::new("turn-1").is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spawner_runs_the_mailbox_loops_of_its_type() {
+    let spawned = Arc::new(AtomicUsize::new(0));
+    let counted = spawned.clone();
+    let spec = ActorType::from_async(|input: TurnInput| async move {
+        let value = input.state["value"].as_i64().unwrap_or(0) + 1;
+        Ok(TurnOutput { reply: Reply::Value(json!(value)), state: json!({"value": value}) })
+    })
+    .with_spawner(move |drain| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(drain);
+    });
+    let reactor = Reactor::default();
+    let actors = reactor.actors();
+    actors.register("async_counter", spec).unwrap();
+    let counter = actors.create("async_counter", Some("a"), json!({"value": 0})).await.unwrap();
+    let sends: Vec<_> = (0..100)
+        .map(|_| {
+            let (actors, counter) = (actors.clone(), counter.clone());
+            tokio::spawn(async move { actors.send(&counter, json!({"type": "increment"})).await })
+        })
+        .collect();
+    for send in sends {
+        send.await.unwrap().unwrap();
+    }
+    assert_eq!(actors.send(&counter, json!({"type": "increment"})).await.unwrap(), json!(101));
+    assert!(spawned.load(Ordering::Relaxed) >= 2, "the create's and the sends' loops went to the spawner");
+}
