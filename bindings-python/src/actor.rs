@@ -12,6 +12,13 @@
 //! and whatever it is when the method returns crosses back with the reply.
 //! Whether that state is kept is the core's decision (only if the turn
 //! succeeds, before its deadline), so nothing here undoes anything.
+//!
+//! The loop that serves an actor's queued messages (the core's, one turn
+//! after the other) is driven where the turns run ([`detached`]): on the
+//! handler threads for a type whose methods are all `def`, else on the
+//! loop of its `async def` methods. A turn that answers then lets the next
+//! one start on the same thread, under the same GIL hold, with no hop
+//! through a Tokio worker.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,9 +35,10 @@ use pyo3::types::{PyList, PyString, PyTuple};
 use crate::actor_ref::PyActorRef;
 use crate::bridge::HomeLoop;
 use crate::context::PyContext;
-use crate::convert;
+use crate::detached::{self, Place};
 use crate::invoke::{self, LoopBinding, PyCall};
 use crate::pool::{NextCall, Pool};
+use crate::{convert, runtime};
 
 /// What an actor's turn knows: the :class:`Context` of its message (its
 /// packet id, metadata, deadline; ``call``, ``send`` and ``tell`` on its
@@ -144,8 +152,10 @@ pub(crate) fn actor_type(
         binding: LoopBinding::for_registration(py, home, "register_behavior()")?,
         pool: pool.clone(),
     });
-    let mut spec =
-        ActorType::from_async(move |input: TurnInput| behavior.turn(input)).with_message_types(names);
+    let drives = behavior.clone();
+    let mut spec = ActorType::from_async(move |input: TurnInput| behavior.turn(input))
+        .with_message_types(names)
+        .with_spawner(move |mailbox| drives.drive(mailbox));
     if let Some(initial) = initial {
         spec = spec.with_initial_state(initial);
     }
@@ -153,6 +163,22 @@ pub(crate) fn actor_type(
 }
 
 impl Behavior {
+    /// Drives a mailbox loop where this type's turns run.
+    fn drive(&self, mailbox: BoxFuture<'static, ()>) {
+        if self.methods.values().all(|m| !m.is_async) {
+            return detached::spawn(Place::Pool(self.pool.clone()), mailbox);
+        }
+        match self.binding.target() {
+            Some(target) => detached::spawn(Place::Loop(target), mailbox),
+            // No loop to run on: its turns will say so (see `turn`).
+            None => {
+                if let Ok(rt) = runtime::runtime() {
+                    rt.spawn(mailbox);
+                }
+            }
+        }
+    }
+
     /// Runs one turn: the method named by the message's type, where it runs.
     fn turn(self: &Arc<Self>, input: TurnInput) -> BoxFuture<'static, Result<TurnOutput, PfError>> {
         let TurnInput { message_type, message, state, ctx } = input;

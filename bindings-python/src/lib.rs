@@ -22,6 +22,8 @@
 //!      |
 //!   awaitable   core futures awaited from Python (asyncio futures)
 //!   blocking    core futures waited on by a thread (the _sync methods)
+//!   detached    core futures nobody awaits, driven on a loop or a handler
+//!               thread (an actor's mailbox loop)
 //!   pool        threads that run `def` handlers (generic jobs)
 //!      |
 //!   bridge      one asyncio loop's inbox, wake-up and drain (generic work)
@@ -47,6 +49,7 @@ mod blocking;
 mod bridge;
 mod context;
 mod convert;
+mod detached;
 mod errors;
 mod handler;
 mod invoke;

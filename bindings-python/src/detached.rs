@@ -1,0 +1,120 @@
+//! Core futures that no Python code awaits, driven where Python runs: on an
+//! event loop's thread (from its inbox) or on a handler thread (from the
+//! pool's queue). The core hands the binding such work when the work's own
+//! steps call into Python: an actor's mailbox loop, whose every turn is a
+//! Python call. Polled on the thread that makes those calls, a turn that
+//! answers lets the loop go on to the next message at once, instead of
+//! waking a Tokio worker that would hand the next turn back to Python.
+//!
+//! Polling never blocks and never runs Python code itself (a turn's
+//! Python call is queued, or started on the loop as a task, by
+//! [`invoke`](crate::invoke)). If the place cannot take the work any more
+//! (its loop closed, the pool stopped), the future moves to the runtime,
+//! which drives it to its end: what it owes an answer to is answered.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
+
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+
+use crate::bridge::{Bridge, Item, LoopJob};
+use crate::pool::{NextCall, Pool, PoolJob};
+use crate::runtime;
+
+/// Where a detached future is polled.
+pub(crate) enum Place {
+    /// On the loop's thread, from its inbox.
+    Loop(Arc<Bridge>),
+    /// On a handler thread, from the pool's queue.
+    Pool(Arc<Pool>),
+}
+
+/// Drives `work` to its end at `place`.
+pub(crate) fn spawn(place: Place, work: BoxFuture<'static, ()>) {
+    let task = Arc::new(Detached { place, scheduled: AtomicBool::new(true), work: Mutex::new(Some(work)) });
+    task.schedule();
+}
+
+struct Detached {
+    place: Place,
+    /// A poll is queued (set before queueing it, cleared before polling).
+    scheduled: AtomicBool,
+    work: Mutex<Option<BoxFuture<'static, ()>>>,
+}
+
+impl Detached {
+    /// Queues a poll at its place.
+    fn schedule(self: &Arc<Self>) {
+        match &self.place {
+            Place::Loop(bridge) => bridge.push(Item::Job(Box::new(PollStep(self.clone())))),
+            Place::Pool(pool) => pool.push(Box::new(PollStep(self.clone()))),
+        }
+    }
+
+    /// Polls once; the runtime's context is entered for its timers.
+    fn poll(self: &Arc<Self>) {
+        self.scheduled.store(false, Ordering::Release);
+        let Ok(rt) = runtime::runtime() else { return self.move_to_runtime() };
+        let _runtime = rt.enter();
+        let mut work = self.work.lock();
+        let Some(future) = work.as_mut() else { return };
+        let waker = Waker::from(self.clone());
+        if future.as_mut().poll(&mut TaskContext::from_waker(&waker)).is_ready() {
+            *work = None;
+        }
+    }
+
+    /// The place is gone: the runtime drives the work from here on.
+    fn move_to_runtime(&self) {
+        let Some(work) = self.work.lock().take() else { return };
+        if let Ok(rt) = runtime::runtime() {
+            rt.spawn(work);
+        }
+    }
+}
+
+impl Wake for Detached {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.scheduled.swap(true, Ordering::AcqRel) {
+            self.schedule();
+        }
+    }
+}
+
+/// One queued poll of a detached future.
+struct PollStep(Arc<Detached>);
+
+impl LoopJob for PollStep {
+    fn run(self: Box<Self>, _py: Python<'_>, _bridge: &Arc<Bridge>) {
+        self.0.poll();
+    }
+
+    fn loop_closed(self: Box<Self>) {
+        self.0.move_to_runtime();
+    }
+}
+
+impl PoolJob for PollStep {
+    fn abandoned(&self) -> bool {
+        false
+    }
+
+    fn start<'py>(&mut self, _py: Python<'py>) -> Option<NextCall<'py>> {
+        self.0.poll();
+        None
+    }
+
+    fn finish(self: Box<Self>, _py: Python<'_>, _outcome: PyResult<Bound<'_, PyAny>>) {}
+
+    fn refuse(self: Box<Self>) {
+        self.0.move_to_runtime();
+    }
+}
