@@ -108,6 +108,8 @@ struct Behavior {
     binding: LoopBinding,
     /// Where `def` methods run.
     pool: Arc<Pool>,
+    /// Every method is a `def`: mailbox loops run on the handler threads.
+    all_def: bool,
 }
 
 static ACTOR_METHODS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -148,9 +150,10 @@ pub(crate) fn actor_type(
     let names: Vec<String> = methods.keys().cloned().collect();
     let behavior = Arc::new(Behavior {
         class: class.map(Bound::unbind),
-        methods,
         binding: LoopBinding::for_registration(py, home, "register_behavior()")?,
         pool: pool.clone(),
+        all_def: methods.values().all(|m| !m.is_async),
+        methods,
     });
     let drives = behavior.clone();
     let mut spec = ActorType::from_async(move |input: TurnInput| behavior.turn(input))
@@ -165,7 +168,7 @@ pub(crate) fn actor_type(
 impl Behavior {
     /// Drives a mailbox loop where this type's turns run.
     fn drive(&self, mailbox: BoxFuture<'static, ()>) {
-        if self.methods.values().all(|m| !m.is_async) {
+        if self.all_def {
             return detached::spawn(Place::Pool(self.pool.clone()), mailbox);
         }
         match self.binding.target() {

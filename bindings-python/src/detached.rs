@@ -21,7 +21,7 @@ use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 
-use crate::bridge::{Bridge, Item, LoopJob};
+use crate::bridge::{self, Bridge, Item, LoopJob};
 use crate::pool::{NextCall, Pool, PoolJob};
 use crate::runtime;
 
@@ -33,10 +33,17 @@ pub(crate) enum Place {
     Pool(Arc<Pool>),
 }
 
-/// Drives `work` to its end at `place`.
+/// Drives `work` to its end at `place`. Its first poll is made at once when
+/// the calling thread is serving that loop right now (a submit's inline
+/// poll, a drain): a message for an idle actor then runs its turn inside
+/// the `send` that brought it, as a handler's first step runs inside
+/// `submit`.
 pub(crate) fn spawn(place: Place, work: BoxFuture<'static, ()>) {
     let task = Arc::new(Detached { place, scheduled: AtomicBool::new(true), work: Mutex::new(Some(work)) });
-    task.schedule();
+    match &task.place {
+        Place::Loop(bridge) if bridge::is_active(bridge) => task.poll(),
+        _ => task.schedule(),
+    }
 }
 
 struct Detached {
