@@ -15,28 +15,28 @@
  * @module packetflow
  */
 
-const path = require('node:path');
 const { performance } = require('node:perf_hooks');
 
 /**
- * Loads the addon that `npm install` built (see scripts/build.js). Its
- * `NativeReactor` (src/reactor.rs) is for this file only.
+ * Loads the addon: the one built from source when there is one (the
+ * install script builds it where no prebuilt addon fits, or when asked
+ * to), else the prebuilt one the package ships for this platform (see
+ * platform.js and scripts/install.js). Its `NativeReactor`
+ * (src/reactor.rs) is for this file only.
  * @returns {any}
  */
 function loadAddon() {
-  const file = path.join(__dirname, 'packetflow.node');
-  try {
-    return require(file);
-  } catch (error) {
-    if (/** @type {NodeJS.ErrnoException} */ (error).code === 'MODULE_NOT_FOUND') {
-      throw new Error(
-        `packetflow: the native addon ${file} is missing. It is built from source by the ` +
-          "package's install script (it needs Rust's cargo): run `npm rebuild packetflow`, " +
-          'or `npm run build` in the package folder.',
-      );
-    }
-    throw error;
+  const fs = require('node:fs');
+  const { builtAddon, prebuiltAddon, platformKey } = require('./platform.js');
+  const file = [builtAddon, prebuiltAddon()].find((candidate) => fs.existsSync(candidate));
+  if (file === undefined) {
+    throw new Error(
+      `packetflow: no native addon for ${platformKey()}: neither ${builtAddon} (built from source by ` +
+        "the package's install script, which needs Rust's cargo) nor a prebuilt one. Run " +
+        '`npm rebuild packetflow` with cargo on the PATH.',
+    );
   }
+  return require(file);
 }
 
 const { NativeReactor } = loadAddon();

@@ -1,6 +1,7 @@
 //! `packetflow`: run a hub, submit a packet, read a node's health, or
 //! benchmark any node that speaks the protocol (ours or a seed peer).
 
+mod actor;
 mod bench;
 mod builtin;
 mod health;
@@ -63,6 +64,9 @@ enum Command {
     },
     /// Measure a node: sequential round trips and pipelined throughput.
     Bench(bench::BenchArgs),
+    /// Create, message and stop actors on a node.
+    #[command(subcommand)]
+    Actor(actor::ActorCommand),
 }
 
 /// How to dial a node: the token to present and the CA to trust.
@@ -215,6 +219,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Submit(args) => submit(args).await,
+            Command::Actor(command) => actor::run(command).await,
             Command::Health { url, token } => health::print(&url, token_or_env(&token)).await,
             Command::Stream { url, msgpack, dial } => {
                 stream::run(&url, dial.options(if msgpack { Codec::MsgPack } else { Codec::Json })).await
@@ -351,12 +356,17 @@ async fn submit(args: SubmitArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let codec = if args.msgpack { Codec::MsgPack } else { Codec::Json };
+    submit_packet(&args.url, args.dial.options(codec), packet).await
+}
+
+/// Dials `url`, submits `packet` through it and prints its Result.
+pub async fn submit_packet(url: &str, options: ConnectOptions, packet: Packet) -> ExitCode {
     let node = Node::new(
         Reactor::new(ReactorConfig { name: "packetflow-cli".into(), ..Default::default() }),
         NodeConfig::default(),
     );
-    let codec = if args.msgpack { Codec::MsgPack } else { Codec::Json };
-    if let Err(e) = node.connect_with(&args.url, args.dial.options(codec)).await {
+    if let Err(e) = node.connect_with(url, options).await {
         eprintln!("error: {e}");
         node.stop().await;
         return ExitCode::from(2);

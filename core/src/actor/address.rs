@@ -140,6 +140,32 @@ pub(crate) fn type_element(actor_type: &str) -> Element {
         .expect("a checked type name makes a valid element")
 }
 
+/// For a packet addressed to an actor: its type and its placement key
+/// (`type/id`), after giving a create without an id its generated id (so
+/// that every node places it the same way). `None` for any other packet,
+/// and for an actor packet whose metadata is invalid (its host answers
+/// PF400 for it).
+pub(crate) fn placement(packet: &mut Packet) -> Option<(&str, String)> {
+    if packet.group != ACTOR_GROUP {
+        return None;
+    }
+    packet.element.as_str().strip_prefix(ACTOR_ELEMENT_PREFIX).filter(|t| !t.is_empty())?;
+    let request = Request::read(packet.metadata.as_ref()).ok()?;
+    let id = match request.id {
+        Some(id) => id.to_owned(),
+        None => {
+            let id = PacketId::random().to_string();
+            packet
+                .metadata
+                .get_or_insert_with(Map::new)
+                .insert(META_ACTOR_ID.to_owned(), Value::String(id.clone()));
+            id
+        }
+    };
+    let actor_type = packet.element.as_str().strip_prefix(ACTOR_ELEMENT_PREFIX)?;
+    Some((actor_type, format!("{actor_type}/{id}")))
+}
+
 /// PF400 unless `name` is a valid actor type name.
 pub fn check_type(name: &str) -> Result<(), PfError> {
     let ok = !name.is_empty()

@@ -657,7 +657,10 @@ impl TypeHost {
     /// goes to the store (unless a durable store has it already) and their
     /// memory is freed. Returns how many left memory.
     pub(crate) async fn passivate_idle(self: &Arc<Self>) -> usize {
-        let cutoff = self.now_ms().saturating_sub(self.settings.passivate_after.as_millis() as u64);
+        // Nothing can have been idle for longer than the host has existed.
+        let Some(cutoff) = self.now_ms().checked_sub(self.settings.passivate_after.as_millis() as u64) else {
+            return 0;
+        };
         let idle: Vec<(Arc<str>, Arc<Cell>)> = self
             .active
             .iter()

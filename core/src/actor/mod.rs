@@ -134,9 +134,13 @@ impl Actors {
 
     /// [`tell`](Self::tell) for a packet already built (a child packet of
     /// a context, or a binding's with its options).
-    pub fn tell_packet(&self, actor: &ActorRef, packet: Packet) -> Result<(), PfError> {
+    pub fn tell_packet(&self, actor: &ActorRef, mut packet: Packet) -> Result<(), PfError> {
         let deadline = Instant::now() + std::time::Duration::from_millis(packet.timeout_ms());
-        if let Some(host) = self.reactor.actor_host(actor.actor_type()) {
+        let host = self
+            .reactor
+            .actor_host(actor.actor_type())
+            .filter(|_| self.reactor.actor_lives_here(&mut packet, None));
+        if let Some(host) = host {
             packet.validate()?;
             let (_, message) = host.message(packet, deadline)?;
             host.tell(actor.clone(), message);
@@ -174,6 +178,14 @@ impl Actors {
         ids.sort();
         ids.dedup();
         Ok(ids)
+    }
+
+    /// The ids of the actors of `actor_type` in this reactor's memory
+    /// (not passivated), sorted; empty for a type not registered here.
+    pub fn active_ids(&self, actor_type: &str) -> Vec<String> {
+        let mut ids = self.reactor.actor_host(actor_type).map(|h| h.active_ids()).unwrap_or_default();
+        ids.sort();
+        ids
     }
 
     /// How many actors of `actor_type` this reactor hosts (see [`list`](Self::list)).

@@ -139,6 +139,14 @@ pub trait Forwarder: Send + Sync + 'static {
         deadline: Instant,
         origin: Option<Origin>,
     ) -> Option<BoxFuture<'static, PacketResult>>;
+
+    /// Whether the actor with placement key `key` (`type/id`) of a type
+    /// this reactor hosts lives here; `false` sends its packet to
+    /// [`forward`](Self::forward) instead. The default: always here.
+    fn actor_here(&self, actor_type: &str, key: &str, origin: Option<Origin>) -> bool {
+        let _ = (actor_type, key, origin);
+        true
+    }
 }
 
 /// What serves a `group:element`: a handler, or the host of an actor type.
@@ -322,6 +330,11 @@ impl Reactor {
                 Target::Handler(_) => None,
             })
             .collect()
+    }
+
+    /// The names of the actor types hosted here.
+    pub(crate) fn actor_type_names(&self) -> Vec<String> {
+        self.actor_hosts().iter().map(|host| host.name.to_string()).collect()
     }
 
     pub(crate) fn count_failed_tell(&self, actor_type: &str) {
@@ -550,7 +563,7 @@ impl Reactor {
     /// again).
     pub(crate) async fn submit_waiting(
         &self,
-        packet: Packet,
+        mut packet: Packet,
         start: Instant,
         deadline: Instant,
         origin: Option<Origin>,
@@ -570,6 +583,9 @@ impl Reactor {
             return self.forward_or_reject(packet, start, deadline, origin).await;
         };
         drop(handlers);
+        if matches!(route.target, Target::Actors(_)) && !self.actor_lives_here(&mut packet, origin) {
+            return self.forward_or_reject(packet, start, deadline, origin).await;
+        }
         let Some(mut guard) = self.inner.inflight.begin(&packet.id) else {
             if let Target::Actors(host) = &route.target {
                 // A repeat of an actor message in flight gets the first one's answer.
@@ -586,6 +602,16 @@ impl Reactor {
         let id = packet.id.clone();
         let outcome = self.run_local(packet, &route, deadline).await;
         self.finish(&route.stats, &mut guard, id, outcome, start)
+    }
+
+    /// Whether this node is the placement of the actor `packet` is for
+    /// (always, without a network).
+    pub(crate) fn actor_lives_here(&self, packet: &mut Packet, origin: Option<Origin>) -> bool {
+        let Some(forwarder) = self.inner.forwarder.load_full() else { return true };
+        match crate::actor::address::placement(packet) {
+            Some((actor_type, key)) => forwarder.actor_here(actor_type, &key, origin),
+            None => true,
+        }
     }
 
     async fn forward_or_reject(
