@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
@@ -377,6 +378,64 @@ async def test_actor_options_are_checked_by_the_core(tmp_path: Path) -> None:
     assert folder.value.message.startswith(f"cannot open the actor store {tmp_path}")
     with pytest.raises(TypeError, match="actor_store must be a str or os.PathLike, got int"):
         Reactor(actor_store=3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_stop_answers_every_message_of_a_busy_actor(kind: str) -> None:
+    """The actor's mailbox loop runs on the handler threads (`def`) or the
+    loop (`async def`); a stop in the middle of a queue leaves no message
+    unanswered."""
+    release = threading.Event()
+    entered = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def hold(message: Dict[str, Any], ctx: ActorContext) -> None:
+        loop.call_soon_threadsafe(entered.set)
+        release.wait(10)
+
+    async def hold_async(message: Dict[str, Any], ctx: ActorContext) -> None:
+        entered.set()
+        await asyncio.get_running_loop().run_in_executor(None, release.wait, 10)
+
+    methods = KINDS[kind]()
+    methods["hold"] = hold if kind == "def" else hold_async
+    r = Reactor(name="stopping")
+    try:
+        r.actors.register_behavior("counter", methods, initial_state={"value": 0})
+        counter = ActorRef("counter", "busy")
+        held = asyncio.ensure_future(r.actors.send(counter, {"type": "hold"}))
+        await wait_for(entered)
+        queued = [asyncio.ensure_future(r.actors.send(counter, {"type": "increment"})) for _ in range(20)]
+        await r.stop()
+        outcomes = await asyncio.wait_for(asyncio.gather(held, *queued, return_exceptions=True), 5)
+        assert all(isinstance(o, packetflow.UnavailableError) for o in outcomes), outcomes
+    finally:
+        release.set()
+        await r.stop()
+
+
+def test_an_actor_whose_loop_closed_is_answered_at_once() -> None:
+    """An actor type with `async def` methods registered on a loop that has
+    since closed: its messages are answered PF503 at once (the mailbox loop
+    moves to the runtime), not left waiting for their deadline."""
+    r = Reactor(name="closed-loop")
+
+    async def register() -> None:
+        r.actors.register_behavior("counter", async_counter_methods(), initial_state={"value": 0})
+        assert await r.actors.send(ActorRef("counter", "c"), {"type": "increment"}) == {"value": 1}
+
+    t = threading.Thread(target=asyncio.run, args=(register(),))
+    t.start()
+    t.join(10)
+    assert not t.is_alive()
+    try:
+        start = time.monotonic()
+        with pytest.raises(packetflow.UnavailableError) as info:
+            r.actors.send_sync(ActorRef("counter", "c"), {"type": "increment"}, timeout_ms=20_000)
+        assert info.value.message == "the event loop counter.increment runs on is closed"
+        assert time.monotonic() - start < 5
+    finally:
+        r.stop_sync()
 
 
 def test_blocking_api_without_a_loop(sync_reactor: Reactor) -> None:
