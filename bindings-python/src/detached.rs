@@ -6,16 +6,16 @@
 //! answers lets the loop go on to the next message at once, instead of
 //! waking a Tokio worker that would hand the next turn back to Python.
 //!
-//! Polling never blocks and never runs Python code itself (a turn's
-//! Python call is queued, or started on the loop as a task, by
-//! [`invoke`](crate::invoke)). If the place cannot take the work any more
+//! Polling never blocks. On a handler thread it only queues a turn's call
+//! for the pool; on a loop it starts a turn's task, whose first step runs at
+//! once, as for any call that [`invoke`](crate::invoke) makes on the loop's
+//! thread while serving it. If the place cannot take the work any more
 //! (its loop closed, the pool stopped), the future moves to the runtime,
 //! which drives it to its end: what it owes an answer to is answered.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll, Wake, Waker};
+use std::task::{Context as TaskContext, Wake, Waker};
 
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
@@ -62,7 +62,10 @@ impl Detached {
         }
     }
 
-    /// Polls once; the runtime's context is entered for its timers.
+    /// Polls once; the runtime's context is entered for its timers. Two
+    /// polls never overlap, so the lock below is never waited for: a loop's
+    /// work is polled by that loop's thread alone, and the pool's by handler
+    /// threads holding the GIL through a poll (which only queues calls).
     fn poll(self: &Arc<Self>) {
         self.scheduled.store(false, Ordering::Release);
         let Ok(rt) = runtime::runtime() else { return self.move_to_runtime() };

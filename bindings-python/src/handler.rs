@@ -1,7 +1,6 @@
 //! Python handlers as core handlers: each packet is a call of the handler
-//! with `(data, ctx)`, made by [`invoke`](crate::invoke) (an `async def`
-//! handler in a task of its own on its loop, a `def` handler on a handler
-//! thread).
+//! with `(data, ctx)`, made by [`invoke`] (an `async def` handler in a task
+//! of its own on its loop, a `def` handler on a handler thread).
 
 use std::sync::Arc;
 

@@ -181,7 +181,6 @@ impl PyReactor {
                 .map(std::time::Duration::from_millis)
                 .unwrap_or(defaults.actor_passivate_after),
             actor_remembered_turns: actor_remembered_turns.unwrap_or(defaults.actor_remembered_turns),
-            ..defaults
         };
         config.validate().map_err(|e| errors::to_pyerr(py, &e))?;
         let actor_store = options::path(actor_store, "actor_store")?;
