@@ -39,7 +39,12 @@ pub(crate) enum Place {
 /// the `send` that brought it, as a handler's first step runs inside
 /// `submit`.
 pub(crate) fn spawn(place: Place, work: BoxFuture<'static, ()>) {
-    let task = Arc::new(Detached { place, scheduled: AtomicBool::new(true), work: Mutex::new(Some(work)) });
+    let task = Arc::new(Detached {
+        place,
+        scheduled: AtomicBool::new(true),
+        orphaned: AtomicBool::new(false),
+        work: Mutex::new(Some(work)),
+    });
     match &task.place {
         Place::Loop(bridge) if bridge::is_active(bridge) => task.poll(),
         _ => task.schedule(),
@@ -50,6 +55,9 @@ struct Detached {
     place: Place,
     /// A poll is queued (set before queueing it, cleared before polling).
     scheduled: AtomicBool,
+    /// The place can no longer drive the work (its loop closed, the pool
+    /// stopped): whoever holds the work next hands it to the runtime.
+    orphaned: AtomicBool,
     work: Mutex<Option<BoxFuture<'static, ()>>>,
 }
 
@@ -69,18 +77,33 @@ impl Detached {
     fn poll(self: &Arc<Self>) {
         self.scheduled.store(false, Ordering::Release);
         let Ok(rt) = runtime::runtime() else { return self.move_to_runtime() };
-        let _runtime = rt.enter();
-        let mut work = self.work.lock();
-        let Some(future) = work.as_mut() else { return };
-        let waker = Waker::from(self.clone());
-        if future.as_mut().poll(&mut TaskContext::from_waker(&waker)).is_ready() {
-            *work = None;
+        if !self.orphaned.load(Ordering::SeqCst) {
+            let _runtime = rt.enter();
+            let mut work = self.work.lock();
+            let Some(future) = work.as_mut() else { return };
+            let waker = Waker::from(self.clone());
+            if future.as_mut().poll(&mut TaskContext::from_waker(&waker)).is_ready() {
+                *work = None;
+                return;
+            }
+        }
+        // A wake during the poll may have found the place gone.
+        if self.orphaned.load(Ordering::SeqCst) {
+            self.hand_over();
         }
     }
 
-    /// The place is gone: the runtime drives the work from here on.
+    /// The place is gone: the runtime drives the work from here on, handed
+    /// over now or by the poll running at this moment when it ends.
     fn move_to_runtime(&self) {
-        let Some(work) = self.work.lock().take() else { return };
+        self.orphaned.store(true, Ordering::SeqCst);
+        self.hand_over();
+    }
+
+    fn hand_over(&self) {
+        let Some(mut slot) = self.work.try_lock() else { return };
+        let Some(work) = slot.take() else { return };
+        drop(slot);
         if let Ok(rt) = runtime::runtime() {
             rt.spawn(work);
         }
