@@ -1,6 +1,7 @@
 //! `packetflow.ActorRef`: an actor's address, the core's `ActorRef`.
 
 use packetflow::ActorRef;
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
@@ -22,10 +23,17 @@ impl PyActorRef {
     pub(crate) fn from_core(inner: ActorRef) -> PyActorRef {
         PyActorRef { inner }
     }
+}
 
-    /// The core's address.
-    pub(crate) fn core(&self) -> &ActorRef {
-        &self.inner
+/// The address `obj` holds; a `TypeError` naming the argument `what` if it
+/// is not an [`ActorRef`](PyActorRef).
+pub(crate) fn address(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<ActorRef> {
+    match obj.cast::<PyActorRef>() {
+        Ok(actor) => Ok(actor.get().inner.clone()),
+        Err(_) => {
+            let got = obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "object".to_owned());
+            Err(PyTypeError::new_err(format!("{what} must be an ActorRef(type, id), got {got}")))
+        }
     }
 }
 

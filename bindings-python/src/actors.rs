@@ -11,11 +11,10 @@ use packetflow::{ActorRef, Packet, PacketParts, Reactor, Value};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
-use crate::actor_ref::PyActorRef;
 use crate::bridge::{self, HomeLoop};
 use crate::outcome::Outcome;
 use crate::pool::Pool;
-use crate::{actor, awaitable, blocking, convert, errors, pystr};
+use crate::{actor, actor_ref, awaitable, blocking, convert, errors, pystr};
 
 /// The actors of a reactor (``Reactor.actors``).
 ///
@@ -167,24 +166,17 @@ impl PyActors {
     fn send<'py>(
         &self,
         py: Python<'py>,
-        actor: PyRef<'py, PyActorRef>,
+        actor: &Bound<'py, PyAny>,
         message: &Bound<'py, PyAny>,
         packet_id: Option<&Bound<'py, PyAny>>,
         priority: Option<&Bound<'py, PyAny>>,
         timeout_ms: Option<&Bound<'py, PyAny>>,
         metadata: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let actor = actor_ref::address(actor, "actor")?;
         let message = convert::to_value(message, "message")?;
-        let packet = actor_packet(
-            py,
-            actor.core(),
-            Op::Send,
-            Some(message),
-            packet_id,
-            priority,
-            timeout_ms,
-            metadata,
-        )?;
+        let packet =
+            actor_packet(py, &actor, Op::Send, Some(message), packet_id, priority, timeout_ms, metadata)?;
         let core = self.core.clone();
         self.spawn(py, "Actors.send()", async move { core.submit(packet).await.outcome })
     }
@@ -195,24 +187,17 @@ impl PyActors {
     fn send_sync<'py>(
         &self,
         py: Python<'py>,
-        actor: PyRef<'py, PyActorRef>,
+        actor: &Bound<'py, PyAny>,
         message: &Bound<'py, PyAny>,
         packet_id: Option<&Bound<'py, PyAny>>,
         priority: Option<&Bound<'py, PyAny>>,
         timeout_ms: Option<&Bound<'py, PyAny>>,
         metadata: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let actor = actor_ref::address(actor, "actor")?;
         let message = convert::to_value(message, "message")?;
-        let packet = actor_packet(
-            py,
-            actor.core(),
-            Op::Send,
-            Some(message),
-            packet_id,
-            priority,
-            timeout_ms,
-            metadata,
-        )?;
+        let packet =
+            actor_packet(py, &actor, Op::Send, Some(message), packet_id, priority, timeout_ms, metadata)?;
         let core = self.core.clone();
         blocking::wait(py, "Actors.send_sync()", "Actors.send()", async move {
             core.submit(packet).await.outcome
@@ -230,38 +215,31 @@ impl PyActors {
     fn tell(
         &self,
         py: Python<'_>,
-        actor: PyRef<'_, PyActorRef>,
+        actor: &Bound<'_, PyAny>,
         message: &Bound<'_, PyAny>,
         packet_id: Option<&Bound<'_, PyAny>>,
         priority: Option<&Bound<'_, PyAny>>,
         timeout_ms: Option<&Bound<'_, PyAny>>,
         metadata: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
+        let actor = actor_ref::address(actor, "actor")?;
         let message = convert::to_value(message, "message")?;
-        let packet = actor_packet(
-            py,
-            actor.core(),
-            Op::Send,
-            Some(message),
-            packet_id,
-            priority,
-            timeout_ms,
-            metadata,
-        )?;
+        let packet =
+            actor_packet(py, &actor, Op::Send, Some(message), packet_id, priority, timeout_ms, metadata)?;
         let _runtime = crate::runtime::runtime()?.enter();
-        self.core.actors().tell_packet(actor.core(), packet).map_err(|e| errors::to_pyerr(py, &e))
+        self.core.actors().tell_packet(&actor, packet).map_err(|e| errors::to_pyerr(py, &e))
     }
 
     /// Stops ``actor`` after the messages queued before this, and deletes
     /// its state (an awaitable of ``None``). PF404 if it does not exist.
-    fn stop<'py>(&self, py: Python<'py>, actor: PyRef<'py, PyActorRef>) -> PyResult<Bound<'py, PyAny>> {
-        let (actors, actor) = (self.core.actors(), actor.core().clone());
+    fn stop<'py>(&self, py: Python<'py>, actor: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let (actors, actor) = (self.core.actors(), actor_ref::address(actor, "actor")?);
         self.spawn(py, "Actors.stop()", async move { actors.stop(&actor).await })
     }
 
     /// Like :meth:`stop`, blocking the calling thread (GIL released).
-    fn stop_sync(&self, py: Python<'_>, actor: PyRef<'_, PyActorRef>) -> PyResult<()> {
-        let (actors, actor) = (self.core.actors(), actor.core().clone());
+    fn stop_sync(&self, py: Python<'_>, actor: &Bound<'_, PyAny>) -> PyResult<()> {
+        let (actors, actor) = (self.core.actors(), actor_ref::address(actor, "actor")?);
         blocking::wait(py, "Actors.stop_sync()", "Actors.stop()", async move { actors.stop(&actor).await })?
             .map_err(|e| errors::to_pyerr(py, &e))
     }

@@ -4,8 +4,7 @@ use packetflow::{Context, Element, Group};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use crate::actor_ref::PyActorRef;
-use crate::{awaitable, blocking, bridge, convert, errors, pystr};
+use crate::{actor_ref, awaitable, blocking, bridge, convert, errors, pystr};
 
 /// Passed to every handler with the packet's data: the packet's id,
 /// metadata, trace id and time left, ``call`` to submit child packets on
@@ -130,12 +129,12 @@ impl PyContext {
     fn send<'py>(
         &self,
         py: Python<'py>,
-        actor: PyRef<'py, PyActorRef>,
+        actor: &Bound<'py, PyAny>,
         message: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let bridge = bridge::current(py, "ctx.send()")?;
         let message = convert::to_value(message, "message")?;
-        let (ctx, actor) = (self.inner.clone(), actor.core().clone());
+        let (ctx, actor) = (self.inner.clone(), actor_ref::address(actor, "actor")?);
         awaitable::spawn(py, &bridge, async move { ctx.send(&actor, message).await })
     }
 
@@ -144,11 +143,11 @@ impl PyContext {
     fn send_sync<'py>(
         &self,
         py: Python<'py>,
-        actor: PyRef<'py, PyActorRef>,
+        actor: &Bound<'py, PyAny>,
         message: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let message = convert::to_value(message, "message")?;
-        let (ctx, actor) = (self.inner.clone(), actor.core().clone());
+        let (ctx, actor) = (self.inner.clone(), actor_ref::address(actor, "actor")?);
         let out =
             blocking::wait(
                 py,
@@ -165,10 +164,11 @@ impl PyContext {
     /// Sends ``message`` to ``actor`` without waiting for its turn (a
     /// tell): the message has its place in the actor's mailbox when this
     /// returns. Raises at once for a message the core refuses.
-    fn tell(&self, py: Python<'_>, actor: PyRef<'_, PyActorRef>, message: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn tell(&self, py: Python<'_>, actor: &Bound<'_, PyAny>, message: &Bound<'_, PyAny>) -> PyResult<()> {
+        let actor = actor_ref::address(actor, "actor")?;
         let message = convert::to_value(message, "message")?;
         let _runtime = crate::runtime::runtime()?.enter();
-        self.inner.tell(actor.core(), message).map_err(|e| errors::to_pyerr(py, &e))
+        self.inner.tell(&actor, message).map_err(|e| errors::to_pyerr(py, &e))
     }
 
     fn __repr__(&self) -> String {

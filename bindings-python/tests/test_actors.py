@@ -259,6 +259,8 @@ async def test_lifecycle_errors_are_the_binding_exceptions(reactor: Reactor) -> 
     assert bad_option.value.message == "priority must be an integer 1-10, got 11"
     with pytest.raises(packetflow.ActorNotFoundError):
         await reactor.actors.list("unknown")
+    with pytest.raises(TypeError, match=r"^actor must be an ActorRef\(type, id\), got dict$"):
+        await reactor.actors.send({"type": "counter", "id": "c1"}, {"type": "get_value"})  # type: ignore[arg-type]
 
 
 async def test_behaviours_of_the_wrong_shape_are_refused(reactor: Reactor) -> None:
