@@ -10,9 +10,10 @@ from typing import Any, Awaitable, Callable, List, Optional, Tuple
 
 
 async def run_handler(fn: Callable[[Any, Any], Awaitable[Any]], data: Any, ctx: Any, reply: Any) -> None:
-    """The task of one ``async def`` handler call: calls ``fn(data, ctx)``,
-    awaits it and hands its value or exception to ``reply`` (a native
-    object). The task is the handler's own, made in a fresh context."""
+    """The task of one ``async def`` call (a handler call, an actor's turn):
+    calls ``fn(data, ctx)``, awaits it and hands its value or exception to
+    ``reply`` (a native object). The task is the call's own, made in a
+    fresh context."""
     try:
         value = await fn(data, ctx)
     except Exception as exc:  # noqa: BLE001 - becomes the packet's error
@@ -27,7 +28,9 @@ async def run_handler(fn: Callable[[Any, Any], Awaitable[Any]], data: Any, ctx: 
 
 
 def handler_thread(pool: Any) -> None:
-    """The loop of a thread running ``def`` handlers: take a call, make it,
+    """The loop of a thread running ``def`` handlers and actor methods (and
+    polling the mailbox loops of actors whose methods are all ``def``: a
+    job that is no call is done inside ``next``): take a call, make it,
     report how it went. The call is made from here, in Python, so that no
     native frame is on the stack while user code runs; each call runs in a
     fresh context, as an ``async def`` handler's task does."""
