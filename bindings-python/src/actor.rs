@@ -171,7 +171,7 @@ impl Behavior {
         if self.all_def {
             return detached::spawn(Place::Pool(self.pool.clone()), mailbox);
         }
-        match self.binding.target() {
+        match self.binding.shared_target() {
             Some(target) => detached::spawn(Place::Loop(target), mailbox),
             // No loop to run on: its turns will say so (see `turn`).
             None => {
@@ -194,7 +194,7 @@ impl Behavior {
         if !is_async {
             return invoke::on_pool(call, &self.pool).boxed();
         }
-        match self.binding.target() {
+        match self.binding.shared_target() {
             Some(target) => invoke::on_loop(call, target).boxed(),
             None => future::ready(Err(PfError::failed(format!(
                 "async method {} has no event loop to run on: register the actor type while a loop \

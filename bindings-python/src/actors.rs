@@ -92,8 +92,8 @@ impl PyActors {
     /// the actor's state), or a mapping of message types to functions
     /// ``(message, ctx)`` (``ctx.state`` is the state). Methods may be
     /// ``def`` (run on a handler thread) or ``async def`` (run on the event
-    /// loop running now, or else the loop that uses the reactor), as
-    /// handlers are. ``initial_state`` (or the class attribute of that
+    /// loop running now; registered outside a loop, on the reactor's home
+    /// loop: the first loop that used it, while that loop runs). ``initial_state`` (or the class attribute of that
     /// name), when not ``None``, makes the actors virtual: a message for an
     /// id that does not exist creates it with a copy of that state.
     #[pyo3(signature = (name, behavior, *, initial_state = None))]

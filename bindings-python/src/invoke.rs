@@ -91,6 +91,17 @@ impl LoopBinding {
             LoopBinding::Floating(home) => bridge::active().or_else(|| home.get()),
         }
     }
+
+    /// The loop of a call made for every loop's senders at once (an
+    /// actor's turn: one mailbox serves them all): the reactor's home loop
+    /// comes first, so that the turns of a floating type do not run on
+    /// whichever loop happened to send first (and die with it).
+    pub(crate) fn shared_target(&self) -> Option<Arc<Bridge>> {
+        match self {
+            LoopBinding::Fixed(b) => Some(b.clone()),
+            LoopBinding::Floating(home) => home.get().or_else(bridge::active),
+        }
+    }
 }
 
 /// The outcome of a call; cancels its task (if it has one) when dropped

@@ -99,6 +99,57 @@ async def test_a_thousand_concurrent_senders_to_one_counter(reactor: Reactor, ki
     assert await reactor.actors.send(counter, {"type": "get_value"}) == {"value": 1000}
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_senders_on_many_loops_and_threads(kind: str) -> None:
+    """One counter, registered outside any loop, messaged at once from
+    coroutines on four loops in threads of their own and from two threads
+    without a loop: every message is answered once, and the turns ran one
+    at a time (the answers are exactly 1..N). `async def` turns run on the
+    reactor's home loop (the first loop that used it) whoever sent them;
+    no loop ends before every sender is done."""
+    loops, workers, per_worker, blocking_threads = 4, 10, 50, 2
+    total = (loops * workers + blocking_threads) * per_worker
+    r = Reactor(name="many-loops")
+    answers: List[int] = []
+    lock = threading.Lock()
+    a_loop_sent = threading.Event()
+    senders_done = threading.Barrier(loops + blocking_threads, timeout=60)
+    counter = ActorRef("counter", "shared")
+
+    def keep(answer: Dict[str, int]) -> None:
+        with lock:
+            answers.append(answer["value"])
+
+    async def on_a_loop() -> None:
+        async def worker() -> None:
+            for _ in range(per_worker):
+                keep(await r.actors.send(counter, {"type": "increment"}))
+                a_loop_sent.set()
+
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        await asyncio.get_running_loop().run_in_executor(None, senders_done.wait)
+
+    def without_a_loop() -> None:
+        # Started once a loop used the reactor: the home loop exists.
+        assert a_loop_sent.wait(30)
+        for _ in range(per_worker):
+            keep(r.actors.send_sync(counter, {"type": "increment"}))
+        senders_done.wait()
+
+    try:
+        r.actors.register_behavior("counter", KINDS[kind](), initial_state={"value": 0})
+        threads = [threading.Thread(target=asyncio.run, args=(on_a_loop(),)) for _ in range(loops)]
+        threads += [threading.Thread(target=without_a_loop) for _ in range(blocking_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not any(t.is_alive() for t in threads)
+        assert sorted(answers) == list(range(1, total + 1))
+    finally:
+        r.stop_sync()
+
+
 async def test_the_class_form_with_def_and_async_def_methods(reactor: Reactor) -> None:
     threads: Dict[str, str] = {}
 

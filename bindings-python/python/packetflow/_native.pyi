@@ -181,10 +181,11 @@ class Actors:
         ``(message, ctx)`` (``ctx.state`` is the state). ``message`` is the
         whole message dict; the return value is the answer. Methods may be
         ``def`` (run on a handler thread) or ``async def`` (run on the event
-        loop running now, else the loop that uses the reactor), as handlers
-        are. ``initial_state`` (or the class attribute of that name), when
-        not ``None``, makes the actors virtual: a message for an id that
-        does not exist creates it with a copy of that state. Raises
+        loop running now; registered outside a loop, on the reactor's home
+        loop: the first loop that used it, while that loop runs).
+        ``initial_state`` (or the class attribute of that name), when not
+        ``None``, makes the actors virtual: a message for an id that does
+        not exist creates it with a copy of that state. Raises
         :class:`InvalidPacketError` for a bad type name and ``TypeError``
         for a behaviour of the wrong shape.
         """
