@@ -16,7 +16,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use packetflow::actor::ActorRef;
+use packetflow::actor::{ActorRef, Op};
 use packetflow::{json, Reactor, Reply, Value};
 use tokio::sync::{mpsc, oneshot};
 
@@ -114,7 +114,7 @@ fn bench_turns(a: &Args) {
     actors.register_fn("counter", |_, _, state, _| Ok(Reply::Value(increment(state)))).unwrap();
     let counter = rt.block_on(actors.create("counter", Some("c"), json!(0))).unwrap();
     let ours = report(
-        "packetflow: Actors::send (a packet per message, fresh UUID id)",
+        "packetflow: Actors::send (fresh UUID id per message)",
         measure(a.n, a.reps, |n| {
             pipelined(n, &|| {
                 let (actors, counter) = (actors.clone(), counter.clone());
@@ -122,7 +122,23 @@ fn bench_turns(a: &Args) {
             })
         }),
     );
-    println!("ratio packetflow/baseline: {:.2}\n", ours / floor);
+    println!("ratio packetflow/baseline: {:.2}", ours / floor);
+    let packets = report(
+        "packetflow: Reactor::submit of an actor packet (what a peer sends)",
+        measure(a.n, a.reps, |n| {
+            pipelined(n, &|| {
+                let (reactor, counter) = (reactor.clone(), counter.clone());
+                Box::pin(async move {
+                    reactor
+                        .submit(counter.packet(Op::Send, json!({"type": "increment"})))
+                        .await
+                        .outcome
+                        .unwrap()
+                })
+            })
+        }),
+    );
+    println!("ratio packet path/baseline: {:.2}\n", packets / floor);
 }
 
 fn bench_create(a: &Args) {

@@ -12,14 +12,16 @@ use packetflow_tests::{node, node_with, url, RawPeer, WAIT};
 
 /// The seed's counter, virtual (any id starts at 0).
 fn counter() -> ActorType {
-    ActorType::new(|kind: &str, message: Value, state: &mut Value, _: &packetflow::ActorContext| match kind {
-        "increment" => {
-            let value = state["value"].as_i64().unwrap_or(0) + message["by"].as_i64().unwrap_or(1);
-            state["value"] = json!(value);
-            Ok(Reply::Value(json!({"value": value})))
-        }
-        _ => Ok(Reply::Value(state.clone())),
-    })
+    ActorType::new(
+        |kind: &str, message: &Value, state: &mut Value, _: &packetflow::ActorContext| match kind {
+            "increment" => {
+                let value = state["value"].as_i64().unwrap_or(0) + message["by"].as_i64().unwrap_or(1);
+                state["value"] = json!(value);
+                Ok(Reply::Value(json!({"value": value})))
+            }
+            _ => Ok(Reply::Value(state.clone())),
+        },
+    )
     .with_initial_state(json!({"value": 0}))
 }
 

@@ -40,6 +40,11 @@ impl ActorRef {
         Ok(ActorRef { actor_type: Arc::from(actor_type), id: Arc::from(id) })
     }
 
+    /// From parts already checked (a host's type name, a table's key).
+    pub(crate) fn from_parts(actor_type: Arc<str>, id: Arc<str>) -> ActorRef {
+        ActorRef { actor_type, id }
+    }
+
     /// A new actor of `actor_type` with a fresh UUID v4 id.
     pub fn generate(actor_type: &str) -> Result<ActorRef, PfError> {
         check_type(actor_type)?;

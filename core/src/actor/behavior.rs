@@ -30,7 +30,7 @@ pub trait Behavior: Send + Sync + 'static {
     fn handle(
         &self,
         message_type: &str,
-        message: Value,
+        message: &Value,
         state: &mut Value,
         ctx: &ActorContext,
     ) -> Result<Reply, PfError>;
@@ -38,12 +38,12 @@ pub trait Behavior: Send + Sync + 'static {
 
 impl<F> Behavior for F
 where
-    F: Fn(&str, Value, &mut Value, &ActorContext) -> Result<Reply, PfError> + Send + Sync + 'static,
+    F: Fn(&str, &Value, &mut Value, &ActorContext) -> Result<Reply, PfError> + Send + Sync + 'static,
 {
     fn handle(
         &self,
         message_type: &str,
-        message: Value,
+        message: &Value,
         state: &mut Value,
         ctx: &ActorContext,
     ) -> Result<Reply, PfError> {
@@ -75,9 +75,8 @@ pub struct TurnOutput {
 pub(crate) type AsyncTurn =
     dyn Fn(TurnInput) -> BoxFuture<'static, Result<TurnOutput, PfError>> + Send + Sync;
 
-/// What runs the loop serving an actor's queued messages (see
-/// [`ActorType::with_spawner`]).
-pub(crate) type Spawner = dyn Fn(BoxFuture<'static, ()>) + Send + Sync;
+/// Runs a mailbox task of an actor type (see [`ActorType::with_spawner`]).
+pub(crate) type Spawner = Arc<dyn Fn(BoxFuture<'static, ()>) + Send + Sync>;
 
 /// A behaviour, run inline (sync) or awaited (async).
 #[derive(Clone)]
@@ -92,8 +91,7 @@ pub struct ActorType {
     pub(crate) turns: Turns,
     pub(crate) initial_state: Option<Value>,
     pub(crate) message_types: Option<Arc<[String]>>,
-    /// Runs mailbox loops instead of a Tokio task.
-    pub(crate) spawner: Option<Arc<Spawner>>,
+    pub(crate) spawner: Option<Spawner>,
 }
 
 impl ActorType {
@@ -129,12 +127,12 @@ impl ActorType {
         self
     }
 
-    /// Runs the loop that serves an actor's queued messages (one turn after
-    /// the other, until none is left) with `spawn` instead of a Tokio task.
-    /// For a binding whose turns run on a thread of its own (an event loop,
-    /// an interpreter's thread): driven there, the end of one turn and the
-    /// start of the next need no hop between threads. `spawn` must poll the
-    /// future to its end, inside the runtime's context (it uses its timers).
+    /// Runs the tasks that work through this type's mailboxes with `spawn`
+    /// instead of `tokio::spawn`: a binding whose turns run on one thread
+    /// (a JS thread, an event loop) polls them there, so that a turn costs
+    /// no thread hop. `spawn` may be called from any thread; it must poll
+    /// each future to completion, inside the reactor's Tokio runtime
+    /// context (timers).
     pub fn with_spawner(
         mut self,
         spawn: impl Fn(BoxFuture<'static, ()>) + Send + Sync + 'static,

@@ -37,6 +37,9 @@ pub(crate) struct Message {
     pub(crate) deadline: Instant,
     /// Where the answer goes: `None` for a tell.
     pub(crate) reply: Option<oneshot::Sender<Answer>>,
+    /// Whether the turn is remembered (effectively once). A message sent
+    /// through the API with an id made for it is not: nobody can repeat it.
+    pub(crate) remember: bool,
 }
 
 struct Queued {
@@ -76,7 +79,8 @@ pub(crate) struct Running {
 struct Busy {
     queue: BinaryHeap<Queued>,
     next_seq: u64,
-    recent: VecDeque<(PacketId, Value)>,
+    /// (hash of the packet id, packet id, answer), oldest first.
+    recent: VecDeque<(u64, PacketId, Value)>,
     running: Option<Running>,
 }
 
@@ -90,8 +94,11 @@ pub(crate) struct CellState {
     /// The actor exists (false while a lookup finds nothing to load, until
     /// a create fills it).
     pub(crate) exists: bool,
-    /// Milliseconds since the host started, when the last turn ended.
-    pub(crate) last_active_ms: u64,
+    /// It exists only by its type's initial state (a virtual actor brought
+    /// in by a message, nothing committed yet): a create may still fill it.
+    pub(crate) fresh: bool,
+    /// Passivation sweeps since the last turn ended (0: active lately).
+    pub(crate) idle_sweeps: u8,
     busy: Option<Box<Busy>>,
 }
 
@@ -101,14 +108,15 @@ pub(crate) struct Cell {
 
 impl Cell {
     /// An actor being loaded: held by the one who made it.
-    pub(crate) fn loading(now_ms: u64) -> Cell {
+    pub(crate) fn loading() -> Cell {
         Cell {
             inner: Mutex::new(CellState {
                 state: Value::Null,
                 held: true,
                 gone: false,
                 exists: false,
-                last_active_ms: now_ms,
+                fresh: false,
+                idle_sweeps: 0,
                 busy: None,
             }),
         }
@@ -127,7 +135,7 @@ impl CellState {
             let recent = &mut self.busy().recent;
             for r in record.recent {
                 if let Ok(id) = PacketId::new(&r.id) {
-                    recent.push_back((id, r.answer));
+                    recent.push_back((id_hash(&id), id, r.answer));
                 }
             }
         }
@@ -138,7 +146,7 @@ impl CellState {
         let recent = self.busy.as_ref().map(|b| {
             b.recent
                 .iter()
-                .map(|(id, answer)| Remembered { id: id.to_string(), answer: answer.clone() })
+                .map(|(_, id, answer)| Remembered { id: id.to_string(), answer: answer.clone() })
                 .collect()
         });
         Record { state: self.state.clone(), recent: recent.unwrap_or_default() }
@@ -147,7 +155,15 @@ impl CellState {
     /// The answer of a committed turn of packet `id`, if it is remembered.
     pub(crate) fn remembered(&self, id: &PacketId) -> Option<Value> {
         let busy = self.busy.as_ref()?;
-        busy.recent.iter().rev().find(|(seen, _)| seen == id).map(|(_, answer)| answer.clone())
+        if busy.recent.is_empty() {
+            return None;
+        }
+        let hash = id_hash(id);
+        busy.recent
+            .iter()
+            .rev()
+            .find(|(h, seen, _)| *h == hash && seen == id)
+            .map(|(_, _, answer)| answer.clone())
     }
 
     /// Remembers a committed turn, forgetting the oldest past `window`.
@@ -159,13 +175,13 @@ impl CellState {
         while recent.len() >= window {
             recent.pop_front();
         }
-        recent.push_back((id, answer.clone()));
+        recent.push_back((id_hash(&id), id, answer.clone()));
     }
 
     /// Forgets a turn that was remembered before it failed to commit.
     pub(crate) fn forget(&mut self, id: &PacketId) {
         if let Some(busy) = self.busy.as_mut() {
-            busy.recent.retain(|(seen, _)| seen != id);
+            busy.recent.retain(|(_, seen, _)| seen != id);
         }
     }
 
@@ -255,6 +271,12 @@ impl CellState {
             self.busy = None;
         }
     }
+}
+
+/// A packet id's hash, compared before the id itself in the window.
+fn id_hash(id: &PacketId) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x7061_636b_6574).hash_one(id.as_str())
 }
 
 /// Sends `answer` to a waiting sender and to every repeat of its packet.

@@ -10,21 +10,20 @@ use dashmap::DashMap;
 use futures::FutureExt;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
-use tokio::time::{Duration, Instant};
+use tokio::time::Instant;
 
-use super::address::{chain_holds, message_type, Op, Request};
+use super::address::{chain_holds, message_type, Op, Request, META_ACTOR_ID, META_ACTOR_OP};
 use super::behavior::{Reply, TurnInput, Turns};
-use super::cell::{answer_all, Answer, Cell, Message};
-use super::store::ActorStore;
+use super::cell::{answer_all, Answer, Cell, CellState, Message};
+use super::store::{ActorStore, Record};
 use super::{ActorContext, ActorRef, ActorType};
 use crate::error::{ErrorCode, PfError};
 use crate::packet::Packet;
-use crate::reactor::{panic_message, Context, Reactor, ReactorInner};
+use crate::reactor::{panic_message, Context, Reactor, ReactorInner, Stats};
 
 /// Settings every type on a reactor shares (from its `ReactorConfig`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct HostSettings {
-    pub(crate) passivate_after: Duration,
     pub(crate) remembered_turns: usize,
 }
 
@@ -45,9 +44,10 @@ pub(crate) struct TypeHost {
     active: DashMap<Arc<str>, Arc<Cell>>,
     pub(crate) store: Arc<dyn ActorStore>,
     settings: HostSettings,
-    epoch: Instant,
     reactor: Weak<ReactorInner>,
     pub(crate) counters: TypeCounters,
+    /// The latency counters of `rm:actor.<type>` (shared with its route).
+    pub(crate) stats: Arc<Stats>,
 }
 
 /// What a message found when it reached its actor.
@@ -76,14 +76,10 @@ impl TypeHost {
             active: DashMap::new(),
             store,
             settings,
-            epoch: Instant::now(),
             reactor,
             counters: TypeCounters::default(),
+            stats: Arc::new(Stats::new()),
         }
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
     }
 
     /// Actors of this type in memory.
@@ -105,17 +101,38 @@ impl TypeHost {
     /// Reads what an actor packet asks and checks it before any actor is
     /// looked up: PF400 naming the field.
     pub(crate) fn message(&self, packet: Packet, deadline: Instant) -> Result<(ActorRef, Message), PfError> {
+        self.message_for(packet, deadline, None)
+    }
+
+    /// [`message`](Self::message), for an actor already looked up (`known`).
+    fn message_for(
+        &self,
+        packet: Packet,
+        deadline: Instant,
+        known: Option<&ActorRef>,
+    ) -> Result<(ActorRef, Message), PfError> {
         let Packet { id, data, metadata, priority, .. } = packet;
         let request = Request::read(metadata.as_ref())?;
         if request.op == Op::Send {
             self.check_message_type(message_type(&data)?)?;
         }
-        let actor = match request.id {
-            Some(id) => ActorRef::new(&self.name, id)?,
-            None => ActorRef::generate(&self.name)?,
+        let actor = match (known, request.id) {
+            (Some(known), _) => known.clone(),
+            (None, Some(id)) => ActorRef::from_parts(self.name.clone(), Arc::from(id)),
+            (None, None) => ActorRef::generate(&self.name)?,
         };
-        let message = Message { id, op: request.op, priority, data, metadata, deadline, reply: None };
+        let message =
+            Message { id, op: request.op, priority, data, metadata, deadline, reply: None, remember: true };
         Ok((actor, message))
+    }
+
+    /// What [`message`](Self::message) checks of the data, for a message
+    /// made without a packet (the API's direct path).
+    pub(crate) fn check_data(&self, op: Op, data: &Value) -> Result<(), PfError> {
+        if op == Op::Send {
+            self.check_message_type(message_type(data)?)?;
+        }
+        Ok(())
     }
 
     fn check_message_type(&self, message_type: &str) -> Result<(), PfError> {
@@ -235,7 +252,7 @@ impl TypeHost {
                 None => match self.active.entry(Arc::from(actor.id())) {
                     Entry::Occupied(e) => (e.get().clone(), false),
                     Entry::Vacant(e) => {
-                        let cell = Arc::new(Cell::loading(self.now_ms()));
+                        let cell = Arc::new(Cell::loading());
                         e.insert(cell.clone());
                         (cell, true)
                     }
@@ -246,12 +263,48 @@ impl TypeHost {
                 continue;
             }
             if loading {
-                let (reply, answer) = oneshot::channel();
-                let keep = message.reply.take();
-                st.enqueue(Message { reply: Some(keep.unwrap_or(reply)), ..message });
-                drop(st);
-                self.spawn_drain(actor.clone(), cell, true);
-                return Offer::Wait(answer);
+                // A store that answers at once (memory, or a file read) is
+                // read here: no task is needed to bring the actor in.
+                match self.store.load(actor).now_or_never() {
+                    Some(Ok(record)) => {
+                        self.fill(&mut st, record);
+                        if !st.exists && message.op != Op::Create {
+                            drop(st);
+                            self.leave_requeued(actor, &cell);
+                            if let Some(reply) = message.reply.take() {
+                                let _ = reply.send(Answer::Done(Err(not_found(actor))));
+                            }
+                            return Offer::Answered(Err(not_found(actor)));
+                        }
+                        st.held = false;
+                    }
+                    Some(Err(e)) => {
+                        drop(st);
+                        self.leave_requeued(actor, &cell);
+                        if let Some(reply) = message.reply.take() {
+                            let _ = reply.send(Answer::Done(Err(e.clone())));
+                        }
+                        return Offer::Answered(Err(e));
+                    }
+                    None => {
+                        let (reply, answer) = oneshot::channel();
+                        let keep = message.reply.take();
+                        st.enqueue(Message { reply: Some(keep.unwrap_or(reply)), ..message });
+                        drop(st);
+                        self.spawn_drain(actor.clone(), cell, true);
+                        return Offer::Wait(answer);
+                    }
+                }
+                if !st.queue_is_empty() {
+                    // Others queued while it loaded: they go first, then this one.
+                    st.held = true;
+                    let (reply, answer) = oneshot::channel();
+                    let keep = message.reply.take();
+                    st.enqueue(Message { reply: Some(keep.unwrap_or(reply)), ..message });
+                    drop(st);
+                    self.spawn_drain(actor.clone(), cell, false);
+                    return Offer::Wait(answer);
+                }
             }
             if let Some(answer) = st.remembered(&message.id) {
                 if let Some(reply) = message.reply.take() {
@@ -311,7 +364,7 @@ impl TypeHost {
             return;
         }
         st.held = false;
-        st.last_active_ms = self.now_ms();
+        st.idle_sweeps = 0;
         st.shrink();
     }
 
@@ -349,7 +402,7 @@ impl TypeHost {
                     Some(message) => message,
                     None => {
                         st.held = false;
-                        st.last_active_ms = self.now_ms();
+                        st.idle_sweeps = 0;
                         let exists = st.exists;
                         if !exists {
                             // A lookup of an actor that does not exist leaves nothing behind.
@@ -366,7 +419,8 @@ impl TypeHost {
             };
             let mut next = next;
             let reply = next.reply.take();
-            let outcome = if reply.as_ref().is_some_and(|r| r.is_closed()) {
+            let outcome = if reply.as_ref().is_some_and(|r| r.is_closed()) || Instant::now() >= next.deadline
+            {
                 // Its sender stopped waiting (deadline, or gone): never started.
                 Err(PfError::new(ErrorCode::Timeout, format!("{actor} did not answer in time")))
             } else {
@@ -384,7 +438,12 @@ impl TypeHost {
     /// initial state; leaves it marked as not existing otherwise.
     async fn load(&self, actor: &ActorRef, cell: &Cell) -> Result<(), PfError> {
         let record = self.store.load(actor).await?;
-        let mut st = cell.inner.lock();
+        self.fill(&mut cell.inner.lock(), record);
+        Ok(())
+    }
+
+    /// Fills a cell being loaded from what the store had.
+    fn fill(&self, st: &mut CellState, record: Option<Record>) {
         match record {
             Some(record) => {
                 st.restore(record);
@@ -396,11 +455,81 @@ impl TypeHost {
                 if let Some(initial) = &self.spec.initial_state {
                     st.state = initial.clone();
                     st.exists = true;
+                    st.fresh = true;
                     self.counters.activations.fetch_add(1, Relaxed);
                 }
             }
         }
-        Ok(())
+    }
+
+    /// Takes a cell that turned out to hold no actor out of the table; what
+    /// queued on it meanwhile looks the actor up again.
+    fn leave_requeued(&self, actor: &ActorRef, cell: &Arc<Cell>) {
+        cell.inner.lock().gone = true;
+        self.active.remove_if(actor.id(), |_, c| Arc::ptr_eq(c, cell));
+        self.requeue_elsewhere(cell);
+    }
+
+    /// The fast path of a reactor's `try_submit`: claims the actor of
+    /// `packet` if it is in memory and idle, and its turn runs inline (a
+    /// plain message, not a repeat). The claimed actor is held for the
+    /// packet, which [`run_claimed`](Self::run_claimed) must then run.
+    pub(crate) fn claim_idle(&self, packet: &Packet) -> Option<(Arc<Cell>, ActorRef)> {
+        if !self.runs_inline() {
+            return None;
+        }
+        let meta = packet.metadata.as_ref()?;
+        if meta.get(META_ACTOR_OP).is_some_and(|op| !op.is_null()) {
+            return None;
+        }
+        let id = meta.get(META_ACTOR_ID)?.as_str()?;
+        let (cell, actor) = {
+            let entry = self.active.get(id)?;
+            (entry.value().clone(), ActorRef::from_parts(self.name.clone(), entry.key().clone()))
+        };
+        let mut st = cell.inner.lock();
+        if st.held || st.gone || !st.exists || st.remembered(&packet.id).is_some() {
+            return None;
+        }
+        st.held = true;
+        st.start_running(packet.id.clone());
+        drop(st);
+        Some((cell, actor))
+    }
+
+    /// Gives back a claim that will not run (its packet went the slow way).
+    pub(crate) fn release_claim(self: &Arc<Self>, (cell, actor): &(Arc<Cell>, ActorRef)) {
+        let joiners = cell.inner.lock().finish_running();
+        debug_assert!(joiners.is_empty());
+        self.release_or_drain(actor, cell);
+    }
+
+    /// Runs `packet` on the actor [`claim_idle`](Self::claim_idle) claimed
+    /// for it, without awaiting.
+    pub(crate) fn run_claimed(
+        self: &Arc<Self>,
+        reactor: &Reactor,
+        (cell, actor): &(Arc<Cell>, ActorRef),
+        packet: Packet,
+        deadline: Instant,
+    ) -> Result<Value, PfError> {
+        let message = match self.message_for(packet, deadline, Some(actor)) {
+            Ok((_, message)) => message,
+            Err(e) => {
+                let joiners = cell.inner.lock().finish_running();
+                answer_all(None, joiners, &Err(e.clone()));
+                self.release_or_drain(actor, cell);
+                return Err(e);
+            }
+        };
+        let outcome = self
+            .run_one(reactor, actor, cell, message)
+            .now_or_never()
+            .expect("an inline turn (sync behaviour, memory store) never suspends");
+        let joiners = cell.inner.lock().finish_running();
+        answer_all(None, joiners, &outcome);
+        self.release_or_drain(actor, cell);
+        outcome
     }
 
     /// Takes the actor out of memory: every queued message is answered by
@@ -450,18 +579,15 @@ impl TypeHost {
         cell: &Arc<Cell>,
         message: Message,
     ) -> Result<Value, PfError> {
-        if Instant::now() >= message.deadline {
-            return Err(PfError::new(ErrorCode::Timeout, format!("{actor} did not answer in time")));
-        }
-        let exists = {
+        let (exists, fresh) = {
             let st = cell.inner.lock();
             if let Some(answer) = st.remembered(&message.id) {
                 return Ok(answer);
             }
-            st.exists
+            (st.exists, st.fresh)
         };
         match message.op {
-            Op::Create if exists => {
+            Op::Create if exists && !fresh => {
                 Err(PfError::new(ErrorCode::DuplicateId, format!("actor {actor} already exists")))
             }
             Op::Create => self.create(actor, cell, message).await,
@@ -479,7 +605,9 @@ impl TypeHost {
         let record = {
             let mut st = cell.inner.lock();
             st.state = message.data;
-            st.remember(message.id.clone(), &answer, self.settings.remembered_turns);
+            if message.remember {
+                st.remember(message.id.clone(), &answer, self.settings.remembered_turns);
+            }
             st.record()
         };
         if self.store.durable() {
@@ -490,8 +618,13 @@ impl TypeHost {
                 return Err(e);
             }
         }
-        cell.inner.lock().exists = true;
-        self.counters.activations.fetch_add(1, Relaxed);
+        let mut st = cell.inner.lock();
+        if !st.fresh {
+            self.counters.activations.fetch_add(1, Relaxed);
+        }
+        st.exists = true;
+        st.fresh = false;
+        drop(st);
         Ok(answer)
     }
 
@@ -516,8 +649,7 @@ impl TypeHost {
         cell: &Arc<Cell>,
         message: Message,
     ) -> Result<Value, PfError> {
-        let Message { id, data, metadata, deadline, .. } = message;
-        let message_type = message_type(&data)?.to_owned();
+        let Message { id, data, metadata, deadline, remember, .. } = message;
         let state = cell.inner.lock().state.clone();
         let ctx = ActorContext::new(
             Context { reactor: reactor.clone(), packet_id: id.clone(), metadata, deadline, turn: true },
@@ -526,13 +658,15 @@ impl TypeHost {
         let (reply, state) = match &self.spec.turns {
             Turns::Sync(behavior) => {
                 let mut state = state;
+                let message_type = message_type(&data)?;
                 let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    behavior.handle(&message_type, data, &mut state, &ctx)
+                    behavior.handle(message_type, &data, &mut state, &ctx)
                 }));
                 let reply = handled.unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))?;
                 (reply, state)
             }
             Turns::Async(turn) => {
+                let message_type = message_type(&data)?.to_owned();
                 let running = AssertUnwindSafe(turn(TurnInput { message_type, message: data, state, ctx }))
                     .catch_unwind();
                 let late = || format!("{actor} did not answer in time");
@@ -547,7 +681,7 @@ impl TypeHost {
         };
         match reply {
             Reply::Value(answer) => {
-                self.commit(actor, cell, id, state, &answer).await?;
+                self.commit(actor, cell, remember.then_some(id), state, &answer).await?;
                 Ok(answer)
             }
             Reply::Stop(answer) => {
@@ -563,7 +697,7 @@ impl TypeHost {
         &self,
         actor: &ActorRef,
         cell: &Cell,
-        id: crate::packet::PacketId,
+        id: Option<crate::packet::PacketId>,
         state: Value,
         answer: &Value,
     ) -> Result<(), PfError> {
@@ -571,23 +705,32 @@ impl TypeHost {
         if !self.store.durable() {
             let mut st = cell.inner.lock();
             st.state = state;
-            st.remember(id, answer, window);
+            st.fresh = false;
+            if let Some(id) = id {
+                st.remember(id, answer, window);
+            }
             return Ok(());
         }
         let record = {
             let mut st = cell.inner.lock();
-            st.remember(id.clone(), answer, window);
+            if let Some(id) = &id {
+                st.remember(id.clone(), answer, window);
+            }
             let mut record = st.record();
             record.state = state;
             record
         };
         match self.store.save(actor, &record).await {
             Ok(()) => {
-                cell.inner.lock().state = record.state;
+                let mut st = cell.inner.lock();
+                st.state = record.state;
+                st.fresh = false;
                 Ok(())
             }
             Err(e) => {
-                cell.inner.lock().forget(&id);
+                if let Some(id) = &id {
+                    cell.inner.lock().forget(id);
+                }
                 Err(e)
             }
         }
@@ -611,7 +754,6 @@ impl TypeHost {
         }
         let before = cell.inner.lock().state.clone();
         let Message { id, data, metadata, deadline, .. } = message;
-        let message_type = message_type(&data)?.to_owned();
         let ctx = ActorContext::new(
             Context { reactor: reactor.clone(), packet_id: id, metadata, deadline, turn: true },
             actor.clone(),
@@ -619,12 +761,14 @@ impl TypeHost {
         let (reply, after) = match &self.spec.turns {
             Turns::Sync(behavior) => {
                 let mut state = before.clone();
+                let message_type = message_type(&data)?;
                 let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    behavior.handle(&message_type, data, &mut state, &ctx)
+                    behavior.handle(message_type, &data, &mut state, &ctx)
                 }));
                 (handled.unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))?, state)
             }
             Turns::Async(turn) => {
+                let message_type = message_type(&data)?.to_owned();
                 let running = AssertUnwindSafe(turn(TurnInput {
                     message_type,
                     message: data,
@@ -657,16 +801,19 @@ impl TypeHost {
     /// goes to the store (unless a durable store has it already) and their
     /// memory is freed. Returns how many left memory.
     pub(crate) async fn passivate_idle(self: &Arc<Self>) -> usize {
-        // Nothing can have been idle for longer than the host has existed.
-        let Some(cutoff) = self.now_ms().checked_sub(self.settings.passivate_after.as_millis() as u64) else {
-            return 0;
-        };
+        // Each sweep ages every idle actor by one; a turn makes it young
+        // again. Sweeps come every quarter of the idle time, so an actor
+        // aged past IDLE_SWEEPS has had no turn for at least that time.
         let idle: Vec<(Arc<str>, Arc<Cell>)> = self
             .active
             .iter()
             .filter(|e| {
-                let st = e.value().inner.lock();
-                !st.held && st.exists && st.last_active_ms <= cutoff
+                let mut st = e.value().inner.lock();
+                if st.held || !st.exists {
+                    return false;
+                }
+                st.idle_sweeps = st.idle_sweeps.saturating_add(1);
+                st.idle_sweeps > IDLE_SWEEPS
             })
             .map(|e| (e.key().clone(), e.value().clone()))
             .collect();
@@ -674,7 +821,7 @@ impl TypeHost {
         for (id, cell) in idle {
             let record = {
                 let mut st = cell.inner.lock();
-                if st.held || st.gone || !st.exists || st.last_active_ms > cutoff {
+                if st.held || st.gone || !st.exists || st.idle_sweeps <= IDLE_SWEEPS {
                     continue;
                 }
                 st.held = true; // nobody runs a turn while the record is written
@@ -705,6 +852,10 @@ impl TypeHost {
         self.reactor.upgrade().map(Reactor::from_inner)
     }
 }
+
+/// How many sweeps (a quarter of the idle time apart) an actor stays idle
+/// before it is passivated.
+const IDLE_SWEEPS: u8 = 4;
 
 /// The answer to a create or a stop: the actor's address.
 fn address_of(actor: &ActorRef, stopped: bool) -> Value {

@@ -94,7 +94,7 @@ impl Actors {
     /// the message, the state (to change in place) and the context.
     pub fn register_fn<F>(&self, name: &str, behavior: F) -> Result<(), PfError>
     where
-        F: Fn(&str, Value, &mut Value, &ActorContext) -> Result<Reply, PfError> + Send + Sync + 'static,
+        F: Fn(&str, &Value, &mut Value, &ActorContext) -> Result<Reply, PfError> + Send + Sync + 'static,
     {
         self.register(name, ActorType::new(behavior))
     }
@@ -111,15 +111,54 @@ impl Actors {
             Some(id) => ActorRef::new(actor_type, id)?,
             None => ActorRef::generate(actor_type)?,
         };
-        self.reactor.submit(actor.packet(Op::Create, state)).await.outcome?;
+        self.ask(&actor, Op::Create, state).await?;
         Ok(actor)
+    }
+
+    /// Asks `op` of `actor`: as a packet through the reactor (which may
+    /// route it to another node), or, for a type hosted by a reactor
+    /// without a network, handed to its host directly. Both are answered
+    /// by the same rules; the direct way skips building a packet, and its
+    /// turns are not remembered (nobody else knows the id made for them).
+    async fn ask(&self, actor: &ActorRef, op: Op, data: Value) -> Result<Value, PfError> {
+        let direct =
+            if self.reactor.has_forwarder() { None } else { self.reactor.actor_host(actor.actor_type()) };
+        let Some(host) = direct else {
+            return self.reactor.submit(actor.packet(op, data)).await.outcome;
+        };
+        if self.reactor.is_stopped() {
+            return Err(PfError::new(ErrorCode::Unavailable, "the reactor is stopped"));
+        }
+        host.check_data(op, &data)?;
+        self.reactor.sweep_actors();
+        let start = Instant::now();
+        let message = cell::Message {
+            id: crate::packet::PacketId::random(),
+            op,
+            priority: crate::packet::Priority::DEFAULT,
+            data,
+            metadata: None,
+            deadline: start + std::time::Duration::from_millis(crate::packet::DEFAULT_TIMEOUT_MS),
+            reply: None,
+            remember: false,
+        };
+        // In flight like any packet: its context may call while it runs.
+        let Some(mut guard) = self.reactor.begin_forward(&message.id) else {
+            return Err(PfError::new(ErrorCode::DuplicateId, "a fresh packet id is already in flight"));
+        };
+        let outcome = host.deliver(&self.reactor, actor.clone(), message).await;
+        if outcome.is_ok() {
+            guard.succeed();
+        }
+        host.stats.record(start.elapsed().as_micros() as u64, outcome.is_err());
+        outcome
     }
 
     /// Sends `message` (an object whose `type` names the behaviour's
     /// method) and returns the turn's answer (an ask). PF404 for an actor
     /// that does not exist, unless its type declares an initial state.
     pub async fn send(&self, actor: &ActorRef, message: Value) -> Result<Value, PfError> {
-        self.reactor.submit(actor.packet(Op::Send, message)).await.outcome
+        self.ask(actor, Op::Send, message).await
     }
 
     /// Sends `message` without waiting for the turn (a tell). The message
@@ -165,7 +204,7 @@ impl Actors {
     /// Stops the actor after the messages queued before this one, and
     /// deletes its state. PF404 if it does not exist.
     pub async fn stop(&self, actor: &ActorRef) -> Result<(), PfError> {
-        self.reactor.submit(actor.packet(Op::Stop, Value::Null)).await.outcome.map(drop)
+        self.ask(actor, Op::Stop, Value::Null).await.map(drop)
     }
 
     /// The ids of the actors of `actor_type` this reactor hosts, in memory

@@ -15,7 +15,7 @@ use crate::reactor::ReactorConfig;
 /// The seed's counter: `increment` adds `by` (default 1), `get_value`
 /// reads, `fail` raises after changing the state, `panic` panics.
 fn counter(state_key: &'static str) -> ActorType {
-    ActorType::new(move |kind: &str, message: Value, state: &mut Value, _: &ActorContext| match kind {
+    ActorType::new(move |kind: &str, message: &Value, state: &mut Value, _: &ActorContext| match kind {
         "increment" => {
             let by = message.get("by").and_then(Value::as_i64).unwrap_or(1);
             let value = state[state_key].as_i64().unwrap_or(0) + by;
@@ -180,6 +180,11 @@ async fn an_unknown_id_is_pf404_unless_the_type_declares_an_initial_state() {
     actors.register("tally", counter("n").with_initial_state(json!({"n": 100}))).unwrap();
     let tally = ActorRef::new("tally", "t1").unwrap();
     assert_eq!(actors.send(&tally, json!({"type": "increment"})).await.unwrap(), json!({"value": 101}));
+    // A virtual type's actors can still be created with a state of their own.
+    actors.create("tally", Some("t2"), json!({"n": 5})).await.unwrap();
+    let t2 = ActorRef::new("tally", "t2").unwrap();
+    assert_eq!(actors.send(&t2, json!({"type": "increment"})).await.unwrap(), json!({"value": 6}));
+    assert_eq!(actors.create("tally", Some("t1"), json!({})).await.unwrap_err().code, "PF409");
 }
 
 #[tokio::test]
@@ -432,31 +437,26 @@ fn packet_ids_of_turns_are_plain_packet_ids() {
     assert!(PacketId::new("turn-1").is_ok());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_spawner_runs_the_mailbox_loops_of_its_type() {
+#[tokio::test]
+async fn a_types_spawner_runs_its_mailboxes() {
+    let reactor = Reactor::default();
+    let actors = reactor.actors();
     let spawned = Arc::new(AtomicUsize::new(0));
     let counted = spawned.clone();
     let spec = ActorType::from_async(|input: TurnInput| async move {
-        let value = input.state["value"].as_i64().unwrap_or(0) + 1;
-        Ok(TurnOutput { reply: Reply::Value(json!(value)), state: json!({"value": value}) })
+        let mut state = input.state;
+        state["value"] = json!(state["value"].as_i64().unwrap_or(0) + 1);
+        Ok(TurnOutput { reply: Reply::Value(state.clone()), state })
     })
-    .with_spawner(move |drain| {
-        counted.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(drain);
+    .with_spawner(move |mailbox| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(mailbox);
     });
-    let reactor = Reactor::default();
-    let actors = reactor.actors();
-    actors.register("async_counter", spec).unwrap();
-    let counter = actors.create("async_counter", Some("a"), json!({"value": 0})).await.unwrap();
-    let sends: Vec<_> = (0..100)
-        .map(|_| {
-            let (actors, counter) = (actors.clone(), counter.clone());
-            tokio::spawn(async move { actors.send(&counter, json!({"type": "increment"})).await })
-        })
-        .collect();
-    for send in sends {
-        send.await.unwrap().unwrap();
-    }
-    assert_eq!(actors.send(&counter, json!({"type": "increment"})).await.unwrap(), json!(101));
-    assert!(spawned.load(Ordering::Relaxed) >= 2, "the create's and the sends' loops went to the spawner");
+    actors.register("counter", spec).unwrap();
+    let counter = actors.create("counter", Some("c"), json!({"value": 0})).await.unwrap();
+    let sends = (0..50).map(|_| actors.send(&counter, json!({"type": "increment"})));
+    futures::future::join_all(sends).await.into_iter().for_each(|r| drop(r.unwrap()));
+    let after = actors.send(&counter, json!({"type": "increment"})).await.unwrap();
+    assert_eq!(after, json!({"value": 51}), "one turn at a time, none lost");
+    assert!(spawned.load(Ordering::SeqCst) >= 2, "the create's and the sends' mailboxes ran through it");
 }

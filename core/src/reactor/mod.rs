@@ -33,7 +33,7 @@ use crate::result::PacketResult;
 pub(crate) use inflight::InflightGuard;
 use inflight::{DependencyState, Inflight, Outcome};
 use scheduler::{Refused, RunSlot, Scheduler};
-use stats::Stats;
+pub(crate) use stats::Stats;
 
 /// Settings of a [`Reactor`].
 #[derive(Debug, Clone)]
@@ -262,7 +262,13 @@ impl Reactor {
         let mut table = HandlerTable::clone(&self.inner.handlers.load());
         let slot = &mut table.by_group[group.index()];
         // Counters survive a replacement: they describe the key, not the fn.
-        let stats = slot.get(&element).map(|r| r.stats.clone()).unwrap_or_else(|| Arc::new(Stats::new()));
+        let stats = match &target {
+            // An actor type's messages are counted by its host, whichever way they come.
+            Target::Actors(host) => host.stats.clone(),
+            Target::Handler(_) => {
+                slot.get(&element).map(|r| r.stats.clone()).unwrap_or_else(|| Arc::new(Stats::new()))
+            }
+        };
         slot.insert(element, Arc::new(Route { target, stats }));
         self.inner.handlers.store(Arc::new(table));
         self.inner.handlers_version.send_modify(|v| *v += 1);
@@ -291,10 +297,7 @@ impl Reactor {
 
     pub(crate) fn register_actor_type(&self, name: &str, spec: ActorType) -> Result<(), PfError> {
         let store = self.inner.actor_store.lock().get_or_insert_with(|| Arc::new(MemoryStore::new())).clone();
-        let settings = HostSettings {
-            passivate_after: self.inner.config.actor_passivate_after,
-            remembered_turns: self.inner.config.actor_remembered_turns,
-        };
+        let settings = HostSettings { remembered_turns: self.inner.config.actor_remembered_turns };
         let host = TypeHost::new(name, spec, store.clone(), settings, Arc::downgrade(&self.inner));
         if store.durable() {
             // Actors stored before this process started count as passivated.
@@ -312,12 +315,27 @@ impl Reactor {
 
     /// The host of `actor_type` on this reactor.
     pub(crate) fn actor_host(&self, actor_type: &str) -> Option<Arc<TypeHost>> {
-        let table = self.inner.handlers.load();
-        let element = format!("{}{actor_type}", crate::actor::address::ACTOR_ELEMENT_PREFIX);
-        match &table.get(Group::ResourceMgmt, &element)?.target {
+        // The element `actor.<type>` is spelled on the stack: no allocation
+        // per message.
+        let prefix = crate::actor::address::ACTOR_ELEMENT_PREFIX;
+        let mut buf = [0u8; 64];
+        let len = prefix.len() + actor_type.len();
+        if len > buf.len() {
+            return None;
+        }
+        buf[..prefix.len()].copy_from_slice(prefix.as_bytes());
+        buf[prefix.len()..len].copy_from_slice(actor_type.as_bytes());
+        let element = std::str::from_utf8(&buf[..len]).ok()?;
+        match &self.inner.handlers.load().get(Group::ResourceMgmt, element)?.target {
             Target::Actors(host) => Some(host.clone()),
             Target::Handler(_) => None,
         }
+    }
+
+    /// Whether a network node routes this reactor's packets (placement
+    /// then decides where an actor lives).
+    pub(crate) fn has_forwarder(&self) -> bool {
+        self.inner.forwarder.load().is_some()
     }
 
     /// Every actor type hosted here.
@@ -345,7 +363,7 @@ impl Reactor {
 
     /// Starts the passivation sweep once, from inside the runtime: every
     /// quarter of the idle time, idle actors leave memory.
-    fn sweep_actors(&self) {
+    pub(crate) fn sweep_actors(&self) {
         if self.inner.sweeping.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -515,8 +533,10 @@ impl Reactor {
         let Some(route) = handlers.get(packet.group, packet.element.as_str()) else {
             return Immediate::Elsewhere(owned);
         };
-        let Target::Handler(Handler::Sync(f)) = &route.target else {
-            return Immediate::Later(owned);
+        let f = match &route.target {
+            Target::Handler(Handler::Sync(f)) => f,
+            Target::Actors(host) => return self.try_actor_now(host, owned, start, deadline, &route.stats),
+            Target::Handler(Handler::Async(_)) => return Immediate::Later(owned),
         };
         let Some(mut guard) = self.inner.inflight.begin(&packet.id) else {
             return Immediate::Later(owned); // the slow path answers PF409
@@ -524,6 +544,33 @@ impl Reactor {
         let id = packet.id.clone();
         let outcome = self.run_sync(f.as_ref(), owned.into_packet(), deadline);
         Immediate::Done(self.finish(&route.stats, &mut guard, id, outcome, start))
+    }
+
+    /// The fast path of an actor message: an idle actor in memory whose
+    /// turn runs inline answers here, on a reactor without a network (a
+    /// node decides placement first, on the awaiting path).
+    fn try_actor_now<P: OwnedPacket>(
+        &self,
+        host: &Arc<TypeHost>,
+        owned: P,
+        start: Instant,
+        deadline: Instant,
+        stats: &Stats,
+    ) -> Immediate<P> {
+        if self.inner.forwarder.load().is_some() {
+            return Immediate::Later(owned);
+        }
+        let Some(claim) = host.claim_idle(owned.packet()) else {
+            return Immediate::Later(owned);
+        };
+        let Some(mut guard) = self.inner.inflight.begin(&owned.packet().id) else {
+            host.release_claim(&claim);
+            return Immediate::Later(owned); // the slow path answers the repeat
+        };
+        let packet = owned.into_packet();
+        let id = packet.id.clone();
+        let outcome = host.run_claimed(self, &claim, packet, deadline);
+        Immediate::Done(self.finish(stats, &mut guard, id, outcome, start))
     }
 
     /// Marks a packet that a node forwards by itself (not through
