@@ -136,3 +136,49 @@ async fn health_and_metrics_count_actors_per_type() {
     assert!(health["handlers"].as_array().unwrap().contains(&json!("rm:actor.counter")));
     n.stop().await;
 }
+
+const FAULT_NODE: &str = env!("CARGO_BIN_EXE_fault-node");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_turn_survives_kill_9_and_a_repeat_after_restart_is_not_applied_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("actors.redb");
+    let store = store.to_str().unwrap();
+    let increment = |packet_id: &str| {
+        ActorRef::new("counter", "k")
+            .unwrap()
+            .packet_from(
+                packetflow::actor::Op::Send,
+                packetflow::PacketParts {
+                    id: Some(packet_id.into()),
+                    data: Some(json!({"type": "increment", "by": 5})),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+    };
+    let first = packetflow_tests::ChildNode::start(FAULT_NODE, &["hub", "--actor-store", store]);
+    let (client, _) = node("client", NodeConfig::default()).await;
+    client.connect(&first.url()).await.unwrap();
+    for n in 1..=3 {
+        let answer = client.reactor().submit(increment(&format!("inc-{n}"))).await;
+        assert_eq!(answer.outcome.unwrap(), json!({"value": 5 * n}));
+    }
+    // Acknowledged: killed with no chance to flush anything more.
+    first.kill();
+    client.stop().await;
+
+    let second = packetflow_tests::ChildNode::start(FAULT_NODE, &["hub", "--actor-store", store]);
+    let (client, _) = node("client", NodeConfig::default()).await;
+    client.connect(&second.url()).await.unwrap();
+    // The client never saw inc-3's answer, say, and retries it: answered
+    // from the stored window, not applied again.
+    let repeat = client.reactor().submit(increment("inc-3")).await;
+    assert_eq!(repeat.outcome.unwrap(), json!({"value": 15}));
+    let read = client.reactor().submit(
+        ActorRef::new("counter", "k").unwrap().packet(packetflow::actor::Op::Send, json!({"type": "get"})),
+    );
+    assert_eq!(read.await.outcome.unwrap(), json!({"value": 15}));
+    client.stop().await;
+    second.kill();
+}

@@ -95,7 +95,15 @@ impl TypeHost {
     /// Whether a turn may run on the sender's task without awaiting: a sync
     /// behaviour over a store that is written only at passivation.
     fn runs_inline(&self) -> bool {
-        matches!(self.spec.turns, Turns::Sync(_)) && !self.store.durable()
+        matches!(self.spec.turns, Turns::Sync(_)) && self.runs_on_sender()
+    }
+
+    /// Whether the sender that finds its actor idle runs the turn on its
+    /// own task. Not with a durable store: a sender that gives up must not
+    /// cut a turn between its write and its commit, so those turns run in
+    /// a task of their own.
+    fn runs_on_sender(&self) -> bool {
+        !self.store.durable()
     }
 
     /// Reads what an actor packet asks and checks it before any actor is
@@ -323,7 +331,7 @@ impl TypeHost {
                 return Offer::Wait(answer);
             }
             st.held = true;
-            if ask && self.runs_inline() {
+            if ask && self.runs_on_sender() {
                 st.start_running(message.id.clone());
                 drop(st);
                 return Offer::Inline(cell, message);
@@ -337,9 +345,10 @@ impl TypeHost {
         }
     }
 
-    /// Runs the sender's own message while holding an idle actor (a sync
-    /// behaviour over a memory store: nothing here suspends), then hands
-    /// the actor to a drain task if messages queued meanwhile.
+    /// Runs the sender's own message while holding an idle actor, then
+    /// hands the actor to a drain task if messages queued meanwhile. If
+    /// the sender gives up during the turn (its future is dropped), the
+    /// turn is abandoned uncommitted and the actor is handed on all the same.
     async fn run_inline(
         self: &Arc<Self>,
         reactor: &Reactor,
@@ -347,7 +356,9 @@ impl TypeHost {
         cell: &Arc<Cell>,
         message: Message,
     ) -> Result<Value, PfError> {
+        let mut held = Held { host: self, actor, cell, armed: true };
         let outcome = self.run_one(reactor, actor, cell, message).await;
+        held.armed = false;
         let joiners = cell.inner.lock().finish_running();
         answer_all(None, joiners, &outcome);
         self.release_or_drain(actor, cell);
@@ -850,6 +861,25 @@ impl TypeHost {
 
     fn reactor(&self) -> Option<Reactor> {
         self.reactor.upgrade().map(Reactor::from_inner)
+    }
+}
+
+/// An actor held by a sender running its own turn: let go of when the
+/// sender's future is dropped mid-turn.
+struct Held<'a> {
+    host: &'a Arc<TypeHost>,
+    actor: &'a ActorRef,
+    cell: &'a Arc<Cell>,
+    armed: bool,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let joiners = self.cell.inner.lock().finish_running();
+            answer_all(None, joiners, &Err(abandoned(self.actor)));
+            self.host.release_or_drain(self.actor, self.cell);
+        }
     }
 }
 
