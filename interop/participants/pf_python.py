@@ -45,6 +45,7 @@ async def serve(url: str, name: str, codec: str) -> None:
             return ms
 
         register_rule_handlers(r, name)
+        register_counter(r)
         if url is None:
             bound = await r.listen("127.0.0.1:0")
             print(f"ready ws://{bound}/packetflow/v1", flush=True)
@@ -82,6 +83,21 @@ def register_rule_handlers(r: packetflow.Reactor, name: str) -> None:
     async def replace(data, ctx):
         r.register("df", f"version_{name}", lambda ms, ctx: "v2")
         return "replaced"
+
+
+def register_counter(r: packetflow.Reactor) -> None:
+    """Actor type counter_python: virtual counters starting at 0."""
+
+    @r.actor("counter_python")
+    class Counter:
+        initial_state = {"value": 0}
+
+        def increment(self, message, ctx):
+            self.state["value"] += message.get("by", 1)
+            return {"value": self.state["value"]}
+
+        def get_value(self, message, ctx):
+            return {"value": self.state["value"]}
 
 
 async def dial(url: str) -> None:
