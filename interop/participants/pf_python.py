@@ -119,7 +119,9 @@ async def submit(url: str, codec: str) -> None:
         pending = []
 
         async def one(req):
-            result = await r.submit(req["group"], req["element"], req.get("data"), timeout_ms=req.get("timeout_ms"))
+            result = await r.submit(
+                req["group"], req["element"], req.get("data"), timeout_ms=req.get("timeout_ms"), metadata=req.get("metadata")
+            )
             out = {"status": result.status, "data": result.data} if result.ok else {
                 "status": "error", "error": {"code": result.error.code, "message": result.error.message}}
             sys.stdout.write(json.dumps({"id": req["id"], "result": out}) + "\n")
