@@ -85,8 +85,10 @@ struct Busy {
 }
 
 pub(crate) struct CellState {
-    /// The state after the last committed turn.
-    pub(crate) state: Value,
+    /// The state after the last committed turn; `None` for `null`, so that
+    /// an actor whose state is `null` costs no allocation for it (a JSON
+    /// value is 80 bytes inline, a box 8).
+    state: Option<Box<Value>>,
     /// A holder is running turns (or loading the actor).
     pub(crate) held: bool,
     /// The actor left memory (stopped or passivated): look it up again.
@@ -111,7 +113,7 @@ impl Cell {
     pub(crate) fn loading() -> Cell {
         Cell {
             inner: Mutex::new(CellState {
-                state: Value::Null,
+                state: None,
                 held: true,
                 gone: false,
                 exists: false,
@@ -124,13 +126,28 @@ impl Cell {
 }
 
 impl CellState {
+    /// A copy of the committed state.
+    pub(crate) fn state(&self) -> Value {
+        self.state.as_deref().cloned().unwrap_or(Value::Null)
+    }
+
+    /// Commits `state`.
+    pub(crate) fn set_state(&mut self, state: Value) {
+        match &mut self.state {
+            _ if state.is_null() => self.state = None,
+            // A turn's state goes into the box the last one used.
+            Some(slot) => **slot = state,
+            None => self.state = Some(Box::new(state)),
+        }
+    }
+
     fn busy(&mut self) -> &mut Busy {
         self.busy.get_or_insert_with(Default::default)
     }
 
     /// Fills a loaded actor from its record.
     pub(crate) fn restore(&mut self, record: Record) {
-        self.state = record.state;
+        self.set_state(record.state);
         if !record.recent.is_empty() {
             let recent = &mut self.busy().recent;
             for r in record.recent {
@@ -149,7 +166,7 @@ impl CellState {
                 .map(|(_, id, answer)| Remembered { id: id.to_string(), answer: answer.clone() })
                 .collect()
         });
-        Record { state: self.state.clone(), recent: recent.unwrap_or_default() }
+        Record { state: self.state(), recent: recent.unwrap_or_default() }
     }
 
     /// The answer of a committed turn of packet `id`, if it is remembered.

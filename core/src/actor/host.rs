@@ -464,7 +464,7 @@ impl TypeHost {
             }
             None => {
                 if let Some(initial) = &self.spec.initial_state {
-                    st.state = initial.clone();
+                    st.set_state(initial.clone());
                     st.exists = true;
                     st.fresh = true;
                     self.counters.activations.fetch_add(1, Relaxed);
@@ -615,7 +615,7 @@ impl TypeHost {
         let answer = address_of(actor, false);
         let record = {
             let mut st = cell.inner.lock();
-            st.state = message.data;
+            st.set_state(message.data);
             if message.remember {
                 st.remember(message.id.clone(), &answer, self.settings.remembered_turns);
             }
@@ -624,7 +624,7 @@ impl TypeHost {
         if self.store.durable() {
             if let Err(e) = self.store.save(actor, &record).await {
                 let mut st = cell.inner.lock();
-                st.state = Value::Null;
+                st.set_state(Value::Null);
                 st.forget(&message.id);
                 return Err(e);
             }
@@ -661,7 +661,7 @@ impl TypeHost {
         message: Message,
     ) -> Result<Value, PfError> {
         let Message { id, data, metadata, deadline, remember, .. } = message;
-        let state = cell.inner.lock().state.clone();
+        let state = cell.inner.lock().state();
         let ctx = ActorContext::new(
             Context { reactor: reactor.clone(), packet_id: id.clone(), metadata, deadline, turn: true },
             actor.clone(),
@@ -715,7 +715,7 @@ impl TypeHost {
         let window = self.settings.remembered_turns;
         if !self.store.durable() {
             let mut st = cell.inner.lock();
-            st.state = state;
+            st.set_state(state);
             st.fresh = false;
             if let Some(id) = id {
                 st.remember(id, answer, window);
@@ -734,7 +734,7 @@ impl TypeHost {
         match self.store.save(actor, &record).await {
             Ok(()) => {
                 let mut st = cell.inner.lock();
-                st.state = record.state;
+                st.set_state(record.state);
                 st.fresh = false;
                 Ok(())
             }
@@ -763,7 +763,7 @@ impl TypeHost {
                 format!("{actor} cannot be {} by a message its own turn is waiting on", past(message.op)),
             ));
         }
-        let before = cell.inner.lock().state.clone();
+        let before = cell.inner.lock().state();
         let Message { id, data, metadata, deadline, .. } = message;
         let ctx = ActorContext::new(
             Context { reactor: reactor.clone(), packet_id: id, metadata, deadline, turn: true },
@@ -856,7 +856,7 @@ impl TypeHost {
     /// The committed state of an actor in memory (tests).
     #[cfg(test)]
     pub(crate) fn cell_state(&self, id: &str) -> Option<Value> {
-        self.active.get(id).map(|cell| cell.inner.lock().state.clone())
+        self.active.get(id).map(|cell| cell.inner.lock().state())
     }
 
     fn reactor(&self) -> Option<Reactor> {
