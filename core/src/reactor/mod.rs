@@ -25,6 +25,8 @@ use tokio::time::{Duration, Instant};
 pub use context::{late_call_error, Context};
 pub use handler::{Handler, HandlerError, HandlerResult};
 pub use stats::{HandlerStats, ReactorStats};
+// The same histogram counts the keys a node forwards (its dashboard).
+pub(crate) use stats::Stats;
 
 use crate::error::{ErrorCode, PfError};
 use crate::packet::{Element, Group, Packet, PacketId};
@@ -32,7 +34,6 @@ use crate::result::PacketResult;
 pub(crate) use inflight::InflightGuard;
 use inflight::{DependencyState, Inflight, Outcome};
 use scheduler::{Refused, RunSlot, Scheduler};
-use stats::Stats;
 
 /// Settings of a [`Reactor`].
 #[derive(Debug, Clone)]
