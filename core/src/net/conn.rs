@@ -37,7 +37,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::auth::{AuthTable, Grant};
 use super::dashboard::recorder::Key;
-use super::dashboard::{ServedBy, SubmittedBy};
+use super::dashboard::{self, ServedBy};
 use super::forward::RelayOutcome;
 use super::liveness;
 use super::node::NodeInner;
@@ -463,8 +463,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let recorder = &self.node.dashboard.recorder;
         recorder.answered(key, &result.packet_id, &result.outcome, result.duration_ms, served_by);
         if let Err(e) = &result.outcome {
-            let from = SubmittedBy::Peer(self.peer.id);
-            recorder.failed(key, &result.packet_id, e, result.duration_ms, from, served_by);
+            let from = dashboard::peer_label(&self.peer);
+            let served =
+                dashboard::recorder::served_by(served_by, &|id| dashboard::connection_name(&self.node, id));
+            recorder.failed(key, &result.packet_id, e, result.duration_ms, from, served);
         }
         self.queue(Message::Result { seq, result });
     }

@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::dashboard::{ServedBy, SubmittedBy};
+use super::dashboard::{self, ServedBy};
 use super::node::NodeInner;
 use super::peers::{Peer, RelayAnswer, Reply, ReturnAddress};
 use crate::error::ErrorCode;
@@ -63,7 +63,8 @@ async fn observed(
     let recorder = &node.dashboard.recorder;
     recorder.routed(&key, start.elapsed().as_micros() as u64, !result.is_success());
     if let (Err(e), None) = (&result.outcome, origin) {
-        recorder.failed(&key, &result.packet_id, e, result.duration_ms, SubmittedBy::ThisNode, served_by);
+        let served = dashboard::recorder::served_by(served_by, &|id| dashboard::connection_name(&node, id));
+        recorder.failed(&key, &result.packet_id, e, result.duration_ms, "this node".into(), served);
     }
     result
 }

@@ -36,7 +36,7 @@ use super::node::NodeInner;
 use super::peers::Peer;
 use super::{http, metrics};
 use history::{History, Served};
-pub(crate) use recorder::{Recorder, ServedBy, SubmittedBy};
+pub(crate) use recorder::{Recorder, ServedBy};
 
 /// How often the sampler samples and open streams get an event.
 const TICK: Duration = Duration::from_secs(1);
@@ -127,7 +127,7 @@ fn sample(node: &NodeInner, elapsed: Duration, cpu_before: Option<u64>, cpu_now:
 }
 
 /// How a peer is named in failures and traces.
-fn peer_label(peer: &Peer) -> String {
+pub(crate) fn peer_label(peer: &Peer) -> String {
     match peer.hello() {
         Some(hello) => format!("{} ({}, {})", hello.name, hello.runtime, peer.remote),
         None => format!("seed peer ({})", peer.remote),
@@ -135,7 +135,7 @@ fn peer_label(peer: &Peer) -> String {
 }
 
 /// Names connection `id`, if it is still a peer.
-fn connection_name(node: &NodeInner, id: u64) -> String {
+pub(crate) fn connection_name(node: &NodeInner, id: u64) -> String {
     let peer = node.peers.read().all().find(|p| p.id == id).cloned();
     peer.map_or_else(|| format!("connection {id} (closed)"), |p| peer_label(&p))
 }
@@ -145,7 +145,6 @@ fn connection_name(node: &NodeInner, id: u64) -> String {
 fn document(node: &NodeInner, latest_only: bool) -> Value {
     let board = &node.dashboard;
     let process = *board.process.lock();
-    let name = |id: u64| connection_name(node, id);
     json!({
         "at_ms": super::conn::epoch_ms(),
         "health": metrics::health(node),
@@ -156,7 +155,7 @@ fn document(node: &NodeInner, latest_only: bool) -> Value {
         },
         "keys": board.history.lock().to_json(latest_only),
         "errors_by_code": board.recorder.errors_by_code(),
-        "failures": board.recorder.failures(FAILURES_SHOWN, &name),
+        "failures": board.recorder.failures(FAILURES_SHOWN),
         // Actors are not part of this node yet: the page shows their place.
         "actors": Value::Null,
     })

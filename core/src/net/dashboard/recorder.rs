@@ -56,15 +56,6 @@ pub(crate) enum ServedBy {
     DefaultRoute,
 }
 
-/// Where a failed packet came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SubmittedBy {
-    /// This node's own reactor (a handler's call, a binding's submit).
-    ThisNode,
-    /// The peer on this connection.
-    Peer(u64),
-}
-
 /// One failed packet.
 struct Failure {
     at_ms: u64,
@@ -73,8 +64,10 @@ struct Failure {
     code: String,
     message: String,
     duration_ms: u64,
-    from: SubmittedBy,
-    served_by: ServedBy,
+    /// Who submitted it and who served it, named when it failed (a peer
+    /// may be gone by the time someone looks).
+    from: String,
+    served_by: String,
 }
 
 /// What happened to a packet at this node.
@@ -145,15 +138,17 @@ impl Recorder {
         self.epoch_ms + at.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
-    /// A failed packet (always recorded).
+    /// A failed packet (always recorded), submitted by `from` and served
+    /// by `served_by` (as a person reads them: a peer's name, language and
+    /// address, or `this node`).
     pub(crate) fn failed(
         &self,
         key: &Key,
         packet_id: &PacketId,
         error: &PfError,
         duration_ms: u64,
-        from: SubmittedBy,
-        served_by: ServedBy,
+        from: String,
+        served_by: String,
     ) {
         self.by_code[code_index(&error.code)].fetch_add(1, Relaxed);
         let mut message = error.message.clone();
@@ -303,8 +298,8 @@ impl Recorder {
         Value::Object(out)
     }
 
-    /// The last `n` failures, newest first, with connections named by `name`.
-    pub(crate) fn failures(&self, n: usize, name: &dyn Fn(u64) -> String) -> Value {
+    /// The last `n` failures, newest first.
+    pub(crate) fn failures(&self, n: usize) -> Value {
         let failures = self.failures.lock();
         let list: Vec<Value> = failures
             .iter()
@@ -318,8 +313,8 @@ impl Recorder {
                     "code": f.code,
                     "message": f.message,
                     "duration_ms": f.duration_ms,
-                    "from": submitted_by(f.from, name),
-                    "served_by": served_by(f.served_by, name),
+                    "from": f.from,
+                    "served_by": f.served_by,
                 })
             })
             .collect();
@@ -383,14 +378,8 @@ impl Recorder {
     }
 }
 
-fn submitted_by(from: SubmittedBy, name: &dyn Fn(u64) -> String) -> String {
-    match from {
-        SubmittedBy::ThisNode => "this node".into(),
-        SubmittedBy::Peer(id) => name(id),
-    }
-}
-
-fn served_by(by: ServedBy, name: &dyn Fn(u64) -> String) -> String {
+/// How `by` reads, with connections named by `name`.
+pub(crate) fn served_by(by: ServedBy, name: &dyn Fn(u64) -> String) -> String {
     match by {
         ServedBy::ThisNode => "this node".into(),
         ServedBy::Peer(id) => name(id),
@@ -417,18 +406,18 @@ mod tests {
         for i in 0..FAILURES_KEPT + 5 {
             let id = PacketId::new(&format!("p{i}")).unwrap();
             let e = PfError::new(ErrorCode::HandlerFailed, format!("boom {i}"));
-            r.failed(&key("x"), &id, &e, 3, SubmittedBy::Peer(7), ServedBy::Peer(9));
+            r.failed(&key("x"), &id, &e, 3, "conn7".into(), "conn9".into());
         }
         r.failed(
             &key("y"),
             &PacketId::new("late").unwrap(),
             &PfError::new(ErrorCode::Timeout, "late"),
             30,
-            SubmittedBy::ThisNode,
-            ServedBy::ThisNode,
+            "this node".into(),
+            "this node".into(),
         );
         assert_eq!(r.failures.lock().len(), FAILURES_KEPT);
-        let list = r.failures(3, &names);
+        let list = r.failures(3);
         assert_eq!(list[0]["code"], "PF408");
         assert_eq!(list[0]["from"], "this node");
         assert_eq!(list[1]["message"], format!("boom {}", FAILURES_KEPT + 4));
@@ -441,8 +430,8 @@ mod tests {
     fn long_messages_are_cut_on_a_character_boundary() {
         let r = Recorder::default();
         let e = PfError::new(ErrorCode::HandlerFailed, "é".repeat(MESSAGE_KEPT));
-        r.failed(&key("x"), &PacketId::new("p").unwrap(), &e, 0, SubmittedBy::ThisNode, ServedBy::ThisNode);
-        let message = r.failures(1, &names)[0]["message"].as_str().unwrap().to_owned();
+        r.failed(&key("x"), &PacketId::new("p").unwrap(), &e, 0, "a".into(), "b".into());
+        let message = r.failures(1)[0]["message"].as_str().unwrap().to_owned();
         assert!(message.len() <= MESSAGE_KEPT + '…'.len_utf8() && message.ends_with('…'));
     }
 
@@ -475,7 +464,7 @@ mod tests {
         r.sent(&child, 2, Instant::now());
         let e = PfError::new(ErrorCode::HandlerFailed, "child failed");
         r.answered(&key("b"), &child.id, &Err(e.clone()), 4, ServedBy::Peer(2));
-        r.failed(&key("b"), &child.id, &e, 4, SubmittedBy::ThisNode, ServedBy::Peer(2));
+        r.failed(&key("b"), &child.id, &e, 4, "this node".into(), "conn2".into());
         let trace = r.trace(root.id.as_str(), &names);
         let events: Vec<&str> =
             trace["hops"].as_array().unwrap().iter().map(|h| h["event"].as_str().unwrap()).collect();

@@ -239,7 +239,6 @@ function chartSeries(pick, labels, dashes) {
         width: 1.5,
         dash: dashes[j],
         spanGaps: false,
-        points: { show: false },
       });
     });
   });
