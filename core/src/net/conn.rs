@@ -463,9 +463,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let recorder = &self.node.dashboard.recorder;
         recorder.answered(key, &result.packet_id, &result.outcome, result.duration_ms, served_by);
         if let Err(e) = &result.outcome {
-            let from = dashboard::peer_label(&self.peer);
-            let served =
-                dashboard::recorder::served_by(served_by, &|id| dashboard::connection_name(&self.node, id));
+            let from = || dashboard::peer_label(&self.peer);
+            let served = || {
+                dashboard::recorder::served_by(served_by, &|id| dashboard::connection_name(&self.node, id))
+            };
             recorder.failed(key, &result.packet_id, e, result.duration_ms, from, served);
         }
         self.queue(Message::Result { seq, result });

@@ -63,8 +63,9 @@ async fn observed(
     let recorder = &node.dashboard.recorder;
     recorder.routed(&key, start.elapsed().as_micros() as u64, !result.is_success());
     if let (Err(e), None) = (&result.outcome, origin) {
-        let served = dashboard::recorder::served_by(served_by, &|id| dashboard::connection_name(&node, id));
-        recorder.failed(&key, &result.packet_id, e, result.duration_ms, "this node".into(), served);
+        let served =
+            || dashboard::recorder::served_by(served_by, &|id| dashboard::connection_name(&node, id));
+        recorder.failed(&key, &result.packet_id, e, result.duration_ms, || "this node".into(), served);
     }
     result
 }

@@ -106,7 +106,7 @@ pub(crate) fn start_sampler(node: &Arc<NodeInner>) {
 
 fn sample(node: &NodeInner, elapsed: Duration, cpu_before: Option<u64>, cpu_now: Option<u64>) {
     let board = &node.dashboard;
-    board.recorder.refill_hop_budget();
+    board.recorder.refill_budgets();
     let mut keys: Vec<(Served, _)> =
         node.reactor.stats().handlers.into_iter().map(|h| (Served::Local, h)).collect();
     keys.extend(board.recorder.routed_stats().into_iter().map(|h| (Served::Routed, h)));

@@ -3,8 +3,10 @@
 //!
 //! - **Failures**: the last [`FAILURES_KEPT`] failed packets (key, code,
 //!   message, duration, which connection submitted it, who served it), and
-//!   a counter per PF code. Every failure is recorded: failures are the
-//!   slow path already (an error was built, a message formatted).
+//!   a counter per PF code. Every failure is counted; failures are the slow
+//!   path already (an error was built, a message formatted), but so that a
+//!   flood of refusals (PF429 under overload) costs no more than before,
+//!   at most [`FAILURES_PER_SECOND`] are recorded in detail each second.
 //! - **Hops**: a ring of the last [`HOPS_KEPT`] hop events (a packet arrived
 //!   from a connection, was sent to a peer, was answered), for the trace
 //!   view. Recording one costs a lock and a few copies, so at most
@@ -35,7 +37,9 @@ pub(crate) const FAILURES_KEPT: usize = 100;
 /// Hop events remembered (about 100 bytes each).
 pub(crate) const HOPS_KEPT: usize = 2048;
 /// Hop events recorded per second at most.
-pub(crate) const HOPS_PER_SECOND: u32 = 600;
+pub(crate) const HOPS_PER_SECOND: u32 = 1000;
+/// Failures recorded in detail (with their answer hop) per second at most.
+pub(crate) const FAILURES_PER_SECOND: u32 = 200;
 /// Forwarded keys with a histogram; packets for further keys are not counted.
 pub(crate) const ROUTED_KEYS_KEPT: usize = 256;
 /// Longest error message kept for a failure, in bytes.
@@ -97,6 +101,7 @@ pub(crate) struct Recorder {
     by_code: [AtomicU64; ErrorCode::ALL.len() + 1],
     hops: Mutex<VecDeque<Hop>>,
     hop_budget: AtomicU32,
+    failure_budget: AtomicU32,
     /// Read on every forwarded answer, replaced whole when a key is added.
     routed: ArcSwap<HashMap<Key, Arc<Stats>>>,
     adding_routed: Mutex<()>,
@@ -112,12 +117,20 @@ impl Default for Recorder {
             by_code: std::array::from_fn(|_| AtomicU64::new(0)),
             hops: Mutex::new(VecDeque::new()),
             hop_budget: AtomicU32::new(HOPS_PER_SECOND),
+            failure_budget: AtomicU32::new(FAILURES_PER_SECOND),
             routed: ArcSwap::default(),
             adding_routed: Mutex::new(()),
             epoch: Instant::now(),
             epoch_ms: super::super::conn::epoch_ms(),
         }
     }
+}
+
+/// Takes one from `budget`; false when it is spent (then one relaxed load
+/// is all it costs).
+#[inline]
+fn take(budget: &AtomicU32) -> bool {
+    budget.load(Relaxed) > 0 && budget.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok()
 }
 
 fn code_index(code: &str) -> usize {
@@ -138,19 +151,22 @@ impl Recorder {
         self.epoch_ms + at.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
-    /// A failed packet (always recorded), submitted by `from` and served
-    /// by `served_by` (as a person reads them: a peer's name, language and
-    /// address, or `this node`).
+    /// A failed packet, submitted by `from` and served by `served_by` (as a
+    /// person reads them: a peer's name, language and address, or `this
+    /// node`; made only when the failure is recorded in detail).
     pub(crate) fn failed(
         &self,
         key: &Key,
         packet_id: &PacketId,
         error: &PfError,
         duration_ms: u64,
-        from: String,
-        served_by: String,
+        from: impl FnOnce() -> String,
+        served_by: impl FnOnce() -> String,
     ) {
         self.by_code[code_index(&error.code)].fetch_add(1, Relaxed);
+        if !take(&self.failure_budget) {
+            return;
+        }
         let mut message = error.message.clone();
         if message.len() > MESSAGE_KEPT {
             let mut end = MESSAGE_KEPT;
@@ -167,8 +183,8 @@ impl Recorder {
             code: error.code.clone(),
             message,
             duration_ms,
-            from,
-            served_by,
+            from: from(),
+            served_by: served_by(),
         };
         let mut failures = self.failures.lock();
         if failures.len() == FAILURES_KEPT {
@@ -180,13 +196,13 @@ impl Recorder {
     /// Takes one hop event from this second's budget; false when spent.
     #[inline]
     fn take_hop_budget(&self) -> bool {
-        self.hop_budget.load(Relaxed) > 0
-            && self.hop_budget.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok()
+        take(&self.hop_budget)
     }
 
-    /// Gives the hop budget back for the next second (the sampler's tick).
-    pub(crate) fn refill_hop_budget(&self) {
+    /// Gives the budgets back for the next second (the sampler's tick).
+    pub(crate) fn refill_budgets(&self) {
         self.hop_budget.store(HOPS_PER_SECOND, Relaxed);
+        self.failure_budget.store(FAILURES_PER_SECOND, Relaxed);
     }
 
     fn hop(&self, hop: Hop) {
@@ -225,7 +241,8 @@ impl Recorder {
         }
     }
 
-    /// The packet `packet_id` (of `key`) was answered.
+    /// The packet `packet_id` (of `key`) was answered. A failure's answer
+    /// is recorded within the failures' budget instead of the hops'.
     #[inline]
     pub(crate) fn answered(
         &self,
@@ -235,7 +252,11 @@ impl Recorder {
         duration_ms: u64,
         served_by: ServedBy,
     ) {
-        if self.take_hop_budget() {
+        let within_budget = match outcome {
+            Ok(_) => self.take_hop_budget(),
+            Err(_) => self.failure_budget.load(Relaxed) > 0,
+        };
+        if within_budget {
             let code = outcome.as_ref().err().map(|e| {
                 ErrorCode::ALL.iter().find(|c| c.as_str() == e.code).map_or("PF???", |c| c.as_str())
             });
@@ -340,7 +361,7 @@ impl Recorder {
                 packets.push(&f.packet_id);
             }
         }
-        let list: Vec<Value> = hops
+        let mut list: Vec<Value> = hops
             .iter()
             .filter(|h| packets.contains(&&h.packet_id))
             .map(|h| {
@@ -369,6 +390,32 @@ impl Recorder {
                 hop
             })
             .collect();
+        // A failed packet whose hops were past the hop budget, or are gone
+        // from the ring: its failure says when it arrived, from whom, and
+        // how it was answered.
+        for f in failures.iter().filter(|f| packets.contains(&&f.packet_id)) {
+            let seen = |wanted: fn(&HopEvent) -> bool| {
+                hops.iter().any(|h| h.packet_id == f.packet_id && wanted(&h.event))
+            };
+            let (id, key) = (f.packet_id.as_str(), key_text(&f.key));
+            if !seen(|e| matches!(e, HopEvent::Arrived { .. } | HopEvent::Sent { .. })) {
+                let at_ms = f.at_ms.saturating_sub(f.duration_ms);
+                list.push(
+                    json!({"at_ms": at_ms, "packet_id": id, "key": key, "event": "arrived", "from": f.from}),
+                );
+            }
+            if !seen(|e| matches!(e, HopEvent::Answered { .. })) {
+                list.push(json!({"at_ms": f.at_ms, "packet_id": id, "key": key, "event": "answered",
+                    "served_by": f.served_by, "code": f.code, "duration_ms": f.duration_ms}));
+            }
+        }
+        // In time order; within a millisecond, in the order hops happen.
+        let rank = |h: &Value| match h["event"].as_str() {
+            Some("arrived") => 0,
+            Some("sent") => 1,
+            _ => 2,
+        };
+        list.sort_by_key(|h| (h["at_ms"].as_u64(), rank(h)));
         let failed: Vec<Value> = failures
             .iter()
             .filter(|f| packets.contains(&&f.packet_id))
@@ -406,15 +453,16 @@ mod tests {
         for i in 0..FAILURES_KEPT + 5 {
             let id = PacketId::new(&format!("p{i}")).unwrap();
             let e = PfError::new(ErrorCode::HandlerFailed, format!("boom {i}"));
-            r.failed(&key("x"), &id, &e, 3, "conn7".into(), "conn9".into());
+            r.refill_budgets();
+            r.failed(&key("x"), &id, &e, 3, || "conn7".into(), || "conn9".into());
         }
         r.failed(
             &key("y"),
             &PacketId::new("late").unwrap(),
             &PfError::new(ErrorCode::Timeout, "late"),
             30,
-            "this node".into(),
-            "this node".into(),
+            || "this node".into(),
+            || "this node".into(),
         );
         assert_eq!(r.failures.lock().len(), FAILURES_KEPT);
         let list = r.failures(3);
@@ -427,10 +475,34 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_of_failures_is_counted_but_recorded_within_its_budget() {
+        let r = Recorder::default();
+        let e = PfError::new(ErrorCode::Overloaded, "full");
+        let mut named = 0;
+        for i in 0..FAILURES_PER_SECOND + 50 {
+            let id = PacketId::new(&format!("p{i}")).unwrap();
+            r.failed(
+                &key("x"),
+                &id,
+                &e,
+                0,
+                || {
+                    named += 1;
+                    "c".into()
+                },
+                || "s".into(),
+            );
+        }
+        assert_eq!(r.errors_by_code(), json!({"PF429": FAILURES_PER_SECOND + 50}));
+        assert_eq!(r.failures.lock().len(), FAILURES_KEPT);
+        assert_eq!(named, FAILURES_PER_SECOND, "labels are made only for recorded failures");
+    }
+
+    #[test]
     fn long_messages_are_cut_on_a_character_boundary() {
         let r = Recorder::default();
         let e = PfError::new(ErrorCode::HandlerFailed, "é".repeat(MESSAGE_KEPT));
-        r.failed(&key("x"), &PacketId::new("p").unwrap(), &e, 0, "a".into(), "b".into());
+        r.failed(&key("x"), &PacketId::new("p").unwrap(), &e, 0, || "a".into(), || "b".into());
         let message = r.failures(1)[0]["message"].as_str().unwrap().to_owned();
         assert!(message.len() <= MESSAGE_KEPT + '…'.len_utf8() && message.ends_with('…'));
     }
@@ -443,9 +515,9 @@ mod tests {
             r.arrived(&packet, 1, Instant::now());
         }
         assert_eq!(r.hops.lock().len(), HOPS_PER_SECOND as usize);
-        r.refill_hop_budget();
+        r.refill_budgets();
         for _ in 0..HOPS_KEPT {
-            r.refill_hop_budget();
+            r.refill_budgets();
             r.sent(&packet, 2, Instant::now());
         }
         assert_eq!(r.hops.lock().len(), HOPS_KEPT, "the ring keeps its bound");
@@ -464,7 +536,7 @@ mod tests {
         r.sent(&child, 2, Instant::now());
         let e = PfError::new(ErrorCode::HandlerFailed, "child failed");
         r.answered(&key("b"), &child.id, &Err(e.clone()), 4, ServedBy::Peer(2));
-        r.failed(&key("b"), &child.id, &e, 4, "this node".into(), "conn2".into());
+        r.failed(&key("b"), &child.id, &e, 4, || "this node".into(), || "conn2".into());
         let trace = r.trace(root.id.as_str(), &names);
         let events: Vec<&str> =
             trace["hops"].as_array().unwrap().iter().map(|h| h["event"].as_str().unwrap()).collect();
@@ -473,6 +545,26 @@ mod tests {
         assert_eq!(trace["hops"][2]["code"], "PF500");
         assert_eq!(trace["failures"][0]["message"], "child failed");
         assert_eq!(r.trace("nothing-like-it", &names)["hops"], json!([]));
+    }
+
+    #[test]
+    fn a_failure_past_the_hop_budget_still_has_its_trace() {
+        let r = Recorder::default();
+        let busy = Packet::build("df", "busy", json!(1)).unwrap();
+        for _ in 0..HOPS_PER_SECOND {
+            r.arrived(&busy, 1, Instant::now());
+        }
+        let failing = Packet::build("df", "b", json!(2)).unwrap();
+        r.arrived(&failing, 1, Instant::now());
+        let e = PfError::new(ErrorCode::HandlerFailed, "late failure");
+        r.failed(&key("b"), &failing.id, &e, 7, || "conn1".into(), || "conn2".into());
+        let trace = r.trace(failing.id.as_str(), &names);
+        let hops = trace["hops"].as_array().unwrap();
+        assert_eq!(hops.len(), 2, "{trace}");
+        assert_eq!((hops[0]["event"].as_str(), hops[0]["from"].as_str()), (Some("arrived"), Some("conn1")));
+        assert_eq!((hops[1]["event"].as_str(), hops[1]["code"].as_str()), (Some("answered"), Some("PF500")));
+        assert_eq!(hops[1]["served_by"], "conn2");
+        assert!(hops[0]["at_ms"].as_u64() <= hops[1]["at_ms"].as_u64());
     }
 
     #[test]
