@@ -2,7 +2,9 @@
 //! counters of every key (the reactor's handlers and the keys this node
 //! forwarded) are compared with the second before, giving packets per
 //! second and the p50/p99 latency of that second's packets. The last
-//! [`POINTS_KEPT`] seconds are kept, for at most [`KEYS_CHARTED`] keys.
+//! [`POINTS_KEPT`] seconds are kept, for at most [`KEYS_CHARTED`] keys; when
+//! they are all taken, a key idle for [`IDLE_EVICTED_S`] seconds makes room
+//! for a new one.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -14,6 +16,8 @@ use crate::reactor::HandlerStats;
 pub(crate) const POINTS_KEPT: usize = 300;
 /// Keys charted; further keys are listed without a series.
 pub(crate) const KEYS_CHARTED: usize = 32;
+/// Seconds without a packet after which a key gives its place to a new one.
+pub(crate) const IDLE_EVICTED_S: usize = 60;
 
 /// One second of one key: when, packets per second, latency quantiles of
 /// the packets answered in that second (`None` when there were none).
@@ -35,6 +39,8 @@ struct Series {
     /// The counters at the last sample.
     last: HandlerStats,
     points: VecDeque<Point>,
+    /// The last second it had packets (or was first seen).
+    active_s: u64,
 }
 
 /// Where a key is served, as the sampler found it.
@@ -84,7 +90,8 @@ impl History {
         let elapsed_s = elapsed_s.max(0.001);
         for (served, now) in keys {
             let id = (key_of(&now), served);
-            let room = self.series.len() < KEYS_CHARTED;
+            let room =
+                self.series.len() < KEYS_CHARTED || (!self.series.contains_key(&id) && self.evict_idle(at_s));
             match self.series.get_mut(&id) {
                 Some(series) => {
                     let count = now.count.saturating_sub(series.last.count);
@@ -99,12 +106,29 @@ impl History {
                     }
                     series.points.push_back(point);
                     series.last = now;
+                    if count > 0 {
+                        series.active_s = at_s;
+                    }
                 }
                 None if room => {
-                    self.series.insert(id, Series { last: now, points: VecDeque::new() });
+                    self.series.insert(id, Series { last: now, points: VecDeque::new(), active_s: at_s });
                 }
                 None => {}
             }
+        }
+    }
+
+    /// Drops one series without a packet in the last [`IDLE_EVICTED_S`]
+    /// seconds before `at_s` (idle, or gone from the samples); false when
+    /// every series had traffic.
+    fn evict_idle(&mut self, at_s: u64) -> bool {
+        let idle = self.series.iter().find(|(_, s)| at_s.saturating_sub(s.active_s) >= IDLE_EVICTED_S as u64);
+        match idle.map(|(id, _)| id.clone()) {
+            Some(id) => {
+                self.series.remove(&id);
+                true
+            }
+            None => false,
         }
     }
 
@@ -181,7 +205,30 @@ mod tests {
                 (Served::Local, s)
             })
             .collect();
-        h.sample(1000, 1.0, many);
+        h.sample(1000, 1.0, many.clone());
         assert_eq!(h.series.len(), KEYS_CHARTED);
+        // Every key but k0 keeps getting packets; the routed df:x stopped
+        // long ago: k31, left out so far, takes its place at once.
+        let busy: Vec<(Served, HandlerStats)> = many[1..KEYS_CHARTED].to_vec();
+        for t in 0..IDLE_EVICTED_S as u64 {
+            let ticking = busy.iter().map(|(s, h)| (*s, stats_of(h, t + 1))).collect();
+            h.sample(1001 + t, 1.0, ticking);
+        }
+        let charted = |h: &History, key: &str| h.series.keys().any(|(k, _)| k == key);
+        assert!(charted(&h, "df:k31") && !charted(&h, "df:x"));
+        // A minute on, k0 is idle too, and makes room for a new key.
+        let mut newcomer = stats(5, vec![]);
+        newcomer.element = Element::new("new").unwrap();
+        h.sample(1000 + IDLE_EVICTED_S as u64, 1.0, vec![(Served::Local, newcomer.clone())]);
+        assert!(charted(&h, "df:new") && !charted(&h, "df:k0"), "the idle key made room");
+        // Nothing else is idle: a further key waits.
+        newcomer.element = Element::new("newer").unwrap();
+        h.sample(1001 + IDLE_EVICTED_S as u64, 1.0, vec![(Served::Local, newcomer)]);
+        assert!(!charted(&h, "df:newer"));
+        assert_eq!(h.series.len(), KEYS_CHARTED);
+    }
+
+    fn stats_of(h: &HandlerStats, count: u64) -> HandlerStats {
+        HandlerStats { count, ..h.clone() }
     }
 }
