@@ -59,7 +59,7 @@ async fn the_page_and_its_assets_are_served_from_the_binary() {
     assert_eq!(get(&addr, "/ui/api/trace", None).await.0, 400, "a trace needs an id");
     let doc = snapshot(&addr, None).await;
     assert_eq!(doc["health"]["name"], "solo");
-    assert_eq!(doc["actors"], Value::Null, "no actors: nothing made up");
+    assert_eq!(doc["health"]["actors"], json!([]), "no actors hosted: none shown");
     assert!(doc["process"]["uptime_s"].is_u64());
     node.stop().await;
 }
@@ -189,5 +189,19 @@ async fn with_auth_on_the_data_needs_a_token_with_the_dashboard_permission() {
     let (status, _, body) = get(&addr, "/ui/api/snapshot", Some(VIEWER)).await;
     assert_eq!(status, 200, "{body}");
     assert!(!body.contains(VIEWER) && !body.contains(WORKER), "no token is ever shown");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn the_actor_types_a_node_hosts_are_in_its_data() {
+    let reactor = Reactor::default();
+    let echo_state = |_: &str, _: &Value, state: &mut Value, _: &packetflow::ActorContext| {
+        Ok(packetflow::Reply::Value(state.clone()))
+    };
+    reactor.actors().register("counter", packetflow::ActorType::new(echo_state)).unwrap();
+    let (node, addr) = node_with(reactor, NodeConfig::default()).await;
+    let doc = snapshot(&addr.to_string(), None).await;
+    assert_eq!(doc["health"]["actors"][0]["actor_type"], "counter", "{doc}");
+    assert_eq!(doc["health"]["actors"][0]["active"], 0);
     node.stop().await;
 }

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::dashboard::{self, ServedBy};
 use super::node::NodeInner;
-use super::peers::{Peer, RelayAnswer, Reply, ReturnAddress};
+use super::peers::{Peer, Placement, RelayAnswer, Reply, ReturnAddress};
 use crate::error::ErrorCode;
 use crate::packet::{Packet, META_HOPS, META_ROUTE_KEY};
 use crate::reactor::{Forwarder, Origin};
@@ -33,15 +33,34 @@ pub(super) struct Router {
 impl Forwarder for Router {
     fn forward(
         &self,
-        packet: Packet,
+        mut packet: Packet,
         deadline: Instant,
         origin: Option<Origin>,
     ) -> Option<BoxFuture<'static, PacketResult>> {
         let node = self.node.upgrade()?;
-        let route_key = packet.meta(META_ROUTE_KEY).and_then(Value::as_str);
         let origin = origin.map(|o| o.0);
+        if let Some(Placement::Peer(peer)) = node.place_actor(&mut packet, origin) {
+            return Some(Box::pin(forward(node, peer, packet, deadline, origin)));
+        }
+        let route_key = packet.meta(META_ROUTE_KEY).and_then(Value::as_str);
         let peer = node.peers.read().route_element(packet.group, &packet.element, route_key, origin)?;
         Some(Box::pin(observed(node, peer, packet, deadline, origin)))
+    }
+
+    fn actor_here(&self, actor_type: &str, key: &str, origin: Option<Origin>) -> bool {
+        let Some(node) = self.node.upgrade() else { return true };
+        let placed = node.peers.read().place_actor(actor_type, key, Some(&node.node_id), origin.map(|o| o.0));
+        !matches!(placed, Some(Placement::Peer(_)))
+    }
+}
+
+impl NodeInner {
+    /// Where the actor `packet` is for lives, for a packet that is not run
+    /// here; `None` for any other packet.
+    fn place_actor(&self, packet: &mut Packet, origin: Option<u64>) -> Option<Placement> {
+        let (actor_type, key) = crate::actor::address::placement(packet)?;
+        let own = self.reactor.actor_host(actor_type).map(|_| self.node_id.as_str());
+        self.peers.read().place_actor(actor_type, &key, own, origin)
     }
 }
 
@@ -191,8 +210,14 @@ impl NodeInner {
         size: usize,
         to: &mpsc::UnboundedSender<RelayAnswer>,
     ) -> RelayOutcome {
-        let route_key = packet.meta(META_ROUTE_KEY).and_then(Value::as_str);
-        let route = self.peers.read().route_element(packet.group, &packet.element, route_key, Some(origin.0));
+        let mut packet = packet;
+        let route = match self.place_actor(&mut packet, Some(origin.0)) {
+            Some(Placement::Peer(peer)) => Some(peer),
+            _ => {
+                let route_key = packet.meta(META_ROUTE_KEY).and_then(Value::as_str);
+                self.peers.read().route_element(packet.group, &packet.element, route_key, Some(origin.0))
+            }
+        };
         let peer = match route {
             Some(peer) if peer.has_hello() => peer,
             _ => return RelayOutcome::Declined(packet),

@@ -218,6 +218,18 @@ impl Node {
         self.inner.routes_version.subscribe()
     }
 
+    /// The nodes this node knows to host `actor_type` (itself included
+    /// when it does), sorted: the set its placement hashes over.
+    pub fn actor_hosts(&self, actor_type: &str) -> Vec<String> {
+        let mut hosts = self.inner.peers.read().actor_host_ids(actor_type);
+        if self.inner.reactor.actor_host(actor_type).is_some() {
+            hosts.push(self.inner.node_id.clone());
+        }
+        hosts.sort();
+        hosts.dedup();
+        hosts
+    }
+
     /// How many peers are connected.
     pub fn peer_count(&self) -> usize {
         self.inner.peers.read().len()
@@ -285,7 +297,11 @@ impl NodeInner {
         let mut keys: BTreeSet<(Group, Element)> = self.reactor.handler_keys().into_iter().collect();
         let peers = self.peers.read();
         keys.extend(peers.keys_except(peer.id).cloned());
-        Announcement { keys, default_route: peers.has_seed_except(peer.id) }
+        let mut actor_hosts = peers.actor_hosts_for(peer, self.config.max_hops);
+        for actor_type in self.reactor.actor_type_names() {
+            actor_hosts.entry(actor_type).or_default().insert(self.node_id.clone(), 0);
+        }
+        Announcement { keys, default_route: peers.has_seed_except(peer.id), actor_hosts }
     }
 
     /// Sends `hello` to `peer` if it speaks hello (or `force`) and what we
@@ -311,6 +327,7 @@ impl NodeInner {
             features,
             max_inflight: self.config.max_inflight_per_conn as u64,
             heartbeat_ms: self.config.peer_heartbeat_interval.as_millis() as u64,
+            actor_hosts: announcement.actor_hosts,
             // Only in the first hello of a connection this node dialed.
             token: if force { peer.take_hello_token() } else { None },
         };

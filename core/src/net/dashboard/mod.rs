@@ -12,8 +12,8 @@
 //! | `/ui/api/snapshot` | the `snapshot` event's document, once | token with `dashboard` |
 //! | `/ui/api/trace?id=ID` | the hops of trace `ID` this node saw | token with `dashboard` |
 //!
-//! The data is `/health`'s document ([`metrics::health`]) plus the
-//! process's CPU and memory, per-key series ([`history`]), errors by code,
+//! The data is `/health`'s document ([`metrics::health`]: peers, handlers,
+//! actors per type) plus the process's CPU and memory, per-key series ([`history`]), errors by code,
 //! the last failed packets and traces ([`recorder`]). One sampler task per
 //! node takes a sample each second and, only while someone watches, builds
 //! the `tick` event once for every open stream.
@@ -156,8 +156,6 @@ fn document(node: &NodeInner, latest_only: bool) -> Value {
         "keys": board.history.lock().to_json(latest_only),
         "errors_by_code": board.recorder.errors_by_code(),
         "failures": board.recorder.failures(FAILURES_SHOWN),
-        // Actors are not part of this node yet: the page shows their place.
-        "actors": Value::Null,
     })
 }
 

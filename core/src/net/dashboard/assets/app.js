@@ -146,13 +146,21 @@ function renderErrors(doc) {
   fillTable("errors", rows, "No failed packets.");
 }
 
-function renderActors(doc) {
-  const el = $("actors");
-  if (doc.actors === null || doc.actors === undefined) {
-    el.textContent = "This node runs no actors.";
-    return;
-  }
-  el.textContent = JSON.stringify(doc.actors);
+function renderActors(h) {
+  const rows = (h.actors || []).map((a) =>
+    row(
+      [
+        cell(a.actor_type),
+        cell(a.active, "num"),
+        cell(a.passivated, "num"),
+        cell(a.activations, "num"),
+        cell(a.passivations, "num"),
+        cell(a.tells_failed, "num"),
+      ],
+      { actorType: a.actor_type },
+    ),
+  );
+  fillTable("actors", rows, "This node hosts no actors.");
 }
 
 function renderFailures(doc) {
@@ -309,7 +317,7 @@ function render(doc) {
   renderPeers(doc.health);
   renderHandlers(doc.health);
   renderErrors(doc);
-  renderActors(doc);
+  renderActors(doc.health);
   renderFailures(doc);
   renderKeys();
   renderCharts();
