@@ -45,7 +45,9 @@ fn counter() -> ActorType {
         if kind == "increment" {
             let by = match message.get("by") {
                 None | Some(Value::Null) => 1,
-                Some(by) => by.as_i64().ok_or_else(|| PfError::failed(format!("by must be an integer, got {by}")))?,
+                Some(by) => {
+                    by.as_i64().ok_or_else(|| PfError::failed(format!("by must be an integer, got {by}")))?
+                }
             };
             state["value"] = json!(state["value"].as_i64().unwrap_or(0) + by);
         }
