@@ -389,6 +389,8 @@ export interface TokenSpec {
   submit?: string[];
   /** Patterns this token may serve (announce); missing or empty: nothing. */
   serve?: string[];
+  /** May open the node's dashboard (`/ui/`); default `false`. */
+  dashboard?: boolean;
 }
 
 /**

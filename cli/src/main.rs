@@ -1,9 +1,11 @@
-//! `packetflow`: run a hub, submit a packet, read a node's health, or
-//! benchmark any node that speaks the protocol (ours or a seed peer).
+//! `packetflow`: run a hub, submit a packet, read a node's health, open its
+//! dashboard, or benchmark any node that speaks the protocol (ours or a seed
+//! peer).
 
 mod actor;
 mod bench;
 mod builtin;
+mod dashboard;
 mod health;
 mod stream;
 
@@ -61,6 +63,18 @@ enum Command {
         /// without one); default: $PACKETFLOW_TOKEN.
         #[arg(long)]
         token: Option<String>,
+    },
+    /// Print the URL of a node's dashboard page, and open it in a browser
+    /// when there is a display (xdg-open).
+    ///
+    /// With auth on, the page asks for a token whose entry has
+    /// `dashboard = true` (docs/security.md).
+    Dashboard {
+        /// The node's URL (ws://HOST:PORT/packetflow/v1 or http://HOST:PORT).
+        url: String,
+        /// Only print the URL.
+        #[arg(long)]
+        no_open: bool,
     },
     /// Measure a node: sequential round trips and pipelined throughput.
     Bench(bench::BenchArgs),
@@ -232,6 +246,7 @@ fn main() -> ExitCode {
             Command::Stream { url, msgpack, dial } => {
                 stream::run(&url, dial.options(if msgpack { Codec::MsgPack } else { Codec::Json })).await
             }
+            Command::Dashboard { url, no_open } => dashboard::run(&url, !no_open),
             Command::Bench(args) => bench::run(args).await,
         }
     })
@@ -319,6 +334,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
         args.name,
         node.node_id()
     );
+    let page = if scheme == "wss" { "https" } else { "http" };
+    eprintln!("packetflow: dashboard at {page}://{bound}/ui/");
     if let Some(summary) = auth_summary {
         eprintln!("packetflow: {summary}");
     }

@@ -176,6 +176,8 @@ defmodule PacketFlow.Reactor do
   * `:submit`, `:serve` - the `group:element` patterns a peer with this
     token may submit and serve: `"*"`, `"df:*"`, `"df:transform"`,
     `"df:user.*"`. Missing means none.
+  * `:dashboard` - `true` lets the token open the node's dashboard
+    (`/ui/`); default `false`.
   """
   @type token_spec ::
           %{
@@ -183,7 +185,8 @@ defmodule PacketFlow.Reactor do
             optional(:token) => String.t(),
             optional(:token_sha256) => String.t(),
             optional(:submit) => [String.t()],
-            optional(:serve) => [String.t()]
+            optional(:serve) => [String.t()],
+            optional(:dashboard) => boolean()
           }
           | [
               {:name, String.t()}
@@ -191,6 +194,7 @@ defmodule PacketFlow.Reactor do
               | {:token_sha256, String.t()}
               | {:submit, [String.t()]}
               | {:serve, [String.t()]}
+              | {:dashboard, boolean()}
             ]
 
   @typedoc """

@@ -60,10 +60,13 @@ class TokenSpec(_TokenName, total=False):
     hold the secret). ``submit`` and ``serve`` are the ``group:element``
     patterns a peer with this token may submit and serve: ``"*"``,
     ``"df:*"``, ``"df:transform"``, ``"df:user.*"``; a missing list allows
-    nothing. The same fields as an entry of a tokens file.
+    nothing. ``dashboard`` (default ``False``) lets the token open the
+    node's dashboard (``/ui/``). The same fields as an entry of a tokens
+    file.
     """
 
     token: str
     token_sha256: str
     submit: List[str]
     serve: List[str]
+    dashboard: bool

@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::dashboard::{self, ServedBy};
 use super::node::NodeInner;
 use super::peers::{Peer, Placement, RelayAnswer, Reply, ReturnAddress};
 use crate::error::ErrorCode;
@@ -43,7 +44,7 @@ impl Forwarder for Router {
         }
         let route_key = packet.meta(META_ROUTE_KEY).and_then(Value::as_str);
         let peer = node.peers.read().route_element(packet.group, &packet.element, route_key, origin)?;
-        Some(Box::pin(forward(node, peer, packet, deadline, origin)))
+        Some(Box::pin(observed(node, peer, packet, deadline, origin)))
     }
 
     fn actor_here(&self, actor_type: &str, key: &str, origin: Option<Origin>) -> bool {
@@ -61,6 +62,31 @@ impl NodeInner {
         let own = self.reactor.actor_host(actor_type).map(|_| self.node_id.as_str());
         self.peers.read().place_actor(actor_type, &key, own, origin)
     }
+}
+
+/// [`forward`], counted for the dashboard: the key's latency, and, for a
+/// packet this node's own reactor submitted, its failure (a packet from a
+/// peer's connection is recorded where that connection answers it).
+async fn observed(
+    node: Arc<NodeInner>,
+    peer: Arc<Peer>,
+    packet: Packet,
+    deadline: Instant,
+    origin: Option<u64>,
+) -> PacketResult {
+    let start = Instant::now();
+    let key = (packet.group, packet.element.clone());
+    // A seed peer that lacks the key hands the packet to the next one.
+    let served_by = if peer.has_hello() { ServedBy::Peer(peer.id) } else { ServedBy::DefaultRoute };
+    let result = forward(node.clone(), peer, packet, deadline, origin).await;
+    let recorder = &node.dashboard.recorder;
+    recorder.routed(&key, start.elapsed().as_micros() as u64, !result.is_success());
+    if let (Err(e), None) = (&result.outcome, origin) {
+        let served =
+            || dashboard::recorder::served_by(served_by, &|id| dashboard::connection_name(&node, id));
+        recorder.failed(&key, &result.packet_id, e, result.duration_ms, || "this node".into(), served);
+    }
+    result
 }
 
 /// Forwards to `peer`; a seed peer (which announced nothing) that answers
@@ -146,6 +172,7 @@ fn send_to(
             format!("peer {} already has {limit} packets in flight", peer.remote),
         ));
     };
+    node.dashboard.recorder.sent(&packet, peer.id, start);
     if !peer.send_forward(seq, packet, hops) {
         peer.abandon_submit(seq);
         return Err((ErrorCode::Unavailable, format!("peer {} went away", peer.remote)));
@@ -206,7 +233,9 @@ impl NodeInner {
             ));
         };
         let id = packet.id.clone();
-        let reply = Reply::Relay(ReturnAddress { to: to.clone(), seq, size, start, guard });
+        let key = (packet.group, packet.element.clone());
+        let reply =
+            Reply::Relay(ReturnAddress { to: to.clone(), seq, size, start, guard, key, served_by: peer.id });
         match send_to(self, &peer, packet, start, deadline, reply) {
             Ok(seq) => RelayOutcome::Sent { peer, seq },
             Err((code, message)) => {

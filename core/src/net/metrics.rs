@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use super::node::NodeInner;
 use crate::actor::ActorTypeStats;
 use crate::reactor::HandlerStats;
+use crate::wire::Codec;
 
 /// Upper bounds of the exported latency buckets, in seconds. The reactor's
 /// own histogram is finer (about 19% per bucket); each of its buckets is
@@ -27,6 +28,7 @@ pub(crate) fn status(node: &NodeInner) -> &'static str {
 pub(crate) fn health(node: &NodeInner) -> Value {
     let stats = node.reactor.stats();
     let now = tokio::time::Instant::now();
+    let wall_ms = super::conn::epoch_ms();
     let peers: Vec<Value> = node
         .peers
         .read()
@@ -39,6 +41,8 @@ pub(crate) fn health(node: &NodeInner) -> Value {
                 "name": hello.as_ref().map(|h| h.name.clone()),
                 "runtime": hello.as_ref().map(|h| h.runtime.clone()),
                 "handlers": hello.as_ref().map(|h| h.handlers.iter().map(|(g, e)| format!("{g}:{e}")).collect::<Vec<_>>()),
+                "encoding": p.codec().map(|c| if c == Codec::MsgPack { "msgpack" } else { "json" }),
+                "connected_at_ms": wall_ms - p.connected.elapsed().as_millis() as u64,
                 "in_flight": p.in_flight(),
                 "state": if p.liveness.is_suspect() { "suspect" } else { "alive" },
                 "last_heard_ms": p.liveness.last_heard_age(now).as_millis() as u64,

@@ -21,13 +21,15 @@
 //! settings are in `config` and `options`; `listener` accepts sockets
 //! (HTTP endpoints, the upgrade, the connection limit) and `dialer` opens
 //! them; `conn` runs one connection; `peers` is the peer table and the
-//! routing decision; `forward` sends packets to peers; `auth`, `tls`,
-//! `http`, `metrics` and `busy_poll` are what their names say.
+//! routing decision; `forward` sends packets to peers; `dashboard` serves
+//! the page on `/ui/` and records what it shows; `auth`, `tls`, `http`,
+//! `metrics` and `busy_poll` are what their names say.
 
 mod auth;
 mod busy_poll;
 mod config;
 mod conn;
+mod dashboard;
 mod dialer;
 mod forward;
 mod http;

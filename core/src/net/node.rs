@@ -19,7 +19,7 @@ use super::forward::Router;
 use super::liveness::PeerEvents;
 use super::options::{ConnectOptions, ListenOptions};
 use super::peers::{Announcement, Peer, PeerTable};
-use super::{busy_poll, dialer, listener, metrics};
+use super::{busy_poll, dashboard, dialer, listener, metrics};
 use crate::error::PfError;
 use crate::packet::{Element, Group, PROTOCOL_VERSION};
 use crate::reactor::Reactor;
@@ -54,6 +54,8 @@ pub(crate) struct NodeInner {
     pub(crate) busy_poll: Option<Arc<busy_poll::BusyPoll>>,
     /// Suspicions and deaths of peers.
     pub(crate) peer_events: PeerEvents,
+    /// What the dashboard shows, and its record of failures and hops.
+    pub(crate) dashboard: dashboard::Dashboard,
 }
 
 /// A reactor on the network: listens, dials, routes. Cheap to clone.
@@ -94,6 +96,7 @@ impl Node {
             queued_bytes: AtomicUsize::new(0),
             busy_poll,
             peer_events: PeerEvents::default(),
+            dashboard: dashboard::Dashboard::default(),
         });
         reactor.set_forwarder(Box::new(Router { node: Arc::downgrade(&inner) }));
         let weak = Arc::downgrade(&inner);

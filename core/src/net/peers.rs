@@ -13,11 +13,12 @@ use tokio::sync::{mpsc, oneshot};
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::auth::Grant;
+use super::dashboard::recorder::Key;
 use super::liveness::Liveness;
 use crate::packet::{Element, Group, Packet, PacketId};
 use crate::reactor::InflightGuard;
 use crate::result::PacketResult;
-use crate::wire::{ActorHosts, Hello, Message, Outgoing, FEATURE_DEFAULT_ROUTE};
+use crate::wire::{ActorHosts, Codec, Hello, Message, Outgoing, FEATURE_DEFAULT_ROUTE};
 
 /// Identifies one connection of this node.
 pub(crate) type ConnId = u64;
@@ -53,6 +54,9 @@ pub(crate) struct ReturnAddress {
     /// When it was forwarded.
     pub(crate) start: tokio::time::Instant,
     pub(crate) guard: InflightGuard,
+    /// Its `group:element` and the peer it went to (for the dashboard).
+    pub(crate) key: Key,
+    pub(crate) served_by: ConnId,
 }
 
 /// The answer to a relayed packet, for the connection it came in on.
@@ -60,6 +64,10 @@ pub(crate) struct RelayAnswer {
     pub(crate) seq: u64,
     pub(crate) size: usize,
     pub(crate) result: PacketResult,
+    /// When it was forwarded, its key and the peer that answered.
+    pub(crate) start: tokio::time::Instant,
+    pub(crate) key: Key,
+    pub(crate) served_by: ConnId,
 }
 
 impl Reply {
@@ -70,13 +78,13 @@ impl Reply {
             Reply::Wait(tx) => {
                 let _ = tx.send(result);
             }
-            Reply::Relay(ReturnAddress { to, seq, size, mut guard, .. }) => {
+            Reply::Relay(ReturnAddress { to, seq, size, mut guard, start, key, served_by }) => {
                 if result.is_success() {
                     guard.succeed();
                 }
                 drop(guard);
                 // A closed connection released its charged bytes when it ended.
-                let _ = to.send(RelayAnswer { seq, size, result });
+                let _ = to.send(RelayAnswer { seq, size, result, start, key, served_by });
             }
             Reply::Orphaned => {}
         }
@@ -119,6 +127,10 @@ pub(crate) struct Peer {
     hello_token: Mutex<Option<String>>,
     /// Alive, suspect or dead, and since when it was heard.
     pub(crate) liveness: Liveness,
+    /// When the connection was made (shown by `/health`).
+    pub(crate) connected: tokio::time::Instant,
+    /// The encoding spoken on the connection (shown by `/health`).
+    codec: OnceLock<Codec>,
 }
 
 impl Peer {
@@ -137,7 +149,19 @@ impl Peer {
             grant: OnceLock::new(),
             hello_token: Mutex::new(None),
             liveness: Liveness::new(tokio::time::Duration::from_secs(30)),
+            connected: tokio::time::Instant::now(),
+            codec: OnceLock::new(),
         }
+    }
+
+    /// Records the connection's encoding (once, when it starts).
+    pub(crate) fn set_codec(&self, codec: Codec) {
+        let _ = self.codec.set(codec);
+    }
+
+    /// The connection's encoding, once known.
+    pub(crate) fn codec(&self) -> Option<Codec> {
+        self.codec.get().copied()
     }
 
     /// Records what the peer's token allows (once, when it is admitted).

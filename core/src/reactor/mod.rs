@@ -25,6 +25,9 @@ use tokio::time::{Duration, Instant};
 pub use context::{late_call_error, Context};
 pub use handler::{Handler, HandlerError, HandlerResult};
 pub use stats::{HandlerStats, ReactorStats};
+// The same histogram counts the keys a node forwards (its dashboard), and
+// the actors of a type.
+pub(crate) use stats::Stats;
 
 use crate::actor::{ActorStore, ActorType, Actors, HostSettings, MemoryStore, TypeHost};
 use crate::error::{ErrorCode, PfError};
@@ -33,7 +36,6 @@ use crate::result::PacketResult;
 pub(crate) use inflight::InflightGuard;
 use inflight::{DependencyState, Inflight, Outcome};
 use scheduler::{Refused, RunSlot, Scheduler};
-pub(crate) use stats::Stats;
 
 /// Settings of a [`Reactor`].
 #[derive(Debug, Clone)]
