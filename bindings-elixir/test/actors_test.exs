@@ -356,6 +356,29 @@ defmodule PacketFlow.ActorsTest do
       kill_9!(node)
     end
 
+    test "a reactor's store file is closed when it stops, so a restart may open it at once" do
+      store = Path.join(temp_dir!(), "actors.redb")
+      {:ok, r} = Reactor.start_link(actor_store: store)
+      :ok = Actors.register(r, "counter", Counter)
+      {:ok, counter} = Actors.create(r, "counter", %{value: 0}, id: "c1")
+      {:ok, _} = Actors.send(r, counter, %{type: "increment"})
+
+      Process.flag(:trap_exit, true)
+
+      assert {:error, %Error{code: "PF400", message: message}} =
+               Reactor.start_link(actor_store: store)
+
+      assert message =~ "cannot open the actor store #{store}"
+
+      # As a supervisor restarts it: the old reactor's native resources may
+      # not be freed yet; its file is closed.
+      :ok = Reactor.stop(r)
+      {:ok, again} = Reactor.start_link(actor_store: store)
+      :ok = Actors.register(again, "counter", Counter)
+      assert {:ok, %{"value" => 2}} = Actors.send(again, counter, %{type: "increment"})
+      :ok = Reactor.stop(again)
+    end
+
     test "a store file that cannot be opened stops the reactor from starting, naming the path" do
       Process.flag(:trap_exit, true)
       path = Path.join([temp_dir!(), "missing-folder", "actors.redb"])

@@ -133,8 +133,10 @@ defmodule PacketFlow.Reactor do
   * `:actor_store` - a file for the state of this reactor's actors (see
     `PacketFlow.Actors`), made if missing: a [redb](https://www.redb.org)
     database written before each turn's reply leaves, so an acknowledged
-    message survives a crash of the VM. One process holds a file at a
-    time. Default: in memory, for as long as the reactor runs.
+    message survives a crash of the VM. One reactor holds a file at a time
+    (another, in this VM or another process, is refused with PF400); the
+    file is closed when the reactor stops, so a supervisor may restart it
+    at once. Default: in memory, for as long as the reactor runs.
   * `:actor_passivate_after_ms` - how long an actor stays in memory
     without a message before it leaves for its store, to come back on its
     next message (the core's default: 10 minutes).

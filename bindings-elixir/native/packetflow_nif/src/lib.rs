@@ -25,8 +25,9 @@
 //!   runtime            the Tokio runtime (timers, sockets)
 //!
 //!   beside them, used at every level: convert (terms ⇄ values), terms (the
-//!   structs handed out), packet (a submit's fields), atoms, json, probe
-//!   (NIFs that let the tests drive exec and pool alone)
+//!   structs handed out), packet (a submit's fields), store (a reactor's
+//!   actor store file, closed when it stops), atoms, json, probe (NIFs that let
+//!   the tests drive exec and pool alone)
 //! ```
 //!
 //! ## How it never blocks a scheduler
@@ -55,6 +56,7 @@ mod pool;
 mod probe;
 mod reactor;
 mod runtime;
+mod store;
 mod terms;
 
 #[global_allocator]

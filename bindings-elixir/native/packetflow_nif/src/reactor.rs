@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use packetflow::actor::FileStore;
 use packetflow::{ConnectionSpawner, Node, NodeConfig, Packet, PfError, Reactor, ReactorConfig};
 use parking_lot::{Mutex, RwLock};
 use rustler::env::SavedTerm;
@@ -16,7 +15,7 @@ use rustler::{Encoder, Env, LocalPid, OwnedEnv, Resource, ResourceArc, Term};
 use crate::exec::{self, inline, Deliver, Job};
 use crate::invocation;
 use crate::pool::{Pool, PoolRes};
-use crate::{atoms, packet, runtime, terms};
+use crate::{atoms, packet, runtime, store, terms};
 
 static LIVE: AtomicU64 = AtomicU64::new(0);
 
@@ -42,6 +41,8 @@ pub struct ReactorRes {
     /// The GenServer: network answers go there, and it is the key of this
     /// reactor in the registry.
     owner: LocalPid,
+    /// Its actor store file, if it has one: closed when it stops.
+    store: Option<Arc<store::Closable>>,
 }
 
 #[rustler::resource_impl]
@@ -57,6 +58,9 @@ impl Drop for ReactorRes {
     fn drop(&mut self) {
         registry().write().remove(&self.owner);
         self.reactor.stop();
+        if let Some(store) = &self.store {
+            store.close();
+        }
         if let Some(node) = self.node.get_mut().take() {
             // Closing connections is async; the task owns what it needs.
             runtime::handle().spawn(async move { node.stop().await });
@@ -116,20 +120,30 @@ fn reactor_new<'a>(
 ) -> Term<'a> {
     let made = config(settings).and_then(|config| {
         let reactor = Reactor::new(config);
-        if let Some(path) = actor_store {
-            reactor.actors().set_store(Arc::new(FileStore::open(path)?))?;
-        }
-        Ok(reactor)
+        let store = match actor_store {
+            Some(path) => {
+                let store = Arc::new(store::Closable::open(&path)?);
+                reactor.actors().set_store(store.clone())?;
+                Some(store)
+            }
+            None => None,
+        };
+        Ok((reactor, store))
     });
-    let reactor = match made {
-        Ok(reactor) => reactor,
+    let (reactor, store) = match made {
+        Ok(made) => made,
         Err(e) => return (atoms::error(), terms::error(env, &e)).encode(env),
     };
     LIVE.fetch_add(1, Ordering::Relaxed);
     let owner = env.pid();
     registry().write().insert(owner, (reactor.clone(), Arc::clone(&pool.0)));
-    let resource =
-        ResourceArc::new(ReactorRes { reactor, node: Mutex::new(None), pool: Arc::clone(&pool.0), owner });
+    let resource = ResourceArc::new(ReactorRes {
+        reactor,
+        node: Mutex::new(None),
+        pool: Arc::clone(&pool.0),
+        owner,
+        store,
+    });
     (atoms::ok(), resource).encode(env)
 }
 
@@ -256,6 +270,10 @@ fn reactor_stop(env: Env, r: ResourceArc<ReactorRes>) -> rustler::Atom {
     // Submits answered PF503 here are polled and answered before this
     // returns (the dispatcher, which would otherwise, is stopping too).
     inline::run(env, || r.reactor.stop());
+    // So that a reactor started next on the same file finds it free.
+    if let Some(store) = &r.store {
+        store.close();
+    }
     if let Some(node) = r.node.lock().clone() {
         runtime::handle().spawn(async move { node.stop().await });
     }
