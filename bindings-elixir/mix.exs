@@ -67,6 +67,7 @@ defmodule PacketFlow.MixProject do
       extras: ["README.md"],
       groups_for_modules: [
         Runtime: [PacketFlow.Reactor, PacketFlow.Context],
+        Actors: [PacketFlow.Actor, PacketFlow.Actors, PacketFlow.ActorRef],
         Values: [PacketFlow.Result, PacketFlow.Error]
       ]
     ]

@@ -411,6 +411,25 @@ async fn durable_state_and_remembered_turns_survive_a_restart() {
     assert!(actors.set_store(Arc::new(MemoryStore::new())).is_err(), "no store change once types exist");
 }
 
+#[tokio::test]
+async fn a_file_store_is_closed_when_its_last_clone_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("actors.redb");
+    let actor = ActorRef::new("counter", "c").unwrap();
+    for round in 0..20 {
+        // Opened again at once, each round: the drop below closed the file.
+        let store = FileStore::open(&path).unwrap();
+        let stored = store.load(&actor).await.unwrap().map(|r| r.state);
+        assert_eq!(stored, (round > 0).then(|| json!({"round": round - 1})));
+        let record = Record { state: json!({"round": round}), recent: Vec::new() };
+        let copy = store.clone();
+        copy.save(&actor, &record).await.unwrap();
+        drop(store);
+        assert!(FileStore::open(&path).is_err(), "a clone keeps the file open");
+        drop(copy);
+    }
+}
+
 async fn wait_for_store(path: &std::path::Path) -> FileStore {
     for _ in 0..500 {
         if let Ok(store) = FileStore::open(path) {

@@ -35,11 +35,33 @@ struct Job {
 }
 
 /// Actor records in a redb file: every saved turn is on disk before
-/// [`ActorStore::save`] completes, so it survives `kill -9`.
+/// [`ActorStore::save`] completes, so it survives `kill -9`. The file is
+/// closed (its lock released) by the time the last clone is dropped.
 #[derive(Clone)]
 pub struct FileStore {
     db: Arc<Database>,
-    writer: mpsc::Sender<Job>,
+    writer: Arc<Writer>,
+}
+
+/// The writer thread and its queue. Dropped with the last clone of the
+/// store: the queue closes, the thread commits what it still holds and
+/// ends, and the drop waits for it, so that the file is closed by then
+/// (the thread holds the database too) and may be opened again at once.
+struct Writer {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(thread) = self.thread.take() {
+            // Never on the writer itself (nothing there holds a store).
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for FileStore {
@@ -68,10 +90,11 @@ impl FileStore {
         let db = Arc::new(db);
         let (writer, jobs) = mpsc::channel();
         let for_writer = db.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("packetflow-actor-store".into())
             .spawn(move || write_loop(&for_writer, &jobs))
             .map_err(|e| cannot(&e))?;
+        let writer = Arc::new(Writer { jobs: Some(writer), thread: Some(thread) });
         Ok(FileStore { db, writer })
     }
 
@@ -82,10 +105,13 @@ impl FileStore {
         doing: &'static str,
     ) -> BoxFuture<'static, Result<bool, PfError>> {
         let (done, answer) = oneshot::channel();
-        let sent = self.writer.send(Job { write, done });
+        let sent = match &self.writer.jobs {
+            Some(jobs) => jobs.send(Job { write, done }).is_ok(),
+            None => false,
+        };
         let actor = actor.clone();
         Box::pin(async move {
-            if sent.is_err() {
+            if !sent {
                 return Err(store_error(&actor, doing, "its writer has stopped"));
             }
             match answer.await {
