@@ -14,12 +14,13 @@ use tokio::time::Instant;
 
 use super::address::{chain_holds, message_type, Op, Request, META_ACTOR_ID, META_ACTOR_OP};
 use super::behavior::{Reply, TurnInput, Turns};
-use super::cell::{answer_all, Answer, Cell, CellState, Message};
+use super::cell::{Answer, Cell, CellState, Message};
 use super::store::{ActorStore, Record};
+use super::turn_id::{MadeTurnId, TurnId};
 use super::{ActorContext, ActorRef, ActorType};
 use crate::error::{ErrorCode, PfError};
 use crate::packet::Packet;
-use crate::reactor::{panic_message, Context, Reactor, ReactorInner, Stats};
+use crate::reactor::{panic_message, Context, ContextId, Reactor, ReactorInner, Stats};
 
 /// Settings every type on a reactor shares (from its `ReactorConfig`).
 #[derive(Debug, Clone, Copy)]
@@ -41,7 +42,9 @@ pub(crate) struct TypeCounters {
 pub(crate) struct TypeHost {
     pub(crate) name: Arc<str>,
     spec: ActorType,
-    active: DashMap<Arc<str>, Arc<Cell>>,
+    /// Hashed with foldhash: a create hashes its id once or twice, and a
+    /// growing table rehashes every id it holds.
+    active: DashMap<Arc<str>, Arc<Cell>, foldhash::fast::RandomState>,
     pub(crate) store: Arc<dyn ActorStore>,
     settings: HostSettings,
     reactor: Weak<ReactorInner>,
@@ -51,7 +54,7 @@ pub(crate) struct TypeHost {
 }
 
 /// What a message found when it reached its actor.
-enum Offer {
+pub(crate) enum Offer {
     /// Answered at once (a remembered turn).
     Answered(Result<Value, PfError>),
     /// The actor was idle: run this message here, holding the actor.
@@ -73,7 +76,7 @@ impl TypeHost {
         TypeHost {
             name: Arc::from(name),
             spec,
-            active: DashMap::new(),
+            active: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             store,
             settings,
             reactor,
@@ -129,8 +132,16 @@ impl TypeHost {
             (None, Some(id)) => ActorRef::from_parts(self.name.clone(), Arc::from(id)),
             (None, None) => ActorRef::generate(&self.name)?,
         };
-        let message =
-            Message { id, op: request.op, priority, data, metadata, deadline, reply: None, remember: true };
+        let message = Message {
+            id: TurnId::Packet(id),
+            op: request.op,
+            priority,
+            data,
+            metadata,
+            deadline,
+            reply: None,
+            remember: true,
+        };
         Ok((actor, message))
     }
 
@@ -165,11 +176,44 @@ impl TypeHost {
         self: &Arc<Self>,
         reactor: &Reactor,
         actor: ActorRef,
-        mut message: Message,
+        message: Message,
+    ) -> Result<Value, PfError> {
+        let deadline = message.deadline;
+        let offer = self.offer(&actor, message);
+        self.settle(reactor, actor, offer, deadline).await
+    }
+
+    /// Delivers a message and answers it without awaiting when it can: a
+    /// remembered turn, or a turn that runs inline on an idle actor. Gives
+    /// back what the message found otherwise, for [`settle`](Self::settle).
+    // The message comes back by value (no allocation) on the slow path.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn ask_now(
+        self: &Arc<Self>,
+        reactor: &Reactor,
+        actor: &ActorRef,
+        message: Message,
+    ) -> Result<Result<Value, PfError>, Offer> {
+        match self.offer(actor, message) {
+            Offer::Answered(outcome) => Ok(outcome),
+            Offer::Inline(cell, message) if self.runs_inline() => {
+                Ok(self.run_now(reactor, actor, &cell, message))
+            }
+            offer => Err(offer),
+        }
+    }
+
+    /// Waits for the answer of a message offered to its actor (`deadline`
+    /// is the message's).
+    pub(crate) async fn settle(
+        self: &Arc<Self>,
+        reactor: &Reactor,
+        actor: ActorRef,
+        mut offer: Offer,
+        deadline: Instant,
     ) -> Result<Value, PfError> {
         loop {
-            let deadline = message.deadline;
-            match self.offer(&actor, message) {
+            match offer {
                 Offer::Answered(outcome) => return outcome,
                 Offer::Inline(cell, message) => {
                     return self.run_inline(reactor, &actor, &cell, message).await
@@ -183,7 +227,7 @@ impl TypeHost {
                         .await?;
                     match waited {
                         Ok(Answer::Done(outcome)) => return outcome,
-                        Ok(Answer::Retry(again)) => message = *again,
+                        Ok(Answer::Retry(again)) => offer = self.offer(&actor, *again),
                         Err(_) => return Err(abandoned(&actor)),
                     }
                 }
@@ -239,7 +283,7 @@ impl TypeHost {
             if let Some(answer) = st.remembered(&message.id) {
                 return Ok(answer);
             }
-            if st.join(&message.id, to).is_err() {
+            if st.join(&message.id.to_packet_id(), to).is_err() {
                 return Err(duplicate());
             }
         }
@@ -255,9 +299,11 @@ impl TypeHost {
         // A tell carries its reply channel; an ask gets one here if it waits.
         let ask = message.reply.is_none();
         loop {
-            let (cell, loading) = match self.active.get(actor.id()) {
+            // A create looks for room at once: its actor is seldom there.
+            let found = if message.op == Op::Create { None } else { self.active.get(actor.id()) };
+            let (cell, loading) = match found {
                 Some(cell) => (cell.clone(), false),
-                None => match self.active.entry(Arc::from(actor.id())) {
+                None => match self.active.entry(actor.id_arc().clone()) {
                     Entry::Occupied(e) => (e.get().clone(), false),
                     Entry::Vacant(e) => {
                         let cell = Arc::new(Cell::loading());
@@ -321,7 +367,7 @@ impl TypeHost {
                 return Offer::Answered(Ok(answer));
             }
             if st.held {
-                if ask && st.running_id().is_some_and(|turn| chain_holds(message.metadata.as_ref(), turn)) {
+                if ask && st.running_is(|turn| chain_holds(message.metadata.as_ref(), turn)) {
                     drop(st);
                     return Offer::Nested(cell, message);
                 }
@@ -332,7 +378,7 @@ impl TypeHost {
             }
             st.held = true;
             if ask && self.runs_on_sender() {
-                st.start_running(message.id.clone());
+                st.start_running(&message.id);
                 drop(st);
                 return Offer::Inline(cell, message);
             }
@@ -359,8 +405,27 @@ impl TypeHost {
         let mut held = Held { host: self, actor, cell, armed: true };
         let outcome = self.run_one(reactor, actor, cell, message).await;
         held.armed = false;
-        let joiners = cell.inner.lock().finish_running();
-        answer_all(None, joiners, &outcome);
+        let ended = cell.inner.lock().finish_running();
+        ended.answer(None, &outcome);
+        self.release_or_drain(actor, cell);
+        outcome
+    }
+
+    /// [`run_inline`](Self::run_inline) for a turn that never suspends (a
+    /// sync behaviour over a memory store): no future is kept.
+    fn run_now(
+        self: &Arc<Self>,
+        reactor: &Reactor,
+        actor: &ActorRef,
+        cell: &Arc<Cell>,
+        message: Message,
+    ) -> Result<Value, PfError> {
+        let outcome = self
+            .run_one(reactor, actor, cell, message)
+            .now_or_never()
+            .expect("an inline turn (sync behaviour, memory store) never suspends");
+        let ended = cell.inner.lock().finish_running();
+        ended.answer(None, &outcome);
         self.release_or_drain(actor, cell);
         outcome
     }
@@ -440,8 +505,8 @@ impl TypeHost {
                     .await
                     .unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))
             };
-            let joiners = cell.inner.lock().finish_running();
-            answer_all(reply, joiners, &outcome);
+            let ended = cell.inner.lock().finish_running();
+            ended.answer(reply, &outcome);
         }
     }
 
@@ -499,19 +564,19 @@ impl TypeHost {
             (entry.value().clone(), ActorRef::from_parts(self.name.clone(), entry.key().clone()))
         };
         let mut st = cell.inner.lock();
-        if st.held || st.gone || !st.exists || st.remembered(&packet.id).is_some() {
+        if st.held || st.gone || !st.exists || st.remembered_packet(&packet.id).is_some() {
             return None;
         }
         st.held = true;
-        st.start_running(packet.id.clone());
+        st.start_running(&TurnId::Packet(packet.id.clone()));
         drop(st);
         Some((cell, actor))
     }
 
     /// Gives back a claim that will not run (its packet went the slow way).
     pub(crate) fn release_claim(self: &Arc<Self>, (cell, actor): &(Arc<Cell>, ActorRef)) {
-        let joiners = cell.inner.lock().finish_running();
-        debug_assert!(joiners.is_empty());
+        let ended = cell.inner.lock().finish_running();
+        debug_assert!(ended.is_empty());
         self.release_or_drain(actor, cell);
     }
 
@@ -527,20 +592,14 @@ impl TypeHost {
         let message = match self.message_for(packet, deadline, Some(actor)) {
             Ok((_, message)) => message,
             Err(e) => {
-                let joiners = cell.inner.lock().finish_running();
-                answer_all(None, joiners, &Err(e.clone()));
+                let ended = cell.inner.lock().finish_running();
+                let outcome = Err(e);
+                ended.answer(None, &outcome);
                 self.release_or_drain(actor, cell);
-                return Err(e);
+                return outcome;
             }
         };
-        let outcome = self
-            .run_one(reactor, actor, cell, message)
-            .now_or_never()
-            .expect("an inline turn (sync behaviour, memory store) never suspends");
-        let joiners = cell.inner.lock().finish_running();
-        answer_all(None, joiners, &outcome);
-        self.release_or_drain(actor, cell);
-        outcome
+        self.run_now(reactor, actor, cell, message)
     }
 
     /// Takes the actor out of memory: every queued message is answered by
@@ -612,20 +671,29 @@ impl TypeHost {
     }
 
     async fn create(&self, actor: &ActorRef, cell: &Arc<Cell>, message: Message) -> Result<Value, PfError> {
-        let answer = address_of(actor, false);
+        // A create made through the API is answered by its caller, who has
+        // the address: its answer is not built (nor remembered).
+        let remembered = match message.id {
+            TurnId::Packet(id) if message.remember => Some(id),
+            _ => None,
+        };
+        let answer = if message.remember { address_of(actor, false) } else { Value::Null };
+        let durable = self.store.durable();
         let record = {
             let mut st = cell.inner.lock();
             st.set_state(message.data);
-            if message.remember {
-                st.remember(message.id.clone(), &answer, self.settings.remembered_turns);
+            if let Some(id) = &remembered {
+                st.remember(id.clone(), &answer, self.settings.remembered_turns);
             }
-            st.record()
+            durable.then(|| st.record())
         };
-        if self.store.durable() {
+        if let Some(record) = record {
             if let Err(e) = self.store.save(actor, &record).await {
                 let mut st = cell.inner.lock();
                 st.set_state(Value::Null);
-                st.forget(&message.id);
+                if let Some(id) = &remembered {
+                    st.forget(id);
+                }
                 return Err(e);
             }
         }
@@ -662,10 +730,11 @@ impl TypeHost {
     ) -> Result<Value, PfError> {
         let Message { id, data, metadata, deadline, remember, .. } = message;
         let state = cell.inner.lock().state();
-        let ctx = ActorContext::new(
-            Context { reactor: reactor.clone(), packet_id: id.clone(), metadata, deadline, turn: true },
-            actor.clone(),
-        );
+        let remembered = match &id {
+            TurnId::Packet(id) if remember => Some(id.clone()),
+            _ => None,
+        };
+        let ctx = ActorContext::new(turn_context(reactor, cell, id, metadata, deadline), actor.clone());
         let (reply, state) = match &self.spec.turns {
             Turns::Sync(behavior) => {
                 let mut state = state;
@@ -692,7 +761,7 @@ impl TypeHost {
         };
         match reply {
             Reply::Value(answer) => {
-                self.commit(actor, cell, remember.then_some(id), state, &answer).await?;
+                self.commit(actor, cell, remembered, state, &answer).await?;
                 Ok(answer)
             }
             Reply::Stop(answer) => {
@@ -765,10 +834,7 @@ impl TypeHost {
         }
         let before = cell.inner.lock().state();
         let Message { id, data, metadata, deadline, .. } = message;
-        let ctx = ActorContext::new(
-            Context { reactor: reactor.clone(), packet_id: id, metadata, deadline, turn: true },
-            actor.clone(),
-        );
+        let ctx = ActorContext::new(turn_context(reactor, cell, id, metadata, deadline), actor.clone());
         let (reply, after) = match &self.spec.turns {
             Turns::Sync(behavior) => {
                 let mut state = before.clone();
@@ -876,11 +942,27 @@ struct Held<'a> {
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let joiners = self.cell.inner.lock().finish_running();
-            answer_all(None, joiners, &Err(abandoned(self.actor)));
+            let ended = self.cell.inner.lock().finish_running();
+            ended.answer(None, &Err(abandoned(self.actor)));
             self.host.release_or_drain(self.actor, self.cell);
         }
     }
+}
+
+/// The context of a turn: its packet's id, or the id made for an API
+/// message (formatted only if the turn reads it).
+fn turn_context(
+    reactor: &Reactor,
+    cell: &Arc<Cell>,
+    id: TurnId,
+    metadata: Option<serde_json::Map<String, Value>>,
+    deadline: Instant,
+) -> Context {
+    let id = match id {
+        TurnId::Packet(id) => ContextId::Given(id),
+        TurnId::Made(number) => ContextId::Made(MadeTurnId::new(number, cell.clone())),
+    };
+    Context { reactor: reactor.clone(), id, metadata, deadline, turn: true }
 }
 
 /// How many sweeps (a quarter of the idle time apart) an actor stays idle
