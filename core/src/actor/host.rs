@@ -8,18 +8,19 @@ use std::sync::{Arc, Weak};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use futures::FutureExt;
+use parking_lot::MutexGuard;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::address::{chain_holds, message_type, Op, Request, META_ACTOR_ID, META_ACTOR_OP};
-use super::behavior::{Reply, TurnInput, Turns};
+use super::behavior::{Behavior, Reply, TurnInput, Turns};
 use super::cell::{Answer, Cell, CellState, Message};
 use super::store::{ActorStore, Record};
 use super::turn_id::{MadeTurnId, TurnId};
 use super::{ActorContext, ActorRef, ActorType};
 use crate::error::{ErrorCode, PfError};
-use crate::packet::Packet;
+use crate::packet::{Packet, PacketId};
 use crate::reactor::{panic_message, Context, ContextId, Reactor, ReactorInner, Stats};
 
 /// Settings every type on a reactor shares (from its `ReactorConfig`).
@@ -412,7 +413,9 @@ impl TypeHost {
     }
 
     /// [`run_inline`](Self::run_inline) for a turn that never suspends (a
-    /// sync behaviour over a memory store): no future is kept.
+    /// sync behaviour over a store that is not durable): by the same rules
+    /// as [`run_one`](Self::run_one), without a future, and a create or a
+    /// message locks the cell only twice more after [`offer`](Self::offer).
     fn run_now(
         self: &Arc<Self>,
         reactor: &Reactor,
@@ -420,20 +423,96 @@ impl TypeHost {
         cell: &Arc<Cell>,
         message: Message,
     ) -> Result<Value, PfError> {
-        let outcome = self
-            .run_one(reactor, actor, cell, message)
-            .now_or_never()
-            .expect("an inline turn (sync behaviour, memory store) never suspends");
-        let ended = cell.inner.lock().finish_running();
+        debug_assert!(self.runs_inline());
+        let mut st = cell.inner.lock();
+        if let Some(outcome) = self.precheck(&st, actor, &message) {
+            return self.end_locked(actor, cell, st, outcome);
+        }
+        match (message.op, &self.spec.turns) {
+            (Op::Create, _) => {
+                let answer = self.create_in(&mut st, actor, message);
+                self.end_locked(actor, cell, st, Ok(answer))
+            }
+            (Op::Send, Turns::Sync(behavior)) => {
+                let state = st.state();
+                drop(st);
+                self.send_now(reactor, actor, cell, behavior.as_ref(), message, state)
+            }
+            _ => {
+                drop(st);
+                let outcome = self
+                    .run_one(reactor, actor, cell, message)
+                    .now_or_never()
+                    .expect("an inline turn (sync behaviour, store not durable) never suspends");
+                self.end_locked(actor, cell, cell.inner.lock(), outcome)
+            }
+        }
+    }
+
+    /// A turn of a sync behaviour over a store that is not durable, on a
+    /// copy of the state (`state`): [`turn`](Self::turn) and
+    /// [`commit`](Self::commit) without awaiting; the commit and the end of
+    /// the turn share one lock of the cell.
+    fn send_now(
+        self: &Arc<Self>,
+        reactor: &Reactor,
+        actor: &ActorRef,
+        cell: &Arc<Cell>,
+        behavior: &dyn Behavior,
+        message: Message,
+        mut state: Value,
+    ) -> Result<Value, PfError> {
+        let Message { id, data, metadata, deadline, remember, .. } = message;
+        let remembered = match &id {
+            TurnId::Packet(id) if remember => Some(id.clone()),
+            _ => None,
+        };
+        let ctx = ActorContext::new(turn_context(reactor, cell, id, metadata, deadline), actor.clone());
+        let reply = message_type(&data).and_then(|kind| handle_sync(behavior, kind, &data, &mut state, &ctx));
+        drop(ctx);
+        match reply {
+            Ok(Reply::Value(answer)) => {
+                let mut st = cell.inner.lock();
+                commit_in(&mut st, remembered, state, &answer, self.settings.remembered_turns);
+                self.end_locked(actor, cell, st, Ok(answer))
+            }
+            Ok(Reply::Stop(answer)) => {
+                let stopped = self.stop(actor, cell).now_or_never();
+                let outcome = stopped.expect("a store that is not durable removes at once").map(|()| answer);
+                self.end_locked(actor, cell, cell.inner.lock(), outcome)
+            }
+            Err(e) => self.end_locked(actor, cell, cell.inner.lock(), Err(e)),
+        }
+    }
+
+    /// Ends the running turn with `outcome` (its repeats answered, its
+    /// mark ended) and lets the actor go, under the lock `st` of `cell`.
+    fn end_locked(
+        self: &Arc<Self>,
+        actor: &ActorRef,
+        cell: &Arc<Cell>,
+        mut st: MutexGuard<'_, CellState>,
+        outcome: Result<Value, PfError>,
+    ) -> Result<Value, PfError> {
+        let ended = st.finish_running();
+        self.release_locked(actor, cell, st);
         ended.answer(None, &outcome);
-        self.release_or_drain(actor, cell);
         outcome
     }
 
     /// After a holder's turn: the actor goes idle, or a drain task runs
     /// what queued meanwhile.
     fn release_or_drain(self: &Arc<Self>, actor: &ActorRef, cell: &Arc<Cell>) {
-        let mut st = cell.inner.lock();
+        self.release_locked(actor, cell, cell.inner.lock());
+    }
+
+    /// [`release_or_drain`](Self::release_or_drain) under the lock `st` of `cell`.
+    fn release_locked(
+        self: &Arc<Self>,
+        actor: &ActorRef,
+        cell: &Arc<Cell>,
+        mut st: MutexGuard<'_, CellState>,
+    ) {
         if st.gone || !st.queue_is_empty() {
             drop(st);
             self.spawn_drain(actor.clone(), cell.clone(), false);
@@ -649,19 +728,11 @@ impl TypeHost {
         cell: &Arc<Cell>,
         message: Message,
     ) -> Result<Value, PfError> {
-        let (exists, fresh) = {
-            let st = cell.inner.lock();
-            if let Some(answer) = st.remembered(&message.id) {
-                return Ok(answer);
-            }
-            (st.exists, st.fresh)
-        };
+        if let Some(outcome) = self.precheck(&cell.inner.lock(), actor, &message) {
+            return outcome;
+        }
         match message.op {
-            Op::Create if exists && !fresh => {
-                Err(PfError::new(ErrorCode::DuplicateId, format!("actor {actor} already exists")))
-            }
             Op::Create => self.create(actor, cell, message).await,
-            _ if !exists => Err(not_found(actor)),
             Op::Stop => {
                 self.stop(actor, cell).await?;
                 Ok(address_of(actor, true))
@@ -670,40 +741,81 @@ impl TypeHost {
         }
     }
 
-    async fn create(&self, actor: &ActorRef, cell: &Arc<Cell>, message: Message) -> Result<Value, PfError> {
-        // A create made through the API is answered by its caller, who has
-        // the address: its answer is not built (nor remembered).
-        let remembered = match message.id {
-            TurnId::Packet(id) if message.remember => Some(id),
+    /// What a message on a held actor meets before it runs: its remembered
+    /// answer, PF409 for a create of an actor that exists, PF404 for
+    /// anything else to one that does not; `None` when it runs.
+    fn precheck(
+        &self,
+        st: &CellState,
+        actor: &ActorRef,
+        message: &Message,
+    ) -> Option<Result<Value, PfError>> {
+        if let Some(answer) = st.remembered(&message.id) {
+            return Some(Ok(answer));
+        }
+        match message.op {
+            Op::Create if st.exists && !st.fresh => {
+                Some(Err(PfError::new(ErrorCode::DuplicateId, format!("actor {actor} already exists"))))
+            }
+            Op::Create => None,
+            _ if !st.exists => Some(Err(not_found(actor))),
             _ => None,
-        };
-        let answer = if message.remember { address_of(actor, false) } else { Value::Null };
-        let durable = self.store.durable();
+        }
+    }
+
+    /// A create's answer. A create made through the API is answered by its
+    /// caller, who has the address: its answer is not built (nor
+    /// remembered).
+    fn create_answer(actor: &ActorRef, message: &Message) -> (Value, Option<PacketId>) {
+        match &message.id {
+            TurnId::Packet(id) if message.remember => (address_of(actor, false), Some(id.clone())),
+            _ => (Value::Null, None),
+        }
+    }
+
+    /// A create over a store that is not durable, under the cell's lock.
+    fn create_in(&self, st: &mut CellState, actor: &ActorRef, message: Message) -> Value {
+        let (answer, remembered) = Self::create_answer(actor, &message);
+        st.set_state(message.data);
+        if let Some(id) = remembered {
+            st.remember(id, &answer, self.settings.remembered_turns);
+        }
+        self.activated(st);
+        answer
+    }
+
+    /// A created actor exists from now on (counted as activated unless a
+    /// message had brought it in by its type's initial state).
+    fn activated(&self, st: &mut CellState) {
+        if !st.fresh {
+            self.counters.activations.fetch_add(1, Relaxed);
+        }
+        st.exists = true;
+        st.fresh = false;
+    }
+
+    async fn create(&self, actor: &ActorRef, cell: &Arc<Cell>, message: Message) -> Result<Value, PfError> {
+        if !self.store.durable() {
+            return Ok(self.create_in(&mut cell.inner.lock(), actor, message));
+        }
+        let (answer, remembered) = Self::create_answer(actor, &message);
         let record = {
             let mut st = cell.inner.lock();
             st.set_state(message.data);
             if let Some(id) = &remembered {
                 st.remember(id.clone(), &answer, self.settings.remembered_turns);
             }
-            durable.then(|| st.record())
+            st.record()
         };
-        if let Some(record) = record {
-            if let Err(e) = self.store.save(actor, &record).await {
-                let mut st = cell.inner.lock();
-                st.set_state(Value::Null);
-                if let Some(id) = &remembered {
-                    st.forget(id);
-                }
-                return Err(e);
+        if let Err(e) = self.store.save(actor, &record).await {
+            let mut st = cell.inner.lock();
+            st.set_state(Value::Null);
+            if let Some(id) = &remembered {
+                st.forget(id);
             }
+            return Err(e);
         }
-        let mut st = cell.inner.lock();
-        if !st.fresh {
-            self.counters.activations.fetch_add(1, Relaxed);
-        }
-        st.exists = true;
-        st.fresh = false;
-        drop(st);
+        self.activated(&mut cell.inner.lock());
         Ok(answer)
     }
 
@@ -738,11 +850,7 @@ impl TypeHost {
         let (reply, state) = match &self.spec.turns {
             Turns::Sync(behavior) => {
                 let mut state = state;
-                let message_type = message_type(&data)?;
-                let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    behavior.handle(message_type, &data, &mut state, &ctx)
-                }));
-                let reply = handled.unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))?;
+                let reply = handle_sync(behavior.as_ref(), message_type(&data)?, &data, &mut state, &ctx)?;
                 (reply, state)
             }
             Turns::Async(turn) => {
@@ -777,18 +885,13 @@ impl TypeHost {
         &self,
         actor: &ActorRef,
         cell: &Cell,
-        id: Option<crate::packet::PacketId>,
+        id: Option<PacketId>,
         state: Value,
         answer: &Value,
     ) -> Result<(), PfError> {
         let window = self.settings.remembered_turns;
         if !self.store.durable() {
-            let mut st = cell.inner.lock();
-            st.set_state(state);
-            st.fresh = false;
-            if let Some(id) = id {
-                st.remember(id, answer, window);
-            }
+            commit_in(&mut cell.inner.lock(), id, state, answer, window);
             return Ok(());
         }
         let record = {
@@ -838,11 +941,7 @@ impl TypeHost {
         let (reply, after) = match &self.spec.turns {
             Turns::Sync(behavior) => {
                 let mut state = before.clone();
-                let message_type = message_type(&data)?;
-                let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    behavior.handle(message_type, &data, &mut state, &ctx)
-                }));
-                (handled.unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))?, state)
+                (handle_sync(behavior.as_ref(), message_type(&data)?, &data, &mut state, &ctx)?, state)
             }
             Turns::Async(turn) => {
                 let message_type = message_type(&data)?.to_owned();
@@ -946,6 +1045,28 @@ impl Drop for Held<'_> {
             ended.answer(None, &Err(abandoned(self.actor)));
             self.host.release_or_drain(self.actor, self.cell);
         }
+    }
+}
+
+/// Runs a sync behaviour on `state`; a panic is PF500.
+fn handle_sync(
+    behavior: &dyn Behavior,
+    message_type: &str,
+    data: &Value,
+    state: &mut Value,
+    ctx: &ActorContext,
+) -> Result<Reply, PfError> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| behavior.handle(message_type, data, state, ctx)))
+        .unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))
+}
+
+/// Commits a turn over a store that is not durable: its state becomes the
+/// actor's, and the turn is remembered (a packet's).
+fn commit_in(st: &mut CellState, id: Option<PacketId>, state: Value, answer: &Value, window: usize) {
+    st.set_state(state);
+    st.fresh = false;
+    if let Some(id) = id {
+        st.remember(id, answer, window);
     }
 }
 
