@@ -3,6 +3,7 @@
 # process of its own: turns and creation, then resident memory per idle
 # actor for PacketFlow actors and for one tokio task + mpsc per actor.
 #   bash bench/actors/run.sh [N]     (N actors for create/memory; default 1,000,000)
+# Two builds compared round by round: bench/actors/ab.py.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n="${1:-1000000}"

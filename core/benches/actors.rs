@@ -10,7 +10,7 @@
 //!    `--only memory-tasks`), so that one's freed pages do not hide the
 //!    other's growth; `bench/actors/run.sh` runs them so.
 //!
-//! `cargo bench -p packetflow --bench actors -- [--only NAME] [--n N] [--reps R]`
+//! `cargo bench -p packetflow --bench actors -- [--only NAME] [--variant send|submit] [--n N] [--reps R]`
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -65,8 +65,11 @@ fn increment(state: &mut Value) -> Value {
 
 type Request = (Value, oneshot::Sender<Value>);
 
-fn bench_turns(a: &Args) {
+/// Which of the turn variants run: all by default; `--variant send` or
+/// `--variant submit` runs one alone (for a profile of it).
+fn bench_turns(a: &Args, variant: Option<&str>) {
     println!("## 1. message -> behaviour -> reply, one active actor, 100 in flight, one core");
+    let wanted = |name: &str| variant.is_none_or(|v| v == name);
     const WINDOW: usize = 100;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let pipelined = |n: usize, send: &dyn Fn() -> futures::future::BoxFuture<'static, Value>| {
@@ -113,32 +116,39 @@ fn bench_turns(a: &Args) {
     let actors = reactor.actors();
     actors.register_fn("counter", |_, _, state, _| Ok(Reply::Value(increment(state)))).unwrap();
     let counter = rt.block_on(actors.create("counter", Some("c"), json!(0))).unwrap();
-    let ours = report(
-        "packetflow: Actors::send (fresh UUID id per message)",
-        measure(a.n, a.reps, |n| {
-            pipelined(n, &|| {
-                let (actors, counter) = (actors.clone(), counter.clone());
-                Box::pin(async move { actors.send(&counter, json!({"type": "increment"})).await.unwrap() })
-            })
-        }),
-    );
-    println!("ratio packetflow/baseline: {:.2}", ours / floor);
-    let packets = report(
-        "packetflow: Reactor::submit of an actor packet (what a peer sends)",
-        measure(a.n, a.reps, |n| {
-            pipelined(n, &|| {
-                let (reactor, counter) = (reactor.clone(), counter.clone());
-                Box::pin(async move {
-                    reactor
-                        .submit(counter.packet(Op::Send, json!({"type": "increment"})))
-                        .await
-                        .outcome
-                        .unwrap()
+    if wanted("send") {
+        let ours = report(
+            "packetflow: Actors::send (an id made for each message)",
+            measure(a.n, a.reps, |n| {
+                pipelined(n, &|| {
+                    let (actors, counter) = (actors.clone(), counter.clone());
+                    Box::pin(
+                        async move { actors.send(&counter, json!({"type": "increment"})).await.unwrap() },
+                    )
                 })
-            })
-        }),
-    );
-    println!("ratio packet path/baseline: {:.2}\n", packets / floor);
+            }),
+        );
+        println!("ratio packetflow/baseline: {:.2}", ours / floor);
+    }
+    if wanted("submit") {
+        let packets = report(
+            "packetflow: Reactor::submit of an actor packet (what a peer sends)",
+            measure(a.n, a.reps, |n| {
+                pipelined(n, &|| {
+                    let (reactor, counter) = (reactor.clone(), counter.clone());
+                    Box::pin(async move {
+                        reactor
+                            .submit(counter.packet(Op::Send, json!({"type": "increment"})))
+                            .await
+                            .outcome
+                            .unwrap()
+                    })
+                })
+            }),
+        );
+        println!("ratio packet path/baseline: {:.2}", packets / floor);
+    }
+    println!();
 }
 
 fn bench_create(a: &Args) {
@@ -227,9 +237,10 @@ fn main() {
     let a = args();
     println!("packetflow actor benchmarks: n={} reps={}\n", a.n, a.reps);
     let only: Option<String> = std::env::args().skip_while(|x| x != "--only").nth(1);
+    let variant: Option<String> = std::env::args().skip_while(|x| x != "--variant").nth(1);
     let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
     if run("turns") {
-        bench_turns(&a);
+        bench_turns(&a, variant.as_deref());
     }
     if run("create") {
         bench_create(&a);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::turn_id::TurnId;
 use crate::error::{ErrorCode, PfError};
 use crate::packet::{Element, Group, Packet, PacketId};
 
@@ -58,6 +59,16 @@ impl ActorRef {
 
     /// The id within the type.
     pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The type name, shared (a map key or a store key costs no copy).
+    pub(crate) fn type_arc(&self) -> &Arc<str> {
+        &self.actor_type
+    }
+
+    /// The id, shared.
+    pub(crate) fn id_arc(&self) -> &Arc<str> {
         &self.id
     }
 
@@ -249,11 +260,11 @@ pub(crate) fn message_type(data: &Value) -> Result<&str, PfError> {
 }
 
 /// Whether `metadata["pf.turns"]` lists `turn`.
-pub(crate) fn chain_holds(metadata: Option<&Map<String, Value>>, turn: &PacketId) -> bool {
+pub(crate) fn chain_holds(metadata: Option<&Map<String, Value>>, turn: &TurnId) -> bool {
     metadata
         .and_then(|m| m.get(META_TURNS))
         .and_then(Value::as_array)
-        .is_some_and(|turns| turns.iter().any(|t| t.as_str() == Some(turn.as_str())))
+        .is_some_and(|turns| turns.iter().any(|t| t.as_str().is_some_and(|t| turn.is_str(t))))
 }
 
 fn bad(message: impl Into<String>) -> PfError {

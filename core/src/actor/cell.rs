@@ -15,8 +15,10 @@ use tokio::time::Instant;
 
 use super::address::Op;
 use super::store::{Record, Remembered};
+use super::turn_id::TurnId;
 use crate::error::PfError;
 use crate::packet::{PacketId, Priority};
+use crate::reactor::{InflightGuard, Reactor};
 
 /// What a waiting sender gets.
 pub(crate) enum Answer {
@@ -29,7 +31,7 @@ pub(crate) enum Answer {
 
 /// A message as the mailbox holds it.
 pub(crate) struct Message {
-    pub(crate) id: PacketId,
+    pub(crate) id: TurnId,
     pub(crate) op: Op,
     pub(crate) priority: Priority,
     pub(crate) data: Value,
@@ -37,8 +39,9 @@ pub(crate) struct Message {
     pub(crate) deadline: Instant,
     /// Where the answer goes: `None` for a tell.
     pub(crate) reply: Option<oneshot::Sender<Answer>>,
-    /// Whether the turn is remembered (effectively once). A message sent
-    /// through the API with an id made for it is not: nobody can repeat it.
+    /// Whether the turn is remembered (effectively once): a packet's. A
+    /// message sent through the API with an id made for it is not: nobody
+    /// can repeat it.
     pub(crate) remember: bool,
 }
 
@@ -69,8 +72,34 @@ impl Ord for Queued {
 
 /// The running turn's packet id and the repeats waiting for its answer.
 pub(crate) struct Running {
-    pub(crate) id: PacketId,
+    pub(crate) id: TurnId,
     pub(crate) joiners: Vec<oneshot::Sender<Answer>>,
+    /// The in-flight mark of a made id that its turn read.
+    pub(crate) mark: Option<InflightGuard>,
+}
+
+/// What a running turn leaves when it ends: the repeats that waited for
+/// its answer, and the in-flight mark of its made id if the turn read it.
+#[derive(Default)]
+pub(crate) struct Ended {
+    joiners: Vec<oneshot::Sender<Answer>>,
+    mark: Option<InflightGuard>,
+}
+
+impl Ended {
+    /// Sends `outcome` to `reply` and to every repeat, and ends the mark
+    /// with it. Call without holding the cell's lock.
+    pub(crate) fn answer(self, reply: Option<oneshot::Sender<Answer>>, outcome: &Result<Value, PfError>) {
+        answer_all(reply, self.joiners, outcome);
+        if let (Some(mut mark), true) = (self.mark, outcome.is_ok()) {
+            mark.succeed();
+        }
+    }
+
+    /// Whether nothing waited on the turn (a claim given back unused).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.joiners.is_empty() && self.mark.is_none()
+    }
 }
 
 /// Everything but the state, allocated once the actor is first messaged
@@ -89,6 +118,10 @@ pub(crate) struct CellState {
     /// an actor whose state is `null` costs no allocation for it (a JSON
     /// value is 80 bytes inline, a box 8).
     state: Option<Box<Value>>,
+    /// The number of the running turn when it is an API message's whose id
+    /// nothing read yet (0 otherwise): such a turn needs nothing more, so
+    /// it costs the mailbox no allocation. Others are in `busy.running`.
+    made: u64,
     /// A holder is running turns (or loading the actor).
     pub(crate) held: bool,
     /// The actor left memory (stopped or passivated): look it up again.
@@ -114,6 +147,7 @@ impl Cell {
         Cell {
             inner: Mutex::new(CellState {
                 state: None,
+                made: 0,
                 held: true,
                 gone: false,
                 exists: false,
@@ -122,6 +156,20 @@ impl Cell {
                 busy: None,
             }),
         }
+    }
+}
+
+impl Cell {
+    /// Turn `number` read its made id `id`: if it still runs, its id is
+    /// marked in flight until it ends (it may be seen elsewhere from now on).
+    pub(crate) fn made_id_read(&self, number: u64, id: &PacketId, reactor: &Reactor) {
+        let mut st = self.inner.lock();
+        if st.made != number {
+            return; // ended, or read (and marked) already
+        }
+        st.made = 0;
+        let mark = reactor.mark_in_flight(id);
+        st.busy().running = Some(Running { id: TurnId::Made(number), joiners: Vec::new(), mark });
     }
 }
 
@@ -169,8 +217,17 @@ impl CellState {
         Record { state: self.state(), recent: recent.unwrap_or_default() }
     }
 
+    /// The answer of a committed turn of `id`, if it is remembered (made
+    /// ids never are).
+    pub(crate) fn remembered(&self, id: &TurnId) -> Option<Value> {
+        match id {
+            TurnId::Packet(id) => self.remembered_packet(id),
+            TurnId::Made(_) => None,
+        }
+    }
+
     /// The answer of a committed turn of packet `id`, if it is remembered.
-    pub(crate) fn remembered(&self, id: &PacketId) -> Option<Value> {
+    pub(crate) fn remembered_packet(&self, id: &PacketId) -> Option<Value> {
         let busy = self.busy.as_ref()?;
         if busy.recent.is_empty() {
             return None;
@@ -215,23 +272,39 @@ impl CellState {
     pub(crate) fn next(&mut self) -> Option<Message> {
         let busy = self.busy.as_mut()?;
         let queued = busy.queue.pop()?;
-        busy.running = Some(Running { id: queued.message.id.clone(), joiners: queued.joiners });
+        match (&queued.message.id, queued.joiners.is_empty()) {
+            (TurnId::Made(number), true) => self.made = *number,
+            (id, _) => busy.running = Some(Running { id: id.clone(), joiners: queued.joiners, mark: None }),
+        }
         Some(queued.message)
     }
 
-    /// Ends the running turn: the repeats that waited for it.
-    pub(crate) fn finish_running(&mut self) -> Vec<oneshot::Sender<Answer>> {
-        self.busy.as_mut().and_then(|b| b.running.take()).map(|r| r.joiners).unwrap_or_default()
+    /// Ends the running turn: what waited on it.
+    pub(crate) fn finish_running(&mut self) -> Ended {
+        if self.made != 0 {
+            self.made = 0;
+            return Ended::default();
+        }
+        match self.busy.as_mut().and_then(|b| b.running.take()) {
+            Some(running) => Ended { joiners: running.joiners, mark: running.mark },
+            None => Ended::default(),
+        }
     }
 
     /// Marks `id` as the running turn (a holder running its own message).
-    pub(crate) fn start_running(&mut self, id: PacketId) {
-        self.busy().running = Some(Running { id, joiners: Vec::new() });
+    pub(crate) fn start_running(&mut self, id: &TurnId) {
+        match id {
+            TurnId::Made(number) => self.made = *number,
+            id => self.busy().running = Some(Running { id: id.clone(), joiners: Vec::new(), mark: None }),
+        }
     }
 
-    /// The running turn's id, for the reentrancy check.
-    pub(crate) fn running_id(&self) -> Option<&PacketId> {
-        self.busy.as_ref()?.running.as_ref().map(|r| &r.id)
+    /// Whether a turn runs and `test` holds for its id (the reentrancy check).
+    pub(crate) fn running_is(&self, test: impl Fn(&TurnId) -> bool) -> bool {
+        if self.made != 0 {
+            return test(&TurnId::Made(self.made));
+        }
+        self.busy.as_ref().and_then(|b| b.running.as_ref()).is_some_and(|r| test(&r.id))
     }
 
     /// Adds a repeat of packet `id` to the turn running or waiting with that
@@ -241,15 +314,22 @@ impl CellState {
         id: &PacketId,
         joiner: oneshot::Sender<Answer>,
     ) -> Result<(), oneshot::Sender<Answer>> {
+        if self.made != 0 && TurnId::Made(self.made).is(id) {
+            // Only a turn whose id was read is seen elsewhere; kept for all that.
+            let running = Running { id: TurnId::Made(self.made), joiners: vec![joiner], mark: None };
+            self.made = 0;
+            self.busy().running = Some(running);
+            return Ok(());
+        }
         let Some(busy) = self.busy.as_mut() else { return Err(joiner) };
-        if let Some(running) = busy.running.as_mut().filter(|r| r.id == *id) {
+        if let Some(running) = busy.running.as_mut().filter(|r| r.id.is(id)) {
             running.joiners.push(joiner);
             return Ok(());
         }
         // The queue is a heap: rebuild it around the one entry that changes
         // (rare: a repeat arriving while its first copy still waits).
         let mut entries = std::mem::take(&mut busy.queue).into_vec();
-        let found = entries.iter_mut().find(|q| q.message.id == *id);
+        let found = entries.iter_mut().find(|q| q.message.id.is(id));
         let outcome = match found {
             Some(queued) => {
                 queued.joiners.push(joiner);
@@ -297,7 +377,7 @@ fn id_hash(id: &PacketId) -> u64 {
 }
 
 /// Sends `answer` to a waiting sender and to every repeat of its packet.
-pub(crate) fn answer_all(
+fn answer_all(
     reply: Option<oneshot::Sender<Answer>>,
     joiners: Vec<oneshot::Sender<Answer>>,
     outcome: &Result<Value, PfError>,

@@ -8,18 +8,20 @@ use std::sync::{Arc, Weak};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use futures::FutureExt;
+use parking_lot::MutexGuard;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::address::{chain_holds, message_type, Op, Request, META_ACTOR_ID, META_ACTOR_OP};
-use super::behavior::{Reply, TurnInput, Turns};
-use super::cell::{answer_all, Answer, Cell, CellState, Message};
+use super::behavior::{Behavior, Reply, TurnInput, Turns};
+use super::cell::{Answer, Cell, CellState, Message};
 use super::store::{ActorStore, Record};
+use super::turn_id::{MadeTurnId, TurnId};
 use super::{ActorContext, ActorRef, ActorType};
 use crate::error::{ErrorCode, PfError};
-use crate::packet::Packet;
-use crate::reactor::{panic_message, Context, Reactor, ReactorInner, Stats};
+use crate::packet::{Packet, PacketId};
+use crate::reactor::{panic_message, Context, ContextId, Reactor, ReactorInner, Stats};
 
 /// Settings every type on a reactor shares (from its `ReactorConfig`).
 #[derive(Debug, Clone, Copy)]
@@ -41,7 +43,9 @@ pub(crate) struct TypeCounters {
 pub(crate) struct TypeHost {
     pub(crate) name: Arc<str>,
     spec: ActorType,
-    active: DashMap<Arc<str>, Arc<Cell>>,
+    /// Hashed with foldhash: a create hashes its id once or twice, and a
+    /// growing table rehashes every id it holds.
+    active: DashMap<Arc<str>, Arc<Cell>, foldhash::fast::RandomState>,
     pub(crate) store: Arc<dyn ActorStore>,
     settings: HostSettings,
     reactor: Weak<ReactorInner>,
@@ -51,7 +55,7 @@ pub(crate) struct TypeHost {
 }
 
 /// What a message found when it reached its actor.
-enum Offer {
+pub(crate) enum Offer {
     /// Answered at once (a remembered turn).
     Answered(Result<Value, PfError>),
     /// The actor was idle: run this message here, holding the actor.
@@ -73,7 +77,7 @@ impl TypeHost {
         TypeHost {
             name: Arc::from(name),
             spec,
-            active: DashMap::new(),
+            active: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             store,
             settings,
             reactor,
@@ -129,8 +133,16 @@ impl TypeHost {
             (None, Some(id)) => ActorRef::from_parts(self.name.clone(), Arc::from(id)),
             (None, None) => ActorRef::generate(&self.name)?,
         };
-        let message =
-            Message { id, op: request.op, priority, data, metadata, deadline, reply: None, remember: true };
+        let message = Message {
+            id: TurnId::Packet(id),
+            op: request.op,
+            priority,
+            data,
+            metadata,
+            deadline,
+            reply: None,
+            remember: true,
+        };
         Ok((actor, message))
     }
 
@@ -165,11 +177,44 @@ impl TypeHost {
         self: &Arc<Self>,
         reactor: &Reactor,
         actor: ActorRef,
-        mut message: Message,
+        message: Message,
+    ) -> Result<Value, PfError> {
+        let deadline = message.deadline;
+        let offer = self.offer(&actor, message);
+        self.settle(reactor, actor, offer, deadline).await
+    }
+
+    /// Delivers a message and answers it without awaiting when it can: a
+    /// remembered turn, or a turn that runs inline on an idle actor. Gives
+    /// back what the message found otherwise, for [`settle`](Self::settle).
+    // The message comes back by value (no allocation) on the slow path.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn ask_now(
+        self: &Arc<Self>,
+        reactor: &Reactor,
+        actor: &ActorRef,
+        message: Message,
+    ) -> Result<Result<Value, PfError>, Offer> {
+        match self.offer(actor, message) {
+            Offer::Answered(outcome) => Ok(outcome),
+            Offer::Inline(cell, message) if self.runs_inline() => {
+                Ok(self.run_now(reactor, actor, &cell, message))
+            }
+            offer => Err(offer),
+        }
+    }
+
+    /// Waits for the answer of a message offered to its actor (`deadline`
+    /// is the message's).
+    pub(crate) async fn settle(
+        self: &Arc<Self>,
+        reactor: &Reactor,
+        actor: ActorRef,
+        mut offer: Offer,
+        deadline: Instant,
     ) -> Result<Value, PfError> {
         loop {
-            let deadline = message.deadline;
-            match self.offer(&actor, message) {
+            match offer {
                 Offer::Answered(outcome) => return outcome,
                 Offer::Inline(cell, message) => {
                     return self.run_inline(reactor, &actor, &cell, message).await
@@ -183,7 +228,7 @@ impl TypeHost {
                         .await?;
                     match waited {
                         Ok(Answer::Done(outcome)) => return outcome,
-                        Ok(Answer::Retry(again)) => message = *again,
+                        Ok(Answer::Retry(again)) => offer = self.offer(&actor, *again),
                         Err(_) => return Err(abandoned(&actor)),
                     }
                 }
@@ -239,7 +284,7 @@ impl TypeHost {
             if let Some(answer) = st.remembered(&message.id) {
                 return Ok(answer);
             }
-            if st.join(&message.id, to).is_err() {
+            if st.join(&message.id.to_packet_id(), to).is_err() {
                 return Err(duplicate());
             }
         }
@@ -255,9 +300,11 @@ impl TypeHost {
         // A tell carries its reply channel; an ask gets one here if it waits.
         let ask = message.reply.is_none();
         loop {
-            let (cell, loading) = match self.active.get(actor.id()) {
+            // A create looks for room at once: its actor is seldom there.
+            let found = if message.op == Op::Create { None } else { self.active.get(actor.id()) };
+            let (cell, loading) = match found {
                 Some(cell) => (cell.clone(), false),
-                None => match self.active.entry(Arc::from(actor.id())) {
+                None => match self.active.entry(actor.id_arc().clone()) {
                     Entry::Occupied(e) => (e.get().clone(), false),
                     Entry::Vacant(e) => {
                         let cell = Arc::new(Cell::loading());
@@ -321,7 +368,7 @@ impl TypeHost {
                 return Offer::Answered(Ok(answer));
             }
             if st.held {
-                if ask && st.running_id().is_some_and(|turn| chain_holds(message.metadata.as_ref(), turn)) {
+                if ask && st.running_is(|turn| chain_holds(message.metadata.as_ref(), turn)) {
                     drop(st);
                     return Offer::Nested(cell, message);
                 }
@@ -332,7 +379,7 @@ impl TypeHost {
             }
             st.held = true;
             if ask && self.runs_on_sender() {
-                st.start_running(message.id.clone());
+                st.start_running(&message.id);
                 drop(st);
                 return Offer::Inline(cell, message);
             }
@@ -359,16 +406,113 @@ impl TypeHost {
         let mut held = Held { host: self, actor, cell, armed: true };
         let outcome = self.run_one(reactor, actor, cell, message).await;
         held.armed = false;
-        let joiners = cell.inner.lock().finish_running();
-        answer_all(None, joiners, &outcome);
+        let ended = cell.inner.lock().finish_running();
+        ended.answer(None, &outcome);
         self.release_or_drain(actor, cell);
+        outcome
+    }
+
+    /// [`run_inline`](Self::run_inline) for a turn that never suspends (a
+    /// sync behaviour over a store that is not durable): by the same rules
+    /// as [`run_one`](Self::run_one), without a future, and a create or a
+    /// message locks the cell only twice more after [`offer`](Self::offer).
+    fn run_now(
+        self: &Arc<Self>,
+        reactor: &Reactor,
+        actor: &ActorRef,
+        cell: &Arc<Cell>,
+        message: Message,
+    ) -> Result<Value, PfError> {
+        debug_assert!(self.runs_inline());
+        let mut st = cell.inner.lock();
+        if let Some(outcome) = self.precheck(&st, actor, &message) {
+            return self.end_locked(actor, cell, st, outcome);
+        }
+        match (message.op, &self.spec.turns) {
+            (Op::Create, _) => {
+                let answer = self.create_in(&mut st, actor, message);
+                self.end_locked(actor, cell, st, Ok(answer))
+            }
+            (Op::Send, Turns::Sync(behavior)) => {
+                let state = st.state();
+                drop(st);
+                self.send_now(reactor, actor, cell, behavior.as_ref(), message, state)
+            }
+            _ => {
+                drop(st);
+                let outcome = self
+                    .run_one(reactor, actor, cell, message)
+                    .now_or_never()
+                    .expect("an inline turn (sync behaviour, store not durable) never suspends");
+                self.end_locked(actor, cell, cell.inner.lock(), outcome)
+            }
+        }
+    }
+
+    /// A turn of a sync behaviour over a store that is not durable, on a
+    /// copy of the state (`state`): [`turn`](Self::turn) and
+    /// [`commit`](Self::commit) without awaiting; the commit and the end of
+    /// the turn share one lock of the cell.
+    fn send_now(
+        self: &Arc<Self>,
+        reactor: &Reactor,
+        actor: &ActorRef,
+        cell: &Arc<Cell>,
+        behavior: &dyn Behavior,
+        message: Message,
+        mut state: Value,
+    ) -> Result<Value, PfError> {
+        let Message { id, data, metadata, deadline, remember, .. } = message;
+        let remembered = match &id {
+            TurnId::Packet(id) if remember => Some(id.clone()),
+            _ => None,
+        };
+        let ctx = ActorContext::new(turn_context(reactor, cell, id, metadata, deadline), actor.clone());
+        let reply = message_type(&data).and_then(|kind| handle_sync(behavior, kind, &data, &mut state, &ctx));
+        drop(ctx);
+        match reply {
+            Ok(Reply::Value(answer)) => {
+                let mut st = cell.inner.lock();
+                commit_in(&mut st, remembered, state, &answer, self.settings.remembered_turns);
+                self.end_locked(actor, cell, st, Ok(answer))
+            }
+            Ok(Reply::Stop(answer)) => {
+                let stopped = self.stop(actor, cell).now_or_never();
+                let outcome = stopped.expect("a store that is not durable removes at once").map(|()| answer);
+                self.end_locked(actor, cell, cell.inner.lock(), outcome)
+            }
+            Err(e) => self.end_locked(actor, cell, cell.inner.lock(), Err(e)),
+        }
+    }
+
+    /// Ends the running turn with `outcome` (its repeats answered, its
+    /// mark ended) and lets the actor go, under the lock `st` of `cell`.
+    fn end_locked(
+        self: &Arc<Self>,
+        actor: &ActorRef,
+        cell: &Arc<Cell>,
+        mut st: MutexGuard<'_, CellState>,
+        outcome: Result<Value, PfError>,
+    ) -> Result<Value, PfError> {
+        let ended = st.finish_running();
+        self.release_locked(actor, cell, st);
+        ended.answer(None, &outcome);
         outcome
     }
 
     /// After a holder's turn: the actor goes idle, or a drain task runs
     /// what queued meanwhile.
     fn release_or_drain(self: &Arc<Self>, actor: &ActorRef, cell: &Arc<Cell>) {
-        let mut st = cell.inner.lock();
+        self.release_locked(actor, cell, cell.inner.lock());
+    }
+
+    /// [`release_or_drain`](Self::release_or_drain) under the lock `st` of `cell`.
+    fn release_locked(
+        self: &Arc<Self>,
+        actor: &ActorRef,
+        cell: &Arc<Cell>,
+        mut st: MutexGuard<'_, CellState>,
+    ) {
         if st.gone || !st.queue_is_empty() {
             drop(st);
             self.spawn_drain(actor.clone(), cell.clone(), false);
@@ -440,8 +584,8 @@ impl TypeHost {
                     .await
                     .unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))
             };
-            let joiners = cell.inner.lock().finish_running();
-            answer_all(reply, joiners, &outcome);
+            let ended = cell.inner.lock().finish_running();
+            ended.answer(reply, &outcome);
         }
     }
 
@@ -499,19 +643,19 @@ impl TypeHost {
             (entry.value().clone(), ActorRef::from_parts(self.name.clone(), entry.key().clone()))
         };
         let mut st = cell.inner.lock();
-        if st.held || st.gone || !st.exists || st.remembered(&packet.id).is_some() {
+        if st.held || st.gone || !st.exists || st.remembered_packet(&packet.id).is_some() {
             return None;
         }
         st.held = true;
-        st.start_running(packet.id.clone());
+        st.start_running(&TurnId::Packet(packet.id.clone()));
         drop(st);
         Some((cell, actor))
     }
 
     /// Gives back a claim that will not run (its packet went the slow way).
     pub(crate) fn release_claim(self: &Arc<Self>, (cell, actor): &(Arc<Cell>, ActorRef)) {
-        let joiners = cell.inner.lock().finish_running();
-        debug_assert!(joiners.is_empty());
+        let ended = cell.inner.lock().finish_running();
+        debug_assert!(ended.is_empty());
         self.release_or_drain(actor, cell);
     }
 
@@ -527,20 +671,14 @@ impl TypeHost {
         let message = match self.message_for(packet, deadline, Some(actor)) {
             Ok((_, message)) => message,
             Err(e) => {
-                let joiners = cell.inner.lock().finish_running();
-                answer_all(None, joiners, &Err(e.clone()));
+                let ended = cell.inner.lock().finish_running();
+                let outcome = Err(e);
+                ended.answer(None, &outcome);
                 self.release_or_drain(actor, cell);
-                return Err(e);
+                return outcome;
             }
         };
-        let outcome = self
-            .run_one(reactor, actor, cell, message)
-            .now_or_never()
-            .expect("an inline turn (sync behaviour, memory store) never suspends");
-        let joiners = cell.inner.lock().finish_running();
-        answer_all(None, joiners, &outcome);
-        self.release_or_drain(actor, cell);
-        outcome
+        self.run_now(reactor, actor, cell, message)
     }
 
     /// Takes the actor out of memory: every queued message is answered by
@@ -590,19 +728,11 @@ impl TypeHost {
         cell: &Arc<Cell>,
         message: Message,
     ) -> Result<Value, PfError> {
-        let (exists, fresh) = {
-            let st = cell.inner.lock();
-            if let Some(answer) = st.remembered(&message.id) {
-                return Ok(answer);
-            }
-            (st.exists, st.fresh)
-        };
+        if let Some(outcome) = self.precheck(&cell.inner.lock(), actor, &message) {
+            return outcome;
+        }
         match message.op {
-            Op::Create if exists && !fresh => {
-                Err(PfError::new(ErrorCode::DuplicateId, format!("actor {actor} already exists")))
-            }
             Op::Create => self.create(actor, cell, message).await,
-            _ if !exists => Err(not_found(actor)),
             Op::Stop => {
                 self.stop(actor, cell).await?;
                 Ok(address_of(actor, true))
@@ -611,31 +741,81 @@ impl TypeHost {
         }
     }
 
-    async fn create(&self, actor: &ActorRef, cell: &Arc<Cell>, message: Message) -> Result<Value, PfError> {
-        let answer = address_of(actor, false);
-        let record = {
-            let mut st = cell.inner.lock();
-            st.set_state(message.data);
-            if message.remember {
-                st.remember(message.id.clone(), &answer, self.settings.remembered_turns);
-            }
-            st.record()
-        };
-        if self.store.durable() {
-            if let Err(e) = self.store.save(actor, &record).await {
-                let mut st = cell.inner.lock();
-                st.set_state(Value::Null);
-                st.forget(&message.id);
-                return Err(e);
-            }
+    /// What a message on a held actor meets before it runs: its remembered
+    /// answer, PF409 for a create of an actor that exists, PF404 for
+    /// anything else to one that does not; `None` when it runs.
+    fn precheck(
+        &self,
+        st: &CellState,
+        actor: &ActorRef,
+        message: &Message,
+    ) -> Option<Result<Value, PfError>> {
+        if let Some(answer) = st.remembered(&message.id) {
+            return Some(Ok(answer));
         }
-        let mut st = cell.inner.lock();
+        match message.op {
+            Op::Create if st.exists && !st.fresh => {
+                Some(Err(PfError::new(ErrorCode::DuplicateId, format!("actor {actor} already exists"))))
+            }
+            Op::Create => None,
+            _ if !st.exists => Some(Err(not_found(actor))),
+            _ => None,
+        }
+    }
+
+    /// A create's answer. A create made through the API is answered by its
+    /// caller, who has the address: its answer is not built (nor
+    /// remembered).
+    fn create_answer(actor: &ActorRef, message: &Message) -> (Value, Option<PacketId>) {
+        match &message.id {
+            TurnId::Packet(id) if message.remember => (address_of(actor, false), Some(id.clone())),
+            _ => (Value::Null, None),
+        }
+    }
+
+    /// A create over a store that is not durable, under the cell's lock.
+    fn create_in(&self, st: &mut CellState, actor: &ActorRef, message: Message) -> Value {
+        let (answer, remembered) = Self::create_answer(actor, &message);
+        st.set_state(message.data);
+        if let Some(id) = remembered {
+            st.remember(id, &answer, self.settings.remembered_turns);
+        }
+        self.activated(st);
+        answer
+    }
+
+    /// A created actor exists from now on (counted as activated unless a
+    /// message had brought it in by its type's initial state).
+    fn activated(&self, st: &mut CellState) {
         if !st.fresh {
             self.counters.activations.fetch_add(1, Relaxed);
         }
         st.exists = true;
         st.fresh = false;
-        drop(st);
+    }
+
+    async fn create(&self, actor: &ActorRef, cell: &Arc<Cell>, message: Message) -> Result<Value, PfError> {
+        if !self.store.durable() {
+            return Ok(self.create_in(&mut cell.inner.lock(), actor, message));
+        }
+        let (answer, remembered) = Self::create_answer(actor, &message);
+        let record = {
+            let mut st = cell.inner.lock();
+            st.set_state(message.data);
+            if let Some(id) = &remembered {
+                st.remember(id.clone(), &answer, self.settings.remembered_turns);
+            }
+            st.record()
+        };
+        if let Err(e) = self.store.save(actor, &record).await {
+            let mut st = cell.inner.lock();
+            st.set_state(Value::Null);
+            if let Some(id) = &remembered {
+                st.forget(id);
+            }
+            return Err(e);
+        }
+        self.activated(&mut cell.inner.lock());
         Ok(answer)
     }
 
@@ -662,18 +842,15 @@ impl TypeHost {
     ) -> Result<Value, PfError> {
         let Message { id, data, metadata, deadline, remember, .. } = message;
         let state = cell.inner.lock().state();
-        let ctx = ActorContext::new(
-            Context { reactor: reactor.clone(), packet_id: id.clone(), metadata, deadline, turn: true },
-            actor.clone(),
-        );
+        let remembered = match &id {
+            TurnId::Packet(id) if remember => Some(id.clone()),
+            _ => None,
+        };
+        let ctx = ActorContext::new(turn_context(reactor, cell, id, metadata, deadline), actor.clone());
         let (reply, state) = match &self.spec.turns {
             Turns::Sync(behavior) => {
                 let mut state = state;
-                let message_type = message_type(&data)?;
-                let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    behavior.handle(message_type, &data, &mut state, &ctx)
-                }));
-                let reply = handled.unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))?;
+                let reply = handle_sync(behavior.as_ref(), message_type(&data)?, &data, &mut state, &ctx)?;
                 (reply, state)
             }
             Turns::Async(turn) => {
@@ -692,7 +869,7 @@ impl TypeHost {
         };
         match reply {
             Reply::Value(answer) => {
-                self.commit(actor, cell, remember.then_some(id), state, &answer).await?;
+                self.commit(actor, cell, remembered, state, &answer).await?;
                 Ok(answer)
             }
             Reply::Stop(answer) => {
@@ -708,18 +885,13 @@ impl TypeHost {
         &self,
         actor: &ActorRef,
         cell: &Cell,
-        id: Option<crate::packet::PacketId>,
+        id: Option<PacketId>,
         state: Value,
         answer: &Value,
     ) -> Result<(), PfError> {
         let window = self.settings.remembered_turns;
         if !self.store.durable() {
-            let mut st = cell.inner.lock();
-            st.set_state(state);
-            st.fresh = false;
-            if let Some(id) = id {
-                st.remember(id, answer, window);
-            }
+            commit_in(&mut cell.inner.lock(), id, state, answer, window);
             return Ok(());
         }
         let record = {
@@ -765,18 +937,11 @@ impl TypeHost {
         }
         let before = cell.inner.lock().state();
         let Message { id, data, metadata, deadline, .. } = message;
-        let ctx = ActorContext::new(
-            Context { reactor: reactor.clone(), packet_id: id, metadata, deadline, turn: true },
-            actor.clone(),
-        );
+        let ctx = ActorContext::new(turn_context(reactor, cell, id, metadata, deadline), actor.clone());
         let (reply, after) = match &self.spec.turns {
             Turns::Sync(behavior) => {
                 let mut state = before.clone();
-                let message_type = message_type(&data)?;
-                let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    behavior.handle(message_type, &data, &mut state, &ctx)
-                }));
-                (handled.unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))?, state)
+                (handle_sync(behavior.as_ref(), message_type(&data)?, &data, &mut state, &ctx)?, state)
             }
             Turns::Async(turn) => {
                 let message_type = message_type(&data)?.to_owned();
@@ -876,11 +1041,49 @@ struct Held<'a> {
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let joiners = self.cell.inner.lock().finish_running();
-            answer_all(None, joiners, &Err(abandoned(self.actor)));
+            let ended = self.cell.inner.lock().finish_running();
+            ended.answer(None, &Err(abandoned(self.actor)));
             self.host.release_or_drain(self.actor, self.cell);
         }
     }
+}
+
+/// Runs a sync behaviour on `state`; a panic is PF500.
+fn handle_sync(
+    behavior: &dyn Behavior,
+    message_type: &str,
+    data: &Value,
+    state: &mut Value,
+    ctx: &ActorContext,
+) -> Result<Reply, PfError> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| behavior.handle(message_type, data, state, ctx)))
+        .unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))
+}
+
+/// Commits a turn over a store that is not durable: its state becomes the
+/// actor's, and the turn is remembered (a packet's).
+fn commit_in(st: &mut CellState, id: Option<PacketId>, state: Value, answer: &Value, window: usize) {
+    st.set_state(state);
+    st.fresh = false;
+    if let Some(id) = id {
+        st.remember(id, answer, window);
+    }
+}
+
+/// The context of a turn: its packet's id, or the id made for an API
+/// message (formatted only if the turn reads it).
+fn turn_context(
+    reactor: &Reactor,
+    cell: &Arc<Cell>,
+    id: TurnId,
+    metadata: Option<serde_json::Map<String, Value>>,
+    deadline: Instant,
+) -> Context {
+    let id = match id {
+        TurnId::Packet(id) => ContextId::Given(id),
+        TurnId::Made(number) => ContextId::Made(MadeTurnId::new(number, cell.clone())),
+    };
+    Context { reactor: reactor.clone(), id, metadata, deadline, turn: true }
 }
 
 /// How many sweeps (a quarter of the idle time apart) an actor stays idle

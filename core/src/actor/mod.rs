@@ -29,6 +29,7 @@ mod cell;
 mod context;
 mod host;
 pub mod store;
+mod turn_id;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -42,6 +43,7 @@ pub use context::ActorContext;
 pub use store::{ActorStore, FileStore, MemoryStore, Record};
 
 pub(crate) use host::{HostSettings, TypeHost};
+pub(crate) use turn_id::MadeTurnId;
 
 use crate::error::{ErrorCode, PfError};
 use crate::packet::Packet;
@@ -120,11 +122,15 @@ impl Actors {
     /// without a network, handed to its host directly. Both are answered
     /// by the same rules; the direct way skips building a packet, and its
     /// turns are not remembered (nobody else knows the id made for them).
+    /// The direct way answers a create with `null`: its caller has the
+    /// address.
     async fn ask(&self, actor: &ActorRef, op: Op, data: Value) -> Result<Value, PfError> {
         let direct =
             if self.reactor.has_forwarder() { None } else { self.reactor.actor_host(actor.actor_type()) };
         let Some(host) = direct else {
-            return self.reactor.submit(actor.packet(op, data)).await.outcome;
+            // Boxed, as every wait below: what is answered at once keeps a
+            // small future.
+            return Box::pin(self.reactor.submit(actor.packet(op, data))).await.outcome;
         };
         if self.reactor.is_stopped() {
             return Err(PfError::new(ErrorCode::Unavailable, "the reactor is stopped"));
@@ -132,24 +138,24 @@ impl Actors {
         host.check_data(op, &data)?;
         self.reactor.sweep_actors();
         let start = Instant::now();
+        let deadline = start + std::time::Duration::from_millis(crate::packet::DEFAULT_TIMEOUT_MS);
         let message = cell::Message {
-            id: crate::packet::PacketId::random(),
+            // Its id is made only if its turn reads it (and then marked in
+            // flight, so that the turn may call out): see `turn_id`.
+            id: turn_id::TurnId::Made(turn_id::next_number()),
             op,
             priority: crate::packet::Priority::DEFAULT,
             data,
             metadata: None,
-            deadline: start + std::time::Duration::from_millis(crate::packet::DEFAULT_TIMEOUT_MS),
+            deadline,
             reply: None,
             remember: false,
         };
-        // In flight like any packet: its context may call while it runs.
-        let Some(mut guard) = self.reactor.begin_forward(&message.id) else {
-            return Err(PfError::new(ErrorCode::DuplicateId, "a fresh packet id is already in flight"));
+        let _in_flight = self.reactor.count_ask();
+        let outcome = match host.ask_now(&self.reactor, actor, message) {
+            Ok(outcome) => outcome,
+            Err(offer) => Box::pin(host.settle(&self.reactor, actor.clone(), offer, deadline)).await,
         };
-        let outcome = host.deliver(&self.reactor, actor.clone(), message).await;
-        if outcome.is_ok() {
-            guard.succeed();
-        }
         host.stats.record(start.elapsed().as_micros() as u64, outcome.is_err());
         outcome
     }

@@ -10,7 +10,7 @@ use tokio::time::Duration;
 
 use super::*;
 use crate::packet::{PacketId, Priority};
-use crate::reactor::ReactorConfig;
+use crate::reactor::{late_call_error, ReactorConfig};
 
 /// The seed's counter: `increment` adds `by` (default 1), `get_value`
 /// reads, `fail` raises after changing the state, `panic` panics.
@@ -357,6 +357,88 @@ async fn a_reentrant_message_reads_but_may_not_change_the_state() {
         10,
         "the failed chain changed nothing"
     );
+}
+
+/// What the `probe` actor of the test below saw of its turn.
+#[derive(Default)]
+struct Probed {
+    /// The id of the turn waiting at the gate, once it read it.
+    waiting_id: Option<PacketId>,
+    /// The context of the last turn, kept past its end.
+    last: Option<ActorContext>,
+}
+
+#[tokio::test]
+async fn an_api_messages_turn_reads_a_made_id_that_calls_carry_and_that_ends_with_it() {
+    let reactor = Reactor::default();
+    let actors = reactor.actors();
+    reactor
+        .register_sync("df", "echo", |_, ctx| {
+            let turns = ctx.metadata().and_then(|m| m.get(META_TURNS)).cloned();
+            Ok(json!({"trace": ctx.trace_id(), "turns": turns}))
+        })
+        .unwrap();
+    let probed = Arc::new(std::sync::Mutex::new(Probed::default()));
+    let gate = Arc::new(Semaphore::new(0));
+    let (seen, held) = (probed.clone(), gate.clone());
+    let probe = ActorType::from_async(move |input: TurnInput| {
+        let (seen, gate) = (seen.clone(), held.clone());
+        async move {
+            let id = input.ctx.packet_id().clone();
+            let echoed = input.ctx.call("df", "echo", Value::Null).await?;
+            if input.message_type == "wait" {
+                seen.lock().unwrap().waiting_id = Some(id.clone());
+                gate.acquire().await.unwrap().forget();
+            }
+            seen.lock().unwrap().last = Some(input.ctx.clone());
+            Ok(TurnOutput {
+                reply: Reply::Value(json!({"id": id.as_str(), "echoed": echoed})),
+                state: input.state,
+            })
+        }
+    });
+    actors.register("probe", probe).unwrap();
+    let p = actors.create("probe", Some("p"), Value::Null).await.unwrap();
+
+    let first = actors.send(&p, json!({"type": "read"})).await.unwrap();
+    let id = first["id"].as_str().unwrap().to_owned();
+    let parsed = uuid::Uuid::parse_str(&id).unwrap();
+    assert_eq!(parsed.get_version_num(), 4, "a made id is a UUID v4: {id}");
+    assert_eq!(first["echoed"], json!({"trace": id, "turns": [id]}), "calls carry it as a packet's");
+    let second = actors.send(&p, json!({"type": "read"})).await.unwrap();
+    assert_ne!(second["id"], first["id"], "each message has its own");
+    let late = probed.lock().unwrap().last.clone().unwrap();
+    let err = late.call("df", "echo", Value::Null).await.unwrap_err();
+    assert_eq!(err, late_call_error("df", "echo"), "a turn's context cannot call once it ended");
+    assert_eq!(reactor.stats().in_flight, 0, "nothing left in flight");
+
+    // While the turn runs, its id is in flight: a packet reusing it is PF409
+    // at a handler, and joins the turn at the actor (as a packet's would).
+    let waiting = tokio::spawn({
+        let (actors, p) = (actors.clone(), p.clone());
+        async move { actors.send(&p, json!({"type": "wait"})).await }
+    });
+    wait_until(|| probed.lock().unwrap().waiting_id.is_some()).await;
+    let id = probed.lock().unwrap().waiting_id.clone().unwrap();
+    assert_eq!(reactor.stats().in_flight, 1, "counted once");
+    let reused = Packet::new(
+        crate::packet::Group::DataFlow,
+        crate::packet::Element::new("echo").unwrap(),
+        Value::Null,
+    );
+    let reused = reactor.submit(Packet { id: id.clone(), ..reused }).await;
+    assert_eq!(reused.outcome.unwrap_err().code, "PF409");
+    let repeat = tokio::spawn({
+        let packet = Packet { id: id.clone(), ..p.packet(Op::Send, json!({"type": "wait"})) };
+        let reactor = reactor.clone();
+        async move { reactor.submit(packet).await }
+    });
+    tokio::task::yield_now().await;
+    gate.add_permits(1);
+    let answer = waiting.await.unwrap().unwrap();
+    assert_eq!(answer["id"], id.as_str());
+    assert_eq!(repeat.await.unwrap().outcome.unwrap(), answer, "the repeat shares the turn's answer");
+    assert_eq!(reactor.stats().in_flight, 0);
 }
 
 #[tokio::test]

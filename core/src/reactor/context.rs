@@ -4,7 +4,7 @@ use serde_json::{Map, Value};
 use tokio::time::{Duration, Instant};
 
 use super::Reactor;
-use crate::actor::{ActorRef, Op, META_TURNS};
+use crate::actor::{ActorRef, MadeTurnId, Op, META_TURNS};
 use crate::error::{ErrorCode, PfError};
 use crate::packet::{Packet, PacketId, META_TRACE_ID};
 
@@ -13,7 +13,7 @@ use crate::packet::{Packet, PacketId, META_TRACE_ID};
 #[derive(Clone)]
 pub struct Context {
     pub(crate) reactor: Reactor,
-    pub(crate) packet_id: PacketId,
+    pub(crate) id: ContextId,
     pub(crate) metadata: Option<Map<String, Value>>,
     pub(crate) deadline: Instant,
     /// This packet is an actor's turn: what it calls carries its id in
@@ -21,10 +21,25 @@ pub struct Context {
     pub(crate) turn: bool,
 }
 
+/// The id of the packet a context serves.
+#[derive(Clone)]
+pub(crate) enum ContextId {
+    /// The packet's own id.
+    Given(PacketId),
+    /// The turn of a message sent through the actor API, whose id is made
+    /// when first read.
+    Made(MadeTurnId),
+}
+
 impl Context {
-    /// The id of the packet being handled.
+    /// The id of the packet being handled. A message sent with
+    /// [`Actors::send`](crate::actor::Actors::send) gets a UUID v4 made for
+    /// it (formatted when first read).
     pub fn packet_id(&self) -> &PacketId {
-        &self.packet_id
+        match &self.id {
+            ContextId::Given(id) => id,
+            ContextId::Made(made) => made.get(&self.reactor),
+        }
     }
 
     /// The packet's metadata, if it had any.
@@ -49,7 +64,7 @@ impl Context {
             .as_ref()
             .and_then(|m| m.get(META_TRACE_ID))
             .and_then(Value::as_str)
-            .unwrap_or(self.packet_id.as_str())
+            .unwrap_or(self.packet_id().as_str())
     }
 
     /// Submits a child packet to `group:element` and returns its data.
@@ -84,7 +99,7 @@ impl Context {
     /// `packet` as a child of this one: the deadline left, the trace id and
     /// the reentrancy chain added to its metadata.
     fn child(&self, mut packet: Packet, group: &str, element: &str) -> Result<Packet, PfError> {
-        if !self.reactor.inner.inflight.is_running(&self.packet_id) {
+        if !self.reactor.inner.inflight.is_running(self.packet_id()) {
             return Err(late_call_error(group, element));
         }
         let remaining_ms = self.remaining().as_millis();
@@ -96,7 +111,7 @@ impl Context {
         let mut turns =
             self.metadata.as_ref().and_then(|m| m.get(META_TURNS)).and_then(Value::as_array).cloned();
         if self.turn {
-            turns.get_or_insert_with(Vec::new).push(Value::String(self.packet_id.to_string()));
+            turns.get_or_insert_with(Vec::new).push(Value::String(self.packet_id().to_string()));
         }
         if let Some(turns) = turns {
             meta.insert(META_TURNS.to_owned(), Value::Array(turns));

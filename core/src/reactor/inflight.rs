@@ -13,6 +13,7 @@
 //! the costliest step of a packet here.
 
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use hashbrown::HashTable;
@@ -47,6 +48,10 @@ struct Table {
 
 pub(crate) struct Inflight {
     table: Mutex<Table>,
+    /// Messages sent through the actor API and not answered yet: they have
+    /// no packet id in the table (see [`Inflight::count_ask`]), but are in
+    /// flight all the same.
+    asks: AtomicUsize,
     hasher: foldhash::fast::RandomState,
     /// How many finished ids are remembered for late dependents.
     memory: usize,
@@ -86,6 +91,7 @@ impl Inflight {
                 finished: HashTable::new(),
                 finishes: 0,
             }),
+            asks: AtomicUsize::new(0),
             hasher: foldhash::fast::RandomState::default(),
             memory,
         }
@@ -97,6 +103,26 @@ impl Inflight {
 
     /// Marks `id` as running; `None` if it already is (PF409).
     pub(crate) fn begin(self: &Arc<Self>, id: &PacketId) -> Option<InflightGuard> {
+        self.begin_counted(id, true)
+    }
+
+    /// Marks `id` as running without counting it in [`len`](Self::len):
+    /// the id of an API message's turn, read by the turn (the message is
+    /// counted by [`count_ask`](Self::count_ask) already).
+    pub(crate) fn mark(self: &Arc<Self>, id: &PacketId) -> Option<InflightGuard> {
+        self.begin_counted(id, false)
+    }
+
+    /// Counts a message sent through the actor API as in flight until the
+    /// returned guard is dropped. Its id is made only if its turn reads it
+    /// (then [`mark`](Self::mark)ed): nobody else knows it, so nothing can
+    /// depend on it or repeat it before.
+    pub(crate) fn count_ask(&self) -> AskCount<'_> {
+        self.asks.fetch_add(1, Relaxed);
+        AskCount(self)
+    }
+
+    fn begin_counted(self: &Arc<Self>, id: &PacketId, counted: bool) -> Option<InflightGuard> {
         let hash = self.hash(id);
         let mut t = self.table.lock();
         match t.live_mut(hash, id) {
@@ -107,9 +133,9 @@ impl Inflight {
                 t.live.insert_unique(hash, entry, |e| e.hash);
             }
         }
-        t.running += 1;
+        t.running += usize::from(counted);
         drop(t);
-        Some(InflightGuard { table: self.clone(), id: id.clone(), hash, outcome: Outcome::Failed })
+        Some(InflightGuard { table: self.clone(), id: id.clone(), hash, outcome: Outcome::Failed, counted })
     }
 
     /// Whether a packet with `id` is running (its answer not given yet).
@@ -150,9 +176,9 @@ impl Inflight {
         }
     }
 
-    /// Packets running now.
+    /// Packets running now, and API messages not answered yet.
     pub(crate) fn len(&self) -> usize {
-        self.table.lock().running
+        self.table.lock().running + self.asks.load(Relaxed)
     }
 
     /// Entries of ids running or awaited, for leak checks.
@@ -161,10 +187,10 @@ impl Inflight {
         self.table.lock().live.len()
     }
 
-    fn finish(&self, hash: u64, id: &PacketId, outcome: Outcome) {
+    fn finish(&self, hash: u64, id: &PacketId, outcome: Outcome, counted: bool) {
         let mut t = self.table.lock();
         let Some(entry) = t.remove_live(hash, id) else { return };
-        t.running -= 1;
+        t.running -= usize::from(counted);
         if self.memory > 0 {
             let memory = self.memory as u64;
             let Table { finished, finishes, .. } = &mut *t;
@@ -203,6 +229,8 @@ pub(crate) struct InflightGuard {
     id: PacketId,
     hash: u64,
     outcome: Outcome,
+    /// Counted in [`Inflight::len`] (not a [`mark`](Inflight::mark)).
+    counted: bool,
 }
 
 impl InflightGuard {
@@ -213,7 +241,16 @@ impl InflightGuard {
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.table.finish(self.hash, &self.id, self.outcome);
+        self.table.finish(self.hash, &self.id, self.outcome, self.counted);
+    }
+}
+
+/// An API message counted in flight (see [`Inflight::count_ask`]).
+pub(crate) struct AskCount<'a>(&'a Inflight);
+
+impl Drop for AskCount<'_> {
+    fn drop(&mut self) {
+        self.0.asks.fetch_sub(1, Relaxed);
     }
 }
 

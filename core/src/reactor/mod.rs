@@ -22,6 +22,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
+pub(crate) use context::ContextId;
 pub use context::{late_call_error, Context};
 pub use handler::{Handler, HandlerError, HandlerResult};
 pub use stats::{HandlerStats, ReactorStats};
@@ -366,7 +367,8 @@ impl Reactor {
     /// Starts the passivation sweep once, from inside the runtime: every
     /// quarter of the idle time, idle actors leave memory.
     pub(crate) fn sweep_actors(&self) {
-        if self.inner.sweeping.swap(true, Ordering::AcqRel) {
+        // Read first: once started, this is a load per message, not a swap.
+        if self.inner.sweeping.load(Ordering::Acquire) || self.inner.sweeping.swap(true, Ordering::AcqRel) {
             return;
         }
         let every = (self.inner.config.actor_passivate_after / 4)
@@ -582,6 +584,21 @@ impl Reactor {
         self.inner.inflight.begin(id)
     }
 
+    /// Counts a message sent through the actor API as in flight until the
+    /// guard is dropped (it has no id in the table unless its turn reads
+    /// it: see [`mark_in_flight`](Self::mark_in_flight)).
+    pub(crate) fn count_ask(&self) -> inflight::AskCount<'_> {
+        self.inner.inflight.count_ask()
+    }
+
+    /// Marks the id of an API message's turn as in flight, once the turn
+    /// read it, until the guard is dropped (not counted again in
+    /// [`in_flight`](Self::in_flight)); `None` if a packet with that id is
+    /// in flight already.
+    pub(crate) fn mark_in_flight(&self, id: &PacketId) -> Option<InflightGuard> {
+        self.inner.inflight.mark(id)
+    }
+
     /// Records the outcome of a local packet and builds its result.
     fn finish(
         &self,
@@ -602,7 +619,8 @@ impl Reactor {
     /// Runs a sync handler, turning a panic into PF500.
     fn run_sync(&self, f: &handler::SyncFn, packet: Packet, deadline: Instant) -> Result<Value, PfError> {
         let Packet { id, data, metadata, .. } = packet;
-        let ctx = Context { reactor: self.clone(), packet_id: id, metadata, deadline, turn: false };
+        let ctx =
+            Context { reactor: self.clone(), id: ContextId::Given(id), metadata, deadline, turn: false };
         std::panic::catch_unwind(AssertUnwindSafe(|| f(data, &ctx)))
             .unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))
     }
@@ -740,7 +758,8 @@ impl Reactor {
             }
         };
         let Packet { id, group, element, data, metadata, .. } = packet;
-        let ctx = Context { reactor: self.clone(), packet_id: id, metadata, deadline, turn: false };
+        let ctx =
+            Context { reactor: self.clone(), id: ContextId::Given(id), metadata, deadline, turn: false };
         let Handler::Async(f) = handler else { unreachable!("sync handlers returned above") };
         let running = AssertUnwindSafe(f(data, ctx)).catch_unwind();
         let outcome =
@@ -839,7 +858,7 @@ impl Reactor {
     pub fn context_for_bench(&self) -> Context {
         Context {
             reactor: self.clone(),
-            packet_id: PacketId::random(),
+            id: ContextId::Given(PacketId::random()),
             metadata: None,
             deadline: Instant::now() + Duration::from_secs(30),
             turn: false,

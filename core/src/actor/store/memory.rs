@@ -27,8 +27,9 @@ impl MemoryStore {
         MemoryStore::default()
     }
 
+    /// The key of `actor`: its own shared strings, no copy.
     fn key(actor: &ActorRef) -> (Arc<str>, Arc<str>) {
-        (Arc::from(actor.actor_type()), Arc::from(actor.id()))
+        (actor.type_arc().clone(), actor.id_arc().clone())
     }
 }
 
