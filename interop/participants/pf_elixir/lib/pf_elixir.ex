@@ -130,6 +130,7 @@ defmodule PfElixir do
   defp answer(r, line) do
     req = PacketFlow.JSON.decode!(line)
     packet = %{group: req["group"], element: req["element"], data: req["data"], timeout_ms: req["timeout_ms"]}
+    packet = if req["metadata"], do: Map.put(packet, :metadata, req["metadata"]), else: packet
     {:ok, result} = Reactor.submit(r, packet)
 
     out =
