@@ -117,6 +117,52 @@ async fn each_actor_lives_on_one_node_and_moves_when_its_host_leaves() {
     }
 }
 
+/// Each actor's count after one more increment through `via`.
+async fn increment_all(via: &Node, ids: &[String]) -> Vec<i64> {
+    let mut values = Vec::new();
+    for id in ids {
+        let actor = ActorRef::new("counter", id).unwrap();
+        let value = via.reactor().actors().send(&actor, json!({"type": "increment"})).await.unwrap();
+        values.push(value["value"].as_i64().unwrap());
+    }
+    values
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_hosts_leaves_no_stale_copy_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ActorStore> = Arc::new(FileStore::open(dir.path().join("actors.redb")).unwrap());
+    let (hub, hub_addr) = node("hub", NodeConfig::default()).await;
+    let hub_url = url(hub_addr);
+    let (a, ra) = host("a", &store, &hub_url).await;
+    until_hosts(&hub, 1).await;
+    let ids: Vec<String> = (0..20).map(|i| format!("s{i}")).collect();
+    increment_all(&hub, &ids).await;
+    assert_eq!(increment_all(&hub, &ids).await, vec![2; ids.len()]);
+    assert_eq!(ra.actors().active_ids("counter").len(), ids.len(), "A alone holds them all");
+
+    // B joins: A lets go of what it held; each actor comes back from the
+    // store on its owner, A or B.
+    let (b, rb) = host("b", &store, &hub_url).await;
+    until_hosts(&a, 2).await;
+    until_hosts(&hub, 2).await;
+    packetflow_tests::until("A let go of its actors", || ra.actors().active_ids("counter").is_empty()).await;
+    assert_eq!(increment_all(&hub, &ids).await, vec![3; ids.len()]);
+    let placed = homes(&[&ra, &rb], &ids);
+    assert!(placed.iter().all(|h| h.len() == 1), "each actor on one node: {placed:?}");
+    assert!(placed.iter().any(|h| h[0] == 1), "B owns some: {placed:?}");
+
+    // B leaves: A serves B's actors again from the store (B's turns), not
+    // from a copy it held before B came.
+    b.stop().await;
+    until_hosts(&a, 1).await;
+    until_hosts(&hub, 1).await;
+    assert_eq!(increment_all(&hub, &ids).await, vec![4; ids.len()]);
+    for n in [a, hub] {
+        n.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_metrics_count_actors_per_type() {
     let reactor = Reactor::default();

@@ -993,11 +993,35 @@ impl TypeHost {
             })
             .map(|e| (e.key().clone(), e.value().clone()))
             .collect();
+        self.passivate(idle, IDLE_SWEEPS).await
+    }
+
+    /// Passivates every actor not running a turn, however recently it ran:
+    /// the nodes hosting this type changed, so another node may own (and
+    /// load from the store) an actor this node has in memory, and the copy
+    /// here would be stale by the time the actor came back. Returns how
+    /// many left memory.
+    pub(crate) async fn passivate_all_idle(self: &Arc<Self>) -> usize {
+        let idle: Vec<(Arc<str>, Arc<Cell>)> = self
+            .active
+            .iter()
+            .filter(|e| {
+                let st = e.value().inner.lock();
+                !st.held && st.exists
+            })
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        self.passivate(idle, 0).await
+    }
+
+    /// Writes out and frees each of `cells` still idle and aged more than
+    /// `min_sweeps` sweeps.
+    async fn passivate(self: &Arc<Self>, cells: Vec<(Arc<str>, Arc<Cell>)>, min_sweeps: u8) -> usize {
         let mut left = 0;
-        for (id, cell) in idle {
+        for (id, cell) in cells {
             let record = {
                 let mut st = cell.inner.lock();
-                if st.held || st.gone || !st.exists || st.idle_sweeps <= IDLE_SWEEPS {
+                if st.held || st.gone || !st.exists || (min_sweeps > 0 && st.idle_sweeps <= min_sweeps) {
                     continue;
                 }
                 st.held = true; // nobody runs a turn while the record is written

@@ -2,7 +2,7 @@
 //! ([`NodeInner`]): the peer table, counters, the stop signal, and what the
 //! node announces to its peers in `hello`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -56,6 +56,9 @@ pub(crate) struct NodeInner {
     pub(crate) peer_events: PeerEvents,
     /// What the dashboard shows, and its record of failures and hops.
     pub(crate) dashboard: dashboard::Dashboard,
+    /// Per actor type this node hosts, the other hosting nodes it last
+    /// knew of (sorted): a change hands actors over (see `routes_changed`).
+    actor_host_view: Mutex<HashMap<String, Vec<String>>>,
 }
 
 /// A reactor on the network: listens, dials, routes. Cheap to clone.
@@ -97,6 +100,7 @@ impl Node {
             busy_poll,
             peer_events: PeerEvents::default(),
             dashboard: dashboard::Dashboard::default(),
+            actor_host_view: Mutex::new(HashMap::new()),
         });
         reactor.set_forwarder(Box::new(Router { node: Arc::downgrade(&inner) }));
         let weak = Arc::downgrade(&inner);
@@ -370,6 +374,43 @@ impl NodeInner {
     /// Tells watchers that peers' routes changed.
     pub(crate) fn routes_changed(&self) {
         self.routes_version.send_modify(|v| *v += 1);
+        self.hand_over_actors();
+    }
+
+    /// When the nodes hosting one of this node's actor types change, every
+    /// actor of that type not running a turn leaves memory (its record
+    /// saved to the store). A node that joins takes the actors it now owns,
+    /// and a node that lost sight of another (which may have taken this
+    /// node's actors meanwhile) must not serve them from a stale copy: each
+    /// comes back from the store, on its owner, on its next message
+    /// (docs/protocol.md, "Actors": placement).
+    fn hand_over_actors(&self) {
+        let hosts = self.reactor.actor_hosts();
+        if hosts.is_empty() {
+            return;
+        }
+        let changed: Vec<_> = {
+            let peers = self.peers.read();
+            let mut view = self.actor_host_view.lock();
+            hosts
+                .into_iter()
+                .filter(|host| {
+                    let mut others = peers.actor_host_ids(&host.name);
+                    others.sort();
+                    others.dedup();
+                    // Before any peer, this node was the only host.
+                    let known = view.get(&*host.name).map_or(&[][..], Vec::as_slice);
+                    if known == others.as_slice() {
+                        return false;
+                    }
+                    view.insert(host.name.to_string(), others);
+                    true
+                })
+                .collect()
+        };
+        for host in changed {
+            tokio::spawn(async move { host.passivate_all_idle().await });
+        }
     }
 
     /// Re-announces to every peer that speaks hello.
