@@ -16,8 +16,9 @@ use packetflow::reactor::late_call_error;
 use packetflow::{ActorRef, ActorType, PacketParts, PfError, Value};
 
 use crate::bridge::{poll_ready, Answer};
-use crate::convert::{field, FromJs};
+use crate::convert::{field, owned_field, FromJs};
 use crate::error::throw_convert_error;
+use crate::js::StrBuf;
 use crate::reactor::{string_arg, NativeReactor};
 use crate::runtime;
 
@@ -68,11 +69,12 @@ impl NativeReactor {
         };
         let root = if op == Op::Create { "state" } else { "message" };
         let data = from_js.convert(data).map_err(|e| throw_convert_error(env, e, root))?;
+        let mut id_buf = StrBuf::new();
         let parts = PacketParts {
-            id: field(&options.packet_id)?,
+            id: field(&options.packet_id, &mut id_buf)?,
             data: Some(data),
-            priority: field(&options.priority)?,
-            timeout_ms: field(&options.timeout_ms)?,
+            priority: owned_field(&options.priority)?,
+            timeout_ms: owned_field(&options.timeout_ms)?,
             metadata,
             ..PacketParts::default()
         };

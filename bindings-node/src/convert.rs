@@ -32,7 +32,7 @@ use napi::{Env, JsValue, Property, Unknown, ValueType};
 use packetflow::Field;
 use serde_json::{Map, Number, Value};
 
-use crate::js::{self, NapiResult};
+use crate::js::{self, NapiResult, StrBuf};
 
 /// Deepest nesting accepted from JS; deeper values are almost certainly
 /// runaway structures, and refusing them keeps every later walk (encoding,
@@ -356,18 +356,30 @@ fn shown_bigint(value: &Unknown<'_>) -> String {
 /// the submitter gave it, for the core to judge: `undefined` is an absent
 /// field (`None`), anything else the [`Field`] of its JS type. Nothing is
 /// checked here: `PacketParts::into_packet` does that, in the words the wire
-/// decoder uses.
-pub fn field(value: &Unknown<'_>) -> NapiResult<Option<Field<'static>>> {
-    if value.get_type()? == ValueType::Undefined {
-        return Ok(None);
+/// decoder uses. A short string is borrowed from `buf` (the core only reads
+/// a field's string, so reading it into the heap first would be wasted).
+pub fn field<'b>(value: &Unknown<'_>, buf: &'b mut StrBuf) -> NapiResult<Option<Field<'b>>> {
+    match value.get_type()? {
+        ValueType::Undefined => Ok(None),
+        ValueType::String => Ok(Some(Field::Str(js::read_str(value, buf)?))),
+        kind => field_of(value, kind, true).map(Some),
     }
-    field_of(value, true).map(Some)
 }
 
-/// `items`: whether an array's items are converted (a packet field holds
-/// one level of list at most; a nested array is only "an array").
-fn field_of(value: &Unknown<'_>, items: bool) -> NapiResult<Field<'static>> {
-    Ok(match value.get_type()? {
+/// [`field`] for a field whose string is an error (priority, timeout,
+/// dependencies): no buffer, a string is read into the heap.
+pub fn owned_field(value: &Unknown<'_>) -> NapiResult<Option<Field<'static>>> {
+    match value.get_type()? {
+        ValueType::Undefined => Ok(None),
+        kind => field_of(value, kind, true).map(Some),
+    }
+}
+
+/// The [`Field`] of `value`, whose type is `kind`. `items`: whether an
+/// array's items are converted (a packet field holds one level of list at
+/// most; a nested array is only "an array").
+fn field_of(value: &Unknown<'_>, kind: ValueType, items: bool) -> NapiResult<Field<'static>> {
+    Ok(match kind {
         ValueType::Undefined | ValueType::Null => Field::Null,
         ValueType::Boolean => Field::Bool(js::read_bool(value)?),
         ValueType::Number => {
@@ -392,7 +404,8 @@ fn field_of(value: &Unknown<'_>, items: bool) -> NapiResult<Field<'static>> {
             let len = if items { array.get_array_length_unchecked()? } else { 0 };
             let mut list = Vec::with_capacity(len as usize);
             for i in 0..len {
-                list.push(field_of(&array.get_element(i)?, false)?);
+                let item: Unknown = array.get_element(i)?;
+                list.push(field_of(&item, item.get_type()?, false)?);
             }
             Field::List(list)
         }

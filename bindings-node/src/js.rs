@@ -14,6 +14,7 @@
 //! Every value here is used on the thread that owns its `Env`, within the
 //! N-API callback scope it was made or received in (its lifetime says so).
 
+use std::borrow::Cow;
 use std::ptr;
 
 use napi::bindgen_prelude::{BigInt, FromNapiValue, Function, JsValuesTupleIntoVec, Object, ToNapiValue};
@@ -36,29 +37,45 @@ pub fn pending() -> napi::Error {
 /// length, then the bytes) and zeroes a heap buffer first: strings are read
 /// several times per packet.
 pub fn read_string(value: &Unknown<'_>) -> NapiResult<String> {
-    const STACK: usize = 64;
+    read_str(value, &mut StrBuf::new()).map(Cow::into_owned)
+}
+
+/// Room for reading a short string without allocating: see [`read_str`].
+pub struct StrBuf([u8; STR_BUF]);
+
+/// Bytes of a [`StrBuf`], the terminating NUL included.
+const STR_BUF: usize = 64;
+
+impl StrBuf {
+    /// An empty buffer (zeroed: N-API writes into it).
+    pub fn new() -> StrBuf {
+        StrBuf([0; STR_BUF])
+    }
+}
+
+/// [`read_string`], borrowing the text from `buf` when it fits there (up to
+/// 59 bytes: a group, a UUID, nearly every element name), so that a string
+/// which is only looked at (a packet's group, element or id) costs no
+/// allocation.
+pub fn read_str<'b>(value: &Unknown<'_>, buf: &'b mut StrBuf) -> NapiResult<Cow<'b, str>> {
     let (env, raw) = (value.value().env, value.raw());
-    let mut stack = [0u8; STACK];
     let mut written = 0;
     // SAFETY: `env` and `raw` come from a live `Unknown` used on its JS
-    // thread; the buffer pointer and its length describe `stack`, which N-API
-    // fills with at most STACK - 1 bytes and a NUL. A value that is not a
+    // thread; the buffer pointer and its length describe `buf`, which N-API
+    // fills with at most STR_BUF - 1 bytes and a NUL. A value that is not a
     // string makes N-API return `napi_string_expected` and write nothing.
-    let status =
-        unsafe { sys::napi_get_value_string_utf8(env, raw, stack.as_mut_ptr().cast(), STACK, &mut written) };
+    let status = unsafe {
+        sys::napi_get_value_string_utf8(env, raw, buf.0.as_mut_ptr().cast(), STR_BUF, &mut written)
+    };
     check(status)?;
     // N-API writes whole characters only: a string that left room for a
     // 4-byte character (plus the NUL) was read whole.
-    if written < STACK - 4 {
-        let bytes = &stack[..written];
-        return Ok(match std::str::from_utf8(bytes) {
-            Ok(text) => text.to_owned(),
-            Err(_) => String::from_utf8_lossy(bytes).into_owned(),
-        });
+    if written < STR_BUF - 4 {
+        return Ok(String::from_utf8_lossy(&buf.0[..written]));
     }
     // SAFETY: as above; napi-rs' `String` conversion reads the string's
     // length, then its bytes into a buffer of that size.
-    unsafe { String::from_napi_value(env, raw) }
+    unsafe { String::from_napi_value(env, raw) }.map(Cow::Owned)
 }
 
 /// Turns an N-API status into a `Result`; a pending JS exception stays

@@ -27,11 +27,11 @@ use crate::bridge::{
     drain, poll_ready, start, Answer, BatchFn, ErrorClassRef, JsSide, Local, LocalRef, Running, Shared, Task,
     Tsfn,
 };
-use crate::convert::{field, to_js, FromJs};
+use crate::convert::{field, owned_field, to_js, FromJs};
 use crate::error::{
     convert_error_text, exception_text, throw_convert_error, throw_pf_error, throw_type_error,
 };
-use crate::js::{self, NapiResult, Spread};
+use crate::js::{self, NapiResult, Spread, StrBuf};
 use crate::runtime;
 
 /// How an argument that must be a string is read: a `TypeError` names the
@@ -114,14 +114,15 @@ impl NativeReactor {
             _ => Some(from_js.convert(metadata).map_err(|e| throw_convert_error(env, e, "metadata"))?),
         };
         let data = from_js.convert(data).map_err(|e| throw_convert_error(env, e, "data"))?;
+        let (mut id_buf, mut group_buf, mut element_buf) = (StrBuf::new(), StrBuf::new(), StrBuf::new());
         let parts = PacketParts {
-            id: field(&id)?,
-            group: field(&group)?,
-            element: field(&element)?,
+            id: field(&id, &mut id_buf)?,
+            group: field(&group, &mut group_buf)?,
+            element: field(&element, &mut element_buf)?,
             data: Some(data),
-            priority: field(&priority)?,
-            timeout_ms: field(&timeout_ms)?,
-            dependencies: field(&dependencies)?,
+            priority: owned_field(&priority)?,
+            timeout_ms: owned_field(&timeout_ms)?,
+            dependencies: owned_field(&dependencies)?,
             metadata,
         };
         // A packet the core would refuse is refused here, synchronously:

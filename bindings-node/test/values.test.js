@@ -145,6 +145,37 @@ test("packet fields and option values are the core's to judge: PF400 in its word
   await r.stop();
 });
 
+test('ids and element names are read whole at every length and width (short and long paths)', async () => {
+  // A field's string up to 59 bytes is read into a stack buffer, a longer
+  // one into the heap: both sides of that edge, with 1- to 4-byte characters.
+  const r = new Reactor();
+  const pf400 = (message) => ({ name: 'PacketFlowError', code: 'PF400', message });
+  const bytes = (s) => Buffer.byteLength(s, 'utf8');
+  for (const piece of ['i', 'é', '✓', '𝄞']) {
+    for (let n = 1; bytes(piece.repeat(n)) <= 132; n++) {
+      const id = piece.repeat(n);
+      if (bytes(id) <= 128) {
+        const result = await r.submit({ group: 'df', element: 'none', id });
+        assert.equal(result.packetId, id, `${JSON.stringify(piece)} x ${n}`);
+      } else {
+        const message = `id must be a string of 1-128 bytes, got ${bytes(id)} bytes`;
+        await assert.rejects(r.submit({ group: 'df', element: 'none', id }), pf400(message));
+      }
+    }
+  }
+  for (let n = 1; n <= 65; n++) {
+    const element = 'e'.repeat(n);
+    if (n <= 64) {
+      r.register('df', element, () => n);
+      assert.equal(await r.call('df', element, null), n);
+    } else {
+      const message = `element must be 1-64 characters of [A-Za-z0-9_.-], got "${'e'.repeat(40)}"...`;
+      await assert.rejects(r.submit('df', element, null), pf400(message));
+    }
+  }
+  await r.stop();
+});
+
 test('ctx.call refuses bad values with a TypeError', async () => {
   const r = new Reactor();
   r.register('df', 'inner', (d) => d);

@@ -7,7 +7,10 @@
 //!    encode, against serde_json alone decoding typed structs and encoding;
 //! 3. submit: in-process async submit -> async handler -> result through the
 //!    scheduler with 100 in flight on a current-thread runtime (one core),
-//!    against a plain async dispatch (map lookup + await) with 100 in flight.
+//!    against a plain async dispatch (map lookup + await) with 100 in flight;
+//! 4. build: a packet from loose fields (`PacketParts::into_packet`, what
+//!    every binding and the CLI call per submit) against the typed
+//!    constructor `Packet::build`, both with a fresh UUID id.
 //!
 //! `cargo bench -p packetflow --bench core -- [--n N] [--reps R]`
 //! Prints one line per variant: median ns/packet over R repetitions, with
@@ -22,7 +25,9 @@ use std::time::Instant;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use packetflow::wire::Decoded;
-use packetflow::{json, Codec, Group, Message, Packet, Reactor, Value};
+use packetflow::{
+    json, Codec, Field, Group, Message, Packet, PacketId, PacketParts, Priority, Reactor, Value,
+};
 use serde::{Deserialize, Serialize};
 
 const KEYS: [(&str, &str); 24] = [
@@ -334,6 +339,74 @@ fn bench_submit(a: &Args) {
     println!("packetflow submits/s on one core: {:.0}\n", 1e9 / ours);
 }
 
+fn bench_build(a: &Args) {
+    println!("## 4. a packet from loose fields, fresh UUID id");
+    let f = report(
+        "floor: Packet::build(group, element, data)",
+        measure(a.n, a.reps, |n| {
+            for i in 0..n {
+                let (g, e) = KEYS[i % KEYS.len()];
+                black_box(Packet::build(black_box(g), black_box(e), Value::Null).unwrap());
+            }
+        }),
+    );
+    let ours = report(
+        "packetflow: PacketParts {group, element, data}.into_packet()",
+        measure(a.n, a.reps, |n| {
+            for i in 0..n {
+                let (g, e) = KEYS[i % KEYS.len()];
+                let parts = PacketParts {
+                    group: Some(black_box(g).into()),
+                    element: Some(black_box(e).into()),
+                    data: Some(Value::Null),
+                    ..PacketParts::default()
+                };
+                black_box(parts.into_packet().unwrap());
+            }
+        }),
+    );
+    println!("ratio packetflow/floor: {:.2}", ours / f);
+    let deps = [Field::from("a"), Field::from("b")];
+    let meta = json!({"pf.trace_id": "t-1", "k": 1});
+    let f = report(
+        "floor: Packet::build + id, priority, timeout, 2 deps, metadata",
+        measure(a.n / 2, a.reps, |n| {
+            for i in 0..n {
+                let (g, e) = KEYS[i % KEYS.len()];
+                let mut p = Packet::build(black_box(g), black_box(e), Value::Null).unwrap();
+                p.id = PacketId::new(black_box("p-1")).unwrap();
+                let p = p
+                    .with_priority(Priority::new(black_box(7)).unwrap())
+                    .with_timeout_ms(black_box(250))
+                    .with_dependencies(vec![PacketId::new("a").unwrap(), PacketId::new("b").unwrap()])
+                    .with_metadata(meta.as_object().unwrap().clone());
+                p.validate().unwrap();
+                black_box(p);
+            }
+        }),
+    );
+    let ours = report(
+        "packetflow: PacketParts with every field .into_packet()",
+        measure(a.n / 2, a.reps, |n| {
+            for i in 0..n {
+                let (g, e) = KEYS[i % KEYS.len()];
+                let parts = PacketParts {
+                    id: Some(black_box("p-1").into()),
+                    group: Some(black_box(g).into()),
+                    element: Some(black_box(e).into()),
+                    data: Some(Value::Null),
+                    priority: Some(Field::Int(black_box(7))),
+                    timeout_ms: Some(Field::Int(black_box(250))),
+                    dependencies: Some(Field::List(deps.to_vec())),
+                    metadata: Some(meta.clone()),
+                };
+                black_box(parts.into_packet().unwrap());
+            }
+        }),
+    );
+    println!("ratio packetflow/floor: {:.2}\n", ours / f);
+}
+
 fn main() {
     let a = args();
     println!("packetflow core benchmarks: n={} reps={}\n", a.n, a.reps);
@@ -347,5 +420,8 @@ fn main() {
     }
     if run("submit") {
         bench_submit(&a);
+    }
+    if run("build") {
+        bench_build(&a);
     }
 }

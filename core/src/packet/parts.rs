@@ -10,10 +10,11 @@
 
 use std::borrow::Cow;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{
-    bad_request, check_timeout, describe, quote, Element, Group, Packet, PacketId, Priority, MAX_DEPENDENCIES,
+    bad_request, check_reserved_metadata, check_timeout, describe, quote, Element, Group, Packet, PacketId,
+    Priority, MAX_DEPENDENCIES,
 };
 use crate::error::PfError;
 
@@ -161,8 +162,9 @@ impl PacketParts<'_> {
     /// Checks every field with the rules (and in the words) of the wire
     /// decoder and builds the packet; the error is PF400 and names the
     /// first field that breaks a rule.
+    #[inline]
     pub fn into_packet(mut self) -> Result<Packet, PfError> {
-        let id = match self.id.take() {
+        let id = match &self.id {
             None | Some(Field::Null) => PacketId::random(),
             Some(id) => packet_id(id)?,
         };
@@ -171,98 +173,134 @@ impl PacketParts<'_> {
 
     /// The packet under an id already read (the decoder reads it first, so
     /// that an error about any other field can still name the packet); the
-    /// id comes back with the error.
-    pub(crate) fn with_id(mut self, id: PacketId) -> Result<Packet, (PfError, PacketId)> {
-        let fields = match self.checked_fields() {
-            Ok(fields) => fields,
-            Err(e) => return Err((e, id)),
+    /// id comes back with the error. The `id` part is not looked at; `data`
+    /// and `metadata` are taken, the other parts left in place.
+    ///
+    /// Every submit and every decoded packet goes through here, so it is
+    /// written for speed: the parts stay where the caller put them (each
+    /// field is judged in place), the packet is put together once, in the
+    /// return slot, and each rule is checked once (`Packet::validate` would
+    /// only repeat the timeout and dependency-count checks made here). The
+    /// order of the checks is the order of the messages: group, element,
+    /// priority, timeout_ms, dependencies, metadata (its type, then its
+    /// reserved keys).
+    #[inline]
+    pub(crate) fn with_id(&mut self, id: PacketId) -> Result<Packet, (PfError, PacketId)> {
+        macro_rules! checked {
+            ($rule:expr) => {
+                match $rule {
+                    Ok(value) => value,
+                    Err(e) => return Err((e, id)),
+                }
+            };
+        }
+        let group = checked!(group_of(self.group.as_ref()));
+        let element = checked!(element_of(self.element.as_ref()));
+        let priority = checked!(priority_of(self.priority.as_ref()));
+        let timeout_ms = checked!(timeout_of(self.timeout_ms.as_ref()));
+        let dependencies = match &self.dependencies {
+            None | Some(Field::Null) => Vec::new(),
+            Some(deps) => checked!(dependency_ids(deps)),
         };
-        let (group, element, priority, timeout_ms, dependencies, metadata) = fields;
-        let packet = Packet {
+        let metadata = match self.metadata.take() {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(map)) => {
+                checked!(check_reserved_metadata(&map));
+                Some(map)
+            }
+            Some(other) => return Err((not_an_object(&other), id)),
+        };
+        Ok(Packet {
             id,
             group,
             element,
-            data: self.data.unwrap_or(Value::Null),
+            data: self.data.take().unwrap_or(Value::Null),
             priority,
             timeout_ms,
             dependencies,
             metadata,
-        };
-        match packet.validate() {
-            Ok(()) => Ok(packet),
-            Err(e) => Err((e, packet.id)),
-        }
+        })
     }
+}
 
-    #[allow(clippy::type_complexity)]
-    fn checked_fields(
-        &mut self,
-    ) -> Result<(Group, Element, Priority, Option<u64>, Vec<PacketId>, Option<Map<String, Value>>), PfError>
-    {
-        let group = Group::parse(
-            &required(self.group.take(), "group")?.into_str("group", "one of cf, df, ed, co, mc, rm")?,
-        )?;
-        let element = Element::new(
-            &required(self.element.take(), "element")?
-                .into_str("element", "1-64 characters of [A-Za-z0-9_.-]")?,
-        )?;
-        let priority = match self.priority.take() {
-            None | Some(Field::Null) => Priority::DEFAULT,
-            // Out of i64's range is out of 1-10 too: say what was given.
-            Some(Field::Int(i)) => match i64::try_from(i) {
-                Ok(i) => Priority::new(i)?,
-                Err(_) => return Err(bad_request(format!("priority must be an integer 1-10, got {i}"))),
-            },
-            Some(other) => {
-                return Err(bad_request(format!(
-                    "priority must be an integer 1-10, got {}",
-                    other.describe()
-                )))
-            }
-        };
-        let timeout_ms = match self.timeout_ms.take() {
-            None | Some(Field::Null) => None,
-            Some(v) => match v.as_u64() {
-                Some(t) => Some(check_timeout(t).map(|()| t)?),
-                None => {
-                    return Err(bad_request(format!(
-                        "timeout_ms must be a positive integer <= 86400000, got {}",
-                        v.describe()
-                    )))
-                }
-            },
-        };
-        let dependencies = match self.dependencies.take() {
-            None | Some(Field::Null) => Vec::new(),
-            Some(Field::List(items)) => dependency_ids(items)?,
-            Some(other) => {
-                return Err(bad_request(format!(
-                    "dependencies must be an array of packet ids, got {}",
-                    other.describe()
-                )))
-            }
-        };
-        let metadata = match self.metadata.take() {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(m)) => Some(m),
-            Some(other) => {
-                return Err(bad_request(format!("metadata must be an object, got {}", describe(&other))))
-            }
-        };
-        Ok((group, element, priority, timeout_ms, dependencies, metadata))
+/// The string of a field that must be one, or a PF400 error saying
+/// `{field} must be {expected}`.
+#[inline]
+fn str_of<'f>(field: &'f Field<'_>, name: &str, expected: &str) -> Result<&'f str, PfError> {
+    match field {
+        Field::Str(s) => Ok(s),
+        other => Err(wrong_type(name, expected, other)),
+    }
+}
+
+/// `{name} must be {expected}, got {what was given}`. Cold: the message is
+/// only formatted for a field that breaks its rule.
+#[cold]
+#[inline(never)]
+fn wrong_type(name: &str, expected: &str, given: &Field<'_>) -> PfError {
+    bad_request(format!("{name} must be {expected}, got {}", given.describe()))
+}
+
+#[cold]
+#[inline(never)]
+fn missing(name: &str) -> PfError {
+    bad_request(format!("{name} is required"))
+}
+
+#[cold]
+#[inline(never)]
+fn not_an_object(metadata: &Value) -> PfError {
+    bad_request(format!("metadata must be an object, got {}", describe(metadata)))
+}
+
+#[inline]
+fn group_of(field: Option<&Field<'_>>) -> Result<Group, PfError> {
+    let field = field.ok_or_else(|| missing("group"))?;
+    Group::parse(str_of(field, "group", "one of cf, df, ed, co, mc, rm")?)
+}
+
+#[inline]
+fn element_of(field: Option<&Field<'_>>) -> Result<Element, PfError> {
+    let field = field.ok_or_else(|| missing("element"))?;
+    Element::new(str_of(field, "element", "1-64 characters of [A-Za-z0-9_.-]")?)
+}
+
+#[inline]
+fn priority_of(field: Option<&Field<'_>>) -> Result<Priority, PfError> {
+    const EXPECTED: &str = "an integer 1-10";
+    match field {
+        None | Some(Field::Null) => Ok(Priority::DEFAULT),
+        // Out of i64's range is out of 1-10 too: say what was given.
+        Some(given @ Field::Int(i)) => match i64::try_from(*i) {
+            Ok(i) => Priority::new(i),
+            Err(_) => Err(wrong_type("priority", EXPECTED, given)),
+        },
+        Some(other) => Err(wrong_type("priority", EXPECTED, other)),
+    }
+}
+
+#[inline]
+fn timeout_of(field: Option<&Field<'_>>) -> Result<Option<u64>, PfError> {
+    match field {
+        None | Some(Field::Null) => Ok(None),
+        Some(given) => match given.as_u64() {
+            Some(t) => check_timeout(t).map(|()| Some(t)),
+            None => Err(wrong_type("timeout_ms", "a positive integer <= 86400000", given)),
+        },
     }
 }
 
 /// A packet id field: a string of 1-128 bytes.
-pub(crate) fn packet_id(field: Field<'_>) -> Result<PacketId, PfError> {
-    PacketId::new(&field.into_str("id", "a string of 1-128 bytes")?)
+pub(crate) fn packet_id(field: &Field<'_>) -> Result<PacketId, PfError> {
+    PacketId::new(str_of(field, "id", "a string of 1-128 bytes")?)
 }
 
-fn required<'a>(field: Option<Field<'a>>, name: &str) -> Result<Field<'a>, PfError> {
-    field.ok_or_else(|| bad_request(format!("{name} is required")))
-}
-
-fn dependency_ids(items: Vec<Field<'_>>) -> Result<Vec<PacketId>, PfError> {
+/// The `dependencies` field (not null): a list of at most 64 packet ids,
+/// counted before any is read.
+fn dependency_ids(field: &Field<'_>) -> Result<Vec<PacketId>, PfError> {
+    let Field::List(items) = field else {
+        return Err(wrong_type("dependencies", "an array of packet ids", field));
+    };
     if items.len() > MAX_DEPENDENCIES {
         return Err(bad_request(format!(
             "dependencies must list at most 64 packet ids, got {}",
@@ -270,10 +308,13 @@ fn dependency_ids(items: Vec<Field<'_>>) -> Result<Vec<PacketId>, PfError> {
         )));
     }
     let mut ids = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
+    for (i, item) in items.iter().enumerate() {
         let field = || format!("dependencies[{i}]");
-        let s = item.into_str(&field(), "a packet id string")?;
-        ids.push(PacketId::checked(&s, field)?);
+        let s = match item {
+            Field::Str(s) => s,
+            other => return Err(wrong_type(&field(), "a packet id string", other)),
+        };
+        ids.push(PacketId::checked(s, field)?);
     }
     Ok(ids)
 }
@@ -385,6 +426,50 @@ mod tests {
             error(PacketParts { id: Some(Field::Bool(true)), ..parts() }),
             "id must be a string of 1-128 bytes, got true"
         );
+    }
+
+    #[test]
+    fn the_first_broken_rule_in_field_order_is_reported() {
+        // group, element, priority, timeout_ms, dependencies, metadata (its
+        // type, then its reserved keys): each error below is the first of
+        // the broken rules that follow it.
+        let mut p = PacketParts {
+            group: Some("zz".into()),
+            element: Some("no space".into()),
+            priority: Some(Field::Int(0)),
+            timeout_ms: Some(Field::Int(0)),
+            dependencies: Some(Field::List(vec![Field::Null])),
+            metadata: Some(json!({"pf.hops": "x"})),
+            ..parts()
+        };
+        let expected = [
+            "group must be one of cf, df, ed, co, mc, rm, got \"zz\"",
+            "element must be 1-64 characters of [A-Za-z0-9_.-], got \"no space\"",
+            "priority must be an integer 1-10, got 0",
+            "timeout_ms must be a positive integer <= 86400000, got 0",
+            "dependencies[0] must be a packet id string, got null",
+            "metadata[\"pf.hops\"] must be a non-negative integer, got \"x\"",
+        ];
+        for (i, message) in expected.iter().enumerate() {
+            assert_eq!(error(p.clone()), *message);
+            match i {
+                0 => p.group = Some("df".into()),
+                1 => p.element = Some("t".into()),
+                2 => p.priority = None,
+                3 => p.timeout_ms = None,
+                4 => p.dependencies = None,
+                _ => p.metadata = None,
+            }
+        }
+        assert!(p.into_packet().is_ok());
+        // A metadata of the wrong type comes after the dependencies too.
+        let p = || PacketParts {
+            dependencies: Some(Field::List(vec![Field::Null])),
+            metadata: Some(json!(3)),
+            ..parts()
+        };
+        assert_eq!(error(p()), "dependencies[0] must be a packet id string, got null");
+        assert_eq!(error(PacketParts { dependencies: None, ..p() }), "metadata must be an object, got 3");
     }
 
     #[test]

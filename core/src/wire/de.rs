@@ -219,17 +219,13 @@ impl FieldName for PacketField {
 /// A packet, or the first rule it breaks (with its id when that was valid).
 pub(super) type CheckedPacket = Result<Box<Packet>, (PfError, Option<PacketId>)>;
 
+/// A packet's fields as read: the parts the core judges, and the version,
+/// which only a frame carries. Read straight into the parts, so that they
+/// are not moved again before being judged.
 #[derive(Default)]
 struct PacketFields<'de> {
     version: Option<Field<'de>>,
-    id: Option<Field<'de>>,
-    group: Option<Field<'de>>,
-    element: Option<Field<'de>>,
-    data: Option<Value>,
-    priority: Option<Field<'de>>,
-    timeout: Option<Field<'de>>,
-    dependencies: Option<Field<'de>>,
-    metadata: Option<Value>,
+    parts: PacketParts<'de>,
 }
 
 struct PacketMap;
@@ -239,17 +235,18 @@ impl FromMap for PacketMap {
 
     fn read_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<CheckedPacket, A::Error> {
         let mut f = PacketFields::default();
+        let p = &mut f.parts;
         while let Some(Key(field)) = map.next_key::<Key<PacketField>>()? {
             match field {
                 PacketField::Version => f.version = Some(map.next_value()?),
-                PacketField::Id => f.id = Some(map.next_value()?),
-                PacketField::Group => f.group = Some(map.next_value()?),
-                PacketField::Element => f.element = Some(map.next_value()?),
-                PacketField::Data => f.data = Some(map.next_value()?),
-                PacketField::Priority => f.priority = Some(map.next_value()?),
-                PacketField::Timeout => f.timeout = Some(map.next_value()?),
-                PacketField::Dependencies => f.dependencies = Some(map.next_value()?),
-                PacketField::Metadata => f.metadata = Some(map.next_value()?),
+                PacketField::Id => p.id = Some(map.next_value()?),
+                PacketField::Group => p.group = Some(map.next_value()?),
+                PacketField::Element => p.element = Some(map.next_value()?),
+                PacketField::Data => p.data = Some(map.next_value()?),
+                PacketField::Priority => p.priority = Some(map.next_value()?),
+                PacketField::Timeout => p.timeout_ms = Some(map.next_value()?),
+                PacketField::Dependencies => p.dependencies = Some(map.next_value()?),
+                PacketField::Metadata => p.metadata = Some(map.next_value()?),
                 PacketField::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -264,9 +261,9 @@ fn required<'de>(field: Option<Field<'de>>, name: &str) -> Result<Field<'de>, Pf
 }
 
 impl PacketFields<'_> {
-    fn into_packet(self) -> CheckedPacket {
+    fn into_packet(mut self) -> CheckedPacket {
         // The id is read first so that every later error can carry it.
-        let id = match self.id {
+        let id = match &self.parts.id {
             None => return Err((bad_request("id is required".into()), None)),
             Some(v) => crate::packet::parts::packet_id(v).map_err(|e| (e, None))?,
         };
@@ -278,18 +275,8 @@ impl PacketFields<'_> {
             }
             Err(e) => return Err((e, Some(id))),
         }
-        let parts = PacketParts {
-            id: None,
-            group: self.group,
-            element: self.element,
-            data: self.data,
-            priority: self.priority,
-            timeout_ms: self.timeout,
-            dependencies: self.dependencies,
-            metadata: self.metadata,
-        };
         // Boxed: a decoded message stays small however big a packet is.
-        parts.with_id(id).map(Box::new).map_err(|(e, id)| (e, Some(id)))
+        self.parts.with_id(id).map(Box::new).map_err(|(e, id)| (e, Some(id)))
     }
 }
 
