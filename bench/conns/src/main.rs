@@ -16,7 +16,9 @@
 //!
 //! Memory is the server's `VmRSS` (`/proc/PID/status`), read once it has
 //! settled (four readings in a row, 250 ms apart, within 0.5% or 64 KiB of
-//! each other; at most `--settle-s`). Prints one JSON object.
+//! each other; at most `--settle-s`). The starting figure is read after a
+//! warm-up (16 connections opened, one round trip each, closed), so that
+//! the code a connection runs is already paged in. Prints one JSON object.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -257,6 +259,29 @@ async fn round_trip(ws: &mut WebSocketStream<TcpStream>, seq: u64, conn: usize) 
     }
 }
 
+/// A few connections, one round trip each, closed: the server's code for
+/// all of it is then paged in before the starting RSS is read.
+async fn warm_up(args: &Args, lost: Arc<AtomicUsize>) -> Result<(), String> {
+    let mut conns = Vec::new();
+    for i in 0..16 {
+        let ws = open(args, i).await.map_err(|e| format!("warm-up: {e}"))?;
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(hold(ws, i, rx, lost.clone()));
+        conns.push(tx);
+    }
+    for conn in &conns {
+        let (tx, rx) = oneshot::channel();
+        let _ = conn.send(Command::Probe(tx)).await;
+        rx.await.map_err(|_| "warm-up: connection ended".to_string())??;
+    }
+    for conn in &conns {
+        let (tx, rx) = oneshot::channel();
+        let _ = conn.send(Command::Close(tx)).await;
+        let _ = rx.await;
+    }
+    Ok(())
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Option<u64> {
     if sorted.is_empty() {
         return None;
@@ -269,11 +294,13 @@ async fn run(args: Args) -> Result<Value, String> {
     raise_fd_limit(args.n)?;
     let pid = args.pid;
     let fds_start = fd_count(pid);
+    let args = Arc::new(args);
+    let lost = Arc::new(AtomicUsize::new(0));
+    warm_up(&args, lost.clone()).await?;
+    until_fds_at_most(pid, fds_start, Duration::from_secs(30)).await;
     let rss_start = settled_rss(pid, args.settle).await;
 
     // Open: `parallel` handshakes at a time.
-    let args = Arc::new(args);
-    let lost = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(Semaphore::new(args.parallel));
     let started = Instant::now();
     let mut opening = Vec::with_capacity(args.n);
