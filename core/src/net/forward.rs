@@ -14,9 +14,10 @@ use std::sync::{Arc, Weak};
 
 use futures::future::BoxFuture;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::mailbox::Mailbox;
 use super::node::NodeInner;
 use super::peers::{Peer, RelayAnswer, Reply, ReturnAddress};
 use crate::error::ErrorCode;
@@ -162,7 +163,7 @@ impl NodeInner {
         origin: Origin,
         seq: u64,
         size: usize,
-        to: &mpsc::UnboundedSender<RelayAnswer>,
+        to: &Mailbox<RelayAnswer>,
     ) -> RelayOutcome {
         let route_key = packet.meta(META_ROUTE_KEY).and_then(Value::as_str);
         let route = self.peers.read().route_element(packet.group, &packet.element, route_key, Some(origin.0));
