@@ -60,21 +60,27 @@ struct Tally {
     fragmented: bool,
 }
 
-impl Tally {
-    /// Bytes of header the current frame has (2 until the length byte is in).
-    fn header_size(&self) -> usize {
-        if self.header_len < 2 {
-            return 2;
-        }
-        let extended = match self.header[1] & 0x7f {
-            126 => 2,
-            127 => 8,
-            _ => 0,
-        };
-        let mask = if self.header[1] & 0x80 != 0 { 4 } else { 0 };
-        2 + extended + mask
-    }
+/// The size of a frame header whose second byte is `second`.
+fn header_size(second: u8) -> usize {
+    let extended = match second & 0x7f {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    let mask = if second & 0x80 != 0 { 4 } else { 0 };
+    2 + extended + mask
+}
 
+/// The payload length in a whole frame header.
+fn payload_length(header: &[u8]) -> u64 {
+    match header[1] & 0x7f {
+        126 => u16::from_be_bytes([header[2], header[3]]) as u64,
+        127 => u64::from_be_bytes(header[2..10].try_into().unwrap_or_default()),
+        short => short as u64,
+    }
+}
+
+impl Tally {
     fn feed(&mut self, mut bytes: &[u8]) {
         if !self.counting {
             return;
@@ -89,26 +95,34 @@ impl Tally {
                 }
                 continue;
             }
-            let want = self.header_size() - self.header_len as usize;
-            let n = want.min(bytes.len());
+            // The usual case: a whole header in `bytes`, read in place.
+            if self.header_len == 0 && bytes.len() >= 2 && bytes.len() >= header_size(bytes[1]) {
+                let size = header_size(bytes[1]);
+                self.header[0] = bytes[0];
+                let frame = size as u64 + payload_length(&bytes[..size]);
+                if frame <= bytes.len() as u64 {
+                    bytes = &bytes[frame as usize..];
+                    self.frame_ended();
+                } else {
+                    self.payload_left = frame - bytes.len() as u64;
+                    bytes = &[];
+                }
+                continue;
+            }
+            // A header split between reads: gathered until whole.
             let at = self.header_len as usize;
+            let size = if at < 2 { 2 } else { header_size(self.header[1]) };
+            let n = (size - at).min(bytes.len());
             self.header[at..at + n].copy_from_slice(&bytes[..n]);
             self.header_len += n as u8;
             bytes = &bytes[n..];
-            if self.header_len >= 2 && self.header_len as usize == self.header_size() {
-                self.payload_left = self.payload_length();
+            let whole = self.header_len >= 2 && self.header_len as usize == header_size(self.header[1]);
+            if whole {
+                self.payload_left = payload_length(&self.header);
                 if self.payload_left == 0 {
                     self.frame_ended();
                 }
             }
-        }
-    }
-
-    fn payload_length(&self) -> u64 {
-        match self.header[1] & 0x7f {
-            126 => u16::from_be_bytes([self.header[2], self.header[3]]) as u64,
-            127 => u64::from_be_bytes(self.header[2..10].try_into().unwrap_or_default()),
-            short => short as u64,
         }
     }
 
