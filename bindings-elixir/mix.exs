@@ -38,8 +38,9 @@ defmodule PacketFlow.MixProject do
   end
 
   # What the Hex tarball holds. `mix packetflow.publish` makes the two
-  # vendored paths (the core crate and the pinned Cargo.lock), which exist
-  # only in the package, never in the repository.
+  # vendored paths (the core crate and the pinned Cargo.lock) and, when
+  # given one, the prebuilt NIF library (native/prebuilt), which exist only
+  # in the package, never in the repository.
   defp package do
     [
       licenses: ["MIT", "Apache-2.0"],
@@ -51,6 +52,7 @@ defmodule PacketFlow.MixProject do
         "native/packetflow_nif/src",
         "native/packetflow_nif/Cargo.lock",
         "native/packetflow_core",
+        "native/prebuilt",
         "mix.exs",
         ".formatter.exs",
         "README.md"
@@ -65,6 +67,7 @@ defmodule PacketFlow.MixProject do
       extras: ["README.md"],
       groups_for_modules: [
         Runtime: [PacketFlow.Reactor, PacketFlow.Context],
+        Actors: [PacketFlow.Actor, PacketFlow.Actors, PacketFlow.ActorRef],
         Values: [PacketFlow.Result, PacketFlow.Error]
       ]
     ]

@@ -35,6 +35,7 @@ export type ErrorCode =
   | 'PF400'
   | 'PF401'
   | 'PF403'
+  | 'PF404'
   | 'PF408'
   | 'PF409'
   | 'PF413'
@@ -62,6 +63,25 @@ export interface ReactorOptions {
    * to a core spinning while traffic is sparse. Default 0: off.
    */
   busyPollUs?: number;
+  /**
+   * A file for actor state (a redb database, created if absent): every
+   * committed turn is written before its reply leaves, so acknowledged
+   * messages survive a crash. One process opens a file at a time. Default:
+   * state in memory.
+   */
+  actorStore?: string;
+  /**
+   * Milliseconds without a message after which an actor leaves memory
+   * (its state kept in the store; its next message brings it back).
+   * Default 600,000 (10 minutes).
+   */
+  actorPassivateAfterMs?: number;
+  /**
+   * How many of its last turns each actor remembers (packet id and
+   * reply), so that a message re-sent with the same id is answered
+   * without running again. Default 32.
+   */
+  actorRememberedTurns?: number;
 }
 
 /** Options of a packet, besides its address and data. */
@@ -133,7 +153,7 @@ export declare class PacketFlowError extends Error {
 /** What a handler knows about the packet it serves. */
 export declare class Context {
   /** Contexts are made by the reactor, for its handlers. */
-  private constructor(...internal: never[]);
+  protected constructor(...internal: never[]);
   /** The id of the packet being handled. */
   readonly packetId: string;
   /** The packet's metadata, or `null`. */
@@ -148,6 +168,138 @@ export declare class Context {
    * rejects with a {@link PacketFlowError}; call it before the handler answers.
    */
   call<R = JsonValue>(group: Group | (string & {}), element: string, data?: JsonInput): Promise<R>;
+  /**
+   * Sends `message` to `actor` as a child of this packet (same deadline,
+   * trace and reentrancy rules as {@link Context.call}); resolves to the
+   * turn's reply or rejects with a {@link PacketFlowError}.
+   */
+  send<R = JsonValue>(actor: ActorRef, message: ActorMessage): Promise<R>;
+  /**
+   * Sends `message` to `actor` without waiting for its turn.
+   * @throws PacketFlowError for a message the core refuses.
+   */
+  tell(actor: ActorRef, message: ActorMessage): void;
+}
+
+/** An actor's address: its type and its id. Plain data: it may travel in messages. */
+export interface ActorRef {
+  /** The actor type (1-58 characters of `[A-Za-z0-9_.-]`). */
+  readonly type: string;
+  /** The id within the type (1-128 bytes). */
+  readonly id: string;
+}
+
+/** A message for an actor: `type` names the behaviour's method, which gets the whole object. */
+export interface ActorMessage {
+  type: string;
+  [field: string]: JsonInput;
+}
+
+/** Options of an actor message ({@link Actors.send}, {@link Actors.tell}, {@link Actors.stop}). */
+export interface MessageOptions {
+  /**
+   * The packet id (default a fresh UUID v4). A message re-sent with the id
+   * of one the actor applied is answered from memory, not run again.
+   */
+  id?: string;
+  /** 1-10, 10 most urgent (the mailbox's order); default 5. */
+  priority?: number;
+  /** How long to wait for the reply, in ms; default 30,000. */
+  timeoutMs?: number;
+  /** Free-form metadata; keys starting with `pf.` are reserved for the runtime. */
+  metadata?: Record<string, JsonInput>;
+}
+
+/** Options of {@link Actors.create}. */
+export interface CreateOptions {
+  /** The actor's id (1-128 bytes); default a fresh UUID v4. */
+  id?: string;
+  /** 1-10, 10 most urgent; default 5. */
+  priority?: number;
+  /** How long to wait for the answer, in ms; default 30,000. */
+  timeoutMs?: number;
+  /** Free-form metadata; keys starting with `pf.` are reserved for the runtime. */
+  metadata?: Record<string, JsonInput>;
+}
+
+/** Options of {@link Actors.registerBehavior}. */
+export interface BehaviorOptions<S = any> {
+  /**
+   * The state an actor of this type starts with when a message reaches an
+   * id that does not exist (a virtual actor: no `create` needed). Without
+   * it, such a message is refused with PF404.
+   */
+  initialState?: S;
+}
+
+/**
+ * One method of a behaviour: gets the message and the turn's
+ * {@link ActorContext}, returns the reply or a Promise of it. A throw or a
+ * rejection answers PF500 (a rethrown {@link PacketFlowError} keeps its
+ * code) and leaves the state as it was.
+ */
+export type ActorMethod<S = any, T = any, R = JsonInput> = (message: T, context: ActorContext<S>) => R | PromiseLike<R>;
+
+/** A behaviour: one method per message type (an object literal or a class instance). */
+export type Behavior<S = any> = { [messageType: string]: ActorMethod<S> };
+
+/** What an actor's method knows during its turn, besides the message. */
+export declare class ActorContext<S = any> extends Context {
+  /** Contexts are made by the reactor, for its actors. */
+  private constructor(...internal: never[]);
+  /**
+   * The actor's state: read it, change it in place, or replace it. It
+   * becomes the actor's only if the method returns (or its Promise
+   * resolves); a throw leaves the state as it was.
+   */
+  state: S;
+  /** The actor running this turn. */
+  readonly actor: ActorRef;
+  /** Stops the actor once this turn's reply is sent: its state is deleted. */
+  stop(): void;
+}
+
+/**
+ * The actors of a reactor (`r.actors`): one mailbox and one turn at a time
+ * per actor, transactional turns, effectively-once repeats (see
+ * docs/protocol.md, "Actors").
+ */
+export declare class Actors {
+  /** Made by the reactor: use `r.actors`. */
+  private constructor(...internal: never[]);
+  /**
+   * Registers (or replaces) actor type `type`: a message `{type: 'm', ...}`
+   * runs `behavior.m(message, context)`. The behaviour's methods are the
+   * only message types the type takes (PF400 names them for any other).
+   * @throws PacketFlowError (PF400) for an invalid type name; TypeError for
+   * a behaviour with no methods, an unknown option or an initial state
+   * that is not JSON-shaped.
+   */
+  registerBehavior<S = any>(type: string, behavior: Behavior<S>, options?: BehaviorOptions<S>): void;
+  /**
+   * Creates an actor with `state` (default `null`); resolves to its ref.
+   * Rejects with PF409 if the id exists.
+   */
+  create<S = JsonInput>(type: string, state?: S, options?: CreateOptions): Promise<ActorRef>;
+  /**
+   * Sends `message` and resolves to the method's reply. Rejects with a
+   * {@link PacketFlowError}: PF404 for an actor that does not exist (unless
+   * its type has an initial state), PF400 for a message type it does not
+   * take, PF500 when the method threw, PF408 past the deadline.
+   */
+  send<R = JsonValue>(actor: ActorRef, message: ActorMessage, options?: MessageOptions): Promise<R>;
+  /**
+   * Sends `message` without waiting for its turn: it holds its place in the
+   * mailbox when this returns. Node stays up until a local actor has run it.
+   * @throws PacketFlowError (PF400) for a message the core refuses.
+   */
+  tell(actor: ActorRef, message: ActorMessage, options?: MessageOptions): void;
+  /** Stops the actor after the messages queued before this, deleting its state; PF404 if it does not exist. */
+  stop(actor: ActorRef, options?: MessageOptions): Promise<void>;
+  /** The ids of the actors of `type` this reactor hosts, sorted; PF404 if the type is not registered here. */
+  list(type: string): Promise<string[]>;
+  /** How many actors of `type` this reactor hosts. */
+  count(type: string): Promise<number>;
 }
 
 /**
@@ -175,11 +327,28 @@ export interface HandlerStats {
   latencyBuckets: Array<[number, number]>;
 }
 
+/** Counters of one actor type on a reactor. */
+export interface ActorTypeStats {
+  actorType: string;
+  /** Actors in memory. */
+  active: number;
+  /** Actors in the store and not in memory. */
+  passivated: number;
+  /** Times an actor came into memory (created, loaded or activated). */
+  activations: number;
+  /** Times an idle actor left memory. */
+  passivations: number;
+  /** Told messages whose turn failed. */
+  tellsFailed: number;
+}
+
 /** A snapshot of a reactor's counters. */
 export interface ReactorStats {
   name: string;
-  /** One entry per registered handler. */
+  /** One entry per registered handler (actor types included, as `rm:actor.T`). */
   handlers: HandlerStats[];
+  /** One entry per actor type registered here, sorted by type. */
+  actors: ActorTypeStats[];
   /** Packets accepted and not yet answered. */
   inFlight: number;
   /** Packets waiting for a free slot. */
@@ -220,6 +389,8 @@ export interface TokenSpec {
   submit?: string[];
   /** Patterns this token may serve (announce); missing or empty: nothing. */
   serve?: string[];
+  /** May open the node's dashboard (`/ui/`); default `false`. */
+  dashboard?: boolean;
 }
 
 /**
@@ -266,6 +437,8 @@ export declare class Reactor {
   readonly name: string;
   /** Whether {@link Reactor.stop} was called. */
   readonly stopped: boolean;
+  /** The reactor's actors: register behaviours, create actors and message them. */
+  readonly actors: Actors;
   /**
    * Registers (or replaces) the handler of `group:element`; sync and async
    * functions both work.

@@ -8,35 +8,38 @@
  * - a handler may return a value or a Promise; a throw or a rejection
  *   becomes a PF500 answer with the error's message;
  * - `submit` resolves to a {@link Result}, `call` to the data or rejects
- *   with a {@link PacketFlowError}.
+ *   with a {@link PacketFlowError};
+ * - actor behaviours (`r.actors`) run here too: each turn gets the message
+ *   and a copy of the state, and hands back its reply and the state after
+ *   it; the core commits that state only if the turn succeeded.
  *
  * Field names are camelCase throughout (`packetId`, `durationMs`,
  * `timeoutMs`); the wire's snake_case names exist only on the wire.
  * @module packetflow
  */
 
-const path = require('node:path');
 const { performance } = require('node:perf_hooks');
 
 /**
- * Loads the addon that `npm install` built (see scripts/build.js). Its
- * `NativeReactor` (src/reactor.rs) is for this file only.
+ * Loads the addon: the one built from source when there is one (the
+ * install script builds it where no prebuilt addon fits, or when asked
+ * to), else the prebuilt one the package ships for this platform (see
+ * platform.js and scripts/install.js). Its `NativeReactor`
+ * (src/reactor.rs) is for this file only.
  * @returns {any}
  */
 function loadAddon() {
-  const file = path.join(__dirname, 'packetflow.node');
-  try {
-    return require(file);
-  } catch (error) {
-    if (/** @type {NodeJS.ErrnoException} */ (error).code === 'MODULE_NOT_FOUND') {
-      throw new Error(
-        `packetflow: the native addon ${file} is missing. It is built from source by the ` +
-          "package's install script (it needs Rust's cargo): run `npm rebuild packetflow`, " +
-          'or `npm run build` in the package folder.',
-      );
-    }
-    throw error;
+  const fs = require('node:fs');
+  const { builtAddon, prebuiltAddon, platformKey } = require('./platform.js');
+  const file = [builtAddon, prebuiltAddon()].find((candidate) => fs.existsSync(candidate));
+  if (file === undefined) {
+    throw new Error(
+      `packetflow: no native addon for ${platformKey()}: neither ${builtAddon} (built from source by ` +
+        "the package's install script, which needs Rust's cargo) nor a prebuilt one. Run " +
+        '`npm rebuild packetflow` with cargo on the PATH.',
+    );
   }
+  return require(file);
 }
 
 const { NativeReactor } = loadAddon();
@@ -75,6 +78,9 @@ Object.defineProperty(PacketFlowError.prototype, 'name', {
 /** Entries per invocation in a batch from the addon (see src/bridge.rs). */
 const STRIDE = 7;
 
+/** Entries per actor turn: an invocation's, then the state and the actor id. */
+const TURN_STRIDE = STRIDE + 2;
+
 /**
  * @param {unknown} error what a handler threw or rejected with
  * @returns {string | undefined}
@@ -93,6 +99,28 @@ function typeName(value) {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'array';
   return typeof value;
+}
+
+/**
+ * Whether a handler's or method's value is a Promise (or any thenable).
+ * @param {unknown} value
+ * @returns {value is PromiseLike<unknown>}
+ */
+function isThenable(value) {
+  return value !== null && typeof value === 'object' && typeof (/** @type {any} */ (value).then) === 'function';
+}
+
+/**
+ * An actor ref's two parts, for the addon (which checks they are strings,
+ * and the core, what they hold).
+ * @param {unknown} actor
+ * @returns {import('./index').ActorRef}
+ */
+function refOf(actor) {
+  if (actor === null || typeof actor !== 'object') {
+    throw new TypeError(`actor must be an object {type, id}, got ${typeName(actor)}`);
+  }
+  return /** @type {import('./index').ActorRef} */ (actor);
 }
 
 /**
@@ -160,6 +188,92 @@ class Context {
     }
     return promise;
   }
+
+  /**
+   * Sends `message` to `actor` as a child of this packet (same deadline,
+   * trace and reentrancy rules as {@link Context#call}) and resolves to
+   * the turn's reply, or rejects with a {@link PacketFlowError}.
+   * @template [R=import('./index').JsonValue]
+   * @param {import('./index').ActorRef} actor
+   * @param {import('./index').ActorMessage} message
+   * @returns {Promise<R>}
+   */
+  send(actor, message) {
+    const state = this.#state;
+    const id = state.nextId++;
+    try {
+      const { type, id: actorId } = refOf(actor);
+      /** @type {Promise<R>} */
+      const promise = new Promise((resolve, reject) => state.pending.set(id, { resolve, reject }));
+      state.native.contextSend(this.#token, type, actorId, message, id);
+      return promise;
+    } catch (error) {
+      state.pending.delete(id);
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * Sends `message` to `actor` without waiting for its turn: it holds its
+   * place in the actor's mailbox when this returns. Throws a
+   * {@link PacketFlowError} for a message the core refuses.
+   * @param {import('./index').ActorRef} actor
+   * @param {import('./index').ActorMessage} message
+   * @returns {void}
+   */
+  tell(actor, message) {
+    const { type, id } = refOf(actor);
+    this.#state.native.contextTell(this.#token, type, id, message);
+  }
+}
+
+/**
+ * Reads whether {@link ActorContext#stop} was called (set by its class).
+ * @type {(context: ActorContext) => boolean}
+ */
+let stopRequested;
+
+/**
+ * What an actor's method gets besides the message: the actor's state, its
+ * address, and the packet's {@link Context} (`call`, `send`, `tell`).
+ * @template [S=any]
+ */
+class ActorContext extends Context {
+  #stop = false;
+
+  static {
+    stopRequested = (context) => context.#stop;
+  }
+
+  /**
+   * Made by the turn dispatcher only (index.d.ts declares it private).
+   * @internal
+   * @param {Dispatch} state
+   * @param {number} token
+   * @param {string} packetId
+   * @param {string | undefined} traceId
+   * @param {Record<string, import('./index').JsonValue> | null} metadata
+   * @param {number} deadline
+   * @param {S} actorState
+   * @param {import('./index').ActorRef} actor
+   */
+  constructor(state, token, packetId, traceId, metadata, deadline, actorState, actor) {
+    super(state, token, packetId, traceId, metadata, deadline);
+    /**
+     * The actor's state: read it, change it in place, or replace it. It
+     * becomes the actor's only if the method returns (or its Promise
+     * resolves); a throw leaves the state as it was.
+     * @type {S}
+     */
+    this.state = actorState;
+    /** The actor running this turn. @type {import('./index').ActorRef} */
+    this.actor = actor;
+  }
+
+  /** Stops the actor once this turn's reply is sent: its state is deleted. */
+  stop() {
+    this.#stop = true;
+  }
 }
 
 /**
@@ -174,6 +288,11 @@ class Dispatch {
      * @type {Array<import('./index').Handler | undefined>}
      */
     this.fns = [];
+    /**
+     * Actor behaviours by turn slot; a slot is never reused either.
+     * @type {Array<Registered | undefined>}
+     */
+    this.behaviors = [];
     /** The addon's reactor. @type {any} */
     this.native = null;
     /**
@@ -189,13 +308,16 @@ class Dispatch {
     this.ok = [];
     /** Async failures of this turn: `token, code | undefined, error, ...`. @type {unknown[]} */
     this.failed = [];
+    /** Async actor turns of this turn: `token, reply, state, stopped, ...`. @type {unknown[]} */
+    this.turns = [];
     this.flushing = false;
     this.flush = () => {
       this.flushing = false;
-      const { ok, failed } = this;
+      const { ok, failed, turns } = this;
       this.ok = [];
       this.failed = [];
-      this.native.complete(ok, failed);
+      this.turns = [];
+      this.native.complete(ok, failed, turns);
     };
   }
 
@@ -212,8 +334,8 @@ class Dispatch {
       let out;
       try {
         out = /** @type {import('./index').Handler} */ (this.fns[slot])(batch[i + 2], ctx);
-        if (out !== null && typeof out === 'object' && typeof (/** @type {any} */ (out).then) === 'function') {
-          this.later(token, /** @type {PromiseLike<unknown>} */ (out));
+        if (isThenable(out)) {
+          this.later(token, out, undefined);
           continue;
         }
       } catch (error) {
@@ -222,17 +344,54 @@ class Dispatch {
       }
       ok.push(token, out);
     }
-    if (ok.length > 0 || failed.length > 0) this.native.complete(ok, failed);
+    if (ok.length > 0 || failed.length > 0) this.native.complete(ok, failed, undefined);
   }
 
   /**
+   * Runs a batch of actor turns: each calls the behaviour's method named
+   * by the message's `type` (the core let only those through) with the
+   * message and an {@link ActorContext} holding a copy of the state.
+   * @param {any[]} batch turns, {@link TURN_STRIDE} entries each
+   */
+  runTurns(batch) {
+    const failed = [];
+    const turns = [];
+    const now = performance.now();
+    for (let i = 0; i < batch.length; i += TURN_STRIDE) {
+      const behavior = /** @type {Registered} */ (this.behaviors[batch[i]]);
+      const token = batch[i + 1];
+      const message = batch[i + 2];
+      const actor = { type: behavior.type, id: batch[i + 8] };
+      const ctx = new ActorContext(this, token, batch[i + 3], batch[i + 4], batch[i + 5], now + batch[i + 6], batch[i + 7], actor);
+      let out;
+      try {
+        const method = /** @type {import('./index').ActorMethod} */ (behavior.methods.get(message.type));
+        out = method.call(behavior.target, message, ctx);
+        if (isThenable(out)) {
+          this.later(token, out, ctx);
+          continue;
+        }
+      } catch (error) {
+        failed.push(token, codeOf(error), error);
+        continue;
+      }
+      turns.push(token, out, ctx.state, stopRequested(ctx));
+    }
+    if (failed.length > 0 || turns.length > 0) this.native.complete(EMPTY, failed, turns);
+  }
+
+  /**
+   * Answers a handler (`turn` undefined) or an actor turn once `promise`
+   * settles; a turn hands back its context's state as it is then.
    * @param {number} token
    * @param {PromiseLike<unknown>} promise
+   * @param {ActorContext | undefined} turn
    */
-  later(token, promise) {
+  later(token, promise, turn) {
     promise.then(
       (value) => {
-        this.ok.push(token, value);
+        if (turn === undefined) this.ok.push(token, value);
+        else this.turns.push(token, value, turn.state, stopRequested(turn));
         this.soon();
       },
       (error) => {
@@ -300,6 +459,15 @@ class Dispatch {
 /** Entries per answer in a settle batch (see src/bridge.rs). */
 const SETTLE_STRIDE = 6;
 
+/** No answers of a kind, for `complete` (never written to). @type {unknown[]} */
+const EMPTY = [];
+
+/**
+ * A registered actor behaviour: its type name, the object whose methods
+ * run (their `this`), and those methods by message type.
+ * @typedef {{type: string, target: object, methods: Map<string, import('./index').ActorMethod>}} Registered
+ */
+
 /**
  * The addon calls this with a batch of handler invocations as arguments
  * (and with none from its wake-up call, which has nothing to do here).
@@ -313,6 +481,15 @@ function dispatch(state, ...batch) {
 }
 
 /**
+ * The addon calls this with a batch of actor turns as arguments.
+ * @param {Dispatch} state
+ * @param {...any} batch
+ */
+function dispatchTurns(state, ...batch) {
+  state.runTurns(batch);
+}
+
+/**
  * The addon calls this with a batch of answers as arguments.
  * @param {Dispatch} state
  * @param {...any} batch
@@ -321,7 +498,16 @@ function settle(state, ...batch) {
   state.settle(batch);
 }
 
-const OPTIONS = new Set(['name', 'maxInflight', 'maxQueue', 'finishedMemory', 'busyPollUs']);
+const OPTIONS = new Set([
+  'name',
+  'maxInflight',
+  'maxQueue',
+  'finishedMemory',
+  'busyPollUs',
+  'actorStore',
+  'actorPassivateAfterMs',
+  'actorRememberedTurns',
+]);
 
 /**
  * Throws a TypeError for keys of `options` not in `known`; `unknown(key)` starts the message.
@@ -400,7 +586,7 @@ function connectOptions(options) {
  */
 /**
  * @param {import('./index').ReactorOptions} options
- * @param {'maxInflight' | 'maxQueue' | 'finishedMemory' | 'busyPollUs'} key
+ * @param {'maxInflight' | 'maxQueue' | 'finishedMemory' | 'busyPollUs' | 'actorPassivateAfterMs' | 'actorRememberedTurns'} key
  * @returns {number | undefined}
  */
 function integerOption(options, key) {
@@ -437,6 +623,214 @@ function packetOf(args) {
   return first;
 }
 
+/** The options of an actor message (`send`, `tell`, `stop`). */
+const MESSAGE_OPTIONS = ['id', 'priority', 'timeoutMs', 'metadata'];
+
+/**
+ * The methods of a behaviour object by name: its own and its prototypes'
+ * function-valued properties (so a class instance works too), up to
+ * `Object.prototype`, without `constructor`. Getters are not called.
+ * @param {object} behavior
+ * @returns {Map<string, import('./index').ActorMethod>}
+ */
+function methodsOf(behavior) {
+  /** @type {Map<string, import('./index').ActorMethod>} */
+  const methods = new Map();
+  for (let o = behavior; o !== null && o !== Object.prototype; o = Object.getPrototypeOf(o)) {
+    for (const name of Object.getOwnPropertyNames(o)) {
+      if (name === 'constructor' || methods.has(name)) continue;
+      const value = Object.getOwnPropertyDescriptor(o, name)?.value;
+      if (typeof value === 'function') methods.set(name, value);
+    }
+  }
+  return methods;
+}
+
+/**
+ * The actors of a reactor (`r.actors`): register behaviours written in JS,
+ * create actors, message them, stop them, list them. An actor is a type
+ * and an id with a JSON state; it handles one message at a time, and a
+ * turn that throws leaves its state as it was (see docs/protocol.md,
+ * "Actors"). Actors of other nodes are reached the same way once the
+ * reactor is connected.
+ *
+ * ```js
+ * r.actors.registerBehavior('counter', {
+ *   increment: (data, context) => { context.state.value++; return { value: context.state.value }; },
+ *   get_value: (data, context) => ({ value: context.state.value }),
+ * });
+ * const counter = await r.actors.create('counter', { value: 0 });
+ * await r.actors.send(counter, { type: 'increment' });
+ * ```
+ */
+class Actors {
+  #native;
+  #dispatch;
+
+  /**
+   * Made by the reactor only (index.d.ts declares it private).
+   * @internal
+   * @param {any} native
+   * @param {Dispatch} dispatch
+   */
+  constructor(native, dispatch) {
+    this.#native = native;
+    this.#dispatch = dispatch;
+  }
+
+  /**
+   * Registers (or replaces) actor type `type`: a message `{type: 'm', ...}`
+   * runs `behavior.m(message, context)`, which may return the reply or a
+   * Promise of it. The behaviour's methods are the only message types the
+   * type takes (others are refused with PF400 naming them). With
+   * `initialState`, a message for an id that does not exist activates it
+   * with a copy of that state (a virtual actor) instead of PF404.
+   * @template [S=any]
+   * @param {string} type 1-58 characters of [A-Za-z0-9_.-]
+   * @param {import('./index').Behavior<S>} behavior
+   * @param {import('./index').BehaviorOptions<S>} [options]
+   * @returns {void}
+   */
+  registerBehavior(type, behavior, options) {
+    if (behavior === null || typeof behavior !== 'object') {
+      throw new TypeError(`behavior must be an object of methods, got ${typeName(behavior)}`);
+    }
+    const checked = optionsObject(options);
+    onlyKeys(checked, ['initialState']);
+    const methods = methodsOf(behavior);
+    if (methods.size === 0) throw new TypeError('behavior has no methods: give one per message type');
+    const behaviors = this.#dispatch.behaviors;
+    behaviors.push({ type, target: behavior, methods });
+    try {
+      this.#native.registerActor(type, behaviors.length - 1, [...methods.keys()], checked.initialState);
+    } catch (error) {
+      behaviors[behaviors.length - 1] = undefined;
+      throw error;
+    }
+  }
+
+  /**
+   * Creates an actor of `type` with `state` (default `null`) and resolves
+   * to its ref `{type, id}`; `options.id` names it (default: a fresh UUID).
+   * Rejects with PF409 if it exists, PF404 if no node hosts the type.
+   * @param {string} type
+   * @param {import('./index').JsonInput} [state]
+   * @param {import('./index').CreateOptions} [options]
+   * @returns {Promise<import('./index').ActorRef>}
+   */
+  create(type, state = null, options = undefined) {
+    return this.#submit(() => {
+      const o = optionsObject(options);
+      onlyKeys(o, MESSAGE_OPTIONS);
+      return ['create', type, o.id, state, o.priority, o.timeoutMs, undefined, o.metadata];
+    });
+  }
+
+  /**
+   * Sends `message` (an object whose `type` names the method) to `actor`
+   * and resolves to the method's reply (an ask). Rejects with a
+   * {@link PacketFlowError}: PF404 for an actor that does not exist (unless
+   * its type has an initial state), PF500 when the method threw, PF408
+   * past the deadline. `options.id` is the packet id: a message re-sent
+   * with the same id is applied once.
+   * @template [R=import('./index').JsonValue]
+   * @param {import('./index').ActorRef} actor
+   * @param {import('./index').ActorMessage} message
+   * @param {import('./index').MessageOptions} [options]
+   * @returns {Promise<R>}
+   */
+  send(actor, message, options = undefined) {
+    return this.#submit(() => {
+      const { type, id } = refOf(actor);
+      const o = optionsObject(options);
+      onlyKeys(o, MESSAGE_OPTIONS);
+      return ['send', type, id, message, o.priority, o.timeoutMs, o.id, o.metadata];
+    });
+  }
+
+  /**
+   * Sends `message` to `actor` without waiting for its turn (a tell): it
+   * holds its place in the mailbox when this returns, so tells from one
+   * sender keep their order. A failed turn is counted in the type's
+   * `tellsFailed`. Throws a {@link PacketFlowError} (PF400) for a message
+   * the core refuses. Node stays up until the told message has run (a
+   * local actor's mailbox counts as pending work).
+   * @param {import('./index').ActorRef} actor
+   * @param {import('./index').ActorMessage} message
+   * @param {import('./index').MessageOptions} [options]
+   * @returns {void}
+   */
+  tell(actor, message, options = undefined) {
+    const { type, id } = refOf(actor);
+    const o = optionsObject(options);
+    onlyKeys(o, MESSAGE_OPTIONS);
+    this.#native.actorTell(type, id, message, o.priority, o.timeoutMs, o.id, o.metadata);
+  }
+
+  /**
+   * Stops `actor` after the messages queued before this one and deletes
+   * its state. Rejects with PF404 if it does not exist.
+   * @param {import('./index').ActorRef} actor
+   * @param {import('./index').MessageOptions} [options]
+   * @returns {Promise<void>}
+   */
+  stop(actor, options = undefined) {
+    return this.#submit(() => {
+      const { type, id } = refOf(actor);
+      const o = optionsObject(options);
+      onlyKeys(o, MESSAGE_OPTIONS);
+      return ['stop', type, id, null, o.priority, o.timeoutMs, o.id, o.metadata];
+    }).then(() => undefined);
+  }
+
+  /**
+   * The ids of the actors of `type` this reactor hosts (in memory or in
+   * its store), sorted. Rejects with PF404 if the type is not registered here.
+   * @param {string} type
+   * @returns {Promise<string[]>}
+   */
+  list(type) {
+    return this.#call((id) => this.#native.actorList(type, false, id));
+  }
+
+  /**
+   * How many actors of `type` this reactor hosts (see {@link Actors#list}).
+   * @param {string} type
+   * @returns {Promise<number>}
+   */
+  count(type) {
+    return this.#call((id) => this.#native.actorList(type, true, id));
+  }
+
+  /**
+   * Submits an actor packet whose arguments `args()` gives (it may throw:
+   * the Promise then rejects with that, and nothing is submitted).
+   * @param {() => [string, unknown, unknown, unknown, unknown, unknown, unknown, unknown]} args
+   * @returns {Promise<any>}
+   */
+  #submit(args) {
+    return this.#call((id) => this.#native.actorSubmit(...args(), id));
+  }
+
+  /**
+   * Makes a Promise settled by the addon: `begin(id)` starts the work.
+   * @param {(id: number) => void} begin
+   * @returns {Promise<any>}
+   */
+  #call(begin) {
+    const state = this.#dispatch;
+    const id = state.nextId++;
+    const promise = new Promise((resolve, reject) => state.pending.set(id, { resolve, reject }));
+    try {
+      begin(id);
+    } catch (error) {
+      state.pending.delete(id);
+      return Promise.reject(error);
+    }
+    return promise;
+  }
+}
+
 /**
  * A PacketFlow reactor: register handlers, submit packets, get results.
  *
@@ -451,6 +845,7 @@ function packetOf(args) {
 class Reactor {
   #native;
   #dispatch;
+  #actors;
 
   /**
    * @param {import('./index').ReactorOptions} [options]
@@ -469,6 +864,9 @@ class Reactor {
     const maxQueue = integerOption(options, 'maxQueue');
     const finishedMemory = integerOption(options, 'finishedMemory');
     const busyPollUs = integerOption(options, 'busyPollUs');
+    const actorPassivateAfterMs = integerOption(options, 'actorPassivateAfterMs');
+    const actorRememberedTurns = integerOption(options, 'actorRememberedTurns');
+    const actorStore = stringOption(options.actorStore, 'actorStore');
     this.#dispatch = new Dispatch();
     this.#native = new NativeReactor(
       name,
@@ -476,12 +874,25 @@ class Reactor {
       maxQueue,
       finishedMemory,
       busyPollUs,
+      actorPassivateAfterMs,
+      actorRememberedTurns,
+      actorStore,
       dispatch,
+      dispatchTurns,
       settle,
       this.#dispatch,
       PacketFlowError,
     );
     this.#dispatch.native = this.#native;
+    this.#actors = new Actors(this.#native, this.#dispatch);
+  }
+
+  /**
+   * The reactor's actors: register behaviours, create actors and message
+   * them. @type {Actors}
+   */
+  get actors() {
+    return this.#actors;
   }
 
   /** The reactor's name. @type {string} */
@@ -732,6 +1143,8 @@ class Reactor {
  * What the classes have beyond index.d.ts: nothing (else tsc fails here).
  * @typedef {None<Undeclared<Reactor, import('./index').Reactor>
  *   | Undeclared<Context, import('./index').Context>
+ *   | Undeclared<ActorContext, import('./index').ActorContext>
+ *   | Undeclared<Actors, import('./index').Actors>
  *   | Undeclared<PacketFlowError, import('./index').PacketFlowError>>} NothingUndeclared
  */
 
@@ -739,4 +1152,10 @@ class Reactor {
 // tsconfig.json; run by the test suite) holds the exports to it: every
 // declared member exists here with a compatible type (`@satisfies`), and
 // nothing public exists here that is not declared (`NothingUndeclared`).
-module.exports = /** @satisfies {typeof import('./index')} */ ({ Reactor, PacketFlowError, Context });
+module.exports = /** @satisfies {typeof import('./index')} */ ({
+  Reactor,
+  PacketFlowError,
+  Context,
+  ActorContext,
+  Actors,
+});

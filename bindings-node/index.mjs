@@ -1,5 +1,5 @@
 // ES module entry: the same objects as `require('packetflow')`.
 import packetflow from './index.js';
 
-export const { Reactor, PacketFlowError, Context } = packetflow;
+export const { Reactor, PacketFlowError, Context, ActorContext, Actors } = packetflow;
 export default packetflow;

@@ -51,7 +51,7 @@ async def main() -> int:
         env = dict(os.environ, PACKETFLOW_NODE=os.path.join(ROOT, "bindings-node"))
         services = [
             ("python", "df:sentiment", [sys.executable, os.path.join(HERE, "python_service.py"), url], None),
-            ("node", "df:translate, cf:pipeline", ["node", os.path.join(HERE, "node_service.js"), url], None),
+            ("node", "df:translate, cf:pipeline, actor counter", ["node", os.path.join(HERE, "node_service.js"), url], None),
             ("elixir", "co:vote", ["mix", "run", "--no-compile", "-e", f'DemoService.main("{url}")'],
              os.path.join(HERE, "elixir_service")),
         ]
@@ -61,20 +61,26 @@ async def main() -> int:
             await wait_line(proc, "ready")
             print(f"  {name:<8} serves {keys}")
 
+        # An actor message is an ordinary packet: rm:actor.<type>, the id in
+        # metadata (docs/protocol.md, "Actors").
+        visits = {"pf.actor_id": "visits"}
         calls = [
-            ("df", "sentiment", "I love how fast this is"),
-            ("df", "translate", "hello world"),
-            ("co", "vote", ["tea", "coffee", "tea"]),
-            ("cf", "pipeline", "great news, happy team"),
-            ("df", "sentiment", 42),
-            ("df", "nowhere", None),
+            ("df", "sentiment", "I love how fast this is", None),
+            ("df", "translate", "hello world", None),
+            ("co", "vote", ["tea", "coffee", "tea"], None),
+            ("cf", "pipeline", "great news, happy team", None),
+            ("rm", "actor.counter", {"type": "increment"}, visits),
+            ("rm", "actor.counter", {"type": "increment"}, visits),
+            ("rm", "actor.counter", {"type": "get_value"}, visits),
+            ("df", "sentiment", 42, None),
+            ("df", "nowhere", None, None),
         ]
         print("\n  a Python submitter calls across the hub:\n")
         async with packetflow.Reactor(name="demo-submitter") as r:
             await r.connect(url)
-            for group, element, data in calls:
+            for group, element, data, metadata in calls:
                 started = time.perf_counter()
-                result = await r.submit(group, element, data, timeout_ms=5000)
+                result = await r.submit(group, element, data, timeout_ms=5000, metadata=metadata)
                 ms = (time.perf_counter() - started) * 1000
                 arg = json.dumps(data, ensure_ascii=False)
                 if result.ok:
@@ -83,9 +89,9 @@ async def main() -> int:
                     if isinstance(out, dict) and "steps" in out:
                         by = " → ".join(out.pop("steps"))
                     shown = json.dumps(out, ensure_ascii=False)
-                    print(f"  {group}:{element:<10} {arg:<26} served by {by or '?':<24} {shown}  ({ms:.1f} ms)")
+                    print(f"  {group}:{element:<13} {arg:<26} served by {by or '?':<24} {shown}  ({ms:.1f} ms)")
                 else:
-                    print(f"  {group}:{element:<10} {arg:<26} {result.error.code}: {result.error.message}  ({ms:.1f} ms)")
+                    print(f"  {group}:{element:<13} {arg:<26} {result.error.code}: {result.error.message}  ({ms:.1f} ms)")
         print("\n  done: every call answered, every process stopped")
         return 0
     finally:

@@ -1,5 +1,5 @@
-// The demo's Node.js service: a tiny translator, and a pipeline that calls
-// the Python and Elixir services through ctx.call.
+// The demo's Node.js service: a tiny translator, a pipeline that calls the
+// Python and Elixir services through ctx.call, and the seed's counter actor.
 'use strict';
 
 const { Reactor } = require(process.env.PACKETFLOW_NODE || 'packetflow');
@@ -17,6 +17,10 @@ async function main(hub) {
     const tally = await ctx.call('co', 'vote', [mood.label, mood.label, 'neutral']);
     return { steps: ['node', mood.served_by, tally.served_by], mood: mood.label, verdict: tally.winner };
   });
+  r.actors.registerBehavior('counter', {
+    increment: (data, context) => { context.state.value++; return { value: context.state.value, served_by: 'node' }; },
+    get_value: (data, context) => ({ value: context.state.value, served_by: 'node' }),
+  }, { initialState: { value: 0 } });
   await r.connect(hub);
   process.stdout.write('ready\n');
   process.stdin.on('end', () => r.stop());

@@ -93,18 +93,20 @@ class Submitter:
         self.next_id = 0
         self.early = {}
 
-    def send(self, group, element, data, timeout_ms=None):
+    def send(self, group, element, data, timeout_ms=None, metadata=None):
         """Sends one request without waiting; returns its id for `wait`."""
         self.next_id += 1
         rid = self.next_id
         req = {"id": rid, "group": group, "element": element, "data": data}
         if timeout_ms:
             req["timeout_ms"] = timeout_ms
+        if metadata:
+            req["metadata"] = metadata
         self.proc.send(req)
         return rid
 
-    def request(self, group, element, data, timeout_ms=None):
-        return self.wait(self.send(group, element, data, timeout_ms))
+    def request(self, group, element, data, timeout_ms=None, metadata=None):
+        return self.wait(self.send(group, element, data, timeout_ms, metadata))
 
     def wait(self, rid):
         while rid not in self.early:
@@ -151,7 +153,7 @@ def _rust_serve(hub, name, codec):
     cmd = [CLI, "serve", "--listen", "127.0.0.1:0", "--name", name, "--connect", hub]
     for kind, builtin in (("echo", "echo"), ("fail", "fail"), ("slow", "sleep")):
         cmd += ["--handler", f"df:{kind}_{name}={builtin}"]
-    return cmd
+    return cmd + ["--actor", f"counter_{name}=counter"]
 
 
 PARTICIPANTS = {

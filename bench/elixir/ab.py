@@ -7,6 +7,10 @@ the CLI's pipelined load, as in network.py).
     python3 bench/elixir/ab.py --lib before=/tmp/a.so --lib after=/tmp/b.so \\
         [--rounds 4] [--n 200000] [--net-n 200000]
     python3 bench/elixir/ab.py --lib before=/tmp/old/bindings-elixir --lib after=bindings-elixir
+    python3 bench/elixir/ab.py --harness actors --lib before=/tmp/a.so --lib after=/tmp/b.so
+
+`--harness actors` runs actors.exs (messages to one actor beside plain
+handler calls, 100 in flight) instead, and nothing over the network.
 
 A build is either a `libpacketflow_nif.so` (installed in turn into this
 tree's package, whose Elixir code runs it: a library may lack NIFs the code
@@ -40,9 +44,9 @@ INSTALLED = ELIXIR / "priv" / "native" / "libpacketflow_nif.so"
 PROD = {"MIX_ENV": "prod", "PACKETFLOW_SKIP_NIF_BUILD": "1"}
 
 
-def inprocess(package: Path, n: int) -> List[dict]:
+def inprocess(package: Path, n: int, harness: str = "inprocess") -> List[dict]:
     out = subprocess.run(
-        ["mix", "run", "--no-compile", str(ROOT / "bench/elixir/inprocess.exs"), "--n", str(n),
+        ["mix", "run", "--no-compile", str(ROOT / f"bench/elixir/{harness}.exs"), "--n", str(n),
          "--inflight", "100", "--trials", "1", "--json"],
         cwd=package, env={**os.environ, **PROD}, capture_output=True, text=True, check=True)
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
@@ -65,9 +69,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--net-n", type=int, default=200_000)
+    ap.add_argument("--harness", choices=["inprocess", "actors"], default="inprocess")
     args = ap.parse_args()
     builds = {name: Path(path).resolve() for name, path in (item.split("=", 1) for item in args.lib)}
-    network.build()
+    if args.harness == "inprocess":
+        network.build()
+    else:  # no CLI needed
+        subprocess.run(["mix", "compile"], cwd=ELIXIR, env={**os.environ, "MIX_ENV": "prod"}, check=True)
     saved = INSTALLED.with_suffix(".ab-saved")
     shutil.copy2(INSTALLED, saved)
     rows: Dict[str, Dict[str, List[float]]] = {name: {} for name in builds}
@@ -82,11 +90,13 @@ def main() -> None:
                 else:
                     shutil.copy2(build, INSTALLED)
                     package = ELIXIR
-                for fig in inprocess(package, args.n):
+                for fig in inprocess(package, args.n, args.harness):
                     print(json.dumps({"lib": name, "round": rnd, **fig}), flush=True)
                     key = fig["variant"].strip("*")
                     rows[name].setdefault(f"{key}: calls/s", []).append(fig["calls_per_s"])
                     rows[name].setdefault(f"{key}: CPU µs/call", []).append(fig["cpu_us_per_call"])
+                if args.harness != "inprocess":
+                    continue
                 port += 1
                 fig = served(package, port, args.net_n)
                 print(json.dumps({"lib": name, "round": rnd, "server": "net_server.exs", **fig}), flush=True)

@@ -40,43 +40,7 @@ defmodule Bench.TaskPerCall do
   def handle_info({:EXIT, _, _}, s), do: {:noreply, s}
 end
 
-defmodule Bench do
-  @moduledoc false
-
-  # `inflight` processes each run `per` calls back to back; returns calls/s.
-  def run(inflight, per, fun) do
-    parent = self()
-    t0 = System.monotonic_time(:microsecond)
-
-    pids =
-      for _ <- 1..inflight do
-        spawn_link(fn ->
-          for _ <- 1..per, do: {:ok, _} = fun.()
-          send(parent, {:done, self()})
-        end)
-      end
-
-    for pid <- pids, do: receive(do: ({:done, ^pid} -> :ok))
-    inflight * per / (System.monotonic_time(:microsecond) - t0) * 1.0e6
-  end
-
-  # CPU time of this OS process (all BEAM and runtime threads), in us.
-  def cpu_us do
-    [_, rest] = "/proc/self/stat" |> File.read!() |> String.split(") ", parts: 2)
-    fields = String.split(rest, " ")
-    ticks = String.to_integer(Enum.at(fields, 11)) + String.to_integer(Enum.at(fields, 12))
-    div(ticks * 1_000_000, 100)
-  end
-
-  # {calls/s, CPU us per call}
-  def measure(inflight, per, fun) do
-    c0 = cpu_us()
-    rate = run(inflight, per, fun)
-    {rate, (cpu_us() - c0) / (inflight * per)}
-  end
-
-  def median(xs), do: xs |> Enum.sort() |> Enum.at(div(length(xs), 2))
-end
+Code.require_file("harness.exs", __DIR__)
 
 {opts, _, _} = OptionParser.parse(System.argv(), strict: [n: :integer, inflight: :integer, trials: :integer, json: :boolean])
 n = Keyword.get(opts, :n, 200_000)
@@ -84,8 +48,7 @@ inflight = Keyword.get(opts, :inflight, 100)
 trials = Keyword.get(opts, :trials, 5)
 per = div(n, inflight)
 
-load = fn -> "/proc/loadavg" |> File.read!() |> String.split() |> Enum.take(3) |> Enum.join(" ") end
-load_before = load.()
+load_before = Bench.load()
 
 alias PacketFlow.Reactor
 {:ok, r} = Reactor.start_link(reactor_name: "bench")
@@ -107,34 +70,9 @@ runs =
     for {_, fun} <- variants, do: Bench.measure(inflight, per, fun)
   end
 
-if opts[:json] do
-  for {run, trial} <- Enum.with_index(runs), {{label, _}, {rate, cpu}} <- Enum.zip(variants, run) do
-    IO.puts(PacketFlow.JSON.encode!(%{variant: label, trial: trial, calls_per_s: rate, cpu_us_per_call: cpu}))
-  end
-
-  System.halt(0)
-end
-
-IO.puts(
+Bench.report(variants, runs, opts[:json], "GenServer.call",
   "n=#{inflight * per} inflight=#{inflight} trials=#{trials} schedulers=#{System.schedulers_online()} " <>
-    "otp=#{System.otp_release()} elixir=#{System.version()} load before=#{load_before} after=#{load.()}"
+    "otp=#{System.otp_release()} elixir=#{System.version()} load before=#{load_before} after=#{Bench.load()}"
 )
 
-IO.puts("")
-IO.puts("| variant | calls/s median (min-max) | vs GenServer.call | CPU us/call (median) |")
-IO.puts("|---|---|---|---|")
-k = fn x -> "#{round(x / 1000)}k" end
-base = runs |> Enum.map(&(&1 |> hd() |> elem(0))) |> Bench.median()
-
-variants
-|> Enum.with_index()
-|> Enum.each(fn {{label, _}, i} ->
-  rates = Enum.map(runs, &(&1 |> Enum.at(i) |> elem(0)))
-  cpus = Enum.map(runs, &(&1 |> Enum.at(i) |> elem(1)))
-  med = Bench.median(rates)
-
-  IO.puts(
-    "| #{label} | #{k.(med)} (#{k.(Enum.min(rates))}-#{k.(Enum.max(rates))}) | " <>
-      "#{:erlang.float_to_binary(med / base, decimals: 3)} | #{:erlang.float_to_binary(Bench.median(cpus), decimals: 1)} |"
-  )
-end)
+if opts[:json], do: System.halt(0)

@@ -23,16 +23,8 @@
 
 const path = require('node:path');
 const { performance } = require('node:perf_hooks');
+const { trials, table, option, textOption } = require('./harness');
 
-const args = process.argv.slice(2);
-function option(name, fallback) {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? Number(args[i + 1]) : fallback;
-}
-function textOption(name, fallback) {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : fallback;
-}
 const N = option('n', 200000);
 const INFLIGHT = option('inflight', 100);
 const TRIALS = option('trials', 5);
@@ -44,30 +36,6 @@ const PACKAGES = textOption('packages', path.resolve(__dirname, '../../bindings-
 
 const upper = async (data) => data.toUpperCase();
 const upperSync = (data) => data.toUpperCase();
-
-/**
- * Runs `n` calls of `once()` with `inflight` workers; returns calls/s and
- * the process's CPU time per call in µs (all threads: the noise-robust
- * figure on a shared machine).
- */
-async function drive(n, inflight, once) {
-  let next = 0;
-  let errors = 0;
-  async function worker() {
-    while (next < n) {
-      next += 1;
-      const ok = await once();
-      if (!ok) errors += 1;
-    }
-  }
-  const cpu = process.cpuUsage();
-  const start = performance.now();
-  await Promise.all(Array.from({ length: inflight }, worker));
-  const seconds = (performance.now() - start) / 1000;
-  const used = process.cpuUsage(cpu);
-  if (errors > 0) throw new Error(`${errors} calls failed`);
-  return { rate: n / seconds, cpuUs: (used.user + used.system) / n };
-}
 
 function plainJs() {
   // The baseline: what a hand-written JS dispatcher does per packet.
@@ -96,11 +64,6 @@ function pfCall(reactor) {
   return async () => (await reactor.call(packet)) === 'HELLO WORLD';
 }
 
-function median(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
-
 async function main() {
   const variants = { 'plain-js': plainJs() };
   const reactors = [];
@@ -115,34 +78,9 @@ async function main() {
     variants[`call${suffix}`] = pfCall(reactor);
     variants[`submit-sync${suffix}`] = pfSubmit(reactor, 'transform-sync');
   }
-  const results = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
-  const cpu = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
-  for (const once of Object.values(variants)) await drive(WARMUP, INFLIGHT, once);
-  for (let trial = 1; trial <= TRIALS; trial++) {
-    // Interleave variants within a trial so that drift hits all of them,
-    // in reverse order every other trial so that none always goes first.
-    const order = Object.entries(variants);
-    if (trial % 2 === 0) order.reverse();
-    for (const [name, once] of order) {
-      const { rate, cpuUs } = await drive(N, INFLIGHT, once);
-      results[name].push(rate);
-      cpu[name].push(cpuUs);
-      console.log(JSON.stringify({ trial, variant: name, n: N, inflight: INFLIGHT, callsPerSec: Math.round(rate), cpuUsPerCall: +cpuUs.toFixed(3) }));
-    }
-  }
+  const measured = await trials(variants, { n: N, inflight: INFLIGHT, trials: TRIALS, warmup: WARMUP });
   for (const reactor of reactors) await reactor.stop();
-  const base = median(results['plain-js']);
-  console.log(`\n| variant | calls/s median (min–max) | vs plain-js | CPU µs/call median | calls/s per CPU-second |`);
-  console.log(`|---|---|---|---|---|`);
-  for (const [name, rates] of Object.entries(results)) {
-    const m = median(rates);
-    const c = median(cpu[name]);
-    const k = (x) => `${Math.round(x / 1000)}k`;
-    console.log(
-      `| ${name} | ${k(m)} (${k(Math.min(...rates))}–${k(Math.max(...rates))}) | ${(m / base).toFixed(3)} | ` +
-        `${c.toFixed(2)} | ${k(1e6 / c)} |`,
-    );
-  }
+  table(measured, 'plain-js');
   console.log(`\nnode ${process.version}, N=${N}, inflight=${INFLIGHT}, trials=${TRIALS}, ` +
     `PACKETFLOW_WORKER_THREADS=${process.env.PACKETFLOW_WORKER_THREADS || '(default)'}; ` +
     `packages ${PACKAGES.join(', ')}`);

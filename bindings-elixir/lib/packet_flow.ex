@@ -22,6 +22,9 @@ defmodule PacketFlow do
   `PacketFlow.Context` for what a handler receives, and `PacketFlow.Error`
   for the error codes.
 
+  Stateful actors (one mailbox each, transactional turns, durable state)
+  are modules using `PacketFlow.Actor`, driven through `PacketFlow.Actors`.
+
   ## Values
 
   Packet data, metadata and handler results cross as JSON values: maps

@@ -16,6 +16,15 @@ defmodule Mix.Tasks.Compile.PacketflowNif do
       directory is `CARGO_TARGET_DIR` when set, otherwise
       `native/packetflow_nif` under the Mix build path (`_build/ENV/`).
 
+  The Hex package made by `make dist` also carries prebuilt libraries in
+  `native/prebuilt/` (listed in `native/prebuilt/prebuilt.config`, one per
+  target, with the NIF version and the glibc they need and their SHA-256).
+  When one fits this machine (its CPU, OS and C library, a glibc at least
+  as new as the one it was linked against, an ERTS that offers its NIF
+  version) it is installed as it is and cargo is not needed; otherwise the
+  library is built from the vendored crates. `PACKETFLOW_BUILD_FROM_SOURCE=1`
+  builds from source even where a prebuilt library fits.
+
   Set `PACKETFLOW_SKIP_NIF_BUILD=1` to use the library already in
   `priv/native/` as it is.
   """
@@ -35,14 +44,110 @@ defmodule Mix.Tasks.Compile.PacketflowNif do
   end
 
   defp build do
+    case prebuilt() do
+      {:ok, target, library} ->
+        status = install(library, installed_library())
+        link_priv()
+
+        if status == :ok,
+          do: Mix.shell().info("packetflow: using the prebuilt NIF library for #{target}")
+
+        {status, []}
+
+      {:none, reason} ->
+        if reason, do: Mix.shell().info("packetflow: #{reason}; building the NIF from source")
+        build_from_source()
+    end
+  end
+
+  defp installed_library, do: Path.join([@root, "priv", "native", "lib#{@crate}.so"])
+
+  ## Prebuilt libraries (the Hex package made by `make dist`)
+
+  @prebuilt_dir Path.join([@root, "native", "prebuilt"])
+
+  # {:ok, target, path} for the prebuilt library that fits this machine, or
+  # {:none, why} (why is nil where the package has no prebuilt library).
+  defp prebuilt do
+    config = Path.join(@prebuilt_dir, "prebuilt.config")
+
+    cond do
+      not File.regular?(config) ->
+        {:none, nil}
+
+      System.get_env("PACKETFLOW_BUILD_FROM_SOURCE") in ["1", "true"] ->
+        {:none, "PACKETFLOW_BUILD_FROM_SOURCE is set"}
+
+      true ->
+        {:ok, entries} = :file.consult(String.to_charlist(config))
+        target = host_target()
+
+        case Enum.find(entries, fn {entry, _spec} -> to_string(entry) == target end) do
+          nil -> {:none, "no prebuilt NIF library for #{target}"}
+          {_, spec} -> check_prebuilt(target, Map.new(spec))
+        end
+    end
+  end
+
+  defp check_prebuilt(target, spec) do
+    library = Path.join(@prebuilt_dir, to_string(spec.file))
+    nif_version = to_string(:erlang.system_info(:nif_version))
+
+    cond do
+      not version_at_least?(nif_version, to_string(spec.nif_version)) ->
+        {:none,
+         "the prebuilt NIF library needs NIF version #{spec.nif_version}; this ERTS has #{nif_version}"}
+
+      not glibc_at_least?(to_string(spec.glibc)) ->
+        {:none, "the prebuilt NIF library needs glibc #{spec.glibc} or newer"}
+
+      not File.regular?(library) or sha256(library) != to_string(spec.sha256) ->
+        {:none, "the prebuilt NIF library #{library} is missing or does not match its checksum"}
+
+      true ->
+        {:ok, target, library}
+    end
+  end
+
+  # The target in the prebuilt libraries' naming: CPU-OS-ABI, from ERTS's
+  # own triple (x86_64-pc-linux-gnu gives x86_64-linux-gnu).
+  defp host_target do
+    case String.split(to_string(:erlang.system_info(:system_architecture)), "-") do
+      [cpu, _vendor, os, abi | _] -> "#{cpu}-#{os}-#{abi}"
+      parts -> Enum.join(parts, "-")
+    end
+  end
+
+  defp glibc_at_least?(needed) do
+    case System.cmd("getconf", ["GNU_LIBC_VERSION"], stderr_to_stdout: true) do
+      {"glibc " <> version, 0} -> version_at_least?(String.trim(version), needed)
+      _ -> false
+    end
+  rescue
+    # No getconf: not a glibc system that we can tell.
+    ErlangError -> false
+  end
+
+  defp version_at_least?(have, needed) do
+    parse = fn v -> v |> String.split(".") |> Enum.map(&String.to_integer/1) end
+    parse.(have) >= parse.(needed)
+  rescue
+    ArgumentError -> false
+  end
+
+  defp sha256(path),
+    do: :crypto.hash(:sha256, File.read!(path)) |> Base.encode16(case: :lower)
+
+  ## Building from source
+
+  defp build_from_source do
     manifest = Path.join([@root, "native", @crate, "Cargo.toml"])
     layout = layout()
 
     with {:ok, target_dir} <- target_dir(layout, manifest),
          :ok <- cargo(build_args(layout, manifest, target_dir)) do
       built = Path.join([target_dir, "release", library_file(lib_name(manifest))])
-      installed = Path.join([@root, "priv", "native", "lib#{@crate}.so"])
-      status = install(built, installed)
+      status = install(built, installed_library())
       link_priv()
       {status, []}
     else

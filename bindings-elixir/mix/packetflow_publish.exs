@@ -1,10 +1,14 @@
+# The Hex tarball writer (hex_core, from Debian's rebar3).
+Code.require_file("packetflow_hex_tarball.exs", __DIR__)
+
 defmodule Mix.Tasks.Packetflow.Publish do
   @shortdoc "Assembles the self-contained Hex package and publishes it"
   @moduledoc """
   Assembles PacketFlow's Hex package in a directory of its own and
   publishes it with Hex.
 
-      mix packetflow.publish [--out DIR] [--no-publish] [-- HEX_PUBLISH_ARGS...]
+      mix packetflow.publish [--out DIR] [--prebuilt LIBRARY] [--tarball FILE]
+                             [--no-publish] [-- HEX_PUBLISH_ARGS...]
 
   In the repository the NIF crate `native/packetflow_nif` is a member of
   the root Cargo workspace: it inherits its version, edition and dependency
@@ -23,10 +27,25 @@ defmodule Mix.Tasks.Packetflow.Publish do
       one the repository builds with, and the package's compiler builds
       with `cargo build --locked`.
 
+  With `--prebuilt LIBRARY` (a NIF library built from this repository for
+  x86_64 Linux with glibc, e.g. `target/release/libpacketflow_nif.so`), the
+  package also carries it, as `native/prebuilt/x86_64-linux-gnu/`, with
+  `native/prebuilt/prebuilt.config` saying what it needs: the NIF version
+  (the rustler feature of the NIF crate), the newest glibc symbol version
+  it links against, and its SHA-256. The package's compiler installs it
+  where it fits instead of running cargo (see
+  `Mix.Tasks.Compile.PacketflowNif`).
+
   The directory holds exactly the files that `package[:files]` in `mix.exs`
   lists (what `mix hex.build` would put in the tarball). The default is
   `_build/hex/packetflow-VERSION`; an existing directory is replaced only
   if it is empty or an earlier package.
+
+  With `--tarball FILE`, the package is also written as the tarball Hex
+  publishes (what `mix hex.build` makes). `mix hex.build` itself needs the
+  Hex archive; the tarball is made here by hex_core, the library that Hex
+  builds its tarballs with, from the copy that Debian's `rebar3` package
+  carries (`PacketFlow.HexTarball`, mix/packetflow_hex_tarball.exs).
 
   Then, when Hex is installed (`mix local.hex`), it runs Hex's
   `hex.publish` task in that directory, which shows the package and asks
@@ -47,6 +66,9 @@ defmodule Mix.Tasks.Packetflow.Publish do
 
   # Paths of the package that this task makes rather than copies.
   @generated ["native/#{@core}", "native/#{@nif}/Cargo.lock"]
+  # ... and that it makes only when asked (--prebuilt).
+  @optional_generated ["native/prebuilt"]
+  @prebuilt_target "x86_64-linux-gnu"
 
   @impl true
   def run(args) do
@@ -72,8 +94,14 @@ defmodule Mix.Tasks.Packetflow.Publish do
     files = get_in(config, [:package, :files]) || Mix.raise("mix.exs has no package[:files]")
 
     replaceable!(out)
-    shipped = assemble(repo, files, out)
+    shipped = assemble(repo, files, out, opts[:prebuilt] && Path.expand(opts[:prebuilt]))
     Mix.shell().info("packetflow #{version}: #{length(shipped)} files in #{out}")
+
+    if tarball = opts[:tarball] do
+      tarball = Path.expand(tarball)
+      PacketFlow.HexTarball.create!(hex_metadata(config, shipped), out, shipped, tarball)
+      Mix.shell().info("packetflow #{version}: Hex tarball #{tarball}")
+    end
 
     command = "cd #{out} && mix hex.publish #{Enum.join(hex_args, " ")}"
 
@@ -104,7 +132,10 @@ defmodule Mix.Tasks.Packetflow.Publish do
         {own, []} -> {own, []}
       end
 
-    {opts, rest} = OptionParser.parse!(own, strict: [out: :string, publish: :boolean])
+    {opts, rest} =
+      OptionParser.parse!(own,
+        strict: [out: :string, publish: :boolean, prebuilt: :string, tarball: :string]
+      )
 
     if rest != [] do
       Mix.raise("mix packetflow.publish: unexpected argument #{inspect(hd(rest))}")
@@ -117,12 +148,31 @@ defmodule Mix.Tasks.Packetflow.Publish do
     Mix.Task.get("hex.publish") != nil
   end
 
+  # The metadata `mix hex.build` writes for this project (no dependencies).
+  defp hex_metadata(config, shipped) do
+    package = config[:package]
+
+    %{
+      "name" => to_string(package[:name] || config[:app]),
+      "app" => to_string(config[:app]),
+      "version" => config[:version],
+      "description" => config[:description],
+      "elixir" => config[:elixir],
+      "build_tools" => ["mix"],
+      "licenses" => package[:licenses],
+      "links" => package[:links],
+      "requirements" => %{},
+      "files" => shipped
+    }
+  end
+
   @doc """
   Builds the package from the repository `repo` into `out` and returns the
-  shipped files (paths relative to `out`).
+  shipped files (paths relative to `out`); `prebuilt` is a NIF library to
+  ship as the prebuilt one for x86_64 Linux (glibc), or nil.
   """
-  @spec assemble(Path.t(), [String.t()], Path.t()) :: [String.t()]
-  def assemble(repo, files, out) do
+  @spec assemble(Path.t(), [String.t()], Path.t(), Path.t() | nil) :: [String.t()]
+  def assemble(repo, files, out, prebuilt \\ nil) do
     stage =
       Path.join(System.tmp_dir!(), "packetflow-package-#{System.unique_integer([:positive])}")
 
@@ -132,6 +182,7 @@ defmodule Mix.Tasks.Packetflow.Publish do
       vendor_core(repo, stage)
       write_nif_manifest(repo, stage)
       write_lockfile(repo, stage)
+      if prebuilt, do: write_prebuilt(prebuilt, stage)
       ship(files, stage, out)
     after
       File.rm_rf!(stage)
@@ -162,7 +213,61 @@ defmodule Mix.Tasks.Packetflow.Publish do
   end
 
   defp generated?(entry),
-    do: Enum.any?(@generated, &(entry == &1 or String.starts_with?(&1, entry <> "/")))
+    do:
+      Enum.any?(
+        @generated ++ @optional_generated,
+        &(entry == &1 or String.starts_with?(&1, entry <> "/"))
+      )
+
+  # The prebuilt library and what it needs, as the compiler reads it.
+  defp write_prebuilt(library, stage) do
+    unless File.regular?(library), do: Mix.raise("--prebuilt #{library}: no such file")
+    binary = File.read!(library)
+    dir = Path.join([stage, "native", "prebuilt"])
+    file = "#{@prebuilt_target}/lib#{@nif}.so"
+    File.mkdir_p!(Path.join(dir, @prebuilt_target))
+    File.write!(Path.join(dir, file), binary)
+
+    spec = [
+      file: file,
+      nif_version: nif_version(),
+      glibc: glibc_needed(binary, library),
+      sha256: :crypto.hash(:sha256, binary) |> Base.encode16(case: :lower)
+    ]
+
+    spec = Enum.map(spec, fn {key, value} -> {key, String.to_charlist(value)} end)
+
+    File.write!(Path.join(dir, "prebuilt.config"), [
+      "%% The prebuilt NIF libraries of this package, by target (see\n",
+      "%% Mix.Tasks.Compile.PacketflowNif). Written by mix packetflow.publish.\n",
+      :io_lib.format(~c"~p.~n", [{String.to_charlist(@prebuilt_target), spec}])
+    ])
+  end
+
+  # The NIF version the crate is built for: its rustler feature.
+  defp nif_version do
+    manifest = File.read!(Path.join([@root, "native", @nif, "Cargo.toml"]))
+
+    case Regex.run(~r/"nif_version_(\d+)_(\d+)"/, manifest) do
+      [_, major, minor] -> "#{major}.#{minor}"
+      nil -> Mix.raise("#{@nif}'s Cargo.toml names no rustler nif_version_* feature")
+    end
+  end
+
+  # The newest glibc symbol version the library needs (its ELF version
+  # requirements are plain strings in its dynamic string table).
+  defp glibc_needed(binary, library) do
+    case Regex.scan(~r/GLIBC_(\d+)\.(\d+)/, binary, capture: :all_but_first) do
+      [] ->
+        Mix.raise("#{library} needs no glibc symbol: not a library built for x86_64-linux-gnu")
+
+      found ->
+        found
+        |> Enum.map(fn parts -> Enum.map(parts, &String.to_integer/1) end)
+        |> Enum.max()
+        |> Enum.join(".")
+    end
+  end
 
   # The core crate as cargo packages it: cargo resolves the workspace
   # inheritance and picks the files a crate ships.

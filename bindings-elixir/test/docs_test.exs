@@ -6,6 +6,9 @@ defmodule PacketFlow.DocsTest do
     PacketFlow,
     PacketFlow.Reactor,
     PacketFlow.Context,
+    PacketFlow.Actor,
+    PacketFlow.Actors,
+    PacketFlow.ActorRef,
     PacketFlow.Result,
     PacketFlow.Error
   ]

@@ -1,7 +1,8 @@
 //! The bridge between the core's threads and the JS thread.
 //!
 //! Two kinds of work cross to the JS thread:
-//! - **handler invocations**: a packet reached a handler written in JS;
+//! - **invocations**: a packet reached a handler written in JS, or a message
+//!   reached an actor whose behaviour is written in JS (a turn);
 //! - **ready tasks**: a Promise made by the binding (`submit`, `call`,
 //!   `ctx.call`) has a core future that can make progress.
 //!
@@ -57,7 +58,8 @@ use std::task::{Poll, Wake, Waker};
 use napi::bindgen_prelude::{FnArgs, Function, FunctionRef, Null, Object};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{sys, Env, JsValue, Status, Unknown};
-use packetflow::{Context, HandlerResult, PacketResult, PfError, Value};
+use packetflow::actor::{ActorContext, Reply, TurnInput, TurnOutput};
+use packetflow::{Context, ErrorCode, HandlerResult, PacketResult, PfError, Value};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
@@ -75,6 +77,10 @@ pub type Tsfn = ThreadsafeFunction<(), (), (), Status, false, true, 0>;
 /// Arguments per invocation passed to the JS dispatcher, after the state:
 /// `slot, token, data, packetId, traceId | undefined, metadata | null, remainingMs`.
 const INVOCATION_STRIDE: usize = 7;
+
+/// Arguments per turn passed to the JS turn dispatcher, after the state:
+/// those of an invocation (`data` is the message), then `actorState, actorId`.
+const TURN_STRIDE: usize = INVOCATION_STRIDE + 2;
 
 /// Arguments per answer passed to the JS settler, after the state:
 /// `promiseId, kind, packetId, data | code, message, durationMs`.
@@ -96,23 +102,47 @@ pub enum Answer {
     Data(Result<Value, PfError>),
 }
 
-/// A packet waiting for its JS handler.
-pub struct Invocation {
-    pub slot: u32,
-    pub data: Value,
-    pub ctx: Context,
-    pub reply: oneshot::Sender<HandlerResult>,
+/// What a JS actor turn answers: the reply and the state after the turn.
+pub type TurnResult = Result<TurnOutput, PfError>;
+
+/// Work waiting for a JS function.
+pub enum Invocation {
+    /// A packet for the handler in dispatcher slot `slot`.
+    Call { slot: u32, data: Value, ctx: Context, reply: oneshot::Sender<HandlerResult> },
+    /// A turn of the actor behaviour in turn-dispatcher slot `slot`: the
+    /// message, and a copy of the state before the turn.
+    Turn { slot: u32, message: Value, state: Value, ctx: ActorContext, reply: oneshot::Sender<TurnResult> },
+}
+
+impl Invocation {
+    /// Answers without running (the JS side cannot take it).
+    fn refuse(self, error: PfError) {
+        match self {
+            Invocation::Call { reply, .. } => drop(reply.send(Err(error))),
+            Invocation::Turn { reply, .. } => drop(reply.send(Err(error))),
+        }
+    }
+}
+
+/// The error a caller waiting for JS gets when its invocation was dropped
+/// undelivered (the environment went away).
+fn unreachable_js() -> PfError {
+    PfError::new(ErrorCode::Unavailable, "the JS handler is unreachable: node is exiting")
 }
 
 type AnswerFuture = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
 struct TaskState {
     future: Option<AnswerFuture>,
-    /// The id under which the JS side keeps the task's Promise.
-    promise: f64,
+    /// The id under which the JS side keeps the task's Promise (`None`: a
+    /// background task, whose end settles nothing).
+    promise: Option<f64>,
+    /// Counted among the reactor's pending work (from its first poll).
+    begun: bool,
 }
 
-/// A core future behind a binding Promise, polled only on the JS thread.
+/// A core future behind a binding Promise (or a background task of the
+/// core's, such as an actor's mailbox), polled only on the JS thread.
 pub struct Task {
     state: Mutex<TaskState>,
     /// In the ready queue already: a second wake adds nothing.
@@ -122,8 +152,12 @@ pub struct Task {
 
 impl Task {
     pub fn new(shared: &Arc<Shared>, future: AnswerFuture, promise: f64) -> Arc<Task> {
+        Task::with(shared, future, Some(promise))
+    }
+
+    fn with(shared: &Arc<Shared>, future: AnswerFuture, promise: Option<f64>) -> Arc<Task> {
         Arc::new(Task {
-            state: Mutex::new(TaskState { future: Some(future), promise }),
+            state: Mutex::new(TaskState { future: Some(future), promise, begun: false }),
             queued: AtomicBool::new(false),
             shared: Arc::downgrade(shared),
         })
@@ -197,6 +231,44 @@ impl Shared {
         } else {
             self.schedule();
         }
+    }
+
+    /// Runs `future` to completion on the JS thread (an actor's mailbox, so
+    /// that its turns cost no thread hop); callable from any thread. Node
+    /// stays alive while it runs.
+    pub fn spawn(self: &Arc<Self>, future: Pin<Box<dyn Future<Output = ()> + Send>>) {
+        let future = Box::pin(async move {
+            future.await;
+            Answer::Data(Ok(Value::Null))
+        });
+        Task::with(self, future, None).wake_by_ref();
+    }
+
+    /// Runs the JS handler in dispatcher slot `slot` on a packet: its answer,
+    /// once JS gave it.
+    pub fn call_handler(
+        self: &Arc<Self>,
+        slot: u32,
+        data: Value,
+        ctx: Context,
+    ) -> impl Future<Output = HandlerResult> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        self.invoke(Invocation::Call { slot, data, ctx, reply });
+        async move { answer.await.unwrap_or_else(|_| Err(unreachable_js())) }
+    }
+
+    /// Runs one turn of the JS behaviour in turn-dispatcher slot `slot`:
+    /// the reply and the state after the turn, once JS gave them (the core
+    /// commits the state only if the turn succeeded).
+    pub fn run_turn(
+        self: &Arc<Self>,
+        slot: u32,
+        input: TurnInput,
+    ) -> impl Future<Output = TurnResult> + Send + 'static {
+        let TurnInput { message, state, ctx, .. } = input;
+        let (reply, answer) = oneshot::channel();
+        self.invoke(Invocation::Turn { slot, message, state, ctx, reply });
+        async move { answer.await.unwrap_or_else(|_| Err(unreachable_js())) }
     }
 
     /// Makes sure a threadsafe call is made once the running task yields.
@@ -306,10 +378,67 @@ impl Hasher for TokenHasher {
     }
 }
 
-/// A JS handler that is running.
-pub struct Running {
-    pub reply: oneshot::Sender<HandlerResult>,
-    pub ctx: Context,
+/// A JS handler or actor turn that is running: where its answer goes, and
+/// the context its `call`, `send` and `tell` act for.
+pub enum Running {
+    Call { ctx: Context, reply: oneshot::Sender<HandlerResult> },
+    Turn { ctx: ActorContext, reply: oneshot::Sender<TurnResult> },
+}
+
+impl Running {
+    /// The packet's context (a turn's, with its actor, derefs to one).
+    pub fn context(&self) -> &Context {
+        match self {
+            Running::Call { ctx, .. } => ctx,
+            Running::Turn { ctx, .. } => ctx,
+        }
+    }
+
+    /// Its packet ended: nobody waits for the answer any more.
+    fn is_closed(&self) -> bool {
+        match self {
+            Running::Call { reply, .. } => reply.is_closed(),
+            Running::Turn { reply, .. } => reply.is_closed(),
+        }
+    }
+
+    /// Hands over a handler's answer.
+    pub fn answer(self, outcome: Result<Value, PfError>) {
+        match self {
+            Running::Call { reply, .. } => drop(reply.send(outcome)),
+            // A turn always answers through `answer_turn` (index.js keeps
+            // them apart); a plain answer would lose the state.
+            Running::Turn { reply, .. } => {
+                let outcome = outcome.and(Err(PfError::failed("a turn was answered without its state")));
+                drop(reply.send(outcome));
+            }
+        }
+    }
+
+    /// Hands over a turn's answer: its reply, the state after it, and
+    /// whether it stopped the actor.
+    pub fn answer_turn(self, outcome: Result<(Value, Value, bool), PfError>) {
+        match self {
+            Running::Turn { reply, .. } => {
+                let outcome = outcome.map(|(value, state, stop)| TurnOutput {
+                    reply: if stop { Reply::Stop(value) } else { Reply::Value(value) },
+                    state,
+                });
+                drop(reply.send(outcome));
+            }
+            Running::Call { reply, .. } => {
+                drop(reply.send(Err(PfError::failed("a handler was answered as an actor turn"))))
+            }
+        }
+    }
+
+    /// Hands over a failure (a throw or a rejection), handler or turn.
+    pub fn fail(self, error: PfError) {
+        match self {
+            Running::Call { reply, .. } => drop(reply.send(Err(error))),
+            Running::Turn { reply, .. } => drop(reply.send(Err(error))),
+        }
+    }
 }
 
 /// The module's dispatcher or settler: `fn(state, ...entries)`.
@@ -390,9 +519,11 @@ pub struct Local {
     env: Env,
     /// The `PacketFlowError` class.
     error_class: ErrorClassRef,
-    /// The module's dispatcher and settler functions (strong references;
-    /// they belong to the module, not to a reactor, so they pin nothing).
+    /// The module's dispatchers (handlers, actor turns) and settler
+    /// (strong references; they belong to the module, not to a reactor, so
+    /// they pin nothing).
     dispatch_fn: BatchFn,
+    turn_fn: BatchFn,
     settle_fn: BatchFn,
     /// The JS reactor's state: weak while idle, strong while busy.
     state: StateRef,
@@ -418,6 +549,7 @@ pub type LocalRef = Rc<RefCell<Local>>;
 pub struct JsSide<'env> {
     pub state: Object<'env>,
     pub dispatch: BatchFn,
+    pub dispatch_turns: BatchFn,
     pub settle: BatchFn,
     pub error_class: ErrorClassRef,
 }
@@ -428,6 +560,7 @@ impl Local {
             env: *env,
             error_class: side.error_class,
             dispatch_fn: side.dispatch,
+            turn_fn: side.dispatch_turns,
             settle_fn: side.settle,
             state: StateRef::new(env, &side.state)?,
             busy: 0,
@@ -487,7 +620,7 @@ impl Local {
     /// runs only when the table has doubled since the last one.
     fn sweep(&mut self) {
         if self.running.len() >= 1024 && self.running.len() >= 2 * self.swept_at {
-            self.running.retain(|_, r| !r.reply.is_closed());
+            self.running.retain(|_, r| !r.is_closed());
             self.swept_at = self.running.len();
         }
     }
@@ -579,17 +712,24 @@ fn poll_task(env: &Env, local: &LocalRef, settled: &mut Settled, task: &Arc<Task
     let waker = Waker::from(task.clone());
     let mut cx = std::task::Context::from_waker(&waker);
     let mut state = task.state.lock();
-    let Some(future) = state.future.as_mut() else { return };
-    if let Poll::Ready(answer) = future.as_mut().poll(&mut cx) {
-        state.future = None;
-        let promise = state.promise;
+    let TaskState { future, promise, begun } = &mut *state;
+    let Some(running) = future.as_mut() else { return };
+    if !*begun {
+        *begun = true;
+        local.borrow_mut().begin();
+    }
+    if let Poll::Ready(answer) = running.as_mut().poll(&mut cx) {
+        *future = None;
+        let promise = *promise;
         drop(state);
-        if settled.push(env, promise, answer).is_err() {
-            // Building the answer failed (out of memory): the Promise still
-            // ends, with that failure.
-            js::take_exception(env);
-            let fallback = Answer::Data(Err(PfError::failed("the answer could not be converted to JS")));
-            let _ = settled.push(env, promise, fallback);
+        if let Some(promise) = promise {
+            if settled.push(env, promise, answer).is_err() {
+                // Building the answer failed (out of memory): the Promise
+                // still ends, with that failure.
+                js::take_exception(env);
+                let fallback = Answer::Data(Err(PfError::failed("the answer could not be converted to JS")));
+                let _ = settled.push(env, promise, fallback);
+            }
         }
         local.borrow_mut().end();
     }
@@ -599,7 +739,6 @@ fn poll_task(env: &Env, local: &LocalRef, settled: &mut Settled, task: &Arc<Task
 /// at once, so a packet that can run starts now, and settles what finished.
 pub fn start(env: &Env, shared: &Shared, local: &LocalRef, task: Arc<Task>) -> NapiResult<()> {
     let _runtime = runtime().enter();
-    local.borrow_mut().begin();
     let mut settled = Settled::new();
     poll_task(env, local, &mut settled, &task);
     drop(task);
@@ -696,7 +835,8 @@ pub fn drain(env: &Env, shared: &Shared, local: &LocalRef) {
     }
 }
 
-/// Passes the queued invocations to the JS dispatcher; whether there were any.
+/// Passes the queued invocations to the JS dispatchers (handler calls to
+/// one, actor turns to the other); whether there were any.
 fn dispatch(env: &Env, shared: &Shared, local: &LocalRef) -> NapiResult<bool> {
     let mut items = {
         let spare = std::mem::take(&mut local.borrow_mut().spare_invocations);
@@ -706,58 +846,69 @@ fn dispatch(env: &Env, shared: &Shared, local: &LocalRef) -> NapiResult<bool> {
         local.borrow_mut().spare_invocations = items;
         return Ok(false);
     }
-    let (function, state) = {
-        let local = local.borrow();
-        (local.dispatch_fn.borrow_back(env)?, local.state.get(env))
-    };
-    let mut args = Spread::with_capacity(items.len() * INVOCATION_STRIDE);
+    let state = local.borrow().state.get(env);
+    let mut calls = Spread::with_capacity(items.len() * INVOCATION_STRIDE);
+    let mut turns = Spread::default();
     // One clock read for the batch: what is left of each deadline.
     let now = tokio::time::Instant::now();
     for invocation in items.drain(..) {
         if state.is_none() {
-            let _ = invocation.reply.send(Err(PfError::new(
-                packetflow::ErrorCode::Unavailable,
-                "the JS reactor object was garbage-collected",
-            )));
+            invocation
+                .refuse(PfError::new(ErrorCode::Unavailable, "the JS reactor object was garbage-collected"));
             continue;
         }
         // No borrow is held while values are converted: creating JS values
         // can run user code (a setter on Object.prototype) that re-enters.
         let token = local.borrow_mut().token();
-        match invocation_args(env, token, &invocation, now) {
-            Ok(entry) => {
-                for value in entry {
-                    args.push(value);
-                }
-                let Invocation { reply, ctx, .. } = invocation;
+        let (converted, running, to) = match invocation {
+            Invocation::Call { slot, data, ctx, reply } => {
+                let converted =
+                    call_args(env, slot, token, &data, &ctx, now).map(|entry| calls.extend(entry));
+                (converted, Running::Call { ctx, reply }, "handler")
+            }
+            Invocation::Turn { slot, message, state, ctx, reply } => {
+                let converted =
+                    turn_args(env, slot, token, &message, &state, &ctx, now).map(|entry| turns.extend(entry));
+                (converted, Running::Turn { ctx, reply }, "actor behaviour")
+            }
+        };
+        match converted {
+            Ok(()) => {
                 let mut local = local.borrow_mut();
-                local.running.insert(token, Running { reply, ctx });
+                local.running.insert(token, running);
                 local.sweep();
             }
             Err(_) => {
                 js::take_exception(env);
-                let _ = invocation
-                    .reply
-                    .send(Err(PfError::failed("the packet could not be passed to the JS handler")));
+                running.fail(PfError::failed(format!("the packet could not be passed to the JS {to}")));
             }
         }
     }
     local.borrow_mut().spare_invocations = items;
-    match state {
-        Some(state) if !args.is_empty() => {
-            call_in_chunks(&function, state, &mut args, INVOCATION_STRIDE).map(|()| true)
-        }
-        _ => Ok(true),
+    let Some(state) = state else { return Ok(true) };
+    let (dispatch_fn, turn_fn) = {
+        let local = local.borrow();
+        (local.dispatch_fn.borrow_back(env)?, local.turn_fn.borrow_back(env)?)
+    };
+    if !calls.is_empty() {
+        call_in_chunks(&dispatch_fn, state, &mut calls, INVOCATION_STRIDE)?;
     }
+    if !turns.is_empty() {
+        call_in_chunks(&turn_fn, state, &mut turns, TURN_STRIDE)?;
+    }
+    Ok(true)
 }
 
-fn invocation_args<'env>(
+/// What every JS invocation gets: `slot, token, data, packetId, traceId |
+/// undefined, metadata | null, remainingMs`.
+fn call_args<'env>(
     env: &'env Env,
+    slot: u32,
     token: u64,
-    invocation: &Invocation,
+    data: &Value,
+    ctx: &Context,
     now: tokio::time::Instant,
 ) -> NapiResult<[Unknown<'env>; INVOCATION_STRIDE]> {
-    let ctx = &invocation.ctx;
     let remaining = ctx.deadline().saturating_duration_since(now);
     let packet_id = ctx.packet_id().as_str();
     let trace_id = ctx.trace_id();
@@ -767,12 +918,27 @@ fn invocation_args<'env>(
         None => js::unknown(env, Null)?,
     };
     Ok([
-        js::unknown(env, invocation.slot as f64)?,
+        js::unknown(env, slot as f64)?,
         js::unknown(env, token as f64)?,
-        to_js(env, &invocation.data)?,
+        to_js(env, data)?,
         js::unknown(env, packet_id)?,
         trace,
         metadata,
         js::unknown(env, remaining.as_secs_f64() * 1000.0)?,
     ])
+}
+
+/// A turn's arguments: a call's (the message as `data`), then the state
+/// before the turn and the actor's id (JS knows its type from the slot).
+fn turn_args<'env>(
+    env: &'env Env,
+    slot: u32,
+    token: u64,
+    message: &Value,
+    state: &Value,
+    ctx: &ActorContext,
+    now: tokio::time::Instant,
+) -> NapiResult<[Unknown<'env>; TURN_STRIDE]> {
+    let [a, b, c, d, e, f, g] = call_args(env, slot, token, message, ctx, now)?;
+    Ok([a, b, c, d, e, f, g, to_js(env, state)?, js::unknown(env, ctx.actor().id())?])
 }

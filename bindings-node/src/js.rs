@@ -199,6 +199,10 @@ impl Spread {
         self.values.push(value.raw());
     }
 
+    pub fn extend<'env>(&mut self, values: impl IntoIterator<Item = Unknown<'env>>) {
+        self.values.extend(values.into_iter().map(|value| value.raw()));
+    }
+
     pub fn len(&self) -> usize {
         self.values.len()
     }

@@ -7,8 +7,8 @@
 //! - converts values between JS and the core's JSON values ([`convert`]),
 //! - maps errors to their JS idiom in one place ([`error`]),
 //! - bridges the core's threads and the JS thread ([`bridge`]): handler
-//!   invocations and answers cross in batches through one weak
-//!   threadsafe function per reactor.
+//!   invocations, actor turns ([`actors`]) and answers cross in batches
+//!   through one weak threadsafe function per reactor.
 //!
 //! The core runs on one Tokio runtime shared by every reactor of the process
 //! (and every worker thread), started on first use: timers, and the network
@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 
 use tokio::runtime::Runtime;
 
+mod actors;
 mod bridge;
 mod convert;
 mod error;

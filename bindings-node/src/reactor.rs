@@ -15,17 +15,17 @@ use std::sync::Arc;
 use napi::bindgen_prelude::{Array, Function, JsObjectValue, Object};
 use napi::{Env, Unknown, ValueType};
 use napi_derive::napi;
+use packetflow::actor::FileStore;
 use packetflow::net::WS_PATH;
 use packetflow::reactor::late_call_error;
 use packetflow::{
     Codec, ConnectOptions, Context, ErrorCode, Handler, KeyStyle, ListenOptions, Node, NodeConfig, Packet,
     PacketParts, PfError, Reactor, ReactorConfig, TokenSpec, Value,
 };
-use tokio::sync::oneshot;
 
 use crate::bridge::{
-    drain, poll_ready, start, Answer, BatchFn, ErrorClassRef, Invocation, JsSide, Local, LocalRef, Shared,
-    Task, Tsfn,
+    drain, poll_ready, start, Answer, BatchFn, ErrorClassRef, JsSide, Local, LocalRef, Running, Shared, Task,
+    Tsfn,
 };
 use crate::convert::{field, to_js, FromJs};
 use crate::error::{
@@ -36,7 +36,7 @@ use crate::runtime;
 
 /// How an argument that must be a string is read: a `TypeError` names the
 /// argument and the type it had.
-fn string_arg(env: &Env, value: &Unknown<'_>, name: &str) -> NapiResult<String> {
+pub(crate) fn string_arg(env: &Env, value: &Unknown<'_>, name: &str) -> NapiResult<String> {
     if value.get_type()? != ValueType::String {
         let got = js::describe_type(value);
         return Err(throw_type_error(env, &format!("{name} must be a string, got {got}")));
@@ -45,7 +45,7 @@ fn string_arg(env: &Env, value: &Unknown<'_>, name: &str) -> NapiResult<String> 
 }
 
 /// An optional string option: `undefined` (or `null`) is `None`.
-fn optional_string(env: &Env, value: &Unknown<'_>, name: &str) -> NapiResult<Option<String>> {
+pub(crate) fn optional_string(env: &Env, value: &Unknown<'_>, name: &str) -> NapiResult<Option<String>> {
     match value.get_type()? {
         ValueType::Undefined | ValueType::Null => Ok(None),
         _ => string_arg(env, value, name).map(Some),
@@ -73,9 +73,9 @@ enum TokenError {
 /// The addon's reactor. Not for direct use: `index.js` wraps it.
 #[napi]
 pub struct NativeReactor {
-    reactor: Reactor,
-    shared: Arc<Shared>,
-    local: LocalRef,
+    pub(crate) reactor: Reactor,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) local: LocalRef,
     /// The network node, made by the first `listen` or `connect`: a
     /// reactor that never goes on the network costs nothing for it.
     node: RefCell<Option<Node>>,
@@ -85,7 +85,7 @@ pub struct NativeReactor {
 
 impl NativeReactor {
     /// Throws `error` as a `PacketFlowError`.
-    fn throw(&self, env: &Env, error: &PfError) -> napi::Error {
+    pub(crate) fn throw(&self, env: &Env, error: &PfError) -> napi::Error {
         match self.local.borrow().error_class(env) {
             Ok(class) => throw_pf_error(env, &class, error),
             Err(e) => e,
@@ -131,7 +131,7 @@ impl NativeReactor {
 
     /// Starts `work` as a task polled on this thread, for the Promise the
     /// JS side keeps under `promise`.
-    fn start<F>(&self, env: &Env, promise: f64, work: F) -> NapiResult<()>
+    pub(crate) fn start<F>(&self, env: &Env, promise: f64, work: F) -> NapiResult<()>
     where
         F: std::future::Future<Output = Answer> + Send + 'static,
     {
@@ -143,10 +143,12 @@ impl NativeReactor {
 #[napi]
 impl NativeReactor {
     /// `new NativeReactor(name, maxInflight, maxQueue, finishedMemory,
-    /// busyPollUs, dispatch, settle, state, PacketFlowError)`: each option
-    /// `undefined` when not given (the core's default), `index.js` having
-    /// converted the others to integers; the core checks their values.
-    /// `dispatch(state, ...invocations)` runs handlers and
+    /// busyPollUs, actorPassivateAfterMs, actorRememberedTurns, actorStore,
+    /// dispatch, dispatchTurns, settle, state, PacketFlowError)`: each
+    /// option `undefined` when not given (the core's default), `index.js`
+    /// having converted the numbers to integers; the core checks their
+    /// values and opens the store. `dispatch(state, ...invocations)` runs
+    /// handlers, `dispatchTurns(state, ...turns)` actor turns, and
     /// `settle(state, ...answers)` settles Promises (see src/bridge.rs).
     #[napi(constructor)]
     #[allow(clippy::too_many_arguments)]
@@ -157,23 +159,44 @@ impl NativeReactor {
         max_queue: Option<u32>,
         finished_memory: Option<u32>,
         busy_poll_us: Option<u32>,
+        actor_passivate_after_ms: Option<u32>,
+        actor_remembered_turns: Option<u32>,
+        actor_store: Option<String>,
         dispatch: Function<'_, Spread, ()>,
+        dispatch_turns: BatchFn,
         settle: BatchFn,
         state: Object<'_>,
         error_class: ErrorClassRef,
     ) -> napi::Result<Self> {
         let defaults = ReactorConfig::default();
+        // Settings the binding does not expose (yet) keep the core's defaults.
+        #[allow(clippy::needless_update)]
         let config = ReactorConfig {
             name: name.unwrap_or(defaults.name),
             max_inflight: max_inflight.map_or(defaults.max_inflight, |n| n as usize),
             max_queue: max_queue.map_or(defaults.max_queue, |n| n as usize),
             finished_memory: finished_memory.map_or(defaults.finished_memory, |n| n as usize),
+            actor_passivate_after: actor_passivate_after_ms
+                .map_or(defaults.actor_passivate_after, |ms| std::time::Duration::from_millis(ms.into())),
+            actor_remembered_turns: actor_remembered_turns
+                .map_or(defaults.actor_remembered_turns, |n| n as usize),
+            ..defaults
+        };
+        let refuse = |e: &PfError| -> napi::Result<Self> {
+            Err(throw_pf_error(&env, &error_class.borrow_back(&env)?, e))
         };
         if let Err(e) = config.validate() {
-            return Err(throw_pf_error(&env, &error_class.borrow_back(&env)?, &e));
+            return refuse(&e);
+        }
+        let reactor = Reactor::new(config);
+        if let Some(path) = actor_store {
+            let opened = FileStore::open(&path).and_then(|store| reactor.actors().set_store(Arc::new(store)));
+            if let Err(e) = opened {
+                return refuse(&e);
+            }
         }
         let shared = Shared::new();
-        let side = JsSide { state, dispatch: dispatch.create_ref()?, settle, error_class };
+        let side = JsSide { state, dispatch: dispatch.create_ref()?, dispatch_turns, settle, error_class };
         let local: LocalRef = Rc::new(RefCell::new(Local::new(&env, side, &shared)?));
         let weak_shared = Arc::downgrade(&shared);
         let callback_local = local.clone();
@@ -190,13 +213,7 @@ impl NativeReactor {
         shared.set_tsfn(tsfn);
         let busy_poll =
             busy_poll_us.filter(|us| *us > 0).map(|us| std::time::Duration::from_micros(us.into()));
-        Ok(NativeReactor {
-            reactor: Reactor::new(config),
-            shared,
-            local,
-            node: RefCell::new(None),
-            busy_poll,
-        })
+        Ok(NativeReactor { reactor, shared, local, node: RefCell::new(None), busy_poll })
     }
 
     /// The reactor's name.
@@ -217,18 +234,8 @@ impl NativeReactor {
         let group = string_arg(&env, &group, "group")?;
         let element = string_arg(&env, &element, "element")?;
         let shared = self.shared.clone();
-        let handler = Handler::from_async(move |data: Value, ctx: Context| {
-            let (reply, answer) = oneshot::channel();
-            shared.invoke(Invocation { slot, data, ctx, reply });
-            async move {
-                answer.await.unwrap_or_else(|_| {
-                    Err(PfError::new(
-                        ErrorCode::Unavailable,
-                        "the JS handler is unreachable: node is exiting",
-                    ))
-                })
-            }
-        });
+        let handler =
+            Handler::from_async(move |data: Value, ctx: Context| shared.call_handler(slot, data, ctx));
         self.reactor.register_handler(&group, &element, handler).map_err(|e| self.throw(&env, &e))
     }
 
@@ -283,7 +290,7 @@ impl NativeReactor {
         let group = string_arg(&env, &group, "group")?;
         let element = string_arg(&env, &element, "element")?;
         let data = FromJs::new(&env).convert(data).map_err(|e| throw_convert_error(&env, e, "data"))?;
-        let ctx = self.local.borrow().running.get(&(token as u64)).map(|r| r.ctx.clone());
+        let ctx = self.local.borrow().running.get(&(token as u64)).map(|r| r.context().clone());
         let Some(ctx) = ctx else {
             // The handler answered, and its context went with it: the
             // core's answer to a late call.
@@ -293,10 +300,18 @@ impl NativeReactor {
         self.start(&env, promise, async move { Answer::Data(ctx.call(&group, &element, data).await) })
     }
 
-    /// Answers of JS handlers, in batches: `ok` is `[token, value, ...]`,
-    /// `failed` is `[token, code | undefined, message, ...]`.
+    /// Answers of JS handlers and actor turns, in batches: `ok` is
+    /// `[token, value, ...]` (handlers), `failed` is `[token, code |
+    /// undefined, message, ...]` (both), `turns` is `[token, reply, state,
+    /// stopped, ...]` (turns that returned).
     #[napi]
-    pub fn complete(&self, env: Env, ok: Array<'_>, failed: Array<'_>) -> napi::Result<()> {
+    pub fn complete(
+        &self,
+        env: Env,
+        ok: Array<'_>,
+        failed: Array<'_>,
+        turns: Option<Array<'_>>,
+    ) -> napi::Result<()> {
         let mut from_js = FromJs::new(&env);
         let ok_len = ok.len();
         let mut i = 0;
@@ -305,7 +320,9 @@ impl NativeReactor {
             let value: Unknown = ok.get_element(i + 1)?;
             let outcome =
                 from_js.convert(value).map_err(|e| PfError::failed(convert_error_text(&env, e, "result")));
-            self.answer(token, outcome);
+            if let Some(running) = self.running(token) {
+                running.answer(outcome);
+            }
             i += 2;
         }
         let failed_len = failed.len();
@@ -318,8 +335,34 @@ impl NativeReactor {
                 _ => ErrorCode::HandlerFailed.as_str().to_owned(),
             };
             let message = exception_text(&env, &failed.get_element(i + 2)?);
-            self.answer(token, Err(PfError { code, message }));
+            if let Some(running) = self.running(token) {
+                running.fail(PfError { code, message });
+            }
             i += 3;
+        }
+        if let Some(turns) = turns {
+            let turns_len = turns.len();
+            let mut i = 0;
+            while i + 3 < turns_len {
+                let token = js::read_f64(&turns.get_element(i)?)? as u64;
+                let reply: Unknown = turns.get_element(i + 1)?;
+                let state: Unknown = turns.get_element(i + 2)?;
+                let stopped = js::read_bool(&turns.get_element(i + 3)?)?;
+                let outcome = from_js
+                    .convert(reply)
+                    .map_err(|e| convert_error_text(&env, e, "result"))
+                    .and_then(|reply| {
+                        let state = from_js
+                            .convert(state)
+                            .map_err(|e| convert_error_text(&env, e, "context.state"))?;
+                        Ok((reply, state, stopped))
+                    })
+                    .map_err(PfError::failed);
+                if let Some(running) = self.running(token) {
+                    running.answer_turn(outcome);
+                }
+                i += 4;
+            }
         }
         // The answers woke their packets' tasks: finish them now.
         poll_ready(&env, &self.shared, &self.local)
@@ -451,12 +494,27 @@ impl NativeReactor {
                 })
             })
             .collect();
+        let actors: Vec<Value> = stats
+            .actors
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "actorType": a.actor_type,
+                    "active": a.active,
+                    "passivated": a.passivated,
+                    "activations": a.activations,
+                    "passivations": a.passivations,
+                    "tellsFailed": a.tells_failed,
+                })
+            })
+            .collect();
         let value = serde_json::json!({
             "name": stats.name,
             "inFlight": stats.in_flight,
             "queued": stats.queued,
             "unrouted": stats.unrouted,
             "handlers": handlers,
+            "actors": actors,
         });
         to_js(env, &value)
     }
@@ -513,12 +571,11 @@ impl NativeReactor {
         Some(node.clone())
     }
 
-    fn answer(&self, token: u64, outcome: Result<Value, PfError>) {
-        let running = self.local.borrow_mut().running.remove(&token);
-        if let Some(running) = running {
-            // The packet may have timed out meanwhile: then nobody listens.
-            let _ = running.reply.send(outcome);
-        }
+    /// Takes the running handler or turn `token` out of the table to
+    /// answer it; `None` if it was swept (its packet timed out meanwhile:
+    /// nobody listens).
+    fn running(&self, token: u64) -> Option<Running> {
+        self.local.borrow_mut().running.remove(&token)
     }
 }
 

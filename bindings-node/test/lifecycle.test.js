@@ -30,6 +30,13 @@ test('pending submits keep node alive until they are answered', async () => {
   assert.deepEqual(out.stdout.trim().split('\n').sort(), ['PF408', 'answered!']);
 });
 
+test('a told message runs before node exits by itself', async () => {
+  const out = await runNode(fixture('told.js'), 10000);
+  assert.equal(out.signal, null, out.stderr);
+  assert.equal(out.code, 0, out.stderr);
+  assert.equal(out.stdout.trim(), 'TOLD');
+});
+
 test('process.exit() with packets in flight exits cleanly with its code', async () => {
   const out = await runNode(fixture('exit-busy.js'), 10000);
   assert.equal(out.signal, null, out.stderr);

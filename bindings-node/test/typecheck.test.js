@@ -18,7 +18,7 @@ function checkEdited(t, edit) {
   // Inside the package, so that its node_modules (@types/node) are found.
   const dir = fs.mkdtempSync(path.join(pkg, 'test', '.drift-'));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  for (const file of ['index.d.ts', 'tsconfig.json']) fs.copyFileSync(path.join(pkg, file), path.join(dir, file));
+  for (const file of ['index.d.ts', 'tsconfig.json', 'platform.js']) fs.copyFileSync(path.join(pkg, file), path.join(dir, file));
   const source = fs.readFileSync(path.join(pkg, 'index.js'), 'utf8');
   const edited = edit(source);
   assert.notEqual(edited, source, 'the edit changed the source');

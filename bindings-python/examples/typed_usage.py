@@ -7,7 +7,17 @@ import asyncio
 from typing import Any, Dict, List, Optional
 
 import packetflow
-from packetflow import Context, PacketFlowError, Reactor, ReactorStats, Result, TokenSpec
+from packetflow import (
+    ActorContext,
+    ActorRef,
+    ActorTypeStats,
+    Context,
+    PacketFlowError,
+    Reactor,
+    ReactorStats,
+    Result,
+    TokenSpec,
+)
 
 
 def shout(data: Dict[str, Any], ctx: Context) -> Dict[str, Any]:
@@ -57,8 +67,30 @@ async def main() -> List[str]:
             await client.connect(f"ws://{guarded}/packetflow/v1", token="typed-example-token-01", tls_ca=None)
             seen.extend(await client.call("df", "words", "with a token"))
 
+        # An actor type: a class whose methods are its message types.
+        @r.actor("counter")
+        class Counter:
+            state: Dict[str, int]
+
+            def increment(self, message: Dict[str, Any], ctx: ActorContext) -> Dict[str, int]:
+                self.state["value"] += int(message.get("by", 1))
+                return {"value": self.state["value"]}
+
+            async def get_value(self, message: Dict[str, Any], ctx: ActorContext) -> Dict[str, int]:
+                here: ActorRef = ctx.actor
+                assert here.type == "counter"
+                return {"value": self.state["value"]}
+
+        counter: ActorRef = await r.actors.create("counter", {"value": 0}, id="typed")
+        await r.actors.send(counter, {"type": "increment", "by": 2}, timeout_ms=1_000)
+        r.actors.tell(counter, {"type": "increment"})
+        value: Dict[str, int] = await r.actors.send(counter, {"type": "get_value"})
+        ids: List[str] = await r.actors.list("counter")
+        seen.append(f"counter:{value['value']}:{ids}")
+
         stats: ReactorStats = r.stats()
-        seen.append(f"{stats['name']}:{len(stats['handlers'])}")
+        actor_stats: List[ActorTypeStats] = stats["actors"]
+        seen.append(f"{stats['name']}:{len(stats['handlers'])}:{actor_stats[0]['active']}")
         removed: bool = r.unregister("df", "shout")
         assert removed
     return seen
@@ -69,6 +101,16 @@ def blocking() -> Any:
         r.register("cf", "echo", lambda data, ctx: data)
         res: Result = r.submit_sync("cf", "echo", [1, 2, 3], metadata={"k": "v"})
         value: Any = r.call_sync("cf", "echo", {"ok": True}, dependencies=[res.packet_id])
+
+        # An actor type as a mapping of message types to functions.
+        def bump(message: Dict[str, Any], ctx: ActorContext) -> int:
+            ctx.state = int(ctx.state) + 1
+            return int(ctx.state)
+
+        r.actors.register_behavior("tally", {"bump": bump}, initial_state=0)
+        tally = ActorRef("tally", "t1")
+        bumped: int = r.actors.send_sync(tally, {"type": "bump"})
+        assert bumped == 1 and r.actors.count_sync("tally") == 1
         return value
 
 

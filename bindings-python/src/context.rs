@@ -4,13 +4,16 @@ use packetflow::{Context, Element, Group};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use crate::{awaitable, blocking, bridge, convert, errors, pystr};
+use crate::{actor_ref, awaitable, blocking, bridge, convert, errors, pystr};
 
 /// Passed to every handler with the packet's data: the packet's id,
-/// metadata, trace id and time left, and ``call`` to submit child packets
-/// on its behalf (a child inherits what is left of the deadline and the
-/// trace id, so a chain of calls never outlives the first submit).
-#[pyclass(frozen, name = "Context", module = "packetflow")]
+/// metadata, trace id and time left, ``call`` to submit child packets on
+/// its behalf, and ``send``/``tell`` to message actors (a child inherits
+/// what is left of the deadline and the trace id, so a chain of calls never
+/// outlives the first submit).
+///
+/// An actor's turn gets an :class:`ActorContext`, a subclass.
+#[pyclass(frozen, subclass, name = "Context", module = "packetflow")]
 pub(crate) struct PyContext {
     inner: Context,
 }
@@ -18,6 +21,16 @@ pub(crate) struct PyContext {
 impl PyContext {
     pub(crate) fn new(inner: Context) -> PyContext {
         PyContext { inner }
+    }
+
+    /// The fields its `repr` shows.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "packet_id={:?}, trace_id={:?}, remaining_ms={}",
+            self.inner.packet_id().as_str(),
+            self.inner.trace_id(),
+            self.inner.remaining().as_millis()
+        )
     }
 }
 
@@ -108,12 +121,57 @@ impl PyContext {
         }
     }
 
+    /// Sends ``message`` to ``actor`` on behalf of this packet and returns
+    /// an awaitable of the turn's answer, as :meth:`call` does for a handler
+    /// (same deadline, trace and reentrancy chain); it raises
+    /// :class:`PacketFlowError` if the turn fails. ``def`` functions use
+    /// :meth:`send_sync`.
+    fn send<'py>(
+        &self,
+        py: Python<'py>,
+        actor: &Bound<'py, PyAny>,
+        message: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let bridge = bridge::current(py, "ctx.send()")?;
+        let message = convert::to_value(message, "message")?;
+        let (ctx, actor) = (self.inner.clone(), actor_ref::address(actor, "actor")?);
+        awaitable::spawn(py, &bridge, async move { ctx.send(&actor, message).await })
+    }
+
+    /// Like :meth:`send`, blocking the calling thread (with the GIL
+    /// released) until the turn answers; for ``def`` functions.
+    fn send_sync<'py>(
+        &self,
+        py: Python<'py>,
+        actor: &Bound<'py, PyAny>,
+        message: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let message = convert::to_value(message, "message")?;
+        let (ctx, actor) = (self.inner.clone(), actor_ref::address(actor, "actor")?);
+        let out =
+            blocking::wait(
+                py,
+                "ctx.send_sync()",
+                "ctx.send()",
+                async move { ctx.send(&actor, message).await },
+            )?;
+        match out {
+            Ok(value) => convert::to_py(py, &value),
+            Err(err) => Err(errors::to_pyerr(py, &err)),
+        }
+    }
+
+    /// Sends ``message`` to ``actor`` without waiting for its turn (a
+    /// tell): the message has its place in the actor's mailbox when this
+    /// returns. Raises at once for a message the core refuses.
+    fn tell(&self, py: Python<'_>, actor: &Bound<'_, PyAny>, message: &Bound<'_, PyAny>) -> PyResult<()> {
+        let actor = actor_ref::address(actor, "actor")?;
+        let message = convert::to_value(message, "message")?;
+        let _runtime = crate::runtime::runtime()?.enter();
+        self.inner.tell(&actor, message).map_err(|e| errors::to_pyerr(py, &e))
+    }
+
     fn __repr__(&self) -> String {
-        format!(
-            "Context(packet_id={:?}, trace_id={:?}, remaining_ms={})",
-            self.inner.packet_id().as_str(),
-            self.inner.trace_id(),
-            self.inner.remaining().as_millis()
-        )
+        format!("Context({})", self.describe())
     }
 }

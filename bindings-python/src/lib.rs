@@ -12,12 +12,18 @@
 //! ```text
 //!   reactor     packetflow.Reactor: registers handlers, submits, listens   (+ options)
 //!      |
-//!   handler     Python functions as core handlers: a task per async call,
-//!      |        a pool job per sync call
+//!   actors      packetflow.Actors (Reactor.actors): actor types, create, send, tell
+//!      |
+//!   handler     Python functions as core handlers        actor   Python behaviours as
+//!      |                                                   |     actor types, ActorContext
+//!   invoke      a Python call for the core: a task per async call, a pool
+//!      |        job per sync call (what is called: handler's / actor's)
 //!   context     packetflow.Context: a handler's view of its packet, ctx.call
 //!      |
 //!   awaitable   core futures awaited from Python (asyncio futures)
 //!   blocking    core futures waited on by a thread (the _sync methods)
+//!   detached    core futures nobody awaits, driven on a loop or a handler
+//!               thread (an actor's mailbox loop)
 //!   pool        threads that run `def` handlers (generic jobs)
 //!      |
 //!   bridge      one asyncio loop's inbox, wake-up and drain (generic work)
@@ -25,21 +31,28 @@
 //!   runtime     the Tokio runtime, fork and exit guards
 //!
 //!   values, used by any layer:  convert (Python <-> JSON values), errors
-//!   (PfError <-> exceptions), result (packetflow.Result), outcome (a core
-//!   future's output as a Python value), pystr (borrowed str text)
+//!   (PfError <-> exceptions), result (packetflow.Result), actor_ref
+//!   (packetflow.ActorRef), outcome (a core future's output as a Python
+//!   value), pystr (borrowed str text)
 //! ```
 //!
 //! `bridge` knows loops and threads but not packets: what it polls and runs
 //! comes from above through `bridge::Pollable` and `bridge::LoopJob`;
-//! `pool` knows threads but not handlers (`pool::PoolJob`).
+//! `pool` knows threads but not handlers (`pool::PoolJob`); `invoke` makes
+//! calls but knows neither handlers nor actors (`invoke::PyCall`).
 
+mod actor;
+mod actor_ref;
+mod actors;
 mod awaitable;
 mod blocking;
 mod bridge;
 mod context;
 mod convert;
+mod detached;
 mod errors;
 mod handler;
+mod invoke;
 mod options;
 mod outcome;
 mod pool;
@@ -76,6 +89,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<context::PyContext>()?;
     m.add_class::<result::PyPacketResult>()?;
     m.add_class::<reactor::HandlerDecorator>()?;
+    m.add_class::<actor_ref::PyActorRef>()?;
+    m.add_class::<actor::PyActorContext>()?;
+    m.add_class::<actors::PyActors>()?;
+    m.add_class::<actors::ActorDecorator>()?;
     m.add_function(wrap_pyfunction!(_shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(error_codes, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -21,7 +21,7 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
 }
 
 /// `None`, or a filesystem path given as `str` or `os.PathLike`.
-fn path(value: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Option<PathBuf>> {
+pub(crate) fn path(value: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Option<PathBuf>> {
     let Some(value) = value.filter(|v| !v.is_none()) else { return Ok(None) };
     // `bytes` would pass os.fspath but is not text: refused with the rest.
     if value.is_instance_of::<PyBytes>() {

@@ -38,7 +38,9 @@ pub(crate) trait PoolJob: Send + 'static {
     /// unrun).
     fn abandoned(&self) -> bool;
     /// The call to make, built on the handler thread with the GIL; `None`
-    /// when it could not be built (the job has answered its caller).
+    /// when there is none: it could not be built (the job has answered its
+    /// caller), or the job's work was done here (a poll of a detached core
+    /// future, see [`detached`](crate::detached)).
     fn start<'py>(&mut self, py: Python<'py>) -> Option<NextCall<'py>>;
     /// Reports what the call returned or raised.
     fn finish(self: Box<Self>, py: Python<'_>, outcome: PyResult<Bound<'_, PyAny>>);

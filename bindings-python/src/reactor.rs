@@ -2,15 +2,18 @@
 
 use std::sync::Arc;
 
+use packetflow::actor::FileStore;
 use packetflow::{Node, NodeConfig, Packet, PacketParts, Reactor, ReactorConfig, Value};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
+use crate::actors::{ActorDecorator, PyActors};
 use crate::bridge::{self, HomeLoop};
 use crate::context::target;
-use crate::handler::{self, LoopBinding, PyHandler};
+use crate::handler::{self, PyHandler};
+use crate::invoke::{self, LoopBinding};
 use crate::pool::Pool;
 use crate::result::PyPacketResult;
 use crate::{awaitable, blocking, convert, errors, options, pystr};
@@ -124,6 +127,18 @@ fn stats_dict<'py>(
         handlers.append(d)?;
     }
     out.set_item("handlers", handlers)?;
+    let actors = PyList::empty(py);
+    for a in stats.actors {
+        let d = PyDict::new(py);
+        d.set_item("actor_type", a.actor_type)?;
+        d.set_item("active", a.active)?;
+        d.set_item("passivated", a.passivated)?;
+        d.set_item("activations", a.activations)?;
+        d.set_item("passivations", a.passivations)?;
+        d.set_item("tells_failed", a.tells_failed)?;
+        actors.append(d)?;
+    }
+    out.set_item("actors", actors)?;
     Ok(out)
 }
 
@@ -134,10 +149,15 @@ impl PyReactor {
     /// ``finished_memory``: how many finished ids are remembered for late
     /// dependents; ``handler_threads``: most threads running ``def``
     /// handlers; ``busy_poll_us``: microseconds to keep polling the network
-    /// after frames arrive instead of sleeping (0: off). Omitted options
-    /// take the core's defaults, and the core checks the values (PF400).
+    /// after frames arrive instead of sleeping (0: off); ``actor_store``: a
+    /// file (redb) keeping the actors' state, written before each answer
+    /// leaves (default: memory); ``actor_passivate_after_ms``: idle time
+    /// after which an actor leaves memory; ``actor_remembered_turns``: how
+    /// many answered packet ids each actor remembers. Omitted options take
+    /// the core's defaults, and the core checks the values (PF400).
     #[new]
-    #[pyo3(signature = (name = "packetflow", *, max_inflight = None, max_queue = None, finished_memory = None, handler_threads = 8, busy_poll_us = None))]
+    #[pyo3(signature = (name = "packetflow", *, max_inflight = None, max_queue = None, finished_memory = None, handler_threads = 8, busy_poll_us = None, actor_store = None, actor_passivate_after_ms = None, actor_remembered_turns = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         name: &str,
@@ -146,6 +166,9 @@ impl PyReactor {
         finished_memory: Option<usize>,
         handler_threads: usize,
         busy_poll_us: Option<u32>,
+        actor_store: Option<&Bound<'_, PyAny>>,
+        actor_passivate_after_ms: Option<u64>,
+        actor_remembered_turns: Option<usize>,
     ) -> PyResult<Self> {
         crate::runtime::check_not_forked()?;
         let defaults = ReactorConfig::default();
@@ -154,8 +177,13 @@ impl PyReactor {
             max_inflight: max_inflight.unwrap_or(defaults.max_inflight),
             max_queue: max_queue.unwrap_or(defaults.max_queue),
             finished_memory: finished_memory.unwrap_or(defaults.finished_memory),
+            actor_passivate_after: actor_passivate_after_ms
+                .map(std::time::Duration::from_millis)
+                .unwrap_or(defaults.actor_passivate_after),
+            actor_remembered_turns: actor_remembered_turns.unwrap_or(defaults.actor_remembered_turns),
         };
         config.validate().map_err(|e| errors::to_pyerr(py, &e))?;
+        let actor_store = options::path(actor_store, "actor_store")?;
         // The handler threads are this binding's own: it checks their number.
         if handler_threads == 0 {
             return Err(PyValueError::new_err("handler_threads must be at least 1, got 0"));
@@ -165,8 +193,13 @@ impl PyReactor {
             Some(0) => None,
             Some(us) => Some(std::time::Duration::from_micros(us.into())),
         };
+        let core = Reactor::new(config);
+        if let Some(path) = actor_store {
+            let store = FileStore::open(&path).map_err(|e| errors::to_pyerr(py, &e))?;
+            core.actors().set_store(Arc::new(store)).map_err(|e| errors::to_pyerr(py, &e))?;
+        }
         Ok(PyReactor {
-            core: Reactor::new(config),
+            core,
             home: Arc::new(HomeLoop::default()),
             pool: Pool::new(handler_threads),
             node: Mutex::new(None),
@@ -212,12 +245,8 @@ impl PyReactor {
             )));
         }
         let h = Arc::new(PyHandler::new(py, func.clone().unbind(), format!("{g}:{e}")));
-        let core_handler = if handler::is_async(py, func)? {
-            let binding = match bridge::running_loop(py)? {
-                Some(_) => LoopBinding::Fixed(bridge::current(py, "register()")?),
-                None => LoopBinding::Floating(self.home.clone()),
-            };
-            handler::async_handler(h, binding)
+        let core_handler = if invoke::is_async(py, func)? {
+            handler::async_handler(h, LoopBinding::for_registration(py, &self.home, "register()")?)
         } else {
             handler::sync_handler(h, self.pool.clone())
         };
@@ -234,6 +263,21 @@ impl PyReactor {
     ) -> PyResult<HandlerDecorator> {
         let (g, e) = target(py, group, element)?;
         Ok(HandlerDecorator { reactor: slf.clone().unbind(), group: g, element: e })
+    }
+
+    /// The actors of this reactor: register actor types, create, message,
+    /// stop and list actors.
+    #[getter]
+    fn actors(&self) -> PyActors {
+        PyActors::new(self.core.clone(), self.home.clone(), self.pool.clone())
+    }
+
+    /// A decorator registering the decorated class as the behaviour of
+    /// actor type ``name`` (see :meth:`Actors.register_behavior`); the class
+    /// is returned unchanged.
+    fn actor(&self, py: Python<'_>, name: &Bound<'_, PyString>) -> PyResult<ActorDecorator> {
+        let actors = Py::new(py, self.actors())?;
+        Ok(ActorDecorator::new(actors, pystr::as_str(name)?.to_owned()))
     }
 
     /// Removes the handler of ``group:element``; ``False`` if there was none.
@@ -482,8 +526,10 @@ impl PyReactor {
     }
 
     /// A snapshot of the counters: ``name``, ``in_flight``, ``queued``,
-    /// ``unrouted`` and, per handler, ``count``, ``errors``, ``sum_us``,
-    /// ``p50_us``, ``p99_us`` and ``latency_buckets``.
+    /// ``unrouted``; per handler, ``count``, ``errors``, ``sum_us``,
+    /// ``p50_us``, ``p99_us`` and ``latency_buckets``; per actor type,
+    /// ``active``, ``passivated``, ``activations``, ``passivations`` and
+    /// ``tells_failed``.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         stats_dict(py, self.core.stats())
     }

@@ -1,9 +1,9 @@
-//! Handlers a `packetflow serve` hub can offer without any code: enough to
-//! benchmark a node and to stand in for a service in tests.
+//! Handlers and actor types a `packetflow serve` hub can offer without any
+//! code: enough to benchmark a node and to stand in for a service in tests.
 
 use std::time::Duration;
 
-use packetflow::{PfError, Reactor, Value};
+use packetflow::{json, ActorType, PfError, Reactor, Reply, Value};
 
 /// Registers `GROUP:ELEMENT=KIND`.
 pub fn register(reactor: &Reactor, spec: &str) -> Result<(), String> {
@@ -26,4 +26,33 @@ pub fn register(reactor: &Reactor, spec: &str) -> Result<(), String> {
         other => return Err(format!("unknown handler kind {other:?}; use echo, uppercase, sleep or fail")),
     };
     registered.map_err(|e| e.message)
+}
+
+/// Registers actor type `TYPE=KIND`.
+pub fn register_actor(reactor: &Reactor, spec: &str) -> Result<(), String> {
+    let (actor_type, kind) = spec.split_once('=').ok_or("expected TYPE=KIND")?;
+    let spec = match kind {
+        "counter" => counter(),
+        other => return Err(format!("unknown actor kind {other:?}; use counter")),
+    };
+    reactor.actors().register(actor_type, spec).map_err(|e| e.message)
+}
+
+/// The seed's counter: `increment` adds `by` (default 1), `get_value`
+/// reads; both answer `{"value": n}`. Virtual: any id starts at 0.
+fn counter() -> ActorType {
+    ActorType::new(|kind: &str, message: &Value, state: &mut Value, _: &_| {
+        if kind == "increment" {
+            let by = match message.get("by") {
+                None | Some(Value::Null) => 1,
+                Some(by) => {
+                    by.as_i64().ok_or_else(|| PfError::failed(format!("by must be an integer, got {by}")))?
+                }
+            };
+            state["value"] = json!(state["value"].as_i64().unwrap_or(0) + by);
+        }
+        Ok(Reply::Value(json!({"value": state["value"]})))
+    })
+    .with_initial_state(json!({"value": 0}))
+    .with_message_types(["increment", "get_value"])
 }

@@ -1,9 +1,12 @@
-//! `packetflow`: run a hub, submit a packet, read a node's health, or
-//! benchmark any node that speaks the protocol (ours or a seed peer).
+//! `packetflow`: run a hub, submit a packet, read a node's health, open its
+//! dashboard, or benchmark any node that speaks the protocol (ours or a seed
+//! peer).
 
+mod actor;
 mod allocator;
 mod bench;
 mod builtin;
+mod dashboard;
 mod fd_limit;
 mod health;
 mod stream;
@@ -63,8 +66,23 @@ enum Command {
         #[arg(long)]
         token: Option<String>,
     },
+    /// Print the URL of a node's dashboard page, and open it in a browser
+    /// when there is a display (xdg-open).
+    ///
+    /// With auth on, the page asks for a token whose entry has
+    /// `dashboard = true` (docs/security.md).
+    Dashboard {
+        /// The node's URL (ws://HOST:PORT/packetflow/v1 or http://HOST:PORT).
+        url: String,
+        /// Only print the URL.
+        #[arg(long)]
+        no_open: bool,
+    },
     /// Measure a node: sequential round trips and pipelined throughput.
     Bench(bench::BenchArgs),
+    /// Create, message and stop actors on a node.
+    #[command(subcommand)]
+    Actor(actor::ActorCommand),
 }
 
 /// How to dial a node: the token to present and the CA to trust.
@@ -107,6 +125,14 @@ struct ServeArgs {
     /// is one of: echo, uppercase, sleep (waits `data` ms), fail.
     #[arg(long = "handler", value_name = "KEY=KIND")]
     handlers: Vec<String>,
+    /// Built-in actor type to host, as TYPE=KIND (repeatable); KIND is
+    /// counter (the seed's: increment by `by`, get_value; any id starts at 0).
+    #[arg(long = "actor", value_name = "TYPE=KIND")]
+    actors: Vec<String>,
+    /// Keep actor state in this redb file (default: in memory): an
+    /// acknowledged turn survives a crash of the process.
+    #[arg(long, value_name = "FILE")]
+    actor_store: Option<PathBuf>,
     /// Heartbeat interval in ms (a peer silent for 3 is closed).
     #[arg(long, default_value_t = NodeConfig::default().heartbeat_interval.as_millis() as u64)]
     heartbeat_ms: u64,
@@ -218,10 +244,12 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Submit(args) => submit(args).await,
+            Command::Actor(command) => actor::run(command).await,
             Command::Health { url, token } => health::print(&url, token_or_env(&token)).await,
             Command::Stream { url, msgpack, dial } => {
                 stream::run(&url, dial.options(if msgpack { Codec::MsgPack } else { Codec::Json })).await
             }
+            Command::Dashboard { url, no_open } => dashboard::run(&url, !no_open),
             Command::Bench(args) => bench::run(args).await,
         }
     })
@@ -252,6 +280,20 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(path) = &args.actor_store {
+        let opened = packetflow::actor::FileStore::open(path)
+            .and_then(|store| reactor.actors().set_store(std::sync::Arc::new(store)));
+        if let Err(e) = opened {
+            eprintln!("error: --actor-store: {}", e.message);
+            return ExitCode::from(2);
+        }
+    }
+    for spec in &args.actors {
+        if let Err(e) = builtin::register_actor(&reactor, spec) {
+            eprintln!("error: --actor {spec}: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let config = NodeConfig {
         heartbeat_interval: std::time::Duration::from_millis(args.heartbeat_ms),
         peer_heartbeat_interval: std::time::Duration::from_millis(args.peer_heartbeat_ms),
@@ -302,6 +344,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
         args.name,
         node.node_id()
     );
+    let page = if scheme == "wss" { "https" } else { "http" };
+    eprintln!("packetflow: dashboard at {page}://{bound}/ui/");
     if let Some(summary) = auth_summary {
         eprintln!("packetflow: {summary}");
     }
@@ -387,12 +431,17 @@ async fn submit(args: SubmitArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let codec = if args.msgpack { Codec::MsgPack } else { Codec::Json };
+    submit_packet(&args.url, args.dial.options(codec), packet).await
+}
+
+/// Dials `url`, submits `packet` through it and prints its Result.
+pub async fn submit_packet(url: &str, options: ConnectOptions, packet: Packet) -> ExitCode {
     let node = Node::new(
         Reactor::new(ReactorConfig { name: "packetflow-cli".into(), ..Default::default() }),
         NodeConfig::default(),
     );
-    let codec = if args.msgpack { Codec::MsgPack } else { Codec::Json };
-    if let Err(e) = node.connect_with(&args.url, args.dial.options(codec)).await {
+    if let Err(e) = node.connect_with(url, options).await {
         eprintln!("error: {e}");
         node.stop().await;
         return ExitCode::from(2);

@@ -156,6 +156,34 @@ fn health_and_bench_against_a_hub() {
 }
 
 #[test]
+fn dashboard_prints_the_page_of_a_node_that_serves_it() {
+    let hub = Hub::start(&[]);
+    let out = Command::new(BIN)
+        .args(["dashboard", &hub.url])
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .expect("run packetflow dashboard");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = stdout(&out).trim().to_owned();
+    let authority = hub.url.trim_start_matches("ws://").trim_end_matches("/packetflow/v1");
+    assert_eq!(page, format!("http://{authority}/ui/"));
+    // The page is there, on the node's own port.
+    let mut stream = std::net::TcpStream::connect(authority).unwrap();
+    use std::io::{Read, Write};
+    write!(stream, "GET /ui/ HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200 OK") && answer.contains("<title>PacketFlow node</title>"),
+        "{answer}"
+    );
+    let bad = run(&["dashboard", "ftp://x"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("unsupported scheme ftp://"));
+}
+
+#[test]
 fn every_command_has_help() {
     for cmd in [
         vec!["--help"],
@@ -163,6 +191,7 @@ fn every_command_has_help() {
         vec!["submit", "--help"],
         vec!["health", "--help"],
         vec!["bench", "--help"],
+        vec!["dashboard", "--help"],
     ] {
         let out = run(&cmd);
         assert!(out.status.success());

@@ -14,9 +14,13 @@ pub enum ErrorCode {
     Unauthorized,
     /// PF403: credentials valid but not allowed for this `group:element`.
     Forbidden,
+    /// PF404: no actor with that id (and its type declares no initial state).
+    NotFound,
     /// PF408: `timeout_ms` elapsed before a result.
     Timeout,
-    /// PF409: a packet with the same id is already in flight.
+    /// PF409: a conflict: a packet with the same id is already in flight,
+    /// an actor with that id already exists, or a reentrant message tried to
+    /// change the state of an actor whose turn waits on it.
     DuplicateId,
     /// PF413: frame larger than the node's limit.
     TooLarge,
@@ -34,11 +38,12 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in table order.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::NoHandler,
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
+        ErrorCode::NotFound,
         ErrorCode::Timeout,
         ErrorCode::DuplicateId,
         ErrorCode::TooLarge,
@@ -56,6 +61,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => "PF400",
             ErrorCode::Unauthorized => "PF401",
             ErrorCode::Forbidden => "PF403",
+            ErrorCode::NotFound => "PF404",
             ErrorCode::Timeout => "PF408",
             ErrorCode::DuplicateId => "PF409",
             ErrorCode::TooLarge => "PF413",
@@ -75,8 +81,12 @@ impl ErrorCode {
             ErrorCode::BadRequest => "malformed frame or packet; the message names the field",
             ErrorCode::Unauthorized => "missing or wrong credentials",
             ErrorCode::Forbidden => "credentials valid but not allowed for this group:element",
+            ErrorCode::NotFound => "no actor with that id, and its type declares no initial state",
             ErrorCode::Timeout => "timeout_ms elapsed before a result",
-            ErrorCode::DuplicateId => "a packet with the same id is already in flight",
+            ErrorCode::DuplicateId => {
+                "conflict: a packet with that id is in flight, an actor with that id exists, or a reentrant \
+                 message tried to change its actor's state"
+            }
             ErrorCode::TooLarge => "frame larger than the node's limit",
             ErrorCode::DependencyFailed => "a dependency failed or timed out",
             ErrorCode::Overloaded => "overloaded: queue full, window exhausted or rate limit",

@@ -24,11 +24,13 @@
 
 #![warn(missing_docs)]
 
+pub mod actor;
 pub mod error;
 pub mod packet;
 pub mod result;
 pub mod wire;
 
+pub use actor::{ActorContext, ActorRef, ActorType, Actors, Reply};
 pub use error::{ErrorCode, PfError};
 pub use packet::{Element, Field, Group, Packet, PacketId, PacketParts, Priority};
 pub use result::PacketResult;

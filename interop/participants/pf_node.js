@@ -51,6 +51,7 @@ async function serve(url, name, codec) {
     answer: await ctx.call('df', `echo_${data.to}`, data.data),
   }));
   registerRuleHandlers(r, name);
+  registerCounter(r);
   await r.connect(url, { msgpack: codec === 'msgpack' });
   process.stdout.write('ready\n');
   // Serve until the suite closes stdin (or kills the process).
@@ -77,6 +78,18 @@ function registerRuleHandlers(r, name) {
   });
 }
 
+// The actor type every participant hosts (counter_<language>): a virtual
+// counter, so any id works without a create.
+function registerCounter(r) {
+  r.actors.registerBehavior('counter_node', {
+    increment: (data, context) => {
+      context.state.value += data.by === undefined ? 1 : data.by;
+      return { value: context.state.value };
+    },
+    get_value: (data, context) => ({ value: context.state.value }),
+  }, { initialState: { value: 0 } });
+}
+
 // Dials `url` and prints how that ended, as {code, message}.
 async function dial(url) {
   const r = new Reactor({ name: 'interop-node-dialer' });
@@ -97,7 +110,7 @@ async function submit(url, codec) {
   for await (const line of lines) {
     if (!line.trim()) continue;
     const req = parseLine(line);
-    work.push(r.submit({ group: req.group, element: req.element, data: req.data, timeoutMs: req.timeout_ms })
+    work.push(r.submit({ group: req.group, element: req.element, data: req.data, timeoutMs: req.timeout_ms, metadata: req.metadata })
       .then((res) => {
         const result = res.status === 'success'
           ? { status: 'success', data: res.data }

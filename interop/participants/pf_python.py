@@ -45,6 +45,7 @@ async def serve(url: str, name: str, codec: str) -> None:
             return ms
 
         register_rule_handlers(r, name)
+        register_counter(r)
         if url is None:
             bound = await r.listen("127.0.0.1:0")
             print(f"ready ws://{bound}/packetflow/v1", flush=True)
@@ -84,6 +85,21 @@ def register_rule_handlers(r: packetflow.Reactor, name: str) -> None:
         return "replaced"
 
 
+def register_counter(r: packetflow.Reactor) -> None:
+    """Actor type counter_python: virtual counters starting at 0."""
+
+    @r.actor("counter_python")
+    class Counter:
+        initial_state = {"value": 0}
+
+        def increment(self, message, ctx):
+            self.state["value"] += message.get("by", 1)
+            return {"value": self.state["value"]}
+
+        def get_value(self, message, ctx):
+            return {"value": self.state["value"]}
+
+
 async def dial(url: str) -> None:
     """Dials `url` and prints how that ended, as {"code", "message"}."""
     async with packetflow.Reactor(name="interop-python-dialer") as r:
@@ -103,7 +119,9 @@ async def submit(url: str, codec: str) -> None:
         pending = []
 
         async def one(req):
-            result = await r.submit(req["group"], req["element"], req.get("data"), timeout_ms=req.get("timeout_ms"))
+            result = await r.submit(
+                req["group"], req["element"], req.get("data"), timeout_ms=req.get("timeout_ms"), metadata=req.get("metadata")
+            )
             out = {"status": result.status, "data": result.data} if result.ok else {
                 "status": "error", "error": {"code": result.error.code, "message": result.error.message}}
             sys.stdout.write(json.dumps({"id": req["id"], "result": out}) + "\n")

@@ -134,6 +134,7 @@ async function submit(url) {
     const req = JSON.parse(line);
     const packet = { group: req.group, element: req.element, data: req.data };
     if (req.timeout_ms) packet.timeout_ms = req.timeout_ms;
+    if (req.metadata) packet.metadata = req.metadata;
     work.push(r.submit(packet).then(
       (result) => process.stdout.write(JSON.stringify({ id: req.id, result }) + '\n'),
       (e) => process.stdout.write(JSON.stringify({ id: req.id, result: { status: 'error', error: { code: 'LOST', message: e.message } } }) + '\n')));

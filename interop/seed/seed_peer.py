@@ -137,6 +137,8 @@ async def submit(url):
         packet = {"group": req["group"], "element": req["element"], "data": req.get("data")}
         if req.get("timeout_ms"):
             packet["timeout_ms"] = req["timeout_ms"]
+        if req.get("metadata"):
+            packet["metadata"] = req["metadata"]
         try:
             result = await r.submit(packet)
         except ConnectionError as e:

@@ -1,22 +1,24 @@
 defmodule PacketFlow.Context do
   @moduledoc """
   What a handler knows about the packet it serves, passed as its second
-  argument.
+  argument (and to an actor's `handle_message/4`).
 
-  `:packet_id` and `:metadata` are plain fields; `remaining_ms/1`,
-  `trace_id/1` and `call/4` ask the runtime. A context is only meaningful
-  while its handler runs.
+  `:packet_id` and `:metadata` are plain fields, and `:actor` is the
+  address of the actor whose turn this is (`nil` in a handler);
+  `remaining_ms/1`, `trace_id/1`, `call/4`, `send/4` and `tell/4` ask the
+  runtime. A context is only meaningful while its handler runs.
   """
 
-  alias PacketFlow.Native
+  alias PacketFlow.{ActorRef, Native}
 
   @enforce_keys [:packet_id, :token]
-  defstruct [:packet_id, :metadata, :token]
+  defstruct [:packet_id, :metadata, :token, :actor]
 
   @type t :: %__MODULE__{
           packet_id: String.t(),
           metadata: %{optional(String.t()) => PacketFlow.value()} | nil,
-          token: reference()
+          token: reference(),
+          actor: ActorRef.t() | nil
         }
 
   # A child call is answered by its deadline, which is at most the
@@ -52,7 +54,53 @@ defmodule PacketFlow.Context do
     group = PacketFlow.name!(group, "group")
     element = PacketFlow.name!(element, "element")
 
-    case Native.context_call(token, group, element, data, tag) do
+    child(
+      ctx,
+      Native.context_call(token, group, element, data, tag),
+      tag,
+      {:call, [group, element]}
+    )
+  end
+
+  @doc """
+  Sends `message` to `actor` on behalf of this packet and waits for the
+  turn's reply, as `call/4` does for a handler (same deadline and trace).
+
+  From an actor's turn, the message carries the turn's reentrancy chain: a
+  message that comes back to the waiting actor through it runs at once
+  instead of waiting behind the turn (see `PacketFlow.Actor`).
+
+  Raises `ArgumentError` if `message` is not JSON-shaped.
+  """
+  @spec send(t(), ActorRef.t(), PacketFlow.Actors.message()) ::
+          {:ok, PacketFlow.value()} | {:error, PacketFlow.Error.t()}
+  def send(%__MODULE__{token: token} = ctx, %ActorRef{} = actor, message) do
+    tag = System.unique_integer([:positive])
+    {type, id} = ActorRef.parts!(actor)
+    child(ctx, Native.context_send(token, type, id, message, tag), tag, {:send, [actor]})
+  end
+
+  @doc """
+  Sends `message` to `actor` on behalf of this packet without waiting for
+  its turn (see `PacketFlow.Actors.tell/4`): `:ok` once it holds its place
+  in the actor's mailbox. A tell after the handler answered is PF503.
+
+  Raises `ArgumentError` if `message` is not JSON-shaped.
+  """
+  @spec tell(t(), ActorRef.t(), PacketFlow.Actors.message()) ::
+          :ok | {:error, PacketFlow.Error.t()}
+  def tell(%__MODULE__{token: token}, %ActorRef{} = actor, message) do
+    {type, id} = ActorRef.parts!(actor)
+
+    case Native.context_tell(token, type, id, message) do
+      {:badarg, message} -> raise ArgumentError, message
+      told -> told
+    end
+  end
+
+  # Waits for a child call or message started by a NIF.
+  defp child(ctx, started, tag, {fun, args}) do
+    case started do
       {:ok, answer} ->
         answer
 
@@ -62,7 +110,7 @@ defmodule PacketFlow.Context do
         receive do
           {:pf_child, ^tag, answer} -> answer
         after
-          wait -> exit({:timeout, {__MODULE__, :call, [group, element]}})
+          wait -> exit({:timeout, {__MODULE__, fun, args}})
         end
 
       {:badarg, message} ->

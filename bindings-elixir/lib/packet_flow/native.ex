@@ -26,8 +26,8 @@ defmodule PacketFlow.Native do
 
   defp not_loaded, do: :erlang.nif_error(:nif_not_loaded)
 
-  def reactor_check_config(_name, _max_inflight, _max_queue), do: not_loaded()
-  def reactor_new(_name, _max_inflight, _max_queue, _pool), do: not_loaded()
+  def reactor_check_config(_settings), do: not_loaded()
+  def reactor_new(_settings, _actor_store, _pool), do: not_loaded()
   def reactor_register(_reactor, _group, _element, _handler_id), do: not_loaded()
   def reactor_unregister(_reactor, _group, _element), do: not_loaded()
   def reactor_submit(_reactor_pid, _fields, _tag), do: not_loaded()
@@ -49,6 +49,13 @@ defmodule PacketFlow.Native do
   def context_remaining_ms(_token), do: not_loaded()
   def context_trace_id(_token), do: not_loaded()
   def context_call(_token, _group, _element, _data, _tag), do: not_loaded()
+  def context_send(_token, _type, _id, _message, _tag), do: not_loaded()
+  def context_tell(_token, _type, _id, _message), do: not_loaded()
+  def actor_register(_reactor, _type, _handler_id, _initial, _message_types), do: not_loaded()
+  def actor_submit(_reactor_pid, _op, _type, _id, _fields, _tag), do: not_loaded()
+  def actor_tell(_reactor_pid, _type, _id, _fields), do: not_loaded()
+  def actor_query(_reactor_pid, _what, _type, _tag), do: not_loaded()
+  def reply_turn(_token, _reply, _state, _stop, _idle), do: not_loaded()
   def live_reactors, do: not_loaded()
   def live_invocations, do: not_loaded()
 

@@ -130,8 +130,22 @@ defmodule PacketFlow.Reactor do
     `t:listen_option/0`), as with `listen/3` before `start_link/1` returns.
   * `:connect` - peers to dial before `start_link/1` returns: a URL, or a
     list of URLs and `{url, connect_options}` pairs (see `connect/3`).
+  * `:actor_store` - a file for the state of this reactor's actors (see
+    `PacketFlow.Actors`), made if missing: a [redb](https://www.redb.org)
+    database written before each turn's reply leaves, so an acknowledged
+    message survives a crash of the VM. One reactor holds a file at a time
+    (another, in this VM or another process, is refused with PF400); the
+    file is closed when the reactor stops, so a supervisor may restart it
+    at once. Default: in memory, for as long as the reactor runs.
+  * `:actor_passivate_after_ms` - how long an actor stays in memory
+    without a message before it leaves for its store, to come back on its
+    next message (the core's default: 10 minutes).
+  * `:actor_remembered_turns` - how many of its recent turns each actor
+    remembers, so that a message repeated with the same id is answered
+    without running again (the core's default: 32).
 
-  When listening or dialling fails, the reactor does not start:
+  When listening or dialling fails, or the actor store cannot be opened,
+  the reactor does not start:
   `start_link/1` returns `{:error, %PacketFlow.Error{}}` (and, as with any
   `init/1` that stops, the linked caller receives the exit).
   """
@@ -142,6 +156,9 @@ defmodule PacketFlow.Reactor do
           | {:max_queue, non_neg_integer()}
           | {:listen, String.t() | {String.t(), [listen_option()]}}
           | {:connect, String.t() | [String.t() | {String.t(), [connect_option()]}]}
+          | {:actor_store, Path.t()}
+          | {:actor_passivate_after_ms, pos_integer()}
+          | {:actor_remembered_turns, non_neg_integer()}
 
   @typedoc """
   Options of `listen/3`:
@@ -176,6 +193,8 @@ defmodule PacketFlow.Reactor do
   * `:submit`, `:serve` - the `group:element` patterns a peer with this
     token may submit and serve: `"*"`, `"df:*"`, `"df:transform"`,
     `"df:user.*"`. Missing means none.
+  * `:dashboard` - `true` lets the token open the node's dashboard
+    (`/ui/`); default `false`.
   """
   @type token_spec ::
           %{
@@ -183,7 +202,8 @@ defmodule PacketFlow.Reactor do
             optional(:token) => String.t(),
             optional(:token_sha256) => String.t(),
             optional(:submit) => [String.t()],
-            optional(:serve) => [String.t()]
+            optional(:serve) => [String.t()],
+            optional(:dashboard) => boolean()
           }
           | [
               {:name, String.t()}
@@ -191,6 +211,7 @@ defmodule PacketFlow.Reactor do
               | {:token_sha256, String.t()}
               | {:submit, [String.t()]}
               | {:serve, [String.t()]}
+              | {:dashboard, boolean()}
             ]
 
   @typedoc """
@@ -208,7 +229,13 @@ defmodule PacketFlow.Reactor do
   @typedoc "Where `listen/3` accepts peers: the address bound and the URL to dial (`wss://` with TLS)."
   @type listening :: %{host: String.t(), port: :inet.port_number(), url: String.t()}
 
-  @typedoc "Counters from `stats/1`."
+  @typedoc """
+  Counters from `stats/1`. `:actors` has one entry per actor type
+  registered here: actors in memory (`:active`) and in the store only
+  (`:passivated`), how many times an actor came into memory and left it,
+  and told messages whose turn failed. An actor type's message latency is
+  that of its `rm:actor.<type>` entry in `:handlers`.
+  """
   @type stats :: %{
           name: String.t(),
           in_flight: non_neg_integer(),
@@ -224,10 +251,30 @@ defmodule PacketFlow.Reactor do
               p50_us: non_neg_integer(),
               p99_us: non_neg_integer()
             }
+          ],
+          actors: [
+            %{
+              actor_type: String.t(),
+              active: non_neg_integer(),
+              passivated: non_neg_integer(),
+              activations: non_neg_integer(),
+              passivations: non_neg_integer(),
+              tells_failed: non_neg_integer()
+            }
           ]
         }
 
-  @options [:name, :reactor_name, :max_inflight, :max_queue, :listen, :connect]
+  @options [
+    :name,
+    :reactor_name,
+    :max_inflight,
+    :max_queue,
+    :listen,
+    :connect,
+    :actor_store,
+    :actor_passivate_after_ms,
+    :actor_remembered_turns
+  ]
   # Extra wait past a packet's own deadline before a submit stops waiting
   # for its result: the core answers every packet by its deadline.
   @grace_ms 5_000
@@ -278,15 +325,18 @@ defmodule PacketFlow.Reactor do
       end
 
     config = %{
-      name: name,
-      max_inflight: count!(opts, :max_inflight),
-      max_queue: count!(opts, :max_queue),
+      # As the NIF takes them: {name, max_inflight, max_queue,
+      # actor_passivate_after_ms, actor_remembered_turns}.
+      settings:
+        {name, count!(opts, :max_inflight), count!(opts, :max_queue),
+         count!(opts, :actor_passivate_after_ms), count!(opts, :actor_remembered_turns)},
+      actor_store: path!(opts[:actor_store], :actor_store, "the reactor"),
       listen: listen_option!(Keyword.get(opts, :listen)),
       connect: connect_option!(Keyword.get(opts, :connect, []))
     }
 
     # The core judges the values (and fills in its defaults for nil).
-    case Native.reactor_check_config(config.name, config.max_inflight, config.max_queue) do
+    case Native.reactor_check_config(config.settings) do
       :ok -> config
       {:error, error} -> raise error
     end
@@ -496,11 +546,7 @@ defmodule PacketFlow.Reactor do
 
     case Native.reactor_submit(GenServer.whereis(reactor), packet, tag) do
       {:pending, timeout_ms} ->
-        receive do
-          {:pf_result, ^tag, result} -> {:ok, result}
-        after
-          timeout_ms + @grace_ms -> exit({:timeout, {__MODULE__, :submit, [reactor, packet]}})
-        end
+        {:ok, await_native(tag, timeout_ms, {__MODULE__, :submit, [reactor, packet]})}
 
       {:done, result} ->
         {:ok, result}
@@ -510,6 +556,19 @@ defmodule PacketFlow.Reactor do
 
       :noproc ->
         exit({:noproc, {__MODULE__, :submit, [reactor, packet]}})
+    end
+  end
+
+  @doc false
+  # Waits for the answer `{:pf_result, tag, answer}` of a native call made
+  # by this process, which the core sends by `timeout_ms`; exits like a
+  # timed-out GenServer.call (naming `call`) if it never comes.
+  @spec await_native(reference(), non_neg_integer(), {module(), atom(), list()}) :: term()
+  def await_native(tag, timeout_ms, call) do
+    receive do
+      {:pf_result, ^tag, answer} -> answer
+    after
+      timeout_ms + @grace_ms -> exit({:timeout, call})
     end
   end
 
@@ -597,7 +656,7 @@ defmodule PacketFlow.Reactor do
     {:ok, dispatcher} = Dispatcher.start_link()
     pool = Dispatcher.pool(dispatcher)
 
-    case Native.reactor_new(config.name, config.max_inflight, config.max_queue, pool) do
+    case Native.reactor_new(config.settings, config.actor_store, pool) do
       {:ok, native} ->
         start(native, dispatcher, config)
 
@@ -672,6 +731,15 @@ defmodule PacketFlow.Reactor do
     # The dispatcher learns the function before the core can route to it.
     :ok = Dispatcher.put(state.dispatcher, id, fun)
     {:reply, Native.reactor_register(state.native, group, element, id), state}
+  end
+
+  def handle_call({:register_actor, type, code, initial, message_types}, _from, state) do
+    # As a handler: the dispatcher keeps the module under a registration
+    # id of its own, and its workers run the turns.
+    id = state.next_handler_id
+    state = %{state | next_handler_id: id + 1}
+    :ok = Dispatcher.put(state.dispatcher, id, code)
+    {:reply, Native.actor_register(state.native, type, id, initial, message_types), state}
   end
 
   def handle_call({:unregister, {group, element}}, _from, state) do

@@ -12,6 +12,11 @@ import {
   ListenOptions,
   ConnectOptions,
   TokenSpec,
+  ActorRef,
+  ActorContext,
+  Actors,
+  Behavior,
+  ActorTypeStats,
 } from 'packetflow';
 
 interface Order {
@@ -112,6 +117,53 @@ async function main(): Promise<void> {
   await peer.connect(bound.url, { msgpack: 'yes' });
   // @ts-expect-error: unknown connect option
   await peer.connect(bound.url, { codec: 'msgpack' });
+
+  // Actors: the seed's counter, typed.
+  const actors: Actors = r.actors;
+  actors.registerBehavior('counter', {
+    increment: (data, context) => { context.state.value++; return { value: context.state.value }; },
+    get_value: (data, context) => ({ value: context.state.value }),
+  });
+  const counter: ActorRef = await actors.create('counter', { value: 0 });
+  await actors.send(counter, { type: 'increment' });
+  const value = await actors.send<{ value: number }>(counter, { type: 'get_value' }, { id: 'm-1', timeoutMs: 500 });
+  const n: number = value.value;
+  void n;
+  interface Account { balance: number }
+  const account: Behavior<Account> = {
+    deposit: async (data: { amount: number }, context: ActorContext<Account>) => {
+      context.state.balance += data.amount;
+      if (context.state.balance > 100) context.stop();
+      const peer: ActorRef = context.actor;
+      context.tell(peer, { type: 'noted' });
+      return context.send<number>(counter, { type: 'get_value' });
+    },
+  };
+  actors.registerBehavior<Account>('account', account, { initialState: { balance: 0 } });
+  actors.tell({ type: 'account', id: 'a1' }, { type: 'deposit', amount: 5 }, { priority: 9 });
+  const ids: string[] = await actors.list('account');
+  const count: number = await actors.count('account');
+  const none: void = await actors.stop({ type: 'account', id: 'a1' });
+  void [ids, count, none];
+  const actorStats: ActorTypeStats[] = r.stats().actors;
+  const active: number = actorStats[0].active + actorStats[0].passivated;
+  void active;
+  const durable = new Reactor({ actorStore: 'state.redb', actorPassivateAfterMs: 60000, actorRememberedTurns: 64 });
+  void durable;
+  // @ts-expect-error: a message is an object with a type
+  await actors.send(counter, 'increment');
+  // @ts-expect-error: a message needs its type
+  await actors.send(counter, { by: 2 });
+  // @ts-expect-error: a ref is {type, id}
+  await actors.send('counter/c1', { type: 'increment' });
+  // @ts-expect-error: a behaviour's methods are functions
+  actors.registerBehavior('bad', { increment: 1 });
+  // @ts-expect-error: the initial state has the behaviour's state type
+  actors.registerBehavior<Account>('bad', account, { initialState: { balance: 'zero' } });
+  // @ts-expect-error: actor refs are read-only
+  counter.id = 'other';
+  // @ts-expect-error: contexts are made by the reactor
+  new ActorContext();
 
   // @ts-expect-error: the element is required
   await r.submit({ group: 'df' });

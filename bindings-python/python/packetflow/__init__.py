@@ -20,6 +20,18 @@ tuple, str, int, float, bool, None).
 
     asyncio.run(main())
 
+Actors are stateful addresses served one message at a time; their state
+is a JSON value, kept only when a turn succeeds:
+
+    @r.actor("counter")
+    class Counter:
+        def increment(self, message, ctx):
+            self.state["value"] += 1
+            return {"value": self.state["value"]}
+
+    counter = await r.actors.create("counter", {"value": 0})
+    await r.actors.send(counter, {"type": "increment"})   # {'value': 1}
+
 The runtime is PacketFlow's Rust core: scheduling, deadlines, dependencies
 and error codes are decided there; this package converts values, maps
 errors to exceptions and bridges asyncio to the core without ever blocking
@@ -42,26 +54,32 @@ from ._errors import (
     PacketTimeoutError,
     PacketTooLargeError,
     PermissionDeniedError,
+    ActorNotFoundError,
     RoutingLoopError,
     UnavailableError,
     error_class,
 )
-from ._native import Context, Reactor, Result, __version__
+from ._native import ActorContext, ActorRef, Actors, Context, Reactor, Result, __version__
 from ._native import _shutdown as _native_shutdown
-from ._types import HandlerStats, ReactorStats, TokenSpec
+from ._types import ActorTypeStats, HandlerStats, ReactorStats, TokenSpec
 
 __all__ = [
     "Reactor",
     "Context",
     "Result",
+    "Actors",
+    "ActorRef",
+    "ActorContext",
     "ReactorStats",
     "HandlerStats",
+    "ActorTypeStats",
     "TokenSpec",
     "PacketFlowError",
     "NoHandlerError",
     "InvalidPacketError",
     "AuthenticationError",
     "PermissionDeniedError",
+    "ActorNotFoundError",
     "PacketTimeoutError",
     "DuplicatePacketError",
     "PacketTooLargeError",

@@ -12,6 +12,7 @@ __all__ = [
     "InvalidPacketError",
     "AuthenticationError",
     "PermissionDeniedError",
+    "ActorNotFoundError",
     "PacketTimeoutError",
     "DuplicatePacketError",
     "PacketTooLargeError",
@@ -62,12 +63,18 @@ class PermissionDeniedError(PacketFlowError, PermissionError):
     """PF403: credentials valid, but not allowed for this ``group:element``."""
 
 
+class ActorNotFoundError(PacketFlowError, LookupError):
+    """PF404: no actor with that id, and its type declares no initial state."""
+
+
 class PacketTimeoutError(PacketFlowError, TimeoutError):
     """PF408: the packet's ``timeout_ms`` elapsed before a result."""
 
 
 class DuplicatePacketError(PacketFlowError):
-    """PF409: a packet with the same id is already in flight."""
+    """PF409: a conflict: a packet with the same id is already in flight, an actor
+    with that id already exists, or a reentrant message tried to change its
+    actor's state."""
 
 
 class PacketTooLargeError(PacketFlowError, ValueError):
@@ -102,6 +109,7 @@ _BY_CODE: Dict[str, Type[PacketFlowError]] = {
     "PF400": InvalidPacketError,
     "PF401": AuthenticationError,
     "PF403": PermissionDeniedError,
+    "PF404": ActorNotFoundError,
     "PF408": PacketTimeoutError,
     "PF409": DuplicatePacketError,
     "PF413": PacketTooLargeError,

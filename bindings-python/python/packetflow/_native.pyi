@@ -12,6 +12,7 @@ from typing import (
     Dict,
     List,
     Literal,
+    Mapping,
     Optional,
     Sequence,
     Tuple,
@@ -21,6 +22,8 @@ from typing import (
     final,
 )
 
+from typing_extensions import disjoint_base
+
 from ._errors import PacketFlowError
 from ._types import ReactorStats, TokenSpec
 
@@ -28,6 +31,8 @@ __version__: str
 
 _Handler = Callable[[Any, "Context"], Any]
 _H = TypeVar("_H", bound=Callable[..., Any])
+_C = TypeVar("_C", bound=type)
+_Method = Callable[[Any, "ActorContext"], Any]
 _Path = Union[str, os.PathLike[str]]
 
 @final
@@ -61,11 +66,33 @@ class Result:
         """Returns ``data`` on success; raises ``error`` otherwise."""
 
 @final
+class ActorRef:
+    """The address of an actor: its type and its id.
+
+    ``ActorRef("counter", "c1")`` names actor ``c1`` of type ``counter``;
+    the core checks both parts (:class:`InvalidPacketError`, PF400, naming
+    the part that breaks its rule). :meth:`Actors.create` returns one. Two
+    refs with the same type and id are equal and hash alike.
+    """
+
+    def __new__(cls, actor_type: str, id: str) -> "ActorRef": ...
+    @property
+    def type(self) -> str:
+        """The actor's type (``"counter"``)."""
+    @property
+    def id(self) -> str:
+        """The actor's id within its type."""
+    def __eq__(self, other: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@disjoint_base
 class Context:
     """What a handler knows about the packet it serves.
 
     Handlers get it as their second argument. A child packet submitted with
-    :meth:`call` inherits what is left of the deadline and the trace id.
+    :meth:`call` (or a message sent with :meth:`send`) inherits what is
+    left of the deadline and the trace id. An actor's turn gets an
+    :class:`ActorContext`, a subclass.
     """
 
     @property
@@ -90,6 +117,180 @@ class Context:
     def call_sync(self, group: str, element: str, data: Any = None) -> Any:
         """Like :meth:`call`, blocking this thread (GIL released) until the
         child answers; for ``def`` handlers."""
+    def send(self, actor: ActorRef, message: Any) -> Awaitable[Any]:
+        """Sends ``message`` to ``actor`` on behalf of this packet; an
+        awaitable of the turn's answer, with :meth:`call`'s deadline, trace
+        and reentrancy rules. Raises :class:`PacketFlowError` if the turn
+        fails. For ``async def`` functions; ``def`` ones use
+        :meth:`send_sync`."""
+    def send_sync(self, actor: ActorRef, message: Any) -> Any:
+        """Like :meth:`send`, blocking this thread (GIL released) until the
+        turn answers; for ``def`` functions."""
+    def tell(self, actor: ActorRef, message: Any) -> None:
+        """Sends ``message`` to ``actor`` without waiting for its turn: the
+        message has its place in the actor's mailbox when this returns.
+        Raises at once for a message the core refuses."""
+
+@final
+class ActorContext(Context):
+    """What an actor's turn knows: the :class:`Context` of its message, the
+    actor it runs for, and the actor's state.
+
+    ``state`` is the actor's state for this turn: read it, change it in
+    place, or replace it. It becomes the actor's state only if the method
+    returns normally; an exception (or the deadline passing) leaves the
+    actor's state as it was.
+    """
+
+    @property
+    def actor(self) -> ActorRef:
+        """The actor this turn runs for."""
+    @property
+    def state(self) -> Any:
+        """The actor's state during this turn."""
+    @state.setter
+    def state(self, value: Any) -> None: ...
+    def stop(self) -> None:
+        """Stops the actor once this turn returns: its reply is sent, then
+        the actor and its state are deleted. No effect if the turn fails."""
+
+@final
+class Actors:
+    """The actors of a reactor (:attr:`Reactor.actors`): register actor
+    types, create, message, stop and list actors.
+
+    An actor is a (type, id) with a JSON state; it handles one message at a
+    time, and a turn that raises leaves its state as it was. Each awaitable
+    method has a ``_sync`` twin that blocks the calling thread (with the GIL
+    released), for code without a running event loop.
+    """
+
+    def register_behavior(
+        self,
+        name: str,
+        behavior: Union[type, Mapping[str, _Method]],
+        *,
+        initial_state: Any = None,
+    ) -> None:
+        """Registers (or replaces) actor type ``name`` on this reactor.
+
+        ``behavior`` is a class whose public methods ``(self, message,
+        ctx)`` handle the message types of the same names (``self.state``
+        is the actor's state; an instance is made for each turn, without
+        calling ``__init__``), or a mapping of message types to functions
+        ``(message, ctx)`` (``ctx.state`` is the state). ``message`` is the
+        whole message dict; the return value is the answer. Methods may be
+        ``def`` (run on a handler thread) or ``async def`` (run on the event
+        loop running now; registered outside a loop, on the reactor's home
+        loop: the first loop that used it, while that loop runs).
+        ``initial_state`` (or the class attribute of that name), when not
+        ``None``, makes the actors virtual: a message for an id that does
+        not exist creates it with a copy of that state. Raises
+        :class:`InvalidPacketError` for a bad type name and ``TypeError``
+        for a behaviour of the wrong shape.
+        """
+    def create(
+        self,
+        actor_type: str,
+        state: Any = None,
+        *,
+        id: Optional[str] = None,
+        packet_id: Optional[str] = None,
+        priority: Optional[int] = None,
+        timeout_ms: Optional[int] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+    ) -> Awaitable[ActorRef]:
+        """Creates an actor of ``actor_type`` with ``state`` (any JSON
+        value); an awaitable of its :class:`ActorRef`. ``id`` names it (a
+        fresh UUID when left out); :class:`DuplicatePacketError` (PF409) if
+        it exists."""
+    def create_sync(
+        self,
+        actor_type: str,
+        state: Any = None,
+        *,
+        id: Optional[str] = None,
+        packet_id: Optional[str] = None,
+        priority: Optional[int] = None,
+        timeout_ms: Optional[int] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+    ) -> ActorRef:
+        """Like :meth:`create`, blocking the calling thread (GIL released)."""
+    def send(
+        self,
+        actor: ActorRef,
+        message: Any,
+        *,
+        packet_id: Optional[str] = None,
+        priority: Optional[int] = None,
+        timeout_ms: Optional[int] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+    ) -> Awaitable[Any]:
+        """Sends ``message`` (a dict whose ``"type"`` names the method) to
+        ``actor``; an awaitable of the turn's answer.
+
+        A failed turn raises :class:`PacketFlowError` (the subclass of its
+        code): :class:`ActorNotFoundError` (PF404) for an actor that does
+        not exist and is not virtual, :class:`HandlerError` (PF500) for a
+        method that raised, :class:`PacketTimeoutError` (PF408) past the
+        deadline. Re-sending with the same ``packet_id`` is answered from
+        memory without running again (within the last
+        ``actor_remembered_turns`` turns), so a caller may retry.
+        """
+    def send_sync(
+        self,
+        actor: ActorRef,
+        message: Any,
+        *,
+        packet_id: Optional[str] = None,
+        priority: Optional[int] = None,
+        timeout_ms: Optional[int] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+    ) -> Any:
+        """Like :meth:`send`, blocking the calling thread (GIL released)."""
+    def tell(
+        self,
+        actor: ActorRef,
+        message: Any,
+        *,
+        packet_id: Optional[str] = None,
+        priority: Optional[int] = None,
+        timeout_ms: Optional[int] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        """Sends ``message`` to ``actor`` without waiting for its turn. The
+        message has its place in the actor's mailbox when this returns, so
+        tells from one sender keep their order; a failed turn is counted in
+        the type's ``tells_failed``. Raises at once for a message the core
+        refuses."""
+    def stop(self, actor: ActorRef) -> Awaitable[None]:
+        """Stops ``actor`` after the messages queued before this, and
+        deletes its state. :class:`ActorNotFoundError` (PF404) if it does
+        not exist."""
+    def stop_sync(self, actor: ActorRef) -> None:
+        """Like :meth:`stop`, blocking the calling thread (GIL released)."""
+    def list(self, actor_type: str) -> Awaitable[List[str]]:
+        """The ids of the actors of ``actor_type`` this reactor hosts, in
+        memory or in its store, sorted. :class:`ActorNotFoundError` (PF404)
+        if the type is not registered here."""
+    def list_sync(self, actor_type: str) -> List[str]:
+        """Like :meth:`list`, blocking the calling thread (GIL released)."""
+    def count(self, actor_type: str) -> Awaitable[int]:
+        """How many actors of ``actor_type`` this reactor hosts."""
+    def count_sync(self, actor_type: str) -> int:
+        """Like :meth:`count`, blocking the calling thread (GIL released)."""
+    def passivate_idle(self) -> Awaitable[int]:
+        """Passivates now every actor idle for longer than the reactor's
+        ``actor_passivate_after_ms`` (a sweep also runs on its own every
+        quarter of that time); an awaitable of how many left memory."""
+
+@final
+class ActorDecorator:
+    """What :meth:`Reactor.actor` returns: applied to a class, it registers
+    that class as an actor type's behaviour and returns it unchanged."""
+
+    def __call__(self, behavior: _C) -> _C:
+        """Registers ``behavior`` and returns it."""
 
 @final
 class HandlerDecorator:
@@ -119,6 +320,9 @@ class Reactor:
         finished_memory: Optional[int] = None,
         handler_threads: int = 8,
         busy_poll_us: Optional[int] = None,
+        actor_store: Optional[_Path] = None,
+        actor_passivate_after_ms: Optional[int] = None,
+        actor_remembered_turns: Optional[int] = None,
     ) -> "Reactor":
         """Creates a reactor.
 
@@ -130,10 +334,18 @@ class Reactor:
         network, instead of sleeping, after frames arrive (while at most 8
         packets are in flight; docs/latency.md): lower latency where waking
         a thread is slow, as on virtual machines, for up to a core spinning
-        while traffic is sparse (0: off). Options left out take the core's
-        defaults (``ReactorConfig``, ``NodeConfig``; busy polling is off);
-        the core checks the values: :class:`InvalidPacketError` (PF400)
-        names a bad one.
+        while traffic is sparse (0: off). ``actor_store``: a file (a redb
+        database, created if absent) keeping the actors' state, each turn
+        written before its answer leaves so that it survives ``kill -9``
+        (default: memory); one process holds a store file at a time.
+        ``actor_passivate_after_ms``: how long an actor stays in memory
+        without a message (default 10 minutes); ``actor_remembered_turns``:
+        how many answered packet ids each actor remembers, the window in
+        which a repeated packet is answered from memory (default 32).
+        Options left out take the core's defaults (``ReactorConfig``,
+        ``NodeConfig``; busy polling is off); the core checks the values:
+        :class:`InvalidPacketError` (PF400) names a bad one (or a store
+        file that cannot be opened).
         """
     @property
     def name(self) -> str:
@@ -156,6 +368,13 @@ class Reactor:
         """
     def handler(self, group: str, element: str) -> HandlerDecorator:
         """Decorator form of :meth:`register`; returns the function unchanged."""
+    @property
+    def actors(self) -> Actors:
+        """The actors of this reactor (see :class:`Actors`)."""
+    def actor(self, name: str) -> ActorDecorator:
+        """Class decorator: registers the class as the behaviour of actor
+        type ``name`` (see :meth:`Actors.register_behavior`) and returns it
+        unchanged."""
     def unregister(self, group: str, element: str) -> bool:
         """Removes the handler of ``group:element``; ``False`` if there was none."""
     def submit(

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
+from collections.abc import Mapping
 from contextvars import Context
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, List, Optional, Tuple
 
 
 async def run_handler(fn: Callable[[Any, Any], Awaitable[Any]], data: Any, ctx: Any, reply: Any) -> None:
-    """The task of one ``async def`` handler call: calls ``fn(data, ctx)``,
-    awaits it and hands its value or exception to ``reply`` (a native
-    object). The task is the handler's own, made in a fresh context."""
+    """The task of one ``async def`` call (a handler call, an actor's turn):
+    calls ``fn(data, ctx)``, awaits it and hands its value or exception to
+    ``reply`` (a native object). The task is the call's own, made in a
+    fresh context."""
     try:
         value = await fn(data, ctx)
     except Exception as exc:  # noqa: BLE001 - becomes the packet's error
@@ -25,7 +28,9 @@ async def run_handler(fn: Callable[[Any, Any], Awaitable[Any]], data: Any, ctx: 
 
 
 def handler_thread(pool: Any) -> None:
-    """The loop of a thread running ``def`` handlers: take a call, make it,
+    """The loop of a thread running ``def`` handlers and actor methods (and
+    polling the mailbox loops of actors whose methods are all ``def``: a
+    job that is no call is done inside ``next``): take a call, make it,
     report how it went. The call is made from here, in Python, so that no
     native frame is on the stack while user code runs; each call runs in a
     fresh context, as an ``async def`` handler's task does."""
@@ -51,3 +56,47 @@ def handler_thread(pool: Any) -> None:
 def start_handler_thread(pool: Any) -> None:
     """Starts one more handler thread (a daemon: it never holds up exit)."""
     threading.Thread(target=handler_thread, args=(pool,), name="packetflow-handler", daemon=True).start()
+
+
+def actor_methods(behavior: Any, name: str) -> Tuple[Optional[type], List[Tuple[str, Callable[..., Any]]], Any]:
+    """Reads an actor behaviour: ``(class or None, [(method name,
+    function)], declared initial state or None)``.
+
+    A class contributes its public functions (static and class methods
+    included; names starting with ``_`` and ``initial_state`` are left out)
+    and its ``initial_state`` attribute; a mapping, its items. Raises
+    ``TypeError`` naming what is wrong."""
+    if isinstance(behavior, type):
+        try:
+            # Each turn gets an instance made like this, holding the state.
+            setattr(object.__new__(behavior), "state", None)
+        except (AttributeError, TypeError) as exc:
+            raise TypeError(
+                f"actor type {name}: an instance of {behavior.__qualname__} must accept a "
+                f"`state` attribute ({exc})"
+            ) from None
+        methods = []
+        for attr in dir(behavior):
+            if attr.startswith("_") or attr == "initial_state":
+                continue
+            raw = inspect.getattr_static(behavior, attr)
+            if inspect.isfunction(raw) or isinstance(raw, (staticmethod, classmethod)):
+                methods.append((attr, getattr(behavior, attr)))
+        declared = getattr(behavior, "initial_state", None)
+    elif isinstance(behavior, Mapping):
+        methods = []
+        for key, fn in behavior.items():
+            if not isinstance(key, str):
+                raise TypeError(f"actor type {name}: method names must be str, got {type(key).__name__}")
+            if not callable(fn):
+                raise TypeError(f"actor type {name}: method {key!r} must be callable, got {type(fn).__name__}")
+            methods.append((key, fn))
+        declared = None
+    else:
+        raise TypeError(
+            f"actor type {name}: the behaviour must be a class or a mapping of message types to "
+            f"functions, got {type(behavior).__name__}"
+        )
+    if not methods:
+        raise TypeError(f"actor type {name}: the behaviour has no methods (one per message type)")
+    return (behavior if isinstance(behavior, type) else None), methods, declared

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import List, Tuple, TypedDict
 
-__all__ = ["HandlerStats", "ReactorStats", "TokenSpec"]
+__all__ = ["ActorTypeStats", "HandlerStats", "ReactorStats", "TokenSpec"]
 
 
 class HandlerStats(TypedDict):
@@ -20,6 +20,22 @@ class HandlerStats(TypedDict):
     latency_buckets: List[Tuple[int, int]]
 
 
+class ActorTypeStats(TypedDict):
+    """Counters of one actor type hosted by a reactor."""
+
+    actor_type: str
+    #: Actors in memory.
+    active: int
+    #: Actors in the store and not in memory.
+    passivated: int
+    #: Times an actor came into memory (created, loaded or activated).
+    activations: int
+    #: Times an idle actor left memory.
+    passivations: int
+    #: Told messages whose turn failed (nobody awaited their answer).
+    tells_failed: int
+
+
 class ReactorStats(TypedDict):
     """What :meth:`Reactor.stats` returns."""
 
@@ -28,6 +44,7 @@ class ReactorStats(TypedDict):
     queued: int
     unrouted: int
     handlers: List[HandlerStats]
+    actors: List[ActorTypeStats]
 
 
 class _TokenName(TypedDict):
@@ -43,10 +60,13 @@ class TokenSpec(_TokenName, total=False):
     hold the secret). ``submit`` and ``serve`` are the ``group:element``
     patterns a peer with this token may submit and serve: ``"*"``,
     ``"df:*"``, ``"df:transform"``, ``"df:user.*"``; a missing list allows
-    nothing. The same fields as an entry of a tokens file.
+    nothing. ``dashboard`` (default ``False``) lets the token open the
+    node's dashboard (``/ui/``). The same fields as an entry of a tokens
+    file.
     """
 
     token: str
     token_sha256: str
     submit: List[str]
     serve: List[str]
+    dashboard: bool

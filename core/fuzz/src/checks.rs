@@ -314,6 +314,7 @@ fn session_node(flags: SessionFlags) -> Node {
         max_inflight: if tight { 2 } else { 64 },
         max_queue: if tight { 4 } else { 1024 },
         finished_memory: 64,
+        ..ReactorConfig::default()
     });
     reactor.register_sync("df", "echo", |data, _| Ok(data)).unwrap();
     reactor

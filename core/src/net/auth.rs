@@ -48,6 +48,9 @@ pub struct TokenSpec {
     /// Keys this token may serve, that is announce in `hello` (and, for a
     /// peer that sends no `hello`, be routed as a default route).
     pub serve: Vec<String>,
+    /// May open the node's dashboard (`/ui/`): its peers, handlers,
+    /// traffic, failed packets and traces. Off unless set.
+    pub dashboard: bool,
 }
 
 impl fmt::Debug for TokenSpec {
@@ -58,6 +61,7 @@ impl fmt::Debug for TokenSpec {
             .field("token_sha256", &self.token_sha256.as_ref().map(|_| "<redacted>"))
             .field("submit", &self.submit)
             .field("serve", &self.serve)
+            .field("dashboard", &self.dashboard)
             .finish()
     }
 }
@@ -79,12 +83,18 @@ impl TokenSpec {
             token_sha256: None,
             submit: patterns(submit),
             serve: patterns(serve),
+            dashboard: false,
         }
     }
 
     /// A token allowed to submit and serve everything.
     pub fn allow_all(name: impl Into<String>, token: impl Into<String>) -> TokenSpec {
         TokenSpec::new(name, token, &["*"], &["*"])
+    }
+
+    /// The same token, allowed to open the dashboard too.
+    pub fn with_dashboard(self) -> TokenSpec {
+        TokenSpec { dashboard: true, ..self }
     }
 
     /// Reads a tokens file: TOML when its name ends in `.toml`, JSON when
@@ -172,8 +182,18 @@ fn spec_of(entry: &Value, i: usize, style: KeyStyle, container: &str) -> Result<
     let at = format!("tokens[{i}]");
     let sha_key = style.sha256_key();
     let table = entry.as_object().ok_or_else(|| {
-        format!("{at} must be {container} (name, token or {sha_key}, submit, serve), got {}", kind(entry))
+        format!(
+            "{at} must be {container} (name, token or {sha_key}, submit, serve, dashboard), got {}",
+            kind(entry)
+        )
     })?;
+    let flag = |field: &str| -> Result<bool, String> {
+        match table.get(field) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(other) => Err(format!("{at}.{field} must be true or false, got {other}")),
+        }
+    };
     let string = |field: &str, secret: bool| -> Result<Option<String>, String> {
         match table.get(field) {
             None | Some(Value::Null) => Ok(None),
@@ -194,11 +214,12 @@ fn spec_of(entry: &Value, i: usize, style: KeyStyle, container: &str) -> Result<
             Some(other) => Err(format!("{at}.{field} must be an array of patterns, got {other}")),
         }
     };
-    if let Some(other) =
-        table.keys().find(|k| !matches!(k.as_str(), "name" | "token" | "submit" | "serve") && *k != sha_key)
+    if let Some(other) = table
+        .keys()
+        .find(|k| !matches!(k.as_str(), "name" | "token" | "submit" | "serve" | "dashboard") && *k != sha_key)
     {
         return Err(format!(
-            "{at}: unknown field {other:?}; expected name, token or {sha_key}, submit, serve"
+            "{at}: unknown field {other:?}; expected name, token or {sha_key}, submit, serve, dashboard"
         ));
     }
     Ok(TokenSpec {
@@ -207,6 +228,7 @@ fn spec_of(entry: &Value, i: usize, style: KeyStyle, container: &str) -> Result<
         token_sha256: string(sha_key, true)?,
         submit: list("submit")?,
         serve: list("serve")?,
+        dashboard: flag("dashboard")?,
     })
 }
 
@@ -312,6 +334,8 @@ pub(crate) struct Grant {
     pub(crate) submit: Option<Patterns>,
     /// `None`: may serve anything.
     pub(crate) serve: Option<Patterns>,
+    /// May open the dashboard.
+    pub(crate) dashboard: bool,
 }
 
 impl Grant {
@@ -384,7 +408,10 @@ impl AuthTable {
             let submit =
                 Patterns::compile(&spec.submit).map_err(|why| bad(format!("{at}: submit: {why}")))?;
             let serve = Patterns::compile(&spec.serve).map_err(|why| bad(format!("{at}: serve: {why}")))?;
-            entries.push((hashed, Arc::new(Grant { name: spec.name.as_str().into(), submit, serve })));
+            entries.push((
+                hashed,
+                Arc::new(Grant { name: spec.name.as_str().into(), submit, serve, dashboard: spec.dashboard }),
+            ));
         }
         Ok(AuthTable { entries })
     }
@@ -528,17 +555,19 @@ name = "billing"
 token = "billing-token-0123456789"
 submit = ["df:*"]
 serve = ["df:invoice"]
+dashboard = true
 "#,
         );
         let json = write(
             "tokens.json",
             r#"{"tokens": [{"name": "billing", "token": "billing-token-0123456789",
-                "submit": ["df:*"], "serve": ["df:invoice"]}]}"#,
+                "submit": ["df:*"], "serve": ["df:invoice"], "dashboard": true}]}"#,
         );
         let a = TokenSpec::load(&toml).unwrap();
         let b = TokenSpec::load(&json).unwrap();
         assert_eq!(a, b);
         assert_eq!(a[0].submit, vec!["df:*"]);
+        assert!(a[0].dashboard, "dashboard = true is read");
     }
 
     #[test]
@@ -593,12 +622,12 @@ serve = ["df:invoice"]
             (
                 serde_json::json!([7]),
                 KeyStyle::Camel,
-                "tokens[0] must be a map (name, token or tokenSha256, submit, serve), got a number",
+                "tokens[0] must be a map (name, token or tokenSha256, submit, serve, dashboard), got a number",
             ),
             (
                 serde_json::json!([{"name": "a", "tokenSha256": "zz"}]),
                 KeyStyle::Snake,
-                "tokens[0]: unknown field \"tokenSha256\"; expected name, token or token_sha256, submit, serve",
+                "tokens[0]: unknown field \"tokenSha256\"; expected name, token or token_sha256, submit, serve, dashboard",
             ),
             (
                 serde_json::json!([{"name": "a", "tokenSha256": "zz"}]),
@@ -606,6 +635,11 @@ serve = ["df:invoice"]
                 "token \"a\" (entry 0): tokenSha256 must be 64 hexadecimal digits",
             ),
             (serde_json::json!([{"token": "secret-token-0123456789"}]), KeyStyle::Snake, "tokens[0].name is missing"),
+            (
+                serde_json::json!([{"name": "a", "token": "secret-token-0123456789", "dashboard": "yes"}]),
+                KeyStyle::Snake,
+                "tokens[0].dashboard must be true or false, got \"yes\"",
+            ),
             (
                 serde_json::json!([{"name": "a", "token": 5}]),
                 KeyStyle::Snake,

@@ -41,6 +41,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 use super::auth::{AuthTable, Grant};
+use super::dashboard::recorder::Key;
+use super::dashboard::{self, ServedBy};
 use super::forward::RelayOutcome;
 use super::link::Link;
 use super::liveness;
@@ -75,8 +77,10 @@ const STOP_GRACE: Duration = Duration::from_secs(1);
 /// What the dialer learns when the connection is ready (or refused).
 pub(crate) type Ready = oneshot::Sender<Result<(), PfError>>;
 
-/// A running local submit: its `seq`, the bytes charged for it, its result.
-type Running = FuturesUnordered<futures::future::BoxFuture<'static, (u64, usize, PacketResult)>>;
+/// A running local submit: its `seq`, the bytes charged for it, its key and
+/// who serves it (for the dashboard), its result.
+type Running =
+    FuturesUnordered<futures::future::BoxFuture<'static, (u64, usize, Key, ServedBy, PacketResult)>>;
 
 /// The auth check of a connection's upgrade: whether it is let in, or
 /// must still show a token in its first frame.
@@ -121,6 +125,7 @@ where
     let Setup { codec, remote, send_hello, ready, verdict, token, seed_grace } = setup;
     let (outbox, outbox_rx) = mailbox();
     let peer = Arc::new(Peer::new(node.next_conn_id(), remote, outbox));
+    peer.set_codec(codec);
     peer.set_hello_token(token);
     let (awaiting, refused) = match verdict {
         AuthVerdict::Open => (None, None),
@@ -517,11 +522,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         // waker again); a future pushed later is polled on the next turn of
         // the loop.
         while let Some(running) = self.running.as_mut().filter(|r| !r.is_empty()) {
-            let Poll::Ready(Some((seq, size, result))) = Pin::new(&mut **running).poll_next(cx) else {
+            let Poll::Ready(Some((seq, size, key, served_by, result))) =
+                Pin::new(&mut **running).poll_next(cx)
+            else {
                 break;
             };
             self.release(size);
-            self.queue(Message::Result { seq, result });
+            self.answer(seq, &key, served_by, result);
             progress = true;
         }
         progress
@@ -537,9 +544,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if arrived {
             progress = true;
             relay.deadlines.answered(answers.len());
-            for RelayAnswer { seq, size, result } in answers.drain(..) {
+            for RelayAnswer { seq, size, result, start, key, served_by } in answers.drain(..) {
                 self.release(size);
-                self.queue(Message::Result { seq, result });
+                let micros = start.elapsed().as_micros() as u64;
+                self.node.dashboard.recorder.routed(&key, micros, !result.is_success());
+                self.answer(seq, &key, ServedBy::Peer(served_by), result);
             }
         }
         if let Some(relay) = self.relay.as_mut() {
@@ -559,9 +568,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.release(return_address.size);
             self.node.deadline_passed(&expiry.peer, return_address.start);
             let message = format!("no answer from peer {} before the deadline", expiry.peer.remote);
-            let elapsed = return_address.start.elapsed().as_millis() as u64;
-            let result = PacketResult::error(packet_id, ErrorCode::Timeout, message, elapsed);
-            self.queue(Message::Result { seq: return_address.seq, result });
+            let elapsed = return_address.start.elapsed();
+            let result =
+                PacketResult::error(packet_id, ErrorCode::Timeout, message, elapsed.as_millis() as u64);
+            let key = &return_address.key;
+            self.node.dashboard.recorder.routed(key, elapsed.as_micros() as u64, true);
+            self.answer(return_address.seq, key, ServedBy::Peer(return_address.served_by), result);
         }
         progress
     }
@@ -623,6 +635,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.charged -= size;
             self.node.queued_bytes.fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+
+    /// Answers the peer's submit `seq`, recorded for the dashboard: an
+    /// answer hop (within the hop budget) and, when it failed, the failure.
+    fn answer(&mut self, seq: u64, key: &Key, served_by: ServedBy, result: PacketResult) {
+        let recorder = &self.node.dashboard.recorder;
+        recorder.answered(key, &result.packet_id, &result.outcome, result.duration_ms, served_by);
+        if let Err(e) = &result.outcome {
+            let from = || dashboard::peer_label(&self.peer);
+            let served = || {
+                dashboard::recorder::served_by(served_by, &|id| dashboard::connection_name(&self.node, id))
+            };
+            recorder.failed(key, &result.packet_id, e, result.duration_ms, from, served);
+        }
+        self.queue(Message::Result { seq, result });
     }
 
     /// Queues `message` for writing.
@@ -855,6 +882,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         match message {
             Message::Submit { seq, packet } => {
+                self.node.dashboard.recorder.arrived(&packet, self.peer.id, now);
+                // Copied now: the packet is gone by the time it is answered.
+                let key = (packet.group, packet.element.clone());
                 // PROTOCOL.md: PF403 when the token may not submit the key.
                 // Checked where the submit entered this node; a hub then
                 // forwards it like any other packet.
@@ -867,7 +897,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                             packet.element.as_str()
                         );
                         let result = PacketResult::error(packet.id, ErrorCode::Forbidden, message, 0);
-                        self.queue(Message::Result { seq, result });
+                        self.answer(seq, &key, ServedBy::ThisNode, result);
                         return;
                     }
                 }
@@ -877,7 +907,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         let message =
                             format!("rate limit: this connection may submit {per_sec} packets per second");
                         let result = PacketResult::error(packet.id, ErrorCode::Overloaded, message, 0);
-                        self.queue(Message::Result { seq, result });
+                        self.answer(seq, &key, ServedBy::ThisNode, result);
                         return;
                     }
                 }
@@ -887,13 +917,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     let message =
                         format!("this connection has {limit} packets in flight or unsent; retry later");
                     let result = PacketResult::error(packet.id, ErrorCode::Overloaded, message, 0);
-                    self.queue(Message::Result { seq, result });
+                    self.answer(seq, &key, ServedBy::ThisNode, result);
                     return;
                 }
                 let deadline = now + Duration::from_millis(packet.timeout_ms());
                 let (packet, elsewhere) = match self.node.reactor.try_submit(packet, now, deadline) {
                     Immediate::Done(result) => {
-                        self.queue(Message::Result { seq, result });
+                        self.answer(seq, &key, ServedBy::ThisNode, result);
                         return;
                     }
                     Immediate::Elsewhere(packet) => (packet, true),
@@ -907,7 +937,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         "this node holds its limit of {limit} bytes of packets in flight; retry later"
                     );
                     let result = PacketResult::error(packet.id, ErrorCode::Overloaded, message, 0);
-                    self.queue(Message::Result { seq, result });
+                    self.answer(seq, &key, ServedBy::ThisNode, result);
                     return;
                 }
                 let origin = Origin(self.peer.id);
@@ -920,7 +950,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         }
                         RelayOutcome::Answered(result) => {
                             self.release(size);
-                            self.queue(Message::Result { seq, result });
+                            self.answer(seq, &key, ServedBy::ThisNode, result);
                             return;
                         }
                         RelayOutcome::Declined(packet) => packet,
@@ -929,9 +959,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     packet
                 };
                 let reactor = self.node.reactor.clone();
-                self.running.get_or_insert_with(|| Box::new(FuturesUnordered::new())).push(Box::pin(async move {
-                    (seq, size, reactor.submit_waiting(*packet, now, deadline, Some(origin)).await)
-                }));
+                // A packet with no local handler goes where the reactor's
+                // router sends it (a seed peer, a default route).
+                let served_by = if elsewhere { ServedBy::DefaultRoute } else { ServedBy::ThisNode };
+                self.running.get_or_insert_with(|| Box::new(FuturesUnordered::new())).push(Box::pin(
+                    async move {
+                        let result = reactor.submit_waiting(*packet, now, deadline, Some(origin)).await;
+                        (seq, size, key, served_by, result)
+                    },
+                ));
             }
             Message::Result { seq, result } => {
                 self.peer.complete_result(seq, result);

@@ -17,9 +17,10 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::dashboard::{self, ServedBy};
 use super::mailbox::Mailbox;
 use super::node::NodeInner;
-use super::peers::{Peer, RelayAnswer, Reply, ReturnAddress};
+use super::peers::{Peer, Placement, RelayAnswer, Reply, ReturnAddress};
 use crate::error::ErrorCode;
 use crate::packet::{Packet, META_HOPS, META_ROUTE_KEY};
 use crate::reactor::{Forwarder, Origin};
@@ -33,16 +34,60 @@ pub(super) struct Router {
 impl Forwarder for Router {
     fn forward(
         &self,
-        packet: Packet,
+        mut packet: Packet,
         deadline: Instant,
         origin: Option<Origin>,
     ) -> Option<BoxFuture<'static, PacketResult>> {
         let node = self.node.upgrade()?;
-        let route_key = packet.meta(META_ROUTE_KEY).and_then(Value::as_str);
         let origin = origin.map(|o| o.0);
+        if let Some(Placement::Peer(peer)) = node.place_actor(&mut packet, origin) {
+            return Some(Box::pin(forward(node, peer, packet, deadline, origin)));
+        }
+        let route_key = packet.meta(META_ROUTE_KEY).and_then(Value::as_str);
         let peer = node.peers.read().route_element(packet.group, &packet.element, route_key, origin)?;
-        Some(Box::pin(forward(node, peer, packet, deadline, origin)))
+        Some(Box::pin(observed(node, peer, packet, deadline, origin)))
     }
+
+    fn actor_here(&self, actor_type: &str, key: &str, origin: Option<Origin>) -> bool {
+        let Some(node) = self.node.upgrade() else { return true };
+        let placed = node.peers.read().place_actor(actor_type, key, Some(&node.node_id), origin.map(|o| o.0));
+        !matches!(placed, Some(Placement::Peer(_)))
+    }
+}
+
+impl NodeInner {
+    /// Where the actor `packet` is for lives, for a packet that is not run
+    /// here; `None` for any other packet.
+    fn place_actor(&self, packet: &mut Packet, origin: Option<u64>) -> Option<Placement> {
+        let (actor_type, key) = crate::actor::address::placement(packet)?;
+        let own = self.reactor.actor_host(actor_type).map(|_| self.node_id.as_str());
+        self.peers.read().place_actor(actor_type, &key, own, origin)
+    }
+}
+
+/// [`forward`], counted for the dashboard: the key's latency, and, for a
+/// packet this node's own reactor submitted, its failure (a packet from a
+/// peer's connection is recorded where that connection answers it).
+async fn observed(
+    node: Arc<NodeInner>,
+    peer: Arc<Peer>,
+    packet: Packet,
+    deadline: Instant,
+    origin: Option<u64>,
+) -> PacketResult {
+    let start = Instant::now();
+    let key = (packet.group, packet.element.clone());
+    // A seed peer that lacks the key hands the packet to the next one.
+    let served_by = if peer.has_hello() { ServedBy::Peer(peer.id) } else { ServedBy::DefaultRoute };
+    let result = forward(node.clone(), peer, packet, deadline, origin).await;
+    let recorder = &node.dashboard.recorder;
+    recorder.routed(&key, start.elapsed().as_micros() as u64, !result.is_success());
+    if let (Err(e), None) = (&result.outcome, origin) {
+        let served =
+            || dashboard::recorder::served_by(served_by, &|id| dashboard::connection_name(&node, id));
+        recorder.failed(&key, &result.packet_id, e, result.duration_ms, || "this node".into(), served);
+    }
+    result
 }
 
 /// Forwards to `peer`; a seed peer (which announced nothing) that answers
@@ -128,6 +173,7 @@ fn send_to(
             format!("peer {} already has {limit} packets in flight", peer.remote),
         ));
     };
+    node.dashboard.recorder.sent(&packet, peer.id, start);
     if !peer.send_forward(seq, packet, hops) {
         peer.abandon_submit(seq);
         return Err((ErrorCode::Unavailable, format!("peer {} went away", peer.remote)));
@@ -165,8 +211,14 @@ impl NodeInner {
         size: usize,
         to: &Mailbox<RelayAnswer>,
     ) -> RelayOutcome {
-        let route_key = packet.meta(META_ROUTE_KEY).and_then(Value::as_str);
-        let route = self.peers.read().route_element(packet.group, &packet.element, route_key, Some(origin.0));
+        let mut packet = packet;
+        let route = match self.place_actor(&mut packet, Some(origin.0)) {
+            Some(Placement::Peer(peer)) => Some(peer),
+            _ => {
+                let route_key = packet.meta(META_ROUTE_KEY).and_then(Value::as_str);
+                self.peers.read().route_element(packet.group, &packet.element, route_key, Some(origin.0))
+            }
+        };
         let peer = match route {
             Some(peer) if peer.has_hello() => peer,
             _ => return RelayOutcome::Declined(packet),
@@ -182,7 +234,9 @@ impl NodeInner {
             ));
         };
         let id = packet.id.clone();
-        let reply = Reply::Relay(ReturnAddress { to: to.clone(), seq, size, start, guard });
+        let key = (packet.group, packet.element.clone());
+        let reply =
+            Reply::Relay(ReturnAddress { to: to.clone(), seq, size, start, guard, key, served_by: peer.id });
         match send_to(self, &peer, packet, start, deadline, reply) {
             Ok(seq) => RelayOutcome::Sent { peer, seq },
             Err((code, message)) => {

@@ -1,5 +1,6 @@
 //! The HTTP side of a node's port: reading the request head, answering
-//! `GET /health` and `GET /metrics`, and handing WebSocket upgrades on to
+//! `GET /health`, `GET /metrics` and the dashboard (plain responses and a
+//! stream of server-sent events), and handing WebSocket upgrades on to
 //! tungstenite with the bytes already read replayed in front of the socket.
 
 use std::io;
@@ -72,26 +73,72 @@ pub(crate) async fn respond<S: AsyncWrite + Unpin>(
     content_type: &str,
     body: &str,
 ) -> io::Result<()> {
-    let reason = match status {
+    respond_with(stream, status, content_type, "", body.as_bytes()).await
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
         200 => "OK",
+        302 => "Found",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Error",
-    };
+    }
+}
+
+/// [`respond`] with more header lines (`headers`, each ending in CRLF) and
+/// a body of any bytes.
+pub(crate) async fn respond_with<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: u16,
+    content_type: &str,
+    headers: &str,
+    body: &[u8],
+) -> io::Result<()> {
+    let reason = reason(status);
     let challenge = if status == 401 { "www-authenticate: Bearer\r\n" } else { "" };
     // Head and body leave in one write: a WebSocket client (tungstenite)
     // keeps as the refusal's body only what arrived with the head, so a
     // body sent in a second segment would be lost to the dialer's message.
-    let answer = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{challenge}connection: close\r\n\r\n{body}",
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{challenge}{headers}connection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(answer.as_bytes()).await?;
+    let mut answer = Vec::with_capacity(head.len() + body.len());
+    answer.extend_from_slice(head.as_bytes());
+    answer.extend_from_slice(body);
+    stream.write_all(&answer).await?;
     stream.shutdown().await
+}
+
+/// Starts a `text/event-stream` response (server-sent events): the head
+/// only; the events follow until the connection closes.
+pub(crate) async fn start_event_stream<S: AsyncWrite + Unpin>(stream: &mut S) -> io::Result<()> {
+    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-store\r\nx-content-type-options: nosniff\r\nconnection: close\r\n\r\n";
+    stream.write_all(head.as_bytes()).await?;
+    stream.flush().await
+}
+
+/// Writes one server-sent event named `event` whose data is `data` (one
+/// line: JSON without newlines).
+pub(crate) async fn write_event<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    event: &str,
+    data: &str,
+) -> io::Result<()> {
+    let mut frame = String::with_capacity(event.len() + data.len() + 16);
+    frame.push_str("event: ");
+    frame.push_str(event);
+    frame.push_str("\ndata: ");
+    frame.push_str(data);
+    frame.push_str("\n\n");
+    stream.write_all(frame.as_bytes()).await?;
+    stream.flush().await
 }
 
 /// A stream that first yields `prefix`, then reads from `inner`.

@@ -1,7 +1,8 @@
 //! The accepting side: a listening socket, the connection limit, and what
 //! each accepted connection gets: TLS when the listener has a certificate,
-//! then one HTTP request, answered (`GET /health`, `GET /metrics`) or
-//! upgraded to a WebSocket peer after the auth check of its headers.
+//! then one HTTP request, answered (`GET /health`, `GET /metrics`, the
+//! dashboard under `/ui/`) or upgraded to a WebSocket peer after the auth
+//! check of its headers.
 //!
 //! That first part runs in a task of its own on the Tokio runtime; a peer's
 //! connection then runs in another, sized for it alone (and put where the
@@ -25,7 +26,7 @@ use super::conn::{self, AuthVerdict, Setup};
 use super::link::{Link, Tallied};
 use super::node::{LiveConnection, NodeInner};
 use super::options::{ListenOptions, TokenSpec};
-use super::{http, metrics, tls, NODE_HEADER, WS_PATH};
+use super::{dashboard, http, metrics, tls, NODE_HEADER, WS_PATH};
 use crate::error::{ErrorCode, PfError};
 use crate::wire::Codec;
 
@@ -73,6 +74,7 @@ pub(super) async fn listen(
         .local_addr()
         .map_err(|e| PfError::new(ErrorCode::Unavailable, format!("cannot listen on {addr}: {e}")))?;
     node.listening.lock().push(local);
+    dashboard::start_sampler(node);
     let live = LiveConnection::new(node);
     let node = node.clone();
     // `stop` waits for the listening socket too: once it returns, the
@@ -222,7 +224,12 @@ async fn serve_request<S>(
                     authorization.as_deref().and_then(auth::bearer).and_then(|t| table.check(t)).is_some()
                 }
             };
-            let path = path.split('?').next().unwrap_or_default();
+            let (path, query) = path.split_once('?').unwrap_or((&path, ""));
+            if dashboard::serves(path) {
+                let auth = listener.auth.as_deref();
+                dashboard::serve(node, stream, path, query, authorization.as_deref(), auth).await;
+                return;
+            }
             let _ = match path {
                 "/health" if authorized => {
                     let body = metrics::health(&node).to_string();

@@ -6,7 +6,9 @@ use std::fmt::Write;
 use serde_json::{json, Value};
 
 use super::node::NodeInner;
+use crate::actor::ActorTypeStats;
 use crate::reactor::HandlerStats;
+use crate::wire::Codec;
 
 /// Upper bounds of the exported latency buckets, in seconds. The reactor's
 /// own histogram is finer (about 19% per bucket); each of its buckets is
@@ -26,6 +28,7 @@ pub(crate) fn status(node: &NodeInner) -> &'static str {
 pub(crate) fn health(node: &NodeInner) -> Value {
     let stats = node.reactor.stats();
     let now = tokio::time::Instant::now();
+    let wall_ms = super::conn::epoch_ms();
     let peers: Vec<Value> = node
         .peers
         .read()
@@ -38,6 +41,8 @@ pub(crate) fn health(node: &NodeInner) -> Value {
                 "name": hello.as_ref().map(|h| h.name.clone()),
                 "runtime": hello.as_ref().map(|h| h.runtime.clone()),
                 "handlers": hello.as_ref().map(|h| h.handlers.iter().map(|(g, e)| format!("{g}:{e}")).collect::<Vec<_>>()),
+                "encoding": p.codec().map(|c| if c == Codec::MsgPack { "msgpack" } else { "json" }),
+                "connected_at_ms": wall_ms - p.connected.elapsed().as_millis() as u64,
                 "in_flight": p.in_flight(),
                 "state": if p.liveness.is_suspect() { "suspect" } else { "alive" },
                 "last_heard_ms": p.liveness.last_heard_age(now).as_millis() as u64,
@@ -66,6 +71,7 @@ pub(crate) fn health(node: &NodeInner) -> Value {
         "handlers": handlers,
         "peers": peers,
         "dead_peers": dead,
+        "actors": stats.actors,
         "in_flight": stats.in_flight,
         "queued": stats.queued,
         "unrouted": stats.unrouted,
@@ -77,6 +83,9 @@ pub(crate) fn health(node: &NodeInner) -> Value {
         })),
     })
 }
+
+/// A per-actor-type metric: name, kind, help, and how to read it.
+type PerType = (&'static str, &'static str, &'static str, fn(&ActorTypeStats) -> u64);
 
 fn labels(h: &HandlerStats) -> String {
     format!("group=\"{}\",element=\"{}\"", h.group, h.element)
@@ -160,6 +169,38 @@ pub(crate) fn prometheus(node: &NodeInner) -> String {
     for (name, kind, help, value) in gauges {
         family(&mut out, name, kind, help);
         let _ = writeln!(out, "{name} {value}");
+    }
+    let per_type: [PerType; 5] = [
+        ("packetflow_actors_active", "gauge", "Actors in memory, per type.", |a| a.active),
+        ("packetflow_actors_passivated", "gauge", "Actors in the store and not in memory, per type.", |a| {
+            a.passivated
+        }),
+        (
+            "packetflow_actor_activations_total",
+            "counter",
+            "Times an actor came into memory, per type.",
+            |a| a.activations,
+        ),
+        (
+            "packetflow_actor_passivations_total",
+            "counter",
+            "Times an idle actor left memory, per type.",
+            |a| a.passivations,
+        ),
+        (
+            "packetflow_actor_tells_failed_total",
+            "counter",
+            "Told messages whose turn failed, per type.",
+            |a| a.tells_failed,
+        ),
+    ];
+    if !stats.actors.is_empty() {
+        for (name, kind, help, value) in per_type {
+            family(&mut out, name, kind, help);
+            for a in &stats.actors {
+                let _ = writeln!(out, "{name}{{actor_type=\"{}\"}} {}", a.actor_type, value(a));
+            }
+        }
     }
     out
 }

@@ -23,13 +23,15 @@
 //! them; `conn` runs one connection, over a `link` (its WebSocket, parked
 //! while idle) with `mailbox`es for what other tasks send it; `peers` is
 //! the peer table and the routing decision; `forward` sends packets to
-//! peers; `auth`, `tls`, `http`, `metrics` and `busy_poll` are what their
-//! names say.
+//! peers; `dashboard` serves the page on `/ui/` and records what it shows;
+//! `auth`, `tls`, `http`, `metrics` and `busy_poll` are what their names
+//! say.
 
 mod auth;
 mod busy_poll;
 mod config;
 mod conn;
+mod dashboard;
 mod dialer;
 mod forward;
 mod http;

@@ -19,7 +19,7 @@ use super::forward::Router;
 use super::liveness::PeerEvents;
 use super::options::{ConnectOptions, ListenOptions};
 use super::peers::{Announcement, Peer, PeerTable};
-use super::{busy_poll, dialer, listener, metrics};
+use super::{busy_poll, dashboard, dialer, listener, metrics};
 use crate::error::PfError;
 use crate::packet::{Element, Group, PROTOCOL_VERSION};
 use crate::reactor::Reactor;
@@ -54,6 +54,8 @@ pub(crate) struct NodeInner {
     pub(crate) busy_poll: Option<Arc<busy_poll::BusyPoll>>,
     /// Suspicions and deaths of peers.
     pub(crate) peer_events: PeerEvents,
+    /// What the dashboard shows, and its record of failures and hops.
+    pub(crate) dashboard: dashboard::Dashboard,
 }
 
 /// A reactor on the network: listens, dials, routes. Cheap to clone.
@@ -94,6 +96,7 @@ impl Node {
             queued_bytes: AtomicUsize::new(0),
             busy_poll,
             peer_events: PeerEvents::default(),
+            dashboard: dashboard::Dashboard::default(),
         });
         reactor.set_forwarder(Box::new(Router { node: Arc::downgrade(&inner) }));
         let weak = Arc::downgrade(&inner);
@@ -215,6 +218,18 @@ impl Node {
         self.inner.routes_version.subscribe()
     }
 
+    /// The nodes this node knows to host `actor_type` (itself included
+    /// when it does), sorted: the set its placement hashes over.
+    pub fn actor_hosts(&self, actor_type: &str) -> Vec<String> {
+        let mut hosts = self.inner.peers.read().actor_host_ids(actor_type);
+        if self.inner.reactor.actor_host(actor_type).is_some() {
+            hosts.push(self.inner.node_id.clone());
+        }
+        hosts.sort();
+        hosts.dedup();
+        hosts
+    }
+
     /// How many peers are connected.
     pub fn peer_count(&self) -> usize {
         self.inner.peers.read().len()
@@ -281,7 +296,11 @@ impl NodeInner {
         let mut keys: BTreeSet<(Group, Element)> = self.reactor.handler_keys().into_iter().collect();
         let peers = self.peers.read();
         keys.extend(peers.keys_except(peer.id).cloned());
-        Announcement { keys, default_route: peers.has_seed_except(peer.id) }
+        let mut actor_hosts = peers.actor_hosts_for(peer, self.config.max_hops);
+        for actor_type in self.reactor.actor_type_names() {
+            actor_hosts.entry(actor_type).or_default().insert(self.node_id.clone(), 0);
+        }
+        Announcement { keys, default_route: peers.has_seed_except(peer.id), actor_hosts }
     }
 
     /// Sends `hello` to `peer` if it speaks hello (or `force`) and what we
@@ -307,6 +326,7 @@ impl NodeInner {
             features,
             max_inflight: self.config.max_inflight_per_conn as u64,
             heartbeat_ms: self.config.peer_heartbeat_interval.as_millis() as u64,
+            actor_hosts: announcement.actor_hosts,
             // Only in the first hello of a connection this node dialed.
             token: if force { peer.take_hello_token() } else { None },
         };

@@ -13,12 +13,13 @@ use tokio::sync::oneshot;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::auth::Grant;
+use super::dashboard::recorder::Key;
 use super::liveness::Liveness;
 use super::mailbox::Mailbox;
 use crate::packet::{Element, Group, Packet, PacketId};
 use crate::reactor::InflightGuard;
 use crate::result::PacketResult;
-use crate::wire::{Hello, Message, Outgoing, FEATURE_DEFAULT_ROUTE};
+use crate::wire::{ActorHosts, Codec, Hello, Message, Outgoing, FEATURE_DEFAULT_ROUTE};
 
 /// Identifies one connection of this node.
 pub(crate) type ConnId = u64;
@@ -54,6 +55,9 @@ pub(crate) struct ReturnAddress {
     /// When it was forwarded.
     pub(crate) start: tokio::time::Instant,
     pub(crate) guard: InflightGuard,
+    /// Its `group:element` and the peer it went to (for the dashboard).
+    pub(crate) key: Key,
+    pub(crate) served_by: ConnId,
 }
 
 /// The answer to a relayed packet, for the connection it came in on.
@@ -61,6 +65,10 @@ pub(crate) struct RelayAnswer {
     pub(crate) seq: u64,
     pub(crate) size: usize,
     pub(crate) result: PacketResult,
+    /// When it was forwarded, its key and the peer that answered.
+    pub(crate) start: tokio::time::Instant,
+    pub(crate) key: Key,
+    pub(crate) served_by: ConnId,
 }
 
 impl Reply {
@@ -71,13 +79,13 @@ impl Reply {
             Reply::Wait(tx) => {
                 let _ = tx.send(result);
             }
-            Reply::Relay(ReturnAddress { to, seq, size, mut guard, .. }) => {
+            Reply::Relay(ReturnAddress { to, seq, size, mut guard, start, key, served_by }) => {
                 if result.is_success() {
                     guard.succeed();
                 }
                 drop(guard);
                 // A closed connection released its charged bytes when it ended.
-                to.send(RelayAnswer { seq, size, result });
+                to.send(RelayAnswer { seq, size, result, start, key, served_by });
             }
             Reply::Orphaned => {}
         }
@@ -127,6 +135,10 @@ pub(crate) struct Peer {
     hello_token: Mutex<Option<String>>,
     /// Alive, suspect or dead, and since when it was heard.
     pub(crate) liveness: Liveness,
+    /// When the connection was made (shown by `/health`).
+    pub(crate) connected: tokio::time::Instant,
+    /// The encoding spoken on the connection (shown by `/health`).
+    codec: OnceLock<Codec>,
 }
 
 impl Peer {
@@ -145,7 +157,19 @@ impl Peer {
             grant: OnceLock::new(),
             hello_token: Mutex::new(None),
             liveness: Liveness::new(tokio::time::Duration::from_secs(30)),
+            connected: tokio::time::Instant::now(),
+            codec: OnceLock::new(),
         }
+    }
+
+    /// Records the connection's encoding (once, when it starts).
+    pub(crate) fn set_codec(&self, codec: Codec) {
+        let _ = self.codec.set(codec);
+    }
+
+    /// The connection's encoding, once known.
+    pub(crate) fn codec(&self) -> Option<Codec> {
+        self.codec.get().copied()
     }
 
     /// Records what the peer's token allows (once, when it is admitted).
@@ -338,12 +362,30 @@ impl Peer {
     }
 }
 
-/// What a node announces to one peer: the keys it can serve or route, and
-/// whether it has a default route (a seed peer) for everything else.
+/// What a node announces to one peer: the keys it can serve or route,
+/// whether it has a default route (a seed peer) for everything else, and
+/// the actor hosts reachable through it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Announcement {
     pub(crate) keys: BTreeSet<(Group, Element)>,
     pub(crate) default_route: bool,
+    pub(crate) actor_hosts: ActorHosts,
+}
+
+/// A node hosting an actor type, as reached through one peer.
+struct HostPath {
+    node_id: String,
+    via: ConnId,
+    /// Hops from this node (1: the peer itself).
+    hops: u64,
+}
+
+/// Where an actor lives, as this node sees the hosts of its type.
+pub(crate) enum Placement {
+    /// On this node.
+    Here,
+    /// On a node reached through this peer.
+    Peer(Arc<Peer>),
 }
 
 /// Every connected peer and the route index built from their hellos.
@@ -357,6 +399,8 @@ pub(crate) struct PeerTable {
     peers: HashMap<ConnId, Arc<Peer>>,
     nodes: HashMap<ConnId, Arc<Peer>>,
     by_key: HashMap<(Group, Element), Vec<ConnId>>,
+    /// Per actor type, the hosting nodes reachable through each peer.
+    actor_paths: HashMap<String, Vec<HostPath>>,
 }
 
 impl PeerTable {
@@ -389,12 +433,81 @@ impl PeerTable {
 
     fn reindex(&mut self) {
         self.by_key.clear();
+        self.actor_paths.clear();
         for peer in self.nodes.values() {
             if let Some(hello) = peer.hello.read().as_ref() {
                 for key in &hello.handlers {
                     self.by_key.entry(key.clone()).or_default().push(peer.id);
                 }
+                for (actor_type, nodes) in &hello.actor_hosts {
+                    let paths = self.actor_paths.entry(actor_type.clone()).or_default();
+                    for (node_id, hops) in nodes {
+                        paths.push(HostPath {
+                            node_id: node_id.clone(),
+                            via: peer.id,
+                            hops: hops.saturating_add(1),
+                        });
+                    }
+                }
             }
+        }
+    }
+
+    /// The actor hosts to announce to `peer`: every host learned from the
+    /// other peers, at its nearest distance, except `peer`'s own node and
+    /// those past `max_hops` (so a host that left is forgotten after a
+    /// bounded number of rounds, whatever the topology).
+    pub(crate) fn actor_hosts_for(&self, peer: &Peer, max_hops: u64) -> ActorHosts {
+        let peer_node = peer.hello().map(|h| h.node_id.clone()).unwrap_or_default();
+        let mut hosts = ActorHosts::new();
+        for (actor_type, paths) in &self.actor_paths {
+            for path in
+                paths.iter().filter(|p| p.via != peer.id && p.node_id != peer_node && p.hops <= max_hops)
+            {
+                let hops = hosts
+                    .entry(actor_type.clone())
+                    .or_default()
+                    .entry(path.node_id.clone())
+                    .or_insert(path.hops);
+                *hops = (*hops).min(path.hops);
+            }
+        }
+        hosts
+    }
+
+    /// The node ids known to host `actor_type` through some peer.
+    pub(crate) fn actor_host_ids(&self, actor_type: &str) -> Vec<String> {
+        self.actor_paths.get(actor_type).into_iter().flatten().map(|p| p.node_id.clone()).collect()
+    }
+
+    /// Places the actor with placement key `key` (`type/id`): the host of
+    /// highest rendezvous score among every node known to host its type
+    /// (this one too, as `own`, when it does), and the nearest peer toward
+    /// it (never `origin`). `None` when no host is known, or the owner can
+    /// only be reached back through `origin` and this node does not host
+    /// the type (views disagree while announcements travel).
+    pub(crate) fn place_actor(
+        &self,
+        actor_type: &str,
+        key: &str,
+        own: Option<&str>,
+        origin: Option<ConnId>,
+    ) -> Option<Placement> {
+        let paths = self.actor_paths.get(actor_type).map(Vec::as_slice).unwrap_or_default();
+        let owner =
+            paths.iter().map(|p| p.node_id.as_str()).chain(own).max_by_key(|node| host_score(key, node))?;
+        if Some(owner) == own {
+            return Some(Placement::Here);
+        }
+        let nearest = paths
+            .iter()
+            .filter(|p| p.node_id == owner && Some(p.via) != origin)
+            .filter_map(|p| self.peers.get(&p.via).map(|peer| (p.hops, peer)))
+            .min_by_key(|(hops, peer)| (peer.liveness.is_suspect(), *hops, peer.in_flight()));
+        match nearest {
+            Some((_, peer)) => Some(Placement::Peer(peer.clone())),
+            None if own.is_some() => Some(Placement::Here),
+            None => None,
         }
     }
 
@@ -488,6 +601,17 @@ impl PeerTable {
     pub(crate) fn has_seed_except(&self, except: ConnId) -> bool {
         self.peers.values().any(|p| p.id != except && p.is_proven_seed())
     }
+}
+
+/// Highest random weight of (placement key, host node id): every node that
+/// knows the same hosts picks the same one, and an actor moves only when
+/// its host leaves (or a new host outscores it).
+fn host_score(key: &str, node_id: &str) -> u64 {
+    let mut bytes = Vec::with_capacity(key.len() + node_id.len() + 1);
+    bytes.extend_from_slice(key.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(node_id.as_bytes());
+    xxh3_64(&bytes)
 }
 
 /// Highest random weight of (route key, peer): the same key keeps going to

@@ -4,6 +4,7 @@ use serde_json::{Map, Value};
 use tokio::time::{Duration, Instant};
 
 use super::Reactor;
+use crate::actor::{ActorRef, Op, META_TURNS};
 use crate::error::{ErrorCode, PfError};
 use crate::packet::{Packet, PacketId, META_TRACE_ID};
 
@@ -15,6 +16,9 @@ pub struct Context {
     pub(crate) packet_id: PacketId,
     pub(crate) metadata: Option<Map<String, Value>>,
     pub(crate) deadline: Instant,
+    /// This packet is an actor's turn: what it calls carries its id in
+    /// `pf.turns` (the reentrancy chain).
+    pub(crate) turn: bool,
 }
 
 impl Context {
@@ -50,11 +54,36 @@ impl Context {
 
     /// Submits a child packet to `group:element` and returns its data.
     ///
-    /// The child inherits what is left of this packet's deadline and its
-    /// trace id, so a chain of calls can never outlive the first submit.
-    /// Once this packet was answered, a call fails at once with
-    /// [`late_call_error`]: a child must not outlive its parent.
+    /// The child inherits what is left of this packet's deadline, its
+    /// trace id and its reentrancy chain (`pf.turns`), so a chain of calls
+    /// can never outlive the first submit. Once this packet was answered,
+    /// a call fails at once with [`late_call_error`]: a child must not
+    /// outlive its parent.
     pub async fn call(&self, group: &str, element: &str, data: Value) -> Result<Value, PfError> {
+        let child = self.child(Packet::build(group, element, data)?, group, element)?;
+        self.reactor.submit(child).await.outcome
+    }
+
+    /// Sends `message` to `actor` and returns the turn's answer, as
+    /// [`call`](Self::call) does for a handler (same deadline, trace and
+    /// chain rules).
+    pub async fn send(&self, actor: &ActorRef, message: Value) -> Result<Value, PfError> {
+        let element = actor.element();
+        let child = self.child(actor.packet(Op::Send, message), "rm", element.as_str())?;
+        self.reactor.submit(child).await.outcome
+    }
+
+    /// Sends `message` to `actor` without waiting for its turn (see
+    /// [`Actors::tell`](crate::actor::Actors::tell)).
+    pub fn tell(&self, actor: &ActorRef, message: Value) -> Result<(), PfError> {
+        let element = actor.element();
+        let child = self.child(actor.packet(Op::Send, message), "rm", element.as_str())?;
+        self.reactor.actors().tell_packet(actor, child)
+    }
+
+    /// `packet` as a child of this one: the deadline left, the trace id and
+    /// the reentrancy chain added to its metadata.
+    fn child(&self, mut packet: Packet, group: &str, element: &str) -> Result<Packet, PfError> {
         if !self.reactor.inner.inflight.is_running(&self.packet_id) {
             return Err(late_call_error(group, element));
         }
@@ -62,12 +91,17 @@ impl Context {
         if remaining_ms == 0 {
             return Err(PfError::new(ErrorCode::Timeout, format!("no time left to call {group}:{element}")));
         }
-        let mut meta = Map::new();
+        let meta = packet.metadata.get_or_insert_with(Map::new);
         meta.insert(META_TRACE_ID.to_owned(), Value::String(self.trace_id().to_owned()));
-        let child = Packet::build(group, element, data)?
-            .with_timeout_ms(remaining_ms.min(u128::from(crate::packet::MAX_TIMEOUT_MS)) as u64)
-            .with_metadata(meta);
-        self.reactor.submit(child).await.outcome
+        let mut turns =
+            self.metadata.as_ref().and_then(|m| m.get(META_TURNS)).and_then(Value::as_array).cloned();
+        if self.turn {
+            turns.get_or_insert_with(Vec::new).push(Value::String(self.packet_id.to_string()));
+        }
+        if let Some(turns) = turns {
+            meta.insert(META_TURNS.to_owned(), Value::Array(turns));
+        }
+        Ok(packet.with_timeout_ms(remaining_ms.min(u128::from(crate::packet::MAX_TIMEOUT_MS)) as u64))
     }
 }
 

@@ -25,14 +25,17 @@ use tokio::time::{Duration, Instant};
 pub use context::{late_call_error, Context};
 pub use handler::{Handler, HandlerError, HandlerResult};
 pub use stats::{HandlerStats, ReactorStats};
+// The same histogram counts the keys a node forwards (its dashboard), and
+// the actors of a type.
+pub(crate) use stats::Stats;
 
+use crate::actor::{ActorStore, ActorType, Actors, HostSettings, MemoryStore, TypeHost};
 use crate::error::{ErrorCode, PfError};
 use crate::packet::{Element, Group, Packet, PacketId};
 use crate::result::PacketResult;
 pub(crate) use inflight::InflightGuard;
 use inflight::{DependencyState, Inflight, Outcome};
 use scheduler::{Refused, RunSlot, Scheduler};
-use stats::Stats;
 
 /// Settings of a [`Reactor`].
 #[derive(Debug, Clone)]
@@ -46,6 +49,13 @@ pub struct ReactorConfig {
     /// How many finished packet ids are remembered, so that a packet that
     /// depends on one that already finished does not wait for it.
     pub finished_memory: usize,
+    /// How long an actor stays in memory without a message before it is
+    /// passivated (its state kept in the store, its memory freed).
+    pub actor_passivate_after: Duration,
+    /// How many of its last successful turns each actor remembers (packet
+    /// id and answer), so that a repeated packet is answered without
+    /// running again: the effectively-once window.
+    pub actor_remembered_turns: usize,
 }
 
 impl ReactorConfig {
@@ -53,6 +63,12 @@ impl ReactorConfig {
     pub fn validate(&self) -> Result<(), PfError> {
         if self.max_inflight == 0 {
             return Err(PfError::new(ErrorCode::BadRequest, "max_inflight must be at least 1, got 0"));
+        }
+        if self.actor_passivate_after.is_zero() {
+            return Err(PfError::new(
+                ErrorCode::BadRequest,
+                "actor_passivate_after must be at least 1 ms, got 0",
+            ));
         }
         Ok(())
     }
@@ -65,6 +81,8 @@ impl Default for ReactorConfig {
             max_inflight: 1024,
             max_queue: 65_536,
             finished_memory: 4096,
+            actor_passivate_after: Duration::from_secs(600),
+            actor_remembered_turns: 32,
         }
     }
 }
@@ -123,11 +141,25 @@ pub trait Forwarder: Send + Sync + 'static {
         deadline: Instant,
         origin: Option<Origin>,
     ) -> Option<BoxFuture<'static, PacketResult>>;
+
+    /// Whether the actor with placement key `key` (`type/id`) of a type
+    /// this reactor hosts lives here; `false` sends its packet to
+    /// [`forward`](Self::forward) instead. The default: always here.
+    fn actor_here(&self, actor_type: &str, key: &str, origin: Option<Origin>) -> bool {
+        let _ = (actor_type, key, origin);
+        true
+    }
 }
 
-/// A registered handler with its counters.
+/// What serves a `group:element`: a handler, or the host of an actor type.
+enum Target {
+    Handler(Handler),
+    Actors(Arc<TypeHost>),
+}
+
+/// A registered handler or actor type with its counters.
 struct Route {
-    handler: Handler,
+    target: Target,
     stats: Arc<Stats>,
 }
 
@@ -145,7 +177,7 @@ impl HandlerTable {
     }
 }
 
-struct Inner {
+pub(crate) struct ReactorInner {
     config: ReactorConfig,
     handlers: ArcSwap<HandlerTable>,
     /// Serialises writers of `handlers` (readers never take it).
@@ -158,6 +190,11 @@ struct Inner {
     shutdown: Notify,
     /// Bumped on every (un)registration, so a node can re-announce.
     handlers_version: tokio::sync::watch::Sender<u64>,
+    /// Where actor state goes; a memory store unless one was set before
+    /// the first actor type was registered.
+    actor_store: Mutex<Option<Arc<dyn ActorStore>>>,
+    /// Whether the passivation sweep runs.
+    sweeping: AtomicBool,
 }
 
 /// The in-process runtime: register handlers, submit packets, get results.
@@ -166,7 +203,7 @@ struct Inner {
 /// its time driver enabled (deadlines are Tokio timers).
 #[derive(Clone)]
 pub struct Reactor {
-    inner: Arc<Inner>,
+    inner: Arc<ReactorInner>,
 }
 
 impl Default for Reactor {
@@ -179,7 +216,7 @@ fn since_ms(start: Instant) -> u64 {
     start.elapsed().as_millis() as u64
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     let text = payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -192,7 +229,7 @@ impl Reactor {
     /// A reactor with the given settings.
     pub fn new(config: ReactorConfig) -> Reactor {
         Reactor {
-            inner: Arc::new(Inner {
+            inner: Arc::new(ReactorInner {
                 scheduler: Arc::new(Scheduler::new(config.max_inflight, config.max_queue)),
                 inflight: Arc::new(Inflight::new(config.finished_memory)),
                 config,
@@ -203,6 +240,8 @@ impl Reactor {
                 stopped: AtomicBool::new(false),
                 shutdown: Notify::new(),
                 handlers_version: tokio::sync::watch::Sender::new(0),
+                actor_store: Mutex::new(None),
+                sweeping: AtomicBool::new(false),
             }),
         }
     }
@@ -215,15 +254,139 @@ impl Reactor {
     /// Registers (or replaces) the handler of `group:element`.
     pub fn register_handler(&self, group: &str, element: &str, handler: Handler) -> Result<(), PfError> {
         let (group, element) = (Group::parse(group)?, Element::new(element)?);
+        self.install(group, element, Target::Handler(handler));
+        Ok(())
+    }
+
+    /// Puts `target` in the handler table at `group:element`.
+    fn install(&self, group: Group, element: Element, target: Target) {
         let _writer = self.inner.registering.lock();
         let mut table = HandlerTable::clone(&self.inner.handlers.load());
         let slot = &mut table.by_group[group.index()];
         // Counters survive a replacement: they describe the key, not the fn.
-        let stats = slot.get(&element).map(|r| r.stats.clone()).unwrap_or_else(|| Arc::new(Stats::new()));
-        slot.insert(element, Arc::new(Route { handler, stats }));
+        let stats = match &target {
+            // An actor type's messages are counted by its host, whichever way they come.
+            Target::Actors(host) => host.stats.clone(),
+            Target::Handler(_) => {
+                slot.get(&element).map(|r| r.stats.clone()).unwrap_or_else(|| Arc::new(Stats::new()))
+            }
+        };
+        slot.insert(element, Arc::new(Route { target, stats }));
         self.inner.handlers.store(Arc::new(table));
         self.inner.handlers_version.send_modify(|v| *v += 1);
+    }
+
+    /// The actor API of this reactor.
+    pub fn actors(&self) -> Actors {
+        Actors::new(self.clone())
+    }
+
+    pub(crate) fn from_inner(inner: Arc<ReactorInner>) -> Reactor {
+        Reactor { inner }
+    }
+
+    pub(crate) fn set_actor_store(&self, store: Arc<dyn ActorStore>) -> Result<(), PfError> {
+        let mut current = self.inner.actor_store.lock();
+        if !self.actor_hosts().is_empty() {
+            return Err(PfError::new(
+                ErrorCode::BadRequest,
+                "the actor store must be set before the first actor type is registered",
+            ));
+        }
+        *current = Some(store);
         Ok(())
+    }
+
+    pub(crate) fn register_actor_type(&self, name: &str, spec: ActorType) -> Result<(), PfError> {
+        let store = self.inner.actor_store.lock().get_or_insert_with(|| Arc::new(MemoryStore::new())).clone();
+        let settings = HostSettings { remembered_turns: self.inner.config.actor_remembered_turns };
+        let host = TypeHost::new(name, spec, store.clone(), settings, Arc::downgrade(&self.inner));
+        if store.durable() {
+            // Actors stored before this process started count as passivated.
+            if let Some(Ok(ids)) = futures::FutureExt::now_or_never(store.ids(name)) {
+                host.counters.dormant.store(ids.len() as u64, Ordering::Relaxed);
+            }
+        }
+        self.install(
+            Group::ResourceMgmt,
+            crate::actor::address::type_element(name),
+            Target::Actors(Arc::new(host)),
+        );
+        Ok(())
+    }
+
+    /// The host of `actor_type` on this reactor.
+    pub(crate) fn actor_host(&self, actor_type: &str) -> Option<Arc<TypeHost>> {
+        // The element `actor.<type>` is spelled on the stack: no allocation
+        // per message.
+        let prefix = crate::actor::address::ACTOR_ELEMENT_PREFIX;
+        let mut buf = [0u8; 64];
+        let len = prefix.len() + actor_type.len();
+        if len > buf.len() {
+            return None;
+        }
+        buf[..prefix.len()].copy_from_slice(prefix.as_bytes());
+        buf[prefix.len()..len].copy_from_slice(actor_type.as_bytes());
+        let element = std::str::from_utf8(&buf[..len]).ok()?;
+        match &self.inner.handlers.load().get(Group::ResourceMgmt, element)?.target {
+            Target::Actors(host) => Some(host.clone()),
+            Target::Handler(_) => None,
+        }
+    }
+
+    /// Whether a network node routes this reactor's packets (placement
+    /// then decides where an actor lives).
+    pub(crate) fn has_forwarder(&self) -> bool {
+        self.inner.forwarder.load().is_some()
+    }
+
+    /// Every actor type hosted here.
+    pub(crate) fn actor_hosts(&self) -> Vec<Arc<TypeHost>> {
+        let table = self.inner.handlers.load();
+        table.by_group[Group::ResourceMgmt.index()]
+            .values()
+            .filter_map(|route| match &route.target {
+                Target::Actors(host) => Some(host.clone()),
+                Target::Handler(_) => None,
+            })
+            .collect()
+    }
+
+    /// The names of the actor types hosted here.
+    pub(crate) fn actor_type_names(&self) -> Vec<String> {
+        self.actor_hosts().iter().map(|host| host.name.to_string()).collect()
+    }
+
+    pub(crate) fn count_failed_tell(&self, actor_type: &str) {
+        if let Some(host) = self.actor_host(actor_type) {
+            host.counters.tells_failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Starts the passivation sweep once, from inside the runtime: every
+    /// quarter of the idle time, idle actors leave memory.
+    pub(crate) fn sweep_actors(&self) {
+        if self.inner.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let every = (self.inner.config.actor_passivate_after / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(30));
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let reactor = Reactor { inner };
+                if reactor.is_stopped() {
+                    return;
+                }
+                for host in reactor.actor_hosts() {
+                    host.passivate_idle().await;
+                }
+            }
+        });
     }
 
     /// Registers an async handler `(data, ctx) -> Result<Value, HandlerError>`.
@@ -372,8 +535,10 @@ impl Reactor {
         let Some(route) = handlers.get(packet.group, packet.element.as_str()) else {
             return Immediate::Elsewhere(owned);
         };
-        let Handler::Sync(f) = &route.handler else {
-            return Immediate::Later(owned);
+        let f = match &route.target {
+            Target::Handler(Handler::Sync(f)) => f,
+            Target::Actors(host) => return self.try_actor_now(host, owned, start, deadline, &route.stats),
+            Target::Handler(Handler::Async(_)) => return Immediate::Later(owned),
         };
         let Some(mut guard) = self.inner.inflight.begin(&packet.id) else {
             return Immediate::Later(owned); // the slow path answers PF409
@@ -381,6 +546,33 @@ impl Reactor {
         let id = packet.id.clone();
         let outcome = self.run_sync(f.as_ref(), owned.into_packet(), deadline);
         Immediate::Done(self.finish(&route.stats, &mut guard, id, outcome, start))
+    }
+
+    /// The fast path of an actor message: an idle actor in memory whose
+    /// turn runs inline answers here, on a reactor without a network (a
+    /// node decides placement first, on the awaiting path).
+    fn try_actor_now<P: OwnedPacket>(
+        &self,
+        host: &Arc<TypeHost>,
+        owned: P,
+        start: Instant,
+        deadline: Instant,
+        stats: &Stats,
+    ) -> Immediate<P> {
+        if self.inner.forwarder.load().is_some() {
+            return Immediate::Later(owned);
+        }
+        let Some(claim) = host.claim_idle(owned.packet()) else {
+            return Immediate::Later(owned);
+        };
+        let Some(mut guard) = self.inner.inflight.begin(&owned.packet().id) else {
+            host.release_claim(&claim);
+            return Immediate::Later(owned); // the slow path answers the repeat
+        };
+        let packet = owned.into_packet();
+        let id = packet.id.clone();
+        let outcome = host.run_claimed(self, &claim, packet, deadline);
+        Immediate::Done(self.finish(stats, &mut guard, id, outcome, start))
     }
 
     /// Marks a packet that a node forwards by itself (not through
@@ -410,7 +602,7 @@ impl Reactor {
     /// Runs a sync handler, turning a panic into PF500.
     fn run_sync(&self, f: &handler::SyncFn, packet: Packet, deadline: Instant) -> Result<Value, PfError> {
         let Packet { id, data, metadata, .. } = packet;
-        let ctx = Context { reactor: self.clone(), packet_id: id, metadata, deadline };
+        let ctx = Context { reactor: self.clone(), packet_id: id, metadata, deadline, turn: false };
         std::panic::catch_unwind(AssertUnwindSafe(|| f(data, &ctx)))
             .unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))
     }
@@ -420,7 +612,7 @@ impl Reactor {
     /// again).
     pub(crate) async fn submit_waiting(
         &self,
-        packet: Packet,
+        mut packet: Packet,
         start: Instant,
         deadline: Instant,
         origin: Option<Origin>,
@@ -440,13 +632,35 @@ impl Reactor {
             return self.forward_or_reject(packet, start, deadline, origin).await;
         };
         drop(handlers);
+        if matches!(route.target, Target::Actors(_)) && !self.actor_lives_here(&mut packet, origin) {
+            return self.forward_or_reject(packet, start, deadline, origin).await;
+        }
         let Some(mut guard) = self.inner.inflight.begin(&packet.id) else {
+            if let Target::Actors(host) = &route.target {
+                // A repeat of an actor message in flight gets the first one's answer.
+                let id = packet.id.clone();
+                let outcome = match host.message(packet, deadline) {
+                    Ok((actor, message)) => host.join(self, &actor, message).await,
+                    Err(e) => Err(e),
+                };
+                return PacketResult { packet_id: id, outcome, duration_ms: since_ms(start) };
+            }
             let message = format!("a packet with id {} is already in flight", packet.id);
             return fail(packet.id, ErrorCode::DuplicateId, message);
         };
         let id = packet.id.clone();
         let outcome = self.run_local(packet, &route, deadline).await;
         self.finish(&route.stats, &mut guard, id, outcome, start)
+    }
+
+    /// Whether this node is the placement of the actor `packet` is for
+    /// (always, without a network).
+    pub(crate) fn actor_lives_here(&self, packet: &mut Packet, origin: Option<Origin>) -> bool {
+        let Some(forwarder) = self.inner.forwarder.load_full() else { return true };
+        match crate::actor::address::placement(packet) {
+            Some((actor_type, key)) => forwarder.actor_here(actor_type, &key, origin),
+            None => true,
+        }
     }
 
     async fn forward_or_reject(
@@ -493,7 +707,16 @@ impl Reactor {
         if !packet.dependencies.is_empty() {
             Box::pin(self.await_dependencies(&packet, deadline)).await?;
         }
-        if let Handler::Sync(f) = &route.handler {
+        let handler = match &route.target {
+            Target::Handler(handler) => handler,
+            Target::Actors(host) => {
+                // An actor's mailbox is its own queue: waiting there holds no slot.
+                self.sweep_actors();
+                let (actor, message) = host.message(packet, deadline)?;
+                return host.deliver(self, actor, message).await;
+            }
+        };
+        if let Handler::Sync(f) = handler {
             // A sync handler runs to completion without yielding, so it never
             // holds a slot while others wait: it needs no admission.
             return self.run_sync(f.as_ref(), packet, deadline);
@@ -517,8 +740,8 @@ impl Reactor {
             }
         };
         let Packet { id, group, element, data, metadata, .. } = packet;
-        let ctx = Context { reactor: self.clone(), packet_id: id, metadata, deadline };
-        let Handler::Async(f) = &route.handler else { unreachable!("sync handlers returned above") };
+        let ctx = Context { reactor: self.clone(), packet_id: id, metadata, deadline, turn: false };
+        let Handler::Async(f) = handler else { unreachable!("sync handlers returned above") };
         let running = AssertUnwindSafe(f(data, ctx)).catch_unwind();
         let outcome =
             self.bounded(running, deadline, || format!("{group}:{element} did not answer in time")).await?;
@@ -529,7 +752,7 @@ impl Reactor {
     /// reactor stops (PF503). Work that is ready at once costs no timer; the
     /// timer and the stop signal live in a box made only when work waits,
     /// which keeps every submit future small (it is moved on each await).
-    async fn bounded<F: std::future::Future>(
+    pub(crate) async fn bounded<F: std::future::Future>(
         &self,
         work: F,
         deadline: Instant,
@@ -603,9 +826,9 @@ impl Reactor {
         data: Value,
         ctx: &Context,
     ) -> Option<HandlerResult> {
-        match &self.inner.handlers.load().get(group, element)?.handler {
-            Handler::Sync(f) => Some(f(data, ctx)),
-            Handler::Async(_) => None,
+        match &self.inner.handlers.load().get(group, element)?.target {
+            Target::Handler(Handler::Sync(f)) => Some(f(data, ctx)),
+            _ => None,
         }
     }
 
@@ -619,6 +842,7 @@ impl Reactor {
             packet_id: PacketId::random(),
             metadata: None,
             deadline: Instant::now() + Duration::from_secs(30),
+            turn: false,
         }
     }
 
@@ -636,6 +860,7 @@ impl Reactor {
             in_flight: self.inner.inflight.len(),
             queued: self.inner.scheduler.queued(),
             unrouted: self.inner.unrouted.load(Ordering::Relaxed),
+            actors: self.actors().stats(),
         }
     }
 }

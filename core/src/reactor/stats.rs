@@ -121,6 +121,8 @@ pub struct ReactorStats {
     pub queued: usize,
     /// Packets answered PF001 (no handler).
     pub unrouted: u64,
+    /// One entry per actor type hosted here.
+    pub actors: Vec<crate::actor::ActorTypeStats>,
 }
 
 #[cfg(test)]

@@ -490,6 +490,7 @@ enum HelloField {
     MaxInflight,
     HeartbeatMs,
     Token,
+    ActorHosts,
     #[default]
     Other,
 }
@@ -506,6 +507,7 @@ impl FieldName for HelloField {
             "max_inflight" => HelloField::MaxInflight,
             "heartbeat_ms" => HelloField::HeartbeatMs,
             "token" => HelloField::Token,
+            "actor_hosts" => HelloField::ActorHosts,
             _ => HelloField::Other,
         }
     }
@@ -542,13 +544,70 @@ fn parse_handler_key(key: &str, index: usize) -> Result<(Group, Element), PfErro
     Ok((Group::parse(g).map_err(prefix)?, Element::new(e).map_err(prefix)?))
 }
 
+/// `actor_hosts`: an object of actor types, each an object of node ids
+/// with their distance in hops (PF400 naming the entry that breaks it).
+fn parse_actor_hosts(value: Option<serde_json::Value>) -> Result<crate::wire::ActorHosts, PfError> {
+    use serde_json::Value;
+    let mut hosts = crate::wire::ActorHosts::new();
+    let types = match value {
+        None | Some(Value::Null) => return Ok(hosts),
+        Some(Value::Object(types)) => types,
+        Some(other) => {
+            return Err(bad_request(format!(
+                "actor_hosts must be an object of actor types, got {}",
+                kind(&other)
+            )))
+        }
+    };
+    for (actor_type, nodes) in types {
+        crate::actor::address::check_type(&actor_type)
+            .map_err(|e| bad_request(format!("actor_hosts[{}]: {}", quote(&actor_type), e.message)))?;
+        let Value::Object(nodes) = nodes else {
+            return Err(bad_request(format!(
+                "actor_hosts[{}] must be an object of node ids and hops, got {}",
+                quote(&actor_type),
+                kind(&nodes)
+            )));
+        };
+        let mut by_node = std::collections::BTreeMap::new();
+        for (node, hops) in nodes {
+            let Some(hops) = hops.as_u64() else {
+                return Err(bad_request(format!(
+                    "actor_hosts[{}][{}] must be a non-negative integer, got {}",
+                    quote(&actor_type),
+                    quote(&node),
+                    kind(&hops)
+                )));
+            };
+            by_node.insert(node, hops);
+        }
+        hosts.insert(actor_type, by_node);
+    }
+    Ok(hosts)
+}
+
+/// How an unexpected JSON value is named in a message.
+fn kind(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    if text.len() > 40 {
+        format!("{}...", &text[..text.char_indices().nth(37).map_or(text.len(), |(i, _)| i)])
+    } else {
+        text
+    }
+}
+
 impl FromMap for HelloMap {
     type Out = Result<Hello, PfError>;
 
     fn read_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Out, A::Error> {
         let mut raw: [Option<Field<'de>>; 9] = Default::default();
+        let mut actor_hosts = None;
         while let Some(Key(field)) = map.next_key::<Key<HelloField>>()? {
             let slot = match field {
+                HelloField::ActorHosts => {
+                    actor_hosts = Some(map.next_value::<serde_json::Value>()?);
+                    continue;
+                }
                 HelloField::NodeId => 0,
                 HelloField::Name => 1,
                 HelloField::Runtime => 2,
@@ -594,6 +653,7 @@ impl FromMap for HelloMap {
                 max_inflight,
                 heartbeat_ms,
                 token,
+                actor_hosts: parse_actor_hosts(actor_hosts)?,
             })
         })())
     }

@@ -94,7 +94,15 @@ pub struct Hello {
     pub heartbeat_ms: u64,
     /// Credentials, when the node asks for them.
     pub token: Option<String>,
+    /// For each actor type, the nodes hosting it that can be reached
+    /// through the sender, with how many hops away from it each is (0: the
+    /// sender itself). Placement hashes over these (docs/protocol.md,
+    /// "Actors").
+    pub actor_hosts: ActorHosts,
 }
+
+/// Actor type -> node id -> hops from the announcing node.
+pub type ActorHosts = std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>;
 
 impl std::fmt::Debug for Hello {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -104,6 +112,7 @@ impl std::fmt::Debug for Hello {
             .field("runtime", &self.runtime)
             .field("protocol", &self.protocol)
             .field("handlers", &self.handlers)
+            .field("actor_hosts", &self.actor_hosts)
             .field("features", &self.features)
             .field("max_inflight", &self.max_inflight)
             .field("heartbeat_ms", &self.heartbeat_ms)

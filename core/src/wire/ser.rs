@@ -158,6 +158,9 @@ impl Serialize for Hello {
         if self.heartbeat_ms > 0 {
             m.serialize_entry("heartbeat_ms", &self.heartbeat_ms)?;
         }
+        if !self.actor_hosts.is_empty() {
+            m.serialize_entry("actor_hosts", &self.actor_hosts)?;
+        }
         if let Some(token) = &self.token {
             m.serialize_entry("token", token)?;
         }

@@ -228,6 +228,26 @@ fn hello_is_decoded_and_checked() {
     assert_eq!(e.error.message, "handlers[0] must be \"group:element\", got \"nope\"");
 }
 
+#[test]
+fn hello_actor_hosts_name_the_entry_that_breaks_the_rule() {
+    let Message::Hello { hello, .. } = json_frame(json!({"type":"hello","seq":0,"payload":{
+        "node_id":"n1","actor_hosts":{"counter":{"n1":0,"n7":2}}}}))
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!(hello.actor_hosts["counter"]["n7"], 2);
+    let e = rejected(json!({"type":"hello","seq":0,"payload":{"actor_hosts":{"counter":{"n1":-1}}}}));
+    assert_eq!(e.error.message, "actor_hosts[\"counter\"][\"n1\"] must be a non-negative integer, got -1");
+    let e = rejected(json!({"type":"hello","seq":0,"payload":{"actor_hosts":["counter"]}}));
+    assert_eq!(e.error.message, "actor_hosts must be an object of actor types, got [\"counter\"]");
+    let e = rejected(json!({"type":"hello","seq":0,"payload":{"actor_hosts":{"bad type":{}}}}));
+    assert!(
+        e.error.message.starts_with("actor_hosts[\"bad type\"]: actor type must be"),
+        "{}",
+        e.error.message
+    );
+}
+
 fn sample_messages() -> Vec<Message> {
     let packet = Packet::build("df", "transform", json!({"s": "ünï 😀", "n": [u64::MAX, -1, 1.5, null]}))
         .unwrap()
@@ -258,6 +278,7 @@ fn sample_messages() -> Vec<Message> {
                 max_inflight: 100,
                 heartbeat_ms: 1000,
                 token: Some("secret".into()),
+                actor_hosts: [("counter".to_string(), [("n".to_string(), 0u64)].into())].into(),
             }),
         },
     ]

@@ -4,13 +4,17 @@
 //!
 //! ```text
 //! fault-node hub [--listen ADDR] [--heartbeat-ms N] [--handshake-ms N] [--max-inflight-per-conn N]
+//!                [--actor-store FILE]
 //! fault-node service --connect URL
 //! ```
 //!
 //! Both serve `df:upper` (uppercase a string) and `df:big` (a string of
 //! `data` bytes); a service also serves `df:stuck` (never answers) and
 //! `df:work` (answers its data after a millisecond) and `df:whoami` (its
-//! process id, so a test can tell which service took a packet). A hub prints
+//! process id, so a test can tell which service took a packet). With
+//! `--actor-store FILE`, a hub also hosts the actor type `counter`
+//! (`increment` adds `data.by` or 1 and answers `{"value": n}`, anything
+//! else reads; virtual, from `{"value": 0}`) on a redb file. A hub prints
 //! `listening ws://ADDR/packetflow/v1`, a service `ready` once connected,
 //! each as its first line on stdout. Either exits when its stdin closes,
 //! so a test that dies takes its children with it.
@@ -48,6 +52,12 @@ fn main() -> ExitCode {
         let reactor =
             Reactor::new(ReactorConfig { name: format!("fault-{mode}"), ..ReactorConfig::default() });
         register_common(&reactor);
+        if let Some(path) = option("--actor-store") {
+            if let Err(e) = host_counter(&reactor, &path) {
+                eprintln!("error: {}", e.message);
+                return ExitCode::from(1);
+            }
+        }
         let node = Node::new(reactor.clone(), config);
         let first_line = match mode.as_str() {
             "hub" => {
@@ -92,6 +102,19 @@ fn main() -> ExitCode {
         node.stop().await;
         ExitCode::SUCCESS
     })
+}
+
+fn host_counter(reactor: &Reactor, path: &str) -> Result<(), PfError> {
+    let actors = reactor.actors();
+    actors.set_store(std::sync::Arc::new(packetflow::actor::FileStore::open(path)?))?;
+    let counter = packetflow::ActorType::new(|kind: &str, message: &Value, state: &mut Value, _: &_| {
+        if kind == "increment" {
+            let value = state["value"].as_i64().unwrap_or(0) + message["by"].as_i64().unwrap_or(1);
+            state["value"] = Value::from(value);
+        }
+        Ok(packetflow::Reply::Value(serde_json::json!({"value": state["value"]})))
+    });
+    actors.register("counter", counter.with_initial_state(serde_json::json!({"value": 0})))
 }
 
 fn register_common(reactor: &Reactor) {

@@ -16,7 +16,8 @@ defmodule PacketFlow.Reactor.Dispatcher do
   # measured), and nothing would restart a worker anyway (the pool makes a
   # new one when it needs one).
   #
-  # Handler functions are kept by registration id, a new id for every
+  # Handler functions (and actor types' modules, whose turns the workers run
+  # as they run handlers) are kept by registration id, a new id for every
   # registration, so a call runs the function of the registration the core
   # routed its packet to, whatever was registered or removed since. The NIF
   # sends `{:pf_forget, id}` once neither the core nor any unanswered call
@@ -42,11 +43,11 @@ defmodule PacketFlow.Reactor.Dispatcher do
   @spec pool(pid()) :: reference()
   def pool(dispatcher), do: GenServer.call(dispatcher, :pool)
 
-  @spec put(pid(), pos_integer(), function()) :: :ok
+  @spec put(pid(), pos_integer(), PacketFlow.Reactor.Handler.code()) :: :ok
   def put(dispatcher, id, fun), do: GenServer.call(dispatcher, {:put, id, fun})
 
   @doc false
-  @spec handler(pid(), pos_integer()) :: function()
+  @spec handler(pid(), pos_integer()) :: PacketFlow.Reactor.Handler.code()
   def handler(dispatcher, id), do: GenServer.call(dispatcher, {:handler, id})
 
   @impl true

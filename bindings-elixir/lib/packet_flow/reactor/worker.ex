@@ -1,11 +1,12 @@
 defmodule PacketFlow.Reactor.Worker do
   @moduledoc false
-  # A long-lived process of a reactor's handler pool.
+  # A long-lived process of a reactor's handler pool: it runs handlers and
+  # actors' turns alike (see PacketFlow.Reactor.Handler).
   #
   # The dispatcher starts a worker for a call that found no idle worker; once
   # it has answered, the worker's reply puts it on the pool's idle stack
   # (in the NIF), and from then on the NIF sends it calls directly, one at a
-  # time, as `{:pf_call, handler_id, data, packet_id, metadata, token}`.
+  # time, as `{:pf_call, handler_id, input, packet_id, metadata, token}`.
   # A call only ever goes to an idle worker, so a slow or blocked handler
   # delays no other call: when every worker is busy, the next call starts a
   # new one.
@@ -26,7 +27,7 @@ defmodule PacketFlow.Reactor.Worker do
   defstruct [:dispatcher, :pool, :generation, :seen, cache: %{}]
 
   @doc false
-  @spec start_link(pid(), reference(), :atomics.atomics_ref(), tuple(), function()) :: pid()
+  @spec start_link(pid(), reference(), :atomics.atomics_ref(), tuple(), Handler.code()) :: pid()
   def start_link(dispatcher, pool, generation, {id, _, _, _, _} = call, fun) do
     seen = :atomics.get(generation, 1)
 

@@ -1,13 +1,16 @@
-//! What a running handler asks of its packet through `%PacketFlow.Context{}`:
-//! the time left, the trace id, and child calls made on its behalf.
+//! What a running handler (or actor turn) asks of its packet through
+//! `%PacketFlow.Context{}`: the time left, the trace id, and child calls
+//! and actor messages made on its behalf.
+
+use std::future::Future;
 
 use packetflow::reactor::late_call_error;
-use packetflow::{PfError, Value};
+use packetflow::{ActorRef, PfError, Value};
 use rustler::{Encoder, Env, LocalPid, OwnedEnv, ResourceArc, Term};
 
 use crate::exec::{inline, send_from, Deliver, Job};
 use crate::invocation::Invocation;
-use crate::{atoms, convert, terms};
+use crate::{actor, atoms, convert, terms};
 
 /// Milliseconds left before the packet's deadline.
 #[rustler::nif]
@@ -70,15 +73,86 @@ fn context_call<'a>(
         Err(bad) => return (atoms::badarg(), bad.describe("data")).encode(env),
     };
     if token.answered() {
-        let late = late_call_error(&group, &element);
-        return (atoms::ok(), (atoms::error(), terms::error(env, &late))).encode(env);
+        return answered_at_once(env, Err(late_call_error(&group, &element)));
     }
     let ctx = token.context().clone();
+    child(env, &token, tag, async move { ctx.call(&group, &element, data).await })
+}
+
+/// Sends `message` to actor `actor_type`/`actor_id` on behalf of the packet
+/// and waits for the turn's answer, as [`context_call`] does for a handler
+/// (same answers; a turn that sends carries its reentrancy chain).
+#[rustler::nif]
+fn context_send<'a>(
+    env: Env<'a>,
+    token: ResourceArc<Invocation>,
+    actor_type: &str,
+    actor_id: &str,
+    message: Term<'a>,
+    tag: u64,
+) -> Term<'a> {
+    let message = match convert::to_value(message) {
+        Ok(v) => v,
+        Err(bad) => return (atoms::badarg(), bad.describe("message")).encode(env),
+    };
+    let actor = match ActorRef::new(actor_type, actor_id) {
+        Ok(actor) => actor,
+        Err(e) => return answered_at_once(env, Err(e)),
+    };
+    if token.answered() {
+        return answered_at_once(env, Err(late_call_error("rm", actor.element().as_str())));
+    }
+    let ctx = token.context().clone();
+    child(env, &token, tag, async move { ctx.send(&actor, message).await })
+}
+
+/// Sends `message` to actor `actor_type`/`actor_id` on behalf of the packet
+/// without waiting for its turn: `:ok` once it holds its place in the
+/// mailbox, `{:error, %PacketFlow.Error{}}` for what the core refuses at
+/// once (a late tell is PF503, as a late call), or `{:badarg, message}`.
+#[rustler::nif]
+fn context_tell<'a>(
+    env: Env<'a>,
+    token: ResourceArc<Invocation>,
+    actor_type: &str,
+    actor_id: &str,
+    message: Term<'a>,
+) -> Term<'a> {
+    let message = match convert::to_value(message) {
+        Ok(v) => v,
+        Err(bad) => return (atoms::badarg(), bad.describe("message")).encode(env),
+    };
+    let told = inline::run(env, || {
+        let actor = ActorRef::new(actor_type, actor_id)?;
+        if token.answered() {
+            return Err(late_call_error("rm", actor.element().as_str()));
+        }
+        token.context().tell(&actor, message)
+    });
+    actor::ok_or_error(env, told)
+}
+
+/// `{:ok, answer}`: a child answered without starting.
+fn answered_at_once<'a>(env: Env<'a>, outcome: Result<Value, PfError>) -> Term<'a> {
+    let answer = match outcome {
+        Ok(v) => (atoms::ok(), convert::to_term(env, &v)).encode(env),
+        Err(e) => (atoms::error(), terms::error(env, &e)).encode(env),
+    };
+    (atoms::ok(), answer).encode(env)
+}
+
+/// Starts `child` (a call or a message of the packet whose token is
+/// `token`): `{:ok, answer}` when it is answered at once, else `:pending`
+/// and `{:pf_child, tag, answer}` to the calling process later.
+fn child<'a>(
+    env: Env<'a>,
+    token: &Invocation,
+    tag: u64,
+    child: impl Future<Output = Result<Value, PfError>> + Send + 'static,
+) -> Term<'a> {
     let deliver = ChildAnswer { caller: env.pid(), tag };
-    let call = async move { ctx.call(&group, &element, data).await };
-    inline::run(env, || match Job::start(call, deliver, token.home()) {
-        Some(Ok(v)) => (atoms::ok(), (atoms::ok(), convert::to_term(env, &v))).encode(env),
-        Some(Err(e)) => (atoms::ok(), (atoms::error(), terms::error(env, &e))).encode(env),
+    inline::run(env, || match Job::start(child, deliver, token.home()) {
+        Some(outcome) => answered_at_once(env, outcome),
         None => atoms::pending().encode(env),
     })
 }

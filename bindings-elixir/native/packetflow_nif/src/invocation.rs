@@ -1,8 +1,10 @@
-//! Handler invocations: the core calls a registered handler, the NIF sends
-//! `{:pf_call, handler_id, data, packet_id, metadata, token}` to an idle
+//! Handler invocations: the core calls a registered handler (or runs a
+//! turn of an actor type, see [`crate::actor`]), the NIF sends
+//! `{:pf_call, handler_id, input, packet_id, metadata, token}` to an idle
 //! worker of the reactor's [`Pool`] (or to its dispatcher, which starts
-//! one); the worker runs the Elixir handler and answers through
-//! `reply_ok`, `reply_failed` or `reply_error`.
+//! one); the worker runs the Elixir code registered under `handler_id` and
+//! answers through `reply_ok`, `reply_failed` or `reply_error` (a turn
+//! through `actor::reply_turn`).
 //!
 //! The context's `token` is an [`Invocation`] resource holding the channel
 //! back to the waiting core task. If the handler's process dies without
@@ -28,7 +30,10 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use packetflow::{Context, Handler, HandlerResult, PfError, Value};
+use std::future::Future;
+
+use packetflow::actor::TurnOutput;
+use packetflow::{ActorRef, Context, Handler, PfError, Value};
 use parking_lot::Mutex;
 use rustler::{Encoder, Env, Resource, ResourceArc, Term};
 use tokio::sync::oneshot;
@@ -40,11 +45,22 @@ use crate::{atoms, convert};
 
 static LIVE: AtomicU64 = AtomicU64::new(0);
 
+/// What a worker answers: a handler's value, or a turn's reply and state.
+pub enum Answer {
+    /// A handler's result data.
+    Value(Value),
+    /// An actor turn's reply, and the actor's state after it.
+    Turn(TurnOutput),
+}
+
+/// What the waiting core task receives.
+pub type Outcome = Result<Answer, PfError>;
+
 /// One handler call waiting for its answer.
 pub struct Invocation {
     /// The channel to the core task, and the registration the call runs,
     /// both let go when the call is answered.
-    pending: Mutex<Option<(oneshot::Sender<HandlerResult>, Arc<Registration>)>>,
+    pending: Mutex<Option<(oneshot::Sender<Outcome>, Arc<Registration>)>>,
     ctx: Context,
     /// Where the worker that answers goes back to.
     pool: Arc<Pool>,
@@ -82,14 +98,14 @@ impl Invocation {
 
     /// Answers the call. When `idle`, the calling process is a pool worker
     /// that takes calls again from now on.
-    fn answer(&self, env: Env, idle: bool, outcome: HandlerResult) {
+    pub fn answer(&self, env: Env, idle: bool, outcome: Outcome) {
         if idle {
             self.pool.push(env.pid());
         }
         inline::run(env, || self.answer_now(outcome));
     }
 
-    fn answer_now(&self, outcome: HandlerResult) {
+    fn answer_now(&self, outcome: Outcome) {
         let pending = self.pending.lock().take();
         if let Some((tx, _registration)) = pending {
             // The receiver is gone when the packet already timed out.
@@ -98,15 +114,39 @@ impl Invocation {
     }
 }
 
+/// What the worker's code is given besides the context.
+pub enum Input {
+    /// A handler's data.
+    Data(Value),
+    /// An actor's turn: `{message_type, message, state, actor_type, actor_id}`.
+    Turn { message_type: String, message: Value, state: Value, actor: ActorRef },
+}
+
+impl Input {
+    fn term<'a>(&self, env: Env<'a>) -> Term<'a> {
+        match self {
+            Input::Data(data) => convert::to_term(env, data),
+            Input::Turn { message_type, message, state, actor } => (
+                message_type.as_str(),
+                convert::to_term(env, message),
+                convert::to_term(env, state),
+                actor.actor_type(),
+                actor.id(),
+            )
+                .encode(env),
+        }
+    }
+}
+
 /// A handler call on its way to a worker.
 pub struct Call {
     handler_id: u64,
-    data: Value,
+    input: Input,
     token: ResourceArc<Invocation>,
 }
 
 impl Call {
-    /// `(handler_id, data, packet_id, metadata, token)`; the worker makes
+    /// `(handler_id, input, packet_id, metadata, token)`; the worker makes
     /// the `%PacketFlow.Context{}` from them.
     fn terms<'a>(&self, env: Env<'a>) -> (u64, Term<'a>, Term<'a>, Term<'a>, Term<'a>) {
         let ctx = &self.token.ctx;
@@ -115,18 +155,18 @@ impl Call {
             None => atoms::nil().encode(env),
         };
         let packet_id = ctx.packet_id().as_str().encode(env);
-        (self.handler_id, convert::to_term(env, &self.data), packet_id, metadata, self.token.encode(env))
+        (self.handler_id, self.input.term(env), packet_id, metadata, self.token.encode(env))
     }
 }
 
 impl WorkerCall for Call {
-    /// `{:pf_call, handler_id, data, packet_id, metadata, token}`.
+    /// `{:pf_call, handler_id, input, packet_id, metadata, token}`.
     fn message<'a>(&self, env: Env<'a>) -> Term<'a> {
         let (id, data, packet_id, metadata, token) = self.terms(env);
         (atoms::pf_call(), id, data, packet_id, metadata, token).encode(env)
     }
 
-    /// `{handler_id, data, packet_id, metadata, token}`.
+    /// `{handler_id, input, packet_id, metadata, token}`.
     fn spilled<'a>(&self, env: Env<'a>) -> Term<'a> {
         self.terms(env).encode(env)
     }
@@ -136,22 +176,49 @@ impl WorkerCall for Call {
 /// `handler_id`, which the dispatcher maps to the function): it hands each
 /// call to the reactor's worker pool and waits for the answer.
 pub fn handler(handler_id: u64, pool: Arc<Pool>) -> Handler {
-    let registration = Arc::new(Registration { handler_id, home: Arc::clone(pool.home()) });
+    let registration = Registration::new(handler_id, &pool);
     Handler::from_async(move |data, ctx| {
-        let (tx, rx) = oneshot::channel();
-        LIVE.fetch_add(1, Ordering::Relaxed);
-        let pending = Mutex::new(Some((tx, Arc::clone(&registration))));
-        let token = ResourceArc::new(Invocation { pending, ctx, pool: Arc::clone(&pool) });
-        send(&pool, Call { handler_id, data, token });
-        async move { rx.await.unwrap_or_else(|_| Err(abandoned())) }
+        let answer = invoke(&registration, ctx, Input::Data(data));
+        async move {
+            match answer.await? {
+                Answer::Value(value) => Ok(value),
+                Answer::Turn(_) => Err(mismatched()),
+            }
+        }
     })
 }
 
-/// One registration of a handler function, held by the core's handler and
-/// by each unanswered call; its function is needed until it is dropped.
-struct Registration {
+/// Hands one call of `registration` to a worker of its pool; the future
+/// resolves with the worker's answer (PF500 if its process ends without
+/// one).
+pub fn invoke(
+    registration: &Arc<Registration>,
+    ctx: Context,
+    input: Input,
+) -> impl Future<Output = Outcome> + Send + 'static {
+    let (tx, rx) = oneshot::channel();
+    LIVE.fetch_add(1, Ordering::Relaxed);
+    let pool = &registration.pool;
+    let pending = Mutex::new(Some((tx, Arc::clone(registration))));
+    let token = ResourceArc::new(Invocation { pending, ctx, pool: Arc::clone(pool) });
+    send(pool, Call { handler_id: registration.handler_id, input, token });
+    async move { rx.await.unwrap_or_else(|_| Err(abandoned())) }
+}
+
+/// One registration of Elixir code (a handler function, an actor type's
+/// module), held by what the core routes to and by each unanswered call;
+/// the dispatcher needs its code until it is dropped.
+pub struct Registration {
     handler_id: u64,
-    home: Arc<Home>,
+    pool: Arc<Pool>,
+}
+
+impl Registration {
+    /// The registration the dispatcher knows as `handler_id`, whose calls
+    /// go to `pool`'s workers.
+    pub fn new(handler_id: u64, pool: &Arc<Pool>) -> Arc<Registration> {
+        Arc::new(Registration { handler_id, pool: Arc::clone(pool) })
+    }
 }
 
 impl Drop for Registration {
@@ -159,8 +226,9 @@ impl Drop for Registration {
     /// runs wherever the last holder lets go: a reply NIF, the runtime's
     /// thread, a garbage collection).
     fn drop(&mut self) {
-        let forget = Arc::new(Forget { handler_id: self.handler_id, home: Arc::clone(&self.home) });
-        self.home.defer(forget);
+        let home = self.pool.home();
+        let forget = Arc::new(Forget { handler_id: self.handler_id, home: Arc::clone(home) });
+        home.defer(forget);
     }
 }
 
@@ -191,6 +259,12 @@ impl Runnable for Forget {
 /// What a handler's answer becomes when its process ended without one.
 pub fn abandoned() -> PfError {
     PfError::failed("the handler's process ended without answering")
+}
+
+/// A worker answered a handler call as a turn or the other way round
+/// (never, with this package's Elixir code).
+pub fn mismatched() -> PfError {
+    PfError::failed("the answer does not fit the call (a handler's value or an actor's turn)")
 }
 
 thread_local! {
@@ -274,8 +348,9 @@ impl Runnable for LateCall {
 /// the caller is a pool worker ready for its next call.
 #[rustler::nif]
 fn reply_ok<'a>(env: Env<'a>, token: ResourceArc<Invocation>, value: Term<'a>, idle: bool) -> rustler::Atom {
-    let outcome =
-        convert::to_value(value).map_err(|bad| PfError::failed(bad.describe("the handler's result")));
+    let outcome = convert::to_value(value)
+        .map(Answer::Value)
+        .map_err(|bad| PfError::failed(bad.describe("the handler's result")));
     token.answer(env, idle, outcome);
     atoms::ok()
 }

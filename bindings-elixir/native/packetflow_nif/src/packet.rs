@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 
-use packetflow::{Field, Packet, PacketId, PacketParts, PacketResult};
+use packetflow::{Field, Packet, PacketId, PacketParts, PacketResult, PfError};
 use rustler::{Binary, MapIterator, Term, TermType};
 
 use crate::{atoms, convert};
@@ -28,6 +28,21 @@ type Built = Result<Packet, PacketResult>;
 /// core refuses, or the `ArgumentError` message of a term that cannot be a
 /// packet's parts.
 pub fn build(term: Term) -> Result<Built, String> {
+    let (parts, given_id) = parts(term)?;
+    Ok(parts.into_packet().map_err(|e| failure(given_id, e)))
+}
+
+/// The PF400 result of a packet the core refused: it carries the id given,
+/// when that was a valid one, else a fresh one (as the wire decoder names
+/// a packet it refuses).
+pub fn failure(given_id: Option<PacketId>, error: PfError) -> PacketResult {
+    PacketResult::failure(given_id.unwrap_or_else(PacketId::random), error, 0)
+}
+
+/// The fields of `term` (a map) as the core's unchecked [`PacketParts`],
+/// with the packet id given if it is a valid one; or the `ArgumentError`
+/// message of a term that cannot be a packet's parts.
+pub fn parts<'a>(term: Term<'a>) -> Result<(PacketParts<'a>, Option<PacketId>), String> {
     if term.get_type() != TermType::Map {
         return Err(format!("a packet must be a map or keyword list with {FIELDS}, got {}", kind(term)));
     }
@@ -52,8 +67,6 @@ pub fn build(term: Term) -> Result<Built, String> {
     }
 
     let id = id.map(field);
-    // The id a failed packet's result carries: the one given, when it is
-    // one, else a fresh one (as the wire decoder names a packet it refuses).
     let given_id = match &id {
         Some(Field::Str(s)) => PacketId::new(s).ok(),
         _ => None,
@@ -70,9 +83,7 @@ pub fn build(term: Term) -> Result<Built, String> {
             .map(|t| convert::to_value(t).map_err(|bad| bad.describe("metadata")))
             .transpose()?,
     };
-    Ok(parts
-        .into_packet()
-        .map_err(|e| PacketResult::failure(given_id.unwrap_or_else(PacketId::random), e, 0)))
+    Ok((parts, given_id))
 }
 
 /// A packet field's term as the core's [`Field`]: what it is, unchecked.

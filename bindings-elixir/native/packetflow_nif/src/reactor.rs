@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use packetflow::{ConnectionSpawner, Node, NodeConfig, PacketResult, PfError, Reactor, ReactorConfig};
+use packetflow::{ConnectionSpawner, Node, NodeConfig, Packet, PfError, Reactor, ReactorConfig};
 use parking_lot::{Mutex, RwLock};
 use rustler::env::SavedTerm;
 use rustler::sys::enif_send;
@@ -14,7 +15,7 @@ use rustler::{Encoder, Env, LocalPid, OwnedEnv, Resource, ResourceArc, Term};
 use crate::exec::{self, inline, Deliver, Job};
 use crate::invocation;
 use crate::pool::{Pool, PoolRes};
-use crate::{atoms, packet, runtime, terms};
+use crate::{atoms, packet, runtime, store, terms};
 
 static LIVE: AtomicU64 = AtomicU64::new(0);
 
@@ -40,6 +41,8 @@ pub struct ReactorRes {
     /// The GenServer: network answers go there, and it is the key of this
     /// reactor in the registry.
     owner: LocalPid,
+    /// Its actor store file, if it has one: closed when it stops.
+    store: Option<Arc<store::Closable>>,
 }
 
 #[rustler::resource_impl]
@@ -55,6 +58,9 @@ impl Drop for ReactorRes {
     fn drop(&mut self) {
         registry().write().remove(&self.owner);
         self.reactor.stop();
+        if let Some(store) = &self.store {
+            store.close();
+        }
         if let Some(node) = self.node.get_mut().take() {
             // Closing connections is async; the task owns what it needs.
             runtime::handle().spawn(async move { node.stop().await });
@@ -63,33 +69,39 @@ impl Drop for ReactorRes {
     }
 }
 
-/// The core's reactor settings: its defaults for what is not given (`nil`),
-/// checked by the core (PF400 naming the option).
-fn config(
+/// The reactor settings given in Elixir, `nil` where not given.
+#[derive(rustler::NifTuple)]
+struct Settings {
     name: Option<String>,
     max_inflight: Option<usize>,
     max_queue: Option<usize>,
-) -> Result<ReactorConfig, PfError> {
+    actor_passivate_after_ms: Option<u64>,
+    actor_remembered_turns: Option<usize>,
+}
+
+/// The core's reactor settings: its defaults for what is not given (`nil`),
+/// checked by the core (PF400 naming the option).
+fn config(settings: Settings) -> Result<ReactorConfig, PfError> {
     let defaults = ReactorConfig::default();
     let config = ReactorConfig {
-        name: name.unwrap_or(defaults.name),
-        max_inflight: max_inflight.unwrap_or(defaults.max_inflight),
-        max_queue: max_queue.unwrap_or(defaults.max_queue),
+        name: settings.name.unwrap_or(defaults.name),
+        max_inflight: settings.max_inflight.unwrap_or(defaults.max_inflight),
+        max_queue: settings.max_queue.unwrap_or(defaults.max_queue),
+        actor_passivate_after: settings
+            .actor_passivate_after_ms
+            .map_or(defaults.actor_passivate_after, Duration::from_millis),
+        actor_remembered_turns: settings.actor_remembered_turns.unwrap_or(defaults.actor_remembered_turns),
         ..defaults
     };
     config.validate().map(|()| config)
 }
 
-/// Whether the core accepts these reactor settings: `:ok` or
-/// `{:error, %PacketFlow.Error{}}`.
+/// Whether the core accepts these reactor settings (`{name, max_inflight,
+/// max_queue, actor_passivate_after_ms, actor_remembered_turns}`): `:ok`
+/// or `{:error, %PacketFlow.Error{}}`.
 #[rustler::nif]
-fn reactor_check_config<'a>(
-    env: Env<'a>,
-    name: Option<String>,
-    max_inflight: Option<usize>,
-    max_queue: Option<usize>,
-) -> Term<'a> {
-    match config(name, max_inflight, max_queue) {
+fn reactor_check_config(env: Env, settings: Settings) -> Term {
+    match config(settings) {
         Ok(_) => atoms::ok().encode(env),
         Err(e) => (atoms::error(), terms::error(env, &e)).encode(env),
     }
@@ -97,25 +109,41 @@ fn reactor_check_config<'a>(
 
 /// A reactor owned by the calling process (its GenServer), whose handler
 /// calls go to `pool`'s workers: `{:ok, reactor}` or `{:error,
-/// %PacketFlow.Error{}}` for settings the core refuses.
+/// %PacketFlow.Error{}}` for settings the core refuses, or an actor store
+/// (a file, `actor_store`) it cannot open.
 #[rustler::nif]
 fn reactor_new<'a>(
     env: Env<'a>,
-    name: Option<String>,
-    max_inflight: Option<usize>,
-    max_queue: Option<usize>,
+    settings: Settings,
+    actor_store: Option<String>,
     pool: ResourceArc<PoolRes>,
 ) -> Term<'a> {
-    let config = match config(name, max_inflight, max_queue) {
-        Ok(config) => config,
+    let made = config(settings).and_then(|config| {
+        let reactor = Reactor::new(config);
+        let store = match actor_store {
+            Some(path) => {
+                let store = Arc::new(store::Closable::open(&path)?);
+                reactor.actors().set_store(store.clone())?;
+                Some(store)
+            }
+            None => None,
+        };
+        Ok((reactor, store))
+    });
+    let (reactor, store) = match made {
+        Ok(made) => made,
         Err(e) => return (atoms::error(), terms::error(env, &e)).encode(env),
     };
     LIVE.fetch_add(1, Ordering::Relaxed);
     let owner = env.pid();
-    let reactor = Reactor::new(config);
     registry().write().insert(owner, (reactor.clone(), Arc::clone(&pool.0)));
-    let resource =
-        ResourceArc::new(ReactorRes { reactor, node: Mutex::new(None), pool: Arc::clone(&pool.0), owner });
+    let resource = ResourceArc::new(ReactorRes {
+        reactor,
+        node: Mutex::new(None),
+        pool: Arc::clone(&pool.0),
+        owner,
+        store,
+    });
     (atoms::ok(), resource).encode(env)
 }
 
@@ -149,21 +177,29 @@ fn reactor_unregister(env: Env, r: ResourceArc<ReactorRes>, group: String, eleme
     inline::run(env, || r.reactor.unregister(&group, &element))
 }
 
-/// Where a submit's result goes: `{:pf_result, ref, result}` to the process
-/// that submitted, built in an environment made for it at submit time
-/// (which holds the caller's `ref`). A caller that is gone by then is no
-/// concern: the send fails and the environment is freed.
-struct ToCaller {
+/// Where an answer goes: `{:pf_result, ref, answer}` to the process that
+/// asked, built in an environment made for it when it asked (which holds
+/// the caller's `ref`); `encode` makes `answer`. A caller that is gone by
+/// then is no concern: the send fails and the environment is freed.
+pub struct ToCaller<T> {
     caller: LocalPid,
     message: Mutex<(OwnedEnv, SavedTerm)>,
+    encode: for<'m> fn(Env<'m>, &T) -> Term<'m>,
 }
 
-impl ToCaller {
-    fn send(&self, from: Option<Env>, result: &PacketResult) {
+impl<T> ToCaller<T> {
+    /// The answer for the calling process of `env`, tagged `tag`.
+    pub fn new(env: Env, tag: Term, encode: for<'m> fn(Env<'m>, &T) -> Term<'m>) -> ToCaller<T> {
+        let owned = OwnedEnv::new();
+        let saved = owned.save(tag);
+        ToCaller { caller: env.pid(), message: Mutex::new((owned, saved)), encode }
+    }
+
+    fn send(&self, from: Option<Env>, value: &T) {
         let slot = self.message.lock();
         let (owned, tag) = &*slot;
         owned.run(|menv| {
-            let message = (atoms::pf_result(), tag.load(menv), terms::result(menv, result)).encode(menv);
+            let message = (atoms::pf_result(), tag.load(menv), (self.encode)(menv, value)).encode(menv);
             let from = from.map_or(std::ptr::null_mut(), |env| env.as_c_arg());
             // SAFETY: `from` is the running NIF's environment or null (on a
             // runtime thread); `menv` is process-independent and holds the
@@ -174,14 +210,21 @@ impl ToCaller {
     }
 }
 
-impl Deliver<PacketResult> for ToCaller {
-    fn inline(&self, env: Env, result: PacketResult) {
-        self.send(Some(env), &result);
+impl<T: Send + 'static> Deliver<T> for ToCaller<T> {
+    fn inline(&self, env: Env, value: T) {
+        self.send(Some(env), &value);
     }
 
-    fn later(&self, result: PacketResult) {
-        self.send(None, &result);
+    fn later(&self, value: T) {
+        self.send(None, &value);
     }
+}
+
+/// The running reactor (and its pool) whose GenServer is `reactor`, if
+/// that is the pid of one.
+pub fn find(reactor: Term) -> Option<(Reactor, Arc<Pool>)> {
+    let pid = reactor.decode::<LocalPid>().ok()?;
+    registry().read().get(&pid).cloned()
 }
 
 /// Builds a packet from `fields` (a map) and submits it to the reactor
@@ -195,19 +238,22 @@ impl Deliver<PacketResult> for ToCaller {
 /// - `:noproc`: `reactor` is not the pid of a running reactor.
 #[rustler::nif]
 fn reactor_submit<'a>(env: Env<'a>, reactor: Term<'a>, fields: Term<'a>, tag: Term<'a>) -> Term<'a> {
-    let packet = match packet::build(fields) {
-        Ok(Ok(packet)) => packet,
-        Ok(Err(result)) => return (atoms::done(), terms::result(env, &result)).encode(env),
-        Err(message) => return (atoms::badarg(), message).encode(env),
-    };
-    let found = reactor.decode::<LocalPid>().ok().and_then(|pid| registry().read().get(&pid).cloned());
-    let Some((reactor, pool)) = found else {
+    match packet::build(fields) {
+        Ok(Ok(packet)) => submit(env, reactor, packet, tag),
+        Ok(Err(result)) => (atoms::done(), terms::result(env, &result)).encode(env),
+        Err(message) => (atoms::badarg(), message).encode(env),
+    }
+}
+
+/// Submits `packet` to the reactor whose GenServer is `reactor`, for the
+/// calling process: `{:pending, timeout_ms}`, `{:done, result}` or
+/// `:noproc`, as [`reactor_submit`] answers.
+pub fn submit<'a>(env: Env<'a>, reactor: Term<'a>, packet: Packet, tag: Term<'a>) -> Term<'a> {
+    let Some((reactor, pool)) = find(reactor) else {
         return atoms::noproc().encode(env);
     };
     let timeout_ms = packet.timeout_ms();
-    let owned = OwnedEnv::new();
-    let saved = owned.save(tag);
-    let deliver = ToCaller { caller: env.pid(), message: Mutex::new((owned, saved)) };
+    let deliver = ToCaller::new(env, tag, terms::result);
     let submit = async move { reactor.submit(packet).await };
     inline::run(env, || match Job::start(submit, deliver, pool.home()) {
         Some(result) => (atoms::done(), terms::result(env, &result)).encode(env),
@@ -224,6 +270,10 @@ fn reactor_stop(env: Env, r: ResourceArc<ReactorRes>) -> rustler::Atom {
     // Submits answered PF503 here are polled and answered before this
     // returns (the dispatcher, which would otherwise, is stopping too).
     inline::run(env, || r.reactor.stop());
+    // So that a reactor started next on the same file finds it free.
+    if let Some(store) = &r.store {
+        store.close();
+    }
     if let Some(node) = r.node.lock().clone() {
         runtime::handle().spawn(async move { node.stop().await });
     }
@@ -253,6 +303,16 @@ impl ReactorRes {
     /// GenServer).
     pub fn owner(&self) -> &LocalPid {
         &self.owner
+    }
+
+    /// The core reactor.
+    pub fn reactor(&self) -> &Reactor {
+        &self.reactor
+    }
+
+    /// The worker pool of its handlers and actor turns.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
     }
 }
 

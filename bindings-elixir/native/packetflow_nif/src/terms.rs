@@ -51,7 +51,8 @@ pub fn result<'a>(env: Env<'a>, r: &PacketResult) -> Term<'a> {
     Term::map_from_term_arrays(env, &keys, &values).expect("distinct keys")
 }
 
-/// `%{name, in_flight, queued, unrouted, handlers: [%{group, element, ...}]}`.
+/// `%{name, in_flight, queued, unrouted, handlers: [%{group, element, ...}],
+/// actors: [%{actor_type, active, ...}]}`.
 pub fn stats<'a>(env: Env<'a>, s: &ReactorStats) -> Term<'a> {
     let handlers: Vec<Term<'a>> = s
         .handlers
@@ -68,12 +69,27 @@ pub fn stats<'a>(env: Env<'a>, s: &ReactorStats) -> Term<'a> {
             })
         })
         .collect();
+    let actors: Vec<Term<'a>> = s
+        .actors
+        .iter()
+        .map(|a| {
+            rustler::term_map!(env, {
+                atoms::actor_type() => a.actor_type.as_str(),
+                atoms::active() => a.active,
+                atoms::passivated() => a.passivated,
+                atoms::activations() => a.activations,
+                atoms::passivations() => a.passivations,
+                atoms::tells_failed() => a.tells_failed,
+            })
+        })
+        .collect();
     rustler::term_map!(env, {
         atoms::name() => s.name.as_str(),
         atoms::in_flight() => s.in_flight as u64,
         atoms::queued() => s.queued as u64,
         atoms::unrouted() => s.unrouted,
         atoms::handlers() => handlers,
+        atoms::actors() => actors,
     })
 }
 

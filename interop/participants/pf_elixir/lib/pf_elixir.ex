@@ -37,6 +37,7 @@ defmodule PfElixir do
       end)
 
     register_rule_handlers(r, name)
+    :ok = PacketFlow.Actors.register(r, "counter_elixir", PfElixir.Counter)
     :ok = Reactor.connect(r, url, opts)
     IO.puts("ready")
     IO.read(:stdio, :eof)
@@ -139,4 +140,24 @@ defmodule PfElixir do
 
     PacketFlow.JSON.encode!(%{"id" => req["id"], "result" => out})
   end
+end
+
+defmodule PfElixir.Counter do
+  @moduledoc """
+  The interop suite's actor type `counter_elixir`: `increment` (`{"by": n}`
+  optional) answers `{"value": n}`, `get_value` reads it; any id starts at
+  `{"value": 0}` on its first message.
+  """
+  use PacketFlow.Actor
+
+  @impl true
+  def initial_state, do: %{"value" => 0}
+
+  @impl true
+  def handle_message("increment", message, %{"value" => value} = state) do
+    value = value + Map.get(message, "by", 1)
+    {:reply, %{"value" => value}, %{state | "value" => value}}
+  end
+
+  def handle_message("get_value", _message, state), do: {:reply, %{"value" => state["value"]}, state}
 end

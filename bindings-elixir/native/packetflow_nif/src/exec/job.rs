@@ -147,6 +147,22 @@ pub fn spawn(future: impl Future<Output = ()> + Send + 'static, home: &Arc<Home>
     job.defer();
 }
 
+/// Runs `future` as a job polled where it is woken, starting with the
+/// running NIF (before it returns), or with `home`'s process when called
+/// outside any NIF of this library. An actor's mailbox runs this way (see
+/// `crate::actor`): the reply of a turn, a NIF in the worker that ran it,
+/// commits it and starts the next turn right there.
+pub fn start_detached(future: impl Future<Output = ()> + Send + 'static, home: &Arc<Home>) {
+    let job = Arc::new(Job {
+        state: AtomicU8::new(SCHEDULED),
+        future: Mutex::new(Some(Box::pin(future))),
+        deliver: Detached,
+        home: Arc::clone(home),
+        lazy: false,
+    });
+    inline::schedule(job);
+}
+
 impl<T: Send + 'static, D: Deliver<T>> Runnable for Job<T, D> {
     fn run_inline(self: Arc<Self>, env: Env) {
         if let Some(value) = self.poll_once() {

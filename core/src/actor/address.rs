@@ -1,0 +1,355 @@
+//! How an actor is named and addressed on the wire: the one place that maps
+//! (type, id) to a packet's `group:element` and reserved metadata.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::error::{ErrorCode, PfError};
+use crate::packet::{Element, Group, Packet, PacketId};
+
+/// The group every actor type is addressed in.
+pub const ACTOR_GROUP: Group = Group::ResourceMgmt;
+/// The element of type `T` is `actor.T`.
+pub const ACTOR_ELEMENT_PREFIX: &str = "actor.";
+/// Metadata key naming the actor a packet is for.
+pub const META_ACTOR_ID: &str = "pf.actor_id";
+/// Metadata key naming what a packet asks of the actor (`send` when absent).
+pub const META_ACTOR_OP: &str = "pf.actor_op";
+/// Metadata key listing the ids of the actor turns waiting on this packet
+/// (the reentrancy chain, see [`Op`] and docs/protocol.md).
+pub const META_TURNS: &str = "pf.turns";
+/// Longest actor type name: the element (`actor.` + type) is at most 64 bytes.
+pub const MAX_TYPE_LEN: usize = 64 - ACTOR_ELEMENT_PREFIX.len();
+/// Longest actor id, in bytes (the same bound as a packet id).
+pub const MAX_ID_LEN: usize = 128;
+
+/// An actor's address: its type and its id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ActorRef {
+    actor_type: Arc<str>,
+    id: Arc<str>,
+}
+
+impl ActorRef {
+    /// Checks both parts: PF400 naming the one that breaks its rule.
+    pub fn new(actor_type: &str, id: &str) -> Result<ActorRef, PfError> {
+        check_type(actor_type)?;
+        check_id(id)?;
+        Ok(ActorRef { actor_type: Arc::from(actor_type), id: Arc::from(id) })
+    }
+
+    /// From parts already checked (a host's type name, a table's key).
+    pub(crate) fn from_parts(actor_type: Arc<str>, id: Arc<str>) -> ActorRef {
+        ActorRef { actor_type, id }
+    }
+
+    /// A new actor of `actor_type` with a fresh UUID v4 id.
+    pub fn generate(actor_type: &str) -> Result<ActorRef, PfError> {
+        check_type(actor_type)?;
+        Ok(ActorRef { actor_type: Arc::from(actor_type), id: Arc::from(PacketId::random().as_str()) })
+    }
+
+    /// The type name (`counter`).
+    pub fn actor_type(&self) -> &str {
+        &self.actor_type
+    }
+
+    /// The id within the type.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The `group:element` its messages are submitted to (`rm:actor.counter`).
+    pub fn element(&self) -> Element {
+        type_element(&self.actor_type)
+    }
+
+    /// A packet carrying `op` with `data` to this actor.
+    pub fn packet(&self, op: Op, data: Value) -> Packet {
+        let mut meta = Map::new();
+        meta.insert(META_ACTOR_ID.to_owned(), Value::String(self.id.to_string()));
+        if op != Op::Send {
+            meta.insert(META_ACTOR_OP.to_owned(), Value::String(op.as_str().to_owned()));
+        }
+        Packet::new(ACTOR_GROUP, self.element(), data).with_metadata(meta)
+    }
+
+    /// A packet carrying `op` to this actor with the options a binding was
+    /// given: `parts` supplies the data (the message, or a create's initial
+    /// state), the id, priority, timeout and metadata, checked with the
+    /// decoder's rules and words; its group and element are this actor's.
+    pub fn packet_from(&self, op: Op, mut parts: crate::packet::PacketParts<'_>) -> Result<Packet, PfError> {
+        parts.group = Some(ACTOR_GROUP.as_str().into());
+        parts.element = Some(self.element().as_str().to_owned().into());
+        let mut packet = parts.into_packet()?;
+        let meta = packet.metadata.get_or_insert_with(Map::new);
+        meta.insert(META_ACTOR_ID.to_owned(), Value::String(self.id.to_string()));
+        if op != Op::Send {
+            meta.insert(META_ACTOR_OP.to_owned(), Value::String(op.as_str().to_owned()));
+        }
+        Ok(packet)
+    }
+
+    /// The key the store and the rendezvous hash use: `type/id`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.actor_type, self.id)
+    }
+}
+
+impl fmt::Display for ActorRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.actor_type, self.id)
+    }
+}
+
+/// What an actor packet asks for (`metadata["pf.actor_op"]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Create the actor with `data` as its initial state (PF409 if it exists).
+    Create,
+    /// A message for the behaviour (the default).
+    Send,
+    /// Stop the actor and delete its state, after the messages before it.
+    Stop,
+}
+
+impl Op {
+    /// The wire form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Create => "create",
+            Op::Send => "send",
+            Op::Stop => "stop",
+        }
+    }
+
+    fn parse(value: Option<&Value>) -> Result<Op, PfError> {
+        match value {
+            None | Some(Value::Null) => Ok(Op::Send),
+            Some(Value::String(s)) if s == "send" => Ok(Op::Send),
+            Some(Value::String(s)) if s == "create" => Ok(Op::Create),
+            Some(Value::String(s)) if s == "stop" => Ok(Op::Stop),
+            Some(other) => Err(bad(format!(
+                "metadata[\"{META_ACTOR_OP}\"] must be one of \"create\", \"send\", \"stop\", got {}",
+                describe(other)
+            ))),
+        }
+    }
+}
+
+/// The element actors of `actor_type` are addressed at (type already checked).
+pub(crate) fn type_element(actor_type: &str) -> Element {
+    Element::new(&format!("{ACTOR_ELEMENT_PREFIX}{actor_type}"))
+        .expect("a checked type name makes a valid element")
+}
+
+/// For a packet addressed to an actor: its type and its placement key
+/// (`type/id`), after giving a create without an id its generated id (so
+/// that every node places it the same way). `None` for any other packet,
+/// and for an actor packet whose metadata is invalid (its host answers
+/// PF400 for it).
+pub(crate) fn placement(packet: &mut Packet) -> Option<(&str, String)> {
+    if packet.group != ACTOR_GROUP {
+        return None;
+    }
+    packet.element.as_str().strip_prefix(ACTOR_ELEMENT_PREFIX).filter(|t| !t.is_empty())?;
+    let request = Request::read(packet.metadata.as_ref()).ok()?;
+    let id = match request.id {
+        Some(id) => id.to_owned(),
+        None => {
+            let id = PacketId::random().to_string();
+            packet
+                .metadata
+                .get_or_insert_with(Map::new)
+                .insert(META_ACTOR_ID.to_owned(), Value::String(id.clone()));
+            id
+        }
+    };
+    let actor_type = packet.element.as_str().strip_prefix(ACTOR_ELEMENT_PREFIX)?;
+    Some((actor_type, format!("{actor_type}/{id}")))
+}
+
+/// PF400 unless `name` is a valid actor type name.
+pub fn check_type(name: &str) -> Result<(), PfError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_TYPE_LEN
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(format!(
+            "actor type must be 1-{MAX_TYPE_LEN} characters of [A-Za-z0-9_.-], got {}",
+            describe(&Value::String(name.to_owned()))
+        )))
+    }
+}
+
+/// PF400 unless `id` is a valid actor id.
+pub fn check_id(id: &str) -> Result<(), PfError> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(bad(format!(
+            "metadata[\"{META_ACTOR_ID}\"] must be a string of 1-{MAX_ID_LEN} bytes, got {} bytes",
+            id.len()
+        )));
+    }
+    Ok(())
+}
+
+/// What an actor packet asks, read from its metadata and data.
+pub(crate) struct Request<'a> {
+    pub(crate) id: Option<&'a str>,
+    pub(crate) op: Op,
+}
+
+impl<'a> Request<'a> {
+    /// Reads `pf.actor_id` and `pf.actor_op`: PF400 naming the key.
+    pub(crate) fn read(metadata: Option<&'a Map<String, Value>>) -> Result<Request<'a>, PfError> {
+        let op = Op::parse(metadata.and_then(|m| m.get(META_ACTOR_OP)))?;
+        let id = match metadata.and_then(|m| m.get(META_ACTOR_ID)) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) => {
+                check_id(id)?;
+                Some(id.as_str())
+            }
+            Some(other) => {
+                return Err(bad(format!(
+                    "metadata[\"{META_ACTOR_ID}\"] must be a string of 1-{MAX_ID_LEN} bytes, got {}",
+                    describe(other)
+                )))
+            }
+        };
+        if id.is_none() && op != Op::Create {
+            return Err(bad(format!(
+                "metadata[\"{META_ACTOR_ID}\"] is required to {} (only a create may leave it out)",
+                op.as_str()
+            )));
+        }
+        Ok(Request { id, op })
+    }
+}
+
+/// The message type of an actor message: `data.type`, a string.
+pub(crate) fn message_type(data: &Value) -> Result<&str, PfError> {
+    match data.get("type") {
+        Some(Value::String(t)) if !t.is_empty() => Ok(t),
+        Some(other) => Err(bad(format!(
+            "data.type must be a non-empty string naming the message, got {}",
+            describe(other)
+        ))),
+        None if data.is_object() => {
+            Err(bad("data.type is required: the message's type names the behaviour to run"))
+        }
+        None => Err(bad(format!(
+            "data must be an object with a \"type\" naming the message, got {}",
+            describe(data)
+        ))),
+    }
+}
+
+/// Whether `metadata["pf.turns"]` lists `turn`.
+pub(crate) fn chain_holds(metadata: Option<&Map<String, Value>>, turn: &PacketId) -> bool {
+    metadata
+        .and_then(|m| m.get(META_TURNS))
+        .and_then(Value::as_array)
+        .is_some_and(|turns| turns.iter().any(|t| t.as_str() == Some(turn.as_str())))
+}
+
+fn bad(message: impl Into<String>) -> PfError {
+    PfError::new(ErrorCode::BadRequest, message)
+}
+
+/// A value as an error message shows it: short, with its kind.
+fn describe(value: &Value) -> String {
+    let text = value.to_string();
+    if text.len() > 40 {
+        let cut = (0..=40).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        format!("{}...", &text[..cut])
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn types_and_ids_follow_their_rules() {
+        assert!(ActorRef::new("counter", "c1").is_ok());
+        let long = "t".repeat(MAX_TYPE_LEN + 1);
+        assert_eq!(
+            ActorRef::new(&long, "c1").unwrap_err().message,
+            format!("actor type must be 1-58 characters of [A-Za-z0-9_.-], got \"{}...", &long[..39])
+        );
+        assert_eq!(
+            ActorRef::new("counter", "").unwrap_err().message,
+            "metadata[\"pf.actor_id\"] must be a string of 1-128 bytes, got 0 bytes"
+        );
+        assert!(ActorRef::new("bad type", "x").unwrap_err().is(ErrorCode::BadRequest));
+        let made = ActorRef::generate("counter").unwrap();
+        assert_eq!(made.id().len(), 36);
+        assert_eq!(made.element().as_str(), "actor.counter");
+    }
+
+    #[test]
+    fn a_packet_names_its_actor_in_reserved_metadata() {
+        let actor = ActorRef::new("counter", "c1").unwrap();
+        let packet = actor.packet(Op::Send, json!({"type": "increment"}));
+        assert_eq!((packet.group, packet.element.as_str()), (Group::ResourceMgmt, "actor.counter"));
+        assert_eq!(packet.meta(META_ACTOR_ID), Some(&json!("c1")));
+        assert_eq!(packet.meta(META_ACTOR_OP), None);
+        let stop = actor.packet(Op::Stop, Value::Null);
+        assert_eq!(stop.meta(META_ACTOR_OP), Some(&json!("stop")));
+    }
+
+    #[test]
+    fn a_bindings_options_are_checked_by_the_decoders_rules() {
+        use crate::packet::PacketParts;
+        let actor = ActorRef::new("counter", "c1").unwrap();
+        let parts = PacketParts {
+            priority: Some(9i64.into()),
+            data: Some(json!({"type": "inc"})),
+            ..Default::default()
+        };
+        let packet = actor.packet_from(Op::Send, parts).unwrap();
+        assert_eq!((packet.priority.get(), packet.element.as_str()), (9, "actor.counter"));
+        assert_eq!(packet.meta(META_ACTOR_ID), Some(&json!("c1")));
+        let parts = PacketParts { timeout_ms: Some(0i64.into()), ..Default::default() };
+        let err = actor.packet_from(Op::Stop, parts).unwrap_err();
+        assert!(err.message.starts_with("timeout_ms must be a positive integer"), "{}", err.message);
+    }
+
+    #[test]
+    fn requests_name_the_key_they_break() {
+        let meta = |v: Value| v.as_object().cloned().unwrap();
+        let m = meta(json!({"pf.actor_op": "explode", "pf.actor_id": "a"}));
+        assert_eq!(
+            Request::read(Some(&m)).err().unwrap().message,
+            "metadata[\"pf.actor_op\"] must be one of \"create\", \"send\", \"stop\", got \"explode\""
+        );
+        let m = meta(json!({"pf.actor_id": 7}));
+        assert_eq!(
+            Request::read(Some(&m)).err().unwrap().message,
+            "metadata[\"pf.actor_id\"] must be a string of 1-128 bytes, got 7"
+        );
+        assert_eq!(
+            Request::read(None).err().unwrap().message,
+            "metadata[\"pf.actor_id\"] is required to send (only a create may leave it out)"
+        );
+        let m = meta(json!({"pf.actor_op": "create"}));
+        let create = Request::read(Some(&m)).unwrap();
+        assert_eq!((create.id, create.op), (None, Op::Create));
+        assert_eq!(message_type(&json!({"type": "inc"})).unwrap(), "inc");
+        assert_eq!(
+            message_type(&json!(3)).unwrap_err().message,
+            "data must be an object with a \"type\" naming the message, got 3"
+        );
+        assert_eq!(
+            message_type(&json!({"type": 1})).unwrap_err().message,
+            "data.type must be a non-empty string naming the message, got 1"
+        );
+    }
+}

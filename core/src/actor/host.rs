@@ -1,0 +1,918 @@
+//! One actor type on one reactor: its active actors, their turns, their
+//! passivation, and the store behind them.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use futures::FutureExt;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::address::{chain_holds, message_type, Op, Request, META_ACTOR_ID, META_ACTOR_OP};
+use super::behavior::{Reply, TurnInput, Turns};
+use super::cell::{answer_all, Answer, Cell, CellState, Message};
+use super::store::{ActorStore, Record};
+use super::{ActorContext, ActorRef, ActorType};
+use crate::error::{ErrorCode, PfError};
+use crate::packet::Packet;
+use crate::reactor::{panic_message, Context, Reactor, ReactorInner, Stats};
+
+/// Settings every type on a reactor shares (from its `ReactorConfig`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HostSettings {
+    pub(crate) remembered_turns: usize,
+}
+
+/// Counters of one type, read by stats, `/health` and `/metrics`.
+#[derive(Default)]
+pub(crate) struct TypeCounters {
+    pub(crate) activations: AtomicU64,
+    pub(crate) passivations: AtomicU64,
+    /// Actors in the store and not in memory (passivated, or stored
+    /// before this process started).
+    pub(crate) dormant: AtomicU64,
+    pub(crate) tells_failed: AtomicU64,
+}
+
+pub(crate) struct TypeHost {
+    pub(crate) name: Arc<str>,
+    spec: ActorType,
+    active: DashMap<Arc<str>, Arc<Cell>>,
+    pub(crate) store: Arc<dyn ActorStore>,
+    settings: HostSettings,
+    reactor: Weak<ReactorInner>,
+    pub(crate) counters: TypeCounters,
+    /// The latency counters of `rm:actor.<type>` (shared with its route).
+    pub(crate) stats: Arc<Stats>,
+}
+
+/// What a message found when it reached its actor.
+enum Offer {
+    /// Answered at once (a remembered turn).
+    Answered(Result<Value, PfError>),
+    /// The actor was idle: run this message here, holding the actor.
+    Inline(Arc<Cell>, Message),
+    /// Queued behind a holder: wait for the answer.
+    Wait(oneshot::Receiver<Answer>),
+    /// Reentrant: the turn that waits on this message's chain holds the actor.
+    Nested(Arc<Cell>, Message),
+}
+
+impl TypeHost {
+    pub(crate) fn new(
+        name: &str,
+        spec: ActorType,
+        store: Arc<dyn ActorStore>,
+        settings: HostSettings,
+        reactor: Weak<ReactorInner>,
+    ) -> TypeHost {
+        TypeHost {
+            name: Arc::from(name),
+            spec,
+            active: DashMap::new(),
+            store,
+            settings,
+            reactor,
+            counters: TypeCounters::default(),
+            stats: Arc::new(Stats::new()),
+        }
+    }
+
+    /// Actors of this type in memory.
+    pub(crate) fn active_count(&self) -> usize {
+        self.active.len()
+    }
+
+    /// The ids of the actors in memory.
+    pub(crate) fn active_ids(&self) -> Vec<String> {
+        self.active.iter().map(|e| e.key().to_string()).collect()
+    }
+
+    /// Whether a turn may run on the sender's task without awaiting: a sync
+    /// behaviour over a store that is written only at passivation.
+    fn runs_inline(&self) -> bool {
+        matches!(self.spec.turns, Turns::Sync(_)) && self.runs_on_sender()
+    }
+
+    /// Whether the sender that finds its actor idle runs the turn on its
+    /// own task. Not with a durable store: a sender that gives up must not
+    /// cut a turn between its write and its commit, so those turns run in
+    /// a task of their own.
+    fn runs_on_sender(&self) -> bool {
+        !self.store.durable()
+    }
+
+    /// Reads what an actor packet asks and checks it before any actor is
+    /// looked up: PF400 naming the field.
+    pub(crate) fn message(&self, packet: Packet, deadline: Instant) -> Result<(ActorRef, Message), PfError> {
+        self.message_for(packet, deadline, None)
+    }
+
+    /// [`message`](Self::message), for an actor already looked up (`known`).
+    fn message_for(
+        &self,
+        packet: Packet,
+        deadline: Instant,
+        known: Option<&ActorRef>,
+    ) -> Result<(ActorRef, Message), PfError> {
+        let Packet { id, data, metadata, priority, .. } = packet;
+        let request = Request::read(metadata.as_ref())?;
+        if request.op == Op::Send {
+            self.check_message_type(message_type(&data)?)?;
+        }
+        let actor = match (known, request.id) {
+            (Some(known), _) => known.clone(),
+            (None, Some(id)) => ActorRef::from_parts(self.name.clone(), Arc::from(id)),
+            (None, None) => ActorRef::generate(&self.name)?,
+        };
+        let message =
+            Message { id, op: request.op, priority, data, metadata, deadline, reply: None, remember: true };
+        Ok((actor, message))
+    }
+
+    /// What [`message`](Self::message) checks of the data, for a message
+    /// made without a packet (the API's direct path).
+    pub(crate) fn check_data(&self, op: Op, data: &Value) -> Result<(), PfError> {
+        if op == Op::Send {
+            self.check_message_type(message_type(data)?)?;
+        }
+        Ok(())
+    }
+
+    fn check_message_type(&self, message_type: &str) -> Result<(), PfError> {
+        match &self.spec.message_types {
+            Some(known) if known.binary_search_by(|k| k.as_str().cmp(message_type)).is_err() => {
+                Err(PfError::new(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "data.type {:?} is not a message of actor type {}; it takes {}",
+                        message_type,
+                        self.name,
+                        known.join(", ")
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Delivers a message and waits for its answer (an ask).
+    pub(crate) async fn deliver(
+        self: &Arc<Self>,
+        reactor: &Reactor,
+        actor: ActorRef,
+        mut message: Message,
+    ) -> Result<Value, PfError> {
+        loop {
+            let deadline = message.deadline;
+            match self.offer(&actor, message) {
+                Offer::Answered(outcome) => return outcome,
+                Offer::Inline(cell, message) => {
+                    return self.run_inline(reactor, &actor, &cell, message).await
+                }
+                Offer::Nested(cell, message) => {
+                    return self.nested_turn(reactor, &actor, &cell, message).await
+                }
+                Offer::Wait(answer) => {
+                    let waited = reactor
+                        .bounded(answer, deadline, || format!("{actor} did not answer in time"))
+                        .await?;
+                    match waited {
+                        Ok(Answer::Done(outcome)) => return outcome,
+                        Ok(Answer::Retry(again)) => message = *again,
+                        Err(_) => return Err(abandoned(&actor)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues a message whose answer nobody awaits (a tell): it keeps its
+    /// place in the mailbox from this call on.
+    pub(crate) fn tell(self: &Arc<Self>, actor: ActorRef, message: Message) {
+        let (reply, answer) = oneshot::channel();
+        let message = Message { reply: Some(reply), ..message };
+        // The answer is awaited in a task only to count a failure.
+        match self.offer(&actor, message) {
+            Offer::Answered(_) | Offer::Wait(_) => {}
+            Offer::Inline(..) | Offer::Nested(..) => unreachable!("a tell is never run on its sender"),
+        }
+        let host = self.clone();
+        tokio::spawn(async move {
+            match answer.await {
+                Ok(Answer::Done(Ok(_))) | Err(_) => {}
+                Ok(Answer::Done(Err(_))) => {
+                    host.counters.tells_failed.fetch_add(1, Relaxed);
+                }
+                Ok(Answer::Retry(message)) => {
+                    let Some(reactor) = host.reactor() else { return };
+                    if host.deliver(&reactor, actor, *message).await.is_err() {
+                        host.counters.tells_failed.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Adds a repeat of a packet still in flight here to its first copy;
+    /// PF409 when the first copy is not queued or running on this actor.
+    pub(crate) async fn join(
+        &self,
+        reactor: &Reactor,
+        actor: &ActorRef,
+        message: Message,
+    ) -> Result<Value, PfError> {
+        let duplicate = || {
+            PfError::new(
+                ErrorCode::DuplicateId,
+                format!("a packet with id {} is already in flight", message.id),
+            )
+        };
+        let Some(cell) = self.active.get(actor.id()).map(|c| c.clone()) else { return Err(duplicate()) };
+        let (to, answer) = oneshot::channel();
+        {
+            let mut st = cell.inner.lock();
+            if let Some(answer) = st.remembered(&message.id) {
+                return Ok(answer);
+            }
+            if st.join(&message.id, to).is_err() {
+                return Err(duplicate());
+            }
+        }
+        match reactor.bounded(answer, message.deadline, || format!("{actor} did not answer in time")).await? {
+            Ok(Answer::Done(outcome)) => outcome,
+            Ok(Answer::Retry(_)) | Err(_) => Err(abandoned(actor)),
+        }
+    }
+
+    /// Finds the actor's cell (reserving one to load if it is not in
+    /// memory) and decides what `message` does there.
+    fn offer(self: &Arc<Self>, actor: &ActorRef, mut message: Message) -> Offer {
+        // A tell carries its reply channel; an ask gets one here if it waits.
+        let ask = message.reply.is_none();
+        loop {
+            let (cell, loading) = match self.active.get(actor.id()) {
+                Some(cell) => (cell.clone(), false),
+                None => match self.active.entry(Arc::from(actor.id())) {
+                    Entry::Occupied(e) => (e.get().clone(), false),
+                    Entry::Vacant(e) => {
+                        let cell = Arc::new(Cell::loading());
+                        e.insert(cell.clone());
+                        (cell, true)
+                    }
+                },
+            };
+            let mut st = cell.inner.lock();
+            if st.gone {
+                continue;
+            }
+            if loading {
+                // A store that answers at once (memory, or a file read) is
+                // read here: no task is needed to bring the actor in.
+                match self.store.load(actor).now_or_never() {
+                    Some(Ok(record)) => {
+                        self.fill(&mut st, record);
+                        if !st.exists && message.op != Op::Create {
+                            drop(st);
+                            self.leave_requeued(actor, &cell);
+                            if let Some(reply) = message.reply.take() {
+                                let _ = reply.send(Answer::Done(Err(not_found(actor))));
+                            }
+                            return Offer::Answered(Err(not_found(actor)));
+                        }
+                        st.held = false;
+                    }
+                    Some(Err(e)) => {
+                        drop(st);
+                        self.leave_requeued(actor, &cell);
+                        if let Some(reply) = message.reply.take() {
+                            let _ = reply.send(Answer::Done(Err(e.clone())));
+                        }
+                        return Offer::Answered(Err(e));
+                    }
+                    None => {
+                        let (reply, answer) = oneshot::channel();
+                        let keep = message.reply.take();
+                        st.enqueue(Message { reply: Some(keep.unwrap_or(reply)), ..message });
+                        drop(st);
+                        self.spawn_drain(actor.clone(), cell, true);
+                        return Offer::Wait(answer);
+                    }
+                }
+                if !st.queue_is_empty() {
+                    // Others queued while it loaded: they go first, then this one.
+                    st.held = true;
+                    let (reply, answer) = oneshot::channel();
+                    let keep = message.reply.take();
+                    st.enqueue(Message { reply: Some(keep.unwrap_or(reply)), ..message });
+                    drop(st);
+                    self.spawn_drain(actor.clone(), cell, false);
+                    return Offer::Wait(answer);
+                }
+            }
+            if let Some(answer) = st.remembered(&message.id) {
+                if let Some(reply) = message.reply.take() {
+                    let _ = reply.send(Answer::Done(Ok(answer.clone())));
+                }
+                return Offer::Answered(Ok(answer));
+            }
+            if st.held {
+                if ask && st.running_id().is_some_and(|turn| chain_holds(message.metadata.as_ref(), turn)) {
+                    drop(st);
+                    return Offer::Nested(cell, message);
+                }
+                let (reply, answer) = oneshot::channel();
+                let keep = message.reply.take();
+                st.enqueue(Message { reply: Some(keep.unwrap_or(reply)), ..message });
+                return Offer::Wait(answer);
+            }
+            st.held = true;
+            if ask && self.runs_on_sender() {
+                st.start_running(message.id.clone());
+                drop(st);
+                return Offer::Inline(cell, message);
+            }
+            let (reply, answer) = oneshot::channel();
+            let keep = message.reply.take();
+            st.enqueue(Message { reply: Some(keep.unwrap_or(reply)), ..message });
+            drop(st);
+            self.spawn_drain(actor.clone(), cell, false);
+            return Offer::Wait(answer);
+        }
+    }
+
+    /// Runs the sender's own message while holding an idle actor, then
+    /// hands the actor to a drain task if messages queued meanwhile. If
+    /// the sender gives up during the turn (its future is dropped), the
+    /// turn is abandoned uncommitted and the actor is handed on all the same.
+    async fn run_inline(
+        self: &Arc<Self>,
+        reactor: &Reactor,
+        actor: &ActorRef,
+        cell: &Arc<Cell>,
+        message: Message,
+    ) -> Result<Value, PfError> {
+        let mut held = Held { host: self, actor, cell, armed: true };
+        let outcome = self.run_one(reactor, actor, cell, message).await;
+        held.armed = false;
+        let joiners = cell.inner.lock().finish_running();
+        answer_all(None, joiners, &outcome);
+        self.release_or_drain(actor, cell);
+        outcome
+    }
+
+    /// After a holder's turn: the actor goes idle, or a drain task runs
+    /// what queued meanwhile.
+    fn release_or_drain(self: &Arc<Self>, actor: &ActorRef, cell: &Arc<Cell>) {
+        let mut st = cell.inner.lock();
+        if st.gone || !st.queue_is_empty() {
+            drop(st);
+            self.spawn_drain(actor.clone(), cell.clone(), false);
+            return;
+        }
+        st.held = false;
+        st.idle_sweeps = 0;
+        st.shrink();
+    }
+
+    fn spawn_drain(self: &Arc<Self>, actor: ActorRef, cell: Arc<Cell>, loading: bool) {
+        let host = self.clone();
+        let drain = async move { host.drain(actor, cell, loading).await };
+        match &self.spec.spawner {
+            Some(spawn) => spawn(Box::pin(drain)),
+            None => drop(tokio::spawn(drain)),
+        }
+    }
+
+    /// The holder's loop: loads the actor if asked, then runs queued
+    /// messages one at a time until none is left.
+    async fn drain(self: Arc<Self>, actor: ActorRef, cell: Arc<Cell>, loading: bool) {
+        let Some(reactor) = self.reactor() else {
+            self.leave(&actor, &cell, |_| Answer::Done(Err(stopped())));
+            return;
+        };
+        if loading {
+            if let Err(e) = self.load(&actor, &cell).await {
+                self.leave(&actor, &cell, |_| Answer::Done(Err(e.clone())));
+                return;
+            }
+        }
+        loop {
+            let next = {
+                let mut st = cell.inner.lock();
+                if st.gone {
+                    drop(st);
+                    self.requeue_elsewhere(&cell);
+                    return;
+                }
+                match st.next() {
+                    Some(message) => message,
+                    None => {
+                        st.held = false;
+                        st.idle_sweeps = 0;
+                        let exists = st.exists;
+                        if !exists {
+                            // A lookup of an actor that does not exist leaves nothing behind.
+                            st.gone = true;
+                        }
+                        st.shrink();
+                        drop(st);
+                        if !exists {
+                            self.active.remove_if(actor.id(), |_, c| Arc::ptr_eq(c, &cell));
+                        }
+                        return;
+                    }
+                }
+            };
+            let mut next = next;
+            let reply = next.reply.take();
+            let outcome = if reply.as_ref().is_some_and(|r| r.is_closed()) || Instant::now() >= next.deadline
+            {
+                // Its sender stopped waiting (deadline, or gone): never started.
+                Err(PfError::new(ErrorCode::Timeout, format!("{actor} did not answer in time")))
+            } else {
+                AssertUnwindSafe(self.run_one(&reactor, &actor, &cell, next))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))
+            };
+            let joiners = cell.inner.lock().finish_running();
+            answer_all(reply, joiners, &outcome);
+        }
+    }
+
+    /// Fills a freshly reserved cell from the store, or from the type's
+    /// initial state; leaves it marked as not existing otherwise.
+    async fn load(&self, actor: &ActorRef, cell: &Cell) -> Result<(), PfError> {
+        let record = self.store.load(actor).await?;
+        self.fill(&mut cell.inner.lock(), record);
+        Ok(())
+    }
+
+    /// Fills a cell being loaded from what the store had.
+    fn fill(&self, st: &mut CellState, record: Option<Record>) {
+        match record {
+            Some(record) => {
+                st.restore(record);
+                st.exists = true;
+                let _ = self.counters.dormant.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+                self.counters.activations.fetch_add(1, Relaxed);
+            }
+            None => {
+                if let Some(initial) = &self.spec.initial_state {
+                    st.set_state(initial.clone());
+                    st.exists = true;
+                    st.fresh = true;
+                    self.counters.activations.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Takes a cell that turned out to hold no actor out of the table; what
+    /// queued on it meanwhile looks the actor up again.
+    fn leave_requeued(&self, actor: &ActorRef, cell: &Arc<Cell>) {
+        cell.inner.lock().gone = true;
+        self.active.remove_if(actor.id(), |_, c| Arc::ptr_eq(c, cell));
+        self.requeue_elsewhere(cell);
+    }
+
+    /// The fast path of a reactor's `try_submit`: claims the actor of
+    /// `packet` if it is in memory and idle, and its turn runs inline (a
+    /// plain message, not a repeat). The claimed actor is held for the
+    /// packet, which [`run_claimed`](Self::run_claimed) must then run.
+    pub(crate) fn claim_idle(&self, packet: &Packet) -> Option<(Arc<Cell>, ActorRef)> {
+        if !self.runs_inline() {
+            return None;
+        }
+        let meta = packet.metadata.as_ref()?;
+        if meta.get(META_ACTOR_OP).is_some_and(|op| !op.is_null()) {
+            return None;
+        }
+        let id = meta.get(META_ACTOR_ID)?.as_str()?;
+        let (cell, actor) = {
+            let entry = self.active.get(id)?;
+            (entry.value().clone(), ActorRef::from_parts(self.name.clone(), entry.key().clone()))
+        };
+        let mut st = cell.inner.lock();
+        if st.held || st.gone || !st.exists || st.remembered(&packet.id).is_some() {
+            return None;
+        }
+        st.held = true;
+        st.start_running(packet.id.clone());
+        drop(st);
+        Some((cell, actor))
+    }
+
+    /// Gives back a claim that will not run (its packet went the slow way).
+    pub(crate) fn release_claim(self: &Arc<Self>, (cell, actor): &(Arc<Cell>, ActorRef)) {
+        let joiners = cell.inner.lock().finish_running();
+        debug_assert!(joiners.is_empty());
+        self.release_or_drain(actor, cell);
+    }
+
+    /// Runs `packet` on the actor [`claim_idle`](Self::claim_idle) claimed
+    /// for it, without awaiting.
+    pub(crate) fn run_claimed(
+        self: &Arc<Self>,
+        reactor: &Reactor,
+        (cell, actor): &(Arc<Cell>, ActorRef),
+        packet: Packet,
+        deadline: Instant,
+    ) -> Result<Value, PfError> {
+        let message = match self.message_for(packet, deadline, Some(actor)) {
+            Ok((_, message)) => message,
+            Err(e) => {
+                let joiners = cell.inner.lock().finish_running();
+                answer_all(None, joiners, &Err(e.clone()));
+                self.release_or_drain(actor, cell);
+                return Err(e);
+            }
+        };
+        let outcome = self
+            .run_one(reactor, actor, cell, message)
+            .now_or_never()
+            .expect("an inline turn (sync behaviour, memory store) never suspends");
+        let joiners = cell.inner.lock().finish_running();
+        answer_all(None, joiners, &outcome);
+        self.release_or_drain(actor, cell);
+        outcome
+    }
+
+    /// Takes the actor out of memory: every queued message is answered by
+    /// `answer` (given the message) and the cell leaves the table.
+    fn leave(&self, actor: &ActorRef, cell: &Arc<Cell>, answer: impl Fn(Message) -> Answer) {
+        let queued = {
+            let mut st = cell.inner.lock();
+            st.gone = true;
+            st.held = false;
+            st.drain_queue()
+        };
+        self.active.remove_if(actor.id(), |_, c| Arc::ptr_eq(c, cell));
+        for (mut message, joiners) in queued {
+            let reply = message.reply.take();
+            for joiner in joiners {
+                let _ = joiner.send(Answer::Done(Err(abandoned(actor))));
+            }
+            if let Some(reply) = reply {
+                let _ = reply.send(answer(message));
+            }
+        }
+    }
+
+    /// The actor went away under its queue: every waiting message is sent
+    /// back to look the actor up again.
+    fn requeue_elsewhere(&self, cell: &Arc<Cell>) {
+        let queued = cell.inner.lock().drain_queue();
+        for (mut message, joiners) in queued {
+            for joiner in joiners {
+                let _ = joiner.send(Answer::Done(Err(PfError::new(
+                    ErrorCode::Unavailable,
+                    "the actor left memory while this repeat waited; retry",
+                ))));
+            }
+            if let Some(reply) = message.reply.take() {
+                let _ = reply.send(Answer::Retry(Box::new(message)));
+            }
+        }
+    }
+
+    /// Runs one message on a held actor: the remembered answer, a create, a
+    /// stop, or a turn of the behaviour.
+    async fn run_one(
+        &self,
+        reactor: &Reactor,
+        actor: &ActorRef,
+        cell: &Arc<Cell>,
+        message: Message,
+    ) -> Result<Value, PfError> {
+        let (exists, fresh) = {
+            let st = cell.inner.lock();
+            if let Some(answer) = st.remembered(&message.id) {
+                return Ok(answer);
+            }
+            (st.exists, st.fresh)
+        };
+        match message.op {
+            Op::Create if exists && !fresh => {
+                Err(PfError::new(ErrorCode::DuplicateId, format!("actor {actor} already exists")))
+            }
+            Op::Create => self.create(actor, cell, message).await,
+            _ if !exists => Err(not_found(actor)),
+            Op::Stop => {
+                self.stop(actor, cell).await?;
+                Ok(address_of(actor, true))
+            }
+            Op::Send => self.turn(reactor, actor, cell, message).await,
+        }
+    }
+
+    async fn create(&self, actor: &ActorRef, cell: &Arc<Cell>, message: Message) -> Result<Value, PfError> {
+        let answer = address_of(actor, false);
+        let record = {
+            let mut st = cell.inner.lock();
+            st.set_state(message.data);
+            if message.remember {
+                st.remember(message.id.clone(), &answer, self.settings.remembered_turns);
+            }
+            st.record()
+        };
+        if self.store.durable() {
+            if let Err(e) = self.store.save(actor, &record).await {
+                let mut st = cell.inner.lock();
+                st.set_state(Value::Null);
+                st.forget(&message.id);
+                return Err(e);
+            }
+        }
+        let mut st = cell.inner.lock();
+        if !st.fresh {
+            self.counters.activations.fetch_add(1, Relaxed);
+        }
+        st.exists = true;
+        st.fresh = false;
+        drop(st);
+        Ok(answer)
+    }
+
+    /// Deletes the actor: its record, then its place in memory; what queued
+    /// behind the stop looks the actor up again (and finds it gone).
+    async fn stop(&self, actor: &ActorRef, cell: &Arc<Cell>) -> Result<(), PfError> {
+        self.store.remove(actor).await?;
+        let mut st = cell.inner.lock();
+        st.gone = true;
+        st.exists = false;
+        drop(st);
+        self.active.remove_if(actor.id(), |_, c| Arc::ptr_eq(c, cell));
+        Ok(())
+    }
+
+    /// One turn of the behaviour: it runs on a copy of the state, which is
+    /// committed (saved first, with a durable store) only if it succeeds.
+    async fn turn(
+        &self,
+        reactor: &Reactor,
+        actor: &ActorRef,
+        cell: &Arc<Cell>,
+        message: Message,
+    ) -> Result<Value, PfError> {
+        let Message { id, data, metadata, deadline, remember, .. } = message;
+        let state = cell.inner.lock().state();
+        let ctx = ActorContext::new(
+            Context { reactor: reactor.clone(), packet_id: id.clone(), metadata, deadline, turn: true },
+            actor.clone(),
+        );
+        let (reply, state) = match &self.spec.turns {
+            Turns::Sync(behavior) => {
+                let mut state = state;
+                let message_type = message_type(&data)?;
+                let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    behavior.handle(message_type, &data, &mut state, &ctx)
+                }));
+                let reply = handled.unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))?;
+                (reply, state)
+            }
+            Turns::Async(turn) => {
+                let message_type = message_type(&data)?.to_owned();
+                let running = AssertUnwindSafe(turn(TurnInput { message_type, message: data, state, ctx }))
+                    .catch_unwind();
+                let late = || format!("{actor} did not answer in time");
+                let out = reactor.bounded(running, deadline, late).await?;
+                let out = out.unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))?;
+                if Instant::now() >= deadline {
+                    // Its sender was answered PF408 already: the turn must not count.
+                    return Err(PfError::new(ErrorCode::Timeout, late()));
+                }
+                (out.reply, out.state)
+            }
+        };
+        match reply {
+            Reply::Value(answer) => {
+                self.commit(actor, cell, remember.then_some(id), state, &answer).await?;
+                Ok(answer)
+            }
+            Reply::Stop(answer) => {
+                self.stop(actor, cell).await?;
+                Ok(answer)
+            }
+        }
+    }
+
+    /// Makes a turn's state the actor's, remembering the turn; with a
+    /// durable store, only once the record is on disk.
+    async fn commit(
+        &self,
+        actor: &ActorRef,
+        cell: &Cell,
+        id: Option<crate::packet::PacketId>,
+        state: Value,
+        answer: &Value,
+    ) -> Result<(), PfError> {
+        let window = self.settings.remembered_turns;
+        if !self.store.durable() {
+            let mut st = cell.inner.lock();
+            st.set_state(state);
+            st.fresh = false;
+            if let Some(id) = id {
+                st.remember(id, answer, window);
+            }
+            return Ok(());
+        }
+        let record = {
+            let mut st = cell.inner.lock();
+            if let Some(id) = &id {
+                st.remember(id.clone(), answer, window);
+            }
+            let mut record = st.record();
+            record.state = state;
+            record
+        };
+        match self.store.save(actor, &record).await {
+            Ok(()) => {
+                let mut st = cell.inner.lock();
+                st.set_state(record.state);
+                st.fresh = false;
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(id) = &id {
+                    cell.inner.lock().forget(id);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A reentrant message: the actor is held by a turn waiting on this
+    /// message's chain, so it runs now, on the committed state, and may
+    /// read but not change it (the waiting turn will commit its own).
+    async fn nested_turn(
+        &self,
+        reactor: &Reactor,
+        actor: &ActorRef,
+        cell: &Arc<Cell>,
+        message: Message,
+    ) -> Result<Value, PfError> {
+        if message.op != Op::Send {
+            return Err(PfError::new(
+                ErrorCode::DuplicateId,
+                format!("{actor} cannot be {} by a message its own turn is waiting on", past(message.op)),
+            ));
+        }
+        let before = cell.inner.lock().state();
+        let Message { id, data, metadata, deadline, .. } = message;
+        let ctx = ActorContext::new(
+            Context { reactor: reactor.clone(), packet_id: id, metadata, deadline, turn: true },
+            actor.clone(),
+        );
+        let (reply, after) = match &self.spec.turns {
+            Turns::Sync(behavior) => {
+                let mut state = before.clone();
+                let message_type = message_type(&data)?;
+                let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    behavior.handle(message_type, &data, &mut state, &ctx)
+                }));
+                (handled.unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))?, state)
+            }
+            Turns::Async(turn) => {
+                let message_type = message_type(&data)?.to_owned();
+                let running = AssertUnwindSafe(turn(TurnInput {
+                    message_type,
+                    message: data,
+                    state: before.clone(),
+                    ctx,
+                }))
+                .catch_unwind();
+                let out =
+                    reactor.bounded(running, deadline, || format!("{actor} did not answer in time")).await?;
+                let out = out.unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))?;
+                (out.reply, out.state)
+            }
+        };
+        let answer = match reply {
+            Reply::Value(answer) if after == before => answer,
+            _ => {
+                return Err(PfError::new(
+                    ErrorCode::DuplicateId,
+                    format!(
+                        "a reentrant message may read {actor}'s state but not change or stop it: the turn it \
+                         interrupts holds the state"
+                    ),
+                ))
+            }
+        };
+        Ok(answer)
+    }
+
+    /// Passivates actors idle for longer than the setting: their record
+    /// goes to the store (unless a durable store has it already) and their
+    /// memory is freed. Returns how many left memory.
+    pub(crate) async fn passivate_idle(self: &Arc<Self>) -> usize {
+        // Each sweep ages every idle actor by one; a turn makes it young
+        // again. Sweeps come every quarter of the idle time, so an actor
+        // aged past IDLE_SWEEPS has had no turn for at least that time.
+        let idle: Vec<(Arc<str>, Arc<Cell>)> = self
+            .active
+            .iter()
+            .filter(|e| {
+                let mut st = e.value().inner.lock();
+                if st.held || !st.exists {
+                    return false;
+                }
+                st.idle_sweeps = st.idle_sweeps.saturating_add(1);
+                st.idle_sweeps > IDLE_SWEEPS
+            })
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        let mut left = 0;
+        for (id, cell) in idle {
+            let record = {
+                let mut st = cell.inner.lock();
+                if st.held || st.gone || !st.exists || st.idle_sweeps <= IDLE_SWEEPS {
+                    continue;
+                }
+                st.held = true; // nobody runs a turn while the record is written
+                st.record()
+            };
+            let actor = ActorRef::new(&self.name, &id).expect("an active actor's id is valid");
+            if !self.store.durable() && self.store.save(&actor, &record).await.is_err() {
+                self.release_or_drain(&actor, &cell);
+                continue;
+            }
+            cell.inner.lock().gone = true;
+            self.active.remove_if(&*id, |_, c| Arc::ptr_eq(c, &cell));
+            self.requeue_elsewhere(&cell);
+            self.counters.passivations.fetch_add(1, Relaxed);
+            self.counters.dormant.fetch_add(1, Relaxed);
+            left += 1;
+        }
+        left
+    }
+
+    /// The committed state of an actor in memory (tests).
+    #[cfg(test)]
+    pub(crate) fn cell_state(&self, id: &str) -> Option<Value> {
+        self.active.get(id).map(|cell| cell.inner.lock().state())
+    }
+
+    fn reactor(&self) -> Option<Reactor> {
+        self.reactor.upgrade().map(Reactor::from_inner)
+    }
+}
+
+/// An actor held by a sender running its own turn: let go of when the
+/// sender's future is dropped mid-turn.
+struct Held<'a> {
+    host: &'a Arc<TypeHost>,
+    actor: &'a ActorRef,
+    cell: &'a Arc<Cell>,
+    armed: bool,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let joiners = self.cell.inner.lock().finish_running();
+            answer_all(None, joiners, &Err(abandoned(self.actor)));
+            self.host.release_or_drain(self.actor, self.cell);
+        }
+    }
+}
+
+/// How many sweeps (a quarter of the idle time apart) an actor stays idle
+/// before it is passivated.
+const IDLE_SWEEPS: u8 = 4;
+
+/// The answer to a create or a stop: the actor's address.
+fn address_of(actor: &ActorRef, stopped: bool) -> Value {
+    let mut answer = json!({"type": actor.actor_type(), "id": actor.id()});
+    if stopped {
+        answer["stopped"] = Value::Bool(true);
+    }
+    answer
+}
+
+fn past(op: Op) -> &'static str {
+    match op {
+        Op::Create => "created",
+        Op::Stop => "stopped",
+        Op::Send => "sent to",
+    }
+}
+
+/// PF404: the actor does not exist (and its type declares no initial state).
+pub(crate) fn not_found(actor: &ActorRef) -> PfError {
+    PfError::new(ErrorCode::NotFound, format!("no actor {actor}: create it first"))
+}
+
+fn abandoned(actor: &ActorRef) -> PfError {
+    PfError::new(ErrorCode::Unavailable, format!("{actor} stopped before answering"))
+}
+
+fn stopped() -> PfError {
+    PfError::new(ErrorCode::Unavailable, "the reactor is stopped")
+}

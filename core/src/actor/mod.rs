@@ -1,0 +1,276 @@
+//! Actors: stateful addresses served one message at a time.
+//!
+//! An actor is a (type, id) pair with a JSON state. Its messages are
+//! ordinary submit packets to `rm:actor.<type>` naming the id in
+//! `metadata["pf.actor_id"]` (see [`address`] and docs/protocol.md,
+//! "Actors"), so anything that can submit a packet can message an actor,
+//! a seed-spec peer included. The reactor routes those packets to the
+//! type's host here, which gives every actor:
+//!
+//! - **one mailbox, one turn at a time**, highest priority first and in
+//!   arrival order within a priority;
+//! - **transactional turns**: a turn runs on a copy of the state, which
+//!   becomes the actor's only if the turn succeeds (and, with a durable
+//!   store, only once it is on disk);
+//! - **effectively-once turns**: the last `actor_remembered_turns` packet
+//!   ids are kept with their answers (and stored with the state), so a
+//!   repeated packet is answered from memory instead of running again;
+//! - **passivation**: an actor idle for `actor_passivate_after` leaves
+//!   memory for its store and comes back on its next message.
+//!
+//! An idle actor in memory is a map entry and a small cell: no task, no
+//! channel. The sender who finds an actor idle runs its turn (inline for a
+//! sync behaviour over a memory store); messages that arrive meanwhile are
+//! run by one task in turn.
+
+pub mod address;
+mod behavior;
+mod cell;
+mod context;
+mod host;
+pub mod store;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+pub use address::{ActorRef, Op, META_ACTOR_ID, META_ACTOR_OP, META_TURNS};
+pub use behavior::{ActorType, Behavior, Reply, TurnInput, TurnOutput};
+pub use context::ActorContext;
+pub use store::{ActorStore, FileStore, MemoryStore, Record};
+
+pub(crate) use host::{HostSettings, TypeHost};
+
+use crate::error::{ErrorCode, PfError};
+use crate::packet::Packet;
+use crate::reactor::Reactor;
+
+/// Counters of one actor type on this reactor.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ActorTypeStats {
+    /// The type name.
+    pub actor_type: String,
+    /// Actors in memory.
+    pub active: u64,
+    /// Actors in the store and not in memory.
+    pub passivated: u64,
+    /// Times an actor came into memory (created, loaded or activated).
+    pub activations: u64,
+    /// Times an idle actor left memory.
+    pub passivations: u64,
+    /// Told messages whose turn failed (nobody awaited their answer).
+    pub tells_failed: u64,
+}
+
+/// The actor API of a reactor: register types, create, message, stop and
+/// list actors. Get it with [`Reactor::actors`]; cheap to clone.
+#[derive(Clone)]
+pub struct Actors {
+    reactor: Reactor,
+}
+
+impl Actors {
+    pub(crate) fn new(reactor: Reactor) -> Actors {
+        Actors { reactor }
+    }
+
+    /// Uses `store` for the state of every actor type registered after
+    /// this call (the default is a [`MemoryStore`]). PF400 once a type is
+    /// registered: its actors would be split between two stores.
+    pub fn set_store(&self, store: Arc<dyn ActorStore>) -> Result<(), PfError> {
+        self.reactor.set_actor_store(store)
+    }
+
+    /// Registers (or replaces) actor type `name`: messages to
+    /// `rm:actor.<name>` are served by this reactor from now on.
+    pub fn register(&self, name: &str, spec: ActorType) -> Result<(), PfError> {
+        address::check_type(name)?;
+        self.reactor.register_actor_type(name, spec)
+    }
+
+    /// Registers a type whose behaviour is a closure over the message type,
+    /// the message, the state (to change in place) and the context.
+    pub fn register_fn<F>(&self, name: &str, behavior: F) -> Result<(), PfError>
+    where
+        F: Fn(&str, &Value, &mut Value, &ActorContext) -> Result<Reply, PfError> + Send + Sync + 'static,
+    {
+        self.register(name, ActorType::new(behavior))
+    }
+
+    /// Creates actor (`actor_type`, `id`) with `state`; a fresh UUID v4 id
+    /// when `id` is `None`. PF409 if the actor exists.
+    pub async fn create(
+        &self,
+        actor_type: &str,
+        id: Option<&str>,
+        state: Value,
+    ) -> Result<ActorRef, PfError> {
+        let actor = match id {
+            Some(id) => ActorRef::new(actor_type, id)?,
+            None => ActorRef::generate(actor_type)?,
+        };
+        self.ask(&actor, Op::Create, state).await?;
+        Ok(actor)
+    }
+
+    /// Asks `op` of `actor`: as a packet through the reactor (which may
+    /// route it to another node), or, for a type hosted by a reactor
+    /// without a network, handed to its host directly. Both are answered
+    /// by the same rules; the direct way skips building a packet, and its
+    /// turns are not remembered (nobody else knows the id made for them).
+    async fn ask(&self, actor: &ActorRef, op: Op, data: Value) -> Result<Value, PfError> {
+        let direct =
+            if self.reactor.has_forwarder() { None } else { self.reactor.actor_host(actor.actor_type()) };
+        let Some(host) = direct else {
+            return self.reactor.submit(actor.packet(op, data)).await.outcome;
+        };
+        if self.reactor.is_stopped() {
+            return Err(PfError::new(ErrorCode::Unavailable, "the reactor is stopped"));
+        }
+        host.check_data(op, &data)?;
+        self.reactor.sweep_actors();
+        let start = Instant::now();
+        let message = cell::Message {
+            id: crate::packet::PacketId::random(),
+            op,
+            priority: crate::packet::Priority::DEFAULT,
+            data,
+            metadata: None,
+            deadline: start + std::time::Duration::from_millis(crate::packet::DEFAULT_TIMEOUT_MS),
+            reply: None,
+            remember: false,
+        };
+        // In flight like any packet: its context may call while it runs.
+        let Some(mut guard) = self.reactor.begin_forward(&message.id) else {
+            return Err(PfError::new(ErrorCode::DuplicateId, "a fresh packet id is already in flight"));
+        };
+        let outcome = host.deliver(&self.reactor, actor.clone(), message).await;
+        if outcome.is_ok() {
+            guard.succeed();
+        }
+        host.stats.record(start.elapsed().as_micros() as u64, outcome.is_err());
+        outcome
+    }
+
+    /// Sends `message` (an object whose `type` names the behaviour's
+    /// method) and returns the turn's answer (an ask). PF404 for an actor
+    /// that does not exist, unless its type declares an initial state.
+    pub async fn send(&self, actor: &ActorRef, message: Value) -> Result<Value, PfError> {
+        self.ask(actor, Op::Send, message).await
+    }
+
+    /// Sends `message` without waiting for the turn (a tell). The message
+    /// holds its place in the actor's mailbox (local actors) or is on its
+    /// way (remote ones) when this returns, so tells from one sender keep
+    /// their order; a failed turn is counted in
+    /// [`ActorTypeStats::tells_failed`]. Must be called inside a Tokio
+    /// runtime.
+    pub fn tell(&self, actor: &ActorRef, message: Value) -> Result<(), PfError> {
+        self.tell_packet(actor, actor.packet(Op::Send, message))
+    }
+
+    /// [`tell`](Self::tell) for a packet already built (a child packet of
+    /// a context, or a binding's with its options).
+    pub fn tell_packet(&self, actor: &ActorRef, mut packet: Packet) -> Result<(), PfError> {
+        let deadline = Instant::now() + std::time::Duration::from_millis(packet.timeout_ms());
+        let host = self
+            .reactor
+            .actor_host(actor.actor_type())
+            .filter(|_| self.reactor.actor_lives_here(&mut packet, None));
+        if let Some(host) = host {
+            packet.validate()?;
+            let (_, message) = host.message(packet, deadline)?;
+            host.tell(actor.clone(), message);
+            return Ok(());
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(PfError::new(
+                ErrorCode::Unavailable,
+                "tell must be called inside the reactor's runtime",
+            ));
+        }
+        let reactor = self.reactor.clone();
+        let actor_type = actor.actor_type().to_owned();
+        tokio::spawn(async move {
+            if reactor.submit(packet).await.err().is_some() {
+                reactor.count_failed_tell(&actor_type);
+            }
+        });
+        Ok(())
+    }
+
+    /// Stops the actor after the messages queued before this one, and
+    /// deletes its state. PF404 if it does not exist.
+    pub async fn stop(&self, actor: &ActorRef) -> Result<(), PfError> {
+        self.ask(actor, Op::Stop, Value::Null).await.map(drop)
+    }
+
+    /// The ids of the actors of `actor_type` this reactor hosts, in memory
+    /// or in its store, sorted. PF404 naming the type if it is not
+    /// registered here.
+    pub async fn list(&self, actor_type: &str) -> Result<Vec<String>, PfError> {
+        let host = self.host(actor_type)?;
+        let mut ids = host.store.ids(actor_type).await?;
+        ids.extend(host.active_ids());
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// The ids of the actors of `actor_type` in this reactor's memory
+    /// (not passivated), sorted; empty for a type not registered here.
+    pub fn active_ids(&self, actor_type: &str) -> Vec<String> {
+        let mut ids = self.reactor.actor_host(actor_type).map(|h| h.active_ids()).unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    /// How many actors of `actor_type` this reactor hosts (see [`list`](Self::list)).
+    pub async fn count(&self, actor_type: &str) -> Result<usize, PfError> {
+        Ok(self.list(actor_type).await?.len())
+    }
+
+    /// Passivates now every actor idle for longer than the reactor's
+    /// `actor_passivate_after` (a sweep also runs on its own every quarter
+    /// of that time). Returns how many left memory.
+    pub async fn passivate_idle(&self) -> usize {
+        let mut left = 0;
+        for host in self.reactor.actor_hosts() {
+            left += host.passivate_idle().await;
+        }
+        left
+    }
+
+    /// Counters per type, sorted by type name.
+    pub fn stats(&self) -> Vec<ActorTypeStats> {
+        let mut stats: Vec<ActorTypeStats> = self
+            .reactor
+            .actor_hosts()
+            .iter()
+            .map(|host| ActorTypeStats {
+                actor_type: host.name.to_string(),
+                active: host.active_count() as u64,
+                passivated: host.counters.dormant.load(Relaxed),
+                activations: host.counters.activations.load(Relaxed),
+                passivations: host.counters.passivations.load(Relaxed),
+                tells_failed: host.counters.tells_failed.load(Relaxed),
+            })
+            .collect();
+        stats.sort_by(|a, b| a.actor_type.cmp(&b.actor_type));
+        stats
+    }
+
+    fn host(&self, actor_type: &str) -> Result<Arc<TypeHost>, PfError> {
+        self.reactor.actor_host(actor_type).ok_or_else(|| {
+            PfError::new(
+                ErrorCode::NotFound,
+                format!("actor type {actor_type} is not registered on this node"),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
