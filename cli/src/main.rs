@@ -339,6 +339,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The allocator's empty pages go back to the OS even while the node is
+    // idle (src/allocator.rs).
+    tokio::spawn(allocator::trim_every(std::time::Duration::from_secs(1)));
     eprintln!(
         "packetflow: {} listening on {scheme}://{bound}/packetflow/v1 (node {})",
         args.name,
