@@ -3,9 +3,11 @@
 //! peer).
 
 mod actor;
+mod allocator;
 mod bench;
 mod builtin;
 mod dashboard;
+mod fd_limit;
 mod health;
 mod stream;
 
@@ -166,9 +168,12 @@ struct ServeArgs {
     /// Most submits in flight per connection; past it, PF429.
     #[arg(long, default_value_t = NodeConfig::default().max_inflight_per_conn)]
     max_inflight_per_conn: usize,
-    /// Most connections held at once; past it, HTTP 503.
-    #[arg(long, default_value_t = NodeConfig::default().max_connections)]
-    max_connections: usize,
+    /// Most connections held at once; past it, HTTP 503. Each takes a file
+    /// descriptor: serve raises its descriptor limit to N + 128 (plus one
+    /// per --connect peer) and refuses to start when the hard limit is
+    /// lower [default: 1024, or what the hard limit allows if lower]
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
     /// Most submits per second per connection; past it, PF429 (0: no limit).
     #[arg(long, default_value_t = 0)]
     max_submits_per_sec: u32,
@@ -213,9 +218,6 @@ struct SubmitArgs {
     dial: DialArgs,
 }
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if threads == 0 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
@@ -225,6 +227,7 @@ fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> ExitCode {
+    allocator::configure();
     let cli = Cli::parse();
     let threads = match &cli.command {
         Command::Serve(args) => args.threads,
@@ -270,6 +273,13 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    let max_connections = match connection_limit(args.max_connections, args.connect.len()) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if let Some(path) = &args.actor_store {
         let opened = packetflow::actor::FileStore::open(path)
             .and_then(|store| reactor.actors().set_store(std::sync::Arc::new(store)));
@@ -289,7 +299,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         peer_heartbeat_interval: std::time::Duration::from_millis(args.peer_heartbeat_ms),
         max_frame_bytes: args.max_frame_bytes,
         max_inflight_per_conn: args.max_inflight_per_conn,
-        max_connections: args.max_connections,
+        max_connections,
         max_submits_per_sec: (args.max_submits_per_sec > 0).then_some(args.max_submits_per_sec),
         max_queued_bytes: args.max_queued_bytes,
         busy_poll: (args.busy_poll_us > 0).then(|| std::time::Duration::from_micros(args.busy_poll_us)),
@@ -329,6 +339,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The allocator's empty pages go back to the OS even while the node is
+    // idle (src/allocator.rs).
+    tokio::spawn(allocator::trim_every(std::time::Duration::from_secs(1)));
     eprintln!(
         "packetflow: {} listening on {scheme}://{bound}/packetflow/v1 (node {})",
         args.name,
@@ -354,6 +367,32 @@ async fn serve(args: ServeArgs) -> ExitCode {
     node.stop().await;
     eprintln!("packetflow: stopped");
     ExitCode::SUCCESS
+}
+
+/// The connections `serve` may hold: `asked` (or the default), with the
+/// file-descriptor limit raised to what they and the `dialed` peers need.
+/// Asked for more than the hard limit allows: an error naming both. The
+/// default is lowered to what the limit allows, with a warning.
+fn connection_limit(asked: Option<usize>, dialed: usize) -> Result<usize, String> {
+    let wanted = asked.unwrap_or(NodeConfig::default().max_connections);
+    let need = fd_limit::needed(wanted.saturating_add(dialed));
+    let limit = fd_limit::raise_to(need)
+        .map_err(|e| format!("cannot raise the file descriptor limit to {need}: {e}"))?;
+    if limit.soft >= need {
+        return Ok(wanted);
+    }
+    let fits = fd_limit::connections_within(limit.soft).saturating_sub(dialed);
+    match asked {
+        None if fits > 0 => {
+            eprintln!(
+                "packetflow: warning: holding at most {fits} connections, not the default {wanted}: this process \
+                 may open {} file descriptors (raise its hard limit to {need} for {wanted})",
+                limit.soft
+            );
+            Ok(fits)
+        }
+        _ => Err(fd_limit::too_low(wanted, dialed, need, limit.hard)),
+    }
 }
 
 async fn wait_for_signal() {

@@ -37,6 +37,17 @@ fn signal(pid: u32, sig: &str) {
     assert!(ok, "kill {sig} {pid}");
 }
 
+/// Whether every thread of `pid` is stopped (state `T` in its
+/// `/proc/PID/task/TID/stat`).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().all(|task| {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // The state follows the command name, which is in parentheses.
+        stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T'))
+    })
+}
+
 fn health_of(node: &Node) -> Value {
     node.health()
 }
@@ -74,6 +85,10 @@ async fn a_frozen_service_is_routed_around_within_seconds_and_comes_back() {
     assert!(peers.iter().all(|p| p["heartbeat_ms"] == 1000 && p["state"] == "alive"), "{peers:?}");
 
     signal(a.pid(), "-STOP");
+    // A stop reaches each thread of a process when that thread next runs:
+    // on a loaded machine, one of the service's threads could still take
+    // and answer the packet below after `kill` returned.
+    until("every thread of the service is stopped", || all_threads_stopped(a.pid())).await;
     let stopped = Instant::now();
     // One packet already on its way to the frozen service: answered PF503
     // when it is declared dead, well before its own 20 s deadline.

@@ -82,9 +82,12 @@ pub struct NodeConfig {
 /// own threads: a binding may poll them on its host's threads (the BEAM's
 /// schedulers, for instance), so that reading a frame, running its handler
 /// and writing the answer need no hand-off between threads. The function
-/// is given each connection as a future and must poll it to completion
-/// with a Tokio runtime's context entered (its timers and sockets belong to
-/// that runtime, whose I/O driver still wakes it).
+/// is given each peer's connection (accepted, once upgraded to WebSocket,
+/// or dialed) as a future and must poll it to completion with a Tokio
+/// runtime's context entered (its timers and sockets belong to that
+/// runtime, whose I/O driver still wakes it). What comes before the
+/// upgrade (TLS, the HTTP request, `/health` and `/metrics`) runs on the
+/// Tokio runtime.
 #[derive(Clone)]
 pub struct ConnectionSpawner(pub(super) Arc<dyn Fn(BoxFuture<'static, ()>) + Send + Sync>);
 
@@ -153,14 +156,22 @@ impl NodeConfig {
     /// The WebSocket settings of this node's connections, accepted and
     /// dialed alike: frames bounded by `max_frame_bytes`.
     pub(super) fn websocket_config(&self) -> WebSocketConfig {
-        // tungstenite zeroes its read buffer before each read: 16 KiB holds a
-        // burst of small frames without paying for 128 KiB of memset per read
-        // (larger frames still arrive whole; the buffer only bounds one read).
-        WebSocketConfig::default()
-            .read_buffer_size(16 * 1024)
-            .max_message_size(Some(self.max_frame_bytes))
-            .max_frame_size(Some(self.max_frame_bytes))
+        websocket_config(self.max_frame_bytes)
     }
+}
+
+/// The WebSocket settings of a node's connections whose frames are bounded
+/// by `max_frame_bytes` (a parked connection makes its WebSocket again
+/// from this).
+pub(super) fn websocket_config(max_frame_bytes: usize) -> WebSocketConfig {
+    // tungstenite zeroes its read buffer before each read: 16 KiB holds a
+    // burst of small frames without paying for 128 KiB of memset per read
+    // (larger frames still arrive whole; the buffer only bounds one read).
+    // It exists only while the connection is busy (see `link`).
+    WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .max_message_size(Some(max_frame_bytes))
+        .max_frame_size(Some(max_frame_bytes))
 }
 
 #[cfg(test)]

@@ -13,6 +13,12 @@
 //! backpressure: while more answers wait to be written than the connection
 //! may have in flight, the task stops reading, and TCP slows the peer down.
 //!
+//! An idle connection holds little: once nothing is in flight or waiting to
+//! be written, its WebSocket parks (tungstenite's buffers are dropped, see
+//! `link`), and the queues it filled while busy give their memory back.
+//! Tables it needs only when busy (running submits, relayed packets) are
+//! made at their first use.
+//!
 //! On a listener with auth, a connection is admitted once: at the upgrade
 //! (a valid `Authorization: Bearer`) or by its first frame, which must then
 //! be a `hello` with a valid token. Until then it is not in the peer table
@@ -26,20 +32,21 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::stream::FuturesUnordered;
-use futures::{Sink, Stream};
+use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant, Interval, MissedTickBehavior, Sleep};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
-use tokio_tungstenite::WebSocketStream;
 
 use super::auth::{AuthTable, Grant};
 use super::dashboard::recorder::Key;
 use super::dashboard::{self, ServedBy};
 use super::forward::RelayOutcome;
+use super::link::Link;
 use super::liveness;
+use super::mailbox::{mailbox, Inbox, Mailbox};
 use super::node::NodeInner;
 use super::peers::{Peer, RelayAnswer, Reply};
 use super::rate_limit::RateLimit;
@@ -60,6 +67,10 @@ const READ_BURST: usize = 256;
 /// Turns of [`Connection::poll`] (each reads up to [`READ_BURST`] frames and
 /// writes what is ready) before it yields.
 const POLL_TURNS: usize = 4;
+/// How long a connection's WebSocket stays open after its last frame: a
+/// peer that keeps talking keeps tungstenite's buffers (nothing is paid per
+/// frame), one that falls silent gives them back (see `link`).
+const PARK_AFTER: Duration = Duration::from_millis(50);
 /// How long a stopping node waits for its work in flight to be answered.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
@@ -102,14 +113,17 @@ pub(crate) struct Setup {
     pub(crate) seed_grace: Option<Duration>,
 }
 
-/// Runs a connection until it ends; returns once everything the peer held
-/// has been answered PF503.
-pub(crate) async fn run<S>(node: Arc<NodeInner>, ws: WebSocketStream<S>, setup: Setup)
+/// A connection over `ws`, to be run (polled as a future) until it ends:
+/// it is ready once everything the peer held has been answered PF503.
+///
+/// The connection is the future itself, rather than an `async fn`'s state
+/// around it, so that the task running it is no larger than what it holds.
+pub(crate) fn start<S>(node: Arc<NodeInner>, ws: Link<S>, setup: Setup) -> Connection<S>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let Setup { codec, remote, send_hello, ready, verdict, token, seed_grace } = setup;
-    let (outbox, outbox_rx) = mpsc::unbounded_channel();
+    let (outbox, outbox_rx) = mailbox();
     let peer = Arc::new(Peer::new(node.next_conn_id(), remote, outbox));
     peer.set_codec(codec);
     peer.set_hello_token(token);
@@ -152,17 +166,20 @@ where
     peer.liveness.heard(Instant::now());
     let stopping_node = node.clone();
     let submit_rules = peer.grant().filter(|g| g.submit.is_some()).cloned();
-    let rate = node.config.max_submits_per_sec.filter(|r| *r > 0).map(|r| RateLimit::new(r, Instant::now()));
+    let rate = node
+        .config
+        .max_submits_per_sec
+        .filter(|r| *r > 0)
+        .map(|r| Box::new(RateLimit::new(r, Instant::now())));
     let auth_deadline =
         awaiting.as_ref().map(|_| Box::pin(tokio::time::sleep(node.config.handshake_timeout)));
-    let (relay_tx, relay_rx) = mpsc::unbounded_channel();
     let mut conn = Connection {
-        node: node.clone(),
-        peer: peer.clone(),
+        node,
+        peer,
         ws,
         codec,
         outbox: outbox_rx,
-        running: FuturesUnordered::new(),
+        running: None,
         out: Vec::new(),
         needs_flush: false,
         closing: None,
@@ -182,30 +199,17 @@ where
         rate,
         charged: 0,
         listed_on_hello,
-        relay_tx,
-        relay_rx,
-        relay_deadlines: RelayDeadlines::default(),
+        relay: None,
         hello_seen: false,
         seed_deadline,
+        last_frame: Instant::now(),
+        quiet: None,
+        finished: false,
     };
     if let Some(why) = refused {
         conn.refuse(0, None, why);
     }
-    std::future::poll_fn(|cx| conn.poll(cx)).await;
-    drop(conn);
-
-    let removed = node.peers.write().remove(peer.id);
-    let why = format!("peer {} went away", peer.remote);
-    peer.fail_all(|packet_id| PacketResult::error(packet_id, ErrorCode::Unavailable, why.clone(), 0));
-    match removed {
-        Some(p) if p.hello().is_some() => {
-            node.routes_changed();
-            node.announce_to_all();
-        }
-        // A seed peer leaving may withdraw this node's default route.
-        Some(p) if p.is_proven_seed() => node.announce_to_all(),
-        _ => {}
-    }
+    conn
 }
 
 /// Beats every `period`, the first beat one period from now.
@@ -215,21 +219,23 @@ fn heartbeat_ticker(period: Duration) -> Interval {
     t
 }
 
-struct Connection<S> {
+/// A running connection (see [`start`]).
+pub(crate) struct Connection<S> {
     node: Arc<NodeInner>,
     peer: Arc<Peer>,
-    ws: WebSocketStream<S>,
+    ws: Link<S>,
     codec: Codec,
-    outbox: mpsc::UnboundedReceiver<Outgoing>,
-    /// Local submits still running (the ones that did not finish at once).
-    running: Running,
+    outbox: Inbox<Outgoing>,
+    /// Local submits still running (the ones that did not finish at once);
+    /// made at the first, dropped when the connection goes idle.
+    running: Option<Box<Running>>,
     /// Messages to write, in order.
     out: Vec<Outgoing>,
     /// Frames were handed to the socket and not flushed yet.
     needs_flush: bool,
     /// Set once this side decided to close: the code and reason to send
     /// after `out` is written.
-    closing: Option<(u16, String)>,
+    closing: Option<Box<(u16, String)>>,
     close_sent: bool,
     /// Set once this side decided to close: past it the socket is dropped
     /// even if the close frame (or what was queued before it) could not be
@@ -258,37 +264,128 @@ struct Connection<S> {
     /// The token's grant when it restricts submits (`None`: anything goes,
     /// and the check is skipped).
     submit_rules: Option<Arc<Grant>>,
-    rate: Option<RateLimit>,
+    rate: Option<Box<RateLimit>>,
     /// Bytes of this connection's running submits counted in the node's
     /// queued bytes (returned as they finish, or when the connection ends).
     charged: usize,
-    /// Answers to the packets relayed for this connection (given to the
-    /// peers they went to).
-    relay_tx: mpsc::UnboundedSender<RelayAnswer>,
-    relay_rx: mpsc::UnboundedReceiver<RelayAnswer>,
-    /// The relayed packets not answered yet, and their deadlines.
-    relay_deadlines: RelayDeadlines,
+    /// The packets relayed for this connection and not answered yet;
+    /// made at the first, dropped when the connection goes idle.
+    relay: Option<Box<Relaying>>,
     /// The peer sent a `hello` (it is a node, never a seed peer).
     hello_seen: bool,
     /// When a peer that has sent nothing is taken for a seed peer (unset
     /// once it sent a frame, or when it cannot be one).
     seed_deadline: Option<Pin<Box<Sleep>>>,
+    /// When the last frame was read (see [`PARK_AFTER`]).
+    last_frame: Instant,
+    /// Set while the WebSocket is open and idle: when to look again whether
+    /// it may park.
+    quiet: Option<Pin<Box<Sleep>>>,
+    /// The connection ended and its peer was let go.
+    finished: bool,
+}
+
+/// The packets a connection relayed to peers: the way back for their
+/// answers (the mailbox given to those peers, and the connection's side)
+/// and their deadlines.
+struct Relaying {
+    to: Mailbox<RelayAnswer>,
+    inbox: Inbox<RelayAnswer>,
+    /// Answers being handled (kept to reuse its memory while busy).
+    scratch: Vec<RelayAnswer>,
+    deadlines: RelayDeadlines,
+}
+
+impl Relaying {
+    fn new() -> Box<Relaying> {
+        let (to, inbox) = mailbox();
+        Box::new(Relaying { to, inbox, scratch: Vec::new(), deadlines: RelayDeadlines::default() })
+    }
+}
+
+impl<S> Connection<S> {
+    /// Gives back the bytes still charged to the node's queued bytes, and
+    /// lets go of the packets relayed for it and not answered: nobody waits
+    /// for them any more (see `Peer::orphan`).
+    fn let_go(&mut self) {
+        if self.charged > 0 {
+            self.node.queued_bytes.fetch_sub(self.charged, std::sync::atomic::Ordering::Relaxed);
+            self.charged = 0;
+        }
+        if let Some(relay) = self.relay.take() {
+            relay.deadlines.orphan_all();
+        }
+    }
 }
 
 impl<S> Drop for Connection<S> {
     fn drop(&mut self) {
-        if self.charged > 0 {
-            self.node.queued_bytes.fetch_sub(self.charged, std::sync::atomic::Ordering::Relaxed);
+        self.let_go();
+    }
+}
+
+/// A connection with what it keeps until it ends (its place among the
+/// node's connections, say), as one future.
+pub(crate) struct Holding<S, G> {
+    conn: Connection<S>,
+    _kept: G,
+}
+
+impl<S> Connection<S> {
+    /// This connection, keeping `kept` until it ends.
+    pub(crate) fn keeping<G>(self, kept: G) -> Holding<S, G> {
+        Holding { conn: self, _kept: kept }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin, G: Unpin> Future for Holding<S, G> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.conn).poll(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Future for Connection<S> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let conn = self.get_mut();
+        if conn.finished {
+            return Poll::Ready(());
         }
-        // Packets relayed for this connection and not answered: nobody
-        // waits for them any more (see `Peer::orphan`).
-        self.relay_deadlines.orphan_all();
+        if conn.drive(cx).is_pending() {
+            return Poll::Pending;
+        }
+        conn.finish();
+        Poll::Ready(())
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// The connection is over: the socket closes, and everything the peer
+    /// held is answered PF503.
+    fn finish(&mut self) {
+        self.finished = true;
+        self.ws.close();
+        self.let_go();
+        let (node, peer) = (&self.node, &self.peer);
+        let removed = node.peers.write().remove(peer.id);
+        let why = format!("peer {} went away", peer.remote);
+        peer.fail_all(|packet_id| PacketResult::error(packet_id, ErrorCode::Unavailable, why.clone(), 0));
+        match removed {
+            Some(p) if p.hello().is_some() => {
+                node.routes_changed();
+                node.announce_to_all();
+            }
+            // A seed peer leaving may withdraw this node's default route.
+            Some(p) if p.is_proven_seed() => node.announce_to_all(),
+            _ => {}
+        }
+    }
+
     /// Drives the connection; ready when it is over.
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         for _ in 0..POLL_TURNS {
             let mut progress = false;
             if self.closing.is_none() {
@@ -320,13 +417,85 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 return Poll::Ready(());
             }
             if !progress {
-                return Poll::Pending;
+                if !self.try_park(cx) {
+                    return Poll::Pending;
+                }
+                self.release_idle_memory();
+                // Parked: the socket itself must now wake this task.
+                match self.poll_read(cx) {
+                    Poll::Ready(true) => continue,
+                    Poll::Ready(false) => return Poll::Ready(()),
+                    Poll::Pending => return Poll::Pending,
+                }
             }
         }
         // Still busy: let others run first (an executor outside Tokio has no
         // budget of its own to stop a flood of frames).
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+
+    /// Parks the WebSocket if the connection is idle and its last frame
+    /// came [`PARK_AFTER`] ago (else a timer looks again then); true when
+    /// it did.
+    fn try_park(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.ws.may_park() || !self.is_idle() {
+            return false;
+        }
+        let due = self.last_frame + PARK_AFTER;
+        match &mut self.quiet {
+            Some(timer) => {
+                if timer.as_mut().poll(cx).is_pending() {
+                    return false; // armed: it wakes this task when it fires
+                }
+                if timer.deadline() < due {
+                    // Frames came since it was set: look again later.
+                    timer.as_mut().reset(due);
+                    let _ = timer.as_mut().poll(cx);
+                    return false;
+                }
+            }
+            None if Instant::now() < due => {
+                let mut timer = Box::pin(tokio::time::sleep_until(due));
+                let _ = timer.as_mut().poll(cx);
+                self.quiet = Some(timer);
+                return false;
+            }
+            None => {}
+        }
+        if !self.ws.park(cx) {
+            return false;
+        }
+        self.quiet = None;
+        true
+    }
+
+    /// Nothing in flight, nothing to write, nothing read and not handled:
+    /// the WebSocket may park.
+    fn is_idle(&self) -> bool {
+        self.closing.is_none()
+            && !self.close_sent
+            && self.stop_grace.is_none()
+            && self.stalled_since.is_none()
+            && self.out.is_empty()
+            && !self.needs_flush
+            && self.running.as_ref().is_none_or(|r| r.is_empty())
+            && self.relayed_open() == 0
+    }
+
+    /// Relayed packets not answered yet.
+    fn relayed_open(&self) -> usize {
+        self.relay.as_ref().map_or(0, |r| r.deadlines.open())
+    }
+
+    /// Gives back what the connection held only while busy (relayed
+    /// packets' entries included: with none unanswered, all are stale).
+    fn release_idle_memory(&mut self) {
+        self.out = Vec::new();
+        self.outbox.release_memory();
+        self.running = None;
+        self.relay = None;
+        self.peer.release_idle_memory();
     }
 
     /// The node is stopping: stop reading, let running work answer (it is
@@ -339,7 +508,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.stop_grace = Some(Box::pin(tokio::time::sleep(STOP_GRACE)));
         }
         let grace_over = self.stop_grace.as_mut().is_some_and(|s| s.as_mut().poll(cx).is_ready());
-        if (self.running.is_empty() && self.relay_deadlines.open() == 0) || grace_over {
+        let none_running = self.running.as_ref().is_none_or(|r| r.is_empty());
+        if (none_running && self.relayed_open() == 0) || grace_over {
             self.close(CLOSE_AWAY, "node stopping");
             return true;
         }
@@ -348,14 +518,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     fn poll_running(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
-        if self.running.is_empty() {
-            // Nothing to poll (polling would only register the waker again);
-            // a future pushed later is polled on the next turn of the loop.
-            return false;
-        }
-        while let Poll::Ready(Some((seq, size, key, served_by, result))) =
-            Pin::new(&mut self.running).poll_next(cx)
-        {
+        // Nothing to poll when none runs (polling would only register the
+        // waker again); a future pushed later is polled on the next turn of
+        // the loop.
+        while let Some(running) = self.running.as_mut().filter(|r| !r.is_empty()) {
+            let Poll::Ready(Some((seq, size, key, served_by, result))) =
+                Pin::new(&mut **running).poll_next(cx)
+            else {
+                break;
+            };
             self.release(size);
             self.answer(seq, &key, served_by, result);
             progress = true;
@@ -366,17 +537,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Answers of relayed packets, and the ones whose deadline passed.
     fn poll_relayed(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
-        while let Poll::Ready(Some(RelayAnswer { seq, size, result, start, key, served_by })) =
-            self.relay_rx.poll_recv(cx)
-        {
-            self.relay_deadlines.answered();
-            self.release(size);
-            let micros = start.elapsed().as_micros() as u64;
-            self.node.dashboard.recorder.routed(&key, micros, !result.is_success());
-            self.answer(seq, &key, ServedBy::Peer(served_by), result);
+        let Some(relay) = self.relay.as_mut() else { return false };
+        let mut answers = std::mem::take(&mut relay.scratch);
+        let arrived = relay.inbox.poll_drain(cx, &mut answers).is_ready();
+        let expired = relay.deadlines.expired(cx);
+        if arrived {
             progress = true;
+            relay.deadlines.answered(answers.len());
+            for RelayAnswer { seq, size, result, start, key, served_by } in answers.drain(..) {
+                self.release(size);
+                let micros = start.elapsed().as_micros() as u64;
+                self.node.dashboard.recorder.routed(&key, micros, !result.is_success());
+                self.answer(seq, &key, ServedBy::Peer(served_by), result);
+            }
         }
-        for expiry in self.relay_deadlines.expired(cx) {
+        if let Some(relay) = self.relay.as_mut() {
+            relay.scratch = answers;
+        }
+        for expiry in expired {
             progress = true;
             // Still pending: the peer did not answer in time. (Otherwise its
             // answer is on its way through the relay channel.)
@@ -384,7 +562,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             else {
                 continue;
             };
-            self.relay_deadlines.answered();
+            if let Some(relay) = self.relay.as_mut() {
+                relay.deadlines.answered(1);
+            }
             self.release(return_address.size);
             self.node.deadline_passed(&expiry.peer, return_address.start);
             let message = format!("no answer from peer {} before the deadline", expiry.peer.remote);
@@ -478,16 +658,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     fn poll_outbox(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut progress = false;
-        while let Poll::Ready(item) = self.outbox.poll_recv(cx) {
-            progress = true;
-            match item {
-                Some(m) => self.out.push(m),
-                // The peer table holds a sender while the connection lives.
-                None => break,
-            }
-        }
-        progress
+        self.outbox.poll_drain(cx, &mut self.out).is_ready()
     }
 
     /// Reads a burst of frames. Ready(true) when something was read,
@@ -506,13 +677,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let mut read_any = false;
         self.busy_noted = false;
         for _ in 0..READ_BURST {
-            match Pin::new(&mut self.ws).poll_next(cx) {
+            match self.ws.poll_next(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     if !read_any && self.peer.liveness.heard(now) {
                         // Suspect no more: its keys may come back to it.
                         self.node.routes_changed();
                     }
                     read_any = true;
+                    self.last_frame = now;
                     self.silent_ticks = 0;
                     if !self.on_frame(frame, now) || self.closing.is_some() {
                         return Poll::Ready(true);
@@ -565,19 +737,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if !self.out.is_empty() {
             let batch = self.peer.hello().is_some_and(|h| h.has_feature(FEATURE_BATCH));
             if batch && self.out.len() > 1 {
-                if Pin::new(&mut self.ws).poll_ready(cx)?.is_pending() {
+                if self.ws.poll_ready(cx)?.is_pending() {
                     return Poll::Pending;
                 }
                 let frame = to_ws(self.codec.batch_frame_outgoing(&self.out));
-                Pin::new(&mut self.ws).start_send(frame)?;
+                self.ws.start_send(cx, frame)?;
                 self.out.clear();
             } else {
                 let mut sent = 0;
                 for m in &self.out {
-                    if Pin::new(&mut self.ws).poll_ready(cx)?.is_pending() {
+                    if self.ws.poll_ready(cx)?.is_pending() {
                         break;
                     }
-                    Pin::new(&mut self.ws).start_send(to_ws(self.codec.frame_outgoing(m)))?;
+                    self.ws.start_send(cx, to_ws(self.codec.frame_outgoing(m)))?;
                     sent += 1;
                 }
                 self.out.drain(..sent);
@@ -585,19 +757,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.needs_flush = true;
         }
         if self.out.is_empty() && !self.close_sent {
-            if let Some((code, reason)) = self.closing.take() {
-                if Pin::new(&mut self.ws).poll_ready(cx)?.is_pending() {
-                    self.closing = Some((code, reason));
+            if let Some(closing) = self.closing.take() {
+                let (code, reason) = *closing;
+                if self.ws.poll_ready(cx)?.is_pending() {
+                    self.closing = Some(Box::new((code, reason)));
                     return Poll::Pending;
                 }
                 let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
-                Pin::new(&mut self.ws).start_send(WsMessage::Close(Some(frame)))?;
+                self.ws.start_send(cx, WsMessage::Close(Some(frame)))?;
                 self.close_sent = true;
                 self.needs_flush = true;
             }
         }
         if self.needs_flush {
-            if Pin::new(&mut self.ws).poll_flush(cx)?.is_pending() {
+            if self.ws.poll_flush(cx)?.is_pending() {
                 return Poll::Pending;
             }
             self.needs_flush = false;
@@ -612,7 +785,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Decides to close after what is queued; reading stops.
     fn close(&mut self, code: u16, reason: &str) {
         if self.closing.is_none() && !self.close_sent {
-            self.closing = Some((code, reason.into()));
+            self.closing = Some(Box::new((code, reason.into())));
         }
         if self.close_deadline.is_none() {
             let grace = self.node.config.handshake_timeout;
@@ -739,7 +912,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     }
                 }
                 let limit = self.node.config.max_inflight_per_conn;
-                if self.running.len() + self.relay_deadlines.open() + self.out.len() >= limit {
+                let running = self.running.as_ref().map_or(0, |r| r.len());
+                if running + self.relayed_open() + self.out.len() >= limit {
                     let message =
                         format!("this connection has {limit} packets in flight or unsent; retry later");
                     let result = PacketResult::error(packet.id, ErrorCode::Overloaded, message, 0);
@@ -768,9 +942,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 let origin = Origin(self.peer.id);
                 let packet = if elsewhere {
-                    match self.node.relay(packet, deadline, origin, seq, size, &self.relay_tx) {
+                    let relay = self.relay.get_or_insert_with(Relaying::new);
+                    match self.node.relay(packet, deadline, origin, seq, size, &relay.to) {
                         RelayOutcome::Sent { peer, seq } => {
-                            self.relay_deadlines.push(deadline, peer, seq);
+                            relay.deadlines.push(deadline, peer, seq);
                             return;
                         }
                         RelayOutcome::Answered(result) => {
@@ -787,10 +962,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 // A packet with no local handler goes where the reactor's
                 // router sends it (a seed peer, a default route).
                 let served_by = if elsewhere { ServedBy::DefaultRoute } else { ServedBy::ThisNode };
-                self.running.push(Box::pin(async move {
-                    let result = reactor.submit_waiting(*packet, now, deadline, Some(origin)).await;
-                    (seq, size, key, served_by, result)
-                }));
+                self.running.get_or_insert_with(|| Box::new(FuturesUnordered::new())).push(Box::pin(
+                    async move {
+                        let result = reactor.submit_waiting(*packet, now, deadline, Some(origin)).await;
+                        (seq, size, key, served_by, result)
+                    },
+                ));
             }
             Message::Result { seq, result } => {
                 self.peer.complete_result(seq, result);

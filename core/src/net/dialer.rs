@@ -10,11 +10,12 @@ use tokio::sync::oneshot;
 use tokio::time::{timeout, timeout_at, Duration, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 use super::config::NodeConfig;
 use super::conn::{self, AuthVerdict, Setup};
+use super::link::{Link, Tallied};
 use super::node::{Ended, LiveConnection, NodeInner};
 use super::options::ConnectOptions;
 use super::{tls, NODE_HEADER};
@@ -155,21 +156,26 @@ async fn dial(node: Arc<NodeInner>, dialing: &Dialing) -> Result<Ended, PfError>
         return Err(dial_error(&dialing.url, "the node is stopped"));
     }
     let deadline = Instant::now() + node.config.handshake_timeout;
-    let (ws, response) = dialing.open(deadline, node.config.websocket_config()).await?;
-    start_dialed(node, ws, response, dialing).await
+    let config = node.config.websocket_config();
+    let (ws, response) = dialing.open(deadline, config, Tallied::new).await?;
+    // tungstenite may hold frames that came behind the 101, unseen by the
+    // tally: a dialed link never parks (see `link`).
+    let link = Link::new(ws, Role::Client, node.config.max_frame_bytes, false);
+    start_dialed(node, link, response, dialing).await
 }
 
 impl Dialing {
-    /// TCP, then TLS for `wss://`, then the WebSocket upgrade, all before
-    /// `deadline`.
-    async fn open(
+    /// TCP, then TLS for `wss://`, then the WebSocket upgrade over
+    /// `wrap(stream)`, all before `deadline`.
+    async fn open<T>(
         &self,
         deadline: Instant,
         config: WebSocketConfig,
-    ) -> Result<
-        (WebSocketStream<ClientStream>, tokio_tungstenite::tungstenite::handshake::client::Response),
-        PfError,
-    > {
+        wrap: impl FnOnce(ClientStream) -> T,
+    ) -> Result<(WebSocketStream<T>, tokio_tungstenite::tungstenite::handshake::client::Response), PfError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
         let url = self.url.as_str();
         let request = self.request()?;
         let tcp = timeout_at(deadline, TcpStream::connect((self.host.as_str(), self.port)))
@@ -194,7 +200,7 @@ impl Dialing {
             #[cfg(not(feature = "tls"))]
             Some((never, _)) => match *never {},
         };
-        timeout_at(deadline, tokio_tungstenite::client_async_with_config(request, stream, Some(config)))
+        timeout_at(deadline, tokio_tungstenite::client_async_with_config(request, wrap(stream), Some(config)))
             .await
             .map_err(|_| dial_error(url, "handshake timed out"))?
             .map_err(|e| handshake_error(url, e))
@@ -213,7 +219,7 @@ pub async fn open_websocket(
 ) -> Result<WebSocketStream<ClientStream>, PfError> {
     let dialing = Dialing::new(url, options)?;
     let deadline = Instant::now() + NodeConfig::default().handshake_timeout;
-    Ok(dialing.open(deadline, config.unwrap_or_default()).await?.0)
+    Ok(dialing.open(deadline, config.unwrap_or_default(), |stream| stream).await?.0)
 }
 
 /// The stream under a dialed connection: plain TCP for `ws://`, TLS for
@@ -228,7 +234,7 @@ pub type ClientStream = TcpStream;
 /// Runs a dialed connection; for a PacketFlow node, waits for its hello.
 async fn start_dialed<S>(
     node: Arc<NodeInner>,
-    ws: WebSocketStream<S>,
+    link: Link<S>,
     response: tokio_tungstenite::tungstenite::handshake::client::Response,
     dialing: &Dialing,
 ) -> Result<Ended, PfError>
@@ -249,11 +255,7 @@ where
         // A node that did not send the node header is a seed peer.
         seed_grace: (!speaks_hello).then_some(Duration::ZERO),
     };
-    let running = conn::run(node.clone(), ws, setup);
-    let handle = node.spawn_connection(async move {
-        let _live = live;
-        running.await;
-    });
+    let handle = node.spawn_connection(conn::start(node.clone(), link, setup).keeping(live));
     if speaks_hello {
         match timeout(node.config.handshake_timeout, ready_rx).await {
             Ok(Ok(Ok(()))) => {}

@@ -14,10 +14,11 @@ use std::sync::{Arc, Weak};
 
 use futures::future::BoxFuture;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::dashboard::{self, ServedBy};
+use super::mailbox::Mailbox;
 use super::node::NodeInner;
 use super::peers::{Peer, Placement, RelayAnswer, Reply, ReturnAddress};
 use crate::error::ErrorCode;
@@ -208,7 +209,7 @@ impl NodeInner {
         origin: Origin,
         seq: u64,
         size: usize,
-        to: &mpsc::UnboundedSender<RelayAnswer>,
+        to: &Mailbox<RelayAnswer>,
     ) -> RelayOutcome {
         let mut packet = packet;
         let route = match self.place_actor(&mut packet, Some(origin.0)) {

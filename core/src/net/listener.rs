@@ -3,6 +3,11 @@
 //! then one HTTP request, answered (`GET /health`, `GET /metrics`, the
 //! dashboard under `/ui/`) or upgraded to a WebSocket peer after the auth
 //! check of its headers.
+//!
+//! That first part runs in a task of its own on the Tokio runtime; a peer's
+//! connection then runs in another, sized for it alone (and put where the
+//! node's spawner says): the handshake's state, some 13 KiB, is freed once
+//! the peer is in.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -14,9 +19,11 @@ use tokio::net::TcpListener;
 use tokio::time::{timeout_at, Duration, Instant};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request as WsRequest, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::auth::{self, AuthTable};
 use super::conn::{self, AuthVerdict, Setup};
+use super::link::{Link, Tallied};
 use super::node::{LiveConnection, NodeInner};
 use super::options::{ListenOptions, TokenSpec};
 use super::{dashboard, http, metrics, tls, NODE_HEADER, WS_PATH};
@@ -80,8 +87,7 @@ pub(super) async fn listen(
                     Ok((stream, remote)) => {
                         if let Some(slot) = Slot::take(&node) {
                             let _ = stream.set_nodelay(true);
-                            let accepted = accept(node.clone(), stream, remote, context.clone(), slot);
-                            drop(node.spawn_connection(accepted));
+                            tokio::spawn(accept(node.clone(), stream, remote, context.clone(), slot));
                         }
                     }
                     // Out of descriptors and the like: pause instead of spinning.
@@ -108,9 +114,14 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let listener = Arc::new(ListenerSecurity::new(options)?);
-    if let Some(slot) = Slot::take(node) {
+    if let Some(mut slot) = Slot::take(node) {
+        // The connection, if the stream becomes one, runs on its own: its
+        // end is when it gives its slot back.
+        let (released_tx, released) = tokio::sync::oneshot::channel::<()>();
+        slot.on_release = Some(released_tx);
         let remote = SocketAddr::from(([127, 0, 0, 1], 0));
         accept(node.clone(), stream, remote, listener, slot).await;
+        let _ = released.await;
     }
     Ok(())
 }
@@ -120,6 +131,9 @@ where
 struct Slot {
     node: Arc<NodeInner>,
     refusing: bool,
+    /// Told (by being dropped) when the slot is given back.
+    #[cfg(feature = "fuzz-hooks")]
+    on_release: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Slot {
@@ -129,13 +143,19 @@ impl Slot {
         let limit = node.config.max_connections;
         let taken =
             node.accepted.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1));
-        if taken.is_ok() {
-            return Some(Slot { node: node.clone(), refusing: false });
+        let refusing = taken.is_err();
+        if refusing {
+            let counted = node
+                .refusing
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_REFUSING).then_some(n + 1));
+            counted.ok()?;
         }
-        let refusing = node
-            .refusing
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_REFUSING).then_some(n + 1));
-        refusing.is_ok().then(|| Slot { node: node.clone(), refusing: true })
+        Some(Slot {
+            node: node.clone(),
+            refusing,
+            #[cfg(feature = "fuzz-hooks")]
+            on_release: None,
+        })
     }
 }
 
@@ -322,15 +342,19 @@ async fn upgrade<S>(
         }
         Ok(response)
     };
+    let config = node.config.websocket_config();
+    let request_alone = holds_one_head(&head);
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(
-        http::Replay::new(head, stream),
+        Tallied::new(http::Replay::new(head, stream)),
         callback,
-        Some(node.config.websocket_config()),
+        Some(config),
     );
     let Ok(Ok(ws)) = timeout_at(deadline, handshake).await else { return };
     let (codec, verdict) = std::mem::replace(&mut *decided.lock(), (Codec::Json, AuthVerdict::Open));
-    let _live = LiveConnection::new(&node);
-    let _slot = slot;
+    let live = LiveConnection::new(&node);
+    // With nothing behind the request, tungstenite read nothing past it:
+    // the frames that follow can be tallied from the first (see `link`).
+    let link = Link::new(ws, Role::Server, node.config.max_frame_bytes, request_alone);
     let setup = Setup {
         codec,
         remote: remote.to_string(),
@@ -340,5 +364,12 @@ async fn upgrade<S>(
         token: None,
         seed_grace: Some(node.config.seed_peer_grace),
     };
-    conn::run(node, ws, setup).await;
+    let connection = conn::start(node.clone(), link, setup).keeping((live, slot));
+    drop(node.spawn_connection(connection));
+}
+
+/// Whether `head`, the bytes read up to the end of the request head, holds
+/// nothing after it (a client sends frames only once it has the 101).
+fn holds_one_head(head: &[u8]) -> bool {
+    head.windows(4).position(|w| w == b"\r\n\r\n").is_some_and(|at| at + 4 == head.len())
 }

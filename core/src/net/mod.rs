@@ -20,10 +20,12 @@
 //! Modules, from the outside in: [`Node`] (`node`) is the handle, its
 //! settings are in `config` and `options`; `listener` accepts sockets
 //! (HTTP endpoints, the upgrade, the connection limit) and `dialer` opens
-//! them; `conn` runs one connection; `peers` is the peer table and the
-//! routing decision; `forward` sends packets to peers; `dashboard` serves
-//! the page on `/ui/` and records what it shows; `auth`, `tls`, `http`,
-//! `metrics` and `busy_poll` are what their names say.
+//! them; `conn` runs one connection, over a `link` (its WebSocket, parked
+//! while idle) with `mailbox`es for what other tasks send it; `peers` is
+//! the peer table and the routing decision; `forward` sends packets to
+//! peers; `dashboard` serves the page on `/ui/` and records what it shows;
+//! `auth`, `tls`, `http`, `metrics` and `busy_poll` are what their names
+//! say.
 
 mod auth;
 mod busy_poll;
@@ -33,8 +35,10 @@ mod dashboard;
 mod dialer;
 mod forward;
 mod http;
+mod link;
 mod listener;
 mod liveness;
+mod mailbox;
 mod metrics;
 mod node;
 mod options;

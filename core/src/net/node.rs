@@ -262,10 +262,9 @@ impl NodeInner {
             Some(spawner) => {
                 // Dropped when the connection ends (or its future is dropped).
                 let (over_tx, over_rx) = oneshot::channel::<()>();
-                (spawner.0)(Box::pin(async move {
-                    connection.await;
-                    drop(over_tx);
-                }));
+                // `map` rather than an async block, which would hold the
+                // connection twice over (moved in, then awaited).
+                (spawner.0)(Box::pin(futures::FutureExt::map(connection, move |()| drop(over_tx))));
                 Box::pin(async move {
                     let _ = over_rx.await;
                 })
@@ -415,7 +414,7 @@ impl NodeInner {
 
     /// Re-announces to every peer that speaks hello.
     pub(crate) fn announce_to_all(&self) {
-        let peers: Vec<Arc<Peer>> = self.peers.read().all().cloned().collect();
+        let peers: Vec<Arc<Peer>> = self.peers.read().nodes().cloned().collect();
         for peer in peers {
             self.announce_to(&peer, false);
         }

@@ -9,12 +9,13 @@ use std::sync::{Arc, OnceLock};
 
 use foldhash::HashMap;
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::auth::Grant;
 use super::dashboard::recorder::Key;
 use super::liveness::Liveness;
+use super::mailbox::Mailbox;
 use crate::packet::{Element, Group, Packet, PacketId};
 use crate::reactor::InflightGuard;
 use crate::result::PacketResult;
@@ -46,7 +47,7 @@ pub(crate) enum Reply {
 /// holds in the reactor until then.
 pub(crate) struct ReturnAddress {
     /// The submitting connection's answers.
-    pub(crate) to: mpsc::UnboundedSender<RelayAnswer>,
+    pub(crate) to: Mailbox<RelayAnswer>,
     /// The submit's `seq` on that connection.
     pub(crate) seq: u64,
     /// Bytes charged to the node's queued bytes for it.
@@ -84,12 +85,15 @@ impl Reply {
                 }
                 drop(guard);
                 // A closed connection released its charged bytes when it ended.
-                let _ = to.send(RelayAnswer { seq, size, result, start, key, served_by });
+                to.send(RelayAnswer { seq, size, result, start, key, served_by });
             }
             Reply::Orphaned => {}
         }
     }
 }
+
+/// The keys a seed peer was seen to serve (true) or to lack (false).
+type Learned = HashMap<(Group, Element), bool>;
 
 /// Submits this node sent to the peer and not yet answered, by `seq`, and
 /// by packet id for peers that answer with `seq: 0` (the seed's reactor).
@@ -100,15 +104,19 @@ struct Pending {
 }
 
 /// One connected peer, shared by its connection tasks and the router.
+///
+/// What only some peers need (submits forwarded to it, what it was last
+/// announced, the keys a seed peer was seen to serve) is allocated at its
+/// first use: a hub may hold tens of thousands of peers that never need it.
 pub(crate) struct Peer {
     pub(crate) id: ConnId,
     /// Where it is: the remote address, or the URL dialed.
     pub(crate) remote: String,
     /// Frames for the connection's task to write (from other tasks).
-    pub(crate) outbox: mpsc::UnboundedSender<Outgoing>,
+    pub(crate) outbox: Mailbox<Outgoing>,
     hello: RwLock<Option<Arc<Hello>>>,
     /// What was last announced to this peer (to skip repeats).
-    announced: Mutex<Option<Announcement>>,
+    announced: Mutex<Option<Box<Announcement>>>,
     /// A peer without hello that has sent something, or nothing within
     /// `NodeConfig::seed_peer_grace` of connecting: a seed peer (a
     /// PacketFlow node's first frame is its hello). A later hello still
@@ -116,8 +124,8 @@ pub(crate) struct Peer {
     proven_seed: AtomicBool,
     /// For a seed peer (which announces nothing): the keys it was seen to
     /// serve (true) or to lack (false, it answered PF001).
-    learned: Mutex<HashMap<(Group, Element), bool>>,
-    pending: Mutex<Pending>,
+    learned: Mutex<Option<Box<Learned>>>,
+    pending: Mutex<Option<Box<Pending>>>,
     in_flight: AtomicUsize,
     next_seq: AtomicU64,
     /// What the peer's token allows, on a listener with auth (unset: all).
@@ -134,7 +142,7 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub(crate) fn new(id: ConnId, remote: String, outbox: mpsc::UnboundedSender<Outgoing>) -> Peer {
+    pub(crate) fn new(id: ConnId, remote: String, outbox: Mailbox<Outgoing>) -> Peer {
         Peer {
             id,
             remote,
@@ -142,8 +150,8 @@ impl Peer {
             hello: RwLock::new(None),
             announced: Mutex::new(None),
             proven_seed: AtomicBool::new(false),
-            learned: Mutex::new(HashMap::default()),
-            pending: Mutex::new(Pending::default()),
+            learned: Mutex::new(None),
+            pending: Mutex::new(None),
             in_flight: AtomicUsize::new(0),
             next_seq: AtomicU64::new(1),
             grant: OnceLock::new(),
@@ -200,18 +208,19 @@ impl Peer {
     }
 
     pub(crate) fn send(&self, message: Message) -> bool {
-        self.outbox.send(Outgoing::Message(message)).is_ok()
+        self.outbox.send(Outgoing::Message(message))
     }
 
     /// Sends `packet` as submit `seq` with `metadata["pf.hops"] = hops`.
     pub(crate) fn send_forward(&self, seq: u64, packet: Box<Packet>, hops: u64) -> bool {
-        self.outbox.send(Outgoing::Forward { seq, packet, hops }).is_ok()
+        self.outbox.send(Outgoing::Forward { seq, packet, hops })
     }
 
     /// Registers a forwarded submit and returns its `seq`, or `None` when
     /// the peer already has `limit` of ours in flight.
     pub(crate) fn begin_submit(&self, packet_id: PacketId, reply: Reply, limit: usize) -> Option<u64> {
         let mut pending = self.pending.lock();
+        let pending = pending.get_or_insert_with(Box::default);
         if pending.by_seq.len() >= limit {
             return None;
         }
@@ -224,16 +233,17 @@ impl Peer {
 
     /// The packet id of the pending submit with this `seq`.
     pub(crate) fn pending_id(&self, seq: u64) -> Option<PacketId> {
-        self.pending.lock().by_seq.get(&seq).map(|p| p.packet_id.clone())
+        self.pending.lock().as_ref()?.by_seq.get(&seq).map(|p| p.packet_id.clone())
     }
 
     /// Forgets a forwarded submit whose submitter stopped waiting; gives
     /// back its packet id and reply, if it was still pending.
     pub(crate) fn abandon_submit(&self, seq: u64) -> Option<(PacketId, Reply)> {
-        let mut pending = self.pending.lock();
+        let mut guard = self.pending.lock();
+        let pending = guard.as_mut()?;
         let p = pending.by_seq.remove(&seq)?;
         pending.by_id.remove(&p.packet_id);
-        drop(pending);
+        drop(guard);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         Some((p.packet_id, p.reply))
     }
@@ -243,7 +253,7 @@ impl Peer {
     /// a forwarding future was dropped, while the submit stays pending with
     /// this peer until answered.
     pub(crate) fn orphan(&self, seq: u64) {
-        let detached = match self.pending.lock().by_seq.get_mut(&seq) {
+        let detached = match self.pending.lock().as_mut().and_then(|p| p.by_seq.get_mut(&seq)) {
             Some(p) if matches!(p.reply, Reply::Relay(_)) => std::mem::replace(&mut p.reply, Reply::Orphaned),
             _ => return,
         };
@@ -252,7 +262,7 @@ impl Peer {
 
     /// Whether the forwarded submit `seq` still waits for its answer.
     pub(crate) fn is_pending(&self, seq: u64) -> bool {
-        self.pending.lock().by_seq.contains_key(&seq)
+        self.pending.lock().as_ref().is_some_and(|p| p.by_seq.contains_key(&seq))
     }
 
     /// Delivers an answer. The `seq` wins when it names a pending submit of
@@ -281,27 +291,34 @@ impl Peer {
 
     /// Removes the pending submit an answer (`seq`, `packet_id`) is for.
     fn take_pending(&self, seq: u64, packet_id: Option<&PacketId>) -> Option<Reply> {
-        let mut pending = self.pending.lock();
+        let mut guard = self.pending.lock();
+        let pending = guard.as_mut()?;
         let by_seq_matches =
             pending.by_seq.get(&seq).is_some_and(|p| packet_id.is_none_or(|id| *id == p.packet_id));
         let seq = if by_seq_matches { seq } else { *packet_id.and_then(|id| pending.by_id.get(id))? };
         let p = pending.by_seq.remove(&seq)?;
         pending.by_id.remove(&p.packet_id);
-        drop(pending);
+        drop(guard);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         Some(p.reply)
     }
 
     /// Answers every pending submit with `make(packet_id)` (peer lost).
     pub(crate) fn fail_all(&self, make: impl Fn(PacketId) -> PacketResult) {
-        let drained: Vec<PendingSubmit> = {
-            let mut pending = self.pending.lock();
-            pending.by_id.clear();
-            pending.by_seq.drain().map(|(_, p)| p).collect()
-        };
+        let taken = self.pending.lock().take();
         self.in_flight.store(0, Ordering::Relaxed);
-        for PendingSubmit { packet_id, reply } in drained {
+        let Some(pending) = taken else { return };
+        for PendingSubmit { packet_id, reply } in pending.by_seq.into_values() {
             reply.deliver(make(packet_id));
+        }
+    }
+
+    /// Gives back the table of forwarded submits if none waits (its
+    /// connection went idle).
+    pub(crate) fn release_idle_memory(&self) {
+        let mut pending = self.pending.lock();
+        if pending.as_ref().is_some_and(|p| p.by_seq.is_empty()) {
+            *pending = None;
         }
     }
 
@@ -309,10 +326,10 @@ impl Peer {
     /// the same as before (no need to send it again).
     pub(crate) fn note_announced(&self, announcement: &Announcement) -> bool {
         let mut last = self.announced.lock();
-        if last.as_ref() == Some(announcement) {
+        if last.as_deref() == Some(announcement) {
             return false;
         }
-        *last = Some(announcement.clone());
+        *last = Some(Box::new(announcement.clone()));
         true
     }
 
@@ -329,6 +346,7 @@ impl Peer {
     /// everything past 4096 keys and starts over).
     pub(crate) fn learn(&self, key: (Group, Element), serves: bool) {
         let mut learned = self.learned.lock();
+        let learned = learned.get_or_insert_with(Box::default);
         if learned.len() >= 4096 && !learned.contains_key(&key) {
             learned.clear();
         }
@@ -336,7 +354,7 @@ impl Peer {
     }
 
     fn serves(&self, key: &(Group, Element)) -> Option<bool> {
-        self.learned.lock().get(key).copied()
+        self.learned.lock().as_ref()?.get(key).copied()
     }
 
     pub(crate) fn is_proven_seed(&self) -> bool {
@@ -371,9 +389,15 @@ pub(crate) enum Placement {
 }
 
 /// Every connected peer and the route index built from their hellos.
+///
+/// The peers that sent `hello` (nodes) are also kept apart: a hub may hold
+/// tens of thousands of clients that never do, and what concerns nodes only
+/// (announcing routes, indexing them) must not walk those each time one
+/// connects.
 #[derive(Default)]
 pub(crate) struct PeerTable {
     peers: HashMap<ConnId, Arc<Peer>>,
+    nodes: HashMap<ConnId, Arc<Peer>>,
     by_key: HashMap<(Group, Element), Vec<ConnId>>,
     /// Per actor type, the hosting nodes reachable through each peer.
     actor_paths: HashMap<String, Vec<HostPath>>,
@@ -386,8 +410,14 @@ impl PeerTable {
 
     pub(crate) fn remove(&mut self, id: ConnId) -> Option<Arc<Peer>> {
         let peer = self.peers.remove(&id)?;
-        if peer.hello.read().is_some() {
+        if self.nodes.remove(&id).is_some() {
             self.reindex();
+        }
+        // Sized on demand: once most of the peers that grew the table are
+        // gone, its memory goes too (halving at a quarter full keeps the
+        // cost amortized).
+        if self.peers.capacity() > 64 && self.peers.len() < self.peers.capacity() / 4 {
+            self.peers.shrink_to(self.peers.len() * 2);
         }
         Some(peer)
     }
@@ -396,6 +426,7 @@ impl PeerTable {
     pub(crate) fn set_hello(&mut self, id: ConnId, hello: Hello) {
         if let Some(peer) = self.peers.get(&id) {
             *peer.hello.write() = Some(Arc::new(hello));
+            self.nodes.insert(id, peer.clone());
             self.reindex();
         }
     }
@@ -403,7 +434,7 @@ impl PeerTable {
     fn reindex(&mut self) {
         self.by_key.clear();
         self.actor_paths.clear();
-        for peer in self.peers.values() {
+        for peer in self.nodes.values() {
             if let Some(hello) = peer.hello.read().as_ref() {
                 for key in &hello.handlers {
                     self.by_key.entry(key.clone()).or_default().push(peer.id);
@@ -484,6 +515,11 @@ impl PeerTable {
         self.peers.values()
     }
 
+    /// The peers that sent `hello`.
+    pub(crate) fn nodes(&self) -> impl Iterator<Item = &Arc<Peer>> {
+        self.nodes.values()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.peers.len()
     }
@@ -551,7 +587,7 @@ impl PeerTable {
             .or_else(|| {
                 // Else a node that has such a default route itself (a hub
                 // with seed peers), so spokes reach seed peers through it.
-                self.peers
+                self.nodes
                     .values()
                     .filter(|p| Some(p.id) != origin)
                     .filter(|p| p.hello.read().as_ref().is_some_and(|h| h.has_feature(FEATURE_DEFAULT_ROUTE)))
@@ -594,7 +630,7 @@ mod tests {
     use super::*;
 
     fn peer(id: ConnId, handlers: Option<&[&str]>, table: &mut PeerTable) -> Arc<Peer> {
-        let (tx, _rx) = mpsc::unbounded_channel();
+        let (tx, _rx) = crate::net::mailbox::mailbox();
         let p = Arc::new(Peer::new(id, format!("peer{id}"), tx));
         table.insert(p.clone());
         if let Some(keys) = handlers {

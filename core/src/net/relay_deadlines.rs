@@ -62,10 +62,10 @@ impl RelayDeadlines {
         self.open
     }
 
-    /// Counts one relayed packet as answered (its entry stays until its
-    /// deadline or the next bulk drop).
-    pub(super) fn answered(&mut self) {
-        self.open -= 1;
+    /// Counts `n` relayed packets as answered (their entries stay until
+    /// their deadline or the next bulk drop).
+    pub(super) fn answered(&mut self, n: usize) {
+        self.open -= n;
     }
 
     /// Records a packet relayed as submit `seq` to `peer`.
