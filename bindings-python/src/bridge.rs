@@ -26,6 +26,7 @@ use parking_lot::Mutex;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyString};
 
 use crate::runtime;
 
@@ -66,9 +67,13 @@ pub(crate) struct Bridge {
     event_loop: Py<PyAny>,
     create_future: Py<PyAny>,
     create_task: Py<PyAny>,
-    /// The loop's queue of ready handles (`BaseEventLoop._ready`), if it
-    /// has one: see [`Bridge::start_eagerly`].
-    ready: Option<Py<PyAny>>,
+    /// The loop's `create_task` is `BaseEventLoop`'s own: while the loop has
+    /// no task factory, it makes an `asyncio.Task` and nothing else, which
+    /// [`Bridge::new_task`] then does directly.
+    base_create_task: bool,
+    /// The `pop` and `append` of the loop's queue of ready handles
+    /// (`BaseEventLoop._ready`), if it has one: see [`Bridge::start_eagerly`].
+    ready: Option<(Py<PyAny>, Py<PyAny>)>,
     call_soon: Py<PyAny>,
     drain_callback: PyOnceLock<Py<PyAny>>,
     /// Identifies the thread that runs the loop (see [`thread_key`]).
@@ -107,6 +112,14 @@ pub(crate) fn defer_raise(err: PyErr) {
             *d = Some(err);
         }
     });
+}
+
+/// [`defer_raise`] for `err` if it is no `Exception` (a KeyboardInterrupt,
+/// a SystemExit: what must go on); an `Exception` is dropped.
+pub(crate) fn defer_raise_unless_exception(py: Python<'_>, err: PyErr) {
+    if !err.is_instance_of::<pyo3::exceptions::PyException>(py) {
+        defer_raise(err);
+    }
 }
 
 /// Takes the exception kept by [`defer_raise`], if any.
@@ -167,11 +180,22 @@ pub(crate) fn answering<R>(send: impl FnOnce() -> R) -> R {
 static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// `asyncio.current_task` and the functions a task step uses to mark
-/// itself current (`asyncio.tasks._enter_task`, `_leave_task`).
+/// itself current (`asyncio.tasks._enter_task`, `_leave_task`), and what
+/// making a task and running its step directly needs.
 struct TaskFunctions {
     current: Py<PyAny>,
+    /// The dict behind `current_task` (`asyncio.tasks._current_tasks`, the
+    /// one `_enter_task`/`_leave_task` keep), read without `current_task`'s
+    /// Python frame; `None` if this Python has none.
+    current_tasks: Option<Py<PyDict>>,
     enter: Py<PyAny>,
     leave: Py<PyAny>,
+    /// `asyncio.Task`.
+    task_type: Py<PyAny>,
+    /// `asyncio.BaseEventLoop.create_task`.
+    base_create_task: Py<PyAny>,
+    /// `contextvars.Context.run`, unbound.
+    context_run: Py<PyAny>,
 }
 
 static TASK_FUNCTIONS: PyOnceLock<TaskFunctions> = PyOnceLock::new();
@@ -181,8 +205,20 @@ fn task_functions(py: Python<'_>) -> PyResult<&TaskFunctions> {
         let tasks = py.import("asyncio.tasks")?;
         Ok::<_, PyErr>(TaskFunctions {
             current: tasks.getattr("current_task")?.unbind(),
+            current_tasks: tasks
+                .getattr("_current_tasks")
+                .ok()
+                .and_then(|found| found.cast_into_exact::<PyDict>().ok())
+                .map(Bound::unbind),
             enter: tasks.getattr("_enter_task")?.unbind(),
             leave: tasks.getattr("_leave_task")?.unbind(),
+            task_type: tasks.getattr("Task")?.unbind(),
+            base_create_task: py
+                .import("asyncio.base_events")?
+                .getattr("BaseEventLoop")?
+                .getattr("create_task")?
+                .unbind(),
+            context_run: py.import("contextvars")?.getattr("Context")?.getattr("run")?.unbind(),
         })
     })
 }
@@ -252,11 +288,17 @@ impl Bridge {
     }
 
     fn build(py: Python<'_>, lp: &Bound<'_, PyAny>, wakeup: Wakeup) -> PyResult<Arc<Bridge>> {
+        let tasks = task_functions(py)?;
+        let ready = lp.getattr("_ready").ok().and_then(|ready| {
+            Some((ready.getattr("pop").ok()?.unbind(), ready.getattr("append").ok()?.unbind()))
+        });
+        let base_create_task = lp.get_type().getattr("create_task")?.is(tasks.base_create_task.bind(py));
         let bridge = Arc::new(Bridge {
             event_loop: lp.clone().unbind(),
             create_future: lp.getattr("create_future")?.unbind(),
             create_task: lp.getattr("create_task")?.unbind(),
-            ready: lp.getattr("_ready").ok().map(Bound::unbind),
+            base_create_task,
+            ready,
             call_soon: lp.getattr("call_soon")?.unbind(),
             drain_callback: PyOnceLock::new(),
             thread: thread_key(),
@@ -312,12 +354,37 @@ impl Bridge {
         self.create_task.bind(py)
     }
 
-    /// Runs the first step of `task`, just made by this loop's
-    /// `create_task`, now rather than on the loop's next turn, as Python
-    /// 3.12's eager tasks do: a handler that answers without suspending
-    /// then answers inside `submit`, with no turn of the loop in between.
+    /// A task of this loop running `coro` in `context`, named `name`: what
+    /// `loop.create_task(coro, name=name, context=context)` makes (Python
+    /// 3.11 and later). While the loop's `create_task` is
+    /// `BaseEventLoop`'s and it has no task factory, the `asyncio.Task` is
+    /// made directly, as that `create_task` would make it, without its
+    /// Python frame.
+    pub(crate) fn new_task<'py>(
+        &self,
+        py: Python<'py>,
+        coro: &Bound<'py, PyAny>,
+        name: &Bound<'py, PyString>,
+        context: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(pyo3::intern!(py, "name"), name)?;
+        kwargs.set_item(pyo3::intern!(py, "context"), context)?;
+        let lp = self.event_loop.bind(py);
+        if self.base_create_task && lp.getattr(pyo3::intern!(py, "_task_factory"))?.is_none() {
+            kwargs.set_item(pyo3::intern!(py, "loop"), lp)?;
+            task_functions(py)?.task_type.bind(py).call((coro,), Some(&kwargs))
+        } else {
+            self.create_task.bind(py).call((coro,), Some(&kwargs))
+        }
+    }
+
+    /// Runs the first step of `task`, just made for this loop, now rather
+    /// than on the loop's next turn, as Python 3.12's eager tasks do: a
+    /// handler that answers without suspending then answers inside
+    /// `submit`, with no turn of the loop in between.
     ///
-    /// The step runs as the loop would run it (the handle `create_task`
+    /// The step runs as the loop would run it (the handle the task
     /// scheduled, so in the task's own context and with `current_task()`
     /// the task); the task that was current, if any, steps aside meanwhile
     /// (`asyncio.tasks._leave_task`/`_enter_task`). Nothing is done unless
@@ -326,26 +393,32 @@ impl Bridge {
     /// leaves the step to the loop's next turn. Errors are the step's own
     /// KeyboardInterrupt or SystemExit (the task has recorded them).
     pub(crate) fn start_eagerly(&self, py: Python<'_>, task: &Bound<'_, PyAny>) -> PyResult<()> {
-        let Some(ready) = &self.ready else { return Ok(()) };
-        let ready = ready.bind(py);
-        let Ok(handle) = ready.get_item(-1) else { return Ok(()) };
-        let Ok(callback) = handle.getattr(pyo3::intern!(py, "_callback")) else { return Ok(()) };
-        match callback.getattr(pyo3::intern!(py, "__self__")) {
-            Ok(owner) if owner.is(task) => {}
-            _ => return Ok(()),
-        }
-        let Ok(context) = handle.getattr(pyo3::intern!(py, "_context")) else { return Ok(()) };
+        let Some((pop, append)) = &self.ready else { return Ok(()) };
         let tasks = task_functions(py)?;
         let lp = self.event_loop.bind(py);
-        let current = tasks.current.bind(py).call1((lp,))?;
-        if !current.is_none() {
-            tasks.leave.bind(py).call1((lp, &current))?;
+        let current = match &tasks.current_tasks {
+            Some(current_tasks) => current_tasks.bind(py).get_item(lp)?,
+            None => Some(tasks.current.bind(py).call1((lp,))?).filter(|task| !task.is_none()),
+        };
+        let Ok(handle) = pop.bind(py).call0() else { return Ok(()) };
+        let step = handle.getattr(pyo3::intern!(py, "_callback")).and_then(|callback| {
+            let owner = callback.getattr(pyo3::intern!(py, "__self__"))?;
+            let context = handle.getattr(pyo3::intern!(py, "_context"))?;
+            Ok(owner.is(task).then_some((callback, context)))
+        });
+        let Ok(Some((callback, context))) = step else {
+            // Not this task's step: back where it was.
+            return append.bind(py).call1((handle,)).map(drop);
+        };
+        if let Some(current) = &current {
+            if let Err(err) = tasks.leave.bind(py).call1((lp, current)) {
+                append.bind(py).call1((handle,))?;
+                return Err(err);
+            }
         }
-        let stepped = ready
-            .call_method0(pyo3::intern!(py, "pop"))
-            .and_then(|_| context.call_method1(pyo3::intern!(py, "run"), (callback,)).map(drop));
-        if !current.is_none() {
-            tasks.enter.bind(py).call1((lp, &current))?;
+        let stepped = tasks.context_run.bind(py).call1((context, callback)).map(drop);
+        if let Some(current) = &current {
+            tasks.enter.bind(py).call1((lp, current))?;
         }
         stepped
     }

@@ -32,7 +32,7 @@ use parking_lot::Mutex;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::PyString;
 use tokio::sync::oneshot;
 
 use crate::bridge::{self, Bridge, HomeLoop, Item, LoopJob};
@@ -53,6 +53,14 @@ pub(crate) trait PyCall: Send + 'static {
     /// The function and its two arguments, made with the GIL on the thread
     /// that makes the call. Called once.
     fn prepare<'py>(&mut self, py: Python<'py>) -> PyResult<NextCall<'py>>;
+
+    /// Whether calling `func`, the function of an `async def` call just
+    /// prepared, only makes its coroutine and runs none of its code (a
+    /// plain `async def` function or a method of one, see
+    /// [`coroutine_function`]): then the call is made before its task
+    /// exists, and the coroutine is the task's own; any other function is
+    /// called inside the task (`packetflow._support.call_in_task`).
+    fn only_makes_coroutine(&self, py: Python<'_>, func: &Bound<'_, PyAny>) -> bool;
 
     /// What the core gets for the value the function returned (an error:
     /// the value, or what the call left behind, cannot cross).
@@ -189,10 +197,15 @@ impl<C: PyCall> LoopJob for Invocation<C> {
     }
 }
 
-/// `packetflow._support.run_handler` and `contextvars.Context`.
+/// What starting an `async def` call needs from Python, looked up once.
 struct Support {
-    run_handler: Py<PyAny>,
+    /// `packetflow._support.call_in_task`: the coroutine of a call whose
+    /// function is not a plain `async def` function.
+    call_in_task: Py<PyAny>,
+    /// `contextvars.Context`.
     new_context: Py<PyAny>,
+    /// `asyncio.CancelledError`.
+    cancelled_error: Py<PyAny>,
     /// Whether `create_task` takes `context=` (Python 3.11 and later).
     context_keyword: bool,
 }
@@ -202,15 +215,18 @@ static SUPPORT: PyOnceLock<Support> = PyOnceLock::new();
 fn support(py: Python<'_>) -> PyResult<&Support> {
     SUPPORT.get_or_try_init(py, || {
         Ok::<_, PyErr>(Support {
-            run_handler: py.import("packetflow._support")?.getattr("run_handler")?.unbind(),
+            call_in_task: py.import("packetflow._support")?.getattr("call_in_task")?.unbind(),
             new_context: py.import("contextvars")?.getattr("Context")?.unbind(),
+            cancelled_error: py.import("asyncio")?.getattr("CancelledError")?.unbind(),
             context_keyword: py.version_info() >= (3, 11),
         })
     })
 }
 
 /// Starts an `async def` call as a task of `bridge`'s loop, in a fresh
-/// context; the task reports its outcome to `reply` itself.
+/// context, and runs its first step at once. A call that ends in that step
+/// is answered before this returns, straight from the task's outcome; one
+/// that suspends is answered by a done-callback of its task.
 fn start_task<C: PyCall>(
     py: Python<'_>,
     bridge: &Bridge,
@@ -218,61 +234,80 @@ fn start_task<C: PyCall>(
     reply: oneshot::Sender<CallResult<C::Output>>,
     slot: &TaskSlot,
 ) {
-    let prepared = call.prepare(py);
-    let task_name = call.task_name(py);
-    let (func, first, second) = match prepared {
+    let (func, first, second) = match call.prepare(py) {
         Ok(prepared) => prepared,
         Err(err) => {
             let _ = reply.send(Err(not_started(py, call.label(), &err)));
             return;
         }
     };
-    let label = call.label().to_owned();
-    let report = match Py::new(py, TaskReply { pending: Mutex::new(Some(Box::new(Pending { call, reply }))) })
-    {
-        Ok(report) => report,
-        // The answer channel went with the failed object: the call ends
-        // with "the Python call ended without an answer".
-        Err(_) => return,
-    };
-    let started = (|| {
-        let support = support(py)?;
-        let coro = support.run_handler.bind(py).call1((func, first, second, &report))?;
-        let context = support.new_context.bind(py).call0()?;
-        let task = if support.context_keyword {
-            let kwargs = PyDict::new(py);
-            kwargs.set_item(pyo3::intern!(py, "name"), &task_name)?;
-            kwargs.set_item(pyo3::intern!(py, "context"), context)?;
-            bridge.create_task(py).call((&coro,), Some(&kwargs))
-        } else {
-            // A task copies the context that is current when it is made.
-            context.call_method1(pyo3::intern!(py, "run"), (bridge.create_task(py), &coro)).and_then(|task| {
-                task.call_method1(pyo3::intern!(py, "set_name"), (&task_name,)).map(|_| task)
-            })
-        };
-        if task.is_err() {
-            let _ = coro.call_method0(pyo3::intern!(py, "close"));
+    let direct = call.only_makes_coroutine(py, &func);
+    let task_name = call.task_name(py);
+    let pending = Pending { call, reply };
+    let support = match support(py) {
+        Ok(support) => support,
+        Err(err) => {
+            let error = not_started(py, pending.call.label(), &err);
+            return report(py, Box::new(pending), Ended::Failed(error));
         }
-        task
-    })();
-    match started {
-        Ok(task) => {
-            *slot.task.lock() = Some(task.clone().unbind());
-            // Its first step now: a function that does not suspend answers
-            // before this returns.
-            if let Err(err) = bridge.start_eagerly(py, &task) {
-                // A KeyboardInterrupt or SystemExit raised by the function
-                // goes on once the call is answered; anything else left the
-                // step to run on the loop's next turn.
-                if !err.is_instance_of::<PyException>(py) {
-                    bridge::defer_raise(err);
-                }
+    };
+    let coro = if direct {
+        // Only makes the coroutine: an exception here (arguments that do
+        // not fit) is the one the task would have raised.
+        match func.call1((first, second)) {
+            Ok(coro) => coro,
+            Err(err) => return raised_outside_task(py, Box::new(pending), err),
+        }
+    } else {
+        match support.call_in_task.bind(py).call1((func, first, second)) {
+            Ok(coro) => coro,
+            Err(err) => {
+                let error = not_started(py, pending.call.label(), &err);
+                return report(py, Box::new(pending), Ended::Failed(error));
             }
         }
-        Err(err) => {
-            let error = not_started(py, &label, &err);
-            report.get().end(py, Ended::Failed(error));
+    };
+    let task = support.new_context.bind(py).call0().and_then(|context| {
+        if support.context_keyword {
+            bridge.new_task(py, &coro, &task_name, &context)
+        } else {
+            // A task copies the context that is current when it is made.
+            let create_task = bridge.create_task(py);
+            context.call_method1(pyo3::intern!(py, "run"), (create_task, &coro)).and_then(|task| {
+                task.call_method1(pyo3::intern!(py, "set_name"), (&task_name,)).map(|_| task)
+            })
         }
+    });
+    let task = match task {
+        Ok(task) => task,
+        Err(err) => {
+            let _ = coro.call_method0(pyo3::intern!(py, "close"));
+            let error = not_started(py, pending.call.label(), &err);
+            return report(py, Box::new(pending), Ended::Failed(error));
+        }
+    };
+    *slot.task.lock() = Some(task.clone().unbind());
+    // Its first step now: a function that does not suspend ends before this
+    // returns.
+    let stepped = bridge.start_eagerly(py, &task);
+    match outcome(py, support, &task) {
+        Some(ended) => report(py, Box::new(pending), ended),
+        None => {
+            let callback = Py::new(py, TaskReply { pending: Mutex::new(Some(Box::new(pending))) })
+                .and_then(|callback| task.call_method1(pyo3::intern!(py, "add_done_callback"), (callback,)));
+            if let Err(err) = callback {
+                // Nothing would ever report this task's end: stop it (the
+                // call ends with "the Python call ended without an answer").
+                let _ = task.call_method0(pyo3::intern!(py, "cancel"));
+                bridge::defer_raise_unless_exception(py, err);
+            }
+        }
+    }
+    if let Err(err) = stepped {
+        // A KeyboardInterrupt or SystemExit raised by the function goes on
+        // once the call is answered; anything else left the step to run on
+        // the loop's next turn.
+        bridge::defer_raise_unless_exception(py, err);
     }
 }
 
@@ -283,12 +318,48 @@ fn not_started(py: Python<'_>, label: &str, err: &PyErr) -> PfError {
     ))
 }
 
+/// The call of a plain `async def` function raised before its task was
+/// made: the call ends as if its task had raised it.
+fn raised_outside_task(py: Python<'_>, pending: Box<dyn Finish>, err: PyErr) {
+    let again = (!err.is_instance_of::<PyException>(py)).then(|| err.clone_ref(py));
+    report(py, pending, Ended::Raised(err));
+    if let Some(err) = again {
+        bridge::defer_raise(err);
+    }
+}
+
 /// How a call's task ended.
-enum Ended<'a, 'py> {
-    Returned(&'a Bound<'py, PyAny>),
+enum Ended<'py> {
+    Returned(Bound<'py, PyAny>),
     Raised(PyErr),
     Cancelled,
     Failed(PfError),
+}
+
+/// How `task` ended; `None` while it runs. Reading it marks an exception
+/// as retrieved (asyncio logs none for it).
+fn outcome<'py>(py: Python<'py>, support: &Support, task: &Bound<'py, PyAny>) -> Option<Ended<'py>> {
+    match task.call_method0(pyo3::intern!(py, "done")).and_then(|done| done.is_truthy()) {
+        Ok(true) => {}
+        Ok(false) => return None,
+        Err(err) => return Some(Ended::Failed(PfError::failed(format!("the call's task failed: {err}")))),
+    }
+    Some(match task.call_method0(pyo3::intern!(py, "result")) {
+        Ok(value) => Ended::Returned(value),
+        // A task whose coroutine raises CancelledError is cancelled, so
+        // this is only ever raised for a cancelled task.
+        Err(err) if err.is_instance(py, support.cancelled_error.bind(py)) => Ended::Cancelled,
+        Err(err) => Ended::Raised(err),
+    })
+}
+
+/// Hands `ended` to the core, unless it stopped waiting.
+fn report(py: Python<'_>, pending: Box<dyn Finish>, ended: Ended<'_>) {
+    if !pending.abandoned() {
+        // A submitter may be waiting on this loop: let it see the answer
+        // now rather than on the loop's next turn.
+        bridge::answering(|| pending.finish(py, ended));
+    }
 }
 
 /// A call whose task runs, waiting for its end (type-erased for
@@ -297,7 +368,7 @@ trait Finish: Send {
     /// Whether the core stopped waiting.
     fn abandoned(&self) -> bool;
     /// Hands the call's outcome to the core.
-    fn finish(self: Box<Self>, py: Python<'_>, ended: Ended<'_, '_>);
+    fn finish(self: Box<Self>, py: Python<'_>, ended: Ended<'_>);
 }
 
 struct Pending<C: PyCall> {
@@ -310,10 +381,10 @@ impl<C: PyCall> Finish for Pending<C> {
         self.reply.is_closed()
     }
 
-    fn finish(self: Box<Self>, py: Python<'_>, ended: Ended<'_, '_>) {
+    fn finish(self: Box<Self>, py: Python<'_>, ended: Ended<'_>) {
         let Pending { mut call, reply } = *self;
         let outcome = match ended {
-            Ended::Returned(value) => call.returned(py, value),
+            Ended::Returned(value) => call.returned(py, &value),
             Ended::Raised(err) => Err(errors::from_handler_exception(py, &err)),
             Ended::Cancelled => Err(PfError::failed(format!("{} was cancelled", call.label()))),
             Ended::Failed(err) => Err(err),
@@ -322,49 +393,21 @@ impl<C: PyCall> Finish for Pending<C> {
     }
 }
 
-/// How a call's task reports its end (called by
-/// `packetflow._support.run_handler` inside the task, so no done-callback
-/// round through the loop is needed).
+/// The done-callback of a call's task that suspended in its first step:
+/// reports how the task ended.
 #[pyclass(frozen, module = "packetflow._native")]
 struct TaskReply {
     pending: Mutex<Option<Box<dyn Finish>>>,
 }
 
-impl TaskReply {
-    fn end(&self, py: Python<'_>, ended: Ended<'_, '_>) {
-        let Some(pending) = self.pending.lock().take() else { return };
-        if !pending.abandoned() {
-            // A submitter may be waiting on this loop: let it see the
-            // answer now rather than on the loop's next turn.
-            bridge::answering(|| pending.finish(py, ended));
-        }
-    }
-}
-
-static CANCELLED_ERROR: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-
 #[pymethods]
 impl TaskReply {
-    /// The function returned `value`.
-    fn done(&self, py: Python<'_>, value: Bound<'_, PyAny>) -> PyResult<()> {
-        self.end(py, Ended::Returned(&value));
-        bridge::take_deferred().map_or(Ok(()), Err)
-    }
-
-    /// The function raised `exc` (re-raised by the caller if it is not an
-    /// `Exception`, so it is not raised a second time here). A cancelled
-    /// task is a failure like any other: when the core stopped waiting
-    /// first (deadline, stop), nobody waits for this answer any more.
-    fn fail(&self, py: Python<'_>, exc: Bound<'_, PyAny>) -> PyResult<()> {
-        let cancelled = CANCELLED_ERROR.get_or_try_init(py, || {
-            Ok::<_, PyErr>(py.import("asyncio")?.getattr("CancelledError")?.unbind())
-        })?;
-        let ended = if exc.is_instance(cancelled.bind(py))? {
-            Ended::Cancelled
-        } else {
-            Ended::Raised(PyErr::from_value(exc))
-        };
-        self.end(py, ended);
+    fn __call__(&self, py: Python<'_>, task: Bound<'_, PyAny>) -> PyResult<()> {
+        let Some(pending) = self.pending.lock().take() else { return Ok(()) };
+        let ended = outcome(py, support(py)?, &task).unwrap_or_else(|| {
+            Ended::Failed(PfError::failed("the call's task reported its end while still running"))
+        });
+        report(py, pending, ended);
         bridge::take_deferred().map_or(Ok(()), Err)
     }
 }
@@ -457,4 +500,37 @@ pub(crate) fn is_async(py: Python<'_>, func: &Bound<'_, PyAny>) -> PyResult<bool
     }
     let call = func.getattr("__call__")?;
     check.call1((call,))?.is_truthy()
+}
+
+static COROUTINE_FUNCTION: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// The plain `async def` function `func` is, or is a bound method of (see
+/// `packetflow._support.coroutine_function`); `None` for anything else, or
+/// if that cannot be told (its calls are then made inside their tasks).
+pub(crate) fn coroutine_function<'py>(
+    py: Python<'py>,
+    func: &Bound<'py, PyAny>,
+) -> Option<Bound<'py, PyAny>> {
+    let check = COROUTINE_FUNCTION
+        .get_or_try_init(py, || {
+            Ok::<_, PyErr>(py.import("packetflow._support")?.getattr("coroutine_function")?.unbind())
+        })
+        .ok()?;
+    check.bind(py).call1((func,)).ok().filter(|found| !found.is_none())
+}
+
+static METHOD_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Whether `func` is `function` or a method bound to it.
+pub(crate) fn is_or_binds(py: Python<'_>, func: &Bound<'_, PyAny>, function: &Bound<'_, PyAny>) -> bool {
+    if func.is(function) {
+        return true;
+    }
+    let Ok(method_type) = METHOD_TYPE
+        .get_or_try_init(py, || Ok::<_, PyErr>(py.import("types")?.getattr("MethodType")?.unbind()))
+    else {
+        return false;
+    };
+    func.get_type().is(method_type.bind(py))
+        && func.getattr(pyo3::intern!(py, "__func__")).is_ok_and(|bound| bound.is(function))
 }

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
+import gc
 import sys
 import threading
 from typing import Any, Dict, List, Optional
@@ -225,3 +227,82 @@ async def test_without_an_eager_first_step_a_handler_still_runs_in_its_own_task(
             assert [t.get_name() for t in scheduled_after] == ["df:later"]
     finally:
         loop.set_task_factory(None)
+
+
+class AsyncCallable:
+    """An object whose ``__call__`` is ``async def``: calling it could run
+    code, so the call is made inside the handler's task."""
+
+    def __init__(self) -> None:
+        self.seen: List[Any] = []
+
+    async def __call__(self, data: Any, ctx: Context) -> Any:
+        self.seen.append((asyncio.current_task(), SEEN_BY.get()))
+        if data == "suspend":
+            await asyncio.sleep(0)
+        return data
+
+
+async def test_a_callable_object_and_a_partial_run_in_a_task_of_their_own(reactor: Reactor) -> None:
+    handler = AsyncCallable()
+    reactor.register("df", "object", handler)
+
+    async def tagged(tag: str, data: Any, ctx: Context) -> Any:
+        return [tag, SEEN_BY.get(), asyncio.current_task() is not submitter]
+
+    reactor.register("df", "partial", functools.partial(tagged, "p"))
+    submitter = asyncio.current_task()
+    SEEN_BY.set("submitter")
+    assert await reactor.call("df", "object", "now") == "now"
+    assert await reactor.call("df", "object", "suspend") == "suspend"
+    assert [(task is not submitter, seen) for task, seen in handler.seen] == [(True, "unset")] * 2
+    assert await reactor.call("df", "partial") == ["p", "unset", True]
+
+
+async def test_a_handler_called_with_arguments_it_does_not_take_fails_with_pf500(reactor: Reactor) -> None:
+    @reactor.handler("df", "no-args")
+    async def no_args() -> Any:
+        return "never"
+
+    with pytest.raises(packetflow.HandlerError) as info:
+        await reactor.call("df", "no-args")
+    assert info.value.code == "PF500"
+    assert info.value.message.startswith("TypeError: ")
+    assert "no_args() takes 0 positional arguments" in info.value.message
+
+
+async def test_handler_exceptions_are_answered_and_never_logged_as_unretrieved(reactor: Reactor) -> None:
+    """The exception of a handler's task, raised at once or after a
+    suspension, is read when it is answered: asyncio has nothing left to
+    report when the task is collected."""
+    loop = asyncio.get_running_loop()
+    reported: List[Dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+
+    @reactor.handler("df", "raises")
+    async def raises(data: Any, ctx: Context) -> Any:
+        if data:
+            await asyncio.sleep(0)
+        raise ValueError(f"bad {data}")
+
+    try:
+        for suspend in (False, True):
+            with pytest.raises(packetflow.HandlerError) as info:
+                await reactor.call("df", "raises", suspend)
+            assert (info.value.code, info.value.message) == ("PF500", f"ValueError: bad {suspend}")
+        await asyncio.sleep(0)
+        gc.collect()
+        await asyncio.sleep(0)
+        assert reported == []
+    finally:
+        loop.set_exception_handler(None)
+
+
+async def test_a_handlers_task_runs_the_handlers_own_coroutine(reactor: Reactor) -> None:
+    @reactor.handler("df", "coro")
+    async def coro(data: Any, ctx: Context) -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        return [task.get_name(), task.get_coro().__qualname__]  # type: ignore[union-attr]
+
+    assert await reactor.call("df", "coro") == ["df:coro", coro.__qualname__]
