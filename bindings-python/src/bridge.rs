@@ -26,8 +26,8 @@ use parking_lot::Mutex;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyString};
 
+use crate::eager::EagerTasks;
 use crate::runtime;
 
 /// Something the loop's thread polls when its waker fired (a core future
@@ -66,14 +66,8 @@ enum Wakeup {
 pub(crate) struct Bridge {
     event_loop: Py<PyAny>,
     create_future: Py<PyAny>,
-    create_task: Py<PyAny>,
-    /// The loop's `create_task` is `BaseEventLoop`'s own: while the loop has
-    /// no task factory, it makes an `asyncio.Task` and nothing else, which
-    /// [`Bridge::new_task`] then does directly.
-    base_create_task: bool,
-    /// The `pop` and `append` of the loop's queue of ready handles
-    /// (`BaseEventLoop._ready`), if it has one: see [`Bridge::start_eagerly`].
-    ready: Option<(Py<PyAny>, Py<PyAny>)>,
+    /// How tasks of this loop are started (a handler's call).
+    tasks: EagerTasks,
     call_soon: Py<PyAny>,
     drain_callback: PyOnceLock<Py<PyAny>>,
     /// Identifies the thread that runs the loop (see [`thread_key`]).
@@ -179,50 +173,6 @@ pub(crate) fn answering<R>(send: impl FnOnce() -> R) -> R {
 
 static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-/// `asyncio.current_task` and the functions a task step uses to mark
-/// itself current (`asyncio.tasks._enter_task`, `_leave_task`), and what
-/// making a task and running its step directly needs.
-struct TaskFunctions {
-    current: Py<PyAny>,
-    /// The dict behind `current_task` (`asyncio.tasks._current_tasks`, the
-    /// one `_enter_task`/`_leave_task` keep), read without `current_task`'s
-    /// Python frame; `None` if this Python has none.
-    current_tasks: Option<Py<PyDict>>,
-    enter: Py<PyAny>,
-    leave: Py<PyAny>,
-    /// `asyncio.Task`.
-    task_type: Py<PyAny>,
-    /// `asyncio.BaseEventLoop.create_task`.
-    base_create_task: Py<PyAny>,
-    /// `contextvars.Context.run`, unbound.
-    context_run: Py<PyAny>,
-}
-
-static TASK_FUNCTIONS: PyOnceLock<TaskFunctions> = PyOnceLock::new();
-
-fn task_functions(py: Python<'_>) -> PyResult<&TaskFunctions> {
-    TASK_FUNCTIONS.get_or_try_init(py, || {
-        let tasks = py.import("asyncio.tasks")?;
-        Ok::<_, PyErr>(TaskFunctions {
-            current: tasks.getattr("current_task")?.unbind(),
-            current_tasks: tasks
-                .getattr("_current_tasks")
-                .ok()
-                .and_then(|found| found.cast_into_exact::<PyDict>().ok())
-                .map(Bound::unbind),
-            enter: tasks.getattr("_enter_task")?.unbind(),
-            leave: tasks.getattr("_leave_task")?.unbind(),
-            task_type: tasks.getattr("Task")?.unbind(),
-            base_create_task: py
-                .import("asyncio.base_events")?
-                .getattr("BaseEventLoop")?
-                .getattr("create_task")?
-                .unbind(),
-            context_run: py.import("contextvars")?.getattr("Context")?.getattr("run")?.unbind(),
-        })
-    })
-}
-
 /// The running loop of this thread, or `None`.
 pub(crate) fn running_loop(py: Python<'_>) -> PyResult<Option<Bound<'_, PyAny>>> {
     let get = GET_RUNNING_LOOP.get_or_try_init(py, || {
@@ -288,17 +238,10 @@ impl Bridge {
     }
 
     fn build(py: Python<'_>, lp: &Bound<'_, PyAny>, wakeup: Wakeup) -> PyResult<Arc<Bridge>> {
-        let tasks = task_functions(py)?;
-        let ready = lp.getattr("_ready").ok().and_then(|ready| {
-            Some((ready.getattr("pop").ok()?.unbind(), ready.getattr("append").ok()?.unbind()))
-        });
-        let base_create_task = lp.get_type().getattr("create_task")?.is(tasks.base_create_task.bind(py));
         let bridge = Arc::new(Bridge {
             event_loop: lp.clone().unbind(),
             create_future: lp.getattr("create_future")?.unbind(),
-            create_task: lp.getattr("create_task")?.unbind(),
-            base_create_task,
-            ready,
+            tasks: EagerTasks::new(py, lp)?,
             call_soon: lp.getattr("call_soon")?.unbind(),
             drain_callback: PyOnceLock::new(),
             thread: thread_key(),
@@ -349,78 +292,9 @@ impl Bridge {
         self.create_future.bind(py).call0()
     }
 
-    /// The loop's `create_task`.
-    pub(crate) fn create_task<'py>(&self, py: Python<'py>) -> &Bound<'py, PyAny> {
-        self.create_task.bind(py)
-    }
-
-    /// A task of this loop running `coro` in `context`, named `name`: what
-    /// `loop.create_task(coro, name=name, context=context)` makes (Python
-    /// 3.11 and later). While the loop's `create_task` is
-    /// `BaseEventLoop`'s and it has no task factory, the `asyncio.Task` is
-    /// made directly, as that `create_task` would make it, without its
-    /// Python frame.
-    pub(crate) fn new_task<'py>(
-        &self,
-        py: Python<'py>,
-        coro: &Bound<'py, PyAny>,
-        name: &Bound<'py, PyString>,
-        context: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let kwargs = PyDict::new(py);
-        kwargs.set_item(pyo3::intern!(py, "name"), name)?;
-        kwargs.set_item(pyo3::intern!(py, "context"), context)?;
-        let lp = self.event_loop.bind(py);
-        if self.base_create_task && lp.getattr(pyo3::intern!(py, "_task_factory"))?.is_none() {
-            kwargs.set_item(pyo3::intern!(py, "loop"), lp)?;
-            task_functions(py)?.task_type.bind(py).call((coro,), Some(&kwargs))
-        } else {
-            self.create_task.bind(py).call((coro,), Some(&kwargs))
-        }
-    }
-
-    /// Runs the first step of `task`, just made for this loop, now rather
-    /// than on the loop's next turn, as Python 3.12's eager tasks do: a
-    /// handler that answers without suspending then answers inside
-    /// `submit`, with no turn of the loop in between.
-    ///
-    /// The step runs as the loop would run it (the handle the task
-    /// scheduled, so in the task's own context and with `current_task()`
-    /// the task); the task that was current, if any, steps aside meanwhile
-    /// (`asyncio.tasks._leave_task`/`_enter_task`). Nothing is done unless
-    /// the loop's newest ready handle is this task's step: a loop without a
-    /// `_ready` queue (uvloop) or a task factory that did something else
-    /// leaves the step to the loop's next turn. Errors are the step's own
-    /// KeyboardInterrupt or SystemExit (the task has recorded them).
-    pub(crate) fn start_eagerly(&self, py: Python<'_>, task: &Bound<'_, PyAny>) -> PyResult<()> {
-        let Some((pop, append)) = &self.ready else { return Ok(()) };
-        let tasks = task_functions(py)?;
-        let lp = self.event_loop.bind(py);
-        let current = match &tasks.current_tasks {
-            Some(current_tasks) => current_tasks.bind(py).get_item(lp)?,
-            None => Some(tasks.current.bind(py).call1((lp,))?).filter(|task| !task.is_none()),
-        };
-        let Ok(handle) = pop.bind(py).call0() else { return Ok(()) };
-        let step = handle.getattr(pyo3::intern!(py, "_callback")).and_then(|callback| {
-            let owner = callback.getattr(pyo3::intern!(py, "__self__"))?;
-            let context = handle.getattr(pyo3::intern!(py, "_context"))?;
-            Ok(owner.is(task).then_some((callback, context)))
-        });
-        let Ok(Some((callback, context))) = step else {
-            // Not this task's step: back where it was.
-            return append.bind(py).call1((handle,)).map(drop);
-        };
-        if let Some(current) = &current {
-            if let Err(err) = tasks.leave.bind(py).call1((lp, current)) {
-                append.bind(py).call1((handle,))?;
-                return Err(err);
-            }
-        }
-        let stepped = tasks.context_run.bind(py).call1((context, callback)).map(drop);
-        if let Some(current) = &current {
-            tasks.enter.bind(py).call1((lp, current))?;
-        }
-        stepped
+    /// How tasks of this loop are started.
+    pub(crate) fn tasks(&self) -> &EagerTasks {
+        &self.tasks
     }
 
     /// Queues `item` for the loop and wakes it if no wake-up is pending.

@@ -36,6 +36,7 @@ use pyo3::types::PyString;
 use tokio::sync::oneshot;
 
 use crate::bridge::{self, Bridge, HomeLoop, Item, LoopJob};
+use crate::eager;
 use crate::errors;
 use crate::pool::{NextCall, Pool, PoolJob};
 
@@ -206,8 +207,6 @@ struct Support {
     new_context: Py<PyAny>,
     /// `asyncio.CancelledError`.
     cancelled_error: Py<PyAny>,
-    /// Whether `create_task` takes `context=` (Python 3.11 and later).
-    context_keyword: bool,
 }
 
 static SUPPORT: PyOnceLock<Support> = PyOnceLock::new();
@@ -218,7 +217,6 @@ fn support(py: Python<'_>) -> PyResult<&Support> {
             call_in_task: py.import("packetflow._support")?.getattr("call_in_task")?.unbind(),
             new_context: py.import("contextvars")?.getattr("Context")?.unbind(),
             cancelled_error: py.import("asyncio")?.getattr("CancelledError")?.unbind(),
-            context_keyword: py.version_info() >= (3, 11),
         })
     })
 }
@@ -267,29 +265,24 @@ fn start_task<C: PyCall>(
             }
         }
     };
-    let task = support.new_context.bind(py).call0().and_then(|context| {
-        if support.context_keyword {
-            bridge.new_task(py, &coro, &task_name, &context)
-        } else {
-            // A task copies the context that is current when it is made.
-            let create_task = bridge.create_task(py);
-            context.call_method1(pyo3::intern!(py, "run"), (create_task, &coro)).and_then(|task| {
-                task.call_method1(pyo3::intern!(py, "set_name"), (&task_name,)).map(|_| task)
-            })
-        }
-    });
-    let task = match task {
-        Ok(task) => task,
+    let made = support
+        .new_context
+        .bind(py)
+        .call0()
+        .and_then(|context| bridge.tasks().make(py, &coro, &task_name, &context));
+    let made = match made {
+        Ok(made) => made,
         Err(err) => {
             let _ = coro.call_method0(pyo3::intern!(py, "close"));
             let error = not_started(py, pending.call.label(), &err);
             return report(py, Box::new(pending), Ended::Failed(error));
         }
     };
+    let task = made.task().clone();
     *slot.task.lock() = Some(task.clone().unbind());
     // Its first step now: a function that does not suspend ends before this
     // returns.
-    let stepped = bridge.start_eagerly(py, &task);
+    let stepped = bridge.tasks().run_first_step(py, made);
     match outcome(py, support, &task) {
         Some(ended) => report(py, Box::new(pending), ended),
         None => {
@@ -339,12 +332,7 @@ enum Ended<'py> {
 /// How `task` ended; `None` while it runs. Reading it marks an exception
 /// as retrieved (asyncio logs none for it).
 fn outcome<'py>(py: Python<'py>, support: &Support, task: &Bound<'py, PyAny>) -> Option<Ended<'py>> {
-    match task.call_method0(pyo3::intern!(py, "done")).and_then(|done| done.is_truthy()) {
-        Ok(true) => {}
-        Ok(false) => return None,
-        Err(err) => return Some(Ended::Failed(PfError::failed(format!("the call's task failed: {err}")))),
-    }
-    Some(match task.call_method0(pyo3::intern!(py, "result")) {
+    Some(match eager::outcome(py, task)? {
         Ok(value) => Ended::Returned(value),
         // A task whose coroutine raises CancelledError is cancelled, so
         // this is only ever raised for a cancelled task.

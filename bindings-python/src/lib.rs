@@ -28,6 +28,8 @@
 //!      |
 //!   bridge      one asyncio loop's inbox, wake-up and drain (generic work)
 //!      |
+//!   eager       one loop's tasks made and their first step run at once
+//!      |
 //!   runtime     the Tokio runtime, fork and exit guards
 //!
 //!   values, used by any layer:  convert (Python <-> JSON values), errors
@@ -36,7 +38,8 @@
 //!   value), pystr (borrowed str text)
 //! ```
 //!
-//! `bridge` knows loops and threads but not packets: what it polls and runs
+//! `eager` knows asyncio tasks but not what they run. `bridge` knows loops
+//! and threads but not packets: what it polls and runs
 //! comes from above through `bridge::Pollable` and `bridge::LoopJob`;
 //! `pool` knows threads but not handlers (`pool::PoolJob`); `invoke` makes
 //! calls but knows neither handlers nor actors (`invoke::PyCall`).
@@ -50,6 +53,7 @@ mod bridge;
 mod context;
 mod convert;
 mod detached;
+mod eager;
 mod errors;
 mod handler;
 mod invoke;

@@ -306,3 +306,71 @@ async def test_a_handlers_task_runs_the_handlers_own_coroutine(reactor: Reactor)
         return [task.get_name(), task.get_coro().__qualname__]  # type: ignore[union-attr]
 
     assert await reactor.call("df", "coro") == ["df:coro", coro.__qualname__]
+
+
+async def test_a_loop_in_debug_mode_or_with_its_own_call_soon_starts_handlers_eagerly_too() -> None:
+    """The fast way to make a handler's task applies to a plain loop only;
+    a loop in debug mode, or whose class has its own `call_soon`, gets the
+    same behaviour the usual way."""
+    loop = asyncio.get_running_loop()
+    submitter = asyncio.current_task()
+
+    async def own_task(data: Any, ctx: Context) -> Any:
+        task = asyncio.current_task()
+        return task is not None and task is not submitter and task.get_name() == "df:own"
+
+    scheduled: List[Any] = []
+
+    def call_soon(callback: Any, *args: Any, context: Any = None) -> Any:
+        scheduled.append(callback)
+        return type(loop).call_soon(loop, callback, *args, context=context)
+
+    for setup in ("debug", "own call_soon"):
+        if setup == "debug":
+            loop.set_debug(True)
+        else:
+            loop.call_soon = call_soon  # type: ignore[method-assign]
+        try:
+            async with Reactor(name="not-plain") as r:
+                r.register("df", "own", own_task)
+                pending = r.submit("df", "own")
+                assert pending.done()  # type: ignore[attr-defined]
+                assert (await pending).data is True
+        finally:
+            loop.set_debug(False)
+            vars(loop).pop("call_soon", None)
+    assert scheduled  # the task's step went through the loop's own call_soon
+
+
+async def test_call_soon_made_while_a_handlers_task_is_made_is_not_lost(reactor: Reactor) -> None:
+    """While the task of a handler is constructed, the loop's `call_soon`
+    is briefly the binding's (it keeps the task's first step); any other
+    call made meanwhile (here from a garbage-collector callback, run by
+    the constructor's allocations) reaches the loop unchanged."""
+    loop = asyncio.get_running_loop()
+    during: List[bool] = []
+    ran: List[int] = []
+
+    def on_gc(phase: str, info: Dict[str, Any]) -> None:
+        if phase == "start" and len(during) < 1000:
+            during.append("call_soon" in vars(loop))
+            loop.call_soon(ran.append, len(during))
+
+    @reactor.handler("df", "plain")
+    async def plain(data: Any, ctx: Context) -> Any:
+        return data
+
+    threshold = gc.get_threshold()
+    gc.callbacks.append(on_gc)
+    gc.set_threshold(1)
+    try:
+        for i in range(50):
+            assert await reactor.call("df", "plain", i) == i
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(on_gc)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert any(during), "no collection ran while a task was constructed"
+    assert sorted(ran) == list(range(1, len(during) + 1))
+    assert "call_soon" not in vars(loop)
