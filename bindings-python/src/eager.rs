@@ -31,13 +31,15 @@
 //!
 //! Catching the step is what makes the plain path cheaper: on Python 3.11
 //! `loop.call_soon` and the `Handle` it makes are four Python frames
-//! (`call_soon`, `_call_soon`, `Handle.__init__`, `get_debug`), a third of
-//! what a task costs. `Task.__init__` looks `call_soon` up on the loop
-//! object, so for the length of that one constructor call the loop's
-//! instance dict holds a [`StepCatcher`], which keeps the new task's step
-//! and hands any other `call_soon` (made by code that happens to run inside
-//! the constructor: a finalizer, another thread) to the loop's own
-//! `call_soon`, unchanged.
+//! (`call_soon`, `_call_soon`, `Handle.__init__`, `get_debug`), then the
+//! handle is looked at and taken off the ready queue again: about 0.3 µs of
+//! the 1.9 µs a task cost per call (bench/python/RESULTS.md). `Task.__init__`
+//! looks `call_soon` up on the loop object, so for the length of that one
+//! constructor call the loop's instance dict holds a [`StepCatcher`], which
+//! keeps the new task's step (told apart by the task's fresh context) and
+//! hands any other `call_soon` (made by code that happens to run inside the
+//! constructor: a finalizer, a garbage-collector callback, another thread)
+//! to the loop's own `call_soon`, unchanged.
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
@@ -137,11 +139,11 @@ pub(crate) struct EagerTasks {
     /// The `pop` and `append` of the loop's queue of ready handles
     /// (`BaseEventLoop._ready`), if it has one.
     ready: Option<(Py<PyAny>, Py<PyAny>)>,
-    /// The loop's instance dict and the catcher put there while a task is
-    /// made, when `create_task` and `call_soon` are `BaseEventLoop`'s own
-    /// (so that the task `create_task` would make is an `asyncio.Task`,
-    /// and catching `call_soon` skips nothing but a `Handle`).
-    plain: Option<(Py<PyDict>, Py<StepCatcher>)>,
+    /// The catcher put in the loop's instance dict while a task is made,
+    /// when `create_task` and `call_soon` are `BaseEventLoop`'s own (so
+    /// that the task `create_task` would make is an `asyncio.Task`, and
+    /// catching `call_soon` skips nothing but a `Handle`).
+    plain: Option<Py<StepCatcher>>,
 }
 
 impl EagerTasks {
@@ -158,14 +160,7 @@ impl EagerTasks {
             && is_base("create_task", &asyncio.base_create_task)
             && is_base("call_soon", &asyncio.base_call_soon)
         {
-            let dict = lp.getattr("__dict__").ok().and_then(|dict| dict.cast_into_exact::<PyDict>().ok());
-            match dict {
-                Some(dict) => {
-                    let catcher = StepCatcher::new(call_soon.clone().unbind());
-                    Some((dict.unbind(), Py::new(py, catcher)?))
-                }
-                None => None,
-            }
+            Some(Py::new(py, StepCatcher::new(call_soon.clone().unbind()))?)
         } else {
             None
         };
@@ -178,11 +173,12 @@ impl EagerTasks {
         })
     }
 
-    /// Makes a task of the loop running `coro` in `context` (a fresh
-    /// `contextvars.Context`), named `name`. `Err`: the task could not be
-    /// made (`coro` is left unstarted). The task's first step must then be
-    /// started with [`EagerTasks::run_first_step`]: it may be held here
-    /// rather than queued on the loop.
+    /// Makes a task of the loop running `coro` in `context`, named `name`.
+    /// `context` is a fresh `contextvars.Context` that nothing else holds
+    /// (the task's first step is told apart by it). `Err`: the task could
+    /// not be made (`coro` is left unstarted). The task's first step must
+    /// then be started with [`EagerTasks::run_first_step`]: it may be held
+    /// here rather than queued on the loop.
     pub(crate) fn make<'py>(
         &self,
         py: Python<'py>,
@@ -202,25 +198,28 @@ impl EagerTasks {
         kwargs.set_item(pyo3::intern!(py, "name"), name)?;
         kwargs.set_item(pyo3::intern!(py, "context"), context)?;
         // `BaseEventLoop.create_task` makes an `asyncio.Task` unless the
-        // loop has a task factory (an attribute of the loop object).
-        let plain = match &self.plain {
-            Some(plain)
-                if instance_attribute(plain.0.bind(py), pyo3::intern!(py, "_task_factory"))
+        // loop has a task factory; both it and the debug flag are
+        // attributes of the loop object.
+        let dict =
+            lp.getattr(pyo3::intern!(py, "__dict__")).ok().and_then(|d| d.cast_into_exact::<PyDict>().ok());
+        let plain = match (&self.plain, dict) {
+            (Some(catcher), Some(dict))
+                if instance_attribute(&dict, pyo3::intern!(py, "_task_factory"))
                     .is_some_and(|f| f.is_none()) =>
             {
-                plain
+                Some((dict, catcher.bind(py)))
             }
-            _ => {
-                let task = self.create_task.bind(py).call((coro,), Some(&kwargs))?;
-                return Ok(NewTask { task, caught: None });
-            }
+            _ => None,
+        };
+        let Some((dict, catcher)) = plain else {
+            let task = self.create_task.bind(py).call((coro,), Some(&kwargs))?;
+            return Ok(NewTask { task, caught: None });
         };
         // What `create_task` does here, without its Python frame.
         kwargs.set_item(pyo3::intern!(py, "loop"), lp)?;
         let task_type = asyncio.task_type.bind(py);
-        let (dict, catcher) = (plain.0.bind(py), plain.1.bind(py));
         let key = pyo3::intern!(py, "call_soon");
-        let debug = instance_attribute(dict, pyo3::intern!(py, "_debug")).map(|debug| debug.is_truthy());
+        let debug = instance_attribute(&dict, pyo3::intern!(py, "_debug")).map(|debug| debug.is_truthy());
         // Not in debug mode (its `call_soon` checks the thread and the
         // callback, and records where it was called from), and one catcher
         // at a time (a task made by code that runs inside this one's
@@ -229,7 +228,7 @@ impl EagerTasks {
             let task = task_type.call((coro,), Some(&kwargs))?;
             return Ok(NewTask { task, caught: None });
         }
-        catcher.get().wait_for(coro);
+        catcher.get().wait_for(context);
         dict.set_item(key, catcher)?;
         let made = task_type.call((coro,), Some(&kwargs));
         // Whatever happened, the loop's own `call_soon` is visible again.
@@ -315,8 +314,12 @@ impl EagerTasks {
 }
 
 /// The loop's `call_soon` while a task is made on the plain path (see the
-/// module's documentation): keeps the step of the task whose coroutine it
-/// waits for, and hands every other call to the loop's own `call_soon`.
+/// module's documentation): keeps the step of the task being made, and
+/// hands every other call to the loop's own `call_soon`.
+///
+/// The task's step is told apart by its context: `Task.__init__`
+/// schedules it with `context=` the context the task was given, a fresh
+/// `contextvars.Context` that nothing else holds yet.
 #[pyclass(frozen, module = "packetflow._native")]
 pub(crate) struct StepCatcher {
     call_soon: Py<PyAny>,
@@ -325,7 +328,7 @@ pub(crate) struct StepCatcher {
 
 enum Catch {
     Idle,
-    /// Waiting for the step of the task whose coroutine this is.
+    /// Waiting for the step scheduled in this context.
     Waiting(Py<PyAny>),
     /// The step, kept: its callback and context.
     Caught(Py<PyAny>, Py<PyAny>),
@@ -336,9 +339,9 @@ impl StepCatcher {
         StepCatcher { call_soon, catch: Mutex::new(Catch::Idle) }
     }
 
-    /// Waits for the step of the task about to be made around `coro`.
-    fn wait_for(&self, coro: &Bound<'_, PyAny>) {
-        *self.catch.lock() = Catch::Waiting(coro.clone().unbind());
+    /// Waits for the step of the task about to be made with `context`.
+    fn wait_for(&self, context: &Bound<'_, PyAny>) {
+        *self.catch.lock() = Catch::Waiting(context.clone().unbind());
     }
 
     /// The step caught since [`StepCatcher::wait_for`], if any; idle again.
@@ -348,49 +351,32 @@ impl StepCatcher {
             Catch::Idle | Catch::Waiting(_) => None,
         }
     }
-
-    /// Whether `callback` is the step of the task this waits for.
-    fn is_awaited_step(&self, py: Python<'_>, callback: &Bound<'_, PyAny>) -> bool {
-        let coro = match &*self.catch.lock() {
-            Catch::Waiting(coro) => coro.clone_ref(py),
-            Catch::Idle | Catch::Caught(..) => return false,
-        };
-        // Read with the lock released: a callback of any kind may run code
-        // when its attributes are read.
-        callback
-            .getattr(pyo3::intern!(py, "__self__"))
-            .and_then(|task| task.getattr(pyo3::intern!(py, "_coro")))
-            .is_ok_and(|found| found.is(&coro))
-    }
 }
 
 #[pymethods]
 impl StepCatcher {
-    #[pyo3(signature = (callback, *args, context=None))]
+    /// `call_soon(callback, *args, context=None)`, taken as it comes: the
+    /// one call it keeps is `call_soon(step, context=awaited)`, anything
+    /// else goes on as it was made.
+    #[pyo3(signature = (*args, **kwargs))]
     fn __call__<'py>(
         &self,
         py: Python<'py>,
-        callback: Bound<'py, PyAny>,
         args: Bound<'py, PyTuple>,
-        context: Option<Bound<'py, PyAny>>,
+        kwargs: Option<Bound<'py, PyDict>>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        if let Some(context) = &context {
-            if args.is_empty() && self.is_awaited_step(py, &callback) {
-                let mut catch = self.catch.lock();
-                if matches!(*catch, Catch::Waiting(_)) {
-                    *catch = Catch::Caught(callback.unbind(), context.clone().unbind());
-                    // `Task.__init__` drops what `call_soon` returns.
-                    return Ok(None);
+        if let (Ok(callback), Some(kwargs)) = (args.get_item(0), &kwargs) {
+            if args.len() == 1 && kwargs.len() == 1 {
+                if let Some(context) = kwargs.get_item(pyo3::intern!(py, "context"))? {
+                    let mut catch = self.catch.lock();
+                    if matches!(&*catch, Catch::Waiting(awaited) if awaited.is(&context)) {
+                        *catch = Catch::Caught(callback.unbind(), context.unbind());
+                        // `Task.__init__` drops what `call_soon` returns.
+                        return Ok(None);
+                    }
                 }
             }
         }
-        let mut all = Vec::with_capacity(args.len() + 1);
-        all.push(callback);
-        all.extend(args.iter());
-        let kwargs = PyDict::new(py);
-        if let Some(context) = context {
-            kwargs.set_item(pyo3::intern!(py, "context"), context)?;
-        }
-        self.call_soon.bind(py).call(PyTuple::new(py, all)?, Some(&kwargs)).map(Some)
+        self.call_soon.bind(py).call(args, kwargs.as_ref()).map(Some)
     }
 }
