@@ -97,9 +97,6 @@ struct Method {
     /// The same as a `str`: the name of an `async def` method's tasks.
     task_name: Py<PyString>,
     is_async: bool,
-    /// The plain `async def` function behind the method, if it is one:
-    /// calling it (or a method bound to it) only makes its coroutine.
-    coroutine_function: Option<Py<PyAny>>,
 }
 
 /// An actor type's behaviour, as registered.
@@ -142,11 +139,9 @@ pub(crate) fn actor_type(
         let func = item.get_item(1)?;
         let label = format!("{name}.{method_name}");
         let is_async = invoke::is_async(py, &func)?;
-        let coroutine_function = invoke::coroutine_function(py, &func).map(Bound::unbind);
         let func = if class.is_some() { PyString::new(py, &method_name).into_any() } else { func };
         let task_name = PyString::new(py, &label).unbind();
-        let method = Method { func: func.unbind(), label, task_name, is_async, coroutine_function };
-        methods.insert(method_name, Arc::new(method));
+        methods.insert(method_name, Arc::new(Method { func: func.unbind(), label, task_name, is_async }));
     }
     let initial = match initial_state.or(declared.as_ref()) {
         Some(state) => Some(convert::to_value(state, "initial_state")?),
@@ -274,14 +269,6 @@ impl PyCall for TurnCall {
         };
         self.made = Some(Made { ctx: py_ctx.clone().unbind(), instance, state: state.unbind() });
         Ok((func, message, py_ctx.into_any()))
-    }
-
-    fn only_makes_coroutine(&self, py: Python<'_>, func: &Bound<'_, PyAny>) -> bool {
-        // The class form's function is looked up on each turn's instance.
-        self.method
-            .coroutine_function
-            .as_ref()
-            .is_some_and(|function| invoke::is_or_binds(py, func, function.bind(py)))
     }
 
     fn returned(&mut self, py: Python<'_>, value: &Bound<'_, PyAny>) -> Result<TurnOutput, PfError> {

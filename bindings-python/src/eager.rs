@@ -106,17 +106,6 @@ fn instance_attribute<'py>(
     dict.get_item(name).ok().flatten()
 }
 
-/// How `task` ended: `None` while it runs, else its result or exception
-/// (`CancelledError` if it was cancelled). Reading it marks an exception
-/// as retrieved: asyncio logs nothing for it.
-pub(crate) fn outcome<'py>(py: Python<'py>, task: &Bound<'py, PyAny>) -> Option<PyResult<Bound<'py, PyAny>>> {
-    match task.call_method0(pyo3::intern!(py, "done")).and_then(|done| done.is_truthy()) {
-        Ok(true) => Some(task.call_method0(pyo3::intern!(py, "result"))),
-        Ok(false) => None,
-        Err(err) => Some(Err(err)),
-    }
-}
-
 /// A task just made, whose first step has not run.
 pub(crate) struct NewTask<'py> {
     task: Bound<'py, PyAny>,

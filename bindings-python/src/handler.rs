@@ -21,16 +21,12 @@ pub(crate) struct PyHandler {
     key: String,
     /// The same as a `str`: the name of an `async def` handler's tasks.
     task_name: Py<PyString>,
-    /// `func` is a plain `async def` function (or a method of one): calling
-    /// it only makes its coroutine.
-    only_makes_coroutine: bool,
 }
 
 impl PyHandler {
     pub(crate) fn new(py: Python<'_>, func: &Bound<'_, PyAny>, key: String) -> PyHandler {
         let task_name = PyString::new(py, &key).unbind();
-        let only_makes_coroutine = invoke::coroutine_function(py, func).is_some();
-        PyHandler { func: func.clone().unbind(), key, task_name, only_makes_coroutine }
+        PyHandler { func: func.clone().unbind(), key, task_name }
     }
 }
 
@@ -58,10 +54,6 @@ impl PyCall for HandlerCall {
         let data = convert::to_py(py, &self.data)?;
         let ctx = Bound::new(py, PyContext::new(ctx))?.into_any();
         Ok((self.handler.func.bind(py).clone(), data, ctx))
-    }
-
-    fn only_makes_coroutine(&self, _py: Python<'_>, _func: &Bound<'_, PyAny>) -> bool {
-        self.handler.only_makes_coroutine
     }
 
     fn returned(&mut self, _py: Python<'_>, value: &Bound<'_, PyAny>) -> Result<Value, PfError> {

@@ -29,14 +29,17 @@ use std::task::{Context as TaskContext, Poll};
 
 use packetflow::{ErrorCode, PfError};
 use parking_lot::Mutex;
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyException, PyRuntimeError, PyStopIteration, PyTypeError, PyValueError};
+use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyString;
+use pyo3::types::PyType;
+use pyo3::PyTraverseError;
 use tokio::sync::oneshot;
 
 use crate::bridge::{self, Bridge, HomeLoop, Item, LoopJob};
-use crate::eager;
+use crate::coroutine::{self, Resumed};
 use crate::errors;
 use crate::pool::{NextCall, Pool, PoolJob};
 
@@ -54,14 +57,6 @@ pub(crate) trait PyCall: Send + 'static {
     /// The function and its two arguments, made with the GIL on the thread
     /// that makes the call. Called once.
     fn prepare<'py>(&mut self, py: Python<'py>) -> PyResult<NextCall<'py>>;
-
-    /// Whether calling `func`, the function of an `async def` call just
-    /// prepared, only makes its coroutine and runs none of its code (a
-    /// plain `async def` function or a method of one, see
-    /// [`coroutine_function`]): then the call is made before its task
-    /// exists, and the coroutine is the task's own; any other function is
-    /// called inside the task (`packetflow._support.call_in_task`).
-    fn only_makes_coroutine(&self, py: Python<'_>, func: &Bound<'_, PyAny>) -> bool;
 
     /// What the core gets for the value the function returned (an error:
     /// the value, or what the call left behind, cannot cross).
@@ -200,13 +195,12 @@ impl<C: PyCall> LoopJob for Invocation<C> {
 
 /// What starting an `async def` call needs from Python, looked up once.
 struct Support {
-    /// `packetflow._support.call_in_task`: the coroutine of a call whose
-    /// function is not a plain `async def` function.
-    call_in_task: Py<PyAny>,
     /// `contextvars.Context`.
     new_context: Py<PyAny>,
     /// `asyncio.CancelledError`.
     cancelled_error: Py<PyAny>,
+    /// `types.CoroutineType`.
+    coroutine_type: Py<PyAny>,
 }
 
 static SUPPORT: PyOnceLock<Support> = PyOnceLock::new();
@@ -214,17 +208,17 @@ static SUPPORT: PyOnceLock<Support> = PyOnceLock::new();
 fn support(py: Python<'_>) -> PyResult<&Support> {
     SUPPORT.get_or_try_init(py, || {
         Ok::<_, PyErr>(Support {
-            call_in_task: py.import("packetflow._support")?.getattr("call_in_task")?.unbind(),
             new_context: py.import("contextvars")?.getattr("Context")?.unbind(),
             cancelled_error: py.import("asyncio")?.getattr("CancelledError")?.unbind(),
+            coroutine_type: py.import("types")?.getattr("CoroutineType")?.unbind(),
         })
     })
 }
 
 /// Starts an `async def` call as a task of `bridge`'s loop, in a fresh
-/// context, and runs its first step at once. A call that ends in that step
-/// is answered before this returns, straight from the task's outcome; one
-/// that suspends is answered by a done-callback of its task.
+/// context, and runs its first step at once: a call that ends in that step
+/// is answered before this returns. The task's coroutine is a
+/// [`CallCoroutine`], which reports the call's end itself.
 fn start_task<C: PyCall>(
     py: Python<'_>,
     bridge: &Bridge,
@@ -239,64 +233,34 @@ fn start_task<C: PyCall>(
             return;
         }
     };
-    let direct = call.only_makes_coroutine(py, &func);
     let task_name = call.task_name(py);
-    let pending = Pending { call, reply };
-    let support = match support(py) {
-        Ok(support) => support,
-        Err(err) => {
-            let error = not_started(py, pending.call.label(), &err);
-            return report(py, Box::new(pending), Ended::Failed(error));
-        }
+    let coro = CallCoroutine {
+        state: Mutex::new(CoroutineState::Unstarted(func.unbind(), first.unbind(), second.unbind())),
+        pending: Mutex::new(Some(Box::new(Pending { call, reply }))),
     };
-    let coro = if direct {
-        // Only makes the coroutine: an exception here (arguments that do
-        // not fit) is the one the task would have raised.
-        match func.call1((first, second)) {
-            Ok(coro) => coro,
-            Err(err) => return raised_outside_task(py, Box::new(pending), err),
-        }
-    } else {
-        match support.call_in_task.bind(py).call1((func, first, second)) {
-            Ok(coro) => coro,
-            Err(err) => {
-                let error = not_started(py, pending.call.label(), &err);
-                return report(py, Box::new(pending), Ended::Failed(error));
-            }
-        }
+    let coro = match Bound::new(py, coro) {
+        Ok(coro) => coro,
+        // The answer channel went with the failed object: the call ends
+        // with "the Python call ended without an answer".
+        Err(_) => return,
     };
-    let made = support
-        .new_context
-        .bind(py)
-        .call0()
-        .and_then(|context| bridge.tasks().make(py, &coro, &task_name, &context));
+    let made = support(py)
+        .and_then(|support| support.new_context.bind(py).call0())
+        .and_then(|context| bridge.tasks().make(py, coro.as_any(), &task_name, &context));
     let made = match made {
         Ok(made) => made,
         Err(err) => {
-            let _ = coro.call_method0(pyo3::intern!(py, "close"));
-            let error = not_started(py, pending.call.label(), &err);
-            return report(py, Box::new(pending), Ended::Failed(error));
+            if let Err(deferred) = coro.get().not_started(py, &err) {
+                // Not raised here: this is a poll or a drain.
+                bridge::defer_raise(deferred);
+            }
+            return;
         }
     };
-    let task = made.task().clone();
-    *slot.task.lock() = Some(task.clone().unbind());
-    // Its first step now: a function that does not suspend ends before this
-    // returns.
-    let stepped = bridge.tasks().run_first_step(py, made);
-    match outcome(py, support, &task) {
-        Some(ended) => report(py, Box::new(pending), ended),
-        None => {
-            let callback = Py::new(py, TaskReply { pending: Mutex::new(Some(Box::new(pending))) })
-                .and_then(|callback| task.call_method1(pyo3::intern!(py, "add_done_callback"), (callback,)));
-            if let Err(err) = callback {
-                // Nothing would ever report this task's end: stop it (the
-                // call ends with "the Python call ended without an answer").
-                let _ = task.call_method0(pyo3::intern!(py, "cancel"));
-                bridge::defer_raise_unless_exception(py, err);
-            }
-        }
-    }
-    if let Err(err) = stepped {
+    *slot.task.lock() = Some(made.task().clone().unbind());
+    // Its first step now: a function that does not suspend answers before
+    // this returns.
+    if let Err(err) = bridge.tasks().run_first_step(py, made) {
         // A KeyboardInterrupt or SystemExit raised by the function goes on
         // once the call is answered; anything else left the step to run on
         // the loop's next turn.
@@ -311,17 +275,7 @@ fn not_started(py: Python<'_>, label: &str, err: &PyErr) -> PfError {
     ))
 }
 
-/// The call of a plain `async def` function raised before its task was
-/// made: the call ends as if its task had raised it.
-fn raised_outside_task(py: Python<'_>, pending: Box<dyn Finish>, err: PyErr) {
-    let again = (!err.is_instance_of::<PyException>(py)).then(|| err.clone_ref(py));
-    report(py, pending, Ended::Raised(err));
-    if let Some(err) = again {
-        bridge::defer_raise(err);
-    }
-}
-
-/// How a call's task ended.
+/// How a call ended.
 enum Ended<'py> {
     Returned(Bound<'py, PyAny>),
     Raised(PyErr),
@@ -329,30 +283,11 @@ enum Ended<'py> {
     Failed(PfError),
 }
 
-/// How `task` ended; `None` while it runs. Reading it marks an exception
-/// as retrieved (asyncio logs none for it).
-fn outcome<'py>(py: Python<'py>, support: &Support, task: &Bound<'py, PyAny>) -> Option<Ended<'py>> {
-    Some(match eager::outcome(py, task)? {
-        Ok(value) => Ended::Returned(value),
-        // A task whose coroutine raises CancelledError is cancelled, so
-        // this is only ever raised for a cancelled task.
-        Err(err) if err.is_instance(py, support.cancelled_error.bind(py)) => Ended::Cancelled,
-        Err(err) => Ended::Raised(err),
-    })
-}
-
-/// Hands `ended` to the core, unless it stopped waiting.
-fn report(py: Python<'_>, pending: Box<dyn Finish>, ended: Ended<'_>) {
-    if !pending.abandoned() {
-        // A submitter may be waiting on this loop: let it see the answer
-        // now rather than on the loop's next turn.
-        bridge::answering(|| pending.finish(py, ended));
-    }
-}
-
 /// A call whose task runs, waiting for its end (type-erased for
-/// [`TaskReply`], which Python holds).
+/// [`CallCoroutine`], which Python holds).
 trait Finish: Send {
+    /// What is called, for messages.
+    fn label(&self) -> &str;
     /// Whether the core stopped waiting.
     fn abandoned(&self) -> bool;
     /// Hands the call's outcome to the core.
@@ -365,6 +300,10 @@ struct Pending<C: PyCall> {
 }
 
 impl<C: PyCall> Finish for Pending<C> {
+    fn label(&self) -> &str {
+        self.call.label()
+    }
+
     fn abandoned(&self) -> bool {
         self.reply.is_closed()
     }
@@ -381,22 +320,231 @@ impl<C: PyCall> Finish for Pending<C> {
     }
 }
 
-/// The done-callback of a call's task that suspended in its first step:
-/// reports how the task ended.
+/// The coroutine of an `async def` call's task. What
+///
+/// ```python
+/// async def call(fn, data, ctx):
+///     try:
+///         value = await fn(data, ctx)
+///     except Exception as exc:
+///         report(exc)             # the packet's error; the task ends well
+///     except BaseException as exc:
+///         report(exc)             # cancelled, KeyboardInterrupt...
+///         raise                   # goes on as asyncio expects
+///     else:
+///         report(value)
+/// ```
+///
+/// would do, without a Python frame around every step of the function: it
+/// calls `fn` in its task's first step (so in the task's context, with the
+/// task current), resumes the awaitable `fn` returned at each step, and
+/// reports how the call ended from the step that ends it: no done-callback,
+/// no extra turn of the loop. A task accepts it as a coroutine (it has
+/// `send`, `throw`, `close` and `__await__`); its `__next__` is what the
+/// task calls to resume it.
 #[pyclass(frozen, module = "packetflow._native")]
-struct TaskReply {
+struct CallCoroutine {
+    state: Mutex<CoroutineState>,
+    /// Taken when the call ends.
     pending: Mutex<Option<Box<dyn Finish>>>,
 }
 
-#[pymethods]
-impl TaskReply {
-    fn __call__(&self, py: Python<'_>, task: Bound<'_, PyAny>) -> PyResult<()> {
-        let Some(pending) = self.pending.lock().take() else { return Ok(()) };
-        let ended = outcome(py, support(py)?, &task).unwrap_or_else(|| {
-            Ended::Failed(PfError::failed("the call's task reported its end while still running"))
-        });
-        report(py, pending, ended);
+enum CoroutineState {
+    /// The function and its two arguments, not called yet.
+    Unstarted(Py<PyAny>, Py<PyAny>, Py<PyAny>),
+    /// Suspended in what the function returned (its iterator).
+    Suspended(Py<PyAny>),
+    /// Being resumed right now.
+    Running,
+    Ended,
+}
+
+/// How a [`CallCoroutine`] is resumed.
+enum Resume<'py> {
+    Send(Bound<'py, PyAny>),
+    Throw(PyErr),
+}
+
+impl CallCoroutine {
+    /// Ends the call with the error of a task that could not be started.
+    fn not_started(&self, py: Python<'_>, err: &PyErr) -> PyResult<()> {
+        // No lock is held while Python code runs (the message reads the
+        // exception).
+        let Some(label) = self.pending.lock().as_ref().map(|pending| pending.label().to_owned()) else {
+            return Ok(());
+        };
+        self.end(py, Ended::Failed(not_started(py, &label, err)))
+    }
+
+    /// Hands `ended` to the core (once), unless it stopped waiting. An
+    /// error is a KeyboardInterrupt or SystemExit that the hand-over caught
+    /// (see [`bridge::defer_raise`]), to raise from the task's step.
+    fn end(&self, py: Python<'_>, ended: Ended<'_>) -> PyResult<()> {
+        let pending = self.pending.lock().take();
+        if let Some(pending) = pending {
+            if !pending.abandoned() {
+                // A submitter may be waiting on this loop: let it see the
+                // answer now rather than on the loop's next turn.
+                bridge::answering(|| pending.finish(py, ended));
+            }
+        }
         bridge::take_deferred().map_or(Ok(()), Err)
+    }
+
+    /// Resumes the call; `Some` is what it yields, `None` that it ended.
+    fn resume<'py>(&self, py: Python<'py>, how: Resume<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        // The state is taken out, so that no lock is held while Python
+        // code runs (it may resume this object again, or collect it).
+        let state = std::mem::replace(&mut *self.state.lock(), CoroutineState::Running);
+        let resumed = match (state, how) {
+            (CoroutineState::Unstarted(func, first, second), Resume::Send(value)) if value.is_none() => {
+                match func.bind(py).call1((first, second)).and_then(|awaitable| iterator_of(py, awaitable)) {
+                    Ok(iter) => {
+                        let resumed = coroutine::send(&iter, &value);
+                        (Some(iter), resumed)
+                    }
+                    Err(err) => (None, Resumed::Raised(err)),
+                }
+            }
+            (unstarted @ CoroutineState::Unstarted(..), Resume::Send(_)) => {
+                *self.state.lock() = unstarted;
+                return Err(PyTypeError::new_err("can't send non-None value to a just-started coroutine"));
+            }
+            // Thrown in before it started: the call ends with it.
+            (CoroutineState::Unstarted(..), Resume::Throw(err)) => (None, Resumed::Raised(err)),
+            (CoroutineState::Suspended(iter), how) => {
+                let iter = iter.into_bound(py);
+                let resumed = match how {
+                    Resume::Send(value) => coroutine::send(&iter, &value),
+                    Resume::Throw(err) => coroutine::throw(&iter, err),
+                };
+                (Some(iter), resumed)
+            }
+            (CoroutineState::Running, _) => {
+                return Err(PyValueError::new_err("coroutine already executing"));
+            }
+            (CoroutineState::Ended, _) => {
+                *self.state.lock() = CoroutineState::Ended;
+                return Err(PyRuntimeError::new_err("cannot reuse already awaited coroutine"));
+            }
+        };
+        let (iter, resumed) = resumed;
+        match resumed {
+            Resumed::Yielded(value) => {
+                if let Some(iter) = iter {
+                    *self.state.lock() = CoroutineState::Suspended(iter.unbind());
+                }
+                Ok(Some(value))
+            }
+            Resumed::Returned(value) => {
+                *self.state.lock() = CoroutineState::Ended;
+                self.end(py, Ended::Returned(value)).map(|()| None)
+            }
+            // The packet's error; the task itself ends well.
+            Resumed::Raised(err) if err.is_instance_of::<PyException>(py) => {
+                *self.state.lock() = CoroutineState::Ended;
+                self.end(py, Ended::Raised(err)).map(|()| None)
+            }
+            // Cancelled, KeyboardInterrupt, SystemExit: the packet is told,
+            // then the exception goes on as asyncio expects.
+            Resumed::Raised(err) => {
+                *self.state.lock() = CoroutineState::Ended;
+                let cancelled = support(py).is_ok_and(|s| err.is_instance(py, s.cancelled_error.bind(py)));
+                let ended = if cancelled { Ended::Cancelled } else { Ended::Raised(err.clone_ref(py)) };
+                self.end(py, ended)?;
+                Err(err)
+            }
+        }
+    }
+}
+
+/// What `await awaitable` iterates: a coroutine itself, else what its
+/// `__await__` returns.
+fn iterator_of<'py>(py: Python<'py>, awaitable: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    if awaitable.get_type().is(support(py)?.coroutine_type.bind(py)) {
+        return Ok(awaitable);
+    }
+    match awaitable.getattr(pyo3::intern!(py, "__await__")) {
+        Ok(method) => method.call0(),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "object {} can't be used in 'await' expression",
+            awaitable.get_type().name()?
+        ))),
+    }
+}
+
+#[pymethods]
+impl CallCoroutine {
+    fn __await__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.resume(py, Resume::Send(py.None().into_bound(py)))
+    }
+
+    fn send<'py>(&self, py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        self.resume(py, Resume::Send(value))?.ok_or_else(|| PyStopIteration::new_err(()))
+    }
+
+    #[pyo3(signature = (exc, value=None, traceback=None))]
+    fn throw<'py>(
+        &self,
+        py: Python<'py>,
+        exc: Bound<'py, PyAny>,
+        value: Option<Bound<'py, PyAny>>,
+        traceback: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let _ = traceback;
+        let err = match value {
+            // The old form, `throw(type, value)`.
+            Some(value) if !value.is_none() => PyErr::from_value(exc.call1((value,))?),
+            _ if exc.is_instance_of::<PyType>() => PyErr::from_value(exc.call0()?),
+            _ => PyErr::from_value(exc),
+        };
+        self.resume(py, Resume::Throw(err))?.ok_or_else(|| PyStopIteration::new_err(()))
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let state = std::mem::replace(&mut *self.state.lock(), CoroutineState::Ended);
+        match state {
+            CoroutineState::Suspended(iter) => {
+                let iter = iter.into_bound(py);
+                match iter.getattr(pyo3::intern!(py, "close")) {
+                    Ok(close) => close.call0().map(drop),
+                    Err(_) => Ok(()),
+                }
+            }
+            CoroutineState::Running => {
+                *self.state.lock() = CoroutineState::Running;
+                Err(PyValueError::new_err("coroutine already executing"))
+            }
+            CoroutineState::Unstarted(..) | CoroutineState::Ended => Ok(()),
+        }
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // Skipped while it runs (the lock is then briefly held, or the
+        // state is out): under-reporting only keeps objects alive longer.
+        if let Some(state) = self.state.try_lock() {
+            match &*state {
+                CoroutineState::Unstarted(func, first, second) => {
+                    visit.call(func)?;
+                    visit.call(first)?;
+                    visit.call(second)?;
+                }
+                CoroutineState::Suspended(iter) => visit.call(iter)?,
+                CoroutineState::Running | CoroutineState::Ended => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let state =
+            self.state.try_lock().map(|mut state| std::mem::replace(&mut *state, CoroutineState::Ended));
+        // Dropped with the lock released: dropping may run Python code.
+        drop(state);
     }
 }
 
@@ -488,37 +636,4 @@ pub(crate) fn is_async(py: Python<'_>, func: &Bound<'_, PyAny>) -> PyResult<bool
     }
     let call = func.getattr("__call__")?;
     check.call1((call,))?.is_truthy()
-}
-
-static COROUTINE_FUNCTION: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-
-/// The plain `async def` function `func` is, or is a bound method of (see
-/// `packetflow._support.coroutine_function`); `None` for anything else, or
-/// if that cannot be told (its calls are then made inside their tasks).
-pub(crate) fn coroutine_function<'py>(
-    py: Python<'py>,
-    func: &Bound<'py, PyAny>,
-) -> Option<Bound<'py, PyAny>> {
-    let check = COROUTINE_FUNCTION
-        .get_or_try_init(py, || {
-            Ok::<_, PyErr>(py.import("packetflow._support")?.getattr("coroutine_function")?.unbind())
-        })
-        .ok()?;
-    check.bind(py).call1((func,)).ok().filter(|found| !found.is_none())
-}
-
-static METHOD_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-
-/// Whether `func` is `function` or a method bound to it.
-pub(crate) fn is_or_binds(py: Python<'_>, func: &Bound<'_, PyAny>, function: &Bound<'_, PyAny>) -> bool {
-    if func.is(function) {
-        return true;
-    }
-    let Ok(method_type) = METHOD_TYPE
-        .get_or_try_init(py, || Ok::<_, PyErr>(py.import("types")?.getattr("MethodType")?.unbind()))
-    else {
-        return false;
-    };
-    func.get_type().is(method_type.bind(py))
-        && func.getattr(pyo3::intern!(py, "__func__")).is_ok_and(|bound| bound.is(function))
 }

@@ -35,7 +35,8 @@
 //!   values, used by any layer:  convert (Python <-> JSON values), errors
 //!   (PfError <-> exceptions), result (packetflow.Result), actor_ref
 //!   (packetflow.ActorRef), outcome (a core future's output as a Python
-//!   value), pystr (borrowed str text)
+//!   value), pystr (borrowed str text), coroutine (resuming a coroutine
+//!   from Rust)
 //! ```
 //!
 //! `eager` knows asyncio tasks but not what they run. `bridge` knows loops
@@ -52,6 +53,7 @@ mod blocking;
 mod bridge;
 mod context;
 mod convert;
+mod coroutine;
 mod detached;
 mod eager;
 mod errors;

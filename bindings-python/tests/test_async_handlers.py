@@ -298,16 +298,6 @@ async def test_handler_exceptions_are_answered_and_never_logged_as_unretrieved(r
         loop.set_exception_handler(None)
 
 
-async def test_a_handlers_task_runs_the_handlers_own_coroutine(reactor: Reactor) -> None:
-    @reactor.handler("df", "coro")
-    async def coro(data: Any, ctx: Context) -> Any:
-        task = asyncio.current_task()
-        assert task is not None
-        return [task.get_name(), task.get_coro().__qualname__]  # type: ignore[union-attr]
-
-    assert await reactor.call("df", "coro") == ["df:coro", coro.__qualname__]
-
-
 async def test_a_loop_in_debug_mode_or_with_its_own_call_soon_starts_handlers_eagerly_too() -> None:
     """The fast way to make a handler's task applies to a plain loop only;
     a loop in debug mode, or whose class has its own `call_soon`, gets the

@@ -4,31 +4,9 @@ from __future__ import annotations
 
 import inspect
 import threading
-import types
 from collections.abc import Mapping
 from contextvars import Context
-from typing import Any, Awaitable, Callable, List, Optional, Tuple
-
-
-async def call_in_task(fn: Callable[[Any, Any], Awaitable[Any]], data: Any, ctx: Any) -> Any:
-    """The coroutine of an ``async def`` call (a handler call, an actor's
-    turn) whose function is not a plain ``async def`` function (an object
-    with an ``async def __call__``, a ``functools.partial``...): calling it
-    could run code, so it is called here, inside the call's own task and
-    context. A plain ``async def`` function's coroutine is the task's
-    coroutine itself (see ``coroutine_function``)."""
-    return await fn(data, ctx)
-
-
-def coroutine_function(fn: Any) -> Optional[Callable[..., Any]]:
-    """The plain ``async def`` function ``fn`` is, or is a bound method of;
-    ``None`` for anything else. Calling such a function only makes its
-    coroutine (arguments bound, none of its code run), so the call may be
-    made before the call's task exists."""
-    target = fn.__func__ if type(fn) is types.MethodType else fn
-    if type(target) is types.FunctionType and target.__code__.co_flags & inspect.CO_COROUTINE:
-        return target  # type: ignore[no-any-return]
-    return None
+from typing import Any, Callable, List, Optional, Tuple
 
 
 def handler_thread(pool: Any) -> None:
