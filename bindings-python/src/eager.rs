@@ -32,8 +32,8 @@
 //! Catching the step is what makes the plain path cheaper: on Python 3.11
 //! `loop.call_soon` and the `Handle` it makes are four Python frames
 //! (`call_soon`, `_call_soon`, `Handle.__init__`, `get_debug`), then the
-//! handle is looked at and taken off the ready queue again: about 0.3 µs of
-//! the 1.9 µs a task cost per call (bench/python/RESULTS.md). `Task.__init__`
+//! handle is looked at and taken off the ready queue again: about 0.3 µs per
+//! task on the machine of bench/python/RESULTS.md. `Task.__init__`
 //! looks `call_soon` up on the loop object, so for the length of that one
 //! constructor call the loop's instance dict holds a [`StepCatcher`], which
 //! keeps the new task's step (told apart by the task's fresh context) and
