@@ -24,9 +24,9 @@ pub(crate) struct PyHandler {
 }
 
 impl PyHandler {
-    pub(crate) fn new(py: Python<'_>, func: &Bound<'_, PyAny>, key: String) -> PyHandler {
+    pub(crate) fn new(py: Python<'_>, func: Py<PyAny>, key: String) -> PyHandler {
         let task_name = PyString::new(py, &key).unbind();
-        PyHandler { func: func.clone().unbind(), key, task_name }
+        PyHandler { func, key, task_name }
     }
 }
 

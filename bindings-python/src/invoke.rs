@@ -33,8 +33,7 @@ use pyo3::exceptions::{PyException, PyRuntimeError, PyStopIteration, PyTypeError
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyString;
-use pyo3::types::PyType;
+use pyo3::types::{PyString, PyType};
 use pyo3::PyTraverseError;
 use tokio::sync::oneshot;
 

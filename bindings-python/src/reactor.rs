@@ -244,7 +244,7 @@ impl PyReactor {
                 func.get_type().name()?
             )));
         }
-        let h = Arc::new(PyHandler::new(py, func, format!("{g}:{e}")));
+        let h = Arc::new(PyHandler::new(py, func.clone().unbind(), format!("{g}:{e}")));
         let core_handler = if invoke::is_async(py, func)? {
             handler::async_handler(h, LoopBinding::for_registration(py, &self.home, "register()")?)
         } else {
