@@ -230,8 +230,7 @@ async def test_without_an_eager_first_step_a_handler_still_runs_in_its_own_task(
 
 
 class AsyncCallable:
-    """An object whose ``__call__`` is ``async def``: calling it could run
-    code, so the call is made inside the handler's task."""
+    """An object whose ``__call__`` is ``async def``."""
 
     def __init__(self) -> None:
         self.seen: List[Any] = []
@@ -272,8 +271,8 @@ async def test_a_handler_called_with_arguments_it_does_not_take_fails_with_pf500
 
 
 async def test_handler_exceptions_are_answered_and_never_logged_as_unretrieved(reactor: Reactor) -> None:
-    """The exception of a handler's task, raised at once or after a
-    suspension, is read when it is answered: asyncio has nothing left to
+    """A handler's exception, raised at once or after a suspension, becomes
+    its packet's error, and its task ends well: asyncio has nothing to
     report when the task is collected."""
     loop = asyncio.get_running_loop()
     reported: List[Dict[str, Any]] = []
@@ -300,8 +299,8 @@ async def test_handler_exceptions_are_answered_and_never_logged_as_unretrieved(r
 
 async def test_a_loop_in_debug_mode_or_with_its_own_call_soon_starts_handlers_eagerly_too() -> None:
     """The fast way to make a handler's task applies to a plain loop only;
-    a loop in debug mode, or whose class has its own `call_soon`, gets the
-    same behaviour the usual way."""
+    a loop in debug mode, or with a `call_soon` of its own, gets the same
+    behaviour the usual way."""
     loop = asyncio.get_running_loop()
     submitter = asyncio.current_task()
 
