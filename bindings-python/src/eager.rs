@@ -330,7 +330,9 @@ impl StepCatcher {
 
     /// Waits for the step of the task about to be made with `context`.
     fn wait_for(&self, context: &Bound<'_, PyAny>) {
-        *self.catch.lock() = Catch::Waiting(context.clone().unbind());
+        let previous = std::mem::replace(&mut *self.catch.lock(), Catch::Waiting(context.clone().unbind()));
+        // Dropped with the lock released: dropping may run Python code.
+        drop(previous);
     }
 
     /// The step caught since [`StepCatcher::wait_for`], if any; idle again.
@@ -359,6 +361,8 @@ impl StepCatcher {
                 if let Some(context) = kwargs.get_item(pyo3::intern!(py, "context"))? {
                     let mut catch = self.catch.lock();
                     if matches!(&*catch, Catch::Waiting(awaited) if awaited.is(&context)) {
+                        // (What it replaces is that same context, which the
+                        // task holds: nothing is freed under the lock.)
                         *catch = Catch::Caught(callback.unbind(), context.unbind());
                         // `Task.__init__` drops what `call_soon` returns.
                         return Ok(None);

@@ -29,7 +29,9 @@ use std::task::{Context as TaskContext, Poll};
 
 use packetflow::{ErrorCode, PfError};
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyException, PyRuntimeError, PyStopIteration, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyException, PyGeneratorExit, PyRuntimeError, PyStopIteration, PyTypeError, PyValueError,
+};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -234,6 +236,7 @@ fn start_task<C: PyCall>(
     };
     let task_name = call.task_name(py);
     let coro = CallCoroutine {
+        name: task_name.clone().unbind(),
         state: Mutex::new(CoroutineState::Unstarted(func.unbind(), first.unbind(), second.unbind())),
         pending: Mutex::new(Some(Box::new(Pending { call, reply }))),
     };
@@ -343,6 +346,9 @@ impl<C: PyCall> Finish for Pending<C> {
 /// task calls to resume it.
 #[pyclass(frozen, module = "packetflow._native")]
 struct CallCoroutine {
+    /// What is called (`df:transform`, `counter.increment`): its
+    /// `__qualname__`, so the task's repr shows `coro=<df:transform()>`.
+    name: Py<PyString>,
     state: Mutex<CoroutineState>,
     /// Taken when the call ends.
     pending: Mutex<Option<Box<dyn Finish>>>,
@@ -478,6 +484,11 @@ impl CallCoroutine {
         slf
     }
 
+    #[getter]
+    fn __qualname__(&self, py: Python<'_>) -> Py<PyString> {
+        self.name.clone_ref(py)
+    }
+
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
         self.resume(py, Resume::Send(py.None().into_bound(py)))
     }
@@ -507,12 +518,17 @@ impl CallCoroutine {
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let state = std::mem::replace(&mut *self.state.lock(), CoroutineState::Ended);
         match state {
+            // Closed while suspended: the call ends with GeneratorExit, as
+            // it would have raised it at its `await`.
             CoroutineState::Suspended(iter) => {
                 let iter = iter.into_bound(py);
-                match iter.getattr(pyo3::intern!(py, "close")) {
+                let closed = match iter.getattr(pyo3::intern!(py, "close")) {
                     Ok(close) => close.call0().map(drop),
                     Err(_) => Ok(()),
-                }
+                };
+                let exit = PyGeneratorExit::new_err(());
+                self.end(py, Ended::Raised(exit))?;
+                closed
             }
             CoroutineState::Running => {
                 *self.state.lock() = CoroutineState::Running;
