@@ -7,7 +7,10 @@ installed one, `cp -r $(site-packages)/packetflow /tmp/base/`), put first on
 `PYTHONPATH` for the processes that measure it.
 
     python bench/python/ab.py --a before=/tmp/base --b after=/tmp/new \\
-        [--harness inprocess|network] [--trials 5] [--n 200000]
+        [--c baseline=/tmp/older] [--harness inprocess|network] [--trials 5] [--n 200000]
+
+An optional third build (`--c`) joins the same interleaving (say, an older
+baseline the other two are compared against).
 
 `inprocess` runs `inprocess.py --trials 1` once per build and trial (the
 packetflow variants only); `network` starts `net_server.py` per build and
@@ -57,12 +60,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--a", required=True, help="LABEL=FOLDER holding a packetflow package")
     ap.add_argument("--b", required=True, help="LABEL=FOLDER holding a packetflow package")
+    ap.add_argument("--c", help="optional third build, LABEL=FOLDER")
     ap.add_argument("--harness", choices=["inprocess", "network"], default="inprocess")
     ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--only", default="packetflow", help="inprocess: substring filter on variant names")
     args = ap.parse_args()
-    builds: List[Tuple[str, str]] = [tuple(x.split("=", 1)) for x in (args.a, args.b)]  # type: ignore[misc]
+    given = [x for x in (args.a, args.b, args.c) if x]
+    builds: List[Tuple[str, str]] = [tuple(x.split("=", 1)) for x in given]  # type: ignore[misc]
     rate: Dict[Tuple[str, str], List[float]] = {}
     cpu: Dict[Tuple[str, str], List[float]] = {}
     for trial in range(args.trials):
@@ -89,7 +94,8 @@ def main() -> None:
     print(f"{args.harness}, {args.trials} trials interleaved (medians)")
     print(f"| variant | build | {unit}, median (min–max) | {cpu_unit} |")
     print("|---|---|---|---|")
-    for (variant, label), rates in sorted(rate.items(), key=lambda kv: (kv[0][0], kv[0][1] != builds[0][0])):
+    order = [label for label, _ in builds]
+    for (variant, label), rates in sorted(rate.items(), key=lambda kv: (kv[0][0], order.index(kv[0][1]))):
         c = cpu.get((variant, label))
         c_cell = f"{statistics.median(c):.2f}" if c else "–"
         print(f"| {variant} | {label} | {benchlib.median_range(rates)} | {c_cell} |")

@@ -27,6 +27,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
+use crate::eager::EagerTasks;
 use crate::runtime;
 
 /// Something the loop's thread polls when its waker fired (a core future
@@ -65,10 +66,8 @@ enum Wakeup {
 pub(crate) struct Bridge {
     event_loop: Py<PyAny>,
     create_future: Py<PyAny>,
-    create_task: Py<PyAny>,
-    /// The loop's queue of ready handles (`BaseEventLoop._ready`), if it
-    /// has one: see [`Bridge::start_eagerly`].
-    ready: Option<Py<PyAny>>,
+    /// How tasks of this loop are started (a handler's call).
+    tasks: EagerTasks,
     call_soon: Py<PyAny>,
     drain_callback: PyOnceLock<Py<PyAny>>,
     /// Identifies the thread that runs the loop (see [`thread_key`]).
@@ -107,6 +106,14 @@ pub(crate) fn defer_raise(err: PyErr) {
             *d = Some(err);
         }
     });
+}
+
+/// [`defer_raise`] for `err` if it is no `Exception` (a KeyboardInterrupt,
+/// a SystemExit: what must go on); an `Exception` is dropped.
+pub(crate) fn defer_raise_unless_exception(py: Python<'_>, err: PyErr) {
+    if !err.is_instance_of::<pyo3::exceptions::PyException>(py) {
+        defer_raise(err);
+    }
 }
 
 /// Takes the exception kept by [`defer_raise`], if any.
@@ -165,27 +172,6 @@ pub(crate) fn answering<R>(send: impl FnOnce() -> R) -> R {
 }
 
 static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-
-/// `asyncio.current_task` and the functions a task step uses to mark
-/// itself current (`asyncio.tasks._enter_task`, `_leave_task`).
-struct TaskFunctions {
-    current: Py<PyAny>,
-    enter: Py<PyAny>,
-    leave: Py<PyAny>,
-}
-
-static TASK_FUNCTIONS: PyOnceLock<TaskFunctions> = PyOnceLock::new();
-
-fn task_functions(py: Python<'_>) -> PyResult<&TaskFunctions> {
-    TASK_FUNCTIONS.get_or_try_init(py, || {
-        let tasks = py.import("asyncio.tasks")?;
-        Ok::<_, PyErr>(TaskFunctions {
-            current: tasks.getattr("current_task")?.unbind(),
-            enter: tasks.getattr("_enter_task")?.unbind(),
-            leave: tasks.getattr("_leave_task")?.unbind(),
-        })
-    })
-}
 
 /// The running loop of this thread, or `None`.
 pub(crate) fn running_loop(py: Python<'_>) -> PyResult<Option<Bound<'_, PyAny>>> {
@@ -255,8 +241,7 @@ impl Bridge {
         let bridge = Arc::new(Bridge {
             event_loop: lp.clone().unbind(),
             create_future: lp.getattr("create_future")?.unbind(),
-            create_task: lp.getattr("create_task")?.unbind(),
-            ready: lp.getattr("_ready").ok().map(Bound::unbind),
+            tasks: EagerTasks::new(py, lp)?,
             call_soon: lp.getattr("call_soon")?.unbind(),
             drain_callback: PyOnceLock::new(),
             thread: thread_key(),
@@ -307,47 +292,9 @@ impl Bridge {
         self.create_future.bind(py).call0()
     }
 
-    /// The loop's `create_task`.
-    pub(crate) fn create_task<'py>(&self, py: Python<'py>) -> &Bound<'py, PyAny> {
-        self.create_task.bind(py)
-    }
-
-    /// Runs the first step of `task`, just made by this loop's
-    /// `create_task`, now rather than on the loop's next turn, as Python
-    /// 3.12's eager tasks do: a handler that answers without suspending
-    /// then answers inside `submit`, with no turn of the loop in between.
-    ///
-    /// The step runs as the loop would run it (the handle `create_task`
-    /// scheduled, so in the task's own context and with `current_task()`
-    /// the task); the task that was current, if any, steps aside meanwhile
-    /// (`asyncio.tasks._leave_task`/`_enter_task`). Nothing is done unless
-    /// the loop's newest ready handle is this task's step: a loop without a
-    /// `_ready` queue (uvloop) or a task factory that did something else
-    /// leaves the step to the loop's next turn. Errors are the step's own
-    /// KeyboardInterrupt or SystemExit (the task has recorded them).
-    pub(crate) fn start_eagerly(&self, py: Python<'_>, task: &Bound<'_, PyAny>) -> PyResult<()> {
-        let Some(ready) = &self.ready else { return Ok(()) };
-        let ready = ready.bind(py);
-        let Ok(handle) = ready.get_item(-1) else { return Ok(()) };
-        let Ok(callback) = handle.getattr(pyo3::intern!(py, "_callback")) else { return Ok(()) };
-        match callback.getattr(pyo3::intern!(py, "__self__")) {
-            Ok(owner) if owner.is(task) => {}
-            _ => return Ok(()),
-        }
-        let Ok(context) = handle.getattr(pyo3::intern!(py, "_context")) else { return Ok(()) };
-        let tasks = task_functions(py)?;
-        let lp = self.event_loop.bind(py);
-        let current = tasks.current.bind(py).call1((lp,))?;
-        if !current.is_none() {
-            tasks.leave.bind(py).call1((lp, &current))?;
-        }
-        let stepped = ready
-            .call_method0(pyo3::intern!(py, "pop"))
-            .and_then(|_| context.call_method1(pyo3::intern!(py, "run"), (callback,)).map(drop));
-        if !current.is_none() {
-            tasks.enter.bind(py).call1((lp, &current))?;
-        }
-        stepped
+    /// How tasks of this loop are started.
+    pub(crate) fn tasks(&self) -> &EagerTasks {
+        &self.tasks
     }
 
     /// Queues `item` for the loop and wakes it if no wake-up is pending.

@@ -29,13 +29,18 @@ use std::task::{Context as TaskContext, Poll};
 
 use packetflow::{ErrorCode, PfError};
 use parking_lot::Mutex;
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{
+    PyException, PyGeneratorExit, PyRuntimeError, PyStopIteration, PyTypeError, PyValueError,
+};
+use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyString, PyType};
+use pyo3::PyTraverseError;
 use tokio::sync::oneshot;
 
 use crate::bridge::{self, Bridge, HomeLoop, Item, LoopJob};
+use crate::coroutine::{self, Resumed};
 use crate::errors;
 use crate::pool::{NextCall, Pool, PoolJob};
 
@@ -189,12 +194,14 @@ impl<C: PyCall> LoopJob for Invocation<C> {
     }
 }
 
-/// `packetflow._support.run_handler` and `contextvars.Context`.
+/// What starting an `async def` call needs from Python, looked up once.
 struct Support {
-    run_handler: Py<PyAny>,
+    /// `contextvars.Context`.
     new_context: Py<PyAny>,
-    /// Whether `create_task` takes `context=` (Python 3.11 and later).
-    context_keyword: bool,
+    /// `asyncio.CancelledError`.
+    cancelled_error: Py<PyAny>,
+    /// `types.CoroutineType`.
+    coroutine_type: Py<PyAny>,
 }
 
 static SUPPORT: PyOnceLock<Support> = PyOnceLock::new();
@@ -202,15 +209,17 @@ static SUPPORT: PyOnceLock<Support> = PyOnceLock::new();
 fn support(py: Python<'_>) -> PyResult<&Support> {
     SUPPORT.get_or_try_init(py, || {
         Ok::<_, PyErr>(Support {
-            run_handler: py.import("packetflow._support")?.getattr("run_handler")?.unbind(),
             new_context: py.import("contextvars")?.getattr("Context")?.unbind(),
-            context_keyword: py.version_info() >= (3, 11),
+            cancelled_error: py.import("asyncio")?.getattr("CancelledError")?.unbind(),
+            coroutine_type: py.import("types")?.getattr("CoroutineType")?.unbind(),
         })
     })
 }
 
 /// Starts an `async def` call as a task of `bridge`'s loop, in a fresh
-/// context; the task reports its outcome to `reply` itself.
+/// context, and runs its first step at once: a call that ends in that step
+/// is answered before this returns. The task's coroutine is a
+/// [`CallCoroutine`], which reports the call's end itself.
 fn start_task<C: PyCall>(
     py: Python<'_>,
     bridge: &Bridge,
@@ -218,61 +227,46 @@ fn start_task<C: PyCall>(
     reply: oneshot::Sender<CallResult<C::Output>>,
     slot: &TaskSlot,
 ) {
-    let prepared = call.prepare(py);
-    let task_name = call.task_name(py);
-    let (func, first, second) = match prepared {
+    let (func, first, second) = match call.prepare(py) {
         Ok(prepared) => prepared,
         Err(err) => {
             let _ = reply.send(Err(not_started(py, call.label(), &err)));
             return;
         }
     };
-    let label = call.label().to_owned();
-    let report = match Py::new(py, TaskReply { pending: Mutex::new(Some(Box::new(Pending { call, reply }))) })
-    {
-        Ok(report) => report,
+    let task_name = call.task_name(py);
+    let coro = CallCoroutine {
+        name: task_name.clone().unbind(),
+        state: Mutex::new(CoroutineState::Unstarted(func.unbind(), first.unbind(), second.unbind())),
+        pending: Mutex::new(Some(Box::new(Pending { call, reply }))),
+    };
+    let coro = match Bound::new(py, coro) {
+        Ok(coro) => coro,
         // The answer channel went with the failed object: the call ends
         // with "the Python call ended without an answer".
         Err(_) => return,
     };
-    let started = (|| {
-        let support = support(py)?;
-        let coro = support.run_handler.bind(py).call1((func, first, second, &report))?;
-        let context = support.new_context.bind(py).call0()?;
-        let task = if support.context_keyword {
-            let kwargs = PyDict::new(py);
-            kwargs.set_item(pyo3::intern!(py, "name"), &task_name)?;
-            kwargs.set_item(pyo3::intern!(py, "context"), context)?;
-            bridge.create_task(py).call((&coro,), Some(&kwargs))
-        } else {
-            // A task copies the context that is current when it is made.
-            context.call_method1(pyo3::intern!(py, "run"), (bridge.create_task(py), &coro)).and_then(|task| {
-                task.call_method1(pyo3::intern!(py, "set_name"), (&task_name,)).map(|_| task)
-            })
-        };
-        if task.is_err() {
-            let _ = coro.call_method0(pyo3::intern!(py, "close"));
-        }
-        task
-    })();
-    match started {
-        Ok(task) => {
-            *slot.task.lock() = Some(task.clone().unbind());
-            // Its first step now: a function that does not suspend answers
-            // before this returns.
-            if let Err(err) = bridge.start_eagerly(py, &task) {
-                // A KeyboardInterrupt or SystemExit raised by the function
-                // goes on once the call is answered; anything else left the
-                // step to run on the loop's next turn.
-                if !err.is_instance_of::<PyException>(py) {
-                    bridge::defer_raise(err);
-                }
-            }
-        }
+    let made = support(py)
+        .and_then(|support| support.new_context.bind(py).call0())
+        .and_then(|context| bridge.tasks().make(py, coro.as_any(), &task_name, &context));
+    let made = match made {
+        Ok(made) => made,
         Err(err) => {
-            let error = not_started(py, &label, &err);
-            report.get().end(py, Ended::Failed(error));
+            if let Err(deferred) = coro.get().not_started(py, &err) {
+                // Not raised here: this is a poll or a drain.
+                bridge::defer_raise(deferred);
+            }
+            return;
         }
+    };
+    *slot.task.lock() = Some(made.task().clone().unbind());
+    // Its first step now: a function that does not suspend answers before
+    // this returns.
+    if let Err(err) = bridge.tasks().run_first_step(py, made) {
+        // A KeyboardInterrupt or SystemExit raised by the function goes on
+        // once the call is answered; anything else left the step to run on
+        // the loop's next turn.
+        bridge::defer_raise_unless_exception(py, err);
     }
 }
 
@@ -283,21 +277,23 @@ fn not_started(py: Python<'_>, label: &str, err: &PyErr) -> PfError {
     ))
 }
 
-/// How a call's task ended.
-enum Ended<'a, 'py> {
-    Returned(&'a Bound<'py, PyAny>),
+/// How a call ended.
+enum Ended<'py> {
+    Returned(Bound<'py, PyAny>),
     Raised(PyErr),
     Cancelled,
     Failed(PfError),
 }
 
 /// A call whose task runs, waiting for its end (type-erased for
-/// [`TaskReply`], which Python holds).
+/// [`CallCoroutine`], which Python holds).
 trait Finish: Send {
+    /// What is called, for messages.
+    fn label(&self) -> &str;
     /// Whether the core stopped waiting.
     fn abandoned(&self) -> bool;
     /// Hands the call's outcome to the core.
-    fn finish(self: Box<Self>, py: Python<'_>, ended: Ended<'_, '_>);
+    fn finish(self: Box<Self>, py: Python<'_>, ended: Ended<'_>);
 }
 
 struct Pending<C: PyCall> {
@@ -306,14 +302,18 @@ struct Pending<C: PyCall> {
 }
 
 impl<C: PyCall> Finish for Pending<C> {
+    fn label(&self) -> &str {
+        self.call.label()
+    }
+
     fn abandoned(&self) -> bool {
         self.reply.is_closed()
     }
 
-    fn finish(self: Box<Self>, py: Python<'_>, ended: Ended<'_, '_>) {
+    fn finish(self: Box<Self>, py: Python<'_>, ended: Ended<'_>) {
         let Pending { mut call, reply } = *self;
         let outcome = match ended {
-            Ended::Returned(value) => call.returned(py, value),
+            Ended::Returned(value) => call.returned(py, &value),
             Ended::Raised(err) => Err(errors::from_handler_exception(py, &err)),
             Ended::Cancelled => Err(PfError::failed(format!("{} was cancelled", call.label()))),
             Ended::Failed(err) => Err(err),
@@ -322,50 +322,244 @@ impl<C: PyCall> Finish for Pending<C> {
     }
 }
 
-/// How a call's task reports its end (called by
-/// `packetflow._support.run_handler` inside the task, so no done-callback
-/// round through the loop is needed).
+/// The coroutine of an `async def` call's task. What
+///
+/// ```python
+/// async def call(fn, data, ctx):
+///     try:
+///         value = await fn(data, ctx)
+///     except Exception as exc:
+///         report(exc)             # the packet's error; the task ends well
+///     except BaseException as exc:
+///         report(exc)             # cancelled, KeyboardInterrupt...
+///         raise                   # goes on as asyncio expects
+///     else:
+///         report(value)
+/// ```
+///
+/// would do, without a Python frame around every step of the function: it
+/// calls `fn` in its task's first step (so in the task's context, with the
+/// task current), resumes the awaitable `fn` returned at each step, and
+/// reports how the call ended from the step that ends it: no done-callback,
+/// no extra turn of the loop. A task accepts it as a coroutine (it has
+/// `send`, `throw`, `close` and `__await__`); its `__next__` is what the
+/// task calls to resume it.
 #[pyclass(frozen, module = "packetflow._native")]
-struct TaskReply {
+struct CallCoroutine {
+    /// What is called (`df:transform`, `counter.increment`): its
+    /// `__qualname__`, so the task's repr shows `coro=<df:transform()>`.
+    name: Py<PyString>,
+    state: Mutex<CoroutineState>,
+    /// Taken when the call ends.
     pending: Mutex<Option<Box<dyn Finish>>>,
 }
 
-impl TaskReply {
-    fn end(&self, py: Python<'_>, ended: Ended<'_, '_>) {
-        let Some(pending) = self.pending.lock().take() else { return };
-        if !pending.abandoned() {
-            // A submitter may be waiting on this loop: let it see the
-            // answer now rather than on the loop's next turn.
-            bridge::answering(|| pending.finish(py, ended));
+enum CoroutineState {
+    /// The function and its two arguments, not called yet.
+    Unstarted(Py<PyAny>, Py<PyAny>, Py<PyAny>),
+    /// Suspended in what the function returned (its iterator).
+    Suspended(Py<PyAny>),
+    /// Being resumed right now.
+    Running,
+    Ended,
+}
+
+/// How a [`CallCoroutine`] is resumed.
+enum Resume<'py> {
+    Send(Bound<'py, PyAny>),
+    Throw(PyErr),
+}
+
+impl CallCoroutine {
+    /// Ends the call with the error of a task that could not be started.
+    fn not_started(&self, py: Python<'_>, err: &PyErr) -> PyResult<()> {
+        // No lock is held while Python code runs (the message reads the
+        // exception).
+        let Some(label) = self.pending.lock().as_ref().map(|pending| pending.label().to_owned()) else {
+            return Ok(());
+        };
+        self.end(py, Ended::Failed(not_started(py, &label, err)))
+    }
+
+    /// Hands `ended` to the core (once), unless it stopped waiting. An
+    /// error is a KeyboardInterrupt or SystemExit that the hand-over caught
+    /// (see [`bridge::defer_raise`]), to raise from the task's step.
+    fn end(&self, py: Python<'_>, ended: Ended<'_>) -> PyResult<()> {
+        let pending = self.pending.lock().take();
+        if let Some(pending) = pending {
+            if !pending.abandoned() {
+                // A submitter may be waiting on this loop: let it see the
+                // answer now rather than on the loop's next turn.
+                bridge::answering(|| pending.finish(py, ended));
+            }
+        }
+        bridge::take_deferred().map_or(Ok(()), Err)
+    }
+
+    /// Resumes the call; `Some` is what it yields, `None` that it ended.
+    fn resume<'py>(&self, py: Python<'py>, how: Resume<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        // The state is taken out, so that no lock is held while Python
+        // code runs (it may resume this object again, or collect it).
+        let state = std::mem::replace(&mut *self.state.lock(), CoroutineState::Running);
+        let resumed = match (state, how) {
+            (CoroutineState::Unstarted(func, first, second), Resume::Send(value)) if value.is_none() => {
+                match func.bind(py).call1((first, second)).and_then(|awaitable| iterator_of(py, awaitable)) {
+                    Ok(iter) => {
+                        let resumed = coroutine::send(&iter, &value);
+                        (Some(iter), resumed)
+                    }
+                    Err(err) => (None, Resumed::Raised(err)),
+                }
+            }
+            (unstarted @ CoroutineState::Unstarted(..), Resume::Send(_)) => {
+                *self.state.lock() = unstarted;
+                return Err(PyTypeError::new_err("can't send non-None value to a just-started coroutine"));
+            }
+            // Thrown in before it started: the call ends with it.
+            (CoroutineState::Unstarted(..), Resume::Throw(err)) => (None, Resumed::Raised(err)),
+            (CoroutineState::Suspended(iter), how) => {
+                let iter = iter.into_bound(py);
+                let resumed = match how {
+                    Resume::Send(value) => coroutine::send(&iter, &value),
+                    Resume::Throw(err) => coroutine::throw(&iter, err),
+                };
+                (Some(iter), resumed)
+            }
+            (CoroutineState::Running, _) => {
+                return Err(PyValueError::new_err("coroutine already executing"));
+            }
+            (CoroutineState::Ended, _) => {
+                *self.state.lock() = CoroutineState::Ended;
+                return Err(PyRuntimeError::new_err("cannot reuse already awaited coroutine"));
+            }
+        };
+        let (iter, resumed) = resumed;
+        match resumed {
+            Resumed::Yielded(value) => {
+                if let Some(iter) = iter {
+                    *self.state.lock() = CoroutineState::Suspended(iter.unbind());
+                }
+                Ok(Some(value))
+            }
+            Resumed::Returned(value) => {
+                *self.state.lock() = CoroutineState::Ended;
+                self.end(py, Ended::Returned(value)).map(|()| None)
+            }
+            // The packet's error; the task itself ends well.
+            Resumed::Raised(err) if err.is_instance_of::<PyException>(py) => {
+                *self.state.lock() = CoroutineState::Ended;
+                self.end(py, Ended::Raised(err)).map(|()| None)
+            }
+            // Cancelled, KeyboardInterrupt, SystemExit: the packet is told,
+            // then the exception goes on as asyncio expects.
+            Resumed::Raised(err) => {
+                *self.state.lock() = CoroutineState::Ended;
+                let cancelled = support(py).is_ok_and(|s| err.is_instance(py, s.cancelled_error.bind(py)));
+                let ended = if cancelled { Ended::Cancelled } else { Ended::Raised(err.clone_ref(py)) };
+                self.end(py, ended)?;
+                Err(err)
+            }
         }
     }
 }
 
-static CANCELLED_ERROR: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// What `await awaitable` iterates: a coroutine itself, else what its
+/// `__await__` returns.
+fn iterator_of<'py>(py: Python<'py>, awaitable: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    if awaitable.get_type().is(support(py)?.coroutine_type.bind(py)) {
+        return Ok(awaitable);
+    }
+    match awaitable.getattr(pyo3::intern!(py, "__await__")) {
+        Ok(method) => method.call0(),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "object {} can't be used in 'await' expression",
+            awaitable.get_type().name()?
+        ))),
+    }
+}
 
 #[pymethods]
-impl TaskReply {
-    /// The function returned `value`.
-    fn done(&self, py: Python<'_>, value: Bound<'_, PyAny>) -> PyResult<()> {
-        self.end(py, Ended::Returned(&value));
-        bridge::take_deferred().map_or(Ok(()), Err)
+impl CallCoroutine {
+    fn __await__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
     }
 
-    /// The function raised `exc` (re-raised by the caller if it is not an
-    /// `Exception`, so it is not raised a second time here). A cancelled
-    /// task is a failure like any other: when the core stopped waiting
-    /// first (deadline, stop), nobody waits for this answer any more.
-    fn fail(&self, py: Python<'_>, exc: Bound<'_, PyAny>) -> PyResult<()> {
-        let cancelled = CANCELLED_ERROR.get_or_try_init(py, || {
-            Ok::<_, PyErr>(py.import("asyncio")?.getattr("CancelledError")?.unbind())
-        })?;
-        let ended = if exc.is_instance(cancelled.bind(py))? {
-            Ended::Cancelled
-        } else {
-            Ended::Raised(PyErr::from_value(exc))
+    #[getter]
+    fn __qualname__(&self, py: Python<'_>) -> Py<PyString> {
+        self.name.clone_ref(py)
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.resume(py, Resume::Send(py.None().into_bound(py)))
+    }
+
+    fn send<'py>(&self, py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        self.resume(py, Resume::Send(value))?.ok_or_else(|| PyStopIteration::new_err(()))
+    }
+
+    #[pyo3(signature = (exc, value=None, traceback=None))]
+    fn throw<'py>(
+        &self,
+        py: Python<'py>,
+        exc: Bound<'py, PyAny>,
+        value: Option<Bound<'py, PyAny>>,
+        traceback: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let _ = traceback;
+        let err = match value {
+            // The old form, `throw(type, value)`.
+            Some(value) if !value.is_none() => PyErr::from_value(exc.call1((value,))?),
+            _ if exc.is_instance_of::<PyType>() => PyErr::from_value(exc.call0()?),
+            _ => PyErr::from_value(exc),
         };
-        self.end(py, ended);
-        bridge::take_deferred().map_or(Ok(()), Err)
+        self.resume(py, Resume::Throw(err))?.ok_or_else(|| PyStopIteration::new_err(()))
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let state = std::mem::replace(&mut *self.state.lock(), CoroutineState::Ended);
+        match state {
+            // Closed while suspended: the call ends with GeneratorExit, as
+            // it would have raised it at its `await`.
+            CoroutineState::Suspended(iter) => {
+                let iter = iter.into_bound(py);
+                let closed = match iter.getattr(pyo3::intern!(py, "close")) {
+                    Ok(close) => close.call0().map(drop),
+                    Err(_) => Ok(()),
+                };
+                let exit = PyGeneratorExit::new_err(());
+                self.end(py, Ended::Raised(exit))?;
+                closed
+            }
+            CoroutineState::Running => {
+                *self.state.lock() = CoroutineState::Running;
+                Err(PyValueError::new_err("coroutine already executing"))
+            }
+            CoroutineState::Unstarted(..) | CoroutineState::Ended => Ok(()),
+        }
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // Skipped while it runs (the lock is then briefly held, or the
+        // state is out): under-reporting only keeps objects alive longer.
+        if let Some(state) = self.state.try_lock() {
+            match &*state {
+                CoroutineState::Unstarted(func, first, second) => {
+                    visit.call(func)?;
+                    visit.call(first)?;
+                    visit.call(second)?;
+                }
+                CoroutineState::Suspended(iter) => visit.call(iter)?,
+                CoroutineState::Running | CoroutineState::Ended => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let state =
+            self.state.try_lock().map(|mut state| std::mem::replace(&mut *state, CoroutineState::Ended));
+        // Dropped with the lock released: dropping may run Python code.
+        drop(state);
     }
 }
 

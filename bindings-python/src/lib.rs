@@ -28,15 +28,19 @@
 //!      |
 //!   bridge      one asyncio loop's inbox, wake-up and drain (generic work)
 //!      |
+//!   eager       one loop's tasks made and their first step run at once
+//!      |
 //!   runtime     the Tokio runtime, fork and exit guards
 //!
 //!   values, used by any layer:  convert (Python <-> JSON values), errors
 //!   (PfError <-> exceptions), result (packetflow.Result), actor_ref
 //!   (packetflow.ActorRef), outcome (a core future's output as a Python
-//!   value), pystr (borrowed str text)
+//!   value), pystr (borrowed str text), coroutine (resuming a coroutine
+//!   from Rust)
 //! ```
 //!
-//! `bridge` knows loops and threads but not packets: what it polls and runs
+//! `eager` knows asyncio tasks but not what they run. `bridge` knows loops
+//! and threads but not packets: what it polls and runs
 //! comes from above through `bridge::Pollable` and `bridge::LoopJob`;
 //! `pool` knows threads but not handlers (`pool::PoolJob`); `invoke` makes
 //! calls but knows neither handlers nor actors (`invoke::PyCall`).
@@ -49,7 +53,9 @@ mod blocking;
 mod bridge;
 mod context;
 mod convert;
+mod coroutine;
 mod detached;
+mod eager;
 mod errors;
 mod handler;
 mod invoke;

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
+import gc
 import sys
 import threading
 from typing import Any, Dict, List, Optional
@@ -225,3 +227,139 @@ async def test_without_an_eager_first_step_a_handler_still_runs_in_its_own_task(
             assert [t.get_name() for t in scheduled_after] == ["df:later"]
     finally:
         loop.set_task_factory(None)
+
+
+class AsyncCallable:
+    """An object whose ``__call__`` is ``async def``."""
+
+    def __init__(self) -> None:
+        self.seen: List[Any] = []
+
+    async def __call__(self, data: Any, ctx: Context) -> Any:
+        self.seen.append((asyncio.current_task(), SEEN_BY.get()))
+        if data == "suspend":
+            await asyncio.sleep(0)
+        return data
+
+
+async def test_a_callable_object_and_a_partial_run_in_a_task_of_their_own(reactor: Reactor) -> None:
+    handler = AsyncCallable()
+    reactor.register("df", "object", handler)
+
+    async def tagged(tag: str, data: Any, ctx: Context) -> Any:
+        return [tag, SEEN_BY.get(), asyncio.current_task() is not submitter]
+
+    reactor.register("df", "partial", functools.partial(tagged, "p"))
+    submitter = asyncio.current_task()
+    SEEN_BY.set("submitter")
+    assert await reactor.call("df", "object", "now") == "now"
+    assert await reactor.call("df", "object", "suspend") == "suspend"
+    assert [(task is not submitter, seen) for task, seen in handler.seen] == [(True, "unset")] * 2
+    assert await reactor.call("df", "partial") == ["p", "unset", True]
+
+
+async def test_a_handler_called_with_arguments_it_does_not_take_fails_with_pf500(reactor: Reactor) -> None:
+    @reactor.handler("df", "no-args")
+    async def no_args() -> Any:
+        return "never"
+
+    with pytest.raises(packetflow.HandlerError) as info:
+        await reactor.call("df", "no-args")
+    assert info.value.code == "PF500"
+    assert info.value.message.startswith("TypeError: ")
+    assert "no_args() takes 0 positional arguments" in info.value.message
+
+
+async def test_handler_exceptions_are_answered_and_never_logged_as_unretrieved(reactor: Reactor) -> None:
+    """A handler's exception, raised at once or after a suspension, becomes
+    its packet's error, and its task ends well: asyncio has nothing to
+    report when the task is collected."""
+    loop = asyncio.get_running_loop()
+    reported: List[Dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+
+    @reactor.handler("df", "raises")
+    async def raises(data: Any, ctx: Context) -> Any:
+        if data:
+            await asyncio.sleep(0)
+        raise ValueError(f"bad {data}")
+
+    try:
+        for suspend in (False, True):
+            with pytest.raises(packetflow.HandlerError) as info:
+                await reactor.call("df", "raises", suspend)
+            assert (info.value.code, info.value.message) == ("PF500", f"ValueError: bad {suspend}")
+        await asyncio.sleep(0)
+        gc.collect()
+        await asyncio.sleep(0)
+        assert reported == []
+    finally:
+        loop.set_exception_handler(None)
+
+
+async def test_a_loop_in_debug_mode_or_with_its_own_call_soon_starts_handlers_eagerly_too() -> None:
+    """The fast way to make a handler's task applies to a plain loop only;
+    a loop in debug mode, or with a `call_soon` of its own, gets the same
+    behaviour the usual way."""
+    loop = asyncio.get_running_loop()
+    submitter = asyncio.current_task()
+
+    async def own_task(data: Any, ctx: Context) -> Any:
+        task = asyncio.current_task()
+        return task is not None and task is not submitter and task.get_name() == "df:own"
+
+    scheduled: List[Any] = []
+
+    def call_soon(callback: Any, *args: Any, context: Any = None) -> Any:
+        scheduled.append(callback)
+        return type(loop).call_soon(loop, callback, *args, context=context)
+
+    for setup in ("debug", "own call_soon"):
+        if setup == "debug":
+            loop.set_debug(True)
+        else:
+            loop.call_soon = call_soon  # type: ignore[method-assign]
+        try:
+            async with Reactor(name="not-plain") as r:
+                r.register("df", "own", own_task)
+                pending = r.submit("df", "own")
+                assert pending.done()  # type: ignore[attr-defined]
+                assert (await pending).data is True
+        finally:
+            loop.set_debug(False)
+            vars(loop).pop("call_soon", None)
+    assert scheduled  # the task's step went through the loop's own call_soon
+
+
+async def test_call_soon_made_while_a_handlers_task_is_made_is_not_lost(reactor: Reactor) -> None:
+    """While the task of a handler is constructed, the loop's `call_soon`
+    is briefly the binding's (it keeps the task's first step); any other
+    call made meanwhile (here from a garbage-collector callback, run by
+    the constructor's allocations) reaches the loop unchanged."""
+    loop = asyncio.get_running_loop()
+    during: List[bool] = []
+    ran: List[int] = []
+
+    def on_gc(phase: str, info: Dict[str, Any]) -> None:
+        if phase == "start" and len(during) < 1000:
+            during.append("call_soon" in vars(loop))
+            loop.call_soon(ran.append, len(during))
+
+    @reactor.handler("df", "plain")
+    async def plain(data: Any, ctx: Context) -> Any:
+        return data
+
+    threshold = gc.get_threshold()
+    gc.callbacks.append(on_gc)
+    gc.set_threshold(1)
+    try:
+        for i in range(50):
+            assert await reactor.call("df", "plain", i) == i
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(on_gc)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert any(during), "no collection ran while a task was constructed"
+    assert sorted(ran) == list(range(1, len(during) + 1))
+    assert "call_soon" not in vars(loop)

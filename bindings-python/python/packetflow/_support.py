@@ -6,25 +6,7 @@ import inspect
 import threading
 from collections.abc import Mapping
 from contextvars import Context
-from typing import Any, Awaitable, Callable, List, Optional, Tuple
-
-
-async def run_handler(fn: Callable[[Any, Any], Awaitable[Any]], data: Any, ctx: Any, reply: Any) -> None:
-    """The task of one ``async def`` call (a handler call, an actor's turn):
-    calls ``fn(data, ctx)``, awaits it and hands its value or exception to
-    ``reply`` (a native object). The task is the call's own, made in a
-    fresh context."""
-    try:
-        value = await fn(data, ctx)
-    except Exception as exc:  # noqa: BLE001 - becomes the packet's error
-        reply.fail(exc)
-    except BaseException as exc:
-        # Cancellation, KeyboardInterrupt, SystemExit: the packet is told,
-        # then the exception goes on as asyncio expects.
-        reply.fail(exc)
-        raise
-    else:
-        reply.done(value)
+from typing import Any, Callable, List, Optional, Tuple
 
 
 def handler_thread(pool: Any) -> None:
