@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Actor messages against plain handler calls through a hub, same pair.
+
+A hub (`packetflow serve`) and one node dialed into it (`packetflow serve
+--connect`) that serves both `df:transform` (uppercase) and the built-in
+counter actor type; `packetflow bench` connects to the hub and sends, in
+each trial and in alternating order, the handler's packets and messages to
+one counter (`rm:actor.counter`, `pf.actor_id` in the metadata): so both
+kinds take the same path (client -> hub -> node -> hub -> client) and differ
+only in what the node does with them. Per trial: pipelined packets/s (one
+connection, 100 in flight) and sequential p50/p99, and the ratio actor /
+handler of the same trial.
+
+    python3 bench/actors/hub.py [--trials 7] [--n 100000] [--seq-n 2000]
+"""
+import argparse
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import benchlib  # noqa: E402
+
+KINDS = {
+    "handler": ["--group", "df", "--element", "transform", "--data", '"hello world"'],
+    "actor": ["--group", "rm", "--element", "actor.counter", "--data", '{"type": "increment"}',
+              "--metadata", '{"pf.actor_id": "bench"}'],
+}
+
+
+def until_routed(port, keys, timeout=20.0):
+    """Waits until the hub's /health lists every key in `keys` as served."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+            health = json.load(r)
+        served = json.dumps(health)
+        if all(k in served for k in keys):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the hub never routed {keys}")
+
+
+def bench(cli, url, kind, args):
+    common = [cli, "bench", "--url", url, "--json", "--warmup", "2000"]
+    seq = benchlib.run_json(common + ["--mode", "seq", "--seq-n", str(args.seq_n)] + KINDS[kind])
+    pipe = benchlib.run_json(common + ["--mode", "pipe", "--n", str(args.n)] + KINDS[kind])
+    if pipe["errors"]:
+        raise RuntimeError(f"{kind}: {pipe['errors']} packets answered with an error")
+    return {"pps": pipe["pipe_packets_per_s"], "p50": seq["seq_p50_us"], "p99": seq["seq_p99_us"]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=7)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--seq-n", type=int, default=2000)
+    args = ap.parse_args()
+    cli = str(benchlib.build_cli())
+    hub_port = benchlib.free_port()
+    hub = benchlib.start([cli, "serve", "--listen", f"127.0.0.1:{hub_port}"])
+    node = None
+    try:
+        benchlib.wait_port(hub_port, hub)
+        url = f"ws://127.0.0.1:{hub_port}/packetflow/v1"
+        node_port = benchlib.free_port()
+        node = benchlib.start([cli, "serve", "--listen", f"127.0.0.1:{node_port}", "--connect", url,
+                               "--handler", "df:transform=uppercase", "--actor", "counter=counter"])
+        until_routed(hub_port, ["df:transform", "rm:actor.counter"])
+        rows = []
+        for t in range(args.trials):
+            order = ["handler", "actor"] if t % 2 == 0 else ["actor", "handler"]
+            row = {kind: bench(cli, url, kind, args) for kind in order}
+            rows.append(row)
+            print(f"trial {t + 1}: " + "  ".join(
+                f"{k} {row[k]['pps']:,.0f} pkt/s p50 {row[k]['p50']:.1f} µs" for k in KINDS), file=sys.stderr)
+    finally:
+        for p in (node, hub):
+            if p is not None:
+                benchlib.stop(p)
+
+    def cell(kind, key, digits=0):
+        return benchlib.median_range([r[kind][key] for r in rows], digits)
+
+    def ratio(key):
+        return benchlib.median_range([r["actor"][key] / r["handler"][key] for r in rows], 3)
+
+    print(f"\n{args.trials} trials, through a hub, one connection\n")
+    print("| figure | handler `df:transform` | actor `rm:actor.counter` (one actor) | actor / handler, per trial |")
+    print("|---|---|---|---|")
+    print(f"| pipelined 1×100 packets/s | {cell('handler', 'pps')} | {cell('actor', 'pps')} | {ratio('pps')} |")
+    print(f"| sequential p50 µs | {cell('handler', 'p50', 1)} | {cell('actor', 'p50', 1)} | {ratio('p50')} |")
+    print(f"| sequential p99 µs | {cell('handler', 'p99', 1)} | {cell('actor', 'p99', 1)} | {ratio('p99')} |")
+
+
+if __name__ == "__main__":
+    main()
