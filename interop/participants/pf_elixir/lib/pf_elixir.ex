@@ -154,6 +154,10 @@ defmodule PfElixir.Counter do
   @impl true
   def initial_state, do: %{"value" => 0}
 
+  # Other types are refused by the core (PF400), as for every participant.
+  @impl true
+  def message_types, do: ["increment", "get_value"]
+
   @impl true
   def handle_message("increment", message, %{"value" => value} = state) do
     value = value + Map.get(message, "by", 1)
