@@ -20,36 +20,8 @@ use packetflow::actor::{ActorRef, Op};
 use packetflow::{json, Reactor, Reply, Value};
 use tokio::sync::{mpsc, oneshot};
 
-struct Args {
-    n: usize,
-    reps: usize,
-}
-
-fn args() -> Args {
-    let a: Vec<String> = std::env::args().collect();
-    let get = |flag: &str, default: usize| {
-        a.iter()
-            .position(|x| x == flag)
-            .and_then(|i| a.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    Args { n: get("--n", 1_000_000), reps: get("--reps", 5) }
-}
-
-/// Runs `f(n)` `reps` times after a warm-up; ns per item (median, min, max).
-fn measure(n: usize, reps: usize, mut f: impl FnMut(usize)) -> (f64, f64, f64) {
-    f(n / 10);
-    let mut v: Vec<f64> = (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            f(n);
-            t.elapsed().as_nanos() as f64 / n as f64
-        })
-        .collect();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (v[v.len() / 2], v[0], v[v.len() - 1])
-}
+mod common;
+use common::{args, measure, Args};
 
 fn report(name: &str, (median, min, max): (f64, f64, f64)) -> f64 {
     println!("{name:<64} {median:>8.1} ns/message ({min:.1}-{max:.1})  {:>11.0} messages/s", 1e9 / median);
@@ -234,7 +206,7 @@ fn bench_memory_tasks(a: &Args) {
 }
 
 fn main() {
-    let a = args();
+    let a = args(1_000_000);
     println!("packetflow actor benchmarks: n={} reps={}\n", a.n, a.reps);
     let only: Option<String> = std::env::args().skip_while(|x| x != "--only").nth(1);
     let variant: Option<String> = std::env::args().skip_while(|x| x != "--variant").nth(1);

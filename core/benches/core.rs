@@ -21,7 +21,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::Pin;
-use std::time::Instant;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use packetflow::wire::Decoded;
@@ -29,6 +28,9 @@ use packetflow::{
     json, Codec, Field, Group, Message, Packet, PacketId, PacketParts, Priority, Reactor, Value,
 };
 use serde::{Deserialize, Serialize};
+
+mod common;
+use common::{args, measure, Args};
 
 const KEYS: [(&str, &str); 24] = [
     ("cf", "seq"),
@@ -56,37 +58,6 @@ const KEYS: [(&str, &str); 24] = [
     ("rm", "lock"),
     ("rm", "cache"),
 ];
-
-struct Args {
-    n: usize,
-    reps: usize,
-}
-
-fn args() -> Args {
-    let a: Vec<String> = std::env::args().collect();
-    let get = |flag: &str, default: usize| {
-        a.iter()
-            .position(|x| x == flag)
-            .and_then(|i| a.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    Args { n: get("--n", 2_000_000), reps: get("--reps", 5) }
-}
-
-/// Runs `f(n)` `reps` times after a warm-up; returns ns/packet (median, min, max).
-fn measure(n: usize, reps: usize, mut f: impl FnMut(usize)) -> (f64, f64, f64) {
-    f(n / 10);
-    let mut v: Vec<f64> = (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            f(n);
-            t.elapsed().as_nanos() as f64 / n as f64
-        })
-        .collect();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (v[v.len() / 2], v[0], v[v.len() - 1])
-}
 
 fn report(name: &str, (median, min, max): (f64, f64, f64)) -> f64 {
     println!("{name:<58} {median:>9.1} ns/packet ({min:.1}-{max:.1})  {:>12.0} packets/s", 1e9 / median);
@@ -408,7 +379,7 @@ fn bench_build(a: &Args) {
 }
 
 fn main() {
-    let a = args();
+    let a = args(2_000_000);
     println!("packetflow core benchmarks: n={} reps={}\n", a.n, a.reps);
     let only: Option<String> = std::env::args().skip_while(|x| x != "--only").nth(1);
     let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
