@@ -267,6 +267,17 @@ impl CellState {
         busy.queue.push(Queued { seq, message, joiners: Vec::new() });
     }
 
+    /// Queues `message` and returns where its answer will come: a new
+    /// channel, unless the message brought its own reply (a tell's, whose
+    /// sender waits on it), in which case the receiver returned is never
+    /// answered.
+    pub(crate) fn enqueue_waiting(&mut self, mut message: Message) -> oneshot::Receiver<Answer> {
+        let (reply, answer) = oneshot::channel();
+        let reply = message.reply.take().unwrap_or(reply);
+        self.enqueue(Message { reply: Some(reply), ..message });
+        answer
+    }
+
     /// The next message to run, with the repeats that wait for it; marks
     /// it running.
     pub(crate) fn next(&mut self) -> Option<Message> {

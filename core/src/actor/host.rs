@@ -342,9 +342,7 @@ impl TypeHost {
                         return Offer::Answered(Err(e));
                     }
                     None => {
-                        let (reply, answer) = oneshot::channel();
-                        let keep = message.reply.take();
-                        st.enqueue(Message { reply: Some(keep.unwrap_or(reply)), ..message });
+                        let answer = st.enqueue_waiting(message);
                         drop(st);
                         self.spawn_drain(actor.clone(), cell, true);
                         return Offer::Wait(answer);
@@ -353,9 +351,7 @@ impl TypeHost {
                 if !st.queue_is_empty() {
                     // Others queued while it loaded: they go first, then this one.
                     st.held = true;
-                    let (reply, answer) = oneshot::channel();
-                    let keep = message.reply.take();
-                    st.enqueue(Message { reply: Some(keep.unwrap_or(reply)), ..message });
+                    let answer = st.enqueue_waiting(message);
                     drop(st);
                     self.spawn_drain(actor.clone(), cell, false);
                     return Offer::Wait(answer);
@@ -372,9 +368,7 @@ impl TypeHost {
                     drop(st);
                     return Offer::Nested(cell, message);
                 }
-                let (reply, answer) = oneshot::channel();
-                let keep = message.reply.take();
-                st.enqueue(Message { reply: Some(keep.unwrap_or(reply)), ..message });
+                let answer = st.enqueue_waiting(message);
                 return Offer::Wait(answer);
             }
             st.held = true;
@@ -383,9 +377,7 @@ impl TypeHost {
                 drop(st);
                 return Offer::Inline(cell, message);
             }
-            let (reply, answer) = oneshot::channel();
-            let keep = message.reply.take();
-            st.enqueue(Message { reply: Some(keep.unwrap_or(reply)), ..message });
+            let answer = st.enqueue_waiting(message);
             drop(st);
             self.spawn_drain(actor.clone(), cell, false);
             return Offer::Wait(answer);
