@@ -115,6 +115,15 @@ fn bad_arguments_are_named() {
     );
     let bad_timeout = run(&["submit", "--timeout-ms", "-5", "df", "transform", "1"]);
     assert!(stderr(&bad_timeout).contains("timeout_ms must be a positive integer <= 86400000, got -5"));
+    // bench judges its packet by the core's rules before it connects.
+    let not_json = run(&["bench", "--url", "ws://127.0.0.1:1/packetflow/v1", "--metadata", "{nope"]);
+    assert!(stderr(&not_json).contains("--metadata is not JSON"), "{}", stderr(&not_json));
+    let not_object = run(&["bench", "--url", "ws://127.0.0.1:1/packetflow/v1", "--metadata", "[1]"]);
+    assert!(
+        stderr(&not_object).contains("metadata must be an object, got an array"),
+        "{}",
+        stderr(&not_object)
+    );
 }
 
 #[test]
@@ -153,6 +162,37 @@ fn health_and_bench_against_a_hub() {
     ]);
     assert_eq!(wrong.status.code(), Some(1));
     assert!(stderr(&wrong).contains("100 answers were errors"));
+}
+
+#[test]
+fn bench_messages_an_actor_with_metadata() {
+    let hub = Hub::start(&["--actor", "counter=counter"]);
+    let bench = run(&[
+        "bench",
+        "--url",
+        &hub.url,
+        "--mode",
+        "pipe",
+        "--n",
+        "500",
+        "--warmup",
+        "0",
+        "--group",
+        "rm",
+        "--element",
+        "actor.counter",
+        "--data",
+        r#"{"type": "increment"}"#,
+        "--metadata",
+        r#"{"pf.actor_id": "bench"}"#,
+        "--json",
+    ]);
+    assert!(bench.status.success(), "{}", stderr(&bench));
+    let summary: serde_json::Value = serde_json::from_str(stdout(&bench).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["errors"], 0, "every message reached the actor");
+    // Each of the 500 messages was one turn of the same actor.
+    let value = run(&["actor", "send", &hub.url, "counter", "bench", r#"{"type": "get_value"}"#]);
+    assert!(stdout(&value).contains(r#""value":500"#), "{}", stdout(&value));
 }
 
 #[test]
