@@ -517,11 +517,26 @@ impl TypeHost {
 
     fn spawn_drain(self: &Arc<Self>, actor: ActorRef, cell: Arc<Cell>, loading: bool) {
         let host = self.clone();
-        let drain = async move { host.drain(actor, cell, loading).await };
+        self.spawn(async move { host.drain(actor, cell, loading).await });
+    }
+
+    /// Runs `task` where this type's turns are driven: the binding's
+    /// spawner ([`ActorType::with_spawner`]), or the Tokio runtime.
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         match &self.spec.spawner {
-            Some(spawn) => spawn(Box::pin(drain)),
-            None => drop(tokio::spawn(drain)),
+            Some(spawn) => spawn(Box::pin(task)),
+            None => drop(tokio::spawn(task)),
         }
+    }
+
+    /// Starts [`passivate_all_idle`](Self::passivate_all_idle) where this
+    /// type's turns are driven, for a caller that cannot wait (a node whose
+    /// view of this type's hosts changed).
+    pub(crate) fn hand_over(self: &Arc<Self>) {
+        let host = self.clone();
+        self.spawn(async move {
+            host.passivate_all_idle().await;
+        });
     }
 
     /// The holder's loop: loads the actor if asked, then runs queued

@@ -408,7 +408,7 @@ impl NodeInner {
                 .collect()
         };
         for host in changed {
-            tokio::spawn(async move { host.passivate_all_idle().await });
+            host.hand_over();
         }
     }
 
