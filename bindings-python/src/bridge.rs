@@ -2,7 +2,7 @@
 //!
 //! Each loop that uses PacketFlow gets one [`Bridge`]: an inbox of work that
 //! must happen on that loop's thread, with the GIL (core futures to poll,
-//! jobs such as starting a handler's task, tasks to cancel), and a way to
+//! jobs such as starting a handler's call or cancelling it), and a way to
 //! wake the loop. Other threads wake it by writing a byte to a socket the
 //! loop watches (`add_reader`), so waking needs no GIL; the loop's own
 //! thread schedules a drain with `call_soon`. One wake covers everything
@@ -51,8 +51,6 @@ pub(crate) enum Item {
     Poll(Arc<dyn Pollable>),
     /// A job to run there.
     Job(Box<dyn LoopJob>),
-    /// An asyncio task to cancel (its work is no longer wanted).
-    Cancel(Py<PyAny>),
 }
 
 enum Wakeup {
@@ -266,6 +264,7 @@ impl Bridge {
     /// waits in the inbox is answered (jobs) or dropped (polls, cancels).
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.tasks.clear_parked();
         let items = std::mem::take(&mut *self.inbox.lock());
         for item in items {
             if let Item::Job(job) = item {
@@ -379,9 +378,6 @@ impl Bridge {
             match item {
                 Item::Poll(task) => task.poll_on_loop(py),
                 Item::Job(job) => job.run(py, self),
-                Item::Cancel(task) => {
-                    let _ = task.bind(py).call_method0("cancel");
-                }
             }
         }
         *self.spare.lock() = items;

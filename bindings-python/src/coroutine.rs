@@ -89,3 +89,55 @@ fn from_call<'py>(py: Python<'py>, result: PyResult<Bound<'py, PyAny>>) -> Resum
         Err(err) => Resumed::Raised(err),
     }
 }
+
+type ContextFn = unsafe extern "C" fn(*mut ffi::PyObject) -> c_int;
+
+/// CPython's `PyContext_Enter` and `PyContext_Exit` (outside the stable
+/// ABI, so looked up as `PyIter_Send` is).
+fn context_functions() -> Option<(ContextFn, ContextFn)> {
+    static FUNCTIONS: OnceLock<Option<(ContextFn, ContextFn)>> = OnceLock::new();
+    *FUNCTIONS.get_or_init(|| {
+        // SAFETY: `dlsym` is given NUL-terminated names. The symbols, when
+        // the interpreter has them, are CPython's `PyContext_Enter` and
+        // `PyContext_Exit`, whose C signature is `ContextFn`'s.
+        unsafe {
+            let enter = libc::dlsym(libc::RTLD_DEFAULT, c"PyContext_Enter".as_ptr());
+            let exit = libc::dlsym(libc::RTLD_DEFAULT, c"PyContext_Exit".as_ptr());
+            (!enter.is_null() && !exit.is_null()).then(|| {
+                (
+                    std::mem::transmute::<*mut libc::c_void, ContextFn>(enter),
+                    std::mem::transmute::<*mut libc::c_void, ContextFn>(exit),
+                )
+            })
+        }
+    })
+}
+
+/// Whether [`in_context`] can run code here.
+pub(crate) fn can_enter_contexts() -> bool {
+    context_functions().is_some()
+}
+
+/// Runs `f` with `context` (a `contextvars.Context`) the current context,
+/// as `context.run(f)` would, without making `f` a Python callable. `Err`:
+/// the context could not be entered (it is entered already, or this
+/// interpreter cannot: see [`can_enter_contexts`]); `f` did not run.
+pub(crate) fn in_context<R>(context: &Bound<'_, PyAny>, f: impl FnOnce() -> R) -> PyResult<R> {
+    let py = context.py();
+    let Some((enter, exit)) = context_functions() else {
+        return Err(pyo3::exceptions::PyRuntimeError::new_err("contexts cannot be entered here"));
+    };
+    // SAFETY: the GIL is held and `context` is alive (a `Bound`); CPython
+    // checks that it is a Context and not entered already.
+    if unsafe { enter(context.as_ptr()) } != 0 {
+        return Err(PyErr::fetch(py));
+    }
+    let ran = f();
+    // SAFETY: as above; `context` is the one entered on this thread just
+    // now, and whatever `f` entered since has been exited (a Context can
+    // only be exited by whoever entered it, in order).
+    if unsafe { exit(context.as_ptr()) } != 0 {
+        return Err(PyErr::fetch(py));
+    }
+    Ok(ran)
+}

@@ -1,6 +1,7 @@
 //! Tasks of one asyncio loop started eagerly: made, then their first step
 //! run at once, as Python 3.12's eager tasks do, on any Python this module
-//! supports.
+//! supports. And tasks parked by the layer above for another job (what they
+//! run is not known here), with a way to run code as one of them.
 //!
 //! A handler's (or an actor method's) call runs in an asyncio task of its
 //! own. Left to the loop, the task's first step would wait for the loop's
@@ -133,7 +134,23 @@ pub(crate) struct EagerTasks {
     /// that the task `create_task` would make is an `asyncio.Task`, and
     /// catching `call_soon` skips nothing but a `Handle`).
     plain: Option<Py<StepCatcher>>,
+    /// Tasks kept by the layer above for another job (see
+    /// [`EagerTasks::park`]): each with the object it runs.
+    parked: Mutex<Vec<Parked>>,
+    /// The loop object's instance dict (where `BaseEventLoop` keeps its
+    /// task factory and debug flag), if it has one.
+    loop_dict: Option<Py<PyDict>>,
+    /// Whether the loop's current task may be set by writing
+    /// `asyncio.tasks._current_tasks` (what `_enter_task` does up to
+    /// Python 3.11; later versions may keep it elsewhere).
+    current_tasks_writable: bool,
 }
+
+/// A parked task and the coroutine it runs.
+pub(crate) type Parked = (Py<PyAny>, Py<PyAny>);
+
+/// How many tasks one loop keeps parked at most.
+const PARKED_MAX: usize = 64;
 
 impl EagerTasks {
     /// What starting tasks of `lp` needs, looked up once.
@@ -159,6 +176,13 @@ impl EagerTasks {
             call_soon: call_soon.unbind(),
             ready,
             plain,
+            parked: Mutex::new(Vec::new()),
+            loop_dict: lp
+                .getattr(pyo3::intern!(py, "__dict__"))
+                .ok()
+                .and_then(|d| d.cast_into_exact::<PyDict>().ok())
+                .map(Bound::unbind),
+            current_tasks_writable: asyncio.current_tasks.is_some() && py.version_info() < (3, 12),
         })
     }
 
@@ -189,34 +213,16 @@ impl EagerTasks {
         // `BaseEventLoop.create_task` makes an `asyncio.Task` unless the
         // loop has a task factory; both it and the debug flag are
         // attributes of the loop object.
-        let dict =
-            lp.getattr(pyo3::intern!(py, "__dict__")).ok().and_then(|d| d.cast_into_exact::<PyDict>().ok());
-        let plain = match (&self.plain, dict) {
-            (Some(catcher), Some(dict))
-                if instance_attribute(&dict, pyo3::intern!(py, "_task_factory"))
-                    .is_some_and(|f| f.is_none()) =>
-            {
-                Some((dict, catcher.bind(py)))
-            }
-            _ => None,
-        };
+        let plain = self.plain_loop(py).zip(self.plain.as_ref());
         let Some((dict, catcher)) = plain else {
             let task = self.create_task.bind(py).call((coro,), Some(&kwargs))?;
             return Ok(NewTask { task, caught: None });
         };
+        let catcher = catcher.bind(py);
         // What `create_task` does here, without its Python frame.
         kwargs.set_item(pyo3::intern!(py, "loop"), lp)?;
         let task_type = asyncio.task_type.bind(py);
         let key = pyo3::intern!(py, "call_soon");
-        let debug = instance_attribute(&dict, pyo3::intern!(py, "_debug")).map(|debug| debug.is_truthy());
-        // Not in debug mode (its `call_soon` checks the thread and the
-        // callback, and records where it was called from), and one catcher
-        // at a time (a task made by code that runs inside this one's
-        // constructor is made the usual way).
-        if !matches!(debug, Some(Ok(false))) || dict.contains(key)? {
-            let task = task_type.call((coro,), Some(&kwargs))?;
-            return Ok(NewTask { task, caught: None });
-        }
         catcher.get().wait_for(context);
         dict.set_item(key, catcher)?;
         let made = task_type.call((coro,), Some(&kwargs));
@@ -230,6 +236,110 @@ impl EagerTasks {
         let task = made?;
         restored?;
         Ok(NewTask { task, caught })
+    }
+
+    /// The loop's instance dict, if the loop is plain right now: its
+    /// `create_task` and `call_soon` are `BaseEventLoop`'s own (checked
+    /// once), it has no task factory, and it is not in debug mode (whose
+    /// `call_soon` checks the thread and the callback, and records where it
+    /// was called from), and no `call_soon` of its own in the instance
+    /// dict (a loop's user watching what is scheduled, or the catcher of a
+    /// task being made: a task made by code that runs inside another's
+    /// constructor is made the usual way). Only then is a task made here as
+    /// `create_task` would make it, and only then are tasks parked.
+    fn plain_loop<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyDict>> {
+        self.plain.as_ref()?;
+        let dict = self.loop_dict.as_ref()?.bind(py).clone();
+        let no_factory =
+            instance_attribute(&dict, pyo3::intern!(py, "_task_factory")).is_some_and(|f| f.is_none());
+        let debug = instance_attribute(&dict, pyo3::intern!(py, "_debug")).map(|debug| debug.is_truthy());
+        let own_call_soon = dict.contains(pyo3::intern!(py, "call_soon")).unwrap_or(true);
+        (no_factory && !own_call_soon && matches!(debug, Some(Ok(false)))).then_some(dict)
+    }
+
+    /// Keeps `task`, which runs `coro` and waits for another job, until
+    /// [`EagerTasks::unpark`] hands it out; `false` (not kept) when the loop
+    /// is not plain (a task factory or debug mode would see no new task for
+    /// the next job) or enough tasks are parked already.
+    pub(crate) fn park(&self, py: Python<'_>, task: Py<PyAny>, coro: Py<PyAny>) -> bool {
+        self.plain_loop(py).is_some() && self.park_again(task, coro)
+    }
+
+    /// [`EagerTasks::park`] for a task just handed out by
+    /// [`EagerTasks::unpark`] in the same call from Python (the loop is
+    /// still plain).
+    pub(crate) fn park_again(&self, task: Py<PyAny>, coro: Py<PyAny>) -> bool {
+        let mut parked = self.parked.lock();
+        if parked.len() >= PARKED_MAX {
+            return false;
+        }
+        parked.push((task, coro));
+        true
+    }
+
+    /// The task parked last, if any (and if the loop is still plain).
+    pub(crate) fn unpark(&self, py: Python<'_>) -> Option<Parked> {
+        if self.parked.lock().is_empty() {
+            return None;
+        }
+        self.plain_loop(py)?;
+        self.parked.lock().pop()
+    }
+
+    /// Lets go of the parked tasks (the loop closed).
+    pub(crate) fn clear_parked(&self) {
+        let parked = std::mem::take(&mut *self.parked.lock());
+        // Dropped with the lock released: dropping may run Python code.
+        drop(parked);
+    }
+
+    /// Runs `f` with `task` the loop's current task (what
+    /// `asyncio.current_task()` answers), the task that is current (if any)
+    /// stepped aside meanwhile, as a step of `task` would run.
+    pub(crate) fn run_as<R>(
+        &self,
+        py: Python<'_>,
+        task: &Bound<'_, PyAny>,
+        f: impl FnOnce() -> R,
+    ) -> PyResult<R> {
+        let asyncio = asyncio(py)?;
+        let lp = self.event_loop.bind(py);
+        let current = self.current_task(py)?;
+        if let (true, Some(current_tasks)) = (self.current_tasks_writable, &asyncio.current_tasks) {
+            // What `_leave_task` and `_enter_task` do, without their calls.
+            let current_tasks = current_tasks.bind(py);
+            current_tasks.set_item(lp, task)?;
+            let ran = f();
+            match &current {
+                Some(current) => current_tasks.set_item(lp, current)?,
+                None => current_tasks.del_item(lp)?,
+            }
+            return Ok(ran);
+        }
+        if let Some(current) = &current {
+            asyncio.leave_task.bind(py).call1((lp, current))?;
+        }
+        let entered = asyncio.enter_task.bind(py).call1((lp, task));
+        let ran = entered.map(|_| {
+            let ran = f();
+            asyncio.leave_task.bind(py).call1((lp, task)).map(|_| ran)
+        });
+        if let Some(current) = &current {
+            asyncio.enter_task.bind(py).call1((lp, current))?;
+        }
+        ran?
+    }
+
+    /// The loop's current task, if any.
+    pub(crate) fn current_task<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let asyncio = asyncio(py)?;
+        let lp = self.event_loop.bind(py);
+        match &asyncio.current_tasks {
+            Some(current_tasks) => current_tasks.bind(py).get_item(lp),
+            None => {
+                asyncio.current_task.bind(py).call1((lp,)).map(|task| Some(task).filter(|t| !t.is_none()))
+            }
+        }
     }
 
     /// Runs the first step of `new` now if it can; else leaves it to the
@@ -267,13 +377,7 @@ impl EagerTasks {
     fn run_step(&self, py: Python<'_>, (callback, context): Step<'_>) -> PyResult<()> {
         let asyncio = asyncio(py)?;
         let lp = self.event_loop.bind(py);
-        let current = match &asyncio.current_tasks {
-            Some(current_tasks) => current_tasks.bind(py).get_item(lp),
-            None => {
-                asyncio.current_task.bind(py).call1((lp,)).map(|task| Some(task).filter(|t| !t.is_none()))
-            }
-        };
-        let current = match current {
+        let current = match self.current_task(py) {
             Ok(current) => current,
             Err(err) => return self.schedule(py, callback, context).and(Err(err)),
         };

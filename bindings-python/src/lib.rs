@@ -16,8 +16,10 @@
 //!      |
 //!   handler     Python functions as core handlers        actor   Python behaviours as
 //!      |                                                   |     actor types, ActorContext
-//!   invoke      a Python call for the core: a task per async call, a pool
-//!      |        job per sync call (what is called: handler's / actor's)
+//!   invoke      a Python call for the core: a task for an async call, a
+//!      |        pool job per sync call (what is called: handler's / actor's)
+//!   call_task   the asyncio tasks that serve async calls, one after another
+//!      |
 //!   context     packetflow.Context: a handler's view of its packet, ctx.call
 //!      |
 //!   awaitable   core futures awaited from Python (asyncio futures)
@@ -28,8 +30,8 @@
 //!      |
 //!   bridge      one asyncio loop's inbox, wake-up and drain (generic work)
 //!      |
-//!   eager       one loop's tasks made and their first step run at once
-//!      |
+//!   eager       one loop's tasks made and their first step run at once,
+//!      |        and tasks parked for another job
 //!   runtime     the Tokio runtime, fork and exit guards
 //!
 //!   values, used by any layer:  convert (Python <-> JSON values), errors
@@ -39,7 +41,9 @@
 //!   from Rust)
 //! ```
 //!
-//! `eager` knows asyncio tasks but not what they run. `bridge` knows loops
+//! `eager` knows asyncio tasks but not what they run; `call_task` knows
+//! what a call is (a function, two arguments, whoever waits) but not
+//! handlers or actors. `bridge` knows loops
 //! and threads but not packets: what it polls and runs
 //! comes from above through `bridge::Pollable` and `bridge::LoopJob`;
 //! `pool` knows threads but not handlers (`pool::PoolJob`); `invoke` makes
@@ -51,6 +55,7 @@ mod actors;
 mod awaitable;
 mod blocking;
 mod bridge;
+mod call_task;
 mod context;
 mod convert;
 mod coroutine;

@@ -363,3 +363,106 @@ async def test_call_soon_made_while_a_handlers_task_is_made_is_not_lost(reactor:
     assert any(during), "no collection ran while a task was constructed"
     assert sorted(ran) == list(range(1, len(during) + 1))
     assert "call_soon" not in vars(loop)
+
+
+async def test_calls_in_flight_together_never_share_a_task(reactor: Reactor) -> None:
+    """Tasks serve calls one after another: two calls suspended at the same
+    time are in two tasks, and each keeps its own across its awaits."""
+    release = asyncio.Event()
+    seen: Dict[int, List[Any]] = {}
+
+    @reactor.handler("df", "overlap")
+    async def overlap(data: int, ctx: Context) -> Any:
+        seen[data] = [asyncio.current_task()]
+        await release.wait()
+        seen[data].append(asyncio.current_task())
+        return data
+
+    pending = [asyncio.ensure_future(reactor.call("df", "overlap", i)) for i in range(3)]
+    while len(seen) < 3:
+        await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.wait_for(asyncio.gather(*pending), 5) == [0, 1, 2]
+    tasks = [seen[i][0] for i in range(3)]
+    assert len({id(t) for t in tasks}) == 3
+    assert all(seen[i][0] is seen[i][1] for i in range(3))
+
+
+async def test_what_a_call_sets_in_its_context_never_reaches_the_next_call(reactor: Reactor) -> None:
+    @reactor.handler("df", "leaves-a-var")
+    async def leaves_a_var(data: Any, ctx: Context) -> Any:
+        before = SEEN_BY.get()
+        if data == "set":
+            SEEN_BY.set("left behind")
+        elif data == "set-and-reset":
+            SEEN_BY.reset(SEEN_BY.set("reset"))
+        return before
+
+    for data in ("set", "read", "set-and-reset", "read", "set", "read"):
+        assert await reactor.call("df", "leaves-a-var", data) == "unset"
+
+
+async def test_a_call_that_cancels_its_own_task_without_suspending_leaves_later_calls_unharmed(
+    reactor: Reactor,
+) -> None:
+    @reactor.handler("df", "cancel-and-return")
+    async def cancel_and_return(data: Any, ctx: Context) -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        if data == "cancel":
+            task.cancel()
+        return data
+
+    assert await reactor.call("df", "cancel-and-return", "first") == "first"
+    assert await reactor.call("df", "cancel-and-return", "cancel") == "cancel"
+    # The cancelled task does not serve again: these run and answer.
+    for i in range(3):
+        assert await reactor.call("df", "cancel-and-return", i) == i
+
+    @reactor.handler("df", "suspends")
+    async def suspends(data: Any, ctx: Context) -> Any:
+        await asyncio.sleep(0)
+        return data
+
+    assert await asyncio.wait_for(reactor.call("df", "suspends", "after"), 5) == "after"
+
+
+async def test_tasks_cancelled_between_calls_are_replaced(reactor: Reactor) -> None:
+    """A task waiting for its next call can be cancelled like any other (here
+    by code that cancels every other task); the next call gets a live one."""
+
+    @reactor.handler("df", "after-cancel")
+    async def after_cancel(data: Any, ctx: Context) -> Any:
+        await asyncio.sleep(0)
+        return [data, asyncio.current_task() is not None]
+
+    assert await reactor.call("df", "after-cancel", 1) == [1, True]
+    me = asyncio.current_task()
+    others = [t for t in asyncio.all_tasks() if t is not me]
+    for t in others:
+        t.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
+    assert all(t.done() for t in others)
+    assert await asyncio.wait_for(reactor.call("df", "after-cancel", 2), 5) == [2, True]
+
+
+def test_a_loop_run_to_its_end_finishes_every_task_quietly() -> None:
+    """`asyncio.run` cancels the tasks left waiting for a next call, and
+    nothing is reported: no pending task destroyed, no unretrieved error."""
+    reported: List[Dict[str, Any]] = []
+
+    async def main() -> List[Any]:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: reported.append(context))
+        async with Reactor(name="run-to-end") as r:
+
+            @r.handler("df", "some")
+            async def some(data: Any, ctx: Context) -> Any:
+                if data % 2:
+                    await asyncio.sleep(0)
+                return data
+
+            return list(await asyncio.gather(*(r.call("df", "some", i) for i in range(20))))
+
+    assert asyncio.run(main()) == list(range(20))
+    gc.collect()
+    assert reported == []
