@@ -921,13 +921,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     return;
                 }
                 let deadline = now + Duration::from_millis(packet.timeout_ms());
-                let (packet, elsewhere) = match self.node.reactor.try_submit(packet, now, deadline) {
+                let (packet, elsewhere, route) = match self.node.reactor.try_submit(packet, now, deadline) {
                     Immediate::Done(result) => {
                         self.answer(seq, &key, ServedBy::ThisNode, result);
                         return;
                     }
-                    Immediate::Elsewhere(packet) => (packet, true),
-                    Immediate::Later(packet) => (packet, false),
+                    Immediate::Elsewhere(packet) => (packet, true, None),
+                    Immediate::Routed(packet, route) => (packet, false, Some(route)),
+                    Immediate::Later(packet) => (packet, false, None),
                 };
                 // Held until answered (running here or forwarded):
                 // counted against the node's queued bytes.
@@ -964,7 +965,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 let served_by = if elsewhere { ServedBy::DefaultRoute } else { ServedBy::ThisNode };
                 self.running.get_or_insert_with(|| Box::new(FuturesUnordered::new())).push(Box::pin(
                     async move {
-                        let result = reactor.submit_waiting(*packet, now, deadline, Some(origin)).await;
+                        let result = match route {
+                            Some(route) => reactor.run_routed(*packet, &route, now, deadline).await,
+                            None => reactor.submit_waiting(*packet, now, deadline, Some(origin)).await,
+                        };
                         (seq, size, key, served_by, result)
                     },
                 ));

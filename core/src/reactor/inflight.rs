@@ -10,7 +10,9 @@
 //! share an outcome. Forgetting is done in bulk (a sequential sweep once the
 //! table holds twice `memory`), not by looking up the oldest entry at each
 //! finish: that entry is long out of the CPU's caches, and that lookup was
-//! the costliest step of a packet here.
+//! the costliest step of a packet here. The sweep moves the remembered
+//! half into a second table kept for the purpose (the two swap roles), so
+//! that no erased slots are left for a later insert to clean up.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -42,6 +44,9 @@ struct Table {
     live: HashTable<Entry>,
     running: usize,
     finished: HashTable<Finished>,
+    /// An empty table with the capacity of `finished`, swapped in at the
+    /// next sweep.
+    spare: HashTable<Finished>,
     /// How many ids were added to `finished` so far (the last one's `at`).
     finishes: u64,
 }
@@ -89,6 +94,7 @@ impl Inflight {
                 live: HashTable::new(),
                 running: 0,
                 finished: HashTable::new(),
+                spare: HashTable::new(),
                 finishes: 0,
             }),
             asks: AtomicUsize::new(0),
@@ -193,7 +199,7 @@ impl Inflight {
         t.running -= usize::from(counted);
         if self.memory > 0 {
             let memory = self.memory as u64;
-            let Table { finished, finishes, .. } = &mut *t;
+            let Table { finished, spare, finishes, .. } = &mut *t;
             let remembered_since = finishes.saturating_sub(memory);
             match finished.find_mut(hash, |f| f.hash == hash) {
                 // Finished again while remembered: the new outcome, kept as
@@ -209,7 +215,15 @@ impl Inflight {
                     let at = *finishes;
                     finished.insert_unique(hash, Finished { hash, outcome, at }, |f| f.hash);
                     if finished.len() >= 2 * self.memory {
-                        finished.retain(|f| f.at + memory > at);
+                        // The remembered half is moved into the spare table
+                        // rather than the rest erased in place: erased slots
+                        // stay as tombstones until an insert pays for an
+                        // in-place rehash of the whole table.
+                        spare.reserve(self.memory, |f| f.hash);
+                        for f in finished.drain().filter(|f| f.at + memory > at) {
+                            spare.insert_unique(f.hash, f, |f| f.hash);
+                        }
+                        std::mem::swap(finished, spare);
                     }
                 }
             }

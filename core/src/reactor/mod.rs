@@ -102,8 +102,12 @@ pub(crate) enum Immediate<P> {
     /// Valid, without dependencies, with no local handler: it goes to a
     /// peer or is answered PF001.
     Elsewhere(P),
-    /// Needs the awaiting path ([`Reactor::submit_waiting`]): a local async
-    /// handler, dependencies, an invalid packet, a stopped reactor.
+    /// Valid, without dependencies, for a local async handler: its route,
+    /// for [`Reactor::run_routed`] (no second check or lookup).
+    Routed(P, Arc<Route>),
+    /// Needs the awaiting path ([`Reactor::submit_waiting`]): dependencies,
+    /// an invalid packet, a stopped reactor, an actor that may live on a
+    /// peer, a repeated id.
     Later(P),
 }
 
@@ -159,7 +163,7 @@ enum Target {
 }
 
 /// A registered handler or actor type with its counters.
-struct Route {
+pub(crate) struct Route {
     target: Target,
     stats: Arc<Stats>,
 }
@@ -495,9 +499,12 @@ impl Reactor {
         deadline: Instant,
         origin: Option<Origin>,
     ) -> PacketResult {
-        match self.submit_now(packet, start, deadline) {
-            Ok(result) => result,
-            Err(packet) => self.submit_waiting(packet, start, deadline, origin).await,
+        match self.try_submit(packet, start, deadline) {
+            Immediate::Done(result) => result,
+            Immediate::Routed(packet, route) => self.run_routed(packet, &route, start, deadline).await,
+            Immediate::Elsewhere(packet) | Immediate::Later(packet) => {
+                self.submit_waiting(packet, start, deadline, origin).await
+            }
         }
     }
 
@@ -516,7 +523,9 @@ impl Reactor {
     ) -> Result<PacketResult, Packet> {
         match self.try_submit(packet, start, deadline) {
             Immediate::Done(result) => Ok(result),
-            Immediate::Elsewhere(packet) | Immediate::Later(packet) => Err(packet),
+            Immediate::Elsewhere(packet) | Immediate::Later(packet) | Immediate::Routed(packet, _) => {
+                Err(packet)
+            }
         }
     }
 
@@ -540,7 +549,7 @@ impl Reactor {
         let f = match &route.target {
             Target::Handler(Handler::Sync(f)) => f,
             Target::Actors(host) => return self.try_actor_now(host, owned, start, deadline, &route.stats),
-            Target::Handler(Handler::Async(_)) => return Immediate::Later(owned),
+            Target::Handler(Handler::Async(_)) => return Immediate::Routed(owned, route.clone()),
         };
         let Some(mut guard) = self.inner.inflight.begin(&packet.id) else {
             return Immediate::Later(owned); // the slow path answers PF409
@@ -653,6 +662,20 @@ impl Reactor {
         if matches!(route.target, Target::Actors(_)) && !self.actor_lives_here(&mut packet, origin) {
             return self.forward_or_reject(packet, start, deadline, origin).await;
         }
+        self.run_routed(packet, &route, start, deadline).await
+    }
+
+    /// Runs a valid packet on its local `route`, from its in-flight mark
+    /// on: the rest of [`submit_waiting`](Self::submit_waiting), and where
+    /// [`try_submit`](Self::try_submit) sends a packet for an async handler
+    /// (checked there once).
+    pub(crate) async fn run_routed(
+        &self,
+        packet: Packet,
+        route: &Route,
+        start: Instant,
+        deadline: Instant,
+    ) -> PacketResult {
         let Some(mut guard) = self.inner.inflight.begin(&packet.id) else {
             if let Target::Actors(host) = &route.target {
                 // A repeat of an actor message in flight gets the first one's answer.
@@ -664,10 +687,10 @@ impl Reactor {
                 return PacketResult { packet_id: id, outcome, duration_ms: since_ms(start) };
             }
             let message = format!("a packet with id {} is already in flight", packet.id);
-            return fail(packet.id, ErrorCode::DuplicateId, message);
+            return PacketResult::error(packet.id, ErrorCode::DuplicateId, message, since_ms(start));
         };
         let id = packet.id.clone();
-        let outcome = self.run_local(packet, &route, deadline).await;
+        let outcome = self.run_local(packet, route, deadline).await;
         self.finish(&route.stats, &mut guard, id, outcome, start)
     }
 
