@@ -6,8 +6,10 @@
 //! invocation does for a handler (see the bridge), with the message and a
 //! copy of the state, and comes back with the reply and the state after the
 //! turn. Everything else (ids, types, options, which messages a type takes,
-//! commits, repeats, passivation, the store) is the core's: messages are
-//! packets built by [`ActorRef::packet_from`] and submitted like any other.
+//! commits, repeats, passivation, the store) is the core's: a message is
+//! asked with [`Actors::ask_with`](packetflow::actor::Actors::ask_with)
+//! (which decides whether it travels as a packet) or told as a packet
+//! built by [`ActorRef::packet_from`].
 
 use napi::{Env, Unknown, ValueType};
 use napi_derive::napi;
@@ -50,16 +52,17 @@ impl NativeReactor {
         ActorRef::new(&actor_type, &id).map_err(|e| self.throw(env, &e))
     }
 
-    /// The packet carrying `op` with `data` to `actor`, with the user's
-    /// options checked by the core's packet rules (PF400 naming the field).
-    fn actor_packet(
+    /// Converts what a message to `actor` is made of (`data` and the
+    /// user's options) and hands it to `build`, which judges it by the
+    /// core's packet rules (PF400 naming the field).
+    fn with_message_parts<T>(
         &self,
         env: &Env,
-        actor: &ActorRef,
         op: Op,
         data: Unknown<'_>,
         options: MessageOptions<'_>,
-    ) -> napi::Result<packetflow::Packet> {
+        build: impl FnOnce(PacketParts<'_>) -> Result<T, PfError>,
+    ) -> napi::Result<T> {
         let mut from_js = FromJs::new(env);
         let metadata = match options.metadata.get_type()? {
             ValueType::Undefined => None,
@@ -78,7 +81,7 @@ impl NativeReactor {
             metadata,
             ..PacketParts::default()
         };
-        actor.packet_from(op, parts).map_err(|e| self.throw(env, &e))
+        build(parts).map_err(|e| self.throw(env, &e))
     }
 
     /// Polls at once the mailbox a tell may have started: from its first
@@ -169,9 +172,10 @@ impl NativeReactor {
             self.actor_ref(&env, &actor_type, &id, ACTOR_ARG)?
         };
         let options = MessageOptions { priority, timeout_ms, packet_id, metadata };
-        let packet = self.actor_packet(&env, &actor, op, data, options)?;
-        let reactor = self.reactor.clone();
-        self.start(&env, promise, async move { Answer::Data(reactor.call(packet).await) })
+        let actors = self.reactor.actors();
+        let answer =
+            self.with_message_parts(&env, op, data, options, |parts| actors.ask_with(&actor, op, parts))?;
+        self.start(&env, promise, async move { Answer::Data(answer.await) })
     }
 
     /// Tells `message` to actor `(actorType, id)`: it holds its place in the
@@ -191,7 +195,9 @@ impl NativeReactor {
     ) -> napi::Result<()> {
         let actor = self.actor_ref(&env, &actor_type, &id, ACTOR_ARG)?;
         let options = MessageOptions { priority, timeout_ms, packet_id, metadata };
-        let packet = self.actor_packet(&env, &actor, Op::Send, message, options)?;
+        let packet = self.with_message_parts(&env, Op::Send, message, options, |parts| {
+            actor.packet_from(Op::Send, parts)
+        })?;
         {
             // A tell queues the message or spawns its delivery: in the runtime.
             let _runtime = runtime().enter();

@@ -276,7 +276,8 @@ test('async methods, class instances and the context a method gets', T, async (t
         isActorContext: context instanceof ActorContext && context instanceof Context,
         actor: context.actor,
         packetId: context.packetId,
-        actorId: context.metadata && context.metadata['pf.actor_id'],
+        // The message's metadata, without the keys that address the actor.
+        metadata: context.metadata,
         remaining: context.remainingMs > 0,
         message: data,
       };
@@ -287,12 +288,12 @@ test('async methods, class instances and the context a method gets', T, async (t
   assert.deepEqual(await r.actors.send(a, { type: 'deposit', amount: 5 }), { balance: 9 });
   assert.equal(await r.actors.send(a, { type: 'replace', balance: 100 }), null);
   assert.deepEqual(await r.actors.send(a, { type: 'deposit', amount: 1 }), { balance: 101 });
-  const who = await r.actors.send(a, { type: 'whoami', x: [1] }, { id: 'pkt-7' });
+  const who = await r.actors.send(a, { type: 'whoami', x: [1] }, { id: 'pkt-7', metadata: { note: 'n' } });
   assert.deepEqual(who, {
     isActorContext: true,
     actor: { type: 'account', id: 'acc' },
     packetId: 'pkt-7',
-    actorId: 'acc',
+    metadata: { note: 'n' },
     remaining: true,
     message: { type: 'whoami', x: [1] },
   });

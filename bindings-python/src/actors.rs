@@ -6,8 +6,9 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use packetflow::actor::Op;
-use packetflow::{ActorRef, Packet, PacketParts, Reactor, Value};
+use packetflow::{ActorRef, PacketParts, PfError, Reactor, Value};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
@@ -45,11 +46,13 @@ impl PyActors {
     }
 }
 
-/// The packet asking `op` of `actor`, with the caller's options; the core
-/// checks them (PF400 naming the field).
+/// Asks `op` of `actor` with the caller's options (the core judges them now,
+/// PF400 naming the field, and decides whether the message travels as a
+/// packet): the future of the answer.
 #[allow(clippy::too_many_arguments)]
-fn actor_packet(
+fn ask(
     py: Python<'_>,
+    actors: &packetflow::actor::Actors,
     actor: &ActorRef,
     op: Op,
     data: Option<Value>,
@@ -57,16 +60,27 @@ fn actor_packet(
     priority: Option<&Bound<'_, PyAny>>,
     timeout_ms: Option<&Bound<'_, PyAny>>,
     metadata: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Packet> {
-    let parts = PacketParts {
+) -> PyResult<BoxFuture<'static, Result<Value, PfError>>> {
+    let parts = message_parts(data, packet_id, priority, timeout_ms, metadata)?;
+    actors.ask_with(actor, op, parts).map_err(|e| errors::to_pyerr(py, &e))
+}
+
+/// What a message is made of, as the caller gave it.
+fn message_parts<'a>(
+    data: Option<Value>,
+    packet_id: Option<&'a Bound<'_, PyAny>>,
+    priority: Option<&'a Bound<'_, PyAny>>,
+    timeout_ms: Option<&'a Bound<'_, PyAny>>,
+    metadata: Option<&'a Bound<'_, PyAny>>,
+) -> PyResult<PacketParts<'a>> {
+    Ok(PacketParts {
         id: packet_id.map(convert::to_field),
         data,
         priority: priority.map(convert::to_field),
         timeout_ms: timeout_ms.map(convert::to_field),
         metadata: metadata.map(|m| convert::to_value(m, "metadata")).transpose()?,
         ..PacketParts::default()
-    };
-    actor.packet_from(op, parts).map_err(|e| errors::to_pyerr(py, &e))
+    })
 }
 
 /// The address of a new actor: `id`, or a fresh UUID v4.
@@ -127,9 +141,9 @@ impl PyActors {
     ) -> PyResult<Bound<'py, PyAny>> {
         let actor = new_actor(py, actor_type, id)?;
         let state = state.map(|s| convert::to_value(s, "state")).transpose()?;
-        let packet = actor_packet(py, &actor, Op::Create, state, packet_id, priority, timeout_ms, metadata)?;
-        let core = self.core.clone();
-        self.spawn(py, "Actors.create()", async move { core.submit(packet).await.outcome.map(|_| actor) })
+        let actors = self.core.actors();
+        let answer = ask(py, &actors, &actor, Op::Create, state, packet_id, priority, timeout_ms, metadata)?;
+        self.spawn(py, "Actors.create()", async move { answer.await.map(|_| actor) })
     }
 
     /// Like :meth:`create`, blocking the calling thread (GIL released).
@@ -148,11 +162,14 @@ impl PyActors {
     ) -> PyResult<Bound<'py, PyAny>> {
         let actor = new_actor(py, actor_type, id)?;
         let state = state.map(|s| convert::to_value(s, "state")).transpose()?;
-        let packet = actor_packet(py, &actor, Op::Create, state, packet_id, priority, timeout_ms, metadata)?;
-        let core = self.core.clone();
-        blocking::wait(py, "Actors.create_sync()", "Actors.create()", async move {
-            core.submit(packet).await.outcome.map(|_| actor)
-        })?
+        let actors = self.core.actors();
+        let answer = ask(py, &actors, &actor, Op::Create, state, packet_id, priority, timeout_ms, metadata)?;
+        blocking::wait(
+            py,
+            "Actors.create_sync()",
+            "Actors.create()",
+            async move { answer.await.map(|_| actor) },
+        )?
         .into_py(py)
     }
 
@@ -175,10 +192,10 @@ impl PyActors {
     ) -> PyResult<Bound<'py, PyAny>> {
         let actor = actor_ref::address(actor, "actor")?;
         let message = convert::to_value(message, "message")?;
-        let packet =
-            actor_packet(py, &actor, Op::Send, Some(message), packet_id, priority, timeout_ms, metadata)?;
-        let core = self.core.clone();
-        self.spawn(py, "Actors.send()", async move { core.submit(packet).await.outcome })
+        let actors = self.core.actors();
+        let answer =
+            ask(py, &actors, &actor, Op::Send, Some(message), packet_id, priority, timeout_ms, metadata)?;
+        self.spawn(py, "Actors.send()", answer)
     }
 
     /// Like :meth:`send`, blocking the calling thread (GIL released).
@@ -196,13 +213,10 @@ impl PyActors {
     ) -> PyResult<Bound<'py, PyAny>> {
         let actor = actor_ref::address(actor, "actor")?;
         let message = convert::to_value(message, "message")?;
-        let packet =
-            actor_packet(py, &actor, Op::Send, Some(message), packet_id, priority, timeout_ms, metadata)?;
-        let core = self.core.clone();
-        blocking::wait(py, "Actors.send_sync()", "Actors.send()", async move {
-            core.submit(packet).await.outcome
-        })?
-        .into_py(py)
+        let actors = self.core.actors();
+        let answer =
+            ask(py, &actors, &actor, Op::Send, Some(message), packet_id, priority, timeout_ms, metadata)?;
+        blocking::wait(py, "Actors.send_sync()", "Actors.send()", answer)?.into_py(py)
     }
 
     /// Sends ``message`` to ``actor`` without waiting for its turn (a
@@ -224,8 +238,8 @@ impl PyActors {
     ) -> PyResult<()> {
         let actor = actor_ref::address(actor, "actor")?;
         let message = convert::to_value(message, "message")?;
-        let packet =
-            actor_packet(py, &actor, Op::Send, Some(message), packet_id, priority, timeout_ms, metadata)?;
+        let parts = message_parts(Some(message), packet_id, priority, timeout_ms, metadata)?;
+        let packet = actor.packet_from(Op::Send, parts).map_err(|e| errors::to_pyerr(py, &e))?;
         let _runtime = crate::runtime::runtime()?.enter();
         self.core.actors().tell_packet(&actor, packet).map_err(|e| errors::to_pyerr(py, &e))
     }

@@ -123,7 +123,7 @@ impl TypeHost {
         deadline: Instant,
         known: Option<&ActorRef>,
     ) -> Result<(ActorRef, Message), PfError> {
-        let Packet { id, data, metadata, priority, .. } = packet;
+        let Packet { id, data, mut metadata, priority, .. } = packet;
         let request = Request::read(metadata.as_ref())?;
         if request.op == Op::Send {
             self.check_message_type(message_type(&data)?)?;
@@ -133,9 +133,21 @@ impl TypeHost {
             (None, Some(id)) => ActorRef::from_parts(self.name.clone(), Arc::from(id)),
             (None, None) => ActorRef::generate(&self.name)?,
         };
+        let op = request.op;
+        // The addressing keys are the packet's, not the turn's (a turn has
+        // its actor): what a turn sees of a message is the same whether it
+        // came as a packet or through the API's direct way.
+        let addressed_only = metadata.as_mut().is_some_and(|meta| {
+            meta.remove(META_ACTOR_ID);
+            meta.remove(META_ACTOR_OP);
+            meta.is_empty()
+        });
+        if addressed_only {
+            metadata = None;
+        }
         let message = Message {
             id: TurnId::Packet(id),
-            op: request.op,
+            op,
             priority,
             data,
             metadata,

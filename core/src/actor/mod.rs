@@ -167,6 +167,30 @@ impl Actors {
         self.ask(actor, Op::Send, message).await
     }
 
+    /// Asks `op` of `actor` with a binding's options (`parts`: the data,
+    /// and a packet id, priority, timeout or metadata the caller set; the
+    /// group and element are the actor's). The options are judged now
+    /// (PF400 naming the field); the returned future gives the turn's
+    /// answer. A message that sets nothing but its data goes the direct
+    /// way of [`send`](Self::send) (no packet is built when the type is
+    /// hosted here and the reactor has no network); anything else is a
+    /// packet, submitted as a peer's would be.
+    pub fn ask_with(
+        &self,
+        actor: &ActorRef,
+        op: Op,
+        parts: crate::packet::PacketParts<'_>,
+    ) -> Result<futures::future::BoxFuture<'static, Result<Value, PfError>>, PfError> {
+        if op == Op::Send && parts.only_data() {
+            let (actors, actor) = (self.clone(), actor.clone());
+            let data = parts.data.unwrap_or(Value::Null);
+            return Ok(Box::pin(async move { actors.ask(&actor, op, data).await }));
+        }
+        let packet = actor.packet_from(op, parts)?;
+        let reactor = self.reactor.clone();
+        Ok(Box::pin(async move { reactor.submit(packet).await.outcome }))
+    }
+
     /// Sends `message` without waiting for the turn (a tell). The message
     /// holds its place in the actor's mailbox (local actors) or is on its
     /// way (remote ones) when this returns, so tells from one sender keep

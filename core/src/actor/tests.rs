@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Duration;
 
 use super::*;
-use crate::packet::{PacketId, Priority};
+use crate::packet::{Field, PacketId, PacketParts, Priority};
 use crate::reactor::{late_call_error, ReactorConfig};
 
 /// The seed's counter: `increment` adds `by` (default 1), `get_value`
@@ -578,4 +578,51 @@ async fn a_types_spawner_runs_its_mailboxes() {
     let after = actors.send(&counter, json!({"type": "increment"})).await.unwrap();
     assert_eq!(after, json!({"value": 51}), "one turn at a time, none lost");
     assert!(spawned.load(Ordering::SeqCst) >= 1, "the queued sends' mailbox ran through it");
+}
+
+/// A type whose one method answers what its turn sees: the metadata and
+/// the packet id.
+fn introspective() -> ActorType {
+    ActorType::new(|_: &str, _: &Value, _: &mut Value, ctx: &ActorContext| {
+        let metadata = ctx.metadata().map_or(Value::Null, |m| Value::Object(m.clone()));
+        Ok(Reply::Value(json!({"metadata": metadata})))
+    })
+    .with_initial_state(Value::Null)
+}
+
+#[tokio::test]
+async fn ask_with_judges_options_now_and_every_path_shows_a_turn_the_same_metadata() {
+    let reactor = Reactor::default();
+    let actors = reactor.actors();
+    actors.register("probe", introspective()).unwrap();
+    let actor = ActorRef::new("probe", "p1").unwrap();
+    let message = || Some(json!({"type": "look"}));
+    // Nothing but the message: the direct way.
+    let parts = PacketParts { data: message(), ..PacketParts::default() };
+    assert!(parts.only_data());
+    let seen = actors.ask_with(&actor, Op::Send, parts).unwrap().await.unwrap();
+    assert_eq!(seen, json!({"metadata": null}));
+    // With a packet id and metadata: a packet, whose addressing keys the
+    // turn does not see.
+    let parts = PacketParts {
+        id: Some("ask-1".into()),
+        data: message(),
+        metadata: Some(json!({"note": "n"})),
+        ..PacketParts::default()
+    };
+    assert!(!parts.only_data());
+    let seen = actors.ask_with(&actor, Op::Send, parts).unwrap().await.unwrap();
+    assert_eq!(seen, json!({"metadata": {"note": "n"}}));
+    // A plain packet from a peer's frame: the same.
+    let packet = actor.packet(Op::Send, json!({"type": "look"}));
+    assert!(packet.meta(address::META_ACTOR_ID).is_some());
+    assert_eq!(reactor.call(packet).await.unwrap(), json!({"metadata": null}));
+    // An option the rules refuse: PF400 naming the field, before anything runs.
+    let parts = PacketParts { priority: Some(42i64.into()), data: message(), ..PacketParts::default() };
+    let err = actors.ask_with(&actor, Op::Send, parts).err().expect("refused");
+    assert_eq!(err.code, "PF400");
+    assert!(err.message.contains("priority"), "{}", err.message);
+    // Null options count as absent.
+    let parts = PacketParts { priority: Some(Field::Null), data: message(), ..PacketParts::default() };
+    assert!(parts.only_data());
 }

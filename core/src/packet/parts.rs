@@ -159,6 +159,19 @@ pub struct PacketParts<'a> {
 }
 
 impl PacketParts<'_> {
+    /// Whether nothing but the data is set: every other field absent or
+    /// null (which the rules take as absent), no metadata.
+    pub fn only_data(&self) -> bool {
+        let unset = |field: &Option<Field<'_>>| matches!(field, None | Some(Field::Null));
+        unset(&self.id)
+            && unset(&self.group)
+            && unset(&self.element)
+            && unset(&self.priority)
+            && unset(&self.timeout_ms)
+            && unset(&self.dependencies)
+            && self.metadata.is_none()
+    }
+
     /// Checks every field with the rules (and in the words) of the wire
     /// decoder and builds the packet; the error is PF400 and names the
     /// first field that breaks a rule.
