@@ -186,7 +186,7 @@ impl NativeReactor {
         let refuse = |e: &PfError| -> napi::Result<Self> {
             Err(throw_pf_error(&env, &error_class.borrow_back(&env)?, e))
         };
-        if let Err(e) = config.validate() {
+        if let Err(e) = config.validate_as(KeyStyle::Camel) {
             return refuse(&e);
         }
         let reactor = Reactor::new(config);

@@ -457,7 +457,7 @@ test('stop() during actor traffic: each message answered once, no hang, in proce
 });
 
 test('reactor actor options are checked by the core', T, async (t) => {
-  assert.throws(() => new Reactor({ actorPassivateAfterMs: 0 }), isPf('PF400', /actor_passivate_after must be at least 1 ms/));
+  assert.throws(() => new Reactor({ actorPassivateAfterMs: 0 }), isPf('PF400', /^actorPassivateAfterMs must be at least 1, got 0$/));
   assert.throws(() => new Reactor({ actorPassivateAfterMs: -1 }), /actorPassivateAfterMs must be an integer/);
   assert.throws(() => new Reactor({ actorStore: /** @type {any} */ (1) }), /actorStore must be a string, got number/);
   const dir = tempDir(t);

@@ -141,7 +141,7 @@ test("packet fields and option values are the core's to judge: PF400 in its word
   }
   // A BigInt is an exact integer, and null is the default, as on the wire.
   assert.equal((await r.submit({ group: 'df', element: 'x', priority: 5n, id: null })).status, 'success');
-  assert.throws(() => new Reactor({ maxInflight: 0 }), pf400('max_inflight must be at least 1, got 0'));
+  assert.throws(() => new Reactor({ maxInflight: 0 }), pf400('maxInflight must be at least 1, got 0'));
   await r.stop();
 });
 

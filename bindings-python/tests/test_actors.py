@@ -425,7 +425,7 @@ async def test_idle_actors_are_passivated_and_come_back() -> None:
 async def test_actor_options_are_checked_by_the_core(tmp_path: Path) -> None:
     with pytest.raises(packetflow.InvalidPacketError) as zero:
         Reactor(actor_passivate_after_ms=0)
-    assert zero.value.message == "actor_passivate_after must be at least 1 ms, got 0"
+    assert zero.value.message == "actor_passivate_after_ms must be at least 1, got 0"
     with pytest.raises(packetflow.InvalidPacketError) as folder:
         Reactor(actor_store=tmp_path)
     assert folder.value.message.startswith(f"cannot open the actor store {tmp_path}")

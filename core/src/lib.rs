@@ -26,12 +26,14 @@
 
 pub mod actor;
 pub mod error;
+mod key_style;
 pub mod packet;
 pub mod result;
 pub mod wire;
 
 pub use actor::{ActorContext, ActorRef, ActorType, Actors, Reply};
 pub use error::{ErrorCode, PfError};
+pub use key_style::KeyStyle;
 pub use packet::{Element, Field, Group, Packet, PacketId, PacketParts, Priority};
 pub use result::PacketResult;
 pub use serde_json::{json, Map, Value};
@@ -40,6 +42,6 @@ pub use wire::{Codec, Message};
 #[cfg(feature = "net")]
 pub mod net;
 #[cfg(feature = "net")]
-pub use net::{ConnectOptions, ConnectionSpawner, KeyStyle, ListenOptions, Node, NodeConfig, TokenSpec};
+pub use net::{ConnectOptions, ConnectionSpawner, ListenOptions, Node, NodeConfig, TokenSpec};
 pub mod reactor;
 pub use reactor::{Context, Handler, HandlerError, HandlerResult, Origin, Reactor, ReactorConfig};

@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use crate::error::{ErrorCode, PfError};
+pub use crate::key_style::KeyStyle;
 use crate::packet::{Element, Group};
 
 /// Shortest token accepted in a tokens file or a [`TokenSpec`].
@@ -230,28 +231,6 @@ fn spec_of(entry: &Value, i: usize, style: KeyStyle, container: &str) -> Result<
         serve: list("serve")?,
         dashboard: flag("dashboard")?,
     })
-}
-
-/// How a host spells the keys of a token entry: `token_sha256` (files,
-/// Python, Elixir) or `tokenSha256` (JavaScript). Messages use the same
-/// spelling, so they name the key the user wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum KeyStyle {
-    /// `token_sha256`.
-    #[default]
-    Snake,
-    /// `tokenSha256`.
-    Camel,
-}
-
-impl KeyStyle {
-    /// The key of the hashed token.
-    pub const fn sha256_key(self) -> &'static str {
-        match self {
-            KeyStyle::Snake => "token_sha256",
-            KeyStyle::Camel => "tokenSha256",
-        }
-    }
 }
 
 fn kind(v: &Value) -> &'static str {

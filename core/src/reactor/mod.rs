@@ -32,6 +32,7 @@ pub(crate) use stats::Stats;
 
 use crate::actor::{ActorStore, ActorType, Actors, HostSettings, MemoryStore, TypeHost};
 use crate::error::{ErrorCode, PfError};
+use crate::key_style::KeyStyle;
 use crate::packet::{Element, Group, Packet, PacketId};
 use crate::result::PacketResult;
 pub(crate) use inflight::InflightGuard;
@@ -60,16 +61,24 @@ pub struct ReactorConfig {
 }
 
 impl ReactorConfig {
-    /// Checks the values a user may set: PF400 naming the option.
+    /// Checks the values a user may set: PF400 naming the option as the
+    /// option files, Python and Elixir spell it (`max_inflight`,
+    /// `actor_passivate_after_ms`).
     pub fn validate(&self) -> Result<(), PfError> {
+        self.validate_as(KeyStyle::Snake)
+    }
+
+    /// [`validate`](Self::validate), naming the option in `style`
+    /// (`maxInflight` and `actorPassivateAfterMs` for JavaScript).
+    pub fn validate_as(&self, style: KeyStyle) -> Result<(), PfError> {
+        let at_least_one = |name: &str| {
+            Err(PfError::new(ErrorCode::BadRequest, format!("{name} must be at least 1, got 0")))
+        };
         if self.max_inflight == 0 {
-            return Err(PfError::new(ErrorCode::BadRequest, "max_inflight must be at least 1, got 0"));
+            return at_least_one(style.pick("max_inflight", "maxInflight"));
         }
         if self.actor_passivate_after.is_zero() {
-            return Err(PfError::new(
-                ErrorCode::BadRequest,
-                "actor_passivate_after must be at least 1 ms, got 0",
-            ));
+            return at_least_one(style.pick("actor_passivate_after_ms", "actorPassivateAfterMs"));
         }
         Ok(())
     }
