@@ -1,4 +1,8 @@
-ExUnit.start()
+# An expected message may take longer than ExUnit's default 100 ms on a
+# loaded two-core machine: `assert_receive` waits for it up to 5 s (it
+# returns as soon as the message is there). `refute_receive` keeps its
+# short default.
+ExUnit.start(assert_receive_timeout: 5_000)
 
 defmodule PacketFlow.TestHelpers do
   @moduledoc false

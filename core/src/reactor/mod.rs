@@ -488,10 +488,12 @@ impl Reactor {
     /// dependency failed or timed out), PF429 (queue full), PF408 (deadline),
     /// PF500 (handler error or panic) or PF503 (reactor stopped). Dropping
     /// the returned future abandons the packet; its dependents see it fail.
-    pub async fn submit(&self, packet: Packet) -> PacketResult {
+    // Not an `async fn`: the future is `submit_from`'s own, one level (and
+    // one copy of the packet) smaller.
+    pub fn submit(&self, packet: Packet) -> impl std::future::Future<Output = PacketResult> + Send + '_ {
         let start = Instant::now();
         let deadline = start + Duration::from_millis(packet.timeout_ms());
-        self.submit_from(packet, start, deadline, None).await
+        self.submit_from(packet, start, deadline, None)
     }
 
     /// Submits a packet and returns its data, or its error.
@@ -763,7 +765,7 @@ impl Reactor {
                 // An actor's mailbox is its own queue: waiting there holds no slot.
                 self.sweep_actors();
                 let (actor, message) = host.message(packet, deadline)?;
-                return host.deliver(self, actor, message).await;
+                return Box::pin(host.deliver(self, actor, message)).await;
             }
         };
         if let Handler::Sync(f) = handler {
