@@ -6,9 +6,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
-use packetflow::actor::Op;
-use packetflow::{ActorRef, PacketParts, PfError, Reactor, Value};
+use packetflow::actor::{Ask, Op};
+use packetflow::{ActorRef, PacketParts, Reactor, Value};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
@@ -60,7 +59,7 @@ fn ask(
     priority: Option<&Bound<'_, PyAny>>,
     timeout_ms: Option<&Bound<'_, PyAny>>,
     metadata: Option<&Bound<'_, PyAny>>,
-) -> PyResult<BoxFuture<'static, Result<Value, PfError>>> {
+) -> PyResult<Ask> {
     let parts = message_parts(data, packet_id, priority, timeout_ms, metadata)?;
     actors.ask_with(actor, op, parts).map_err(|e| errors::to_pyerr(py, &e))
 }

@@ -42,7 +42,7 @@ defmodule PacketFlow.Actors do
   and options that do not exist raise `ArgumentError`.
   """
 
-  alias PacketFlow.{Actor, ActorRef, Native, Reactor, Result}
+  alias PacketFlow.{Actor, ActorRef, Native, Reactor}
 
   @typedoc "A message: a map whose `:type` names what is asked, as a string or an atom."
   @type message :: %{
@@ -143,11 +143,8 @@ defmodule PacketFlow.Actors do
       do: raise(ArgumentError, "id must be a string, got: #{inspect(id)}")
 
     case ask(reactor, :create, type, id, fields(state, opts), :create) do
-      %Result{status: :success, data: %{"type" => type, "id" => id}} ->
-        {:ok, %ActorRef{type: type, id: id}}
-
-      result ->
-        Result.to_tuple(result)
+      {:ok, %{"type" => type, "id" => id}} -> {:ok, %ActorRef{type: type, id: id}}
+      {:error, _} = refused -> refused
     end
   end
 
@@ -160,7 +157,7 @@ defmodule PacketFlow.Actors do
   def send(reactor, %ActorRef{} = actor, message, opts \\ []) do
     {type, id} = ActorRef.parts!(actor)
     opts = Keyword.validate!(opts, @message_options)
-    reactor |> ask(:send, type, id, fields(message, opts), :send) |> Result.to_tuple()
+    ask(reactor, :send, type, id, fields(message, opts), :send)
   end
 
   @doc """
@@ -194,8 +191,8 @@ defmodule PacketFlow.Actors do
     opts = Keyword.validate!(opts, @message_options)
 
     case ask(reactor, :stop, type, id, fields(nil, opts), :stop) do
-      %Result{status: :success} -> :ok
-      result -> Result.to_tuple(result)
+      {:ok, _} -> :ok
+      {:error, _} = refused -> refused
     end
   end
 
@@ -230,8 +227,9 @@ defmodule PacketFlow.Actors do
     end
   end
 
-  # Submits an actor packet for the calling process and waits for its
-  # %Result{}.
+  # Asks `op` of the actor for the calling process (the core decides whether
+  # it travels as a packet) and waits for `{:ok, data}` or
+  # `{:error, %PacketFlow.Error{}}`.
   defp ask(reactor, op, type, id, fields, caller) do
     tag = make_ref()
 

@@ -170,25 +170,27 @@ impl Actors {
     /// Asks `op` of `actor` with a binding's options (`parts`: the data,
     /// and a packet id, priority, timeout or metadata the caller set; the
     /// group and element are the actor's). The options are judged now
-    /// (PF400 naming the field); the returned future gives the turn's
-    /// answer. A message that sets nothing but its data goes the direct
-    /// way of [`send`](Self::send) (no packet is built when the type is
-    /// hosted here and the reactor has no network); anything else is a
+    /// (PF400 naming the field); the returned [`Ask`] is the future of the
+    /// turn's answer. A message that sets nothing but its data goes the
+    /// direct way of [`send`](Self::send) (no packet is built when the type
+    /// is hosted here and the reactor has no network); anything else is a
     /// packet, submitted as a peer's would be.
     pub fn ask_with(
         &self,
         actor: &ActorRef,
         op: Op,
         parts: crate::packet::PacketParts<'_>,
-    ) -> Result<futures::future::BoxFuture<'static, Result<Value, PfError>>, PfError> {
+    ) -> Result<Ask, PfError> {
         if op == Op::Send && parts.only_data() {
             let (actors, actor) = (self.clone(), actor.clone());
             let data = parts.data.unwrap_or(Value::Null);
-            return Ok(Box::pin(async move { actors.ask(&actor, op, data).await }));
+            let answer = Box::pin(async move { actors.ask(&actor, op, data).await });
+            return Ok(Ask { timeout_ms: crate::packet::DEFAULT_TIMEOUT_MS, answer });
         }
         let packet = actor.packet_from(op, parts)?;
         let reactor = self.reactor.clone();
-        Ok(Box::pin(async move { reactor.submit(packet).await.outcome }))
+        let timeout_ms = packet.timeout_ms();
+        Ok(Ask { timeout_ms, answer: Box::pin(async move { reactor.submit(packet).await.outcome }) })
     }
 
     /// Sends `message` without waiting for the turn (a tell). The message
@@ -299,6 +301,31 @@ impl Actors {
                 format!("actor type {actor_type} is not registered on this node"),
             )
         })
+    }
+}
+
+/// The answer of a message asked with [`Actors::ask_with`], on its way.
+pub struct Ask {
+    timeout_ms: u64,
+    answer: futures::future::BoxFuture<'static, Result<Value, PfError>>,
+}
+
+impl Ask {
+    /// How long the message may take, in ms (its timeout, or the default):
+    /// the answer comes within it, a PF408 at the latest.
+    pub fn timeout_ms(&self) -> u64 {
+        self.timeout_ms
+    }
+}
+
+impl std::future::Future for Ask {
+    type Output = Result<Value, PfError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.answer.as_mut().poll(cx)
     }
 }
 

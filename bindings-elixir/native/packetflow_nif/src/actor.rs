@@ -11,9 +11,11 @@
 //! actor, a message without a `type`) it answers itself; nothing is
 //! checked here.
 //!
-//! Create, send and stop are packets (docs/protocol.md, "Actors"), built
-//! from the options given in Elixir with the core's [`ActorRef::packet_from`]
-//! and submitted on the caller's behalf as `reactor_submit` does.
+//! Create, send and stop are asked with the options given in Elixir
+//! through the core's `Actors::ask_with` (which judges them and decides
+//! whether the message travels as a packet, docs/protocol.md "Actors"), on
+//! the caller's behalf as `reactor_submit` submits; a tell is a packet built
+//! with [`ActorRef::packet_from`].
 
 use std::sync::Arc;
 
@@ -114,12 +116,14 @@ fn op_of(op: Atom) -> Option<Op> {
     }
 }
 
-/// Submits `op` (`:create`, `:send` or `:stop`) to actor
+/// Asks `op` (`:create`, `:send` or `:stop`) of actor
 /// `actor_type`/`actor_id` (a fresh id for a create whose id is `nil`) on
-/// behalf of the calling process. `fields` holds the packet's `:data` (the
+/// behalf of the calling process. `fields` holds the message's `:data` (the
 /// message, or the initial state) and the options `:id`, `:priority`,
-/// `:timeout_ms` and `:metadata`. Answers as `reactor_submit` does; an
-/// address or option the core refuses is a `{:done, result}` with PF400.
+/// `:timeout_ms` and `:metadata`. Answers `{:done, outcome}` at once or
+/// `{:pending, timeout_ms}` and later `{:pf_result, tag, outcome}`, where
+/// `outcome` is `{:ok, data}` or `{:error, %PacketFlow.Error{}}` (PF400 at
+/// once for an address or option the core refuses).
 #[rustler::nif]
 fn actor_submit<'a>(
     env: Env<'a>,
@@ -133,14 +137,24 @@ fn actor_submit<'a>(
     let Some(op) = op_of(op) else {
         return (atoms::badarg(), "the actor operation must be :create, :send or :stop").encode(env);
     };
-    let (parts, given_id) = match packet::parts(fields) {
+    let (parts, _) = match packet::parts(fields) {
         Ok(parts) => parts,
         Err(message) => return (atoms::badarg(), message).encode(env),
     };
-    match address(actor_type, actor_id).and_then(|actor| actor.packet_from(op, parts)) {
-        Ok(packet) => reactor::submit(env, reactor, packet, tag),
-        Err(e) => (atoms::done(), terms::result(env, &packet::failure(given_id, e))).encode(env),
-    }
+    let Some((reactor, pool)) = reactor::find(reactor) else {
+        return atoms::noproc().encode(env);
+    };
+    let ask =
+        match address(actor_type, actor_id).and_then(|actor| reactor.actors().ask_with(&actor, op, parts)) {
+            Ok(ask) => ask,
+            Err(e) => return (atoms::done(), terms::outcome(env, &Err(e))).encode(env),
+        };
+    let timeout_ms = ask.timeout_ms();
+    let deliver = ToCaller::new(env, tag, terms::outcome);
+    inline::run(env, || match Job::start(ask, deliver, pool.home()) {
+        Some(outcome) => (atoms::done(), terms::outcome(env, &outcome)).encode(env),
+        None => (atoms::pending(), timeout_ms).encode(env),
+    })
 }
 
 /// Sends a message to actor `actor_type`/`actor_id` without waiting for

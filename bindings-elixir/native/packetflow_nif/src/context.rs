@@ -134,11 +134,7 @@ fn context_tell<'a>(
 
 /// `{:ok, answer}`: a child answered without starting.
 fn answered_at_once<'a>(env: Env<'a>, outcome: Result<Value, PfError>) -> Term<'a> {
-    let answer = match outcome {
-        Ok(v) => (atoms::ok(), convert::to_term(env, &v)).encode(env),
-        Err(e) => (atoms::error(), terms::error(env, &e)).encode(env),
-    };
-    (atoms::ok(), answer).encode(env)
+    (atoms::ok(), terms::outcome(env, &outcome)).encode(env)
 }
 
 /// Starts `child` (a call or a message of the packet whose token is

@@ -2,7 +2,7 @@
 //! `%PacketFlow.Result{}` and the stats map.
 
 use packetflow::reactor::ReactorStats;
-use packetflow::{ErrorCode, PacketResult, PfError};
+use packetflow::{ErrorCode, PacketResult, PfError, Value};
 use rustler::{Encoder, Env, Term};
 
 use crate::{atoms, convert};
@@ -23,6 +23,14 @@ pub fn error<'a>(env: Env<'a>, e: &PfError) -> Term<'a> {
         e.message.as_str().encode(env),
     ];
     Term::map_from_term_arrays(env, &keys, &values).expect("distinct keys")
+}
+
+/// `{:ok, value}` or `{:error, %PacketFlow.Error{}}`.
+pub fn outcome<'a>(env: Env<'a>, outcome: &Result<Value, PfError>) -> Term<'a> {
+    match outcome {
+        Ok(v) => (atoms::ok(), convert::to_term(env, v)).encode(env),
+        Err(e) => (atoms::error(), error(env, e)).encode(env),
+    }
 }
 
 /// `%PacketFlow.Result{packet_id, status, data, error, duration_ms}`.
