@@ -488,6 +488,8 @@ impl Reactor {
     /// dependency failed or timed out), PF429 (queue full), PF408 (deadline),
     /// PF500 (handler error or panic) or PF503 (reactor stopped). Dropping
     /// the returned future abandons the packet; its dependents see it fail.
+    /// The packet's time (its deadline, its duration) counts from this
+    /// call; nothing else happens before the future is polled.
     // Not an `async fn`: the future is `submit_from`'s own, one level (and
     // one copy of the packet) smaller.
     pub fn submit(&self, packet: Packet) -> impl std::future::Future<Output = PacketResult> + Send + '_ {
