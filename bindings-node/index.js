@@ -130,6 +130,7 @@ function refOf(actor) {
 class Context {
   #state;
   #token;
+  #packetId;
   #traceId;
   #deadline;
 
@@ -138,20 +139,31 @@ class Context {
    * @internal
    * @param {Dispatch} state
    * @param {number} token
-   * @param {string} packetId
-   * @param {string | undefined} traceId
+   * @param {string | undefined} packetId undefined for a turn whose id is
+   *   made when first read
+   * @param {string | undefined} traceId undefined when the packet started its trace
    * @param {Record<string, import('./index').JsonValue> | null} metadata
    * @param {number} deadline
    */
   constructor(state, token, packetId, traceId, metadata, deadline) {
     this.#state = state;
     this.#token = token;
+    this.#packetId = packetId;
     this.#traceId = traceId;
     this.#deadline = deadline;
-    /** The id of the packet being handled. @type {string} */
-    this.packetId = packetId;
     /** The packet's metadata, or `null`. @type {Record<string, import('./index').JsonValue> | null} */
     this.metadata = metadata;
+  }
+
+  /**
+   * The id of the packet being handled. A message sent with
+   * `actors.send` gets an id made when this is first read, which must be
+   * before the turn answers.
+   * @returns {string}
+   */
+  get packetId() {
+    if (this.#packetId === undefined) this.#packetId = this.#state.native.contextPacketId(this.#token);
+    return /** @type {string} */ (this.#packetId);
   }
 
   /** The trace id shared by this packet and its child calls. */
@@ -250,7 +262,7 @@ class ActorContext extends Context {
    * @internal
    * @param {Dispatch} state
    * @param {number} token
-   * @param {string} packetId
+   * @param {string | undefined} packetId
    * @param {string | undefined} traceId
    * @param {Record<string, import('./index').JsonValue> | null} metadata
    * @param {number} deadline
@@ -348,36 +360,60 @@ class Dispatch {
   }
 
   /**
-   * Runs a batch of actor turns: each calls the behaviour's method named
-   * by the message's `type` (the core let only those through) with the
-   * message and an {@link ActorContext} holding a copy of the state.
+   * Runs a batch of actor turns (see {@link Dispatch#runTurn}) and hands
+   * the answers of those that ended to the addon in one call.
    * @param {any[]} batch turns, {@link TURN_STRIDE} entries each
    */
   runTurns(batch) {
     const failed = [];
     const turns = [];
-    const now = performance.now();
     for (let i = 0; i < batch.length; i += TURN_STRIDE) {
-      const behavior = /** @type {Registered} */ (this.behaviors[batch[i]]);
       const token = batch[i + 1];
-      const message = batch[i + 2];
-      const actor = { type: behavior.type, id: batch[i + 8] };
-      const ctx = new ActorContext(this, token, batch[i + 3], batch[i + 4], batch[i + 5], now + batch[i + 6], batch[i + 7], actor);
-      let out;
-      try {
-        const method = /** @type {import('./index').ActorMethod} */ (behavior.methods.get(message.type));
-        out = method.call(behavior.target, message, ctx);
-        if (isThenable(out)) {
-          this.later(token, out, ctx);
-          continue;
-        }
-      } catch (error) {
-        failed.push(token, codeOf(error), error);
-        continue;
-      }
-      turns.push(token, out, ctx.state, stopRequested(ctx));
+      const out = this.runTurn(batch[i], token, batch[i + 2], batch[i + 3], batch[i + 4], batch[i + 5],
+        batch[i + 6], batch[i + 7], batch[i + 8]);
+      if (out === undefined) continue;
+      if (out.length === 3) turns.push(token, out[0], out[1], out[2]);
+      else failed.push(token, out[0], out[1]);
     }
     if (failed.length > 0 || turns.length > 0) this.native.complete(EMPTY, failed, turns);
+  }
+
+  /**
+   * Runs one actor turn: calls the behaviour's method named by the
+   * message's `type` (the core let only those through) with the message
+   * and an {@link ActorContext} holding a copy of the state. Returns
+   * `[reply, state, stopped]` when the method returned, `[code, error]`
+   * when it threw, and `undefined` when it returned a Promise (its answer
+   * goes through `complete` once it settles). The addon calls this
+   * directly for a turn it can run at once (see src/bridge.rs).
+   * @param {number} slot
+   * @param {number} token
+   * @param {any} message
+   * @param {string | undefined} packetId
+   * @param {string | undefined} traceId
+   * @param {Record<string, import('./index').JsonValue> | null} metadata
+   * @param {number} remainingMs
+   * @param {any} actorState
+   * @param {string} actorId
+   * @returns {[unknown, unknown, boolean] | [string | undefined, unknown] | undefined}
+   */
+  runTurn(slot, token, message, packetId, traceId, metadata, remainingMs, actorState, actorId) {
+    const behavior = /** @type {Registered} */ (this.behaviors[slot]);
+    const actor = { type: behavior.type, id: actorId };
+    const deadline = performance.now() + remainingMs;
+    const ctx = new ActorContext(this, token, packetId, traceId, metadata, deadline, actorState, actor);
+    let out;
+    try {
+      const method = /** @type {import('./index').ActorMethod} */ (behavior.methods.get(message.type));
+      out = method.call(behavior.target, message, ctx);
+    } catch (error) {
+      return [codeOf(error), error];
+    }
+    if (isThenable(out)) {
+      this.later(token, out, ctx);
+      return undefined;
+    }
+    return [out, ctx.state, stopRequested(ctx)];
   }
 
   /**
@@ -487,6 +523,23 @@ function dispatch(state, ...batch) {
  */
 function dispatchTurns(state, ...batch) {
   state.runTurns(batch);
+}
+
+/**
+ * The addon calls this to run one actor turn at once (see Dispatch#runTurn).
+ * @param {Dispatch} state
+ * @param {number} slot
+ * @param {number} token
+ * @param {any} message
+ * @param {string | undefined} packetId
+ * @param {string | undefined} traceId
+ * @param {Record<string, import('./index').JsonValue> | null} metadata
+ * @param {number} remainingMs
+ * @param {any} actorState
+ * @param {string} actorId
+ */
+function runTurn(state, slot, token, message, packetId, traceId, metadata, remainingMs, actorState, actorId) {
+  return state.runTurn(slot, token, message, packetId, traceId, metadata, remainingMs, actorState, actorId);
 }
 
 /**
@@ -879,6 +932,7 @@ class Reactor {
       actorStore,
       dispatch,
       dispatchTurns,
+      runTurn,
       settle,
       this.#dispatch,
       PacketFlowError,

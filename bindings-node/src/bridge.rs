@@ -37,6 +37,14 @@
 //! N-API. The dispatcher answers synchronous handlers in one `complete`
 //! call and asynchronous ones in one `complete` call per microtask turn.
 //!
+//! An actor turn whose mailbox is polled on the JS thread (a sender's first
+//! message to an idle actor, or the mailbox's own task) does not wait for a
+//! crossing: it calls the JS behaviour there and then ([`Shared::run_turn`])
+//! and, when the method returns without a Promise, has its answer at once,
+//! so the mailbox runs its queued messages one after another in one poll
+//! and their senders' Promises settle together afterwards. Only a method
+//! that returns a Promise answers later, through `complete`.
+//!
 //! The threadsafe function is weak (unref'd): a reactor never keeps node
 //! alive by itself. While a Promise made by the binding is pending, or while
 //! the reactor is on the network (from a successful `listen` or `connect`
@@ -44,7 +52,7 @@
 //! pinned), so node waits for that answer or keeps serving peers; then it is
 //! released again.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -55,16 +63,16 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Poll, Wake, Waker};
 
-use napi::bindgen_prelude::{FnArgs, Function, FunctionRef, Null, Object};
+use napi::bindgen_prelude::{FnArgs, Function, FunctionRef, JsObjectValue, Null, Object};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::{sys, Env, JsValue, Status, Unknown};
+use napi::{sys, Env, JsValue, Status, Unknown, ValueType};
 use packetflow::actor::{ActorContext, Reply, TurnInput, TurnOutput};
 use packetflow::{Context, ErrorCode, HandlerResult, PacketResult, PfError, Value};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use crate::convert::{object_to_js, to_js};
-use crate::error::ErrorClass;
+use crate::convert::{object_to_js, to_js, FromJs};
+use crate::error::{convert_error_text, exception_text, ErrorClass};
 use crate::js::{self, NapiResult, Spread};
 use crate::runtime;
 
@@ -75,7 +83,8 @@ use crate::runtime;
 pub type Tsfn = ThreadsafeFunction<(), (), (), Status, false, true, 0>;
 
 /// Arguments per invocation passed to the JS dispatcher, after the state:
-/// `slot, token, data, packetId, traceId | undefined, metadata | null, remainingMs`.
+/// `slot, token, data, packetId | undefined, traceId | undefined, metadata | null,
+/// remainingMs` (see `call_args`).
 const INVOCATION_STRIDE: usize = 7;
 
 /// Arguments per turn passed to the JS turn dispatcher, after the state:
@@ -93,6 +102,17 @@ const MAX_ENTRIES_PER_CALL: usize = 512;
 /// Rounds of polling woken tasks in one go before yielding to the event
 /// loop (a task woken again while it is polled goes to the next round).
 const MAX_POLL_ROUNDS: usize = 64;
+
+/// Actor turns run in place (see [`Shared::run_turn`]) per entry into the
+/// binding from JS or from the event loop; later ones in that entry cross
+/// as invocations, so that a mailbox fed from the network while its turns
+/// run cannot hold the JS thread.
+const TURNS_IN_PLACE_PER_ENTRY: u32 = 256;
+
+/// How deep turns run in place may nest (a turn that messages an idle
+/// actor runs that actor's turn inside its own call); deeper ones cross as
+/// invocations.
+const MAX_TURN_NESTING: u32 = 8;
 
 /// What a settled Promise resolves to.
 pub enum Answer {
@@ -260,15 +280,29 @@ impl Shared {
     /// Runs one turn of the JS behaviour in turn-dispatcher slot `slot`:
     /// the reply and the state after the turn, once JS gave them (the core
     /// commits the state only if the turn succeeded).
+    ///
+    /// On the JS thread, inside one of the binding's entries (see
+    /// [`Here`]), the turn runs in place: no invocation, no crossing.
     pub fn run_turn(
         self: &Arc<Self>,
         slot: u32,
         input: TurnInput,
     ) -> impl Future<Output = TurnResult> + Send + 'static {
-        let TurnInput { message, state, ctx, .. } = input;
-        let (reply, answer) = oneshot::channel();
-        self.invoke(Invocation::Turn { slot, message, state, ctx, reply });
-        async move { answer.await.unwrap_or_else(|_| Err(unreachable_js())) }
+        let answer = match turn_in_place(self, slot, input) {
+            InPlace::Done(outcome) => Err(outcome),
+            InPlace::Later(answer) => Ok(answer),
+            InPlace::NotHere(TurnInput { message, state, ctx, .. }) => {
+                let (reply, answer) = oneshot::channel();
+                self.invoke(Invocation::Turn { slot, message, state, ctx, reply });
+                Ok(answer)
+            }
+        };
+        async move {
+            match answer {
+                Ok(answer) => answer.await.unwrap_or_else(|_| Err(unreachable_js())),
+                Err(outcome) => outcome,
+            }
+        }
     }
 
     /// Makes sure a threadsafe call is made once the running task yields.
@@ -444,6 +478,10 @@ impl Running {
 /// The module's dispatcher or settler: `fn(state, ...entries)`.
 pub type BatchFn = FunctionRef<Spread, ()>;
 
+/// The module's `runTurn(state, ...turn)`: one turn run at once, its
+/// outcome returned (see `Dispatch#runTurn` in index.js).
+pub type TurnFn = FunctionRef<Spread, Unknown<'static>>;
+
 /// The `PacketFlowError` class, kept across calls.
 pub type ErrorClassRef = FunctionRef<FnArgs<(String, String)>, ()>;
 
@@ -524,6 +562,7 @@ pub struct Local {
     /// they pin nothing).
     dispatch_fn: BatchFn,
     turn_fn: BatchFn,
+    run_turn_fn: TurnFn,
     settle_fn: BatchFn,
     /// The JS reactor's state: weak while idle, strong while busy.
     state: StateRef,
@@ -550,6 +589,7 @@ pub struct JsSide<'env> {
     pub state: Object<'env>,
     pub dispatch: BatchFn,
     pub dispatch_turns: BatchFn,
+    pub run_turn: TurnFn,
     pub settle: BatchFn,
     pub error_class: ErrorClassRef,
 }
@@ -561,6 +601,7 @@ impl Local {
             error_class: side.error_class,
             dispatch_fn: side.dispatch,
             turn_fn: side.dispatch_turns,
+            run_turn_fn: side.run_turn,
             settle_fn: side.settle,
             state: StateRef::new(env, &side.state)?,
             busy: 0,
@@ -711,7 +752,16 @@ fn poll_task(env: &Env, local: &LocalRef, settled: &mut Settled, task: &Arc<Task
     task.queued.store(false, Ordering::Release);
     let waker = Waker::from(task.clone());
     let mut cx = std::task::Context::from_waker(&waker);
-    let mut state = task.state.lock();
+    let Some(mut state) = task.state.try_lock() else {
+        // It is being polled further up this thread's stack (a turn run in
+        // place called back into the binding): poll it again afterwards.
+        if !task.queued.swap(true, Ordering::AcqRel) {
+            if let Some(shared) = task.shared.upgrade() {
+                shared.ready.lock().push(task.clone());
+            }
+        }
+        return;
+    };
     let TaskState { future, promise, begun } = &mut *state;
     let Some(running) = future.as_mut() else { return };
     if !*begun {
@@ -739,6 +789,7 @@ fn poll_task(env: &Env, local: &LocalRef, settled: &mut Settled, task: &Arc<Task
 /// at once, so a packet that can run starts now, and settles what finished.
 pub fn start(env: &Env, shared: &Shared, local: &LocalRef, task: Arc<Task>) -> NapiResult<()> {
     let _runtime = runtime().enter();
+    let _here = Here::enter(env, shared, local);
     let mut settled = Settled::new();
     poll_task(env, local, &mut settled, &task);
     drop(task);
@@ -754,6 +805,7 @@ pub fn poll_ready(env: &Env, shared: &Shared, local: &LocalRef) -> NapiResult<()
 /// [`poll_ready`], telling whether any task was polled.
 fn poll_ready_any(env: &Env, shared: &Shared, local: &LocalRef) -> NapiResult<bool> {
     let _runtime = runtime().enter();
+    let _here = Here::enter(env, shared, local);
     let mut settled = Settled::new();
     let polled = run_ready(env, shared, local, &mut settled);
     deliver(env, local, &mut settled).map(|()| polled)
@@ -812,6 +864,7 @@ fn deliver(env: &Env, local: &LocalRef, settled: &mut Settled) -> NapiResult<()>
 /// arrives while JS is busy thus crosses in one batch. The first call that
 /// finds nothing sets `IDLE` again.
 pub fn drain(env: &Env, shared: &Shared, local: &LocalRef) {
+    let _here = Here::enter(env, shared, local);
     shared.state.store(ACTIVE, Ordering::SeqCst);
     let outcome = poll_ready_any(env, shared, local)
         .and_then(|polled| dispatch(env, shared, local).map(|dispatched| polled || dispatched));
@@ -899,8 +952,10 @@ fn dispatch(env: &Env, shared: &Shared, local: &LocalRef) -> NapiResult<bool> {
     Ok(true)
 }
 
-/// What every JS invocation gets: `slot, token, data, packetId, traceId |
-/// undefined, metadata | null, remainingMs`.
+/// What every JS invocation gets: `slot, token, data, packetId | undefined,
+/// traceId | undefined, metadata | null, remainingMs` (`packetId` is
+/// undefined for a turn whose id is made on first read, `traceId` when the
+/// packet started its trace).
 fn call_args<'env>(
     env: &'env Env,
     slot: u32,
@@ -910,9 +965,16 @@ fn call_args<'env>(
     now: tokio::time::Instant,
 ) -> NapiResult<[Unknown<'env>; INVOCATION_STRIDE]> {
     let remaining = ctx.deadline().saturating_duration_since(now);
-    let packet_id = ctx.packet_id().as_str();
-    let trace_id = ctx.trace_id();
-    let trace = if trace_id == packet_id { js::unknown(env, ())? } else { js::unknown(env, trace_id)? };
+    // A turn's id that does not exist yet is made only if JS reads it
+    // (`contextPacketId`); an id the trace started from is not repeated.
+    let packet_id = match ctx.existing_packet_id() {
+        Some(id) => js::unknown(env, id.as_str())?,
+        None => js::unknown(env, ())?,
+    };
+    let trace = match ctx.inherited_trace_id() {
+        Some(trace_id) => js::unknown(env, trace_id)?,
+        None => js::unknown(env, ())?,
+    };
     let metadata = match ctx.metadata() {
         Some(m) => object_to_js(env, m)?,
         None => js::unknown(env, Null)?,
@@ -921,7 +983,7 @@ fn call_args<'env>(
         js::unknown(env, slot as f64)?,
         js::unknown(env, token as f64)?,
         to_js(env, data)?,
-        js::unknown(env, packet_id)?,
+        packet_id,
         trace,
         metadata,
         js::unknown(env, remaining.as_secs_f64() * 1000.0)?,
@@ -941,4 +1003,163 @@ fn turn_args<'env>(
 ) -> NapiResult<[Unknown<'env>; TURN_STRIDE]> {
     let [a, b, c, d, e, f, g] = call_args(env, slot, token, message, ctx, now)?;
     Ok([a, b, c, d, e, f, g, to_js(env, state)?, js::unknown(env, ctx.actor().id())?])
+}
+
+/// Where a turn's mailbox is polled: on the JS thread inside one of the
+/// binding's entries (a native method called from JS, or the threadsafe
+/// function's callback), where JS may be called. Entries nest (a handler
+/// calls back into the binding); the innermost one counts.
+struct Here {
+    env: Env,
+    shared: *const Shared,
+    local: LocalRef,
+}
+
+thread_local! {
+    static HERE: RefCell<Vec<Here>> = const { RefCell::new(Vec::new()) };
+    /// Turns that may still run in place in the outermost entry.
+    static TURNS_LEFT: Cell<u32> = const { Cell::new(0) };
+    /// Turns running in place on this thread's stack now.
+    static TURN_DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Leaves the entry [`Here::enter`] recorded.
+struct HereGuard;
+
+impl Here {
+    /// Records that the JS thread is inside an entry of reactor `shared`.
+    fn enter(env: &Env, shared: &Shared, local: &LocalRef) -> HereGuard {
+        HERE.with_borrow_mut(|stack| {
+            if stack.is_empty() {
+                TURNS_LEFT.set(TURNS_IN_PLACE_PER_ENTRY);
+            }
+            stack.push(Here { env: *env, shared, local: local.clone() });
+        });
+        HereGuard
+    }
+}
+
+impl Drop for HereGuard {
+    fn drop(&mut self) {
+        HERE.with_borrow_mut(|stack| stack.pop());
+    }
+}
+
+/// How a turn offered to [`turn_in_place`] went.
+enum InPlace {
+    /// It ran and ended (returned, threw, or could not be passed to JS).
+    Done(TurnResult),
+    /// The method returned a Promise: its answer comes through `complete`.
+    Later(oneshot::Receiver<TurnResult>),
+    /// It cannot run here (not inside an entry of this reactor on the JS
+    /// thread, or past the budget): it crosses as an invocation.
+    NotHere(TurnInput),
+}
+
+/// Runs an actor turn of reactor `shared` on the JS thread, at once, when
+/// this thread is inside one of that reactor's entries.
+fn turn_in_place(shared: &Shared, slot: u32, input: TurnInput) -> InPlace {
+    let here = HERE.with_borrow(|stack| {
+        stack.last().filter(|h| ptr::eq(h.shared, shared)).map(|h| (h.env, h.local.clone()))
+    });
+    let Some((env, local)) = here else { return InPlace::NotHere(input) };
+    if TURNS_LEFT.get() == 0 || TURN_DEPTH.get() >= MAX_TURN_NESTING {
+        return InPlace::NotHere(input);
+    }
+    TURNS_LEFT.set(TURNS_LEFT.get() - 1);
+    let scope = js::HandleScope::open(&env);
+    let function = {
+        let local = local.borrow();
+        match (local.state.get(&env), local.run_turn_fn.borrow_back(&env)) {
+            (Some(state), Ok(function)) => Some((state, function)),
+            _ => None,
+        }
+    };
+    // A collected JS reactor: the invocation path refuses the turn.
+    let Some((state, function)) = function else {
+        drop(scope);
+        return InPlace::NotHere(input);
+    };
+    let TurnInput { message, state: actor_state, ctx, .. } = input;
+    let token = local.borrow_mut().token();
+    let args = match turn_args(&env, slot, token, &message, &actor_state, &ctx, tokio::time::Instant::now()) {
+        Ok(args) => args,
+        Err(_) => {
+            js::take_exception(&env);
+            let error = PfError::failed("the packet could not be passed to the JS actor behaviour");
+            return InPlace::Done(Err(error));
+        }
+    };
+    let mut spread = Spread::with_capacity(1 + TURN_STRIDE);
+    spread.push(state);
+    spread.extend(args);
+    let (reply, answer) = oneshot::channel();
+    {
+        let mut local = local.borrow_mut();
+        local.running.insert(token, Running::Turn { ctx, reply });
+        local.sweep();
+    }
+    TURN_DEPTH.set(TURN_DEPTH.get() + 1);
+    let returned = function.call(spread);
+    TURN_DEPTH.set(TURN_DEPTH.get() - 1);
+    let outcome = match returned {
+        // SAFETY: a value of the handle scope opened above, read before it closes.
+        Ok(value) => unsafe { Unknown::from_raw_unchecked(env.raw(), value.raw()) },
+        Err(_) => {
+            // A bug in index.js (user code never throws out of `runTurn`).
+            js::take_exception(&env);
+            local.borrow_mut().running.remove(&token);
+            return InPlace::Done(Err(PfError::failed("the JS actor behaviour could not be called")));
+        }
+    };
+    if outcome.get_type().ok() == Some(ValueType::Undefined) {
+        return InPlace::Later(answer);
+    }
+    // Ended: nobody answers through the table any more.
+    local.borrow_mut().running.remove(&token);
+    InPlace::Done(returned_turn(&env, &outcome).map(|(reply, state, stopped)| TurnOutput {
+        reply: if stopped { Reply::Stop(reply) } else { Reply::Value(reply) },
+        state,
+    }))
+}
+
+/// Reads what `runTurn` returned for a turn that ended: `[reply, state,
+/// stopped]`, or `[code, error]` for a throw.
+fn returned_turn<'env>(env: &'env Env, returned: &Unknown<'env>) -> Result<(Value, Value, bool), PfError> {
+    let unreadable = |_| PfError::failed("the JS actor behaviour's answer could not be read");
+    let array = js::as_object(returned);
+    let len = array.get_array_length_unchecked().map_err(unreadable)?;
+    let item = |i| array.get_element::<Unknown>(i).map_err(unreadable);
+    if len == 3 {
+        let stopped = js::read_bool(&item(2)?).map_err(unreadable)?;
+        turn_outcome(env, &mut FromJs::new(env), item(0)?, item(1)?, stopped)
+    } else {
+        Err(thrown_error(env, &item(0)?, &item(1)?).map_err(unreadable)?)
+    }
+}
+
+/// A returned turn's outcome: its reply and state as JSON values (a value
+/// JSON cannot carry fails the turn, naming where it was).
+pub fn turn_outcome<'env>(
+    env: &Env,
+    from_js: &mut FromJs<'env>,
+    reply: Unknown<'env>,
+    state: Unknown<'env>,
+    stopped: bool,
+) -> Result<(Value, Value, bool), PfError> {
+    let reply = from_js.convert(reply).map_err(|e| PfError::failed(convert_error_text(env, e, "result")))?;
+    let state =
+        from_js.convert(state).map_err(|e| PfError::failed(convert_error_text(env, e, "context.state")))?;
+    Ok((reply, state, stopped))
+}
+
+/// The error of a handler or turn that threw or rejected: the thrown
+/// `PacketFlowError`'s code (`code` is `undefined` for anything else:
+/// PF500) and the error's message.
+pub fn thrown_error(env: &Env, code: &Unknown<'_>, error: &Unknown<'_>) -> NapiResult<PfError> {
+    let code = match code.get_type()? {
+        ValueType::String => js::read_string(code)?,
+        _ => ErrorCode::HandlerFailed.as_str().to_owned(),
+    };
+    Ok(PfError { code, message: exception_text(env, error) })
 }

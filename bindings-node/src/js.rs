@@ -252,3 +252,37 @@ impl JsValuesTupleIntoVec for Spread {
 pub fn unknown<T: ToNapiValue>(env: &Env, value: T) -> NapiResult<Unknown<'_>> {
     value.into_unknown(env)
 }
+
+/// An N-API handle scope: the JS values made while it is open are released
+/// when it closes (dropped), instead of living until the binding's entry
+/// returns. For a loop that calls JS many times within one entry.
+pub struct HandleScope {
+    env: sys::napi_env,
+    scope: sys::napi_handle_scope,
+}
+
+impl HandleScope {
+    /// Opens a scope on the JS thread of `env`.
+    pub fn open(env: &Env) -> HandleScope {
+        let mut scope = ptr::null_mut();
+        // SAFETY: `env` is the live environment of this JS thread; N-API
+        // only writes the out-pointer. If it fails, `scope` stays null and
+        // nothing is closed.
+        let status = unsafe { sys::napi_open_handle_scope(env.raw(), &mut scope) };
+        if status != sys::Status::napi_ok {
+            scope = ptr::null_mut();
+        }
+        HandleScope { env: env.raw(), scope }
+    }
+}
+
+impl Drop for HandleScope {
+    fn drop(&mut self) {
+        if !self.scope.is_null() {
+            // SAFETY: the scope was opened on this thread's environment and
+            // is closed once, innermost first (it is dropped before any
+            // scope opened before it, as Rust drops in reverse order).
+            unsafe { sys::napi_close_handle_scope(self.env, self.scope) };
+        }
+    }
+}

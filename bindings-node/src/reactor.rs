@@ -24,13 +24,11 @@ use packetflow::{
 };
 
 use crate::bridge::{
-    drain, poll_ready, start, Answer, BatchFn, ErrorClassRef, JsSide, Local, LocalRef, Running, Shared, Task,
-    Tsfn,
+    drain, poll_ready, start, thrown_error, turn_outcome, Answer, BatchFn, ErrorClassRef, JsSide, Local,
+    LocalRef, Running, Shared, Task, Tsfn, TurnFn,
 };
 use crate::convert::{field, owned_field, to_js, FromJs};
-use crate::error::{
-    convert_error_text, exception_text, throw_convert_error, throw_pf_error, throw_type_error,
-};
+use crate::error::{convert_error_text, throw_convert_error, throw_pf_error, throw_type_error};
 use crate::js::{self, NapiResult, Spread, StrBuf};
 use crate::runtime;
 
@@ -145,11 +143,12 @@ impl NativeReactor {
 impl NativeReactor {
     /// `new NativeReactor(name, maxInflight, maxQueue, finishedMemory,
     /// busyPollUs, actorPassivateAfterMs, actorRememberedTurns, actorStore,
-    /// dispatch, dispatchTurns, settle, state, PacketFlowError)`: each
+    /// dispatch, dispatchTurns, runTurn, settle, state, PacketFlowError)`: each
     /// option `undefined` when not given (the core's default), `index.js`
     /// having converted the numbers to integers; the core checks their
     /// values and opens the store. `dispatch(state, ...invocations)` runs
-    /// handlers, `dispatchTurns(state, ...turns)` actor turns, and
+    /// handlers, `dispatchTurns(state, ...turns)` actor turns,
+    /// `runTurn(state, ...turn)` one turn there and then, and
     /// `settle(state, ...answers)` settles Promises (see src/bridge.rs).
     #[napi(constructor)]
     #[allow(clippy::too_many_arguments)]
@@ -165,6 +164,7 @@ impl NativeReactor {
         actor_store: Option<String>,
         dispatch: Function<'_, Spread, ()>,
         dispatch_turns: BatchFn,
+        run_turn: TurnFn,
         settle: BatchFn,
         state: Object<'_>,
         error_class: ErrorClassRef,
@@ -197,7 +197,8 @@ impl NativeReactor {
             }
         }
         let shared = Shared::new();
-        let side = JsSide { state, dispatch: dispatch.create_ref()?, dispatch_turns, settle, error_class };
+        let side =
+            JsSide { state, dispatch: dispatch.create_ref()?, dispatch_turns, run_turn, settle, error_class };
         let local: LocalRef = Rc::new(RefCell::new(Local::new(&env, side, &shared)?));
         let weak_shared = Arc::downgrade(&shared);
         let callback_local = local.clone();
@@ -301,6 +302,24 @@ impl NativeReactor {
         self.start(&env, promise, async move { Answer::Data(ctx.call(&group, &element, data).await) })
     }
 
+    /// The packet id of the running handler or turn `token` (a turn's is
+    /// made on this first read); an error once it answered.
+    #[napi]
+    pub fn context_packet_id(&self, env: Env, token: f64) -> napi::Result<String> {
+        let local = self.local.borrow();
+        match local.running.get(&(token as u64)) {
+            Some(running) => Ok(running.context().packet_id().to_string()),
+            None => {
+                drop(local);
+                let late = PfError::new(
+                    ErrorCode::Unavailable,
+                    "context.packetId read after the turn answered; read it before returning",
+                );
+                Err(self.throw(&env, &late))
+            }
+        }
+    }
+
     /// Answers of JS handlers and actor turns, in batches: `ok` is
     /// `[token, value, ...]` (handlers), `failed` is `[token, code |
     /// undefined, message, ...]` (both), `turns` is `[token, reply, state,
@@ -330,14 +349,9 @@ impl NativeReactor {
         let mut i = 0;
         while i + 2 < failed_len {
             let token = js::read_f64(&failed.get_element(i)?)? as u64;
-            let code: Unknown = failed.get_element(i + 1)?;
-            let code = match code.get_type()? {
-                ValueType::String => js::read_string(&code)?,
-                _ => ErrorCode::HandlerFailed.as_str().to_owned(),
-            };
-            let message = exception_text(&env, &failed.get_element(i + 2)?);
+            let error = thrown_error(&env, &failed.get_element(i + 1)?, &failed.get_element(i + 2)?)?;
             if let Some(running) = self.running(token) {
-                running.fail(PfError { code, message });
+                running.fail(error);
             }
             i += 3;
         }
@@ -349,16 +363,7 @@ impl NativeReactor {
                 let reply: Unknown = turns.get_element(i + 1)?;
                 let state: Unknown = turns.get_element(i + 2)?;
                 let stopped = js::read_bool(&turns.get_element(i + 3)?)?;
-                let outcome = from_js
-                    .convert(reply)
-                    .map_err(|e| convert_error_text(&env, e, "result"))
-                    .and_then(|reply| {
-                        let state = from_js
-                            .convert(state)
-                            .map_err(|e| convert_error_text(&env, e, "context.state"))?;
-                        Ok((reply, state, stopped))
-                    })
-                    .map_err(PfError::failed);
+                let outcome = turn_outcome(&env, &mut from_js, reply, state, stopped);
                 if let Some(running) = self.running(token) {
                     running.answer_turn(outcome);
                 }

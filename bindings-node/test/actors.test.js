@@ -299,6 +299,27 @@ test('async methods, class instances and the context a method gets', T, async (t
   });
 });
 
+test('a message sent without an id gets one made when its turn reads it, readable only during the turn', T, async (t) => {
+  const r = reactor(t);
+  /** @type {any} */
+  let kept;
+  r.actors.registerBehavior('reader', {
+    read: (data, context) => ({ id: context.packetId, trace: context.traceId }),
+    keep: (data, context) => {
+      kept = context;
+      return null;
+    },
+  });
+  const a = await r.actors.create('reader', null);
+  const first = await r.actors.send(a, { type: 'read' });
+  assert.match(first.id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  assert.equal(first.trace, first.id);
+  const second = await r.actors.send(a, { type: 'read' });
+  assert.notEqual(second.id, first.id);
+  await r.actors.send(a, { type: 'keep' });
+  assert.throws(() => kept.packetId, (e) => e instanceof PacketFlowError && e.code === 'PF503');
+});
+
 test('context.stop() replies, then deletes the actor', T, async (t) => {
   const r = reactor(t);
   r.actors.registerBehavior('session', {

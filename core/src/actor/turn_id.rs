@@ -81,6 +81,13 @@ impl MadeTurnId {
     }
 }
 
+impl MadeTurnId {
+    /// The id if it was made already.
+    pub(crate) fn existing(&self) -> Option<&PacketId> {
+        self.id.get()
+    }
+}
+
 impl std::fmt::Display for TurnId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

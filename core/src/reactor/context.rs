@@ -42,6 +42,24 @@ impl Context {
         }
     }
 
+    /// The packet's id if it exists already: `None` only for the turn of a
+    /// message sent through the actor API whose id nobody read yet (a
+    /// binding that hands the id over lazily reads it with
+    /// [`packet_id`](Self::packet_id) when asked).
+    pub fn existing_packet_id(&self) -> Option<&PacketId> {
+        match &self.id {
+            ContextId::Given(id) => Some(id),
+            ContextId::Made(made) => made.existing(),
+        }
+    }
+
+    /// The trace id this packet inherited (its `pf.trace_id`); `None` when
+    /// it started its trace, whose id is then its own
+    /// ([`trace_id`](Self::trace_id)).
+    pub fn inherited_trace_id(&self) -> Option<&str> {
+        self.metadata.as_ref().and_then(|m| m.get(META_TRACE_ID)).and_then(Value::as_str)
+    }
+
     /// The packet's metadata, if it had any.
     pub fn metadata(&self) -> Option<&Map<String, Value>> {
         self.metadata.as_ref()
@@ -60,11 +78,7 @@ impl Context {
     /// The trace id shared by this packet and its child calls: the
     /// packet's `pf.trace_id`, or its own id when it started the trace.
     pub fn trace_id(&self) -> &str {
-        self.metadata
-            .as_ref()
-            .and_then(|m| m.get(META_TRACE_ID))
-            .and_then(Value::as_str)
-            .unwrap_or(self.packet_id().as_str())
+        self.inherited_trace_id().unwrap_or(self.packet_id().as_str())
     }
 
     /// Submits a child packet to `group:element` and returns its data.
