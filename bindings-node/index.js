@@ -475,7 +475,26 @@ class Dispatch {
           /** @type {CallPending} */ (entry).reject(new PacketFlowError(batch[i + 3], batch[i + 4]));
       }
     }
-    if (pending.size === 0 && this.idleWaiters.length > 0) {
+    this.wakeIdleWaiters();
+  }
+
+  /**
+   * Resolves the pending `call` Promise `id` with `value` (an answer the
+   * addon returned instead of settling it).
+   * @param {number} id
+   * @param {unknown} value
+   */
+  resolveNow(id, value) {
+    const entry = /** @type {CallPending | undefined} */ (this.pending.get(id));
+    if (entry === undefined) return;
+    this.pending.delete(id);
+    entry.resolve(value);
+    this.wakeIdleWaiters();
+  }
+
+  /** Resolves the {@link Dispatch#idle} waiters once nothing is pending. */
+  wakeIdleWaiters() {
+    if (this.pending.size === 0 && this.idleWaiters.length > 0) {
       const waiters = this.idleWaiters;
       this.idleWaiters = [];
       for (const resolve of waiters) resolve();
@@ -874,12 +893,16 @@ class Actors {
     const state = this.#dispatch;
     const id = state.nextId++;
     const promise = new Promise((resolve, reject) => state.pending.set(id, { resolve, reject }));
+    let answer;
     try {
-      begin(id);
+      // The addon returns the answer when it has it at once (a turn run
+      // in place), and `undefined` when it will settle the Promise later.
+      answer = begin(id);
     } catch (error) {
       state.pending.delete(id);
       return Promise.reject(error);
     }
+    if (answer !== undefined) state.resolveNow(id, answer);
     return promise;
   }
 }

@@ -141,12 +141,14 @@ impl NativeReactor {
     /// Submits `op` (`"create"`, `"send"` or `"stop"`) with `data` to actor
     /// `(actorType, id)` for the Promise `promise`, settled with the answer's
     /// data or a `PacketFlowError`. A create with `id` `undefined` gets a
-    /// fresh id from the core.
+    /// fresh id from the core. An answer ready at once (a turn run in place)
+    /// is returned instead, a failure thrown; `undefined` means the Promise
+    /// settles later.
     #[napi]
     #[allow(clippy::too_many_arguments)]
-    pub fn actor_submit(
+    pub fn actor_submit<'env>(
         &self,
-        env: Env,
+        env_ref: &'env Env,
         op: String,
         actor_type: Unknown<'_>,
         id: Unknown<'_>,
@@ -156,7 +158,8 @@ impl NativeReactor {
         packet_id: Unknown<'_>,
         metadata: Unknown<'_>,
         promise: f64,
-    ) -> napi::Result<()> {
+    ) -> napi::Result<Unknown<'env>> {
+        let env = *env_ref;
         // `index.js` passes one of the three.
         let op = match op.as_str() {
             "create" => Op::Create,
@@ -175,7 +178,7 @@ impl NativeReactor {
         let actors = self.reactor.actors();
         let answer =
             self.with_message_parts(&env, op, data, options, |parts| actors.ask_with(&actor, op, parts))?;
-        self.start(&env, promise, async move { Answer::Data(answer.await) })
+        self.start_answering(env_ref, promise, async move { Answer::Data(answer.await) })
     }
 
     /// Tells `message` to actor `(actorType, id)`: it holds its place in the

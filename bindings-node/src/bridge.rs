@@ -748,6 +748,25 @@ impl Settled {
 /// Polls `task` once on the JS thread; when it is done, its answer joins
 /// `settled`. The caller has entered the runtime's context (timers need it).
 fn poll_task(env: &Env, local: &LocalRef, settled: &mut Settled, task: &Arc<Task>) {
+    if let Some((Some(promise), answer)) = poll_task_once(local, task) {
+        settle_one(env, settled, promise, answer);
+    }
+}
+
+/// Adds the answer of the Promise `promise` to `settled`.
+fn settle_one(env: &Env, settled: &mut Settled, promise: f64, answer: Answer) {
+    if settled.push(env, promise, answer).is_err() {
+        // Building the answer failed (out of memory): the Promise
+        // still ends, with that failure.
+        js::take_exception(env);
+        let fallback = Answer::Data(Err(PfError::failed("the answer could not be converted to JS")));
+        let _ = settled.push(env, promise, fallback);
+    }
+}
+
+/// Polls `task` once on the JS thread: its Promise's id and its answer
+/// when it is done.
+fn poll_task_once(local: &LocalRef, task: &Arc<Task>) -> Option<(Option<f64>, Answer)> {
     // Cleared before polling, so that a wake during the poll queues it again.
     task.queued.store(false, Ordering::Release);
     let waker = Waker::from(task.clone());
@@ -760,29 +779,20 @@ fn poll_task(env: &Env, local: &LocalRef, settled: &mut Settled, task: &Arc<Task
                 shared.ready.lock().push(task.clone());
             }
         }
-        return;
+        return None;
     };
     let TaskState { future, promise, begun } = &mut *state;
-    let Some(running) = future.as_mut() else { return };
+    let running = future.as_mut()?;
     if !*begun {
         *begun = true;
         local.borrow_mut().begin();
     }
-    if let Poll::Ready(answer) = running.as_mut().poll(&mut cx) {
-        *future = None;
-        let promise = *promise;
-        drop(state);
-        if let Some(promise) = promise {
-            if settled.push(env, promise, answer).is_err() {
-                // Building the answer failed (out of memory): the Promise
-                // still ends, with that failure.
-                js::take_exception(env);
-                let fallback = Answer::Data(Err(PfError::failed("the answer could not be converted to JS")));
-                let _ = settled.push(env, promise, fallback);
-            }
-        }
-        local.borrow_mut().end();
-    }
+    let Poll::Ready(answer) = running.as_mut().poll(&mut cx) else { return None };
+    *future = None;
+    let promise = *promise;
+    drop(state);
+    local.borrow_mut().end();
+    Some((promise, answer))
 }
 
 /// Starts a task for the Promise `promise` (made by the JS side): polls it
@@ -795,6 +805,26 @@ pub fn start(env: &Env, shared: &Shared, local: &LocalRef, task: Arc<Task>) -> N
     drop(task);
     run_ready(env, shared, local, &mut settled);
     deliver(env, local, &mut settled)
+}
+
+/// [`start`] for a caller that answers its Promise itself when it can:
+/// the task's answer if it ended in its first poll (its Promise is then
+/// not settled here), else `None` (it settles later, as any task's does).
+/// Saves a call into JS for work that ends at once (a turn run in place).
+pub fn start_answering(
+    env: &Env,
+    shared: &Shared,
+    local: &LocalRef,
+    task: Arc<Task>,
+) -> NapiResult<Option<Answer>> {
+    let _runtime = runtime().enter();
+    let _here = Here::enter(env, shared, local);
+    let mut settled = Settled::new();
+    let answer = poll_task_once(local, &task).map(|(_, answer)| answer);
+    drop(task);
+    run_ready(env, shared, local, &mut settled);
+    deliver(env, local, &mut settled)?;
+    Ok(answer)
 }
 
 /// Polls the tasks that were woken and settles the Promises that finished.

@@ -24,7 +24,7 @@ use packetflow::{
 };
 
 use crate::bridge::{
-    drain, poll_ready, start, thrown_error, turn_outcome, Answer, BatchFn, ErrorClassRef, JsSide, Local,
+    drain, poll_ready, start, start_answering, thrown_error, turn_outcome, Answer, BatchFn, ErrorClassRef, JsSide, Local,
     LocalRef, Running, Shared, Task, Tsfn, TurnFn,
 };
 use crate::convert::{field, owned_field, to_js, FromJs};
@@ -136,6 +136,32 @@ impl NativeReactor {
     {
         let task = Task::new(&self.shared, Box::pin(work), promise);
         start(env, &self.shared, &self.local, task)
+    }
+
+    /// [`start`](Self::start) for a Promise that `index.js` settles itself
+    /// when the native call returns its answer: the data (`undefined`
+    /// while the work goes on; a throw for a failure) if `work` ended in
+    /// its first poll.
+    pub(crate) fn start_answering<'env, F>(
+        &self,
+        env: &'env Env,
+        promise: f64,
+        work: F,
+    ) -> NapiResult<Unknown<'env>>
+    where
+        F: std::future::Future<Output = Answer> + Send + 'static,
+    {
+        let task = Task::new(&self.shared, Box::pin(work), promise);
+        match start_answering(env, &self.shared, &self.local, task)? {
+            None => js::unknown(env, ()),
+            Some(Answer::Data(Ok(data))) => to_js(env, &data),
+            Some(Answer::Data(Err(e))) => Err(self.throw(env, &e)),
+            // Only `Answer::Data` work starts this way (see its callers).
+            Some(Answer::Result(result)) => Err(self.throw(env, &PfError::failed(format!(
+                "packet {} was answered as a submit",
+                result.packet_id
+            )))),
+        }
     }
 }
 
