@@ -123,6 +123,82 @@ function refOf(actor) {
   return /** @type {import('./index').ActorRef} */ (actor);
 }
 
+/** Deepest nesting {@link jsonText} writes as text (deeper goes the long way). */
+const TEXT_DEPTH = 32;
+
+/** Where a `toJSON` every object or array inherits would be. */
+const OBJECT_PROTOTYPE = /** @type {any} */ (Object.prototype);
+const ARRAY_PROTOTYPE = /** @type {any} */ (Array.prototype);
+
+/**
+ * Whether a string has no lone surrogate (`JSON.stringify` would escape
+ * one, which the addon's JSON reader refuses). Node 18 lacks
+ * `isWellFormed`: there, any surrogate counts.
+ * @type {(text: string) => boolean}
+ */
+const wellFormed =
+  typeof (/** @type {any} */ (String.prototype).isWellFormed) === 'function'
+    ? (text) => /** @type {any} */ (text).isWellFormed()
+    : (text) => !/[\ud800-\udfff]/.test(text);
+
+/**
+ * `value` as JSON text when `JSON.stringify` reads it exactly as the
+ * addon's converter would (src/convert.rs), else `undefined` (the addon then
+ * walks the value itself). The converter walks a value through N-API, a
+ * dozen native calls per object; `JSON.stringify` and one string cost a
+ * fraction of that. The two agree on plain data: objects whose prototype
+ * is `Object.prototype` or `null`, arrays, well-formed strings, booleans,
+ * `null`, finite numbers that are safe integers or not integers, and
+ * `undefined` inside objects and arrays, with no `toJSON` anywhere. Anything
+ * else (a `Date`, a `BigInt`, `NaN`, a function, a class instance, a lone
+ * surrogate, a cycle, deep nesting) is left to the converter, which applies
+ * its rules and names the path of what it refuses.
+ * @param {unknown} value
+ * @returns {string | undefined}
+ */
+function jsonText(value) {
+  if (typeof value !== 'object' || value === null) return undefined;
+  if (OBJECT_PROTOTYPE.toJSON !== undefined || ARRAY_PROTOTYPE.toJSON !== undefined) return undefined;
+  return isPlainJson(value, 0) ? JSON.stringify(value) : undefined;
+}
+
+/**
+ * Whether `value` is plain data as {@link jsonText} means it.
+ * @param {unknown} value
+ * @param {number} depth
+ * @returns {boolean}
+ */
+function isPlainJson(value, depth) {
+  switch (typeof value) {
+    case 'string':
+      return wellFormed(value);
+    case 'boolean':
+    case 'undefined':
+      return true;
+    case 'number':
+      return Number.isFinite(value) && (Number.isSafeInteger(value) || !Number.isInteger(value));
+    case 'object': {
+      if (value === null) return true;
+      if (depth >= TEXT_DEPTH) return false;
+      if (Array.isArray(value)) {
+        if (Object.getPrototypeOf(value) !== Array.prototype) return false;
+        for (let i = 0; i < value.length; i++) {
+          if (!isPlainJson(value[i], depth + 1)) return false;
+        }
+        return true;
+      }
+      const proto = Object.getPrototypeOf(value);
+      if (proto !== Object.prototype && proto !== null) return false;
+      for (const key in value) {
+        if (!wellFormed(key) || !isPlainJson(/** @type {any} */ (value)[key], depth + 1)) return false;
+      }
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
 /**
  * What a handler knows about the packet it serves, and how it calls other
  * handlers on that packet's behalf.
@@ -372,7 +448,7 @@ class Dispatch {
       const out = this.runTurn(batch[i], token, batch[i + 2], batch[i + 3], batch[i + 4], batch[i + 5],
         batch[i + 6], batch[i + 7], batch[i + 8]);
       if (out === undefined) continue;
-      if (out.length === 3) turns.push(token, out[0], out[1], out[2]);
+      if (out.length === 5) turns.push(token, out[0], out[1], out[2]);
       else failed.push(token, out[0], out[1]);
     }
     if (failed.length > 0 || turns.length > 0) this.native.complete(EMPTY, failed, turns);
@@ -382,7 +458,8 @@ class Dispatch {
    * Runs one actor turn: calls the behaviour's method named by the
    * message's `type` (the core let only those through) with the message
    * and an {@link ActorContext} holding a copy of the state. Returns
-   * `[reply, state, stopped]` when the method returned, `[code, error]`
+   * `[reply, state, stopped, replyText, stateText]` when the method
+   * returned (the texts from {@link jsonText}), `[code, error]`
    * when it threw, and `undefined` when it returned a Promise (its answer
    * goes through `complete` once it settles). The addon calls this
    * directly for a turn it can run at once (see src/bridge.rs).
@@ -395,7 +472,7 @@ class Dispatch {
    * @param {number} remainingMs
    * @param {any} actorState
    * @param {string} actorId
-   * @returns {[unknown, unknown, boolean] | [string | undefined, unknown] | undefined}
+   * @returns {[unknown, unknown, boolean, string | undefined, string | undefined] | [string | undefined, unknown] | undefined}
    */
   runTurn(slot, token, message, packetId, traceId, metadata, remainingMs, actorState, actorId) {
     const behavior = /** @type {Registered} */ (this.behaviors[slot]);
@@ -413,7 +490,8 @@ class Dispatch {
       this.later(token, out, ctx);
       return undefined;
     }
-    return [out, ctx.state, stopRequested(ctx)];
+    const state = ctx.state;
+    return [out, state, stopRequested(ctx), jsonText(out), jsonText(state)];
   }
 
   /**
@@ -794,7 +872,7 @@ class Actors {
     return this.#submit(() => {
       const o = optionsObject(options);
       onlyKeys(o, MESSAGE_OPTIONS);
-      return ['create', type, o.id, state, o.priority, o.timeoutMs, undefined, o.metadata];
+      return ['create', type, o.id, state, jsonText(state), o.priority, o.timeoutMs, undefined, o.metadata];
     });
   }
 
@@ -816,7 +894,7 @@ class Actors {
       const { type, id } = refOf(actor);
       const o = optionsObject(options);
       onlyKeys(o, MESSAGE_OPTIONS);
-      return ['send', type, id, message, o.priority, o.timeoutMs, o.id, o.metadata];
+      return ['send', type, id, message, jsonText(message), o.priority, o.timeoutMs, o.id, o.metadata];
     });
   }
 
@@ -836,7 +914,7 @@ class Actors {
     const { type, id } = refOf(actor);
     const o = optionsObject(options);
     onlyKeys(o, MESSAGE_OPTIONS);
-    this.#native.actorTell(type, id, message, o.priority, o.timeoutMs, o.id, o.metadata);
+    this.#native.actorTell(type, id, message, jsonText(message), o.priority, o.timeoutMs, o.id, o.metadata);
   }
 
   /**
@@ -851,7 +929,7 @@ class Actors {
       const { type, id } = refOf(actor);
       const o = optionsObject(options);
       onlyKeys(o, MESSAGE_OPTIONS);
-      return ['stop', type, id, null, o.priority, o.timeoutMs, o.id, o.metadata];
+      return ['stop', type, id, null, undefined, o.priority, o.timeoutMs, o.id, o.metadata];
     }).then(() => undefined);
   }
 
@@ -877,7 +955,7 @@ class Actors {
   /**
    * Submits an actor packet whose arguments `args()` gives (it may throw:
    * the Promise then rejects with that, and nothing is submitted).
-   * @param {() => [string, unknown, unknown, unknown, unknown, unknown, unknown, unknown]} args
+   * @param {() => [string, unknown, unknown, unknown, string | undefined, unknown, unknown, unknown, unknown]} args
    * @returns {Promise<any>}
    */
   #submit(args) {

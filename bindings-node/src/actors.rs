@@ -55,12 +55,13 @@ impl NativeReactor {
     /// Converts what a message to `actor` is made of (`data` and the
     /// user's options) and hands it to `build`, which judges it by the
     /// core's packet rules (PF400 naming the field).
-    fn with_message_parts<T>(
+    fn with_message_parts<'env, T>(
         &self,
-        env: &Env,
+        env: &'env Env,
         op: Op,
-        data: Unknown<'_>,
-        options: MessageOptions<'_>,
+        data: Unknown<'env>,
+        data_text: Unknown<'env>,
+        options: MessageOptions<'env>,
         build: impl FnOnce(PacketParts<'_>) -> Result<T, PfError>,
     ) -> napi::Result<T> {
         let mut from_js = FromJs::new(env);
@@ -71,7 +72,7 @@ impl NativeReactor {
             }
         };
         let root = if op == Op::Create { "state" } else { "message" };
-        let data = from_js.convert(data).map_err(|e| throw_convert_error(env, e, root))?;
+        let data = from_js.convert_or_text(data, &data_text).map_err(|e| throw_convert_error(env, e, root))?;
         let mut id_buf = StrBuf::new();
         let parts = PacketParts {
             id: field(&options.packet_id, &mut id_buf)?,
@@ -151,12 +152,13 @@ impl NativeReactor {
         env_ref: &'env Env,
         op: String,
         actor_type: Unknown<'_>,
-        id: Unknown<'_>,
-        data: Unknown<'_>,
-        priority: Unknown<'_>,
-        timeout_ms: Unknown<'_>,
-        packet_id: Unknown<'_>,
-        metadata: Unknown<'_>,
+        id: Unknown<'env>,
+        data: Unknown<'env>,
+        data_text: Unknown<'env>,
+        priority: Unknown<'env>,
+        timeout_ms: Unknown<'env>,
+        packet_id: Unknown<'env>,
+        metadata: Unknown<'env>,
         promise: f64,
     ) -> napi::Result<Unknown<'env>> {
         let env = *env_ref;
@@ -176,8 +178,8 @@ impl NativeReactor {
         };
         let options = MessageOptions { priority, timeout_ms, packet_id, metadata };
         let actors = self.reactor.actors();
-        let answer =
-            self.with_message_parts(&env, op, data, options, |parts| actors.ask_with(&actor, op, parts))?;
+        let answer = self
+            .with_message_parts(env_ref, op, data, data_text, options, |parts| actors.ask_with(&actor, op, parts))?;
         self.start_answering(env_ref, promise, async move { Answer::Data(answer.await) })
     }
 
@@ -191,6 +193,7 @@ impl NativeReactor {
         actor_type: Unknown<'_>,
         id: Unknown<'_>,
         message: Unknown<'_>,
+        message_text: Unknown<'_>,
         priority: Unknown<'_>,
         timeout_ms: Unknown<'_>,
         packet_id: Unknown<'_>,
@@ -198,7 +201,7 @@ impl NativeReactor {
     ) -> napi::Result<()> {
         let actor = self.actor_ref(&env, &actor_type, &id, ACTOR_ARG)?;
         let options = MessageOptions { priority, timeout_ms, packet_id, metadata };
-        let packet = self.with_message_parts(&env, Op::Send, message, options, |parts| {
+        let packet = self.with_message_parts(&env, Op::Send, message, message_text, options, |parts| {
             actor.packet_from(Op::Send, parts)
         })?;
         {

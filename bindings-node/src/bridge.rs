@@ -71,7 +71,7 @@ use packetflow::{Context, ErrorCode, HandlerResult, PacketResult, PfError, Value
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use crate::convert::{object_to_js, to_js, FromJs};
+use crate::convert::{object_to_js, to_js, ConvertError, FromJs};
 use crate::error::{convert_error_text, exception_text, ErrorClass};
 use crate::js::{self, NapiResult, Spread};
 use crate::runtime;
@@ -783,15 +783,22 @@ fn poll_task_once(local: &LocalRef, task: &Arc<Task>) -> Option<(Option<f64>, An
     };
     let TaskState { future, promise, begun } = &mut *state;
     let running = future.as_mut()?;
-    if !*begun {
-        *begun = true;
-        local.borrow_mut().begin();
-    }
-    let Poll::Ready(answer) = running.as_mut().poll(&mut cx) else { return None };
+    let Poll::Ready(answer) = running.as_mut().poll(&mut cx) else {
+        // Pending work from now on: node stays up for it. (Work that ends
+        // in its first poll never counts, so a run of such calls does not
+        // reference and release the threadsafe function at every call.)
+        if !*begun {
+            *begun = true;
+            local.borrow_mut().begin();
+        }
+        return None;
+    };
     *future = None;
-    let promise = *promise;
+    let (promise, begun) = (*promise, *begun);
     drop(state);
-    local.borrow_mut().end();
+    if begun {
+        local.borrow_mut().end();
+    }
     Some((promise, answer))
 }
 
@@ -1154,18 +1161,21 @@ fn turn_in_place(shared: &Shared, slot: u32, input: TurnInput) -> InPlace {
 }
 
 /// Reads what `runTurn` returned for a turn that ended: `[reply, state,
-/// stopped]`, or `[code, error]` for a throw.
+/// stopped, replyText, stateText]` (a text, when it is one, is the value
+/// as JSON: see `jsonText` in index.js), or `[code, error]` for a throw.
 fn returned_turn<'env>(env: &'env Env, returned: &Unknown<'env>) -> Result<(Value, Value, bool), PfError> {
     let unreadable = |_| PfError::failed("the JS actor behaviour's answer could not be read");
     let array = js::as_object(returned);
     let len = array.get_array_length_unchecked().map_err(unreadable)?;
     let item = |i| array.get_element::<Unknown>(i).map_err(unreadable);
-    if len == 3 {
-        let stopped = js::read_bool(&item(2)?).map_err(unreadable)?;
-        turn_outcome(env, &mut FromJs::new(env), item(0)?, item(1)?, stopped)
-    } else {
-        Err(thrown_error(env, &item(0)?, &item(1)?).map_err(unreadable)?)
+    if len != 5 {
+        return Err(thrown_error(env, &item(0)?, &item(1)?).map_err(unreadable)?);
     }
+    let stopped = js::read_bool(&item(2)?).map_err(unreadable)?;
+    let mut from_js = FromJs::new(env);
+    let reply = from_js.convert_or_text(item(0)?, &item(3)?);
+    let state = from_js.convert_or_text(item(1)?, &item(4)?);
+    turn_values(env, reply, state, stopped)
 }
 
 /// A returned turn's outcome: its reply and state as JSON values (a value
@@ -1177,9 +1187,21 @@ pub fn turn_outcome<'env>(
     state: Unknown<'env>,
     stopped: bool,
 ) -> Result<(Value, Value, bool), PfError> {
-    let reply = from_js.convert(reply).map_err(|e| PfError::failed(convert_error_text(env, e, "result")))?;
-    let state =
-        from_js.convert(state).map_err(|e| PfError::failed(convert_error_text(env, e, "context.state")))?;
+    let reply = from_js.convert(reply);
+    let state = from_js.convert(state);
+    turn_values(env, reply, state, stopped)
+}
+
+/// A returned turn's converted reply and state, or the failure naming what
+/// could not be converted.
+fn turn_values(
+    env: &Env,
+    reply: Result<Value, ConvertError>,
+    state: Result<Value, ConvertError>,
+    stopped: bool,
+) -> Result<(Value, Value, bool), PfError> {
+    let reply = reply.map_err(|e| PfError::failed(convert_error_text(env, e, "result")))?;
+    let state = state.map_err(|e| PfError::failed(convert_error_text(env, e, "context.state")))?;
     Ok((reply, state, stopped))
 }
 

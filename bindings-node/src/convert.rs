@@ -270,6 +270,22 @@ impl<'env> FromJs<'env> {
     }
 }
 
+impl<'env> FromJs<'env> {
+    /// Converts `value`, reading it from `text` instead when `text` is a
+    /// string: its JSON, made by `jsonText` in index.js only for values it
+    /// reads exactly as this converter would (one string read and a parse
+    /// instead of a walk through N-API). A text that does not parse (it
+    /// never should) falls back to the walk.
+    pub fn convert_or_text(&mut self, value: Unknown<'env>, text: &Unknown<'env>) -> Result<Value, ConvertError> {
+        if text.get_type()? == ValueType::String {
+            if let Ok(parsed) = serde_json::from_str(&js::read_string(text)?) {
+                return Ok(parsed);
+            }
+        }
+        self.convert(value)
+    }
+}
+
 fn number(n: f64) -> Result<Value, ConvertError> {
     if n.is_nan() {
         return Err(not_json("NaN is not JSON-serializable"));
