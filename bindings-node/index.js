@@ -776,6 +776,21 @@ function packetOf(args) {
 /** The options of an actor message (`send`, `tell`, `stop`). */
 const MESSAGE_OPTIONS = ['id', 'priority', 'timeoutMs', 'metadata'];
 
+/** The options of a message that sets none. */
+const NO_MESSAGE_OPTIONS = Object.freeze({});
+
+/**
+ * A message's options, checked: a plain object of {@link MESSAGE_OPTIONS}.
+ * @param {import('./index').MessageOptions | import('./index').CreateOptions | undefined} options
+ * @returns {Partial<import('./index').MessageOptions & import('./index').CreateOptions>}
+ */
+function messageOptions(options) {
+  if (options === undefined) return NO_MESSAGE_OPTIONS;
+  const o = optionsObject(options);
+  onlyKeys(o, MESSAGE_OPTIONS);
+  return o;
+}
+
 /**
  * The methods of a behaviour object by name: its own and its prototypes'
  * function-valued properties (so a class instance works too), up to
@@ -869,10 +884,10 @@ class Actors {
    * @returns {Promise<import('./index').ActorRef>}
    */
   create(type, state = null, options = undefined) {
-    return this.#submit(() => {
-      const o = optionsObject(options);
-      onlyKeys(o, MESSAGE_OPTIONS);
-      return ['create', type, o.id, state, jsonText(state), o.priority, o.timeoutMs, undefined, o.metadata];
+    return this.#call((promise) => {
+      const o = messageOptions(options);
+      const native = this.#native;
+      return native.actorSubmit('create', type, o.id, state, jsonText(state), o.priority, o.timeoutMs, undefined, o.metadata, promise);
     });
   }
 
@@ -890,11 +905,11 @@ class Actors {
    * @returns {Promise<R>}
    */
   send(actor, message, options = undefined) {
-    return this.#submit(() => {
+    return this.#call((promise) => {
       const { type, id } = refOf(actor);
-      const o = optionsObject(options);
-      onlyKeys(o, MESSAGE_OPTIONS);
-      return ['send', type, id, message, jsonText(message), o.priority, o.timeoutMs, o.id, o.metadata];
+      const o = messageOptions(options);
+      const native = this.#native;
+      return native.actorSubmit('send', type, id, message, jsonText(message), o.priority, o.timeoutMs, o.id, o.metadata, promise);
     });
   }
 
@@ -912,8 +927,7 @@ class Actors {
    */
   tell(actor, message, options = undefined) {
     const { type, id } = refOf(actor);
-    const o = optionsObject(options);
-    onlyKeys(o, MESSAGE_OPTIONS);
+    const o = messageOptions(options);
     this.#native.actorTell(type, id, message, jsonText(message), o.priority, o.timeoutMs, o.id, o.metadata);
   }
 
@@ -925,11 +939,11 @@ class Actors {
    * @returns {Promise<void>}
    */
   stop(actor, options = undefined) {
-    return this.#submit(() => {
+    return this.#call((promise) => {
       const { type, id } = refOf(actor);
-      const o = optionsObject(options);
-      onlyKeys(o, MESSAGE_OPTIONS);
-      return ['stop', type, id, null, undefined, o.priority, o.timeoutMs, o.id, o.metadata];
+      const o = messageOptions(options);
+      const native = this.#native;
+      return native.actorSubmit('stop', type, id, null, undefined, o.priority, o.timeoutMs, o.id, o.metadata, promise);
     }).then(() => undefined);
   }
 
@@ -953,18 +967,9 @@ class Actors {
   }
 
   /**
-   * Submits an actor packet whose arguments `args()` gives (it may throw:
-   * the Promise then rejects with that, and nothing is submitted).
-   * @param {() => [string, unknown, unknown, unknown, string | undefined, unknown, unknown, unknown, unknown]} args
-   * @returns {Promise<any>}
-   */
-  #submit(args) {
-    return this.#call((id) => this.#native.actorSubmit(...args(), id));
-  }
-
-  /**
-   * Makes a Promise settled by the addon: `begin(id)` starts the work.
-   * @param {(id: number) => void} begin
+   * Makes a Promise settled by the addon: `begin(id)` starts the work (it
+   * may throw: the Promise then rejects with that, and nothing started).
+   * @param {(id: number) => unknown} begin
    * @returns {Promise<any>}
    */
   #call(begin) {

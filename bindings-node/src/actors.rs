@@ -72,7 +72,8 @@ impl NativeReactor {
             }
         };
         let root = if op == Op::Create { "state" } else { "message" };
-        let data = from_js.convert_or_text(data, &data_text).map_err(|e| throw_convert_error(env, e, root))?;
+        let data =
+            from_js.convert_or_text(data, &data_text).map_err(|e| throw_convert_error(env, e, root))?;
         let mut id_buf = StrBuf::new();
         let parts = PacketParts {
             id: field(&options.packet_id, &mut id_buf)?,
@@ -178,8 +179,9 @@ impl NativeReactor {
         };
         let options = MessageOptions { priority, timeout_ms, packet_id, metadata };
         let actors = self.reactor.actors();
-        let answer = self
-            .with_message_parts(env_ref, op, data, data_text, options, |parts| actors.ask_with(&actor, op, parts))?;
+        let answer = self.with_message_parts(env_ref, op, data, data_text, options, |parts| {
+            actors.ask_with(&actor, op, parts)
+        })?;
         self.start_answering(env_ref, promise, async move { Answer::Data(answer.await) })
     }
 

@@ -71,7 +71,7 @@ use packetflow::{Context, ErrorCode, HandlerResult, PacketResult, PfError, Value
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use crate::convert::{object_to_js, to_js, ConvertError, FromJs};
+use crate::convert::{object_to_js, parse_text, to_js, ConvertError, FromJs};
 use crate::error::{convert_error_text, exception_text, ErrorClass};
 use crate::js::{self, NapiResult, Spread};
 use crate::runtime;
@@ -1173,8 +1173,15 @@ fn returned_turn<'env>(env: &'env Env, returned: &Unknown<'env>) -> Result<(Valu
     }
     let stopped = js::read_bool(&item(2)?).map_err(unreadable)?;
     let mut from_js = FromJs::new(env);
-    let reply = from_js.convert_or_text(item(0)?, &item(3)?);
-    let state = from_js.convert_or_text(item(1)?, &item(4)?);
+    // A value is read only when its text is not there.
+    let reply = match parse_text(&item(3)?) {
+        Some(reply) => Ok(reply),
+        None => from_js.convert(item(0)?),
+    };
+    let state = match parse_text(&item(4)?) {
+        Some(state) => Ok(state),
+        None => from_js.convert(item(1)?),
+    };
     turn_values(env, reply, state, stopped)
 }
 

@@ -271,19 +271,30 @@ impl<'env> FromJs<'env> {
 }
 
 impl<'env> FromJs<'env> {
-    /// Converts `value`, reading it from `text` instead when `text` is a
-    /// string: its JSON, made by `jsonText` in index.js only for values it
-    /// reads exactly as this converter would (one string read and a parse
-    /// instead of a walk through N-API). A text that does not parse (it
-    /// never should) falls back to the walk.
-    pub fn convert_or_text(&mut self, value: Unknown<'env>, text: &Unknown<'env>) -> Result<Value, ConvertError> {
-        if text.get_type()? == ValueType::String {
-            if let Ok(parsed) = serde_json::from_str(&js::read_string(text)?) {
-                return Ok(parsed);
-            }
+    /// Converts `value`, or reads it from `text` when that is its JSON
+    /// (see [`parse_text`]).
+    pub fn convert_or_text(
+        &mut self,
+        value: Unknown<'env>,
+        text: &Unknown<'_>,
+    ) -> Result<Value, ConvertError> {
+        match parse_text(text) {
+            Some(parsed) => Ok(parsed),
+            None => self.convert(value),
         }
-        self.convert(value)
     }
+}
+
+/// A value's JSON text as index.js hands it over with the value (`jsonText`
+/// there makes it only for values it reads exactly as [`FromJs`] would),
+/// parsed: one string read and a parse instead of a walk through N-API.
+/// `None` when `text` is not a string, or (it never should be) not JSON:
+/// the value is then converted.
+pub fn parse_text(text: &Unknown<'_>) -> Option<Value> {
+    if text.get_type().ok()? != ValueType::String {
+        return None;
+    }
+    serde_json::from_str(&js::read_string(text).ok()?).ok()
 }
 
 fn number(n: f64) -> Result<Value, ConvertError> {

@@ -24,8 +24,8 @@ use packetflow::{
 };
 
 use crate::bridge::{
-    drain, poll_ready, start, start_answering, thrown_error, turn_outcome, Answer, BatchFn, ErrorClassRef, JsSide, Local,
-    LocalRef, Running, Shared, Task, Tsfn, TurnFn,
+    drain, poll_ready, start, start_answering, thrown_error, turn_outcome, Answer, BatchFn, ErrorClassRef,
+    JsSide, Local, LocalRef, Running, Shared, Task, Tsfn, TurnFn,
 };
 use crate::convert::{field, owned_field, to_js, FromJs};
 use crate::error::{convert_error_text, throw_convert_error, throw_pf_error, throw_type_error};
@@ -157,10 +157,10 @@ impl NativeReactor {
             Some(Answer::Data(Ok(data))) => to_js(env, &data),
             Some(Answer::Data(Err(e))) => Err(self.throw(env, &e)),
             // Only `Answer::Data` work starts this way (see its callers).
-            Some(Answer::Result(result)) => Err(self.throw(env, &PfError::failed(format!(
-                "packet {} was answered as a submit",
-                result.packet_id
-            )))),
+            Some(Answer::Result(result)) => Err(self.throw(
+                env,
+                &PfError::failed(format!("packet {} was answered as a submit", result.packet_id)),
+            )),
         }
     }
 }
