@@ -1,6 +1,8 @@
 //! Handlers and actor types a `packetflow serve` hub can offer without any
 //! code: enough to benchmark a node and to stand in for a service in tests.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use packetflow::{json, ActorType, PfError, Reactor, Reply, Value};
@@ -23,7 +25,18 @@ pub fn register(reactor: &Reactor, spec: &str) -> Result<(), String> {
         "fail" => reactor.register_sync(group, element, |data, _| {
             Err(PfError::failed(format!("failed on purpose with {data}")))
         }),
-        other => return Err(format!("unknown handler kind {other:?}; use echo, uppercase, sleep or fail")),
+        "count" => {
+            // The counter actor's shape without an actor: one count shared
+            // by every packet, so that a benchmark compares like with like.
+            let count = Arc::new(AtomicI64::new(0));
+            reactor.register_sync(group, element, move |data, _| {
+                let by = increment_by(&data)?;
+                Ok(json!({"value": count.fetch_add(by, Ordering::Relaxed) + by}))
+            })
+        }
+        other => {
+            return Err(format!("unknown handler kind {other:?}; use echo, uppercase, count, sleep or fail"))
+        }
     };
     registered.map_err(|e| e.message)
 }
@@ -43,16 +56,18 @@ pub fn register_actor(reactor: &Reactor, spec: &str) -> Result<(), String> {
 fn counter() -> ActorType {
     ActorType::new(|kind: &str, message: &Value, state: &mut Value, _: &_| {
         if kind == "increment" {
-            let by = match message.get("by") {
-                None | Some(Value::Null) => 1,
-                Some(by) => {
-                    by.as_i64().ok_or_else(|| PfError::failed(format!("by must be an integer, got {by}")))?
-                }
-            };
-            state["value"] = json!(state["value"].as_i64().unwrap_or(0) + by);
+            state["value"] = json!(state["value"].as_i64().unwrap_or(0) + increment_by(message)?);
         }
         Ok(Reply::Value(json!({"value": state["value"]})))
     })
     .with_initial_state(json!({"value": 0}))
     .with_message_types(["increment", "get_value"])
+}
+
+/// An increment's `by` (default 1).
+fn increment_by(message: &Value) -> Result<i64, PfError> {
+    match message.get("by") {
+        None | Some(Value::Null) => Ok(1),
+        Some(by) => by.as_i64().ok_or_else(|| PfError::failed(format!("by must be an integer, got {by}"))),
+    }
 }

@@ -122,7 +122,8 @@ struct ServeArgs {
     #[arg(long = "connect", value_name = "URL")]
     connect: Vec<String>,
     /// Built-in handler to serve, as GROUP:ELEMENT=KIND (repeatable); KIND
-    /// is one of: echo, uppercase, sleep (waits `data` ms), fail.
+    /// is one of: echo, uppercase, count (answers `{"value": n}`, counting
+    /// up by `data.by` or 1), sleep (waits `data` ms), fail.
     #[arg(long = "handler", value_name = "KEY=KIND")]
     handlers: Vec<String>,
     /// Built-in actor type to host, as TYPE=KIND (repeatable); KIND is

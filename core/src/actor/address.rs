@@ -156,30 +156,35 @@ pub(crate) fn type_element(actor_type: &str) -> Element {
         .expect("a checked type name makes a valid element")
 }
 
-/// For a packet addressed to an actor: its type and its placement key
-/// (`type/id`), after giving a create without an id its generated id (so
-/// that every node places it the same way). `None` for any other packet,
-/// and for an actor packet whose metadata is invalid (its host answers
-/// PF400 for it).
-pub(crate) fn placement(packet: &mut Packet) -> Option<(&str, String)> {
+/// For a packet addressed to an actor: its type and id, after giving a
+/// create without an id its generated id (so that every node places it the
+/// same way). `None` for any other packet, and for an actor packet whose
+/// metadata is invalid (its host answers PF400 for it).
+pub(crate) fn placement(packet: &mut Packet) -> Option<(&str, &str)> {
+    actor_type_of(packet)?;
+    if Request::read(packet.metadata.as_ref()).ok()?.id.is_none() {
+        let id = PacketId::random().to_string();
+        packet.metadata.get_or_insert_with(Map::new).insert(META_ACTOR_ID.to_owned(), Value::String(id));
+    }
+    // Read (and checked) above, or just made.
+    let id = packet.metadata.as_ref()?.get(META_ACTOR_ID)?.as_str()?;
+    Some((actor_type_of(packet)?, id))
+}
+
+/// [`placement`] of a packet that names its actor (`pf.actor_id`); `None`
+/// for one that does not (a create that lets the id be made).
+pub(crate) fn placement_of(packet: &Packet) -> Option<(&str, &str)> {
+    let actor_type = actor_type_of(packet)?;
+    let id = Request::read(packet.metadata.as_ref()).ok()?.id?;
+    Some((actor_type, id))
+}
+
+/// The actor type a packet is addressed to (`rm:actor.TYPE`).
+fn actor_type_of(packet: &Packet) -> Option<&str> {
     if packet.group != ACTOR_GROUP {
         return None;
     }
-    packet.element.as_str().strip_prefix(ACTOR_ELEMENT_PREFIX).filter(|t| !t.is_empty())?;
-    let request = Request::read(packet.metadata.as_ref()).ok()?;
-    let id = match request.id {
-        Some(id) => id.to_owned(),
-        None => {
-            let id = PacketId::random().to_string();
-            packet
-                .metadata
-                .get_or_insert_with(Map::new)
-                .insert(META_ACTOR_ID.to_owned(), Value::String(id.clone()));
-            id
-        }
-    };
-    let actor_type = packet.element.as_str().strip_prefix(ACTOR_ELEMENT_PREFIX)?;
-    Some((actor_type, format!("{actor_type}/{id}")))
+    packet.element.as_str().strip_prefix(ACTOR_ELEMENT_PREFIX).filter(|t| !t.is_empty())
 }
 
 /// PF400 unless `name` is a valid actor type name.

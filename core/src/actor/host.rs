@@ -429,7 +429,9 @@ impl TypeHost {
     ) -> Result<Value, PfError> {
         debug_assert!(self.runs_inline());
         let mut st = cell.inner.lock();
-        if let Some(outcome) = self.precheck(&st, actor, &message) {
+        // Whoever held the actor for this message looked for its remembered
+        // answer then (`offer`, `claim_idle`), and nothing committed since.
+        if let Some(outcome) = Self::precheck_existence(&st, actor, &message) {
             return self.end_locked(actor, cell, st, outcome);
         }
         match (message.op, &self.spec.turns) {
@@ -772,6 +774,17 @@ impl TypeHost {
         if let Some(answer) = st.remembered(&message.id) {
             return Some(Ok(answer));
         }
+        Self::precheck_existence(st, actor, message)
+    }
+
+    /// [`precheck`](Self::precheck) but for the remembered answer: PF409
+    /// for a create of an actor that exists, PF404 for anything else to
+    /// one that does not.
+    fn precheck_existence(
+        st: &CellState,
+        actor: &ActorRef,
+        message: &Message,
+    ) -> Option<Result<Value, PfError>> {
         match message.op {
             Op::Create if st.exists && !st.fresh => {
                 Some(Err(PfError::new(ErrorCode::DuplicateId, format!("actor {actor} already exists"))))

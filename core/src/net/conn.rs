@@ -921,15 +921,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     return;
                 }
                 let deadline = now + Duration::from_millis(packet.timeout_ms());
-                let (packet, elsewhere, route) = match self.node.reactor.try_submit(packet, now, deadline) {
-                    Immediate::Done(result) => {
-                        self.answer(seq, &key, ServedBy::ThisNode, result);
-                        return;
-                    }
-                    Immediate::Elsewhere(packet) => (packet, true, None),
-                    Immediate::Routed(packet, route) => (packet, false, Some(route)),
-                    Immediate::Later(packet) => (packet, false, None),
-                };
+                let origin = Origin(self.peer.id);
+                let (packet, elsewhere, route) =
+                    match self.node.reactor.try_submit(packet, now, deadline, Some(origin)) {
+                        Immediate::Done(result) => {
+                            self.answer(seq, &key, ServedBy::ThisNode, result);
+                            return;
+                        }
+                        Immediate::Elsewhere(packet) => (packet, true, None),
+                        Immediate::Routed(packet, route) => (packet, false, Some(route)),
+                        Immediate::Later(packet) => (packet, false, None),
+                    };
                 // Held until answered (running here or forwarded):
                 // counted against the node's queued bytes.
                 if !self.charge(size) {
@@ -941,7 +943,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     self.answer(seq, &key, ServedBy::ThisNode, result);
                     return;
                 }
-                let origin = Origin(self.peer.id);
                 let packet = if elsewhere {
                     let relay = self.relay.get_or_insert_with(Relaying::new);
                     match self.node.relay(packet, deadline, origin, seq, size, &relay.to) {

@@ -48,9 +48,9 @@ impl Forwarder for Router {
         Some(Box::pin(observed(node, peer, packet, deadline, origin)))
     }
 
-    fn actor_here(&self, actor_type: &str, key: &str, origin: Option<Origin>) -> bool {
+    fn actor_here(&self, actor_type: &str, id: &str, origin: Option<Origin>) -> bool {
         let Some(node) = self.node.upgrade() else { return true };
-        let placed = node.peers.read().place_actor(actor_type, key, Some(&node.node_id), origin.map(|o| o.0));
+        let placed = node.peers.read().place_actor(actor_type, id, Some(&node.node_id), origin.map(|o| o.0));
         !matches!(placed, Some(Placement::Peer(_)))
     }
 }
@@ -59,9 +59,9 @@ impl NodeInner {
     /// Where the actor `packet` is for lives, for a packet that is not run
     /// here; `None` for any other packet.
     fn place_actor(&self, packet: &mut Packet, origin: Option<u64>) -> Option<Placement> {
-        let (actor_type, key) = crate::actor::address::placement(packet)?;
+        let (actor_type, id) = crate::actor::address::placement(packet)?;
         let own = self.reactor.actor_host(actor_type).map(|_| self.node_id.as_str());
-        self.peers.read().place_actor(actor_type, &key, own, origin)
+        self.peers.read().place_actor(actor_type, id, own, origin)
     }
 }
 

@@ -489,13 +489,16 @@ impl PeerTable {
     pub(crate) fn place_actor(
         &self,
         actor_type: &str,
-        key: &str,
+        id: &str,
         own: Option<&str>,
         origin: Option<ConnId>,
     ) -> Option<Placement> {
         let paths = self.actor_paths.get(actor_type).map(Vec::as_slice).unwrap_or_default();
-        let owner =
-            paths.iter().map(|p| p.node_id.as_str()).chain(own).max_by_key(|node| host_score(key, node))?;
+        let owner = paths
+            .iter()
+            .map(|p| p.node_id.as_str())
+            .chain(own)
+            .max_by_key(|node| host_score(actor_type, id, node))?;
         if Some(owner) == own {
             return Some(Placement::Here);
         }
@@ -603,26 +606,39 @@ impl PeerTable {
     }
 }
 
-/// Highest random weight of (placement key, host node id): every node that
-/// knows the same hosts picks the same one, and an actor moves only when
-/// its host leaves (or a new host outscores it).
-fn host_score(key: &str, node_id: &str) -> u64 {
-    let mut bytes = Vec::with_capacity(key.len() + node_id.len() + 1);
-    bytes.extend_from_slice(key.as_bytes());
-    bytes.push(0);
-    bytes.extend_from_slice(node_id.as_bytes());
-    xxh3_64(&bytes)
+/// Highest random weight of (placement key `type/id`, host node id): every
+/// node that knows the same hosts picks the same one, and an actor moves
+/// only when its host leaves (or a new host outscores it).
+fn host_score(actor_type: &str, id: &str, node_id: &str) -> u64 {
+    hash_parts(&[actor_type.as_bytes(), b"/", id.as_bytes(), b"\0", node_id.as_bytes()])
 }
 
 /// Highest random weight of (route key, peer): the same key keeps going to
 /// the same peer while it is connected, and moves only if that peer leaves.
 fn rendezvous_score(route_key: &str, peer: &Peer) -> u64 {
-    let node_id = peer.hello.read().as_ref().map(|h| h.node_id.clone()).unwrap_or_default();
-    let mut bytes = Vec::with_capacity(route_key.len() + node_id.len() + 1);
-    bytes.extend_from_slice(route_key.as_bytes());
-    bytes.push(0);
-    bytes.extend_from_slice(node_id.as_bytes());
-    xxh3_64(&bytes)
+    let hello = peer.hello.read();
+    let node_id = hello.as_ref().map_or("", |h| h.node_id.as_str());
+    hash_parts(&[route_key.as_bytes(), b"\0", node_id.as_bytes()])
+}
+
+/// The xxh3 hash of `parts` laid end to end, put together on the stack
+/// when they fit (a placement is computed for every actor packet).
+fn hash_parts(parts: &[&[u8]]) -> u64 {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut stack = [0u8; 512];
+    let mut heap;
+    let bytes = if len <= stack.len() {
+        &mut stack[..len]
+    } else {
+        heap = vec![0u8; len];
+        &mut heap[..]
+    };
+    let mut at = 0;
+    for part in parts {
+        bytes[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    xxh3_64(bytes)
 }
 
 #[cfg(test)]

@@ -156,11 +156,11 @@ pub trait Forwarder: Send + Sync + 'static {
         origin: Option<Origin>,
     ) -> Option<BoxFuture<'static, PacketResult>>;
 
-    /// Whether the actor with placement key `key` (`type/id`) of a type
-    /// this reactor hosts lives here; `false` sends its packet to
-    /// [`forward`](Self::forward) instead. The default: always here.
-    fn actor_here(&self, actor_type: &str, key: &str, origin: Option<Origin>) -> bool {
-        let _ = (actor_type, key, origin);
+    /// Whether the actor `id` of a type this reactor hosts lives here;
+    /// `false` sends its packet to [`forward`](Self::forward) instead. The
+    /// default: always here.
+    fn actor_here(&self, actor_type: &str, id: &str, origin: Option<Origin>) -> bool {
+        let _ = (actor_type, id, origin);
         true
     }
 }
@@ -512,7 +512,7 @@ impl Reactor {
         deadline: Instant,
         origin: Option<Origin>,
     ) -> PacketResult {
-        match self.try_submit(packet, start, deadline) {
+        match self.try_submit(packet, start, deadline, origin) {
             Immediate::Done(result) => result,
             Immediate::Routed(packet, route) => self.run_routed(packet, &route, start, deadline).await,
             Immediate::Elsewhere(packet) | Immediate::Later(packet) => {
@@ -534,7 +534,7 @@ impl Reactor {
         start: Instant,
         deadline: Instant,
     ) -> Result<PacketResult, Packet> {
-        match self.try_submit(packet, start, deadline) {
+        match self.try_submit(packet, start, deadline, None) {
             Immediate::Done(result) => Ok(result),
             Immediate::Elsewhere(packet) | Immediate::Later(packet) | Immediate::Routed(packet, _) => {
                 Err(packet)
@@ -550,6 +550,7 @@ impl Reactor {
         owned: P,
         start: Instant,
         deadline: Instant,
+        origin: Option<Origin>,
     ) -> Immediate<P> {
         let packet = owned.packet();
         if !packet.dependencies.is_empty() || self.is_stopped() || packet.validate().is_err() {
@@ -561,7 +562,9 @@ impl Reactor {
         };
         let f = match &route.target {
             Target::Handler(Handler::Sync(f)) => f,
-            Target::Actors(host) => return self.try_actor_now(host, owned, start, deadline, &route.stats),
+            Target::Actors(host) => {
+                return self.try_actor_now(host, owned, start, deadline, origin, &route.stats)
+            }
             Target::Handler(Handler::Async(_)) => return Immediate::Routed(owned, route.clone()),
         };
         let Some(mut guard) = self.inner.inflight.begin(&packet.id) else {
@@ -573,18 +576,24 @@ impl Reactor {
     }
 
     /// The fast path of an actor message: an idle actor in memory whose
-    /// turn runs inline answers here, on a reactor without a network (a
-    /// node decides placement first, on the awaiting path).
+    /// turn runs inline answers here. On a node, only an actor placed here
+    /// (by the rendezvous hash the awaiting path uses too; `origin` is the
+    /// connection the packet came on) runs this way.
     fn try_actor_now<P: OwnedPacket>(
         &self,
         host: &Arc<TypeHost>,
         owned: P,
         start: Instant,
         deadline: Instant,
+        origin: Option<Origin>,
         stats: &Stats,
     ) -> Immediate<P> {
-        if self.inner.forwarder.load().is_some() {
-            return Immediate::Later(owned);
+        if let Some(forwarder) = self.inner.forwarder.load().as_ref() {
+            let here = crate::actor::address::placement_of(owned.packet())
+                .is_some_and(|(actor_type, id)| forwarder.actor_here(actor_type, id, origin));
+            if !here {
+                return Immediate::Later(owned);
+            }
         }
         let Some(claim) = host.claim_idle(owned.packet()) else {
             return Immediate::Later(owned);
@@ -712,7 +721,7 @@ impl Reactor {
     pub(crate) fn actor_lives_here(&self, packet: &mut Packet, origin: Option<Origin>) -> bool {
         let Some(forwarder) = self.inner.forwarder.load_full() else { return true };
         match crate::actor::address::placement(packet) {
-            Some((actor_type, key)) => forwarder.actor_here(actor_type, &key, origin),
+            Some((actor_type, id)) => forwarder.actor_here(actor_type, id, origin),
             None => true,
         }
     }
