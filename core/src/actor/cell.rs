@@ -111,6 +111,9 @@ struct Busy {
     /// (hash of the packet id, packet id, answer), oldest first.
     recent: VecDeque<(u64, PacketId, Value)>,
     running: Option<Running>,
+    /// The state a commit replaced, kept for the next turn's copy of the
+    /// state to be made in (its allocations reused: see [`copy_value`]).
+    spare_state: Option<Value>,
 }
 
 pub(crate) struct CellState {
@@ -179,12 +182,32 @@ impl CellState {
         self.state.as_deref().cloned().unwrap_or(Value::Null)
     }
 
+    /// A copy of the committed state for a turn to change, made in the
+    /// state the last commit replaced when there is one: a turn of an
+    /// active actor then allocates nothing for its copy of a flat state.
+    pub(crate) fn state_for_turn(&mut self) -> Value {
+        let spare = self.busy.as_mut().and_then(|b| b.spare_state.take());
+        match (spare, self.state.as_deref()) {
+            (Some(mut spare), Some(committed)) => {
+                copy_value(&mut spare, committed);
+                spare
+            }
+            (_, committed) => committed.cloned().unwrap_or(Value::Null),
+        }
+    }
+
     /// Commits `state`.
     pub(crate) fn set_state(&mut self, state: Value) {
         match &mut self.state {
             _ if state.is_null() => self.state = None,
-            // A turn's state goes into the box the last one used.
-            Some(slot) => **slot = state,
+            // A turn's state goes into the box the last one used; the state
+            // it replaces is kept for the next turn's copy.
+            Some(slot) => {
+                let replaced = std::mem::replace(&mut **slot, state);
+                if let Some(busy) = self.busy.as_mut() {
+                    busy.spare_state = Some(replaced);
+                }
+            }
             None => self.state = Some(Box::new(state)),
         }
     }
@@ -246,10 +269,19 @@ impl CellState {
             return;
         }
         let recent = &mut self.busy().recent;
+        let mut forgotten = None;
         while recent.len() >= window {
-            recent.pop_front();
+            forgotten = recent.pop_front().map(|(_, _, answer)| answer);
         }
-        recent.push_back((id_hash(&id), id, answer.clone()));
+        // The answer is copied into the one it pushes out (its allocations reused).
+        let kept = match forgotten {
+            Some(mut kept) => {
+                copy_value(&mut kept, answer);
+                kept
+            }
+            None => answer.clone(),
+        };
+        recent.push_back((id_hash(&id), id, kept));
     }
 
     /// Forgets a turn that was remembered before it failed to commit.
@@ -381,6 +413,19 @@ impl CellState {
     }
 }
 
+/// Makes `dst` a copy of `src`, reusing what `dst` holds where the two
+/// have the same shape (an object's table, entries and keys, an array's
+/// buffer, a string's): copying `{"value": 41}` over `{"value": 40}`
+/// allocates nothing, where a clone allocates three times.
+pub(crate) fn copy_value(dst: &mut Value, src: &Value) {
+    match (dst, src) {
+        (Value::Object(dst), Value::Object(src)) => dst.clone_from(src),
+        (Value::Array(dst), Value::Array(src)) => dst.clone_from(src),
+        (Value::String(dst), Value::String(src)) => dst.clone_from(src),
+        (dst, src) => *dst = src.clone(),
+    }
+}
+
 /// A packet id's hash, compared before the id itself in the window.
 fn id_hash(id: &PacketId) -> u64 {
     use std::hash::BuildHasher;
@@ -395,5 +440,65 @@ fn answer_all(
 ) {
     for to in reply.into_iter().chain(joiners) {
         let _ = to.send(Answer::Done(outcome.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn copy_value_makes_an_equal_value_whatever_was_there() {
+        let shapes = [
+            json!(null),
+            json!(7),
+            json!("text"),
+            json!([1, "two", {"three": 3}]),
+            json!({"value": 41}),
+            json!({"value": 42, "extra": [true, null], "nested": {"a": "b"}}),
+            json!({}),
+        ];
+        for src in &shapes {
+            for start in &shapes {
+                let mut dst = start.clone();
+                copy_value(&mut dst, src);
+                assert_eq!(&dst, src, "copying {src} over {start}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_turn_copies_the_committed_state_into_the_one_the_last_commit_replaced() {
+        let mut st = Cell::loading().inner.into_inner();
+        st.set_state(json!({"value": 1}));
+        st.busy();
+        assert_eq!(st.state_for_turn(), json!({"value": 1}));
+        st.set_state(json!({"value": 2}));
+        // The replaced state is the spare; the copy is the committed state all the same.
+        assert!(st.busy.as_ref().is_some_and(|b| b.spare_state == Some(json!({"value": 1}))));
+        let mut turn = st.state_for_turn();
+        assert_eq!(turn, json!({"value": 2}));
+        turn["value"] = json!(3);
+        assert_eq!(st.state(), json!({"value": 2}), "the turn's copy is its own");
+        st.set_state(turn);
+        assert_eq!(st.state(), json!({"value": 3}));
+        assert_eq!(st.state_for_turn(), json!({"value": 3}));
+    }
+
+    #[test]
+    fn the_window_keeps_the_newest_answers_when_it_reuses_the_oldest() {
+        let mut st = Cell::loading().inner.into_inner();
+        for n in 0..5 {
+            st.remember(PacketId::new(&format!("p{n}")).unwrap(), &json!({"value": n}), 3);
+        }
+        for n in 0..2 {
+            assert_eq!(st.remembered_packet(&PacketId::new(&format!("p{n}")).unwrap()), None);
+        }
+        for n in 2..5 {
+            let id = PacketId::new(&format!("p{n}")).unwrap();
+            assert_eq!(st.remembered_packet(&id), Some(json!({"value": n})));
+        }
     }
 }

@@ -440,7 +440,7 @@ impl TypeHost {
                 self.end_locked(actor, cell, st, Ok(answer))
             }
             (Op::Send, Turns::Sync(behavior)) => {
-                let state = st.state();
+                let state = st.state_for_turn();
                 drop(st);
                 self.send_now(reactor, actor, cell, behavior.as_ref(), message, state)
             }
@@ -873,7 +873,7 @@ impl TypeHost {
         message: Message,
     ) -> Result<Value, PfError> {
         let Message { id, data, metadata, deadline, remember, .. } = message;
-        let state = cell.inner.lock().state();
+        let state = cell.inner.lock().state_for_turn();
         let remembered = match &id {
             TurnId::Packet(id) if remember => Some(id.clone()),
             _ => None,
