@@ -269,7 +269,7 @@ class Context {
     /** @type {Promise<R>} */
     const promise = new Promise((resolve, reject) => state.pending.set(id, { resolve, reject }));
     try {
-      state.native.contextCall(this.#token, group, element, data, id);
+      state.native.contextCall(this.#token, group, element, data, jsonText(data), id);
     } catch (error) {
       state.pending.delete(id);
       return Promise.reject(error);
@@ -293,7 +293,7 @@ class Context {
       const { type, id: actorId } = refOf(actor);
       /** @type {Promise<R>} */
       const promise = new Promise((resolve, reject) => state.pending.set(id, { resolve, reject }));
-      state.native.contextSend(this.#token, type, actorId, message, id);
+      state.native.contextSend(this.#token, type, actorId, message, jsonText(message), id);
       return promise;
     } catch (error) {
       state.pending.delete(id);
@@ -311,7 +311,7 @@ class Context {
    */
   tell(actor, message) {
     const { type, id } = refOf(actor);
-    this.#state.native.contextTell(this.#token, type, id, message);
+    this.#state.native.contextTell(this.#token, type, id, message, jsonText(message));
   }
 }
 
@@ -392,11 +392,11 @@ class Dispatch {
     this.nextId = 1;
     /** @type {Array<() => void>} */
     this.idleWaiters = [];
-    /** Async answers of this microtask turn: `token, value, ...`. @type {unknown[]} */
+    /** Async answers of this microtask turn: `token, value, valueText, ...`. @type {unknown[]} */
     this.ok = [];
     /** Async failures of this turn: `token, code | undefined, error, ...`. @type {unknown[]} */
     this.failed = [];
-    /** Async actor turns of this turn: `token, reply, state, stopped, ...`. @type {unknown[]} */
+    /** Async actor turns of this turn: `token, reply, state, stopped, replyText, stateText, ...`. @type {unknown[]} */
     this.turns = [];
     this.flushing = false;
     this.flush = () => {
@@ -430,7 +430,7 @@ class Dispatch {
         failed.push(token, codeOf(error), error);
         continue;
       }
-      ok.push(token, out);
+      ok.push(token, out, jsonText(out));
     }
     if (ok.length > 0 || failed.length > 0) this.native.complete(ok, failed, undefined);
   }
@@ -448,7 +448,7 @@ class Dispatch {
       const out = this.runTurn(batch[i], token, batch[i + 2], batch[i + 3], batch[i + 4], batch[i + 5],
         batch[i + 6], batch[i + 7], batch[i + 8]);
       if (out === undefined) continue;
-      if (out.length === 5) turns.push(token, out[0], out[1], out[2]);
+      if (out.length === 5) turns.push(token, out[0], out[1], out[2], out[3], out[4]);
       else failed.push(token, out[0], out[1]);
     }
     if (failed.length > 0 || turns.length > 0) this.native.complete(EMPTY, failed, turns);
@@ -504,8 +504,11 @@ class Dispatch {
   later(token, promise, turn) {
     promise.then(
       (value) => {
-        if (turn === undefined) this.ok.push(token, value);
-        else this.turns.push(token, value, turn.state, stopRequested(turn));
+        if (turn === undefined) this.ok.push(token, value, jsonText(value));
+        else {
+          const state = turn.state;
+          this.turns.push(token, value, state, stopRequested(turn), jsonText(value), jsonText(state));
+        }
         this.soon();
       },
       (error) => {
@@ -1132,7 +1135,7 @@ class Reactor {
     try {
       const p = packetOf(args);
       const promise = new Promise((resolve) => state.pending.set(id, resolve));
-      this.#native.submit(p.group, p.element, p.data, p.priority, p.timeoutMs, p.id, p.dependencies, p.metadata, false, id);
+      this.#native.submit(p.group, p.element, p.data, jsonText(p.data), p.priority, p.timeoutMs, p.id, p.dependencies, p.metadata, false, id);
       return promise;
     } catch (error) {
       state.pending.delete(id);
@@ -1167,7 +1170,7 @@ class Reactor {
     try {
       const p = packetOf(args);
       const promise = new Promise((resolve, reject) => state.pending.set(id, { resolve, reject }));
-      this.#native.submit(p.group, p.element, p.data, p.priority, p.timeoutMs, p.id, p.dependencies, p.metadata, true, id);
+      this.#native.submit(p.group, p.element, p.data, jsonText(p.data), p.priority, p.timeoutMs, p.id, p.dependencies, p.metadata, true, id);
       return promise;
     } catch (error) {
       state.pending.delete(id);

@@ -143,7 +143,8 @@ impl NativeReactor {
     /// Submits `op` (`"create"`, `"send"` or `"stop"`) with `data` to actor
     /// `(actorType, id)` for the Promise `promise`, settled with the answer's
     /// data or a `PacketFlowError`. A create with `id` `undefined` gets a
-    /// fresh id from the core. An answer ready at once (a turn run in place)
+    /// fresh id from the core (`dataText` as for `contextSend`). An answer
+    /// ready at once (a turn run in place)
     /// is returned instead, a failure thrown; `undefined` means the Promise
     /// settles later.
     #[napi]
@@ -186,7 +187,8 @@ impl NativeReactor {
     }
 
     /// Tells `message` to actor `(actorType, id)`: it holds its place in the
-    /// mailbox when this returns; nobody waits for the turn.
+    /// mailbox when this returns; nobody waits for the turn. `messageText`
+    /// as for `contextSend`.
     #[napi]
     #[allow(clippy::too_many_arguments)]
     pub fn actor_tell(
@@ -234,8 +236,10 @@ impl NativeReactor {
 
     /// `context.send` of the running handler or turn `token`: a message to
     /// actor `(actorType, id)` as a child of its packet (the core adds the
-    /// deadline, trace and reentrancy chain).
+    /// deadline, trace and reentrancy chain). `messageText` is the message
+    /// as JSON text when index.js made it (`jsonText`), else `undefined`.
     #[napi]
+    #[allow(clippy::too_many_arguments)]
     pub fn context_send(
         &self,
         env: Env,
@@ -243,11 +247,13 @@ impl NativeReactor {
         actor_type: Unknown<'_>,
         id: Unknown<'_>,
         message: Unknown<'_>,
+        message_text: Unknown<'_>,
         promise: f64,
     ) -> napi::Result<()> {
         let actor = self.actor_ref(&env, &actor_type, &id, ACTOR_ARG)?;
-        let message =
-            FromJs::new(&env).convert(message).map_err(|e| throw_convert_error(&env, e, "message"))?;
+        let message = FromJs::new(&env)
+            .convert_or_text(message, &message_text)
+            .map_err(|e| throw_convert_error(&env, e, "message"))?;
         let ctx = self.running_context(token, &actor);
         self.start(&env, promise, async move {
             Answer::Data(match ctx {
@@ -257,7 +263,8 @@ impl NativeReactor {
         })
     }
 
-    /// `context.tell` of the running handler or turn `token`.
+    /// `context.tell` of the running handler or turn `token` (`messageText`
+    /// as for `contextSend`).
     #[napi]
     pub fn context_tell(
         &self,
@@ -266,10 +273,12 @@ impl NativeReactor {
         actor_type: Unknown<'_>,
         id: Unknown<'_>,
         message: Unknown<'_>,
+        message_text: Unknown<'_>,
     ) -> napi::Result<()> {
         let actor = self.actor_ref(&env, &actor_type, &id, ACTOR_ARG)?;
-        let message =
-            FromJs::new(&env).convert(message).map_err(|e| throw_convert_error(&env, e, "message"))?;
+        let message = FromJs::new(&env)
+            .convert_or_text(message, &message_text)
+            .map_err(|e| throw_convert_error(&env, e, "message"))?;
         let told = self.running_context(token, &actor).and_then(|ctx| {
             let _runtime = runtime().enter();
             ctx.tell(&actor, message)

@@ -71,7 +71,7 @@ use packetflow::{Context, ErrorCode, HandlerResult, PacketResult, PfError, Value
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use crate::convert::{object_to_js, parse_text, to_js, ConvertError, FromJs};
+use crate::convert::{object_to_js, to_js, FromJs};
 use crate::error::{convert_error_text, exception_text, ErrorClass};
 use crate::js::{self, NapiResult, Spread};
 use crate::runtime;
@@ -1173,42 +1173,26 @@ fn returned_turn<'env>(env: &'env Env, returned: &Unknown<'env>) -> Result<(Valu
     }
     let stopped = js::read_bool(&item(2)?).map_err(unreadable)?;
     let mut from_js = FromJs::new(env);
-    // A value is read only when its text is not there.
-    let reply = match parse_text(&item(3)?) {
-        Some(reply) => Ok(reply),
-        None => from_js.convert(item(0)?),
-    };
-    let state = match parse_text(&item(4)?) {
-        Some(state) => Ok(state),
-        None => from_js.convert(item(1)?),
-    };
-    turn_values(env, reply, state, stopped)
+    turn_outcome(env, &mut from_js, [item(0)?, item(3)?], [item(1)?, item(4)?], stopped)
 }
 
-/// A returned turn's outcome: its reply and state as JSON values (a value
-/// JSON cannot carry fails the turn, naming where it was).
+/// A returned turn's outcome: its reply and state as JSON values, each
+/// given as `[value, text]` (the text, when it is a string, is the value
+/// as JSON: see `jsonText` in index.js); a value JSON cannot carry fails
+/// the turn, naming where it was.
 pub fn turn_outcome<'env>(
     env: &Env,
     from_js: &mut FromJs<'env>,
-    reply: Unknown<'env>,
-    state: Unknown<'env>,
+    [reply, reply_text]: [Unknown<'env>; 2],
+    [state, state_text]: [Unknown<'env>; 2],
     stopped: bool,
 ) -> Result<(Value, Value, bool), PfError> {
-    let reply = from_js.convert(reply);
-    let state = from_js.convert(state);
-    turn_values(env, reply, state, stopped)
-}
-
-/// A returned turn's converted reply and state, or the failure naming what
-/// could not be converted.
-fn turn_values(
-    env: &Env,
-    reply: Result<Value, ConvertError>,
-    state: Result<Value, ConvertError>,
-    stopped: bool,
-) -> Result<(Value, Value, bool), PfError> {
-    let reply = reply.map_err(|e| PfError::failed(convert_error_text(env, e, "result")))?;
-    let state = state.map_err(|e| PfError::failed(convert_error_text(env, e, "context.state")))?;
+    let reply = from_js
+        .convert_or_text(reply, &reply_text)
+        .map_err(|e| PfError::failed(convert_error_text(env, e, "result")))?;
+    let state = from_js
+        .convert_or_text(state, &state_text)
+        .map_err(|e| PfError::failed(convert_error_text(env, e, "context.state")))?;
     Ok((reply, state, stopped))
 }
 

@@ -27,7 +27,7 @@ use crate::bridge::{
     drain, poll_ready, start, start_answering, thrown_error, turn_outcome, Answer, BatchFn, ErrorClassRef,
     JsSide, Local, LocalRef, Running, Shared, Task, Tsfn, TurnFn,
 };
-use crate::convert::{field, owned_field, to_js, FromJs};
+use crate::convert::{field, owned_field, parse_text, to_js, FromJs};
 use crate::error::{convert_error_text, throw_convert_error, throw_pf_error, throw_type_error};
 use crate::js::{self, NapiResult, Spread, StrBuf};
 use crate::runtime;
@@ -100,6 +100,7 @@ impl NativeReactor {
         group: Unknown<'_>,
         element: Unknown<'_>,
         data: Unknown<'_>,
+        data_text: Unknown<'_>,
         priority: Unknown<'_>,
         timeout_ms: Unknown<'_>,
         id: Unknown<'_>,
@@ -111,7 +112,8 @@ impl NativeReactor {
             ValueType::Undefined => None,
             _ => Some(from_js.convert(metadata).map_err(|e| throw_convert_error(env, e, "metadata"))?),
         };
-        let data = from_js.convert(data).map_err(|e| throw_convert_error(env, e, "data"))?;
+        let data =
+            from_js.convert_or_text(data, &data_text).map_err(|e| throw_convert_error(env, e, "data"))?;
         let (mut id_buf, mut group_buf, mut element_buf) = (StrBuf::new(), StrBuf::new(), StrBuf::new());
         let parts = PacketParts {
             id: field(&id, &mut id_buf)?,
@@ -277,6 +279,8 @@ impl NativeReactor {
 
     /// Submits a packet for the JS Promise `promise`, settled with a
     /// `Result` (or, with `asCall`, with the data or a `PacketFlowError`).
+    /// `dataText` is the data as JSON text when index.js made it (see
+    /// `jsonText` there), else `undefined`.
     #[napi]
     #[allow(clippy::too_many_arguments)]
     pub fn submit(
@@ -285,6 +289,7 @@ impl NativeReactor {
         group: Unknown<'_>,
         element: Unknown<'_>,
         data: Unknown<'_>,
+        data_text: Unknown<'_>,
         priority: Unknown<'_>,
         timeout_ms: Unknown<'_>,
         id: Unknown<'_>,
@@ -293,8 +298,18 @@ impl NativeReactor {
         as_call: bool,
         promise: f64,
     ) -> napi::Result<()> {
-        let packet =
-            self.packet(&env, group, element, data, priority, timeout_ms, id, dependencies, metadata)?;
+        let packet = self.packet(
+            &env,
+            group,
+            element,
+            data,
+            data_text,
+            priority,
+            timeout_ms,
+            id,
+            dependencies,
+            metadata,
+        )?;
         let reactor = self.reactor.clone();
         if as_call {
             self.start(&env, promise, async move { Answer::Data(reactor.call(packet).await) })
@@ -304,8 +319,10 @@ impl NativeReactor {
     }
 
     /// `ctx.call` of the running handler `token`: a child packet that
-    /// inherits the deadline and trace id (the core decides how).
+    /// inherits the deadline and trace id (the core decides how). `dataText`
+    /// as for `submit`.
     #[napi]
+    #[allow(clippy::too_many_arguments)]
     pub fn context_call(
         &self,
         env: Env,
@@ -313,11 +330,14 @@ impl NativeReactor {
         group: Unknown<'_>,
         element: Unknown<'_>,
         data: Unknown<'_>,
+        data_text: Unknown<'_>,
         promise: f64,
     ) -> napi::Result<()> {
         let group = string_arg(&env, &group, "group")?;
         let element = string_arg(&env, &element, "element")?;
-        let data = FromJs::new(&env).convert(data).map_err(|e| throw_convert_error(&env, e, "data"))?;
+        let data = FromJs::new(&env)
+            .convert_or_text(data, &data_text)
+            .map_err(|e| throw_convert_error(&env, e, "data"))?;
         let ctx = self.local.borrow().running.get(&(token as u64)).map(|r| r.context().clone());
         let Some(ctx) = ctx else {
             // The handler answered, and its context went with it: the
@@ -347,9 +367,10 @@ impl NativeReactor {
     }
 
     /// Answers of JS handlers and actor turns, in batches: `ok` is
-    /// `[token, value, ...]` (handlers), `failed` is `[token, code |
-    /// undefined, message, ...]` (both), `turns` is `[token, reply, state,
-    /// stopped, ...]` (turns that returned).
+    /// `[token, value, valueText, ...]` (handlers), `failed` is `[token,
+    /// code | undefined, message, ...]` (both), `turns` is `[token, reply,
+    /// state, stopped, replyText, stateText, ...]` (turns that returned; a
+    /// text is the value as JSON when index.js made it, else `undefined`).
     #[napi]
     pub fn complete(
         &self,
@@ -361,15 +382,18 @@ impl NativeReactor {
         let mut from_js = FromJs::new(&env);
         let ok_len = ok.len();
         let mut i = 0;
-        while i + 1 < ok_len {
+        while i + 2 < ok_len {
             let token = js::read_f64(&ok.get_element(i)?)? as u64;
-            let value: Unknown = ok.get_element(i + 1)?;
-            let outcome =
-                from_js.convert(value).map_err(|e| PfError::failed(convert_error_text(&env, e, "result")));
+            let outcome = match parse_text(&ok.get_element(i + 2)?) {
+                Some(value) => Ok(value),
+                None => from_js
+                    .convert(ok.get_element(i + 1)?)
+                    .map_err(|e| PfError::failed(convert_error_text(&env, e, "result"))),
+            };
             if let Some(running) = self.running(token) {
                 running.answer(outcome);
             }
-            i += 2;
+            i += 3;
         }
         let failed_len = failed.len();
         let mut i = 0;
@@ -384,16 +408,20 @@ impl NativeReactor {
         if let Some(turns) = turns {
             let turns_len = turns.len();
             let mut i = 0;
-            while i + 3 < turns_len {
+            while i + 5 < turns_len {
                 let token = js::read_f64(&turns.get_element(i)?)? as u64;
-                let reply: Unknown = turns.get_element(i + 1)?;
-                let state: Unknown = turns.get_element(i + 2)?;
                 let stopped = js::read_bool(&turns.get_element(i + 3)?)?;
-                let outcome = turn_outcome(&env, &mut from_js, reply, state, stopped);
+                let outcome = turn_outcome(
+                    &env,
+                    &mut from_js,
+                    [turns.get_element(i + 1)?, turns.get_element(i + 4)?],
+                    [turns.get_element(i + 2)?, turns.get_element(i + 5)?],
+                    stopped,
+                );
                 if let Some(running) = self.running(token) {
                     running.answer_turn(outcome);
                 }
-                i += 4;
+                i += 6;
             }
         }
         // The answers woke their packets' tasks: finish them now.
