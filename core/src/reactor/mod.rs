@@ -1096,3 +1096,6 @@ impl Drop for ForgetWaiter<'_> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cancel_tests;
