@@ -41,6 +41,7 @@ export type ErrorCode =
   | 'PF413'
   | 'PF424'
   | 'PF429'
+  | 'PF499'
   | 'PF500'
   | 'PF503'
   | 'PF508'

@@ -440,6 +440,10 @@ async fn submit(args: SubmitArgs) -> ExitCode {
 }
 
 /// Dials `url`, submits `packet` through it and prints its Result.
+///
+/// Ctrl-C cancels the packet (the node sends the peer a cancel frame when
+/// it takes them, docs/protocol.md "Cancellation"), prints its PF499
+/// result and exits with 130, as a command interrupted by SIGINT does.
 pub async fn submit_packet(url: &str, options: ConnectOptions, packet: Packet) -> ExitCode {
     let node = Node::new(
         Reactor::new(ReactorConfig { name: "packetflow-cli".into(), ..Default::default() }),
@@ -450,9 +454,25 @@ pub async fn submit_packet(url: &str, options: ConnectOptions, packet: Packet) -
         node.stop().await;
         return ExitCode::from(2);
     }
-    let result = node.reactor().submit(packet).await;
+    let id = packet.id.clone();
+    let reactor = node.reactor().clone();
+    let mut submit = std::pin::pin!(reactor.submit(packet));
+    let (result, interrupted) = tokio::select! {
+        result = &mut submit => (result, false),
+        _ = tokio::signal::ctrl_c() => {
+            // Answered PF499 at once; the cancel frame is queued before the
+            // node stops, and stopping writes what is queued first.
+            reactor.cancel(&id);
+            (submit.await, true)
+        }
+    };
     node.stop().await;
-    print_result(&result)
+    let code = print_result(&result);
+    if interrupted {
+        ExitCode::from(130)
+    } else {
+        code
+    }
 }
 
 fn print_result(result: &PacketResult) -> ExitCode {

@@ -28,6 +28,9 @@ pub enum ErrorCode {
     DependencyFailed,
     /// PF429: overloaded (queue full, window exhausted, rate limit).
     Overloaded,
+    /// PF499: the packet was cancelled: its submitter cancelled it (or went
+    /// away), or the packet that called it was cancelled or ended.
+    Cancelled,
     /// PF500: the handler raised, panicked or returned something unencodable.
     HandlerFailed,
     /// PF503: the peer holding the packet went away, or the node is stopping.
@@ -38,7 +41,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in table order.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::NoHandler,
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
@@ -49,6 +52,7 @@ impl ErrorCode {
         ErrorCode::TooLarge,
         ErrorCode::DependencyFailed,
         ErrorCode::Overloaded,
+        ErrorCode::Cancelled,
         ErrorCode::HandlerFailed,
         ErrorCode::Unavailable,
         ErrorCode::LoopDetected,
@@ -67,6 +71,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => "PF413",
             ErrorCode::DependencyFailed => "PF424",
             ErrorCode::Overloaded => "PF429",
+            ErrorCode::Cancelled => "PF499",
             ErrorCode::HandlerFailed => "PF500",
             ErrorCode::Unavailable => "PF503",
             ErrorCode::LoopDetected => "PF508",
@@ -90,6 +95,9 @@ impl ErrorCode {
             ErrorCode::TooLarge => "frame larger than the node's limit",
             ErrorCode::DependencyFailed => "a dependency failed or timed out",
             ErrorCode::Overloaded => "overloaded: queue full, window exhausted or rate limit",
+            ErrorCode::Cancelled => {
+                "cancelled: by its submitter, by a connection that went away, or with the packet that called it"
+            }
             ErrorCode::HandlerFailed => "the handler raised, panicked or returned something unencodable",
             ErrorCode::Unavailable => "the peer holding the packet went away, or the node is stopping",
             ErrorCode::LoopDetected => "routing loop: the hop limit was exceeded",

@@ -18,6 +18,7 @@ __all__ = [
     "PacketTooLargeError",
     "DependencyFailedError",
     "OverloadedError",
+    "PacketCancelledError",
     "HandlerError",
     "UnavailableError",
     "RoutingLoopError",
@@ -89,6 +90,11 @@ class OverloadedError(PacketFlowError):
     """PF429: overloaded (queue full, window exhausted, rate limit); retry later."""
 
 
+class PacketCancelledError(PacketFlowError):
+    """PF499: the packet was cancelled: by its submitter, by the connection it
+    came through going away, or with the packet that called it."""
+
+
 class HandlerError(PacketFlowError):
     """PF500: the handler raised, or returned something JSON cannot carry.
 
@@ -115,6 +121,7 @@ _BY_CODE: Dict[str, Type[PacketFlowError]] = {
     "PF413": PacketTooLargeError,
     "PF424": DependencyFailedError,
     "PF429": OverloadedError,
+    "PF499": PacketCancelledError,
     "PF500": HandlerError,
     "PF503": UnavailableError,
     "PF508": RoutingLoopError,

@@ -468,12 +468,13 @@ impl TypeHost {
         message: Message,
         mut state: Value,
     ) -> Result<Value, PfError> {
-        let Message { id, data, metadata, deadline, remember, .. } = message;
+        let Message { id, data, metadata, deadline, remember, priority, .. } = message;
         let remembered = match &id {
             TurnId::Packet(id) if remember => Some(id.clone()),
             _ => None,
         };
-        let ctx = ActorContext::new(turn_context(reactor, cell, id, metadata, deadline), actor.clone());
+        let ctx =
+            ActorContext::new(turn_context(reactor, cell, id, metadata, deadline, priority), actor.clone());
         let reply = message_type(&data).and_then(|kind| handle_sync(behavior, kind, &data, &mut state, &ctx));
         drop(ctx);
         match reply {
@@ -872,13 +873,14 @@ impl TypeHost {
         cell: &Arc<Cell>,
         message: Message,
     ) -> Result<Value, PfError> {
-        let Message { id, data, metadata, deadline, remember, .. } = message;
+        let Message { id, data, metadata, deadline, remember, priority, .. } = message;
         let state = cell.inner.lock().state_for_turn();
         let remembered = match &id {
             TurnId::Packet(id) if remember => Some(id.clone()),
             _ => None,
         };
-        let ctx = ActorContext::new(turn_context(reactor, cell, id, metadata, deadline), actor.clone());
+        let ctx =
+            ActorContext::new(turn_context(reactor, cell, id, metadata, deadline, priority), actor.clone());
         let (reply, state) = match &self.spec.turns {
             Turns::Sync(behavior) => {
                 let mut state = state;
@@ -968,8 +970,9 @@ impl TypeHost {
             ));
         }
         let before = cell.inner.lock().state();
-        let Message { id, data, metadata, deadline, .. } = message;
-        let ctx = ActorContext::new(turn_context(reactor, cell, id, metadata, deadline), actor.clone());
+        let Message { id, data, metadata, deadline, priority, .. } = message;
+        let ctx =
+            ActorContext::new(turn_context(reactor, cell, id, metadata, deadline, priority), actor.clone());
         let (reply, after) = match &self.spec.turns {
             Turns::Sync(behavior) => {
                 let mut state = before.clone();
@@ -1134,12 +1137,13 @@ fn turn_context(
     id: TurnId,
     metadata: Option<serde_json::Map<String, Value>>,
     deadline: Instant,
+    priority: crate::packet::Priority,
 ) -> Context {
     let id = match id {
         TurnId::Packet(id) => ContextId::Given(id),
         TurnId::Made(number) => ContextId::Made(MadeTurnId::new(number, cell.clone())),
     };
-    Context { reactor: reactor.clone(), id, metadata, deadline, turn: true }
+    Context::new(reactor.clone(), id, metadata, deadline, priority, true)
 }
 
 /// How many sweeps (a quarter of the idle time apart) an actor stays idle

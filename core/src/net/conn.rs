@@ -205,6 +205,7 @@ where
         last_frame: Instant::now(),
         quiet: None,
         finished: false,
+        late_cancels: Vec::new(),
     };
     if let Some(why) = refused {
         conn.refuse(0, None, why);
@@ -283,6 +284,11 @@ pub(crate) struct Connection<S> {
     quiet: Option<Pin<Box<Sleep>>>,
     /// The connection ended and its peer was let go.
     finished: bool,
+    /// Cancels that found nothing in flight from this connection while the
+    /// submit they withdraw may still be about to start (read in the same
+    /// burst, its future not yet polled): tried again once after the
+    /// running submits are polled.
+    late_cancels: Vec<PacketId>,
 }
 
 /// The packets a connection relayed to peers: the way back for their
@@ -313,7 +319,10 @@ impl<S> Connection<S> {
             self.charged = 0;
         }
         if let Some(relay) = self.relay.take() {
-            relay.deadlines.orphan_all();
+            let withdrawn = relay.deadlines.orphan_all();
+            for _ in 0..withdrawn {
+                self.node.reactor.count_forward_cancelled();
+            }
         }
     }
 }
@@ -392,6 +401,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 progress |= self.poll_stop(cx);
             }
             progress |= self.poll_running(cx);
+            if !self.late_cancels.is_empty() {
+                self.retry_cancels();
+                progress = true;
+            }
             progress |= self.poll_relayed(cx);
             progress |= self.poll_outbox(cx);
             if self.closing.is_none() && self.stop_grace.is_none() {
@@ -562,6 +575,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             else {
                 continue;
             };
+            // Past its deadline, it is not left running on the peer.
+            expiry.peer.send_cancel(expiry.seq, &packet_id);
             if let Some(relay) = self.relay.as_mut() {
                 relay.deadlines.answered(1);
             }
@@ -967,7 +982,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 self.running.get_or_insert_with(|| Box::new(FuturesUnordered::new())).push(Box::pin(
                     async move {
                         let result = match route {
-                            Some(route) => reactor.run_routed(*packet, &route, now, deadline).await,
+                            Some(route) => {
+                                reactor.run_routed(*packet, &route, now, deadline, Some(origin)).await
+                            }
                             None => reactor.submit_waiting(*packet, now, deadline, Some(origin)).await,
                         };
                         (seq, size, key, served_by, result)
@@ -999,6 +1016,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
             }
             Message::Heartbeat { .. } => {}
+            Message::Cancel { packet_id, .. } => {
+                // Only what this connection submitted; a cancel that finds
+                // nothing (answered already, or never sent) is ignored.
+                if !self.node.reactor.cancel_from(&packet_id, Origin(self.peer.id)) {
+                    self.late_cancels.push(packet_id);
+                }
+            }
+        }
+    }
+
+    /// Tries again the cancels of [`late_cancels`](Self::late_cancels),
+    /// once: the submits read before them have begun by now.
+    fn retry_cancels(&mut self) {
+        for packet_id in std::mem::take(&mut self.late_cancels) {
+            self.node.reactor.cancel_from(&packet_id, Origin(self.peer.id));
         }
     }
 

@@ -9,6 +9,12 @@
 //!
 //! Both mark the packet in flight (PF409), add a hop (PF508 past the limit),
 //! pass on what is left of the deadline and answer with the same errors.
+//!
+//! And both withdraw a packet from its peer when it is cancelled, when its
+//! submitter goes away and when its deadline passes: the submit is
+//! forgotten here, and a peer that takes cancels is sent one, so work
+//! nobody waits for does not run on there (docs/protocol.md,
+//! "Cancellation").
 
 use std::sync::{Arc, Weak};
 
@@ -22,7 +28,7 @@ use super::mailbox::Mailbox;
 use super::node::NodeInner;
 use super::peers::{Peer, Placement, RelayAnswer, Reply, ReturnAddress};
 use crate::error::ErrorCode;
-use crate::packet::{Packet, META_HOPS, META_ROUTE_KEY};
+use crate::packet::{Packet, PacketId, META_HOPS, META_ROUTE_KEY};
 use crate::reactor::{Forwarder, Origin};
 use crate::result::PacketResult;
 
@@ -52,6 +58,22 @@ impl Forwarder for Router {
         let Some(node) = self.node.upgrade() else { return true };
         let placed = node.peers.read().place_actor(actor_type, id, Some(&node.node_id), origin.map(|o| o.0));
         !matches!(placed, Some(Placement::Peer(_)))
+    }
+
+    fn cancel_relayed(&self, id: &PacketId) {
+        let Some(node) = self.node.upgrade() else { return };
+        // Relays go to peers that sent hello only; the id is in flight
+        // once on this node, so one of them at most holds it.
+        let nodes: Vec<Arc<Peer>> = node.peers.read().nodes().cloned().collect();
+        for peer in nodes {
+            if let Some((seq, reply)) = peer.take_relayed(id) {
+                peer.send_cancel(seq, id);
+                // Its mark was cancelled: whatever it is handed, the
+                // connection that relayed it answers PF499.
+                reply.deliver(PacketResult::failure(id.clone(), crate::reactor::cancelled_error(id), 0));
+                return;
+            }
+        }
     }
 }
 
@@ -129,13 +151,36 @@ async fn forward_to(node: &NodeInner, peer: &Peer, packet: Packet, deadline: Ins
         Ok(seq) => seq,
         Err((code, message)) => return fail(code, message),
     };
-    match tokio::time::timeout_at(deadline, answer).await {
+    let mut sent = Unanswered { peer, seq, settled: false };
+    let answered = tokio::time::timeout_at(deadline, answer).await;
+    // Answered, or failed by the peer leaving: nothing to withdraw.
+    sent.settled = answered.is_ok();
+    drop(sent);
+    match answered {
         Ok(Ok(result)) => result,
         Ok(Err(_)) => fail(ErrorCode::Unavailable, format!("peer {} went away", peer.remote)),
         Err(_) => {
-            peer.abandon_submit(seq);
             node.deadline_passed(peer, start);
             fail(ErrorCode::Timeout, format!("no answer from peer {} before the deadline", peer.remote))
+        }
+    }
+}
+
+/// A submit sent to a peer through the forwarder, until its answer came:
+/// dropped before (the deadline passed, the packet was cancelled, its
+/// submitter went away), the submit is withdrawn from the peer.
+struct Unanswered<'a> {
+    peer: &'a Peer,
+    seq: u64,
+    settled: bool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            if let Some((packet_id, _)) = self.peer.abandon_submit(self.seq) {
+                self.peer.send_cancel(self.seq, &packet_id);
+            }
         }
     }
 }
@@ -224,7 +269,7 @@ impl NodeInner {
             _ => return RelayOutcome::Declined(packet),
         };
         let start = Instant::now();
-        let Some(guard) = self.reactor.begin_forward(&packet.id) else {
+        let Some(guard) = self.reactor.begin_relay(&packet.id, origin) else {
             let message = format!("a packet with id {} is already in flight", packet.id);
             return RelayOutcome::Answered(PacketResult::error(
                 packet.id.clone(),

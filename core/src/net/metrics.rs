@@ -75,6 +75,7 @@ pub(crate) fn health(node: &NodeInner) -> Value {
         "in_flight": stats.in_flight,
         "queued": stats.queued,
         "unrouted": stats.unrouted,
+        "forwards_cancelled": stats.forwards_cancelled,
         "connections": node.accepted_connections(),
         "queued_bytes": node.queued_bytes.load(std::sync::atomic::Ordering::Relaxed),
         "busy_poll": node.busy_poll.as_ref().map(|b| json!({
@@ -110,6 +111,15 @@ pub(crate) fn prometheus(node: &NodeInner) -> String {
     );
     for h in &stats.handlers {
         let _ = writeln!(out, "packetflow_errors_total{{{}}} {}", labels(h), h.errors);
+    }
+    family(
+        &mut out,
+        "packetflow_cancelled_total",
+        "counter",
+        "Packets for local handlers cancelled (also counted in packetflow_errors_total).",
+    );
+    for h in &stats.handlers {
+        let _ = writeln!(out, "packetflow_cancelled_total{{{}}} {}", labels(h), h.cancelled);
     }
     family(&mut out, "packetflow_latency_seconds", "histogram", "Time from acceptance to answer.");
     for h in &stats.handlers {
@@ -147,6 +157,12 @@ pub(crate) fn prometheus(node: &NodeInner) -> String {
             node.queued_bytes.load(std::sync::atomic::Ordering::Relaxed) as u64,
         ),
         ("packetflow_unrouted_total", "counter", "Packets answered PF001.", stats.unrouted),
+        (
+            "packetflow_forwards_cancelled_total",
+            "counter",
+            "Packets cancelled while forwarded to a peer.",
+            stats.forwards_cancelled,
+        ),
         (
             "packetflow_peer_suspicions_total",
             "counter",

@@ -23,7 +23,7 @@ use super::{busy_poll, dashboard, dialer, listener, metrics};
 use crate::error::PfError;
 use crate::packet::{Element, Group, PROTOCOL_VERSION};
 use crate::reactor::Reactor;
-use crate::wire::{Hello, Message, FEATURE_BATCH, FEATURE_DEFAULT_ROUTE, FEATURE_MSGPACK};
+use crate::wire::{Hello, Message, FEATURE_BATCH, FEATURE_CANCEL, FEATURE_DEFAULT_ROUTE, FEATURE_MSGPACK};
 
 /// Ready when a connection is over.
 pub(super) type Ended = BoxFuture<'static, ()>;
@@ -317,7 +317,7 @@ impl NodeInner {
         if !peer.note_announced(&announcement) && !force {
             return;
         }
-        let mut features = vec![FEATURE_BATCH.into(), FEATURE_MSGPACK.into()];
+        let mut features = vec![FEATURE_BATCH.into(), FEATURE_MSGPACK.into(), FEATURE_CANCEL.into()];
         if announcement.default_route {
             features.push(FEATURE_DEFAULT_ROUTE.into());
         }

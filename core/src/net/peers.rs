@@ -19,7 +19,7 @@ use super::mailbox::Mailbox;
 use crate::packet::{Element, Group, Packet, PacketId};
 use crate::reactor::InflightGuard;
 use crate::result::PacketResult;
-use crate::wire::{ActorHosts, Codec, Hello, Message, Outgoing, FEATURE_DEFAULT_ROUTE};
+use crate::wire::{ActorHosts, Codec, Hello, Message, Outgoing, FEATURE_CANCEL, FEATURE_DEFAULT_ROUTE};
 
 /// Identifies one connection of this node.
 pub(crate) type ConnId = u64;
@@ -72,18 +72,29 @@ pub(crate) struct RelayAnswer {
 }
 
 impl Reply {
+    /// Drops a reply whose submitter is gone: a relayed packet's mark ends
+    /// as a cancellation (see [`InflightGuard::abandon`]).
+    pub(crate) fn abandon(self) {
+        if let Reply::Relay(mut address) = self {
+            address.guard.abandon();
+        }
+    }
+
     /// Hands `result` on. A relayed packet leaves the reactor's in-flight
-    /// table here, succeeded or failed as its result says.
+    /// table here, succeeded or failed as its result says; one cancelled
+    /// meanwhile is answered PF499 whatever the peer said.
     pub(crate) fn deliver(self, result: PacketResult) {
         match self {
             Reply::Wait(tx) => {
                 let _ = tx.send(result);
             }
-            Reply::Relay(ReturnAddress { to, seq, size, mut guard, start, key, served_by }) => {
-                if result.is_success() {
-                    guard.succeed();
-                }
-                drop(guard);
+            Reply::Relay(ReturnAddress { to, seq, size, guard, start, key, served_by }) => {
+                let result = if guard.end(result.is_success()) {
+                    let error = crate::reactor::cancelled_error(&result.packet_id);
+                    PacketResult::failure(result.packet_id, error, start.elapsed().as_millis() as u64)
+                } else {
+                    result
+                };
                 // A closed connection released its charged bytes when it ended.
                 to.send(RelayAnswer { seq, size, result, start, key, served_by });
             }
@@ -211,6 +222,21 @@ impl Peer {
         self.outbox.send(Outgoing::Message(message))
     }
 
+    /// Whether the peer takes `cancel` frames (its `hello` lists the
+    /// feature; a seed peer never does).
+    pub(crate) fn takes_cancel(&self) -> bool {
+        self.hello.read().as_ref().is_some_and(|h| h.has_feature(FEATURE_CANCEL))
+    }
+
+    /// Withdraws our submit `seq` of `packet_id` on the peer, if it takes
+    /// cancels (the submit must already be forgotten here: its PF499
+    /// answer finds nothing waiting).
+    pub(crate) fn send_cancel(&self, seq: u64, packet_id: &PacketId) {
+        if self.takes_cancel() {
+            self.send(Message::Cancel { seq, packet_id: packet_id.clone() });
+        }
+    }
+
     /// Sends `packet` as submit `seq` with `metadata["pf.hops"] = hops`.
     pub(crate) fn send_forward(&self, seq: u64, packet: Box<Packet>, hops: u64) -> bool {
         self.outbox.send(Outgoing::Forward { seq, packet, hops })
@@ -249,15 +275,40 @@ impl Peer {
     }
 
     /// Detaches the submit `seq` from the connection that relayed it (which
-    /// is gone): its in-flight mark in the reactor ends now, as it did when
-    /// a forwarding future was dropped, while the submit stays pending with
-    /// this peer until answered.
-    pub(crate) fn orphan(&self, seq: u64) {
+    /// is gone): its in-flight mark in the reactor ends now, a cancellation
+    /// to its dependents, as when a forwarding future is dropped. A peer
+    /// that takes cancels is sent one and the submit is forgotten; with
+    /// another, it stays pending until answered. Returns whether it was
+    /// still pending.
+    pub(crate) fn orphan(&self, seq: u64) -> bool {
+        if self.takes_cancel() {
+            let Some((packet_id, reply)) = self.abandon_submit(seq) else { return false };
+            self.send_cancel(seq, &packet_id);
+            reply.abandon();
+            return true;
+        }
         let detached = match self.pending.lock().as_mut().and_then(|p| p.by_seq.get_mut(&seq)) {
             Some(p) if matches!(p.reply, Reply::Relay(_)) => std::mem::replace(&mut p.reply, Reply::Orphaned),
-            _ => return,
+            _ => return false,
         };
-        drop(detached);
+        detached.abandon();
+        true
+    }
+
+    /// Takes the pending submit of `packet_id` if it was relayed for a
+    /// connection (see `NodeInner::relay`): its `seq` and its way back.
+    pub(crate) fn take_relayed(&self, packet_id: &PacketId) -> Option<(u64, Reply)> {
+        let mut guard = self.pending.lock();
+        let pending = guard.as_mut()?;
+        let seq = *pending.by_id.get(packet_id)?;
+        if !pending.by_seq.get(&seq).is_some_and(|p| matches!(p.reply, Reply::Relay(_))) {
+            return None;
+        }
+        let p = pending.by_seq.remove(&seq)?;
+        pending.by_id.remove(packet_id);
+        drop(guard);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        Some((seq, p.reply))
     }
 
     /// Whether the forwarded submit `seq` still waits for its answer.

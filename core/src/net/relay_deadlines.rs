@@ -123,12 +123,12 @@ impl RelayDeadlines {
     }
 
     /// The connection that relayed these packets is gone: nobody waits for
-    /// their answers any more (see `Peer::orphan`).
-    pub(super) fn orphan_all(&self) {
-        if self.open > 0 {
-            for e in self.in_order.iter().chain(self.early.iter().map(|e| &e.0)) {
-                e.peer.orphan(e.seq);
-            }
+    /// their answers any more (see `Peer::orphan`). Returns how many were
+    /// still pending.
+    pub(super) fn orphan_all(&self) -> usize {
+        if self.open == 0 {
+            return 0;
         }
+        self.in_order.iter().chain(self.early.iter().map(|e| &e.0)).filter(|e| e.peer.orphan(e.seq)).count()
     }
 }

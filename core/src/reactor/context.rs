@@ -1,24 +1,49 @@
 //! [`Context`]: what a handler knows about the packet it serves.
 
+use std::future::Future;
+use std::sync::OnceLock;
+use std::task::Poll;
+
 use serde_json::{Map, Value};
 use tokio::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use super::Reactor;
 use crate::actor::{ActorRef, MadeTurnId, Op, META_TURNS};
 use crate::error::{ErrorCode, PfError};
-use crate::packet::{Packet, PacketId, META_TRACE_ID};
+use crate::packet::{Packet, PacketId, Priority, META_TRACE_ID};
+use crate::result::PacketResult;
 
-/// The packet's identity, metadata and deadline, and a way to call other
-/// handlers on its behalf.
+/// The packet's identity, metadata, deadline and priority, its
+/// cancellation signal, and a way to call other handlers on its behalf.
 #[derive(Clone)]
 pub struct Context {
     pub(crate) reactor: Reactor,
     pub(crate) id: ContextId,
     pub(crate) metadata: Option<Map<String, Value>>,
     pub(crate) deadline: Instant,
+    pub(crate) priority: Priority,
     /// This packet is an actor's turn: what it calls carries its id in
     /// `pf.turns` (the reentrancy chain).
     pub(crate) turn: bool,
+    /// The packet's cancellation signal, fetched from the in-flight table
+    /// at its first use (most packets never need it).
+    signal: OnceLock<CancellationToken>,
+}
+
+/// Options of a [`Context::call_with`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CallOptions {
+    /// The child's priority; `None` (the default): the calling packet's.
+    pub priority: Option<Priority>,
+}
+
+impl CallOptions {
+    /// Options naming the child's priority.
+    pub fn priority(priority: Priority) -> CallOptions {
+        CallOptions { priority: Some(priority) }
+    }
 }
 
 /// The id of the packet a context serves.
@@ -32,6 +57,17 @@ pub(crate) enum ContextId {
 }
 
 impl Context {
+    pub(crate) fn new(
+        reactor: Reactor,
+        id: ContextId,
+        metadata: Option<Map<String, Value>>,
+        deadline: Instant,
+        priority: Priority,
+        turn: bool,
+    ) -> Context {
+        Context { reactor, id, metadata, deadline, priority, turn, signal: OnceLock::new() }
+    }
+
     /// The id of the packet being handled. A message sent with
     /// [`Actors::send`](crate::actor::Actors::send) gets a UUID v4 made for
     /// it (formatted when first read).
@@ -75,6 +111,46 @@ impl Context {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
+    /// The packet's priority, which its calls inherit.
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    /// Whether this packet's work is no longer wanted: it was cancelled
+    /// (by its submitter, a connection that went away, or with the packet
+    /// that called it), or it is over (answered, past its deadline, its
+    /// node stopping), as Go's request contexts are done once their
+    /// handler returns. For work a handler runs beside its future (a
+    /// thread, a spawned task, a binding's host task) to poll.
+    pub fn is_cancelled(&self) -> bool {
+        self.signal().is_cancelled()
+    }
+
+    /// Resolves once [`is_cancelled`](Self::is_cancelled) turns true. The
+    /// future owns what it needs (`'static`): spawn it beside the
+    /// handler's work, or hand it to a binding's host.
+    ///
+    /// A cancelled packet's handler future is dropped at once, right after
+    /// this fires (Rust's way of cancelling a future; its destructors run):
+    /// code after an `.await` in the handler itself does not run, so a
+    /// handler observes cancellation through this signal in work it runs
+    /// beside itself, or through `Drop`.
+    pub fn cancelled(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.signal().clone().cancelled_owned()
+    }
+
+    /// The packet's signal: the one its in-flight entry holds while it
+    /// runs, or a fired one for a packet that is over.
+    fn signal(&self) -> &CancellationToken {
+        self.signal.get_or_init(|| {
+            self.reactor.inner.inflight.signal(self.packet_id()).unwrap_or_else(|| {
+                let over = CancellationToken::new();
+                over.cancel();
+                over
+            })
+        })
+    }
+
     /// The trace id shared by this packet and its child calls: the
     /// packet's `pf.trace_id`, or its own id when it started the trace.
     pub fn trace_id(&self) -> &str {
@@ -84,38 +160,95 @@ impl Context {
     /// Submits a child packet to `group:element` and returns its data.
     ///
     /// The child inherits what is left of this packet's deadline, its
-    /// trace id and its reentrancy chain (`pf.turns`), so a chain of calls
-    /// can never outlive the first submit. Once this packet was answered,
-    /// a call fails at once with [`late_call_error`]: a child must not
-    /// outlive its parent.
+    /// priority, its trace id and its reentrancy chain (`pf.turns`), so a
+    /// chain of calls can never outlive the first submit. Once this packet
+    /// was answered, a call fails at once with [`late_call_error`]: a child
+    /// must not outlive its parent. When this packet is cancelled or ends
+    /// while the call waits, the child is cancelled (here, or on the peer
+    /// it went to) and the call fails with PF499.
     pub async fn call(&self, group: &str, element: &str, data: Value) -> Result<Value, PfError> {
-        let child = self.child(Packet::build(group, element, data)?, group, element)?;
-        self.reactor.submit(child).await.outcome
+        self.call_with(group, element, data, CallOptions::default()).await
+    }
+
+    /// [`call`](Self::call) with options: a priority of its own for the
+    /// child, instead of this packet's.
+    pub async fn call_with(
+        &self,
+        group: &str,
+        element: &str,
+        data: Value,
+        options: CallOptions,
+    ) -> Result<Value, PfError> {
+        let packet = Packet::build(group, element, data)?;
+        let child = self.child(packet, group, element, options.priority)?;
+        self.unless_cancelled(self.reactor.submit(child), group, element).await
     }
 
     /// Sends `message` to `actor` and returns the turn's answer, as
-    /// [`call`](Self::call) does for a handler (same deadline, trace and
-    /// chain rules).
+    /// [`call`](Self::call) does for a handler (same deadline, priority,
+    /// trace, chain and cancellation rules).
     pub async fn send(&self, actor: &ActorRef, message: Value) -> Result<Value, PfError> {
         let element = actor.element();
-        let child = self.child(actor.packet(Op::Send, message), "rm", element.as_str())?;
-        self.reactor.submit(child).await.outcome
+        let child = self.child(actor.packet(Op::Send, message), "rm", element.as_str(), None)?;
+        self.unless_cancelled(self.reactor.submit(child), "rm", element.as_str()).await
     }
 
     /// Sends `message` to `actor` without waiting for its turn (see
     /// [`Actors::tell`](crate::actor::Actors::tell)).
     pub fn tell(&self, actor: &ActorRef, message: Value) -> Result<(), PfError> {
         let element = actor.element();
-        let child = self.child(actor.packet(Op::Send, message), "rm", element.as_str())?;
+        let child = self.child(actor.packet(Op::Send, message), "rm", element.as_str(), None)?;
         self.reactor.actors().tell_packet(actor, child)
     }
 
-    /// `packet` as a child of this one: the deadline left, the trace id and
-    /// the reentrancy chain added to its metadata.
-    fn child(&self, mut packet: Packet, group: &str, element: &str) -> Result<Packet, PfError> {
+    /// Awaits a child's answer unless this packet is cancelled (or ends)
+    /// first; the child's future is then dropped, which cancels it. A
+    /// child answered at its first poll never fetches the signal.
+    async fn unless_cancelled(
+        &self,
+        call: impl Future<Output = PacketResult>,
+        group: &str,
+        element: &str,
+    ) -> Result<Value, PfError> {
+        let mut call = std::pin::pin!(call);
+        if let Poll::Ready(result) = futures::poll!(call.as_mut()) {
+            return result.outcome;
+        }
+        let signal = self.signal().clone();
+        let answered = Box::pin(async move {
+            tokio::select! {
+                biased;
+                _ = signal.cancelled() => None,
+                result = call => Some(result),
+            }
+        })
+        .await;
+        match answered {
+            Some(result) => result.outcome,
+            None => Err(PfError::new(
+                ErrorCode::Cancelled,
+                format!(
+                    "ctx.call to {group}:{element} cancelled: packet {} was cancelled or ended",
+                    self.packet_id()
+                ),
+            )),
+        }
+    }
+
+    /// `packet` as a child of this one: the deadline left, this packet's
+    /// priority (unless `priority` names one), the trace id and the
+    /// reentrancy chain added to its metadata.
+    fn child(
+        &self,
+        mut packet: Packet,
+        group: &str,
+        element: &str,
+        priority: Option<Priority>,
+    ) -> Result<Packet, PfError> {
         if !self.reactor.inner.inflight.is_running(self.packet_id()) {
             return Err(late_call_error(group, element));
         }
+        packet.priority = priority.unwrap_or(self.priority);
         let remaining_ms = self.remaining().as_millis();
         if remaining_ms == 0 {
             return Err(PfError::new(ErrorCode::Timeout, format!("no time left to call {group}:{element}")));

@@ -13,6 +13,13 @@
 //! the costliest step of a packet here. The sweep moves the remembered
 //! half into a second table kept for the purpose (the two swap roles), so
 //! that no erased slots are left for a later insert to clean up.
+//!
+//! The table is also where a packet is cancelled ([`Inflight::cancel`]):
+//! its entry holds its cancellation signal, made only when something needs
+//! it (a submitter that waits, a handler that asks, a cancel), so a packet
+//! nobody cancels or watches costs nothing more. The signal fires when the
+//! packet is cancelled, and when it ends in any way: work its handler left
+//! running beside it is no longer wanted then.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -21,6 +28,7 @@ use std::sync::Arc;
 use hashbrown::HashTable;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use crate::packet::PacketId;
 
@@ -29,6 +37,22 @@ use crate::packet::PacketId;
 pub(crate) enum Outcome {
     Succeeded,
     Failed,
+    /// Cancelled, or abandoned by its submitter (a failure to dependents).
+    Cancelled,
+}
+
+/// How a packet in flight is answered, which decides how it is cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// By a future of this node (a local run, or a forward that awaits the
+    /// peer's answer): the future sees the signal.
+    Awaited,
+    /// Relayed by a connection without a future: the node's forwarder
+    /// cancels it ([`Cancel::Relayed`]).
+    Relayed,
+    /// The id of an actor API message's turn, marked once read: it is not
+    /// a packet anyone submitted, and cannot be cancelled by id.
+    Marked,
 }
 
 struct Entry {
@@ -37,7 +61,33 @@ struct Entry {
     /// True while a packet with this id runs; false while the entry only
     /// holds waiters for an id not submitted yet.
     running: bool,
+    kind: Kind,
+    /// The connection the packet came in on (0: submitted in this process):
+    /// a peer may cancel only what it submitted.
+    origin: u64,
     waiters: Vec<oneshot::Sender<Outcome>>,
+    /// The packet's cancellation signal, once something needed it; fired
+    /// when the packet is cancelled or ends.
+    signal: Option<CancellationToken>,
+}
+
+impl Entry {
+    fn cancelled(&self) -> bool {
+        self.signal.as_ref().is_some_and(CancellationToken::is_cancelled)
+    }
+}
+
+/// What [`Inflight::cancel`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cancel {
+    /// No such packet in flight (from that origin): nothing was done.
+    NotInFlight,
+    /// Cancelled (now, or by an earlier call): the future answering it
+    /// answers PF499.
+    Awaited,
+    /// A relayed packet, cancelled now for the first time: the forwarder
+    /// must withdraw it from its peer and answer it.
+    Relayed,
 }
 
 struct Table {
@@ -107,16 +157,24 @@ impl Inflight {
         self.hasher.hash_one(id.as_str())
     }
 
-    /// Marks `id` as running; `None` if it already is (PF409).
-    pub(crate) fn begin(self: &Arc<Self>, id: &PacketId) -> Option<InflightGuard> {
-        self.begin_counted(id, true)
+    /// Marks `id` as running, answered by a future of this node, for a
+    /// packet that came in on connection `origin` (0: this process);
+    /// `None` if it already is (PF409).
+    pub(crate) fn begin(self: &Arc<Self>, id: &PacketId, origin: u64) -> Option<InflightGuard> {
+        self.begin_as(id, Kind::Awaited, origin)
+    }
+
+    /// [`begin`](Self::begin) for a packet a connection relays to a peer
+    /// without a future.
+    pub(crate) fn begin_relayed(self: &Arc<Self>, id: &PacketId, origin: u64) -> Option<InflightGuard> {
+        self.begin_as(id, Kind::Relayed, origin)
     }
 
     /// Marks `id` as running without counting it in [`len`](Self::len):
     /// the id of an API message's turn, read by the turn (the message is
     /// counted by [`count_ask`](Self::count_ask) already).
     pub(crate) fn mark(self: &Arc<Self>, id: &PacketId) -> Option<InflightGuard> {
-        self.begin_counted(id, false)
+        self.begin_as(id, Kind::Marked, 0)
     }
 
     /// Counts a message sent through the actor API as in flight until the
@@ -128,20 +186,74 @@ impl Inflight {
         AskCount(self)
     }
 
-    fn begin_counted(self: &Arc<Self>, id: &PacketId, counted: bool) -> Option<InflightGuard> {
+    fn begin_as(self: &Arc<Self>, id: &PacketId, kind: Kind, origin: u64) -> Option<InflightGuard> {
         let hash = self.hash(id);
+        let counted = kind != Kind::Marked;
         let mut t = self.table.lock();
         match t.live_mut(hash, id) {
             Some(entry) if entry.running => return None,
-            Some(entry) => entry.running = true,
+            Some(entry) => {
+                entry.running = true;
+                entry.kind = kind;
+                entry.origin = origin;
+            }
             None => {
-                let entry = Entry { id: id.clone(), hash, running: true, waiters: Vec::new() };
+                let entry = Entry {
+                    id: id.clone(),
+                    hash,
+                    running: true,
+                    kind,
+                    origin,
+                    waiters: Vec::new(),
+                    signal: None,
+                };
                 t.live.insert_unique(hash, entry, |e| e.hash);
             }
         }
         t.running += usize::from(counted);
         drop(t);
-        Some(InflightGuard { table: self.clone(), id: id.clone(), hash, outcome: Outcome::Failed, counted })
+        Some(InflightGuard {
+            table: self.clone(),
+            id: id.clone(),
+            hash,
+            outcome: Outcome::Failed,
+            counted,
+            ended: false,
+        })
+    }
+
+    /// Cancels the packet `id` if it is in flight and came in on `origin`
+    /// (any origin when `None`): its signal fires, and whatever answers it
+    /// answers PF499 ([`InflightGuard::end`]). Idempotent.
+    pub(crate) fn cancel(&self, id: &PacketId, origin: Option<u64>) -> Cancel {
+        let hash = self.hash(id);
+        let mut t = self.table.lock();
+        let Some(entry) = t.live_mut(hash, id) else { return Cancel::NotInFlight };
+        if !entry.running || entry.kind == Kind::Marked || origin.is_some_and(|o| o != entry.origin) {
+            return Cancel::NotInFlight;
+        }
+        let first = !entry.cancelled();
+        let kind = entry.kind;
+        let signal = entry.signal.get_or_insert_with(CancellationToken::new).clone();
+        drop(t);
+        // Outside the lock: firing wakes (and may run) what waits on it.
+        signal.cancel();
+        match kind {
+            Kind::Relayed if first => Cancel::Relayed,
+            _ => Cancel::Awaited,
+        }
+    }
+
+    /// The cancellation signal of the packet `id` while it runs (made now
+    /// if nobody asked before); `None` once it is over.
+    pub(crate) fn signal(&self, id: &PacketId) -> Option<CancellationToken> {
+        self.signal_of(self.hash(id), id)
+    }
+
+    fn signal_of(&self, hash: u64, id: &PacketId) -> Option<CancellationToken> {
+        let mut t = self.table.lock();
+        let entry = t.live_mut(hash, id).filter(|e| e.running)?;
+        Some(entry.signal.get_or_insert_with(CancellationToken::new).clone())
     }
 
     /// Whether a packet with `id` is running (its answer not given yet).
@@ -166,7 +278,15 @@ impl Inflight {
         if let Some(f) = t.finished.find(hash, |f| f.hash == hash).filter(|f| f.at > remembered_since) {
             return DependencyState::Done(f.outcome);
         }
-        let entry = Entry { id: id.clone(), hash, running: false, waiters: vec![tx] };
+        let entry = Entry {
+            id: id.clone(),
+            hash,
+            running: false,
+            kind: Kind::Awaited,
+            origin: 0,
+            waiters: vec![tx],
+            signal: None,
+        };
         t.live.insert_unique(hash, entry, |e| e.hash);
         DependencyState::Pending(rx)
     }
@@ -193,10 +313,14 @@ impl Inflight {
         self.table.lock().live.len()
     }
 
-    fn finish(&self, hash: u64, id: &PacketId, outcome: Outcome, counted: bool) {
+    /// Ends the packet `id`; returns whether it was cancelled (its outcome
+    /// then is [`Outcome::Cancelled`], whatever `outcome` said).
+    fn finish(&self, hash: u64, id: &PacketId, outcome: Outcome, counted: bool) -> bool {
         let mut t = self.table.lock();
-        let Some(entry) = t.remove_live(hash, id) else { return };
+        let Some(entry) = t.remove_live(hash, id) else { return false };
         t.running -= usize::from(counted);
+        let cancelled = entry.cancelled();
+        let outcome = if cancelled { Outcome::Cancelled } else { outcome };
         if self.memory > 0 {
             let memory = self.memory as u64;
             let Table { finished, spare, finishes, .. } = &mut *t;
@@ -232,12 +356,18 @@ impl Inflight {
         for w in entry.waiters {
             let _ = w.send(outcome);
         }
+        // The packet is over: what still watches it stops.
+        if let Some(signal) = entry.signal {
+            signal.cancel();
+        }
+        cancelled
     }
 }
 
-/// Marks an id as running until dropped; the drop publishes the outcome to
-/// dependents (a guard dropped without `succeed` counts as a failure, which
-/// covers cancellation and panics).
+/// Marks an id as running until [`end`](Self::end)ed or dropped; either
+/// publishes the outcome to dependents (a guard dropped without `succeed`
+/// counts as a failure, which covers panics; [`abandon`](Self::abandon)
+/// makes it a cancellation).
 pub(crate) struct InflightGuard {
     table: Arc<Inflight>,
     id: PacketId,
@@ -245,17 +375,46 @@ pub(crate) struct InflightGuard {
     outcome: Outcome,
     /// Counted in [`Inflight::len`] (not a [`mark`](Inflight::mark)).
     counted: bool,
+    /// [`end`](Self::end) ran: nothing left for the drop.
+    ended: bool,
 }
 
 impl InflightGuard {
     pub(crate) fn succeed(&mut self) {
         self.outcome = Outcome::Succeeded;
     }
+
+    /// The packet's submitter stopped waiting: dependents see a
+    /// cancellation.
+    pub(crate) fn abandon(&mut self) {
+        self.outcome = Outcome::Cancelled;
+    }
+
+    /// The packet's cancellation signal (made now if nobody asked before).
+    pub(crate) fn signal(&self) -> CancellationToken {
+        self.table.signal_of(self.hash, &self.id).unwrap_or_else(|| {
+            // Not reachable while the guard lives; a fired signal is the
+            // safe answer for a packet that is over.
+            let over = CancellationToken::new();
+            over.cancel();
+            over
+        })
+    }
+
+    /// Ends the packet now, succeeded or not; returns whether it was
+    /// cancelled first (its answer must then be PF499).
+    pub(crate) fn end(mut self, succeeded: bool) -> bool {
+        self.ended = true;
+        let outcome = if succeeded { Outcome::Succeeded } else { self.outcome };
+        self.table.finish(self.hash, &self.id, outcome, self.counted)
+    }
 }
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.table.finish(self.hash, &self.id, self.outcome, self.counted);
+        if !self.ended {
+            self.table.finish(self.hash, &self.id, self.outcome, self.counted);
+        }
     }
 }
 
@@ -273,7 +432,7 @@ mod tests {
     use super::*;
 
     fn finish(table: &Arc<Inflight>, id: &str, ok: bool) {
-        let mut guard = table.begin(&PacketId::new(id).unwrap()).expect("not in flight");
+        let mut guard = table.begin(&PacketId::new(id).unwrap(), 0).expect("not in flight");
         if ok {
             guard.succeed();
         }

@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
 pub(crate) use context::ContextId;
-pub use context::{late_call_error, Context};
+pub use context::{late_call_error, CallOptions, Context};
 pub use handler::{Handler, HandlerError, HandlerResult};
 pub use stats::{HandlerStats, ReactorStats};
 // The same histogram counts the keys a node forwards (its dashboard), and
@@ -36,7 +36,7 @@ use crate::key_style::KeyStyle;
 use crate::packet::{Element, Group, Packet, PacketId};
 use crate::result::PacketResult;
 pub(crate) use inflight::InflightGuard;
-use inflight::{DependencyState, Inflight, Outcome};
+use inflight::{Cancel, DependencyState, Inflight, Outcome};
 use scheduler::{Refused, RunSlot, Scheduler};
 
 /// Settings of a [`Reactor`].
@@ -102,6 +102,17 @@ impl Default for ReactorConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Origin(pub u64);
 
+/// How the in-flight table records an origin (0: this process; a node
+/// numbers its connections from 1).
+fn origin_number(origin: Option<Origin>) -> u64 {
+    origin.map_or(0, |o| o.0)
+}
+
+/// The answer of a cancelled packet (PF499).
+pub(crate) fn cancelled_error(id: &PacketId) -> PfError {
+    PfError::new(ErrorCode::Cancelled, format!("packet {id} was cancelled"))
+}
+
 /// What [`Reactor::try_submit`] did with a packet.
 // A packet is given back by value (no allocation) on the slow paths.
 #[allow(clippy::large_enum_variant)]
@@ -163,6 +174,13 @@ pub trait Forwarder: Send + Sync + 'static {
         let _ = (actor_type, id, origin);
         true
     }
+
+    /// Cancels `id`, a packet a connection relayed to a peer without a
+    /// future (see [`Reactor::begin_relay`]): withdraw it from the peer and
+    /// answer it (PF499). The default: there are none.
+    fn cancel_relayed(&self, id: &PacketId) {
+        let _ = id;
+    }
 }
 
 /// What serves a `group:element`: a handler, or the host of an actor type.
@@ -200,6 +218,8 @@ pub(crate) struct ReactorInner {
     inflight: Arc<Inflight>,
     scheduler: Arc<Scheduler>,
     unrouted: AtomicU64,
+    /// Packets cancelled while forwarded to a peer.
+    forwards_cancelled: AtomicU64,
     stopped: AtomicBool,
     shutdown: Notify,
     /// Bumped on every (un)registration, so a node can re-announce.
@@ -251,6 +271,7 @@ impl Reactor {
                 registering: Mutex::new(()),
                 forwarder: ArcSwapOption::empty(),
                 unrouted: AtomicU64::new(0),
+                forwards_cancelled: AtomicU64::new(0),
                 stopped: AtomicBool::new(false),
                 shutdown: Notify::new(),
                 handlers_version: tokio::sync::watch::Sender::new(0),
@@ -481,6 +502,49 @@ impl Reactor {
         self.inner.shutdown.notify_waiters();
     }
 
+    /// Cancels the packet `id` in flight on this reactor: it is answered
+    /// once, PF499, and its submitter's future ends at once. Work it has
+    /// not started never starts (waiting for a slot, for a dependency, in
+    /// an actor's mailbox); its running handler's future is dropped, after
+    /// its context's [`cancelled`](Context::cancelled) signal fired; every
+    /// `ctx.call` it has in flight is cancelled with it, here and on peers
+    /// that take cancels (docs/protocol.md, "Cancellation"); packets that
+    /// depend on it answer PF424.
+    ///
+    /// Returns whether the packet is in flight (cancelled now, or by an
+    /// earlier call: cancelling is idempotent); `false` for a packet that
+    /// is not, or no longer: nothing is remembered for a later submit.
+    /// A sync handler runs inline and is not interrupted: a packet
+    /// cancelled while one runs is still answered PF499.
+    pub fn cancel(&self, id: &PacketId) -> bool {
+        self.cancel_where(id, None)
+    }
+
+    /// [`cancel`](Self::cancel), for a packet that came in on connection
+    /// `origin` only (a peer cancels only what it submitted).
+    pub(crate) fn cancel_from(&self, id: &PacketId, origin: Origin) -> bool {
+        self.cancel_where(id, Some(origin.0))
+    }
+
+    fn cancel_where(&self, id: &PacketId, origin: Option<u64>) -> bool {
+        match self.inner.inflight.cancel(id, origin) {
+            Cancel::NotInFlight => false,
+            Cancel::Awaited => true,
+            Cancel::Relayed => {
+                self.count_forward_cancelled();
+                if let Some(forwarder) = self.inner.forwarder.load_full() {
+                    forwarder.cancel_relayed(id);
+                }
+                true
+            }
+        }
+    }
+
+    /// Counts a packet cancelled while forwarded (relayed by a connection).
+    pub(crate) fn count_forward_cancelled(&self) {
+        self.inner.forwards_cancelled.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Submits a packet and waits for its one answer.
     ///
     /// Always completes: with the handler's value, or PF400 (invalid
@@ -514,7 +578,9 @@ impl Reactor {
     ) -> PacketResult {
         match self.try_submit(packet, start, deadline, origin) {
             Immediate::Done(result) => result,
-            Immediate::Routed(packet, route) => self.run_routed(packet, &route, start, deadline).await,
+            Immediate::Routed(packet, route) => {
+                self.run_routed(packet, &route, start, deadline, origin).await
+            }
             Immediate::Elsewhere(packet) | Immediate::Later(packet) => {
                 self.submit_waiting(packet, start, deadline, origin).await
             }
@@ -567,12 +633,13 @@ impl Reactor {
             }
             Target::Handler(Handler::Async(_)) => return Immediate::Routed(owned, route.clone()),
         };
-        let Some(mut guard) = self.inner.inflight.begin(&packet.id) else {
+        // Answered before anything else runs here: no origin to record.
+        let Some(guard) = self.inner.inflight.begin(&packet.id, 0) else {
             return Immediate::Later(owned); // the slow path answers PF409
         };
         let id = packet.id.clone();
         let outcome = self.run_sync(f.as_ref(), owned.into_packet(), deadline);
-        Immediate::Done(self.finish(&route.stats, &mut guard, id, outcome, start))
+        Immediate::Done(self.finish(&route.stats, guard, id, outcome, start))
     }
 
     /// The fast path of an actor message: an idle actor in memory whose
@@ -598,21 +665,22 @@ impl Reactor {
         let Some(claim) = host.claim_idle(owned.packet()) else {
             return Immediate::Later(owned);
         };
-        let Some(mut guard) = self.inner.inflight.begin(&owned.packet().id) else {
+        let Some(guard) = self.inner.inflight.begin(&owned.packet().id, 0) else {
             host.release_claim(&claim);
             return Immediate::Later(owned); // the slow path answers the repeat
         };
         let packet = owned.into_packet();
         let id = packet.id.clone();
         let outcome = host.run_claimed(self, &claim, packet, deadline);
-        Immediate::Done(self.finish(stats, &mut guard, id, outcome, start))
+        Immediate::Done(self.finish(stats, guard, id, outcome, start))
     }
 
-    /// Marks a packet that a node forwards by itself (not through
-    /// [`Forwarder`]) as in flight, as forwarding through the reactor does;
-    /// `None` when its id already is (PF409).
-    pub(crate) fn begin_forward(&self, id: &PacketId) -> Option<InflightGuard> {
-        self.inner.inflight.begin(id)
+    /// Marks a packet that a node relays by itself (not through
+    /// [`Forwarder`]) for connection `origin` as in flight, as forwarding
+    /// through the reactor does; `None` when its id already is (PF409).
+    /// Cancelling it calls [`Forwarder::cancel_relayed`].
+    pub(crate) fn begin_relay(&self, id: &PacketId, origin: Origin) -> Option<InflightGuard> {
+        self.inner.inflight.begin_relayed(id, origin.0)
     }
 
     /// Counts a message sent through the actor API as in flight until the
@@ -630,28 +698,32 @@ impl Reactor {
         self.inner.inflight.mark(id)
     }
 
-    /// Records the outcome of a local packet and builds its result.
+    /// Records the outcome of a local packet, ends it and builds its
+    /// result: PF499 if it was cancelled meanwhile.
     fn finish(
         &self,
         stats: &Stats,
-        guard: &mut inflight::InflightGuard,
+        guard: InflightGuard,
         id: PacketId,
         outcome: Result<Value, PfError>,
         start: Instant,
     ) -> PacketResult {
         let elapsed = start.elapsed();
-        stats.record(elapsed.as_micros() as u64, outcome.is_err());
-        if outcome.is_ok() {
-            guard.succeed();
-        }
+        let micros = elapsed.as_micros() as u64;
+        let outcome = if guard.end(outcome.is_ok()) {
+            stats.record_cancelled(micros);
+            Err(cancelled_error(&id))
+        } else {
+            stats.record(micros, outcome.is_err());
+            outcome
+        };
         PacketResult { packet_id: id, outcome, duration_ms: elapsed.as_millis() as u64 }
     }
 
     /// Runs a sync handler, turning a panic into PF500.
     fn run_sync(&self, f: &handler::SyncFn, packet: Packet, deadline: Instant) -> Result<Value, PfError> {
-        let Packet { id, data, metadata, .. } = packet;
-        let ctx =
-            Context { reactor: self.clone(), id: ContextId::Given(id), metadata, deadline, turn: false };
+        let Packet { id, data, metadata, priority, .. } = packet;
+        let ctx = Context::new(self.clone(), ContextId::Given(id), metadata, deadline, priority, false);
         std::panic::catch_unwind(AssertUnwindSafe(|| f(data, &ctx)))
             .unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))
     }
@@ -684,21 +756,26 @@ impl Reactor {
         if matches!(route.target, Target::Actors(_)) && !self.actor_lives_here(&mut packet, origin) {
             return self.forward_or_reject(packet, start, deadline, origin).await;
         }
-        self.run_routed(packet, &route, start, deadline).await
+        self.run_routed(packet, &route, start, deadline, origin).await
     }
 
     /// Runs a valid packet on its local `route`, from its in-flight mark
     /// on: the rest of [`submit_waiting`](Self::submit_waiting), and where
     /// [`try_submit`](Self::try_submit) sends a packet for an async handler
-    /// (checked there once).
+    /// (checked there once). `origin` is the connection it came in on.
+    ///
+    /// Until it is answered the packet may be cancelled: the future then
+    /// answers PF499 at once, dropping what it ran. Dropping this future
+    /// first cancels the packet too (see [`Running`]).
     pub(crate) async fn run_routed(
         &self,
         packet: Packet,
         route: &Route,
         start: Instant,
         deadline: Instant,
+        origin: Option<Origin>,
     ) -> PacketResult {
-        let Some(mut guard) = self.inner.inflight.begin(&packet.id) else {
+        let Some(guard) = self.inner.inflight.begin(&packet.id, origin_number(origin)) else {
             if let Target::Actors(host) = &route.target {
                 // A repeat of an actor message in flight gets the first one's answer.
                 let id = packet.id.clone();
@@ -712,8 +789,14 @@ impl Reactor {
             return PacketResult::error(packet.id, ErrorCode::DuplicateId, message, since_ms(start));
         };
         let id = packet.id.clone();
-        let outcome = self.run_local(packet, route, deadline).await;
-        self.finish(&route.stats, &mut guard, id, outcome, start)
+        let mut running = Running { guard: Some(guard), stats: &route.stats, start };
+        let work = self.run_local(packet, route, deadline);
+        let outcome = match &running.guard {
+            Some(guard) => until_cancelled(guard, work).await.unwrap_or_else(|| Err(cancelled_error(&id))),
+            None => unreachable!("the guard is taken below"),
+        };
+        let guard = running.guard.take().expect("taken once");
+        self.finish(&route.stats, guard, id, outcome, start)
     }
 
     /// Whether this node is the placement of the actor `packet` is for
@@ -738,18 +821,27 @@ impl Reactor {
         let (group, element) = (packet.group, packet.element.clone());
         if let Some(forwarder) = self.inner.forwarder.load_full() {
             // The in-flight mark covers forwarded packets too (PF409).
-            let Some(mut guard) = self.inner.inflight.begin(&packet.id) else {
+            let Some(guard) = self.inner.inflight.begin(&packet.id, origin_number(origin)) else {
                 let message = format!("a packet with id {} is already in flight", packet.id);
                 return PacketResult::error(packet.id, ErrorCode::DuplicateId, message, since_ms(start));
             };
             let id = packet.id.clone();
             match forwarder.forward(packet, deadline, origin) {
                 Some(answer) => {
-                    let result = answer.await;
-                    if result.is_success() {
-                        guard.succeed();
+                    // Cancelled: the answer's future is dropped, which
+                    // withdraws the packet from the peer.
+                    let mut forwarding = Forwarding { guard: Some(guard), reactor: &self.inner };
+                    let answered = match &forwarding.guard {
+                        Some(guard) => until_cancelled(guard, answer).await,
+                        None => unreachable!("the guard is taken below"),
+                    };
+                    let guard = forwarding.guard.take().expect("taken once");
+                    let succeeded = answered.as_ref().is_some_and(PacketResult::is_success);
+                    if guard.end(succeeded) {
+                        self.count_forward_cancelled();
+                        return PacketResult::failure(id.clone(), cancelled_error(&id), since_ms(start));
                     }
-                    return result;
+                    return answered.expect("only a cancelled packet has no answer");
                 }
                 None => {
                     drop(guard);
@@ -802,9 +894,8 @@ impl Reactor {
                 ))
             }
         };
-        let Packet { id, group, element, data, metadata, .. } = packet;
-        let ctx =
-            Context { reactor: self.clone(), id: ContextId::Given(id), metadata, deadline, turn: false };
+        let Packet { id, group, element, data, metadata, priority, .. } = packet;
+        let ctx = Context::new(self.clone(), ContextId::Given(id), metadata, deadline, priority, false);
         let Handler::Async(f) = handler else { unreachable!("sync handlers returned above") };
         let running = AssertUnwindSafe(f(data, ctx)).catch_unwind();
         let outcome =
@@ -856,10 +947,12 @@ impl Reactor {
             let outcome = match self.inner.inflight.watch(dep) {
                 DependencyState::Done(outcome) => outcome,
                 DependencyState::Pending(rx) => {
+                    // Its entry goes when nobody waits for the id any more,
+                    // even if this wait is dropped (this packet cancelled).
+                    let mut forget = ForgetWaiter { inflight: &self.inner.inflight, id: dep, armed: true };
                     let waited = self.bounded(rx, deadline, String::new).await;
-                    if waited.is_err() {
-                        self.inner.inflight.forget_waiter(dep);
-                    }
+                    forget.armed = waited.is_err();
+                    drop(forget);
                     match waited {
                         Ok(Ok(outcome)) => outcome,
                         Ok(Err(_)) => Outcome::Failed,
@@ -870,8 +963,10 @@ impl Reactor {
                     }
                 }
             };
-            if outcome == Outcome::Failed {
-                return Err(failed(dep, "failed"));
+            match outcome {
+                Outcome::Succeeded => {}
+                Outcome::Failed => return Err(failed(dep, "failed")),
+                Outcome::Cancelled => return Err(failed(dep, "was cancelled")),
             }
         }
         Ok(())
@@ -901,13 +996,14 @@ impl Reactor {
     #[cfg(feature = "bench-hooks")]
     #[doc(hidden)]
     pub fn context_for_bench(&self) -> Context {
-        Context {
-            reactor: self.clone(),
-            id: ContextId::Given(PacketId::random()),
-            metadata: None,
-            deadline: Instant::now() + Duration::from_secs(30),
-            turn: false,
-        }
+        Context::new(
+            self.clone(),
+            ContextId::Given(PacketId::random()),
+            None,
+            Instant::now() + Duration::from_secs(30),
+            crate::packet::Priority::DEFAULT,
+            false,
+        )
     }
 
     /// A snapshot of the counters.
@@ -924,6 +1020,7 @@ impl Reactor {
             in_flight: self.inner.inflight.len(),
             queued: self.inner.scheduler.queued(),
             unrouted: self.inner.unrouted.load(Ordering::Relaxed),
+            forwards_cancelled: self.inner.forwards_cancelled.load(Ordering::Relaxed),
             actors: self.actors().stats(),
         }
     }
@@ -933,5 +1030,81 @@ fn stopped_error() -> PfError {
     PfError::new(ErrorCode::Unavailable, "the reactor is stopping")
 }
 
+/// Runs `work` for the packet `guard` marks until it ends (`Some`), or
+/// until the packet is cancelled (`None`; `work` is dropped). Work ready at
+/// its first poll never fetches the packet's signal, and the select lives
+/// in a box made only when work waits: cancelling costs nothing to packets
+/// that are answered at once.
+async fn until_cancelled<F: std::future::Future>(guard: &InflightGuard, work: F) -> Option<F::Output> {
+    let mut work = std::pin::pin!(work);
+    if let Poll::Ready(out) = futures::poll!(work.as_mut()) {
+        return Some(out);
+    }
+    let signal = guard.signal();
+    Box::pin(async move {
+        tokio::select! {
+            biased;
+            _ = signal.cancelled() => None,
+            out = work => Some(out),
+        }
+    })
+    .await
+}
+
+/// A packet running on a local route until it is answered. If its future
+/// is dropped first (its submitter gave up: the packet that called it was
+/// cancelled or ended, its connection went away), the packet counts as
+/// cancelled, for its dependents and in its key's stats.
+struct Running<'a> {
+    guard: Option<InflightGuard>,
+    stats: &'a Stats,
+    start: Instant,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if let Some(mut guard) = self.guard.take() {
+            guard.abandon();
+            drop(guard);
+            self.stats.record_cancelled(self.start.elapsed().as_micros() as u64);
+        }
+    }
+}
+
+/// A packet forwarded through the [`Forwarder`] until it is answered; if
+/// its future is dropped first, as [`Running`].
+struct Forwarding<'a> {
+    guard: Option<InflightGuard>,
+    reactor: &'a ReactorInner,
+}
+
+impl Drop for Forwarding<'_> {
+    fn drop(&mut self) {
+        if let Some(mut guard) = self.guard.take() {
+            guard.abandon();
+            self.reactor.forwards_cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Forgets the waiter of dependency `id` when dropped armed (see
+/// [`Inflight::forget_waiter`]): the wait ended without an answer.
+struct ForgetWaiter<'a> {
+    inflight: &'a Inflight,
+    id: &'a PacketId,
+    armed: bool,
+}
+
+impl Drop for ForgetWaiter<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.inflight.forget_waiter(self.id);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cancel_tests;

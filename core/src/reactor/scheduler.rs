@@ -5,6 +5,12 @@
 //! priority (10 first), then by arrival (FIFO within a priority). A finishing
 //! packet hands its slot straight to the best waiter, so the order holds even
 //! when many packets finish at once.
+//!
+//! A wait that is given up (its packet cancelled, or past its deadline)
+//! leaves its entry in the heap, to be skipped when it comes up: it is
+//! counted as abandoned at once, so [`Scheduler::queued`] reports only the
+//! packets that still wait, and swept out once abandoned entries are the
+//! majority, so memory follows the waiting packets too.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -43,6 +49,15 @@ struct State {
     running: usize,
     arrivals: u64,
     queue: BinaryHeap<Waiter>,
+    /// Entries of `queue` whose wait was given up (closed receivers).
+    abandoned: usize,
+}
+
+impl State {
+    fn sweep(&mut self) {
+        self.queue.retain(|w| !w.wake.is_closed());
+        self.abandoned = 0;
+    }
 }
 
 pub(crate) struct Scheduler {
@@ -100,11 +115,19 @@ impl Waiting {
 impl Drop for Waiting {
     fn drop(&mut self) {
         if let Some(mut rx) = self.wake.take() {
+            // Under the lock, so that `release` never sees the receiver
+            // closed before it was counted as abandoned.
+            let mut state = self.scheduler.state.lock();
             rx.close();
             // The slot may have been handed over just before the wait was
             // abandoned: pass it on rather than lose it.
             if rx.try_recv().is_ok() {
-                self.scheduler.release();
+                self.scheduler.release_locked(&mut state);
+                return;
+            }
+            state.abandoned += 1;
+            if state.abandoned > 64 && state.abandoned * 2 > state.queue.len() {
+                state.sweep();
             }
         }
     }
@@ -115,7 +138,7 @@ impl Scheduler {
         Scheduler {
             max_running: max_running.max(1),
             max_queued,
-            state: Mutex::new(State { running: 0, arrivals: 0, queue: BinaryHeap::new() }),
+            state: Mutex::new(State { running: 0, arrivals: 0, queue: BinaryHeap::new(), abandoned: 0 }),
         }
     }
 
@@ -128,7 +151,7 @@ impl Scheduler {
         if state.queue.len() >= self.max_queued {
             // Waiters that gave up are only removed lazily; purge them
             // before refusing, so that abandoned waits never cause a PF429.
-            state.queue.retain(|w| !w.wake.is_closed());
+            state.sweep();
             if state.queue.len() >= self.max_queued {
                 return Err(Refused::QueueFull);
             }
@@ -141,16 +164,22 @@ impl Scheduler {
     }
 
     fn release(&self) {
-        let mut state = self.state.lock();
+        self.release_locked(&mut self.state.lock());
+    }
+
+    fn release_locked(&self, state: &mut State) {
         while let Some(next) = state.queue.pop() {
             if next.wake.send(()).is_ok() {
                 return; // the slot moves to `next`; `running` is unchanged
             }
+            state.abandoned -= 1;
         }
         state.running -= 1;
     }
 
+    /// Packets waiting for a slot (not those that gave up).
     pub(crate) fn queued(&self) -> usize {
-        self.state.lock().queue.len()
+        let state = self.state.lock();
+        state.queue.len() - state.abandoned
     }
 }

@@ -14,6 +14,7 @@ const BUCKETS: usize = 32 * SUB_BUCKETS as usize;
 pub(crate) struct Stats {
     count: AtomicU64,
     errors: AtomicU64,
+    cancelled: AtomicU64,
     sum_us: AtomicU64,
     buckets: [AtomicU64; BUCKETS],
 }
@@ -38,6 +39,7 @@ impl Stats {
         Stats {
             count: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
             sum_us: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
         }
@@ -50,6 +52,13 @@ impl Stats {
         }
         self.sum_us.fetch_add(micros, Relaxed);
         self.buckets[bucket_of(micros)].fetch_add(1, Relaxed);
+    }
+
+    /// A packet cancelled after `micros`: answered with an error, and
+    /// counted among the cancelled.
+    pub(crate) fn record_cancelled(&self, micros: u64) {
+        self.cancelled.fetch_add(1, Relaxed);
+        self.record(micros, true);
     }
 
     pub(crate) fn snapshot(&self, group: Group, element: &Element) -> HandlerStats {
@@ -74,6 +83,7 @@ impl Stats {
             element: element.clone(),
             count: self.count.load(Relaxed),
             errors: self.errors.load(Relaxed),
+            cancelled: self.cancelled.load(Relaxed),
             sum_us: self.sum_us.load(Relaxed),
             p50_us: quantile(0.50),
             p99_us: quantile(0.99),
@@ -98,6 +108,9 @@ pub struct HandlerStats {
     pub count: u64,
     /// Packets answered with an error.
     pub errors: u64,
+    /// Packets cancelled (answered PF499, or abandoned by their submitter
+    /// or with the packet that called them); counted among `errors` too.
+    pub cancelled: u64,
     /// Sum of latencies, µs (for a mean, or Prometheus' `_sum`).
     pub sum_us: u64,
     /// Median latency, µs (upper bound of its histogram bucket, ≤ 25% over).
@@ -121,6 +134,9 @@ pub struct ReactorStats {
     pub queued: usize,
     /// Packets answered PF001 (no handler).
     pub unrouted: u64,
+    /// Packets cancelled while forwarded to a peer (those run here are
+    /// counted per handler, in [`HandlerStats::cancelled`]).
+    pub forwards_cancelled: u64,
     /// One entry per actor type hosted here.
     pub actors: Vec<crate::actor::ActorTypeStats>,
 }

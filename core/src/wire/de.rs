@@ -646,6 +646,54 @@ impl FromMap for HelloMap {
     }
 }
 
+// ---------------------------------------------------------------- cancel
+
+#[derive(Default)]
+enum CancelField {
+    PacketId,
+    #[default]
+    Other,
+}
+
+impl FieldName for CancelField {
+    fn from_name(name: &str) -> Self {
+        if name == "packet_id" {
+            CancelField::PacketId
+        } else {
+            CancelField::Other
+        }
+    }
+}
+
+/// A cancel's payload: the id of the packet it withdraws.
+struct CancelMap;
+
+impl FromMap for CancelMap {
+    type Out = Result<PacketId, PfError>;
+
+    fn read_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Out, A::Error> {
+        let mut packet_id = None;
+        while let Some(Key(field)) = map.next_key::<Key<CancelField>>()? {
+            match field {
+                CancelField::PacketId => packet_id = Some(map.next_value::<Field<'de>>()?),
+                CancelField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(match packet_id {
+            None | Some(Field::Null) => Err(bad_request("packet_id is required".into())),
+            Some(v) => v.into_str("packet_id", "a string of 1-128 bytes").and_then(|s| {
+                // PacketId::new names the field `id`: this one is `packet_id`.
+                PacketId::new(&s).map_err(|e| match e.message.strip_prefix("id ") {
+                    Some(rest) => bad_request(format!("packet_id {rest}")),
+                    None => e,
+                })
+            }),
+        })
+    }
+}
+
 // ---------------------------------------------------------------- heartbeat
 
 struct HeartbeatMap;
@@ -759,6 +807,11 @@ impl<'de> DeserializeSeed<'de> for PayloadSeed {
             },
             MessageKind::Hello => match object_or(d, HelloMap)? {
                 Ok(Ok(hello)) => Body::Message(Message::Hello { seq: 0, hello: Box::new(hello) }),
+                Ok(Err(e)) => Body::Invalid(e, None),
+                Err(other) => not_object(other),
+            },
+            MessageKind::Cancel => match object_or(d, CancelMap)? {
+                Ok(Ok(packet_id)) => Body::Message(Message::Cancel { seq: 0, packet_id }),
                 Ok(Err(e)) => Body::Invalid(e, None),
                 Err(other) => not_object(other),
             },
@@ -888,7 +941,7 @@ fn assemble(kind: Option<Field<'_>>, seq: Option<Field<'_>>, payload: Option<Pay
             Some(k) => k,
             None => {
                 let e = bad_request(format!(
-                    "unknown message type {}; expected submit, result, error, heartbeat or hello",
+                    "unknown message type {}; expected submit, result, error, heartbeat, hello or cancel",
                     quote(&s)
                 ));
                 return Err(invalid(seq, None, e, None));

@@ -29,6 +29,9 @@ pub const FEATURE_MSGPACK: &str = "msgpack";
 /// Feature name announced in `hello` by a node that has a default route (a
 /// seed peer): packets no one announced may be sent to it.
 pub const FEATURE_DEFAULT_ROUTE: &str = "default-route";
+/// Feature name announced in `hello` by peers that take `cancel` frames
+/// (docs/protocol.md, "Cancellation"); no other peer is sent one.
+pub const FEATURE_CANCEL: &str = "cancel";
 
 /// The `type` of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,6 +46,8 @@ pub enum MessageKind {
     Error,
     /// `heartbeat`
     Heartbeat,
+    /// `cancel` (only to peers whose `hello` listed [`FEATURE_CANCEL`])
+    Cancel,
 }
 
 impl MessageKind {
@@ -54,6 +59,7 @@ impl MessageKind {
             MessageKind::Result => "result",
             MessageKind::Error => "error",
             MessageKind::Heartbeat => "heartbeat",
+            MessageKind::Cancel => "cancel",
         }
     }
 
@@ -64,6 +70,7 @@ impl MessageKind {
             MessageKind::Error,
             MessageKind::Heartbeat,
             MessageKind::Hello,
+            MessageKind::Cancel,
         ]
         .into_iter()
         .find(|k| k.as_str() == name)
@@ -168,6 +175,14 @@ pub enum Message {
         /// Sender's clock, ms since the Unix epoch.
         timestamp: u64,
     },
+    /// Withdraws a submit this side sent: the receiver cancels the packet
+    /// if it is still in flight there (its one `result` is then PF499).
+    Cancel {
+        /// The `seq` of the submit it withdraws.
+        seq: u64,
+        /// The id of that submit's packet.
+        packet_id: PacketId,
+    },
 }
 
 impl Message {
@@ -178,7 +193,8 @@ impl Message {
             | Message::Submit { seq, .. }
             | Message::Result { seq, .. }
             | Message::Error { seq, .. }
-            | Message::Heartbeat { seq, .. } => *seq,
+            | Message::Heartbeat { seq, .. }
+            | Message::Cancel { seq, .. } => *seq,
         }
     }
 
@@ -189,7 +205,8 @@ impl Message {
             | Message::Submit { seq, .. }
             | Message::Result { seq, .. }
             | Message::Error { seq, .. }
-            | Message::Heartbeat { seq, .. } => *seq = new_seq,
+            | Message::Heartbeat { seq, .. }
+            | Message::Cancel { seq, .. } => *seq = new_seq,
         }
         self
     }
@@ -202,6 +219,7 @@ impl Message {
             Message::Result { .. } => MessageKind::Result,
             Message::Error { .. } => MessageKind::Error,
             Message::Heartbeat { .. } => MessageKind::Heartbeat,
+            Message::Cancel { .. } => MessageKind::Cancel,
         }
     }
 }

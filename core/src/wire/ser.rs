@@ -168,6 +168,16 @@ impl Serialize for Hello {
     }
 }
 
+struct CancelBody<'a>(&'a PacketId);
+
+impl Serialize for CancelBody<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry("packet_id", self.0.as_str())?;
+        m.end()
+    }
+}
+
 struct Timestamp(u64);
 
 impl Serialize for Timestamp {
@@ -222,6 +232,7 @@ impl Serialize for WireMessage<'_> {
             }
             Message::Heartbeat { timestamp, .. } => m.serialize_entry("payload", &Timestamp(*timestamp))?,
             Message::Hello { hello, .. } => m.serialize_entry("payload", hello)?,
+            Message::Cancel { packet_id, .. } => m.serialize_entry("payload", &CancelBody(packet_id))?,
         }
         m.end()
     }

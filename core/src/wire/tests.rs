@@ -164,7 +164,7 @@ fn frame_level_errors() {
     let e = rejected(json!({"type":"bogus","seq":9,"payload":{}}));
     assert_eq!(
         e.error.message,
-        "unknown message type \"bogus\"; expected submit, result, error, heartbeat or hello"
+        "unknown message type \"bogus\"; expected submit, result, error, heartbeat, hello or cancel"
     );
     assert_eq!(e.seq, 9);
     assert_eq!(rejected(json!({"seq":1,"payload":{}})).error.message, "type is required");

@@ -171,6 +171,7 @@ mod tests {
             element: Element::new("x").unwrap(),
             count,
             errors: 0,
+            cancelled: 0,
             sum_us: 0,
             p50_us: 0,
             p99_us: 0,
