@@ -155,7 +155,11 @@ export declare class PacketFlowError extends Error {
 export declare class Context {
   /** Contexts are made by the reactor, for its handlers. */
   protected constructor(...internal: never[]);
-  /** The id of the packet being handled. */
+  /**
+   * The id of the packet being handled. A message sent with
+   * `actors.send` without an id gets one made when this is first read,
+   * which must be during the turn (afterwards it throws PF503).
+   */
   readonly packetId: string;
   /** The packet's metadata, or `null`. */
   readonly metadata: Record<string, JsonValue> | null;

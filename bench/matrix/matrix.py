@@ -24,6 +24,12 @@ with processes started fresh, each in its own session:
   message passed on as it came), the least a two-hop path can be in plain
   Node; the pairs held to Node are then also compared with it.
 
+Wake-ups: the context switches (voluntary and involuntary, every thread) of
+each process per sequential round trip: the submitter's over its whole life
+(rusage), the hub's and the handler's over the sequential run
+(/proc/PID/task/*/status); the same summed over client and server (and
+relay) for the baselines.
+
 Topologies: `hub` (above), `direct` (the handler listens, the submitter dials
 it), and with busy-polling for `--busy-poll-us` µs (a process keeps polling
 its sockets instead of sleeping while traffic is sparse): `busy-hub` (the hub
@@ -190,6 +196,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def context_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches of every thread of a process
+    so far, from /proc/PID/task/*/status (a thread's wake-ups: each time it
+    slept and ran again, or was preempted)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                    total += int(line.split()[1])
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+    return total
+
+
 def machine_ticks() -> Tuple[int, int]:
     """(busy, total) jiffies of the whole machine, from /proc/stat."""
     with open("/proc/stat") as f:
@@ -203,8 +224,9 @@ def busy_pct(t0: Tuple[int, int], t1: Tuple[int, int]) -> float:
 
 
 def run_json(cmd: List[str], cwd: Path = ROOT, env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
-    """Runs a measuring process; returns its last JSON line, plus `process_cpu_s`:
-    the CPU time of its whole life (start-up included), from rusage."""
+    """Runs a measuring process; returns its last JSON line, plus `process_cpu_s`
+    and `process_context_switches`: the CPU time and the context switches of
+    its whole life (start-up included, every thread), from rusage."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run(cmd, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
                        timeout=RUN_TIMEOUT, start_new_session=True)
@@ -215,7 +237,8 @@ def run_json(cmd: List[str], cwd: Path = ROOT, env: Optional[Dict[str, str]] = N
         raise RuntimeError(f"{cmd} printed no JSON: {p.stdout[-500:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {**json.loads(lines[-1]), "process_cpu_s": cpu}
+    switches = (after.ru_nvcsw - before.ru_nvcsw) + (after.ru_nivcsw - before.ru_nivcsw)
+    return {**json.loads(lines[-1]), "process_cpu_s": cpu, "process_context_switches": switches}
 
 
 def free_port() -> int:
@@ -272,7 +295,8 @@ def submit(lang: str, mode: str, url: str, a: argparse.Namespace, busy_us: int =
                 else ["--n", str(a.n), "--conns", "1", "--inflight", str(a.inflight), "--warmup", "1"])
         r = run_json(cmd)
         if mode == "seq":
-            return {"p50_us": r["seq_p50_us"], "p95_us": r["seq_p95_us"], "p99_us": r["seq_p99_us"]}
+            return {"p50_us": r["seq_p50_us"], "p95_us": r["seq_p95_us"], "p99_us": r["seq_p99_us"],
+                    "process_context_switches": r["process_context_switches"]}
         # the whole process's CPU (start-up is small next to 220k packets)
         return {"pps": r["pipe_packets_per_s"], "cpu_us_per_packet": r["process_cpu_s"] * 1e6 / (a.n + a.n // 10)}
     args = [mode, url] + (["--n", str(a.seq_n), "--warmup", "500"] if mode == "seq"
@@ -298,8 +322,15 @@ def pair_job(sub: str, han: str, topology: str, a: argparse.Namespace) -> Dict[s
         handler, handler_pid, url = start_handler(han, hub_url, busy_us)
         row: Dict[str, Any] = {"job": "pair", "topology": topology, "submitter": sub, "handler": han,
                                "busy_poll_us": a.busy_poll_us if topology.startswith("busy-") else None}
-        seq = submit(sub, "seq", url, a, busy_us)
         pids = [handler_pid] + ([hub.p.pid] if hub else [])
+        switches0 = [context_switches(pid) for pid in pids]
+        seq = submit(sub, "seq", url, a, busy_us)
+        # Wake-ups per sequential round trip (the 500 warm-up ones counted):
+        # the submitter's over its whole life, the others' over its run.
+        rts = a.seq_n + 500
+        wakeups = [(context_switches(pid) - w0) / rts for pid, w0 in zip(pids, switches0)]
+        row["wakeups_per_rt"] = {"submitter": seq.get("process_context_switches", 0) / rts,
+                                 "handler": wakeups[0], "hub": wakeups[1] if hub else None}
         cpu0, m0 = [cpu_seconds(pid) for pid in pids], machine_ticks()
         pipe = submit(sub, "pipe", url, a, busy_us)
         cpu1, m1 = [cpu_seconds(pid) for pid in pids], machine_ticks()
@@ -339,8 +370,12 @@ def baseline_job(lang: str, a: argparse.Namespace, peers: Path) -> Dict[str, Any
         client = [str(PEERS_RUST_BIN / "loadgen")]
         wait_port(port, server)
     try:
-        seq = run_json(client + ["seq", url, "--n", str(a.seq_n), "--warmup", "500"], env=env)
         pids = [server.p.pid] + ([relay.p.pid] if relay else [])
+        switches0 = [context_switches(pid) for pid in pids]
+        seq = run_json(client + ["seq", url, "--n", str(a.seq_n), "--warmup", "500"], env=env)
+        rts = a.seq_n + 500
+        wakeups = (seq["process_context_switches"] + sum(context_switches(pid) - w0
+                                                          for pid, w0 in zip(pids, switches0))) / rts
         cpu0, m0 = [cpu_seconds(pid) for pid in pids], machine_ticks()
         pipe = run_json(client + ["pipe", url, "--conns", "1", "--inflight", str(a.inflight), "--n", str(a.n),
                                   "--warmup", str(a.n // 10)], env=env)
@@ -348,6 +383,7 @@ def baseline_job(lang: str, a: argparse.Namespace, peers: Path) -> Dict[str, Any
         per = [(c1 - c0) * 1e6 / (a.n + a.n // 10) for c0, c1 in zip(cpu0, cpu1)]
         return {"job": "baseline", "lang": lang, "machine_busy_pct": busy_pct(m0, m1),
                 "seq": {k: seq[k] for k in ("p50_us", "p95_us", "p99_us")}, "pipe": {"pps": pipe["pps"]},
+                "wakeups_per_rt": wakeups,
                 "client_cpu_us_per_packet": pipe["process_cpu_s"] * 1e6 / (a.n + a.n // 10),
                 "server_cpu_us_per_packet": per[0], "relay_cpu_us_per_packet": per[1] if relay else None}
     finally:
@@ -463,10 +499,26 @@ def report(rows: List[Dict[str, Any]], a: argparse.Namespace, loads: List[float]
                 f = [f"{med(s_):.1f}" if s_ else "–"] + ([f"{med(h):.1f}"] if has_hub(topology) else [])
                 cells.append(" / ".join(f + [f"{med(w):.1f}"]) if w else "–")
             out.append(f"| **{sub}** | " + " | ".join(cells) + " |")
+        out.append(f"\nContext switches per sequential round trip ({parts}, then their sum; medians; the "
+                   "submitter's over its whole process, start-up included, the others' over the sequential run, "
+                   "warm-up included):\n")
+        out.append(header)
+        for sub in a.submitters:
+            cells = []
+            for han in a.handlers:
+                got = vals(topology, sub, han, lambda r: r.get("wakeups_per_rt"))
+                if not got:
+                    cells.append("–")
+                    continue
+                names = ["submitter"] + (["hub"] if has_hub(topology) else []) + ["handler"]
+                each = [med([w[n] for w in got]) for n in names]
+                cells.append(" / ".join(f"{x:.1f}" for x in each) + f" = {sum(each):.1f}")
+            out.append(f"| **{sub}** | " + " | ".join(cells) + " |")
 
     out.append("\n### Baselines: the plain same-language pairs of ../shared/peers (no hub, one hop)\n")
-    out.append("| pair | pipe 1×100 pkt/s | seq p50 µs | seq p99 µs | client / server CPU µs/pkt |")
-    out.append("|---|---|---|---|---|")
+    out.append("| pair | pipe 1×100 pkt/s | seq p50 µs | seq p99 µs | client / server CPU µs/pkt | "
+               "context switches per round trip, all processes |")
+    out.append("|---|---|---|---|---|---|")
     for lang in a.baselines:
         v = base_vals(lang, pps)
         if v:
@@ -475,7 +527,8 @@ def report(rows: List[Dict[str, Any]], a: argparse.Namespace, loads: List[float]
                        f"{med(base_vals(lang, lambda r: r['client_cpu_us_per_packet'])):.1f} / "
                        f"{med(base_vals(lang, lambda r: r['server_cpu_us_per_packet'])):.1f}"
                        + (f" + relay {med(base_vals(lang, lambda r: r['relay_cpu_us_per_packet'])):.1f}"
-                          if lang == "node-relay" else "") + " |")
+                          if lang == "node-relay" else "")
+                       + f" | {med(base_vals(lang, lambda r: r.get('wakeups_per_rt', float('nan')))):.1f} |")
 
     for topology in a.topologies:
         title = {"hub": "through a hub (the criterion)", "busy-hub": "through a busy-polling hub (the criterion)",
