@@ -102,7 +102,7 @@ impl Context {
     /// handler returns. For work a handler runs beside its future (a
     /// thread, a spawned task, a binding's host task) to poll.
     pub fn is_cancelled(&self) -> bool {
-        self.signal().is_cancelled()
+        self.reactor.inner.inflight.is_cancelled(self.packet_id())
     }
 
     /// Resolves once [`is_cancelled`](Self::is_cancelled) turns true. The

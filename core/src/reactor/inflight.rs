@@ -248,6 +248,13 @@ impl Inflight {
         self.signal_of(self.hash(id), id)
     }
 
+    /// Whether the packet `id` was cancelled or is over (nothing made).
+    pub(crate) fn is_cancelled(&self, id: &PacketId) -> bool {
+        let hash = self.hash(id);
+        let mut t = self.table.lock();
+        t.live_mut(hash, id).filter(|e| e.running).is_none_or(|e| e.cancelled())
+    }
+
     fn signal_of(&self, hash: u64, id: &PacketId) -> Option<CancellationToken> {
         let mut t = self.table.lock();
         let entry = t.live_mut(hash, id).filter(|e| e.running)?;
