@@ -10,7 +10,14 @@
 //!    against a plain async dispatch (map lookup + await) with 100 in flight;
 //! 4. build: a packet from loose fields (`PacketParts::into_packet`, what
 //!    every binding and the CLI call per submit) against the typed
-//!    constructor `Packet::build`, both with a fresh UUID id.
+//!    constructor `Packet::build`, both with a fresh UUID id;
+//! 5. cancel: 10,000 packets in flight on one reactor (1,024 running, the
+//!    rest queued), every one cancelled: how long the `Reactor::cancel`
+//!    calls take, and until every submit has its PF499 answer;
+//! 6. cancel-net: the same 10,000 forwarded by one node to another over
+//!    loopback and cancelled on the first: until every submit has its
+//!    answer, and until the second node has nothing left in flight (its
+//!    10,000 cancel frames read and acted on).
 //!
 //! `cargo bench -p packetflow --bench core -- [--n N] [--reps R]`
 //! Prints one line per variant: median ns/packet over R repetitions, with
@@ -25,7 +32,8 @@ use std::pin::Pin;
 use futures::stream::{FuturesUnordered, StreamExt};
 use packetflow::wire::Decoded;
 use packetflow::{
-    json, Codec, Field, Group, Message, Packet, PacketId, PacketParts, Priority, Reactor, Value,
+    json, Codec, ErrorCode, Field, Group, HandlerResult, Message, Node, NodeConfig, Packet, PacketId,
+    PacketParts, Priority, Reactor, Value,
 };
 use serde::{Deserialize, Serialize};
 
@@ -378,6 +386,114 @@ fn bench_build(a: &Args) {
     println!("ratio packetflow/floor: {:.2}\n", ours / f);
 }
 
+/// Packets in flight when the cancel benchmarks cancel them.
+const TO_CANCEL: usize = 10_000;
+
+/// `df:wait`, a handler that never answers.
+fn register_wait(reactor: &Reactor) {
+    reactor.register("df", "wait", |_, _| std::future::pending::<HandlerResult>()).unwrap();
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+fn bench_cancel(a: &Args) {
+    println!("## 5. cancel {TO_CANCEL} packets in flight on one reactor (1024 running, the rest queued)");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (mut calls, mut answered) = (Vec::new(), Vec::new());
+    for _ in 0..a.reps {
+        let (c, all) = rt.block_on(async {
+            let reactor = Reactor::default();
+            register_wait(&reactor);
+            let packets: Vec<Packet> =
+                (0..TO_CANCEL).map(|_| Packet::build("df", "wait", Value::Null).unwrap()).collect();
+            let ids: Vec<PacketId> = packets.iter().map(|p| p.id.clone()).collect();
+            let mut inflight: FuturesUnordered<_> = packets.into_iter().map(|p| reactor.submit(p)).collect();
+            // One poll of each: every packet is running or queued.
+            assert!(futures::poll!(inflight.next()).is_pending());
+            assert_eq!(reactor.stats().in_flight, TO_CANCEL);
+            let start = std::time::Instant::now();
+            for id in &ids {
+                assert!(reactor.cancel(id));
+            }
+            let called = start.elapsed();
+            let mut done = 0;
+            while let Some(result) = inflight.next().await {
+                assert_eq!(result.err().and_then(|e| e.kind()), Some(ErrorCode::Cancelled));
+                done += 1;
+            }
+            let all = start.elapsed();
+            assert_eq!((done, reactor.stats().in_flight, reactor.stats().queued), (TO_CANCEL, 0, 0));
+            (called, all)
+        });
+        calls.push(ms(c));
+        answered.push(ms(all));
+    }
+    let (m, lo, hi) = median(calls);
+    println!("Reactor::cancel x {TO_CANCEL}: {m:.2} ms ({lo:.2}-{hi:.2})");
+    let (m, lo, hi) = median(answered);
+    println!("until every submit answered PF499: {m:.2} ms ({lo:.2}-{hi:.2})  (target <= 50 ms)\n");
+}
+
+fn bench_cancel_net(a: &Args) {
+    println!("## 6. cancel {TO_CANCEL} packets forwarded to a second node over loopback");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (mut answered, mut settled) = (Vec::new(), Vec::new());
+    for _ in 0..a.reps {
+        let (all, far) = rt.block_on(async {
+            // Room for every packet on the one connection.
+            let config = NodeConfig { max_inflight_per_conn: 2 * TO_CANCEL, ..NodeConfig::default() };
+            let server = Node::new(Reactor::default(), config.clone());
+            register_wait(server.reactor());
+            let addr = server.listen("127.0.0.1:0").await.unwrap();
+            let client = Node::new(Reactor::default(), config);
+            client.connect(&format!("ws://{addr}/packetflow/v1")).await.unwrap();
+            let packets: Vec<Packet> =
+                (0..TO_CANCEL).map(|_| Packet::build("df", "wait", Value::Null).unwrap()).collect();
+            let ids: Vec<PacketId> = packets.iter().map(|p| p.id.clone()).collect();
+            let reactor = client.reactor().clone();
+            let mut inflight: FuturesUnordered<_> = packets.into_iter().map(|p| reactor.submit(p)).collect();
+            assert!(futures::poll!(inflight.next()).is_pending());
+            // Every packet reached the server (running or queued there).
+            // Looked at every half millisecond: a tighter loop would take
+            // one of the two cores from the nodes it waits for.
+            let look_again = || tokio::time::sleep(std::time::Duration::from_micros(500));
+            while server.reactor().stats().in_flight < TO_CANCEL {
+                look_again().await;
+            }
+            let start = std::time::Instant::now();
+            for id in &ids {
+                assert!(reactor.cancel(id));
+            }
+            while let Some(result) = inflight.next().await {
+                assert_eq!(result.err().and_then(|e| e.kind()), Some(ErrorCode::Cancelled));
+            }
+            let all = start.elapsed();
+            while server.reactor().stats().in_flight > 0 {
+                look_again().await;
+            }
+            let far = start.elapsed();
+            client.stop().await;
+            server.stop().await;
+            (all, far)
+        });
+        answered.push(ms(all));
+        settled.push(ms(far));
+    }
+    let (m, lo, hi) = median(answered);
+    println!("until every submit answered PF499 (first node): {m:.2} ms ({lo:.2}-{hi:.2})");
+    let (m, lo, hi) = median(settled);
+    println!(
+        "until nothing is in flight on the second node: {m:.2} ms ({lo:.2}-{hi:.2})  (target <= 50 ms)\n"
+    );
+}
+
 fn main() {
     let a = args(2_000_000);
     println!("packetflow core benchmarks: n={} reps={}\n", a.n, a.reps);
@@ -394,5 +510,11 @@ fn main() {
     }
     if run("build") {
         bench_build(&a);
+    }
+    if run("cancel") {
+        bench_cancel(&a);
+    }
+    if run("cancel-net") {
+        bench_cancel_net(&a);
     }
 }

@@ -88,7 +88,7 @@ impl Reply {
             Reply::Wait(tx) => {
                 let _ = tx.send(result);
             }
-            Reply::Relay(ReturnAddress { to, seq, size, guard, start, key, served_by }) => {
+            Reply::Relay(ReturnAddress { to, seq, size, mut guard, start, key, served_by }) => {
                 let result = if guard.end(result.is_success()) {
                     let error = crate::reactor::cancelled_error(&result.packet_id);
                     PacketResult::failure(result.packet_id, error, start.elapsed().as_millis() as u64)

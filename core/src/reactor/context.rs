@@ -1,7 +1,6 @@
 //! [`Context`]: what a handler knows about the packet it serves.
 
 use std::future::Future;
-use std::sync::OnceLock;
 use std::task::Poll;
 
 use serde_json::{Map, Value};
@@ -26,9 +25,6 @@ pub struct Context {
     /// This packet is an actor's turn: what it calls carries its id in
     /// `pf.turns` (the reentrancy chain).
     pub(crate) turn: bool,
-    /// The packet's cancellation signal, fetched from the in-flight table
-    /// at its first use (most packets never need it).
-    signal: OnceLock<CancellationToken>,
 }
 
 /// Options of a [`Context::call_with`].
@@ -57,6 +53,7 @@ pub(crate) enum ContextId {
 }
 
 impl Context {
+    #[inline]
     pub(crate) fn new(
         reactor: Reactor,
         id: ContextId,
@@ -65,7 +62,7 @@ impl Context {
         priority: Priority,
         turn: bool,
     ) -> Context {
-        Context { reactor, id, metadata, deadline, priority, turn, signal: OnceLock::new() }
+        Context { reactor, id, metadata, deadline, priority, turn }
     }
 
     /// The id of the packet being handled. A message sent with
@@ -123,7 +120,7 @@ impl Context {
     /// handler returns. For work a handler runs beside its future (a
     /// thread, a spawned task, a binding's host task) to poll.
     pub fn is_cancelled(&self) -> bool {
-        self.signal().is_cancelled()
+        self.reactor.inner.inflight.is_cancelled(self.packet_id())
     }
 
     /// Resolves once [`is_cancelled`](Self::is_cancelled) turns true. The
@@ -136,18 +133,16 @@ impl Context {
     /// handler observes cancellation through this signal in work it runs
     /// beside itself, or through `Drop`.
     pub fn cancelled(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.signal().clone().cancelled_owned()
+        self.signal().cancelled_owned()
     }
 
     /// The packet's signal: the one its in-flight entry holds while it
     /// runs, or a fired one for a packet that is over.
-    fn signal(&self) -> &CancellationToken {
-        self.signal.get_or_init(|| {
-            self.reactor.inner.inflight.signal(self.packet_id()).unwrap_or_else(|| {
-                let over = CancellationToken::new();
-                over.cancel();
-                over
-            })
+    fn signal(&self) -> CancellationToken {
+        self.reactor.inner.inflight.signal(self.packet_id()).unwrap_or_else(|| {
+            let over = CancellationToken::new();
+            over.cancel();
+            over
         })
     }
 
@@ -181,7 +176,7 @@ impl Context {
     ) -> Result<Value, PfError> {
         let packet = Packet::build(group, element, data)?;
         let child = self.child(packet, group, element, options.priority)?;
-        self.unless_cancelled(self.reactor.submit(child), group, element).await
+        self.unless_cancelled(std::pin::pin!(self.reactor.submit(child)), group, element).await
     }
 
     /// Sends `message` to `actor` and returns the turn's answer, as
@@ -190,7 +185,7 @@ impl Context {
     pub async fn send(&self, actor: &ActorRef, message: Value) -> Result<Value, PfError> {
         let element = actor.element();
         let child = self.child(actor.packet(Op::Send, message), "rm", element.as_str(), None)?;
-        self.unless_cancelled(self.reactor.submit(child), "rm", element.as_str()).await
+        self.unless_cancelled(std::pin::pin!(self.reactor.submit(child)), "rm", element.as_str()).await
     }
 
     /// Sends `message` to `actor` without waiting for its turn (see
@@ -202,19 +197,20 @@ impl Context {
     }
 
     /// Awaits a child's answer unless this packet is cancelled (or ends)
-    /// first; the child's future is then dropped, which cancels it. A
-    /// child answered at its first poll never fetches the signal.
-    async fn unless_cancelled(
+    /// first; the caller then drops the child's future, which cancels it.
+    /// A child answered at its first poll never fetches the signal. (The
+    /// child's future is pinned by the caller, where it is made: moving it
+    /// here would copy it.)
+    async fn unless_cancelled<F: Future<Output = PacketResult>>(
         &self,
-        call: impl Future<Output = PacketResult>,
+        mut call: std::pin::Pin<&mut F>,
         group: &str,
         element: &str,
     ) -> Result<Value, PfError> {
-        let mut call = std::pin::pin!(call);
         if let Poll::Ready(result) = futures::poll!(call.as_mut()) {
             return result.outcome;
         }
-        let signal = self.signal().clone();
+        let signal = self.signal();
         let answered = Box::pin(async move {
             tokio::select! {
                 biased;

@@ -82,9 +82,9 @@ impl Entry {
 pub(crate) enum Cancel {
     /// No such packet in flight (from that origin): nothing was done.
     NotInFlight,
-    /// Cancelled (now, or by an earlier call): the future answering it
+    /// Cancelled (now, or by an earlier call): whatever answers it
     /// answers PF499.
-    Awaited,
+    Cancelled,
     /// A relayed packet, cancelled now for the first time: the forwarder
     /// must withdraw it from its peer and answer it.
     Relayed,
@@ -159,7 +159,9 @@ impl Inflight {
 
     /// Marks `id` as running, answered by a future of this node, for a
     /// packet that came in on connection `origin` (0: this process);
-    /// `None` if it already is (PF409).
+    /// `None` if it already is (PF409). Its guard dropped before it is
+    /// [`end`](InflightGuard::end)ed means the future was dropped: the
+    /// packet was abandoned, a cancellation to its dependents.
     pub(crate) fn begin(self: &Arc<Self>, id: &PacketId, origin: u64) -> Option<InflightGuard> {
         self.begin_as(id, Kind::Awaited, origin)
     }
@@ -212,14 +214,10 @@ impl Inflight {
         }
         t.running += usize::from(counted);
         drop(t);
-        Some(InflightGuard {
-            table: self.clone(),
-            id: id.clone(),
-            hash,
-            outcome: Outcome::Failed,
-            counted,
-            ended: false,
-        })
+        // Until told otherwise: a future dropped before its packet's answer
+        // abandoned it; a relay or a mark dropped early failed.
+        let outcome = if kind == Kind::Awaited { Outcome::Cancelled } else { Outcome::Failed };
+        Some(InflightGuard { table: self.clone(), id: id.clone(), hash, outcome, counted, ended: false })
     }
 
     /// Cancels the packet `id` if it is in flight and came in on `origin`
@@ -240,7 +238,7 @@ impl Inflight {
         signal.cancel();
         match kind {
             Kind::Relayed if first => Cancel::Relayed,
-            _ => Cancel::Awaited,
+            _ => Cancel::Cancelled,
         }
     }
 
@@ -248,6 +246,13 @@ impl Inflight {
     /// if nobody asked before); `None` once it is over.
     pub(crate) fn signal(&self, id: &PacketId) -> Option<CancellationToken> {
         self.signal_of(self.hash(id), id)
+    }
+
+    /// Whether the packet `id` was cancelled or is over (nothing made).
+    pub(crate) fn is_cancelled(&self, id: &PacketId) -> bool {
+        let hash = self.hash(id);
+        let mut t = self.table.lock();
+        t.live_mut(hash, id).filter(|e| e.running).is_none_or(|e| e.cancelled())
     }
 
     fn signal_of(&self, hash: u64, id: &PacketId) -> Option<CancellationToken> {
@@ -365,9 +370,10 @@ impl Inflight {
 }
 
 /// Marks an id as running until [`end`](Self::end)ed or dropped; either
-/// publishes the outcome to dependents (a guard dropped without `succeed`
-/// counts as a failure, which covers panics; [`abandon`](Self::abandon)
-/// makes it a cancellation).
+/// publishes the outcome to dependents. A guard dropped without `succeed`
+/// counts as a failure (a relay's or a mark's, which covers panics) or as a
+/// cancellation (one of [`Inflight::begin`]: its future was dropped; see
+/// also [`abandon`](Self::abandon)).
 pub(crate) struct InflightGuard {
     table: Arc<Inflight>,
     id: PacketId,
@@ -401,11 +407,17 @@ impl InflightGuard {
         })
     }
 
-    /// Ends the packet now, succeeded or not; returns whether it was
-    /// cancelled first (its answer must then be PF499).
-    pub(crate) fn end(mut self, succeeded: bool) -> bool {
+    /// The answer of this packet cancelled (PF499).
+    pub(crate) fn cancelled(&self) -> crate::error::PfError {
+        super::cancelled_error(&self.id)
+    }
+
+    /// Ends the packet now with its answer, succeeded or failed; returns
+    /// whether it was cancelled first (its answer must then be PF499).
+    pub(crate) fn end(&mut self, succeeded: bool) -> bool {
+        debug_assert!(!self.ended, "a packet ends once");
         self.ended = true;
-        let outcome = if succeeded { Outcome::Succeeded } else { self.outcome };
+        let outcome = if succeeded { Outcome::Succeeded } else { Outcome::Failed };
         self.table.finish(self.hash, &self.id, outcome, self.counted)
     }
 }
@@ -433,9 +445,7 @@ mod tests {
 
     fn finish(table: &Arc<Inflight>, id: &str, ok: bool) {
         let mut guard = table.begin(&PacketId::new(id).unwrap(), 0).expect("not in flight");
-        if ok {
-            guard.succeed();
-        }
+        assert!(!guard.end(ok), "not cancelled");
     }
 
     fn remembered(table: &Inflight, id: &str) -> Option<Outcome> {
@@ -480,6 +490,39 @@ mod tests {
         assert_eq!(remembered(&table, "a"), Some(Outcome::Succeeded));
         assert_eq!(remembered(&table, "c"), Some(Outcome::Succeeded));
         assert_eq!(remembered(&table, "b"), None);
+    }
+
+    #[test]
+    fn a_dropped_or_cancelled_packet_is_remembered_as_cancelled() {
+        let table = Arc::new(Inflight::new(4));
+        let id = |s: &str| PacketId::new(s).unwrap();
+        // A future dropped before its answer: abandoned.
+        drop(table.begin(&id("dropped"), 0).unwrap());
+        assert_eq!(remembered(&table, "dropped"), Some(Outcome::Cancelled));
+        // Cancelled, then answered with success all the same: cancelled.
+        let mut guard = table.begin(&id("cancelled"), 3).unwrap();
+        assert_eq!(table.cancel(&id("cancelled"), Some(4)), Cancel::NotInFlight, "another origin's");
+        assert_eq!(table.cancel(&id("cancelled"), Some(3)), Cancel::Cancelled);
+        assert!(guard.signal().is_cancelled());
+        assert!(guard.end(true));
+        assert_eq!(remembered(&table, "cancelled"), Some(Outcome::Cancelled));
+        assert_eq!(table.cancel(&id("cancelled"), None), Cancel::NotInFlight, "over");
+        // A relay is the forwarder's to withdraw, once; a mark cannot be cancelled.
+        let relay = table.begin_relayed(&id("relay"), 1).unwrap();
+        assert_eq!(table.cancel(&id("relay"), None), Cancel::Relayed);
+        assert_eq!(table.cancel(&id("relay"), None), Cancel::Cancelled, "idempotent");
+        drop(relay);
+        let mark = table.mark(&id("mark")).unwrap();
+        assert_eq!(table.cancel(&id("mark"), None), Cancel::NotInFlight);
+        drop(mark);
+        // A signal fetched while a packet runs fires when it ends.
+        let mut guard = table.begin(&id("watched"), 0).unwrap();
+        let signal = table.signal(&id("watched")).unwrap();
+        assert!(!signal.is_cancelled());
+        assert!(!guard.end(true));
+        assert!(signal.is_cancelled());
+        assert!(table.signal(&id("watched")).is_none());
+        assert_eq!(table.entry_count(), 0);
     }
 
     #[test]

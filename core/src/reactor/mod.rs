@@ -104,6 +104,7 @@ pub struct Origin(pub u64);
 
 /// How the in-flight table records an origin (0: this process; a node
 /// numbers its connections from 1).
+#[inline]
 fn origin_number(origin: Option<Origin>) -> u64 {
     origin.map_or(0, |o| o.0)
 }
@@ -175,9 +176,9 @@ pub trait Forwarder: Send + Sync + 'static {
         true
     }
 
-    /// Cancels `id`, a packet a connection relayed to a peer without a
-    /// future (see [`Reactor::begin_relay`]): withdraw it from the peer and
-    /// answer it (PF499). The default: there are none.
+    /// Cancels `id`, a packet a connection of the node relayed to a peer
+    /// without a future (not through [`forward`](Self::forward)): withdraw
+    /// it from the peer and answer it (PF499). The default: there are none.
     fn cancel_relayed(&self, id: &PacketId) {
         let _ = id;
     }
@@ -529,7 +530,7 @@ impl Reactor {
     fn cancel_where(&self, id: &PacketId, origin: Option<u64>) -> bool {
         match self.inner.inflight.cancel(id, origin) {
             Cancel::NotInFlight => false,
-            Cancel::Awaited => true,
+            Cancel::Cancelled => true,
             Cancel::Relayed => {
                 self.count_forward_cancelled();
                 if let Some(forwarder) = self.inner.forwarder.load_full() {
@@ -550,8 +551,10 @@ impl Reactor {
     /// Always completes: with the handler's value, or PF400 (invalid
     /// packet), PF001 (no handler), PF409 (id already in flight), PF424 (a
     /// dependency failed or timed out), PF429 (queue full), PF408 (deadline),
-    /// PF500 (handler error or panic) or PF503 (reactor stopped). Dropping
-    /// the returned future abandons the packet; its dependents see it fail.
+    /// PF500 (handler error or panic), PF499 (cancelled: see
+    /// [`cancel`](Self::cancel)) or PF503 (reactor stopped). Dropping the
+    /// returned future cancels the packet, as `cancel` does (with no
+    /// answer, since nobody waits for it).
     /// The packet's time (its deadline, its duration) counts from this
     /// call; nothing else happens before the future is polled.
     // Not an `async fn`: the future is `submit_from`'s own, one level (and
@@ -634,12 +637,12 @@ impl Reactor {
             Target::Handler(Handler::Async(_)) => return Immediate::Routed(owned, route.clone()),
         };
         // Answered before anything else runs here: no origin to record.
-        let Some(guard) = self.inner.inflight.begin(&packet.id, 0) else {
+        let Some(mut guard) = self.inner.inflight.begin(&packet.id, 0) else {
             return Immediate::Later(owned); // the slow path answers PF409
         };
         let id = packet.id.clone();
         let outcome = self.run_sync(f.as_ref(), owned.into_packet(), deadline);
-        Immediate::Done(self.finish(&route.stats, guard, id, outcome, start))
+        Immediate::Done(self.finish(&route.stats, &mut guard, id, outcome, start))
     }
 
     /// The fast path of an actor message: an idle actor in memory whose
@@ -665,14 +668,14 @@ impl Reactor {
         let Some(claim) = host.claim_idle(owned.packet()) else {
             return Immediate::Later(owned);
         };
-        let Some(guard) = self.inner.inflight.begin(&owned.packet().id, 0) else {
+        let Some(mut guard) = self.inner.inflight.begin(&owned.packet().id, 0) else {
             host.release_claim(&claim);
             return Immediate::Later(owned); // the slow path answers the repeat
         };
         let packet = owned.into_packet();
         let id = packet.id.clone();
         let outcome = host.run_claimed(self, &claim, packet, deadline);
-        Immediate::Done(self.finish(stats, guard, id, outcome, start))
+        Immediate::Done(self.finish(stats, &mut guard, id, outcome, start))
     }
 
     /// Marks a packet that a node relays by itself (not through
@@ -703,7 +706,7 @@ impl Reactor {
     fn finish(
         &self,
         stats: &Stats,
-        guard: InflightGuard,
+        guard: &mut InflightGuard,
         id: PacketId,
         outcome: Result<Value, PfError>,
         start: Instant,
@@ -775,7 +778,7 @@ impl Reactor {
         deadline: Instant,
         origin: Option<Origin>,
     ) -> PacketResult {
-        let Some(guard) = self.inner.inflight.begin(&packet.id, origin_number(origin)) else {
+        let Some(mut guard) = self.inner.inflight.begin(&packet.id, origin_number(origin)) else {
             if let Target::Actors(host) = &route.target {
                 // A repeat of an actor message in flight gets the first one's answer.
                 let id = packet.id.clone();
@@ -789,14 +792,10 @@ impl Reactor {
             return PacketResult::error(packet.id, ErrorCode::DuplicateId, message, since_ms(start));
         };
         let id = packet.id.clone();
-        let mut running = Running { guard: Some(guard), stats: &route.stats, start };
-        let work = self.run_local(packet, route, deadline);
-        let outcome = match &running.guard {
-            Some(guard) => until_cancelled(guard, work).await.unwrap_or_else(|| Err(cancelled_error(&id))),
-            None => unreachable!("the guard is taken below"),
-        };
-        let guard = running.guard.take().expect("taken once");
-        self.finish(&route.stats, guard, id, outcome, start)
+        let running = Unanswered { counted: Counted::Handler(&route.stats), start };
+        let outcome = self.run_local(packet, route, deadline, &guard).await;
+        running.answered();
+        self.finish(&route.stats, &mut guard, id, outcome, start)
     }
 
     /// Whether this node is the placement of the actor `packet` is for
@@ -821,7 +820,7 @@ impl Reactor {
         let (group, element) = (packet.group, packet.element.clone());
         if let Some(forwarder) = self.inner.forwarder.load_full() {
             // The in-flight mark covers forwarded packets too (PF409).
-            let Some(guard) = self.inner.inflight.begin(&packet.id, origin_number(origin)) else {
+            let Some(mut guard) = self.inner.inflight.begin(&packet.id, origin_number(origin)) else {
                 let message = format!("a packet with id {} is already in flight", packet.id);
                 return PacketResult::error(packet.id, ErrorCode::DuplicateId, message, since_ms(start));
             };
@@ -830,12 +829,11 @@ impl Reactor {
                 Some(answer) => {
                     // Cancelled: the answer's future is dropped, which
                     // withdraws the packet from the peer.
-                    let mut forwarding = Forwarding { guard: Some(guard), reactor: &self.inner };
-                    let answered = match &forwarding.guard {
-                        Some(guard) => until_cancelled(guard, answer).await,
-                        None => unreachable!("the guard is taken below"),
-                    };
-                    let guard = forwarding.guard.take().expect("taken once");
+                    let forwarding =
+                        Unanswered { counted: Counted::Forward(&self.inner.forwards_cancelled), start };
+                    let mut answer = answer;
+                    let answered = until_cancelled(&guard, answer.as_mut()).await;
+                    forwarding.answered();
                     let succeeded = answered.as_ref().is_some_and(PacketResult::is_success);
                     if guard.end(succeeded) {
                         self.count_forward_cancelled();
@@ -844,7 +842,7 @@ impl Reactor {
                     return answered.expect("only a cancelled packet has no answer");
                 }
                 None => {
-                    drop(guard);
+                    guard.end(false);
                     return self.unrouted(id, group, &element, start);
                 }
             }
@@ -858,9 +856,18 @@ impl Reactor {
         PacketResult::error(id, ErrorCode::NoHandler, message, since_ms(start))
     }
 
-    async fn run_local(&self, packet: Packet, route: &Route, deadline: Instant) -> Result<Value, PfError> {
+    /// Runs `packet` (marked in flight by `guard`) on its local route.
+    /// Each wait ends at once, PF499, when the packet is cancelled: for
+    /// its dependencies, for a slot, for its handler, for its actor.
+    async fn run_local(
+        &self,
+        packet: Packet,
+        route: &Route,
+        deadline: Instant,
+        guard: &InflightGuard,
+    ) -> Result<Value, PfError> {
         if !packet.dependencies.is_empty() {
-            Box::pin(self.await_dependencies(&packet, deadline)).await?;
+            Box::pin(self.await_dependencies(&packet, deadline, guard)).await?;
         }
         let handler = match &route.target {
             Target::Handler(handler) => handler,
@@ -868,7 +875,10 @@ impl Reactor {
                 // An actor's mailbox is its own queue: waiting there holds no slot.
                 self.sweep_actors();
                 let (actor, message) = host.message(packet, deadline)?;
-                return Box::pin(host.deliver(self, actor, message)).await;
+                let mut delivery = Box::pin(host.deliver(self, actor, message));
+                return until_cancelled(guard, delivery.as_mut())
+                    .await
+                    .unwrap_or_else(|| Err(guard.cancelled()));
             }
         };
         if let Handler::Sync(f) = handler {
@@ -879,10 +889,10 @@ impl Reactor {
         let _permit = match self.inner.scheduler.acquire(packet.priority) {
             Ok(RunSlot::Now(permit)) => permit,
             Ok(RunSlot::Later(waiting)) => {
-                self.bounded(waiting.granted(), deadline, || {
+                let late = || {
                     format!("timed out after waiting in the queue for {}:{}", packet.group, packet.element)
-                })
-                .await?
+                };
+                self.bounded_for(guard, waiting.granted(), deadline, late).await?
             }
             Err(Refused::QueueFull) => {
                 return Err(PfError::new(
@@ -898,8 +908,8 @@ impl Reactor {
         let ctx = Context::new(self.clone(), ContextId::Given(id), metadata, deadline, priority, false);
         let Handler::Async(f) = handler else { unreachable!("sync handlers returned above") };
         let running = AssertUnwindSafe(f(data, ctx)).catch_unwind();
-        let outcome =
-            self.bounded(running, deadline, || format!("{group}:{element} did not answer in time")).await?;
+        let late = || format!("{group}:{element} did not answer in time");
+        let outcome = self.bounded_for(guard, running, deadline, late).await?;
         outcome.unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))
     }
 
@@ -936,7 +946,45 @@ impl Reactor {
         .await
     }
 
-    async fn await_dependencies(&self, packet: &Packet, deadline: Instant) -> Result<(), PfError> {
+    /// [`bounded`](Self::bounded), for work of the packet `guard` marks:
+    /// it also ends, PF499, when the packet is cancelled. The packet's
+    /// signal is fetched only when the work waits.
+    async fn bounded_for<F: std::future::Future>(
+        &self,
+        guard: &InflightGuard,
+        work: F,
+        deadline: Instant,
+        late: impl FnOnce() -> String,
+    ) -> Result<F::Output, PfError> {
+        let mut work = std::pin::pin!(work);
+        if let Poll::Ready(out) = futures::poll!(work.as_mut()) {
+            return Ok(out);
+        }
+        let inner = &self.inner;
+        Box::pin(async move {
+            let signal = guard.signal();
+            let stopping = inner.shutdown.notified();
+            if inner.stopped.load(Ordering::Acquire) {
+                return Err(stopped_error());
+            }
+            // As in `bounded`; a cancel comes next.
+            tokio::select! {
+                biased;
+                _ = stopping => Err(stopped_error()),
+                _ = signal.cancelled() => Err(guard.cancelled()),
+                out = work => Ok(out),
+                _ = tokio::time::sleep_until(deadline) => Err(PfError::new(ErrorCode::Timeout, late())),
+            }
+        })
+        .await
+    }
+
+    async fn await_dependencies(
+        &self,
+        packet: &Packet,
+        deadline: Instant,
+        guard: &InflightGuard,
+    ) -> Result<(), PfError> {
         let failed = |dep: &PacketId, why: &str| {
             PfError::new(ErrorCode::DependencyFailed, format!("dependency {dep} {why}"))
         };
@@ -950,7 +998,7 @@ impl Reactor {
                     // Its entry goes when nobody waits for the id any more,
                     // even if this wait is dropped (this packet cancelled).
                     let mut forget = ForgetWaiter { inflight: &self.inner.inflight, id: dep, armed: true };
-                    let waited = self.bounded(rx, deadline, String::new).await;
+                    let waited = self.bounded_for(guard, rx, deadline, String::new).await;
                     forget.armed = waited.is_err();
                     drop(forget);
                     match waited {
@@ -1030,13 +1078,15 @@ fn stopped_error() -> PfError {
     PfError::new(ErrorCode::Unavailable, "the reactor is stopping")
 }
 
-/// Runs `work` for the packet `guard` marks until it ends (`Some`), or
-/// until the packet is cancelled (`None`; `work` is dropped). Work ready at
-/// its first poll never fetches the packet's signal, and the select lives
-/// in a box made only when work waits: cancelling costs nothing to packets
-/// that are answered at once.
-async fn until_cancelled<F: std::future::Future>(guard: &InflightGuard, work: F) -> Option<F::Output> {
-    let mut work = std::pin::pin!(work);
+/// Polls `work` for the packet `guard` marks until it ends (`Some`), or
+/// until the packet is cancelled (`None`; the caller then drops `work`):
+/// for work that is not [`bounded`](Reactor::bounded) (an actor's answer,
+/// a peer's). Work ready at its first poll never fetches the packet's
+/// signal, and the select lives in a box made only when work waits.
+async fn until_cancelled<F: std::future::Future + ?Sized>(
+    guard: &InflightGuard,
+    mut work: std::pin::Pin<&mut F>,
+) -> Option<F::Output> {
     if let Poll::Ready(out) = futures::poll!(work.as_mut()) {
         return Some(out);
     }
@@ -1051,38 +1101,39 @@ async fn until_cancelled<F: std::future::Future>(guard: &InflightGuard, work: F)
     .await
 }
 
-/// A packet running on a local route until it is answered. If its future
-/// is dropped first (its submitter gave up: the packet that called it was
+/// A packet run here or forwarded, until it is answered. If its future is
+/// dropped first (its submitter gave up: the packet that called it was
 /// cancelled or ended, its connection went away), the packet counts as
-/// cancelled, for its dependents and in its key's stats.
-struct Running<'a> {
-    guard: Option<InflightGuard>,
-    stats: &'a Stats,
+/// cancelled where [`Counted`] says (its guard, dropped unended, tells its
+/// dependents).
+struct Unanswered<'a> {
+    counted: Counted<'a>,
     start: Instant,
 }
 
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        if let Some(mut guard) = self.guard.take() {
-            guard.abandon();
-            drop(guard);
-            self.stats.record_cancelled(self.start.elapsed().as_micros() as u64);
-        }
+/// Where an [`Unanswered`] packet is counted when it is dropped.
+enum Counted<'a> {
+    /// Among its local handler's cancelled packets.
+    Handler(&'a Stats),
+    /// Among the packets cancelled while forwarded.
+    Forward(&'a AtomicU64),
+}
+
+impl Unanswered<'_> {
+    /// The packet has its answer: nothing to count.
+    #[inline]
+    fn answered(self) {
+        std::mem::forget(self);
     }
 }
 
-/// A packet forwarded through the [`Forwarder`] until it is answered; if
-/// its future is dropped first, as [`Running`].
-struct Forwarding<'a> {
-    guard: Option<InflightGuard>,
-    reactor: &'a ReactorInner,
-}
-
-impl Drop for Forwarding<'_> {
+impl Drop for Unanswered<'_> {
     fn drop(&mut self) {
-        if let Some(mut guard) = self.guard.take() {
-            guard.abandon();
-            self.reactor.forwards_cancelled.fetch_add(1, Ordering::Relaxed);
+        match self.counted {
+            Counted::Handler(stats) => stats.record_cancelled(self.start.elapsed().as_micros() as u64),
+            Counted::Forward(count) => {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
