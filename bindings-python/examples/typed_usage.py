@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Dict, List, Optional
 
 import packetflow
@@ -35,8 +36,28 @@ async def main() -> List[str]:
             trace: str = ctx.trace_id
             meta: Optional[Dict[str, Any]] = ctx.metadata
             seen.append(f"{trace}:{remaining > 0}:{meta}")
-            loud: Dict[str, Any] = await ctx.call("df", "shout", {"text": data})
+            loud: Dict[str, Any] = await ctx.call("df", "shout", {"text": data}, priority=ctx.priority)
             return str(loud["text"]).split()
+
+        # Cancelling: a def handler polls ctx.cancelled; the awaiting task's
+        # cancel (or r.cancel with the id) cancels the packet.
+        started = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def patient(data: Any, ctx: Context) -> Optional[str]:
+            loop.call_soon_threadsafe(started.set)
+            for _ in range(5000):  # about 5 s at most
+                if ctx.cancelled:
+                    return None
+                time.sleep(0.001)
+            return "gave up waiting"
+
+        r.register("df", "patient", patient)
+        waiting = asyncio.ensure_future(r.submit("df", "patient", packet_id="typed-cancel"))
+        await asyncio.wait_for(started.wait(), 5)
+        cancelled_now: bool = r.cancel("typed-cancel")
+        gone: Result = await waiting
+        assert cancelled_now and isinstance(gone.error, packetflow.PacketCancelledError)
 
         result: Result = await r.submit("df", "words", "hello typed world", priority=7, timeout_ms=2_000)
         if result.ok:
@@ -89,6 +110,8 @@ async def main() -> List[str]:
         seen.append(f"counter:{value['value']}:{ids}")
 
         stats: ReactorStats = r.stats()
+        cancelled: int = sum(h["cancelled"] for h in stats["handlers"]) + stats["forwards_cancelled"]
+        assert cancelled == 1
         actor_stats: List[ActorTypeStats] = stats["actors"]
         seen.append(f"{stats['name']}:{len(stats['handlers'])}:{actor_stats[0]['active']}")
         removed: bool = r.unregister("df", "shout")

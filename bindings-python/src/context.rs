@@ -1,16 +1,18 @@
 //! `packetflow.Context`: what a handler knows about the packet it serves.
 
-use packetflow::{Context, Element, Group};
+use packetflow::reactor::CallOptions;
+use packetflow::{Context, Element, Field, Group, PacketParts, Priority};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use crate::{actor_ref, awaitable, blocking, bridge, convert, errors, pystr};
 
 /// Passed to every handler with the packet's data: the packet's id,
-/// metadata, trace id and time left, ``call`` to submit child packets on
-/// its behalf, and ``send``/``tell`` to message actors (a child inherits
-/// what is left of the deadline and the trace id, so a chain of calls never
-/// outlives the first submit).
+/// metadata, trace id, priority and time left, whether it was cancelled,
+/// ``call`` to submit child packets on its behalf, and ``send``/``tell`` to
+/// message actors (a child inherits what is left of the deadline, the
+/// priority and the trace id, so a chain of calls never outlives the first
+/// submit, and is cancelled with it).
 ///
 /// An actor's turn gets an :class:`ActorContext`, a subclass.
 #[pyclass(frozen, subclass, name = "Context", module = "packetflow")]
@@ -54,6 +56,33 @@ fn data_value(data: Option<&Bound<'_, PyAny>>) -> PyResult<packetflow::Value> {
     }
 }
 
+/// The options of a `ctx.call`: the child's priority, if the call names
+/// one (`None`: the calling packet's). The core judges the value, in the
+/// words a submit's `priority` gets (PF400).
+fn call_options(
+    py: Python<'_>,
+    group: &str,
+    element: &str,
+    priority: Option<&Bound<'_, PyAny>>,
+) -> PyResult<CallOptions> {
+    let given = priority.map(convert::to_field).filter(|field| !matches!(field, Field::Null));
+    let Some(given) = given else { return Ok(CallOptions::default()) };
+    Ok(CallOptions::priority(child_priority(group, element, given).map_err(|e| errors::to_pyerr(py, &e))?))
+}
+
+/// `priority` judged by the core's packet rules (the child's group and
+/// element are given so that the priority is the one field they judge).
+fn child_priority(group: &str, element: &str, priority: Field<'_>) -> Result<Priority, packetflow::PfError> {
+    let parts = PacketParts {
+        id: Some(Field::from("priority-check")),
+        group: Some(Field::from(group)),
+        element: Some(Field::from(element)),
+        priority: Some(priority),
+        ..PacketParts::default()
+    };
+    Ok(parts.into_packet()?.priority)
+}
+
 #[pymethods]
 impl PyContext {
     /// The id of the packet being handled.
@@ -80,40 +109,68 @@ impl PyContext {
         self.inner.remaining().as_millis() as u64
     }
 
+    /// The packet's priority (1-10), which its calls inherit.
+    #[getter]
+    fn priority(&self) -> u8 {
+        self.inner.priority().get()
+    }
+
+    /// Whether the packet's answer is no longer wanted: it was cancelled
+    /// (its submitter gave up, ``Reactor.cancel``, the packet that called
+    /// it was cancelled, the connection it came on went away), its deadline
+    /// passed, or the reactor stopped. A ``def`` handler polls it to stop
+    /// early; an ``async def`` handler is cancelled instead (its task gets
+    /// ``asyncio.CancelledError``). Once true it stays true; whatever the
+    /// handler returns then, its submitter has its answer already (PF499
+    /// for a cancelled packet).
+    #[getter]
+    fn cancelled(&self) -> bool {
+        self.inner.is_cancelled()
+    }
+
     /// Submits a child packet to ``group:element`` and returns an awaitable
     /// of its data; it raises :class:`PacketFlowError` if the child fails.
-    /// Use it from ``async def`` handlers; ``def`` handlers use
-    /// :meth:`call_sync`.
-    #[pyo3(signature = (group, element, data=None))]
+    /// The child has this packet's priority unless ``priority`` names one;
+    /// it is cancelled if this packet is (the call then raises
+    /// :class:`PacketCancelledError`, PF499), and cancelling the awaiting
+    /// task cancels the child. Use it from ``async def`` handlers; ``def``
+    /// handlers use :meth:`call_sync`.
+    #[pyo3(signature = (group, element, data=None, *, priority=None))]
     fn call<'py>(
         &self,
         py: Python<'py>,
         group: &Bound<'py, PyString>,
         element: &Bound<'py, PyString>,
         data: Option<&Bound<'py, PyAny>>,
+        priority: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let bridge = bridge::current(py, "ctx.call()")?;
         let (group, element) = target(py, group, element)?;
         let data = data_value(data)?;
+        let options = call_options(py, &group, &element, priority)?;
         let ctx = self.inner.clone();
-        awaitable::spawn(py, &bridge, async move { ctx.call(&group, &element, data).await })
+        awaitable::spawn(py, &bridge, async move { ctx.call_with(&group, &element, data, options).await })
     }
 
     /// Like :meth:`call`, blocking the calling thread (with the GIL
-    /// released) until the child answers; for ``def`` handlers.
-    #[pyo3(signature = (group, element, data=None))]
+    /// released) until the child answers; for ``def`` handlers. If this
+    /// packet is cancelled meanwhile, the child is cancelled and this
+    /// raises :class:`PacketCancelledError` (PF499).
+    #[pyo3(signature = (group, element, data=None, *, priority=None))]
     fn call_sync<'py>(
         &self,
         py: Python<'py>,
         group: &Bound<'py, PyString>,
         element: &Bound<'py, PyString>,
         data: Option<&Bound<'py, PyAny>>,
+        priority: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (group, element) = target(py, group, element)?;
         let data = data_value(data)?;
+        let options = call_options(py, &group, &element, priority)?;
         let ctx = self.inner.clone();
         let out = blocking::wait(py, "ctx.call_sync()", "ctx.call()", async move {
-            ctx.call(&group, &element, data).await
+            ctx.call_with(&group, &element, data, options).await
         })?;
         match out {
             Ok(value) => convert::to_py(py, &value),

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use packetflow::actor::FileStore;
-use packetflow::{Node, NodeConfig, Packet, PacketParts, Reactor, ReactorConfig, Value};
+use packetflow::{Node, NodeConfig, Packet, PacketId, PacketParts, Reactor, ReactorConfig, Value};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -113,6 +113,7 @@ fn stats_dict<'py>(
     out.set_item("in_flight", stats.in_flight)?;
     out.set_item("queued", stats.queued)?;
     out.set_item("unrouted", stats.unrouted)?;
+    out.set_item("forwards_cancelled", stats.forwards_cancelled)?;
     let handlers = PyList::empty(py);
     for h in stats.handlers {
         let d = PyDict::new(py);
@@ -120,6 +121,7 @@ fn stats_dict<'py>(
         d.set_item("element", h.element.as_str())?;
         d.set_item("count", h.count)?;
         d.set_item("errors", h.errors)?;
+        d.set_item("cancelled", h.cancelled)?;
         d.set_item("sum_us", h.sum_us)?;
         d.set_item("p50_us", h.p50_us)?;
         d.set_item("p99_us", h.p99_us)?;
@@ -289,10 +291,13 @@ impl PyReactor {
     ///
     /// The packet always gets one answer: the handler's value, or an error
     /// result (PF001 no handler, PF408 deadline, PF409 duplicate id, PF424
-    /// failed dependency, PF429 queue full, PF500 handler failure, PF503
-    /// stopped). Invalid arguments raise at once: ``InvalidPacketError``
-    /// (PF400) for a bad group, element, priority, timeout or id, and
-    /// ``TypeError``/``ValueError`` for data that JSON cannot carry.
+    /// failed dependency, PF429 queue full, PF499 cancelled, PF500 handler
+    /// failure, PF503 stopped). Invalid arguments raise at once:
+    /// ``InvalidPacketError`` (PF400) for a bad group, element, priority,
+    /// timeout or id, and ``TypeError``/``ValueError`` for data that JSON
+    /// cannot carry. Cancelling the task that awaits it cancels the packet
+    /// (the awaiting code gets ``asyncio.CancelledError``); see
+    /// :meth:`cancel` for a packet awaited elsewhere.
     #[pyo3(signature = (group, element, data = None, priority = None, timeout_ms = None, dependencies = None, metadata = None, packet_id = None))]
     #[allow(clippy::too_many_arguments)]
     fn submit<'py>(
@@ -340,7 +345,10 @@ impl PyReactor {
     }
 
     /// Like :meth:`submit`, blocking the calling thread (GIL released) until
-    /// the answer; for code without a running event loop.
+    /// the answer; for code without a running event loop. Ctrl-C (any
+    /// exception a signal handler raises in the waiting main thread)
+    /// cancels the packet and is raised; a packet cancelled by
+    /// :meth:`cancel` (from another thread) returns its PF499 result.
     #[pyo3(signature = (group, element, data = None, priority = None, timeout_ms = None, dependencies = None, metadata = None, packet_id = None))]
     #[allow(clippy::too_many_arguments)]
     fn submit_sync(
@@ -394,6 +402,22 @@ impl PyReactor {
             Ok(value) => convert::to_py(py, &value),
             Err(err) => Err(errors::to_pyerr(py, &err)),
         }
+    }
+
+    /// Cancels the packet ``packet_id`` in flight on this reactor (submitted
+    /// here by any caller or thread, or by a peer); ``True`` if it is in
+    /// flight (cancelled now, or already: cancelling is idempotent),
+    /// ``False`` if it is not (answered already, or unknown: nothing is
+    /// remembered for a later submit). The packet is answered at once with
+    /// :class:`PacketCancelledError` (PF499); a handler not started never
+    /// starts, an ``async def`` handler's task is cancelled, a ``def``
+    /// handler sees ``ctx.cancelled`` turn true; its ``ctx.call`` children
+    /// are cancelled with it, here and on peers, and packets that depend on
+    /// it fail with PF424. ``InvalidPacketError`` (PF400) for an id that no
+    /// packet can have (empty, or over 128 bytes).
+    fn cancel(&self, py: Python<'_>, packet_id: &Bound<'_, PyString>) -> PyResult<bool> {
+        let id = PacketId::new(pystr::as_str(packet_id)?).map_err(|e| errors::to_pyerr(py, &e))?;
+        Ok(self.core.cancel(&id))
     }
 
     /// Accepts peers on ``addr`` (``"HOST:PORT"``; port 0 picks a free
@@ -526,8 +550,11 @@ impl PyReactor {
     }
 
     /// A snapshot of the counters: ``name``, ``in_flight``, ``queued``,
-    /// ``unrouted``; per handler, ``count``, ``errors``, ``sum_us``,
-    /// ``p50_us``, ``p99_us`` and ``latency_buckets``; per actor type,
+    /// ``unrouted``, ``forwards_cancelled`` (packets cancelled while
+    /// forwarded to a peer); per handler (``group:element``), ``count``,
+    /// ``errors``, ``cancelled`` (answered PF499 or abandoned by their
+    /// submitter; counted among ``errors`` too), ``sum_us``, ``p50_us``,
+    /// ``p99_us`` and ``latency_buckets``; per actor type,
     /// ``active``, ``passivated``, ``activations``, ``passivations`` and
     /// ``tells_failed``.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

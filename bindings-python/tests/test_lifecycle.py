@@ -166,45 +166,67 @@ def _interrupt_after_ready(body: str) -> "subprocess.CompletedProcess[str]":
             proc.wait(5)
 
 
+#: A `def` handler that says "ready" once it runs, then polls
+#: `ctx.cancelled` (for up to 60 s) and tells `told` when it turns true.
+_POLLING_HANDLER = """
+import threading, time, packetflow
+told = threading.Event()
+def slow(data, ctx):
+    print("ready", flush=True)
+    for _ in range(6000):
+        if ctx.cancelled:
+            told.set()
+            return None
+        time.sleep(0.01)
+r = packetflow.Reactor()
+r.register("df", "slow", slow)
+def idle():
+    for _ in range(500):
+        if r.stats()["in_flight"] == 0:
+            break
+        time.sleep(0.01)
+    return r.stats()["in_flight"] == 0
+"""
+
+
 def test_ctrl_c_interrupts_an_awaited_submit() -> None:
     done = _interrupt_after_ready(
-        """
-        import asyncio, time, packetflow
-        r = packetflow.Reactor()
-        r.register("df", "slow", lambda d, c: time.sleep(60))
-        async def main():
-            fut = r.submit("df", "slow", timeout_ms=60000)
-            print("ready", flush=True)
-            await fut
-        try:
-            asyncio.run(main())
-        except KeyboardInterrupt:
-            print("interrupted", flush=True)
-        """
+        _POLLING_HANDLER
+        + """
+import asyncio
+async def main():
+    await r.submit("df", "slow", timeout_ms=60000)
+try:
+    asyncio.run(main())
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    # asyncio.run cancelled the awaiting task: the packet with it.
+    print("handler told:", told.wait(5), "idle:", idle(), flush=True)
+"""
     )
     assert "interrupted" in done.stdout, done.stderr
+    assert "handler told: True idle: True" in done.stdout, done.stdout + done.stderr
     assert done.returncode == 0, done.stderr
 
 
-def test_ctrl_c_interrupts_a_blocking_call() -> None:
+def test_ctrl_c_interrupts_a_blocking_call_and_cancels_its_packet() -> None:
     done = _interrupt_after_ready(
-        """
-        import time, packetflow
-        r = packetflow.Reactor()
-        r.register("df", "slow", lambda d, c: time.sleep(60))
-        try:
-            print("ready", flush=True)
-            r.call_sync("df", "slow", timeout_ms=60000)
-        except KeyboardInterrupt:
-            print("interrupted", flush=True)
-            # Rarely (about 1 run in 200 on a loaded machine) this child was
-            # seen to die from a SIGINT arriving after this point, during
-            # interpreter exit; only the interruption is under test here.
-            import signal
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-        """
+        _POLLING_HANDLER
+        + """
+try:
+    r.call_sync("df", "slow", timeout_ms=60000)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    # Rarely (about 1 run in 200 on a loaded machine) this child was
+    # seen to die from a SIGINT arriving after this point, during
+    # interpreter exit; only the interruption is under test here.
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    print("handler told:", told.wait(5), "idle:", idle(), flush=True)
+"""
     )
     assert "interrupted" in done.stdout, done.stderr
+    assert "handler told: True idle: True" in done.stdout, done.stdout + done.stderr
     assert done.returncode == 0, done.stderr
 
 

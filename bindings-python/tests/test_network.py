@@ -92,6 +92,68 @@ async def test_timeouts_over_the_network(pair: Tuple[Reactor, Reactor, str]) -> 
     await wait_for(cancelled)
 
 
+async def test_cancelling_an_await_cancels_the_packet_and_its_calls_on_the_peer() -> None:
+    """The client gives up (its awaiting task is cancelled, or it cancels
+    the packet by id): a cancel frame reaches the server, whose handler and
+    the handler it called are cancelled, and nothing is left in flight on
+    either side."""
+    relay_cancelled, hang_started, hang_cancelled = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    async with Reactor(name="cancel-server") as server, Reactor(name="cancel-client") as client:
+
+        @server.handler("df", "hang")
+        async def hang(data: Any, ctx: Context) -> Any:
+            hang_started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                hang_cancelled.set()
+                raise
+
+        @server.handler("df", "relay")
+        async def relay(data: Any, ctx: Context) -> Any:
+            try:
+                return await ctx.call("df", "hang")
+            except asyncio.CancelledError:
+                relay_cancelled.set()
+                raise
+
+        addr = await server.listen("127.0.0.1:0")
+        await client.connect(f"ws://{addr}/packetflow/v1")
+
+        async def idle(r: Reactor) -> None:
+            for _ in range(500):
+                if r.stats()["in_flight"] == 0:
+                    return
+                await asyncio.sleep(0.01)
+            assert r.stats()["in_flight"] == 0, r.name
+
+        # The awaiting task cancelled, then the packet cancelled by its id
+        # on the submitting reactor (its submitter then gets PF499).
+        for round in (1, 2):
+            for event in (relay_cancelled, hang_started, hang_cancelled):
+                event.clear()
+            if round == 1:
+                waiter = asyncio.ensure_future(client.call("df", "relay"))
+            else:
+                waiter = asyncio.ensure_future(client.submit("df", "relay", packet_id="net-cancel"))
+            await wait_for(hang_started)
+            if round == 1:
+                waiter.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await waiter
+            else:
+                assert client.cancel("net-cancel")
+                result = await asyncio.wait_for(waiter, 5)
+                assert result.error is not None and result.error.code == "PF499"
+            await wait_for(relay_cancelled)
+            await wait_for(hang_cancelled)
+            await idle(client)
+            await idle(server)
+            assert client.stats()["forwards_cancelled"] == round
+            cancelled = {h["element"]: h["cancelled"] for h in server.stats()["handlers"]}
+            assert cancelled == {"hang": round, "relay": round}
+
+
 async def test_a_thousand_concurrent_calls_over_the_network(pair: Tuple[Reactor, Reactor, str]) -> None:
     _, client, _ = pair
     for element in ("upper", "slow_upper", "sync_upper"):

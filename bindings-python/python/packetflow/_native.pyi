@@ -91,8 +91,15 @@ class Context:
 
     Handlers get it as their second argument. A child packet submitted with
     :meth:`call` (or a message sent with :meth:`send`) inherits what is
-    left of the deadline and the trace id. An actor's turn gets an
-    :class:`ActorContext`, a subclass.
+    left of the deadline, the priority and the trace id, and is cancelled
+    with this packet. An actor's turn gets an :class:`ActorContext`, a
+    subclass.
+
+    A cancelled packet (see :meth:`Reactor.cancel`) is answered
+    :class:`PacketCancelledError` (PF499) at once, whatever its handler
+    does: an ``async def`` handler's task is cancelled
+    (``asyncio.CancelledError`` at its current ``await``; it may catch it
+    to clean up), a ``def`` handler polls :attr:`cancelled`.
     """
 
     @property
@@ -107,16 +114,37 @@ class Context:
     @property
     def remaining_ms(self) -> int:
         """Milliseconds left before the packet's deadline (0 once passed)."""
-    def call(self, group: str, element: str, data: Any = None) -> Awaitable[Any]:
+    @property
+    def priority(self) -> int:
+        """The packet's priority (1-10), which its calls inherit."""
+    @property
+    def cancelled(self) -> bool:
+        """Whether the packet's answer is no longer wanted: it was
+        cancelled (its submitter gave up, :meth:`Reactor.cancel`, the
+        packet that called it was cancelled, its connection went away),
+        its deadline passed, or the reactor stopped. A ``def`` handler
+        polls it to stop early; once true it stays true, and whatever the
+        handler returns then is not its submitter's answer."""
+    def call(
+        self, group: str, element: str, data: Any = None, *, priority: Optional[int] = None
+    ) -> Awaitable[Any]:
         """Submits a child packet and returns an awaitable of its data.
 
-        Raises :class:`PacketFlowError` (the subclass of its code) when the
-        child fails. For ``async def`` handlers; ``def`` handlers use
-        :meth:`call_sync`.
+        The child has this packet's priority unless ``priority`` (1-10)
+        names one (:class:`InvalidPacketError`, PF400, for a bad one). It
+        is cancelled when this packet is (the call raises
+        :class:`PacketCancelledError`, PF499) and when the task awaiting
+        it is cancelled. Raises :class:`PacketFlowError` (the subclass of
+        its code) when the child fails. For ``async def`` handlers;
+        ``def`` handlers use :meth:`call_sync`.
         """
-    def call_sync(self, group: str, element: str, data: Any = None) -> Any:
+    def call_sync(
+        self, group: str, element: str, data: Any = None, *, priority: Optional[int] = None
+    ) -> Any:
         """Like :meth:`call`, blocking this thread (GIL released) until the
-        child answers; for ``def`` handlers."""
+        child answers; for ``def`` handlers. If this packet is cancelled
+        meanwhile, the child is cancelled too and this raises
+        :class:`PacketCancelledError` (PF499)."""
     def send(self, actor: ActorRef, message: Any) -> Awaitable[Any]:
         """Sends ``message`` to ``actor`` on behalf of this packet; an
         awaitable of the turn's answer, with :meth:`call`'s deadline, trace
@@ -361,9 +389,12 @@ class Reactor:
         loop running when it is registered; if none runs, on the loop that
         submits the packet), each call in an asyncio task of its own. Every
         call runs in a fresh ``contextvars.Context``, as it would behind a
-        network hop. A cancelled handler task fails its packet with PF500. Its return value is the result's data; an
+        network hop. Its return value is the result's data; an
         exception fails the packet with PF500 (or with the code of a raised
-        :class:`PacketFlowError`). Raises :class:`InvalidPacketError` for a
+        :class:`PacketFlowError`). When the packet is cancelled (PF499),
+        an ``async def`` handler's task is cancelled and a ``def`` handler
+        sees :attr:`Context.cancelled` turn true; a handler task cancelled
+        by anything else fails its packet with PF500. Raises :class:`InvalidPacketError` for a
         bad group or element and ``TypeError`` if ``fn`` is not callable.
         """
     def handler(self, group: str, element: str) -> HandlerDecorator:
@@ -392,8 +423,11 @@ class Reactor:
 
         Every packet gets exactly one answer: the handler's value or an
         error result (PF001 no handler, PF408 deadline, PF409 duplicate id,
-        PF424 failed dependency, PF429 queue full, PF500 handler failure,
-        PF503 stopped). ``priority`` (1-10) and ``timeout_ms`` (1-86400000)
+        PF424 failed dependency, PF429 queue full, PF499 cancelled, PF500
+        handler failure, PF503 stopped). Cancelling the task that awaits
+        it cancels the packet (the awaiting code gets
+        ``asyncio.CancelledError``; the handler is told as
+        :meth:`cancel` tells it). ``priority`` (1-10) and ``timeout_ms`` (1-86400000)
         left out or ``None`` take the protocol's defaults; ``dependencies``
         is a list (or tuple) of packet ids. Bad arguments raise at once:
         :class:`InvalidPacketError` (PF400) from the core for a bad group,
@@ -428,7 +462,11 @@ class Reactor:
     ) -> Result:
         """Like :meth:`submit`, blocking the calling thread (GIL released);
         for code without a running event loop (raises ``RuntimeError``
-        inside one). Ctrl-C interrupts the wait."""
+        inside one). Ctrl-C in the main thread (or any exception a signal
+        handler raises there, within 50 ms) cancels the packet and is
+        raised; a packet cancelled by :meth:`cancel` from another thread
+        returns its PF499 result. The packet's ``timeout_ms`` bounds the
+        wait."""
     def call_sync(
         self,
         group: str,
@@ -441,7 +479,25 @@ class Reactor:
         packet_id: Optional[str] = None,
     ) -> Any:
         """Like :meth:`call`, blocking the calling thread (GIL released);
-        for code without a running event loop."""
+        for code without a running event loop. Ctrl-C and :meth:`cancel`
+        as for :meth:`submit_sync` (a cancelled packet raises
+        :class:`PacketCancelledError`)."""
+    def cancel(self, packet_id: str) -> bool:
+        """Cancels the packet ``packet_id`` in flight on this reactor,
+        whoever submitted it (any task or thread here, or a peer).
+
+        Returns ``True`` if it is in flight (cancelled now, or already:
+        cancelling is idempotent), ``False`` if not (answered already, or
+        unknown; nothing is remembered for a later submit). The packet is
+        answered at once with :class:`PacketCancelledError` (PF499): a
+        handler not started never starts, an ``async def`` handler's task
+        is cancelled, a ``def`` handler sees :attr:`Context.cancelled`
+        turn true; its ``ctx.call`` children are cancelled with it (here
+        and on peers), and packets depending on it fail with PF424.
+        :class:`InvalidPacketError` (PF400) for an id no packet can have
+        (empty, or over 128 bytes). To cancel a packet you await, cancel
+        the awaiting task instead.
+        """
     def listen(
         self,
         addr: str,

@@ -14,6 +14,9 @@ class HandlerStats(TypedDict):
     element: str
     count: int
     errors: int
+    #: Packets cancelled (answered PF499, or abandoned by their submitter
+    #: or with the packet that called them); counted among ``errors`` too.
+    cancelled: int
     sum_us: int
     p50_us: int
     p99_us: int
@@ -43,6 +46,9 @@ class ReactorStats(TypedDict):
     in_flight: int
     queued: int
     unrouted: int
+    #: Packets cancelled while forwarded to a peer (those run here are
+    #: counted per handler).
+    forwards_cancelled: int
     handlers: List[HandlerStats]
     actors: List[ActorTypeStats]
 

@@ -408,7 +408,8 @@ impl TypeHost {
         message: Message,
     ) -> Result<Value, PfError> {
         let mut held = Held { host: self, actor, cell, armed: true };
-        let outcome = self.run_one(reactor, actor, cell, message).await;
+        // Run on its sender: dropping the sender's future drops the turn.
+        let outcome = self.run_one(reactor, actor, cell, message, std::future::pending()).await;
         held.armed = false;
         let ended = cell.inner.lock().finish_running();
         ended.answer(None, &outcome);
@@ -447,7 +448,7 @@ impl TypeHost {
             _ => {
                 drop(st);
                 let outcome = self
-                    .run_one(reactor, actor, cell, message)
+                    .run_one(reactor, actor, cell, message, std::future::pending())
                     .now_or_never()
                     .expect("an inline turn (sync behaviour, store not durable) never suspends");
                 self.end_locked(actor, cell, cell.inner.lock(), outcome)
@@ -595,13 +596,17 @@ impl TypeHost {
                 }
             };
             let mut next = next;
-            let reply = next.reply.take();
+            let mut reply = next.reply.take();
             let outcome = if reply.as_ref().is_some_and(|r| r.is_closed()) || Instant::now() >= next.deadline
             {
                 // Its sender stopped waiting (deadline, or gone): never started.
                 Err(PfError::new(ErrorCode::Timeout, format!("{actor} did not answer in time")))
             } else {
-                AssertUnwindSafe(self.run_one(&reactor, &actor, &cell, next))
+                // A turn whose sender stops waiting (its packet cancelled,
+                // its future dropped) is dropped too, uncommitted, as a
+                // turn run on its sender is.
+                let gone = sender_gone(reply.as_mut());
+                AssertUnwindSafe(self.run_one(&reactor, &actor, &cell, next, gone))
                     .catch_unwind()
                     .await
                     .unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))
@@ -742,13 +747,15 @@ impl TypeHost {
     }
 
     /// Runs one message on a held actor: the remembered answer, a create, a
-    /// stop, or a turn of the behaviour.
+    /// stop, or a turn of the behaviour (dropped, uncommitted, if `gone`
+    /// resolves while the behaviour runs).
     async fn run_one(
         &self,
         reactor: &Reactor,
         actor: &ActorRef,
         cell: &Arc<Cell>,
         message: Message,
+        gone: impl std::future::Future<Output = ()>,
     ) -> Result<Value, PfError> {
         if let Some(outcome) = self.precheck(&cell.inner.lock(), actor, &message) {
             return outcome;
@@ -759,7 +766,7 @@ impl TypeHost {
                 self.stop(actor, cell).await?;
                 Ok(address_of(actor, true))
             }
-            Op::Send => self.turn(reactor, actor, cell, message).await,
+            Op::Send => self.turn(reactor, actor, cell, message, gone).await,
         }
     }
 
@@ -866,12 +873,15 @@ impl TypeHost {
 
     /// One turn of the behaviour: it runs on a copy of the state, which is
     /// committed (saved first, with a durable store) only if it succeeds.
+    /// An async behaviour's future is dropped if `gone` resolves first (its
+    /// sender stopped waiting): the turn ends uncommitted, PF499.
     async fn turn(
         &self,
         reactor: &Reactor,
         actor: &ActorRef,
         cell: &Arc<Cell>,
         message: Message,
+        gone: impl std::future::Future<Output = ()>,
     ) -> Result<Value, PfError> {
         let Message { id, data, metadata, deadline, remember, priority, .. } = message;
         let state = cell.inner.lock().state_for_turn();
@@ -892,7 +902,13 @@ impl TypeHost {
                 let running = AssertUnwindSafe(turn(TurnInput { message_type, message: data, state, ctx }))
                     .catch_unwind();
                 let late = || format!("{actor} did not answer in time");
-                let out = reactor.bounded(running, deadline, late).await?;
+                let out = reactor.bounded(unless_gone(running, gone), deadline, late).await?;
+                let Some(out) = out else {
+                    return Err(PfError::new(
+                        ErrorCode::Cancelled,
+                        format!("the turn of {actor} was cancelled: its sender stopped waiting"),
+                    ));
+                };
                 let out = out.unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))?;
                 if Instant::now() >= deadline {
                     // Its sender was answered PF408 already: the turn must not count.
@@ -1104,6 +1120,33 @@ impl Drop for Held<'_> {
             ended.answer(None, &Err(abandoned(self.actor)));
             self.host.release_or_drain(self.actor, self.cell);
         }
+    }
+}
+
+/// Resolves when the sender waiting on `reply` stops waiting (never for a
+/// message without one).
+async fn sender_gone(reply: Option<&mut oneshot::Sender<Answer>>) {
+    match reply {
+        Some(reply) => reply.closed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs `work` until it ends (`Some`), or until `gone` resolves first
+/// (`None`; `work` is dropped). Work ready at its first poll never polls
+/// `gone`.
+async fn unless_gone<F: std::future::Future>(
+    work: F,
+    gone: impl std::future::Future<Output = ()>,
+) -> Option<F::Output> {
+    let mut work = std::pin::pin!(work);
+    if let std::task::Poll::Ready(out) = futures::poll!(work.as_mut()) {
+        return Some(out);
+    }
+    tokio::select! {
+        biased;
+        out = work => Some(out),
+        _ = gone => None,
     }
 }
 

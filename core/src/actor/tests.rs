@@ -116,6 +116,84 @@ async fn an_async_turn_past_its_deadline_answers_pf408_and_changes_nothing() {
     assert_eq!(actors.send(&slow, json!({"type": "read"})).await.unwrap(), 1, "the late turn did not commit");
 }
 
+/// Sets its flag when dropped: a turn's future was dropped.
+struct DropFlag(Arc<AtomicUsize>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_turn_run_by_the_mailbox_is_dropped_uncommitted_when_its_sender_stops_waiting() {
+    let reactor = Reactor::default();
+    let actors = reactor.actors();
+    let gate = Arc::new(Semaphore::new(0));
+    let (started, dropped) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (held, seen, gone) = (gate.clone(), started.clone(), dropped.clone());
+    actors
+        .register(
+            "slow",
+            ActorType::from_async(move |input: TurnInput| {
+                let (gate, started, dropped) = (held.clone(), seen.clone(), gone.clone());
+                async move {
+                    let mut state = input.state;
+                    match input.message_type.as_str() {
+                        "first" => gate.acquire().await.unwrap().forget(),
+                        "change" => {
+                            state["n"] = json!(99);
+                            let _flag = DropFlag(dropped);
+                            started.fetch_add(1, Ordering::SeqCst);
+                            std::future::pending::<()>().await;
+                        }
+                        _ => {}
+                    }
+                    Ok(TurnOutput { reply: Reply::Value(state["n"].clone()), state })
+                }
+            }),
+        )
+        .unwrap();
+    let slow = actors.create("slow", Some("s"), json!({"n": 0})).await.unwrap();
+    // Each "change" waits in the mailbox behind a "first" holding the
+    // actor, so the mailbox loop runs it: cancelled by id, then given up by
+    // an API sender (its future dropped).
+    for round in 1..=2 {
+        let first = tokio::spawn({
+            let (actors, slow) = (actors.clone(), slow.clone());
+            async move { actors.send(&slow, json!({"type": "first"})).await }
+        });
+        wait_until(|| reactor.in_flight() == 1).await;
+        let change = tokio::spawn({
+            let (reactor, actors, slow) = (reactor.clone(), actors.clone(), slow.clone());
+            async move {
+                if round == 1 {
+                    let mut packet = slow.packet(Op::Send, json!({"type": "change"}));
+                    packet.id = PacketId::new("change-1").unwrap();
+                    reactor.submit(packet).await.outcome
+                } else {
+                    actors.send(&slow, json!({"type": "change"})).await
+                }
+            }
+        });
+        wait_until(|| reactor.in_flight() == 2).await;
+        gate.add_permits(1);
+        first.await.unwrap().unwrap();
+        wait_until(|| started.load(Ordering::SeqCst) == round).await;
+        if round == 1 {
+            assert!(reactor.cancel(&PacketId::new("change-1").unwrap()));
+            assert_eq!(change.await.unwrap().unwrap_err().kind(), Some(ErrorCode::Cancelled));
+        } else {
+            change.abort();
+            assert!(change.await.unwrap_err().is_cancelled());
+        }
+        wait_until(|| dropped.load(Ordering::SeqCst) == round).await;
+        let read = actors.send(&slow, json!({"type": "read"})).await.unwrap();
+        assert_eq!(read, json!(0), "the dropped turn did not commit (round {round})");
+        wait_until(|| reactor.in_flight() == 0).await;
+    }
+}
+
 #[tokio::test]
 async fn a_repeated_packet_is_applied_once() {
     let (reactor, actors) = reactor_with_counter();
