@@ -127,6 +127,25 @@ test('{signal} on submit: an abort cancels the packet and rejects with the reaso
   assert.equal(getEventListeners(controller.signal, 'abort').length, 0);
 });
 
+test('a packet waiting on an aborted one as a dependency answers PF424', T, async (t) => {
+  const r = reactor(t);
+  const handler = waitsForSignal(r);
+  let dependentRan = false;
+  r.register('df', 'after', () => {
+    dependentRan = true;
+  });
+  const controller = new AbortController();
+  const first = r.submit('df', 'wait', 1, { id: 'first', signal: controller.signal });
+  await within(handler.started, FIRE_MS, 'handler start');
+  const dependent = r.submit('df', 'after', 2, { dependencies: ['first'] });
+  controller.abort();
+  await assert.rejects(first, { name: 'AbortError' });
+  const result = await within(dependent, FIRE_MS, 'the dependent');
+  assert.ok(isPf('PF424', /first/)(result.error));
+  assert.equal(dependentRan, false);
+  assert.equal(r.stats().inFlight, 0);
+});
+
 test('{signal} on call: the default reason is an AbortError, as with fetch', T, async (t) => {
   const r = reactor(t);
   const handler = waitsForSignal(r);
