@@ -490,15 +490,17 @@ impl NativeReactor {
     /// if it is already (the handler answered: its context is gone).
     #[napi]
     pub fn context_signal(&self, env: Env, token: f64, promise: f64) -> napi::Result<()> {
-        let ctx = self.local.borrow().running.get(&(token as u64)).map(|r| r.context().clone());
-        let Some(ctx) = ctx else {
+        // The core's signal, fetched now (it makes a turn's id if it had
+        // none), and the id its reason names; the task that awaits it costs
+        // nothing while it waits.
+        let watched = self.local.borrow().running.get(&(token as u64)).map(|running| {
+            let ctx = running.context();
+            (ctx.cancelled(), ctx.packet_id().clone())
+        });
+        let Some((fired, id)) = watched else {
             let over = PfError::new(ErrorCode::Cancelled, "the packet is over: its handler answered");
             return self.start(&env, promise, async move { Answer::Data(Err(over)) });
         };
-        // The core's signal, fetched now (it makes a turn's id if it had
-        // none): the task that awaits it costs nothing while it waits.
-        let fired = ctx.cancelled();
-        let id = ctx.packet_id().clone();
         self.start(&env, promise, async move {
             fired.await;
             Answer::Data(Err(PfError::new(
