@@ -1139,10 +1139,11 @@ class Actors {
    * its type has an initial state), PF500 when the method threw, PF408
    * past the deadline. `options.id` is the packet id: a message re-sent
    * with the same id is applied once. `options.signal` (an `AbortSignal`)
-   * gives up as for {@link Reactor#submit}: the message is withdrawn (a
-   * turn not started never runs; one running sees `context.signal` abort
-   * and is not committed) and the Promise rejects with the signal's
-   * `reason`.
+   * gives up as for {@link Reactor#submit}: the Promise rejects with the
+   * signal's `reason`, and the message is withdrawn as the core withdraws
+   * it: still in the mailbox, it never runs; run by this send itself (the
+   * actor was idle), its turn is dropped uncommitted and `context.signal`
+   * aborts; a turn the mailbox had started runs to its end.
    * @template [R=import('./index').JsonValue]
    * @param {import('./index').ActorRef} actor
    * @param {import('./index').ActorMessage} message

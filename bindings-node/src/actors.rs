@@ -200,9 +200,10 @@ impl NativeReactor {
     }
 
     /// [`actor_submit`](Self::actor_submit) for a message with an
-    /// `AbortSignal`: `abandon` drops its future (same arguments). A turn
-    /// run by the sender itself is then abandoned uncommitted; a message
-    /// sent as a packet is cancelled.
+    /// `AbortSignal`: `abandon` drops its future (same arguments), which
+    /// withdraws the message as the core does for a sender that gives up (a
+    /// message still queued never runs, a turn run by the sender itself is
+    /// abandoned uncommitted, a packet is cancelled).
     #[napi]
     #[allow(clippy::too_many_arguments)]
     pub fn actor_submit_abortable<'env>(
