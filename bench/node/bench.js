@@ -23,6 +23,10 @@
 //   call-signal   await r.call(packet with a `signal`): every call watched
 //                 by one AbortController shared by all (never aborted)
 //   reads-signal  await r.call(...) to a handler that reads `ctx.signal`
+//   own-controller  what Node's AbortController alone costs such a handler:
+//                 it makes one, reads its signal, and aborts it with a
+//                 fresh PacketFlowError once it has answered (as the
+//                 packet's end aborts `ctx.signal`)
 // Prints one JSON line per trial and a summary table (median, min–max, and
 // CPU time per call, which a busy shared machine disturbs far less).
 
@@ -82,6 +86,14 @@ async function main() {
       if (ctx.signal.aborted) throw new Error('aborted before it started');
       return data.toUpperCase();
     });
+    const { PacketFlowError } = require(dir);
+    let made = 0;
+    reactor.register('df', 'transform-controller', async (data) => {
+      const controller = new AbortController();
+      if (controller.signal.aborted) throw new Error('aborted before it started');
+      queueMicrotask(() => controller.abort(new PacketFlowError('PF499', `packet ${++made} was cancelled or is over`)));
+      return data.toUpperCase();
+    });
     reactors.push(reactor);
     const suffix = PACKAGES.length > 1 ? `@${path.basename(dir)}` : '';
     variants[`submit${suffix}`] = pfSubmit(reactor, 'transform');
@@ -90,6 +102,7 @@ async function main() {
     if (SIGNAL) {
       variants[`call-signal${suffix}`] = pfCall(reactor, 'transform', new AbortController().signal);
       variants[`reads-signal${suffix}`] = pfCall(reactor, 'transform-signal');
+      variants[`own-controller${suffix}`] = pfCall(reactor, 'transform-controller');
     }
   }
   const measured = await trials(variants, { n: N, inflight: INFLIGHT, trials: TRIALS, warmup: WARMUP });
