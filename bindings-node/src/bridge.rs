@@ -135,6 +135,15 @@ pub enum Invocation {
 }
 
 impl Invocation {
+    /// Nobody waits for its answer any more: the core dropped the call
+    /// (its packet was cancelled, or ended some other way).
+    fn is_abandoned(&self) -> bool {
+        match self {
+            Invocation::Call { reply, .. } => reply.is_closed(),
+            Invocation::Turn { reply, .. } => reply.is_closed(),
+        }
+    }
+
     /// Answers without running (the JS side cannot take it).
     fn refuse(self, error: PfError) {
         match self {
@@ -1002,6 +1011,11 @@ fn dispatch(env: &Env, shared: &Shared, local: &LocalRef) -> NapiResult<bool> {
     // One clock read for the batch: what is left of each deadline.
     let now = tokio::time::Instant::now();
     for invocation in items.drain(..) {
+        if invocation.is_abandoned() {
+            // Its packet ended while the call waited to cross (cancelled,
+            // past its deadline): work that has not started never starts.
+            continue;
+        }
         if state.is_none() {
             invocation
                 .refuse(PfError::new(ErrorCode::Unavailable, "the JS reactor object was garbage-collected"));

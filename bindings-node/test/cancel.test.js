@@ -102,6 +102,27 @@ test('r.cancel before start: a queued packet never runs', T, async (t) => {
   assert.equal(r.stats().inFlight, 0);
 });
 
+test('a call aborted before JS could start its handler never runs it', T, async (t) => {
+  const r = reactor(t);
+  let ran = 0;
+  r.register('df', 'count', () => {
+    ran += 1;
+    return ran;
+  });
+  const controller = new AbortController();
+  // The handler's call is queued for the JS thread; the abort comes first.
+  const called = r.call('df', 'count', 1, { signal: controller.signal });
+  controller.abort();
+  await assert.rejects(called, { name: 'AbortError' });
+  const submitted = r.submit('df', 'count', 2, { id: 'cancelled-early' });
+  assert.equal(r.cancel('cancelled-early'), true);
+  assert.ok(isPf('PF499')((await submitted).error));
+  // A later call crosses after them: had they been handed to JS, they ran first.
+  assert.equal(await r.call('df', 'count', 3), 1);
+  assert.equal(ran, 1);
+  assert.equal(statsOf(r, 'count').cancelled, 2);
+});
+
 test('r.cancel judges its argument; an unknown id is false', T, async (t) => {
   const r = reactor(t);
   assert.equal(r.cancel('no-such-packet'), false);
@@ -516,4 +537,91 @@ test('over the network: an abort cancels the packet on the serving peer', T, asy
     await until(() => server.stats().inFlight === 0 && client.stats().inFlight === 0, 5000, `in-flight counts to drop (${side})`);
   }
   assert.equal(statsOf(server, 'remote').cancelled, 3);
+});
+
+/**
+ * Many calls at once, half of them aborted at various moments: before
+ * their handler starts (kind 0), from inside it as it starts (1), about
+ * when it answers (2: a timer of the same length as the handler's), while
+ * it waits for its signal (3), after the answer (4). Each Promise settles
+ * once, with the data or the signal's reason; every handler that ran sees
+ * its signal abort (cancelled, or over); nothing stays in flight.
+ * `connect` joins the client to the server (in process: nothing) once the
+ * handler is registered. Resolves to how many calls were given up, and
+ * how many times the handler ran.
+ */
+async function abortHalf(client, server, connect) {
+  const controllers = [];
+  const reasons = [];
+  const signals = [];
+  server.register('df', 'jitter', (n, ctx) => {
+    signals.push(ctx.signal);
+    const ms = 1 + (n % 3);
+    switch (n % 10) {
+      case 3: // kind 1
+        controllers[n].abort(reasons[n]);
+        return n;
+      case 5: // kind 2
+        setTimeout(() => controllers[n].abort(reasons[n]), ms);
+        return new Promise((resolve) => setTimeout(() => resolve(n), ms));
+      case 7: // kind 3
+        setTimeout(() => controllers[n].abort(reasons[n]), 1);
+        return new Promise((resolve) => ctx.signal.addEventListener('abort', () => resolve(-1)));
+      default:
+        return n % 4 === 0 ? n : new Promise((resolve) => setTimeout(() => resolve(n), ms));
+    }
+  });
+  await connect();
+  const calls = [];
+  for (let n = 0; n < 300; n++) {
+    controllers[n] = new AbortController();
+    reasons[n] = new Error(`gave up on ${n}`);
+    let settled = 0;
+    const call = client.call('df', 'jitter', n, { signal: controllers[n].signal }).then(
+      (value) => {
+        settled += 1;
+        assert.equal(value, n);
+        if (n % 10 === 9) controllers[n].abort(reasons[n]); // kind 4
+        return 'answered';
+      },
+      (error) => {
+        settled += 1;
+        assert.equal(error, reasons[n]);
+        return 'aborted';
+      },
+    );
+    if (n % 10 === 1) controllers[n].abort(reasons[n]); // kind 0
+    calls.push(call.then((outcome) => ({ n, outcome, settled: () => settled })));
+  }
+  const outcomes = await within(Promise.all(calls), 20000, 'every call to settle');
+  for (const { n, outcome, settled } of outcomes) {
+    assert.equal(settled(), 1, `call ${n} settled once`);
+    const expected = { 1: 'aborted', 3: 'aborted', 7: 'aborted', 9: 'answered' }[n % 10] ?? (n % 2 === 0 ? 'answered' : undefined);
+    if (expected !== undefined) assert.equal(outcome, expected, `call ${n}`);
+  }
+  await until(() => client.stats().inFlight === 0 && server.stats().inFlight === 0, 5000, 'in-flight counts to drop');
+  await within(Promise.all(signals.map((signal) => aborted(signal, 5000))), 5000, 'every ctx.signal');
+  return { givenUp: outcomes.filter((o) => o.outcome === 'aborted').length, runs: signals.length };
+}
+
+test('stress: 300 calls, half of them aborted, in process', T, async (t) => {
+  const r = reactor(t);
+  const { givenUp, runs } = await abortHalf(r, r, async () => {});
+  // Kind 0 was aborted before its call crossed to JS: never run.
+  assert.equal(runs, 270);
+  const counters = statsOf(r, 'jitter');
+  // Every submitted packet was answered once; those given up while in
+  // flight were cancelled (an abort that came with the answer found it over).
+  assert.equal(counters.count, 300);
+  assert.equal(counters.cancelled, givenUp);
+});
+
+test('stress: 300 calls, half of them aborted, over the network', T, async (t) => {
+  const server = reactor(t, { name: 'server' });
+  const client = reactor(t, { name: 'client' });
+  await abortHalf(client, server, async () => {
+    const { url } = await within(server.listen('127.0.0.1:0'), 5000, 'listen');
+    await within(client.connect(url), 5000, 'connect');
+  });
+  assert.ok(client.stats().forwardsCancelled >= 90, `${client.stats().forwardsCancelled} forwards cancelled`);
 });
