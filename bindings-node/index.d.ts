@@ -97,6 +97,14 @@ export interface SubmitOptions {
   dependencies?: string[];
   /** Free-form metadata; keys starting with `pf.` are reserved for the runtime. */
   metadata?: Record<string, JsonInput>;
+  /**
+   * Gives up on the packet when it aborts: the packet is cancelled (its
+   * handler's {@link Context.signal} aborts, its calls are cancelled, its
+   * dependents answer PF424) and the Promise rejects with the signal's
+   * `reason`, as `fetch` does. Already aborted: rejects at once, nothing is
+   * submitted.
+   */
+  signal?: AbortSignal;
 }
 
 /** A packet to submit: its address, its data and options. */
@@ -168,11 +176,29 @@ export declare class Context {
   /** Milliseconds left before the packet's deadline (0 once it passed). */
   readonly remainingMs: number;
   /**
-   * Calls `group:element` as a child of this packet (it inherits the
-   * remaining deadline and the trace id). Resolves to the child's data or
-   * rejects with a {@link PacketFlowError}; call it before the handler answers.
+   * The packet's priority (1-10, 10 most urgent), which its calls inherit.
+   * Read it while the handler runs.
+   * @throws PacketFlowError (PF503) once the handler answered.
    */
-  call<R = JsonValue>(group: Group | (string & {}), element: string, data?: JsonInput): Promise<R>;
+  readonly priority: number;
+  /**
+   * Aborted once this packet's work is no longer wanted: it was cancelled
+   * (its submitter's signal aborted, {@link Reactor.cancel}, the packet
+   * that called it was cancelled, the connection it came in on went away)
+   * or it is over (answered, past its deadline, its reactor stopping). Its
+   * `reason` is a {@link PacketFlowError} with code PF499. Pass it to
+   * `fetch` and the like, or listen for `abort`. Made on first read: a
+   * handler that never reads it costs nothing more.
+   */
+  readonly signal: AbortSignal;
+  /**
+   * Calls `group:element` as a child of this packet: it inherits the
+   * remaining deadline, the priority (unless `options.priority` names one)
+   * and the trace id, and is cancelled with this packet (the call then
+   * rejects with PF499). Resolves to the child's data or rejects with a
+   * {@link PacketFlowError}; call it before the handler answers.
+   */
+  call<R = JsonValue>(group: Group | (string & {}), element: string, data?: JsonInput, options?: CallOptions): Promise<R>;
   /**
    * Sends `message` to `actor` as a child of this packet (same deadline,
    * trace and reentrancy rules as {@link Context.call}); resolves to the
@@ -184,6 +210,14 @@ export declare class Context {
    * @throws PacketFlowError for a message the core refuses.
    */
   tell(actor: ActorRef, message: ActorMessage): void;
+}
+
+/** Options of {@link Context.call}. */
+export interface CallOptions {
+  /** The child's priority, 1-10 (out of range: PF400); default: the calling packet's. */
+  priority?: number;
+  /** Cancels the child when it aborts; the call rejects with the signal's `reason`. */
+  signal?: AbortSignal;
 }
 
 /** An actor's address: its type and its id. Plain data: it may travel in messages. */
@@ -213,6 +247,16 @@ export interface MessageOptions {
   timeoutMs?: number;
   /** Free-form metadata; keys starting with `pf.` are reserved for the runtime. */
   metadata?: Record<string, JsonInput>;
+}
+
+/** Options of {@link Actors.send}: a message's, and a signal. */
+export interface SendOptions extends MessageOptions {
+  /**
+   * Withdraws the message when it aborts (see {@link Actors.send}); the
+   * Promise rejects with the signal's `reason`. Already aborted: rejects at
+   * once, nothing is sent.
+   */
+  signal?: AbortSignal;
 }
 
 /** Options of {@link Actors.create}. */
@@ -290,9 +334,11 @@ export declare class Actors {
    * Sends `message` and resolves to the method's reply. Rejects with a
    * {@link PacketFlowError}: PF404 for an actor that does not exist (unless
    * its type has an initial state), PF400 for a message type it does not
-   * take, PF500 when the method threw, PF408 past the deadline.
+   * take, PF500 when the method threw, PF408 past the deadline. With
+   * `options.signal`: rejects with its `reason` when it aborts, and the
+   * message is withdrawn (see {@link SendOptions}).
    */
-  send<R = JsonValue>(actor: ActorRef, message: ActorMessage, options?: MessageOptions): Promise<R>;
+  send<R = JsonValue>(actor: ActorRef, message: ActorMessage, options?: SendOptions): Promise<R>;
   /**
    * Sends `message` without waiting for its turn: it holds its place in the
    * mailbox when this returns. Node stays up until a local actor has run it.
@@ -322,6 +368,8 @@ export interface HandlerStats {
   count: number;
   /** Packets answered with an error. */
   errors: number;
+  /** Packets cancelled (PF499, or given up by their submitter); counted among `errors` too. */
+  cancelled: number;
   /** Sum of latencies, in microseconds. */
   sumUs: number;
   /** Median latency, in microseconds (histogram bucket bound, at most 25% over). */
@@ -360,6 +408,8 @@ export interface ReactorStats {
   queued: number;
   /** Packets answered PF001 (no handler). */
   unrouted: number;
+  /** Packets cancelled while forwarded to a peer (those run here count in their handler's `cancelled`). */
+  forwardsCancelled: number;
 }
 
 /** Where a reactor listens, as {@link Reactor.listen} resolves it. */
@@ -457,12 +507,25 @@ export declare class Reactor {
    * Rejects (before submitting) with a `TypeError` for a value that is not
    * JSON-shaped, a `RangeError` for a `bigint` beyond 64 bits, or a
    * {@link PacketFlowError} PF400 for a packet that breaks a protocol rule.
+   * With a `signal`: rejects with its `reason` when it aborts (the packet is
+   * cancelled), or at once if it has aborted already (nothing submitted).
    */
   submit<R = JsonValue>(packet: PacketInit): Promise<Result<R>>;
   submit<R = JsonValue>(group: Group | (string & {}), element: string, data?: JsonInput, options?: SubmitOptions): Promise<Result<R>>;
   /** Submits a packet; resolves to its data or rejects with a {@link PacketFlowError}. */
   call<R = JsonValue>(packet: PacketInit): Promise<R>;
   call<R = JsonValue>(group: Group | (string & {}), element: string, data?: JsonInput, options?: SubmitOptions): Promise<R>;
+  /**
+   * Cancels the packet `packetId` in flight on this reactor (submitted
+   * here or by a peer): it is answered PF499 at once, a handler not
+   * started never starts, a running one sees its {@link Context.signal}
+   * abort, its `ctx.call` children are cancelled (here and on peers), and
+   * packets that depend on it answer PF424. Idempotent. Returns whether it
+   * was in flight.
+   * @throws TypeError for a `packetId` that is not a string;
+   * PacketFlowError (PF400) for one no packet can have (empty, over 128 bytes).
+   */
+  cancel(packetId: string): boolean;
   /**
    * Accepts peers on `addr` (`'HOST:PORT'`; port 0 picks a free one) and
    * resolves to the address bound. The same port answers `GET /health` and

@@ -209,6 +209,8 @@ class Context {
   #packetId;
   #traceId;
   #deadline;
+  /** @type {AbortSignal | undefined} made when first read */
+  #signal;
 
   /**
    * Made by the dispatcher only (index.d.ts declares it private).
@@ -253,17 +255,47 @@ class Context {
   }
 
   /**
+   * The packet's priority (1-10, 10 most urgent), which its calls inherit.
+   * Read it while the handler runs (afterwards: PF503).
+   * @returns {number}
+   */
+  get priority() {
+    return this.#state.native.contextPriority(this.#token);
+  }
+
+  /**
+   * An `AbortSignal` aborted once this packet's work is no longer wanted:
+   * it was cancelled (its submitter's signal aborted, `r.cancel`, the
+   * packet that called it was cancelled, its connection went away) or it
+   * is over (answered, past its deadline, its reactor stopping). Its
+   * `reason` is a {@link PacketFlowError} PF499. Pass it to `fetch` and
+   * the like, or listen for `abort`. Made when first read: a handler that
+   * never reads it costs nothing more. Read after the handler answered, it
+   * is aborted already.
+   * @returns {AbortSignal}
+   */
+  get signal() {
+    if (this.#signal === undefined) this.#signal = this.#state.signalOf(this.#token);
+    return this.#signal;
+  }
+
+  /**
    * Calls `group:element` with `data` as a child of this packet: the child
-   * inherits what is left of the deadline and the trace id. Resolves to the
-   * child's data or rejects with a {@link PacketFlowError}. Call it before
-   * the handler answers.
+   * inherits what is left of the deadline, the priority (unless
+   * `options.priority` names one) and the trace id, and is cancelled with
+   * this packet. Resolves to the child's data or rejects with a
+   * {@link PacketFlowError} (PF499 when this packet was cancelled or ended
+   * meanwhile). With `options.signal`, an abort cancels the child and
+   * rejects with the signal's `reason`. Call it before the handler answers.
    * @template [R=import('./index').JsonValue]
    * @param {import('./index').Group | (string & {})} group
    * @param {string} element
    * @param {import('./index').JsonInput} [data]
+   * @param {import('./index').CallOptions} [options]
    * @returns {Promise<R>}
    */
-  call(group, element, data) {
+  call(group, element, data, options = undefined) {
+    if (options !== undefined) return this.#callWith(group, element, data, options);
     const state = this.#state;
     const id = state.nextId++;
     /** @type {Promise<R>} */
@@ -275,6 +307,30 @@ class Context {
       return Promise.reject(error);
     }
     return promise;
+  }
+
+  /**
+   * {@link Context#call} with options (a priority, a signal).
+   * @param {string} group
+   * @param {string} element
+   * @param {unknown} data
+   * @param {import('./index').CallOptions} options
+   * @returns {Promise<any>}
+   */
+  #callWith(group, element, data, options) {
+    let o;
+    try {
+      o = optionsObject(options);
+      onlyKeys(o, CALL_OPTIONS);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const state = this.#state;
+    const { priority, signal } = o;
+    const abortable = signal !== undefined;
+    const begin = (/** @type {number} */ id) =>
+      state.native.contextCallWith(this.#token, group, element, data, jsonText(data), priority, abortable, id);
+    return abortable ? state.abortable(signal, false, begin) : state.promised(begin);
   }
 
   /**
@@ -390,6 +446,12 @@ class Dispatch {
      */
     this.pending = new Map();
     this.nextId = 1;
+    /**
+     * The signals given to calls still pending, and the calls they may
+     * abandon (see {@link Dispatch#watch}).
+     * @type {WeakMap<AbortSignal, {calls: Map<number, (reason: unknown) => void>, listener: () => void}>}
+     */
+    this.watched = new WeakMap();
     /** @type {Array<() => void>} */
     this.idleWaiters = [];
     /** Async answers of this microtask turn: `token, value, valueText, ...`. @type {unknown[]} */
@@ -571,6 +633,160 @@ class Dispatch {
     this.pending.delete(id);
     entry.resolve(value);
     this.wakeIdleWaiters();
+  }
+
+  /**
+   * A Promise settled by the addon (`call`-like: it resolves to data or
+   * rejects): `begin(id)` starts the work (it may throw: the Promise then
+   * rejects with that, and nothing started) and returns the answer when it
+   * has it at once (a turn run in place), `undefined` when the addon will
+   * settle the Promise later.
+   * @param {(id: number) => unknown} begin
+   * @returns {Promise<any>}
+   */
+  promised(begin) {
+    const id = this.nextId++;
+    const promise = new Promise((resolve, reject) => this.pending.set(id, { resolve, reject }));
+    let answer;
+    try {
+      answer = begin(id);
+    } catch (error) {
+      this.pending.delete(id);
+      return Promise.reject(error);
+    }
+    if (answer !== undefined) this.resolveNow(id, answer);
+    return promise;
+  }
+
+  /**
+   * {@link Dispatch#promised} for work given an `AbortSignal` (`begin`
+   * starts it abandonable: the addon's `...Abortable`/`...With` methods).
+   * An aborted signal rejects at once, with its `reason`, and starts
+   * nothing. When it aborts later, the Promise rejects with its `reason`
+   * (as `fetch` does) and the addon drops the work (`abandon`), which
+   * cancels the packet (PF499 for the handler, its calls and dependents).
+   * @param {unknown} signal
+   * @param {boolean} asResult resolves to a `Result` (`submit`), else to the data
+   * @param {(id: number) => unknown} begin
+   * @returns {Promise<any>}
+   */
+  abortable(signal, asResult, begin) {
+    if (!isAbortSignal(signal)) {
+      return Promise.reject(new TypeError(`signal must be an AbortSignal, got ${typeName(signal)}`));
+    }
+    if (signal.aborted) return Promise.reject(signal.reason);
+    const id = this.nextId++;
+    /** @type {(reason: unknown) => void} */
+    let giveUp = () => {};
+    const promise = new Promise((resolve, reject) => {
+      giveUp = reject;
+      const forget = () => this.unwatch(signal, id);
+      this.pending.set(
+        id,
+        asResult
+          ? (/** @type {import('./index').Result} */ result) => {
+              forget();
+              resolve(result);
+            }
+          : {
+              resolve: (value) => {
+                forget();
+                resolve(value);
+              },
+              reject: (error) => {
+                forget();
+                reject(error);
+              },
+            },
+      );
+    });
+    let answer;
+    try {
+      answer = begin(id);
+    } catch (error) {
+      this.pending.delete(id);
+      return Promise.reject(error);
+    }
+    if (answer !== undefined) this.resolveNow(id, answer);
+    else if (this.pending.has(id)) {
+      this.watch(signal, id, giveUp);
+      // Code that ran while the work started (a turn run in place) may
+      // have aborted the signal already: its event is gone.
+      if (signal.aborted) this.abandonAll(signal);
+    }
+    return promise;
+  }
+
+  /**
+   * Watches `signal` for the Promise `id` (rejected with `giveUp`). One
+   * `abort` listener per signal, however many calls share it: a signal
+   * made per request and passed to many calls raises no listener-leak
+   * warning, and costs one listener.
+   * @param {AbortSignal} signal
+   * @param {number} id
+   * @param {(reason: unknown) => void} giveUp
+   */
+  watch(signal, id, giveUp) {
+    let watched = this.watched.get(signal);
+    if (watched === undefined) {
+      const listener = () => this.abandonAll(signal);
+      watched = { calls: new Map(), listener };
+      this.watched.set(signal, watched);
+      signal.addEventListener('abort', listener, { once: true });
+    }
+    watched.calls.set(id, giveUp);
+  }
+
+  /**
+   * Forgets the Promise `id` (it settled); the last one removes the
+   * signal's listener.
+   * @param {AbortSignal} signal
+   * @param {number} id
+   */
+  unwatch(signal, id) {
+    const watched = this.watched.get(signal);
+    if (watched === undefined || !watched.calls.delete(id) || watched.calls.size > 0) return;
+    this.watched.delete(signal);
+    signal.removeEventListener('abort', watched.listener);
+  }
+
+  /**
+   * `signal` aborted: every Promise it watches rejects with its `reason`,
+   * and the addon drops their work.
+   * @param {AbortSignal} signal
+   */
+  abandonAll(signal) {
+    const watched = this.watched.get(signal);
+    if (watched === undefined) return;
+    this.watched.delete(signal);
+    signal.removeEventListener('abort', watched.listener);
+    for (const [id, giveUp] of watched.calls) {
+      if (!this.pending.delete(id)) continue;
+      giveUp(signal.reason);
+      this.native.abandon(id);
+    }
+    this.wakeIdleWaiters();
+  }
+
+  /**
+   * The `ctx.signal` of the running handler or turn `token`: the addon
+   * rejects the Promise `id` with PF499 once the packet is cancelled or
+   * over (see src/reactor.rs, `contextSignal`), and that aborts it.
+   * @param {number} token
+   * @returns {AbortSignal}
+   */
+  signalOf(token) {
+    const controller = new AbortController();
+    const abort = (/** @type {unknown} */ reason) => controller.abort(reason);
+    const id = this.nextId++;
+    this.pending.set(id, { resolve: abort, reject: abort });
+    try {
+      this.native.contextSignal(token, id);
+    } catch (error) {
+      this.pending.delete(id);
+      throw error;
+    }
+    return controller.signal;
   }
 
   /** Resolves the {@link Dispatch#idle} waiters once nothing is pending. */
@@ -776,21 +992,43 @@ function packetOf(args) {
   return first;
 }
 
-/** The options of an actor message (`send`, `tell`, `stop`). */
+/** The options of an actor message (`tell`, `stop`). */
 const MESSAGE_OPTIONS = ['id', 'priority', 'timeoutMs', 'metadata'];
+
+/** The options of `actors.send`: a message's, and a signal. */
+const SEND_OPTIONS = [...MESSAGE_OPTIONS, 'signal'];
+
+/** The options of `ctx.call`. */
+const CALL_OPTIONS = ['priority', 'signal'];
+
+/**
+ * Whether `value` can be watched as an `AbortSignal` (as Node's own APIs
+ * judge one: an object with `aborted`, here also `addEventListener`).
+ * @param {unknown} value
+ * @returns {value is AbortSignal}
+ */
+function isAbortSignal(value) {
+  return (
+    value !== null &&
+    typeof value === 'object' &&
+    typeof (/** @type {any} */ (value).aborted) === 'boolean' &&
+    typeof (/** @type {any} */ (value).addEventListener) === 'function'
+  );
+}
 
 /** The options of a message that sets none. */
 const NO_MESSAGE_OPTIONS = Object.freeze({});
 
 /**
- * A message's options, checked: a plain object of {@link MESSAGE_OPTIONS}.
- * @param {import('./index').MessageOptions | import('./index').CreateOptions | undefined} options
- * @returns {Partial<import('./index').MessageOptions & import('./index').CreateOptions>}
+ * A message's options, checked: a plain object of `known` keys.
+ * @param {import('./index').SendOptions | import('./index').CreateOptions | undefined} options
+ * @param {string[]} [known]
+ * @returns {Partial<import('./index').SendOptions & import('./index').CreateOptions>}
  */
-function messageOptions(options) {
+function messageOptions(options, known = MESSAGE_OPTIONS) {
   if (options === undefined) return NO_MESSAGE_OPTIONS;
   const o = optionsObject(options);
-  onlyKeys(o, MESSAGE_OPTIONS);
+  onlyKeys(o, known);
   return o;
 }
 
@@ -900,18 +1138,35 @@ class Actors {
    * {@link PacketFlowError}: PF404 for an actor that does not exist (unless
    * its type has an initial state), PF500 when the method threw, PF408
    * past the deadline. `options.id` is the packet id: a message re-sent
-   * with the same id is applied once.
+   * with the same id is applied once. `options.signal` (an `AbortSignal`)
+   * gives up as for {@link Reactor#submit}: the Promise rejects with the
+   * signal's `reason`, and the message is withdrawn as the core withdraws
+   * it: still in the mailbox, it never runs; run by this send itself (the
+   * actor was idle), its turn is dropped uncommitted and `context.signal`
+   * aborts; a turn the mailbox had started runs to its end.
    * @template [R=import('./index').JsonValue]
    * @param {import('./index').ActorRef} actor
    * @param {import('./index').ActorMessage} message
-   * @param {import('./index').MessageOptions} [options]
+   * @param {import('./index').SendOptions} [options]
    * @returns {Promise<R>}
    */
   send(actor, message, options = undefined) {
+    let o;
+    try {
+      o = messageOptions(options, SEND_OPTIONS);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const native = this.#native;
+    if (o.signal !== undefined) {
+      const { priority, timeoutMs, id: packetId, metadata } = o;
+      return this.#dispatch.abortable(o.signal, false, (promise) => {
+        const { type, id } = refOf(actor);
+        return native.actorSubmitAbortable('send', type, id, message, jsonText(message), priority, timeoutMs, packetId, metadata, promise);
+      });
+    }
     return this.#call((promise) => {
       const { type, id } = refOf(actor);
-      const o = messageOptions(options);
-      const native = this.#native;
       return native.actorSubmit('send', type, id, message, jsonText(message), o.priority, o.timeoutMs, o.id, o.metadata, promise);
     });
   }
@@ -976,20 +1231,7 @@ class Actors {
    * @returns {Promise<any>}
    */
   #call(begin) {
-    const state = this.#dispatch;
-    const id = state.nextId++;
-    const promise = new Promise((resolve, reject) => state.pending.set(id, { resolve, reject }));
-    let answer;
-    try {
-      // The addon returns the answer when it has it at once (a turn run
-      // in place), and `undefined` when it will settle the Promise later.
-      answer = begin(id);
-    } catch (error) {
-      state.pending.delete(id);
-      return Promise.reject(error);
-    }
-    if (answer !== undefined) state.resolveNow(id, answer);
-    return promise;
+    return this.#dispatch.promised(begin);
   }
 }
 
@@ -1110,7 +1352,10 @@ class Reactor {
    * every submitted packet gets one). Rejects with a `TypeError` for values
    * that are not JSON-shaped, a `RangeError` for a `BigInt` beyond 64 bits,
    * or a `PacketFlowError` (PF400) for a packet that breaks a protocol rule,
-   * before anything is submitted.
+   * before anything is submitted. With a `signal` (an `AbortSignal`): one
+   * aborted already rejects with its `reason` and submits nothing; an abort
+   * later cancels the packet (its handler's `ctx.signal` aborts, PF499) and
+   * rejects with the signal's `reason`, as `fetch` does.
    * @template [R=import('./index').JsonValue]
    * @overload
    * @param {import('./index').PacketInit} packet
@@ -1134,6 +1379,7 @@ class Reactor {
     const id = state.nextId++;
     try {
       const p = packetOf(args);
+      if (p.signal !== undefined) return this.#abortable(p, false);
       const promise = new Promise((resolve) => state.pending.set(id, resolve));
       this.#native.submit(p.group, p.element, p.data, jsonText(p.data), p.priority, p.timeoutMs, p.id, p.dependencies, p.metadata, false, id);
       return promise;
@@ -1145,7 +1391,8 @@ class Reactor {
 
   /**
    * Like {@link Reactor#submit}, but resolves to the result's data and
-   * rejects with a {@link PacketFlowError} when the packet failed.
+   * rejects with a {@link PacketFlowError} when the packet failed (a
+   * `signal` as for `submit`).
    * @template [R=import('./index').JsonValue]
    * @overload
    * @param {import('./index').PacketInit} packet
@@ -1169,6 +1416,7 @@ class Reactor {
     const id = state.nextId++;
     try {
       const p = packetOf(args);
+      if (p.signal !== undefined) return this.#abortable(p, true);
       const promise = new Promise((resolve, reject) => state.pending.set(id, { resolve, reject }));
       this.#native.submit(p.group, p.element, p.data, jsonText(p.data), p.priority, p.timeoutMs, p.id, p.dependencies, p.metadata, true, id);
       return promise;
@@ -1176,6 +1424,41 @@ class Reactor {
       state.pending.delete(id);
       return Promise.reject(error);
     }
+  }
+
+  /**
+   * `submit` (or, `asCall`, `call`) of a packet given a `signal`: see
+   * {@link Dispatch#abortable}.
+   * @param {import('./index').PacketInit} p
+   * @param {boolean} asCall
+   * @returns {Promise<any>}
+   */
+  #abortable(p, asCall) {
+    const native = this.#native;
+    return this.#dispatch.abortable(p.signal, !asCall, (id) =>
+      native.submitAbortable(p.group, p.element, p.data, jsonText(p.data), p.priority, p.timeoutMs, p.id, p.dependencies, p.metadata, asCall, id),
+    );
+  }
+
+  /**
+   * Cancels the packet `packetId` in flight on this reactor, whoever
+   * submitted it (this process or a peer): it is answered PF499 at once
+   * (its submitter's `call` rejects, `submit` resolves to that error
+   * `Result`); a handler not started never starts, a running one sees its
+   * `ctx.signal` abort; its `ctx.call` children are cancelled (here and on
+   * peers) and packets that depend on it answer PF424. What that settles
+   * here (Promises, signals) is settled before this returns. Idempotent.
+   * To give up on a packet you submitted, pass a `signal` to `submit` /
+   * `call` instead.
+   * @param {string} packetId
+   * @returns {boolean} whether it was in flight (`false`: answered
+   *   already, or unknown; nothing is remembered for a later submit)
+   * @throws {TypeError} for a `packetId` that is not a string;
+   *   {@link PacketFlowError} PF400 for one no packet can have (empty, or
+   *   over 128 bytes)
+   */
+  cancel(packetId) {
+    return this.#native.cancel(packetId);
   }
 
   /**

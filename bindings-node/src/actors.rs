@@ -86,6 +86,38 @@ impl NativeReactor {
         build(parts).map_err(|e| self.throw(env, &e))
     }
 
+    /// What [`actor_submit`](Self::actor_submit) and its abortable twin do.
+    fn actor_submit_as<'env>(
+        &self,
+        env_ref: &'env Env,
+        op: String,
+        [actor_type, id, data, data_text, priority, timeout_ms, packet_id, metadata]: [Unknown<'env>; 8],
+        promise: f64,
+        abortable: bool,
+    ) -> napi::Result<Unknown<'env>> {
+        let env = *env_ref;
+        // `index.js` passes one of the three.
+        let op = match op.as_str() {
+            "create" => Op::Create,
+            "stop" => Op::Stop,
+            _ => Op::Send,
+        };
+        let actor = if op == Op::Create && id.get_type()? == ValueType::Undefined {
+            let actor_type = string_arg(&env, &actor_type, "type")?;
+            ActorRef::generate(&actor_type).map_err(|e| self.throw(&env, &e))?
+        } else if op == Op::Create {
+            self.actor_ref(&env, &actor_type, &id, ["type", "options.id"])?
+        } else {
+            self.actor_ref(&env, &actor_type, &id, ACTOR_ARG)?
+        };
+        let options = MessageOptions { priority, timeout_ms, packet_id, metadata };
+        let actors = self.reactor.actors();
+        let answer = self.with_message_parts(env_ref, op, data, data_text, options, |parts| {
+            actors.ask_with(&actor, op, parts)
+        })?;
+        self.start_answering(env_ref, promise, async move { Answer::Data(answer.await) }, abortable)
+    }
+
     /// Polls at once the mailbox a tell may have started: from its first
     /// poll it counts as pending work, so node stays up until the told
     /// message has run.
@@ -153,7 +185,7 @@ impl NativeReactor {
         &self,
         env_ref: &'env Env,
         op: String,
-        actor_type: Unknown<'_>,
+        actor_type: Unknown<'env>,
         id: Unknown<'env>,
         data: Unknown<'env>,
         data_text: Unknown<'env>,
@@ -163,27 +195,33 @@ impl NativeReactor {
         metadata: Unknown<'env>,
         promise: f64,
     ) -> napi::Result<Unknown<'env>> {
-        let env = *env_ref;
-        // `index.js` passes one of the three.
-        let op = match op.as_str() {
-            "create" => Op::Create,
-            "stop" => Op::Stop,
-            _ => Op::Send,
-        };
-        let actor = if op == Op::Create && id.get_type()? == ValueType::Undefined {
-            let actor_type = string_arg(&env, &actor_type, "type")?;
-            ActorRef::generate(&actor_type).map_err(|e| self.throw(&env, &e))?
-        } else if op == Op::Create {
-            self.actor_ref(&env, &actor_type, &id, ["type", "options.id"])?
-        } else {
-            self.actor_ref(&env, &actor_type, &id, ACTOR_ARG)?
-        };
-        let options = MessageOptions { priority, timeout_ms, packet_id, metadata };
-        let actors = self.reactor.actors();
-        let answer = self.with_message_parts(env_ref, op, data, data_text, options, |parts| {
-            actors.ask_with(&actor, op, parts)
-        })?;
-        self.start_answering(env_ref, promise, async move { Answer::Data(answer.await) })
+        let parts = [actor_type, id, data, data_text, priority, timeout_ms, packet_id, metadata];
+        self.actor_submit_as(env_ref, op, parts, promise, false)
+    }
+
+    /// [`actor_submit`](Self::actor_submit) for a message with an
+    /// `AbortSignal`: `abandon` drops its future (same arguments), which
+    /// withdraws the message as the core does for a sender that gives up (a
+    /// message still queued never runs, a turn run by the sender itself is
+    /// abandoned uncommitted, a packet is cancelled).
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub fn actor_submit_abortable<'env>(
+        &self,
+        env_ref: &'env Env,
+        op: String,
+        actor_type: Unknown<'env>,
+        id: Unknown<'env>,
+        data: Unknown<'env>,
+        data_text: Unknown<'env>,
+        priority: Unknown<'env>,
+        timeout_ms: Unknown<'env>,
+        packet_id: Unknown<'env>,
+        metadata: Unknown<'env>,
+        promise: f64,
+    ) -> napi::Result<Unknown<'env>> {
+        let parts = [actor_type, id, data, data_text, priority, timeout_ms, packet_id, metadata];
+        self.actor_submit_as(env_ref, op, parts, promise, true)
     }
 
     /// Tells `message` to actor `(actorType, id)`: it holds its place in the

@@ -135,6 +135,15 @@ pub enum Invocation {
 }
 
 impl Invocation {
+    /// Nobody waits for its answer any more: the core dropped the call
+    /// (its packet was cancelled, or ended some other way).
+    fn is_abandoned(&self) -> bool {
+        match self {
+            Invocation::Call { reply, .. } => reply.is_closed(),
+            Invocation::Turn { reply, .. } => reply.is_closed(),
+        }
+    }
+
     /// Answers without running (the JS side cannot take it).
     fn refuse(self, error: PfError) {
         match self {
@@ -167,6 +176,9 @@ pub struct Task {
     state: Mutex<TaskState>,
     /// In the ready queue already: a second wake adds nothing.
     queued: AtomicBool,
+    /// JS gave up on the Promise (its `AbortSignal` aborted): the future is
+    /// dropped at its next poll instead of being polled (see [`abandon`]).
+    abandoned: AtomicBool,
     shared: Weak<Shared>,
 }
 
@@ -179,6 +191,7 @@ impl Task {
         Arc::new(Task {
             state: Mutex::new(TaskState { future: Some(future), promise, begun: false }),
             queued: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
             shared: Arc::downgrade(shared),
         })
     }
@@ -576,6 +589,11 @@ pub struct Local {
     pub running: HashMap<u64, Running, BuildHasherDefault<TokenHasher>>,
     /// Size of `running` after its last sweep (see `sweep`).
     swept_at: usize,
+    /// Tasks whose Promise an `AbortSignal` may abandon, by Promise id
+    /// (only those: a call without a signal is never entered here).
+    abortable: HashMap<u64, Weak<Task>, BuildHasherDefault<TokenHasher>>,
+    /// Size of `abortable` after its last sweep (see `watch`).
+    abortable_swept_at: usize,
     next_token: u64,
     spare_invocations: Vec<Invocation>,
     spare_tasks: Vec<Arc<Task>>,
@@ -609,6 +627,8 @@ impl Local {
             held: false,
             running: HashMap::default(),
             swept_at: 0,
+            abortable: HashMap::default(),
+            abortable_swept_at: 0,
             next_token: 1,
             spare_invocations: Vec::new(),
             spare_tasks: Vec::new(),
@@ -782,6 +802,18 @@ fn poll_task_once(local: &LocalRef, task: &Arc<Task>) -> Option<(Option<f64>, An
         return None;
     };
     let TaskState { future, promise, begun } = &mut *state;
+    if task.abandoned.load(Ordering::Relaxed) {
+        // Dropping the core future cancels its packet (a submit's) or its
+        // call; its Promise was settled by JS already.
+        let dropped = future.take();
+        let begun = std::mem::take(begun);
+        drop(state);
+        drop(dropped);
+        if begun {
+            local.borrow_mut().end();
+        }
+        return None;
+    }
     let running = future.as_mut()?;
     let Poll::Ready(answer) = running.as_mut().poll(&mut cx) else {
         // Pending work from now on: node stays up for it. (Work that ends
@@ -832,6 +864,43 @@ pub fn start_answering(
     run_ready(env, shared, local, &mut settled);
     deliver(env, local, &mut settled)?;
     Ok(answer)
+}
+
+/// Lets JS abandon `task`, the work of Promise `promise`, if it is still
+/// running after its first poll: [`abandon`] finds it by that id. Entries
+/// of tasks that ended are dropped in sweeps (when the table has doubled
+/// since the last one), so the table stays within twice the abandonable
+/// work in flight.
+pub fn watch(local: &LocalRef, promise: f64, task: &Arc<Task>) {
+    if task.state.try_lock().is_some_and(|state| state.future.is_none()) {
+        return;
+    }
+    let mut local = local.borrow_mut();
+    local.abortable.insert(promise as u64, Arc::downgrade(task));
+    if local.abortable.len() >= 64 && local.abortable.len() >= 2 * local.abortable_swept_at {
+        local.abortable.retain(|_, task| {
+            task.upgrade()
+                .is_some_and(|task| task.state.try_lock().is_none_or(|state| state.future.is_some()))
+        });
+        local.abortable_swept_at = local.abortable.len();
+    }
+}
+
+/// JS gave up on Promise `promise` (its `AbortSignal` aborted, and JS
+/// rejected the Promise itself): its core future is dropped now, which
+/// cancels the packet or call it waits for, and what that wakes (the
+/// handler's `ctx.signal`, dependents) is polled before this returns.
+/// Nothing happens for work that ended, or was never [`watch`]ed.
+pub fn abandon(env: &Env, shared: &Shared, local: &LocalRef, promise: f64) -> NapiResult<()> {
+    let task = local.borrow_mut().abortable.remove(&(promise as u64)).and_then(|task| task.upgrade());
+    let Some(task) = task else { return Ok(()) };
+    // Dropped at its next poll, which is now (or, if it is being polled
+    // further up this thread's stack, right after that poll).
+    task.abandoned.store(true, Ordering::Relaxed);
+    if !task.queued.swap(true, Ordering::AcqRel) {
+        shared.ready.lock().push(task);
+    }
+    poll_ready(env, shared, local)
 }
 
 /// Polls the tasks that were woken and settles the Promises that finished.
@@ -942,6 +1011,11 @@ fn dispatch(env: &Env, shared: &Shared, local: &LocalRef) -> NapiResult<bool> {
     // One clock read for the batch: what is left of each deadline.
     let now = tokio::time::Instant::now();
     for invocation in items.drain(..) {
+        if invocation.is_abandoned() {
+            // Its packet ended while the call waited to cross (cancelled,
+            // past its deadline): work that has not started never starts.
+            continue;
+        }
         if state.is_none() {
             invocation
                 .refuse(PfError::new(ErrorCode::Unavailable, "the JS reactor object was garbage-collected"));

@@ -17,15 +17,15 @@ use napi::{Env, Unknown, ValueType};
 use napi_derive::napi;
 use packetflow::actor::FileStore;
 use packetflow::net::WS_PATH;
-use packetflow::reactor::late_call_error;
+use packetflow::reactor::{late_call_error, CallOptions};
 use packetflow::{
-    Codec, ConnectOptions, Context, ErrorCode, Handler, KeyStyle, ListenOptions, Node, NodeConfig, Packet,
-    PacketParts, PfError, Reactor, ReactorConfig, TokenSpec, Value,
+    Codec, ConnectOptions, Context, ErrorCode, Field, Handler, KeyStyle, ListenOptions, Node, NodeConfig,
+    Packet, PacketId, PacketParts, PfError, Priority, Reactor, ReactorConfig, TokenSpec, Value,
 };
 
 use crate::bridge::{
-    drain, poll_ready, start, start_answering, thrown_error, turn_outcome, Answer, BatchFn, ErrorClassRef,
-    JsSide, Local, LocalRef, Running, Shared, Task, Tsfn, TurnFn,
+    abandon, drain, poll_ready, start, start_answering, thrown_error, turn_outcome, watch, Answer, BatchFn,
+    ErrorClassRef, JsSide, Local, LocalRef, Running, Shared, Task, Tsfn, TurnFn,
 };
 use crate::convert::{field, owned_field, parse_text, to_js, FromJs};
 use crate::error::{convert_error_text, throw_convert_error, throw_pf_error, throw_type_error};
@@ -136,25 +136,47 @@ impl NativeReactor {
     where
         F: std::future::Future<Output = Answer> + Send + 'static,
     {
+        self.start_as(env, promise, work, false)
+    }
+
+    /// [`start`](Self::start), for a Promise with an `AbortSignal` when
+    /// `abortable`: when the signal aborts, `abandon(promise)` drops `work`
+    /// (see [`abandon`]). Only such calls pay for being abandonable.
+    pub(crate) fn start_as<F>(&self, env: &Env, promise: f64, work: F, abortable: bool) -> NapiResult<()>
+    where
+        F: std::future::Future<Output = Answer> + Send + 'static,
+    {
         let task = Task::new(&self.shared, Box::pin(work), promise);
-        start(env, &self.shared, &self.local, task)
+        let watched = abortable.then(|| task.clone());
+        start(env, &self.shared, &self.local, task)?;
+        if let Some(task) = watched {
+            watch(&self.local, promise, &task);
+        }
+        Ok(())
     }
 
     /// [`start`](Self::start) for a Promise that `index.js` settles itself
     /// when the native call returns its answer: the data (`undefined`
     /// while the work goes on; a throw for a failure) if `work` ended in
-    /// its first poll.
+    /// its first poll; abandonable by JS when `abortable` (see
+    /// [`start_as`](Self::start_as)).
     pub(crate) fn start_answering<'env, F>(
         &self,
         env: &'env Env,
         promise: f64,
         work: F,
+        abortable: bool,
     ) -> NapiResult<Unknown<'env>>
     where
         F: std::future::Future<Output = Answer> + Send + 'static,
     {
         let task = Task::new(&self.shared, Box::pin(work), promise);
-        match start_answering(env, &self.shared, &self.local, task)? {
+        let watched = abortable.then(|| task.clone());
+        let answer = start_answering(env, &self.shared, &self.local, task)?;
+        if let (Some(task), None) = (&watched, &answer) {
+            watch(&self.local, promise, task);
+        }
+        match answer {
             None => js::unknown(env, ()),
             Some(Answer::Data(Ok(data))) => to_js(env, &data),
             Some(Answer::Data(Err(e))) => Err(self.throw(env, &e)),
@@ -310,12 +332,66 @@ impl NativeReactor {
             dependencies,
             metadata,
         )?;
-        let reactor = self.reactor.clone();
-        if as_call {
-            self.start(&env, promise, async move { Answer::Data(reactor.call(packet).await) })
-        } else {
-            self.start(&env, promise, async move { Answer::Result(reactor.submit(packet).await) })
-        }
+        self.submit_packet(&env, packet, as_call, promise, false)
+    }
+
+    /// [`submit`](Self::submit) for a call with an `AbortSignal`: `abandon`
+    /// drops its future, which cancels the packet (same arguments).
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub fn submit_abortable(
+        &self,
+        env: Env,
+        group: Unknown<'_>,
+        element: Unknown<'_>,
+        data: Unknown<'_>,
+        data_text: Unknown<'_>,
+        priority: Unknown<'_>,
+        timeout_ms: Unknown<'_>,
+        id: Unknown<'_>,
+        dependencies: Unknown<'_>,
+        metadata: Unknown<'_>,
+        as_call: bool,
+        promise: f64,
+    ) -> napi::Result<()> {
+        let packet = self.packet(
+            &env,
+            group,
+            element,
+            data,
+            data_text,
+            priority,
+            timeout_ms,
+            id,
+            dependencies,
+            metadata,
+        )?;
+        self.submit_packet(&env, packet, as_call, promise, true)
+    }
+
+    /// Cancels the packet `packetId` in flight on this reactor (the core's
+    /// `Reactor::cancel`: it is answered PF499, its handler's signal fires,
+    /// its calls are cancelled); `false` if it is not in flight. What the
+    /// cancellation settles (its submitter's Promise, the handler's
+    /// `ctx.signal`) is settled before this returns.
+    #[napi]
+    pub fn cancel(&self, env: Env, packet_id: Unknown<'_>) -> napi::Result<bool> {
+        let id = string_arg(&env, &packet_id, "packetId")?;
+        let id = PacketId::new(&id).map_err(|e| self.throw(&env, &e))?;
+        let cancelled = {
+            // A packet forwarded to a peer is withdrawn through the network.
+            let _runtime = runtime().enter();
+            self.reactor.cancel(&id)
+        };
+        poll_ready(&env, &self.shared, &self.local)?;
+        Ok(cancelled)
+    }
+
+    /// JS gave up on Promise `promise` (its `AbortSignal` aborted): drops
+    /// the work behind it, if it was started abandonable and still runs.
+    #[napi]
+    pub fn abandon(&self, env: Env, promise: f64) -> napi::Result<()> {
+        abandon(&env, &self.shared, &self.local, promise)
     }
 
     /// `ctx.call` of the running handler `token`: a child packet that
@@ -346,6 +422,92 @@ impl NativeReactor {
             return self.start(&env, promise, async move { Answer::Data(Err(error)) });
         };
         self.start(&env, promise, async move { Answer::Data(ctx.call(&group, &element, data).await) })
+    }
+
+    /// `ctx.call` with options: `priority` (`undefined`: the caller's, as
+    /// the core has it) judged by the core's packet rules (PF400 naming
+    /// it), and `abortable` when JS watches an `AbortSignal` for it (see
+    /// `submitAbortable`).
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub fn context_call_with(
+        &self,
+        env: Env,
+        token: f64,
+        group: Unknown<'_>,
+        element: Unknown<'_>,
+        data: Unknown<'_>,
+        data_text: Unknown<'_>,
+        priority: Unknown<'_>,
+        abortable: bool,
+        promise: f64,
+    ) -> napi::Result<()> {
+        let group = string_arg(&env, &group, "group")?;
+        let element = string_arg(&env, &element, "element")?;
+        let data = FromJs::new(&env)
+            .convert_or_text(data, &data_text)
+            .map_err(|e| throw_convert_error(&env, e, "data"))?;
+        let options = match owned_field(&priority)? {
+            None => CallOptions::default(),
+            Some(given) => CallOptions::priority(self.judge_priority(&group, &element, given, &env)?),
+        };
+        let ctx = self.local.borrow().running.get(&(token as u64)).map(|r| r.context().clone());
+        self.start_as(
+            &env,
+            promise,
+            async move {
+                Answer::Data(match ctx {
+                    Some(ctx) => ctx.call_with(&group, &element, data, options).await,
+                    None => Err(late_call_error(&group, &element)),
+                })
+            },
+            abortable,
+        )
+    }
+
+    /// The priority of the running handler or turn `token` (1-10); an
+    /// error once it answered.
+    #[napi]
+    pub fn context_priority(&self, env: Env, token: f64) -> napi::Result<u32> {
+        let local = self.local.borrow();
+        match local.running.get(&(token as u64)) {
+            Some(running) => Ok(running.context().priority().get().into()),
+            None => {
+                drop(local);
+                let late = PfError::new(
+                    ErrorCode::Unavailable,
+                    "ctx.priority read after the handler answered; read it before returning",
+                );
+                Err(self.throw(&env, &late))
+            }
+        }
+    }
+
+    /// Starts watching the cancellation signal of the running handler or
+    /// turn `token` for the JS Promise `promise` (made when JS first reads
+    /// `ctx.signal`): it rejects with PF499 once the packet is cancelled or
+    /// over (answered, past its deadline, its reactor stopping), or at once
+    /// if it is already (the handler answered: its context is gone).
+    #[napi]
+    pub fn context_signal(&self, env: Env, token: f64, promise: f64) -> napi::Result<()> {
+        // The core's signal, fetched now (it makes a turn's id if it had
+        // none), and the id its reason names; the task that awaits it costs
+        // nothing while it waits.
+        let watched = self.local.borrow().running.get(&(token as u64)).map(|running| {
+            let ctx = running.context();
+            (ctx.cancelled(), ctx.packet_id().clone())
+        });
+        let Some((fired, id)) = watched else {
+            let over = PfError::new(ErrorCode::Cancelled, "the packet is over: its handler answered");
+            return self.start(&env, promise, async move { Answer::Data(Err(over)) });
+        };
+        self.start(&env, promise, async move {
+            fired.await;
+            Answer::Data(Err(PfError::new(
+                ErrorCode::Cancelled,
+                format!("packet {id} was cancelled or is over"),
+            )))
+        })
     }
 
     /// The packet id of the running handler or turn `token` (a turn's is
@@ -547,6 +709,7 @@ impl NativeReactor {
                     "element": h.element.as_str(),
                     "count": h.count,
                     "errors": h.errors,
+                    "cancelled": h.cancelled,
                     "sumUs": h.sum_us,
                     "p50Us": h.p50_us,
                     "p99Us": h.p99_us,
@@ -573,6 +736,7 @@ impl NativeReactor {
             "inFlight": stats.in_flight,
             "queued": stats.queued,
             "unrouted": stats.unrouted,
+            "forwardsCancelled": stats.forwards_cancelled,
             "handlers": handlers,
             "actors": actors,
         });
@@ -614,6 +778,51 @@ fn bound_address(bound: &SocketAddr, secure: bool) -> Value {
 }
 
 impl NativeReactor {
+    /// Starts a packet built for a submit, settled as a `Result` or, with
+    /// `as_call`, as its data; abandonable by JS when `abortable`.
+    fn submit_packet(
+        &self,
+        env: &Env,
+        packet: Packet,
+        as_call: bool,
+        promise: f64,
+        abortable: bool,
+    ) -> napi::Result<()> {
+        let reactor = self.reactor.clone();
+        if as_call {
+            self.start_as(env, promise, async move { Answer::Data(reactor.call(packet).await) }, abortable)
+        } else {
+            self.start_as(
+                env,
+                promise,
+                async move { Answer::Result(reactor.submit(packet).await) },
+                abortable,
+            )
+        }
+    }
+
+    /// The priority `given` for a `ctx.call` to `group:element`, judged as
+    /// a packet's by the core (`PacketParts::into_packet`: the same PF400
+    /// words as for a submit's priority; a bad group or element is named
+    /// first, as the call itself would).
+    fn judge_priority(
+        &self,
+        group: &str,
+        element: &str,
+        given: Field<'static>,
+        env: &Env,
+    ) -> napi::Result<Priority> {
+        let parts = PacketParts {
+            // An id of its own, so that no UUID is made for this check.
+            id: Some(Field::from("ctx.call")),
+            group: Some(Field::from(group)),
+            element: Some(Field::from(element)),
+            priority: Some(given),
+            ..PacketParts::default()
+        };
+        parts.into_packet().map(|packet| packet.priority).map_err(|e| self.throw(env, &e))
+    }
+
     /// The reactor's node, made on first use; `None` once the reactor is
     /// stopped (a stopped reactor never goes on the network again).
     fn node(&self) -> Option<Node> {

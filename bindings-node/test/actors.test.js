@@ -8,7 +8,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
 const { Reactor, PacketFlowError, ActorContext, Context } = require('..');
-const { within, startUntil, stopChild, tempDir } = require('./helpers');
+const { within, until, startUntil, stopChild, tempDir } = require('./helpers');
 
 const fixture = (name) => path.join(__dirname, 'fixtures', name);
 const T = { timeout: 30000 };
@@ -42,18 +42,6 @@ const counterBehavior = {
     throw new Error('changed my mind');
   },
 };
-
-/**
- * Resolves once `predicate()` is true; rejects after `ms`. For conditions
- * with no event to wait on (a passivation sweep): checked every few ms.
- */
-async function until(predicate, ms, what) {
-  const deadline = Date.now() + ms;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${ms} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
 
 test("the seed's counter runs as written", T, async (t) => {
   const r = reactor(t);

@@ -25,6 +25,32 @@ function latch() {
 }
 
 /**
+ * Resolves once `predicate()` is true; rejects after `ms`. For conditions
+ * with no event to wait on (a passivation sweep, a count on another
+ * thread): checked every few ms.
+ */
+async function until(predicate, ms, what = 'condition') {
+  const deadline = Date.now() + ms;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/**
+ * Resolves to `signal.reason` once `signal` has aborted (at once if it
+ * has); rejects if that has not happened within `ms`.
+ */
+function aborted(signal, ms, what = 'signal') {
+  if (signal.aborted) return Promise.resolve(signal.reason);
+  return within(
+    new Promise((resolve) => signal.addEventListener('abort', () => resolve(signal.reason), { once: true })),
+    ms,
+    `${what} abort`,
+  );
+}
+
+/**
  * Runs `node file` and resolves to {code, signal, stdout, stderr}; kills it
  * (and fails) if it has not exited within `ms`.
  */
@@ -167,4 +193,4 @@ function countingEcho() {
   return counter;
 }
 
-module.exports = { countingEcho, within, latch, runNode, startUntil, stopChild, cliPath, tempDir, makeTls };
+module.exports = { countingEcho, within, until, aborted, latch, runNode, startUntil, stopChild, cliPath, tempDir, makeTls };

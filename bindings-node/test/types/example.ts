@@ -17,6 +17,8 @@ import {
   Actors,
   Behavior,
   ActorTypeStats,
+  CallOptions,
+  SendOptions,
 } from 'packetflow';
 
 interface Order {
@@ -164,6 +166,33 @@ async function main(): Promise<void> {
   counter.id = 'other';
   // @ts-expect-error: contexts are made by the reactor
   new ActorContext();
+
+  // Cancellation: a caller's AbortSignal, a handler's ctx.signal, r.cancel.
+  r.register('df', 'fetches', async (url: string, ctx) => {
+    const response = await fetch(url, { signal: ctx.signal });
+    const priority: number = ctx.priority;
+    const options: CallOptions = { priority: priority + 1, signal: AbortSignal.timeout(100) };
+    return [response.status, await ctx.call<number>('df', 'sync', 1, options)];
+  });
+  const controller = new AbortController();
+  const aborted: Result = await r.submit('df', 'fetches', 'http://127.0.0.1/', { signal: controller.signal });
+  await r.submit({ group: 'df', element: 'fetches', data: 'x', signal: AbortSignal.timeout(50) });
+  await r.call('df', 'fetches', 'x', { signal: controller.signal });
+  const sendOptions: SendOptions = { signal: controller.signal, timeoutMs: 100 };
+  await actors.send(counter, { type: 'increment' }, sendOptions);
+  const wasInFlight: boolean = r.cancel(aborted.packetId);
+  const cancelled: number = r.stats().handlers[0].cancelled + r.stats().forwardsCancelled;
+  void [wasInFlight, cancelled];
+  // @ts-expect-error: a packet id is a string
+  r.cancel(42);
+  // @ts-expect-error: a signal is an AbortSignal
+  await r.call('df', 'x', 1, { signal: controller });
+  // @ts-expect-error: ctx.call's priority is a number
+  r.register('df', 'y', (d, ctx) => ctx.call('df', 'x', d, { priority: 'high' }));
+  // @ts-expect-error: ctx.signal is read-only
+  r.register('df', 'z', (d, ctx) => { ctx.signal = controller.signal; });
+  // @ts-expect-error: a tell waits for nothing, so it takes no signal
+  actors.tell(counter, { type: 'increment' }, { signal: controller.signal });
 
   // @ts-expect-error: the element is required
   await r.submit({ group: 'df' });
