@@ -166,7 +166,7 @@ defmodule PacketFlow.PoolTest do
     end
   end
 
-  test "a caller killed while its call runs leaks nothing", %{r: r} do
+  test "a caller killed while its call runs cancels it and leaks nothing", %{r: r} do
     :ok = Reactor.register(r, "df", "hold", blocking_handler(self()))
     :ok = Reactor.register(r, "df", "echo", fn d -> d end)
     caller = spawn(fn -> Reactor.call(r, "df", "hold", 1) end)
@@ -174,17 +174,17 @@ defmodule PacketFlow.PoolTest do
     ref = Process.monitor(caller)
     Process.exit(caller, :kill)
     assert_receive {:DOWN, ^ref, :process, ^caller, :killed}
-    # The handler still answers; the result has no one to go to.
+    # The packet is cancelled; the handler answers anyway, to no one.
+    wait_until(fn -> Reactor.stats(r).in_flight == 0 end, 2_000, "the packet to be cancelled")
     send(worker, :release)
-    wait_until(fn -> Reactor.stats(r).in_flight == 0 end, 2_000, "the packet to finish")
 
-    assert [%{count: 1, errors: 0}] =
+    assert [%{count: 1, errors: 1, cancelled: 1}] =
              Enum.filter(Reactor.stats(r).handlers, &(&1.element == "hold"))
 
     assert {:ok, 2} = Reactor.call(r, "df", "echo", 2)
   end
 
-  test "a caller killed while its packet waits in the queue leaks nothing" do
+  test "a caller killed while its packet waits in the queue cancels it and leaks nothing" do
     r = start_reactor!(max_inflight: 1)
     :ok = Reactor.register(r, "df", "hold", blocking_handler(self()))
     first = Task.async(fn -> Reactor.call(r, "df", "hold", 1) end)
@@ -192,12 +192,13 @@ defmodule PacketFlow.PoolTest do
     queued = spawn(fn -> Reactor.call(r, "df", "hold", 2) end)
     wait_until(fn -> Reactor.stats(r).queued == 1 end, 2_000, "the second packet to queue")
     Process.exit(queued, :kill)
+    wait_until(fn -> Reactor.stats(r).queued == 0 end, 2_000, "the queued packet to be cancelled")
     send(worker, :release)
     assert {:ok, 1} = Task.await(first)
-    # The queued packet still runs (the core does not know its caller died).
-    {worker2, 2} = receive_started!()
-    send(worker2, :release)
+    # The slot the first packet freed goes to nobody: the cancelled packet
+    # never ran (it would hold the slot, blocked, with nobody to release it).
     wait_until(fn -> Reactor.stats(r).in_flight == 0 end, 2_000, "the queue to drain")
+    refute_received {:started, _, 2}
   end
 
   test "many concurrent calls each get their own answer", %{r: r} do

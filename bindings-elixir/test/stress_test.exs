@@ -228,12 +228,14 @@ defmodule PacketFlow.StressTest do
     Process.unlink(r)
     :ok = Reactor.register(r, "df", "hold", blocking_handler(self()))
 
-    tags =
+    # Each submit's handle is kept (as a waiting submitter keeps it): one
+    # dropped and collected would cancel its packet.
+    pending =
       for i <- 1..200 do
         tag = make_ref()
         packet = %{group: "df", element: "hold", data: i}
-        assert {:pending, _} = Native.reactor_submit(r, packet, tag)
-        tag
+        assert {:pending, _, awaiting} = Native.reactor_submit(r, packet, tag)
+        {tag, awaiting}
       end
 
     for _ <- 1..4, do: receive_started!()
@@ -244,7 +246,7 @@ defmodule PacketFlow.StressTest do
     true = :erlang.suspend_process(dispatcher)
     :ok = Reactor.stop(r)
 
-    for tag <- tags do
+    for {tag, _awaiting} <- pending do
       assert_received {:pf_result, ^tag, %Result{error: %Error{code: "PF503"}}}
     end
 

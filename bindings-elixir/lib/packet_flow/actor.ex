@@ -56,11 +56,30 @@ defmodule PacketFlow.Actor do
   message (its deadline, trace and reentrancy chain carried along),
   define `handle_message(type, message, ctx, state)` instead: it is called
   with a `PacketFlow.Context` whose `:actor` is this actor's address, for
-  `PacketFlow.Context.call/4`, `PacketFlow.Context.send/4` and
+  `PacketFlow.Context.call/5`, `PacketFlow.Context.send/4` and
   `PacketFlow.Context.tell/4`. A message that comes back to this actor
   through such a call while the turn waits runs at once on the state
   before the turn; it may read it but not change it (PF409 if it does).
   See docs/protocol.md, "Actors".
+
+  ## Cancellation
+
+  A turn is a handler call: when the core drops it before it answers (its
+  message cancelled with `PacketFlow.Reactor.cancel/2`, its sender gone,
+  its deadline passed), the worker running `handle_message` is sent
+  `{:packetflow_cancelled, packet_id}` and `PacketFlow.Context.cancelled?/1`
+  turns true, as for a handler (see "Cancellation" in
+  `PacketFlow.Context`); the turn's answer is dropped and the actor keeps
+  the state it had. `handle_message/3` has no context: it may match
+  `{:packetflow_cancelled, _}`, since a worker only ever gets the notice of
+  the call it runs.
+
+  The core drops a cancelled message's turn when it runs for its sender
+  (the actor was idle, over the default in-memory store). A turn the
+  actor's mailbox runs (the actor was busy when the message came, or its
+  store is durable) is not dropped: its sender is answered PF499 at once,
+  and the turn runs to its end. A message cancelled while it waits in the
+  mailbox never runs.
 
   ## Optional callbacks
 

@@ -16,7 +16,10 @@ defmodule PacketFlow.Actors do
 
   Every function here runs in the calling process, as
   `PacketFlow.Reactor.submit/2` does (never through the reactor's
-  GenServer, except `register/3`). An actor message is an ordinary packet
+  GenServer, except `register/3`), and a message is cancelled like any
+  packet: `PacketFlow.Reactor.cancel/2` with its `:id`, or the sending
+  process ending while it waits (see "Cancellation" in
+  `PacketFlow.Actor`). An actor message is an ordinary packet
   to `rm:actor.<type>` (docs/protocol.md, "Actors"): an actor registered
   here is reachable from any node the reactor is connected to, in any
   language, and `send/4` reaches an actor hosted by a peer.
@@ -38,7 +41,8 @@ defmodule PacketFlow.Actors do
   does not exist (unless its type has an `initial_state/0`), PF409 for a
   create whose id exists, PF400 for a bad id, type, message or option
   (naming it), PF500 for a turn that failed, PF408 when the deadline
-  passed, PF503 when the reactor stopped. Values that cannot cross as JSON
+  passed, PF499 when the message was cancelled, PF503 when the reactor
+  stopped. Values that cannot cross as JSON
   and options that do not exist raise `ArgumentError`.
   """
 
@@ -220,7 +224,7 @@ defmodule PacketFlow.Actors do
       # Reading a store is quick; the bound only guards against a runtime
       # that failed to answer.
       :pending ->
-        Reactor.await_native(tag, @query_timeout_ms, {__MODULE__, what, [reactor, type]})
+        Reactor.await_native(tag, nil, @query_timeout_ms, {__MODULE__, what, [reactor, type]})
 
       :noproc ->
         exit({:noproc, {__MODULE__, what, [reactor, type]}})
@@ -234,8 +238,8 @@ defmodule PacketFlow.Actors do
     tag = make_ref()
 
     case Native.actor_submit(GenServer.whereis(reactor), op, type, id, fields, tag) do
-      {:pending, timeout_ms} ->
-        Reactor.await_native(tag, timeout_ms, {__MODULE__, caller, [reactor, type, id]})
+      {:pending, timeout_ms, awaiting} ->
+        Reactor.await_native(tag, awaiting, timeout_ms, {__MODULE__, caller, [reactor, type, id]})
 
       {:done, result} ->
         result

@@ -5,8 +5,53 @@ defmodule PacketFlow.Context do
 
   `:packet_id` and `:metadata` are plain fields, and `:actor` is the
   address of the actor whose turn this is (`nil` in a handler);
-  `remaining_ms/1`, `trace_id/1`, `call/4`, `send/4` and `tell/4` ask the
-  runtime. A context is only meaningful while its handler runs.
+  `remaining_ms/1`, `trace_id/1`, `priority/1`, `cancelled?/1`, `call/5`,
+  `send/4` and `tell/4` ask the runtime. A context is only meaningful
+  while its handler runs.
+
+  ## Cancellation
+
+  A packet can end while its handler still runs: cancelled
+  (`PacketFlow.Reactor.cancel/2`, its submitting process gone, a peer's
+  cancel, the packet that called it cancelled or ended), past its
+  deadline, or its reactor stopping. Its submitter has its answer then
+  (PF499, PF408, PF503), and whatever the handler returns later is
+  dropped. The handler is told, in the process it runs in (a worker of
+  the reactor's pool), by a message:
+
+      {:packetflow_cancelled, packet_id}
+
+  where `packet_id` is `ctx.packet_id`. Nothing is interrupted: the
+  handler decides what to stop and when, as a process that receives a
+  message does. A handler that waits can wait for the notice too:
+
+      fn data, ctx ->
+        id = ctx.packet_id
+        job = start_export(data)
+
+        receive do
+          {:export_done, ^job, file} -> file
+          {:packetflow_cancelled, ^id} -> abort_export(job)
+        end
+      end
+
+  and one that loops over work can check `cancelled?/1` between steps
+  (true once the notice was sent). A `call/5` or `send/4` the handler is
+  waiting in ends by itself: the child packet is cancelled with its
+  parent and the call returns `{:error, %PacketFlow.Error{code: "PF499"}}`.
+
+  The notice is sent only while the worker runs that packet's handler, at
+  most once, and before the worker can take its next call; a notice the
+  handler did not receive is dropped before the next call starts. So a
+  worker never sees a notice meant for an earlier call. An actor's
+  `handle_message` is told the same way (see `PacketFlow.Actor`).
+
+  Why a message and not an exit signal: an exit would kill the handler
+  wherever it stands (halfway through a write, holding a resource other
+  processes wait on) unless it traps exits, and a handler that traps
+  exits would see its notice mixed with the exits of the processes it
+  links to. A message is what a process is told things with; handlers
+  that want to stop at once can `exit/1` themselves when they receive it.
   """
 
   alias PacketFlow.{ActorRef, Native}
@@ -36,35 +81,67 @@ defmodule PacketFlow.Context do
   @spec trace_id(t()) :: String.t()
   def trace_id(%__MODULE__{token: token}), do: Native.context_trace_id(token)
 
+  @doc "The packet's priority, 1-10 (10 most urgent), which its calls inherit."
+  @spec priority(t()) :: 1..10
+  def priority(%__MODULE__{token: token}), do: Native.context_priority(token)
+
+  @doc """
+  Whether the packet ended without this handler's answer (cancelled, past
+  its deadline, its reactor stopping): `true` once this process was sent
+  `{:packetflow_cancelled, packet_id}` (see "Cancellation" above). For a
+  handler that works in steps to check between them.
+  """
+  @spec cancelled?(t()) :: boolean()
+  def cancelled?(%__MODULE__{token: token}), do: Native.context_cancelled(token)
+
+  @typedoc "Options of `call/5`: `:priority`, the child's (1-10), instead of this packet's."
+  @type call_option :: {:priority, 1..10}
+
   @doc """
   Calls another handler on behalf of this packet and waits for its data.
 
-  The child packet inherits what is left of this packet's deadline and its
-  trace id, so a chain of calls never outlives the first submit. Waiting
-  happens in the calling process (a receive), never in a NIF. Once the
-  handler has answered, a call fails with PF503 (a child must not outlive
-  its parent): make child calls before returning.
+  The child packet inherits what is left of this packet's deadline, its
+  priority (unless `opts` names one: `priority: 1..10`) and its trace id,
+  so a chain of calls never outlives the first submit and runs at its
+  priority. Waiting happens in the calling process (a receive), never in a
+  NIF. Once the handler has answered, a call fails with PF503 (a child
+  must not outlive its parent): make child calls before returning. When
+  this packet is cancelled or ends while the call waits, the child is
+  cancelled too and the call returns PF499.
 
-  Raises `ArgumentError` if `data` is not JSON-shaped.
+  Raises `ArgumentError` if `data` is not JSON-shaped or an option is
+  unknown or not an integer; a priority outside 1-10 is PF400.
   """
-  @spec call(t(), PacketFlow.name(), PacketFlow.name(), PacketFlow.value()) ::
+  @spec call(t(), PacketFlow.name(), PacketFlow.name(), PacketFlow.value(), [call_option()]) ::
           {:ok, PacketFlow.value()} | {:error, PacketFlow.Error.t()}
-  def call(%__MODULE__{token: token} = ctx, group, element, data \\ nil) do
+  def call(%__MODULE__{token: token} = ctx, group, element, data \\ nil, opts \\ []) do
     tag = System.unique_integer([:positive])
     group = PacketFlow.name!(group, "group")
     element = PacketFlow.name!(element, "element")
 
+    priority =
+      case opts do
+        [] -> nil
+        _ -> priority!(Keyword.validate!(opts, [:priority])[:priority])
+      end
+
     child(
       ctx,
-      Native.context_call(token, group, element, data, tag),
+      Native.context_call(token, group, element, data, priority, tag),
       tag,
       {:call, [group, element]}
     )
   end
 
+  defp priority!(priority) when is_integer(priority) or is_nil(priority), do: priority
+
+  defp priority!(other),
+    do: raise(ArgumentError, "priority must be an integer 1-10, got: #{inspect(other)}")
+
   @doc """
   Sends `message` to `actor` on behalf of this packet and waits for the
-  turn's reply, as `call/4` does for a handler (same deadline and trace).
+  turn's reply, as `call/5` does for a handler (same deadline, priority,
+  trace and cancellation).
 
   From an actor's turn, the message carries the turn's reentrancy chain: a
   message that comes back to the waiting actor through it runs at once

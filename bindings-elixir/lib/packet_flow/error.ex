@@ -25,7 +25,7 @@ defmodule PacketFlow.Error do
   PF401 is a node refusing the token `connect/3` presented; PF500 is a
   handler that raised, threw, exited, returned something that is not a
   JSON value, or whose process ended without answering; PF503 is also a
-  `PacketFlow.Context.call/4` made after its handler answered. Codes from
+  `PacketFlow.Context.call/5` made after its handler answered. Codes from
   newer peers pass through unchanged.
   """
 

@@ -20,8 +20,7 @@ defmodule PacketFlow.Reactor do
     message to the caller, which waits for it with a `receive`. The
     GenServer only registers handlers, joins the network and owns the
     native reactor; it is never on a packet's path. A caller that dies
-    while waiting leaks nothing: its packet is still answered, and the
-    answer is dropped.
+    while waiting cancels its packet (see `cancel/2`) and leaks nothing.
   * Handlers run in a pool of long-lived worker processes, linked to the
     reactor's dispatcher (which traps their exits). Each handler call goes
     to an idle worker, never to a busy one, so a slow or blocked handler
@@ -230,7 +229,12 @@ defmodule PacketFlow.Reactor do
   @type listening :: %{host: String.t(), port: :inet.port_number(), url: String.t()}
 
   @typedoc """
-  Counters from `stats/1`. `:actors` has one entry per actor type
+  Counters from `stats/1`. Each `:handlers` entry counts the packets its
+  `group:element` ran here (`:count`), those that failed (`:errors`) and,
+  among them, those cancelled (`:cancelled`: PF499, by `cancel/2`, a
+  submitter gone, or the packet that called them ending);
+  `:forwards_cancelled` counts packets cancelled while forwarded to a
+  peer. `:actors` has one entry per actor type
   registered here: actors in memory (`:active`) and in the store only
   (`:passivated`), how many times an actor came into memory and left it,
   and told messages whose turn failed. An actor type's message latency is
@@ -241,12 +245,14 @@ defmodule PacketFlow.Reactor do
           in_flight: non_neg_integer(),
           queued: non_neg_integer(),
           unrouted: non_neg_integer(),
+          forwards_cancelled: non_neg_integer(),
           handlers: [
             %{
               group: String.t(),
               element: String.t(),
               count: non_neg_integer(),
               errors: non_neg_integer(),
+              cancelled: non_neg_integer(),
               sum_us: non_neg_integer(),
               p50_us: non_neg_integer(),
               p99_us: non_neg_integer()
@@ -529,7 +535,8 @@ defmodule PacketFlow.Reactor do
   Always `{:ok, %PacketFlow.Result{}}`: a failure is a result with
   `status: :error` and its `PacketFlow.Error` (PF001 no handler, PF400
   invalid field, PF408 timeout, PF409 duplicate id, PF424 dependency
-  failed, PF429 queue full, PF500 handler failed, PF503 stopping).
+  failed, PF429 queue full, PF499 cancelled (`cancel/2`), PF500 handler
+  failed, PF503 stopping).
 
   The packet is converted and submitted by the calling process, which
   then waits for its result message (never through the reactor's
@@ -545,8 +552,8 @@ defmodule PacketFlow.Reactor do
     tag = make_ref()
 
     case Native.reactor_submit(GenServer.whereis(reactor), packet, tag) do
-      {:pending, timeout_ms} ->
-        {:ok, await_native(tag, timeout_ms, {__MODULE__, :submit, [reactor, packet]})}
+      {:pending, timeout_ms, awaiting} ->
+        {:ok, await_native(tag, awaiting, timeout_ms, {__MODULE__, :submit, [reactor, packet]})}
 
       {:done, result} ->
         {:ok, result}
@@ -563,14 +570,31 @@ defmodule PacketFlow.Reactor do
   # Waits for the answer `{:pf_result, tag, answer}` of a native call made
   # by this process, which the core sends by `timeout_ms`; exits like a
   # timed-out GenServer.call (naming `call`) if it never comes.
-  @spec await_native(reference(), non_neg_integer(), {module(), atom(), list()}) :: term()
-  def await_native(tag, timeout_ms, call) do
+  #
+  # `awaiting` is the call's native handle (nil for calls that start no
+  # packet): while it is referenced the packet runs; once it is not (this
+  # process ended while waiting, or gave up), the BEAM frees it and the
+  # packet is cancelled. So it must stay referenced until the answer came.
+  @spec await_native(
+          reference(),
+          reference() | nil,
+          non_neg_integer(),
+          {module(), atom(), list()}
+        ) ::
+          term()
+  def await_native(tag, awaiting, timeout_ms, call) do
     receive do
-      {:pf_result, ^tag, answer} -> answer
+      {:pf_result, ^tag, answer} -> held(answer, awaiting)
     after
       timeout_ms + @grace_ms -> exit({:timeout, call})
     end
   end
+
+  # Returns `answer`. Passing `awaiting` here after the receive keeps it
+  # live in await_native/4's frame while that waits: a variable nothing
+  # reads after a receive is no root for the garbage collector, which
+  # would free the handle (and cancel the packet) in the middle of the wait.
+  defp held(answer, _awaiting), do: answer
 
   @doc """
   Submits `data` to `group:element` and returns the handler's data.
@@ -579,6 +603,9 @@ defmodule PacketFlow.Reactor do
   `:dependencies`, `:metadata`). Returns `{:ok, data}` or
   `{:error, %PacketFlow.Error{code: "PF500", message: ...}}`; raises like
   `submit/2` for values that cannot cross.
+
+  A process that ends while waiting here cancels its packet (see
+  `cancel/2`).
   """
   @spec call(t(), PacketFlow.name(), PacketFlow.name(), PacketFlow.value(), keyword()) ::
           {:ok, PacketFlow.value()} | {:error, PacketFlow.Error.t()}
@@ -591,6 +618,41 @@ defmodule PacketFlow.Reactor do
 
     {:ok, result} = submit(reactor, packet)
     Result.to_tuple(result)
+  end
+
+  @doc """
+  Cancels the packet `packet_id` in flight on this reactor: whether it was
+  submitted here (by any process) or came from a peer.
+
+  The packet is answered at once with `PacketFlow.Error` PF499 (`packet X
+  was cancelled`): a `call/5` waiting for it returns
+  `{:error, %PacketFlow.Error{code: "PF499"}}`, a `submit/2` a result with
+  that error (a peer's submitter gets the same). Work it has not started never starts (waiting for a slot, for
+  a dependency, in an actor's mailbox); the worker process running its
+  handler, or its actor's `handle_message`, is sent
+  `{:packetflow_cancelled, packet_id}` (see `PacketFlow.Context`); every
+  `PacketFlow.Context.call/5` it has in flight is cancelled with it, here
+  and on the peers they went to; packets depending on it answer PF424.
+  By the time `cancel/2` returns, the submitter's answer and the handler's
+  notice have been sent.
+
+  Returns `true` if the packet was in flight (cancelled now, or already:
+  cancelling is idempotent), `false` if it is not, or no longer, in
+  flight: nothing is remembered for a later submit with that id. Exits with
+  `{:noproc, _}` when the reactor is not running.
+
+  A process that ends while it waits in `submit/2`, `call/5` or a
+  `PacketFlow.Actors` function cancels its packet the same way (a handle
+  in its heap, freed by the BEAM when it ends, withdraws the packet), as
+  does a caller that stops waiting after a timeout, once it garbage
+  collects.
+  """
+  @spec cancel(t(), String.t()) :: boolean()
+  def cancel(reactor, packet_id) when is_binary(packet_id) do
+    case Native.reactor_cancel(GenServer.whereis(reactor), packet_id) do
+      :noproc -> exit({:noproc, {__MODULE__, :cancel, [reactor, packet_id]}})
+      cancelled -> cancelled
+    end
   end
 
   @doc """

@@ -13,12 +13,18 @@ defmodule PacketFlow.Reactor.Worker do
   #
   # What a handler leaves behind is cleared before the next call: its
   # process dictionary (Logger metadata included), a trap_exit flag, and
-  # any stray message it left in the mailbox. A worker that stayed idle for
+  # any stray message it left in the mailbox. That includes a cancellation
+  # notice, `{:packetflow_cancelled, packet_id}`, the handler did not
+  # receive: the NIF sends one only while the worker runs that call, before
+  # the reply that puts the worker back on the idle stack returns, so it is
+  # in the mailbox ahead of the next `:pf_call` and dropped on the way to
+  # it. A worker that stayed idle for
   # a whole trim period of the dispatcher is taken off the idle stack and
   # told to end (`:pf_retire`), so waiting for a call sets no timer. A worker that dies (killed, or taken down by a
   # process a handler linked to it) answers its call PF500 when the call's
   # token is freed; the dispatcher forgets it and the pool carries on.
 
+  alias PacketFlow.Native
   alias PacketFlow.Reactor.{Dispatcher, Handler}
 
   # What a worker knows: its dispatcher and pool, the handlers it has looked
@@ -28,10 +34,14 @@ defmodule PacketFlow.Reactor.Worker do
 
   @doc false
   @spec start_link(pid(), reference(), :atomics.atomics_ref(), tuple(), Handler.code()) :: pid()
-  def start_link(dispatcher, pool, generation, {id, _, _, _, _} = call, fun) do
+  def start_link(dispatcher, pool, generation, {id, _, _, _, token} = call, fun) do
     seen = :atomics.get(generation, 1)
 
     spawn_link(fn ->
+      # A call sent to an idle worker knows its worker; this one learns it
+      # here, so that the worker is told if its packet ends unanswered.
+      Native.invocation_bind(token)
+
       state = %__MODULE__{
         dispatcher: dispatcher,
         pool: pool,

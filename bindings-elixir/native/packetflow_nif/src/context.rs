@@ -4,8 +4,8 @@
 
 use std::future::Future;
 
-use packetflow::reactor::late_call_error;
-use packetflow::{ActorRef, PfError, Value};
+use packetflow::reactor::{late_call_error, CallOptions};
+use packetflow::{ActorRef, PfError, Priority, Value};
 use rustler::{Encoder, Env, LocalPid, OwnedEnv, ResourceArc, Term};
 
 use crate::exec::{inline, send_from, Deliver, Job};
@@ -22,6 +22,20 @@ fn context_remaining_ms(token: ResourceArc<Invocation>) -> u64 {
 #[rustler::nif]
 fn context_trace_id(token: ResourceArc<Invocation>) -> String {
     token.context().trace_id().to_owned()
+}
+
+/// The packet's priority (1-10), which its calls inherit.
+#[rustler::nif]
+fn context_priority(token: ResourceArc<Invocation>) -> u8 {
+    token.context().priority().get()
+}
+
+/// Whether the packet ended without this call's answer (cancelled, past
+/// its deadline, its reactor stopped): true once the worker was sent
+/// `{:packetflow_cancelled, packet_id}`.
+#[rustler::nif]
+fn context_cancelled(token: ResourceArc<Invocation>) -> bool {
+    token.cancelled()
 }
 
 /// Where a child call's answer goes: `{:pf_child, tag, answer}` to the
@@ -56,6 +70,9 @@ impl Deliver<Result<Value, PfError>> for ChildAnswer {
 /// `{:pf_child, tag, answer}`, or `{:badarg, message}` when `data` cannot
 /// cross; `answer` is `{:ok, data}` or `{:error, %PacketFlow.Error{}}`.
 ///
+/// `priority` (an integer, or `nil` for this packet's own) is the child's;
+/// the core judges it (PF400 outside 1-10).
+///
 /// A call after the handler answered is the core's late call (PF503), even
 /// before the core has seen that answer (it may still be on its way to a
 /// connection polled by the dispatcher).
@@ -66,17 +83,23 @@ fn context_call<'a>(
     group: String,
     element: String,
     data: Term<'a>,
+    priority: Option<i64>,
     tag: u64,
 ) -> Term<'a> {
     let data = match convert::to_value(data) {
         Ok(v) => v,
         Err(bad) => return (atoms::badarg(), bad.describe("data")).encode(env),
     };
+    let options = match priority.map(Priority::new) {
+        None => CallOptions::default(),
+        Some(Ok(priority)) => CallOptions::priority(priority),
+        Some(Err(e)) => return answered_at_once(env, Err(e)),
+    };
     if token.answered() {
         return answered_at_once(env, Err(late_call_error(&group, &element)));
     }
     let ctx = token.context().clone();
-    child(env, &token, tag, async move { ctx.call(&group, &element, data).await })
+    child(env, &token, tag, async move { ctx.call_with(&group, &element, data, options).await })
 }
 
 /// Sends `message` to actor `actor_type`/`actor_id` on behalf of the packet

@@ -6,10 +6,14 @@
 //! answers through `reply_ok`, `reply_failed` or `reply_error` (a turn
 //! through `actor::reply_turn`).
 //!
-//! The context's `token` is an [`Invocation`] resource holding the channel
-//! back to the waiting core task. If the handler's process dies without
-//! answering, the last reference to the token goes with it and dropping the
-//! channel answers the packet PF500, so nothing waits for a dead process.
+//! The context's `token` is an [`Invocation`] resource sharing an
+//! [`Exchange`] with the waiting core task. If the handler's process dies
+//! without answering, the last reference to the token goes with it and its
+//! drop answers the packet PF500, so nothing waits for a dead process. If
+//! the core stops waiting first (the packet was cancelled, its deadline
+//! passed, its reactor stopped: the core drops the handler's future), the
+//! worker is sent `{:packetflow_cancelled, packet_id}`, at most once and
+//! only while it runs that call (see [`Exchange`]).
 //!
 //! A packet runs the registration it was routed to (docs/protocol.md): each
 //! registration has a handler id of its own, never reused, and its function
@@ -27,21 +31,21 @@
 //! scheduler.
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-
-use std::future::Future;
+use std::task::{Poll, Waker};
 
 use packetflow::actor::TurnOutput;
-use packetflow::{ActorRef, Context, Handler, PfError, Value};
+use packetflow::{ActorRef, Context, Handler, PacketId, PfError, Value};
 use parking_lot::Mutex;
-use rustler::{Encoder, Env, Resource, ResourceArc, Term};
-use tokio::sync::oneshot;
+use rustler::{Encoder, Env, LocalPid, OwnedEnv, Resource, ResourceArc, Term};
 
 use crate::exec::inline::{self, Outbox};
 use crate::exec::{send_from, Home, Runnable};
 use crate::pool::{Pool, WorkerCall};
-use crate::{atoms, convert};
+use crate::{atoms, convert, runtime};
 
 static LIVE: AtomicU64 = AtomicU64::new(0);
 
@@ -56,12 +60,9 @@ pub enum Answer {
 /// What the waiting core task receives.
 pub type Outcome = Result<Answer, PfError>;
 
-/// One handler call waiting for its answer.
+/// One handler call waiting for its answer: the token its worker holds.
 pub struct Invocation {
-    /// The channel to the core task, and the registration the call runs,
-    /// both let go when the call is answered.
-    pending: Mutex<Option<(oneshot::Sender<Outcome>, Arc<Registration>)>>,
-    ctx: Context,
+    exchange: Arc<Exchange>,
     /// Where the worker that answers goes back to.
     pool: Arc<Pool>,
 }
@@ -74,7 +75,14 @@ impl Resource for Invocation {}
 impl std::panic::RefUnwindSafe for Invocation {}
 
 impl Drop for Invocation {
+    /// The worker's process let go of the token (it ended, or it was never
+    /// delivered): a call still open fails, since nothing will answer it.
     fn drop(&mut self) {
+        let (waker, registration) = self.exchange.settle(Err(abandoned()));
+        drop(registration);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
         LIVE.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -82,13 +90,19 @@ impl Drop for Invocation {
 impl Invocation {
     /// The core's context of the packet being handled.
     pub fn context(&self) -> &Context {
-        &self.ctx
+        &self.exchange.ctx
     }
 
-    /// Whether the handler answered (or its process ended without an
-    /// answer).
+    /// Whether the handler answered.
     pub fn answered(&self) -> bool {
-        self.pending.lock().is_none()
+        self.exchange.state.lock().replied
+    }
+
+    /// Whether the packet ended without this call's answer (cancelled,
+    /// past its deadline, its reactor stopped): the worker was, or is
+    /// about to be, told with `{:packetflow_cancelled, packet_id}`.
+    pub fn cancelled(&self) -> bool {
+        self.exchange.state.lock().phase == Phase::Withdrawn
     }
 
     /// The process that polls this reactor's jobs woken off the schedulers.
@@ -96,20 +110,186 @@ impl Invocation {
         self.pool.home()
     }
 
+    /// The calling process runs this call (a worker the dispatcher started
+    /// for it): it is told if the packet ends without its answer.
+    pub fn bind(&self, env: Env) {
+        self.exchange.assign(env.pid());
+    }
+
     /// Answers the call. When `idle`, the calling process is a pool worker
     /// that takes calls again from now on.
     pub fn answer(&self, env: Env, idle: bool, outcome: Outcome) {
+        // Marked replied before the worker goes back on the stack: no
+        // notice for this call can follow it into its next call.
+        let (waker, registration) = self.exchange.reply(outcome);
         if idle {
             self.pool.push(env.pid());
         }
-        inline::run(env, || self.answer_now(outcome));
+        // Woken inside the scope, so the waiting task (and whatever the
+        // answer lets start, which goes to this warm worker) runs here.
+        inline::run(env, || {
+            drop(registration);
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        });
+    }
+}
+
+/// Where a call stands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Nobody answered, and the core waits.
+    Open,
+    /// Answered (by the worker, or PF500 when its token was freed); the
+    /// outcome waits in the exchange until the core takes it.
+    Answered,
+    /// The core stopped waiting first (the packet was cancelled, its
+    /// deadline passed, its reactor stopped): the worker is told.
+    Withdrawn,
+}
+
+/// The meeting point of a call's two sides: the worker that answers
+/// through its token, and the core task that waits ([`Waiting`]). One
+/// lock orders an answer, a withdrawal and the worker's assignment, so a
+/// worker is told of a withdrawn call at most once, and only while it still
+/// runs that call: the notice is in its mailbox before its reply returns,
+/// hence before its next call.
+struct Exchange {
+    state: Mutex<ExchangeState>,
+    ctx: Context,
+}
+
+struct ExchangeState {
+    phase: Phase,
+    /// Set when answered, until the core takes it.
+    outcome: Option<Outcome>,
+    /// The core task waiting for the outcome.
+    waker: Option<Waker>,
+    /// The registration the call runs, let go of when the call ends.
+    registration: Option<Arc<Registration>>,
+    /// The worker that received the call, once it is known.
+    worker: Option<LocalPid>,
+    /// The worker replied (whatever became of its answer).
+    replied: bool,
+}
+
+type Settled = (Option<Waker>, Option<Arc<Registration>>);
+
+impl Exchange {
+    /// Ends an open call with `outcome`: the waker to wake and the
+    /// registration to let go of, both outside the lock.
+    fn settle(&self, outcome: Outcome) -> Settled {
+        let mut st = self.state.lock();
+        if st.phase != Phase::Open {
+            return (None, None);
+        }
+        st.phase = Phase::Answered;
+        st.outcome = Some(outcome);
+        (st.waker.take(), st.registration.take())
     }
 
-    fn answer_now(&self, outcome: Outcome) {
-        let pending = self.pending.lock().take();
-        if let Some((tx, _registration)) = pending {
-            // The receiver is gone when the packet already timed out.
-            let _ = tx.send(outcome);
+    /// The worker's answer (ignored when the call ended already).
+    fn reply(&self, outcome: Outcome) -> Settled {
+        let mut st = self.state.lock();
+        st.replied = true;
+        if st.phase != Phase::Open {
+            return (None, None);
+        }
+        st.phase = Phase::Answered;
+        st.outcome = Some(outcome);
+        (st.waker.take(), st.registration.take())
+    }
+
+    /// `worker` received the call. If the core stopped waiting before that
+    /// was known, the worker is told now.
+    fn assign(&self, worker: LocalPid) {
+        let mut st = self.state.lock();
+        st.worker = Some(worker);
+        if st.phase == Phase::Withdrawn && !st.replied {
+            self.notify(&worker);
+        }
+    }
+
+    /// The core stopped waiting before an answer: the call ends, and its
+    /// worker, if known and still on it, is told (under the lock, so before
+    /// its reply can return).
+    fn withdraw(&self) {
+        let mut st = self.state.lock();
+        if st.phase != Phase::Open {
+            return;
+        }
+        st.phase = Phase::Withdrawn;
+        let registration = st.registration.take();
+        if let (Some(worker), false) = (st.worker, st.replied) {
+            self.notify(&worker);
+        }
+        drop(st);
+        drop(registration);
+    }
+
+    /// `{:packetflow_cancelled, packet_id}` to `worker`, at once.
+    fn notify(&self, worker: &LocalPid) {
+        let id = self.ctx.packet_id();
+        let sent = inline::send_now(worker, |env| notice(env, id));
+        if sent.is_none() {
+            // No environment to send with here (never on this binding's
+            // paths: the core drops a handler's future while a NIF of this
+            // library polls it, or on the runtime's thread). Sent from the
+            // runtime instead, so later than the lock: the notice still
+            // names its packet.
+            let (worker, id) = (*worker, id.clone());
+            runtime::handle().spawn(async move {
+                let _ = OwnedEnv::new().send_and_clear(&worker, |env| notice(env, &id));
+            });
+        }
+    }
+
+    /// The outcome if answered, else the waker is kept.
+    fn poll(&self, waker: &Waker) -> Poll<Outcome> {
+        let mut st = self.state.lock();
+        match st.outcome.take() {
+            Some(outcome) => Poll::Ready(outcome),
+            None => {
+                match &st.waker {
+                    Some(kept) if kept.will_wake(waker) => {}
+                    _ => st.waker = Some(waker.clone()),
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// The cancellation notice a worker receives.
+fn notice<'a>(env: Env<'a>, id: &PacketId) -> Term<'a> {
+    (atoms::packetflow_cancelled(), id.as_str()).encode(env)
+}
+
+/// The core's side of a call: resolves with the worker's answer. Dropped
+/// before that (the core's way of cancelling a handler), it withdraws the
+/// call, which tells the worker.
+struct Waiting {
+    exchange: Arc<Exchange>,
+    done: bool,
+}
+
+impl Future for Waiting {
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Outcome> {
+        let answer = self.exchange.poll(cx.waker());
+        if answer.is_ready() {
+            self.done = true;
+        }
+        answer
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if !self.done {
+            self.exchange.withdraw();
         }
     }
 }
@@ -149,7 +329,7 @@ impl Call {
     /// `(handler_id, input, packet_id, metadata, token)`; the worker makes
     /// the `%PacketFlow.Context{}` from them.
     fn terms<'a>(&self, env: Env<'a>) -> (u64, Term<'a>, Term<'a>, Term<'a>, Term<'a>) {
-        let ctx = &self.token.ctx;
+        let ctx = self.token.context();
         let metadata = match ctx.metadata() {
             Some(m) => convert::object_to_term(env, m),
             None => atoms::nil().encode(env),
@@ -160,6 +340,10 @@ impl Call {
 }
 
 impl WorkerCall for Call {
+    fn sent_to(&self, worker: &LocalPid) {
+        self.token.exchange.assign(*worker);
+    }
+
     /// `{:pf_call, handler_id, input, packet_id, metadata, token}`.
     fn message<'a>(&self, env: Env<'a>) -> Term<'a> {
         let (id, data, packet_id, metadata, token) = self.terms(env);
@@ -190,19 +374,26 @@ pub fn handler(handler_id: u64, pool: Arc<Pool>) -> Handler {
 
 /// Hands one call of `registration` to a worker of its pool; the future
 /// resolves with the worker's answer (PF500 if its process ends without
-/// one).
+/// one). Dropping it first tells the worker (see [`Exchange`]).
 pub fn invoke(
     registration: &Arc<Registration>,
     ctx: Context,
     input: Input,
 ) -> impl Future<Output = Outcome> + Send + 'static {
-    let (tx, rx) = oneshot::channel();
     LIVE.fetch_add(1, Ordering::Relaxed);
     let pool = &registration.pool;
-    let pending = Mutex::new(Some((tx, Arc::clone(registration))));
-    let token = ResourceArc::new(Invocation { pending, ctx, pool: Arc::clone(pool) });
+    let state = ExchangeState {
+        phase: Phase::Open,
+        outcome: None,
+        waker: None,
+        registration: Some(Arc::clone(registration)),
+        worker: None,
+        replied: false,
+    };
+    let exchange = Arc::new(Exchange { state: Mutex::new(state), ctx });
+    let token = ResourceArc::new(Invocation { exchange: Arc::clone(&exchange), pool: Arc::clone(pool) });
     send(pool, Call { handler_id: registration.handler_id, input, token });
-    async move { rx.await.unwrap_or_else(|_| Err(abandoned())) }
+    Waiting { exchange, done: false }
 }
 
 /// One registration of Elixir code (a handler function, an actor type's
@@ -373,6 +564,15 @@ fn reply_error(
     idle: bool,
 ) -> rustler::Atom {
     token.answer(env, idle, Err(PfError { code, message }));
+    atoms::ok()
+}
+
+/// The calling process, a worker the dispatcher started for this call,
+/// runs it: told `{:packetflow_cancelled, packet_id}` if the packet ends
+/// without its answer (at once, if it ended already).
+#[rustler::nif]
+fn invocation_bind(env: Env, token: ResourceArc<Invocation>) -> rustler::Atom {
+    token.bind(env);
     atoms::ok()
 }
 

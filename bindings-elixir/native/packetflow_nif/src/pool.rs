@@ -47,6 +47,9 @@ pub trait WorkerCall {
     fn message<'a>(&self, env: Env<'a>) -> Term<'a>;
     /// The call as an item of `{:pf_calls, [...]}` to the dispatcher.
     fn spilled<'a>(&self, env: Env<'a>) -> Term<'a>;
+    /// The call is in `worker`'s mailbox (one the dispatcher starts
+    /// instead makes itself known by its first NIF).
+    fn sent_to(&self, _worker: &LocalPid) {}
 }
 
 /// Idle workers, most recent last, and the dispatcher that starts more.
@@ -90,6 +93,7 @@ impl Pool {
             let mut sent = false;
             while let Some(worker) = self.pop() {
                 if send_from(env, &worker, |menv| call.message(menv)) {
+                    call.sent_to(&worker);
                     sent = true;
                     break;
                 }

@@ -3,16 +3,16 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use packetflow::{ConnectionSpawner, Node, NodeConfig, Packet, PfError, Reactor, ReactorConfig};
+use packetflow::{ConnectionSpawner, Node, NodeConfig, Packet, PacketId, PfError, Reactor, ReactorConfig};
 use parking_lot::{Mutex, RwLock};
 use rustler::env::SavedTerm;
 use rustler::sys::enif_send;
 use rustler::{Encoder, Env, LocalPid, OwnedEnv, Resource, ResourceArc, Term};
 
-use crate::exec::{self, inline, Deliver, Job};
+use crate::exec::{self, inline, Deliver, Job, Withdraw};
 use crate::invocation;
 use crate::pool::{Pool, PoolRes};
 use crate::{atoms, packet, runtime, store, terms};
@@ -230,8 +230,9 @@ pub fn find(reactor: Term) -> Option<(Reactor, Arc<Pool>)> {
 /// Builds a packet from `fields` (a map) and submits it to the reactor
 /// whose GenServer is `reactor`, on behalf of the calling process:
 ///
-/// - `{:pending, timeout_ms}`: the result will arrive as
-///   `{:pf_result, tag, %PacketFlow.Result{}}`;
+/// - `{:pending, timeout_ms, awaiting}`: the result will arrive as
+///   `{:pf_result, tag, %PacketFlow.Result{}}`; the caller keeps
+///   `awaiting` (an [`Awaiting`]) until then;
 /// - `{:done, result}`: answered at once (no handler, duplicate id, queue
 ///   full, or a field that breaks a protocol rule: PF400);
 /// - `{:badarg, message}`: a field of the wrong type;
@@ -246,8 +247,8 @@ fn reactor_submit<'a>(env: Env<'a>, reactor: Term<'a>, fields: Term<'a>, tag: Te
 }
 
 /// Submits `packet` to the reactor whose GenServer is `reactor`, for the
-/// calling process: `{:pending, timeout_ms}`, `{:done, result}` or
-/// `:noproc`, as [`reactor_submit`] answers.
+/// calling process: `{:pending, timeout_ms, awaiting}`, `{:done, result}`
+/// or `:noproc`, as [`reactor_submit`] answers.
 pub fn submit<'a>(env: Env<'a>, reactor: Term<'a>, packet: Packet, tag: Term<'a>) -> Term<'a> {
     let Some((reactor, pool)) = find(reactor) else {
         return atoms::noproc().encode(env);
@@ -255,10 +256,60 @@ pub fn submit<'a>(env: Env<'a>, reactor: Term<'a>, packet: Packet, tag: Term<'a>
     let timeout_ms = packet.timeout_ms();
     let deliver = ToCaller::new(env, tag, terms::result);
     let submit = async move { reactor.submit(packet).await };
-    inline::run(env, || match Job::start(submit, deliver, pool.home()) {
-        Some(result) => (atoms::done(), terms::result(env, &result)).encode(env),
-        None => (atoms::pending(), timeout_ms).encode(env),
+    inline::run(env, || match Job::launch(submit, deliver, pool.home()) {
+        Ok(result) => (atoms::done(), terms::result(env, &result)).encode(env),
+        Err(job) => (atoms::pending(), timeout_ms, Awaiting::of(job)).encode(env),
     })
+}
+
+/// What a process awaits: the answer of a submit (or of an actor message)
+/// it made, a resource in its heap for as long as it waits. When the
+/// process ends while waiting, the BEAM frees its heap and with it this
+/// resource, whose drop withdraws the core's future: dropping a submit's
+/// future cancels its packet (docs/protocol.md, "Cancellation"), and the
+/// handler running it is told. Once answered, dropping it does nothing.
+/// It costs a resource per pending submit, and no monitor.
+pub struct Awaiting(Weak<dyn Withdraw>);
+
+#[rustler::resource_impl]
+impl Resource for Awaiting {}
+
+impl std::panic::RefUnwindSafe for Awaiting {}
+
+impl Awaiting {
+    /// The resource for `job`, which is not done.
+    pub fn of<J: Withdraw + 'static>(job: Arc<J>) -> ResourceArc<Awaiting> {
+        let job: Arc<dyn Withdraw> = job;
+        ResourceArc::new(Awaiting(Arc::downgrade(&job)))
+    }
+}
+
+impl Drop for Awaiting {
+    /// Runs where the process's heap is freed (a scheduler, outside any
+    /// NIF): the withdrawn job is polled by the reactor's dispatcher.
+    fn drop(&mut self) {
+        if let Some(job) = self.0.upgrade() {
+            job.withdraw();
+        }
+    }
+}
+
+/// Cancels the packet `id` in flight on the reactor whose GenServer is
+/// `reactor` (`Reactor::cancel`): its submitter is answered PF499 and its
+/// handler told before this returns. `true` if it was in flight, `false`
+/// if not (an id that is not a valid packet id never is); `:noproc` when
+/// `reactor` is not the pid of a running reactor.
+#[rustler::nif]
+fn reactor_cancel<'a>(env: Env<'a>, reactor: Term<'a>, id: &str) -> Term<'a> {
+    let Some((reactor, _pool)) = find(reactor) else {
+        return atoms::noproc().encode(env);
+    };
+    let Ok(id) = PacketId::new(id) else {
+        return false.encode(env);
+    };
+    // In an inline scope: what the cancel wakes (the submitter's future,
+    // its handler's withdrawal) runs before this returns.
+    inline::run(env, || reactor.cancel(&id)).encode(env)
 }
 
 /// Stops the core: packets in flight and later submits are answered PF503.

@@ -59,8 +59,8 @@ pub fn result<'a>(env: Env<'a>, r: &PacketResult) -> Term<'a> {
     Term::map_from_term_arrays(env, &keys, &values).expect("distinct keys")
 }
 
-/// `%{name, in_flight, queued, unrouted, handlers: [%{group, element, ...}],
-/// actors: [%{actor_type, active, ...}]}`.
+/// `%{name, in_flight, queued, unrouted, forwards_cancelled, handlers:
+/// [%{group, element, ...}], actors: [%{actor_type, active, ...}]}`.
 pub fn stats<'a>(env: Env<'a>, s: &ReactorStats) -> Term<'a> {
     let handlers: Vec<Term<'a>> = s
         .handlers
@@ -71,6 +71,7 @@ pub fn stats<'a>(env: Env<'a>, s: &ReactorStats) -> Term<'a> {
                 atoms::element() => h.element.as_str(),
                 atoms::count() => h.count,
                 atoms::errors() => h.errors,
+                atoms::cancelled() => h.cancelled,
                 atoms::sum_us() => h.sum_us,
                 atoms::p50_us() => h.p50_us,
                 atoms::p99_us() => h.p99_us,
@@ -96,6 +97,7 @@ pub fn stats<'a>(env: Env<'a>, s: &ReactorStats) -> Term<'a> {
         atoms::in_flight() => s.in_flight as u64,
         atoms::queued() => s.queued as u64,
         atoms::unrouted() => s.unrouted,
+        atoms::forwards_cancelled() => s.forwards_cancelled,
         atoms::handlers() => handlers,
         atoms::actors() => actors,
     })

@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use rustler::sys::enif_send;
+use rustler::sys::{enif_send, ErlNifEnv};
 use rustler::{Env, LocalPid, OwnedEnv, Term};
 
 use super::Runnable;
@@ -27,6 +27,8 @@ pub struct Outbox {
 }
 
 struct Scope {
+    /// The running NIF's environment, for [`send_now`].
+    env: *mut ErlNifEnv,
     woken: Vec<Arc<dyn Runnable>>,
     outboxes: Vec<&'static Outbox>,
 }
@@ -95,7 +97,8 @@ enum Next {
 /// then polls every job it woke and empties every outbox registered.
 pub fn run<'a, R>(env: Env<'a>, body: impl FnOnce() -> R) -> R {
     // NIFs never nest, so a scope is never already active here.
-    SCOPE.with(|s| *s.borrow_mut() = Some(Scope { woken: Vec::new(), outboxes: Vec::new() }));
+    let scope = Scope { env: env.as_c_arg(), woken: Vec::new(), outboxes: Vec::new() };
+    SCOPE.with(|s| *s.borrow_mut() = Some(scope));
     let guard = Guard;
     // Core futures create Tokio timers, which need the runtime's context.
     let _runtime = runtime::handle().enter();
@@ -147,4 +150,25 @@ pub fn send_from(caller: Env, to: &LocalPid, build: impl for<'m> FnOnce(Env<'m>)
         owned.clear();
         sent
     })
+}
+
+/// Sends a message at once from wherever this runs, for work that must
+/// reach its receiver before something else happens (a handler's
+/// cancellation notice, before its worker can answer): with the running
+/// NIF's environment inside an inline scope, without one on a thread the
+/// BEAM does not own. `None` when neither is possible (a scheduler thread
+/// outside any NIF of this library: a resource destructor); the caller
+/// sends some other way. Otherwise whether `to` was alive.
+pub fn send_now(to: &LocalPid, build: impl for<'m> FnOnce(Env<'m>) -> Term<'m>) -> Option<bool> {
+    if let Some(raw) = SCOPE.with(|s| s.borrow().as_ref().map(|scope| scope.env)) {
+        let marker = ();
+        // SAFETY: the scope lives inside the NIF call whose environment
+        // this is, on this thread: it is valid until that call returns.
+        let caller = unsafe { Env::new(&marker, raw) };
+        return Some(send_from(caller, to, build));
+    }
+    if rustler::thread::is_scheduler_thread() {
+        return None;
+    }
+    Some(OwnedEnv::new().send_and_clear(to, build).is_ok())
 }

@@ -17,10 +17,16 @@
 //!
 //! A job starts SCHEDULED and is polled at once (inside the NIF that made
 //! it), or, when lazy, by its home.
+//!
+//! A job may be withdrawn ([`Withdraw`]: the process waiting for a submit
+//! ended): it is woken, and its next poll drops the future instead of
+//! polling it (DONE, nothing delivered). Dropping a core future is how
+//! its work is cancelled, so this happens where polls happen: inside a NIF
+//! or in its home's process, never in the destructor that asked for it.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -55,6 +61,17 @@ pub struct Job<T, D> {
     home: Arc<Home>,
     /// Always polled by its home, even when woken inside a NIF.
     lazy: bool,
+    /// Nobody wants the output any more ([`Withdraw`]): the future is
+    /// dropped at the next poll instead of polled.
+    withdrawn: AtomicBool,
+}
+
+/// A job that may not have finished, for whoever may give up on its output.
+pub trait Withdraw: Send + Sync {
+    /// Nobody wants the output any more: the future is dropped where the
+    /// job is polled next (inside a NIF, or by its home), and nothing is
+    /// delivered. Dropping a core future is how its work is cancelled.
+    fn withdraw(self: Arc<Self>);
 }
 
 /// Polls of one job in a row (each after a wake-up that came during the
@@ -72,6 +89,16 @@ impl<T: Send + 'static, D: Deliver<T>> Job<T, D> {
         deliver: D,
         home: &Arc<Home>,
     ) -> Option<T> {
+        Self::launch(future, deliver, home).ok()
+    }
+
+    /// [`start`](Self::start), giving back the job when it is not done, for
+    /// whoever may [`Withdraw`] it.
+    pub fn launch(
+        future: impl Future<Output = T> + Send + 'static,
+        deliver: D,
+        home: &Arc<Home>,
+    ) -> Result<T, Arc<Self>> {
         debug_assert!(inline::active(), "jobs start inside an inline scope");
         let job = Arc::new(Job {
             state: AtomicU8::new(SCHEDULED),
@@ -79,8 +106,9 @@ impl<T: Send + 'static, D: Deliver<T>> Job<T, D> {
             deliver,
             home: Arc::clone(home),
             lazy: false,
+            withdrawn: AtomicBool::new(false),
         });
-        job.poll_once()
+        job.poll_once().ok_or(job)
     }
 
     /// Polls until the future is pending with no wake-up missed, or done.
@@ -95,6 +123,15 @@ impl<T: Send + 'static, D: Deliver<T>> Job<T, D> {
         // home has its own messages to handle in between.
         let polls = if self.lazy { 1 } else { REPOLLS };
         for _ in 0..polls {
+            if self.withdrawn.load(Ordering::Acquire) {
+                // Dropped outside the lock: what the drop wakes may be
+                // polled (it is not this job: DONE ignores wake-ups).
+                let abandoned = slot.take();
+                self.state.store(DONE, Ordering::Release);
+                drop(slot);
+                drop(abandoned);
+                return None;
+            }
             let Some(future) = slot.as_mut() else {
                 self.state.store(DONE, Ordering::Release);
                 return None;
@@ -143,6 +180,7 @@ pub fn spawn(future: impl Future<Output = ()> + Send + 'static, home: &Arc<Home>
         deliver: Detached,
         home: Arc::clone(home),
         lazy: true,
+        withdrawn: AtomicBool::new(false),
     });
     job.defer();
 }
@@ -159,6 +197,7 @@ pub fn start_detached(future: impl Future<Output = ()> + Send + 'static, home: &
         deliver: Detached,
         home: Arc::clone(home),
         lazy: false,
+        withdrawn: AtomicBool::new(false),
     });
     inline::schedule(job);
 }
@@ -183,6 +222,14 @@ impl<T: Send + 'static, D: Deliver<T>> Runnable for Job<T, D> {
 
     fn lazy(&self) -> bool {
         self.lazy
+    }
+}
+
+impl<T: Send + 'static, D: Deliver<T>> Withdraw for Job<T, D> {
+    fn withdraw(self: Arc<Self>) {
+        self.withdrawn.store(true, Ordering::Release);
+        // Polled where it is woken: at once inside a NIF, else by its home.
+        self.wake_by_ref();
     }
 }
 

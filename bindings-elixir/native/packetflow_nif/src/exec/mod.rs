@@ -33,7 +33,7 @@ pub mod job;
 
 pub use home::Home;
 pub use inline::send_from;
-pub use job::{spawn, start_detached, Deliver, Job};
+pub use job::{spawn, start_detached, Deliver, Job, Withdraw};
 
 use rustler::Env;
 use std::sync::Arc;
