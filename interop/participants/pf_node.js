@@ -52,11 +52,38 @@ async function serve(url, name, codec) {
   }));
   registerRuleHandlers(r, name);
   registerCounter(r);
+  registerCancelChain(r, name);
   await r.connect(url, { msgpack: codec === 'msgpack' });
   process.stdout.write('ready\n');
   // Serve until the suite closes stdin (or kills the process).
   process.stdin.on('end', () => r.stop());
   process.stdin.resume();
+}
+
+// A line about a handler's packet, for test_cancel.py: `{event, element,
+// at_us}` with the wall clock in µs (the processes of a test share it).
+function event(fields) {
+  const atUs = Math.round((performance.timeOrigin + performance.now()) * 1000);
+  process.stdout.write(`${JSON.stringify({ ...fields, at_us: atUs })}\n`);
+}
+
+// The first link of test_cancel.py's chain: calls `data.next` and reports
+// when its `ctx.signal` aborts, then when its reactor has nothing in flight.
+function registerCancelChain(r, name) {
+  const element = `cancel_chain_${name}`;
+  r.register('df', element, async (data, ctx) => {
+    ctx.signal.addEventListener('abort', () => {
+      event({ event: 'cancelled', element, code: ctx.signal.reason && ctx.signal.reason.code });
+      const idle = (left) => {
+        if (r.stats().inFlight === 0) event({ event: 'idle', element });
+        else if (left > 0) setTimeout(() => idle(left - 1), 5);
+        else event({ event: 'busy', element, inFlight: r.stats().inFlight });
+      };
+      idle(1000);
+    }, { once: true });
+    event({ event: 'started', element });
+    return ctx.call('df', data.next, data);
+  });
 }
 
 // The handlers of test_rules.py: a context kept past its answer, and a

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 
 import packetflow
 
@@ -119,8 +120,18 @@ async def submit(url: str, codec: str) -> None:
         pending = []
 
         async def one(req):
+            if "cancel" in req:
+                # test_cancel.py: withdraws the packet with that id.
+                at_us = time.time_ns() // 1000
+                cancelled = r.cancel(req["cancel"])
+                out = {"cancelled": cancelled, "at_us": at_us}
+                sys.stdout.write(json.dumps({"id": req["id"], "result": out}) + "\n")
+                sys.stdout.flush()
+                return
+            options = {"packet_id": req["packet_id"]} if "packet_id" in req else {}
             result = await r.submit(
-                req["group"], req["element"], req.get("data"), timeout_ms=req.get("timeout_ms"), metadata=req.get("metadata")
+                req["group"], req["element"], req.get("data"), timeout_ms=req.get("timeout_ms"),
+                metadata=req.get("metadata"), **options
             )
             out = {"status": result.status, "data": result.data} if result.ok else {
                 "status": "error", "error": {"code": result.error.code, "message": result.error.message}}

@@ -37,11 +37,51 @@ defmodule PfElixir do
       end)
 
     register_rule_handlers(r, name)
+    register_cancel_leaf(r, name)
     :ok = PacketFlow.Actors.register(r, "counter_elixir", PfElixir.Counter)
     :ok = Reactor.connect(r, url, opts)
     IO.puts("ready")
     IO.read(:stdio, :eof)
     Reactor.stop(r)
+  end
+
+  # The last link of test_cancel.py's chain: waits for its packet's
+  # cancellation notice and reports it, then when its reactor has nothing in
+  # flight, as JSON lines `{event, element, at_us}` (the wall clock in µs).
+  defp register_cancel_leaf(r, name) do
+    element = "cancel_leaf_#{name}"
+
+    :ok =
+      Reactor.register(r, "df", element, fn _data, _ctx ->
+        event(%{"event" => "started", "element" => element})
+
+        receive do
+          {:packetflow_cancelled, _packet_id} ->
+            event(%{"event" => "cancelled", "element" => element})
+            spawn(fn -> report_idle(r, element, 1000) end)
+            "cancelled"
+        after
+          30_000 -> "never cancelled"
+        end
+      end)
+  end
+
+  defp report_idle(r, element, left) do
+    cond do
+      Reactor.stats(r).in_flight == 0 ->
+        event(%{"event" => "idle", "element" => element})
+
+      left > 0 ->
+        Process.sleep(5)
+        report_idle(r, element, left - 1)
+
+      true ->
+        event(%{"event" => "busy", "element" => element, "in_flight" => Reactor.stats(r).in_flight})
+    end
+  end
+
+  defp event(fields) do
+    IO.puts(PacketFlow.JSON.encode!(Map.put(fields, "at_us", System.os_time(:microsecond))))
   end
 
   # The handlers of test_rules.py: a context kept past its answer, and a
