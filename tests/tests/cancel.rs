@@ -6,7 +6,9 @@
 use std::net::SocketAddr;
 
 use futures_util::{SinkExt, StreamExt};
-use packetflow::{json, Context, Group, HandlerResult, Node, NodeConfig, Packet, PacketResult, Value};
+use packetflow::{
+    json, Context, Group, HandlerResult, Node, NodeConfig, Packet, PacketResult, Priority, Value,
+};
 use packetflow_tests::{node, submit_frame, until, url, RawPeer, WAIT};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -108,6 +110,23 @@ async fn a_chain_of_three_over_two_hops_is_cancelled_at_every_level() {
     let metrics = n3.metrics();
     assert!(metrics.contains("packetflow_cancelled_total{group=\"df\",element=\"c\"} 1"), "{metrics}");
     for n in [n1, n2, n3] {
+        n.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_call_keeps_its_callers_priority_across_a_hop() {
+    let (n1, _) = node("n1", NodeConfig::default()).await;
+    let (n2, addr2) = node("n2", NodeConfig::default()).await;
+    n2.reactor().register_sync("df", "priority", |_, ctx| Ok(json!(ctx.priority().get()))).unwrap();
+    n1.reactor()
+        .register("df", "caller", |_, ctx| async move { ctx.call("df", "priority", json!(null)).await })
+        .unwrap();
+    n1.connect(&url(addr2)).await.unwrap();
+    routes(&n1, "priority").await;
+    let p = Packet::build("df", "caller", json!(null)).unwrap().with_priority(Priority::new(8).unwrap());
+    assert_eq!(n1.reactor().call(p).await, Ok(json!(8)));
+    for n in [n1, n2] {
         n.stop().await;
     }
 }

@@ -151,7 +151,7 @@ async fn forward_to(node: &NodeInner, peer: &Peer, packet: Packet, deadline: Ins
         Ok(seq) => seq,
         Err((code, message)) => return fail(code, message),
     };
-    let mut sent = Unanswered { peer, seq, settled: false };
+    let mut sent = Outstanding { peer, seq, settled: false };
     let answered = tokio::time::timeout_at(deadline, answer).await;
     // Answered, or failed by the peer leaving: nothing to withdraw.
     sent.settled = answered.is_ok();
@@ -169,13 +169,13 @@ async fn forward_to(node: &NodeInner, peer: &Peer, packet: Packet, deadline: Ins
 /// A submit sent to a peer through the forwarder, until its answer came:
 /// dropped before (the deadline passed, the packet was cancelled, its
 /// submitter went away), the submit is withdrawn from the peer.
-struct Unanswered<'a> {
+struct Outstanding<'a> {
     peer: &'a Peer,
     seq: u64,
     settled: bool,
 }
 
-impl Drop for Unanswered<'_> {
+impl Drop for Outstanding<'_> {
     fn drop(&mut self) {
         if !self.settled {
             if let Some((packet_id, _)) = self.peer.abandon_submit(self.seq) {

@@ -427,3 +427,49 @@ async fn a_call_inherits_its_callers_priority_unless_it_names_one() {
     assert_eq!(r.call(high).await, Ok(json!([9, 2])));
     assert_eq!(r.call(packet("df", "parent", json!(null))).await, Ok(json!([5, null])));
 }
+
+#[tokio::test]
+async fn an_actor_message_cancelled_in_the_mailbox_never_runs_and_a_turn_cancelled_commits_nothing() {
+    use crate::actor::{ActorType, Op, Reply, TurnInput, TurnOutput};
+    let r = Reactor::default();
+    let actors = r.actors();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let turns = Arc::new(AtomicUsize::new(0));
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let (held, counted) = (gate.clone(), turns.clone());
+    actors
+        .register(
+            "slow",
+            ActorType::from_async(move |input: TurnInput| {
+                let (gate, counted, seen) = (held.clone(), counted.clone(), seen_tx.clone());
+                async move {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    watch(&input.ctx, &seen, "turn");
+                    let mut state = input.state;
+                    state["n"] = json!(state["n"].as_i64().unwrap_or(0) + 1);
+                    if input.message_type == "wait" {
+                        let _ = gate.acquire().await;
+                    }
+                    Ok(TurnOutput { reply: Reply::Value(state["n"].clone()), state })
+                }
+            }),
+        )
+        .unwrap();
+    let slow = actors.create("slow", Some("s"), json!({"n": 0})).await.unwrap();
+    let running = slow.packet(Op::Send, json!({"type": "wait"}));
+    let queued = slow.packet(Op::Send, json!({"type": "wait"}));
+    let (running_id, queued_id) = (running.id.clone(), queued.id.clone());
+    let mut first = Box::pin(r.submit(running));
+    assert!(futures::poll!(first.as_mut()).is_pending(), "its turn waits");
+    let mut second = Box::pin(r.submit(queued));
+    assert!(futures::poll!(second.as_mut()).is_pending(), "in the mailbox behind it");
+    assert!(r.cancel(&queued_id));
+    assert_eq!(code_of(&timeout(WAIT, second).await.unwrap()), Some(ErrorCode::Cancelled));
+    assert!(r.cancel(&running_id));
+    assert_eq!(code_of(&timeout(WAIT, first).await.unwrap()), Some(ErrorCode::Cancelled));
+    assert_eq!(next(&mut seen).await, "turn", "the running turn was told");
+    gate.add_permits(2);
+    assert_eq!(actors.send(&slow, json!({"type": "read"})).await.unwrap(), json!(1), "nothing committed");
+    assert_eq!(turns.load(Ordering::SeqCst), 2, "the cancelled turn and the read; never the queued one");
+    assert_eq!(r.stats().in_flight, 0);
+}

@@ -188,9 +188,10 @@ impl Inflight {
         AskCount(self)
     }
 
+    #[inline]
     fn begin_as(self: &Arc<Self>, id: &PacketId, kind: Kind, origin: u64) -> Option<InflightGuard> {
         let hash = self.hash(id);
-        let counted = kind != Kind::Marked;
+        let counted = !matches!(kind, Kind::Marked);
         let mut t = self.table.lock();
         match t.live_mut(hash, id) {
             Some(entry) if entry.running => return None,
@@ -216,7 +217,7 @@ impl Inflight {
         drop(t);
         // Until told otherwise: a future dropped before its packet's answer
         // abandoned it; a relay or a mark dropped early failed.
-        let outcome = if kind == Kind::Awaited { Outcome::Cancelled } else { Outcome::Failed };
+        let outcome = if matches!(kind, Kind::Awaited) { Outcome::Cancelled } else { Outcome::Failed };
         Some(InflightGuard { table: self.clone(), id: id.clone(), hash, outcome, counted, ended: false })
     }
 
@@ -227,7 +228,7 @@ impl Inflight {
         let hash = self.hash(id);
         let mut t = self.table.lock();
         let Some(entry) = t.live_mut(hash, id) else { return Cancel::NotInFlight };
-        if !entry.running || entry.kind == Kind::Marked || origin.is_some_and(|o| o != entry.origin) {
+        if !entry.running || matches!(entry.kind, Kind::Marked) || origin.is_some_and(|o| o != entry.origin) {
             return Cancel::NotInFlight;
         }
         let first = !entry.cancelled();
