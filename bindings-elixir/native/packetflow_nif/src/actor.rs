@@ -127,6 +127,8 @@ fn op_of(op: Atom) -> Option<Op> {
 /// caller's [`Submitter`]: if the caller ends while it waits, the message
 /// is cancelled.
 #[rustler::nif]
+// The arguments are those of the Elixir call.
+#[allow(clippy::too_many_arguments)]
 fn actor_submit<'a>(
     env: Env<'a>,
     reactor: Term<'a>,

@@ -255,7 +255,13 @@ fn reactor_submit<'a>(
 /// Submits `packet` to the reactor whose GenServer is `reactor`, for the
 /// calling process: `{:pending, timeout_ms}`, `{:done, result}` or
 /// `:noproc`, as [`reactor_submit`] answers.
-pub fn submit<'a>(env: Env<'a>, reactor: Term<'a>, packet: Packet, tag: Term<'a>, submitter: Term<'a>) -> Term<'a> {
+pub fn submit<'a>(
+    env: Env<'a>,
+    reactor: Term<'a>,
+    packet: Packet,
+    tag: Term<'a>,
+    submitter: Term<'a>,
+) -> Term<'a> {
     let Some((reactor, pool)) = find(reactor) else {
         return atoms::noproc().encode(env);
     };
