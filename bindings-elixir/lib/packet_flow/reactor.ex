@@ -632,14 +632,15 @@ defmodule PacketFlow.Reactor do
   The packet is answered at once with `PacketFlow.Error` PF499 (`packet X
   was cancelled`): a `call/5` waiting for it returns
   `{:error, %PacketFlow.Error{code: "PF499"}}`, a `submit/2` a result with
-  that error (a peer's submitter gets the same). Work it has not started never starts (waiting for a slot, for
-  a dependency, in an actor's mailbox); the worker process running its
-  handler, or its actor's `handle_message`, is sent
-  `{:packetflow_cancelled, packet_id}` (see `PacketFlow.Context`); every
-  `PacketFlow.Context.call/5` it has in flight is cancelled with it, here
-  and on the peers they went to; packets depending on it answer PF424.
-  By the time `cancel/2` returns, the submitter's answer and the handler's
-  notice have been sent.
+  that error (a peer's submitter gets the same). Work it has not started
+  never starts (waiting for a slot, for a dependency, in an actor's
+  mailbox); the worker process running its handler, or its actor's
+  `handle_message`, is sent `{:packetflow_cancelled, packet_id}` (see
+  `PacketFlow.Context`); every `PacketFlow.Context.call/5` it has in
+  flight is cancelled with it, here and on the peers they went to; packets
+  depending on it answer PF424. For a packet submitted in this VM, the
+  submitter's answer and the handler's notice are sent before `cancel/2`
+  returns (one that came from a peer is answered on its connection next).
 
   Returns `true` if the packet was in flight (cancelled now, or already:
   cancelling is idempotent), `false` if it is not, or no longer, in
