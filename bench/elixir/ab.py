@@ -68,11 +68,11 @@ def main() -> None:
                     help="NAME=PATH: a libpacketflow_nif.so, or a compiled package folder")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--n", type=int, default=200_000)
-    ap.add_argument("--net-n", type=int, default=200_000)
+    ap.add_argument("--net-n", type=int, default=200_000, help="0: in process only")
     ap.add_argument("--harness", choices=["inprocess", "actors"], default="inprocess")
     args = ap.parse_args()
     builds = {name: Path(path).resolve() for name, path in (item.split("=", 1) for item in args.lib)}
-    if args.harness == "inprocess":
+    if args.harness == "inprocess" and args.net_n > 0:
         network.build()
     else:  # no CLI needed
         subprocess.run(["mix", "compile"], cwd=ELIXIR, env={**os.environ, "MIX_ENV": "prod"}, check=True)
@@ -95,7 +95,7 @@ def main() -> None:
                     key = fig["variant"].strip("*")
                     rows[name].setdefault(f"{key}: calls/s", []).append(fig["calls_per_s"])
                     rows[name].setdefault(f"{key}: CPU µs/call", []).append(fig["cpu_us_per_call"])
-                if args.harness != "inprocess":
+                if args.harness != "inprocess" or args.net_n == 0:
                     continue
                 port += 1
                 fig = served(package, port, args.net_n)

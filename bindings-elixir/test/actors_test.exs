@@ -272,7 +272,7 @@ defmodule PacketFlow.ActorsTest do
       wait_until(
         fn ->
           Process.info(repeat.pid, :current_function) ==
-            {:current_function, {Reactor, :await_native, 4}}
+            {:current_function, {Reactor, :await_native, 3}}
         end,
         2_000,
         "the repeat to wait"

@@ -31,7 +31,7 @@ defmodule PacketFlow.CancelTest do
   use ExUnit.Case, async: true
   import PacketFlow.TestHelpers
 
-  alias PacketFlow.{Actors, Context, Error, Reactor, Result}
+  alias PacketFlow.{Actors, Context, Error, Native, Reactor, Result}
 
   setup do
     %{r: start_reactor!()}
@@ -186,6 +186,20 @@ defmodule PacketFlow.CancelTest do
     refute_receive {:observed, "kept", _}
     send(worker, :release)
     assert_receive {:answer, {:ok, "kept"}}
+  end
+
+  test "a process that stopped waiting has that packet cancelled by its next submit", %{r: r} do
+    :ok = Reactor.register(r, "df", "watch", watching(self()))
+    :ok = Reactor.register(r, "df", "echo", fn data -> data end)
+    # What a caught timeout leaves behind: a submit nobody waits for.
+    tag = make_ref()
+    packet = %{group: "df", element: "watch", id: "given-up"}
+    assert {:pending, _} = Native.reactor_submit(r, packet, tag, Reactor.submitter())
+    assert_receive {:started, _worker, "given-up"}
+
+    assert {:ok, "next"} = Reactor.call(r, "df", "echo", "next")
+    assert_receive {:observed, "given-up", true}, 1_000
+    refute_received {:pf_result, ^tag, _}
   end
 
   test "cancelling the first of a chain reaches the handler it called", %{r: r} do

@@ -228,14 +228,15 @@ defmodule PacketFlow.StressTest do
     Process.unlink(r)
     :ok = Reactor.register(r, "df", "hold", blocking_handler(self()))
 
-    # Each submit's handle is kept (as a waiting submitter keeps it): one
-    # dropped and collected would cancel its packet.
+    # A submitter each (a process waits for one submit at a time: a second
+    # with the same submitter would withdraw the first), all kept.
     pending =
       for i <- 1..200 do
         tag = make_ref()
         packet = %{group: "df", element: "hold", data: i}
-        assert {:pending, _, awaiting} = Native.reactor_submit(r, packet, tag)
-        {tag, awaiting}
+        submitter = Native.submitter_new()
+        assert {:pending, _} = Native.reactor_submit(r, packet, tag, submitter)
+        {tag, submitter}
       end
 
     for _ <- 1..4, do: receive_started!()
@@ -246,7 +247,7 @@ defmodule PacketFlow.StressTest do
     true = :erlang.suspend_process(dispatcher)
     :ok = Reactor.stop(r)
 
-    for {tag, _awaiting} <- pending do
+    for {tag, _submitter} <- pending do
       assert_received {:pf_result, ^tag, %Result{error: %Error{code: "PF503"}}}
     end
 

@@ -224,7 +224,7 @@ defmodule PacketFlow.Actors do
       # Reading a store is quick; the bound only guards against a runtime
       # that failed to answer.
       :pending ->
-        Reactor.await_native(tag, nil, @query_timeout_ms, {__MODULE__, what, [reactor, type]})
+        Reactor.await_native(tag, @query_timeout_ms, {__MODULE__, what, [reactor, type]})
 
       :noproc ->
         exit({:noproc, {__MODULE__, what, [reactor, type]}})
@@ -237,9 +237,17 @@ defmodule PacketFlow.Actors do
   defp ask(reactor, op, type, id, fields, caller) do
     tag = make_ref()
 
-    case Native.actor_submit(GenServer.whereis(reactor), op, type, id, fields, tag) do
-      {:pending, timeout_ms, awaiting} ->
-        Reactor.await_native(tag, awaiting, timeout_ms, {__MODULE__, caller, [reactor, type, id]})
+    case Native.actor_submit(
+           GenServer.whereis(reactor),
+           op,
+           type,
+           id,
+           fields,
+           tag,
+           Reactor.submitter()
+         ) do
+      {:pending, timeout_ms} ->
+        Reactor.await_native(tag, timeout_ms, {__MODULE__, caller, [reactor, type, id]})
 
       {:done, result} ->
         result

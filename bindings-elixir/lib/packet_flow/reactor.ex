@@ -551,9 +551,9 @@ defmodule PacketFlow.Reactor do
   def submit(reactor, packet) do
     tag = make_ref()
 
-    case Native.reactor_submit(GenServer.whereis(reactor), packet, tag) do
-      {:pending, timeout_ms, awaiting} ->
-        {:ok, await_native(tag, awaiting, timeout_ms, {__MODULE__, :submit, [reactor, packet]})}
+    case Native.reactor_submit(GenServer.whereis(reactor), packet, tag, submitter()) do
+      {:pending, timeout_ms} ->
+        {:ok, await_native(tag, timeout_ms, {__MODULE__, :submit, [reactor, packet]})}
 
       {:done, result} ->
         {:ok, result}
@@ -570,31 +570,36 @@ defmodule PacketFlow.Reactor do
   # Waits for the answer `{:pf_result, tag, answer}` of a native call made
   # by this process, which the core sends by `timeout_ms`; exits like a
   # timed-out GenServer.call (naming `call`) if it never comes.
-  #
-  # `awaiting` is the call's native handle (nil for calls that start no
-  # packet): while it is referenced the packet runs; once it is not (this
-  # process ended while waiting, or gave up), the BEAM frees it and the
-  # packet is cancelled. So it must stay referenced until the answer came.
-  @spec await_native(
-          reference(),
-          reference() | nil,
-          non_neg_integer(),
-          {module(), atom(), list()}
-        ) ::
-          term()
-  def await_native(tag, awaiting, timeout_ms, call) do
+  @spec await_native(reference(), non_neg_integer(), {module(), atom(), list()}) :: term()
+  def await_native(tag, timeout_ms, call) do
     receive do
-      {:pf_result, ^tag, answer} -> held(answer, awaiting)
+      {:pf_result, ^tag, answer} -> answer
     after
       timeout_ms + @grace_ms -> exit({:timeout, call})
     end
   end
 
-  # Returns `answer`. Passing `awaiting` here after the receive keeps it
-  # live in await_native/4's frame while that waits: a variable nothing
-  # reads after a receive is no root for the garbage collector, which
-  # would free the handle (and cancel the packet) in the middle of the wait.
-  defp held(answer, _awaiting), do: answer
+  @submitter :"$packetflow_submitter"
+
+  @doc false
+  # The calling process as the NIFs know it: a native resource, made on its
+  # first submit and kept in its process dictionary, that points at the
+  # submit it waits for. When the process ends, the BEAM frees the resource
+  # with its dictionary, which cancels that submit's packet; a process that
+  # stopped waiting (a timeout it caught) has its old submit cancelled by
+  # its next one. One per process, not one per submit.
+  @spec submitter() :: reference()
+  def submitter do
+    case Process.get(@submitter) do
+      nil ->
+        submitter = Native.submitter_new()
+        Process.put(@submitter, submitter)
+        submitter
+
+      submitter ->
+        submitter
+    end
+  end
 
   @doc """
   Submits `data` to `group:element` and returns the handler's data.
@@ -627,14 +632,15 @@ defmodule PacketFlow.Reactor do
   The packet is answered at once with `PacketFlow.Error` PF499 (`packet X
   was cancelled`): a `call/5` waiting for it returns
   `{:error, %PacketFlow.Error{code: "PF499"}}`, a `submit/2` a result with
-  that error (a peer's submitter gets the same). Work it has not started never starts (waiting for a slot, for
-  a dependency, in an actor's mailbox); the worker process running its
-  handler, or its actor's `handle_message`, is sent
-  `{:packetflow_cancelled, packet_id}` (see `PacketFlow.Context`); every
-  `PacketFlow.Context.call/5` it has in flight is cancelled with it, here
-  and on the peers they went to; packets depending on it answer PF424.
-  By the time `cancel/2` returns, the submitter's answer and the handler's
-  notice have been sent.
+  that error (a peer's submitter gets the same). Work it has not started
+  never starts (waiting for a slot, for a dependency, in an actor's
+  mailbox); the worker process running its handler, or its actor's
+  `handle_message`, is sent `{:packetflow_cancelled, packet_id}` (see
+  `PacketFlow.Context`); every `PacketFlow.Context.call/5` it has in
+  flight is cancelled with it, here and on the peers they went to; packets
+  depending on it answer PF424. For a packet submitted in this VM, the
+  submitter's answer and the handler's notice are sent before `cancel/2`
+  returns (one that came from a peer is answered on its connection next).
 
   Returns `true` if the packet was in flight (cancelled now, or already:
   cancelling is idempotent), `false` if it is not, or no longer, in
@@ -642,10 +648,11 @@ defmodule PacketFlow.Reactor do
   `{:noproc, _}` when the reactor is not running.
 
   A process that ends while it waits in `submit/2`, `call/5` or a
-  `PacketFlow.Actors` function cancels its packet the same way (a handle
-  in its heap, freed by the BEAM when it ends, withdraws the packet), as
-  does a caller that stops waiting after a timeout, once it garbage
-  collects.
+  `PacketFlow.Actors` function cancels its packet the same way (a native
+  handle in its process dictionary, under `:"$packetflow_submitter"`,
+  freed by the BEAM when the process ends, withdraws the packet); a
+  process that stopped waiting (it caught the exit of a timeout) has that
+  packet cancelled by its next submit.
   """
   @spec cancel(t(), String.t()) :: boolean()
   def cancel(reactor, packet_id) when is_binary(packet_id) do

@@ -26,7 +26,7 @@ use rustler::{Atom, Encoder, Env, ResourceArc, Term};
 use crate::exec::{self, inline, Job};
 use crate::invocation::{self, Answer, Input, Invocation, Registration};
 use crate::pool::Pool;
-use crate::reactor::{self, Awaiting, ReactorRes, ToCaller};
+use crate::reactor::{self, ReactorRes, Submitter, ToCaller};
 use crate::{atoms, convert, packet, terms};
 
 /// The core actor type of one registration of an Elixir module (handler id
@@ -121,12 +121,14 @@ fn op_of(op: Atom) -> Option<Op> {
 /// behalf of the calling process. `fields` holds the message's `:data` (the
 /// message, or the initial state) and the options `:id`, `:priority`,
 /// `:timeout_ms` and `:metadata`. Answers `{:done, outcome}` at once or
-/// `{:pending, timeout_ms, awaiting}` and later `{:pf_result, tag, outcome}`, where
+/// `{:pending, timeout_ms}` and later `{:pf_result, tag, outcome}`, where
 /// `outcome` is `{:ok, data}` or `{:error, %PacketFlow.Error{}}` (PF400 at
-/// once for an address or option the core refuses). The caller keeps the
-/// `awaiting` of `{:pending, timeout_ms, awaiting}` while it waits: if it
-/// ends meanwhile, its message is cancelled (see [`Awaiting`]).
+/// once for an address or option the core refuses). `submitter` is the
+/// caller's [`Submitter`]: if the caller ends while it waits, the message
+/// is cancelled.
 #[rustler::nif]
+// The arguments are those of the Elixir call.
+#[allow(clippy::too_many_arguments)]
 fn actor_submit<'a>(
     env: Env<'a>,
     reactor: Term<'a>,
@@ -135,6 +137,7 @@ fn actor_submit<'a>(
     actor_id: Option<&str>,
     fields: Term<'a>,
     tag: Term<'a>,
+    submitter: Term<'a>,
 ) -> Term<'a> {
     let Some(op) = op_of(op) else {
         return (atoms::badarg(), "the actor operation must be :create, :send or :stop").encode(env);
@@ -155,7 +158,10 @@ fn actor_submit<'a>(
     let deliver = ToCaller::new(env, tag, terms::outcome);
     inline::run(env, || match Job::launch(ask, deliver, pool.home()) {
         Ok(outcome) => (atoms::done(), terms::outcome(env, &outcome)).encode(env),
-        Err(job) => (atoms::pending(), timeout_ms, Awaiting::of(job)).encode(env),
+        Err(job) => {
+            Submitter::waits_for(submitter, &job);
+            (atoms::pending(), timeout_ms).encode(env)
+        }
     })
 }
 

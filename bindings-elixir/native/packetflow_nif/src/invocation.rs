@@ -33,7 +33,7 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
@@ -78,7 +78,7 @@ impl Drop for Invocation {
     /// The worker's process let go of the token (it ended, or it was never
     /// delivered): a call still open fails, since nothing will answer it.
     fn drop(&mut self) {
-        let (waker, registration) = self.exchange.settle(Err(abandoned()));
+        let (waker, registration) = self.exchange.settle(|| Err(abandoned()));
         drop(registration);
         if let Some(waker) = waker {
             waker.wake();
@@ -157,6 +157,9 @@ enum Phase {
 /// hence before its next call.
 struct Exchange {
     state: Mutex<ExchangeState>,
+    /// The phase is no longer Open (set under the lock): lets the token's
+    /// drop, at the worker's garbage collection, skip the lock.
+    settled: AtomicBool,
     ctx: Context,
 }
 
@@ -177,16 +180,17 @@ struct ExchangeState {
 type Settled = (Option<Waker>, Option<Arc<Registration>>);
 
 impl Exchange {
-    /// Ends an open call with `outcome`: the waker to wake and the
+    /// Ends an open call with `outcome()`: the waker to wake and the
     /// registration to let go of, both outside the lock.
-    fn settle(&self, outcome: Outcome) -> Settled {
+    fn settle(&self, outcome: impl FnOnce() -> Outcome) -> Settled {
+        if self.settled.load(Ordering::Acquire) {
+            return (None, None);
+        }
         let mut st = self.state.lock();
         if st.phase != Phase::Open {
             return (None, None);
         }
-        st.phase = Phase::Answered;
-        st.outcome = Some(outcome);
-        (st.waker.take(), st.registration.take())
+        self.answered(&mut st, outcome())
     }
 
     /// The worker's answer (ignored when the call ended already).
@@ -196,7 +200,12 @@ impl Exchange {
         if st.phase != Phase::Open {
             return (None, None);
         }
+        self.answered(&mut st, outcome)
+    }
+
+    fn answered(&self, st: &mut ExchangeState, outcome: Outcome) -> Settled {
         st.phase = Phase::Answered;
+        self.settled.store(true, Ordering::Release);
         st.outcome = Some(outcome);
         (st.waker.take(), st.registration.take())
     }
@@ -220,6 +229,7 @@ impl Exchange {
             return;
         }
         st.phase = Phase::Withdrawn;
+        self.settled.store(true, Ordering::Release);
         let registration = st.registration.take();
         if let (Some(worker), false) = (st.worker, st.replied) {
             self.notify(&worker);
@@ -390,7 +400,7 @@ pub fn invoke(
         worker: None,
         replied: false,
     };
-    let exchange = Arc::new(Exchange { state: Mutex::new(state), ctx });
+    let exchange = Arc::new(Exchange { state: Mutex::new(state), settled: AtomicBool::new(false), ctx });
     let token = ResourceArc::new(Invocation { exchange: Arc::clone(&exchange), pool: Arc::clone(pool) });
     send(pool, Call { handler_id: registration.handler_id, input, token });
     Waiting { exchange, done: false }

@@ -228,28 +228,40 @@ pub fn find(reactor: Term) -> Option<(Reactor, Arc<Pool>)> {
 }
 
 /// Builds a packet from `fields` (a map) and submits it to the reactor
-/// whose GenServer is `reactor`, on behalf of the calling process:
+/// whose GenServer is `reactor`, on behalf of the calling process, whose
+/// [`Submitter`] is `submitter`:
 ///
-/// - `{:pending, timeout_ms, awaiting}`: the result will arrive as
-///   `{:pf_result, tag, %PacketFlow.Result{}}`; the caller keeps
-///   `awaiting` (an [`Awaiting`]) until then;
+/// - `{:pending, timeout_ms}`: the result will arrive as
+///   `{:pf_result, tag, %PacketFlow.Result{}}`;
 /// - `{:done, result}`: answered at once (no handler, duplicate id, queue
 ///   full, or a field that breaks a protocol rule: PF400);
 /// - `{:badarg, message}`: a field of the wrong type;
 /// - `:noproc`: `reactor` is not the pid of a running reactor.
 #[rustler::nif]
-fn reactor_submit<'a>(env: Env<'a>, reactor: Term<'a>, fields: Term<'a>, tag: Term<'a>) -> Term<'a> {
+fn reactor_submit<'a>(
+    env: Env<'a>,
+    reactor: Term<'a>,
+    fields: Term<'a>,
+    tag: Term<'a>,
+    submitter: Term<'a>,
+) -> Term<'a> {
     match packet::build(fields) {
-        Ok(Ok(packet)) => submit(env, reactor, packet, tag),
+        Ok(Ok(packet)) => submit(env, reactor, packet, tag, submitter),
         Ok(Err(result)) => (atoms::done(), terms::result(env, &result)).encode(env),
         Err(message) => (atoms::badarg(), message).encode(env),
     }
 }
 
 /// Submits `packet` to the reactor whose GenServer is `reactor`, for the
-/// calling process: `{:pending, timeout_ms, awaiting}`, `{:done, result}`
-/// or `:noproc`, as [`reactor_submit`] answers.
-pub fn submit<'a>(env: Env<'a>, reactor: Term<'a>, packet: Packet, tag: Term<'a>) -> Term<'a> {
+/// calling process: `{:pending, timeout_ms}`, `{:done, result}` or
+/// `:noproc`, as [`reactor_submit`] answers.
+pub fn submit<'a>(
+    env: Env<'a>,
+    reactor: Term<'a>,
+    packet: Packet,
+    tag: Term<'a>,
+    submitter: Term<'a>,
+) -> Term<'a> {
     let Some((reactor, pool)) = find(reactor) else {
         return atoms::noproc().encode(env);
     };
@@ -258,40 +270,67 @@ pub fn submit<'a>(env: Env<'a>, reactor: Term<'a>, packet: Packet, tag: Term<'a>
     let submit = async move { reactor.submit(packet).await };
     inline::run(env, || match Job::launch(submit, deliver, pool.home()) {
         Ok(result) => (atoms::done(), terms::result(env, &result)).encode(env),
-        Err(job) => (atoms::pending(), timeout_ms, Awaiting::of(job)).encode(env),
+        Err(job) => {
+            Submitter::waits_for(submitter, &job);
+            (atoms::pending(), timeout_ms).encode(env)
+        }
     })
 }
 
-/// What a process awaits: the answer of a submit (or of an actor message)
-/// it made, a resource in its heap for as long as it waits. When the
-/// process ends while waiting, the BEAM frees its heap and with it this
-/// resource, whose drop withdraws the core's future: dropping a submit's
-/// future cancels its packet (docs/protocol.md, "Cancellation"), and the
-/// handler running it is told. Once answered, dropping it does nothing.
-/// It costs a resource per pending submit, and no monitor.
-pub struct Awaiting(Weak<dyn Withdraw>);
+/// A process that submits, as the NIFs know it: a resource kept in its
+/// process dictionary (`PacketFlow.Reactor.submitter/0`), pointing at the
+/// submit it waits for. The Elixir API waits for one submit at a time, so:
+///
+/// - when the process ends, the BEAM frees its dictionary and with it this
+///   resource, whose drop withdraws the submit it was waiting for;
+/// - a new submit withdraws the one before if that one still runs (its
+///   caller stopped waiting for it: a timeout it caught).
+///
+/// Withdrawing drops the submit's core future where its job is polled next
+/// (the reactor's dispatcher, from here), and dropping a submit's future
+/// cancels its packet (docs/protocol.md, "Cancellation"). One resource per
+/// process, made on its first submit; per submit, a weak reference stored.
+pub struct Submitter {
+    waiting: Mutex<Option<Weak<dyn Withdraw>>>,
+}
 
 #[rustler::resource_impl]
-impl Resource for Awaiting {}
+impl Resource for Submitter {}
 
-impl std::panic::RefUnwindSafe for Awaiting {}
+impl std::panic::RefUnwindSafe for Submitter {}
 
-impl Awaiting {
-    /// The resource for `job`, which is not done.
-    pub fn of<J: Withdraw + 'static>(job: Arc<J>) -> ResourceArc<Awaiting> {
-        let job: Arc<dyn Withdraw> = job;
-        ResourceArc::new(Awaiting(Arc::downgrade(&job)))
+impl Submitter {
+    /// The process whose submitter is `submitter` waits for `job` now.
+    /// Not a submitter (a caller of these NIFs that passes something else):
+    /// nothing is watched.
+    pub fn waits_for<J: Withdraw + 'static>(submitter: Term, job: &Arc<J>) {
+        let Ok(submitter) = submitter.decode::<ResourceArc<Submitter>>() else {
+            return;
+        };
+        let job: Weak<dyn Withdraw> = Arc::downgrade(job) as Weak<dyn Withdraw>;
+        let before = submitter.waiting.lock().replace(job);
+        if let Some(before) = before.and_then(|job| job.upgrade()) {
+            // Answered already (the usual case): nothing happens.
+            before.withdraw();
+        }
     }
 }
 
-impl Drop for Awaiting {
-    /// Runs where the process's heap is freed (a scheduler, outside any
-    /// NIF): the withdrawn job is polled by the reactor's dispatcher.
+impl Drop for Submitter {
+    /// The process ended (or let go of its dictionary entry). Runs where its
+    /// heap is freed, a scheduler outside any NIF: the withdrawn job is
+    /// polled by the reactor's dispatcher.
     fn drop(&mut self) {
-        if let Some(job) = self.0.upgrade() {
+        if let Some(job) = self.waiting.get_mut().take().and_then(|job| job.upgrade()) {
             job.withdraw();
         }
     }
+}
+
+/// A new [`Submitter`], for the calling process's dictionary.
+#[rustler::nif]
+fn submitter_new() -> ResourceArc<Submitter> {
+    ResourceArc::new(Submitter { waiting: Mutex::new(None) })
 }
 
 /// Cancels the packet `id` in flight on the reactor whose GenServer is
