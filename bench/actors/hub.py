@@ -17,6 +17,10 @@ the same trial. `--uppercase` also times `df:transform` with a string, the
 handler of the first measurements.
 
     python3 bench/actors/hub.py [--trials 7] [--n 100000] [--seq-n 2000] [--uppercase]
+        [--cli PATH]
+
+`--cli` runs a given `packetflow` binary (for an A/B of two builds, run the
+harness alternately with each) instead of building this tree's.
 """
 import argparse
 import json
@@ -78,8 +82,9 @@ def main():
     ap.add_argument("--seq-n", type=int, default=2000)
     ap.add_argument("--uppercase", action="store_true",
                     help="also time the string handler df:transform (uppercase), as the first figures did")
+    ap.add_argument("--cli", help="the packetflow binary to run (default: build this tree's)")
     args = ap.parse_args()
-    cli = str(benchlib.build_cli())
+    cli = args.cli or str(benchlib.build_cli())
     hub_port = benchlib.free_port()
     hub = benchlib.start([cli, "serve", "--listen", f"127.0.0.1:{hub_port}"])
     node = None

@@ -56,7 +56,13 @@ pub fn register_actor(reactor: &Reactor, spec: &str) -> Result<(), String> {
 fn counter() -> ActorType {
     ActorType::new(|kind: &str, message: &Value, state: &mut Value, _: &_| {
         if kind == "increment" {
-            state["value"] = json!(state["value"].as_i64().unwrap_or(0) + increment_by(message)?);
+            let by = increment_by(message)?;
+            // Changed in place when the state has its value (the usual
+            // case): the key is neither looked up twice nor hashed to insert.
+            match state.get_mut("value") {
+                Some(value) => *value = json!(value.as_i64().unwrap_or(0) + by),
+                None => state["value"] = json!(by),
+            }
         }
         Ok(Reply::Value(json!({"value": state["value"]})))
     })

@@ -171,14 +171,6 @@ pub(crate) fn placement(packet: &mut Packet) -> Option<(&str, &str)> {
     Some((actor_type_of(packet)?, id))
 }
 
-/// [`placement`] of a packet that names its actor (`pf.actor_id`); `None`
-/// for one that does not (a create that lets the id be made).
-pub(crate) fn placement_of(packet: &Packet) -> Option<(&str, &str)> {
-    let actor_type = actor_type_of(packet)?;
-    let id = Request::read(packet.metadata.as_ref()).ok()?.id?;
-    Some((actor_type, id))
-}
-
 /// The actor type a packet is addressed to (`rm:actor.TYPE`).
 fn actor_type_of(packet: &Packet) -> Option<&str> {
     if packet.group != ACTOR_GROUP {
@@ -213,17 +205,22 @@ pub fn check_id(id: &str) -> Result<(), PfError> {
     Ok(())
 }
 
-/// What an actor packet asks, read from its metadata and data.
+/// What an actor packet asks, read from its metadata.
 pub(crate) struct Request<'a> {
     pub(crate) id: Option<&'a str>,
     pub(crate) op: Op,
+    /// How many of the two addressing keys the metadata holds: the turn
+    /// sees neither, and a map that holds nothing else is dropped whole.
+    pub(crate) addressing_keys: usize,
 }
 
 impl<'a> Request<'a> {
     /// Reads `pf.actor_id` and `pf.actor_op`: PF400 naming the key.
     pub(crate) fn read(metadata: Option<&'a Map<String, Value>>) -> Result<Request<'a>, PfError> {
-        let op = Op::parse(metadata.and_then(|m| m.get(META_ACTOR_OP)))?;
-        let id = match metadata.and_then(|m| m.get(META_ACTOR_ID)) {
+        let (id_value, op_value) = metadata.map_or((None, None), addressing_values);
+        let addressing_keys = usize::from(op_value.is_some()) + usize::from(id_value.is_some());
+        let op = Op::parse(op_value)?;
+        let id = match id_value {
             None | Some(Value::Null) => None,
             Some(Value::String(id)) => {
                 check_id(id)?;
@@ -242,8 +239,30 @@ impl<'a> Request<'a> {
                 op.as_str()
             )));
         }
-        Ok(Request { id, op })
+        Ok(Request { id, op, addressing_keys })
     }
+}
+
+/// Maps up to this many keys are searched by a scan, not a lookup.
+const SCAN_LIMIT: usize = 8;
+
+/// The values of `pf.actor_id` and `pf.actor_op` in `metadata`. A small map
+/// (the usual: the address, a relay's hop count, a trace id) is scanned
+/// once: a lookup would hash each key first (the map's hasher is SipHash),
+/// which costs more than comparing a few short keys.
+fn addressing_values(metadata: &Map<String, Value>) -> (Option<&Value>, Option<&Value>) {
+    if metadata.len() > SCAN_LIMIT {
+        return (metadata.get(META_ACTOR_ID), metadata.get(META_ACTOR_OP));
+    }
+    let (mut id, mut op) = (None, None);
+    for (key, value) in metadata {
+        match key.as_str() {
+            META_ACTOR_ID => id = Some(value),
+            META_ACTOR_OP => op = Some(value),
+            _ => {}
+        }
+    }
+    (id, op)
 }
 
 /// The message type of an actor message: `data.type`, a string.
@@ -367,5 +386,30 @@ mod tests {
             message_type(&json!({"type": 1})).unwrap_err().message,
             "data.type must be a non-empty string naming the message, got 1"
         );
+    }
+
+    #[test]
+    fn small_and_large_metadata_read_the_same_request() {
+        for extra in [0, 2, SCAN_LIMIT, SCAN_LIMIT + 5] {
+            let mut m = Map::new();
+            for i in 0..extra {
+                m.insert(format!("k{i}"), json!(i));
+            }
+            m.insert(META_ACTOR_OP.into(), json!("stop"));
+            m.insert(META_ACTOR_ID.into(), json!("c1"));
+            let request = Request::read(Some(&m)).unwrap();
+            assert_eq!(
+                (request.id, request.op, request.addressing_keys),
+                (Some("c1"), Op::Stop, 2),
+                "{extra} keys"
+            );
+            m.remove(META_ACTOR_OP);
+            let request = Request::read(Some(&m)).unwrap();
+            assert_eq!(
+                (request.id, request.op, request.addressing_keys),
+                (Some("c1"), Op::Send, 1),
+                "{extra} keys"
+            );
+        }
     }
 }

@@ -9,7 +9,7 @@ use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use futures::FutureExt;
 use parking_lot::MutexGuard;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -64,6 +64,32 @@ pub(crate) enum Offer {
     Wait(oneshot::Receiver<Answer>),
     /// Reentrant: the turn that waits on this message's chain holds the actor.
     Nested(Arc<Cell>, Message),
+}
+
+/// An idle actor held for the packet that found it
+/// ([`TypeHost::claim_idle`]).
+pub(crate) struct Claim {
+    cell: Arc<Cell>,
+    actor: ActorRef,
+    /// Read with the packet's request: see [`Request::addressing_keys`].
+    addressing_keys: usize,
+}
+
+/// What a turn sees of a message's metadata: the addressing keys are the
+/// packet's, not the turn's (a turn has its actor), so a turn sees the same
+/// metadata whether its message came as a packet or through the API's
+/// direct way. A map that held nothing else is dropped whole.
+fn turn_metadata(metadata: Option<Map<String, Value>>, addressing_keys: usize) -> Option<Map<String, Value>> {
+    let mut meta = metadata?;
+    if meta.len() == addressing_keys {
+        return None;
+    }
+    if addressing_keys > 0 {
+        // One pass that keeps the order, and rebuilds the map's index from
+        // the hashes it stored: removing each key would hash it again.
+        meta.retain(|key, _| key != META_ACTOR_ID && key != META_ACTOR_OP);
+    }
+    Some(meta)
 }
 
 impl TypeHost {
@@ -123,39 +149,39 @@ impl TypeHost {
         deadline: Instant,
         known: Option<&ActorRef>,
     ) -> Result<(ActorRef, Message), PfError> {
-        let Packet { id, data, mut metadata, priority, .. } = packet;
-        let request = Request::read(metadata.as_ref())?;
-        if request.op == Op::Send {
-            self.check_message_type(message_type(&data)?)?;
-        }
+        let request = Request::read(packet.metadata.as_ref())?;
         let actor = match (known, request.id) {
             (Some(known), _) => known.clone(),
             (None, Some(id)) => ActorRef::from_parts(self.name.clone(), Arc::from(id)),
             (None, None) => ActorRef::generate(&self.name)?,
         };
-        let op = request.op;
-        // The addressing keys are the packet's, not the turn's (a turn has
-        // its actor): what a turn sees of a message is the same whether it
-        // came as a packet or through the API's direct way.
-        let addressed_only = metadata.as_mut().is_some_and(|meta| {
-            meta.remove(META_ACTOR_ID);
-            meta.remove(META_ACTOR_OP);
-            meta.is_empty()
-        });
-        if addressed_only {
-            metadata = None;
+        let (op, addressing_keys) = (request.op, request.addressing_keys);
+        Ok((actor, self.message_of(packet, op, addressing_keys, deadline)?))
+    }
+
+    /// The message `packet` carries, whose request was read already (`op`,
+    /// and how many addressing keys its metadata holds).
+    fn message_of(
+        &self,
+        packet: Packet,
+        op: Op,
+        addressing_keys: usize,
+        deadline: Instant,
+    ) -> Result<Message, PfError> {
+        let Packet { id, data, metadata, priority, .. } = packet;
+        if op == Op::Send {
+            self.check_message_type(message_type(&data)?)?;
         }
-        let message = Message {
+        Ok(Message {
             id: TurnId::Packet(id),
             op,
             priority,
             data,
-            metadata,
+            metadata: turn_metadata(metadata, addressing_keys),
             deadline,
             reply: None,
             remember: true,
-        };
-        Ok((actor, message))
+        })
     }
 
     /// What [`message`](Self::message) checks of the data, for a message
@@ -652,21 +678,17 @@ impl TypeHost {
         self.requeue_elsewhere(cell);
     }
 
-    /// The fast path of a reactor's `try_submit`: claims the actor of
-    /// `packet` if it is in memory and idle, and its turn runs inline (a
-    /// plain message, not a repeat). The claimed actor is held for the
-    /// packet, which [`run_claimed`](Self::run_claimed) must then run.
-    pub(crate) fn claim_idle(&self, packet: &Packet) -> Option<(Arc<Cell>, ActorRef)> {
-        if !self.runs_inline() {
+    /// The fast path of a reactor's `try_submit`: claims the actor a plain
+    /// message (`request`, read from `packet`) is for, if it is in memory
+    /// and idle and its turn runs inline, and the message is not a repeat.
+    /// The claimed actor is held for the packet, which
+    /// [`run_claimed`](Self::run_claimed) must then run.
+    pub(crate) fn claim_idle(&self, request: &Request<'_>, packet: &Packet) -> Option<Claim> {
+        if !self.runs_inline() || request.op != Op::Send {
             return None;
         }
-        let meta = packet.metadata.as_ref()?;
-        if meta.get(META_ACTOR_OP).is_some_and(|op| !op.is_null()) {
-            return None;
-        }
-        let id = meta.get(META_ACTOR_ID)?.as_str()?;
         let (cell, actor) = {
-            let entry = self.active.get(id)?;
+            let entry = self.active.get(request.id?)?;
             (entry.value().clone(), ActorRef::from_parts(self.name.clone(), entry.key().clone()))
         };
         let mut st = cell.inner.lock();
@@ -676,14 +698,14 @@ impl TypeHost {
         st.held = true;
         st.start_running(&TurnId::Packet(packet.id.clone()));
         drop(st);
-        Some((cell, actor))
+        Some(Claim { cell, actor, addressing_keys: request.addressing_keys })
     }
 
     /// Gives back a claim that will not run (its packet went the slow way).
-    pub(crate) fn release_claim(self: &Arc<Self>, (cell, actor): &(Arc<Cell>, ActorRef)) {
-        let ended = cell.inner.lock().finish_running();
+    pub(crate) fn release_claim(self: &Arc<Self>, claim: &Claim) {
+        let ended = claim.cell.inner.lock().finish_running();
         debug_assert!(ended.is_empty());
-        self.release_or_drain(actor, cell);
+        self.release_or_drain(&claim.actor, &claim.cell);
     }
 
     /// Runs `packet` on the actor [`claim_idle`](Self::claim_idle) claimed
@@ -691,12 +713,13 @@ impl TypeHost {
     pub(crate) fn run_claimed(
         self: &Arc<Self>,
         reactor: &Reactor,
-        (cell, actor): &(Arc<Cell>, ActorRef),
+        claim: &Claim,
         packet: Packet,
         deadline: Instant,
     ) -> Result<Value, PfError> {
-        let message = match self.message_for(packet, deadline, Some(actor)) {
-            Ok((_, message)) => message,
+        let Claim { cell, actor, addressing_keys } = claim;
+        let message = match self.message_of(packet, Op::Send, *addressing_keys, deadline) {
+            Ok(message) => message,
             Err(e) => {
                 let ended = cell.inner.lock().finish_running();
                 let outcome = Err(e);
@@ -1221,4 +1244,24 @@ fn abandoned(actor: &ActorRef) -> PfError {
 
 fn stopped() -> PfError {
     PfError::new(ErrorCode::Unavailable, "the reactor is stopped")
+}
+
+#[cfg(test)]
+mod turn_metadata_tests {
+    use super::*;
+
+    fn map(value: Value) -> Map<String, Value> {
+        value.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn a_turn_sees_the_metadata_without_its_address_in_order() {
+        let m = map(json!({"a": 1, "pf.actor_id": "c1", "pf.actor_op": "send", "b": 2}));
+        let seen = turn_metadata(Some(m), 2).unwrap();
+        assert_eq!(seen.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(seen.get("b"), Some(&json!(2)), "the index is rebuilt with the map");
+        assert_eq!(turn_metadata(Some(map(json!({"pf.actor_id": "c1"}))), 1), None);
+        assert_eq!(turn_metadata(Some(Map::new()), 0), None);
+        assert_eq!(turn_metadata(Some(map(json!({"x": true}))), 0), Some(map(json!({"x": true}))));
+    }
 }

@@ -545,11 +545,15 @@ impl PeerTable {
         origin: Option<ConnId>,
     ) -> Option<Placement> {
         let paths = self.actor_paths.get(actor_type).map(Vec::as_slice).unwrap_or_default();
-        let owner = paths
-            .iter()
-            .map(|p| p.node_id.as_str())
-            .chain(own)
-            .max_by_key(|node| host_score(actor_type, id, node))?;
+        let hosts = || paths.iter().map(|p| p.node_id.as_str()).chain(own);
+        let first = hosts().next()?;
+        // One host (the usual case with one node per type, however many
+        // paths lead to it) owns every actor: nothing to score.
+        let owner = if hosts().all(|node| node == first) {
+            first
+        } else {
+            hosts().max_by_key(|node| host_score(actor_type, id, node))?
+        };
         if Some(owner) == own {
             return Some(Placement::Here);
         }

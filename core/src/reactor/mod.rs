@@ -658,14 +658,16 @@ impl Reactor {
         origin: Option<Origin>,
         stats: &Stats,
     ) -> Immediate<P> {
-        if let Some(forwarder) = self.inner.forwarder.load().as_ref() {
-            let here = crate::actor::address::placement_of(owned.packet())
-                .is_some_and(|(actor_type, id)| forwarder.actor_here(actor_type, id, origin));
-            if !here {
+        // The address is read once here, for the placement and the claim.
+        let Ok(request) = crate::actor::address::Request::read(owned.packet().metadata.as_ref()) else {
+            return Immediate::Later(owned); // the slow path answers PF400
+        };
+        if let (Some(forwarder), Some(id)) = (self.inner.forwarder.load().as_ref(), request.id) {
+            if !forwarder.actor_here(&host.name, id, origin) {
                 return Immediate::Later(owned);
             }
         }
-        let Some(claim) = host.claim_idle(owned.packet()) else {
+        let Some(claim) = host.claim_idle(&request, owned.packet()) else {
             return Immediate::Later(owned);
         };
         let Some(mut guard) = self.inner.inflight.begin(&owned.packet().id, 0) else {
