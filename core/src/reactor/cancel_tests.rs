@@ -473,3 +473,38 @@ async fn an_actor_message_cancelled_in_the_mailbox_never_runs_and_a_turn_cancell
     assert_eq!(turns.load(Ordering::SeqCst), 2, "the cancelled turn and the read; never the queued one");
     assert_eq!(r.stats().in_flight, 0);
 }
+
+#[tokio::test]
+async fn a_call_after_its_packet_was_cancelled_says_so() {
+    let r = Reactor::default();
+    r.register("df", "echo", |data, _| async move { Ok(data) }).unwrap();
+    // `df:keep` hands its context out, then never answers.
+    let (kept_tx, mut kept) = mpsc::unbounded_channel();
+    r.register("df", "keep", move |_, ctx| {
+        let _ = kept_tx.send(ctx);
+        std::future::pending::<HandlerResult>()
+    })
+    .unwrap();
+    let p = packet("df", "keep", json!(null));
+    let id = p.id.clone();
+    let mut submit = Box::pin(r.submit(p));
+    assert!(futures::poll!(submit.as_mut()).is_pending());
+    let ctx = timeout(WAIT, kept.recv()).await.unwrap().unwrap();
+    assert!(r.cancel(&id));
+    assert_eq!(code_of(&timeout(WAIT, submit).await.unwrap()), Some(ErrorCode::Cancelled));
+    let refused = ctx.call("df", "echo", json!(1)).await.unwrap_err();
+    assert_eq!(refused.kind(), Some(ErrorCode::Cancelled));
+    assert_eq!(refused.message, format!("ctx.call to df:echo refused: packet {id} was cancelled"));
+
+    // A packet that was answered: the late call's own words.
+    let (late_tx, mut late) = mpsc::unbounded_channel();
+    r.register("df", "leak", move |data, ctx| {
+        let _ = late_tx.send(ctx);
+        async move { Ok(data) }
+    })
+    .unwrap();
+    assert!(r.submit(packet("df", "leak", json!(2))).await.is_success());
+    let ctx = timeout(WAIT, late.recv()).await.unwrap().unwrap();
+    let late = ctx.call("df", "echo", json!(1)).await.unwrap_err();
+    assert_eq!(late, late_call_error("df", "echo"));
+}

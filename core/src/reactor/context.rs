@@ -241,7 +241,14 @@ impl Context {
         element: &str,
         priority: Option<Priority>,
     ) -> Result<Packet, PfError> {
-        if !self.reactor.inner.inflight.is_running(self.packet_id()) {
+        let inflight = &self.reactor.inner.inflight;
+        if !inflight.is_running(self.packet_id()) {
+            if inflight.ended_cancelled(self.packet_id()) {
+                return Err(PfError::new(
+                    ErrorCode::Cancelled,
+                    format!("ctx.call to {group}:{element} refused: packet {} was cancelled", self.packet_id()),
+                ));
+            }
             return Err(late_call_error(group, element));
         }
         packet.priority = priority.unwrap_or(self.priority);

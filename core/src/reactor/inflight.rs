@@ -262,6 +262,17 @@ impl Inflight {
         Some(entry.signal.get_or_insert_with(CancellationToken::new).clone())
     }
 
+    /// Whether the packet `id` ended cancelled, as far as the finished ids
+    /// remembered tell.
+    pub(crate) fn ended_cancelled(&self, id: &PacketId) -> bool {
+        let hash = self.hash(id);
+        let t = self.table.lock();
+        let remembered_since = t.finishes.saturating_sub(self.memory as u64);
+        t.finished
+            .find(hash, |f| f.hash == hash)
+            .is_some_and(|f| f.at > remembered_since && f.outcome == Outcome::Cancelled)
+    }
+
     /// Whether a packet with `id` is running (its answer not given yet).
     pub(crate) fn is_running(&self, id: &PacketId) -> bool {
         let hash = self.hash(id);
