@@ -82,6 +82,28 @@ pub struct BenchArgs {
     dial: crate::DialArgs,
 }
 
+/// Makes a connection's frames from one copy of the template whose seq and
+/// id change from frame to frame: a frame costs the generator no copy of
+/// the packet's data and metadata.
+struct Frames {
+    codec: Codec,
+    message: Message,
+}
+
+impl Frames {
+    fn next(&mut self, seq: u64) -> WsMessage {
+        if let Message::Submit { seq: at, packet } = &mut self.message {
+            *at = seq;
+            packet.id = PacketId::new(&format!("b{seq}")).expect("generated ids are short");
+        }
+        let bytes = self.codec.encode_to_vec(&self.message);
+        match self.codec {
+            Codec::Json => WsMessage::Text(String::from_utf8(bytes).expect("JSON is UTF-8").into()),
+            Codec::MsgPack => WsMessage::Binary(bytes.into()),
+        }
+    }
+}
+
 struct Work {
     codec: Codec,
     /// What every packet sent is, but its id.
@@ -90,13 +112,11 @@ struct Work {
 }
 
 impl Work {
-    fn frame(&self, seq: u64, id: String) -> WsMessage {
-        let mut packet = self.template.clone();
-        packet.id = PacketId::new(&id).expect("generated ids are short");
-        let bytes = self.codec.encode_to_vec(&Message::Submit { seq, packet: Box::new(packet) });
-        match self.codec {
-            Codec::Json => WsMessage::Text(String::from_utf8(bytes).expect("JSON is UTF-8").into()),
-            Codec::MsgPack => WsMessage::Binary(bytes.into()),
+    /// A connection's maker of frames from the template.
+    fn frames(&self) -> Frames {
+        Frames {
+            codec: self.codec,
+            message: Message::Submit { seq: 0, packet: Box::new(self.template.clone()) },
         }
     }
 
@@ -239,10 +259,11 @@ async fn next_answers(ws: &mut Ws, work: &Work) -> Result<Vec<(u64, bool)>, Stri
 
 async fn sequential(args: &BenchArgs, work: &Work) -> Result<Vec<f64>, String> {
     let mut ws = open(&args.url, args, work.codec).await?;
+    let mut frames = work.frames();
     let mut rtts = Vec::with_capacity(args.seq_n);
     for i in 0..(args.warmup + args.seq_n) as u64 {
         let seq = i + 1;
-        let frame = work.frame(seq, format!("b{seq}"));
+        let frame = frames.next(seq);
         let start = Instant::now();
         ws.send(frame).await.map_err(|e| e.to_string())?;
         let answers = next_answers(&mut ws, work).await?;
@@ -278,6 +299,7 @@ async fn pipe_connection(
     done: Arc<AtomicUsize>,
 ) -> Result<usize, String> {
     let (mut sent, mut answered, mut errors) = (0usize, 0usize, 0usize);
+    let mut frames = work.frames();
     // Seqs are unique across connections so that ids never collide.
     let base = (conn as u64) << 40;
     while answered < quota {
@@ -285,7 +307,7 @@ async fn pipe_connection(
         while sent < quota && sent - answered < window {
             sent += 1;
             let seq = base + sent as u64;
-            ws.feed(work.frame(seq, format!("b{seq}"))).await.map_err(|e| e.to_string())?;
+            ws.feed(frames.next(seq)).await.map_err(|e| e.to_string())?;
             fed = true;
         }
         if fed {

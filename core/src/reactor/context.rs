@@ -246,7 +246,10 @@ impl Context {
             if inflight.ended_cancelled(self.packet_id()) {
                 return Err(PfError::new(
                     ErrorCode::Cancelled,
-                    format!("ctx.call to {group}:{element} refused: packet {} was cancelled", self.packet_id()),
+                    format!(
+                        "ctx.call to {group}:{element} refused: packet {} was cancelled",
+                        self.packet_id()
+                    ),
                 ));
             }
             return Err(late_call_error(group, element));
