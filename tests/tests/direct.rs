@@ -363,3 +363,70 @@ async fn route_keys_and_actors_land_on_the_same_node_direct_or_through_the_hub()
     let active: usize = handlers.iter().map(|h| h.reactor().actors().active_ids("counter").len()).sum();
     assert_eq!(active, 20, "each actor active on exactly one node");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_priorities_cancels_and_trace_ids_cross_a_direct_link() {
+    let (_hub, hub_addr) = node("hub", NodeConfig::default()).await;
+    let hub_url = url(hub_addr);
+    let (told, mut heard) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+    let handler = member("handler", &hub_url, NodeConfig::default(), move |r| {
+        register_upper(r);
+        r.register("df", "context", |_, ctx| async move {
+            Ok(json!({"trace": ctx.trace_id(), "priority": ctx.priority().get(), "remaining_ms": ctx.remaining().as_millis() as u64}))
+        })
+        .unwrap();
+        r.register("df", "hang", move |_, ctx| {
+            let told = told.clone();
+            async move {
+                let _ = told.send("started");
+                let cancelled = ctx.cancelled();
+                // Told from beside the handler's future, which is dropped.
+                tokio::spawn(async move {
+                    cancelled.await;
+                    let _ = told.send("cancelled");
+                });
+                std::future::pending::<()>().await;
+                Ok(Value::Null)
+            }
+        })
+        .unwrap();
+    })
+    .await;
+    let submitter = member("submitter", &hub_url, NodeConfig::default(), |_| {}).await;
+    until("the submitter routes df:upper", || submitter.can_route(Group::DataFlow, "upper")).await;
+    go_direct(&submitter, "upper", 1, &[]).await;
+    let on_link = || links(&submitter)[0]["packets"].as_u64().unwrap();
+
+    let sent = on_link();
+    let mut metadata = packetflow::Map::new();
+    metadata.insert("pf.trace_id".into(), json!("trace-42"));
+    let packet = Packet::build("df", "context", Value::Null)
+        .unwrap()
+        .with_priority(packetflow::Priority::new(9).unwrap())
+        .with_timeout_ms(5000)
+        .with_metadata(metadata);
+    let seen = submitter.reactor().submit(packet).await.outcome.unwrap();
+    assert_eq!((seen["trace"].clone(), seen["priority"].clone()), (json!("trace-42"), json!(9)));
+    let remaining = seen["remaining_ms"].as_u64().unwrap();
+    assert!((4000..=5000).contains(&remaining), "what is left of the deadline: {remaining}");
+
+    // Cancelled by its submitter: PF499 here, and the handler there stops.
+    let packet = Packet::build("df", "hang", Value::Null).unwrap();
+    let id = packet.id.clone();
+    let reactor = submitter.reactor().clone();
+    let running = tokio::spawn(async move { reactor.submit(packet).await });
+    assert_eq!(tokio::time::timeout(WAIT, heard.recv()).await.unwrap(), Some("started"));
+    assert!(submitter.reactor().cancel(&id));
+    let result = tokio::time::timeout(WAIT, running).await.unwrap().unwrap();
+    assert_eq!(result.err().and_then(|e| e.kind()), Some(ErrorCode::Cancelled));
+    assert_eq!(tokio::time::timeout(WAIT, heard.recv()).await.unwrap(), Some("cancelled"));
+
+    // Past its deadline: PF408 here, and the handler there stops too.
+    let packet = Packet::build("df", "hang", Value::Null).unwrap().with_timeout_ms(200);
+    let result = submitter.reactor().submit(packet).await;
+    assert_eq!(result.err().and_then(|e| e.kind()), Some(ErrorCode::Timeout));
+    assert_eq!(tokio::time::timeout(WAIT, heard.recv()).await.unwrap(), Some("started"));
+    assert_eq!(tokio::time::timeout(WAIT, heard.recv()).await.unwrap(), Some("cancelled"));
+    assert_eq!(on_link(), sent + 3, "all three went direct");
+    drop(handler);
+}
