@@ -199,7 +199,8 @@ pub(crate) struct DirectPaths {
     idle_closed: AtomicU64,
 }
 
-/// Most targets whose traffic is counted at once (forgotten past it).
+/// Most targets whose traffic is counted, or whose failed dials are
+/// remembered, at once (the stale ones are forgotten past it).
 const MAX_BUSY_TARGETS: usize = 4096;
 
 fn is_loopback_url(url: &str) -> bool {
@@ -461,8 +462,14 @@ impl DirectPaths {
             self.dials.lock().remove(target);
             return;
         }
-        let until = Instant::now() + backoff;
-        self.dials.lock().insert(target.to_owned(), DialState::Failed { until, backoff, why });
+        let now = Instant::now();
+        let mut dials = self.dials.lock();
+        // Failures of nodes long gone are forgotten once there are many.
+        if dials.len() >= MAX_BUSY_TARGETS {
+            dials.retain(|_, d| !matches!(d, DialState::Failed { until, .. } if *until <= now));
+        }
+        dials.insert(target.to_owned(), DialState::Failed { until: now + backoff, backoff, why });
+        drop(dials);
         node.routes_changed();
     }
 
