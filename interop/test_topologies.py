@@ -1,11 +1,11 @@
 """Topologies beyond hub and spoke: a Python reactor that others dial
-directly, and a chain where a Node handler calls an Elixir handler through
-`ctx.call`."""
+directly, a chain where a Node handler calls an Elixir handler through
+`ctx.call`, and busy routes that go around their hub (direct paths)."""
 import os
 
 import pytest
 
-from conftest import HERE, PARTICIPANTS, PYTHON_VENV, Proc, start_hub
+from conftest import HERE, PARTICIPANTS, PYTHON_VENV, Proc, health, start_hub
 
 
 def need(*names):
@@ -54,3 +54,25 @@ def test_chain_node_handler_calls_elixir_handler(world):
     assert result["status"] == "error", result
     assert result["error"]["code"] in ("PF001", "PF500"), result
     assert "echo_nobody" in result["error"]["message"], result
+
+
+def test_busy_routes_go_direct_between_reactors_of_every_binding(world):
+    """A reactor that only `connect`s listens for direct links by itself;
+    once a route is busy, its packets stop crossing the hub (the hub's
+    count for the handler stops growing), with the same answers."""
+    need("python", "node", "elixir")
+    for sub, han in (("python", "node"), ("node", "elixir"), ("elixir", "python")):
+        url = world.hub(han, "json")
+        s = world.submitter(sub, url, "json")
+
+        def through_hub():
+            peers = health(url)["peers"]
+            return sum(p["submitted"] for p in peers if f"df:echo_{han}" in (p["handlers"] or []))
+
+        before = through_hub()
+        for i in range(100):
+            data = {"i": i, "text": "naïve"}
+            assert s.request("df", f"echo_{han}", data) == {"status": "success", "data": data}
+        crossed = through_hub() - before
+        # 16 packets make a route busy; the link is up a few round trips later.
+        assert crossed <= 60, f"{sub} -> {han}: {crossed} of 100 crossed the hub"

@@ -4,9 +4,9 @@ sequential round trips and pipelined throughput through a `packetflow serve`
 hub, beside the plain same-language pairs of ../shared/peers, in one run.
 
     python3 bench/matrix/matrix.py [--trials 3] [--n 200000] [--seq-n 2000]
-        [--submitters python,node,elixir,rust] [--handlers python,node,elixir,rust]
+        [--submitters python,node,elixir,rust[,rust-node]] [--handlers python,node,elixir,rust]
         [--baselines node,python,rust,node-relay] [--no-build] [--peers ../shared/peers]
-        [--topologies hub,busy-hub,busy-all,direct,busy-direct] [--busy-poll-us 200]
+        [--topologies hub,hub-only,busy-hub,busy-all,direct,busy-direct] [--busy-poll-us 200]
 
 Per trial, every job (one per pair, one per baseline) runs in shuffled order
 with processes started fresh, each in its own session:
@@ -30,7 +30,11 @@ each process per sequential round trip: the submitter's over its whole life
 (/proc/PID/task/*/status); the same summed over client and server (and
 relay) for the baselines.
 
-Topologies: `hub` (above), `direct` (the handler listens, the submitter dials
+Topologies: `hub` (above; with direct paths, the default, a busy route's
+packets go straight from the submitter's node to the handler's once the hub
+introduced them: docs/protocol.md, "Direct paths"), `hub-only` (the same
+with `packetflow serve --no-direct`: every packet crosses the hub, as before
+direct paths), `direct` (the handler listens, the submitter dials
 it), and with busy-polling for `--busy-poll-us` µs (a process keeps polling
 its sockets instead of sleeping while traffic is sparse): `busy-hub` (the hub
 only), `busy-all` (through a hub, every process that can), `busy-direct`
@@ -44,7 +48,9 @@ has no node: they run as in the other topologies.
 Handlers: bench/matrix/handler.{py,js,exs}, and for Rust `packetflow serve
 --connect HUB --handler df:transform=uppercase` (a second node, dialling the
 hub). Submitters: bench/matrix/submit.{py,js,exs}, and for Rust `packetflow
-bench` (a plain WebSocket load generator, no node of its own).
+bench` (a plain WebSocket load generator, no node of its own: it never takes
+a direct path), or, as `rust-node`, `packetflow bench --node` (a node of its
+own, as an application's: it does).
 
 Prints the Markdown tables (the matrix; each cross-language pair against the
 baseline of the slower of its two languages) and writes every raw row to
@@ -79,6 +85,8 @@ PEERS_RUST_BIN = TARGET / "peers" / "release"
 ELIXIR = ROOT / "bindings-elixir"
 HERE = ROOT / "bench" / "matrix"
 LANGS = ["python", "node", "elixir", "rust"]
+# Submitters only: `packetflow bench --node`, a Rust node submitting.
+SUBMITTER_LANGS = LANGS + ["rust-node"]
 EXPECT = '"HELLO WORLD"'
 START_TIMEOUT = 60.0  # seconds for a process to say it is ready
 RUN_TIMEOUT = 300  # seconds for one measurement process
@@ -88,17 +96,30 @@ ELIXIR_ENV = {"MIX_ENV": "prod"}
 # --------------------------------------------------------------------------- build
 
 
-def build(peers: Path) -> None:
-    """Builds what the run needs into this worktree's target dir (nothing into peers)."""
-
-    def run(cmd: List[str], cwd: Path = ROOT, env: Optional[Dict[str, str]] = None) -> None:
-        print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
-        subprocess.run(cmd, cwd=cwd, env={**os.environ, **(env or {})}, check=True)
-
+def build(peers: Path, langs: set, baselines: List[str]) -> None:
+    """Builds what the run needs (the CLI, the bindings of `langs`, the peers
+    of `baselines`) into this worktree's target dir (nothing into peers)."""
     target_env = {"CARGO_TARGET_DIR": str(TARGET)}
     run(["cargo", "build", "--release", "-q", "-p", "packetflow-cli"], env=target_env)
-    run(["cargo", "build", "--release", "-q", "--manifest-path", str(peers / "rust" / "Cargo.toml"),
-         "--target-dir", str(TARGET / "peers")])
+    if "rust" in baselines:
+        run(["cargo", "build", "--release", "-q", "--manifest-path", str(peers / "rust" / "Cargo.toml"),
+             "--target-dir", str(TARGET / "peers")])
+    if "python" in langs or "python" in baselines:
+        build_python()
+    if "node" in langs:
+        build_node_addon(target_env)
+    if "node" in baselines or "node-relay" in baselines:
+        install_ws(peers)
+    if "elixir" in langs:
+        run(["mix", "compile"], cwd=ELIXIR, env={**target_env, **ELIXIR_ENV})
+
+
+def run(cmd: List[str], cwd: Path = ROOT, env: Optional[Dict[str, str]] = None) -> None:
+    print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
+    subprocess.run(cmd, cwd=cwd, env={**os.environ, **(env or {})}, check=True)
+
+
+def build_python() -> None:
     if not VENV_PY.exists():
         run([sys.executable, "-m", "venv", str(VENV_PY.parent.parent)])
     # Every time: the package must hold this tree's core (maturin, in a target
@@ -108,16 +129,21 @@ def build(peers: Path) -> None:
         env={"CARGO_TARGET_DIR": str(TARGET / "maturin")})
     if subprocess.run([str(VENV_PY), "-c", "import websockets"], capture_output=True).returncode:
         run([str(VENV_PY), "-m", "pip", "install", "-q", "websockets>=17,<18"])
+
+
+def build_node_addon(target_env: Dict[str, str]) -> None:
     if not (ROOT / "bindings-node" / "packetflow.node").exists():
         run(["npm", "install", "--silent", "--no-audit", "--no-fund"], cwd=ROOT / "bindings-node", env=target_env)
     else:  # the addon must hold this tree's core: cargo rebuilds what changed
         run(["node", "scripts/build.js"], cwd=ROOT / "bindings-node", env=target_env)
+
+
+def install_ws(peers: Path) -> None:
     if not (PEERS_NODE_MODULES / "ws").exists():
         # the same dependency as peers/node/package.json, installed here
         spec = json.loads((peers / "node" / "package.json").read_text())["dependencies"]["ws"]
         run(["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(PEERS_NODE_MODULES.parent),
              f"ws@{spec}"])
-    run(["mix", "compile"], cwd=ELIXIR, env={**target_env, **ELIXIR_ENV})
 
 
 # --------------------------------------------------------------------------- processes
@@ -288,9 +314,9 @@ def start_handler(lang: str, hub: Optional[str], busy_us: int = 0) -> Tuple[Proc
 def submit(lang: str, mode: str, url: str, a: argparse.Namespace, busy_us: int = 0) -> Dict[str, Any]:
     """Runs the submitter of `lang` (busy-polling for `busy_us` µs where it can);
     returns p50_us/p99_us (seq) or pps (pipe)."""
-    if lang == "rust":
+    if lang in ("rust", "rust-node"):
         cmd = [str(CLI), "bench", "--url", url, "--mode", mode, "--expect", EXPECT, "--json",
-               "--timeout-s", str(RUN_TIMEOUT - 10)]
+               "--timeout-s", str(RUN_TIMEOUT - 10)] + (["--node"] if lang == "rust-node" else [])
         cmd += (["--seq-n", str(a.seq_n), "--warmup", "500"] if mode == "seq"
                 else ["--n", str(a.n), "--conns", "1", "--inflight", str(a.inflight), "--warmup", "1"])
         r = run_json(cmd)
@@ -314,6 +340,7 @@ def pair_job(sub: str, han: str, topology: str, a: argparse.Namespace) -> Dict[s
     hub_busy_us = a.busy_poll_us if topology in ("busy-hub", "busy-all") else 0
     busy_us = a.busy_poll_us if topology in ("busy-all", "busy-direct") else 0
     busy = ["--busy-poll-us", str(hub_busy_us)] if hub_busy_us else []
+    busy += ["--no-direct"] if topology == "hub-only" else []
     hub = (Proc([str(CLI), "serve", "--listen", "127.0.0.1:0", "--name", "matrix-hub"] + busy)
            if has_hub(topology) else None)
     handler: Optional[Proc] = None
@@ -426,7 +453,9 @@ def us(xs: List[float]) -> str:
 
 
 TOPOLOGY_NAMES = {
-    "hub": "through a hub (`packetflow serve`): submitter → hub → handler",
+    "hub": "through a hub (`packetflow serve`), direct paths on (the default): submitter → hub → handler, "
+           "then submitter → handler once the route is busy",
+    "hub-only": "through a hub with direct paths off (`packetflow serve --no-direct`): submitter → hub → handler",
     "busy-hub": "through a busy-polling hub (`--busy-poll-us`): submitter → hub → handler",
     "busy-all": "through a hub, every process that can busy-polling: submitter → hub → handler",
     "direct": "direct: the submitter dials the handler, which listens (no hub)",
@@ -435,7 +464,7 @@ TOPOLOGY_NAMES = {
 
 
 def has_hub(topology: str) -> bool:
-    return topology in ("hub", "busy-hub", "busy-all")
+    return topology in ("hub", "hub-only", "busy-hub", "busy-all")
 
 BASELINE_NAMES = {"node": "Node `ws` client → `ws` server", "python": "Python `websockets` client → server",
                   "rust": "Rust reference `loadgen` → tokio-tungstenite server (current_thread)",
@@ -531,7 +560,9 @@ def report(rows: List[Dict[str, Any]], a: argparse.Namespace, loads: List[float]
                        + f" | {med(base_vals(lang, lambda r: r.get('wakeups_per_rt', float('nan')))):.1f} |")
 
     for topology in a.topologies:
-        title = {"hub": "through a hub (the criterion)", "busy-hub": "through a busy-polling hub (the criterion)",
+        title = {"hub": "through a hub, direct paths on (the criterion)",
+                 "hub-only": "through a hub, direct paths off",
+                 "busy-hub": "through a busy-polling hub (the criterion)",
                  "busy-all": "through a hub, all busy-polling (the criterion)",
                  "direct": "direct (for comparison: no hub)",
                  "busy-direct": "direct, busy-polling (for comparison: no hub)"}[topology]
@@ -615,7 +646,10 @@ def main() -> None:
     a.topologies = a.topologies.split(",")
     if not set(a.topologies) <= set(TOPOLOGY_NAMES):
         ap.error(f"--topologies: some of {', '.join(TOPOLOGY_NAMES)}")
-    for lang in a.submitters + a.handlers:
+    for lang in a.submitters:
+        if lang not in SUBMITTER_LANGS:
+            ap.error(f"unknown submitter {lang!r} (expected one of {SUBMITTER_LANGS})")
+    for lang in a.handlers:
         if lang not in LANGS:
             ap.error(f"unknown language {lang!r} (expected one of {LANGS})")
     for lang in a.baselines:
@@ -631,7 +665,7 @@ def main() -> None:
         print(report(earlier, a, [r["loadavg_1m"] for r in earlier]))
         return
     if not a.no_build:
-        build(peers)
+        build(peers, set(a.submitters + a.handlers), a.baselines)
 
     jobs: List[Tuple[str, ...]] = [("pair", s, h, t) for t in a.topologies for s in a.submitters for h in a.handlers]
     jobs += [("baseline", b) for b in a.baselines]

@@ -6,6 +6,10 @@
 //! - seq: round trips one at a time on one connection; RTT percentiles.
 //! - pipe: N packets over C connections with a window of W in flight each;
 //!   packets/s, and with `--pid` the server's CPU per packet and peak RSS.
+//!
+//! With `--node` it submits through a node of its own instead (a reactor
+//! that dials the URL, as a binding's reactor does): what an application
+//! node sees, direct paths included.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -78,6 +82,13 @@ pub struct BenchArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout_s: u64,
+    /// Submit through a node of its own dialing the URL (one connection),
+    /// as an application's reactor does, rather than plain frames.
+    #[arg(long)]
+    node: bool,
+    /// With --node: take no part in direct paths.
+    #[arg(long, requires = "node")]
+    no_direct: bool,
     #[command(flatten)]
     dial: crate::DialArgs,
 }
@@ -209,8 +220,12 @@ async fn measure(args: BenchArgs) -> Result<(), String> {
     let mut summary = serde_json::Map::new();
     summary.insert("url".into(), args.url.clone().into());
     summary.insert("codec".into(), codec.subprotocol().into());
+    let submitter = if args.node { Some(Submitter::start(&args, codec).await?) } else { None };
     if args.mode != Mode::Pipe {
-        let rtts = sequential(&args, &work).await?;
+        let rtts = match &submitter {
+            Some(node) => node.sequential(&args, &work).await?,
+            None => sequential(&args, &work).await?,
+        };
         let pct = |q: f64| rtts[((rtts.len() as f64 * q) as usize).min(rtts.len() - 1)];
         println!(
             "seq  n={}: p50 {:.1} µs  p95 {:.1} µs  p99 {:.1} µs  max {:.1} µs",
@@ -225,7 +240,10 @@ async fn measure(args: BenchArgs) -> Result<(), String> {
         }
     }
     if args.mode != Mode::Seq {
-        let figures = pipelined(&args, &work).await?;
+        let figures = match &submitter {
+            Some(node) => node.pipelined(&args, &work).await?,
+            None => pipelined(&args, &work).await?,
+        };
         print!("pipe {}x{} n={}: {:.0} packets/s", args.conns, args.inflight, figures.answered, figures.rate);
         summary.insert("conns".into(), args.conns.into());
         summary.insert("inflight".into(), args.inflight.into());
@@ -241,10 +259,103 @@ async fn measure(args: BenchArgs) -> Result<(), String> {
             return Err(format!("{} answers were errors or carried unexpected data", figures.errors));
         }
     }
+    if let Some(submitter) = submitter {
+        let direct = submitter.node.health()["direct"]["packets"].as_u64().unwrap_or(0);
+        summary.insert("direct_packets".into(), direct.into());
+        submitter.node.stop().await;
+    }
     if args.json {
         println!("{}", Value::Object(summary));
     }
     Ok(())
+}
+
+/// `--node`: a node of the bench's own, connected to the URL.
+struct Submitter {
+    node: packetflow::Node,
+}
+
+impl Submitter {
+    async fn start(args: &BenchArgs, codec: Codec) -> Result<Submitter, String> {
+        if args.conns != 1 {
+            return Err("--node submits over its node's one connection: --conns must be 1".into());
+        }
+        let reactor = packetflow::Reactor::new(packetflow::ReactorConfig {
+            name: "packetflow-bench".into(),
+            ..Default::default()
+        });
+        let config = packetflow::NodeConfig {
+            direct: packetflow::net::DirectConfig { enabled: !args.no_direct, ..Default::default() },
+            ..Default::default()
+        };
+        let node = packetflow::Node::new(reactor, config);
+        node.connect_with(&args.url, args.dial.options(codec)).await.map_err(|e| e.to_string())?;
+        Ok(Submitter { node })
+    }
+
+    fn packet(&self, work: &Work) -> Packet {
+        let mut packet = work.template.clone();
+        packet.id = PacketId::random();
+        packet
+    }
+
+    fn check(&self, work: &Work, result: &packetflow::PacketResult) -> bool {
+        match (&result.outcome, &work.expect) {
+            (Ok(data), Some(expected)) => data == expected,
+            (Ok(_), None) => true,
+            (Err(_), _) => false,
+        }
+    }
+
+    async fn sequential(&self, args: &BenchArgs, work: &Work) -> Result<Vec<f64>, String> {
+        let reactor = self.node.reactor();
+        let mut rtts = Vec::with_capacity(args.seq_n);
+        for i in 0..args.warmup + args.seq_n {
+            let packet = self.packet(work);
+            let start = Instant::now();
+            let result = reactor.submit(packet).await;
+            let elapsed = start.elapsed();
+            if !self.check(work, &result) {
+                return Err(format!("round trip {}: unexpected answer {:?}", i + 1, result.outcome));
+            }
+            if i >= args.warmup {
+                rtts.push(elapsed.as_secs_f64() * 1e6);
+            }
+        }
+        rtts.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        Ok(rtts)
+    }
+
+    /// `n` packets with `inflight` in flight; the errors among them.
+    async fn round(&self, args: &BenchArgs, work: &Work, n: usize) -> usize {
+        let reactor = self.node.reactor();
+        let mut running = futures_util::stream::FuturesUnordered::new();
+        let (mut sent, mut errors) = (0, 0);
+        loop {
+            while sent < n && running.len() < args.inflight.max(1) {
+                running.push(reactor.submit(self.packet(work)));
+                sent += 1;
+            }
+            match running.next().await {
+                Some(result) => errors += usize::from(!self.check(work, &result)),
+                None => return errors,
+            }
+        }
+    }
+
+    async fn pipelined(&self, args: &BenchArgs, work: &Work) -> Result<PipeFigures, String> {
+        if args.warmup > 0 {
+            self.round(args, work, args.n / 10).await;
+        }
+        let start = Instant::now();
+        let errors = self.round(args, work, args.n).await;
+        Ok(PipeFigures {
+            answered: args.n,
+            errors,
+            rate: args.n as f64 / start.elapsed().as_secs_f64(),
+            server: None,
+        })
+    }
 }
 
 async fn next_answers(ws: &mut Ws, work: &Work) -> Result<Vec<(u64, bool)>, String> {

@@ -187,6 +187,19 @@ struct ServeArgs {
     /// a core spinning while traffic is sparse. 0: off.
     #[arg(long, default_value_t = 0, value_name = "MICROSECONDS")]
     busy_poll_us: u64,
+    /// Take no part in direct paths (docs/protocol.md): never dial or
+    /// accept a direct link, and, as a hub, tell peers nothing that lets
+    /// them go around it.
+    #[arg(long)]
+    no_direct: bool,
+    /// Where to accept direct links (HOST:PORT) [default: the address the
+    /// connection to the first peer that takes part leaves from, port 0].
+    #[arg(long, value_name = "ADDR")]
+    direct_listen: Option<String>,
+    /// Address peers are told to dial for direct links, instead of the
+    /// direct listener's own (behind NAT); repeatable.
+    #[arg(long = "direct-advertise", value_name = "URL")]
+    direct_advertise: Vec<String>,
     /// Token and CA used for the --connect peers.
     #[command(flatten)]
     dial: DialArgs,
@@ -304,6 +317,12 @@ async fn serve(args: ServeArgs) -> ExitCode {
         max_submits_per_sec: (args.max_submits_per_sec > 0).then_some(args.max_submits_per_sec),
         max_queued_bytes: args.max_queued_bytes,
         busy_poll: (args.busy_poll_us > 0).then(|| std::time::Duration::from_micros(args.busy_poll_us)),
+        direct: packetflow::net::DirectConfig {
+            enabled: !args.no_direct,
+            listen: args.direct_listen.clone(),
+            advertise: args.direct_advertise.clone(),
+            ..Default::default()
+        },
         ..NodeConfig::default()
     };
     if let Err(e) = config.validate() {

@@ -171,6 +171,14 @@ pub(crate) fn placement(packet: &mut Packet) -> Option<(&str, &str)> {
     Some((actor_type_of(packet)?, id))
 }
 
+/// [`placement`] of a packet that names its actor (`pf.actor_id`); `None`
+/// for one that does not (a create that lets the id be made).
+pub(crate) fn placement_of(packet: &Packet) -> Option<(&str, &str)> {
+    let actor_type = actor_type_of(packet)?;
+    let id = Request::read(packet.metadata.as_ref()).ok()?.id?;
+    Some((actor_type, id))
+}
+
 /// The actor type a packet is addressed to (`rm:actor.TYPE`).
 fn actor_type_of(packet: &Packet) -> Option<&str> {
     if packet.group != ACTOR_GROUP {

@@ -7,6 +7,8 @@ use futures::future::BoxFuture;
 use tokio::time::Duration;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+pub use super::direct::DirectConfig;
+
 /// Settings of a [`Node`](super::Node); every bound has a safe default
 /// (the table in `docs/protocol.md`, "Liveness and limits", lists them).
 #[derive(Debug, Clone)]
@@ -76,6 +78,10 @@ pub struct NodeConfig {
     /// keeps one worker busy); no effect on connections a `spawner` runs.
     /// `None` (the default): the node sleeps whenever it has nothing to do.
     pub busy_poll: Option<Duration>,
+    /// Direct paths: busy routes' packets sent straight to the node that
+    /// serves them instead of through a hub (docs/protocol.md, "Direct
+    /// paths"). On by default.
+    pub direct: DirectConfig,
 }
 
 /// Runs a node's connections somewhere other than on the Tokio runtime's
@@ -124,7 +130,7 @@ impl NodeConfig {
                 crate::ErrorCode::BadRequest,
                 format!("{field} must be at least 1, got 0"),
             )),
-            None => Ok(()),
+            None => self.direct.validate(),
         }
     }
 }
@@ -148,6 +154,7 @@ impl Default for NodeConfig {
             seed_peer_grace: Duration::from_millis(500),
             spawner: None,
             busy_poll: None,
+            direct: DirectConfig::default(),
         }
     }
 }

@@ -43,6 +43,7 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use super::auth::{AuthTable, Grant};
 use super::dashboard::recorder::Key;
 use super::dashboard::{self, ServedBy};
+use super::direct::LinkSide;
 use super::forward::RelayOutcome;
 use super::link::Link;
 use super::liveness;
@@ -111,6 +112,12 @@ pub(crate) struct Setup {
     /// seed peer (zero: it is one, a dialed node that did not answer with
     /// the node header); `None` for a dialed PacketFlow node.
     pub(crate) seed_grace: Option<Duration>,
+    /// This node's end of the connection, when it is a TCP socket.
+    pub(crate) local: Option<std::net::SocketAddr>,
+    /// The connection is TLS.
+    pub(crate) secure: bool,
+    /// Set for a direct link (see `direct`): which end this node is.
+    pub(crate) link: Option<LinkSide>,
 }
 
 /// A connection over `ws`, to be run (polled as a future) until it ends:
@@ -122,9 +129,11 @@ pub(crate) fn start<S>(node: Arc<NodeInner>, ws: Link<S>, setup: Setup) -> Conne
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Setup { codec, remote, send_hello, ready, verdict, token, seed_grace } = setup;
+    let Setup { codec, remote, send_hello, ready, verdict, token, seed_grace, local, secure, link } = setup;
     let (outbox, outbox_rx) = mailbox();
-    let peer = Arc::new(Peer::new(node.next_conn_id(), remote, outbox));
+    let mut peer = Peer::new(node.next_conn_id(), remote, outbox);
+    peer.set_link_facts(local, secure, link.is_some());
+    let peer = Arc::new(peer);
     peer.set_codec(codec);
     peer.set_hello_token(token);
     let (awaiting, refused) = match verdict {
@@ -206,6 +215,7 @@ where
         quiet: None,
         finished: false,
         late_cancels: Vec::new(),
+        link: link.map(Box::new),
     };
     if let Some(why) = refused {
         conn.refuse(0, None, why);
@@ -289,6 +299,8 @@ pub(crate) struct Connection<S> {
     /// burst, its future not yet polled): tried again once after the
     /// running submits are polled.
     late_cancels: Vec<PacketId>,
+    /// Set for a direct link: which end this node is.
+    link: Option<Box<LinkSide>>,
 }
 
 /// The packets a connection relayed to peers: the way back for their
@@ -310,6 +322,11 @@ impl Relaying {
 }
 
 impl<S> Connection<S> {
+    /// The connection's peer.
+    pub(crate) fn peer(&self) -> &Arc<Peer> {
+        &self.peer
+    }
+
     /// Gives back the bytes still charged to the node's queued bytes, and
     /// lets go of the packets relayed for it and not answered: nobody waits
     /// for them any more (see `Peer::orphan`).
@@ -379,6 +396,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.ws.close();
         self.let_go();
         let (node, peer) = (&self.node, &self.peer);
+        if peer.is_direct_link() {
+            // Out of use before its packets are answered PF503: one sent
+            // again at once goes through the hub.
+            node.direct.link_gone(peer);
+        }
         let removed = node.peers.write().remove(peer.id);
         let why = format!("peer {} went away", peer.remote);
         peer.fail_all(|packet_id| PacketResult::error(packet_id, ErrorCode::Unavailable, why.clone(), 0));
@@ -673,7 +695,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     fn poll_outbox(&mut self, cx: &mut Context<'_>) -> bool {
-        self.outbox.poll_drain(cx, &mut self.out).is_ready()
+        let drained = self.outbox.poll_drain(cx, &mut self.out).is_ready();
+        // A close asked by another task comes with a frame that wakes us.
+        if drained && self.closing.is_none() && !self.close_sent && self.peer.close_asked() {
+            self.close(CLOSE_AWAY, "link closed");
+        }
+        drained
     }
 
     /// Reads a burst of frames. Ready(true) when something was read,
@@ -1005,6 +1032,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         peers.insert(self.peer.clone());
                     }
                     peers.set_hello(self.peer.id, *hello);
+                }
+                if let Some(side) = &self.link {
+                    if let Err(why) = self.node.direct.link_hello(&self.peer, side) {
+                        if let Some(ready) = self.ready.take() {
+                            let _ = ready.send(Err(PfError::new(ErrorCode::Unavailable, why)));
+                        }
+                        self.close(CLOSE_POLICY, "direct link refused");
+                        return;
+                    }
                 }
                 self.node.routes_changed();
                 // Answer a peer's first hello with ours, then tell every

@@ -2,6 +2,7 @@
 //! `wss://`, the WebSocket upgrade with the token and subprotocol), the
 //! `hello` exchange with a PacketFlow node, and redialing after a loss.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -15,9 +16,11 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::config::NodeConfig;
 use super::conn::{self, AuthVerdict, Setup};
+use super::direct::LinkSide;
 use super::link::{Link, Tallied};
 use super::node::{Ended, LiveConnection, NodeInner};
 use super::options::ConnectOptions;
+use super::peers::Peer;
 use super::{tls, NODE_HEADER};
 use crate::error::{ErrorCode, PfError};
 use crate::wire::Codec;
@@ -157,22 +160,56 @@ async fn dial(node: Arc<NodeInner>, dialing: &Dialing) -> Result<Ended, PfError>
     }
     let deadline = Instant::now() + node.config.handshake_timeout;
     let config = node.config.websocket_config();
-    let (ws, response) = dialing.open(deadline, config, Tallied::new).await?;
+    let (ws, response, local) = dialing.open(deadline, config, Tallied::new).await?;
     // tungstenite may hold frames that came behind the 101, unseen by the
     // tally: a dialed link never parks (see `link`).
     let link = Link::new(ws, Role::Client, node.config.max_frame_bytes, false);
-    start_dialed(node, link, response, dialing).await
+    let wait = node.config.handshake_timeout;
+    Ok(start_dialed(node, link, response, dialing, local, None, wait).await?.0)
+}
+
+/// Opens a direct link to `url`, where the node `expect` was advertised
+/// (docs/protocol.md, "Direct paths"): TCP, the upgrade with the ticket
+/// as token, and the `hello` exchange, all within `within`. No redial: a
+/// lost link is given up (its packets go through the hub). On an error
+/// the half-made connection is closed.
+pub(super) async fn dial_direct(
+    node: &Arc<NodeInner>,
+    url: &str,
+    options: ConnectOptions,
+    expect: &str,
+    within: Duration,
+) -> Result<(), PfError> {
+    if node.is_stopped() {
+        return Err(dial_error(url, "the node is stopped"));
+    }
+    let dialing = Dialing::new(url, options)?;
+    let within = within.min(node.config.handshake_timeout);
+    let deadline = Instant::now() + within;
+    let config = node.config.websocket_config();
+    let (ws, response, local) = dialing.open(deadline, config, Tallied::new).await?;
+    if !response.headers().contains_key(NODE_HEADER) {
+        return Err(dial_error(url, "not a PacketFlow node (no node header)"));
+    }
+    let link = Link::new(ws, Role::Client, node.config.max_frame_bytes, false);
+    let side = Some(LinkSide::Dialed { expect: expect.to_owned() });
+    let wait = deadline.saturating_duration_since(Instant::now());
+    start_dialed(node.clone(), link, response, &dialing, local, side, wait).await.map(|_| ())
 }
 
 impl Dialing {
     /// TCP, then TLS for `wss://`, then the WebSocket upgrade over
-    /// `wrap(stream)`, all before `deadline`.
+    /// `wrap(stream)`, all before `deadline`. Also gives this end's
+    /// address of the socket.
     async fn open<T>(
         &self,
         deadline: Instant,
         config: WebSocketConfig,
         wrap: impl FnOnce(ClientStream) -> T,
-    ) -> Result<(WebSocketStream<T>, tokio_tungstenite::tungstenite::handshake::client::Response), PfError>
+    ) -> Result<
+        (WebSocketStream<T>, tokio_tungstenite::tungstenite::handshake::client::Response, Option<SocketAddr>),
+        PfError,
+    >
     where
         T: AsyncRead + AsyncWrite + Unpin,
     {
@@ -183,6 +220,7 @@ impl Dialing {
             .map_err(|_| dial_error(url, "connecting timed out"))?
             .map_err(|e| dial_error(url, e))?;
         let _ = tcp.set_nodelay(true);
+        let local = tcp.local_addr().ok();
         let stream: ClientStream = match &self.tls {
             #[cfg(feature = "tls")]
             None => tokio_util::either::Either::Left(tcp),
@@ -200,10 +238,14 @@ impl Dialing {
             #[cfg(not(feature = "tls"))]
             Some((never, _)) => match *never {},
         };
-        timeout_at(deadline, tokio_tungstenite::client_async_with_config(request, wrap(stream), Some(config)))
-            .await
-            .map_err(|_| dial_error(url, "handshake timed out"))?
-            .map_err(|e| handshake_error(url, e))
+        let (ws, response) = timeout_at(
+            deadline,
+            tokio_tungstenite::client_async_with_config(request, wrap(stream), Some(config)),
+        )
+        .await
+        .map_err(|_| dial_error(url, "handshake timed out"))?
+        .map_err(|e| handshake_error(url, e))?;
+        Ok((ws, response, local))
     }
 }
 
@@ -231,13 +273,17 @@ pub type ClientStream =
 #[cfg(not(feature = "tls"))]
 pub type ClientStream = TcpStream;
 
-/// Runs a dialed connection; for a PacketFlow node, waits for its hello.
+/// Runs a dialed connection; for a PacketFlow node, waits for its hello
+/// (for up to `wait`). Gives the connection's end and its peer.
 async fn start_dialed<S>(
     node: Arc<NodeInner>,
     link: Link<S>,
     response: tokio_tungstenite::tungstenite::handshake::client::Response,
     dialing: &Dialing,
-) -> Result<Ended, PfError>
+    local: Option<SocketAddr>,
+    side: Option<LinkSide>,
+    wait: Duration,
+) -> Result<(Ended, Arc<Peer>), PfError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -254,19 +300,29 @@ where
         token: dialing.token.clone(),
         // A node that did not send the node header is a seed peer.
         seed_grace: (!speaks_hello).then_some(Duration::ZERO),
+        local,
+        secure: dialing.tls.is_some(),
+        link: side,
     };
-    let handle = node.spawn_connection(conn::start(node.clone(), link, setup).keeping(live));
+    let connection = conn::start(node.clone(), link, setup);
+    let peer = connection.peer().clone();
+    let handle = node.spawn_connection(connection.keeping(live));
     if speaks_hello {
-        match timeout(node.config.handshake_timeout, ready_rx).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(refused))) => {
-                return Err(PfError::new(
-                    ErrorCode::Unauthorized,
-                    format!("{url} refused: {}", refused.message),
-                ))
+        let failed = match timeout(wait, ready_rx).await {
+            Ok(Ok(Ok(()))) => None,
+            Ok(Ok(Err(refused))) if refused.is(ErrorCode::Unauthorized) => {
+                Some(PfError::new(ErrorCode::Unauthorized, format!("{url} refused: {}", refused.message)))
             }
-            _ => return Err(dial_error(url, "the peer did not answer hello")),
+            Ok(Ok(Err(refused))) => Some(dial_error(url, refused.message)),
+            _ => Some(dial_error(url, "the peer did not answer hello")),
+        };
+        if let Some(error) = failed {
+            // Not left half-made (a direct link would otherwise linger).
+            if peer.is_direct_link() {
+                peer.request_close();
+            }
+            return Err(error);
         }
     }
-    Ok(handle)
+    Ok((handle, peer))
 }

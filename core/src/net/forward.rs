@@ -47,10 +47,12 @@ impl Forwarder for Router {
         let node = self.node.upgrade()?;
         let origin = origin.map(|o| o.0);
         if let Some(Placement::Peer(peer)) = node.place_actor(&mut packet, origin) {
+            let peer = node.around_hub(&packet, peer);
             return Some(Box::pin(forward(node, peer, packet, deadline, origin)));
         }
         let route_key = packet.meta(META_ROUTE_KEY).and_then(Value::as_str);
         let peer = node.peers.read().route_element(packet.group, &packet.element, route_key, origin)?;
+        let peer = node.around_hub(&packet, peer);
         Some(Box::pin(observed(node, peer, packet, deadline, origin)))
     }
 
@@ -84,6 +86,25 @@ impl NodeInner {
         let (actor_type, id) = crate::actor::address::placement(packet)?;
         let own = self.reactor.actor_host(actor_type).map(|_| self.node_id.as_str());
         self.peers.read().place_actor(actor_type, id, own, origin)
+    }
+
+    /// `via`, the peer routing chose for `packet`, or the direct link to
+    /// the node that peer would hand it to (docs/protocol.md, "Direct
+    /// paths"): for an actor, its owner by placement, the same node either
+    /// way.
+    fn around_hub(&self, packet: &Packet, via: Arc<Peer>) -> Arc<Peer> {
+        if !self.config.direct.enabled || !via.takes_direct() {
+            return via;
+        }
+        let Some((actor_type, id)) = crate::actor::address::placement_of(packet) else {
+            return self.direct_link_for(packet, &via, None).unwrap_or(via);
+        };
+        let own = self.reactor.actor_host(actor_type).map(|_| self.node_id.as_str());
+        let owner = self.peers.read().actor_owner(actor_type, id, own).map(str::to_owned);
+        match owner {
+            Some(owner) => self.direct_link_for(packet, &via, Some(&owner)).unwrap_or(via),
+            None => via,
+        }
     }
 }
 
@@ -265,7 +286,7 @@ impl NodeInner {
             }
         };
         let peer = match route {
-            Some(peer) if peer.has_hello() => peer,
+            Some(peer) if peer.has_hello() => self.around_hub(&packet, peer),
             _ => return RelayOutcome::Declined(packet),
         };
         let start = Instant::now();

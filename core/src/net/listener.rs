@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::auth::{self, AuthTable};
 use super::conn::{self, AuthVerdict, Setup};
+use super::direct::LinkSide;
 use super::link::{Link, Tallied};
 use super::node::{LiveConnection, NodeInner};
 use super::options::{ListenOptions, TokenSpec};
@@ -38,6 +39,8 @@ const MAX_REFUSING: usize = 64;
 struct ListenerSecurity {
     auth: Option<Arc<AuthTable>>,
     tls: Option<tls::Acceptor>,
+    /// This node's direct listener: every connection is a direct link.
+    direct: bool,
 }
 
 impl ListenerSecurity {
@@ -54,7 +57,7 @@ impl ListenerSecurity {
             None
         };
         let tls = tls::listener_acceptor(options.tls_cert.as_deref(), options.tls_key.as_deref())?;
-        Ok(ListenerSecurity { auth, tls })
+        Ok(ListenerSecurity { auth, tls, direct: false })
     }
 }
 
@@ -67,14 +70,38 @@ pub(super) async fn listen(
     options: &ListenOptions,
 ) -> Result<SocketAddr, PfError> {
     let context = Arc::new(ListenerSecurity::new(options)?);
+    let local = accept_on(node, addr, context).await?;
+    node.listening.lock().push(local);
+    dashboard::start_sampler(node);
+    Ok(local)
+}
+
+/// Binds `addr` for direct links (docs/protocol.md, "Direct paths"):
+/// plain `ws://`, admitting only `ticket`, every connection a direct link.
+/// Not listed among the node's listeners, and no dashboard sampling.
+pub(super) async fn listen_direct(
+    node: &Arc<NodeInner>,
+    addr: &str,
+    ticket: &str,
+) -> Result<SocketAddr, PfError> {
+    let table = AuthTable::new(&[TokenSpec::allow_all("direct link", ticket)])?;
+    let context = Arc::new(ListenerSecurity { auth: Some(Arc::new(table)), tls: None, direct: true });
+    accept_on(node, addr, context).await
+}
+
+/// Binds `addr` and accepts connections there with `context` until the
+/// node stops.
+async fn accept_on(
+    node: &Arc<NodeInner>,
+    addr: &str,
+    context: Arc<ListenerSecurity>,
+) -> Result<SocketAddr, PfError> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| PfError::new(ErrorCode::Unavailable, format!("cannot listen on {addr}: {e}")))?;
     let local = listener
         .local_addr()
         .map_err(|e| PfError::new(ErrorCode::Unavailable, format!("cannot listen on {addr}: {e}")))?;
-    node.listening.lock().push(local);
-    dashboard::start_sampler(node);
     let live = LiveConnection::new(node);
     let node = node.clone();
     // `stop` waits for the listening socket too: once it returns, the
@@ -87,7 +114,8 @@ pub(super) async fn listen(
                     Ok((stream, remote)) => {
                         if let Some(slot) = Slot::take(&node) {
                             let _ = stream.set_nodelay(true);
-                            tokio::spawn(accept(node.clone(), stream, remote, context.clone(), slot));
+                            let ends = (remote, stream.local_addr().ok());
+                            tokio::spawn(accept(node.clone(), stream, ends, context.clone(), slot));
                         }
                     }
                     // Out of descriptors and the like: pause instead of spinning.
@@ -120,7 +148,7 @@ where
         let (released_tx, released) = tokio::sync::oneshot::channel::<()>();
         slot.on_release = Some(released_tx);
         let remote = SocketAddr::from(([127, 0, 0, 1], 0));
-        accept(node.clone(), stream, remote, listener, slot).await;
+        accept(node.clone(), stream, (remote, None), listener, slot).await;
         let _ = released.await;
     }
     Ok(())
@@ -172,7 +200,7 @@ impl Drop for Slot {
 async fn accept<S>(
     node: Arc<NodeInner>,
     stream: S,
-    remote: SocketAddr,
+    ends: (SocketAddr, Option<SocketAddr>),
     listener: Arc<ListenerSecurity>,
     slot: Slot,
 ) where
@@ -180,13 +208,13 @@ async fn accept<S>(
 {
     let deadline = Instant::now() + node.config.handshake_timeout;
     match &listener.tls {
-        None => serve_request(node, stream, remote, &listener, slot, deadline).await,
+        None => serve_request(node, stream, ends, &listener, slot, deadline).await,
         #[cfg(feature = "tls")]
         Some(acceptor) => {
             let Ok(Ok(stream)) = timeout_at(deadline, acceptor.accept(stream)).await else {
                 return; // not TLS, or a failed handshake: nothing to answer in
             };
-            serve_request(node, stream, remote, &listener, slot, deadline).await
+            serve_request(node, stream, ends, &listener, slot, deadline).await
         }
         #[cfg(not(feature = "tls"))]
         Some(never) => match *never {},
@@ -199,7 +227,7 @@ async fn accept<S>(
 async fn serve_request<S>(
     node: Arc<NodeInner>,
     mut stream: S,
-    remote: SocketAddr,
+    ends: (SocketAddr, Option<SocketAddr>),
     listener: &ListenerSecurity,
     slot: Slot,
     deadline: Instant,
@@ -253,7 +281,7 @@ async fn serve_request<S>(
         http::Request::Bad(status, why) => {
             let _ = http::respond(&mut stream, status, "text/plain", &format!("{why}\n")).await;
         }
-        http::Request::Upgrade => upgrade(node, stream, head, remote, listener, slot, deadline).await,
+        http::Request::Upgrade => upgrade(node, stream, head, ends, listener, slot, deadline).await,
     }
 }
 
@@ -309,7 +337,7 @@ async fn upgrade<S>(
     node: Arc<NodeInner>,
     stream: S,
     head: Vec<u8>,
-    remote: SocketAddr,
+    (remote, local): (SocketAddr, Option<SocketAddr>),
     listener: &ListenerSecurity,
     slot: Slot,
     deadline: Instant,
@@ -363,6 +391,9 @@ async fn upgrade<S>(
         verdict,
         token: None,
         seed_grace: Some(node.config.seed_peer_grace),
+        local,
+        secure: listener.tls.is_some(),
+        link: listener.direct.then_some(LinkSide::Accepted),
     };
     let connection = conn::start(node.clone(), link, setup).keeping((live, slot));
     drop(node.spawn_connection(connection));

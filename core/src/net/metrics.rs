@@ -47,6 +47,8 @@ pub(crate) fn health(node: &NodeInner) -> Value {
                 "state": if p.liveness.is_suspect() { "suspect" } else { "alive" },
                 "last_heard_ms": p.liveness.last_heard_age(now).as_millis() as u64,
                 "heartbeat_ms": p.liveness.interval().as_millis() as u64,
+                "submitted": p.submitted(),
+                "direct_link": p.is_direct_link(),
             })
         })
         .collect();
@@ -78,6 +80,7 @@ pub(crate) fn health(node: &NodeInner) -> Value {
         "forwards_cancelled": stats.forwards_cancelled,
         "connections": node.accepted_connections(),
         "queued_bytes": node.queued_bytes.load(std::sync::atomic::Ordering::Relaxed),
+        "direct": node.direct.health(node),
         "busy_poll": node.busy_poll.as_ref().map(|b| json!({
             "window_us": b.window().as_micros() as u64,
             "spinning": b.is_spinning(),
@@ -218,5 +221,6 @@ pub(crate) fn prometheus(node: &NodeInner) -> String {
             }
         }
     }
+    node.direct.prometheus(&mut out);
     out
 }

@@ -23,7 +23,8 @@
 //! them; `conn` runs one connection, over a `link` (its WebSocket, parked
 //! while idle) with `mailbox`es for what other tasks send it; `peers` is
 //! the peer table and the routing decision; `forward` sends packets to
-//! peers; `dashboard` serves the page on `/ui/` and records what it shows;
+//! peers; `direct` sends busy routes' packets around a hub, straight to the
+//! node that serves them; `dashboard` serves the page on `/ui/` and records what it shows;
 //! `auth`, `tls`, `http`, `metrics` and `busy_poll` are what their names
 //! say.
 
@@ -71,6 +72,7 @@ mod config;
 mod conn;
 mod dashboard;
 mod dialer;
+mod direct;
 mod forward;
 mod http;
 mod link;
@@ -85,7 +87,7 @@ mod rate_limit;
 mod relay_deadlines;
 mod tls;
 
-pub use config::{ConnectionSpawner, NodeConfig};
+pub use config::{ConnectionSpawner, DirectConfig, NodeConfig};
 pub use dialer::{open_websocket, ClientStream};
 pub use node::Node;
 pub use options::{ConnectOptions, KeyStyle, ListenOptions, TokenSpec, MIN_TOKEN_LEN};

@@ -15,6 +15,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::{timeout, Duration, Instant};
 
 use super::config::NodeConfig;
+use super::direct::DirectPaths;
 use super::forward::Router;
 use super::liveness::PeerEvents;
 use super::options::{ConnectOptions, ListenOptions};
@@ -23,7 +24,9 @@ use super::{busy_poll, dashboard, dialer, listener, metrics};
 use crate::error::PfError;
 use crate::packet::{Element, Group, PROTOCOL_VERSION};
 use crate::reactor::Reactor;
-use crate::wire::{Hello, Message, FEATURE_BATCH, FEATURE_CANCEL, FEATURE_DEFAULT_ROUTE, FEATURE_MSGPACK};
+use crate::wire::{
+    Hello, Message, FEATURE_BATCH, FEATURE_CANCEL, FEATURE_DEFAULT_ROUTE, FEATURE_DIRECT, FEATURE_MSGPACK,
+};
 
 /// Ready when a connection is over.
 pub(super) type Ended = BoxFuture<'static, ()>;
@@ -59,6 +62,8 @@ pub(crate) struct NodeInner {
     /// Per actor type this node hosts, the other hosting nodes it last
     /// knew of (sorted): a change hands actors over (see `routes_changed`).
     actor_host_view: Mutex<HashMap<String, Vec<String>>>,
+    /// Direct links and what this node knows to make them (see `direct`).
+    pub(crate) direct: DirectPaths,
 }
 
 /// A reactor on the network: listens, dials, routes. Cheap to clone.
@@ -81,10 +86,12 @@ impl Node {
         if let Some(busy) = &busy_poll {
             tokio::spawn(busy.clone().run());
         }
+        let node_id = crate::packet::PacketId::random().to_string();
+        let direct = DirectPaths::new(&node_id);
         let inner = Arc::new(NodeInner {
             reactor: reactor.clone(),
             config,
-            node_id: crate::packet::PacketId::random().to_string(),
+            node_id,
             peers: RwLock::new(PeerTable::default()),
             conn_ids: AtomicU64::new(1),
             stopped: AtomicBool::new(false),
@@ -101,7 +108,9 @@ impl Node {
             peer_events: PeerEvents::default(),
             dashboard: dashboard::Dashboard::default(),
             actor_host_view: Mutex::new(HashMap::new()),
+            direct,
         });
+        inner.direct.attach(Arc::downgrade(&inner));
         reactor.set_forwarder(Box::new(Router { node: Arc::downgrade(&inner) }));
         let weak = Arc::downgrade(&inner);
         let mut changes = reactor.watch_handlers();
@@ -234,9 +243,19 @@ impl Node {
         hosts
     }
 
-    /// How many peers are connected.
+    /// How many peers are connected (direct links, which only carry
+    /// packets around a hub, not counted: see `/health`'s `direct`).
     pub fn peer_count(&self) -> usize {
-        self.inner.peers.read().len()
+        self.inner.peers.read().all().filter(|p| !p.is_direct_link()).count()
+    }
+
+    /// Closes every direct link this node dialed or accepted
+    /// (docs/protocol.md, "Direct paths") and returns how many. Packets in
+    /// flight on them are answered PF503; the next ones go through the hub,
+    /// and a node whose link was closed from the other end dials it again
+    /// only after `DirectConfig::retry_after`.
+    pub fn close_direct_links(&self) -> usize {
+        self.inner.direct.close_all()
     }
 }
 
@@ -296,15 +315,29 @@ impl NodeInner {
     /// What this node tells `peer` it can serve: its own handlers and the
     /// routes other peers announced (never the peer's own back to it), and
     /// whether another peer is a seed peer it can send anything to.
+    ///
+    /// Over a direct link, only what this node serves itself: its dialer
+    /// sends it nothing else, and routes nothing through it.
     fn routes_for(&self, peer: &Peer) -> Announcement {
         let mut keys: BTreeSet<(Group, Element)> = self.reactor.handler_keys().into_iter().collect();
+        let own_actor_hosts = || {
+            let mut hosts = crate::wire::ActorHosts::new();
+            for actor_type in self.reactor.actor_type_names() {
+                hosts.entry(actor_type).or_default().insert(self.node_id.clone(), 0);
+            }
+            hosts
+        };
+        if peer.is_direct_link() {
+            return Announcement { keys, default_route: false, actor_hosts: own_actor_hosts(), direct: None };
+        }
         let peers = self.peers.read();
         keys.extend(peers.keys_except(peer.id).cloned());
         let mut actor_hosts = peers.actor_hosts_for(peer, self.config.max_hops);
-        for actor_type in self.reactor.actor_type_names() {
-            actor_hosts.entry(actor_type).or_default().insert(self.node_id.clone(), 0);
+        for (actor_type, own) in own_actor_hosts() {
+            actor_hosts.entry(actor_type).or_default().extend(own);
         }
-        Announcement { keys, default_route: peers.has_seed_except(peer.id), actor_hosts }
+        let direct = self.direct_announcement(peer, &peers);
+        Announcement { keys, default_route: peers.has_seed_except(peer.id), actor_hosts, direct }
     }
 
     /// Sends `hello` to `peer` if it speaks hello (or `force`) and what we
@@ -321,6 +354,9 @@ impl NodeInner {
         if announcement.default_route {
             features.push(FEATURE_DEFAULT_ROUTE.into());
         }
+        if self.config.direct.enabled {
+            features.push(FEATURE_DIRECT.into());
+        }
         let hello = Hello {
             node_id: self.node_id.clone(),
             name: self.reactor.config().name.clone(),
@@ -331,6 +367,7 @@ impl NodeInner {
             max_inflight: self.config.max_inflight_per_conn as u64,
             heartbeat_ms: self.config.peer_heartbeat_interval.as_millis() as u64,
             actor_hosts: announcement.actor_hosts,
+            direct: announcement.direct,
             // Only in the first hello of a connection this node dialed.
             token: if force { peer.take_hello_token() } else { None },
         };

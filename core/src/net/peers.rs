@@ -19,7 +19,9 @@ use super::mailbox::Mailbox;
 use crate::packet::{Element, Group, Packet, PacketId};
 use crate::reactor::InflightGuard;
 use crate::result::PacketResult;
-use crate::wire::{ActorHosts, Codec, Hello, Message, Outgoing, FEATURE_CANCEL, FEATURE_DEFAULT_ROUTE};
+use crate::wire::{
+    ActorHosts, Codec, Hello, Message, Outgoing, FEATURE_CANCEL, FEATURE_DEFAULT_ROUTE, FEATURE_DIRECT,
+};
 
 /// Identifies one connection of this node.
 pub(crate) type ConnId = u64;
@@ -150,6 +152,17 @@ pub(crate) struct Peer {
     pub(crate) connected: tokio::time::Instant,
     /// The encoding spoken on the connection (shown by `/health`).
     codec: OnceLock<Codec>,
+    /// This node's end of the connection, when it is a TCP socket.
+    local_addr: Option<std::net::SocketAddr>,
+    /// The connection is TLS.
+    secure: bool,
+    /// A direct link (docs/protocol.md, "Direct paths"): nothing is routed
+    /// through it and what it announces is not passed on.
+    direct_link: bool,
+    /// Someone asked the connection to close (see `request_close`).
+    close_asked: AtomicBool,
+    /// Submits this node sent the peer (shown by `/health`).
+    submitted: AtomicU64,
 }
 
 impl Peer {
@@ -170,7 +183,62 @@ impl Peer {
             liveness: Liveness::new(tokio::time::Duration::from_secs(30)),
             connected: tokio::time::Instant::now(),
             codec: OnceLock::new(),
+            local_addr: None,
+            secure: false,
+            direct_link: false,
+            close_asked: AtomicBool::new(false),
+            submitted: AtomicU64::new(0),
         }
+    }
+
+    /// What is known of the connection when it starts: this node's end of
+    /// it, whether it is TLS, whether it is a direct link.
+    pub(crate) fn set_link_facts(
+        &mut self,
+        local: Option<std::net::SocketAddr>,
+        secure: bool,
+        direct_link: bool,
+    ) {
+        self.local_addr = local;
+        self.secure = secure;
+        self.direct_link = direct_link;
+    }
+
+    pub(crate) fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.local_addr
+    }
+
+    pub(crate) fn is_secure(&self) -> bool {
+        self.secure
+    }
+
+    /// Whether the connection is a direct link (see `direct`).
+    pub(crate) fn is_direct_link(&self) -> bool {
+        self.direct_link
+    }
+
+    /// Asks the connection to close (1001) once what is queued is written;
+    /// what the peer still holds is then answered PF503.
+    pub(crate) fn request_close(&self) {
+        if !self.close_asked.swap(true, Ordering::AcqRel) {
+            // Wakes the connection's task, which then sees the request.
+            self.send(Message::Heartbeat { seq: 0, timestamp: super::conn::epoch_ms() });
+        }
+    }
+
+    pub(crate) fn close_asked(&self) -> bool {
+        self.close_asked.load(Ordering::Acquire)
+    }
+
+    /// Submits this node sent the peer so far.
+    pub(crate) fn submitted(&self) -> u64 {
+        self.submitted.load(Ordering::Relaxed)
+    }
+
+    /// Whether the peer takes part in direct paths (its `hello` lists the
+    /// feature `direct`).
+    pub(crate) fn takes_direct(&self) -> bool {
+        self.hello.read().as_ref().is_some_and(|h| h.has_feature(FEATURE_DIRECT))
     }
 
     /// Records the connection's encoding (once, when it starts).
@@ -254,6 +322,7 @@ impl Peer {
         pending.by_id.insert(packet_id.clone(), seq);
         pending.by_seq.insert(seq, PendingSubmit { packet_id, reply });
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.submitted.fetch_add(1, Ordering::Relaxed);
         Some(seq)
     }
 
@@ -388,7 +457,8 @@ impl Peer {
     /// hello, or no hello within the grace period); true the first time,
     /// for a peer still without hello (it just became a proven seed peer).
     pub(crate) fn note_seed(&self) -> bool {
-        !self.proven_seed.load(Ordering::Relaxed)
+        !self.direct_link
+            && !self.proven_seed.load(Ordering::Relaxed)
             && self.hello.read().is_none()
             && !self.proven_seed.swap(true, Ordering::Relaxed)
     }
@@ -421,6 +491,8 @@ pub(crate) struct Announcement {
     pub(crate) keys: BTreeSet<(Group, Element)>,
     pub(crate) default_route: bool,
     pub(crate) actor_hosts: ActorHosts,
+    /// What it may dial directly (docs/protocol.md, "Direct paths").
+    pub(crate) direct: Option<Box<crate::wire::DirectHello>>,
 }
 
 /// A node hosting an actor type, as reached through one peer.
@@ -485,7 +557,9 @@ impl PeerTable {
     fn reindex(&mut self) {
         self.by_key.clear();
         self.actor_paths.clear();
-        for peer in self.nodes.values() {
+        // A direct link's announcements stay off the routes: it carries
+        // only its dialer's packets for its node's own handlers.
+        for peer in self.nodes.values().filter(|p| !p.direct_link) {
             if let Some(hello) = peer.hello.read().as_ref() {
                 for key in &hello.handlers {
                     self.by_key.entry(key.clone()).or_default().push(peer.id);
@@ -545,15 +619,7 @@ impl PeerTable {
         origin: Option<ConnId>,
     ) -> Option<Placement> {
         let paths = self.actor_paths.get(actor_type).map(Vec::as_slice).unwrap_or_default();
-        let hosts = || paths.iter().map(|p| p.node_id.as_str()).chain(own);
-        let first = hosts().next()?;
-        // One host (the usual case with one node per type, however many
-        // paths lead to it) owns every actor: nothing to score.
-        let owner = if hosts().all(|node| node == first) {
-            first
-        } else {
-            hosts().max_by_key(|node| host_score(actor_type, id, node))?
-        };
+        let owner = self.actor_owner(actor_type, id, own)?;
         if Some(owner) == own {
             return Some(Placement::Here);
         }
@@ -567,6 +633,26 @@ impl PeerTable {
             None if own.is_some() => Some(Placement::Here),
             None => None,
         }
+    }
+
+    /// The node that owns the actor `actor_type/id`: the host of highest
+    /// rendezvous score among every node known to host its type (`own`
+    /// too, this node's id when it hosts the type).
+    pub(crate) fn actor_owner<'a>(
+        &'a self,
+        actor_type: &str,
+        id: &str,
+        own: Option<&'a str>,
+    ) -> Option<&'a str> {
+        let paths = self.actor_paths.get(actor_type).map(Vec::as_slice).unwrap_or_default();
+        let hosts = || paths.iter().map(|p| p.node_id.as_str()).chain(own);
+        let first = hosts().next()?;
+        // One host (the usual case with one node per type, however many
+        // paths lead to it) owns every actor: nothing to score.
+        if hosts().all(|node| node == first) {
+            return Some(first);
+        }
+        hosts().max_by_key(|node| host_score(actor_type, id, node))
     }
 
     pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<Peer>> {
@@ -632,7 +718,7 @@ impl PeerTable {
                 // (announced keys were filtered when its hello arrived).
                 self.peers
                     .values()
-                    .filter(|p| Some(p.id) != origin && p.hello.read().is_none())
+                    .filter(|p| Some(p.id) != origin && !p.direct_link && p.hello.read().is_none())
                     .filter(|p| p.may_serve(group, element))
                     .filter_map(|p| match p.serves(&key) {
                         Some(false) => None,
@@ -647,12 +733,28 @@ impl PeerTable {
                 // with seed peers), so spokes reach seed peers through it.
                 self.nodes
                     .values()
-                    .filter(|p| Some(p.id) != origin)
+                    .filter(|p| Some(p.id) != origin && !p.direct_link)
                     .filter(|p| p.hello.read().as_ref().is_some_and(|h| h.has_feature(FEATURE_DEFAULT_ROUTE)))
                     .filter(|p| p.may_serve(group, element))
                     .min_by_key(|p| (p.liveness.is_suspect(), p.in_flight()))
             })
             .cloned()
+    }
+
+    /// For each announced key, the node ids of the peers other than
+    /// `except` that announced it: the candidates routing picks among.
+    pub(crate) fn candidates_except(&self, except: ConnId) -> Vec<(&(Group, Element), Vec<String>)> {
+        self.by_key
+            .iter()
+            .filter_map(|(key, ids)| {
+                let nodes: Vec<String> = ids
+                    .iter()
+                    .filter(|id| **id != except)
+                    .filter_map(|id| self.peers.get(id)?.hello().map(|h| h.node_id.clone()))
+                    .collect();
+                (!nodes.is_empty()).then_some((key, nodes))
+            })
+            .collect()
     }
 
     /// Whether a proven seed peer other than `except` is connected.
@@ -672,7 +774,12 @@ fn host_score(actor_type: &str, id: &str, node_id: &str) -> u64 {
 /// the same peer while it is connected, and moves only if that peer leaves.
 fn rendezvous_score(route_key: &str, peer: &Peer) -> u64 {
     let hello = peer.hello.read();
-    let node_id = hello.as_ref().map_or("", |h| h.node_id.as_str());
+    rendezvous(route_key, hello.as_ref().map_or("", |h| h.node_id.as_str()))
+}
+
+/// The rendezvous weight of (route key, node id): what a node going
+/// direct computes to pick the node its hub would pick.
+pub(crate) fn rendezvous(route_key: &str, node_id: &str) -> u64 {
     hash_parts(&[route_key.as_bytes(), b"\0", node_id.as_bytes()])
 }
 

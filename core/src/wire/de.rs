@@ -478,6 +478,7 @@ enum HelloField {
     HeartbeatMs,
     Token,
     ActorHosts,
+    Direct,
     #[default]
     Other,
 }
@@ -495,6 +496,7 @@ impl FieldName for HelloField {
             "heartbeat_ms" => HelloField::HeartbeatMs,
             "token" => HelloField::Token,
             "actor_hosts" => HelloField::ActorHosts,
+            "direct" => HelloField::Direct,
             _ => HelloField::Other,
         }
     }
@@ -589,10 +591,15 @@ impl FromMap for HelloMap {
     fn read_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Out, A::Error> {
         let mut raw: [Option<Field<'de>>; 9] = Default::default();
         let mut actor_hosts = None;
+        let mut direct = None;
         while let Some(Key(field)) = map.next_key::<Key<HelloField>>()? {
             let slot = match field {
                 HelloField::ActorHosts => {
                     actor_hosts = Some(map.next_value::<serde_json::Value>()?);
+                    continue;
+                }
+                HelloField::Direct => {
+                    direct = Some(map.next_value::<serde_json::Value>()?);
                     continue;
                 }
                 HelloField::NodeId => 0,
@@ -641,6 +648,7 @@ impl FromMap for HelloMap {
                 heartbeat_ms,
                 token,
                 actor_hosts: parse_actor_hosts(actor_hosts)?,
+                direct: super::direct::parse(direct)?.map(Box::new),
             })
         })())
     }

@@ -10,9 +10,11 @@
 
 mod codec;
 mod de;
+mod direct;
 mod ser;
 
 pub use codec::{Codec, Decoded, DecodedIter, WireFrame, MAX_DEPTH};
+pub use direct::{DirectHello, DirectNode, MAX_DIRECT_URLS, MAX_DIRECT_URL_LEN};
 
 use crate::error::PfError;
 use crate::packet::{Element, Group, Packet, PacketId};
@@ -32,6 +34,10 @@ pub const FEATURE_DEFAULT_ROUTE: &str = "default-route";
 /// Feature name announced in `hello` by peers that take `cancel` frames
 /// (docs/protocol.md, "Cancellation"); no other peer is sent one.
 pub const FEATURE_CANCEL: &str = "cancel";
+/// Feature name announced in `hello` by nodes that take part in direct
+/// paths (docs/protocol.md, "Direct paths"): only such a peer is sent the
+/// `direct` member of `hello`.
+pub const FEATURE_DIRECT: &str = "direct";
 
 /// The `type` of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -106,6 +112,10 @@ pub struct Hello {
     /// sender itself). Placement hashes over these (docs/protocol.md,
     /// "Actors").
     pub actor_hosts: ActorHosts,
+    /// The nodes that may be dialed directly and the candidates of each
+    /// key the sender routes (docs/protocol.md, "Direct paths"); only for
+    /// a peer that listed [`FEATURE_DIRECT`].
+    pub direct: Option<Box<DirectHello>>,
 }
 
 /// Actor type -> node id -> hops from the announcing node.
@@ -120,6 +130,7 @@ impl std::fmt::Debug for Hello {
             .field("protocol", &self.protocol)
             .field("handlers", &self.handlers)
             .field("actor_hosts", &self.actor_hosts)
+            .field("direct", &self.direct)
             .field("features", &self.features)
             .field("max_inflight", &self.max_inflight)
             .field("heartbeat_ms", &self.heartbeat_ms)

@@ -161,6 +161,9 @@ impl Serialize for Hello {
         if !self.actor_hosts.is_empty() {
             m.serialize_entry("actor_hosts", &self.actor_hosts)?;
         }
+        if let Some(direct) = self.direct.as_deref() {
+            m.serialize_entry("direct", direct)?;
+        }
         if let Some(token) = &self.token {
             m.serialize_entry("token", token)?;
         }

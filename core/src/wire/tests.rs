@@ -279,6 +279,18 @@ fn sample_messages() -> Vec<Message> {
                 heartbeat_ms: 1000,
                 token: Some("secret".into()),
                 actor_hosts: [("counter".to_string(), [("n".to_string(), 0u64)].into())].into(),
+                direct: Some(Box::new(crate::wire::DirectHello {
+                    nodes: [(
+                        "n".to_string(),
+                        crate::wire::DirectNode {
+                            urls: vec!["ws://127.0.0.1:4000/packetflow/v1".into()],
+                            ticket: "a-ticket-of-sixteen-bytes".into(),
+                        },
+                    )]
+                    .into(),
+                    routes: [((Group::DataFlow, Element::new("transform").unwrap()), vec!["m".to_string()])]
+                        .into(),
+                })),
             }),
         },
     ]
