@@ -430,3 +430,32 @@ async fn deadlines_priorities_cancels_and_trace_ids_cross_a_direct_link() {
     assert_eq!(on_link(), sent + 3, "all three went direct");
     drop(handler);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_handing_actor_messages_to_their_owner_dials_no_second_link() {
+    let (hub, hub_addr) = node("hub", NodeConfig::default()).await;
+    let host = member("host", &url(hub_addr), NodeConfig::default(), |r| {
+        r.actors().register("counter", counter()).unwrap();
+    })
+    .await;
+    until("the hub knows the host", || hub.actor_hosts("counter").len() == 1).await;
+    // A seed peer's messages: far more than make a route busy.
+    let mut peer = RawPeer::connect(&url(hub_addr)).await;
+    for seq in 1..=64u64 {
+        let mut frame =
+            submit_frame(seq, &format!("m{seq}"), "rm", "actor.counter", json!({"type": "increment"}));
+        frame["payload"]["metadata"] = json!({"pf.actor_id": "c1"});
+        peer.send_json(&frame).await;
+    }
+    let mut answered = 0;
+    while answered < 64 {
+        let frame = peer.recv().await.expect("an answer");
+        if frame["type"] == "result" {
+            assert_eq!(frame["payload"]["status"], "success", "{frame}");
+            answered += 1;
+        }
+    }
+    assert!(links(&hub).is_empty(), "the hub is connected to the owner already: {}", direct(&hub));
+    assert_eq!(direct(&hub)["dials_ok"], 0);
+    assert_eq!(host.reactor().actors().active_ids("counter").len(), 1);
+}

@@ -353,6 +353,10 @@ impl DirectPaths {
                 }
             }
         };
+        if hello.node_id == target {
+            // `via` is the target itself: a link would only duplicate it.
+            return None;
+        }
         if let Some(link) = self.links.read().get(target) {
             // Linked, but its node does not serve the key itself: the hub.
             return link.takes(&key).then(|| self.use_link(link));

@@ -100,7 +100,12 @@ impl NodeInner {
             return self.direct_link_for(packet, &via, None).unwrap_or(via);
         };
         let own = self.reactor.actor_host(actor_type).map(|_| self.node_id.as_str());
-        let owner = self.peers.read().actor_owner(actor_type, id, own).map(str::to_owned);
+        let owner = {
+            let peers = self.peers.read();
+            // `via` hosts the actor itself (a hub handing a message to the
+            // owner it is connected to): there is nothing to go around.
+            peers.actor_owner(actor_type, id, own).filter(|owner| !via.is_node(owner)).map(str::to_owned)
+        };
         match owner {
             Some(owner) => self.direct_link_for(packet, &via, Some(&owner)).unwrap_or(via),
             None => via,

@@ -237,6 +237,11 @@ impl Peer {
 
     /// Whether the peer takes part in direct paths (its `hello` lists the
     /// feature `direct`).
+    /// Whether this peer is the node `node_id` (by its `hello`).
+    pub(crate) fn is_node(&self, node_id: &str) -> bool {
+        self.hello.read().as_ref().is_some_and(|h| h.node_id == node_id)
+    }
+
     pub(crate) fn takes_direct(&self) -> bool {
         self.hello.read().as_ref().is_some_and(|h| h.has_feature(FEATURE_DIRECT))
     }
