@@ -459,3 +459,31 @@ async fn a_hub_handing_actor_messages_to_their_owner_dials_no_second_link() {
     assert_eq!(direct(&hub)["dials_ok"], 0);
     assert_eq!(host.reactor().actors().active_ids("counter").len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packets_a_node_relays_for_its_clients_go_direct_too() {
+    let (_hub, hub_addr) = node("hub", NodeConfig::default()).await;
+    let hub_url = url(hub_addr);
+    let handler = member("handler", &hub_url, NodeConfig::default(), register_upper).await;
+    // A node between seed-spec clients and the hub: it relays their submits.
+    let (relay, relay_addr) = node("relay", NodeConfig::default()).await;
+    relay.connect(&hub_url).await.unwrap();
+    until("the relay routes df:upper", || relay.can_route(Group::DataFlow, "upper")).await;
+    let mut client = RawPeer::connect(&url(relay_addr)).await;
+    let mut seq = 0u64;
+    while links(&relay).is_empty() {
+        assert!(seq < 1000, "no direct link: {}", direct(&relay));
+        seq += 1;
+        client.send_json(&submit_frame(seq, &format!("r{seq}"), "df", "upper", json!("abc"))).await;
+        let answer = client.recv_open().await;
+        assert_eq!((answer["seq"].clone(), answer["payload"]["data"].clone()), (json!(seq), json!("ABC")));
+    }
+    for _ in 0..20 {
+        seq += 1;
+        client.send_json(&submit_frame(seq, &format!("r{seq}"), "df", "upper", json!("abc"))).await;
+        let answer = client.recv_open().await;
+        assert_eq!((answer["seq"].clone(), answer["payload"]["data"].clone()), (json!(seq), json!("ABC")));
+    }
+    assert!(links(&relay)[0]["packets"].as_u64().unwrap() >= 20, "{}", direct(&relay));
+    assert_eq!(links(&relay)[0]["node_id"], handler.node_id());
+}
