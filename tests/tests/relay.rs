@@ -142,8 +142,10 @@ async fn a_relayed_packet_is_answered_pf408_at_its_deadline_in_deadline_order() 
         let hubs = message.starts_with("no answer from peer ") && message.ends_with(" before the deadline");
         assert!(hubs || message == "df:slow did not answer in time", "{message}");
     }
-    assert!(first_at >= Duration::from_millis(300) && first_at < Duration::from_millis(1500), "{first_at:?}");
-    assert!(second_at >= Duration::from_millis(1500), "{second_at:?}");
+    // The hub hands on what is left of the deadline in whole milliseconds,
+    // rounded down, so the service's own PF408 may come up to 1 ms early.
+    assert!(first_at >= Duration::from_millis(299) && first_at < Duration::from_millis(1500), "{first_at:?}");
+    assert!(second_at >= Duration::from_millis(1499), "{second_at:?}");
     let duration = second["payload"]["duration_ms"].as_u64().unwrap();
     assert!((1400..5000).contains(&duration), "duration_ms {duration}");
     // The hub's in-flight marks and queued bytes are released.
