@@ -18,6 +18,7 @@ use super::conn::{self, AuthVerdict, Setup};
 use super::link::{Link, Tallied};
 use super::node::{Ended, LiveConnection, NodeInner};
 use super::options::ConnectOptions;
+use super::socket::Socket;
 use super::{tls, NODE_HEADER};
 use crate::error::{ErrorCode, PfError};
 use crate::wire::Codec;
@@ -157,7 +158,8 @@ async fn dial(node: Arc<NodeInner>, dialing: &Dialing) -> Result<Ended, PfError>
     }
     let deadline = Instant::now() + node.config.handshake_timeout;
     let config = node.config.websocket_config();
-    let (ws, response) = dialing.open(deadline, config, Tallied::new).await?;
+    let (mut ws, response) = dialing.open(deadline, config, Socket::from, Tallied::new).await?;
+    node.hand_socket_to_host(ws.get_mut());
     // tungstenite may hold frames that came behind the 101, unseen by the
     // tally: a dialed link never parks (see `link`).
     let link = Link::new(ws, Role::Client, node.config.max_frame_bytes, false);
@@ -165,15 +167,17 @@ async fn dial(node: Arc<NodeInner>, dialing: &Dialing) -> Result<Ended, PfError>
 }
 
 impl Dialing {
-    /// TCP, then TLS for `wss://`, then the WebSocket upgrade over
-    /// `wrap(stream)`, all before `deadline`.
-    async fn open<T>(
+    /// TCP (as `socket(tcp)`), then TLS for `wss://`, then the WebSocket
+    /// upgrade over `wrap(stream)`, all before `deadline`.
+    async fn open<Io, T>(
         &self,
         deadline: Instant,
         config: WebSocketConfig,
-        wrap: impl FnOnce(ClientStream) -> T,
+        socket: impl FnOnce(TcpStream) -> Io,
+        wrap: impl FnOnce(Dialed<Io>) -> T,
     ) -> Result<(WebSocketStream<T>, tokio_tungstenite::tungstenite::handshake::client::Response), PfError>
     where
+        Io: AsyncRead + AsyncWrite + Unpin,
         T: AsyncRead + AsyncWrite + Unpin,
     {
         let url = self.url.as_str();
@@ -183,7 +187,8 @@ impl Dialing {
             .map_err(|_| dial_error(url, "connecting timed out"))?
             .map_err(|e| dial_error(url, e))?;
         let _ = tcp.set_nodelay(true);
-        let stream: ClientStream = match &self.tls {
+        let tcp = socket(tcp);
+        let stream: Dialed<Io> = match &self.tls {
             #[cfg(feature = "tls")]
             None => tokio_util::either::Either::Left(tcp),
             #[cfg(not(feature = "tls"))]
@@ -219,17 +224,20 @@ pub async fn open_websocket(
 ) -> Result<WebSocketStream<ClientStream>, PfError> {
     let dialing = Dialing::new(url, options)?;
     let deadline = Instant::now() + NodeConfig::default().handshake_timeout;
-    Ok(dialing.open(deadline, config.unwrap_or_default(), |stream| stream).await?.0)
+    Ok(dialing.open(deadline, config.unwrap_or_default(), |tcp| tcp, |stream| stream).await?.0)
 }
 
 /// The stream under a dialed connection: plain TCP for `ws://`, TLS for
 /// `wss://`.
+pub type ClientStream = Dialed<TcpStream>;
+
+/// A dialed stream over the TCP socket `Io`: the socket itself for
+/// `ws://`, TLS over it for `wss://`.
 #[cfg(feature = "tls")]
-pub type ClientStream =
-    tokio_util::either::Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
-/// The stream under a dialed connection (built without TLS: plain TCP).
+pub type Dialed<Io> = tokio_util::either::Either<Io, Box<tokio_rustls::client::TlsStream<Io>>>;
+/// A dialed stream over the TCP socket `Io` (built without TLS: the socket).
 #[cfg(not(feature = "tls"))]
-pub type ClientStream = TcpStream;
+pub type Dialed<Io> = Io;
 
 /// Runs a dialed connection; for a PacketFlow node, waits for its hello.
 async fn start_dialed<S>(
