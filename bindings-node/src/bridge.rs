@@ -13,10 +13,17 @@
 //! timers (deadlines) and the network; a wake-up from there queues the task
 //! for the JS thread.
 //!
-//! A packet that arrives from the network is run by its connection's task
-//! on the runtime's thread, which calls the JS handler's Rust side there:
-//! that queues an invocation for the JS thread, and the packet's future
-//! waits for the answer that `complete` sends back.
+//! A network connection is a task of the JS thread too (with `sockets:
+//! 'loop'`, the default): node's event loop reports its socket ready
+//! (`src/uv.rs`), and [`on_socket_ready`] polls it at once, in that libuv
+//! callback: frames are read and decoded there, the JS handlers' Rust side
+//! queues their invocations, which the same callback hands to the JS
+//! dispatcher; answers wake the connection, which writes them at the end of
+//! the JS turn ([`flush_connections`]). With `sockets: 'thread'`, the
+//! connection's task runs on the runtime's thread instead, which calls the
+//! JS handler's Rust side there: that queues an invocation for the JS
+//! thread, and the packet's future waits for the answer that `complete`
+//! sends back.
 //!
 //! Everything queued for the JS thread crosses in one weak threadsafe-function
 //! call: a producer pushes its work and makes the call only if none is on
@@ -168,6 +175,9 @@ struct TaskState {
     promise: Option<f64>,
     /// Counted among the reactor's pending work (from its first poll).
     begun: bool,
+    /// Whether it counts among the pending work at all (a connection does
+    /// not: the reactor being on the network keeps node alive instead).
+    counted: bool,
 }
 
 /// A core future behind a binding Promise (or a background task of the
@@ -179,6 +189,10 @@ pub struct Task {
     /// JS gave up on the Promise (its `AbortSignal` aborted): the future is
     /// dropped at its next poll instead of being polled (see [`abandon`]).
     abandoned: AtomicBool,
+    /// A network connection of the reactor's node (see
+    /// [`Shared::spawn_connection`]): woken by a native call from JS, it is
+    /// polled at the end of that JS turn (see [`flush_connections`]).
+    connection: bool,
     shared: Weak<Shared>,
 }
 
@@ -188,10 +202,21 @@ impl Task {
     }
 
     fn with(shared: &Arc<Shared>, future: AnswerFuture, promise: Option<f64>) -> Arc<Task> {
+        Task::made(shared, future, promise, false)
+    }
+
+    /// A task; a `connection` does not count among the pending work.
+    fn made(shared: &Arc<Shared>, future: AnswerFuture, promise: Option<f64>, connection: bool) -> Arc<Task> {
         Arc::new(Task {
-            state: Mutex::new(TaskState { future: Some(future), promise, begun: false }),
+            state: Mutex::new(TaskState {
+                future: Some(future),
+                promise,
+                begun: false,
+                counted: !connection,
+            }),
             queued: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
+            connection,
             shared: Arc::downgrade(shared),
         })
     }
@@ -208,7 +233,11 @@ impl Wake for Task {
         }
         if let Some(shared) = self.shared.upgrade() {
             shared.ready.lock().push(self.clone());
-            shared.schedule();
+            // Woken inside an entry that polls before it returns: polled
+            // there, with no threadsafe call.
+            if !inside_entry_that_takes(&shared, false) {
+                shared.schedule();
+            }
         }
     }
 }
@@ -261,7 +290,7 @@ impl Shared {
         self.invocations.lock().push(invocation);
         if crate::on_runtime_thread() {
             self.schedule_after_task();
-        } else {
+        } else if !inside_entry_that_takes(self, true) {
             self.schedule();
         }
     }
@@ -270,11 +299,24 @@ impl Shared {
     /// that its turns cost no thread hop); callable from any thread. Node
     /// stays alive while it runs.
     pub fn spawn(self: &Arc<Self>, future: Pin<Box<dyn Future<Output = ()> + Send>>) {
+        self.spawn_as(future, false);
+    }
+
+    /// Runs a network connection of this reactor's node on the JS thread
+    /// (the node's `ConnectionSpawner`), callable from any thread: it is
+    /// polled where it is woken, like a Promise's task, so that its frames
+    /// are read, handled and answered there. It does not keep node alive
+    /// by itself (the reactor being on the network does).
+    pub fn spawn_connection(self: &Arc<Self>, future: Pin<Box<dyn Future<Output = ()> + Send>>) {
+        self.spawn_as(future, true);
+    }
+
+    fn spawn_as(self: &Arc<Self>, future: Pin<Box<dyn Future<Output = ()> + Send>>, connection: bool) {
         let future = Box::pin(async move {
             future.await;
             Answer::Data(Ok(Value::Null))
         });
-        Task::with(self, future, None).wake_by_ref();
+        Task::made(self, future, None, connection).wake_by_ref();
     }
 
     /// Runs the JS handler in dispatcher slot `slot` on a packet: its answer,
@@ -577,6 +619,14 @@ pub struct Local {
     turn_fn: BatchFn,
     run_turn_fn: TurnFn,
     settle_fn: BatchFn,
+    /// `flushSoon(state)`: polls the deferred connections in a microtask
+    /// (see [`flush_connections`]).
+    flush_soon_fn: BatchFn,
+    /// Connections woken by native calls from JS in this turn, polled
+    /// together at its end (see [`flush_connections`]).
+    deferred_connections: Vec<Arc<Task>>,
+    /// `flushSoon` was called and its microtask has not run yet.
+    flush_scheduled: bool,
     /// The JS reactor's state: weak while idle, strong while busy.
     state: StateRef,
     /// Promises of this reactor that are not settled yet.
@@ -598,6 +648,9 @@ pub struct Local {
     spare_invocations: Vec<Invocation>,
     spare_tasks: Vec<Arc<Task>>,
     shared: Weak<Shared>,
+    /// What node's async hooks see as the origin of the JS run from a
+    /// socket's readiness (see [`on_socket_ready`]); made at the first.
+    async_resource: Option<Rc<js::AsyncResource>>,
 }
 
 pub type LocalRef = Rc<RefCell<Local>>;
@@ -609,6 +662,7 @@ pub struct JsSide<'env> {
     pub dispatch_turns: BatchFn,
     pub run_turn: TurnFn,
     pub settle: BatchFn,
+    pub flush_soon: BatchFn,
     pub error_class: ErrorClassRef,
 }
 
@@ -621,6 +675,9 @@ impl Local {
             turn_fn: side.dispatch_turns,
             run_turn_fn: side.run_turn,
             settle_fn: side.settle,
+            flush_soon_fn: side.flush_soon,
+            deferred_connections: Vec::new(),
+            flush_scheduled: false,
             state: StateRef::new(env, &side.state)?,
             busy: 0,
             networked: false,
@@ -633,6 +690,7 @@ impl Local {
             spare_invocations: Vec::new(),
             spare_tasks: Vec::new(),
             shared: Arc::downgrade(shared),
+            async_resource: None,
         })
     }
 
@@ -684,6 +742,21 @@ impl Local {
             self.running.retain(|_, r| !r.is_closed());
             self.swept_at = self.running.len();
         }
+    }
+
+    /// The reactor's async resource, made at the first call; `None` if it
+    /// could not be made (JS then runs without a callback scope).
+    fn async_resource(&mut self, env: &Env) -> Option<Rc<js::AsyncResource>> {
+        if self.async_resource.is_none() {
+            match js::AsyncResource::new(env, "packetflow:socket") {
+                Ok(resource) => self.async_resource = Some(Rc::new(resource)),
+                Err(_) => {
+                    js::take_exception(env);
+                    return None;
+                }
+            }
+        }
+        self.async_resource.clone()
     }
 
     fn token(&mut self) -> u64 {
@@ -801,7 +874,7 @@ fn poll_task_once(local: &LocalRef, task: &Arc<Task>) -> Option<(Option<f64>, An
         }
         return None;
     };
-    let TaskState { future, promise, begun } = &mut *state;
+    let TaskState { future, promise, begun, counted } = &mut *state;
     if task.abandoned.load(Ordering::Relaxed) {
         // Dropping the core future cancels its packet (a submit's) or its
         // call; its Promise was settled by JS already.
@@ -819,7 +892,7 @@ fn poll_task_once(local: &LocalRef, task: &Arc<Task>) -> Option<(Option<f64>, An
         // Pending work from now on: node stays up for it. (Work that ends
         // in its first poll never counts, so a run of such calls does not
         // reference and release the threadsafe function at every call.)
-        if !*begun {
+        if !*begun && *counted {
             *begun = true;
             local.borrow_mut().begin();
         }
@@ -838,11 +911,11 @@ fn poll_task_once(local: &LocalRef, task: &Arc<Task>) -> Option<(Option<f64>, An
 /// at once, so a packet that can run starts now, and settles what finished.
 pub fn start(env: &Env, shared: &Shared, local: &LocalRef, task: Arc<Task>) -> NapiResult<()> {
     let _runtime = runtime().enter();
-    let _here = Here::enter(env, shared, local);
+    let _here = Here::enter(env, shared, local, Entry::Polls);
     let mut settled = Settled::new();
     poll_task(env, local, &mut settled, &task);
     drop(task);
-    run_ready(env, shared, local, &mut settled);
+    run_ready(env, shared, local, &mut settled, Caller::FromJs);
     deliver(env, local, &mut settled)
 }
 
@@ -857,11 +930,11 @@ pub fn start_answering(
     task: Arc<Task>,
 ) -> NapiResult<Option<Answer>> {
     let _runtime = runtime().enter();
-    let _here = Here::enter(env, shared, local);
+    let _here = Here::enter(env, shared, local, Entry::Polls);
     let mut settled = Settled::new();
     let answer = poll_task_once(local, &task).map(|(_, answer)| answer);
     drop(task);
-    run_ready(env, shared, local, &mut settled);
+    run_ready(env, shared, local, &mut settled, Caller::FromJs);
     deliver(env, local, &mut settled)?;
     Ok(answer)
 }
@@ -903,24 +976,39 @@ pub fn abandon(env: &Env, shared: &Shared, local: &LocalRef, promise: f64) -> Na
     poll_ready(env, shared, local)
 }
 
-/// Polls the tasks that were woken and settles the Promises that finished.
+/// Polls the tasks that were woken and settles the Promises that finished
+/// (for a native call from JS).
 pub fn poll_ready(env: &Env, shared: &Shared, local: &LocalRef) -> NapiResult<()> {
-    poll_ready_any(env, shared, local).map(|_| ())
+    poll_ready_any(env, shared, local, Caller::FromJs).map(|_| ())
 }
 
-/// [`poll_ready`], telling whether any task was polled.
-fn poll_ready_any(env: &Env, shared: &Shared, local: &LocalRef) -> NapiResult<bool> {
+/// [`poll_ready`] for `caller`, telling whether any task was polled.
+fn poll_ready_any(env: &Env, shared: &Shared, local: &LocalRef, caller: Caller) -> NapiResult<bool> {
     let _runtime = runtime().enter();
-    let _here = Here::enter(env, shared, local);
+    let _here = Here::enter(env, shared, local, Entry::Polls);
     let mut settled = Settled::new();
-    let polled = run_ready(env, shared, local, &mut settled);
+    let polled = run_ready(env, shared, local, &mut settled, caller);
     deliver(env, local, &mut settled).map(|()| polled)
+}
+
+/// Who polls: an entry made by a native call from JS (`FromJs`: woken
+/// connections wait for the end of the JS turn), or by the event loop (a
+/// socket's readiness, the threadsafe function: polled at once).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    FromJs,
+    Loop,
 }
 
 /// Polls woken tasks until none is left (or a bounded number of rounds,
 /// after which the next threadsafe call goes on); whether any was polled.
-fn run_ready(env: &Env, shared: &Shared, local: &LocalRef, settled: &mut Settled) -> bool {
+/// Connections woken under a native call from JS are set aside for
+/// [`flush_connections`], at the end of the JS turn: what the turn's calls
+/// queued for a peer (each `submit` of a burst, every answer of a batch of
+/// handlers) then leaves in one write.
+fn run_ready(env: &Env, shared: &Shared, local: &LocalRef, settled: &mut Settled, caller: Caller) -> bool {
     let mut polled = false;
+    let mut deferred = false;
     for _ in 0..MAX_POLL_ROUNDS {
         let mut tasks = {
             let spare = std::mem::take(&mut local.borrow_mut().spare_tasks);
@@ -928,18 +1016,73 @@ fn run_ready(env: &Env, shared: &Shared, local: &LocalRef, settled: &mut Settled
         };
         if tasks.is_empty() {
             local.borrow_mut().spare_tasks = tasks;
-            return polled;
+            break;
         }
         polled = true;
         for task in tasks.drain(..) {
-            poll_task(env, local, settled, &task);
+            if task.connection && caller == Caller::FromJs {
+                // Stays queued (a second wake adds nothing) until the flush.
+                local.borrow_mut().deferred_connections.push(task);
+                deferred = true;
+            } else {
+                poll_task(env, local, settled, &task);
+            }
         }
         local.borrow_mut().spare_tasks = tasks;
     }
     if !shared.ready.lock().is_empty() {
         shared.schedule();
     }
+    if deferred {
+        flush_soon(env, shared, local, settled);
+    }
     polled
+}
+
+/// Has `flushSoon(state)` queue the microtask that polls the deferred
+/// connections, once per JS turn. Without the JS state (collected), they
+/// are polled now.
+fn flush_soon(env: &Env, shared: &Shared, local: &LocalRef, settled: &mut Settled) {
+    let (function, state) = {
+        let mut local = local.borrow_mut();
+        if local.flush_scheduled {
+            return;
+        }
+        local.flush_scheduled = true;
+        (local.flush_soon_fn.borrow_back(env), local.state.get(env))
+    };
+    if let (Ok(function), Some(state)) = (function, state) {
+        let mut args = Spread::with_capacity(1);
+        args.push(state);
+        if function.call(args).is_ok() {
+            return;
+        }
+        js::take_exception(env);
+    }
+    local.borrow_mut().flush_scheduled = false;
+    let tasks = std::mem::take(&mut local.borrow_mut().deferred_connections);
+    for task in tasks {
+        poll_task(env, local, settled, &task);
+    }
+    if !shared.ready.lock().is_empty() {
+        shared.schedule();
+    }
+}
+
+/// The end of a JS turn (`flushSoon`'s microtask): polls the connections
+/// woken by native calls during the turn, which write what was queued for
+/// their peers.
+pub fn flush_connections(env: &Env, shared: &Shared, local: &LocalRef) -> NapiResult<()> {
+    let tasks = {
+        let mut local = local.borrow_mut();
+        local.flush_scheduled = false;
+        std::mem::take(&mut local.deferred_connections)
+    };
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    shared.ready.lock().extend(tasks);
+    poll_ready_any(env, shared, local, Caller::Loop).map(|_| ())
 }
 
 /// Hands the settled answers to the JS settler, in one call.
@@ -970,9 +1113,9 @@ fn deliver(env: &Env, local: &LocalRef, settled: &mut Settled) -> NapiResult<()>
 /// arrives while JS is busy thus crosses in one batch. The first call that
 /// finds nothing sets `IDLE` again.
 pub fn drain(env: &Env, shared: &Shared, local: &LocalRef) {
-    let _here = Here::enter(env, shared, local);
+    let _here = Here::enter(env, shared, local, Entry::Other);
     shared.state.store(ACTIVE, Ordering::SeqCst);
-    let outcome = poll_ready_any(env, shared, local)
+    let outcome = poll_ready_any(env, shared, local, Caller::Loop)
         .and_then(|polled| dispatch(env, shared, local).map(|dispatched| polled || dispatched));
     match outcome {
         Ok(true) => shared.signal(),
@@ -990,6 +1133,36 @@ pub fn drain(env: &Env, shared: &Shared, local: &LocalRef) {
                 Some(thrown) => env.fatal_exception(napi::Error::from(thrown)),
                 None => env.fatal_exception(error),
             }
+        }
+    }
+}
+
+/// A socket of one of this reactor's connections is ready (a libuv
+/// callback on the JS thread, outside any JS: see `src/uv.rs`): `wake`
+/// wakes the connections that wait on it, which are polled here (they read
+/// and decode frames, the core runs them and calls JS handlers, which queue
+/// invocations), then the queued invocations go to the JS dispatcher, all
+/// in this one callback: no threadsafe call, no other thread. Handlers that
+/// answer at once do so through `complete` inside the dispatch, which polls
+/// the connection again, which writes the answers; asynchronous answers
+/// come in the microtasks node runs when the callback scope closes, and
+/// are written the same way.
+pub fn on_socket_ready(env: &Env, shared: &Shared, local: &LocalRef, wake: impl FnOnce()) {
+    let _handles = js::HandleScope::open(env);
+    let resource = local.borrow_mut().async_resource(env);
+    // Closed last: the microtasks run once everything below is done.
+    let _callback = resource.as_ref().map(|r| js::CallbackScope::open(r));
+    let _runtime = runtime().enter();
+    let _here = Here::enter(env, shared, local, Entry::PollsAndDispatches);
+    wake();
+    let mut settled = Settled::new();
+    run_ready(env, shared, local, &mut settled, Caller::Loop);
+    let outcome = deliver(env, local, &mut settled).and_then(|()| dispatch(env, shared, local));
+    if let Err(error) = outcome {
+        // A bug in index.js, reported as drain reports it.
+        match js::take_exception(env) {
+            Some(thrown) => env.fatal_exception(napi::Error::from(thrown)),
+            None => env.fatal_exception(error),
         }
     }
 }
@@ -1124,6 +1297,24 @@ struct Here {
     env: Env,
     shared: *const Shared,
     local: LocalRef,
+    kind: Entry,
+}
+
+/// What an entry does before it returns, which decides whether work
+/// queued inside it needs a threadsafe call to be seen.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    /// Polls the woken tasks before it returns (a native method that
+    /// starts or finishes work): a task woken inside it is polled there.
+    Polls,
+    /// Polls the woken tasks, then passes the queued invocations to the
+    /// JS dispatcher (a socket's readiness, from the event loop: see
+    /// [`on_socket_ready`]): an invocation queued inside it is dispatched
+    /// there too.
+    PollsAndDispatches,
+    /// Neither by itself (the threadsafe function's callback, whose
+    /// polling is an entry of its own).
+    Other,
 }
 
 thread_local! {
@@ -1138,13 +1329,14 @@ thread_local! {
 struct HereGuard;
 
 impl Here {
-    /// Records that the JS thread is inside an entry of reactor `shared`.
-    fn enter(env: &Env, shared: &Shared, local: &LocalRef) -> HereGuard {
+    /// Records that the JS thread is inside an entry of reactor `shared`
+    /// that does what `kind` says before it returns.
+    fn enter(env: &Env, shared: &Shared, local: &LocalRef, kind: Entry) -> HereGuard {
         HERE.with_borrow_mut(|stack| {
             if stack.is_empty() {
                 TURNS_LEFT.set(TURNS_IN_PLACE_PER_ENTRY);
             }
-            stack.push(Here { env: *env, shared, local: local.clone() });
+            stack.push(Here { env: *env, shared, local: local.clone(), kind });
         });
         HereGuard
     }
@@ -1152,8 +1344,55 @@ impl Here {
 
 impl Drop for HereGuard {
     fn drop(&mut self) {
-        HERE.with_borrow_mut(|stack| stack.pop());
+        let Some(here) = HERE.with_borrow_mut(|stack| stack.pop()) else { return };
+        if here.kind == Entry::Other {
+            return;
+        }
+        // SAFETY: the reactor outlives every entry into it (the entry's
+        // caller holds it).
+        let shared = unsafe { &*here.shared };
+        // Work queued without a threadsafe call after the entry's last look
+        // (an answer dropped while invocations were dispatched wakes its
+        // task, say) still gets one.
+        let dispatches = here.kind == Entry::PollsAndDispatches;
+        if !shared.ready.lock().is_empty() || (dispatches && !shared.invocations.lock().is_empty()) {
+            shared.schedule();
+        }
     }
+}
+
+/// Whether the JS thread is, right now, directly inside an entry of
+/// reactor `shared` that will itself poll what is woken (and, with
+/// `dispatching`, dispatch what is invoked) before it returns: such work
+/// needs no threadsafe call. False off the JS thread.
+fn inside_entry_that_takes(shared: &Shared, dispatching: bool) -> bool {
+    HERE.try_with(|stack| {
+        let Ok(stack) = stack.try_borrow() else { return false };
+        stack.last().is_some_and(|here| {
+            ptr::eq(here.shared, shared)
+                && match here.kind {
+                    Entry::PollsAndDispatches => true,
+                    Entry::Polls => !dispatching,
+                    Entry::Other => false,
+                }
+        })
+    })
+    .unwrap_or(false)
+}
+
+/// The environment and JS-thread half of reactor `shared`, when the
+/// calling thread is inside one of its entries (anywhere on the stack).
+pub fn entry_of(shared: &Shared) -> Option<(Env, LocalRef)> {
+    HERE.try_with(|stack| {
+        let stack = stack.try_borrow().ok()?;
+        stack
+            .iter()
+            .rev()
+            .find(|here| ptr::eq(here.shared, shared))
+            .map(|here| (here.env, here.local.clone()))
+    })
+    .ok()
+    .flatten()
 }
 
 /// How a turn offered to [`turn_in_place`] went.
