@@ -20,8 +20,13 @@ if (!url && !listen) {
   process.exit(2);
 }
 
-// MATRIX_BUSY_POLL_US (set by matrix.py's busy- topologies): the reactor's busyPollUs.
-const r = new Reactor({ name: 'matrix-node-handler', busyPollUs: Number(process.env.MATRIX_BUSY_POLL_US || 0) });
+// MATRIX_BUSY_POLL_US (set by matrix.py's busy- topologies): the reactor's
+// busyPollUs; MATRIX_NODE_SOCKETS (matrix.py --node-sockets): its sockets.
+const r = new Reactor({
+  name: 'matrix-node-handler',
+  busyPollUs: Number(process.env.MATRIX_BUSY_POLL_US || 0),
+  sockets: process.env.MATRIX_NODE_SOCKETS || undefined,
+});
 r.register('df', 'transform', async (data) => data.toUpperCase());
 
 let stopping = false;
