@@ -49,11 +49,13 @@ pub enum Direction {
 /// when their sockets are ready, from the host's own event loop (see
 /// [`ConnectionSpawner::with_readiness`](super::ConnectionSpawner::with_readiness)).
 ///
-/// Called only from where the spawner polls connections: [`watch`](Self::watch)
+/// Called from where the spawner polls connections: [`watch`](Self::watch)
 /// at the first read or write of a connection's socket that would block,
-/// [`SocketWatch::wait`] at each one after. An implementation that is called
-/// anywhere else (it cannot reach its loop from there) answers an error,
-/// which ends that connection as a broken socket would.
+/// [`SocketWatch::wait`] at each one after. Where an implementation cannot
+/// reach its loop (a spawner that sometimes polls a connection on another
+/// thread), `wait` may wake the waker at once (a spurious wake: the
+/// connection is polled again wherever its spawner polls it next) or answer
+/// an error, which ends that connection as a broken socket would.
 pub trait SocketReadiness: Send + Sync {
     /// Starts watching `fd`, a duplicate of a connection's socket made for
     /// the watch: the watch owns it and closes it once done with it (when
