@@ -66,7 +66,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::ptr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Poll, Wake, Waker};
 
@@ -262,6 +262,14 @@ pub struct Shared {
     /// The environment is gone: nothing can cross any more.
     closed: AtomicBool,
     tsfn: OnceLock<Tsfn>,
+    /// The node's connections run on the JS thread (see
+    /// [`Shared::spawn_connection`]), for the stand-in (see [`stand_in`]).
+    connections: Mutex<Vec<Weak<Task>>>,
+    /// The stand-in task is running.
+    standing_by: AtomicBool,
+    /// Bumped whenever the JS thread polls tasks: the stand-in sees from it
+    /// whether the JS thread is blocked.
+    js_polls: AtomicU64,
 }
 
 impl Shared {
@@ -273,6 +281,9 @@ impl Shared {
             deferred: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             tsfn: OnceLock::new(),
+            connections: Mutex::new(Vec::new()),
+            standing_by: AtomicBool::new(false),
+            js_polls: AtomicU64::new(0),
         })
     }
 
@@ -308,15 +319,29 @@ impl Shared {
     /// are read, handled and answered there. It does not keep node alive
     /// by itself (the reactor being on the network does).
     pub fn spawn_connection(self: &Arc<Self>, future: Pin<Box<dyn Future<Output = ()> + Send>>) {
-        self.spawn_as(future, true);
+        let task = self.spawn_as(future, true);
+        {
+            let mut connections = self.connections.lock();
+            connections.retain(|c| c.strong_count() > 0);
+            connections.push(Arc::downgrade(&task));
+        }
+        if !self.standing_by.swap(true, Ordering::AcqRel) {
+            runtime().spawn(stand_in(Arc::downgrade(self)));
+        }
     }
 
-    fn spawn_as(self: &Arc<Self>, future: Pin<Box<dyn Future<Output = ()> + Send>>, connection: bool) {
+    fn spawn_as(
+        self: &Arc<Self>,
+        future: Pin<Box<dyn Future<Output = ()> + Send>>,
+        connection: bool,
+    ) -> Arc<Task> {
         let future = Box::pin(async move {
             future.await;
             Answer::Data(Ok(Value::Null))
         });
-        Task::made(self, future, None, connection).wake_by_ref();
+        let task = Task::made(self, future, None, connection);
+        task.wake_by_ref();
+        task
     }
 
     /// Runs the JS handler in dispatcher slot `slot` on a packet: its answer,
@@ -1009,6 +1034,13 @@ enum Caller {
 fn run_ready(env: &Env, shared: &Shared, local: &LocalRef, settled: &mut Settled, caller: Caller) -> bool {
     let mut polled = false;
     let mut deferred = false;
+    // A connection is polled once per call: one poll reads a bounded burst
+    // of frames, and a connection that is woken again (it yielded with
+    // more to read, say) waits for the next turn of the event loop, so a
+    // flood of frames never holds the JS thread from the handlers it calls.
+    let mut connections_polled: Vec<*const Task> = Vec::new();
+    let mut next_turn = Vec::new();
+    shared.js_polls.fetch_add(1, Ordering::Relaxed);
     for _ in 0..MAX_POLL_ROUNDS {
         let mut tasks = {
             let spare = std::mem::take(&mut local.borrow_mut().spare_tasks);
@@ -1024,13 +1056,22 @@ fn run_ready(env: &Env, shared: &Shared, local: &LocalRef, settled: &mut Settled
                 // Stays queued (a second wake adds nothing) until the flush.
                 local.borrow_mut().deferred_connections.push(task);
                 deferred = true;
+            } else if task.connection && connections_polled.contains(&Arc::as_ptr(&task)) {
+                next_turn.push(task);
             } else {
+                if task.connection {
+                    connections_polled.push(Arc::as_ptr(&task));
+                }
                 poll_task(env, local, settled, &task);
             }
         }
         local.borrow_mut().spare_tasks = tasks;
     }
-    if !shared.ready.lock().is_empty() {
+    let mut ready = shared.ready.lock();
+    ready.append(&mut next_turn);
+    let more = !ready.is_empty();
+    drop(ready);
+    if more {
         shared.schedule();
     }
     if deferred {
@@ -1066,6 +1107,66 @@ fn flush_soon(env: &Env, shared: &Shared, local: &LocalRef, settled: &mut Settle
     }
     if !shared.ready.lock().is_empty() {
         shared.schedule();
+    }
+}
+
+/// How often the stand-in looks whether the JS thread is blocked.
+const STAND_IN_PERIOD: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Keeps the node's connections alive while the JS thread is blocked (by
+/// synchronous code, a long handler), on the runtime's thread: when a
+/// connection has waited to be polled for a whole period and the JS thread
+/// polled nothing meanwhile, it is polled here. It then reads frames (its
+/// packets' handlers queue for the JS thread as they would from a thread
+/// connection), answers heartbeats and sends its own, so peers do not
+/// declare the node dead for a JS thread busy for seconds. Its socket
+/// cannot wait for libuv from here (see `src/uv.rs`): it is polled again
+/// at the next period, and by the JS thread once that is back. Runs while
+/// the reactor has connections.
+async fn stand_in(shared: Weak<Shared>) {
+    let mut ticks = tokio::time::interval(STAND_IN_PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    let mut js_polls = u64::MAX;
+    // Connections seen queued at the last period (by address).
+    let mut waiting: Vec<usize> = Vec::new();
+    loop {
+        ticks.tick().await;
+        let Some(shared) = shared.upgrade() else { return };
+        let connections: Vec<Arc<Task>> = {
+            let mut connections = shared.connections.lock();
+            connections.retain(|c| c.strong_count() > 0);
+            if connections.is_empty() {
+                shared.standing_by.store(false, Ordering::Release);
+                return;
+            }
+            connections.iter().filter_map(Weak::upgrade).collect()
+        };
+        let polls = shared.js_polls.load(Ordering::Relaxed);
+        let blocked = polls == js_polls;
+        js_polls = polls;
+        let address = |task: &Arc<Task>| Arc::as_ptr(task) as usize;
+        let queued: Vec<usize> =
+            connections.iter().filter(|task| task.queued.load(Ordering::Acquire)).map(address).collect();
+        if blocked {
+            for task in connections.iter().filter(|task| waiting.contains(&address(task))) {
+                poll_standing_in(task);
+            }
+        }
+        waiting = queued;
+    }
+}
+
+/// Polls a connection's task off the JS thread (see [`stand_in`]); it stays
+/// queued for the JS thread, which polls it too once it can.
+fn poll_standing_in(task: &Arc<Task>) {
+    let Some(mut state) = task.state.try_lock() else { return };
+    let Some(future) = state.future.as_mut() else { return };
+    let waker = Waker::from(task.clone());
+    let mut cx = std::task::Context::from_waker(&waker);
+    if future.as_mut().poll(&mut cx).is_ready() {
+        // Over: dropped here (a connection counts as no pending work).
+        state.future = None;
     }
 }
 

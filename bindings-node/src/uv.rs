@@ -12,7 +12,11 @@
 //! libuv's functions, so the addon declares and calls them directly.
 //!
 //! One poll handle per socket, made at the first read or write that would
-//! block, closed when the connection drops its watch:
+//! block on the JS thread, closed when the connection drops its watch. A
+//! wait made on another thread (the bridge's stand-in polls connections on
+//! the runtime's thread while the JS thread is blocked: see
+//! `bridge::stand_in`) cannot reach libuv: it wakes the connection at once
+//! instead, which stays queued for the JS thread.
 //!
 //! ```text
 //!   wait(direction, waker): the waker is kept; the handle watches every
@@ -113,9 +117,9 @@ pub static COUNTERS: Counters = Counters {
     closed: AtomicU64::new(0),
 };
 
-/// The [`SocketReadiness`] of one reactor's node: watches are made on the
-/// JS thread that owns the reactor, inside one of its entries (where the
-/// bridge polls the connections).
+/// The [`SocketReadiness`] of one reactor's node: poll handles are made on
+/// the JS thread that owns the reactor, inside one of its entries (where
+/// the bridge polls the connections).
 pub struct LoopReadiness {
     shared: Weak<Shared>,
     js_thread: ThreadId,
@@ -128,55 +132,64 @@ impl LoopReadiness {
     }
 }
 
-fn off_thread() -> io::Error {
-    io::Error::other("a connection's socket was polled off the JS thread")
+fn outside_entry() -> io::Error {
+    io::Error::other("a connection's socket was polled outside the reactor's entries on the JS thread")
 }
 
 impl SocketReadiness for LoopReadiness {
     fn watch(&self, fd: OwnedFd) -> io::Result<Box<dyn SocketWatch>> {
-        if thread::current().id() != self.js_thread {
-            return Err(off_thread());
-        }
-        close_orphans();
-        let shared = self.shared.upgrade().ok_or_else(|| io::Error::other("the reactor is gone"))?;
-        let (env, local) = bridge::entry_of(&shared).ok_or_else(off_thread)?;
-        let mut event_loop = std::ptr::null_mut();
-        // SAFETY: on the JS thread of `env`, a live environment (we are
-        // inside one of its entries); N-API only writes the out-pointer.
-        let status = unsafe { sys::napi_get_uv_event_loop(env.raw(), &mut event_loop) };
-        if status != sys::Status::napi_ok || event_loop.is_null() {
-            return Err(io::Error::other("node's event loop is not reachable"));
-        }
-        let handle = PollHandle::new()?;
-        // SAFETY: `handle` is fresh memory of `uv_poll_t`'s size, and
-        // `event_loop` this thread's loop; libuv takes the descriptor as it
-        // is (it stays open, owned by the poller, until the handle closes).
-        let code = unsafe { uv_poll_init(event_loop.cast(), handle.0, fd.as_raw_fd()) };
-        if code != 0 {
-            // Never initialised: freed without a close.
-            handle.free();
-            return Err(uv_error("uv_poll_init", code));
-        }
-        // SAFETY: an initialised handle of this thread's loop.
-        unsafe { uv_unref(handle.0) };
-        let poller = Rc::new(RefCell::new(Poller {
-            handle: handle.0,
-            started: 0,
-            readers: None,
-            writers: None,
-            closed: false,
+        // The handle itself is made at the first wait on the JS thread.
+        Ok(Box::new(PollWatch {
+            poller: None,
             fd: Some(fd),
-            env,
-            shared: Arc::downgrade(&shared),
-            local: Rc::downgrade(&local),
-        }));
-        // The handle holds a reference of its own, given back in `on_closed`.
-        // SAFETY: `handle` is live; `data` is its public field.
-        unsafe { (*handle.0).data = Rc::into_raw(poller.clone()) as *mut c_void };
-        track(&poller, &env);
-        COUNTERS.watches.fetch_add(1, Ordering::Relaxed);
-        Ok(Box::new(PollWatch { poller: Some(poller), js_thread: self.js_thread }))
+            shared: self.shared.clone(),
+            js_thread: self.js_thread,
+        }))
     }
+}
+
+/// Makes the poll handle of `fd` on the JS thread, inside an entry of the
+/// reactor `shared` (where the bridge polls connections).
+fn make_poller(shared: &Weak<Shared>, fd: OwnedFd) -> io::Result<Rc<RefCell<Poller>>> {
+    close_orphans();
+    let shared = shared.upgrade().ok_or_else(|| io::Error::other("the reactor is gone"))?;
+    let (env, local) = bridge::entry_of(&shared).ok_or_else(outside_entry)?;
+    let mut event_loop = std::ptr::null_mut();
+    // SAFETY: on the JS thread of `env`, a live environment (we are inside
+    // one of its entries); N-API only writes the out-pointer.
+    let status = unsafe { sys::napi_get_uv_event_loop(env.raw(), &mut event_loop) };
+    if status != sys::Status::napi_ok || event_loop.is_null() {
+        return Err(io::Error::other("node's event loop is not reachable"));
+    }
+    let handle = PollHandle::new()?;
+    // SAFETY: `handle` is fresh memory of `uv_poll_t`'s size, and
+    // `event_loop` this thread's loop; libuv takes the descriptor as it is
+    // (it stays open, owned by the poller, until the handle closes).
+    let code = unsafe { uv_poll_init(event_loop.cast(), handle.0, fd.as_raw_fd()) };
+    if code != 0 {
+        // Never initialised: freed without a close.
+        handle.free();
+        return Err(uv_error("uv_poll_init", code));
+    }
+    // SAFETY: an initialised handle of this thread's loop.
+    unsafe { uv_unref(handle.0) };
+    let poller = Rc::new(RefCell::new(Poller {
+        handle: handle.0,
+        started: 0,
+        readers: None,
+        writers: None,
+        closed: false,
+        fd: Some(fd),
+        env,
+        shared: Arc::downgrade(&shared),
+        local: Rc::downgrade(&local),
+    }));
+    // The handle holds a reference of its own, given back in `on_closed`.
+    // SAFETY: `handle` is live; `data` is its public field.
+    unsafe { (*handle.0).data = Rc::into_raw(poller.clone()) as *mut c_void };
+    track(&poller, &env);
+    COUNTERS.watches.fetch_add(1, Ordering::Relaxed);
+    Ok(poller)
 }
 
 /// The memory of one `uv_poll_t`.
@@ -311,9 +324,13 @@ unsafe extern "C" fn on_poll(handle: *mut UvHandle, status: c_int, events: c_int
     }
 }
 
-/// The core's handle on one [`Poller`] (see [`SocketWatch`]).
+/// The core's handle on one socket's [`Poller`] (see [`SocketWatch`]).
 struct PollWatch {
+    /// Made at the first wait on the JS thread.
     poller: Option<Rc<RefCell<Poller>>>,
+    /// The duplicate, until the poller takes it.
+    fd: Option<OwnedFd>,
+    shared: Weak<Shared>,
     js_thread: ThreadId,
 }
 
@@ -325,9 +342,18 @@ unsafe impl Send for PollWatch {}
 impl SocketWatch for PollWatch {
     fn wait(&mut self, direction: Direction, waker: &Waker) -> io::Result<()> {
         if thread::current().id() != self.js_thread {
-            return Err(off_thread());
+            // Polled by the stand-in while the JS thread is blocked (see
+            // `bridge::stand_in`): libuv cannot be reached from here. Woken
+            // at once: the task stays queued for the JS thread, and the
+            // stand-in polls it again at its next period.
+            waker.wake_by_ref();
+            return Ok(());
         }
-        let Some(poller) = &self.poller else { return Err(off_thread()) };
+        let poller = match (&self.poller, self.fd.take()) {
+            (Some(poller), _) => poller,
+            (None, Some(fd)) => self.poller.insert(make_poller(&self.shared, fd)?),
+            (None, None) => return Err(io::Error::other("the socket's poll handle could not be made")),
+        };
         let mut poller = poller.borrow_mut();
         if poller.closed {
             return Err(io::Error::new(io::ErrorKind::NotConnected, "node's event loop is closing"));

@@ -12,7 +12,8 @@ const crypto = require('node:crypto');
 const net = require('node:net');
 const path = require('node:path');
 const { Reactor, PacketFlowError } = require('..');
-const { within, latch, until, aborted } = require('./helpers');
+const http = require('node:http');
+const { within, latch, until, aborted, startUntil, stopChild, cliPath } = require('./helpers');
 
 const { socketStats } = require(path.join(__dirname, '..', 'packetflow.node'));
 
@@ -317,4 +318,35 @@ test('cancelling a call over the network: the cancel frame reaches the handler',
   await assert.rejects(call, { name: 'AbortError' });
   assert.ok(isPf('PF499')(await aborted(ctx.signal, WAIT, "the handler's ctx.signal")));
   assert.equal(since(before).watches, 2, 'over sockets driven by the event loop');
+});
+
+test('a JS thread blocked for longer than three heartbeats: the hub keeps the node', async (t) => {
+  const { child: hub, match } = await startUntil(
+    cliPath(),
+    ['serve', '--listen', '127.0.0.1:0', '--handler', 'df:transform=uppercase'],
+    /listening on (ws:\/\/\S+)/,
+    { stream: 'stderr' },
+  );
+  t.after(() => stopChild(hub, 'SIGTERM'));
+  const url = match[1];
+  const deaths = () =>
+    new Promise((resolve, reject) => {
+      http
+        .get(url.replace('ws://', 'http://').replace('/packetflow/v1', '/metrics'), (res) => {
+          let body = '';
+          res.on('data', (chunk) => (body += chunk));
+          res.on('end', () => resolve(Number(/^packetflow_peer_deaths_total (\d+)/m.exec(body)[1])));
+        })
+        .on('error', reject);
+    });
+  const r = new Reactor({ name: 'blocked' });
+  t.after(() => r.stop());
+  await within(r.connect(url), WAIT, 'connect to the hub');
+  assert.equal(await r.call('df', 'transform', 'before'), 'BEFORE');
+  // Peers beat every second and declare a peer dead after three silent
+  // beats: the runtime's thread stands in for the blocked JS thread.
+  const end = Date.now() + 4500;
+  while (Date.now() < end);
+  assert.equal(await within(r.call('df', 'transform', 'after'), WAIT, 'a call after the block'), 'AFTER');
+  assert.equal(await deaths(), 0, 'the hub never declared the node dead');
 });
