@@ -27,7 +27,17 @@ const r = new Reactor({
   busyPollUs: Number(process.env.MATRIX_BUSY_POLL_US || 0),
   sockets: process.env.MATRIX_NODE_SOCKETS || undefined,
 });
-r.register('df', 'transform', async (data) => data.toUpperCase());
+// MATRIX_HANDLER_WORK_US (matrix.py --handler-work-us): each call first
+// keeps the JS thread busy this long (a CPU-heavy handler); default 0.
+const workUs = Number(process.env.MATRIX_HANDLER_WORK_US || 0);
+function work() {
+  const until = process.hrtime.bigint() + BigInt(workUs * 1000);
+  while (process.hrtime.bigint() < until);
+}
+r.register('df', 'transform', async (data) => {
+  if (workUs > 0) work();
+  return data.toUpperCase();
+});
 
 let stopping = false;
 function stop() {
