@@ -110,6 +110,10 @@ const MAX_ENTRIES_PER_CALL: usize = 512;
 /// loop (a task woken again while it is polled goes to the next round).
 const MAX_POLL_ROUNDS: usize = 64;
 
+/// Polls of one connection per poll of the ready tasks (see [`run_ready`]):
+/// each reads at most 4 × 256 frames.
+const POLLS_PER_CONNECTION: usize = 4;
+
 /// Actor turns run in place (see [`Shared::run_turn`]) per entry into the
 /// binding from JS or from the event loop; later ones in that entry cross
 /// as invocations, so that a mailbox fed from the network while its turns
@@ -1034,11 +1038,13 @@ enum Caller {
 fn run_ready(env: &Env, shared: &Shared, local: &LocalRef, settled: &mut Settled, caller: Caller) -> bool {
     let mut polled = false;
     let mut deferred = false;
-    // A connection is polled once per call: one poll reads a bounded burst
-    // of frames, and a connection that is woken again (it yielded with
-    // more to read, say) waits for the next turn of the event loop, so a
-    // flood of frames never holds the JS thread from the handlers it calls.
-    let mut connections_polled: Vec<*const Task> = Vec::new();
+    // A connection is polled at most `POLLS_PER_CONNECTION` times per call:
+    // one poll reads a bounded burst of frames, and a connection that keeps
+    // waking itself (it yields with more to read) then waits for the next
+    // turn of the event loop, so a flood of frames never holds the JS thread
+    // from the handlers it calls. (A poll often wakes its own task in
+    // passing, which one more poll settles.)
+    let mut connections_polled: Vec<(*const Task, usize)> = Vec::new();
     let mut next_turn = Vec::new();
     shared.js_polls.fetch_add(1, Ordering::Relaxed);
     for _ in 0..MAX_POLL_ROUNDS {
@@ -1056,12 +1062,22 @@ fn run_ready(env: &Env, shared: &Shared, local: &LocalRef, settled: &mut Settled
                 // Stays queued (a second wake adds nothing) until the flush.
                 local.borrow_mut().deferred_connections.push(task);
                 deferred = true;
-            } else if task.connection && connections_polled.contains(&Arc::as_ptr(&task)) {
-                next_turn.push(task);
-            } else {
-                if task.connection {
-                    connections_polled.push(Arc::as_ptr(&task));
+            } else if task.connection {
+                let this = Arc::as_ptr(&task);
+                let polls = match connections_polled.iter_mut().find(|(c, _)| *c == this) {
+                    Some((_, polls)) => polls,
+                    None => {
+                        connections_polled.push((this, 0));
+                        &mut connections_polled.last_mut().expect("just pushed").1
+                    }
+                };
+                if *polls == POLLS_PER_CONNECTION {
+                    next_turn.push(task);
+                } else {
+                    *polls += 1;
+                    poll_task(env, local, settled, &task);
                 }
+            } else {
                 poll_task(env, local, settled, &task);
             }
         }
@@ -1427,7 +1443,15 @@ thread_local! {
 }
 
 /// Leaves the entry [`Here::enter`] recorded.
-struct HereGuard;
+pub struct HereGuard;
+
+/// Records a native call from JS that polls the ready tasks before it
+/// returns ([`poll_ready`]) and wakes tasks before that (`complete`
+/// answering handlers, `cancel`): what it wakes is only queued, with no
+/// threadsafe call. Keep the guard until the call returns.
+pub fn polling_entry(env: &Env, shared: &Shared, local: &LocalRef) -> HereGuard {
+    Here::enter(env, shared, local, Entry::Polls)
+}
 
 impl Here {
     /// Records that the JS thread is inside an entry of reactor `shared`

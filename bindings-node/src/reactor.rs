@@ -27,8 +27,9 @@ use packetflow::{
 };
 
 use crate::bridge::{
-    abandon, drain, flush_connections, poll_ready, start, start_answering, thrown_error, turn_outcome, watch,
-    Answer, BatchFn, ErrorClassRef, JsSide, Local, LocalRef, Running, Shared, Task, Tsfn, TurnFn,
+    abandon, drain, flush_connections, poll_ready, polling_entry, start, start_answering, thrown_error,
+    turn_outcome, watch, Answer, BatchFn, ErrorClassRef, JsSide, Local, LocalRef, Running, Shared, Task,
+    Tsfn, TurnFn,
 };
 use crate::convert::{field, owned_field, parse_text, to_js, FromJs};
 use crate::error::{convert_error_text, throw_convert_error, throw_pf_error, throw_type_error};
@@ -396,6 +397,8 @@ impl NativeReactor {
     pub fn cancel(&self, env: Env, packet_id: Unknown<'_>) -> napi::Result<bool> {
         let id = string_arg(&env, &packet_id, "packetId")?;
         let id = PacketId::new(&id).map_err(|e| self.throw(&env, &e))?;
+        // What the cancellation wakes is polled below.
+        let _entry = polling_entry(&env, &self.shared, &self.local);
         let cancelled = {
             // A packet forwarded to a peer is withdrawn through the network.
             let _runtime = runtime().enter();
@@ -559,6 +562,8 @@ impl NativeReactor {
         failed: Array<'_>,
         turns: Option<Array<'_>>,
     ) -> napi::Result<()> {
+        // The answers wake their packets' tasks, polled below.
+        let _entry = polling_entry(&env, &self.shared, &self.local);
         let mut from_js = FromJs::new(&env);
         let ok_len = ok.len();
         let mut i = 0;

@@ -370,6 +370,28 @@ impl SocketWatch for PollWatch {
         let events = poller.started | event;
         poller.watch_events(events)
     }
+
+    fn may_be_ready(&self, direction: Direction) -> bool {
+        // Ready once `on_poll` took the waker (or off the JS thread, where
+        // nothing can be known).
+        !self.waiting(direction)
+    }
+}
+
+impl PollWatch {
+    /// Whether a waker still waits for `direction` (libuv has not reported
+    /// it ready since the last wait).
+    fn waiting(&self, direction: Direction) -> bool {
+        if thread::current().id() != self.js_thread {
+            return false;
+        }
+        let Some(poller) = &self.poller else { return false };
+        let Ok(poller) = poller.try_borrow() else { return false };
+        match direction {
+            Direction::Read => poller.readers.is_some(),
+            Direction::Write => poller.writers.is_some(),
+        }
+    }
 }
 
 impl Drop for PollWatch {

@@ -287,10 +287,10 @@ test('stopping a reactor with connections open: PF503 for what waits, every hand
   });
   const { url } = await within(server.listen('127.0.0.1:0'), WAIT, 'listen');
   await within(client.connect(url), WAIT, 'connect');
-  const call = client.call('df', 'hold', null);
+  const call = assert.rejects(within(client.call('df', 'hold', null), WAIT, 'the call'), isPf('PF503'));
   await within(started.opened, WAIT, 'the handler to start');
   await within(server.stop(), WAIT, 'the server to stop');
-  await assert.rejects(within(call, WAIT, 'the call'), isPf('PF503'));
+  await call;
   hold.open();
   await within(client.stop(), WAIT, 'the client to stop');
   // Every handle this process made is closed (earlier tests' included:

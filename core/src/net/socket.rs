@@ -76,6 +76,17 @@ pub trait SocketWatch: Send {
     /// came between the `WouldBlock` and this call must still wake it (as
     /// the level-triggered watches of event loops do).
     fn wait(&mut self, direction: Direction, waker: &Waker) -> io::Result<()>;
+
+    /// Whether the socket may have become ready in `direction` since the
+    /// last [`wait`](Self::wait) for it: the host reported it ready, or
+    /// cannot tell. Until then the connection does not try the socket again
+    /// (a connection polls its reads several times per wake-up, and each try
+    /// would be a system call that fails); it only waits again. The
+    /// default, `true`, always tries.
+    fn may_be_ready(&self, direction: Direction) -> bool {
+        let _ = direction;
+        true
+    }
 }
 
 /// A connection's TCP socket: on the Tokio runtime, or handed to the host
@@ -107,7 +118,13 @@ impl Socket {
         let Socket::Runtime(tcp) = std::mem::replace(self, Socket::Gone) else { return };
         // Deregisters it from the runtime's driver; it stays non-blocking.
         if let Ok(stream) = tcp.into_std() {
-            *self = Socket::Host(HostSocket { watch: None, readiness: readiness.clone(), stream });
+            *self = Socket::Host(HostSocket {
+                watch: None,
+                read_blocked: false,
+                write_blocked: false,
+                readiness: readiness.clone(),
+                stream,
+            });
         }
     }
 
@@ -193,6 +210,10 @@ pub(crate) struct HostSocket {
     /// Declared first: dropped (and its duplicate released) before the
     /// socket closes.
     watch: Option<Box<dyn SocketWatch>>,
+    /// The last read, and the last write, would have blocked: the socket is
+    /// tried again only once the watch says it may be ready.
+    read_blocked: bool,
+    write_blocked: bool,
     readiness: Arc<dyn SocketReadiness>,
     stream: std::net::TcpStream,
 }
@@ -208,15 +229,33 @@ impl HostSocket {
         watch.wait(direction, cx.waker())
     }
 
+    /// Whether `direction` blocked last time and the host has not said
+    /// since that it may be ready.
+    fn still_blocked(&self, direction: Direction) -> bool {
+        let blocked = match direction {
+            Direction::Read => self.read_blocked,
+            Direction::Write => self.write_blocked,
+        };
+        blocked && self.watch.as_ref().is_some_and(|w| !w.may_be_ready(direction))
+    }
+
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.still_blocked(Direction::Read) {
+            return match self.wait(Direction::Read, cx) {
+                Ok(()) => Poll::Pending,
+                Err(e) => Poll::Ready(Err(e)),
+            };
+        }
         loop {
             match (&self.stream).read(buf.initialize_unfilled()) {
                 Ok(n) => {
+                    self.read_blocked = false;
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.read_blocked = true;
                     return match self.wait(Direction::Read, cx) {
                         Ok(()) => Poll::Pending,
                         Err(e) => Poll::Ready(Err(e)),
@@ -232,16 +271,26 @@ impl HostSocket {
         cx: &mut Context<'_>,
         mut write: impl FnMut(&std::net::TcpStream) -> io::Result<usize>,
     ) -> Poll<io::Result<usize>> {
+        if self.still_blocked(Direction::Write) {
+            return match self.wait(Direction::Write, cx) {
+                Ok(()) => Poll::Pending,
+                Err(e) => Poll::Ready(Err(e)),
+            };
+        }
         loop {
             match write(&self.stream) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.write_blocked = true;
                     return match self.wait(Direction::Write, cx) {
                         Ok(()) => Poll::Pending,
                         Err(e) => Poll::Ready(Err(e)),
                     };
                 }
-                done => return Poll::Ready(done),
+                done => {
+                    self.write_blocked = false;
+                    return Poll::Ready(done);
+                }
             }
         }
     }
@@ -406,6 +455,44 @@ mod tests {
         let mut got = Vec::new();
         tokio::time::timeout(WAIT, socket.read_to_end(&mut got)).await.unwrap().unwrap();
         assert_eq!(got, b"bye");
+    }
+
+    #[tokio::test]
+    async fn after_a_would_block_the_socket_is_tried_again_only_once_the_host_says_so() {
+        use std::sync::atomic::AtomicBool;
+        /// A host whose readiness the test sets by hand.
+        struct Manual(Arc<AtomicBool>);
+        struct ManualWatch(Arc<AtomicBool>, #[allow(dead_code)] OwnedFd);
+        impl SocketReadiness for Manual {
+            fn watch(&self, fd: OwnedFd) -> io::Result<Box<dyn SocketWatch>> {
+                Ok(Box::new(ManualWatch(self.0.clone(), fd)))
+            }
+        }
+        impl SocketWatch for ManualWatch {
+            fn wait(&mut self, _direction: Direction, _waker: &Waker) -> io::Result<()> {
+                self.0.store(false, Ordering::SeqCst);
+                Ok(())
+            }
+            fn may_be_ready(&self, _direction: Direction) -> bool {
+                self.0.load(Ordering::SeqCst)
+            }
+        }
+        let ready = Arc::new(AtomicBool::new(false));
+        let readiness: Arc<dyn SocketReadiness> = Arc::new(Manual(ready.clone()));
+        let (mut socket, mut peer) = pair().await;
+        socket.hand_to_host(&readiness);
+        let mut buf = [0u8; 16];
+        let mut read = std::pin::pin!(socket.read(&mut buf));
+        assert!(futures::poll!(read.as_mut()).is_pending(), "nothing to read");
+        peer.write_all(b"data").await.unwrap();
+        peer.flush().await.unwrap();
+        // The bytes are there, but the host has not said so: not read.
+        for _ in 0..3 {
+            assert!(futures::poll!(read.as_mut()).is_pending(), "tried before the host said ready");
+        }
+        ready.store(true, Ordering::SeqCst);
+        let n = tokio::time::timeout(WAIT, read).await.unwrap().unwrap();
+        assert_eq!(&buf[..n], b"data");
     }
 
     #[tokio::test]
