@@ -438,6 +438,13 @@ impl Shared {
         }
     }
 
+    /// Makes sure the JS thread enters the bridge soon (to close a poll
+    /// handle dropped off its thread: see `src/uv.rs`); callable from any
+    /// thread.
+    pub fn look_soon(&self) {
+        self.schedule();
+    }
+
     fn has_work(&self) -> bool {
         !self.invocations.lock().is_empty() || !self.ready.lock().is_empty()
     }
@@ -1230,6 +1237,7 @@ fn deliver(env: &Env, local: &LocalRef, settled: &mut Settled) -> NapiResult<()>
 /// arrives while JS is busy thus crosses in one batch. The first call that
 /// finds nothing sets `IDLE` again.
 pub fn drain(env: &Env, shared: &Shared, local: &LocalRef) {
+    crate::uv::close_orphans();
     let _here = Here::enter(env, shared, local, Entry::Other);
     shared.state.store(ACTIVE, Ordering::SeqCst);
     let outcome = poll_ready_any(env, shared, local, Caller::Loop)

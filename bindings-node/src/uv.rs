@@ -402,8 +402,12 @@ impl Drop for PollWatch {
             return;
         }
         // Not on the JS thread: neither libuv nor the `Rc` may be touched
-        // here. The JS thread closes it at its next chance.
+        // here. The JS thread closes it at its next entry (the duplicate
+        // keeps the socket open until then): one is asked for.
         ORPHANS.lock().push((self.js_thread, Rc::into_raw(poller) as usize));
+        if let Some(shared) = self.shared.upgrade() {
+            shared.look_soon();
+        }
     }
 }
 
@@ -411,8 +415,8 @@ impl Drop for PollWatch {
 /// the poller made by `Rc::into_raw`.
 static ORPHANS: Mutex<Vec<(ThreadId, usize)>> = Mutex::new(Vec::new());
 
-/// Closes the orphaned watches of this thread.
-fn close_orphans() {
+/// Closes the orphaned watches of this thread (see `PollWatch::drop`).
+pub fn close_orphans() {
     let here = thread::current().id();
     let mine: Vec<usize> = {
         let mut orphans = ORPHANS.lock();
