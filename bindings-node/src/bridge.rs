@@ -951,7 +951,7 @@ pub fn start(env: &Env, shared: &Shared, local: &LocalRef, task: Arc<Task>) -> N
     let mut settled = Settled::new();
     poll_task(env, local, &mut settled, &task);
     drop(task);
-    run_ready(env, shared, local, &mut settled, Caller::FromJs);
+    run_ready(env, shared, local, &mut settled, Connections::Later);
     deliver(env, local, &mut settled)
 }
 
@@ -970,7 +970,7 @@ pub fn start_answering(
     let mut settled = Settled::new();
     let answer = poll_task_once(local, &task).map(|(_, answer)| answer);
     drop(task);
-    run_ready(env, shared, local, &mut settled, Caller::FromJs);
+    run_ready(env, shared, local, &mut settled, Connections::Later);
     deliver(env, local, &mut settled)?;
     Ok(answer)
 }
@@ -1015,25 +1015,39 @@ pub fn abandon(env: &Env, shared: &Shared, local: &LocalRef, promise: f64) -> Na
 /// Polls the tasks that were woken and settles the Promises that finished
 /// (for a native call from JS).
 pub fn poll_ready(env: &Env, shared: &Shared, local: &LocalRef) -> NapiResult<()> {
-    poll_ready_any(env, shared, local, Caller::FromJs).map(|_| ())
+    poll_ready_any(env, shared, local, Connections::Later).map(|_| ())
 }
 
-/// [`poll_ready`] for `caller`, telling whether any task was polled.
-fn poll_ready_any(env: &Env, shared: &Shared, local: &LocalRef, caller: Caller) -> NapiResult<bool> {
+/// [`poll_ready`] for `complete`, which hands over a whole batch of
+/// answers (index.js gathers the answers of a turn into one call): the
+/// connections they wake write them now, with no microtask to wait for.
+pub fn poll_answered(env: &Env, shared: &Shared, local: &LocalRef) -> NapiResult<()> {
+    poll_ready_any(env, shared, local, Connections::Now).map(|_| ())
+}
+
+/// [`poll_ready`], polling woken connections as `connections` says;
+/// whether any task was polled.
+fn poll_ready_any(
+    env: &Env,
+    shared: &Shared,
+    local: &LocalRef,
+    connections: Connections,
+) -> NapiResult<bool> {
     let _runtime = runtime().enter();
     let _here = Here::enter(env, shared, local, Entry::Polls);
     let mut settled = Settled::new();
-    let polled = run_ready(env, shared, local, &mut settled, caller);
+    let polled = run_ready(env, shared, local, &mut settled, connections);
     deliver(env, local, &mut settled).map(|()| polled)
 }
 
-/// Who polls: an entry made by a native call from JS (`FromJs`: woken
-/// connections wait for the end of the JS turn), or by the event loop (a
-/// socket's readiness, the threadsafe function: polled at once).
+/// When woken connections are polled: at the end of the JS turn (`Later`,
+/// for native calls from JS that may come in bursts, such as `submit`), or
+/// at once (`Now`: the event loop's callbacks, and `complete`, which
+/// carries a turn's answers in one call).
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Caller {
-    FromJs,
-    Loop,
+enum Connections {
+    Later,
+    Now,
 }
 
 /// Polls woken tasks until none is left (or a bounded number of rounds,
@@ -1042,7 +1056,13 @@ enum Caller {
 /// [`flush_connections`], at the end of the JS turn: what the turn's calls
 /// queued for a peer (each `submit` of a burst, every answer of a batch of
 /// handlers) then leaves in one write.
-fn run_ready(env: &Env, shared: &Shared, local: &LocalRef, settled: &mut Settled, caller: Caller) -> bool {
+fn run_ready(
+    env: &Env,
+    shared: &Shared,
+    local: &LocalRef,
+    settled: &mut Settled,
+    connections: Connections,
+) -> bool {
     let mut polled = false;
     let mut deferred = false;
     // A connection is polled at most `POLLS_PER_CONNECTION` times per call:
@@ -1065,7 +1085,7 @@ fn run_ready(env: &Env, shared: &Shared, local: &LocalRef, settled: &mut Settled
         }
         polled = true;
         for task in tasks.drain(..) {
-            if task.connection && caller == Caller::FromJs {
+            if task.connection && connections == Connections::Later {
                 // Stays queued (a second wake adds nothing) until the flush.
                 local.borrow_mut().deferred_connections.push(task);
                 deferred = true;
@@ -1206,7 +1226,7 @@ pub fn flush_connections(env: &Env, shared: &Shared, local: &LocalRef) -> NapiRe
         return Ok(());
     }
     shared.ready.lock().extend(tasks);
-    poll_ready_any(env, shared, local, Caller::Loop).map(|_| ())
+    poll_ready_any(env, shared, local, Connections::Now).map(|_| ())
 }
 
 /// Hands the settled answers to the JS settler, in one call.
@@ -1240,7 +1260,7 @@ pub fn drain(env: &Env, shared: &Shared, local: &LocalRef) {
     crate::uv::close_orphans();
     let _here = Here::enter(env, shared, local, Entry::Other);
     shared.state.store(ACTIVE, Ordering::SeqCst);
-    let outcome = poll_ready_any(env, shared, local, Caller::Loop)
+    let outcome = poll_ready_any(env, shared, local, Connections::Now)
         .and_then(|polled| dispatch(env, shared, local).map(|dispatched| polled || dispatched));
     match outcome {
         Ok(true) => shared.signal(),
@@ -1281,7 +1301,7 @@ pub fn on_socket_ready(env: &Env, shared: &Shared, local: &LocalRef, wake: impl 
     let _here = Here::enter(env, shared, local, Entry::PollsAndDispatches);
     wake();
     let mut settled = Settled::new();
-    run_ready(env, shared, local, &mut settled, Caller::Loop);
+    run_ready(env, shared, local, &mut settled, Connections::Now);
     let outcome = deliver(env, local, &mut settled).and_then(|()| dispatch(env, shared, local));
     if let Err(error) = outcome {
         // A bug in index.js, reported as drain reports it.

@@ -27,9 +27,9 @@ use packetflow::{
 };
 
 use crate::bridge::{
-    abandon, drain, flush_connections, poll_ready, polling_entry, start, start_answering, thrown_error,
-    turn_outcome, watch, Answer, BatchFn, ErrorClassRef, JsSide, Local, LocalRef, Running, Shared, Task,
-    Tsfn, TurnFn,
+    abandon, drain, flush_connections, poll_answered, poll_ready, polling_entry, start, start_answering,
+    thrown_error, turn_outcome, watch, Answer, BatchFn, ErrorClassRef, JsSide, Local, LocalRef, Running,
+    Shared, Task, Tsfn, TurnFn,
 };
 use crate::convert::{field, owned_field, parse_text, to_js, FromJs};
 use crate::error::{convert_error_text, throw_convert_error, throw_pf_error, throw_type_error};
@@ -610,7 +610,7 @@ impl NativeReactor {
             }
         }
         // The answers woke their packets' tasks: finish them now.
-        poll_ready(&env, &self.shared, &self.local)
+        poll_answered(&env, &self.shared, &self.local)
     }
 
     /// Polls the network connections woken by native calls during this JS
