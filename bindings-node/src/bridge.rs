@@ -194,8 +194,9 @@ pub struct Task {
     /// dropped at its next poll instead of being polled (see [`abandon`]).
     abandoned: AtomicBool,
     /// A network connection of the reactor's node (see
-    /// [`Shared::spawn_connection`]): woken by a native call from JS, it is
-    /// polled at the end of that JS turn (see [`flush_connections`]).
+    /// [`Shared::spawn_connection`]): woken by a native call from JS that
+    /// may come in a burst (`submit`), it is polled at the end of that JS
+    /// turn (see [`flush_connections`]).
     connection: bool,
     shared: Weak<Shared>,
 }
@@ -1052,10 +1053,9 @@ enum Connections {
 
 /// Polls woken tasks until none is left (or a bounded number of rounds,
 /// after which the next threadsafe call goes on); whether any was polled.
-/// Connections woken under a native call from JS are set aside for
+/// With `Connections::Later`, woken connections are set aside for
 /// [`flush_connections`], at the end of the JS turn: what the turn's calls
-/// queued for a peer (each `submit` of a burst, every answer of a batch of
-/// handlers) then leaves in one write.
+/// queued for a peer (each `submit` of a burst) then leaves in one write.
 fn run_ready(
     env: &Env,
     shared: &Shared,

@@ -20,7 +20,9 @@
 //!
 //! ```text
 //!   wait(direction, waker): the waker is kept; the handle watches every
-//!   direction someone waits for (uv_poll_start only when that set grows)
+//!   direction someone waits for (uv_poll_start only when that set grows);
+//!   while the waker is kept, the socket is not tried that way again
+//!   (may_be_ready is false)
 //!         │
 //!         ▼ the socket is ready (level-triggered: readiness that came
 //!   on_poll  before the wait is reported too)
@@ -31,11 +33,12 @@
 //!         │ handle usually stays as it is: no system call to re-arm it)
 //!         ▼
 //!   dropped on the JS thread: uv_close, then the duplicate is closed in
-//!   the close callback; dropped on another thread (a connection dropped
-//!   by the runtime as node exits): queued, and closed by the next libuv
-//!   callback or watch on the JS thread, or when the environment is torn
-//!   down (a cleanup hook closes every handle left, as a worker's loop
-//!   must have none open when it closes)
+//!   the close callback; dropped on another thread (a connection ended
+//!   while the stand-in polled it, or dropped by the runtime as node
+//!   exits): queued, and closed at the JS thread's next entry (the drop
+//!   asks for a threadsafe call), or when the environment is torn down (a
+//!   cleanup hook closes every handle left, as a worker's loop must have
+//!   none open when it closes)
 //! ```
 //!
 //! The handles are unreferenced (`uv_unref`): whether node stays up is the
