@@ -65,6 +65,20 @@ export interface ReactorOptions {
    */
   busyPollUs?: number;
   /**
+   * Where the reactor's network connections run. `'loop'` (the default):
+   * on the JS thread, their sockets watched by node's event loop, so a
+   * frame is read, decoded, handed to its handler and answered with no
+   * other thread waking (the fewest wake-ups per round trip, the lowest
+   * latency). `'thread'`: on the addon's own thread, which reads, decodes
+   * and writes while JS runs: for CPU-heavy handlers under sustained load,
+   * where that work alongside JS is worth the wake-ups. Either way a JS
+   * thread blocked for seconds does not silence the connections (the
+   * addon's thread answers heartbeats meanwhile). The default is
+   * `'thread'` when `busyPollUs` is set (busy-polling is that thread's);
+   * `'loop'` with `busyPollUs` is a `TypeError`.
+   */
+  sockets?: 'loop' | 'thread';
+  /**
    * A file for actor state (a redb database, created if absent): every
    * committed turn is written before its reply leaves, so acknowledged
    * messages survive a crash. One process opens a file at a time. Default:

@@ -460,6 +460,8 @@ class Dispatch {
     this.failed = [];
     /** Async actor turns of this turn: `token, reply, state, stopped, replyText, stateText, ...`. @type {unknown[]} */
     this.turns = [];
+    /** Polls the connections woken during this turn (see {@link flushSoon}). */
+    this.flushConnections = () => this.native.flushConnections();
     this.flushing = false;
     this.flush = () => {
       this.flushing = false;
@@ -867,12 +869,25 @@ function settle(state, ...batch) {
   state.settle(batch);
 }
 
+/**
+ * The addon calls this, at most once per JS turn, when a call into it woke
+ * one of the reactor's network connections: the connections are polled at
+ * the end of the turn, so what the turn's calls queued for a peer (each
+ * submit of a burst, the answers of a batch of handlers) leaves in one
+ * write.
+ * @param {Dispatch} state
+ */
+function flushSoon(state) {
+  queueMicrotask(state.flushConnections);
+}
+
 const OPTIONS = new Set([
   'name',
   'maxInflight',
   'maxQueue',
   'finishedMemory',
   'busyPollUs',
+  'sockets',
   'actorStore',
   'actorPassivateAfterMs',
   'actorRememberedTurns',
@@ -947,6 +962,27 @@ function connectOptions(options) {
     throw new TypeError(`msgpack must be a boolean, got ${typeName(msgpack)}`);
   }
   return { msgpack, token: stringOption(options.token, 'token'), tlsCa: stringOption(options.tlsCa, 'tlsCa') };
+}
+
+/**
+ * The `sockets` option as the addon takes it: whether the network
+ * connections run on the addon's thread (`'thread'`) rather than on the JS
+ * thread, driven by node's event loop (`'loop'`, the default unless the
+ * reactor busy-polls: busy-polling is the addon's thread's).
+ * @param {unknown} value
+ * @param {number | undefined} busyPollUs
+ * @returns {boolean}
+ */
+function socketsOption(value, busyPollUs) {
+  const busy = busyPollUs !== undefined && busyPollUs > 0;
+  if (value === undefined) return busy;
+  if (value !== 'loop' && value !== 'thread') {
+    throw new TypeError(`sockets must be 'loop' or 'thread', got ${typeof value === 'string' ? JSON.stringify(value) : typeName(value)}`);
+  }
+  if (value === 'loop' && busy) {
+    throw new TypeError("busyPollUs busy-polls the addon's thread: it needs sockets: 'thread' (its default)");
+  }
+  return value === 'thread';
 }
 
 /**
@@ -1268,6 +1304,7 @@ class Reactor {
     const maxQueue = integerOption(options, 'maxQueue');
     const finishedMemory = integerOption(options, 'finishedMemory');
     const busyPollUs = integerOption(options, 'busyPollUs');
+    const threadSockets = socketsOption(options.sockets, busyPollUs);
     const actorPassivateAfterMs = integerOption(options, 'actorPassivateAfterMs');
     const actorRememberedTurns = integerOption(options, 'actorRememberedTurns');
     const actorStore = stringOption(options.actorStore, 'actorStore');
@@ -1278,6 +1315,7 @@ class Reactor {
       maxQueue,
       finishedMemory,
       busyPollUs,
+      threadSockets,
       actorPassivateAfterMs,
       actorRememberedTurns,
       actorStore,
@@ -1285,6 +1323,7 @@ class Reactor {
       dispatchTurns,
       runTurn,
       settle,
+      flushSoon,
       this.#dispatch,
       PacketFlowError,
     );

@@ -20,9 +20,24 @@ if (!url && !listen) {
   process.exit(2);
 }
 
-// MATRIX_BUSY_POLL_US (set by matrix.py's busy- topologies): the reactor's busyPollUs.
-const r = new Reactor({ name: 'matrix-node-handler', busyPollUs: Number(process.env.MATRIX_BUSY_POLL_US || 0) });
-r.register('df', 'transform', async (data) => data.toUpperCase());
+// MATRIX_BUSY_POLL_US (set by matrix.py's busy- topologies): the reactor's
+// busyPollUs; MATRIX_NODE_SOCKETS (matrix.py --node-sockets): its sockets.
+const r = new Reactor({
+  name: 'matrix-node-handler',
+  busyPollUs: Number(process.env.MATRIX_BUSY_POLL_US || 0),
+  sockets: process.env.MATRIX_NODE_SOCKETS || undefined,
+});
+// MATRIX_HANDLER_WORK_US (matrix.py --handler-work-us): each call first
+// keeps the JS thread busy this long (a CPU-heavy handler); default 0.
+const workUs = Number(process.env.MATRIX_HANDLER_WORK_US || 0);
+function work() {
+  const until = process.hrtime.bigint() + BigInt(workUs * 1000);
+  while (process.hrtime.bigint() < until);
+}
+r.register('df', 'transform', async (data) => {
+  if (workUs > 0) work();
+  return data.toUpperCase();
+});
 
 let stopping = false;
 function stop() {

@@ -7,6 +7,7 @@ hub, beside the plain same-language pairs of ../shared/peers, in one run.
         [--submitters python,node,elixir,rust[,rust-node]] [--handlers python,node,elixir,rust]
         [--baselines node,python,rust,node-relay] [--no-build] [--peers ../shared/peers]
         [--topologies hub,hub-only,busy-hub,busy-all,direct,busy-direct] [--busy-poll-us 200]
+        [--node-sockets loop|thread] [--handler-work-us 0]
 
 Per trial, every job (one per pair, one per baseline) runs in shuffled order
 with processes started fresh, each in its own session:
@@ -44,6 +45,13 @@ through their `busyPollUs` / `busy_poll_us` option (the scripts read
 MATRIX_BUSY_POLL_US). The Elixir binding runs its connections on the BEAM's
 schedulers (which busy-wait by themselves, `+sbwt`) and `packetflow bench`
 has no node: they run as in the other topologies.
+
+`--node-sockets` sets the Node reactors' `sockets` option (default: the
+package's default, `loop`, or `thread` when busy-polling): `loop` runs their
+connections on the JS thread, driven by node's event loop; `thread` on the
+addon's own thread (docs/bindings.md, "Node.js"). `--handler-work-us` makes
+the Node handler keep its JS thread busy that long per call first (a
+CPU-heavy handler; the others are unchanged).
 
 Handlers: bench/matrix/handler.{py,js,exs}, and for Rust `packetflow serve
 --connect HUB --handler df:transform=uppercase` (a second node, dialling the
@@ -632,6 +640,10 @@ def main() -> None:
     ap.add_argument("--baselines", default="node,python,rust,node-relay", help="some of " + ", ".join(BASELINE_NAMES))
     ap.add_argument("--topologies", default="hub", help="some of " + ", ".join(TOPOLOGY_NAMES) + " (comma-separated)")
     ap.add_argument("--busy-poll-us", type=int, default=200, help="the busy- topologies' window")
+    ap.add_argument("--node-sockets", choices=["loop", "thread"], default=None,
+                    help="the Node reactors' `sockets` option (default: the package's)")
+    ap.add_argument("--handler-work-us", type=int, default=0,
+                    help="µs of busy JS per call in the Node handler (default 0)")
     ap.add_argument("--peers", default=str(ROOT.parent / "shared" / "peers"))
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--seed", type=int, default=None, help="shuffle seed (default: random)")
@@ -639,6 +651,10 @@ def main() -> None:
     ap.add_argument("--erl-flags", default=None,
                     help="ERL_FLAGS for the Elixir processes, e.g. '+sbwt none +sbwtdcpu none +sbwtdio none'")
     a = ap.parse_args()
+    if a.node_sockets is not None:
+        os.environ["MATRIX_NODE_SOCKETS"] = a.node_sockets  # read by handler.js and submit.js
+    if a.handler_work_us:
+        os.environ["MATRIX_HANDLER_WORK_US"] = str(a.handler_work_us)  # read by handler.js
     if a.erl_flags is not None:
         ELIXIR_ENV["ERL_FLAGS"] = a.erl_flags
     a.submitters, a.handlers = a.submitters.split(","), a.handlers.split(",")
@@ -685,6 +701,7 @@ def main() -> None:
                 loads.append(load)
                 row = pair_job(job[1], job[2], job[3], a) if job[0] == "pair" else baseline_job(job[1], a, peers)
                 row.update({"trial": trial, "loadavg_1m": load, "time": time.strftime("%H:%M:%S"), "n": a.n,
+                            "node_sockets": a.node_sockets, "handler_work_us": a.handler_work_us,
                             "seq_n": a.seq_n, "inflight": a.inflight})
                 rows.append(row)
                 f.write(json.dumps(row) + "\n")

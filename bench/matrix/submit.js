@@ -80,8 +80,13 @@ async function main() {
     console.error('gave up: timeout');
     process.exit(3);
   }, opt('--timeout', 300) * 1000);
-  // MATRIX_BUSY_POLL_US (set by matrix.py's busy- topologies): the reactor's busyPollUs.
-  const r = new Reactor({ name: 'matrix-node-submitter', busyPollUs: Number(process.env.MATRIX_BUSY_POLL_US || 0) });
+  // MATRIX_BUSY_POLL_US (set by matrix.py's busy- topologies): the reactor's
+  // busyPollUs; MATRIX_NODE_SOCKETS (matrix.py --node-sockets): its sockets.
+  const r = new Reactor({
+    name: 'matrix-node-submitter',
+    busyPollUs: Number(process.env.MATRIX_BUSY_POLL_US || 0),
+    sockets: process.env.MATRIX_NODE_SOCKETS || undefined,
+  });
   await r.connect(url);
   const out = mode === 'seq'
     ? await seq(r, opt('--n', 2000), opt('--warmup', 500))

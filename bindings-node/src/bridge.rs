@@ -13,10 +13,17 @@
 //! timers (deadlines) and the network; a wake-up from there queues the task
 //! for the JS thread.
 //!
-//! A packet that arrives from the network is run by its connection's task
-//! on the runtime's thread, which calls the JS handler's Rust side there:
-//! that queues an invocation for the JS thread, and the packet's future
-//! waits for the answer that `complete` sends back.
+//! A network connection is a task of the JS thread too (with `sockets:
+//! 'loop'`, the default): node's event loop reports its socket ready
+//! (`src/uv.rs`), and [`on_socket_ready`] polls it at once, in that libuv
+//! callback: frames are read and decoded there, the JS handlers' Rust side
+//! queues their invocations, which the same callback hands to the JS
+//! dispatcher; answers wake the connection, which writes them at the end of
+//! the JS turn ([`flush_connections`]). With `sockets: 'thread'`, the
+//! connection's task runs on the runtime's thread instead, which calls the
+//! JS handler's Rust side there: that queues an invocation for the JS
+//! thread, and the packet's future waits for the answer that `complete`
+//! sends back.
 //!
 //! Everything queued for the JS thread crosses in one weak threadsafe-function
 //! call: a producer pushes its work and makes the call only if none is on
@@ -59,7 +66,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::ptr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Poll, Wake, Waker};
 
@@ -102,6 +109,10 @@ const MAX_ENTRIES_PER_CALL: usize = 512;
 /// Rounds of polling woken tasks in one go before yielding to the event
 /// loop (a task woken again while it is polled goes to the next round).
 const MAX_POLL_ROUNDS: usize = 64;
+
+/// Polls of one connection per poll of the ready tasks (see [`run_ready`]):
+/// each reads at most 4 × 256 frames.
+const POLLS_PER_CONNECTION: usize = 4;
 
 /// Actor turns run in place (see [`Shared::run_turn`]) per entry into the
 /// binding from JS or from the event loop; later ones in that entry cross
@@ -168,6 +179,9 @@ struct TaskState {
     promise: Option<f64>,
     /// Counted among the reactor's pending work (from its first poll).
     begun: bool,
+    /// Whether it counts among the pending work at all (a connection does
+    /// not: the reactor being on the network keeps node alive instead).
+    counted: bool,
 }
 
 /// A core future behind a binding Promise (or a background task of the
@@ -179,6 +193,11 @@ pub struct Task {
     /// JS gave up on the Promise (its `AbortSignal` aborted): the future is
     /// dropped at its next poll instead of being polled (see [`abandon`]).
     abandoned: AtomicBool,
+    /// A network connection of the reactor's node (see
+    /// [`Shared::spawn_connection`]): woken by a native call from JS that
+    /// may come in a burst (`submit`), it is polled at the end of that JS
+    /// turn (see [`flush_connections`]).
+    connection: bool,
     shared: Weak<Shared>,
 }
 
@@ -188,10 +207,21 @@ impl Task {
     }
 
     fn with(shared: &Arc<Shared>, future: AnswerFuture, promise: Option<f64>) -> Arc<Task> {
+        Task::made(shared, future, promise, false)
+    }
+
+    /// A task; a `connection` does not count among the pending work.
+    fn made(shared: &Arc<Shared>, future: AnswerFuture, promise: Option<f64>, connection: bool) -> Arc<Task> {
         Arc::new(Task {
-            state: Mutex::new(TaskState { future: Some(future), promise, begun: false }),
+            state: Mutex::new(TaskState {
+                future: Some(future),
+                promise,
+                begun: false,
+                counted: !connection,
+            }),
             queued: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
+            connection,
             shared: Arc::downgrade(shared),
         })
     }
@@ -208,7 +238,11 @@ impl Wake for Task {
         }
         if let Some(shared) = self.shared.upgrade() {
             shared.ready.lock().push(self.clone());
-            shared.schedule();
+            // Woken inside an entry that polls before it returns: polled
+            // there, with no threadsafe call.
+            if !inside_entry_that_takes(&shared, false) {
+                shared.schedule();
+            }
         }
     }
 }
@@ -233,6 +267,14 @@ pub struct Shared {
     /// The environment is gone: nothing can cross any more.
     closed: AtomicBool,
     tsfn: OnceLock<Tsfn>,
+    /// The node's connections run on the JS thread (see
+    /// [`Shared::spawn_connection`]), for the stand-in (see [`stand_in`]).
+    connections: Mutex<Vec<Weak<Task>>>,
+    /// The stand-in task is running.
+    standing_by: AtomicBool,
+    /// Bumped whenever the JS thread polls tasks: the stand-in sees from it
+    /// whether the JS thread is blocked.
+    js_polls: AtomicU64,
 }
 
 impl Shared {
@@ -244,6 +286,9 @@ impl Shared {
             deferred: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             tsfn: OnceLock::new(),
+            connections: Mutex::new(Vec::new()),
+            standing_by: AtomicBool::new(false),
+            js_polls: AtomicU64::new(0),
         })
     }
 
@@ -261,7 +306,7 @@ impl Shared {
         self.invocations.lock().push(invocation);
         if crate::on_runtime_thread() {
             self.schedule_after_task();
-        } else {
+        } else if !inside_entry_that_takes(self, true) {
             self.schedule();
         }
     }
@@ -270,11 +315,38 @@ impl Shared {
     /// that its turns cost no thread hop); callable from any thread. Node
     /// stays alive while it runs.
     pub fn spawn(self: &Arc<Self>, future: Pin<Box<dyn Future<Output = ()> + Send>>) {
+        self.spawn_as(future, false);
+    }
+
+    /// Runs a network connection of this reactor's node on the JS thread
+    /// (the node's `ConnectionSpawner`), callable from any thread: it is
+    /// polled where it is woken, like a Promise's task, so that its frames
+    /// are read, handled and answered there. It does not keep node alive
+    /// by itself (the reactor being on the network does).
+    pub fn spawn_connection(self: &Arc<Self>, future: Pin<Box<dyn Future<Output = ()> + Send>>) {
+        let task = self.spawn_as(future, true);
+        {
+            let mut connections = self.connections.lock();
+            connections.retain(|c| c.strong_count() > 0);
+            connections.push(Arc::downgrade(&task));
+        }
+        if !self.standing_by.swap(true, Ordering::AcqRel) {
+            runtime().spawn(stand_in(Arc::downgrade(self)));
+        }
+    }
+
+    fn spawn_as(
+        self: &Arc<Self>,
+        future: Pin<Box<dyn Future<Output = ()> + Send>>,
+        connection: bool,
+    ) -> Arc<Task> {
         let future = Box::pin(async move {
             future.await;
             Answer::Data(Ok(Value::Null))
         });
-        Task::with(self, future, None).wake_by_ref();
+        let task = Task::made(self, future, None, connection);
+        task.wake_by_ref();
+        task
     }
 
     /// Runs the JS handler in dispatcher slot `slot` on a packet: its answer,
@@ -365,6 +437,13 @@ impl Shared {
             let tasks = std::mem::take(&mut *self.ready.lock());
             drop((invocations, tasks));
         }
+    }
+
+    /// Makes sure the JS thread enters the bridge soon (to close a poll
+    /// handle dropped off its thread: see `src/uv.rs`); callable from any
+    /// thread.
+    pub fn look_soon(&self) {
+        self.schedule();
     }
 
     fn has_work(&self) -> bool {
@@ -577,6 +656,14 @@ pub struct Local {
     turn_fn: BatchFn,
     run_turn_fn: TurnFn,
     settle_fn: BatchFn,
+    /// `flushSoon(state)`: polls the deferred connections in a microtask
+    /// (see [`flush_connections`]).
+    flush_soon_fn: BatchFn,
+    /// Connections woken by native calls from JS in this turn, polled
+    /// together at its end (see [`flush_connections`]).
+    deferred_connections: Vec<Arc<Task>>,
+    /// `flushSoon` was called and its microtask has not run yet.
+    flush_scheduled: bool,
     /// The JS reactor's state: weak while idle, strong while busy.
     state: StateRef,
     /// Promises of this reactor that are not settled yet.
@@ -598,6 +685,9 @@ pub struct Local {
     spare_invocations: Vec<Invocation>,
     spare_tasks: Vec<Arc<Task>>,
     shared: Weak<Shared>,
+    /// What node's async hooks see as the origin of the JS run from a
+    /// socket's readiness (see [`on_socket_ready`]); made at the first.
+    async_resource: Option<Rc<js::AsyncResource>>,
 }
 
 pub type LocalRef = Rc<RefCell<Local>>;
@@ -609,6 +699,7 @@ pub struct JsSide<'env> {
     pub dispatch_turns: BatchFn,
     pub run_turn: TurnFn,
     pub settle: BatchFn,
+    pub flush_soon: BatchFn,
     pub error_class: ErrorClassRef,
 }
 
@@ -621,6 +712,9 @@ impl Local {
             turn_fn: side.dispatch_turns,
             run_turn_fn: side.run_turn,
             settle_fn: side.settle,
+            flush_soon_fn: side.flush_soon,
+            deferred_connections: Vec::new(),
+            flush_scheduled: false,
             state: StateRef::new(env, &side.state)?,
             busy: 0,
             networked: false,
@@ -633,6 +727,7 @@ impl Local {
             spare_invocations: Vec::new(),
             spare_tasks: Vec::new(),
             shared: Arc::downgrade(shared),
+            async_resource: None,
         })
     }
 
@@ -684,6 +779,21 @@ impl Local {
             self.running.retain(|_, r| !r.is_closed());
             self.swept_at = self.running.len();
         }
+    }
+
+    /// The reactor's async resource, made at the first call; `None` if it
+    /// could not be made (JS then runs without a callback scope).
+    fn async_resource(&mut self, env: &Env) -> Option<Rc<js::AsyncResource>> {
+        if self.async_resource.is_none() {
+            match js::AsyncResource::new(env, "packetflow:socket") {
+                Ok(resource) => self.async_resource = Some(Rc::new(resource)),
+                Err(_) => {
+                    js::take_exception(env);
+                    return None;
+                }
+            }
+        }
+        self.async_resource.clone()
     }
 
     fn token(&mut self) -> u64 {
@@ -801,7 +911,7 @@ fn poll_task_once(local: &LocalRef, task: &Arc<Task>) -> Option<(Option<f64>, An
         }
         return None;
     };
-    let TaskState { future, promise, begun } = &mut *state;
+    let TaskState { future, promise, begun, counted } = &mut *state;
     if task.abandoned.load(Ordering::Relaxed) {
         // Dropping the core future cancels its packet (a submit's) or its
         // call; its Promise was settled by JS already.
@@ -819,7 +929,7 @@ fn poll_task_once(local: &LocalRef, task: &Arc<Task>) -> Option<(Option<f64>, An
         // Pending work from now on: node stays up for it. (Work that ends
         // in its first poll never counts, so a run of such calls does not
         // reference and release the threadsafe function at every call.)
-        if !*begun {
+        if !*begun && *counted {
             *begun = true;
             local.borrow_mut().begin();
         }
@@ -838,11 +948,11 @@ fn poll_task_once(local: &LocalRef, task: &Arc<Task>) -> Option<(Option<f64>, An
 /// at once, so a packet that can run starts now, and settles what finished.
 pub fn start(env: &Env, shared: &Shared, local: &LocalRef, task: Arc<Task>) -> NapiResult<()> {
     let _runtime = runtime().enter();
-    let _here = Here::enter(env, shared, local);
+    let _here = Here::enter(env, shared, local, Entry::Polls);
     let mut settled = Settled::new();
     poll_task(env, local, &mut settled, &task);
     drop(task);
-    run_ready(env, shared, local, &mut settled);
+    run_ready(env, shared, local, &mut settled, Connections::Later);
     deliver(env, local, &mut settled)
 }
 
@@ -857,11 +967,11 @@ pub fn start_answering(
     task: Arc<Task>,
 ) -> NapiResult<Option<Answer>> {
     let _runtime = runtime().enter();
-    let _here = Here::enter(env, shared, local);
+    let _here = Here::enter(env, shared, local, Entry::Polls);
     let mut settled = Settled::new();
     let answer = poll_task_once(local, &task).map(|(_, answer)| answer);
     drop(task);
-    run_ready(env, shared, local, &mut settled);
+    run_ready(env, shared, local, &mut settled, Connections::Later);
     deliver(env, local, &mut settled)?;
     Ok(answer)
 }
@@ -903,24 +1013,67 @@ pub fn abandon(env: &Env, shared: &Shared, local: &LocalRef, promise: f64) -> Na
     poll_ready(env, shared, local)
 }
 
-/// Polls the tasks that were woken and settles the Promises that finished.
+/// Polls the tasks that were woken and settles the Promises that finished
+/// (for a native call from JS).
 pub fn poll_ready(env: &Env, shared: &Shared, local: &LocalRef) -> NapiResult<()> {
-    poll_ready_any(env, shared, local).map(|_| ())
+    poll_ready_any(env, shared, local, Connections::Later).map(|_| ())
 }
 
-/// [`poll_ready`], telling whether any task was polled.
-fn poll_ready_any(env: &Env, shared: &Shared, local: &LocalRef) -> NapiResult<bool> {
+/// [`poll_ready`] for `complete`, which hands over a whole batch of
+/// answers (index.js gathers the answers of a turn into one call): the
+/// connections they wake write them now, with no microtask to wait for.
+pub fn poll_answered(env: &Env, shared: &Shared, local: &LocalRef) -> NapiResult<()> {
+    poll_ready_any(env, shared, local, Connections::Now).map(|_| ())
+}
+
+/// [`poll_ready`], polling woken connections as `connections` says;
+/// whether any task was polled.
+fn poll_ready_any(
+    env: &Env,
+    shared: &Shared,
+    local: &LocalRef,
+    connections: Connections,
+) -> NapiResult<bool> {
     let _runtime = runtime().enter();
-    let _here = Here::enter(env, shared, local);
+    let _here = Here::enter(env, shared, local, Entry::Polls);
     let mut settled = Settled::new();
-    let polled = run_ready(env, shared, local, &mut settled);
+    let polled = run_ready(env, shared, local, &mut settled, connections);
     deliver(env, local, &mut settled).map(|()| polled)
+}
+
+/// When woken connections are polled: at the end of the JS turn (`Later`,
+/// for native calls from JS that may come in bursts, such as `submit`), or
+/// at once (`Now`: the event loop's callbacks, and `complete`, which
+/// carries a turn's answers in one call).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Connections {
+    Later,
+    Now,
 }
 
 /// Polls woken tasks until none is left (or a bounded number of rounds,
 /// after which the next threadsafe call goes on); whether any was polled.
-fn run_ready(env: &Env, shared: &Shared, local: &LocalRef, settled: &mut Settled) -> bool {
+/// With `Connections::Later`, woken connections are set aside for
+/// [`flush_connections`], at the end of the JS turn: what the turn's calls
+/// queued for a peer (each `submit` of a burst) then leaves in one write.
+fn run_ready(
+    env: &Env,
+    shared: &Shared,
+    local: &LocalRef,
+    settled: &mut Settled,
+    connections: Connections,
+) -> bool {
     let mut polled = false;
+    let mut deferred = false;
+    // A connection is polled at most `POLLS_PER_CONNECTION` times per call:
+    // one poll reads a bounded burst of frames, and a connection that keeps
+    // waking itself (it yields with more to read) then waits for the next
+    // turn of the event loop, so a flood of frames never holds the JS thread
+    // from the handlers it calls. (A poll often wakes its own task in
+    // passing, which one more poll settles.)
+    let mut connections_polled: Vec<(*const Task, usize)> = Vec::new();
+    let mut next_turn = Vec::new();
+    shared.js_polls.fetch_add(1, Ordering::Relaxed);
     for _ in 0..MAX_POLL_ROUNDS {
         let mut tasks = {
             let spare = std::mem::take(&mut local.borrow_mut().spare_tasks);
@@ -928,18 +1081,152 @@ fn run_ready(env: &Env, shared: &Shared, local: &LocalRef, settled: &mut Settled
         };
         if tasks.is_empty() {
             local.borrow_mut().spare_tasks = tasks;
-            return polled;
+            break;
         }
         polled = true;
         for task in tasks.drain(..) {
-            poll_task(env, local, settled, &task);
+            if task.connection && connections == Connections::Later {
+                // Stays queued (a second wake adds nothing) until the flush.
+                local.borrow_mut().deferred_connections.push(task);
+                deferred = true;
+            } else if task.connection {
+                let this = Arc::as_ptr(&task);
+                let polls = match connections_polled.iter_mut().find(|(c, _)| *c == this) {
+                    Some((_, polls)) => polls,
+                    None => {
+                        connections_polled.push((this, 0));
+                        &mut connections_polled.last_mut().expect("just pushed").1
+                    }
+                };
+                if *polls == POLLS_PER_CONNECTION {
+                    next_turn.push(task);
+                } else {
+                    *polls += 1;
+                    poll_task(env, local, settled, &task);
+                }
+            } else {
+                poll_task(env, local, settled, &task);
+            }
         }
         local.borrow_mut().spare_tasks = tasks;
+    }
+    let mut ready = shared.ready.lock();
+    ready.append(&mut next_turn);
+    let more = !ready.is_empty();
+    drop(ready);
+    if more {
+        shared.schedule();
+    }
+    if deferred {
+        flush_soon(env, shared, local, settled);
+    }
+    polled
+}
+
+/// Has `flushSoon(state)` queue the microtask that polls the deferred
+/// connections, once per JS turn. Without the JS state (collected), they
+/// are polled now.
+fn flush_soon(env: &Env, shared: &Shared, local: &LocalRef, settled: &mut Settled) {
+    let (function, state) = {
+        let mut local = local.borrow_mut();
+        if local.flush_scheduled {
+            return;
+        }
+        local.flush_scheduled = true;
+        (local.flush_soon_fn.borrow_back(env), local.state.get(env))
+    };
+    if let (Ok(function), Some(state)) = (function, state) {
+        let mut args = Spread::with_capacity(1);
+        args.push(state);
+        if function.call(args).is_ok() {
+            return;
+        }
+        js::take_exception(env);
+    }
+    local.borrow_mut().flush_scheduled = false;
+    let tasks = std::mem::take(&mut local.borrow_mut().deferred_connections);
+    for task in tasks {
+        poll_task(env, local, settled, &task);
     }
     if !shared.ready.lock().is_empty() {
         shared.schedule();
     }
-    polled
+}
+
+/// How often the stand-in looks whether the JS thread is blocked.
+const STAND_IN_PERIOD: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Keeps the node's connections alive while the JS thread is blocked (by
+/// synchronous code, a long handler), on the runtime's thread: when a
+/// connection has waited to be polled for a whole period and the JS thread
+/// polled nothing meanwhile, it is polled here. It then reads frames (its
+/// packets' handlers queue for the JS thread as they would from a thread
+/// connection), answers heartbeats and sends its own, so peers do not
+/// declare the node dead for a JS thread busy for seconds. Its socket
+/// cannot wait for libuv from here (see `src/uv.rs`): it is polled again
+/// at the next period, and by the JS thread once that is back. Runs while
+/// the reactor has connections.
+async fn stand_in(shared: Weak<Shared>) {
+    let mut ticks = tokio::time::interval(STAND_IN_PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    let mut js_polls = u64::MAX;
+    // Connections seen queued at the last period (by address).
+    let mut waiting: Vec<usize> = Vec::new();
+    loop {
+        ticks.tick().await;
+        let Some(shared) = shared.upgrade() else { return };
+        let connections: Vec<Arc<Task>> = {
+            let mut connections = shared.connections.lock();
+            connections.retain(|c| c.strong_count() > 0);
+            if connections.is_empty() {
+                shared.standing_by.store(false, Ordering::Release);
+                return;
+            }
+            connections.iter().filter_map(Weak::upgrade).collect()
+        };
+        let polls = shared.js_polls.load(Ordering::Relaxed);
+        let blocked = polls == js_polls;
+        js_polls = polls;
+        let address = |task: &Arc<Task>| Arc::as_ptr(task) as usize;
+        let queued: Vec<usize> =
+            connections.iter().filter(|task| task.queued.load(Ordering::Acquire)).map(address).collect();
+        if blocked {
+            for task in connections.iter().filter(|task| waiting.contains(&address(task))) {
+                poll_standing_in(task);
+            }
+        }
+        waiting = queued;
+    }
+}
+
+/// Polls a connection's task off the JS thread (see [`stand_in`]); it stays
+/// queued for the JS thread, which polls it too once it can.
+fn poll_standing_in(task: &Arc<Task>) {
+    let Some(mut state) = task.state.try_lock() else { return };
+    let Some(future) = state.future.as_mut() else { return };
+    let waker = Waker::from(task.clone());
+    let mut cx = std::task::Context::from_waker(&waker);
+    if future.as_mut().poll(&mut cx).is_ready() {
+        // Over: dropped here (a connection counts as no pending work).
+        state.future = None;
+    }
+}
+
+/// The end of a JS turn (`flushSoon`'s microtask): polls the connections
+/// woken by native calls during the turn, which write what was queued for
+/// their peers.
+pub fn flush_connections(env: &Env, shared: &Shared, local: &LocalRef) -> NapiResult<()> {
+    let tasks = {
+        let mut local = local.borrow_mut();
+        local.flush_scheduled = false;
+        std::mem::take(&mut local.deferred_connections)
+    };
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    shared.ready.lock().extend(tasks);
+    poll_ready_any(env, shared, local, Connections::Now).map(|_| ())
 }
 
 /// Hands the settled answers to the JS settler, in one call.
@@ -970,9 +1257,10 @@ fn deliver(env: &Env, local: &LocalRef, settled: &mut Settled) -> NapiResult<()>
 /// arrives while JS is busy thus crosses in one batch. The first call that
 /// finds nothing sets `IDLE` again.
 pub fn drain(env: &Env, shared: &Shared, local: &LocalRef) {
-    let _here = Here::enter(env, shared, local);
+    crate::uv::close_orphans();
+    let _here = Here::enter(env, shared, local, Entry::Other);
     shared.state.store(ACTIVE, Ordering::SeqCst);
-    let outcome = poll_ready_any(env, shared, local)
+    let outcome = poll_ready_any(env, shared, local, Connections::Now)
         .and_then(|polled| dispatch(env, shared, local).map(|dispatched| polled || dispatched));
     match outcome {
         Ok(true) => shared.signal(),
@@ -990,6 +1278,36 @@ pub fn drain(env: &Env, shared: &Shared, local: &LocalRef) {
                 Some(thrown) => env.fatal_exception(napi::Error::from(thrown)),
                 None => env.fatal_exception(error),
             }
+        }
+    }
+}
+
+/// A socket of one of this reactor's connections is ready (a libuv
+/// callback on the JS thread, outside any JS: see `src/uv.rs`): `wake`
+/// wakes the connections that wait on it, which are polled here (they read
+/// and decode frames, the core runs them and calls JS handlers, which queue
+/// invocations), then the queued invocations go to the JS dispatcher, all
+/// in this one callback: no threadsafe call, no other thread. Handlers that
+/// answer at once do so through `complete` inside the dispatch, which polls
+/// the connection again, which writes the answers; asynchronous answers
+/// come in the microtasks node runs when the callback scope closes, and
+/// are written the same way.
+pub fn on_socket_ready(env: &Env, shared: &Shared, local: &LocalRef, wake: impl FnOnce()) {
+    let _handles = js::HandleScope::open(env);
+    let resource = local.borrow_mut().async_resource(env);
+    // Closed last: the microtasks run once everything below is done.
+    let _callback = resource.as_ref().map(|r| js::CallbackScope::open(r));
+    let _runtime = runtime().enter();
+    let _here = Here::enter(env, shared, local, Entry::PollsAndDispatches);
+    wake();
+    let mut settled = Settled::new();
+    run_ready(env, shared, local, &mut settled, Connections::Now);
+    let outcome = deliver(env, local, &mut settled).and_then(|()| dispatch(env, shared, local));
+    if let Err(error) = outcome {
+        // A bug in index.js, reported as drain reports it.
+        match js::take_exception(env) {
+            Some(thrown) => env.fatal_exception(napi::Error::from(thrown)),
+            None => env.fatal_exception(error),
         }
     }
 }
@@ -1124,6 +1442,24 @@ struct Here {
     env: Env,
     shared: *const Shared,
     local: LocalRef,
+    kind: Entry,
+}
+
+/// What an entry does before it returns, which decides whether work
+/// queued inside it needs a threadsafe call to be seen.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    /// Polls the woken tasks before it returns (a native method that
+    /// starts or finishes work): a task woken inside it is polled there.
+    Polls,
+    /// Polls the woken tasks, then passes the queued invocations to the
+    /// JS dispatcher (a socket's readiness, from the event loop: see
+    /// [`on_socket_ready`]): an invocation queued inside it is dispatched
+    /// there too.
+    PollsAndDispatches,
+    /// Neither by itself (the threadsafe function's callback, whose
+    /// polling is an entry of its own).
+    Other,
 }
 
 thread_local! {
@@ -1135,16 +1471,25 @@ thread_local! {
 }
 
 /// Leaves the entry [`Here::enter`] recorded.
-struct HereGuard;
+pub struct HereGuard;
+
+/// Records a native call from JS that polls the ready tasks before it
+/// returns ([`poll_ready`]) and wakes tasks before that (`complete`
+/// answering handlers, `cancel`): what it wakes is only queued, with no
+/// threadsafe call. Keep the guard until the call returns.
+pub fn polling_entry(env: &Env, shared: &Shared, local: &LocalRef) -> HereGuard {
+    Here::enter(env, shared, local, Entry::Polls)
+}
 
 impl Here {
-    /// Records that the JS thread is inside an entry of reactor `shared`.
-    fn enter(env: &Env, shared: &Shared, local: &LocalRef) -> HereGuard {
+    /// Records that the JS thread is inside an entry of reactor `shared`
+    /// that does what `kind` says before it returns.
+    fn enter(env: &Env, shared: &Shared, local: &LocalRef, kind: Entry) -> HereGuard {
         HERE.with_borrow_mut(|stack| {
             if stack.is_empty() {
                 TURNS_LEFT.set(TURNS_IN_PLACE_PER_ENTRY);
             }
-            stack.push(Here { env: *env, shared, local: local.clone() });
+            stack.push(Here { env: *env, shared, local: local.clone(), kind });
         });
         HereGuard
     }
@@ -1152,8 +1497,55 @@ impl Here {
 
 impl Drop for HereGuard {
     fn drop(&mut self) {
-        HERE.with_borrow_mut(|stack| stack.pop());
+        let Some(here) = HERE.with_borrow_mut(|stack| stack.pop()) else { return };
+        if here.kind == Entry::Other {
+            return;
+        }
+        // SAFETY: the reactor outlives every entry into it (the entry's
+        // caller holds it).
+        let shared = unsafe { &*here.shared };
+        // Work queued without a threadsafe call after the entry's last look
+        // (an answer dropped while invocations were dispatched wakes its
+        // task, say) still gets one.
+        let dispatches = here.kind == Entry::PollsAndDispatches;
+        if !shared.ready.lock().is_empty() || (dispatches && !shared.invocations.lock().is_empty()) {
+            shared.schedule();
+        }
     }
+}
+
+/// Whether the JS thread is, right now, directly inside an entry of
+/// reactor `shared` that will itself poll what is woken (and, with
+/// `dispatching`, dispatch what is invoked) before it returns: such work
+/// needs no threadsafe call. False off the JS thread.
+fn inside_entry_that_takes(shared: &Shared, dispatching: bool) -> bool {
+    HERE.try_with(|stack| {
+        let Ok(stack) = stack.try_borrow() else { return false };
+        stack.last().is_some_and(|here| {
+            ptr::eq(here.shared, shared)
+                && match here.kind {
+                    Entry::PollsAndDispatches => true,
+                    Entry::Polls => !dispatching,
+                    Entry::Other => false,
+                }
+        })
+    })
+    .unwrap_or(false)
+}
+
+/// The environment and JS-thread half of reactor `shared`, when the
+/// calling thread is inside one of its entries (anywhere on the stack).
+pub fn entry_of(shared: &Shared) -> Option<(Env, LocalRef)> {
+    HERE.try_with(|stack| {
+        let stack = stack.try_borrow().ok()?;
+        stack
+            .iter()
+            .rev()
+            .find(|here| ptr::eq(here.shared, shared))
+            .map(|here| (here.env, here.local.clone()))
+    })
+    .ok()
+    .flatten()
 }
 
 /// How a turn offered to [`turn_in_place`] went.

@@ -286,3 +286,81 @@ impl Drop for HandleScope {
         }
     }
 }
+
+/// An async resource of the addon's (`napi_async_init`): what node's
+/// async hooks see as the origin of the JS the addon runs from a libuv
+/// callback of its own (see [`CallbackScope`]). Made and destroyed on the
+/// JS thread of its environment.
+pub struct AsyncResource {
+    env: sys::napi_env,
+    context: sys::napi_async_context,
+}
+
+impl AsyncResource {
+    /// A resource named `name` (in async hooks), on the JS thread of `env`.
+    pub fn new(env: &Env, name: &str) -> NapiResult<AsyncResource> {
+        let mut resource = ptr::null_mut();
+        let mut context = ptr::null_mut();
+        let name = unknown(env, name)?;
+        // SAFETY: on the JS thread of `env`, inside a handle scope (every
+        // caller runs in one); N-API only writes the out-pointers.
+        let status = unsafe {
+            let made = sys::napi_create_object(env.raw(), &mut resource);
+            if made != sys::Status::napi_ok {
+                made
+            } else {
+                sys::napi_async_init(env.raw(), resource, name.raw(), &mut context)
+            }
+        };
+        if status != sys::Status::napi_ok {
+            return Err(napi::Error::from_status(Status::from(status)));
+        }
+        Ok(AsyncResource { env: env.raw(), context })
+    }
+}
+
+impl Drop for AsyncResource {
+    fn drop(&mut self) {
+        // SAFETY: made on this environment's JS thread, destroyed once, on
+        // that thread (its owner never leaves it).
+        unsafe { sys::napi_async_destroy(self.env, self.context) };
+    }
+}
+
+/// A callback scope (`napi_open_callback_scope`): JS run from a libuv
+/// callback of the addon's (not from a call node made) runs as node runs
+/// its own callbacks, and when the scope closes, node runs what that JS
+/// queued: `process.nextTick` callbacks and the microtasks (the handlers'
+/// asynchronous answers among them).
+pub struct CallbackScope {
+    env: sys::napi_env,
+    scope: sys::napi_callback_scope,
+}
+
+impl CallbackScope {
+    /// Opens a scope for `resource` on its JS thread, outside any JS
+    /// (with a handle scope open).
+    pub fn open(resource: &AsyncResource) -> CallbackScope {
+        let mut scope = ptr::null_mut();
+        // SAFETY: `resource` is live and of this thread's environment; the
+        // resource object argument is ignored by node (the context's own is
+        // used). If opening fails, `scope` stays null and nothing is closed.
+        let status = unsafe {
+            sys::napi_open_callback_scope(resource.env, ptr::null_mut(), resource.context, &mut scope)
+        };
+        if status != sys::Status::napi_ok {
+            scope = ptr::null_mut();
+        }
+        CallbackScope { env: resource.env, scope }
+    }
+}
+
+impl Drop for CallbackScope {
+    fn drop(&mut self) {
+        if !self.scope.is_null() {
+            // SAFETY: opened on this thread's environment, closed once, after
+            // every scope opened inside it.
+            unsafe { sys::napi_close_callback_scope(self.env, self.scope) };
+        }
+    }
+}

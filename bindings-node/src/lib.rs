@@ -8,11 +8,14 @@
 //! - maps errors to their JS idiom in one place ([`error`]),
 //! - bridges the core's threads and the JS thread ([`bridge`]): handler
 //!   invocations, actor turns ([`actors`]) and answers cross in batches
-//!   through one weak threadsafe function per reactor.
+//!   through one weak threadsafe function per reactor; network connections
+//!   run on the JS thread, their sockets watched by node's event loop
+//!   ([`uv`]).
 //!
 //! The core runs on one Tokio runtime shared by every reactor of the process
-//! (and every worker thread), started on first use: timers, and the network
-//! (connections' tasks run there).
+//! (and every worker thread), started on first use: timers, the listening
+//! sockets and connections' set-up, and the connections of reactors made
+//! with `sockets: 'thread'`.
 
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -26,6 +29,7 @@ mod error;
 mod js;
 mod probe;
 mod reactor;
+mod uv;
 
 pub use reactor::NativeReactor;
 

@@ -1,9 +1,10 @@
-//! A probe of the value conversions for the test suite: `index.js` does
-//! not export it, so it is no part of the package's API.
+//! Probes for the test suite: `index.js` does not export them, so they are
+//! no part of the package's API.
 //!
 //! `test/convert.property.test.js` checks JS → core → JS through a reactor
 //! (an echo handler); the other direction, a value the core decoded from the
-//! wire, has no way in from JS but this.
+//! wire, has no way in from JS but [`json_round_trip`]. [`socket_stats`]
+//! shows whether connections are driven by node's event loop.
 
 use napi::Env;
 use napi_derive::napi;
@@ -33,4 +34,34 @@ pub fn json_round_trip(env: Env, text: String) -> napi::Result<JsonRoundTrip> {
     let in_js = to_js(&env, &before)?;
     let after = FromJs::new(&env).convert(in_js).map_err(|e| throw_convert_error(&env, e, "value"))?;
     Ok(JsonRoundTrip { before: before.to_string(), after: after.to_string(), same: before == after })
+}
+
+/// What the sockets driven by node's event loop did so far, in this
+/// process (see src/uv.rs): for the tests, which check that connections
+/// take that path.
+#[napi(object)]
+pub struct SocketStats {
+    /// Poll handles made (one per socket that ever had to wait).
+    pub watches: f64,
+    /// Reads and writes that would block and waited for libuv.
+    pub read_waits: f64,
+    pub write_waits: f64,
+    /// libuv reported a watched socket ready.
+    pub callbacks: f64,
+    /// Poll handles closed.
+    pub closed: f64,
+}
+
+/// The counters of [`SocketStats`].
+#[napi]
+pub fn socket_stats() -> SocketStats {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = &crate::uv::COUNTERS;
+    SocketStats {
+        watches: c.watches.load(Relaxed) as f64,
+        read_waits: c.read_waits.load(Relaxed) as f64,
+        write_waits: c.write_waits.load(Relaxed) as f64,
+        callbacks: c.callbacks.load(Relaxed) as f64,
+        closed: c.closed.load(Relaxed) as f64,
+    }
 }

@@ -3,8 +3,10 @@
 //! Every method runs on the JS thread. Methods that start work (`submit`,
 //! `contextCall`, `listen`, `connect`, `stop`) settle a Promise that the JS
 //! side made and never block: their core future is polled on the JS thread
-//! whenever it can make progress (see the bridge), and the network node runs
-//! its connections on the binding's Tokio runtime.
+//! whenever it can make progress (see the bridge), and so are the network
+//! node's connections (`sockets: 'loop'`, their sockets watched by node's
+//! event loop: see src/uv.rs), unless the reactor was made with `sockets:
+//! 'thread'` (then they run on the binding's Tokio runtime).
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -19,18 +21,21 @@ use packetflow::actor::FileStore;
 use packetflow::net::WS_PATH;
 use packetflow::reactor::{late_call_error, CallOptions};
 use packetflow::{
-    Codec, ConnectOptions, Context, ErrorCode, Field, Handler, KeyStyle, ListenOptions, Node, NodeConfig,
-    Packet, PacketId, PacketParts, PfError, Priority, Reactor, ReactorConfig, TokenSpec, Value,
+    Codec, ConnectOptions, ConnectionSpawner, Context, ErrorCode, Field, Handler, KeyStyle, ListenOptions,
+    Node, NodeConfig, Packet, PacketId, PacketParts, PfError, Priority, Reactor, ReactorConfig, TokenSpec,
+    Value,
 };
 
 use crate::bridge::{
-    abandon, drain, poll_ready, start, start_answering, thrown_error, turn_outcome, watch, Answer, BatchFn,
-    ErrorClassRef, JsSide, Local, LocalRef, Running, Shared, Task, Tsfn, TurnFn,
+    abandon, drain, flush_connections, poll_answered, poll_ready, polling_entry, start, start_answering,
+    thrown_error, turn_outcome, watch, Answer, BatchFn, ErrorClassRef, JsSide, Local, LocalRef, Running,
+    Shared, Task, Tsfn, TurnFn,
 };
 use crate::convert::{field, owned_field, parse_text, to_js, FromJs};
 use crate::error::{convert_error_text, throw_convert_error, throw_pf_error, throw_type_error};
 use crate::js::{self, NapiResult, Spread, StrBuf};
 use crate::runtime;
+use crate::uv::LoopReadiness;
 
 /// How an argument that must be a string is read: a `TypeError` names the
 /// argument and the type it had.
@@ -79,6 +84,9 @@ pub struct NativeReactor {
     node: RefCell<Option<Node>>,
     /// `NodeConfig::busy_poll` of that node.
     busy_poll: Option<std::time::Duration>,
+    /// The node's connections run on the runtime's thread (`sockets:
+    /// 'thread'`), not on the JS thread.
+    thread_sockets: bool,
 }
 
 impl NativeReactor {
@@ -192,14 +200,16 @@ impl NativeReactor {
 #[napi]
 impl NativeReactor {
     /// `new NativeReactor(name, maxInflight, maxQueue, finishedMemory,
-    /// busyPollUs, actorPassivateAfterMs, actorRememberedTurns, actorStore,
-    /// dispatch, dispatchTurns, runTurn, settle, state, PacketFlowError)`: each
-    /// option `undefined` when not given (the core's default), `index.js`
-    /// having converted the numbers to integers; the core checks their
-    /// values and opens the store. `dispatch(state, ...invocations)` runs
-    /// handlers, `dispatchTurns(state, ...turns)` actor turns,
-    /// `runTurn(state, ...turn)` one turn there and then, and
-    /// `settle(state, ...answers)` settles Promises (see src/bridge.rs).
+    /// busyPollUs, threadSockets, actorPassivateAfterMs, actorRememberedTurns,
+    /// actorStore, dispatch, dispatchTurns, runTurn, settle, flushSoon, state,
+    /// PacketFlowError)`: each option `undefined` when not given (the core's
+    /// default), `index.js` having converted the numbers to integers and
+    /// `sockets` to `threadSockets`; the core checks their values and opens
+    /// the store. `dispatch(state, ...invocations)` runs handlers,
+    /// `dispatchTurns(state, ...turns)` actor turns, `runTurn(state, ...turn)`
+    /// one turn there and then, `settle(state, ...answers)` settles Promises,
+    /// and `flushSoon(state)` has the connections polled at the end of the
+    /// JS turn (see src/bridge.rs).
     #[napi(constructor)]
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -209,6 +219,7 @@ impl NativeReactor {
         max_queue: Option<u32>,
         finished_memory: Option<u32>,
         busy_poll_us: Option<u32>,
+        thread_sockets: bool,
         actor_passivate_after_ms: Option<u32>,
         actor_remembered_turns: Option<u32>,
         actor_store: Option<String>,
@@ -216,6 +227,7 @@ impl NativeReactor {
         dispatch_turns: BatchFn,
         run_turn: TurnFn,
         settle: BatchFn,
+        flush_soon: BatchFn,
         state: Object<'_>,
         error_class: ErrorClassRef,
     ) -> napi::Result<Self> {
@@ -247,8 +259,15 @@ impl NativeReactor {
             }
         }
         let shared = Shared::new();
-        let side =
-            JsSide { state, dispatch: dispatch.create_ref()?, dispatch_turns, run_turn, settle, error_class };
+        let side = JsSide {
+            state,
+            dispatch: dispatch.create_ref()?,
+            dispatch_turns,
+            run_turn,
+            settle,
+            flush_soon,
+            error_class,
+        };
         let local: LocalRef = Rc::new(RefCell::new(Local::new(&env, side, &shared)?));
         let weak_shared = Arc::downgrade(&shared);
         let callback_local = local.clone();
@@ -265,7 +284,7 @@ impl NativeReactor {
         shared.set_tsfn(tsfn);
         let busy_poll =
             busy_poll_us.filter(|us| *us > 0).map(|us| std::time::Duration::from_micros(us.into()));
-        Ok(NativeReactor { reactor, shared, local, node: RefCell::new(None), busy_poll })
+        Ok(NativeReactor { reactor, shared, local, node: RefCell::new(None), busy_poll, thread_sockets })
     }
 
     /// The reactor's name.
@@ -378,6 +397,8 @@ impl NativeReactor {
     pub fn cancel(&self, env: Env, packet_id: Unknown<'_>) -> napi::Result<bool> {
         let id = string_arg(&env, &packet_id, "packetId")?;
         let id = PacketId::new(&id).map_err(|e| self.throw(&env, &e))?;
+        // What the cancellation wakes is polled below.
+        let _entry = polling_entry(&env, &self.shared, &self.local);
         let cancelled = {
             // A packet forwarded to a peer is withdrawn through the network.
             let _runtime = runtime().enter();
@@ -541,6 +562,8 @@ impl NativeReactor {
         failed: Array<'_>,
         turns: Option<Array<'_>>,
     ) -> napi::Result<()> {
+        // The answers wake their packets' tasks, polled below.
+        let _entry = polling_entry(&env, &self.shared, &self.local);
         let mut from_js = FromJs::new(&env);
         let ok_len = ok.len();
         let mut i = 0;
@@ -587,7 +610,15 @@ impl NativeReactor {
             }
         }
         // The answers woke their packets' tasks: finish them now.
-        poll_ready(&env, &self.shared, &self.local)
+        poll_answered(&env, &self.shared, &self.local)
+    }
+
+    /// Polls the network connections woken by native calls during this JS
+    /// turn (called from the microtask `flushSoon(state)` queued): what the
+    /// turn queued for each peer leaves in one write.
+    #[napi]
+    pub fn flush_connections(&self, env: Env) -> napi::Result<()> {
+        flush_connections(&env, &self.shared, &self.local)
     }
 
     /// Stops the reactor (packets in flight and later submits get PF503)
@@ -833,8 +864,15 @@ impl NativeReactor {
         let node = slot.get_or_insert_with(|| {
             // The node starts a task of its own: it needs the runtime.
             let _runtime = runtime().enter();
-            let config =
+            let mut config =
                 NodeConfig { runtime: "node".into(), busy_poll: self.busy_poll, ..NodeConfig::default() };
+            if !self.thread_sockets {
+                // Connections run on the JS thread, their sockets driven by
+                // node's event loop (see src/uv.rs).
+                let shared = self.shared.clone();
+                let spawner = ConnectionSpawner::new(move |connection| shared.spawn_connection(connection));
+                config.spawner = Some(spawner.with_readiness(Arc::new(LoopReadiness::new(&self.shared))));
+            }
             Node::new(self.reactor.clone(), config)
         });
         Some(node.clone())

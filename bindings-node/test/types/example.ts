@@ -90,7 +90,7 @@ async function main(): Promise<void> {
   const port: number = bound.port;
   const host: string = bound.host;
   void [port, host];
-  const peer = new Reactor({ name: 'peer' });
+  const peer = new Reactor({ name: 'peer', sockets: 'thread' });
   await peer.connect(bound.url);
   const connected: void = await peer.connect(bound.url, { msgpack: true });
   void connected;
@@ -200,6 +200,8 @@ async function main(): Promise<void> {
   r.register('df', 'x', 'not a function');
   // @ts-expect-error: unknown option
   new Reactor({ maxInFlight: 1 });
+  // @ts-expect-error: sockets are 'loop' or 'thread'
+  new Reactor({ sockets: 'runtime' });
   // @ts-expect-error: priority is a number
   await r.submit({ group: 'df', element: 'x', priority: 'high' });
   await r.stop();

@@ -8,6 +8,8 @@ use tokio::time::Duration;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 pub use super::direct::DirectConfig;
+#[cfg(unix)]
+use super::socket::SocketReadiness;
 
 /// Settings of a [`Node`](super::Node); every bound has a safe default
 /// (the table in `docs/protocol.md`, "Liveness and limits", lists them).
@@ -90,17 +92,43 @@ pub struct NodeConfig {
 /// and writing the answer need no hand-off between threads. The function
 /// is given each peer's connection (accepted, once upgraded to WebSocket,
 /// or dialed) as a future and must poll it to completion with a Tokio
-/// runtime's context entered (its timers and sockets belong to that
-/// runtime, whose I/O driver still wakes it). What comes before the
-/// upgrade (TLS, the HTTP request, `/health` and `/metrics`) runs on the
-/// Tokio runtime.
+/// runtime's context entered (its timers belong to that runtime). What
+/// comes before the upgrade (TLS, the HTTP request, `/health` and
+/// `/metrics`) runs on the Tokio runtime.
+///
+/// The sockets' readiness still comes from the runtime's I/O driver, whose
+/// thread then wakes the connection, unless the spawner also gives a
+/// [`SocketReadiness`] ([`with_readiness`](Self::with_readiness)): then the
+/// host's own event loop reports it, and a connection polled on that loop's
+/// thread reads, decodes, runs its handlers and writes without any other
+/// thread waking (see `core/src/net/socket.rs`).
 #[derive(Clone)]
-pub struct ConnectionSpawner(pub(super) Arc<dyn Fn(BoxFuture<'static, ()>) + Send + Sync>);
+pub struct ConnectionSpawner {
+    pub(super) spawn: Arc<dyn Fn(BoxFuture<'static, ()>) + Send + Sync>,
+    #[cfg(unix)]
+    pub(super) readiness: Option<Arc<dyn SocketReadiness>>,
+}
 
 impl ConnectionSpawner {
     /// A spawner that hands each connection's future to `spawn`.
     pub fn new(spawn: impl Fn(BoxFuture<'static, ()>) + Send + Sync + 'static) -> Self {
-        ConnectionSpawner(Arc::new(spawn))
+        ConnectionSpawner {
+            spawn: Arc::new(spawn),
+            #[cfg(unix)]
+            readiness: None,
+        }
+    }
+
+    #[cfg(unix)]
+    /// The same spawner, whose connections take their sockets' readiness
+    /// from `readiness` (the host's event loop) instead of the Tokio
+    /// runtime's driver, from the end of the WebSocket upgrade on (plain
+    /// and TLS connections alike). `spawn` must then poll each connection
+    /// only where `readiness` can watch sockets (the loop's thread): a
+    /// watch refused there ends the connection.
+    pub fn with_readiness(mut self, readiness: Arc<dyn SocketReadiness>) -> Self {
+        self.readiness = Some(readiness);
+        self
     }
 }
 

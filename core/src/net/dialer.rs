@@ -21,6 +21,7 @@ use super::link::{Link, Tallied};
 use super::node::{Ended, LiveConnection, NodeInner};
 use super::options::ConnectOptions;
 use super::peers::Peer;
+use super::socket::Socket;
 use super::{tls, NODE_HEADER};
 use crate::error::{ErrorCode, PfError};
 use crate::wire::Codec;
@@ -160,7 +161,8 @@ async fn dial(node: Arc<NodeInner>, dialing: &Dialing) -> Result<Ended, PfError>
     }
     let deadline = Instant::now() + node.config.handshake_timeout;
     let config = node.config.websocket_config();
-    let (ws, response, local) = dialing.open(deadline, config, Tallied::new).await?;
+    let (mut ws, response, local) = dialing.open(deadline, config, Socket::from, Tallied::new).await?;
+    node.hand_socket_to_host(ws.get_mut());
     // tungstenite may hold frames that came behind the 101, unseen by the
     // tally: a dialed link never parks (see `link`).
     let link = Link::new(ws, Role::Client, node.config.max_frame_bytes, false);
@@ -187,7 +189,8 @@ pub(super) async fn dial_direct(
     let within = within.min(node.config.handshake_timeout);
     let deadline = Instant::now() + within;
     let config = node.config.websocket_config();
-    let (ws, response, local) = dialing.open(deadline, config, Tallied::new).await?;
+    let (mut ws, response, local) = dialing.open(deadline, config, Socket::from, Tallied::new).await?;
+    node.hand_socket_to_host(ws.get_mut());
     if !response.headers().contains_key(NODE_HEADER) {
         return Err(dial_error(url, "not a PacketFlow node (no node header)"));
     }
@@ -198,19 +201,21 @@ pub(super) async fn dial_direct(
 }
 
 impl Dialing {
-    /// TCP, then TLS for `wss://`, then the WebSocket upgrade over
-    /// `wrap(stream)`, all before `deadline`. Also gives this end's
-    /// address of the socket.
-    async fn open<T>(
+    /// TCP (as `socket(tcp)`), then TLS for `wss://`, then the WebSocket
+    /// upgrade over `wrap(stream)`, all before `deadline`. Also gives this
+    /// end's address of the socket.
+    async fn open<Io, T>(
         &self,
         deadline: Instant,
         config: WebSocketConfig,
-        wrap: impl FnOnce(ClientStream) -> T,
+        socket: impl FnOnce(TcpStream) -> Io,
+        wrap: impl FnOnce(Dialed<Io>) -> T,
     ) -> Result<
         (WebSocketStream<T>, tokio_tungstenite::tungstenite::handshake::client::Response, Option<SocketAddr>),
         PfError,
     >
     where
+        Io: AsyncRead + AsyncWrite + Unpin,
         T: AsyncRead + AsyncWrite + Unpin,
     {
         let url = self.url.as_str();
@@ -221,7 +226,8 @@ impl Dialing {
             .map_err(|e| dial_error(url, e))?;
         let _ = tcp.set_nodelay(true);
         let local = tcp.local_addr().ok();
-        let stream: ClientStream = match &self.tls {
+        let tcp = socket(tcp);
+        let stream: Dialed<Io> = match &self.tls {
             #[cfg(feature = "tls")]
             None => tokio_util::either::Either::Left(tcp),
             #[cfg(not(feature = "tls"))]
@@ -261,17 +267,20 @@ pub async fn open_websocket(
 ) -> Result<WebSocketStream<ClientStream>, PfError> {
     let dialing = Dialing::new(url, options)?;
     let deadline = Instant::now() + NodeConfig::default().handshake_timeout;
-    Ok(dialing.open(deadline, config.unwrap_or_default(), |stream| stream).await?.0)
+    Ok(dialing.open(deadline, config.unwrap_or_default(), |tcp| tcp, |stream| stream).await?.0)
 }
 
 /// The stream under a dialed connection: plain TCP for `ws://`, TLS for
 /// `wss://`.
+pub type ClientStream = Dialed<TcpStream>;
+
+/// A dialed stream over the TCP socket `Io`: the socket itself for
+/// `ws://`, TLS over it for `wss://`.
 #[cfg(feature = "tls")]
-pub type ClientStream =
-    tokio_util::either::Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
-/// The stream under a dialed connection (built without TLS: plain TCP).
+pub type Dialed<Io> = tokio_util::either::Either<Io, Box<tokio_rustls::client::TlsStream<Io>>>;
+/// A dialed stream over the TCP socket `Io` (built without TLS: the socket).
 #[cfg(not(feature = "tls"))]
-pub type ClientStream = TcpStream;
+pub type Dialed<Io> = Io;
 
 /// Runs a dialed connection; for a PacketFlow node, waits for its hello
 /// (for up to `wait`). Gives the connection's end and its peer.

@@ -177,3 +177,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
 }
 
 delegate_async_write!(Replay);
+
+impl<S: super::socket::HasSocket> super::socket::HasSocket for Replay<S> {
+    fn socket(&mut self) -> Option<&mut super::socket::Socket> {
+        self.inner.socket()
+    }
+}

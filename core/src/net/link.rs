@@ -37,6 +37,7 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::WebSocketStream;
 
 use super::config::websocket_config;
+use super::socket::{HasSocket, Socket};
 
 /// What a parked link reads at once, on the stack, before tungstenite is
 /// made again (the rest of a burst tungstenite reads itself).
@@ -179,6 +180,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tallied<S> {
 }
 
 delegate_async_write!(Tallied);
+
+impl<S: HasSocket> HasSocket for Tallied<S> {
+    fn socket(&mut self) -> Option<&mut Socket> {
+        self.inner.socket()
+    }
+}
 
 /// The WebSocket of one connection (see the module docs).
 pub(crate) struct Link<S> {

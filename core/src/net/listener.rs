@@ -27,6 +27,7 @@ use super::direct::LinkSide;
 use super::link::{Link, Tallied};
 use super::node::{LiveConnection, NodeInner};
 use super::options::{ListenOptions, TokenSpec};
+use super::socket::{HasSocket, Socket};
 use super::{dashboard, http, metrics, tls, NODE_HEADER, WS_PATH};
 use crate::error::{ErrorCode, PfError};
 use crate::wire::Codec;
@@ -115,7 +116,7 @@ async fn accept_on(
                         if let Some(slot) = Slot::take(&node) {
                             let _ = stream.set_nodelay(true);
                             let ends = (remote, stream.local_addr().ok());
-                            tokio::spawn(accept(node.clone(), stream, ends, context.clone(), slot));
+                            tokio::spawn(accept(node.clone(), Socket::from(stream), ends, context.clone(), slot));
                         }
                     }
                     // Out of descriptors and the like: pause instead of spinning.
@@ -148,10 +149,37 @@ where
         let (released_tx, released) = tokio::sync::oneshot::channel::<()>();
         slot.on_release = Some(released_tx);
         let remote = SocketAddr::from(([127, 0, 0, 1], 0));
-        accept(node.clone(), stream, (remote, None), listener, slot).await;
+        accept(node.clone(), Foreign { inner: stream }, (remote, None), listener, slot).await;
         let _ = released.await;
     }
     Ok(())
+}
+
+/// A stream given to `Node::serve_stream`: no socket of this node's under it.
+#[cfg(feature = "fuzz-hooks")]
+struct Foreign<S> {
+    inner: S,
+}
+
+#[cfg(feature = "fuzz-hooks")]
+impl<S: AsyncRead + Unpin> AsyncRead for Foreign<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+#[cfg(feature = "fuzz-hooks")]
+delegate_async_write!(Foreign);
+
+#[cfg(feature = "fuzz-hooks")]
+impl<S> HasSocket for Foreign<S> {
+    fn socket(&mut self) -> Option<&mut Socket> {
+        None
+    }
 }
 
 /// A place among the connections a node's listeners hold, or, past the
@@ -204,7 +232,7 @@ async fn accept<S>(
     listener: Arc<ListenerSecurity>,
     slot: Slot,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + HasSocket + Unpin + Send + 'static,
 {
     let deadline = Instant::now() + node.config.handshake_timeout;
     match &listener.tls {
@@ -232,7 +260,7 @@ async fn serve_request<S>(
     slot: Slot,
     deadline: Instant,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + HasSocket + Unpin + Send + 'static,
 {
     let Ok(Ok((request, head))) = timeout_at(deadline, http::read_head(&mut stream)).await else {
         return; // slow or broken client: dropped without an answer
@@ -342,7 +370,7 @@ async fn upgrade<S>(
     slot: Slot,
     deadline: Instant,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + HasSocket + Unpin + Send + 'static,
 {
     let decided = Arc::new(Mutex::new((Codec::Json, AuthVerdict::Open)));
     let decided_in_callback = decided.clone();
@@ -377,8 +405,9 @@ async fn upgrade<S>(
         callback,
         Some(config),
     );
-    let Ok(Ok(ws)) = timeout_at(deadline, handshake).await else { return };
+    let Ok(Ok(mut ws)) = timeout_at(deadline, handshake).await else { return };
     let (codec, verdict) = std::mem::replace(&mut *decided.lock(), (Codec::Json, AuthVerdict::Open));
+    node.hand_socket_to_host(ws.get_mut());
     let live = LiveConnection::new(&node);
     // With nothing behind the request, tungstenite read nothing past it:
     // the frames that follow can be tallied from the first (see `link`).

@@ -25,8 +25,9 @@
 //! the peer table and the routing decision; `forward` sends packets to
 //! peers; `direct` sends busy routes' packets around a hub, straight to the
 //! node that serves them; `dashboard` serves the page on `/ui/` and records what it shows;
-//! `auth`, `tls`, `http`, `metrics` and `busy_poll` are what their names
-//! say.
+//! `socket` is the TCP socket under a connection (on the runtime, or driven
+//! by the host's event loop); `auth`, `tls`, `http`, `metrics` and
+//! `busy_poll` are what their names say.
 
 /// `AsyncWrite` for a stream wrapper that only watches or replays the read
 /// side: every write call goes to its `inner` stream unchanged.
@@ -85,12 +86,15 @@ mod options;
 mod peers;
 mod rate_limit;
 mod relay_deadlines;
+mod socket;
 mod tls;
 
 pub use config::{ConnectionSpawner, DirectConfig, NodeConfig};
 pub use dialer::{open_websocket, ClientStream};
 pub use node::Node;
 pub use options::{ConnectOptions, KeyStyle, ListenOptions, TokenSpec, MIN_TOKEN_LEN};
+#[cfg(unix)]
+pub use socket::{Direction, SocketReadiness, SocketWatch};
 
 /// The WebSocket path every node serves.
 pub const WS_PATH: &str = "/packetflow/v1";

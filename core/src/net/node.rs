@@ -20,6 +20,7 @@ use super::forward::Router;
 use super::liveness::PeerEvents;
 use super::options::{ConnectOptions, ListenOptions};
 use super::peers::{Announcement, Peer, PeerTable};
+use super::socket::HasSocket;
 use super::{busy_poll, dashboard, dialer, listener, metrics};
 use crate::error::PfError;
 use crate::packet::{Element, Group, PROTOCOL_VERSION};
@@ -283,12 +284,27 @@ impl NodeInner {
                 let (over_tx, over_rx) = oneshot::channel::<()>();
                 // `map` rather than an async block, which would hold the
                 // connection twice over (moved in, then awaited).
-                (spawner.0)(Box::pin(futures::FutureExt::map(connection, move |()| drop(over_tx))));
+                (spawner.spawn)(Box::pin(futures::FutureExt::map(connection, move |()| drop(over_tx))));
                 Box::pin(async move {
                     let _ = over_rx.await;
                 })
             }
         }
+    }
+
+    /// Hands the socket under `stream` to the host when the node's spawner
+    /// takes readiness from it (see
+    /// [`ConnectionSpawner::with_readiness`](super::ConnectionSpawner::with_readiness)):
+    /// for a connection about to be given to [`spawn_connection`](Self::spawn_connection).
+    pub(super) fn hand_socket_to_host(&self, stream: &mut impl HasSocket) {
+        #[cfg(unix)]
+        if let Some(readiness) = self.config.spawner.as_ref().and_then(|s| s.readiness.as_ref()) {
+            if let Some(socket) = stream.socket() {
+                socket.hand_to_host(readiness);
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = stream;
     }
 
     pub(crate) fn is_stopped(&self) -> bool {
