@@ -9,7 +9,7 @@ use std::time::Duration;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
-use crate::{bridge, runtime};
+use crate::{bridge, runtime, sockets};
 
 /// How often a waiting main thread looks for Ctrl-C.
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
@@ -29,6 +29,9 @@ pub(crate) fn wait<T: Send + 'static>(
              use `await {instead}` instead"
         )));
     }
+    // No loop runs on this thread: connections run by a loop of this
+    // thread would wait for it (see `sockets`).
+    sockets::release_on_this_thread();
     let rt = runtime::runtime()?;
     let (tx, rx) = mpsc::sync_channel(1);
     let task = rt.spawn(async move {

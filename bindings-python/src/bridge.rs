@@ -19,7 +19,7 @@ use std::cell::{Cell, RefCell};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -89,6 +89,9 @@ thread_local! {
     static CURRENT: RefCell<Option<Arc<Bridge>>> = const { RefCell::new(None) };
     /// Set while a handler's task hands its answer over (see [`answering`]).
     static ANSWERING: Cell<bool> = const { Cell::new(false) };
+    /// Set while a readiness callback of the loop wakes what waits for a
+    /// socket (see [`socket_ready`]).
+    static SOCKET_READY: Cell<bool> = const { Cell::new(false) };
     /// A KeyboardInterrupt or SystemExit raised by Python code run inside a
     /// poll or a drain (a handler's first step), raised again once that
     /// poll or drain is over.
@@ -168,6 +171,28 @@ pub(crate) fn answering<R>(send: impl FnOnce() -> R) -> R {
     let _reset = Reset(ANSWERING.with(|a| a.replace(true)));
     send()
 }
+
+/// Runs `wake`, the wake-up of work waiting for a socket, from the loop's
+/// own readiness callback (`add_reader`/`add_writer`): a detached future
+/// of this loop that it wakes (a connection) is polled at once, inside
+/// `wake` (see [`Bridge::may_poll_woken_here`]), instead of on the loop's
+/// next turn: a frame is read, decoded and handed to its handler in the
+/// turn that saw the socket ready.
+pub(crate) fn socket_ready<R>(wake: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SOCKET_READY.with(|a| a.set(self.0));
+        }
+    }
+    let _reset = Reset(SOCKET_READY.with(|a| a.replace(true)));
+    wake()
+}
+
+/// Wake-ups of a loop written to its socket by another thread, since the
+/// process started: each is one thread waking the loop's (for the tests
+/// and benchmarks, `_native._socket_stats()`).
+pub(crate) static CROSS_THREAD_WAKES: AtomicU64 = AtomicU64::new(0);
 
 static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
@@ -286,6 +311,24 @@ impl Bridge {
         ANSWERING.with(Cell::get) && self.on_loop_thread() && active().is_none() && !self.is_closed()
     }
 
+    /// Whether a detached future of this loop that was just woken may be
+    /// polled at once, on the calling thread: it is the loop's thread,
+    /// inside [`socket_ready`] and outside any other poll.
+    pub(crate) fn may_poll_woken_here(&self) -> bool {
+        SOCKET_READY.with(Cell::get) && self.on_loop_thread() && active().is_none() && !self.is_closed()
+    }
+
+    /// Whether the loop's selector watches file descriptors (`add_reader`):
+    /// false for a loop without one, such as the Windows proactor.
+    pub(crate) fn watches_sockets(&self) -> bool {
+        matches!(self.wakeup, Wakeup::Socket { .. })
+    }
+
+    /// The asyncio loop.
+    pub(crate) fn event_loop<'py>(&self, py: Python<'py>) -> &Bound<'py, PyAny> {
+        self.event_loop.bind(py)
+    }
+
     /// A new asyncio future of this loop.
     pub(crate) fn create_future<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.create_future.bind(py).call0()
@@ -328,6 +371,7 @@ impl Bridge {
         }
         match &self.wakeup {
             Wakeup::Socket { write, .. } => {
+                CROSS_THREAD_WAKES.fetch_add(1, Ordering::Relaxed);
                 // A full socket buffer already holds a wake-up: ignore it.
                 let _ = (&*write).write(&[1]);
             }
@@ -364,6 +408,14 @@ impl Bridge {
             }
         }
         self.wake_pending.store(false, Ordering::SeqCst);
+        self.run_pending(py)
+    }
+
+    /// Runs what waits in the inbox now, on the loop's thread, with the GIL,
+    /// outside any poll (a drain, or the end of a readiness callback: what
+    /// the frames it read woke is then served in the same turn). A drain
+    /// that was scheduled for these items still comes, and finds less to do.
+    pub(crate) fn run_pending(self: &Arc<Self>, py: Python<'_>) -> PyResult<()> {
         // Timers and I/O of the core futures polled below belong to the
         // runtime (checked before anything is taken from the inbox).
         let _runtime = runtime::runtime()?.enter();

@@ -16,7 +16,7 @@ use crate::handler::{self, PyHandler};
 use crate::invoke::{self, LoopBinding};
 use crate::pool::Pool;
 use crate::result::PyPacketResult;
-use crate::{awaitable, blocking, convert, errors, options, pystr};
+use crate::{awaitable, blocking, convert, errors, options, pystr, sockets};
 
 /// Registers handlers and routes packets to them.
 ///
@@ -36,6 +36,9 @@ pub(crate) struct PyReactor {
     node: Mutex<Option<Node>>,
     /// `NodeConfig::busy_poll` of that node.
     busy_poll: Option<std::time::Duration>,
+    /// `sockets="loop"`: the node's connections run on the loop it is made
+    /// from, if one runs (see `sockets.rs`).
+    loop_sockets: bool,
 }
 
 impl Drop for PyReactor {
@@ -55,16 +58,24 @@ impl Drop for PyReactor {
 }
 
 impl PyReactor {
-    /// The reactor's network node, made on first use.
-    fn node(&self) -> PyResult<Node> {
+    /// The reactor's network node, made on first use: with `sockets="loop"`
+    /// and a loop running here whose selector watches sockets, its
+    /// connections run on that loop.
+    fn node(&self, py: Python<'_>) -> PyResult<Node> {
         let mut node = self.node.lock();
         if let Some(existing) = &*node {
             return Ok(existing.clone());
         }
         // The node starts a task of its own: it needs the runtime's context.
         let _runtime = crate::runtime::runtime()?.enter();
-        let config =
+        let mut config =
             NodeConfig { runtime: "python".into(), busy_poll: self.busy_poll, ..NodeConfig::default() };
+        if self.loop_sockets && bridge::running_loop(py)?.is_some() {
+            let bridge = bridge::current(py, "Reactor.listen()")?;
+            if bridge.watches_sockets() {
+                config.spawner = Some(sockets::spawner(bridge));
+            }
+        }
         let made = Node::new(self.core.clone(), config);
         *node = Some(made.clone());
         Ok(made)
@@ -155,10 +166,14 @@ impl PyReactor {
     /// file (redb) keeping the actors' state, written before each answer
     /// leaves (default: memory); ``actor_passivate_after_ms``: idle time
     /// after which an actor leaves memory; ``actor_remembered_turns``: how
-    /// many answered packet ids each actor remembers. Omitted options take
-    /// the core's defaults, and the core checks the values (PF400).
+    /// many answered packet ids each actor remembers; ``sockets``: where the
+    /// network connections run, ``"loop"`` (on the event loop of the first
+    /// ``listen``/``connect``; the default) or ``"thread"`` (on the
+    /// runtime's threads; the default with ``busy_poll_us``). Omitted
+    /// options take the core's defaults, and the core checks the values
+    /// (PF400).
     #[new]
-    #[pyo3(signature = (name = "packetflow", *, max_inflight = None, max_queue = None, finished_memory = None, handler_threads = 8, busy_poll_us = None, actor_store = None, actor_passivate_after_ms = None, actor_remembered_turns = None))]
+    #[pyo3(signature = (name = "packetflow", *, max_inflight = None, max_queue = None, finished_memory = None, handler_threads = 8, busy_poll_us = None, actor_store = None, actor_passivate_after_ms = None, actor_remembered_turns = None, sockets = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -171,6 +186,7 @@ impl PyReactor {
         actor_store: Option<&Bound<'_, PyAny>>,
         actor_passivate_after_ms: Option<u64>,
         actor_remembered_turns: Option<usize>,
+        sockets: Option<&str>,
     ) -> PyResult<Self> {
         crate::runtime::check_not_forked()?;
         let defaults = ReactorConfig::default();
@@ -195,6 +211,24 @@ impl PyReactor {
             Some(0) => None,
             Some(us) => Some(std::time::Duration::from_micros(us.into())),
         };
+        // Busy-polling keeps the runtime's threads polling their sockets:
+        // it needs the connections there.
+        let loop_sockets = match sockets {
+            None => busy_poll.is_none(),
+            Some("thread") => false,
+            Some("loop") if busy_poll.is_some() => {
+                return Err(PyValueError::new_err(
+                    "sockets='loop' cannot busy-poll (busy-polling is the runtime threads'): \
+                     use sockets='thread' with busy_poll_us",
+                ))
+            }
+            Some("loop") => true,
+            Some(other) => {
+                return Err(PyValueError::new_err(format!(
+                    "sockets must be 'loop' or 'thread', got {other:?}"
+                )))
+            }
+        };
         let core = Reactor::new(config);
         if let Some(path) = actor_store {
             let store = FileStore::open(&path).map_err(|e| errors::to_pyerr(py, &e))?;
@@ -206,6 +240,7 @@ impl PyReactor {
             pool: Pool::new(handler_threads),
             node: Mutex::new(None),
             busy_poll,
+            loop_sockets,
         })
     }
 
@@ -446,7 +481,7 @@ impl PyReactor {
         let bridge = bridge::current(py, "Reactor.listen()")?;
         let addr = pystr::as_str(addr)?.to_owned();
         let options = options::listen(auth_file, tokens, tls_cert, tls_key)?;
-        let node = self.node()?;
+        let node = self.node(py)?;
         awaitable::spawn(py, &bridge, async move {
             node.listen_with(&addr, options).await.map(|bound| Value::String(bound.to_string()))
         })
@@ -477,7 +512,7 @@ impl PyReactor {
         let bridge = bridge::current(py, "Reactor.connect()")?;
         let url = pystr::as_str(url)?.to_owned();
         let options = options::connect(msgpack, token, tls_ca)?;
-        let node = self.node()?;
+        let node = self.node(py)?;
         awaitable::spawn(py, &bridge, async move { node.connect_with(&url, options).await })
     }
 
@@ -494,7 +529,7 @@ impl PyReactor {
     ) -> PyResult<String> {
         let addr = pystr::as_str(addr)?.to_owned();
         let options = options::listen(auth_file, tokens, tls_cert, tls_key)?;
-        let node = self.node()?;
+        let node = self.node(py)?;
         let bound = blocking::wait(py, "Reactor.listen_sync()", "Reactor.listen()", async move {
             node.listen_with(&addr, options).await
         })?;
@@ -513,7 +548,7 @@ impl PyReactor {
     ) -> PyResult<()> {
         let url = pystr::as_str(url)?.to_owned();
         let options = options::connect(msgpack, token, tls_ca)?;
-        let node = self.node()?;
+        let node = self.node(py)?;
         blocking::wait(py, "Reactor.connect_sync()", "Reactor.connect()", async move {
             node.connect_with(&url, options).await
         })?
