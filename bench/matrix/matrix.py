@@ -7,6 +7,7 @@ hub, beside the plain same-language pairs of ../shared/peers, in one run.
         [--submitters python,node,elixir,rust] [--handlers python,node,elixir,rust]
         [--baselines node,python,rust,node-relay] [--no-build] [--peers ../shared/peers]
         [--topologies hub,busy-hub,busy-all,direct,busy-direct] [--busy-poll-us 200]
+        [--python-sockets loop|thread]
 
 Per trial, every job (one per pair, one per baseline) runs in shuffled order
 with processes started fresh, each in its own session:
@@ -40,6 +41,11 @@ through their `busyPollUs` / `busy_poll_us` option (the scripts read
 MATRIX_BUSY_POLL_US). The Elixir binding runs its connections on the BEAM's
 schedulers (which busy-wait by themselves, `+sbwt`) and `packetflow bench`
 has no node: they run as in the other topologies.
+
+`--python-sockets` sets the Python reactors' `sockets` option (default: the
+package's default, `loop`, or `thread` when busy-polling): `loop` runs their
+connections on the asyncio loop, its selector watching their sockets;
+`thread` on the runtime's threads (docs/bindings.md, "Python").
 
 Handlers: bench/matrix/handler.{py,js,exs}, and for Rust `packetflow serve
 --connect HUB --handler df:transform=uppercase` (a second node, dialling the
@@ -601,6 +607,8 @@ def main() -> None:
     ap.add_argument("--baselines", default="node,python,rust,node-relay", help="some of " + ", ".join(BASELINE_NAMES))
     ap.add_argument("--topologies", default="hub", help="some of " + ", ".join(TOPOLOGY_NAMES) + " (comma-separated)")
     ap.add_argument("--busy-poll-us", type=int, default=200, help="the busy- topologies' window")
+    ap.add_argument("--python-sockets", choices=["loop", "thread"], default=None,
+                    help="the Python reactors' `sockets` option (default: the package's)")
     ap.add_argument("--peers", default=str(ROOT.parent / "shared" / "peers"))
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--seed", type=int, default=None, help="shuffle seed (default: random)")
@@ -608,6 +616,8 @@ def main() -> None:
     ap.add_argument("--erl-flags", default=None,
                     help="ERL_FLAGS for the Elixir processes, e.g. '+sbwt none +sbwtdcpu none +sbwtdio none'")
     a = ap.parse_args()
+    if a.python_sockets is not None:
+        os.environ["MATRIX_PYTHON_SOCKETS"] = a.python_sockets  # read by handler.py and submit.py
     if a.erl_flags is not None:
         ELIXIR_ENV["ERL_FLAGS"] = a.erl_flags
     a.submitters, a.handlers = a.submitters.split(","), a.handlers.split(",")
@@ -651,6 +661,7 @@ def main() -> None:
                 loads.append(load)
                 row = pair_job(job[1], job[2], job[3], a) if job[0] == "pair" else baseline_job(job[1], a, peers)
                 row.update({"trial": trial, "loadavg_1m": load, "time": time.strftime("%H:%M:%S"), "n": a.n,
+                            "python_sockets": a.python_sockets,
                             "seq_n": a.seq_n, "inflight": a.inflight})
                 rows.append(row)
                 f.write(json.dumps(row) + "\n")
