@@ -407,3 +407,36 @@ async def test_cancelling_a_call_over_loop_sockets_cancels_the_remote_handler() 
         await client.stop()
         await server.stop()
     assert since(before)["on_runtime"] == 0
+
+
+def test_a_loop_that_cannot_watch_sockets_leaves_them_to_the_runtime() -> None:
+    """A loop without `add_reader` (as the Windows proactor): the
+    connections run on the runtime's threads, as with sockets='thread'."""
+
+    class NoReaders(asyncio.SelectorEventLoop):
+        def add_reader(self, fd: Any, callback: Any, *args: Any) -> None:
+            raise NotImplementedError
+
+    async def main() -> Dict[str, int]:
+        before = socket_stats()
+        server, client, addr = await serve_pair()
+
+        @server.handler("df", "upper")
+        async def upper(data: Any, ctx: Context) -> Any:
+            return data.upper()
+
+        try:
+            await client.connect(f"ws://{addr}/packetflow/v1")
+            for i in range(20):
+                assert await client.call("df", "upper", f"m{i}") == f"M{i}"
+            return since(before)
+        finally:
+            await client.stop()
+            await server.stop()
+
+    loop = NoReaders()
+    try:
+        got = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert got["watches"] == 0 and got["callbacks"] == 0, got
