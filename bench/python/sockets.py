@@ -4,7 +4,7 @@ watching their sockets) against `sockets="thread"` (the runtime's threads
 do), interleaved in one run.
 
     python bench/python/sockets.py [--trials 5] [--n 100000] [--seq-n 2000]
-        [--kinds async,sync,async-heavy,sync-heavy]
+        [--kinds async,sync,async-heavy,sync-heavy,sync-client]
 
 Each job starts bench/python/net_server.py fresh (its own session) with one
 handler kind (`async def` or `def`, plain or `-heavy`: about 200 µs of
@@ -15,6 +15,12 @@ packets/s). Jobs run in shuffled order per trial. Besides the client's
 figures, the server's CPU per packet (pipelined run, /proc) and its context
 switches per round trip (sequential run, every thread's, /proc) are
 recorded. Prints one JSON line per job and a table of medians (min-max).
+
+`sync-client` turns it around: `packetflow serve` answers, and the Python
+side is the client, bench/python/sync_client.py: a reactor whose loop runs
+in a thread of its own (it connected from there), called through
+`call_sync` from the main thread one call after another (seq p50/p99), then
+from 8 threads at once (calls/s, in the pipe column).
 
 Needs the CLI (`cargo build --release -p packetflow-cli`) and the package
 in the Python running this.
@@ -35,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import benchlib  # noqa: E402
 
 NET_SERVER = Path(__file__).resolve().parent / "net_server.py"
+SYNC_CLIENT = Path(__file__).resolve().parent / "sync_client.py"
 SOCKETS = ["loop", "thread"]
 
 
@@ -60,7 +67,24 @@ def bench(port: int, mode: str, extra: List[str], pid: int) -> Dict[str, Any]:
     )
 
 
+def sync_client_job(sockets: str, a: argparse.Namespace) -> Dict[str, Any]:
+    port = benchlib.free_port()
+    proc = benchlib.start([str(benchlib.CLI), "serve", "--listen", f"127.0.0.1:{port}", "--name", "sockets-bench",
+                           "--handler", "df:transform=uppercase"])
+    try:
+        benchlib.wait_port(port, proc)
+        out = benchlib.run_json([sys.executable, str(SYNC_CLIENT), f"ws://127.0.0.1:{port}/packetflow/v1", sockets,
+                                 "--n", str(a.seq_n), "--threads-n", str(a.n // 5)])
+        return {"kind": "sync-client", "sockets": sockets, "p50_us": out["p50_us"], "p99_us": out["p99_us"],
+                "server_switches_per_rt": None, "pps": out["threads_calls_per_s"],
+                "server_cpu_us_per_packet": None, "loadavg_1m": os.getloadavg()[0]}
+    finally:
+        benchlib.stop(proc)
+
+
 def job(kind: str, sockets: str, a: argparse.Namespace) -> Dict[str, Any]:
+    if kind == "sync-client":
+        return sync_client_job(sockets, a)
     port = benchlib.free_port()
     proc = benchlib.start([sys.executable, str(NET_SERVER), str(port), kind, sockets], stderr=None)
     try:
