@@ -388,15 +388,19 @@ impl Bridge {
         }
     }
 
-    /// Runs everything queued so far, on the loop's thread.
-    fn drain(self: &Arc<Self>, py: Python<'_>) -> PyResult<()> {
+    /// Runs everything queued so far, on the loop's thread: called by the
+    /// wake-up socket's reader (`woken_by_byte`), or as scheduled by
+    /// `call_soon` from the loop's own thread.
+    fn drain(self: &Arc<Self>, py: Python<'_>, woken_by_byte: bool) -> PyResult<()> {
         // Order matters. The wake-up bytes are consumed first, then the
         // flag is cleared, then the inbox is taken: a push that lands after
         // the flag is cleared writes a new byte (another drain follows); one
         // that lands before it is in the inbox taken below. Clearing the
         // flag before reading the socket could eat the byte of a push whose
         // flag stays set, and every later push would then skip its wake-up.
-        if let Wakeup::Socket { read, .. } = &self.wakeup {
+        // A wake-up is either a byte or a `call_soon`, one per setting of
+        // the flag: a drain that `call_soon` scheduled has no byte to read.
+        if let (true, Wakeup::Socket { read, .. }) = (woken_by_byte, &self.wakeup) {
             let mut sink = [0u8; 256];
             loop {
                 match (&*read).read(&mut sink) {
@@ -464,7 +468,7 @@ impl Drop for Drainer {
 impl Drainer {
     fn __call__(&self, py: Python<'_>) -> PyResult<()> {
         match self.bridge.upgrade() {
-            Some(bridge) => bridge.drain(py),
+            Some(bridge) => bridge.drain(py, self.watches_loop),
             None => Ok(()),
         }
     }
