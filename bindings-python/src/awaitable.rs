@@ -144,6 +144,10 @@ pub(crate) fn spawn<'py, T: Outcome>(
     work: impl Future<Output = T> + Send + 'static,
 ) -> PyResult<Bound<'py, PyAny>> {
     let target = bridge.create_future(py)?;
+    // Nothing else due in this turn of the loop: what this future wakes
+    // (its submit frame, on a connection this loop drives) goes out now
+    // rather than at the next turn, where nothing could join it.
+    let idle = bridge.turn_is_idle(py);
     let task = Arc::new(LoopTask {
         bridge: bridge.clone(),
         scheduled: AtomicBool::new(false),
@@ -177,6 +181,9 @@ pub(crate) fn spawn<'py, T: Outcome>(
         if let Some(state) = task.state.lock().as_mut() {
             state.hook = Some(hook);
         }
+    }
+    if idle && bridge.drain_pending() {
+        bridge.run_pending(py)?;
     }
     if let Some(err) = bridge::take_deferred() {
         return Err(err);

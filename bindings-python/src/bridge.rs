@@ -67,6 +67,9 @@ pub(crate) struct Bridge {
     /// How tasks of this loop are started (a handler's call).
     tasks: EagerTasks,
     call_soon: Py<PyAny>,
+    /// The loop's queue of callbacks ready to run (`BaseEventLoop._ready`),
+    /// if it has one (see [`Bridge::turn_is_idle`]).
+    ready: Option<Py<PyAny>>,
     drain_callback: PyOnceLock<Py<PyAny>>,
     /// Identifies the thread that runs the loop (see [`thread_key`]).
     thread: usize,
@@ -266,6 +269,7 @@ impl Bridge {
             create_future: lp.getattr("create_future")?.unbind(),
             tasks: EagerTasks::new(py, lp)?,
             call_soon: lp.getattr("call_soon")?.unbind(),
+            ready: lp.getattr("_ready").ok().filter(|r| r.len().is_ok()).map(Bound::unbind),
             drain_callback: PyOnceLock::new(),
             thread: thread_key(),
             inbox: Mutex::new(Vec::new()),
@@ -316,6 +320,26 @@ impl Bridge {
     /// inside [`socket_ready`] and outside any other poll.
     pub(crate) fn may_poll_woken_here(&self) -> bool {
         SOCKET_READY.with(Cell::get) && self.on_loop_thread() && active().is_none() && !self.is_closed()
+    }
+
+    /// Whether nothing else is due on the loop's thread in this turn: the
+    /// caller is the loop's thread, serving none of its work, no drain is
+    /// on its way and the loop has no other callback ready. A core future
+    /// started now may then have what it woke served at once
+    /// ([`run_pending`](Self::run_pending)) instead of at the loop's next
+    /// turn: nothing could join it there. `false` on a loop whose ready
+    /// queue is not known (uvloop).
+    pub(crate) fn turn_is_idle(&self, py: Python<'_>) -> bool {
+        !self.wake_pending.load(Ordering::Acquire)
+            && self.on_loop_thread()
+            && active().is_none()
+            && self.ready.as_ref().is_some_and(|r| r.bind(py).len().is_ok_and(|n| n == 0))
+    }
+
+    /// Whether a drain of the inbox is on its way (something was pushed
+    /// since the last one).
+    pub(crate) fn drain_pending(&self) -> bool {
+        self.wake_pending.load(Ordering::Acquire)
     }
 
     /// Whether the loop's selector watches file descriptors (`add_reader`):
