@@ -40,11 +40,13 @@ impl Wake for Unpark {
 
 /// Runs `work` to completion and returns its output. `what` names the API
 /// and `instead` its async twin, for the error raised when this would block
-/// a running event loop.
+/// a running event loop; `sockets`, the calling reactor's (its node's
+/// connections may move to the runtime, see [`sockets::Sockets::used_blocking`]).
 pub(crate) fn wait<T: Send + 'static>(
     py: Python<'_>,
     what: &str,
     instead: &str,
+    sockets: Option<&sockets::Sockets>,
     work: impl Future<Output = T> + Send + 'static,
 ) -> PyResult<T> {
     if bridge::running_loop(py)?.is_some() {
@@ -52,6 +54,9 @@ pub(crate) fn wait<T: Send + 'static>(
             "{what} would block the running event loop (and any handler that needs it); \
              use `await {instead}` instead"
         )));
+    }
+    if let Some(sockets) = sockets {
+        sockets.used_blocking();
     }
     // No loop runs on this thread: connections run by a loop of this
     // thread would wait for it (see `sockets`).

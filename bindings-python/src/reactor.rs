@@ -16,7 +16,8 @@ use crate::handler::{self, PyHandler};
 use crate::invoke::{self, LoopBinding};
 use crate::pool::Pool;
 use crate::result::PyPacketResult;
-use crate::{awaitable, blocking, convert, errors, options, pystr, sockets};
+use crate::sockets::{self, Sockets};
+use crate::{awaitable, blocking, convert, errors, options, pystr};
 
 /// Registers handlers and routes packets to them.
 ///
@@ -36,9 +37,8 @@ pub(crate) struct PyReactor {
     node: Mutex<Option<Node>>,
     /// `NodeConfig::busy_poll` of that node.
     busy_poll: Option<std::time::Duration>,
-    /// `sockets="loop"`: the node's connections run on the loop it is made
-    /// from, if one runs (see `sockets.rs`).
-    loop_sockets: bool,
+    /// Where the node's connections run (see `sockets.rs`).
+    sockets: Arc<Sockets>,
 }
 
 impl Drop for PyReactor {
@@ -70,12 +70,11 @@ impl PyReactor {
         let _runtime = crate::runtime::runtime()?.enter();
         let mut config =
             NodeConfig { runtime: "python".into(), busy_poll: self.busy_poll, ..NodeConfig::default() };
-        if self.loop_sockets && bridge::running_loop(py)?.is_some() {
-            let bridge = bridge::current(py, "Reactor.listen()")?;
-            if bridge.watches_sockets() {
-                config.spawner = Some(sockets::spawner(bridge));
-            }
-        }
+        let bridge = match bridge::running_loop(py)? {
+            Some(_) => Some(bridge::current(py, "Reactor.listen()")?),
+            None => None,
+        };
+        config.spawner = self.sockets.spawner(bridge);
         let made = Node::new(self.core.clone(), config);
         *node = Some(made.clone());
         Ok(made)
@@ -167,11 +166,11 @@ impl PyReactor {
     /// leaves (default: memory); ``actor_passivate_after_ms``: idle time
     /// after which an actor leaves memory; ``actor_remembered_turns``: how
     /// many answered packet ids each actor remembers; ``sockets``: where the
-    /// network connections run, ``"loop"`` (on the event loop of the first
-    /// ``listen``/``connect``; the default) or ``"thread"`` (on the
-    /// runtime's threads; the default with ``busy_poll_us``). Omitted
-    /// options take the core's defaults, and the core checks the values
-    /// (PF400).
+    /// network connections run: by default on the event loop of the first
+    /// ``listen``/``connect`` if one runs, until the reactor busy-polls or
+    /// a ``_sync`` method of it is called; ``"loop"``: there even then;
+    /// ``"thread"``: on the runtime's threads. Omitted options take the
+    /// core's defaults, and the core checks the values (PF400).
     #[new]
     #[pyo3(signature = (name = "packetflow", *, max_inflight = None, max_queue = None, finished_memory = None, handler_threads = 8, busy_poll_us = None, actor_store = None, actor_passivate_after_ms = None, actor_remembered_turns = None, sockets = None))]
     #[allow(clippy::too_many_arguments)]
@@ -211,24 +210,7 @@ impl PyReactor {
             Some(0) => None,
             Some(us) => Some(std::time::Duration::from_micros(us.into())),
         };
-        // Busy-polling keeps the runtime's threads polling their sockets:
-        // it needs the connections there.
-        let loop_sockets = match sockets {
-            None => busy_poll.is_none(),
-            Some("thread") => false,
-            Some("loop") if busy_poll.is_some() => {
-                return Err(PyValueError::new_err(
-                    "sockets='loop' cannot busy-poll (busy-polling is the runtime threads'): \
-                     use sockets='thread' with busy_poll_us",
-                ))
-            }
-            Some("loop") => true,
-            Some(other) => {
-                return Err(PyValueError::new_err(format!(
-                    "sockets must be 'loop' or 'thread', got {other:?}"
-                )))
-            }
-        };
+        let sockets = Sockets::new(sockets::Mode::parse(sockets, busy_poll.is_some())?);
         let core = Reactor::new(config);
         if let Some(path) = actor_store {
             let store = FileStore::open(&path).map_err(|e| errors::to_pyerr(py, &e))?;
@@ -240,7 +222,7 @@ impl PyReactor {
             pool: Pool::new(handler_threads),
             node: Mutex::new(None),
             busy_poll,
-            loop_sockets,
+            sockets,
         })
     }
 
@@ -306,7 +288,7 @@ impl PyReactor {
     /// stop and list actors.
     #[getter]
     fn actors(&self) -> PyActors {
-        PyActors::new(self.core.clone(), self.home.clone(), self.pool.clone())
+        PyActors::new(self.core.clone(), self.home.clone(), self.pool.clone(), self.sockets.clone())
     }
 
     /// A decorator registering the decorated class as the behaviour of
@@ -401,9 +383,13 @@ impl PyReactor {
         let packet =
             build_packet(py, group, element, data, priority, timeout_ms, dependencies, metadata, packet_id)?;
         let core = self.core.clone();
-        let result = blocking::wait(py, "Reactor.submit_sync()", "Reactor.submit()", async move {
-            core.submit(packet).await
-        })?;
+        let result = blocking::wait(
+            py,
+            "Reactor.submit_sync()",
+            "Reactor.submit()",
+            Some(&self.sockets),
+            async move { core.submit(packet).await },
+        )?;
         Ok(PyPacketResult::from_core(py, result))
     }
 
@@ -427,12 +413,9 @@ impl PyReactor {
             build_packet(py, group, element, data, priority, timeout_ms, dependencies, metadata, packet_id)?;
         let core = self.core.clone();
         let out =
-            blocking::wait(
-                py,
-                "Reactor.call_sync()",
-                "Reactor.call()",
-                async move { core.call(packet).await },
-            )?;
+            blocking::wait(py, "Reactor.call_sync()", "Reactor.call()", Some(&self.sockets), async move {
+                core.call(packet).await
+            })?;
         match out {
             Ok(value) => convert::to_py(py, &value),
             Err(err) => Err(errors::to_pyerr(py, &err)),
@@ -530,9 +513,13 @@ impl PyReactor {
         let addr = pystr::as_str(addr)?.to_owned();
         let options = options::listen(auth_file, tokens, tls_cert, tls_key)?;
         let node = self.node(py)?;
-        let bound = blocking::wait(py, "Reactor.listen_sync()", "Reactor.listen()", async move {
-            node.listen_with(&addr, options).await
-        })?;
+        let bound = blocking::wait(
+            py,
+            "Reactor.listen_sync()",
+            "Reactor.listen()",
+            Some(&self.sockets),
+            async move { node.listen_with(&addr, options).await },
+        )?;
         bound.map(|a| a.to_string()).map_err(|err| errors::to_pyerr(py, &err))
     }
 
@@ -549,7 +536,7 @@ impl PyReactor {
         let url = pystr::as_str(url)?.to_owned();
         let options = options::connect(msgpack, token, tls_ca)?;
         let node = self.node(py)?;
-        blocking::wait(py, "Reactor.connect_sync()", "Reactor.connect()", async move {
+        blocking::wait(py, "Reactor.connect_sync()", "Reactor.connect()", Some(&self.sockets), async move {
             node.connect_with(&url, options).await
         })?
         .map_err(|err| errors::to_pyerr(py, &err))
@@ -581,7 +568,9 @@ impl PyReactor {
             crate::runtime::runtime()?.spawn(async move { node.stop().await });
             return Ok(());
         }
-        blocking::wait(py, "Reactor.stop_sync()", "Reactor.stop()", async move { node.stop().await })
+        blocking::wait(py, "Reactor.stop_sync()", "Reactor.stop()", Some(&self.sockets), async move {
+            node.stop().await
+        })
     }
 
     /// A snapshot of the counters: ``name``, ``in_flight``, ``queued``,

@@ -58,6 +58,7 @@ use futures::future::BoxFuture;
 use packetflow::net::{Direction, SocketReadiness, SocketWatch};
 use packetflow::ConnectionSpawner;
 use parking_lot::Mutex;
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use tokio::io::unix::AsyncFd;
@@ -108,21 +109,94 @@ pub(crate) struct LoopSockets {
     connections: Mutex<Vec<Weak<Detached>>>,
 }
 
-/// The spawner of a node whose connections run on `bridge`'s loop, their
-/// sockets watched by its selector.
-pub(crate) fn spawner(bridge: Arc<Bridge>) -> ConnectionSpawner {
-    let home = Arc::new(LoopSockets {
-        bridge,
-        released: AtomicBool::new(false),
-        connections: Mutex::new(Vec::new()),
-    });
-    {
-        let mut homes = HOMES.lock();
-        homes.retain(|h| h.strong_count() > 0);
-        homes.push(Arc::downgrade(&home));
+/// A reactor's `sockets` option.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// `None`: on the loop, unless busy-polling, or once the reactor is
+    /// used through its `_sync` methods.
+    Auto,
+    /// `"loop"`: on the loop whenever one can drive them.
+    Loop,
+    /// `"thread"`: on the runtime's threads.
+    Thread,
+}
+
+impl Mode {
+    /// The option as given (`sockets=`), with busy-polling on or not.
+    pub(crate) fn parse(sockets: Option<&str>, busy_poll: bool) -> PyResult<Mode> {
+        match sockets {
+            // Busy-polling is the runtime's threads spinning on their
+            // sockets: it needs the connections there.
+            None if busy_poll => Ok(Mode::Thread),
+            None => Ok(Mode::Auto),
+            Some("thread") => Ok(Mode::Thread),
+            Some("loop") if busy_poll => Err(PyValueError::new_err(
+                "sockets='loop' cannot busy-poll (busy-polling is the runtime threads'): use \
+                 sockets='thread' with busy_poll_us",
+            )),
+            Some("loop") => Ok(Mode::Loop),
+            Some(other) => {
+                Err(PyValueError::new_err(format!("sockets must be 'loop' or 'thread', got {other:?}")))
+            }
+        }
     }
-    let readiness = Arc::new(LoopReadiness { home: home.clone() });
-    ConnectionSpawner::new(move |connection| home.spawn(connection)).with_readiness(readiness)
+}
+
+/// Where one reactor's node runs its connections: its option, and what
+/// the reactor's use decided.
+pub(crate) struct Sockets {
+    mode: Mode,
+    /// A `_sync` method of the reactor was called.
+    used_blocking: AtomicBool,
+    /// The connections of its node, if they run on a loop.
+    home: Mutex<Option<Arc<LoopSockets>>>,
+}
+
+impl Sockets {
+    pub(crate) fn new(mode: Mode) -> Arc<Sockets> {
+        Arc::new(Sockets { mode, used_blocking: AtomicBool::new(false), home: Mutex::new(None) })
+    }
+
+    /// The spawner of a node made now, on the loop of `bridge` (the loop
+    /// running here, if any): `None` leaves its connections to the runtime.
+    pub(crate) fn spawner(&self, bridge: Option<Arc<Bridge>>) -> Option<ConnectionSpawner> {
+        let on_loop = match self.mode {
+            Mode::Thread => false,
+            Mode::Loop => true,
+            Mode::Auto => !self.used_blocking.load(Ordering::SeqCst),
+        };
+        let bridge = bridge.filter(|b| on_loop && b.watches_sockets())?;
+        let home = Arc::new(LoopSockets {
+            bridge,
+            released: AtomicBool::new(false),
+            connections: Mutex::new(Vec::new()),
+        });
+        {
+            let mut homes = HOMES.lock();
+            homes.retain(|h| h.strong_count() > 0);
+            homes.push(Arc::downgrade(&home));
+        }
+        *self.home.lock() = Some(home.clone());
+        let readiness = Arc::new(LoopReadiness { home: home.clone() });
+        Some(ConnectionSpawner::new(move |connection| home.spawn(connection)).with_readiness(readiness))
+    }
+
+    /// A `_sync` method of the reactor is called (from a thread other than
+    /// the loop's, or while the loop does not run): with `sockets=None`, the
+    /// node's connections move to the runtime's threads for good, and a
+    /// node made later starts there. A blocking caller of another thread
+    /// waits less for a connection of the runtime's than for one of a loop,
+    /// whose thread must take the GIL to write and to read
+    /// (bench/python/RESULTS.md, "Where the connections run").
+    pub(crate) fn used_blocking(&self) {
+        if self.mode != Mode::Auto || self.used_blocking.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let home = self.home.lock().take();
+        if let Some(home) = home {
+            home.release();
+        }
+    }
 }
 
 /// Moves to the runtime the connections of every node whose loop runs on

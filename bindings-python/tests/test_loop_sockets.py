@@ -329,14 +329,15 @@ async def test_a_closed_loop_hands_its_connections_to_the_runtime() -> None:
         server.stop_sync()
 
 
-def test_sync_calls_after_the_loop_stopped_running_do_not_wait_for_it() -> None:
+@pytest.mark.parametrize("sockets", [None, "loop"])
+def test_sync_calls_after_the_loop_stopped_running_do_not_wait_for_it(sockets: Any) -> None:
     """Connected from a loop, then used through `_sync` methods on the same
     thread while that loop does not run: the connection moves to the
-    runtime instead of waiting for the loop."""
+    runtime instead of waiting for the loop (even with sockets='loop')."""
     server = Reactor(name="server", sockets="thread")
     server.register("df", "sync_upper", lambda data, ctx: data.upper())
     addr = server.listen_sync("127.0.0.1:0")
-    client = Reactor(name="client")
+    client = Reactor(name="client", sockets=sockets)
     loop = asyncio.new_event_loop()
     try:
         before = socket_stats()
@@ -358,6 +359,46 @@ def test_sync_calls_after_the_loop_stopped_running_do_not_wait_for_it() -> None:
         client.stop_sync()
     finally:
         loop.close()
+        server.stop_sync()
+
+
+@pytest.mark.parametrize("sockets", [None, "loop"])
+def test_sync_calls_from_another_thread_while_the_loop_runs(sockets: Any) -> None:
+    """The client's loop runs in a thread of its own (it connected from
+    there) while the main thread calls `call_sync`: by default the first
+    such call moves the connection to the runtime's threads (a blocking
+    caller of another thread waits less there); with sockets='loop' it
+    stays on the loop. Both answer every call."""
+    server = Reactor(name="server", sockets="thread")
+    server.register("df", "sync_upper", lambda data, ctx: data.upper())
+    addr = server.listen_sync("127.0.0.1:0")
+    client = Reactor(name="client", sockets=sockets)
+    loop = asyncio.new_event_loop()
+    connected, stop = threading.Event(), threading.Event()
+
+    async def serve() -> None:
+        await client.connect(f"ws://{addr}/packetflow/v1")
+        assert await client.call("df", "sync_upper", "async") == "ASYNC"
+        connected.set()
+        await asyncio.get_running_loop().run_in_executor(None, stop.wait, WAIT)
+        # The loop's own calls work whichever thread drives the connection.
+        assert await client.call("df", "sync_upper", "async again") == "ASYNC AGAIN"
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    before = socket_stats()
+    thread.start()
+    try:
+        assert connected.wait(WAIT)
+        for i in range(20):
+            assert client.call_sync("df", "sync_upper", f"s{i}") == f"S{i}"
+        moved = since(before)["on_runtime"]
+        assert moved == (1 if sockets is None else 0), since(before)
+    finally:
+        stop.set()
+        thread.join(WAIT)
+        assert not thread.is_alive()
+        loop.close()
+        client.stop_sync()
         server.stop_sync()
 
 

@@ -371,21 +371,22 @@ class Reactor:
         without a message (default 10 minutes); ``actor_remembered_turns``:
         how many answered packet ids each actor remembers, the window in
         which a repeated packet is answered from memory (default 32).
-        ``sockets``: where the network connections run. ``"loop"`` (the
-        default): on the event loop running at the first ``listen`` /
+        ``sockets``: where the network connections run. By default
+        (``None``) on the event loop running at the first ``listen`` /
         ``connect``, its selector watching their sockets, so a frame is
         read, handed to its ``async def`` handler and answered on the
         loop's thread with no other thread waking (the fewest wake-ups per
-        round trip); without a running loop, or on a loop that cannot watch
-        sockets (the Windows proactor), they run on the runtime's threads,
-        as they do once that loop is closed, or when a ``_sync`` method is
-        called on its thread while it does not run. ``"thread"``: always on
-        the runtime's threads, which read and write while Python runs; for
-        a loop that is blocked for long (a connection it drives is silent
-        meanwhile, and peers drop it after 3 heartbeat intervals, 3 s) and
-        for ``def`` handlers under heavy load (docs/bindings.md). The
-        default is ``"thread"`` with ``busy_poll_us`` (busy-polling is the
-        runtime's); ``"loop"`` with it is a ``ValueError``.
+        round trip); but on the runtime's threads when no loop runs then,
+        on a loop that cannot watch sockets (the Windows proactor), with
+        ``busy_poll_us``, once that loop is closed, and from the first call
+        of one of the reactor's ``_sync`` methods on (a blocking caller
+        waits less for a connection there). ``"loop"``: on the loop even
+        when ``_sync`` methods are called from other threads.
+        ``"thread"``: always on the runtime's threads, which read and write
+        while Python runs: for a loop that is held for long (a connection
+        it drives is silent meanwhile, and peers drop it after 3 heartbeat
+        intervals, 3 s). ``"loop"`` with ``busy_poll_us`` is a
+        ``ValueError``. docs/bindings.md tells what was measured.
         Options left out take the core's defaults (``ReactorConfig``,
         ``NodeConfig``; busy polling is off); the core checks the values:
         :class:`InvalidPacketError` (PF400) names a bad one (or a store
