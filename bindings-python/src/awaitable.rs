@@ -144,10 +144,7 @@ pub(crate) fn spawn<'py, T: Outcome>(
     work: impl Future<Output = T> + Send + 'static,
 ) -> PyResult<Bound<'py, PyAny>> {
     let target = bridge.create_future(py)?;
-    // Nothing else due in this turn of the loop: what this future wakes
-    // (its submit frame, on a connection this loop drives) goes out now
-    // rather than at the next turn, where nothing could join it.
-    let idle = bridge.turn_is_idle(py);
+    let drain_was_pending = bridge.drain_pending();
     let task = Arc::new(LoopTask {
         bridge: bridge.clone(),
         scheduled: AtomicBool::new(false),
@@ -182,7 +179,10 @@ pub(crate) fn spawn<'py, T: Outcome>(
             state.hook = Some(hook);
         }
     }
-    if idle && bridge.drain_pending() {
+    // What the first poll woke (a submit frame, on a connection this loop
+    // drives) goes out now rather than at the next turn when nothing else
+    // is due in this one: nothing could join it there.
+    if !drain_was_pending && bridge.only_this_drain_due(py) {
         bridge.run_pending(py)?;
     }
     if let Some(err) = bridge::take_deferred() {

@@ -68,7 +68,7 @@ pub(crate) struct Bridge {
     tasks: EagerTasks,
     call_soon: Py<PyAny>,
     /// The loop's queue of callbacks ready to run (`BaseEventLoop._ready`),
-    /// if it has one (see [`Bridge::turn_is_idle`]).
+    /// if it has one (see [`Bridge::only_this_drain_due`]).
     ready: Option<Py<PyAny>>,
     drain_callback: PyOnceLock<Py<PyAny>>,
     /// Identifies the thread that runs the loop (see [`thread_key`]).
@@ -322,18 +322,19 @@ impl Bridge {
         SOCKET_READY.with(Cell::get) && self.on_loop_thread() && active().is_none() && !self.is_closed()
     }
 
-    /// Whether nothing else is due on the loop's thread in this turn: the
-    /// caller is the loop's thread, serving none of its work, no drain is
-    /// on its way and the loop has no other callback ready. A core future
-    /// started now may then have what it woke served at once
+    /// Whether the drain just scheduled is all the loop has due in this
+    /// turn: the caller, the loop's thread serving none of its work, has
+    /// just set the drain on its way (`drain_pending` was false before) and
+    /// the loop's ready queue holds at most that drain. What the caller's
+    /// core future woke may then be served at once
     /// ([`run_pending`](Self::run_pending)) instead of at the loop's next
-    /// turn: nothing could join it there. `false` on a loop whose ready
+    /// turn, where nothing could join it. `false` on a loop whose ready
     /// queue is not known (uvloop).
-    pub(crate) fn turn_is_idle(&self, py: Python<'_>) -> bool {
-        !self.wake_pending.load(Ordering::Acquire)
+    pub(crate) fn only_this_drain_due(&self, py: Python<'_>) -> bool {
+        self.wake_pending.load(Ordering::Acquire)
             && self.on_loop_thread()
             && active().is_none()
-            && self.ready.as_ref().is_some_and(|r| r.bind(py).len().is_ok_and(|n| n == 0))
+            && self.ready.as_ref().is_some_and(|r| r.bind(py).len().is_ok_and(|n| n <= 1))
     }
 
     /// Whether a drain of the inbox is on its way (something was pushed
