@@ -1,5 +1,6 @@
 //! A reactor's network connections run on the asyncio loop it lives on,
-//! their sockets watched by that loop's selector (`sockets="loop"`).
+//! their sockets watched by that loop's selector (the `sockets` option:
+//! by default, and with `"loop"`; [`Sockets`] decides).
 //!
 //! The node made by a reactor's first `listen`/`connect` from a running
 //! loop whose selector watches file descriptors gets a
@@ -43,10 +44,17 @@
 //! - the loop is closed (`asyncio.run` returned): its selector drops the
 //!   callbacks, which wake their connections, which the closed bridge hands
 //!   to the runtime; connections made from then on start there;
-//! - a `_sync` method is called on the loop's thread, the loop not running
-//!   (`run_until_complete` returned): [`release_on_this_thread`] moves the
-//!   node's connections to the runtime for good, so the call does not wait
-//!   for a loop that nobody runs.
+//! - by default, a `_sync` method of the reactor is called
+//!   ([`Sockets::used_blocking`]): its blocking caller waits less for a
+//!   connection of the runtime's;
+//! - whatever the option, a `_sync` method is called on the loop's thread,
+//!   the loop not running (`run_until_complete` returned):
+//!   [`release_on_this_thread`] moves to the runtime the connections of
+//!   every node that loop drives, so the call does not wait for a loop that
+//!   nobody runs.
+//!
+//! Either way a connection moves for good: the connections of a node never
+//! go back to the loop.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
