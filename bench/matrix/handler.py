@@ -21,9 +21,11 @@ import packetflow
 
 
 async def main(url: str, listen: Optional[str]) -> None:
-    # MATRIX_BUSY_POLL_US (set by matrix.py's busy- topologies): the reactor's busy_poll_us.
+    # MATRIX_BUSY_POLL_US (set by matrix.py's busy- topologies): the reactor's
+    # busy_poll_us; MATRIX_PYTHON_SOCKETS (matrix.py --python-sockets): its sockets.
     busy_poll_us = int(os.environ.get("MATRIX_BUSY_POLL_US", "0"))
-    async with packetflow.Reactor(name="matrix-python-handler", busy_poll_us=busy_poll_us) as r:
+    sockets = os.environ.get("MATRIX_PYTHON_SOCKETS") or None
+    async with packetflow.Reactor(name="matrix-python-handler", busy_poll_us=busy_poll_us, sockets=sockets) as r:
 
         async def transform(data: Any, ctx: packetflow.Context) -> Any:
             return data.upper()

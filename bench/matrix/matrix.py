@@ -8,6 +8,7 @@ hub, beside the plain same-language pairs of ../shared/peers, in one run.
         [--baselines node,python,rust,node-relay] [--no-build] [--peers ../shared/peers]
         [--topologies hub,hub-only,busy-hub,busy-all,direct,busy-direct] [--busy-poll-us 200]
         [--node-sockets loop|thread] [--handler-work-us 0]
+        [--python-sockets loop|thread]
 
 Per trial, every job (one per pair, one per baseline) runs in shuffled order
 with processes started fresh, each in its own session:
@@ -52,6 +53,11 @@ connections on the JS thread, driven by node's event loop; `thread` on the
 addon's own thread (docs/bindings.md, "Node.js"). `--handler-work-us` makes
 the Node handler keep its JS thread busy that long per call first (a
 CPU-heavy handler; the others are unchanged).
+
+`--python-sockets` sets the Python reactors' `sockets` option (default: the
+package's default, `loop`, or `thread` when busy-polling): `loop` runs their
+connections on the asyncio loop, its selector watching their sockets;
+`thread` on the runtime's threads (docs/bindings.md, "Python").
 
 Handlers: bench/matrix/handler.{py,js,exs}, and for Rust `packetflow serve
 --connect HUB --handler df:transform=uppercase` (a second node, dialling the
@@ -644,6 +650,8 @@ def main() -> None:
                     help="the Node reactors' `sockets` option (default: the package's)")
     ap.add_argument("--handler-work-us", type=int, default=0,
                     help="µs of busy JS per call in the Node handler (default 0)")
+    ap.add_argument("--python-sockets", choices=["loop", "thread"], default=None,
+                    help="the Python reactors' `sockets` option (default: the package's)")
     ap.add_argument("--peers", default=str(ROOT.parent / "shared" / "peers"))
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--seed", type=int, default=None, help="shuffle seed (default: random)")
@@ -655,6 +663,8 @@ def main() -> None:
         os.environ["MATRIX_NODE_SOCKETS"] = a.node_sockets  # read by handler.js and submit.js
     if a.handler_work_us:
         os.environ["MATRIX_HANDLER_WORK_US"] = str(a.handler_work_us)  # read by handler.js
+    if a.python_sockets is not None:
+        os.environ["MATRIX_PYTHON_SOCKETS"] = a.python_sockets  # read by handler.py and submit.py
     if a.erl_flags is not None:
         ELIXIR_ENV["ERL_FLAGS"] = a.erl_flags
     a.submitters, a.handlers = a.submitters.split(","), a.handlers.split(",")
@@ -702,6 +712,7 @@ def main() -> None:
                 row = pair_job(job[1], job[2], job[3], a) if job[0] == "pair" else baseline_job(job[1], a, peers)
                 row.update({"trial": trial, "loadavg_1m": load, "time": time.strftime("%H:%M:%S"), "n": a.n,
                             "node_sockets": a.node_sockets, "handler_work_us": a.handler_work_us,
+                            "python_sockets": a.python_sockets,
                             "seq_n": a.seq_n, "inflight": a.inflight})
                 rows.append(row)
                 f.write(json.dumps(row) + "\n")

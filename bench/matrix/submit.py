@@ -85,9 +85,11 @@ async def main() -> None:
     ap.add_argument("--inflight", type=int, default=100)
     ap.add_argument("--timeout", type=float, default=300, help="give up after this many seconds")
     a = ap.parse_args()
-    # MATRIX_BUSY_POLL_US (set by matrix.py's busy- topologies): the reactor's busy_poll_us.
+    # MATRIX_BUSY_POLL_US (set by matrix.py's busy- topologies): the reactor's
+    # busy_poll_us; MATRIX_PYTHON_SOCKETS (matrix.py --python-sockets): its sockets.
     busy_poll_us = int(os.environ.get("MATRIX_BUSY_POLL_US", "0"))
-    async with packetflow.Reactor(name="matrix-python-submitter", busy_poll_us=busy_poll_us) as r:
+    sockets = os.environ.get("MATRIX_PYTHON_SOCKETS") or None
+    async with packetflow.Reactor(name="matrix-python-submitter", busy_poll_us=busy_poll_us, sockets=sockets) as r:
         await r.connect(a.url)
         if a.mode == "seq":
             work = seq(r, a.n or 2000, 500 if a.warmup is None else a.warmup)

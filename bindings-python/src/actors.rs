@@ -14,6 +14,7 @@ use pyo3::types::PyString;
 use crate::bridge::{self, HomeLoop};
 use crate::outcome::Outcome;
 use crate::pool::Pool;
+use crate::sockets::Sockets;
 use crate::{actor, actor_ref, awaitable, blocking, convert, errors, pystr};
 
 /// The actors of a reactor (``Reactor.actors``).
@@ -25,11 +26,18 @@ pub(crate) struct PyActors {
     core: Reactor,
     home: Arc<HomeLoop>,
     pool: Arc<Pool>,
+    /// Where the reactor's connections run (its `_sync` methods may move them).
+    sockets: Arc<Sockets>,
 }
 
 impl PyActors {
-    pub(crate) fn new(core: Reactor, home: Arc<HomeLoop>, pool: Arc<Pool>) -> PyActors {
-        PyActors { core, home, pool }
+    pub(crate) fn new(
+        core: Reactor,
+        home: Arc<HomeLoop>,
+        pool: Arc<Pool>,
+        sockets: Arc<Sockets>,
+    ) -> PyActors {
+        PyActors { core, home, pool, sockets }
     }
 
     /// Runs `work` for an awaiting caller on the running loop.
@@ -163,12 +171,9 @@ impl PyActors {
         let state = state.map(|s| convert::to_value(s, "state")).transpose()?;
         let actors = self.core.actors();
         let answer = ask(py, &actors, &actor, Op::Create, state, packet_id, priority, timeout_ms, metadata)?;
-        blocking::wait(
-            py,
-            "Actors.create_sync()",
-            "Actors.create()",
-            async move { answer.await.map(|_| actor) },
-        )?
+        blocking::wait(py, "Actors.create_sync()", "Actors.create()", Some(&self.sockets), async move {
+            answer.await.map(|_| actor)
+        })?
         .into_py(py)
     }
 
@@ -215,7 +220,7 @@ impl PyActors {
         let actors = self.core.actors();
         let answer =
             ask(py, &actors, &actor, Op::Send, Some(message), packet_id, priority, timeout_ms, metadata)?;
-        blocking::wait(py, "Actors.send_sync()", "Actors.send()", answer)?.into_py(py)
+        blocking::wait(py, "Actors.send_sync()", "Actors.send()", Some(&self.sockets), answer)?.into_py(py)
     }
 
     /// Sends ``message`` to ``actor`` without waiting for its turn (a
@@ -253,8 +258,10 @@ impl PyActors {
     /// Like :meth:`stop`, blocking the calling thread (GIL released).
     fn stop_sync(&self, py: Python<'_>, actor: &Bound<'_, PyAny>) -> PyResult<()> {
         let (actors, actor) = (self.core.actors(), actor_ref::address(actor, "actor")?);
-        blocking::wait(py, "Actors.stop_sync()", "Actors.stop()", async move { actors.stop(&actor).await })?
-            .map_err(|e| errors::to_pyerr(py, &e))
+        blocking::wait(py, "Actors.stop_sync()", "Actors.stop()", Some(&self.sockets), async move {
+            actors.stop(&actor).await
+        })?
+        .map_err(|e| errors::to_pyerr(py, &e))
     }
 
     /// The ids of the actors of ``actor_type`` this reactor hosts, in
@@ -272,12 +279,9 @@ impl PyActors {
         actor_type: &Bound<'py, PyString>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (actors, actor_type) = (self.core.actors(), pystr::as_str(actor_type)?.to_owned());
-        blocking::wait(
-            py,
-            "Actors.list_sync()",
-            "Actors.list()",
-            async move { actors.list(&actor_type).await },
-        )?
+        blocking::wait(py, "Actors.list_sync()", "Actors.list()", Some(&self.sockets), async move {
+            actors.list(&actor_type).await
+        })?
         .into_py(py)
     }
 
@@ -295,7 +299,7 @@ impl PyActors {
         actor_type: &Bound<'py, PyString>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (actors, actor_type) = (self.core.actors(), pystr::as_str(actor_type)?.to_owned());
-        blocking::wait(py, "Actors.count_sync()", "Actors.count()", async move {
+        blocking::wait(py, "Actors.count_sync()", "Actors.count()", Some(&self.sockets), async move {
             actors.count(&actor_type).await
         })?
         .into_py(py)

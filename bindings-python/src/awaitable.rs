@@ -144,6 +144,7 @@ pub(crate) fn spawn<'py, T: Outcome>(
     work: impl Future<Output = T> + Send + 'static,
 ) -> PyResult<Bound<'py, PyAny>> {
     let target = bridge.create_future(py)?;
+    let drain_was_pending = bridge.drain_pending();
     let task = Arc::new(LoopTask {
         bridge: bridge.clone(),
         scheduled: AtomicBool::new(false),
@@ -177,6 +178,12 @@ pub(crate) fn spawn<'py, T: Outcome>(
         if let Some(state) = task.state.lock().as_mut() {
             state.hook = Some(hook);
         }
+    }
+    // What the first poll woke (a submit frame, on a connection this loop
+    // drives) goes out now rather than at the next turn when nothing else
+    // is due in this one: nothing could join it there.
+    if !drain_was_pending && bridge.only_this_drain_due(py) {
+        bridge.run_pending(py)?;
     }
     if let Some(err) = bridge::take_deferred() {
         return Err(err);

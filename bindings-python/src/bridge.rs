@@ -19,7 +19,7 @@ use std::cell::{Cell, RefCell};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -67,6 +67,9 @@ pub(crate) struct Bridge {
     /// How tasks of this loop are started (a handler's call).
     tasks: EagerTasks,
     call_soon: Py<PyAny>,
+    /// The loop's queue of callbacks ready to run (`BaseEventLoop._ready`),
+    /// if it has one (see [`Bridge::only_this_drain_due`]).
+    ready: Option<Py<PyAny>>,
     drain_callback: PyOnceLock<Py<PyAny>>,
     /// Identifies the thread that runs the loop (see [`thread_key`]).
     thread: usize,
@@ -89,6 +92,9 @@ thread_local! {
     static CURRENT: RefCell<Option<Arc<Bridge>>> = const { RefCell::new(None) };
     /// Set while a handler's task hands its answer over (see [`answering`]).
     static ANSWERING: Cell<bool> = const { Cell::new(false) };
+    /// Set while a readiness callback of the loop wakes what waits for a
+    /// socket (see [`socket_ready`]).
+    static SOCKET_READY: Cell<bool> = const { Cell::new(false) };
     /// A KeyboardInterrupt or SystemExit raised by Python code run inside a
     /// poll or a drain (a handler's first step), raised again once that
     /// poll or drain is over.
@@ -169,6 +175,28 @@ pub(crate) fn answering<R>(send: impl FnOnce() -> R) -> R {
     send()
 }
 
+/// Runs `wake`, the wake-up of work waiting for a socket, from the loop's
+/// own readiness callback (`add_reader`/`add_writer`): a detached future
+/// of this loop that it wakes (a connection) is polled at once, inside
+/// `wake` (see [`Bridge::may_poll_woken_here`]), instead of on the loop's
+/// next turn: a frame is read, decoded and handed to its handler in the
+/// turn that saw the socket ready.
+pub(crate) fn socket_ready<R>(wake: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SOCKET_READY.with(|a| a.set(self.0));
+        }
+    }
+    let _reset = Reset(SOCKET_READY.with(|a| a.replace(true)));
+    wake()
+}
+
+/// Wake-ups of a loop written to its socket by another thread, since the
+/// process started: each is one thread waking the loop's (for the tests
+/// and benchmarks, `_native._socket_stats()`).
+pub(crate) static CROSS_THREAD_WAKES: AtomicU64 = AtomicU64::new(0);
+
 static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// The running loop of this thread, or `None`.
@@ -241,6 +269,7 @@ impl Bridge {
             create_future: lp.getattr("create_future")?.unbind(),
             tasks: EagerTasks::new(py, lp)?,
             call_soon: lp.getattr("call_soon")?.unbind(),
+            ready: lp.getattr("_ready").ok().filter(|r| r.len().is_ok()).map(Bound::unbind),
             drain_callback: PyOnceLock::new(),
             thread: thread_key(),
             inbox: Mutex::new(Vec::new()),
@@ -286,6 +315,45 @@ impl Bridge {
         ANSWERING.with(Cell::get) && self.on_loop_thread() && active().is_none() && !self.is_closed()
     }
 
+    /// Whether a detached future of this loop that was just woken may be
+    /// polled at once, on the calling thread: it is the loop's thread,
+    /// inside [`socket_ready`] and outside any other poll.
+    pub(crate) fn may_poll_woken_here(&self) -> bool {
+        SOCKET_READY.with(Cell::get) && self.on_loop_thread() && active().is_none() && !self.is_closed()
+    }
+
+    /// Whether the drain just scheduled is all the loop has due in this
+    /// turn: the caller, the loop's thread serving none of its work, has
+    /// just set the drain on its way (`drain_pending` was false before) and
+    /// the loop's ready queue holds at most that drain. What the caller's
+    /// core future woke may then be served at once
+    /// ([`run_pending`](Self::run_pending)) instead of at the loop's next
+    /// turn, where nothing could join it. `false` on a loop whose ready
+    /// queue is not known (uvloop).
+    pub(crate) fn only_this_drain_due(&self, py: Python<'_>) -> bool {
+        self.wake_pending.load(Ordering::Acquire)
+            && self.on_loop_thread()
+            && active().is_none()
+            && self.ready.as_ref().is_some_and(|r| r.bind(py).len().is_ok_and(|n| n <= 1))
+    }
+
+    /// Whether a drain of the inbox is on its way (something was pushed
+    /// since the last one).
+    pub(crate) fn drain_pending(&self) -> bool {
+        self.wake_pending.load(Ordering::Acquire)
+    }
+
+    /// Whether the loop's selector watches file descriptors (`add_reader`):
+    /// false for a loop without one, such as the Windows proactor.
+    pub(crate) fn watches_sockets(&self) -> bool {
+        matches!(self.wakeup, Wakeup::Socket { .. })
+    }
+
+    /// The asyncio loop.
+    pub(crate) fn event_loop<'py>(&self, py: Python<'py>) -> &Bound<'py, PyAny> {
+        self.event_loop.bind(py)
+    }
+
     /// A new asyncio future of this loop.
     pub(crate) fn create_future<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.create_future.bind(py).call0()
@@ -328,6 +396,7 @@ impl Bridge {
         }
         match &self.wakeup {
             Wakeup::Socket { write, .. } => {
+                CROSS_THREAD_WAKES.fetch_add(1, Ordering::Relaxed);
                 // A full socket buffer already holds a wake-up: ignore it.
                 let _ = (&*write).write(&[1]);
             }
@@ -344,15 +413,19 @@ impl Bridge {
         }
     }
 
-    /// Runs everything queued so far, on the loop's thread.
-    fn drain(self: &Arc<Self>, py: Python<'_>) -> PyResult<()> {
+    /// Runs everything queued so far, on the loop's thread: called by the
+    /// wake-up socket's reader (`woken_by_byte`), or as scheduled by
+    /// `call_soon` from the loop's own thread.
+    fn drain(self: &Arc<Self>, py: Python<'_>, woken_by_byte: bool) -> PyResult<()> {
         // Order matters. The wake-up bytes are consumed first, then the
         // flag is cleared, then the inbox is taken: a push that lands after
         // the flag is cleared writes a new byte (another drain follows); one
         // that lands before it is in the inbox taken below. Clearing the
         // flag before reading the socket could eat the byte of a push whose
         // flag stays set, and every later push would then skip its wake-up.
-        if let Wakeup::Socket { read, .. } = &self.wakeup {
+        // A wake-up is either a byte or a `call_soon`, one per setting of
+        // the flag: a drain that `call_soon` scheduled has no byte to read.
+        if let (true, Wakeup::Socket { read, .. }) = (woken_by_byte, &self.wakeup) {
             let mut sink = [0u8; 256];
             loop {
                 match (&*read).read(&mut sink) {
@@ -364,6 +437,14 @@ impl Bridge {
             }
         }
         self.wake_pending.store(false, Ordering::SeqCst);
+        self.run_pending(py)
+    }
+
+    /// Runs what waits in the inbox now, on the loop's thread, with the GIL,
+    /// outside any poll (a drain, or the end of a readiness callback: what
+    /// the frames it read woke is then served in the same turn). A drain
+    /// that was scheduled for these items still comes, and finds less to do.
+    pub(crate) fn run_pending(self: &Arc<Self>, py: Python<'_>) -> PyResult<()> {
         // Timers and I/O of the core futures polled below belong to the
         // runtime (checked before anything is taken from the inbox).
         let _runtime = runtime::runtime()?.enter();
@@ -412,7 +493,7 @@ impl Drop for Drainer {
 impl Drainer {
     fn __call__(&self, py: Python<'_>) -> PyResult<()> {
         match self.bridge.upgrade() {
-            Some(bridge) => bridge.drain(py),
+            Some(bridge) => bridge.drain(py, self.watches_loop),
             None => Ok(()),
         }
     }

@@ -169,7 +169,7 @@ impl PyContext {
         let data = data_value(data)?;
         let options = call_options(py, &group, &element, priority)?;
         let ctx = self.inner.clone();
-        let out = blocking::wait(py, "ctx.call_sync()", "ctx.call()", async move {
+        let out = blocking::wait(py, "ctx.call_sync()", "ctx.call()", None, async move {
             ctx.call_with(&group, &element, data, options).await
         })?;
         match out {
@@ -205,13 +205,9 @@ impl PyContext {
     ) -> PyResult<Bound<'py, PyAny>> {
         let message = convert::to_value(message, "message")?;
         let (ctx, actor) = (self.inner.clone(), actor_ref::address(actor, "actor")?);
-        let out =
-            blocking::wait(
-                py,
-                "ctx.send_sync()",
-                "ctx.send()",
-                async move { ctx.send(&actor, message).await },
-            )?;
+        let out = blocking::wait(py, "ctx.send_sync()", "ctx.send()", None, async move {
+            ctx.send(&actor, message).await
+        })?;
         match out {
             Ok(value) => convert::to_py(py, &value),
             Err(err) => Err(errors::to_pyerr(py, &err)),

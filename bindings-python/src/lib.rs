@@ -24,8 +24,11 @@
 //!      |
 //!   awaitable   core futures awaited from Python (asyncio futures)
 //!   blocking    core futures waited on by a thread (the _sync methods)
+//!      |
+//!   sockets     a node's connections run on a loop, its selector watching
+//!      |        their sockets
 //!   detached    core futures nobody awaits, driven on a loop or a handler
-//!               thread (an actor's mailbox loop)
+//!               thread (an actor's mailbox loop, a connection)
 //!   pool        threads that run `def` handlers (generic jobs)
 //!      |
 //!   bridge      one asyncio loop's inbox, wake-up and drain (generic work)
@@ -71,6 +74,7 @@ mod pystr;
 mod reactor;
 mod result;
 mod runtime;
+mod sockets;
 
 use pyo3::prelude::*;
 
@@ -106,6 +110,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<actors::ActorDecorator>()?;
     m.add_function(wrap_pyfunction!(_shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(error_codes, m)?)?;
+    m.add_function(wrap_pyfunction!(sockets::_socket_stats, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -16,6 +16,7 @@ use crate::handler::{self, PyHandler};
 use crate::invoke::{self, LoopBinding};
 use crate::pool::Pool;
 use crate::result::PyPacketResult;
+use crate::sockets::{self, Sockets};
 use crate::{awaitable, blocking, convert, errors, options, pystr};
 
 /// Registers handlers and routes packets to them.
@@ -36,6 +37,8 @@ pub(crate) struct PyReactor {
     node: Mutex<Option<Node>>,
     /// `NodeConfig::busy_poll` of that node.
     busy_poll: Option<std::time::Duration>,
+    /// Where the node's connections run (see `sockets.rs`).
+    sockets: Arc<Sockets>,
 }
 
 impl Drop for PyReactor {
@@ -55,16 +58,23 @@ impl Drop for PyReactor {
 }
 
 impl PyReactor {
-    /// The reactor's network node, made on first use.
-    fn node(&self) -> PyResult<Node> {
+    /// The reactor's network node, made on first use: with `sockets="loop"`
+    /// and a loop running here whose selector watches sockets, its
+    /// connections run on that loop.
+    fn node(&self, py: Python<'_>) -> PyResult<Node> {
         let mut node = self.node.lock();
         if let Some(existing) = &*node {
             return Ok(existing.clone());
         }
         // The node starts a task of its own: it needs the runtime's context.
         let _runtime = crate::runtime::runtime()?.enter();
-        let config =
+        let mut config =
             NodeConfig { runtime: "python".into(), busy_poll: self.busy_poll, ..NodeConfig::default() };
+        let bridge = match bridge::running_loop(py)? {
+            Some(_) => Some(bridge::current(py, "Reactor.listen()")?),
+            None => None,
+        };
+        config.spawner = self.sockets.spawner(bridge);
         let made = Node::new(self.core.clone(), config);
         *node = Some(made.clone());
         Ok(made)
@@ -155,10 +165,14 @@ impl PyReactor {
     /// file (redb) keeping the actors' state, written before each answer
     /// leaves (default: memory); ``actor_passivate_after_ms``: idle time
     /// after which an actor leaves memory; ``actor_remembered_turns``: how
-    /// many answered packet ids each actor remembers. Omitted options take
-    /// the core's defaults, and the core checks the values (PF400).
+    /// many answered packet ids each actor remembers; ``sockets``: where the
+    /// network connections run: by default on the event loop of the first
+    /// ``listen``/``connect`` if one runs, until the reactor busy-polls or
+    /// a ``_sync`` method of it is called; ``"loop"``: there even then;
+    /// ``"thread"``: on the runtime's threads. Omitted options take the
+    /// core's defaults, and the core checks the values (PF400).
     #[new]
-    #[pyo3(signature = (name = "packetflow", *, max_inflight = None, max_queue = None, finished_memory = None, handler_threads = 8, busy_poll_us = None, actor_store = None, actor_passivate_after_ms = None, actor_remembered_turns = None))]
+    #[pyo3(signature = (name = "packetflow", *, max_inflight = None, max_queue = None, finished_memory = None, handler_threads = 8, busy_poll_us = None, actor_store = None, actor_passivate_after_ms = None, actor_remembered_turns = None, sockets = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -171,6 +185,7 @@ impl PyReactor {
         actor_store: Option<&Bound<'_, PyAny>>,
         actor_passivate_after_ms: Option<u64>,
         actor_remembered_turns: Option<usize>,
+        sockets: Option<&str>,
     ) -> PyResult<Self> {
         crate::runtime::check_not_forked()?;
         let defaults = ReactorConfig::default();
@@ -195,6 +210,7 @@ impl PyReactor {
             Some(0) => None,
             Some(us) => Some(std::time::Duration::from_micros(us.into())),
         };
+        let sockets = Sockets::new(sockets::Mode::parse(sockets, busy_poll.is_some())?);
         let core = Reactor::new(config);
         if let Some(path) = actor_store {
             let store = FileStore::open(&path).map_err(|e| errors::to_pyerr(py, &e))?;
@@ -206,6 +222,7 @@ impl PyReactor {
             pool: Pool::new(handler_threads),
             node: Mutex::new(None),
             busy_poll,
+            sockets,
         })
     }
 
@@ -271,7 +288,7 @@ impl PyReactor {
     /// stop and list actors.
     #[getter]
     fn actors(&self) -> PyActors {
-        PyActors::new(self.core.clone(), self.home.clone(), self.pool.clone())
+        PyActors::new(self.core.clone(), self.home.clone(), self.pool.clone(), self.sockets.clone())
     }
 
     /// A decorator registering the decorated class as the behaviour of
@@ -366,9 +383,13 @@ impl PyReactor {
         let packet =
             build_packet(py, group, element, data, priority, timeout_ms, dependencies, metadata, packet_id)?;
         let core = self.core.clone();
-        let result = blocking::wait(py, "Reactor.submit_sync()", "Reactor.submit()", async move {
-            core.submit(packet).await
-        })?;
+        let result = blocking::wait(
+            py,
+            "Reactor.submit_sync()",
+            "Reactor.submit()",
+            Some(&self.sockets),
+            async move { core.submit(packet).await },
+        )?;
         Ok(PyPacketResult::from_core(py, result))
     }
 
@@ -392,12 +413,9 @@ impl PyReactor {
             build_packet(py, group, element, data, priority, timeout_ms, dependencies, metadata, packet_id)?;
         let core = self.core.clone();
         let out =
-            blocking::wait(
-                py,
-                "Reactor.call_sync()",
-                "Reactor.call()",
-                async move { core.call(packet).await },
-            )?;
+            blocking::wait(py, "Reactor.call_sync()", "Reactor.call()", Some(&self.sockets), async move {
+                core.call(packet).await
+            })?;
         match out {
             Ok(value) => convert::to_py(py, &value),
             Err(err) => Err(errors::to_pyerr(py, &err)),
@@ -446,7 +464,7 @@ impl PyReactor {
         let bridge = bridge::current(py, "Reactor.listen()")?;
         let addr = pystr::as_str(addr)?.to_owned();
         let options = options::listen(auth_file, tokens, tls_cert, tls_key)?;
-        let node = self.node()?;
+        let node = self.node(py)?;
         awaitable::spawn(py, &bridge, async move {
             node.listen_with(&addr, options).await.map(|bound| Value::String(bound.to_string()))
         })
@@ -477,7 +495,7 @@ impl PyReactor {
         let bridge = bridge::current(py, "Reactor.connect()")?;
         let url = pystr::as_str(url)?.to_owned();
         let options = options::connect(msgpack, token, tls_ca)?;
-        let node = self.node()?;
+        let node = self.node(py)?;
         awaitable::spawn(py, &bridge, async move { node.connect_with(&url, options).await })
     }
 
@@ -494,10 +512,14 @@ impl PyReactor {
     ) -> PyResult<String> {
         let addr = pystr::as_str(addr)?.to_owned();
         let options = options::listen(auth_file, tokens, tls_cert, tls_key)?;
-        let node = self.node()?;
-        let bound = blocking::wait(py, "Reactor.listen_sync()", "Reactor.listen()", async move {
-            node.listen_with(&addr, options).await
-        })?;
+        let node = self.node(py)?;
+        let bound = blocking::wait(
+            py,
+            "Reactor.listen_sync()",
+            "Reactor.listen()",
+            Some(&self.sockets),
+            async move { node.listen_with(&addr, options).await },
+        )?;
         bound.map(|a| a.to_string()).map_err(|err| errors::to_pyerr(py, &err))
     }
 
@@ -513,8 +535,8 @@ impl PyReactor {
     ) -> PyResult<()> {
         let url = pystr::as_str(url)?.to_owned();
         let options = options::connect(msgpack, token, tls_ca)?;
-        let node = self.node()?;
-        blocking::wait(py, "Reactor.connect_sync()", "Reactor.connect()", async move {
+        let node = self.node(py)?;
+        blocking::wait(py, "Reactor.connect_sync()", "Reactor.connect()", Some(&self.sockets), async move {
             node.connect_with(&url, options).await
         })?
         .map_err(|err| errors::to_pyerr(py, &err))
@@ -546,7 +568,9 @@ impl PyReactor {
             crate::runtime::runtime()?.spawn(async move { node.stop().await });
             return Ok(());
         }
-        blocking::wait(py, "Reactor.stop_sync()", "Reactor.stop()", async move { node.stop().await })
+        blocking::wait(py, "Reactor.stop_sync()", "Reactor.stop()", Some(&self.sockets), async move {
+            node.stop().await
+        })
     }
 
     /// A snapshot of the counters: ``name``, ``in_flight``, ``queued``,

@@ -351,6 +351,7 @@ class Reactor:
         actor_store: Optional[_Path] = None,
         actor_passivate_after_ms: Optional[int] = None,
         actor_remembered_turns: Optional[int] = None,
+        sockets: Optional[Literal["loop", "thread"]] = None,
     ) -> "Reactor":
         """Creates a reactor.
 
@@ -370,6 +371,22 @@ class Reactor:
         without a message (default 10 minutes); ``actor_remembered_turns``:
         how many answered packet ids each actor remembers, the window in
         which a repeated packet is answered from memory (default 32).
+        ``sockets``: where the network connections run. By default
+        (``None``) on the event loop running at the first ``listen`` /
+        ``connect``, its selector watching their sockets, so a frame is
+        read, handed to its ``async def`` handler and answered on the
+        loop's thread with no other thread waking (the fewest wake-ups per
+        round trip); but on the runtime's threads when no loop runs then,
+        on a loop that cannot watch sockets (the Windows proactor), with
+        ``busy_poll_us``, once that loop is closed, and from the first call
+        of one of the reactor's ``_sync`` methods on (a blocking caller
+        waits less for a connection there). ``"loop"``: on the loop even
+        when ``_sync`` methods are called from other threads.
+        ``"thread"``: always on the runtime's threads, which read and write
+        while Python runs: for a loop that is held for long (a connection
+        it drives is silent meanwhile, and peers drop it after 3 heartbeat
+        intervals, 3 s). ``"loop"`` with ``busy_poll_us`` is a
+        ``ValueError``. docs/bindings.md tells what was measured.
         Options left out take the core's defaults (``ReactorConfig``,
         ``NodeConfig``; busy polling is off); the core checks the values:
         :class:`InvalidPacketError` (PF400) names a bad one (or a store
@@ -606,6 +623,13 @@ class Reactor:
 def error_codes() -> List[Tuple[str, str]]:
     """The protocol's error codes as the core lists them, each with its
     one-line description: ``[("PF001", "no handler for ..."), ...]``."""
+
+def _socket_stats() -> Dict[str, int]:
+    """Counters of the loop-driven sockets since the process started
+    (``watches``, ``read_waits``, ``write_waits``, ``registered``,
+    ``removed``, ``callbacks``, ``on_runtime``) and ``cross_thread_wakes``,
+    the wake-ups of loops written by other threads; for tests and
+    benchmarks."""
 
 def _shutdown() -> None:
     """Called at interpreter exit: background threads stop using Python."""
