@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use packetflow::{json, ErrorCode, NodeConfig, Reactor, ReactorConfig, Value};
+use packetflow::{json, ErrorCode, NodeConfig, Packet, Reactor, ReactorConfig, Value};
 use packetflow_tests::*;
 use tokio::sync::Semaphore;
 use tokio::time::Duration;
@@ -175,4 +175,27 @@ async fn the_queued_bytes_limit_answers_pf429_and_frees_as_packets_finish() {
     b.close().await;
     until_health(&n, "queued_bytes", 0).await;
     n.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_stay_within_the_frame_limit_of_the_node_that_reads_them() {
+    // Packets and answers of `size` bytes, twelve in flight at once, so that
+    // both ends queue several together: at the default limit (1 MiB) four
+    // such packets would not fit one frame, and a node that reads frames of
+    // at most 16 KiB (as its hello says) gets no batch of 64 KiB.
+    for (client_limit, size) in [(1 << 20, 300_000), (16 * 1024, 6_000)] {
+        let (server, server_addr) = node("server", NodeConfig::default()).await;
+        let config = NodeConfig { max_frame_bytes: client_limit, ..NodeConfig::default() };
+        let (client, _) = node("client", config).await;
+        register_upper(server.reactor());
+        client.connect(&url(server_addr)).await.unwrap();
+        let text = "x".repeat(size);
+        let calls = (0..12).map(|_| client.reactor().call(Packet::build("df", "upper", json!(text)).unwrap()));
+        let expected = json!(text.to_uppercase());
+        for answer in futures_util::future::join_all(calls).await {
+            assert_eq!(answer.as_ref().ok(), Some(&expected), "limit {client_limit}: {:?}", answer.as_ref().err());
+        }
+        client.stop().await;
+        server.stop().await;
+    }
 }

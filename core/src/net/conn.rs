@@ -56,7 +56,7 @@ use crate::error::{ErrorCode, PfError};
 use crate::packet::PacketId;
 use crate::reactor::{Immediate, Origin};
 use crate::result::PacketResult;
-use crate::wire::{Codec, Decoded, FrameError, Message, MessageKind, Outgoing, WireFrame, FEATURE_BATCH};
+use crate::wire::{Codec, Decoded, FrameError, Hello, Message, MessageKind, Outgoing, WireFrame, FEATURE_BATCH};
 
 /// Close codes this node sends.
 pub(crate) const CLOSE_AWAY: u16 = 1001;
@@ -65,6 +65,12 @@ pub(crate) const CLOSE_TOO_BIG: u16 = 1009;
 
 /// Most frames read back to back before the answers are written.
 const READ_BURST: usize = 256;
+/// The most bytes one batch frame holds. Larger batches save no more
+/// system calls worth having, and the peer reads none of a frame's
+/// messages before all of it arrived.
+const BATCH_BYTES: usize = 64 * 1024;
+/// The frame limit of a peer that did not say its own (the protocol's).
+const DEFAULT_PEER_FRAME_BYTES: u64 = 1 << 20;
 /// Turns of [`Connection::poll`] (each reads up to [`READ_BURST`] frames and
 /// writes what is ready) before it yields.
 const POLL_TURNS: usize = 4;
@@ -777,25 +783,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// socket is full, Ready(Err) when it is broken.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), tungstenite::Error>> {
         if !self.out.is_empty() {
-            let batch = self.peer.hello().is_some_and(|h| h.has_feature(FEATURE_BATCH));
-            if batch && self.out.len() > 1 {
+            let batch_cap = self.peer.hello().and_then(|h| h.has_feature(FEATURE_BATCH).then(|| batch_cap(&h)));
+            let mut sent = 0;
+            while sent < self.out.len() {
                 if self.ws.poll_ready(cx)?.is_pending() {
-                    return Poll::Pending;
+                    break;
                 }
-                let frame = to_ws(self.codec.batch_frame_outgoing(&self.out));
-                self.ws.start_send(cx, frame)?;
-                self.out.clear();
-            } else {
-                let mut sent = 0;
-                for m in &self.out {
-                    if self.ws.poll_ready(cx)?.is_pending() {
-                        break;
-                    }
-                    self.ws.start_send(cx, to_ws(self.codec.frame_outgoing(m)))?;
-                    sent += 1;
-                }
-                self.out.drain(..sent);
+                let rest = &self.out[sent..];
+                let (frame, taken) = match batch_cap {
+                    Some(cap) if rest.len() > 1 => self.codec.batch_frame_outgoing(rest, cap),
+                    _ => (self.codec.frame_outgoing(&rest[0]), 1),
+                };
+                self.ws.start_send(cx, to_ws(frame))?;
+                sent += taken;
             }
+            self.out.drain(..sent);
             self.needs_flush = true;
         }
         if self.out.is_empty() && !self.close_sent {
@@ -1154,6 +1156,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.peer.complete(seq, Some(&id), result);
         }
     }
+}
+
+/// The most bytes a batch frame to the peer of `hello` may hold: within
+/// its frame limit (as its `hello` says, else the protocol's default).
+fn batch_cap(hello: &Hello) -> usize {
+    let limit = if hello.max_frame_bytes > 0 { hello.max_frame_bytes } else { DEFAULT_PEER_FRAME_BYTES };
+    BATCH_BYTES.min(usize::try_from(limit).unwrap_or(usize::MAX))
 }
 
 fn to_ws(frame: WireFrame) -> WsMessage {

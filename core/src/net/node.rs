@@ -382,6 +382,7 @@ impl NodeInner {
             features,
             max_inflight: self.config.max_inflight_per_conn as u64,
             heartbeat_ms: self.config.peer_heartbeat_interval.as_millis() as u64,
+            max_frame_bytes: self.config.max_frame_bytes as u64,
             actor_hosts: announcement.actor_hosts,
             direct: announcement.direct,
             // Only in the first hello of a connection this node dialed.

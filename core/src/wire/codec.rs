@@ -47,20 +47,6 @@ impl Serialize for Batch<'_> {
     }
 }
 
-/// Queued messages serialized as one array (a batch frame).
-struct OutgoingBatch<'a>(&'a [Outgoing]);
-
-impl Serialize for OutgoingBatch<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeSeq;
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for outgoing in self.0 {
-            seq.serialize_element(&WireOutgoing { outgoing, compact: true })?;
-        }
-        seq.end()
-    }
-}
-
 /// What one frame decoded to: a single message or a batch, each element
 /// either a message or the ingredients of the `error` frame that answers it.
 #[derive(Debug)]
@@ -217,22 +203,63 @@ impl Codec {
         }
     }
 
-    /// Several queued messages as one batch frame.
-    pub(crate) fn batch_frame_outgoing(self, all: &[Outgoing]) -> WireFrame {
+    /// The first of the queued messages `all` as one frame for a peer that
+    /// reads batches: as many of them, in order, as fit in `cap` bytes go
+    /// in one array frame; a first message that leaves no room for the
+    /// second goes alone, as a plain frame. Gives the frame and how many
+    /// messages it holds (at least one; `all` must not be empty).
+    pub(crate) fn batch_frame_outgoing(self, all: &[Outgoing], cap: usize) -> (WireFrame, usize) {
+        let mut taken = 0;
         match self {
             Codec::Json => {
-                let mut out = Vec::with_capacity(128 * all.len());
+                let mut out = Vec::with_capacity((128 * all.len()).min(cap));
                 out.push(b'[');
-                for (i, outgoing) in all.iter().enumerate() {
-                    if i > 0 {
+                for outgoing in all {
+                    let end = out.len();
+                    if taken > 0 {
                         out.push(b',');
                     }
                     write_json_outgoing(outgoing, &mut out);
+                    // +1: the closing bracket.
+                    if taken > 0 && out.len() + 1 > cap {
+                        out.truncate(end);
+                        break;
+                    }
+                    taken += 1;
                 }
-                out.push(b']');
-                WireFrame::Text(String::from_utf8(out).expect("JSON is UTF-8"))
+                if taken == 1 {
+                    out.remove(0);
+                } else {
+                    out.push(b']');
+                }
+                (WireFrame::Text(String::from_utf8(out).expect("JSON is UTF-8")), taken)
             }
-            Codec::MsgPack => self.frame_of(&OutgoingBatch(all)),
+            Codec::MsgPack => {
+                // Room for the longest array header, written once the count
+                // is known.
+                const HEADER: usize = 5;
+                let mut out = Vec::with_capacity((128 * all.len()).min(cap));
+                out.resize(HEADER, 0);
+                for outgoing in all {
+                    let end = out.len();
+                    self.write(&WireOutgoing { outgoing, compact: true }, &mut out);
+                    if taken > 0 && out.len() > cap {
+                        out.truncate(end);
+                        break;
+                    }
+                    taken += 1;
+                }
+                let start = if taken == 1 {
+                    HEADER
+                } else {
+                    let mut header = Vec::with_capacity(HEADER);
+                    rmp::encode::write_array_len(&mut header, taken as u32).expect("a Vec takes every write");
+                    out[HEADER - header.len()..HEADER].copy_from_slice(&header);
+                    HEADER - header.len()
+                };
+                out.drain(..start);
+                (WireFrame::Binary(out), taken)
+            }
         }
     }
 

@@ -476,6 +476,7 @@ enum HelloField {
     Features,
     MaxInflight,
     HeartbeatMs,
+    MaxFrameBytes,
     Token,
     ActorHosts,
     Direct,
@@ -494,6 +495,7 @@ impl FieldName for HelloField {
             "features" => HelloField::Features,
             "max_inflight" => HelloField::MaxInflight,
             "heartbeat_ms" => HelloField::HeartbeatMs,
+            "max_frame_bytes" => HelloField::MaxFrameBytes,
             "token" => HelloField::Token,
             "actor_hosts" => HelloField::ActorHosts,
             "direct" => HelloField::Direct,
@@ -589,7 +591,7 @@ impl FromMap for HelloMap {
     type Out = Result<Hello, PfError>;
 
     fn read_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Out, A::Error> {
-        let mut raw: [Option<Field<'de>>; 9] = Default::default();
+        let mut raw: [Option<Field<'de>>; 10] = Default::default();
         let mut actor_hosts = None;
         let mut direct = None;
         while let Some(Key(field)) = map.next_key::<Key<HelloField>>()? {
@@ -611,6 +613,7 @@ impl FromMap for HelloMap {
                 HelloField::MaxInflight => 6,
                 HelloField::Token => 7,
                 HelloField::HeartbeatMs => 8,
+                HelloField::MaxFrameBytes => 9,
                 HelloField::Other => {
                     map.next_value::<IgnoredAny>()?;
                     continue;
@@ -618,7 +621,7 @@ impl FromMap for HelloMap {
             };
             raw[slot] = Some(map.next_value()?);
         }
-        let [node_id, name, runtime, protocol, handlers, features, max_inflight, token, heartbeat_ms] = raw;
+        let [node_id, name, runtime, protocol, handlers, features, max_inflight, token, heartbeat_ms, max_frame_bytes] = raw;
         Ok((|| {
             let handlers = string_list(handlers, "handlers")?
                 .iter()
@@ -633,6 +636,7 @@ impl FromMap for HelloMap {
             };
             let max_inflight = count(max_inflight, "max_inflight")?;
             let heartbeat_ms = count(heartbeat_ms, "heartbeat_ms")?;
+            let max_frame_bytes = count(max_frame_bytes, "max_frame_bytes")?;
             let token = match token {
                 None | Some(Field::Null) => None,
                 Some(v) => Some(v.into_str("token", "a string")?.into_owned()),
@@ -646,6 +650,7 @@ impl FromMap for HelloMap {
                 features: string_list(features, "features")?,
                 max_inflight,
                 heartbeat_ms,
+                max_frame_bytes,
                 token,
                 actor_hosts: parse_actor_hosts(actor_hosts)?,
                 direct: super::direct::parse(direct)?.map(Box::new),

@@ -105,6 +105,9 @@ pub struct Hello {
     /// seed's 30 s rule). Two nodes that both offer one beat at the larger
     /// of the two (docs/protocol.md, "Liveness").
     pub heartbeat_ms: u64,
+    /// The largest frame the peer reads, in bytes (0: not said, the
+    /// protocol's default of 1 MiB). Batches sent to it stay within it.
+    pub max_frame_bytes: u64,
     /// Credentials, when the node asks for them.
     pub token: Option<String>,
     /// For each actor type, the nodes hosting it that can be reached
@@ -134,6 +137,7 @@ impl std::fmt::Debug for Hello {
             .field("features", &self.features)
             .field("max_inflight", &self.max_inflight)
             .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("max_frame_bytes", &self.max_frame_bytes)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .finish()
     }

@@ -158,6 +158,9 @@ impl Serialize for Hello {
         if self.heartbeat_ms > 0 {
             m.serialize_entry("heartbeat_ms", &self.heartbeat_ms)?;
         }
+        if self.max_frame_bytes > 0 {
+            m.serialize_entry("max_frame_bytes", &self.max_frame_bytes)?;
+        }
         if !self.actor_hosts.is_empty() {
             m.serialize_entry("actor_hosts", &self.actor_hosts)?;
         }
@@ -504,8 +507,8 @@ mod tests {
                     [Outgoing::Message(expected.clone()), Outgoing::Message(heartbeat.clone()), forward()];
                 let reference = [expected.clone(), heartbeat.clone(), expected.clone()];
                 assert_eq!(
-                    codec.batch_frame_outgoing(&batch),
-                    codec.batch_frame(&reference),
+                    codec.batch_frame_outgoing(&batch, usize::MAX),
+                    (codec.batch_frame(&reference), 3),
                     "{codec:?} {i}"
                 );
                 let back = match codec.frame_outgoing(&forward()) {
@@ -514,6 +517,53 @@ mod tests {
                 };
                 assert_eq!(back.into_iter().next().unwrap().unwrap(), expected, "{codec:?} {i}");
             }
+        }
+    }
+
+    /// Batches cut at their cap: every frame of more than one message fits
+    /// it, a message too large for it goes alone as a plain frame, and the
+    /// frames hold every message once, in order.
+    #[test]
+    fn batches_are_cut_to_fit_their_cap() {
+        use crate::wire::{Outgoing, WireFrame};
+        let sizes = [10, 2000, 30, 30, 5000, 30, 30, 30, 900, 20_000, 40];
+        let all: Vec<Outgoing> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let packet = submit(&format!("p{i}"), json!("x".repeat(*n)));
+                Outgoing::Message(Message::Submit { seq: i as u64, packet: Box::new(packet) })
+            })
+            .collect();
+        for codec in [Codec::Json, Codec::MsgPack] {
+            for cap in [64, 1000, 4096, 8000, 1 << 20] {
+                let mut seqs = Vec::new();
+                let mut at = 0;
+                while at < all.len() {
+                    let (frame, taken) = codec.batch_frame_outgoing(&all[at..], cap);
+                    assert!(taken >= 1);
+                    let bytes = match &frame {
+                        WireFrame::Text(t) => t.as_bytes(),
+                        WireFrame::Binary(b) => &b[..],
+                    };
+                    let decoded = codec.decode(bytes);
+                    match &decoded {
+                        crate::wire::Decoded::Single(_) => assert_eq!(taken, 1, "{codec:?} cap {cap}"),
+                        crate::wire::Decoded::Batch(items) => {
+                            assert_eq!(items.len(), taken, "{codec:?} cap {cap}");
+                            assert!(taken > 1 && bytes.len() <= cap, "{codec:?} cap {cap}: {} bytes", bytes.len());
+                        }
+                    }
+                    if taken == 1 {
+                        assert_eq!(frame, codec.frame_outgoing(&all[at]), "{codec:?} cap {cap}");
+                    }
+                    seqs.extend(decoded.into_iter().map(|m| m.unwrap().seq()));
+                    at += taken;
+                }
+                assert_eq!(seqs, (0..sizes.len() as u64).collect::<Vec<_>>(), "{codec:?} cap {cap}");
+            }
+            // With room for all, one frame holds all.
+            assert_eq!(codec.batch_frame_outgoing(&all, 1 << 20).1, all.len());
         }
     }
 

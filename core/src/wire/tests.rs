@@ -277,6 +277,7 @@ fn sample_messages() -> Vec<Message> {
                 features: vec!["batch".into(), "msgpack".into()],
                 max_inflight: 100,
                 heartbeat_ms: 1000,
+                max_frame_bytes: 1 << 20,
                 token: Some("secret".into()),
                 actor_hosts: [("counter".to_string(), [("n".to_string(), 0u64)].into())].into(),
                 direct: Some(Box::new(crate::wire::DirectHello {
