@@ -190,10 +190,16 @@ async fn batches_stay_within_the_frame_limit_of_the_node_that_reads_them() {
         register_upper(server.reactor());
         client.connect(&url(server_addr)).await.unwrap();
         let text = "x".repeat(size);
-        let calls = (0..12).map(|_| client.reactor().call(Packet::build("df", "upper", json!(text)).unwrap()));
+        let calls =
+            (0..12).map(|_| client.reactor().call(Packet::build("df", "upper", json!(text)).unwrap()));
         let expected = json!(text.to_uppercase());
         for answer in futures_util::future::join_all(calls).await {
-            assert_eq!(answer.as_ref().ok(), Some(&expected), "limit {client_limit}: {:?}", answer.as_ref().err());
+            assert_eq!(
+                answer.as_ref().ok(),
+                Some(&expected),
+                "limit {client_limit}: {:?}",
+                answer.as_ref().err()
+            );
         }
         client.stop().await;
         server.stop().await;

@@ -56,7 +56,9 @@ use crate::error::{ErrorCode, PfError};
 use crate::packet::PacketId;
 use crate::reactor::{Immediate, Origin};
 use crate::result::PacketResult;
-use crate::wire::{Codec, Decoded, FrameError, Hello, Message, MessageKind, Outgoing, WireFrame, FEATURE_BATCH};
+use crate::wire::{
+    Codec, Decoded, FrameError, Hello, Message, MessageKind, Outgoing, WireFrame, FEATURE_BATCH,
+};
 
 /// Close codes this node sends.
 pub(crate) const CLOSE_AWAY: u16 = 1001;
@@ -783,7 +785,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// socket is full, Ready(Err) when it is broken.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), tungstenite::Error>> {
         if !self.out.is_empty() {
-            let batch_cap = self.peer.hello().and_then(|h| h.has_feature(FEATURE_BATCH).then(|| batch_cap(&h)));
+            let batch_cap =
+                self.peer.hello().and_then(|h| h.has_feature(FEATURE_BATCH).then(|| batch_cap(&h)));
             let mut sent = 0;
             while sent < self.out.len() {
                 if self.ws.poll_ready(cx)?.is_pending() {

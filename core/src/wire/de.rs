@@ -621,7 +621,8 @@ impl FromMap for HelloMap {
             };
             raw[slot] = Some(map.next_value()?);
         }
-        let [node_id, name, runtime, protocol, handlers, features, max_inflight, token, heartbeat_ms, max_frame_bytes] = raw;
+        let [node_id, name, runtime, protocol, handlers, features, max_inflight, token, heartbeat_ms, max_frame_bytes] =
+            raw;
         Ok((|| {
             let handlers = string_list(handlers, "handlers")?
                 .iter()

@@ -551,7 +551,11 @@ mod tests {
                         crate::wire::Decoded::Single(_) => assert_eq!(taken, 1, "{codec:?} cap {cap}"),
                         crate::wire::Decoded::Batch(items) => {
                             assert_eq!(items.len(), taken, "{codec:?} cap {cap}");
-                            assert!(taken > 1 && bytes.len() <= cap, "{codec:?} cap {cap}: {} bytes", bytes.len());
+                            assert!(
+                                taken > 1 && bytes.len() <= cap,
+                                "{codec:?} cap {cap}: {} bytes",
+                                bytes.len()
+                            );
                         }
                     }
                     if taken == 1 {
