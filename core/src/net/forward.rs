@@ -46,8 +46,8 @@ impl Forwarder for Router {
     ) -> Option<BoxFuture<'static, PacketResult>> {
         let node = self.node.upgrade()?;
         let origin = origin.map(|o| o.0);
-        if let Some(Placement::Peer(peer)) = node.place_actor(&mut packet, origin) {
-            let peer = node.around_hub(&packet, peer);
+        if let Some(Placement::Peer { via, beyond }) = node.place_actor(&mut packet, origin) {
+            let peer = node.around_hub_to_actor(&packet, via, beyond.as_deref());
             return Some(Box::pin(forward(node, peer, packet, deadline, origin)));
         }
         let route_key = packet.meta(META_ROUTE_KEY).and_then(Value::as_str);
@@ -59,7 +59,7 @@ impl Forwarder for Router {
     fn actor_here(&self, actor_type: &str, id: &str, origin: Option<Origin>) -> bool {
         let Some(node) = self.node.upgrade() else { return true };
         let placed = node.peers.read().place_actor(actor_type, id, Some(&node.node_id), origin.map(|o| o.0));
-        !matches!(placed, Some(Placement::Peer(_)))
+        !matches!(placed, Some(Placement::Peer { .. }))
     }
 
     fn cancel_relayed(&self, id: &PacketId) {
@@ -90,25 +90,27 @@ impl NodeInner {
 
     /// `via`, the peer routing chose for `packet`, or the direct link to
     /// the node that peer would hand it to (docs/protocol.md, "Direct
-    /// paths"): for an actor, its owner by placement, the same node either
-    /// way.
+    /// paths"). An actor message that placement did not send to a peer
+    /// stays with `via`.
     fn around_hub(&self, packet: &Packet, via: Arc<Peer>) -> Arc<Peer> {
-        if !self.config.direct.enabled || !via.takes_direct() {
+        if !self.config.direct.enabled
+            || !via.takes_direct()
+            || crate::actor::address::placement_of(packet).is_some()
+        {
             return via;
         }
-        let Some((actor_type, id)) = crate::actor::address::placement_of(packet) else {
-            return self.direct_link_for(packet, &via, None).unwrap_or(via);
-        };
-        let own = self.reactor.actor_host(actor_type).map(|_| self.node_id.as_str());
-        let owner = {
-            let peers = self.peers.read();
-            // `via` hosts the actor itself (a hub handing a message to the
-            // owner it is connected to): there is nothing to go around.
-            peers.actor_owner(actor_type, id, own).filter(|owner| !via.is_node(owner)).map(str::to_owned)
-        };
-        match owner {
-            Some(owner) => self.direct_link_for(packet, &via, Some(&owner)).unwrap_or(via),
-            None => via,
+        self.direct_link_for(packet, &via, None).unwrap_or(via)
+    }
+
+    /// `via`, the peer placement chose for an actor message, or the direct
+    /// link to the actor's owner when that is a node `beyond` it (the same
+    /// node either way).
+    fn around_hub_to_actor(&self, packet: &Packet, via: Arc<Peer>, beyond: Option<&str>) -> Arc<Peer> {
+        match beyond {
+            Some(owner) if self.config.direct.enabled && via.takes_direct() => {
+                self.direct_link_for(packet, &via, Some(owner)).unwrap_or(via)
+            }
+            _ => via,
         }
     }
 }
@@ -283,16 +285,20 @@ impl NodeInner {
         to: &Mailbox<RelayAnswer>,
     ) -> RelayOutcome {
         let mut packet = packet;
-        let route = match self.place_actor(&mut packet, Some(origin.0)) {
-            Some(Placement::Peer(peer)) => Some(peer),
+        let peer = match self.place_actor(&mut packet, Some(origin.0)) {
+            Some(Placement::Peer { via, beyond }) if via.has_hello() => {
+                self.around_hub_to_actor(&packet, via, beyond.as_deref())
+            }
+            Some(Placement::Peer { .. }) => return RelayOutcome::Declined(packet),
             _ => {
                 let route_key = packet.meta(META_ROUTE_KEY).and_then(Value::as_str);
-                self.peers.read().route_element(packet.group, &packet.element, route_key, Some(origin.0))
+                let route =
+                    self.peers.read().route_element(packet.group, &packet.element, route_key, Some(origin.0));
+                match route {
+                    Some(peer) if peer.has_hello() => self.around_hub(&packet, peer),
+                    _ => return RelayOutcome::Declined(packet),
+                }
             }
-        };
-        let peer = match route {
-            Some(peer) if peer.has_hello() => self.around_hub(&packet, peer),
-            _ => return RelayOutcome::Declined(packet),
         };
         let start = Instant::now();
         let Some(guard) = self.reactor.begin_relay(&packet.id, origin) else {

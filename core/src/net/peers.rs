@@ -237,11 +237,6 @@ impl Peer {
 
     /// Whether the peer takes part in direct paths (its `hello` lists the
     /// feature `direct`).
-    /// Whether this peer is the node `node_id` (by its `hello`).
-    pub(crate) fn is_node(&self, node_id: &str) -> bool {
-        self.hello.read().as_ref().is_some_and(|h| h.node_id == node_id)
-    }
-
     pub(crate) fn takes_direct(&self) -> bool {
         self.hello.read().as_ref().is_some_and(|h| h.has_feature(FEATURE_DIRECT))
     }
@@ -512,8 +507,10 @@ struct HostPath {
 pub(crate) enum Placement {
     /// On this node.
     Here,
-    /// On a node reached through this peer.
-    Peer(Arc<Peer>),
+    /// On a node reached through this peer; `beyond` names that node when
+    /// it is not the peer itself (a hub between them: a direct path may go
+    /// around it).
+    Peer { via: Arc<Peer>, beyond: Option<Box<str>> },
 }
 
 /// Every connected peer and the route index built from their hellos.
@@ -634,7 +631,10 @@ impl PeerTable {
             .filter_map(|p| self.peers.get(&p.via).map(|peer| (p.hops, peer)))
             .min_by_key(|(hops, peer)| (peer.liveness.is_suspect(), *hops, peer.in_flight()));
         match nearest {
-            Some((_, peer)) => Some(Placement::Peer(peer.clone())),
+            Some((hops, peer)) => {
+                let beyond = (hops > 1).then(|| Box::from(owner));
+                Some(Placement::Peer { via: peer.clone(), beyond })
+            }
             None if own.is_some() => Some(Placement::Here),
             None => None,
         }
