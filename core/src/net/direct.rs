@@ -41,7 +41,7 @@ use super::options::ConnectOptions;
 use super::peers::{rendezvous, ConnId, Peer, PeerTable};
 use super::{dialer, listener};
 use crate::packet::{Element, Group, Packet, META_ROUTE_KEY};
-use crate::wire::{Codec, DirectHello, DirectNode};
+use crate::wire::{DirectHello, DirectNode};
 
 /// Settings of direct paths, a field of [`NodeConfig`](super::NodeConfig).
 #[derive(Debug, Clone)]
@@ -273,12 +273,12 @@ impl DirectPaths {
     /// Starts the direct listener, once: on `config.listen`, else on the IP
     /// address `local` (this node's end of a connection to a peer that
     /// takes part), port 0. Peers are told once it is up.
-    fn ensure_listening(&self, local: Option<SocketAddr>) {
+    fn ensure_listening(&self, local: Option<IpAddr>) {
         let Some(node) = self.node() else { return };
         let config = &node.config.direct;
         let addr = match (&config.listen, local) {
             (Some(addr), _) => addr.clone(),
-            (None, Some(local)) => SocketAddr::new(local.ip(), 0).to_string(),
+            (None, Some(local)) => SocketAddr::new(local, 0).to_string(),
             (None, None) => return,
         };
         {
@@ -297,7 +297,7 @@ impl DirectPaths {
                     // A listener on every interface is advertised on the
                     // address peers reached this node from.
                     let ip = match (bound.ip().is_unspecified(), local) {
-                        (true, Some(local)) => local.ip(),
+                        (true, Some(local)) => local,
                         _ => bound.ip(),
                     };
                     let own = SocketAddr::new(ip, bound.port());
@@ -435,11 +435,7 @@ impl DirectPaths {
             self.dial_failed(node, target, backoff, why.into());
             return;
         }
-        let options = ConnectOptions {
-            codec: via.codec().unwrap_or(Codec::Json),
-            token: Some(entry.ticket.clone()),
-            tls_ca: None,
-        };
+        let options = ConnectOptions { codec: via.codec(), token: Some(entry.ticket.clone()), tls_ca: None };
         let target = target.to_owned();
         let node = node.clone();
         self.runtime.spawn(async move {
@@ -718,7 +714,7 @@ impl NodeInner {
         }
         let own_keys = self.reactor.handler_keys();
         if !own_keys.is_empty() {
-            self.direct.ensure_listening(peer.local_addr());
+            self.direct.ensure_listening(peer.local_ip());
         }
         if peer.grant().is_some_and(|g| g.submit.is_some()) {
             return None;

@@ -184,7 +184,7 @@ impl<S> HasSocket for Foreign<S> {
 
 /// A place among the connections a node's listeners hold, or, past the
 /// limit, among those being refused.
-struct Slot {
+pub(super) struct Slot {
     node: Arc<NodeInner>,
     refusing: bool,
     /// Told (by being dropped) when the slot is given back.

@@ -41,7 +41,7 @@ pub(crate) fn health(node: &NodeInner) -> Value {
                 "name": hello.as_ref().map(|h| h.name.clone()),
                 "runtime": hello.as_ref().map(|h| h.runtime.clone()),
                 "handlers": hello.as_ref().map(|h| h.handlers.iter().map(|(g, e)| format!("{g}:{e}")).collect::<Vec<_>>()),
-                "encoding": p.codec().map(|c| if c == Codec::MsgPack { "msgpack" } else { "json" }),
+                "encoding": if p.codec() == Codec::MsgPack { "msgpack" } else { "json" },
                 "connected_at_ms": wall_ms - p.connected.elapsed().as_millis() as u64,
                 "in_flight": p.in_flight(),
                 "state": if p.liveness.is_suspect() { "suspect" } else { "alive" },

@@ -124,7 +124,7 @@ struct Pending {
 pub(crate) struct Peer {
     pub(crate) id: ConnId,
     /// Where it is: the remote address, or the URL dialed.
-    pub(crate) remote: String,
+    pub(crate) remote: Box<str>,
     /// Frames for the connection's task to write (from other tasks).
     pub(crate) outbox: Mailbox<Outgoing>,
     hello: RwLock<Option<Arc<Hello>>>,
@@ -145,15 +145,16 @@ pub(crate) struct Peer {
     grant: OnceLock<Arc<Grant>>,
     /// The token to put in the first `hello` this node sends (dialed
     /// connections); taken when sent.
-    hello_token: Mutex<Option<String>>,
+    hello_token: Mutex<Option<Box<str>>>,
     /// Alive, suspect or dead, and since when it was heard.
     pub(crate) liveness: Liveness,
     /// When the connection was made (shown by `/health`).
     pub(crate) connected: tokio::time::Instant,
     /// The encoding spoken on the connection (shown by `/health`).
-    codec: OnceLock<Codec>,
-    /// This node's end of the connection, when it is a TCP socket.
-    local_addr: Option<std::net::SocketAddr>,
+    codec: Codec,
+    /// The address of this node's end of the connection, when it is a TCP
+    /// socket (an `IpAddr`, not the `SocketAddr`: a peer is kept small).
+    local_ip: Option<std::net::IpAddr>,
     /// The connection is TLS.
     secure: bool,
     /// A direct link (docs/protocol.md, "Direct paths"): nothing is routed
@@ -166,10 +167,10 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub(crate) fn new(id: ConnId, remote: String, outbox: Mailbox<Outgoing>) -> Peer {
+    pub(crate) fn new(id: ConnId, remote: String, codec: Codec, outbox: Mailbox<Outgoing>) -> Peer {
         Peer {
             id,
-            remote,
+            remote: remote.into_boxed_str(),
             outbox,
             hello: RwLock::new(None),
             announced: Mutex::new(None),
@@ -182,8 +183,8 @@ impl Peer {
             hello_token: Mutex::new(None),
             liveness: Liveness::new(tokio::time::Duration::from_secs(30)),
             connected: tokio::time::Instant::now(),
-            codec: OnceLock::new(),
-            local_addr: None,
+            codec,
+            local_ip: None,
             secure: false,
             direct_link: false,
             close_asked: AtomicBool::new(false),
@@ -199,13 +200,13 @@ impl Peer {
         secure: bool,
         direct_link: bool,
     ) {
-        self.local_addr = local;
+        self.local_ip = local.map(|a| a.ip());
         self.secure = secure;
         self.direct_link = direct_link;
     }
 
-    pub(crate) fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        self.local_addr
+    pub(crate) fn local_ip(&self) -> Option<std::net::IpAddr> {
+        self.local_ip
     }
 
     pub(crate) fn is_secure(&self) -> bool {
@@ -241,14 +242,9 @@ impl Peer {
         self.hello.read().as_ref().is_some_and(|h| h.has_feature(FEATURE_DIRECT))
     }
 
-    /// Records the connection's encoding (once, when it starts).
-    pub(crate) fn set_codec(&self, codec: Codec) {
-        let _ = self.codec.set(codec);
-    }
-
-    /// The connection's encoding, once known.
-    pub(crate) fn codec(&self) -> Option<Codec> {
-        self.codec.get().copied()
+    /// The connection's encoding.
+    pub(crate) fn codec(&self) -> Codec {
+        self.codec
     }
 
     /// Records what the peer's token allows (once, when it is admitted).
@@ -266,11 +262,11 @@ impl Peer {
     }
 
     pub(crate) fn set_hello_token(&self, token: Option<String>) {
-        *self.hello_token.lock() = token;
+        *self.hello_token.lock() = token.map(String::into_boxed_str);
     }
 
     pub(crate) fn take_hello_token(&self) -> Option<String> {
-        self.hello_token.lock().take()
+        self.hello_token.lock().take().map(String::from)
     }
 
     pub(crate) fn hello(&self) -> Option<Arc<Hello>> {
@@ -812,9 +808,18 @@ fn hash_parts(parts: &[&[u8]]) -> u64 {
 mod tests {
     use super::*;
 
+    /// Every connection has a peer, in an `Arc`: at most 240 bytes with
+    /// the `Arc`'s counts take an allocation of 256, one byte more 320
+    /// (`cli/tests/idle_connections.rs`).
+    #[test]
+    fn a_peer_fits_an_allocation_of_256_bytes() {
+        let size = std::mem::size_of::<Peer>();
+        assert!(size <= 240, "a peer takes {size} bytes");
+    }
+
     fn peer(id: ConnId, handlers: Option<&[&str]>, table: &mut PeerTable) -> Arc<Peer> {
         let (tx, _rx) = crate::net::mailbox::mailbox();
-        let p = Arc::new(Peer::new(id, format!("peer{id}"), tx));
+        let p = Arc::new(Peer::new(id, format!("peer{id}"), Codec::Json, tx));
         table.insert(p.clone());
         if let Some(keys) = handlers {
             let handlers = keys

@@ -93,8 +93,10 @@ pub trait SocketWatch: Send {
 /// (see the module docs).
 pub(crate) enum Socket {
     Runtime(TcpStream),
+    /// Boxed: most connections stay on the runtime, and an idle one
+    /// should cost no more than its socket.
     #[cfg(unix)]
-    Host(HostSocket),
+    Host(Box<HostSocket>),
     /// Only if taking the socket off the runtime failed (the connection
     /// then ends at its first read or write).
     Gone,
@@ -118,13 +120,13 @@ impl Socket {
         let Socket::Runtime(tcp) = std::mem::replace(self, Socket::Gone) else { return };
         // Deregisters it from the runtime's driver; it stays non-blocking.
         if let Ok(stream) = tcp.into_std() {
-            *self = Socket::Host(HostSocket {
+            *self = Socket::Host(Box::new(HostSocket {
                 watch: None,
                 read_blocked: false,
                 write_blocked: false,
                 readiness: readiness.clone(),
                 stream,
-            });
+            }));
         }
     }
 
