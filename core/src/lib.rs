@@ -47,4 +47,5 @@ pub mod net;
 #[cfg(feature = "net")]
 pub use net::{ConnectOptions, ConnectionSpawner, ListenOptions, Node, NodeConfig, TokenSpec};
 pub mod reactor;
+pub mod stdlib;
 pub use reactor::{Context, Handler, HandlerError, HandlerResult, Origin, Reactor, ReactorConfig};

@@ -28,7 +28,7 @@ use super::mailbox::Mailbox;
 use super::node::NodeInner;
 use super::peers::{Peer, Placement, RelayAnswer, Reply, ReturnAddress};
 use crate::error::ErrorCode;
-use crate::packet::{Packet, PacketId, META_HOPS, META_ROUTE_KEY};
+use crate::packet::{Group, Packet, PacketId, META_HOPS, META_ROUTE_KEY};
 use crate::reactor::{Forwarder, Origin};
 use crate::result::PacketResult;
 
@@ -60,6 +60,12 @@ impl Forwarder for Router {
         let Some(node) = self.node.upgrade() else { return true };
         let placed = node.peers.read().place_actor(actor_type, id, Some(&node.node_id), origin.map(|o| o.0));
         !matches!(placed, Some(Placement::Peer { .. }))
+    }
+
+    fn announced(&self, group: Group, element: &str, origin: Option<Origin>) -> bool {
+        let Some(node) = self.node.upgrade() else { return false };
+        let peers = node.peers.read();
+        peers.announces(group, element, origin.map(|o| o.0))
     }
 
     fn cancel_relayed(&self, id: &PacketId) {
@@ -285,6 +291,11 @@ impl NodeInner {
         to: &Mailbox<RelayAnswer>,
     ) -> RelayOutcome {
         let mut packet = packet;
+        if self.reactor.has_builtin(packet.group, packet.element.as_str()) {
+            // The reactor decides between a peer's handler and its own
+            // standard element (docs/stdlib.md).
+            return RelayOutcome::Declined(packet);
+        }
         let peer = match self.place_actor(&mut packet, Some(origin.0)) {
             Some(Placement::Peer { via, beyond }) if via.has_hello() => {
                 self.around_hub_to_actor(&packet, via, beyond.as_deref())

@@ -685,6 +685,12 @@ impl PeerTable {
         self.route_element(group, &Element::new(element).ok()?, route_key, origin)
     }
 
+    /// Whether a peer other than `origin` announced `group:element`.
+    pub(crate) fn announces(&self, group: Group, element: &str, origin: Option<ConnId>) -> bool {
+        let Ok(element) = Element::new(element) else { return false };
+        self.by_key.get(&(group, element)).is_some_and(|ids| ids.iter().any(|id| Some(*id) != origin))
+    }
+
     /// [`route`](Self::route) for an element already checked (a packet's).
     pub(crate) fn route_element(
         &self,

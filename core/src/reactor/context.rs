@@ -33,12 +33,20 @@ pub struct Context {
 pub struct CallOptions {
     /// The child's priority; `None` (the default): the calling packet's.
     pub priority: Option<Priority>,
+    /// The child's timeout, when shorter than what is left of this
+    /// packet's deadline; `None` (the default): all of what is left.
+    pub timeout_ms: Option<u64>,
 }
 
 impl CallOptions {
     /// Options naming the child's priority.
     pub fn priority(priority: Priority) -> CallOptions {
-        CallOptions { priority: Some(priority) }
+        CallOptions { priority: Some(priority), timeout_ms: None }
+    }
+
+    /// These options with the child's timeout at most `timeout_ms`.
+    pub fn with_timeout_ms(self, timeout_ms: u64) -> CallOptions {
+        CallOptions { timeout_ms: Some(timeout_ms), ..self }
     }
 }
 
@@ -175,7 +183,10 @@ impl Context {
         options: CallOptions,
     ) -> Result<Value, PfError> {
         let packet = Packet::build(group, element, data)?;
-        let child = self.child(packet, group, element, options.priority)?;
+        let mut child = self.child(packet, group, element, options.priority)?;
+        if let Some(timeout_ms) = options.timeout_ms {
+            child.timeout_ms = Some(child.timeout_ms().min(timeout_ms.max(1)));
+        }
         self.unless_cancelled(std::pin::pin!(self.reactor.submit(child)), group, element).await
     }
 

@@ -182,6 +182,15 @@ pub trait Forwarder: Send + Sync + 'static {
     fn cancel_relayed(&self, id: &PacketId) {
         let _ = id;
     }
+
+    /// Whether a peer announced a handler of `group:element` (not counting
+    /// `origin`): it then serves the key instead of this reactor's built-in
+    /// standard element (docs/stdlib.md, "A user's handler wins"). The
+    /// default: none did.
+    fn announced(&self, group: Group, element: &str, origin: Option<Origin>) -> bool {
+        let _ = (group, element, origin);
+        false
+    }
 }
 
 /// What serves a `group:element`: a handler, or the host of an actor type.
@@ -213,6 +222,9 @@ impl HandlerTable {
 pub(crate) struct ReactorInner {
     config: ReactorConfig,
     handlers: ArcSwap<HandlerTable>,
+    /// The standard elements this reactor hosts (`crate::stdlib`): they
+    /// serve a key only when no handler here or on a peer does.
+    builtins: ArcSwap<HandlerTable>,
     /// Serialises writers of `handlers` (readers never take it).
     registering: Mutex<()>,
     forwarder: ArcSwapOption<Box<dyn Forwarder>>,
@@ -269,6 +281,7 @@ impl Reactor {
                 inflight: Arc::new(Inflight::new(config.finished_memory)),
                 config,
                 handlers: ArcSwap::from_pointee(HandlerTable::default()),
+                builtins: ArcSwap::from_pointee(HandlerTable::default()),
                 registering: Mutex::new(()),
                 forwarder: ArcSwapOption::empty(),
                 unrouted: AtomicU64::new(0),
@@ -310,6 +323,42 @@ impl Reactor {
         slot.insert(element, Arc::new(Route { target, stats }));
         self.inner.handlers.store(Arc::new(table));
         self.inner.handlers_version.send_modify(|v| *v += 1);
+    }
+
+    /// Hosts `handler` as the built-in standard element `group:element`,
+    /// below any handler of the same key here or on a peer.
+    pub(crate) fn install_builtin(&self, group: Group, element: Element, handler: Handler) {
+        let _writer = self.inner.registering.lock();
+        let mut table = HandlerTable::clone(&self.inner.builtins.load());
+        let route = Route { target: Target::Handler(handler), stats: Arc::new(Stats::new()) };
+        table.by_group[group.index()].insert(element, Arc::new(route));
+        self.inner.builtins.store(Arc::new(table));
+    }
+
+    /// The `group:element` keys of the standard elements this reactor
+    /// hosts (docs/stdlib.md), sorted.
+    pub fn builtin_keys(&self) -> Vec<(Group, Element)> {
+        let table = self.inner.builtins.load();
+        let mut keys: Vec<_> = Group::ALL
+            .iter()
+            .flat_map(|g| table.by_group[g.index()].keys().map(move |e| (*g, e.clone())))
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Whether this reactor hosts a standard element for `group:element`.
+    pub(crate) fn has_builtin(&self, group: Group, element: &str) -> bool {
+        self.inner.builtins.load().get(group, element).is_some()
+    }
+
+    /// The built-in standard element that serves `packet` here: one this
+    /// reactor hosts, for a key no peer announced.
+    fn builtin_for(&self, group: Group, element: &str, origin: Option<Origin>) -> Option<Arc<Route>> {
+        let route = self.inner.builtins.load().get(group, element)?.clone();
+        let elsewhere =
+            self.inner.forwarder.load().as_ref().is_some_and(|f| f.announced(group, element, origin));
+        (!elsewhere).then_some(route)
     }
 
     /// The actor API of this reactor.
@@ -817,6 +866,9 @@ impl Reactor {
         deadline: Instant,
         origin: Option<Origin>,
     ) -> PacketResult {
+        if let Some(route) = self.builtin_for(packet.group, packet.element.as_str(), origin) {
+            return self.run_routed(packet, &route, start, deadline, origin).await;
+        }
         // The key is formatted only if nobody takes the packet (element
         // names up to 24 bytes clone without allocating).
         let (group, element) = (packet.group, packet.element.clone());

@@ -1,0 +1,75 @@
+//! `cf`: control flow. `seq`, `branch` and `loop` compose steps; their
+//! input is checked whole before the first step runs.
+
+use serde_json::{json, Value};
+
+use super::args::{truthy, Args, MAX_ITEMS};
+use crate::reactor::Handler;
+
+/// `cf:seq` `{steps, input?}`: each step's result is the next step's data
+/// (unless the step gives its own) -> `{value, steps}`. The first failure
+/// ends it with that step's code, the message naming its index.
+pub(super) fn seq() -> Handler {
+    Handler::from_async(|data, ctx| async move {
+        let args = Args::of("cf:seq", &data)?;
+        let steps = args.steps("steps")?;
+        let mut value = args.get("input").cloned().unwrap_or(Value::Null);
+        for (i, step) in steps.iter().enumerate() {
+            value = step.run(&ctx, value).await.map_err(|e| step.failed(&format!("cf:seq step {i}"), e))?;
+        }
+        Ok(json!({"value": value, "steps": steps.len()}))
+    })
+}
+
+/// `cf:branch` `{if, then, else?, input?}`: runs `if` with `input`; a
+/// truthy result runs `then` with `input`, else `else` (or answers
+/// `null`). The answer is the branch's result.
+pub(super) fn branch() -> Handler {
+    Handler::from_async(|data, ctx| async move {
+        let args = Args::of("cf:branch", &data)?;
+        let (condition, then) = (args.step("if")?, args.step("then")?);
+        let otherwise = args.optional_step("else")?;
+        let input = args.get("input").cloned().unwrap_or(Value::Null);
+        let test =
+            condition.run(&ctx, input.clone()).await.map_err(|e| condition.failed("cf:branch if", e))?;
+        let (label, chosen) = if truthy(&test) {
+            ("cf:branch then", Some(&then))
+        } else {
+            ("cf:branch else", otherwise.as_ref())
+        };
+        match chosen {
+            Some(step) => step.run(&ctx, input).await.map_err(|e| step.failed(label, e)),
+            None => Ok(Value::Null),
+        }
+    })
+}
+
+/// `cf:loop` `{body, while?, max_iterations, input?}`: while `while`
+/// (given the carried value) is truthy and fewer than `max_iterations`
+/// ran, runs `body` on the carried value, whose result is carried on ->
+/// `{value, iterations}`.
+pub(super) fn repeat() -> Handler {
+    Handler::from_async(|data, ctx| async move {
+        let args = Args::of("cf:loop", &data)?;
+        let body = args.step("body")?;
+        let condition = args.optional_step("while")?;
+        let max = args
+            .int_in("max_iterations", 1, MAX_ITEMS)?
+            .ok_or_else(|| args.bad("max_iterations", format!("is required (1-{MAX_ITEMS})")))?;
+        let mut value = args.get("input").cloned().unwrap_or(Value::Null);
+        let mut iterations = 0;
+        while iterations < max {
+            if let Some(condition) = &condition {
+                let label = format!("cf:loop while, before iteration {iterations}");
+                let go = condition.run(&ctx, value.clone()).await.map_err(|e| condition.failed(&label, e))?;
+                if !truthy(&go) {
+                    break;
+                }
+            }
+            let label = format!("cf:loop body, iteration {iterations}");
+            value = body.run(&ctx, value).await.map_err(|e| body.failed(&label, e))?;
+            iterations += 1;
+        }
+        Ok(json!({"value": value, "iterations": iterations}))
+    })
+}

@@ -1,0 +1,113 @@
+//! A step: a call a standard element makes, as `ctx.call` makes it.
+
+use serde_json::{Map, Value};
+
+use crate::error::{ErrorCode, PfError};
+use crate::packet::{Element, Group, Priority, MAX_TIMEOUT_MS};
+use crate::reactor::{CallOptions, Context};
+
+/// `{"group", "element", "data"?, "priority"?, "timeout_ms"?}`: what a
+/// standard element calls. It runs as a `ctx.call` of the element's
+/// packet: it inherits the deadline (at most `timeout_ms` of what is left),
+/// the trace id and cancellation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// The group called.
+    pub group: Group,
+    /// The element called.
+    pub element: Element,
+    /// The data the call carries; `None`: the value the element hands the
+    /// step (the previous step's result in `cf:seq`, the item in `df:*`).
+    pub data: Option<Value>,
+    /// The call's priority; `None`: the element's packet's.
+    pub priority: Option<Priority>,
+    /// At most this much of what is left of the deadline.
+    pub timeout_ms: Option<u64>,
+}
+
+impl Step {
+    /// Reads a step from `value`; PF400 naming `field` (as `steps[2]`) and
+    /// the member at fault.
+    pub fn parse(value: &Value, field: &str) -> Result<Step, PfError> {
+        let bad = |what: String| PfError::new(ErrorCode::BadRequest, what);
+        let Value::Object(map) = value else {
+            return Err(bad(format!(
+                "{field} must be a step object {{group, element, ...}}, got {}",
+                kind(value)
+            )));
+        };
+        let text = |name: &str| match map.get(name) {
+            Some(Value::String(s)) => Ok(s.as_str()),
+            Some(other) => Err(bad(format!("{field}.{name} must be a string, got {}", kind(other)))),
+            None => Err(bad(format!("{field}.{name} is required"))),
+        };
+        let group = Group::parse(text("group")?).map_err(|e| bad(format!("{field}.group: {}", e.message)))?;
+        let element =
+            Element::new(text("element")?).map_err(|e| bad(format!("{field}.element: {}", e.message)))?;
+        let priority = match map.get("priority") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_i64()
+                    .ok_or(())
+                    .and_then(|p| Priority::new(p).map_err(|_| ()))
+                    .map_err(|()| bad(format!("{field}.priority must be an integer 1-10, got {v}")))?,
+            ),
+        };
+        let timeout_ms = match map.get("timeout_ms") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_u64().filter(|t| (1..=MAX_TIMEOUT_MS).contains(t)).ok_or_else(|| {
+                bad(format!("{field}.timeout_ms must be an integer 1-{MAX_TIMEOUT_MS}, got {v}"))
+            })?),
+        };
+        Ok(Step { group, element, data: map.get("data").cloned(), priority, timeout_ms })
+    }
+
+    /// Calls the step with its own data, or `input` when it has none.
+    pub async fn run(&self, ctx: &Context, input: Value) -> Result<Value, PfError> {
+        let data = self.data.clone().unwrap_or(input);
+        let options = CallOptions { priority: self.priority, ..CallOptions::default() };
+        let options = match self.timeout_ms {
+            Some(ms) => options.with_timeout_ms(ms),
+            None => options,
+        };
+        ctx.call_with(self.group.as_str(), self.element.as_str(), data, options).await
+    }
+
+    /// `error`, the failure of this step at `label` (as `step 2`), with its
+    /// code kept and the step named in its message.
+    pub(crate) fn failed(&self, label: &str, error: PfError) -> PfError {
+        PfError {
+            code: error.code,
+            message: format!("{label} ({}:{}) failed: {}", self.group, self.element, error.message),
+        }
+    }
+
+    /// This step as JSON (the shape [`parse`](Self::parse) reads).
+    pub fn to_value(&self) -> Value {
+        let mut map = Map::new();
+        map.insert("group".into(), Value::String(self.group.as_str().into()));
+        map.insert("element".into(), Value::String(self.element.as_str().into()));
+        if let Some(data) = &self.data {
+            map.insert("data".into(), data.clone());
+        }
+        if let Some(p) = self.priority {
+            map.insert("priority".into(), Value::from(p.get()));
+        }
+        if let Some(t) = self.timeout_ms {
+            map.insert("timeout_ms".into(), Value::from(t));
+        }
+        Value::Object(map)
+    }
+}
+
+/// The JSON type of `value`, for error messages.
+pub(crate) fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
