@@ -130,6 +130,11 @@ struct ServeArgs {
     /// counter (the seed's: increment by `by`, get_value; any id starts at 0).
     #[arg(long = "actor", value_name = "TYPE=KIND")]
     actors: Vec<String>,
+    /// Standard elements to host (docs/stdlib.md): comma-separated keys and
+    /// patterns, as 'cf:*,co:gather', or '*' for all. A handler of the same
+    /// key here or on a peer serves it instead.
+    #[arg(long, value_name = "PATTERNS", default_value = "")]
+    stdlib: String,
     /// Keep actor state in this redb file (default: in memory): an
     /// acknowledged turn survives a crash of the process.
     #[arg(long, value_name = "FILE")]
@@ -305,6 +310,15 @@ async fn serve(args: ServeArgs) -> ExitCode {
     for spec in &args.actors {
         if let Err(e) = builtin::register_actor(&reactor, spec) {
             eprintln!("error: --actor {spec}: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    match packetflow::stdlib::StdlibPatterns::parse(&args.stdlib) {
+        Ok(patterns) => {
+            reactor.enable_stdlib(&patterns);
+        }
+        Err(e) => {
+            eprintln!("error: --stdlib: {}", e.message);
             return ExitCode::from(2);
         }
     }
