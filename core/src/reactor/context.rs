@@ -182,12 +182,19 @@ impl Context {
         data: Value,
         options: CallOptions,
     ) -> Result<Value, PfError> {
-        let packet = Packet::build(group, element, data)?;
-        let mut child = self.child(packet, group, element, options.priority)?;
+        self.call_packet(Packet::build(group, element, data)?, options).await
+    }
+
+    /// [`call_with`](Self::call_with) of a packet already built (its key
+    /// checked): only its key and data are read.
+    pub(crate) async fn call_packet(&self, packet: Packet, options: CallOptions) -> Result<Value, PfError> {
+        let (group, element) = (packet.group, packet.element.clone());
+        let mut child = self.child(packet, group.as_str(), element.as_str(), options.priority)?;
         if let Some(timeout_ms) = options.timeout_ms {
             child.timeout_ms = Some(child.timeout_ms().min(timeout_ms.max(1)));
         }
-        self.unless_cancelled(std::pin::pin!(self.reactor.submit(child)), group, element).await
+        self.unless_cancelled(std::pin::pin!(self.reactor.submit(child)), group.as_str(), element.as_str())
+            .await
     }
 
     /// Sends `message` to `actor` and returns the turn's answer, as

@@ -52,11 +52,11 @@ impl<'a> Args<'a> {
     }
 
     pub(crate) fn step(&self, field: &str) -> Result<Step, PfError> {
-        Step::parse(self.required(field)?, &format!("{}: {field}", self.key))
+        Step::parse(self.required(field)?, format_args!("{}: {field}", self.key))
     }
 
     pub(crate) fn optional_step(&self, field: &str) -> Result<Option<Step>, PfError> {
-        self.get(field).map(|v| Step::parse(v, &format!("{}: {field}", self.key))).transpose()
+        self.get(field).map(|v| Step::parse(v, format_args!("{}: {field}", self.key))).transpose()
     }
 
     /// A non-empty array of steps.
@@ -68,7 +68,7 @@ impl<'a> Args<'a> {
         items
             .iter()
             .enumerate()
-            .map(|(i, v)| Step::parse(v, &format!("{}: {field}[{i}]", self.key)))
+            .map(|(i, v)| Step::parse(v, format_args!("{}: {field}[{i}]", self.key)))
             .collect()
     }
 

@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 
 use crate::error::{ErrorCode, PfError};
-use crate::packet::{Element, Group, Priority, MAX_TIMEOUT_MS};
+use crate::packet::{Element, Group, Packet, Priority, MAX_TIMEOUT_MS};
 use crate::reactor::{CallOptions, Context};
 
 /// `{"group", "element", "data"?, "priority"?, "timeout_ms"?}`: what a
@@ -28,7 +28,7 @@ pub struct Step {
 impl Step {
     /// Reads a step from `value`; PF400 naming `field` (as `steps[2]`) and
     /// the member at fault.
-    pub fn parse(value: &Value, field: &str) -> Result<Step, PfError> {
+    pub fn parse(value: &Value, field: impl std::fmt::Display) -> Result<Step, PfError> {
         let bad = |what: String| PfError::new(ErrorCode::BadRequest, what);
         let Value::Object(map) = value else {
             return Err(bad(format!(
@@ -70,7 +70,7 @@ impl Step {
             Some(ms) => options.with_timeout_ms(ms),
             None => options,
         };
-        ctx.call_with(self.group.as_str(), self.element.as_str(), data, options).await
+        ctx.call_packet(Packet::new(self.group, self.element.clone(), data), options).await
     }
 
     /// `error`, the failure of this step at `label` (as `step 2`), with its
