@@ -97,6 +97,15 @@ export interface ReactorOptions {
    * without running again. Default 32.
    */
   actorRememberedTurns?: number;
+  /**
+   * The standard elements this reactor hosts (docs/stdlib.md), as
+   * comma-separated keys and patterns: `'cf:*,co:gather'`, `'*'` for all.
+   * Each serves its key only while no handler of that key is registered
+   * here and no peer announced one; they are not announced to peers.
+   * Default: none. A pattern matching no standard element is a
+   * PacketFlowError (PF400) naming it.
+   */
+  stdlib?: string;
 }
 
 /** Options of a packet, besides its address and data. */

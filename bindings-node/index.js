@@ -891,6 +891,7 @@ const OPTIONS = new Set([
   'actorStore',
   'actorPassivateAfterMs',
   'actorRememberedTurns',
+  'stdlib',
 ]);
 
 /**
@@ -1308,6 +1309,8 @@ class Reactor {
     const actorPassivateAfterMs = integerOption(options, 'actorPassivateAfterMs');
     const actorRememberedTurns = integerOption(options, 'actorRememberedTurns');
     const actorStore = stringOption(options.actorStore, 'actorStore');
+    // The patterns are the core's to parse (PF400 naming a bad one).
+    const stdlib = stringOption(options.stdlib, 'stdlib');
     this.#dispatch = new Dispatch();
     this.#native = new NativeReactor(
       name,
@@ -1319,6 +1322,7 @@ class Reactor {
       actorPassivateAfterMs,
       actorRememberedTurns,
       actorStore,
+      stdlib,
       dispatch,
       dispatchTurns,
       runTurn,

@@ -1,6 +1,7 @@
 """`make demo`: a hub, services in Python, Node.js and Elixir, and a
-submitter that calls across all of them. Everything runs on this machine
-(loopback only) and stops by itself.
+submitter that calls across all of them, and runs a `cf:seq` pipeline whose
+steps are in the three languages. Everything runs on this machine (loopback
+only) and stops by itself.
 
     python demo/demo.py     (scripts/demo.sh builds what it needs first)
 """
@@ -51,7 +52,7 @@ async def main() -> int:
         env = dict(os.environ, PACKETFLOW_NODE=os.path.join(ROOT, "bindings-node"))
         services = [
             ("python", "df:sentiment", [sys.executable, os.path.join(HERE, "python_service.py"), url], None),
-            ("node", "df:translate, cf:pipeline, actor counter", ["node", os.path.join(HERE, "node_service.js"), url], None),
+            ("node", "df:translate, df:ballots, actor counter", ["node", os.path.join(HERE, "node_service.js"), url], None),
             ("elixir", "co:vote", ["mix", "run", "--no-compile", "-e", f'DemoService.main("{url}")'],
              os.path.join(HERE, "elixir_service")),
         ]
@@ -64,30 +65,39 @@ async def main() -> int:
         # An actor message is an ordinary packet: rm:actor.<type>, the id in
         # metadata (docs/protocol.md, "Actors").
         visits = {"pf.actor_id": "visits"}
+        # The standard cf:seq, run by the submitter's reactor: each step's
+        # answer is the next one's data (docs/stdlib.md).
+        pipeline = {"steps": [{"group": "df", "element": "sentiment"}, {"group": "df", "element": "ballots"},
+                              {"group": "co", "element": "vote"}], "input": "great news, happy team"}
         calls = [
             ("df", "sentiment", "I love how fast this is", None),
             ("df", "translate", "hello world", None),
             ("co", "vote", ["tea", "coffee", "tea"], None),
-            ("cf", "pipeline", "great news, happy team", None),
+            ("cf", "seq", pipeline, None),
             ("rm", "actor.counter", {"type": "increment"}, visits),
             ("rm", "actor.counter", {"type": "increment"}, visits),
             ("rm", "actor.counter", {"type": "get_value"}, visits),
             ("df", "sentiment", 42, None),
             ("df", "nowhere", None, None),
         ]
-        print("\n  a Python submitter calls across the hub:\n")
-        async with packetflow.Reactor(name="demo-submitter") as r:
+        print('\n  a Python submitter, hosting the standard library (stdlib="*"), calls across the hub:\n')
+        # co:vote stays the Elixir service's: a user's handler wins over the
+        # standard element of its key.
+        async with packetflow.Reactor(name="demo-submitter", stdlib="*") as r:
             await r.connect(url)
             for group, element, data, metadata in calls:
                 started = time.perf_counter()
                 result = await r.submit(group, element, data, timeout_ms=5000, metadata=metadata)
                 ms = (time.perf_counter() - started) * 1000
-                arg = json.dumps(data, ensure_ascii=False)
+                # A pipeline is shown by its input.
+                arg = json.dumps(data["input"] if data is pipeline else data, ensure_ascii=False)
                 if result.ok:
                     out = dict(result.data) if isinstance(result.data, dict) else result.data
-                    by = out.pop("served_by", None) if isinstance(out, dict) else None
-                    if isinstance(out, dict) and "steps" in out:
-                        by = " → ".join(out.pop("steps"))
+                    # The last step's answer carries the trail of the steps.
+                    last = out["value"] if data is pipeline else out
+                    by = last.pop("served_by", None) if isinstance(last, dict) else None
+                    if isinstance(by, list):
+                        by = " → ".join(by)
                     shown = json.dumps(out, ensure_ascii=False)
                     print(f"  {group}:{element:<13} {arg:<26} served by {by or '?':<24} {shown}  ({ms:.1f} ms)")
                 else:

@@ -1,5 +1,6 @@
-// The demo's Node.js service: a tiny translator, a pipeline that calls the
-// Python and Elixir services through ctx.call, and the seed's counter actor.
+// The demo's Node.js service: a tiny translator, the middle step of the
+// demo's cf:seq pipeline (a mood in, ballots out), and the seed's counter
+// actor.
 'use strict';
 
 const { Reactor } = require(process.env.PACKETFLOW_NODE || 'packetflow');
@@ -12,11 +13,12 @@ async function main(hub) {
     text: text.split(/\s+/).map((w) => WORDS[w.toLowerCase()] || w).join(' '),
     served_by: 'node',
   }));
-  r.register('cf', 'pipeline', async (text, ctx) => {
-    const mood = await ctx.call('df', 'sentiment', text);
-    const tally = await ctx.call('co', 'vote', [mood.label, mood.label, 'neutral']);
-    return { steps: ['node', mood.served_by, tally.served_by], mood: mood.label, verdict: tally.winner };
-  });
+  // Two judges side with the mood, one stays neutral; `served_by` carries
+  // on the trail of the pipeline's steps.
+  r.register('df', 'ballots', (mood) => ({
+    ballots: [mood.label, mood.label, 'neutral'],
+    served_by: [mood.served_by, 'node'],
+  }));
   r.actors.registerBehavior('counter', {
     increment: (data, context) => { context.state.value++; return { value: context.state.value, served_by: 'node' }; },
     get_value: (data, context) => ({ value: context.state.value, served_by: 'node' }),

@@ -145,8 +145,11 @@ class Participant:
         proc.wait_for(text, stream)
         return proc
 
-    def submitter(self, hub_url, codec):
-        return Submitter(Proc(self._submit(hub_url, codec), f"{self.name} submitter", cwd=self.cwd))
+    def submitter(self, hub_url, codec, env=None):
+        """A submitter process connected to `hub_url`; `env` adds to its
+        environment (PF_STDLIB: the standard elements its reactor hosts)."""
+        env = dict(os.environ, **env) if env else None
+        return Submitter(Proc(self._submit(hub_url, codec), f"{self.name} submitter", cwd=self.cwd, env=env))
 
 
 def _rust_serve(hub, name, codec):
@@ -246,9 +249,10 @@ if MISSING and os.environ.get("PACKETFLOW_INTEROP_REQUIRE_ALL"):
     raise RuntimeError(f"interop participants that cannot start: {sorted(MISSING)}")
 
 
-def start_hub(name):
-    """A `packetflow serve` hub with no handlers: (process, ws URL)."""
-    hub = Proc([CLI, "serve", "--listen", "127.0.0.1:0", "--name", name], name)
+def start_hub(name, *args):
+    """A `packetflow serve` hub with no handlers (`args` add options to
+    `serve`): (process, ws URL)."""
+    hub = Proc([CLI, "serve", "--listen", "127.0.0.1:0", "--name", name, *args], name)
     line = hub.wait_for("listening on", "stderr")
     return hub, next(w for w in line.split() if w.startswith("ws://"))
 

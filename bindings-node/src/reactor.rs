@@ -20,6 +20,7 @@ use napi_derive::napi;
 use packetflow::actor::FileStore;
 use packetflow::net::WS_PATH;
 use packetflow::reactor::{late_call_error, CallOptions};
+use packetflow::stdlib::StdlibPatterns;
 use packetflow::{
     Codec, ConnectOptions, ConnectionSpawner, Context, ErrorCode, Field, Handler, KeyStyle, ListenOptions,
     Node, NodeConfig, Packet, PacketId, PacketParts, PfError, Priority, Reactor, ReactorConfig, TokenSpec,
@@ -201,15 +202,16 @@ impl NativeReactor {
 impl NativeReactor {
     /// `new NativeReactor(name, maxInflight, maxQueue, finishedMemory,
     /// busyPollUs, threadSockets, actorPassivateAfterMs, actorRememberedTurns,
-    /// actorStore, dispatch, dispatchTurns, runTurn, settle, flushSoon, state,
-    /// PacketFlowError)`: each option `undefined` when not given (the core's
-    /// default), `index.js` having converted the numbers to integers and
-    /// `sockets` to `threadSockets`; the core checks their values and opens
-    /// the store. `dispatch(state, ...invocations)` runs handlers,
-    /// `dispatchTurns(state, ...turns)` actor turns, `runTurn(state, ...turn)`
-    /// one turn there and then, `settle(state, ...answers)` settles Promises,
-    /// and `flushSoon(state)` has the connections polled at the end of the
-    /// JS turn (see src/bridge.rs).
+    /// actorStore, stdlib, dispatch, dispatchTurns, runTurn, settle,
+    /// flushSoon, state, PacketFlowError)`: each option `undefined` when not
+    /// given (the core's default), `index.js` having converted the numbers
+    /// to integers and `sockets` to `threadSockets`; the core checks their
+    /// values, parses the `stdlib` patterns and opens the store.
+    /// `dispatch(state, ...invocations)` runs handlers, `dispatchTurns(state,
+    /// ...turns)` actor turns, `runTurn(state, ...turn)` one turn there and
+    /// then, `settle(state, ...answers)` settles Promises, and
+    /// `flushSoon(state)` has the connections polled at the end of the JS
+    /// turn (see src/bridge.rs).
     #[napi(constructor)]
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -223,6 +225,7 @@ impl NativeReactor {
         actor_passivate_after_ms: Option<u32>,
         actor_remembered_turns: Option<u32>,
         actor_store: Option<String>,
+        stdlib: Option<String>,
         dispatch: Function<'_, Spread, ()>,
         dispatch_turns: BatchFn,
         run_turn: TurnFn,
@@ -251,7 +254,12 @@ impl NativeReactor {
         if let Err(e) = config.validate_as(KeyStyle::Camel) {
             return refuse(&e);
         }
+        let stdlib = match StdlibPatterns::parse(stdlib.as_deref().unwrap_or_default()) {
+            Ok(patterns) => patterns,
+            Err(e) => return refuse(&e),
+        };
         let reactor = Reactor::new(config);
+        reactor.enable_stdlib(&stdlib);
         if let Some(path) = actor_store {
             let opened = FileStore::open(&path).and_then(|store| reactor.actors().set_store(Arc::new(store)));
             if let Err(e) = opened {

@@ -74,12 +74,17 @@ async def main() -> List[str]:
         except PacketFlowError as e:
             seen.append(f"unexpected {e.code}: {e.message}")
 
-        # Two reactors over loopback: this one serves, `client` routes to it.
+        # Two reactors over loopback: this one serves, `client` routes to it
+        # and hosts the standard library, whose steps reach `r`'s handlers.
         bound: str = await r.listen("127.0.0.1:0")
-        async with Reactor(name="client") as client:
+        async with Reactor(name="client", stdlib="cf:*,co:gather") as client:
             await client.connect(f"ws://{bound}/packetflow/v1", msgpack=True)
             remote: List[str] = await client.call("df", "words", "over the wire")
             seen.extend(remote)
+            seq: Dict[str, Any] = await client.call(
+                "cf", "seq", {"steps": [{"group": "df", "element": "words"}], "input": "in steps"}
+            )
+            seen.extend(seq["value"])
 
         # A listener that wants a token; this one may only submit df:*.
         tokens: List[TokenSpec] = [{"name": "typed", "token": "typed-example-token-01", "submit": ["df:*"]}]

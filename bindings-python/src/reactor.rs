@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use packetflow::actor::FileStore;
+use packetflow::stdlib::StdlibPatterns;
 use packetflow::{Node, NodeConfig, Packet, PacketId, PacketParts, Reactor, ReactorConfig, Value};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -169,10 +170,13 @@ impl PyReactor {
     /// network connections run: by default on the event loop of the first
     /// ``listen``/``connect`` if one runs, until the reactor busy-polls or
     /// a ``_sync`` method of it is called; ``"loop"``: there even then;
-    /// ``"thread"``: on the runtime's threads. Omitted options take the
-    /// core's defaults, and the core checks the values (PF400).
+    /// ``"thread"``: on the runtime's threads; ``stdlib``: the standard
+    /// elements to host (docs/stdlib.md), as comma-separated keys and
+    /// patterns (``"cf:*,co:gather"``, ``"*"`` for all; default none).
+    /// Omitted options take the core's defaults, and the core checks the
+    /// values (PF400).
     #[new]
-    #[pyo3(signature = (name = "packetflow", *, max_inflight = None, max_queue = None, finished_memory = None, handler_threads = 8, busy_poll_us = None, actor_store = None, actor_passivate_after_ms = None, actor_remembered_turns = None, sockets = None))]
+    #[pyo3(signature = (name = "packetflow", *, max_inflight = None, max_queue = None, finished_memory = None, handler_threads = 8, busy_poll_us = None, actor_store = None, actor_passivate_after_ms = None, actor_remembered_turns = None, sockets = None, stdlib = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -186,6 +190,7 @@ impl PyReactor {
         actor_passivate_after_ms: Option<u64>,
         actor_remembered_turns: Option<usize>,
         sockets: Option<&str>,
+        stdlib: Option<&str>,
     ) -> PyResult<Self> {
         crate::runtime::check_not_forked()?;
         let defaults = ReactorConfig::default();
@@ -200,6 +205,8 @@ impl PyReactor {
             actor_remembered_turns: actor_remembered_turns.unwrap_or(defaults.actor_remembered_turns),
         };
         config.validate().map_err(|e| errors::to_pyerr(py, &e))?;
+        let stdlib =
+            StdlibPatterns::parse(stdlib.unwrap_or_default()).map_err(|e| errors::to_pyerr(py, &e))?;
         let actor_store = options::path(actor_store, "actor_store")?;
         // The handler threads are this binding's own: it checks their number.
         if handler_threads == 0 {
@@ -212,6 +219,7 @@ impl PyReactor {
         };
         let sockets = Sockets::new(sockets::Mode::parse(sockets, busy_poll.is_some())?);
         let core = Reactor::new(config);
+        core.enable_stdlib(&stdlib);
         if let Some(path) = actor_store {
             let store = FileStore::open(&path).map_err(|e| errors::to_pyerr(py, &e))?;
             core.actors().set_store(Arc::new(store)).map_err(|e| errors::to_pyerr(py, &e))?;

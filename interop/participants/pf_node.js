@@ -53,6 +53,7 @@ async function serve(url, name, codec) {
   registerRuleHandlers(r, name);
   registerCounter(r);
   registerCancelChain(r, name);
+  registerStdlibSteps(r, name);
   await r.connect(url, { msgpack: codec === 'msgpack' });
   process.stdout.write('ready\n');
   // Serve until the suite closes stdin (or kills the process).
@@ -83,6 +84,35 @@ function registerCancelChain(r, name) {
     }, { once: true });
     event({ event: 'started', element });
     return ctx.call('df', data.next, data);
+  });
+}
+
+// The steps of test_stdlib.py: `append_NAME` appends NAME to a list;
+// `wait_NAME` ({tag}) reports it started, then waits until `release_NAME`
+// (the tag) releases it or its `ctx.signal` aborts, and reports which (at
+// most 30 s).
+function registerStdlibSteps(r, name) {
+  const element = `wait_${name}`;
+  const waiting = new Map();
+  r.register('df', `append_${name}`, (items) => [...items, name]);
+  r.register('df', element, ({ tag }, ctx) => new Promise((resolve) => {
+    let timer;
+    const finish = (how) => {
+      if (!waiting.has(tag)) return;
+      waiting.delete(tag);
+      clearTimeout(timer);
+      if (how !== 'timeout') event({ event: how, element, tag });
+      resolve(how === 'released' ? tag : `never released (${how})`);
+    };
+    waiting.set(tag, () => finish('released'));
+    timer = setTimeout(() => finish('timeout'), 30000);
+    ctx.signal.addEventListener('abort', () => finish('cancelled'), { once: true });
+    event({ event: 'started', element, tag });
+  }));
+  r.register('df', `release_${name}`, (tag) => {
+    const release = waiting.get(tag);
+    if (release) release();
+    return Boolean(release);
   });
 }
 
@@ -130,7 +160,8 @@ async function dial(url) {
 }
 
 async function submit(url, codec) {
-  const r = new Reactor({ name: 'interop-node-submitter' });
+  // PF_STDLIB: the standard elements this reactor hosts (test_stdlib.py).
+  const r = new Reactor({ name: 'interop-node-submitter', stdlib: process.env.PF_STDLIB });
   await r.connect(url, { msgpack: codec === 'msgpack' });
   const lines = readline.createInterface({ input: process.stdin });
   const work = [];

@@ -46,6 +46,7 @@ async def serve(url: str, name: str, codec: str) -> None:
             return ms
 
         register_rule_handlers(r, name)
+        register_stdlib_steps(r, name)
         register_counter(r)
         if url is None:
             bound = await r.listen("127.0.0.1:0")
@@ -86,6 +87,48 @@ def register_rule_handlers(r: packetflow.Reactor, name: str) -> None:
         return "replaced"
 
 
+def event(fields: dict) -> None:
+    """A line about a handler's packet, `{event, element, tag, at_us}`."""
+    print(json.dumps({**fields, "at_us": time.time_ns() // 1000}), flush=True)
+
+
+def register_stdlib_steps(r: packetflow.Reactor, name: str) -> None:
+    """The steps of test_stdlib.py: `append_NAME` appends NAME to a list;
+    `wait_NAME` ({"tag"}) reports it started, then waits until
+    `release_NAME` (the tag) releases it or its packet is cancelled, and
+    reports which (at most 30 s)."""
+    waiting: dict = {}
+
+    @r.handler("df", f"append_{name}")
+    def append(items, ctx):
+        return [*items, name]
+
+    @r.handler("df", f"wait_{name}")
+    async def wait(data, ctx):
+        element, tag = f"wait_{name}", data["tag"]
+        released = waiting[tag] = asyncio.get_running_loop().create_future()
+        event({"event": "started", "element": element, "tag": tag})
+        try:
+            await asyncio.wait_for(released, 30)
+        except asyncio.CancelledError:
+            event({"event": "cancelled", "element": element, "tag": tag})
+            raise
+        except asyncio.TimeoutError:
+            return "never released"
+        finally:
+            waiting.pop(tag, None)
+        event({"event": "released", "element": element, "tag": tag})
+        return tag
+
+    @r.handler("df", f"release_{name}")
+    async def release(tag, ctx):
+        released = waiting.get(tag)
+        if released is None or released.done():
+            return False
+        released.set_result(None)
+        return True
+
+
 def register_counter(r: packetflow.Reactor) -> None:
     """Actor type counter_python: virtual counters starting at 0."""
 
@@ -112,7 +155,8 @@ async def dial(url: str) -> None:
 
 
 async def submit(url: str, codec: str) -> None:
-    async with packetflow.Reactor(name="interop-python-submitter") as r:
+    # PF_STDLIB: the standard elements this reactor hosts (test_stdlib.py).
+    async with packetflow.Reactor(name="interop-python-submitter", stdlib=os.environ.get("PF_STDLIB")) as r:
         await connect(r, url, codec)
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=16 * 1024 * 1024)

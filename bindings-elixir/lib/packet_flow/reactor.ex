@@ -142,6 +142,12 @@ defmodule PacketFlow.Reactor do
   * `:actor_remembered_turns` - how many of its recent turns each actor
     remembers, so that a message repeated with the same id is answered
     without running again (the core's default: 32).
+  * `:stdlib` - the standard elements this reactor hosts (`docs/stdlib.md`),
+    as comma-separated keys and patterns: `"cf:*,co:gather"`, `"*"` for
+    all (default: none). Each serves its key only while no handler of that
+    key is registered here and no peer announced one; they are not
+    announced to peers. A pattern that matches no standard element is the
+    core's `PacketFlow.Error` (PF400) naming it.
 
   When listening or dialling fails, or the actor store cannot be opened,
   the reactor does not start:
@@ -158,6 +164,7 @@ defmodule PacketFlow.Reactor do
           | {:actor_store, Path.t()}
           | {:actor_passivate_after_ms, pos_integer()}
           | {:actor_remembered_turns, non_neg_integer()}
+          | {:stdlib, String.t()}
 
   @typedoc """
   Options of `listen/3`:
@@ -279,7 +286,8 @@ defmodule PacketFlow.Reactor do
     :connect,
     :actor_store,
     :actor_passivate_after_ms,
-    :actor_remembered_turns
+    :actor_remembered_turns,
+    :stdlib
   ]
   # Extra wait past a packet's own deadline before a submit stops waiting
   # for its result: the core answers every packet by its deadline.
@@ -304,7 +312,7 @@ defmodule PacketFlow.Reactor do
 
   Raises `ArgumentError` for unknown options or values of the wrong type,
   and the core's `PacketFlow.Error` (PF400, naming the option) for values
-  it refuses, such as `max_inflight: 0`.
+  it refuses, such as `max_inflight: 0` or `stdlib: "cf:sqe"`.
   """
   @spec start_link([option()]) :: GenServer.on_start()
   def start_link(opts \\ []) do
@@ -332,10 +340,11 @@ defmodule PacketFlow.Reactor do
 
     config = %{
       # As the NIF takes them: {name, max_inflight, max_queue,
-      # actor_passivate_after_ms, actor_remembered_turns}.
+      # actor_passivate_after_ms, actor_remembered_turns, stdlib}.
       settings:
         {name, count!(opts, :max_inflight), count!(opts, :max_queue),
-         count!(opts, :actor_passivate_after_ms), count!(opts, :actor_remembered_turns)},
+         count!(opts, :actor_passivate_after_ms), count!(opts, :actor_remembered_turns),
+         patterns!(opts, :stdlib)},
       actor_store: path!(opts[:actor_store], :actor_store, "the reactor"),
       listen: listen_option!(Keyword.get(opts, :listen)),
       connect: connect_option!(Keyword.get(opts, :connect, []))
@@ -483,6 +492,17 @@ defmodule PacketFlow.Reactor do
 
       other ->
         raise ArgumentError, "#{key} must be a non-negative integer, got: #{inspect(other)}"
+    end
+  end
+
+  # Patterns as the NIF takes them (nil: none); the core parses them.
+  defp patterns!(opts, key) do
+    case Keyword.get(opts, key) do
+      text when is_binary(text) or text == nil ->
+        text
+
+      other ->
+        raise ArgumentError, "#{key} must be a string of patterns, got: #{inspect(other)}"
     end
   end
 

@@ -202,6 +202,13 @@ async function main(): Promise<void> {
   new Reactor({ maxInFlight: 1 });
   // @ts-expect-error: sockets are 'loop' or 'thread'
   new Reactor({ sockets: 'runtime' });
+  // The standard library: patterns in one string, as the CLI takes them.
+  const hosting = new Reactor({ stdlib: 'cf:*,co:gather' });
+  const seq = await hosting.call<{ value: JsonValue; steps: number }>('cf', 'seq', { steps: [], input: 1 });
+  const steps: number = seq.steps;
+  void steps;
+  // @ts-expect-error: the patterns are one comma-separated string
+  new Reactor({ stdlib: ['cf:*'] });
   // @ts-expect-error: priority is a number
   await r.submit({ group: 'df', element: 'x', priority: 'high' });
   await r.stop();

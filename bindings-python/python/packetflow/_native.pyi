@@ -352,6 +352,7 @@ class Reactor:
         actor_passivate_after_ms: Optional[int] = None,
         actor_remembered_turns: Optional[int] = None,
         sockets: Optional[Literal["loop", "thread"]] = None,
+        stdlib: Optional[str] = None,
     ) -> "Reactor":
         """Creates a reactor.
 
@@ -387,6 +388,13 @@ class Reactor:
         it drives is silent meanwhile, and peers drop it after 3 heartbeat
         intervals, 3 s). ``"loop"`` with ``busy_poll_us`` is a
         ``ValueError``. docs/bindings.md tells what was measured.
+        ``stdlib``: the standard elements this reactor hosts
+        (docs/stdlib.md), as comma-separated keys and patterns:
+        ``"cf:*,co:gather"``, ``"*"`` for all (default: none). Each serves
+        its key only while no handler of that key is registered here and no
+        peer announced one; they are not announced to peers. A pattern
+        matching no standard element is :class:`InvalidPacketError`
+        (PF400) naming it.
         Options left out take the core's defaults (``ReactorConfig``,
         ``NodeConfig``; busy polling is off); the core checks the values:
         :class:`InvalidPacketError` (PF400) names a bad one (or a store

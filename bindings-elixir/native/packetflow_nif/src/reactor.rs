@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
+use packetflow::stdlib::StdlibPatterns;
 use packetflow::{ConnectionSpawner, Node, NodeConfig, Packet, PacketId, PfError, Reactor, ReactorConfig};
 use parking_lot::{Mutex, RwLock};
 use rustler::env::SavedTerm;
@@ -77,11 +78,14 @@ struct Settings {
     max_queue: Option<usize>,
     actor_passivate_after_ms: Option<u64>,
     actor_remembered_turns: Option<usize>,
+    /// The standard elements to host, as patterns (`"cf:*,co:gather"`).
+    stdlib: Option<String>,
 }
 
-/// The core's reactor settings: its defaults for what is not given (`nil`),
-/// checked by the core (PF400 naming the option).
-fn config(settings: Settings) -> Result<ReactorConfig, PfError> {
+/// The core's reactor settings and the standard elements to host: its
+/// defaults for what is not given (`nil`), checked by the core (PF400
+/// naming the option, or the bad pattern).
+fn config(settings: Settings) -> Result<(ReactorConfig, StdlibPatterns), PfError> {
     let defaults = ReactorConfig::default();
     let config = ReactorConfig {
         name: settings.name.unwrap_or(defaults.name),
@@ -93,12 +97,14 @@ fn config(settings: Settings) -> Result<ReactorConfig, PfError> {
         actor_remembered_turns: settings.actor_remembered_turns.unwrap_or(defaults.actor_remembered_turns),
         ..defaults
     };
-    config.validate().map(|()| config)
+    config.validate()?;
+    let stdlib = StdlibPatterns::parse(settings.stdlib.as_deref().unwrap_or_default())?;
+    Ok((config, stdlib))
 }
 
 /// Whether the core accepts these reactor settings (`{name, max_inflight,
-/// max_queue, actor_passivate_after_ms, actor_remembered_turns}`): `:ok`
-/// or `{:error, %PacketFlow.Error{}}`.
+/// max_queue, actor_passivate_after_ms, actor_remembered_turns, stdlib}`):
+/// `:ok` or `{:error, %PacketFlow.Error{}}`.
 #[rustler::nif]
 fn reactor_check_config(env: Env, settings: Settings) -> Term {
     match config(settings) {
@@ -118,8 +124,9 @@ fn reactor_new<'a>(
     actor_store: Option<String>,
     pool: ResourceArc<PoolRes>,
 ) -> Term<'a> {
-    let made = config(settings).and_then(|config| {
+    let made = config(settings).and_then(|(config, stdlib)| {
         let reactor = Reactor::new(config);
+        reactor.enable_stdlib(&stdlib);
         let store = match actor_store {
             Some(path) => {
                 let store = Arc::new(store::Closable::open(&path)?);

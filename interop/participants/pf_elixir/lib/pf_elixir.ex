@@ -38,6 +38,7 @@ defmodule PfElixir do
 
     register_rule_handlers(r, name)
     register_cancel_leaf(r, name)
+    register_stdlib_steps(r, name)
     :ok = PacketFlow.Actors.register(r, "counter_elixir", PfElixir.Counter)
     :ok = Reactor.connect(r, url, opts)
     IO.puts("ready")
@@ -62,6 +63,51 @@ defmodule PfElixir do
             "cancelled"
         after
           30_000 -> "never cancelled"
+        end
+      end)
+  end
+
+  # The steps of test_stdlib.py: `append_NAME` appends NAME to a list;
+  # `wait_NAME` (%{"tag"}) reports it started, then waits until
+  # `release_NAME` (the tag) releases it or its packet's cancellation notice
+  # arrives, and reports which (at most 30 s).
+  defp register_stdlib_steps(r, name) do
+    element = "wait_#{name}"
+    {:ok, waiting} = Agent.start_link(fn -> %{} end)
+    :ok = Reactor.register(r, "df", "append_#{name}", fn items -> items ++ [name] end)
+
+    :ok =
+      Reactor.register(r, "df", element, fn %{"tag" => tag}, ctx ->
+        {id, me} = {ctx.packet_id, self()}
+        Agent.update(waiting, &Map.put(&1, tag, me))
+        event(%{"event" => "started", "element" => element, "tag" => tag})
+
+        answer =
+          receive do
+            {:release, ^tag} ->
+              event(%{"event" => "released", "element" => element, "tag" => tag})
+              tag
+
+            {:packetflow_cancelled, ^id} ->
+              event(%{"event" => "cancelled", "element" => element, "tag" => tag})
+              "cancelled"
+          after
+            30_000 -> "never released"
+          end
+
+        Agent.update(waiting, &Map.delete(&1, tag))
+        answer
+      end)
+
+    :ok =
+      Reactor.register(r, "df", "release_#{name}", fn tag ->
+        case Agent.get(waiting, &Map.get(&1, tag)) do
+          nil ->
+            false
+
+          pid ->
+            send(pid, {:release, tag})
+            true
         end
       end)
   end
@@ -131,7 +177,8 @@ defmodule PfElixir do
   end
 
   defp submit(url, opts) do
-    {:ok, r} = Reactor.start_link(reactor_name: "interop-elixir-submitter")
+    # PF_STDLIB: the standard elements this reactor hosts (test_stdlib.py).
+    {:ok, r} = Reactor.start_link(reactor_name: "interop-elixir-submitter", stdlib: System.get_env("PF_STDLIB"))
     :ok = Reactor.connect(r, url, opts)
     parent = self()
 
