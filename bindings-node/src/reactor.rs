@@ -259,13 +259,14 @@ impl NativeReactor {
             Err(e) => return refuse(&e),
         };
         let reactor = Reactor::new(config);
-        reactor.enable_stdlib(&stdlib);
         if let Some(path) = actor_store {
             let opened = FileStore::open(&path).and_then(|store| reactor.actors().set_store(Arc::new(store)));
             if let Err(e) = opened {
                 return refuse(&e);
             }
         }
+        // After the store: stateful elements keep their state in actors.
+        reactor.enable_stdlib(&stdlib);
         let shared = Shared::new();
         let side = JsSide {
             state,

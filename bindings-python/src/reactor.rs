@@ -219,11 +219,12 @@ impl PyReactor {
         };
         let sockets = Sockets::new(sockets::Mode::parse(sockets, busy_poll.is_some())?);
         let core = Reactor::new(config);
-        core.enable_stdlib(&stdlib);
         if let Some(path) = actor_store {
             let store = FileStore::open(&path).map_err(|e| errors::to_pyerr(py, &e))?;
             core.actors().set_store(Arc::new(store)).map_err(|e| errors::to_pyerr(py, &e))?;
         }
+        // After the store: stateful elements keep their state in actors.
+        core.enable_stdlib(&stdlib);
         Ok(PyReactor {
             core,
             home: Arc::new(HomeLoop::default()),

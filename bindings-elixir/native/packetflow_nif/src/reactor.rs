@@ -126,7 +126,6 @@ fn reactor_new<'a>(
 ) -> Term<'a> {
     let made = config(settings).and_then(|(config, stdlib)| {
         let reactor = Reactor::new(config);
-        reactor.enable_stdlib(&stdlib);
         let store = match actor_store {
             Some(path) => {
                 let store = Arc::new(store::Closable::open(&path)?);
@@ -135,6 +134,8 @@ fn reactor_new<'a>(
             }
             None => None,
         };
+        // After the store: stateful elements keep their state in actors.
+        reactor.enable_stdlib(&stdlib);
         Ok((reactor, store))
     });
     let (reactor, store) = match made {
