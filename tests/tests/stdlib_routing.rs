@@ -1,6 +1,6 @@
 //! The standard elements on a network: a user's handler anywhere in the
-//! mesh wins over a node's built-in, and a seed-spec peer reaches the
-//! built-ins with a plain frame.
+//! mesh wins over a node's built-in, other nodes reach a node's built-ins
+//! through its hello, and a seed-spec peer with a plain frame.
 
 use packetflow::stdlib::StdlibPatterns;
 use packetflow::{json, NodeConfig, Packet};
@@ -39,6 +39,18 @@ async fn a_users_handler_on_a_peer_wins_and_steps_reach_handlers_on_peers() {
     // The built-ins are not announced: the hosting node's hello lists none.
     let health = user.health();
     assert_eq!(health["peers"][0]["handlers"], json!(["df:local"]), "{health}");
+
+    // A node that hosts no standard element reaches the hosting node's
+    // through its hello's `stdlib` member, as any program dialing it does.
+    let (client, _) = node("client", NodeConfig::default()).await;
+    client.connect(&url(hosting_addr)).await.unwrap();
+    let data = json!({"steps": [{"group": "df", "element": "upper"}], "input": "via a client"});
+    let r = client.reactor().call(Packet::build("cf", "seq", data).unwrap()).await;
+    assert_eq!(r, Ok(json!({"value": "VIA A CLIENT", "steps": 1})));
+    // Still below a handler: df:transform from the client reaches the user's.
+    let r = client.reactor().call(Packet::build("df", "transform", json!(3)).unwrap()).await;
+    assert_eq!(r, Ok(json!({"user": 3})));
+    client.stop().await;
 
     // Once the user's node leaves, the hosting node's own df:transform serves.
     user.stop().await;

@@ -343,17 +343,20 @@ impl NodeInner {
             }
             hosts
         };
+        let mut stdlib: BTreeSet<(Group, Element)> = self.reactor.builtin_keys().into_iter().collect();
         if peer.is_direct_link() {
-            return Announcement { keys, default_route: false, actor_hosts: own_actor_hosts(), direct: None };
+            let actor_hosts = own_actor_hosts();
+            return Announcement { keys, stdlib, default_route: false, actor_hosts, direct: None };
         }
         let peers = self.peers.read();
         keys.extend(peers.keys_except(peer.id).cloned());
+        stdlib.extend(peers.stdlib_keys_except(peer.id).cloned());
         let mut actor_hosts = peers.actor_hosts_for(peer, self.config.max_hops);
         for (actor_type, own) in own_actor_hosts() {
             actor_hosts.entry(actor_type).or_default().extend(own);
         }
         let direct = self.direct_announcement(peer, &peers);
-        Announcement { keys, default_route: peers.has_seed_except(peer.id), actor_hosts, direct }
+        Announcement { keys, stdlib, default_route: peers.has_seed_except(peer.id), actor_hosts, direct }
     }
 
     /// Sends `hello` to `peer` if it speaks hello (or `force`) and what we
@@ -379,6 +382,7 @@ impl NodeInner {
             runtime: self.config.runtime.clone(),
             protocol: PROTOCOL_VERSION.into(),
             handlers: announcement.keys.into_iter().collect(),
+            stdlib: announcement.stdlib.into_iter().collect(),
             features,
             max_inflight: self.config.max_inflight_per_conn as u64,
             heartbeat_ms: self.config.peer_heartbeat_interval.as_millis() as u64,

@@ -485,6 +485,8 @@ impl Peer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Announcement {
     pub(crate) keys: BTreeSet<(Group, Element)>,
+    /// Standard elements hosted here or reached through other peers.
+    pub(crate) stdlib: BTreeSet<(Group, Element)>,
     pub(crate) default_route: bool,
     pub(crate) actor_hosts: ActorHosts,
     /// What it may dial directly (docs/protocol.md, "Direct paths").
@@ -520,6 +522,8 @@ pub(crate) struct PeerTable {
     peers: HashMap<ConnId, Arc<Peer>>,
     nodes: HashMap<ConnId, Arc<Peer>>,
     by_key: HashMap<(Group, Element), Vec<ConnId>>,
+    /// The peers offering each standard element (their `hello.stdlib`).
+    by_stdlib: HashMap<(Group, Element), Vec<ConnId>>,
     /// Per actor type, the hosting nodes reachable through each peer.
     actor_paths: HashMap<String, Vec<HostPath>>,
 }
@@ -554,6 +558,7 @@ impl PeerTable {
 
     fn reindex(&mut self) {
         self.by_key.clear();
+        self.by_stdlib.clear();
         self.actor_paths.clear();
         // A direct link's announcements stay off the routes: it carries
         // only its dialer's packets for its node's own handlers.
@@ -561,6 +566,9 @@ impl PeerTable {
             if let Some(hello) = peer.hello.read().as_ref() {
                 for key in &hello.handlers {
                     self.by_key.entry(key.clone()).or_default().push(peer.id);
+                }
+                for key in &hello.stdlib {
+                    self.by_stdlib.entry(key.clone()).or_default().push(peer.id);
                 }
                 for (actor_type, nodes) in &hello.actor_hosts {
                     let paths = self.actor_paths.entry(actor_type.clone()).or_default();
@@ -674,6 +682,11 @@ impl PeerTable {
         self.by_key.iter().filter(move |(_, ids)| ids.iter().any(|id| *id != except)).map(|(k, _)| k)
     }
 
+    /// The standard elements peers other than `except` offer.
+    pub(crate) fn stdlib_keys_except(&self, except: ConnId) -> impl Iterator<Item = &(Group, Element)> {
+        self.by_stdlib.iter().filter(move |(_, ids)| ids.iter().any(|id| *id != except)).map(|(k, _)| k)
+    }
+
     /// Picks the peer for `group:element` (see the module docs).
     pub(crate) fn route(
         &self,
@@ -717,6 +730,17 @@ impl PeerTable {
             None => candidates.min_by_key(|p| p.in_flight()),
         };
         chosen
+            .or_else(|| {
+                // A standard element a peer offers (docs/stdlib.md): only
+                // for a key no peer announced a handler of.
+                self.by_stdlib
+                    .get(&key)
+                    .into_iter()
+                    .flatten()
+                    .filter(|id| Some(**id) != origin)
+                    .filter_map(|id| self.peers.get(id))
+                    .min_by_key(|p| (p.liveness.is_suspect(), p.in_flight()))
+            })
             .or_else(|| {
                 // The default route: a peer that never announced anything.
                 // One seen serving the key first, one that answered PF001

@@ -333,6 +333,8 @@ impl Reactor {
         let route = Route { target: Target::Handler(handler), stats: Arc::new(Stats::new()) };
         table.by_group[group.index()].insert(element, Arc::new(route));
         self.inner.builtins.store(Arc::new(table));
+        // A node announces its standard elements (`hello.stdlib`).
+        self.inner.handlers_version.send_modify(|v| *v += 1);
     }
 
     /// The `group:element` keys of the standard elements this reactor

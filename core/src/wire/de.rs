@@ -477,6 +477,7 @@ enum HelloField {
     MaxInflight,
     HeartbeatMs,
     MaxFrameBytes,
+    Stdlib,
     Token,
     ActorHosts,
     Direct,
@@ -496,6 +497,7 @@ impl FieldName for HelloField {
             "max_inflight" => HelloField::MaxInflight,
             "heartbeat_ms" => HelloField::HeartbeatMs,
             "max_frame_bytes" => HelloField::MaxFrameBytes,
+            "stdlib" => HelloField::Stdlib,
             "token" => HelloField::Token,
             "actor_hosts" => HelloField::ActorHosts,
             "direct" => HelloField::Direct,
@@ -527,11 +529,11 @@ fn string_list(v: Option<Field<'_>>, field: &str) -> Result<Vec<String>, PfError
     }
 }
 
-fn parse_handler_key(key: &str, index: usize) -> Result<(Group, Element), PfError> {
+fn parse_handler_key(key: &str, field: &str, index: usize) -> Result<(Group, Element), PfError> {
     let (g, e) = key.split_once(':').ok_or_else(|| {
-        bad_request(format!("handlers[{index}] must be \"group:element\", got {}", quote(key)))
+        bad_request(format!("{field}[{index}] must be \"group:element\", got {}", quote(key)))
     })?;
-    let prefix = |err: PfError| bad_request(format!("handlers[{index}]: {}", err.message));
+    let prefix = |err: PfError| bad_request(format!("{field}[{index}]: {}", err.message));
     Ok((Group::parse(g).map_err(prefix)?, Element::new(e).map_err(prefix)?))
 }
 
@@ -591,7 +593,7 @@ impl FromMap for HelloMap {
     type Out = Result<Hello, PfError>;
 
     fn read_map<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Out, A::Error> {
-        let mut raw: [Option<Field<'de>>; 10] = Default::default();
+        let mut raw: [Option<Field<'de>>; 11] = Default::default();
         let mut actor_hosts = None;
         let mut direct = None;
         while let Some(Key(field)) = map.next_key::<Key<HelloField>>()? {
@@ -614,6 +616,7 @@ impl FromMap for HelloMap {
                 HelloField::Token => 7,
                 HelloField::HeartbeatMs => 8,
                 HelloField::MaxFrameBytes => 9,
+                HelloField::Stdlib => 10,
                 HelloField::Other => {
                     map.next_value::<IgnoredAny>()?;
                     continue;
@@ -621,13 +624,18 @@ impl FromMap for HelloMap {
             };
             raw[slot] = Some(map.next_value()?);
         }
-        let [node_id, name, runtime, protocol, handlers, features, max_inflight, token, heartbeat_ms, max_frame_bytes] =
+        let [node_id, name, runtime, protocol, handlers, features, max_inflight, token, heartbeat_ms, max_frame_bytes, stdlib] =
             raw;
         Ok((|| {
             let handlers = string_list(handlers, "handlers")?
                 .iter()
                 .enumerate()
-                .map(|(i, key)| parse_handler_key(key, i))
+                .map(|(i, key)| parse_handler_key(key, "handlers", i))
+                .collect::<Result<Vec<_>, _>>()?;
+            let stdlib = string_list(stdlib, "stdlib")?
+                .iter()
+                .enumerate()
+                .map(|(i, key)| parse_handler_key(key, "stdlib", i))
                 .collect::<Result<Vec<_>, _>>()?;
             let count = |v: Option<Field<'_>>, field: &str| match v {
                 None | Some(Field::Null) => Ok(0),
@@ -648,6 +656,7 @@ impl FromMap for HelloMap {
                 runtime: optional_string(runtime, "runtime")?,
                 protocol: optional_string(protocol, "protocol")?,
                 handlers,
+                stdlib,
                 features: string_list(features, "features")?,
                 max_inflight,
                 heartbeat_ms,

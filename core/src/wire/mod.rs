@@ -97,6 +97,10 @@ pub struct Hello {
     pub protocol: String,
     /// The `group:element` keys the peer serves.
     pub handlers: Vec<(Group, Element)>,
+    /// The standard elements (docs/stdlib.md) the peer hosts or reaches
+    /// through its own peers: served there only for a key no handler is
+    /// announced for.
+    pub stdlib: Vec<(Group, Element)>,
     /// Optional features, e.g. [`FEATURE_BATCH`].
     pub features: Vec<String>,
     /// How many packets the peer accepts in flight at once (0: unspecified).
@@ -132,6 +136,7 @@ impl std::fmt::Debug for Hello {
             .field("runtime", &self.runtime)
             .field("protocol", &self.protocol)
             .field("handlers", &self.handlers)
+            .field("stdlib", &self.stdlib)
             .field("actor_hosts", &self.actor_hosts)
             .field("direct", &self.direct)
             .field("features", &self.features)

@@ -153,6 +153,11 @@ impl Serialize for Hello {
         let keys: Vec<String> =
             self.handlers.iter().map(|(g, e)| format!("{}:{}", g.as_str(), e.as_str())).collect();
         m.serialize_entry("handlers", &keys)?;
+        if !self.stdlib.is_empty() {
+            let keys: Vec<String> =
+                self.stdlib.iter().map(|(g, e)| format!("{}:{}", g.as_str(), e.as_str())).collect();
+            m.serialize_entry("stdlib", &keys)?;
+        }
         m.serialize_entry("features", &self.features)?;
         m.serialize_entry("max_inflight", &self.max_inflight)?;
         if self.heartbeat_ms > 0 {

@@ -274,6 +274,7 @@ fn sample_messages() -> Vec<Message> {
                 runtime: "rust".into(),
                 protocol: "1.0".into(),
                 handlers: vec![(Group::DataFlow, Element::new("transform").unwrap())],
+                stdlib: vec![(Group::ControlFlow, Element::new("seq").unwrap())],
                 features: vec!["batch".into(), "msgpack".into()],
                 max_inflight: 100,
                 heartbeat_ms: 1000,
