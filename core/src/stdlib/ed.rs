@@ -149,11 +149,16 @@ pub(super) fn signal() -> Handler {
 }
 
 /// The `pf.signal` type: `wait` (a gate's waiter registers) and `fire`
-/// (hands out the waiters and stops the actor).
+/// (hands out the waiters and stops the actor; one just made, `{}`, by a
+/// gate whose registration comes next, stays).
 pub(super) fn signal_type() -> ActorType {
     ActorType::new(|kind: &str, message: &Value, state: &mut Value, _: &ActorContext| {
         let mut waiting = live(state.get("waiters"));
         if kind == "fire" {
+            if state.get("waiters").is_none() {
+                // Made a moment ago by a gate about to register: it stays.
+                return Ok(Reply::Value(json!({"waiters": []})));
+            }
             let waiters: Vec<Value> = waiting.iter().map(address).collect();
             return Ok(Reply::Stop(json!({"waiters": waiters})));
         }
@@ -204,8 +209,8 @@ pub(super) fn react() -> Handler {
     })
 }
 
-/// The `pf.react` type: `subscribe`, `cancel` (stops the actor with the
-/// last subscription) and `match` (the subscriptions of a name, as `{id,
+/// The `pf.react` type: `subscribe`, `cancel` (stops the actor once it
+/// removed the last subscription) and `match` (the subscriptions of a name, as `{id,
 /// do}`).
 pub(super) fn react_type() -> ActorType {
     ActorType::new(|kind: &str, message: &Value, state: &mut Value, _: &ActorContext| {
@@ -223,7 +228,7 @@ pub(super) fn react_type() -> ActorType {
             "cancel" => {
                 let mut subs = subs;
                 let cancelled = subs.remove(message["id"].as_str().unwrap_or_default()).is_some();
-                if subs.is_empty() {
+                if cancelled && subs.is_empty() {
                     return Ok(Reply::Stop(json!({"cancelled": cancelled})));
                 }
                 *state = json!({"subs": subs});
@@ -396,6 +401,8 @@ fn reactor_key(reactor: &Reactor) -> usize {
 /// armed for that time already: when it goes off, it asks the timer's
 /// actor (wherever it lives by then) whether to fire, and calls the step.
 fn arm(reactor: &Reactor, id: &str, at: u64) {
+    // Turns run inside the reactor's runtime; nothing can be armed elsewhere.
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
     let key = (reactor_key(reactor), id.to_owned());
     let token = CancellationToken::new();
     {
@@ -407,10 +414,7 @@ fn arm(reactor: &Reactor, id: &str, at: u64) {
             old.cancel();
         }
     }
-    if tokio::runtime::Handle::try_current().is_err() {
-        return;
-    }
-    tokio::spawn(go_off(reactor.downgrade(), key, at, token));
+    runtime.spawn(go_off(reactor.downgrade(), key, at, token));
 }
 
 /// Disarms the timer `id` on this node.

@@ -423,6 +423,36 @@ async fn reopen(path: &std::path::Path) -> FileStore {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gates_and_barriers_work_the_same_over_a_durable_store() {
+    // Turns then run in tasks of their own and stopping an actor writes:
+    // the release still reaches the waiting turn, which stops its actor.
+    let dir = tempfile::tempdir().unwrap();
+    let r = Reactor::default();
+    r.actors().set_store(Arc::new(FileStore::open(dir.path().join("actors.redb")).unwrap())).unwrap();
+    r.enable_stdlib(&StdlibPatterns::parse("cf:gate,ed:signal,co:sync").unwrap());
+    let gate = {
+        let r = r.clone();
+        tokio::spawn(async move { run(&r, "cf:gate", json!({"signal": "s"})).await })
+    };
+    fire_to(&r, "s", json!(1), 1).await;
+    assert_eq!(tokio::time::timeout(WAIT, gate).await.unwrap().unwrap().outcome, Ok(json!(1)));
+    let parties: Vec<_> = (0..2)
+        .map(|_| {
+            let r = r.clone();
+            tokio::spawn(async move { run(&r, "co:sync", json!({"barrier": "b", "parties": 2})).await })
+        })
+        .collect();
+    for party in parties {
+        let result = tokio::time::timeout(WAIT, party).await.unwrap().unwrap();
+        assert_eq!(result.outcome, Ok(json!({"arrived": 2})));
+    }
+    until_none(&r, "pf.waiter").await;
+    for actor_type in ["pf.waiter", "pf.signal", "pf.barrier"] {
+        assert_eq!(r.actors().count(actor_type).await.unwrap(), 0, "no {actor_type} left in the store");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_barrier_lets_its_parties_go_together() {
     let (r, _) = reactor();
     let parties: Vec<_> = (0..3)
