@@ -1,11 +1,15 @@
 //! The stateful and collective standard elements across nodes:
 //! `co:broadcast` calls every node serving a key, a barrier's parties sit
 //! on different nodes, a gate on one node opens to a signal fired on
-//! another (through a hub).
+//! another (through a hub), a timer survives the restart of its mesh.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use packetflow::actor::{ActorStore, FileStore};
 use packetflow::stdlib::StdlibPatterns;
-use packetflow::{json, Group, Node, NodeConfig, Packet, Value};
-use packetflow_tests::{node, url, WAIT};
+use packetflow::{json, Group, Node, NodeConfig, Packet, Reactor, ReactorConfig, Value};
+use packetflow_tests::{node, node_with, url, WAIT};
 
 /// Waits until `test` holds, re-checking whenever `node`'s routes change.
 async fn until(node: &Node, what: &str, test: impl Fn() -> bool) {
@@ -146,6 +150,74 @@ async fn a_gate_on_one_node_opens_to_a_signal_fired_on_another() {
     assert_eq!(opened, Ok(json!("from c")));
     assert!(a.can_route(Group::ResourceMgmt, "actor.pf.waiter"));
     for n in [a, b, c] {
+        n.stop().await;
+    }
+}
+
+/// Three nodes on one shared `store` hosting `ed:timer`, each counting its
+/// `df:tick` calls in `ticks`; `b` and `c` dialed into `a`. Returns once
+/// each knows the three hosts of `pf.timer`.
+async fn timer_mesh(store: &Arc<dyn ActorStore>, ticks: &Arc<AtomicUsize>) -> Vec<Node> {
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut hub = None;
+    for name in ["a", "b", "c"] {
+        let reactor = Reactor::new(ReactorConfig { name: name.into(), ..ReactorConfig::default() });
+        reactor.actors().set_store(store.clone()).unwrap();
+        let counted = ticks.clone();
+        reactor
+            .register_sync("df", "tick", move |_, _| Ok(json!(counted.fetch_add(1, Ordering::SeqCst))))
+            .unwrap();
+        // Enabled before connecting, as a restarted node does: each node
+        // re-arms what the store holds, and placement picks one to fire it.
+        reactor.enable_stdlib(&StdlibPatterns::parse("ed:timer").unwrap());
+        let (node, addr) = node_with(reactor, NodeConfig::default()).await;
+        match &hub {
+            None => hub = Some(url(addr)),
+            Some(hub) => node.connect(hub).await.unwrap(),
+        }
+        nodes.push(node);
+    }
+    for n in &nodes {
+        until(n, "every node knows the three timer hosts", || n.actor_hosts("pf.timer").len() == 3).await;
+    }
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_fires_once_after_its_mesh_restarts_on_a_durable_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("actors.redb");
+    let ticks = Arc::new(AtomicUsize::new(0));
+    {
+        let store: Arc<dyn ActorStore> = Arc::new(FileStore::open(&path).unwrap());
+        let nodes = timer_mesh(&store, &ticks).await;
+        let data = json!({"after_ms": 1500, "do": {"group": "df", "element": "tick"}});
+        let answer = call(&nodes[1], "ed:timer", data).await.unwrap();
+        assert!(answer["timer_id"].is_string(), "{answer}");
+        for n in nodes {
+            n.stop().await;
+        }
+    }
+    assert_eq!(ticks.load(Ordering::SeqCst), 0, "stopped before the timer was due");
+    // The same store, opened again once the stopped nodes let it go.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let store: Arc<dyn ActorStore> = loop {
+        match FileStore::open(&path) {
+            Ok(store) => break Arc::new(store),
+            Err(e) => assert!(tokio::time::Instant::now() < deadline, "{}", e.message),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    let nodes = timer_mesh(&store, &ticks).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while ticks.load(Ordering::SeqCst) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the timer never fired after the restart");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Three nodes re-armed it; its owner let it fire once.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(ticks.load(Ordering::SeqCst), 1);
+    for n in nodes {
         n.stop().await;
     }
 }
