@@ -68,6 +68,36 @@ impl Forwarder for Router {
         peers.announces(group, element, origin.map(|o| o.0))
     }
 
+    fn node_id(&self) -> Option<String> {
+        self.node.upgrade().map(|node| node.node_id.clone())
+    }
+
+    fn announcers(&self, group: Group, element: &str) -> Vec<String> {
+        let Some(node) = self.node.upgrade() else { return Vec::new() };
+        let peers = node.peers.read();
+        let mut ids: Vec<String> =
+            peers.announcing(group, element).filter_map(|p| p.hello().map(|h| h.node_id.clone())).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    fn forward_to_peer(
+        &self,
+        node_id: &str,
+        packet: Packet,
+        deadline: Instant,
+    ) -> Option<BoxFuture<'static, PacketResult>> {
+        let node = self.node.upgrade()?;
+        let peer = node
+            .peers
+            .read()
+            .announcing(packet.group, packet.element.as_str())
+            .find(|p| p.hello().is_some_and(|h| h.node_id == node_id))?
+            .clone();
+        Some(Box::pin(observed(node, peer, packet, deadline, None)))
+    }
+
     fn cancel_relayed(&self, id: &PacketId) {
         let Some(node) = self.node.upgrade() else { return };
         // Relays go to peers that sent hello only; the id is in flight

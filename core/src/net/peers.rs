@@ -704,6 +704,12 @@ impl PeerTable {
         self.by_key.get(&(group, element)).is_some_and(|ids| ids.iter().any(|id| Some(*id) != origin))
     }
 
+    /// The peers that announced `group:element` (direct links never do).
+    pub(crate) fn announcing(&self, group: Group, element: &str) -> impl Iterator<Item = &Arc<Peer>> {
+        let ids = Element::new(element).ok().and_then(|e| self.by_key.get(&(group, e)));
+        ids.into_iter().flatten().filter_map(|id| self.peers.get(id))
+    }
+
     /// [`route`](Self::route) for an element already checked (a packet's).
     pub(crate) fn route_element(
         &self,

@@ -252,7 +252,7 @@ impl Context {
     /// `packet` as a child of this one: the deadline left, this packet's
     /// priority (unless `priority` names one), the trace id and the
     /// reentrancy chain added to its metadata.
-    fn child(
+    pub(crate) fn child(
         &self,
         mut packet: Packet,
         group: &str,

@@ -191,6 +191,35 @@ pub trait Forwarder: Send + Sync + 'static {
         let _ = (group, element, origin);
         false
     }
+
+    /// This node's id, as its peers know it (`co:broadcast` names each
+    /// node's answer by it). The default: none (no network).
+    fn node_id(&self) -> Option<String> {
+        None
+    }
+
+    /// The node ids of the peers that announced a handler of
+    /// `group:element`, each once: the peers `co:broadcast` calls. The
+    /// default: none.
+    fn announcers(&self, group: Group, element: &str) -> Vec<String> {
+        let _ = (group, element);
+        Vec::new()
+    }
+
+    /// A future answering `packet` from the peer `node_id` (one of
+    /// [`announcers`](Self::announcers)), sent to that peer alone, as
+    /// [`forward`](Self::forward) sends it (one hop more, the deadline
+    /// left, withdrawn if the future is dropped); `None` when no such peer
+    /// announced the packet's key. The default: none.
+    fn forward_to_peer(
+        &self,
+        node_id: &str,
+        packet: Packet,
+        deadline: Instant,
+    ) -> Option<BoxFuture<'static, PacketResult>> {
+        let _ = (node_id, packet, deadline);
+        None
+    }
 }
 
 /// What serves a `group:element`: a handler, or the host of an actor type.
@@ -425,6 +454,17 @@ impl Reactor {
     /// then decides where an actor lives).
     pub(crate) fn has_forwarder(&self) -> bool {
         self.inner.forwarder.load().is_some()
+    }
+
+    /// The router of this reactor's network node, if it has one.
+    pub(crate) fn forwarder(&self) -> Option<Arc<Box<dyn Forwarder>>> {
+        self.inner.forwarder.load_full()
+    }
+
+    /// A handle that does not keep the reactor alive (for a task that
+    /// outlives the call that started it: a standard timer).
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<ReactorInner> {
+        Arc::downgrade(&self.inner)
     }
 
     /// Every actor type hosted here.

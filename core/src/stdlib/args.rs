@@ -41,6 +41,17 @@ impl<'a> Args<'a> {
         self.get(field).ok_or_else(|| self.bad(field, "is required"))
     }
 
+    /// A required string of 1-`max_len` bytes.
+    pub(crate) fn text(&self, field: &str, max_len: usize) -> Result<&'a str, PfError> {
+        match self.required(field)? {
+            Value::String(s) if !s.is_empty() && s.len() <= max_len => Ok(s),
+            Value::String(s) => {
+                Err(self.bad(field, format!("must be a string of 1-{max_len} bytes, got {} bytes", s.len())))
+            }
+            other => Err(self.bad(field, format!("must be a string, got {}", kind(other)))),
+        }
+    }
+
     pub(crate) fn array(&self, field: &str) -> Result<&'a Vec<Value>, PfError> {
         match self.required(field)? {
             Value::Array(items) if items.len() as u64 <= MAX_ITEMS => Ok(items),

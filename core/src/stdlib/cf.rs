@@ -1,9 +1,15 @@
 //! `cf`: control flow. `seq`, `branch` and `loop` compose steps; their
-//! input is checked whole before the first step runs.
+//! input is checked whole before the first step runs. `gate` waits for an
+//! `ed:signal` (see [`waiter`](super::waiter)).
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
+use tokio::time::Instant;
 
 use super::args::{truthy, Args, MAX_ITEMS};
+use super::ed::signal_name;
+use super::waiter::{park, Waited};
+use crate::error::{ErrorCode, PfError};
+use crate::packet::MAX_TIMEOUT_MS;
 use crate::reactor::Handler;
 
 /// `cf:seq` `{steps, input?}`: each step's result is the next step's data
@@ -71,5 +77,27 @@ pub(super) fn repeat() -> Handler {
             iterations += 1;
         }
         Ok(json!({"value": value, "iterations": iterations}))
+    })
+}
+
+/// `cf:gate` `{signal, timeout_ms?}`: waits until `ed:signal` fires the
+/// name `signal` (anywhere in the mesh) -> its payload. A signal fired
+/// before the gate began does not open it. PF408 when `timeout_ms` or the
+/// packet's deadline (whichever is first) comes before the signal.
+pub(super) fn gate() -> Handler {
+    Handler::from_async(|data, ctx| async move {
+        let args = Args::of("cf:gate", &data)?;
+        let name = signal_name(&args, "signal")?;
+        let timeout_ms = args.int_in("timeout_ms", 1, MAX_TIMEOUT_MS)?;
+        let started = Instant::now();
+        let mut on = Map::new();
+        on.insert("signal".into(), json!(name));
+        match park(&ctx, on, timeout_ms).await? {
+            Waited::Released { payload, .. } => Ok(payload),
+            Waited::TimedOut => Err(PfError::new(
+                ErrorCode::Timeout,
+                format!("cf:gate: signal {name:?} did not fire within {} ms", started.elapsed().as_millis()),
+            )),
+        }
     })
 }

@@ -11,14 +11,19 @@
 //!
 //! `args` checks an element's input and names the field of any error;
 //! `step` is the call an element makes (as `ctx.call` makes it); `cf`,
-//! `df` and `co` are the groups.
+//! `df`, `ed` and `co` are the groups. Stateful elements keep their state
+//! in actors of reserved types (`pf.` and a name), registered with them;
+//! `waiter` is how `cf:gate` and `co:sync` wait without holding one.
 
 mod args;
 mod cf;
 mod co;
 mod df;
+mod ed;
 mod step;
+mod waiter;
 
+use crate::actor::ActorType;
 use crate::error::{ErrorCode, PfError};
 use crate::packet::{Element, Group};
 use crate::reactor::{Handler, Reactor};
@@ -38,12 +43,37 @@ const STANDARD: &[Standard] = &[
     Standard { group: Group::ControlFlow, element: "seq", handler: cf::seq },
     Standard { group: Group::ControlFlow, element: "branch", handler: cf::branch },
     Standard { group: Group::ControlFlow, element: "loop", handler: cf::repeat },
+    Standard { group: Group::ControlFlow, element: "gate", handler: cf::gate },
     Standard { group: Group::DataFlow, element: "produce", handler: df::produce },
     Standard { group: Group::DataFlow, element: "consume", handler: df::consume },
     Standard { group: Group::DataFlow, element: "transform", handler: df::transform },
     Standard { group: Group::DataFlow, element: "reduce", handler: df::reduce },
     Standard { group: Group::Collective, element: "gather", handler: co::gather },
+    Standard { group: Group::EventDriven, element: "signal", handler: ed::signal },
+    Standard { group: Group::EventDriven, element: "timer", handler: ed::timer },
+    Standard { group: Group::EventDriven, element: "react", handler: ed::react },
+    Standard { group: Group::Collective, element: "broadcast", handler: co::broadcast },
+    Standard { group: Group::Collective, element: "gather", handler: co::gather },
     Standard { group: Group::Collective, element: "vote", handler: co::vote },
+    Standard { group: Group::Collective, element: "sync", handler: co::sync },
+];
+
+/// An element (`group`, `element`) and an actor type it uses (its name,
+/// and how to make it).
+type UsedType = (Group, &'static str, &'static str, fn() -> ActorType);
+
+/// The actor types the stateful elements keep their state in, by element:
+/// an element hosts the types it uses, so that every name has an owner
+/// among the nodes hosting the element.
+const ACTOR_TYPES: &[UsedType] = &[
+    (Group::ControlFlow, "gate", waiter::WAITER_TYPE, waiter::waiter_type),
+    (Group::ControlFlow, "gate", ed::SIGNAL_TYPE, ed::signal_type),
+    (Group::EventDriven, "signal", ed::SIGNAL_TYPE, ed::signal_type),
+    (Group::EventDriven, "signal", ed::REACT_TYPE, ed::react_type),
+    (Group::EventDriven, "react", ed::REACT_TYPE, ed::react_type),
+    (Group::EventDriven, "timer", ed::TIMER_TYPE, ed::timer_type),
+    (Group::Collective, "sync", waiter::WAITER_TYPE, waiter::waiter_type),
+    (Group::Collective, "sync", co::BARRIER_TYPE, co::barrier_type),
 ];
 
 /// The `group:element` keys of every standard element this build offers.
@@ -114,10 +144,30 @@ impl Reactor {
     /// Each serves its key only while no handler of that key is
     /// registered here and no peer announced one. Returns the keys now
     /// hosted; calling it again adds to them.
+    ///
+    /// The stateful elements (`cf:gate`, `ed:signal`, `ed:react`,
+    /// `ed:timer`, `co:sync`) register the actor types they keep their
+    /// state in (`pf.waiter`, `pf.signal`, `pf.react`, `pf.timer`,
+    /// `pf.barrier`) unless registered already: set the actor store
+    /// ([`Actors::set_store`](crate::actor::Actors::set_store)) before, as
+    /// for any actor type. Enabling `ed:timer` inside a Tokio runtime
+    /// re-arms the timers the store holds (a durable store's survive a
+    /// restart).
     pub fn enable_stdlib(&self, patterns: &StdlibPatterns) -> Vec<(Group, Element)> {
         for standard in STANDARD.iter().filter(|s| patterns.matches(s.group, s.element)) {
+            if self.has_builtin(standard.group, standard.element) {
+                continue;
+            }
             let element = Element::new(standard.element).expect("standard element names are valid");
             self.install_builtin(standard.group, element, (standard.handler)());
+        }
+        for (group, element, actor_type, spec) in ACTOR_TYPES {
+            if patterns.matches(*group, element) && self.actor_host(actor_type).is_none() {
+                self.register_actor_type(actor_type, spec()).expect("reserved actor type names are valid");
+                if *actor_type == ed::TIMER_TYPE {
+                    ed::rearm_stored_timers(self);
+                }
+            }
         }
         self.builtin_keys()
     }
@@ -125,3 +175,5 @@ impl Reactor {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ed;

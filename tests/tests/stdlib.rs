@@ -1,0 +1,223 @@
+//! The stateful and collective standard elements across nodes:
+//! `co:broadcast` calls every node serving a key, a barrier's parties sit
+//! on different nodes, a gate on one node opens to a signal fired on
+//! another (through a hub), a timer survives the restart of its mesh.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use packetflow::actor::{ActorStore, FileStore};
+use packetflow::stdlib::StdlibPatterns;
+use packetflow::{json, Group, Node, NodeConfig, Packet, Reactor, ReactorConfig, Value};
+use packetflow_tests::{node, node_with, url, WAIT};
+
+/// Waits until `test` holds, re-checking whenever `node`'s routes change.
+async fn until(node: &Node, what: &str, test: impl Fn() -> bool) {
+    let mut routes = node.watch_routes();
+    while !test() {
+        tokio::time::timeout(WAIT, routes.changed())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: not within {WAIT:?}"))
+            .unwrap();
+    }
+}
+
+/// Three nodes hosting `patterns`, `b` and `c` dialed into `a` (their
+/// hub); returns once each knows all three hosts of `actor_types`.
+async fn mesh(patterns: &str, actor_types: &[&str]) -> [Node; 3] {
+    let patterns = StdlibPatterns::parse(patterns).unwrap();
+    let (a, a_addr) = node("a", NodeConfig::default()).await;
+    let (b, _) = node("b", NodeConfig::default()).await;
+    let (c, _) = node("c", NodeConfig::default()).await;
+    for n in [&a, &b, &c] {
+        n.reactor().enable_stdlib(&patterns);
+    }
+    b.connect(&url(a_addr)).await.unwrap();
+    c.connect(&url(a_addr)).await.unwrap();
+    for n in [&a, &b, &c] {
+        for actor_type in actor_types {
+            until(n, "every node knows the three hosts", || n.actor_hosts(actor_type).len() == 3).await;
+        }
+    }
+    [a, b, c]
+}
+
+async fn call(node: &Node, key: &str, data: Value) -> Result<Value, packetflow::PfError> {
+    let (group, element) = key.split_once(':').unwrap();
+    node.reactor().call(Packet::build(group, element, data).unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_calls_this_node_and_every_peer_serving_the_key() {
+    let (a, a_addr) = node("a", NodeConfig::default()).await;
+    let (b, _) = node("b", NodeConfig::default()).await;
+    let (c, _) = node("c", NodeConfig::default()).await;
+    a.reactor().enable_stdlib(&StdlibPatterns::parse("co:broadcast").unwrap());
+    for (n, name) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        n.reactor().register_sync("df", "whoami", move |d, _| Ok(json!({"me": name, "got": d}))).unwrap();
+    }
+    // A key only one peer serves.
+    c.reactor().register_sync("df", "only_c", |_, _| Ok(json!("c"))).unwrap();
+    b.connect(&url(a_addr)).await.unwrap();
+    c.connect(&url(a_addr)).await.unwrap();
+    let peers_serving = |a: &Node| {
+        let health = a.health();
+        let peers = health["peers"].as_array().cloned().unwrap_or_default();
+        peers
+            .iter()
+            .filter(|p| p["handlers"].as_array().is_some_and(|h| h.contains(&json!("df:whoami"))))
+            .count()
+    };
+    until(&a, "both peers announced df:whoami", || peers_serving(&a) == 2).await;
+
+    let answer = call(&a, "co:broadcast", json!({"to": "df:whoami", "data": 5})).await.unwrap();
+    let results = answer["results"].as_object().unwrap();
+    let expected: Vec<(String, Value)> = [(&a, "a"), (&b, "b"), (&c, "c")]
+        .iter()
+        .map(|(n, name)| (n.node_id().to_owned(), json!({"ok": true, "value": {"me": name, "got": 5}})))
+        .collect();
+    let mut got: Vec<(String, Value)> = results.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut expected = expected;
+    got.sort_by(|x, y| x.0.cmp(&y.0));
+    expected.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(got, expected, "{answer}");
+
+    // Only the nodes serving the key are called: here, none but one peer.
+    let answer = call(&a, "co:broadcast", json!({"to": "df:only_c"})).await.unwrap();
+    assert_eq!(answer, json!({"results": {c.node_id(): {"ok": true, "value": "c"}}}));
+    for n in [a, b, c] {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_barriers_parties_on_three_nodes_go_together() {
+    let nodes = mesh("co:sync", &["pf.waiter", "pf.barrier"]).await;
+    for round in 0..2 {
+        let parties: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                let reactor = n.reactor().clone();
+                tokio::spawn(async move {
+                    let data = json!({"barrier": "deploy", "parties": 3});
+                    reactor.call(Packet::build("co", "sync", data).unwrap()).await
+                })
+            })
+            .collect();
+        for party in parties {
+            let answer = tokio::time::timeout(WAIT, party).await.unwrap().unwrap();
+            assert_eq!(answer, Ok(json!({"arrived": 3})), "round {round}");
+        }
+    }
+    // Two parties of three, on two nodes, time out together.
+    let mut waits = Vec::new();
+    for n in &nodes[1..] {
+        let mut packet = Packet::build("co", "sync", json!({"barrier": "short", "parties": 3})).unwrap();
+        packet.timeout_ms = Some(300);
+        let reactor = n.reactor().clone();
+        waits.push(tokio::spawn(async move { reactor.submit(packet).await }));
+    }
+    for wait in waits {
+        let result = tokio::time::timeout(WAIT, wait).await.unwrap().unwrap();
+        assert_eq!(result.err().map(|e| e.code.as_str()), Some("PF408"), "{result:?}");
+    }
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_on_one_node_opens_to_a_signal_fired_on_another() {
+    let [a, b, c] = mesh("cf:gate,ed:signal", &["pf.waiter", "pf.signal"]).await;
+    let gate = {
+        let reactor = b.reactor().clone();
+        tokio::spawn(async move {
+            reactor.call(Packet::build("cf", "gate", json!({"signal": "go"})).unwrap()).await
+        })
+    };
+    // The gate registers with the signal's owner a moment after it starts:
+    // fire (from c, through the hub) until it is reached.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let answer = call(&c, "ed:signal", json!({"name": "go", "payload": "from c"})).await.unwrap();
+        if answer["delivered"] == json!(1) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the gate was never reached: {answer}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let opened = tokio::time::timeout(WAIT, gate).await.unwrap().unwrap();
+    assert_eq!(opened, Ok(json!("from c")));
+    assert!(a.can_route(Group::ResourceMgmt, "actor.pf.waiter"));
+    for n in [a, b, c] {
+        n.stop().await;
+    }
+}
+
+/// Three nodes on one shared `store` hosting `ed:timer`, each counting its
+/// `df:tick` calls in `ticks`; `b` and `c` dialed into `a`. Returns once
+/// each knows the three hosts of `pf.timer`.
+async fn timer_mesh(store: &Arc<dyn ActorStore>, ticks: &Arc<AtomicUsize>) -> Vec<Node> {
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut hub = None;
+    for name in ["a", "b", "c"] {
+        let reactor = Reactor::new(ReactorConfig { name: name.into(), ..ReactorConfig::default() });
+        reactor.actors().set_store(store.clone()).unwrap();
+        let counted = ticks.clone();
+        reactor
+            .register_sync("df", "tick", move |_, _| Ok(json!(counted.fetch_add(1, Ordering::SeqCst))))
+            .unwrap();
+        // Enabled before connecting, as a restarted node does: each node
+        // re-arms what the store holds, and placement picks one to fire it.
+        reactor.enable_stdlib(&StdlibPatterns::parse("ed:timer").unwrap());
+        let (node, addr) = node_with(reactor, NodeConfig::default()).await;
+        match &hub {
+            None => hub = Some(url(addr)),
+            Some(hub) => node.connect(hub).await.unwrap(),
+        }
+        nodes.push(node);
+    }
+    for n in &nodes {
+        until(n, "every node knows the three timer hosts", || n.actor_hosts("pf.timer").len() == 3).await;
+    }
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_fires_once_after_its_mesh_restarts_on_a_durable_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("actors.redb");
+    let ticks = Arc::new(AtomicUsize::new(0));
+    {
+        let store: Arc<dyn ActorStore> = Arc::new(FileStore::open(&path).unwrap());
+        let nodes = timer_mesh(&store, &ticks).await;
+        let data = json!({"after_ms": 1500, "do": {"group": "df", "element": "tick"}});
+        let answer = call(&nodes[1], "ed:timer", data).await.unwrap();
+        assert!(answer["timer_id"].is_string(), "{answer}");
+        for n in nodes {
+            n.stop().await;
+        }
+    }
+    assert_eq!(ticks.load(Ordering::SeqCst), 0, "stopped before the timer was due");
+    // The same store, opened again once the stopped nodes let it go.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let store: Arc<dyn ActorStore> = loop {
+        match FileStore::open(&path) {
+            Ok(store) => break Arc::new(store),
+            Err(e) => assert!(tokio::time::Instant::now() < deadline, "{}", e.message),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    let nodes = timer_mesh(&store, &ticks).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while ticks.load(Ordering::SeqCst) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the timer never fired after the restart");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Three nodes re-armed it; its owner let it fire once.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(ticks.load(Ordering::SeqCst), 1);
+    for n in nodes {
+        n.stop().await;
+    }
+}
