@@ -246,6 +246,15 @@ impl HandlerTable {
     fn get(&self, group: Group, element: &str) -> Option<&Arc<Route>> {
         self.by_group[group.index()].get(element)
     }
+
+    fn sorted_keys(&self) -> Vec<(Group, Element)> {
+        let mut keys: Vec<_> = Group::ALL
+            .iter()
+            .flat_map(|g| self.by_group[g.index()].keys().map(move |e| (*g, e.clone())))
+            .collect();
+        keys.sort();
+        keys
+    }
 }
 
 pub(crate) struct ReactorInner {
@@ -369,13 +378,7 @@ impl Reactor {
     /// The `group:element` keys of the standard elements this reactor
     /// hosts (docs/stdlib.md), sorted.
     pub fn builtin_keys(&self) -> Vec<(Group, Element)> {
-        let table = self.inner.builtins.load();
-        let mut keys: Vec<_> = Group::ALL
-            .iter()
-            .flat_map(|g| table.by_group[g.index()].keys().map(move |e| (*g, e.clone())))
-            .collect();
-        keys.sort();
-        keys
+        self.inner.builtins.load().sorted_keys()
     }
 
     /// Whether this reactor hosts a standard element for `group:element`.
@@ -552,13 +555,7 @@ impl Reactor {
 
     /// The `group:element` keys with a local handler.
     pub fn handler_keys(&self) -> Vec<(Group, Element)> {
-        let table = self.inner.handlers.load();
-        let mut keys: Vec<_> = Group::ALL
-            .iter()
-            .flat_map(|g| table.by_group[g.index()].keys().map(move |e| (*g, e.clone())))
-            .collect();
-        keys.sort();
-        keys
+        self.inner.handlers.load().sorted_keys()
     }
 
     /// A receiver that changes whenever a handler is registered or removed.
