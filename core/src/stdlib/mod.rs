@@ -48,7 +48,6 @@ const STANDARD: &[Standard] = &[
     Standard { group: Group::DataFlow, element: "consume", handler: df::consume },
     Standard { group: Group::DataFlow, element: "transform", handler: df::transform },
     Standard { group: Group::DataFlow, element: "reduce", handler: df::reduce },
-    Standard { group: Group::Collective, element: "gather", handler: co::gather },
     Standard { group: Group::EventDriven, element: "signal", handler: ed::signal },
     Standard { group: Group::EventDriven, element: "timer", handler: ed::timer },
     Standard { group: Group::EventDriven, element: "react", handler: ed::react },
