@@ -36,15 +36,38 @@ impl Step {
                 kind(value)
             )));
         };
-        let text = |name: &str| match map.get(name) {
-            Some(Value::String(s)) => Ok(s.as_str()),
-            Some(other) => Err(bad(format!("{field}.{name} must be a string, got {}", kind(other)))),
-            None => Err(bad(format!("{field}.{name} is required"))),
-        };
-        let group = Group::parse(text("group")?).map_err(|e| bad(format!("{field}.group: {}", e.message)))?;
-        let element =
-            Element::new(text("element")?).map_err(|e| bad(format!("{field}.element: {}", e.message)))?;
-        let priority = match map.get("priority") {
+        // One pass over the members: a step is parsed for every item of a
+        // gather or a transform, and a lookup per member hashes its name.
+        let (mut group, mut element, mut data, mut priority, mut timeout_ms) = (None, None, None, None, None);
+        for (name, v) in map {
+            match name.as_str() {
+                "group" => group = Some(v),
+                "element" => element = Some(v),
+                "data" => data = Some(v),
+                "priority" => priority = Some(v),
+                "timeout_ms" => timeout_ms = Some(v),
+                _ => {}
+            }
+        }
+        fn text<'v>(
+            field: &dyn std::fmt::Display,
+            name: &str,
+            v: Option<&'v Value>,
+        ) -> Result<&'v str, PfError> {
+            match v {
+                Some(Value::String(s)) => Ok(s.as_str()),
+                Some(other) => Err(PfError::new(
+                    ErrorCode::BadRequest,
+                    format!("{field}.{name} must be a string, got {}", kind(other)),
+                )),
+                None => Err(PfError::new(ErrorCode::BadRequest, format!("{field}.{name} is required"))),
+            }
+        }
+        let group = Group::parse(text(&field, "group", group)?)
+            .map_err(|e| bad(format!("{field}.group: {}", e.message)))?;
+        let element = Element::new(text(&field, "element", element)?)
+            .map_err(|e| bad(format!("{field}.element: {}", e.message)))?;
+        let priority = match priority {
             None | Some(Value::Null) => None,
             Some(v) => Some(
                 v.as_i64()
@@ -53,13 +76,13 @@ impl Step {
                     .map_err(|()| bad(format!("{field}.priority must be an integer 1-10, got {v}")))?,
             ),
         };
-        let timeout_ms = match map.get("timeout_ms") {
+        let timeout_ms = match timeout_ms {
             None | Some(Value::Null) => None,
             Some(v) => Some(v.as_u64().filter(|t| (1..=MAX_TIMEOUT_MS).contains(t)).ok_or_else(|| {
                 bad(format!("{field}.timeout_ms must be an integer 1-{MAX_TIMEOUT_MS}, got {v}"))
             })?),
         };
-        Ok(Step { group, element, data: map.get("data").cloned(), priority, timeout_ms })
+        Ok(Step { group, element, data: data.cloned(), priority, timeout_ms })
     }
 
     /// Calls the step with its own data, or `input` when it has none.
