@@ -40,7 +40,7 @@ use super::ed::{address, live, MAX_NAME_LEN};
 use super::waiter::{ask, now_ms, park, release_from, Waited};
 use crate::actor::{ActorContext, ActorRef, ActorType, Op, Reply};
 use crate::error::{ErrorCode, PfError};
-use crate::reactor::{Handler, Reactor, ReactorInner};
+use crate::reactor::{Context, Handler, Reactor, ReactorInner};
 
 /// The actor type of locks (id: the lock's name).
 pub(crate) const LOCK_TYPE: &str = "pf.lock";
@@ -81,7 +81,7 @@ pub(super) fn lock() -> Handler {
                 .int_in("token", 1, u64::MAX)?
                 .ok_or_else(|| args.bad("token", "is required with unlock (the token rm:lock gave)"))?;
             let owner = ActorRef::new(LOCK_TYPE, name)?;
-            let answer = ask(&ctx, &owner, Op::Send, json!({"type": "unlock", "token": token}), None).await?;
+            let answer = to_owner(&ctx, &owner, json!({"type": "unlock", "token": token})).await?;
             hand_over_later(&ctx.reactor, owner, grants_of(&answer));
             return Ok(json!({"released": answer["released"]}));
         }
@@ -92,18 +92,34 @@ pub(super) fn lock() -> Handler {
             return Err(args.bad("token", "is given only with unlock"));
         }
         let owner = ActorRef::new(LOCK_TYPE, name)?;
-        let answer = ask(&ctx, &owner, Op::Send, json!({"type": "acquire", "ttl_ms": ttl_ms}), None).await?;
+        let answer = to_owner(&ctx, &owner, json!({"type": "acquire", "ttl_ms": ttl_ms})).await?;
         if answer["acquired"] == json!(true) || wait_ms == 0 {
             return Ok(answer);
         }
         let mut on = Map::new();
         on.insert("lock".into(), json!(name));
         on.insert("lock_ttl_ms".into(), json!(ttl_ms));
-        match park(&ctx, on, Some(wait_ms)).await? {
+        // Boxed: the uncontended call's future stays small.
+        match Box::pin(park(&ctx, on, Some(wait_ms))).await? {
             Waited::Released { payload, .. } => Ok(payload),
             Waited::TimedOut => Ok(not_acquired()),
         }
     })
+}
+
+/// Asks `message` of `owner` for the call of `ctx`, within its deadline:
+/// on a reactor without a network, handed to the owner's host directly
+/// (no packet is built: the path of an uncontended lock in process);
+/// otherwise as a child packet of the call, which reaches the owner's
+/// node.
+async fn to_owner(ctx: &Context, owner: &ActorRef, message: Value) -> Result<Value, PfError> {
+    if ctx.reactor.has_forwarder() {
+        return ask(ctx, owner, Op::Send, message, None).await;
+    }
+    if ctx.remaining().is_zero() {
+        return Err(PfError::new(ErrorCode::Timeout, format!("no time left to ask {owner}")));
+    }
+    ctx.reactor.actors().ask_until(owner, Op::Send, message, Some(ctx.deadline())).await
 }
 
 fn not_acquired() -> Value {
@@ -133,7 +149,7 @@ pub(super) fn alloc() -> Handler {
         }
         let owner = ActorRef::new(RESOURCE_TYPE, resource)?;
         let message = json!({"type": "alloc", "amount": amount, "capacity": capacity, "ttl_ms": ttl_ms});
-        let answer = ask(&ctx, &owner, Op::Send, message, None).await?;
+        let answer = to_owner(&ctx, &owner, message).await?;
         if answer["lease_id"].is_string() {
             return Ok(answer);
         }
@@ -141,7 +157,7 @@ pub(super) fn alloc() -> Handler {
         on.insert("resource".into(), json!(resource));
         on.insert("amount".into(), json!(amount));
         on.insert("lease_ttl_ms".into(), json!(ttl_ms));
-        match park(&ctx, on, None).await? {
+        match Box::pin(park(&ctx, on, None)).await? {
             Waited::Released { payload, .. } => Ok(payload),
             Waited::TimedOut => Err(PfError::new(
                 ErrorCode::Timeout,
@@ -166,7 +182,7 @@ pub(super) fn free() -> Handler {
         };
         let owner = ActorRef::new(RESOURCE_TYPE, lease.resource)?;
         let message = json!({"type": "free", "lease": lease.number, "epoch": lease.epoch});
-        let answer = ask(&ctx, &owner, Op::Send, message, None).await?;
+        let answer = to_owner(&ctx, &owner, message).await?;
         hand_over_later(&ctx.reactor, owner, grants_of(&answer));
         Ok(json!({"freed": answer["freed"] == json!(true)}))
     })
@@ -231,8 +247,10 @@ async fn hand_over(reactor: &Reactor, owner: &ActorRef, mut grants: VecDeque<Val
 
 // --- pf.lock ---
 
-/// The `pf.lock` type. State: `{fence, holder?: {token, expires_at},
-/// queue?: [{waiter, turn, expires_at, lock_ttl_ms}]}`. Messages:
+/// The `pf.lock` type. State: `{fence, held_until?, queue?: [{waiter,
+/// turn, expires_at, lock_ttl_ms}]}`: the holder is always the last token
+/// given (`fence`), until `held_until` (Unix ms); `{fence}` alone is a free
+/// lock. Messages:
 /// `acquire` (try once), `wait` (a waiter queues, or takes a free lock at
 /// once), `unlock`, `expire` (its alarm went off).
 pub(super) fn lock_type() -> ActorType {
@@ -267,9 +285,15 @@ fn own_shape(state: &mut Value) {
 
 /// The holder's `(token, expires_at)`, unless its hold is over.
 fn live_holder(state: &Value, now: u64) -> Option<(u64, u64)> {
-    let holder = state.get("holder")?;
-    let (token, expires_at) = (holder["token"].as_u64()?, holder["expires_at"].as_u64()?);
-    (expires_at > now).then_some((token, expires_at))
+    let expires_at = state.get("held_until")?.as_u64()?;
+    (expires_at > now).then(|| (state["fence"].as_u64().unwrap_or(0), expires_at))
+}
+
+/// Ends the hold (the fence stays).
+fn end_hold(state: &mut Value) {
+    if let Some(map) = state.as_object_mut() {
+        map.remove("held_until");
+    }
 }
 
 /// Makes a new holder for `ttl_ms`, under the next token ->
@@ -278,7 +302,7 @@ fn take_lock(state: &mut Value, ttl_ms: u64, now: u64) -> Value {
     let token = state["fence"].as_u64().unwrap_or(0) + 1;
     let expires_at = now + ttl_ms;
     state["fence"] = json!(token);
-    state["holder"] = json!({"token": token, "expires_at": expires_at});
+    state["held_until"] = json!(expires_at);
     json!({"acquired": true, "token": token, "expires_at": expires_at})
 }
 
@@ -333,16 +357,14 @@ fn queued_entry(message: &Value, now: u64) -> Value {
 
 fn lock_unlock(state: &mut Value, message: &Value, now: u64, name: &str) -> Result<Value, PfError> {
     let token = message["token"].as_u64().unwrap_or(0);
-    let holder = state.get("holder").map(|h| (h["token"].as_u64(), h["expires_at"].as_u64().unwrap_or(0)));
-    let released = match holder {
-        Some((Some(held), expires_at)) if held == token => {
-            if let Some(map) = state.as_object_mut() {
-                map.remove("holder");
-            }
+    let fence = state["fence"].as_u64().unwrap_or(0);
+    let held_until = state.get("held_until").and_then(Value::as_u64);
+    let released = match held_until {
+        Some(expires_at) if token == fence => {
+            end_hold(state);
             expires_at > now
         }
         _ => {
-            let fence = state["fence"].as_u64().unwrap_or(0);
             if token > fence {
                 return Err(PfError::new(
                     ErrorCode::DuplicateId,

@@ -341,7 +341,7 @@ async fn a_full_queue_is_pf429() {
     let entry = json!({"waiter": "w", "turn": "t", "expires_at": u64::MAX, "lock_ttl_ms": 1});
     let state = json!({
         "fence": 1,
-        "holder": {"token": 1, "expires_at": u64::MAX},
+        "held_until": u64::MAX,
         "queue": vec![entry; 10_000],
     });
     r.actors().create(LOCK_TYPE, Some("full"), state).await.unwrap();
