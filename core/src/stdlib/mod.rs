@@ -20,7 +20,7 @@ mod cf;
 mod co;
 mod df;
 mod ed;
-mod rm;
+pub(crate) mod rm;
 mod step;
 mod waiter;
 

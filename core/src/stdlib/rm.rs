@@ -26,6 +26,10 @@
 //! no longer counts at the owner's next turn, and an owner with calls
 //! queued arms an alarm on its node for when the hold in their way
 //! expires, whose `expire` turn hands the lock or the units on.
+//!
+//! A hold also ends when the connection of its holder closes: the node
+//! the holder's packet entered through notes what was granted over that
+//! connection and gives it back then ([`Asked`], [`Hold`], `net::holds`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{LazyLock, Weak};
@@ -654,4 +658,86 @@ async fn ring(reactor: Weak<ReactorInner>, key: AlarmKey, at: u64, token: Cancel
     let Ok(owner) = ActorRef::new(key.1, &key.2) else { return };
     let Ok(answer) = reactor.actors().send(&owner, json!({"type": "expire"})).await else { return };
     hand_over(&reactor, &owner, grants_of(&answer)).await;
+}
+
+// --- holds a connection gives back ---
+
+/// What a submit of `rm:lock`, `rm:alloc` or `rm:free` asks, read by the
+/// node it entered through so that it can give back, when the submitter's
+/// connection closes, what was granted to it (`net::holds`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Asked {
+    /// `rm:lock` `{name, ...}`: a lock.
+    Lock { name: String },
+    /// `rm:lock` `{unlock, token}`: its holder gives it back.
+    Unlock { name: String, token: u64 },
+    /// `rm:alloc`: a lease.
+    Alloc,
+    /// `rm:free` `{lease_id}`: its holder gives it back.
+    Free { lease_id: String },
+}
+
+impl Asked {
+    /// What `data`, a submit of `rm:<element>`, asks; `None` for anything
+    /// else (another element, or input the element refuses).
+    pub(crate) fn read(element: &str, data: &Value) -> Option<Asked> {
+        let text = |field: &str| data.get(field).and_then(Value::as_str).map(str::to_owned);
+        match element {
+            "lock" => match text("unlock") {
+                Some(name) => Some(Asked::Unlock { name, token: data.get("token")?.as_u64()? }),
+                None => Some(Asked::Lock { name: text("name")? }),
+            },
+            "alloc" => Some(Asked::Alloc),
+            "free" => Some(Asked::Free { lease_id: text("lease_id")? }),
+            _ => None,
+        }
+    }
+
+    /// The hold `answer`, this submit's successful answer, grants.
+    pub(crate) fn granted(self, answer: &Value) -> Option<(Hold, u64)> {
+        let expires_at = answer.get("expires_at").and_then(Value::as_u64)?;
+        match self {
+            Asked::Lock { name } if answer["acquired"] == json!(true) => {
+                Some((Hold::Lock { name, token: answer.get("token")?.as_u64()? }, expires_at))
+            }
+            Asked::Alloc => {
+                let lease_id = answer.get("lease_id")?.as_str()?;
+                Some((Hold::Lease { lease_id: lease_id.to_owned() }, expires_at))
+            }
+            _ => None,
+        }
+    }
+
+    /// The hold this submit gives back, if it does.
+    pub(crate) fn gives_back(&self) -> Option<Hold> {
+        match self {
+            Asked::Unlock { name, token } => Some(Hold::Lock { name: name.clone(), token: *token }),
+            Asked::Free { lease_id } => Some(Hold::Lease { lease_id: lease_id.clone() }),
+            _ => None,
+        }
+    }
+}
+
+/// A lock or a lease granted to a submitter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Hold {
+    /// Lock `name` under `token`.
+    Lock { name: String, token: u64 },
+    /// A lease of `rm:alloc`.
+    Lease { lease_id: String },
+}
+
+impl Hold {
+    /// The packet that gives it back: `rm:lock` `{unlock, token}` or
+    /// `rm:free` `{lease_id}`. Either is harmless once the hold ended (a
+    /// token that no longer holds its lock unlocks nothing).
+    pub(crate) fn give_back(&self) -> crate::packet::Packet {
+        use crate::packet::{Element, Group, Packet};
+        let (element, data) = match self {
+            Hold::Lock { name, token } => ("lock", json!({"unlock": name, "token": token})),
+            Hold::Lease { lease_id } => ("free", json!({"lease_id": lease_id})),
+        };
+        let element = Element::new(element).expect("rm element names are valid");
+        Packet::new(Group::ResourceMgmt, element, data)
+    }
 }
