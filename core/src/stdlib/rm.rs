@@ -53,6 +53,10 @@ pub(crate) const RESOURCE_TYPE: &str = "pf.resource";
 
 /// Longest hold (`ttl_ms`) and longest `wait_ms`: a day.
 const MAX_TTL_MS: u64 = 86_400_000;
+/// The floor of a lock's next token: this many per ms of the owner's
+/// clock (the tokens stay below 2^53, exact in every binding, until the
+/// year 2255).
+const TOKENS_PER_MS: u64 = 1_000;
 /// Largest capacity of a resource, and largest amount of one lease.
 const MAX_CAPACITY: u64 = 1_000_000_000;
 /// Most calls queued for one name, and most leases out on one resource:
@@ -302,8 +306,15 @@ fn end_hold(state: &mut Value) {
 
 /// Makes a new holder for `ttl_ms`, under the next token ->
 /// `{acquired: true, token, expires_at}`.
+///
+/// The next token is one more than the last, and at least the owner's
+/// clock in ms times [`TOKENS_PER_MS`]: an owner that starts without the
+/// lock's state (its owner moved to a node with a store of its own, or a
+/// memory store restarted) still gives tokens above those given before,
+/// unless the clocks went back or more than 1,000 locks a ms were taken.
 fn take_lock(state: &mut Value, ttl_ms: u64, now: u64) -> Value {
-    let token = state["fence"].as_u64().unwrap_or(0) + 1;
+    let next = state["fence"].as_u64().unwrap_or(0) + 1;
+    let token = next.max(now.saturating_mul(TOKENS_PER_MS));
     let expires_at = now + ttl_ms;
     state["fence"] = json!(token);
     state["held_until"] = json!(expires_at);

@@ -201,9 +201,13 @@ async fn a_lock_goes_to_one_caller_at_a_time_under_ever_larger_tokens() {
     // Held: a second caller that tries once does not get it.
     let second = ok(&r, "rm:lock", json!({"name": "db", "ttl_ms": 60_000})).await;
     assert_eq!(second, json!({"acquired": false, "token": null, "expires_at": null}));
+    // Tokens start at the owner's clock in ms times 1,000: above those of
+    // a lock whose state was lost.
+    let floor = super::waiter::now_ms() * 1000;
+    assert!(t1 <= floor && t1 > floor - 60_000_000, "token {t1}, clock {floor}");
     // Another name is another lock.
     let other = ok(&r, "rm:lock", json!({"name": "cache", "ttl_ms": 1000})).await;
-    assert_eq!(token(&other), 1);
+    assert!(token(&other) >= t1);
     assert_eq!(ok(&r, "rm:lock", json!({"unlock": "db", "token": t1})).await, json!({"released": true}));
     let mut last = t1;
     for _ in 0..3 {
@@ -214,6 +218,11 @@ async fn a_lock_goes_to_one_caller_at_a_time_under_ever_larger_tokens() {
     }
     // The fence stays with the free lock: tokens are never handed out twice.
     assert_eq!(owner_state(&r, LOCK_TYPE, "db"), json!({"fence": last}));
+    // A lock whose state is lost (here: deleted) starts again above the
+    // tokens it gave, from the owner's clock, once a ms has passed.
+    r.actors().stop(&crate::actor::ActorRef::new(LOCK_TYPE, "db").unwrap()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    assert!(token(&ok(&r, "rm:lock", json!({"name": "db", "ttl_ms": 10})).await) > last);
 }
 
 #[tokio::test]
@@ -257,12 +266,13 @@ async fn a_hold_ends_at_its_ttl_without_anyone_calling() {
     let started = Instant::now();
     let waiting = spawn_call(&r, "rm:lock", json!({"name": "db", "ttl_ms": 60_000, "wait_ms": 20_000}));
     let got = joined(waiting).await.outcome.unwrap();
-    assert_eq!(token(&got), t1 + 1);
+    let t2 = token(&got);
+    assert!(t2 > t1, "{t2} after {t1}");
     assert!(started.elapsed() < Duration::from_secs(5), "handed over after {:?}", started.elapsed());
     // The expired holder's unlock comes too late: another holds it.
     let late = run(&r, "rm:lock", json!({"unlock": "db", "token": t1})).await;
     assert_eq!(failure(&late).0, "PF409");
-    ok(&r, "rm:lock", json!({"unlock": "db", "token": t1 + 1})).await;
+    ok(&r, "rm:lock", json!({"unlock": "db", "token": t2})).await;
 
     // With nobody waiting, an expired hold simply no longer counts, and
     // its unlock is a no-op.
@@ -270,8 +280,9 @@ async fn a_hold_ends_at_its_ttl_without_anyone_calling() {
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(ok(&r, "rm:lock", json!({"unlock": "db", "token": t3})).await, json!({"released": false}));
     let t4 = token(&ok(&r, "rm:lock", json!({"name": "db", "ttl_ms": 1})).await);
+    assert!(t4 > t3);
     tokio::time::sleep(Duration::from_millis(5)).await;
-    assert_eq!(token(&ok(&r, "rm:lock", json!({"name": "db", "ttl_ms": 1000})).await), t4 + 1);
+    assert!(token(&ok(&r, "rm:lock", json!({"name": "db", "ttl_ms": 1000})).await) > t4);
 }
 
 #[tokio::test]
@@ -285,12 +296,17 @@ async fn waiting_callers_get_the_lock_in_the_order_they_came() {
     }
     // A caller trying once does not jump the queue.
     assert_eq!(ok(&r, "rm:lock", json!({"name": "q", "ttl_ms": 10})).await["acquired"], json!(false));
+    // Each caller, in turn, gets the next token: the first to come, first.
     let mut holder = t1;
     for (n, call) in waiting.into_iter().enumerate() {
         ok(&r, "rm:lock", json!({"unlock": "q", "token": holder})).await;
         let got = joined(call).await.outcome.unwrap();
-        holder = token(&got);
-        assert_eq!(holder, t1 + 1 + n as u64, "caller {n} got {got}");
+        let next = token(&got);
+        assert!(next > holder, "caller {n} got {got} after {holder}");
+        holder = next;
+        // The ones after it still wait.
+        let state = owner_state(&r, LOCK_TYPE, "q");
+        assert_eq!(state["queue"].as_array().map_or(0, Vec::len), 2 - n, "{state}");
     }
     ok(&r, "rm:lock", json!({"unlock": "q", "token": holder})).await;
     assert_eq!(owner_state(&r, LOCK_TYPE, "q"), json!({"fence": holder}));
@@ -330,9 +346,13 @@ async fn a_grant_its_waiter_cannot_take_goes_to_the_next() {
     first.abort();
     let _ = first.await;
     ok(&r, "rm:lock", json!({"unlock": "g", "token": t1})).await;
-    // The first one's grant (t1 + 1) came back; the second got the next.
+    // The first one's grant came back; the second got the next token.
     let got = joined(second).await.outcome.unwrap();
-    assert_eq!(token(&got), t1 + 2, "{got}");
+    let t3 = token(&got);
+    assert!(t3 > t1 + 1, "{got}");
+    // The given-back grant is not the holder's: unlocking under it is PF409.
+    assert_eq!(failure(&run(&r, "rm:lock", json!({"unlock": "g", "token": t3 - 1})).await).0, "PF409");
+    assert_eq!(ok(&r, "rm:lock", json!({"unlock": "g", "token": t3})).await, json!({"released": true}));
 }
 
 #[tokio::test]
@@ -366,16 +386,17 @@ async fn the_fence_survives_a_restart_on_a_durable_store() {
             ok(&r, "rm:lock", json!({"unlock": "db", "token": last})).await;
         }
         // Held when the node stops: still held after it comes back.
-        assert_eq!(token(&ok(&r, "rm:lock", json!({"name": "db", "ttl_ms": 60_000})).await), last + 1);
+        let held = token(&ok(&r, "rm:lock", json!({"name": "db", "ttl_ms": 60_000})).await);
+        assert!(held > last);
         r.stop();
-        last + 1
+        held
     };
     let r = Reactor::default();
     r.actors().set_store(Arc::new(reopen(&path).await)).unwrap();
     r.enable_stdlib(&StdlibPatterns::parse("rm:lock").unwrap());
     assert_eq!(ok(&r, "rm:lock", json!({"name": "db", "ttl_ms": 10})).await["acquired"], json!(false));
     assert_eq!(ok(&r, "rm:lock", json!({"unlock": "db", "token": last})).await, json!({"released": true}));
-    assert_eq!(token(&ok(&r, "rm:lock", json!({"name": "db", "ttl_ms": 10})).await), last + 1);
+    assert!(token(&ok(&r, "rm:lock", json!({"name": "db", "ttl_ms": 10})).await) > last);
 }
 
 /// Opens the store at `path` once the reactor that had it let it go.
