@@ -6,10 +6,12 @@
 //! mesh (by placement), kept with the node's actor store:
 //!
 //! - `pf.lock`, one per lock name: the last fencing token handed out
-//!   (`fence`), the holder (its token and when it expires) and the calls
-//!   waiting for it, first come first served. It stays while the store
-//!   keeps it, free or not: its fence is what keeps a token from ever being
-//!   handed out twice, across a restart on a durable store too.
+//!   (`fence`, which is the holder's while the lock is held), when the
+//!   hold ends, and the calls waiting for it, first come first served. It
+//!   stays while the store keeps it, free or not: its fence is what keeps
+//!   a token from ever being handed out twice, across a restart on a
+//!   durable store too. (A token is also at least the owner's clock in ms
+//!   times 1,000, for an owner that starts without the state.)
 //! - `pf.resource`, one per resource name: its capacity, its leases, the
 //!   calls waiting for units, and the lease counter (kept for the same
 //!   reason).
