@@ -5,9 +5,12 @@
 //!    submit and against three awaited submits (target: the seq at most 3x
 //!    one submit);
 //! 2. `co:gather` of 100 trivial calls against 100 concurrent submits from
-//!    the caller (target: at most 1.5x).
+//!    the caller (target: at most 1.5x);
+//! 3. `rm:lock` acquire + unlock of one free lock, against the two actor
+//!    messages they make sent by hand and two submits of a trivial async
+//!    handler (target: at least 200,000 pairs per second).
 //!
-//! `cargo bench -p packetflow --bench stdlib -- [--n N] [--reps R] [--only seq|gather]`
+//! `cargo bench -p packetflow --bench stdlib -- [--n N] [--reps R] [--only seq|gather|lock]`
 
 use std::hint::black_box;
 
@@ -76,6 +79,9 @@ fn main() {
         );
         println!("cf:seq / one submit: {:.2}x (target <= 3x)\n", seq / one);
     }
+    if wanted("lock") {
+        lock_pairs(&rt, &a);
+    }
     if !wanted("gather") {
         return;
     }
@@ -106,4 +112,66 @@ fn main() {
         }),
     );
     println!("co:gather / 100 submits: {:.2}x (target <= 1.5x)", gather / by_hand);
+}
+
+/// Section 3: `rm:lock` acquire + unlock, uncontended, one pair at a time.
+fn lock_pairs(rt: &tokio::runtime::Runtime, a: &common::Args) {
+    println!("## 3. rm:lock acquire + unlock of a free lock, one pair at a time");
+    let r = Reactor::default();
+    r.enable_stdlib(&StdlibPatterns::parse("rm:lock").unwrap());
+    r.register("df", "echo", |d, _| async move { Ok(d) }).unwrap();
+    r.actors()
+        .register_fn("bench.lock", |_, m, state, _| {
+            // What pf.lock's two turns do, without the checks.
+            if m["type"] == "acquire" {
+                let token = state["fence"].as_u64().unwrap_or(0) + 1;
+                *state = json!({"fence": token, "holder": {"token": token, "expires_at": 1}});
+                Ok(packetflow::actor::Reply::Value(json!({"acquired": true, "token": token})))
+            } else {
+                *state = json!({"fence": state["fence"]});
+                Ok(packetflow::actor::Reply::Value(json!({"released": true})))
+            }
+        })
+        .unwrap();
+    let by_hand_actor = packetflow::actor::ActorRef::new("bench.lock", "db").unwrap();
+    rt.block_on(r.actors().create("bench.lock", Some("db"), json!({}))).unwrap();
+    let submits = report(
+        "two submits of an async df:echo, per pair",
+        measure(a.n, a.reps, |n| {
+            rt.block_on(async {
+                for i in 0..n {
+                    black_box(r.submit(packet("df", "echo", json!(i))).await);
+                    black_box(r.submit(packet("df", "echo", json!(i))).await);
+                }
+            })
+        }),
+    );
+    let sends = report(
+        "two actor messages by hand (Actors::send), per pair",
+        measure(a.n, a.reps, |n| {
+            rt.block_on(async {
+                for _ in 0..n {
+                    let actors = r.actors();
+                    black_box(actors.send(&by_hand_actor, json!({"type": "acquire"})).await.unwrap());
+                    black_box(actors.send(&by_hand_actor, json!({"type": "unlock"})).await.unwrap());
+                }
+            })
+        }),
+    );
+    let pair = report(
+        "rm:lock acquire + rm:lock unlock, per pair",
+        measure(a.n, a.reps, |n| {
+            rt.block_on(async {
+                for _ in 0..n {
+                    let got = r.call(packet("rm", "lock", json!({"name": "db", "ttl_ms": 30_000}))).await;
+                    let token = got.unwrap()["token"].clone();
+                    let unlock = json!({"unlock": "db", "token": token});
+                    black_box(r.call(packet("rm", "lock", unlock)).await.unwrap());
+                }
+            })
+        }),
+    );
+    println!("rm:lock pair / two async submits: {:.2}x", pair / submits);
+    println!("rm:lock pair / two actor messages by hand: {:.2}x", pair / sends);
+    println!("rm:lock pairs per second: {:.0} (target >= 200000)\n", 1e9 / pair);
 }

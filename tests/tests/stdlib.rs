@@ -1,9 +1,11 @@
 //! The stateful and collective standard elements across nodes:
 //! `co:broadcast` calls every node serving a key, a barrier's parties sit
 //! on different nodes, a gate on one node opens to a signal fired on
-//! another (through a hub), a timer survives the restart of its mesh.
+//! another (through a hub), a timer survives the restart of its mesh, a
+//! lock has one holder at a time across three nodes, a lease and a lock
+//! end with their holder's connection, a lock's fence survives a restart.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use packetflow::actor::{ActorStore, FileStore};
@@ -218,6 +220,147 @@ async fn a_timer_fires_once_after_its_mesh_restarts_on_a_durable_store() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(ticks.load(Ordering::SeqCst), 1);
     for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_has_one_holder_at_a_time_across_three_nodes_under_growing_tokens() {
+    let nodes = mesh("rm:lock", &["pf.waiter", "pf.lock"]).await;
+    let held = Arc::new(AtomicBool::new(false));
+    // Pushed by each holder while it holds the lock: the order of the
+    // holds.
+    let tokens = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut contenders = Vec::new();
+    for n in &nodes {
+        for _ in 0..2 {
+            let (reactor, held, tokens) = (n.reactor().clone(), held.clone(), tokens.clone());
+            contenders.push(tokio::spawn(async move {
+                for _ in 0..8 {
+                    let data = json!({"name": "shared", "ttl_ms": 30_000, "wait_ms": 8_000});
+                    let got = reactor.call(Packet::build("rm", "lock", data).unwrap()).await.unwrap();
+                    assert_eq!(got["acquired"], json!(true), "{got}");
+                    assert!(!held.swap(true, Ordering::SeqCst), "two holders at once");
+                    tokens.lock().unwrap().push(got["token"].as_u64().unwrap());
+                    // Hold it across a few turns of the runtime.
+                    for _ in 0..3 {
+                        tokio::task::yield_now().await;
+                    }
+                    held.store(false, Ordering::SeqCst);
+                    let unlock = json!({"unlock": "shared", "token": got["token"]});
+                    let released = reactor.call(Packet::build("rm", "lock", unlock).unwrap()).await;
+                    assert_eq!(released, Ok(json!({"released": true})));
+                }
+            }));
+        }
+    }
+    for contender in contenders {
+        tokio::time::timeout(WAIT * 3, contender).await.unwrap().unwrap();
+    }
+    let tokens = tokens.lock().unwrap().clone();
+    assert_eq!(tokens.len(), 48);
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "tokens out of order: {tokens:?}");
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_and_a_lock_end_when_their_holders_connection_drops() {
+    let (server, addr) = node("server", NodeConfig::default()).await;
+    server.reactor().enable_stdlib(&StdlibPatterns::parse("rm:*").unwrap());
+    let (holder, _) = node("holder", NodeConfig::default()).await;
+    holder.connect(&url(addr)).await.unwrap();
+    let (other, _) = node("other", NodeConfig::default()).await;
+    other.connect(&url(addr)).await.unwrap();
+
+    let lease = json!({"resource": "gpu", "capacity": 1, "ttl_ms": 600_000});
+    let lease = call(&holder, "rm:alloc", lease).await.unwrap();
+    assert!(lease["lease_id"].is_string(), "{lease}");
+    let lock = call(&holder, "rm:lock", json!({"name": "db", "ttl_ms": 600_000})).await.unwrap();
+    assert_eq!(lock["acquired"], json!(true), "{lock}");
+    // Held: the other node gets neither.
+    let mut short = Packet::build("rm", "alloc", json!({"resource": "gpu", "ttl_ms": 1000})).unwrap();
+    short.timeout_ms = Some(200);
+    let refused = other.reactor().submit(short).await;
+    assert_eq!(refused.err().map(|e| e.code.as_str()), Some("PF408"), "{refused:?}");
+    let tried = call(&other, "rm:lock", json!({"name": "db", "ttl_ms": 1000})).await.unwrap();
+    assert_eq!(tried["acquired"], json!(false));
+
+    // The holder goes: its connection to the server closes, and the server
+    // gives back what was granted over it, long before the TTLs.
+    let waiting_lease = {
+        let reactor = other.reactor().clone();
+        let data = json!({"resource": "gpu", "ttl_ms": 1000});
+        tokio::spawn(async move { reactor.call(Packet::build("rm", "alloc", data).unwrap()).await })
+    };
+    let waiting_lock = {
+        let reactor = other.reactor().clone();
+        let data = json!({"name": "db", "ttl_ms": 1000, "wait_ms": 20_000});
+        tokio::spawn(async move { reactor.call(Packet::build("rm", "lock", data).unwrap()).await })
+    };
+    holder.stop().await;
+    let got = tokio::time::timeout(WAIT, waiting_lease).await.unwrap().unwrap().unwrap();
+    assert!(got["lease_id"].is_string() && got["lease_id"] != lease["lease_id"], "{got}");
+    let got = tokio::time::timeout(WAIT, waiting_lock).await.unwrap().unwrap().unwrap();
+    assert_eq!(got["acquired"], json!(true), "{got}");
+    assert!(got["token"].as_u64() > lock["token"].as_u64(), "{got} after {lock}");
+    for n in [server, other] {
+        n.stop().await;
+    }
+}
+
+/// A node on `store` hosting `rm:lock`, and a client node dialed into it.
+async fn lock_server(store: Arc<dyn ActorStore>) -> (Node, Node) {
+    let reactor = Reactor::new(ReactorConfig { name: "server".into(), ..ReactorConfig::default() });
+    reactor.actors().set_store(store).unwrap();
+    reactor.enable_stdlib(&StdlibPatterns::parse("rm:lock").unwrap());
+    let (server, addr) = node_with(reactor, NodeConfig::default()).await;
+    let (client, _) = node("client", NodeConfig::default()).await;
+    client.connect(&url(addr)).await.unwrap();
+    (server, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locks_fence_survives_a_restart_on_a_durable_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("actors.redb");
+    let last = {
+        let (server, client) = lock_server(Arc::new(FileStore::open(&path).unwrap())).await;
+        let mut last = 0;
+        for _ in 0..3 {
+            let got = call(&client, "rm:lock", json!({"name": "db", "ttl_ms": 60_000})).await.unwrap();
+            let token = got["token"].as_u64().unwrap();
+            assert!(token > last, "{got} after {last}");
+            last = token;
+            let unlock = json!({"unlock": "db", "token": token});
+            assert_eq!(call(&client, "rm:lock", unlock).await, Ok(json!({"released": true})));
+        }
+        client.stop().await;
+        server.stop().await;
+        last
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let store: Arc<dyn ActorStore> = loop {
+        match FileStore::open(&path) {
+            Ok(store) => break Arc::new(store),
+            Err(e) => assert!(tokio::time::Instant::now() < deadline, "{}", e.message),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    let (server, client) = lock_server(store).await;
+    // The fence came back: the last token is known as given (and ended),
+    // not taken for one never given (PF409), as by a lock with no state.
+    let again = call(&client, "rm:lock", json!({"unlock": "db", "token": last})).await;
+    assert_eq!(again, Ok(json!({"released": false})));
+    let got = call(&client, "rm:lock", json!({"name": "db", "ttl_ms": 60_000})).await.unwrap();
+    let token = got["token"].as_u64().unwrap();
+    assert!(token > last, "{got} after {last}");
+    let stale = call(&client, "rm:lock", json!({"unlock": "db", "token": last})).await;
+    assert_eq!(stale.err().map(|e| e.code), Some("PF409".to_owned()));
+    let never = call(&client, "rm:lock", json!({"unlock": "db", "token": token + 1})).await;
+    assert_eq!(never.err().map(|e| e.code), Some("PF409".to_owned()));
+    for n in [client, server] {
         n.stop().await;
     }
 }

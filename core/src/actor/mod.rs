@@ -125,12 +125,29 @@ impl Actors {
     /// The direct way answers a create with `null`: its caller has the
     /// address.
     async fn ask(&self, actor: &ActorRef, op: Op, data: Value) -> Result<Value, PfError> {
+        self.ask_until(actor, op, data, None).await
+    }
+
+    /// [`ask`](Self::ask), answered by `deadline` (PF408) when given, else
+    /// within the default timeout.
+    pub(crate) async fn ask_until(
+        &self,
+        actor: &ActorRef,
+        op: Op,
+        data: Value,
+        deadline: Option<Instant>,
+    ) -> Result<Value, PfError> {
         let direct =
             if self.reactor.has_forwarder() { None } else { self.reactor.actor_host(actor.actor_type()) };
         let Some(host) = direct else {
+            let mut packet = actor.packet(op, data);
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now()).as_millis() as u64;
+                packet = packet.with_timeout_ms(left.clamp(1, crate::packet::MAX_TIMEOUT_MS));
+            }
             // Boxed, as every wait below: what is answered at once keeps a
             // small future.
-            return Box::pin(self.reactor.submit(actor.packet(op, data))).await.outcome;
+            return Box::pin(self.reactor.submit(packet)).await.outcome;
         };
         if self.reactor.is_stopped() {
             return Err(PfError::new(ErrorCode::Unavailable, "the reactor is stopped"));
@@ -138,7 +155,8 @@ impl Actors {
         host.check_data(op, &data)?;
         self.reactor.sweep_actors();
         let start = Instant::now();
-        let deadline = start + std::time::Duration::from_millis(crate::packet::DEFAULT_TIMEOUT_MS);
+        let deadline = deadline
+            .unwrap_or_else(|| start + std::time::Duration::from_millis(crate::packet::DEFAULT_TIMEOUT_MS));
         let message = cell::Message {
             // Its id is made only if its turn reads it (and then marked in
             // flight, so that the turn may call out): see `turn_id`.

@@ -411,6 +411,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.ws.close();
         self.let_go();
         let (node, peer) = (&self.node, &self.peer);
+        // What the peer held ends with its connection.
+        node.holds.closed(peer.id, &node.reactor);
         if peer.is_direct_link() {
             // Out of use before its packets are answered PF503: one sent
             // again at once goes through the hub.
@@ -689,6 +691,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Answers the peer's submit `seq`, recorded for the dashboard: an
     /// answer hop (within the hop budget) and, when it failed, the failure.
     fn answer(&mut self, seq: u64, key: &Key, served_by: ServedBy, result: PacketResult) {
+        self.node.holds.note_answer(self.peer.id, seq, key, &result);
         let recorder = &self.node.dashboard.recorder;
         recorder.answered(key, &result.packet_id, &result.outcome, result.duration_ms, served_by);
         if let Err(e) = &result.outcome {
@@ -970,6 +973,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     let result = PacketResult::error(packet.id, ErrorCode::Overloaded, message, 0);
                     self.answer(seq, &key, ServedBy::ThisNode, result);
                     return;
+                }
+                if !self.peer.is_direct_link() {
+                    // A lock or lease granted to it ends with this connection.
+                    self.node.holds.note_submit(self.peer.id, seq, &packet);
                 }
                 let deadline = now + Duration::from_millis(packet.timeout_ms());
                 let origin = Origin(self.peer.id);

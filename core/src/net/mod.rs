@@ -24,7 +24,8 @@
 //! while idle) with `mailbox`es for what other tasks send it; `peers` is
 //! the peer table and the routing decision; `forward` sends packets to
 //! peers; `direct` sends busy routes' packets around a hub, straight to the
-//! node that serves them; `dashboard` serves the page on `/ui/` and records what it shows;
+//! node that serves them; `holds` gives back the locks and leases of a
+//! peer whose connection closed; `dashboard` serves the page on `/ui/` and records what it shows;
 //! `socket` is the TCP socket under a connection (on the runtime, or driven
 //! by the host's event loop); `auth`, `tls`, `http`, `metrics` and
 //! `busy_poll` are what their names say.
@@ -75,6 +76,7 @@ mod dashboard;
 mod dialer;
 mod direct;
 mod forward;
+mod holds;
 mod http;
 mod link;
 mod listener;

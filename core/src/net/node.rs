@@ -65,6 +65,8 @@ pub(crate) struct NodeInner {
     actor_host_view: Mutex<HashMap<String, Vec<String>>>,
     /// Direct links and what this node knows to make them (see `direct`).
     pub(crate) direct: DirectPaths,
+    /// The locks and leases granted to each connection's peer (see `holds`).
+    pub(crate) holds: super::holds::NodeHolds,
 }
 
 /// A reactor on the network: listens, dials, routes. Cheap to clone.
@@ -110,6 +112,7 @@ impl Node {
             dashboard: dashboard::Dashboard::default(),
             actor_host_view: Mutex::new(HashMap::new()),
             direct,
+            holds: Default::default(),
         });
         inner.direct.attach(Arc::downgrade(&inner));
         reactor.set_forwarder(Box::new(Router { node: Arc::downgrade(&inner) }));

@@ -20,6 +20,7 @@ mod cf;
 mod co;
 mod df;
 mod ed;
+pub(crate) mod rm;
 mod step;
 mod waiter;
 
@@ -55,6 +56,9 @@ const STANDARD: &[Standard] = &[
     Standard { group: Group::Collective, element: "gather", handler: co::gather },
     Standard { group: Group::Collective, element: "vote", handler: co::vote },
     Standard { group: Group::Collective, element: "sync", handler: co::sync },
+    Standard { group: Group::ResourceMgmt, element: "lock", handler: rm::lock },
+    Standard { group: Group::ResourceMgmt, element: "alloc", handler: rm::alloc },
+    Standard { group: Group::ResourceMgmt, element: "free", handler: rm::free },
 ];
 
 /// An element (`group`, `element`) and an actor type it uses (its name,
@@ -73,6 +77,11 @@ const ACTOR_TYPES: &[UsedType] = &[
     (Group::EventDriven, "timer", ed::TIMER_TYPE, ed::timer_type),
     (Group::Collective, "sync", waiter::WAITER_TYPE, waiter::waiter_type),
     (Group::Collective, "sync", co::BARRIER_TYPE, co::barrier_type),
+    (Group::ResourceMgmt, "lock", waiter::WAITER_TYPE, waiter::waiter_type),
+    (Group::ResourceMgmt, "lock", rm::LOCK_TYPE, rm::lock_type),
+    (Group::ResourceMgmt, "alloc", waiter::WAITER_TYPE, waiter::waiter_type),
+    (Group::ResourceMgmt, "alloc", rm::RESOURCE_TYPE, rm::resource_type),
+    (Group::ResourceMgmt, "free", rm::RESOURCE_TYPE, rm::resource_type),
 ];
 
 /// The `group:element` keys of every standard element this build offers.
@@ -145,9 +154,10 @@ impl Reactor {
     /// hosted; calling it again adds to them.
     ///
     /// The stateful elements (`cf:gate`, `ed:signal`, `ed:react`,
-    /// `ed:timer`, `co:sync`) register the actor types they keep their
-    /// state in (`pf.waiter`, `pf.signal`, `pf.react`, `pf.timer`,
-    /// `pf.barrier`) unless registered already: set the actor store
+    /// `ed:timer`, `co:sync`, `rm:lock`, `rm:alloc`, `rm:free`) register
+    /// the actor types they keep their state in (`pf.waiter`, `pf.signal`,
+    /// `pf.react`, `pf.timer`, `pf.barrier`, `pf.lock`, `pf.resource`)
+    /// unless registered already: set the actor store
     /// ([`Actors::set_store`](crate::actor::Actors::set_store)) before, as
     /// for any actor type. Enabling `ed:timer` inside a Tokio runtime
     /// re-arms the timers the store holds (a durable store's survive a
@@ -176,3 +186,5 @@ impl Reactor {
 mod tests;
 #[cfg(test)]
 mod tests_ed;
+#[cfg(test)]
+mod tests_rm;

@@ -1,9 +1,10 @@
 //! Waiting without holding a mailbox, on one node or across a mesh:
 //! `cf:gate` waits for a signal, `co:sync` for the other parties of a
-//! barrier.
+//! barrier, `rm:lock` for a lock and `rm:alloc` for units of a resource.
 //!
-//! The state (who waits on a signal, who arrived at a barrier) is in the
-//! actor that owns the name (`pf.signal`, `pf.barrier`), on one node by
+//! The state (who waits on a signal, who arrived at a barrier, who queues
+//! for a lock or a resource) is in the actor that owns the name
+//! (`pf.signal`, `pf.barrier`, `pf.lock`, `pf.resource`), on one node by
 //! placement. Its turns only record and hand out waiters; none of them
 //! waits. The waiting is done by a *waiter*: a short-lived actor of type
 //! `pf.waiter` (a fresh id per waiting call, placed like any actor) whose
@@ -13,8 +14,8 @@
 //! answer is the notification, and it travels back to the caller whatever
 //! the path (a hub, a direct link).
 //!
-//! Whoever fires the signal (or completes the barrier) gets the waiters
-//! from the owner's turn and sends each a `release` naming the waiting
+//! Whoever fires the signal (or completes the barrier, or frees the lock)
+//! gets the waiters from the owner's turn and sends each a `release` naming the waiting
 //! turn in `pf.turns`. That makes the release *reentrant*
 //! (docs/protocol.md, "Actors", Turns): it runs at once beside the turn it
 //! ends, on whichever node owns the waiter, instead of queueing behind it.
@@ -33,7 +34,7 @@ use tokio::time::{Duration, Instant};
 
 use crate::actor::{ActorContext, ActorRef, ActorType, Op, Reply, TurnInput, TurnOutput, META_TURNS};
 use crate::error::{ErrorCode, PfError};
-use crate::reactor::Context;
+use crate::reactor::{Context, Reactor};
 
 /// The actor type of waiting calls (a fresh id per call).
 pub(super) const WAITER_TYPE: &str = "pf.waiter";
@@ -106,8 +107,10 @@ pub(super) enum Waited {
 }
 
 /// Parks a call of `ctx`: asks a new waiter to `wait` on `on` (a signal
-/// `{"signal": name}` or a barrier `{"barrier": name, "parties": n}`), for
-/// at most `timeout_ms` (and never past the packet's deadline).
+/// `{"signal": name}`, a barrier `{"barrier": name, "parties": n}`, a lock
+/// `{"lock": name, "lock_ttl_ms"}` or a resource `{"resource": name,
+/// "amount", "lease_ttl_ms"}`), for at most `timeout_ms` (and never past
+/// the packet's deadline).
 pub(super) async fn park(
     ctx: &Context,
     mut on: Map<String, Value>,
@@ -136,6 +139,19 @@ pub(super) async fn release(ctx: &Context, entry: &Value, payload: &Value) -> bo
     answer.is_ok_and(|a| a["released"] == json!(true))
 }
 
+/// [`release`] sent by `reactor` itself rather than by a packet's handler
+/// (a lock's expiry, a hand-over outliving the call that began it), with
+/// at most `timeout_ms` for its answer.
+pub(super) async fn release_from(reactor: &Reactor, entry: &Value, payload: &Value, timeout_ms: u64) -> bool {
+    let (Some(id), Some(turn)) = (entry["waiter"].as_str(), entry["turn"].as_str()) else { return false };
+    let Ok(waiter) = ActorRef::new(WAITER_TYPE, id) else { return false };
+    let message = json!({"type": "release", "payload": payload});
+    let mut packet = waiter.packet(Op::Send, message).with_timeout_ms(timeout_ms);
+    packet.metadata.get_or_insert_with(Map::new).insert(META_TURNS.into(), json!([turn]));
+    let answer = Box::pin(reactor.submit(packet)).await.outcome;
+    answer.is_ok_and(|a| a["released"] == json!(true))
+}
+
 /// The `pf.waiter` type: `wait` (one per actor) and `release`.
 pub(super) fn waiter_type() -> ActorType {
     ActorType::from_async(|input: TurnInput| async move {
@@ -150,7 +166,8 @@ pub(super) fn waiter_type() -> ActorType {
 
 /// The `wait` turn: registers with the owner named by the message, then
 /// waits for a release or for its time -> `{released, payload?, others?}`,
-/// and stops its actor.
+/// and stops its actor. An owner may grant the wait at once (a free lock:
+/// `{granted: payload}`), and nobody releases it then.
 async fn wait(input: TurnInput) -> Result<TurnOutput, PfError> {
     let TurnInput { message, state, ctx, .. } = input;
     let me = ctx.actor().id().to_owned();
@@ -161,7 +178,7 @@ async fn wait(input: TurnInput) -> Result<TurnOutput, PfError> {
     if let Some(ms) = message.get("timeout_ms").and_then(Value::as_u64) {
         until = until.min(now + Duration::from_millis(ms));
     }
-    let (tx, rx) = oneshot::channel();
+    let (tx, mut rx) = oneshot::channel();
     WAITING.lock().insert(me.clone(), tx);
     let parked = Parked { ctx: &ctx, armed: true };
     let ttl_ms = until.saturating_duration_since(now).as_millis() as u64;
@@ -170,11 +187,23 @@ async fn wait(input: TurnInput) -> Result<TurnOutput, PfError> {
     let done = if answer["complete"] == json!(true) {
         // This call completed a barrier: nobody releases it.
         json!({"released": true, "payload": {"arrived": answer["arrived"]}, "others": answer["others"]})
+    } else if let Some(payload) = answer.get("granted") {
+        json!({"released": true, "payload": payload})
     } else {
-        let released = tokio::select! {
-            payload = rx => payload.ok(),
+        let waited = tokio::select! {
+            biased;
+            payload = &mut rx => Some(payload.ok()),
             _ = tokio::time::sleep_until(until) => None,
         };
+        let released = waited.unwrap_or_else(|| {
+            // Withdrawn under the table's lock, which a release holds while
+            // it sends: no release finds this wait from now on, and one that
+            // found it before has sent its payload, and was told it was
+            // taken. It is: a grant (a lock's) is never lost this way.
+            let mut waiting = WAITING.lock();
+            waiting.remove(&me);
+            rx.try_recv().ok()
+        });
         match released {
             Some(payload) => json!({"released": true, "payload": payload}),
             None => json!({"released": false}),
@@ -198,7 +227,18 @@ async fn register(ctx: &ActorContext, message: &Value, entry: Value) -> Result<V
         let owner = ActorRef::new(super::co::BARRIER_TYPE, name)?;
         return ctx.send(&owner, entry).await;
     }
-    Err(PfError::new(ErrorCode::BadRequest, "a wait names a signal or a barrier"))
+    if let Some(name) = message.get("lock").and_then(Value::as_str) {
+        entry["type"] = json!("wait");
+        entry["lock_ttl_ms"] = message.get("lock_ttl_ms").cloned().unwrap_or(Value::Null);
+        return ctx.send(&ActorRef::new(super::rm::LOCK_TYPE, name)?, entry).await;
+    }
+    if let Some(name) = message.get("resource").and_then(Value::as_str) {
+        entry["type"] = json!("wait");
+        entry["amount"] = message.get("amount").cloned().unwrap_or(Value::Null);
+        entry["lease_ttl_ms"] = message.get("lease_ttl_ms").cloned().unwrap_or(Value::Null);
+        return ctx.send(&ActorRef::new(super::rm::RESOURCE_TYPE, name)?, entry).await;
+    }
+    Err(PfError::new(ErrorCode::BadRequest, "a wait names a signal, a barrier, a lock or a resource"))
 }
 
 /// The `release` turn: fills the waiting turn's channel -> `{released}`.
@@ -206,10 +246,14 @@ async fn register(ctx: &ActorContext, message: &Value, entry: Value) -> Result<V
 /// brought a new one into being) stops.
 fn released(input: TurnInput) -> TurnOutput {
     let TurnInput { message, state, ctx, .. } = input;
-    let waiting = WAITING.lock().remove(ctx.actor().id());
     let payload = message.get("payload").cloned().unwrap_or(Value::Null);
-    let reply = match waiting {
-        Some(tx) => Reply::Value(json!({"released": tx.send(payload).is_ok()})),
+    let sent = {
+        // Sent under the lock: see the end of `wait`.
+        let mut waiting = WAITING.lock();
+        waiting.remove(ctx.actor().id()).map(|tx| tx.send(payload).is_ok())
+    };
+    let reply = match sent {
+        Some(sent) => Reply::Value(json!({"released": sent})),
         None => Reply::Stop(json!({"released": false})),
     };
     TurnOutput { reply, state }
