@@ -418,6 +418,7 @@ impl Reactor {
 
     pub(crate) fn register_actor_type(&self, name: &str, spec: ActorType) -> Result<(), PfError> {
         let store = self.inner.actor_store.lock().get_or_insert_with(|| Arc::new(MemoryStore::new())).clone();
+        let store: Arc<dyn ActorStore> = if spec.in_memory { Arc::new(MemoryStore::new()) } else { store };
         let settings = HostSettings { remembered_turns: self.inner.config.actor_remembered_turns };
         let host = TypeHost::new(name, spec, store.clone(), settings, Arc::downgrade(&self.inner));
         if store.durable() {

@@ -16,18 +16,21 @@
 //! `waiter` is how `cf:gate` and `co:sync` wait without holding one.
 
 mod args;
+mod cache;
 mod cf;
 mod co;
 mod df;
 mod ed;
 mod step;
 mod waiter;
+mod watch;
 
 use crate::actor::ActorType;
 use crate::error::{ErrorCode, PfError};
 use crate::packet::{Element, Group};
 use crate::reactor::{Handler, Reactor};
 
+pub use cache::CacheStats;
 pub use step::Step;
 
 /// One standard element: its key and how to make its handler.
@@ -56,6 +59,8 @@ const STANDARD: &[Standard] = &[
     Standard { group: Group::Collective, element: "gather", handler: co::gather },
     Standard { group: Group::Collective, element: "vote", handler: co::vote },
     Standard { group: Group::Collective, element: "sync", handler: co::sync },
+    Standard { group: Group::ResourceMgmt, element: "cache", handler: cache::cache },
+    Standard { group: Group::EventDriven, element: "watch", handler: watch::watch },
 ];
 
 /// An element (`group`, `element`) and an actor type it uses (its name,
@@ -74,6 +79,8 @@ const ACTOR_TYPES: &[UsedType] = &[
     (Group::EventDriven, "timer", ed::TIMER_TYPE, ed::timer_type),
     (Group::Collective, "sync", waiter::WAITER_TYPE, waiter::waiter_type),
     (Group::Collective, "sync", co::BARRIER_TYPE, co::barrier_type),
+    (Group::ResourceMgmt, "cache", cache::CACHE_TYPE, cache::cache_type),
+    (Group::EventDriven, "watch", cache::CACHE_TYPE, cache::cache_type),
 ];
 
 /// The `group:element` keys of every standard element this build offers.
@@ -153,6 +160,11 @@ impl Reactor {
     /// for any actor type. Enabling `ed:timer` inside a Tokio runtime
     /// re-arms the timers the store holds (a durable store's survive a
     /// restart).
+    ///
+    /// `rm:cache` and `ed:watch` register `pf.cache`, the type that places
+    /// each cache key on its owner; its actors keep nothing and live in
+    /// memory whatever the store (the cache and its watches do not
+    /// survive a restart).
     pub fn enable_stdlib(&self, patterns: &StdlibPatterns) -> Vec<(Group, Element)> {
         for standard in STANDARD.iter().filter(|s| patterns.matches(s.group, s.element)) {
             if self.has_builtin(standard.group, standard.element) {
@@ -175,5 +187,7 @@ impl Reactor {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cache;
 #[cfg(test)]
 mod tests_ed;
