@@ -716,8 +716,29 @@ impl Reactor {
         }
         let handlers = self.inner.handlers.load();
         let Some(route) = handlers.get(packet.group, packet.element.as_str()) else {
-            return Immediate::Elsewhere(owned);
+            drop(handlers);
+            // A standard element hosted here, for a key no peer announced,
+            // takes the same path as a handler: no second check or lookup.
+            return match self.builtin_for(packet.group, packet.element.as_str(), origin) {
+                Some(route) => self.try_route(owned, &route, start, deadline, origin),
+                None => Immediate::Elsewhere(owned),
+            };
         };
+        self.try_route(owned, route, start, deadline, origin)
+    }
+
+    /// The rest of [`try_submit`](Self::try_submit), for a valid packet
+    /// without dependencies and its local `route`.
+    #[inline]
+    fn try_route<P: OwnedPacket>(
+        &self,
+        owned: P,
+        route: &Arc<Route>,
+        start: Instant,
+        deadline: Instant,
+        origin: Option<Origin>,
+    ) -> Immediate<P> {
+        let packet = owned.packet();
         let f = match &route.target {
             Target::Handler(Handler::Sync(f)) => f,
             Target::Actors(host) => {

@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, OnceLock, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use futures::future::{self, BoxFuture, Either};
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 use tokio::sync::watch;
@@ -767,9 +768,9 @@ fn read<'a>(args: &Args<'a>) -> Result<(&'a str, Request), PfError> {
         "get_or_call" => &["step", "ttl_ms"],
         _ => &[],
     };
-    if let Some(other) =
-        ["value", "ttl_ms", "step"].into_iter().find(|f| !takes.contains(f) && args.get(f).is_some())
-    {
+    // `{op, key}` holds nothing else: no lookups (a get is the hot path).
+    let mut unwanted = ["value", "ttl_ms", "step"].into_iter().filter(|f| !takes.contains(f));
+    if let Some(other) = unwanted.find(|f| args.len() > 2 && args.get(f).is_some()) {
         return Err(args.bad(other, format!("is not taken by op {op}")));
     }
     let request = match op {
@@ -798,32 +799,40 @@ fn read<'a>(args: &Args<'a>) -> Result<(&'a str, Request), PfError> {
 
 /// `{hit, value, revision}`.
 fn answer(hit: bool, value: Value, revision: Option<u64>) -> Value {
-    let mut map = Map::new();
+    let mut map = Map::with_capacity(3);
     map.insert("hit".into(), Value::Bool(hit));
     map.insert("value".into(), value);
     map.insert("revision".into(), revision.map_or(Value::Null, Value::from));
     Value::Object(map)
 }
 
-/// Serves `request` for `key` from this node's cache (this node owns the
-/// key). `ctx` is the request's packet: a `get_or_call` step runs as its
-/// call.
-async fn serve(cache: &Arc<NodeCache>, key: &str, request: Request, ctx: &Context) -> Result<Value, PfError> {
+/// Serves a `get`, `set` or `del` of `key` from this node's cache (this
+/// node owns the key), at once; a `get_or_call` comes back, its step and
+/// `ttl_ms`, for [`get_or_call`].
+fn serve_now(cache: &Arc<NodeCache>, key: &str, request: Request) -> Served {
     match request {
-        Request::Get => Ok(match cache.get(key) {
+        Request::Get => Served::Now(match cache.get(key) {
             Some((value, revision)) => answer(true, value, Some(revision)),
             None => answer(false, Value::Null, None),
         }),
         Request::Set { value, size, ttl_ms } => {
             let (previous, revision) = cache.set(key, value, size, ttl_ms);
-            Ok(answer(previous.is_some(), previous.unwrap_or(Value::Null), Some(revision)))
+            Served::Now(answer(previous.is_some(), previous.unwrap_or(Value::Null), Some(revision)))
         }
-        Request::Del => Ok(match cache.del(key) {
+        Request::Del => Served::Now(match cache.del(key) {
             Some((value, revision)) => answer(true, value, Some(revision)),
             None => answer(false, Value::Null, None),
         }),
-        Request::GetOrCall { step, ttl_ms } => get_or_call(cache, key, &step, ttl_ms, ctx).await,
+        Request::GetOrCall { step, ttl_ms } => Served::Later { step, ttl_ms },
     }
+}
+
+/// What [`serve_now`] did.
+enum Served {
+    /// The answer.
+    Now(Value),
+    /// Nothing yet: a `get_or_call`, with its step and `ttl_ms`.
+    Later { step: Step, ttl_ms: u64 },
 }
 
 /// `get_or_call`: the live value, or the value of one step run for all
@@ -872,25 +881,56 @@ async fn get_or_call(
     }
 }
 
+/// What a `rm:cache` request needs, once read.
+enum Next {
+    /// Its answer, now: a bad input, or a `get`, `set` or `del` this node
+    /// served.
+    Answer(Result<Value, PfError>),
+    /// A `get_or_call` of a key this node owns.
+    Call { key: String, step: Step, ttl_ms: u64 },
+    /// A request for a key another node owns.
+    Route { key: String },
+}
+
+fn next(cache: &Arc<NodeCache>, data: &Value, reactor: &Reactor) -> Next {
+    let read = Args::of(ELEMENT, data).and_then(|args| read(&args));
+    let (key, request) = match read {
+        Ok(read) => read,
+        Err(e) => return Next::Answer(Err(e)),
+    };
+    if !owned_here(reactor, key) {
+        return Next::Route { key: key.to_owned() };
+    }
+    match serve_now(cache, key, request) {
+        Served::Now(answer) => Next::Answer(Ok(answer)),
+        Served::Later { step, ttl_ms } => Next::Call { key: key.to_owned(), step, ttl_ms },
+    }
+}
+
 /// `rm:cache` `{op, key, ...}`: `get` -> `{hit, value, revision}`; `set`
 /// `{value, ttl_ms?}` and `del` -> `{hit, value, revision}` of what was
 /// there before and the revision of the change; `get_or_call` `{step,
 /// ttl_ms}` -> the live value, or the step's (see docs/stdlib.md).
+///
+/// A `get`, `set` or `del` of a key this node owns is answered before the
+/// handler's future is first polled, by a future that holds only the
+/// answer: what waits (a step, a routed request) is boxed apart.
 pub(super) fn cache() -> Handler {
     let mine: OnceLock<Arc<NodeCache>> = OnceLock::new();
     Handler::from_async(move |data, ctx| {
         let cache = mine.get_or_init(|| node_cache(&ctx.reactor)).clone();
-        async move {
-            let args = Args::of(ELEMENT, &data)?;
-            let (key, request) = read(&args)?;
-            if owned_here(&ctx.reactor, key) {
-                return serve(&cache, key, request, &ctx).await;
+        let waits: BoxFuture<'static, Result<Value, PfError>> = match next(&cache, &data, &ctx.reactor) {
+            Next::Answer(answer) => return Either::Left(future::ready(answer)),
+            Next::Call { key, step, ttl_ms } => {
+                Box::pin(async move { get_or_call(&cache, &key, &step, ttl_ms, &ctx).await })
             }
-            let key = key.to_owned();
-            let mut message = data;
-            message["type"] = message["op"].clone();
-            on_owner(&ctx, &key, message).await
-        }
+            Next::Route { key } => Box::pin(async move {
+                let mut message = data;
+                message["type"] = message["op"].clone();
+                on_owner(&ctx, &key, message).await
+            }),
+        };
+        Either::Right(waits)
     })
 }
 
@@ -902,12 +942,14 @@ pub(super) fn cache_type() -> ActorType {
     ActorType::from_async(|input: TurnInput| async move {
         let TurnInput { message_type, message, state, ctx } = input;
         let cache = node_cache(&ctx.reactor);
+        let key = ctx.actor().id();
         let served = match message_type.as_str() {
-            "watch" | "unwatch" => super::watch::serve_routed(&cache, &message, ctx.actor().id()),
-            _ => match Args::of(ELEMENT, &message)
-                .and_then(|args| read(&args).map(|(k, r)| (k == ctx.actor().id(), r)))
-            {
-                Ok((true, request)) => serve(&cache, ctx.actor().id(), request, &ctx).await,
+            "watch" | "unwatch" => super::watch::serve_routed(&cache, &message, key),
+            _ => match Args::of(ELEMENT, &message).and_then(|args| read(&args).map(|(k, r)| (k == key, r))) {
+                Ok((true, request)) => match serve_now(&cache, key, request) {
+                    Served::Now(answer) => Ok(answer),
+                    Served::Later { step, ttl_ms } => get_or_call(&cache, key, &step, ttl_ms, &ctx).await,
+                },
                 Ok((false, _)) => Err(PfError::new(
                     ErrorCode::BadRequest,
                     format!("{ELEMENT}: key must be the id of the {CACHE_TYPE} actor it is sent to"),
