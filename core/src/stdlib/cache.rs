@@ -95,8 +95,9 @@ impl Reactor {
 
 /// A key's entry.
 struct Entry {
-    value: Value,
-    revision: u64,
+    /// What a `get` that finds it answers, `{hit: true, value, revision}`,
+    /// made once when it is stored: a hit is one clone.
+    found: Value,
     expires_at: Option<Instant>,
     /// Bytes counted for it: its key and its value as JSON.
     size: usize,
@@ -105,6 +106,18 @@ struct Entry {
 }
 
 impl Entry {
+    fn new(value: Value, revision: u64, expires_at: Option<Instant>, size: usize) -> Entry {
+        Entry { found: answer(true, value, Some(revision)), expires_at, size, timer: false }
+    }
+
+    /// The value, taken out.
+    fn into_value(self) -> Value {
+        match self.found {
+            Value::Object(mut found) => found.remove("value").unwrap_or(Value::Null),
+            _ => Value::Null,
+        }
+    }
+
     fn expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
     }
@@ -283,7 +296,8 @@ struct Flight {
 
 /// What a `get_or_call` found.
 enum Begun {
-    Hit(Value, u64),
+    /// The key's entry: the answer of a hit.
+    Hit(Value),
     /// No entry and no step running: this caller runs it.
     Lead(Lead),
     /// A step runs for the key: wait for it.
@@ -386,7 +400,7 @@ impl State {
         let now = Instant::now();
         let revision = self.change(key, &value, "set", changes);
         let expires_at = ttl_ms.map(|ms| now + Duration::from_millis(ms));
-        let mut entry = Entry { value, revision, expires_at, size, timer: false };
+        let mut entry = Entry::new(value, revision, expires_at, size);
         let previous = self.entries.remove(key);
         if let Some(old) = &previous {
             self.bytes -= old.size;
@@ -402,7 +416,7 @@ impl State {
                 self.stats.expirations += 1;
                 None
             }
-            other => other.map(|old| old.value),
+            other => other.map(Entry::into_value),
         };
         (previous, revision, arm)
     }
@@ -449,12 +463,12 @@ impl NodeCache {
         stats
     }
 
-    /// The live value of `key` and its revision.
-    fn get(self: &Arc<Self>, key: &str) -> Option<(Value, u64)> {
+    /// The answer of a `get` of `key` that finds it (see [`Entry`]).
+    fn get(self: &Arc<Self>, key: &str) -> Option<Value> {
         let mut changes = Vec::new();
         let found = {
             let mut st = self.state.lock();
-            let found = st.live(key, &mut changes).map(|e| (e.value.clone(), e.revision));
+            let found = st.live(key, &mut changes).map(|e| e.found.clone());
             match found {
                 Some(_) => st.stats.hits += 1,
                 None => st.stats.misses += 1,
@@ -493,7 +507,7 @@ impl NodeCache {
                 Some(entry) => {
                     st.bytes -= entry.size;
                     let revision = st.change(key, &Value::Null, "del", &mut changes);
-                    Some((entry.value, revision))
+                    Some((entry.into_value(), revision))
                 }
                 None => None,
             }
@@ -508,10 +522,10 @@ impl NodeCache {
         let mut changes = Vec::new();
         let begun = {
             let mut st = self.state.lock();
-            match st.live(key, &mut changes).map(|e| (e.value.clone(), e.revision)) {
-                Some((value, revision)) => {
+            match st.live(key, &mut changes).map(|e| e.found.clone()) {
+                Some(found) => {
                     st.stats.hits += 1;
-                    Begun::Hit(value, revision)
+                    Begun::Hit(found)
                 }
                 None => match st.flights.get(key) {
                     Some(flight) => Begun::Follow(flight.done.subscribe()),
@@ -811,10 +825,7 @@ fn answer(hit: bool, value: Value, revision: Option<u64>) -> Value {
 /// `ttl_ms`, for [`get_or_call`].
 fn serve_now(cache: &Arc<NodeCache>, key: &str, request: Request) -> Served {
     match request {
-        Request::Get => Served::Now(match cache.get(key) {
-            Some((value, revision)) => answer(true, value, Some(revision)),
-            None => answer(false, Value::Null, None),
-        }),
+        Request::Get => Served::Now(cache.get(key).unwrap_or_else(|| answer(false, Value::Null, None))),
         Request::Set { value, size, ttl_ms } => {
             let (previous, revision) = cache.set(key, value, size, ttl_ms);
             Served::Now(answer(previous.is_some(), previous.unwrap_or(Value::Null), Some(revision)))
@@ -846,7 +857,7 @@ async fn get_or_call(
 ) -> Result<Value, PfError> {
     let landed = loop {
         let mut waiting = match cache.begin(key) {
-            Begun::Hit(value, revision) => return Ok(answer(true, value, Some(revision))),
+            Begun::Hit(found) => return Ok(found),
             Begun::Lead(lead) => {
                 let input = serde_json::json!({"key": key});
                 let landed = match step.run(ctx, input).await {
