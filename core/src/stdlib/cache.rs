@@ -9,7 +9,7 @@
 //! that is what makes a `get` cost about one submit. A request for a key
 //! another node owns is sent there as a message to `pf.cache/<key>`,
 //! whose turn serves it from the owner's map the same way; those turns
-//! keep nothing (each stops its actor) and the type lives in memory
+//! keep nothing (each has its actor stopped) and the type lives in memory
 //! whatever the node's actor store, so routing a request never writes.
 //! Requests reaching an owner from other nodes run one at a time per key
 //! (the actor's mailbox): one that arrives while a routed `get_or_call`
@@ -948,7 +948,7 @@ pub(super) fn cache() -> Handler {
 /// The `pf.cache` type: the turn of a request routed to a key's owner
 /// (its id: the key). It serves `get`, `set`, `del` and `get_or_call` as
 /// `rm:cache` does here, and `watch` and `unwatch` for `ed:watch`; it
-/// keeps nothing, and stops its actor after each message.
+/// keeps nothing, and its actor is stopped after each message.
 pub(super) fn cache_type() -> ActorType {
     ActorType::from_async(|input: TurnInput| async move {
         let TurnInput { message_type, message, state, ctx } = input;
@@ -968,15 +968,12 @@ pub(super) fn cache_type() -> ActorType {
                 Err(e) => Err(e),
             },
         };
-        match served {
-            Ok(answer) => Ok(TurnOutput { reply: Reply::Stop(answer), state }),
-            Err(e) => {
-                // A failed turn keeps its actor: stop it after this one.
-                let actor = ctx.actor();
-                let _ = ctx.reactor.actors().tell_packet(actor, actor.packet(Op::Stop, Value::Null));
-                Err(e)
-            }
-        }
+        // The actor stops after this turn (a stop told, not the reply's: a
+        // failed turn cannot stop it, nor can one nested in a turn of the
+        // same key, as a step's request for its own key is).
+        let actor = ctx.actor();
+        let _ = ctx.reactor.actors().tell_packet(actor, actor.packet(Op::Stop, Value::Null));
+        served.map(|answer| TurnOutput { reply: Reply::Value(answer), state })
     })
     .with_initial_state(Value::Null)
     .with_message_types(["get", "set", "del", "get_or_call", "watch", "unwatch"])
