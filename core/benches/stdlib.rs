@@ -8,9 +8,12 @@
 //!    the caller (target: at most 1.5x);
 //! 3. `rm:lock` acquire + unlock of one free lock, against the two actor
 //!    messages they make sent by hand and two submits of a trivial async
-//!    handler (target: at least 200,000 pairs per second).
+//!    handler (target: at least 200,000 pairs per second);
+//! 4. `rm:cache` `get` of a key this node owns (a hit), and `set`, one
+//!    packet at a time, against one submit of a trivial handler (target:
+//!    at least 1,000,000 gets per second).
 //!
-//! `cargo bench -p packetflow --bench stdlib -- [--n N] [--reps R] [--only seq|gather|lock]`
+//! `cargo bench -p packetflow --bench stdlib -- [--n N] [--reps R] [--only seq|gather|lock|cache]`
 
 use std::hint::black_box;
 
@@ -33,7 +36,7 @@ fn main() {
     let a = args(20_000);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let r = Reactor::default();
-    r.enable_stdlib(&StdlibPatterns::parse("cf:seq,co:gather").unwrap());
+    r.enable_stdlib(&StdlibPatterns::parse("cf:seq,co:gather,rm:cache").unwrap());
     r.register_sync("df", "inc", |d, _| Ok(json!(d.as_i64().unwrap_or(0) + 1))).unwrap();
     let step = json!({"group": "df", "element": "inc"});
     let argv: Vec<String> = std::env::args().collect();
@@ -81,6 +84,9 @@ fn main() {
     }
     if wanted("lock") {
         lock_pairs(&rt, &a);
+    }
+    if wanted("cache") {
+        cache(&rt, &r, &a);
     }
     if !wanted("gather") {
         return;
@@ -174,4 +180,78 @@ fn lock_pairs(rt: &tokio::runtime::Runtime, a: &common::Args) {
     println!("rm:lock pair / two async submits: {:.2}x", pair / submits);
     println!("rm:lock pair / two actor messages by hand: {:.2}x", pair / sends);
     println!("rm:lock pairs per second: {:.0} (target >= 200000)\n", 1e9 / pair);
+}
+
+/// Section 4: `rm:cache` beside a plain submit, in the same run.
+fn cache(rt: &tokio::runtime::Runtime, r: &Reactor, a: &common::Args) {
+    println!("## 4. rm:cache, one packet at a time");
+    let n = a.n * 10;
+    let one = report(
+        "one submit of df:inc",
+        measure(n, a.reps, |n| {
+            rt.block_on(async {
+                for i in 0..n {
+                    black_box(r.submit(packet("df", "inc", json!(i))).await);
+                }
+            })
+        }),
+    );
+    let keys: Vec<String> = (0..1000).map(|i| format!("user:{i}")).collect();
+    let gets: Vec<Value> = keys.iter().map(|key| json!({"op": "get", "key": key})).collect();
+    let get_all = |what: &str| {
+        report(
+            &format!("rm:cache get (a hit, 1000 keys in turn), {what}"),
+            measure(n, a.reps, |n| {
+                rt.block_on(async {
+                    for i in 0..n {
+                        let result = r.submit(packet("rm", "cache", gets[i % gets.len()].clone())).await;
+                        debug_assert_eq!(result.outcome.as_ref().unwrap()["hit"], json!(true));
+                        black_box(result);
+                    }
+                })
+            }),
+        )
+    };
+    let set_all = |value: &dyn Fn(&str) -> Value| {
+        rt.block_on(async {
+            for key in &keys {
+                let data = json!({"op": "set", "key": key, "value": value(key)});
+                assert!(r.submit(packet("rm", "cache", data)).await.is_success());
+            }
+        })
+    };
+    set_all(&|key| json!(format!("session-of-{key}")));
+    // The floor of any element that may wait: a trivial async handler.
+    r.register("df", "has_key", |d, _| async move { Ok(json!(d["key"].is_string())) }).unwrap();
+    let floor = report(
+        "one submit of a trivial async handler, a get's data",
+        measure(n, a.reps, |n| {
+            rt.block_on(async {
+                for i in 0..n {
+                    black_box(r.submit(packet("df", "has_key", gets[i % gets.len()].clone())).await);
+                }
+            })
+        }),
+    );
+    let get = get_all("a string value");
+    set_all(&|key| json!({"name": key, "visits": 1}));
+    get_all("an object value {name, visits}");
+    report(
+        "rm:cache set (1000 keys in turn)",
+        measure(n, a.reps, |n| {
+            rt.block_on(async {
+                for i in 0..n {
+                    let key = &keys[i % keys.len()];
+                    let data = json!({"op": "set", "key": key, "value": {"name": key, "visits": i}});
+                    black_box(r.submit(packet("rm", "cache", data)).await);
+                }
+            })
+        }),
+    );
+    println!(
+        "rm:cache get: {:.2} M/s; get / one submit: {:.2}x; get / async floor: {:.2}x (target >= 1 M/s)\n",
+        1e3 / get,
+        get / one,
+        get / floor
+    );
 }

@@ -3,7 +3,8 @@
 //! on different nodes, a gate on one node opens to a signal fired on
 //! another (through a hub), a timer survives the restart of its mesh, a
 //! lock has one holder at a time across three nodes, a lease and a lock
-//! end with their holder's connection, a lock's fence survives a restart.
+//! end with their holder's connection, a lock's fence survives a restart,
+//! a cache key set on one node is read and watched from the others.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -361,6 +362,112 @@ async fn a_locks_fence_survives_a_restart_on_a_durable_store() {
     let never = call(&client, "rm:lock", json!({"unlock": "db", "token": token + 1})).await;
     assert_eq!(never.err().map(|e| e.code), Some("PF409".to_owned()));
     for n in [client, server] {
+        n.stop().await;
+    }
+}
+
+/// Three nodes hosting `rm:cache` and `ed:watch`, each counting its
+/// `df:load` calls in `loads` (answering `{"loaded": data}`).
+async fn cache_mesh(loads: &Arc<AtomicUsize>) -> [Node; 3] {
+    let nodes = mesh("rm:cache,ed:watch", &["pf.cache"]).await;
+    for n in &nodes {
+        let loads = loads.clone();
+        n.reactor()
+            .register_sync("df", "load", move |d, _| {
+                loads.fetch_add(1, Ordering::SeqCst);
+                Ok(json!({"loaded": d}))
+            })
+            .unwrap();
+    }
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_key_set_on_one_node_is_read_on_the_others() {
+    let loads = Arc::new(AtomicUsize::new(0));
+    let [a, b, c] = cache_mesh(&loads).await;
+    let keys: Vec<String> = (0..20).map(|i| format!("user:{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        let set = call(&b, "rm:cache", json!({"op": "set", "key": key, "value": {"n": i}})).await.unwrap();
+        assert_eq!(set["hit"], false, "{set}");
+    }
+    for n in [&a, &b, &c] {
+        for (i, key) in keys.iter().enumerate() {
+            let got = call(n, "rm:cache", json!({"op": "get", "key": key})).await.unwrap();
+            assert_eq!((got["hit"].clone(), got["value"].clone()), (json!(true), json!({"n": i})), "{key}");
+        }
+    }
+    // Each key is held once, by its owner, and the keys spread over the nodes.
+    let held: Vec<u64> = [&a, &b, &c].iter().map(|n| n.reactor().cache_stats().entries).collect();
+    assert_eq!(held.iter().sum::<u64>(), 20, "{held:?}");
+    assert!(held.iter().filter(|h| **h > 0).count() >= 2, "{held:?}");
+    // A delete on one node is seen on another.
+    let deleted = call(&c, "rm:cache", json!({"op": "del", "key": "user:3"})).await.unwrap();
+    assert_eq!(deleted["value"], json!({"n": 3}));
+    let got = call(&a, "rm:cache", json!({"op": "get", "key": "user:3"})).await.unwrap();
+    assert_eq!(got["hit"], false);
+
+    // Misses of one key on two nodes at once run one step, at its owner.
+    let request = json!({"op": "get_or_call", "key": "report", "ttl_ms": 60_000,
+        "step": {"group": "df", "element": "load"}});
+    let (from_a, from_c) = tokio::join!(call(&a, "rm:cache", request.clone()), call(&c, "rm:cache", request));
+    let (from_a, from_c) = (from_a.unwrap(), from_c.unwrap());
+    assert_eq!(from_a["value"], json!({"loaded": {"key": "report"}}));
+    assert_eq!(
+        (from_a["value"].clone(), from_a["revision"].clone()),
+        (from_c["value"].clone(), from_c["revision"].clone())
+    );
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    let got = call(&b, "rm:cache", json!({"op": "get", "key": "report"})).await.unwrap();
+    assert_eq!(got["value"], json!({"loaded": {"key": "report"}}));
+    for n in [a, b, c] {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_registered_on_one_node_fires_for_a_set_on_another() {
+    let loads = Arc::new(AtomicUsize::new(0));
+    let [a, b, c] = cache_mesh(&loads).await;
+    // `df:seen` is served by b only: the key's owner calls it over the mesh.
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    b.reactor()
+        .register_sync("df", "seen", move |d, _| {
+            let _ = tx.send(d.clone());
+            Ok(Value::Null)
+        })
+        .unwrap();
+    for n in [&a, &c] {
+        until(n, "df:seen is announced", || n.can_route(Group::DataFlow, "seen")).await;
+    }
+    let mut watch_ids = Vec::new();
+    for i in 0..3 {
+        let key = format!("config:{i}");
+        let data = json!({"key": key, "do": {"group": "df", "element": "seen"}});
+        let watch = call(&b, "ed:watch", data).await.unwrap();
+        watch_ids.push(watch["watch_id"].as_str().unwrap().to_owned());
+        let set = call(&c, "rm:cache", json!({"op": "set", "key": key, "value": i})).await.unwrap();
+        let called =
+            tokio::time::timeout(WAIT, seen.recv()).await.expect("the watch was not called").unwrap();
+        assert_eq!(called, json!({"key": key, "value": i, "revision": set["revision"], "change": "set"}));
+    }
+    // Held where the keys live: on their owners, together three watches.
+    let watches: u64 = [&a, &b, &c].iter().map(|n| n.reactor().cache_stats().watches).sum();
+    assert_eq!(watches, 3);
+    let deleted = call(&a, "rm:cache", json!({"op": "del", "key": "config:0"})).await.unwrap();
+    let called = tokio::time::timeout(WAIT, seen.recv()).await.expect("the watch was not called").unwrap();
+    assert_eq!(
+        called,
+        json!({"key": "config:0", "value": null, "revision": deleted["revision"], "change": "del"})
+    );
+    // Cancelled from another node.
+    for id in &watch_ids {
+        let cancelled = call(&a, "ed:watch", json!({"cancel": id})).await.unwrap();
+        assert_eq!(cancelled, json!({"cancelled": true}));
+    }
+    let watches: u64 = [&a, &b, &c].iter().map(|n| n.reactor().cache_stats().watches).sum();
+    assert_eq!(watches, 0);
+    for n in [a, b, c] {
         n.stop().await;
     }
 }

@@ -92,6 +92,8 @@ pub struct ActorType {
     pub(crate) initial_state: Option<Value>,
     pub(crate) message_types: Option<Arc<[String]>>,
     pub(crate) spawner: Option<Spawner>,
+    /// Kept in a memory store of its own whatever the reactor's store.
+    pub(crate) in_memory: bool,
 }
 
 impl ActorType {
@@ -103,6 +105,7 @@ impl ActorType {
             initial_state: None,
             message_types: None,
             spawner: None,
+            in_memory: false,
         }
     }
 
@@ -116,7 +119,13 @@ impl ActorType {
         Fut: Future<Output = Result<TurnOutput, PfError>> + Send + 'static,
     {
         let turn: Arc<AsyncTurn> = Arc::new(move |input| Box::pin(turn(input)));
-        ActorType { turns: Turns::Async(turn), initial_state: None, message_types: None, spawner: None }
+        ActorType {
+            turns: Turns::Async(turn),
+            initial_state: None,
+            message_types: None,
+            spawner: None,
+            in_memory: false,
+        }
     }
 
     /// Declares the state an actor of this type starts with: a message for
@@ -138,6 +147,15 @@ impl ActorType {
         spawn: impl Fn(BoxFuture<'static, ()>) + Send + Sync + 'static,
     ) -> ActorType {
         self.spawner = Some(Arc::new(spawn));
+        self
+    }
+
+    /// Keeps this type's actors in a memory store of their own, whatever
+    /// store the reactor was given: for a reserved type whose actors hold
+    /// nothing worth keeping and whose every message would otherwise be a
+    /// write (`pf.cache`, which only routes a key's requests to its owner).
+    pub(crate) fn in_memory(mut self) -> ActorType {
+        self.in_memory = true;
         self
     }
 

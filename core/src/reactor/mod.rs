@@ -418,6 +418,7 @@ impl Reactor {
 
     pub(crate) fn register_actor_type(&self, name: &str, spec: ActorType) -> Result<(), PfError> {
         let store = self.inner.actor_store.lock().get_or_insert_with(|| Arc::new(MemoryStore::new())).clone();
+        let store: Arc<dyn ActorStore> = if spec.in_memory { Arc::new(MemoryStore::new()) } else { store };
         let settings = HostSettings { remembered_turns: self.inner.config.actor_remembered_turns };
         let host = TypeHost::new(name, spec, store.clone(), settings, Arc::downgrade(&self.inner));
         if store.durable() {
@@ -715,8 +716,29 @@ impl Reactor {
         }
         let handlers = self.inner.handlers.load();
         let Some(route) = handlers.get(packet.group, packet.element.as_str()) else {
-            return Immediate::Elsewhere(owned);
+            drop(handlers);
+            // A standard element hosted here, for a key no peer announced,
+            // takes the same path as a handler: no second check or lookup.
+            return match self.builtin_for(packet.group, packet.element.as_str(), origin) {
+                Some(route) => self.try_route(owned, &route, start, deadline, origin),
+                None => Immediate::Elsewhere(owned),
+            };
         };
+        self.try_route(owned, route, start, deadline, origin)
+    }
+
+    /// The rest of [`try_submit`](Self::try_submit), for a valid packet
+    /// without dependencies and its local `route`.
+    #[inline]
+    fn try_route<P: OwnedPacket>(
+        &self,
+        owned: P,
+        route: &Arc<Route>,
+        start: Instant,
+        deadline: Instant,
+        origin: Option<Origin>,
+    ) -> Immediate<P> {
+        let packet = owned.packet();
         let f = match &route.target {
             Target::Handler(Handler::Sync(f)) => f,
             Target::Actors(host) => {

@@ -139,3 +139,12 @@ pub(crate) fn truthy(value: &Value) -> bool {
 pub(crate) fn error_value(error: &PfError) -> Value {
     serde_json::json!({"code": error.code, "message": error.message})
 }
+
+impl Args<'_> {
+    /// How many members the input object has (null ones too): an element
+    /// whose input holds only the fields it requires can skip looking for
+    /// the others.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+}

@@ -16,6 +16,7 @@
 //! `waiter` is how `cf:gate` and `co:sync` wait without holding one.
 
 mod args;
+mod cache;
 mod cf;
 mod co;
 mod df;
@@ -23,12 +24,14 @@ mod ed;
 pub(crate) mod rm;
 mod step;
 mod waiter;
+mod watch;
 
 use crate::actor::ActorType;
 use crate::error::{ErrorCode, PfError};
 use crate::packet::{Element, Group};
 use crate::reactor::{Handler, Reactor};
 
+pub use cache::CacheStats;
 pub use step::Step;
 
 /// One standard element: its key and how to make its handler.
@@ -59,6 +62,8 @@ const STANDARD: &[Standard] = &[
     Standard { group: Group::ResourceMgmt, element: "lock", handler: rm::lock },
     Standard { group: Group::ResourceMgmt, element: "alloc", handler: rm::alloc },
     Standard { group: Group::ResourceMgmt, element: "free", handler: rm::free },
+    Standard { group: Group::ResourceMgmt, element: "cache", handler: cache::cache },
+    Standard { group: Group::EventDriven, element: "watch", handler: watch::watch },
 ];
 
 /// An element (`group`, `element`) and an actor type it uses (its name,
@@ -82,6 +87,8 @@ const ACTOR_TYPES: &[UsedType] = &[
     (Group::ResourceMgmt, "alloc", waiter::WAITER_TYPE, waiter::waiter_type),
     (Group::ResourceMgmt, "alloc", rm::RESOURCE_TYPE, rm::resource_type),
     (Group::ResourceMgmt, "free", rm::RESOURCE_TYPE, rm::resource_type),
+    (Group::ResourceMgmt, "cache", cache::CACHE_TYPE, cache::cache_type),
+    (Group::EventDriven, "watch", cache::CACHE_TYPE, cache::cache_type),
 ];
 
 /// The `group:element` keys of every standard element this build offers.
@@ -162,6 +169,11 @@ impl Reactor {
     /// for any actor type. Enabling `ed:timer` inside a Tokio runtime
     /// re-arms the timers the store holds (a durable store's survive a
     /// restart).
+    ///
+    /// `rm:cache` and `ed:watch` register `pf.cache`, the type that places
+    /// each cache key on its owner; its actors keep nothing and live in
+    /// memory whatever the store (the cache and its watches do not
+    /// survive a restart).
     pub fn enable_stdlib(&self, patterns: &StdlibPatterns) -> Vec<(Group, Element)> {
         for standard in STANDARD.iter().filter(|s| patterns.matches(s.group, s.element)) {
             if self.has_builtin(standard.group, standard.element) {
@@ -184,6 +196,8 @@ impl Reactor {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cache;
 #[cfg(test)]
 mod tests_ed;
 #[cfg(test)]
