@@ -5,8 +5,10 @@
 //! `pf.cache/<key>` (the rendezvous hash over the nodes hosting the type,
 //! as for any actor). The owner keeps the key's entry in its node-local
 //! [`NodeCache`], an LRU map in memory. A request for a key this node owns
-//! is served from that map with no actor turn and no copy of any state:
-//! that is what makes a `get` cost about one submit. A request for a key
+//! is served from that map with no actor turn and no copy of any state,
+//! before the handler's future is first polled (a get costs 2.5-2.8x a
+//! submit of a trivial handler: bench/stdlib/RESULTS-rm-cache.md). A
+//! request for a key
 //! another node owns is sent there as a message to `pf.cache/<key>`,
 //! whose turn serves it from the owner's map the same way; those turns
 //! keep nothing (each has its actor stopped) and the type lives in memory
