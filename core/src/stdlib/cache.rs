@@ -5,8 +5,10 @@
 //! `pf.cache/<key>` (the rendezvous hash over the nodes hosting the type,
 //! as for any actor). The owner keeps the key's entry in its node-local
 //! [`NodeCache`], an LRU map in memory. A request for a key this node owns
-//! is served from that map with no actor turn and no copy of any state:
-//! that is what makes a `get` cost about one submit. A request for a key
+//! is served from that map with no actor turn and no copy of any state,
+//! before the handler's future is first polled (a get costs 2.5-2.8x a
+//! submit of a trivial handler: bench/stdlib/RESULTS-rm-cache.md). A
+//! request for a key
 //! another node owns is sent there as a message to `pf.cache/<key>`,
 //! whose turn serves it from the owner's map the same way; those turns
 //! keep nothing (each has its actor stopped) and the type lives in memory
@@ -101,13 +103,26 @@ struct Entry {
     expires_at: Option<Instant>,
     /// Bytes counted for it: its key and its value as JSON.
     size: usize,
-    /// An expiry timer runs for the key (only a watched key has one).
-    timer: bool,
+    /// When the key's expiry timer wakes (only a watched key has one):
+    /// the timer armed for that time is the key's, any other ends.
+    timer: Option<Instant>,
 }
 
 impl Entry {
+    /// When to arm a new expiry timer for this entry of a watched key: at
+    /// its expiry, unless the running timer wakes by then (it then goes
+    /// on to the expiry). The entry counts it armed.
+    fn timer_needed(&mut self) -> Option<Instant> {
+        let at = self.expires_at?;
+        if self.timer.is_some_and(|wakes| wakes <= at) {
+            return None;
+        }
+        self.timer = Some(at);
+        Some(at)
+    }
+
     fn new(value: Value, revision: u64, expires_at: Option<Instant>, size: usize) -> Entry {
-        Entry { found: answer(true, value, Some(revision)), expires_at, size, timer: false }
+        Entry { found: answer(true, value, Some(revision)), expires_at, size, timer: None }
     }
 
     /// The value, taken out.
@@ -387,8 +402,8 @@ impl State {
     }
 
     /// Stores `value` (of `size` bytes counted) for `key`: the live value
-    /// it replaces, and the new revision. Whether the key needs an expiry
-    /// timer armed comes back too.
+    /// it replaces, and the new revision. The time to arm the key's
+    /// expiry timer for comes back too, when it needs one.
     fn store(
         &mut self,
         key: &str,
@@ -406,8 +421,7 @@ impl State {
             self.bytes -= old.size;
             entry.timer = old.timer;
         }
-        let arm = expires_at.filter(|_| !entry.timer && self.watches.contains_key(key));
-        entry.timer |= arm.is_some();
+        let arm = if self.watches.contains_key(key) { entry.timer_needed() } else { None };
         self.entries.insert(key, entry);
         self.bytes += size;
         self.evict(changes);
@@ -551,6 +565,11 @@ impl NodeCache {
     fn land(self: &Arc<Self>, key: &str, id: u64, landed: Landed, ttl_ms: u64) -> Landed {
         let mut changes = Vec::new();
         let mut arm = None;
+        // Measured before the lock: it writes the value out.
+        let size = match &landed {
+            Landed::Filled { value, .. } => json_size(value),
+            _ => None,
+        };
         let (landed, done) = {
             let mut st = self.state.lock();
             if st.flights.get(key).is_none_or(|f| f.id != id) {
@@ -558,7 +577,7 @@ impl NodeCache {
             }
             let Some(flight) = st.flights.remove(key) else { return landed };
             let landed = match landed {
-                Landed::Filled { value, .. } if !flight.stale => match json_size(&value) {
+                Landed::Filled { value, .. } if !flight.stale => match size {
                     Some(size) => {
                         let (_, revision, at) =
                             st.store(key, value.clone(), key.len() + size, Some(ttl_ms), &mut changes);
@@ -604,13 +623,7 @@ impl NodeCache {
             }
             st.watches.entry(key.into()).or_default().push(watch);
             st.watch_count += 1;
-            match st.entries.peek(key) {
-                Some(entry) if !entry.timer && entry.expires_at.is_some() => {
-                    entry.timer = true;
-                    entry.expires_at
-                }
-                _ => None,
-            }
+            st.entries.peek(key).and_then(Entry::timer_needed)
         };
         if let Some(at) = arm {
             self.arm_expiry(key, at);
@@ -632,9 +645,11 @@ impl NodeCache {
         removed > 0
     }
 
-    /// Runs the expiry timer of the watched `key` (one per key at most):
-    /// at the entry's expiry it goes, and its watches are told; a newer
-    /// entry with a later expiry keeps the timer going.
+    /// Runs an expiry timer of the watched `key`, waking at `at`: an
+    /// entry whose time is up then goes, and its watches are told; a newer
+    /// entry that expires later keeps the timer going. A timer that is no
+    /// longer the key's (a newer entry expires sooner: a timer of its own
+    /// wakes then) ends when it wakes.
     fn arm_expiry(self: &Arc<Self>, key: &str, at: Instant) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let (cache, key) = (Arc::downgrade(self), key.to_owned());
@@ -643,7 +658,7 @@ impl NodeCache {
             loop {
                 tokio::time::sleep_until(at).await;
                 let Some(cache) = cache.upgrade() else { return };
-                match cache.expiry_due(&key) {
+                match cache.expiry_due(&key, at) {
                     Some(later) => at = later,
                     None => return,
                 }
@@ -651,23 +666,22 @@ impl NodeCache {
         });
     }
 
-    /// The expiry timer of `key` went off: the entry goes if its time is
-    /// up; the next time to wake, if the timer goes on.
-    fn expiry_due(self: &Arc<Self>, key: &str) -> Option<Instant> {
+    /// An expiry timer of `key` armed for `woke` went off: the entry goes
+    /// if its time is up; the next time to wake, if the timer goes on.
+    fn expiry_due(self: &Arc<Self>, key: &str, woke: Instant) -> Option<Instant> {
         let mut changes = Vec::new();
         let later = {
             let mut st = self.state.lock();
             let watched = st.watches.contains_key(key);
             let entry = st.entries.peek(key)?;
-            let now = Instant::now();
-            if entry.expired(now) {
+            if entry.expired(Instant::now()) {
                 st.expire(key, &mut changes);
                 None
-            } else if let Some(at) = entry.expires_at.filter(|_| watched) {
-                Some(at)
-            } else {
-                entry.timer = false;
+            } else if entry.timer != Some(woke) {
                 None
+            } else {
+                entry.timer = entry.expires_at.filter(|_| watched);
+                entry.timer
             }
         };
         self.tell(changes);

@@ -1,6 +1,7 @@
 //! `ed`: events. `signal` fires a name to the `cf:gate`s waiting on it and
 //! to the `react` subscriptions matching it; `timer` calls a step later,
-//! once or every so often. (`ed:watch` follows `rm:cache`.)
+//! once or every so often. (`ed:watch` is in [`watch`](super::watch),
+//! beside `rm:cache`.)
 //!
 //! Their state is in actors of reserved types, one owner per name across a
 //! mesh (by placement), kept with the node's actor store:

@@ -542,6 +542,16 @@ async fn a_watch_sees_its_key_expire() {
     let expired = seen.all()[1].clone();
     assert_eq!((expired["value"].clone(), expired["change"].clone()), (Value::Null, json!("expire")));
     assert_eq!(r.cache_stats().entries, 0, "gone without a get");
+    // A newer entry that expires sooner than the timer running for the
+    // key is told at its own expiry.
+    cache(&r, json!({"op": "set", "key": "k", "value": 3, "ttl_ms": 10_000})).await;
+    cache(&r, json!({"op": "set", "key": "k", "value": 4, "ttl_ms": 100})).await;
+    seen.until(4).await;
+    let started = Instant::now();
+    seen.until(5).await;
+    assert!(started.elapsed() < Duration::from_millis(1000), "told at {:?}", started.elapsed());
+    assert_eq!(seen.all()[4]["change"], "expire");
+    assert_eq!(r.cache_stats().entries, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
