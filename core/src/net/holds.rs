@@ -107,7 +107,10 @@ impl Holds {
             return;
         }
         let Some((hold, expires_at)) = asked.granted(answer) else { return };
-        if self.held.len() >= MAX_HOLDS {
+        let count = self.held.len();
+        if count >= MAX_HOLDS || (count >= 64 && count.is_power_of_two()) {
+            // Holds that ended at their TTL are dropped now and then, so
+            // that a long connection does not keep them all.
             let now = crate::net::conn::epoch_ms();
             self.held.retain(|_, at| *at > now);
             if self.held.len() >= MAX_HOLDS {
@@ -220,5 +223,24 @@ mod tests {
         // An answer to a submit that was never noted.
         answered(&holds, 6, &lock, Ok(json!({"acquired": true, "token": 1, "expires_at": far})));
         assert!(held(&holds).is_empty());
+    }
+
+    #[test]
+    fn holds_past_their_ttl_are_dropped_now_and_then() {
+        let holds = NodeHolds::default();
+        let (past, far) = (1, crate::net::conn::epoch_ms() + 60_000);
+        for n in 0..65u64 {
+            let lock = submit("lock", json!({"name": format!("l{n}"), "ttl_ms": 5}), None);
+            holds.note_submit(CONN, n, &lock);
+            // The first 64 ended long ago; the 65th finds 64 and drops them.
+            let expires_at = if n < 64 { past } else { far };
+            answered(
+                &holds,
+                n,
+                &lock,
+                Ok(json!({"acquired": true, "token": n + 1, "expires_at": expires_at})),
+            );
+        }
+        assert_eq!(held(&holds), vec![Hold::Lock { name: "l64".into(), token: 65 }]);
     }
 }

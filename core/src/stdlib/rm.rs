@@ -92,8 +92,7 @@ pub(super) fn lock() -> Handler {
                 .ok_or_else(|| args.bad("token", "is required with unlock (the token rm:lock gave)"))?;
             let owner = ActorRef::new(LOCK_TYPE, name)?;
             let answer = to_owner(&ctx, &owner, json!({"type": "unlock", "token": token})).await?;
-            hand_over_later(&ctx.reactor, owner, grants_of(&answer));
-            return Ok(json!({"released": answer["released"]}));
+            return Ok(handing_over(&ctx.reactor, owner, answer));
         }
         let name = args.text("name", MAX_NAME_LEN)?;
         let ttl_ms = required_ttl(&args)?;
@@ -193,8 +192,7 @@ pub(super) fn free() -> Handler {
         let owner = ActorRef::new(RESOURCE_TYPE, lease.resource)?;
         let message = json!({"type": "free", "lease": lease.number, "epoch": lease.epoch});
         let answer = to_owner(&ctx, &owner, message).await?;
-        hand_over_later(&ctx.reactor, owner, grants_of(&answer));
-        Ok(json!({"freed": answer["freed"] == json!(true)}))
+        Ok(handing_over(&ctx.reactor, owner, answer))
     })
 }
 
@@ -226,6 +224,15 @@ impl<'a> LeaseId<'a> {
 /// give_back}]`).
 fn grants_of(answer: &Value) -> VecDeque<Value> {
     answer.get("grants").and_then(Value::as_array).into_iter().flatten().cloned().collect()
+}
+
+/// `answer`, an owner's answer to an unlock or a free, without its
+/// `grants` (`{released}`, `{freed}`), which are handed over meanwhile.
+fn handing_over(reactor: &Reactor, owner: ActorRef, mut answer: Value) -> Value {
+    if let Some(Value::Array(grants)) = answer.as_object_mut().and_then(|a| a.remove("grants")) {
+        hand_over_later(reactor, owner, grants.into());
+    }
+    answer
 }
 
 /// [`hand_over`] in a task of its own: the call that ended the hold is
@@ -335,10 +342,13 @@ fn set_queue(state: &mut Value, queue: Vec<Value>) {
 }
 
 fn lock_acquire(state: &mut Value, message: &Value, now: u64) -> Value {
-    let queue = live(state.get("queue"));
-    let free = live_holder(state, now).is_none() && queue.is_empty();
-    set_queue(state, queue);
-    if free {
+    let queued = state.get("queue").is_some() && {
+        let queue = live(state.get("queue"));
+        let waiting = !queue.is_empty();
+        set_queue(state, queue);
+        waiting
+    };
+    if !queued && live_holder(state, now).is_none() {
         take_lock(state, message["ttl_ms"].as_u64().unwrap_or(1), now)
     } else {
         not_acquired()
@@ -402,13 +412,13 @@ fn lock_unlock(state: &mut Value, message: &Value, now: u64, name: &str) -> Resu
             false
         }
     };
-    Ok(json!({"released": released, "grants": pass_lock(state, now)}))
+    Ok(with_grants(json!({"released": released}), pass_lock(state, now)))
 }
 
 /// Grants a free lock to the first call still waiting -> the grants
 /// (none or one).
 fn pass_lock(state: &mut Value, now: u64) -> Vec<Value> {
-    if live_holder(state, now).is_some() {
+    if state.get("queue").is_none() || live_holder(state, now).is_some() {
         return Vec::new();
     }
     let mut queue = live(state.get("queue"));
@@ -420,6 +430,14 @@ fn pass_lock(state: &mut Value, now: u64) -> Vec<Value> {
     set_queue(state, queue);
     let payload = take_lock(state, next["lock_ttl_ms"].as_u64().unwrap_or(1), now);
     vec![grant(&next, payload.clone(), json!({"type": "unlock", "token": payload["token"]}))]
+}
+
+/// `answer` with `grants` added, if there are any.
+fn with_grants(mut answer: Value, grants: Vec<Value>) -> Value {
+    if !grants.is_empty() {
+        answer["grants"] = Value::Array(grants);
+    }
+    answer
 }
 
 /// A grant to hand over: the waiter to release with `payload`, and what
@@ -594,7 +612,7 @@ fn resource_free(state: &mut Value, message: &Value, now: u64, name: &str) -> Va
     let number = message["lease"].as_u64().map(|n| n.to_string()).unwrap_or_default();
     let freed = same_epoch && leases.remove(&number).is_some();
     state["leases"] = Value::Object(leases);
-    json!({"freed": freed, "grants": pass_units(state, now, name)})
+    with_grants(json!({"freed": freed}), pass_units(state, now, name))
 }
 
 /// Leases units to the calls waiting first, as long as the first of them

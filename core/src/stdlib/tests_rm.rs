@@ -320,12 +320,11 @@ async fn a_wait_ends_at_wait_ms_or_before_the_deadline_without_the_lock() {
     let gave_up = ok(&r, "rm:lock", json!({"name": "busy", "ttl_ms": 100, "wait_ms": 150})).await;
     assert_eq!(gave_up, json!({"acquired": false, "token": null, "expires_at": null}));
     assert!(started.elapsed() >= Duration::from_millis(140), "gave up after {:?}", started.elapsed());
-    // wait_ms past the packet's deadline: the answer comes before it.
-    let started = Instant::now();
+    // wait_ms past the packet's deadline: the element answers before it
+    // (past it, the reactor would have answered PF408).
     let bounded =
         run_within(&r, "rm:lock", json!({"name": "busy", "ttl_ms": 100, "wait_ms": 60_000}), 300).await;
     assert_eq!(bounded.outcome, Ok(json!({"acquired": false, "token": null, "expires_at": null})));
-    assert!(started.elapsed() < Duration::from_millis(300), "answered after {:?}", started.elapsed());
     // No waiter is left behind, and the queue empties as their time ends.
     let deadline = Instant::now() + WAIT;
     while !r.actors().active_ids(super::waiter::WAITER_TYPE).is_empty() {
@@ -475,7 +474,8 @@ async fn alloc_errors_name_the_capacity() {
 async fn alloc_waits_until_the_deadline_then_is_pf408() {
     let r = reactor();
     lease(&ok(&r, "rm:alloc", json!({"resource": "one", "capacity": 1, "ttl_ms": 60_000})).await);
-    let started = Instant::now();
+    // The element's own PF408, answered before the deadline (the
+    // reactor's, at the deadline, says something else).
     let result = run_within(&r, "rm:alloc", json!({"resource": "one", "ttl_ms": 10}), 300).await;
     assert_eq!(
         failure(&result),
@@ -485,7 +485,6 @@ async fn alloc_waits_until_the_deadline_then_is_pf408() {
                 .into()
         )
     );
-    assert!(started.elapsed() < Duration::from_millis(300), "answered after {:?}", started.elapsed());
 }
 
 #[tokio::test]
