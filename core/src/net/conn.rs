@@ -971,7 +971,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     self.answer(seq, &key, ServedBy::ThisNode, result);
                     return;
                 }
-                let deadline = now + Duration::from_millis(packet.timeout_ms());
+                let deadline = now + Duration::from_millis(self.node.reactor.timeout_of(&packet));
                 let origin = Origin(self.peer.id);
                 let (packet, elsewhere, route) =
                     match self.node.reactor.try_submit(packet, now, deadline, Some(origin)) {

@@ -7,6 +7,7 @@ mod handler;
 mod inflight;
 mod scheduler;
 mod stats;
+mod tuning;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,6 +27,7 @@ pub(crate) use context::ContextId;
 pub use context::{late_call_error, CallOptions, Context};
 pub use handler::{Handler, HandlerError, HandlerResult};
 pub use stats::{HandlerStats, ReactorStats};
+pub use tuning::Setting;
 // The same histogram counts the keys a node forwards (its dashboard), and
 // the actors of a type.
 pub(crate) use stats::Stats;
@@ -220,9 +222,25 @@ pub trait Forwarder: Send + Sync + 'static {
         let _ = (node_id, packet, deadline);
         None
     }
+
+    /// The node's busy-poll window in µs (0: off), for `mc:tune`; `None`
+    /// when the node cannot busy-poll (its connections run on a
+    /// spawner). The default: none.
+    fn busy_poll_us(&self) -> Option<u64> {
+        None
+    }
+
+    /// Sets the node's busy-poll window to `us` µs (0: off) and returns the
+    /// one it replaces; `None` (nothing changed) when the node cannot
+    /// busy-poll. The default: cannot.
+    fn set_busy_poll_us(&self, us: u64) -> Option<u64> {
+        let _ = us;
+        None
+    }
 }
 
 /// What serves a `group:element`: a handler, or the host of an actor type.
+#[derive(Clone)]
 enum Target {
     Handler(Handler),
     Actors(Arc<TypeHost>),
@@ -232,6 +250,9 @@ enum Target {
 pub(crate) struct Route {
     target: Target,
     stats: Arc<Stats>,
+    /// The key's own concurrency limit (`mc:scale`), if it has one: a
+    /// packet takes a slot here before one of the reactor's.
+    limit: Option<Arc<Scheduler>>,
 }
 
 /// Handlers by group, then element. Replaced whole on (un)registration and
@@ -280,6 +301,9 @@ pub(crate) struct ReactorInner {
     actor_store: Mutex<Option<Arc<dyn ActorStore>>>,
     /// Whether the passivation sweep runs.
     sweeping: AtomicBool,
+    /// What `mc:tune` and `mc:scale` change while the reactor runs (see
+    /// `tuning`).
+    tuned: tuning::Tuned,
 }
 
 /// The in-process runtime: register handlers, submit packets, get results.
@@ -317,7 +341,6 @@ impl Reactor {
             inner: Arc::new(ReactorInner {
                 scheduler: Arc::new(Scheduler::new(config.max_inflight, config.max_queue)),
                 inflight: Arc::new(Inflight::new(config.finished_memory)),
-                config,
                 handlers: ArcSwap::from_pointee(HandlerTable::default()),
                 builtins: ArcSwap::from_pointee(HandlerTable::default()),
                 registering: Mutex::new(()),
@@ -329,11 +352,14 @@ impl Reactor {
                 handlers_version: tokio::sync::watch::Sender::new(0),
                 actor_store: Mutex::new(None),
                 sweeping: AtomicBool::new(false),
+                tuned: tuning::Tuned::new(&config),
+                config,
             }),
         }
     }
 
-    /// The settings this reactor was made with.
+    /// The settings this reactor was made with. Those `mc:tune` changed
+    /// since are read with [`setting`](Self::setting).
     pub fn config(&self) -> &ReactorConfig {
         &self.inner.config
     }
@@ -358,7 +384,8 @@ impl Reactor {
                 slot.get(&element).map(|r| r.stats.clone()).unwrap_or_else(|| Arc::new(Stats::new()))
             }
         };
-        slot.insert(element, Arc::new(Route { target, stats }));
+        let limit = self.inner.tuned.limit_of(group, &element);
+        slot.insert(element, Arc::new(Route { target, stats, limit }));
         self.inner.handlers.store(Arc::new(table));
         self.inner.handlers_version.send_modify(|v| *v += 1);
     }
@@ -368,7 +395,8 @@ impl Reactor {
     pub(crate) fn install_builtin(&self, group: Group, element: Element, handler: Handler) {
         let _writer = self.inner.registering.lock();
         let mut table = HandlerTable::clone(&self.inner.builtins.load());
-        let route = Route { target: Target::Handler(handler), stats: Arc::new(Stats::new()) };
+        let limit = self.inner.tuned.limit_of(group, &element);
+        let route = Route { target: Target::Handler(handler), stats: Arc::new(Stats::new()), limit };
         table.by_group[group.index()].insert(element, Arc::new(route));
         self.inner.builtins.store(Arc::new(table));
         // A node announces its standard elements (`hello.stdlib`).
@@ -500,14 +528,25 @@ impl Reactor {
         if self.inner.sweeping.load(Ordering::Acquire) || self.inner.sweeping.swap(true, Ordering::AcqRel) {
             return;
         }
-        let every = (self.inner.config.actor_passivate_after / 4)
-            .clamp(Duration::from_millis(10), Duration::from_secs(30));
         let weak = Arc::downgrade(&self.inner);
+        let mut idle_time = self.inner.tuned.watch_passivate_after();
         tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The first sweep comes at once, the next ones every quarter.
+            let mut first = true;
             loop {
-                ticks.tick().await;
+                if !std::mem::take(&mut first) {
+                    // Read each round: `mc:tune` may change the idle time,
+                    // and a change starts a round of the new length at once.
+                    let every = (*idle_time.borrow_and_update() / 4)
+                        .clamp(Duration::from_millis(10), Duration::from_secs(30));
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        changed = idle_time.changed() => match changed {
+                            Ok(()) => continue,
+                            Err(_) => return, // the reactor is gone
+                        },
+                    }
+                }
                 let Some(inner) = weak.upgrade() else { return };
                 let reactor = Reactor { inner };
                 if reactor.is_stopped() {
@@ -649,7 +688,7 @@ impl Reactor {
     // one copy of the packet) smaller.
     pub fn submit(&self, packet: Packet) -> impl std::future::Future<Output = PacketResult> + Send + '_ {
         let start = Instant::now();
-        let deadline = start + Duration::from_millis(packet.timeout_ms());
+        let deadline = start + Duration::from_millis(self.timeout_of(&packet));
         self.submit_from(packet, start, deadline, None)
     }
 
@@ -718,11 +757,12 @@ impl Reactor {
             return Immediate::Elsewhere(owned);
         };
         let f = match &route.target {
-            Target::Handler(Handler::Sync(f)) => f,
+            // A key with a limit of its own may have to wait for a slot.
+            Target::Handler(Handler::Sync(f)) if route.limit.is_none() => f,
             Target::Actors(host) => {
                 return self.try_actor_now(host, owned, start, deadline, origin, &route.stats)
             }
-            Target::Handler(Handler::Async(_)) => return Immediate::Routed(owned, route.clone()),
+            Target::Handler(_) => return Immediate::Routed(owned, route.clone()),
         };
         // Answered before anything else runs here: no origin to record.
         let Some(mut guard) = self.inner.inflight.begin(&packet.id, 0) else {
@@ -974,29 +1014,18 @@ impl Reactor {
                     .unwrap_or_else(|| Err(guard.cancelled()));
             }
         };
+        // The key's own slot first (`mc:scale`): a packet waiting for it
+        // holds none of the reactor's.
+        let _key_permit = match &route.limit {
+            Some(limit) => Some(self.admit(limit, &packet, deadline, guard, "the queue of this key").await?),
+            None => None,
+        };
         if let Handler::Sync(f) = handler {
             // A sync handler runs to completion without yielding, so it never
             // holds a slot while others wait: it needs no admission.
             return self.run_sync(f.as_ref(), packet, deadline);
         }
-        let _permit = match self.inner.scheduler.acquire(packet.priority) {
-            Ok(RunSlot::Now(permit)) => permit,
-            Ok(RunSlot::Later(waiting)) => {
-                let late = || {
-                    format!("timed out after waiting in the queue for {}:{}", packet.group, packet.element)
-                };
-                self.bounded_for(guard, waiting.granted(), deadline, late).await?
-            }
-            Err(Refused::QueueFull) => {
-                return Err(PfError::new(
-                    ErrorCode::Overloaded,
-                    format!(
-                        "the queue is full ({} packets waiting); retry later",
-                        self.inner.config.max_queue
-                    ),
-                ))
-            }
-        };
+        let _permit = self.admit(&self.inner.scheduler, &packet, deadline, guard, "the queue").await?;
         let Packet { id, group, element, data, metadata, priority, .. } = packet;
         let ctx = Context::new(self.clone(), ContextId::Given(id), metadata, deadline, priority, false);
         let Handler::Async(f) = handler else { unreachable!("sync handlers returned above") };
@@ -1004,6 +1033,32 @@ impl Reactor {
         let late = || format!("{group}:{element} did not answer in time");
         let outcome = self.bounded_for(guard, running, deadline, late).await?;
         outcome.unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))
+    }
+
+    /// A run slot of `scheduler` for `packet`: at once, or after waiting
+    /// in its queue (`queue` names it in a PF429) by priority until the
+    /// packet's deadline (PF408), its cancel (PF499) or the reactor's stop.
+    async fn admit(
+        &self,
+        scheduler: &Arc<Scheduler>,
+        packet: &Packet,
+        deadline: Instant,
+        guard: &InflightGuard,
+        queue: &str,
+    ) -> Result<scheduler::Permit, PfError> {
+        match scheduler.acquire(packet.priority) {
+            Ok(RunSlot::Now(permit)) => Ok(permit),
+            Ok(RunSlot::Later(waiting)) => {
+                let late = || {
+                    format!("timed out after waiting in the queue for {}:{}", packet.group, packet.element)
+                };
+                self.bounded_for(guard, waiting.granted(), deadline, late).await
+            }
+            Err(Refused::QueueFull) => Err(PfError::new(
+                ErrorCode::Overloaded,
+                format!("{queue} is full ({} packets waiting); retry later", scheduler.max_queued()),
+            )),
+        }
     }
 
     /// Runs `work` until it ends, the deadline passes (PF408) or the
@@ -1159,7 +1214,7 @@ impl Reactor {
             name: self.inner.config.name.clone(),
             handlers,
             in_flight: self.inner.inflight.len(),
-            queued: self.inner.scheduler.queued(),
+            queued: self.inner.scheduler.queued() + self.inner.tuned.queued_by_keys(),
             unrouted: self.inner.unrouted.load(Ordering::Relaxed),
             forwards_cancelled: self.inner.forwards_cancelled.load(Ordering::Relaxed),
             actors: self.actors().stats(),
