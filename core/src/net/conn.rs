@@ -182,6 +182,7 @@ where
     peer.liveness.heard(Instant::now());
     let stopping_node = node.clone();
     let submit_rules = peer.grant().filter(|g| g.submit.is_some()).cloned();
+    let bars_mc = peer.grant().is_some_and(|g| !g.may_reach_mc());
     let rate = node
         .config
         .max_submits_per_sec
@@ -212,6 +213,7 @@ where
         stop_grace: None,
         awaiting,
         submit_rules,
+        bars_mc,
         rate,
         charged: 0,
         listed_on_hello,
@@ -282,6 +284,9 @@ pub(crate) struct Connection<S> {
     /// The token's grant when it restricts submits (`None`: anything goes,
     /// and the check is skipped).
     submit_rules: Option<Arc<Grant>>,
+    /// The token does not grant `mc:*`: each submit is marked so that
+    /// the calls made on its behalf cannot reach `mc:*` (`pf.no_mc`).
+    bars_mc: bool,
     rate: Option<Box<RateLimit>>,
     /// Bytes of this connection's running submits counted in the node's
     /// queued bytes (returned as they finish, or when the connection ends).
@@ -932,7 +937,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.node.announce_to_all();
         }
         match message {
-            Message::Submit { seq, packet } => {
+            Message::Submit { seq, mut packet } => {
                 self.node.dashboard.recorder.arrived(&packet, self.peer.id, now);
                 // Copied now: the packet is gone by the time it is answered.
                 let key = (packet.group, packet.element.clone());
@@ -951,6 +956,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         self.answer(seq, &key, ServedBy::ThisNode, result);
                         return;
                     }
+                }
+                if self.bars_mc {
+                    packet.bar_mc();
                 }
                 if let Some(rate) = &mut self.rate {
                     if !rate.allow(now) {
@@ -1101,6 +1109,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     if grant.submit.is_some() {
                         self.submit_rules = Some(grant.clone());
                     }
+                    self.bars_mc = !grant.may_reach_mc();
                     self.peer.set_grant(grant);
                     self.node.peers.write().insert(self.peer.clone());
                     return true;

@@ -24,10 +24,11 @@ use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
 pub(crate) use context::ContextId;
+pub(crate) use context::mc_refused;
 pub use context::{late_call_error, CallOptions, Context};
 pub use handler::{Handler, HandlerError, HandlerResult};
 pub use stats::{HandlerStats, ReactorStats};
-pub use tuning::Setting;
+pub use tuning::{Setting, MAX_CONCURRENCY};
 // The same histogram counts the keys a node forwards (its dashboard), and
 // the actors of a type.
 pub(crate) use stats::Stats;

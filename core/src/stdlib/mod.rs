@@ -20,6 +20,7 @@ mod cf;
 mod co;
 mod df;
 mod ed;
+mod mc;
 mod step;
 mod waiter;
 
@@ -56,6 +57,9 @@ const STANDARD: &[Standard] = &[
     Standard { group: Group::Collective, element: "gather", handler: co::gather },
     Standard { group: Group::Collective, element: "vote", handler: co::vote },
     Standard { group: Group::Collective, element: "sync", handler: co::sync },
+    Standard { group: Group::MetaCompute, element: "spawn", handler: mc::spawn },
+    Standard { group: Group::MetaCompute, element: "scale", handler: mc::scale },
+    Standard { group: Group::MetaCompute, element: "tune", handler: mc::tune },
 ];
 
 /// An element (`group`, `element`) and an actor type it uses (its name,
@@ -153,6 +157,15 @@ impl Reactor {
     /// for any actor type. Enabling `ed:timer` inside a Tokio runtime
     /// re-arms the timers the store holds (a durable store's survive a
     /// restart).
+    ///
+    /// `mc:spawn`, `mc:scale` and `mc:tune` change the running system:
+    /// `scale` and `tune` this reactor's limits and settings
+    /// ([`set_concurrency_limit`](Self::set_concurrency_limit),
+    /// [`tune`](Self::tune)). Hosting them on a node without auth lets
+    /// every peer do so; with auth, only a token naming `mc` (`mc:*`,
+    /// `mc:tune`) reaches them, and only a token granting `mc:*` lets the
+    /// calls made for its packets reach them (docs/protocol.md,
+    /// "Authentication").
     pub fn enable_stdlib(&self, patterns: &StdlibPatterns) -> Vec<(Group, Element)> {
         for standard in STANDARD.iter().filter(|s| patterns.matches(s.group, s.element)) {
             if self.has_builtin(standard.group, standard.element) {
@@ -177,3 +190,5 @@ impl Reactor {
 mod tests;
 #[cfg(test)]
 mod tests_ed;
+#[cfg(test)]
+mod tests_mc;
