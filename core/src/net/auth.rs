@@ -356,7 +356,9 @@ impl Grant {
 
     /// Whether it may submit every key outside `mc:*` (as `*` does).
     pub(crate) fn may_submit_all_but_mc(&self) -> bool {
-        self.submit.as_ref().is_none_or(|p| Group::ALL.into_iter().all(|g| g == NAMED_ONLY || p.allows_all_of(g)))
+        self.submit
+            .as_ref()
+            .is_none_or(|p| Group::ALL.into_iter().all(|g| g == NAMED_ONLY || p.allows_all_of(g)))
     }
 }
 

@@ -198,7 +198,11 @@ impl Context {
 
     /// [`call_with`](Self::call_with) of a packet already built (its key
     /// checked): only its key and data are read.
-    pub(crate) async fn call_packet(&self, mut packet: Packet, options: CallOptions) -> Result<Value, PfError> {
+    pub(crate) async fn call_packet(
+        &self,
+        mut packet: Packet,
+        options: CallOptions,
+    ) -> Result<Value, PfError> {
         let (group, element) = (packet.group, packet.element.clone());
         if options.bar_mc {
             packet.bar_mc();

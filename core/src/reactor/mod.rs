@@ -23,8 +23,8 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
-pub(crate) use context::ContextId;
 pub(crate) use context::mc_refused;
+pub(crate) use context::ContextId;
 pub use context::{late_call_error, CallOptions, Context};
 pub use handler::{Handler, HandlerError, HandlerResult};
 pub use stats::{HandlerStats, ReactorStats};

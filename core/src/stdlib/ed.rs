@@ -130,7 +130,11 @@ pub(super) fn signal() -> Handler {
         let signal = json!({"name": name, "payload": payload});
         let (released, reacted) = futures::join!(
             join_all(waiters.iter().map(|w| waiter::release(&ctx, w, &payload))),
-            join_all(reactions.iter().map(|(_, step, bar_mc)| step.run_barring(&ctx, signal.clone(), *bar_mc))),
+            join_all(reactions.iter().map(|(_, step, bar_mc)| step.run_barring(
+                &ctx,
+                signal.clone(),
+                *bar_mc
+            ))),
         );
         let mut delivered = released.iter().filter(|r| **r).count();
         let mut failed = Vec::new();
@@ -374,7 +378,8 @@ pub(super) fn timer_type() -> ActorType {
                 }
                 let fired = state["fired"].as_u64().unwrap_or(0) + 1;
                 let times = state["times"].as_u64().map(|t| t.saturating_sub(1));
-                let answer = json!({"fire": true, "do": state["do"], "fired": fired, "no_mc": state["no_mc"]});
+                let answer =
+                    json!({"fire": true, "do": state["do"], "fired": fired, "no_mc": state["no_mc"]});
                 match state["every_ms"].as_u64() {
                     Some(every) if times != Some(0) => {
                         // Ticks missed while no node ran the timer are not

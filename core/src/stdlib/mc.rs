@@ -33,7 +33,10 @@ pub(super) fn spawn() -> Handler {
         let args = Args::of("mc:spawn", &data)?;
         let actor_type = args.text("type", MAX_TYPE_LEN)?;
         crate::actor::address::check_type(actor_type).map_err(|_| {
-            args.bad("type", format!("must be 1-{MAX_TYPE_LEN} characters of [A-Za-z0-9_.-], got {actor_type:?}"))
+            args.bad(
+                "type",
+                format!("must be 1-{MAX_TYPE_LEN} characters of [A-Za-z0-9_.-], got {actor_type:?}"),
+            )
         })?;
         if actor_type.starts_with(RESERVED_TYPE_PREFIX) {
             return Err(args.bad(
@@ -65,11 +68,13 @@ pub(super) fn scale() -> Handler {
         let (group, element) = target
             .split_once(':')
             .ok_or_else(|| args.bad("target", format!("must be group:element, got {target:?}")))?;
-        let group = Group::parse(group).map_err(|e| args.bad("target", format!("{target:?}: {}", e.message)))?;
+        let group =
+            Group::parse(group).map_err(|e| args.bad("target", format!("{target:?}: {}", e.message)))?;
         Element::new(element).map_err(|e| args.bad("target", format!("{target:?}: {}", e.message)))?;
         let limit = match args.get("max_concurrency") {
             None => {
-                return Err(args.bad("max_concurrency", format!("is required (1-{MAX_CONCURRENCY}; 0 lifts the limit)")))
+                return Err(args
+                    .bad("max_concurrency", format!("is required (1-{MAX_CONCURRENCY}; 0 lifts the limit)")))
             }
             Some(v) => v.as_u64().filter(|n| *n <= MAX_CONCURRENCY).ok_or_else(|| {
                 args.bad("max_concurrency", format!("must be an integer 0-{MAX_CONCURRENCY}, got {v}"))
@@ -97,7 +102,8 @@ pub(super) fn tune() -> Handler {
         let setting = Setting::parse(name)
             .ok_or_else(|| args.bad("setting", format!("must be one of {}, got {name:?}", known())))?;
         let (min, max) = setting.bounds();
-        let out_of_bounds = |got: &Value| args.bad("value", format!("must be {min}-{max} for {name}, got {got}"));
+        let out_of_bounds =
+            |got: &Value| args.bad("value", format!("must be {min}-{max} for {name}, got {got}"));
         let value = match args.get("value") {
             None => return Err(args.bad("value", format!("is required ({min}-{max} for {name})"))),
             Some(v) => match v.as_u64() {
@@ -106,7 +112,9 @@ pub(super) fn tune() -> Handler {
                 None if v.as_i64().is_some() => return Err(out_of_bounds(v)),
                 None => {
                     let got = if v.is_number() { v.to_string() } else { kind(v).to_owned() };
-                    return Err(args.bad("value", format!("must be an integer ({min}-{max} for {name}), got {got}")));
+                    return Err(
+                        args.bad("value", format!("must be an integer ({min}-{max} for {name}), got {got}"))
+                    );
                 }
             },
         };

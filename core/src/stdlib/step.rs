@@ -69,7 +69,12 @@ impl Step {
 
     /// [`run`](Self::run); `bar_mc`: the call may not reach `mc:*` even if
     /// `ctx`'s packet may (a step stored by a packet that could not).
-    pub(crate) async fn run_barring(&self, ctx: &Context, input: Value, bar_mc: bool) -> Result<Value, PfError> {
+    pub(crate) async fn run_barring(
+        &self,
+        ctx: &Context,
+        input: Value,
+        bar_mc: bool,
+    ) -> Result<Value, PfError> {
         let data = self.data.clone().unwrap_or(input);
         let options = CallOptions { priority: self.priority, bar_mc, ..CallOptions::default() };
         let options = match self.timeout_ms {

@@ -88,7 +88,8 @@ impl Hold {
     }
 
     async fn until_started(&self, n: usize) {
-        self.until(&format!("{n} started"), |e| e.iter().filter(|e| e.starts_with("start")).count() >= n).await;
+        self.until(&format!("{n} started"), |e| e.iter().filter(|e| e.starts_with("start")).count() >= n)
+            .await;
     }
 }
 
@@ -114,8 +115,14 @@ fn failure(result: &PacketResult) -> (String, String) {
 }
 
 /// Submits `df:<element>` with `data` in a task of its own.
-fn spawn_call(r: &Reactor, element: &str, data: &str, priority: i64) -> tokio::task::JoinHandle<PacketResult> {
-    let packet = Packet::build("df", element, json!(data)).unwrap().with_priority(Priority::new(priority).unwrap());
+fn spawn_call(
+    r: &Reactor,
+    element: &str,
+    data: &str,
+    priority: i64,
+) -> tokio::task::JoinHandle<PacketResult> {
+    let packet =
+        Packet::build("df", element, json!(data)).unwrap().with_priority(Priority::new(priority).unwrap());
     let r = r.clone();
     tokio::spawn(async move { r.submit(packet).await })
 }
@@ -276,7 +283,11 @@ async fn spawn_creates_an_actor_as_a_create_packet_would() {
     let made = ok(&r, "mc:spawn", json!({"type": "counter", "id": "c1", "state": 41})).await;
     assert_eq!(made, json!({"actor": {"type": "counter", "id": "c1"}}));
     let c1 = crate::actor::ActorRef::new("counter", "c1").unwrap();
-    assert_eq!(r.actors().send(&c1, json!({"type": "add"})).await, Ok(json!(42)), "its state is the one given");
+    assert_eq!(
+        r.actors().send(&c1, json!({"type": "add"})).await,
+        Ok(json!(42)),
+        "its state is the one given"
+    );
 
     let made = ok(&r, "mc:spawn", json!({"type": "counter"})).await;
     let id = made["actor"]["id"].as_str().expect("an id is made").to_owned();
@@ -314,12 +325,20 @@ async fn scale_to_one_runs_a_keys_packets_one_after_the_other() {
     let events = hold.events();
     let first = events[0].strip_prefix("start ").unwrap();
     let second = if first == "a" { "b" } else { "a" };
-    let expected = [format!("start {first}"), format!("end {first}"), format!("start {second}"), format!("end {second}")];
+    let expected = [
+        format!("start {first}"),
+        format!("end {first}"),
+        format!("start {second}"),
+        format!("end {second}"),
+    ];
     assert_eq!(events, expected);
     assert_eq!(hold.most_at_once(), 1);
 
     // 0 lifts it: two run at once again.
-    assert_eq!(ok(&r, "mc:scale", json!({"target": "df:slow", "max_concurrency": 0})).await, json!({"previous": 1}));
+    assert_eq!(
+        ok(&r, "mc:scale", json!({"target": "df:slow", "max_concurrency": 0})).await,
+        json!({"previous": 1})
+    );
     assert_eq!(r.concurrency_limit(Group::DataFlow, "slow"), None);
     let (c, d) = (spawn_call(&r, "slow", "c", 5), spawn_call(&r, "slow", "d", 5));
     hold.until_started(4).await;
@@ -349,7 +368,10 @@ async fn waiting_packets_go_by_priority_and_a_lifted_limit_lets_them_all_run() {
     hold.until_started(2).await;
     assert_eq!(hold.events()[2], "start high", "the urgent one first: {:?}", hold.events());
     // Raised to 3: the one still waiting runs beside the one running.
-    assert_eq!(ok(&r, "mc:scale", json!({"target": "df:later", "max_concurrency": 3})).await, json!({"previous": 1}));
+    assert_eq!(
+        ok(&r, "mc:scale", json!({"target": "df:later", "max_concurrency": 3})).await,
+        json!({"previous": 1})
+    );
     hold.until_started(3).await;
     assert_eq!(hold.most_at_once(), 2);
     hold.release.add_permits(2);
@@ -368,7 +390,10 @@ async fn a_packet_waits_for_its_keys_slot_within_its_deadline_only() {
     hold.until_started(1).await;
     let late = r.submit(Packet::build("df", "slow", json!("late")).unwrap().with_timeout_ms(30)).await;
     let (code, message) = failure(&late);
-    assert_eq!((code.as_str(), message.as_str()), ("PF408", "timed out after waiting in the queue for df:slow"));
+    assert_eq!(
+        (code.as_str(), message.as_str()),
+        ("PF408", "timed out after waiting in the queue for df:slow")
+    );
     assert_eq!(r.stats().queued, 0, "the wait it gave up is not counted");
     // With max_queue 0, a packet that cannot run at once is refused.
     ok(&r, "mc:tune", json!({"setting": "max_queue", "value": 0})).await;
@@ -395,11 +420,20 @@ async fn tune_max_inflight_and_max_queue_change_the_reactors_own_queue() {
     let (a, b) = (spawn_call(&r, "slow", "a", 5), spawn_call(&r, "other", "b", 5));
     hold.until_started(1).await;
     until_queued(&r, 1).await;
-    assert_eq!(ok(&r, "mc:tune", json!({"setting": "max_queue", "value": 1})).await, json!({"previous": 65536}));
+    assert_eq!(
+        ok(&r, "mc:tune", json!({"setting": "max_queue", "value": 1})).await,
+        json!({"previous": 65536})
+    );
     let (code, message) = failure(&run(&r, "df:slow", json!("c")).await);
-    assert_eq!((code.as_str(), message.as_str()), ("PF429", "the queue is full (1 packets waiting); retry later"));
+    assert_eq!(
+        (code.as_str(), message.as_str()),
+        ("PF429", "the queue is full (1 packets waiting); retry later")
+    );
     // Raised again: the waiting one starts at once.
-    assert_eq!(ok(&r, "mc:tune", json!({"setting": "max_inflight", "value": 8})).await, json!({"previous": 1}));
+    assert_eq!(
+        ok(&r, "mc:tune", json!({"setting": "max_inflight", "value": 8})).await,
+        json!({"previous": 1})
+    );
     hold.until_started(2).await;
     assert_eq!(hold.most_at_once(), 2);
     hold.release.add_permits(2);
@@ -418,7 +452,8 @@ async fn tune_default_timeout_is_the_deadline_of_packets_without_one() {
     assert_eq!(previous, json!({"previous": 30000}));
     let after = ok(&r, "df:left", Value::Null).await.as_u64().unwrap();
     assert!(after <= 250, "the new default: {after}");
-    let own = r.call(Packet::build("df", "left", Value::Null).unwrap().with_timeout_ms(60_000)).await.unwrap();
+    let own =
+        r.call(Packet::build("df", "left", Value::Null).unwrap().with_timeout_ms(60_000)).await.unwrap();
     assert!(own.as_u64().unwrap() > 250, "a packet's own timeout stands: {own}");
     assert_eq!(r.timeout_of(&Packet::build("df", "left", Value::Null).unwrap()), 250);
 }
@@ -445,9 +480,15 @@ async fn tune_busy_poll_turns_a_nodes_spinning_on_and_off() {
     let r = reactor();
     let node = crate::net::Node::new(r.clone(), crate::net::NodeConfig::default());
     assert_eq!(node.health()["busy_poll"], Value::Null, "off by default");
-    assert_eq!(ok(&r, "mc:tune", json!({"setting": "busy_poll_us", "value": 200})).await, json!({"previous": 0}));
+    assert_eq!(
+        ok(&r, "mc:tune", json!({"setting": "busy_poll_us", "value": 200})).await,
+        json!({"previous": 0})
+    );
     assert_eq!(node.health()["busy_poll"]["window_us"], json!(200));
-    assert_eq!(ok(&r, "mc:tune", json!({"setting": "busy_poll_us", "value": 0})).await, json!({"previous": 200}));
+    assert_eq!(
+        ok(&r, "mc:tune", json!({"setting": "busy_poll_us", "value": 0})).await,
+        json!({"previous": 200})
+    );
     assert_eq!(node.health()["busy_poll"], Value::Null);
     node.stop().await;
 }
@@ -486,7 +527,12 @@ async fn the_calls_of_a_packet_marked_no_mc_cannot_reach_mc_however_deep() {
     .unwrap();
     assert_eq!(failure(&run_barred(&r, "df:tuner", Value::Null).await).0, "PF403");
     // Other calls go on.
-    let fine = run_barred(&r, "cf:seq", json!({"steps": [{"group": "cf", "element": "seq", "data": {"steps": []}}]})).await;
+    let fine = run_barred(
+        &r,
+        "cf:seq",
+        json!({"steps": [{"group": "cf", "element": "seq", "data": {"steps": []}}]}),
+    )
+    .await;
     assert_eq!(failure(&fine).0, "PF400", "the inner cf:seq ran (and refused its empty steps)");
     // Unmarked, the same composite reaches mc:tune.
     ok(&r, "cf:seq", seq).await;
@@ -497,7 +543,8 @@ async fn the_calls_of_a_packet_marked_no_mc_cannot_reach_mc_however_deep() {
 async fn stored_steps_keep_the_mark_of_the_packet_that_stored_them() {
     let r = reactor();
     // Named when given.
-    let (code, message) = failure(&run_barred(&r, "ed:timer", json!({"after_ms": 1, "do": tune_step(5)})).await);
+    let (code, message) =
+        failure(&run_barred(&r, "ed:timer", json!({"after_ms": 1, "do": tune_step(5)})).await);
     assert_eq!(code, "PF403");
     assert!(message.starts_with("ed:timer: do: ctx.call to mc:tune refused"), "{message}");
     let (code, message) = failure(&run_barred(&r, "ed:react", json!({"on": "x", "do": tune_step(5)})).await);
@@ -549,7 +596,10 @@ async fn a_lowered_limit_lets_what_runs_finish_and_starts_nothing_until_below_it
     ok(&r, "mc:scale", json!({"target": "df:slow", "max_concurrency": 2})).await;
     let (a, b) = (spawn_call(&r, "slow", "a", 5), spawn_call(&r, "slow", "b", 5));
     hold.until_started(2).await;
-    assert_eq!(ok(&r, "mc:scale", json!({"target": "df:slow", "max_concurrency": 1})).await, json!({"previous": 2}));
+    assert_eq!(
+        ok(&r, "mc:scale", json!({"target": "df:slow", "max_concurrency": 1})).await,
+        json!({"previous": 2})
+    );
     let c = spawn_call(&r, "slow", "c", 5);
     until_queued(&r, 1).await;
     hold.release.add_permits(1);
