@@ -512,3 +512,42 @@ async fn a_refused_dial_leaves_no_route_and_the_dialer_closes_it() {
     assert_eq!(code, Some(1008));
     client.stop().await;
 }
+
+#[tokio::test]
+async fn what_a_node_runs_for_a_star_tokens_packet_knows_its_calls_cannot_reach_mc() {
+    let (hub, hub_url) = hub().await;
+    let r = hub.reactor();
+    r.register_sync("df", "probe", |_, ctx| Ok(json!(ctx.bars_mc()))).unwrap();
+    r.register("df", "probe_async", |_, ctx| async move { Ok(json!(ctx.bars_mc())) }).unwrap();
+    let probe = packetflow::ActorType::new(
+        |_: &str, _: &packetflow::Value, _: &mut packetflow::Value, ctx: &packetflow::ActorContext| {
+            Ok(packetflow::Reply::Value(json!(ctx.bars_mc())))
+        },
+    )
+    .with_initial_state(json!({}));
+    r.actors().register("probe", probe).unwrap();
+    // Ids apart per token: an actor answers a packet id it remembers from memory.
+    let actor_frame = |seq: u64, token: &str| {
+        let id = format!("{}-{seq}", &token[..5]);
+        let mut frame = submit_frame(seq, &id, "rm", "actor.probe", json!({"type": "ask"}));
+        frame["payload"]["metadata"] = json!({"pf.actor_id": "p1"});
+        frame
+    };
+    for (token, barred) in [(ADMIN, true), (OPERATOR, false)] {
+        let mut peer = RawPeer::connect_with_token(&hub_url, token).await;
+        for (seq, element) in [(1, "probe"), (2, "probe_async")] {
+            let answer =
+                ask(&mut peer, submit_frame(seq, &format!("p{seq}"), "df", element, json!(null))).await;
+            assert_eq!(answer["data"], json!(barred), "{token}: df:{element}: {answer}");
+        }
+        // The first message activates the actor (the slow path), the next
+        // finds it idle in memory (the inline one).
+        for seq in [3, 4] {
+            let answer = ask(&mut peer, actor_frame(seq, token)).await;
+            assert_eq!(answer["data"], json!(barred), "{token}: actor message {seq}: {answer}");
+        }
+    }
+    // In process: never barred.
+    assert_eq!(r.call(Packet::build("df", "probe_async", json!(null)).unwrap()).await, Ok(json!(false)));
+    hub.stop().await;
+}

@@ -937,7 +937,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.node.announce_to_all();
         }
         match message {
-            Message::Submit { seq, mut packet } => {
+            Message::Submit { seq, packet } => {
                 self.node.dashboard.recorder.arrived(&packet, self.peer.id, now);
                 // Copied now: the packet is gone by the time it is answered.
                 let key = (packet.group, packet.element.clone());
@@ -956,9 +956,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         self.answer(seq, &key, ServedBy::ThisNode, result);
                         return;
                     }
-                }
-                if self.bars_mc {
-                    packet.bar_mc();
                 }
                 if let Some(rate) = &mut self.rate {
                     if !rate.allow(now) {
@@ -981,8 +978,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 let deadline = now + Duration::from_millis(self.node.reactor.timeout_of(&packet));
                 let origin = Origin(self.peer.id);
-                let (packet, elsewhere, route) =
-                    match self.node.reactor.try_submit(packet, now, deadline, Some(origin)) {
+                // A token without mc:*: what this node runs for the packet
+                // is told so; a packet that may go on (to a peer, an actor,
+                // a queue) carries the mark (docs/protocol.md, "Authentication").
+                let bar_mc = self.bars_mc;
+                let (mut packet, elsewhere, route) =
+                    match self.node.reactor.try_submit(packet, now, deadline, Some(origin), bar_mc) {
                         Immediate::Done(result) => {
                             self.answer(seq, &key, ServedBy::ThisNode, result);
                             return;
@@ -991,6 +992,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         Immediate::Routed(packet, route) => (packet, false, Some(route)),
                         Immediate::Later(packet) => (packet, false, None),
                     };
+                if bar_mc && route.is_none() {
+                    packet.bar_mc();
+                }
                 // Held until answered (running here or forwarded):
                 // counted against the node's queued bytes.
                 if !self.charge(size) {
@@ -1027,7 +1031,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     async move {
                         let result = match route {
                             Some(route) => {
-                                reactor.run_routed(*packet, &route, now, deadline, Some(origin)).await
+                                reactor.run_routed(*packet, &route, now, deadline, Some(origin), bar_mc).await
                             }
                             None => reactor.submit_waiting(*packet, now, deadline, Some(origin)).await,
                         };

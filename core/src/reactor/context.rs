@@ -25,6 +25,10 @@ pub struct Context {
     /// This packet is an actor's turn: what it calls carries its id in
     /// `pf.turns` (the reentrancy chain).
     pub(crate) turn: bool,
+    /// Its calls may not reach `mc:*`, though its metadata need not say so
+    /// (a handler's packet from a connection whose token does not grant
+    /// `mc:*`: the node skips the mark for what it runs itself).
+    pub(crate) bar_mc: bool,
 }
 
 /// Options of a [`Context::call_with`].
@@ -73,7 +77,7 @@ impl Context {
         priority: Priority,
         turn: bool,
     ) -> Context {
-        Context { reactor, id, metadata, deadline, priority, turn }
+        Context { reactor, id, metadata, deadline, priority, turn, bar_mc: false }
     }
 
     /// The id of the packet being handled. A message sent with
@@ -114,7 +118,7 @@ impl Context {
     /// packet that did (its `pf.no_mc`; docs/protocol.md,
     /// "Authentication").
     pub fn bars_mc(&self) -> bool {
-        crate::packet::bars_mc(self.metadata.as_ref())
+        self.bar_mc || crate::packet::bars_mc(self.metadata.as_ref())
     }
 
     /// When the submitter stops waiting.

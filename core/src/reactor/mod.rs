@@ -139,11 +139,15 @@ pub(crate) enum Immediate<P> {
 /// forwarding it needs no new box).
 pub(crate) trait OwnedPacket {
     fn packet(&self) -> &Packet;
+    fn packet_mut(&mut self) -> &mut Packet;
     fn into_packet(self) -> Packet;
 }
 
 impl OwnedPacket for Packet {
     fn packet(&self) -> &Packet {
+        self
+    }
+    fn packet_mut(&mut self) -> &mut Packet {
         self
     }
     fn into_packet(self) -> Packet {
@@ -153,6 +157,9 @@ impl OwnedPacket for Packet {
 
 impl OwnedPacket for Box<Packet> {
     fn packet(&self) -> &Packet {
+        self
+    }
+    fn packet_mut(&mut self) -> &mut Packet {
         self
     }
     fn into_packet(self) -> Packet {
@@ -707,10 +714,10 @@ impl Reactor {
         deadline: Instant,
         origin: Option<Origin>,
     ) -> PacketResult {
-        match self.try_submit(packet, start, deadline, origin) {
+        match self.try_submit(packet, start, deadline, origin, false) {
             Immediate::Done(result) => result,
             Immediate::Routed(packet, route) => {
-                self.run_routed(packet, &route, start, deadline, origin).await
+                self.run_routed(packet, &route, start, deadline, origin, false).await
             }
             Immediate::Elsewhere(packet) | Immediate::Later(packet) => {
                 self.submit_waiting(packet, start, deadline, origin).await
@@ -731,7 +738,7 @@ impl Reactor {
         start: Instant,
         deadline: Instant,
     ) -> Result<PacketResult, Packet> {
-        match self.try_submit(packet, start, deadline, None) {
+        match self.try_submit(packet, start, deadline, None, false) {
             Immediate::Done(result) => Ok(result),
             Immediate::Elsewhere(packet) | Immediate::Later(packet) | Immediate::Routed(packet, _) => {
                 Err(packet)
@@ -742,12 +749,19 @@ impl Reactor {
     /// [`submit_now`](Self::submit_now), telling apart the packets given
     /// back: a valid packet with no dependencies and no local handler
     /// ([`Immediate::Elsewhere`]) is one a node may forward at once.
+    ///
+    /// `bar_mc`: the packet came with a token that does not grant `mc:*`
+    /// (docs/protocol.md, "Authentication"). What runs here knows it
+    /// without a mark in the packet (the context's flag; an actor message
+    /// is marked, its turn reading its metadata); a packet given back
+    /// unmarked is the caller's to mark.
     pub(crate) fn try_submit<P: OwnedPacket>(
         &self,
-        owned: P,
+        mut owned: P,
         start: Instant,
         deadline: Instant,
         origin: Option<Origin>,
+        bar_mc: bool,
     ) -> Immediate<P> {
         let packet = owned.packet();
         if !packet.dependencies.is_empty() || self.is_stopped() || packet.validate().is_err() {
@@ -761,7 +775,10 @@ impl Reactor {
             // A key with a limit of its own may have to wait for a slot.
             Target::Handler(Handler::Sync(f)) if route.limit.is_none() => f,
             Target::Actors(host) => {
-                return self.try_actor_now(host, owned, start, deadline, origin, &route.stats)
+                if bar_mc {
+                    owned.packet_mut().bar_mc();
+                }
+                return self.try_actor_now(host, owned, start, deadline, origin, &route.stats);
             }
             Target::Handler(_) => return Immediate::Routed(owned, route.clone()),
         };
@@ -770,7 +787,7 @@ impl Reactor {
             return Immediate::Later(owned); // the slow path answers PF409
         };
         let id = packet.id.clone();
-        let outcome = self.run_sync(f.as_ref(), owned.into_packet(), deadline);
+        let outcome = self.run_sync(f.as_ref(), owned.into_packet(), deadline, bar_mc);
         Immediate::Done(self.finish(&route.stats, &mut guard, id, outcome, start))
     }
 
@@ -855,9 +872,16 @@ impl Reactor {
     }
 
     /// Runs a sync handler, turning a panic into PF500.
-    fn run_sync(&self, f: &handler::SyncFn, packet: Packet, deadline: Instant) -> Result<Value, PfError> {
+    fn run_sync(
+        &self,
+        f: &handler::SyncFn,
+        packet: Packet,
+        deadline: Instant,
+        bar_mc: bool,
+    ) -> Result<Value, PfError> {
         let Packet { id, data, metadata, priority, .. } = packet;
-        let ctx = Context::new(self.clone(), ContextId::Given(id), metadata, deadline, priority, false);
+        let mut ctx = Context::new(self.clone(), ContextId::Given(id), metadata, deadline, priority, false);
+        ctx.bar_mc = bar_mc;
         std::panic::catch_unwind(AssertUnwindSafe(|| f(data, &ctx)))
             .unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))
     }
@@ -890,7 +914,7 @@ impl Reactor {
         if matches!(route.target, Target::Actors(_)) && !self.actor_lives_here(&mut packet, origin) {
             return self.forward_or_reject(packet, start, deadline, origin).await;
         }
-        self.run_routed(packet, &route, start, deadline, origin).await
+        self.run_routed(packet, &route, start, deadline, origin, false).await
     }
 
     /// Runs a valid packet on its local `route`, from its in-flight mark
@@ -900,7 +924,8 @@ impl Reactor {
     ///
     /// Until it is answered the packet may be cancelled: the future then
     /// answers PF499 at once, dropping what it ran. Dropping this future
-    /// first cancels the packet too (see [`Running`]).
+    /// first cancels the packet too (see [`Running`]). `bar_mc`: as for
+    /// [`try_submit`](Self::try_submit), for a handler's packet.
     pub(crate) async fn run_routed(
         &self,
         packet: Packet,
@@ -908,6 +933,7 @@ impl Reactor {
         start: Instant,
         deadline: Instant,
         origin: Option<Origin>,
+        bar_mc: bool,
     ) -> PacketResult {
         let Some(mut guard) = self.inner.inflight.begin(&packet.id, origin_number(origin)) else {
             if let Target::Actors(host) = &route.target {
@@ -924,7 +950,7 @@ impl Reactor {
         };
         let id = packet.id.clone();
         let running = Unanswered { counted: Counted::Handler(&route.stats), start };
-        let outcome = self.run_local(packet, route, deadline, &guard).await;
+        let outcome = self.run_local(packet, route, deadline, &guard, bar_mc).await;
         running.answered();
         self.finish(&route.stats, &mut guard, id, outcome, start)
     }
@@ -947,7 +973,7 @@ impl Reactor {
         origin: Option<Origin>,
     ) -> PacketResult {
         if let Some(route) = self.builtin_for(packet.group, packet.element.as_str(), origin) {
-            return self.run_routed(packet, &route, start, deadline, origin).await;
+            return self.run_routed(packet, &route, start, deadline, origin, false).await;
         }
         // The key is formatted only if nobody takes the packet (element
         // names up to 24 bytes clone without allocating).
@@ -995,10 +1021,11 @@ impl Reactor {
     /// its dependencies, for a slot, for its handler, for its actor.
     async fn run_local(
         &self,
-        packet: Packet,
+        mut packet: Packet,
         route: &Route,
         deadline: Instant,
         guard: &InflightGuard,
+        bar_mc: bool,
     ) -> Result<Value, PfError> {
         if !packet.dependencies.is_empty() {
             Box::pin(self.await_dependencies(&packet, deadline, guard)).await?;
@@ -1006,6 +1033,10 @@ impl Reactor {
         let handler = match &route.target {
             Target::Handler(handler) => handler,
             Target::Actors(host) => {
+                if bar_mc {
+                    // Its turn knows it from the message's metadata.
+                    packet.bar_mc();
+                }
                 // An actor's mailbox is its own queue: waiting there holds no slot.
                 self.sweep_actors();
                 let (actor, message) = host.message(packet, deadline)?;
@@ -1016,19 +1047,32 @@ impl Reactor {
             }
         };
         // The key's own slot first (`mc:scale`): a packet waiting for it
-        // holds none of the reactor's.
+        // holds none of the reactor's. Boxed: the keys without a limit
+        // keep a small future.
         let _key_permit = match &route.limit {
-            Some(limit) => Some(self.admit(limit, &packet, deadline, guard, "the queue of this key").await?),
+            Some(limit) => {
+                Some(Box::pin(self.admit(limit, &packet, deadline, guard, "the queue of this key")).await?)
+            }
             None => None,
         };
         if let Handler::Sync(f) = handler {
             // A sync handler runs to completion without yielding, so it never
             // holds a slot while others wait: it needs no admission.
-            return self.run_sync(f.as_ref(), packet, deadline);
+            return self.run_sync(f.as_ref(), packet, deadline, bar_mc);
         }
-        let _permit = self.admit(&self.inner.scheduler, &packet, deadline, guard, "the queue").await?;
+        let _permit = match self.inner.scheduler.acquire(packet.priority) {
+            Ok(RunSlot::Now(permit)) => permit,
+            Ok(RunSlot::Later(waiting)) => {
+                let late = || {
+                    format!("timed out after waiting in the queue for {}:{}", packet.group, packet.element)
+                };
+                self.bounded_for(guard, waiting.granted(), deadline, late).await?
+            }
+            Err(Refused::QueueFull) => return Err(queue_full("the queue", &self.inner.scheduler)),
+        };
         let Packet { id, group, element, data, metadata, priority, .. } = packet;
-        let ctx = Context::new(self.clone(), ContextId::Given(id), metadata, deadline, priority, false);
+        let mut ctx = Context::new(self.clone(), ContextId::Given(id), metadata, deadline, priority, false);
+        ctx.bar_mc = bar_mc;
         let Handler::Async(f) = handler else { unreachable!("sync handlers returned above") };
         let running = AssertUnwindSafe(f(data, ctx)).catch_unwind();
         let late = || format!("{group}:{element} did not answer in time");
@@ -1055,10 +1099,7 @@ impl Reactor {
                 };
                 self.bounded_for(guard, waiting.granted(), deadline, late).await
             }
-            Err(Refused::QueueFull) => Err(PfError::new(
-                ErrorCode::Overloaded,
-                format!("{queue} is full ({} packets waiting); retry later", scheduler.max_queued()),
-            )),
+            Err(Refused::QueueFull) => Err(queue_full(queue, scheduler)),
         }
     }
 
@@ -1221,6 +1262,15 @@ impl Reactor {
             actors: self.actors().stats(),
         }
     }
+}
+
+/// PF429: `queue` (as `the queue`), `scheduler`'s, is full.
+#[cold]
+fn queue_full(queue: &str, scheduler: &Scheduler) -> PfError {
+    PfError::new(
+        ErrorCode::Overloaded,
+        format!("{queue} is full ({} packets waiting); retry later", scheduler.max_queued()),
+    )
 }
 
 fn stopped_error() -> PfError {
