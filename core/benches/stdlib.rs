@@ -11,12 +11,22 @@
 //!    handler (target: at least 200,000 pairs per second);
 //! 4. `rm:cache` `get` of a key this node owns (a hit), and `set`, one
 //!    packet at a time, against one submit of a trivial handler (target:
-//!    at least 1,000,000 gets per second).
+//!    at least 1,000,000 gets per second);
+//! 5. `mc:scale`: 100 async submits in flight to a key without a limit of
+//!    its own, against the same key with a limit that never binds (1024):
+//!    what a limit costs a key that has one (the keys without one pay only
+//!    a null check; core/benches/core.rs measures that before and after);
+//! 6. the `pf.no_mc` mark a node puts on a packet of a token without
+//!    `mc:*` that it passes on (to a peer, an actor, the awaiting path; a
+//!    handler it runs at once is told with a flag instead): a marked
+//!    submit of a trivial sync handler against an unmarked one (the mark
+//!    is one metadata entry, inherited by calls).
 //!
-//! `cargo bench -p packetflow --bench stdlib -- [--n N] [--reps R] [--only seq|gather|lock|cache]`
+//! `cargo bench -p packetflow --bench stdlib -- [--n N] [--reps R] [--only seq|gather|lock|cache|scale|mark]`
 
 use std::hint::black_box;
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use packetflow::stdlib::StdlibPatterns;
 use packetflow::{json, Packet, Reactor, Value};
 
@@ -82,16 +92,24 @@ fn main() {
         );
         println!("cf:seq / one submit: {:.2}x (target <= 3x)\n", seq / one);
     }
+    if wanted("gather") {
+        bench_gather(&a, &rt, &r, &step);
+    }
     if wanted("lock") {
         lock_pairs(&rt, &a);
     }
     if wanted("cache") {
         cache(&rt, &r, &a);
     }
-    if !wanted("gather") {
-        return;
+    if wanted("scale") {
+        bench_scale(&a, &rt);
     }
+    if wanted("mark") {
+        bench_mark(&a, &rt, &r);
+    }
+}
 
+fn bench_gather(a: &common::Args, rt: &tokio::runtime::Runtime, r: &Reactor, step: &Value) {
     println!("## 2. co:gather of 100 trivial calls");
     let calls: Vec<Value> = (0..100).map(|_| step.clone()).collect();
     let gather_data = json!({"calls": calls});
@@ -117,7 +135,68 @@ fn main() {
             })
         }),
     );
-    println!("co:gather / 100 submits: {:.2}x (target <= 1.5x)", gather / by_hand);
+    println!("co:gather / 100 submits: {:.2}x (target <= 1.5x)\n", gather / by_hand);
+}
+
+/// `n` async submits of `df:<element>`, 100 in flight.
+fn hundred_in_flight(rt: &tokio::runtime::Runtime, r: &Reactor, element: &str, n: usize) {
+    rt.block_on(async {
+        let mut inflight = FuturesUnordered::new();
+        let (mut sent, mut done) = (0, 0);
+        while done < n {
+            while sent < n && inflight.len() < 100 {
+                inflight.push(r.submit(packet("df", element, json!(sent))));
+                sent += 1;
+            }
+            assert!(inflight.next().await.unwrap().is_success());
+            done += 1;
+        }
+    })
+}
+
+fn bench_scale(a: &common::Args, rt: &tokio::runtime::Runtime) {
+    println!("## 5. mc:scale: 100 async submits in flight, per packet");
+    let r = Reactor::default();
+    r.enable_stdlib(&StdlibPatterns::parse("mc:scale").unwrap());
+    for element in ["free", "limited"] {
+        r.register("df", element, |v, _| async move { Ok(v) }).unwrap();
+    }
+    let scale = json!({"target": "df:limited", "max_concurrency": 1024});
+    rt.block_on(r.call(packet("mc", "scale", scale))).unwrap();
+    let free =
+        report("a key without a limit", measure(a.n, a.reps, |n| hundred_in_flight(rt, &r, "free", n)));
+    let limited = report(
+        "a key with a limit of 1024 (never reached)",
+        measure(a.n, a.reps, |n| hundred_in_flight(rt, &r, "limited", n)),
+    );
+    println!("limited / free: {:.2}x\n", limited / free);
+}
+
+fn bench_mark(a: &common::Args, rt: &tokio::runtime::Runtime, r: &Reactor) {
+    println!("## 6. the pf.no_mc mark, one sync submit at a time, per packet");
+    let plain = report(
+        "an unmarked submit of df:inc",
+        measure(a.n, a.reps, |n| {
+            rt.block_on(async {
+                for i in 0..n {
+                    black_box(r.submit(packet("df", "inc", json!(i))).await);
+                }
+            })
+        }),
+    );
+    let marked = report(
+        "a submit of df:inc marked pf.no_mc",
+        measure(a.n, a.reps, |n| {
+            rt.block_on(async {
+                for i in 0..n {
+                    let mut p = packet("df", "inc", json!(i));
+                    p.bar_mc();
+                    black_box(r.submit(p).await);
+                }
+            })
+        }),
+    );
+    println!("marked / unmarked: {:.2}x", marked / plain);
 }
 
 /// Section 3: `rm:lock` acquire + unlock, uncontended, one pair at a time.

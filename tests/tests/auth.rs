@@ -9,12 +9,16 @@ use tokio::time::Duration;
 const CLIENT: &str = "client-token-0123456789";
 const SERVICE: &str = "service-token-0123456789";
 const ADMIN: &str = "admin-token-0123456789ab";
+const OPERATOR: &str = "operator-token-0123456789";
+const SCALER: &str = "scaler-token-0123456789";
 
 fn tokens() -> Vec<TokenSpec> {
     vec![
         TokenSpec::new("client", CLIENT, &["df:*", "*:user.*", "cf:start"], &[]),
         TokenSpec::new("service", SERVICE, &[], &["df:upper", "df:public"]),
         TokenSpec::new("admin", ADMIN, &["*"], &["*"]),
+        TokenSpec::new("operator", OPERATOR, &["*", "mc:*"], &[]),
+        TokenSpec::new("scaler", SCALER, &["cf:*", "mc:scale"], &[]),
     ]
 }
 
@@ -242,10 +246,91 @@ async fn wildcard_patterns_decide_what_a_token_may_submit() {
         let answer = peer.recv_open().await;
         assert_eq!(answer["payload"]["error"]["code"], *code, "{group}:{element}: {answer}");
     }
-    // The admin token (`*`) may submit anything.
+    // The admin token (`*`) may submit anything but mc:*, which a token
+    // must name.
     let mut admin = RawPeer::connect_with_token(&hub_url, ADMIN).await;
-    admin.send_json(&submit_frame(1, "a1", "mc", "spawn", json!(null))).await;
+    admin.send_json(&submit_frame(1, "a1", "rm", "anything", json!(null))).await;
     assert_eq!(admin.recv_open().await["payload"]["error"]["code"], "PF001");
+    admin.send_json(&submit_frame(2, "a2", "mc", "spawn", json!(null))).await;
+    assert_eq!(admin.recv_open().await["payload"]["error"]["code"], "PF403");
+    let mut operator = RawPeer::connect_with_token(&hub_url, OPERATOR).await;
+    operator.send_json(&submit_frame(1, "o1", "mc", "spawn", json!(null))).await;
+    assert_eq!(operator.recv_open().await["payload"]["error"]["code"], "PF001");
+    hub.stop().await;
+}
+
+/// A hub with the standard elements `cf:*` and `mc:*`.
+async fn hub_with_mc() -> (Node, String) {
+    let (hub, hub_url) = hub().await;
+    let patterns = packetflow::stdlib::StdlibPatterns::parse("cf:*,mc:*").unwrap();
+    hub.reactor().enable_stdlib(&patterns);
+    (hub, hub_url)
+}
+
+/// The one answer to `frame`, sent on `peer`.
+async fn ask(peer: &mut RawPeer, frame: packetflow::Value) -> packetflow::Value {
+    peer.send_json(&frame).await;
+    let answer = peer.recv_open().await;
+    assert_eq!(answer["type"], "result", "{answer}");
+    answer["payload"].clone()
+}
+
+fn tune(value: u64) -> packetflow::Value {
+    json!({"setting": "default_timeout_ms", "value": value})
+}
+
+#[tokio::test]
+async fn mc_tune_needs_a_token_naming_mc_a_star_token_gets_pf403() {
+    let (hub, hub_url) = hub_with_mc().await;
+    let timeout = || hub.reactor().setting(packetflow::reactor::Setting::DefaultTimeoutMs);
+    let mut admin = RawPeer::connect_with_token(&hub_url, ADMIN).await;
+    let refused = ask(&mut admin, submit_frame(1, "t1", "mc", "tune", tune(5000))).await;
+    assert_eq!(refused["status"], "error");
+    assert_eq!(refused["error"]["code"], "PF403");
+    assert_eq!(refused["error"]["message"], "token \"admin\" may not submit mc:tune");
+    assert_eq!(timeout(), Some(30_000), "refused: nothing changed");
+
+    let mut operator = RawPeer::connect_with_token(&hub_url, OPERATOR).await;
+    let tuned = ask(&mut operator, submit_frame(1, "t2", "mc", "tune", tune(5000))).await;
+    assert_eq!(tuned["status"], "success", "{tuned}");
+    assert_eq!(tuned["data"], json!({"previous": 30000}));
+    assert_eq!(timeout(), Some(5000));
+
+    // A token naming one mc element reaches that one only.
+    let mut scaler = RawPeer::connect_with_token(&hub_url, SCALER).await;
+    let scale = json!({"target": "df:upper", "max_concurrency": 4});
+    let scaled = ask(&mut scaler, submit_frame(1, "s1", "mc", "scale", scale)).await;
+    assert_eq!(scaled["data"], json!({"previous": null}), "{scaled}");
+    let refused = ask(&mut scaler, submit_frame(2, "s2", "mc", "tune", tune(1000))).await;
+    assert_eq!(refused["error"]["code"], "PF403");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_composite_cannot_reach_mc_for_a_token_that_does_not_grant_mc_star() {
+    let (hub, hub_url) = hub_with_mc().await;
+    let timeout = || hub.reactor().setting(packetflow::reactor::Setting::DefaultTimeoutMs);
+    let seq = json!({"steps": [{"group": "mc", "element": "tune", "data": tune(7000)}]});
+    // `*` may submit cf:seq, but its step may not reach mc:tune.
+    let mut admin = RawPeer::connect_with_token(&hub_url, ADMIN).await;
+    let refused = ask(&mut admin, submit_frame(1, "c1", "cf", "seq", seq.clone())).await;
+    assert_eq!(refused["error"]["code"], "PF403", "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("cf:seq step 0 (mc:tune) failed: ctx.call to mc:tune refused"), "{message}");
+    // Nor for a token naming one mc element: only mc:* lets calls through.
+    let mut scaler = RawPeer::connect_with_token(&hub_url, SCALER).await;
+    let refused = ask(&mut scaler, submit_frame(1, "c2", "cf", "seq", seq.clone())).await;
+    assert_eq!(refused["error"]["code"], "PF403", "{refused}");
+    // A mark the client sets to false is overwritten.
+    let mut frame = submit_frame(2, "c3", "cf", "seq", seq.clone());
+    frame["payload"]["metadata"] = json!({"pf.no_mc": false});
+    assert_eq!(ask(&mut admin, frame).await["error"]["code"], "PF403");
+    assert_eq!(timeout(), Some(30_000), "nothing changed");
+    // A token granting mc:* may.
+    let mut operator = RawPeer::connect_with_token(&hub_url, OPERATOR).await;
+    let done = ask(&mut operator, submit_frame(1, "c4", "cf", "seq", seq)).await;
+    assert_eq!(done["data"], json!({"value": {"previous": 30000}, "steps": 1}), "{done}");
+    assert_eq!(timeout(), Some(7000));
     hub.stop().await;
 }
 
@@ -426,4 +511,43 @@ async fn a_refused_dial_leaves_no_route_and_the_dialer_closes_it() {
         tokio::time::timeout(Duration::from_secs(5), closed).await.expect("the dialer closes").unwrap();
     assert_eq!(code, Some(1008));
     client.stop().await;
+}
+
+#[tokio::test]
+async fn what_a_node_runs_for_a_star_tokens_packet_knows_its_calls_cannot_reach_mc() {
+    let (hub, hub_url) = hub().await;
+    let r = hub.reactor();
+    r.register_sync("df", "probe", |_, ctx| Ok(json!(ctx.bars_mc()))).unwrap();
+    r.register("df", "probe_async", |_, ctx| async move { Ok(json!(ctx.bars_mc())) }).unwrap();
+    let probe = packetflow::ActorType::new(
+        |_: &str, _: &packetflow::Value, _: &mut packetflow::Value, ctx: &packetflow::ActorContext| {
+            Ok(packetflow::Reply::Value(json!(ctx.bars_mc())))
+        },
+    )
+    .with_initial_state(json!({}));
+    r.actors().register("probe", probe).unwrap();
+    // Ids apart per token: an actor answers a packet id it remembers from memory.
+    let actor_frame = |seq: u64, token: &str| {
+        let id = format!("{}-{seq}", &token[..5]);
+        let mut frame = submit_frame(seq, &id, "rm", "actor.probe", json!({"type": "ask"}));
+        frame["payload"]["metadata"] = json!({"pf.actor_id": "p1"});
+        frame
+    };
+    for (token, barred) in [(ADMIN, true), (OPERATOR, false)] {
+        let mut peer = RawPeer::connect_with_token(&hub_url, token).await;
+        for (seq, element) in [(1, "probe"), (2, "probe_async")] {
+            let answer =
+                ask(&mut peer, submit_frame(seq, &format!("p{seq}"), "df", element, json!(null))).await;
+            assert_eq!(answer["data"], json!(barred), "{token}: df:{element}: {answer}");
+        }
+        // The first message activates the actor (the slow path), the next
+        // finds it idle in memory (the inline one).
+        for seq in [3, 4] {
+            let answer = ask(&mut peer, actor_frame(seq, token)).await;
+            assert_eq!(answer["data"], json!(barred), "{token}: actor message {seq}: {answer}");
+        }
+    }
+    // In process: never barred.
+    assert_eq!(r.call(Packet::build("df", "probe_async", json!(null)).unwrap()).await, Ok(json!(false)));
+    hub.stop().await;
 }

@@ -487,3 +487,46 @@ async fn packets_a_node_relays_for_its_clients_go_direct_too() {
     assert!(links(&relay)[0]["packets"].as_u64().unwrap() >= 20, "{}", direct(&relay));
     assert_eq!(links(&relay)[0]["node_id"], handler.node_id());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_star_token_keeps_its_direct_paths_and_mc_keys_always_go_through_the_hub() {
+    use packetflow::{ConnectOptions, ListenOptions, TokenSpec};
+    const SERVICE: &str = "service-token-0123456789";
+    const CLIENT: &str = "client-token-0123456789";
+    const OPERATOR: &str = "operator-token-0123456789";
+    let tokens = vec![
+        TokenSpec::new("service", SERVICE, &[], &["df:upper", "mc:custom"]),
+        // `*` grants everything but mc:*, which the operator's names.
+        TokenSpec::new("client", CLIENT, &["*"], &[]),
+        TokenSpec::new("operator", OPERATOR, &["*", "mc:*"], &[]),
+    ];
+    let (hub, _) = node("hub", NodeConfig::default()).await;
+    let addr =
+        hub.listen_with("127.0.0.1:0", ListenOptions { tokens, ..ListenOptions::default() }).await.unwrap();
+    let hub_url = url(addr);
+    let with = |token: &str| ConnectOptions { token: Some(token.into()), ..ConnectOptions::default() };
+    let reactor = Reactor::new(ReactorConfig { name: "handler".into(), ..ReactorConfig::default() });
+    register_upper(&reactor);
+    reactor.register_sync("mc", "custom", |data, _| Ok(data)).unwrap();
+    let handler = Node::new(reactor, NodeConfig::default());
+    handler.connect_with(&hub_url, with(SERVICE)).await.unwrap();
+    let (client, operator) = (
+        Node::new(Reactor::default(), NodeConfig::default()),
+        Node::new(Reactor::default(), NodeConfig::default()),
+    );
+    client.connect_with(&hub_url, with(CLIENT)).await.unwrap();
+    operator.connect_with(&hub_url, with(OPERATOR)).await.unwrap();
+    until("the operator routes mc:custom", || operator.can_route(Group::MetaCompute, "custom")).await;
+    // Busy: twice the packets that make a route go direct.
+    for i in 0..2 * DirectConfig::default().busy_packets {
+        let packet = Packet::build("mc", "custom", json!(i)).unwrap();
+        assert_eq!(operator.reactor().call(packet).await, Ok(json!(i)));
+    }
+    assert!(links(&operator).is_empty(), "an mc key went around the hub: {}", direct(&operator));
+    until("the client routes df:upper", || client.can_route(Group::DataFlow, "upper")).await;
+    go_direct(&client, "upper", 1, &[]).await;
+    assert_eq!(links(&client)[0]["node_id"], handler.node_id());
+    for n in [client, operator, handler, hub] {
+        n.stop().await;
+    }
+}

@@ -156,7 +156,7 @@ impl Actors {
         self.reactor.sweep_actors();
         let start = Instant::now();
         let deadline = deadline
-            .unwrap_or_else(|| start + std::time::Duration::from_millis(crate::packet::DEFAULT_TIMEOUT_MS));
+            .unwrap_or_else(|| start + std::time::Duration::from_millis(self.reactor.timeout_of_unset()));
         let message = cell::Message {
             // Its id is made only if its turn reads it (and then marked in
             // flight, so that the turn may call out): see `turn_id`.
@@ -203,11 +203,11 @@ impl Actors {
             let (actors, actor) = (self.clone(), actor.clone());
             let data = parts.data.unwrap_or(Value::Null);
             let answer = Box::pin(async move { actors.ask(&actor, op, data).await });
-            return Ok(Ask { timeout_ms: crate::packet::DEFAULT_TIMEOUT_MS, answer });
+            return Ok(Ask { timeout_ms: self.reactor.timeout_of_unset(), answer });
         }
         let packet = actor.packet_from(op, parts)?;
         let reactor = self.reactor.clone();
-        let timeout_ms = packet.timeout_ms();
+        let timeout_ms = self.reactor.timeout_of(&packet);
         Ok(Ask { timeout_ms, answer: Box::pin(async move { reactor.submit(packet).await.outcome }) })
     }
 
@@ -224,7 +224,7 @@ impl Actors {
     /// [`tell`](Self::tell) for a packet already built (a child packet of
     /// a context, or a binding's with its options).
     pub fn tell_packet(&self, actor: &ActorRef, mut packet: Packet) -> Result<(), PfError> {
-        let deadline = Instant::now() + std::time::Duration::from_millis(packet.timeout_ms());
+        let deadline = Instant::now() + std::time::Duration::from_millis(self.reactor.timeout_of(&packet));
         let host = self
             .reactor
             .actor_host(actor.actor_type())

@@ -5,7 +5,14 @@
 //! `hello.token` (its first frame). The decision is taken once per
 //! connection; what the token allows is compiled into [`Patterns`] so the
 //! per-submit check is a table index and, at most, a hash lookup (a token
-//! allowed `*` skips it entirely).
+//! allowed everything skips it entirely).
+//!
+//! `mc:*` (meta-control: `mc:tune`, `mc:scale`, `mc:spawn`) changes a
+//! running system, so a token reaches it only by naming the group: `mc:*`
+//! or `mc:ELEMENT`. `*`, `*:*` and `*:ELEMENT` cover the other five groups
+//! alone. A packet admitted under a token that does not grant all of `mc:*`
+//! is marked (`pf.no_mc`), so that the calls made on its behalf, however
+//! deep, cannot reach `mc:*` either ([`Grant::may_reach_mc`]).
 //!
 //! Tokens are compared in constant time: both sides are hashed (SHA-256,
 //! which also hides the length) and every entry of the table is compared
@@ -30,9 +37,10 @@ pub const MIN_TOKEN_LEN: usize = 16;
 /// One token a listener accepts, and what a connection presenting it may do.
 ///
 /// Exactly one of `token` and `token_sha256` is set. Patterns are `*`
-/// (everything) or `GROUP:ELEMENT`, where `GROUP` is a group code or `*`
-/// and `ELEMENT` is a name, `*`, or a prefix ending in `*` (`df:user.*`).
-/// An empty list allows nothing.
+/// (everything but `mc`) or `GROUP:ELEMENT`, where `GROUP` is a group code
+/// or `*` (every group but `mc`) and `ELEMENT` is a name, `*`, or a prefix
+/// ending in `*` (`df:user.*`). `mc` keys are allowed only by patterns
+/// naming the group (`mc:*`, `mc:scale`). An empty list allows nothing.
 ///
 /// `Debug` never shows the token.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -88,9 +96,15 @@ impl TokenSpec {
         }
     }
 
-    /// A token allowed to submit and serve everything.
+    /// A token allowed to submit and serve everything but `mc:*` (which a
+    /// token reaches only by naming it: [`allow_all_and_mc`](Self::allow_all_and_mc)).
     pub fn allow_all(name: impl Into<String>, token: impl Into<String>) -> TokenSpec {
         TokenSpec::new(name, token, &["*"], &["*"])
+    }
+
+    /// A token allowed to submit and serve everything, `mc:*` included.
+    pub fn allow_all_and_mc(name: impl Into<String>, token: impl Into<String>) -> TokenSpec {
+        TokenSpec::new(name, token, &["*", "mc:*"], &["*", "mc:*"])
     }
 
     /// The same token, allowed to open the dashboard too.
@@ -263,21 +277,22 @@ impl GroupRule {
     }
 }
 
+/// The group a token reaches only by naming it (see the module's docs).
+const NAMED_ONLY: Group = Group::MetaCompute;
+
 impl Patterns {
-    /// Compiles `patterns`; `None` when they allow everything (`*`), so
-    /// that callers skip the check.
+    /// Compiles `patterns`; `None` when they allow everything (`*` and
+    /// `mc:*`), so that callers skip the check.
     fn compile(patterns: &[String]) -> Result<Option<Patterns>, String> {
         let mut compiled = Patterns::default();
-        let mut everything = false;
+        // `*` and `*:…` stand for every group a wildcard covers.
+        let wildcard_groups = || Group::ALL.into_iter().filter(|g| *g != NAMED_ONLY);
         for pattern in patterns {
-            if pattern == "*" || pattern == "*:*" {
-                everything = true;
-                continue;
-            }
+            let pattern = if pattern == "*" { "*:*" } else { pattern.as_str() };
             let (group, element) =
                 pattern.split_once(':').ok_or(format!("pattern {pattern:?} is not `*` or GROUP:ELEMENT"))?;
             let groups: Vec<Group> = if group == "*" {
-                Group::ALL.to_vec()
+                wildcard_groups().collect()
             } else {
                 vec![Group::parse(group).map_err(|e| format!("pattern {pattern:?}: {}", e.message))?]
             };
@@ -296,11 +311,17 @@ impl Patterns {
                 }
             }
         }
+        let everything = compiled.groups.iter().all(|rule| rule.any);
         Ok(if everything { None } else { Some(compiled) })
     }
 
     pub(crate) fn allows(&self, group: Group, element: &str) -> bool {
         self.groups[group.index()].allows(element)
+    }
+
+    /// Whether every key of `group` is allowed.
+    fn allows_all_of(&self, group: Group) -> bool {
+        self.groups[group.index()].any
     }
 }
 
@@ -324,6 +345,20 @@ impl Grant {
 
     pub(crate) fn may_serve(&self, group: Group, element: &str) -> bool {
         self.serve.as_ref().is_none_or(|p| p.allows(group, element))
+    }
+
+    /// Whether the calls made on behalf of a packet this token submitted
+    /// may reach `mc:*`: only when it grants the whole group (`mc:*`). The
+    /// node marks the packets of any other token (`pf.no_mc`).
+    pub(crate) fn may_reach_mc(&self) -> bool {
+        self.submit.as_ref().is_none_or(|p| p.allows_all_of(NAMED_ONLY))
+    }
+
+    /// Whether it may submit every key outside `mc:*` (as `*` does).
+    pub(crate) fn may_submit_all_but_mc(&self) -> bool {
+        self.submit
+            .as_ref()
+            .is_none_or(|p| Group::ALL.into_iter().all(|g| g == NAMED_ONLY || p.allows_all_of(g)))
     }
 }
 
@@ -426,10 +461,62 @@ mod tests {
         assert!(p.allows(Group::EventDriven, "user.created"));
         assert!(!p.allows(Group::EventDriven, "users"));
         assert!(!p.allows(Group::ResourceMgmt, "lock"));
-        assert!(Patterns::compile(&["*".into()]).unwrap().is_none(), "* skips the check");
-        assert!(Patterns::compile(&["*:*".into()]).unwrap().is_none());
+        let everything = Patterns::compile(&["*".into(), "mc:*".into()]).unwrap();
+        assert!(everything.is_none(), "* with mc:* skips the check");
         let nothing = Patterns::compile(&[]).unwrap().unwrap();
         assert!(Group::ALL.iter().all(|g| !nothing.allows(*g, "x")));
+    }
+
+    #[test]
+    fn wildcards_never_cover_mc_a_pattern_must_name_it() {
+        for wildcard in ["*", "*:*"] {
+            let p = Patterns::compile(&[wildcard.into()]).unwrap().expect("mc is still checked");
+            for g in Group::ALL.into_iter().filter(|g| *g != Group::MetaCompute) {
+                assert!(p.allows(g, "anything"), "{wildcard} allows {g}:anything");
+            }
+            for element in ["tune", "scale", "spawn"] {
+                assert!(!p.allows(Group::MetaCompute, element), "{wildcard} must not allow mc:{element}");
+            }
+        }
+        let p = Patterns::compile(&["*:scale".into(), "*:tu*".into()]).unwrap().unwrap();
+        assert!(p.allows(Group::DataFlow, "scale") && p.allows(Group::ControlFlow, "tune"));
+        assert!(!p.allows(Group::MetaCompute, "scale") && !p.allows(Group::MetaCompute, "tune"));
+        let named = Patterns::compile(&["mc:scale".into()]).unwrap().unwrap();
+        assert!(named.allows(Group::MetaCompute, "scale"));
+        assert!(!named.allows(Group::MetaCompute, "tune"));
+        let prefix = Patterns::compile(&["mc:sp*".into()]).unwrap().unwrap();
+        assert!(prefix.allows(Group::MetaCompute, "spawn") && !prefix.allows(Group::MetaCompute, "tune"));
+        let group = Patterns::compile(&["mc:*".into()]).unwrap().unwrap();
+        assert!(group.allows(Group::MetaCompute, "tune") && !group.allows(Group::DataFlow, "x"));
+    }
+
+    #[test]
+    fn only_a_token_granting_all_of_mc_lets_its_packets_calls_reach_mc() {
+        let grant = |submit: &[&str]| {
+            let table = AuthTable::new(&[TokenSpec::new("t", "the-token-0123456789", submit, &[])]).unwrap();
+            table.check("the-token-0123456789").unwrap()
+        };
+        let all = grant(&["*"]);
+        assert!(!all.may_submit(Group::MetaCompute, "tune") && all.may_submit(Group::DataFlow, "x"));
+        assert!(!all.may_reach_mc(), "* does not grant mc");
+        assert!(all.may_submit_all_but_mc(), "* keeps its direct paths");
+        let admin = grant(&["*", "mc:*"]);
+        assert!(admin.submit.is_none() && admin.may_reach_mc() && admin.may_submit_all_but_mc());
+        assert!(admin.may_submit(Group::MetaCompute, "tune"));
+        let scale_only = grant(&["*", "mc:scale"]);
+        assert!(scale_only.may_submit(Group::MetaCompute, "scale"));
+        assert!(!scale_only.may_submit(Group::MetaCompute, "tune"));
+        assert!(!scale_only.may_reach_mc(), "one mc element is not the group: its calls are barred");
+        let mc_only = grant(&["mc:*"]);
+        assert!(mc_only.may_reach_mc() && !mc_only.may_submit_all_but_mc());
+        let some = grant(&["df:*"]);
+        assert!(!some.may_reach_mc() && !some.may_submit_all_but_mc());
+        let serve = AuthTable::new(&[TokenSpec::allow_all("s", "serve-token-0123456789")]).unwrap();
+        let serve = serve.check("serve-token-0123456789").unwrap();
+        assert!(serve.may_serve(Group::DataFlow, "x") && !serve.may_serve(Group::MetaCompute, "tune"));
+        let both = AuthTable::new(&[TokenSpec::allow_all_and_mc("b", "both-token-0123456789")]).unwrap();
+        let both = both.check("both-token-0123456789").unwrap();
+        assert!(both.may_serve(Group::MetaCompute, "tune") && both.may_reach_mc());
     }
 
     #[test]

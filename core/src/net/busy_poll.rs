@@ -20,8 +20,16 @@
 //! client needs the CPU to take the answers and send the next wave (measured
 //! through a hub on two cores, the pipelined packets/s of a Node.js client
 //! fell by a fifth while the hub spun between waves).
+//!
+//! The window may change while the node runs (`mc:tune busy_poll_us`); 0
+//! turns spinning off. So a node whose connections run on its Tokio
+//! runtime always has one of these, with its task asleep while the window
+//! is 0: a burst of frames then costs one relaxed load.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -41,7 +49,8 @@ const NEVER: u64 = u64::MAX;
 type Held = Box<dyn Fn() -> usize + Send + Sync>;
 
 pub(crate) struct BusyPoll {
-    window: Duration,
+    /// The window, in µs; 0: off.
+    window_us: AtomicU64,
     held: Held,
     /// Bursts of frames read, over all connections.
     bursts: AtomicU64,
@@ -55,10 +64,11 @@ pub(crate) struct BusyPoll {
 }
 
 impl BusyPoll {
-    /// Spins for `window` after frames while `held()` is at most [`MAX_HELD`].
+    /// Spins for `window` after frames while `held()` is at most
+    /// [`MAX_HELD`]; a zero window: not until one is set.
     pub(crate) fn new(window: Duration, held: impl Fn() -> usize + Send + Sync + 'static) -> Arc<BusyPoll> {
         Arc::new(BusyPoll {
-            window,
+            window_us: AtomicU64::new(window.as_micros().min(u128::from(u64::MAX)) as u64),
             held: Box::new(held),
             bursts: AtomicU64::new(0),
             crowded_at: AtomicU64::new(NEVER),
@@ -71,6 +81,9 @@ impl BusyPoll {
 
     /// A connection read frames: the window starts again.
     pub(crate) fn frames_arrived(&self) {
+        if self.window_us.load(Relaxed) == 0 {
+            return;
+        }
         // SeqCst on both sides (here and in `run`) so that the spinner
         // either sees this burst or is woken by it; on x86 it costs the same.
         self.bursts.fetch_add(1, SeqCst);
@@ -99,8 +112,17 @@ impl BusyPoll {
         self.wake.notify_one();
     }
 
+    /// The window; zero: off.
     pub(crate) fn window(&self) -> Duration {
-        self.window
+        Duration::from_micros(self.window_us.load(Relaxed))
+    }
+
+    /// Sets the window (zero: off) and returns the one it replaces. A
+    /// spinning task picks it up on its next turn; a sleeping one with the
+    /// next burst of frames.
+    pub(crate) fn set_window(&self, window: Duration) -> Duration {
+        let us = window.as_micros().min(u128::from(u64::MAX)) as u64;
+        Duration::from_micros(self.window_us.swap(us, Relaxed))
     }
 
     /// Whether the task is spinning now (for `/health`).
@@ -129,7 +151,7 @@ impl BusyPoll {
                 if bursts != seen {
                     seen = bursts;
                     last_burst = Instant::now();
-                } else if last_burst.elapsed() >= self.window {
+                } else if last_burst.elapsed() >= self.window() {
                     break;
                 }
                 if !self.may_spin() {

@@ -182,6 +182,7 @@ where
     peer.liveness.heard(Instant::now());
     let stopping_node = node.clone();
     let submit_rules = peer.grant().filter(|g| g.submit.is_some()).cloned();
+    let bars_mc = peer.grant().is_some_and(|g| !g.may_reach_mc());
     let rate = node
         .config
         .max_submits_per_sec
@@ -212,6 +213,7 @@ where
         stop_grace: None,
         awaiting,
         submit_rules,
+        bars_mc,
         rate,
         charged: 0,
         listed_on_hello,
@@ -282,6 +284,9 @@ pub(crate) struct Connection<S> {
     /// The token's grant when it restricts submits (`None`: anything goes,
     /// and the check is skipped).
     submit_rules: Option<Arc<Grant>>,
+    /// The token does not grant `mc:*`: each submit is marked so that
+    /// the calls made on its behalf cannot reach `mc:*` (`pf.no_mc`).
+    bars_mc: bool,
     rate: Option<Box<RateLimit>>,
     /// Bytes of this connection's running submits counted in the node's
     /// queued bytes (returned as they finish, or when the connection ends).
@@ -978,10 +983,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     // A lock or lease granted to it ends with this connection.
                     self.node.holds.note_submit(self.peer.id, seq, &packet);
                 }
-                let deadline = now + Duration::from_millis(packet.timeout_ms());
+                let deadline = now + Duration::from_millis(self.node.reactor.timeout_of(&packet));
                 let origin = Origin(self.peer.id);
-                let (packet, elsewhere, route) =
-                    match self.node.reactor.try_submit(packet, now, deadline, Some(origin)) {
+                // A token without mc:*: what this node runs for the packet
+                // is told so; a packet that may go on (to a peer, an actor,
+                // a queue) carries the mark (docs/protocol.md, "Authentication").
+                let bar_mc = self.bars_mc;
+                let (mut packet, elsewhere, route) =
+                    match self.node.reactor.try_submit(packet, now, deadline, Some(origin), bar_mc) {
                         Immediate::Done(result) => {
                             self.answer(seq, &key, ServedBy::ThisNode, result);
                             return;
@@ -990,6 +999,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         Immediate::Routed(packet, route) => (packet, false, Some(route)),
                         Immediate::Later(packet) => (packet, false, None),
                     };
+                if bar_mc && route.is_none() {
+                    packet.bar_mc();
+                }
                 // Held until answered (running here or forwarded):
                 // counted against the node's queued bytes.
                 if !self.charge(size) {
@@ -1026,7 +1038,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     async move {
                         let result = match route {
                             Some(route) => {
-                                reactor.run_routed(*packet, &route, now, deadline, Some(origin)).await
+                                reactor.run_routed(*packet, &route, now, deadline, Some(origin), bar_mc).await
                             }
                             None => reactor.submit_waiting(*packet, now, deadline, Some(origin)).await,
                         };
@@ -1108,6 +1120,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     if grant.submit.is_some() {
                         self.submit_rules = Some(grant.clone());
                     }
+                    self.bars_mc = !grant.may_reach_mc();
                     self.peer.set_grant(grant);
                     self.node.peers.write().insert(self.peer.clone());
                     return true;

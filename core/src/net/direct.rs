@@ -705,8 +705,10 @@ impl NodeInner {
     /// The `direct` member of the `hello` for `peer`: this node's own entry
     /// and its peers' (one hop), and the candidates of each key it routes
     /// but does not serve. `None` for a peer that does not take part, or
-    /// whose token may submit only some keys (going around the hub would
-    /// go around the hub's check). Starts the direct listener when this
+    /// whose token may submit only some keys beyond `mc:*` (going around
+    /// the hub would go around the hub's check). `mc:*` keys are never
+    /// routed around a hub: a direct listener's ticket does not grant
+    /// them. Starts the direct listener when this
     /// node serves something and has none yet.
     pub(crate) fn direct_announcement(&self, peer: &Peer, peers: &PeerTable) -> Option<Box<DirectHello>> {
         if !self.config.direct.enabled || peer.is_direct_link() || !peer.takes_direct() {
@@ -716,7 +718,7 @@ impl NodeInner {
         if !own_keys.is_empty() {
             self.direct.ensure_listening(peer.local_ip());
         }
-        if peer.grant().is_some_and(|g| g.submit.is_some()) {
+        if peer.grant().is_some_and(|g| !g.may_submit_all_but_mc()) {
             return None;
         }
         let mut nodes = BTreeMap::new();
@@ -732,7 +734,8 @@ impl NodeInner {
         let mut routes = BTreeMap::new();
         for (key, candidates) in peers.candidates_except(peer.id) {
             // Served here: the hub runs it itself, nobody goes around it.
-            if own_keys.binary_search(key).is_ok() {
+            // Nor around a hub's check of `mc:*`.
+            if own_keys.binary_search(key).is_ok() || key.0 == Group::MetaCompute {
                 continue;
             }
             if candidates.iter().any(|id| nodes.contains_key(id)) {

@@ -98,6 +98,17 @@ impl Forwarder for Router {
         Some(Box::pin(observed(node, peer, packet, deadline, None)))
     }
 
+    fn busy_poll_us(&self) -> Option<u64> {
+        let node = self.node.upgrade()?;
+        node.busy_poll.as_ref().map(|busy| busy.window().as_micros() as u64)
+    }
+
+    fn set_busy_poll_us(&self, us: u64) -> Option<u64> {
+        let node = self.node.upgrade()?;
+        let busy = node.busy_poll.as_ref()?;
+        Some(busy.set_window(std::time::Duration::from_micros(us)).as_micros() as u64)
+    }
+
     fn cancel_relayed(&self, id: &PacketId) {
         let Some(node) = self.node.upgrade() else { return };
         // Relays go to peers that sent hello only; the id is in flight

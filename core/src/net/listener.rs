@@ -79,7 +79,8 @@ pub(super) async fn listen(
 
 /// Binds `addr` for direct links (docs/protocol.md, "Direct paths"):
 /// plain `ws://`, admitting only `ticket`, every connection a direct link.
-/// Not listed among the node's listeners, and no dashboard sampling.
+/// Not listed among the node's listeners, and no dashboard sampling. The
+/// ticket grants everything but `mc:*`, which never goes around a hub.
 pub(super) async fn listen_direct(
     node: &Arc<NodeInner>,
     addr: &str,

@@ -81,7 +81,7 @@ pub(crate) fn health(node: &NodeInner) -> Value {
         "connections": node.accepted_connections(),
         "queued_bytes": node.queued_bytes.load(std::sync::atomic::Ordering::Relaxed),
         "direct": node.direct.health(node),
-        "busy_poll": node.busy_poll.as_ref().map(|b| json!({
+        "busy_poll": node.busy_poll.as_ref().filter(|b| !b.window().is_zero()).map(|b| json!({
             "window_us": b.window().as_micros() as u64,
             "spinning": b.is_spinning(),
         })),

@@ -54,7 +54,9 @@ pub(crate) struct NodeInner {
     pub(super) refusing: AtomicUsize,
     /// Bytes of submits held for packets in flight (`max_queued_bytes`).
     pub(crate) queued_bytes: AtomicUsize,
-    /// Set with `NodeConfig::busy_poll`.
+    /// Set unless the connections run on a spawner; spinning only while
+    /// its window (`NodeConfig::busy_poll`, `mc:tune busy_poll_us`) is not
+    /// zero.
     pub(crate) busy_poll: Option<Arc<busy_poll::BusyPoll>>,
     /// Suspicions and deaths of peers.
     pub(crate) peer_events: PeerEvents,
@@ -79,10 +81,11 @@ impl Node {
     /// Puts `reactor` on the network. Must be called inside a Tokio runtime
     /// (a task re-announces handlers to peers when they change).
     pub fn new(reactor: Reactor, config: NodeConfig) -> Node {
+        // Off (a zero window) unless configured; `mc:tune` may turn it on.
         let busy_poll = match (config.busy_poll, &config.spawner) {
-            (Some(window), None) if !window.is_zero() => {
+            (window, None) => {
                 let reactor = reactor.clone();
-                Some(busy_poll::BusyPoll::new(window, move || reactor.in_flight()))
+                Some(busy_poll::BusyPoll::new(window.unwrap_or_default(), move || reactor.in_flight()))
             }
             _ => None,
         };

@@ -37,6 +37,15 @@ pub const META_ROUTE_KEY: &str = "pf.route_key";
 pub const META_TRACE_ID: &str = "pf.trace_id";
 /// Reserved metadata key: absolute deadline, ms since the Unix epoch.
 pub const META_DEADLINE_MS: &str = "pf.deadline_ms";
+/// Reserved metadata key: `true` when the calls made on the packet's
+/// behalf may not reach `mc:*` (it came with a token that does not grant
+/// `mc:*`; docs/protocol.md, "Authentication"). Calls inherit it.
+pub const META_NO_MC: &str = "pf.no_mc";
+
+/// Whether `metadata` holds the mark of [`Packet::bar_mc`].
+pub(crate) fn bars_mc(metadata: Option<&Map<String, Value>>) -> bool {
+    metadata.and_then(|m| m.get(META_NO_MC)) == Some(&Value::Bool(true))
+}
 
 pub(crate) fn bad_request(message: String) -> PfError {
     PfError::new(ErrorCode::BadRequest, message)
@@ -307,6 +316,17 @@ impl Packet {
     /// A metadata value by key.
     pub fn meta(&self, key: &str) -> Option<&Value> {
         self.metadata.as_ref()?.get(key)
+    }
+
+    /// Marks the packet so that the calls made on its behalf cannot reach
+    /// `mc:*` ([`META_NO_MC`]).
+    pub fn bar_mc(&mut self) {
+        self.metadata.get_or_insert_with(Map::new).insert(META_NO_MC.to_owned(), Value::Bool(true));
+    }
+
+    /// Whether [`bar_mc`](Self::bar_mc) marked it.
+    pub fn bars_mc(&self) -> bool {
+        bars_mc(self.metadata.as_ref())
     }
 
     /// Checks the rules a field type cannot hold alone: `timeout_ms` range,

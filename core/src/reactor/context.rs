@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::Reactor;
 use crate::actor::{ActorRef, MadeTurnId, Op, META_TURNS};
 use crate::error::{ErrorCode, PfError};
-use crate::packet::{Packet, PacketId, Priority, META_TRACE_ID};
+use crate::packet::{Group, Packet, PacketId, Priority, META_TRACE_ID};
 use crate::result::PacketResult;
 
 /// The packet's identity, metadata, deadline and priority, its
@@ -25,6 +25,10 @@ pub struct Context {
     /// This packet is an actor's turn: what it calls carries its id in
     /// `pf.turns` (the reentrancy chain).
     pub(crate) turn: bool,
+    /// Its calls may not reach `mc:*`, though its metadata need not say so
+    /// (a handler's packet from a connection whose token does not grant
+    /// `mc:*`: the node skips the mark for what it runs itself).
+    pub(crate) bar_mc: bool,
 }
 
 /// Options of a [`Context::call_with`].
@@ -36,12 +40,15 @@ pub struct CallOptions {
     /// The child's timeout, when shorter than what is left of this
     /// packet's deadline; `None` (the default): all of what is left.
     pub timeout_ms: Option<u64>,
+    /// The child may not reach `mc:*`, even if this packet may (a step
+    /// stored by a packet that could not: `ed:react`).
+    pub(crate) bar_mc: bool,
 }
 
 impl CallOptions {
     /// Options naming the child's priority.
     pub fn priority(priority: Priority) -> CallOptions {
-        CallOptions { priority: Some(priority), timeout_ms: None }
+        CallOptions { priority: Some(priority), ..CallOptions::default() }
     }
 
     /// These options with the child's timeout at most `timeout_ms`.
@@ -70,7 +77,7 @@ impl Context {
         priority: Priority,
         turn: bool,
     ) -> Context {
-        Context { reactor, id, metadata, deadline, priority, turn }
+        Context { reactor, id, metadata, deadline, priority, turn, bar_mc: false }
     }
 
     /// The id of the packet being handled. A message sent with
@@ -104,6 +111,14 @@ impl Context {
     /// The packet's metadata, if it had any.
     pub fn metadata(&self) -> Option<&Map<String, Value>> {
         self.metadata.as_ref()
+    }
+
+    /// Whether the calls made on this packet's behalf may not reach
+    /// `mc:*`: it came with a token that does not grant `mc:*`, or from a
+    /// packet that did (its `pf.no_mc`; docs/protocol.md,
+    /// "Authentication").
+    pub fn bars_mc(&self) -> bool {
+        self.bar_mc || crate::packet::bars_mc(self.metadata.as_ref())
     }
 
     /// When the submitter stops waiting.
@@ -187,8 +202,15 @@ impl Context {
 
     /// [`call_with`](Self::call_with) of a packet already built (its key
     /// checked): only its key and data are read.
-    pub(crate) async fn call_packet(&self, packet: Packet, options: CallOptions) -> Result<Value, PfError> {
+    pub(crate) async fn call_packet(
+        &self,
+        mut packet: Packet,
+        options: CallOptions,
+    ) -> Result<Value, PfError> {
         let (group, element) = (packet.group, packet.element.clone());
+        if options.bar_mc {
+            packet.bar_mc();
+        }
         let mut child = self.child(packet, group.as_str(), element.as_str(), options.priority)?;
         if let Some(timeout_ms) = options.timeout_ms {
             child.timeout_ms = Some(child.timeout_ms().min(timeout_ms.max(1)));
@@ -251,7 +273,9 @@ impl Context {
 
     /// `packet` as a child of this one: the deadline left, this packet's
     /// priority (unless `priority` names one), the trace id and the
-    /// reentrancy chain added to its metadata.
+    /// reentrancy chain added to its metadata, and its `pf.no_mc` mark
+    /// when this packet has one. PF403 for an `mc:*` child of a packet
+    /// that may not reach it (or that `packet` is marked itself).
     pub(crate) fn child(
         &self,
         mut packet: Packet,
@@ -277,6 +301,12 @@ impl Context {
         if remaining_ms == 0 {
             return Err(PfError::new(ErrorCode::Timeout, format!("no time left to call {group}:{element}")));
         }
+        if self.bars_mc() || packet.bars_mc() {
+            if packet.group == Group::MetaCompute {
+                return Err(mc_refused(group, element));
+            }
+            packet.bar_mc();
+        }
         let meta = packet.metadata.get_or_insert_with(Map::new);
         meta.insert(META_TRACE_ID.to_owned(), Value::String(self.trace_id().to_owned()));
         let mut turns =
@@ -289,6 +319,18 @@ impl Context {
         }
         Ok(packet.with_timeout_ms(remaining_ms.min(u128::from(crate::packet::MAX_TIMEOUT_MS)) as u64))
     }
+}
+
+/// The answer to a call to `mc:*` made on behalf of a packet that may not
+/// reach it (PF403).
+pub(crate) fn mc_refused(group: &str, element: &str) -> PfError {
+    PfError::new(
+        ErrorCode::Forbidden,
+        format!(
+            "ctx.call to {group}:{element} refused: the packet calling it came with a token that does not \
+             grant mc:*, and neither may its calls (docs/protocol.md, Authentication)"
+        ),
+    )
 }
 
 /// The answer to a `ctx.call` made after its packet was answered (PF503),

@@ -7,6 +7,7 @@ mod handler;
 mod inflight;
 mod scheduler;
 mod stats;
+mod tuning;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,10 +23,12 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
+pub(crate) use context::mc_refused;
 pub(crate) use context::ContextId;
 pub use context::{late_call_error, CallOptions, Context};
 pub use handler::{Handler, HandlerError, HandlerResult};
 pub use stats::{HandlerStats, ReactorStats};
+pub use tuning::{Setting, MAX_CONCURRENCY};
 // The same histogram counts the keys a node forwards (its dashboard), and
 // the actors of a type.
 pub(crate) use stats::Stats;
@@ -136,11 +139,15 @@ pub(crate) enum Immediate<P> {
 /// forwarding it needs no new box).
 pub(crate) trait OwnedPacket {
     fn packet(&self) -> &Packet;
+    fn packet_mut(&mut self) -> &mut Packet;
     fn into_packet(self) -> Packet;
 }
 
 impl OwnedPacket for Packet {
     fn packet(&self) -> &Packet {
+        self
+    }
+    fn packet_mut(&mut self) -> &mut Packet {
         self
     }
     fn into_packet(self) -> Packet {
@@ -150,6 +157,9 @@ impl OwnedPacket for Packet {
 
 impl OwnedPacket for Box<Packet> {
     fn packet(&self) -> &Packet {
+        self
+    }
+    fn packet_mut(&mut self) -> &mut Packet {
         self
     }
     fn into_packet(self) -> Packet {
@@ -220,9 +230,25 @@ pub trait Forwarder: Send + Sync + 'static {
         let _ = (node_id, packet, deadline);
         None
     }
+
+    /// The node's busy-poll window in µs (0: off), for `mc:tune`; `None`
+    /// when the node cannot busy-poll (its connections run on a
+    /// spawner). The default: none.
+    fn busy_poll_us(&self) -> Option<u64> {
+        None
+    }
+
+    /// Sets the node's busy-poll window to `us` µs (0: off) and returns the
+    /// one it replaces; `None` (nothing changed) when the node cannot
+    /// busy-poll. The default: cannot.
+    fn set_busy_poll_us(&self, us: u64) -> Option<u64> {
+        let _ = us;
+        None
+    }
 }
 
 /// What serves a `group:element`: a handler, or the host of an actor type.
+#[derive(Clone)]
 enum Target {
     Handler(Handler),
     Actors(Arc<TypeHost>),
@@ -232,6 +258,9 @@ enum Target {
 pub(crate) struct Route {
     target: Target,
     stats: Arc<Stats>,
+    /// The key's own concurrency limit (`mc:scale`), if it has one: a
+    /// packet takes a slot here before one of the reactor's.
+    limit: Option<Arc<Scheduler>>,
 }
 
 /// Handlers by group, then element. Replaced whole on (un)registration and
@@ -280,6 +309,9 @@ pub(crate) struct ReactorInner {
     actor_store: Mutex<Option<Arc<dyn ActorStore>>>,
     /// Whether the passivation sweep runs.
     sweeping: AtomicBool,
+    /// What `mc:tune` and `mc:scale` change while the reactor runs (see
+    /// `tuning`).
+    tuned: tuning::Tuned,
 }
 
 /// The in-process runtime: register handlers, submit packets, get results.
@@ -317,7 +349,6 @@ impl Reactor {
             inner: Arc::new(ReactorInner {
                 scheduler: Arc::new(Scheduler::new(config.max_inflight, config.max_queue)),
                 inflight: Arc::new(Inflight::new(config.finished_memory)),
-                config,
                 handlers: ArcSwap::from_pointee(HandlerTable::default()),
                 builtins: ArcSwap::from_pointee(HandlerTable::default()),
                 registering: Mutex::new(()),
@@ -329,11 +360,14 @@ impl Reactor {
                 handlers_version: tokio::sync::watch::Sender::new(0),
                 actor_store: Mutex::new(None),
                 sweeping: AtomicBool::new(false),
+                tuned: tuning::Tuned::new(&config),
+                config,
             }),
         }
     }
 
-    /// The settings this reactor was made with.
+    /// The settings this reactor was made with. Those `mc:tune` changed
+    /// since are read with [`setting`](Self::setting).
     pub fn config(&self) -> &ReactorConfig {
         &self.inner.config
     }
@@ -358,7 +392,8 @@ impl Reactor {
                 slot.get(&element).map(|r| r.stats.clone()).unwrap_or_else(|| Arc::new(Stats::new()))
             }
         };
-        slot.insert(element, Arc::new(Route { target, stats }));
+        let limit = self.inner.tuned.limit_of(group, &element);
+        slot.insert(element, Arc::new(Route { target, stats, limit }));
         self.inner.handlers.store(Arc::new(table));
         self.inner.handlers_version.send_modify(|v| *v += 1);
     }
@@ -368,7 +403,8 @@ impl Reactor {
     pub(crate) fn install_builtin(&self, group: Group, element: Element, handler: Handler) {
         let _writer = self.inner.registering.lock();
         let mut table = HandlerTable::clone(&self.inner.builtins.load());
-        let route = Route { target: Target::Handler(handler), stats: Arc::new(Stats::new()) };
+        let limit = self.inner.tuned.limit_of(group, &element);
+        let route = Route { target: Target::Handler(handler), stats: Arc::new(Stats::new()), limit };
         table.by_group[group.index()].insert(element, Arc::new(route));
         self.inner.builtins.store(Arc::new(table));
         // A node announces its standard elements (`hello.stdlib`).
@@ -501,14 +537,25 @@ impl Reactor {
         if self.inner.sweeping.load(Ordering::Acquire) || self.inner.sweeping.swap(true, Ordering::AcqRel) {
             return;
         }
-        let every = (self.inner.config.actor_passivate_after / 4)
-            .clamp(Duration::from_millis(10), Duration::from_secs(30));
         let weak = Arc::downgrade(&self.inner);
+        let mut idle_time = self.inner.tuned.watch_passivate_after();
         tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The first sweep comes at once, the next ones every quarter.
+            let mut first = true;
             loop {
-                ticks.tick().await;
+                if !std::mem::take(&mut first) {
+                    // Read each round: `mc:tune` may change the idle time,
+                    // and a change starts a round of the new length at once.
+                    let every = (*idle_time.borrow_and_update() / 4)
+                        .clamp(Duration::from_millis(10), Duration::from_secs(30));
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        changed = idle_time.changed() => match changed {
+                            Ok(()) => continue,
+                            Err(_) => return, // the reactor is gone
+                        },
+                    }
+                }
                 let Some(inner) = weak.upgrade() else { return };
                 let reactor = Reactor { inner };
                 if reactor.is_stopped() {
@@ -650,7 +697,7 @@ impl Reactor {
     // one copy of the packet) smaller.
     pub fn submit(&self, packet: Packet) -> impl std::future::Future<Output = PacketResult> + Send + '_ {
         let start = Instant::now();
-        let deadline = start + Duration::from_millis(packet.timeout_ms());
+        let deadline = start + Duration::from_millis(self.timeout_of(&packet));
         self.submit_from(packet, start, deadline, None)
     }
 
@@ -668,10 +715,10 @@ impl Reactor {
         deadline: Instant,
         origin: Option<Origin>,
     ) -> PacketResult {
-        match self.try_submit(packet, start, deadline, origin) {
+        match self.try_submit(packet, start, deadline, origin, false) {
             Immediate::Done(result) => result,
             Immediate::Routed(packet, route) => {
-                self.run_routed(packet, &route, start, deadline, origin).await
+                self.run_routed(packet, &route, start, deadline, origin, false).await
             }
             Immediate::Elsewhere(packet) | Immediate::Later(packet) => {
                 self.submit_waiting(packet, start, deadline, origin).await
@@ -692,7 +739,7 @@ impl Reactor {
         start: Instant,
         deadline: Instant,
     ) -> Result<PacketResult, Packet> {
-        match self.try_submit(packet, start, deadline, None) {
+        match self.try_submit(packet, start, deadline, None, false) {
             Immediate::Done(result) => Ok(result),
             Immediate::Elsewhere(packet) | Immediate::Later(packet) | Immediate::Routed(packet, _) => {
                 Err(packet)
@@ -703,12 +750,19 @@ impl Reactor {
     /// [`submit_now`](Self::submit_now), telling apart the packets given
     /// back: a valid packet with no dependencies and no local handler
     /// ([`Immediate::Elsewhere`]) is one a node may forward at once.
+    ///
+    /// `bar_mc`: the packet came with a token that does not grant `mc:*`
+    /// (docs/protocol.md, "Authentication"). What runs here knows it
+    /// without a mark in the packet (the context's flag; an actor message
+    /// is marked, its turn reading its metadata); a packet given back
+    /// unmarked is the caller's to mark.
     pub(crate) fn try_submit<P: OwnedPacket>(
         &self,
         owned: P,
         start: Instant,
         deadline: Instant,
         origin: Option<Origin>,
+        bar_mc: bool,
     ) -> Immediate<P> {
         let packet = owned.packet();
         if !packet.dependencies.is_empty() || self.is_stopped() || packet.validate().is_err() {
@@ -720,11 +774,11 @@ impl Reactor {
             // A standard element hosted here, for a key no peer announced,
             // takes the same path as a handler: no second check or lookup.
             return match self.builtin_for(packet.group, packet.element.as_str(), origin) {
-                Some(route) => self.try_route(owned, &route, start, deadline, origin),
+                Some(route) => self.try_route(owned, &route, start, deadline, origin, bar_mc),
                 None => Immediate::Elsewhere(owned),
             };
         };
-        self.try_route(owned, route, start, deadline, origin)
+        self.try_route(owned, route, start, deadline, origin, bar_mc)
     }
 
     /// The rest of [`try_submit`](Self::try_submit), for a valid packet
@@ -732,26 +786,31 @@ impl Reactor {
     #[inline]
     fn try_route<P: OwnedPacket>(
         &self,
-        owned: P,
+        mut owned: P,
         route: &Arc<Route>,
         start: Instant,
         deadline: Instant,
         origin: Option<Origin>,
+        bar_mc: bool,
     ) -> Immediate<P> {
         let packet = owned.packet();
         let f = match &route.target {
-            Target::Handler(Handler::Sync(f)) => f,
+            // A key with a limit of its own may have to wait for a slot.
+            Target::Handler(Handler::Sync(f)) if route.limit.is_none() => f,
             Target::Actors(host) => {
-                return self.try_actor_now(host, owned, start, deadline, origin, &route.stats)
+                if bar_mc {
+                    owned.packet_mut().bar_mc();
+                }
+                return self.try_actor_now(host, owned, start, deadline, origin, &route.stats);
             }
-            Target::Handler(Handler::Async(_)) => return Immediate::Routed(owned, route.clone()),
+            Target::Handler(_) => return Immediate::Routed(owned, route.clone()),
         };
         // Answered before anything else runs here: no origin to record.
         let Some(mut guard) = self.inner.inflight.begin(&packet.id, 0) else {
             return Immediate::Later(owned); // the slow path answers PF409
         };
         let id = packet.id.clone();
-        let outcome = self.run_sync(f.as_ref(), owned.into_packet(), deadline);
+        let outcome = self.run_sync(f.as_ref(), owned.into_packet(), deadline, bar_mc);
         Immediate::Done(self.finish(&route.stats, &mut guard, id, outcome, start))
     }
 
@@ -836,9 +895,16 @@ impl Reactor {
     }
 
     /// Runs a sync handler, turning a panic into PF500.
-    fn run_sync(&self, f: &handler::SyncFn, packet: Packet, deadline: Instant) -> Result<Value, PfError> {
+    fn run_sync(
+        &self,
+        f: &handler::SyncFn,
+        packet: Packet,
+        deadline: Instant,
+        bar_mc: bool,
+    ) -> Result<Value, PfError> {
         let Packet { id, data, metadata, priority, .. } = packet;
-        let ctx = Context::new(self.clone(), ContextId::Given(id), metadata, deadline, priority, false);
+        let mut ctx = Context::new(self.clone(), ContextId::Given(id), metadata, deadline, priority, false);
+        ctx.bar_mc = bar_mc;
         std::panic::catch_unwind(AssertUnwindSafe(|| f(data, &ctx)))
             .unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))
     }
@@ -871,7 +937,7 @@ impl Reactor {
         if matches!(route.target, Target::Actors(_)) && !self.actor_lives_here(&mut packet, origin) {
             return self.forward_or_reject(packet, start, deadline, origin).await;
         }
-        self.run_routed(packet, &route, start, deadline, origin).await
+        self.run_routed(packet, &route, start, deadline, origin, false).await
     }
 
     /// Runs a valid packet on its local `route`, from its in-flight mark
@@ -881,7 +947,8 @@ impl Reactor {
     ///
     /// Until it is answered the packet may be cancelled: the future then
     /// answers PF499 at once, dropping what it ran. Dropping this future
-    /// first cancels the packet too (see [`Running`]).
+    /// first cancels the packet too (see [`Running`]). `bar_mc`: as for
+    /// [`try_submit`](Self::try_submit), for a handler's packet.
     pub(crate) async fn run_routed(
         &self,
         packet: Packet,
@@ -889,6 +956,7 @@ impl Reactor {
         start: Instant,
         deadline: Instant,
         origin: Option<Origin>,
+        bar_mc: bool,
     ) -> PacketResult {
         let Some(mut guard) = self.inner.inflight.begin(&packet.id, origin_number(origin)) else {
             if let Target::Actors(host) = &route.target {
@@ -905,7 +973,7 @@ impl Reactor {
         };
         let id = packet.id.clone();
         let running = Unanswered { counted: Counted::Handler(&route.stats), start };
-        let outcome = self.run_local(packet, route, deadline, &guard).await;
+        let outcome = self.run_local(packet, route, deadline, &guard, bar_mc).await;
         running.answered();
         self.finish(&route.stats, &mut guard, id, outcome, start)
     }
@@ -928,7 +996,7 @@ impl Reactor {
         origin: Option<Origin>,
     ) -> PacketResult {
         if let Some(route) = self.builtin_for(packet.group, packet.element.as_str(), origin) {
-            return self.run_routed(packet, &route, start, deadline, origin).await;
+            return self.run_routed(packet, &route, start, deadline, origin, false).await;
         }
         // The key is formatted only if nobody takes the packet (element
         // names up to 24 bytes clone without allocating).
@@ -976,10 +1044,11 @@ impl Reactor {
     /// its dependencies, for a slot, for its handler, for its actor.
     async fn run_local(
         &self,
-        packet: Packet,
+        mut packet: Packet,
         route: &Route,
         deadline: Instant,
         guard: &InflightGuard,
+        bar_mc: bool,
     ) -> Result<Value, PfError> {
         if !packet.dependencies.is_empty() {
             Box::pin(self.await_dependencies(&packet, deadline, guard)).await?;
@@ -987,6 +1056,10 @@ impl Reactor {
         let handler = match &route.target {
             Target::Handler(handler) => handler,
             Target::Actors(host) => {
+                if bar_mc {
+                    // Its turn knows it from the message's metadata.
+                    packet.bar_mc();
+                }
                 // An actor's mailbox is its own queue: waiting there holds no slot.
                 self.sweep_actors();
                 let (actor, message) = host.message(packet, deadline)?;
@@ -996,10 +1069,19 @@ impl Reactor {
                     .unwrap_or_else(|| Err(guard.cancelled()));
             }
         };
+        // The key's own slot first (`mc:scale`): a packet waiting for it
+        // holds none of the reactor's. Boxed: the keys without a limit
+        // keep a small future.
+        let _key_permit = match &route.limit {
+            Some(limit) => {
+                Some(Box::pin(self.admit(limit, &packet, deadline, guard, "the queue of this key")).await?)
+            }
+            None => None,
+        };
         if let Handler::Sync(f) = handler {
             // A sync handler runs to completion without yielding, so it never
             // holds a slot while others wait: it needs no admission.
-            return self.run_sync(f.as_ref(), packet, deadline);
+            return self.run_sync(f.as_ref(), packet, deadline, bar_mc);
         }
         let _permit = match self.inner.scheduler.acquire(packet.priority) {
             Ok(RunSlot::Now(permit)) => permit,
@@ -1009,23 +1091,39 @@ impl Reactor {
                 };
                 self.bounded_for(guard, waiting.granted(), deadline, late).await?
             }
-            Err(Refused::QueueFull) => {
-                return Err(PfError::new(
-                    ErrorCode::Overloaded,
-                    format!(
-                        "the queue is full ({} packets waiting); retry later",
-                        self.inner.config.max_queue
-                    ),
-                ))
-            }
+            Err(Refused::QueueFull) => return Err(queue_full("the queue", &self.inner.scheduler)),
         };
         let Packet { id, group, element, data, metadata, priority, .. } = packet;
-        let ctx = Context::new(self.clone(), ContextId::Given(id), metadata, deadline, priority, false);
+        let mut ctx = Context::new(self.clone(), ContextId::Given(id), metadata, deadline, priority, false);
+        ctx.bar_mc = bar_mc;
         let Handler::Async(f) = handler else { unreachable!("sync handlers returned above") };
         let running = AssertUnwindSafe(f(data, ctx)).catch_unwind();
         let late = || format!("{group}:{element} did not answer in time");
         let outcome = self.bounded_for(guard, running, deadline, late).await?;
         outcome.unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))
+    }
+
+    /// A run slot of `scheduler` for `packet`: at once, or after waiting
+    /// in its queue (`queue` names it in a PF429) by priority until the
+    /// packet's deadline (PF408), its cancel (PF499) or the reactor's stop.
+    async fn admit(
+        &self,
+        scheduler: &Arc<Scheduler>,
+        packet: &Packet,
+        deadline: Instant,
+        guard: &InflightGuard,
+        queue: &str,
+    ) -> Result<scheduler::Permit, PfError> {
+        match scheduler.acquire(packet.priority) {
+            Ok(RunSlot::Now(permit)) => Ok(permit),
+            Ok(RunSlot::Later(waiting)) => {
+                let late = || {
+                    format!("timed out after waiting in the queue for {}:{}", packet.group, packet.element)
+                };
+                self.bounded_for(guard, waiting.granted(), deadline, late).await
+            }
+            Err(Refused::QueueFull) => Err(queue_full(queue, scheduler)),
+        }
     }
 
     /// Runs `work` until it ends, the deadline passes (PF408) or the
@@ -1181,12 +1279,21 @@ impl Reactor {
             name: self.inner.config.name.clone(),
             handlers,
             in_flight: self.inner.inflight.len(),
-            queued: self.inner.scheduler.queued(),
+            queued: self.inner.scheduler.queued() + self.inner.tuned.queued_by_keys(),
             unrouted: self.inner.unrouted.load(Ordering::Relaxed),
             forwards_cancelled: self.inner.forwards_cancelled.load(Ordering::Relaxed),
             actors: self.actors().stats(),
         }
     }
+}
+
+/// PF429: `queue` (as `the queue`), `scheduler`'s, is full.
+#[cold]
+fn queue_full(queue: &str, scheduler: &Scheduler) -> PfError {
+    PfError::new(
+        ErrorCode::Overloaded,
+        format!("{queue} is full ({} packets waiting); retry later", scheduler.max_queued()),
+    )
 }
 
 fn stopped_error() -> PfError {

@@ -11,6 +11,13 @@
 //! counted as abandoned at once, so [`Scheduler::queued`] reports only the
 //! packets that still wait, and swept out once abandoned entries are the
 //! majority, so memory follows the waiting packets too.
+//!
+//! Both bounds may change while packets run ([`Scheduler::set_max_running`],
+//! [`Scheduler::set_max_queued`]): the reactor's own (`max_inflight`,
+//! `max_queue`, `mc:tune`) and a key's (`mc:scale`, one scheduler per
+//! limited key). A raised limit hands the new slots to waiters at once; a
+//! lowered one lets what runs finish and hands out no slot until fewer run
+//! than the new limit.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -46,6 +53,8 @@ impl Ord for Waiter {
 }
 
 struct State {
+    max_running: usize,
+    max_queued: usize,
     running: usize,
     arrivals: u64,
     queue: BinaryHeap<Waiter>,
@@ -61,8 +70,6 @@ impl State {
 }
 
 pub(crate) struct Scheduler {
-    max_running: usize,
-    max_queued: usize,
     state: Mutex<State>,
 }
 
@@ -136,23 +143,28 @@ impl Drop for Waiting {
 impl Scheduler {
     pub(crate) fn new(max_running: usize, max_queued: usize) -> Scheduler {
         Scheduler {
-            max_running: max_running.max(1),
-            max_queued,
-            state: Mutex::new(State { running: 0, arrivals: 0, queue: BinaryHeap::new(), abandoned: 0 }),
+            state: Mutex::new(State {
+                max_running: max_running.max(1),
+                max_queued,
+                running: 0,
+                arrivals: 0,
+                queue: BinaryHeap::new(),
+                abandoned: 0,
+            }),
         }
     }
 
     pub(crate) fn acquire(self: &Arc<Self>, priority: Priority) -> Result<RunSlot, Refused> {
         let mut state = self.state.lock();
-        if state.running < self.max_running && state.queue.is_empty() {
+        if state.running < state.max_running && state.queue.is_empty() {
             state.running += 1;
             return Ok(RunSlot::Now(Permit { scheduler: self.clone() }));
         }
-        if state.queue.len() >= self.max_queued {
+        if state.queue.len() >= state.max_queued {
             // Waiters that gave up are only removed lazily; purge them
             // before refusing, so that abandoned waits never cause a PF429.
             state.sweep();
-            if state.queue.len() >= self.max_queued {
+            if state.queue.len() >= state.max_queued {
                 return Err(Refused::QueueFull);
             }
         }
@@ -168,6 +180,11 @@ impl Scheduler {
     }
 
     fn release_locked(&self, state: &mut State) {
+        // Over a lowered limit: the slot is given up, not handed on.
+        if state.running > state.max_running {
+            state.running -= 1;
+            return;
+        }
         while let Some(next) = state.queue.pop() {
             if next.wake.send(()).is_ok() {
                 return; // the slot moves to `next`; `running` is unchanged
@@ -181,5 +198,43 @@ impl Scheduler {
     pub(crate) fn queued(&self) -> usize {
         let state = self.state.lock();
         state.queue.len() - state.abandoned
+    }
+
+    /// How many may run at once.
+    pub(crate) fn max_running(&self) -> usize {
+        self.state.lock().max_running
+    }
+
+    /// How many may wait.
+    pub(crate) fn max_queued(&self) -> usize {
+        self.state.lock().max_queued
+    }
+
+    /// Lets `max` run at once (at least 1) from now on; returns the limit
+    /// it replaces. Slots a raised limit frees go to the best waiters now.
+    pub(crate) fn set_max_running(&self, max: usize) -> usize {
+        let mut state = self.state.lock();
+        let previous = std::mem::replace(&mut state.max_running, max.max(1));
+        while state.running < state.max_running {
+            let Some(next) = state.queue.pop() else { break };
+            if next.wake.send(()).is_ok() {
+                state.running += 1;
+            } else {
+                state.abandoned -= 1;
+            }
+        }
+        previous
+    }
+
+    /// Lets `max` wait from now on; those waiting beyond it keep their
+    /// place. Returns the limit it replaces.
+    pub(crate) fn set_max_queued(&self, max: usize) -> usize {
+        std::mem::replace(&mut self.state.lock().max_queued, max)
+    }
+
+    /// Lets every waiter run now, whatever the limit: for a key whose
+    /// limit was lifted (its packets no longer come here).
+    pub(crate) fn release_all(&self) {
+        self.set_max_running(usize::MAX);
     }
 }

@@ -30,7 +30,7 @@ use super::step::{kind, Step};
 use super::waiter::{self, ask, now_ms, send_creating};
 use crate::actor::{ActorContext, ActorRef, ActorType, Op, Reply};
 use crate::error::{ErrorCode, PfError};
-use crate::packet::{Packet, DEFAULT_TIMEOUT_MS};
+use crate::packet::Packet;
 use crate::reactor::{Handler, Reactor, ReactorInner};
 
 /// The actor type of signal names (id: the name).
@@ -118,23 +118,28 @@ pub(super) fn signal() -> Handler {
         };
         let (fired, matched) = (absent_is_empty(fired)?, absent_is_empty(matched)?);
         let waiters = fired["waiters"].as_array().cloned().unwrap_or_default();
-        let reactions: Vec<(String, Step)> = matched
+        // Each with whether it was made by a packet that may not reach mc:*.
+        let reactions: Vec<(String, Step, bool)> = matched
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|s| {
                 let step = Step::parse(&s["do"], "do").ok()?;
-                Some((s["id"].as_str()?.to_owned(), step))
+                Some((s["id"].as_str()?.to_owned(), step, s["no_mc"] == json!(true)))
             })
             .collect();
         let signal = json!({"name": name, "payload": payload});
         let (released, reacted) = futures::join!(
             join_all(waiters.iter().map(|w| waiter::release(&ctx, w, &payload))),
-            join_all(reactions.iter().map(|(_, step)| step.run(&ctx, signal.clone()))),
+            join_all(reactions.iter().map(|(_, step, bar_mc)| step.run_barring(
+                &ctx,
+                signal.clone(),
+                *bar_mc
+            ))),
         );
         let mut delivered = released.iter().filter(|r| **r).count();
         let mut failed = Vec::new();
-        for ((id, step), answer) in reactions.iter().zip(reacted) {
+        for ((id, step, _), answer) in reactions.iter().zip(reacted) {
             match answer {
                 Ok(_) => delivered += 1,
                 Err(e) => {
@@ -203,6 +208,7 @@ pub(super) fn react() -> Handler {
             return Err(args.bad("on", format!("may hold '*' only at its end, got {on:?}")));
         }
         let step = args.step("do")?;
+        step.reachable_from(&ctx, "ed:react: do")?;
         let id = crate::packet::PacketId::random().to_string();
         let message = json!({"type": "subscribe", "id": id, "on": on, "do": step.to_value()});
         send_creating(&ctx, &subscriptions, message).await?;
@@ -212,9 +218,10 @@ pub(super) fn react() -> Handler {
 
 /// The `pf.react` type: `subscribe`, `cancel` (stops the actor once it
 /// removed the last subscription) and `match` (the subscriptions of a name, as `{id,
-/// do}`).
+/// do, no_mc?}`). A subscription made by a packet that may not reach
+/// `mc:*` keeps `no_mc: true`, and so do its reactions.
 pub(super) fn react_type() -> ActorType {
-    ActorType::new(|kind: &str, message: &Value, state: &mut Value, _: &ActorContext| {
+    ActorType::new(|kind: &str, message: &Value, state: &mut Value, ctx: &ActorContext| {
         let subs = state.get("subs").and_then(Value::as_object).cloned().unwrap_or_default();
         match kind {
             "match" => {
@@ -222,7 +229,7 @@ pub(super) fn react_type() -> ActorType {
                 let matched: Vec<Value> = subs
                     .iter()
                     .filter(|(_, s)| s["on"].as_str().is_some_and(|on| matches(on, name)))
-                    .map(|(id, s)| json!({"id": id, "do": s["do"]}))
+                    .map(|(id, s)| json!({"id": id, "do": s["do"], "no_mc": s["no_mc"]}))
                     .collect();
                 Ok(Reply::Value(Value::Array(matched)))
             }
@@ -244,7 +251,11 @@ pub(super) fn react_type() -> ActorType {
                     ));
                 }
                 let id = message["id"].as_str().unwrap_or_default().to_owned();
-                subs.insert(id, json!({"on": message["on"], "do": message["do"]}));
+                let mut sub = json!({"on": message["on"], "do": message["do"]});
+                if ctx.bars_mc() {
+                    sub["no_mc"] = json!(true);
+                }
+                subs.insert(id, sub);
                 *state = json!({"subs": subs});
                 Ok(Reply::Value(Value::Null))
             }
@@ -295,6 +306,7 @@ pub(super) fn timer() -> Handler {
             return Err(args.bad("times", "above 1 needs every_ms"));
         }
         let step = args.step("do")?;
+        step.reachable_from(&ctx, "ed:timer: do")?;
         let timer = ActorRef::generate(TIMER_TYPE)?;
         let mut start = Map::new();
         start.insert("type".into(), json!("start"));
@@ -320,8 +332,9 @@ fn rfc3339_ms(text: &str) -> Result<u64, String> {
 }
 
 /// The `pf.timer` type. Its state: `{do, next_at, every_ms, times (left,
-/// null: for ever), fired}`; `null` for no timer (a cancelled or spent one
-/// stops). Messages: `start`, `due` (its armed timer went off: fire if it
+/// null: for ever), fired, no_mc?}` (`no_mc: true`: started by a packet
+/// that may not reach `mc:*`, and so may not its step); `null` for no
+/// timer (a cancelled or spent one stops). Messages: `start`, `due` (its armed timer went off: fire if it
 /// is the one expected), `cancel`, and `arm` (re-arm after a restart).
 pub(super) fn timer_type() -> ActorType {
     ActorType::new(|kind: &str, message: &Value, state: &mut Value, ctx: &ActorContext| {
@@ -345,6 +358,9 @@ pub(super) fn timer_type() -> ActorType {
                     "do": message["do"], "next_at": next_at, "every_ms": message["every_ms"],
                     "times": message["times"], "fired": 0,
                 });
+                if ctx.bars_mc() {
+                    state["no_mc"] = json!(true);
+                }
                 arm(&ctx.reactor, id, next_at);
                 Ok(Reply::Value(json!({"timer_id": id, "next_at": next_at})))
             }
@@ -363,7 +379,8 @@ pub(super) fn timer_type() -> ActorType {
                 }
                 let fired = state["fired"].as_u64().unwrap_or(0) + 1;
                 let times = state["times"].as_u64().map(|t| t.saturating_sub(1));
-                let answer = json!({"fire": true, "do": state["do"], "fired": fired});
+                let answer =
+                    json!({"fire": true, "do": state["do"], "fired": fired, "no_mc": state["no_mc"]});
                 match state["every_ms"].as_u64() {
                     Some(every) if times != Some(0) => {
                         // Ticks missed while no node ran the timer are not
@@ -451,10 +468,20 @@ async fn go_off(reactor: Weak<ReactorInner>, key: ArmedKey, at: u64, token: Canc
     }
     let Ok(step) = Step::parse(&answer["do"], "do") else { return };
     let data = step.data.clone().unwrap_or_else(|| json!({"timer_id": key.1, "fired": answer["fired"]}));
-    let mut packet = Packet::new(step.group, step.element.clone(), data)
-        .with_timeout_ms(step.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS));
+    let mut packet = Packet::new(step.group, step.element.clone(), data);
+    if let Some(timeout_ms) = step.timeout_ms {
+        packet = packet.with_timeout_ms(timeout_ms);
+    }
     if let Some(priority) = step.priority {
         packet = packet.with_priority(priority);
+    }
+    if answer["no_mc"] == json!(true) {
+        // Started by a packet that could not reach mc:*: neither can its
+        // step, nor what the step calls.
+        if step.group == crate::packet::Group::MetaCompute {
+            return;
+        }
+        packet.bar_mc();
     }
     // A failed call is the step's own business: the timer goes on.
     let _ = Box::pin(reactor.submit(packet)).await;

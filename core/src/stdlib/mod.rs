@@ -21,6 +21,7 @@ mod cf;
 mod co;
 mod df;
 mod ed;
+mod mc;
 pub(crate) mod rm;
 mod step;
 mod waiter;
@@ -64,6 +65,9 @@ const STANDARD: &[Standard] = &[
     Standard { group: Group::ResourceMgmt, element: "free", handler: rm::free },
     Standard { group: Group::ResourceMgmt, element: "cache", handler: cache::cache },
     Standard { group: Group::EventDriven, element: "watch", handler: watch::watch },
+    Standard { group: Group::MetaCompute, element: "spawn", handler: mc::spawn },
+    Standard { group: Group::MetaCompute, element: "scale", handler: mc::scale },
+    Standard { group: Group::MetaCompute, element: "tune", handler: mc::tune },
 ];
 
 /// An element (`group`, `element`) and an actor type it uses (its name,
@@ -174,6 +178,15 @@ impl Reactor {
     /// each cache key on its owner; its actors keep nothing and live in
     /// memory whatever the store (the cache and its watches do not
     /// survive a restart).
+    ///
+    /// `mc:spawn`, `mc:scale` and `mc:tune` change the running system:
+    /// `scale` and `tune` this reactor's limits and settings
+    /// ([`set_concurrency_limit`](Self::set_concurrency_limit),
+    /// [`tune`](Self::tune)). Hosting them on a node without auth lets
+    /// every peer do so; with auth, only a token naming `mc` (`mc:*`,
+    /// `mc:tune`) reaches them, and only a token granting `mc:*` lets the
+    /// calls made for its packets reach them (docs/protocol.md,
+    /// "Authentication").
     pub fn enable_stdlib(&self, patterns: &StdlibPatterns) -> Vec<(Group, Element)> {
         for standard in STANDARD.iter().filter(|s| patterns.matches(s.group, s.element)) {
             if self.has_builtin(standard.group, standard.element) {
@@ -200,5 +213,7 @@ mod tests;
 mod tests_cache;
 #[cfg(test)]
 mod tests_ed;
+#[cfg(test)]
+mod tests_mc;
 #[cfg(test)]
 mod tests_rm;

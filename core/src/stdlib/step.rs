@@ -87,13 +87,36 @@ impl Step {
 
     /// Calls the step with its own data, or `input` when it has none.
     pub async fn run(&self, ctx: &Context, input: Value) -> Result<Value, PfError> {
+        self.run_barring(ctx, input, false).await
+    }
+
+    /// [`run`](Self::run); `bar_mc`: the call may not reach `mc:*` even if
+    /// `ctx`'s packet may (a step stored by a packet that could not).
+    pub(crate) async fn run_barring(
+        &self,
+        ctx: &Context,
+        input: Value,
+        bar_mc: bool,
+    ) -> Result<Value, PfError> {
         let data = self.data.clone().unwrap_or(input);
-        let options = CallOptions { priority: self.priority, ..CallOptions::default() };
+        let options = CallOptions { priority: self.priority, bar_mc, ..CallOptions::default() };
         let options = match self.timeout_ms {
             Some(ms) => options.with_timeout_ms(ms),
             None => options,
         };
         ctx.call_packet(Packet::new(self.group, self.element.clone(), data), options).await
+    }
+
+    /// PF403 when this step calls `mc:*` and `ctx`'s packet may not reach
+    /// it: for a step an element keeps to call later (`ed:timer`,
+    /// `ed:react`), refused when it is given rather than left to fail
+    /// each time it runs.
+    pub(crate) fn reachable_from(&self, ctx: &Context, field: &str) -> Result<(), PfError> {
+        if self.group == Group::MetaCompute && ctx.bars_mc() {
+            let e = crate::reactor::mc_refused(self.group.as_str(), self.element.as_str());
+            return Err(PfError { code: e.code, message: format!("{field}: {}", e.message) });
+        }
+        Ok(())
     }
 
     /// `error`, the failure of this step at `label` (as `step 2`), with its

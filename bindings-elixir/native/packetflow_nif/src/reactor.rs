@@ -273,7 +273,7 @@ pub fn submit<'a>(
     let Some((reactor, pool)) = find(reactor) else {
         return atoms::noproc().encode(env);
     };
-    let timeout_ms = packet.timeout_ms();
+    let timeout_ms = reactor.timeout_of(&packet);
     let deliver = ToCaller::new(env, tag, terms::result);
     let submit = async move { reactor.submit(packet).await };
     inline::run(env, || match Job::launch(submit, deliver, pool.home()) {
