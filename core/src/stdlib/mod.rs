@@ -20,6 +20,7 @@ mod cf;
 mod co;
 mod df;
 mod ed;
+mod migrate;
 mod step;
 mod waiter;
 
@@ -56,6 +57,7 @@ const STANDARD: &[Standard] = &[
     Standard { group: Group::Collective, element: "gather", handler: co::gather },
     Standard { group: Group::Collective, element: "vote", handler: co::vote },
     Standard { group: Group::Collective, element: "sync", handler: co::sync },
+    Standard { group: Group::MetaCompute, element: "migrate", handler: migrate::migrate },
 ];
 
 /// An element (`group`, `element`) and an actor type it uses (its name,
@@ -177,3 +179,5 @@ impl Reactor {
 mod tests;
 #[cfg(test)]
 mod tests_ed;
+#[cfg(test)]
+mod tests_migrate;
