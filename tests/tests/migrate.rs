@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use packetflow::actor::{ActorStore, MemoryStore, TurnInput, TurnOutput};
+use packetflow::actor::{ActorStore, FileStore, MemoryStore, TurnInput, TurnOutput};
 use packetflow::stdlib::StdlibPatterns;
 use packetflow::{
     json, ActorRef, ActorType, Node, NodeConfig, Packet, Priority, Reactor, ReactorConfig, Reply, Value,
@@ -45,6 +45,7 @@ fn ledger(node: &str, gate: Arc<Semaphore>) -> ActorType {
 struct Mesh {
     names: [&'static str; 3],
     nodes: Vec<Node>,
+    addrs: Vec<std::net::SocketAddr>,
     reactors: Vec<Reactor>,
     hub: Option<Node>,
     gate: Arc<Semaphore>,
@@ -77,13 +78,9 @@ impl Mesh {
             nodes.push(n);
             reactors.push(reactor);
         }
-        let mesh = Mesh { names, nodes, reactors, hub: hub.map(|(n, _)| n), gate };
-        for n in mesh.nodes.iter().chain(&mesh.hub) {
-            let mut routes = n.watch_routes();
-            while n.actor_hosts("ledger").len() != 3 {
-                tokio::time::timeout(WAIT, routes.changed()).await.expect("the hosts settle").unwrap();
-            }
-        }
+        let mesh = Mesh { names, nodes, addrs, reactors, hub: hub.map(|(n, _)| n), gate };
+        let all: Vec<&Node> = mesh.nodes.iter().chain(&mesh.hub).collect();
+        until_hosts(&all, 3).await;
         mesh
     }
 
@@ -234,4 +231,88 @@ async fn an_actor_moves_between_directly_connected_nodes_with_its_state_and_wait
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_actor_moves_between_nodes_connected_through_a_hub() {
     moves_with_its_state_and_waiting_messages(true).await;
+}
+
+/// Waits until each of `nodes` knows `count` hosts of `ledger`.
+async fn until_hosts(nodes: &[&Node], count: usize) {
+    for n in nodes {
+        let mut routes = n.watch_routes();
+        while n.actor_hosts("ledger").len() != count {
+            tokio::time::timeout(WAIT, routes.changed()).await.expect("the hosts settle").unwrap();
+        }
+    }
+}
+
+/// Moves an actor homed on A to B, runs `adds` turns there, stops B, and
+/// returns what the actor answers next (from C) and which of A and C hold
+/// it.
+async fn target_leaves(mesh: Mesh, adds: i64) -> (Value, Vec<&'static str>) {
+    let (a, b, c) = (0, 1, 2);
+    let actor = mesh.homed_at(a).await;
+    mesh.ask(c, &actor, json!({"type": "add", "n": -1})).await;
+    assert_eq!(
+        mesh.migrate(c, &actor, &mesh.id(b)).await.unwrap(),
+        json!({"from": mesh.id(a), "to": mesh.id(b)})
+    );
+    for n in 0..adds {
+        assert_eq!(mesh.ask(c, &actor, json!({"type": "add", "n": n})).await["node"], "b");
+    }
+    mesh.nodes[b].stop().await;
+    until_hosts(&[&mesh.nodes[a], &mesh.nodes[c]], 2).await;
+    let answer = mesh.ask(c, &actor, json!({"type": "get"})).await;
+    // B's reactor, off the network, may still have it in memory.
+    let holders = mesh.holders(&actor).into_iter().filter(|n| *n != "b").collect();
+    mesh.stop().await;
+    (answer, holders)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_leaves_gives_the_actor_back_to_its_home() {
+    // Each node on its own store: the state left with B, so the home starts
+    // the actor over, as a new owner does when an owner leaves.
+    let (answer, holders) = target_leaves(Mesh::start(false, || Arc::new(MemoryStore::new())).await, 3).await;
+    assert_eq!(answer, json!({"node": "a", "count": 0, "seen": []}));
+    assert_eq!(holders, ["a"]);
+
+    // A durable store the nodes share: the home takes the actor back with
+    // every turn B committed.
+    let dir = tempfile::tempdir().unwrap();
+    let shared: Arc<dyn ActorStore> = Arc::new(FileStore::open(dir.path().join("actors.redb")).unwrap());
+    let (answer, holders) = target_leaves(Mesh::start(false, || shared.clone()).await, 3).await;
+    assert_eq!(answer, json!({"node": "a", "count": 4, "seen": [-1, 0, 1, 2]}));
+    assert_eq!(holders, ["a"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_forwarding_entry_outlives_its_home_with_a_store_the_nodes_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared: Arc<dyn ActorStore> = Arc::new(FileStore::open(dir.path().join("actors.redb")).unwrap());
+    let mesh = Mesh::start(false, || shared.clone()).await;
+    let (a, b, c) = (0, 1, 2);
+    let actor = mesh.homed_at(a).await;
+    mesh.migrate(c, &actor, &mesh.id(b)).await.unwrap();
+    mesh.ask(c, &actor, json!({"type": "add", "n": 1})).await;
+
+    // The home leaves, and a node with another id joins on the same store:
+    // whichever node owns the actor now finds the entry and sends it on to
+    // B (or is B), so the actor stays where it was moved, with its state.
+    mesh.nodes[a].stop().await;
+    until_hosts(&[&mesh.nodes[b], &mesh.nodes[c]], 2).await;
+    let answer = mesh.ask(c, &actor, json!({"type": "add", "n": 2})).await;
+    assert_eq!((answer["node"].clone(), answer["count"].clone()), (json!("b"), json!(2)), "{answer}");
+    let reactor = Reactor::new(ReactorConfig { name: "a2".into(), ..ReactorConfig::default() });
+    reactor.actors().set_store(shared.clone()).unwrap();
+    reactor.actors().register("ledger", ledger("a2", mesh.gate.clone())).unwrap();
+    let (a2, _) = node_with(reactor.clone(), NodeConfig::default()).await;
+    a2.connect(&url(mesh.addrs[c])).await.unwrap();
+    a2.connect(&url(mesh.addrs[b])).await.unwrap();
+    until_hosts(&[&a2, &mesh.nodes[b], &mesh.nodes[c]], 3).await;
+    for via in [c, b] {
+        let answer = mesh.ask(via, &actor, json!({"type": "get"})).await;
+        assert_eq!((answer["node"].clone(), answer["count"].clone()), (json!("b"), json!(2)), "{answer}");
+    }
+    let answer = reactor.actors().send(&actor, json!({"type": "get"})).await.unwrap();
+    assert_eq!(answer["node"], "b");
+    a2.stop().await;
+    mesh.stop().await;
 }

@@ -60,9 +60,12 @@ enum Judged {
     /// That node is gone and this one is not the actor's home: send its
     /// messages to the home, placed again.
     Replace,
-    /// That node is gone (or is this one) and this one is the home: the
-    /// actor is served here again, from the store.
+    /// That node is gone and this one is the home: the actor is served
+    /// here again, from the store, and the entry dropped.
     TakeBack,
+    /// It names this node (a store the nodes share holds it): the actor is
+    /// here, and the entry stays for the other nodes that may own it.
+    Here,
 }
 
 /// What the store holds for an actor coming into memory.
@@ -238,7 +241,7 @@ impl TypeHost {
         match self.judge(&reactor, actor, &to) {
             Judged::Forward(node) => Some(Some(node)),
             Judged::Replace => Some(None),
-            Judged::TakeBack => {
+            Judged::TakeBack | Judged::Here => {
                 self.moved.remove_if(actor.id(), |_, m| m.to == to);
                 None
             }
@@ -249,7 +252,7 @@ impl TypeHost {
     fn judge(&self, reactor: &Reactor, actor: &ActorRef, to: &str) -> Judged {
         let Some(forwarder) = reactor.forwarder() else { return Judged::TakeBack };
         if forwarder.node_id().is_some_and(|own| own == to) {
-            return Judged::TakeBack;
+            return Judged::Here;
         }
         if forwarder.hosts_actor_type(actor.actor_type(), to) {
             return Judged::Forward(Arc::from(to));
@@ -293,10 +296,19 @@ impl TypeHost {
 
     /// The ids of the actors of this type this node handed on (in memory
     /// or in its store): `list` leaves them out.
-    pub(super) async fn moved_ids(&self) -> Result<Vec<String>, PfError> {
+    pub(super) async fn moved_ids(&self, reactor: &Reactor) -> Result<Vec<String>, PfError> {
         let mut ids: Vec<String> = self.moved.iter().map(|e| e.key().to_string()).collect();
-        if self.moves_stored.load(Relaxed) {
-            ids.extend(self.store.ids(&entries_type(&self.name)).await?);
+        if !self.moves_stored.load(Relaxed) {
+            return Ok(ids);
+        }
+        let here = own_id(reactor, reactor.forwarder().as_deref().map(|f| &**f));
+        for id in self.store.ids(&entries_type(&self.name)).await? {
+            let actor = ActorRef::from_parts(self.name.clone(), Arc::from(id.as_str()));
+            let entry = self.store.load(&entry_key(&actor)).await?;
+            // An entry naming this node (a shared store) is an actor here.
+            if entry.is_some_and(|e| e.state.get("to").and_then(Value::as_str) != Some(here.as_str())) {
+                ids.push(id);
+            }
         }
         Ok(ids)
     }
@@ -333,6 +345,7 @@ impl TypeHost {
                     Judged::TakeBack => {
                         self.store.remove(&entry_key(actor)).await?;
                     }
+                    Judged::Here => {}
                 }
             }
         }

@@ -258,7 +258,7 @@ impl Actors {
         let mut ids = host.store.ids(actor_type).await?;
         // An actor handed to another node is listed there, not here (a
         // durable store keeps its record from before it left).
-        let moved = host.moved_ids().await?;
+        let moved = host.moved_ids(&self.reactor).await?;
         if !moved.is_empty() {
             let moved: std::collections::HashSet<&str> = moved.iter().map(String::as_str).collect();
             ids.retain(|id| !moved.contains(id.as_str()));
