@@ -99,6 +99,19 @@ impl Mesh {
         panic!("no actor of 200 placed on {}", self.names[i]);
     }
 
+    /// An actor id whose rendezvous scores rank the nodes in `order`: its
+    /// home is `order[0]`, then `order[1]` once that one leaves.
+    fn ranked(&self, order: [usize; 3]) -> ActorRef {
+        let score = |id: &str, i: usize| {
+            xxhash_rust::xxh3::xxh3_64(format!("ledger/{id}\0{}", self.nodes[i].node_id()).as_bytes())
+        };
+        (0..10_000)
+            .map(|k| format!("r{k}"))
+            .find(|id| score(id, order[0]) > score(id, order[1]) && score(id, order[1]) > score(id, order[2]))
+            .map(|id| ActorRef::new("ledger", &id).unwrap())
+            .expect("one id in 6 ranks the nodes so")
+    }
+
     async fn ask(&self, via: usize, actor: &ActorRef, message: Value) -> Value {
         self.reactors[via].actors().send(actor, message).await.unwrap_or_else(|e| panic!("{e:?}"))
     }
@@ -314,5 +327,35 @@ async fn the_forwarding_entry_outlives_its_home_with_a_store_the_nodes_share() {
     let answer = reactor.actors().send(&actor, json!({"type": "get"})).await.unwrap();
     assert_eq!(answer["node"], "b");
     a2.stop().await;
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moves_that_end_on_a_node_that_leaves_leave_no_loop_behind() {
+    // A -> B -> C -> A: B and C keep entries for messages still on their
+    // way. A (home and last holder) leaves, and B owns the actor then: B's
+    // entry leads to C, whose entry leads to A. Each message after that is
+    // answered, always by the same node, which starts the actor over.
+    let mesh = Mesh::start(false, || Arc::new(MemoryStore::new())).await;
+    let (a, b, c) = (0, 1, 2);
+    let actor = mesh.ranked([a, b, c]);
+    assert_eq!(
+        mesh.ask(c, &actor, json!({"type": "get"})).await["node"],
+        "a",
+        "placed by the documented hash"
+    );
+    for (via, to) in [(c, b), (a, c), (b, a)] {
+        mesh.migrate(via, &actor, &mesh.id(to)).await.unwrap();
+        assert_eq!(mesh.ask(via, &actor, json!({"type": "add", "n": to})).await["node"], mesh.names[to]);
+    }
+    mesh.nodes[a].stop().await;
+    until_hosts(&[&mesh.nodes[b], &mesh.nodes[c]], 2).await;
+    let first = mesh.ask(b, &actor, json!({"type": "add", "n": 7})).await;
+    assert_eq!(first["count"], 1, "started over: {first}");
+    for (n, via) in [b, c, b, c].into_iter().enumerate() {
+        let answer = mesh.ask(via, &actor, json!({"type": "add", "n": n})).await;
+        assert_eq!(answer["node"], first["node"], "one node serves it: {answer}");
+        assert_eq!(answer["count"], n + 2, "{answer}");
+    }
     mesh.stop().await;
 }

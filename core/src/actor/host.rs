@@ -627,9 +627,8 @@ impl TypeHost {
     /// type's turns are driven, for a caller that cannot wait (a node whose
     /// view of this type's hosts changed).
     pub(crate) fn hand_over(self: &Arc<Self>) {
-        // The home of a moved actor may be another node now, which may
-        // move it: forwarding entries are read from the store again.
-        self.reread_stored_moves();
+        // Moved actors may have another home now.
+        self.after_hosts_changed();
         let host = self.clone();
         self.spawn(async move {
             host.passivate_all_idle().await;

@@ -98,6 +98,12 @@ pub(crate) fn store_holds_moves(actor_type: &str, store: &dyn ActorStore) -> boo
     }
 }
 
+/// Whether this node is `actor`'s home: the node placement puts it on
+/// (without a network, the one there is).
+fn is_home(reactor: &Reactor, actor: &ActorRef) -> bool {
+    reactor.forwarder().is_none_or(|f| f.actor_here(actor.actor_type(), actor.id(), None, None))
+}
+
 /// The answer of a move: where the actor was, and where it is.
 fn moved_answer(from: &str, to: &str) -> Value {
     json!({"from": from, "to": to})
@@ -257,7 +263,7 @@ impl TypeHost {
         if forwarder.hosts_actor_type(actor.actor_type(), to) {
             return Judged::Forward(Arc::from(to));
         }
-        if forwarder.actor_here(actor.actor_type(), actor.id(), None, None) {
+        if is_home(reactor, actor) {
             Judged::TakeBack
         } else {
             Judged::Replace
@@ -268,30 +274,48 @@ impl TypeHost {
     /// store when this node is its home and the store durable (a failed
     /// write keeps it in memory only).
     async fn note_moved_to(&self, reactor: &Reactor, actor: &ActorRef, to: Arc<str>) {
-        let home =
-            reactor.forwarder().is_some_and(|f| f.actor_here(actor.actor_type(), actor.id(), None, None));
-        let mut stored = false;
-        if home && self.store.durable() {
-            self.moves_stored.store(true, Relaxed);
-            let entry = Record { state: json!({"to": &*to}), recent: Vec::new() };
-            stored = self.store.save(&entry_key(actor), &entry).await.is_ok();
-        }
+        let stored = self.store.durable()
+            && is_home(reactor, actor)
+            && self.store_entry(actor, Some(&to)).await.is_ok();
         self.moved_any.store(true, Relaxed);
         self.moved.insert(actor.id_arc().clone(), MovedTo { to, stored });
     }
 
-    /// Forgets the entries the store holds (read again when their actor is
-    /// next messaged), and looks again whether a durable store holds any:
-    /// the nodes hosting the type changed, so another node may own, and
-    /// may have moved, those actors since (with a store nodes share).
-    pub(super) fn reread_stored_moves(&self) {
-        if !self.store.durable() {
+    /// Writes `actor`'s forwarding entry to the store (`to`: the node it
+    /// names), or removes it (`None`).
+    async fn store_entry(&self, actor: &ActorRef, to: Option<&str>) -> Result<(), PfError> {
+        match to {
+            Some(to) => {
+                self.moves_stored.store(true, Relaxed);
+                let entry = Record { state: json!({"to": to}), recent: Vec::new() };
+                self.store.save(&entry_key(actor), &entry).await
+            }
+            None if self.moves_stored.load(Relaxed) => self.store.remove(&entry_key(actor)).await.map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// After the nodes hosting the type changed: forgets the entries the
+    /// store holds (read again when their actor is next messaged: another
+    /// node may own, and may have moved, those actors since, with a store
+    /// the nodes share), looks again whether a durable store holds any, and
+    /// drops what this node remembers of actors it is not the home of (kept
+    /// only for messages on their way to it: a chain of such entries may
+    /// lead through a node that left).
+    pub(super) fn after_hosts_changed(&self) {
+        if !self.moved_any.load(Relaxed) && !self.store.durable() {
             return;
         }
-        if !self.moves_stored.load(Relaxed) && store_holds_moves(&self.name, self.store.as_ref()) {
+        if self.store.durable()
+            && !self.moves_stored.load(Relaxed)
+            && store_holds_moves(&self.name, self.store.as_ref())
+        {
             self.moves_stored.store(true, Relaxed);
         }
-        self.moved.retain(|_, m| !m.stored);
+        let Some(reactor) = self.reactor() else { return };
+        self.moved.retain(|id, m| {
+            !m.stored && is_home(&reactor, &ActorRef::from_parts(self.name.clone(), id.clone()))
+        });
     }
 
     /// The ids of the actors of this type this node handed on (in memory
@@ -473,8 +497,11 @@ impl TypeHost {
     }
 
     /// The turn of an `adopt` message: the record it brings becomes the
-    /// actor's here (saved first, with a durable store), and any entry this
-    /// node kept for the actor is dropped.
+    /// actor's here (saved first, with a durable store), and this node
+    /// forgets where it last sent the actor. The home also removes its
+    /// stored entry; another node leaves the home's alone (in a store the
+    /// nodes share, it names the node the actor came from until the home
+    /// writes the new one, and that node sends on what reaches it).
     pub(super) async fn adopt(
         &self,
         reactor: &Reactor,
@@ -485,9 +512,9 @@ impl TypeHost {
         let record = record_of(&message.data)?;
         if self.store.durable() {
             self.store.save(actor, &record).await?;
-        }
-        if self.moves_stored.load(Relaxed) {
-            self.store.remove(&entry_key(actor)).await?;
+            if is_home(reactor, actor) {
+                self.store_entry(actor, None).await?;
+            }
         }
         self.moved.remove(actor.id());
         {
@@ -499,8 +526,7 @@ impl TypeHost {
             st.exists = true;
             st.fresh = false;
         }
-        let forwarder = reactor.forwarder();
-        let here = own_id(reactor, forwarder.as_deref().map(|f| &**f));
+        let here = own_id(reactor, reactor.forwarder().as_deref().map(|f| &**f));
         Ok(json!({"type": actor.actor_type(), "id": actor.id(), "node": here}))
     }
 }
