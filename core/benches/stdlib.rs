@@ -5,9 +5,10 @@
 //!    submit and against three awaited submits (target: the seq at most 3x
 //!    one submit);
 //! 2. `co:gather` of 100 trivial calls against 100 concurrent submits from
-//!    the caller (target: at most 1.5x).
+//!    the caller (target: at most 1.5x);
+//! 3. `mc:migrate` over loopback (see `migrate`).
 //!
-//! `cargo bench -p packetflow --bench stdlib -- [--n N] [--reps R] [--only seq|gather]`
+//! `cargo bench -p packetflow --bench stdlib -- [--n N] [--reps R] [--only seq|gather|migrate]`
 
 use std::hint::black_box;
 
@@ -15,6 +16,7 @@ use packetflow::stdlib::StdlibPatterns;
 use packetflow::{json, Packet, Reactor, Value};
 
 mod common;
+mod migrate;
 use common::{args, measure};
 
 fn report(name: &str, (median, min, max): (f64, f64, f64)) -> f64 {
@@ -36,6 +38,10 @@ fn main() {
     let argv: Vec<String> = std::env::args().collect();
     let only = argv.iter().position(|x| x == "--only").and_then(|i| argv.get(i + 1)).cloned();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    if only.as_deref() == Some("migrate") {
+        migrate::run(&a);
+        return;
+    }
 
     if wanted("seq") {
         println!("## 1. cf:seq of 3 trivial steps, one at a time");
@@ -105,5 +111,8 @@ fn main() {
             })
         }),
     );
-    println!("co:gather / 100 submits: {:.2}x (target <= 1.5x)", gather / by_hand);
+    println!("co:gather / 100 submits: {:.2}x (target <= 1.5x)\n", gather / by_hand);
+    if wanted("migrate") {
+        migrate::run(&a);
+    }
 }

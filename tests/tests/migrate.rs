@@ -359,3 +359,36 @@ async fn moves_that_end_on_a_node_that_leaves_leave_no_loop_behind() {
     }
     mesh.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_packet_runs_once_wherever_the_actor_moved() {
+    let mesh = Mesh::start(true, || Arc::new(MemoryStore::new())).await;
+    let (a, b, c) = (0, 1, 2);
+    let actor = mesh.homed_at(a).await;
+    let add = |packet_id: &str, n: i64| {
+        let parts = packetflow::PacketParts {
+            id: Some(packet_id.into()),
+            data: Some(json!({"type": "add", "n": n})),
+            ..Default::default()
+        };
+        actor.packet_from(packetflow::actor::Op::Send, parts).unwrap()
+    };
+    // One packet runs on A, the other (sent from B, through A) on B after
+    // the move; each is then sent again, from another node.
+    let first = mesh.reactors[c].submit(add("before-move", 1)).await.outcome.unwrap();
+    assert_eq!(first, json!({"node": "a", "count": 1}));
+    mesh.migrate(c, &actor, &mesh.id(b)).await.unwrap();
+    let second = mesh.reactors[b].submit(add("after-move", 2)).await.outcome.unwrap();
+    assert_eq!(second, json!({"node": "b", "count": 2}));
+    for (via, packet_id, n, answer) in [(a, "before-move", 1, &first), (c, "after-move", 2, &second)] {
+        let again = mesh.reactors[via].submit(add(packet_id, n)).await.outcome.unwrap();
+        assert_eq!(&again, answer, "{packet_id} answered from memory");
+    }
+    // And after moving back home.
+    mesh.migrate(b, &actor, &mesh.id(a)).await.unwrap();
+    let again = mesh.reactors[c].submit(add("after-move", 2)).await.outcome.unwrap();
+    assert_eq!(again, second, "remembered turns moved back with the actor");
+    let state = mesh.ask(c, &actor, json!({"type": "get"})).await;
+    assert_eq!(state, json!({"node": "a", "count": 2, "seen": [1, 2]}));
+    mesh.stop().await;
+}

@@ -43,7 +43,7 @@ pub(crate) struct TypeCounters {
 
 pub(crate) struct TypeHost {
     pub(crate) name: Arc<str>,
-    pub(super) spec: ActorType,
+    spec: ActorType,
     /// Hashed with foldhash: a create hashes its id once or twice, and a
     /// growing table rehashes every id it holds.
     pub(super) active: DashMap<Arc<str>, Arc<Cell>, foldhash::fast::RandomState>,
@@ -87,6 +87,9 @@ pub(crate) struct Claim {
     actor: ActorRef,
     /// Read with the packet's request: see [`Request::addressing_keys`].
     addressing_keys: usize,
+    /// The id the turn is remembered by, when the packet names one
+    /// (`pf.actor_packet_id`).
+    remembered_as: Option<PacketId>,
 }
 
 /// What a turn sees of a message's metadata: the addressing keys are the
@@ -752,23 +755,28 @@ impl TypeHost {
     /// The claimed actor is held for the packet, which
     /// [`run_claimed`](Self::run_claimed) must then run.
     pub(crate) fn claim_idle(&self, request: &Request<'_>, packet: &Packet) -> Option<Claim> {
-        // A message sent on from another node is remembered by another id:
-        // the slow path looks it up.
-        if !self.runs_inline() || request.op != Op::Send || request.first_id.is_some() {
+        if !self.runs_inline() || request.op != Op::Send {
             return None;
         }
+        // A message sent on to an actor that moved is remembered by the id
+        // it was first sent with.
+        let remembered_as = match request.first_id {
+            Some(first) => Some(PacketId::new(first).ok()?),
+            None => None,
+        };
         let (cell, actor) = {
             let entry = self.active.get(request.id?)?;
             (entry.value().clone(), ActorRef::from_parts(self.name.clone(), entry.key().clone()))
         };
         let mut st = cell.inner.lock();
-        if st.held || st.gone || !st.exists || st.remembered_packet(&packet.id).is_some() {
+        let memory_id = remembered_as.as_ref().unwrap_or(&packet.id);
+        if st.held || st.gone || !st.exists || st.remembered_packet(memory_id).is_some() {
             return None;
         }
         st.held = true;
         st.start_running(&TurnId::Packet(packet.id.clone()));
         drop(st);
-        Some(Claim { cell, actor, addressing_keys: request.addressing_keys })
+        Some(Claim { cell, actor, addressing_keys: request.addressing_keys, remembered_as })
     }
 
     /// Gives back a claim that will not run (its packet went the slow way).
@@ -787,9 +795,9 @@ impl TypeHost {
         packet: Packet,
         deadline: Instant,
     ) -> Result<Value, PfError> {
-        let Claim { cell, actor, addressing_keys } = claim;
+        let Claim { cell, actor, addressing_keys, remembered_as } = claim;
         let message = match self.message_of(packet, Op::Send, *addressing_keys, deadline) {
-            Ok(message) => message,
+            Ok(message) => Message { remembered_as: remembered_as.clone(), ..message },
             Err(e) => {
                 let ended = cell.inner.lock().finish_running();
                 let outcome = Err(e);
