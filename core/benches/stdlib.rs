@@ -21,8 +21,9 @@
 //!    handler it runs at once is told with a flag instead): a marked
 //!    submit of a trivial sync handler against an unmarked one (the mark
 //!    is one metadata entry, inherited by calls).
+//! 7. `mc:migrate` over loopback (see `migrate`).
 //!
-//! `cargo bench -p packetflow --bench stdlib -- [--n N] [--reps R] [--only seq|gather|lock|cache|scale|mark]`
+//! `cargo bench -p packetflow --bench stdlib -- [--n N] [--reps R] [--only seq|gather|lock|cache|scale|mark|migrate]`
 
 use std::hint::black_box;
 
@@ -31,6 +32,7 @@ use packetflow::stdlib::StdlibPatterns;
 use packetflow::{json, Packet, Reactor, Value};
 
 mod common;
+mod migrate;
 use common::{args, measure};
 
 fn report(name: &str, (median, min, max): (f64, f64, f64)) -> f64 {
@@ -52,6 +54,10 @@ fn main() {
     let argv: Vec<String> = std::env::args().collect();
     let only = argv.iter().position(|x| x == "--only").and_then(|i| argv.get(i + 1)).cloned();
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    if only.as_deref() == Some("migrate") {
+        migrate::run(&a);
+        return;
+    }
 
     if wanted("seq") {
         println!("## 1. cf:seq of 3 trivial steps, one at a time");
@@ -106,6 +112,9 @@ fn main() {
     }
     if wanted("mark") {
         bench_mark(&a, &rt, &r);
+    }
+    if wanted("migrate") {
+        migrate::run(&a);
     }
 }
 

@@ -21,6 +21,17 @@ pub const META_ACTOR_OP: &str = "pf.actor_op";
 /// Metadata key listing the ids of the actor turns waiting on this packet
 /// (the reentrancy chain, see [`Op`] and docs/protocol.md).
 pub const META_TURNS: &str = "pf.turns";
+/// Metadata key naming the node an actor message is delivered at, instead
+/// of the node placement picks: set on what is forwarded to an actor that
+/// migrated (docs/protocol.md, "Migration").
+pub const META_ACTOR_AT: &str = "pf.actor_at";
+/// Metadata key naming the packet id an actor message was first sent with,
+/// on a message a node sends on to an actor that moved (under a packet id
+/// of its own: the packet may pass a node it passed before): the actor
+/// remembers the turn by it (docs/protocol.md, "Migration").
+pub const META_ACTOR_PACKET_ID: &str = "pf.actor_packet_id";
+/// Longest node id `pf.actor_at` may name, in bytes.
+pub const MAX_NODE_ID_LEN: usize = 128;
 /// Longest actor type name: the element (`actor.` + type) is at most 64 bytes.
 pub const MAX_TYPE_LEN: usize = 64 - ACTOR_ELEMENT_PREFIX.len();
 /// Longest actor id, in bytes (the same bound as a packet id).
@@ -124,6 +135,13 @@ pub enum Op {
     Send,
     /// Stop the actor and delete its state, after the messages before it.
     Stop,
+    /// Move the actor to the node `data.to` names, between its turns, with
+    /// its state, its remembered turns and the messages waiting for it
+    /// (what `mc:migrate` sends; docs/protocol.md, "Migration").
+    Migrate,
+    /// A node hands the actor over to this one: `data.record` becomes its
+    /// record. Accepted only from a peer node that routes the actor's type.
+    Adopt,
 }
 
 impl Op {
@@ -133,7 +151,15 @@ impl Op {
             Op::Create => "create",
             Op::Send => "send",
             Op::Stop => "stop",
+            Op::Migrate => "migrate",
+            Op::Adopt => "adopt",
         }
+    }
+
+    /// Whether the op moves the actor between nodes (it never runs inline
+    /// on its sender: it waits for the network).
+    pub(crate) fn moves(self) -> bool {
+        matches!(self, Op::Migrate | Op::Adopt)
     }
 
     fn parse(value: Option<&Value>) -> Result<Op, PfError> {
@@ -142,8 +168,10 @@ impl Op {
             Some(Value::String(s)) if s == "send" => Ok(Op::Send),
             Some(Value::String(s)) if s == "create" => Ok(Op::Create),
             Some(Value::String(s)) if s == "stop" => Ok(Op::Stop),
+            Some(Value::String(s)) if s == "migrate" => Ok(Op::Migrate),
+            Some(Value::String(s)) if s == "adopt" => Ok(Op::Adopt),
             Some(other) => Err(bad(format!(
-                "metadata[\"{META_ACTOR_OP}\"] must be one of \"create\", \"send\", \"stop\", got {}",
+                "metadata[\"{META_ACTOR_OP}\"] must be one of \"create\", \"send\", \"stop\", \"migrate\", \"adopt\", got {}",
                 describe(other)
             ))),
         }
@@ -156,27 +184,45 @@ pub(crate) fn type_element(actor_type: &str) -> Element {
         .expect("a checked type name makes a valid element")
 }
 
-/// For a packet addressed to an actor: its type and id, after giving a
+/// Where an actor packet is to be delivered: its actor's type and id, and
+/// the node `pf.actor_at` names, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Placed<'a> {
+    pub(crate) actor_type: &'a str,
+    pub(crate) id: &'a str,
+    /// The node the message is delivered at (forwarded to an actor that
+    /// migrated); `None`: the node placement picks.
+    pub(crate) at: Option<&'a str>,
+}
+
+/// For a packet addressed to an actor: where it goes, after giving a
 /// create without an id its generated id (so that every node places it the
 /// same way). `None` for any other packet, and for an actor packet whose
 /// metadata is invalid (its host answers PF400 for it).
-pub(crate) fn placement(packet: &mut Packet) -> Option<(&str, &str)> {
+pub(crate) fn placement(packet: &mut Packet) -> Option<Placed<'_>> {
     actor_type_of(packet)?;
     if Request::read(packet.metadata.as_ref()).ok()?.id.is_none() {
         let id = PacketId::random().to_string();
         packet.metadata.get_or_insert_with(Map::new).insert(META_ACTOR_ID.to_owned(), Value::String(id));
     }
-    // Read (and checked) above, or just made.
-    let id = packet.metadata.as_ref()?.get(META_ACTOR_ID)?.as_str()?;
-    Some((actor_type_of(packet)?, id))
+    placement_of(packet)
 }
 
 /// [`placement`] of a packet that names its actor (`pf.actor_id`); `None`
 /// for one that does not (a create that lets the id be made).
-pub(crate) fn placement_of(packet: &Packet) -> Option<(&str, &str)> {
+pub(crate) fn placement_of(packet: &Packet) -> Option<Placed<'_>> {
     let actor_type = actor_type_of(packet)?;
-    let id = Request::read(packet.metadata.as_ref()).ok()?.id?;
-    Some((actor_type, id))
+    let request = Request::read(packet.metadata.as_ref()).ok()?;
+    Some(Placed { actor_type, id: request.id?, at: request.at })
+}
+
+/// Whether `packet` hands an actor over to the node it is delivered at
+/// (`pf.actor_op` is `"adopt"`).
+pub(crate) fn is_handover(packet: &Packet) -> bool {
+    actor_type_of(packet).is_some()
+        && packet.metadata.as_ref().is_some_and(
+            |m| matches!(addressing_values(m).op, Some(Value::String(op)) if op == Op::Adopt.as_str()),
+        )
 }
 
 /// The actor type a packet is addressed to (`rm:actor.TYPE`).
@@ -217,17 +263,39 @@ pub fn check_id(id: &str) -> Result<(), PfError> {
 pub(crate) struct Request<'a> {
     pub(crate) id: Option<&'a str>,
     pub(crate) op: Op,
-    /// How many of the two addressing keys the metadata holds: the turn
-    /// sees neither, and a map that holds nothing else is dropped whole.
+    /// The node `pf.actor_at` names: the message is delivered there.
+    pub(crate) at: Option<&'a str>,
+    /// The id the message was first sent with (`pf.actor_packet_id`): its
+    /// turn is remembered by it.
+    pub(crate) first_id: Option<&'a str>,
+    /// How many of the addressing keys (`pf.actor_id`, `pf.actor_op`,
+    /// `pf.actor_at`, `pf.actor_packet_id`) the metadata holds: the turn
+    /// sees none of them, and a map that holds nothing else is dropped
+    /// whole.
     pub(crate) addressing_keys: usize,
 }
 
 impl<'a> Request<'a> {
-    /// Reads `pf.actor_id` and `pf.actor_op`: PF400 naming the key.
+    /// Reads `pf.actor_id`, `pf.actor_op` and `pf.actor_at`: PF400 naming
+    /// the key.
     pub(crate) fn read(metadata: Option<&'a Map<String, Value>>) -> Result<Request<'a>, PfError> {
-        let (id_value, op_value) = metadata.map_or((None, None), addressing_values);
-        let addressing_keys = usize::from(op_value.is_some()) + usize::from(id_value.is_some());
+        let Addressing { id: id_value, op: op_value, at: at_value, first_id: first_value } =
+            metadata.map_or(Addressing::default(), addressing_values);
+        let addressing_keys = usize::from(op_value.is_some())
+            + usize::from(id_value.is_some())
+            + usize::from(at_value.is_some())
+            + usize::from(first_value.is_some());
         let op = Op::parse(op_value)?;
+        let at = match at_value {
+            None | Some(Value::Null) => None,
+            Some(Value::String(node)) if !node.is_empty() && node.len() <= MAX_NODE_ID_LEN => Some(node.as_str()),
+            Some(other) => {
+                return Err(bad(format!(
+                    "metadata[\"{META_ACTOR_AT}\"] must be a node id, a string of 1-{MAX_NODE_ID_LEN} bytes, got {}",
+                    describe(other)
+                )))
+            }
+        };
         let id = match id_value {
             None | Some(Value::Null) => None,
             Some(Value::String(id)) => {
@@ -241,36 +309,72 @@ impl<'a> Request<'a> {
                 )))
             }
         };
+        let first_id = match first_value {
+            None | Some(Value::Null) => None,
+            Some(Value::String(first)) if !first.is_empty() && first.len() <= MAX_ID_LEN => {
+                Some(first.as_str())
+            }
+            Some(other) => {
+                return Err(bad(format!(
+                    "metadata[\"{META_ACTOR_PACKET_ID}\"] must be a packet id, a string of 1-{MAX_ID_LEN} \
+                     bytes, got {}",
+                    describe(other)
+                )))
+            }
+        };
         if id.is_none() && op != Op::Create {
             return Err(bad(format!(
                 "metadata[\"{META_ACTOR_ID}\"] is required to {} (only a create may leave it out)",
                 op.as_str()
             )));
         }
-        Ok(Request { id, op, addressing_keys })
+        Ok(Request { id, op, at, first_id, addressing_keys })
     }
 }
 
 /// Maps up to this many keys are searched by a scan, not a lookup.
 const SCAN_LIMIT: usize = 8;
 
-/// The values of `pf.actor_id` and `pf.actor_op` in `metadata`. A small map
-/// (the usual: the address, a relay's hop count, a trace id) is scanned
-/// once: a lookup would hash each key first (the map's hasher is SipHash),
-/// which costs more than comparing a few short keys.
-fn addressing_values(metadata: &Map<String, Value>) -> (Option<&Value>, Option<&Value>) {
+/// Whether `key` is one of the metadata keys that address an actor message
+/// (a turn does not see them).
+pub(crate) fn is_addressing_key(key: &str) -> bool {
+    matches!(key, META_ACTOR_ID | META_ACTOR_OP | META_ACTOR_AT | META_ACTOR_PACKET_ID)
+}
+
+/// The addressing values of an actor packet's metadata.
+#[derive(Default)]
+struct Addressing<'a> {
+    id: Option<&'a Value>,
+    op: Option<&'a Value>,
+    at: Option<&'a Value>,
+    first_id: Option<&'a Value>,
+}
+
+/// The values of `pf.actor_id`, `pf.actor_op`, `pf.actor_at` and
+/// `pf.actor_packet_id` in `metadata`. A small map (the usual: the address, a relay's hop count, a
+/// trace id) is scanned once: a lookup would hash each key first (the
+/// map's hasher is SipHash), which costs more than comparing a few short
+/// keys.
+fn addressing_values(metadata: &Map<String, Value>) -> Addressing<'_> {
     if metadata.len() > SCAN_LIMIT {
-        return (metadata.get(META_ACTOR_ID), metadata.get(META_ACTOR_OP));
+        return Addressing {
+            id: metadata.get(META_ACTOR_ID),
+            op: metadata.get(META_ACTOR_OP),
+            at: metadata.get(META_ACTOR_AT),
+            first_id: metadata.get(META_ACTOR_PACKET_ID),
+        };
     }
-    let (mut id, mut op) = (None, None);
+    let mut found = Addressing::default();
     for (key, value) in metadata {
         match key.as_str() {
-            META_ACTOR_ID => id = Some(value),
-            META_ACTOR_OP => op = Some(value),
+            META_ACTOR_ID => found.id = Some(value),
+            META_ACTOR_OP => found.op = Some(value),
+            META_ACTOR_AT => found.at = Some(value),
+            META_ACTOR_PACKET_ID => found.first_id = Some(value),
             _ => {}
         }
     }
-    (id, op)
+    found
 }
 
 /// The message type of an actor message: `data.type`, a string.
@@ -371,7 +475,7 @@ mod tests {
         let m = meta(json!({"pf.actor_op": "explode", "pf.actor_id": "a"}));
         assert_eq!(
             Request::read(Some(&m)).err().unwrap().message,
-            "metadata[\"pf.actor_op\"] must be one of \"create\", \"send\", \"stop\", got \"explode\""
+            "metadata[\"pf.actor_op\"] must be one of \"create\", \"send\", \"stop\", \"migrate\", \"adopt\", got \"explode\""
         );
         let m = meta(json!({"pf.actor_id": 7}));
         assert_eq!(

@@ -43,6 +43,21 @@ pub(crate) struct Message {
     /// message sent through the API with an id made for it is not: nobody
     /// can repeat it.
     pub(crate) remember: bool,
+    /// The id the turn is remembered by when it is not the packet's: the
+    /// one the message was first sent with, for a message a node sent on
+    /// to an actor that moved (`pf.actor_packet_id`).
+    pub(crate) remembered_as: Option<PacketId>,
+}
+
+impl Message {
+    /// The packet id the turn is remembered by, if any (made ids never are).
+    pub(crate) fn memory_id(&self) -> Option<&PacketId> {
+        match (&self.remembered_as, &self.id) {
+            (Some(first), _) => Some(first),
+            (None, TurnId::Packet(id)) => Some(id),
+            (None, TurnId::Made(_)) => None,
+        }
+    }
 }
 
 struct Queued {
@@ -229,6 +244,15 @@ impl CellState {
         }
     }
 
+    /// Makes `record` the actor's whole record: its state and the turns it
+    /// remembers (another node handed the actor over).
+    pub(crate) fn replace(&mut self, record: Record) {
+        if let Some(busy) = self.busy.as_mut() {
+            busy.recent.clear();
+        }
+        self.restore(record);
+    }
+
     /// The record a store keeps: the state and the remembered turns.
     pub(crate) fn record(&self) -> Record {
         let recent = self.busy.as_ref().map(|b| {
@@ -240,13 +264,10 @@ impl CellState {
         Record { state: self.state(), recent: recent.unwrap_or_default() }
     }
 
-    /// The answer of a committed turn of `id`, if it is remembered (made
-    /// ids never are).
-    pub(crate) fn remembered(&self, id: &TurnId) -> Option<Value> {
-        match id {
-            TurnId::Packet(id) => self.remembered_packet(id),
-            TurnId::Made(_) => None,
-        }
+    /// The answer of a committed turn of `message`'s, if it is remembered
+    /// (made ids never are).
+    pub(crate) fn remembered(&self, message: &Message) -> Option<Value> {
+        self.remembered_packet(message.memory_id()?)
     }
 
     /// The answer of a committed turn of packet `id`, if it is remembered.

@@ -2,7 +2,7 @@
 //! passivation, and the store behind them.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 
 use dashmap::mapref::entry::Entry;
@@ -13,9 +13,10 @@ use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::address::{chain_holds, message_type, Op, Request, META_ACTOR_ID, META_ACTOR_OP};
+use super::address::{chain_holds, is_addressing_key, message_type, Op, Request};
 use super::behavior::{Behavior, Reply, TurnInput, Turns};
 use super::cell::{Answer, Cell, CellState, Message};
+use super::migration::{MovedTo, Stored};
 use super::store::{ActorStore, Record};
 use super::turn_id::{MadeTurnId, TurnId};
 use super::{ActorContext, ActorRef, ActorType};
@@ -45,7 +46,17 @@ pub(crate) struct TypeHost {
     spec: ActorType,
     /// Hashed with foldhash: a create hashes its id once or twice, and a
     /// growing table rehashes every id it holds.
-    active: DashMap<Arc<str>, Arc<Cell>, foldhash::fast::RandomState>,
+    pub(super) active: DashMap<Arc<str>, Arc<Cell>, foldhash::fast::RandomState>,
+    /// The actors this node handed to another node, by id: where each went
+    /// (see `migration`). Looked up only for an actor not in memory.
+    pub(super) moved: DashMap<Arc<str>, MovedTo, foldhash::fast::RandomState>,
+    /// Whether the store may hold forwarding entries of this type (a
+    /// durable store this node or another wrote one to): only then does
+    /// an actor coming into memory look for one there.
+    pub(super) moves_stored: AtomicBool,
+    /// Whether `moved` ever held an entry: until then, an actor coming
+    /// into memory does not look there.
+    pub(super) moved_any: AtomicBool,
     pub(crate) store: Arc<dyn ActorStore>,
     settings: HostSettings,
     reactor: Weak<ReactorInner>,
@@ -64,6 +75,9 @@ pub(crate) enum Offer {
     Wait(oneshot::Receiver<Answer>),
     /// Reentrant: the turn that waits on this message's chain holds the actor.
     Nested(Arc<Cell>, Message),
+    /// The actor was moved from this node: send the message on to the node
+    /// named (or, `None`, to wherever placement puts the actor now).
+    Elsewhere(Message, Option<Arc<str>>),
 }
 
 /// An idle actor held for the packet that found it
@@ -73,6 +87,9 @@ pub(crate) struct Claim {
     actor: ActorRef,
     /// Read with the packet's request: see [`Request::addressing_keys`].
     addressing_keys: usize,
+    /// The id the turn is remembered by, when the packet names one
+    /// (`pf.actor_packet_id`).
+    remembered_as: Option<PacketId>,
 }
 
 /// What a turn sees of a message's metadata: the addressing keys are the
@@ -87,7 +104,7 @@ fn turn_metadata(metadata: Option<Map<String, Value>>, addressing_keys: usize) -
     if addressing_keys > 0 {
         // One pass that keeps the order, and rebuilds the map's index from
         // the hashes it stored: removing each key would hash it again.
-        meta.retain(|key, _| key != META_ACTOR_ID && key != META_ACTOR_OP);
+        meta.retain(|key, _| !is_addressing_key(key));
     }
     Some(meta)
 }
@@ -100,10 +117,14 @@ impl TypeHost {
         settings: HostSettings,
         reactor: Weak<ReactorInner>,
     ) -> TypeHost {
+        let moves_stored = AtomicBool::new(super::migration::store_holds_moves(name, store.as_ref()));
         TypeHost {
             name: Arc::from(name),
             spec,
             active: DashMap::with_hasher(foldhash::fast::RandomState::default()),
+            moved: DashMap::with_hasher(foldhash::fast::RandomState::default()),
+            moves_stored,
+            moved_any: AtomicBool::new(false),
             store,
             settings,
             reactor,
@@ -156,7 +177,10 @@ impl TypeHost {
             (None, None) => ActorRef::generate(&self.name)?,
         };
         let (op, addressing_keys) = (request.op, request.addressing_keys);
-        Ok((actor, self.message_of(packet, op, addressing_keys, deadline)?))
+        let remembered_as = request.first_id.map(PacketId::new).transpose()?;
+        let mut message = self.message_of(packet, op, addressing_keys, deadline)?;
+        message.remembered_as = remembered_as;
+        Ok((actor, message))
     }
 
     /// The message `packet` carries, whose request was read already (`op`,
@@ -181,6 +205,7 @@ impl TypeHost {
             deadline,
             reply: None,
             remember: true,
+            remembered_as: None,
         })
     }
 
@@ -260,6 +285,7 @@ impl TypeHost {
                 Offer::Nested(cell, message) => {
                     return self.nested_turn(reactor, &actor, &cell, message).await
                 }
+                Offer::Elsewhere(message, to) => return self.send_on(reactor, &actor, message, to).await,
                 Offer::Wait(answer) => {
                     let waited = reactor
                         .bounded(answer, deadline, || format!("{actor} did not answer in time"))
@@ -282,6 +308,15 @@ impl TypeHost {
         // The answer is awaited in a task only to count a failure.
         match self.offer(&actor, message) {
             Offer::Answered(_) | Offer::Wait(_) => {}
+            Offer::Elsewhere(mut message, to) => {
+                // Sent on now (its first hop leaves here), so that tells keep
+                // their order; its answer goes where a queued tell's would.
+                let reply = message.reply.take();
+                if let Some(reactor) = self.reactor() {
+                    let outcome = self.send_on(&reactor, &actor, message, to);
+                    tokio::spawn(super::migration::answer_when_done(outcome, reply, Vec::new()));
+                }
+            }
             Offer::Inline(..) | Offer::Nested(..) => unreachable!("a tell is never run on its sender"),
         }
         let host = self.clone();
@@ -319,7 +354,7 @@ impl TypeHost {
         let (to, answer) = oneshot::channel();
         {
             let mut st = cell.inner.lock();
-            if let Some(answer) = st.remembered(&message.id) {
+            if let Some(answer) = st.remembered(&message) {
                 return Ok(answer);
             }
             if st.join(&message.id.to_packet_id(), to).is_err() {
@@ -342,23 +377,33 @@ impl TypeHost {
             let found = if message.op == Op::Create { None } else { self.active.get(actor.id()) };
             let (cell, loading) = match found {
                 Some(cell) => (cell.clone(), false),
-                None => match self.active.entry(actor.id_arc().clone()) {
-                    Entry::Occupied(e) => (e.get().clone(), false),
-                    Entry::Vacant(e) => {
-                        let cell = Arc::new(Cell::loading());
-                        e.insert(cell.clone());
-                        (cell, true)
+                None => {
+                    // Not in memory: this node may have handed it on. (A
+                    // node handing the actor back adopts it here whatever
+                    // this node last knew of it.)
+                    if message.op != Op::Adopt {
+                        if let Some(to) = self.moved_away(actor) {
+                            return Offer::Elsewhere(message, to);
+                        }
                     }
-                },
+                    self.reserve(actor)
+                }
             };
             let mut st = cell.inner.lock();
             if st.gone {
                 continue;
             }
+            if loading && message.op == Op::Adopt {
+                // Nothing to read: the message brings the actor's record.
+                let answer = st.enqueue_waiting(message);
+                drop(st);
+                self.spawn_drain(actor.clone(), cell, false);
+                return Offer::Wait(answer);
+            }
             if loading {
                 // A store that answers at once (memory, or a file read) is
                 // read here: no task is needed to bring the actor in.
-                match self.store.load(actor).now_or_never() {
+                match self.read_now(actor) {
                     Some(Ok(record)) => {
                         self.fill(&mut st, record);
                         if !st.exists && message.op != Op::Create {
@@ -395,7 +440,7 @@ impl TypeHost {
                     return Offer::Wait(answer);
                 }
             }
-            if let Some(answer) = st.remembered(&message.id) {
+            if let Some(answer) = st.remembered(&message) {
                 if let Some(reply) = message.reply.take() {
                     let _ = reply.send(Answer::Done(Ok(answer.clone())));
                 }
@@ -410,7 +455,7 @@ impl TypeHost {
                 return Offer::Wait(answer);
             }
             st.held = true;
-            if ask && self.runs_on_sender() {
+            if ask && self.runs_on_sender() && !message.op.moves() {
                 st.start_running(&message.id);
                 drop(st);
                 return Offer::Inline(cell, message);
@@ -419,6 +464,19 @@ impl TypeHost {
             drop(st);
             self.spawn_drain(actor.clone(), cell, false);
             return Offer::Wait(answer);
+        }
+    }
+
+    /// The actor's cell, and whether it was just reserved here (to be
+    /// loaded by whoever reserved it).
+    fn reserve(&self, actor: &ActorRef) -> (Arc<Cell>, bool) {
+        match self.active.entry(actor.id_arc().clone()) {
+            Entry::Occupied(e) => (e.get().clone(), false),
+            Entry::Vacant(e) => {
+                let cell = Arc::new(Cell::loading());
+                e.insert(cell.clone());
+                (cell, true)
+            }
         }
     }
 
@@ -495,11 +553,8 @@ impl TypeHost {
         message: Message,
         mut state: Value,
     ) -> Result<Value, PfError> {
-        let Message { id, data, metadata, deadline, remember, priority, .. } = message;
-        let remembered = match &id {
-            TurnId::Packet(id) if remember => Some(id.clone()),
-            _ => None,
-        };
+        let remembered = message.memory_id().filter(|_| message.remember).cloned();
+        let Message { id, data, metadata, deadline, priority, .. } = message;
         let ctx =
             ActorContext::new(turn_context(reactor, cell, id, metadata, deadline, priority), actor.clone());
         let reply = message_type(&data).and_then(|kind| handle_sync(behavior, kind, &data, &mut state, &ctx));
@@ -575,6 +630,8 @@ impl TypeHost {
     /// type's turns are driven, for a caller that cannot wait (a node whose
     /// view of this type's hosts changed).
     pub(crate) fn hand_over(self: &Arc<Self>) {
+        // Moved actors may have another home now.
+        self.after_hosts_changed();
         let host = self.clone();
         self.spawn(async move {
             host.passivate_all_idle().await;
@@ -589,9 +646,18 @@ impl TypeHost {
             return;
         };
         if loading {
-            if let Err(e) = self.load(&actor, &cell).await {
-                self.leave(&actor, &cell, |_| Answer::Done(Err(e.clone())));
-                return;
+            match self.load(&reactor, &actor, &cell).await {
+                Ok(true) => {}
+                // Handed to another node: what waits looks the actor up
+                // again, and is sent on there.
+                Ok(false) => {
+                    self.leave(&actor, &cell, |message| Answer::Retry(Box::new(message)));
+                    return;
+                }
+                Err(e) => {
+                    self.leave(&actor, &cell, |_| Answer::Done(Err(e.clone())));
+                    return;
+                }
             }
         }
         loop {
@@ -643,11 +709,16 @@ impl TypeHost {
     }
 
     /// Fills a freshly reserved cell from the store, or from the type's
-    /// initial state; leaves it marked as not existing otherwise.
-    async fn load(&self, actor: &ActorRef, cell: &Cell) -> Result<(), PfError> {
-        let record = self.store.load(actor).await?;
-        self.fill(&mut cell.inner.lock(), record);
-        Ok(())
+    /// initial state; leaves it marked as not existing otherwise. `false`
+    /// when the store says the actor was handed to another node.
+    async fn load(&self, reactor: &Reactor, actor: &ActorRef, cell: &Cell) -> Result<bool, PfError> {
+        match self.read(reactor, actor).await? {
+            Stored::Here(record) => {
+                self.fill(&mut cell.inner.lock(), record);
+                Ok(true)
+            }
+            Stored::Moved => Ok(false),
+        }
     }
 
     /// Fills a cell being loaded from what the store had.
@@ -687,18 +758,25 @@ impl TypeHost {
         if !self.runs_inline() || request.op != Op::Send {
             return None;
         }
+        // A message sent on to an actor that moved is remembered by the id
+        // it was first sent with.
+        let remembered_as = match request.first_id {
+            Some(first) => Some(PacketId::new(first).ok()?),
+            None => None,
+        };
         let (cell, actor) = {
             let entry = self.active.get(request.id?)?;
             (entry.value().clone(), ActorRef::from_parts(self.name.clone(), entry.key().clone()))
         };
         let mut st = cell.inner.lock();
-        if st.held || st.gone || !st.exists || st.remembered_packet(&packet.id).is_some() {
+        let memory_id = remembered_as.as_ref().unwrap_or(&packet.id);
+        if st.held || st.gone || !st.exists || st.remembered_packet(memory_id).is_some() {
             return None;
         }
         st.held = true;
         st.start_running(&TurnId::Packet(packet.id.clone()));
         drop(st);
-        Some(Claim { cell, actor, addressing_keys: request.addressing_keys })
+        Some(Claim { cell, actor, addressing_keys: request.addressing_keys, remembered_as })
     }
 
     /// Gives back a claim that will not run (its packet went the slow way).
@@ -717,9 +795,9 @@ impl TypeHost {
         packet: Packet,
         deadline: Instant,
     ) -> Result<Value, PfError> {
-        let Claim { cell, actor, addressing_keys } = claim;
+        let Claim { cell, actor, addressing_keys, remembered_as } = claim;
         let message = match self.message_of(packet, Op::Send, *addressing_keys, deadline) {
-            Ok(message) => message,
+            Ok(message) => Message { remembered_as: remembered_as.clone(), ..message },
             Err(e) => {
                 let ended = cell.inner.lock().finish_running();
                 let outcome = Err(e);
@@ -773,7 +851,7 @@ impl TypeHost {
     /// stop, or a turn of the behaviour (dropped, uncommitted, if `gone`
     /// resolves while the behaviour runs).
     async fn run_one(
-        &self,
+        self: &Arc<Self>,
         reactor: &Reactor,
         actor: &ActorRef,
         cell: &Arc<Cell>,
@@ -790,6 +868,10 @@ impl TypeHost {
                 Ok(address_of(actor, true))
             }
             Op::Send => self.turn(reactor, actor, cell, message, gone).await,
+            // A move is not dropped with its sender: once the record is
+            // handed over, the move must end on both nodes.
+            Op::Migrate => self.migrate(reactor, actor, cell, message).await,
+            Op::Adopt => self.adopt(reactor, actor, cell, message).await,
         }
     }
 
@@ -802,7 +884,7 @@ impl TypeHost {
         actor: &ActorRef,
         message: &Message,
     ) -> Option<Result<Value, PfError>> {
-        if let Some(answer) = st.remembered(&message.id) {
+        if let Some(answer) = st.remembered(message) {
             return Some(Ok(answer));
         }
         Self::precheck_existence(st, actor, message)
@@ -821,6 +903,8 @@ impl TypeHost {
                 Some(Err(PfError::new(ErrorCode::DuplicateId, format!("actor {actor} already exists"))))
             }
             Op::Create => None,
+            // A handover replaces whatever this node held of the actor.
+            Op::Adopt => None,
             _ if !st.exists => Some(Err(not_found(actor))),
             _ => None,
         }
@@ -830,8 +914,8 @@ impl TypeHost {
     /// caller, who has the address: its answer is not built (nor
     /// remembered).
     fn create_answer(actor: &ActorRef, message: &Message) -> (Value, Option<PacketId>) {
-        match &message.id {
-            TurnId::Packet(id) if message.remember => (address_of(actor, false), Some(id.clone())),
+        match message.memory_id() {
+            Some(id) if message.remember => (address_of(actor, false), Some(id.clone())),
             _ => (Value::Null, None),
         }
     }
@@ -906,12 +990,9 @@ impl TypeHost {
         message: Message,
         gone: impl std::future::Future<Output = ()>,
     ) -> Result<Value, PfError> {
-        let Message { id, data, metadata, deadline, remember, priority, .. } = message;
+        let remembered = message.memory_id().filter(|_| message.remember).cloned();
+        let Message { id, data, metadata, deadline, priority, .. } = message;
         let state = cell.inner.lock().state_for_turn();
-        let remembered = match &id {
-            TurnId::Packet(id) if remember => Some(id.clone()),
-            _ => None,
-        };
         let ctx =
             ActorContext::new(turn_context(reactor, cell, id, metadata, deadline, priority), actor.clone());
         let (reply, state) = match &self.spec.turns {
@@ -1122,7 +1203,7 @@ impl TypeHost {
         self.active.get(id).map(|cell| cell.inner.lock().state())
     }
 
-    fn reactor(&self) -> Option<Reactor> {
+    pub(super) fn reactor(&self) -> Option<Reactor> {
         self.reactor.upgrade().map(Reactor::from_inner)
     }
 }
@@ -1230,6 +1311,8 @@ fn past(op: Op) -> &'static str {
         Op::Create => "created",
         Op::Stop => "stopped",
         Op::Send => "sent to",
+        Op::Migrate => "moved",
+        Op::Adopt => "handed over",
     }
 }
 

@@ -28,6 +28,7 @@ mod behavior;
 mod cell;
 mod context;
 mod host;
+mod migration;
 pub mod store;
 mod turn_id;
 
@@ -37,12 +38,15 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::time::Instant;
 
-pub use address::{ActorRef, Op, META_ACTOR_ID, META_ACTOR_OP, META_TURNS};
+pub use address::{
+    ActorRef, Op, META_ACTOR_AT, META_ACTOR_ID, META_ACTOR_OP, META_ACTOR_PACKET_ID, META_TURNS,
+};
 pub use behavior::{ActorType, Behavior, Reply, TurnInput, TurnOutput};
 pub use context::ActorContext;
 pub use store::{ActorStore, FileStore, MemoryStore, Record};
 
 pub(crate) use host::{HostSettings, TypeHost};
+pub(crate) use migration::refused_adopt;
 pub(crate) use turn_id::MadeTurnId;
 
 use crate::error::{ErrorCode, PfError};
@@ -152,6 +156,9 @@ impl Actors {
         if self.reactor.is_stopped() {
             return Err(PfError::new(ErrorCode::Unavailable, "the reactor is stopped"));
         }
+        if op == Op::Adopt {
+            return Err(migration::refused_adopt(actor));
+        }
         host.check_data(op, &data)?;
         self.reactor.sweep_actors();
         let start = Instant::now();
@@ -168,6 +175,7 @@ impl Actors {
             deadline,
             reply: None,
             remember: false,
+            remembered_as: None,
         };
         let _in_flight = self.reactor.count_ask();
         let outcome = match host.ask_now(&self.reactor, actor, message) {
@@ -232,6 +240,9 @@ impl Actors {
         if let Some(host) = host {
             packet.validate()?;
             let (_, message) = host.message(packet, deadline)?;
+            if message.op == Op::Adopt {
+                return Err(migration::refused_adopt(actor));
+            }
             host.tell(actor.clone(), message);
             return Ok(());
         }
@@ -263,6 +274,13 @@ impl Actors {
     pub async fn list(&self, actor_type: &str) -> Result<Vec<String>, PfError> {
         let host = self.host(actor_type)?;
         let mut ids = host.store.ids(actor_type).await?;
+        // An actor handed to another node is listed there, not here (a
+        // durable store keeps its record from before it left).
+        let moved = host.moved_ids(&self.reactor).await?;
+        if !moved.is_empty() {
+            let moved: std::collections::HashSet<&str> = moved.iter().map(String::as_str).collect();
+            ids.retain(|id| !moved.contains(id.as_str()));
+        }
         ids.extend(host.active_ids());
         ids.sort();
         ids.dedup();

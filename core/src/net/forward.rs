@@ -56,10 +56,59 @@ impl Forwarder for Router {
         Some(Box::pin(observed(node, peer, packet, deadline, origin)))
     }
 
-    fn actor_here(&self, actor_type: &str, id: &str, origin: Option<Origin>) -> bool {
+    fn actor_here(&self, actor_type: &str, id: &str, at: Option<&str>, origin: Option<Origin>) -> bool {
         let Some(node) = self.node.upgrade() else { return true };
-        let placed = node.peers.read().place_actor(actor_type, id, Some(&node.node_id), origin.map(|o| o.0));
+        let own = Some(node.node_id.as_str());
+        let placed = node.peers.read().place_actor(actor_type, id, own, origin.map(|o| o.0), at);
         !matches!(placed, Some(Placement::Peer { .. }))
+    }
+
+    fn actor_host_ids(&self, actor_type: &str) -> Vec<String> {
+        let Some(node) = self.node.upgrade() else { return Vec::new() };
+        let mut hosts = node.peers.read().actor_host_ids(actor_type);
+        if node.reactor.actor_host(actor_type).is_some() {
+            hosts.push(node.node_id.clone());
+        }
+        hosts.sort();
+        hosts.dedup();
+        hosts
+    }
+
+    fn hosts_actor_type(&self, actor_type: &str, node_id: &str) -> bool {
+        let Some(node) = self.node.upgrade() else { return false };
+        if node.node_id == node_id {
+            return node.reactor.actor_host(actor_type).is_some();
+        }
+        let hosts = node.peers.read().hosts_actor_type(actor_type, node_id);
+        hosts
+    }
+
+    fn knows_node(&self, node_id: &str) -> bool {
+        let Some(node) = self.node.upgrade() else { return false };
+        node.node_id == node_id || node.peers.read().knows_node(node_id)
+    }
+
+    fn forward_to_actor_host(
+        &self,
+        node_id: &str,
+        packet: Packet,
+        deadline: Instant,
+    ) -> Option<BoxFuture<'static, PacketResult>> {
+        let node = self.node.upgrade()?;
+        let actor_type = crate::actor::address::placement_of(&packet)?.actor_type;
+        let placed = node.peers.read().toward_host(actor_type, node_id, None);
+        let Some(Placement::Peer { via, beyond }) = placed else { return None };
+        let peer = node.around_hub_to_actor(&packet, via, beyond.as_deref());
+        Some(Box::pin(forward(node, peer, packet, deadline, None)))
+    }
+
+    fn origin_announces(&self, origin: Origin, group: Group, element: &str) -> bool {
+        let Some(node) = self.node.upgrade() else { return false };
+        let Ok(element) = crate::packet::Element::new(element) else { return false };
+        // The peer's own hello, direct links' too (they carry packets for
+        // the linked node's handlers, and are kept off the route index).
+        let peer = node.peers.read().get(origin.0).cloned();
+        peer.and_then(|p| p.hello()).is_some_and(|hello| hello.handlers.contains(&(group, element)))
     }
 
     fn announced(&self, group: Group, element: &str, origin: Option<Origin>) -> bool {
@@ -130,9 +179,9 @@ impl NodeInner {
     /// Where the actor `packet` is for lives, for a packet that is not run
     /// here; `None` for any other packet.
     fn place_actor(&self, packet: &mut Packet, origin: Option<u64>) -> Option<Placement> {
-        let (actor_type, id) = crate::actor::address::placement(packet)?;
-        let own = self.reactor.actor_host(actor_type).map(|_| self.node_id.as_str());
-        self.peers.read().place_actor(actor_type, id, own, origin)
+        let placed = crate::actor::address::placement(packet)?;
+        let own = self.reactor.actor_host(placed.actor_type).map(|_| self.node_id.as_str());
+        self.peers.read().place_actor(placed.actor_type, placed.id, own, origin, placed.at)
     }
 
     /// `via`, the peer routing chose for `packet`, or the direct link to

@@ -434,10 +434,13 @@ impl NodeInner {
         }
     }
 
-    /// Tells watchers that peers' routes changed.
+    /// Tells watchers that peers' routes changed, once the actors whose
+    /// hosts changed were handed over (so that a watcher sees what the
+    /// actors will: forwarding entries of a shared store looked for again,
+    /// among other things).
     pub(crate) fn routes_changed(&self) {
-        self.routes_version.send_modify(|v| *v += 1);
         self.hand_over_actors();
+        self.routes_version.send_modify(|v| *v += 1);
     }
 
     /// When the nodes hosting one of this node's actor types change, every

@@ -611,10 +611,12 @@ impl PeerTable {
         self.actor_paths.get(actor_type).into_iter().flatten().map(|p| p.node_id.clone()).collect()
     }
 
-    /// Places the actor with placement key `key` (`type/id`): the host of
-    /// highest rendezvous score among every node known to host its type
-    /// (this one too, as `own`, when it does), and the nearest peer toward
-    /// it (never `origin`). `None` when no host is known, or the owner can
+    /// Places the actor `actor_type/id`: the host of highest rendezvous
+    /// score among every node known to host its type (this one too, as
+    /// `own`, when it does), and the nearest peer toward it (never
+    /// `origin`). A message forwarded to an actor that migrated names the
+    /// node it is delivered at (`at`): that node instead, while it is known
+    /// to host the type. `None` when no host is known, or the owner can
     /// only be reached back through `origin` and this node does not host
     /// the type (views disagree while announcements travel).
     pub(crate) fn place_actor(
@@ -623,25 +625,56 @@ impl PeerTable {
         id: &str,
         own: Option<&str>,
         origin: Option<ConnId>,
+        at: Option<&str>,
     ) -> Option<Placement> {
-        let paths = self.actor_paths.get(actor_type).map(Vec::as_slice).unwrap_or_default();
+        if let Some(node) = at {
+            if Some(node) == own {
+                return Some(Placement::Here);
+            }
+            if let Some(placed) = self.toward_host(actor_type, node, origin) {
+                return Some(placed);
+            }
+            // Not (or no longer) known to host the type: placement decides.
+        }
         let owner = self.actor_owner(actor_type, id, own)?;
         if Some(owner) == own {
             return Some(Placement::Here);
         }
-        let nearest = paths
-            .iter()
-            .filter(|p| p.node_id == owner && Some(p.via) != origin)
-            .filter_map(|p| self.peers.get(&p.via).map(|peer| (p.hops, peer)))
-            .min_by_key(|(hops, peer)| (peer.liveness.is_suspect(), *hops, peer.in_flight()));
-        match nearest {
-            Some((hops, peer)) => {
-                let beyond = (hops > 1).then(|| Box::from(owner));
-                Some(Placement::Peer { via: peer.clone(), beyond })
-            }
+        match self.toward_host(actor_type, owner, origin) {
+            Some(placed) => Some(placed),
             None if own.is_some() => Some(Placement::Here),
             None => None,
         }
+    }
+
+    /// The nearest peer (not `origin`) through which `node`, a host of
+    /// `actor_type`, is reached; `None` when there is none.
+    pub(crate) fn toward_host(
+        &self,
+        actor_type: &str,
+        node: &str,
+        origin: Option<ConnId>,
+    ) -> Option<Placement> {
+        let paths = self.actor_paths.get(actor_type).map(Vec::as_slice).unwrap_or_default();
+        let (hops, peer) = paths
+            .iter()
+            .filter(|p| p.node_id == node && Some(p.via) != origin)
+            .filter_map(|p| self.peers.get(&p.via).map(|peer| (p.hops, peer)))
+            .min_by_key(|(hops, peer)| (peer.liveness.is_suspect(), *hops, peer.in_flight()))?;
+        let beyond = (hops > 1).then(|| Box::from(node));
+        Some(Placement::Peer { via: peer.clone(), beyond })
+    }
+
+    /// Whether `node` is known, through some peer, to host `actor_type`.
+    pub(crate) fn hosts_actor_type(&self, actor_type: &str, node: &str) -> bool {
+        self.actor_paths.get(actor_type).is_some_and(|paths| paths.iter().any(|p| p.node_id == node))
+    }
+
+    /// Whether `node` is a peer's (that sent hello) or a host of some actor
+    /// type known through a peer: a node this one has heard of.
+    pub(crate) fn knows_node(&self, node: &str) -> bool {
+        self.nodes.values().any(|p| p.hello().is_some_and(|h| h.node_id == node))
+            || self.actor_paths.values().flatten().any(|p| p.node_id == node)
     }
 
     /// The node that owns the actor `actor_type/id`: the host of highest
@@ -662,6 +695,11 @@ impl PeerTable {
             return Some(first);
         }
         hosts().max_by_key(|node| host_score(actor_type, id, node))
+    }
+
+    /// The connected peer `id`.
+    pub(crate) fn get(&self, id: ConnId) -> Option<&Arc<Peer>> {
+        self.peers.get(&id)
     }
 
     pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<Peer>> {

@@ -178,12 +178,60 @@ pub trait Forwarder: Send + Sync + 'static {
         origin: Option<Origin>,
     ) -> Option<BoxFuture<'static, PacketResult>>;
 
-    /// Whether the actor `id` of a type this reactor hosts lives here;
-    /// `false` sends its packet to [`forward`](Self::forward) instead. The
-    /// default: always here.
-    fn actor_here(&self, actor_type: &str, id: &str, origin: Option<Origin>) -> bool {
-        let _ = (actor_type, id, origin);
+    /// Whether the actor `id` of a type this reactor hosts lives here: on
+    /// the node `at` names when its packet names one (`pf.actor_at`, a
+    /// message forwarded to an actor that migrated), else on the node
+    /// placement picks; `false` sends its packet to
+    /// [`forward`](Self::forward) instead. The default: always here.
+    fn actor_here(&self, actor_type: &str, id: &str, at: Option<&str>, origin: Option<Origin>) -> bool {
+        let _ = (actor_type, id, at, origin);
         true
+    }
+
+    /// The nodes known to host `actor_type`, this one included when it
+    /// does, sorted. The default: none (no network).
+    fn actor_host_ids(&self, actor_type: &str) -> Vec<String> {
+        let _ = actor_type;
+        Vec::new()
+    }
+
+    /// Whether `node_id` is known to host `actor_type` (this node
+    /// included). The default: none is.
+    fn hosts_actor_type(&self, actor_type: &str, node_id: &str) -> bool {
+        let _ = (actor_type, node_id);
+        false
+    }
+
+    /// Whether `node_id` is this node, a peer node, or a host of some actor
+    /// type this node heard of. The default: none is.
+    fn knows_node(&self, node_id: &str) -> bool {
+        let _ = node_id;
+        false
+    }
+
+    /// A future answering `packet`, an actor message naming in
+    /// `pf.actor_at` the node `node_id` it is delivered at, from that
+    /// node: sent toward it as [`forward`](Self::forward) sends a packet
+    /// (one hop more, the deadline left, withdrawn if the future is
+    /// dropped). The packet's first hop leaves at the future's first poll.
+    /// `None` when `node_id` is not known to host the packet's actor type.
+    /// The default: none is.
+    fn forward_to_actor_host(
+        &self,
+        node_id: &str,
+        packet: Packet,
+        deadline: Instant,
+    ) -> Option<BoxFuture<'static, PacketResult>> {
+        let _ = (node_id, packet, deadline);
+        None
+    }
+
+    /// Whether the connection `origin` is a peer node whose `hello`
+    /// announced `group:element` (a host of an actor type, or a node
+    /// routing to one, for `rm:actor.T`). The default: none is.
+    fn origin_announces(&self, origin: Origin, group: Group, element: &str) -> bool {
+        let _ = (origin, group, element);
+        false
     }
 
     /// Cancels `id`, a packet a connection of the node relayed to a peer
@@ -765,6 +813,9 @@ impl Reactor {
         bar_mc: bool,
     ) -> Immediate<P> {
         let packet = owned.packet();
+        if let Some(refused) = self.refuse_handover(packet, origin) {
+            return Immediate::Done(PacketResult::failure(packet.id.clone(), refused, since_ms(start)));
+        }
         if !packet.dependencies.is_empty() || self.is_stopped() || packet.validate().is_err() {
             return Immediate::Later(owned);
         }
@@ -814,6 +865,28 @@ impl Reactor {
         Immediate::Done(self.finish(&route.stats, &mut guard, id, outcome, start))
     }
 
+    /// PF403 for an actor handover (`pf.actor_op: "adopt"`) that did not
+    /// come from a peer node announcing the actor's type: it replaces the
+    /// actor's record, so it enters a node only from one that hosts the
+    /// type or routes to it (and never from this process's own submits;
+    /// a node's moves send it past this check). Checked where every packet
+    /// enters, before it may be relayed.
+    fn refuse_handover(&self, packet: &Packet, origin: Option<Origin>) -> Option<PfError> {
+        if !crate::actor::address::is_handover(packet) {
+            return None;
+        }
+        let forwarder = self.inner.forwarder.load();
+        let from_peer = origin
+            .zip(forwarder.as_ref())
+            .is_some_and(|(origin, f)| f.origin_announces(origin, packet.group, packet.element.as_str()));
+        if from_peer {
+            return None;
+        }
+        let actor = crate::actor::address::placement_of(packet)
+            .and_then(|placed| crate::actor::ActorRef::new(placed.actor_type, placed.id).ok())?;
+        Some(crate::actor::refused_adopt(&actor))
+    }
+
     /// The fast path of an actor message: an idle actor in memory whose
     /// turn runs inline answers here. On a node, only an actor placed here
     /// (by the rendezvous hash the awaiting path uses too; `origin` is the
@@ -832,7 +905,7 @@ impl Reactor {
             return Immediate::Later(owned); // the slow path answers PF400
         };
         if let (Some(forwarder), Some(id)) = (self.inner.forwarder.load().as_ref(), request.id) {
-            if !forwarder.actor_here(&host.name, id, origin) {
+            if !forwarder.actor_here(&host.name, id, request.at, origin) {
                 return Immediate::Later(owned);
             }
         }
@@ -983,7 +1056,7 @@ impl Reactor {
     pub(crate) fn actor_lives_here(&self, packet: &mut Packet, origin: Option<Origin>) -> bool {
         let Some(forwarder) = self.inner.forwarder.load_full() else { return true };
         match crate::actor::address::placement(packet) {
-            Some((actor_type, id)) => forwarder.actor_here(actor_type, id, origin),
+            Some(placed) => forwarder.actor_here(placed.actor_type, placed.id, placed.at, origin),
             None => true,
         }
     }

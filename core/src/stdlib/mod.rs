@@ -22,6 +22,7 @@ mod co;
 mod df;
 mod ed;
 mod mc;
+mod migrate;
 pub(crate) mod rm;
 mod step;
 mod waiter;
@@ -68,6 +69,7 @@ const STANDARD: &[Standard] = &[
     Standard { group: Group::MetaCompute, element: "spawn", handler: mc::spawn },
     Standard { group: Group::MetaCompute, element: "scale", handler: mc::scale },
     Standard { group: Group::MetaCompute, element: "tune", handler: mc::tune },
+    Standard { group: Group::MetaCompute, element: "migrate", handler: migrate::migrate },
 ];
 
 /// An element (`group`, `element`) and an actor type it uses (its name,
@@ -215,5 +217,7 @@ mod tests_cache;
 mod tests_ed;
 #[cfg(test)]
 mod tests_mc;
+#[cfg(test)]
+mod tests_migrate;
 #[cfg(test)]
 mod tests_rm;
