@@ -747,7 +747,7 @@ pub(super) fn owned_here(reactor: &Reactor, key: &str) -> bool {
     if !reactor.has_forwarder() {
         return true;
     }
-    reactor.forwarder().is_none_or(|f| f.actor_here(CACHE_TYPE, key, None))
+    reactor.forwarder().is_none_or(|f| f.actor_here(CACHE_TYPE, key, None, None))
 }
 
 /// Sends `message` (its `type` names what to do) for `key` to the key's
