@@ -473,10 +473,13 @@ pub(super) fn resource_type() -> ActorType {
             _ => json!({"grants": pass_units(state, now, name)}),
         };
         if state.get("queue").is_some() {
-            // Calls wait: wake up when the first lease in their way ends.
+            // Calls wait: wake up when the first lease in their way ends,
+            // or the first call's wait does (the calls behind it may fit).
             let leases = state["leases"].as_object();
             let first = leases.into_iter().flatten().filter_map(|(_, l)| l["expires_at"].as_u64()).min();
-            alarm(&ctx.reactor, RESOURCE_TYPE, name, first.unwrap_or(now).max(now));
+            let head = state["queue"][0]["expires_at"].as_u64();
+            let at = first.into_iter().chain(head).min().unwrap_or(now).max(now);
+            alarm(&ctx.reactor, RESOURCE_TYPE, name, at);
         }
         Ok(Reply::Value(answer))
     })

@@ -515,6 +515,24 @@ async fn a_large_request_first_in_line_is_not_passed_over() {
 }
 
 #[tokio::test]
+async fn the_calls_behind_a_first_one_that_gave_up_get_their_units() {
+    let r = reactor();
+    lease(&ok(&r, "rm:alloc", json!({"resource": "r", "capacity": 3, "ttl_ms": 60_000})).await);
+    let big = {
+        let r = r.clone();
+        tokio::spawn(async move {
+            run_within(&r, "rm:alloc", json!({"resource": "r", "amount": 3, "ttl_ms": 60_000}), 300).await
+        })
+    };
+    until_queued(&r, RESOURCE_TYPE, "r", 1).await;
+    let small = spawn_call(&r, "rm:alloc", json!({"resource": "r", "amount": 1, "ttl_ms": 60_000}));
+    until_queued(&r, RESOURCE_TYPE, "r", 2).await;
+    assert_eq!(failure(&joined(big).await).0, "PF408");
+    // Nobody frees anything: the first call's wait ending lets the next in.
+    lease(&joined(small).await.outcome.unwrap());
+}
+
+#[tokio::test]
 async fn too_many_leases_is_pf429() {
     let r = reactor();
     let leases: serde_json::Map<String, Value> =
