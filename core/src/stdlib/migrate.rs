@@ -1,6 +1,6 @@
 //! `mc:migrate`: moves an actor to another node hosting its type, between
 //! its turns, with its state, its remembered turns and the messages
-//! waiting for it (docs/stdlib-migrate.md). The element checks its input
+//! waiting for it (docs/stdlib.md). The element checks its input
 //! and the target as this node sees the mesh, then asks the actor to move
 //! (op `migrate`, an actor message like any other); the node holding the
 //! actor does the move (`crate::actor::migration`, docs/protocol.md,
