@@ -203,15 +203,15 @@ const MAX_LEASE_ID_LEN: usize = MAX_NAME_LEN + 40;
 /// its resource, the resource's epoch (made with its state: a lease of a
 /// resource whose state was lost is never taken for a new one), and the
 /// resource, so that `rm:free` finds its owner.
-pub(crate) struct LeaseId<'a> {
-    pub(crate) number: u64,
-    pub(crate) epoch: &'a str,
-    pub(crate) resource: &'a str,
+struct LeaseId<'a> {
+    number: u64,
+    epoch: &'a str,
+    resource: &'a str,
 }
 
 impl<'a> LeaseId<'a> {
     /// Reads `id`; `None` when it is not a lease id.
-    pub(crate) fn parse(id: &'a str) -> Option<LeaseId<'a>> {
+    fn parse(id: &'a str) -> Option<LeaseId<'a>> {
         let (head, resource) = id.split_once('@')?;
         let (number, epoch) = head.split_once('.')?;
         let number = number.parse().ok()?;
