@@ -15,7 +15,8 @@ it. The standard elements run in two places:
 languages; `co:gather` (`min: 2`) waits on one handler in each language,
 releases two of them, and the third is cancelled: its handler reports the
 cancellation it saw (Python's task cancelled, Node's `ctx.signal` aborting,
-Elixir's `{:packetflow_cancelled, id}`)."""
+Elixir's `{:packetflow_cancelled, id}`). `rm:lock` is contended from the
+three languages: one holder at a time, under growing fencing tokens."""
 import itertools
 import json
 
@@ -170,3 +171,47 @@ def test_gather_min_2_cancels_the_slowest_language(meshes, slow, codec):
     assert data_of(result) == expected
     # The slow handler saw its cancellation, in its own language's way.
     next_event(mesh.handlers[slow], tags[slow], "cancelled")
+
+
+# rm:lock contended from the three languages, hosted by the hub that hosts
+# every standard element (each language reaches it through `hello.stdlib`).
+# Hosted by the submitters themselves, nodes that have just joined may for a
+# while disagree on the lock's owner and two owners grant it (docs/stdlib.md,
+# "What locks and leases do not guarantee"): not tested here.
+def test_lock_contended_from_three_languages(meshes):
+    mesh = meshes("json")
+    subs = {lang: mesh.submitter(lang, "json") for lang in LANGS}
+    name = f"lock-{next(_case)}"
+    last = 0
+
+    # Try-lock rounds: all three ask at once while the lock is free; exactly
+    # one gets it, under a token larger than any before.
+    for _ in range(5):
+        asked = {lang: s.send("rm", "lock", {"name": name, "ttl_ms": 30_000}, timeout_ms=20_000)
+                 for lang, s in subs.items()}
+        answers = {lang: data_of(subs[lang].wait(rid)) for lang, rid in asked.items()}
+        winners = [lang for lang, a in answers.items() if a["acquired"]]
+        assert len(winners) == 1, answers
+        token = answers[winners[0]]["token"]
+        assert token > last, answers
+        last = token
+        assert all(a == {"acquired": False, "token": None, "expires_at": None}
+                   for lang, a in answers.items() if lang != winners[0]), answers
+        unlocked = subs[winners[0]].request("rm", "lock", {"unlock": name, "token": token})
+        assert data_of(unlocked) == {"released": True}
+
+    # Waiting: one language holds the lock briefly; the other two wait for
+    # it and get it in turn as each hold expires (nobody unlocks), never two
+    # at once: a later hold starts after the earlier one ended.
+    ttl = 400
+    first, *waiting = LANGS
+    held = data_of(subs[first].request("rm", "lock", {"name": name, "ttl_ms": ttl}))
+    assert held["acquired"] and held["token"] > last, held
+    asked = {lang: subs[lang].send("rm", "lock", {"name": name, "ttl_ms": ttl, "wait_ms": 15_000},
+                                   timeout_ms=20_000) for lang in waiting}
+    holds = [held] + [data_of(subs[lang].wait(rid)) for lang, rid in asked.items()]
+    assert all(h["acquired"] for h in holds), holds
+    holds.sort(key=lambda h: h["token"])
+    assert len({h["token"] for h in holds}) == 3, holds
+    for earlier, later in zip(holds, holds[1:]):
+        assert later["expires_at"] - ttl >= earlier["expires_at"], holds
