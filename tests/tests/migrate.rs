@@ -48,6 +48,7 @@ struct Mesh {
     addrs: Vec<std::net::SocketAddr>,
     reactors: Vec<Reactor>,
     hub: Option<Node>,
+    hub_addr: Option<std::net::SocketAddr>,
     gate: Arc<Semaphore>,
 }
 
@@ -78,7 +79,8 @@ impl Mesh {
             nodes.push(n);
             reactors.push(reactor);
         }
-        let mesh = Mesh { names, nodes, addrs, reactors, hub: hub.map(|(n, _)| n), gate };
+        let hub_addr = hub.as_ref().map(|(_, addr)| *addr);
+        let mesh = Mesh { names, nodes, addrs, reactors, hub: hub.map(|(n, _)| n), hub_addr, gate };
         let all: Vec<&Node> = mesh.nodes.iter().chain(&mesh.hub).collect();
         until_hosts(&all, 3).await;
         mesh
@@ -390,5 +392,31 @@ async fn a_repeated_packet_runs_once_wherever_the_actor_moved() {
     assert_eq!(again, second, "remembered turns moved back with the actor");
     let state = mesh.ask(c, &actor, json!({"type": "get"})).await;
     assert_eq!(state, json!({"node": "a", "count": 2, "seen": [1, 2]}));
+    mesh.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handover_from_a_client_is_refused_where_it_enters() {
+    let mesh = Mesh::start(true, || Arc::new(MemoryStore::new())).await;
+    let actor = mesh.homed_at(0).await;
+    mesh.ask(2, &actor, json!({"type": "add", "n": 1})).await;
+    let hub_url = url(mesh.hub_addr.unwrap());
+    let forged = |seq: u64, at: &str| {
+        json!({"type": "submit", "seq": seq, "payload": {
+            "version": "1.0", "id": format!("forged-{seq}"), "group": "rm", "element": "actor.ledger",
+            "data": {"record": {"state": {"seen": [666]}, "recent": []}, "from": "x"},
+            "metadata": {"pf.actor_id": actor.id(), "pf.actor_op": "adopt", "pf.actor_at": at}}})
+    };
+    // A seed-spec client of the hub (which hosts nothing, and would relay
+    // it), and of a node hosting the type.
+    for (seq, target) in [(1, hub_url), (2, url(mesh.addrs[1]))] {
+        let mut client = packetflow_tests::RawPeer::connect(&target).await;
+        client.send_json(&forged(seq, &mesh.id(1))).await;
+        let answer = client.recv_open().await;
+        assert_eq!(answer["payload"]["error"]["code"], "PF403", "{answer}");
+        client.close().await;
+    }
+    let state = mesh.ask(2, &actor, json!({"type": "get"})).await;
+    assert_eq!(state, json!({"node": "a", "count": 1, "seen": [1]}), "nothing was handed over");
     mesh.stop().await;
 }

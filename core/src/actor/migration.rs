@@ -15,12 +15,13 @@
 //!
 //! The home keeps its entries in its store (a durable one: as records of
 //! the type `pf.moved:T`, which no registered type can be named), so that a
-//! restart keeps them; other nodes an actor passed through keep theirs in
-//! memory, for messages still on their way to them. An entry whose target
-//! no longer hosts the type (it left, or was declared dead) is dropped by
-//! the home, which serves the actor itself again from its store, as a new
-//! owner does when an owner leaves; another node sends such messages to the
-//! home instead.
+//! restart keeps them and, with a store the nodes share, a node that
+//! becomes the home finds them. Other nodes an actor passed through keep
+//! theirs in memory, for messages still on their way to them, until the
+//! hosts of the type change. An entry whose target no longer hosts the
+//! type (it left, or was declared dead) is dropped by the home, which
+//! serves the actor itself again from its store, as a new owner does when
+//! an owner leaves; another node sends such messages to the home instead.
 
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
@@ -44,7 +45,6 @@ use crate::packet::{Packet, MAX_TIMEOUT_MS, META_TRACE_ID};
 use crate::reactor::{Forwarder, Reactor};
 
 /// Where this node sent an actor it no longer holds.
-#[derive(Clone)]
 pub(crate) struct MovedTo {
     /// The node the actor was handed to.
     to: Arc<str>,

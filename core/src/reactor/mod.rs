@@ -758,14 +758,17 @@ impl Reactor {
         origin: Option<Origin>,
     ) -> Immediate<P> {
         let packet = owned.packet();
-        if let Some(refused) = self.refuse_handover(packet, origin) {
-            return Immediate::Done(PacketResult::failure(packet.id.clone(), refused, since_ms(start)));
-        }
         if !packet.dependencies.is_empty() || self.is_stopped() || packet.validate().is_err() {
             return Immediate::Later(owned);
         }
         let handlers = self.inner.handlers.load();
         let Some(route) = handlers.get(packet.group, packet.element.as_str()) else {
+            // It may be relayed from here: a handover is judged first. (One
+            // for an actor hosted here never runs on this path: only the
+            // awaiting one runs it, and judges it.)
+            if let Some(refused) = self.refuse_handover(packet, origin) {
+                return Immediate::Done(PacketResult::failure(packet.id.clone(), refused, since_ms(start)));
+            }
             return Immediate::Elsewhere(owned);
         };
         let f = match &route.target {
@@ -788,8 +791,8 @@ impl Reactor {
     /// come from a peer node announcing the actor's type: it replaces the
     /// actor's record, so it enters a node only from one that hosts the
     /// type or routes to it (and never from this process's own submits;
-    /// a node's moves send it past this check). Checked where every packet
-    /// enters, before it may be relayed.
+    /// a node's moves send it past this check). Checked before a packet is
+    /// run or relayed.
     fn refuse_handover(&self, packet: &Packet, origin: Option<Origin>) -> Option<PfError> {
         if !crate::actor::address::is_handover(packet) {
             return None;
@@ -909,6 +912,9 @@ impl Reactor {
         };
         if let Err(e) = packet.validate() {
             return PacketResult::failure(packet.id, e, 0);
+        }
+        if let Some(refused) = self.refuse_handover(&packet, origin) {
+            return PacketResult::failure(packet.id, refused, since_ms(start));
         }
         if self.is_stopped() {
             return fail(packet.id, ErrorCode::Unavailable, "the reactor is stopped".into());
