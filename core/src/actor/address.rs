@@ -341,6 +341,9 @@ pub(crate) fn is_addressing_key(key: &str) -> bool {
     matches!(key, META_ACTOR_ID | META_ACTOR_OP | META_ACTOR_AT | META_ACTOR_PACKET_ID)
 }
 
+/// What every addressing key begins with.
+const ADDRESSING_PREFIX: &str = "pf.actor_";
+
 /// The addressing values of an actor packet's metadata.
 #[derive(Default)]
 struct Addressing<'a> {
@@ -355,6 +358,7 @@ struct Addressing<'a> {
 /// trace id) is scanned once: a lookup would hash each key first (the
 /// map's hasher is SipHash), which costs more than comparing a few short
 /// keys.
+#[inline]
 fn addressing_values(metadata: &Map<String, Value>) -> Addressing<'_> {
     if metadata.len() > SCAN_LIMIT {
         return Addressing {
@@ -366,11 +370,13 @@ fn addressing_values(metadata: &Map<String, Value>) -> Addressing<'_> {
     }
     let mut found = Addressing::default();
     for (key, value) in metadata {
-        match key.as_str() {
-            META_ACTOR_ID => found.id = Some(value),
-            META_ACTOR_OP => found.op = Some(value),
-            META_ACTOR_AT => found.at = Some(value),
-            META_ACTOR_PACKET_ID => found.first_id = Some(value),
+        // Every addressing key starts so; others are passed over at once.
+        let Some(name) = key.strip_prefix(ADDRESSING_PREFIX) else { continue };
+        match name {
+            "id" => found.id = Some(value),
+            "op" => found.op = Some(value),
+            "at" => found.at = Some(value),
+            "packet_id" => found.first_id = Some(value),
             _ => {}
         }
     }
@@ -522,6 +528,19 @@ mod tests {
                 (Some("c1"), Op::Send, 1),
                 "{extra} keys"
             );
+            m.insert(META_ACTOR_AT.into(), json!("n2"));
+            m.insert(META_ACTOR_PACKET_ID.into(), json!("p1"));
+            m.insert("pf.actor_other".into(), json!(1));
+            let request = Request::read(Some(&m)).unwrap();
+            assert_eq!(
+                (request.at, request.first_id, request.addressing_keys),
+                (Some("n2"), Some("p1"), 3),
+                "{extra} keys"
+            );
+            assert!(is_addressing_key(META_ACTOR_AT) && !is_addressing_key("pf.actor_other"));
+            m.remove("pf.actor_other");
+            m.remove(META_ACTOR_AT);
+            m.remove(META_ACTOR_PACKET_ID);
         }
     }
 }

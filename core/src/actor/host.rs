@@ -178,18 +178,18 @@ impl TypeHost {
         };
         let (op, addressing_keys) = (request.op, request.addressing_keys);
         let remembered_as = request.first_id.map(PacketId::new).transpose()?;
-        let mut message = self.message_of(packet, op, addressing_keys, deadline)?;
-        message.remembered_as = remembered_as;
-        Ok((actor, message))
+        Ok((actor, self.message_of(packet, op, addressing_keys, remembered_as, deadline)?))
     }
 
     /// The message `packet` carries, whose request was read already (`op`,
-    /// and how many addressing keys its metadata holds).
+    /// how many addressing keys its metadata holds, and the id its turn is
+    /// remembered by when not the packet's).
     fn message_of(
         &self,
         packet: Packet,
         op: Op,
         addressing_keys: usize,
+        remembered_as: Option<PacketId>,
         deadline: Instant,
     ) -> Result<Message, PfError> {
         let Packet { id, data, metadata, priority, .. } = packet;
@@ -205,7 +205,7 @@ impl TypeHost {
             deadline,
             reply: None,
             remember: true,
-            remembered_as: None,
+            remembered_as,
         })
     }
 
@@ -796,16 +796,17 @@ impl TypeHost {
         deadline: Instant,
     ) -> Result<Value, PfError> {
         let Claim { cell, actor, addressing_keys, remembered_as } = claim;
-        let message = match self.message_of(packet, Op::Send, *addressing_keys, deadline) {
-            Ok(message) => Message { remembered_as: remembered_as.clone(), ..message },
-            Err(e) => {
-                let ended = cell.inner.lock().finish_running();
-                let outcome = Err(e);
-                ended.answer(None, &outcome);
-                self.release_or_drain(actor, cell);
-                return outcome;
-            }
-        };
+        let message =
+            match self.message_of(packet, Op::Send, *addressing_keys, remembered_as.clone(), deadline) {
+                Ok(message) => message,
+                Err(e) => {
+                    let ended = cell.inner.lock().finish_running();
+                    let outcome = Err(e);
+                    ended.answer(None, &outcome);
+                    self.release_or_drain(actor, cell);
+                    return outcome;
+                }
+            };
         self.run_now(reactor, actor, cell, message)
     }
 
