@@ -144,22 +144,27 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let listener = Arc::new(ListenerSecurity::new(options)?);
-    if let Some(mut slot) = Slot::take(node) {
+    if let Some(slot) = Slot::take(node) {
         // The connection, if the stream becomes one, runs on its own: its
-        // end is when it gives its slot back.
-        let (released_tx, released) = tokio::sync::oneshot::channel::<()>();
-        slot.on_release = Some(released_tx);
+        // end is when it drops the stream.
+        let (ended_tx, ended) = tokio::sync::oneshot::channel::<()>();
         let remote = SocketAddr::from(([127, 0, 0, 1], 0));
-        accept(node.clone(), Foreign { inner: stream }, (remote, None), listener, slot).await;
-        let _ = released.await;
+        let stream = Foreign { inner: stream, _on_drop: ended_tx };
+        accept(node.clone(), stream, (remote, None), listener, slot).await;
+        let _ = ended.await;
     }
     Ok(())
 }
 
 /// A stream given to `Node::serve_stream`: no socket of this node's under it.
+/// It tells when it is dropped, with its connection. (The hook lives here
+/// and not in the `Slot` so that a build with `fuzz-hooks`, which a
+/// workspace build of the tests gives every crate, keeps a connection's
+/// size: `cli/tests/idle_connections.rs` measures that build.)
 #[cfg(feature = "fuzz-hooks")]
 struct Foreign<S> {
     inner: S,
+    _on_drop: tokio::sync::oneshot::Sender<()>,
 }
 
 #[cfg(feature = "fuzz-hooks")]
@@ -188,9 +193,6 @@ impl<S> HasSocket for Foreign<S> {
 pub(super) struct Slot {
     node: Arc<NodeInner>,
     refusing: bool,
-    /// Told (by being dropped) when the slot is given back.
-    #[cfg(feature = "fuzz-hooks")]
-    on_release: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Slot {
@@ -207,12 +209,7 @@ impl Slot {
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_REFUSING).then_some(n + 1));
             counted.ok()?;
         }
-        Some(Slot {
-            node: node.clone(),
-            refusing,
-            #[cfg(feature = "fuzz-hooks")]
-            on_release: None,
-        })
+        Some(Slot { node: node.clone(), refusing })
     }
 }
 
