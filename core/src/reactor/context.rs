@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::Reactor;
+use super::{Immediate, Reactor};
 use crate::actor::{ActorRef, MadeTurnId, Op, META_TURNS};
 use crate::error::{ErrorCode, PfError};
 use crate::packet::{Group, Packet, PacketId, Priority, META_TRACE_ID};
@@ -43,6 +43,35 @@ pub struct CallOptions {
     /// The child may not reach `mc:*`, even if this packet may (a step
     /// stored by a packet that could not: `ed:react`).
     pub(crate) bar_mc: bool,
+}
+
+/// A call [`Context::start_call`] started.
+pub(crate) enum Call<'c> {
+    /// Answered at once.
+    Answered(Result<Value, PfError>),
+    /// To be awaited ([`PendingCall::answer`]).
+    Pending(PendingCall<'c>),
+}
+
+/// A call not answered at once: its packet, and the path it takes next.
+pub(crate) struct PendingCall<'c> {
+    ctx: &'c Context,
+    first: Immediate<Packet>,
+    start: Instant,
+    deadline: Instant,
+}
+
+impl PendingCall<'_> {
+    /// The child's answer, or PF499 once the calling packet is cancelled
+    /// or ends first (the child is then cancelled with it).
+    pub(crate) async fn answer(self) -> Result<Value, PfError> {
+        let PendingCall { ctx, first, start, deadline } = self;
+        let Some((group, element)) = first.packet().map(|p| (p.group, p.element.clone())) else {
+            return ctx.reactor.resume(first, start, deadline, None).await.outcome;
+        };
+        let call = std::pin::pin!(ctx.reactor.resume(first, start, deadline, None));
+        ctx.unless_cancelled(call, group.as_str(), element.as_str()).await
+    }
 }
 
 impl CallOptions {
@@ -202,37 +231,46 @@ impl Context {
 
     /// [`call_with`](Self::call_with) of a packet already built (its key
     /// checked): only its key and data are read.
-    pub(crate) async fn call_packet(
-        &self,
-        mut packet: Packet,
-        options: CallOptions,
-    ) -> Result<Value, PfError> {
-        let (group, element) = (packet.group, packet.element.clone());
+    pub(crate) async fn call_packet(&self, packet: Packet, options: CallOptions) -> Result<Value, PfError> {
+        match self.start_call(packet, options) {
+            Call::Answered(answer) => answer,
+            Call::Pending(call) => call.answer().await,
+        }
+    }
+
+    /// Starts [`call_packet`](Self::call_packet) here and now: a child for
+    /// a local sync handler is answered before this returns, with no
+    /// future made for it (what a standard element's steps mostly are).
+    pub(crate) fn start_call(&self, mut packet: Packet, options: CallOptions) -> Call<'_> {
         if options.bar_mc {
             packet.bar_mc();
         }
-        let mut child = self.child(packet, group.as_str(), element.as_str(), options.priority)?;
+        let mut child = match self.child(packet, options.priority) {
+            Ok(child) => child,
+            Err(e) => return Call::Answered(Err(e)),
+        };
         if let Some(timeout_ms) = options.timeout_ms {
             child.timeout_ms = Some(child.timeout_ms().min(timeout_ms.max(1)));
         }
-        self.unless_cancelled(std::pin::pin!(self.reactor.submit(child)), group.as_str(), element.as_str())
-            .await
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(self.reactor.timeout_of(&child));
+        match self.reactor.try_submit(child, start, deadline, None, false) {
+            Immediate::Done(result) => Call::Answered(result.outcome),
+            first => Call::Pending(PendingCall { ctx: self, first, start, deadline }),
+        }
     }
 
     /// Sends `message` to `actor` and returns the turn's answer, as
     /// [`call`](Self::call) does for a handler (same deadline, priority,
     /// trace, chain and cancellation rules).
     pub async fn send(&self, actor: &ActorRef, message: Value) -> Result<Value, PfError> {
-        let element = actor.element();
-        let child = self.child(actor.packet(Op::Send, message), "rm", element.as_str(), None)?;
-        self.unless_cancelled(std::pin::pin!(self.reactor.submit(child)), "rm", element.as_str()).await
+        self.call_packet(actor.packet(Op::Send, message), CallOptions::default()).await
     }
 
     /// Sends `message` to `actor` without waiting for its turn (see
     /// [`Actors::tell`](crate::actor::Actors::tell)).
     pub fn tell(&self, actor: &ActorRef, message: Value) -> Result<(), PfError> {
-        let element = actor.element();
-        let child = self.child(actor.packet(Op::Send, message), "rm", element.as_str(), None)?;
+        let child = self.child(actor.packet(Op::Send, message), None)?;
         self.reactor.actors().tell_packet(actor, child)
     }
 
@@ -276,13 +314,8 @@ impl Context {
     /// reentrancy chain added to its metadata, and its `pf.no_mc` mark
     /// when this packet has one. PF403 for an `mc:*` child of a packet
     /// that may not reach it (or that `packet` is marked itself).
-    pub(crate) fn child(
-        &self,
-        mut packet: Packet,
-        group: &str,
-        element: &str,
-        priority: Option<Priority>,
-    ) -> Result<Packet, PfError> {
+    pub(crate) fn child(&self, mut packet: Packet, priority: Option<Priority>) -> Result<Packet, PfError> {
+        let (group, element) = (packet.group.as_str(), packet.element.as_str());
         let inflight = &self.reactor.inner.inflight;
         if !inflight.is_running(self.packet_id()) {
             if inflight.ended_cancelled(self.packet_id()) {
@@ -296,7 +329,6 @@ impl Context {
             }
             return Err(late_call_error(group, element));
         }
-        packet.priority = priority.unwrap_or(self.priority);
         let remaining_ms = self.remaining().as_millis();
         if remaining_ms == 0 {
             return Err(PfError::new(ErrorCode::Timeout, format!("no time left to call {group}:{element}")));
@@ -307,6 +339,7 @@ impl Context {
             }
             packet.bar_mc();
         }
+        packet.priority = priority.unwrap_or(self.priority);
         let meta = packet.metadata.get_or_insert_with(Map::new);
         meta.insert(META_TRACE_ID.to_owned(), Value::String(self.trace_id().to_owned()));
         let mut turns =

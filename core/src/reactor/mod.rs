@@ -24,6 +24,7 @@ use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
 pub(crate) use context::mc_refused;
+pub(crate) use context::Call;
 pub(crate) use context::ContextId;
 pub use context::{late_call_error, CallOptions, Context};
 pub use handler::{Handler, HandlerError, HandlerResult};
@@ -133,6 +134,18 @@ pub(crate) enum Immediate<P> {
     /// an invalid packet, a stopped reactor, an actor that may live on a
     /// peer, a repeated id.
     Later(P),
+}
+
+impl Immediate<Packet> {
+    /// The packet given back, unless it was answered.
+    pub(crate) fn packet(&self) -> Option<&Packet> {
+        match self {
+            Immediate::Done(_) => None,
+            Immediate::Elsewhere(packet) | Immediate::Routed(packet, _) | Immediate::Later(packet) => {
+                Some(packet)
+            }
+        }
+    }
 }
 
 /// A packet held by value or in a box (as a decoded frame holds it, so that
@@ -763,7 +776,20 @@ impl Reactor {
         deadline: Instant,
         origin: Option<Origin>,
     ) -> PacketResult {
-        match self.try_submit(packet, start, deadline, origin, false) {
+        self.resume(self.try_submit(packet, start, deadline, origin, false), start, deadline, origin).await
+    }
+
+    /// The rest of [`submit_from`](Self::submit_from) for what
+    /// [`try_submit`](Self::try_submit) did with a packet: its answer, or
+    /// the path it still has to take.
+    pub(crate) async fn resume(
+        &self,
+        first: Immediate<Packet>,
+        start: Instant,
+        deadline: Instant,
+        origin: Option<Origin>,
+    ) -> PacketResult {
+        match first {
             Immediate::Done(result) => result,
             Immediate::Routed(packet, route) => {
                 self.run_routed(packet, &route, start, deadline, origin, false).await

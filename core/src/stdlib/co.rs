@@ -3,6 +3,8 @@
 //! (its state in a `pf.barrier` actor, its waiting as in
 //! [`waiter`](super::waiter)); `broadcast` calls every node serving a key.
 
+use std::task::Poll;
+
 use futures::future::{join_all, BoxFuture};
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::{json, Map, Value};
@@ -14,7 +16,7 @@ use super::waiter::{park, release, Waited};
 use crate::actor::{ActorContext, ActorType, Reply};
 use crate::error::{ErrorCode, PfError};
 use crate::packet::{Element, Group, Packet, MAX_ELEMENT_LEN};
-use crate::reactor::{CallOptions, Handler};
+use crate::reactor::{Call, CallOptions, Handler};
 
 /// `co:gather` `{calls, min?}`: runs every call at once; once `min` of
 /// them succeeded (default: all), the rest are cancelled -> the results
@@ -31,47 +33,80 @@ pub(super) fn gather() -> Handler {
                 args.bad("min", format!("must be at most the number of calls ({}), got {min}", calls.len()))
             );
         }
-        let mut results: Vec<Option<Value>> = vec![None; calls.len()];
-        let (mut succeeded, mut failed) = (0, Vec::new());
+        let mut gathered = Gathered::new(calls.len(), min);
         {
-            let mut running: FuturesUnordered<_> = calls
-                .iter()
-                .enumerate()
-                .map(|(i, step)| {
-                    let ctx = &ctx;
-                    async move { (i, step.run(ctx, Value::Null).await) }
-                })
-                .collect();
-            while succeeded < min {
-                let Some((i, answer)) = running.next().await else { break };
-                results[i] = Some(match answer {
-                    Ok(value) => {
-                        succeeded += 1;
-                        succeeded_entry(value)
-                    }
-                    Err(e) => {
-                        failed.push(format!("calls[{i}] {}: {}", e.code, e.message));
-                        json!({"ok": false, "error": error_value(&e)})
-                    }
-                });
-                if calls.len() - failed.len() < min {
-                    let why = format!(
-                        "co:gather: {} of {} calls failed, so {min} cannot succeed: {}",
-                        failed.len(),
-                        calls.len(),
-                        failed.join("; ")
-                    );
-                    return Err(PfError::new(ErrorCode::DependencyFailed, why));
+            // Every call starts, in turn: one a local sync handler answers
+            // at once is recorded there (no future made for it).
+            let mut running = FuturesUnordered::new();
+            for (i, step) in calls.iter().enumerate() {
+                match step.start(&ctx, Value::Null) {
+                    Call::Answered(answer) => gathered.record(i, answer)?,
+                    Call::Pending(call) => running.push(async move { (i, call.answer().await) }),
                 }
             }
-            // Dropping the calls still running cancels them.
+            while !gathered.enough() {
+                let Some((i, answer)) = running.next().await else { break };
+                gathered.record(i, answer)?;
+            }
+            // Calls not yet polled get their first poll, so that every call
+            // started; what still runs is cancelled as `running` is dropped.
+            while let Poll::Ready(Some((i, answer))) = futures::poll!(running.next()) {
+                gathered.record(i, answer)?;
+            }
         }
+        let results = gathered.results;
         let results: Vec<Value> = results
             .into_iter()
             .map(|r| r.unwrap_or_else(|| json!({"ok": false, "cancelled": true})))
             .collect();
         Ok(Value::Array(results))
     })
+}
+
+/// The answers of a `co:gather` so far.
+struct Gathered {
+    /// Per call, in input order: its entry once it answered.
+    results: Vec<Option<Value>>,
+    min: usize,
+    succeeded: usize,
+    failed: Vec<String>,
+}
+
+impl Gathered {
+    fn new(calls: usize, min: usize) -> Gathered {
+        Gathered { results: vec![None; calls], min, succeeded: 0, failed: Vec::new() }
+    }
+
+    /// Whether `min` calls succeeded.
+    fn enough(&self) -> bool {
+        self.succeeded >= self.min
+    }
+
+    /// Records call `i`'s answer; PF424 once too many failed for `min`
+    /// to succeed.
+    fn record(&mut self, i: usize, answer: Result<Value, PfError>) -> Result<(), PfError> {
+        self.results[i] = Some(match answer {
+            Ok(value) => {
+                self.succeeded += 1;
+                succeeded_entry(value)
+            }
+            Err(e) => {
+                self.failed.push(format!("calls[{i}] {}: {}", e.code, e.message));
+                json!({"ok": false, "error": error_value(&e)})
+            }
+        });
+        let calls = self.results.len();
+        if calls - self.failed.len() < self.min {
+            let why = format!(
+                "co:gather: {} of {calls} calls failed, so {} cannot succeed: {}",
+                self.failed.len(),
+                self.min,
+                self.failed.join("; ")
+            );
+            return Err(PfError::new(ErrorCode::DependencyFailed, why));
+        }
+        Ok(())
+    }
 }
 
 /// `{"ok": true, "value": value}`, built into a map of its size: a gather
@@ -246,7 +281,7 @@ pub(super) fn broadcast() -> Handler {
         }
         for node_id in peers.into_iter().filter(|id| *id != here) {
             let packet = Packet::new(group, element.clone(), payload.clone());
-            let child = ctx.child(packet, group.as_str(), element.as_str(), None)?;
+            let child = ctx.child(packet, None)?;
             let deadline = Instant::now() + Duration::from_millis(child.timeout_ms());
             let sent = forwarder.as_ref().and_then(|f| f.forward_to_peer(&node_id, child, deadline));
             calls.push(Box::pin(async move {

@@ -4,7 +4,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{ErrorCode, PfError};
 use crate::packet::{Element, Group, Packet, Priority, MAX_TIMEOUT_MS};
-use crate::reactor::{CallOptions, Context};
+use crate::reactor::{Call, CallOptions, Context};
 
 /// `{"group", "element", "data"?, "priority"?, "timeout_ms"?}`: what a
 /// standard element calls. It runs as a `ctx.call` of the element's
@@ -98,13 +98,26 @@ impl Step {
         input: Value,
         bar_mc: bool,
     ) -> Result<Value, PfError> {
+        match self.start_barring(ctx, input, bar_mc) {
+            Call::Answered(answer) => answer,
+            Call::Pending(call) => call.answer().await,
+        }
+    }
+
+    /// Starts the call here and now ([`Context::start_call`]): a step to
+    /// a local sync handler is answered before this returns.
+    pub(crate) fn start<'c>(&self, ctx: &'c Context, input: Value) -> Call<'c> {
+        self.start_barring(ctx, input, false)
+    }
+
+    fn start_barring<'c>(&self, ctx: &'c Context, input: Value, bar_mc: bool) -> Call<'c> {
         let data = self.data.clone().unwrap_or(input);
         let options = CallOptions { priority: self.priority, bar_mc, ..CallOptions::default() };
         let options = match self.timeout_ms {
             Some(ms) => options.with_timeout_ms(ms),
             None => options,
         };
-        ctx.call_packet(Packet::new(self.group, self.element.clone(), data), options).await
+        ctx.start_call(Packet::new(self.group, self.element.clone(), data), options)
     }
 
     /// PF403 when this step calls `mc:*` and `ctx`'s packet may not reach

@@ -65,8 +65,7 @@ pub(super) async fn ask(
     data: Value,
     within: Option<&str>,
 ) -> Result<Value, PfError> {
-    let element = actor.element();
-    let mut packet = ctx.child(actor.packet(op, data), "rm", element.as_str(), None)?;
+    let mut packet = ctx.child(actor.packet(op, data), None)?;
     if let Some(turn) = within {
         let meta = packet.metadata.get_or_insert_with(Map::new);
         let turns = meta.entry(META_TURNS).or_insert_with(|| Value::Array(Vec::new()));
