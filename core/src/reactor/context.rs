@@ -46,6 +46,9 @@ pub struct CallOptions {
 }
 
 /// A call [`Context::start_call`] started.
+// Returned by value and matched at once: a box would cost an allocation
+// per pending call.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Call<'c> {
     /// Answered at once.
     Answered(Result<Value, PfError>),
