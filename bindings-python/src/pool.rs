@@ -148,11 +148,20 @@ impl Pool {
         runtime::attach_from_background(|py| {
             let start = START_THREAD.get_or_try_init(py, || {
                 Ok::<_, PyErr>(py.import("packetflow._support")?.getattr("start_handler_thread")?.unbind())
-            })?;
-            start.bind(py).call1((PoolHandle { pool },))?;
-            Ok::<_, PyErr>(())
+            });
+            match start.and_then(|start| start.bind(py).call1((PoolHandle { pool },))) {
+                Ok(interruption) if interruption.is_none() => true,
+                Ok(interruption) => {
+                    hand_back(py, PyErr::from_value(interruption));
+                    true
+                }
+                Err(error) => {
+                    hand_back(py, error);
+                    false
+                }
+            }
         })
-        .is_some_and(|started| started.is_ok())
+        .unwrap_or(false)
     }
 
     /// Stops the threads; queued and later calls are refused.
@@ -165,6 +174,19 @@ impl Pool {
         for job in left {
             job.refuse();
         }
+    }
+}
+
+/// An exception raised in the Python code a pool runs for itself (starting
+/// a thread), which would otherwise be lost there: Ctrl-C is made pending
+/// again, so that the interrupted caller's next check raises it (a blocking
+/// call checks every 50 ms); anything else is reported as unraisable.
+fn hand_back(py: Python<'_>, error: PyErr) {
+    if error.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
+        // SAFETY: takes no arguments; callable with or without the GIL.
+        unsafe { pyo3::ffi::PyErr_SetInterrupt() };
+    } else {
+        error.write_unraisable(py, None);
     }
 }
 

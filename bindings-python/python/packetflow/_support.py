@@ -35,9 +35,21 @@ def handler_thread(pool: Any) -> None:
         fn = data = ctx = value = None
 
 
-def start_handler_thread(pool: Any) -> None:
-    """Starts one more handler thread (a daemon: it never holds up exit)."""
-    threading.Thread(target=handler_thread, args=(pool,), name="packetflow-handler", daemon=True).start()
+def start_handler_thread(pool: Any) -> Optional[BaseException]:
+    """Starts one more handler thread (a daemon: it never holds up exit).
+
+    ``Thread.start`` waits for the thread to run, and on the main thread
+    that wait runs signal handlers: Ctrl-C there raises in here, though the
+    thread runs. That exception is returned, for the caller to hand back to
+    the interpreter; one raised before the thread started is raised."""
+    thread = threading.Thread(target=handler_thread, args=(pool,), name="packetflow-handler", daemon=True)
+    try:
+        thread.start()
+    except BaseException as interruption:
+        if thread.ident is None:
+            raise
+        return interruption
+    return None
 
 
 def actor_methods(behavior: Any, name: str) -> Tuple[Optional[type], List[Tuple[str, Callable[..., Any]]], Any]:
