@@ -210,6 +210,8 @@ impl Reactor {
 }
 
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_cache;

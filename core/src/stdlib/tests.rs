@@ -4,9 +4,9 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use tokio::time::Duration;
 
+use super::test_support::{failure, run, step};
 use super::*;
 use crate::packet::Packet;
-use crate::result::PacketResult;
 
 /// A reactor with every standard element and a few plain handlers:
 /// `df:inc` (n + 1), `df:double`, `df:fail` (PF500 "boom"), `df:even`
@@ -28,21 +28,6 @@ fn reactor() -> (Reactor, Arc<AtomicUsize>) {
     let counted = count.clone();
     r.register_sync("df", "count", move |_, _| Ok(json!(counted.fetch_add(1, Ordering::SeqCst)))).unwrap();
     (r, count)
-}
-
-fn step(element: &str) -> Value {
-    json!({"group": "df", "element": element})
-}
-
-async fn run(r: &Reactor, key: &str, data: Value) -> PacketResult {
-    let (group, element) = key.split_once(':').unwrap();
-    r.submit(Packet::build(group, element, data).unwrap()).await
-}
-
-/// The error's code and message, for asserts.
-fn failure(result: &PacketResult) -> (String, String) {
-    let e = result.err().unwrap_or_else(|| panic!("expected a failure, got {result:?}"));
-    (e.code.clone(), e.message.clone())
 }
 
 #[test]

@@ -4,49 +4,15 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
 use tokio::time::{Duration, Instant};
 
 use super::cache::{MAX_ENTRIES, MAX_WATCHES_PER_KEY};
+use super::test_support::{failure, joined, ok, run, spawn_run, step, Seen, WAIT};
 use super::*;
 use crate::packet::Packet;
 use crate::result::PacketResult;
-
-/// How long any wait of these tests may take before it fails.
-const WAIT: Duration = Duration::from_secs(10);
-
-/// What a recording handler saw, and a signal for each call.
-#[derive(Clone, Default)]
-struct Seen {
-    calls: Arc<Mutex<Vec<Value>>>,
-    called: Arc<Notify>,
-}
-
-impl Seen {
-    fn count(&self) -> usize {
-        self.calls.lock().len()
-    }
-
-    fn all(&self) -> Vec<Value> {
-        self.calls.lock().clone()
-    }
-
-    /// Waits until `n` calls were seen.
-    async fn until(&self, n: usize) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let called = self.called.notified();
-            if self.count() >= n {
-                return;
-            }
-            tokio::time::timeout_at(deadline, called)
-                .await
-                .unwrap_or_else(|_| panic!("{} calls seen, not {n}", self.count()));
-        }
-    }
-}
 
 /// A step that counts its calls and answers once let go (`release`).
 #[derive(Clone)]
@@ -76,13 +42,7 @@ fn reactor() -> (Reactor, Seen, Held) {
     let r = Reactor::default();
     r.enable_stdlib(&StdlibPatterns::all());
     let seen = Seen::default();
-    let s = seen.clone();
-    r.register_sync("df", "seen", move |d, _| {
-        s.calls.lock().push(d.clone());
-        s.called.notify_waiters();
-        Ok(Value::Null)
-    })
-    .unwrap();
+    seen.register(&r);
     r.register_sync("df", "fail", |_, _| Err(PfError::new(ErrorCode::HandlerFailed, "boom"))).unwrap();
     r.register_sync("df", "missing", |_, _| Err(PfError::new(ErrorCode::NotFound, "no such row"))).unwrap();
     r.register_sync("df", "load", |d, _| Ok(json!({"loaded": d}))).unwrap();
@@ -105,37 +65,13 @@ fn reactor() -> (Reactor, Seen, Held) {
     (r, seen, held)
 }
 
-fn step(element: &str) -> Value {
-    json!({"group": "df", "element": element})
-}
-
-async fn run(r: &Reactor, key: &str, data: Value) -> PacketResult {
-    let (group, element) = key.split_once(':').unwrap();
-    r.submit(Packet::build(group, element, data).unwrap()).await
-}
-
-async fn ok(r: &Reactor, key: &str, data: Value) -> Value {
-    let result = run(r, key, data.clone()).await;
-    result.outcome.unwrap_or_else(|e| panic!("{key} {data}: {} {}", e.code, e.message))
-}
-
 async fn cache(r: &Reactor, data: Value) -> Value {
     ok(r, "rm:cache", data).await
 }
 
-fn failure(result: &PacketResult) -> (String, String) {
-    let e = result.err().unwrap_or_else(|| panic!("expected a failure, got {result:?}"));
-    (e.code.clone(), e.message.clone())
-}
-
 /// Runs `data` as an `rm:cache` packet of its own task.
 fn spawn_cache(r: &Reactor, data: Value) -> tokio::task::JoinHandle<PacketResult> {
-    let r = r.clone();
-    tokio::spawn(async move { run(&r, "rm:cache", data).await })
-}
-
-async fn joined(task: tokio::task::JoinHandle<PacketResult>) -> PacketResult {
-    tokio::time::timeout(WAIT, task).await.expect("the call did not end").unwrap()
+    spawn_run(r, "rm:cache", data)
 }
 
 /// Waits until `n` callers wait for the step running for `key`.

@@ -3,45 +3,13 @@
 
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use serde_json::{json, Value};
-use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
+use super::test_support::{failure, ok, reopen, run, step, Seen, WAIT};
 use super::*;
 use crate::actor::{ActorStore, FileStore};
 use crate::packet::Packet;
-use crate::result::PacketResult;
-
-/// How long any wait of these tests may take before it fails.
-const WAIT: Duration = Duration::from_secs(10);
-
-/// What a recording handler saw, and a signal for each call.
-#[derive(Clone, Default)]
-struct Seen {
-    calls: Arc<Mutex<Vec<Value>>>,
-    called: Arc<Notify>,
-}
-
-impl Seen {
-    fn count(&self) -> usize {
-        self.calls.lock().len()
-    }
-
-    /// Waits until `n` calls were seen.
-    async fn until(&self, n: usize) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let called = self.called.notified();
-            if self.count() >= n {
-                return;
-            }
-            tokio::time::timeout_at(deadline, called)
-                .await
-                .unwrap_or_else(|_| panic!("{} calls seen, not {n}", self.count()));
-        }
-    }
-}
 
 /// A reactor with every standard element, `df:seen` (records its data),
 /// `df:fail` (PF500) and `df:whoami` (answers "here").
@@ -49,39 +17,10 @@ fn reactor() -> (Reactor, Seen) {
     let r = Reactor::default();
     r.enable_stdlib(&StdlibPatterns::all());
     let seen = Seen::default();
-    register_seen(&r, &seen);
+    seen.register(&r);
     r.register_sync("df", "fail", |_, _| Err(PfError::new(ErrorCode::HandlerFailed, "boom"))).unwrap();
     r.register_sync("df", "whoami", |_, _| Ok(json!("here"))).unwrap();
     (r, seen)
-}
-
-fn register_seen(r: &Reactor, seen: &Seen) {
-    let seen = seen.clone();
-    r.register_sync("df", "seen", move |d, _| {
-        seen.calls.lock().push(d.clone());
-        seen.called.notify_waiters();
-        Ok(Value::Null)
-    })
-    .unwrap();
-}
-
-fn step(element: &str) -> Value {
-    json!({"group": "df", "element": element})
-}
-
-async fn run(r: &Reactor, key: &str, data: Value) -> PacketResult {
-    let (group, element) = key.split_once(':').unwrap();
-    r.submit(Packet::build(group, element, data).unwrap()).await
-}
-
-async fn ok(r: &Reactor, key: &str, data: Value) -> Value {
-    let result = run(r, key, data.clone()).await;
-    result.outcome.unwrap_or_else(|e| panic!("{key} {data}: {} {}", e.code, e.message))
-}
-
-fn failure(result: &PacketResult) -> (String, String) {
-    let e = result.err().unwrap_or_else(|| panic!("expected a failure, got {result:?}"));
-    (e.code.clone(), e.message.clone())
 }
 
 /// Fires `name` until it has opened `gates` gates in all (a gate registers
@@ -304,7 +243,7 @@ async fn react_calls_its_step_for_each_matching_signal_until_cancelled() {
     let all_orders = all_orders["subscription_id"].as_str().unwrap().to_owned();
     let answer = ok(&r, "ed:signal", json!({"name": "orders.new", "payload": 7})).await;
     assert_eq!(answer, json!({"delivered": 2, "failed": []}));
-    assert_eq!(*seen.calls.lock(), vec![json!({"name": "orders.new", "payload": 7}); 2]);
+    assert_eq!(seen.all(), vec![json!({"name": "orders.new", "payload": 7}); 2]);
     let answer = ok(&r, "ed:signal", json!({"name": "orders.old"})).await;
     assert_eq!(answer["delivered"], 1);
     assert_eq!(ok(&r, "ed:signal", json!({"name": "order"})).await["delivered"], 0);
@@ -344,7 +283,7 @@ async fn a_timer_fires_its_times_and_then_stops() {
     let timer_id = answer["timer_id"].as_str().unwrap().to_owned();
     seen.until(3).await;
     assert!(started.elapsed() >= Duration::from_millis(55), "{:?}", started.elapsed());
-    let calls = seen.calls.lock().clone();
+    let calls = seen.all();
     let fired: Vec<Value> = calls.iter().map(|c| c["fired"].clone()).collect();
     assert_eq!(fired, vec![json!(1), json!(2), json!(3)]);
     assert!(calls.iter().all(|c| c["timer_id"] == json!(timer_id)));
@@ -361,7 +300,7 @@ async fn a_timer_fires_its_times_and_then_stops() {
         json!({"at": "2001-02-03T04:05:06+02:00", "do": {"group": "df", "element": "seen", "data": "at"}});
     ok(&r, "ed:timer", at).await;
     seen.until(5).await;
-    assert_eq!(seen.calls.lock()[3..], [json!("once"), json!("at")]);
+    assert_eq!(seen.all()[3..], [json!("once"), json!("at")]);
     until_none(&r, "pf.timer").await;
 }
 
@@ -395,7 +334,7 @@ async fn a_timer_survives_a_restart_with_a_durable_store() {
         let store: Arc<dyn ActorStore> = Arc::new(FileStore::open(&path).unwrap());
         r.actors().set_store(store).unwrap();
         r.enable_stdlib(&StdlibPatterns::parse("ed:timer").unwrap());
-        register_seen(&r, &seen);
+        seen.register(&r);
         let answer = ok(&r, "ed:timer", json!({"after_ms": 300, "do": step("seen")})).await;
         assert!(answer["timer_id"].is_string());
         r.stop();
@@ -404,25 +343,12 @@ async fn a_timer_survives_a_restart_with_a_durable_store() {
     // on the same store, re-arms it.
     let r = Reactor::default();
     r.actors().set_store(Arc::new(reopen(&path).await)).unwrap();
-    register_seen(&r, &seen);
+    seen.register(&r);
     r.enable_stdlib(&StdlibPatterns::parse("ed:timer").unwrap());
     seen.until(1).await;
     assert_eq!(seen.count(), 1);
     until_none(&r, "pf.timer").await;
     assert_eq!(r.actors().count("pf.timer").await.unwrap(), 0, "a spent timer leaves the store");
-}
-
-/// Opens the store at `path` once the reactor that had it let it go (its
-/// last tasks end shortly after it stopped).
-async fn reopen(path: &std::path::Path) -> FileStore {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match FileStore::open(path) {
-            Ok(store) => return store,
-            Err(e) => assert!(Instant::now() < deadline, "{}", e.message),
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

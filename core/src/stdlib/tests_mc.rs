@@ -9,14 +9,12 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::{Duration, Instant};
 
+use super::test_support::{failure, ok, run, WAIT};
 use super::*;
 use crate::actor::Reply;
 use crate::packet::{Packet, Priority};
 use crate::reactor::Setting;
 use crate::result::PacketResult;
-
-/// How long any wait of these tests may take before it fails.
-const WAIT: Duration = Duration::from_secs(10);
 
 /// A handler that holds each call until the test lets one go, and records
 /// when calls start and end.
@@ -97,21 +95,6 @@ fn reactor() -> Reactor {
     let r = Reactor::default();
     r.enable_stdlib(&StdlibPatterns::all());
     r
-}
-
-async fn run(r: &Reactor, key: &str, data: Value) -> PacketResult {
-    let (group, element) = key.split_once(':').unwrap();
-    r.submit(Packet::build(group, element, data).unwrap()).await
-}
-
-async fn ok(r: &Reactor, key: &str, data: Value) -> Value {
-    let result = run(r, key, data.clone()).await;
-    result.outcome.unwrap_or_else(|e| panic!("{key} {data}: {} {}", e.code, e.message))
-}
-
-fn failure(result: &PacketResult) -> (String, String) {
-    let e = result.err().unwrap_or_else(|| panic!("expected a failure, got {result:?}"));
-    (e.code.clone(), e.message.clone())
 }
 
 /// Submits `df:<element>` with `data` in a task of its own.

@@ -4,6 +4,7 @@
 
 use serde_json::{json, Value};
 
+use super::test_support::failure;
 use super::*;
 use crate::actor::{ActorRef, Op, Reply};
 use crate::packet::{Packet, PacketParts};
@@ -31,11 +32,6 @@ fn reactor() -> Reactor {
 
 async fn run(r: &Reactor, data: Value) -> PacketResult {
     r.submit(Packet::build("mc", "migrate", data).unwrap()).await
-}
-
-fn failure(result: &PacketResult) -> (String, String) {
-    let e = result.err().unwrap_or_else(|| panic!("expected a failure, got {result:?}"));
-    (e.code.clone(), e.message.clone())
 }
 
 #[tokio::test]

@@ -4,52 +4,17 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use tokio::task::JoinHandle;
 use tokio::time::{Duration, Instant};
 
 use super::rm::{LOCK_TYPE, RESOURCE_TYPE};
+use super::test_support::{failure, joined, ok, reopen, run, run_within, spawn_run, WAIT};
 use super::*;
 use crate::actor::FileStore;
-use crate::packet::Packet;
-use crate::result::PacketResult;
-
-/// How long any wait of these tests may take before it fails.
-const WAIT: Duration = Duration::from_secs(10);
 
 fn reactor() -> Reactor {
     let r = Reactor::default();
     r.enable_stdlib(&StdlibPatterns::parse("rm:lock,rm:alloc,rm:free").unwrap());
     r
-}
-
-async fn run(r: &Reactor, key: &str, data: Value) -> PacketResult {
-    run_within(r, key, data, 30_000).await
-}
-
-async fn run_within(r: &Reactor, key: &str, data: Value, timeout_ms: u64) -> PacketResult {
-    let (group, element) = key.split_once(':').unwrap();
-    let packet = Packet::build(group, element, data).unwrap().with_timeout_ms(timeout_ms);
-    r.submit(packet).await
-}
-
-async fn ok(r: &Reactor, key: &str, data: Value) -> Value {
-    let result = run(r, key, data.clone()).await;
-    result.outcome.unwrap_or_else(|e| panic!("{key} {data}: {} {}", e.code, e.message))
-}
-
-fn failure(result: &PacketResult) -> (String, String) {
-    let e = result.err().unwrap_or_else(|| panic!("expected a failure, got {result:?}"));
-    (e.code.clone(), e.message.clone())
-}
-
-/// `key` with `data`, submitted in a task of its own.
-fn spawn_call(r: &Reactor, key: &'static str, data: Value) -> JoinHandle<PacketResult> {
-    let r = r.clone();
-    tokio::spawn(async move { run(&r, key, data).await })
-}
-
-async fn joined(call: JoinHandle<PacketResult>) -> PacketResult {
-    tokio::time::timeout(WAIT, call).await.expect("answered in time").unwrap()
 }
 
 /// The state of owner `id` of `actor_type`, as in memory now.
@@ -264,7 +229,7 @@ async fn a_hold_ends_at_its_ttl_without_anyone_calling() {
     let t1 = token(&ok(&r, "rm:lock", json!({"name": "db", "ttl_ms": 150})).await);
     // A waiting caller gets it once the hold expires: no unlock comes.
     let started = Instant::now();
-    let waiting = spawn_call(&r, "rm:lock", json!({"name": "db", "ttl_ms": 60_000, "wait_ms": 20_000}));
+    let waiting = spawn_run(&r, "rm:lock", json!({"name": "db", "ttl_ms": 60_000, "wait_ms": 20_000}));
     let got = joined(waiting).await.outcome.unwrap();
     let t2 = token(&got);
     assert!(t2 > t1, "{t2} after {t1}");
@@ -291,7 +256,7 @@ async fn waiting_callers_get_the_lock_in_the_order_they_came() {
     let t1 = token(&ok(&r, "rm:lock", json!({"name": "q", "ttl_ms": 60_000})).await);
     let mut waiting = Vec::new();
     for n in 1..=3 {
-        waiting.push(spawn_call(&r, "rm:lock", json!({"name": "q", "ttl_ms": 60_000, "wait_ms": 20_000})));
+        waiting.push(spawn_run(&r, "rm:lock", json!({"name": "q", "ttl_ms": 60_000, "wait_ms": 20_000})));
         until_queued(&r, LOCK_TYPE, "q", n).await;
     }
     // A caller trying once does not jump the queue.
@@ -338,9 +303,9 @@ async fn a_grant_its_waiter_cannot_take_goes_to_the_next() {
     let r = reactor();
     let t1 = token(&ok(&r, "rm:lock", json!({"name": "g", "ttl_ms": 60_000})).await);
     // Two calls queue; the first one is cancelled (its caller goes).
-    let first = spawn_call(&r, "rm:lock", json!({"name": "g", "ttl_ms": 60_000, "wait_ms": 20_000}));
+    let first = spawn_run(&r, "rm:lock", json!({"name": "g", "ttl_ms": 60_000, "wait_ms": 20_000}));
     until_queued(&r, LOCK_TYPE, "g", 1).await;
-    let second = spawn_call(&r, "rm:lock", json!({"name": "g", "ttl_ms": 60_000, "wait_ms": 20_000}));
+    let second = spawn_run(&r, "rm:lock", json!({"name": "g", "ttl_ms": 60_000, "wait_ms": 20_000}));
     until_queued(&r, LOCK_TYPE, "g", 2).await;
     first.abort();
     let _ = first.await;
@@ -398,18 +363,6 @@ async fn the_fence_survives_a_restart_on_a_durable_store() {
     assert!(token(&ok(&r, "rm:lock", json!({"name": "db", "ttl_ms": 10})).await) > last);
 }
 
-/// Opens the store at `path` once the reactor that had it let it go.
-async fn reopen(path: &std::path::Path) -> FileStore {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match FileStore::open(path) {
-            Ok(store) => return store,
-            Err(e) => assert!(Instant::now() < deadline, "{}", e.message),
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
 fn lease(answer: &Value) -> String {
     assert!(answer["expires_at"].is_u64(), "{answer}");
     answer["lease_id"].as_str().unwrap_or_else(|| panic!("no lease in {answer}")).to_owned()
@@ -424,7 +377,7 @@ async fn alloc_leases_units_up_to_the_capacity_and_free_gives_them_back() {
     let b = lease(&ok(&r, "rm:alloc", json!({"resource": "gpu", "amount": 2, "ttl_ms": 60_000})).await);
     assert_ne!(a, b);
     // Full: a third waits until units come free.
-    let waiting = spawn_call(&r, "rm:alloc", json!({"resource": "gpu", "capacity": 3, "ttl_ms": 60_000}));
+    let waiting = spawn_run(&r, "rm:alloc", json!({"resource": "gpu", "capacity": 3, "ttl_ms": 60_000}));
     until_queued(&r, RESOURCE_TYPE, "gpu", 1).await;
     assert_eq!(ok(&r, "rm:free", json!({"lease_id": a})).await, json!({"freed": true}));
     let c = lease(&joined(waiting).await.outcome.unwrap());
@@ -501,10 +454,10 @@ async fn a_lease_ends_at_its_ttl_and_the_next_caller_gets_its_units() {
 async fn a_large_request_first_in_line_is_not_passed_over() {
     let r = reactor();
     let held = lease(&ok(&r, "rm:alloc", json!({"resource": "r", "capacity": 3, "ttl_ms": 60_000})).await);
-    let big = spawn_call(&r, "rm:alloc", json!({"resource": "r", "amount": 3, "ttl_ms": 60_000}));
+    let big = spawn_run(&r, "rm:alloc", json!({"resource": "r", "amount": 3, "ttl_ms": 60_000}));
     until_queued(&r, RESOURCE_TYPE, "r", 1).await;
     // Two units are free, but the call first in line wants three.
-    let small = spawn_call(&r, "rm:alloc", json!({"resource": "r", "amount": 1, "ttl_ms": 60_000}));
+    let small = spawn_run(&r, "rm:alloc", json!({"resource": "r", "amount": 1, "ttl_ms": 60_000}));
     until_queued(&r, RESOURCE_TYPE, "r", 2).await;
     ok(&r, "rm:free", json!({"lease_id": held})).await;
     let big = lease(&joined(big).await.outcome.unwrap());
@@ -525,7 +478,7 @@ async fn the_calls_behind_a_first_one_that_gave_up_get_their_units() {
         })
     };
     until_queued(&r, RESOURCE_TYPE, "r", 1).await;
-    let small = spawn_call(&r, "rm:alloc", json!({"resource": "r", "amount": 1, "ttl_ms": 60_000}));
+    let small = spawn_run(&r, "rm:alloc", json!({"resource": "r", "amount": 1, "ttl_ms": 60_000}));
     until_queued(&r, RESOURCE_TYPE, "r", 2).await;
     assert_eq!(failure(&joined(big).await).0, "PF408");
     // Nobody frees anything: the first call's wait ending lets the next in.
