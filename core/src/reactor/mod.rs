@@ -322,7 +322,15 @@ pub(crate) struct Route {
     /// The key's own concurrency limit (`mc:scale`), if it has one: a
     /// packet takes a slot here before one of the reactor's.
     limit: Option<Arc<Scheduler>>,
+    /// For a standard element whose reads need no future (an `rm:cache`
+    /// get): their answer, tried before the handler.
+    answer_now: Option<Arc<NowFn>>,
 }
+
+/// A standard element's answer to `data` when it has one at once and
+/// giving it changes nothing (a read); `None`: its handler takes the
+/// packet. It runs before the packet is marked in flight.
+pub(crate) type NowFn = dyn Fn(&Value, &Reactor) -> Option<HandlerResult> + Send + Sync;
 
 /// Handlers by group, then element. Replaced whole on (un)registration and
 /// read without locks; looking up borrows the packet's `&str`, so no key is
@@ -454,18 +462,26 @@ impl Reactor {
             }
         };
         let limit = self.inner.tuned.limit_of(group, &element);
-        slot.insert(element, Arc::new(Route { target, stats, limit }));
+        slot.insert(element, Arc::new(Route { target, stats, limit, answer_now: None }));
         self.inner.handlers.store(Arc::new(table));
         self.inner.handlers_version.send_modify(|v| *v += 1);
     }
 
     /// Hosts `handler` as the built-in standard element `group:element`,
-    /// below any handler of the same key here or on a peer.
-    pub(crate) fn install_builtin(&self, group: Group, element: Element, handler: Handler) {
+    /// below any handler of the same key here or on a peer; `answer_now`
+    /// answers its reads that need no future.
+    pub(crate) fn install_builtin(
+        &self,
+        group: Group,
+        element: Element,
+        handler: Handler,
+        answer_now: Option<Arc<NowFn>>,
+    ) {
         let _writer = self.inner.registering.lock();
         let mut table = HandlerTable::clone(&self.inner.builtins.load());
         let limit = self.inner.tuned.limit_of(group, &element);
-        let route = Route { target: Target::Handler(handler), stats: Arc::new(Stats::new()), limit };
+        let stats = Arc::new(Stats::new());
+        let route = Route { target: Target::Handler(handler), stats, limit, answer_now };
         table.by_group[group.index()].insert(element, Arc::new(route));
         self.inner.builtins.store(Arc::new(table));
         // A node announces its standard elements (`hello.stdlib`).
@@ -874,6 +890,15 @@ impl Reactor {
         bar_mc: bool,
     ) -> Immediate<P> {
         let packet = owned.packet();
+        if let Some(now) = route.answer_now.as_deref().filter(|_| route.limit.is_none()) {
+            if let Some(outcome) = now(&packet.data, self) {
+                let Some(mut guard) = self.inner.inflight.begin(&packet.id, 0) else {
+                    return Immediate::Later(owned); // the slow path answers PF409
+                };
+                let id = packet.id.clone();
+                return Immediate::Done(self.finish(&route.stats, &mut guard, id, outcome, start));
+            }
+        }
         let f = match &route.target {
             // A key with a limit of its own may have to wait for a slot.
             Target::Handler(Handler::Sync(f)) if route.limit.is_none() => f,

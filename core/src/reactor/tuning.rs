@@ -274,7 +274,12 @@ fn with_limit(
     limit: &Option<Arc<Scheduler>>,
 ) -> Option<HandlerTable> {
     let route = table.get(group, element.as_str())?;
-    let route = Route { target: route.target.clone(), stats: route.stats.clone(), limit: limit.clone() };
+    let route = Route {
+        target: route.target.clone(),
+        stats: route.stats.clone(),
+        limit: limit.clone(),
+        answer_now: route.answer_now.clone(),
+    };
     let mut table = table.clone();
     table.by_group[group.index()].insert(element.clone(), Arc::new(route));
     Some(table)

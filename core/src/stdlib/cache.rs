@@ -959,6 +959,24 @@ pub(super) fn cache() -> Handler {
     })
 }
 
+/// `rm:cache`'s answer to a `get` of a key this node owns, given before the
+/// handler would run (no future, no context): a read, so answering it
+/// first changes nothing. Anything else is the handler's.
+pub(super) fn answer_now() -> Arc<crate::reactor::NowFn> {
+    let mine: OnceLock<Arc<NodeCache>> = OnceLock::new();
+    Arc::new(move |data: &Value, reactor: &Reactor| {
+        let args = Args::of(ELEMENT, data).ok()?;
+        let Ok((key, Request::Get)) = read(&args) else { return None };
+        if !owned_here(reactor, key) {
+            return None;
+        }
+        match serve_now(mine.get_or_init(|| node_cache(reactor)), key, Request::Get) {
+            Served::Now(answer) => Some(Ok(answer)),
+            Served::Later { .. } => None,
+        }
+    })
+}
+
 /// The `pf.cache` type: the turn of a request routed to a key's owner
 /// (its id: the key). It serves `get`, `set`, `del` and `get_or_call` as
 /// `rm:cache` does here, and `watch` and `unwatch` for `ed:watch`; it

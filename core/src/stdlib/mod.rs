@@ -28,6 +28,8 @@ mod step;
 mod waiter;
 mod watch;
 
+use std::sync::Arc;
+
 use crate::actor::ActorType;
 use crate::error::{ErrorCode, PfError};
 use crate::packet::{Element, Group};
@@ -41,6 +43,15 @@ struct Standard {
     group: Group,
     element: &'static str,
     handler: fn() -> Handler,
+}
+
+/// What answers the reads of `group:element` that need no future, for the
+/// elements that have such reads.
+fn answering_now(group: Group, element: &str) -> Option<Arc<crate::reactor::NowFn>> {
+    match (group, element) {
+        (Group::ResourceMgmt, "cache") => Some(cache::answer_now()),
+        _ => None,
+    }
 }
 
 /// Every standard element this build offers, in the order of
@@ -195,7 +206,8 @@ impl Reactor {
                 continue;
             }
             let element = Element::new(standard.element).expect("standard element names are valid");
-            self.install_builtin(standard.group, element, (standard.handler)());
+            let now = answering_now(standard.group, standard.element);
+            self.install_builtin(standard.group, element, (standard.handler)(), now);
         }
         for (group, element, actor_type, spec) in ACTOR_TYPES {
             if patterns.matches(*group, element) && self.actor_host(actor_type).is_none() {
