@@ -62,6 +62,11 @@ pub(crate) fn health(node: &NodeInner) -> Value {
         )
         .collect();
     let handlers: Vec<String> = node.reactor.handler_keys().iter().map(|(g, e)| format!("{g}:{e}")).collect();
+    // The connection to NATS (docs/protocol.md, "NATS"); null off NATS.
+    #[cfg(feature = "nats")]
+    let nats = node.nats.get().map(|link| link.health());
+    #[cfg(not(feature = "nats"))]
+    let nats: Option<Value> = None;
     json!({
         "status": status(node),
         "node_id": node.node_id,
@@ -81,6 +86,7 @@ pub(crate) fn health(node: &NodeInner) -> Value {
         "connections": node.accepted_connections(),
         "queued_bytes": node.queued_bytes.load(std::sync::atomic::Ordering::Relaxed),
         "direct": node.direct.health(node),
+        "nats": nats,
         "busy_poll": node.busy_poll.as_ref().filter(|b| !b.window().is_zero()).map(|b| json!({
             "window_us": b.window().as_micros() as u64,
             "spinning": b.is_spinning(),
