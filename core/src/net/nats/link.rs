@@ -179,6 +179,9 @@ impl NatsLink {
             served.insert((group, element), Served { stop });
         }
         self.served_keys.store(served.len(), Ordering::Relaxed);
+        drop(served);
+        // New SUBs reach the server now, not at the next write.
+        let _ = tokio::time::timeout(RTT_INTERVAL, self.client.flush()).await;
         Ok(())
     }
 
@@ -357,7 +360,19 @@ async fn serve(link: Weak<NatsLink>, mut endpoint: Endpoint, stop: CancellationT
     loop {
         let request = tokio::select! {
             _ = stop.cancelled() => {
+                // Requests already delivered are still answered (PF001
+                // once the key is gone), until the unsubscribed stream ends.
                 let _ = endpoint.stop().await;
+                // The client writes the UNSUB only when something flushes
+                // its buffer: until the server has it, requests keep
+                // coming here (and are dropped once unsubscribed).
+                if let Some(link) = link.upgrade() {
+                    let _ = tokio::time::timeout(RTT_INTERVAL, link.client.flush()).await;
+                }
+                while let Some(request) = endpoint.next().await {
+                    let Some(link) = link.upgrade() else { return };
+                    tokio::spawn(async move { link.answer(request).await });
+                }
                 return;
             }
             request = endpoint.next() => match request {
