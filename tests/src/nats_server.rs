@@ -63,7 +63,7 @@ pub struct NatsServer {
 impl NatsServer {
     /// One server, not clustered.
     pub async fn start() -> NatsServer {
-        let server = NatsServer::spawn("pf-single", None, &[]);
+        let mut server = NatsServer::spawn("pf-single", None, &[]);
         server.wait_accepting().await;
         server
     }
@@ -73,16 +73,16 @@ impl NatsServer {
     pub async fn cluster(n: usize) -> Vec<NatsServer> {
         let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let routes: Vec<String> = cluster_ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
-        let servers: Vec<NatsServer> = (0..n)
+        let mut servers: Vec<NatsServer> = (0..n)
             .map(|i| {
                 let others: Vec<String> =
                     routes.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, r)| r.clone()).collect();
                 NatsServer::spawn(&format!("pf-{i}"), Some(cluster_ports[i]), &others)
             })
             .collect();
-        for server in &servers {
+        for server in &mut servers {
             server.wait_accepting().await;
-            server.wait_routes(n - 1).await;
+            server.wait_routes(n as u64 - 1).await;
         }
         servers
     }
@@ -124,29 +124,40 @@ impl NatsServer {
         }
     }
 
-    async fn wait_accepting(&self) {
+    async fn wait_accepting(&mut self) {
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
         let until = Instant::now() + START_TIMEOUT;
         while TcpStream::connect(addr).await.is_err() {
+            self.assert_running();
             assert!(Instant::now() < until, "nats-server {} did not accept on {addr} in time", self.name);
             tokio::time::sleep(POLL).await;
         }
     }
 
-    /// Waits until the monitoring endpoint shows `routes` routes.
-    async fn wait_routes(&self, routes: usize) {
+    /// Waits until the monitoring endpoint shows at least `routes` routes.
+    async fn wait_routes(&mut self, routes: u64) {
         let until = Instant::now() + START_TIMEOUT;
         loop {
             let body = self.monitor("/routez").await.unwrap_or_default();
-            if body.contains(&format!("\"num_routes\": {routes}")) {
+            let doc: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if doc["num_routes"].as_u64().is_some_and(|n| n >= routes) {
                 return;
             }
+            self.assert_running();
             assert!(
                 Instant::now() < until,
                 "nats-server {} has no {routes} routes in time: {body}",
                 self.name
             );
             tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Panics, saying so, when the server has exited (a port taken
+    /// meanwhile, a bad flag).
+    fn assert_running(&mut self) {
+        if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+            panic!("nats-server {} exited while starting: {status}", self.name);
         }
     }
 

@@ -292,7 +292,26 @@ async fn subscriptions_follow_registrations() {
     wait_reachable(&asking, "later").await;
     assert_eq!(submit(&asking, packet("later", json!(2))).await.outcome, Ok(json!(2)));
 
-    assert!(serving.reactor().unregister("df", "later"));
+    // Unregistered with packets in flight: each is answered at once, by
+    // the handler or PF001 (none is dropped with the subscription).
+    const TOTAL: usize = 400;
+    let mut pending = FuturesUnordered::new();
+    let (mut sent, mut answered, mut unregistered) = (0, HashMap::<String, usize>::new(), false);
+    while sent < TOTAL || !pending.is_empty() {
+        while sent < TOTAL && pending.len() < 32 {
+            pending.push(submit(&asking, packet("later", json!(sent)).with_timeout_ms(60_000)));
+            sent += 1;
+        }
+        if sent >= TOTAL / 4 && !unregistered {
+            assert!(serving.reactor().unregister("df", "later"));
+            unregistered = true;
+        }
+        let result = pending.next().await.unwrap();
+        let outcome = code(&result).unwrap_or_else(|| "ok".into());
+        assert!(["ok", "PF001"].contains(&outcome.as_str()), "{result:?}");
+        *answered.entry(outcome).or_default() += 1;
+    }
+    assert!(answered.get("PF001").is_some(), "{answered:?}");
     let until = Instant::now() + WAIT;
     loop {
         let result = submit(&asking, packet("later", json!(3))).await;

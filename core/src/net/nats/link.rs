@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use async_nats::connection::State;
-use async_nats::service::endpoint::Endpoint;
-use async_nats::service::{Service, ServiceExt};
-use async_nats::{Client, Event, RequestErrorKind};
+use async_nats::service::endpoint;
+use async_nats::{Client, Event, RequestErrorKind, Subscriber};
 use futures::StreamExt;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -17,7 +16,8 @@ use tokio::sync::watch;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::{headers, subject, QUEUE_GROUP, SERVICE_NAME};
+use super::service::{self, Registry};
+use super::{headers, subject, QUEUE_GROUP};
 use crate::error::{ErrorCode, PfError};
 use crate::net::node::NodeInner;
 use crate::packet::{Element, Group, Packet, PacketId, MAX_TIMEOUT_MS, META_HOPS};
@@ -69,6 +69,7 @@ struct Counters {
 
 /// A key's endpoint: its task serves it until `stop` is cancelled.
 struct Served {
+    subject: String,
     stop: CancellationToken,
 }
 
@@ -82,7 +83,8 @@ pub(crate) struct NatsLink {
     events: Arc<Events>,
     reactor: Reactor,
     max_hops: u64,
-    service: Mutex<Option<Service>>,
+    /// The ADR-32 service's endpoints and counters.
+    registry: Arc<Registry>,
     /// The keys served, each an endpoint; the lock serialises syncs.
     endpoints: tokio::sync::Mutex<HashMap<(Group, Element), Served>>,
     served_keys: AtomicUsize,
@@ -109,14 +111,8 @@ impl NatsLink {
             ("namespace".to_owned(), namespace.clone()),
             ("runtime".to_owned(), node.config.runtime.clone()),
         ]);
-        let service = client
-            .service_builder()
-            .description("a PacketFlow node: one endpoint per handler key it serves")
-            .metadata(metadata)
-            .queue_group(QUEUE_GROUP)
-            .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
-            .await
-            .map_err(|e| unavailable("register the service", &e))?;
+        let registry = Arc::new(Registry::new(node.node_id.clone(), metadata));
+        let verbs = registry.subscribe(&client).await.map_err(|e| unavailable("register the service", &e))?;
         // Watched from before the first sync, so no change falls between.
         let changes = node.reactor.watch_handlers();
         let link = Arc::new(NatsLink {
@@ -126,7 +122,7 @@ impl NatsLink {
             events,
             reactor: node.reactor.clone(),
             max_hops: node.config.max_hops,
-            service: Mutex::new(Some(service)),
+            registry,
             endpoints: tokio::sync::Mutex::new(HashMap::new()),
             served_keys: AtomicUsize::new(0),
             rtt_us: AtomicU64::new(0),
@@ -138,6 +134,8 @@ impl NatsLink {
         link.client.flush().await.map_err(|e| unavailable("subscribe", &e))?;
         link.rtt_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         tokio::spawn(keep_in_step(Arc::downgrade(&link), changes, link.closed.clone()));
+        let closed = link.closed.clone();
+        tokio::spawn(service::answer_verbs(link.registry.clone(), link.client.clone(), verbs, closed));
         tokio::spawn(measure_rtt(Arc::downgrade(&link), link.closed.clone()));
         Ok(link)
     }
@@ -153,6 +151,7 @@ impl NatsLink {
         served.retain(|key, endpoint| {
             let keep = wanted.contains(key);
             if !keep {
+                self.registry.remove(&endpoint.subject);
                 endpoint.stop.cancel();
             }
             keep
@@ -161,22 +160,20 @@ impl NatsLink {
             if served.contains_key(&(group, element.clone())) {
                 continue;
             }
-            let Some(builder) = self.service.lock().as_ref().map(Service::endpoint_builder) else {
-                return Ok(()); // closed meanwhile
-            };
             let subject = subject::key_subject(&self.namespace, group, element.as_str());
-            let endpoint = builder
-                .name(subject::endpoint_name(group, element.as_str()))
-                .metadata(HashMap::from([("key".to_owned(), format!("{group}:{element}"))]))
-                .queue_group(QUEUE_GROUP)
-                .add(subject.clone())
-                .await
-                .map_err(|e| {
+            let subscriber =
+                self.client.queue_subscribe(subject.clone(), QUEUE_GROUP.to_owned()).await.map_err(|e| {
                     PfError::new(ErrorCode::Unavailable, format!("NATS: cannot subscribe {subject}: {e}"))
                 })?;
+            self.registry.add(endpoint::Info {
+                name: subject::endpoint_name(group, element.as_str()),
+                subject: subject.clone(),
+                queue_group: QUEUE_GROUP.to_owned(),
+                metadata: HashMap::from([("key".to_owned(), format!("{group}:{element}"))]),
+            });
             let stop = self.closed.child_token();
-            tokio::spawn(serve(Arc::downgrade(self), endpoint, stop.clone()));
-            served.insert((group, element), Served { stop });
+            tokio::spawn(serve(Arc::downgrade(self), subscriber, subject.clone(), stop.clone()));
+            served.insert((group, element), Served { subject, stop });
         }
         self.served_keys.store(served.len(), Ordering::Relaxed);
         drop(served);
@@ -189,13 +186,13 @@ impl NatsLink {
     /// through the reactor as a WebSocket submit does (its deadline from
     /// `Pf-Deadline-Ms`), and the answer is a `result` frame (an `error`
     /// frame for a body that is not one valid submit).
-    async fn answer(&self, request: async_nats::service::Request) {
-        if request.message.reply.is_none() {
+    async fn answer(&self, message: async_nats::Message, subject: &str) {
+        let Some(reply_to) = message.reply.clone() else {
             return; // published, not requested: nobody to answer
-        }
+        };
         self.counters.served.fetch_add(1, Ordering::Relaxed);
         let start = Instant::now();
-        let reply = match decode_request(&request.message) {
+        let reply = match decode_request(&message) {
             Ok(packet) => {
                 let deadline = start + Duration::from_millis(packet.timeout_ms());
                 let result = self.reactor.submit_from(packet, start, deadline, Some(self.origin)).await;
@@ -220,9 +217,15 @@ impl NatsLink {
                 body = Codec::Json.encode_to_vec(&Message::Result { seq: 0, result: too_large });
             }
         }
+        let failed = match &reply {
+            Message::Result { result, .. } => result.err().cloned(),
+            Message::Error { error, .. } => Some(error.clone()),
+            _ => None,
+        };
+        self.registry.record(subject, start.elapsed(), failed.as_ref());
         // A lost connection loses the answer; the requester is answered
         // PF503 or PF408 on its side.
-        let _ = request.respond(Ok(body.into())).await;
+        let _ = self.client.publish(reply_to, body.into()).await;
     }
 
     /// Sends `packet` as a NATS request to whichever node serves its key,
@@ -345,10 +348,6 @@ impl NatsLink {
     pub(crate) async fn close(&self) {
         self.closed.cancel();
         self.endpoints.lock().await.clear();
-        let service = self.service.lock().take();
-        if let Some(service) = service {
-            let _ = service.stop().await;
-        }
         self.events.losses.send_modify(|n| *n += 1);
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, self.client.drain()).await;
     }
@@ -356,32 +355,36 @@ impl NatsLink {
 
 /// Serves one key's endpoint until `stop`: each request answered on a
 /// task of its own, so that a slow handler holds up no other request.
-async fn serve(link: Weak<NatsLink>, mut endpoint: Endpoint, stop: CancellationToken) {
+/// Stopped, the subscription is drained: the requests the server sent
+/// before it saw the UNSUB are still answered (PF001 once the key is gone)
+/// rather than dropped, for at most [`DRAIN_TIMEOUT`].
+async fn serve(link: Weak<NatsLink>, mut subscriber: Subscriber, subject: String, stop: CancellationToken) {
+    let subject: Arc<str> = subject.into();
+    let answer = |message: async_nats::Message| {
+        let Some(link) = link.upgrade() else { return false };
+        let subject = subject.clone();
+        tokio::spawn(async move { link.answer(message, &subject).await });
+        true
+    };
     loop {
-        let request = tokio::select! {
-            _ = stop.cancelled() => {
-                // Requests already delivered are still answered (PF001
-                // once the key is gone), until the unsubscribed stream ends.
-                let _ = endpoint.stop().await;
-                // The client writes the UNSUB only when something flushes
-                // its buffer: until the server has it, requests keep
-                // coming here (and are dropped once unsubscribed).
-                if let Some(link) = link.upgrade() {
-                    let _ = tokio::time::timeout(RTT_INTERVAL, link.client.flush()).await;
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            message = subscriber.next() => {
+                let Some(message) = message else { return };
+                if !answer(message) {
+                    return;
                 }
-                while let Some(request) = endpoint.next().await {
-                    let Some(link) = link.upgrade() else { return };
-                    tokio::spawn(async move { link.answer(request).await });
-                }
-                return;
             }
-            request = endpoint.next() => match request {
-                Some(request) => request,
-                None => return,
-            },
-        };
-        let Some(link) = link.upgrade() else { return };
-        tokio::spawn(async move { link.answer(request).await });
+        }
+    }
+    if subscriber.drain().await.is_err() {
+        return;
+    }
+    let until = Instant::now() + DRAIN_TIMEOUT;
+    while let Ok(Some(message)) = tokio::time::timeout_at(until, subscriber.next()).await {
+        if !answer(message) {
+            return;
+        }
     }
 }
 

@@ -15,6 +15,7 @@
 
 mod headers;
 mod link;
+mod service;
 mod subject;
 
 use std::fmt;
