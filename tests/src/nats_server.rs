@@ -63,7 +63,13 @@ pub struct NatsServer {
 impl NatsServer {
     /// One server, not clustered.
     pub async fn start() -> NatsServer {
-        let mut server = NatsServer::spawn("pf-single", None, &[]);
+        NatsServer::start_with(&[]).await
+    }
+
+    /// One server, not clustered, with more command-line options (auth,
+    /// TLS).
+    pub async fn start_with(options: &[&str]) -> NatsServer {
+        let mut server = NatsServer::spawn_with("pf-single", None, &[], options);
         server.wait_accepting().await;
         server
     }
@@ -88,11 +94,16 @@ impl NatsServer {
     }
 
     fn spawn(name: &str, cluster_port: Option<u16>, routes: &[String]) -> NatsServer {
+        NatsServer::spawn_with(name, cluster_port, routes, &[])
+    }
+
+    fn spawn_with(name: &str, cluster_port: Option<u16>, routes: &[String], options: &[&str]) -> NatsServer {
         let (port, monitor_port) = (free_port(), free_port());
         let mut command = Command::new(binary());
         command
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-m", &monitor_port.to_string()])
             .args(["-n", name])
+            .args(options)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

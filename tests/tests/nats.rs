@@ -407,3 +407,132 @@ async fn bad_urls_and_options_are_pf400_and_an_unreachable_server_pf503() {
     assert_eq!(e.code, "PF503", "{e:?}");
     assert!(asking.health()["nats"].is_null());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_serving_nodes_server_answers_every_packet_by_its_deadline() {
+    let mut servers = NatsServer::cluster(3).await;
+    let serving = node("serving");
+    serving
+        .reactor()
+        .register("df", "work", |data, _| async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            Ok(data)
+        })
+        .unwrap();
+    serving.connect(&servers[0].url()).await.unwrap();
+    let asking = node("asking");
+    asking.connect(&servers[1].url()).await.unwrap();
+    wait_reachable(&asking, "work").await;
+
+    const TOTAL: usize = 1000;
+    let mut pending = FuturesUnordered::new();
+    let (mut sent, mut killed) = (0, false);
+    let mut outcomes: HashMap<String, usize> = HashMap::new();
+    while sent < TOTAL || !pending.is_empty() {
+        while sent < TOTAL && pending.len() < 32 {
+            pending.push(submit(&asking, packet("work", json!(sent)).with_timeout_ms(1000)));
+            sent += 1;
+        }
+        // The serving node's server dies: its answers in flight are lost.
+        if sent >= TOTAL / 4 && !killed {
+            servers[0].kill();
+            killed = true;
+        }
+        let result = pending.next().await.unwrap();
+        let outcome = code(&result).unwrap_or_else(|| "ok".into());
+        // PF001 too: until the serving node is back on another server,
+        // nobody serves the key.
+        assert!(["ok", "PF408", "PF503", "PF001"].contains(&outcome.as_str()), "{result:?}");
+        *outcomes.entry(outcome).or_default() += 1;
+    }
+    assert_eq!(outcomes.values().sum::<usize>(), TOTAL, "{outcomes:?}");
+    // The serving node comes back through another server.
+    let until = Instant::now() + WAIT;
+    loop {
+        let result = submit(&asking, packet("work", json!("after"))).await;
+        if result.outcome == Ok(json!("after")) {
+            break;
+        }
+        assert!(Instant::now() < until, "the serving node never came back: {result:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_ne!(serving.health()["nats"]["server"], format!("127.0.0.1:{}", servers[0].port));
+    asking.stop().await;
+    serving.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_a_password_takes_the_right_one_only() {
+    let server = NatsServer::start_with(&["--user", "pf", "--pass", "right-password"]).await;
+    let options = |password: &str| NatsOptions {
+        user: Some("pf".into()),
+        password: Some(password.into()),
+        ..NatsOptions::default()
+    };
+    let refused = node("refused");
+    let e = refused.connect_nats(&server.url(), options("wrong-password")).await.unwrap_err();
+    assert_eq!(e.code, "PF401", "{e:?}");
+    let e = refused.connect(&server.url()).await.unwrap_err();
+    assert_eq!(e.code, "PF401", "{e:?}");
+
+    let serving = node("serving");
+    register_upper(serving.reactor());
+    serving.connect_nats(&server.url(), options("right-password")).await.unwrap();
+    let asking = node("asking");
+    // Credentials in the URL work as well.
+    asking.connect(&format!("nats://pf:right-password@127.0.0.1:{}", server.port)).await.unwrap();
+    wait_reachable(&asking, "upper").await;
+    assert_eq!(submit(&asking, packet("upper", json!("secret"))).await.outcome, Ok(json!("SECRET")));
+    asking.stop().await;
+    serving.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_urls_verify_the_server_against_the_given_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let dir = packetflow_tests::TempDir::new("nats-tls");
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "PacketFlow NATS test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &Issuer::from_params(&ca_params, &ca_key))
+        .unwrap();
+    let other_key = KeyPair::generate().unwrap();
+    let mut other_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    other_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let other_ca = other_params.self_signed(&other_key).unwrap();
+    let ca_file = dir.file("ca.pem", &ca.pem());
+    let other_ca_file = dir.file("other-ca.pem", &other_ca.pem());
+    let cert = dir.file("cert.pem", &leaf.pem());
+    let key = dir.file("key.pem", &leaf_key.serialize_pem());
+    let server = NatsServer::start_with(&[
+        "--tls",
+        "--tlscert",
+        cert.to_str().unwrap(),
+        "--tlskey",
+        key.to_str().unwrap(),
+    ])
+    .await;
+    let url = format!("tls://127.0.0.1:{}", server.port);
+    let with_ca =
+        |ca: &std::path::Path| NatsOptions { tls_ca: Some(ca.to_owned()), ..NatsOptions::default() };
+
+    let refused = node("refused");
+    let e = timeout(WAIT, refused.connect_nats(&url, with_ca(&other_ca_file))).await.unwrap().unwrap_err();
+    assert_eq!(e.code, "PF503", "{e:?}");
+    let serving = node("serving");
+    register_upper(serving.reactor());
+    serving.connect_nats(&url, with_ca(&ca_file)).await.unwrap();
+    let asking = node("asking");
+    // connect_with: the CA of the WebSocket options serves tls:// too.
+    let options = packetflow::ConnectOptions { tls_ca: Some(ca_file.clone()), ..Default::default() };
+    asking.connect_with(&url, options).await.unwrap();
+    wait_reachable(&asking, "upper").await;
+    assert_eq!(submit(&asking, packet("upper", json!("sealed"))).await.outcome, Ok(json!("SEALED")));
+    asking.stop().await;
+    serving.stop().await;
+}

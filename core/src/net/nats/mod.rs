@@ -140,16 +140,42 @@ fn bad_request(message: String) -> PfError {
 fn parse_servers(urls: &str) -> Result<Vec<async_nats::ServerAddr>, PfError> {
     let mut servers = Vec::new();
     for url in urls.split(',').map(str::trim) {
+        let shown = redact(url);
         if url.is_empty() {
             return Err(bad_request(format!("NATS URL list {urls:?} holds an empty entry")));
         }
         if !is_nats_url(url) {
-            return Err(bad_request(format!("NATS URL {url:?} must start with nats:// or tls://")));
+            return Err(bad_request(format!("NATS URL {shown:?} must start with nats:// or tls://")));
         }
-        let server = url.parse().map_err(|e| bad_request(format!("NATS URL {url:?} is malformed: {e}")))?;
+        let server = url.parse().map_err(|e| bad_request(format!("NATS URL {shown:?} is malformed: {e}")))?;
         servers.push(server);
     }
     Ok(servers)
+}
+
+/// `url` with what stands before an `@` after the scheme (credentials)
+/// written `***`, for messages.
+fn redact(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) if at > scheme.len() + 3 => format!("{scheme}://***{}", &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// Credentials written in a URL (`nats://user:password@host`, or
+/// `nats://token@host`) apply when the options give none of that kind:
+/// the client takes them from options only.
+fn with_url_credentials(mut options: NatsOptions, servers: &[async_nats::ServerAddr]) -> NatsOptions {
+    let Some(server) = servers.iter().find(|s| s.has_user_pass()) else { return options };
+    match (server.username(), server.password()) {
+        (Some(user), Some(password)) if options.user.is_none() && options.password.is_none() => {
+            options.user = Some(user.to_owned());
+            options.password = Some(password.to_owned());
+        }
+        (Some(token), None) if options.token.is_none() => options.token = Some(token.to_owned()),
+        _ => {}
+    }
+    options
 }
 
 /// The client's options from ours; PF400 naming a missing file or an
@@ -214,6 +240,11 @@ async fn client_options(options: &NatsOptions, node_id: &str) -> Result<async_na
 pub(crate) async fn connect(node: &Arc<NodeInner>, urls: &str, options: NatsOptions) -> Result<(), PfError> {
     subject::check_namespace(&options.namespace)?;
     let servers = parse_servers(urls)?;
+    let options = with_url_credentials(options, &servers);
+    // What messages show of the URLs: never their credentials.
+    let shown: Vec<String> =
+        servers.iter().map(|s| format!("{}://{}:{}", s.scheme(), s.host(), s.port())).collect();
+    let urls = shown.join(",");
     if node.nats.get().is_some() {
         return Err(bad_request("this node is already connected to NATS".into()));
     }
@@ -240,4 +271,46 @@ pub(crate) async fn connect(node: &Arc<NodeInner>, urls: &str, options: NatsOpti
         return Err(bad_request("this node is already connected to NATS".into()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_told_apart_by_scheme() {
+        assert!(is_nats_url("nats://127.0.0.1:4222"));
+        assert!(is_nats_url("TLS://a:1,tls://b:2"));
+        assert!(!is_nats_url("ws://127.0.0.1:8443/packetflow/v1"));
+        assert!(!is_nats_url("natsy://x"));
+        assert!(!is_nats_url("127.0.0.1:4222"));
+    }
+
+    #[test]
+    fn messages_never_show_credentials() {
+        assert_eq!(redact("nats://user:secret@host:4222"), "nats://***@host:4222");
+        assert_eq!(redact("nats://host:4222"), "nats://host:4222");
+        let e = parse_servers("nats://a:1,http://user:secret@b:2").unwrap_err();
+        assert!(e.is(ErrorCode::BadRequest));
+        assert!(e.message.contains("http://***@b:2") && !e.message.contains("secret"), "{}", e.message);
+        let e = parse_servers("nats://a:1,,nats://b:2").unwrap_err();
+        assert!(e.message.contains("empty entry"), "{}", e.message);
+    }
+
+    #[test]
+    fn credentials_in_a_url_fill_the_options_that_lack_them() {
+        let servers = parse_servers("nats://a:1,nats://pf:pw@b:2").unwrap();
+        let options = with_url_credentials(NatsOptions::default(), &servers);
+        assert_eq!((options.user.as_deref(), options.password.as_deref()), (Some("pf"), Some("pw")));
+        let given =
+            NatsOptions { user: Some("me".into()), password: Some("mine".into()), ..NatsOptions::default() };
+        let options = with_url_credentials(given, &servers);
+        assert_eq!(options.user.as_deref(), Some("me"));
+        let servers = parse_servers("nats://s3cr3t-token@a:1").unwrap();
+        assert_eq!(
+            with_url_credentials(NatsOptions::default(), &servers).token.as_deref(),
+            Some("s3cr3t-token")
+        );
+        assert!(!format!("{:?}", with_url_credentials(NatsOptions::default(), &servers)).contains("s3cr3t"));
+    }
 }
