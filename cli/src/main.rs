@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node (a hub) until SIGINT or SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Submit one packet to a node and print its Result as JSON.
     ///
     /// Exits 0 on success; on an error result it prints the Result, writes
@@ -340,7 +340,7 @@ fn main() -> ExitCode {
     };
     rt.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Submit(args) => submit(args).await,
             Command::Actor(command) => actor::run(command).await,
             Command::Health { url, token } => health::print(&url, token_or_env(&token)).await,
