@@ -121,6 +121,12 @@ async fn a_key_nobody_serves_is_pf001_at_once() {
     assert_eq!(code(&result).as_deref(), Some("PF001"), "{result:?}");
     assert!(started.elapsed() < Duration::from_secs(2), "no responders is known at once");
     assert_eq!(asking.health()["nats"]["no_responders"], 1);
+    let metrics = asking.metrics();
+    assert!(
+        metrics.contains("packetflow_nats_request_failures_total{reason=\"no_responders\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("packetflow_nats_connected 1\n"), "{metrics}");
     asking.stop().await;
 }
 

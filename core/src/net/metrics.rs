@@ -101,7 +101,7 @@ fn labels(h: &HandlerStats) -> String {
     format!("group=\"{}\",element=\"{}\"", h.group, h.element)
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
@@ -228,5 +228,9 @@ pub(crate) fn prometheus(node: &NodeInner) -> String {
         }
     }
     node.direct.prometheus(&mut out);
+    #[cfg(feature = "nats")]
+    if let Some(link) = node.nats.get() {
+        link.prometheus(&mut out);
+    }
     out
 }

@@ -343,6 +343,47 @@ impl NatsLink {
         })
     }
 
+    /// The connection's families of `/metrics` (Prometheus text format).
+    pub(crate) fn prometheus(&self, out: &mut String) {
+        use std::fmt::Write;
+        let family = crate::net::metrics::family;
+        let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let connected = u8::from(self.client.connection_state() == State::Connected);
+        family(out, "packetflow_nats_connected", "gauge", "1 while the connection to NATS is up.");
+        let _ = writeln!(out, "packetflow_nats_connected {connected}");
+        family(out, "packetflow_nats_rtt_seconds", "gauge", "Last round trip to the NATS server.");
+        let _ =
+            writeln!(out, "packetflow_nats_rtt_seconds {}", self.rtt_us.load(Ordering::Relaxed) as f64 / 1e6);
+        family(out, "packetflow_nats_reconnects_total", "counter", "Connections to NATS made after a loss.");
+        let _ = writeln!(
+            out,
+            "packetflow_nats_reconnects_total {}",
+            self.events.reconnects.load(Ordering::Relaxed)
+        );
+        family(out, "packetflow_nats_requests_sent_total", "counter", "Packets sent as NATS requests.");
+        let _ = writeln!(out, "packetflow_nats_requests_sent_total {}", count(&self.counters.sent));
+        family(out, "packetflow_nats_requests_served_total", "counter", "NATS requests this node answered.");
+        let _ = writeln!(out, "packetflow_nats_requests_served_total {}", count(&self.counters.served));
+        family(
+            out,
+            "packetflow_nats_request_failures_total",
+            "counter",
+            "Packets for NATS answered with an error of the transport, by reason.",
+        );
+        for (reason, counter) in [
+            ("no_responders", &self.counters.no_responders),
+            ("timed_out", &self.counters.timed_out),
+            ("lost", &self.counters.lost),
+            ("too_large", &self.counters.too_large),
+        ] {
+            let _ = writeln!(
+                out,
+                "packetflow_nats_request_failures_total{{reason=\"{reason}\"}} {}",
+                count(counter)
+            );
+        }
+    }
+
     /// Leaves NATS: the endpoints and the service stop, requests still
     /// waiting are answered PF503, and the connection is drained (bounded).
     pub(crate) async fn close(&self) {
