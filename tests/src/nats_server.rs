@@ -42,9 +42,22 @@ pub fn binary() -> PathBuf {
 }
 
 /// A free loopback port (bound, read and released: the server binds it
-/// next).
+/// next), never one handed out before in this process: the tests run at
+/// once, and two servers given one port would fail in ways that look like
+/// something else.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind a loopback port").local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    // Bounded: the system hands out ports in a range of thousands.
+    for _ in 0..1000 {
+        let port =
+            TcpListener::bind("127.0.0.1:0").expect("bind a loopback port").local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no loopback port left that was not handed out already");
 }
 
 /// One running `nats-server`.

@@ -542,3 +542,66 @@ async fn tls_urls_verify_the_server_against_the_given_ca() {
     asking.stop().await;
     serving.stop().await;
 }
+
+/// Request/reply through one server, PacketFlow beside plain `async-nats`
+/// (a responder echoing, a requester waiting for each answer): prints
+/// requests/s and p50 of each. Timing on a shared machine: run on its own,
+/// `cargo test --release --test nats -- --ignored --nocapture speed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn speed_of_request_reply_beside_plain_async_nats() {
+    const N: usize = 5000;
+    let server = NatsServer::start().await;
+    let summary = |label: &str, mut micros: Vec<u64>, total: Duration| {
+        micros.sort_unstable();
+        let (p50, p99) = (micros[micros.len() / 2], micros[micros.len() * 99 / 100]);
+        let rps = micros.len() as f64 / total.as_secs_f64();
+        println!("{label}: {rps:.0} requests/s, p50 {p50} us, p99 {p99} us");
+        (rps, p50)
+    };
+
+    // Plain async-nats: a responder task and a requester.
+    let responder = async_nats::connect(server.url()).await.unwrap();
+    let mut requests = responder.subscribe("plain.echo").await.unwrap();
+    let echo = tokio::spawn(async move {
+        while let Some(message) = requests.next().await {
+            if let Some(reply) = message.reply {
+                responder.publish(reply, message.payload).await.unwrap();
+            }
+        }
+    });
+    let requester = async_nats::connect(server.url()).await.unwrap();
+    let body = serde_json::to_vec(&json!("ping")).unwrap();
+    let mut micros = Vec::with_capacity(N);
+    let started = Instant::now();
+    for _ in 0..N {
+        let sent = Instant::now();
+        requester.request("plain.echo", body.clone().into()).await.unwrap();
+        micros.push(sent.elapsed().as_micros() as u64);
+    }
+    let plain = summary("plain async-nats", micros, started.elapsed());
+    echo.abort();
+
+    let serving = node("serving");
+    serving.reactor().register_sync("df", "echo", |data, _| Ok(data)).unwrap();
+    serving.connect(&server.url()).await.unwrap();
+    let asking = node("asking");
+    asking.connect(&server.url()).await.unwrap();
+    wait_reachable(&asking, "echo").await;
+    let mut micros = Vec::with_capacity(N);
+    let started = Instant::now();
+    for _ in 0..N {
+        let sent = Instant::now();
+        let result = asking.reactor().submit(packet("echo", json!("ping"))).await;
+        assert!(result.is_success(), "{result:?}");
+        micros.push(sent.elapsed().as_micros() as u64);
+    }
+    let ours = summary("packetflow over nats", micros, started.elapsed());
+    println!(
+        "ratio: {:.2}x the requests/s, {:.2}x the p50",
+        ours.0 / plain.0,
+        ours.1 as f64 / plain.1 as f64
+    );
+    asking.stop().await;
+    serving.stop().await;
+}

@@ -89,6 +89,11 @@ pub(crate) struct NatsLink {
     endpoints: tokio::sync::Mutex<HashMap<(Group, Element), Served>>,
     served_keys: AtomicUsize,
     rtt_us: AtomicU64,
+    /// The server's `max_payload`, read again after each reconnect (the
+    /// server's info is a copy under a lock: too dear for every packet).
+    max_payload: AtomicUsize,
+    /// `events.reconnects` when `max_payload` was read.
+    max_payload_of: AtomicU64,
     counters: Counters,
     closed: CancellationToken,
 }
@@ -126,6 +131,8 @@ impl NatsLink {
             endpoints: tokio::sync::Mutex::new(HashMap::new()),
             served_keys: AtomicUsize::new(0),
             rtt_us: AtomicU64::new(0),
+            max_payload: AtomicUsize::new(0),
+            max_payload_of: AtomicU64::new(u64::MAX),
             counters: Counters::default(),
             closed: CancellationToken::new(),
         });
@@ -201,7 +208,7 @@ impl NatsLink {
             Err(rejection) => rejection,
         };
         let mut body = Codec::Json.encode_to_vec(&reply);
-        let max = self.client.server_info().max_payload;
+        let max = self.max_payload();
         if body.len() > max {
             if let Message::Result { result, .. } = &reply {
                 let message = format!(
@@ -260,7 +267,7 @@ impl NatsLink {
         };
         let subject = subject::key_subject(&self.namespace, packet.group, packet.element.as_str());
         let body = Codec::Json.encode_to_vec(&Message::Submit { seq: 0, packet: Box::new(packet) });
-        let max = self.client.server_info().max_payload;
+        let max = self.max_payload();
         if body.len() + header_bytes > max {
             self.counters.too_large.fetch_add(1, Ordering::Relaxed);
             let size = body.len() + header_bytes;
@@ -312,6 +319,16 @@ impl NatsLink {
                 fail(ErrorCode::Timeout, format!("no answer on NATS for {subject} before the deadline"))
             }
         }
+    }
+
+    /// The current server's `max_payload`.
+    fn max_payload(&self) -> usize {
+        let reconnects = self.events.reconnects.load(Ordering::Acquire);
+        if self.max_payload_of.load(Ordering::Acquire) != reconnects {
+            self.max_payload.store(self.client.server_info().max_payload, Ordering::Release);
+            self.max_payload_of.store(reconnects, Ordering::Release);
+        }
+        self.max_payload.load(Ordering::Acquire)
     }
 
     /// The `nats` member of `/health`.
