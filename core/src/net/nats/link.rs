@@ -192,21 +192,37 @@ impl NatsLink {
     /// Answers one request for a key this node serves: its packet runs
     /// through the reactor as a WebSocket submit does (its deadline from
     /// `Pf-Deadline-Ms`), and the answer is a `result` frame (an `error`
-    /// frame for a body that is not one valid submit).
-    async fn answer(&self, message: async_nats::Message, subject: &str) {
+    /// frame for a body that is not one valid submit). What a local sync
+    /// handler answers at once is sent from here, as a connection does;
+    /// anything that waits runs on a task of its own, so that a slow
+    /// handler holds up no other request.
+    async fn answer(self: &Arc<Self>, message: async_nats::Message, subject: &Arc<str>) {
         let Some(reply_to) = message.reply.clone() else {
             return; // published, not requested: nobody to answer
         };
         self.counters.served.fetch_add(1, Ordering::Relaxed);
         let start = Instant::now();
-        let reply = match decode_request(&message) {
-            Ok(packet) => {
-                let deadline = start + Duration::from_millis(packet.timeout_ms());
-                let result = self.reactor.submit_from(packet, start, deadline, Some(self.origin)).await;
-                Message::Result { seq: 0, result }
-            }
-            Err(rejection) => rejection,
+        let packet = match decode_request(&message) {
+            Ok(packet) => packet,
+            Err(rejection) => return self.reply(reply_to, rejection, start, subject).await,
         };
+        let deadline = start + Duration::from_millis(packet.timeout_ms());
+        match self.reactor.submit_now(packet, start, deadline) {
+            Ok(result) => self.reply(reply_to, Message::Result { seq: 0, result }, start, subject).await,
+            Err(packet) => {
+                let (link, subject) = (self.clone(), subject.clone());
+                tokio::spawn(async move {
+                    let result = link.reactor.submit_from(packet, start, deadline, Some(link.origin)).await;
+                    link.reply(reply_to, Message::Result { seq: 0, result }, start, &subject).await;
+                });
+            }
+        }
+    }
+
+    /// Sends `reply` to a request on `subject` that came at `start`: a
+    /// PF413 result instead when it would exceed the server's
+    /// `max_payload`; counted for the service's statistics.
+    async fn reply(&self, reply_to: async_nats::Subject, reply: Message, start: Instant, subject: &str) {
         let mut body = Codec::Json.encode_to_vec(&reply);
         let max = self.max_payload();
         if body.len() > max {
@@ -411,38 +427,27 @@ impl NatsLink {
     }
 }
 
-/// Serves one key's endpoint until `stop`: each request answered on a
-/// task of its own, so that a slow handler holds up no other request.
+/// Serves one key's endpoint until `stop` (see [`NatsLink::answer`]).
 /// Stopped, the subscription is drained: the requests the server sent
 /// before it saw the UNSUB are still answered (PF001 once the key is gone)
 /// rather than dropped, for at most [`DRAIN_TIMEOUT`].
 async fn serve(link: Weak<NatsLink>, mut subscriber: Subscriber, subject: String, stop: CancellationToken) {
     let subject: Arc<str> = subject.into();
-    let answer = |message: async_nats::Message| {
-        let Some(link) = link.upgrade() else { return false };
-        let subject = subject.clone();
-        tokio::spawn(async move { link.answer(message, &subject).await });
-        true
-    };
     loop {
-        tokio::select! {
+        let message = tokio::select! {
             _ = stop.cancelled() => break,
-            message = subscriber.next() => {
-                let Some(message) = message else { return };
-                if !answer(message) {
-                    return;
-                }
-            }
-        }
+            message = subscriber.next() => message,
+        };
+        let (Some(message), Some(link)) = (message, link.upgrade()) else { return };
+        link.answer(message, &subject).await;
     }
     if subscriber.drain().await.is_err() {
         return;
     }
     let until = Instant::now() + DRAIN_TIMEOUT;
     while let Ok(Some(message)) = tokio::time::timeout_at(until, subscriber.next()).await {
-        if !answer(message) {
-            return;
-        }
+        let Some(link) = link.upgrade() else { return };
+        link.answer(message, &subject).await;
     }
 }
 
