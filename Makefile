@@ -14,8 +14,10 @@ test: $(addprefix test-,$(SUITES))
 	@echo "all suites passed"
 
 # The default members: core, cli and the integration tests (the binding
-# crates are tested from their own languages).
+# crates are tested from their own languages). The NATS tests start real
+# nats-server processes: the script installs Debian's when it is missing.
 test-rust:
+	@bash scripts/ensure-nats-server.sh
 	@if cargo fmt --version >/dev/null 2>&1; then cargo fmt --all -- --check; \
 	else echo "rustfmt is not installed: formatting not checked"; fi
 	cargo test --release

@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node (a hub) until SIGINT or SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Submit one packet to a node and print its Result as JSON.
     ///
     /// Exits 0 on success; on an error result it prints the Result, writes
@@ -208,6 +208,85 @@ struct ServeArgs {
     /// Token and CA used for the --connect peers.
     #[command(flatten)]
     dial: DialArgs,
+    /// Join NATS (docs/protocol.md, "NATS"): nats://HOST:PORT or
+    /// tls://HOST:PORT, several separated by commas. The node serves its
+    /// handlers there and sends what neither it nor a peer serves.
+    #[arg(long, value_name = "URLS")]
+    nats: Option<String>,
+    /// NATS options: subject namespace, credentials and TLS files.
+    #[command(flatten)]
+    nats_options: NatsArgs,
+}
+
+/// How `serve --nats` joins NATS: the fields of `NatsOptions`.
+#[derive(Args)]
+struct NatsArgs {
+    /// Prefix of the NATS subjects, so that several PacketFlow systems can
+    /// share one NATS.
+    #[arg(long, value_name = "NAME", default_value = packetflow::net::nats::DEFAULT_NAMESPACE)]
+    nats_namespace: String,
+    /// A NATS .creds file (JWT and NKey seed).
+    #[arg(long, value_name = "FILE")]
+    nats_creds: Option<std::path::PathBuf>,
+    /// NATS user (with --nats-password or PACKETFLOW_NATS_PASSWORD).
+    #[arg(long, value_name = "USER")]
+    nats_user: Option<String>,
+    /// NATS password [env: PACKETFLOW_NATS_PASSWORD].
+    #[arg(long, value_name = "PASSWORD")]
+    nats_password: Option<String>,
+    /// NATS token [env: PACKETFLOW_NATS_TOKEN].
+    #[arg(long, value_name = "TOKEN")]
+    nats_token: Option<String>,
+    /// NATS NKey seed file (its first line is the seed).
+    #[arg(long, value_name = "FILE")]
+    nats_nkey: Option<std::path::PathBuf>,
+    /// PEM file of the CAs a NATS server's certificate must chain to.
+    #[arg(long, value_name = "FILE")]
+    nats_tls_ca: Option<std::path::PathBuf>,
+    /// PEM client certificate for NATS (with --nats-tls-key).
+    #[arg(long, value_name = "FILE")]
+    nats_tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --nats-tls-cert.
+    #[arg(long, value_name = "FILE")]
+    nats_tls_key: Option<std::path::PathBuf>,
+    /// Refuse NATS servers that do not speak TLS.
+    #[arg(long)]
+    nats_require_tls: bool,
+}
+
+impl NatsArgs {
+    /// The options, secrets from the environment when not given as flags;
+    /// an error naming an unreadable NKey file.
+    fn options(&self) -> Result<packetflow::net::NatsOptions, String> {
+        let from_env = |flag: &Option<String>, var: &str| {
+            flag.clone().or_else(|| std::env::var(var).ok()).filter(|v| !v.is_empty())
+        };
+        let nkey_seed = match &self.nats_nkey {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("--nats-nkey {}: {e}", path.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        Ok(packetflow::net::NatsOptions {
+            namespace: self.nats_namespace.clone(),
+            token: from_env(&self.nats_token, "PACKETFLOW_NATS_TOKEN"),
+            user: self.nats_user.clone(),
+            password: from_env(&self.nats_password, "PACKETFLOW_NATS_PASSWORD"),
+            nkey_seed,
+            credentials_file: self.nats_creds.clone(),
+            tls_ca: self.nats_tls_ca.clone(),
+            tls_cert: self.nats_tls_cert.clone(),
+            tls_key: self.nats_tls_key.clone(),
+            require_tls: self.nats_require_tls,
+            ..packetflow::net::NatsOptions::default()
+        })
+    }
 }
 
 #[derive(Args)]
@@ -261,7 +340,7 @@ fn main() -> ExitCode {
     };
     rt.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Submit(args) => submit(args).await,
             Command::Actor(command) => actor::run(command).await,
             Command::Health { url, token } => health::print(&url, token_or_env(&token)).await,
@@ -389,6 +468,20 @@ async fn serve(args: ServeArgs) -> ExitCode {
     for url in &args.connect {
         match node.connect_with(url, args.dial.options(Codec::Json)).await {
             Ok(()) => eprintln!("packetflow: connected to {url}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                node.stop().await;
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(urls) = &args.nats {
+        let joined = match args.nats_options.options() {
+            Ok(options) => node.connect_nats(urls, options).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        match joined {
+            Ok(()) => eprintln!("packetflow: joined NATS at {urls}"),
             Err(e) => {
                 eprintln!("error: {e}");
                 node.stop().await;

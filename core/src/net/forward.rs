@@ -51,7 +51,8 @@ impl Forwarder for Router {
             return Some(Box::pin(forward(node, peer, packet, deadline, origin)));
         }
         let route_key = packet.meta(META_ROUTE_KEY).and_then(Value::as_str);
-        let peer = node.peers.read().route_element(packet.group, &packet.element, route_key, origin)?;
+        let peer = node.peers.read().route_element(packet.group, &packet.element, route_key, origin);
+        let Some(peer) = peer else { return node.over_nats(packet, deadline, origin) };
         let peer = node.around_hub(&packet, peer);
         Some(Box::pin(observed(node, peer, packet, deadline, origin)))
     }
@@ -176,6 +177,33 @@ impl Forwarder for Router {
 }
 
 impl NodeInner {
+    /// The third route, after the local handler and the WebSocket peers: a
+    /// NATS request, when the node joined NATS and the packet did not come
+    /// from there (docs/protocol.md, "NATS").
+    #[cfg(feature = "nats")]
+    fn over_nats(
+        &self,
+        packet: Packet,
+        deadline: Instant,
+        origin: Option<u64>,
+    ) -> Option<BoxFuture<'static, PacketResult>> {
+        let link = self.nats.get()?;
+        if origin == Some(link.origin.0) {
+            return None;
+        }
+        Some(Box::pin(link.clone().request(packet, deadline)))
+    }
+
+    #[cfg(not(feature = "nats"))]
+    fn over_nats(
+        &self,
+        _packet: Packet,
+        _deadline: Instant,
+        _origin: Option<u64>,
+    ) -> Option<BoxFuture<'static, PacketResult>> {
+        None
+    }
+
     /// Where the actor `packet` is for lives, for a packet that is not run
     /// here; `None` for any other packet.
     fn place_actor(&self, packet: &mut Packet, origin: Option<u64>) -> Option<Placement> {

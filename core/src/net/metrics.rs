@@ -62,6 +62,11 @@ pub(crate) fn health(node: &NodeInner) -> Value {
         )
         .collect();
     let handlers: Vec<String> = node.reactor.handler_keys().iter().map(|(g, e)| format!("{g}:{e}")).collect();
+    // The connection to NATS (docs/protocol.md, "NATS"); null off NATS.
+    #[cfg(feature = "nats")]
+    let nats = node.nats.get().map(|link| link.health());
+    #[cfg(not(feature = "nats"))]
+    let nats: Option<Value> = None;
     json!({
         "status": status(node),
         "node_id": node.node_id,
@@ -81,6 +86,7 @@ pub(crate) fn health(node: &NodeInner) -> Value {
         "connections": node.accepted_connections(),
         "queued_bytes": node.queued_bytes.load(std::sync::atomic::Ordering::Relaxed),
         "direct": node.direct.health(node),
+        "nats": nats,
         "busy_poll": node.busy_poll.as_ref().filter(|b| !b.window().is_zero()).map(|b| json!({
             "window_us": b.window().as_micros() as u64,
             "spinning": b.is_spinning(),
@@ -95,7 +101,7 @@ fn labels(h: &HandlerStats) -> String {
     format!("group=\"{}\",element=\"{}\"", h.group, h.element)
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
@@ -222,5 +228,9 @@ pub(crate) fn prometheus(node: &NodeInner) -> String {
         }
     }
     node.direct.prometheus(&mut out);
+    #[cfg(feature = "nats")]
+    if let Some(link) = node.nats.get() {
+        link.prometheus(&mut out);
+    }
     out
 }

@@ -26,6 +26,7 @@
 //! peers; `direct` sends busy routes' packets around a hub, straight to the
 //! node that serves them; `holds` gives back the locks and leases of a
 //! peer whose connection closed; `dashboard` serves the page on `/ui/` and records what it shows;
+//! `nats` joins a NATS system (a third route, after peers);
 //! `socket` is the TCP socket under a connection (on the runtime, or driven
 //! by the host's event loop); `auth`, `tls`, `http`, `metrics` and
 //! `busy_poll` are what their names say.
@@ -83,6 +84,8 @@ mod listener;
 mod liveness;
 mod mailbox;
 mod metrics;
+#[cfg(feature = "nats")]
+pub mod nats;
 mod node;
 mod options;
 mod peers;
@@ -93,6 +96,8 @@ mod tls;
 
 pub use config::{ConnectionSpawner, DirectConfig, NodeConfig};
 pub use dialer::{open_websocket, ClientStream};
+#[cfg(feature = "nats")]
+pub use nats::NatsOptions;
 pub use node::Node;
 pub use options::{ConnectOptions, KeyStyle, ListenOptions, TokenSpec, MIN_TOKEN_LEN};
 #[cfg(unix)]

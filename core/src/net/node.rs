@@ -69,6 +69,9 @@ pub(crate) struct NodeInner {
     pub(crate) direct: DirectPaths,
     /// The locks and leases granted to each connection's peer (see `holds`).
     pub(crate) holds: super::holds::NodeHolds,
+    /// The connection to NATS, once joined (see `nats`).
+    #[cfg(feature = "nats")]
+    pub(crate) nats: std::sync::OnceLock<Arc<super::nats::NatsLink>>,
 }
 
 /// A reactor on the network: listens, dials, routes. Cheap to clone.
@@ -116,6 +119,8 @@ impl Node {
             actor_host_view: Mutex::new(HashMap::new()),
             direct,
             holds: Default::default(),
+            #[cfg(feature = "nats")]
+            nats: std::sync::OnceLock::new(),
         });
         inner.direct.attach(Arc::downgrade(&inner));
         reactor.set_forwarder(Box::new(Router { node: Arc::downgrade(&inner) }));
@@ -178,10 +183,29 @@ impl Node {
     }
 
     /// Dials a peer (`ws://HOST:PORT/packetflow/v1`, or `wss://` verified
-    /// against the system roots) speaking JSON, with no token; see
-    /// [`connect_with`](Self::connect_with).
+    /// against the system roots) speaking JSON, with no token; or, for a
+    /// `nats://` or `tls://` URL (a comma-separated list of servers), joins
+    /// NATS as [`connect_nats`](Self::connect_nats) does with default
+    /// options. See [`connect_with`](Self::connect_with).
     pub async fn connect(&self, url: &str) -> Result<(), PfError> {
         self.connect_with(url, ConnectOptions::default()).await
+    }
+
+    /// Joins a NATS system (docs/protocol.md, "NATS"): connects to one of
+    /// `urls` (`nats://HOST:PORT` or `tls://HOST:PORT`, comma-separated),
+    /// serves each handler key of the reactor as a queue-group endpoint of
+    /// the node's ADR-32 service (kept in step with registrations), and
+    /// sends packets that neither a local handler nor a WebSocket peer
+    /// takes as NATS requests. Returns once the subscriptions are in
+    /// place; after a loss the client reconnects (to any server of the
+    /// cluster) until the node stops.
+    ///
+    /// Errors: PF400 for a malformed URL, namespace or option, or a node
+    /// already on NATS; PF401 when the server refuses the credentials;
+    /// PF503 when no server can be reached or TLS fails.
+    #[cfg(feature = "nats")]
+    pub async fn connect_nats(&self, urls: &str, options: super::nats::NatsOptions) -> Result<(), PfError> {
+        super::nats::connect(&self.inner, urls, options).await
     }
 
     /// Dials a peer with the given options (or just a [`Codec`](crate::Codec)). Returns
@@ -193,7 +217,15 @@ impl Node {
     /// when the node refuses the token (or wanted one); PF429 when it has
     /// reached its connection limit; PF503 when it cannot be reached or the
     /// TLS handshake fails (the message says why, e.g. an unknown issuer).
+    ///
+    /// A `nats://` or `tls://` URL joins NATS instead
+    /// ([`connect_nats`](Self::connect_nats)), with the options' token and
+    /// CA file.
     pub async fn connect_with(&self, url: &str, options: impl Into<ConnectOptions>) -> Result<(), PfError> {
+        #[cfg(feature = "nats")]
+        if super::nats::is_nats_url(url) {
+            return super::nats::connect(&self.inner, url, options.into().into()).await;
+        }
         dialer::connect(&self.inner, url, options.into()).await
     }
 
@@ -209,6 +241,10 @@ impl Node {
         node.stop_signal.notify_waiters();
         if let Some(busy) = &node.busy_poll {
             busy.close();
+        }
+        #[cfg(feature = "nats")]
+        if let Some(nats) = node.nats.get() {
+            nats.close().await;
         }
         let all_closed = node.all_closed.notified();
         if node.live_connections.load(Ordering::Acquire) > 0 {

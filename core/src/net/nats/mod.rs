@@ -1,0 +1,316 @@
+//! A node on NATS (docs/protocol.md, "NATS"): [`Node::connect`] with a
+//! `nats://` or `tls://` URL (or [`Node::connect_nats`]) joins a NATS
+//! system through the `async-nats` client.
+//!
+//! Once joined, every handler key the node's reactor serves is an
+//! endpoint of the node's ADR-32 service (`$SRV.PING`, `$SRV.INFO` and
+//! `$SRV.STATS` answer): a queue-group subscription on the key's subject
+//! (`subject`), kept in step as handlers are registered and unregistered.
+//! A request there runs through the reactor as a WebSocket submit does.
+//! And a packet no local handler and no WebSocket peer takes is sent as a
+//! NATS request (`link`), its metadata in headers (`headers`).
+//!
+//! [`Node::connect`]: super::Node::connect
+//! [`Node::connect_nats`]: super::Node::connect_nats
+
+mod headers;
+mod link;
+mod service;
+mod subject;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::time::Duration;
+
+pub(crate) use link::NatsLink;
+pub use subject::{
+    escape as escape_subject_token, key_subject, parse_key_subject, unescape as unescape_subject_token,
+    DEFAULT_NAMESPACE,
+};
+
+use super::node::NodeInner;
+use super::options::ConnectOptions;
+use crate::error::{ErrorCode, PfError};
+
+/// The queue group every node serving a key joins: NATS hands each request
+/// to one member.
+pub const QUEUE_GROUP: &str = "packetflow";
+/// The ADR-32 service name every node registers under (one instance per
+/// node; `$SRV.PING.packetflow` lists them all).
+pub const SERVICE_NAME: &str = "packetflow";
+
+/// Whether `url` names NATS servers (`nats://` or `tls://`, the first of a
+/// comma-separated list) rather than a WebSocket peer.
+pub fn is_nats_url(url: &str) -> bool {
+    let first = url.split(',').next().unwrap_or("").trim_start();
+    let scheme = first.split("://").next().unwrap_or("");
+    first.contains("://") && (scheme.eq_ignore_ascii_case("nats") || scheme.eq_ignore_ascii_case("tls"))
+}
+
+/// Options of [`Node::connect_nats`](super::Node::connect_nats): the
+/// namespace this node's subjects live in, and the credentials and TLS
+/// files NATS clients take. `Debug` never shows a secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NatsOptions {
+    /// Prefix of every subject (docs/protocol.md, "NATS"), so that several
+    /// PacketFlow systems can share one NATS; default `pf`.
+    pub namespace: String,
+    /// Name of the connection as the server shows it; default
+    /// `packetflow <node id>`.
+    pub name: Option<String>,
+    /// Token auth.
+    pub token: Option<String>,
+    /// User and password auth (both or neither; or in the URL).
+    pub user: Option<String>,
+    /// The password of `user`.
+    pub password: Option<String>,
+    /// NKey auth: the user's seed (`SU...`).
+    pub nkey_seed: Option<String>,
+    /// A `.creds` file (JWT and NKey seed).
+    pub credentials_file: Option<PathBuf>,
+    /// PEM file of the certificate authorities the server's certificate
+    /// must chain to; without it, the system's roots.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for servers that verify clients (with
+    /// `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Refuse a server that does not speak TLS, even for `nats://` URLs.
+    pub require_tls: bool,
+    /// Bound on opening the connection to one server.
+    pub connect_timeout: Duration,
+}
+
+impl Default for NatsOptions {
+    fn default() -> Self {
+        NatsOptions {
+            namespace: DEFAULT_NAMESPACE.into(),
+            name: None,
+            token: None,
+            user: None,
+            password: None,
+            nkey_seed: None,
+            credentials_file: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            require_tls: false,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl fmt::Debug for NatsOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
+        f.debug_struct("NatsOptions")
+            .field("namespace", &self.namespace)
+            .field("name", &self.name)
+            .field("token", &secret(&self.token))
+            .field("user", &self.user)
+            .field("password", &secret(&self.password))
+            .field("nkey_seed", &secret(&self.nkey_seed))
+            .field("credentials_file", &self.credentials_file)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("require_tls", &self.require_tls)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+impl From<ConnectOptions> for NatsOptions {
+    /// The options of a WebSocket dial that mean something to NATS: the
+    /// token, and the CA file for `tls://`.
+    fn from(options: ConnectOptions) -> NatsOptions {
+        NatsOptions { token: options.token, tls_ca: options.tls_ca, ..NatsOptions::default() }
+    }
+}
+
+fn bad_request(message: String) -> PfError {
+    PfError::new(ErrorCode::BadRequest, message)
+}
+
+/// The servers of a comma-separated list of URLs; PF400 naming the one
+/// that is malformed or of another scheme.
+fn parse_servers(urls: &str) -> Result<Vec<async_nats::ServerAddr>, PfError> {
+    let mut servers = Vec::new();
+    for url in urls.split(',').map(str::trim) {
+        let shown = redact(url);
+        if url.is_empty() {
+            return Err(bad_request(format!("NATS URL list {urls:?} holds an empty entry")));
+        }
+        if !is_nats_url(url) {
+            return Err(bad_request(format!("NATS URL {shown:?} must start with nats:// or tls://")));
+        }
+        let server = url.parse().map_err(|e| bad_request(format!("NATS URL {shown:?} is malformed: {e}")))?;
+        servers.push(server);
+    }
+    Ok(servers)
+}
+
+/// `url` with what stands before an `@` after the scheme (credentials)
+/// written `***`, for messages.
+fn redact(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) if at > scheme.len() + 3 => format!("{scheme}://***{}", &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// Credentials written in a URL (`nats://user:password@host`, or
+/// `nats://token@host`) apply when the options give none of that kind:
+/// the client takes them from options only.
+fn with_url_credentials(mut options: NatsOptions, servers: &[async_nats::ServerAddr]) -> NatsOptions {
+    let Some(server) = servers.iter().find(|s| s.has_user_pass()) else { return options };
+    match (server.username(), server.password()) {
+        (Some(user), Some(password)) if options.user.is_none() && options.password.is_none() => {
+            options.user = Some(user.to_owned());
+            options.password = Some(password.to_owned());
+        }
+        (Some(token), None) if options.token.is_none() => options.token = Some(token.to_owned()),
+        _ => {}
+    }
+    options
+}
+
+/// The client's options from ours; PF400 naming a missing file or an
+/// option given without its pair.
+async fn client_options(options: &NatsOptions, node_id: &str) -> Result<async_nats::ConnectOptions, PfError> {
+    let mut client = match &options.credentials_file {
+        Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|e| bad_request(format!("credentials_file {}: {e}", path.display())))?,
+        None => async_nats::ConnectOptions::new(),
+    };
+    if let Some(token) = &options.token {
+        client = client.token(token.clone());
+    }
+    match (&options.user, &options.password) {
+        (Some(user), Some(password)) => client = client.user_and_password(user.clone(), password.clone()),
+        (None, None) => {}
+        _ => return Err(bad_request("user and password must be given together".into())),
+    }
+    if let Some(seed) = &options.nkey_seed {
+        client = client.nkey(seed.clone());
+    }
+    let readable = |field: &str, path: &PathBuf| {
+        std::fs::metadata(path)
+            .map(|_| ())
+            .map_err(|e| bad_request(format!("{field} {}: {e}", path.display())))
+    };
+    if let Some(ca) = &options.tls_ca {
+        readable("tls_ca", ca)?;
+        client = client.add_root_certificates(ca.clone());
+    }
+    match (&options.tls_cert, &options.tls_key) {
+        (Some(cert), Some(key)) => {
+            readable("tls_cert", cert)?;
+            readable("tls_key", key)?;
+            client = client.add_client_certificate(cert.clone(), key.clone());
+        }
+        (None, None) => {}
+        _ => return Err(bad_request("tls_cert and tls_key must be given together".into())),
+    }
+    if options.require_tls {
+        client = client.require_tls(true);
+    }
+    if options.connect_timeout.is_zero() {
+        return Err(bad_request("connect_timeout must be at least 1 ms".into()));
+    }
+    let name = options.name.clone().unwrap_or_else(|| format!("packetflow {node_id}"));
+    Ok(client
+        .name(name)
+        .connection_timeout(options.connect_timeout)
+        // Redial forever: a node leaves NATS only when it stops.
+        .max_reconnects(None::<usize>)
+        // Requests carry their own deadlines (the packet's).
+        .request_timeout(None))
+}
+
+/// Joins NATS: connects to one of `urls`, registers the node's service and
+/// subscribes its handler keys, and returns once those subscriptions are
+/// in place. Errors: PF400 for a bad URL, namespace or option (or a node
+/// already on NATS); PF401 when the server refuses the credentials;
+/// PF503 when no server can be reached or TLS fails.
+pub(crate) async fn connect(node: &Arc<NodeInner>, urls: &str, options: NatsOptions) -> Result<(), PfError> {
+    subject::check_namespace(&options.namespace)?;
+    let servers = parse_servers(urls)?;
+    let options = with_url_credentials(options, &servers);
+    // What messages show of the URLs: never their credentials.
+    let shown: Vec<String> =
+        servers.iter().map(|s| format!("{}://{}:{}", s.scheme(), s.host(), s.port())).collect();
+    let urls = shown.join(",");
+    if node.nats.get().is_some() {
+        return Err(bad_request("this node is already connected to NATS".into()));
+    }
+    let events = Arc::new(link::Events::default());
+    let client_options = client_options(&options, &node.node_id).await?.event_callback({
+        let events = events.clone();
+        move |event| {
+            let events = events.clone();
+            async move { events.record(event) }
+        }
+    });
+    let client = client_options.connect(servers).await.map_err(|e| {
+        use async_nats::ConnectErrorKind as Kind;
+        let code = match e.kind() {
+            Kind::Authentication | Kind::AuthorizationViolation => ErrorCode::Unauthorized,
+            Kind::ServerParse => ErrorCode::BadRequest,
+            _ => ErrorCode::Unavailable,
+        };
+        PfError::new(code, format!("cannot connect to NATS at {urls}: {e}"))
+    })?;
+    let link = NatsLink::start(node, client, events, options.namespace).await?;
+    if node.nats.set(link.clone()).is_err() {
+        link.close().await;
+        return Err(bad_request("this node is already connected to NATS".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_told_apart_by_scheme() {
+        assert!(is_nats_url("nats://127.0.0.1:4222"));
+        assert!(is_nats_url("TLS://a:1,tls://b:2"));
+        assert!(!is_nats_url("ws://127.0.0.1:8443/packetflow/v1"));
+        assert!(!is_nats_url("natsy://x"));
+        assert!(!is_nats_url("127.0.0.1:4222"));
+    }
+
+    #[test]
+    fn messages_never_show_credentials() {
+        assert_eq!(redact("nats://user:secret@host:4222"), "nats://***@host:4222");
+        assert_eq!(redact("nats://host:4222"), "nats://host:4222");
+        let e = parse_servers("nats://a:1,http://user:secret@b:2").unwrap_err();
+        assert!(e.is(ErrorCode::BadRequest));
+        assert!(e.message.contains("http://***@b:2") && !e.message.contains("secret"), "{}", e.message);
+        let e = parse_servers("nats://a:1,,nats://b:2").unwrap_err();
+        assert!(e.message.contains("empty entry"), "{}", e.message);
+    }
+
+    #[test]
+    fn credentials_in_a_url_fill_the_options_that_lack_them() {
+        let servers = parse_servers("nats://a:1,nats://pf:pw@b:2").unwrap();
+        let options = with_url_credentials(NatsOptions::default(), &servers);
+        assert_eq!((options.user.as_deref(), options.password.as_deref()), (Some("pf"), Some("pw")));
+        let given =
+            NatsOptions { user: Some("me".into()), password: Some("mine".into()), ..NatsOptions::default() };
+        let options = with_url_credentials(given, &servers);
+        assert_eq!(options.user.as_deref(), Some("me"));
+        let servers = parse_servers("nats://s3cr3t-token@a:1").unwrap();
+        assert_eq!(
+            with_url_credentials(NatsOptions::default(), &servers).token.as_deref(),
+            Some("s3cr3t-token")
+        );
+        assert!(!format!("{:?}", with_url_credentials(NatsOptions::default(), &servers)).contains("s3cr3t"));
+    }
+}

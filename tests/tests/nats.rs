@@ -1,0 +1,607 @@
+//! Nodes on NATS (docs/protocol.md, "NATS"), through real `nats-server`
+//! processes on loopback ports: one server, or a cluster of three whose
+//! servers route to each other.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use packetflow::net::NatsOptions;
+use packetflow::{
+    json, ErrorCode, Map, Node, NodeConfig, Packet, PacketResult, Priority, Reactor, ReactorConfig, Value,
+};
+use packetflow_tests::nats_server::NatsServer;
+use packetflow_tests::{register_upper, WAIT};
+use tokio::sync::Mutex;
+use tokio::time::{timeout, Instant};
+
+/// A node with no listener (it reaches others through NATS only).
+fn node(name: &str) -> Node {
+    Node::new(
+        Reactor::new(ReactorConfig { name: name.into(), ..ReactorConfig::default() }),
+        NodeConfig::default(),
+    )
+}
+
+fn packet(element: &str, data: Value) -> Packet {
+    Packet::build("df", element, data).unwrap()
+}
+
+async fn submit(node: &Node, packet: Packet) -> PacketResult {
+    timeout(WAIT, node.reactor().submit(packet)).await.expect("every packet is answered in time")
+}
+
+fn code(result: &PacketResult) -> Option<String> {
+    result.err().map(|e| e.code.clone())
+}
+
+/// Waits until `node` reaches `df:element` over NATS (the server learns a
+/// subscription made through another server of its cluster a moment
+/// later): submits until the answer is not PF001, for at most [`WAIT`].
+async fn wait_reachable(node: &Node, element: &str) {
+    let until = Instant::now() + WAIT;
+    loop {
+        let result = submit(node, packet(element, json!("probe"))).await;
+        if !result.err().is_some_and(|e| e.is(ErrorCode::NoHandler)) {
+            return;
+        }
+        assert!(Instant::now() < until, "df:{element} never became reachable over NATS");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packet_crosses_a_three_server_cluster_with_its_metadata() {
+    let servers = NatsServer::cluster(3).await;
+    let serving = node("serving");
+    // The handler reports what its context says about the packet.
+    serving
+        .reactor()
+        .register_sync("df", "inspect", |data, ctx| {
+            Ok(json!({
+                "data": data,
+                "priority": ctx.priority().get(),
+                "trace_id": ctx.trace_id(),
+                "remaining_ms": ctx.remaining().as_millis() as u64,
+                "hops": ctx.metadata().and_then(|m| m.get("pf.hops")).cloned(),
+                "route_key": ctx.metadata().and_then(|m| m.get("pf.route_key")).cloned(),
+            }))
+        })
+        .unwrap();
+    register_upper(serving.reactor());
+    serving.connect(&servers[0].url()).await.unwrap();
+    let asking = node("asking");
+    // A list of servers, as a client is usually given.
+    asking.connect(&format!("{},{}", servers[1].url(), servers[2].url())).await.unwrap();
+    wait_reachable(&asking, "upper").await;
+
+    let result = submit(&asking, packet("upper", json!("over nats"))).await;
+    assert_eq!(result.outcome, Ok(json!("OVER NATS")));
+
+    let mut meta = Map::new();
+    meta.insert("pf.trace_id".into(), json!("trace-abc"));
+    meta.insert("pf.route_key".into(), json!("user 42"));
+    let p = packet("inspect", json!({"n": 1}))
+        .with_priority(Priority::new(9).unwrap())
+        .with_timeout_ms(4000)
+        .with_metadata(meta);
+    let id = p.id.clone();
+    let result = submit(&asking, p).await;
+    assert_eq!(result.packet_id, id);
+    let seen = result.outcome.unwrap();
+    assert_eq!(seen["data"], json!({"n": 1}));
+    assert_eq!(seen["priority"], json!(9));
+    assert_eq!(seen["trace_id"], json!("trace-abc"));
+    assert_eq!(seen["route_key"], json!("user 42"));
+    assert_eq!(seen["hops"], json!(1));
+    let remaining = seen["remaining_ms"].as_u64().unwrap();
+    assert!(remaining <= 4000 && remaining > 2000, "the deadline travels as remaining time: {remaining} ms");
+
+    // Both nodes show their connection; the serving one its key count.
+    let health = asking.health();
+    assert_eq!(health["nats"]["state"], "connected");
+    assert!(health["nats"]["requests_sent"].as_u64().unwrap() >= 2);
+    let health = serving.health();
+    assert_eq!(health["nats"]["served_keys"], 2);
+    assert_eq!(health["nats"]["server"], format!("127.0.0.1:{}", servers[0].port));
+    assert_eq!(health["nats"]["max_payload"], 1 << 20);
+    asking.stop().await;
+    serving.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_nobody_serves_is_pf001_at_once() {
+    let server = NatsServer::start().await;
+    let asking = node("asking");
+    asking.connect(&server.url()).await.unwrap();
+    let started = Instant::now();
+    let result = submit(&asking, packet("nobody", json!(1)).with_timeout_ms(10_000)).await;
+    assert_eq!(code(&result).as_deref(), Some("PF001"), "{result:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "no responders is known at once");
+    assert_eq!(asking.health()["nats"]["no_responders"], 1);
+    let metrics = asking.metrics();
+    assert!(
+        metrics.contains("packetflow_nats_request_failures_total{reason=\"no_responders\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("packetflow_nats_connected 1\n"), "{metrics}");
+    asking.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packet_over_the_servers_max_payload_is_pf413_before_sending() {
+    let server = NatsServer::start().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let serving = node("serving");
+    let counted = calls.clone();
+    serving
+        .reactor()
+        .register_sync("df", "big", move |data, _| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(json!(data.as_str().map_or(0, str::len)))
+        })
+        .unwrap();
+    serving.connect(&server.url()).await.unwrap();
+    let asking = node("asking");
+    asking.connect(&server.url()).await.unwrap();
+    wait_reachable(&asking, "big").await;
+    let before = calls.load(Ordering::SeqCst);
+
+    let result = submit(&asking, packet("big", json!("x".repeat((1 << 20) + 1)))).await;
+    let error = result.err().expect("refused");
+    assert!(error.is(ErrorCode::TooLarge), "{error:?}");
+    assert!(error.message.contains("max_payload of 1048576"), "{}", error.message);
+    assert_eq!(asking.health()["nats"]["too_large"], 1);
+    // A packet just under the limit still goes.
+    let result = submit(&asking, packet("big", json!("x".repeat(1 << 19)))).await;
+    assert_eq!(result.outcome, Ok(json!(1 << 19)));
+    assert_eq!(calls.load(Ordering::SeqCst), before + 1, "the oversize packet never reached the handler");
+    asking.stop().await;
+    serving.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_answer_is_pf408_at_the_deadline() {
+    let server = NatsServer::start().await;
+    let serving = node("serving");
+    serving
+        .reactor()
+        .register("df", "slow", |data, ctx| async move {
+            // Holds the packet past its deadline (the context ends it).
+            ctx.cancelled().await;
+            Ok(data)
+        })
+        .unwrap();
+    register_upper(serving.reactor());
+    serving.connect(&server.url()).await.unwrap();
+    let asking = node("asking");
+    asking.connect(&server.url()).await.unwrap();
+    wait_reachable(&asking, "upper").await;
+    let started = Instant::now();
+    let result = submit(&asking, packet("slow", json!(1)).with_timeout_ms(300)).await;
+    let elapsed = started.elapsed();
+    assert_eq!(code(&result).as_deref(), Some("PF408"), "{result:?}");
+    assert!(elapsed >= Duration::from_millis(290) && elapsed < Duration::from_secs(3), "{elapsed:?}");
+    asking.stop().await;
+    serving.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_group_spreads_requests_over_three_serving_nodes() {
+    let server = NatsServer::start().await;
+    let mut serving = Vec::new();
+    for i in 0..3 {
+        let n = node(&format!("serving-{i}"));
+        n.reactor().register_sync("df", "who", move |_, _| Ok(json!(i))).unwrap();
+        n.connect(&server.url()).await.unwrap();
+        serving.push(n);
+    }
+    let asking = node("asking");
+    asking.connect(&server.url()).await.unwrap();
+    wait_reachable(&asking, "who").await;
+
+    const TOTAL: usize = 3000;
+    let counts: Arc<Mutex<HashMap<u64, usize>>> = Arc::default();
+    let mut pending = FuturesUnordered::new();
+    let mut sent = 0;
+    // At most 64 in flight.
+    while sent < TOTAL || !pending.is_empty() {
+        while sent < TOTAL && pending.len() < 64 {
+            pending.push(submit(&asking, packet("who", json!(null))));
+            sent += 1;
+        }
+        let result = pending.next().await.unwrap();
+        let who = result.outcome.expect("answered").as_u64().unwrap();
+        *counts.lock().await.entry(who).or_default() += 1;
+    }
+    let counts = counts.lock().await;
+    for i in 0..3 {
+        let n = counts.get(&i).copied().unwrap_or(0);
+        assert!((850..=1150).contains(&n), "node {i} answered {n} of {TOTAL}: {counts:?}");
+    }
+    asking.stop().await;
+    for n in serving {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_server_a_node_uses_answers_every_packet_in_flight() {
+    let mut servers = NatsServer::cluster(3).await;
+    let serving = node("serving");
+    serving
+        .reactor()
+        .register("df", "work", |data, _| async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            Ok(data)
+        })
+        .unwrap();
+    serving.connect(&servers[0].url()).await.unwrap();
+    let asking = node("asking");
+    asking.connect(&servers[1].url()).await.unwrap();
+    wait_reachable(&asking, "work").await;
+
+    const TOTAL: usize = 2000;
+    let mut pending = FuturesUnordered::new();
+    let mut sent = 0;
+    let mut outcomes: HashMap<String, usize> = HashMap::new();
+    let mut killed_at = None;
+    while sent < TOTAL || !pending.is_empty() {
+        while sent < TOTAL && pending.len() < 32 {
+            pending.push(submit(&asking, packet("work", json!(sent)).with_timeout_ms(3000)));
+            sent += 1;
+        }
+        // The asking node's server dies with packets in flight.
+        if sent == TOTAL / 4 && killed_at.is_none() {
+            servers[1].kill();
+            killed_at = Some(Instant::now());
+        }
+        let result = pending.next().await.unwrap();
+        let outcome = code(&result).unwrap_or_else(|| "ok".into());
+        assert!(["ok", "PF503", "PF408"].contains(&outcome.as_str()), "{result:?}");
+        *outcomes.entry(outcome).or_default() += 1;
+    }
+    assert_eq!(outcomes.values().sum::<usize>(), TOTAL);
+    assert!(outcomes.get("PF503").copied().unwrap_or(0) > 0, "the loss was seen: {outcomes:?}");
+    assert!(outcomes.get("ok").copied().unwrap_or(0) >= TOTAL / 4 - 32, "{outcomes:?}");
+    // The client fails over to another server of the cluster, and packets
+    // go through again.
+    let until = Instant::now() + WAIT;
+    loop {
+        let result = submit(&asking, packet("work", json!("after"))).await;
+        if result.outcome == Ok(json!("after")) {
+            break;
+        }
+        assert!(Instant::now() < until, "no failover: {result:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let health = asking.health();
+    assert_eq!(health["nats"]["state"], "connected");
+    assert_ne!(health["nats"]["server"], format!("127.0.0.1:{}", servers[1].port));
+    asking.stop().await;
+    serving.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_follow_registrations() {
+    let server = NatsServer::start().await;
+    let serving = node("serving");
+    serving.connect(&server.url()).await.unwrap();
+    let asking = node("asking");
+    asking.connect(&server.url()).await.unwrap();
+    let result = submit(&asking, packet("later", json!(1))).await;
+    assert_eq!(code(&result).as_deref(), Some("PF001"));
+
+    serving.reactor().register_sync("df", "later", |data, _| Ok(data)).unwrap();
+    wait_reachable(&asking, "later").await;
+    assert_eq!(submit(&asking, packet("later", json!(2))).await.outcome, Ok(json!(2)));
+
+    // Unregistered with packets in flight: each is answered at once, by
+    // the handler or PF001 (none is dropped with the subscription).
+    const TOTAL: usize = 400;
+    let mut pending = FuturesUnordered::new();
+    let (mut sent, mut answered, mut unregistered) = (0, HashMap::<String, usize>::new(), false);
+    while sent < TOTAL || !pending.is_empty() {
+        while sent < TOTAL && pending.len() < 32 {
+            pending.push(submit(&asking, packet("later", json!(sent)).with_timeout_ms(60_000)));
+            sent += 1;
+        }
+        if sent >= TOTAL / 4 && !unregistered {
+            assert!(serving.reactor().unregister("df", "later"));
+            unregistered = true;
+        }
+        let result = pending.next().await.unwrap();
+        let outcome = code(&result).unwrap_or_else(|| "ok".into());
+        assert!(["ok", "PF001"].contains(&outcome.as_str()), "{result:?}");
+        *answered.entry(outcome).or_default() += 1;
+    }
+    assert!(answered.contains_key("PF001"), "{answered:?}");
+    let until = Instant::now() + WAIT;
+    loop {
+        let result = submit(&asking, packet("later", json!(3))).await;
+        if code(&result).as_deref() == Some("PF001") {
+            break;
+        }
+        assert!(Instant::now() < until, "df:later still served after unregistering: {result:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    asking.stop().await;
+    serving.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_is_an_adr32_service_listing_its_keys() {
+    let server = NatsServer::start().await;
+    let serving = node("serving");
+    register_upper(serving.reactor());
+    serving.reactor().register_sync("df", "a.b", |data, _| Ok(data)).unwrap();
+    serving.connect(&server.url()).await.unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+
+    let ping = client.request("$SRV.PING.packetflow", "".into()).await.unwrap();
+    let ping: Value = serde_json::from_slice(&ping.payload).unwrap();
+    assert_eq!(ping["type"], "io.nats.micro.v1.ping_response");
+    assert_eq!(ping["metadata"]["node_id"], serving.node_id());
+
+    let info = client.request("$SRV.INFO.packetflow", "".into()).await.unwrap();
+    let info: Value = serde_json::from_slice(&info.payload).unwrap();
+    let mut subjects: Vec<(String, String, String)> = info["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+            (text(&e["subject"]), text(&e["queue_group"]), text(&e["metadata"]["key"]))
+        })
+        .collect();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        vec![
+            ("pf.df.a%2Eb".into(), "packetflow".into(), "df:a.b".into()),
+            ("pf.df.upper".into(), "packetflow".into(), "df:upper".into()),
+        ]
+    );
+
+    // A plain NATS request in the protocol's frames is served too.
+    let frame = json!({"type": "submit", "seq": 7, "payload": {
+        "version": "1.0", "id": "plain-1", "group": "df", "element": "upper", "data": "plain"}});
+    let answer = client.request("pf.df.upper", serde_json::to_vec(&frame).unwrap().into()).await.unwrap();
+    let answer: Value = serde_json::from_slice(&answer.payload).unwrap();
+    assert_eq!(answer["type"], "result", "{answer}");
+    assert_eq!(answer["payload"]["packet_id"], "plain-1");
+    assert_eq!(answer["payload"]["data"], "PLAIN");
+
+    let stats = client.request("$SRV.STATS.packetflow", "".into()).await.unwrap();
+    let stats: Value = serde_json::from_slice(&stats.payload).unwrap();
+    let upper =
+        stats["endpoints"].as_array().unwrap().iter().find(|e| e["subject"] == "pf.df.upper").unwrap();
+    assert_eq!(upper["num_requests"], 1);
+
+    // A body that is not a submit frame is answered with an error frame.
+    let answer = client.request("pf.df.upper", "not json".into()).await.unwrap();
+    let answer: Value = serde_json::from_slice(&answer.payload).unwrap();
+    assert_eq!(answer["type"], "error");
+    assert_eq!(answer["payload"]["code"], "PF400");
+    serving.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_urls_and_options_are_pf400_and_an_unreachable_server_pf503() {
+    let asking = node("asking");
+    let e = asking.connect("nats://127.0.0.1:4222,ws://127.0.0.1:1").await.unwrap_err();
+    assert_eq!(e.code, "PF400", "{e:?}");
+    assert!(e.message.contains("ws://127.0.0.1:1"), "{}", e.message);
+    let e = asking
+        .connect_nats(
+            "nats://127.0.0.1:4222",
+            NatsOptions { namespace: "a.*".into(), ..NatsOptions::default() },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "PF400");
+    assert!(e.message.starts_with("namespace must be"), "{}", e.message);
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let options = NatsOptions { connect_timeout: Duration::from_secs(2), ..NatsOptions::default() };
+    let e = timeout(WAIT, asking.connect_nats(&format!("nats://127.0.0.1:{port}"), options))
+        .await
+        .expect("connect gives up in time")
+        .unwrap_err();
+    assert_eq!(e.code, "PF503", "{e:?}");
+    assert!(asking.health()["nats"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_serving_nodes_server_answers_every_packet_by_its_deadline() {
+    let mut servers = NatsServer::cluster(3).await;
+    let serving = node("serving");
+    serving
+        .reactor()
+        .register("df", "work", |data, _| async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            Ok(data)
+        })
+        .unwrap();
+    serving.connect(&servers[0].url()).await.unwrap();
+    let asking = node("asking");
+    asking.connect(&servers[1].url()).await.unwrap();
+    wait_reachable(&asking, "work").await;
+
+    const TOTAL: usize = 1000;
+    let mut pending = FuturesUnordered::new();
+    let (mut sent, mut killed) = (0, false);
+    let mut outcomes: HashMap<String, usize> = HashMap::new();
+    while sent < TOTAL || !pending.is_empty() {
+        while sent < TOTAL && pending.len() < 32 {
+            pending.push(submit(&asking, packet("work", json!(sent)).with_timeout_ms(1000)));
+            sent += 1;
+        }
+        // The serving node's server dies: its answers in flight are lost.
+        if sent >= TOTAL / 4 && !killed {
+            servers[0].kill();
+            killed = true;
+        }
+        let result = pending.next().await.unwrap();
+        let outcome = code(&result).unwrap_or_else(|| "ok".into());
+        // PF001 too: until the serving node is back on another server,
+        // nobody serves the key.
+        assert!(["ok", "PF408", "PF503", "PF001"].contains(&outcome.as_str()), "{result:?}");
+        *outcomes.entry(outcome).or_default() += 1;
+    }
+    assert_eq!(outcomes.values().sum::<usize>(), TOTAL, "{outcomes:?}");
+    // The serving node comes back through another server.
+    let until = Instant::now() + WAIT;
+    loop {
+        let result = submit(&asking, packet("work", json!("after"))).await;
+        if result.outcome == Ok(json!("after")) {
+            break;
+        }
+        assert!(Instant::now() < until, "the serving node never came back: {result:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_ne!(serving.health()["nats"]["server"], format!("127.0.0.1:{}", servers[0].port));
+    asking.stop().await;
+    serving.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_a_password_takes_the_right_one_only() {
+    let server = NatsServer::start_with(&["--user", "pf", "--pass", "right-password"]).await;
+    let options = |password: &str| NatsOptions {
+        user: Some("pf".into()),
+        password: Some(password.into()),
+        ..NatsOptions::default()
+    };
+    let refused = node("refused");
+    let e = refused.connect_nats(&server.url(), options("wrong-password")).await.unwrap_err();
+    assert_eq!(e.code, "PF401", "{e:?}");
+    let e = refused.connect(&server.url()).await.unwrap_err();
+    assert_eq!(e.code, "PF401", "{e:?}");
+
+    let serving = node("serving");
+    register_upper(serving.reactor());
+    serving.connect_nats(&server.url(), options("right-password")).await.unwrap();
+    let asking = node("asking");
+    // Credentials in the URL work as well.
+    asking.connect(&format!("nats://pf:right-password@127.0.0.1:{}", server.port)).await.unwrap();
+    wait_reachable(&asking, "upper").await;
+    assert_eq!(submit(&asking, packet("upper", json!("secret"))).await.outcome, Ok(json!("SECRET")));
+    asking.stop().await;
+    serving.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_urls_verify_the_server_against_the_given_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let dir = packetflow_tests::TempDir::new("nats-tls");
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "PacketFlow NATS test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &Issuer::from_params(&ca_params, &ca_key))
+        .unwrap();
+    let other_key = KeyPair::generate().unwrap();
+    let mut other_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    other_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let other_ca = other_params.self_signed(&other_key).unwrap();
+    let ca_file = dir.file("ca.pem", &ca.pem());
+    let other_ca_file = dir.file("other-ca.pem", &other_ca.pem());
+    let cert = dir.file("cert.pem", &leaf.pem());
+    let key = dir.file("key.pem", &leaf_key.serialize_pem());
+    let server = NatsServer::start_with(&[
+        "--tls",
+        "--tlscert",
+        cert.to_str().unwrap(),
+        "--tlskey",
+        key.to_str().unwrap(),
+    ])
+    .await;
+    let url = format!("tls://127.0.0.1:{}", server.port);
+    let with_ca =
+        |ca: &std::path::Path| NatsOptions { tls_ca: Some(ca.to_owned()), ..NatsOptions::default() };
+
+    let refused = node("refused");
+    let e = timeout(WAIT, refused.connect_nats(&url, with_ca(&other_ca_file))).await.unwrap().unwrap_err();
+    assert_eq!(e.code, "PF503", "{e:?}");
+    let serving = node("serving");
+    register_upper(serving.reactor());
+    serving.connect_nats(&url, with_ca(&ca_file)).await.unwrap();
+    let asking = node("asking");
+    // connect_with: the CA of the WebSocket options serves tls:// too.
+    let options = packetflow::ConnectOptions { tls_ca: Some(ca_file.clone()), ..Default::default() };
+    asking.connect_with(&url, options).await.unwrap();
+    wait_reachable(&asking, "upper").await;
+    assert_eq!(submit(&asking, packet("upper", json!("sealed"))).await.outcome, Ok(json!("SEALED")));
+    asking.stop().await;
+    serving.stop().await;
+}
+
+/// Request/reply through one server, PacketFlow beside plain `async-nats`
+/// (a responder echoing, a requester waiting for each answer): prints
+/// requests/s and p50 of each. Timing on a shared machine: run on its own,
+/// `cargo test --release --test nats -- --ignored --nocapture speed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn speed_of_request_reply_beside_plain_async_nats() {
+    const N: usize = 5000;
+    let server = NatsServer::start().await;
+    let summary = |label: &str, mut micros: Vec<u64>, total: Duration| {
+        micros.sort_unstable();
+        let (p50, p99) = (micros[micros.len() / 2], micros[micros.len() * 99 / 100]);
+        let rps = micros.len() as f64 / total.as_secs_f64();
+        println!("{label}: {rps:.0} requests/s, p50 {p50} us, p99 {p99} us");
+        (rps, p50)
+    };
+
+    // Plain async-nats: a responder task and a requester.
+    let responder = async_nats::connect(server.url()).await.unwrap();
+    let mut requests = responder.subscribe("plain.echo").await.unwrap();
+    let echo = tokio::spawn(async move {
+        while let Some(message) = requests.next().await {
+            if let Some(reply) = message.reply {
+                responder.publish(reply, message.payload).await.unwrap();
+            }
+        }
+    });
+    let requester = async_nats::connect(server.url()).await.unwrap();
+    let body = serde_json::to_vec(&json!("ping")).unwrap();
+    let mut micros = Vec::with_capacity(N);
+    let started = Instant::now();
+    for _ in 0..N {
+        let sent = Instant::now();
+        requester.request("plain.echo", body.clone().into()).await.unwrap();
+        micros.push(sent.elapsed().as_micros() as u64);
+    }
+    let plain = summary("plain async-nats", micros, started.elapsed());
+    echo.abort();
+
+    let serving = node("serving");
+    serving.reactor().register_sync("df", "echo", |data, _| Ok(data)).unwrap();
+    serving.connect(&server.url()).await.unwrap();
+    let asking = node("asking");
+    asking.connect(&server.url()).await.unwrap();
+    wait_reachable(&asking, "echo").await;
+    let mut micros = Vec::with_capacity(N);
+    let started = Instant::now();
+    for _ in 0..N {
+        let sent = Instant::now();
+        let result = asking.reactor().submit(packet("echo", json!("ping"))).await;
+        assert!(result.is_success(), "{result:?}");
+        micros.push(sent.elapsed().as_micros() as u64);
+    }
+    let ours = summary("packetflow over nats", micros, started.elapsed());
+    println!(
+        "ratio: {:.2}x the requests/s, {:.2}x the p50",
+        ours.0 / plain.0,
+        ours.1 as f64 / plain.1 as f64
+    );
+    asking.stop().await;
+    serving.stop().await;
+}
