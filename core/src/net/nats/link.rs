@@ -427,6 +427,14 @@ impl NatsLink {
     }
 }
 
+impl Drop for NatsLink {
+    /// A node dropped without being stopped: its tasks end too (they hold
+    /// the subscriptions, and with them the connection).
+    fn drop(&mut self) {
+        self.closed.cancel();
+    }
+}
+
 /// Serves one key's endpoint until `stop` (see [`NatsLink::answer`]).
 /// Stopped, the subscription is drained: the requests the server sent
 /// before it saw the UNSUB are still answered (PF001 once the key is gone)
