@@ -227,8 +227,17 @@ async fn a_queue_group_spreads_requests_over_three_serving_nodes() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_the_server_a_node_uses_answers_every_packet_in_flight() {
+/// A node serving `df:work` (2 ms a packet) through server 0 of a cluster of
+/// three, and one asking through server 1: `total` packets of `timeout_ms`
+/// sent 32 at a time, server `victim` killed once a quarter of them were
+/// sent. Every outcome must be `ok` or one of `codes` -> the servers, the
+/// serving and the asking node, and the count of each outcome.
+async fn kill_mid_traffic(
+    victim: usize,
+    total: usize,
+    timeout_ms: u64,
+    codes: &[&str],
+) -> (Vec<NatsServer>, Node, Node, HashMap<String, usize>) {
     let mut servers = NatsServer::cluster(3).await;
     let serving = node("serving");
     serving
@@ -243,40 +252,52 @@ async fn killing_the_server_a_node_uses_answers_every_packet_in_flight() {
     asking.connect(&servers[1].url()).await.unwrap();
     wait_reachable(&asking, "work").await;
 
-    const TOTAL: usize = 2000;
     let mut pending = FuturesUnordered::new();
-    let mut sent = 0;
+    let (mut sent, mut killed) = (0, false);
     let mut outcomes: HashMap<String, usize> = HashMap::new();
-    let mut killed_at = None;
-    while sent < TOTAL || !pending.is_empty() {
-        while sent < TOTAL && pending.len() < 32 {
-            pending.push(submit(&asking, packet("work", json!(sent)).with_timeout_ms(3000)));
+    while sent < total || !pending.is_empty() {
+        while sent < total && pending.len() < 32 {
+            pending.push(submit(&asking, packet("work", json!(sent)).with_timeout_ms(timeout_ms)));
             sent += 1;
         }
-        // The asking node's server dies with packets in flight.
-        if sent == TOTAL / 4 && killed_at.is_none() {
-            servers[1].kill();
-            killed_at = Some(Instant::now());
+        if sent >= total / 4 && !killed {
+            servers[victim].kill();
+            killed = true;
         }
         let result = pending.next().await.unwrap();
         let outcome = code(&result).unwrap_or_else(|| "ok".into());
-        assert!(["ok", "PF503", "PF408"].contains(&outcome.as_str()), "{result:?}");
+        assert!(outcome == "ok" || codes.contains(&outcome.as_str()), "{result:?}");
         *outcomes.entry(outcome).or_default() += 1;
     }
-    assert_eq!(outcomes.values().sum::<usize>(), TOTAL);
+    assert_eq!(outcomes.values().sum::<usize>(), total, "{outcomes:?}");
+    drop(pending);
+    (servers, serving, asking, outcomes)
+}
+
+/// Waits until `asking` gets `df:work` answered again; `what` names what
+/// has to happen first, for the failure.
+async fn until_work_answered(asking: &Node, what: &str) {
+    let until = Instant::now() + WAIT;
+    loop {
+        let result = submit(asking, packet("work", json!("after"))).await;
+        if result.outcome == Ok(json!("after")) {
+            return;
+        }
+        assert!(Instant::now() < until, "{what}: {result:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_server_a_node_uses_answers_every_packet_in_flight() {
+    // The asking node's server dies with packets in flight.
+    const TOTAL: usize = 2000;
+    let (servers, serving, asking, outcomes) = kill_mid_traffic(1, TOTAL, 3000, &["PF503", "PF408"]).await;
     assert!(outcomes.get("PF503").copied().unwrap_or(0) > 0, "the loss was seen: {outcomes:?}");
     assert!(outcomes.get("ok").copied().unwrap_or(0) >= TOTAL / 4 - 32, "{outcomes:?}");
     // The client fails over to another server of the cluster, and packets
     // go through again.
-    let until = Instant::now() + WAIT;
-    loop {
-        let result = submit(&asking, packet("work", json!("after"))).await;
-        if result.outcome == Ok(json!("after")) {
-            break;
-        }
-        assert!(Instant::now() < until, "no failover: {result:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_work_answered(&asking, "no failover").await;
     let health = asking.health();
     assert_eq!(health["nats"]["state"], "connected");
     assert_ne!(health["nats"]["server"], format!("127.0.0.1:{}", servers[1].port));
@@ -416,52 +437,11 @@ async fn bad_urls_and_options_are_pf400_and_an_unreachable_server_pf503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_serving_nodes_server_answers_every_packet_by_its_deadline() {
-    let mut servers = NatsServer::cluster(3).await;
-    let serving = node("serving");
-    serving
-        .reactor()
-        .register("df", "work", |data, _| async move {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-            Ok(data)
-        })
-        .unwrap();
-    serving.connect(&servers[0].url()).await.unwrap();
-    let asking = node("asking");
-    asking.connect(&servers[1].url()).await.unwrap();
-    wait_reachable(&asking, "work").await;
-
-    const TOTAL: usize = 1000;
-    let mut pending = FuturesUnordered::new();
-    let (mut sent, mut killed) = (0, false);
-    let mut outcomes: HashMap<String, usize> = HashMap::new();
-    while sent < TOTAL || !pending.is_empty() {
-        while sent < TOTAL && pending.len() < 32 {
-            pending.push(submit(&asking, packet("work", json!(sent)).with_timeout_ms(1000)));
-            sent += 1;
-        }
-        // The serving node's server dies: its answers in flight are lost.
-        if sent >= TOTAL / 4 && !killed {
-            servers[0].kill();
-            killed = true;
-        }
-        let result = pending.next().await.unwrap();
-        let outcome = code(&result).unwrap_or_else(|| "ok".into());
-        // PF001 too: until the serving node is back on another server,
-        // nobody serves the key.
-        assert!(["ok", "PF408", "PF503", "PF001"].contains(&outcome.as_str()), "{result:?}");
-        *outcomes.entry(outcome).or_default() += 1;
-    }
-    assert_eq!(outcomes.values().sum::<usize>(), TOTAL, "{outcomes:?}");
-    // The serving node comes back through another server.
-    let until = Instant::now() + WAIT;
-    loop {
-        let result = submit(&asking, packet("work", json!("after"))).await;
-        if result.outcome == Ok(json!("after")) {
-            break;
-        }
-        assert!(Instant::now() < until, "the serving node never came back: {result:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The serving node's server dies: its answers in flight are lost. PF001
+    // too: until the serving node is back on another server, nobody serves
+    // the key.
+    let (servers, serving, asking, _) = kill_mid_traffic(0, 1000, 1000, &["PF408", "PF503", "PF001"]).await;
+    until_work_answered(&asking, "the serving node never came back").await;
     assert_ne!(serving.health()["nats"]["server"], format!("127.0.0.1:{}", servers[0].port));
     asking.stop().await;
     serving.stop().await;
