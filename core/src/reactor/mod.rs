@@ -792,7 +792,11 @@ impl Reactor {
         deadline: Instant,
         origin: Option<Origin>,
     ) -> PacketResult {
-        self.resume(self.try_submit(packet, start, deadline, origin, false), start, deadline, origin).await
+        match self.try_submit(packet, start, deadline, origin, false) {
+            // Answered at once: no `resume` future is made (the hot path).
+            Immediate::Done(result) => result,
+            first => self.resume(first, start, deadline, origin).await,
+        }
     }
 
     /// The rest of [`submit_from`](Self::submit_from) for what
