@@ -47,7 +47,7 @@ pub use store::{ActorStore, FileStore, MemoryStore, Record};
 
 pub(crate) use host::{HostSettings, TypeHost};
 pub(crate) use migration::refused_adopt;
-pub(crate) use turn_id::MadeTurnId;
+pub(crate) use turn_id::{made_id, next_number, MadeTurnId};
 
 use crate::error::{ErrorCode, PfError};
 use crate::packet::Packet;

@@ -183,6 +183,11 @@ impl PacketId {
         &self.0
     }
 
+    /// The id's text, shared rather than copied.
+    pub(crate) fn shared(&self) -> Arc<str> {
+        self.0.clone()
+    }
+
     /// The id, if its length is valid; `field` names it in the error (and is
     /// only formatted then).
     fn checked(id: &str, field: impl FnOnce() -> String) -> Result<PacketId, PfError> {

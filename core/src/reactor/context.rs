@@ -1,16 +1,18 @@
 //! [`Context`]: what a handler knows about the packet it serves.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::task::Poll;
 
 use serde_json::{Map, Value};
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+use super::in_place::{InPlace, InPlaceRoute};
 use super::{Immediate, Reactor};
 use crate::actor::{ActorRef, MadeTurnId, Op, META_TURNS};
 use crate::error::{ErrorCode, PfError};
-use crate::packet::{Group, Packet, PacketId, Priority, META_TRACE_ID};
+use crate::packet::{Element, Group, Packet, PacketId, Priority, META_TRACE_ID};
 use crate::result::PacketResult;
 
 /// The packet's identity, metadata, deadline and priority, its
@@ -97,6 +99,9 @@ pub(crate) enum ContextId {
     /// The turn of a message sent through the actor API, whose id is made
     /// when first read.
     Made(MadeTurnId),
+    /// A call run in place (`in_place`): no packet, its id made when
+    /// first read.
+    InPlace(Arc<InPlace>),
 }
 
 impl Context {
@@ -119,6 +124,7 @@ impl Context {
         match &self.id {
             ContextId::Given(id) => id,
             ContextId::Made(made) => made.get(&self.reactor),
+            ContextId::InPlace(call) => call.id(),
         }
     }
 
@@ -130,6 +136,7 @@ impl Context {
         match &self.id {
             ContextId::Given(id) => Some(id),
             ContextId::Made(made) => made.existing(),
+            ContextId::InPlace(call) => call.existing_id(),
         }
     }
 
@@ -137,12 +144,18 @@ impl Context {
     /// it started its trace, whose id is then its own
     /// ([`trace_id`](Self::trace_id)).
     pub fn inherited_trace_id(&self) -> Option<&str> {
+        if let ContextId::InPlace(call) = &self.id {
+            return Some(call.trace());
+        }
         self.metadata.as_ref().and_then(|m| m.get(META_TRACE_ID)).and_then(Value::as_str)
     }
 
     /// The packet's metadata, if it had any.
     pub fn metadata(&self) -> Option<&Map<String, Value>> {
-        self.metadata.as_ref()
+        match &self.id {
+            ContextId::InPlace(call) => Some(call.metadata()),
+            _ => self.metadata.as_ref(),
+        }
     }
 
     /// Whether the calls made on this packet's behalf may not reach
@@ -175,7 +188,10 @@ impl Context {
     /// handler returns. For work a handler runs beside its future (a
     /// thread, a spawned task, a binding's host task) to poll.
     pub fn is_cancelled(&self) -> bool {
-        self.reactor.inner.inflight.is_cancelled(self.packet_id())
+        match &self.id {
+            ContextId::InPlace(call) => call.is_cancelled(&self.reactor),
+            _ => self.reactor.inner.inflight.is_cancelled(self.packet_id()),
+        }
     }
 
     /// Resolves once [`is_cancelled`](Self::is_cancelled) turns true. The
@@ -194,6 +210,9 @@ impl Context {
     /// The packet's signal: the one its in-flight entry holds while it
     /// runs, or a fired one for a packet that is over.
     fn signal(&self) -> CancellationToken {
+        if let ContextId::InPlace(call) = &self.id {
+            return call.signal(&self.reactor);
+        }
         self.reactor.inner.inflight.signal(self.packet_id()).unwrap_or_else(|| {
             let over = CancellationToken::new();
             over.cancel();
@@ -229,7 +248,11 @@ impl Context {
         data: Value,
         options: CallOptions,
     ) -> Result<Value, PfError> {
-        self.call_packet(Packet::build(group, element, data)?, options).await
+        let (group, element) = (Group::parse(group)?, Element::new(element)?);
+        match self.start_call_to(group, &element, data, options) {
+            Call::Answered(answer) => answer,
+            Call::Pending(call) => call.answer().await,
+        }
     }
 
     /// [`call_with`](Self::call_with) of a packet already built (its key
@@ -241,9 +264,52 @@ impl Context {
         }
     }
 
+    /// Starts a call of `group:element` with `data`: one a local sync
+    /// handler serves runs in place (no child packet, see `in_place`);
+    /// any other as [`start_call`](Self::start_call) does.
+    pub(crate) fn start_call_to(
+        &self,
+        group: Group,
+        element: &Element,
+        data: Value,
+        options: CallOptions,
+    ) -> Call<'_> {
+        match self.reactor.in_place_route(group, element).filter(|_| !self.chained()) {
+            Some(route) => Call::Answered(self.call_in_place(&route, group, element, data, options)),
+            None => self.start_call(Packet::new(group, element.clone(), data), options),
+        }
+    }
+
+    /// Whether this packet's calls carry a reentrancy chain (`pf.turns`),
+    /// which only a child packet holds: then none runs in place.
+    pub(crate) fn chained(&self) -> bool {
+        self.turn || carries_chain(self.metadata.as_ref())
+    }
+
+    /// Calls `group:element`, whose handler `route` holds, in place (see
+    /// `in_place`), with the rules of every call: it may not outlive this
+    /// packet, nor its deadline, nor reach `mc:*` when barred.
+    pub(crate) fn call_in_place(
+        &self,
+        route: &InPlaceRoute,
+        group: Group,
+        element: &Element,
+        data: Value,
+        options: CallOptions,
+    ) -> Result<Value, PfError> {
+        let bar_mc = options.bar_mc || self.bars_mc();
+        // One clock read: the call's time counts from here.
+        let now = Instant::now();
+        let remaining_ms = self.may_call(group, element.as_str(), bar_mc, now)?;
+        let timeout_ms = options.timeout_ms.map_or(remaining_ms, |t| remaining_ms.min(t.max(1)));
+        let deadline = now + Duration::from_millis(timeout_ms);
+        let priority = options.priority.unwrap_or(self.priority);
+        self.reactor.run_in_place(self, route, data, (now, deadline), priority, bar_mc)
+    }
+
     /// Starts [`call_packet`](Self::call_packet) here and now: a child for
     /// a local sync handler is answered before this returns, with no
-    /// future made for it (what a standard element's steps mostly are).
+    /// future made for it.
     pub(crate) fn start_call(&self, mut packet: Packet, options: CallOptions) -> Call<'_> {
         if options.bar_mc {
             packet.bar_mc();
@@ -318,28 +384,9 @@ impl Context {
     /// when this packet has one. PF403 for an `mc:*` child of a packet
     /// that may not reach it (or that `packet` is marked itself).
     pub(crate) fn child(&self, mut packet: Packet, priority: Option<Priority>) -> Result<Packet, PfError> {
-        let (group, element) = (packet.group.as_str(), packet.element.as_str());
-        let inflight = &self.reactor.inner.inflight;
-        if !inflight.is_running(self.packet_id()) {
-            if inflight.ended_cancelled(self.packet_id()) {
-                return Err(PfError::new(
-                    ErrorCode::Cancelled,
-                    format!(
-                        "ctx.call to {group}:{element} refused: packet {} was cancelled",
-                        self.packet_id()
-                    ),
-                ));
-            }
-            return Err(late_call_error(group, element));
-        }
-        let remaining_ms = self.remaining().as_millis();
-        if remaining_ms == 0 {
-            return Err(PfError::new(ErrorCode::Timeout, format!("no time left to call {group}:{element}")));
-        }
-        if self.bars_mc() || packet.bars_mc() {
-            if packet.group == Group::MetaCompute {
-                return Err(mc_refused(group, element));
-            }
+        let bar_mc = self.bars_mc() || packet.bars_mc();
+        let remaining_ms = self.may_call(packet.group, packet.element.as_str(), bar_mc, Instant::now())?;
+        if bar_mc {
             packet.bar_mc();
         }
         packet.priority = priority.unwrap_or(self.priority);
@@ -353,8 +400,50 @@ impl Context {
         if let Some(turns) = turns {
             meta.insert(META_TURNS.to_owned(), Value::Array(turns));
         }
-        Ok(packet.with_timeout_ms(remaining_ms.min(u128::from(crate::packet::MAX_TIMEOUT_MS)) as u64))
+        Ok(packet.with_timeout_ms(remaining_ms))
     }
+
+    /// The time a call of `group:element` made `now` may take, in ms; or
+    /// why it may not be made: this packet was answered or cancelled, its
+    /// time is up, or (`bar_mc`) the call may not reach `mc:*`.
+    fn may_call(&self, group: Group, element: &str, bar_mc: bool, now: Instant) -> Result<u64, PfError> {
+        let running = match &self.id {
+            ContextId::InPlace(call) => call.is_running(&self.reactor),
+            _ => self.reactor.inner.inflight.is_running(self.packet_id()),
+        };
+        if !running {
+            let cancelled = match &self.id {
+                ContextId::InPlace(call) => {
+                    !call.has_ended() && self.reactor.inner.inflight.is_cancelled(&call.packet)
+                }
+                _ => self.reactor.inner.inflight.ended_cancelled(self.packet_id()),
+            };
+            if cancelled {
+                return Err(PfError::new(
+                    ErrorCode::Cancelled,
+                    format!(
+                        "ctx.call to {group}:{element} refused: packet {} was cancelled",
+                        self.packet_id()
+                    ),
+                ));
+            }
+            return Err(late_call_error(group.as_str(), element));
+        }
+        let remaining_ms = self.deadline.saturating_duration_since(now).as_millis();
+        if remaining_ms == 0 {
+            return Err(PfError::new(ErrorCode::Timeout, format!("no time left to call {group}:{element}")));
+        }
+        if bar_mc && group == Group::MetaCompute {
+            return Err(mc_refused(group.as_str(), element));
+        }
+        Ok(remaining_ms.min(u128::from(crate::packet::MAX_TIMEOUT_MS)) as u64)
+    }
+}
+
+/// Whether a packet with `metadata` carries a reentrancy chain
+/// (`pf.turns`): its calls are then child packets that carry it on.
+pub(crate) fn carries_chain(metadata: Option<&Map<String, Value>>) -> bool {
+    metadata.is_some_and(|m| m.contains_key(META_TURNS))
 }
 
 /// The answer to a call to `mc:*` made on behalf of a packet that may not

@@ -4,6 +4,7 @@
 
 mod context;
 mod handler;
+mod in_place;
 mod inflight;
 mod scheduler;
 mod stats;
@@ -24,10 +25,11 @@ use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
 pub(crate) use context::mc_refused;
-pub(crate) use context::Call;
 pub(crate) use context::ContextId;
+pub(crate) use context::{carries_chain, Call};
 pub use context::{late_call_error, CallOptions, Context};
 pub use handler::{Handler, HandlerError, HandlerResult};
+pub(crate) use in_place::InPlaceRoute;
 pub use stats::{HandlerStats, ReactorStats};
 pub use tuning::{Setting, MAX_CONCURRENCY};
 // The same histogram counts the keys a node forwards (its dashboard), and
@@ -322,15 +324,34 @@ pub(crate) struct Route {
     /// The key's own concurrency limit (`mc:scale`), if it has one: a
     /// packet takes a slot here before one of the reactor's.
     limit: Option<Arc<Scheduler>>,
-    /// For a standard element whose reads need no future (an `rm:cache`
-    /// get): their answer, tried before the handler.
-    answer_now: Option<Arc<NowFn>>,
+    /// For a standard element that can answer some packets at once: how,
+    /// tried before its handler.
+    now: Option<Now>,
+}
+
+/// How a standard element answers a packet at once, without its (async)
+/// handler's future.
+#[derive(Clone)]
+pub(crate) enum Now {
+    /// A read it answers before the packet is marked in flight.
+    Answer(Arc<NowFn>),
+    /// Work it prepared for the packet that runs to its end at once, as a
+    /// sync handler does (marked in flight, with the packet's context).
+    Run(Arc<RunNowFn>),
 }
 
 /// A standard element's answer to `data` when it has one at once and
 /// giving it changes nothing (a read); `None`: its handler takes the
 /// packet. It runs before the packet is marked in flight.
 pub(crate) type NowFn = dyn Fn(&Value, &Reactor) -> Option<HandlerResult> + Send + Sync;
+
+/// A standard element's work for `packet` when it can run to its end at
+/// once (a `cf:seq` whose every step runs in place); `None`: its handler
+/// takes the packet. It may read the packet only: nothing has run yet.
+pub(crate) type RunNowFn = dyn Fn(&Packet, &Reactor) -> Option<Box<NowWork>> + Send + Sync;
+
+/// Prepared work ([`RunNowFn`]): given the packet's data and context.
+pub(crate) type NowWork = dyn FnOnce(Value, &Context) -> HandlerResult + Send;
 
 /// Handlers by group, then element. Replaced whole on (un)registration and
 /// read without locks; looking up borrows the packet's `&str`, so no key is
@@ -462,26 +483,20 @@ impl Reactor {
             }
         };
         let limit = self.inner.tuned.limit_of(group, &element);
-        slot.insert(element, Arc::new(Route { target, stats, limit, answer_now: None }));
+        slot.insert(element, Arc::new(Route { target, stats, limit, now: None }));
         self.inner.handlers.store(Arc::new(table));
         self.inner.handlers_version.send_modify(|v| *v += 1);
     }
 
     /// Hosts `handler` as the built-in standard element `group:element`,
-    /// below any handler of the same key here or on a peer; `answer_now`
-    /// answers its reads that need no future.
-    pub(crate) fn install_builtin(
-        &self,
-        group: Group,
-        element: Element,
-        handler: Handler,
-        answer_now: Option<Arc<NowFn>>,
-    ) {
+    /// below any handler of the same key here or on a peer; `now` answers
+    /// the packets it can answer at once.
+    pub(crate) fn install_builtin(&self, group: Group, element: Element, handler: Handler, now: Option<Now>) {
         let _writer = self.inner.registering.lock();
         let mut table = HandlerTable::clone(&self.inner.builtins.load());
         let limit = self.inner.tuned.limit_of(group, &element);
         let stats = Arc::new(Stats::new());
-        let route = Route { target: Target::Handler(handler), stats, limit, answer_now };
+        let route = Route { target: Target::Handler(handler), stats, limit, now };
         table.by_group[group.index()].insert(element, Arc::new(route));
         self.inner.builtins.store(Arc::new(table));
         // A node announces its standard elements (`hello.stdlib`).
@@ -894,14 +909,27 @@ impl Reactor {
         bar_mc: bool,
     ) -> Immediate<P> {
         let packet = owned.packet();
-        if let Some(now) = route.answer_now.as_deref().filter(|_| route.limit.is_none()) {
-            if let Some(outcome) = now(&packet.data, self) {
-                let Some(mut guard) = self.inner.inflight.begin(&packet.id, 0) else {
-                    return Immediate::Later(owned); // the slow path answers PF409
-                };
-                let id = packet.id.clone();
-                return Immediate::Done(self.finish(&route.stats, &mut guard, id, outcome, start));
+        match route.now.as_ref().filter(|_| route.limit.is_none()) {
+            Some(Now::Answer(now)) => {
+                if let Some(outcome) = now(&packet.data, self) {
+                    let Some(mut guard) = self.inner.inflight.begin(&packet.id, 0) else {
+                        return Immediate::Later(owned); // the slow path answers PF409
+                    };
+                    let id = packet.id.clone();
+                    return Immediate::Done(self.finish(&route.stats, &mut guard, id, outcome, start));
+                }
             }
+            Some(Now::Run(prepare)) => {
+                if let Some(work) = prepare(packet, self) {
+                    let Some(mut guard) = self.inner.inflight.begin(&packet.id, 0) else {
+                        return Immediate::Later(owned); // the slow path answers PF409
+                    };
+                    let id = packet.id.clone();
+                    let outcome = self.run_now(work, owned.into_packet(), deadline, bar_mc);
+                    return Immediate::Done(self.finish(&route.stats, &mut guard, id, outcome, start));
+                }
+            }
+            None => {}
         }
         let f = match &route.target {
             // A key with a limit of its own may have to wait for a slot.
@@ -1037,6 +1065,16 @@ impl Reactor {
         let mut ctx = Context::new(self.clone(), ContextId::Given(id), metadata, deadline, priority, false);
         ctx.bar_mc = bar_mc;
         std::panic::catch_unwind(AssertUnwindSafe(|| f(data, &ctx)))
+            .unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))
+    }
+
+    /// Runs a standard element's prepared work as [`run_sync`](Self::run_sync)
+    /// runs a sync handler.
+    fn run_now(&self, work: Box<NowWork>, packet: Packet, deadline: Instant, bar_mc: bool) -> HandlerResult {
+        let Packet { id, data, metadata, priority, .. } = packet;
+        let mut ctx = Context::new(self.clone(), ContextId::Given(id), metadata, deadline, priority, false);
+        ctx.bar_mc = bar_mc;
+        std::panic::catch_unwind(AssertUnwindSafe(|| work(data, &ctx)))
             .unwrap_or_else(|panic| Err(PfError::failed(panic_message(&*panic))))
     }
 
@@ -1515,3 +1553,6 @@ mod tests;
 
 #[cfg(test)]
 mod cancel_tests;
+
+#[cfg(test)]
+mod in_place_tests;

@@ -278,7 +278,7 @@ fn with_limit(
         target: route.target.clone(),
         stats: route.stats.clone(),
         limit: limit.clone(),
-        answer_now: route.answer_now.clone(),
+        now: route.now.clone(),
     };
     let mut table = table.clone();
     table.by_group[group.index()].insert(element.clone(), Arc::new(route));

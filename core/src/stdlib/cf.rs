@@ -2,6 +2,8 @@
 //! input is checked whole before the first step runs. `gate` waits for an
 //! `ed:signal` (see [`waiter`](super::waiter)).
 
+use std::sync::Arc;
+
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
@@ -9,8 +11,8 @@ use super::args::{truthy, Args, MAX_ITEMS};
 use super::ed::signal_name;
 use super::waiter::{park, Waited};
 use crate::error::{ErrorCode, PfError};
-use crate::packet::MAX_TIMEOUT_MS;
-use crate::reactor::Handler;
+use crate::packet::{Packet, MAX_TIMEOUT_MS};
+use crate::reactor::{carries_chain, Context, Handler, Reactor, RunNowFn};
 
 /// `cf:seq` `{steps, input?}`: each step's result is the next step's data
 /// (unless the step gives its own) -> `{value, steps}`. The first failure
@@ -24,6 +26,36 @@ pub(super) fn seq() -> Handler {
             value = step.run(&ctx, value).await.map_err(|e| step.failed(&format!("cf:seq step {i}"), e))?;
         }
         Ok(json!({"value": value, "steps": steps.len()}))
+    })
+}
+
+/// `cf:seq` at once: when the packet carries no reentrancy chain and a
+/// sync handler registered here serves every step's key, the seq runs as
+/// a sync handler does, each step in place (`Context::call_in_place`):
+/// no future, no child packet. The handlers looked up here are the ones
+/// that run. Otherwise (or for input the handler refuses) `None`.
+pub(super) fn seq_now() -> Arc<RunNowFn> {
+    Arc::new(|packet: &Packet, reactor: &Reactor| {
+        if carries_chain(packet.metadata.as_ref()) {
+            return None;
+        }
+        let steps = Args::of("cf:seq", &packet.data).and_then(|args| args.steps("steps")).ok()?;
+        let routes = steps
+            .iter()
+            .map(|step| reactor.in_place_route(step.group, &step.element))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Box::new(move |data: Value, ctx: &Context| {
+            let mut value = match data {
+                Value::Object(mut map) => map.remove("input").unwrap_or(Value::Null),
+                _ => Value::Null,
+            };
+            for (i, (step, route)) in steps.iter().zip(&routes).enumerate() {
+                value = step
+                    .call_in_place(ctx, route, value)
+                    .map_err(|e| step.failed(&format!("cf:seq step {i}"), e))?;
+            }
+            Ok(json!({"value": value, "steps": steps.len()}))
+        }))
     })
 }
 

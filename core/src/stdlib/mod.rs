@@ -28,8 +28,6 @@ mod step;
 mod waiter;
 mod watch;
 
-use std::sync::Arc;
-
 use crate::actor::ActorType;
 use crate::error::{ErrorCode, PfError};
 use crate::packet::{Element, Group};
@@ -45,11 +43,12 @@ struct Standard {
     handler: fn() -> Handler,
 }
 
-/// What answers the reads of `group:element` that need no future, for the
-/// elements that have such reads.
-fn answering_now(group: Group, element: &str) -> Option<Arc<crate::reactor::NowFn>> {
+/// How `group:element` answers the packets it can answer at once, for the
+/// elements that can.
+fn answering_now(group: Group, element: &str) -> Option<crate::reactor::Now> {
     match (group, element) {
-        (Group::ResourceMgmt, "cache") => Some(cache::answer_now()),
+        (Group::ResourceMgmt, "cache") => Some(crate::reactor::Now::Answer(cache::answer_now())),
+        (Group::ControlFlow, "seq") => Some(crate::reactor::Now::Run(cf::seq_now())),
         _ => None,
     }
 }

@@ -3,8 +3,8 @@
 use serde_json::{Map, Value};
 
 use crate::error::{ErrorCode, PfError};
-use crate::packet::{Element, Group, Packet, Priority, MAX_TIMEOUT_MS};
-use crate::reactor::{Call, CallOptions, Context};
+use crate::packet::{Element, Group, Priority, MAX_TIMEOUT_MS};
+use crate::reactor::{Call, CallOptions, Context, InPlaceRoute};
 
 /// `{"group", "element", "data"?, "priority"?, "timeout_ms"?}`: what a
 /// standard element calls. It runs as a `ctx.call` of the element's
@@ -112,12 +112,28 @@ impl Step {
 
     fn start_barring<'c>(&self, ctx: &'c Context, input: Value, bar_mc: bool) -> Call<'c> {
         let data = self.data.clone().unwrap_or(input);
+        ctx.start_call_to(self.group, &self.element, data, self.options(bar_mc))
+    }
+
+    /// Calls the step in place on `route` (its key's handler, looked up
+    /// by `InPlaceRoute`), with its own data or `input`.
+    pub(crate) fn call_in_place(
+        &self,
+        ctx: &Context,
+        route: &InPlaceRoute,
+        input: Value,
+    ) -> Result<Value, PfError> {
+        let data = self.data.clone().unwrap_or(input);
+        ctx.call_in_place(route, self.group, &self.element, data, self.options(false))
+    }
+
+    /// The options of this step's call.
+    fn options(&self, bar_mc: bool) -> CallOptions {
         let options = CallOptions { priority: self.priority, bar_mc, ..CallOptions::default() };
-        let options = match self.timeout_ms {
+        match self.timeout_ms {
             Some(ms) => options.with_timeout_ms(ms),
             None => options,
-        };
-        ctx.start_call(Packet::new(self.group, self.element.clone(), data), options)
+        }
     }
 
     /// PF403 when this step calls `mc:*` and `ctx`'s packet may not reach

@@ -2,11 +2,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
+use std::task::Poll;
+
 use tokio::time::Duration;
 
 use super::test_support::{failure, run, step};
 use super::*;
 use crate::packet::Packet;
+use crate::ReactorConfig;
 
 /// A reactor with every standard element and a few plain handlers:
 /// `df:inc` (n + 1), `df:double`, `df:fail` (PF500 "boom"), `df:even`
@@ -92,6 +95,42 @@ async fn seq_stops_at_the_first_failure_with_its_code_and_index() {
     assert_eq!(count.load(Ordering::SeqCst), 0, "no step ran after the failure");
     let res = run(&r, "cf:seq", json!({"steps": [step("nowhere")]})).await;
     assert_eq!(failure(&res).0, "PF001");
+}
+
+#[tokio::test]
+async fn a_seq_of_steps_answered_in_place_runs_at_once_without_a_run_slot() {
+    let r = Reactor::new(ReactorConfig { max_inflight: 1, ..ReactorConfig::default() });
+    r.enable_stdlib(&StdlibPatterns::parse("cf:seq").unwrap());
+    r.register_sync("df", "inc", |d, _| Ok(json!(d.as_i64().unwrap_or(0) + 1))).unwrap();
+    r.register("df", "slow", |d, _| async move { Ok(d) }).unwrap();
+    let (entered, release) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+    let (e, rel) = (entered.clone(), release.clone());
+    r.register("df", "hold", move |d, _| {
+        let (e, rel) = (e.clone(), rel.clone());
+        async move {
+            e.notify_one();
+            rel.notified().await;
+            Ok(d)
+        }
+    })
+    .unwrap();
+    // The only run slot is taken...
+    let holding = super::test_support::spawn_run(&r, "df:hold", json!(1));
+    tokio::time::timeout(super::test_support::WAIT, entered.notified()).await.unwrap();
+    // ...and a seq whose steps all run in place still answers, from its
+    // first poll (an async seq would wait for the slot).
+    let seq = Packet::build("cf", "seq", json!({"steps": [step("inc"), step("inc")], "input": 1})).unwrap();
+    let mut answer = std::pin::pin!(r.submit(seq));
+    let Poll::Ready(res) = futures::poll!(answer.as_mut()) else { panic!("the seq waited") };
+    assert_eq!(res.outcome, Ok(json!({"value": 3, "steps": 2})));
+    // A step of another kind: the seq is an async handler's packet, which
+    // waits for the slot.
+    let seq = Packet::build("cf", "seq", json!({"steps": [step("inc"), step("slow")], "input": 1})).unwrap();
+    let mut waiting = Box::pin(r.submit(seq));
+    assert!(futures::poll!(waiting.as_mut()).is_pending());
+    release.notify_one();
+    assert_eq!(super::test_support::joined(holding).await.outcome, Ok(json!(1)));
+    drop(waiting);
 }
 
 #[tokio::test]
