@@ -67,6 +67,11 @@ pub(crate) const CLOSE_TOO_BIG: u16 = 1009;
 
 /// Most frames read back to back before the answers are written.
 const READ_BURST: usize = 256;
+/// Answers of running work written as soon as this many wait, rather
+/// than at the end of the turn: a peer that sent a burst then works on the
+/// first answers while this side computes the rest, instead of the two
+/// taking turns.
+const WRITE_EARLY_AT: usize = 32;
 /// The most bytes one batch frame holds. Larger batches save no more
 /// system calls worth having, and the peer reads none of a frame's
 /// messages before all of it arrived.
@@ -587,6 +592,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.release(size);
             self.answer(seq, &key, served_by, result);
             progress = true;
+            if self.out.len() >= WRITE_EARLY_AT {
+                // The peer starts on these while the rest run here. A
+                // write error is seen again by the turn's own write.
+                let _ = self.poll_write(cx);
+            }
         }
         progress
     }
