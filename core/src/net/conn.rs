@@ -4,7 +4,9 @@
 //! hand-off to another task: answers produced while reading a burst of
 //! frames go out together with one flush (or, to a peer that announced
 //! `batch`, as one array frame), and nothing waits to fill a batch, so an
-//! idle connection adds no latency. Frames from other tasks (forwarded
+//! idle connection adds no latency. Answers of work that runs on (a
+//! binding's handlers) go out as soon as [`WRITE_EARLY_AT`] wait, so that
+//! a pipelining peer works on them while the rest of its burst runs here. Frames from other tasks (forwarded
 //! submits, hellos) arrive through the peer's outbox.
 //!
 //! Reading and writing are polled side by side, so a peer that stops
