@@ -319,14 +319,16 @@ async fn subscriptions_follow_registrations() {
     wait_reachable(&asking, "later").await;
     assert_eq!(submit(&asking, packet("later", json!(2))).await.outcome, Ok(json!(2)));
 
-    // Unregistered with packets in flight: each is answered at once, by
-    // the handler or PF001 (none is dropped with the subscription).
+    // Unregistered with packets in flight: each is answered, by the
+    // handler or PF001, or PF408 at its deadline for the few the server
+    // routed here while the unsubscribe travelled (the client drops them
+    // unread: docs/protocol.md, "NATS").
     const TOTAL: usize = 400;
     let mut pending = FuturesUnordered::new();
     let (mut sent, mut answered, mut unregistered) = (0, HashMap::<String, usize>::new(), false);
     while sent < TOTAL || !pending.is_empty() {
         while sent < TOTAL && pending.len() < 32 {
-            pending.push(submit(&asking, packet("later", json!(sent)).with_timeout_ms(60_000)));
+            pending.push(submit(&asking, packet("later", json!(sent)).with_timeout_ms(3_000)));
             sent += 1;
         }
         if sent >= TOTAL / 4 && !unregistered {
@@ -335,10 +337,12 @@ async fn subscriptions_follow_registrations() {
         }
         let result = pending.next().await.unwrap();
         let outcome = code(&result).unwrap_or_else(|| "ok".into());
-        assert!(["ok", "PF001"].contains(&outcome.as_str()), "{result:?}");
+        assert!(["ok", "PF001", "PF408"].contains(&outcome.as_str()), "{result:?}");
         *answered.entry(outcome).or_default() += 1;
     }
     assert!(answered.contains_key("PF001"), "{answered:?}");
+    // At most what was in flight when the unsubscribe went out.
+    assert!(answered.get("PF408").copied().unwrap_or(0) <= 32, "{answered:?}");
     let until = Instant::now() + WAIT;
     loop {
         let result = submit(&asking, packet("later", json!(3))).await;

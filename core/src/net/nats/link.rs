@@ -436,9 +436,12 @@ impl Drop for NatsLink {
 }
 
 /// Serves one key's endpoint until `stop` (see [`NatsLink::answer`]).
-/// Stopped, the subscription is drained: the requests the server sent
-/// before it saw the UNSUB are still answered (PF001 once the key is gone)
-/// rather than dropped, for at most [`DRAIN_TIMEOUT`].
+/// Stopped, the subscription is drained: the requests it still holds are
+/// answered (PF001 once the key is gone), for at most [`DRAIN_TIMEOUT`].
+/// (`async-nats` closes a drained subscription once the UNSUB is written,
+/// not once the server confirms it: a request routed here in between is
+/// dropped by the client, and its requester answered PF408 at its
+/// deadline; docs/protocol.md, "NATS".)
 async fn serve(link: Weak<NatsLink>, mut subscriber: Subscriber, subject: String, stop: CancellationToken) {
     let subject: Arc<str> = subject.into();
     loop {
