@@ -85,12 +85,17 @@ def nodes(cluster):
         procs.append(bridge)
         far, far_url = start_hub("far", "--nats", cluster[1], "--handler", "df:echo_far=echo")
         procs.append(far)
-        wait_until(lambda: health(bridge_url)["nats"]["state"] == "connected", "the bridge on NATS")
-        wait_until(lambda: health(far_url)["nats"]["served_keys"] == 1, "the far node serving its key")
+        wait_until(lambda: nats_of(bridge_url).get("state") == "connected", "the bridge on NATS")
+        wait_until(lambda: nats_of(far_url).get("served_keys") == 1, "the far node serving its key")
         yield bridge_url, far_url
     finally:
         for p in reversed(procs):
             p.kill()
+
+
+def nats_of(url):
+    """The `nats` member of a node's /health (empty until it joined)."""
+    return health(url).get("nats") or {}
 
 
 def seed_submitter(url, name):
@@ -131,7 +136,7 @@ def test_a_seed_peers_handler_is_reached_from_the_other_server_through_the_bridg
         # The bridge learns the seed peer's key when it serves one packet.
         result = near.request("df", "echo_edge", "first")
         assert result["status"] == "success", result
-        wait_until(lambda: health(bridge_url)["nats"]["bridged_keys"] >= 1, "the bridge serving df:echo_edge")
+        wait_until(lambda: nats_of(bridge_url).get("bridged_keys", 0) >= 1, "the bridge serving df:echo_edge")
         result = until_answered(far, "echo_edge", {"across": "nats"})
         assert result["status"] == "success", result
         assert result["data"] == {"across": "nats"}
