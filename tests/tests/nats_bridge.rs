@@ -325,16 +325,19 @@ async fn a_cancel_crosses_nats_and_goes_down_the_call_tree_beyond() {
     until("nothing in flight on the serving node", || serving.health()["in_flight"] == 0).await;
     until("nothing in flight on the inner node", || inner.health()["in_flight"] == 0).await;
 
-    // A deadline that passes at the requester sends a cancel too (the
-    // serving node's own deadline, a moment later, would stop it anyway).
-    let p = packet("outer", json!("y")).with_timeout_ms(300);
-    let result = submit(&asking, p).await;
-    assert_eq!(code(&result), Some("PF408"));
+    // A submitter that goes away (its submit's future dropped) cancels
+    // the same way.
+    let p = packet("outer", json!("y")).with_timeout_ms(60_000);
+    let reactor = asking.reactor().clone();
+    let waiting = tokio::spawn(async move { reactor.submit(p).await });
     assert_eq!(next(&mut entered).await, "inner");
+    waiting.abort();
     let mut stopped = vec![next(&mut seen).await, next(&mut seen).await];
     stopped.sort();
     assert_eq!(stopped, ["inner", "outer"]);
     assert_eq!(asking.health()["nats"]["cancels_sent"], 2);
+    until("the serving node counts the second cancel", || serving.health()["nats"]["cancels_applied"] == 2)
+        .await;
     for n in [&asking, &inner, &serving] {
         n.stop().await;
     }
