@@ -26,7 +26,7 @@ pub(crate) fn status(node: &NodeInner) -> &'static str {
 }
 
 /// Packets by the route that took them (docs/protocol.md, "NATS",
-/// "Observable"): answered by a local handler, sent to a WebSocket peer
+/// "Per route"): answered by a local handler, sent to a WebSocket peer
 /// (forwarded or relayed), sent as a NATS request.
 fn routed(stats: &crate::reactor::ReactorStats) -> [(&'static str, u64); 3] {
     let r = stats.routed;

@@ -147,7 +147,7 @@ pub struct ReactorStats {
 }
 
 /// Packets by the route that took them (docs/protocol.md, "NATS",
-/// "Observable").
+/// "Per route").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RouteCounts {
     /// Answered by a local handler (whoever submitted them).
