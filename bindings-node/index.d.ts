@@ -433,6 +433,36 @@ export interface ReactorStats {
   unrouted: number;
   /** Packets cancelled while forwarded to a peer (those run here count in their handler's `cancelled`). */
   forwardsCancelled: number;
+  /** Packets by the route that took them. */
+  routed: RouteCounts;
+  /** The node's connection to NATS; `null` unless it joined NATS. */
+  nats: NatsStats | null;
+}
+
+/** Packets by the route that took them. */
+export interface RouteCounts {
+  /** Answered by a local handler. */
+  local: number;
+  /** Sent to a WebSocket peer. */
+  websocket: number;
+  /** Sent as a NATS request. */
+  nats: number;
+}
+
+/** A node's connection to NATS, as {@link Reactor.stats} shows it. */
+export interface NatsStats {
+  /** `connected`, `disconnected` or `connecting`. */
+  state: string;
+  /** `host:port` of the server in use. */
+  server: string;
+  /** The last round trip to the server, µs. */
+  rttUs: number;
+  /** Keys served on NATS (the reactor's and its peers'). */
+  servedKeys: number;
+  /** Of those, the keys of WebSocket peers served there for them. */
+  bridgedKeys: number;
+  requestsSent: number;
+  requestsServed: number;
 }
 
 /** Where a reactor listens, as {@link Reactor.listen} resolves it. */

@@ -779,6 +779,20 @@ impl NativeReactor {
             "forwardsCancelled": stats.forwards_cancelled,
             "handlers": handlers,
             "actors": actors,
+            "routed": {
+                "local": stats.routed.local,
+                "websocket": stats.routed.websocket,
+                "nats": stats.routed.nats,
+            },
+            "nats": stats.nats.map(|n| serde_json::json!({
+                "state": n.state,
+                "server": n.server,
+                "rttUs": n.rtt_us,
+                "servedKeys": n.served_keys,
+                "bridgedKeys": n.bridged_keys,
+                "requestsSent": n.requests_sent,
+                "requestsServed": n.requests_served,
+            })),
         });
         to_js(env, &value)
     }

@@ -152,6 +152,25 @@ fn stats_dict<'py>(
         actors.append(d)?;
     }
     out.set_item("actors", actors)?;
+    let routed = PyDict::new(py);
+    routed.set_item("local", stats.routed.local)?;
+    routed.set_item("websocket", stats.routed.websocket)?;
+    routed.set_item("nats", stats.routed.nats)?;
+    out.set_item("routed", routed)?;
+    match stats.nats {
+        Some(n) => {
+            let d = PyDict::new(py);
+            d.set_item("state", n.state)?;
+            d.set_item("server", n.server)?;
+            d.set_item("rtt_us", n.rtt_us)?;
+            d.set_item("served_keys", n.served_keys)?;
+            d.set_item("bridged_keys", n.bridged_keys)?;
+            d.set_item("requests_sent", n.requests_sent)?;
+            d.set_item("requests_served", n.requests_served)?;
+            out.set_item("nats", d)?;
+        }
+        None => out.set_item("nats", py.None())?,
+    }
     Ok(out)
 }
 
@@ -589,7 +608,11 @@ impl PyReactor {
     /// submitter; counted among ``errors`` too), ``sum_us``, ``p50_us``,
     /// ``p99_us`` and ``latency_buckets``; per actor type,
     /// ``active``, ``passivated``, ``activations``, ``passivations`` and
-    /// ``tells_failed``.
+    /// ``tells_failed``; ``routed``, packets by route (``local``,
+    /// ``websocket``, ``nats``); ``nats``, the node's connection to NATS
+    /// (``state``, ``server``, ``rtt_us``, ``served_keys``,
+    /// ``bridged_keys``, ``requests_sent``, ``requests_served``), or
+    /// ``None``.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         stats_dict(py, self.core.stats())
     }

@@ -210,7 +210,8 @@ struct ServeArgs {
     dial: DialArgs,
     /// Join NATS (docs/protocol.md, "NATS"): nats://HOST:PORT or
     /// tls://HOST:PORT, several separated by commas. The node serves its
-    /// handlers there and sends what neither it nor a peer serves.
+    /// handlers there (and those of its peers off NATS), and sends what
+    /// neither it nor a peer serves.
     #[arg(long, value_name = "URLS")]
     nats: Option<String>,
     /// NATS options: subject namespace, credentials and TLS files.

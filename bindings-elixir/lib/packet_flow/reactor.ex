@@ -245,7 +245,10 @@ defmodule PacketFlow.Reactor do
   registered here: actors in memory (`:active`) and in the store only
   (`:passivated`), how many times an actor came into memory and left it,
   and told messages whose turn failed. An actor type's message latency is
-  that of its `rm:actor.<type>` entry in `:handlers`.
+  that of its `rm:actor.<type>` entry in `:handlers`. `:routed` counts
+  packets by route (answered by a local handler, sent to a WebSocket peer,
+  sent as a NATS request); `:nats` is the node's connection to NATS, or
+  `nil` off NATS.
   """
   @type stats :: %{
           name: String.t(),
@@ -274,7 +277,23 @@ defmodule PacketFlow.Reactor do
               passivations: non_neg_integer(),
               tells_failed: non_neg_integer()
             }
-          ]
+          ],
+          routed: %{
+            local: non_neg_integer(),
+            websocket: non_neg_integer(),
+            nats: non_neg_integer()
+          },
+          nats:
+            nil
+            | %{
+                state: String.t(),
+                server: String.t(),
+                rtt_us: non_neg_integer(),
+                served_keys: non_neg_integer(),
+                bridged_keys: non_neg_integer(),
+                requests_sent: non_neg_integer(),
+                requests_served: non_neg_integer()
+              }
         }
 
   @options [

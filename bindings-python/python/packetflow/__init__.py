@@ -62,7 +62,7 @@ from ._errors import (
 )
 from ._native import ActorContext, ActorRef, Actors, Context, Reactor, Result, __version__
 from ._native import _shutdown as _native_shutdown
-from ._types import ActorTypeStats, HandlerStats, ReactorStats, TokenSpec
+from ._types import ActorTypeStats, HandlerStats, NatsStats, ReactorStats, RouteCounts, TokenSpec
 
 __all__ = [
     "Reactor",
@@ -74,6 +74,8 @@ __all__ = [
     "ReactorStats",
     "HandlerStats",
     "ActorTypeStats",
+    "RouteCounts",
+    "NatsStats",
     "TokenSpec",
     "PacketFlowError",
     "NoHandlerError",

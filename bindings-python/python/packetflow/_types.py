@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import List, Tuple, TypedDict
+from typing import List, Optional, Tuple, TypedDict
 
-__all__ = ["ActorTypeStats", "HandlerStats", "ReactorStats", "TokenSpec"]
+__all__ = ["ActorTypeStats", "HandlerStats", "NatsStats", "ReactorStats", "RouteCounts", "TokenSpec"]
 
 
 class HandlerStats(TypedDict):
@@ -39,6 +39,34 @@ class ActorTypeStats(TypedDict):
     tells_failed: int
 
 
+class RouteCounts(TypedDict):
+    """Packets by the route that took them."""
+
+    #: Answered by a local handler.
+    local: int
+    #: Sent to a WebSocket peer.
+    websocket: int
+    #: Sent as a NATS request.
+    nats: int
+
+
+class NatsStats(TypedDict):
+    """The node's connection to NATS."""
+
+    #: ``connected``, ``disconnected`` or ``connecting``.
+    state: str
+    #: ``host:port`` of the server in use.
+    server: str
+    #: The last round trip to the server, µs.
+    rtt_us: int
+    #: Keys served on NATS (the reactor's and its peers').
+    served_keys: int
+    #: Of those, the keys of WebSocket peers served there for them.
+    bridged_keys: int
+    requests_sent: int
+    requests_served: int
+
+
 class ReactorStats(TypedDict):
     """What :meth:`Reactor.stats` returns."""
 
@@ -51,6 +79,9 @@ class ReactorStats(TypedDict):
     forwards_cancelled: int
     handlers: List[HandlerStats]
     actors: List[ActorTypeStats]
+    routed: RouteCounts
+    #: ``None`` unless the reactor's node joined NATS.
+    nats: Optional[NatsStats]
 
 
 class _TokenName(TypedDict):

@@ -438,8 +438,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 node.routes_changed();
                 node.announce_to_all();
             }
-            // A seed peer leaving may withdraw this node's default route.
-            Some(p) if p.is_proven_seed() => node.announce_to_all(),
+            // A seed peer leaving may withdraw this node's default route,
+            // and the keys served on NATS for it.
+            Some(p) if p.is_proven_seed() => {
+                node.announce_to_all();
+                if p.serves_some_key() {
+                    node.bridged_keys_changed();
+                }
+            }
+            Some(p) if p.serves_some_key() => node.bridged_keys_changed(),
             _ => {}
         }
     }

@@ -52,7 +52,7 @@ impl Forwarder for Router {
         }
         let route_key = packet.meta(META_ROUTE_KEY).and_then(Value::as_str);
         let peer = node.peers.read().route_element(packet.group, &packet.element, route_key, origin);
-        let Some(peer) = peer else { return node.over_nats(packet, deadline, origin) };
+        let Some(peer) = peer else { return node.beyond_peers(packet, deadline, origin) };
         let peer = node.around_hub(&packet, peer);
         Some(Box::pin(observed(node, peer, packet, deadline, origin)))
     }
@@ -159,6 +159,16 @@ impl Forwarder for Router {
         Some(busy.set_window(std::time::Duration::from_micros(us)).as_micros() as u64)
     }
 
+    fn network_stats(&self) -> Option<crate::reactor::NetworkStats> {
+        let node = self.node.upgrade()?;
+        #[cfg(feature = "nats")]
+        let nats = node.nats.get().map(|link| link.stats());
+        #[cfg(not(feature = "nats"))]
+        let nats = None;
+        let websocket = node.sent_to_peers.load(std::sync::atomic::Ordering::Relaxed);
+        Some(crate::reactor::NetworkStats { websocket, nats })
+    }
+
     fn cancel_relayed(&self, id: &PacketId) {
         let Some(node) = self.node.upgrade() else { return };
         // Relays go to peers that sent hello only; the id is in flight
@@ -177,6 +187,26 @@ impl Forwarder for Router {
 }
 
 impl NodeInner {
+    /// Where a packet goes that neither a local handler nor a WebSocket
+    /// peer takes (docs/protocol.md, "Routing" and "NATS"): on a node on
+    /// NATS, a NATS request, unless it came from there; on another, a peer
+    /// that is on NATS (its `hello` lists `nats`), which sends it there.
+    /// A node on NATS never sends it to such a peer: it reaches the same
+    /// servers itself, one hop shorter, and a packet from NATS must not go
+    /// back there through a peer.
+    fn beyond_peers(
+        self: &Arc<Self>,
+        packet: Packet,
+        deadline: Instant,
+        origin: Option<u64>,
+    ) -> Option<BoxFuture<'static, PacketResult>> {
+        if self.on_nats() {
+            return self.over_nats(packet, deadline, origin);
+        }
+        let bridge = self.peers.read().toward_nats(packet.group, packet.element.as_str(), origin)?;
+        Some(Box::pin(observed(self.clone(), bridge, packet, deadline, origin)))
+    }
+
     /// The third route, after the local handler and the WebSocket peers: a
     /// NATS request, when the node joined NATS and the packet did not come
     /// from there (docs/protocol.md, "NATS").
@@ -281,14 +311,23 @@ async fn forward(
         }
         let result = forward_to(&node, &peer, packet.clone(), deadline).await;
         let lacks_key = result.err().is_some_and(|e| e.is(ErrorCode::NoHandler));
-        peer.learn(key.clone(), !lacks_key);
+        if peer.learn(key.clone(), !lacks_key) {
+            node.bridged_keys_changed();
+        }
         if !lacks_key {
             return result;
         }
         let next = node.peers.read().route_element(key.0, &key.1, None, origin);
         match next {
             Some(next) if next.id != peer.id && next.hello().is_none() => peer = next,
-            _ => return result,
+            // No seed peer serves the key: the routes beyond the peers
+            // may (a seed peer is a default route, not the last word).
+            _ => {
+                return match node.beyond_peers(packet, deadline, origin) {
+                    Some(beyond) => beyond.await,
+                    None => result,
+                }
+            }
         }
     }
 }
@@ -375,6 +414,7 @@ fn send_to(
         peer.abandon_submit(seq);
         return Err((ErrorCode::Unavailable, format!("peer {} went away", peer.remote)));
     }
+    node.sent_to_peers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(seq)
 }
 

@@ -25,8 +25,18 @@ pub(crate) fn status(node: &NodeInner) -> &'static str {
     }
 }
 
+/// Packets by the route that took them (docs/protocol.md, "NATS",
+/// "Per route"): answered by a local handler, sent to a WebSocket peer
+/// (forwarded or relayed), sent as a NATS request.
+fn routed(stats: &crate::reactor::ReactorStats) -> [(&'static str, u64); 3] {
+    let r = stats.routed;
+    [("local", r.local), ("websocket", r.websocket), ("nats", r.nats)]
+}
+
 pub(crate) fn health(node: &NodeInner) -> Value {
     let stats = node.reactor.stats();
+    let routed: serde_json::Map<String, Value> =
+        routed(&stats).into_iter().map(|(route, n)| (route.to_owned(), n.into())).collect();
     let now = tokio::time::Instant::now();
     let wall_ms = super::conn::epoch_ms();
     let peers: Vec<Value> = node
@@ -83,6 +93,7 @@ pub(crate) fn health(node: &NodeInner) -> Value {
         "queued": stats.queued,
         "unrouted": stats.unrouted,
         "forwards_cancelled": stats.forwards_cancelled,
+        "routed": routed,
         "connections": node.accepted_connections(),
         "queued_bytes": node.queued_bytes.load(std::sync::atomic::Ordering::Relaxed),
         "direct": node.direct.health(node),
@@ -194,6 +205,16 @@ pub(crate) fn prometheus(node: &NodeInner) -> String {
     for (name, kind, help, value) in gauges {
         family(&mut out, name, kind, help);
         let _ = writeln!(out, "{name} {value}");
+    }
+    family(
+        &mut out,
+        "packetflow_routed_total",
+        "counter",
+        "Packets by route: answered by a local handler (local), sent to a WebSocket peer (websocket), \
+         sent as a NATS request (nats).",
+    );
+    for (route, n) in routed(&stats) {
+        let _ = writeln!(out, "packetflow_routed_total{{route=\"{route}\"}} {n}");
     }
     let per_type: [PerType; 5] = [
         ("packetflow_actors_active", "gauge", "Actors in memory, per type.", |a| a.active),

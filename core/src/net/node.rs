@@ -27,6 +27,7 @@ use crate::packet::{Element, Group, PROTOCOL_VERSION};
 use crate::reactor::Reactor;
 use crate::wire::{
     Hello, Message, FEATURE_BATCH, FEATURE_CANCEL, FEATURE_DEFAULT_ROUTE, FEATURE_DIRECT, FEATURE_MSGPACK,
+    FEATURE_NATS,
 };
 
 /// Ready when a connection is over.
@@ -69,6 +70,9 @@ pub(crate) struct NodeInner {
     pub(crate) direct: DirectPaths,
     /// The locks and leases granted to each connection's peer (see `holds`).
     pub(crate) holds: super::holds::NodeHolds,
+    /// Submits sent to WebSocket peers (forwarded or relayed), for
+    /// `/metrics`' count per route.
+    pub(crate) sent_to_peers: AtomicU64,
     /// The connection to NATS, once joined (see `nats`).
     #[cfg(feature = "nats")]
     pub(crate) nats: std::sync::OnceLock<Arc<super::nats::NatsLink>>,
@@ -119,6 +123,7 @@ impl Node {
             actor_host_view: Mutex::new(HashMap::new()),
             direct,
             holds: Default::default(),
+            sent_to_peers: AtomicU64::new(0),
             #[cfg(feature = "nats")]
             nats: std::sync::OnceLock::new(),
         });
@@ -196,9 +201,13 @@ impl Node {
     /// serves each handler key of the reactor as a queue-group endpoint of
     /// the node's ADR-32 service (kept in step with registrations), and
     /// sends packets that neither a local handler nor a WebSocket peer
-    /// takes as NATS requests. Returns once the subscriptions are in
-    /// place; after a loss the client reconnects (to any server of the
-    /// cluster) until the node stops.
+    /// takes as NATS requests. It also bridges its WebSocket peers: it
+    /// serves on NATS the keys of those that are not on NATS themselves
+    /// (seed peers' once seen served), and tells its peers it is on NATS
+    /// so that those off NATS send it what nothing else takes
+    /// (docs/protocol.md, "NATS", "Bridging"). Returns once the
+    /// subscriptions are in place; after a loss the client reconnects (to
+    /// any server of the cluster) until the node stops.
     ///
     /// Errors: PF400 for a malformed URL, namespace or option, or a node
     /// already on NATS; PF401 when the server refuses the credentials;
@@ -388,7 +397,8 @@ impl NodeInner {
         let mut stdlib: BTreeSet<(Group, Element)> = self.reactor.builtin_keys().into_iter().collect();
         if peer.is_direct_link() {
             let actor_hosts = own_actor_hosts();
-            return Announcement { keys, stdlib, default_route: false, actor_hosts, direct: None };
+            let nats = false;
+            return Announcement { keys, stdlib, default_route: false, nats, actor_hosts, direct: None };
         }
         let peers = self.peers.read();
         keys.extend(peers.keys_except(peer.id).cloned());
@@ -398,7 +408,8 @@ impl NodeInner {
             actor_hosts.entry(actor_type).or_default().extend(own);
         }
         let direct = self.direct_announcement(peer, &peers);
-        Announcement { keys, stdlib, default_route: peers.has_seed_except(peer.id), actor_hosts, direct }
+        let default_route = peers.has_seed_except(peer.id);
+        Announcement { keys, stdlib, default_route, nats: self.on_nats(), actor_hosts, direct }
     }
 
     /// Sends `hello` to `peer` if it speaks hello (or `force`) and what we
@@ -417,6 +428,9 @@ impl NodeInner {
         }
         if self.config.direct.enabled {
             features.push(FEATURE_DIRECT.into());
+        }
+        if announcement.nats {
+            features.push(FEATURE_NATS.into());
         }
         let hello = Hello {
             node_id: self.node_id.clone(),
@@ -513,6 +527,29 @@ impl NodeInner {
         for host in changed {
             host.hand_over();
         }
+    }
+
+    /// Whether this node joined NATS.
+    pub(crate) fn on_nats(&self) -> bool {
+        #[cfg(feature = "nats")]
+        return self.nats.get().is_some();
+        #[cfg(not(feature = "nats"))]
+        false
+    }
+
+    /// The keys its peers serve that a node on NATS serves there for them
+    /// changed, or may have (a seed peer served a new key or left): its
+    /// subscriptions follow, soon, from its NATS task.
+    pub(crate) fn bridged_keys_changed(&self) {
+        #[cfg(feature = "nats")]
+        if let Some(link) = self.nats.get() {
+            link.keys_changed();
+        }
+    }
+
+    /// A receiver that changes whenever the routes peers announced change.
+    pub(crate) fn watch_routes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.routes_version.subscribe()
     }
 
     /// Re-announces to every peer that speaks hello.

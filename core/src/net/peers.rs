@@ -21,6 +21,7 @@ use crate::reactor::InflightGuard;
 use crate::result::PacketResult;
 use crate::wire::{
     ActorHosts, Codec, Hello, Message, Outgoing, FEATURE_CANCEL, FEATURE_DEFAULT_ROUTE, FEATURE_DIRECT,
+    FEATURE_NATS,
 };
 
 /// Identifies one connection of this node.
@@ -460,14 +461,30 @@ impl Peer {
     }
 
     /// Remembers whether this seed peer serves `key` (bounded: forgets
-    /// everything past 4096 keys and starts over).
-    pub(crate) fn learn(&self, key: (Group, Element), serves: bool) {
+    /// everything past 4096 keys and starts over). True when the keys it
+    /// is known to serve changed (a node on NATS serves those there).
+    pub(crate) fn learn(&self, key: (Group, Element), serves: bool) -> bool {
         let mut learned = self.learned.lock();
         let learned = learned.get_or_insert_with(Box::default);
         if learned.len() >= 4096 && !learned.contains_key(&key) {
+            let had_serving = learned.values().any(|s| *s);
             learned.clear();
+            learned.insert(key, serves);
+            return had_serving || serves;
         }
-        learned.insert(key, serves);
+        let served_before = learned.insert(key, serves) == Some(true);
+        served_before != serves
+    }
+
+    /// Whether this seed peer was seen to serve some key.
+    pub(crate) fn serves_some_key(&self) -> bool {
+        self.learned.lock().as_ref().is_some_and(|l| l.values().any(|s| *s))
+    }
+
+    /// Whether the peer is a node on NATS (its `hello` lists the feature
+    /// `nats`).
+    pub(crate) fn is_on_nats(&self) -> bool {
+        self.hello.read().as_ref().is_some_and(|h| h.has_feature(FEATURE_NATS))
     }
 
     fn serves(&self, key: &(Group, Element)) -> Option<bool> {
@@ -488,6 +505,8 @@ pub(crate) struct Announcement {
     /// Standard elements hosted here or reached through other peers.
     pub(crate) stdlib: BTreeSet<(Group, Element)>,
     pub(crate) default_route: bool,
+    /// This node is on NATS (the feature `nats`).
+    pub(crate) nats: bool,
     pub(crate) actor_hosts: ActorHosts,
     /// What it may dial directly (docs/protocol.md, "Direct paths").
     pub(crate) direct: Option<Box<crate::wire::DirectHello>>,
@@ -816,6 +835,44 @@ impl PeerTable {
             .cloned()
     }
 
+    /// The keys this node serves on NATS for its peers (docs/protocol.md,
+    /// "NATS", "Bridging"): those announced by peers that are not on NATS
+    /// themselves (their `hello` lacks the feature `nats`), and those seed
+    /// peers were seen to serve. Direct links carry only their dialer's
+    /// packets: never theirs.
+    pub(crate) fn bridged_keys(&self) -> BTreeSet<(Group, Element)> {
+        let mut keys = BTreeSet::new();
+        for peer in self.nodes.values().filter(|p| !p.direct_link && !p.is_on_nats()) {
+            if let Some(hello) = peer.hello.read().as_ref() {
+                keys.extend(hello.handlers.iter().cloned());
+            }
+        }
+        for peer in self.peers.values().filter(|p| !p.direct_link && !p.has_hello()) {
+            if let Some(learned) = peer.learned.lock().as_ref() {
+                let served = learned.iter().filter(|(_, serves)| **serves).map(|(key, _)| key);
+                keys.extend(served.filter(|(g, e)| peer.may_serve(*g, e.as_str())).cloned());
+            }
+        }
+        keys
+    }
+
+    /// A node on NATS (its `hello` lists `nats`) to send a packet nothing
+    /// else takes, for a node that is not on NATS itself: the least busy
+    /// one, never `origin`, never a direct link.
+    pub(crate) fn toward_nats(
+        &self,
+        group: Group,
+        element: &str,
+        origin: Option<ConnId>,
+    ) -> Option<Arc<Peer>> {
+        self.nodes
+            .values()
+            .filter(|p| Some(p.id) != origin && !p.direct_link && p.is_on_nats())
+            .filter(|p| p.may_serve(group, element))
+            .min_by_key(|p| (p.liveness.is_suspect(), p.in_flight()))
+            .cloned()
+    }
+
     /// For each announced key, the node ids of the peers other than
     /// `except` that announced it: the candidates routing picks among.
     pub(crate) fn candidates_except(&self, except: ConnId) -> Vec<(&(Group, Element), Vec<String>)> {
@@ -917,6 +974,35 @@ mod tests {
         assert_eq!(t.route(Group::DataFlow, "b", None, None).unwrap().id, 2);
         assert_eq!(t.route(Group::DataFlow, "a", None, Some(1)).unwrap().id, 2);
         assert!(t.route(Group::DataFlow, "b", None, Some(2)).is_none());
+    }
+
+    #[test]
+    fn keys_of_peers_off_nats_and_served_by_seed_peers_are_bridged() {
+        let mut t = PeerTable::default();
+        peer(1, Some(&["df:a"]), &mut t);
+        peer(2, Some(&["df:b"]), &mut t);
+        let on_nats = Hello {
+            node_id: "node-2".into(),
+            handlers: vec![(Group::DataFlow, Element::new("b").unwrap())],
+            features: vec![FEATURE_NATS.into()],
+            ..Hello::default()
+        };
+        t.set_hello(2, on_nats);
+        let seed = peer(3, None, &mut t);
+        let key = |e: &str| (Group::DataFlow, Element::new(e).unwrap());
+        assert!(seed.learn(key("c"), true), "a key served is news");
+        assert!(!seed.learn(key("c"), true), "the same again is not");
+        assert!(!seed.learn(key("d"), false), "a key lacked changes nothing served");
+        assert!(seed.serves_some_key());
+        let bridged: Vec<_> = t.bridged_keys().into_iter().collect();
+        assert_eq!(bridged, [key("a"), key("c")]);
+        assert!(seed.learn(key("c"), false), "a key no longer served is news");
+        assert_eq!(t.bridged_keys().into_iter().collect::<Vec<_>>(), [key("a")]);
+
+        // Off NATS, what nothing else takes goes to the peer on NATS,
+        // never back where it came from.
+        assert_eq!(t.toward_nats(Group::DataFlow, "z", None).unwrap().id, 2);
+        assert!(t.toward_nats(Group::DataFlow, "z", Some(2)).is_none());
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub(crate) use context::{carries_chain, Call};
 pub use context::{late_call_error, CallOptions, Context};
 pub use handler::{Handler, HandlerError, HandlerResult};
 pub(crate) use in_place::InPlaceRoute;
-pub use stats::{HandlerStats, ReactorStats};
+pub use stats::{HandlerStats, NatsStats, NetworkStats, ReactorStats, RouteCounts};
 pub use tuning::{Setting, MAX_CONCURRENCY};
 // The same histogram counts the keys a node forwards (its dashboard), and
 // the actors of a type.
@@ -254,6 +254,12 @@ pub trait Forwarder: Send + Sync + 'static {
     /// it from the peer and answer it (PF499). The default: there are none.
     fn cancel_relayed(&self, id: &PacketId) {
         let _ = id;
+    }
+
+    /// The node's counts of packets sent beyond the reactor, and its
+    /// connection to NATS, for [`Reactor::stats`]. The default: none.
+    fn network_stats(&self) -> Option<NetworkStats> {
+        None
     }
 
     /// Whether a peer announced a handler of `group:element` (not counting
@@ -1447,8 +1453,17 @@ impl Reactor {
             .flat_map(|g| table.by_group[g.index()].iter().map(move |(e, route)| route.stats.snapshot(*g, e)))
             .collect();
         handlers.sort_by(|a, b| (a.group, &a.element).cmp(&(b.group, &b.element)));
+        let network =
+            self.inner.forwarder.load().as_ref().and_then(|f| f.network_stats()).unwrap_or_default();
+        let routed = RouteCounts {
+            local: handlers.iter().map(|h| h.count).sum(),
+            websocket: network.websocket,
+            nats: network.nats.as_ref().map_or(0, |n| n.requests_sent),
+        };
         ReactorStats {
             name: self.inner.config.name.clone(),
+            routed,
+            nats: network.nats,
             handlers,
             in_flight: self.inner.inflight.len(),
             queued: self.inner.scheduler.queued() + self.inner.tuned.queued_by_keys(),

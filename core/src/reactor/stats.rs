@@ -139,6 +139,53 @@ pub struct ReactorStats {
     pub forwards_cancelled: u64,
     /// One entry per actor type hosted here.
     pub actors: Vec<crate::actor::ActorTypeStats>,
+    /// Packets by the route that took them.
+    pub routed: RouteCounts,
+    /// The node's connection to NATS; `None` for a reactor whose node did
+    /// not join NATS (or that has no node).
+    pub nats: Option<NatsStats>,
+}
+
+/// Packets by the route that took them (docs/protocol.md, "NATS",
+/// "Per route").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RouteCounts {
+    /// Answered by a local handler (whoever submitted them).
+    pub local: u64,
+    /// Sent to a WebSocket peer (forwarded or relayed).
+    pub websocket: u64,
+    /// Sent as a NATS request.
+    pub nats: u64,
+}
+
+/// What the reactor's node shows of its routes beyond the reactor: the
+/// counts a [`Forwarder`](super::Forwarder) keeps.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NetworkStats {
+    /// Packets sent to WebSocket peers.
+    pub websocket: u64,
+    /// The connection to NATS, once joined.
+    pub nats: Option<NatsStats>,
+}
+
+/// A node's connection to NATS, as `stats()` shows it (`/health`'s `nats`
+/// member has more).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NatsStats {
+    /// `connected`, `disconnected` or `connecting`.
+    pub state: String,
+    /// `host:port` of the server in use.
+    pub server: String,
+    /// The last round trip to the server, µs.
+    pub rtt_us: u64,
+    /// Keys served on NATS (the reactor's and the bridged ones).
+    pub served_keys: u64,
+    /// Of those, the keys of WebSocket peers this node serves there.
+    pub bridged_keys: u64,
+    /// Packets sent as NATS requests.
+    pub requests_sent: u64,
+    /// NATS requests this node answered.
+    pub requests_served: u64,
 }
 
 #[cfg(test)]

@@ -38,6 +38,11 @@ pub const FEATURE_CANCEL: &str = "cancel";
 /// paths (docs/protocol.md, "Direct paths"): only such a peer is sent the
 /// `direct` member of `hello`.
 pub const FEATURE_DIRECT: &str = "direct";
+/// Feature name announced in `hello` by a node on NATS (docs/protocol.md,
+/// "NATS", "Bridging"): a peer not on NATS may send it packets nothing
+/// else takes, and the node does not serve the peer's keys on NATS for it
+/// when the peer lists the feature too.
+pub const FEATURE_NATS: &str = "nats";
 
 /// The `type` of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

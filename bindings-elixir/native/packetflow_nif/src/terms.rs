@@ -60,7 +60,8 @@ pub fn result<'a>(env: Env<'a>, r: &PacketResult) -> Term<'a> {
 }
 
 /// `%{name, in_flight, queued, unrouted, forwards_cancelled, handlers:
-/// [%{group, element, ...}], actors: [%{actor_type, active, ...}]}`.
+/// [%{group, element, ...}], actors: [%{actor_type, active, ...}],
+/// routed: %{local, websocket, nats}, nats: %{state, server, ...} | nil}`.
 pub fn stats<'a>(env: Env<'a>, s: &ReactorStats) -> Term<'a> {
     let handlers: Vec<Term<'a>> = s
         .handlers
@@ -92,7 +93,25 @@ pub fn stats<'a>(env: Env<'a>, s: &ReactorStats) -> Term<'a> {
             })
         })
         .collect();
+    let routed = rustler::term_map!(env, {
+        atoms::local() => s.routed.local,
+        atoms::websocket() => s.routed.websocket,
+        atoms::nats() => s.routed.nats,
+    });
+    let nats: Option<Term<'a>> = s.nats.as_ref().map(|n| {
+        rustler::term_map!(env, {
+            atoms::state() => n.state.as_str(),
+            atoms::server() => n.server.as_str(),
+            atoms::rtt_us() => n.rtt_us,
+            atoms::served_keys() => n.served_keys,
+            atoms::bridged_keys() => n.bridged_keys,
+            atoms::requests_sent() => n.requests_sent,
+            atoms::requests_served() => n.requests_served,
+        })
+    });
     rustler::term_map!(env, {
+        atoms::routed() => routed,
+        atoms::nats() => nats,
         atoms::name() => s.name.as_str(),
         atoms::in_flight() => s.in_flight as u64,
         atoms::queued() => s.queued as u64,

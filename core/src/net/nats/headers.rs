@@ -19,6 +19,32 @@ pub const ROUTE_KEY: &str = "Pf-Route-Key";
 /// `metadata["pf.hops"]`: hops so far, this one included.
 pub const HOPS: &str = "Pf-Hops";
 
+/// The subject the requester publishes a cancel of this request on
+/// (`<namespace>.cancel.<token>`): a serving node that hears one there
+/// for the packet stops it (docs/protocol.md, "NATS", "Cancellation").
+pub const CANCEL_SUBJECT: &str = "Pf-Cancel-Subject";
+
+/// Adds `Pf-Cancel-Subject: subject` to `headers`; returns the bytes it
+/// takes on the wire.
+pub fn add_cancel_subject(headers: &mut HeaderMap, subject: &str) -> usize {
+    headers.insert(CANCEL_SUBJECT, subject);
+    CANCEL_SUBJECT.len() + subject.len() + 4
+}
+
+/// The request's `Pf-Cancel-Subject`, if it has one; PF400 naming the
+/// header for a subject that is not a cancel subject of `namespace`
+/// (no node would ever hear a cancel published there).
+pub fn cancel_subject(headers: Option<&HeaderMap>, namespace: &str) -> Result<Option<String>, PfError> {
+    let Some(subject) = headers.and_then(|h| h.get(CANCEL_SUBJECT)).map(|v| v.as_str()) else {
+        return Ok(None);
+    };
+    if !super::subject::is_cancel_subject(namespace, subject) {
+        let expected = format!("a subject {namespace}.cancel.<escaped token>");
+        return Err(bad(CANCEL_SUBJECT, &expected, subject));
+    }
+    Ok(Some(subject.to_owned()))
+}
+
 /// The headers of `packet` sent with `remaining_ms` left as its hop
 /// number `hops`, and the bytes they take on the wire (they count
 /// against the server's `max_payload`). PF400 naming the metadata key for
@@ -168,6 +194,15 @@ mod tests {
             assert!(e.is(ErrorCode::BadRequest));
             assert!(e.message.starts_with(&format!("header {name} must be")), "{}", e.message);
         }
+        // A cancel subject must be one the nodes of the namespace hear.
+        let mut headers = HeaderMap::new();
+        assert_eq!(cancel_subject(Some(&headers), "pf").unwrap(), None);
+        let size = add_cancel_subject(&mut headers, "pf.cancel.node-1");
+        assert_eq!(size, "Pf-Cancel-Subject: pf.cancel.node-1\r\n".len());
+        assert_eq!(cancel_subject(Some(&headers), "pf").unwrap().as_deref(), Some("pf.cancel.node-1"));
+        let e = cancel_subject(Some(&headers), "other").unwrap_err();
+        assert!(e.is(ErrorCode::BadRequest));
+        assert!(e.message.starts_with("header Pf-Cancel-Subject must be"), "{}", e.message);
         // No headers: the body's values stand.
         let original = packet();
         let mut p = original.clone();

@@ -1,6 +1,7 @@
 //! A node's connection to NATS ([`NatsLink`]): the service and its
-//! endpoints (one per handler key, kept in step with the reactor), the
-//! requests this node sends, and what `/health` shows of it.
+//! endpoints (one per handler key, kept in step with the reactor, and one
+//! per key its WebSocket peers serve that it bridges), the requests this
+//! node sends and their cancels, and what `/health` shows of it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -65,6 +66,10 @@ struct Counters {
     lost: AtomicU64,
     too_large: AtomicU64,
     served: AtomicU64,
+    /// Cancels published for requests this node stopped waiting for.
+    cancels_sent: AtomicU64,
+    /// Cancels heard that stopped a request this node served.
+    cancels_applied: AtomicU64,
 }
 
 /// A key's endpoint: its task serves it until `stop` is cancelled.
@@ -82,12 +87,25 @@ pub(crate) struct NatsLink {
     pub(crate) origin: Origin,
     events: Arc<Events>,
     reactor: Reactor,
+    /// The node, for the keys its peers serve (bridged on NATS).
+    node: Weak<NodeInner>,
+    /// Woken when those keys may have changed in a way no watch shows (a
+    /// seed peer served a new key, or left).
+    keys_changed: Arc<tokio::sync::Notify>,
     max_hops: u64,
+    /// Where this node publishes the cancels of its requests
+    /// (`<namespace>.cancel.<node id>`), sent with each one.
+    cancel_subject: String,
+    /// Requests being served here that their requester may cancel: the
+    /// packet id and the cancel subject its request named.
+    cancellable: Mutex<HashMap<PacketId, String>>,
     /// The ADR-32 service's endpoints and counters.
     registry: Arc<Registry>,
     /// The keys served, each an endpoint; the lock serialises syncs.
     endpoints: tokio::sync::Mutex<HashMap<(Group, Element), Served>>,
     served_keys: AtomicUsize,
+    /// Of `served_keys`, those served for peers, not by the reactor.
+    bridged_keys: AtomicUsize,
     rtt_us: AtomicU64,
     /// The server's `max_payload`, read again after each reconnect (the
     /// server's info is a copy under a lock: too dear for every packet).
@@ -118,18 +136,28 @@ impl NatsLink {
         ]);
         let registry = Arc::new(Registry::new(node.node_id.clone(), metadata));
         let verbs = registry.subscribe(&client).await.map_err(|e| unavailable("register the service", &e))?;
+        let cancels = client
+            .subscribe(subject::cancel_wildcard(&namespace))
+            .await
+            .map_err(|e| unavailable("subscribe to cancels", &e))?;
         // Watched from before the first sync, so no change falls between.
         let changes = node.reactor.watch_handlers();
+        let routes = node.watch_routes();
         let link = Arc::new(NatsLink {
             client,
+            cancel_subject: subject::cancel_subject(&namespace, &node.node_id),
             namespace,
             origin: Origin(node.next_conn_id()),
             events,
             reactor: node.reactor.clone(),
+            node: Arc::downgrade(node),
+            keys_changed: Arc::new(tokio::sync::Notify::new()),
             max_hops: node.config.max_hops,
+            cancellable: Mutex::new(HashMap::new()),
             registry,
             endpoints: tokio::sync::Mutex::new(HashMap::new()),
             served_keys: AtomicUsize::new(0),
+            bridged_keys: AtomicUsize::new(0),
             rtt_us: AtomicU64::new(0),
             max_payload: AtomicUsize::new(0),
             max_payload_of: AtomicU64::new(u64::MAX),
@@ -140,21 +168,39 @@ impl NatsLink {
         let started = Instant::now();
         link.client.flush().await.map_err(|e| unavailable("subscribe", &e))?;
         link.rtt_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        tokio::spawn(keep_in_step(Arc::downgrade(&link), changes, link.closed.clone()));
+        let kick = link.keys_changed.clone();
+        tokio::spawn(keep_in_step(Arc::downgrade(&link), changes, routes, kick, link.closed.clone()));
+        tokio::spawn(hear_cancels(Arc::downgrade(&link), cancels, link.closed.clone()));
         let closed = link.closed.clone();
         tokio::spawn(service::answer_verbs(link.registry.clone(), link.client.clone(), verbs, closed));
         tokio::spawn(measure_rtt(Arc::downgrade(&link), link.closed.clone()));
         Ok(link)
     }
 
-    /// Makes the endpoints match the reactor's handler keys: an endpoint
-    /// for each new key, none for a key no longer served.
+    /// The keys of this node's WebSocket peers that it serves on NATS
+    /// may have changed: [`sync`](Self::sync) soon, from the task that
+    /// keeps the endpoints in step.
+    pub(crate) fn keys_changed(&self) {
+        self.keys_changed.notify_one();
+    }
+
+    /// Makes the endpoints match the keys this node serves: the reactor's
+    /// handler keys, and those it bridges for its WebSocket peers (see
+    /// `PeerTable::bridged_keys`). An endpoint for each new key, none for
+    /// a key no longer served.
     async fn sync(self: &Arc<Self>) -> Result<(), PfError> {
         let mut served = self.endpoints.lock().await;
         if self.closed.is_cancelled() {
             return Ok(());
         }
-        let wanted: BTreeSet<(Group, Element)> = self.reactor.handler_keys().into_iter().collect();
+        let mut wanted: BTreeSet<(Group, Element)> = self.reactor.handler_keys().into_iter().collect();
+        let own = wanted.len();
+        if let Some(node) = self.node.upgrade() {
+            wanted.extend(node.peers.read().bridged_keys());
+        }
+        self.bridged_keys.store(wanted.len() - own, Ordering::Relaxed);
+        let before = served.len();
+        let mut changed = false;
         served.retain(|key, endpoint| {
             let keep = wanted.contains(key);
             if !keep {
@@ -163,6 +209,7 @@ impl NatsLink {
             }
             keep
         });
+        changed |= served.len() != before;
         for (group, element) in wanted {
             if served.contains_key(&(group, element.clone())) {
                 continue;
@@ -181,11 +228,14 @@ impl NatsLink {
             let stop = self.closed.child_token();
             tokio::spawn(serve(Arc::downgrade(self), subscriber, subject.clone(), stop.clone()));
             served.insert((group, element), Served { subject, stop });
+            changed = true;
         }
         self.served_keys.store(served.len(), Ordering::Relaxed);
         drop(served);
         // New SUBs reach the server now, not at the next write.
-        let _ = tokio::time::timeout(RTT_INTERVAL, self.client.flush()).await;
+        if changed {
+            let _ = tokio::time::timeout(RTT_INTERVAL, self.client.flush()).await;
+        }
         Ok(())
     }
 
@@ -202,17 +252,22 @@ impl NatsLink {
         };
         self.counters.served.fetch_add(1, Ordering::Relaxed);
         let start = Instant::now();
-        let packet = match decode_request(&message) {
-            Ok(packet) => packet,
+        let (packet, cancel_subject) = match decode_request(&message, &self.namespace) {
+            Ok(request) => request,
             Err(rejection) => return self.reply(reply_to, rejection, start, subject).await,
         };
         let deadline = start + Duration::from_millis(packet.timeout_ms());
         match self.reactor.submit_now(packet, start, deadline) {
             Ok(result) => self.reply(reply_to, Message::Result { seq: 0, result }, start, subject).await,
             Err(packet) => {
+                // Listed before it runs; a cancel heard before its request
+                // was read finds nothing and is ignored (the packet then
+                // runs on to its deadline).
+                let cancellable = cancel_subject.and_then(|s| Cancellable::note(self, &packet.id, s));
                 let (link, subject) = (self.clone(), subject.clone());
                 tokio::spawn(async move {
                     let result = link.reactor.submit_from(packet, start, deadline, Some(link.origin)).await;
+                    drop(cancellable);
                     link.reply(reply_to, Message::Result { seq: 0, result }, start, &subject).await;
                 });
             }
@@ -277,10 +332,11 @@ impl NatsLink {
         }
         packet.timeout_ms = Some(remaining_ms);
         packet.metadata.get_or_insert_with(Default::default).insert(META_HOPS.to_owned(), hops.into());
-        let (header_map, header_bytes) = match headers::for_request(&packet, remaining_ms, hops) {
+        let (mut header_map, mut header_bytes) = match headers::for_request(&packet, remaining_ms, hops) {
             Ok(h) => h,
             Err(e) => return PacketResult::failure(id, e, since_ms(start)),
         };
+        header_bytes += headers::add_cancel_subject(&mut header_map, &self.cancel_subject);
         let subject = subject::key_subject(&self.namespace, packet.group, packet.element.as_str());
         let body = Codec::Json.encode_to_vec(&Message::Submit { seq: 0, packet: Box::new(packet) });
         let max = self.max_payload();
@@ -302,6 +358,9 @@ impl NatsLink {
             return fail(ErrorCode::Unavailable, "the connection to NATS is down".into());
         }
         self.counters.sent.fetch_add(1, Ordering::Relaxed);
+        // Until answered, dropping this (the packet cancelled, its caller
+        // gone, its deadline passed) tells the serving node to stop.
+        let mut outstanding = Outstanding { link: &self, packet_id: &id, settled: false };
         let request = async_nats::Request::new()
             .headers(header_map)
             .payload(body.into())
@@ -315,9 +374,13 @@ impl NatsLink {
             }
         };
         match answered {
-            Ok(Ok(message)) => read_answer(&message.payload, &id, start),
+            Ok(Ok(message)) => {
+                outstanding.settled = true;
+                read_answer(&message.payload, &id, start)
+            }
             Ok(Err(e)) => match e.kind() {
                 RequestErrorKind::NoResponders => {
+                    outstanding.settled = true;
                     self.counters.no_responders.fetch_add(1, Ordering::Relaxed);
                     fail(ErrorCode::NoHandler, format!("no handler for {subject} on NATS (no responders)"))
                 }
@@ -347,14 +410,32 @@ impl NatsLink {
         self.max_payload.load(Ordering::Acquire)
     }
 
-    /// The `nats` member of `/health`.
-    pub(crate) fn health(&self) -> Value {
+    /// What the reactor's `stats()` shows of the connection.
+    pub(crate) fn stats(&self) -> crate::reactor::NatsStats {
         let info = self.client.server_info();
-        let state = match self.client.connection_state() {
+        crate::reactor::NatsStats {
+            state: self.state().to_owned(),
+            server: format!("{}:{}", info.host, info.port),
+            rtt_us: self.rtt_us.load(Ordering::Relaxed),
+            served_keys: self.served_keys.load(Ordering::Relaxed) as u64,
+            bridged_keys: self.bridged_keys.load(Ordering::Relaxed) as u64,
+            requests_sent: self.counters.sent.load(Ordering::Relaxed),
+            requests_served: self.counters.served.load(Ordering::Relaxed),
+        }
+    }
+
+    fn state(&self) -> &'static str {
+        match self.client.connection_state() {
             State::Connected => "connected",
             State::Disconnected => "disconnected",
             State::Pending => "connecting",
-        };
+        }
+    }
+
+    /// The `nats` member of `/health`.
+    pub(crate) fn health(&self) -> Value {
+        let info = self.client.server_info();
+        let state = self.state();
         let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
         json!({
             "state": state,
@@ -367,12 +448,15 @@ impl NatsLink {
             "served_keys": self.served_keys.load(Ordering::Relaxed),
             "reconnects": self.events.reconnects.load(Ordering::Relaxed),
             "last_event": self.events.last.lock().clone(),
+            "bridged_keys": self.bridged_keys.load(Ordering::Relaxed),
             "requests_sent": count(&self.counters.sent),
             "requests_served": count(&self.counters.served),
             "no_responders": count(&self.counters.no_responders),
             "timed_out": count(&self.counters.timed_out),
             "lost": count(&self.counters.lost),
             "too_large": count(&self.counters.too_large),
+            "cancels_sent": count(&self.counters.cancels_sent),
+            "cancels_applied": count(&self.counters.cancels_applied),
         })
     }
 
@@ -397,6 +481,16 @@ impl NatsLink {
         let _ = writeln!(out, "packetflow_nats_requests_sent_total {}", count(&self.counters.sent));
         family(out, "packetflow_nats_requests_served_total", "counter", "NATS requests this node answered.");
         let _ = writeln!(out, "packetflow_nats_requests_served_total {}", count(&self.counters.served));
+        family(out, "packetflow_nats_cancels_sent_total", "counter", "Cancels published for NATS requests.");
+        let _ = writeln!(out, "packetflow_nats_cancels_sent_total {}", count(&self.counters.cancels_sent));
+        family(
+            out,
+            "packetflow_nats_cancels_applied_total",
+            "counter",
+            "Cancels heard on NATS that stopped a packet served here.",
+        );
+        let _ =
+            writeln!(out, "packetflow_nats_cancels_applied_total {}", count(&self.counters.cancels_applied));
         family(
             out,
             "packetflow_nats_request_failures_total",
@@ -462,17 +556,110 @@ async fn serve(link: Weak<NatsLink>, mut subscriber: Subscriber, subject: String
     }
 }
 
-/// Syncs the endpoints whenever the reactor's handlers change.
-async fn keep_in_step(link: Weak<NatsLink>, mut changes: watch::Receiver<u64>, closed: CancellationToken) {
+/// Syncs the endpoints whenever the keys served may have changed: the
+/// reactor's handlers, the routes peers announced, what seed peers were
+/// seen to serve.
+async fn keep_in_step(
+    link: Weak<NatsLink>,
+    mut changes: watch::Receiver<u64>,
+    mut routes: watch::Receiver<u64>,
+    kick: Arc<tokio::sync::Notify>,
+    closed: CancellationToken,
+) {
     loop {
+        // Changes that come while a sync runs are seen at the next turn
+        // (a watch stays changed, a notify keeps its permit): bursts of
+        // them cost one sync.
         tokio::select! {
             _ = closed.cancelled() => return,
             changed = changes.changed() => if changed.is_err() { return },
+            changed = routes.changed() => if changed.is_err() { return },
+            _ = kick.notified() => {}
         }
         let Some(link) = link.upgrade() else { return };
         // A failed subscribe is tried again at the next change; the keys
         // already served stay served.
         let _ = link.sync().await;
+    }
+}
+
+/// Hears the cancels published on `<namespace>.cancel.*`, until `closed`:
+/// each is a `cancel` frame of the base protocol (JSON), and stops the
+/// packet it names when this node serves it for a request that named the
+/// subject it came on. Anything else is ignored (nobody waits for an
+/// answer to a publish).
+async fn hear_cancels(link: Weak<NatsLink>, mut subscriber: Subscriber, closed: CancellationToken) {
+    loop {
+        let message = tokio::select! {
+            _ = closed.cancelled() => return,
+            message = subscriber.next() => message,
+        };
+        let (Some(message), Some(link)) = (message, link.upgrade()) else { return };
+        let Decoded::Single(Ok(Message::Cancel { packet_id, .. })) = Codec::Json.decode(&message.payload)
+        else {
+            continue;
+        };
+        let named =
+            link.cancellable.lock().get(&packet_id).is_some_and(|s| s.as_str() == message.subject.as_str());
+        if named && link.reactor.cancel_from(&packet_id, link.origin) {
+            link.counters.cancels_applied.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A request served here that its requester may cancel, listed in
+/// `cancellable` until dropped (its packet answered).
+struct Cancellable {
+    link: Weak<NatsLink>,
+    packet_id: PacketId,
+}
+
+impl Cancellable {
+    /// Lists `id`, cancellable on `subject`; `None` when a packet with
+    /// that id is listed already (this one is then answered PF409).
+    fn note(link: &Arc<NatsLink>, id: &PacketId, subject: String) -> Option<Cancellable> {
+        use std::collections::hash_map::Entry;
+        match link.cancellable.lock().entry(id.clone()) {
+            Entry::Occupied(_) => None,
+            Entry::Vacant(entry) => {
+                entry.insert(subject);
+                Some(Cancellable { link: Arc::downgrade(link), packet_id: id.clone() })
+            }
+        }
+    }
+}
+
+impl Drop for Cancellable {
+    fn drop(&mut self) {
+        if let Some(link) = self.link.upgrade() {
+            link.cancellable.lock().remove(&self.packet_id);
+        }
+    }
+}
+
+/// A request this node sent, until its answer came: dropped before, the
+/// serving node is told to stop, with a `cancel` frame published on this
+/// node's cancel subject (docs/protocol.md, "NATS", "Cancellation").
+struct Outstanding<'a> {
+    link: &'a Arc<NatsLink>,
+    packet_id: &'a PacketId,
+    settled: bool,
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        if self.settled || self.link.closed.is_cancelled() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        self.link.counters.cancels_sent.fetch_add(1, Ordering::Relaxed);
+        let frame = Message::Cancel { seq: 0, packet_id: self.packet_id.clone() };
+        let body = Codec::Json.encode_to_vec(&frame);
+        let (client, subject) = (self.link.client.clone(), self.link.cancel_subject.clone());
+        // Publishing waits for room in the client's queue: not in `drop`.
+        runtime.spawn(async move {
+            let _ = client.publish(subject, body.into()).await;
+        });
     }
 }
 
@@ -492,17 +679,24 @@ async fn measure_rtt(link: Weak<NatsLink>, closed: CancellationToken) {
     }
 }
 
-/// The packet of a request: its body must be one `submit` frame (JSON),
-/// its headers are applied over it. Otherwise the `error` frame that
-/// answers it (PF400 naming the field or header).
-fn decode_request(message: &async_nats::Message) -> Result<Packet, Message> {
+/// The packet of a request and the subject its cancel would come on: its
+/// body must be one `submit` frame (JSON), its headers are applied over
+/// it. Otherwise the `error` frame that answers it (PF400 naming the field
+/// or header).
+fn decode_request(
+    message: &async_nats::Message,
+    namespace: &str,
+) -> Result<(Packet, Option<String>), Message> {
     let reject = |error: PfError, packet_id: Option<PacketId>| Message::Error { seq: 0, error, packet_id };
     let bad = |text: &str| PfError::new(ErrorCode::BadRequest, text.to_owned());
     match Codec::Json.decode(&message.payload) {
         Decoded::Single(Ok(Message::Submit { packet, .. })) => {
             let mut packet = *packet;
-            match headers::apply(message.headers.as_ref(), &mut packet).and_then(|()| packet.validate()) {
-                Ok(()) => Ok(packet),
+            let cancel = headers::apply(message.headers.as_ref(), &mut packet)
+                .and_then(|()| packet.validate())
+                .and_then(|()| headers::cancel_subject(message.headers.as_ref(), namespace));
+            match cancel {
+                Ok(cancel) => Ok((packet, cancel)),
                 Err(e) => Err(reject(e, Some(packet.id))),
             }
         }

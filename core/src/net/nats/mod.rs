@@ -10,6 +10,13 @@
 //! And a packet no local handler and no WebSocket peer takes is sent as a
 //! NATS request (`link`), its metadata in headers (`headers`).
 //!
+//! A node on NATS is also a bridge for its WebSocket peers: it serves
+//! there the keys of those that are not on NATS themselves (seed peers
+//! included), and tells its PacketFlow peers it is on NATS (the `hello`
+//! feature `nats`), so that those not on NATS send it what nothing else
+//! takes. Cancels travel too: a requester that stops waiting publishes a
+//! `cancel` frame on its cancel subject, which every node hears.
+//!
 //! [`Node::connect`]: super::Node::connect
 //! [`Node::connect_nats`]: super::Node::connect_nats
 
@@ -270,6 +277,11 @@ pub(crate) async fn connect(node: &Arc<NodeInner>, urls: &str, options: NatsOpti
         link.close().await;
         return Err(bad_request("this node is already connected to NATS".into()));
     }
+    // Peers learn that this node is on NATS (the feature `nats`): those
+    // that are not send it what nothing else takes, and its sync serves
+    // their keys there (its routes may have come before the link).
+    node.announce_to_all();
+    link.keys_changed();
     Ok(())
 }
 

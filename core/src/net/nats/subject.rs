@@ -97,6 +97,33 @@ pub fn parse_key_subject(namespace: &str, subject: &str) -> Option<(Group, Eleme
     Some((Group::parse(group).ok()?, Element::new(&element).ok()?))
 }
 
+/// The word after the namespace of the subjects cancels travel on
+/// (docs/protocol.md, "NATS", "Cancellation"): not a group, so never a
+/// key's subject.
+const CANCEL: &str = "cancel";
+
+/// The subject a requester publishes the cancels of its requests on:
+/// `<namespace>.cancel.<escaped requester id>` (a node's id for a node).
+pub fn cancel_subject(namespace: &str, requester: &str) -> String {
+    format!("{namespace}.{CANCEL}.{}", escape(requester))
+}
+
+/// What every node subscribes to hear cancels: `<namespace>.cancel.*`.
+pub fn cancel_wildcard(namespace: &str) -> String {
+    format!("{namespace}.{CANCEL}.*")
+}
+
+/// Whether `subject` is one [`cancel_wildcard`] matches: the namespace,
+/// `cancel`, and one token that [`escape`] makes.
+pub fn is_cancel_subject(namespace: &str, subject: &str) -> bool {
+    subject
+        .strip_prefix(namespace)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|rest| rest.strip_prefix(CANCEL))
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|token| !token.is_empty() && unescape(token).is_some())
+}
+
 /// A name for the key's ADR-32 endpoint, of the characters service names
 /// may hold (`[A-Za-z0-9_-]`): the group and the escaped element, with
 /// `%` written as `_`. Only a label; the endpoint's subject and its
@@ -108,6 +135,19 @@ pub fn endpoint_name(group: Group, element: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cancel_subjects_hold_one_escaped_token_after_the_namespace() {
+        let subject = cancel_subject("pf.prod", "node a.1");
+        assert_eq!(subject, "pf.prod.cancel.node%20a%2E1");
+        assert!(is_cancel_subject("pf.prod", &subject));
+        assert_eq!(cancel_wildcard("pf.prod"), "pf.prod.cancel.*");
+        for other in
+            ["pf.prod.cancel.", "pf.prod.cancel.a.b", "pf.prod.df.x", "pf.cancel.a", "pf.prod.cancel.a%2e"]
+        {
+            assert!(!is_cancel_subject("pf.prod", other), "{other}");
+        }
+    }
 
     #[test]
     fn elements_with_dots_become_one_token() {
