@@ -29,6 +29,9 @@ use crate::wire::{Codec, Decoded, Message};
 const RTT_INTERVAL: Duration = Duration::from_secs(5);
 /// Bound on draining the connection when the node stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How the message of a PF001 for no responders ends: nobody subscribes
+/// the subject (for a member's subject: the member left).
+pub(crate) const NO_RESPONDERS: &str = "(no responders)";
 
 /// What the client's event callback reports, as the requests and
 /// `/health` need it.
@@ -75,8 +78,8 @@ struct Served {
 
 /// The node's connection to NATS.
 pub(crate) struct NatsLink {
-    client: Client,
-    namespace: String,
+    pub(super) client: Client,
+    pub(super) namespace: String,
     /// The connection number of NATS among the node's connections: a
     /// packet that came from NATS is never sent back there.
     pub(crate) origin: Origin,
@@ -95,7 +98,10 @@ pub(crate) struct NatsLink {
     /// `events.reconnects` when `max_payload` was read.
     max_payload_of: AtomicU64,
     counters: Counters,
-    closed: CancellationToken,
+    pub(super) closed: CancellationToken,
+    /// The members of the cluster, when the node joined with `membership`
+    /// (see `membership`).
+    pub(crate) cluster: std::sync::OnceLock<Arc<super::membership::Cluster>>,
 }
 
 impl NatsLink {
@@ -135,6 +141,7 @@ impl NatsLink {
             max_payload_of: AtomicU64::new(u64::MAX),
             counters: Counters::default(),
             closed: CancellationToken::new(),
+            cluster: std::sync::OnceLock::new(),
         });
         link.sync().await?;
         let started = Instant::now();
@@ -257,7 +264,20 @@ impl NatsLink {
     /// "NATS"): PF001 no responders, PF408 timeout, PF503 the connection
     /// is down or lost before the answer, PF413 a request over the
     /// server's `max_payload` (not sent), PF508 past the hop limit.
-    pub(crate) async fn request(self: Arc<Self>, mut packet: Packet, deadline: Instant) -> PacketResult {
+    pub(crate) async fn request(self: Arc<Self>, packet: Packet, deadline: Instant) -> PacketResult {
+        let subject = subject::key_subject(&self.namespace, packet.group, packet.element.as_str());
+        self.request_on(subject, packet, deadline).await
+    }
+
+    /// [`request`](Self::request) on `subject`: a key's, or one member's
+    /// (docs/protocol.md, "Actors and route keys over NATS"). No responders
+    /// is PF001 with a message ending in [`NO_RESPONDERS`].
+    pub(crate) async fn request_on(
+        self: Arc<Self>,
+        subject: String,
+        mut packet: Packet,
+        deadline: Instant,
+    ) -> PacketResult {
         let start = Instant::now();
         let id = packet.id.clone();
         let fail = |code: ErrorCode, message: String| {
@@ -281,7 +301,6 @@ impl NatsLink {
             Ok(h) => h,
             Err(e) => return PacketResult::failure(id, e, since_ms(start)),
         };
-        let subject = subject::key_subject(&self.namespace, packet.group, packet.element.as_str());
         let body = Codec::Json.encode_to_vec(&Message::Submit { seq: 0, packet: Box::new(packet) });
         let max = self.max_payload();
         if body.len() + header_bytes > max {
@@ -319,7 +338,7 @@ impl NatsLink {
             Ok(Err(e)) => match e.kind() {
                 RequestErrorKind::NoResponders => {
                     self.counters.no_responders.fetch_add(1, Ordering::Relaxed);
-                    fail(ErrorCode::NoHandler, format!("no handler for {subject} on NATS (no responders)"))
+                    fail(ErrorCode::NoHandler, format!("no handler for {subject} on NATS {NO_RESPONDERS}"))
                 }
                 RequestErrorKind::TimedOut => {
                     self.counters.timed_out.fetch_add(1, Ordering::Relaxed);
@@ -373,6 +392,7 @@ impl NatsLink {
             "timed_out": count(&self.counters.timed_out),
             "lost": count(&self.counters.lost),
             "too_large": count(&self.counters.too_large),
+            "membership": self.cluster.get().map(|c| c.health()),
         })
     }
 
@@ -420,6 +440,10 @@ impl NatsLink {
     /// Leaves NATS: the endpoints and the service stop, requests still
     /// waiting are answered PF503, and the connection is drained (bounded).
     pub(crate) async fn close(&self) {
+        if let Some(cluster) = self.cluster.get() {
+            // Gone from every member's view at once, not after the TTL.
+            cluster.leave().await;
+        }
         self.closed.cancel();
         self.endpoints.lock().await.clear();
         self.events.losses.send_modify(|n| *n += 1);
@@ -439,7 +463,12 @@ impl Drop for NatsLink {
 /// Stopped, the subscription is drained: the requests the server sent
 /// before it saw the UNSUB are still answered (PF001 once the key is gone)
 /// rather than dropped, for at most [`DRAIN_TIMEOUT`].
-async fn serve(link: Weak<NatsLink>, mut subscriber: Subscriber, subject: String, stop: CancellationToken) {
+pub(super) async fn serve(
+    link: Weak<NatsLink>,
+    mut subscriber: Subscriber,
+    subject: String,
+    stop: CancellationToken,
+) {
     let subject: Arc<str> = subject.into();
     loop {
         let message = tokio::select! {
