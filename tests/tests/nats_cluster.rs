@@ -316,3 +316,34 @@ async fn an_actor_claimed_by_a_live_member_is_served_there_and_a_stale_write_is_
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_without_jetstream_is_pf503_and_bad_options_are_pf400() {
+    let plain = NatsServer::start().await;
+    let n = node("member");
+    let e = n.connect_nats(&plain.url(), member_options()).await.unwrap_err();
+    assert_eq!(e.code, "PF503", "{e:?}");
+    assert!(e.message.contains("pf_members") && e.message.contains("JetStream"), "{}", e.message);
+
+    let server = NatsServer::start_jetstream().await;
+    let too_fast = NatsOptions { membership_heartbeat: Duration::from_millis(5), ..member_options() };
+    let e = n.connect_nats(&server.url(), too_fast).await.unwrap_err();
+    assert_eq!(e.code, "PF400", "{e:?}");
+    assert!(e.message.starts_with("membership_heartbeat"), "{}", e.message);
+    // Actor types already on another store cannot move to the bucket.
+    n.reactor()
+        .actors()
+        .register_fn("counter", |_, _, _, _| Ok(packetflow::Reply::Value(Value::Null)))
+        .unwrap();
+    let e = n
+        .connect_nats(&server.url(), NatsOptions { actor_store: true, ..member_options() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "PF400", "{e:?}");
+    assert!(e.message.starts_with("actor_store"), "{}", e.message);
+    // Nothing of the failed joins is left: the node joins as it should.
+    n.connect_nats(&server.url(), member_options()).await.unwrap();
+    assert_eq!(n.nats_members(), [n.node_id()]);
+    assert_eq!(n.health()["nats"]["membership"]["ttl_ms"], json!(3 * HEARTBEAT.as_millis() as u64));
+    n.stop().await;
+}

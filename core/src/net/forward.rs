@@ -148,7 +148,7 @@ impl Forwarder for Router {
         // On NATS, the members are the peer nodes: a handover from there
         // comes from one (the NATS system's own auth decides who publishes).
         #[cfg(feature = "nats")]
-        if node.cluster().is_some() && node.from_nats(Some(origin.0)) {
+        if node.cluster().is_some() && node.came_from_nats(Some(origin.0)) {
             return true;
         }
         let Ok(element) = crate::packet::Element::new(element) else { return false };

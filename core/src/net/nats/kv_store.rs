@@ -106,8 +106,11 @@ struct Inner {
     bound: OnceLock<Bound>,
     /// Per actor (type, id), the revision of its record this node last
     /// read or wrote (0: none there): the revision its next write expects.
-    revisions: Mutex<HashMap<(Arc<str>, Arc<str>), u64>>,
+    revisions: Mutex<Revisions>,
 }
+
+/// Revisions by actor (type, id).
+type Revisions = HashMap<(Arc<str>, Arc<str>), u64>;
 
 /// The buckets and the membership a store is bound to.
 struct Bound {

@@ -543,12 +543,14 @@ impl NodeInner {
 
     /// Whether connection `origin` is NATS: a packet from there runs
     /// where it arrived (its sender placed it), and is never sent back.
-    pub(crate) fn from_nats(&self, origin: Option<u64>) -> bool {
+    pub(crate) fn came_from_nats(&self, origin: Option<u64>) -> bool {
         origin.is_some() && self.nats.get().map(|link| link.origin.0) == origin
     }
 
     /// For the router: `packet` sent to the member its actor or route key
     /// belongs to, when that is another member; the packet back otherwise.
+    // The packet comes back by value (no allocation) when not sent.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn forward_in_cluster(
         &self,
         mut packet: Packet,
@@ -556,7 +558,7 @@ impl NodeInner {
         origin: Option<u64>,
     ) -> Result<BoxFuture<'static, PacketResult>, Packet> {
         let Some(cluster) = self.cluster() else { return Err(packet) };
-        if self.from_nats(origin) {
+        if self.came_from_nats(origin) {
             return Err(packet);
         }
         match cluster.target_of(&mut packet) {
@@ -576,7 +578,7 @@ impl NodeInner {
         origin: Option<u64>,
     ) -> Option<bool> {
         let cluster = self.cluster()?;
-        if self.from_nats(origin) || at == Some(self.node_id.as_str()) {
+        if self.came_from_nats(origin) || at == Some(self.node_id.as_str()) {
             return Some(true);
         }
         if at.is_some_and(|at| cluster.hosts(actor_type, at)) {
@@ -595,7 +597,7 @@ impl NodeInner {
         origin: Option<u64>,
     ) -> bool {
         let Some(cluster) = self.cluster() else { return true };
-        if self.from_nats(origin) {
+        if self.came_from_nats(origin) {
             return true;
         }
         cluster.route_owner(group, element, route_key).is_none_or(|owner| owner == self.node_id)
@@ -603,6 +605,7 @@ impl NodeInner {
 
     /// For the router: `packet` (delivered at `node_id` by `pf.actor_at`)
     /// sent to that member, when it is a live member hosting the type.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn forward_to_member(
         &self,
         node_id: &str,
