@@ -218,7 +218,7 @@ impl Cluster {
                 return Err(unavailable("read the members", "the watch ended"));
             };
             let done = entry.key == cluster.own_key && entry.revision >= own;
-            cluster.apply(entry);
+            cluster.apply(entry, true);
             if done {
                 break;
             }
@@ -260,8 +260,12 @@ impl Cluster {
     }
 
     /// Takes in one entry of the bucket (another member's; this node's own
-    /// is known already).
-    fn apply(&self, entry: kv::Entry) {
+    /// is known already). An entry counts from when it arrived, or, read
+    /// while `joining`, from when the server stored it (at most a TTL ago):
+    /// a member that died just before this node joined is not taken for
+    /// alive for a whole TTL more. The same revision read again (a new
+    /// watch) changes nothing.
+    fn apply(&self, entry: kv::Entry, joining: bool) {
         if entry.key == self.own_key {
             return;
         }
@@ -273,12 +277,16 @@ impl Cluster {
                 if record.node_id != node_id {
                     return; // not a PacketFlow member's entry
                 }
-                let stale = members.get(&node_id).is_some_and(|m| m.revision > entry.revision);
-                if !stale {
-                    let member =
-                        Member { record, seen: Instant::now(), revision: entry.revision, unreachable: false };
-                    members.insert(node_id, member);
+                if members.get(&node_id).is_some_and(|m| m.revision >= entry.revision) {
+                    return;
                 }
+                let now = Instant::now();
+                let seen = match joining {
+                    true => now.checked_sub(stored_ago(entry.created).min(self.ttl)).unwrap_or(now),
+                    false => now,
+                };
+                members
+                    .insert(node_id, Member { record, seen, revision: entry.revision, unreachable: false });
             }
             kv::Operation::Delete | kv::Operation::Purge => {
                 members.remove(&node_id);
@@ -484,6 +492,12 @@ impl Cluster {
     }
 }
 
+/// How long ago the server stored an entry, by this machine's clock (zero
+/// for a time ahead of it).
+fn stored_ago(created: time::OffsetDateTime) -> Duration {
+    Duration::try_from(time::OffsetDateTime::now_utc() - created).unwrap_or_default()
+}
+
 /// Applies the bucket's changes as they come; watches it again (from the
 /// latest entries) if the watch ends, until the node leaves.
 async fn keep_watching(cluster: Weak<Cluster>, mut watch: kv::Watch, closed: CancellationToken) {
@@ -495,7 +509,7 @@ async fn keep_watching(cluster: Weak<Cluster>, mut watch: kv::Watch, closed: Can
         let Some(cluster) = cluster.upgrade() else { return };
         match next {
             Some(Ok(entry)) => {
-                cluster.apply(entry);
+                cluster.apply(entry, false);
                 cluster.check_hosts();
             }
             _ => loop {
