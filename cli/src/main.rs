@@ -253,6 +253,18 @@ struct NatsArgs {
     /// Refuse NATS servers that do not speak TLS.
     #[arg(long)]
     nats_require_tls: bool,
+    /// Join the NATS cluster's members (JetStream bucket <ns>_members):
+    /// route keys and actors placed over the live members.
+    #[arg(long)]
+    nats_membership: bool,
+    /// Heartbeat of --nats-membership in ms, for a node that makes the
+    /// members bucket (its TTL is 3 heartbeats).
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    nats_heartbeat_ms: u64,
+    /// Keep actor state in the JetStream bucket <ns>_actors, shared by the
+    /// members (implies --nats-membership; not with --actor-store).
+    #[arg(long, conflicts_with = "actor_store")]
+    nats_actor_store: bool,
 }
 
 impl NatsArgs {
@@ -285,6 +297,9 @@ impl NatsArgs {
             tls_cert: self.nats_tls_cert.clone(),
             tls_key: self.nats_tls_key.clone(),
             require_tls: self.nats_require_tls,
+            membership: self.nats_membership,
+            membership_heartbeat: std::time::Duration::from_millis(self.nats_heartbeat_ms),
+            actor_store: self.nats_actor_store,
             ..packetflow::net::NatsOptions::default()
         })
     }
@@ -384,6 +399,14 @@ async fn serve(args: ServeArgs) -> ExitCode {
             .and_then(|store| reactor.actors().set_store(std::sync::Arc::new(store)));
         if let Err(e) = opened {
             eprintln!("error: --actor-store: {}", e.message);
+            return ExitCode::from(2);
+        }
+    }
+    if args.nats_options.nats_actor_store {
+        // Set before the actor types register; bound when the node joins.
+        let store = std::sync::Arc::new(packetflow::net::NatsKvStore::new());
+        if let Err(e) = reactor.actors().set_store(store) {
+            eprintln!("error: --nats-actor-store: {}", e.message);
             return ExitCode::from(2);
         }
     }

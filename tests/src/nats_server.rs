@@ -1,6 +1,7 @@
 //! Real `nats-server` processes on loopback ports for the NATS tests: one
-//! server, or a cluster whose servers route to each other. Each is killed
-//! when its handle is dropped.
+//! server, or a cluster whose servers route to each other, with JetStream
+//! on when asked (its store in a directory of its own, removed with it).
+//! Each is killed when its handle is dropped.
 //!
 //! The binary is `NATS_SERVER_BIN` when set, else `nats-server` on the
 //! `PATH` (or in `/usr/sbin`, where Debian's package puts it). Without one
@@ -71,6 +72,8 @@ pub struct NatsServer {
     pub cluster_port: Option<u16>,
     /// Its server name.
     pub name: String,
+    /// JetStream's store directory, when JetStream is on.
+    store_dir: Option<PathBuf>,
 }
 
 impl NatsServer {
@@ -90,18 +93,47 @@ impl NatsServer {
     /// A cluster of `n` servers, each routing to all the others; returns
     /// once every server has a route to every other one.
     pub async fn cluster(n: usize) -> Vec<NatsServer> {
+        NatsServer::cluster_of(n, false).await
+    }
+
+    /// One server with JetStream on, not clustered; returns once
+    /// JetStream answers.
+    pub async fn start_jetstream() -> NatsServer {
+        let mut server = NatsServer::spawn_jetstream("pf-single", None, &[]);
+        server.wait_accepting().await;
+        server.wait_jetstream(false).await;
+        server
+    }
+
+    /// [`cluster`](Self::cluster) with JetStream on in every server;
+    /// returns once the servers elected JetStream's leader too.
+    pub async fn jetstream_cluster(n: usize) -> Vec<NatsServer> {
+        NatsServer::cluster_of(n, true).await
+    }
+
+    async fn cluster_of(n: usize, jetstream: bool) -> Vec<NatsServer> {
         let cluster_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let routes: Vec<String> = cluster_ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
         let mut servers: Vec<NatsServer> = (0..n)
             .map(|i| {
                 let others: Vec<String> =
                     routes.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, r)| r.clone()).collect();
-                NatsServer::spawn(&format!("pf-{i}"), Some(cluster_ports[i]), &others)
+                let name = format!("pf-{i}");
+                if jetstream {
+                    NatsServer::spawn_jetstream(&name, Some(cluster_ports[i]), &others)
+                } else {
+                    NatsServer::spawn(&name, Some(cluster_ports[i]), &others)
+                }
             })
             .collect();
         for server in &mut servers {
             server.wait_accepting().await;
             server.wait_routes(n as u64 - 1).await;
+        }
+        if jetstream {
+            for server in &mut servers {
+                server.wait_jetstream(true).await;
+            }
         }
         servers
     }
@@ -110,6 +142,18 @@ impl NatsServer {
         NatsServer::spawn_with(name, cluster_port, routes, &[])
     }
 
+    /// A server with JetStream on, its store in a fresh directory.
+    fn spawn_jetstream(name: &str, cluster_port: Option<u16>, routes: &[String]) -> NatsServer {
+        static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let made = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("pf-jetstream-{}-{made}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("make a JetStream store directory");
+        let store = dir.to_string_lossy().into_owned();
+        let mut server = NatsServer::spawn_with(name, cluster_port, routes, &["-js", "-sd", &store]);
+        server.store_dir = Some(dir);
+        server
+    }
     fn spawn_with(name: &str, cluster_port: Option<u16>, routes: &[String], options: &[&str]) -> NatsServer {
         let (port, monitor_port) = (free_port(), free_port());
         let mut command = Command::new(binary());
@@ -132,7 +176,14 @@ impl NatsServer {
             }
         }
         let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", binary().display()));
-        NatsServer { child: Some(child), port, monitor_port, cluster_port, name: name.to_owned() }
+        NatsServer {
+            child: Some(child),
+            port,
+            monitor_port,
+            cluster_port,
+            name: name.to_owned(),
+            store_dir: None,
+        }
     }
 
     /// `nats://127.0.0.1:PORT`.
@@ -177,6 +228,24 @@ impl NatsServer {
         }
     }
 
+    /// Waits until JetStream answers on the monitoring endpoint: enabled,
+    /// and, in a cluster, with a leader of its meta group elected.
+    async fn wait_jetstream(&mut self, clustered: bool) {
+        let until = Instant::now() + START_TIMEOUT;
+        loop {
+            let body = self.monitor("/jsz").await.unwrap_or_default();
+            let doc: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let enabled = doc["config"]["store_dir"].is_string() || doc["memory"].is_u64();
+            let led = doc["meta_cluster"]["leader"].as_str().is_some_and(|l| !l.is_empty());
+            if enabled && (!clustered || led) {
+                return;
+            }
+            self.assert_running();
+            assert!(Instant::now() < until, "nats-server {} has no JetStream in time: {body}", self.name);
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Panics, saying so, when the server has exited (a port taken
     /// meanwhile, a bad flag).
     fn assert_running(&mut self) {
@@ -199,5 +268,8 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = self.store_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }

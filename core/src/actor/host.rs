@@ -1069,6 +1069,12 @@ impl TypeHost {
                 if let Some(id) = &id {
                     cell.inner.lock().forget(id);
                 }
+                if self.store.shared() {
+                    // Another activation may have written the record: this
+                    // copy leaves memory, and the next message reads it again.
+                    cell.inner.lock().gone = true;
+                    self.active.remove_if(actor.id(), |_, c| std::ptr::eq(&**c, cell));
+                }
                 Err(e)
             }
         }
@@ -1187,6 +1193,12 @@ impl TypeHost {
             if !self.store.durable() && self.store.save(&actor, &record).await.is_err() {
                 self.release_or_drain(&actor, &cell);
                 continue;
+            }
+            if self.store.shared() {
+                // Another node may own it next (the hosts changed). Given
+                // up while the actor is still held here: a message arriving
+                // meanwhile waits, and claims it again after.
+                self.store.release(&actor).await;
             }
             cell.inner.lock().gone = true;
             self.active.remove_if(&*id, |_, c| Arc::ptr_eq(c, &cell));

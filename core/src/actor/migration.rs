@@ -38,7 +38,7 @@ use super::address::{
 };
 use super::cell::{Answer, Cell, Message};
 use super::host::TypeHost;
-use super::store::{ActorStore, Record};
+use super::store::{ActorStore, Claimed, Record};
 use super::ActorRef;
 use crate::error::{ErrorCode, PfError};
 use crate::packet::{Packet, MAX_TIMEOUT_MS, META_TRACE_ID};
@@ -313,8 +313,11 @@ impl TypeHost {
             self.moves_stored.store(true, Relaxed);
         }
         let Some(reactor) = self.reactor() else { return };
+        // With a shared store, the entries in memory came from claims (or
+        // the store): both are read again at the next activation.
+        let shared = self.store.shared();
         self.moved.retain(|id, m| {
-            !m.stored && is_home(&reactor, &ActorRef::from_parts(self.name.clone(), id.clone()))
+            !m.stored && !shared && is_home(&reactor, &ActorRef::from_parts(self.name.clone(), id.clone()))
         });
     }
 
@@ -342,6 +345,9 @@ impl TypeHost {
     /// does not, or when it holds a forwarding entry: [`read`](Self::read)
     /// then deals with both.
     pub(super) fn read_now(&self, actor: &ActorRef) -> Option<Result<Option<Record>, PfError>> {
+        if self.store.shared() {
+            return None; // claimed first, over the network
+        }
         if self.moves_stored.load(Relaxed) {
             match self.store.load(&entry_key(actor)).now_or_never()? {
                 Ok(None) => {}
@@ -356,6 +362,15 @@ impl TypeHost {
     /// forwarding entry, if the actor is still elsewhere (then noted in
     /// memory), else its record. An entry the home takes back is removed.
     pub(super) async fn read(&self, reactor: &Reactor, actor: &ActorRef) -> Result<Stored, PfError> {
+        if self.store.shared() {
+            if let Claimed::Elsewhere(node) = self.store.claim(actor).await? {
+                // A live node holds the actor's activation: its messages go
+                // there, as to an actor moved there, until the hosts change.
+                self.moved_any.store(true, Relaxed);
+                self.moved.insert(actor.id_arc().clone(), MovedTo { to: Arc::from(node), stored: false });
+                return Ok(Stored::Moved);
+            }
+        }
         if self.moves_stored.load(Relaxed) {
             if let Some(entry) = self.store.load(&entry_key(actor)).await? {
                 let to = entry.state.get("to").and_then(Value::as_str).unwrap_or_default();
@@ -472,6 +487,11 @@ impl TypeHost {
         let to: Arc<str> = Arc::from(to);
         self.note_moved_to(reactor, actor, to.clone()).await;
         self.move_out(reactor, actor, cell, &to);
+        if self.store.shared() {
+            // The target runs it now: this node's claim must not send its
+            // next activation back here.
+            self.store.release(actor).await;
+        }
         Ok(moved_answer(&here, &to))
     }
 

@@ -43,7 +43,7 @@ pub use address::{
 };
 pub use behavior::{ActorType, Behavior, Reply, TurnInput, TurnOutput};
 pub use context::ActorContext;
-pub use store::{ActorStore, FileStore, MemoryStore, Record};
+pub use store::{ActorStore, Claimed, FileStore, MemoryStore, Record};
 
 pub(crate) use host::{HostSettings, TypeHost};
 pub(crate) use migration::refused_adopt;

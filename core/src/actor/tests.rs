@@ -704,3 +704,85 @@ async fn ask_with_judges_options_now_and_every_path_shows_a_turn_the_same_metada
     let parts = PacketParts { priority: Some(Field::Null), data: message(), ..PacketParts::default() };
     assert!(parts.only_data());
 }
+
+/// A store other nodes write too, as far as one reactor can tell: records
+/// in memory, a write that can be made to fail once (another activation
+/// wrote first), and a count of claims and releases.
+#[derive(Default)]
+struct SharedFake {
+    records: parking_lot::Mutex<std::collections::HashMap<String, Record>>,
+    fail_next_save: std::sync::atomic::AtomicBool,
+    claims: AtomicUsize,
+    releases: AtomicUsize,
+}
+
+impl ActorStore for SharedFake {
+    fn durable(&self) -> bool {
+        true
+    }
+    fn shared(&self) -> bool {
+        true
+    }
+    fn load(&self, actor: &ActorRef) -> futures::future::BoxFuture<'static, Result<Option<Record>, PfError>> {
+        let found = self.records.lock().get(&actor.to_string()).cloned();
+        Box::pin(std::future::ready(Ok(found)))
+    }
+    fn save(
+        &self,
+        actor: &ActorRef,
+        record: &Record,
+    ) -> futures::future::BoxFuture<'static, Result<(), PfError>> {
+        if self.fail_next_save.swap(false, Ordering::SeqCst) {
+            let e = PfError::new(crate::error::ErrorCode::Unavailable, "another activation wrote it");
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        self.records.lock().insert(actor.to_string(), record.clone());
+        Box::pin(std::future::ready(Ok(())))
+    }
+    fn remove(&self, actor: &ActorRef) -> futures::future::BoxFuture<'static, Result<bool, PfError>> {
+        let removed = self.records.lock().remove(&actor.to_string()).is_some();
+        Box::pin(std::future::ready(Ok(removed)))
+    }
+    fn ids(&self, _: &str) -> futures::future::BoxFuture<'static, Result<Vec<String>, PfError>> {
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
+    fn claim(&self, _: &ActorRef) -> futures::future::BoxFuture<'static, Result<Claimed, PfError>> {
+        self.claims.fetch_add(1, Ordering::SeqCst);
+        Box::pin(std::future::ready(Ok(Claimed::Here)))
+    }
+    fn release(&self, _: &ActorRef) -> futures::future::BoxFuture<'static, ()> {
+        self.releases.fetch_add(1, Ordering::SeqCst);
+        Box::pin(std::future::ready(()))
+    }
+}
+
+#[tokio::test]
+async fn a_shared_store_claims_each_activation_and_a_failed_write_reads_the_actor_again() {
+    // Long enough for the steps before the last to run with the actor in
+    // memory, short enough to wait for its passivation.
+    let config =
+        ReactorConfig { actor_passivate_after: Duration::from_millis(400), ..ReactorConfig::default() };
+    let reactor = Reactor::new(config);
+    let actors = reactor.actors();
+    let store = Arc::new(SharedFake::default());
+    actors.set_store(store.clone()).unwrap();
+    actors.register("counter", counter("value")).unwrap();
+    let c = actors.create("counter", Some("c"), json!({"value": 0})).await.unwrap();
+    assert_eq!(store.claims.load(Ordering::SeqCst), 1, "claimed before it came into memory");
+    assert_eq!(actors.send(&c, json!({"type": "increment"})).await.unwrap(), json!({"value": 1}));
+
+    // Another activation wrote 10 meanwhile: this one's write fails, the
+    // turn is not applied, and the actor leaves memory.
+    store.records.lock().get_mut("counter/c").unwrap().state = json!({"value": 10});
+    store.fail_next_save.store(true, Ordering::SeqCst);
+    let e = actors.send(&c, json!({"type": "increment"})).await.unwrap_err();
+    assert!(e.is(crate::error::ErrorCode::Unavailable), "{e:?}");
+    assert!(actors.active_ids("counter").is_empty(), "a copy that failed to write stays in memory");
+    // The next message claims and reads it again: it goes on from 10.
+    assert_eq!(actors.send(&c, json!({"type": "increment"})).await.unwrap(), json!({"value": 11}));
+    assert_eq!(store.claims.load(Ordering::SeqCst), 2);
+
+    // Leaving memory gives the claim up.
+    wait_until(|| actors.stats()[0].passivations == 1).await;
+    wait_until(|| store.releases.load(Ordering::SeqCst) == 1).await;
+}

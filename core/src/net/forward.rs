@@ -40,12 +40,22 @@ pub(super) struct Router {
 impl Forwarder for Router {
     fn forward(
         &self,
-        mut packet: Packet,
+        packet: Packet,
         deadline: Instant,
         origin: Option<Origin>,
     ) -> Option<BoxFuture<'static, PacketResult>> {
         let node = self.node.upgrade()?;
         let origin = origin.map(|o| o.0);
+        // A member of a NATS cluster sends an actor's or a route key's
+        // packet to the member that owns it (docs/protocol.md, "Actors and
+        // route keys over NATS").
+        #[cfg(feature = "nats")]
+        let mut packet = match node.forward_in_cluster(packet, deadline, origin) {
+            Ok(sent) => return Some(sent),
+            Err(packet) => packet,
+        };
+        #[cfg(not(feature = "nats"))]
+        let mut packet = packet;
         if let Some(Placement::Peer { via, beyond }) = node.place_actor(&mut packet, origin) {
             let peer = node.around_hub_to_actor(&packet, via, beyond.as_deref());
             return Some(Box::pin(forward(node, peer, packet, deadline, origin)));
@@ -59,6 +69,10 @@ impl Forwarder for Router {
 
     fn actor_here(&self, actor_type: &str, id: &str, at: Option<&str>, origin: Option<Origin>) -> bool {
         let Some(node) = self.node.upgrade() else { return true };
+        #[cfg(feature = "nats")]
+        if let Some(here) = node.actor_here_in_cluster(actor_type, id, at, origin.map(|o| o.0)) {
+            return here;
+        }
         let own = Some(node.node_id.as_str());
         let placed = node.peers.read().place_actor(actor_type, id, own, origin.map(|o| o.0), at);
         !matches!(placed, Some(Placement::Peer { .. }))
@@ -70,6 +84,10 @@ impl Forwarder for Router {
         if node.reactor.actor_host(actor_type).is_some() {
             hosts.push(node.node_id.clone());
         }
+        #[cfg(feature = "nats")]
+        if let Some(cluster) = node.cluster() {
+            hosts.extend(cluster.hosts_of(actor_type));
+        }
         hosts.sort();
         hosts.dedup();
         hosts
@@ -80,13 +98,30 @@ impl Forwarder for Router {
         if node.node_id == node_id {
             return node.reactor.actor_host(actor_type).is_some();
         }
+        #[cfg(feature = "nats")]
+        if node.cluster().is_some_and(|c| c.hosts(actor_type, node_id)) {
+            return true;
+        }
         let hosts = node.peers.read().hosts_actor_type(actor_type, node_id);
         hosts
     }
 
     fn knows_node(&self, node_id: &str) -> bool {
         let Some(node) = self.node.upgrade() else { return false };
+        #[cfg(feature = "nats")]
+        if node.cluster().is_some_and(|c| c.knows(node_id)) {
+            return true;
+        }
         node.node_id == node_id || node.peers.read().knows_node(node_id)
+    }
+
+    fn route_key_here(&self, group: Group, element: &str, route_key: &str, origin: Option<Origin>) -> bool {
+        #[cfg(feature = "nats")]
+        if let Some(node) = self.node.upgrade() {
+            return node.route_key_here_in_cluster(group, element, route_key, origin.map(|o| o.0));
+        }
+        let _ = (group, element, route_key, origin);
+        true
     }
 
     fn forward_to_actor_host(
@@ -96,6 +131,11 @@ impl Forwarder for Router {
         deadline: Instant,
     ) -> Option<BoxFuture<'static, PacketResult>> {
         let node = self.node.upgrade()?;
+        #[cfg(feature = "nats")]
+        let packet = match node.forward_to_member(node_id, packet, deadline) {
+            Ok(sent) => return Some(sent),
+            Err(packet) => packet,
+        };
         let actor_type = crate::actor::address::placement_of(&packet)?.actor_type;
         let placed = node.peers.read().toward_host(actor_type, node_id, None);
         let Some(Placement::Peer { via, beyond }) = placed else { return None };
@@ -105,6 +145,12 @@ impl Forwarder for Router {
 
     fn origin_announces(&self, origin: Origin, group: Group, element: &str) -> bool {
         let Some(node) = self.node.upgrade() else { return false };
+        // On NATS, the members are the peer nodes: a handover from there
+        // comes from one (the NATS system's own auth decides who publishes).
+        #[cfg(feature = "nats")]
+        if node.cluster().is_some() && node.came_from_nats(Some(origin.0)) {
+            return true;
+        }
         let Ok(element) = crate::packet::Element::new(element) else { return false };
         // The peer's own hello, direct links' too (they carry packets for
         // the linked node's handlers, and are kept off the route index).
@@ -452,6 +498,15 @@ impl NodeInner {
         if self.reactor.has_builtin(packet.group, packet.element.as_str()) {
             // The reactor decides between a peer's handler and its own
             // standard element (docs/stdlib.md).
+            return RelayOutcome::Declined(packet);
+        }
+        // Placed over the members of a NATS cluster by the reactor's
+        // forwarder (docs/protocol.md, "Actors and route keys over NATS").
+        #[cfg(feature = "nats")]
+        if self.cluster().is_some()
+            && (crate::actor::address::placement_of(&packet).is_some()
+                || packet.meta(META_ROUTE_KEY).is_some())
+        {
             return RelayOutcome::Declined(packet);
         }
         let peer = match self.place_actor(&mut packet, Some(origin.0)) {

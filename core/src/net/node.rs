@@ -290,9 +290,21 @@ impl Node {
         if self.inner.reactor.actor_host(actor_type).is_some() {
             hosts.push(self.inner.node_id.clone());
         }
+        #[cfg(feature = "nats")]
+        if let Some(cluster) = self.inner.cluster() {
+            hosts.extend(cluster.hosts_of(actor_type));
+        }
         hosts.sort();
         hosts.dedup();
         hosts
+    }
+
+    /// The live members of the NATS cluster this node joined with
+    /// `membership` (itself included), sorted; empty without membership
+    /// (docs/protocol.md, "Membership").
+    #[cfg(feature = "nats")]
+    pub fn nats_members(&self) -> Vec<String> {
+        self.inner.cluster().map(|c| c.member_ids()).unwrap_or_default()
     }
 
     /// How many peers are connected (direct links, which only carry

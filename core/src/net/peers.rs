@@ -898,7 +898,7 @@ impl PeerTable {
 /// Highest random weight of (placement key `type/id`, host node id): every
 /// node that knows the same hosts picks the same one, and an actor moves
 /// only when its host leaves (or a new host outscores it).
-fn host_score(actor_type: &str, id: &str, node_id: &str) -> u64 {
+pub(crate) fn host_score(actor_type: &str, id: &str, node_id: &str) -> u64 {
     hash_parts(&[actor_type.as_bytes(), b"/", id.as_bytes(), b"\0", node_id.as_bytes()])
 }
 

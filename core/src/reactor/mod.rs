@@ -39,7 +39,7 @@ pub(crate) use stats::Stats;
 use crate::actor::{ActorStore, ActorType, Actors, HostSettings, MemoryStore, TypeHost};
 use crate::error::{ErrorCode, PfError};
 use crate::key_style::KeyStyle;
-use crate::packet::{Element, Group, Packet, PacketId};
+use crate::packet::{Element, Group, Packet, PacketId, META_ROUTE_KEY};
 use crate::result::PacketResult;
 pub(crate) use inflight::InflightGuard;
 use inflight::{Cancel, DependencyState, Inflight, Outcome};
@@ -260,6 +260,16 @@ pub trait Forwarder: Send + Sync + 'static {
     /// connection to NATS, for [`Reactor::stats`]. The default: none.
     fn network_stats(&self) -> Option<NetworkStats> {
         None
+    }
+
+    /// Whether a packet for `group:element`, which has a local handler,
+    /// runs here given its route key: `false` when the node placing route
+    /// keys over its cluster's members (docs/protocol.md, "Actors and route
+    /// keys over NATS") picks another member, and the packet goes to
+    /// [`forward`](Self::forward) instead. The default: here.
+    fn route_key_here(&self, group: Group, element: &str, route_key: &str, origin: Option<Origin>) -> bool {
+        let _ = (group, element, route_key, origin);
+        true
     }
 
     /// Whether a peer announced a handler of `group:element` (not counting
@@ -548,6 +558,13 @@ impl Reactor {
         }
         *current = Some(store);
         Ok(())
+    }
+
+    /// The actor store set with [`set_actor_store`](Self::set_actor_store)
+    /// (or made for the first type registered), if any.
+    #[cfg(feature = "nats")]
+    pub(crate) fn actor_store(&self) -> Option<Arc<dyn ActorStore>> {
+        self.inner.actor_store.lock().clone()
     }
 
     pub(crate) fn register_actor_type(&self, name: &str, spec: ActorType) -> Result<(), PfError> {
@@ -899,7 +916,25 @@ impl Reactor {
                 None => Immediate::Elsewhere(owned),
             };
         };
+        if matches!(route.target, Target::Handler(_)) && self.route_key_elsewhere(packet, origin) {
+            return Immediate::Later(owned); // the slow path forwards it
+        }
         self.try_route(owned, route, start, deadline, origin, bar_mc)
+    }
+
+    /// Whether `packet`, for a local handler, carries a route key that
+    /// another member of the node's cluster owns
+    /// ([`Forwarder::route_key_here`]). Only a packet with metadata is
+    /// looked at.
+    fn route_key_elsewhere(&self, packet: &Packet, origin: Option<Origin>) -> bool {
+        let Some(route_key) = packet.metadata.as_ref().and_then(|m| m.get(META_ROUTE_KEY)) else {
+            return false;
+        };
+        let Some(route_key) = route_key.as_str() else { return false };
+        let forwarder = self.inner.forwarder.load();
+        forwarder
+            .as_ref()
+            .is_some_and(|f| !f.route_key_here(packet.group, packet.element.as_str(), route_key, origin))
     }
 
     /// The rest of [`try_submit`](Self::try_submit), for a valid packet
@@ -1112,7 +1147,11 @@ impl Reactor {
             return self.forward_or_reject(packet, start, deadline, origin).await;
         };
         drop(handlers);
-        if matches!(route.target, Target::Actors(_)) && !self.actor_lives_here(&mut packet, origin) {
+        let elsewhere = match route.target {
+            Target::Actors(_) => !self.actor_lives_here(&mut packet, origin),
+            Target::Handler(_) => self.route_key_elsewhere(&packet, origin),
+        };
+        if elsewhere {
             return self.forward_or_reject(packet, start, deadline, origin).await;
         }
         self.run_routed(packet, &route, start, deadline, origin, false).await

@@ -6,6 +6,7 @@
 //! fault-node hub [--listen ADDR] [--heartbeat-ms N] [--handshake-ms N] [--max-inflight-per-conn N]
 //!                [--actor-store FILE]
 //! fault-node service --connect URL
+//! fault-node member --nats URL [--heartbeat-ms N]
 //! ```
 //!
 //! Both serve `df:upper` (uppercase a string) and `df:big` (a string of
@@ -18,6 +19,12 @@
 //! `listening ws://ADDR/packetflow/v1`, a service `ready` once connected,
 //! each as its first line on stdout. Either exits when its stdin closes,
 //! so a test that dies takes its children with it.
+//!
+//! A member joins NATS with membership and its actor state in the
+//! cluster's key-value bucket (`tests/nats_cluster.rs`): it hosts
+//! `counter` as a hub's, its answers naming the node
+//! (`{"value": n, "node": id}`), serves `df:whoami` (its node id), and
+//! prints `ready <node id>`.
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
@@ -82,8 +89,20 @@ fn main() -> ExitCode {
                 }
                 "ready".to_owned()
             }
+            "member" => {
+                let Some(url) = option("--nats") else {
+                    eprintln!("member needs --nats URL");
+                    return ExitCode::from(2);
+                };
+                let heartbeat = Duration::from_millis(number("--heartbeat-ms", 1000));
+                if let Err(e) = join_as_member(&node, &url, heartbeat).await {
+                    eprintln!("error: {}", e.message);
+                    return ExitCode::from(1);
+                }
+                format!("ready {}", node.node_id())
+            }
             other => {
-                eprintln!("unknown mode {other:?}: use hub or service");
+                eprintln!("unknown mode {other:?}: use hub, service or member");
                 return ExitCode::from(2);
             }
         };
@@ -115,6 +134,32 @@ fn host_counter(reactor: &Reactor, path: &str) -> Result<(), PfError> {
         Ok(packetflow::Reply::Value(serde_json::json!({"value": state["value"]})))
     });
     actors.register("counter", counter.with_initial_state(serde_json::json!({"value": 0})))
+}
+
+/// Hosts `counter` (naming this node in its answers) on the cluster's
+/// key-value store, serves `df:whoami`, and joins NATS at `url` as a member.
+async fn join_as_member(node: &Node, url: &str, heartbeat: Duration) -> Result<(), PfError> {
+    let reactor = node.reactor();
+    let id = node.node_id().to_owned();
+    let whoami = id.clone();
+    reactor.register_sync("df", "whoami", move |_, _| Ok(Value::from(whoami.clone())))?;
+    let actors = reactor.actors();
+    actors.set_store(std::sync::Arc::new(packetflow::net::NatsKvStore::new()))?;
+    let counter = packetflow::ActorType::new(move |kind: &str, message: &Value, state: &mut Value, _: &_| {
+        if kind == "increment" {
+            let value = state["value"].as_i64().unwrap_or(0) + message["by"].as_i64().unwrap_or(1);
+            state["value"] = Value::from(value);
+        }
+        Ok(packetflow::Reply::Value(serde_json::json!({"value": state["value"], "node": id})))
+    });
+    actors.register("counter", counter.with_initial_state(serde_json::json!({"value": 0})))?;
+    let options = packetflow::net::NatsOptions {
+        membership: true,
+        actor_store: true,
+        membership_heartbeat: heartbeat,
+        ..Default::default()
+    };
+    node.connect_nats(url, options).await
 }
 
 fn register_common(reactor: &Reactor) {

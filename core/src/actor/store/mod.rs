@@ -48,6 +48,17 @@ impl Record {
     }
 }
 
+/// Where an actor coming into memory is to run, as the claim of a shared
+/// store decides ([`ActorStore::claim`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    /// On this node: the claim is this node's.
+    Here,
+    /// On the node named, which holds the claim and is alive: the actor's
+    /// messages are sent on there.
+    Elsewhere(String),
+}
+
 /// A place for actor records. Methods return boxed futures so that a store
 /// may do I/O without blocking the reactor's threads.
 pub trait ActorStore: Send + Sync + 'static {
@@ -68,6 +79,36 @@ pub trait ActorStore: Send + Sync + 'static {
 
     /// The ids of every stored actor of `actor_type`, sorted.
     fn ids(&self, actor_type: &str) -> BoxFuture<'static, Result<Vec<String>, PfError>>;
+
+    /// `true` for a store that other nodes write too (a NATS key-value
+    /// bucket): an actor coming into memory is claimed first
+    /// ([`claim`](Self::claim)), its claim is given up when it leaves
+    /// memory ([`release`](Self::release)), and a failed write takes it
+    /// out of memory, so that its next message reads it again (another
+    /// activation may have written it). The default: `false`.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Claims the activation of `actor` for this node, before its record is
+    /// loaded: [`Claimed::Elsewhere`] when a live node holds it. Asked
+    /// only of a [`shared`](Self::shared) store. The default: here.
+    fn claim(&self, _actor: &ActorRef) -> BoxFuture<'static, Result<Claimed, PfError>> {
+        Box::pin(futures::future::ready(Ok(Claimed::Here)))
+    }
+
+    /// Gives up this node's claim of `actor`, which left memory here.
+    /// The default: nothing to give up.
+    fn release(&self, _actor: &ActorRef) -> BoxFuture<'static, ()> {
+        Box::pin(futures::future::ready(()))
+    }
+
+    /// The store as `Any`, for a node that binds a store of its own kind
+    /// (a NATS key-value store to the node's connection). The default:
+    /// `None`.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// A store failure as the sender of a message sees it: PF503 (the turn was

@@ -30,6 +30,9 @@ use crate::wire::{Codec, Decoded, Message};
 const RTT_INTERVAL: Duration = Duration::from_secs(5);
 /// Bound on draining the connection when the node stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How the message of a PF001 for no responders ends: nobody subscribes
+/// the subject (for a member's subject: the member left).
+pub(crate) const NO_RESPONDERS: &str = "(no responders)";
 
 /// What the client's event callback reports, as the requests and
 /// `/health` need it.
@@ -80,8 +83,8 @@ struct Served {
 
 /// The node's connection to NATS.
 pub(crate) struct NatsLink {
-    client: Client,
-    namespace: String,
+    pub(super) client: Client,
+    pub(super) namespace: String,
     /// The connection number of NATS among the node's connections: a
     /// packet that came from NATS is never sent back there.
     pub(crate) origin: Origin,
@@ -113,7 +116,10 @@ pub(crate) struct NatsLink {
     /// `events.reconnects` when `max_payload` was read.
     max_payload_of: AtomicU64,
     counters: Counters,
-    closed: CancellationToken,
+    pub(super) closed: CancellationToken,
+    /// The members of the cluster, when the node joined with `membership`
+    /// (see `membership`).
+    pub(crate) cluster: std::sync::OnceLock<Arc<super::membership::Cluster>>,
 }
 
 impl NatsLink {
@@ -163,6 +169,7 @@ impl NatsLink {
             max_payload_of: AtomicU64::new(u64::MAX),
             counters: Counters::default(),
             closed: CancellationToken::new(),
+            cluster: std::sync::OnceLock::new(),
         });
         link.sync().await?;
         let started = Instant::now();
@@ -312,7 +319,20 @@ impl NatsLink {
     /// "NATS"): PF001 no responders, PF408 timeout, PF503 the connection
     /// is down or lost before the answer, PF413 a request over the
     /// server's `max_payload` (not sent), PF508 past the hop limit.
-    pub(crate) async fn request(self: Arc<Self>, mut packet: Packet, deadline: Instant) -> PacketResult {
+    pub(crate) async fn request(self: Arc<Self>, packet: Packet, deadline: Instant) -> PacketResult {
+        let subject = subject::key_subject(&self.namespace, packet.group, packet.element.as_str());
+        self.request_on(subject, packet, deadline).await
+    }
+
+    /// [`request`](Self::request) on `subject`: a key's, or one member's
+    /// (docs/protocol.md, "Actors and route keys over NATS"). No responders
+    /// is PF001 with a message ending in [`NO_RESPONDERS`].
+    pub(crate) async fn request_on(
+        self: Arc<Self>,
+        subject: String,
+        mut packet: Packet,
+        deadline: Instant,
+    ) -> PacketResult {
         let start = Instant::now();
         let id = packet.id.clone();
         let fail = |code: ErrorCode, message: String| {
@@ -337,7 +357,6 @@ impl NatsLink {
             Err(e) => return PacketResult::failure(id, e, since_ms(start)),
         };
         header_bytes += headers::add_cancel_subject(&mut header_map, &self.cancel_subject);
-        let subject = subject::key_subject(&self.namespace, packet.group, packet.element.as_str());
         let body = Codec::Json.encode_to_vec(&Message::Submit { seq: 0, packet: Box::new(packet) });
         let max = self.max_payload();
         if body.len() + header_bytes > max {
@@ -382,7 +401,7 @@ impl NatsLink {
                 RequestErrorKind::NoResponders => {
                     outstanding.settled = true;
                     self.counters.no_responders.fetch_add(1, Ordering::Relaxed);
-                    fail(ErrorCode::NoHandler, format!("no handler for {subject} on NATS (no responders)"))
+                    fail(ErrorCode::NoHandler, format!("no handler for {subject} on NATS {NO_RESPONDERS}"))
                 }
                 RequestErrorKind::TimedOut => {
                     self.counters.timed_out.fetch_add(1, Ordering::Relaxed);
@@ -457,6 +476,7 @@ impl NatsLink {
             "too_large": count(&self.counters.too_large),
             "cancels_sent": count(&self.counters.cancels_sent),
             "cancels_applied": count(&self.counters.cancels_applied),
+            "membership": self.cluster.get().map(|c| c.health()),
         })
     }
 
@@ -514,6 +534,10 @@ impl NatsLink {
     /// Leaves NATS: the endpoints and the service stop, requests still
     /// waiting are answered PF503, and the connection is drained (bounded).
     pub(crate) async fn close(&self) {
+        if let Some(cluster) = self.cluster.get() {
+            // Gone from every member's view at once, not after the TTL.
+            cluster.leave().await;
+        }
         self.closed.cancel();
         self.endpoints.lock().await.clear();
         self.events.losses.send_modify(|n| *n += 1);
@@ -536,7 +560,12 @@ impl Drop for NatsLink {
 /// not once the server confirms it: a request routed here in between is
 /// dropped by the client, and its requester answered PF408 at its
 /// deadline; docs/protocol.md, "NATS".)
-async fn serve(link: Weak<NatsLink>, mut subscriber: Subscriber, subject: String, stop: CancellationToken) {
+pub(super) async fn serve(
+    link: Weak<NatsLink>,
+    mut subscriber: Subscriber,
+    subject: String,
+    stop: CancellationToken,
+) {
     let subject: Arc<str> = subject.into();
     loop {
         let message = tokio::select! {

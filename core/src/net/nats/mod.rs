@@ -21,7 +21,9 @@
 //! [`Node::connect_nats`]: super::Node::connect_nats
 
 mod headers;
+mod kv_store;
 mod link;
+mod membership;
 mod service;
 mod subject;
 
@@ -31,7 +33,9 @@ use std::sync::Arc;
 
 use tokio::time::Duration;
 
+pub use kv_store::NatsKvStore;
 pub(crate) use link::NatsLink;
+pub use membership::{DEFAULT_HEARTBEAT as DEFAULT_MEMBERSHIP_HEARTBEAT, MISSED_BEATS};
 pub use subject::{
     escape as escape_subject_token, key_subject, parse_key_subject, unescape as unescape_subject_token,
     DEFAULT_NAMESPACE,
@@ -89,6 +93,21 @@ pub struct NatsOptions {
     pub require_tls: bool,
     /// Bound on opening the connection to one server.
     pub connect_timeout: Duration,
+    /// Join the cluster's members (docs/protocol.md, "Membership"): an
+    /// entry in the JetStream bucket `<namespace>_members`, and route keys
+    /// and actors placed over the live members. Needs JetStream.
+    pub membership: bool,
+    /// The heartbeat of `membership` when this node makes the members
+    /// bucket (its TTL is [`MISSED_BEATS`] heartbeats); a node joining an
+    /// existing bucket beats at a third of the bucket's TTL instead.
+    /// Default 1 s.
+    pub membership_heartbeat: Duration,
+    /// Keep actor state in the JetStream bucket `<namespace>_actors`
+    /// (docs/protocol.md, "Actor state in a key-value bucket"), shared by
+    /// the members: the reactor's store must be a [`NatsKvStore`], or not
+    /// set yet with no actor type registered (one is set then). Implies
+    /// `membership`.
+    pub actor_store: bool,
 }
 
 impl Default for NatsOptions {
@@ -106,6 +125,9 @@ impl Default for NatsOptions {
             tls_key: None,
             require_tls: false,
             connect_timeout: Duration::from_secs(5),
+            membership: false,
+            membership_heartbeat: membership::DEFAULT_HEARTBEAT,
+            actor_store: false,
         }
     }
 }
@@ -126,6 +148,9 @@ impl fmt::Debug for NatsOptions {
             .field("tls_key", &self.tls_key)
             .field("require_tls", &self.require_tls)
             .field("connect_timeout", &self.connect_timeout)
+            .field("membership", &self.membership)
+            .field("membership_heartbeat", &self.membership_heartbeat)
+            .field("actor_store", &self.actor_store)
             .finish()
     }
 }
@@ -255,6 +280,9 @@ pub(crate) async fn connect(node: &Arc<NodeInner>, urls: &str, options: NatsOpti
     if node.nats.get().is_some() {
         return Err(bad_request("this node is already connected to NATS".into()));
     }
+    // Judged before anything is joined: a store that cannot be used is
+    // PF400 with nothing to undo.
+    let kv_store = if options.actor_store { Some(actor_store_of(node)?) } else { None };
     let events = Arc::new(link::Events::default());
     let client_options = client_options(&options, &node.node_id).await?.event_callback({
         let events = events.clone();
@@ -272,7 +300,14 @@ pub(crate) async fn connect(node: &Arc<NodeInner>, urls: &str, options: NatsOpti
         };
         PfError::new(code, format!("cannot connect to NATS at {urls}: {e}"))
     })?;
-    let link = NatsLink::start(node, client, events, options.namespace).await?;
+    let namespace = options.namespace.clone();
+    let link = NatsLink::start(node, client, events, namespace.clone()).await?;
+    if options.membership || options.actor_store {
+        if let Err(e) = join_cluster(node, &link, &namespace, &options, kv_store).await {
+            link.close().await;
+            return Err(e);
+        }
+    }
     if node.nats.set(link.clone()).is_err() {
         link.close().await;
         return Err(bad_request("this node is already connected to NATS".into()));
@@ -282,6 +317,48 @@ pub(crate) async fn connect(node: &Arc<NodeInner>, urls: &str, options: NatsOpti
     // their keys there (its routes may have come before the link).
     node.announce_to_all();
     link.keys_changed();
+    Ok(())
+}
+
+/// The store `actor_store` binds: the reactor's, when it is a
+/// [`NatsKvStore`]; a new one when the reactor has no store and no actor
+/// type yet; PF400 naming `actor_store` otherwise.
+fn actor_store_of(node: &NodeInner) -> Result<NatsKvStore, PfError> {
+    let set = node.reactor.actor_store();
+    if let Some(store) = set.as_ref().and_then(|s| s.as_any()?.downcast_ref::<NatsKvStore>()) {
+        return Ok(store.clone());
+    }
+    if set.is_none() && node.reactor.actor_hosts().is_empty() {
+        return Ok(NatsKvStore::new());
+    }
+    Err(bad_request(
+        "actor_store: actor types are registered with another store; join NATS before registering \
+         actor types, or set a NatsKvStore as the actor store first"
+            .into(),
+    ))
+}
+
+/// Joins the members (and binds `kv_store`, set as the reactor's store
+/// if it is not yet).
+async fn join_cluster(
+    node: &Arc<NodeInner>,
+    link: &Arc<NatsLink>,
+    namespace: &str,
+    options: &NatsOptions,
+    kv_store: Option<NatsKvStore>,
+) -> Result<(), PfError> {
+    let cluster = membership::Cluster::start(node, link, options.membership_heartbeat).await?;
+    let _ = link.cluster.set(cluster.clone());
+    let Some(store) = kv_store else { return Ok(()) };
+    let js = async_nats::jetstream::new(link.client.clone());
+    store.bind(&js, namespace, &node.node_id, &cluster).await?;
+    let set = node.reactor.actor_store();
+    let is_set = set.as_ref().and_then(|s| s.as_any()?.downcast_ref::<NatsKvStore>()).is_some();
+    if !is_set {
+        node.reactor
+            .set_actor_store(Arc::new(store))
+            .map_err(|e| bad_request(format!("actor_store: {}", e.message)))?;
+    }
     Ok(())
 }
 
