@@ -97,7 +97,7 @@ mod tls;
 pub use config::{ConnectionSpawner, DirectConfig, NodeConfig};
 pub use dialer::{open_websocket, ClientStream};
 #[cfg(feature = "nats")]
-pub use nats::NatsOptions;
+pub use nats::{NatsOptions, NatsStats};
 pub use node::Node;
 pub use options::{ConnectOptions, KeyStyle, ListenOptions, TokenSpec, MIN_TOKEN_LEN};
 #[cfg(unix)]

@@ -17,7 +17,7 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::service::{self, Registry};
-use super::{headers, subject, QUEUE_GROUP};
+use super::{headers, subject, NatsStats, QUEUE_GROUP};
 use crate::error::{ErrorCode, PfError};
 use crate::net::node::NodeInner;
 use crate::packet::{Element, Group, Packet, PacketId, MAX_TIMEOUT_MS, META_HOPS};
@@ -347,8 +347,8 @@ impl NatsLink {
         self.max_payload.load(Ordering::Acquire)
     }
 
-    /// The `nats` member of `/health`.
-    pub(crate) fn health(&self) -> Value {
+    /// The connection's state and counters ([`NatsStats`]).
+    pub(crate) fn stats(&self) -> NatsStats {
         let info = self.client.server_info();
         let state = match self.client.connection_state() {
             State::Connected => "connected",
@@ -356,23 +356,46 @@ impl NatsLink {
             State::Pending => "connecting",
         };
         let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        NatsStats {
+            state,
+            server: format!("{}:{}", info.host, info.port),
+            server_name: info.server_name.clone(),
+            server_version: info.version.clone(),
+            max_payload: info.max_payload,
+            rtt_us: self.rtt_us.load(Ordering::Relaxed),
+            namespace: self.namespace.clone(),
+            served_keys: self.served_keys.load(Ordering::Relaxed),
+            reconnects: self.events.reconnects.load(Ordering::Relaxed),
+            last_event: self.events.last.lock().clone(),
+            requests_sent: count(&self.counters.sent),
+            requests_served: count(&self.counters.served),
+            no_responders: count(&self.counters.no_responders),
+            timed_out: count(&self.counters.timed_out),
+            lost: count(&self.counters.lost),
+            too_large: count(&self.counters.too_large),
+        }
+    }
+
+    /// The `nats` member of `/health`: [`stats`](Self::stats) as JSON.
+    pub(crate) fn health(&self) -> Value {
+        let s = self.stats();
         json!({
-            "state": state,
-            "server": format!("{}:{}", info.host, info.port),
-            "server_name": info.server_name,
-            "server_version": info.version,
-            "max_payload": info.max_payload,
-            "rtt_us": self.rtt_us.load(Ordering::Relaxed),
-            "namespace": self.namespace,
-            "served_keys": self.served_keys.load(Ordering::Relaxed),
-            "reconnects": self.events.reconnects.load(Ordering::Relaxed),
-            "last_event": self.events.last.lock().clone(),
-            "requests_sent": count(&self.counters.sent),
-            "requests_served": count(&self.counters.served),
-            "no_responders": count(&self.counters.no_responders),
-            "timed_out": count(&self.counters.timed_out),
-            "lost": count(&self.counters.lost),
-            "too_large": count(&self.counters.too_large),
+            "state": s.state,
+            "server": s.server,
+            "server_name": s.server_name,
+            "server_version": s.server_version,
+            "max_payload": s.max_payload,
+            "rtt_us": s.rtt_us,
+            "namespace": s.namespace,
+            "served_keys": s.served_keys,
+            "reconnects": s.reconnects,
+            "last_event": s.last_event,
+            "requests_sent": s.requests_sent,
+            "requests_served": s.requests_served,
+            "no_responders": s.no_responders,
+            "timed_out": s.timed_out,
+            "lost": s.lost,
+            "too_large": s.too_large,
         })
     }
 
