@@ -62,7 +62,7 @@ from ._errors import (
 )
 from ._native import ActorContext, ActorRef, Actors, Context, Reactor, Result, __version__
 from ._native import _shutdown as _native_shutdown
-from ._types import ActorTypeStats, HandlerStats, ReactorStats, TokenSpec
+from ._types import ActorTypeStats, HandlerStats, NatsStats, ReactorStats, TokenSpec
 
 __all__ = [
     "Reactor",
@@ -71,6 +71,7 @@ __all__ = [
     "Actors",
     "ActorRef",
     "ActorContext",
+    "NatsStats",
     "ReactorStats",
     "HandlerStats",
     "ActorTypeStats",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import List, Tuple, TypedDict
+from typing import List, Optional, Tuple, TypedDict
 
-__all__ = ["ActorTypeStats", "HandlerStats", "ReactorStats", "TokenSpec"]
+__all__ = ["ActorTypeStats", "HandlerStats", "NatsStats", "ReactorStats", "TokenSpec"]
 
 
 class HandlerStats(TypedDict):
@@ -39,6 +39,37 @@ class ActorTypeStats(TypedDict):
     tells_failed: int
 
 
+class NatsStats(TypedDict):
+    """The reactor's connection to NATS (``GET /health``'s ``nats`` member)."""
+
+    #: ``"connected"``, ``"disconnected"`` or ``"connecting"``.
+    state: str
+    #: ``host:port`` of the server in use.
+    server: str
+    server_name: str
+    server_version: str
+    #: The server's largest message, in bytes.
+    max_payload: int
+    #: The last round trip to the server, in µs (measured every 5 s).
+    rtt_us: int
+    namespace: str
+    #: Handler keys served (subscribed) on NATS.
+    served_keys: int
+    #: Connections made after a loss.
+    reconnects: int
+    #: The client's last event, e.g. ``"connected"``.
+    last_event: Optional[str]
+    #: Packets sent as NATS requests, and requests this reactor answered.
+    requests_sent: int
+    requests_served: int
+    #: Requests answered PF001 (no responders), PF408, PF503 (the
+    #: connection was down or lost) and PF413 (over ``max_payload``).
+    no_responders: int
+    timed_out: int
+    lost: int
+    too_large: int
+
+
 class ReactorStats(TypedDict):
     """What :meth:`Reactor.stats` returns."""
 
@@ -51,6 +82,8 @@ class ReactorStats(TypedDict):
     forwards_cancelled: int
     handlers: List[HandlerStats]
     actors: List[ActorTypeStats]
+    #: ``None`` until the reactor joins NATS (``connect("nats://...")``).
+    nats: Optional[NatsStats]
 
 
 class _TokenName(TypedDict):
