@@ -24,6 +24,9 @@ if ! command -v openssl >/dev/null 2>&1; then
   apt-get install -y --no-install-recommends openssl
 fi
 
+# The NATS tests start real nats-server processes.
+bash "$root/scripts/ensure-nats-server.sh"
+
 cd "$here"
 echo "== elixir: mix format --check-formatted"
 mix format --check-formatted

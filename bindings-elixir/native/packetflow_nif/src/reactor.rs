@@ -417,7 +417,9 @@ impl ReactorRes {
 /// A snapshot of the reactor's counters.
 #[rustler::nif]
 fn reactor_stats<'a>(env: Env<'a>, r: ResourceArc<ReactorRes>) -> Term<'a> {
-    terms::stats(env, &r.reactor.stats())
+    // Off the network, or not on NATS: `nats: nil`.
+    let nats = r.node.lock().as_ref().and_then(Node::nats_stats);
+    terms::stats(env, &r.reactor.stats(), nats.as_ref())
 }
 
 /// Reactor resources not yet freed (for tests of resource cleanup).

@@ -1,9 +1,10 @@
 //! The Elixir structs the NIF hands out: `%PacketFlow.Error{}`,
 //! `%PacketFlow.Result{}` and the stats map.
 
+use packetflow::net::NatsStats;
 use packetflow::reactor::ReactorStats;
 use packetflow::{ErrorCode, PacketResult, PfError, Value};
-use rustler::{Encoder, Env, Term};
+use rustler::{Atom, Encoder, Env, Term};
 
 use crate::{atoms, convert};
 
@@ -60,8 +61,9 @@ pub fn result<'a>(env: Env<'a>, r: &PacketResult) -> Term<'a> {
 }
 
 /// `%{name, in_flight, queued, unrouted, forwards_cancelled, handlers:
-/// [%{group, element, ...}], actors: [%{actor_type, active, ...}]}`.
-pub fn stats<'a>(env: Env<'a>, s: &ReactorStats) -> Term<'a> {
+/// [%{group, element, ...}], actors: [%{actor_type, active, ...}], nats:
+/// nil | %{state, server, rtt_us, ...}}`.
+pub fn stats<'a>(env: Env<'a>, s: &ReactorStats, nats: Option<&NatsStats>) -> Term<'a> {
     let handlers: Vec<Term<'a>> = s
         .handlers
         .iter()
@@ -100,7 +102,52 @@ pub fn stats<'a>(env: Env<'a>, s: &ReactorStats) -> Term<'a> {
         atoms::forwards_cancelled() => s.forwards_cancelled,
         atoms::handlers() => handlers,
         atoms::actors() => actors,
+        atoms::nats() => nats.map(|n| nats_stats(env, n)),
     })
+}
+
+/// The node's connection to NATS, keys as in `/health`'s `nats` member;
+/// the state an atom (`:connected`, `:disconnected`, `:connecting`).
+fn nats_stats<'a>(env: Env<'a>, n: &NatsStats) -> Term<'a> {
+    let state = Atom::from_str(env, n.state).expect("an atom of a few letters");
+    let keys = [
+        atoms::state(),
+        atoms::server(),
+        atoms::server_name(),
+        atoms::server_version(),
+        atoms::max_payload(),
+        atoms::rtt_us(),
+        atoms::namespace(),
+        atoms::served_keys(),
+        atoms::reconnects(),
+        atoms::last_event(),
+        atoms::requests_sent(),
+        atoms::requests_served(),
+        atoms::no_responders(),
+        atoms::timed_out(),
+        atoms::lost(),
+        atoms::too_large(),
+    ]
+    .map(|key| key.encode(env));
+    let values = [
+        state.encode(env),
+        n.server.encode(env),
+        n.server_name.encode(env),
+        n.server_version.encode(env),
+        (n.max_payload as u64).encode(env),
+        n.rtt_us.encode(env),
+        n.namespace.encode(env),
+        (n.served_keys as u64).encode(env),
+        n.reconnects.encode(env),
+        n.last_event.encode(env),
+        n.requests_sent.encode(env),
+        n.requests_served.encode(env),
+        n.no_responders.encode(env),
+        n.timed_out.encode(env),
+        n.lost.encode(env),
+        n.too_large.encode(env),
+    ];
+    Term::map_from_term_arrays(env, &keys, &values).expect("distinct keys")
 }
 
 /// The core's error codes, each with its one-line description:
