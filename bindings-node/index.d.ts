@@ -517,21 +517,50 @@ export interface ListenOptions {
   tlsKey?: string;
 }
 
-/** Options of {@link Reactor.connect}. */
+/**
+ * Options of {@link Reactor.connect}. `token` and `tlsCa` apply to both
+ * kinds of URL, `msgpack` to WebSocket peers only, the others to NATS only
+ * (docs/protocol.md, "NATS"): an option of the other kind of URL is PF400
+ * naming it.
+ */
 export interface ConnectOptions {
-  /** Speak MessagePack (binary frames) instead of JSON. Default `false`. */
+  /** WebSocket: speak MessagePack (binary frames) instead of JSON. Default `false`. */
   msgpack?: boolean;
   /**
-   * The token presented to a node that requires one (as
-   * `Authorization: Bearer` and in `hello`). Sent in the clear over
+   * The token presented to a node (as `Authorization: Bearer` and in
+   * `hello`) or NATS server that requires one. Sent in the clear over
    * `ws://`: use `wss://` beyond loopback.
    */
   token?: string;
   /**
-   * A PEM file of the authorities a `wss://` node's certificate must chain
-   * to; without it, the system's root certificates.
+   * A PEM file of the authorities a `wss://` node's or a NATS server's
+   * certificate must chain to; without it, the system's root certificates.
    */
   tlsCa?: string;
+  /**
+   * NATS: the prefix of the subjects, default `'pf'` (dot-separated tokens
+   * of `[A-Za-z0-9_-]`): systems with different namespaces share a server
+   * without seeing each other.
+   */
+  namespace?: string;
+  /** NATS: the connection's name on the server; default `packetflow <node id>`. */
+  name?: string;
+  /** NATS: user and password auth (both or neither; or in the URL). */
+  user?: string;
+  /** NATS: the password of `user`. */
+  password?: string;
+  /** NATS: NKey auth, the user's seed (`SU...`). */
+  nkeySeed?: string;
+  /** NATS: a `.creds` file (JWT and NKey seed). */
+  credentialsFile?: string;
+  /** NATS: a PEM client certificate, for servers that verify clients (with `tlsKey`). */
+  tlsCert?: string;
+  /** NATS: the PEM private key of `tlsCert`. */
+  tlsKey?: string;
+  /** NATS: refuse a server that does not speak TLS, even for `nats://`. Default `false`. */
+  requireTls?: boolean;
+  /** NATS: bound on opening the connection to one server, in ms (at least 1; default 5000). */
+  connectTimeoutMs?: number;
 }
 
 /** A PacketFlow reactor: register handlers, submit packets, get results. */
@@ -592,14 +621,19 @@ export declare class Reactor {
   listen(addr: string, options?: ListenOptions): Promise<ListenAddress>;
   /**
    * Dials a peer (`'ws://HOST:PORT/packetflow/v1'`, e.g. the `url` its
-   * `listen` resolved to) and resolves once the connection is up and the
-   * peer's handlers are known: packets with no local handler are then routed
-   * to peers. A lost connection is redialled with backoff until
-   * {@link Reactor.stop}; until then the reactor keeps node alive. Rejects
-   * with a {@link PacketFlowError}: PF401 when the node refuses the token
-   * (or wanted one), PF503 if the peer cannot be reached, the TLS handshake
-   * fails (the message says why) or the reactor is stopped, PF400 for a
-   * malformed URL, token or CA file; with a `TypeError` for arguments of
+   * `listen` resolved to), or joins a NATS system (`'nats://HOST:PORT'` or
+   * `tls://`, several servers separated by commas), and resolves once the
+   * connection is up and the peer's handlers are known (on NATS: once this
+   * reactor's handlers are subscribed on the server): packets with no
+   * local handler are then routed to peers, then over NATS. A lost
+   * connection is redialled with backoff until {@link Reactor.stop}; until
+   * then the reactor keeps node alive. See {@link ConnectOptions}; `stats()`
+   * shows the NATS connection under `nats`. Rejects with a
+   * {@link PacketFlowError}: PF401 when the node or server refuses the
+   * credentials, PF503 if it cannot be reached, the TLS handshake fails
+   * (the message says why) or the reactor is stopped, PF400 (naming the
+   * option) for a malformed URL, token or file, half of a pair, or an
+   * option of the other kind of URL; with a `TypeError` for arguments of
    * the wrong type or an unknown option.
    */
   connect(url: string, options?: ConnectOptions): Promise<void>;

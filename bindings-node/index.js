@@ -951,18 +951,54 @@ function listenOptions(options) {
   };
 }
 
+/** The keys of `connect`'s options (index.d.ts's `ConnectOptions`). */
+const CONNECT_KEYS = [
+  'msgpack', 'token', 'tlsCa', 'namespace', 'name', 'user', 'password', 'nkeySeed',
+  'credentialsFile', 'tlsCert', 'tlsKey', 'requireTls', 'connectTimeoutMs',
+];
+
 /**
- * `connect`'s options, checked.
+ * A boolean option (`false` when absent).
+ * @param {unknown} value
+ * @param {string} name
+ * @returns {boolean}
+ */
+function booleanOption(value, name) {
+  if (value === undefined) return false;
+  if (typeof value !== 'boolean') throw new TypeError(`${name} must be a boolean, got ${typeName(value)}`);
+  return value;
+}
+
+/**
+ * `connect`'s options, checked for their JS types only: which of them apply
+ * to the URL (WebSocket or NATS) and their values are the core's to judge
+ * (a PF400 naming the option).
  * @param {import('./index').ConnectOptions | undefined} options
  */
 function connectOptions(options) {
   options = optionsObject(options);
-  onlyKeys(options, ['msgpack', 'token', 'tlsCa']);
-  const msgpack = options.msgpack === undefined ? false : options.msgpack;
-  if (typeof msgpack !== 'boolean') {
-    throw new TypeError(`msgpack must be a boolean, got ${typeName(msgpack)}`);
+  onlyKeys(options, CONNECT_KEYS);
+  const timeout = options.connectTimeoutMs;
+  if (timeout !== undefined && (!Number.isInteger(timeout) || timeout < 0 || timeout > 0xffffffff)) {
+    throw new TypeError(
+      `connectTimeoutMs must be an integer from 0 to 4294967295, got ${typeof timeout === 'number' ? timeout : typeName(timeout)}`,
+    );
   }
-  return { msgpack, token: stringOption(options.token, 'token'), tlsCa: stringOption(options.tlsCa, 'tlsCa') };
+  return {
+    msgpack: booleanOption(options.msgpack, 'msgpack'),
+    token: stringOption(options.token, 'token'),
+    tlsCa: stringOption(options.tlsCa, 'tlsCa'),
+    namespace: stringOption(options.namespace, 'namespace'),
+    name: stringOption(options.name, 'name'),
+    user: stringOption(options.user, 'user'),
+    password: stringOption(options.password, 'password'),
+    nkeySeed: stringOption(options.nkeySeed, 'nkeySeed'),
+    credentialsFile: stringOption(options.credentialsFile, 'credentialsFile'),
+    tlsCert: stringOption(options.tlsCert, 'tlsCert'),
+    tlsKey: stringOption(options.tlsKey, 'tlsKey'),
+    requireTls: booleanOption(options.requireTls, 'requireTls'),
+    connectTimeoutMs: timeout,
+  };
 }
 
 /**
@@ -1537,22 +1573,30 @@ class Reactor {
   }
 
   /**
-   * Dials a peer (`'ws://HOST:PORT/packetflow/v1'`, or `wss://`) and
-   * resolves once the connection is up and the peer's handlers are known:
-   * packets with no local handler are then routed to peers. A lost
-   * connection is redialled with backoff until {@link Reactor#stop}; until
-   * then the reactor keeps node alive.
+   * Dials a peer (`'ws://HOST:PORT/packetflow/v1'`, or `wss://`), or joins
+   * a NATS system (`'nats://HOST:PORT'` or `tls://`, several servers
+   * separated by commas), and resolves once the connection is up and the
+   * peer's handlers are known (on NATS: once this reactor's handlers are
+   * subscribed on the server): packets with no local handler are then
+   * routed to peers, then over NATS. A lost connection is redialled with
+   * backoff until {@link Reactor#stop}; until then the reactor keeps node
+   * alive.
    *
-   * `msgpack: true` speaks MessagePack instead of JSON; `token` is
-   * presented to a node that requires one (in the clear over `ws://`: use
-   * `wss://` beyond loopback); `tlsCa` is a PEM file of the authorities a
-   * `wss://` node's certificate must chain to (default: the system's roots).
+   * Both kinds: `token` is presented to a node (or NATS server) that
+   * requires one (in the clear over `ws://`: use `wss://` beyond
+   * loopback); `tlsCa` is a PEM file of the authorities a `wss://` node's
+   * or a NATS server's certificate must chain to (default: the system's
+   * roots). WebSocket only: `msgpack: true` speaks MessagePack instead of
+   * JSON. NATS only: `namespace`, `name`, `user` and `password`,
+   * `nkeySeed`, `credentialsFile`, `tlsCert` and `tlsKey`, `requireTls`,
+   * `connectTimeoutMs` (see index.d.ts's `ConnectOptions`).
    *
-   * Rejects with a `PacketFlowError`: PF401 when the node refuses the token
-   * (or wanted one), PF503 if the peer cannot be reached, the TLS handshake
-   * fails or the reactor is stopped, PF400 for a malformed URL, token or CA
-   * file; with a `TypeError` naming the option for a value of the wrong
-   * type or an unknown option.
+   * Rejects with a `PacketFlowError`: PF401 when the node or server refuses
+   * the credentials, PF503 if it cannot be reached, the TLS handshake fails
+   * or the reactor is stopped, PF400 (naming the option) for a malformed
+   * URL, token or file, half of a pair, or an option of the other kind of
+   * URL; with a `TypeError` naming the option for a value of the wrong type
+   * or an unknown option.
    * @param {string} url
    * @param {import('./index').ConnectOptions} [options]
    * @returns {Promise<void>}
@@ -1564,8 +1608,7 @@ class Reactor {
     } catch (error) {
       return Promise.reject(error);
     }
-    const { msgpack, token, tlsCa } = checked;
-    return this.#network((/** @type {number} */ id) => this.#native.connect(url, msgpack, token, tlsCa, id)).then(() => undefined);
+    return this.#network((/** @type {number} */ id) => this.#native.connect(url, checked, id)).then(() => undefined);
   }
 
   /**

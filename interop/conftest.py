@@ -131,11 +131,12 @@ class Participant:
         # Whether the language keeps integers beyond 2^53 exactly.
         self.big_ints = big_ints
 
-    def serve(self, hub_url, codec, limits=None):
+    def serve(self, hub_url, codec, limits=None, env=None):
         """A handler process connected to `hub_url`. `limits` (max_inflight,
-        max_queue) bound its reactor, for the flood tests."""
+        max_queue) bound its reactor, for the flood tests; `env` adds to its
+        environment (PF_NATS_NAMESPACE: its NATS namespace)."""
         cmd = self._serve(hub_url, self.name, codec)
-        env = dict(os.environ)
+        env = dict(os.environ, **(env or {}))
         if limits:
             env["PF_MAX_INFLIGHT"], env["PF_MAX_QUEUE"] = (str(n) for n in limits)
             if self.name == "rust":
@@ -185,7 +186,7 @@ PARTICIPANTS = {
 }
 
 
-PYTHON_VENV = os.path.join(ROOT, "target", "python-venv", "bin", "python")
+PYTHON_VENV = os.path.join(os.environ.get("PACKETFLOW_PYTHON_VENV", os.path.join(TARGET, "python-venv")), "bin", "python")
 NODE_PACKAGE = os.path.join(ROOT, "bindings-node")
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds what the multi-language programs (the demo, the interop suite) run,
 # the way a user installs each package: the CLI; the Python package with pip
-# into target/python-venv; the Node addon through its install script; the
+# into python-venv/ of the target dir (CARGO_TARGET_DIR, default target/;
+# PACKETFLOW_PYTHON_VENV moves it); the Node addon through its install script; the
 # Elixir package through `mix compile` of each Mix project given as an
 # argument (installing Elixir from Debian when it is missing). Each cargo
 # build is a no-op when current.
@@ -15,10 +16,10 @@ export LANG="${LANG:-C.UTF-8}" LC_ALL="${LC_ALL:-C.UTF-8}"
 echo "== building the CLI"
 (cd "$root" && cargo build --release -q -p packetflow-cli)
 
-echo "== installing the Python package into target/python-venv"
-venv="$root/target/python-venv"
+venv="${PACKETFLOW_PYTHON_VENV:-$CARGO_TARGET_DIR/python-venv}"
+echo "== installing the Python package into ${venv#"$root"/}"
 if [[ ! -x "$venv/bin/python" ]]; then
-  mkdir -p "$root/target"
+  mkdir -p "$(dirname "$venv")"
   if ! python3 -m venv "$venv" 2>/dev/null; then
     rm -rf "$venv"
     apt-get update -qq
@@ -27,7 +28,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
   fi
 fi
 # maturin's own target dir, as in the Python suite (pyo3 is built differently).
-(cd "$root" && CARGO_TARGET_DIR="$root/target/maturin" \
+(cd "$root" && CARGO_TARGET_DIR="${PACKETFLOW_MATURIN_TARGET_DIR:-$CARGO_TARGET_DIR/maturin}" \
   "$venv/bin/python" -m pip install -q --force-reinstall --no-deps ./bindings-python)
 
 echo "== building the Node addon"

@@ -14,4 +14,4 @@ if ! bash "$root/scripts/build-bindings.sh" "$root/demo/elixir_service" 2>&1 | t
   echo "the build failed; the whole log is in $log" >&2
   exit 1
 fi
-exec "$root/target/python-venv/bin/python" "$root/demo/demo.py"
+exec "${PACKETFLOW_PYTHON_VENV:-$CARGO_TARGET_DIR/python-venv}/bin/python" "$root/demo/demo.py"

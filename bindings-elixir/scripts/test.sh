@@ -24,6 +24,9 @@ if ! command -v openssl >/dev/null 2>&1; then
   apt-get install -y --no-install-recommends openssl
 fi
 
+# The NATS tests start real nats-server processes.
+bash "$root/scripts/ensure-nats-server.sh"
+
 cd "$here"
 echo "== elixir: mix format --check-formatted"
 mix format --check-formatted
@@ -59,9 +62,14 @@ trap 'rm -rf "$scratch"' EXIT
 cd "$scratch"
 new_consumer consumer Consumer "$here"
 # Without CARGO_TARGET_DIR the package asks cargo where its target
-# directory is (the workspace's, the same one as above).
-env -u CARGO_TARGET_DIR mix compile
-env -u CARGO_TARGET_DIR mix run -e '
+# directory is (the workspace's, the same one as above). When the suite
+# was given a target dir of its own, the project keeps it: built in the
+# workspace's instead, the library it copies into this package's priv/
+# would not be the one the last check below compares with.
+consumer_env=(env)
+if [[ "$CARGO_TARGET_DIR" == "$root/target" ]]; then consumer_env=(env -u CARGO_TARGET_DIR); fi
+"${consumer_env[@]}" mix compile
+"${consumer_env[@]}" mix run -e '
 {:ok, r} = PacketFlow.Reactor.start_link(name: Consumer.Reactor)
 :ok = PacketFlow.Reactor.register(r, "df", "upper", fn data, _ctx -> String.upcase(data) end)
 {:ok, "FROM A FRESH PROJECT"} = PacketFlow.Reactor.call(r, "df", "upper", "from a fresh project")

@@ -7,7 +7,8 @@
 #   3. `node --test test/*.test.js` (round trips, error codes, values,
 #      lifecycle, the network: two reactors over loopback WebSocket and a
 #      `packetflow serve` hub, whose CLI binary is built here; tokens and
-#      wss://, with certificates made by openssl, installed here if missing);
+#      wss://, with certificates made by openssl, installed here if missing;
+#      NATS, against real nats-server processes, installed here if missing);
 #   4. `tsc --noEmit` twice: index.js (checkJs, JSDoc types) against
 #      index.d.ts, so the two cannot drift apart, and an example of idiomatic
 #      use and misuse against index.d.ts.
@@ -30,6 +31,8 @@ if ! command -v openssl >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
 fi
+# The NATS tests start real nats-server processes.
+bash "$root/scripts/ensure-nats-server.sh"
 echo "== node $(node --version), npm $(npm --version), $(cargo --version)"
 
 echo "== npm install <folder> from a fresh consumer project (builds the addon)"

@@ -692,26 +692,22 @@ impl NativeReactor {
         })
     }
 
-    /// Dials the peer at `url`, in MessagePack when `msgpack`, presenting
-    /// `token` and trusting `tls_ca` when given (`undefined` otherwise);
-    /// settles the Promise `promise` (with `null`) once the peer's routes
-    /// are known.
+    /// Dials the peer at `url`, or joins the NATS system it names, with
+    /// the options `index.js` checked for their JS types (see
+    /// [`NativeConnectOptions`]; which of them apply to the URL, and their
+    /// values, are the core's to judge, naming them in camelCase); settles
+    /// the Promise `promise` (with `null`) once the peer's routes are known
+    /// (on NATS: once this reactor's handlers are subscribed).
     #[napi]
     pub fn connect(
         &self,
         env: Env,
         url: Unknown<'_>,
-        msgpack: bool,
-        token: Unknown<'_>,
-        tls_ca: Unknown<'_>,
+        options: NativeConnectOptions,
         promise: f64,
     ) -> napi::Result<()> {
         let url = string_arg(&env, &url, "url")?;
-        let options = ConnectOptions {
-            codec: if msgpack { Codec::MsgPack } else { Codec::Json },
-            token: optional_string(&env, &token, "token")?,
-            tls_ca: optional_string(&env, &tls_ca, "tlsCa")?.map(PathBuf::from),
-        };
+        let options = options.into_core();
         let Some(node) = self.node() else {
             return self.start(&env, promise, async { Answer::Data(Err(stopped_error())) });
         };
@@ -795,6 +791,47 @@ impl NativeReactor {
             })),
         });
         to_js(env, &value)
+    }
+}
+
+/// `connect`'s options as `index.js` passes them, each of the JS type it
+/// checked (`undefined` when not given).
+#[napi(object)]
+pub struct NativeConnectOptions {
+    pub msgpack: bool,
+    pub token: Option<String>,
+    pub tls_ca: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub nkey_seed: Option<String>,
+    pub credentials_file: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub require_tls: bool,
+    pub connect_timeout_ms: Option<u32>,
+}
+
+impl NativeConnectOptions {
+    /// The core's options, to be judged there with camelCase names.
+    fn into_core(self) -> ConnectOptions {
+        ConnectOptions {
+            codec: if self.msgpack { Codec::MsgPack } else { Codec::Json },
+            token: self.token,
+            tls_ca: self.tls_ca.map(PathBuf::from),
+            namespace: self.namespace,
+            name: self.name,
+            user: self.user,
+            password: self.password,
+            nkey_seed: self.nkey_seed,
+            credentials_file: self.credentials_file.map(PathBuf::from),
+            tls_cert: self.tls_cert.map(PathBuf::from),
+            tls_key: self.tls_key.map(PathBuf::from),
+            require_tls: self.require_tls,
+            connect_timeout_ms: self.connect_timeout_ms.map(u64::from),
+            key_style: KeyStyle::Camel,
+        }
     }
 }
 

@@ -193,4 +193,50 @@ function countingEcho() {
   return counter;
 }
 
-module.exports = { countingEcho, within, until, aborted, latch, runNode, startUntil, stopChild, cliPath, tempDir, makeTls };
+/**
+ * The `nats-server` binary: `NATS_SERVER_BIN`, else the one on the PATH or
+ * in /usr/sbin (scripts/test.sh installs it through
+ * scripts/ensure-nats-server.sh).
+ */
+function natsServerPath() {
+  if (process.env.NATS_SERVER_BIN) return process.env.NATS_SERVER_BIN;
+  const dirs = (process.env.PATH || '').split(path.delimiter).concat(['/usr/sbin', '/usr/local/sbin']);
+  for (const dir of dirs) {
+    const candidate = path.join(dir, 'nats-server');
+    if (dir && fs.existsSync(candidate)) return candidate;
+  }
+  throw new Error('nats-server not found: run scripts/ensure-nats-server.sh or set NATS_SERVER_BIN');
+}
+
+/** A port that was free on 127.0.0.1 a moment ago. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = require('node:net').createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = /** @type {import('node:net').AddressInfo} */ (server.address());
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Starts a real `nats-server` on a free loopback port (with `args` added)
+ * and resolves to `{url, port}` once it is ready for clients; the server
+ * is killed when `t` ends.
+ */
+async function natsServer(t, args = []) {
+  const port = await freePort();
+  const { child } = await startUntil(
+    natsServerPath(),
+    ['-a', '127.0.0.1', '-p', String(port), ...args],
+    /Server is ready/,
+    { stream: 'stderr', ms: 15000 },
+  );
+  t.after(() => stopChild(child, 'SIGKILL'));
+  return { url: `nats://127.0.0.1:${port}`, port };
+}
+
+module.exports = {
+  countingEcho, within, until, aborted, latch, runNode, startUntil, stopChild, cliPath, tempDir, makeTls, natsServer, freePort,
+};

@@ -3,15 +3,21 @@
 # backend, as a user's `pip install ./bindings-python` would), installs it
 # into a private venv, runs pytest (+ pytest-asyncio) and checks the typed
 # example with `mypy --strict`. Exits non-zero on any failure.
+#
+# Everything it builds lives under CARGO_TARGET_DIR (default: the
+# repository's target/): the venv in python-venv/, maturin's build in
+# maturin/. PACKETFLOW_PYTHON_VENV and PACKETFLOW_MATURIN_TARGET_DIR move
+# either elsewhere.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
 root="$(cd "$here/.." && pwd)"
-venv="$root/target/python-venv"
+target="${CARGO_TARGET_DIR:-$root/target}"
+venv="${PACKETFLOW_PYTHON_VENV:-$target/python-venv}"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 # maturin gets a target dir of its own inside the shared one: alternating
 # its builds with plain cargo builds in one dir would rebuild pyo3 each time.
-export CARGO_TARGET_DIR="$root/target/maturin"
+export CARGO_TARGET_DIR="${PACKETFLOW_MATURIN_TARGET_DIR:-$target/maturin}"
 
 python="${PYTHON:-python3}"
 if ! command -v "$python" >/dev/null; then
@@ -19,8 +25,11 @@ if ! command -v "$python" >/dev/null; then
   exit 1
 fi
 
+# The NATS tests start real nats-server processes.
+bash "$root/scripts/ensure-nats-server.sh"
+
 if [[ ! -x "$venv/bin/python" ]]; then
-  mkdir -p "$root/target"
+  mkdir -p "$(dirname "$venv")"
   if ! "$python" -m venv "$venv" 2>/dev/null; then
     # Debian ships venv support separately.
     rm -rf "$venv"
@@ -53,6 +62,7 @@ timeout 900 "$py" -m pytest -q -p no:cacheprovider tests
 echo "== mypy --strict on the typed example, stubtest against the built module"
 timeout 300 "$py" -m mypy --strict --no-incremental examples/typed_usage.py
 # From outside the source tree, so the installed package is the one checked.
-(cd "$root/target" && timeout 300 "$py" -m mypy.stubtest packetflow --ignore-missing-stub)
+mkdir -p "$target"
+(cd "$target" && timeout 300 "$py" -m mypy.stubtest packetflow --ignore-missing-stub)
 timeout 60 "$py" examples/typed_usage.py >/dev/null
 echo "python suite passed"

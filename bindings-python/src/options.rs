@@ -1,5 +1,6 @@
 //! The keyword arguments of `listen` and `connect`, checked and turned into
-//! the core's `ListenOptions` / `ConnectOptions`.
+//! the core's `ListenOptions` / `ConnectOptions` (for a WebSocket peer or a
+//! NATS system alike).
 //!
 //! Only what a conversion needs is checked here (a path is a `str` or
 //! `os.PathLike`, a token a `str`); `tokens` is converted to JSON values and
@@ -65,19 +66,47 @@ pub(crate) fn listen(
     })
 }
 
-/// The keyword arguments of `connect` as the core's options.
-pub(crate) fn connect(
-    msgpack: bool,
-    token: Option<&Bound<'_, PyAny>>,
-    tls_ca: Option<&Bound<'_, PyAny>>,
-) -> PyResult<ConnectOptions> {
-    let token = match token.filter(|t| !t.is_none()) {
-        Some(t) => Some(text(t, "token")?),
-        None => None,
-    };
+/// The keyword arguments of `connect` (and `connect_sync`), as pyo3 hands
+/// them over: `None` for one not given.
+pub(crate) struct ConnectArgs<'a, 'py> {
+    pub(crate) msgpack: bool,
+    pub(crate) token: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) tls_ca: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) namespace: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) name: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) user: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) password: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) nkey_seed: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) credentials_file: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) tls_cert: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) tls_key: Option<&'a Bound<'py, PyAny>>,
+    pub(crate) require_tls: bool,
+    pub(crate) connect_timeout_ms: Option<u64>,
+}
+
+/// `None`, or a `str` (`what` names it in the error).
+fn optional_text(value: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Option<String>> {
+    value.filter(|v| !v.is_none()).map(|v| text(v, what)).transpose()
+}
+
+/// The keyword arguments of `connect` as the core's options. Which of them
+/// apply to the URL (WebSocket or NATS), and their values, are the core's
+/// to judge (PF400 naming the argument).
+pub(crate) fn connect(args: ConnectArgs<'_, '_>) -> PyResult<ConnectOptions> {
     Ok(ConnectOptions {
-        codec: if msgpack { Codec::MsgPack } else { Codec::Json },
-        token,
-        tls_ca: path(tls_ca, "tls_ca")?,
+        codec: if args.msgpack { Codec::MsgPack } else { Codec::Json },
+        token: optional_text(args.token, "token")?,
+        tls_ca: path(args.tls_ca, "tls_ca")?,
+        namespace: optional_text(args.namespace, "namespace")?,
+        name: optional_text(args.name, "name")?,
+        user: optional_text(args.user, "user")?,
+        password: optional_text(args.password, "password")?,
+        nkey_seed: optional_text(args.nkey_seed, "nkey_seed")?,
+        credentials_file: path(args.credentials_file, "credentials_file")?,
+        tls_cert: path(args.tls_cert, "tls_cert")?,
+        tls_key: path(args.tls_key, "tls_key")?,
+        require_tls: args.require_tls,
+        connect_timeout_ms: args.connect_timeout_ms,
+        key_style: KeyStyle::Snake,
     })
 }

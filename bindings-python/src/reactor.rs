@@ -498,20 +498,32 @@ impl PyReactor {
         })
     }
 
-    /// Dials a peer (``"ws://HOST:PORT/packetflow/v1"``, or ``wss://``); an
-    /// awaitable that resolves once the connection is up and the peer's
-    /// handlers are known. Packets with no local handler are then routed to
-    /// peers. A lost connection is redialled with backoff until the reactor
-    /// stops. ``msgpack=True`` speaks MessagePack on this connection instead
-    /// of JSON (the same values cross either way). ``token`` is presented to
-    /// a node that requires one; ``tls_ca`` (a PEM file) is what a
-    /// ``wss://`` node's certificate must chain to (default: the system's
-    /// roots).
-    /// Raises ``AuthenticationError`` (PF401) when the node refuses the
-    /// token, ``UnavailableError`` (PF503) if the peer cannot be reached or
-    /// the TLS handshake fails, ``InvalidPacketError`` (PF400) for a
-    /// malformed URL, token or CA file.
-    #[pyo3(signature = (url, *, msgpack = false, token = None, tls_ca = None))]
+    /// Dials a peer (``"ws://HOST:PORT/packetflow/v1"``, or ``wss://``), or
+    /// joins a NATS system (``"nats://HOST:PORT"`` or ``tls://``, several
+    /// servers separated by commas); an awaitable that resolves once the
+    /// connection is up and the peer's handlers are known (on NATS: once
+    /// this reactor's handlers are subscribed on the server). Packets with
+    /// no local handler are then routed to peers, then over NATS. A lost
+    /// connection is redialled with backoff until the reactor stops.
+    ///
+    /// Both kinds: ``token`` is presented to a node (or NATS server) that
+    /// requires one; ``tls_ca`` (a PEM file) is what a ``wss://`` node's or
+    /// a NATS server's certificate must chain to (default: the system's
+    /// roots). WebSocket only: ``msgpack=True`` speaks MessagePack instead
+    /// of JSON. NATS only: ``namespace`` (subject prefix, default ``"pf"``),
+    /// ``name`` (the connection's name on the server), ``user`` and
+    /// ``password``, ``nkey_seed``, ``credentials_file`` (a ``.creds``
+    /// file), ``tls_cert`` and ``tls_key`` (a client certificate),
+    /// ``require_tls``, ``connect_timeout_ms`` (default 5000).
+    ///
+    /// Raises ``AuthenticationError`` (PF401) when the node or server
+    /// refuses the credentials, ``UnavailableError`` (PF503) if it cannot
+    /// be reached or the TLS handshake fails, ``InvalidPacketError``
+    /// (PF400, the message naming the argument) for a malformed URL, token
+    /// or file, half of a pair, or an option of the other kind of URL;
+    /// ``TypeError`` naming the argument for a value of the wrong type.
+    #[pyo3(signature = (url, *, msgpack = false, token = None, tls_ca = None, namespace = None, name = None, user = None, password = None, nkey_seed = None, credentials_file = None, tls_cert = None, tls_key = None, require_tls = false, connect_timeout_ms = None))]
+    #[allow(clippy::too_many_arguments)]
     fn connect<'py>(
         &self,
         py: Python<'py>,
@@ -519,10 +531,34 @@ impl PyReactor {
         msgpack: bool,
         token: Option<&Bound<'py, PyAny>>,
         tls_ca: Option<&Bound<'py, PyAny>>,
+        namespace: Option<&Bound<'py, PyAny>>,
+        name: Option<&Bound<'py, PyAny>>,
+        user: Option<&Bound<'py, PyAny>>,
+        password: Option<&Bound<'py, PyAny>>,
+        nkey_seed: Option<&Bound<'py, PyAny>>,
+        credentials_file: Option<&Bound<'py, PyAny>>,
+        tls_cert: Option<&Bound<'py, PyAny>>,
+        tls_key: Option<&Bound<'py, PyAny>>,
+        require_tls: bool,
+        connect_timeout_ms: Option<u64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let bridge = bridge::current(py, "Reactor.connect()")?;
         let url = pystr::as_str(url)?.to_owned();
-        let options = options::connect(msgpack, token, tls_ca)?;
+        let options = options::connect(options::ConnectArgs {
+            msgpack,
+            token,
+            tls_ca,
+            namespace,
+            name,
+            user,
+            password,
+            nkey_seed,
+            credentials_file,
+            tls_cert,
+            tls_key,
+            require_tls,
+            connect_timeout_ms,
+        })?;
         let node = self.node(py)?;
         awaitable::spawn(py, &bridge, async move { node.connect_with(&url, options).await })
     }
@@ -552,7 +588,8 @@ impl PyReactor {
     }
 
     /// Like :meth:`connect`, blocking the calling thread (GIL released).
-    #[pyo3(signature = (url, *, msgpack = false, token = None, tls_ca = None))]
+    #[pyo3(signature = (url, *, msgpack = false, token = None, tls_ca = None, namespace = None, name = None, user = None, password = None, nkey_seed = None, credentials_file = None, tls_cert = None, tls_key = None, require_tls = false, connect_timeout_ms = None))]
+    #[allow(clippy::too_many_arguments)]
     fn connect_sync(
         &self,
         py: Python<'_>,
@@ -560,9 +597,33 @@ impl PyReactor {
         msgpack: bool,
         token: Option<&Bound<'_, PyAny>>,
         tls_ca: Option<&Bound<'_, PyAny>>,
+        namespace: Option<&Bound<'_, PyAny>>,
+        name: Option<&Bound<'_, PyAny>>,
+        user: Option<&Bound<'_, PyAny>>,
+        password: Option<&Bound<'_, PyAny>>,
+        nkey_seed: Option<&Bound<'_, PyAny>>,
+        credentials_file: Option<&Bound<'_, PyAny>>,
+        tls_cert: Option<&Bound<'_, PyAny>>,
+        tls_key: Option<&Bound<'_, PyAny>>,
+        require_tls: bool,
+        connect_timeout_ms: Option<u64>,
     ) -> PyResult<()> {
         let url = pystr::as_str(url)?.to_owned();
-        let options = options::connect(msgpack, token, tls_ca)?;
+        let options = options::connect(options::ConnectArgs {
+            msgpack,
+            token,
+            tls_ca,
+            namespace,
+            name,
+            user,
+            password,
+            nkey_seed,
+            credentials_file,
+            tls_cert,
+            tls_key,
+            require_tls,
+            connect_timeout_ms,
+        })?;
         let node = self.node(py)?;
         blocking::wait(py, "Reactor.connect_sync()", "Reactor.connect()", Some(&self.sockets), async move {
             node.connect_with(&url, options).await
@@ -614,7 +675,8 @@ impl PyReactor {
     /// ``bridged_keys``, ``requests_sent``, ``requests_served``), or
     /// ``None``.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        stats_dict(py, self.core.stats())
+        let out = stats_dict(py, self.core.stats())?;
+        Ok(out)
     }
 
     fn __aenter__<'py>(slf: &Bound<'py, Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

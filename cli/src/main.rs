@@ -101,7 +101,12 @@ pub struct DialArgs {
 impl DialArgs {
     /// The connect options for `codec`.
     pub fn options(&self, codec: Codec) -> ConnectOptions {
-        ConnectOptions { codec, token: token_or_env(&self.token), tls_ca: self.ca.clone() }
+        ConnectOptions {
+            codec,
+            token: token_or_env(&self.token),
+            tls_ca: self.ca.clone(),
+            ..ConnectOptions::default()
+        }
     }
 }
 

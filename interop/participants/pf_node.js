@@ -11,6 +11,14 @@ const readline = require('readline');
 const { createRequire } = require('module');
 const { Reactor } = require(process.env.PACKETFLOW_NODE || 'packetflow');
 
+// connect's options for `url` and `codec`; for a nats:// URL, the NATS
+// options the suite asks for (PF_NATS_NAMESPACE: the subjects' namespace).
+function connectOptions(url, codec) {
+  const options = { msgpack: codec === 'msgpack' };
+  if (url.startsWith('nats://') && process.env.PF_NATS_NAMESPACE) options.namespace = process.env.PF_NATS_NAMESPACE;
+  return options;
+}
+
 // The reactor limits the suite asks for (PF_MAX_INFLIGHT, PF_MAX_QUEUE).
 function limits() {
   const out = {};
@@ -54,7 +62,7 @@ async function serve(url, name, codec) {
   registerCounter(r);
   registerCancelChain(r, name);
   registerStdlibSteps(r, name);
-  await r.connect(url, { msgpack: codec === 'msgpack' });
+  await r.connect(url, connectOptions(url, codec));
   process.stdout.write('ready\n');
   // Serve until the suite closes stdin (or kills the process).
   process.stdin.on('end', () => r.stop());
@@ -162,7 +170,7 @@ async function dial(url) {
 async function submit(url, codec) {
   // PF_STDLIB: the standard elements this reactor hosts (test_stdlib.py).
   const r = new Reactor({ name: 'interop-node-submitter', stdlib: process.env.PF_STDLIB });
-  await r.connect(url, { msgpack: codec === 'msgpack' });
+  await r.connect(url, connectOptions(url, codec));
   const lines = readline.createInterface({ input: process.stdin });
   const work = [];
   for await (const line of lines) {

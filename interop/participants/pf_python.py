@@ -18,7 +18,14 @@ import packetflow
 async def connect(r: packetflow.Reactor, url: str, codec: str) -> None:
     if codec not in ("json", "msgpack"):
         raise SystemExit(f"unknown codec {codec!r} (expected json or msgpack)")
-    await r.connect(url, msgpack=(codec == "msgpack"))
+    await r.connect(url, msgpack=(codec == "msgpack"), **nats_options(url))
+
+
+def nats_options(url: str) -> dict:
+    """For a nats:// URL, the NATS options the suite asks for:
+    PF_NATS_NAMESPACE, the subjects' namespace."""
+    namespace = os.environ.get("PF_NATS_NAMESPACE")
+    return {"namespace": namespace} if url.startswith("nats://") and namespace else {}
 
 
 def limits() -> dict:

@@ -11,6 +11,8 @@ root="$(dirname "$here")"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 
 bash "$root/scripts/build-bindings.sh" "$here/participants/pf_elixir"
+# test_nats.py starts a cluster of real nats-server processes.
+bash "$root/scripts/ensure-nats-server.sh"
 (cd "$here/seed" && npm install --silent --no-audit --no-fund)
 python3 -m pip install -q --disable-pip-version-check websockets pytest playwright 2>&1 | grep -v "as the 'root' user" || true
 if ! command -v chromium >/dev/null 2>&1; then

@@ -526,3 +526,56 @@ async fn tls_urls_verify_the_server_against_the_given_ca() {
     asking.stop().await;
     serving.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_with_takes_every_nats_option_and_nats_stats_shows_the_connection() {
+    use packetflow::{Codec, ConnectOptions, KeyStyle};
+    let server = NatsServer::start_with(&["--user", "pf", "--pass", "right-password"]).await;
+    let options = |namespace: &str| ConnectOptions {
+        namespace: Some(namespace.into()),
+        name: Some(format!("{namespace} node")),
+        user: Some("pf".into()),
+        password: Some("right-password".into()),
+        connect_timeout_ms: Some(2000),
+        ..ConnectOptions::default()
+    };
+    let serving = node("serving");
+    register_upper(serving.reactor());
+    assert!(serving.nats_stats().is_none());
+    serving.connect_with(&server.url(), options("team-a")).await.unwrap();
+    // Same namespace: served; another namespace sees no responder.
+    let asking = node("asking");
+    asking.connect_with(&server.url(), options("team-a")).await.unwrap();
+    assert_eq!(submit(&asking, packet("upper", json!("shared"))).await.outcome, Ok(json!("SHARED")));
+    let elsewhere = node("elsewhere");
+    elsewhere.connect_with(&server.url(), options("team-b")).await.unwrap();
+    assert_eq!(code(&submit(&elsewhere, packet("upper", json!("x"))).await).as_deref(), Some("PF001"));
+
+    let stats = asking.nats_stats().expect("on NATS");
+    assert_eq!(stats.state, "connected");
+    assert_eq!(stats.server, format!("127.0.0.1:{}", server.port));
+    assert_eq!(stats.namespace, "team-a");
+    assert_eq!(stats.requests_sent, 1);
+    assert!(stats.rtt_us > 0);
+    assert_eq!(serving.nats_stats().unwrap().requests_served, 1);
+    assert_eq!(asking.health()["nats"]["requests_sent"], 1);
+    // The connection's name is what the server shows.
+    let connz = server.monitor("/connz").await.unwrap();
+    assert!(connz.contains("\"team-a node\""), "{connz}");
+
+    // What the core refuses, named as the caller spells it.
+    let refused = node("refused");
+    let camel = |o: ConnectOptions| ConnectOptions { key_style: KeyStyle::Camel, ..o };
+    let half = ConnectOptions { tls_cert: Some("c.pem".into()), ..ConnectOptions::default() };
+    let e = refused.connect_with(&server.url(), camel(half.clone())).await.unwrap_err();
+    assert_eq!((e.code.as_str(), e.message.as_str()), ("PF400", "tlsCert and tlsKey must be given together"));
+    let e = refused.connect_with("ws://127.0.0.1:1/packetflow/v1", half).await.unwrap_err();
+    assert_eq!(e.code, "PF400");
+    assert!(e.message.starts_with("tls_cert is an option of NATS URLs"), "{}", e.message);
+    let e = refused.connect_with(&server.url(), Codec::MsgPack).await.unwrap_err();
+    assert!(e.message.starts_with("msgpack is"), "{}", e.message);
+    assert!(refused.nats_stats().is_none());
+    for node in [asking, elsewhere, serving] {
+        node.stop().await;
+    }
+}

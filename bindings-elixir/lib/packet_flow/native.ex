@@ -36,7 +36,7 @@ defmodule PacketFlow.Native do
   def reactor_stop(_reactor), do: not_loaded()
   def reactor_stats(_reactor), do: not_loaded()
   def reactor_listen(_reactor, _addr, _options, _tag), do: not_loaded()
-  def reactor_connect(_reactor, _url, _msgpack, _token, _tls_ca, _tag), do: not_loaded()
+  def reactor_connect(_reactor, _url, _options, _tag), do: not_loaded()
   def error_codes, do: not_loaded()
   def json_encode(_term), do: not_loaded()
   def json_decode(_text), do: not_loaded()

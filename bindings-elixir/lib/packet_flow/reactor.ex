@@ -76,6 +76,22 @@ defmodule PacketFlow.Reactor do
   A refused token is `{:error, %PacketFlow.Error{code: "PF401"}}` from
   `connect/3` (or from `start_link/1`); a submit outside what the token
   allows is answered PF403.
+
+  ## On NATS
+
+  The same `connect/3` (or `:connect` option) with a `nats://HOST:PORT` or
+  `tls://` URL (several servers separated by commas) joins a NATS system:
+  the reactor's handlers are served to every node on it, and a submit
+  with no local handler and no WebSocket peer for it goes over NATS. The
+  NATS options are in `t:connect_option/0`; `stats/1` shows the
+  connection under `:nats`:
+
+      {PacketFlow.Reactor,
+       name: MyApp.Reactor,
+       connect: [
+         {"nats://nats-1.internal:4222,nats://nats-2.internal:4222",
+          namespace: "orders", credentials_file: "/etc/packetflow/app.creds"}
+       ]}
   """
 
   use GenServer
@@ -221,16 +237,55 @@ defmodule PacketFlow.Reactor do
             ]
 
   @typedoc """
-  Options of `connect/3`:
+  Options of `connect/3`. For both kinds of URL:
+
+  * `:token` - the token presented to a node (or NATS server) that
+    requires one (sent in the clear over `ws://`: use `wss://` beyond
+    loopback).
+  * `:tls_ca` - a PEM file of the authorities a `wss://` node's or a NATS
+    server's certificate must chain to (default: the system's root
+    certificates).
+
+  WebSocket (`ws://`, `wss://`) only:
 
   * `:msgpack` - speak MessagePack on this connection instead of JSON
     (default `false`); the peer must offer it.
-  * `:token` - the token presented to a node that requires one (sent in
-    the clear over `ws://`: use `wss://` beyond loopback).
-  * `:tls_ca` - a PEM file of the authorities a `wss://` node's
-    certificate must chain to (default: the system's root certificates).
+
+  NATS (`nats://`, `tls://`) only (see docs/protocol.md, "NATS"):
+
+  * `:namespace` - the prefix of the subjects (default `"pf"`):
+    systems with different namespaces share a server without seeing each
+    other.
+  * `:name` - the connection's name on the server (default
+    `"packetflow <node id>"`).
+  * `:user`, `:password` - user and password auth (both or neither; or in
+    the URL).
+  * `:nkey_seed` - NKey auth: the user's seed (`"SU..."`).
+  * `:credentials_file` - a `.creds` file (JWT and NKey seed).
+  * `:tls_cert`, `:tls_key` - a PEM client certificate and its key (both
+    or neither).
+  * `:require_tls` - refuse a server that does not speak TLS (default
+    `false`).
+  * `:connect_timeout_ms` - bound on opening the connection to one server
+    (at least 1; default 5000).
+
+  An option of the other kind of URL is `{:error, %PacketFlow.Error{code:
+  "PF400"}}` naming it.
   """
-  @type connect_option :: {:msgpack, boolean()} | {:token, String.t()} | {:tls_ca, Path.t()}
+  @type connect_option ::
+          {:msgpack, boolean()}
+          | {:token, String.t()}
+          | {:tls_ca, Path.t()}
+          | {:namespace, String.t()}
+          | {:name, String.t()}
+          | {:user, String.t()}
+          | {:password, String.t()}
+          | {:nkey_seed, String.t()}
+          | {:credentials_file, Path.t()}
+          | {:tls_cert, Path.t()}
+          | {:tls_key, Path.t()}
+          | {:require_tls, boolean()}
+          | {:connect_timeout_ms, pos_integer()}
 
   @typedoc "Where `listen/3` accepts peers: the address bound and the URL to dial (`wss://` with TLS)."
   @type listening :: %{host: String.t(), port: :inet.port_number(), url: String.t()}
@@ -421,21 +476,75 @@ defmodule PacketFlow.Reactor do
     {:listen, addr, fn -> native end}
   end
 
+  @connect_options [
+    :msgpack,
+    :token,
+    :tls_ca,
+    :namespace,
+    :name,
+    :user,
+    :password,
+    :nkey_seed,
+    :credentials_file,
+    :tls_cert,
+    :tls_key,
+    :require_tls,
+    :connect_timeout_ms
+  ]
+
+  # The options as the NIF takes them: a map with every key, each value of
+  # the type checked here (nil when not given). Which of them apply to the
+  # URL (WebSocket or NATS), and their values, are the core's to judge.
   defp connect_request!(url, opts) do
-    opts = options!(opts, [:msgpack, :token, :tls_ca], "connect", url)
+    opts = options!(opts, @connect_options, "connect", url)
 
-    msgpack =
-      case Keyword.get(opts, :msgpack, false) do
-        flag when is_boolean(flag) ->
-          flag
+    native = %{
+      msgpack: flag!(opts, :msgpack, url),
+      token: secret!(opts[:token], "token", url),
+      tls_ca: path!(opts[:tls_ca], :tls_ca, url),
+      namespace: text!(opts[:namespace], :namespace, url),
+      name: text!(opts[:name], :name, url),
+      user: text!(opts[:user], :user, url),
+      password: secret!(opts[:password], "password", url),
+      nkey_seed: secret!(opts[:nkey_seed], "nkey_seed", url),
+      credentials_file: path!(opts[:credentials_file], :credentials_file, url),
+      tls_cert: path!(opts[:tls_cert], :tls_cert, url),
+      tls_key: path!(opts[:tls_key], :tls_key, url),
+      require_tls: flag!(opts, :require_tls, url),
+      connect_timeout_ms: millis!(opts[:connect_timeout_ms], :connect_timeout_ms, url)
+    }
 
-        other ->
-          raise ArgumentError, "msgpack must be a boolean, got: #{inspect(other)} (for #{url})"
-      end
-
-    native = {msgpack, secret!(opts[:token], "token", url), path!(opts[:tls_ca], :tls_ca, url)}
     {:connect, url, fn -> native end}
   end
+
+  defp flag!(opts, key, where) do
+    case Keyword.get(opts, key, false) do
+      flag when is_boolean(flag) ->
+        flag
+
+      other ->
+        raise ArgumentError, "#{key} must be a boolean, got: #{inspect(other)} (for #{where})"
+    end
+  end
+
+  defp text!(nil, _key, _where), do: nil
+  defp text!(text, _key, _where) when is_binary(text), do: text
+
+  defp text!(other, key, where),
+    do: raise(ArgumentError, "#{key} must be a string, got: #{inspect(other)} (for #{where})")
+
+  # A count of milliseconds (what fits the NIF's u64); its range is the
+  # core's to judge.
+  @max_u64 18_446_744_073_709_551_615
+  defp millis!(nil, _key, _where), do: nil
+  defp millis!(ms, _key, _where) when is_integer(ms) and ms in 0..@max_u64, do: ms
+
+  defp millis!(other, key, where),
+    do:
+      raise(
+        ArgumentError,
+        "#{key} must be a non-negative integer, got: #{inspect(other)} (for #{where})"
+      )
 
   # A keyword list of known options (the last of a repeated key wins, as
   # with `Keyword.get/2`).
@@ -722,18 +831,22 @@ defmodule PacketFlow.Reactor do
   end
 
   @doc """
-  Dials a peer at `url` (`ws://HOST:PORT/packetflow/v1`, or `wss://`). See
-  `t:connect_option/0`.
+  Dials a peer at `url` (`ws://HOST:PORT/packetflow/v1`, or `wss://`), or
+  joins a NATS system (`nats://HOST:PORT` or `tls://`, several servers
+  separated by commas). See `t:connect_option/0`.
 
   Returns `:ok` once the connection is up and the peer's handlers are
-  known, so a submit right after is routed to them. A connection lost later
+  known (on NATS: once this reactor's handlers are subscribed on the
+  server), so a submit right after is routed to them. A connection lost later
   is redialled with backoff until the reactor stops. Returns
   `{:error, %PacketFlow.Error{}}` when the first dial fails: PF401 when the
-  node refuses the token (or wanted one), PF503 when it cannot be reached
-  or the TLS handshake fails, or when the node does not finish the
-  handshake within the core's handshake timeout (10 s; the message says
-  why), PF400 for a malformed URL, token or CA file. Raises `ArgumentError` naming the option for
-  unknown options or values of the wrong type.
+  node (or NATS server) refuses the credentials (or wanted some), PF503
+  when it cannot be reached or the TLS handshake fails, or when the node
+  does not finish the handshake within the core's handshake timeout (10 s;
+  the message says why), PF400 (naming the option) for a malformed URL,
+  token or file, half of a pair, or an option of the other kind of URL.
+  Raises `ArgumentError` naming the option for unknown options or values
+  of the wrong type.
   """
   @spec connect(t(), String.t(), [connect_option()]) :: :ok | {:error, PacketFlow.Error.t()}
   def connect(reactor, url, opts \\ []) when is_binary(url) and is_list(opts) do
@@ -823,10 +936,8 @@ defmodule PacketFlow.Reactor do
   defp start_network(native, {:listen, addr, options}, tag),
     do: Native.reactor_listen(native, addr, options.(), tag)
 
-  defp start_network(native, {:connect, url, options}, tag) do
-    {msgpack, token, tls_ca} = options.()
-    Native.reactor_connect(native, url, msgpack, token, tls_ca, tag)
-  end
+  defp start_network(native, {:connect, url, options}, tag),
+    do: Native.reactor_connect(native, url, options.(), tag)
 
   @impl true
   def handle_call({:register, {group, element}, fun}, _from, state) do

@@ -11,6 +11,7 @@ import {
   ListenAddress,
   ListenOptions,
   ConnectOptions,
+  NatsStats,
   TokenSpec,
   ActorRef,
   ActorContext,
@@ -119,6 +120,29 @@ async function main(): Promise<void> {
   await peer.connect(bound.url, { msgpack: 'yes' });
   // @ts-expect-error: unknown connect option
   await peer.connect(bound.url, { codec: 'msgpack' });
+
+  // On NATS: the same connect, with NATS options.
+  const natsOptions: ConnectOptions = {
+    namespace: 'team-a',
+    name: 'orders',
+    user: 'pf',
+    password: 'secret',
+    tlsCa: 'ca.pem',
+    requireTls: true,
+    connectTimeoutMs: 2000,
+  };
+  await peer.connect('nats://127.0.0.1:4222,nats://127.0.0.1:4223', natsOptions);
+  const nats: NatsStats | null = peer.stats().nats;
+  if (nats !== null) {
+    const rtt: number = nats.rttUs;
+    const state: 'connected' | 'disconnected' | 'connecting' = nats.state;
+    void rtt;
+    void state;
+  }
+  // @ts-expect-error: the option is camelCase
+  await peer.connect('nats://127.0.0.1:4222', { nkey_seed: 'SU' });
+  // @ts-expect-error: the timeout is a number of ms
+  await peer.connect('nats://127.0.0.1:4222', { connectTimeoutMs: '2s' });
 
   // Actors: the seed's counter, typed.
   const actors: Actors = r.actors;

@@ -71,6 +71,7 @@ __all__ = [
     "Actors",
     "ActorRef",
     "ActorContext",
+    "NatsStats",
     "ReactorStats",
     "HandlerStats",
     "ActorTypeStats",

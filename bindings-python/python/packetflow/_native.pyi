@@ -560,24 +560,52 @@ class Reactor:
         msgpack: bool = False,
         token: Optional[str] = None,
         tls_ca: Optional[_Path] = None,
+        namespace: Optional[str] = None,
+        name: Optional[str] = None,
+        user: Optional[str] = None,
+        password: Optional[str] = None,
+        nkey_seed: Optional[str] = None,
+        credentials_file: Optional[_Path] = None,
+        tls_cert: Optional[_Path] = None,
+        tls_key: Optional[_Path] = None,
+        require_tls: bool = False,
+        connect_timeout_ms: Optional[int] = None,
     ) -> Awaitable[None]:
-        """Dials a peer (``"ws://HOST:PORT/packetflow/v1"``, or ``wss://``).
+        """Dials a peer (``"ws://HOST:PORT/packetflow/v1"``, or ``wss://``),
+        or joins a NATS system (``"nats://HOST:PORT"`` or ``tls://``,
+        several servers separated by commas).
 
         Resolves once the connection is up and the peer's handlers are
-        known; packets with no local handler are then routed to peers. A
-        lost connection is redialled with backoff until the reactor stops.
-        ``msgpack=True`` speaks MessagePack on this connection instead of
-        JSON; the same values cross either way. ``token`` is presented to a
-        node that requires one (in the clear over ``ws://``: use ``wss://``
-        beyond loopback). ``tls_ca`` is a PEM file of the authorities a
-        ``wss://`` node's certificate must chain to (default: the system's
-        roots).
+        known (on NATS: once this reactor's handlers are subscribed on the
+        server); packets with no local handler are then routed to peers,
+        then over NATS. A lost connection is redialled with backoff until
+        the reactor stops.
 
-        Raises :class:`AuthenticationError` (PF401) when the node refuses
-        the token or wanted one, :class:`UnavailableError` (PF503) if the
-        peer cannot be reached or the TLS handshake fails,
-        :class:`InvalidPacketError` (PF400) for a malformed URL, token or
-        CA file, ``TypeError`` naming the argument for a value of the
+        For both kinds of URL: ``token`` is presented to a node (or NATS
+        server) that requires one (in the clear over ``ws://``: use
+        ``wss://`` beyond loopback). ``tls_ca`` is a PEM file of the
+        authorities a ``wss://`` node's or a NATS server's certificate must
+        chain to (default: the system's roots).
+
+        WebSocket only: ``msgpack=True`` speaks MessagePack on this
+        connection instead of JSON; the same values cross either way.
+
+        NATS only (docs/protocol.md, "NATS"): ``namespace`` (the subjects'
+        prefix, default ``"pf"``: systems with different namespaces share a
+        server without seeing each other), ``name`` (the connection's name
+        on the server), ``user`` and ``password`` (both or neither; or in
+        the URL), ``nkey_seed``, ``credentials_file`` (a ``.creds`` file),
+        ``tls_cert`` and ``tls_key`` (a client certificate, both or
+        neither), ``require_tls``, ``connect_timeout_ms`` (per server,
+        default 5000). :meth:`stats` shows the connection under ``nats``.
+
+        Raises :class:`AuthenticationError` (PF401) when the node or server
+        refuses the credentials, :class:`UnavailableError` (PF503) if it
+        cannot be reached or the TLS handshake fails,
+        :class:`InvalidPacketError` (PF400, the message naming the
+        argument) for a malformed URL, token or file, half of a pair, a
+        bad namespace, ``connect_timeout_ms=0``, or an option of the other
+        kind of URL; ``TypeError`` naming the argument for a value of the
         wrong type.
         """
     def listen_sync(
@@ -597,6 +625,16 @@ class Reactor:
         msgpack: bool = False,
         token: Optional[str] = None,
         tls_ca: Optional[_Path] = None,
+        namespace: Optional[str] = None,
+        name: Optional[str] = None,
+        user: Optional[str] = None,
+        password: Optional[str] = None,
+        nkey_seed: Optional[str] = None,
+        credentials_file: Optional[_Path] = None,
+        tls_cert: Optional[_Path] = None,
+        tls_key: Optional[_Path] = None,
+        require_tls: bool = False,
+        connect_timeout_ms: Optional[int] = None,
     ) -> None:
         """Like :meth:`connect`, blocking the calling thread (GIL released)."""
     def stop(self) -> Awaitable[None]:

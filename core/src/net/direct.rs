@@ -435,7 +435,11 @@ impl DirectPaths {
             self.dial_failed(node, target, backoff, why.into());
             return;
         }
-        let options = ConnectOptions { codec: via.codec(), token: Some(entry.ticket.clone()), tls_ca: None };
+        let options = ConnectOptions {
+            codec: via.codec(),
+            token: Some(entry.ticket.clone()),
+            ..ConnectOptions::default()
+        };
         let target = target.to_owned();
         let node = node.clone();
         self.runtime.spawn(async move {

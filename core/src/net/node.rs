@@ -214,7 +214,7 @@ impl Node {
     /// PF503 when no server can be reached or TLS fails.
     #[cfg(feature = "nats")]
     pub async fn connect_nats(&self, urls: &str, options: super::nats::NatsOptions) -> Result<(), PfError> {
-        super::nats::connect(&self.inner, urls, options).await
+        super::nats::connect(&self.inner, urls, options, crate::KeyStyle::Snake).await
     }
 
     /// Dials a peer with the given options (or just a [`Codec`](crate::Codec)). Returns
@@ -222,20 +222,25 @@ impl Node {
     /// known); after a loss it redials with jittered exponential backoff
     /// until the node stops.
     ///
-    /// Errors: PF400 for a malformed URL or an unreadable CA file; PF401
-    /// when the node refuses the token (or wanted one); PF429 when it has
-    /// reached its connection limit; PF503 when it cannot be reached or the
-    /// TLS handshake fails (the message says why, e.g. an unknown issuer).
+    /// Errors: PF400 for a malformed URL, an unreadable CA file or an
+    /// option of NATS URLs (naming it); PF401 when the node refuses the
+    /// token (or wanted one); PF429 when it has reached its connection
+    /// limit; PF503 when it cannot be reached or the TLS handshake fails
+    /// (the message says why, e.g. an unknown issuer).
     ///
     /// A `nats://` or `tls://` URL joins NATS instead
-    /// ([`connect_nats`](Self::connect_nats)), with the options' token and
-    /// CA file.
+    /// ([`connect_nats`](Self::connect_nats)) with the options' NATS fields
+    /// (see [`ConnectOptions`]); MessagePack is PF400 there.
     pub async fn connect_with(&self, url: &str, options: impl Into<ConnectOptions>) -> Result<(), PfError> {
+        let options = options.into();
         #[cfg(feature = "nats")]
         if super::nats::is_nats_url(url) {
-            return super::nats::connect(&self.inner, url, options.into().into()).await;
+            super::nats::check_connect_options(&options)?;
+            let style = options.key_style;
+            return super::nats::connect(&self.inner, url, options.into(), style).await;
         }
-        dialer::connect(&self.inner, url, options.into()).await
+        options.check_websocket(url)?;
+        dialer::connect(&self.inner, url, options).await
     }
 
     /// Stops the node: work in flight is answered PF503, every connection

@@ -95,25 +95,57 @@ fn reactor_listen<'a>(
     atoms::ok().encode(env)
 }
 
-/// Dials `url`, speaking MessagePack when `msgpack` is true, presenting
-/// `token` and trusting the CA file `tls_ca` when given (`nil` otherwise);
-/// the answer is `{:ok, :ok}` once the peer's handlers are known.
-#[rustler::nif]
-fn reactor_connect(
-    r: ResourceArc<ReactorRes>,
-    url: String,
+/// `connect`'s options as `PacketFlow.Reactor` passes them: a map with
+/// every key, each value of the type it checked (`nil` when not given).
+#[derive(rustler::NifMap)]
+struct ConnectTerm {
     msgpack: bool,
     token: Option<String>,
     tls_ca: Option<String>,
-    tag: u64,
-) -> Atom {
+    namespace: Option<String>,
+    name: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    nkey_seed: Option<String>,
+    credentials_file: Option<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    require_tls: bool,
+    connect_timeout_ms: Option<u64>,
+}
+
+impl ConnectTerm {
+    /// The core's options; which of them apply to the URL (WebSocket or
+    /// NATS), and their values, are the core's to judge.
+    fn into_core(self) -> ConnectOptions {
+        ConnectOptions {
+            codec: if self.msgpack { Codec::MsgPack } else { Codec::Json },
+            token: self.token,
+            tls_ca: self.tls_ca.map(PathBuf::from),
+            namespace: self.namespace,
+            name: self.name,
+            user: self.user,
+            password: self.password,
+            nkey_seed: self.nkey_seed,
+            credentials_file: self.credentials_file.map(PathBuf::from),
+            tls_cert: self.tls_cert.map(PathBuf::from),
+            tls_key: self.tls_key.map(PathBuf::from),
+            require_tls: self.require_tls,
+            connect_timeout_ms: self.connect_timeout_ms,
+            key_style: KeyStyle::Snake,
+        }
+    }
+}
+
+/// Dials the peer at `url`, or joins the NATS system it names, with
+/// `options`; the answer is `{:ok, :ok}` once the peer's handlers are known
+/// (on NATS: once this reactor's handlers are subscribed), or
+/// `{:error, %PacketFlow.Error{}}`.
+#[rustler::nif]
+fn reactor_connect(r: ResourceArc<ReactorRes>, url: String, options: ConnectTerm, tag: u64) -> Atom {
     let node = r.node();
     let owner = *r.owner();
-    let options = ConnectOptions {
-        codec: if msgpack { Codec::MsgPack } else { Codec::Json },
-        token,
-        tls_ca: tls_ca.map(PathBuf::from),
-    };
+    let options = options.into_core();
     runtime::handle().spawn(async move {
         let outcome = node.connect_with(&url, options).await.map(|()| Answer::Connected);
         answer(&owner, tag, outcome);

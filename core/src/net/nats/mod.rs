@@ -44,6 +44,7 @@ pub use subject::{
 use super::node::NodeInner;
 use super::options::ConnectOptions;
 use crate::error::{ErrorCode, PfError};
+use crate::key_style::KeyStyle;
 
 /// The queue group every node serving a key joins: NATS hands each request
 /// to one member.
@@ -156,11 +157,46 @@ impl fmt::Debug for NatsOptions {
 }
 
 impl From<ConnectOptions> for NatsOptions {
-    /// The options of a WebSocket dial that mean something to NATS: the
-    /// token, and the CA file for `tls://`.
+    /// The options of [`Node::connect_with`](super::Node::connect_with)
+    /// that mean something to NATS (every one but the codec); what they do
+    /// not give keeps its default. [`check_connect_options`] judges them
+    /// first.
     fn from(options: ConnectOptions) -> NatsOptions {
-        NatsOptions { token: options.token, tls_ca: options.tls_ca, ..NatsOptions::default() }
+        let defaults = NatsOptions::default();
+        NatsOptions {
+            namespace: options.namespace.unwrap_or(defaults.namespace),
+            name: options.name,
+            token: options.token,
+            user: options.user,
+            password: options.password,
+            nkey_seed: options.nkey_seed,
+            credentials_file: options.credentials_file,
+            tls_ca: options.tls_ca,
+            tls_cert: options.tls_cert,
+            tls_key: options.tls_key,
+            require_tls: options.require_tls,
+            connect_timeout: options
+                .connect_timeout_ms
+                .map_or(defaults.connect_timeout, Duration::from_millis),
+        }
     }
+}
+
+/// What [`Node::connect_with`](super::Node::connect_with) refuses of its
+/// options for a NATS URL before converting them, naming the field as
+/// `key_style` spells it: MessagePack (NATS requests are JSON) and a
+/// connection timeout of 0 ms.
+pub(crate) fn check_connect_options(options: &ConnectOptions) -> Result<(), PfError> {
+    if options.codec != crate::wire::Codec::Json {
+        return Err(bad_request(
+            "msgpack is an option of WebSocket peers: NATS requests are always JSON".into(),
+        ));
+    }
+    if options.connect_timeout_ms == Some(0) {
+        let field = options.key_style.pick("connect_timeout_ms", "connectTimeoutMs");
+        return Err(bad_request(format!("{field} must be at least 1")));
+    }
+    Ok(())
 }
 
 fn bad_request(message: String) -> PfError {
@@ -212,11 +248,16 @@ fn with_url_credentials(mut options: NatsOptions, servers: &[async_nats::ServerA
 
 /// The client's options from ours; PF400 naming a missing file or an
 /// option given without its pair.
-async fn client_options(options: &NatsOptions, node_id: &str) -> Result<async_nats::ConnectOptions, PfError> {
+async fn client_options(
+    options: &NatsOptions,
+    node_id: &str,
+    style: KeyStyle,
+) -> Result<async_nats::ConnectOptions, PfError> {
     let mut client = match &options.credentials_file {
-        Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
-            .await
-            .map_err(|e| bad_request(format!("credentials_file {}: {e}", path.display())))?,
+        Some(path) => async_nats::ConnectOptions::with_credentials_file(path).await.map_err(|e| {
+            let field = style.pick("credentials_file", "credentialsFile");
+            bad_request(format!("{field} {}: {e}", path.display()))
+        })?,
         None => async_nats::ConnectOptions::new(),
     };
     if let Some(token) = &options.token {
@@ -236,17 +277,20 @@ async fn client_options(options: &NatsOptions, node_id: &str) -> Result<async_na
             .map_err(|e| bad_request(format!("{field} {}: {e}", path.display())))
     };
     if let Some(ca) = &options.tls_ca {
-        readable("tls_ca", ca)?;
+        readable(style.pick("tls_ca", "tlsCa"), ca)?;
         client = client.add_root_certificates(ca.clone());
     }
     match (&options.tls_cert, &options.tls_key) {
         (Some(cert), Some(key)) => {
-            readable("tls_cert", cert)?;
-            readable("tls_key", key)?;
+            readable(style.pick("tls_cert", "tlsCert"), cert)?;
+            readable(style.pick("tls_key", "tlsKey"), key)?;
             client = client.add_client_certificate(cert.clone(), key.clone());
         }
         (None, None) => {}
-        _ => return Err(bad_request("tls_cert and tls_key must be given together".into())),
+        _ => {
+            let (cert, key) = (style.pick("tls_cert", "tlsCert"), style.pick("tls_key", "tlsKey"));
+            return Err(bad_request(format!("{cert} and {key} must be given together")));
+        }
     }
     if options.require_tls {
         client = client.require_tls(true);
@@ -267,9 +311,15 @@ async fn client_options(options: &NatsOptions, node_id: &str) -> Result<async_na
 /// Joins NATS: connects to one of `urls`, registers the node's service and
 /// subscribes its handler keys, and returns once those subscriptions are
 /// in place. Errors: PF400 for a bad URL, namespace or option (or a node
-/// already on NATS); PF401 when the server refuses the credentials;
-/// PF503 when no server can be reached or TLS fails.
-pub(crate) async fn connect(node: &Arc<NodeInner>, urls: &str, options: NatsOptions) -> Result<(), PfError> {
+/// already on NATS), naming the option as `style` spells it; PF401 when
+/// the server refuses the credentials; PF503 when no server can be reached
+/// or TLS fails.
+pub(crate) async fn connect(
+    node: &Arc<NodeInner>,
+    urls: &str,
+    options: NatsOptions,
+    style: KeyStyle,
+) -> Result<(), PfError> {
     subject::check_namespace(&options.namespace)?;
     let servers = parse_servers(urls)?;
     let options = with_url_credentials(options, &servers);
@@ -284,7 +334,7 @@ pub(crate) async fn connect(node: &Arc<NodeInner>, urls: &str, options: NatsOpti
     // PF400 with nothing to undo.
     let kv_store = if options.actor_store { Some(actor_store_of(node)?) } else { None };
     let events = Arc::new(link::Events::default());
-    let client_options = client_options(&options, &node.node_id).await?.event_callback({
+    let client_options = client_options(&options, &node.node_id, style).await?.event_callback({
         let events = events.clone();
         move |event| {
             let events = events.clone();
@@ -384,6 +434,74 @@ mod tests {
         assert!(e.message.contains("http://***@b:2") && !e.message.contains("secret"), "{}", e.message);
         let e = parse_servers("nats://a:1,,nats://b:2").unwrap_err();
         assert!(e.message.contains("empty entry"), "{}", e.message);
+    }
+
+    #[test]
+    fn connect_options_become_nats_options_field_by_field() {
+        let options = ConnectOptions {
+            token: Some("t".into()),
+            tls_ca: Some("ca.pem".into()),
+            namespace: Some("team-a".into()),
+            name: Some("n".into()),
+            user: Some("u".into()),
+            password: Some("p".into()),
+            nkey_seed: Some("SU".into()),
+            credentials_file: Some("x.creds".into()),
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            require_tls: true,
+            connect_timeout_ms: Some(250),
+            ..ConnectOptions::default()
+        };
+        let nats = NatsOptions::from(options);
+        assert_eq!(
+            nats,
+            NatsOptions {
+                namespace: "team-a".into(),
+                name: Some("n".into()),
+                token: Some("t".into()),
+                user: Some("u".into()),
+                password: Some("p".into()),
+                nkey_seed: Some("SU".into()),
+                credentials_file: Some("x.creds".into()),
+                tls_ca: Some("ca.pem".into()),
+                tls_cert: Some("c.pem".into()),
+                tls_key: Some("k.pem".into()),
+                require_tls: true,
+                connect_timeout: Duration::from_millis(250),
+            }
+        );
+        assert_eq!(NatsOptions::from(ConnectOptions::default()), NatsOptions::default());
+    }
+
+    #[test]
+    fn msgpack_and_a_zero_timeout_are_refused_for_nats_naming_the_field() {
+        assert!(check_connect_options(&ConnectOptions::default()).is_ok());
+        let e = check_connect_options(&ConnectOptions::from(crate::wire::Codec::MsgPack)).unwrap_err();
+        assert!(e.is(ErrorCode::BadRequest) && e.message.starts_with("msgpack is"), "{}", e.message);
+        let zero = ConnectOptions { connect_timeout_ms: Some(0), ..ConnectOptions::default() };
+        assert_eq!(
+            check_connect_options(&zero).unwrap_err().message,
+            "connect_timeout_ms must be at least 1"
+        );
+        let zero = ConnectOptions { key_style: KeyStyle::Camel, ..zero };
+        assert_eq!(check_connect_options(&zero).unwrap_err().message, "connectTimeoutMs must be at least 1");
+    }
+
+    #[tokio::test]
+    async fn option_errors_name_the_field_as_the_caller_spells_it() {
+        let half = NatsOptions { tls_cert: Some("c.pem".into()), ..NatsOptions::default() };
+        let e = client_options(&half, "n", KeyStyle::Camel).await.unwrap_err();
+        assert_eq!(e.message, "tlsCert and tlsKey must be given together");
+        let e = client_options(&half, "n", KeyStyle::Snake).await.unwrap_err();
+        assert_eq!(e.message, "tls_cert and tls_key must be given together");
+        let missing = NatsOptions { tls_ca: Some("/nonexistent/ca.pem".into()), ..NatsOptions::default() };
+        let e = client_options(&missing, "n", KeyStyle::Camel).await.unwrap_err();
+        assert!(
+            e.is(ErrorCode::BadRequest) && e.message.starts_with("tlsCa /nonexistent/ca.pem"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -11,12 +11,23 @@ defmodule PfElixir do
 
   @doc "Runs the mode named by the arguments."
   @spec main([String.t()]) :: :ok
-  def main(["serve", url, name | codec]), do: serve(url, name, codec_of(codec))
-  def main(["submit", url | codec]), do: submit(url, codec_of(codec))
+  def main(["serve", url, name | codec]), do: serve(url, name, codec_of(codec) ++ nats_of(url))
+  def main(["submit", url | codec]), do: submit(url, codec_of(codec) ++ nats_of(url))
   def main(["dial", url]), do: dial(url)
 
   defp codec_of(["msgpack"]), do: [msgpack: true]
   defp codec_of(_), do: []
+
+  # For a nats:// URL, the NATS options the suite asks for
+  # (PF_NATS_NAMESPACE: the subjects' namespace).
+  defp nats_of("nats://" <> _) do
+    case System.get_env("PF_NATS_NAMESPACE") do
+      nil -> []
+      namespace -> [namespace: namespace]
+    end
+  end
+
+  defp nats_of(_url), do: []
 
   # The reactor limits the suite asks for (PF_MAX_INFLIGHT, PF_MAX_QUEUE).
   defp limits do
