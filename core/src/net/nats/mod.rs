@@ -178,6 +178,9 @@ impl From<ConnectOptions> for NatsOptions {
             connect_timeout: options
                 .connect_timeout_ms
                 .map_or(defaults.connect_timeout, Duration::from_millis),
+            // Membership and the actor store are not options of a
+            // `connect_with` yet: `connect_nats` takes them.
+            ..defaults
         }
     }
 }
