@@ -472,6 +472,7 @@ mod tests {
                 tls_key: Some("k.pem".into()),
                 require_tls: true,
                 connect_timeout: Duration::from_millis(250),
+                ..NatsOptions::default()
             }
         );
         assert_eq!(NatsOptions::from(ConnectOptions::default()), NatsOptions::default());
