@@ -451,8 +451,7 @@ export interface RouteCounts {
 
 /** A node's connection to NATS, as {@link Reactor.stats} shows it. */
 export interface NatsStats {
-  /** `connected`, `disconnected` or `connecting`. */
-  state: string;
+  state: 'connected' | 'disconnected' | 'connecting';
   /** `host:port` of the server in use. */
   server: string;
   /** The last round trip to the server, µs. */
