@@ -3,7 +3,7 @@
 
 use packetflow::reactor::ReactorStats;
 use packetflow::{ErrorCode, PacketResult, PfError, Value};
-use rustler::{Atom, Encoder, Env, Term};
+use rustler::{Encoder, Env, Term};
 
 use crate::{atoms, convert};
 
