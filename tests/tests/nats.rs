@@ -528,7 +528,7 @@ async fn tls_urls_verify_the_server_against_the_given_ca() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_with_takes_every_nats_option_and_nats_stats_shows_the_connection() {
+async fn connect_with_takes_every_nats_option_and_stats_show_the_connection() {
     use packetflow::{Codec, ConnectOptions, KeyStyle};
     let server = NatsServer::start_with(&["--user", "pf", "--pass", "right-password"]).await;
     let options = |namespace: &str| ConnectOptions {
@@ -541,7 +541,7 @@ async fn connect_with_takes_every_nats_option_and_nats_stats_shows_the_connectio
     };
     let serving = node("serving");
     register_upper(serving.reactor());
-    assert!(serving.nats_stats().is_none());
+    assert!(serving.reactor().stats().nats.is_none());
     serving.connect_with(&server.url(), options("team-a")).await.unwrap();
     // Same namespace: served; another namespace sees no responder.
     let asking = node("asking");
@@ -551,13 +551,13 @@ async fn connect_with_takes_every_nats_option_and_nats_stats_shows_the_connectio
     elsewhere.connect_with(&server.url(), options("team-b")).await.unwrap();
     assert_eq!(code(&submit(&elsewhere, packet("upper", json!("x"))).await).as_deref(), Some("PF001"));
 
-    let stats = asking.nats_stats().expect("on NATS");
+    let stats = asking.reactor().stats().nats.expect("on NATS");
     assert_eq!(stats.state, "connected");
     assert_eq!(stats.server, format!("127.0.0.1:{}", server.port));
-    assert_eq!(stats.namespace, "team-a");
+    assert_eq!(asking.health()["nats"]["namespace"], "team-a");
     assert_eq!(stats.requests_sent, 1);
     assert!(stats.rtt_us > 0);
-    assert_eq!(serving.nats_stats().unwrap().requests_served, 1);
+    assert_eq!(serving.reactor().stats().nats.unwrap().requests_served, 1);
     assert_eq!(asking.health()["nats"]["requests_sent"], 1);
     // The connection's name is what the server shows.
     let connz = server.monitor("/connz").await.unwrap();
@@ -574,7 +574,7 @@ async fn connect_with_takes_every_nats_option_and_nats_stats_shows_the_connectio
     assert!(e.message.starts_with("tls_cert is an option of NATS URLs"), "{}", e.message);
     let e = refused.connect_with(&server.url(), Codec::MsgPack).await.unwrap_err();
     assert!(e.message.starts_with("msgpack is"), "{}", e.message);
-    assert!(refused.nats_stats().is_none());
+    assert!(refused.reactor().stats().nats.is_none());
     for node in [asking, elsewhere, serving] {
         node.stop().await;
     }
