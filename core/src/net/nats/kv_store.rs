@@ -33,54 +33,17 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Tries of a claim whose owner entry keeps changing under it.
 const CLAIM_TRIES: usize = 4;
 
-/// Whether `b` stands for itself in a key token; every other byte is
-/// written `=HH`.
-fn plain(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
-}
-
 /// `text` as one token of a bucket key: bytes outside `[A-Za-z0-9_-]`
 /// written `=` and two upper-case hex digits (keys hold `[-/_=.A-Za-z0-9]`
 /// and `.` separates tokens). Reversed by [`key_text`].
 pub(crate) fn key_token(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 4);
-    for b in text.bytes() {
-        if plain(b) {
-            out.push(b as char);
-        } else {
-            out.push('=');
-            out.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
-            out.push(char::from(b"0123456789ABCDEF"[usize::from(b & 0xF)]));
-        }
-    }
-    out
+    super::subject::escape_with(text, b'=')
 }
 
 /// The text a token made by [`key_token`] stands for; `None` for a token
 /// no escape makes.
 pub(crate) fn key_text(token: &str) -> Option<String> {
-    let bytes = token.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'=' => {
-                let hex = token.get(i + 1..i + 3)?;
-                let b = u8::from_str_radix(hex, 16).ok()?;
-                if plain(b) || hex.bytes().any(|h| h.is_ascii_lowercase()) {
-                    return None;
-                }
-                out.push(b);
-                i += 3;
-            }
-            b if plain(b) => {
-                out.push(b);
-                i += 1;
-            }
-            _ => return None,
-        }
-    }
-    String::from_utf8(out).ok()
+    super::subject::unescape_with(token, b'=')
 }
 
 /// The key of `actor` in both buckets: `<type>.<id>`, each a token.
@@ -391,7 +354,7 @@ mod tests {
     fn key_tokens_are_reversible_and_hold_key_characters_only() {
         for text in ["counter", "a.b", "a b", "x/y", "=", "é", "pf.moved:counter", "%2E"] {
             let token = key_token(text);
-            assert!(token.bytes().all(|b| plain(b) || b == b'='), "{token}");
+            assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-=".contains(&b)), "{token}");
             assert_eq!(key_text(&token).as_deref(), Some(text));
         }
         assert_eq!(key_token("pf.moved:c"), "pf=2Emoved=3Ac");

@@ -40,12 +40,25 @@ fn plain(b: u8) -> bool {
 /// `[A-Za-z0-9_-]` (`.`, `*`, `>`, whitespace, `%` itself, anything else)
 /// become `%` and two upper-case hex digits. Reversed by [`unescape`].
 pub fn escape(text: &str) -> String {
+    escape_with(text, b'%')
+}
+
+/// The text a token made by [`escape`] stands for; `None` for a token no
+/// escape produces (a bad `%` sequence, a raw byte that should have been
+/// escaped, or bytes that are not UTF-8).
+pub fn unescape(token: &str) -> Option<String> {
+    unescape_with(token, b'%')
+}
+
+/// [`escape`] with `marker` before the hex digits (a key-value bucket's
+/// keys cannot hold `%`: they use `=`).
+pub(crate) fn escape_with(text: &str, marker: u8) -> String {
     let mut out = String::with_capacity(text.len() + 4);
     for b in text.bytes() {
         if plain(b) {
             out.push(b as char);
         } else {
-            out.push('%');
+            out.push(char::from(marker));
             out.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
             out.push(char::from(b"0123456789ABCDEF"[usize::from(b & 0xF)]));
         }
@@ -53,16 +66,14 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// The text a token made by [`escape`] stands for; `None` for a token no
-/// escape produces (a bad `%` sequence, a raw byte that should have been
-/// escaped, or bytes that are not UTF-8).
-pub fn unescape(token: &str) -> Option<String> {
+/// [`unescape`] of a token [`escape_with`] made with `marker`.
+pub(crate) fn unescape_with(token: &str, marker: u8) -> Option<String> {
     let bytes = token.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'%' => {
+            m if m == marker => {
                 let hex = token.get(i + 1..i + 3)?;
                 let b = u8::from_str_radix(hex, 16).ok()?;
                 // One spelling per text: upper-case digits, and no escape
