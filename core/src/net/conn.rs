@@ -6,7 +6,8 @@
 //! `batch`, as one array frame), and nothing waits to fill a batch, so an
 //! idle connection adds no latency. Answers of work that runs on (a
 //! binding's handlers) go out as soon as [`WRITE_EARLY_AT`] wait, so that
-//! a pipelining peer works on them while the rest of its burst runs here. Frames from other tasks (forwarded
+//! a pipelining peer works on them while the rest of its burst runs here.
+//! Frames from other tasks (forwarded
 //! submits, hellos) arrive through the peer's outbox.
 //!
 //! Reading and writing are polled side by side, so a peer that stops
