@@ -7,8 +7,8 @@
 //! idle connection adds no latency. Answers of work that runs on (a
 //! binding's handlers) go out as soon as [`WRITE_EARLY_AT`] wait, so that
 //! a pipelining peer works on them while the rest of its burst runs here.
-//! Frames from other tasks (forwarded
-//! submits, hellos) arrive through the peer's outbox.
+//! Frames from other tasks (forwarded submits, hellos) arrive through the
+//! peer's outbox.
 //!
 //! Reading and writing are polled side by side, so a peer that stops
 //! reading never stops this node from reading (two nodes writing to each
