@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{panic_message, Context, ContextId, Handler, Reactor, Route, Target};
+use super::{panic_message, Context, ContextId, Handler, HandlerTable, Reactor, Route, Target};
 use crate::actor::{made_id, next_number};
 use crate::error::PfError;
 use crate::packet::{Element, Group, PacketId, Priority, META_NO_MC, META_TRACE_ID};
@@ -106,6 +106,15 @@ impl InPlace {
     }
 }
 
+/// The route of `group:element` in `handlers` if its calls run in place.
+fn in_place_of(handlers: &HandlerTable, group: Group, element: &Element) -> Option<InPlaceRoute> {
+    let route = handlers.get(group, element.as_str())?;
+    let runs_here = matches!(route.target, Target::Handler(Handler::Sync(_)))
+        && route.limit.is_none()
+        && route.now.is_none();
+    runs_here.then(|| InPlaceRoute(route.clone()))
+}
+
 /// A key's route that runs calls in place: a sync handler registered
 /// here, with no limit of its own. The handler it was when looked up runs,
 /// even if the key is registered again meanwhile.
@@ -120,12 +129,24 @@ impl Reactor {
         if self.is_stopped() {
             return None;
         }
+        in_place_of(&self.inner.handlers.load(), group, element)
+    }
+
+    /// [`in_place_route`](Self::in_place_route) of every key, read from
+    /// one view of the handlers; `None` unless every call runs in place.
+    pub(crate) fn in_place_routes<'k>(
+        &self,
+        keys: impl ExactSizeIterator<Item = (Group, &'k Element)>,
+    ) -> Option<Vec<InPlaceRoute>> {
+        if self.is_stopped() {
+            return None;
+        }
         let handlers = self.inner.handlers.load();
-        let route = handlers.get(group, element.as_str())?;
-        let runs_here = matches!(route.target, Target::Handler(Handler::Sync(_)))
-            && route.limit.is_none()
-            && route.now.is_none();
-        runs_here.then(|| InPlaceRoute(route.clone()))
+        let mut routes = Vec::with_capacity(keys.len());
+        for (group, element) in keys {
+            routes.push(in_place_of(&handlers, group, element)?);
+        }
+        Some(routes)
     }
 
     /// Runs `data` on `route`'s handler as a call of `caller`'s, in place,

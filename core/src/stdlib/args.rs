@@ -34,7 +34,7 @@ impl<'a> Args<'a> {
 
     /// The member `field`, if given (null counts as not given).
     pub(crate) fn get(&self, field: &str) -> Option<&'a Value> {
-        self.map.get(field).filter(|v| !v.is_null())
+        member(self.map, field).filter(|v| !v.is_null())
     }
 
     pub(crate) fn required(&self, field: &str) -> Result<&'a Value, PfError> {
@@ -118,6 +118,18 @@ impl<'a> Args<'a> {
             }
             Some(other) => Err(self.bad(field, format!("must be a string, got {}", kind(other)))),
         }
+    }
+}
+
+/// The member `name` of `map`. An element's input has a handful of
+/// members: comparing their names costs less than hashing `name` with the
+/// map's SipHash, which a lookup does first.
+pub(crate) fn member<'m>(map: &'m Map<String, Value>, name: &str) -> Option<&'m Value> {
+    const SCAN_UP_TO: usize = 8;
+    if map.len() <= SCAN_UP_TO {
+        map.iter().find_map(|(k, v)| (k == name).then_some(v))
+    } else {
+        map.get(name)
     }
 }
 

@@ -40,13 +40,13 @@ pub(super) fn seq_now() -> Arc<RunNowFn> {
             return None;
         }
         let steps = Args::of("cf:seq", &packet.data).and_then(|args| args.steps("steps")).ok()?;
-        let routes = steps
-            .iter()
-            .map(|step| reactor.in_place_route(step.group, &step.element))
-            .collect::<Option<Vec<_>>>()?;
-        Some(Box::new(move |data: Value, ctx: &Context| {
-            let mut value = match data {
-                Value::Object(mut map) => map.remove("input").unwrap_or(Value::Null),
+        let routes = reactor.in_place_routes(steps.iter().map(|step| (step.group, &step.element)))?;
+        Some(Box::new(move |mut data: Value, ctx: &Context| {
+            // Taken where it is (not removed: that hashes its name).
+            let mut value = match &mut data {
+                Value::Object(map) => {
+                    map.iter_mut().find_map(|(k, v)| (k == "input").then(|| v.take())).unwrap_or(Value::Null)
+                }
                 _ => Value::Null,
             };
             for (i, (step, route)) in steps.iter().zip(&routes).enumerate() {
