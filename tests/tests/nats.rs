@@ -9,47 +9,17 @@ use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use packetflow::net::NatsOptions;
-use packetflow::{
-    json, ErrorCode, Map, Node, NodeConfig, Packet, PacketResult, Priority, Reactor, ReactorConfig, Value,
+use packetflow::{json, ErrorCode, Map, Node, PacketResult, Priority, Value};
+use packetflow_tests::nats_node::{
+    bare_node as node, df as packet, submit_in_time as submit, until_reachable,
 };
 use packetflow_tests::nats_server::NatsServer;
 use packetflow_tests::{register_upper, WAIT};
 use tokio::sync::Mutex;
 use tokio::time::{timeout, Instant};
 
-/// A node with no listener (it reaches others through NATS only).
-fn node(name: &str) -> Node {
-    Node::new(
-        Reactor::new(ReactorConfig { name: name.into(), ..ReactorConfig::default() }),
-        NodeConfig::default(),
-    )
-}
-
-fn packet(element: &str, data: Value) -> Packet {
-    Packet::build("df", element, data).unwrap()
-}
-
-async fn submit(node: &Node, packet: Packet) -> PacketResult {
-    timeout(WAIT, node.reactor().submit(packet)).await.expect("every packet is answered in time")
-}
-
 fn code(result: &PacketResult) -> Option<String> {
     result.err().map(|e| e.code.clone())
-}
-
-/// Waits until `node` reaches `df:element` over NATS (the server learns a
-/// subscription made through another server of its cluster a moment
-/// later): submits until the answer is not PF001, for at most [`WAIT`].
-async fn wait_reachable(node: &Node, element: &str) {
-    let until = Instant::now() + WAIT;
-    loop {
-        let result = submit(node, packet(element, json!("probe"))).await;
-        if !result.err().is_some_and(|e| e.is(ErrorCode::NoHandler)) {
-            return;
-        }
-        assert!(Instant::now() < until, "df:{element} never became reachable over NATS");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,7 +45,7 @@ async fn a_packet_crosses_a_three_server_cluster_with_its_metadata() {
     let asking = node("asking");
     // A list of servers, as a client is usually given.
     asking.connect(&format!("{},{}", servers[1].url(), servers[2].url())).await.unwrap();
-    wait_reachable(&asking, "upper").await;
+    until_reachable(&asking, "upper", json!("probe")).await;
 
     let result = submit(&asking, packet("upper", json!("over nats"))).await;
     assert_eq!(result.outcome, Ok(json!("OVER NATS")));
@@ -146,7 +116,7 @@ async fn a_packet_over_the_servers_max_payload_is_pf413_before_sending() {
     serving.connect(&server.url()).await.unwrap();
     let asking = node("asking");
     asking.connect(&server.url()).await.unwrap();
-    wait_reachable(&asking, "big").await;
+    until_reachable(&asking, "big", json!("probe")).await;
     let before = calls.load(Ordering::SeqCst);
 
     let result = submit(&asking, packet("big", json!("x".repeat((1 << 20) + 1)))).await;
@@ -178,7 +148,7 @@ async fn a_slow_answer_is_pf408_at_the_deadline() {
     serving.connect(&server.url()).await.unwrap();
     let asking = node("asking");
     asking.connect(&server.url()).await.unwrap();
-    wait_reachable(&asking, "upper").await;
+    until_reachable(&asking, "upper", json!("probe")).await;
     let started = Instant::now();
     let result = submit(&asking, packet("slow", json!(1)).with_timeout_ms(300)).await;
     let elapsed = started.elapsed();
@@ -200,7 +170,7 @@ async fn a_queue_group_spreads_requests_over_three_serving_nodes() {
     }
     let asking = node("asking");
     asking.connect(&server.url()).await.unwrap();
-    wait_reachable(&asking, "who").await;
+    until_reachable(&asking, "who", json!("probe")).await;
 
     const TOTAL: usize = 3000;
     let counts: Arc<Mutex<HashMap<u64, usize>>> = Arc::default();
@@ -250,7 +220,7 @@ async fn kill_mid_traffic(
     serving.connect(&servers[0].url()).await.unwrap();
     let asking = node("asking");
     asking.connect(&servers[1].url()).await.unwrap();
-    wait_reachable(&asking, "work").await;
+    until_reachable(&asking, "work", json!("probe")).await;
 
     let mut pending = FuturesUnordered::new();
     let (mut sent, mut killed) = (0, false);
@@ -316,7 +286,7 @@ async fn subscriptions_follow_registrations() {
     assert_eq!(code(&result).as_deref(), Some("PF001"));
 
     serving.reactor().register_sync("df", "later", |data, _| Ok(data)).unwrap();
-    wait_reachable(&asking, "later").await;
+    until_reachable(&asking, "later", json!("probe")).await;
     assert_eq!(submit(&asking, packet("later", json!(2))).await.outcome, Ok(json!(2)));
 
     // Unregistered with packets in flight: each is answered, by the
@@ -471,7 +441,7 @@ async fn a_server_with_a_password_takes_the_right_one_only() {
     let asking = node("asking");
     // Credentials in the URL work as well.
     asking.connect(&format!("nats://pf:right-password@127.0.0.1:{}", server.port)).await.unwrap();
-    wait_reachable(&asking, "upper").await;
+    until_reachable(&asking, "upper", json!("probe")).await;
     assert_eq!(submit(&asking, packet("upper", json!("secret"))).await.outcome, Ok(json!("SECRET")));
     asking.stop().await;
     serving.stop().await;
@@ -521,7 +491,7 @@ async fn tls_urls_verify_the_server_against_the_given_ca() {
     // connect_with: the CA of the WebSocket options serves tls:// too.
     let options = packetflow::ConnectOptions { tls_ca: Some(ca_file.clone()), ..Default::default() };
     asking.connect_with(&url, options).await.unwrap();
-    wait_reachable(&asking, "upper").await;
+    until_reachable(&asking, "upper", json!("probe")).await;
     assert_eq!(submit(&asking, packet("upper", json!("sealed"))).await.outcome, Ok(json!("SEALED")));
     asking.stop().await;
     serving.stop().await;

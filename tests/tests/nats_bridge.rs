@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use packetflow::{
-    json, Context, Group, HandlerResult, Node, NodeConfig, Packet, PacketResult, Reactor, ReactorConfig,
-    Value,
+use packetflow::{json, Context, Group, HandlerResult, NodeConfig, PacketResult, Value};
+use packetflow_tests::nats_node::{
+    bare_node as bare, df as packet, submit_in_time as submit, until_reachable,
 };
 use packetflow_tests::nats_server::NatsServer;
 use packetflow_tests::{node, register_upper, submit_frame, until, url, RawPeer, WAIT};
@@ -18,40 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{timeout, Instant};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-/// A node with no listener.
-fn bare(name: &str) -> Node {
-    Node::new(
-        Reactor::new(ReactorConfig { name: name.into(), ..ReactorConfig::default() }),
-        NodeConfig::default(),
-    )
-}
-
-fn packet(element: &str, data: Value) -> Packet {
-    Packet::build("df", element, data).unwrap()
-}
-
-async fn submit(node: &Node, packet: Packet) -> PacketResult {
-    timeout(WAIT, node.reactor().submit(packet)).await.expect("every packet is answered in time")
-}
-
 fn code(result: &PacketResult) -> Option<&str> {
     result.err().map(|e| e.code.as_str())
-}
-
-/// Submits `df:element` from `node` until the answer is not PF001 (a
-/// subscription made through another server of a cluster, or by a bridge
-/// that just learned a key, reaches the asking node's server a moment
-/// later); bounded by [`WAIT`]. Returns the first other answer.
-async fn until_reachable(node: &Node, element: &str, data: Value) -> PacketResult {
-    let until = Instant::now() + WAIT;
-    loop {
-        let result = submit(node, packet(element, data.clone())).await;
-        if code(&result) != Some("PF001") {
-            return result;
-        }
-        assert!(Instant::now() < until, "df:{element} never became reachable");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A seed-spec peer serving `df:<element>` (it echoes `data` as

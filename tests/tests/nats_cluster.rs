@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use packetflow::actor::{ActorRef, Op};
 use packetflow::net::{NatsKvStore, NatsOptions};
-use packetflow::{
-    json, Map, Node, NodeConfig, Packet, PacketParts, PacketResult, Reactor, ReactorConfig, Value,
-};
+use packetflow::{json, Map, Node, Packet, PacketParts, Value};
+use packetflow_tests::nats_node::{bare_node as node, submit_in_time as submit};
 use packetflow_tests::nats_server::NatsServer;
 use packetflow_tests::{ChildNode, WAIT};
 use tokio::time::{timeout, Instant};
@@ -23,20 +22,8 @@ const FAULT_NODE: &str = env!("CARGO_BIN_EXE_fault-node");
 /// others' views within three of them.
 const HEARTBEAT: Duration = Duration::from_millis(250);
 
-/// A node with no listener (it reaches others through NATS only).
-fn node(name: &str) -> Node {
-    Node::new(
-        Reactor::new(ReactorConfig { name: name.into(), ..ReactorConfig::default() }),
-        NodeConfig::default(),
-    )
-}
-
 fn member_options() -> NatsOptions {
     NatsOptions { membership: true, membership_heartbeat: HEARTBEAT, ..NatsOptions::default() }
-}
-
-async fn submit(node: &Node, packet: Packet) -> PacketResult {
-    timeout(WAIT, node.reactor().submit(packet)).await.expect("every packet is answered in time")
 }
 
 /// Polls `ready` every 20 ms until it holds, for at most [`WAIT`]; returns
