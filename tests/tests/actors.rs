@@ -228,3 +228,83 @@ async fn an_acknowledged_turn_survives_kill_9_and_a_repeat_after_restart_is_not_
     client.stop().await;
     second.kill();
 }
+
+/// Keeps the numbers it is told, in the order its turns see them.
+fn log() -> ActorType {
+    ActorType::new(|kind: &str, message: &Value, state: &mut Value, _: &packetflow::ActorContext| {
+        if kind == "add" {
+            state["seen"].as_array_mut().unwrap().push(message["n"].clone());
+        }
+        Ok(Reply::Value(state.clone()))
+    })
+    .with_initial_state(json!({"seen": []}))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tells_to_an_actor_on_another_node_run_in_the_order_they_were_made() {
+    let (hub, hub_addr) = node("hub", NodeConfig::default()).await;
+    let hub_url = url(hub_addr);
+    let mut hosts = Vec::new();
+    for name in ["a", "b"] {
+        let reactor = Reactor::new(ReactorConfig { name: name.into(), ..ReactorConfig::default() });
+        reactor.actors().register("log", log()).unwrap();
+        let (node, _) = node_with(reactor.clone(), NodeConfig::default()).await;
+        node.connect(&hub_url).await.unwrap();
+        hosts.push((node, reactor));
+    }
+    for (node, _) in &hosts {
+        let mut routes = node.watch_routes();
+        while node.actor_hosts("log").len() != 2 {
+            tokio::time::timeout(WAIT, routes.changed()).await.expect("both hosts known").unwrap();
+        }
+    }
+    // An actor that B holds, told from A: every tell crosses the hub.
+    let (ra, rb) = (&hosts[0].1, &hosts[1].1);
+    let mut actor = None;
+    for i in 0..64 {
+        let candidate = ActorRef::new("log", &format!("l{i}")).unwrap();
+        ra.actors().send(&candidate, json!({"type": "get"})).await.unwrap();
+        if rb.actors().active_ids("log").contains(&candidate.id().to_owned()) {
+            actor = Some(candidate);
+            break;
+        }
+    }
+    let actor = actor.expect("one of 64 actors is placed on B");
+    // Told through the hub without a pause until A's direct link to B
+    // (dialed once the route is busy) is up: tells are in flight through
+    // the hub when it comes, and the later ones must not overtake them.
+    let a = &hosts[0].0;
+    let linked = || a.health()["direct"]["links"].as_array().is_some_and(|l| !l.is_empty());
+    let direct_packets = || a.health()["direct"]["packets"].as_u64().unwrap_or(0);
+    let tell = |from: i64, to: i64| {
+        for n in from..to {
+            ra.actors().tell(&actor, json!({"type": "add", "n": n})).unwrap();
+        }
+    };
+    let until = tokio::time::Instant::now() + WAIT;
+    let mut told = 0;
+    while !linked() || told < 500 {
+        assert!(tokio::time::Instant::now() < until, "A never linked to B ({told} told)");
+        tell(told, told + 50);
+        told += 50;
+        tokio::task::yield_now().await;
+    }
+    tell(told, told + 500);
+    told += 500;
+    // An ask made after the tells runs after them; once they are all
+    // answered, the next tells take the link.
+    let get = || async { ra.actors().send(&actor, json!({"type": "get"})).await.unwrap() };
+    get().await;
+    packetflow_tests::until("every tell made on A is answered", || ra.stats().in_flight == 0).await;
+    let before = direct_packets();
+    tell(told, told + 500);
+    told += 500;
+    let state = get().await;
+    assert!(direct_packets() > before, "the tells after the pause went on the direct link");
+    let seen: Vec<i64> = state["seen"].as_array().unwrap().iter().map(|n| n.as_i64().unwrap()).collect();
+    assert_eq!(seen, (0..told).collect::<Vec<i64>>(), "the tells ran once each, in the order A made them");
+    for (node, _) in hosts {
+        node.stop().await;
+    }
+    hub.stop().await;
+}

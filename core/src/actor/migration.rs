@@ -227,7 +227,7 @@ pub(crate) async fn answer_when_done(
 /// Polls `future` once, with a waker that does nothing: what it does at
 /// once (a packet's first hop) is done; it is polled again where it is
 /// awaited.
-fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+pub(super) fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
     let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
     std::pin::Pin::new(future).poll(&mut cx)
 }

@@ -252,13 +252,24 @@ impl Actors {
                 "tell must be called inside the reactor's runtime",
             ));
         }
+        // Polled once here, so that its first hop leaves before this
+        // returns: the tells one sender makes to an actor elsewhere leave,
+        // and so run, in the order they were made.
         let reactor = self.reactor.clone();
         let actor_type = actor.actor_type().to_owned();
-        tokio::spawn(async move {
-            if reactor.submit(packet).await.err().is_some() {
+        let mut told =
+            Box::pin(async move { reactor.submit(packet).await.err().is_some().then_some(reactor) });
+        let failed = move |reactor: Option<Reactor>| {
+            if let Some(reactor) = reactor {
                 reactor.count_failed_tell(&actor_type);
             }
-        });
+        };
+        match migration::poll_once(&mut told) {
+            std::task::Poll::Ready(reactor) => failed(reactor),
+            std::task::Poll::Pending => {
+                tokio::spawn(async move { failed(told.await) });
+            }
+        }
         Ok(())
     }
 

@@ -38,7 +38,7 @@ use tokio::time::{Duration, Instant};
 
 use super::node::NodeInner;
 use super::options::ConnectOptions;
-use super::peers::{rendezvous, ConnId, Peer, PeerTable};
+use super::peers::{actor_key, rendezvous, ConnId, Peer, PeerTable};
 use super::{dialer, listener};
 use crate::packet::{Element, Group, Packet, META_ROUTE_KEY};
 use crate::wire::{DirectHello, DirectNode};
@@ -191,6 +191,10 @@ pub(crate) struct DirectPaths {
     accepted: Mutex<HashMap<ConnId, Arc<Peer>>>,
     dials: Mutex<HashMap<String, DialState>>,
     busy: Mutex<HashMap<String, Busy>>,
+    /// Actor messages this node sent through a hub and not yet answered,
+    /// per actor ([`ViaHub`], [`actor_key`]): while any is, that actor's
+    /// messages keep going through the hub.
+    via_hub: Mutex<HashMap<u64, usize>>,
     sweeping: AtomicBool,
     packets: AtomicU64,
     dials_ok: AtomicU64,
@@ -237,6 +241,7 @@ impl DirectPaths {
             accepted: Mutex::new(HashMap::default()),
             dials: Mutex::new(HashMap::default()),
             busy: Mutex::new(HashMap::default()),
+            via_hub: Mutex::new(HashMap::default()),
             sweeping: AtomicBool::new(false),
             packets: AtomicU64::new(0),
             dials_ok: AtomicU64::new(0),
@@ -358,12 +363,24 @@ impl DirectPaths {
             return None;
         }
         if let Some(link) = self.links.read().get(target) {
+            // An actor's messages stay on the hub's path until those sent
+            // that way are answered: one sent direct would overtake them.
+            if actor_owner.is_some() && self.waits_for_hub(packet) {
+                return None;
+            }
             // Linked, but its node does not serve the key itself: the hub.
             return link.takes(&key).then(|| self.use_link(link));
         }
         let entry = direct.nodes.get(target)?;
         self.note_busy(target, entry, via);
         None
+    }
+
+    /// Whether messages of `packet`'s actor sent through a hub are still
+    /// unanswered ([`ViaHub`]).
+    fn waits_for_hub(&self, packet: &Packet) -> bool {
+        let counts = self.via_hub.lock();
+        !counts.is_empty() && via_hub_key(packet).is_some_and(|key| counts.contains_key(&key))
     }
 
     fn least_busy_link(&self, candidates: &[String], key: &(Group, Element)) -> Option<Arc<Peer>> {
@@ -763,6 +780,44 @@ impl NodeInner {
         }
         self.direct.link_for(packet, via, actor_owner)
     }
+}
+
+/// An actor message on its way through a hub, counted in [`DirectPaths`]
+/// until dropped (once answered): the order of one sender's messages to
+/// an actor holds when a direct link to its node comes up, as the later
+/// ones wait for the hub's path to empty (docs/protocol.md, "Direct
+/// paths").
+pub(crate) struct ViaHub {
+    node: Arc<NodeInner>,
+    key: u64,
+}
+
+impl ViaHub {
+    /// Counts `packet`, an actor message going through a hub; `None` for
+    /// a packet that names no actor.
+    pub(crate) fn new(node: Arc<NodeInner>, packet: &Packet) -> Option<ViaHub> {
+        let key = via_hub_key(packet)?;
+        *node.direct.via_hub.lock().entry(key).or_insert(0) += 1;
+        Some(ViaHub { node, key })
+    }
+}
+
+impl Drop for ViaHub {
+    fn drop(&mut self) {
+        let mut counts = self.node.direct.via_hub.lock();
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// What [`ViaHub`] counts `packet` under: its actor.
+fn via_hub_key(packet: &Packet) -> Option<u64> {
+    let placed = crate::actor::address::placement_of(packet)?;
+    Some(actor_key(placed.actor_type, placed.id))
 }
 
 #[cfg(test)]

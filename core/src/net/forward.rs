@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::dashboard::{self, ServedBy};
+use super::direct::ViaHub;
 use super::mailbox::Mailbox;
 use super::node::NodeInner;
 use super::peers::{Peer, Placement, RelayAnswer, Reply, ReturnAddress};
@@ -57,8 +58,12 @@ impl Forwarder for Router {
         #[cfg(not(feature = "nats"))]
         let mut packet = packet;
         if let Some(Placement::Peer { via, beyond }) = node.place_actor(&mut packet, origin) {
-            let peer = node.around_hub_to_actor(&packet, via, beyond.as_deref());
-            return Some(Box::pin(forward(node, peer, packet, deadline, origin)));
+            let (peer, through_hub) = node.around_hub_to_actor(&packet, via, beyond.as_deref());
+            let via_hub = if through_hub { ViaHub::new(node.clone(), &packet) } else { None };
+            return Some(Box::pin(async move {
+                let _counted = via_hub;
+                forward(node, peer, packet, deadline, origin).await
+            }));
         }
         let route_key = packet.meta(META_ROUTE_KEY).and_then(Value::as_str);
         let peer = node.peers.read().route_element(packet.group, &packet.element, route_key, origin);
@@ -139,8 +144,12 @@ impl Forwarder for Router {
         let actor_type = crate::actor::address::placement_of(&packet)?.actor_type;
         let placed = node.peers.read().toward_host(actor_type, node_id, None);
         let Some(Placement::Peer { via, beyond }) = placed else { return None };
-        let peer = node.around_hub_to_actor(&packet, via, beyond.as_deref());
-        Some(Box::pin(forward(node, peer, packet, deadline, None)))
+        let (peer, through_hub) = node.around_hub_to_actor(&packet, via, beyond.as_deref());
+        let via_hub = if through_hub { ViaHub::new(node.clone(), &packet) } else { None };
+        Some(Box::pin(async move {
+            let _counted = via_hub;
+            forward(node, peer, packet, deadline, None).await
+        }))
     }
 
     fn origin_announces(&self, origin: Origin, group: Group, element: &str) -> bool {
@@ -304,13 +313,23 @@ impl NodeInner {
 
     /// `via`, the peer placement chose for an actor message, or the direct
     /// link to the actor's owner when that is a node `beyond` it (the same
-    /// node either way).
-    fn around_hub_to_actor(&self, packet: &Packet, via: Arc<Peer>, beyond: Option<&str>) -> Arc<Peer> {
+    /// node either way); and whether the message goes through `via` when
+    /// a direct link could carry its later ones: its sender then counts it
+    /// ([`ViaHub`]) until answered.
+    fn around_hub_to_actor(
+        &self,
+        packet: &Packet,
+        via: Arc<Peer>,
+        beyond: Option<&str>,
+    ) -> (Arc<Peer>, bool) {
         match beyond {
             Some(owner) if self.config.direct.enabled && via.takes_direct() => {
-                self.direct_link_for(packet, &via, Some(owner)).unwrap_or(via)
+                match self.direct_link_for(packet, &via, Some(owner)) {
+                    Some(link) => (link, false),
+                    None => (via, true),
+                }
             }
-            _ => via,
+            _ => (via, false),
         }
     }
 }
@@ -511,7 +530,7 @@ impl NodeInner {
         }
         let peer = match self.place_actor(&mut packet, Some(origin.0)) {
             Some(Placement::Peer { via, beyond }) if via.has_hello() => {
-                self.around_hub_to_actor(&packet, via, beyond.as_deref())
+                self.around_hub_to_actor(&packet, via, beyond.as_deref()).0
             }
             Some(Placement::Peer { .. }) => return RelayOutcome::Declined(packet),
             _ => {

@@ -915,6 +915,12 @@ pub(crate) fn rendezvous(route_key: &str, node_id: &str) -> u64 {
     hash_parts(&[route_key.as_bytes(), b"\0", node_id.as_bytes()])
 }
 
+/// A number that stands for the actor `actor_type`/`id` (collisions only
+/// make two actors share what is counted under it).
+pub(crate) fn actor_key(actor_type: &str, id: &str) -> u64 {
+    hash_parts(&[actor_type.as_bytes(), b"\0", id.as_bytes()])
+}
+
 /// The xxh3 hash of `parts` laid end to end, put together on the stack
 /// when they fit (a placement is computed for every actor packet).
 fn hash_parts(parts: &[&[u8]]) -> u64 {
