@@ -560,6 +560,29 @@ export interface ConnectOptions {
   requireTls?: boolean;
   /** NATS: bound on opening the connection to one server, in ms (at least 1; default 5000). */
   connectTimeoutMs?: number;
+  /**
+   * NATS, with JetStream on the servers: join the cluster's members (an
+   * entry in the bucket `<namespace>_members`); route keys and actors are
+   * then placed over the live members (docs/protocol.md, "Membership").
+   * Default `false`.
+   */
+  membership?: boolean;
+  /**
+   * NATS: the heartbeat of `membership` in ms, from 10 to 60000 (default
+   * 1000), when this reactor makes the members bucket: a dead member leaves
+   * every view within three heartbeats. Given only with `membership` or
+   * `actorStore`.
+   */
+  membershipHeartbeatMs?: number;
+  /**
+   * NATS, with JetStream on the servers: keep actor state in the members'
+   * bucket `<namespace>_actors`, so that an actor whose reactor stopped or
+   * died comes back on another member with its state. Implies
+   * `membership`; connect before registering actor types (a reactor made
+   * with `actorStore: FILE`, or whose actor types are registered already,
+   * is PF400). Default `false`.
+   */
+  actorStore?: boolean;
 }
 
 /** A PacketFlow reactor: register handlers, submit packets, get results. */

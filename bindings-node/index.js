@@ -955,6 +955,7 @@ function listenOptions(options) {
 const CONNECT_KEYS = [
   'msgpack', 'token', 'tlsCa', 'namespace', 'name', 'user', 'password', 'nkeySeed',
   'credentialsFile', 'tlsCert', 'tlsKey', 'requireTls', 'connectTimeoutMs',
+  'membership', 'membershipHeartbeatMs', 'actorStore',
 ];
 
 /**
@@ -970,6 +971,23 @@ function booleanOption(value, name) {
 }
 
 /**
+ * A count of ms the addon takes as a u32 (`undefined` when absent); its
+ * bounds beyond that are the core's to judge.
+ * @param {unknown} value
+ * @param {string} name
+ * @returns {number | undefined}
+ */
+function msOption(value, name) {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 0xffffffff) {
+    throw new TypeError(
+      `${name} must be an integer from 0 to 4294967295, got ${typeof value === 'number' ? value : typeName(value)}`,
+    );
+  }
+  return value;
+}
+
+/**
  * `connect`'s options, checked for their JS types only: which of them apply
  * to the URL (WebSocket or NATS) and their values are the core's to judge
  * (a PF400 naming the option).
@@ -978,12 +996,6 @@ function booleanOption(value, name) {
 function connectOptions(options) {
   options = optionsObject(options);
   onlyKeys(options, CONNECT_KEYS);
-  const timeout = options.connectTimeoutMs;
-  if (timeout !== undefined && (!Number.isInteger(timeout) || timeout < 0 || timeout > 0xffffffff)) {
-    throw new TypeError(
-      `connectTimeoutMs must be an integer from 0 to 4294967295, got ${typeof timeout === 'number' ? timeout : typeName(timeout)}`,
-    );
-  }
   return {
     msgpack: booleanOption(options.msgpack, 'msgpack'),
     token: stringOption(options.token, 'token'),
@@ -997,7 +1009,10 @@ function connectOptions(options) {
     tlsCert: stringOption(options.tlsCert, 'tlsCert'),
     tlsKey: stringOption(options.tlsKey, 'tlsKey'),
     requireTls: booleanOption(options.requireTls, 'requireTls'),
-    connectTimeoutMs: timeout,
+    connectTimeoutMs: msOption(options.connectTimeoutMs, 'connectTimeoutMs'),
+    membership: booleanOption(options.membership, 'membership'),
+    membershipHeartbeatMs: msOption(options.membershipHeartbeatMs, 'membershipHeartbeatMs'),
+    actorStore: booleanOption(options.actorStore, 'actorStore'),
   };
 }
 
@@ -1589,13 +1604,16 @@ class Reactor {
    * roots). WebSocket only: `msgpack: true` speaks MessagePack instead of
    * JSON. NATS only: `namespace`, `name`, `user` and `password`,
    * `nkeySeed`, `credentialsFile`, `tlsCert` and `tlsKey`, `requireTls`,
-   * `connectTimeoutMs` (see index.d.ts's `ConnectOptions`).
+   * `connectTimeoutMs`; and, with JetStream on the servers, `membership`,
+   * `membershipHeartbeatMs` and `actorStore` (see index.d.ts's
+   * `ConnectOptions`).
    *
    * Rejects with a `PacketFlowError`: PF401 when the node or server refuses
    * the credentials, PF503 if it cannot be reached, the TLS handshake fails
    * or the reactor is stopped, PF400 (naming the option) for a malformed
-   * URL, token or file, half of a pair, or an option of the other kind of
-   * URL; with a `TypeError` naming the option for a value of the wrong type
+   * URL, token or file, half of a pair, a heartbeat out of bounds,
+   * `actorStore` on a reactor whose actor types use another store, or an
+   * option of the other kind of URL; with a `TypeError` naming the option for a value of the wrong type
    * or an unknown option.
    * @param {string} url
    * @param {import('./index').ConnectOptions} [options]

@@ -10,8 +10,10 @@ defmodule PacketFlow.NatsTest do
 
   # A real nats-server on a free loopback port (with `args` added), ready
   # for clients when this returns, killed when the test ends: `{url, port}`.
-  defp nats_server!(args \\ []) do
+  # With `jetstream: true`, JetStream is on, its store in a temporary folder.
+  defp nats_server!(args \\ [], opts \\ []) do
     port = free_port()
+    args = if opts[:jetstream], do: ["-js", "-sd", temp_dir!() | args], else: args
 
     server =
       Port.open({:spawn_executable, nats_server_bin()}, [
@@ -119,7 +121,13 @@ defmodule PacketFlow.NatsTest do
       {[tls_ca: "/nonexistent/ca.pem"], ~r{^tls_ca /nonexistent/ca\.pem}},
       {[credentials_file: "/nonexistent/x.creds"], ~r{^credentials_file /nonexistent/x\.creds}},
       {[connect_timeout_ms: 0], ~r/^connect_timeout_ms must be at least 1/},
-      {[msgpack: true], ~r/^msgpack is an option of WebSocket peers/}
+      {[msgpack: true], ~r/^msgpack is an option of WebSocket peers/},
+      {[membership: true, membership_heartbeat_ms: 0],
+       ~r/^membership_heartbeat_ms must be from 10 to 60000 ms, got 0 ms/},
+      {[actor_store: true, membership_heartbeat_ms: 60_001],
+       ~r/^membership_heartbeat_ms must be from 10 to 60000 ms/},
+      {[membership_heartbeat_ms: 250],
+       ~r/^membership_heartbeat_ms is the heartbeat of membership: give membership \(or actor_store\) too/}
     ]
 
     for {opts, message} <- cases do
@@ -144,7 +152,95 @@ defmodule PacketFlow.NatsTest do
       Reactor.connect(r, url, connect_timeout_ms: -1)
     end
 
+    assert_raise ArgumentError, ~r/^membership_heartbeat_ms must be a non-negative integer/, fn ->
+      Reactor.connect(r, url, membership: true, membership_heartbeat_ms: 2.5)
+    end
+
+    assert_raise ArgumentError, ~r/^actor_store must be a boolean/, fn ->
+      Reactor.connect(r, url, actor_store: "bucket")
+    end
+
+    assert {:error, %Error{code: "PF400", message: message}} =
+             Reactor.connect(r, "ws://127.0.0.1:1/packetflow/v1", membership: true)
+
+    assert message =~ ~r/^membership is an option of NATS URLs/
+
     assert Reactor.stats(r).nats == nil
+  end
+
+  test "actor_store on a reactor with a file store is PF400 naming it" do
+    r = start_reactor!(actor_store: Path.join(temp_dir!(), "actors.db"))
+
+    # Judged before any server is dialled: the actor types would be split
+    # between two stores.
+    assert {:error, %Error{code: "PF400", message: message}} =
+             Reactor.connect(r, "nats://127.0.0.1:4222", actor_store: true)
+
+    assert message =~ ~r/^actor_store: actor types are registered with another store/
+  end
+
+  # The `GET /health` document of a reactor listening on `port` (the core
+  # answers with a content-length and closes the connection).
+  defp health!(port) do
+    {:ok, socket} = :gen_tcp.connect({127, 0, 0, 1}, port, [:binary, active: false], 5_000)
+    :ok = :gen_tcp.send(socket, "GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+    response = read_all!(socket, "")
+    [head, body] = String.split(response, "\r\n\r\n", parts: 2)
+    assert head =~ ~r{^HTTP/1.1 200}
+    PacketFlow.JSON.decode!(body)
+  end
+
+  defp read_all!(socket, seen) do
+    case :gen_tcp.recv(socket, 0, 5_000) do
+      {:ok, chunk} -> read_all!(socket, seen <> chunk)
+      {:error, :closed} -> seen
+    end
+  end
+
+  # `nats.membership` of the reactor listening on `port` once it lists
+  # exactly `members`.
+  defp membership_showing!(port, members) do
+    wanted = Enum.sort(members)
+
+    wait_until(
+      fn ->
+        seen = health!(port)["nats"]["membership"]
+        seen && Enum.sort(seen["members"]) == wanted && seen
+      end,
+      10_000,
+      "port #{port} listing #{inspect(wanted)}"
+    )
+
+    health!(port)["nats"]["membership"]
+  end
+
+  test "members show in each other's view" do
+    {url, _port} = nats_server!([], jetstream: true)
+    a = start_reactor!(reactor_name: "member-a")
+    # Stopped by the test itself: started outside the test's supervisor,
+    # which would start it again.
+    {:ok, b} = Reactor.start_link(reactor_name: "member-b")
+    {:ok, %{port: a_port}} = Reactor.listen(a, "127.0.0.1:0")
+    {:ok, %{port: b_port}} = Reactor.listen(b, "127.0.0.1:0")
+    ids = [health!(a_port)["node_id"], health!(b_port)["node_id"]]
+
+    assert :ok =
+             Reactor.connect(a, url,
+               namespace: "ex.members",
+               membership: true,
+               membership_heartbeat_ms: 250
+             )
+
+    # `actor_store` implies membership.
+    assert :ok = Reactor.connect(b, url, namespace: "ex.members", actor_store: true)
+    seen = membership_showing!(a_port, ids)
+    # `a` made the bucket with its heartbeat: a TTL of three.
+    assert %{"bucket" => "ex_members_members", "heartbeat_ms" => 250, "ttl_ms" => 750} = seen
+    # `b` found the bucket there and beats at a third of its TTL.
+    assert %{"heartbeat_ms" => 250} = membership_showing!(b_port, ids)
+    # A member that stops deletes its entry: it leaves the view.
+    :ok = Reactor.stop(b)
+    membership_showing!(a_port, Enum.take(ids, 1))
   end
 
   test "an unreachable server is PF503" do

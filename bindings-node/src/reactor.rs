@@ -811,6 +811,9 @@ pub struct NativeConnectOptions {
     pub tls_key: Option<String>,
     pub require_tls: bool,
     pub connect_timeout_ms: Option<u32>,
+    pub membership: bool,
+    pub membership_heartbeat_ms: Option<u32>,
+    pub actor_store: bool,
 }
 
 impl NativeConnectOptions {
@@ -830,6 +833,9 @@ impl NativeConnectOptions {
             tls_key: self.tls_key.map(PathBuf::from),
             require_tls: self.require_tls,
             connect_timeout_ms: self.connect_timeout_ms.map(u64::from),
+            membership: self.membership,
+            membership_heartbeat_ms: self.membership_heartbeat_ms.map(u64::from),
+            actor_store: self.actor_store,
             key_style: KeyStyle::Camel,
         }
     }

@@ -223,17 +223,29 @@ function freePort() {
 /**
  * Starts a real `nats-server` on a free loopback port (with `args` added)
  * and resolves to `{url, port}` once it is ready for clients; the server
- * is killed when `t` ends.
+ * is killed when `t` ends. With `jetstream`, JetStream is on (`-js`), its
+ * store in a temporary directory removed once the server is gone.
  */
-async function natsServer(t, args = []) {
+async function natsServer(t, args = [], { jetstream = false } = {}) {
   const port = await freePort();
-  const { child } = await startUntil(
-    natsServerPath(),
-    ['-a', '127.0.0.1', '-p', String(port), ...args],
-    /Server is ready/,
-    { stream: 'stderr', ms: 15000 },
-  );
-  t.after(() => stopChild(child, 'SIGKILL'));
+  const store = jetstream ? fs.mkdtempSync(path.join(os.tmpdir(), 'packetflow-nats-js-')) : null;
+  const removeStore = () => store && fs.rmSync(store, { recursive: true, force: true });
+  let started;
+  try {
+    started = await startUntil(
+      natsServerPath(),
+      ['-a', '127.0.0.1', '-p', String(port), ...(store ? ['-js', '-sd', store] : []), ...args],
+      /Server is ready/,
+      { stream: 'stderr', ms: 15000 },
+    );
+  } catch (error) {
+    removeStore();
+    throw error;
+  }
+  t.after(async () => {
+    await stopChild(started.child, 'SIGKILL');
+    removeStore();
+  });
   return { url: `nats://127.0.0.1:${port}`, port };
 }
 

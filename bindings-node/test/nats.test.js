@@ -5,7 +5,8 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { Reactor, PacketFlowError } = require('..');
-const { within, natsServer, freePort } = require('./helpers');
+const path = require('node:path');
+const { within, natsServer, freePort, tempDir } = require('./helpers');
 
 function reactor(t, name) {
   const r = new Reactor({ name });
@@ -63,6 +64,9 @@ test('a bad option is PF400 naming it, in camelCase', async (t) => {
     [{ credentialsFile: '/nonexistent/x.creds' }, /^credentialsFile \/nonexistent\/x\.creds/],
     [{ connectTimeoutMs: 0 }, /^connectTimeoutMs must be at least 1/],
     [{ msgpack: true }, /^msgpack is an option of WebSocket peers/],
+    [{ membership: true, membershipHeartbeatMs: 0 }, /^membershipHeartbeatMs must be from 10 to 60000 ms, got 0 ms/],
+    [{ actorStore: true, membershipHeartbeatMs: 60001 }, /^membershipHeartbeatMs must be from 10 to 60000 ms/],
+    [{ membershipHeartbeatMs: 250 }, /^membershipHeartbeatMs is the heartbeat of membership: give membership \(or actorStore\) too/],
   ];
   for (const [options, message] of cases) {
     await assert.rejects(within(r.connect(url, options), 10000), isPf('PF400', message), JSON.stringify(options));
@@ -72,7 +76,63 @@ test('a bad option is PF400 naming it, in camelCase', async (t) => {
   await assert.rejects(r.connect(url, { password: 1234 }), { name: 'TypeError', message: 'password must be a string, got number' });
   await assert.rejects(r.connect(url, { requireTls: 'yes' }), { name: 'TypeError', message: 'requireTls must be a boolean, got string' });
   await assert.rejects(r.connect(url, { connectTimeoutMs: -1 }), { name: 'TypeError', message: /^connectTimeoutMs must be an integer/ });
+  await assert.rejects(r.connect(url, { membershipHeartbeatMs: 2.5 }), { name: 'TypeError', message: /^membershipHeartbeatMs must be an integer/ });
+  await assert.rejects(r.connect(url, { actorStore: 1 }), { name: 'TypeError', message: 'actorStore must be a boolean, got number' });
+  await assert.rejects(r.connect('ws://127.0.0.1:1/packetflow/v1', { actorStore: true }),
+    isPf('PF400', /^actorStore is an option of NATS URLs/));
   assert.equal(r.stats().nats, null);
+});
+
+test('actorStore on a reactor with a file store is PF400 naming it', async (t) => {
+  const r = new Reactor({ name: 'file-store', actorStore: path.join(tempDir(t), 'actors.db') });
+  t.after(() => r.stop());
+  // Judged before any server is dialled: the actor types would be split
+  // between two stores.
+  await assert.rejects(within(r.connect('nats://127.0.0.1:4222', { actorStore: true }), 10000),
+    isPf('PF400', /^actorStore: actor types are registered with another store/));
+});
+
+/** The `GET /health` document of a reactor listening on `port`. */
+async function health(port) {
+  const response = await fetch(`http://127.0.0.1:${port}/health`);
+  assert.equal(response.status, 200);
+  return response.json();
+}
+
+/**
+ * `nats.membership` of the reactor listening on `port` once it lists
+ * exactly `members` (polled every 20 ms, for at most 10 s).
+ */
+async function membershipShowing(port, members) {
+  const wanted = JSON.stringify([...members].sort());
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    const seen = (await health(port)).nats.membership;
+    if (seen && JSON.stringify([...seen.members].sort()) === wanted) return seen;
+    assert.ok(Date.now() < deadline, `port ${port} never listed ${wanted}: ${JSON.stringify(seen)}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+test('members show in each other\'s view', async (t) => {
+  const server = await natsServer(t, [], { jetstream: true });
+  const a = reactor(t, 'member-a');
+  const b = reactor(t, 'member-b');
+  const [aAt, bAt] = [await a.listen('127.0.0.1:0'), await b.listen('127.0.0.1:0')];
+  const ids = [(await health(aAt.port)).node_id, (await health(bAt.port)).node_id];
+  await within(a.connect(server.url, { namespace: 'node.members', membership: true, membershipHeartbeatMs: 250 }), 10000, 'connect');
+  // `actorStore` implies membership.
+  await within(b.connect(server.url, { namespace: 'node.members', actorStore: true }), 10000, 'connect');
+  let seen = await membershipShowing(aAt.port, ids);
+  // `a` made the bucket with its heartbeat: a TTL of three.
+  assert.equal(seen.bucket, 'node_members_members');
+  assert.deepEqual([seen.heartbeat_ms, seen.ttl_ms], [250, 750]);
+  // `b` found the bucket there and beats at a third of its TTL.
+  seen = await membershipShowing(bAt.port, ids);
+  assert.equal(seen.heartbeat_ms, 250);
+  // A member that stops deletes its entry: it leaves the view.
+  await b.stop();
+  await membershipShowing(aAt.port, ids.slice(0, 1));
 });
 
 test('an unreachable server is PF503', async (t) => {

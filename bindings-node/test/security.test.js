@@ -165,7 +165,7 @@ test('options of the wrong shape are TypeErrors naming the option; token lists a
   const url = 'ws://127.0.0.1:1/packetflow/v1';
   await assert.rejects(r.connect(url, { token: 123456789 }), { name: 'TypeError', message: 'token must be a string, got number' });
   await assert.rejects(r.connect(url, { tlsCa: 3 }), { name: 'TypeError', message: 'tlsCa must be a string, got number' });
-  await assert.rejects(r.connect(url, { tls_ca: 'ca.pem' }), { name: 'TypeError', message: /unknown option "tls_ca" \(expected msgpack, token, tlsCa, namespace, name, user, password, nkeySeed, credentialsFile, tlsCert, tlsKey, requireTls, connectTimeoutMs\)/ });
+  await assert.rejects(r.connect(url, { tls_ca: 'ca.pem' }), { name: 'TypeError', message: /unknown option "tls_ca" \(expected msgpack, token, tlsCa, namespace, name, user, password, nkeySeed, credentialsFile, tlsCert, tlsKey, requireTls, connectTimeoutMs, membership, membershipHeartbeatMs, actorStore\)/ });
   // The reactor is unharmed.
   r.register('df', 'ok', () => 'ok');
   assert.equal(await r.call('df', 'ok'), 'ok');

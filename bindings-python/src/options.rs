@@ -82,6 +82,9 @@ pub(crate) struct ConnectArgs<'a, 'py> {
     pub(crate) tls_key: Option<&'a Bound<'py, PyAny>>,
     pub(crate) require_tls: bool,
     pub(crate) connect_timeout_ms: Option<u64>,
+    pub(crate) membership: bool,
+    pub(crate) membership_heartbeat_ms: Option<u64>,
+    pub(crate) actor_store: bool,
 }
 
 /// `None`, or a `str` (`what` names it in the error).
@@ -107,6 +110,9 @@ pub(crate) fn connect(args: ConnectArgs<'_, '_>) -> PyResult<ConnectOptions> {
         tls_key: path(args.tls_key, "tls_key")?,
         require_tls: args.require_tls,
         connect_timeout_ms: args.connect_timeout_ms,
+        membership: args.membership,
+        membership_heartbeat_ms: args.membership_heartbeat_ms,
+        actor_store: args.actor_store,
         key_style: KeyStyle::Snake,
     })
 }

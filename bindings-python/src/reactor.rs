@@ -514,15 +514,22 @@ impl PyReactor {
     /// ``name`` (the connection's name on the server), ``user`` and
     /// ``password``, ``nkey_seed``, ``credentials_file`` (a ``.creds``
     /// file), ``tls_cert`` and ``tls_key`` (a client certificate),
-    /// ``require_tls``, ``connect_timeout_ms`` (default 5000).
+    /// ``require_tls``, ``connect_timeout_ms`` (default 5000); and, with
+    /// JetStream on the servers, ``membership`` (join the cluster's
+    /// members), ``membership_heartbeat_ms`` (10 to 60000, default 1000;
+    /// with ``membership`` or ``actor_store`` only) and ``actor_store``
+    /// (actor state in the members' key-value bucket; implies
+    /// ``membership``; connect before registering actor types).
     ///
     /// Raises ``AuthenticationError`` (PF401) when the node or server
     /// refuses the credentials, ``UnavailableError`` (PF503) if it cannot
     /// be reached or the TLS handshake fails, ``InvalidPacketError``
     /// (PF400, the message naming the argument) for a malformed URL, token
-    /// or file, half of a pair, or an option of the other kind of URL;
+    /// or file, half of a pair, a heartbeat out of bounds, ``actor_store``
+    /// on a reactor whose actor types use another store, or an option of
+    /// the other kind of URL;
     /// ``TypeError`` naming the argument for a value of the wrong type.
-    #[pyo3(signature = (url, *, msgpack = false, token = None, tls_ca = None, namespace = None, name = None, user = None, password = None, nkey_seed = None, credentials_file = None, tls_cert = None, tls_key = None, require_tls = false, connect_timeout_ms = None))]
+    #[pyo3(signature = (url, *, msgpack = false, token = None, tls_ca = None, namespace = None, name = None, user = None, password = None, nkey_seed = None, credentials_file = None, tls_cert = None, tls_key = None, require_tls = false, connect_timeout_ms = None, membership = false, membership_heartbeat_ms = None, actor_store = false))]
     #[allow(clippy::too_many_arguments)]
     fn connect<'py>(
         &self,
@@ -541,6 +548,9 @@ impl PyReactor {
         tls_key: Option<&Bound<'py, PyAny>>,
         require_tls: bool,
         connect_timeout_ms: Option<u64>,
+        membership: bool,
+        membership_heartbeat_ms: Option<u64>,
+        actor_store: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let bridge = bridge::current(py, "Reactor.connect()")?;
         let url = pystr::as_str(url)?.to_owned();
@@ -558,6 +568,9 @@ impl PyReactor {
             tls_key,
             require_tls,
             connect_timeout_ms,
+            membership,
+            membership_heartbeat_ms,
+            actor_store,
         })?;
         let node = self.node(py)?;
         awaitable::spawn(py, &bridge, async move { node.connect_with(&url, options).await })
@@ -588,7 +601,7 @@ impl PyReactor {
     }
 
     /// Like :meth:`connect`, blocking the calling thread (GIL released).
-    #[pyo3(signature = (url, *, msgpack = false, token = None, tls_ca = None, namespace = None, name = None, user = None, password = None, nkey_seed = None, credentials_file = None, tls_cert = None, tls_key = None, require_tls = false, connect_timeout_ms = None))]
+    #[pyo3(signature = (url, *, msgpack = false, token = None, tls_ca = None, namespace = None, name = None, user = None, password = None, nkey_seed = None, credentials_file = None, tls_cert = None, tls_key = None, require_tls = false, connect_timeout_ms = None, membership = false, membership_heartbeat_ms = None, actor_store = false))]
     #[allow(clippy::too_many_arguments)]
     fn connect_sync(
         &self,
@@ -607,6 +620,9 @@ impl PyReactor {
         tls_key: Option<&Bound<'_, PyAny>>,
         require_tls: bool,
         connect_timeout_ms: Option<u64>,
+        membership: bool,
+        membership_heartbeat_ms: Option<u64>,
+        actor_store: bool,
     ) -> PyResult<()> {
         let url = pystr::as_str(url)?.to_owned();
         let options = options::connect(options::ConnectArgs {
@@ -623,6 +639,9 @@ impl PyReactor {
             tls_key,
             require_tls,
             connect_timeout_ms,
+            membership,
+            membership_heartbeat_ms,
+            actor_store,
         })?;
         let node = self.node(py)?;
         blocking::wait(py, "Reactor.connect_sync()", "Reactor.connect()", Some(&self.sockets), async move {

@@ -35,11 +35,16 @@ def free_port() -> int:
 
 
 class NatsServer:
-    """One `nats-server -a 127.0.0.1 -p PORT` and its URL."""
+    """One `nats-server -a 127.0.0.1 -p PORT` and its URL; with
+    ``jetstream``, JetStream on (``-js``), its store in a temporary
+    directory removed when the server stops."""
 
-    def __init__(self, *options: str) -> None:
+    def __init__(self, *options: str, jetstream: bool = False) -> None:
         self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
+        self.store = tempfile.TemporaryDirectory(prefix="pf-nats-js-") if jetstream else None
+        if self.store is not None:
+            options = ("-js", "-sd", self.store.name, *options)
         cmd: List[str] = [binary(), "-a", "127.0.0.1", "-p", str(self.port), *options]
         # Its log goes to a file: a pipe nobody reads could fill and stall it.
         self.log = tempfile.TemporaryFile()
@@ -67,11 +72,22 @@ class NatsServer:
             self.proc.kill()
         self.proc.wait(timeout=10)
         self.log.close()
+        if self.store is not None:
+            self.store.cleanup()
 
 
 @pytest.fixture
 def nats_server() -> Iterator[NatsServer]:
     server = NatsServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def jetstream_server() -> Iterator[NatsServer]:
+    server = NatsServer(jetstream=True)
     try:
         yield server
     finally:

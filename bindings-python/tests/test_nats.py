@@ -4,15 +4,20 @@ URL and the NATS options, against a real nats-server on loopback."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
-from typing import Any
+import urllib.request
+from pathlib import Path
+from typing import Any, Dict, List
 
 import pytest
 
 import packetflow
 from packetflow import Context, Reactor
 
-from .nats_server import NatsServer, nats_server  # noqa: F401 (a fixture)
+from .nats_server import NatsServer, jetstream_server, nats_server  # noqa: F401 (fixtures)
+
+WAIT = 10.0  # seconds a member has to show in another's view
 
 
 async def test_a_handler_is_called_from_another_reactor_through_nats(nats_server: NatsServer) -> None:  # noqa: F811
@@ -70,6 +75,9 @@ async def test_a_reactor_off_nats_shows_none(reactor: Reactor) -> None:
         ({"credentials_file": "/nonexistent/x.creds"}, "credentials_file /nonexistent/x.creds"),
         ({"connect_timeout_ms": 0}, "connect_timeout_ms must be at least 1"),
         ({"msgpack": True}, "msgpack is an option of WebSocket peers"),
+        ({"membership": True, "membership_heartbeat_ms": 0}, "membership_heartbeat_ms must be from 10 to 60000 ms"),
+        ({"actor_store": True, "membership_heartbeat_ms": 60001}, "membership_heartbeat_ms must be from 10 to"),
+        ({"membership_heartbeat_ms": 250}, "membership_heartbeat_ms is the heartbeat of membership"),
     ],
 )
 async def test_a_bad_option_is_pf400_naming_it(reactor: Reactor, options: Any, named: str) -> None:
@@ -84,6 +92,66 @@ async def test_a_bad_option_is_pf400_naming_it(reactor: Reactor, options: Any, n
 async def test_nats_options_for_a_websocket_url_are_pf400(reactor: Reactor) -> None:
     with pytest.raises(packetflow.InvalidPacketError, match="^PF400: namespace is an option of NATS URLs"):
         await reactor.connect("ws://127.0.0.1:1/packetflow/v1", namespace="pf")
+
+
+async def test_the_cluster_options_for_a_websocket_url_are_pf400(reactor: Reactor) -> None:
+    with pytest.raises(packetflow.InvalidPacketError, match="^PF400: actor_store is an option of NATS URLs"):
+        await reactor.connect("ws://127.0.0.1:1/packetflow/v1", actor_store=True)
+
+
+async def test_actor_store_on_a_reactor_with_a_file_store_is_pf400_naming_it(tmp_path: Path) -> None:
+    # Judged before any server is dialled: the actor types would be split
+    # between two stores.
+    r = Reactor(name="file-store", actor_store=tmp_path / "actors.db")
+    try:
+        with pytest.raises(packetflow.InvalidPacketError) as caught:
+            await r.connect("nats://127.0.0.1:4222", actor_store=True)
+        assert caught.value.code == "PF400"
+        assert caught.value.message.startswith("actor_store: actor types are registered with another store")
+    finally:
+        await r.stop()
+
+
+def health(addr: str) -> Dict[str, Any]:
+    """The `GET /health` document of a reactor listening on `addr`."""
+    with urllib.request.urlopen(f"http://{addr}/health", timeout=5) as response:
+        document: Dict[str, Any] = json.load(response)
+        return document
+
+
+async def membership_showing(addr: str, members: List[str]) -> Dict[str, Any]:
+    """`nats.membership` of the reactor at `addr` once it lists exactly
+    `members` (polled every 20 ms, for at most WAIT seconds)."""
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while True:
+        seen = (await asyncio.to_thread(health, addr))["nats"]["membership"]
+        if seen is not None and sorted(seen["members"]) == sorted(members):
+            return dict(seen)
+        assert asyncio.get_running_loop().time() < deadline, f"{addr} never listed {members}: {seen}"
+        await asyncio.sleep(0.02)
+
+
+async def test_members_show_in_each_others_view(jetstream_server: NatsServer) -> None:  # noqa: F811
+    a, b = Reactor(name="member-a"), Reactor(name="member-b")
+    try:
+        a_addr, b_addr = await a.listen("127.0.0.1:0"), await b.listen("127.0.0.1:0")
+        ids = [(await asyncio.to_thread(health, addr))["node_id"] for addr in (a_addr, b_addr)]
+        await a.connect(jetstream_server.url, namespace="py.members", membership=True, membership_heartbeat_ms=250)
+        # `actor_store` implies membership.
+        await b.connect(jetstream_server.url, namespace="py.members", actor_store=True)
+        seen = await membership_showing(a_addr, ids)
+        # `a` made the bucket with its heartbeat: a TTL of three.
+        assert seen["bucket"] == "py_members_members"
+        assert (seen["heartbeat_ms"], seen["ttl_ms"]) == (250, 750)
+        # `b` found the bucket there and beats at a third of its TTL.
+        seen = await membership_showing(b_addr, ids)
+        assert seen["heartbeat_ms"] == 250
+        # A member that stops deletes its entry: it leaves the view.
+        await b.stop()
+        await membership_showing(a_addr, ids[:1])
+    finally:
+        await b.stop()
+        await a.stop()
 
 
 def test_connect_sync_judges_the_options_alike(sync_reactor: Reactor) -> None:

@@ -262,8 +262,8 @@ struct NatsArgs {
     /// route keys and actors placed over the live members.
     #[arg(long)]
     nats_membership: bool,
-    /// Heartbeat of --nats-membership in ms, for a node that makes the
-    /// members bucket (its TTL is 3 heartbeats).
+    /// Heartbeat of --nats-membership in ms (10 to 60000), for a node that
+    /// makes the members bucket (its TTL is 3 heartbeats).
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     nats_heartbeat_ms: u64,
     /// Keep actor state in the JetStream bucket <ns>_actors, shared by the

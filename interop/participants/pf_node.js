@@ -12,10 +12,15 @@ const { createRequire } = require('module');
 const { Reactor } = require(process.env.PACKETFLOW_NODE || 'packetflow');
 
 // connect's options for `url` and `codec`; for a nats:// URL, the NATS
-// options the suite asks for (PF_NATS_NAMESPACE: the subjects' namespace).
+// options the suite asks for (PF_NATS_NAMESPACE: the subjects' namespace;
+// PF_NATS_ACTOR_STORE: actor state in the members' bucket, membership with
+// it; PF_NATS_HEARTBEAT_MS: the members' heartbeat).
 function connectOptions(url, codec) {
   const options = { msgpack: codec === 'msgpack' };
-  if (url.startsWith('nats://') && process.env.PF_NATS_NAMESPACE) options.namespace = process.env.PF_NATS_NAMESPACE;
+  if (!url.startsWith('nats://')) return options;
+  if (process.env.PF_NATS_NAMESPACE) options.namespace = process.env.PF_NATS_NAMESPACE;
+  if (process.env.PF_NATS_ACTOR_STORE) options.actorStore = true;
+  if (process.env.PF_NATS_HEARTBEAT_MS) options.membershipHeartbeatMs = Number(process.env.PF_NATS_HEARTBEAT_MS);
   return options;
 }
 
@@ -59,10 +64,17 @@ async function serve(url, name, codec) {
     answer: await ctx.call('df', `echo_${data.to}`, data.data),
   }));
   registerRuleHandlers(r, name);
-  registerCounter(r);
   registerCancelChain(r, name);
   registerStdlibSteps(r, name);
-  await r.connect(url, connectOptions(url, codec));
+  // Actor state in NATS: the types come after joining, so that their store
+  // is the members' bucket.
+  const options = connectOptions(url, codec);
+  if (!options.actorStore) registerCounter(r);
+  await r.connect(url, options);
+  if (options.actorStore) {
+    registerCounter(r);
+    registerSharedCounter(r, name);
+  }
   process.stdout.write('ready\n');
   // Serve until the suite closes stdin (or kills the process).
   process.stdin.on('end', () => r.stop());
@@ -152,6 +164,18 @@ function registerCounter(r) {
       return { value: context.state.value };
     },
     get_value: (data, context) => ({ value: context.state.value }),
+  }, { initialState: { value: 0 } });
+}
+
+// Actor type counter_shared, hosted by every language on a NATS cluster:
+// counter_node's, its answers naming the language that ran the turn (`host`).
+function registerSharedCounter(r, name) {
+  r.actors.registerBehavior('counter_shared', {
+    increment: (data, context) => {
+      context.state.value += data.by === undefined ? 1 : data.by;
+      return { value: context.state.value, host: name };
+    },
+    get_value: (data, context) => ({ value: context.state.value, host: name }),
   }, { initialState: { value: 0 } });
 }
 

@@ -23,9 +23,19 @@ async def connect(r: packetflow.Reactor, url: str, codec: str) -> None:
 
 def nats_options(url: str) -> dict:
     """For a nats:// URL, the NATS options the suite asks for:
-    PF_NATS_NAMESPACE, the subjects' namespace."""
-    namespace = os.environ.get("PF_NATS_NAMESPACE")
-    return {"namespace": namespace} if url.startswith("nats://") and namespace else {}
+    PF_NATS_NAMESPACE, the subjects' namespace; PF_NATS_ACTOR_STORE, actor
+    state in the members' bucket (membership with it); PF_NATS_HEARTBEAT_MS,
+    the members' heartbeat."""
+    if not url.startswith("nats://"):
+        return {}
+    options: dict = {}
+    if os.environ.get("PF_NATS_NAMESPACE"):
+        options["namespace"] = os.environ["PF_NATS_NAMESPACE"]
+    if os.environ.get("PF_NATS_ACTOR_STORE"):
+        options["actor_store"] = True
+    if os.environ.get("PF_NATS_HEARTBEAT_MS"):
+        options["membership_heartbeat_ms"] = int(os.environ["PF_NATS_HEARTBEAT_MS"])
+    return options
 
 
 def limits() -> dict:
@@ -54,12 +64,19 @@ async def serve(url: str, name: str, codec: str) -> None:
 
         register_rule_handlers(r, name)
         register_stdlib_steps(r, name)
-        register_counter(r)
+        # Actor state in NATS: the types come after joining, so that their
+        # store is the members' bucket.
+        in_nats = url is not None and nats_options(url).get("actor_store", False)
+        if not in_nats:
+            register_counter(r)
         if url is None:
             bound = await r.listen("127.0.0.1:0")
             print(f"ready ws://{bound}/packetflow/v1", flush=True)
         else:
             await connect(r, url, codec)
+            if in_nats:
+                register_counter(r)
+                register_shared_counter(r, name)
             print("ready", flush=True)
         # Serve until the suite closes stdin (or kills the process).
         loop = asyncio.get_running_loop()
@@ -149,6 +166,23 @@ def register_counter(r: packetflow.Reactor) -> None:
 
         def get_value(self, message, ctx):
             return {"value": self.state["value"]}
+
+
+def register_shared_counter(r: packetflow.Reactor, name: str) -> None:
+    """Actor type counter_shared, hosted by every language on a NATS
+    cluster: counter_python's, its answers naming the language that ran
+    the turn (`host`)."""
+
+    @r.actor("counter_shared")
+    class Shared:
+        initial_state = {"value": 0}
+
+        def increment(self, message, ctx):
+            self.state["value"] += message.get("by", 1)
+            return {"value": self.state["value"], "host": name}
+
+        def get_value(self, message, ctx):
+            return {"value": self.state["value"], "host": name}
 
 
 async def dial(url: str) -> None:

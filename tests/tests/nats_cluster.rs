@@ -334,3 +334,56 @@ async fn membership_without_jetstream_is_pf503_and_bad_options_are_pf400() {
     assert_eq!(n.health()["nats"]["membership"]["ttl_ms"], json!(3 * HEARTBEAT.as_millis() as u64));
     n.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_with_takes_the_cluster_options_and_names_them_as_spelled() {
+    use packetflow::net::{ConnectOptions, KeyStyle};
+    let server = NatsServer::start_jetstream().await;
+    let camel = |heartbeat_ms: Option<u64>, actor_store: bool| ConnectOptions {
+        membership: !actor_store,
+        membership_heartbeat_ms: heartbeat_ms,
+        actor_store,
+        key_style: KeyStyle::Camel,
+        ..ConnectOptions::default()
+    };
+    let a = node("camel-a");
+    let e = a.connect_with(&server.url(), camel(Some(0), false)).await.unwrap_err();
+    assert_eq!(e.code, "PF400", "{e:?}");
+    assert_eq!(e.message, "membershipHeartbeatMs must be from 10 to 60000 ms, got 0 ms");
+    a.connect_with(&server.url(), camel(Some(HEARTBEAT.as_millis() as u64), false)).await.unwrap();
+    assert_eq!(a.nats_members(), [a.node_id()]);
+    let membership = &a.health()["nats"]["membership"];
+    assert_eq!(membership["heartbeat_ms"], json!(HEARTBEAT.as_millis() as u64), "{membership}");
+    assert_eq!(membership["ttl_ms"], json!(3 * HEARTBEAT.as_millis() as u64), "{membership}");
+
+    // A reactor whose first actor type made the memory store cannot move
+    // to the bucket: PF400 naming the option as the caller spells it.
+    let b = node("camel-b");
+    let noop = |_: &str, _: &Value, _: &mut Value, _: &_| Ok(packetflow::Reply::Value(Value::Null));
+    b.reactor().actors().register_fn("other", noop).unwrap();
+    let e = b.connect_with(&server.url(), camel(None, true)).await.unwrap_err();
+    assert_eq!(e.code, "PF400", "{e:?}");
+    assert!(e.message.starts_with("actorStore: "), "{}", e.message);
+
+    // `actorStore` alone joins the members and keeps the state of the
+    // types registered afterwards in the bucket.
+    let c = node("camel-c");
+    c.connect_with(&server.url(), camel(None, true)).await.unwrap();
+    let id = c.node_id().to_owned();
+    let counter = packetflow::ActorType::new(move |kind: &str, _: &Value, state: &mut Value, _: &_| {
+        if kind == "increment" {
+            state["value"] = json!(state["value"].as_i64().unwrap_or(0) + 1);
+        }
+        Ok(packetflow::Reply::Value(json!({"value": state["value"], "node": id})))
+    });
+    c.reactor().actors().register("counter", counter.with_initial_state(json!({"value": 0}))).unwrap();
+    let ids = vec![a.node_id().to_owned(), c.node_id().to_owned()];
+    wait_members(&[&a, &c], &ids).await;
+    let answer = until_answered(&c, &increment("kept", "kept-1")).await;
+    assert_eq!(answer, json!({"value": 1, "node": c.node_id()}));
+    let record = bucket(&server, "pf_actors").await.entry("counter.kept").await.unwrap();
+    assert!(record.is_some(), "the turn's record is in the members' bucket");
+    for n in [a, b, c] {
+        n.stop().await;
+    }
+}

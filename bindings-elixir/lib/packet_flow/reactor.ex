@@ -269,6 +269,27 @@ defmodule PacketFlow.Reactor do
   * `:connect_timeout_ms` - bound on opening the connection to one server
     (at least 1; default 5000).
 
+  The cluster, NATS only, with JetStream on the servers (docs/protocol.md,
+  "Membership"):
+
+  * `:membership` - join the cluster's members (an entry in the bucket
+    `<namespace>_members`): route keys and actors are then placed over the
+    live members (default `false`).
+  * `:membership_heartbeat_ms` - the heartbeat of `:membership` when this
+    reactor makes the members bucket, from 10 to 60000 (default 1000): a
+    dead member leaves every view within three heartbeats. Given only with
+    `:membership` or `:actor_store`.
+  * `:actor_store` - keep actor state in the members' bucket
+    `<namespace>_actors` (default `false`), so that an actor whose reactor
+    stopped or died comes back on another member with its state; implies
+    `:membership`. Join before registering actor types (the `:connect`
+    option of `start_link/1` does): a reactor started with a file
+    `:actor_store`, or whose actor types are registered already, is PF400
+    naming `actor_store`.
+
+  A listening reactor's `GET /health` lists the live members under
+  `nats.membership`.
+
   An option of the other kind of URL is `{:error, %PacketFlow.Error{code:
   "PF400"}}` naming it.
   """
@@ -286,6 +307,9 @@ defmodule PacketFlow.Reactor do
           | {:tls_key, Path.t()}
           | {:require_tls, boolean()}
           | {:connect_timeout_ms, pos_integer()}
+          | {:membership, boolean()}
+          | {:membership_heartbeat_ms, pos_integer()}
+          | {:actor_store, boolean()}
 
   @typedoc "Where `listen/3` accepts peers: the address bound and the URL to dial (`wss://` with TLS)."
   @type listening :: %{host: String.t(), port: :inet.port_number(), url: String.t()}
@@ -489,7 +513,10 @@ defmodule PacketFlow.Reactor do
     :tls_cert,
     :tls_key,
     :require_tls,
-    :connect_timeout_ms
+    :connect_timeout_ms,
+    :membership,
+    :membership_heartbeat_ms,
+    :actor_store
   ]
 
   # The options as the NIF takes them: a map with every key, each value of
@@ -511,7 +538,11 @@ defmodule PacketFlow.Reactor do
       tls_cert: path!(opts[:tls_cert], :tls_cert, url),
       tls_key: path!(opts[:tls_key], :tls_key, url),
       require_tls: flag!(opts, :require_tls, url),
-      connect_timeout_ms: millis!(opts[:connect_timeout_ms], :connect_timeout_ms, url)
+      connect_timeout_ms: millis!(opts[:connect_timeout_ms], :connect_timeout_ms, url),
+      membership: flag!(opts, :membership, url),
+      membership_heartbeat_ms:
+        millis!(opts[:membership_heartbeat_ms], :membership_heartbeat_ms, url),
+      actor_store: flag!(opts, :actor_store, url)
     }
 
     {:connect, url, fn -> native end}
@@ -844,7 +875,9 @@ defmodule PacketFlow.Reactor do
   when it cannot be reached or the TLS handshake fails, or when the node
   does not finish the handshake within the core's handshake timeout (10 s;
   the message says why), PF400 (naming the option) for a malformed URL,
-  token or file, half of a pair, or an option of the other kind of URL.
+  token or file, half of a pair, a heartbeat out of bounds, `:actor_store`
+  on a reactor whose actor types use another store, or an option of the
+  other kind of URL; PF503 also for membership without JetStream.
   Raises `ArgumentError` naming the option for unknown options or values
   of the wrong type.
   """

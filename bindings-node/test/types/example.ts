@@ -143,6 +143,12 @@ async function main(): Promise<void> {
   await peer.connect('nats://127.0.0.1:4222', { nkey_seed: 'SU' });
   // @ts-expect-error: the timeout is a number of ms
   await peer.connect('nats://127.0.0.1:4222', { connectTimeoutMs: '2s' });
+  // The cluster: membership and actor state in JetStream.
+  await peer.connect('nats://127.0.0.1:4222', { membership: true, membershipHeartbeatMs: 250, actorStore: true });
+  // @ts-expect-error: the option is camelCase
+  await peer.connect('nats://127.0.0.1:4222', { actor_store: true });
+  // @ts-expect-error: actorStore on connect is a boolean (the reactor's own is a file)
+  await peer.connect('nats://127.0.0.1:4222', { actorStore: 'actors.db' });
 
   // Actors: the seed's counter, typed.
   const actors: Actors = r.actors;

@@ -570,6 +570,9 @@ class Reactor:
         tls_key: Optional[_Path] = None,
         require_tls: bool = False,
         connect_timeout_ms: Optional[int] = None,
+        membership: bool = False,
+        membership_heartbeat_ms: Optional[int] = None,
+        actor_store: bool = False,
     ) -> Awaitable[None]:
         """Dials a peer (``"ws://HOST:PORT/packetflow/v1"``, or ``wss://``),
         or joins a NATS system (``"nats://HOST:PORT"`` or ``tls://``,
@@ -599,13 +602,30 @@ class Reactor:
         neither), ``require_tls``, ``connect_timeout_ms`` (per server,
         default 5000). :meth:`stats` shows the connection under ``nats``.
 
+        The cluster, NATS only, with JetStream on the servers
+        (docs/protocol.md, "Membership"): ``membership=True`` joins the
+        cluster's members (an entry in the bucket ``<namespace>_members``;
+        route keys and actors are then placed over the live members);
+        ``membership_heartbeat_ms`` (10 to 60000, default 1000; given only
+        with ``membership`` or ``actor_store``) is its heartbeat when this
+        reactor makes the bucket, a dead member leaving every view within
+        three of them. ``actor_store=True`` keeps actor state in the
+        members' bucket ``<namespace>_actors``, so that an actor whose
+        reactor stopped or died comes back on another member with its
+        state; it implies ``membership``, and must come before the first
+        actor type is registered (a reactor made with a file
+        ``actor_store``, or with actor types already registered, is
+        PF400). A listening reactor's ``GET /health`` lists the live
+        members under ``nats.membership``.
+
         Raises :class:`AuthenticationError` (PF401) when the node or server
         refuses the credentials, :class:`UnavailableError` (PF503) if it
         cannot be reached or the TLS handshake fails,
         :class:`InvalidPacketError` (PF400, the message naming the
         argument) for a malformed URL, token or file, half of a pair, a
-        bad namespace, ``connect_timeout_ms=0``, or an option of the other
-        kind of URL; ``TypeError`` naming the argument for a value of the
+        bad namespace, ``connect_timeout_ms=0``, a heartbeat out of bounds
+        or without ``membership``, ``actor_store`` on a reactor whose actor
+        types use another store, or an option of the other kind of URL; ``TypeError`` naming the argument for a value of the
         wrong type.
         """
     def listen_sync(
@@ -635,6 +655,9 @@ class Reactor:
         tls_key: Optional[_Path] = None,
         require_tls: bool = False,
         connect_timeout_ms: Optional[int] = None,
+        membership: bool = False,
+        membership_heartbeat_ms: Optional[int] = None,
+        actor_store: bool = False,
     ) -> None:
         """Like :meth:`connect`, blocking the calling thread (GIL released)."""
     def stop(self) -> Awaitable[None]:

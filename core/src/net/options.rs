@@ -102,6 +102,18 @@ pub struct ConnectOptions {
     /// NATS: bound on opening the connection to one server, in ms, at
     /// least 1 (default 5000).
     pub connect_timeout_ms: Option<u64>,
+    /// NATS: join the cluster's members (docs/protocol.md, "Membership");
+    /// needs JetStream on the servers.
+    pub membership: bool,
+    /// NATS: the heartbeat of `membership` in ms, from 10 to 60000
+    /// (`MIN_MEMBERSHIP_HEARTBEAT`, `MAX_MEMBERSHIP_HEARTBEAT`; default
+    /// 1000), for a node that makes the members bucket; given only with
+    /// `membership` or `actor_store`.
+    pub membership_heartbeat_ms: Option<u64>,
+    /// NATS: keep actor state in the members' JetStream bucket
+    /// (docs/protocol.md, "Actor state in a key-value bucket"); implies
+    /// `membership`.
+    pub actor_store: bool,
     /// How the caller spells these fields (`tls_cert` or `tlsCert`), so
     /// that a PF400 names the option the user wrote.
     pub key_style: KeyStyle,
@@ -123,6 +135,12 @@ impl ConnectOptions {
             (self.tls_key.is_some(), style.pick("tls_key", "tlsKey")),
             (self.require_tls, style.pick("require_tls", "requireTls")),
             (self.connect_timeout_ms.is_some(), style.pick("connect_timeout_ms", "connectTimeoutMs")),
+            (self.membership, "membership"),
+            (
+                self.membership_heartbeat_ms.is_some(),
+                style.pick("membership_heartbeat_ms", "membershipHeartbeatMs"),
+            ),
+            (self.actor_store, style.pick("actor_store", "actorStore")),
         ];
         given.into_iter().find_map(|(set, field)| set.then_some(field))
     }
@@ -166,6 +184,9 @@ impl fmt::Debug for ConnectOptions {
             .field("tls_key", &self.tls_key)
             .field("require_tls", &self.require_tls)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("membership", &self.membership)
+            .field("membership_heartbeat_ms", &self.membership_heartbeat_ms)
+            .field("actor_store", &self.actor_store)
             .field("key_style", &self.key_style)
             .finish()
     }
@@ -195,6 +216,23 @@ mod tests {
         let options =
             ConnectOptions { require_tls: true, key_style: KeyStyle::Camel, ..ConnectOptions::default() };
         assert_eq!(options.nats_only_field(), Some("requireTls"));
+    }
+
+    #[test]
+    fn the_cluster_options_are_nats_only_spelled_per_style() {
+        let heartbeat = ConnectOptions { membership_heartbeat_ms: Some(250), ..ConnectOptions::default() };
+        let e = heartbeat.check_websocket("ws://h:1/packetflow/v1").unwrap_err();
+        assert!(e.is(ErrorCode::BadRequest));
+        assert!(e.message.starts_with("membership_heartbeat_ms is an option of NATS URLs"), "{}", e.message);
+        let heartbeat = ConnectOptions { key_style: KeyStyle::Camel, ..heartbeat };
+        assert_eq!(heartbeat.nats_only_field(), Some("membershipHeartbeatMs"));
+        let store = ConnectOptions { actor_store: true, ..ConnectOptions::default() };
+        assert_eq!(store.nats_only_field(), Some("actor_store"));
+        let store = ConnectOptions { key_style: KeyStyle::Camel, ..store };
+        assert!(store.check_websocket("wss://h:1").unwrap_err().message.starts_with("actorStore is"));
+        let member =
+            ConnectOptions { membership: true, key_style: KeyStyle::Camel, ..ConnectOptions::default() };
+        assert_eq!(member.nats_only_field(), Some("membership"));
     }
 
     #[test]

@@ -112,6 +112,9 @@ struct ConnectTerm {
     tls_key: Option<String>,
     require_tls: bool,
     connect_timeout_ms: Option<u64>,
+    membership: bool,
+    membership_heartbeat_ms: Option<u64>,
+    actor_store: bool,
 }
 
 impl ConnectTerm {
@@ -132,6 +135,9 @@ impl ConnectTerm {
             tls_key: self.tls_key.map(PathBuf::from),
             require_tls: self.require_tls,
             connect_timeout_ms: self.connect_timeout_ms,
+            membership: self.membership,
+            membership_heartbeat_ms: self.membership_heartbeat_ms,
+            actor_store: self.actor_store,
             key_style: KeyStyle::Snake,
         }
     }

@@ -41,6 +41,30 @@ use crate::result::PacketResult;
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 /// Heartbeats a member may miss before it is taken for gone.
 pub const MISSED_BEATS: u32 = 3;
+/// The shortest heartbeat: below it, the beats alone would keep a
+/// JetStream server busy.
+pub const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
+/// The longest heartbeat: a dead member stays in every view for up to
+/// [`MISSED_BEATS`] of them (3 minutes at this bound), and the bucket's
+/// age limit stays far from overflowing.
+pub const MAX_HEARTBEAT: Duration = Duration::from_secs(60);
+
+/// PF400 naming `field` (the heartbeat option as the caller spells it)
+/// unless `heartbeat` lies within [`MIN_HEARTBEAT`]..=[`MAX_HEARTBEAT`].
+pub(crate) fn check_heartbeat(heartbeat: Duration, field: &str) -> Result<(), PfError> {
+    if (MIN_HEARTBEAT..=MAX_HEARTBEAT).contains(&heartbeat) {
+        return Ok(());
+    }
+    Err(PfError::new(
+        ErrorCode::BadRequest,
+        format!(
+            "{field} must be from {} to {} ms, got {} ms",
+            MIN_HEARTBEAT.as_millis(),
+            MAX_HEARTBEAT.as_millis(),
+            heartbeat.as_millis()
+        ),
+    ))
+}
 /// Bound on each look at the bucket while joining, and on leaving.
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause before watching the bucket again after the watch failed.
@@ -154,14 +178,12 @@ impl Cluster {
     /// Joins: opens (or makes) the members bucket, serves this node's
     /// subject, writes this node's entry and reads the others', returning
     /// once the view holds every entry written before this node's.
+    /// `heartbeat` was judged by `connect` ([`check_heartbeat`]).
     pub(crate) async fn start(
         node: &Arc<NodeInner>,
         link: &Arc<NatsLink>,
         heartbeat: Duration,
     ) -> Result<Arc<Cluster>, PfError> {
-        if heartbeat < Duration::from_millis(10) {
-            return Err(PfError::new(ErrorCode::BadRequest, "membership_heartbeat must be at least 10 ms"));
-        }
         let js = jetstream::new(link.client.clone());
         let config = kv::Config {
             bucket: bucket_name(&link.namespace, "members"),
@@ -657,5 +679,21 @@ mod tests {
         assert_eq!(record.node_id, "n1");
         assert_eq!(record.handlers, ["df:a"]);
         assert!(record.actor_types.is_empty());
+    }
+
+    #[test]
+    fn a_heartbeat_out_of_bounds_is_pf400_naming_the_field() {
+        for ok in [MIN_HEARTBEAT, DEFAULT_HEARTBEAT, MAX_HEARTBEAT] {
+            assert!(check_heartbeat(ok, "membership_heartbeat").is_ok(), "{ok:?}");
+        }
+        let e = check_heartbeat(Duration::ZERO, "membershipHeartbeatMs").unwrap_err();
+        assert!(e.is(ErrorCode::BadRequest));
+        assert_eq!(e.message, "membershipHeartbeatMs must be from 10 to 60000 ms, got 0 ms");
+        let e = check_heartbeat(MAX_HEARTBEAT + Duration::from_millis(1), "membership_heartbeat_ms");
+        assert_eq!(
+            e.unwrap_err().message,
+            "membership_heartbeat_ms must be from 10 to 60000 ms, got 60001 ms"
+        );
+        assert!(check_heartbeat(Duration::from_millis(9), "h").is_err());
     }
 }

@@ -35,7 +35,10 @@ use tokio::time::Duration;
 
 pub use kv_store::NatsKvStore;
 pub(crate) use link::NatsLink;
-pub use membership::{DEFAULT_HEARTBEAT as DEFAULT_MEMBERSHIP_HEARTBEAT, MISSED_BEATS};
+pub use membership::{
+    DEFAULT_HEARTBEAT as DEFAULT_MEMBERSHIP_HEARTBEAT, MAX_HEARTBEAT as MAX_MEMBERSHIP_HEARTBEAT,
+    MIN_HEARTBEAT as MIN_MEMBERSHIP_HEARTBEAT, MISSED_BEATS,
+};
 pub use subject::{
     escape as escape_subject_token, key_subject, parse_key_subject, unescape as unescape_subject_token,
     DEFAULT_NAMESPACE,
@@ -101,7 +104,8 @@ pub struct NatsOptions {
     /// The heartbeat of `membership` when this node makes the members
     /// bucket (its TTL is [`MISSED_BEATS`] heartbeats); a node joining an
     /// existing bucket beats at a third of the bucket's TTL instead.
-    /// Default 1 s.
+    /// Default 1 s; from [`MIN_MEMBERSHIP_HEARTBEAT`] to
+    /// [`MAX_MEMBERSHIP_HEARTBEAT`] (PF400 otherwise).
     pub membership_heartbeat: Duration,
     /// Keep actor state in the JetStream bucket `<namespace>_actors`
     /// (docs/protocol.md, "Actor state in a key-value bucket"), shared by
@@ -178,17 +182,21 @@ impl From<ConnectOptions> for NatsOptions {
             connect_timeout: options
                 .connect_timeout_ms
                 .map_or(defaults.connect_timeout, Duration::from_millis),
-            // Membership and the actor store are not options of a
-            // `connect_with` yet: `connect_nats` takes them.
-            ..defaults
+            membership: options.membership,
+            membership_heartbeat: options
+                .membership_heartbeat_ms
+                .map_or(defaults.membership_heartbeat, Duration::from_millis),
+            actor_store: options.actor_store,
         }
     }
 }
 
 /// What [`Node::connect_with`](super::Node::connect_with) refuses of its
 /// options for a NATS URL before converting them, naming the field as
-/// `key_style` spells it: MessagePack (NATS requests are JSON) and a
-/// connection timeout of 0 ms.
+/// `key_style` spells it: MessagePack (NATS requests are JSON), a
+/// connection timeout of 0 ms, and a membership heartbeat out of its
+/// bounds or given without `membership` or `actor_store` (it would do
+/// nothing).
 pub(crate) fn check_connect_options(options: &ConnectOptions) -> Result<(), PfError> {
     if options.codec != crate::wire::Codec::Json {
         return Err(bad_request(
@@ -198,6 +206,16 @@ pub(crate) fn check_connect_options(options: &ConnectOptions) -> Result<(), PfEr
     if options.connect_timeout_ms == Some(0) {
         let field = options.key_style.pick("connect_timeout_ms", "connectTimeoutMs");
         return Err(bad_request(format!("{field} must be at least 1")));
+    }
+    if let Some(ms) = options.membership_heartbeat_ms {
+        let field = options.key_style.pick("membership_heartbeat_ms", "membershipHeartbeatMs");
+        if !options.membership && !options.actor_store {
+            let store = options.key_style.pick("actor_store", "actorStore");
+            return Err(bad_request(format!(
+                "{field} is the heartbeat of membership: give membership (or {store}) too"
+            )));
+        }
+        membership::check_heartbeat(Duration::from_millis(ms), field)?;
     }
     Ok(())
 }
@@ -333,9 +351,14 @@ pub(crate) async fn connect(
     if node.nats.get().is_some() {
         return Err(bad_request("this node is already connected to NATS".into()));
     }
-    // Judged before anything is joined: a store that cannot be used is
-    // PF400 with nothing to undo.
-    let kv_store = if options.actor_store { Some(actor_store_of(node)?) } else { None };
+    // Judged before anything is joined: a heartbeat out of bounds or a
+    // store that cannot be used is PF400 with nothing to undo.
+    let joins = options.membership || options.actor_store;
+    if joins {
+        membership::check_heartbeat(options.membership_heartbeat, "membership_heartbeat")?;
+    }
+    let store_field = style.pick("actor_store", "actorStore");
+    let kv_store = if options.actor_store { Some(actor_store_of(node, store_field)?) } else { None };
     let events = Arc::new(link::Events::default());
     let client_options = client_options(&options, &node.node_id, style).await?.event_callback({
         let events = events.clone();
@@ -355,8 +378,8 @@ pub(crate) async fn connect(
     })?;
     let namespace = options.namespace.clone();
     let link = NatsLink::start(node, client, events, namespace.clone()).await?;
-    if options.membership || options.actor_store {
-        if let Err(e) = join_cluster(node, &link, &namespace, &options, kv_store).await {
+    if joins {
+        if let Err(e) = join_cluster(node, &link, &namespace, &options, kv_store, store_field).await {
             link.close().await;
             return Err(e);
         }
@@ -375,8 +398,9 @@ pub(crate) async fn connect(
 
 /// The store `actor_store` binds: the reactor's, when it is a
 /// [`NatsKvStore`]; a new one when the reactor has no store and no actor
-/// type yet; PF400 naming `actor_store` otherwise.
-fn actor_store_of(node: &NodeInner) -> Result<NatsKvStore, PfError> {
+/// type yet; PF400 naming `field` (`actor_store` as the caller spells it)
+/// otherwise.
+fn actor_store_of(node: &NodeInner, field: &str) -> Result<NatsKvStore, PfError> {
     let set = node.reactor.actor_store();
     if let Some(store) = set.as_ref().and_then(|s| s.as_any()?.downcast_ref::<NatsKvStore>()) {
         return Ok(store.clone());
@@ -384,11 +408,11 @@ fn actor_store_of(node: &NodeInner) -> Result<NatsKvStore, PfError> {
     if set.is_none() && node.reactor.actor_hosts().is_empty() {
         return Ok(NatsKvStore::new());
     }
-    Err(bad_request(
-        "actor_store: actor types are registered with another store; join NATS before registering \
-         actor types, or set a NatsKvStore as the actor store first"
-            .into(),
-    ))
+    Err(bad_request(format!(
+        "{field}: actor types are registered with another store (a file store, or the memory store \
+         the first type made); join NATS before registering actor types, or set a NatsKvStore as the \
+         actor store first"
+    )))
 }
 
 /// Joins the members (and binds `kv_store`, set as the reactor's store
@@ -399,6 +423,7 @@ async fn join_cluster(
     namespace: &str,
     options: &NatsOptions,
     kv_store: Option<NatsKvStore>,
+    store_field: &str,
 ) -> Result<(), PfError> {
     let cluster = membership::Cluster::start(node, link, options.membership_heartbeat).await?;
     let _ = link.cluster.set(cluster.clone());
@@ -410,7 +435,7 @@ async fn join_cluster(
     if !is_set {
         node.reactor
             .set_actor_store(Arc::new(store))
-            .map_err(|e| bad_request(format!("actor_store: {}", e.message)))?;
+            .map_err(|e| bad_request(format!("{store_field}: {}", e.message)))?;
     }
     Ok(())
 }
@@ -454,6 +479,9 @@ mod tests {
             tls_key: Some("k.pem".into()),
             require_tls: true,
             connect_timeout_ms: Some(250),
+            membership: true,
+            membership_heartbeat_ms: Some(300),
+            actor_store: true,
             ..ConnectOptions::default()
         };
         let nats = NatsOptions::from(options);
@@ -472,7 +500,9 @@ mod tests {
                 tls_key: Some("k.pem".into()),
                 require_tls: true,
                 connect_timeout: Duration::from_millis(250),
-                ..NatsOptions::default()
+                membership: true,
+                membership_heartbeat: Duration::from_millis(300),
+                actor_store: true,
             }
         );
         assert_eq!(NatsOptions::from(ConnectOptions::default()), NatsOptions::default());
@@ -490,6 +520,33 @@ mod tests {
         );
         let zero = ConnectOptions { key_style: KeyStyle::Camel, ..zero };
         assert_eq!(check_connect_options(&zero).unwrap_err().message, "connectTimeoutMs must be at least 1");
+    }
+
+    #[test]
+    fn a_heartbeat_is_judged_in_its_bounds_and_only_with_membership() {
+        let beat = |ms, membership, actor_store, key_style| ConnectOptions {
+            membership,
+            membership_heartbeat_ms: Some(ms),
+            actor_store,
+            key_style,
+            ..ConnectOptions::default()
+        };
+        assert!(check_connect_options(&beat(10, true, false, KeyStyle::Snake)).is_ok());
+        assert!(check_connect_options(&beat(60_000, false, true, KeyStyle::Camel)).is_ok());
+        let e = check_connect_options(&beat(0, true, false, KeyStyle::Snake)).unwrap_err();
+        assert!(e.is(ErrorCode::BadRequest));
+        assert_eq!(e.message, "membership_heartbeat_ms must be from 10 to 60000 ms, got 0 ms");
+        let e = check_connect_options(&beat(u64::MAX, true, false, KeyStyle::Camel)).unwrap_err();
+        assert!(e.message.starts_with("membershipHeartbeatMs must be from 10 to 60000 ms"), "{}", e.message);
+        let e = check_connect_options(&beat(250, false, false, KeyStyle::Camel)).unwrap_err();
+        assert_eq!(
+            e.message,
+            "membershipHeartbeatMs is the heartbeat of membership: give membership (or actorStore) too"
+        );
+        // Membership and the actor store alone are for the server to judge
+        // (JetStream on or not).
+        let on = ConnectOptions { membership: true, actor_store: true, ..ConnectOptions::default() };
+        assert!(check_connect_options(&on).is_ok());
     }
 
     #[tokio::test]

@@ -19,11 +19,22 @@ defmodule PfElixir do
   defp codec_of(_), do: []
 
   # For a nats:// URL, the NATS options the suite asks for
-  # (PF_NATS_NAMESPACE: the subjects' namespace).
+  # (PF_NATS_NAMESPACE: the subjects' namespace; PF_NATS_ACTOR_STORE: actor
+  # state in the members' bucket, membership with it; PF_NATS_HEARTBEAT_MS:
+  # the members' heartbeat).
   defp nats_of("nats://" <> _) do
-    case System.get_env("PF_NATS_NAMESPACE") do
-      nil -> []
-      namespace -> [namespace: namespace]
+    for {var, option} <- [
+          {"PF_NATS_NAMESPACE", :namespace},
+          {"PF_NATS_ACTOR_STORE", :actor_store},
+          {"PF_NATS_HEARTBEAT_MS", :membership_heartbeat_ms}
+        ],
+        value = System.get_env(var),
+        value not in [nil, ""] do
+      case option do
+        :namespace -> {:namespace, value}
+        :actor_store -> {:actor_store, true}
+        :membership_heartbeat_ms -> {:membership_heartbeat_ms, String.to_integer(value)}
+      end
     end
   end
 
@@ -50,8 +61,18 @@ defmodule PfElixir do
     register_rule_handlers(r, name)
     register_cancel_leaf(r, name)
     register_stdlib_steps(r, name)
-    :ok = PacketFlow.Actors.register(r, "counter_elixir", PfElixir.Counter)
+    # Actor state in NATS: the types come after joining, so that their
+    # store is the members' bucket.
+    in_nats = Keyword.get(opts, :actor_store, false)
+    if not in_nats, do: :ok = PacketFlow.Actors.register(r, "counter_elixir", PfElixir.Counter)
     :ok = Reactor.connect(r, url, opts)
+
+    if in_nats do
+      :ok = PacketFlow.Actors.register(r, "counter_elixir", PfElixir.Counter)
+      :persistent_term.put({PfElixir.SharedCounter, :host}, name)
+      :ok = PacketFlow.Actors.register(r, "counter_shared", PfElixir.SharedCounter)
+    end
+
     IO.puts("ready")
     IO.read(:stdio, :eof)
     Reactor.stop(r)
@@ -263,4 +284,30 @@ defmodule PfElixir.Counter do
   end
 
   def handle_message("get_value", _message, state), do: {:reply, %{"value" => state["value"]}, state}
+end
+
+defmodule PfElixir.SharedCounter do
+  @moduledoc """
+  Actor type `counter_shared`, hosted by every language on a NATS cluster:
+  `PfElixir.Counter`'s, its answers naming the language that ran the turn
+  (`"host"`, set by `serve`).
+  """
+  use PacketFlow.Actor
+
+  @impl true
+  def initial_state, do: %{"value" => 0}
+
+  @impl true
+  def message_types, do: ["increment", "get_value"]
+
+  @impl true
+  def handle_message("increment", message, %{"value" => value} = state) do
+    value = value + Map.get(message, "by", 1)
+    {:reply, %{"value" => value, "host" => host()}, %{state | "value" => value}}
+  end
+
+  def handle_message("get_value", _message, state),
+    do: {:reply, %{"value" => state["value"], "host" => host()}, state}
+
+  defp host, do: :persistent_term.get({__MODULE__, :host})
 end
