@@ -23,7 +23,7 @@ use super::{headers, subject, QUEUE_GROUP};
 use crate::error::{ErrorCode, PfError};
 use crate::net::node::NodeInner;
 use crate::packet::{Element, Group, Packet, PacketId, MAX_TIMEOUT_MS, META_HOPS};
-use crate::reactor::{Origin, Reactor};
+use crate::reactor::{Immediate, Origin, Reactor};
 use crate::result::PacketResult;
 use crate::wire::{Codec, Decoded, Message};
 
@@ -272,26 +272,30 @@ impl NatsLink {
             }
         };
         let deadline = start + Duration::from_millis(packet.timeout_ms());
-        match self.reactor.submit_now(packet, start, deadline) {
-            Ok(result) => {
+        // Judged once, from NATS as its origin: what waits goes on from
+        // this judgement (its route looked up already), not from a second.
+        let first = match self.reactor.try_submit(packet, start, deadline, Some(self.origin), false) {
+            Immediate::Done(result) => {
                 self.reply(reply_to, Message::Result { seq: 0, result }, start, subject).await;
-                None
+                return None;
             }
-            Err(packet) => {
-                // Listed before it runs; a cancel heard before its request
-                // was read finds nothing and is ignored (the packet then
-                // runs on to its deadline).
-                let cancellable =
-                    cancel_subject.and_then(|s| Cancellable::note(self, &packet.id, s.to_owned()));
-                Some(Waiting { packet, reply_to, start, deadline, cancellable })
-            }
-        }
+            first => first,
+        };
+        let id = match &first {
+            Immediate::Elsewhere(p) | Immediate::Later(p) | Immediate::Routed(p, _) => &p.id,
+            Immediate::Done(_) => unreachable!("answered above"),
+        };
+        // Listed before it runs; a cancel heard before its request was
+        // read finds nothing and is ignored (the packet then runs on to its
+        // deadline).
+        let cancellable = cancel_subject.and_then(|s| Cancellable::note(self, id, s.to_owned()));
+        Some(Waiting { first, reply_to, start, deadline, cancellable })
     }
 
     /// Runs a request that waits, and sends its answer.
     async fn run_waiting(self: Arc<Self>, waiting: Waiting, subject: Arc<str>) {
-        let Waiting { packet, reply_to, start, deadline, cancellable } = waiting;
-        let result = self.reactor.submit_from(packet, start, deadline, Some(self.origin)).await;
+        let Waiting { first, reply_to, start, deadline, cancellable } = waiting;
+        let result = self.reactor.resume(first, start, deadline, Some(self.origin)).await;
         drop(cancellable);
         self.reply(reply_to, Message::Result { seq: 0, result }, start, &subject).await;
     }
@@ -573,7 +577,8 @@ impl Drop for NatsLink {
 /// A request read that cannot be answered at once (its handler is not a
 /// local sync one, or it has dependencies, or it is routed on).
 struct Waiting {
-    packet: Packet,
+    /// What the reactor made of it so far.
+    first: Immediate<Packet>,
     reply_to: async_nats::Subject,
     start: Instant,
     deadline: Instant,
