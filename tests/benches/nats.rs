@@ -4,7 +4,11 @@
 //! alternately, `--rounds` times -> requests/s, p50 and p99 of each, and
 //! their ratios (targets: >= 0.8x the requests/s, <= 1.2x the p50).
 //!
-//! `cargo bench -p packetflow-tests --bench nats -- [--n N] [--rounds R]`
+//! `cargo bench -p packetflow-tests --bench nats -- [--n N] [--rounds R] [--only plain|packetflow]`
+//!
+//! `--only` runs one of the two (warm-up included): under `valgrind
+//! --tool=callgrind`, the difference of the two totals over N is what a
+//! PacketFlow round trip costs beyond a plain one.
 
 use std::time::{Duration, Instant};
 
@@ -34,6 +38,12 @@ impl Figures {
 fn arg(name: &str, default: usize) -> usize {
     let argv: Vec<String> = std::env::args().collect();
     argv.iter().position(|a| a == name).and_then(|i| argv.get(i + 1)).map_or(default, |v| v.parse().unwrap())
+}
+
+/// The value of `--only`, if given: which of the two to run alone.
+fn only() -> Option<String> {
+    let argv: Vec<String> = std::env::args().collect();
+    argv.iter().position(|a| a == "--only").and_then(|i| argv.get(i + 1)).cloned()
 }
 
 fn node(name: &str) -> Node {
@@ -69,6 +79,13 @@ async fn packetflow(asking: &Node, n: usize) -> Figures {
 
 fn main() {
     let (n, rounds) = (arg("--n", 5000), arg("--rounds", 3));
+    let only = only();
+    let (run_plain, run_ours) = match only.as_deref() {
+        None => (true, true),
+        Some("plain") => (true, false),
+        Some("packetflow") => (false, true),
+        Some(other) => panic!("--only takes plain or packetflow, got {other:?}"),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let server = NatsServer::start().await;
@@ -89,11 +106,21 @@ fn main() {
         let asking = node("asking");
         asking.connect(&server.url()).await.unwrap();
         // Warm-up, and the subscription seen by the server.
-        packetflow(&asking, n / 10).await;
-        plain(&requester, n / 10).await;
+        if run_ours {
+            packetflow(&asking, n / 10).await;
+        }
+        if run_plain {
+            plain(&requester, n / 10).await;
+        }
 
         for round in 1..=rounds {
             println!("## round {round}: {n} sequential requests each");
+            if !(run_plain && run_ours) {
+                let figures =
+                    if run_plain { plain(&requester, n).await } else { packetflow(&asking, n).await };
+                figures.print(if run_plain { "plain async-nats" } else { "packetflow over nats" });
+                continue;
+            }
             let theirs = plain(&requester, n).await;
             theirs.print("plain async-nats");
             let ours = packetflow(&asking, n).await;

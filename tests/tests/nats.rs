@@ -158,6 +158,57 @@ async fn a_slow_answer_is_pf408_at_the_deadline() {
     serving.stop().await;
 }
 
+/// The requests a serving node cannot answer at once run beside each
+/// other in their key's task: one held by its handler holds up none of
+/// the others, and one still running when the key is unregistered (its
+/// subscription drained) is still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_request_holds_up_no_other_and_is_answered_after_its_key_goes() {
+    let server = NatsServer::start().await;
+    let serving = node("serving");
+    let held = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (h, r) = (held.clone(), release.clone());
+    serving
+        .reactor()
+        .register("df", "gate", move |data, _| {
+            let (held, release) = (h.clone(), r.clone());
+            async move {
+                if data == json!("hold") {
+                    held.notify_one();
+                    release.notified().await;
+                }
+                Ok(data)
+            }
+        })
+        .unwrap();
+    serving.connect(&server.url()).await.unwrap();
+    let asking = node("asking");
+    asking.connect(&server.url()).await.unwrap();
+    until_reachable(&asking, "gate", json!("probe")).await;
+
+    let holder = asking.clone();
+    let first = tokio::spawn(async move { submit(&holder, packet("gate", json!("hold"))).await });
+    timeout(WAIT, held.notified()).await.expect("the held request reached its handler");
+    let mut others: FuturesUnordered<_> =
+        (0..20).map(|i| submit(&asking, packet("gate", json!({ "n": i })))).collect();
+    let mut answered = 0;
+    while let Some(result) = others.next().await {
+        assert!(result.is_success(), "{result:?}");
+        answered += 1;
+    }
+    assert_eq!(answered, 20);
+    assert!(!first.is_finished(), "the held request was answered before its release");
+
+    assert!(serving.reactor().unregister("df", "gate"));
+    release.notify_one();
+    let result = timeout(WAIT, first).await.expect("the held request is answered").unwrap();
+    assert!(result.is_success(), "{result:?}");
+    assert_eq!(result.outcome, Ok(json!("hold")));
+    asking.stop().await;
+    serving.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_group_spreads_requests_over_three_serving_nodes() {
     let server = NatsServer::start().await;

@@ -6,7 +6,7 @@ use serde::de::DeserializeSeed;
 use serde::Serialize;
 
 use super::de::{BatchSeed, FrameSeed};
-use super::ser::{write_json_fast, write_json_outgoing, WireMessage, WireOutgoing};
+use super::ser::{json_submit, write_json_fast, write_json_outgoing, WireMessage, WireOutgoing};
 use super::{FrameError, Message, Outgoing, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK};
 use crate::packet::bad_request;
 
@@ -141,6 +141,16 @@ impl Codec {
             return;
         }
         self.write(&WireMessage { message, compact: self == Codec::MsgPack }, out);
+    }
+
+    /// The JSON `submit` frame (`seq` 0) of `packet` sent on as hop number
+    /// `hops`: its metadata written with `pf.hops` = `hops`, as after
+    /// `insert("pf.hops", hops)`, without touching the packet (no map made
+    /// for a packet without metadata).
+    pub(crate) fn json_forward(packet: &crate::packet::Packet, hops: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        json_submit(0, packet, Some(hops), &mut out);
+        out
     }
 
     /// The encoding of `message`, in a new buffer.

@@ -292,7 +292,7 @@ pub(super) fn write_json_fast(message: &Message, out: &mut Vec<u8>) -> bool {
 
 /// A submit as JSON (see [`write_json_fast`]), with `metadata["pf.hops"]`
 /// set to `hops` when given.
-fn json_submit(seq: u64, p: &Packet, hops: Option<u64>, out: &mut Vec<u8>) {
+pub(super) fn json_submit(seq: u64, p: &Packet, hops: Option<u64>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"type\":\"submit\",\"seq\":");
     json_u64(seq, out);
     out.extend_from_slice(b",\"payload\":{\"version\":\"");

@@ -501,3 +501,23 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_forwarded_submit_is_the_packet_with_its_hops_inserted() {
+    use crate::packet::{Packet, META_HOPS};
+    let bare = Packet::build("df", "echo", json!({"a": [1, "x"]})).unwrap();
+    let mut meta = serde_json::Map::new();
+    meta.insert("pf.trace_id".into(), json!("t-1"));
+    meta.insert(META_HOPS.into(), json!(3));
+    meta.insert("z".into(), json!(null));
+    let with_meta = bare.clone().with_metadata(meta);
+    for packet in [bare, with_meta] {
+        let mut inserted = packet.clone();
+        inserted.metadata.get_or_insert_with(Default::default).insert(META_HOPS.into(), json!(4));
+        let expected = Codec::Json.encode_to_vec(&Message::Submit { seq: 0, packet: Box::new(inserted) });
+        assert_eq!(
+            String::from_utf8(Codec::json_forward(&packet, 4)).unwrap(),
+            String::from_utf8(expected).unwrap()
+        );
+    }
+}

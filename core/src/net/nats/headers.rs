@@ -1,8 +1,13 @@
 //! The NATS headers of a packet (docs/protocol.md, "NATS"): what its
 //! metadata and envelope say about routing, readable by any NATS tool
 //! without decoding the body. A receiver applies them over the body.
+//!
+//! Every request pays for its headers twice over (built here and parsed
+//! by the client on each side into a hash map), so names are static (no
+//! copy), defaults stay off the wire, and a request's headers are read in
+//! one pass over the map rather than one lookup per name.
 
-use async_nats::HeaderMap;
+use async_nats::header::{HeaderMap, HeaderName};
 use serde_json::{Map, Value};
 
 use crate::error::{ErrorCode, PfError};
@@ -10,13 +15,13 @@ use crate::packet::{Packet, Priority, MAX_TIMEOUT_MS, META_HOPS, META_ROUTE_KEY,
 
 /// Time left to answer, in ms, counted from when the request was sent.
 pub const DEADLINE_MS: &str = "Pf-Deadline-Ms";
-/// The packet's priority, 1-10.
+/// The packet's priority, 1-10; absent: the default, 5.
 pub const PRIORITY: &str = "Pf-Priority";
 /// `metadata["pf.trace_id"]`.
 pub const TRACE_ID: &str = "Pf-Trace-Id";
 /// `metadata["pf.route_key"]`.
 pub const ROUTE_KEY: &str = "Pf-Route-Key";
-/// `metadata["pf.hops"]`: hops so far, this one included.
+/// `metadata["pf.hops"]`: hops so far, this one included; absent: 1.
 pub const HOPS: &str = "Pf-Hops";
 
 /// The subject the requester publishes a cancel of this request on
@@ -24,39 +29,42 @@ pub const HOPS: &str = "Pf-Hops";
 /// for the packet stops it (docs/protocol.md, "NATS", "Cancellation").
 pub const CANCEL_SUBJECT: &str = "Pf-Cancel-Subject";
 
+/// The bytes a header takes in a message: `Name: value\r\n`.
+fn wire_len(name: &str, value: &str) -> usize {
+    name.len() + value.len() + 4
+}
+
 /// Adds `Pf-Cancel-Subject: subject` to `headers`; returns the bytes it
 /// takes on the wire.
 pub fn add_cancel_subject(headers: &mut HeaderMap, subject: &str) -> usize {
-    headers.insert(CANCEL_SUBJECT, subject);
-    CANCEL_SUBJECT.len() + subject.len() + 4
-}
-
-/// The request's `Pf-Cancel-Subject`, if it has one; PF400 naming the
-/// header for a subject that is not a cancel subject of `namespace`
-/// (no node would ever hear a cancel published there).
-pub fn cancel_subject(headers: Option<&HeaderMap>, namespace: &str) -> Result<Option<String>, PfError> {
-    let Some(subject) = headers.and_then(|h| h.get(CANCEL_SUBJECT)).map(|v| v.as_str()) else {
-        return Ok(None);
-    };
-    if !super::subject::is_cancel_subject(namespace, subject) {
-        let expected = format!("a subject {namespace}.cancel.<escaped token>");
-        return Err(bad(CANCEL_SUBJECT, &expected, subject));
-    }
-    Ok(Some(subject.to_owned()))
+    headers.insert(HeaderName::from_static(CANCEL_SUBJECT), subject);
+    wire_len(CANCEL_SUBJECT, subject)
 }
 
 /// The headers of `packet` sent with `remaining_ms` left as its hop
 /// number `hops`, and the bytes they take on the wire (they count
-/// against the server's `max_payload`). PF400 naming the metadata key for
-/// a trace id or route key holding CR or LF, which no header may carry.
+/// against the server's `max_payload`). `Pf-Priority` and `Pf-Hops` are
+/// left out at their defaults (5, and 1: the first hop). PF400 naming the
+/// metadata key for a trace id or route key holding CR or LF, which no
+/// header may carry.
 pub fn for_request(packet: &Packet, remaining_ms: u64, hops: u64) -> Result<(HeaderMap, usize), PfError> {
-    let mut pairs: Vec<(&'static str, String)> = vec![
-        (DEADLINE_MS, remaining_ms.to_string()),
-        (PRIORITY, packet.priority.get().to_string()),
-        (HOPS, hops.to_string()),
-    ];
-    for (key, header) in [(META_TRACE_ID, TRACE_ID), (META_ROUTE_KEY, ROUTE_KEY)] {
-        if let Some(value) = packet.meta(key).and_then(Value::as_str) {
+    let mut headers = HeaderMap::new();
+    // "NATS/1.0\r\n" and the closing "\r\n".
+    let mut size = 10 + 2;
+    let mut put = |name: &'static str, value: String| {
+        size += wire_len(name, &value);
+        headers.insert(HeaderName::from_static(name), value);
+    };
+    put(DEADLINE_MS, remaining_ms.to_string());
+    if packet.priority != Priority::DEFAULT {
+        put(PRIORITY, packet.priority.get().to_string());
+    }
+    if hops != 1 {
+        put(HOPS, hops.to_string());
+    }
+    if let Some(metadata) = &packet.metadata {
+        for (key, header) in [(META_TRACE_ID, TRACE_ID), (META_ROUTE_KEY, ROUTE_KEY)] {
+            let Some(value) = metadata.get(key).and_then(Value::as_str) else { continue };
             if value.contains(['\r', '\n']) {
                 return Err(PfError::new(
                     ErrorCode::BadRequest,
@@ -65,49 +73,91 @@ pub fn for_request(packet: &Packet, remaining_ms: u64, hops: u64) -> Result<(Hea
                     ),
                 ));
             }
-            pairs.push((header, value.to_owned()));
+            put(header, value.to_owned());
         }
-    }
-    // "NATS/1.0\r\n", one "Name: value\r\n" per header, and "\r\n".
-    let size = 10 + pairs.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>() + 2;
-    let mut headers = HeaderMap::new();
-    for (name, value) in pairs {
-        headers.insert(name, value);
     }
     Ok((headers, size))
 }
 
-/// Applies the headers of a request to the packet its body held:
-/// `Pf-Deadline-Ms` becomes `timeout_ms`, `Pf-Priority` the priority, the
-/// others their metadata keys. A header that is absent leaves the body's
-/// value. PF400 naming the header for a value out of its range.
-pub fn apply(headers: Option<&HeaderMap>, packet: &mut Packet) -> Result<(), PfError> {
-    let Some(headers) = headers else { return Ok(()) };
-    let get = |name: &str| headers.get(name).map(|v| v.as_str());
-    if let Some(text) = get(DEADLINE_MS) {
-        let ms = number(text).filter(|ms| (1..=MAX_TIMEOUT_MS).contains(ms));
-        packet.timeout_ms = Some(ms.ok_or_else(|| bad(DEADLINE_MS, "an integer 1-86400000", text))?);
-    }
-    if let Some(text) = get(PRIORITY) {
-        let priority = number(text).and_then(|p| Priority::new(p as i64).ok());
-        packet.priority = priority.ok_or_else(|| bad(PRIORITY, "an integer 1-10", text))?;
-    }
-    let mut meta: Vec<(&str, Value)> = Vec::new();
-    if let Some(text) = get(HOPS) {
-        meta.push((META_HOPS, number(text).ok_or_else(|| bad(HOPS, "a non-negative integer", text))?.into()));
-    }
-    for (header, key) in [(TRACE_ID, META_TRACE_ID), (ROUTE_KEY, META_ROUTE_KEY)] {
-        if let Some(text) = get(header) {
-            meta.push((key, Value::String(text.to_owned())));
+/// The `Pf-*` headers of a request, as read from its header map in one
+/// pass; `None` for each that is absent.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RequestHeaders<'a> {
+    deadline_ms: Option<&'a str>,
+    priority: Option<&'a str>,
+    hops: Option<&'a str>,
+    trace_id: Option<&'a str>,
+    route_key: Option<&'a str>,
+    cancel_subject: Option<&'a str>,
+}
+
+impl<'a> RequestHeaders<'a> {
+    /// Picks the `Pf-*` headers out of `headers` (the first value of
+    /// each; names match exactly, as `HeaderMap::get` does). Others are
+    /// ignored.
+    pub fn read(headers: Option<&'a HeaderMap>) -> RequestHeaders<'a> {
+        let mut read = RequestHeaders::default();
+        for (name, values) in headers.into_iter().flat_map(HeaderMap::iter) {
+            let Some(value) = values.first().map(|v| v.as_str()) else { continue };
+            let slot = match AsRef::<str>::as_ref(name) {
+                DEADLINE_MS => &mut read.deadline_ms,
+                PRIORITY => &mut read.priority,
+                HOPS => &mut read.hops,
+                TRACE_ID => &mut read.trace_id,
+                ROUTE_KEY => &mut read.route_key,
+                CANCEL_SUBJECT => &mut read.cancel_subject,
+                _ => continue,
+            };
+            *slot = Some(value);
         }
+        read
     }
-    if !meta.is_empty() {
+
+    /// Applies the headers over the packet the request's body held:
+    /// `Pf-Deadline-Ms` becomes `timeout_ms`, `Pf-Priority` the priority,
+    /// the others their metadata keys. A header that is absent leaves the
+    /// body's value. PF400 naming the header for a value out of its range.
+    pub fn apply(&self, packet: &mut Packet) -> Result<(), PfError> {
+        if let Some(text) = self.deadline_ms {
+            let ms = number(text).filter(|ms| (1..=MAX_TIMEOUT_MS).contains(ms));
+            packet.timeout_ms = Some(ms.ok_or_else(|| bad(DEADLINE_MS, "an integer 1-86400000", text))?);
+        }
+        if let Some(text) = self.priority {
+            let priority = number(text).and_then(|p| Priority::new(p as i64).ok());
+            packet.priority = priority.ok_or_else(|| bad(PRIORITY, "an integer 1-10", text))?;
+        }
+        let hops = match self.hops {
+            Some(text) => Some(number(text).ok_or_else(|| bad(HOPS, "a non-negative integer", text))?),
+            None => None,
+        };
+        if hops.is_none() && self.trace_id.is_none() && self.route_key.is_none() {
+            return Ok(());
+        }
         let map = packet.metadata.get_or_insert_with(Map::new);
-        for (key, value) in meta {
-            map.insert(key.to_owned(), value);
+        if let Some(hops) = hops {
+            map.insert(META_HOPS.to_owned(), hops.into());
         }
+        for (text, key) in [(self.trace_id, META_TRACE_ID), (self.route_key, META_ROUTE_KEY)] {
+            let Some(text) = text else { continue };
+            // The body holds the same value when a node sent it: no copy.
+            if map.get(key).and_then(Value::as_str) != Some(text) {
+                map.insert(key.to_owned(), Value::String(text.to_owned()));
+            }
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// The request's `Pf-Cancel-Subject`, if it has one; PF400 naming the
+    /// header for a subject that is not a cancel subject of `namespace`
+    /// (no node would ever hear a cancel published there).
+    pub fn cancel_subject(&self, namespace: &str) -> Result<Option<&'a str>, PfError> {
+        let Some(subject) = self.cancel_subject else { return Ok(None) };
+        if !super::subject::is_cancel_subject(namespace, subject) {
+            let expected = format!("a subject {namespace}.cancel.<escaped token>");
+            return Err(bad(CANCEL_SUBJECT, &expected, subject));
+        }
+        Ok(Some(subject))
+    }
 }
 
 fn number(text: &str) -> Option<u64> {
@@ -158,7 +208,7 @@ mod tests {
         assert_eq!(size, expected);
 
         let mut received = Packet::build("df", "echo", json!(1)).unwrap();
-        apply(Some(&headers), &mut received).unwrap();
+        RequestHeaders::read(Some(&headers)).apply(&mut received).unwrap();
         assert_eq!(received.timeout_ms, Some(1500));
         assert_eq!(received.priority.get(), 9);
         assert_eq!(received.meta(META_HOPS), Some(&json!(2)));
@@ -190,23 +240,59 @@ mod tests {
             let mut headers = HeaderMap::new();
             headers.insert(name, value);
             let mut p = Packet::build("df", "echo", json!(1)).unwrap();
-            let e = apply(Some(&headers), &mut p).unwrap_err();
+            let e = RequestHeaders::read(Some(&headers)).apply(&mut p).unwrap_err();
             assert!(e.is(ErrorCode::BadRequest));
             assert!(e.message.starts_with(&format!("header {name} must be")), "{}", e.message);
         }
         // A cancel subject must be one the nodes of the namespace hear.
         let mut headers = HeaderMap::new();
-        assert_eq!(cancel_subject(Some(&headers), "pf").unwrap(), None);
+        assert_eq!(RequestHeaders::read(Some(&headers)).cancel_subject("pf").unwrap(), None);
         let size = add_cancel_subject(&mut headers, "pf.cancel.node-1");
         assert_eq!(size, "Pf-Cancel-Subject: pf.cancel.node-1\r\n".len());
-        assert_eq!(cancel_subject(Some(&headers), "pf").unwrap().as_deref(), Some("pf.cancel.node-1"));
-        let e = cancel_subject(Some(&headers), "other").unwrap_err();
+        let read = RequestHeaders::read(Some(&headers));
+        assert_eq!(read.cancel_subject("pf").unwrap(), Some("pf.cancel.node-1"));
+        let e = read.cancel_subject("other").unwrap_err();
         assert!(e.is(ErrorCode::BadRequest));
         assert!(e.message.starts_with("header Pf-Cancel-Subject must be"), "{}", e.message);
         // No headers: the body's values stand.
         let original = packet();
         let mut p = original.clone();
-        apply(None, &mut p).unwrap();
+        RequestHeaders::read(None).apply(&mut p).unwrap();
         assert_eq!(p, original);
+    }
+
+    #[test]
+    fn defaults_stay_off_the_wire_and_the_body_keeps_its_values() {
+        let mut sent = Packet::build("df", "echo", json!(1)).unwrap();
+        sent.metadata = Some(Map::from_iter([(META_HOPS.to_owned(), json!(1))]));
+        let (headers, size) = for_request(&sent, 700, 1).unwrap();
+        let names: Vec<String> = headers.iter().map(|(n, _)| AsRef::<str>::as_ref(n).to_owned()).collect();
+        assert_eq!(names, [DEADLINE_MS]);
+        assert_eq!(size, "NATS/1.0\r\nPf-Deadline-Ms: 700\r\n\r\n".len());
+        // What the body says stands where no header speaks.
+        let mut received = sent.clone();
+        received.priority = Priority::new(5).unwrap();
+        RequestHeaders::read(Some(&headers)).apply(&mut received).unwrap();
+        assert_eq!(received.timeout_ms, Some(700));
+        assert_eq!(received.priority, Priority::DEFAULT);
+        assert_eq!(received.meta(META_HOPS), Some(&json!(1)));
+        // One hop further, or another priority: on the wire again.
+        let (headers, _) = for_request(&sent.with_priority(Priority::new(1).unwrap()), 700, 2).unwrap();
+        assert_eq!(headers.get(PRIORITY).map(|v| v.as_str()), Some("1"));
+        assert_eq!(headers.get(HOPS).map(|v| v.as_str()), Some("2"));
+    }
+
+    #[test]
+    fn other_headers_and_repeated_values_are_read_as_get_reads_them() {
+        let mut headers = HeaderMap::new();
+        headers.append(DEADLINE_MS, "250");
+        headers.append(DEADLINE_MS, "999");
+        headers.insert("pf-deadline-ms", "1");
+        headers.insert("X-Other", "x");
+        let mut p = Packet::build("df", "echo", json!(1)).unwrap();
+        RequestHeaders::read(Some(&headers)).apply(&mut p).unwrap();
+        assert_eq!(headers.get(DEADLINE_MS).map(|v| v.as_str()), Some("250"));
+        assert_eq!(p.timeout_ms, Some(250));
+        assert_eq!(p.metadata, None);
     }
 }

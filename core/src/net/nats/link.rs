@@ -10,6 +10,7 @@ use std::sync::{Arc, Weak};
 use async_nats::connection::State;
 use async_nats::service::endpoint;
 use async_nats::{Client, Event, RequestErrorKind, Subscriber};
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -22,7 +23,7 @@ use super::{headers, subject, QUEUE_GROUP};
 use crate::error::{ErrorCode, PfError};
 use crate::net::node::NodeInner;
 use crate::packet::{Element, Group, Packet, PacketId, MAX_TIMEOUT_MS, META_HOPS};
-use crate::reactor::{Origin, Reactor};
+use crate::reactor::{Immediate, Origin, Reactor};
 use crate::result::PacketResult;
 use crate::wire::{Codec, Decoded, Message};
 
@@ -85,6 +86,8 @@ struct Served {
 pub(crate) struct NatsLink {
     pub(super) client: Client,
     pub(super) namespace: String,
+    /// The subjects of the keys this node asks, built once each.
+    key_subjects: subject::KeySubjects,
     /// The connection number of NATS among the node's connections: a
     /// packet that came from NATS is never sent back there.
     pub(crate) origin: Origin,
@@ -152,6 +155,7 @@ impl NatsLink {
         let link = Arc::new(NatsLink {
             client,
             cancel_subject: subject::cancel_subject(&namespace, &node.node_id),
+            key_subjects: subject::KeySubjects::new(&namespace),
             namespace,
             origin: Origin(node.next_conn_id()),
             events,
@@ -251,34 +255,49 @@ impl NatsLink {
     /// `Pf-Deadline-Ms`), and the answer is a `result` frame (an `error`
     /// frame for a body that is not one valid submit). What a local sync
     /// handler answers at once is sent from here, as a connection does;
-    /// anything that waits runs on a task of its own, so that a slow
-    /// handler holds up no other request.
-    async fn answer(self: &Arc<Self>, message: async_nats::Message, subject: &Arc<str>) {
+    /// a packet that has to wait is given back as [`Waiting`], for
+    /// [`serve`] to run beside the next requests (so that a slow handler
+    /// holds up no other request).
+    async fn answer(self: &Arc<Self>, message: async_nats::Message, subject: &Arc<str>) -> Option<Waiting> {
         let Some(reply_to) = message.reply.clone() else {
-            return; // published, not requested: nobody to answer
+            return None; // published, not requested: nobody to answer
         };
         self.counters.served.fetch_add(1, Ordering::Relaxed);
         let start = Instant::now();
         let (packet, cancel_subject) = match decode_request(&message, &self.namespace) {
             Ok(request) => request,
-            Err(rejection) => return self.reply(reply_to, rejection, start, subject).await,
+            Err(rejection) => {
+                self.reply(reply_to, rejection, start, subject).await;
+                return None;
+            }
         };
         let deadline = start + Duration::from_millis(packet.timeout_ms());
-        match self.reactor.submit_now(packet, start, deadline) {
-            Ok(result) => self.reply(reply_to, Message::Result { seq: 0, result }, start, subject).await,
-            Err(packet) => {
-                // Listed before it runs; a cancel heard before its request
-                // was read finds nothing and is ignored (the packet then
-                // runs on to its deadline).
-                let cancellable = cancel_subject.and_then(|s| Cancellable::note(self, &packet.id, s));
-                let (link, subject) = (self.clone(), subject.clone());
-                tokio::spawn(async move {
-                    let result = link.reactor.submit_from(packet, start, deadline, Some(link.origin)).await;
-                    drop(cancellable);
-                    link.reply(reply_to, Message::Result { seq: 0, result }, start, &subject).await;
-                });
+        // Judged once, from NATS as its origin: what waits goes on from
+        // this judgement (its route looked up already), not from a second.
+        let first = match self.reactor.try_submit(packet, start, deadline, Some(self.origin), false) {
+            Immediate::Done(result) => {
+                self.reply(reply_to, Message::Result { seq: 0, result }, start, subject).await;
+                return None;
             }
-        }
+            first => first,
+        };
+        let id = match &first {
+            Immediate::Elsewhere(p) | Immediate::Later(p) | Immediate::Routed(p, _) => &p.id,
+            Immediate::Done(_) => unreachable!("answered above"),
+        };
+        // Listed before it runs; a cancel heard before its request was
+        // read finds nothing and is ignored (the packet then runs on to its
+        // deadline).
+        let cancellable = cancel_subject.and_then(|s| Cancellable::note(self, id, s.to_owned()));
+        Some(Waiting { first, reply_to, start, deadline, cancellable })
+    }
+
+    /// Runs a request that waits, and sends its answer.
+    async fn run_waiting(self: Arc<Self>, waiting: Waiting, subject: Arc<str>) {
+        let Waiting { first, reply_to, start, deadline, cancellable } = waiting;
+        let result = self.reactor.resume(first, start, deadline, Some(self.origin)).await;
+        drop(cancellable);
+        self.reply(reply_to, Message::Result { seq: 0, result }, start, &subject).await;
     }
 
     /// Sends `reply` to a request on `subject` that came at `start`: a
@@ -320,7 +339,7 @@ impl NatsLink {
     /// is down or lost before the answer, PF413 a request over the
     /// server's `max_payload` (not sent), PF508 past the hop limit.
     pub(crate) async fn request(self: Arc<Self>, packet: Packet, deadline: Instant) -> PacketResult {
-        let subject = subject::key_subject(&self.namespace, packet.group, packet.element.as_str());
+        let subject = self.key_subjects.get(packet.group, packet.element.as_str());
         self.request_on(subject, packet, deadline).await
     }
 
@@ -329,7 +348,7 @@ impl NatsLink {
     /// is PF001 with a message ending in [`NO_RESPONDERS`].
     pub(crate) async fn request_on(
         self: Arc<Self>,
-        subject: String,
+        subject: async_nats::Subject,
         mut packet: Packet,
         deadline: Instant,
     ) -> PacketResult {
@@ -351,13 +370,14 @@ impl NatsLink {
             return fail(ErrorCode::Timeout, "no time left to send the packet over NATS".into());
         }
         packet.timeout_ms = Some(remaining_ms);
-        packet.metadata.get_or_insert_with(Default::default).insert(META_HOPS.to_owned(), hops.into());
         let (mut header_map, mut header_bytes) = match headers::for_request(&packet, remaining_ms, hops) {
             Ok(h) => h,
             Err(e) => return PacketResult::failure(id, e, since_ms(start)),
         };
         header_bytes += headers::add_cancel_subject(&mut header_map, &self.cancel_subject);
-        let body = Codec::Json.encode_to_vec(&Message::Submit { seq: 0, packet: Box::new(packet) });
+        // `pf.hops` is written into the body, not into the packet's map.
+        let body = Codec::json_forward(&packet, hops);
+        drop(packet);
         let max = self.max_payload();
         if body.len() + header_bytes > max {
             self.counters.too_large.fetch_add(1, Ordering::Relaxed);
@@ -383,7 +403,8 @@ impl NatsLink {
         let request = async_nats::Request::new()
             .headers(header_map)
             .payload(body.into())
-            .timeout(Some(Duration::from_millis(remaining_ms)));
+            // The deadline below bounds the wait: no second timer.
+            .timeout(None);
         let sent = self.client.send_request(subject.clone(), request);
         let answered = tokio::select! {
             answered = tokio::time::timeout_at(deadline, sent) => answered,
@@ -553,13 +574,29 @@ impl Drop for NatsLink {
     }
 }
 
+/// A request read that cannot be answered at once (its handler is not a
+/// local sync one, or it has dependencies, or it is routed on).
+struct Waiting {
+    /// What the reactor made of it so far.
+    first: Immediate<Packet>,
+    reply_to: async_nats::Subject,
+    start: Instant,
+    deadline: Instant,
+    cancellable: Option<Cancellable>,
+}
+
 /// Serves one key's endpoint until `stop` (see [`NatsLink::answer`]).
-/// Stopped, the subscription is drained: the requests it still holds are
-/// answered (PF001 once the key is gone), for at most [`DRAIN_TIMEOUT`].
-/// (`async-nats` closes a drained subscription once the UNSUB is written,
-/// not once the server confirms it: a request routed here in between is
-/// dropped by the client, and its requester answered PF408 at its
-/// deadline; docs/protocol.md, "NATS".)
+/// The requests that wait run here, beside the reading, not as a task
+/// each: a burst of requests for a handler on another thread (a
+/// binding's) is read, handed over and answered by this one task, with
+/// no spawn and no wake-up of another worker per request. Stopped, the
+/// subscription is drained: the requests it still holds are answered
+/// (PF001 once the key is gone), for at most [`DRAIN_TIMEOUT`]; then the
+/// task ends once the requests still running are answered (each by its
+/// deadline at the latest). (`async-nats` closes a drained subscription
+/// once the UNSUB is written, not once the server confirms it: a request
+/// routed here in between is dropped by the client, and its requester
+/// answered PF408 at its deadline; docs/protocol.md, "NATS".)
 pub(super) async fn serve(
     link: Weak<NatsLink>,
     mut subscriber: Subscriber,
@@ -567,22 +604,41 @@ pub(super) async fn serve(
     stop: CancellationToken,
 ) {
     let subject: Arc<str> = subject.into();
-    loop {
+    let mut running = FuturesUnordered::new();
+    let drained = loop {
         let message = tokio::select! {
-            _ = stop.cancelled() => break,
-            message = subscriber.next() => message,
+            // Answers first: they free what their requests hold.
+            biased;
+            Some(()) = running.next(), if !running.is_empty() => continue,
+            _ = stop.cancelled() => break true,
+            message = subscriber.next() => match message {
+                Some(message) => message,
+                None => break false, // the connection is closed
+            },
         };
-        let (Some(message), Some(link)) = (message, link.upgrade()) else { return };
-        link.answer(message, &subject).await;
+        let Some(link) = link.upgrade() else { break false };
+        if let Some(waiting) = link.answer(message, &subject).await {
+            running.push(link.run_waiting(waiting, subject.clone()));
+        }
+    };
+    if drained && subscriber.drain().await.is_ok() {
+        let until = Instant::now() + DRAIN_TIMEOUT;
+        loop {
+            let message = tokio::select! {
+                biased;
+                Some(()) = running.next(), if !running.is_empty() => continue,
+                message = tokio::time::timeout_at(until, subscriber.next()) => match message {
+                    Ok(Some(message)) => message,
+                    _ => break,
+                },
+            };
+            let Some(link) = link.upgrade() else { break };
+            if let Some(waiting) = link.answer(message, &subject).await {
+                running.push(link.run_waiting(waiting, subject.clone()));
+            }
+        }
     }
-    if subscriber.drain().await.is_err() {
-        return;
-    }
-    let until = Instant::now() + DRAIN_TIMEOUT;
-    while let Ok(Some(message)) = tokio::time::timeout_at(until, subscriber.next()).await {
-        let Some(link) = link.upgrade() else { return };
-        link.answer(message, &subject).await;
-    }
+    while running.next().await.is_some() {}
 }
 
 /// Syncs the endpoints whenever the keys served may have changed: the
@@ -624,8 +680,7 @@ async fn hear_cancels(link: Weak<NatsLink>, mut subscriber: Subscriber, closed: 
             message = subscriber.next() => message,
         };
         let (Some(message), Some(link)) = (message, link.upgrade()) else { return };
-        let Decoded::Single(Ok(Message::Cancel { packet_id, .. })) = Codec::Json.decode(&message.payload)
-        else {
+        let Decoded::Single(Ok(Message::Cancel { packet_id, .. })) = decode_json(&message.payload) else {
             continue;
         };
         let named =
@@ -708,22 +763,36 @@ async fn measure_rtt(link: Weak<NatsLink>, closed: CancellationToken) {
     }
 }
 
+/// Decodes the JSON frame a message holds. Its UTF-8 is checked once,
+/// whole, then read as text: serde_json reading bytes checks each string
+/// on its own, which costs a NATS round trip some 2,500 instructions
+/// over its two frames. A body that is not UTF-8 is decoded as bytes, for
+/// the error that names it.
+fn decode_json(body: &[u8]) -> Decoded {
+    match std::str::from_utf8(body) {
+        Ok(text) => Codec::decode_text(text),
+        Err(_) => Codec::Json.decode(body),
+    }
+}
+
 /// The packet of a request and the subject its cancel would come on: its
 /// body must be one `submit` frame (JSON), its headers are applied over
 /// it. Otherwise the `error` frame that answers it (PF400 naming the field
 /// or header).
-fn decode_request(
-    message: &async_nats::Message,
+fn decode_request<'m>(
+    message: &'m async_nats::Message,
     namespace: &str,
-) -> Result<(Packet, Option<String>), Message> {
+) -> Result<(Packet, Option<&'m str>), Message> {
     let reject = |error: PfError, packet_id: Option<PacketId>| Message::Error { seq: 0, error, packet_id };
     let bad = |text: &str| PfError::new(ErrorCode::BadRequest, text.to_owned());
-    match Codec::Json.decode(&message.payload) {
+    match decode_json(&message.payload) {
         Decoded::Single(Ok(Message::Submit { packet, .. })) => {
             let mut packet = *packet;
-            let cancel = headers::apply(message.headers.as_ref(), &mut packet)
+            let read = headers::RequestHeaders::read(message.headers.as_ref());
+            let cancel = read
+                .apply(&mut packet)
                 .and_then(|()| packet.validate())
-                .and_then(|()| headers::cancel_subject(message.headers.as_ref(), namespace));
+                .and_then(|()| read.cancel_subject(namespace));
             match cancel {
                 Ok(cancel) => Ok((packet, cancel)),
                 Err(e) => Err(reject(e, Some(packet.id))),
@@ -742,7 +811,7 @@ fn decode_request(
 /// frame of a rejected request); PF500 for a body that is neither, from a
 /// responder that is not a PacketFlow node.
 fn read_answer(body: &[u8], id: &PacketId, start: Instant) -> PacketResult {
-    match Codec::Json.decode(body) {
+    match decode_json(body) {
         Decoded::Single(Ok(Message::Result { result, .. })) => result,
         Decoded::Single(Ok(Message::Error { error, .. })) => {
             PacketResult::failure(id.clone(), error, since_ms(start))
@@ -764,6 +833,17 @@ fn since_ms(start: Instant) -> u64 {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn bodies_decode_as_the_codec_decodes_them() {
+        let packet = Packet::build("df", "echo", json!({"s": "é ✓", "n": [1, 2.5, null]})).unwrap();
+        let submit = Codec::json_forward(&packet, 1);
+        let not_utf8 =
+            [b"{\"type\":\"submit\",\"seq\":0,\"payload\":\"".as_slice(), &[0xff, 0xfe], b"\"}"].concat();
+        for body in [submit.as_slice(), b"[1]", b"{", b"null", &not_utf8] {
+            assert_eq!(format!("{:?}", decode_json(body)), format!("{:?}", Codec::Json.decode(body)));
+        }
+    }
 
     #[test]
     fn answers_are_read_from_result_and_error_frames() {

@@ -453,7 +453,7 @@ impl Cluster {
         };
         let subject = node_subject(&self.namespace, &node_id);
         let again = packet.clone();
-        let result = link.clone().request_on(subject, packet, deadline).await;
+        let result = link.clone().request_on(subject.into(), packet, deadline).await;
         let gone =
             result.err().is_some_and(|e| e.is(ErrorCode::NoHandler) && e.message.ends_with(NO_RESPONDERS));
         if !gone {

@@ -100,6 +100,40 @@ pub fn key_subject(namespace: &str, group: Group, element: &str) -> String {
     format!("{namespace}.{}.{}", group.as_str(), escape(element))
 }
 
+/// The subjects of handler keys in one namespace, each built once by
+/// [`key_subject`] and shared after (a clone is a reference count): a
+/// request reuses its key's subject instead of formatting and escaping
+/// it again. Bounded: past [`KeySubjects::MAX`] keys it starts over.
+pub(crate) struct KeySubjects {
+    namespace: String,
+    /// By group (its index in [`Group`]), then element.
+    built: parking_lot::Mutex<[foldhash::HashMap<Box<str>, async_nats::Subject>; 6]>,
+}
+
+impl KeySubjects {
+    /// The most keys kept; a node asking more keys than this builds the
+    /// subjects of some of them again.
+    pub(crate) const MAX: usize = 4096;
+
+    pub(crate) fn new(namespace: &str) -> KeySubjects {
+        KeySubjects { namespace: namespace.to_owned(), built: Default::default() }
+    }
+
+    /// The subject of `group:element`: [`key_subject`].
+    pub(crate) fn get(&self, group: Group, element: &str) -> async_nats::Subject {
+        let mut built = self.built.lock();
+        if let Some(subject) = built[group as usize].get(element) {
+            return subject.clone();
+        }
+        if built.iter().map(|m| m.len()).sum::<usize>() >= Self::MAX {
+            built.iter_mut().for_each(|m| m.clear());
+        }
+        let subject = async_nats::Subject::from(key_subject(&self.namespace, group, element));
+        built[group as usize].insert(element.into(), subject.clone());
+        subject
+    }
+}
+
 /// The handler key of a subject made by [`key_subject`] in `namespace`.
 pub fn parse_key_subject(namespace: &str, subject: &str) -> Option<(Group, Element)> {
     let rest = subject.strip_prefix(namespace)?.strip_prefix('.')?;
@@ -132,7 +166,9 @@ pub fn is_cancel_subject(namespace: &str, subject: &str) -> bool {
         .and_then(|rest| rest.strip_prefix('.'))
         .and_then(|rest| rest.strip_prefix(CANCEL))
         .and_then(|rest| rest.strip_prefix('.'))
-        .is_some_and(|token| !token.is_empty() && unescape(token).is_some())
+        // A token of plain bytes only (a node id, most often) is its own
+        // text: nothing to decode.
+        .is_some_and(|token| !token.is_empty() && (token.bytes().all(plain) || unescape(token).is_some()))
 }
 
 /// A name for the key's ADR-32 endpoint, of the characters service names
@@ -170,6 +206,22 @@ mod tests {
         // Another namespace's subject is not this one's key.
         assert!(parse_key_subject("acme", "acme.prod.df.a").is_none());
         assert!(parse_key_subject("pf", "pf.zz.a").is_none());
+    }
+
+    #[test]
+    fn key_subjects_are_built_once_and_stay_bounded() {
+        let subjects = KeySubjects::new("acme");
+        let first = subjects.get(Group::DataFlow, "a.b");
+        assert_eq!(first.as_str(), "acme.df.a%2Eb");
+        assert_eq!(subjects.get(Group::ControlFlow, "a.b").as_str(), "acme.cf.a%2Eb");
+        // The same bytes, not a copy.
+        assert_eq!(subjects.get(Group::DataFlow, "a.b").as_ptr(), first.as_ptr());
+        for i in 0..KeySubjects::MAX + 10 {
+            let element = format!("e{i}");
+            assert_eq!(subjects.get(Group::EventDriven, &element).as_str(), format!("acme.ed.{element}"));
+        }
+        let held: usize = subjects.built.lock().iter().map(|m| m.len()).sum();
+        assert!(held <= KeySubjects::MAX, "{held}");
     }
 
     #[test]
