@@ -19,6 +19,9 @@ fn short_heartbeats() -> NodeConfig {
 async fn a_silent_peer_is_closed_after_three_intervals_and_its_packets_get_pf503() {
     let (n, addr) = node("n", short_heartbeats()).await;
     let mut silent = RawPeer::connect(&url(addr)).await;
+    // Its upgrade is done on its side before the node has listed it: a
+    // submit made in between has no route.
+    until("the node lists the silent peer", || n.peer_count() == 1).await;
     let reactor = n.reactor().clone();
     let waiting =
         tokio::spawn(async move { reactor.submit(Packet::build("df", "held", json!(1)).unwrap()).await });
