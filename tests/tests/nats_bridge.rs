@@ -141,6 +141,7 @@ async fn a_handler_on_a_seed_peer_is_reached_from_another_server_through_its_bri
     bridge.connect(&servers[0].url()).await.unwrap();
     let (served_tx, mut served) = mpsc::unbounded_channel();
     let stop_seed = seed_server(&url(addr), "seedecho", served_tx).await;
+    until("the seed peer is connected", || bridge.peer_count() == 1).await;
 
     // A seed peer announces nothing: the bridge learns the key when the
     // seed peer serves it, and serves it on NATS from then on.
@@ -166,9 +167,12 @@ async fn a_handler_on_a_seed_peer_is_reached_from_another_server_through_its_bri
     // The seed peer leaves: its key leaves NATS with it.
     drop(stop_seed);
     until("the bridge no longer serves the key", || bridge.health()["nats"]["bridged_keys"] == 0).await;
+    // A request routed to the bridge while its UNSUB travels is lost by
+    // the client and answered PF408 at its deadline (docs/protocol.md,
+    // "NATS"): short deadlines, so that such a one ends within the wait.
     let until_gone = Instant::now() + WAIT;
     loop {
-        let result = submit(&asking, packet("seedecho", json!(2))).await;
+        let result = submit(&asking, packet("seedecho", json!(2)).with_timeout_ms(2_000)).await;
         if code(&result) == Some("PF001") {
             break;
         }
