@@ -259,8 +259,8 @@ async fn until_hosts(nodes: &[&Node], count: usize) {
 }
 
 /// Moves an actor homed on A to B, runs `adds` turns there, stops B, and
-/// returns what the actor answers next (from C) and which of A and C hold
-/// it.
+/// returns what the actor answers next (from C) and which nodes other
+/// than A and B hold it (none should).
 async fn target_leaves(mesh: Mesh, adds: i64) -> (Value, Vec<&'static str>) {
     let (a, b, c) = (0, 1, 2);
     let actor = mesh.homed_at(a).await;
@@ -275,8 +275,11 @@ async fn target_leaves(mesh: Mesh, adds: i64) -> (Value, Vec<&'static str>) {
     mesh.nodes[b].stop().await;
     until_hosts(&[&mesh.nodes[a], &mesh.nodes[c]], 2).await;
     let answer = mesh.ask(c, &actor, json!({"type": "get"})).await;
-    // B's reactor, off the network, may still have it in memory.
-    let holders = mesh.holders(&actor).into_iter().filter(|n| *n != "b").collect();
+    // B's reactor, off the network, may still have it in memory; and A
+    // may have put it out of memory already, idle, as the change of hosts
+    // reached it after the answer (docs/protocol.md, "No stale copies"): what
+    // matters is that no node but A holds it.
+    let holders = mesh.holders(&actor).into_iter().filter(|n| *n != "b" && *n != "a").collect();
     mesh.stop().await;
     (answer, holders)
 }
@@ -287,7 +290,7 @@ async fn a_target_that_leaves_gives_the_actor_back_to_its_home() {
     // the actor over, as a new owner does when an owner leaves.
     let (answer, holders) = target_leaves(Mesh::start(false, || Arc::new(MemoryStore::new())).await, 3).await;
     assert_eq!(answer, json!({"node": "a", "count": 0, "seen": []}));
-    assert_eq!(holders, ["a"]);
+    assert!(holders.is_empty(), "only A holds it: {holders:?}");
 
     // A durable store the nodes share: the home takes the actor back with
     // every turn B committed.
@@ -295,7 +298,7 @@ async fn a_target_that_leaves_gives_the_actor_back_to_its_home() {
     let shared: Arc<dyn ActorStore> = Arc::new(FileStore::open(dir.path().join("actors.redb")).unwrap());
     let (answer, holders) = target_leaves(Mesh::start(false, || shared.clone()).await, 3).await;
     assert_eq!(answer, json!({"node": "a", "count": 4, "seen": [-1, 0, 1, 2]}));
-    assert_eq!(holders, ["a"]);
+    assert!(holders.is_empty(), "only A holds it: {holders:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
