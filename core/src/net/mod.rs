@@ -78,6 +78,7 @@ mod dialer;
 mod direct;
 mod forward;
 mod holds;
+mod host_view;
 mod http;
 mod link;
 mod listener;

@@ -2,7 +2,7 @@
 //! ([`NodeInner`]): the peer table, counters, the stop signal, and what the
 //! node announces to its peers in `hello`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -17,6 +17,7 @@ use tokio::time::{timeout, Duration, Instant};
 use super::config::NodeConfig;
 use super::direct::DirectPaths;
 use super::forward::Router;
+use super::host_view::HostView;
 use super::liveness::PeerEvents;
 use super::options::{ConnectOptions, ListenOptions};
 use super::peers::{Announcement, Peer, PeerTable};
@@ -65,7 +66,7 @@ pub(crate) struct NodeInner {
     pub(crate) dashboard: dashboard::Dashboard,
     /// Per actor type this node hosts, the other hosting nodes it last
     /// knew of (sorted): a change hands actors over (see `routes_changed`).
-    actor_host_view: Mutex<HashMap<String, Vec<String>>>,
+    actor_host_view: HostView,
     /// Direct links and what this node knows to make them (see `direct`).
     pub(crate) direct: DirectPaths,
     /// The locks and leases granted to each connection's peer (see `holds`).
@@ -120,7 +121,7 @@ impl Node {
             busy_poll,
             peer_events: PeerEvents::default(),
             dashboard: dashboard::Dashboard::default(),
-            actor_host_view: Mutex::new(HashMap::new()),
+            actor_host_view: HostView::default(),
             direct,
             holds: Default::default(),
             sent_to_peers: AtomicU64::new(0),
@@ -522,28 +523,8 @@ impl NodeInner {
         if hosts.is_empty() {
             return;
         }
-        let changed: Vec<_> = {
-            let peers = self.peers.read();
-            let mut view = self.actor_host_view.lock();
-            hosts
-                .into_iter()
-                .filter(|host| {
-                    let mut others = peers.actor_host_ids(&host.name);
-                    others.sort();
-                    others.dedup();
-                    // Before any peer, this node was the only host.
-                    let known = view.get(&*host.name).map_or(&[][..], Vec::as_slice);
-                    if known == others.as_slice() {
-                        return false;
-                    }
-                    view.insert(host.name.to_string(), others);
-                    true
-                })
-                .collect()
-        };
-        for host in changed {
-            host.hand_over();
-        }
+        let peers = self.peers.read();
+        self.actor_host_view.hand_over_changed(hosts, |actor_type| peers.actor_host_ids(actor_type));
     }
 
     /// Whether this node joined NATS.

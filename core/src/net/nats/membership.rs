@@ -22,7 +22,7 @@ use std::sync::{Arc, Weak};
 use async_nats::jetstream::{self, kv};
 use futures::future::BoxFuture;
 use futures::StreamExt;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::link::{self, NatsLink, NO_RESPONDERS};
 use super::{kv_store, subject};
 use crate::error::{ErrorCode, PfError};
+use crate::net::host_view::HostView;
 use crate::net::node::NodeInner;
 use crate::net::peers::{host_score, rendezvous};
 use crate::packet::{Group, Packet, META_ROUTE_KEY};
@@ -125,7 +126,7 @@ pub(crate) struct Cluster {
     own_revision: AtomicU64,
     /// Per actor type hosted here, the other live hosts last seen: a
     /// change hands its actors over (docs/protocol.md, "No stale copies").
-    host_view: Mutex<HashMap<String, Vec<String>>>,
+    host_view: HostView,
     closed: CancellationToken,
 }
 
@@ -217,7 +218,7 @@ impl Cluster {
             own: RwLock::new(MemberRecord::default()),
             own_key: kv_store::key_token(&node.node_id),
             own_revision: AtomicU64::new(0),
-            host_view: Mutex::new(HashMap::new()),
+            host_view: HostView::default(),
             closed: link.closed.child_token(),
         });
         tokio::spawn(link::serve(Arc::downgrade(link), subscriber, subject, cluster.closed.clone()));
@@ -474,26 +475,11 @@ impl Cluster {
     /// hosts changed since the last look (docs/protocol.md, "No stale
     /// copies").
     fn check_hosts(&self) {
-        let changed: Vec<_> = {
-            let mut view = self.host_view.lock();
-            self.reactor
-                .actor_hosts()
-                .into_iter()
-                .filter(|host| {
-                    let mut others = self.hosts_of(&host.name);
-                    others.retain(|id| *id != self.node_id);
-                    let known = view.get(&*host.name).map_or(&[][..], Vec::as_slice);
-                    if known == others.as_slice() {
-                        return false;
-                    }
-                    view.insert(host.name.to_string(), others);
-                    true
-                })
-                .collect()
-        };
-        for host in changed {
-            host.hand_over();
-        }
+        self.host_view.hand_over_changed(self.reactor.actor_hosts(), |actor_type| {
+            let mut others = self.hosts_of(actor_type);
+            others.retain(|id| *id != self.node_id);
+            others
+        });
     }
 
     /// Leaves: this node's entry is deleted, so every member drops it at
