@@ -10,8 +10,6 @@ peers (interop/seed/seed_peer.py) on WebSocket.
 """
 import json
 import os
-import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -19,29 +17,9 @@ import urllib.request
 import pytest
 
 from conftest import CLI, HERE, WAIT, Proc, Submitter, health, start_hub, wait_until
+from test_nats import free_ports, nats_server_bin
 
 SEED = os.path.join(HERE, "seed", "seed_peer.py")
-
-
-def nats_server_bin():
-    return os.environ.get("NATS_SERVER_BIN") or shutil.which("nats-server") or (
-        "/usr/sbin/nats-server" if os.path.exists("/usr/sbin/nats-server") else None)
-
-
-pytestmark = pytest.mark.skipif(nats_server_bin() is None,
-                                reason="nats-server is not installed (scripts/ensure-nats-server.sh)")
-
-
-def free_ports(n):
-    """`n` distinct free loopback ports (bound together, then released)."""
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def monitor(port, path):
