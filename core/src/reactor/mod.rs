@@ -860,29 +860,10 @@ impl Reactor {
         }
     }
 
-    /// Answers `packet` without awaiting when it can: a valid packet with
-    /// no dependencies for a local sync handler runs here and now. Gives the
-    /// packet back otherwise, for [`submit_from`](Self::submit_from).
-    ///
-    /// This is the fast path of a node's connection: no future, no task.
-    // The packet comes back (by value, no allocation) only on the slow path.
-    #[allow(clippy::result_large_err)]
-    pub fn submit_now(
-        &self,
-        packet: Packet,
-        start: Instant,
-        deadline: Instant,
-    ) -> Result<PacketResult, Packet> {
-        match self.try_submit(packet, start, deadline, None, false) {
-            Immediate::Done(result) => Ok(result),
-            Immediate::Elsewhere(packet) | Immediate::Later(packet) | Immediate::Routed(packet, _) => {
-                Err(packet)
-            }
-        }
-    }
-
-    /// [`submit_now`](Self::submit_now), telling apart the packets given
-    /// back: a valid packet with no dependencies and no local handler
+    /// Answers a packet without awaiting when it can: a valid packet with
+    /// no dependencies for a local sync handler runs here and now (the fast
+    /// path of a node's connection: no future, no task). Otherwise the
+    /// packet comes back, told apart: one with no local handler
     /// ([`Immediate::Elsewhere`]) is one a node may forward at once.
     ///
     /// `bar_mc`: the packet came with a token that does not grant `mc:*`

@@ -163,8 +163,8 @@ impl fmt::Debug for NatsOptions {
 impl From<ConnectOptions> for NatsOptions {
     /// The options of [`Node::connect_with`](super::Node::connect_with)
     /// that mean something to NATS (every one but the codec); what they do
-    /// not give keeps its default. [`check_connect_options`] judges them
-    /// first.
+    /// not give keeps its default. `connect_with` judges them first
+    /// (PF400 naming the option as the caller spells it).
     fn from(options: ConnectOptions) -> NatsOptions {
         let defaults = NatsOptions::default();
         NatsOptions {
