@@ -58,12 +58,7 @@ impl Forwarder for Router {
         #[cfg(not(feature = "nats"))]
         let mut packet = packet;
         if let Some(Placement::Peer { via, beyond }) = node.place_actor(&mut packet, origin) {
-            let (peer, through_hub) = node.around_hub_to_actor(&packet, via, beyond.as_deref());
-            let via_hub = if through_hub { ViaHub::new(node.clone(), &packet) } else { None };
-            return Some(Box::pin(async move {
-                let _counted = via_hub;
-                forward(node, peer, packet, deadline, origin).await
-            }));
+            return Some(to_actor(node, packet, via, beyond.as_deref(), deadline, origin));
         }
         let route_key = packet.meta(META_ROUTE_KEY).and_then(Value::as_str);
         let peer = node.peers.read().route_element(packet.group, &packet.element, route_key, origin);
@@ -144,12 +139,7 @@ impl Forwarder for Router {
         let actor_type = crate::actor::address::placement_of(&packet)?.actor_type;
         let placed = node.peers.read().toward_host(actor_type, node_id, None);
         let Some(Placement::Peer { via, beyond }) = placed else { return None };
-        let (peer, through_hub) = node.around_hub_to_actor(&packet, via, beyond.as_deref());
-        let via_hub = if through_hub { ViaHub::new(node.clone(), &packet) } else { None };
-        Some(Box::pin(async move {
-            let _counted = via_hub;
-            forward(node, peer, packet, deadline, None).await
-        }))
+        Some(to_actor(node, packet, via, beyond.as_deref(), deadline, None))
     }
 
     fn origin_announces(&self, origin: Origin, group: Group, element: &str) -> bool {
@@ -332,6 +322,25 @@ impl NodeInner {
             _ => (via, false),
         }
     }
+}
+
+/// [`forward`] of an actor message placed on `via`: around the hub to its
+/// owner `beyond` when a direct link carries it, else through `via`,
+/// counted ([`ViaHub`]) until answered.
+fn to_actor(
+    node: Arc<NodeInner>,
+    packet: Packet,
+    via: Arc<Peer>,
+    beyond: Option<&str>,
+    deadline: Instant,
+    origin: Option<u64>,
+) -> BoxFuture<'static, PacketResult> {
+    let (peer, through_hub) = node.around_hub_to_actor(&packet, via, beyond);
+    let counted = if through_hub { ViaHub::new(node.clone(), &packet) } else { None };
+    Box::pin(async move {
+        let _counted = counted;
+        forward(node, peer, packet, deadline, origin).await
+    })
 }
 
 /// [`forward`], counted for the dashboard: the key's latency, and, for a
