@@ -11,9 +11,9 @@
 use std::path::PathBuf;
 
 use packetflow::{Codec, ConnectOptions, KeyStyle, ListenOptions, TokenSpec};
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyString};
 
 use crate::{convert, errors, pystr};
 
@@ -66,53 +66,67 @@ pub(crate) fn listen(
     })
 }
 
-/// The keyword arguments of `connect` (and `connect_sync`), as pyo3 hands
-/// them over: `None` for one not given.
-pub(crate) struct ConnectArgs<'a, 'py> {
-    pub(crate) msgpack: bool,
-    pub(crate) token: Option<&'a Bound<'py, PyAny>>,
-    pub(crate) tls_ca: Option<&'a Bound<'py, PyAny>>,
-    pub(crate) namespace: Option<&'a Bound<'py, PyAny>>,
-    pub(crate) name: Option<&'a Bound<'py, PyAny>>,
-    pub(crate) user: Option<&'a Bound<'py, PyAny>>,
-    pub(crate) password: Option<&'a Bound<'py, PyAny>>,
-    pub(crate) nkey_seed: Option<&'a Bound<'py, PyAny>>,
-    pub(crate) credentials_file: Option<&'a Bound<'py, PyAny>>,
-    pub(crate) tls_cert: Option<&'a Bound<'py, PyAny>>,
-    pub(crate) tls_key: Option<&'a Bound<'py, PyAny>>,
-    pub(crate) require_tls: bool,
-    pub(crate) connect_timeout_ms: Option<u64>,
-    pub(crate) membership: bool,
-    pub(crate) membership_heartbeat_ms: Option<u64>,
-    pub(crate) actor_store: bool,
-}
-
 /// `None`, or a `str` (`what` names it in the error).
 fn optional_text(value: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Option<String>> {
     value.filter(|v| !v.is_none()).map(|v| text(v, what)).transpose()
 }
 
-/// The keyword arguments of `connect` as the core's options. Which of them
-/// apply to the URL (WebSocket or NATS), and their values, are the core's
-/// to judge (PF400 naming the argument).
-pub(crate) fn connect(args: ConnectArgs<'_, '_>) -> PyResult<ConnectOptions> {
-    Ok(ConnectOptions {
-        codec: if args.msgpack { Codec::MsgPack } else { Codec::Json },
-        token: optional_text(args.token, "token")?,
-        tls_ca: path(args.tls_ca, "tls_ca")?,
-        namespace: optional_text(args.namespace, "namespace")?,
-        name: optional_text(args.name, "name")?,
-        user: optional_text(args.user, "user")?,
-        password: optional_text(args.password, "password")?,
-        nkey_seed: optional_text(args.nkey_seed, "nkey_seed")?,
-        credentials_file: path(args.credentials_file, "credentials_file")?,
-        tls_cert: path(args.tls_cert, "tls_cert")?,
-        tls_key: path(args.tls_key, "tls_key")?,
-        require_tls: args.require_tls,
-        connect_timeout_ms: args.connect_timeout_ms,
-        membership: args.membership,
-        membership_heartbeat_ms: args.membership_heartbeat_ms,
-        actor_store: args.actor_store,
-        key_style: KeyStyle::Snake,
+/// A `bool` keyword argument (`name` names it in the error).
+fn flag(value: &Bound<'_, PyAny>, name: &str) -> PyResult<bool> {
+    value
+        .extract::<bool>()
+        .map_err(|_| PyTypeError::new_err(format!("{name} must be bool, got {}", type_name(value))))
+}
+
+/// `None`, or a number of milliseconds (an `int` from 0 up).
+fn millis(value: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<u64>> {
+    if value.is_none() {
+        return Ok(None);
+    }
+    if !value.is_instance_of::<PyInt>() || value.is_instance_of::<PyBool>() {
+        return Err(PyTypeError::new_err(format!("{name} must be int, got {}", type_name(value))));
+    }
+    value.extract::<u64>().map(Some).map_err(|_| {
+        let shown = value.str().map(|s| s.to_string()).unwrap_or_default();
+        PyValueError::new_err(format!("{name} must be a number of milliseconds from 0 up, got {shown}"))
     })
+}
+
+/// The keyword arguments of `connect` and `connect_sync` (`method`, named
+/// in the error for a keyword it does not take) as the core's options: this
+/// list is the one place that names them. Which of them apply to the URL
+/// (WebSocket or NATS), and their values, are the core's to judge (PF400
+/// naming the argument).
+pub(crate) fn connect(method: &str, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<ConnectOptions> {
+    let mut options = ConnectOptions { key_style: KeyStyle::Snake, ..ConnectOptions::default() };
+    let Some(kwargs) = kwargs else { return Ok(options) };
+    for (key, value) in kwargs.iter() {
+        let key =
+            key.cast_into::<PyString>().map_err(|_| PyTypeError::new_err("keywords must be strings"))?;
+        let (name, given) = (pystr::as_str(&key)?, Some(&value));
+        match name {
+            "msgpack" => options.codec = if flag(&value, name)? { Codec::MsgPack } else { Codec::Json },
+            "token" => options.token = optional_text(given, name)?,
+            "tls_ca" => options.tls_ca = path(given, name)?,
+            "namespace" => options.namespace = optional_text(given, name)?,
+            "name" => options.name = optional_text(given, name)?,
+            "user" => options.user = optional_text(given, name)?,
+            "password" => options.password = optional_text(given, name)?,
+            "nkey_seed" => options.nkey_seed = optional_text(given, name)?,
+            "credentials_file" => options.credentials_file = path(given, name)?,
+            "tls_cert" => options.tls_cert = path(given, name)?,
+            "tls_key" => options.tls_key = path(given, name)?,
+            "require_tls" => options.require_tls = flag(&value, name)?,
+            "connect_timeout_ms" => options.connect_timeout_ms = millis(&value, name)?,
+            "membership" => options.membership = flag(&value, name)?,
+            "membership_heartbeat_ms" => options.membership_heartbeat_ms = millis(&value, name)?,
+            "actor_store" => options.actor_store = flag(&value, name)?,
+            other => {
+                return Err(PyTypeError::new_err(format!(
+                    "{method}() got an unexpected keyword argument '{other}'"
+                )))
+            }
+        }
+    }
+    Ok(options)
 }

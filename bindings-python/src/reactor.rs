@@ -529,49 +529,16 @@ impl PyReactor {
     /// on a reactor whose actor types use another store, or an option of
     /// the other kind of URL;
     /// ``TypeError`` naming the argument for a value of the wrong type.
-    #[pyo3(signature = (url, *, msgpack = false, token = None, tls_ca = None, namespace = None, name = None, user = None, password = None, nkey_seed = None, credentials_file = None, tls_cert = None, tls_key = None, require_tls = false, connect_timeout_ms = None, membership = false, membership_heartbeat_ms = None, actor_store = false))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (url, **options))]
     fn connect<'py>(
         &self,
         py: Python<'py>,
         url: &Bound<'py, PyString>,
-        msgpack: bool,
-        token: Option<&Bound<'py, PyAny>>,
-        tls_ca: Option<&Bound<'py, PyAny>>,
-        namespace: Option<&Bound<'py, PyAny>>,
-        name: Option<&Bound<'py, PyAny>>,
-        user: Option<&Bound<'py, PyAny>>,
-        password: Option<&Bound<'py, PyAny>>,
-        nkey_seed: Option<&Bound<'py, PyAny>>,
-        credentials_file: Option<&Bound<'py, PyAny>>,
-        tls_cert: Option<&Bound<'py, PyAny>>,
-        tls_key: Option<&Bound<'py, PyAny>>,
-        require_tls: bool,
-        connect_timeout_ms: Option<u64>,
-        membership: bool,
-        membership_heartbeat_ms: Option<u64>,
-        actor_store: bool,
+        options: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let bridge = bridge::current(py, "Reactor.connect()")?;
         let url = pystr::as_str(url)?.to_owned();
-        let options = options::connect(options::ConnectArgs {
-            msgpack,
-            token,
-            tls_ca,
-            namespace,
-            name,
-            user,
-            password,
-            nkey_seed,
-            credentials_file,
-            tls_cert,
-            tls_key,
-            require_tls,
-            connect_timeout_ms,
-            membership,
-            membership_heartbeat_ms,
-            actor_store,
-        })?;
+        let options = options::connect("connect", options)?;
         let node = self.node(py)?;
         awaitable::spawn(py, &bridge, async move { node.connect_with(&url, options).await })
     }
@@ -601,48 +568,15 @@ impl PyReactor {
     }
 
     /// Like :meth:`connect`, blocking the calling thread (GIL released).
-    #[pyo3(signature = (url, *, msgpack = false, token = None, tls_ca = None, namespace = None, name = None, user = None, password = None, nkey_seed = None, credentials_file = None, tls_cert = None, tls_key = None, require_tls = false, connect_timeout_ms = None, membership = false, membership_heartbeat_ms = None, actor_store = false))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (url, **options))]
     fn connect_sync(
         &self,
         py: Python<'_>,
         url: &Bound<'_, PyString>,
-        msgpack: bool,
-        token: Option<&Bound<'_, PyAny>>,
-        tls_ca: Option<&Bound<'_, PyAny>>,
-        namespace: Option<&Bound<'_, PyAny>>,
-        name: Option<&Bound<'_, PyAny>>,
-        user: Option<&Bound<'_, PyAny>>,
-        password: Option<&Bound<'_, PyAny>>,
-        nkey_seed: Option<&Bound<'_, PyAny>>,
-        credentials_file: Option<&Bound<'_, PyAny>>,
-        tls_cert: Option<&Bound<'_, PyAny>>,
-        tls_key: Option<&Bound<'_, PyAny>>,
-        require_tls: bool,
-        connect_timeout_ms: Option<u64>,
-        membership: bool,
-        membership_heartbeat_ms: Option<u64>,
-        actor_store: bool,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<()> {
         let url = pystr::as_str(url)?.to_owned();
-        let options = options::connect(options::ConnectArgs {
-            msgpack,
-            token,
-            tls_ca,
-            namespace,
-            name,
-            user,
-            password,
-            nkey_seed,
-            credentials_file,
-            tls_cert,
-            tls_key,
-            require_tls,
-            connect_timeout_ms,
-            membership,
-            membership_heartbeat_ms,
-            actor_store,
-        })?;
+        let options = options::connect("connect_sync", options)?;
         let node = self.node(py)?;
         blocking::wait(py, "Reactor.connect_sync()", "Reactor.connect()", Some(&self.sockets), async move {
             node.connect_with(&url, options).await

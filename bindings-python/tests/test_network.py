@@ -329,10 +329,34 @@ async def test_msgpack_asks_the_peer_for_the_msgpack_subprotocol(reactor: Reacto
 async def test_msgpack_is_keyword_only_and_a_bool(reactor: Reactor) -> None:
     with pytest.raises(TypeError):
         await reactor.connect("ws://127.0.0.1:1/packetflow/v1", True)  # type: ignore[misc]
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="msgpack must be bool, got str"):
         await reactor.connect("ws://127.0.0.1:1/packetflow/v1", msgpack="yes")  # type: ignore[arg-type]
     with pytest.raises(packetflow.PacketFlowError):
         await reactor.connect("ws://127.0.0.1:1/packetflow/v1", msgpack=True)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"msgpak": True}, TypeError, "connect_sync\\(\\) got an unexpected keyword argument 'msgpak'"),
+        ({"require_tls": 1}, TypeError, "require_tls must be bool, got int"),
+        ({"connect_timeout_ms": "5"}, TypeError, "connect_timeout_ms must be int, got str"),
+        ({"connect_timeout_ms": True}, TypeError, "connect_timeout_ms must be int, got bool"),
+        ({"membership_heartbeat_ms": -1}, ValueError, "membership_heartbeat_ms must be a number of milliseconds from 0 up, got -1"),
+    ],
+)
+def test_connect_options_are_checked_by_name(options: dict, error: type, message: str) -> None:
+    reactor = Reactor()
+    try:
+        with pytest.raises(error, match=message):
+            reactor.connect_sync("nats://127.0.0.1:1", **options)
+    finally:
+        reactor.stop_sync()
+
+
+async def test_connect_refuses_a_keyword_it_does_not_take(reactor: Reactor) -> None:
+    with pytest.raises(TypeError, match=r"connect\(\) got an unexpected keyword argument 'tls'"):
+        await reactor.connect("ws://127.0.0.1:1/packetflow/v1", tls=True)  # type: ignore[call-arg]
 
 
 async def test_listen_and_connect_failures(reactor: Reactor) -> None:
