@@ -295,19 +295,14 @@ defmodule PfElixir.SharedCounter do
   use PacketFlow.Actor
 
   @impl true
-  def initial_state, do: %{"value" => 0}
+  def initial_state, do: PfElixir.Counter.initial_state()
 
   @impl true
-  def message_types, do: ["increment", "get_value"]
+  def message_types, do: PfElixir.Counter.message_types()
 
   @impl true
-  def handle_message("increment", message, %{"value" => value} = state) do
-    value = value + Map.get(message, "by", 1)
-    {:reply, %{"value" => value, "host" => host()}, %{state | "value" => value}}
+  def handle_message(type, message, state) do
+    {:reply, reply, state} = PfElixir.Counter.handle_message(type, message, state)
+    {:reply, Map.put(reply, "host", :persistent_term.get({__MODULE__, :host})), state}
   end
-
-  def handle_message("get_value", _message, state),
-    do: {:reply, %{"value" => state["value"], "host" => host()}, state}
-
-  defp host, do: :persistent_term.get({__MODULE__, :host})
 end
