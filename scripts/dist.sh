@@ -13,6 +13,13 @@
 #   packetflow-V-x86_64-linux-gnu   the `packetflow` command, stripped
 #   SHA256SUMS            the SHA-256 of each of them
 #
+# Built again from the same commit in the same directory, every artifact is
+# the same byte for byte: SOURCE_DATE_EPOCH (the commit's time unless set)
+# fixes the timestamps of the archives and of the wheel's SBOM, which
+# would otherwise carry the build's time and a random serial number. The
+# SBOM names this repository's two crates by their path on the build
+# machine, so a build elsewhere differs there (and only there).
+#
 # The Node addon, the NIF and the CLI are the builds the test suites make
 # in the release target dir (the same cargo commands, so no-ops after the
 # suites), stripped into the packages; they need glibc >= 2.34 (that of the
@@ -25,6 +32,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 export npm_config_audit=false npm_config_fund=false npm_config_update_notifier=false
 export LANG="${LANG:-C.UTF-8}" LC_ALL="${LC_ALL:-C.UTF-8}"
+SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct 2>/dev/null || echo 315532800)}"
+export SOURCE_DATE_EPOCH
 target="$CARGO_TARGET_DIR"
 dist="$root/dist"
 stage="$target/dist-stage"
