@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use packetflow::{json, Node, NodeConfig, Packet, Reactor, ReactorConfig};
+use packetflow_tests::bench_args::{number, only};
 use packetflow_tests::nats_server::NatsServer;
 
 /// Requests/s, p50 and p99 (µs) of one run of `n` requests.
@@ -33,17 +34,6 @@ impl Figures {
     fn print(&self, label: &str) {
         println!("{label:<24} {:>8.0} requests/s, p50 {:>4} us, p99 {:>5} us", self.rps, self.p50, self.p99);
     }
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    let argv: Vec<String> = std::env::args().collect();
-    argv.iter().position(|a| a == name).and_then(|i| argv.get(i + 1)).map_or(default, |v| v.parse().unwrap())
-}
-
-/// The value of `--only`, if given: which of the two to run alone.
-fn only() -> Option<String> {
-    let argv: Vec<String> = std::env::args().collect();
-    argv.iter().position(|a| a == "--only").and_then(|i| argv.get(i + 1)).cloned()
 }
 
 fn node(name: &str) -> Node {
@@ -78,14 +68,8 @@ async fn packetflow(asking: &Node, n: usize) -> Figures {
 }
 
 fn main() {
-    let (n, rounds) = (arg("--n", 5000), arg("--rounds", 3));
-    let only = only();
-    let (run_plain, run_ours) = match only.as_deref() {
-        None => (true, true),
-        Some("plain") => (true, false),
-        Some("packetflow") => (false, true),
-        Some(other) => panic!("--only takes plain or packetflow, got {other:?}"),
-    };
+    let (n, rounds) = (number("--n", 5000), number("--rounds", 3));
+    let (run_plain, run_ours) = only("plain", "packetflow");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let server = NatsServer::start().await;

@@ -2,6 +2,7 @@
 //! and a raw WebSocket peer written from the seed spec alone (it never
 //! sends `hello` and answers submits with `seq: 0`).
 
+pub mod bench_args;
 pub mod nats_node;
 pub mod nats_server;
 
