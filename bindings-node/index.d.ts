@@ -216,29 +216,39 @@ export declare class Context {
   readonly signal: AbortSignal;
   /**
    * Calls `group:element` as a child of this packet: it inherits the
-   * remaining deadline, the priority (unless `options.priority` names one)
-   * and the trace id, and is cancelled with this packet (the call then
+   * remaining deadline (unless `options.timeoutMs` is shorter), the
+   * priority (unless `options.priority` names one) and the trace id, and is cancelled with this packet (the call then
    * rejects with PF499). Resolves to the child's data or rejects with a
    * {@link PacketFlowError}; call it before the handler answers.
    */
   call<R = JsonValue>(group: Group | (string & {}), element: string, data?: JsonInput, options?: CallOptions): Promise<R>;
   /**
    * Sends `message` to `actor` as a child of this packet (same deadline,
-   * trace and reentrancy rules as {@link Context.call}); resolves to the
-   * turn's reply or rejects with a {@link PacketFlowError}.
+   * trace and reentrancy rules, and options, as {@link Context.call});
+   * resolves to the turn's reply or rejects with a {@link PacketFlowError}.
    */
-  send<R = JsonValue>(actor: ActorRef, message: ActorMessage): Promise<R>;
+  send<R = JsonValue>(actor: ActorRef, message: ActorMessage, options?: CallOptions): Promise<R>;
   /**
-   * Sends `message` to `actor` without waiting for its turn.
-   * @throws PacketFlowError for a message the core refuses.
+   * Sends `message` to `actor` without waiting for its turn: it holds its
+   * place in the mailbox when this returns, in the order of its priority.
+   * @throws PacketFlowError for a message or an option the core refuses.
    */
-  tell(actor: ActorRef, message: ActorMessage): void;
+  tell(actor: ActorRef, message: ActorMessage, options?: TellOptions): void;
 }
 
-/** Options of {@link Context.call}. */
-export interface CallOptions {
-  /** The child's priority, 1-10 (out of range: PF400); default: the calling packet's. */
+/** Options of {@link Context.tell}. */
+export interface TellOptions {
+  /** The message's priority, 1-10 (out of range: PF400); default: the calling packet's. */
   priority?: number;
+  /**
+   * How long it may wait in the mailbox, in ms (1-86400000, else PF400),
+   * when shorter than what is left of the calling packet's deadline.
+   */
+  timeoutMs?: number;
+}
+
+/** Options of {@link Context.call} and {@link Context.send}. */
+export interface CallOptions extends TellOptions {
   /** Cancels the child when it aborts; the call rejects with the signal's `reason`. */
   signal?: AbortSignal;
 }

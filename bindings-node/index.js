@@ -281,9 +281,9 @@ class Context {
 
   /**
    * Calls `group:element` with `data` as a child of this packet: the child
-   * inherits what is left of the deadline, the priority (unless
-   * `options.priority` names one) and the trace id, and is cancelled with
-   * this packet. Resolves to the child's data or rejects with a
+   * inherits what is left of the deadline (unless `options.timeoutMs` is
+   * shorter), the priority (unless `options.priority` names one) and the
+   * trace id, and is cancelled with this packet. Resolves to the child's data or rejects with a
    * {@link PacketFlowError} (PF499 when this packet was cancelled or ended
    * meanwhile). With `options.signal`, an abort cancels the child and
    * rejects with the signal's `reason`. Call it before the handler answers.
@@ -295,7 +295,11 @@ class Context {
    * @returns {Promise<R>}
    */
   call(group, element, data, options = undefined) {
-    if (options !== undefined) return this.#callWith(group, element, data, options);
+    if (options !== undefined) {
+      return this.#child(options, (o, abortable, id) =>
+        this.#state.native.contextCallWith(this.#token, group, element, data, jsonText(data), o.priority, o.timeoutMs, abortable, id),
+      );
+    }
     const state = this.#state;
     const id = state.nextId++;
     /** @type {Promise<R>} */
@@ -310,14 +314,15 @@ class Context {
   }
 
   /**
-   * {@link Context#call} with options (a priority, a signal).
-   * @param {string} group
-   * @param {string} element
-   * @param {unknown} data
+   * Starts a child ({@link Context#call}, {@link Context#send}) with
+   * options: a priority, a timeout, a signal. `begin(options, abortable,
+   * id)` starts it in the addon.
    * @param {import('./index').CallOptions} options
+   * @param {(options: import('./index').CallOptions, abortable: boolean, id: number) => unknown} begin
    * @returns {Promise<any>}
    */
-  #callWith(group, element, data, options) {
+  #child(options, begin) {
+    /** @type {import('./index').CallOptions} */
     let o;
     try {
       o = optionsObject(options);
@@ -326,48 +331,55 @@ class Context {
       return Promise.reject(error);
     }
     const state = this.#state;
-    const { priority, signal } = o;
-    const abortable = signal !== undefined;
-    const begin = (/** @type {number} */ id) =>
-      state.native.contextCallWith(this.#token, group, element, data, jsonText(data), priority, abortable, id);
-    return abortable ? state.abortable(signal, false, begin) : state.promised(begin);
+    const abortable = o.signal !== undefined;
+    const start = (/** @type {number} */ id) => begin(o, abortable, id);
+    return abortable ? state.abortable(o.signal, false, start) : state.promised(start);
   }
 
   /**
    * Sends `message` to `actor` as a child of this packet (same deadline,
-   * trace and reentrancy rules as {@link Context#call}) and resolves to
-   * the turn's reply, or rejects with a {@link PacketFlowError}.
+   * trace and reentrancy rules, and the same options, as
+   * {@link Context#call}) and resolves to the turn's reply, or rejects
+   * with a {@link PacketFlowError}.
    * @template [R=import('./index').JsonValue]
    * @param {import('./index').ActorRef} actor
    * @param {import('./index').ActorMessage} message
+   * @param {import('./index').CallOptions} [options]
    * @returns {Promise<R>}
    */
-  send(actor, message) {
-    const state = this.#state;
-    const id = state.nextId++;
+  send(actor, message, options = undefined) {
+    let ref;
     try {
-      const { type, id: actorId } = refOf(actor);
-      /** @type {Promise<R>} */
-      const promise = new Promise((resolve, reject) => state.pending.set(id, { resolve, reject }));
-      state.native.contextSend(this.#token, type, actorId, message, jsonText(message), id);
-      return promise;
+      ref = refOf(actor);
     } catch (error) {
-      state.pending.delete(id);
       return Promise.reject(error);
     }
+    const begin = (/** @type {import('./index').CallOptions} */ o, /** @type {boolean} */ abortable, /** @type {number} */ id) =>
+      this.#state.native.contextSend(this.#token, ref.type, ref.id, message, jsonText(message), o.priority, o.timeoutMs, abortable, id);
+    if (options === undefined) return this.#state.promised((id) => begin({}, false, id));
+    return this.#child(options, begin);
   }
 
   /**
    * Sends `message` to `actor` without waiting for its turn: it holds its
-   * place in the actor's mailbox when this returns. Throws a
-   * {@link PacketFlowError} for a message the core refuses.
+   * place in the actor's mailbox when this returns, in the order of
+   * `options.priority` (this packet's unless named); `options.timeoutMs`
+   * bounds how long it may wait there. Throws a {@link PacketFlowError}
+   * for a message or an option the core refuses.
    * @param {import('./index').ActorRef} actor
    * @param {import('./index').ActorMessage} message
+   * @param {import('./index').TellOptions} [options]
    * @returns {void}
    */
-  tell(actor, message) {
+  tell(actor, message, options = undefined) {
     const { type, id } = refOf(actor);
-    this.#state.native.contextTell(this.#token, type, id, message, jsonText(message));
+    /** @type {import('./index').TellOptions} */
+    let o = {};
+    if (options !== undefined) {
+      o = optionsObject(options);
+      onlyKeys(o, CONTEXT_TELL_OPTIONS);
+    }
+    this.#state.native.contextTell(this.#token, type, id, message, jsonText(message), o.priority, o.timeoutMs);
   }
 }
 
@@ -1086,8 +1098,11 @@ const MESSAGE_OPTIONS = ['id', 'priority', 'timeoutMs', 'metadata'];
 /** The options of `actors.send`: a message's, and a signal. */
 const SEND_OPTIONS = [...MESSAGE_OPTIONS, 'signal'];
 
-/** The options of `ctx.call`. */
-const CALL_OPTIONS = ['priority', 'signal'];
+/** The options of `ctx.call` and `ctx.send`. */
+const CALL_OPTIONS = ['priority', 'timeoutMs', 'signal'];
+
+/** The options of `ctx.tell`. */
+const CONTEXT_TELL_OPTIONS = ['priority', 'timeoutMs'];
 
 /**
  * Whether `value` can be watched as an `AbortSignal` (as Node's own APIs
@@ -1216,7 +1231,7 @@ class Actors {
     return this.#call((promise) => {
       const o = messageOptions(options);
       const native = this.#native;
-      return native.actorSubmit('create', type, o.id, state, jsonText(state), o.priority, o.timeoutMs, undefined, o.metadata, promise);
+      return native.actorSubmit('create', type, o.id, state, jsonText(state), o.priority, o.timeoutMs, undefined, o.metadata, false, promise);
     });
   }
 
@@ -1250,12 +1265,12 @@ class Actors {
       const { priority, timeoutMs, id: packetId, metadata } = o;
       return this.#dispatch.abortable(o.signal, false, (promise) => {
         const { type, id } = refOf(actor);
-        return native.actorSubmitAbortable('send', type, id, message, jsonText(message), priority, timeoutMs, packetId, metadata, promise);
+        return native.actorSubmit('send', type, id, message, jsonText(message), priority, timeoutMs, packetId, metadata, true, promise);
       });
     }
     return this.#call((promise) => {
       const { type, id } = refOf(actor);
-      return native.actorSubmit('send', type, id, message, jsonText(message), o.priority, o.timeoutMs, o.id, o.metadata, promise);
+      return native.actorSubmit('send', type, id, message, jsonText(message), o.priority, o.timeoutMs, o.id, o.metadata, false, promise);
     });
   }
 
@@ -1289,7 +1304,7 @@ class Actors {
       const { type, id } = refOf(actor);
       const o = messageOptions(options);
       const native = this.#native;
-      return native.actorSubmit('stop', type, id, null, undefined, o.priority, o.timeoutMs, o.id, o.metadata, promise);
+      return native.actorSubmit('stop', type, id, null, undefined, o.priority, o.timeoutMs, o.id, o.metadata, false, promise);
     }).then(() => undefined);
   }
 
@@ -1475,7 +1490,7 @@ class Reactor {
       const p = packetOf(args);
       if (p.signal !== undefined) return this.#abortable(p, false);
       const promise = new Promise((resolve) => state.pending.set(id, resolve));
-      this.#native.submit(p.group, p.element, p.data, jsonText(p.data), p.priority, p.timeoutMs, p.id, p.dependencies, p.metadata, false, id);
+      this.#native.submit(p.group, p.element, p.data, jsonText(p.data), p.priority, p.timeoutMs, p.id, p.dependencies, p.metadata, false, false, id);
       return promise;
     } catch (error) {
       state.pending.delete(id);
@@ -1512,7 +1527,7 @@ class Reactor {
       const p = packetOf(args);
       if (p.signal !== undefined) return this.#abortable(p, true);
       const promise = new Promise((resolve, reject) => state.pending.set(id, { resolve, reject }));
-      this.#native.submit(p.group, p.element, p.data, jsonText(p.data), p.priority, p.timeoutMs, p.id, p.dependencies, p.metadata, true, id);
+      this.#native.submit(p.group, p.element, p.data, jsonText(p.data), p.priority, p.timeoutMs, p.id, p.dependencies, p.metadata, true, false, id);
       return promise;
     } catch (error) {
       state.pending.delete(id);
@@ -1530,7 +1545,7 @@ class Reactor {
   #abortable(p, asCall) {
     const native = this.#native;
     return this.#dispatch.abortable(p.signal, !asCall, (id) =>
-      native.submitAbortable(p.group, p.element, p.data, jsonText(p.data), p.priority, p.timeoutMs, p.id, p.dependencies, p.metadata, asCall, id),
+      native.submit(p.group, p.element, p.data, jsonText(p.data), p.priority, p.timeoutMs, p.id, p.dependencies, p.metadata, asCall, true, id),
     );
   }
 

@@ -116,6 +116,32 @@ defmodule PacketFlow.ActorsTest.Relay do
   def handle_message("bump", _message, _ctx, state),
     do: {:noreply, %{state | "seen" => state["seen"] + 1}}
 
+  # A tell and two sends to `to`, with options and without, and two of
+  # bad options.
+  def handle_message("with_options", %{"to" => to}, ctx, state) do
+    to = %ActorRef{type: "relay", id: to}
+    :ok = Context.tell(ctx, to, %{type: "note"}, priority: 2, timeout_ms: 2_000)
+    sent = Context.send(ctx, to, %{type: "look"}, priority: 9, timeout_ms: 2_000)
+    inherited = Context.send(ctx, to, %{type: "look"})
+
+    refused =
+      for {:error, %PacketFlow.Error{code: code, message: message}} <- [
+            Context.send(ctx, to, %{type: "look"}, priority: 11),
+            Context.tell(ctx, to, %{type: "note"}, timeout_ms: 0)
+          ],
+          do: "#{code}: #{message}"
+
+    {:reply, %{sent: answer_of(sent), inherited: answer_of(inherited), refused: refused}, state}
+  end
+
+  def handle_message("look", _message, ctx, state),
+    do:
+      {:reply, %{priority: Context.priority(ctx), short: Context.remaining_ms(ctx) <= 2_000},
+       state}
+
+  def handle_message("note", _message, ctx, state),
+    do: {:noreply, Map.put(state, "noted", Context.priority(ctx))}
+
   defp answer_of({:ok, value}), do: %{"ok" => value}
   defp answer_of({:error, %PacketFlow.Error{code: code}}), do: %{"error" => code}
 end
@@ -512,6 +538,31 @@ defmodule PacketFlow.ActorsTest do
         fn -> match?({:ok, %{"seen" => 1}}, Actors.send(r, b, %{type: "read"})) end,
         2_000,
         "the told message to be handled"
+      )
+    end
+
+    test "Context.send and Context.tell take a priority and a timeout of their own" do
+      r = start_reactor!()
+      :ok = Actors.register(r, "relay", Relay)
+      a = %ActorRef{type: "relay", id: "a"}
+      b = %ActorRef{type: "relay", id: "b"}
+
+      assert {:ok, answer} =
+               Actors.send(r, a, %{type: "with_options", to: "b"}, priority: 4, timeout_ms: 30_000)
+
+      assert answer == %{
+               "sent" => %{"ok" => %{"priority" => 9, "short" => true}},
+               "inherited" => %{"ok" => %{"priority" => 4, "short" => false}},
+               "refused" => [
+                 "PF400: priority must be an integer 1-10, got 11",
+                 "PF400: timeout_ms must be a positive integer <= 86400000, got 0"
+               ]
+             }
+
+      wait_until(
+        fn -> match?({:ok, %{"noted" => 2}}, Actors.send(r, b, %{type: "read"})) end,
+        2_000,
+        "the told message to be handled at its own priority"
       )
     end
   end

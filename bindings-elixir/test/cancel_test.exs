@@ -333,10 +333,8 @@ defmodule PacketFlow.CancelTest do
         {:ok, _} = Context.call(ctx, "df", "report", nil, priority: 2)
         send(test, {:refused, Context.call(ctx, "df", "report", nil, priority: 11)})
 
-        send(
-          test,
-          {:raised, catch_error(Context.call(ctx, "df", "report", nil, priority: "high"))}
-        )
+        send(test, {:high, Context.call(ctx, "df", "report", nil, priority: "high")})
+        send(test, {:raised, catch_error(Context.call(ctx, "df", "report", nil, colour: 1))})
 
         :ok
       end)
@@ -347,7 +345,10 @@ defmodule PacketFlow.CancelTest do
     assert_receive {:priority, 2}
     assert_receive {:refused, {:error, %Error{code: "PF400", message: message}}}
     assert message =~ "priority"
-    assert_receive {:raised, %ArgumentError{}}
+    assert_receive {:high, {:error, %Error{code: "PF400", message: message}}}
+    assert message == ~s(priority must be an integer 1-10, got "high")
+    assert_receive {:raised, %ArgumentError{message: message}}
+    assert message =~ "colour"
   end
 
   test "over the network: cancelling a forwarded packet, or its caller exiting, reaches the peer's handler" do

@@ -178,7 +178,11 @@ impl NativeReactor {
     /// fresh id from the core (`dataText` as for `contextSend`). An answer
     /// ready at once (a turn run in place)
     /// is returned instead, a failure thrown; `undefined` means the Promise
-    /// settles later.
+    /// settles later. `abortable`: the message has an `AbortSignal`, and
+    /// `abandon` may drop its future, which withdraws the message as the
+    /// core does for a sender that gives up (a message still queued never
+    /// runs, a turn run by the sender itself is abandoned uncommitted, a
+    /// packet is cancelled).
     #[napi]
     #[allow(clippy::too_many_arguments)]
     pub fn actor_submit<'env>(
@@ -193,35 +197,11 @@ impl NativeReactor {
         timeout_ms: Unknown<'env>,
         packet_id: Unknown<'env>,
         metadata: Unknown<'env>,
+        abortable: bool,
         promise: f64,
     ) -> napi::Result<Unknown<'env>> {
         let parts = [actor_type, id, data, data_text, priority, timeout_ms, packet_id, metadata];
-        self.actor_submit_as(env_ref, op, parts, promise, false)
-    }
-
-    /// [`actor_submit`](Self::actor_submit) for a message with an
-    /// `AbortSignal`: `abandon` drops its future (same arguments), which
-    /// withdraws the message as the core does for a sender that gives up (a
-    /// message still queued never runs, a turn run by the sender itself is
-    /// abandoned uncommitted, a packet is cancelled).
-    #[napi]
-    #[allow(clippy::too_many_arguments)]
-    pub fn actor_submit_abortable<'env>(
-        &self,
-        env_ref: &'env Env,
-        op: String,
-        actor_type: Unknown<'env>,
-        id: Unknown<'env>,
-        data: Unknown<'env>,
-        data_text: Unknown<'env>,
-        priority: Unknown<'env>,
-        timeout_ms: Unknown<'env>,
-        packet_id: Unknown<'env>,
-        metadata: Unknown<'env>,
-        promise: f64,
-    ) -> napi::Result<Unknown<'env>> {
-        let parts = [actor_type, id, data, data_text, priority, timeout_ms, packet_id, metadata];
-        self.actor_submit_as(env_ref, op, parts, promise, true)
+        self.actor_submit_as(env_ref, op, parts, promise, abortable)
     }
 
     /// Tells `message` to actor `(actorType, id)`: it holds its place in the
@@ -275,7 +255,10 @@ impl NativeReactor {
     /// `context.send` of the running handler or turn `token`: a message to
     /// actor `(actorType, id)` as a child of its packet (the core adds the
     /// deadline, trace and reentrancy chain). `messageText` is the message
-    /// as JSON text when index.js made it (`jsonText`), else `undefined`.
+    /// as JSON text when index.js made it (`jsonText`), else `undefined`;
+    /// `priority` and `timeoutMs` as for `ctx.call`
+    /// ([`call_options`](Self::call_options)), and `abortable` when JS
+    /// watches an `AbortSignal` for it.
     #[napi]
     #[allow(clippy::too_many_arguments)]
     pub fn context_send(
@@ -286,24 +269,34 @@ impl NativeReactor {
         id: Unknown<'_>,
         message: Unknown<'_>,
         message_text: Unknown<'_>,
+        priority: Unknown<'_>,
+        timeout_ms: Unknown<'_>,
+        abortable: bool,
         promise: f64,
     ) -> napi::Result<()> {
         let actor = self.actor_ref(&env, &actor_type, &id, ACTOR_ARG)?;
         let message = FromJs::new(&env)
             .convert_or_text(message, &message_text)
             .map_err(|e| throw_convert_error(&env, e, "message"))?;
+        let options = self.call_options(&env, &priority, &timeout_ms)?;
         let ctx = self.running_context(token, &actor);
-        self.start(&env, promise, async move {
-            Answer::Data(match ctx {
-                Ok(ctx) => ctx.send(&actor, message).await,
-                Err(late) => Err(late),
-            })
-        })
+        self.start_as(
+            &env,
+            promise,
+            async move {
+                Answer::Data(match ctx {
+                    Ok(ctx) => ctx.send_with(&actor, message, options).await,
+                    Err(late) => Err(late),
+                })
+            },
+            abortable,
+        )
     }
 
-    /// `context.tell` of the running handler or turn `token` (`messageText`
-    /// as for `contextSend`).
+    /// `context.tell` of the running handler or turn `token` (`messageText`,
+    /// `priority` and `timeoutMs` as for `contextSend`).
     #[napi]
+    #[allow(clippy::too_many_arguments)]
     pub fn context_tell(
         &self,
         env: Env,
@@ -312,14 +305,17 @@ impl NativeReactor {
         id: Unknown<'_>,
         message: Unknown<'_>,
         message_text: Unknown<'_>,
+        priority: Unknown<'_>,
+        timeout_ms: Unknown<'_>,
     ) -> napi::Result<()> {
         let actor = self.actor_ref(&env, &actor_type, &id, ACTOR_ARG)?;
         let message = FromJs::new(&env)
             .convert_or_text(message, &message_text)
             .map_err(|e| throw_convert_error(&env, e, "message"))?;
+        let options = self.call_options(&env, &priority, &timeout_ms)?;
         let told = self.running_context(token, &actor).and_then(|ctx| {
             let _runtime = runtime().enter();
-            ctx.tell(&actor, message)
+            ctx.tell_with(&actor, message, options)
         });
         told.map_err(|e| self.throw(&env, &e))?;
         self.run_spawned(&env)

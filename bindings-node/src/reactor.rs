@@ -22,9 +22,8 @@ use packetflow::net::WS_PATH;
 use packetflow::reactor::{late_call_error, CallOptions};
 use packetflow::stdlib::StdlibPatterns;
 use packetflow::{
-    Codec, ConnectOptions, ConnectionSpawner, Context, ErrorCode, Field, Handler, KeyStyle, ListenOptions,
-    Node, NodeConfig, Packet, PacketId, PacketParts, PfError, Priority, Reactor, ReactorConfig, TokenSpec,
-    Value,
+    Codec, ConnectOptions, ConnectionSpawner, Context, ErrorCode, Handler, KeyStyle, ListenOptions, Node,
+    NodeConfig, Packet, PacketId, PacketParts, PfError, Reactor, ReactorConfig, TokenSpec, Value,
 };
 
 use crate::bridge::{
@@ -330,7 +329,9 @@ impl NativeReactor {
     /// Submits a packet for the JS Promise `promise`, settled with a
     /// `Result` (or, with `asCall`, with the data or a `PacketFlowError`).
     /// `dataText` is the data as JSON text when index.js made it (see
-    /// `jsonText` there), else `undefined`.
+    /// `jsonText` there), else `undefined`. `abortable`: the call has an
+    /// `AbortSignal`, and `abandon` may drop its future, which cancels the
+    /// packet.
     #[napi]
     #[allow(clippy::too_many_arguments)]
     pub fn submit(
@@ -346,6 +347,7 @@ impl NativeReactor {
         dependencies: Unknown<'_>,
         metadata: Unknown<'_>,
         as_call: bool,
+        abortable: bool,
         promise: f64,
     ) -> napi::Result<()> {
         let packet = self.packet(
@@ -360,41 +362,7 @@ impl NativeReactor {
             dependencies,
             metadata,
         )?;
-        self.submit_packet(&env, packet, as_call, promise, false)
-    }
-
-    /// [`submit`](Self::submit) for a call with an `AbortSignal`: `abandon`
-    /// drops its future, which cancels the packet (same arguments).
-    #[napi]
-    #[allow(clippy::too_many_arguments)]
-    pub fn submit_abortable(
-        &self,
-        env: Env,
-        group: Unknown<'_>,
-        element: Unknown<'_>,
-        data: Unknown<'_>,
-        data_text: Unknown<'_>,
-        priority: Unknown<'_>,
-        timeout_ms: Unknown<'_>,
-        id: Unknown<'_>,
-        dependencies: Unknown<'_>,
-        metadata: Unknown<'_>,
-        as_call: bool,
-        promise: f64,
-    ) -> napi::Result<()> {
-        let packet = self.packet(
-            &env,
-            group,
-            element,
-            data,
-            data_text,
-            priority,
-            timeout_ms,
-            id,
-            dependencies,
-            metadata,
-        )?;
-        self.submit_packet(&env, packet, as_call, promise, true)
+        self.submit_packet(&env, packet, as_call, promise, abortable)
     }
 
     /// Cancels the packet `packetId` in flight on this reactor (the core's
@@ -454,10 +422,9 @@ impl NativeReactor {
         self.start(&env, promise, async move { Answer::Data(ctx.call(&group, &element, data).await) })
     }
 
-    /// `ctx.call` with options: `priority` (`undefined`: the caller's, as
-    /// the core has it) judged by the core's packet rules (PF400 naming
-    /// it), and `abortable` when JS watches an `AbortSignal` for it (see
-    /// `submitAbortable`).
+    /// `ctx.call` with options: `priority` and `timeoutMs` (see
+    /// [`call_options`](Self::call_options)), and `abortable` when JS
+    /// watches an `AbortSignal` for it (see `submit`).
     #[napi]
     #[allow(clippy::too_many_arguments)]
     pub fn context_call_with(
@@ -469,6 +436,7 @@ impl NativeReactor {
         data: Unknown<'_>,
         data_text: Unknown<'_>,
         priority: Unknown<'_>,
+        timeout_ms: Unknown<'_>,
         abortable: bool,
         promise: f64,
     ) -> napi::Result<()> {
@@ -477,10 +445,7 @@ impl NativeReactor {
         let data = FromJs::new(&env)
             .convert_or_text(data, &data_text)
             .map_err(|e| throw_convert_error(&env, e, "data"))?;
-        let options = match owned_field(&priority)? {
-            None => CallOptions::default(),
-            Some(given) => CallOptions::priority(self.judge_priority(&group, &element, given, &env)?),
-        };
+        let options = self.call_options(&env, &priority, &timeout_ms)?;
         let ctx = self.local.borrow().running.get(&(token as u64)).map(|r| r.context().clone());
         self.start_as(
             &env,
@@ -898,26 +863,18 @@ impl NativeReactor {
         }
     }
 
-    /// The priority `given` for a `ctx.call` to `group:element`, judged as
-    /// a packet's by the core (`PacketParts::into_packet`: the same PF400
-    /// words as for a submit's priority; a bad group or element is named
-    /// first, as the call itself would).
-    fn judge_priority(
+    /// The options of a `ctx.call`, `send` or `tell`: the child's
+    /// `priority` and `timeoutMs` (`undefined`: the calling packet's
+    /// priority, and all of what is left of its deadline), judged by the
+    /// core as a packet's fields are (PF400 naming the field).
+    pub(crate) fn call_options(
         &self,
-        group: &str,
-        element: &str,
-        given: Field<'static>,
         env: &Env,
-    ) -> napi::Result<Priority> {
-        let parts = PacketParts {
-            // An id of its own, so that no UUID is made for this check.
-            id: Some(Field::from("ctx.call")),
-            group: Some(Field::from(group)),
-            element: Some(Field::from(element)),
-            priority: Some(given),
-            ..PacketParts::default()
-        };
-        parts.into_packet().map(|packet| packet.priority).map_err(|e| self.throw(env, &e))
+        priority: &Unknown<'_>,
+        timeout_ms: &Unknown<'_>,
+    ) -> napi::Result<CallOptions> {
+        let (priority, timeout_ms) = (owned_field(priority)?, owned_field(timeout_ms)?);
+        CallOptions::from_fields(priority.as_ref(), timeout_ms.as_ref()).map_err(|e| self.throw(env, &e))
     }
 
     /// The reactor's node, made on first use; `None` once the reactor is

@@ -401,6 +401,78 @@ test('a handler messages actors through its context; a late send is the core\'s 
   assert.throws(() => kept.tell({ type: 'counter', id: 'h1' }, { type: 'get_value' }), isPf('PF503'));
 });
 
+test('a handler\'s messages take their own priority, timeout and signal', T, async (t) => {
+  const r = reactor(t);
+  const seen = [];
+  const released = [];
+  r.actors.registerBehavior(
+    'probe',
+    {
+      look: (data, context) => {
+        seen.push([data.tag, context.priority, context.remainingMs <= 2000]);
+        return data.tag;
+      },
+      hold: (data, context) =>
+        new Promise((resolve) => {
+          released.push('running');
+          context.signal.addEventListener('abort', () => {
+            released.push(context.signal.reason.code);
+            resolve('released');
+          });
+        }),
+    },
+    { initialState: {} },
+  );
+  const probe = { type: 'probe', id: 'p' };
+  r.register('df', 'fan', async (data, ctx) => {
+    ctx.tell(probe, { type: 'look', tag: 'told' }, { priority: 2, timeoutMs: 2000 });
+    const sent = await ctx.send(probe, { type: 'look', tag: 'sent' }, { priority: 9, timeoutMs: 2000 });
+    const inherited = await ctx.send(probe, { type: 'look', tag: 'inherited' });
+    const refused = [];
+    for (const options of [{ priority: 11 }, { timeoutMs: 0 }, { priority: 'high' }]) {
+      await ctx.send(probe, { type: 'look', tag: 'no' }, options).catch((e) => refused.push(`${e.code}: ${e.message.split(',')[0]}`));
+      try {
+        ctx.tell(probe, { type: 'look', tag: 'no' }, options);
+      } catch (e) {
+        refused.push(`${e.code}: ${e.message.split(',')[0]}`);
+      }
+    }
+    await ctx.send(probe, { type: 'look' }, { colour: 'red' }).catch((e) => refused.push(e.message));
+    // An abort cancels the running turn: the Promise rejects with the
+    // reason, and the turn's signal aborts.
+    const controller = new AbortController();
+    const held = ctx.send(probe, { type: 'hold' }, { signal: controller.signal });
+    await until(() => released.length === 1, 5000, 'the hold turn');
+    controller.abort('enough');
+    const aborted = await held.catch((reason) => reason);
+    return { sent, inherited, refused, aborted };
+  });
+  const answer = await r.call('df', 'fan', null, { priority: 4, timeoutMs: 30000 });
+  assert.deepEqual(answer, {
+    sent: 'sent',
+    inherited: 'inherited',
+    refused: [
+      'PF400: priority must be an integer 1-10',
+      'PF400: priority must be an integer 1-10',
+      'PF400: timeout_ms must be a positive integer <= 86400000',
+      'PF400: timeout_ms must be a positive integer <= 86400000',
+      'PF400: priority must be an integer 1-10',
+      'PF400: priority must be an integer 1-10',
+      'unknown option "colour" (expected priority, timeoutMs, signal)',
+    ],
+    aborted: 'enough',
+  });
+  // The tell, the lowest, may run after the rest; a message without
+  // options inherits the handler's priority and what is left of its 30 s.
+  await until(() => seen.length === 3 && released.length === 2, 5000);
+  assert.deepEqual(released, ['running', 'PF499']);
+  assert.deepEqual(seen.sort(), [
+    ['inherited', 4, false],
+    ['sent', 9, true],
+    ['told', 2, true],
+  ]);
+});
+
 test('an actor on another reactor is reached over the network, and serves many at once', T, async (t) => {
   const server = reactor(t, { name: 'actor-host' });
   const client = reactor(t, { name: 'actor-client' });

@@ -1,7 +1,7 @@
 //! `packetflow.Context`: what a handler knows about the packet it serves.
 
 use packetflow::reactor::CallOptions;
-use packetflow::{Context, Element, Field, Group, PacketParts, Priority};
+use packetflow::{Context, Element, Group};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
@@ -56,31 +56,17 @@ fn data_value(data: Option<&Bound<'_, PyAny>>) -> PyResult<packetflow::Value> {
     }
 }
 
-/// The options of a `ctx.call`: the child's priority, if the call names
-/// one (`None`: the calling packet's). The core judges the value, in the
-/// words a submit's `priority` gets (PF400).
+/// The options of a `ctx.call`, `send` or `tell`: the child's priority
+/// and timeout when given (`None`: the calling packet's priority, and all
+/// of what is left of its deadline), judged by the core as the same fields
+/// of a packet are (PF400 naming the field).
 fn call_options(
     py: Python<'_>,
-    group: &str,
-    element: &str,
     priority: Option<&Bound<'_, PyAny>>,
+    timeout_ms: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<CallOptions> {
-    let given = priority.map(convert::to_field).filter(|field| !matches!(field, Field::Null));
-    let Some(given) = given else { return Ok(CallOptions::default()) };
-    Ok(CallOptions::priority(child_priority(group, element, given).map_err(|e| errors::to_pyerr(py, &e))?))
-}
-
-/// `priority` judged by the core's packet rules (the child's group and
-/// element are given so that the priority is the one field they judge).
-fn child_priority(group: &str, element: &str, priority: Field<'_>) -> Result<Priority, packetflow::PfError> {
-    let parts = PacketParts {
-        id: Some(Field::from("priority-check")),
-        group: Some(Field::from(group)),
-        element: Some(Field::from(element)),
-        priority: Some(priority),
-        ..PacketParts::default()
-    };
-    Ok(parts.into_packet()?.priority)
+    let (priority, timeout_ms) = (priority.map(convert::to_field), timeout_ms.map(convert::to_field));
+    CallOptions::from_fields(priority.as_ref(), timeout_ms.as_ref()).map_err(|e| errors::to_pyerr(py, &e))
 }
 
 #[pymethods]
@@ -130,12 +116,14 @@ impl PyContext {
 
     /// Submits a child packet to ``group:element`` and returns an awaitable
     /// of its data; it raises :class:`PacketFlowError` if the child fails.
-    /// The child has this packet's priority unless ``priority`` names one;
+    /// The child has this packet's priority unless ``priority`` names one,
+    /// and all of what is left of its deadline unless ``timeout_ms`` is
+    /// shorter;
     /// it is cancelled if this packet is (the call then raises
     /// :class:`PacketCancelledError`, PF499), and cancelling the awaiting
     /// task cancels the child. Use it from ``async def`` handlers; ``def``
     /// handlers use :meth:`call_sync`.
-    #[pyo3(signature = (group, element, data=None, *, priority=None))]
+    #[pyo3(signature = (group, element, data=None, *, priority=None, timeout_ms=None))]
     fn call<'py>(
         &self,
         py: Python<'py>,
@@ -143,11 +131,12 @@ impl PyContext {
         element: &Bound<'py, PyString>,
         data: Option<&Bound<'py, PyAny>>,
         priority: Option<&Bound<'py, PyAny>>,
+        timeout_ms: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let bridge = bridge::current(py, "ctx.call()")?;
         let (group, element) = target(py, group, element)?;
         let data = data_value(data)?;
-        let options = call_options(py, &group, &element, priority)?;
+        let options = call_options(py, priority, timeout_ms)?;
         let ctx = self.inner.clone();
         awaitable::spawn(py, &bridge, async move { ctx.call_with(&group, &element, data, options).await })
     }
@@ -156,7 +145,7 @@ impl PyContext {
     /// released) until the child answers; for ``def`` handlers. If this
     /// packet is cancelled meanwhile, the child is cancelled and this
     /// raises :class:`PacketCancelledError` (PF499).
-    #[pyo3(signature = (group, element, data=None, *, priority=None))]
+    #[pyo3(signature = (group, element, data=None, *, priority=None, timeout_ms=None))]
     fn call_sync<'py>(
         &self,
         py: Python<'py>,
@@ -164,10 +153,11 @@ impl PyContext {
         element: &Bound<'py, PyString>,
         data: Option<&Bound<'py, PyAny>>,
         priority: Option<&Bound<'py, PyAny>>,
+        timeout_ms: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (group, element) = target(py, group, element)?;
         let data = data_value(data)?;
-        let options = call_options(py, &group, &element, priority)?;
+        let options = call_options(py, priority, timeout_ms)?;
         let ctx = self.inner.clone();
         let out = blocking::wait(py, "ctx.call_sync()", "ctx.call()", None, async move {
             ctx.call_with(&group, &element, data, options).await
@@ -180,33 +170,41 @@ impl PyContext {
 
     /// Sends ``message`` to ``actor`` on behalf of this packet and returns
     /// an awaitable of the turn's answer, as :meth:`call` does for a handler
-    /// (same deadline, trace and reentrancy chain); it raises
-    /// :class:`PacketFlowError` if the turn fails. ``def`` functions use
-    /// :meth:`send_sync`.
+    /// (same deadline, trace and reentrancy chain, and the same
+    /// ``priority`` and ``timeout_ms``); it raises :class:`PacketFlowError`
+    /// if the turn fails. ``def`` functions use :meth:`send_sync`.
+    #[pyo3(signature = (actor, message, *, priority=None, timeout_ms=None))]
     fn send<'py>(
         &self,
         py: Python<'py>,
         actor: &Bound<'py, PyAny>,
         message: &Bound<'py, PyAny>,
+        priority: Option<&Bound<'py, PyAny>>,
+        timeout_ms: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let bridge = bridge::current(py, "ctx.send()")?;
         let message = convert::to_value(message, "message")?;
         let (ctx, actor) = (self.inner.clone(), actor_ref::address(actor, "actor")?);
-        awaitable::spawn(py, &bridge, async move { ctx.send(&actor, message).await })
+        let options = call_options(py, priority, timeout_ms)?;
+        awaitable::spawn(py, &bridge, async move { ctx.send_with(&actor, message, options).await })
     }
 
     /// Like :meth:`send`, blocking the calling thread (with the GIL
     /// released) until the turn answers; for ``def`` functions.
+    #[pyo3(signature = (actor, message, *, priority=None, timeout_ms=None))]
     fn send_sync<'py>(
         &self,
         py: Python<'py>,
         actor: &Bound<'py, PyAny>,
         message: &Bound<'py, PyAny>,
+        priority: Option<&Bound<'py, PyAny>>,
+        timeout_ms: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let message = convert::to_value(message, "message")?;
         let (ctx, actor) = (self.inner.clone(), actor_ref::address(actor, "actor")?);
+        let options = call_options(py, priority, timeout_ms)?;
         let out = blocking::wait(py, "ctx.send_sync()", "ctx.send()", None, async move {
-            ctx.send(&actor, message).await
+            ctx.send_with(&actor, message, options).await
         })?;
         match out {
             Ok(value) => convert::to_py(py, &value),
@@ -216,12 +214,23 @@ impl PyContext {
 
     /// Sends ``message`` to ``actor`` without waiting for its turn (a
     /// tell): the message has its place in the actor's mailbox when this
-    /// returns. Raises at once for a message the core refuses.
-    fn tell(&self, py: Python<'_>, actor: &Bound<'_, PyAny>, message: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// returns, in the order of its ``priority`` (this packet's unless
+    /// named); ``timeout_ms`` bounds how long it may wait there. Raises at
+    /// once for a message the core refuses.
+    #[pyo3(signature = (actor, message, *, priority=None, timeout_ms=None))]
+    fn tell(
+        &self,
+        py: Python<'_>,
+        actor: &Bound<'_, PyAny>,
+        message: &Bound<'_, PyAny>,
+        priority: Option<&Bound<'_, PyAny>>,
+        timeout_ms: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let actor = actor_ref::address(actor, "actor")?;
         let message = convert::to_value(message, "message")?;
+        let options = call_options(py, priority, timeout_ms)?;
         let _runtime = crate::runtime::runtime()?.enter();
-        self.inner.tell(&actor, message).map_err(|e| errors::to_pyerr(py, &e))
+        self.inner.tell_with(&actor, message, options).map_err(|e| errors::to_pyerr(py, &e))
     }
 
     fn __repr__(&self) -> String {

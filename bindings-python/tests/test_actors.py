@@ -408,6 +408,54 @@ async def test_handlers_message_actors(reactor: Reactor) -> None:
     assert await reactor.call("df", "bump_sync", "h1") == {"value": 11}
 
 
+async def test_a_handlers_messages_take_their_own_priority_and_timeout(reactor: Reactor) -> None:
+    seen: List[Any] = []
+
+    def look(message: Dict[str, Any], ctx: ActorContext) -> Any:
+        seen.append((message["tag"], ctx.priority, ctx.remaining_ms <= 2000))
+        return message["tag"]
+
+    reactor.actors.register_behavior("probe", {"look": look}, initial_state={})
+    probe = ActorRef("probe", "p")
+
+    @reactor.handler("df", "fan")
+    async def fan(data: Any, ctx: packetflow.Context) -> Any:
+        ctx.tell(probe, {"type": "look", "tag": "told"}, priority=2, timeout_ms=2000)
+        asked = await ctx.send(probe, {"type": "look", "tag": "sent"}, priority=9, timeout_ms=2000)
+        inherited = await ctx.send(probe, {"type": "look", "tag": "inherited"})
+        refused = []
+        for options in ({"priority": 11}, {"timeout_ms": 0}, {"priority": "high"}):
+            for attempt in (
+                lambda: ctx.tell(probe, {"type": "look", "tag": "no"}, **options),
+                lambda: ctx.send(probe, {"type": "look", "tag": "no"}, **options),
+            ):
+                with pytest.raises(packetflow.InvalidPacketError) as bad:
+                    await attempt()  # tell raises before there is anything to await
+                refused.append(bad.value.message.split(",")[0])
+        return [asked, inherited, refused]
+
+    @reactor.handler("df", "fan_sync")
+    def fan_sync(data: Any, ctx: packetflow.Context) -> Any:
+        return ctx.send_sync(probe, {"type": "look", "tag": "sync"}, priority=7, timeout_ms=2000)
+
+    asked, inherited, refused = await reactor.call("df", "fan", None, priority=4, timeout_ms=30_000)
+    assert (asked, inherited) == ("sent", "inherited")
+    assert refused == [
+        "priority must be an integer 1-10",
+        "priority must be an integer 1-10",
+        "timeout_ms must be a positive integer <= 86400000",
+        "timeout_ms must be a positive integer <= 86400000",
+        "priority must be an integer 1-10",
+        "priority must be an integer 1-10",
+    ]
+    assert await reactor.call("df", "fan_sync", None, timeout_ms=30_000) == "sync"
+    # The tell, the lowest, may run after the rest. A message without
+    # options inherits the handler's priority and has what is left of its
+    # 30 s.
+    await wait_until(lambda: len(seen) == 4)
+    assert sorted(seen) == [("inherited", 4, False), ("sent", 9, True), ("sync", 7, True), ("told", 2, True)]
+
+
 async def test_idle_actors_are_passivated_and_come_back() -> None:
     async with Reactor(name="passivating", actor_passivate_after_ms=50) as r:
         r.actors.register_behavior("counter", counter_methods())

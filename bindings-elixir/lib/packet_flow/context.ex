@@ -94,23 +94,28 @@ defmodule PacketFlow.Context do
   @spec cancelled?(t()) :: boolean()
   def cancelled?(%__MODULE__{token: token}), do: Native.context_cancelled(token)
 
-  @typedoc "Options of `call/5`: `:priority`, the child's (1-10), instead of this packet's."
-  @type call_option :: {:priority, 1..10}
+  @typedoc """
+  Options of `call/5`, `send/4` and `tell/4`: `:priority`, the child's
+  (1-10), instead of this packet's; `:timeout_ms`, the child's timeout
+  (1-86400000) when shorter than what is left of this packet's deadline.
+  `nil` leaves either as it would be without it.
+  """
+  @type call_option :: {:priority, 1..10 | nil} | {:timeout_ms, pos_integer() | nil}
 
   @doc """
   Calls another handler on behalf of this packet and waits for its data.
 
-  The child packet inherits what is left of this packet's deadline, its
-  priority (unless `opts` names one: `priority: 1..10`) and its trace id,
-  so a chain of calls never outlives the first submit and runs at its
-  priority. Waiting happens in the calling process (a receive), never in a
+  The child packet inherits what is left of this packet's deadline (unless
+  `opts` gives a shorter `timeout_ms:`), its priority (unless `opts` names
+  one: `priority: 1..10`) and its trace id, so a chain of calls never
+  outlives the first submit and runs at its priority. Waiting happens in the calling process (a receive), never in a
   NIF. Once the handler has answered, a call fails with PF503 (a child
   must not outlive its parent): make child calls before returning. When
   this packet is cancelled or ends while the call waits, the child is
   cancelled too and the call returns PF499.
 
   Raises `ArgumentError` if `data` is not JSON-shaped or an option is
-  unknown or not an integer; a priority outside 1-10 is PF400.
+  unknown; a bad priority or timeout is PF400 naming it.
   """
   @spec call(t(), PacketFlow.name(), PacketFlow.name(), PacketFlow.value(), [call_option()]) ::
           {:ok, PacketFlow.value()} | {:error, PacketFlow.Error.t()}
@@ -119,29 +124,29 @@ defmodule PacketFlow.Context do
     group = PacketFlow.name!(group, "group")
     element = PacketFlow.name!(element, "element")
 
-    priority =
-      case opts do
-        [] -> nil
-        _ -> priority!(Keyword.validate!(opts, [:priority])[:priority])
-      end
+    {priority, timeout_ms} = child_options!(opts)
 
     child(
       ctx,
-      Native.context_call(token, group, element, data, priority, tag),
+      Native.context_call(token, group, element, data, priority, timeout_ms, tag),
       tag,
       {:call, [group, element]}
     )
   end
 
-  defp priority!(priority) when is_integer(priority) or is_nil(priority), do: priority
+  # The options of a child call, message or tell; their values are the
+  # core's to judge.
+  defp child_options!([]), do: {nil, nil}
 
-  defp priority!(other),
-    do: raise(ArgumentError, "priority must be an integer 1-10, got: #{inspect(other)}")
+  defp child_options!(opts) do
+    opts = Keyword.validate!(opts, [:priority, :timeout_ms])
+    {opts[:priority], opts[:timeout_ms]}
+  end
 
   @doc """
   Sends `message` to `actor` on behalf of this packet and waits for the
   turn's reply, as `call/5` does for a handler (same deadline, priority,
-  trace and cancellation).
+  trace and cancellation, and the same options).
 
   From an actor's turn, the message carries the turn's reentrancy chain: a
   message that comes back to the waiting actor through it runs at once
@@ -149,27 +154,33 @@ defmodule PacketFlow.Context do
 
   Raises `ArgumentError` if `message` is not JSON-shaped.
   """
-  @spec send(t(), ActorRef.t(), PacketFlow.Actors.message()) ::
+  @spec send(t(), ActorRef.t(), PacketFlow.Actors.message(), [call_option()]) ::
           {:ok, PacketFlow.value()} | {:error, PacketFlow.Error.t()}
-  def send(%__MODULE__{token: token} = ctx, %ActorRef{} = actor, message) do
+  def send(%__MODULE__{token: token} = ctx, %ActorRef{} = actor, message, opts \\ []) do
     tag = System.unique_integer([:positive])
     {type, id} = ActorRef.parts!(actor)
-    child(ctx, Native.context_send(token, type, id, message, tag), tag, {:send, [actor]})
+    {priority, timeout_ms} = child_options!(opts)
+    started = Native.context_send(token, type, id, message, priority, timeout_ms, tag)
+    child(ctx, started, tag, {:send, [actor]})
   end
 
   @doc """
   Sends `message` to `actor` on behalf of this packet without waiting for
   its turn (see `PacketFlow.Actors.tell/4`): `:ok` once it holds its place
-  in the actor's mailbox. A tell after the handler answered is PF503.
+  in the actor's mailbox, in the order of its priority (this packet's
+  unless `opts` names one); `timeout_ms:` bounds how long it may wait
+  there. A tell after the handler answered is PF503.
 
-  Raises `ArgumentError` if `message` is not JSON-shaped.
+  Raises `ArgumentError` if `message` is not JSON-shaped or an option is
+  unknown; a bad priority or timeout is PF400.
   """
-  @spec tell(t(), ActorRef.t(), PacketFlow.Actors.message()) ::
+  @spec tell(t(), ActorRef.t(), PacketFlow.Actors.message(), [call_option()]) ::
           :ok | {:error, PacketFlow.Error.t()}
-  def tell(%__MODULE__{token: token}, %ActorRef{} = actor, message) do
+  def tell(%__MODULE__{token: token}, %ActorRef{} = actor, message, opts \\ []) do
     {type, id} = ActorRef.parts!(actor)
+    {priority, timeout_ms} = child_options!(opts)
 
-    case Native.context_tell(token, type, id, message) do
+    case Native.context_tell(token, type, id, message, priority, timeout_ms) do
       {:badarg, message} -> raise ArgumentError, message
       told -> told
     end

@@ -53,9 +53,12 @@ defmodule PacketFlow.Native do
   def context_trace_id(_token), do: not_loaded()
   def context_priority(_token), do: not_loaded()
   def context_cancelled(_token), do: not_loaded()
-  def context_call(_token, _group, _element, _data, _priority, _tag), do: not_loaded()
-  def context_send(_token, _type, _id, _message, _tag), do: not_loaded()
-  def context_tell(_token, _type, _id, _message), do: not_loaded()
+
+  def context_call(_token, _group, _element, _data, _priority, _timeout_ms, _tag),
+    do: not_loaded()
+
+  def context_send(_token, _type, _id, _message, _priority, _timeout_ms, _tag), do: not_loaded()
+  def context_tell(_token, _type, _id, _message, _priority, _timeout_ms), do: not_loaded()
   def actor_register(_reactor, _type, _handler_id, _initial, _message_types), do: not_loaded()
   def actor_submit(_reactor_pid, _op, _type, _id, _fields, _tag, _submitter), do: not_loaded()
   def actor_tell(_reactor_pid, _type, _id, _fields), do: not_loaded()

@@ -126,12 +126,20 @@ class Context:
         polls it to stop early; once true it stays true, and whatever the
         handler returns then is not its submitter's answer."""
     def call(
-        self, group: str, element: str, data: Any = None, *, priority: Optional[int] = None
+        self,
+        group: str,
+        element: str,
+        data: Any = None,
+        *,
+        priority: Optional[int] = None,
+        timeout_ms: Optional[int] = None,
     ) -> Awaitable[Any]:
         """Submits a child packet and returns an awaitable of its data.
 
         The child has this packet's priority unless ``priority`` (1-10)
-        names one (:class:`InvalidPacketError`, PF400, for a bad one). It
+        names one, and all of what is left of this packet's deadline unless
+        ``timeout_ms`` (1-86400000) is shorter (:class:`InvalidPacketError`,
+        PF400, naming the field for a bad value). It
         is cancelled when this packet is (the call raises
         :class:`PacketCancelledError`, PF499) and when the task awaiting
         it is cancelled. Raises :class:`PacketFlowError` (the subclass of
@@ -139,25 +147,54 @@ class Context:
         ``def`` handlers use :meth:`call_sync`.
         """
     def call_sync(
-        self, group: str, element: str, data: Any = None, *, priority: Optional[int] = None
+        self,
+        group: str,
+        element: str,
+        data: Any = None,
+        *,
+        priority: Optional[int] = None,
+        timeout_ms: Optional[int] = None,
     ) -> Any:
         """Like :meth:`call`, blocking this thread (GIL released) until the
         child answers; for ``def`` handlers. If this packet is cancelled
         meanwhile, the child is cancelled too and this raises
         :class:`PacketCancelledError` (PF499)."""
-    def send(self, actor: ActorRef, message: Any) -> Awaitable[Any]:
+    def send(
+        self,
+        actor: ActorRef,
+        message: Any,
+        *,
+        priority: Optional[int] = None,
+        timeout_ms: Optional[int] = None,
+    ) -> Awaitable[Any]:
         """Sends ``message`` to ``actor`` on behalf of this packet; an
         awaitable of the turn's answer, with :meth:`call`'s deadline, trace
-        and reentrancy rules. Raises :class:`PacketFlowError` if the turn
-        fails. For ``async def`` functions; ``def`` ones use
-        :meth:`send_sync`."""
-    def send_sync(self, actor: ActorRef, message: Any) -> Any:
+        and reentrancy rules, ``priority`` and ``timeout_ms``. Raises
+        :class:`PacketFlowError` if the turn fails. For ``async def``
+        functions; ``def`` ones use :meth:`send_sync`."""
+    def send_sync(
+        self,
+        actor: ActorRef,
+        message: Any,
+        *,
+        priority: Optional[int] = None,
+        timeout_ms: Optional[int] = None,
+    ) -> Any:
         """Like :meth:`send`, blocking this thread (GIL released) until the
         turn answers; for ``def`` functions."""
-    def tell(self, actor: ActorRef, message: Any) -> None:
+    def tell(
+        self,
+        actor: ActorRef,
+        message: Any,
+        *,
+        priority: Optional[int] = None,
+        timeout_ms: Optional[int] = None,
+    ) -> None:
         """Sends ``message`` to ``actor`` without waiting for its turn: the
-        message has its place in the actor's mailbox when this returns.
-        Raises at once for a message the core refuses."""
+        message has its place in the actor's mailbox when this returns,
+        in the order of its ``priority`` (this packet's unless named);
+        ``timeout_ms`` bounds how long it may wait there. Raises at once
+        for a message the core refuses (PF400 naming a bad option)."""
 
 @final
 class ActorContext(Context):

@@ -9,8 +9,8 @@ use tokio::sync::Semaphore;
 use tokio::time::Duration;
 
 use super::*;
-use crate::packet::{Field, PacketId, PacketParts, Priority};
-use crate::reactor::{late_call_error, ReactorConfig};
+use crate::packet::{Element, Field, Group, Packet, PacketId, PacketParts, Priority};
+use crate::reactor::{late_call_error, CallOptions, ReactorConfig};
 
 /// The seed's counter: `increment` adds `by` (default 1), `get_value`
 /// reads, `fail` raises after changing the state, `panic` panics.
@@ -332,29 +332,30 @@ async fn tells_from_one_sender_keep_their_order() {
     wait_until(|| actors.stats()[0].tells_failed == 1).await;
 }
 
+/// An actor type whose state is the list of the `tag`s of its messages in
+/// the order their turns ran; a `block` message holds its turn until
+/// `gate` gives a permit.
+fn ordered_log(gate: Arc<Semaphore>) -> ActorType {
+    ActorType::from_async(move |input: TurnInput| {
+        let gate = gate.clone();
+        async move {
+            let mut state = input.state;
+            if input.message_type == "block" {
+                let _ = gate.acquire().await;
+            } else {
+                state.as_array_mut().unwrap().push(input.message["tag"].clone());
+            }
+            Ok(TurnOutput { reply: Reply::Value(Value::Null), state })
+        }
+    })
+}
+
 #[tokio::test]
 async fn the_mailbox_serves_higher_priorities_first() {
     let reactor = Reactor::default();
     let actors = reactor.actors();
     let gate = Arc::new(Semaphore::new(0));
-    let held = gate.clone();
-    actors
-        .register(
-            "ordered",
-            ActorType::from_async(move |input: TurnInput| {
-                let gate = held.clone();
-                async move {
-                    let mut state = input.state;
-                    if input.message_type == "block" {
-                        let _ = gate.acquire().await;
-                    } else {
-                        state.as_array_mut().unwrap().push(input.message["tag"].clone());
-                    }
-                    Ok(TurnOutput { reply: Reply::Value(Value::Null), state })
-                }
-            }),
-        )
-        .unwrap();
+    actors.register("ordered", ordered_log(gate.clone())).unwrap();
     let ordered = actors.create("ordered", Some("o"), json!([])).await.unwrap();
     let blocker = tokio::spawn({
         let (actors, ordered) = (actors.clone(), ordered.clone());
@@ -378,6 +379,52 @@ async fn the_mailbox_serves_higher_priorities_first() {
     }
     let host = actors.reactor.actor_host("ordered").unwrap();
     assert_eq!(host.cell_state("o").unwrap(), json!(["high-1", "high-2", "mid", "low-1", "low-2"]));
+}
+
+/// A handler's `tell_with` and `send_with` give their message a priority of
+/// its own (its place in the mailbox) and a shorter timeout; a bad option
+/// is PF400 naming it, and nothing is sent.
+#[tokio::test]
+async fn a_handlers_messages_take_their_own_priority_and_timeout() {
+    let reactor = Reactor::default();
+    let actors = reactor.actors();
+    let gate = Arc::new(Semaphore::new(0));
+    actors.register("ordered", ordered_log(gate.clone())).unwrap();
+    let ordered = actors.create("ordered", Some("o"), json!([])).await.unwrap();
+    let target = ordered.clone();
+    reactor
+        .register("df", "fan", move |data: Value, ctx| {
+            let ordered = target.clone();
+            async move {
+                for (tag, priority) in [("low", 1), ("high", 9), ("inherited", 0)] {
+                    let message = json!({"type": "log", "tag": tag});
+                    let priority = (priority > 0).then(|| Field::Int(priority.into()));
+                    let options = CallOptions::from_fields(priority.as_ref(), None)?;
+                    ctx.tell_with(&ordered, message, options)?;
+                }
+                let bad = CallOptions::from_fields(Some(&Field::Int(11)), None).unwrap_err();
+                assert_eq!(bad.message, "priority must be an integer 1-10, got 11");
+                // Behind the blocked turn, a send that may wait 50 ms ends
+                // at its own deadline, long before the packet's.
+                let short = CallOptions::from_fields(None, Some(&Field::Int(50)))?;
+                let late = ctx.send_with(&ordered, json!({"type": "log", "tag": "late"}), short).await;
+                Ok(json!({"late": late.unwrap_err().code.as_str(), "data": data}))
+            }
+        })
+        .unwrap();
+    let blocker = tokio::spawn({
+        let (actors, ordered) = (actors.clone(), ordered.clone());
+        async move { actors.send(&ordered, json!({"type": "block"})).await }
+    });
+    wait_until(|| reactor.in_flight() == 1).await;
+    let fan = Packet::new(Group::DataFlow, Element::new("fan").unwrap(), json!(1));
+    let answer = reactor.submit(fan).await;
+    assert_eq!(answer.outcome.unwrap(), json!({"late": "PF408", "data": 1}));
+    gate.add_permits(1);
+    blocker.await.unwrap().unwrap();
+    wait_until(|| reactor.in_flight() == 0).await;
+    let host = actors.reactor.actor_host("ordered").unwrap();
+    assert_eq!(host.cell_state("o").unwrap(), json!(["high", "inherited", "low"]));
 }
 
 fn reactor_in_flight(actors: &Actors) -> usize {

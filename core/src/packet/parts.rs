@@ -279,7 +279,7 @@ fn element_of(field: Option<&Field<'_>>) -> Result<Element, PfError> {
 }
 
 #[inline]
-fn priority_of(field: Option<&Field<'_>>) -> Result<Priority, PfError> {
+pub(crate) fn priority_of(field: Option<&Field<'_>>) -> Result<Priority, PfError> {
     const EXPECTED: &str = "an integer 1-10";
     match field {
         None | Some(Field::Null) => Ok(Priority::DEFAULT),
@@ -293,7 +293,7 @@ fn priority_of(field: Option<&Field<'_>>) -> Result<Priority, PfError> {
 }
 
 #[inline]
-fn timeout_of(field: Option<&Field<'_>>) -> Result<Option<u64>, PfError> {
+pub(crate) fn timeout_of(field: Option<&Field<'_>>) -> Result<Option<u64>, PfError> {
     match field {
         None | Some(Field::Null) => Ok(None),
         Some(given) => match given.as_u64() {

@@ -12,7 +12,7 @@ use super::in_place::{InPlace, InPlaceRoute};
 use super::{Immediate, Reactor};
 use crate::actor::{ActorRef, MadeTurnId, Op, META_TURNS};
 use crate::error::{ErrorCode, PfError};
-use crate::packet::{Element, Group, Packet, PacketId, Priority, META_TRACE_ID};
+use crate::packet::{parts, Element, Field, Group, Packet, PacketId, Priority, META_TRACE_ID};
 use crate::result::PacketResult;
 
 /// The packet's identity, metadata, deadline and priority, its
@@ -88,6 +88,31 @@ impl CallOptions {
     /// These options with the child's timeout at most `timeout_ms`.
     pub fn with_timeout_ms(self, timeout_ms: u64) -> CallOptions {
         CallOptions { timeout_ms: Some(timeout_ms), ..self }
+    }
+
+    /// Options as a binding's caller gave them: `priority` (1-10) and
+    /// `timeout_ms` (1-86400000), each judged as the same field of a
+    /// packet is (PF400 in the same words, naming the field); absent or
+    /// null leaves it unset.
+    ///
+    /// ```
+    /// use packetflow::reactor::CallOptions;
+    /// use packetflow::{Field, Priority};
+    ///
+    /// let options = CallOptions::from_fields(Some(&Field::Int(9)), Some(&Field::Null)).unwrap();
+    /// assert_eq!(options, CallOptions::priority(Priority::new(9).unwrap()));
+    /// let bad = CallOptions::from_fields(None, Some(&Field::from("soon"))).unwrap_err();
+    /// assert_eq!(bad.message, "timeout_ms must be a positive integer <= 86400000, got \"soon\"");
+    /// ```
+    pub fn from_fields(
+        priority: Option<&Field<'_>>,
+        timeout_ms: Option<&Field<'_>>,
+    ) -> Result<CallOptions, PfError> {
+        let priority = match priority {
+            None | Some(Field::Null) => None,
+            given => Some(parts::priority_of(given)?),
+        };
+        Ok(CallOptions { priority, timeout_ms: parts::timeout_of(timeout_ms)?, bar_mc: false })
     }
 }
 
@@ -310,17 +335,11 @@ impl Context {
     /// Starts [`call_packet`](Self::call_packet) here and now: a child for
     /// a local sync handler is answered before this returns, with no
     /// future made for it.
-    pub(crate) fn start_call(&self, mut packet: Packet, options: CallOptions) -> Call<'_> {
-        if options.bar_mc {
-            packet.bar_mc();
-        }
-        let mut child = match self.child(packet, options.priority) {
+    pub(crate) fn start_call(&self, packet: Packet, options: CallOptions) -> Call<'_> {
+        let child = match self.child_with(packet, &options) {
             Ok(child) => child,
             Err(e) => return Call::Answered(Err(e)),
         };
-        if let Some(timeout_ms) = options.timeout_ms {
-            child.timeout_ms = Some(child.timeout_ms().min(timeout_ms.max(1)));
-        }
         let start = Instant::now();
         let deadline = start + Duration::from_millis(self.reactor.timeout_of(&child));
         match self.reactor.try_submit(child, start, deadline, None, false) {
@@ -333,13 +352,31 @@ impl Context {
     /// [`call`](Self::call) does for a handler (same deadline, priority,
     /// trace, chain and cancellation rules).
     pub async fn send(&self, actor: &ActorRef, message: Value) -> Result<Value, PfError> {
-        self.call_packet(actor.packet(Op::Send, message), CallOptions::default()).await
+        self.send_with(actor, message, CallOptions::default()).await
+    }
+
+    /// [`send`](Self::send) with options: a priority of its own for the
+    /// message (its place in the mailbox), a shorter timeout.
+    pub async fn send_with(
+        &self,
+        actor: &ActorRef,
+        message: Value,
+        options: CallOptions,
+    ) -> Result<Value, PfError> {
+        self.call_packet(actor.packet(Op::Send, message), options).await
     }
 
     /// Sends `message` to `actor` without waiting for its turn (see
     /// [`Actors::tell`](crate::actor::Actors::tell)).
     pub fn tell(&self, actor: &ActorRef, message: Value) -> Result<(), PfError> {
-        let child = self.child(actor.packet(Op::Send, message), None)?;
+        self.tell_with(actor, message, CallOptions::default())
+    }
+
+    /// [`tell`](Self::tell) with options: a priority of its own for the
+    /// message (its place in the mailbox), a shorter timeout (how long it
+    /// may wait there).
+    pub fn tell_with(&self, actor: &ActorRef, message: Value, options: CallOptions) -> Result<(), PfError> {
+        let child = self.child_with(actor.packet(Op::Send, message), &options)?;
         self.reactor.actors().tell_packet(actor, child)
     }
 
@@ -376,6 +413,19 @@ impl Context {
                 ),
             )),
         }
+    }
+
+    /// [`child`](Self::child) with `options`: their priority, and their
+    /// timeout when shorter than what is left of this packet's.
+    fn child_with(&self, mut packet: Packet, options: &CallOptions) -> Result<Packet, PfError> {
+        if options.bar_mc {
+            packet.bar_mc();
+        }
+        let mut child = self.child(packet, options.priority)?;
+        if let Some(timeout_ms) = options.timeout_ms {
+            child.timeout_ms = Some(child.timeout_ms().min(timeout_ms.max(1)));
+        }
+        Ok(child)
     }
 
     /// `packet` as a child of this one: the deadline left, this packet's

@@ -4,13 +4,13 @@
 
 use std::future::Future;
 
-use packetflow::reactor::{late_call_error, CallOptions};
-use packetflow::{ActorRef, PfError, Priority, Value};
+use packetflow::reactor::late_call_error;
+use packetflow::{ActorRef, PfError, Value};
 use rustler::{Encoder, Env, LocalPid, OwnedEnv, ResourceArc, Term};
 
 use crate::exec::{inline, send_from, Deliver, Job};
 use crate::invocation::Invocation;
-use crate::{actor, atoms, convert, terms};
+use crate::{actor, atoms, convert, packet, terms};
 
 /// Milliseconds left before the packet's deadline.
 #[rustler::nif]
@@ -70,8 +70,8 @@ impl Deliver<Result<Value, PfError>> for ChildAnswer {
 /// `{:pf_child, tag, answer}`, or `{:badarg, message}` when `data` cannot
 /// cross; `answer` is `{:ok, data}` or `{:error, %PacketFlow.Error{}}`.
 ///
-/// `priority` (an integer, or `nil` for this packet's own) is the child's;
-/// the core judges it (PF400 outside 1-10).
+/// `priority` and `timeout_ms` (each `nil` for this packet's own) are the
+/// child's; the core judges them as a packet's (PF400 naming the field).
 ///
 /// A call after the handler answered is the core's late call (PF503), even
 /// before the core has seen that answer (it may still be on its way to a
@@ -83,17 +83,17 @@ fn context_call<'a>(
     group: String,
     element: String,
     data: Term<'a>,
-    priority: Option<i64>,
+    priority: Term<'a>,
+    timeout_ms: Term<'a>,
     tag: u64,
 ) -> Term<'a> {
     let data = match convert::to_value(data) {
         Ok(v) => v,
         Err(bad) => return (atoms::badarg(), bad.describe("data")).encode(env),
     };
-    let options = match priority.map(Priority::new) {
-        None => CallOptions::default(),
-        Some(Ok(priority)) => CallOptions::priority(priority),
-        Some(Err(e)) => return answered_at_once(env, Err(e)),
+    let options = match packet::call_options(priority, timeout_ms) {
+        Ok(options) => options,
+        Err(e) => return answered_at_once(env, Err(e)),
     };
     if token.answered() {
         return answered_at_once(env, Err(late_call_error(&group, &element)));
@@ -104,35 +104,42 @@ fn context_call<'a>(
 
 /// Sends `message` to actor `actor_type`/`actor_id` on behalf of the packet
 /// and waits for the turn's answer, as [`context_call`] does for a handler
-/// (same answers; a turn that sends carries its reentrancy chain).
+/// (same answers and options; a turn that sends carries its reentrancy
+/// chain).
 #[rustler::nif]
+#[allow(clippy::too_many_arguments)]
 fn context_send<'a>(
     env: Env<'a>,
     token: ResourceArc<Invocation>,
     actor_type: &str,
     actor_id: &str,
     message: Term<'a>,
+    priority: Term<'a>,
+    timeout_ms: Term<'a>,
     tag: u64,
 ) -> Term<'a> {
     let message = match convert::to_value(message) {
         Ok(v) => v,
         Err(bad) => return (atoms::badarg(), bad.describe("message")).encode(env),
     };
-    let actor = match ActorRef::new(actor_type, actor_id) {
-        Ok(actor) => actor,
+    let started = ActorRef::new(actor_type, actor_id)
+        .and_then(|actor| Ok((actor, packet::call_options(priority, timeout_ms)?)));
+    let (actor, options) = match started {
+        Ok(started) => started,
         Err(e) => return answered_at_once(env, Err(e)),
     };
     if token.answered() {
         return answered_at_once(env, Err(late_call_error("rm", actor.element().as_str())));
     }
     let ctx = token.context().clone();
-    child(env, &token, tag, async move { ctx.send(&actor, message).await })
+    child(env, &token, tag, async move { ctx.send_with(&actor, message, options).await })
 }
 
 /// Sends `message` to actor `actor_type`/`actor_id` on behalf of the packet
 /// without waiting for its turn: `:ok` once it holds its place in the
 /// mailbox, `{:error, %PacketFlow.Error{}}` for what the core refuses at
 /// once (a late tell is PF503, as a late call), or `{:badarg, message}`.
+/// `priority` and `timeout_ms` as for [`context_call`].
 #[rustler::nif]
 fn context_tell<'a>(
     env: Env<'a>,
@@ -140,6 +147,8 @@ fn context_tell<'a>(
     actor_type: &str,
     actor_id: &str,
     message: Term<'a>,
+    priority: Term<'a>,
+    timeout_ms: Term<'a>,
 ) -> Term<'a> {
     let message = match convert::to_value(message) {
         Ok(v) => v,
@@ -147,10 +156,11 @@ fn context_tell<'a>(
     };
     let told = inline::run(env, || {
         let actor = ActorRef::new(actor_type, actor_id)?;
+        let options = packet::call_options(priority, timeout_ms)?;
         if token.answered() {
             return Err(late_call_error("rm", actor.element().as_str()));
         }
-        token.context().tell(&actor, message)
+        token.context().tell_with(&actor, message, options)
     });
     actor::ok_or_error(env, told)
 }

@@ -11,6 +11,7 @@
 
 use std::borrow::Cow;
 
+use packetflow::reactor::CallOptions;
 use packetflow::{Field, Packet, PacketId, PacketParts, PacketResult, PfError};
 use rustler::{Binary, MapIterator, Term, TermType};
 
@@ -84,6 +85,13 @@ pub fn parts<'a>(term: Term<'a>) -> Result<(PacketParts<'a>, Option<PacketId>), 
             .transpose()?,
     };
     Ok((parts, given_id))
+}
+
+/// The options of a child call, message or tell (`:priority`,
+/// `:timeout_ms`; `nil` leaves one unset), judged by the core as the same
+/// fields of a packet are (PF400 naming the field).
+pub fn call_options(priority: Term, timeout_ms: Term) -> Result<CallOptions, PfError> {
+    CallOptions::from_fields(Some(&field(priority)), Some(&field(timeout_ms)))
 }
 
 /// A packet field's term as the core's [`Field`]: what it is, unchecked.
