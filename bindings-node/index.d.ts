@@ -472,6 +472,11 @@ export interface NatsStats {
   bridgedKeys: number;
   requestsSent: number;
   requestsServed: number;
+  /**
+   * The live members of the cluster (node ids, this node's among them,
+   * sorted); `null` unless it joined with `membership` or `actorStore`.
+   */
+  members: string[] | null;
 }
 
 /** Where a reactor listens, as {@link Reactor.listen} resolves it. */

@@ -89,7 +89,9 @@ defmodule PacketFlow.NatsTest do
              state: "connected",
              server: ^server,
              requests_sent: 2,
-             rtt_us: rtt
+             rtt_us: rtt,
+             # joined without membership
+             members: nil
            } = Reactor.stats(asking).nats
 
     assert rtt > 0
@@ -238,6 +240,8 @@ defmodule PacketFlow.NatsTest do
     assert %{"bucket" => "ex_members_members", "heartbeat_ms" => 250, "ttl_ms" => 750} = seen
     # `b` found the bucket there and beats at a third of its TTL.
     assert %{"heartbeat_ms" => 250} = membership_showing!(b_port, ids)
+    # stats/1 shows the members /health shows.
+    for member <- [a, b], do: assert(Reactor.stats(member).nats.members == Enum.sort(ids))
     # A member that stops deletes its entry: it leaves the view.
     :ok = Reactor.stop(b)
     membership_showing!(a_port, Enum.take(ids, 1))

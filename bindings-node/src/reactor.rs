@@ -753,6 +753,7 @@ impl NativeReactor {
                 "bridgedKeys": n.bridged_keys,
                 "requestsSent": n.requests_sent,
                 "requestsServed": n.requests_served,
+                "members": n.members,
             })),
         });
         to_js(env, &value)

@@ -43,6 +43,7 @@ test('a handler is called from another reactor through nats-server', async (t) =
   assert.equal(nats.server, `127.0.0.1:${server.port}`);
   assert.equal(nats.requestsSent, 2);
   assert.ok(nats.rttUs > 0);
+  assert.equal(nats.members, null); // joined without membership
   const served = serving.stats().nats;
   assert.equal(served.requestsServed, 1);
   assert.equal(served.servedKeys, 1);
@@ -130,6 +131,8 @@ test('members show in each other\'s view', async (t) => {
   // `b` found the bucket there and beats at a third of its TTL.
   seen = await membershipShowing(bAt.port, ids);
   assert.equal(seen.heartbeat_ms, 250);
+  // stats() shows the members /health shows.
+  for (const member of [a, b]) assert.deepEqual(member.stats().nats.members, [...ids].sort());
   // A member that stops deletes its entry: it leaves the view.
   await b.stop();
   await membershipShowing(aAt.port, ids.slice(0, 1));

@@ -167,6 +167,7 @@ fn stats_dict<'py>(
             d.set_item("bridged_keys", n.bridged_keys)?;
             d.set_item("requests_sent", n.requests_sent)?;
             d.set_item("requests_served", n.requests_served)?;
+            d.set_item("members", n.members)?;
             out.set_item("nats", d)?;
         }
         None => out.set_item("nats", py.None())?,
@@ -625,8 +626,9 @@ impl PyReactor {
     /// ``tells_failed``; ``routed``, packets by route (``local``,
     /// ``websocket``, ``nats``); ``nats``, the node's connection to NATS
     /// (``state``, ``server``, ``rtt_us``, ``served_keys``,
-    /// ``bridged_keys``, ``requests_sent``, ``requests_served``), or
-    /// ``None``.
+    /// ``bridged_keys``, ``requests_sent``, ``requests_served``,
+    /// ``members``: the live members' node ids, sorted, or ``None`` without
+    /// membership), or ``None``.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let out = stats_dict(py, self.core.stats())?;
         Ok(out)

@@ -42,6 +42,7 @@ async def test_a_handler_is_called_from_another_reactor_through_nats(nats_server
         assert nats["server"] == f"127.0.0.1:{nats_server.port}"
         assert nats["requests_sent"] == 2
         assert nats["rtt_us"] > 0
+        assert nats["members"] is None  # joined without membership
         served = serving.stats()["nats"]
         assert served is not None and served["requests_served"] == 1 and served["served_keys"] == 1
     finally:
@@ -146,6 +147,10 @@ async def test_members_show_in_each_others_view(jetstream_server: NatsServer) ->
         # `b` found the bucket there and beats at a third of its TTL.
         seen = await membership_showing(b_addr, ids)
         assert seen["heartbeat_ms"] == 250
+        # stats() shows the members /health shows.
+        for member in (a, b):
+            nats = member.stats()["nats"]
+            assert nats is not None and nats["members"] == sorted(ids)
         # A member that stops deletes its entry: it leaves the view.
         await b.stop()
         await membership_showing(a_addr, ids[:1])

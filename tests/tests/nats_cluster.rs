@@ -139,6 +139,12 @@ async fn a_route_key_reaches_the_same_member_from_every_node() {
     let all: Vec<&Node> = nodes.iter().chain([&client]).collect();
     wait_members(&all, &everyone).await;
     wait_node_subjects(&servers, &everyone).await;
+    // stats() shows the same members, sorted.
+    everyone.sort();
+    for node in &all {
+        let nats = node.reactor().stats().nats.expect("on NATS");
+        assert_eq!(nats.members.as_ref(), Some(&everyone), "{}", node.node_id());
+    }
 
     let mut owners = HashSet::new();
     for k in 0..24 {

@@ -371,7 +371,8 @@ defmodule PacketFlow.Reactor do
                 served_keys: non_neg_integer(),
                 bridged_keys: non_neg_integer(),
                 requests_sent: non_neg_integer(),
-                requests_served: non_neg_integer()
+                requests_served: non_neg_integer(),
+                members: nil | [String.t()]
               }
         }
 

@@ -65,6 +65,10 @@ class NatsStats(TypedDict):
     bridged_keys: int
     requests_sent: int
     requests_served: int
+    #: The live members of the cluster (node ids, this node's among them,
+    #: sorted); ``None`` unless it joined with ``membership`` or
+    #: ``actor_store``.
+    members: Optional[List[str]]
 
 
 class ReactorStats(TypedDict):

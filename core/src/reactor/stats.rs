@@ -186,6 +186,9 @@ pub struct NatsStats {
     pub requests_sent: u64,
     /// NATS requests this node answered.
     pub requests_served: u64,
+    /// The live members of the cluster, this node's id among them, sorted;
+    /// `None` unless the node joined with `membership` (or `actor_store`).
+    pub members: Option<Vec<String>>,
 }
 
 #[cfg(test)]

@@ -69,6 +69,7 @@ rustler::atoms! {
     bridged_keys,
     requests_sent,
     requests_served,
+    members,
     passivated,
     activations,
     passivations,

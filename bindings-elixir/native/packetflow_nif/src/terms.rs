@@ -107,6 +107,7 @@ pub fn stats<'a>(env: Env<'a>, s: &ReactorStats) -> Term<'a> {
             atoms::bridged_keys() => n.bridged_keys,
             atoms::requests_sent() => n.requests_sent,
             atoms::requests_served() => n.requests_served,
+            atoms::members() => n.members.clone(),
         })
     });
     rustler::term_map!(env, {

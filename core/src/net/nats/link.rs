@@ -461,6 +461,7 @@ impl NatsLink {
             bridged_keys: self.bridged_keys.load(Ordering::Relaxed) as u64,
             requests_sent: self.counters.sent.load(Ordering::Relaxed),
             requests_served: self.counters.served.load(Ordering::Relaxed),
+            members: self.cluster.get().map(|cluster| cluster.member_ids()),
         }
     }
 
