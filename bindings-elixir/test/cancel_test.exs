@@ -334,6 +334,7 @@ defmodule PacketFlow.CancelTest do
         send(test, {:refused, Context.call(ctx, "df", "report", nil, priority: 11)})
 
         send(test, {:high, Context.call(ctx, "df", "report", nil, priority: "high")})
+        send(test, {:both, Context.call(ctx, "df", "no spaces", nil, priority: 11)})
         send(test, {:raised, catch_error(Context.call(ctx, "df", "report", nil, colour: 1))})
 
         :ok
@@ -347,6 +348,9 @@ defmodule PacketFlow.CancelTest do
     assert message =~ "priority"
     assert_receive {:high, {:error, %Error{code: "PF400", message: message}}}
     assert message == ~s(priority must be an integer 1-10, got "high")
+    # A bad key and a bad option: the key is named, as the call judges it.
+    assert_receive {:both, {:error, %Error{code: "PF400", message: message}}}
+    assert message =~ ~r/^element must be 1-64 characters/
     assert_receive {:raised, %ArgumentError{message: message}}
     assert message =~ "colour"
   end

@@ -422,9 +422,10 @@ impl NativeReactor {
         self.start(&env, promise, async move { Answer::Data(ctx.call(&group, &element, data).await) })
     }
 
-    /// `ctx.call` with options: `priority` and `timeoutMs` (see
-    /// [`call_options`](Self::call_options)), and `abortable` when JS
-    /// watches an `AbortSignal` for it (see `submit`).
+    /// `ctx.call` with options: `priority` and `timeoutMs`, judged by the
+    /// core after the key (`CallOptions::for_call`: PF400 naming the
+    /// field), and `abortable` when JS watches an `AbortSignal` for it (see
+    /// `submit`).
     #[napi]
     #[allow(clippy::too_many_arguments)]
     pub fn context_call_with(
@@ -445,7 +446,9 @@ impl NativeReactor {
         let data = FromJs::new(&env)
             .convert_or_text(data, &data_text)
             .map_err(|e| throw_convert_error(&env, e, "data"))?;
-        let options = self.call_options(&env, &priority, &timeout_ms)?;
+        let (priority, timeout_ms) = (owned_field(&priority)?, owned_field(&timeout_ms)?);
+        let options = CallOptions::for_call(&group, &element, priority.as_ref(), timeout_ms.as_ref())
+            .map_err(|e| self.throw(&env, &e))?;
         let ctx = self.local.borrow().running.get(&(token as u64)).map(|r| r.context().clone());
         self.start_as(
             &env,
@@ -864,7 +867,7 @@ impl NativeReactor {
         }
     }
 
-    /// The options of a `ctx.call`, `send` or `tell`: the child's
+    /// The options of a `ctx.send` or `tell`: the message's
     /// `priority` and `timeoutMs` (`undefined`: the calling packet's
     /// priority, and all of what is left of its deadline), judged by the
     /// core as a packet's fields are (PF400 naming the field).

@@ -373,6 +373,10 @@ test('ctx.call inherits the priority unless it names one', T, async (t) => {
   assert.equal(await r.call('df', 'bad', 11), 'PF400: priority must be an integer 1-10, got 11');
   assert.equal(await r.call('df', 'bad', 'high'), 'PF400: priority must be an integer 1-10, got "high"');
   assert.equal(await r.call('df', 'bad', 1), 'called');
+
+  // A bad key and a bad option: the key is named, as the call judges it.
+  r.register('df', 'bad-both', (data, ctx) => ctx.call('df', 'no spaces', null, { priority: 11 }).catch((e) => `${e.code}: ${e.message}`));
+  assert.match(await r.call('df', 'bad-both', null), /^PF400: element must be 1-64 characters/);
 });
 
 test('ctx.priority read after the handler answered is PF503', T, async (t) => {

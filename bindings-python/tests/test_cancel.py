@@ -617,6 +617,9 @@ async def test_a_bad_priority_in_ctx_call_is_refused_by_the_core(reactor: Reacto
 
     @reactor.handler("df", "parent")
     async def parent(data: Any, ctx: Context) -> Any:
+        # A bad key and a bad option: the key is named, as the call judges it.
+        with pytest.raises(packetflow.InvalidPacketError, match="^PF400: element must be 1-64 characters"):
+            await ctx.call("df", "no spaces", priority=11)
         for bad in (11, 0, "high", 2.5, True):
             try:
                 await ctx.call("df", "leaf", priority=bad)

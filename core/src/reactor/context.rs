@@ -114,6 +114,28 @@ impl CallOptions {
         };
         Ok(CallOptions { priority, timeout_ms: parts::timeout_of(timeout_ms)?, bar_mc: false })
     }
+
+    /// [`from_fields`](Self::from_fields) for a call of `group:element`,
+    /// whose key is judged first, as the call itself judges it: a call
+    /// with a bad key and a bad option is refused for its key.
+    ///
+    /// ```
+    /// use packetflow::reactor::CallOptions;
+    /// use packetflow::Field;
+    ///
+    /// let bad = CallOptions::for_call("df", "no spaces", Some(&Field::Int(11)), None).unwrap_err();
+    /// assert!(bad.message.starts_with("element must be"), "{}", bad.message);
+    /// ```
+    pub fn for_call(
+        group: &str,
+        element: &str,
+        priority: Option<&Field<'_>>,
+        timeout_ms: Option<&Field<'_>>,
+    ) -> Result<CallOptions, PfError> {
+        Group::parse(group)?;
+        Element::new(element)?;
+        CallOptions::from_fields(priority, timeout_ms)
+    }
 }
 
 /// The id of the packet a context serves.

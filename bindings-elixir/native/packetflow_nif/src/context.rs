@@ -71,7 +71,8 @@ impl Deliver<Result<Value, PfError>> for ChildAnswer {
 /// cross; `answer` is `{:ok, data}` or `{:error, %PacketFlow.Error{}}`.
 ///
 /// `priority` and `timeout_ms` (each `nil` for this packet's own) are the
-/// child's; the core judges them as a packet's (PF400 naming the field).
+/// child's; the core judges them as a packet's, after the key (PF400
+/// naming the field).
 ///
 /// A call after the handler answered is the core's late call (PF503), even
 /// before the core has seen that answer (it may still be on its way to a
@@ -91,7 +92,7 @@ fn context_call<'a>(
         Ok(v) => v,
         Err(bad) => return (atoms::badarg(), bad.describe("data")).encode(env),
     };
-    let options = match packet::call_options(priority, timeout_ms) {
+    let options = match packet::call_options(Some((&group, &element)), priority, timeout_ms) {
         Ok(options) => options,
         Err(e) => return answered_at_once(env, Err(e)),
     };
@@ -123,7 +124,7 @@ fn context_send<'a>(
         Err(bad) => return (atoms::badarg(), bad.describe("message")).encode(env),
     };
     let started = ActorRef::new(actor_type, actor_id)
-        .and_then(|actor| Ok((actor, packet::call_options(priority, timeout_ms)?)));
+        .and_then(|actor| Ok((actor, packet::call_options(None, priority, timeout_ms)?)));
     let (actor, options) = match started {
         Ok(started) => started,
         Err(e) => return answered_at_once(env, Err(e)),
@@ -156,7 +157,7 @@ fn context_tell<'a>(
     };
     let told = inline::run(env, || {
         let actor = ActorRef::new(actor_type, actor_id)?;
-        let options = packet::call_options(priority, timeout_ms)?;
+        let options = packet::call_options(None, priority, timeout_ms)?;
         if token.answered() {
             return Err(late_call_error("rm", actor.element().as_str()));
         }

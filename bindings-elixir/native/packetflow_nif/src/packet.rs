@@ -89,9 +89,18 @@ pub fn parts<'a>(term: Term<'a>) -> Result<(PacketParts<'a>, Option<PacketId>), 
 
 /// The options of a child call, message or tell (`:priority`,
 /// `:timeout_ms`; `nil` leaves one unset), judged by the core as the same
-/// fields of a packet are (PF400 naming the field).
-pub fn call_options(priority: Term, timeout_ms: Term) -> Result<CallOptions, PfError> {
-    CallOptions::from_fields(Some(&field(priority)), Some(&field(timeout_ms)))
+/// fields of a packet are (PF400 naming the field); a call's `key`
+/// (group, element) is judged first.
+pub fn call_options(
+    key: Option<(&str, &str)>,
+    priority: Term,
+    timeout_ms: Term,
+) -> Result<CallOptions, PfError> {
+    let (priority, timeout_ms) = (field(priority), field(timeout_ms));
+    match key {
+        Some((group, element)) => CallOptions::for_call(group, element, Some(&priority), Some(&timeout_ms)),
+        None => CallOptions::from_fields(Some(&priority), Some(&timeout_ms)),
+    }
 }
 
 /// A packet field's term as the core's [`Field`]: what it is, unchecked.
