@@ -283,9 +283,9 @@ class Context {
    * Calls `group:element` with `data` as a child of this packet: the child
    * inherits what is left of the deadline (unless `options.timeoutMs` is
    * shorter), the priority (unless `options.priority` names one) and the
-   * trace id, and is cancelled with this packet. Resolves to the child's data or rejects with a
-   * {@link PacketFlowError} (PF499 when this packet was cancelled or ended
-   * meanwhile). With `options.signal`, an abort cancels the child and
+   * trace id, and is cancelled with this packet. Resolves to the child's
+   * data or rejects with a {@link PacketFlowError} (PF499 when this packet
+   * was cancelled or ended meanwhile). With `options.signal`, an abort cancels the child and
    * rejects with the signal's `reason`. Call it before the handler answers.
    * @template [R=import('./index').JsonValue]
    * @param {import('./index').Group | (string & {})} group
@@ -356,7 +356,7 @@ class Context {
     }
     const begin = (/** @type {import('./index').CallOptions} */ o, /** @type {boolean} */ abortable, /** @type {number} */ id) =>
       this.#state.native.contextSend(this.#token, ref.type, ref.id, message, jsonText(message), o.priority, o.timeoutMs, abortable, id);
-    if (options === undefined) return this.#state.promised((id) => begin({}, false, id));
+    if (options === undefined) return this.#state.promised((id) => begin(NO_OPTIONS, false, id));
     return this.#child(options, begin);
   }
 
@@ -374,7 +374,7 @@ class Context {
   tell(actor, message, options = undefined) {
     const { type, id } = refOf(actor);
     /** @type {import('./index').TellOptions} */
-    let o = {};
+    let o = NO_OPTIONS;
     if (options !== undefined) {
       o = optionsObject(options);
       onlyKeys(o, CONTEXT_TELL_OPTIONS);
@@ -1103,6 +1103,9 @@ const CALL_OPTIONS = ['priority', 'timeoutMs', 'signal'];
 
 /** The options of `ctx.tell`. */
 const CONTEXT_TELL_OPTIONS = ['priority', 'timeoutMs'];
+
+/** The options of a `ctx.send` or `ctx.tell` given none: one object, made once. */
+const NO_OPTIONS = Object.freeze({});
 
 /**
  * Whether `value` can be watched as an `AbortSignal` (as Node's own APIs
